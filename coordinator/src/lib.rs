@@ -1,1 +1,11 @@
+//! convoyd, Convoy's coordinator: holds desired state, places instances on
+//! nodes, and streams each agent its NodePlan over mTLS gRPC.
 
+pub mod api;
+pub mod dev;
+pub mod pki;
+pub mod placement;
+pub mod server;
+pub mod spec;
+pub mod state;
+pub mod store;

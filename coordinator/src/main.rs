@@ -1,1 +1,236 @@
-fn main() {}
+//! convoyd: parse flags, start the coordinator (and in dev mode an agent),
+//! run until a signal, drain.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use convoy_coordinator::{
+    dev,
+    pki::{self, Ca, PkiPaths},
+    server::{self, ServeConfig},
+};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "convoyd", version, about = "Convoy's coordinator")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the coordinator.
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Address for agents (mTLS).
+        #[arg(long, env = "CONVOY_AGENT_LISTEN", default_value = "0.0.0.0:7401")]
+        agent_listen: SocketAddr,
+    },
+    /// Run a coordinator and an agent for this host in one process.
+    Dev {
+        #[command(flatten)]
+        common: Common,
+        /// Address for agents (mTLS).
+        #[arg(long, env = "CONVOY_AGENT_LISTEN", default_value = "127.0.0.1:7401")]
+        agent_listen: SocketAddr,
+        /// Node name of the embedded agent (default: this host's name).
+        #[arg(long)]
+        node_name: Option<String>,
+        /// Do not write the `dev` context into the CLI's config file.
+        #[arg(long)]
+        no_config: bool,
+    },
+    /// Issue a client certificate for another agent (ca.pem, agent.pem, agent.key).
+    IssueCert {
+        #[arg(long, env = "CONVOY_DATA_DIR")]
+        data_dir: PathBuf,
+        /// The node's name; it becomes the certificate's identity.
+        #[arg(long)]
+        node: String,
+        /// Directory to write the files into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    /// Data directory: store, CA, admin token.
+    #[arg(long, env = "CONVOY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address for the CLI's API (TLS + token).
+    #[arg(long, env = "CONVOY_API_LISTEN", default_value = "127.0.0.1:7400")]
+    api_listen: SocketAddr,
+    /// Extra names or IPs for the coordinator's certificate.
+    #[arg(long = "san")]
+    sans: Vec<String>,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run(cli)) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,h2=warn,tower=warn,hyper=warn,sled=warn".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::IssueCert {
+            data_dir,
+            node,
+            out,
+            days,
+        } => {
+            let ca = Ca::load(&PkiPaths::new(&data_dir))?;
+            let issued = ca.issue_agent(&node, time::Duration::days(days))?;
+            pki::write_agent_bundle(&ca, &issued, &out)?;
+            println!(
+                "issued a certificate for node `{node}` into {}",
+                out.display()
+            );
+            Ok(())
+        }
+        Command::Serve {
+            common,
+            agent_listen,
+        } => {
+            init_tracing();
+            let data_dir = common.data_dir.context(
+                "--data-dir (or CONVOY_DATA_DIR) is required for `serve`; try `convoyd dev` for a local setup",
+            )?;
+            serve(common.api_listen, agent_listen, data_dir, common.sans, None).await
+        }
+        Command::Dev {
+            common,
+            agent_listen,
+            node_name,
+            no_config,
+        } => {
+            init_tracing();
+            let data_dir = common
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(".convoy-dev"));
+            let node = node_name.unwrap_or_else(hostname);
+            serve(
+                common.api_listen,
+                agent_listen,
+                data_dir,
+                common.sans,
+                Some((node, !no_config)),
+            )
+            .await
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| pki::validate_node_name(h).is_ok())
+        .unwrap_or_else(|| "dev".to_string())
+}
+
+async fn serve(
+    api_listen: SocketAddr,
+    agent_listen: SocketAddr,
+    data_dir: PathBuf,
+    sans: Vec<String>,
+    dev_agent: Option<(String, bool)>,
+) -> Result<()> {
+    let data_dir = std::path::absolute(&data_dir)
+        .with_context(|| format!("bad data directory {}", data_dir.display()))?;
+    let shutdown = CancellationToken::new();
+    let running = server::start(
+        ServeConfig {
+            data_dir: data_dir.clone(),
+            api_listen,
+            agent_listen,
+            sans,
+        },
+        shutdown.clone(),
+    )
+    .await?;
+    let mut running = running;
+    let mut tasks = std::mem::take(&mut running.tasks);
+    let api = format!("https://{}", running.api_addr);
+    if let Some((node, write_config)) = dev_agent {
+        tasks.push(dev::start_agent(
+            &running,
+            &data_dir,
+            &node,
+            shutdown.clone(),
+        )?);
+        println!("convoyd dev: coordinator and agent `{node}` on this host");
+        if write_config {
+            let written = dev::write_cli_context(
+                "dev",
+                &api,
+                &PkiPaths::new(&data_dir).ca_cert(),
+                &data_dir.join("admin.token"),
+            )?;
+            if let Some(path) = written {
+                println!("CLI context `dev` written to {}", path.display());
+            }
+        }
+    }
+    println!("convoyd ready: api={api} agents={}", running.agent_addr);
+    println!("admin token: {}", data_dir.join("admin.token").display());
+    println!(
+        "CA certificate: {}",
+        PkiPaths::new(&data_dir).ca_cert().display()
+    );
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    let drain = futures::future::join_all(tasks);
+    tokio::select! {
+        _ = drain => {}
+        _ = tokio::time::sleep(Duration::from_secs(10)) => {
+            tracing::warn!("tasks still running after 10 s; exiting anyway");
+        }
+        _ = wait_for_signal() => {
+            tracing::warn!("second signal; exiting at once");
+        }
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

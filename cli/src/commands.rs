@@ -1,0 +1,182 @@
+//! The subcommands: each reads its input, makes one call to the coordinator
+//! and renders the answer as a table or as JSON.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, Result};
+use clap::Subcommand;
+use convoy_proto::{ApplyRequest, DeleteRequest, StatusRequest};
+
+use crate::client::Coordinator;
+use crate::config::{self, ConfigFile, Env, Flags};
+use crate::output::{self, DeleteJson, Format};
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send a spec file to the coordinator and store what changed.
+    Apply {
+        /// The spec file (`-` reads stdin).
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+        /// Show the plan without storing anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show what `apply` would do (same as `apply --dry-run`).
+    Plan {
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Show services and their instances.
+    Status {
+        /// Only this service.
+        service: Option<String>,
+    },
+    /// List the nodes known to the coordinator.
+    Nodes,
+    /// Delete a service and stop its instances.
+    Delete { service: String },
+}
+
+/// What to print: `stderr` first (warnings), then `stdout`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Output {
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    fn stdout(text: String) -> Self {
+        Self {
+            stdout: text,
+            stderr: String::new(),
+        }
+    }
+}
+
+pub async fn run(command: Command, format: Format, flags: &Flags) -> Result<Output> {
+    match command {
+        Command::Apply { file, dry_run } => apply(&file, dry_run, format, flags).await,
+        Command::Plan { file } => apply(&file, true, format, flags).await,
+        Command::Status { service } => status(service, format, flags).await,
+        Command::Nodes => nodes(format, flags).await,
+        Command::Delete { service } => delete(service, format, flags).await,
+    }
+}
+
+async fn apply(file: &Path, dry_run: bool, format: Format, flags: &Flags) -> Result<Output> {
+    // The file is read before dialing: a typo in its name needs no coordinator.
+    let (filename, content) = read_spec(file)?;
+    let mut coordinator = connect(flags).await?;
+    let response = coordinator
+        .apply(ApplyRequest {
+            filename,
+            content,
+            dry_run,
+        })
+        .await?;
+    Ok(match format {
+        Format::Table => Output {
+            stdout: output::apply_table(&response),
+            stderr: output::apply_warnings(&response),
+        },
+        Format::Json => Output::stdout(output::json(&output::ApplyJson::from(&response))),
+    })
+}
+
+async fn status(service: Option<String>, format: Format, flags: &Flags) -> Result<Output> {
+    let mut coordinator = connect(flags).await?;
+    let response = coordinator
+        .status(StatusRequest {
+            service: service.unwrap_or_default(),
+            env: String::new(),
+        })
+        .await?;
+    Ok(Output::stdout(match format {
+        Format::Table => output::status_table(&response, now_ms()),
+        Format::Json => output::json(&output::StatusJson::from(&response)),
+    }))
+}
+
+async fn nodes(format: Format, flags: &Flags) -> Result<Output> {
+    let mut coordinator = connect(flags).await?;
+    let response = coordinator.list_nodes().await?;
+    Ok(Output::stdout(match format {
+        Format::Table => output::nodes_table(&response, now_ms()),
+        Format::Json => output::json(&output::NodesJson::from(&response)),
+    }))
+}
+
+async fn delete(service: String, format: Format, flags: &Flags) -> Result<Output> {
+    let mut coordinator = connect(flags).await?;
+    // Empty env: the coordinator applies its default.
+    let env = String::new();
+    let response = coordinator
+        .delete(DeleteRequest {
+            service: service.clone(),
+            env: env.clone(),
+        })
+        .await?;
+    let deleted = DeleteJson::new(&service, &env, &response);
+    Ok(Output::stdout(match format {
+        Format::Table => output::delete_line(&deleted),
+        Format::Json => output::json(&deleted),
+    }))
+}
+
+async fn connect(flags: &Flags) -> Result<Coordinator> {
+    let env = Env::from_process();
+    let path = config::default_path();
+    let file = match &path {
+        Some(path) => Some(ConfigFile::load(path)?),
+        None => None,
+    };
+    let settings = config::resolve(flags, &env, path.as_deref().zip(file.as_ref()))?;
+    Coordinator::connect(&settings).await
+}
+
+/// The spec's name for error messages (as given) and its text.
+fn read_spec(file: &Path) -> Result<(String, String)> {
+    if file == Path::new("-") {
+        let mut content = String::new();
+        std::io::stdin()
+            .read_to_string(&mut content)
+            .context("cannot read the spec from stdin")?;
+        return Ok(("<stdin>".to_owned(), content));
+    }
+    let content =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    Ok((file.display().to_string(), content))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_spec_file_is_named_in_the_error() {
+        let err = read_spec(Path::new("no/such/spec.yaml")).unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "cannot read no/such/spec.yaml: No such file or directory (os error 2)"
+        );
+    }
+
+    #[test]
+    fn the_spec_keeps_the_path_as_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hello.yaml");
+        std::fs::write(&path, "services: {}\n").unwrap();
+        let (filename, content) = read_spec(&path).unwrap();
+        assert_eq!(filename, path.display().to_string());
+        assert_eq!(content, "services: {}\n");
+    }
+}

@@ -1,0 +1,8 @@
+//! The `convoy` command line as a library: the binary in `main.rs` only parses
+//! flags and prints. `config` holds the config file format and
+//! [`config::upsert_context`], which `convoyd dev` can share.
+
+pub mod client;
+pub mod commands;
+pub mod config;
+pub mod output;

@@ -1,0 +1,1002 @@
+//! What the commands print: kubectl-style tables for people and the JSON
+//! documents of INTERFACES.md for scripts, both built from the proto answers.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use convoy_proto as pb;
+use pb::{ChangeAction, NodeState, WorkloadState};
+use serde::Serialize;
+
+/// The env the coordinator picks when a request leaves it empty.
+pub const DEFAULT_ENV: &str = "default";
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    #[default]
+    Table,
+    Json,
+}
+
+/// One JSON document and a newline.
+pub fn json<T: Serialize>(value: &T) -> String {
+    // Plain structs of strings and numbers: serialising cannot fail.
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+// ---- JSON shapes (INTERFACES.md) ----
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct ApplyJson {
+    pub dry_run: bool,
+    pub warnings: Vec<String>,
+    pub services: Vec<ServiceChangeJson>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct ServiceChangeJson {
+    pub service: String,
+    pub env: String,
+    pub action: &'static str,
+    pub revision: u64,
+    pub previous_revision: u64,
+    pub changed_fields: Vec<String>,
+    pub instances: Vec<InstanceChangeJson>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct InstanceChangeJson {
+    pub instance_id: String,
+    pub node: String,
+    pub action: &'static str,
+}
+
+impl From<&pb::ApplyResponse> for ApplyJson {
+    fn from(response: &pb::ApplyResponse) -> Self {
+        let pb::ApplyResponse {
+            services,
+            warnings,
+            dry_run,
+        } = response;
+        Self {
+            dry_run: *dry_run,
+            warnings: warnings.clone(),
+            services: services.iter().map(ServiceChangeJson::from).collect(),
+        }
+    }
+}
+
+impl From<&pb::ServiceChange> for ServiceChangeJson {
+    fn from(change: &pb::ServiceChange) -> Self {
+        let pb::ServiceChange {
+            service,
+            env,
+            action,
+            revision,
+            previous_revision,
+            instances,
+            changed_fields,
+        } = change;
+        Self {
+            service: service.clone(),
+            env: env.clone(),
+            action: change_action_word(*action),
+            revision: *revision,
+            previous_revision: *previous_revision,
+            changed_fields: changed_fields.clone(),
+            instances: instances
+                .iter()
+                .map(|i| {
+                    let pb::InstanceChange {
+                        instance_id,
+                        node,
+                        action,
+                    } = i;
+                    InstanceChangeJson {
+                        instance_id: instance_id.clone(),
+                        node: node.clone(),
+                        action: change_action_word(*action),
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+fn change_action(value: i32) -> ChangeAction {
+    ChangeAction::try_from(value).unwrap_or(ChangeAction::Unspecified)
+}
+
+fn change_action_word(value: i32) -> &'static str {
+    match change_action(value) {
+        ChangeAction::Unspecified => "unspecified",
+        ChangeAction::Create => "create",
+        ChangeAction::Update => "update",
+        ChangeAction::Unchanged => "unchanged",
+        ChangeAction::Remove => "remove",
+        ChangeAction::Replace => "replace",
+        ChangeAction::Pending => "pending",
+    }
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct StatusJson {
+    pub services: Vec<ServiceStatusJson>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct ServiceStatusJson {
+    pub name: String,
+    pub env: String,
+    pub revision: u64,
+    pub desired: u32,
+    pub running: u32,
+    pub image: String,
+    pub instances: Vec<InstanceStatusJson>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct InstanceStatusJson {
+    pub id: String,
+    pub index: u32,
+    pub node: String,
+    pub node_connected: bool,
+    pub revision: u64,
+    pub state: &'static str,
+    pub reason: String,
+    pub restarts: u32,
+    pub container_id: String,
+    pub container_name: String,
+}
+
+impl From<&pb::StatusResponse> for StatusJson {
+    fn from(response: &pb::StatusResponse) -> Self {
+        let pb::StatusResponse { services } = response;
+        Self {
+            services: services.iter().map(ServiceStatusJson::from).collect(),
+        }
+    }
+}
+
+impl From<&pb::ServiceStatus> for ServiceStatusJson {
+    fn from(status: &pb::ServiceStatus) -> Self {
+        let pb::ServiceStatus {
+            name,
+            env,
+            revision,
+            desired,
+            running,
+            instances,
+            updated_unix_ms: _,
+            image,
+        } = status;
+        Self {
+            name: name.clone(),
+            env: env.clone(),
+            revision: *revision,
+            desired: *desired,
+            running: *running,
+            image: image.clone(),
+            instances: instances.iter().map(InstanceStatusJson::from).collect(),
+        }
+    }
+}
+
+impl From<&pb::InstanceStatus> for InstanceStatusJson {
+    fn from(status: &pb::InstanceStatus) -> Self {
+        let pb::InstanceStatus {
+            id,
+            index,
+            node,
+            node_connected,
+            revision,
+            state,
+            reason,
+            restarts,
+            container_id,
+            container_name,
+            updated_unix_ms: _,
+        } = status;
+        Self {
+            id: id.clone(),
+            index: *index,
+            node: node.clone(),
+            node_connected: *node_connected,
+            revision: *revision,
+            state: workload_state_word(*state),
+            reason: reason.clone(),
+            restarts: *restarts,
+            container_id: container_id.clone(),
+            container_name: container_name.clone(),
+        }
+    }
+}
+
+fn workload_state(value: i32) -> WorkloadState {
+    WorkloadState::try_from(value).unwrap_or(WorkloadState::Unspecified)
+}
+
+fn workload_state_word(value: i32) -> &'static str {
+    match workload_state(value) {
+        WorkloadState::Unspecified => "unspecified",
+        WorkloadState::Pending => "pending",
+        WorkloadState::Starting => "starting",
+        WorkloadState::Running => "running",
+        WorkloadState::Failed => "failed",
+        WorkloadState::Exited => "exited",
+    }
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct NodesJson {
+    pub nodes: Vec<NodeJson>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct NodeJson {
+    pub name: String,
+    pub state: &'static str,
+    pub hostname: String,
+    pub os: String,
+    pub kernel: String,
+    pub arch: String,
+    pub cpus: u32,
+    pub memory_bytes: u64,
+    pub docker_version: String,
+    pub labels: BTreeMap<String, String>,
+    pub agent_version: String,
+    pub connected_since_unix_ms: i64,
+    pub last_heartbeat_unix_ms: i64,
+    pub plan_generation: u64,
+    pub acked_generation: u64,
+    pub workloads: u32,
+}
+
+impl From<&pb::ListNodesResponse> for NodesJson {
+    fn from(response: &pb::ListNodesResponse) -> Self {
+        let pb::ListNodesResponse { nodes } = response;
+        Self {
+            nodes: nodes.iter().map(NodeJson::from).collect(),
+        }
+    }
+}
+
+impl From<&pb::Node> for NodeJson {
+    fn from(node: &pb::Node) -> Self {
+        let pb::Node {
+            name,
+            state,
+            facts,
+            agent_version,
+            connected_since_unix_ms,
+            last_heartbeat_unix_ms,
+            plan_generation,
+            acked_generation,
+            workloads,
+            metrics: _,
+            address: _,
+        } = node;
+        let pb::NodeFacts {
+            hostname,
+            os,
+            kernel,
+            arch,
+            cpus,
+            memory_bytes,
+            docker_version,
+            labels,
+        } = facts.clone().unwrap_or_default();
+        Self {
+            name: name.clone(),
+            state: node_state_word(*state),
+            hostname,
+            os,
+            kernel,
+            arch,
+            cpus,
+            memory_bytes,
+            docker_version,
+            labels: labels.into_iter().collect(),
+            agent_version: agent_version.clone(),
+            connected_since_unix_ms: *connected_since_unix_ms,
+            last_heartbeat_unix_ms: *last_heartbeat_unix_ms,
+            plan_generation: *plan_generation,
+            acked_generation: *acked_generation,
+            workloads: *workloads,
+        }
+    }
+}
+
+fn node_state_word(value: i32) -> &'static str {
+    match NodeState::try_from(value).unwrap_or(NodeState::Unspecified) {
+        NodeState::Unspecified => "unspecified",
+        NodeState::Ready => "ready",
+        NodeState::Down => "down",
+    }
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct DeleteJson {
+    pub service: String,
+    pub env: String,
+    pub removed_instances: u32,
+    pub last_revision: u64,
+}
+
+impl DeleteJson {
+    /// The answer does not repeat the service, so the request supplies it.
+    pub fn new(service: &str, env: &str, response: &pb::DeleteResponse) -> Self {
+        let pb::DeleteResponse {
+            removed_instances,
+            last_revision,
+        } = response;
+        Self {
+            service: service.to_owned(),
+            env: if env.is_empty() { DEFAULT_ENV } else { env }.to_owned(),
+            removed_instances: *removed_instances,
+            last_revision: *last_revision,
+        }
+    }
+}
+
+// ---- tables ----
+
+/// `warning: ...` lines, for stderr.
+pub fn apply_warnings(response: &pb::ApplyResponse) -> String {
+    response
+        .warnings
+        .iter()
+        .map(|w| format!("warning: {w}\n"))
+        .collect()
+}
+
+pub fn apply_table(response: &pb::ApplyResponse) -> String {
+    let mut out = String::new();
+    if response.services.is_empty() {
+        out.push_str("no services in the spec\n");
+    }
+    for change in &response.services {
+        let name = qualified(&change.env, &change.service);
+        let summary = service_change_summary(change, response.dry_run);
+        let _ = writeln!(out, "service {name}: {summary}");
+        for instance in &change.instances {
+            let action = change_action(instance.action);
+            let sign = match action {
+                ChangeAction::Create => '+',
+                ChangeAction::Replace => '~',
+                ChangeAction::Remove => '-',
+                ChangeAction::Unchanged => '=',
+                ChangeAction::Pending => '?',
+                ChangeAction::Update | ChangeAction::Unspecified => ' ',
+            };
+            let place = if action == ChangeAction::Pending && instance.node.is_empty() {
+                " (no node can take it yet)".to_owned()
+            } else if instance.node.is_empty() {
+                String::new()
+            } else {
+                format!(" on {}", instance.node)
+            };
+            let _ = writeln!(out, "  {sign} {}{place}", instance.instance_id);
+        }
+    }
+    if response.dry_run {
+        out.push_str("dry run: nothing was stored\n");
+    }
+    out
+}
+
+fn service_change_summary(change: &pb::ServiceChange, dry_run: bool) -> String {
+    let count = |wanted: fn(ChangeAction) -> bool| {
+        change
+            .instances
+            .iter()
+            .filter(|i| wanted(change_action(i.action)))
+            .count()
+    };
+    let verb = |done: &str, planned: &str| {
+        if dry_run {
+            format!("would {planned}")
+        } else {
+            done.to_owned()
+        }
+    };
+    match change_action(change.action) {
+        ChangeAction::Create => {
+            let n = count(|a| a != ChangeAction::Remove);
+            format!(
+                "{} revision {} ({})",
+                verb("created", "create"),
+                change.revision,
+                plural(n, "instance")
+            )
+        }
+        ChangeAction::Update => {
+            let fields = if change.changed_fields.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", change.changed_fields.join(", "))
+            };
+            format!(
+                "{} revision {} -> {}{fields}",
+                verb("updated", "update"),
+                change.previous_revision,
+                change.revision
+            )
+        }
+        ChangeAction::Unchanged => format!("unchanged (revision {})", change.revision),
+        ChangeAction::Remove => {
+            let n = count(|a| a == ChangeAction::Remove);
+            format!(
+                "{} ({} removed)",
+                verb("removed", "remove"),
+                plural(n, "instance")
+            )
+        }
+        ChangeAction::Replace | ChangeAction::Pending | ChangeAction::Unspecified => {
+            format!("revision {}", change.revision)
+        }
+    }
+}
+
+pub fn status_table(response: &pb::StatusResponse, now_ms: i64) -> String {
+    if response.services.is_empty() {
+        return "no services\n".to_owned();
+    }
+    let mut out = String::new();
+    for (i, service) in response.services.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let _ = writeln!(
+            out,
+            "{}  rev {}  {}/{} running  image {}",
+            qualified(&service.env, &service.name),
+            service.revision,
+            service.running,
+            service.desired,
+            or_dash(&service.image)
+        );
+        let rows: Vec<Vec<String>> = service
+            .instances
+            .iter()
+            .map(|instance| {
+                vec![
+                    instance.id.clone(),
+                    or_dash(&instance.node).to_owned(),
+                    instance.revision.to_string(),
+                    workload_state_word(instance.state).to_owned(),
+                    instance.restarts.to_string(),
+                    age_or_reason(instance, now_ms),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &["INSTANCE", "NODE", "REV", "STATE", "RESTARTS", "AGE/REASON"],
+            &rows,
+        ));
+    }
+    out
+}
+
+fn age_or_reason(instance: &pb::InstanceStatus, now_ms: i64) -> String {
+    let reason = instance.reason.trim();
+    if !instance.node.is_empty() && !instance.node_connected {
+        return if reason.is_empty() {
+            "(node down)".to_owned()
+        } else {
+            format!("(node down) {reason}")
+        };
+    }
+    let explains = matches!(
+        workload_state(instance.state),
+        WorkloadState::Failed | WorkloadState::Exited | WorkloadState::Pending
+    );
+    if explains && !reason.is_empty() {
+        return reason.to_owned();
+    }
+    if instance.updated_unix_ms > 0 {
+        format_age(now_ms - instance.updated_unix_ms)
+    } else {
+        "-".to_owned()
+    }
+}
+
+pub fn nodes_table(response: &pb::ListNodesResponse, now_ms: i64) -> String {
+    if response.nodes.is_empty() {
+        return "no nodes\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = response
+        .nodes
+        .iter()
+        .map(|node| {
+            let facts = node.facts.clone().unwrap_or_default();
+            let docker = match (&node.facts, facts.docker_version.as_str()) {
+                (None, _) => "-".to_owned(),
+                (Some(_), "") => "unreachable".to_owned(),
+                (Some(_), version) => version.to_owned(),
+            };
+            vec![
+                node.name.clone(),
+                node_state_word(node.state).to_owned(),
+                or_dash(&facts.hostname).to_owned(),
+                or_dash(&facts.os).to_owned(),
+                or_dash(&facts.kernel).to_owned(),
+                if facts.cpus == 0 {
+                    "-".to_owned()
+                } else {
+                    facts.cpus.to_string()
+                },
+                format_gib(facts.memory_bytes),
+                docker,
+                ago(node.connected_since_unix_ms, now_ms, "-"),
+                ago(node.last_heartbeat_unix_ms, now_ms, "never"),
+                node.workloads.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME",
+            "STATE",
+            "HOSTNAME",
+            "OS",
+            "KERNEL",
+            "CPUS",
+            "MEMORY",
+            "DOCKER",
+            "CONNECTED",
+            "HEARTBEAT",
+            "WORKLOADS",
+        ],
+        &rows,
+    )
+}
+
+pub fn delete_line(deleted: &DeleteJson) -> String {
+    format!(
+        "deleted service {} ({} removed)\n",
+        qualified(&deleted.env, &deleted.service),
+        plural(deleted.removed_instances as usize, "instance")
+    )
+}
+
+/// `NAME`, or `ENV/NAME` outside the default env.
+fn qualified(env: &str, name: &str) -> String {
+    if env.is_empty() || env == DEFAULT_ENV {
+        name.to_owned()
+    } else {
+        format!("{env}/{name}")
+    }
+}
+
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+fn or_dash(s: &str) -> &str {
+    if s.is_empty() {
+        "-"
+    } else {
+        s
+    }
+}
+
+/// A duration as kubectl shows ages: `45s`, `3m`, `5h`, `2d`.
+pub fn format_age(ms: i64) -> String {
+    let secs = ms.max(0) / 1000;
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 60 * 60 => format!("{}m", s / 60),
+        s if s < 24 * 60 * 60 => format!("{}h", s / (60 * 60)),
+        s => format!("{}d", s / (24 * 60 * 60)),
+    }
+}
+
+/// `3m ago` for a timestamp, `unset` when it is zero.
+fn ago(unix_ms: i64, now_ms: i64, unset: &str) -> String {
+    if unix_ms <= 0 {
+        unset.to_owned()
+    } else {
+        format!("{} ago", format_age(now_ms - unix_ms))
+    }
+}
+
+fn format_gib(bytes: u64) -> String {
+    if bytes == 0 {
+        return "-".to_owned();
+    }
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+/// Left-aligned columns three spaces apart; the last one is not padded.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let pad = widths[i] - cell.chars().count() + 3;
+                line.push_str(cell);
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const NOW: i64 = 1_700_000_000_000;
+
+    fn apply_response(dry_run: bool) -> pb::ApplyResponse {
+        pb::ApplyResponse {
+            dry_run,
+            warnings: vec!["service `hello` has no health check".into()],
+            services: vec![
+                pb::ServiceChange {
+                    service: "hello".into(),
+                    env: "default".into(),
+                    action: ChangeAction::Create as i32,
+                    revision: 1,
+                    previous_revision: 0,
+                    changed_fields: vec![],
+                    instances: vec![
+                        pb::InstanceChange {
+                            instance_id: "default/hello/1".into(),
+                            node: "node-a".into(),
+                            action: ChangeAction::Create as i32,
+                        },
+                        pb::InstanceChange {
+                            instance_id: "default/hello/2".into(),
+                            node: String::new(),
+                            action: ChangeAction::Pending as i32,
+                        },
+                    ],
+                },
+                pb::ServiceChange {
+                    service: "web".into(),
+                    env: "default".into(),
+                    action: ChangeAction::Update as i32,
+                    revision: 2,
+                    previous_revision: 1,
+                    changed_fields: vec!["image".into(), "environment".into()],
+                    instances: vec![
+                        pb::InstanceChange {
+                            instance_id: "default/web/1".into(),
+                            node: "node-a".into(),
+                            action: ChangeAction::Replace as i32,
+                        },
+                        pb::InstanceChange {
+                            instance_id: "default/web/2".into(),
+                            node: "node-b".into(),
+                            action: ChangeAction::Remove as i32,
+                        },
+                    ],
+                },
+                pb::ServiceChange {
+                    service: "db".into(),
+                    env: "staging".into(),
+                    action: ChangeAction::Unchanged as i32,
+                    revision: 2,
+                    previous_revision: 2,
+                    changed_fields: vec![],
+                    instances: vec![pb::InstanceChange {
+                        instance_id: "staging/db/1".into(),
+                        node: "node-b".into(),
+                        action: ChangeAction::Unchanged as i32,
+                    }],
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn apply_table_shows_each_service_and_instance_change() {
+        assert_eq!(
+            apply_table(&apply_response(false)),
+            "service hello: created revision 1 (2 instances)\n\
+             \x20 + default/hello/1 on node-a\n\
+             \x20 ? default/hello/2 (no node can take it yet)\n\
+             service web: updated revision 1 -> 2 (image, environment)\n\
+             \x20 ~ default/web/1 on node-a\n\
+             \x20 - default/web/2 on node-b\n\
+             service staging/db: unchanged (revision 2)\n\
+             \x20 = staging/db/1 on node-b\n"
+        );
+    }
+
+    #[test]
+    fn dry_run_says_nothing_was_stored() {
+        let text = apply_table(&apply_response(true));
+        assert!(text.starts_with("service hello: would create revision 1 (2 instances)\n"));
+        assert!(text.contains("service web: would update revision 1 -> 2 (image, environment)\n"));
+        assert!(text.ends_with("dry run: nothing was stored\n"));
+    }
+
+    #[test]
+    fn apply_warnings_are_prefixed_lines() {
+        assert_eq!(
+            apply_warnings(&apply_response(false)),
+            "warning: service `hello` has no health check\n"
+        );
+    }
+
+    #[test]
+    fn apply_json_uses_contract_names_and_lowercase_actions() {
+        let value = serde_json::to_value(ApplyJson::from(&apply_response(true))).unwrap();
+        assert_eq!(value["dry_run"], json!(true));
+        assert_eq!(
+            value["warnings"],
+            json!(["service `hello` has no health check"])
+        );
+        assert_eq!(
+            value["services"][1],
+            json!({
+                "service": "web",
+                "env": "default",
+                "action": "update",
+                "revision": 2,
+                "previous_revision": 1,
+                "changed_fields": ["image", "environment"],
+                "instances": [
+                    {"instance_id": "default/web/1", "node": "node-a", "action": "replace"},
+                    {"instance_id": "default/web/2", "node": "node-b", "action": "remove"},
+                ],
+            })
+        );
+        assert_eq!(value["services"][0]["instances"][1]["action"], "pending");
+        assert_eq!(value["services"][2]["action"], "unchanged");
+    }
+
+    fn instance(
+        index: u32,
+        node: &str,
+        connected: bool,
+        state: WorkloadState,
+        reason: &str,
+    ) -> pb::InstanceStatus {
+        pb::InstanceStatus {
+            id: format!("default/hello/{index}"),
+            index,
+            node: node.into(),
+            node_connected: connected,
+            revision: 2,
+            state: state as i32,
+            reason: reason.into(),
+            restarts: index - 1,
+            container_id: format!("c{index}"),
+            container_name: format!("convoy-default-hello-{index}-r2"),
+            updated_unix_ms: NOW - 3 * 60_000,
+        }
+    }
+
+    fn status_response() -> pb::StatusResponse {
+        pb::StatusResponse {
+            services: vec![pb::ServiceStatus {
+                name: "hello".into(),
+                env: "default".into(),
+                revision: 2,
+                desired: 4,
+                running: 1,
+                image: "convoy-testapp:latest".into(),
+                updated_unix_ms: NOW,
+                instances: vec![
+                    instance(1, "node-a", true, WorkloadState::Running, ""),
+                    instance(
+                        2,
+                        "node-a",
+                        true,
+                        WorkloadState::Failed,
+                        "image `x:1` not found on node `node-a`",
+                    ),
+                    instance(3, "node-b", false, WorkloadState::Running, ""),
+                    instance(4, "", false, WorkloadState::Pending, "no node has room"),
+                ],
+            }],
+        }
+    }
+
+    #[test]
+    fn status_table_has_a_header_per_service_and_reasons_for_trouble() {
+        assert_eq!(
+            status_table(&status_response(), NOW),
+            "hello  rev 2  1/4 running  image convoy-testapp:latest\n\
+             INSTANCE          NODE     REV   STATE     RESTARTS   AGE/REASON\n\
+             default/hello/1   node-a   2     running   0          3m\n\
+             default/hello/2   node-a   2     failed    1          image `x:1` not found on node `node-a`\n\
+             default/hello/3   node-b   2     running   2          (node down)\n\
+             default/hello/4   -        2     pending   3          no node has room\n"
+        );
+    }
+
+    #[test]
+    fn status_of_nothing_says_so() {
+        let empty = pb::StatusResponse { services: vec![] };
+        assert_eq!(status_table(&empty, NOW), "no services\n");
+        assert_eq!(
+            json(&StatusJson::from(&empty)),
+            "{\n  \"services\": []\n}\n"
+        );
+    }
+
+    #[test]
+    fn status_json_uses_contract_names_and_lowercase_states() {
+        let value = serde_json::to_value(StatusJson::from(&status_response())).unwrap();
+        let service = &value["services"][0];
+        assert_eq!(service["name"], "hello");
+        assert_eq!(service["env"], "default");
+        assert_eq!(service["revision"], 2);
+        assert_eq!(service["desired"], 4);
+        assert_eq!(service["running"], 1);
+        assert_eq!(service["image"], "convoy-testapp:latest");
+        assert_eq!(
+            service["instances"][1],
+            json!({
+                "id": "default/hello/2",
+                "index": 2,
+                "node": "node-a",
+                "node_connected": true,
+                "revision": 2,
+                "state": "failed",
+                "reason": "image `x:1` not found on node `node-a`",
+                "restarts": 1,
+                "container_id": "c2",
+                "container_name": "convoy-default-hello-2-r2",
+            })
+        );
+        assert_eq!(service.as_object().unwrap().len(), 7);
+    }
+
+    fn nodes_response() -> pb::ListNodesResponse {
+        pb::ListNodesResponse {
+            nodes: vec![
+                pb::Node {
+                    name: "node-a".into(),
+                    state: NodeState::Ready as i32,
+                    facts: Some(pb::NodeFacts {
+                        hostname: "host-a".into(),
+                        os: "Ubuntu 24.04".into(),
+                        kernel: "6.8.0".into(),
+                        arch: "x86_64".into(),
+                        cpus: 8,
+                        memory_bytes: 16 * (1 << 30),
+                        docker_version: "27.3.1".into(),
+                        labels: [
+                            ("zone".to_owned(), "a".to_owned()),
+                            ("gpu".to_owned(), "no".to_owned()),
+                        ]
+                        .into_iter()
+                        .collect(),
+                    }),
+                    agent_version: "0.1.0".into(),
+                    connected_since_unix_ms: NOW - 3 * 60_000,
+                    last_heartbeat_unix_ms: NOW - 2_000,
+                    plan_generation: 3,
+                    acked_generation: 3,
+                    workloads: 2,
+                    metrics: None,
+                    address: "10.0.0.1:4242".into(),
+                },
+                pb::Node {
+                    name: "node-b".into(),
+                    state: NodeState::Down as i32,
+                    facts: None,
+                    last_heartbeat_unix_ms: NOW - 2 * 3_600_000,
+                    ..pb::Node::default()
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn nodes_table_shows_facts_ages_and_memory_in_gib() {
+        assert_eq!(
+            nodes_table(&nodes_response(), NOW),
+            "NAME     STATE   HOSTNAME   OS             KERNEL   CPUS   MEMORY     DOCKER   CONNECTED   HEARTBEAT   WORKLOADS\n\
+             node-a   ready   host-a     Ubuntu 24.04   6.8.0    8      16.0 GiB   27.3.1   3m ago      2s ago      2\n\
+             node-b   down    -          -              -        -      -          -        -           2h ago      0\n"
+        );
+    }
+
+    #[test]
+    fn nodes_json_uses_contract_names() {
+        let value = serde_json::to_value(NodesJson::from(&nodes_response())).unwrap();
+        assert_eq!(
+            value["nodes"][0],
+            json!({
+                "name": "node-a",
+                "state": "ready",
+                "hostname": "host-a",
+                "os": "Ubuntu 24.04",
+                "kernel": "6.8.0",
+                "arch": "x86_64",
+                "cpus": 8,
+                "memory_bytes": 17179869184u64,
+                "docker_version": "27.3.1",
+                "labels": {"gpu": "no", "zone": "a"},
+                "agent_version": "0.1.0",
+                "connected_since_unix_ms": NOW - 180_000,
+                "last_heartbeat_unix_ms": NOW - 2_000,
+                "plan_generation": 3,
+                "acked_generation": 3,
+                "workloads": 2,
+            })
+        );
+        assert_eq!(value["nodes"][1]["state"], "down");
+        assert_eq!(value["nodes"][1]["labels"], json!({}));
+    }
+
+    #[test]
+    fn delete_line_and_json_name_the_service() {
+        let response = pb::DeleteResponse {
+            removed_instances: 2,
+            last_revision: 3,
+        };
+        let deleted = DeleteJson::new("hello", "", &response);
+        assert_eq!(
+            delete_line(&deleted),
+            "deleted service hello (2 instances removed)\n"
+        );
+        assert_eq!(
+            serde_json::to_value(&deleted).unwrap(),
+            json!({"service": "hello", "env": "default", "removed_instances": 2, "last_revision": 3})
+        );
+        let one = pb::DeleteResponse {
+            removed_instances: 1,
+            last_revision: 1,
+        };
+        assert_eq!(
+            delete_line(&DeleteJson::new("web", "", &one)),
+            "deleted service web (1 instance removed)\n"
+        );
+    }
+
+    #[test]
+    fn ages_read_like_kubectl() {
+        assert_eq!(format_age(0), "0s");
+        assert_eq!(format_age(-5_000), "0s");
+        assert_eq!(format_age(59_999), "59s");
+        assert_eq!(format_age(60_000), "1m");
+        assert_eq!(format_age(3 * 60_000 + 59_000), "3m");
+        assert_eq!(format_age(3_600_000), "1h");
+        assert_eq!(format_age(23 * 3_600_000), "23h");
+        assert_eq!(format_age(3 * 86_400_000), "3d");
+        assert_eq!(ago(0, NOW, "never"), "never");
+        assert_eq!(ago(NOW - 42_000, NOW, "never"), "42s ago");
+    }
+
+    #[test]
+    fn memory_is_shown_in_gib_with_one_decimal() {
+        assert_eq!(format_gib(0), "-");
+        assert_eq!(format_gib(8_192 * (1 << 20)), "8.0 GiB");
+        assert_eq!(format_gib(1_610_612_736), "1.5 GiB");
+    }
+
+    #[test]
+    fn unknown_enum_values_read_as_unspecified() {
+        assert_eq!(change_action_word(99), "unspecified");
+        assert_eq!(workload_state_word(-1), "unspecified");
+        assert_eq!(node_state_word(7), "unspecified");
+    }
+}

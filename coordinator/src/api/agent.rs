@@ -1,0 +1,153 @@
+//! `AgentService.Session`: one long-lived stream per agent. The node name
+//! comes from the verified client certificate, never from a message.
+
+use std::{sync::Arc, time::Duration};
+
+use convoy_proto as pb;
+use pb::{agent_message::Msg, coordinator_message::Msg as Out};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+use crate::{pki, state::Coordinator};
+
+/// How long an agent has to say Hello after opening its stream.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct AgentApi {
+    coord: Arc<Coordinator>,
+}
+
+impl AgentApi {
+    pub fn new(coord: Arc<Coordinator>) -> Self {
+        Self { coord }
+    }
+}
+
+type Outbound = mpsc::Sender<Result<pb::CoordinatorMessage, Status>>;
+
+#[tonic::async_trait]
+impl pb::agent_service_server::AgentService for AgentApi {
+    type SessionStream = ReceiverStream<Result<pb::CoordinatorMessage, Status>>;
+
+    async fn session(
+        &self,
+        req: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let certs = req
+            .peer_certs()
+            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+        let leaf = certs
+            .first()
+            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+        let node = pki::node_name_from_der(leaf.as_ref())
+            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let address = req.remote_addr();
+        let inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(32);
+        let span = tracing::info_span!("session", node = %node);
+        tokio::spawn(run_session(self.coord.clone(), node, address, inbound, tx).instrument(span));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+async fn run_session(
+    coord: Arc<Coordinator>,
+    node: String,
+    address: Option<std::net::SocketAddr>,
+    mut inbound: Streaming<pb::AgentMessage>,
+    tx: Outbound,
+) {
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+        Ok(Ok(Some(pb::AgentMessage {
+            msg: Some(Msg::Hello(h)),
+        }))) => h,
+        Ok(Ok(Some(_))) => {
+            let _ = tx
+                .send(Err(Status::invalid_argument(
+                    "the first message must be Hello",
+                )))
+                .await;
+            return;
+        }
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "stream failed before Hello");
+            return;
+        }
+        Err(_) => {
+            let _ = tx
+                .send(Err(Status::deadline_exceeded("no Hello within 10 s")))
+                .await;
+            return;
+        }
+    };
+    let agent_version = hello.agent_version.clone();
+    let handle = match coord.register(&node, hello, address).await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot register the agent");
+            let _ = tx.send(Err(Status::unavailable(e.to_string()))).await;
+            return;
+        }
+    };
+    tracing::info!(?address, agent_version, "agent connected");
+    let conn_id = handle.conn_id;
+    let cancel = handle.cancel.clone();
+    let welcome = pb::CoordinatorMessage {
+        msg: Some(Out::Welcome(pb::Welcome {
+            node_name: node.clone(),
+            heartbeat_interval_ms: coord.heartbeat_interval.as_millis() as u64,
+        })),
+    };
+    let forward =
+        tokio::spawn(forward_plans(tx, welcome, handle.plan_rx, cancel.clone()).in_current_span());
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            msg = inbound.message() => match msg {
+                Ok(Some(m)) => coord.handle(&node, conn_id, m),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "agent stream ended with an error");
+                    break;
+                }
+            },
+        }
+    }
+    cancel.cancel();
+    coord.disconnect(&node, conn_id);
+    let _ = forward.await;
+}
+
+/// Sends the Welcome, then the node's plan every time it changes (latest
+/// wins, so a slow agent never sees plans out of order).
+async fn forward_plans(
+    tx: Outbound,
+    welcome: pb::CoordinatorMessage,
+    mut plans: tokio::sync::watch::Receiver<Option<Arc<pb::NodePlan>>>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    if tx.send(Ok(welcome)).await.is_err() {
+        return;
+    }
+    plans.mark_changed();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = plans.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let plan = plans.borrow_and_update().clone();
+                if let Some(plan) = plan {
+                    let msg = pb::CoordinatorMessage { msg: Some(Out::Plan((*plan).clone())) };
+                    if tx.send(Ok(msg)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! gRPC handlers: thin adapters that decode, call the state, and map errors
+//! to `tonic::Status`.
+
+pub mod agent;
+pub mod auth;
+pub mod control;
+
+use tonic::Status;
+
+use crate::state::StateError;
+
+impl From<StateError> for Status {
+    fn from(e: StateError) -> Self {
+        match e {
+            StateError::Spec(e) => Status::invalid_argument(e.to_string()),
+            e @ StateError::ServiceNotFound { .. } => Status::not_found(e.to_string()),
+            StateError::Store(e) => {
+                tracing::error!(error = %e, "store failure");
+                Status::unavailable(format!("the coordinator's store failed: {e}"))
+            }
+        }
+    }
+}

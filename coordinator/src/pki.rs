@@ -1,0 +1,354 @@
+//! The coordinator's own certificate authority: created on first start in
+//! `DATA/pki`, it signs the coordinator's server certificate and every
+//! agent's client certificate, whose subject CN is the node name.
+
+use std::{
+    fs,
+    io::Write,
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    path::{Path, PathBuf},
+};
+
+use rcgen::{
+    BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+};
+use sha2::{Digest, Sha256};
+use time::{Duration, OffsetDateTime};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("{context} {}: {source}", path.display())]
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("certificate error: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    #[error("invalid node name `{0}`: use 1-63 letters, digits, `.`, `_` or `-`, starting with a letter or digit")]
+    InvalidNodeName(String),
+    #[error("the CA key {} is readable by other users (mode {mode:o}); run `chmod 600` on it", path.display())]
+    KeyTooOpen { path: PathBuf, mode: u32 },
+    #[error("the certificate presented has no usable subject common name")]
+    NoCommonName,
+    #[error("cannot parse the certificate: {0}")]
+    Parse(String),
+}
+
+/// Paths of the CA and server material inside `DATA/pki`.
+#[derive(Debug, Clone)]
+pub struct PkiPaths {
+    pub dir: PathBuf,
+}
+
+impl PkiPaths {
+    pub fn new(data_dir: &Path) -> Self {
+        Self {
+            dir: data_dir.join("pki"),
+        }
+    }
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+    pub fn ca_key(&self) -> PathBuf {
+        self.dir.join("ca.key")
+    }
+    pub fn server_cert(&self) -> PathBuf {
+        self.dir.join("server.pem")
+    }
+    pub fn server_key(&self) -> PathBuf {
+        self.dir.join("server.key")
+    }
+}
+
+/// A loaded CA that can sign certificates.
+pub struct Ca {
+    cert: Certificate,
+    key: KeyPair,
+    pem: String,
+    /// DER of the CA certificate as stored (what agents pin).
+    der: Vec<u8>,
+}
+
+/// PEM text of a certificate and its private key.
+pub struct Issued {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl Ca {
+    /// Loads the CA from `DATA/pki`, creating it on first start.
+    pub fn load_or_create(paths: &PkiPaths) -> Result<Self, PkiError> {
+        if paths.ca_cert().exists() && paths.ca_key().exists() {
+            return Self::load(paths);
+        }
+        create_dir_private(&paths.dir)?;
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name = dn("Convoy CA");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::minutes(5);
+        params.not_after = now + Duration::days(3650);
+        let cert = params.self_signed(&key)?;
+        write_private(&paths.ca_key(), key.serialize_pem().as_bytes())?;
+        write_public(&paths.ca_cert(), cert.pem().as_bytes())?;
+        let pem = cert.pem();
+        let der = cert.der().to_vec();
+        Ok(Self {
+            cert,
+            key,
+            pem,
+            der,
+        })
+    }
+
+    /// Loads an existing CA; refuses a key file other users can read.
+    pub fn load(paths: &PkiPaths) -> Result<Self, PkiError> {
+        let key_path = paths.ca_key();
+        let meta = fs::metadata(&key_path).map_err(|source| PkiError::Io {
+            context: "cannot read the CA key",
+            path: key_path.clone(),
+            source,
+        })?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(PkiError::KeyTooOpen {
+                path: key_path,
+                mode,
+            });
+        }
+        let key_pem = read(&key_path, "cannot read the CA key")?;
+        let pem = read(&paths.ca_cert(), "cannot read the CA certificate")?;
+        let key = KeyPair::from_pem(&key_pem)?;
+        // Re-signing the CA's own parameters with its own key gives an issuer
+        // with the same subject and key: what signing needs.
+        let params = CertificateParams::from_ca_cert_pem(&pem)?;
+        let cert = params.self_signed(&key)?;
+        let der = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+            .map_err(|e| PkiError::Parse(e.to_string()))?
+            .1
+            .contents;
+        Ok(Self {
+            cert,
+            key,
+            pem,
+            der,
+        })
+    }
+
+    /// The CA certificate as PEM, for trust stores.
+    pub fn cert_pem(&self) -> &str {
+        &self.pem
+    }
+
+    /// `sha256:HEX` of the CA certificate's DER, what agents pin.
+    pub fn fingerprint(&self) -> String {
+        format!("sha256:{}", hex::encode(Sha256::digest(&self.der)))
+    }
+
+    /// The coordinator's TLS server certificate.
+    pub fn issue_server(&self, extra_sans: &[String]) -> Result<Issued, PkiError> {
+        let mut sans = vec![
+            convoy_proto::COORDINATOR_SERVER_NAME.to_string(),
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "::1".to_string(),
+        ];
+        if let Ok(h) = fs::read_to_string("/proc/sys/kernel/hostname") {
+            let h = h.trim();
+            if !h.is_empty() {
+                sans.push(h.to_string());
+            }
+        }
+        for s in extra_sans {
+            if !sans.contains(s) {
+                sans.push(s.clone());
+            }
+        }
+        let mut params = CertificateParams::new(sans)?;
+        params.distinguished_name = dn("convoyd");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        self.sign(params, Duration::days(365))
+    }
+
+    /// A client certificate for the agent of `node`.
+    pub fn issue_agent(&self, node: &str, validity: Duration) -> Result<Issued, PkiError> {
+        validate_node_name(node)?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        let mut name = DistinguishedName::new();
+        name.push(DnType::CommonName, node);
+        name.push(DnType::OrganizationalUnitName, "convoy-agent");
+        params.distinguished_name = name;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        self.sign(params, validity)
+    }
+
+    fn sign(&self, mut params: CertificateParams, validity: Duration) -> Result<Issued, PkiError> {
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::minutes(5);
+        params.not_after = now + validity;
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.cert, &self.key)?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+/// Writes an agent's `ca.pem`, `agent.pem` and `agent.key` (0600) into `out`.
+pub fn write_agent_bundle(ca: &Ca, issued: &Issued, out: &Path) -> Result<(), PkiError> {
+    create_dir_private(out)?;
+    write_public(&out.join("ca.pem"), ca.cert_pem().as_bytes())?;
+    write_public(&out.join("agent.pem"), issued.cert_pem.as_bytes())?;
+    write_private(&out.join("agent.key"), issued.key_pem.as_bytes())?;
+    Ok(())
+}
+
+/// Node names: what DNS labels and Docker names accept, so they can be used
+/// in both.
+pub fn validate_node_name(node: &str) -> Result<(), PkiError> {
+    let ok = !node.is_empty()
+        && node.len() <= 63
+        && node
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && node
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(PkiError::InvalidNodeName(node.to_string()))
+    }
+}
+
+/// The node name carried by a verified client certificate (its subject CN).
+pub fn node_name_from_der(der: &[u8]) -> Result<String, PkiError> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|e| PkiError::Parse(e.to_string()))?;
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .ok_or(PkiError::NoCommonName)?;
+    validate_node_name(cn)?;
+    Ok(cn.to_string())
+}
+
+fn dn(cn: &str) -> DistinguishedName {
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, cn);
+    name.push(DnType::OrganizationName, "Convoy");
+    name
+}
+
+fn read(path: &Path, context: &'static str) -> Result<String, PkiError> {
+    fs::read_to_string(path).map_err(|source| PkiError::Io {
+        context,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Creates a directory (and parents) readable only by its owner.
+pub fn create_dir_private(dir: &Path) -> Result<(), PkiError> {
+    fs::create_dir_all(dir).map_err(|source| PkiError::Io {
+        context: "cannot create directory",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|source| PkiError::Io {
+        context: "cannot set permissions on",
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes a secret (key, token) with mode 0600, replacing any old file.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), PkiError> {
+    write_mode(path, bytes, 0o600)
+}
+
+fn write_public(path: &Path, bytes: &[u8]) -> Result<(), PkiError> {
+    write_mode(path, bytes, 0o644)
+}
+
+fn write_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PkiError> {
+    let io = |source| PkiError::Io {
+        context: "cannot write",
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    fs::rename(&tmp, path).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_certificate_carries_the_node_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = PkiPaths::new(dir.path());
+        let ca = Ca::load_or_create(&paths).unwrap();
+        let issued = ca.issue_agent("gpu-3", Duration::days(1)).unwrap();
+        let der = rustls_pemfile_der(&issued.cert_pem);
+        assert_eq!(node_name_from_der(&der).unwrap(), "gpu-3");
+        // Loading again gives the same CA.
+        let again = Ca::load(&paths).unwrap();
+        assert_eq!(again.fingerprint(), ca.fingerprint());
+    }
+
+    #[test]
+    fn world_readable_ca_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = PkiPaths::new(dir.path());
+        Ca::load_or_create(&paths).unwrap();
+        let key = paths.ca_key();
+        assert_eq!(
+            fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Ca::load(&paths).err().expect("must refuse");
+        assert!(err.to_string().contains("readable by other users"), "{err}");
+    }
+
+    #[test]
+    fn bad_node_names_are_refused() {
+        for bad in ["", "-x", "a b", "a/b", &"x".repeat(64)] {
+            assert!(validate_node_name(bad).is_err(), "{bad:?}");
+        }
+        for good in ["n1", "gpu-3.rack2", "A_b"] {
+            assert!(validate_node_name(good).is_ok(), "{good:?}");
+        }
+    }
+
+    fn rustls_pemfile_der(pem: &str) -> Vec<u8> {
+        let p = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap().1;
+        p.contents
+    }
+}

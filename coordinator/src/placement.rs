@@ -1,0 +1,250 @@
+//! Placement: which node runs each instance of a service. Existing
+//! assignments stay where they are while their node still matches; new or
+//! orphaned instances go to the connected matching node with the fewest
+//! instances of the service. Pure functions, so they are unit-tested alone.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::spec::ServiceSpec;
+
+/// A node as placement sees it.
+pub struct Candidate<'a> {
+    pub name: &'a str,
+    pub facts: &'a convoy_proto::NodeFacts,
+    pub connected: bool,
+}
+
+/// Instance index (1-based) → node, `None` while no node can take it.
+pub type Assignments = BTreeMap<u32, Option<String>>;
+
+/// Computes the assignments of `spec` given the current ones and the known
+/// nodes. Deterministic for the same inputs.
+pub fn place(spec: &ServiceSpec, current: &Assignments, nodes: &[Candidate<'_>]) -> Assignments {
+    let matches = |c: &Candidate<'_>| {
+        spec.constraints()
+            .iter()
+            .all(|k| k.matches(c.name, c.facts))
+    };
+    // Nodes that may keep an instance (known and matching) and nodes that
+    // may take a new one (also connected).
+    let keepable: BTreeSet<&str> = nodes
+        .iter()
+        .filter(|c| matches(c))
+        .map(|c| c.name)
+        .collect();
+    let mut eligible: Vec<&str> = nodes
+        .iter()
+        .filter(|c| c.connected && matches(c))
+        .map(|c| c.name)
+        .collect();
+    eligible.sort_unstable();
+
+    if spec.is_global() {
+        return place_global(current, &keepable, &eligible);
+    }
+
+    let replicas = spec.replicas();
+    let mut out = Assignments::new();
+    let mut load: BTreeMap<&str, usize> = eligible.iter().map(|n| (*n, 0)).collect();
+    for index in 1..=replicas {
+        if let Some(Some(node)) = current.get(&index) {
+            if keepable.contains(node.as_str()) {
+                *load.entry(node.as_str()).or_default() += 1;
+                out.insert(index, Some(node.clone()));
+            }
+        }
+    }
+    for index in 1..=replicas {
+        if out.contains_key(&index) {
+            continue;
+        }
+        let pick = eligible
+            .iter()
+            .min_by_key(|n| (load.get(*n).copied().unwrap_or(0), **n))
+            .copied();
+        if let Some(node) = pick {
+            *load.entry(node).or_default() += 1;
+        }
+        out.insert(index, pick.map(str::to_string));
+    }
+    out
+}
+
+fn place_global(
+    current: &Assignments,
+    keepable: &BTreeSet<&str>,
+    eligible: &[&str],
+) -> Assignments {
+    let mut out = Assignments::new();
+    let mut placed: BTreeSet<&str> = BTreeSet::new();
+    for (index, node) in current {
+        if let Some(node) = node {
+            if keepable.contains(node.as_str()) && placed.insert(node.as_str()) {
+                out.insert(*index, Some(node.clone()));
+            }
+        }
+    }
+    let mut next = out.keys().next_back().copied().unwrap_or(0) + 1;
+    for node in eligible {
+        if placed.insert(node) {
+            out.insert(next, Some(node.to_string()));
+            next += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec;
+
+    fn svc(yaml: &str) -> ServiceSpec {
+        let f = spec::parse("t.yaml", yaml).expect("valid spec");
+        f.services.into_values().next().expect("one service")
+    }
+
+    fn facts(labels: &[(&str, &str)]) -> convoy_proto::NodeFacts {
+        convoy_proto::NodeFacts {
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn replicas_spread_evenly_over_connected_nodes() {
+        let s = svc("services:\n  web:\n    image: x\n    deploy:\n      replicas: 3\n");
+        let f = facts(&[]);
+        let nodes = [
+            Candidate {
+                name: "b",
+                facts: &f,
+                connected: true,
+            },
+            Candidate {
+                name: "a",
+                facts: &f,
+                connected: true,
+            },
+            Candidate {
+                name: "c",
+                facts: &f,
+                connected: false,
+            },
+        ];
+        let out = place(&s, &Assignments::new(), &nodes);
+        let got: Vec<_> = out.values().map(|n| n.as_deref().unwrap()).collect();
+        assert_eq!(got, ["a", "b", "a"]);
+    }
+
+    #[test]
+    fn existing_assignments_stay_put_when_scaling() {
+        let s = svc("services:\n  web:\n    image: x\n    deploy:\n      replicas: 2\n");
+        let f = facts(&[]);
+        let nodes = [
+            Candidate {
+                name: "a",
+                facts: &f,
+                connected: true,
+            },
+            Candidate {
+                name: "b",
+                facts: &f,
+                connected: false,
+            },
+        ];
+        let current: Assignments = [
+            (1, Some("b".into())),
+            (2, Some("b".into())),
+            (3, Some("a".into())),
+        ]
+        .into_iter()
+        .collect();
+        let out = place(&s, &current, &nodes);
+        // Index 3 is gone (scaled down); 1 and 2 keep their (disconnected) node.
+        assert_eq!(
+            out,
+            [(1, Some("b".into())), (2, Some("b".into()))]
+                .into_iter()
+                .collect()
+        );
+    }
+
+    #[test]
+    fn instances_wait_pending_when_no_node_matches() {
+        let s = svc(
+            "services:\n  web:\n    image: x\n    deploy:\n      placement:\n        constraints: [\"node.labels.role == gpu\"]\n",
+        );
+        let f = facts(&[("role", "cpu")]);
+        let nodes = [Candidate {
+            name: "a",
+            facts: &f,
+            connected: true,
+        }];
+        let out = place(&s, &Assignments::new(), &nodes);
+        assert_eq!(out, [(1, None)].into_iter().collect());
+        let g = facts(&[("role", "gpu")]);
+        let nodes = [
+            Candidate {
+                name: "a",
+                facts: &f,
+                connected: true,
+            },
+            Candidate {
+                name: "g",
+                facts: &g,
+                connected: true,
+            },
+        ];
+        let out = place(&s, &out, &nodes);
+        assert_eq!(out, [(1, Some("g".into()))].into_iter().collect());
+    }
+
+    #[test]
+    fn global_services_get_one_instance_per_matching_node() {
+        let s = svc("services:\n  agent:\n    image: x\n    deploy:\n      mode: global\n");
+        let f = facts(&[]);
+        let nodes = [
+            Candidate {
+                name: "a",
+                facts: &f,
+                connected: true,
+            },
+            Candidate {
+                name: "b",
+                facts: &f,
+                connected: true,
+            },
+        ];
+        let out = place(&s, &Assignments::new(), &nodes);
+        assert_eq!(
+            out,
+            [(1, Some("a".into())), (2, Some("b".into()))]
+                .into_iter()
+                .collect()
+        );
+        let nodes = [
+            Candidate {
+                name: "a",
+                facts: &f,
+                connected: true,
+            },
+            Candidate {
+                name: "b",
+                facts: &f,
+                connected: true,
+            },
+            Candidate {
+                name: "c",
+                facts: &f,
+                connected: true,
+            },
+        ];
+        let again = place(&s, &out, &nodes);
+        assert_eq!(again.get(&3), Some(&Some("c".to_string())));
+        assert_eq!(again.get(&1), Some(&Some("a".to_string())));
+    }
+}

@@ -1,0 +1,233 @@
+//! Starts the coordinator: data directory, CA and server certificate, store,
+//! admin token, and the two TLS listeners (API: TLS + token; agents: mTLS).
+//! TLS handshakes are done here so refused peers are logged with the reason.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use convoy_proto as pb;
+use rustls::{
+    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
+    server::WebPkiClientVerifier,
+    RootCertStore, ServerConfig,
+};
+use serde::{Deserialize, Serialize};
+use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
+use tokio_rustls::{server::TlsStream, TlsAcceptor};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tracing::Instrument;
+
+use crate::{
+    api::{agent::AgentApi, auth, control::ControlApi},
+    pki::{self, Ca, PkiPaths},
+    state::{now_unix_ms, Coordinator},
+    store::{self, Op, SledStore, Store},
+};
+
+/// How long a TLS handshake may take before the connection is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub api_listen: SocketAddr,
+    pub agent_listen: SocketAddr,
+    pub sans: Vec<String>,
+}
+
+/// A started coordinator.
+pub struct Running {
+    pub api_addr: SocketAddr,
+    pub agent_addr: SocketAddr,
+    pub token_path: PathBuf,
+    pub pki: PkiPaths,
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct AdminToken {
+    sha256: String,
+    created_unix_ms: i64,
+}
+
+pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> Result<Running> {
+    pki::create_dir_private(&cfg.data_dir)?;
+    let paths = PkiPaths::new(&cfg.data_dir);
+    let ca = Ca::load_or_create(&paths)?;
+    let server = ca.issue_server(&cfg.sans)?;
+    pki::write_private(&paths.server_key(), server.key_pem.as_bytes())?;
+    pki::write_private(&paths.server_cert(), server.cert_pem.as_bytes())?;
+
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&cfg.data_dir.join("store"))?);
+    let token_path = cfg.data_dir.join("admin.token");
+    let admin_hash = admin_token(&*store, &token_path).await?;
+    let coord = Coordinator::load(store, shutdown.clone()).await?;
+
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(server.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .context("server certificate")?;
+    let key = PrivateKeyDer::from_pem_slice(server.key_pem.as_bytes()).context("server key")?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca.cert_pem().as_bytes()) {
+        roots.add(c.context("CA certificate")?)?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .context("client verifier")?;
+    let mut agent_tls = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs.clone(), key.clone_key())?;
+    agent_tls.alpn_protocols = vec![b"h2".to_vec()];
+    let mut api_tls = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    api_tls.alpn_protocols = vec![b"h2".to_vec()];
+
+    let api_listener = TcpListener::bind(cfg.api_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--api-listen)", cfg.api_listen))?;
+    let agent_listener = TcpListener::bind(cfg.agent_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--agent-listen)", cfg.agent_listen))?;
+    let api_addr = api_listener.local_addr()?;
+    let agent_addr = agent_listener.local_addr()?;
+
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<pb::control_service_server::ControlServiceServer<ControlApi>>()
+        .await;
+    health
+        .set_serving::<pb::agent_service_server::AgentServiceServer<AgentApi>>()
+        .await;
+
+    let auth = auth::TokenAuth::new(admin_hash);
+    let control = pb::control_service_server::ControlServiceServer::with_interceptor(
+        ControlApi::new(coord.clone()),
+        move |req| auth.check(req),
+    );
+    let agents = pb::agent_service_server::AgentServiceServer::new(AgentApi::new(coord.clone()));
+
+    let mut tasks = Vec::new();
+    let incoming = tls_incoming(api_listener, Arc::new(api_tls), "api", shutdown.clone());
+    let sd = shutdown.clone();
+    let health_api = health_svc.clone();
+    tasks.push(tokio::spawn(
+        async move {
+            if let Err(e) = Server::builder()
+                .add_service(health_api)
+                .add_service(control)
+                .serve_with_incoming_shutdown(incoming, sd.cancelled())
+                .await
+            {
+                tracing::error!(error = %e, "API server failed");
+            }
+        }
+        .instrument(tracing::info_span!("api")),
+    ));
+    let incoming = tls_incoming(
+        agent_listener,
+        Arc::new(agent_tls),
+        "agents",
+        shutdown.clone(),
+    );
+    let sd = shutdown.clone();
+    tasks.push(tokio::spawn(
+        async move {
+            if let Err(e) = Server::builder()
+                .http2_keepalive_interval(Some(Duration::from_secs(10)))
+                .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+                .add_service(health_svc)
+                .add_service(agents)
+                .serve_with_incoming_shutdown(incoming, sd.cancelled())
+                .await
+            {
+                tracing::error!(error = %e, "agent server failed");
+            }
+        }
+        .instrument(tracing::info_span!("agents")),
+    ));
+    Ok(Running {
+        api_addr,
+        agent_addr,
+        token_path,
+        pki: paths,
+        tasks,
+    })
+}
+
+/// Loads the admin token's hash, creating the token (file 0600) on first
+/// start. The store never holds the token itself.
+async fn admin_token(store: &dyn Store, path: &Path) -> Result<String> {
+    if let Some(t) = store::get_json::<AdminToken>(store, "auth/admin").await? {
+        return Ok(t.sha256);
+    }
+    let token = auth::new_token();
+    pki::write_private(path, format!("{token}\n").as_bytes())?;
+    let rec = AdminToken {
+        sha256: auth::token_hash(&token),
+        created_unix_ms: now_unix_ms(),
+    };
+    store.apply(vec![Op::put_json("auth/admin", &rec)]).await?;
+    Ok(rec.sha256)
+}
+
+type Incoming = ReceiverStream<Result<TlsStream<tokio::net::TcpStream>, std::io::Error>>;
+
+/// Accepts TCP connections and completes their TLS handshakes off the accept
+/// loop; refused handshakes are logged with the peer and the reason.
+fn tls_incoming(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+    name: &'static str,
+    shutdown: CancellationToken,
+) -> Incoming {
+    let acceptor = TlsAcceptor::from(config);
+    let (tx, rx) = mpsc::channel(256);
+    tokio::spawn(
+        async move {
+            loop {
+                let (tcp, peer) = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    r = listener.accept() => match r {
+                        Ok(x) => x,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                let _ = tcp.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send(Ok(tls)).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(listener = name, %peer, error = %e, "refused TLS connection")
+                        }
+                        Err(_) => {
+                            tracing::warn!(listener = name, %peer, "TLS handshake timed out")
+                        }
+                    }
+                });
+            }
+        }
+        .instrument(tracing::info_span!("tls", listener = name)),
+    );
+    ReceiverStream::new(rx)
+}

@@ -1,0 +1,552 @@
+//! Spec files: the YAML a user applies. A Docker Compose file is already a
+//! valid spec; its keys mean what Compose means. `parse` checks every key and
+//! value, names file, line and key path in its errors, and warns about the
+//! Compose keys Convoy does not support yet.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use convoy_proto::{
+    restart_policy::Condition, ContainerSpec, NodeFacts, PortMapping, RestartPolicy,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+mod compose;
+mod locate;
+#[cfg(test)]
+mod tests;
+mod values;
+
+use locate::PathDisplay;
+
+/// A parsed spec file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpecFile {
+    pub services: BTreeMap<String, ServiceSpec>,
+    /// One line each: `FILE:LINE: KEY.PATH: what was ignored and why`.
+    pub warnings: Vec<String>,
+}
+
+/// Why a spec file was refused. Displays as one line:
+/// `FILE:LINE:COL: KEY.PATH: what is wrong`.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("{}", located(file, *line, *column, path, message))]
+    Invalid {
+        file: String,
+        /// 1-based; `None` when the position is unknown.
+        line: Option<usize>,
+        /// 1-based; `None` when only the line is known.
+        column: Option<usize>,
+        /// The key path, e.g. `services.web.ports[0]`; empty for the document.
+        path: String,
+        message: String,
+    },
+}
+
+fn located(
+    file: &str,
+    line: Option<usize>,
+    column: Option<usize>,
+    path: &str,
+    message: &str,
+) -> String {
+    let mut out = file.to_owned();
+    if let Some(line) = line {
+        out.push_str(&format!(":{line}"));
+        if let Some(column) = column {
+            out.push_str(&format!(":{column}"));
+        }
+    }
+    out.push_str(": ");
+    if !path.is_empty() {
+        out.push_str(path);
+        out.push_str(": ");
+    }
+    // One line, whatever the YAML held.
+    out.extend(message.chars().map(|c| if c == '\n' { ' ' } else { c }));
+    out
+}
+
+/// Parses the spec file `filename` (used in messages only) holding `content`.
+pub fn parse(filename: &str, content: &str) -> Result<SpecFile, SpecError> {
+    let document = compose::read(content).map_err(|err| {
+        let (line, column) = match err.line {
+            Some(line) => (Some(line), err.column),
+            None => (locate::line_of(content, &err.path), None),
+        };
+        SpecError::Invalid {
+            file: filename.to_owned(),
+            line,
+            column,
+            path: PathDisplay(&err.path).to_string(),
+            message: err.message,
+        }
+    })?;
+    let mut warnings: Vec<(Option<usize>, String)> = document
+        .notes
+        .iter()
+        .map(|note| {
+            let line = locate::line_of(content, &note.path);
+            let path = PathDisplay(&note.path).to_string();
+            (line, located(filename, line, None, &path, &note.message))
+        })
+        .collect();
+    warnings.sort_by_key(|(line, _)| line.unwrap_or(usize::MAX));
+    Ok(SpecFile {
+        services: document.services.into_iter().collect(),
+        warnings: warnings.into_iter().map(|(_, w)| w).collect(),
+    })
+}
+
+/// One service of a spec, as stored in a revision (JSON).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServiceSpec {
+    pub image: String,
+    /// Empty: the image's default.
+    pub command: Vec<String>,
+    /// Empty: the image's default.
+    pub entrypoint: Vec<String>,
+    pub environment: BTreeMap<String, String>,
+    pub ports: Vec<PortSpec>,
+    pub labels: BTreeMap<String, String>,
+    /// Short Compose syntax, `SRC:DST[:ro|rw]`.
+    pub volumes: Vec<String>,
+    /// Empty: the image's default.
+    pub working_dir: String,
+    /// Empty: the image's default.
+    pub user: String,
+    pub restart: RestartSpec,
+    /// Empty: the image's, else SIGTERM.
+    pub stop_signal: String,
+    /// 0: 10 s, as Compose.
+    pub stop_grace_period_ms: u64,
+    pub deploy: DeploySpec,
+}
+
+/// A published port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortSpec {
+    /// Empty: all interfaces.
+    pub host_ip: String,
+    /// 0: an ephemeral port chosen by Docker.
+    pub published: u16,
+    pub target: u16,
+    pub protocol: Protocol,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// When the agent restarts an exited container.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartSpec {
+    pub condition: RestartCondition,
+    /// 0: unlimited.
+    pub max_attempts: u32,
+}
+
+/// Swarm's conditions; `any` is the default, Convoy being an orchestrator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartCondition {
+    None,
+    OnFailure,
+    #[default]
+    Any,
+}
+
+/// How many instances run, and where.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DeploySpec {
+    pub mode: DeployMode,
+    /// Ignored in global mode.
+    pub replicas: u32,
+    pub constraints: Vec<Constraint>,
+}
+
+impl Default for DeploySpec {
+    fn default() -> Self {
+        DeploySpec {
+            mode: DeployMode::Replicated,
+            replicas: 1,
+            constraints: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeployMode {
+    /// `replicas` instances, wherever they fit.
+    #[default]
+    Replicated,
+    /// One instance on every node that matches the constraints.
+    Global,
+}
+
+impl ServiceSpec {
+    /// The runtime part, as the agent receives it.
+    pub fn container_spec(&self) -> ContainerSpec {
+        ContainerSpec {
+            image: self.image.clone(),
+            command: self.command.clone(),
+            entrypoint: self.entrypoint.clone(),
+            env: self
+                .environment
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            ports: self.ports.iter().map(PortMapping::from).collect(),
+            labels: self
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            volumes: self.volumes.clone(),
+            working_dir: self.working_dir.clone(),
+            user: self.user.clone(),
+            restart: Some(RestartPolicy::from(self.restart)),
+            stop_signal: self.stop_signal.clone(),
+            stop_grace_period_ms: self.stop_grace_period_ms,
+        }
+    }
+
+    /// Hex SHA-256 of a canonical encoding of the runtime part (everything but
+    /// `deploy`): equal hashes mean an instance can be kept as it is.
+    pub fn spec_hash(&self) -> String {
+        let encoded = serde_json::to_vec(&HashedRuntime::of(self))
+            .expect("a struct of strings, numbers and string maps always encodes");
+        let mut hasher = Sha256::new();
+        hasher.update(b"convoy spec-hash v1\n");
+        hasher.update(&encoded);
+        hex::encode(hasher.finalize())
+    }
+
+    /// `deploy.replicas`, 1 when not given; meaningless in global mode.
+    pub fn replicas(&self) -> u32 {
+        self.deploy.replicas
+    }
+
+    /// `deploy.mode: global`.
+    pub fn is_global(&self) -> bool {
+        self.deploy.mode == DeployMode::Global
+    }
+
+    /// `deploy.placement.constraints`.
+    pub fn constraints(&self) -> &[Constraint] {
+        &self.deploy.constraints
+    }
+
+    pub fn image(&self) -> &str {
+        &self.image
+    }
+}
+
+/// What `spec_hash` hashes. Empty and default fields are left out, so that a
+/// field added later does not change the hash of specs that do not use it
+/// (which would replace every running instance).
+#[derive(Serialize)]
+struct HashedRuntime<'a> {
+    image: &'a str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    command: &'a [String],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    entrypoint: &'a [String],
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    environment: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    ports: &'a [PortSpec],
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    labels: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    volumes: &'a [String],
+    #[serde(skip_serializing_if = "str::is_empty")]
+    working_dir: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    user: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restart: Option<RestartSpec>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    stop_signal: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_grace_period_ms: Option<u64>,
+}
+
+impl<'a> HashedRuntime<'a> {
+    fn of(spec: &'a ServiceSpec) -> Self {
+        let ServiceSpec {
+            image,
+            command,
+            entrypoint,
+            environment,
+            ports,
+            labels,
+            volumes,
+            working_dir,
+            user,
+            restart,
+            stop_signal,
+            stop_grace_period_ms,
+            deploy: _,
+        } = spec;
+        HashedRuntime {
+            image,
+            command,
+            entrypoint,
+            environment,
+            ports,
+            labels,
+            volumes,
+            working_dir,
+            user,
+            restart: (*restart != RestartSpec::default()).then_some(*restart),
+            stop_signal,
+            stop_grace_period_ms: (*stop_grace_period_ms != 0).then_some(*stop_grace_period_ms),
+        }
+    }
+}
+
+impl From<&PortSpec> for PortMapping {
+    fn from(port: &PortSpec) -> Self {
+        PortMapping {
+            host_ip: port.host_ip.clone(),
+            host_port: port.published.into(),
+            container_port: port.target.into(),
+            protocol: port.protocol.as_str().to_owned(),
+        }
+    }
+}
+
+impl From<RestartSpec> for RestartPolicy {
+    fn from(restart: RestartSpec) -> Self {
+        let condition = match restart.condition {
+            RestartCondition::None => Condition::None,
+            RestartCondition::OnFailure => Condition::OnFailure,
+            RestartCondition::Any => Condition::Any,
+        };
+        RestartPolicy {
+            condition: condition.into(),
+            max_attempts: restart.max_attempts,
+        }
+    }
+}
+
+/// The fields that differ between two specs of a service, named as in the
+/// spec file: `image`, `environment`, `deploy.replicas`, ...
+pub fn changed_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
+    // Destructured so that a new field cannot be forgotten here.
+    let ServiceSpec {
+        image,
+        command,
+        entrypoint,
+        environment,
+        ports,
+        labels,
+        volumes,
+        working_dir,
+        user,
+        restart,
+        stop_signal,
+        stop_grace_period_ms,
+        deploy:
+            DeploySpec {
+                mode,
+                replicas,
+                constraints,
+            },
+    } = old;
+    [
+        ("image", *image != new.image),
+        ("command", *command != new.command),
+        ("entrypoint", *entrypoint != new.entrypoint),
+        ("environment", *environment != new.environment),
+        ("ports", *ports != new.ports),
+        ("labels", *labels != new.labels),
+        ("volumes", *volumes != new.volumes),
+        ("working_dir", *working_dir != new.working_dir),
+        ("user", *user != new.user),
+        ("restart", *restart != new.restart),
+        ("stop_signal", *stop_signal != new.stop_signal),
+        (
+            "stop_grace_period",
+            *stop_grace_period_ms != new.stop_grace_period_ms,
+        ),
+        ("deploy.mode", *mode != new.deploy.mode),
+        ("deploy.replicas", *replicas != new.deploy.replicas),
+        (
+            "deploy.placement.constraints",
+            *constraints != new.deploy.constraints,
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, changed)| *changed)
+    .map(|(name, _)| name.to_owned())
+    .collect()
+}
+
+/// A placement constraint, Swarm's syntax: `node.labels.zone == eu`.
+/// Compared case-insensitively, as Swarm does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Constraint {
+    pub attribute: NodeAttribute,
+    pub op: ConstraintOp,
+    pub value: String,
+}
+
+/// What a constraint looks at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeAttribute {
+    /// `node.name`: the Convoy node name (its certificate's CN).
+    Name,
+    /// `node.hostname`.
+    Hostname,
+    /// `node.labels.KEY`: the agent's `--label`s.
+    Label(String),
+    /// `node.platform.os`, e.g. `linux`.
+    Os,
+    /// `node.platform.arch`, e.g. `x86_64` (`amd64` too).
+    Arch,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConstraintOp {
+    Eq,
+    Ne,
+}
+
+impl Constraint {
+    /// Whether the node `node_name` with `facts` satisfies the constraint. A
+    /// label the node lacks compares as empty, as in Swarm.
+    pub fn matches(&self, node_name: &str, facts: &NodeFacts) -> bool {
+        let equal = match &self.attribute {
+            NodeAttribute::Name => node_name.eq_ignore_ascii_case(&self.value),
+            NodeAttribute::Hostname => facts.hostname.eq_ignore_ascii_case(&self.value),
+            NodeAttribute::Label(key) => facts
+                .labels
+                .get(key)
+                .map_or("", String::as_str)
+                .eq_ignore_ascii_case(&self.value),
+            NodeAttribute::Os => facts.os.eq_ignore_ascii_case(&self.value),
+            NodeAttribute::Arch => canonical_arch(&facts.arch) == canonical_arch(&self.value),
+        };
+        match self.op {
+            ConstraintOp::Eq => equal,
+            ConstraintOp::Ne => !equal,
+        }
+    }
+}
+
+/// Docker says `x86_64` and `aarch64`, Go and image platforms `amd64` and
+/// `arm64`; both mean the same machines.
+fn canonical_arch(arch: &str) -> String {
+    let arch = arch.to_ascii_lowercase();
+    match arch.as_str() {
+        "amd64" | "x86-64" => "x86_64".to_owned(),
+        "arm64" => "aarch64".to_owned(),
+        _ => arch,
+    }
+}
+
+impl FromStr for Constraint {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let invalid = |why: &str| format!("invalid constraint `{s}`: {why}");
+        let operator = [("==", ConstraintOp::Eq), ("!=", ConstraintOp::Ne)]
+            .into_iter()
+            .filter_map(|(token, op)| s.find(token).map(|at| (at, token, op)))
+            .min_by_key(|(at, _, _)| *at);
+        let Some((at, token, op)) = operator else {
+            return Err(invalid(
+                "expected `ATTRIBUTE == VALUE` or `ATTRIBUTE != VALUE`",
+            ));
+        };
+        let attribute = s[..at].trim();
+        let value = s[at + token.len()..].trim();
+        if value.is_empty() {
+            return Err(invalid("the value is empty"));
+        }
+        if value.contains("==") || value.contains("!=") {
+            return Err(invalid("more than one operator"));
+        }
+        let attribute = match attribute {
+            "node.name" => NodeAttribute::Name,
+            "node.hostname" => NodeAttribute::Hostname,
+            "node.platform.os" => NodeAttribute::Os,
+            "node.platform.arch" => NodeAttribute::Arch,
+            other => match other.strip_prefix("node.labels.") {
+                Some(key) if !key.is_empty() => NodeAttribute::Label(key.to_owned()),
+                _ if other == "node.id"
+                    || other == "node.role"
+                    || other.starts_with("engine.labels.") =>
+                {
+                    return Err(invalid(&format!(
+                        "`{other}` is not supported by Convoy yet"
+                    )));
+                }
+                _ => {
+                    return Err(invalid(&format!(
+                        "unknown attribute `{other}`, expected one of `node.name`, `node.hostname`, \
+                         `node.labels.KEY`, `node.platform.os`, `node.platform.arch`"
+                    )));
+                }
+            },
+        };
+        Ok(Constraint {
+            attribute,
+            op,
+            value: value.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for Constraint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.attribute {
+            NodeAttribute::Name => f.write_str("node.name")?,
+            NodeAttribute::Hostname => f.write_str("node.hostname")?,
+            NodeAttribute::Label(key) => write!(f, "node.labels.{key}")?,
+            NodeAttribute::Os => f.write_str("node.platform.os")?,
+            NodeAttribute::Arch => f.write_str("node.platform.arch")?,
+        }
+        let op = match self.op {
+            ConstraintOp::Eq => "==",
+            ConstraintOp::Ne => "!=",
+        };
+        write!(f, " {op} {}", self.value)
+    }
+}
+
+impl TryFrom<String> for Constraint {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<Constraint> for String {
+    fn from(c: Constraint) -> Self {
+        c.to_string()
+    }
+}

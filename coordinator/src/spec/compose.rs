@@ -1,0 +1,1019 @@
+//! Reading the Compose document. Every key and value is checked inside a
+//! serde visitor, while serde_yaml still knows where it is, so an error
+//! carries the line and column of the key or value at fault;
+//! serde_path_to_error adds its key path.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_yaml::Value;
+
+use super::locate::{PathDisplay, Seg};
+use super::{
+    values, Constraint, DeployMode, PortSpec, Protocol, RestartCondition, RestartSpec, ServiceSpec,
+};
+
+/// A warning, with the path of the key it is about: relative to the mapping
+/// that found it until the parents put their keys in front.
+pub(super) struct Note {
+    pub path: Vec<Seg>,
+    pub message: String,
+}
+
+impl Note {
+    fn new(key: &str, message: impl Into<String>) -> Self {
+        Note {
+            path: vec![Seg::Key(key.to_owned())],
+            message: message.into(),
+        }
+    }
+}
+
+/// Puts `parent` in front of the paths of `notes` and adds them to `into`.
+fn nest(into: &mut Vec<Note>, parent: Seg, notes: Vec<Note>) {
+    into.extend(notes.into_iter().map(|mut note| {
+        note.path.insert(0, parent.clone());
+        note
+    }));
+}
+
+const UNSUPPORTED: &str = "not supported by Convoy yet, ignored";
+
+/// A whole spec file, as read.
+pub(super) struct Document {
+    pub services: Vec<(String, ServiceSpec)>,
+    pub notes: Vec<Note>,
+}
+
+/// Why and where reading stopped.
+pub(super) struct ReadError {
+    pub path: Vec<Seg>,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+/// Reads `content`. Merge keys (`<<: *anchor`) are applied first, which goes
+/// through `serde_yaml::Value` and so loses the positions: errors in such a
+/// file carry only their key path, which the caller turns into a line.
+pub(super) fn read(content: &str) -> Result<Document, ReadError> {
+    let yaml_error = match serde_yaml::from_str::<Value>(content) {
+        Ok(mut value) if has_merge_keys(&value) => {
+            value.apply_merge().map_err(|err| ReadError {
+                path: Vec::new(),
+                line: None,
+                column: None,
+                message: err.to_string(),
+            })?;
+            // The visitors read scalars as text, as serde_yaml hands them over
+            // when it reads the text itself.
+            stringify_scalars(&mut value);
+            return serde_path_to_error::deserialize(value).map_err(|err| read_error(err, None));
+        }
+        Ok(_) => None,
+        Err(err) => Some(err.to_string()),
+    };
+    serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(content))
+        .map_err(|err| read_error(err, yaml_error.as_deref()))
+}
+
+/// `yaml_error`: why the text is not YAML at all, if it is not. An error
+/// that says the same is a syntax error, and is called one.
+fn read_error(
+    err: serde_path_to_error::Error<serde_yaml::Error>,
+    yaml_error: Option<&str>,
+) -> ReadError {
+    // An unknown segment (a key the parser never got to read) says nothing.
+    let path: Vec<Seg> = err
+        .path()
+        .iter()
+        .filter_map(|seg| match seg {
+            serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
+            serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
+            serde_path_to_error::Segment::Enum { variant } => Some(Seg::Key(variant.clone())),
+            serde_path_to_error::Segment::Unknown => None,
+        })
+        .collect();
+    let inner = err.into_inner();
+    let location = inner.location();
+    let mut message = inner.to_string();
+    let syntax = yaml_error == Some(message.as_str());
+    // serde_yaml writes "PATH: MESSAGE at line L column C"; the caller writes
+    // the path and position its own way.
+    if let Some(loc) = &location {
+        let at = format!(" at line {} column {}", loc.line(), loc.column());
+        if let Some(pos) = message.find(&at) {
+            message.replace_range(pos..pos + at.len(), "");
+        }
+    }
+    let prefix = (1..=path.len())
+        .rev()
+        .map(|n| format!("{}: ", PathDisplay(&path[..n])))
+        .find(|prefix| message.starts_with(prefix.as_str()));
+    if let Some(prefix) = prefix {
+        message.replace_range(..prefix.len(), "");
+    }
+    if syntax {
+        message.insert_str(0, "invalid YAML: ");
+    }
+    ReadError {
+        path,
+        line: location.as_ref().map(|l| l.line()),
+        column: location.as_ref().map(|l| l.column()),
+        message,
+    }
+}
+
+fn has_merge_keys(value: &Value) -> bool {
+    match value {
+        Value::Mapping(map) => map
+            .iter()
+            .any(|(k, v)| k.as_str() == Some("<<") || has_merge_keys(v)),
+        Value::Sequence(seq) => seq.iter().any(has_merge_keys),
+        Value::Tagged(tagged) => has_merge_keys(&tagged.value),
+        _ => false,
+    }
+}
+
+fn stringify_scalars(value: &mut Value) {
+    match value {
+        Value::Bool(b) => *value = Value::String(b.to_string()),
+        Value::Number(n) => *value = Value::String(n.to_string()),
+        Value::Sequence(seq) => seq.iter_mut().for_each(stringify_scalars),
+        Value::Mapping(map) => {
+            let entries = std::mem::take(map);
+            for (mut k, mut v) in entries {
+                stringify_scalars(&mut k);
+                stringify_scalars(&mut v);
+                map.insert(k, v);
+            }
+        }
+        Value::Tagged(tagged) => stringify_scalars(&mut tagged.value),
+        Value::Null | Value::String(_) => {}
+    }
+}
+
+// ---- keys ----
+
+/// The keys of one kind of mapping: those Convoy reads, and the Compose keys
+/// it ignores with a warning. `x-*` extension keys are ignored silently; any
+/// other key is an error.
+trait KeySet: Sized {
+    const SUPPORTED: &'static [&'static str];
+    const IGNORED: &'static [&'static str];
+    fn from_key(key: &str) -> Option<Self>;
+}
+
+macro_rules! key_set {
+    ($name:ident { $($variant:ident = $key:literal),* $(,)? } ignored [$($ignored:literal),* $(,)?]) => {
+        #[derive(Clone, Copy)]
+        enum $name {
+            $($variant),*
+        }
+
+        impl KeySet for $name {
+            const SUPPORTED: &'static [&'static str] = &[$($key),*];
+            const IGNORED: &'static [&'static str] = &[$($ignored),*];
+            fn from_key(key: &str) -> Option<Self> {
+                match key {
+                    $($key => Some(Self::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+key_set!(TopKey {
+    Services = "services",
+    Name = "name",
+    Version = "version",
+} ignored ["networks", "volumes", "secrets", "configs", "include"]);
+
+key_set!(ServiceKey {
+    Image = "image",
+    Command = "command",
+    Entrypoint = "entrypoint",
+    Environment = "environment",
+    Ports = "ports",
+    Labels = "labels",
+    Volumes = "volumes",
+    WorkingDir = "working_dir",
+    User = "user",
+    Restart = "restart",
+    StopSignal = "stop_signal",
+    StopGracePeriod = "stop_grace_period",
+    Deploy = "deploy",
+} ignored [
+    "annotations", "attach", "blkio_config", "build", "cap_add", "cap_drop", "cgroup_parent",
+    "configs", "container_name", "cpu_count", "cpu_percent", "cpu_period", "cpu_quota",
+    "cpu_rt_period", "cpu_rt_runtime", "cpu_shares", "cpus", "cpuset", "credential_spec",
+    "depends_on", "develop", "device_cgroup_rules", "devices", "dns", "dns_opt", "dns_search",
+    "domainname", "env_file", "expose", "extends", "external_links", "extra_hosts", "gpus",
+    "group_add", "healthcheck", "hostname", "init", "ipc", "isolation", "links", "logging",
+    "mac_address", "mem_limit", "mem_reservation", "mem_swappiness", "memswap_limit",
+    "network_mode", "networks", "oom_kill_disable", "oom_score_adj", "pid", "pids_limit",
+    "platform", "post_start", "pre_stop", "privileged", "profiles", "pull_policy", "read_only",
+    "runtime", "scale", "secrets", "security_opt", "shm_size", "stdin_open", "storage_opt",
+    "sysctls", "tmpfs", "tty", "ulimits", "userns_mode", "uts", "volumes_from",
+]);
+
+key_set!(DeployKey {
+    Mode = "mode",
+    Replicas = "replicas",
+    Placement = "placement",
+    RestartPolicy = "restart_policy",
+} ignored ["endpoint_mode", "labels", "resources", "rollback_config", "update_config"]);
+
+key_set!(PlacementKey {
+    Constraints = "constraints",
+} ignored ["preferences", "max_replicas_per_node"]);
+
+key_set!(RestartPolicyKey {
+    Condition = "condition",
+    MaxAttempts = "max_attempts",
+} ignored ["delay", "window"]);
+
+key_set!(PortKey {
+    Target = "target",
+    Published = "published",
+    HostIp = "host_ip",
+    Protocol = "protocol",
+} ignored ["mode", "name", "app_protocol"]);
+
+/// Remembers `key`, refusing it the second time. Done while the key is read,
+/// so the error points at the repeated key.
+fn first_time(seen: &mut Vec<String>, key: &str, what: &str) -> Result<(), String> {
+    if seen.iter().any(|s| s == key) {
+        return Err(format!("duplicate {what} `{key}`"));
+    }
+    seen.push(key.to_owned());
+    Ok(())
+}
+
+enum Key<K> {
+    Known(K),
+    Ignored(&'static str),
+    Extension,
+}
+
+struct KeySeed<'a, K> {
+    seen: &'a mut Vec<String>,
+    keys: PhantomData<K>,
+}
+
+impl<'de, K: KeySet> DeserializeSeed<'de> for KeySeed<'_, K> {
+    type Value = Key<K>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Key<K>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de, K: KeySet> Visitor<'de> for KeySeed<'_, K> {
+    type Value = Key<K>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Key<K>, E> {
+        first_time(self.seen, key, "key").map_err(E::custom)?;
+        if let Some(known) = K::from_key(key) {
+            Ok(Key::Known(known))
+        } else if let Some(ignored) = K::IGNORED.iter().find(|k| **k == key) {
+            Ok(Key::Ignored(ignored))
+        } else if key.starts_with("x-") {
+            Ok(Key::Extension)
+        } else {
+            Err(E::unknown_field(key, K::SUPPORTED))
+        }
+    }
+}
+
+/// The next key of a mapping that Convoy reads; skips (with a note) the
+/// Compose keys it ignores, and extension keys.
+fn next_key<'de, A: MapAccess<'de>, K: KeySet>(
+    map: &mut A,
+    seen: &mut Vec<String>,
+    notes: &mut Vec<Note>,
+) -> Result<Option<K>, A::Error> {
+    loop {
+        let seed = KeySeed {
+            seen: &mut *seen,
+            keys: PhantomData,
+        };
+        match map.next_key_seed(seed)? {
+            None => return Ok(None),
+            Some(Key::Known(key)) => return Ok(Some(key)),
+            Some(Key::Ignored(key)) => {
+                map.next_value::<IgnoredAny>()?;
+                notes.push(Note::new(key, UNSUPPORTED));
+            }
+            Some(Key::Extension) => {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+    }
+}
+
+// ---- generic seeds ----
+
+/// A scalar, read as its text and checked by `parse` inside the visitor, so
+/// that serde_yaml puts the scalar's position on the error.
+struct Scalar<T, F> {
+    expecting: &'static str,
+    parse: F,
+    value: PhantomData<fn() -> T>,
+}
+
+fn scalar<T, F: FnOnce(&str) -> Result<T, String>>(
+    expecting: &'static str,
+    parse: F,
+) -> Scalar<T, F> {
+    Scalar {
+        expecting,
+        parse,
+        value: PhantomData,
+    }
+}
+
+impl<'de, T, F: FnOnce(&str) -> Result<T, String>> DeserializeSeed<'de> for Scalar<T, F> {
+    type Value = T;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de, T, F: FnOnce(&str) -> Result<T, String>> Visitor<'de> for Scalar<T, F> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expecting)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        (self.parse)(v).map_err(E::custom)
+    }
+}
+
+/// A plain string, whatever the scalar looks like (`user: 1000`).
+fn text(expecting: &'static str) -> Scalar<String, impl FnOnce(&str) -> Result<String, String>> {
+    scalar(expecting, |s| Ok(s.to_owned()))
+}
+
+/// `null` (or nothing) for "not set", as Compose reads it.
+struct Opt<S>(S);
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Opt<S> {
+    type Value = Option<S::Value>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for Opt<S> {
+    type Value = Option<S::Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a value or null")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        self.0.deserialize(d).map(Some)
+    }
+}
+
+/// A sequence whose items are read by the seeds `item` makes, given the index.
+struct List<F> {
+    expecting: &'static str,
+    item: F,
+}
+
+impl<'de, S: DeserializeSeed<'de>, F: FnMut(usize) -> S> DeserializeSeed<'de> for List<F> {
+    type Value = Vec<S::Value>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, S: DeserializeSeed<'de>, F: FnMut(usize) -> S> Visitor<'de> for List<F> {
+    type Value = Vec<S::Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expecting)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed((self.item)(items.len()))? {
+            items.push(item);
+        }
+        Ok(items)
+    }
+}
+
+fn list<'de, S: DeserializeSeed<'de>>(
+    expecting: &'static str,
+    item: impl FnMut(usize) -> S,
+) -> List<impl FnMut(usize) -> S> {
+    List { expecting, item }
+}
+
+/// Reads the value of the current key with `seed`, `null` meaning "not set".
+fn value<'de, A: MapAccess<'de>, S: DeserializeSeed<'de>>(
+    map: &mut A,
+    seed: S,
+) -> Result<Option<S::Value>, A::Error> {
+    map.next_value_seed(Opt(seed))
+}
+
+// ---- the document ----
+
+impl<'de> Deserialize<'de> for Document {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(DocumentVisitor)
+    }
+}
+
+struct DocumentVisitor;
+
+impl<'de> Visitor<'de> for DocumentVisitor {
+    type Value = Document;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a Compose file: a mapping with `services:`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Document, A::Error> {
+        let mut seen = Vec::new();
+        let mut notes = Vec::new();
+        let mut services = None;
+        while let Some(key) = next_key::<A, TopKey>(&mut map, &mut seen, &mut notes)? {
+            match key {
+                TopKey::Services => {
+                    let (read, service_notes) = map.next_value_seed(ServicesSeed)?;
+                    services = Some(read);
+                    nest(&mut notes, Seg::Key("services".to_owned()), service_notes);
+                }
+                TopKey::Name => {
+                    value(&mut map, scalar("a project name", values::project_name))?;
+                }
+                TopKey::Version => {
+                    map.next_value::<IgnoredAny>()?;
+                    notes.push(Note::new("version", "obsolete in Compose, ignored"));
+                }
+            }
+        }
+        let services = services.ok_or_else(|| {
+            de::Error::custom(
+                "missing field `services`: a spec lists its services under `services:`",
+            )
+        })?;
+        Ok(Document { services, notes })
+    }
+}
+
+struct ServicesSeed;
+
+impl<'de> DeserializeSeed<'de> for ServicesSeed {
+    type Value = (Vec<(String, ServiceSpec)>, Vec<Note>);
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ServicesSeed {
+    type Value = (Vec<(String, ServiceSpec)>, Vec<Note>);
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping from service names to services")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut seen = Vec::new();
+        let mut services = Vec::new();
+        let mut notes = Vec::new();
+        loop {
+            let name_seed = scalar("a service name", |name: &str| {
+                values::service_name(name)?;
+                first_time(&mut seen, name, "service")?;
+                Ok(name.to_owned())
+            });
+            let Some(name) = map.next_key_seed(name_seed)? else {
+                break;
+            };
+            let (spec, service_notes) = map.next_value_seed(ServiceSeed)?;
+            nest(&mut notes, Seg::Key(name.clone()), service_notes);
+            services.push((name, spec));
+        }
+        if services.is_empty() {
+            return Err(de::Error::custom(
+                "no services defined: a spec needs at least one",
+            ));
+        }
+        Ok((services, notes))
+    }
+}
+
+// ---- a service ----
+
+struct ServiceSeed;
+
+impl<'de> DeserializeSeed<'de> for ServiceSeed {
+    type Value = (ServiceSpec, Vec<Note>);
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ServiceSeed {
+    type Value = (ServiceSpec, Vec<Note>);
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a service: a mapping with at least `image:`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut seen = Vec::new();
+        let mut notes = Vec::new();
+        let mut spec = ServiceSpec::default();
+        let mut image = None;
+        let mut restart = None;
+        let mut deploy_restart = None;
+        while let Some(key) = next_key::<A, ServiceKey>(&mut map, &mut seen, &mut notes)? {
+            match key {
+                ServiceKey::Image => {
+                    image = value(&mut map, scalar("an image reference", values::image))?
+                }
+                ServiceKey::Command => {
+                    spec.command = value(&mut map, CommandSeed)?.unwrap_or_default()
+                }
+                ServiceKey::Entrypoint => {
+                    spec.entrypoint = value(&mut map, CommandSeed)?.unwrap_or_default()
+                }
+                ServiceKey::Environment => {
+                    let entries = value(&mut map, EntriesSeed::ENVIRONMENT)?.unwrap_or_default();
+                    for (name, val) in entries {
+                        match val {
+                            Some(val) => {
+                                spec.environment.insert(name, val);
+                            }
+                            None => notes.push(Note {
+                                path: vec![Seg::Key("environment".to_owned()), Seg::Key(name)],
+                                message:
+                                    "has no value, and Convoy does not take values from the shell \
+                                          (as Compose does): left unset"
+                                        .to_owned(),
+                            }),
+                        }
+                    }
+                }
+                ServiceKey::Ports => {
+                    let ports =
+                        value(&mut map, list("a list of ports", |_| PortSeed))?.unwrap_or_default();
+                    for (index, (port, port_notes)) in ports.into_iter().enumerate() {
+                        let mut indexed = Vec::new();
+                        nest(&mut indexed, Seg::Index(index), port_notes);
+                        nest(&mut notes, Seg::Key("ports".to_owned()), indexed);
+                        spec.ports.push(port);
+                    }
+                }
+                ServiceKey::Labels => {
+                    let entries = value(&mut map, EntriesSeed::LABELS)?.unwrap_or_default();
+                    spec.labels = entries
+                        .into_iter()
+                        .map(|(name, val)| (name, val.unwrap_or_default()))
+                        .collect();
+                }
+                ServiceKey::Volumes => {
+                    spec.volumes = value(
+                        &mut map,
+                        list(
+                            "a list of volumes in the short syntax `SRC:DST[:ro|rw]`",
+                            |_| {
+                                scalar(
+                                    "a volume in the short syntax `SRC:DST[:ro|rw]`",
+                                    values::volume,
+                                )
+                            },
+                        ),
+                    )?
+                    .unwrap_or_default();
+                }
+                ServiceKey::WorkingDir => {
+                    spec.working_dir =
+                        value(&mut map, scalar("an absolute path", values::working_dir))?
+                            .unwrap_or_default();
+                }
+                ServiceKey::User => {
+                    spec.user = value(&mut map, text("a user"))?.unwrap_or_default()
+                }
+                ServiceKey::Restart => {
+                    restart = value(&mut map, scalar("a restart policy", values::restart))?
+                }
+                ServiceKey::StopSignal => {
+                    spec.stop_signal =
+                        value(&mut map, scalar("a signal name", values::stop_signal))?
+                            .unwrap_or_default();
+                }
+                ServiceKey::StopGracePeriod => {
+                    spec.stop_grace_period_ms = value(
+                        &mut map,
+                        scalar("a duration such as `10s`", values::duration_ms),
+                    )?
+                    .unwrap_or_default();
+                }
+                ServiceKey::Deploy => {
+                    if let Some(deploy) = value(&mut map, DeploySeed)? {
+                        spec.deploy.mode = deploy.mode;
+                        spec.deploy.replicas = deploy.replicas;
+                        spec.deploy.constraints = deploy.constraints;
+                        deploy_restart = deploy.restart;
+                        nest(&mut notes, Seg::Key("deploy".to_owned()), deploy.notes);
+                    }
+                }
+            }
+        }
+        spec.image = image.ok_or_else(|| de::Error::missing_field("image"))?;
+        // As in Compose, `deploy.restart_policy` wins over `restart`.
+        spec.restart = deploy_restart.or(restart).unwrap_or_default();
+        Ok((spec, notes))
+    }
+}
+
+/// `command` and `entrypoint`: a string split as a shell would, or a list.
+struct CommandSeed;
+
+impl<'de> DeserializeSeed<'de> for CommandSeed {
+    type Value = Vec<String>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for CommandSeed {
+    type Value = Vec<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a command line or a list of arguments")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        values::split_command(v).map_err(E::custom)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut args = Vec::new();
+        while let Some(arg) = seq.next_element_seed(text("an argument"))? {
+            args.push(arg);
+        }
+        Ok(args)
+    }
+}
+
+/// `environment` and `labels`: a mapping, or a list of `KEY=VALUE` (a bare
+/// `KEY` has no value). Keeps the order written.
+#[derive(Clone, Copy)]
+struct EntriesSeed {
+    noun: &'static str,
+    check: fn(&str) -> Result<(), String>,
+}
+
+impl EntriesSeed {
+    const ENVIRONMENT: Self = EntriesSeed {
+        noun: "variable",
+        check: values::env_name,
+    };
+    const LABELS: Self = EntriesSeed {
+        noun: "label",
+        check: values::label_name,
+    };
+
+    fn entry_name(self, seen: &mut Vec<String>, name: &str) -> Result<(), String> {
+        (self.check)(name)?;
+        first_time(seen, name, self.noun)
+    }
+}
+
+type Entries = Vec<(String, Option<String>)>;
+
+impl<'de> DeserializeSeed<'de> for EntriesSeed {
+    type Value = Entries;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Entries, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for EntriesSeed {
+    type Value = Entries;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping or a list of `KEY=VALUE` strings")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
+        let mut seen = Vec::new();
+        let mut entries = Vec::new();
+        loop {
+            let key_seed = scalar("a name", |name: &str| {
+                self.entry_name(&mut seen, name)?;
+                Ok(name.to_owned())
+            });
+            let Some(name) = map.next_key_seed(key_seed)? else {
+                break;
+            };
+            let val = value(&mut map, text("a string, number or boolean"))?;
+            entries.push((name, val));
+        }
+        Ok(entries)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Entries, A::Error> {
+        let mut seen = Vec::new();
+        let mut entries = Vec::new();
+        loop {
+            let item_seed = scalar("a `KEY=VALUE` string", |item: &str| {
+                let (name, val) = match item.split_once('=') {
+                    Some((name, val)) => (name, Some(val.to_owned())),
+                    None => (item, None),
+                };
+                self.entry_name(&mut seen, name)?;
+                Ok((name.to_owned(), val))
+            });
+            let Some(entry) = seq.next_element_seed(item_seed)? else {
+                break;
+            };
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+}
+
+/// One of `ports`: the short syntax (`"8080:80"`, `80`) or the long one.
+struct PortSeed;
+
+impl<'de> DeserializeSeed<'de> for PortSeed {
+    type Value = (PortSpec, Vec<Note>);
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PortSeed {
+    type Value = (PortSpec, Vec<Note>);
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a port such as \"8080:80\", or a mapping with `target:`")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        values::short_port(v)
+            .map(|p| (p, Vec::new()))
+            .map_err(E::custom)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        self.visit_str(&v.to_string())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        self.visit_str(&v.to_string())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut seen = Vec::new();
+        let mut notes = Vec::new();
+        let mut target = None;
+        let mut port = PortSpec {
+            host_ip: String::new(),
+            published: 0,
+            target: 0,
+            protocol: Protocol::Tcp,
+        };
+        while let Some(key) = next_key::<A, PortKey>(&mut map, &mut seen, &mut notes)? {
+            match key {
+                PortKey::Target => {
+                    target = value(&mut map, scalar("a port number", values::target_port))?
+                }
+                PortKey::Published => {
+                    port.published =
+                        value(&mut map, scalar("a port number", values::published_port))?
+                            .unwrap_or(0);
+                }
+                PortKey::HostIp => {
+                    port.host_ip = value(&mut map, scalar("an IP address", values::host_ip))?
+                        .unwrap_or_default();
+                }
+                PortKey::Protocol => {
+                    port.protocol = value(&mut map, scalar("`tcp` or `udp`", values::protocol))?
+                        .unwrap_or(Protocol::Tcp);
+                }
+            }
+        }
+        port.target = target.ok_or_else(|| de::Error::missing_field("target"))?;
+        Ok((port, notes))
+    }
+}
+
+// ---- deploy ----
+
+struct Deploy {
+    mode: DeployMode,
+    replicas: u32,
+    constraints: Vec<Constraint>,
+    restart: Option<RestartSpec>,
+    notes: Vec<Note>,
+}
+
+struct DeploySeed;
+
+impl<'de> DeserializeSeed<'de> for DeploySeed {
+    type Value = Deploy;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Deploy, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DeploySeed {
+    type Value = Deploy;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping such as `replicas: 2`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Deploy, A::Error> {
+        let mut seen = Vec::new();
+        let mut notes = Vec::new();
+        let mut mode = None;
+        let mut replicas = None;
+        let mut constraints = Vec::new();
+        let mut restart = None;
+        while let Some(key) = next_key::<A, DeployKey>(&mut map, &mut seen, &mut notes)? {
+            match key {
+                // `replicas` and `mode: global` exclude each other; whichever
+                // comes second is the error, so it points at a line.
+                DeployKey::Mode => {
+                    let has_replicas = replicas.is_some();
+                    mode = value(
+                        &mut map,
+                        scalar("`replicated` or `global`", |s: &str| {
+                            match values::mode(s)? {
+                            DeployMode::Global if has_replicas => Err(
+                                "`global` runs one instance on every matching node, so it cannot be \
+                                 combined with `replicas`"
+                                    .to_owned(),
+                            ),
+                            mode => Ok(mode),
+                        }
+                        }),
+                    )?;
+                }
+                DeployKey::Replicas => {
+                    let global = mode == Some(DeployMode::Global);
+                    replicas = value(
+                        &mut map,
+                        scalar("a number of replicas", |s: &str| {
+                            if global {
+                                return Err(
+                                    "cannot be set with `mode: global`, which runs one instance \
+                                            on every matching node"
+                                        .to_owned(),
+                                );
+                            }
+                            values::count(s)
+                        }),
+                    )?;
+                }
+                DeployKey::Placement => {
+                    if let Some((read, placement_notes)) = value(&mut map, PlacementSeed)? {
+                        constraints = read;
+                        nest(
+                            &mut notes,
+                            Seg::Key("placement".to_owned()),
+                            placement_notes,
+                        );
+                    }
+                }
+                DeployKey::RestartPolicy => {
+                    if let Some((policy, policy_notes)) = value(&mut map, RestartPolicySeed)? {
+                        restart = Some(policy);
+                        nest(
+                            &mut notes,
+                            Seg::Key("restart_policy".to_owned()),
+                            policy_notes,
+                        );
+                    }
+                }
+            }
+        }
+        Ok(Deploy {
+            mode: mode.unwrap_or_default(),
+            replicas: replicas.unwrap_or(1),
+            constraints,
+            restart,
+            notes,
+        })
+    }
+}
+
+struct PlacementSeed;
+
+impl<'de> DeserializeSeed<'de> for PlacementSeed {
+    type Value = (Vec<Constraint>, Vec<Note>);
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PlacementSeed {
+    type Value = (Vec<Constraint>, Vec<Note>);
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping with `constraints:`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut seen = Vec::new();
+        let mut notes = Vec::new();
+        let mut constraints = Vec::new();
+        while let Some(key) = next_key::<A, PlacementKey>(&mut map, &mut seen, &mut notes)? {
+            match key {
+                PlacementKey::Constraints => {
+                    constraints = value(
+                        &mut map,
+                        list("a list of constraints", |_| {
+                            scalar(
+                                "a constraint such as `node.labels.zone == eu`",
+                                |s: &str| s.parse(),
+                            )
+                        }),
+                    )?
+                    .unwrap_or_default();
+                }
+            }
+        }
+        Ok((constraints, notes))
+    }
+}
+
+struct RestartPolicySeed;
+
+impl<'de> DeserializeSeed<'de> for RestartPolicySeed {
+    type Value = (RestartSpec, Vec<Note>);
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RestartPolicySeed {
+    type Value = (RestartSpec, Vec<Note>);
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping with `condition:` and `max_attempts:`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut seen = Vec::new();
+        let mut notes = Vec::new();
+        let mut policy = RestartSpec::default();
+        while let Some(key) = next_key::<A, RestartPolicyKey>(&mut map, &mut seen, &mut notes)? {
+            match key {
+                RestartPolicyKey::Condition => {
+                    policy.condition = value(
+                        &mut map,
+                        scalar("`none`, `on-failure` or `any`", values::condition),
+                    )?
+                    .unwrap_or(RestartCondition::Any);
+                }
+                RestartPolicyKey::MaxAttempts => {
+                    policy.max_attempts =
+                        value(&mut map, scalar("a number of attempts", values::count))?
+                            .unwrap_or(0);
+                }
+            }
+        }
+        Ok((policy, notes))
+    }
+}

@@ -1,0 +1,817 @@
+use super::*;
+
+fn ok(content: &str) -> SpecFile {
+    parse("app.yaml", content).unwrap_or_else(|err| panic!("{err}"))
+}
+
+fn service(content: &str) -> ServiceSpec {
+    let mut file = ok(content);
+    assert_eq!(file.services.len(), 1, "{:?}", file.services.keys());
+    file.services.pop_first().unwrap().1
+}
+
+/// One service `web` with `image: nginx` and `extra`, indented 4 spaces.
+fn web(extra: &str) -> String {
+    let mut yaml = String::from("services:\n  web:\n    image: nginx\n");
+    for line in extra.lines() {
+        yaml += &format!("    {line}\n");
+    }
+    yaml
+}
+
+fn error(content: &str) -> String {
+    match parse("app.yaml", content) {
+        Ok(file) => panic!("parsed, expected an error: {file:?}"),
+        Err(err) => err.to_string(),
+    }
+}
+
+fn port(host_ip: &str, published: u16, target: u16, protocol: Protocol) -> PortSpec {
+    PortSpec {
+        host_ip: host_ip.to_owned(),
+        published,
+        target,
+        protocol,
+    }
+}
+
+fn strings(words: &[&str]) -> Vec<String> {
+    words.iter().map(|w| w.to_string()).collect()
+}
+
+fn facts(hostname: &str, labels: &[(&str, &str)]) -> NodeFacts {
+    NodeFacts {
+        hostname: hostname.to_owned(),
+        os: "linux".to_owned(),
+        arch: "x86_64".to_owned(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..NodeFacts::default()
+    }
+}
+
+// ---- supported forms ----
+
+#[test]
+fn minimal_service_gets_the_defaults_of_an_orchestrator() {
+    let spec = service(&web(""));
+    assert_eq!(spec.image(), "nginx");
+    assert_eq!(spec.replicas(), 1);
+    assert!(!spec.is_global());
+    assert!(spec.constraints().is_empty());
+    assert_eq!(
+        spec.restart,
+        RestartSpec {
+            condition: RestartCondition::Any,
+            max_attempts: 0
+        }
+    );
+    assert!(spec.command.is_empty() && spec.environment.is_empty() && spec.ports.is_empty());
+}
+
+#[test]
+fn command_string_is_split_as_a_shell_would() {
+    let spec = service(&web(r#"command: sh -c 'echo "hi there"' "a b" c\ d"#));
+    assert_eq!(
+        spec.command,
+        strings(&["sh", "-c", r#"echo "hi there""#, "a b", "c d"])
+    );
+}
+
+#[test]
+fn command_and_entrypoint_lists_are_taken_as_written() {
+    let spec = service(&web(
+        "command: [sleep, 10]\nentrypoint:\n  - /bin/tini\n  - --",
+    ));
+    assert_eq!(spec.command, strings(&["sleep", "10"]));
+    assert_eq!(spec.entrypoint, strings(&["/bin/tini", "--"]));
+}
+
+#[test]
+fn null_command_means_the_image_default() {
+    assert!(service(&web("command: null")).command.is_empty());
+}
+
+#[test]
+fn unterminated_quote_in_command_is_an_error() {
+    assert_eq!(
+        error(&web("command: echo 'oops")),
+        "app.yaml:4:14: services.web.command: unterminated single quote in `echo 'oops`"
+    );
+}
+
+#[test]
+fn environment_map_keeps_values_as_written() {
+    let spec = service(&web(
+        "environment:\n  GREETING: hello\n  VERSION: 1.10\n  DEBUG: true\n  PORT: 8080\n  EMPTY: \"\"",
+    ));
+    let env: Vec<(&str, &str)> = spec
+        .environment
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        env,
+        [
+            ("DEBUG", "true"),
+            ("EMPTY", ""),
+            ("GREETING", "hello"),
+            ("PORT", "8080"),
+            ("VERSION", "1.10")
+        ]
+    );
+}
+
+#[test]
+fn environment_list_splits_at_the_first_equals_sign() {
+    let spec = service(&web("environment:\n  - A=1\n  - B=x=y\n  - C="));
+    assert_eq!(spec.environment["A"], "1");
+    assert_eq!(spec.environment["B"], "x=y");
+    assert_eq!(spec.environment["C"], "");
+}
+
+#[test]
+fn environment_variable_without_value_is_left_unset_with_a_warning() {
+    let file = ok(&web(
+        "environment:\n  - FROM_SHELL\n  - A=1\nlabels:\n  x: y\nuser: app",
+    ));
+    let spec = &file.services["web"];
+    assert!(!spec.environment.contains_key("FROM_SHELL"));
+    assert_eq!(
+        file.warnings,
+        ["app.yaml:5: services.web.environment.FROM_SHELL: has no value, and Convoy does not take \
+          values from the shell (as Compose does): left unset"]
+    );
+    let file = ok(&web("environment:\n  TOKEN:\n"));
+    assert!(
+        file.warnings[0].starts_with("app.yaml:5: services.web.environment.TOKEN: has no value")
+    );
+}
+
+#[test]
+fn labels_map_and_list_forms_are_read() {
+    let spec = service(&web("labels:\n  com.example.team: web\n  tier: 1"));
+    assert_eq!(spec.labels["com.example.team"], "web");
+    assert_eq!(spec.labels["tier"], "1");
+    let spec = service(&web("labels: [\"a=b\", \"flag\"]"));
+    assert_eq!(spec.labels["a"], "b");
+    assert_eq!(spec.labels["flag"], "");
+}
+
+#[test]
+fn convoy_labels_are_reserved() {
+    assert_eq!(
+        error(&web("labels:\n  io.convoy.service: x")),
+        "app.yaml:5:7: services.web.labels.io.convoy.service: label `io.convoy.service`: labels \
+         under `io.convoy.` are reserved for Convoy"
+    );
+}
+
+#[test]
+fn short_port_syntax_forms_are_read() {
+    let spec = service(&web(
+        "ports:\n  - 80\n  - \"8080:80\"\n  - 127.0.0.1:8081:81\n  - 5353:53/udp\n  - \"[::1]:8082:82\"\n  - 127.0.0.1::83",
+    ));
+    assert_eq!(
+        spec.ports,
+        [
+            port("", 0, 80, Protocol::Tcp),
+            port("", 8080, 80, Protocol::Tcp),
+            port("127.0.0.1", 8081, 81, Protocol::Tcp),
+            port("", 5353, 53, Protocol::Udp),
+            port("::1", 8082, 82, Protocol::Tcp),
+            port("127.0.0.1", 0, 83, Protocol::Tcp),
+        ]
+    );
+}
+
+#[test]
+fn long_port_syntax_is_read() {
+    let spec = service(&web(
+        "ports:\n  - target: 80\n    published: \"8080\"\n    host_ip: 10.0.0.1\n    protocol: udp\n  - target: 81",
+    ));
+    assert_eq!(
+        spec.ports,
+        [
+            port("10.0.0.1", 8080, 80, Protocol::Udp),
+            port("", 0, 81, Protocol::Tcp)
+        ]
+    );
+}
+
+#[test]
+fn volumes_short_syntax_is_read() {
+    let spec = service(&web(
+        "volumes:\n  - /srv/data:/data\n  - cache:/cache:ro\n  - /etc/x:/x:rw",
+    ));
+    assert_eq!(
+        spec.volumes,
+        strings(&["/srv/data:/data", "cache:/cache:ro", "/etc/x:/x:rw"])
+    );
+}
+
+#[test]
+fn plain_runtime_keys_are_read() {
+    let spec = service(&web(
+        "working_dir: /app\nuser: 1000\nstop_signal: SIGINT\nstop_grace_period: 1m30s",
+    ));
+    assert_eq!(spec.working_dir, "/app");
+    assert_eq!(spec.user, "1000");
+    assert_eq!(spec.stop_signal, "SIGINT");
+    assert_eq!(spec.stop_grace_period_ms, 90_000);
+}
+
+#[test]
+fn compose_durations_are_read_in_milliseconds() {
+    for (text, ms) in [
+        ("10s", 10_000),
+        ("1m30s", 90_000),
+        ("500ms", 500),
+        ("1.5h", 5_400_000),
+        ("2s500ms", 2_500),
+        ("0", 0),
+        ("0s", 0),
+    ] {
+        assert_eq!(values::duration_ms(text), Ok(ms), "{text}");
+    }
+    for text in ["", "10", "ten", "10d", "-1s", "s"] {
+        assert!(values::duration_ms(text).is_err(), "{text}");
+    }
+}
+
+#[test]
+fn restart_values_map_to_restart_policies() {
+    for (text, condition, max_attempts) in [
+        ("no", RestartCondition::None, 0),
+        ("always", RestartCondition::Any, 0),
+        ("unless-stopped", RestartCondition::Any, 0),
+        ("on-failure", RestartCondition::OnFailure, 0),
+        ("on-failure:3", RestartCondition::OnFailure, 3),
+    ] {
+        let spec = service(&web(&format!("restart: {text}")));
+        assert_eq!(
+            spec.restart,
+            RestartSpec {
+                condition,
+                max_attempts
+            },
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn deploy_restart_policy_wins_over_restart() {
+    let spec = service(&web(
+        "restart: \"no\"\ndeploy:\n  restart_policy:\n    condition: on-failure\n    max_attempts: 5",
+    ));
+    assert_eq!(
+        spec.restart,
+        RestartSpec {
+            condition: RestartCondition::OnFailure,
+            max_attempts: 5
+        }
+    );
+    let spec = service(&web("deploy:\n  restart_policy:\n    max_attempts: 2"));
+    assert_eq!(spec.restart.condition, RestartCondition::Any);
+}
+
+#[test]
+fn deploy_replicas_mode_and_constraints_are_read() {
+    let spec = service(&web("deploy:\n  replicas: 3"));
+    assert_eq!(spec.replicas(), 3);
+    let spec = service(&web(
+        "deploy:\n  mode: global\n  placement:\n    constraints:\n      - node.labels.zone == eu\n      - node.platform.os==linux",
+    ));
+    assert!(spec.is_global());
+    let constraints: Vec<String> = spec
+        .constraints()
+        .iter()
+        .map(Constraint::to_string)
+        .collect();
+    assert_eq!(
+        constraints,
+        ["node.labels.zone == eu", "node.platform.os == linux"]
+    );
+}
+
+#[test]
+fn several_services_are_read_by_name() {
+    let file = ok("services:\n  web:\n    image: nginx\n  db:\n    image: postgres:16\n");
+    let names: Vec<&str> = file.services.keys().map(String::as_str).collect();
+    assert_eq!(names, ["db", "web"]);
+    assert_eq!(file.services["db"].image(), "postgres:16");
+}
+
+#[test]
+fn extension_keys_are_ignored_silently() {
+    let file = ok(
+        "x-common: {a: 1}\nservices:\n  web:\n    x-note: hi\n    image: nginx\n    deploy:\n      x-team: a\n      replicas: 2\n",
+    );
+    assert!(file.warnings.is_empty(), "{:?}", file.warnings);
+    assert_eq!(file.services["web"].replicas(), 2);
+}
+
+#[test]
+fn anchors_and_merge_keys_are_applied() {
+    let file = ok("x-base: &base\n  image: nginx\n  environment: &env\n    A: \"1\"\n  restart: on-failure\nservices:\n  web:\n    <<: *base\n    ports: [\"80\"]\n  worker:\n    image: nginx\n    environment: *env\n    deploy:\n      replicas: 2\n");
+    let web = &file.services["web"];
+    assert_eq!(web.image(), "nginx");
+    assert_eq!(web.environment["A"], "1");
+    assert_eq!(web.restart.condition, RestartCondition::OnFailure);
+    assert_eq!(web.ports, [port("", 0, 80, Protocol::Tcp)]);
+    let worker = &file.services["worker"];
+    assert_eq!(worker.environment["A"], "1");
+    assert_eq!(worker.replicas(), 2);
+}
+
+#[test]
+fn error_in_a_file_with_merge_keys_still_names_the_line() {
+    let content =
+        "x-base: &base\n  image: nginx\nservices:\n  web:\n    <<: *base\n    ports: [\"99999\"]\n";
+    assert_eq!(
+        error(content),
+        "app.yaml:6: services.web.ports[0]: invalid port `99999`: port 99999 is out of range 1-65535"
+    );
+}
+
+#[test]
+fn compose_file_with_name_and_version_parses_with_a_warning_for_version() {
+    let file = ok("version: \"3.8\"\nname: shop\nservices:\n  web:\n    image: nginx\n");
+    assert_eq!(
+        file.warnings,
+        ["app.yaml:1: version: obsolete in Compose, ignored"]
+    );
+}
+
+#[test]
+fn example_hello_yaml_is_a_valid_spec() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.yaml");
+    let content = std::fs::read_to_string(path).unwrap();
+    let file = parse("examples/hello.yaml", &content).unwrap_or_else(|err| panic!("{err}"));
+    assert!(file.warnings.is_empty(), "{:?}", file.warnings);
+    let hello = &file.services["hello"];
+    assert_eq!(hello.image(), "convoy-testapp:latest");
+    assert_eq!(
+        hello.command,
+        strings(&["/convoy-testapp", "--listen", "0.0.0.0:8080"])
+    );
+    assert_eq!(hello.environment["GREETING"], "hello");
+    assert_eq!(hello.ports, [port("", 0, 8080, Protocol::Tcp)]);
+    assert_eq!(hello.replicas(), 2);
+    assert_eq!(hello.stop_grace_period_ms, 2_000);
+    assert!(!hello.labels.is_empty());
+}
+
+// ---- errors ----
+
+#[test]
+fn unknown_service_key_is_an_error_naming_file_line_and_key() {
+    assert_eq!(
+        error(&web("imag: nginx")),
+        "app.yaml:4:5: services.web.imag: unknown field `imag`, expected one of `image`, \
+         `command`, `entrypoint`, `environment`, `ports`, `labels`, `volumes`, `working_dir`, \
+         `user`, `restart`, `stop_signal`, `stop_grace_period`, `deploy`"
+    );
+}
+
+#[test]
+fn unknown_keys_are_errors_at_every_level() {
+    assert!(error("servics:\n  web:\n    image: x\n")
+        .starts_with("app.yaml:1:1: servics: unknown field `servics`, expected one of `services`, `name`, `version`"));
+    assert!(error(&web("deploy:\n  replica: 2"))
+        .starts_with("app.yaml:5:7: services.web.deploy.replica: unknown field `replica`"));
+    assert!(error(&web("deploy:\n  placement:\n    constraint: []"))
+        .starts_with("app.yaml:6:9: services.web.deploy.placement.constraint: unknown field"));
+    assert!(error(&web("deploy:\n  restart_policy:\n    conditon: any"))
+        .starts_with("app.yaml:6:9: services.web.deploy.restart_policy.conditon: unknown field"));
+    assert!(error(&web("ports:\n  - target: 80\n    publish: 80"))
+        .starts_with("app.yaml:6:9: services.web.ports[0].publish: unknown field `publish`"));
+}
+
+#[test]
+fn wrong_types_are_errors_naming_line_column_and_key() {
+    assert_eq!(
+        error(&web("deploy:\n  replicas: three")),
+        "app.yaml:5:17: services.web.deploy.replicas: `three` is not a whole number"
+    );
+    assert_eq!(
+        error(&web("ports: 5")),
+        "app.yaml:4:12: services.web.ports: invalid type: integer `5`, expected a list of ports"
+    );
+    assert_eq!(
+        error(&web("environment: 5")),
+        "app.yaml:4:18: services.web.environment: invalid type: integer `5`, expected a mapping \
+         or a list of `KEY=VALUE` strings"
+    );
+    assert_eq!(
+        error("services:\n  web:\n    image: [nginx]\n"),
+        "app.yaml:3:12: services.web.image: invalid type: sequence, expected an image reference"
+    );
+    assert_eq!(
+        error("- web\n"),
+        "app.yaml:1:1: invalid type: sequence, expected a Compose file: a mapping with `services:`"
+    );
+}
+
+#[test]
+fn bad_ports_are_errors_naming_the_item() {
+    assert_eq!(
+        error(&web("ports:\n  - \"80\"\n  - abc:80")),
+        "app.yaml:6:9: services.web.ports[1]: invalid port `abc:80`: `abc` is not a port number"
+    );
+    assert_eq!(
+        error(&web("ports: [\"70000:80\"]")),
+        "app.yaml:4:13: services.web.ports[0]: invalid port `70000:80`: port 70000 is out of range 1-65535"
+    );
+    assert_eq!(
+        error(&web("ports: [\"8000-8010:80\"]")),
+        "app.yaml:4:13: services.web.ports[0]: invalid port `8000-8010:80`: port ranges are not supported yet"
+    );
+    assert!(error(&web("ports: [\"80/sctp\"]")).contains("unknown protocol `sctp`"));
+    assert!(
+        error(&web("ports: [\"999.1.1.1:80:80\"]")).contains("`999.1.1.1` is not an IP address")
+    );
+    assert_eq!(
+        error(&web("ports:\n  - published: 80")),
+        "app.yaml:5:9: services.web.ports[0]: missing field `target`"
+    );
+}
+
+#[test]
+fn bad_volumes_are_errors() {
+    assert!(error(&web("volumes: [\"./data:/data\"]"))
+        .starts_with("app.yaml:4:15: services.web.volumes[0]: invalid volume `./data:/data`: relative host paths"));
+    assert!(error(&web("volumes: [\"/data\"]")).contains("anonymous volumes are not supported yet"));
+    assert!(error(&web("volumes: [\"/a:/b:rx\"]")).contains("the mode must be `ro` or `rw`"));
+    assert!(error(&web("volumes: [\"/a:b\"]")).contains("must be an absolute path"));
+    assert!(error(&web(
+        "volumes:\n  - type: bind\n    source: /a\n    target: /b"
+    ))
+    .starts_with("app.yaml:5:9: services.web.volumes[0]: invalid type: map"));
+}
+
+#[test]
+fn bad_duration_is_an_error() {
+    assert_eq!(
+        error(&web("stop_grace_period: 10")),
+        "app.yaml:4:24: services.web.stop_grace_period: invalid duration `10`: missing unit; \
+         write it as `10s`, `1m30s` or `500ms`"
+    );
+}
+
+#[test]
+fn unknown_restart_value_is_an_error() {
+    assert_eq!(
+        error(&web("restart: sometimes")),
+        "app.yaml:4:14: services.web.restart: unknown restart policy `sometimes`, expected one of \
+         `no`, `always`, `on-failure`, `on-failure:N`, `unless-stopped`"
+    );
+    assert!(error(&web("deploy:\n  restart_policy:\n    condition: always"))
+        .starts_with("app.yaml:6:20: services.web.deploy.restart_policy.condition: unknown restart condition `always`"));
+}
+
+#[test]
+fn bad_constraint_is_an_error() {
+    assert_eq!(
+        error(&web(
+            "deploy:\n  placement:\n    constraints:\n      - node.labels.zone = eu"
+        )),
+        "app.yaml:7:13: services.web.deploy.placement.constraints[0]: invalid constraint \
+         `node.labels.zone = eu`: expected `ATTRIBUTE == VALUE` or `ATTRIBUTE != VALUE`"
+    );
+    assert!(error(&web(
+        "deploy:\n  placement:\n    constraints: [\"node.role == manager\"]"
+    ))
+    .contains("`node.role` is not supported by Convoy yet"));
+    assert!(error(&web(
+        "deploy:\n  placement:\n    constraints: [\"node.color == red\"]"
+    ))
+    .contains("unknown attribute `node.color`"));
+    assert!(error(&web(
+        "deploy:\n  placement:\n    constraints: [\"node.hostname ==\"]"
+    ))
+    .contains("the value is empty"));
+}
+
+#[test]
+fn empty_or_missing_image_is_an_error() {
+    assert_eq!(
+        error("services:\n  web:\n    image: \"\"\n"),
+        "app.yaml:3:12: services.web.image: must not be empty: name the image to run, e.g. `nginx:1.27`"
+    );
+    assert_eq!(
+        error("services:\n  web:\n    command: x\n"),
+        "app.yaml:3:5: services.web: missing field `image`"
+    );
+    assert!(error("services:\n  web:\n")
+        .starts_with("app.yaml:2:7: services.web: missing field `image`"));
+}
+
+#[test]
+fn replicas_with_global_mode_is_an_error_whichever_comes_first() {
+    assert_eq!(
+        error(&web("deploy:\n  mode: global\n  replicas: 2")),
+        "app.yaml:6:17: services.web.deploy.replicas: cannot be set with `mode: global`, which runs \
+         one instance on every matching node"
+    );
+    assert_eq!(
+        error(&web("deploy:\n  replicas: 2\n  mode: global")),
+        "app.yaml:6:13: services.web.deploy.mode: `global` runs one instance on every matching node, \
+         so it cannot be combined with `replicas`"
+    );
+    assert!(error(&web("deploy:\n  mode: replicated-job")).contains("not supported by Convoy yet"));
+}
+
+#[test]
+fn invalid_service_name_is_an_error_on_its_line() {
+    assert!(error("services:\n  Web:\n    image: x\n")
+        .starts_with("app.yaml:2:3: services.Web: invalid service name `Web`"));
+    let long = "a".repeat(64);
+    assert!(error(&format!("services:\n  {long}:\n    image: x\n")).starts_with("app.yaml:2:3:"));
+    assert!(error("services:\n  -web:\n    image: x\n").starts_with("app.yaml:2:3:"));
+}
+
+#[test]
+fn duplicate_keys_are_errors_on_the_second_one() {
+    assert_eq!(
+        error(&web("image: httpd")),
+        "app.yaml:4:5: services.web.image: duplicate key `image`"
+    );
+    assert_eq!(
+        error("services:\n  web:\n    image: x\n  web:\n    image: y\n"),
+        "app.yaml:4:3: services.web: duplicate service `web`"
+    );
+    assert_eq!(
+        error(&web("environment:\n  - A=1\n  - A=2")),
+        "app.yaml:6:9: services.web.environment[1]: duplicate variable `A`"
+    );
+}
+
+#[test]
+fn missing_or_empty_services_is_an_error() {
+    assert_eq!(
+        error("name: shop\n"),
+        "app.yaml:1:1: missing field `services`: a spec lists its services under `services:`"
+    );
+    assert!(error("").starts_with("app.yaml:1:1: missing field `services`"));
+    assert_eq!(
+        error("services: {}\n"),
+        "app.yaml:1:11: services: no services defined: a spec needs at least one"
+    );
+    assert!(error("services:\n").contains("services: no services defined"));
+}
+
+#[test]
+fn yaml_syntax_error_names_the_line() {
+    let err = error("services:\n  web:\n    image: convoy-testapp:latest: oops\n    deploy:\n      replicas: 1\n");
+    assert_eq!(
+        err,
+        "app.yaml:3:33: services.web: invalid YAML: mapping values are not allowed in this context"
+    );
+    let err = error("services:\n  web:\n    image: x\n    ports: [\"80\"\n");
+    assert!(
+        err.starts_with("app.yaml:5:1: services.web.ports: invalid YAML: did not find expected"),
+        "{err}"
+    );
+}
+
+#[test]
+fn several_documents_are_an_error() {
+    assert!(
+        error("services:\n  web:\n    image: x\n---\nservices:\n  db:\n    image: y\n")
+            .contains("more than one document")
+    );
+}
+
+// ---- warnings ----
+
+#[test]
+fn unsupported_service_keys_are_warnings_naming_file_line_and_key() {
+    let file = ok(&web(
+        "healthcheck:\n  test: [\"CMD\", \"true\"]\n  interval: 5s\ndepends_on: [db]\ncap_add: [NET_ADMIN]",
+    ));
+    assert_eq!(
+        file.warnings,
+        [
+            "app.yaml:4: services.web.healthcheck: not supported by Convoy yet, ignored",
+            "app.yaml:7: services.web.depends_on: not supported by Convoy yet, ignored",
+            "app.yaml:8: services.web.cap_add: not supported by Convoy yet, ignored",
+        ]
+    );
+    assert_eq!(file.services["web"].image(), "nginx");
+}
+
+#[test]
+fn unsupported_deploy_and_top_level_keys_are_warnings() {
+    let file = ok("services:\n  web:\n    image: nginx\n    deploy:\n      update_config:\n        parallelism: 1\n      resources: {limits: {cpus: \"0.5\"}}\n      placement:\n        preferences: []\n      restart_policy:\n        delay: 5s\n    ports:\n      - target: 80\n        mode: host\nnetworks:\n  default: {}\nvolumes:\n  data: {}\n");
+    assert_eq!(
+        file.warnings,
+        [
+            "app.yaml:5: services.web.deploy.update_config: not supported by Convoy yet, ignored",
+            "app.yaml:7: services.web.deploy.resources: not supported by Convoy yet, ignored",
+            "app.yaml:9: services.web.deploy.placement.preferences: not supported by Convoy yet, ignored",
+            "app.yaml:11: services.web.deploy.restart_policy.delay: not supported by Convoy yet, ignored",
+            "app.yaml:14: services.web.ports[0].mode: not supported by Convoy yet, ignored",
+            "app.yaml:15: networks: not supported by Convoy yet, ignored",
+            "app.yaml:17: volumes: not supported by Convoy yet, ignored",
+        ]
+    );
+}
+
+#[test]
+fn warnings_of_several_services_come_in_file_order() {
+    let file = ok(
+        "services:\n  zeta:\n    image: x\n    tty: true\n  alpha:\n    image: y\n    init: true\n",
+    );
+    assert_eq!(
+        file.warnings,
+        [
+            "app.yaml:4: services.zeta.tty: not supported by Convoy yet, ignored",
+            "app.yaml:7: services.alpha.init: not supported by Convoy yet, ignored",
+        ]
+    );
+}
+
+#[test]
+fn warning_without_a_findable_line_still_names_the_key() {
+    let file = ok("services: {web: {image: nginx, tty: true}}\n");
+    assert_eq!(
+        file.warnings,
+        ["app.yaml:1: services.web.tty: not supported by Convoy yet, ignored"]
+    );
+}
+
+// ---- spec hash, changed fields, container spec ----
+
+const FULL: &str = "services:\n  web:\n    image: nginx:1.27\n    command: [nginx, -g, daemon off;]\n    environment:\n      B: \"2\"\n      A: \"1\"\n    ports: [\"8080:80\"]\n    labels: {team: web}\n    volumes: [\"/srv:/srv:ro\"]\n    working_dir: /srv\n    user: www\n    restart: on-failure:3\n    stop_signal: SIGQUIT\n    stop_grace_period: 5s\n    deploy:\n      replicas: 2\n";
+
+#[test]
+fn spec_hash_is_stable_across_runs_and_releases() {
+    // A changed hash replaces every running instance on upgrade: change these
+    // values only on purpose. The second is sha256 of
+    // "convoy spec-hash v1\n" followed by `{"image":"nginx"}`.
+    assert_eq!(
+        service(FULL).spec_hash(),
+        "c9054e690de41f7370066c722d0af57ef24b9b21277ff5b7d36c1269782521bd"
+    );
+    assert_eq!(
+        service(&web("")).spec_hash(),
+        "094bb495cf717726bfc340ceb636cf8bed436bbee2f97e5dc6424dea2268352d"
+    );
+}
+
+#[test]
+fn spec_hash_ignores_replicas_mode_and_placement() {
+    let base = service(FULL);
+    let scaled = service(&FULL.replace("replicas: 2", "replicas: 5"));
+    assert_eq!(base.spec_hash(), scaled.spec_hash());
+    let placed = service(&FULL.replace(
+        "replicas: 2",
+        "mode: global\n      placement: {constraints: [\"node.name == n1\"]}",
+    ));
+    assert_eq!(base.spec_hash(), placed.spec_hash());
+}
+
+#[test]
+fn spec_hash_ignores_the_order_keys_are_written_in() {
+    let a = service(&web(
+        "environment:\n  A: \"1\"\n  B: \"2\"\nlabels: [x=1, y=2]",
+    ));
+    let b = service(&web("labels: [y=2, x=1]\nenvironment:\n  - B=2\n  - A=1"));
+    assert_eq!(a.spec_hash(), b.spec_hash());
+}
+
+#[test]
+fn spec_hash_changes_with_the_runtime_part() {
+    let base = service(FULL).spec_hash();
+    for (from, to) in [
+        ("nginx:1.27", "nginx:1.28"),
+        ("A: \"1\"", "A: \"3\""),
+        ("8080:80", "8081:80"),
+        ("on-failure:3", "always"),
+        ("5s", "6s"),
+        ("user: www", "user: root"),
+    ] {
+        assert_ne!(
+            service(&FULL.replace(from, to)).spec_hash(),
+            base,
+            "{from} -> {to}"
+        );
+    }
+}
+
+#[test]
+fn changed_fields_names_what_differs() {
+    let old = service(FULL);
+    let new = service(
+        &FULL
+            .replace("nginx:1.27", "nginx:1.28")
+            .replace("A: \"1\"", "A: \"9\"")
+            .replace("replicas: 2", "replicas: 4"),
+    );
+    assert_eq!(
+        changed_fields(&old, &new),
+        ["image", "environment", "deploy.replicas"]
+    );
+    assert!(changed_fields(&old, &old.clone()).is_empty());
+    let new = service(&FULL.replace(
+        "replicas: 2",
+        "replicas: 2\n      placement: {constraints: [\"node.name == a\"]}",
+    ));
+    assert_eq!(changed_fields(&old, &new), ["deploy.placement.constraints"]);
+}
+
+#[test]
+fn container_spec_carries_the_runtime_part() {
+    let spec = service(FULL).container_spec();
+    assert_eq!(spec.image, "nginx:1.27");
+    assert_eq!(spec.command, strings(&["nginx", "-g", "daemon off;"]));
+    assert_eq!(spec.env.get("A").map(String::as_str), Some("1"));
+    assert_eq!(spec.labels.get("team").map(String::as_str), Some("web"));
+    assert_eq!(
+        spec.ports,
+        [PortMapping {
+            host_ip: String::new(),
+            host_port: 8080,
+            container_port: 80,
+            protocol: "tcp".to_owned()
+        }]
+    );
+    assert_eq!(spec.volumes, strings(&["/srv:/srv:ro"]));
+    assert_eq!(
+        (spec.working_dir.as_str(), spec.user.as_str()),
+        ("/srv", "www")
+    );
+    assert_eq!(
+        spec.restart,
+        Some(RestartPolicy {
+            condition: Condition::OnFailure.into(),
+            max_attempts: 3
+        })
+    );
+    assert_eq!(spec.stop_signal, "SIGQUIT");
+    assert_eq!(spec.stop_grace_period_ms, 5_000);
+}
+
+#[test]
+fn service_spec_round_trips_through_json() {
+    let spec = service(&FULL.replace(
+        "replicas: 2",
+        "mode: global\n      placement: {constraints: [\"node.labels.zone != eu\"]}",
+    ));
+    let json = serde_json::to_string(&spec).unwrap();
+    assert!(json.contains("\"node.labels.zone != eu\""), "{json}");
+    let back: ServiceSpec = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, spec);
+    assert_eq!(back.spec_hash(), spec.spec_hash());
+}
+
+// ---- constraints ----
+
+fn constraint(text: &str) -> Constraint {
+    text.parse().unwrap_or_else(|err| panic!("{err}"))
+}
+
+#[test]
+fn constraints_match_name_hostname_labels_and_platform() {
+    let node = facts("host-1", &[("zone", "eu"), ("gpu", "true")]);
+    for (text, expected) in [
+        ("node.name == n1", true),
+        ("node.name == n2", false),
+        ("node.name != n2", true),
+        ("node.hostname == host-1", true),
+        ("node.hostname == HOST-1", true),
+        ("node.hostname != host-1", false),
+        ("node.labels.zone == eu", true),
+        ("node.labels.zone == us", false),
+        ("node.labels.zone != us", true),
+        ("node.labels.gpu == true", true),
+        ("node.platform.os == linux", true),
+        ("node.platform.os == windows", false),
+        ("node.platform.arch == x86_64", true),
+        ("node.platform.arch == amd64", true),
+        ("node.platform.arch == arm64", false),
+    ] {
+        assert_eq!(constraint(text).matches("n1", &node), expected, "{text}");
+    }
+}
+
+#[test]
+fn label_constraint_on_a_node_without_the_label_compares_as_empty() {
+    let node = facts("h", &[]);
+    assert!(!constraint("node.labels.zone == eu").matches("n1", &node));
+    assert!(constraint("node.labels.zone != eu").matches("n1", &node));
+}
+
+#[test]
+fn constraint_displays_as_swarm_writes_it() {
+    assert_eq!(
+        constraint("  node.labels.disk==ssd ").to_string(),
+        "node.labels.disk == ssd"
+    );
+    assert!("node.labels. == x".parse::<Constraint>().is_err());
+    assert!("node.name".parse::<Constraint>().is_err());
+}

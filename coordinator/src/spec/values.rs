@@ -1,0 +1,406 @@
+//! Parsers for the scalar values of a Compose file (ports, durations, command
+//! lines, ...). Each says in its error what is wrong with the value; the
+//! caller adds where it is.
+
+use std::net::IpAddr;
+
+use super::{DeployMode, PortSpec, Protocol, RestartCondition, RestartSpec};
+
+/// Service names become parts of container names and DNS labels.
+pub(super) fn service_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let rest_ok =
+        chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if first_ok && rest_ok && name.len() <= 63 {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid service name `{name}`: use lowercase letters, digits, `_` and `-`, \
+             starting with a letter or digit, at most 63 characters"
+        ))
+    }
+}
+
+/// Compose's rule for the project `name`.
+pub(super) fn project_name(name: &str) -> Result<String, String> {
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if first_ok
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+    {
+        Ok(name.to_owned())
+    } else {
+        Err(format!(
+            "invalid name `{name}`: use lowercase letters, digits, `_` and `-`, starting with a letter or digit"
+        ))
+    }
+}
+
+pub(super) fn image(image: &str) -> Result<String, String> {
+    if image.trim().is_empty() {
+        Err("must not be empty: name the image to run, e.g. `nginx:1.27`".to_owned())
+    } else if image.chars().any(char::is_whitespace) {
+        Err(format!(
+            "invalid image `{image}`: an image reference has no spaces"
+        ))
+    } else {
+        Ok(image.to_owned())
+    }
+}
+
+/// Splits a command line into words as a POSIX shell would (quotes and
+/// backslashes, no expansion), as Compose does for `command: "a 'b c'"`.
+pub(super) fn split_command(line: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => word.push(c),
+                        None => return Err(format!("unterminated single quote in `{line}`")),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\' | '$' | '`')) => word.push(c),
+                            Some('\n') => {}
+                            Some(c) => {
+                                word.push('\\');
+                                word.push(c);
+                            }
+                            None => return Err(format!("unterminated double quote in `{line}`")),
+                        },
+                        Some(c) => word.push(c),
+                        None => return Err(format!("unterminated double quote in `{line}`")),
+                    }
+                }
+            }
+            '\\' => match chars.next() {
+                Some('\n') => {}
+                Some(c) => {
+                    in_word = true;
+                    word.push(c);
+                }
+                None => return Err(format!("trailing backslash in `{line}`")),
+            },
+            c => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    Ok(words)
+}
+
+/// A port number; `0` only where it means "any free port".
+fn port_number(text: &str, allow_zero: bool) -> Result<u16, String> {
+    if text.contains('-') {
+        return Err("port ranges are not supported yet".to_owned());
+    }
+    let n: u64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a port number"))?;
+    match u16::try_from(n) {
+        Ok(0) if !allow_zero => Err("port 0 is out of range 1-65535".to_owned()),
+        Ok(port) => Ok(port),
+        Err(_) => Err(format!("port {n} is out of range 1-65535")),
+    }
+}
+
+/// A container port (`target`).
+pub(super) fn target_port(text: &str) -> Result<u16, String> {
+    port_number(text, false).map_err(|why| format!("invalid port `{text}`: {why}"))
+}
+
+/// A host port (`published`); empty or 0: Docker picks a free one.
+pub(super) fn published_port(text: &str) -> Result<u16, String> {
+    if text.is_empty() {
+        return Ok(0);
+    }
+    port_number(text, true).map_err(|why| format!("invalid port `{text}`: {why}"))
+}
+
+pub(super) fn host_ip(text: &str) -> Result<String, String> {
+    let bare = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    bare.parse::<IpAddr>()
+        .map(|ip| ip.to_string())
+        .map_err(|_| format!("`{text}` is not an IP address"))
+}
+
+pub(super) fn protocol(text: &str) -> Result<Protocol, String> {
+    match text {
+        "tcp" => Ok(Protocol::Tcp),
+        "udp" => Ok(Protocol::Udp),
+        other => Err(format!(
+            "unknown protocol `{other}`, expected `tcp` or `udp`"
+        )),
+    }
+}
+
+/// Compose's short port syntax: `[[HOST_IP:][PUBLISHED]:]TARGET[/PROTOCOL]`.
+/// A lone target is published on an ephemeral host port, as Compose does.
+pub(super) fn short_port(spec: &str) -> Result<PortSpec, String> {
+    let invalid = |why: String| format!("invalid port `{spec}`: {why}");
+    let (ports, protocol) = match spec.rsplit_once('/') {
+        Some((ports, proto)) => (ports, self::protocol(proto).map_err(invalid)?),
+        None => (spec, Protocol::Tcp),
+    };
+    let (host_ip, rest) = match ports.strip_prefix('[') {
+        Some(bracketed) => {
+            let (ip, rest) = bracketed.split_once("]:").ok_or_else(|| {
+                invalid("an IPv6 address in brackets must be followed by `:PORT`".to_owned())
+            })?;
+            (Some(ip), rest)
+        }
+        None => (None, ports),
+    };
+    let parts: Vec<&str> = rest.split(':').collect();
+    let (host_ip, published, target) = match (host_ip, parts.as_slice()) {
+        (None, [target]) => (None, "", *target),
+        (None, [published, target]) => (None, *published, *target),
+        (None, [ip, published, target]) => (Some(*ip), *published, *target),
+        (Some(ip), [published, target]) => (Some(ip), *published, *target),
+        (None, _) => {
+            return Err(invalid(
+                "too many `:`; write an IPv6 host address in brackets, as `[::1]:8080:80`"
+                    .to_owned(),
+            ))
+        }
+        (Some(_), _) => return Err(invalid("expected `[IP]:PUBLISHED:TARGET`".to_owned())),
+    };
+    let host_ip = match host_ip {
+        Some(ip) => self::host_ip(ip).map_err(invalid)?,
+        None => String::new(),
+    };
+    let published = if published.is_empty() {
+        0
+    } else {
+        port_number(published, true).map_err(invalid)?
+    };
+    let target = port_number(target, false).map_err(invalid)?;
+    Ok(PortSpec {
+        host_ip,
+        published,
+        target,
+        protocol,
+    })
+}
+
+/// Compose's short volume syntax, `SRC:DST[:ro|rw]`, with a host path or a
+/// named volume as the source.
+pub(super) fn volume(spec: &str) -> Result<String, String> {
+    let invalid = |why: &str| format!("invalid volume `{spec}`: {why}");
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (source, target) = match parts.as_slice() {
+        [_] => {
+            return Err(invalid(
+                "anonymous volumes are not supported yet; write `SRC:DST[:ro|rw]`",
+            ))
+        }
+        [source, target] => (*source, *target),
+        [source, target, mode] => {
+            if !matches!(*mode, "ro" | "rw") {
+                return Err(invalid("the mode must be `ro` or `rw`"));
+            }
+            (*source, *target)
+        }
+        _ => return Err(invalid("expected `SRC:DST[:ro|rw]`")),
+    };
+    if source.is_empty() {
+        return Err(invalid("the source is empty"));
+    }
+    if source.starts_with('.') || source.starts_with('~') {
+        return Err(invalid(
+            "relative host paths are not supported, as containers may run on another machine; \
+             use an absolute path or a named volume",
+        ));
+    }
+    if !source.starts_with('/') {
+        let mut chars = source.chars();
+        let valid_name = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !valid_name {
+            return Err(invalid(
+                "the source is neither an absolute path nor a volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)",
+            ));
+        }
+    }
+    if !target.starts_with('/') {
+        return Err(invalid(
+            "the target inside the container must be an absolute path",
+        ));
+    }
+    Ok(spec.to_owned())
+}
+
+pub(super) fn working_dir(dir: &str) -> Result<String, String> {
+    if dir.starts_with('/') {
+        Ok(dir.to_owned())
+    } else {
+        Err(format!("`{dir}` is not an absolute path"))
+    }
+}
+
+pub(super) fn stop_signal(signal: &str) -> Result<String, String> {
+    if !signal.is_empty()
+        && signal
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '+')
+    {
+        Ok(signal.to_owned())
+    } else {
+        Err(format!(
+            "`{signal}` is not a signal, e.g. `SIGTERM` or `SIGINT`"
+        ))
+    }
+}
+
+/// Compose's service-level `restart`.
+pub(super) fn restart(text: &str) -> Result<RestartSpec, String> {
+    let policy = |condition, max_attempts| RestartSpec {
+        condition,
+        max_attempts,
+    };
+    match text {
+        "no" => Ok(policy(RestartCondition::None, 0)),
+        "always" | "unless-stopped" => Ok(policy(RestartCondition::Any, 0)),
+        "on-failure" => Ok(policy(RestartCondition::OnFailure, 0)),
+        other => match other.strip_prefix("on-failure:") {
+            Some(n) => n
+                .parse()
+                .map(|n| policy(RestartCondition::OnFailure, n))
+                .map_err(|_| format!("`{n}` is not a number of attempts")),
+            None => Err(format!(
+                "unknown restart policy `{other}`, expected one of `no`, `always`, `on-failure`, \
+                 `on-failure:N`, `unless-stopped`"
+            )),
+        },
+    }
+}
+
+/// `deploy.restart_policy.condition`.
+pub(super) fn condition(text: &str) -> Result<RestartCondition, String> {
+    match text {
+        "none" => Ok(RestartCondition::None),
+        "on-failure" => Ok(RestartCondition::OnFailure),
+        "any" => Ok(RestartCondition::Any),
+        other => Err(format!(
+            "unknown restart condition `{other}`, expected one of `none`, `on-failure`, `any`"
+        )),
+    }
+}
+
+pub(super) fn mode(text: &str) -> Result<DeployMode, String> {
+    match text {
+        "replicated" => Ok(DeployMode::Replicated),
+        "global" => Ok(DeployMode::Global),
+        "replicated-job" | "global-job" => {
+            Err(format!("mode `{text}` is not supported by Convoy yet"))
+        }
+        other => Err(format!(
+            "unknown mode `{other}`, expected `replicated` or `global`"
+        )),
+    }
+}
+
+/// A count such as `replicas` or `max_attempts`.
+pub(super) fn count(text: &str) -> Result<u32, String> {
+    text.parse()
+        .map_err(|_| format!("`{text}` is not a whole number"))
+}
+
+/// A Compose duration: `10s`, `1m30s`, `1.5h`, `500ms` (units h, m, s, ms,
+/// us, ns), in milliseconds.
+pub(super) fn duration_ms(text: &str) -> Result<u64, String> {
+    let invalid = |why: &str| {
+        format!("invalid duration `{text}`: {why}; write it as `10s`, `1m30s` or `500ms`")
+    };
+    if text == "0" {
+        return Ok(0);
+    }
+    if text.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    let mut rest = text;
+    let mut total_ns = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, after) = rest.split_at(number_len);
+        let value: f64 = number.parse().map_err(|_| invalid("expected a number"))?;
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_len);
+        let ns_per_unit = match unit {
+            "h" => 3_600e9,
+            "m" => 60e9,
+            "s" => 1e9,
+            "ms" => 1e6,
+            "us" | "µs" => 1e3,
+            "ns" => 1.0,
+            "" => return Err(invalid("missing unit")),
+            _ => return Err(invalid("unknown unit")),
+        };
+        total_ns += value * ns_per_unit;
+        rest = after;
+    }
+    let ms = (total_ns / 1e6).round();
+    if ms > 1e15 {
+        return Err(invalid("too long"));
+    }
+    Ok(ms as u64)
+}
+
+/// Keys of `environment`.
+pub(super) fn env_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        Err("a variable needs a name".to_owned())
+    } else if name.contains('=') || name.contains('\0') {
+        Err(format!("invalid variable name `{name}`"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Keys of `labels`; Convoy's own labels are reserved.
+pub(super) fn label_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        Err("a label needs a name".to_owned())
+    } else if name.starts_with("io.convoy.") {
+        Err(format!(
+            "label `{name}`: labels under `io.convoy.` are reserved for Convoy"
+        ))
+    } else {
+        Ok(())
+    }
+}

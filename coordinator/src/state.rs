@@ -1,0 +1,895 @@
+//! The coordinator's state. Desired state (services, revisions, placement,
+//! node plans) is durable in the store and changed only under one async lock,
+//! store first, memory second. Live state (agent sessions, reported workload
+//! status, heartbeats) is memory only: agents resend a full snapshot after
+//! every reconnect, so a restart loses nothing.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use convoy_proto as pb;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    placement::{self, Assignments, Candidate},
+    spec::{self, ServiceSpec},
+    store::{self, Op, Store, StoreError},
+};
+
+/// The environment of services whose spec names none.
+pub const DEFAULT_ENV: &str = "default";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{0}")]
+    Spec(#[from] spec::SpecError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("service `{service}` not found in environment `{env}`")]
+    ServiceNotFound { service: String, env: String },
+}
+
+/// A service's current state, stored at `services/ENV/NAME`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceRecord {
+    pub env: String,
+    pub name: String,
+    /// The current (latest) revision.
+    pub revision: u64,
+    pub spec: ServiceSpec,
+    /// Deleted services keep their record so revision numbers never repeat.
+    pub deleted: bool,
+    pub assignments: Assignments,
+    pub created_unix_ms: i64,
+    pub updated_unix_ms: i64,
+}
+
+/// An immutable revision, stored at `revisions/ENV/NAME/REV`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevisionRecord {
+    pub revision: u64,
+    pub spec: ServiceSpec,
+    pub created_unix_ms: i64,
+    pub created_by: String,
+    pub source: String,
+}
+
+/// What the coordinator remembers of a node, stored at `nodes/NAME`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub name: String,
+    pub facts: Facts,
+    pub agent_version: String,
+    pub first_seen_unix_ms: i64,
+    pub last_seen_unix_ms: i64,
+}
+
+/// Host facts reported in Hello (domain copy of `pb::NodeFacts`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Facts {
+    pub hostname: String,
+    pub os: String,
+    pub kernel: String,
+    pub arch: String,
+    pub cpus: u32,
+    pub memory_bytes: u64,
+    pub docker_version: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl From<pb::NodeFacts> for Facts {
+    fn from(f: pb::NodeFacts) -> Self {
+        let pb::NodeFacts {
+            hostname,
+            os,
+            kernel,
+            arch,
+            cpus,
+            memory_bytes,
+            docker_version,
+            labels,
+        } = f;
+        Self {
+            hostname,
+            os,
+            kernel,
+            arch,
+            cpus,
+            memory_bytes,
+            docker_version,
+            labels: labels.into_iter().collect(),
+        }
+    }
+}
+
+impl From<&Facts> for pb::NodeFacts {
+    fn from(f: &Facts) -> Self {
+        pb::NodeFacts {
+            hostname: f.hostname.clone(),
+            os: f.os.clone(),
+            kernel: f.kernel.clone(),
+            arch: f.arch.clone(),
+            cpus: f.cpus,
+            memory_bytes: f.memory_bytes,
+            docker_version: f.docker_version.clone(),
+            labels: f.labels.clone().into_iter().collect(),
+        }
+    }
+}
+
+/// A node's plan bookkeeping, stored at `plans/NODE`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PlanRecord {
+    pub generation: u64,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Desired {
+    services: BTreeMap<(String, String), ServiceRecord>,
+    nodes: BTreeMap<String, NodeRecord>,
+    plans: BTreeMap<String, PlanRecord>,
+}
+
+struct SessionInfo {
+    conn_id: u64,
+    connected_since_unix_ms: i64,
+    address: String,
+    cancel: CancellationToken,
+}
+
+#[derive(Default)]
+struct NodeLive {
+    session: Option<SessionInfo>,
+    last_heartbeat_unix_ms: i64,
+    metrics: Option<pb::HostMetrics>,
+    acked_generation: u64,
+    workloads: HashMap<String, pb::WorkloadStatus>,
+}
+
+#[derive(Default)]
+struct Live {
+    nodes: HashMap<String, NodeLive>,
+    /// Latest plan per node; sessions forward changes (latest wins, in order).
+    plans: HashMap<String, watch::Sender<Option<Arc<pb::NodePlan>>>>,
+}
+
+/// What a newly registered agent session needs.
+pub struct SessionHandle {
+    pub conn_id: u64,
+    pub plan_rx: watch::Receiver<Option<Arc<pb::NodePlan>>>,
+    pub cancel: CancellationToken,
+}
+
+pub struct Coordinator {
+    store: Arc<dyn Store>,
+    desired: tokio::sync::Mutex<Desired>,
+    live: Mutex<Live>,
+    next_conn: AtomicU64,
+    pub heartbeat_interval: Duration,
+    shutdown: CancellationToken,
+}
+
+pub fn now_unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn service_key(env: &str, name: &str) -> String {
+    format!("services/{env}/{name}")
+}
+
+fn revision_key(env: &str, name: &str, rev: u64) -> String {
+    format!("revisions/{env}/{name}/{rev:020}")
+}
+
+fn workload_id(env: &str, service: &str, index: u32) -> String {
+    format!("{env}/{service}/{index}")
+}
+
+impl Coordinator {
+    /// Loads desired state from the store and prepares every node's plan.
+    pub async fn load(
+        store: Arc<dyn Store>,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, StateError> {
+        let mut desired = Desired::default();
+        for (_, rec) in store::scan_json::<ServiceRecord>(&*store, "services/").await? {
+            desired
+                .services
+                .insert((rec.env.clone(), rec.name.clone()), rec);
+        }
+        for (_, rec) in store::scan_json::<NodeRecord>(&*store, "nodes/").await? {
+            desired.nodes.insert(rec.name.clone(), rec);
+        }
+        for (key, rec) in store::scan_json::<PlanRecord>(&*store, "plans/").await? {
+            let node = key.trim_start_matches("plans/").to_string();
+            desired.plans.insert(node, rec);
+        }
+        let coord = Arc::new(Self {
+            store,
+            desired: tokio::sync::Mutex::new(Desired::default()),
+            live: Mutex::new(Live::default()),
+            next_conn: AtomicU64::new(1),
+            heartbeat_interval: Duration::from_secs(2),
+            shutdown,
+        });
+        let mut ops = Vec::new();
+        let updates = compute_plans(&mut desired, &mut ops);
+        if !ops.is_empty() {
+            coord.store.apply(ops).await?;
+        }
+        let mut guard = coord.desired.lock().await;
+        *guard = desired;
+        coord.publish(updates);
+        drop(guard);
+        Ok(coord)
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, Live> {
+        // A panic while holding this lock would be a bug in a few lines of
+        // bookkeeping; keep serving with the state as it is.
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn connected(&self) -> HashMap<String, bool> {
+        self.live()
+            .nodes
+            .iter()
+            .map(|(n, l)| (n.clone(), l.session.is_some()))
+            .collect()
+    }
+
+    fn publish(&self, updates: Vec<(String, Arc<pb::NodePlan>)>) {
+        let mut live = self.live();
+        for (node, plan) in updates {
+            live.plans
+                .entry(node)
+                .or_insert_with(|| watch::channel(None).0)
+                .send_replace(Some(plan));
+        }
+    }
+
+    /// Validates a spec file and, unless `dry_run`, stores a new revision of
+    /// every service whose spec changed and hands the new plans to agents.
+    pub async fn apply(
+        &self,
+        filename: &str,
+        content: &str,
+        dry_run: bool,
+        who: &str,
+    ) -> Result<pb::ApplyResponse, StateError> {
+        let file = spec::parse(filename, content)?;
+        let now = now_unix_ms();
+        let mut desired = self.desired.lock().await;
+        let mut next = desired.clone();
+        let nodes = node_views(&next, &self.connected());
+        let candidates = candidates(&nodes);
+        let mut ops = Vec::new();
+        let mut changes = Vec::new();
+        for (name, new_spec) in file.services {
+            let env = DEFAULT_ENV.to_string();
+            let key = (env.clone(), name.clone());
+            let old = next.services.get(&key).filter(|r| !r.deleted).cloned();
+            let old_assign = old
+                .as_ref()
+                .map(|o| o.assignments.clone())
+                .unwrap_or_default();
+            let assignments = placement::place(&new_spec, &old_assign, &candidates);
+            let (action, revision, previous, fields) = match &old {
+                Some(o) if o.spec == new_spec => (
+                    pb::ChangeAction::Unchanged,
+                    o.revision,
+                    o.revision,
+                    Vec::new(),
+                ),
+                Some(o) => (
+                    pb::ChangeAction::Update,
+                    o.revision + 1,
+                    o.revision,
+                    spec::changed_fields(&o.spec, &new_spec),
+                ),
+                None => {
+                    let last = next.services.get(&key).map(|r| r.revision).unwrap_or(0);
+                    (pb::ChangeAction::Create, last + 1, last, Vec::new())
+                }
+            };
+            let old_hash = old.as_ref().map(|o| o.spec.spec_hash());
+            let instances = instance_changes(
+                &env,
+                &name,
+                &old_assign,
+                old_hash.as_deref(),
+                &assignments,
+                &new_spec.spec_hash(),
+            );
+            changes.push(pb::ServiceChange {
+                service: name.clone(),
+                env: env.clone(),
+                action: action as i32,
+                revision,
+                previous_revision: previous,
+                instances,
+                changed_fields: fields,
+            });
+            if action == pb::ChangeAction::Unchanged && assignments == old_assign {
+                continue;
+            }
+            let created = next
+                .services
+                .get(&key)
+                .map(|r| r.created_unix_ms)
+                .unwrap_or(now);
+            if action != pb::ChangeAction::Unchanged {
+                ops.push(Op::put_json(
+                    revision_key(&env, &name, revision),
+                    &RevisionRecord {
+                        revision,
+                        spec: new_spec.clone(),
+                        created_unix_ms: now,
+                        created_by: who.to_string(),
+                        source: filename.to_string(),
+                    },
+                ));
+            }
+            let rec = ServiceRecord {
+                env: env.clone(),
+                name: name.clone(),
+                revision,
+                spec: new_spec,
+                deleted: false,
+                assignments,
+                created_unix_ms: created,
+                updated_unix_ms: now,
+            };
+            ops.push(Op::put_json(service_key(&env, &name), &rec));
+            next.services.insert(key, rec);
+        }
+        let response = pb::ApplyResponse {
+            services: changes,
+            warnings: file.warnings,
+            dry_run,
+        };
+        if dry_run {
+            return Ok(response);
+        }
+        let updates = compute_plans(&mut next, &mut ops);
+        if !ops.is_empty() {
+            self.store.apply(ops).await?;
+        }
+        *desired = next;
+        self.publish(updates);
+        Ok(response)
+    }
+
+    /// Removes every instance of a service; its revisions stay in history.
+    pub async fn delete(&self, service: &str, env: &str) -> Result<pb::DeleteResponse, StateError> {
+        let env = if env.is_empty() { DEFAULT_ENV } else { env };
+        let mut desired = self.desired.lock().await;
+        let key = (env.to_string(), service.to_string());
+        let Some(rec) = desired.services.get(&key).filter(|r| !r.deleted) else {
+            return Err(StateError::ServiceNotFound {
+                service: service.to_string(),
+                env: env.to_string(),
+            });
+        };
+        let removed = rec.assignments.len() as u32;
+        let last_revision = rec.revision;
+        let mut next = desired.clone();
+        if let Some(rec) = next.services.get_mut(&key) {
+            rec.deleted = true;
+            rec.assignments.clear();
+            rec.updated_unix_ms = now_unix_ms();
+        }
+        let mut ops = vec![Op::put_json(
+            service_key(env, service),
+            &next.services[&key],
+        )];
+        let updates = compute_plans(&mut next, &mut ops);
+        self.store.apply(ops).await?;
+        *desired = next;
+        self.publish(updates);
+        Ok(pb::DeleteResponse {
+            removed_instances: removed,
+            last_revision,
+        })
+    }
+
+    /// Registers an agent session for `node` (named by its certificate).
+    /// A newer session of the same node replaces the older one.
+    pub async fn register(
+        &self,
+        node: &str,
+        hello: pb::Hello,
+        address: Option<SocketAddr>,
+    ) -> Result<SessionHandle, StateError> {
+        let pb::Hello {
+            facts,
+            agent_version,
+            last_applied_generation: _,
+        } = hello;
+        let now = now_unix_ms();
+        let mut desired = self.desired.lock().await;
+        let mut next = desired.clone();
+        let facts: Facts = facts.unwrap_or_default().into();
+        let record = match next.nodes.get(node) {
+            Some(old) => NodeRecord {
+                facts,
+                agent_version,
+                last_seen_unix_ms: now,
+                ..old.clone()
+            },
+            None => NodeRecord {
+                name: node.to_string(),
+                facts,
+                agent_version,
+                first_seen_unix_ms: now,
+                last_seen_unix_ms: now,
+            },
+        };
+        let mut ops = vec![Op::put_json(format!("nodes/{node}"), &record)];
+        next.nodes.insert(node.to_string(), record);
+
+        let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let cancel = self.shutdown.child_token();
+        let previous = {
+            let mut live = self.live();
+            let entry = live.nodes.entry(node.to_string()).or_default();
+            entry.last_heartbeat_unix_ms = now;
+            entry.session.replace(SessionInfo {
+                conn_id,
+                connected_since_unix_ms: now,
+                address: address.map(|a| a.to_string()).unwrap_or_default(),
+                cancel: cancel.clone(),
+            })
+        };
+        if let Some(old) = previous {
+            tracing::info!(
+                node,
+                old_conn = old.conn_id,
+                "a newer session replaces the old one"
+            );
+            old.cancel.cancel();
+        }
+
+        // Instances waiting for a node, and global services, may land here.
+        let connected = self.connected();
+        replace_all(&mut next, &connected, &mut ops);
+        let updates = compute_plans(&mut next, &mut ops);
+        if let Err(e) = self.store.apply(ops).await {
+            self.disconnect(node, conn_id);
+            return Err(e.into());
+        }
+        *desired = next;
+        self.publish(updates);
+        let plan_rx = {
+            let mut live = self.live();
+            live.plans
+                .entry(node.to_string())
+                .or_insert_with(|| {
+                    watch::channel(Some(Arc::new(pb::NodePlan {
+                        generation: 0,
+                        workloads: Vec::new(),
+                    })))
+                    .0
+                })
+                .subscribe()
+        };
+        Ok(SessionHandle {
+            conn_id,
+            plan_rx,
+            cancel,
+        })
+    }
+
+    /// Forgets a session, unless a newer one of the same node replaced it.
+    pub fn disconnect(&self, node: &str, conn_id: u64) {
+        let mut live = self.live();
+        if let Some(n) = live.nodes.get_mut(node) {
+            if n.session.as_ref().is_some_and(|s| s.conn_id == conn_id) {
+                n.session = None;
+                tracing::info!(node, "agent disconnected");
+            }
+        }
+    }
+
+    /// Takes one message from an agent's stream.
+    pub fn handle(&self, node: &str, conn_id: u64, msg: pb::AgentMessage) {
+        use pb::agent_message::Msg;
+        let mut live = self.live();
+        let Some(n) = live.nodes.get_mut(node) else {
+            return;
+        };
+        if n.session.as_ref().is_none_or(|s| s.conn_id != conn_id) {
+            return; // a replaced session's late message
+        }
+        match msg.msg {
+            Some(Msg::Heartbeat(hb)) => {
+                n.last_heartbeat_unix_ms = now_unix_ms();
+                n.metrics = hb.metrics;
+            }
+            Some(Msg::Ack(ack)) => match ack.target {
+                Some(pb::ack::Target::PlanGeneration(g)) => {
+                    if ack.ok {
+                        n.acked_generation = g;
+                    } else {
+                        tracing::warn!(node, generation = g, error = %ack.error, "agent rejected a plan");
+                    }
+                }
+                Some(pb::ack::Target::CommandId(id)) => {
+                    tracing::debug!(node, command = %id, ok = ack.ok, "command acknowledged");
+                }
+                None => {}
+            },
+            Some(Msg::Status(report)) => {
+                if report.full_snapshot {
+                    n.workloads.clear();
+                }
+                for id in report.removed {
+                    n.workloads.remove(&id);
+                }
+                for w in report.workloads {
+                    n.workloads.insert(w.id.clone(), w);
+                }
+            }
+            Some(Msg::Event(ev)) => {
+                tracing::info!(node, workload = %ev.workload_id, kind = %ev.kind, "{}", ev.message);
+            }
+            Some(Msg::Hello(_)) => {
+                tracing::warn!(node, "ignoring a second Hello on one stream");
+            }
+            None => {}
+        }
+    }
+
+    pub async fn status(&self, service: &str, env: &str) -> pb::StatusResponse {
+        let desired = self.desired.lock().await;
+        let live = self.live();
+        let mut services = Vec::new();
+        for ((senv, name), rec) in &desired.services {
+            if rec.deleted
+                || (!service.is_empty() && service != name)
+                || (!env.is_empty() && env != senv)
+            {
+                continue;
+            }
+            let hash = rec.spec.spec_hash();
+            let mut instances = Vec::new();
+            let mut running = 0;
+            for (index, node) in &rec.assignments {
+                let id = workload_id(senv, name, *index);
+                let node_live = node.as_ref().and_then(|n| live.nodes.get(n));
+                let connected = node_live.is_some_and(|l| l.session.is_some());
+                let reported = node_live.and_then(|l| l.workloads.get(&id));
+                let mut inst = pb::InstanceStatus {
+                    id: id.clone(),
+                    index: *index,
+                    node: node.clone().unwrap_or_default(),
+                    node_connected: connected,
+                    revision: rec.revision,
+                    state: pb::WorkloadState::Pending as i32,
+                    reason: match node {
+                        None => "no node matches the placement constraints".to_string(),
+                        Some(n) => format!("waiting for node `{n}` to report"),
+                    },
+                    ..Default::default()
+                };
+                if let Some(r) = reported {
+                    inst.revision = r.revision;
+                    inst.state = r.state;
+                    inst.reason = r.reason.clone();
+                    inst.restarts = r.restarts;
+                    inst.container_id = r.container_id.clone();
+                    inst.container_name = r.container_name.clone();
+                    inst.updated_unix_ms = r.updated_unix_ms;
+                    if r.state == pb::WorkloadState::Running as i32 && r.spec_hash == hash {
+                        running += 1;
+                    }
+                }
+                instances.push(inst);
+            }
+            services.push(pb::ServiceStatus {
+                name: name.clone(),
+                env: senv.clone(),
+                revision: rec.revision,
+                desired: rec.assignments.len() as u32,
+                running,
+                instances,
+                updated_unix_ms: rec.updated_unix_ms,
+                image: rec.spec.image().to_string(),
+            });
+        }
+        pb::StatusResponse { services }
+    }
+
+    pub async fn nodes(&self) -> pb::ListNodesResponse {
+        let desired = self.desired.lock().await;
+        let live = self.live();
+        let mut counts: HashMap<&str, u32> = HashMap::new();
+        for rec in desired.services.values() {
+            for node in rec.assignments.values().flatten() {
+                *counts.entry(node.as_str()).or_default() += 1;
+            }
+        }
+        let nodes = desired
+            .nodes
+            .values()
+            .map(|rec| {
+                let l = live.nodes.get(&rec.name);
+                let session = l.and_then(|l| l.session.as_ref());
+                pb::Node {
+                    name: rec.name.clone(),
+                    state: if session.is_some() {
+                        pb::NodeState::Ready
+                    } else {
+                        pb::NodeState::Down
+                    } as i32,
+                    facts: Some((&rec.facts).into()),
+                    agent_version: rec.agent_version.clone(),
+                    connected_since_unix_ms: session
+                        .map(|s| s.connected_since_unix_ms)
+                        .unwrap_or(0),
+                    last_heartbeat_unix_ms: l.map(|l| l.last_heartbeat_unix_ms).unwrap_or(0),
+                    plan_generation: desired
+                        .plans
+                        .get(&rec.name)
+                        .map(|p| p.generation)
+                        .unwrap_or(0),
+                    acked_generation: l.map(|l| l.acked_generation).unwrap_or(0),
+                    workloads: counts.get(rec.name.as_str()).copied().unwrap_or(0),
+                    metrics: l.and_then(|l| l.metrics),
+                    address: session.map(|s| s.address.clone()).unwrap_or_default(),
+                }
+            })
+            .collect();
+        pb::ListNodesResponse { nodes }
+    }
+}
+
+/// Each known node's name, facts and whether its agent is connected.
+fn node_views(
+    next: &Desired,
+    connected: &HashMap<String, bool>,
+) -> Vec<(String, pb::NodeFacts, bool)> {
+    next.nodes
+        .values()
+        .map(|n| {
+            let up = connected.get(&n.name).copied().unwrap_or(false);
+            (n.name.clone(), pb::NodeFacts::from(&n.facts), up)
+        })
+        .collect()
+}
+
+fn candidates(views: &[(String, pb::NodeFacts, bool)]) -> Vec<Candidate<'_>> {
+    views
+        .iter()
+        .map(|(name, facts, connected)| Candidate {
+            name,
+            facts,
+            connected: *connected,
+        })
+        .collect()
+}
+
+/// Re-runs placement for every live service (new nodes may take pending
+/// instances or global ones); existing assignments never move here.
+fn replace_all(next: &mut Desired, connected: &HashMap<String, bool>, ops: &mut Vec<Op>) {
+    let nodes = node_views(next, connected);
+    let candidates = candidates(&nodes);
+    for rec in next.services.values_mut().filter(|r| !r.deleted) {
+        let placed = placement::place(&rec.spec, &rec.assignments, &candidates);
+        if placed != rec.assignments {
+            rec.assignments = placed;
+            rec.updated_unix_ms = now_unix_ms();
+            ops.push(Op::put_json(service_key(&rec.env, &rec.name), &*rec));
+        }
+    }
+}
+
+/// Builds every node's plan from desired state; bumps the generation of
+/// each plan whose content changed and records it in `ops`. Returns the
+/// plans to hand to sessions once `ops` are stored.
+fn compute_plans(next: &mut Desired, ops: &mut Vec<Op>) -> Vec<(String, Arc<pb::NodePlan>)> {
+    let mut per_node: BTreeMap<String, Vec<pb::Workload>> = BTreeMap::new();
+    for node in next.nodes.keys().chain(next.plans.keys()) {
+        per_node.entry(node.clone()).or_default();
+    }
+    for rec in next.services.values().filter(|r| !r.deleted) {
+        let spec_hash = rec.spec.spec_hash();
+        let container = rec.spec.container_spec();
+        for (index, node) in &rec.assignments {
+            let Some(node) = node else { continue };
+            per_node
+                .entry(node.clone())
+                .or_default()
+                .push(pb::Workload {
+                    id: workload_id(&rec.env, &rec.name, *index),
+                    service: rec.name.clone(),
+                    env: rec.env.clone(),
+                    index: *index,
+                    revision: rec.revision,
+                    spec_hash: spec_hash.clone(),
+                    runtime: Some(pb::workload::Runtime::Container(container.clone())),
+                });
+        }
+    }
+    let mut updates = Vec::new();
+    for (node, mut workloads) in per_node {
+        workloads.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut h = Sha256::new();
+        for w in &workloads {
+            h.update(w.id.as_bytes());
+            h.update([0]);
+            h.update(w.revision.to_be_bytes());
+            h.update(w.spec_hash.as_bytes());
+            h.update([0]);
+        }
+        let hash = hex::encode(h.finalize());
+        let rec = next.plans.entry(node.clone()).or_default();
+        if rec.hash != hash {
+            rec.generation += 1;
+            rec.hash = hash;
+            ops.push(Op::put_json(format!("plans/{node}"), &*rec));
+        }
+        updates.push((
+            node,
+            Arc::new(pb::NodePlan {
+                generation: rec.generation,
+                workloads,
+            }),
+        ));
+    }
+    updates
+}
+
+/// What an apply does to each instance, node by node.
+fn instance_changes(
+    env: &str,
+    service: &str,
+    old: &Assignments,
+    old_hash: Option<&str>,
+    new: &Assignments,
+    new_hash: &str,
+) -> Vec<pb::InstanceChange> {
+    use pb::ChangeAction as A;
+    let mut out = Vec::new();
+    let mut push = |index: u32, node: &Option<String>, action: A| {
+        out.push(pb::InstanceChange {
+            instance_id: workload_id(env, service, index),
+            node: node.clone().unwrap_or_default(),
+            action: action as i32,
+        })
+    };
+    let indices: std::collections::BTreeSet<u32> = old.keys().chain(new.keys()).copied().collect();
+    for index in indices {
+        match (old.get(&index), new.get(&index)) {
+            (None, Some(n)) => push(index, n, if n.is_some() { A::Create } else { A::Pending }),
+            (Some(o), None) => {
+                if o.is_some() {
+                    push(index, o, A::Remove)
+                }
+            }
+            (Some(o), Some(n)) if o == n => match n {
+                None => push(index, n, A::Pending),
+                Some(_) if old_hash == Some(new_hash) => push(index, n, A::Unchanged),
+                Some(_) => push(index, n, A::Replace),
+            },
+            (Some(o), Some(n)) => {
+                if o.is_some() {
+                    push(index, o, A::Remove);
+                }
+                push(index, n, if n.is_some() { A::Create } else { A::Pending });
+            }
+            (None, None) => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(pairs: &[(u32, Option<&str>)]) -> Assignments {
+        pairs
+            .iter()
+            .map(|(i, n)| (*i, n.map(str::to_string)))
+            .collect()
+    }
+
+    fn actions(changes: &[pb::InstanceChange]) -> Vec<(String, String, i32)> {
+        changes
+            .iter()
+            .map(|c| (c.instance_id.clone(), c.node.clone(), c.action))
+            .collect()
+    }
+
+    #[test]
+    fn plan_diff_names_creates_replaces_and_removals() {
+        use pb::ChangeAction as A;
+        let old = a(&[(1, Some("n1")), (2, Some("n2")), (3, Some("n1"))]);
+        let new = a(&[(1, Some("n1")), (2, Some("n2"))]);
+        let got = instance_changes("default", "web", &old, Some("h1"), &new, "h2");
+        assert_eq!(
+            actions(&got),
+            vec![
+                ("default/web/1".into(), "n1".into(), A::Replace as i32),
+                ("default/web/2".into(), "n2".into(), A::Replace as i32),
+                ("default/web/3".into(), "n1".into(), A::Remove as i32),
+            ]
+        );
+        let same = instance_changes("default", "web", &new, Some("h2"), &new, "h2");
+        assert!(same.iter().all(|c| c.action == A::Unchanged as i32));
+        let fresh = instance_changes(
+            "default",
+            "web",
+            &Assignments::new(),
+            None,
+            &a(&[(1, None)]),
+            "h",
+        );
+        assert_eq!(fresh[0].action, A::Pending as i32);
+    }
+
+    #[tokio::test]
+    async fn apply_stores_a_revision_and_a_plan_survives_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+        let coord = Coordinator::load(store.clone(), CancellationToken::new())
+            .await
+            .unwrap();
+        let hello = pb::Hello {
+            facts: Some(pb::NodeFacts::default()),
+            agent_version: "t".into(),
+            last_applied_generation: 0,
+        };
+        let mut session = coord.register("n1", hello, None).await.unwrap();
+        let spec = "services:\n  web:\n    image: x:1\n    deploy:\n      replicas: 2\n";
+        let r = coord.apply("a.yaml", spec, false, "test").await.unwrap();
+        assert_eq!(r.services[0].revision, 1);
+        let plan = session.plan_rx.borrow_and_update().clone().unwrap();
+        assert_eq!(plan.workloads.len(), 2);
+        let generation = plan.generation;
+
+        // Same spec again: unchanged, no new generation.
+        let r = coord.apply("a.yaml", spec, false, "test").await.unwrap();
+        assert_eq!(r.services[0].action, pb::ChangeAction::Unchanged as i32);
+        drop(coord);
+
+        let again = Coordinator::load(store, CancellationToken::new())
+            .await
+            .unwrap();
+        let status = again.status("", "").await;
+        assert_eq!(status.services[0].revision, 1);
+        assert_eq!(status.services[0].instances.len(), 2);
+        let nodes = again.nodes().await;
+        assert_eq!(nodes.nodes[0].plan_generation, generation);
+    }
+
+    #[tokio::test]
+    async fn a_bad_spec_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+        let coord = Coordinator::load(store.clone(), CancellationToken::new())
+            .await
+            .unwrap();
+        let err = coord
+            .apply("bad.yaml", "services:\n  web:\n    imag: x\n", false, "t")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("bad.yaml:3"), "{err}");
+        assert!(store.scan_prefix("").await.unwrap().is_empty());
+    }
+}

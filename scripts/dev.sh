@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Starts Convoy locally: builds the binaries (release) and the example image
+# (convoy-testapp, a static binary FROM scratch: no registry needed), then
+# runs `convoyd dev`, a coordinator plus an agent for this host. Ctrl-C stops
+# both. Extra arguments go to `convoyd dev` (e.g. --data-dir, --api-listen).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+if ! command -v cargo >/dev/null; then
+  echo "error: cargo is not installed (https://rustup.rs)" >&2
+  exit 1
+fi
+if ! docker info >/dev/null 2>&1; then
+  echo "error: the Docker Engine is unreachable; start it (Convoy's agent runs containers through it)" >&2
+  exit 1
+fi
+
+cargo build --release --bins -p convoy-coordinator -p convoy-cli -p convoy-agent
+bash scripts/build-test-image.sh >/dev/null
+echo "example image convoy-testapp:latest is ready"
+echo "CLI: $root/target/release/convoy (e.g. alias convoy=$root/target/release/convoy)"
+exec "$root/target/release/convoyd" dev "$@"
