@@ -1,1 +1,147 @@
+//! convoy-agent: makes a host match the NodePlan its coordinator sends, and
+//! reports back. `run` is the whole agent; the binary and the coordinator's
+//! dev mode both call it.
 
+pub mod facts;
+pub mod pki;
+pub mod reconcile;
+pub mod runtime;
+pub mod session;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::reconcile::{Reconciler, Snapshot};
+use crate::runtime::DockerRuntime;
+use crate::session::Session;
+
+/// How the agent finds its coordinators, identity and local state.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// `host:port` of each coordinator, tried in turn.
+    pub coordinators: Vec<String>,
+    /// Holds `ca.pem`, `agent.pem` and `agent.key`.
+    pub pki_dir: PathBuf,
+    /// Where `plan.json` lives.
+    pub data_dir: PathBuf,
+    /// Reported in NodeFacts for placement.
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no coordinator address given: pass --coordinator HOST:PORT")]
+    NoCoordinator,
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
+    #[error("creating the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the agent's {task} task failed: {source}")]
+    Task {
+        task: &'static str,
+        source: tokio::task::JoinError,
+    },
+}
+
+/// Runs until `shutdown` is cancelled. Containers are left running on exit.
+pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), Error> {
+    let AgentConfig {
+        coordinators,
+        pki_dir,
+        data_dir,
+        labels,
+    } = config;
+    if coordinators.is_empty() {
+        return Err(Error::NoCoordinator);
+    }
+    let identity = pki::Pki::load(&pki_dir).await?;
+    let node = identity.node_name.clone();
+    tokio::fs::create_dir_all(&data_dir)
+        .await
+        .map_err(|source| Error::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+    let plan = match state::load(&data_dir).await {
+        Ok(plan) => plan,
+        Err(e) => {
+            // Treated like no plan at all: nothing is removed until one comes.
+            warn!("{e}; waiting for a plan from the coordinator");
+            None
+        }
+    };
+    match &plan {
+        Some(p) => info!(node = %node, generation = p.generation, "enforcing the stored plan"),
+        None => info!(node = %node, "no stored plan; waiting for one from the coordinator"),
+    }
+
+    let runtime = Arc::new(DockerRuntime::new());
+    let (plan_tx, plan_rx) = watch::channel(plan.map(Arc::new));
+    let (snapshot_tx, snapshot_rx) = watch::channel(Snapshot::default());
+    let (events_tx, _) = broadcast::channel(256);
+
+    let reconciler = Reconciler::new(
+        runtime.clone(),
+        node.clone(),
+        snapshot_tx,
+        events_tx.clone(),
+    );
+    let reconcile_task = tokio::spawn(
+        reconciler
+            .run(plan_rx, shutdown.clone())
+            .instrument(info_span!("reconcile", node = %node)),
+    );
+    let session = Session {
+        coordinators,
+        pki_dir,
+        data_dir,
+        labels,
+        node: node.clone(),
+        runtime,
+        plan: plan_tx,
+        snapshot: snapshot_rx,
+        events: events_tx,
+    };
+    let session_task = tokio::spawn(
+        session
+            .run(shutdown.clone())
+            .instrument(info_span!("session", node = %node)),
+    );
+
+    let (reconciled, sessions) = tokio::join!(reconcile_task, session_task);
+    reconciled.map_err(|source| Error::Task {
+        task: "reconcile",
+        source,
+    })?;
+    sessions.map_err(|source| Error::Task {
+        task: "session",
+        source,
+    })?;
+    info!(node = %node, "agent stopped; containers left running");
+    Ok(())
+}
+
+/// An error and its sources on one line, without repeating a source whose
+/// text the line already holds.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}

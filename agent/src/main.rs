@@ -1,1 +1,167 @@
-fn main() {}
+//! `convoy-agent run`: flags and env to an `AgentConfig`, logs, signals.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, info_span, warn, Instrument};
+use tracing_subscriber::EnvFilter;
+
+/// How long a drain may take after the first signal before the agent exits anyway.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[derive(Parser)]
+#[command(
+    name = "convoy-agent",
+    version,
+    about = "Makes this host match its Convoy plan"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Connect to the coordinator and enforce the node's plan.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Coordinator agent port; repeat (or comma-separate) for several.
+    #[arg(
+        long = "coordinator",
+        value_name = "HOST:PORT",
+        env = "CONVOY_COORDINATOR",
+        value_delimiter = ',',
+        required = true
+    )]
+    coordinators: Vec<String>,
+    /// Directory with ca.pem, agent.pem and agent.key.
+    #[arg(long, value_name = "DIR", env = "CONVOY_PKI_DIR")]
+    pki_dir: PathBuf,
+    /// Directory for the agent's state (plan.json).
+    #[arg(long, value_name = "DIR", env = "CONVOY_DATA_DIR")]
+    data_dir: PathBuf,
+    /// A node label for placement, repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("`{text}` is not KEY=VALUE")),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let Cli {
+        command: Command::Run(args),
+    } = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let config = convoy_agent::AgentConfig {
+        coordinators: args
+            .coordinators
+            .into_iter()
+            .map(|c| c.trim().to_string())
+            .filter(|c| !c.is_empty())
+            .collect(),
+        pki_dir: args.pki_dir,
+        data_dir: args.data_dir,
+        labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(on_signals(shutdown.clone()).instrument(info_span!("signals")));
+    match convoy_agent::run(config, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// First signal: drain. Second signal, or a drain that takes too long: exit.
+async fn on_signals(shutdown: CancellationToken) {
+    let mut signals = match Signals::new() {
+        Ok(signals) => signals,
+        Err(e) => {
+            warn!("cannot listen for signals: {e}");
+            return;
+        }
+    };
+    signals.next().await;
+    info!("shutting down; a second signal exits at once");
+    shutdown.cancel();
+    tokio::select! {
+        _ = signals.next() => warn!("second signal: exiting now"),
+        _ = tokio::time::sleep(DRAIN_TIMEOUT) => warn!("still draining after {DRAIN_TIMEOUT:?}: exiting now"),
+    }
+    std::process::exit(130);
+}
+
+struct Signals {
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        Ok(Self { term })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = self.term.recv() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coordinators_repeat_or_split_on_commas_and_labels_are_pairs() {
+        let cli = Cli::try_parse_from([
+            "convoy-agent",
+            "run",
+            "--coordinator",
+            "a:1,b:2",
+            "--coordinator",
+            "c:3",
+            "--pki-dir",
+            "/p",
+            "--data-dir",
+            "/d",
+            "--label",
+            "zone=eu=1",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command;
+        assert_eq!(args.coordinators, vec!["a:1", "b:2", "c:3"]);
+        assert_eq!(args.labels, vec![("zone".to_string(), "eu=1".to_string())]);
+    }
+
+    #[test]
+    fn label_without_a_key_is_refused() {
+        assert!(parse_label("=x").is_err());
+        assert!(parse_label("novalue").is_err());
+        assert_eq!(parse_label("k=").unwrap(), ("k".to_string(), String::new()));
+    }
+}

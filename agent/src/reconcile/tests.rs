@@ -1,0 +1,799 @@
+use std::time::{Duration, Instant, SystemTime};
+
+use convoy_proto::restart_policy::Condition;
+use convoy_proto::{
+    workload, ContainerSpec, Event, NodePlan, RestartPolicy, Workload, WorkloadState,
+};
+use tokio::sync::{broadcast, watch};
+
+use super::*;
+use crate::runtime::fake::{Call, FakeRuntime};
+use crate::runtime::{container_name, ContainerState, Observed};
+
+const NODE: &str = "n1";
+const IMAGE: &str = "app:1";
+
+fn wl(index: u32, hash: &str) -> Workload {
+    Workload {
+        id: format!("default/web/{index}"),
+        service: "web".into(),
+        env: "default".into(),
+        index,
+        revision: 1,
+        spec_hash: hash.into(),
+        runtime: Some(workload::Runtime::Container(ContainerSpec {
+            image: IMAGE.into(),
+            ..ContainerSpec::default()
+        })),
+    }
+}
+
+fn with_restart(mut w: Workload, condition: Condition, max_attempts: u32) -> Workload {
+    if let Some(workload::Runtime::Container(spec)) = &mut w.runtime {
+        spec.restart = Some(RestartPolicy {
+            condition: condition as i32,
+            max_attempts,
+        });
+    }
+    w
+}
+
+fn with_image(mut w: Workload, image: &str) -> Workload {
+    if let Some(workload::Runtime::Container(spec)) = &mut w.runtime {
+        spec.image = image.into();
+    }
+    w
+}
+
+fn obs(id: &str, w: &Workload, state: ContainerState) -> Observed {
+    Observed {
+        id: id.into(),
+        name: container_name(w),
+        node: NODE.into(),
+        workload_id: w.id.clone(),
+        spec_hash: w.spec_hash.clone(),
+        revision: w.revision,
+        state,
+        created_unix: 0,
+        exit_code: None,
+        oom_killed: false,
+        started_at: None,
+        finished_at: None,
+        error: String::new(),
+    }
+}
+
+fn exited(mut o: Observed, code: i64, ran: Duration) -> Observed {
+    let end = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    o.state = ContainerState::Exited;
+    o.exit_code = Some(code);
+    o.started_at = Some(end - ran);
+    o.finished_at = Some(end);
+    o
+}
+
+fn plan(workloads: Vec<Workload>) -> NodePlan {
+    NodePlan {
+        generation: 1,
+        workloads,
+    }
+}
+
+struct Harness {
+    fake: Arc<FakeRuntime>,
+    reconciler: Reconciler<FakeRuntime>,
+    snapshot: watch::Receiver<Snapshot>,
+    events: broadcast::Receiver<Event>,
+}
+
+fn harness(images: &[&str]) -> Harness {
+    let fake = Arc::new(FakeRuntime::with_images(images));
+    let (snapshot_tx, snapshot) = watch::channel(Snapshot::default());
+    let (events_tx, events) = broadcast::channel(64);
+    let reconciler = Reconciler::new(fake.clone(), NODE.into(), snapshot_tx, events_tx);
+    Harness {
+        fake,
+        reconciler,
+        snapshot,
+        events,
+    }
+}
+
+impl Harness {
+    fn status(&self, id: &str) -> WorkloadStatus {
+        self.snapshot
+            .borrow()
+            .statuses
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no status for {id}"))
+    }
+
+    fn event_kinds(&mut self) -> Vec<String> {
+        let mut kinds = Vec::new();
+        while let Ok(e) = self.events.try_recv() {
+            kinds.push(e.kind);
+        }
+        kinds
+    }
+}
+
+fn state(status: &WorkloadStatus) -> WorkloadState {
+    WorkloadState::try_from(status.state).unwrap()
+}
+
+// ---- decide ----
+
+#[test]
+fn missing_container_is_created() {
+    let w = wl(1, "h1");
+    let actions = decide(
+        std::slice::from_ref(&w),
+        &[],
+        &RestartBook::default(),
+        Instant::now(),
+    );
+    assert_eq!(actions, vec![Action::Create(w)]);
+}
+
+#[test]
+fn container_with_the_same_spec_hash_is_left_alone_whatever_its_revision() {
+    let w = wl(1, "h1");
+    let mut running = obs("c1", &w, ContainerState::Running);
+    running.revision = 7;
+    let actions = decide(&[w], &[running], &RestartBook::default(), Instant::now());
+    assert_eq!(actions, vec![]);
+}
+
+#[test]
+fn container_with_another_spec_hash_is_replaced() {
+    let old = wl(1, "h1");
+    let new = wl(1, "h2");
+    let observed = [obs("c1", &old, ContainerState::Running)];
+    let actions = decide(
+        std::slice::from_ref(&new),
+        &observed,
+        &RestartBook::default(),
+        Instant::now(),
+    );
+    assert_eq!(
+        actions,
+        vec![Action::Replace {
+            workload: new,
+            old: vec!["c1".into()],
+        }]
+    );
+}
+
+#[test]
+fn container_of_a_workload_not_in_the_plan_is_removed() {
+    let w = wl(1, "h1");
+    let gone = wl(2, "h1");
+    let observed = [
+        obs("c1", &w, ContainerState::Running),
+        obs("c2", &gone, ContainerState::Running),
+    ];
+    let actions = decide(&[w], &observed, &RestartBook::default(), Instant::now());
+    assert_eq!(
+        actions,
+        vec![Action::Remove {
+            container_id: "c2".into(),
+            workload_id: gone.id,
+            why: RemoveReason::NotInPlan,
+        }]
+    );
+}
+
+#[test]
+fn empty_plan_removes_every_container() {
+    let observed = [
+        obs("c1", &wl(1, "h1"), ContainerState::Running),
+        obs("c2", &wl(2, "h1"), ContainerState::Exited),
+    ];
+    let actions = decide(&[], &observed, &RestartBook::default(), Instant::now());
+    let removed: Vec<&str> = actions
+        .iter()
+        .map(|a| match a {
+            Action::Remove { container_id, .. } => container_id.as_str(),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(removed, vec!["c1", "c2"]);
+}
+
+#[test]
+fn duplicates_keep_the_running_container_and_remove_the_rest() {
+    let w = wl(1, "h1");
+    let mut newer_exited = obs("c3", &w, ContainerState::Exited);
+    newer_exited.created_unix = 30;
+    let mut running = obs("c2", &w, ContainerState::Running);
+    running.created_unix = 20;
+    let mut outdated = obs("c1", &wl(1, "h0"), ContainerState::Running);
+    outdated.created_unix = 10;
+    let actions = decide(
+        std::slice::from_ref(&w),
+        &[outdated, running, newer_exited],
+        &RestartBook::default(),
+        Instant::now(),
+    );
+    assert_eq!(
+        actions,
+        vec![
+            Action::Remove {
+                container_id: "c1".into(),
+                workload_id: w.id.clone(),
+                why: RemoveReason::Outdated,
+            },
+            Action::Remove {
+                container_id: "c3".into(),
+                workload_id: w.id.clone(),
+                why: RemoveReason::Duplicate,
+            },
+        ]
+    );
+}
+
+#[test]
+fn exited_container_is_restarted_after_backoff() {
+    let w = wl(1, "h1");
+    let observed = [exited(
+        obs("c1", &w, ContainerState::Running),
+        1,
+        Duration::from_secs(1),
+    )];
+    let mut book = RestartBook::default();
+    let t0 = Instant::now();
+    book.observe(std::slice::from_ref(&w), &observed, t0);
+
+    let early = decide(std::slice::from_ref(&w), &observed, &book, t0);
+    assert_eq!(
+        early,
+        vec![Action::Wait {
+            workload_id: w.id.clone(),
+            until: t0 + Duration::from_secs(1),
+        }]
+    );
+    // Seeing the same exit again does not push the deadline.
+    book.observe(
+        std::slice::from_ref(&w),
+        &observed,
+        t0 + Duration::from_millis(500),
+    );
+    let later = t0 + Duration::from_secs(1);
+    assert_eq!(
+        decide(std::slice::from_ref(&w), &observed, &book, later),
+        vec![Action::Start {
+            workload_id: w.id.clone(),
+            container_id: "c1".into(),
+            after_exit: Some(1),
+        }]
+    );
+}
+
+#[test]
+fn backoff_doubles_per_short_run_and_resets_after_a_long_one() {
+    let w = wl(1, "h1");
+    let mut book = RestartBook::default();
+    let t0 = Instant::now();
+    let mut delays = Vec::new();
+    for (n, ran) in [1, 1, 1, 12, 1].into_iter().enumerate() {
+        let mut o = exited(
+            obs("c1", &w, ContainerState::Running),
+            1,
+            Duration::from_secs(ran),
+        );
+        // Each exit is a new one: a later finish time.
+        o.finished_at = o
+            .finished_at
+            .map(|t| t + Duration::from_secs(100 * n as u64));
+        o.started_at = o.finished_at.map(|t| t - Duration::from_secs(ran));
+        book.observe(std::slice::from_ref(&w), std::slice::from_ref(&o), t0);
+        match decide(std::slice::from_ref(&w), &[o], &book, t0).as_slice() {
+            [Action::Wait { until, .. }] => delays.push((*until - t0).as_secs()),
+            other => panic!("expected a wait, got {other:?}"),
+        }
+    }
+    assert_eq!(delays, vec![1, 2, 4, 1, 2]);
+}
+
+#[test]
+fn backoff_is_capped_at_five_minutes() {
+    assert_eq!(backoff(0), Duration::from_secs(1));
+    assert_eq!(backoff(3), Duration::from_secs(8));
+    assert_eq!(backoff(9), BACKOFF_MAX);
+    assert_eq!(backoff(40), BACKOFF_MAX);
+}
+
+#[test]
+fn on_failure_restarts_a_failed_exit_but_not_a_clean_one() {
+    let w = with_restart(wl(1, "h1"), Condition::OnFailure, 0);
+    let t = Instant::now() + Duration::from_secs(3600);
+    for (code, restarted) in [(0, false), (3, true)] {
+        let observed = [exited(
+            obs("c1", &w, ContainerState::Running),
+            code,
+            Duration::from_secs(1),
+        )];
+        let mut book = RestartBook::default();
+        book.observe(std::slice::from_ref(&w), &observed, Instant::now());
+        let actions = decide(std::slice::from_ref(&w), &observed, &book, t);
+        assert_eq!(
+            actions.iter().any(|a| matches!(a, Action::Start { .. })),
+            restarted,
+            "exit code {code}: {actions:?}"
+        );
+    }
+}
+
+#[test]
+fn restart_policy_none_never_restarts() {
+    let w = with_restart(wl(1, "h1"), Condition::None, 0);
+    let observed = [exited(
+        obs("c1", &w, ContainerState::Running),
+        1,
+        Duration::from_secs(1),
+    )];
+    let mut book = RestartBook::default();
+    book.observe(std::slice::from_ref(&w), &observed, Instant::now());
+    let actions = decide(
+        &[w],
+        &observed,
+        &book,
+        Instant::now() + Duration::from_secs(3600),
+    );
+    assert_eq!(actions, vec![]);
+}
+
+#[test]
+fn unspecified_restart_policy_restarts_a_clean_exit() {
+    let w = wl(1, "h1");
+    let observed = [exited(
+        obs("c1", &w, ContainerState::Running),
+        0,
+        Duration::from_secs(1),
+    )];
+    let mut book = RestartBook::default();
+    book.observe(std::slice::from_ref(&w), &observed, Instant::now());
+    let actions = decide(
+        &[w],
+        &observed,
+        &book,
+        Instant::now() + Duration::from_secs(3600),
+    );
+    assert!(
+        matches!(actions.as_slice(), [Action::Start { .. }]),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn created_container_that_never_started_is_started() {
+    let w = wl(1, "h1");
+    let observed = [obs("c1", &w, ContainerState::Created)];
+    let actions = decide(
+        std::slice::from_ref(&w),
+        &observed,
+        &RestartBook::default(),
+        Instant::now(),
+    );
+    assert_eq!(
+        actions,
+        vec![Action::Start {
+            workload_id: w.id,
+            container_id: "c1".into(),
+            after_exit: None,
+        }]
+    );
+}
+
+#[test]
+fn dead_container_is_replaced() {
+    let w = wl(1, "h1");
+    let observed = [obs("c1", &w, ContainerState::Dead)];
+    let actions = decide(
+        std::slice::from_ref(&w),
+        &observed,
+        &RestartBook::default(),
+        Instant::now(),
+    );
+    assert_eq!(
+        actions,
+        vec![Action::Replace {
+            workload: w,
+            old: vec!["c1".into()],
+        }]
+    );
+}
+
+#[test]
+fn container_being_removed_is_waited_for() {
+    let w = wl(1, "h1");
+    let observed = [obs("c1", &w, ContainerState::Removing)];
+    let now = Instant::now();
+    let actions = decide(
+        std::slice::from_ref(&w),
+        &observed,
+        &RestartBook::default(),
+        now,
+    );
+    assert_eq!(
+        actions,
+        vec![Action::Wait {
+            workload_id: w.id,
+            until: now + REMOVING_WAIT,
+        }]
+    );
+}
+
+// ---- one pass against the fake runtime ----
+
+#[tokio::test]
+async fn pass_creates_missing_containers_and_reports_them_running() {
+    let mut h = harness(&[IMAGE]);
+    let p = plan(vec![wl(1, "h1"), wl(2, "h1")]);
+    h.reconciler.pass(Some(&p), Instant::now()).await;
+
+    assert_eq!(h.fake.lock().containers.len(), 2);
+    let created: Vec<Call> = h.fake.calls();
+    assert!(
+        created.iter().all(|c| matches!(c, Call::Create { .. })),
+        "{created:?}"
+    );
+    for i in 1..=2 {
+        let status = h.status(&format!("default/web/{i}"));
+        assert_eq!(state(&status), WorkloadState::Running, "{status:?}");
+        assert_eq!(status.container_name, format!("convoy-default-web-{i}-r1"));
+        assert!(!status.container_id.is_empty());
+        assert_eq!(status.restarts, 0);
+        assert_eq!(status.spec_hash, "h1");
+        assert!(status.updated_unix_ms > 0);
+    }
+    assert_eq!(h.snapshot.borrow().containers, 2);
+}
+
+#[tokio::test]
+async fn pass_leaves_a_container_of_the_same_spec_alone_and_reports_the_plans_revision() {
+    let mut h = harness(&[IMAGE]);
+    let old_revision = wl(1, "h1");
+    let id = h.fake.add(NODE, &old_revision, ContainerState::Running);
+    let mut scaled = wl(1, "h1");
+    scaled.revision = 2;
+    h.reconciler
+        .pass(Some(&plan(vec![scaled])), Instant::now())
+        .await;
+
+    assert_eq!(h.fake.calls(), vec![]);
+    let status = h.status("default/web/1");
+    assert_eq!(status.container_id, id);
+    assert_eq!(status.revision, 2);
+    assert_eq!(state(&status), WorkloadState::Running);
+}
+
+#[tokio::test]
+async fn pass_replaces_a_container_of_another_spec() {
+    let mut h = harness(&[IMAGE]);
+    let old = h.fake.add(NODE, &wl(1, "h1"), ContainerState::Running);
+    let mut new = wl(1, "h2");
+    new.revision = 2;
+    h.reconciler
+        .pass(Some(&plan(vec![new])), Instant::now())
+        .await;
+
+    assert_eq!(
+        h.fake.calls(),
+        vec![
+            Call::StopRemove(old.clone()),
+            Call::Create {
+                workload_id: "default/web/1".into(),
+                name: "convoy-default-web-1-r2".into(),
+            },
+        ]
+    );
+    let now = h.fake.containers_of("default/web/1");
+    assert_eq!(now.len(), 1);
+    assert_eq!(now[0].spec_hash, "h2");
+    assert_eq!(h.event_kinds(), vec!["replaced"]);
+    assert_eq!(h.status("default/web/1").restarts, 0);
+}
+
+#[tokio::test]
+async fn pass_removes_containers_whose_workload_left_the_plan() {
+    let mut h = harness(&[IMAGE]);
+    h.fake.add(NODE, &wl(1, "h1"), ContainerState::Running);
+    let orphan = h.fake.add(NODE, &wl(2, "h1"), ContainerState::Running);
+    h.reconciler
+        .pass(Some(&plan(vec![wl(1, "h1")])), Instant::now())
+        .await;
+
+    assert_eq!(h.fake.calls(), vec![Call::StopRemove(orphan)]);
+    assert_eq!(h.event_kinds(), vec!["removed"]);
+    assert_eq!(h.snapshot.borrow().containers, 1);
+}
+
+#[tokio::test]
+async fn pass_never_touches_containers_of_other_nodes() {
+    let mut h = harness(&[IMAGE]);
+    let theirs = h.fake.add("n2", &wl(1, "h0"), ContainerState::Running);
+    let their_orphan = h.fake.add("n2", &wl(5, "h1"), ContainerState::Exited);
+    h.reconciler
+        .pass(Some(&plan(vec![wl(1, "h1")])), Instant::now())
+        .await;
+    // Then an empty plan: everything of this node goes, nothing of theirs.
+    h.reconciler.pass(Some(&plan(vec![])), Instant::now()).await;
+
+    let calls = h.fake.calls();
+    for id in [&theirs, &their_orphan] {
+        assert!(
+            !calls
+                .iter()
+                .any(|c| matches!(c, Call::StopRemove(x) | Call::Start(x) if x == id)),
+            "touched {id}: {calls:?}"
+        );
+        assert!(h.fake.container(id).is_some());
+    }
+    let ours: Vec<_> = h
+        .fake
+        .lock()
+        .containers
+        .iter()
+        .filter(|c| c.node == NODE)
+        .cloned()
+        .collect();
+    assert_eq!(ours, vec![], "the empty plan left containers of this node");
+}
+
+#[tokio::test]
+async fn pass_without_a_plan_removes_nothing() {
+    let mut h = harness(&[IMAGE]);
+    h.fake.add(NODE, &wl(1, "h1"), ContainerState::Running);
+    h.fake.add(NODE, &wl(2, "h1"), ContainerState::Exited);
+    h.reconciler.pass(None, Instant::now()).await;
+
+    assert_eq!(h.fake.calls(), vec![]);
+    assert_eq!(h.fake.lock().containers.len(), 2);
+    assert_eq!(h.snapshot.borrow().statuses.len(), 0);
+    assert_eq!(h.snapshot.borrow().containers, 2);
+}
+
+#[tokio::test]
+async fn pass_restarts_an_exited_container_after_its_backoff_and_counts_it() {
+    let mut h = harness(&[IMAGE]);
+    let w = wl(1, "h1");
+    let p = plan(vec![w.clone()]);
+    let t0 = Instant::now();
+    h.reconciler.pass(Some(&p), t0).await;
+    let id = h.status(&w.id).container_id;
+    h.fake.take_calls();
+
+    h.fake.exit(&id, 2, Duration::from_secs(1));
+    let next = h.reconciler.pass(Some(&p), t0).await;
+    assert_eq!(next, Some(t0 + Duration::from_secs(1)));
+    assert_eq!(h.fake.calls(), vec![], "restarted before the backoff");
+    let status = h.status(&w.id);
+    assert_eq!(state(&status), WorkloadState::Exited);
+    assert_eq!(status.exit_code, 2);
+    assert!(
+        status.reason.contains("exited with code 2"),
+        "{}",
+        status.reason
+    );
+
+    h.reconciler
+        .pass(Some(&p), t0 + Duration::from_secs(1))
+        .await;
+    assert_eq!(h.fake.calls(), vec![Call::Start(id.clone())]);
+    let status = h.status(&w.id);
+    assert_eq!(state(&status), WorkloadState::Running);
+    assert_eq!(status.restarts, 1);
+    assert_eq!(status.container_id, id);
+    assert_eq!(h.event_kinds(), vec!["restarted"]);
+}
+
+#[tokio::test]
+async fn pass_leaves_a_clean_exit_under_on_failure_and_reports_it_exited() {
+    let mut h = harness(&[IMAGE]);
+    let w = with_restart(wl(1, "h1"), Condition::OnFailure, 0);
+    let id = h.fake.add(NODE, &w, ContainerState::Running);
+    h.fake.exit(&id, 0, Duration::from_secs(30));
+    let p = plan(vec![w.clone()]);
+    h.reconciler.pass(Some(&p), Instant::now()).await;
+    h.reconciler
+        .pass(Some(&p), Instant::now() + Duration::from_secs(600))
+        .await;
+
+    assert_eq!(h.fake.calls(), vec![]);
+    let status = h.status(&w.id);
+    assert_eq!(state(&status), WorkloadState::Exited);
+    assert_eq!(status.exit_code, 0);
+    assert!(status.reason.contains("on-failure"), "{}", status.reason);
+}
+
+#[tokio::test]
+async fn pass_stops_restarting_after_max_attempts() {
+    let mut h = harness(&[IMAGE]);
+    let w = with_restart(wl(1, "h1"), Condition::Any, 1);
+    let p = plan(vec![w.clone()]);
+    let mut t = Instant::now();
+    h.reconciler.pass(Some(&p), t).await;
+    let id = h.status(&w.id).container_id;
+    for _ in 0..2 {
+        h.fake.exit(&id, 1, Duration::from_secs(1));
+        h.reconciler.pass(Some(&p), t).await;
+        t += Duration::from_secs(600);
+        h.reconciler.pass(Some(&p), t).await;
+        // A later exit gets a later finish time.
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let starts = h
+        .fake
+        .calls()
+        .iter()
+        .filter(|c| matches!(c, Call::Start(_)))
+        .count();
+    assert_eq!(starts, 1);
+    let status = h.status(&w.id);
+    assert_eq!(state(&status), WorkloadState::Exited);
+    assert!(
+        status.reason.contains("gave up after 1 restarts"),
+        "{}",
+        status.reason
+    );
+}
+
+#[tokio::test]
+async fn missing_image_is_pulled_once_then_failed_with_a_reason_and_retried_later() {
+    let mut h = harness(&[]);
+    let w = with_image(wl(1, "h1"), "nowhere:1");
+    let p = plan(vec![w.clone()]);
+    let t0 = Instant::now();
+    let next = h.reconciler.pass(Some(&p), t0).await;
+
+    assert_eq!(h.fake.calls(), vec![Call::Pull("nowhere:1".into())]);
+    let status = h.status(&w.id);
+    assert_eq!(state(&status), WorkloadState::Failed);
+    assert_eq!(
+        status.reason,
+        "image `nowhere:1` not found on node `n1`: pull access denied"
+    );
+    assert_eq!(h.event_kinds(), vec!["image-missing"]);
+    let retry = next.expect("a retry is scheduled");
+    assert!(retry > t0, "retried at once");
+
+    // Before the backoff: nothing; after it: one more pull.
+    h.fake.take_calls();
+    h.reconciler.pass(Some(&p), t0).await;
+    assert_eq!(h.fake.calls(), vec![]);
+    h.reconciler
+        .pass(Some(&p), t0 + Duration::from_secs(2))
+        .await;
+    assert_eq!(h.fake.calls(), vec![Call::Pull("nowhere:1".into())]);
+    assert_eq!(
+        h.event_kinds(),
+        Vec::<String>::new(),
+        "same failure, no new event"
+    );
+}
+
+#[tokio::test]
+async fn replacement_with_a_missing_image_keeps_the_old_container_running() {
+    let mut h = harness(&[IMAGE]);
+    let old = h.fake.add(NODE, &wl(1, "h1"), ContainerState::Running);
+    let new = with_image(wl(1, "h2"), "nowhere:2");
+    h.reconciler
+        .pass(Some(&plan(vec![new.clone()])), Instant::now())
+        .await;
+
+    assert_eq!(h.fake.calls(), vec![Call::Pull("nowhere:2".into())]);
+    assert!(h.fake.container(&old).is_some());
+    assert_eq!(state(&h.status(&new.id)), WorkloadState::Failed);
+}
+
+#[tokio::test]
+async fn name_taken_by_an_unmanaged_container_is_reported() {
+    let mut h = harness(&[IMAGE]);
+    let w = wl(1, "h1");
+    h.fake
+        .lock()
+        .foreign_names
+        .insert("convoy-default-web-1-r1".into());
+    h.reconciler
+        .pass(Some(&plan(vec![w.clone()])), Instant::now())
+        .await;
+    let status = h.status(&w.id);
+    assert_eq!(state(&status), WorkloadState::Failed);
+    assert_eq!(
+        status.reason,
+        "container name `convoy-default-web-1-r1` is taken by a container Convoy does not manage"
+    );
+}
+
+#[tokio::test]
+async fn docker_unreachable_fails_every_workload_and_retries() {
+    let mut h = harness(&[IMAGE]);
+    h.fake.lock().unreachable = Some("connection refused".into());
+    let p = plan(vec![wl(1, "h1")]);
+    let t0 = Instant::now();
+    let next = h.reconciler.pass(Some(&p), t0).await;
+    let status = h.status("default/web/1");
+    assert_eq!(state(&status), WorkloadState::Failed);
+    assert_eq!(
+        status.reason,
+        "docker unreachable on node `n1`: connection refused"
+    );
+    assert_eq!(next, Some(t0 + UNREACHABLE_RETRY));
+
+    h.fake.lock().unreachable = None;
+    h.reconciler.pass(Some(&p), t0 + UNREACHABLE_RETRY).await;
+    assert_eq!(state(&h.status("default/web/1")), WorkloadState::Running);
+}
+
+#[tokio::test]
+async fn failed_start_is_reported_and_the_created_container_started_later() {
+    let mut h = harness(&[IMAGE]);
+    h.fake.lock().start_error = Some("port is already allocated".into());
+    let w = wl(1, "h1");
+    let p = plan(vec![w.clone()]);
+    let t0 = Instant::now();
+    h.reconciler.pass(Some(&p), t0).await;
+    let status = h.status(&w.id);
+    assert_eq!(state(&status), WorkloadState::Failed);
+    assert!(
+        status.reason.contains("port is already allocated"),
+        "{}",
+        status.reason
+    );
+    assert_eq!(h.event_kinds(), vec!["failed"]);
+
+    h.fake.lock().start_error = None;
+    h.fake.take_calls();
+    h.reconciler
+        .pass(Some(&p), t0 + Duration::from_secs(2))
+        .await;
+    let calls = h.fake.calls();
+    assert!(matches!(calls.as_slice(), [Call::Start(_)]), "{calls:?}");
+    let status = h.status(&w.id);
+    assert_eq!(state(&status), WorkloadState::Running);
+    assert_eq!(status.restarts, 0);
+}
+
+#[tokio::test]
+async fn container_removed_by_hand_is_recreated_and_counted_as_a_restart() {
+    let mut h = harness(&[IMAGE]);
+    let w = wl(1, "h1");
+    let p = plan(vec![w.clone()]);
+    h.reconciler.pass(Some(&p), Instant::now()).await;
+    let id = h.status(&w.id).container_id;
+    h.fake.lock().containers.retain(|c| c.id != id);
+    h.reconciler.pass(Some(&p), Instant::now()).await;
+
+    let status = h.status(&w.id);
+    assert_eq!(state(&status), WorkloadState::Running);
+    assert_ne!(status.container_id, id);
+    assert_eq!(status.restarts, 1);
+}
+
+#[tokio::test]
+async fn unchanged_statuses_keep_their_timestamp() {
+    let mut h = harness(&[IMAGE]);
+    let p = plan(vec![wl(1, "h1")]);
+    h.reconciler.pass(Some(&p), Instant::now()).await;
+    let first = h.status("default/web/1");
+    h.snapshot.mark_unchanged();
+    std::thread::sleep(Duration::from_millis(5));
+    h.reconciler.pass(Some(&p), Instant::now()).await;
+    assert_eq!(h.status("default/web/1"), first);
+    assert!(
+        !h.snapshot.has_changed().unwrap(),
+        "published without a change"
+    );
+}
+
+#[tokio::test]
+async fn repeated_workload_ids_in_a_plan_create_one_container() {
+    let mut h = harness(&[IMAGE]);
+    let p = plan(vec![wl(1, "h1"), wl(1, "h2")]);
+    h.reconciler.pass(Some(&p), Instant::now()).await;
+    let containers = h.fake.containers_of("default/web/1");
+    assert_eq!(containers.len(), 1);
+    assert_eq!(containers[0].spec_hash, "h1");
+}

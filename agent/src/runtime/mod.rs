@@ -1,0 +1,199 @@
+//! The seam between the reconciler and the container engine: a small trait to
+//! list, create, start and remove the containers Convoy manages on one node,
+//! so the reconcile logic runs in unit tests against a recording fake.
+
+pub mod docker;
+#[cfg(test)]
+pub mod fake;
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use convoy_proto::Workload;
+use futures::stream::BoxStream;
+
+pub use docker::DockerRuntime;
+
+/// Label keys every container the agent creates carries (INTERFACES.md).
+pub mod labels {
+    pub const MANAGED: &str = "io.convoy.managed";
+    pub const NODE: &str = "io.convoy.node";
+    pub const ENV: &str = "io.convoy.env";
+    pub const SERVICE: &str = "io.convoy.service";
+    pub const INSTANCE: &str = "io.convoy.instance";
+    pub const WORKLOAD: &str = "io.convoy.workload";
+    pub const REVISION: &str = "io.convoy.revision";
+    pub const SPEC_HASH: &str = "io.convoy.spec-hash";
+}
+
+/// The container name of a workload: `convoy-ENV-SERVICE-INDEX-rREVISION`.
+pub fn container_name(workload: &Workload) -> String {
+    format!(
+        "convoy-{}-{}-{}-r{}",
+        workload.env, workload.service, workload.index, workload.revision
+    )
+}
+
+/// The labels of a workload's container: the spec's own, then Convoy's, which
+/// a spec cannot override.
+pub fn container_labels(node: &str, workload: &Workload) -> HashMap<String, String> {
+    let mut out: HashMap<String, String> = match &workload.runtime {
+        Some(convoy_proto::workload::Runtime::Container(spec)) => {
+            spec.labels.clone().into_iter().collect()
+        }
+        None => HashMap::new(),
+    };
+    for (k, v) in [
+        (labels::MANAGED, "true".to_string()),
+        (labels::NODE, node.to_string()),
+        (labels::ENV, workload.env.clone()),
+        (labels::SERVICE, workload.service.clone()),
+        (labels::INSTANCE, workload.index.to_string()),
+        (labels::WORKLOAD, workload.id.clone()),
+        (labels::REVISION, workload.revision.to_string()),
+        (labels::SPEC_HASH, workload.spec_hash.clone()),
+    ] {
+        out.insert(k.to_string(), v);
+    }
+    out
+}
+
+/// A container's lifecycle state as the engine reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContainerState {
+    Created,
+    Running,
+    Paused,
+    Restarting,
+    Removing,
+    Exited,
+    Dead,
+}
+
+impl ContainerState {
+    /// The process is up (or the engine is about to bring it up again).
+    pub fn is_up(self) -> bool {
+        matches!(self, Self::Running | Self::Paused | Self::Restarting)
+    }
+}
+
+/// One managed container as read from the engine, fresh on every pass.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    pub id: String,
+    pub name: String,
+    /// `io.convoy.node`.
+    pub node: String,
+    /// `io.convoy.workload`; empty when the label is missing.
+    pub workload_id: String,
+    /// `io.convoy.spec-hash`.
+    pub spec_hash: String,
+    /// `io.convoy.revision`; 0 when missing or not a number.
+    pub revision: u64,
+    pub state: ContainerState,
+    /// Creation time, seconds since the epoch (orders duplicates).
+    pub created_unix: i64,
+    /// Exit code of the last run; only known for containers that are not up.
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    pub started_at: Option<SystemTime>,
+    pub finished_at: Option<SystemTime>,
+    /// The engine's own error for the last start attempt, if any.
+    pub error: String,
+}
+
+impl Observed {
+    /// How long the last run lasted, when the container has exited.
+    pub fn ran_for(&self) -> Option<Duration> {
+        let (start, end) = (self.started_at?, self.finished_at?);
+        end.duration_since(start).ok()
+    }
+
+    /// Identifies one exit of one container, so a backoff is scheduled once
+    /// per exit however many passes see it.
+    pub fn exit_key(&self) -> String {
+        let ms = |t: Option<SystemTime>| {
+            t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_millis())
+        };
+        format!(
+            "{}@{}-{}",
+            self.id,
+            ms(self.started_at),
+            ms(self.finished_at)
+        )
+    }
+}
+
+/// What `create_and_start` made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreatedContainer {
+    pub id: String,
+    pub name: String,
+}
+
+/// A lifecycle event of a managed container (die, start, destroy, oom).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuntimeEvent {
+    pub container_id: String,
+    pub workload_id: String,
+    pub action: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuntimeError {
+    /// The engine could not be reached at all.
+    #[error("docker unreachable: {0}")]
+    Unreachable(String),
+    /// The image is not on the host and the one bounded pull failed.
+    #[error("image `{image}` not found: {cause}")]
+    ImageMissing { image: String, cause: String },
+    #[error("container name `{name}` is taken by a container Convoy does not manage")]
+    NameTaken { name: String },
+    /// Any other refusal by the engine, with what was being done.
+    #[error("{context}: {message}")]
+    Engine { context: String, message: String },
+}
+
+impl RuntimeError {
+    /// The error in words for a workload status on `node`.
+    pub fn reason(&self, node: &str) -> String {
+        match self {
+            Self::Unreachable(cause) => format!("docker unreachable on node `{node}`: {cause}"),
+            Self::ImageMissing { image, cause } => {
+                format!("image `{image}` not found on node `{node}`: {cause}")
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+/// The container engine, as the reconciler needs it.
+#[async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    /// The engine's version (for NodeFacts).
+    async fn version(&self) -> Result<String, RuntimeError>;
+    /// Every container (running or not) labelled `io.convoy.managed=true`
+    /// and `io.convoy.node=node`.
+    async fn list(&self, node: &str) -> Result<Vec<Observed>, RuntimeError>;
+    async fn image_present(&self, image: &str) -> Result<bool, RuntimeError>;
+    /// One pull attempt, bounded in time; `ImageMissing` when it fails.
+    async fn pull(&self, image: &str) -> Result<(), RuntimeError>;
+    /// Creates the workload's container (labels, name, spec) and starts it.
+    async fn create_and_start(
+        &self,
+        node: &str,
+        workload: &Workload,
+    ) -> Result<CreatedContainer, RuntimeError>;
+    async fn start(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Stops with the container's own stop signal and grace period, then
+    /// removes it. A container that is already gone is not an error.
+    async fn stop_and_remove(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Lifecycle events of the node's managed containers. The stream ends or
+    /// errors when the engine goes away; callers subscribe again.
+    async fn events(
+        &self,
+        node: &str,
+    ) -> Result<BoxStream<'static, Result<RuntimeEvent, RuntimeError>>, RuntimeError>;
+}

@@ -1,0 +1,474 @@
+//! The agent's half of `AgentService.Session`: dials a coordinator over mTLS,
+//! says Hello with a full status snapshot, stores and acknowledges plans, and
+//! streams status changes, events and heartbeats; reconnects with backoff.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use convoy_proto::agent_service_client::AgentServiceClient;
+use convoy_proto::{
+    ack, agent_message, command, coordinator_message, Ack, AgentMessage, Command,
+    CoordinatorMessage, Event, Heartbeat, Hello, NodePlan, StatusReport, Welcome, WorkloadStatus,
+    COORDINATOR_SERVER_NAME,
+};
+use rand::Rng;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tracing::{debug, info, warn};
+
+use crate::error_chain;
+use crate::facts;
+use crate::pki::Pki;
+use crate::reconcile::{unix_ms, Snapshot};
+use crate::runtime::Runtime;
+use crate::state;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the coordinator may take to answer the Session call.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(2000);
+const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
+const RECONNECT_START: Duration = Duration::from_secs(1);
+const RECONNECT_MAX: Duration = Duration::from_secs(30);
+/// A session that lasted this long resets the reconnect backoff.
+const HEALTHY_SESSION: Duration = Duration::from_secs(120);
+const OUTBOUND_BUFFER: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Pki(#[from] crate::pki::PkiError),
+    #[error("coordinator address `{addr}`: {reason}")]
+    Address { addr: String, reason: String },
+    #[error("cannot reach the coordinator at {addr}: {reason}")]
+    Unreachable { addr: String, reason: String },
+    #[error(
+        "the coordinator at {addr} refused this agent's certificate ({reason}): \
+         is agent.pem issued by the coordinator's CA, and is the node still allowed?"
+    )]
+    CertificateRefused { addr: String, reason: String },
+    #[error(
+        "the coordinator at {addr} presented a certificate this agent does not trust \
+         ({reason}): check ca.pem"
+    )]
+    CoordinatorNotTrusted { addr: String, reason: String },
+    #[error("session with {addr} failed: {reason}")]
+    Stream { addr: String, reason: String },
+}
+
+/// How a session ended without an error.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    Shutdown,
+    /// The coordinator closed the stream.
+    Closed,
+}
+
+/// Everything a session needs; one per agent, serving one stream at a time.
+pub struct Session<R: Runtime> {
+    pub coordinators: Vec<String>,
+    pub pki_dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub labels: BTreeMap<String, String>,
+    /// The node name, from the agent's certificate.
+    pub node: String,
+    pub runtime: Arc<R>,
+    /// The plan the reconciler enforces; the session replaces it.
+    pub plan: watch::Sender<Option<Arc<NodePlan>>>,
+    pub snapshot: watch::Receiver<Snapshot>,
+    pub events: broadcast::Sender<Event>,
+}
+
+impl<R: Runtime> Session<R> {
+    /// Connects, serves and reconnects until `shutdown`, trying the
+    /// coordinators in turn.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        if self.coordinators.is_empty() {
+            warn!("no coordinator to connect to");
+            shutdown.cancelled().await;
+            return;
+        }
+        let mut failures = 0u32;
+        let mut turn = 0usize;
+        loop {
+            let addr = self.coordinators[turn % self.coordinators.len()].clone();
+            turn = turn.wrapping_add(1);
+            let mut connected_at = None;
+            let result = self.serve(&addr, &shutdown, &mut connected_at).await;
+            if connected_at.is_some_and(|t: Instant| t.elapsed() >= HEALTHY_SESSION) {
+                failures = 0;
+            }
+            match result {
+                Ok(End::Shutdown) => return,
+                Ok(End::Closed) => info!("the coordinator at {addr} closed the session"),
+                Err(e) => warn!("{e}"),
+            }
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let delay = reconnect_delay(failures);
+            failures = failures.saturating_add(1);
+            debug!("reconnecting in {delay:?}");
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// One session with one coordinator, from dial to end.
+    async fn serve(
+        &mut self,
+        addr: &str,
+        shutdown: &CancellationToken,
+        connected_at: &mut Option<Instant>,
+    ) -> Result<End, SessionError> {
+        let pki = Pki::load(&self.pki_dir).await?;
+        if pki.node_name != self.node {
+            warn!(
+                "agent.pem now names node `{}`, this agent runs as `{}`; restart it to switch",
+                pki.node_name, self.node
+            );
+        }
+        let channel = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(End::Shutdown),
+            channel = connect(addr, &pki) => channel?,
+        };
+        let mut client = AgentServiceClient::new(channel);
+
+        let (tx, rx) = mpsc::channel::<AgentMessage>(OUTBOUND_BUFFER);
+        let mut events = self.events.subscribe();
+        let facts = facts::collect(self.runtime.as_ref(), &self.labels).await;
+        let last_applied_generation = self
+            .plan
+            .borrow()
+            .as_ref()
+            .map_or(0, |plan| plan.generation);
+        let mut sent = self.snapshot.borrow_and_update().statuses.clone();
+        let hello = Hello {
+            facts: Some(facts),
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            last_applied_generation,
+        };
+        let full = StatusReport {
+            full_snapshot: true,
+            workloads: sent.values().cloned().collect(),
+            removed: Vec::new(),
+        };
+        // The buffer is empty: these cannot block.
+        for msg in [
+            agent_message::Msg::Hello(hello),
+            agent_message::Msg::Status(full),
+        ] {
+            tx.send(AgentMessage { msg: Some(msg) })
+                .await
+                .map_err(|_| stream_error(addr, "outbound stream closed"))?;
+        }
+
+        let opened = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(End::Shutdown),
+            opened = tokio::time::timeout(OPEN_TIMEOUT, client.session(ReceiverStream::new(rx))) => opened,
+        };
+        let mut inbound = match opened {
+            Ok(Ok(response)) => response.into_inner(),
+            Ok(Err(status)) => return Err(refused_or(classify(addr, &status))),
+            Err(_) => {
+                return Err(SessionError::Unreachable {
+                    addr: addr.to_string(),
+                    reason: format!("no answer to Session within {}s", OPEN_TIMEOUT.as_secs()),
+                })
+            }
+        };
+        *connected_at = Some(Instant::now());
+        info!("session open with the coordinator at {addr}");
+
+        let mut heartbeat = heartbeat_timer(DEFAULT_HEARTBEAT);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(End::Shutdown),
+                message = inbound.message() => match message {
+                    Ok(Some(message)) => {
+                        if let Some(reply) = self.handle(addr, message, &mut heartbeat).await {
+                            send(&tx, addr, reply).await?;
+                        }
+                    }
+                    Ok(None) => return Ok(End::Closed),
+                    Err(status) => return Err(classify(addr, &status)),
+                },
+                _ = heartbeat.tick() => {
+                    let containers = self.snapshot.borrow().containers;
+                    let beat = Heartbeat {
+                        sent_unix_ms: unix_ms(SystemTime::now()),
+                        metrics: Some(facts::host_metrics(containers).await),
+                    };
+                    send(&tx, addr, agent_message::Msg::Heartbeat(beat)).await?;
+                }
+                changed = self.snapshot.changed() => {
+                    if changed.is_err() {
+                        // The reconciler is gone: only at shutdown.
+                        shutdown.cancelled().await;
+                        return Ok(End::Shutdown);
+                    }
+                    let current = self.snapshot.borrow_and_update().statuses.clone();
+                    if let Some(report) = diff(&sent, &current) {
+                        send(&tx, addr, agent_message::Msg::Status(report)).await?;
+                    }
+                    sent = current;
+                }
+                event = events.recv() => match event {
+                    Ok(event) => send(&tx, addr, agent_message::Msg::Event(event)).await?,
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        warn!("dropped {n} events: the coordinator reads too slowly");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        shutdown.cancelled().await;
+                        return Ok(End::Shutdown);
+                    }
+                },
+            }
+        }
+    }
+
+    /// Handles one coordinator message; returns the reply, if any.
+    async fn handle(
+        &mut self,
+        addr: &str,
+        message: CoordinatorMessage,
+        heartbeat: &mut tokio::time::Interval,
+    ) -> Option<agent_message::Msg> {
+        match message.msg {
+            Some(coordinator_message::Msg::Welcome(Welcome {
+                node_name,
+                heartbeat_interval_ms,
+            })) => {
+                info!("the coordinator at {addr} welcomes node `{node_name}`");
+                if node_name != self.node {
+                    warn!(
+                        "the coordinator calls this node `{node_name}`, its certificate says `{}`",
+                        self.node
+                    );
+                }
+                let every = if heartbeat_interval_ms == 0 {
+                    DEFAULT_HEARTBEAT
+                } else {
+                    Duration::from_millis(heartbeat_interval_ms).max(MIN_HEARTBEAT)
+                };
+                *heartbeat = heartbeat_timer(every);
+                None
+            }
+            Some(coordinator_message::Msg::Plan(plan)) => Some(self.accept_plan(plan).await),
+            Some(coordinator_message::Msg::Command(Command { id, kind })) => {
+                let (ok, error) = match kind {
+                    // Facts go out with the next Hello; nothing is cached to refresh.
+                    Some(command::Kind::RefreshFacts(_)) => (true, String::new()),
+                    None => (false, "this agent does not know that command".to_string()),
+                };
+                Some(agent_message::Msg::Ack(Ack {
+                    target: Some(ack::Target::CommandId(id)),
+                    ok,
+                    error,
+                }))
+            }
+            None => {
+                debug!("ignoring a message of a kind this agent does not know");
+                None
+            }
+        }
+    }
+
+    /// Stores the plan, hands it to the reconciler and says how that went.
+    /// The plan is enforced even when it could not be stored.
+    async fn accept_plan(&mut self, plan: NodePlan) -> agent_message::Msg {
+        let generation = plan.generation;
+        let unchanged = self.plan.borrow().as_deref() == Some(&plan);
+        let stored = if unchanged {
+            Ok(())
+        } else {
+            state::store(&self.data_dir, &plan).await
+        };
+        if !unchanged {
+            info!(
+                generation,
+                workloads = plan.workloads.len(),
+                "new plan from the coordinator"
+            );
+            self.plan.send_replace(Some(Arc::new(plan)));
+        }
+        let (ok, error) = match stored {
+            Ok(()) => (true, String::new()),
+            Err(e) => {
+                warn!("{e}; enforcing the plan from memory");
+                (false, e.to_string())
+            }
+        };
+        agent_message::Msg::Ack(Ack {
+            target: Some(ack::Target::PlanGeneration(generation)),
+            ok,
+            error,
+        })
+    }
+}
+
+async fn send(
+    tx: &mpsc::Sender<AgentMessage>,
+    addr: &str,
+    msg: agent_message::Msg,
+) -> Result<(), SessionError> {
+    tx.send(AgentMessage { msg: Some(msg) })
+        .await
+        .map_err(|_| stream_error(addr, "the outbound stream closed"))
+}
+
+fn stream_error(addr: &str, reason: &str) -> SessionError {
+    SessionError::Stream {
+        addr: addr.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn heartbeat_timer(every: Duration) -> tokio::time::Interval {
+    let mut timer = tokio::time::interval(every);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    timer
+}
+
+/// Dials `addr` (`host:port`, or a full `https://` URL) with the agent's
+/// certificate, verifying the coordinator's name.
+async fn connect(addr: &str, pki: &Pki) -> Result<Channel, SessionError> {
+    let url = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("https://{addr}")
+    };
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&pki.ca_pem))
+        .identity(Identity::from_pem(&pki.cert_pem, &pki.key_pem))
+        .domain_name(COORDINATOR_SERVER_NAME);
+    let address_error = |reason: String| SessionError::Address {
+        addr: addr.to_string(),
+        reason,
+    };
+    let endpoint = Endpoint::from_shared(url)
+        .map_err(|e| address_error(e.to_string()))?
+        .tls_config(tls)
+        .map_err(|e| address_error(error_chain(&e)))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true);
+    match tokio::time::timeout(CONNECT_TIMEOUT * 2, endpoint.connect()).await {
+        Ok(Ok(channel)) => Ok(channel),
+        Ok(Err(e)) => Err(classify_text(addr, error_chain(&e))),
+        Err(_) => Err(SessionError::Unreachable {
+            addr: addr.to_string(),
+            reason: format!("no connection within {}s", (CONNECT_TIMEOUT * 2).as_secs()),
+        }),
+    }
+}
+
+fn classify(addr: &str, status: &tonic::Status) -> SessionError {
+    let mut text = format!("{}: {}", code_name(status.code()), status.message());
+    if let Some(source) = std::error::Error::source(status) {
+        let chain = error_chain(source);
+        // The source often repeats the message.
+        let chain = chain
+            .strip_prefix(status.message())
+            .map(|rest| rest.trim_start_matches(": "))
+            .unwrap_or(&chain);
+        if !chain.is_empty() {
+            text.push_str(": ");
+            text.push_str(chain);
+        }
+    }
+    classify_text(addr, text)
+}
+
+/// Tells a refused TLS handshake from an unreachable coordinator from any
+/// other failure, by what the error chain says.
+fn classify_text(addr: &str, reason: String) -> SessionError {
+    let lower = reason.to_lowercase();
+    let addr = addr.to_string();
+    if lower.contains("invalid peer certificate") {
+        SessionError::CoordinatorNotTrusted { addr, reason }
+    } else if lower.contains("alert")
+        || lower.contains("certificate")
+        || lower.contains("handshake")
+    {
+        SessionError::CertificateRefused { addr, reason }
+    } else if lower.contains("connect")
+        || lower.contains("refused")
+        || lower.contains("unavailable")
+        || lower.contains("dns")
+        || lower.contains("timed out")
+    {
+        SessionError::Unreachable { addr, reason }
+    } else {
+        SessionError::Stream { addr, reason }
+    }
+}
+
+/// A connection that closes between a completed handshake and the first
+/// answer: with TLS 1.3 the server checks the client certificate after the
+/// client's side of the handshake is done, and its alert can be lost.
+fn refused_or(error: SessionError) -> SessionError {
+    match error {
+        SessionError::Unreachable { addr, reason } | SessionError::Stream { addr, reason }
+            if ["closed", "cancel", "reset", "broken pipe"]
+                .iter()
+                .any(|w| reason.to_lowercase().contains(w)) =>
+        {
+            SessionError::CertificateRefused {
+                addr,
+                reason: format!("it closed the connection right after the TLS handshake: {reason}"),
+            }
+        }
+        other => other,
+    }
+}
+
+fn code_name(code: tonic::Code) -> String {
+    format!("{code:?}").to_lowercase()
+}
+
+/// Exponential from 1 s to 30 s, with jitter between half and all of it.
+fn reconnect_delay(failures: u32) -> Duration {
+    let base = RECONNECT_START
+        .checked_mul(1u32.checked_shl(failures).unwrap_or(u32::MAX))
+        .unwrap_or(RECONNECT_MAX)
+        .min(RECONNECT_MAX);
+    base.mul_f64(rand::rng().random_range(0.5..=1.0))
+}
+
+/// The report that turns `sent` into `current`; `None` when they agree.
+fn diff(
+    sent: &BTreeMap<String, WorkloadStatus>,
+    current: &BTreeMap<String, WorkloadStatus>,
+) -> Option<StatusReport> {
+    let workloads: Vec<WorkloadStatus> = current
+        .iter()
+        .filter(|(id, status)| sent.get(*id) != Some(*status))
+        .map(|(_, status)| status.clone())
+        .collect();
+    let removed: Vec<String> = sent
+        .keys()
+        .filter(|id| !current.contains_key(*id))
+        .cloned()
+        .collect();
+    if workloads.is_empty() && removed.is_empty() {
+        None
+    } else {
+        Some(StatusReport {
+            full_snapshot: false,
+            workloads,
+            removed,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,419 @@
+//! The session against an in-process coordinator over real mTLS.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use convoy_proto::agent_service_server::{AgentService, AgentServiceServer};
+use convoy_proto::{
+    ack, agent_message, command, coordinator_message, AgentMessage, Command, CoordinatorMessage,
+    Event, NodePlan, RefreshFacts, Welcome, WorkloadState, WorkloadStatus,
+};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_stream::wrappers::{TcpListenerStream, UnboundedReceiverStream};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::*;
+use crate::reconcile::Snapshot;
+use crate::runtime::fake::FakeRuntime;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+    pem: String,
+}
+
+fn new_ca(name: &str) -> Ca {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    let pem = cert.pem();
+    Ca { cert, key, pem }
+}
+
+/// (certificate PEM, key PEM)
+fn issue(ca: &Ca, sans: Vec<String>, cn: &str, usage: ExtendedKeyUsagePurpose) -> (String, String) {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(sans).unwrap();
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.extended_key_usages = vec![usage];
+    let cert = params.signed_by(&key, &ca.cert, &ca.key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+fn write_bundle(dir: &Path, ca_pem: &str, agent: &(String, String)) {
+    std::fs::write(dir.join("ca.pem"), ca_pem).unwrap();
+    std::fs::write(dir.join("agent.pem"), &agent.0).unwrap();
+    std::fs::write(dir.join("agent.key"), &agent.1).unwrap();
+}
+
+/// One open stream, seen from the coordinator's side.
+struct Stream {
+    from_agent: mpsc::UnboundedReceiver<AgentMessage>,
+    to_agent: mpsc::UnboundedSender<Result<CoordinatorMessage, Status>>,
+}
+
+impl Stream {
+    async fn next(&mut self) -> agent_message::Msg {
+        tokio::time::timeout(WAIT, self.from_agent.recv())
+            .await
+            .expect("the agent sent nothing")
+            .expect("the agent closed the stream")
+            .msg
+            .expect("a message without a body")
+    }
+
+    /// The next message that is not a heartbeat.
+    async fn next_but_heartbeats(&mut self) -> agent_message::Msg {
+        loop {
+            match self.next().await {
+                agent_message::Msg::Heartbeat(_) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    fn send(&self, msg: coordinator_message::Msg) {
+        self.to_agent
+            .send(Ok(CoordinatorMessage { msg: Some(msg) }))
+            .unwrap();
+    }
+}
+
+struct TestCoordinator {
+    streams: mpsc::UnboundedSender<Stream>,
+}
+
+#[tonic::async_trait]
+impl AgentService for TestCoordinator {
+    type SessionStream = UnboundedReceiverStream<Result<CoordinatorMessage, Status>>;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (from_tx, from_agent) = mpsc::unbounded_channel();
+        let (to_agent, to_rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(Some(msg)) = inbound.message().await {
+                if from_tx.send(msg).is_err() {
+                    break;
+                }
+            }
+        });
+        let _ = self.streams.send(Stream {
+            from_agent,
+            to_agent,
+        });
+        Ok(Response::new(UnboundedReceiverStream::new(to_rx)))
+    }
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    pki_dir: std::path::PathBuf,
+    data_dir: std::path::PathBuf,
+    addr: SocketAddr,
+    streams: mpsc::UnboundedReceiver<Stream>,
+    ca: Ca,
+}
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let pki_dir = dir.path().join("pki");
+    let data_dir = dir.path().join("data");
+    std::fs::create_dir_all(&pki_dir).unwrap();
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let ca = new_ca("test ca");
+    let server = issue(
+        &ca,
+        vec![COORDINATOR_SERVER_NAME.to_string()],
+        "convoyd",
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let agent = issue(&ca, vec![], "n1", ExtendedKeyUsagePurpose::ClientAuth);
+    write_bundle(&pki_dir, &ca.pem, &agent);
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (streams_tx, streams) = mpsc::unbounded_channel();
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(&server.0, &server.1))
+        .client_ca_root(Certificate::from_pem(&ca.pem));
+    let router = Server::builder()
+        .tls_config(tls)
+        .unwrap()
+        .add_service(AgentServiceServer::new(TestCoordinator {
+            streams: streams_tx,
+        }));
+    tokio::spawn(router.serve_with_incoming(TcpListenerStream::new(listener)));
+    World {
+        _dir: dir,
+        pki_dir,
+        data_dir,
+        addr,
+        streams,
+        ca,
+    }
+}
+
+struct Agent {
+    session: Session<FakeRuntime>,
+    plan: watch::Receiver<Option<Arc<NodePlan>>>,
+    snapshot: watch::Sender<Snapshot>,
+    events: broadcast::Sender<Event>,
+}
+
+fn agent(w: &World) -> Agent {
+    let (plan_tx, plan) = watch::channel(None);
+    let (snapshot, snapshot_rx) = watch::channel(Snapshot::default());
+    let (events, _) = broadcast::channel(16);
+    let session = Session {
+        coordinators: vec![w.addr.to_string()],
+        pki_dir: w.pki_dir.clone(),
+        data_dir: w.data_dir.clone(),
+        labels: BTreeMap::from([("zone".to_string(), "a".to_string())]),
+        node: "n1".to_string(),
+        runtime: Arc::new(FakeRuntime::default()),
+        plan: plan_tx,
+        snapshot: snapshot_rx,
+        events: events.clone(),
+    };
+    Agent {
+        session,
+        plan,
+        snapshot,
+        events,
+    }
+}
+
+fn running(id: &str) -> WorkloadStatus {
+    WorkloadStatus {
+        id: id.to_string(),
+        revision: 1,
+        state: WorkloadState::Running as i32,
+        ..WorkloadStatus::default()
+    }
+}
+
+#[tokio::test]
+async fn session_says_hello_acks_plans_and_streams_status_changes() {
+    let mut w = world().await;
+    let Agent {
+        session,
+        mut plan,
+        snapshot,
+        events,
+    } = agent(&w);
+    snapshot.send_replace(Snapshot {
+        statuses: BTreeMap::from([("default/web/1".to_string(), running("default/web/1"))]),
+        containers: 1,
+    });
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(session.run(shutdown.clone()));
+    let mut s = tokio::time::timeout(WAIT, w.streams.recv())
+        .await
+        .unwrap()
+        .unwrap();
+
+    // Hello, then the full snapshot.
+    let agent_message::Msg::Hello(hello) = s.next().await else {
+        panic!("first message is not Hello")
+    };
+    assert_eq!(hello.agent_version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(hello.last_applied_generation, 0);
+    let facts = hello.facts.unwrap();
+    assert_eq!(facts.labels["zone"], "a");
+    assert_eq!(facts.docker_version, "20.10-fake");
+    let agent_message::Msg::Status(full) = s.next().await else {
+        panic!("second message is not a status report")
+    };
+    assert!(full.full_snapshot);
+    assert_eq!(full.workloads, vec![running("default/web/1")]);
+
+    // A short heartbeat interval from Welcome.
+    s.send(coordinator_message::Msg::Welcome(Welcome {
+        node_name: "n1".into(),
+        heartbeat_interval_ms: 100,
+    }));
+    loop {
+        if let agent_message::Msg::Heartbeat(beat) = s.next().await {
+            assert!(beat.sent_unix_ms > 0);
+            assert_eq!(beat.metrics.unwrap().containers, 1);
+            break;
+        }
+    }
+
+    // A plan is stored, acknowledged and handed to the reconciler.
+    let p = NodePlan {
+        generation: 5,
+        workloads: vec![],
+    };
+    s.send(coordinator_message::Msg::Plan(p.clone()));
+    let agent_message::Msg::Ack(ack) = s.next_but_heartbeats().await else {
+        panic!("no ack for the plan")
+    };
+    assert_eq!(ack.target, Some(ack::Target::PlanGeneration(5)));
+    assert!(ack.ok, "{}", ack.error);
+    assert_eq!(
+        crate::state::load(&w.data_dir).await.unwrap(),
+        Some(p.clone())
+    );
+    plan.changed().await.unwrap();
+    assert_eq!(plan.borrow().as_deref(), Some(&p));
+
+    // Status changes go out as a diff.
+    let mut failed = running("default/web/2");
+    failed.state = WorkloadState::Failed as i32;
+    snapshot.send_replace(Snapshot {
+        statuses: BTreeMap::from([("default/web/2".to_string(), failed.clone())]),
+        containers: 1,
+    });
+    let agent_message::Msg::Status(report) = s.next_but_heartbeats().await else {
+        panic!("no status diff")
+    };
+    assert!(!report.full_snapshot);
+    assert_eq!(report.workloads, vec![failed]);
+    assert_eq!(report.removed, vec!["default/web/1".to_string()]);
+
+    // Commands are acknowledged; events are forwarded.
+    s.send(coordinator_message::Msg::Command(Command {
+        id: "cmd-1".into(),
+        kind: Some(command::Kind::RefreshFacts(RefreshFacts {})),
+    }));
+    let agent_message::Msg::Ack(ack) = s.next_but_heartbeats().await else {
+        panic!("no ack for the command")
+    };
+    assert_eq!(ack.target, Some(ack::Target::CommandId("cmd-1".into())));
+    assert!(ack.ok);
+    let event = Event {
+        unix_ms: 1,
+        workload_id: "default/web/2".into(),
+        kind: "restarted".into(),
+        message: "m".into(),
+    };
+    events.send(event.clone()).unwrap();
+    assert_eq!(
+        s.next_but_heartbeats().await,
+        agent_message::Msg::Event(event)
+    );
+
+    // The stream ends: the agent comes back and says which plan it has.
+    drop(s);
+    let mut again = tokio::time::timeout(WAIT, w.streams.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let agent_message::Msg::Hello(hello) = again.next().await else {
+        panic!("first message after reconnect is not Hello")
+    };
+    assert_eq!(hello.last_applied_generation, 5);
+
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn certificate_from_another_ca_is_reported_as_refused() {
+    let w = world().await;
+    let rogue = new_ca("rogue ca");
+    let agent_cert = issue(&rogue, vec![], "n1", ExtendedKeyUsagePurpose::ClientAuth);
+    // Trusts the real coordinator, presents a certificate it did not issue.
+    write_bundle(&w.pki_dir, &w.ca.pem, &agent_cert);
+    let Agent { mut session, .. } = agent(&w);
+    let mut connected_at = None;
+    let err = session
+        .serve(
+            &w.addr.to_string(),
+            &CancellationToken::new(),
+            &mut connected_at,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, SessionError::CertificateRefused { .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("refused this agent's certificate"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn coordinator_with_an_untrusted_certificate_is_reported() {
+    let w = world().await;
+    let other = new_ca("other ca");
+    let agent_cert = issue(&w.ca, vec![], "n1", ExtendedKeyUsagePurpose::ClientAuth);
+    // Presents a good certificate, but trusts another CA.
+    write_bundle(&w.pki_dir, &other.pem, &agent_cert);
+    let Agent { mut session, .. } = agent(&w);
+    let mut connected_at = None;
+    let err = session
+        .serve(
+            &w.addr.to_string(),
+            &CancellationToken::new(),
+            &mut connected_at,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, SessionError::CoordinatorNotTrusted { .. }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn closed_port_is_reported_unreachable() {
+    let w = world().await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let free = listener.local_addr().unwrap();
+    drop(listener);
+    let Agent { mut session, .. } = agent(&w);
+    let mut connected_at = None;
+    let err = session
+        .serve(
+            &free.to_string(),
+            &CancellationToken::new(),
+            &mut connected_at,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SessionError::Unreachable { .. }), "{err:?}");
+}
+
+#[test]
+fn diff_reports_changed_and_removed_workloads_only() {
+    let a = running("a");
+    let b = running("b");
+    let mut b2 = b.clone();
+    b2.restarts = 1;
+    let c = running("c");
+    let sent = BTreeMap::from([("a".into(), a.clone()), ("b".into(), b)]);
+    let current = BTreeMap::from([("b".into(), b2.clone()), ("c".into(), c.clone())]);
+    let report = diff(&sent, &current).unwrap();
+    assert!(!report.full_snapshot);
+    assert_eq!(report.workloads, vec![b2, c]);
+    assert_eq!(report.removed, vec!["a".to_string()]);
+    assert_eq!(diff(&current, &current), None);
+}
+
+#[test]
+fn reconnect_delay_grows_to_thirty_seconds_with_jitter() {
+    for _ in 0..50 {
+        let first = reconnect_delay(0);
+        assert!(first >= Duration::from_millis(500) && first <= Duration::from_secs(1));
+        let late = reconnect_delay(20);
+        assert!(late >= Duration::from_secs(15) && late <= Duration::from_secs(30));
+    }
+}
