@@ -1,1 +1,18 @@
+//! End-to-end tests: the real `convoyd`, real agents (two node identities on
+//! the machine's one Docker daemon) and the real `convoy` CLI. Every test
+//! asserts on what Docker really runs as well as on what Convoy reports.
+//!
+//! Needs `cargo build --workspace` first and a reachable Docker daemon
+//! (`CONVOY_SKIP_DOCKER_TESTS=1` skips the tests that need one).
 
+mod bad_input;
+mod coordinator_restart;
+mod deploy;
+mod images;
+mod ownership;
+mod partition;
+mod placement;
+mod policies;
+mod restarts;
+mod scaling;
+mod security;

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The project's test command (README, CI): format, lints, build, the test
+# image, then every unit and end-to-end test against the real Docker Engine.
+#
+# On a fresh Debian machine it installs what is missing (C toolchain, docker
+# CLI, curl, rustup's toolchain with rustfmt and clippy); the Docker daemon is
+# assumed to be running. CONVOY_SKIP_DOCKER_TESTS=1 skips the Docker tests.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+apt_missing=()
+need() { command -v "$1" >/dev/null 2>&1 || apt_missing+=("$2"); }
+need cc build-essential
+need pkg-config pkg-config
+need git git
+need curl curl
+need sha256sum coreutils
+need docker docker.io
+if [ "${#apt_missing[@]}" -gt 0 ]; then
+  step "installing ${apt_missing[*]}"
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends ca-certificates "${apt_missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "error: no Rust toolchain (cargo) found; install one with rustup first" >&2
+  exit 1
+fi
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  step "installing rustfmt and clippy"
+  rustup component add rustfmt clippy
+fi
+
+if [ "${CONVOY_SKIP_DOCKER_TESTS:-}" != 1 ] && ! docker info >/dev/null 2>&1; then
+  echo "error: the Docker Engine is unreachable (the end-to-end tests need it); start it, or set CONVOY_SKIP_DOCKER_TESTS=1" >&2
+  exit 1
+fi
+
+started=$SECONDS
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo build"
+cargo build --workspace --all-targets
+
+if [ "${CONVOY_SKIP_DOCKER_TESTS:-}" != 1 ]; then
+  step "test image"
+  bash scripts/build-test-image.sh
+fi
+
+step "cargo test"
+# The end-to-end tests run many processes and containers each; two at a time
+# keep a two-core machine responsive. Override with RUST_TEST_THREADS.
+RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}" cargo test --workspace
+
+step "all tests passed in $((SECONDS - started)) s"

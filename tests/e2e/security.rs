@@ -1,0 +1,80 @@
+//! Who may join: only agents whose certificate chains to this cluster's CA.
+
+use std::time::Duration;
+
+use convoy_tests::{skip_without_docker, wait_until, Cluster};
+
+#[test]
+fn agent_with_certificate_from_another_ca_is_refused() {
+    skip_without_docker!();
+    let mut c = Cluster::with_agents(1);
+    // Another coordinator's CA, asked for a certificate with a fresh name.
+    let other = Cluster::start();
+    let intruder = format!("{}-intruder", c.id);
+    let pki = c.root().join("intruder-pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    other.issue_cert(&intruder, &pki);
+    drop(other);
+    // It trusts the real coordinator (so the refusal is the coordinator's,
+    // not the agent's), but its own certificate is from the other CA.
+    std::fs::copy(c.data_dir.join("pki/ca.pem"), pki.join("ca.pem")).unwrap();
+
+    c.add_agent_with_pki(&intruder, &pki);
+
+    let said = wait_until(
+        "the coordinator logs that it refused the intruder",
+        Duration::from_secs(30),
+        Duration::from_millis(250),
+        || {
+            let log = c.coordinator_log().to_lowercase();
+            log.lines()
+                .find(|l| l.contains("refus") || l.contains("reject"))
+                .map(str::to_string)
+                .ok_or_else(|| anyhow::anyhow!("convoyd's log says nothing of a refusal"))
+        },
+    );
+    eprintln!("convoyd said: {said}");
+
+    // It keeps trying; it must still not be let in.
+    for _ in 0..8 {
+        let nodes = c.try_nodes().unwrap();
+        assert!(
+            nodes.iter().all(|n| n.name != intruder),
+            "the intruder is listed: {nodes:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let first = c.node_names()[0].clone();
+    c.wait_nodes_ready(&[first]);
+}
+
+#[test]
+fn cli_with_a_wrong_token_is_refused_and_changes_nothing() {
+    let c = Cluster::start();
+    let token = c.root().join("wrong.token");
+    std::fs::write(&token, "not-the-admin-token\n").unwrap();
+    let svc = c.service_name("nope");
+    let file = c.write_spec(
+        "nope.yaml",
+        &format!("services:\n  {svc}:\n    image: convoy-testapp:latest\n"),
+    );
+    let out = convoy_tests::process::output_within(
+        c.cli_command().args([
+            "--token-file",
+            token.to_str().unwrap(),
+            "apply",
+            "-f",
+            file.to_str().unwrap(),
+        ]),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(
+        stderr.to_lowercase().contains("token"),
+        "the error does not say the token is wrong: {stderr}"
+    );
+    assert!(c.try_status().unwrap().iter().all(|s| s.name != svc));
+}

@@ -1,0 +1,37 @@
+//! A minimal HTTP/1.1 client, enough to talk to convoy-testapp.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+
+/// Sends `METHOD PATH` to `addr` and returns the status code and body.
+pub fn request(addr: SocketAddr, method: &str, path: &str) -> Result<(u16, String)> {
+    let timeout = Duration::from_secs(5);
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = String::new();
+    stream
+        .read_to_string(&mut raw)
+        .with_context(|| format!("reading the answer of {addr}"))?;
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("{addr} answered no HTTP head: {raw:?}"))?;
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow!("{addr} answered a bad status line: {head:?}"))?;
+    Ok((code, body.to_string()))
+}
+
+/// `GET path`.
+pub fn get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    request(addr, "GET", path)
+}
