@@ -3,7 +3,7 @@
 # image, then every unit and end-to-end test against the real Docker Engine.
 #
 # On a fresh Debian machine it installs what is missing (C toolchain, docker
-# CLI, curl, rustup's toolchain with rustfmt and clippy); the Docker daemon is
+# CLI, curl, rustfmt and clippy for the installed toolchain); the Docker daemon is
 # assumed to be running. CONVOY_SKIP_DOCKER_TESTS=1 skips the Docker tests.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
