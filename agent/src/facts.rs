@@ -41,6 +41,7 @@ pub async fn collect<R: Runtime>(runtime: &R, labels: &BTreeMap<String, String>)
         memory_bytes,
         docker_version,
         labels: labels.clone(),
+        platform_os: std::env::consts::OS.to_string(),
     }
 }
 

@@ -287,6 +287,7 @@ impl From<&pb::Node> for NodeJson {
             memory_bytes,
             docker_version,
             labels,
+            platform_os: _,
         } = facts.clone().unwrap_or_default();
         Self {
             name: name.clone(),
@@ -888,6 +889,7 @@ mod tests {
                         ]
                         .into_iter()
                         .collect(),
+                        platform_os: "linux".into(),
                     }),
                     agent_version: "0.1.0".into(),
                     connected_since_unix_ms: NOW - 3 * 60_000,

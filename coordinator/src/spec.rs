@@ -446,7 +446,7 @@ impl Constraint {
                 .get(key)
                 .map_or("", String::as_str)
                 .eq_ignore_ascii_case(&self.value),
-            NodeAttribute::Os => facts.os.eq_ignore_ascii_case(&self.value),
+            NodeAttribute::Os => facts.platform_os.eq_ignore_ascii_case(&self.value),
             NodeAttribute::Arch => canonical_arch(&facts.arch) == canonical_arch(&self.value),
         };
         match self.op {

@@ -85,6 +85,8 @@ pub struct Facts {
     pub memory_bytes: u64,
     pub docker_version: String,
     pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub platform_os: String,
 }
 
 impl From<pb::NodeFacts> for Facts {
@@ -98,6 +100,7 @@ impl From<pb::NodeFacts> for Facts {
             memory_bytes,
             docker_version,
             labels,
+            platform_os,
         } = f;
         Self {
             hostname,
@@ -108,6 +111,7 @@ impl From<pb::NodeFacts> for Facts {
             memory_bytes,
             docker_version,
             labels: labels.into_iter().collect(),
+            platform_os,
         }
     }
 }
@@ -123,6 +127,7 @@ impl From<&Facts> for pb::NodeFacts {
             memory_bytes: f.memory_bytes,
             docker_version: f.docker_version.clone(),
             labels: f.labels.clone().into_iter().collect(),
+            platform_os: f.platform_os.clone(),
         }
     }
 }
@@ -227,7 +232,7 @@ impl Coordinator {
             shutdown,
         });
         let mut ops = Vec::new();
-        let updates = compute_plans(&mut desired, &mut ops);
+        let updates = compute_plans(&mut desired, &mut ops, Publish::All);
         if !ops.is_empty() {
             coord.store.apply(ops).await?;
         }
@@ -365,7 +370,7 @@ impl Coordinator {
         if dry_run {
             return Ok(response);
         }
-        let updates = compute_plans(&mut next, &mut ops);
+        let updates = compute_plans(&mut next, &mut ops, Publish::Changed);
         if !ops.is_empty() {
             self.store.apply(ops).await?;
         }
@@ -397,7 +402,7 @@ impl Coordinator {
             service_key(env, service),
             &next.services[&key],
         )];
-        let updates = compute_plans(&mut next, &mut ops);
+        let updates = compute_plans(&mut next, &mut ops, Publish::Changed);
         self.store.apply(ops).await?;
         *desired = next;
         self.publish(updates);
@@ -467,7 +472,7 @@ impl Coordinator {
         // Instances waiting for a node, and global services, may land here.
         let connected = self.connected();
         replace_all(&mut next, &connected, &mut ops);
-        let updates = compute_plans(&mut next, &mut ops);
+        let updates = compute_plans(&mut next, &mut ops, Publish::Changed);
         if let Err(e) = self.store.apply(ops).await {
             self.disconnect(node, conn_id);
             return Err(e.into());
@@ -698,10 +703,23 @@ fn replace_all(next: &mut Desired, connected: &HashMap<String, bool>, ops: &mut 
     }
 }
 
+/// Which plans [`compute_plans`] hands back.
+#[derive(Clone, Copy, PartialEq)]
+enum Publish {
+    /// Every node's (on load: nothing is published yet).
+    All,
+    /// Only plans whose content changed (agents already hold the others).
+    Changed,
+}
+
 /// Builds every node's plan from desired state; bumps the generation of
 /// each plan whose content changed and records it in `ops`. Returns the
 /// plans to hand to sessions once `ops` are stored.
-fn compute_plans(next: &mut Desired, ops: &mut Vec<Op>) -> Vec<(String, Arc<pb::NodePlan>)> {
+fn compute_plans(
+    next: &mut Desired,
+    ops: &mut Vec<Op>,
+    publish: Publish,
+) -> Vec<(String, Arc<pb::NodePlan>)> {
     let mut per_node: BTreeMap<String, Vec<pb::Workload>> = BTreeMap::new();
     for node in next.nodes.keys().chain(next.plans.keys()) {
         per_node.entry(node.clone()).or_default();
@@ -738,10 +756,14 @@ fn compute_plans(next: &mut Desired, ops: &mut Vec<Op>) -> Vec<(String, Arc<pb::
         }
         let hash = hex::encode(h.finalize());
         let rec = next.plans.entry(node.clone()).or_default();
-        if rec.hash != hash {
+        let changed = rec.hash != hash;
+        if changed {
             rec.generation += 1;
             rec.hash = hash;
             ops.push(Op::put_json(format!("plans/{node}"), &*rec));
+        }
+        if !changed && publish == Publish::Changed {
+            continue;
         }
         updates.push((
             node,
@@ -866,6 +888,10 @@ mod tests {
         // Same spec again: unchanged, no new generation.
         let r = coord.apply("a.yaml", spec, false, "test").await.unwrap();
         assert_eq!(r.services[0].action, pb::ChangeAction::Unchanged as i32);
+        assert!(
+            !session.plan_rx.has_changed().unwrap(),
+            "an unchanged apply must not resend plans"
+        );
         drop(coord);
 
         let again = Coordinator::load(store, CancellationToken::new())

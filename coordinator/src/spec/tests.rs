@@ -42,7 +42,8 @@ fn strings(words: &[&str]) -> Vec<String> {
 fn facts(hostname: &str, labels: &[(&str, &str)]) -> NodeFacts {
     NodeFacts {
         hostname: hostname.to_owned(),
-        os: "linux".to_owned(),
+        os: "Debian GNU/Linux 12 (bookworm)".to_owned(),
+        platform_os: "linux".to_owned(),
         arch: "x86_64".to_owned(),
         labels: labels
             .iter()
