@@ -62,6 +62,14 @@ fi
 step "cargo test"
 # The end-to-end tests run many processes and containers each; two at a time
 # keep a two-core machine responsive. Override with RUST_TEST_THREADS.
-RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}" cargo test --workspace
-
-step "all tests passed in $((SECONDS - started)) s"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+set +e
+RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}" cargo test --workspace 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+read -r passed failed <<<"$(awk '/^test result:/ { p += $4; f += $6 } END { print p + 0, f + 0 }' "$log")"
+step "tests done in $((SECONDS - started)) s"
+# One closing line over every test binary (cargo prints one per binary).
+echo "tests: $passed passed, $failed failed"
+exit "$status"
