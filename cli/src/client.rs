@@ -11,7 +11,8 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use convoy_proto::control_service_client::ControlServiceClient;
 use convoy_proto::{
     ApplyRequest, ApplyResponse, DeleteRequest, DeleteResponse, ListNodesRequest,
-    ListNodesResponse, StatusRequest, StatusResponse, AUTHORIZATION, COORDINATOR_SERVER_NAME,
+    ListNodesResponse, RemoveNodeRequest, RemoveNodeResponse, StatusRequest, StatusResponse,
+    AUTHORIZATION, COORDINATOR_SERVER_NAME,
 };
 use tonic::metadata::AsciiMetadataValue;
 use tonic::service::interceptor::InterceptedService;
@@ -91,6 +92,14 @@ impl Coordinator {
 
     pub async fn delete(&mut self, request: DeleteRequest) -> Result<DeleteResponse> {
         finish(&self.address, self.client.delete(request)).await
+    }
+
+    pub async fn remove_node(&mut self, node: String) -> Result<RemoveNodeResponse> {
+        finish(
+            &self.address,
+            self.client.remove_node(RemoveNodeRequest { node }),
+        )
+        .await
     }
 }
 
@@ -421,6 +430,17 @@ mod tests {
                 }],
             }))
         }
+        async fn remove_node(
+            &self,
+            request: Request<RemoveNodeRequest>,
+        ) -> Result<Response<RemoveNodeResponse>, Status> {
+            check_token(&request)?;
+            Ok(Response::new(RemoveNodeResponse {
+                lost_instances: 1,
+                revoked_certificates: 1,
+            }))
+        }
+
         async fn delete(
             &self,
             request: Request<DeleteRequest>,

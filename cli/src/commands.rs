@@ -38,6 +38,19 @@ pub enum Command {
     Nodes,
     /// Delete a service and stop its instances.
     Delete { service: String },
+    /// Manage nodes.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Revoke a node's certificate, end its stream at once and mark its
+    /// instances lost. It can come back only with a new certificate.
+    #[command(alias = "revoke")]
+    Remove { node: String },
 }
 
 /// What to print: `stderr` first (warnings), then `stdout`.
@@ -63,7 +76,20 @@ pub async fn run(command: Command, format: Format, flags: &Flags) -> Result<Outp
         Command::Status { service } => status(service, format, flags).await,
         Command::Nodes => nodes(format, flags).await,
         Command::Delete { service } => delete(service, format, flags).await,
+        Command::Node {
+            command: NodeCommand::Remove { node },
+        } => remove_node(node, format, flags).await,
     }
+}
+
+async fn remove_node(node: String, format: Format, flags: &Flags) -> Result<Output> {
+    let mut coordinator = connect(flags).await?;
+    let response = coordinator.remove_node(node.clone()).await?;
+    let removed = output::NodeRemovedJson::new(&node, &response);
+    Ok(Output::stdout(match format {
+        Format::Table => output::node_removed_line(&removed),
+        Format::Json => output::json(&removed),
+    }))
 }
 
 async fn apply(file: &Path, dry_run: bool, format: Format, flags: &Flags) -> Result<Output> {

@@ -226,6 +226,7 @@ fn workload_state_word(value: i32) -> &'static str {
         WorkloadState::Running => "running",
         WorkloadState::Failed => "failed",
         WorkloadState::Exited => "exited",
+        WorkloadState::Lost => "lost",
     }
 }
 
@@ -315,6 +316,7 @@ fn node_state_word(value: i32) -> &'static str {
         NodeState::Unspecified => "unspecified",
         NodeState::Ready => "ready",
         NodeState::Down => "down",
+        NodeState::Removed => "removed",
     }
 }
 
@@ -552,6 +554,36 @@ pub fn nodes_table(response: &pb::ListNodesResponse, now_ms: i64) -> String {
             "WORKLOADS",
         ],
         &rows,
+    )
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct NodeRemovedJson {
+    pub node: String,
+    pub lost_instances: u32,
+    pub revoked_certificates: u32,
+}
+
+impl NodeRemovedJson {
+    pub fn new(node: &str, response: &pb::RemoveNodeResponse) -> Self {
+        let pb::RemoveNodeResponse {
+            lost_instances,
+            revoked_certificates,
+        } = response;
+        Self {
+            node: node.to_owned(),
+            lost_instances: *lost_instances,
+            revoked_certificates: *revoked_certificates,
+        }
+    }
+}
+
+pub fn node_removed_line(removed: &NodeRemovedJson) -> String {
+    format!(
+        "removed node {}: {} revoked, {} lost\n",
+        removed.node,
+        plural(removed.revoked_certificates as usize, "certificate"),
+        plural(removed.lost_instances as usize, "instance")
     )
 }
 

@@ -9,3 +9,4 @@ pub mod server;
 pub mod spec;
 pub mod state;
 pub mod store;
+pub mod tls;

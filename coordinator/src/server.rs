@@ -29,6 +29,7 @@ use crate::{
     pki::{self, Ca, PkiPaths},
     state::{now_unix_ms, Coordinator},
     store::{self, Op, SledStore, Store},
+    tls::RevocationVerifier,
 };
 
 /// How long a TLS handshake may take before the connection is dropped.
@@ -84,6 +85,7 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> Result<Runn
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .context("client verifier")?;
+    let verifier = Arc::new(RevocationVerifier::new(verifier, coord.revoked()));
     let mut agent_tls = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)

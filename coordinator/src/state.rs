@@ -24,6 +24,7 @@ use crate::{
     placement::{self, Assignments, Candidate},
     spec::{self, ServiceSpec},
     store::{self, Op, Store, StoreError},
+    tls::Revoked,
 };
 
 /// The environment of services whose spec names none.
@@ -37,6 +38,10 @@ pub enum StateError {
     Store(#[from] StoreError),
     #[error("service `{service}` not found in environment `{env}`")]
     ServiceNotFound { service: String, env: String },
+    #[error("node `{0}` not found")]
+    NodeNotFound(String),
+    #[error("the certificate of node `{0}` is revoked")]
+    Revoked(String),
 }
 
 /// A service's current state, stored at `services/ENV/NAME`.
@@ -72,7 +77,26 @@ pub struct NodeRecord {
     pub agent_version: String,
     pub first_seen_unix_ms: i64,
     pub last_seen_unix_ms: i64,
+    /// Fingerprints (hex SHA-256) of the certificates the node connected
+    /// with, newest last: what `node remove` revokes.
+    #[serde(default)]
+    pub certificates: Vec<String>,
+    /// When the node was removed (0: it was not). A removed node comes back
+    /// only with a new certificate.
+    #[serde(default)]
+    pub removed_unix_ms: i64,
 }
+
+/// A revoked certificate, stored at `revoked/FINGERPRINT`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevokedRecord {
+    pub fingerprint: String,
+    pub node: String,
+    pub revoked_unix_ms: i64,
+}
+
+/// How many certificate fingerprints a node record keeps.
+const CERTIFICATES_KEPT: usize = 8;
 
 /// Host facts reported in Hello (domain copy of `pb::NodeFacts`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -183,6 +207,7 @@ pub struct Coordinator {
     next_conn: AtomicU64,
     pub heartbeat_interval: Duration,
     shutdown: CancellationToken,
+    revoked: Revoked,
 }
 
 pub fn now_unix_ms() -> i64 {
@@ -223,6 +248,12 @@ impl Coordinator {
             let node = key.trim_start_matches("plans/").to_string();
             desired.plans.insert(node, rec);
         }
+        let revoked: std::collections::HashSet<String> =
+            store::scan_json::<RevokedRecord>(&*store, "revoked/")
+                .await?
+                .into_iter()
+                .map(|(_, r)| r.fingerprint)
+                .collect();
         let coord = Arc::new(Self {
             store,
             desired: tokio::sync::Mutex::new(Desired::default()),
@@ -230,6 +261,7 @@ impl Coordinator {
             next_conn: AtomicU64::new(1),
             heartbeat_interval: Duration::from_secs(2),
             shutdown,
+            revoked: Arc::new(std::sync::RwLock::new(revoked)),
         });
         let mut ops = Vec::new();
         let updates = compute_plans(&mut desired, &mut ops, Publish::All);
@@ -241,6 +273,18 @@ impl Coordinator {
         coord.publish(updates);
         drop(guard);
         Ok(coord)
+    }
+
+    /// The revoked certificate fingerprints, for the TLS verifier.
+    pub fn revoked(&self) -> Revoked {
+        self.revoked.clone()
+    }
+
+    fn is_revoked(&self, fingerprint: &str) -> bool {
+        self.revoked
+            .read()
+            .map(|set| set.contains(fingerprint))
+            .unwrap_or(true)
     }
 
     fn live(&self) -> std::sync::MutexGuard<'_, Live> {
@@ -417,9 +461,15 @@ impl Coordinator {
     pub async fn register(
         &self,
         node: &str,
+        certificate: &str,
         hello: pb::Hello,
         address: Option<SocketAddr>,
     ) -> Result<SessionHandle, StateError> {
+        // The TLS verifier refuses revoked certificates already; this also
+        // covers a revocation that raced with the handshake.
+        if self.is_revoked(certificate) {
+            return Err(StateError::Revoked(node.to_string()));
+        }
         let pb::Hello {
             facts,
             agent_version,
@@ -429,11 +479,12 @@ impl Coordinator {
         let mut desired = self.desired.lock().await;
         let mut next = desired.clone();
         let facts: Facts = facts.unwrap_or_default().into();
-        let record = match next.nodes.get(node) {
+        let mut record = match next.nodes.get(node) {
             Some(old) => NodeRecord {
                 facts,
                 agent_version,
                 last_seen_unix_ms: now,
+                removed_unix_ms: 0,
                 ..old.clone()
             },
             None => NodeRecord {
@@ -442,8 +493,15 @@ impl Coordinator {
                 agent_version,
                 first_seen_unix_ms: now,
                 last_seen_unix_ms: now,
+                certificates: Vec::new(),
+                removed_unix_ms: 0,
             },
         };
+        if !record.certificates.iter().any(|c| c == certificate) {
+            record.certificates.push(certificate.to_string());
+            let excess = record.certificates.len().saturating_sub(CERTIFICATES_KEPT);
+            record.certificates.drain(..excess);
+        }
         let mut ops = vec![Op::put_json(format!("nodes/{node}"), &record)];
         next.nodes.insert(node.to_string(), record);
 
@@ -496,6 +554,62 @@ impl Coordinator {
             conn_id,
             plan_rx,
             cancel,
+        })
+    }
+
+    /// Revokes every certificate the node connected with, ends its stream at
+    /// once and marks its instances lost. The node may come back only with a
+    /// new certificate.
+    pub async fn remove_node(&self, node: &str) -> Result<pb::RemoveNodeResponse, StateError> {
+        let mut desired = self.desired.lock().await;
+        let Some(record) = desired.nodes.get(node).cloned() else {
+            return Err(StateError::NodeNotFound(node.to_string()));
+        };
+        let now = now_unix_ms();
+        let mut ops = Vec::new();
+        for fp in &record.certificates {
+            ops.push(Op::put_json(
+                format!("revoked/{fp}"),
+                &RevokedRecord {
+                    fingerprint: fp.clone(),
+                    node: node.to_string(),
+                    revoked_unix_ms: now,
+                },
+            ));
+        }
+        let updated = NodeRecord {
+            removed_unix_ms: now,
+            ..record.clone()
+        };
+        ops.push(Op::put_json(format!("nodes/{node}"), &updated));
+        self.store.apply(ops).await?;
+        desired.nodes.insert(node.to_string(), updated);
+        if let Ok(mut set) = self.revoked.write() {
+            set.extend(record.certificates.iter().cloned());
+        }
+        let lost = desired
+            .services
+            .values()
+            .filter(|r| !r.deleted)
+            .flat_map(|r| r.assignments.values())
+            .filter(|n| n.as_deref() == Some(node))
+            .count() as u32;
+        let session = {
+            let mut live = self.live();
+            live.nodes.remove(node).and_then(|n| n.session)
+        };
+        if let Some(s) = session {
+            s.cancel.cancel();
+        }
+        tracing::warn!(
+            node,
+            certificates = record.certificates.len(),
+            lost,
+            "node removed; its certificates are revoked"
+        );
+        Ok(pb::RemoveNodeResponse {
+            lost_instances: lost,
+            revoked_certificates: record.certificates.len() as u32,
         })
     }
 
@@ -575,6 +689,10 @@ impl Coordinator {
             let mut running = 0;
             for (index, node) in &rec.assignments {
                 let id = workload_id(senv, name, *index);
+                let removed = node
+                    .as_ref()
+                    .and_then(|n| desired.nodes.get(n))
+                    .is_some_and(|n| n.removed_unix_ms != 0);
                 let node_live = node.as_ref().and_then(|n| live.nodes.get(n));
                 let connected = node_live.is_some_and(|l| l.session.is_some());
                 let reported = node_live.and_then(|l| l.workloads.get(&id));
@@ -602,6 +720,11 @@ impl Coordinator {
                     if r.state == pb::WorkloadState::Running as i32 && r.spec_hash == hash {
                         running += 1;
                     }
+                }
+                if removed {
+                    inst.state = pb::WorkloadState::Lost as i32;
+                    inst.reason =
+                        format!("node `{}` was removed", node.as_deref().unwrap_or_default());
                 }
                 instances.push(inst);
             }
@@ -636,7 +759,9 @@ impl Coordinator {
                 let session = l.and_then(|l| l.session.as_ref());
                 pb::Node {
                     name: rec.name.clone(),
-                    state: if session.is_some() {
+                    state: if rec.removed_unix_ms != 0 {
+                        pb::NodeState::Removed
+                    } else if session.is_some() {
                         pb::NodeState::Ready
                     } else {
                         pb::NodeState::Down
@@ -877,7 +1002,7 @@ mod tests {
             agent_version: "t".into(),
             last_applied_generation: 0,
         };
-        let mut session = coord.register("n1", hello, None).await.unwrap();
+        let mut session = coord.register("n1", "fp-n1", hello, None).await.unwrap();
         let spec = "services:\n  web:\n    image: x:1\n    deploy:\n      replicas: 2\n";
         let r = coord.apply("a.yaml", spec, false, "test").await.unwrap();
         assert_eq!(r.services[0].revision, 1);

@@ -14,5 +14,6 @@ mod partition;
 mod placement;
 mod policies;
 mod restarts;
+mod revocation;
 mod scaling;
 mod security;

@@ -10,7 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use crate::{pki, state::Coordinator};
+use crate::{pki, state::Coordinator, tls};
 
 /// How long an agent has to say Hello after opening its stream.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,11 +43,15 @@ impl pb::agent_service_server::AgentService for AgentApi {
             .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
         let node = pki::node_name_from_der(leaf.as_ref())
             .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let certificate = tls::fingerprint(leaf.as_ref());
         let address = req.remote_addr();
         let inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(32);
         let span = tracing::info_span!("session", node = %node);
-        tokio::spawn(run_session(self.coord.clone(), node, address, inbound, tx).instrument(span));
+        tokio::spawn(
+            run_session(self.coord.clone(), node, certificate, address, inbound, tx)
+                .instrument(span),
+        );
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -55,6 +59,7 @@ impl pb::agent_service_server::AgentService for AgentApi {
 async fn run_session(
     coord: Arc<Coordinator>,
     node: String,
+    certificate: String,
     address: Option<std::net::SocketAddr>,
     mut inbound: Streaming<pb::AgentMessage>,
     tx: Outbound,
@@ -84,11 +89,11 @@ async fn run_session(
         }
     };
     let agent_version = hello.agent_version.clone();
-    let handle = match coord.register(&node, hello, address).await {
+    let handle = match coord.register(&node, &certificate, hello, address).await {
         Ok(h) => h,
         Err(e) => {
-            tracing::error!(error = %e, "cannot register the agent");
-            let _ = tx.send(Err(Status::unavailable(e.to_string()))).await;
+            tracing::warn!(error = %e, "refused the agent");
+            let _ = tx.send(Err(Status::from(e))).await;
             return;
         }
     };

@@ -82,4 +82,15 @@ impl pb::control_service_server::ControlService for ControlApi {
         tracing::info!(who, service, removed = resp.removed_instances, "delete");
         Ok(Response::new(resp))
     }
+
+    async fn remove_node(
+        &self,
+        req: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        let who = caller(&req);
+        let pb::RemoveNodeRequest { node } = req.into_inner();
+        let resp = self.coord.remove_node(&node).await?;
+        tracing::info!(who, node, lost = resp.lost_instances, "node remove");
+        Ok(Response::new(resp))
+    }
 }

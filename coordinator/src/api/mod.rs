@@ -13,7 +13,10 @@ impl From<StateError> for Status {
     fn from(e: StateError) -> Self {
         match e {
             StateError::Spec(e) => Status::invalid_argument(e.to_string()),
-            e @ StateError::ServiceNotFound { .. } => Status::not_found(e.to_string()),
+            e @ (StateError::ServiceNotFound { .. } | StateError::NodeNotFound(_)) => {
+                Status::not_found(e.to_string())
+            }
+            e @ StateError::Revoked(_) => Status::permission_denied(e.to_string()),
             StateError::Store(e) => {
                 tracing::error!(error = %e, "store failure");
                 Status::unavailable(format!("the coordinator's store failed: {e}"))
