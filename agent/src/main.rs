@@ -29,6 +29,23 @@ struct Cli {
 enum Command {
     /// Connect to the coordinator and enforce the node's plan.
     Run(RunArgs),
+    /// Enrol this host with a one-time join token, then run.
+    Join(JoinArgs),
+}
+
+#[derive(Args)]
+struct JoinArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// The join token from `convoy token create --join`.
+    #[arg(long, env = "CONVOY_JOIN_TOKEN", hide_env_values = true)]
+    token: String,
+    /// `sha256:HEX` of the coordinator's CA, printed with the join token.
+    #[arg(long, value_name = "sha256:HEX", env = "CONVOY_CA_FINGERPRINT")]
+    ca_fingerprint: String,
+    /// This node's name (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
 }
 
 #[derive(Args)]
@@ -62,9 +79,7 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let Cli {
-        command: Command::Run(args),
-    } = Cli::parse();
+    let Cli { command } = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -72,6 +87,17 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    let args = match command {
+        Command::Run(args) => args,
+        Command::Join(join) => match enrol(join).await {
+            Ok(args) => args,
+            Err(e) => {
+                error!("{e}");
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     let config = convoy_agent::AgentConfig {
         coordinators: args
             .coordinators
@@ -93,6 +119,37 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Enrols unless the PKI directory already holds an identity, and hands
+/// back the flags to run with.
+async fn enrol(join: JoinArgs) -> Result<RunArgs, convoy_agent::enroll::EnrollError> {
+    let JoinArgs {
+        run,
+        token,
+        ca_fingerprint,
+        node_name,
+    } = join;
+    if let Ok(pki) = convoy_agent::pki::Pki::load(&run.pki_dir).await {
+        info!(node = %pki.node_name, "already enrolled; connecting");
+        return Ok(run);
+    }
+    let node_name = node_name.unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default()
+    });
+    let coordinator = run.coordinators.first().cloned().unwrap_or_default();
+    let params = convoy_agent::enroll::JoinParams {
+        coordinator,
+        token,
+        ca_fingerprint,
+        node_name,
+        pki_dir: run.pki_dir.clone(),
+    };
+    let node = convoy_agent::enroll::join(&params).await?;
+    info!(node, pki_dir = %run.pki_dir.display(), "enrolled; certificate and key stored");
+    Ok(run)
 }
 
 /// First signal: drain. Second signal, or a drain that takes too long: exit.
@@ -153,7 +210,9 @@ mod tests {
             "zone=eu=1",
         ])
         .unwrap();
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else {
+            panic!("`run` parses as Command::Run");
+        };
         assert_eq!(args.coordinators, vec!["a:1", "b:2", "c:3"]);
         assert_eq!(args.labels, vec![("zone".to_string(), "eu=1".to_string())]);
     }

@@ -10,9 +10,11 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context as _, Result};
 use convoy_proto::control_service_client::ControlServiceClient;
 use convoy_proto::{
-    ApplyRequest, ApplyResponse, DeleteRequest, DeleteResponse, ListNodesRequest,
-    ListNodesResponse, RemoveNodeRequest, RemoveNodeResponse, StatusRequest, StatusResponse,
-    AUTHORIZATION, COORDINATOR_SERVER_NAME,
+    ApplyRequest, ApplyResponse, CreateJoinTokenRequest, CreateJoinTokenResponse,
+    CreateTokenRequest, CreateTokenResponse, DeleteRequest, DeleteResponse, ListAuditRequest,
+    ListAuditResponse, ListNodesRequest, ListNodesResponse, ListTokensRequest, ListTokensResponse,
+    RemoveNodeRequest, RemoveNodeResponse, RevokeTokenRequest, RevokeTokenResponse, StatusRequest,
+    StatusResponse, AUTHORIZATION, COORDINATOR_SERVER_NAME,
 };
 use tonic::metadata::AsciiMetadataValue;
 use tonic::service::interceptor::InterceptedService;
@@ -100,6 +102,45 @@ impl Coordinator {
             self.client.remove_node(RemoveNodeRequest { node }),
         )
         .await
+    }
+
+    pub async fn create_token(
+        &mut self,
+        request: CreateTokenRequest,
+    ) -> Result<CreateTokenResponse> {
+        finish(&self.address, self.client.create_token(request)).await
+    }
+
+    pub async fn list_tokens(&mut self) -> Result<ListTokensResponse> {
+        finish(&self.address, self.client.list_tokens(ListTokensRequest {})).await
+    }
+
+    pub async fn revoke_token(&mut self, id: String) -> Result<RevokeTokenResponse> {
+        finish(
+            &self.address,
+            self.client.revoke_token(RevokeTokenRequest { id }),
+        )
+        .await
+    }
+
+    pub async fn create_join_token(
+        &mut self,
+        request: CreateJoinTokenRequest,
+    ) -> Result<CreateJoinTokenResponse> {
+        finish(&self.address, self.client.create_join_token(request)).await
+    }
+
+    pub async fn list_audit(&mut self, since_unix_ms: i64) -> Result<ListAuditResponse> {
+        finish(
+            &self.address,
+            self.client.list_audit(ListAuditRequest { since_unix_ms }),
+        )
+        .await
+    }
+
+    /// The address dialed, `https://HOST:PORT`.
+    pub fn address(&self) -> &str {
+        &self.address
     }
 }
 
@@ -450,6 +491,37 @@ mod tests {
                 removed_instances: 2,
                 last_revision: 3,
             }))
+        }
+
+        async fn create_token(
+            &self,
+            _: Request<convoy_proto::CreateTokenRequest>,
+        ) -> Result<Response<convoy_proto::CreateTokenResponse>, Status> {
+            Err(Status::unimplemented("fake"))
+        }
+        async fn list_tokens(
+            &self,
+            _: Request<convoy_proto::ListTokensRequest>,
+        ) -> Result<Response<convoy_proto::ListTokensResponse>, Status> {
+            Err(Status::unimplemented("fake"))
+        }
+        async fn revoke_token(
+            &self,
+            _: Request<convoy_proto::RevokeTokenRequest>,
+        ) -> Result<Response<convoy_proto::RevokeTokenResponse>, Status> {
+            Err(Status::unimplemented("fake"))
+        }
+        async fn create_join_token(
+            &self,
+            _: Request<convoy_proto::CreateJoinTokenRequest>,
+        ) -> Result<Response<convoy_proto::CreateJoinTokenResponse>, Status> {
+            Err(Status::unimplemented("fake"))
+        }
+        async fn list_audit(
+            &self,
+            _: Request<convoy_proto::ListAuditRequest>,
+        ) -> Result<Response<convoy_proto::ListAuditResponse>, Status> {
+            Err(Status::unimplemented("fake"))
         }
     }
 

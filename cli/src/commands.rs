@@ -12,6 +12,7 @@ use convoy_proto::{ApplyRequest, DeleteRequest, StatusRequest};
 use crate::client::Coordinator;
 use crate::config::{self, ConfigFile, Env, Flags};
 use crate::output::{self, DeleteJson, Format};
+use crate::trust::{self, ContextCommand, TokenCommand};
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -43,6 +44,22 @@ pub enum Command {
         #[command(subcommand)]
         command: NodeCommand,
     },
+    /// Manage CLI tokens and agent join tokens (admin).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Show the audit log: who changed what, and what was refused (admin).
+    Audit {
+        /// Only entries this recent, e.g. 90s, 15m, 1h, 7d.
+        #[arg(long, value_name = "DURATION", value_parser = crate::trust::parse_duration_secs)]
+        since: Option<u64>,
+    },
+    /// Manage the config file's contexts (which coordinator to talk to).
+    Context {
+        #[command(subcommand)]
+        command: ContextCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,7 +78,7 @@ pub struct Output {
 }
 
 impl Output {
-    fn stdout(text: String) -> Self {
+    pub(crate) fn stdout(text: String) -> Self {
         Self {
             stdout: text,
             stderr: String::new(),
@@ -79,6 +96,9 @@ pub async fn run(command: Command, format: Format, flags: &Flags) -> Result<Outp
         Command::Node {
             command: NodeCommand::Remove { node },
         } => remove_node(node, format, flags).await,
+        Command::Token { command } => trust::token(command, format, flags, now_ms()).await,
+        Command::Audit { since } => trust::audit(since, format, flags, now_ms()).await,
+        Command::Context { command } => trust::context(command, format, flags),
     }
 }
 
@@ -152,7 +172,7 @@ async fn delete(service: String, format: Format, flags: &Flags) -> Result<Output
     }))
 }
 
-async fn connect(flags: &Flags) -> Result<Coordinator> {
+pub(crate) async fn connect(flags: &Flags) -> Result<Coordinator> {
     let env = Env::from_process();
     let path = config::default_path();
     let file = match &path {

@@ -648,7 +648,7 @@ fn format_gib(bytes: u64) -> String {
 }
 
 /// Left-aligned columns three spaces apart; the last one is not padded.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {

@@ -2,6 +2,7 @@
 //! nodes, and streams each agent its NodePlan over mTLS gRPC.
 
 pub mod api;
+pub mod audit;
 pub mod dev;
 pub mod pki;
 pub mod placement;
@@ -10,3 +11,4 @@ pub mod spec;
 pub mod state;
 pub mod store;
 pub mod tls;
+pub mod tokens;

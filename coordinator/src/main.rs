@@ -70,6 +70,10 @@ struct Common {
     /// Extra names or IPs for the coordinator's certificate.
     #[arg(long = "san")]
     sans: Vec<String>,
+    /// Lifetime of the certificates agents get when they join (90s, 15m,
+    /// 24h, 30d). Renewal over the stream is not built yet, hence 30 days.
+    #[arg(long, env = "CONVOY_AGENT_CERT_TTL", default_value = "30d", value_parser = convoy_cli::trust::parse_duration_secs)]
+    agent_cert_ttl: u64,
 }
 
 fn main() {
@@ -118,10 +122,10 @@ async fn run(cli: Cli) -> Result<()> {
             agent_listen,
         } => {
             init_tracing();
-            let data_dir = common.data_dir.context(
+            let data_dir = common.data_dir.clone().context(
                 "--data-dir (or CONVOY_DATA_DIR) is required for `serve`; try `convoyd dev` for a local setup",
             )?;
-            serve(common.api_listen, agent_listen, data_dir, common.sans, None).await
+            serve(common, agent_listen, data_dir, None).await
         }
         Command::Dev {
             common,
@@ -132,16 +136,10 @@ async fn run(cli: Cli) -> Result<()> {
             init_tracing();
             let data_dir = common
                 .data_dir
+                .clone()
                 .unwrap_or_else(|| PathBuf::from(".convoy-dev"));
             let node = node_name.unwrap_or_else(hostname);
-            serve(
-                common.api_listen,
-                agent_listen,
-                data_dir,
-                common.sans,
-                Some((node, !no_config)),
-            )
-            .await
+            serve(common, agent_listen, data_dir, Some((node, !no_config))).await
         }
     }
 }
@@ -155,10 +153,9 @@ fn hostname() -> String {
 }
 
 async fn serve(
-    api_listen: SocketAddr,
+    common: Common,
     agent_listen: SocketAddr,
     data_dir: PathBuf,
-    sans: Vec<String>,
     dev_agent: Option<(String, bool)>,
 ) -> Result<()> {
     let data_dir = std::path::absolute(&data_dir)
@@ -167,9 +164,12 @@ async fn serve(
     let running = server::start(
         ServeConfig {
             data_dir: data_dir.clone(),
-            api_listen,
+            api_listen: common.api_listen,
             agent_listen,
-            sans,
+            sans: common.sans,
+            agent_cert_validity: time::Duration::seconds(
+                i64::try_from(common.agent_cert_ttl).unwrap_or(i64::MAX / 2),
+            ),
         },
         shutdown.clone(),
     )

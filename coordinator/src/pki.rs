@@ -35,6 +35,17 @@ pub enum PkiError {
     NoCommonName,
     #[error("cannot parse the certificate: {0}")]
     Parse(String),
+    #[error("invalid certificate signing request: {0}")]
+    Csr(String),
+}
+
+fn dn_value_text(v: &rcgen::DnValue) -> Option<String> {
+    match v {
+        rcgen::DnValue::Utf8String(s) => Some(s.clone()),
+        rcgen::DnValue::PrintableString(s) => Some(s.as_str().to_string()),
+        rcgen::DnValue::Ia5String(s) => Some(s.as_str().to_string()),
+        _ => None,
+    }
 }
 
 /// Paths of the CA and server material inside `DATA/pki`.
@@ -191,6 +202,38 @@ impl Ca {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         self.sign(params, validity)
+    }
+
+    /// Signs an agent's CSR (its key stays on its host). Only the CSR's
+    /// public key and subject CN (the node name) are taken; everything
+    /// else in the certificate is Convoy's. Returns the node name and PEM.
+    pub fn sign_agent_csr(
+        &self,
+        csr_pem: &str,
+        validity: Duration,
+    ) -> Result<(String, String), PkiError> {
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| PkiError::Csr(e.to_string()))?;
+        let node = csr
+            .params
+            .distinguished_name
+            .get(&DnType::CommonName)
+            .and_then(dn_value_text)
+            .ok_or_else(|| PkiError::Csr("the CSR has no subject CN (the node name)".into()))?;
+        validate_node_name(&node)?;
+        let mut name = DistinguishedName::new();
+        name.push(DnType::CommonName, node.as_str());
+        name.push(DnType::OrganizationalUnitName, "convoy-agent");
+        let now = OffsetDateTime::now_utc();
+        let mut params = CertificateParams::default();
+        params.distinguished_name = name;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.not_before = now - Duration::minutes(5);
+        params.not_after = now + validity;
+        csr.params = params;
+        let cert = csr.signed_by(&self.cert, &self.key)?;
+        Ok((node, cert.pem()))
     }
 
     fn sign(&self, mut params: CertificateParams, validity: Duration) -> Result<Issued, PkiError> {

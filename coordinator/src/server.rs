@@ -2,12 +2,7 @@
 //! admin token, and the two TLS listeners (API: TLS + token; agents: mTLS).
 //! TLS handshakes are done here so refused peers are logged with the reason.
 
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    sync::Arc,
-    time::Duration,
-};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 use convoy_proto as pb;
@@ -16,7 +11,6 @@ use rustls::{
     server::WebPkiClientVerifier,
     RootCertStore, ServerConfig,
 };
-use serde::{Deserialize, Serialize};
 use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
 use tokio_rustls::{server::TlsStream, TlsAcceptor};
 use tokio_stream::wrappers::ReceiverStream;
@@ -25,11 +19,13 @@ use tonic::transport::Server;
 use tracing::Instrument;
 
 use crate::{
-    api::{agent::AgentApi, auth, control::ControlApi},
+    api::{agent::AgentApi, auth, control::ControlApi, enroll::EnrollApi},
+    audit::Audit,
     pki::{self, Ca, PkiPaths},
-    state::{now_unix_ms, Coordinator},
-    store::{self, Op, SledStore, Store},
+    state::Coordinator,
+    store::{SledStore, Store},
     tls::RevocationVerifier,
+    tokens::Tokens,
 };
 
 /// How long a TLS handshake may take before the connection is dropped.
@@ -41,6 +37,8 @@ pub struct ServeConfig {
     pub api_listen: SocketAddr,
     pub agent_listen: SocketAddr,
     pub sans: Vec<String>,
+    /// Lifetime of the certificates agents get when they join.
+    pub agent_cert_validity: time::Duration,
 }
 
 /// A started coordinator.
@@ -50,12 +48,8 @@ pub struct Running {
     pub token_path: PathBuf,
     pub pki: PkiPaths,
     pub tasks: Vec<JoinHandle<()>>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct AdminToken {
-    sha256: String,
-    created_unix_ms: i64,
+    pub tokens: Arc<Tokens>,
+    pub audit: Arc<Audit>,
 }
 
 pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> Result<Running> {
@@ -68,11 +62,15 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> Result<Runn
 
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&cfg.data_dir.join("store"))?);
     let token_path = cfg.data_dir.join("admin.token");
-    let admin_hash = admin_token(&*store, &token_path).await?;
+    let tokens = Arc::new(Tokens::load(store.clone(), &token_path).await?);
+    let audit = Arc::new(Audit::load(store.clone()).await?);
     let coord = Coordinator::load(store, shutdown.clone()).await?;
 
+    // The chain carries the CA too, so a joining agent that knows only the
+    // CA's fingerprint can find it and pin it.
     let certs: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(server.cert_pem.as_bytes())
+            .chain(CertificateDer::pem_slice_iter(ca.cert_pem().as_bytes()))
             .collect::<Result<_, _>>()
             .context("server certificate")?;
     let key = PrivateKeyDer::from_pem_slice(server.key_pem.as_bytes()).context("server key")?;
@@ -82,7 +80,12 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> Result<Runn
     for c in CertificateDer::pem_slice_iter(ca.cert_pem().as_bytes()) {
         roots.add(c.context("CA certificate")?)?;
     }
+    // A client without a certificate gets through the handshake only to
+    // reach EnrollService.Join; the agent stream refuses it (no peer
+    // certificate). A certificate that is presented must chain to the CA
+    // and not be revoked.
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
         .build()
         .context("client verifier")?;
     let verifier = Arc::new(RevocationVerifier::new(verifier, coord.revoked()));
@@ -114,12 +117,24 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> Result<Runn
         .set_serving::<pb::agent_service_server::AgentServiceServer<AgentApi>>()
         .await;
 
-    let auth = auth::TokenAuth::new(admin_hash);
+    let auth = auth::TokenAuth::new(tokens.clone());
     let control = pb::control_service_server::ControlServiceServer::with_interceptor(
-        ControlApi::new(coord.clone()),
+        ControlApi::new(
+            coord.clone(),
+            tokens.clone(),
+            audit.clone(),
+            ca.fingerprint(),
+        ),
         move |req| auth.check(req),
     );
     let agents = pb::agent_service_server::AgentServiceServer::new(AgentApi::new(coord.clone()));
+    let enroll = pb::enroll_service_server::EnrollServiceServer::new(EnrollApi::new(
+        coord.clone(),
+        Arc::new(Ca::load(&paths)?),
+        tokens.clone(),
+        audit.clone(),
+        cfg.agent_cert_validity,
+    ));
 
     let mut tasks = Vec::new();
     let incoming = tls_incoming(api_listener, Arc::new(api_tls), "api", shutdown.clone());
@@ -152,6 +167,7 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> Result<Runn
                 .http2_keepalive_timeout(Some(Duration::from_secs(10)))
                 .add_service(health_svc)
                 .add_service(agents)
+                .add_service(enroll)
                 .serve_with_incoming_shutdown(incoming, sd.cancelled())
                 .await
             {
@@ -166,23 +182,9 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> Result<Runn
         token_path,
         pki: paths,
         tasks,
+        tokens,
+        audit,
     })
-}
-
-/// Loads the admin token's hash, creating the token (file 0600) on first
-/// start. The store never holds the token itself.
-async fn admin_token(store: &dyn Store, path: &Path) -> Result<String> {
-    if let Some(t) = store::get_json::<AdminToken>(store, "auth/admin").await? {
-        return Ok(t.sha256);
-    }
-    let token = auth::new_token();
-    pki::write_private(path, format!("{token}\n").as_bytes())?;
-    let rec = AdminToken {
-        sha256: auth::token_hash(&token),
-        created_unix_ms: now_unix_ms(),
-    };
-    store.apply(vec![Op::put_json("auth/admin", &rec)]).await?;
-    Ok(rec.sha256)
 }
 
 type Incoming = ReceiverStream<Result<TlsStream<tokio::net::TcpStream>, std::io::Error>>;

@@ -95,6 +95,16 @@ pub struct RevokedRecord {
     pub revoked_unix_ms: i64,
 }
 
+/// A node enrolled with a join token, stored at `enrolled/NODE`. The
+/// token's labels are the node's, whatever its agent reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnrollRecord {
+    pub node: String,
+    pub token_id: String,
+    pub labels: BTreeMap<String, String>,
+    pub enrolled_unix_ms: i64,
+}
+
 /// How many certificate fingerprints a node record keeps.
 const CERTIFICATES_KEPT: usize = 8;
 
@@ -168,6 +178,7 @@ struct Desired {
     services: BTreeMap<(String, String), ServiceRecord>,
     nodes: BTreeMap<String, NodeRecord>,
     plans: BTreeMap<String, PlanRecord>,
+    enrolled: BTreeMap<String, EnrollRecord>,
 }
 
 struct SessionInfo {
@@ -247,6 +258,9 @@ impl Coordinator {
         for (key, rec) in store::scan_json::<PlanRecord>(&*store, "plans/").await? {
             let node = key.trim_start_matches("plans/").to_string();
             desired.plans.insert(node, rec);
+        }
+        for (_, rec) in store::scan_json::<EnrollRecord>(&*store, "enrolled/").await? {
+            desired.enrolled.insert(rec.node.clone(), rec);
         }
         let revoked: std::collections::HashSet<String> =
             store::scan_json::<RevokedRecord>(&*store, "revoked/")
@@ -478,7 +492,12 @@ impl Coordinator {
         let now = now_unix_ms();
         let mut desired = self.desired.lock().await;
         let mut next = desired.clone();
-        let facts: Facts = facts.unwrap_or_default().into();
+        let mut facts: Facts = facts.unwrap_or_default().into();
+        if let Some(e) = next.enrolled.get(node) {
+            facts
+                .labels
+                .extend(e.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
         let mut record = match next.nodes.get(node) {
             Some(old) => NodeRecord {
                 facts,
@@ -555,6 +574,38 @@ impl Coordinator {
             plan_rx,
             cancel,
         })
+    }
+
+    /// Whether a node of that name is known and not removed (a join under
+    /// its name would impersonate it).
+    pub async fn node_is_active(&self, node: &str) -> bool {
+        self.desired
+            .lock()
+            .await
+            .nodes
+            .get(node)
+            .is_some_and(|n| n.removed_unix_ms == 0)
+    }
+
+    /// Records that `node` enrolled with a join token and takes its labels.
+    pub async fn enroll(
+        &self,
+        node: &str,
+        token_id: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), StateError> {
+        let mut desired = self.desired.lock().await;
+        let rec = EnrollRecord {
+            node: node.to_string(),
+            token_id: token_id.to_string(),
+            labels: labels.clone(),
+            enrolled_unix_ms: now_unix_ms(),
+        };
+        self.store
+            .apply(vec![Op::put_json(format!("enrolled/{node}"), &rec)])
+            .await?;
+        desired.enrolled.insert(node.to_string(), rec);
+        Ok(())
     }
 
     /// Revokes every certificate the node connected with, ends its stream at

@@ -35,7 +35,7 @@ async fn health(ch: Channel, service: &str) -> Result<i32, tonic::Status> {
 }
 
 #[tokio::test]
-async fn api_needs_a_token_and_agent_port_needs_a_certificate_from_our_ca() {
+async fn api_needs_a_token_and_agent_stream_needs_a_certificate_from_our_ca() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let shutdown = CancellationToken::new();
@@ -45,6 +45,7 @@ async fn api_needs_a_token_and_agent_port_needs_a_certificate_from_our_ca() {
             api_listen: "127.0.0.1:0".parse().unwrap(),
             agent_listen: "127.0.0.1:0".parse().unwrap(),
             sans: vec![],
+            agent_cert_validity: time::Duration::days(1),
         },
         shutdown.clone(),
     )
@@ -80,15 +81,17 @@ async fn api_needs_a_token_and_agent_port_needs_a_certificate_from_our_ca() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
 
-    // Agent port without a client certificate: refused.
-    let no_cert = match channel(running.agent_addr, server_tls()).await {
-        Err(e) => Err(e),
-        Ok(ch) => health(ch, "").await.map_err(|s| s.to_string()),
-    };
-    assert!(
-        no_cert.is_err(),
-        "the agent port served a client without a certificate"
-    );
+    // Agent port without a client certificate: only enrolment is open; the
+    // agent stream is refused.
+    let ch = channel(running.agent_addr, server_tls()).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel::<convoy_proto::AgentMessage>(1);
+    drop(tx);
+    let refused = convoy_proto::agent_service_client::AgentServiceClient::new(ch)
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused}");
 
     // Agent port with a certificate from another CA: refused.
     let other = tempfile::tempdir().unwrap();

@@ -44,6 +44,10 @@ pub struct Agent {
     pub log: PathBuf,
     /// Extra `convoy-agent run` arguments, e.g. `--label k=v`.
     pub extra_args: Vec<String>,
+    /// Set for agents that enrol themselves: `convoy-agent join` with these
+    /// arguments (token, CA fingerprint, node name) instead of `run`.
+    pub join_args: Option<Vec<String>>,
+    join_token: Option<String>,
     child: Option<Child>,
 }
 
@@ -61,6 +65,8 @@ pub struct Cluster {
     agents: Vec<Agent>,
     /// Containers a test made by hand, removed on drop.
     extra_containers: Mutex<Vec<String>>,
+    /// Extra environment of `convoyd` (e.g. `RUST_LOG=debug`).
+    coordinator_env: Vec<(String, String)>,
 }
 
 /// A loopback port nobody listens on right now.
@@ -97,6 +103,12 @@ fn now_unix_ms() -> i64 {
 impl Cluster {
     /// Starts a coordinator with no agents.
     pub fn start() -> Cluster {
+        Cluster::start_with_env(&[])
+    }
+
+    /// Starts a coordinator with no agents and these extra variables in its
+    /// environment.
+    pub fn start_with_env(env: &[(&str, &str)]) -> Cluster {
         let n = CLUSTERS.fetch_add(1, Ordering::SeqCst);
         let salt = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -120,6 +132,10 @@ impl Cluster {
             coordinator: None,
             agents: Vec::new(),
             extra_containers: Mutex::new(Vec::new()),
+            coordinator_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         // A free port can be taken by someone else before convoyd binds it.
         for attempt in 1.. {
@@ -189,6 +205,7 @@ impl Cluster {
                 std::env::var("RUST_LOG").unwrap_or("info".into()),
             )
             .env("NO_COLOR", "1")
+            .envs(self.coordinator_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -303,10 +320,39 @@ impl Cluster {
             data_dir,
             log: self.root.join(format!("agent-{name}.log")),
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            join_args: None,
+            join_token: None,
             child: None,
         });
         self.start_agent(name);
         name.to_string()
+    }
+
+    /// Starts a new agent with an empty PKI directory that enrols itself:
+    /// `convoy-agent join --token TOKEN --ca-fingerprint FP --node-name NAME`.
+    /// Returns the node name it asks for.
+    pub fn join_agent(&mut self, token: &str, ca_fingerprint: &str) -> String {
+        docker::ensure_reachable();
+        let name = self.next_node_name();
+        let data_dir = self.root.join(&name).join("data");
+        fs::create_dir_all(&data_dir).expect("cannot create an agent data dir");
+        self.agents.push(Agent {
+            name: name.clone(),
+            pki_dir: self.root.join(&name).join("pki"),
+            data_dir,
+            log: self.root.join(format!("agent-{name}.log")),
+            extra_args: Vec::new(),
+            join_args: Some(vec![
+                "--ca-fingerprint".into(),
+                ca_fingerprint.into(),
+                "--node-name".into(),
+                name.clone(),
+            ]),
+            join_token: Some(token.to_string()),
+            child: None,
+        });
+        self.start_agent(&name);
+        name
     }
 
     /// A node name for this cluster not used yet.
@@ -339,8 +385,22 @@ impl Cluster {
         let agent = self.agent_mut(name);
         assert!(agent.child.is_none(), "agent {name} is already running");
         let (out, err) = log_file(&agent.log);
-        let child = Command::new(bin("convoy-agent"))
-            .arg("run")
+        let mut cmd = Command::new(bin("convoy-agent"));
+        match &agent.join_args {
+            None => {
+                cmd.arg("run");
+            }
+            Some(args) => {
+                cmd.arg("join").args(args);
+            }
+        }
+        // The join token travels in the environment, not on the command line.
+        if let Some(token) = &agent.join_token {
+            cmd.env("CONVOY_JOIN_TOKEN", token);
+        } else {
+            cmd.env_remove("CONVOY_JOIN_TOKEN");
+        }
+        let child = cmd
             .arg("--coordinator")
             .arg(coordinator)
             .arg("--pki-dir")
@@ -444,6 +504,44 @@ impl Cluster {
         let mut all = vec!["-o", "json"];
         all.extend_from_slice(args);
         let out = output_within(self.cli_command().args(&all), CLI_TIMEOUT)?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            bail!(
+                "convoy {} failed ({}): {}{}",
+                all.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim(),
+                stdout.trim()
+            );
+        }
+        serde_json::from_str(&stdout)
+            .with_context(|| format!("convoy {} printed unexpected JSON: {stdout}", all.join(" ")))
+    }
+
+    /// A `convoy` command that authenticates with `token` (in
+    /// `CONVOY_TOKEN`, with `CONVOY_TOKEN_FILE` cleared).
+    pub fn cli_command_with_token(&self, token: &str) -> Command {
+        let mut cmd = self.cli_command();
+        cmd.env_remove("CONVOY_TOKEN_FILE")
+            .env("CONVOY_TOKEN", token);
+        cmd
+    }
+
+    /// Runs `convoy ARGS` with `token` to completion.
+    pub fn cli_with_token(&self, token: &str, args: &[&str]) -> Output {
+        output_within(self.cli_command_with_token(token).args(args), CLI_TIMEOUT)
+            .unwrap_or_else(|e| panic!("convoy {args:?}: {e:#}"))
+    }
+
+    /// Runs `convoy -o json ARGS` with `token`, which must succeed.
+    pub fn try_cli_json_with_token<T: DeserializeOwned>(
+        &self,
+        token: &str,
+        args: &[&str],
+    ) -> Result<T> {
+        let mut all = vec!["-o", "json"];
+        all.extend_from_slice(args);
+        let out = output_within(self.cli_command_with_token(token).args(&all), CLI_TIMEOUT)?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() {
             bail!(

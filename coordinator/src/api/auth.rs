@@ -1,12 +1,54 @@
 //! Bearer-token authentication of CLI calls. Tokens are kept as SHA-256
-//! hashes only; the admin token is created on first start.
+//! hashes only (see [`crate::tokens`]); the interceptor looks the caller's
+//! token up and puts a [`Caller`] in the request's extensions. What each
+//! role may do is decided per RPC in [`super::control`].
+
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use tonic::{Request, Status};
 
+use crate::{
+    state::now_unix_ms,
+    tokens::{Role, TokenError, TokenRecord, Tokens},
+};
+
 /// Who made a call, put in the request's extensions once authenticated.
-#[derive(Debug, Clone)]
-pub struct Caller(pub String);
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    /// Environments a deployer may touch; empty: all.
+    pub envs: Vec<String>,
+}
+
+impl Caller {
+    /// `ID (NAME)`, as the audit log and the logs name the caller.
+    pub fn who(&self) -> String {
+        format!("{} ({})", self.id, self.name)
+    }
+
+    /// `deployer for staging, prod`, `viewer`, ...
+    pub fn role_desc(&self) -> String {
+        if self.envs.is_empty() {
+            self.role.to_string()
+        } else {
+            format!("{} for {}", self.role, self.envs.join(", "))
+        }
+    }
+}
+
+impl From<TokenRecord> for Caller {
+    fn from(r: TokenRecord) -> Self {
+        Self {
+            id: r.id,
+            name: r.name,
+            role: r.role,
+            envs: r.envs,
+        }
+    }
+}
 
 /// SHA-256 of a token, hex.
 pub fn token_hash(token: &str) -> String {
@@ -21,15 +63,16 @@ pub fn new_token() -> String {
 
 #[derive(Clone)]
 pub struct TokenAuth {
-    admin_hash: String,
+    tokens: Arc<Tokens>,
 }
 
 impl TokenAuth {
-    pub fn new(admin_hash: String) -> Self {
-        Self { admin_hash }
+    pub fn new(tokens: Arc<Tokens>) -> Self {
+        Self { tokens }
     }
 
-    /// The interceptor: checks `authorization: Bearer TOKEN`.
+    /// The interceptor: checks `authorization: Bearer TOKEN`. The token
+    /// itself is never logged.
     pub fn check(&self, mut req: Request<()>) -> Result<Request<()>, Status> {
         let header = req
             .metadata()
@@ -44,39 +87,82 @@ impl TokenAuth {
             .ok()
             .and_then(|h| h.strip_prefix("Bearer "))
             .ok_or_else(|| Status::unauthenticated("malformed authorization header"))?;
-        if !constant_time_eq(
-            token_hash(token.trim()).as_bytes(),
-            self.admin_hash.as_bytes(),
-        ) {
-            return Err(Status::unauthenticated("invalid token"));
-        }
-        req.extensions_mut().insert(Caller("admin".to_string()));
+        let rec = self
+            .tokens
+            .authenticate(token.trim(), now_unix_ms())
+            .map_err(|e| {
+                let msg = match e {
+                    TokenError::Unknown => "invalid token".to_string(),
+                    e => e.to_string(),
+                };
+                tracing::info!(reason = %msg, "refused a CLI token");
+                Status::unauthenticated(msg)
+            })?;
+        req.extensions_mut().insert(Caller::from(rec));
         Ok(req)
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{SledStore, Store};
+    use crate::tokens::NewToken;
 
-    #[test]
-    fn only_the_right_token_passes() {
-        let token = new_token();
-        let auth = TokenAuth::new(token_hash(&token));
-        let mut ok = Request::new(());
-        ok.metadata_mut()
+    fn with_token(token: &str) -> Request<()> {
+        let mut req = Request::new(());
+        req.metadata_mut()
             .insert("authorization", format!("Bearer {token}").parse().unwrap());
-        assert!(auth.check(ok).is_ok());
-        let mut bad = Request::new(());
-        bad.metadata_mut()
-            .insert("authorization", "Bearer nope".parse().unwrap());
+        req
+    }
+
+    #[tokio::test]
+    async fn only_live_cli_tokens_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.path().join("s")).unwrap());
+        let path = dir.path().join("admin.token");
+        let tokens = Arc::new(Tokens::load(store, &path).await.unwrap());
+        let auth = TokenAuth::new(tokens.clone());
+        let admin = std::fs::read_to_string(&path).unwrap();
+
+        let ok = auth.check(with_token(admin.trim())).unwrap();
+        let caller = ok.extensions().get::<Caller>().unwrap();
         assert_eq!(
-            auth.check(bad).unwrap_err().code(),
-            tonic::Code::Unauthenticated
+            (caller.who().as_str(), caller.role),
+            ("admin (admin)", Role::Admin)
+        );
+
+        let (rec, viewer) = tokens
+            .create(
+                NewToken {
+                    name: "ro".into(),
+                    role: Role::Viewer,
+                    envs: vec![],
+                    ttl_ms: 0,
+                },
+                "admin (admin)",
+            )
+            .await
+            .unwrap();
+        let ok = auth.check(with_token(&viewer)).unwrap();
+        assert_eq!(ok.extensions().get::<Caller>().unwrap().role, Role::Viewer);
+        tokens.revoke(&rec.id).await.unwrap();
+        let err = auth.check(with_token(&viewer)).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        assert!(err.message().contains("revoked"), "{}", err.message());
+
+        let (_, join) = tokens
+            .create_join(Default::default(), "admin (admin)")
+            .await
+            .unwrap();
+        let err = auth.check(with_token(&join)).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        assert!(err.message().contains("join token"), "{}", err.message());
+
+        let err = auth.check(with_token("nope")).unwrap_err();
+        assert_eq!(
+            (err.code(), err.message()),
+            (tonic::Code::Unauthenticated, "invalid token")
         );
         assert_eq!(
             auth.check(Request::new(())).unwrap_err().code(),

@@ -1,5 +1,7 @@
 //! `ControlService`: what the CLI calls. Authentication happens before these
-//! handlers, in [`super::auth`].
+//! handlers, in [`super::auth`]; each handler first checks what the caller's
+//! role may do ([`authorize`]) and audits every mutating call, refused or
+//! not.
 
 use std::sync::Arc;
 
@@ -7,23 +9,189 @@ use convoy_proto as pb;
 use tonic::{Request, Response, Status};
 
 use super::auth::Caller;
-use crate::state::Coordinator;
+use crate::{
+    audit::Audit,
+    state::{Coordinator, DEFAULT_ENV},
+    tokens::{NewJoinToken, NewToken, Role, TokenError, Tokens},
+};
 
 pub struct ControlApi {
     coord: Arc<Coordinator>,
+    tokens: Arc<Tokens>,
+    audit: Arc<Audit>,
+    /// `sha256:HEX` of the CA certificate, handed out with join tokens.
+    ca_fingerprint: String,
 }
 
 impl ControlApi {
-    pub fn new(coord: Arc<Coordinator>) -> Self {
-        Self { coord }
+    pub fn new(
+        coord: Arc<Coordinator>,
+        tokens: Arc<Tokens>,
+        audit: Arc<Audit>,
+        ca_fingerprint: String,
+    ) -> Self {
+        Self {
+            coord,
+            tokens,
+            audit,
+            ca_fingerprint,
+        }
+    }
+
+    /// Checks the caller may do `action`; a refusal of a mutating action is
+    /// audited.
+    async fn allow(
+        &self,
+        caller: &Caller,
+        action: Action<'_>,
+        target: &str,
+        audited: bool,
+    ) -> Result<(), Status> {
+        if let Err(msg) = authorize(caller, action) {
+            tracing::info!(who = caller.who(), action = action.name(), target, reason = %msg, "refused");
+            if audited {
+                self.audit
+                    .record(&caller.who(), action.audit_name(), target, &msg)
+                    .await;
+            }
+            return Err(Status::permission_denied(msg));
+        }
+        Ok(())
+    }
+
+    async fn audited<T>(
+        &self,
+        caller: &Caller,
+        action: Action<'_>,
+        target: &str,
+        result: &Result<T, Status>,
+    ) {
+        let outcome = match result {
+            Ok(_) => "ok".to_string(),
+            Err(s) => s.message().to_string(),
+        };
+        self.audit
+            .record(&caller.who(), action.audit_name(), target, &outcome)
+            .await;
     }
 }
 
-fn caller<T>(req: &Request<T>) -> String {
+/// An RPC as far as authorization is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action<'a> {
+    Status,
+    ListNodes,
+    Apply { env: &'a str },
+    Delete { env: &'a str },
+    RemoveNode,
+    CreateToken,
+    ListTokens,
+    RevokeToken,
+    CreateJoinToken,
+    ListAudit,
+}
+
+impl Action<'_> {
+    /// The CLI command, for messages.
+    fn name(self) -> &'static str {
+        match self {
+            Action::Status => "status",
+            Action::ListNodes => "nodes",
+            Action::Apply { .. } => "apply",
+            Action::Delete { .. } => "delete",
+            Action::RemoveNode => "node remove",
+            Action::CreateToken => "token create",
+            Action::ListTokens => "token list",
+            Action::RevokeToken => "token revoke",
+            Action::CreateJoinToken => "token create --join",
+            Action::ListAudit => "audit",
+        }
+    }
+
+    /// The `action` of audit entries.
+    fn audit_name(self) -> &'static str {
+        match self {
+            Action::Status => "status",
+            Action::ListNodes => "nodes",
+            Action::Apply { .. } => "apply",
+            Action::Delete { .. } => "delete",
+            Action::RemoveNode => "node.remove",
+            Action::CreateToken => "token.create",
+            Action::ListTokens => "token.list",
+            Action::RevokeToken => "token.revoke",
+            Action::CreateJoinToken => "join-token.create",
+            Action::ListAudit => "audit.list",
+        }
+    }
+}
+
+/// The role matrix. viewer: status and nodes. deployer: also apply and
+/// delete, in its environments only (all when it has none). admin:
+/// everything. Join tokens never get this far (the interceptor refuses them).
+/// The error is the user-facing refusal.
+pub fn authorize(caller: &Caller, action: Action<'_>) -> Result<(), String> {
+    let read = matches!(action, Action::Status | Action::ListNodes);
+    let deploy = matches!(action, Action::Apply { .. } | Action::Delete { .. });
+    let token = format!("token `{}` ({})", caller.name, caller.role_desc());
+    match caller.role {
+        Role::Admin => Ok(()),
+        Role::Viewer if read => Ok(()),
+        Role::Viewer => Err(format!(
+            "{token} may only read (status, nodes); `{}` needs a {} token",
+            action.name(),
+            if deploy { "deployer or admin" } else { "admin" }
+        )),
+        Role::Deployer if read => Ok(()),
+        Role::Deployer if deploy => {
+            let (Action::Apply { env } | Action::Delete { env }) = action else {
+                unreachable!("deploy actions carry an environment");
+            };
+            if caller.envs.is_empty() || caller.envs.iter().any(|e| e == env) {
+                Ok(())
+            } else {
+                Err(format!("{token} may not touch environment `{env}`"))
+            }
+        }
+        Role::Deployer => Err(format!(
+            "{token} may read, apply and delete services; `{}` needs an admin token",
+            action.name()
+        )),
+        Role::Join => Err(format!(
+            "{token} is a join token: it enrols agents and cannot be used with the CLI"
+        )),
+    }
+}
+
+fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
     req.extensions()
         .get::<Caller>()
-        .map(|c| c.0.clone())
-        .unwrap_or_else(|| "unknown".to_string())
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("no authenticated caller"))
+}
+
+impl From<TokenError> for Status {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::NotFound(_) => Status::not_found(e.to_string()),
+            TokenError::Invalid(_) => Status::invalid_argument(e.to_string()),
+            TokenError::Store(_) | TokenError::AdminFile { .. } => {
+                tracing::error!(error = %e, "token store failure");
+                Status::unavailable(format!("the coordinator's store failed: {e}"))
+            }
+            TokenError::Unknown
+            | TokenError::Expired { .. }
+            | TokenError::UsedUp(_)
+            | TokenError::Revoked { .. }
+            | TokenError::JoinTokenAsCli(_) => Status::permission_denied(e.to_string()),
+        }
+    }
+}
+
+fn ttl_ms(seconds: u64) -> Result<i64, Status> {
+    i64::try_from(seconds)
+        .ok()
+        .and_then(|s| s.checked_mul(1000))
+        .ok_or_else(|| Status::invalid_argument("the TTL is too long"))
 }
 
 #[tonic::async_trait]
@@ -32,7 +200,8 @@ impl pb::control_service_server::ControlService for ControlApi {
         &self,
         req: Request<pb::ApplyRequest>,
     ) -> Result<Response<pb::ApplyResponse>, Status> {
-        let who = caller(&req);
+        let caller = caller(&req)?;
+        let who = caller.who();
         let pb::ApplyRequest {
             filename,
             content,
@@ -43,16 +212,28 @@ impl pb::control_service_server::ControlService for ControlApi {
         } else {
             filename
         };
-        let resp = self.coord.apply(&filename, &content, dry_run, &who).await;
+        // Every service of a spec lives in the default environment today.
+        let action = Action::Apply { env: DEFAULT_ENV };
+        self.allow(&caller, action, &filename, !dry_run).await?;
+        let resp = self
+            .coord
+            .apply(&filename, &content, dry_run, &who)
+            .await
+            .map_err(Status::from);
         match &resp {
-            Ok(r) if !dry_run => tracing::info!(
-                who,
-                file = %filename,
-                services = r.services.len(),
-                "apply"
-            ),
+            Ok(r) if !dry_run => {
+                tracing::info!(who, file = %filename, services = r.services.len(), "apply");
+                let names: Vec<_> = r.services.iter().map(|s| s.service.as_str()).collect();
+                let target = format!("{filename}: {}", names.join(", "));
+                self.audited(&caller, action, &target, &resp).await;
+            }
             Ok(_) => {}
-            Err(e) => tracing::info!(who, file = %filename, error = %e, "apply refused"),
+            Err(e) => {
+                tracing::info!(who, file = %filename, error = %e.message(), "apply refused");
+                if !dry_run {
+                    self.audited(&caller, action, &filename, &resp).await;
+                }
+            }
         }
         Ok(Response::new(resp?))
     }
@@ -61,14 +242,18 @@ impl pb::control_service_server::ControlService for ControlApi {
         &self,
         req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        let caller = caller(&req)?;
+        self.allow(&caller, Action::Status, "", false).await?;
         let pb::StatusRequest { service, env } = req.into_inner();
         Ok(Response::new(self.coord.status(&service, &env).await))
     }
 
     async fn list_nodes(
         &self,
-        _req: Request<pb::ListNodesRequest>,
+        req: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        let caller = caller(&req)?;
+        self.allow(&caller, Action::ListNodes, "", false).await?;
         Ok(Response::new(self.coord.nodes().await))
     }
 
@@ -76,10 +261,29 @@ impl pb::control_service_server::ControlService for ControlApi {
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let who = caller(&req);
+        let caller = caller(&req)?;
         let pb::DeleteRequest { service, env } = req.into_inner();
-        let resp = self.coord.delete(&service, &env).await?;
-        tracing::info!(who, service, removed = resp.removed_instances, "delete");
+        let env = if env.is_empty() {
+            DEFAULT_ENV.to_string()
+        } else {
+            env
+        };
+        let action = Action::Delete { env: &env };
+        let target = format!("{env}/{service}");
+        self.allow(&caller, action, &target, true).await?;
+        let resp = self
+            .coord
+            .delete(&service, &env)
+            .await
+            .map_err(Status::from);
+        self.audited(&caller, action, &target, &resp).await;
+        let resp = resp?;
+        tracing::info!(
+            who = caller.who(),
+            service,
+            removed = resp.removed_instances,
+            "delete"
+        );
         Ok(Response::new(resp))
     }
 
@@ -87,10 +291,226 @@ impl pb::control_service_server::ControlService for ControlApi {
         &self,
         req: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
-        let who = caller(&req);
+        let caller = caller(&req)?;
         let pb::RemoveNodeRequest { node } = req.into_inner();
-        let resp = self.coord.remove_node(&node).await?;
-        tracing::info!(who, node, lost = resp.lost_instances, "node remove");
+        self.allow(&caller, Action::RemoveNode, &node, true).await?;
+        let resp = self.coord.remove_node(&node).await.map_err(Status::from);
+        self.audited(&caller, Action::RemoveNode, &node, &resp)
+            .await;
+        let resp = resp?;
+        tracing::info!(
+            who = caller.who(),
+            node,
+            lost = resp.lost_instances,
+            "node remove"
+        );
         Ok(Response::new(resp))
+    }
+
+    async fn create_token(
+        &self,
+        req: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        let caller = caller(&req)?;
+        let pb::CreateTokenRequest {
+            name,
+            role,
+            envs,
+            ttl_seconds,
+        } = req.into_inner();
+        let target = if name.is_empty() {
+            format!("({role})")
+        } else {
+            format!("{name} ({role})")
+        };
+        self.allow(&caller, Action::CreateToken, &target, true)
+            .await?;
+        let made = async {
+            let new = NewToken {
+                name,
+                role: Role::parse_cli(&role)?,
+                envs,
+                ttl_ms: ttl_ms(ttl_seconds)?,
+            };
+            Ok::<_, Status>(self.tokens.create(new, &caller.who()).await?)
+        }
+        .await;
+        let target = match &made {
+            Ok((rec, _)) => format!("{} ({}, {})", rec.id, rec.name, rec.role),
+            Err(_) => target,
+        };
+        self.audited(&caller, Action::CreateToken, &target, &made)
+            .await;
+        let (rec, token) = made?;
+        tracing::info!(who = caller.who(), id = rec.id, role = %rec.role, "token created");
+        Ok(Response::new(pb::CreateTokenResponse {
+            info: Some(rec.info()),
+            token,
+        }))
+    }
+
+    async fn list_tokens(
+        &self,
+        req: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        let caller = caller(&req)?;
+        self.allow(&caller, Action::ListTokens, "", false).await?;
+        let pb::ListTokensRequest {} = req.into_inner();
+        Ok(Response::new(pb::ListTokensResponse {
+            tokens: self.tokens.list().iter().map(|r| r.info()).collect(),
+        }))
+    }
+
+    async fn revoke_token(
+        &self,
+        req: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
+        let caller = caller(&req)?;
+        let pb::RevokeTokenRequest { id } = req.into_inner();
+        self.allow(&caller, Action::RevokeToken, &id, true).await?;
+        let done = self.tokens.revoke(&id).await.map_err(Status::from);
+        self.audited(&caller, Action::RevokeToken, &id, &done).await;
+        let rec = done?;
+        tracing::info!(who = caller.who(), id, "token revoked");
+        Ok(Response::new(pb::RevokeTokenResponse {
+            info: Some(rec.info()),
+        }))
+    }
+
+    async fn create_join_token(
+        &self,
+        req: Request<pb::CreateJoinTokenRequest>,
+    ) -> Result<Response<pb::CreateJoinTokenResponse>, Status> {
+        let caller = caller(&req)?;
+        let pb::CreateJoinTokenRequest {
+            ttl_seconds,
+            labels,
+            uses,
+        } = req.into_inner();
+        self.allow(&caller, Action::CreateJoinToken, "", true)
+            .await?;
+        let made = async {
+            let new = NewJoinToken {
+                ttl_ms: ttl_ms(ttl_seconds)?,
+                labels: labels.into_iter().collect(),
+                uses,
+            };
+            Ok::<_, Status>(self.tokens.create_join(new, &caller.who()).await?)
+        }
+        .await;
+        let target = match &made {
+            Ok((rec, _)) => rec.id.clone(),
+            Err(_) => String::new(),
+        };
+        self.audited(&caller, Action::CreateJoinToken, &target, &made)
+            .await;
+        let (rec, token) = made?;
+        tracing::info!(
+            who = caller.who(),
+            id = rec.id,
+            uses = rec.uses_left,
+            "join token created"
+        );
+        Ok(Response::new(pb::CreateJoinTokenResponse {
+            info: Some(rec.info()),
+            token,
+            ca_fingerprint: self.ca_fingerprint.clone(),
+        }))
+    }
+
+    async fn list_audit(
+        &self,
+        req: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        let caller = caller(&req)?;
+        self.allow(&caller, Action::ListAudit, "", false).await?;
+        let pb::ListAuditRequest { since_unix_ms } = req.into_inner();
+        let entries = self.audit.list(since_unix_ms).await.map_err(|e| {
+            tracing::error!(error = %e, "store failure");
+            Status::unavailable(format!("the coordinator's store failed: {e}"))
+        })?;
+        Ok(Response::new(pb::ListAuditResponse {
+            entries: entries.into_iter().map(Into::into).collect(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(role: Role, envs: &[&str]) -> Caller {
+        Caller {
+            id: "abcd1234".into(),
+            name: "t".into(),
+            role,
+            envs: envs.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_role_matrix() {
+        use Action::*;
+        let staging = Apply { env: "staging" };
+        let default = Apply { env: "default" };
+        let del_default = Delete { env: "default" };
+        let all = [
+            Status,
+            ListNodes,
+            default,
+            staging,
+            del_default,
+            RemoveNode,
+            CreateToken,
+            ListTokens,
+            RevokeToken,
+            CreateJoinToken,
+            ListAudit,
+        ];
+        // (role, envs, allowed actions)
+        let table: &[(Role, &[&str], &[Action])] = &[
+            (Role::Admin, &[], &all),
+            (Role::Viewer, &[], &[Status, ListNodes]),
+            (
+                Role::Deployer,
+                &[],
+                &[Status, ListNodes, default, staging, del_default],
+            ),
+            (Role::Deployer, &["staging"], &[Status, ListNodes, staging]),
+            (Role::Join, &[], &[]),
+        ];
+        for (role, envs, allowed) in table {
+            let c = caller(*role, envs);
+            for action in all {
+                let got = authorize(&c, action);
+                assert_eq!(
+                    got.is_ok(),
+                    allowed.contains(&action),
+                    "{} {action:?}: {got:?}",
+                    c.role_desc()
+                );
+                if let Err(msg) = got {
+                    assert!(msg.contains(&c.role_desc()), "{msg}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn refusals_say_what_the_role_may_do() {
+        let c = caller(Role::Deployer, &["staging"]);
+        assert_eq!(
+            authorize(&c, Action::Apply { env: "default" }).unwrap_err(),
+            "token `t` (deployer for staging) may not touch environment `default`"
+        );
+        let v = caller(Role::Viewer, &[]);
+        assert_eq!(
+            authorize(&v, Action::Apply { env: "default" }).unwrap_err(),
+            "token `t` (viewer) may only read (status, nodes); `apply` needs a deployer or admin token"
+        );
+        assert_eq!(
+            authorize(&caller(Role::Deployer, &[]), Action::CreateToken).unwrap_err(),
+            "token `t` (deployer) may read, apply and delete services; `token create` needs an admin token"
+        );
     }
 }

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod auth;
 pub mod control;
+pub mod enroll;
 
 use tonic::Status;
 

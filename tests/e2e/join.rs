@@ -1,0 +1,122 @@
+//! Enrolment with join tokens: an agent with nothing but a token and the
+//! CA's fingerprint makes its own key, gets a certificate naming its node,
+//! takes the token's labels, and runs workloads. Tokens are used up, expire,
+//! and a wrong fingerprint makes the agent refuse the coordinator.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use convoy_tests::spec::compose;
+use convoy_tests::{skip_without_docker, wait_until, Cluster, ServiceSpec};
+
+/// `convoy token create --join ...` → (token, CA fingerprint).
+fn join_token(c: &Cluster, extra: &[&str]) -> (String, String) {
+    let mut args = vec!["token", "create", "--join"];
+    args.extend_from_slice(extra);
+    let created: serde_json::Value = c.cli_json(&args);
+    let token = created["token"].as_str().unwrap_or_default().to_string();
+    let fp = created["ca_fingerprint"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(token.len() > 20, "no join token in {created}");
+    assert!(fp.starts_with("sha256:"), "no CA fingerprint in {created}");
+    (token, fp)
+}
+
+/// Waits for an agent that must give up, and returns its log.
+fn failed_join(c: &mut Cluster, node: &str) -> String {
+    let status = wait_until(
+        format!("agent {node} gives up"),
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            c.agent_exited(node)
+                .ok_or_else(|| anyhow::anyhow!("still running"))
+        },
+    );
+    assert!(!status.success(), "agent {node} exited with {status}");
+    let nodes = c.try_nodes().unwrap();
+    assert!(
+        nodes.iter().all(|n| n.name != node),
+        "{node} is listed: {nodes:#?}"
+    );
+    c.agent_log(node)
+}
+
+#[test]
+fn agent_joins_with_a_token_takes_its_labels_and_runs_workloads() {
+    skip_without_docker!();
+    let mut c = Cluster::start();
+    let (token, fp) = join_token(&c, &["--ttl", "1h", "--labels", "role=gpu,zone=eu"]);
+    let node = c.join_agent(&token, &fp);
+    let nodes = c.wait_nodes_ready(std::slice::from_ref(&node));
+    let me = nodes.iter().find(|n| n.name == node).unwrap();
+    assert_eq!(
+        me.labels.get("role").map(String::as_str),
+        Some("gpu"),
+        "{me:#?}"
+    );
+    assert_eq!(
+        me.labels.get("zone").map(String::as_str),
+        Some("eu"),
+        "{me:#?}"
+    );
+
+    // The key was made here and is private; the certificate names the node.
+    let pki = c.agent(&node).pki_dir.clone();
+    let mode = std::fs::metadata(pki.join("agent.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let cert = std::fs::read_to_string(pki.join("agent.pem")).unwrap();
+    assert!(cert.contains("BEGIN CERTIFICATE"));
+
+    // Placement sees the token's labels.
+    let svc = c.service_name("joined");
+    let spec = ServiceSpec::new(&svc, &c.image())
+        .replicas(1)
+        .deploy("placement:")
+        .deploy("  constraints: [\"node.labels.role == gpu\"]");
+    let file = c.write_spec("joined.yaml", &compose(&[&spec]));
+    c.apply(&file);
+    let running = c.wait_service_running(&svc, 1, 1);
+    assert_eq!(running[0].label("io.convoy.node"), Some(node.as_str()));
+
+    // One use only: the same token cannot enrol a second host.
+    let second = c.join_agent(&token, &fp);
+    let log = failed_join(&mut c, &second);
+    assert!(log.contains("used up"), "{log}");
+    assert!(
+        c.agent_exited(&node).is_none(),
+        "the enrolled agent stopped"
+    );
+}
+
+#[test]
+fn wrong_ca_fingerprint_makes_the_agent_refuse_the_coordinator() {
+    skip_without_docker!();
+    let mut c = Cluster::start();
+    let (token, _fp) = join_token(&c, &[]);
+    let wrong = format!("sha256:{}", "00".repeat(32));
+    let node = c.join_agent(&token, &wrong);
+    let log = failed_join(&mut c, &node);
+    assert!(log.contains("did not present the CA"), "{log}");
+    assert!(!c.agent(&node).pki_dir.join("agent.pem").exists());
+    // The refusal happened before the token was used: it still works.
+    let (_, fp) = join_token(&c, &[]);
+    let ok = c.join_agent(&token, &fp);
+    c.wait_nodes_ready(&[ok]);
+}
+
+#[test]
+fn expired_join_token_is_refused() {
+    skip_without_docker!();
+    let mut c = Cluster::start();
+    let (token, fp) = join_token(&c, &["--ttl", "1s"]);
+    std::thread::sleep(Duration::from_millis(2500));
+    let node = c.join_agent(&token, &fp);
+    let log = failed_join(&mut c, &node);
+    assert!(log.contains("expired"), "{log}");
+}
