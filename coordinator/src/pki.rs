@@ -390,6 +390,70 @@ mod tests {
         }
     }
 
+    fn csr(cn: &str) -> (String, KeyPair) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        (params.serialize_request(&key).unwrap().pem().unwrap(), key)
+    }
+
+    #[test]
+    fn csr_is_signed_for_its_node_name_with_convoys_own_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::load_or_create(&PkiPaths::new(dir.path())).unwrap();
+        let (pem, key) = csr("edge-7");
+        let (node, cert_pem) = ca.sign_agent_csr(&pem, Duration::hours(1)).unwrap();
+        assert_eq!(node, "edge-7");
+        let der = rustls_pemfile_der(&cert_pem);
+        assert_eq!(node_name_from_der(&der).unwrap(), "edge-7");
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        // The certificate carries the CSR's key, is no CA, and is short-lived.
+        assert_eq!(cert.public_key().raw, key.public_key_der().as_slice());
+        assert!(!cert.is_ca());
+        let life = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
+        assert!(life <= 3600 + 300, "{life}");
+    }
+
+    #[test]
+    fn bad_csrs_are_refused_without_panicking() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::load_or_create(&PkiPaths::new(dir.path())).unwrap();
+        let (bad_name, _) = csr("../etc");
+        assert!(ca.sign_agent_csr(&bad_name, Duration::hours(1)).is_err());
+        let (good, key) = csr("n1");
+        // Garbage and every truncation / single-byte corruption of a valid
+        // CSR: an error, never a panic, never a certificate for a wrong key.
+        assert!(ca.sign_agent_csr("", Duration::hours(1)).is_err());
+        assert!(ca.sign_agent_csr("not a csr", Duration::hours(1)).is_err());
+        let bytes = good.as_bytes();
+        for cut in (0..bytes.len()).step_by(7) {
+            let text = String::from_utf8_lossy(&bytes[..cut]);
+            assert!(ca.sign_agent_csr(&text, Duration::hours(1)).is_err());
+        }
+        let body_start = good.find('\n').unwrap() + 1;
+        let body_end = good.rfind("-----END").unwrap();
+        for i in (body_start..body_end).step_by(5) {
+            let mut b = bytes.to_vec();
+            if b[i] == b'\n' {
+                continue;
+            }
+            b[i] = if b[i] == b'A' { b'B' } else { b'A' };
+            let text = String::from_utf8_lossy(&b);
+            // A flipped byte breaks the encoding or the signature; the only
+            // exception is a base64 padding bit, which decodes to the same
+            // request (so the same key).
+            if let Ok((_, cert_pem)) = ca.sign_agent_csr(&text, Duration::hours(1)) {
+                let der = rustls_pemfile_der(&cert_pem);
+                let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+                assert_eq!(
+                    cert.public_key().raw,
+                    key.public_key_der().as_slice(),
+                    "byte {i} gave a certificate for another key"
+                );
+            }
+        }
+    }
+
     fn rustls_pemfile_der(pem: &str) -> Vec<u8> {
         let p = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap().1;
         p.contents
