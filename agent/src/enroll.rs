@@ -82,12 +82,7 @@ pub async fn join(params: &JoinParams) -> Result<String, EnrollError> {
     if !valid_node_name(&params.node_name) {
         return Err(EnrollError::NodeName(params.node_name.clone()));
     }
-    let key = rcgen::KeyPair::generate()?;
-    let mut csr_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-    csr_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, params.node_name.as_str());
-    let csr_pem = csr_params.serialize_request(&key)?.pem()?;
+    let (key, csr_pem) = make_csr(&params.node_name)?;
 
     let ca_pem = fetch_pinned_ca(&params.coordinator, pinned, &params.ca_fingerprint).await?;
     let tls = ClientTlsConfig::new()
@@ -148,6 +143,17 @@ pub async fn join(params: &JoinParams) -> Result<String, EnrollError> {
         0o644,
     )?;
     Ok(granted)
+}
+
+/// A new key (it stays on this host) and a CSR naming `node`.
+pub fn make_csr(node: &str) -> Result<(rcgen::KeyPair, String), rcgen::Error> {
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, node);
+    let csr = params.serialize_request(&key)?.pem()?;
+    Ok((key, csr))
 }
 
 fn valid_node_name(node: &str) -> bool {
@@ -292,7 +298,8 @@ impl ServerCertVerifier for PinnedCa {
     }
 }
 
-fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), EnrollError> {
+/// Writes a file atomically (temp file, fsync, rename) with `mode`.
+pub(crate) fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), EnrollError> {
     let err = |source| EnrollError::Write {
         path: path.to_path_buf(),
         source,

@@ -6,6 +6,7 @@ pub mod enroll;
 pub mod facts;
 pub mod pki;
 pub mod reconcile;
+pub mod renew;
 pub mod runtime;
 pub mod session;
 pub mod state;

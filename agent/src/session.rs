@@ -10,8 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 use convoy_proto::agent_service_client::AgentServiceClient;
 use convoy_proto::{
     ack, agent_message, command, coordinator_message, Ack, AgentMessage, Command,
-    CoordinatorMessage, Event, Heartbeat, Hello, NodePlan, StatusReport, Welcome, WorkloadStatus,
-    COORDINATOR_SERVER_NAME,
+    CoordinatorMessage, Event, Heartbeat, Hello, NodePlan, RenewRequest, StatusReport, Welcome,
+    WorkloadStatus, COORDINATOR_SERVER_NAME,
 };
 use rand::Rng;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -24,6 +24,7 @@ use crate::error_chain;
 use crate::facts;
 use crate::pki::Pki;
 use crate::reconcile::{unix_ms, Snapshot};
+use crate::renew::Renewal;
 use crate::runtime::Runtime;
 use crate::state;
 
@@ -37,6 +38,8 @@ const RECONNECT_MAX: Duration = Duration::from_secs(30);
 /// A session that lasted this long resets the reconnect backoff.
 const HEALTHY_SESSION: Duration = Duration::from_secs(120);
 const OUTBOUND_BUFFER: usize = 256;
+/// How often the certificate's age is checked against its lifetime.
+const RENEW_CHECK: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -187,10 +190,15 @@ impl<R: Runtime> Session<R> {
         info!("session open with the coordinator at {addr}");
 
         let mut heartbeat = heartbeat_timer(DEFAULT_HEARTBEAT);
+        let mut renewal = Renewal::new(self.pki_dir.clone(), self.node.clone(), &pki.cert_pem);
+        let mut renew_check = heartbeat_timer(RENEW_CHECK);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(End::Shutdown),
                 message = inbound.message() => match message {
+                    Ok(Some(CoordinatorMessage {
+                        msg: Some(coordinator_message::Msg::Certificate(answer)),
+                    })) => renewal.answer(answer),
                     Ok(Some(message)) => {
                         if let Some(reply) = self.handle(addr, message, &mut heartbeat).await {
                             send(&tx, addr, reply).await?;
@@ -199,6 +207,11 @@ impl<R: Runtime> Session<R> {
                     Ok(None) => return Ok(End::Closed),
                     Err(status) => return Err(classify(addr, &status)),
                 },
+                _ = renew_check.tick() => {
+                    if let Some(csr_pem) = renewal.request_if_due(SystemTime::now()) {
+                        send(&tx, addr, agent_message::Msg::Renew(RenewRequest { csr_pem })).await?;
+                    }
+                }
                 _ = heartbeat.tick() => {
                     let containers = self.snapshot.borrow().containers;
                     let beat = Heartbeat {
@@ -273,6 +286,8 @@ impl<R: Runtime> Session<R> {
                     error,
                 }))
             }
+            // Answered in the session loop, which holds the renewal state.
+            Some(coordinator_message::Msg::Certificate(_)) => None,
             None => {
                 debug!("ignoring a message of a kind this agent does not know");
                 None

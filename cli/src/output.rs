@@ -253,6 +253,7 @@ pub struct NodeJson {
     pub plan_generation: u64,
     pub acked_generation: u64,
     pub workloads: u32,
+    pub certificate_expires_unix_ms: i64,
 }
 
 impl From<&pb::ListNodesResponse> for NodesJson {
@@ -278,6 +279,7 @@ impl From<&pb::Node> for NodeJson {
             workloads,
             metrics: _,
             address: _,
+            certificate_expires_unix_ms,
         } = node;
         let pb::NodeFacts {
             hostname,
@@ -307,6 +309,7 @@ impl From<&pb::Node> for NodeJson {
             plan_generation: *plan_generation,
             acked_generation: *acked_generation,
             workloads: *workloads,
+            certificate_expires_unix_ms: *certificate_expires_unix_ms,
         }
     }
 }
@@ -931,6 +934,7 @@ mod tests {
                     workloads: 2,
                     metrics: None,
                     address: "10.0.0.1:4242".into(),
+                    certificate_expires_unix_ms: 0,
                 },
                 pb::Node {
                     name: "node-b".into(),
@@ -975,6 +979,7 @@ mod tests {
                 "plan_generation": 3,
                 "acked_generation": 3,
                 "workloads": 2,
+                "certificate_expires_unix_ms": 0,
             })
         );
         assert_eq!(value["nodes"][1]["state"], "down");

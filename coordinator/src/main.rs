@@ -70,9 +70,10 @@ struct Common {
     /// Extra names or IPs for the coordinator's certificate.
     #[arg(long = "san")]
     sans: Vec<String>,
-    /// Lifetime of the certificates agents get when they join (90s, 15m,
-    /// 24h, 30d). Renewal over the stream is not built yet, hence 30 days.
-    #[arg(long, env = "CONVOY_AGENT_CERT_TTL", default_value = "30d", value_parser = convoy_cli::trust::parse_duration_secs)]
+    /// Lifetime of the certificates agents get when they join or renew
+    /// (90s, 15m, 24h, 30d). Agents renew over their stream once two thirds
+    /// of it are gone.
+    #[arg(long, env = "CONVOY_AGENT_CERT_TTL", default_value = "24h", value_parser = convoy_cli::trust::parse_duration_secs)]
     agent_cert_ttl: u64,
 }
 

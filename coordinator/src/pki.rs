@@ -277,6 +277,23 @@ pub fn validate_node_name(node: &str) -> Result<(), PkiError> {
     }
 }
 
+/// CSRs larger than this are refused before parsing.
+pub const MAX_CSR_BYTES: usize = 16 * 1024;
+
+/// The DER of the first PEM block.
+pub fn pem_der(pem: &str) -> Result<Vec<u8>, PkiError> {
+    x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map(|(_, p)| p.contents)
+        .map_err(|e| PkiError::Parse(e.to_string()))
+}
+
+/// A certificate's expiry (unix ms), from its DER.
+pub fn expiry_unix_ms(der: &[u8]) -> Result<i64, PkiError> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|e| PkiError::Parse(e.to_string()))?;
+    Ok(cert.validity().not_after.timestamp() * 1000)
+}
+
 /// The node name carried by a verified client certificate (its subject CN).
 pub fn node_name_from_der(der: &[u8]) -> Result<String, PkiError> {
     let (_, cert) =

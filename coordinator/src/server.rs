@@ -127,10 +127,15 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> Result<Runn
         ),
         move |req| auth.check(req),
     );
-    let agents = pb::agent_service_server::AgentServiceServer::new(AgentApi::new(coord.clone()));
+    let signer = Arc::new(Ca::load(&paths)?);
+    let agents = pb::agent_service_server::AgentServiceServer::new(AgentApi::new(
+        coord.clone(),
+        signer.clone(),
+        cfg.agent_cert_validity,
+    ));
     let enroll = pb::enroll_service_server::EnrollServiceServer::new(EnrollApi::new(
         coord.clone(),
-        Arc::new(Ca::load(&paths)?),
+        signer,
         tokens.clone(),
         audit.clone(),
         cfg.agent_cert_validity,

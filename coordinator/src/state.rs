@@ -85,6 +85,9 @@ pub struct NodeRecord {
     /// only with a new certificate.
     #[serde(default)]
     pub removed_unix_ms: i64,
+    /// Expiry of the newest certificate the node connected or renewed with.
+    #[serde(default)]
+    pub certificate_expires_unix_ms: i64,
 }
 
 /// A revoked certificate, stored at `revoked/FINGERPRINT`.
@@ -476,6 +479,7 @@ impl Coordinator {
         &self,
         node: &str,
         certificate: &str,
+        certificate_expires_unix_ms: i64,
         hello: pb::Hello,
         address: Option<SocketAddr>,
     ) -> Result<SessionHandle, StateError> {
@@ -514,13 +518,11 @@ impl Coordinator {
                 last_seen_unix_ms: now,
                 certificates: Vec::new(),
                 removed_unix_ms: 0,
+                certificate_expires_unix_ms: 0,
             },
         };
-        if !record.certificates.iter().any(|c| c == certificate) {
-            record.certificates.push(certificate.to_string());
-            let excess = record.certificates.len().saturating_sub(CERTIFICATES_KEPT);
-            record.certificates.drain(..excess);
-        }
+        record.certificate_expires_unix_ms = certificate_expires_unix_ms;
+        remember_certificate(&mut record, certificate);
         let mut ops = vec![Op::put_json(format!("nodes/{node}"), &record)];
         next.nodes.insert(node.to_string(), record);
 
@@ -574,6 +576,30 @@ impl Coordinator {
             plan_rx,
             cancel,
         })
+    }
+
+    /// Records a certificate the node renewed to, so that removing the node
+    /// revokes it too.
+    pub async fn renewed(
+        &self,
+        node: &str,
+        certificate: &str,
+        expires_unix_ms: i64,
+    ) -> Result<(), StateError> {
+        let mut desired = self.desired.lock().await;
+        let Some(mut record) = desired.nodes.get(node).cloned() else {
+            return Err(StateError::NodeNotFound(node.to_string()));
+        };
+        if record.removed_unix_ms != 0 {
+            return Err(StateError::Revoked(node.to_string()));
+        }
+        remember_certificate(&mut record, certificate);
+        record.certificate_expires_unix_ms = expires_unix_ms;
+        self.store
+            .apply(vec![Op::put_json(format!("nodes/{node}"), &record)])
+            .await?;
+        desired.nodes.insert(node.to_string(), record);
+        Ok(())
     }
 
     /// Whether a node of that name is known and not removed (a join under
@@ -717,6 +743,9 @@ impl Coordinator {
             Some(Msg::Event(ev)) => {
                 tracing::info!(node, workload = %ev.workload_id, kind = %ev.kind, "{}", ev.message);
             }
+            Some(Msg::Renew(_)) => {
+                // Answered by the session itself (it needs the CA).
+            }
             Some(Msg::Hello(_)) => {
                 tracing::warn!(node, "ignoring a second Hello on one stream");
             }
@@ -832,10 +861,19 @@ impl Coordinator {
                     workloads: counts.get(rec.name.as_str()).copied().unwrap_or(0),
                     metrics: l.and_then(|l| l.metrics),
                     address: session.map(|s| s.address.clone()).unwrap_or_default(),
+                    certificate_expires_unix_ms: rec.certificate_expires_unix_ms,
                 }
             })
             .collect();
         pb::ListNodesResponse { nodes }
+    }
+}
+
+fn remember_certificate(record: &mut NodeRecord, certificate: &str) {
+    if !record.certificates.iter().any(|c| c == certificate) {
+        record.certificates.push(certificate.to_string());
+        let excess = record.certificates.len().saturating_sub(CERTIFICATES_KEPT);
+        record.certificates.drain(..excess);
     }
 }
 
@@ -1053,7 +1091,7 @@ mod tests {
             agent_version: "t".into(),
             last_applied_generation: 0,
         };
-        let mut session = coord.register("n1", "fp-n1", hello, None).await.unwrap();
+        let mut session = coord.register("n1", "fp-n1", 0, hello, None).await.unwrap();
         let spec = "services:\n  web:\n    image: x:1\n    deploy:\n      replicas: 2\n";
         let r = coord.apply("a.yaml", spec, false, "test").await.unwrap();
         assert_eq!(r.services[0].revision, 1);

@@ -120,3 +120,84 @@ fn expired_join_token_is_refused() {
     let log = failed_join(&mut c, &node);
     assert!(log.contains("expired"), "{log}");
 }
+
+/// `convoy nodes -o json` entry of one node, as raw JSON.
+fn node_json(c: &Cluster, node: &str) -> serde_json::Value {
+    let all: serde_json::Value = c.cli_json(&["nodes"]);
+    all["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["name"] == node).cloned())
+        .unwrap_or_else(|| panic!("{node} not in {all}"))
+}
+
+#[test]
+fn certificate_renews_over_the_live_stream_without_dropping_it() {
+    skip_without_docker!();
+    // Joined agents get 24 s certificates: renewal is due after 16 s.
+    let mut c = Cluster::start_with_env(&[("CONVOY_AGENT_CERT_TTL", "24s")]);
+    let (token, fp) = join_token(&c, &[]);
+    let node = c.join_agent(&token, &fp);
+    c.wait_nodes_ready(std::slice::from_ref(&node));
+    let before = node_json(&c, &node);
+    let since = before["connected_since_unix_ms"].as_i64().unwrap();
+    let first_expiry = before["certificate_expires_unix_ms"].as_i64().unwrap();
+    assert!(first_expiry > Cluster::now_unix_ms(), "{before}");
+    let cert_path = c.agent(&node).pki_dir.join("agent.pem");
+    let key_path = c.agent(&node).pki_dir.join("agent.key");
+    let first_cert = std::fs::read(&cert_path).unwrap();
+    let first_key = std::fs::read(&key_path).unwrap();
+
+    // A deployment goes on while the certificate is renewed.
+    let svc = c.service_name("renew");
+    let file = c.write_spec(
+        "renew.yaml",
+        &compose(&[&ServiceSpec::new(&svc, &c.image()).replicas(2)]),
+    );
+    c.apply(&file);
+    c.wait_service_running(&svc, 2, 1);
+
+    wait_until(
+        "the agent installs a renewed certificate",
+        Duration::from_secs(40),
+        Duration::from_millis(250),
+        || {
+            let now = std::fs::read(&cert_path)?;
+            if now != first_cert {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("agent.pem is unchanged"))
+            }
+        },
+    );
+    // A new key too, still private.
+    assert_ne!(std::fs::read(&key_path).unwrap(), first_key);
+    let mode = std::fs::metadata(&key_path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // Same stream: connected since the same moment; the coordinator knows
+    // the new expiry.
+    let after = node_json(&c, &node);
+    assert_eq!(after["state"], "ready", "{after}");
+    assert_eq!(
+        after["connected_since_unix_ms"].as_i64().unwrap(),
+        since,
+        "{after}"
+    );
+    assert!(
+        after["certificate_expires_unix_ms"].as_i64().unwrap() > first_expiry,
+        "{after}"
+    );
+
+    // Past the first certificate's expiry, a restarted agent connects with
+    // the renewed one and finds its containers running.
+    let wait_ms = first_expiry + 1_000 - Cluster::now_unix_ms();
+    if wait_ms > 0 {
+        std::thread::sleep(Duration::from_millis(wait_ms as u64));
+    }
+    let exit = c.stop_agent(&node);
+    assert!(exit.success(), "agent exited with {exit}");
+    c.start_agent(&node);
+    c.wait_nodes_ready(std::slice::from_ref(&node));
+    c.wait_service_running(&svc, 2, 1);
+    c.assert_healthy();
+}

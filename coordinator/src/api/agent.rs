@@ -10,18 +10,73 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use crate::{pki, state::Coordinator, tls};
+use crate::{
+    pki::{self, Ca},
+    state::Coordinator,
+    tls,
+};
 
 /// How long an agent has to say Hello after opening its stream.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
+#[derive(Clone)]
 pub struct AgentApi {
     coord: Arc<Coordinator>,
+    /// Signs renewals.
+    ca: Arc<Ca>,
+    /// Lifetime of renewed certificates.
+    validity: time::Duration,
 }
 
 impl AgentApi {
-    pub fn new(coord: Arc<Coordinator>) -> Self {
-        Self { coord }
+    pub fn new(coord: Arc<Coordinator>, ca: Arc<Ca>, validity: time::Duration) -> Self {
+        Self {
+            coord,
+            ca,
+            validity,
+        }
+    }
+
+    /// Signs a renewal CSR from the stream of `node`: same node name, a new
+    /// key; the new certificate is remembered so `node remove` revokes it.
+    async fn renew(&self, node: &str, csr_pem: &str) -> pb::RenewedCertificate {
+        let refused = |error: String| {
+            tracing::warn!(%error, "refused a certificate renewal");
+            pb::RenewedCertificate {
+                error,
+                ..Default::default()
+            }
+        };
+        if csr_pem.len() > pki::MAX_CSR_BYTES {
+            return refused("renewal CSR too large".into());
+        }
+        let (name, pem) = match self.ca.sign_agent_csr(csr_pem, self.validity) {
+            Ok(x) => x,
+            Err(e) => return refused(e.to_string()),
+        };
+        if name != node {
+            return refused(format!(
+                "a renewal must keep the node name `{node}`, the CSR asks for `{name}`"
+            ));
+        }
+        let der = match pki::pem_der(&pem) {
+            Ok(d) => d,
+            Err(e) => return refused(e.to_string()),
+        };
+        let expires = pki::expiry_unix_ms(&der).unwrap_or(0);
+        if let Err(e) = self
+            .coord
+            .renewed(node, &tls::fingerprint(&der), expires)
+            .await
+        {
+            return refused(e.to_string());
+        }
+        tracing::info!(expires_unix_ms = expires, "certificate renewed");
+        pb::RenewedCertificate {
+            certificate_pem: pem,
+            expires_unix_ms: expires,
+            error: String::new(),
+        }
     }
 }
 
@@ -44,22 +99,30 @@ impl pb::agent_service_server::AgentService for AgentApi {
         let node = pki::node_name_from_der(leaf.as_ref())
             .map_err(|e| Status::unauthenticated(e.to_string()))?;
         let certificate = tls::fingerprint(leaf.as_ref());
+        let expires = pki::expiry_unix_ms(leaf.as_ref()).unwrap_or(0);
         let address = req.remote_addr();
         let inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(32);
         let span = tracing::info_span!("session", node = %node);
         tokio::spawn(
-            run_session(self.coord.clone(), node, certificate, address, inbound, tx)
-                .instrument(span),
+            run_session(
+                self.clone(),
+                node,
+                (certificate, expires),
+                address,
+                inbound,
+                tx,
+            )
+            .instrument(span),
         );
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 
 async fn run_session(
-    coord: Arc<Coordinator>,
+    api: AgentApi,
     node: String,
-    certificate: String,
+    (certificate, expires): (String, i64),
     address: Option<std::net::SocketAddr>,
     mut inbound: Streaming<pb::AgentMessage>,
     tx: Outbound,
@@ -88,8 +151,12 @@ async fn run_session(
             return;
         }
     };
+    let coord = api.coord.clone();
     let agent_version = hello.agent_version.clone();
-    let handle = match coord.register(&node, &certificate, hello, address).await {
+    let handle = match coord
+        .register(&node, &certificate, expires, hello, address)
+        .await
+    {
         Ok(h) => h,
         Err(e) => {
             tracing::warn!(error = %e, "refused the agent");
@@ -106,12 +173,20 @@ async fn run_session(
             heartbeat_interval_ms: coord.heartbeat_interval.as_millis() as u64,
         })),
     };
+    let replies = tx.clone();
     let forward =
         tokio::spawn(forward_plans(tx, welcome, handle.plan_rx, cancel.clone()).in_current_span());
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
             msg = inbound.message() => match msg {
+                Ok(Some(pb::AgentMessage { msg: Some(Msg::Renew(r)) })) => {
+                    let answer = api.renew(&node, &r.csr_pem).await;
+                    let msg = pb::CoordinatorMessage { msg: Some(Out::Certificate(answer)) };
+                    if replies.send(Ok(msg)).await.is_err() {
+                        break;
+                    }
+                }
                 Ok(Some(m)) => coord.handle(&node, conn_id, m),
                 Ok(None) => break,
                 Err(e) => {

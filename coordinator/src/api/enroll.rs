@@ -8,10 +8,14 @@ use std::sync::Arc;
 use convoy_proto as pb;
 use tonic::{Request, Response, Status};
 
-use crate::{audit::Audit, pki::Ca, state::Coordinator, tokens::Tokens};
+use crate::{
+    audit::Audit,
+    pki::{self, Ca},
+    state::Coordinator,
+    tokens::Tokens,
+};
 
-/// Bigger requests are refused before any parsing.
-const MAX_CSR_BYTES: usize = 16 * 1024;
+/// Bigger tokens are refused before any parsing.
 const MAX_TOKEN_BYTES: usize = 256;
 
 pub struct EnrollApi {
@@ -48,7 +52,7 @@ impl pb::enroll_service_server::EnrollService for EnrollApi {
     ) -> Result<Response<pb::JoinResponse>, Status> {
         let peer = req.remote_addr();
         let pb::JoinRequest { token, csr_pem } = req.into_inner();
-        if token.len() > MAX_TOKEN_BYTES || csr_pem.len() > MAX_CSR_BYTES {
+        if token.len() > MAX_TOKEN_BYTES || csr_pem.len() > pki::MAX_CSR_BYTES {
             tracing::warn!(?peer, "refused a join: request too large");
             return Err(Status::invalid_argument("join request too large"));
         }
