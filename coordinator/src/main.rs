@@ -53,9 +53,10 @@ enum Command {
         /// Directory to write the files into.
         #[arg(long)]
         out: PathBuf,
-        /// Validity in days.
-        #[arg(long, default_value_t = 365)]
-        days: i64,
+        /// Validity (90s, 15m, 24h, 365d). The agent renews it over its
+        /// stream once two thirds of it are gone.
+        #[arg(long, default_value = "365d", value_parser = convoy_cli::trust::parse_duration_secs)]
+        ttl: u64,
     },
 }
 
@@ -107,10 +108,11 @@ async fn run(cli: Cli) -> Result<()> {
             data_dir,
             node,
             out,
-            days,
+            ttl,
         } => {
             let ca = Ca::load(&PkiPaths::new(&data_dir))?;
-            let issued = ca.issue_agent(&node, time::Duration::days(days))?;
+            let ttl = time::Duration::seconds(i64::try_from(ttl).unwrap_or(i64::MAX / 2));
+            let issued = ca.issue_agent(&node, ttl)?;
             pki::write_agent_bundle(&ca, &issued, &out)?;
             println!(
                 "issued a certificate for node `{node}` into {}",

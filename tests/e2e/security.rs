@@ -78,3 +78,80 @@ fn cli_with_a_wrong_token_is_refused_and_changes_nothing() {
     );
     assert!(c.try_status().unwrap().iter().all(|s| s.name != svc));
 }
+
+#[test]
+fn expired_agent_certificate_is_refused_at_the_handshake() {
+    skip_without_docker!();
+    let mut c = Cluster::with_agents(1);
+    let node = format!("{}-expired", c.id);
+    let pki = c.root().join("expired-pki");
+    let out = std::process::Command::new(convoy_tests::bins::bin("convoyd"))
+        .arg("issue-cert")
+        .arg("--data-dir")
+        .arg(&c.data_dir)
+        .args(["--node", &node, "--ttl", "1s", "--out"])
+        .arg(&pki)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    c.add_agent_with_pki(&node, &pki);
+    let said = wait_until(
+        "the coordinator refuses the expired certificate",
+        Duration::from_secs(30),
+        Duration::from_millis(250),
+        || {
+            c.coordinator_log()
+                .lines()
+                .find(|l| l.contains("refused TLS connection") && l.contains("certificate expired"))
+                .map(str::to_string)
+                .ok_or_else(|| anyhow::anyhow!("no refusal of an expired certificate yet"))
+        },
+    );
+    eprintln!("convoyd said: {said}");
+    for _ in 0..4 {
+        let nodes = c.try_nodes().unwrap();
+        assert!(nodes.iter().all(|n| n.name != node), "{nodes:#?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn garbage_on_the_tls_ports_is_refused_and_serving_goes_on() {
+    skip_without_docker!();
+    use std::io::{Read, Write};
+    let mut c = Cluster::with_agents(1);
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    for addr in [c.agent_addr, c.api_addr] {
+        for round in 0..20 {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            // Random bytes, and one round that looks like a TLS record header.
+            let mut junk: Vec<u8> = (0..(64 + round * 97))
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect();
+            if round == 0 {
+                junk[..5].copy_from_slice(&[0x16, 0x03, 0x01, 0xff, 0xff]);
+            }
+            let _ = s.write_all(&junk);
+            let mut buf = [0u8; 256];
+            // The server answers with an alert or closes; it never hangs on us.
+            let _ = s.read(&mut buf);
+        }
+    }
+    // Still serving: the CLI works and the agent stays connected.
+    let names = c.node_names();
+    c.wait_nodes_ready(&names);
+    let log = c.coordinator_log();
+    assert!(log.contains("refused TLS connection"), "{log}");
+    c.assert_healthy();
+}
