@@ -76,6 +76,12 @@ struct Common {
     /// of it are gone.
     #[arg(long, env = "CONVOY_AGENT_CERT_TTL", default_value = "24h", value_parser = convoy_cli::trust::parse_duration_secs)]
     agent_cert_ttl: u64,
+    /// Use this CA certificate (PEM) instead of generating one; needs --ca-key.
+    #[arg(long, env = "CONVOY_CA_CERT", requires = "ca_key")]
+    ca_cert: Option<PathBuf>,
+    /// The CA's private key (PEM, mode 0600); needs --ca-cert.
+    #[arg(long, env = "CONVOY_CA_KEY", requires = "ca_cert")]
+    ca_key: Option<PathBuf>,
 }
 
 fn main() {
@@ -170,6 +176,7 @@ async fn serve(
             api_listen: common.api_listen,
             agent_listen,
             sans: common.sans,
+            ca_files: common.ca_cert.zip(common.ca_key),
             agent_cert_validity: time::Duration::seconds(
                 i64::try_from(common.agent_cert_ttl).unwrap_or(i64::MAX / 2),
             ),

@@ -37,6 +37,8 @@ pub enum PkiError {
     Parse(String),
     #[error("invalid certificate signing request: {0}")]
     Csr(String),
+    #[error("cannot use the given CA: {0}")]
+    Import(String),
 }
 
 fn dn_value_text(v: &rcgen::DnValue) -> Option<String> {
@@ -121,21 +123,49 @@ impl Ca {
         })
     }
 
+    /// Uses a CA given as files (an organisation's own) instead of making
+    /// one: checks the key is private and belongs to the certificate, which
+    /// must be a CA, then copies both into `DATA/pki`. A data directory that
+    /// already has another CA is refused: its agents trust that one.
+    pub fn import(paths: &PkiPaths, cert_file: &Path, key_file: &Path) -> Result<Self, PkiError> {
+        check_private(key_file)?;
+        let cert_pem = read(cert_file, "cannot read the CA certificate")?;
+        let key_pem = read(key_file, "cannot read the CA key")?;
+        let key = KeyPair::from_pem(&key_pem)?;
+        let der = pem_der(&cert_pem)?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| PkiError::Parse(e.to_string()))?;
+        if !cert.is_ca() {
+            return Err(PkiError::Import(format!(
+                "{} is not a CA certificate",
+                cert_file.display()
+            )));
+        }
+        if cert.public_key().raw != key.public_key_der().as_slice() {
+            return Err(PkiError::Import(format!(
+                "{} is not the key of {}",
+                key_file.display(),
+                cert_file.display()
+            )));
+        }
+        if let Ok(existing) = fs::read_to_string(paths.ca_cert()) {
+            if pem_der(&existing)? != der {
+                return Err(PkiError::Import(format!(
+                    "{} already holds another CA; its agents trust that one (use a new data directory)",
+                    paths.dir.display()
+                )));
+            }
+        }
+        create_dir_private(&paths.dir)?;
+        write_private(&paths.ca_key(), key_pem.as_bytes())?;
+        write_public(&paths.ca_cert(), cert_pem.as_bytes())?;
+        Self::load(paths)
+    }
+
     /// Loads an existing CA; refuses a key file other users can read.
     pub fn load(paths: &PkiPaths) -> Result<Self, PkiError> {
         let key_path = paths.ca_key();
-        let meta = fs::metadata(&key_path).map_err(|source| PkiError::Io {
-            context: "cannot read the CA key",
-            path: key_path.clone(),
-            source,
-        })?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(PkiError::KeyTooOpen {
-                path: key_path,
-                mode,
-            });
-        }
+        check_private(&key_path)?;
         let key_pem = read(&key_path, "cannot read the CA key")?;
         let pem = read(&paths.ca_cert(), "cannot read the CA certificate")?;
         let key = KeyPair::from_pem(&key_pem)?;
@@ -308,6 +338,23 @@ pub fn node_name_from_der(der: &[u8]) -> Result<String, PkiError> {
     Ok(cn.to_string())
 }
 
+/// Refuses a key file that other users can read.
+fn check_private(key_path: &Path) -> Result<(), PkiError> {
+    let meta = fs::metadata(key_path).map_err(|source| PkiError::Io {
+        context: "cannot read the CA key",
+        path: key_path.to_path_buf(),
+        source,
+    })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(PkiError::KeyTooOpen {
+            path: key_path.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
 fn dn(cn: &str) -> DistinguishedName {
     let mut name = DistinguishedName::new();
     name.push(DnType::CommonName, cn);
@@ -405,6 +452,53 @@ mod tests {
         for good in ["n1", "gpu-3.rack2", "A_b"] {
             assert!(validate_node_name(good).is_ok(), "{good:?}");
         }
+    }
+
+    #[test]
+    fn a_given_ca_is_used_only_if_its_key_is_private_and_matches() {
+        let src = tempfile::tempdir().unwrap();
+        let made = Ca::load_or_create(&PkiPaths::new(src.path())).unwrap();
+        let src_paths = PkiPaths::new(src.path());
+        let (cert, key) = (src_paths.ca_cert(), src_paths.ca_key());
+
+        let data = tempfile::tempdir().unwrap();
+        let paths = PkiPaths::new(data.path());
+        let ca = Ca::import(&paths, &cert, &key).unwrap();
+        assert_eq!(ca.fingerprint(), made.fingerprint());
+        // It signs what verifies under the given CA, and its key copy is 0600.
+        assert_eq!(
+            fs::metadata(paths.ca_key()).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // Importing the same CA again is fine.
+        Ca::import(&paths, &cert, &key).unwrap();
+
+        // A key that is not the certificate's: refused.
+        let other = tempfile::tempdir().unwrap();
+        Ca::load_or_create(&PkiPaths::new(other.path())).unwrap();
+        let wrong_key = PkiPaths::new(other.path()).ca_key();
+        let fresh = tempfile::tempdir().unwrap();
+        let err = Ca::import(&PkiPaths::new(fresh.path()), &cert, &wrong_key)
+            .err()
+            .expect("mismatched key");
+        assert!(err.to_string().contains("is not the key of"), "{err}");
+
+        // A data directory with another CA: refused.
+        let other_cert = PkiPaths::new(other.path()).ca_cert();
+        let err = Ca::import(&paths, &other_cert, &wrong_key)
+            .err()
+            .expect("another CA");
+        assert!(
+            err.to_string().contains("already holds another CA"),
+            "{err}"
+        );
+
+        // A world-readable key: refused.
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Ca::import(&PkiPaths::new(fresh.path()), &cert, &key)
+            .err()
+            .expect("open key");
+        assert!(err.to_string().contains("readable by other users"), "{err}");
     }
 
     fn csr(cn: &str) -> (String, KeyPair) {

@@ -39,6 +39,8 @@ pub struct ServeConfig {
     pub sans: Vec<String>,
     /// Lifetime of the certificates agents get when they join.
     pub agent_cert_validity: time::Duration,
+    /// A CA to use (certificate, key) instead of the generated one.
+    pub ca_files: Option<(PathBuf, PathBuf)>,
 }
 
 /// A started coordinator.
@@ -55,7 +57,10 @@ pub struct Running {
 pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> Result<Running> {
     pki::create_dir_private(&cfg.data_dir)?;
     let paths = PkiPaths::new(&cfg.data_dir);
-    let ca = Ca::load_or_create(&paths)?;
+    let ca = match &cfg.ca_files {
+        Some((cert, key)) => Ca::import(&paths, cert, key)?,
+        None => Ca::load_or_create(&paths)?,
+    };
     let server = ca.issue_server(&cfg.sans)?;
     pki::write_private(&paths.server_key(), server.key_pem.as_bytes())?;
     pki::write_private(&paths.server_cert(), server.cert_pem.as_bytes())?;

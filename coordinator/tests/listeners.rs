@@ -46,6 +46,7 @@ async fn api_needs_a_token_and_agent_stream_needs_a_certificate_from_our_ca() {
             agent_listen: "127.0.0.1:0".parse().unwrap(),
             sans: vec![],
             agent_cert_validity: time::Duration::days(1),
+            ca_files: None,
         },
         shutdown.clone(),
     )
