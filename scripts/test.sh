@@ -19,6 +19,7 @@ need git git
 need curl curl
 need sha256sum coreutils
 need docker docker.io
+need openssl openssl
 if [ "${#apt_missing[@]}" -gt 0 ]; then
   step "installing ${apt_missing[*]}"
   sudo=""

@@ -43,6 +43,16 @@ enum Command {
         #[arg(long)]
         no_config: bool,
     },
+    /// Rotate the coordinator's own TLS certificate: a running coordinator
+    /// installs the new one within seconds; agents trust the same CA, so
+    /// nothing needs re-enrolling.
+    RotateCert {
+        #[arg(long, env = "CONVOY_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Names or IPs to add to those the coordinator runs with.
+        #[arg(long = "san")]
+        sans: Vec<String>,
+    },
     /// Issue a client certificate for another agent (ca.pem, agent.pem, agent.key).
     IssueCert {
         #[arg(long, env = "CONVOY_DATA_DIR")]
@@ -110,6 +120,15 @@ fn init_tracing() {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::RotateCert { data_dir, sans } => {
+            let paths = PkiPaths::new(&data_dir);
+            server::rotate_server_cert(&paths, &sans)?;
+            println!(
+                "wrote a new server certificate to {}; a running convoyd installs it within seconds",
+                paths.server_cert().display()
+            );
+            Ok(())
+        }
         Command::IssueCert {
             data_dir,
             node,

@@ -7,7 +7,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use anyhow::{Context, Result};
 use convoy_proto as pb;
 use rustls::{
-    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
+    pki_types::{pem::PemObject, CertificateDer},
     server::WebPkiClientVerifier,
     RootCertStore, ServerConfig,
 };
@@ -24,7 +24,7 @@ use crate::{
     pki::{self, Ca, PkiPaths},
     state::Coordinator,
     store::{SledStore, Store},
-    tls::RevocationVerifier,
+    tls::{RevocationVerifier, ServerCert},
     tokens::Tokens,
 };
 
@@ -71,15 +71,14 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> Result<Runn
     let audit = Arc::new(Audit::load(store.clone()).await?);
     let coord = Coordinator::load(store, shutdown.clone()).await?;
 
-    // The chain carries the CA too, so a joining agent that knows only the
-    // CA's fingerprint can find it and pin it.
-    let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(server.cert_pem.as_bytes())
-            .chain(CertificateDer::pem_slice_iter(ca.cert_pem().as_bytes()))
-            .collect::<Result<_, _>>()
-            .context("server certificate")?;
-    let key = PrivateKeyDer::from_pem_slice(server.key_pem.as_bytes()).context("server key")?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server_cert = Arc::new(ServerCert::new(
+        &server.cert_pem,
+        &server.key_pem,
+        ca.cert_pem(),
+        provider.clone(),
+    )?);
+    save_sans(&paths, &cfg.sans)?;
 
     let mut roots = RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(ca.cert_pem().as_bytes()) {
@@ -97,12 +96,12 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> Result<Runn
     let mut agent_tls = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(certs.clone(), key.clone_key())?;
+        .with_cert_resolver(server_cert.clone());
     agent_tls.alpn_protocols = vec![b"h2".to_vec()];
     let mut api_tls = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+        .with_cert_resolver(server_cert.clone());
     api_tls.alpn_protocols = vec![b"h2".to_vec()];
 
     let api_listener = TcpListener::bind(cfg.api_listen)
@@ -147,6 +146,15 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> Result<Runn
     ));
 
     let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(
+        watch_server_cert(
+            paths.clone(),
+            ca.cert_pem().to_string(),
+            server_cert,
+            shutdown.clone(),
+        )
+        .instrument(tracing::info_span!("server-cert")),
+    ));
     let incoming = tls_incoming(api_listener, Arc::new(api_tls), "api", shutdown.clone());
     let sd = shutdown.clone();
     let health_api = health_svc.clone();
@@ -195,6 +203,71 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> Result<Runn
         tokens,
         audit,
     })
+}
+
+/// How often the server certificate file is checked for a rotation.
+const CERT_WATCH: Duration = Duration::from_secs(1);
+
+/// The `--san`s the coordinator runs with, kept so `convoyd rotate-cert`
+/// issues the same names.
+fn save_sans(paths: &PkiPaths, sans: &[String]) -> Result<()> {
+    let text = serde_json::to_string(sans)?;
+    std::fs::write(paths.dir.join("server-sans.json"), text)
+        .with_context(|| format!("cannot write {}", paths.dir.display()))
+}
+
+/// The `--san`s saved by the running coordinator.
+pub fn saved_sans(paths: &PkiPaths) -> Vec<String> {
+    std::fs::read_to_string(paths.dir.join("server-sans.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+/// Writes a new server certificate signed by the CA into `DATA/pki`; a
+/// running coordinator installs it within a second or two. Agents need
+/// nothing: they trust the CA. The key is written before the certificate,
+/// whose change is what the watcher looks for.
+pub fn rotate_server_cert(paths: &PkiPaths, extra_sans: &[String]) -> Result<()> {
+    let ca = Ca::load(paths)?;
+    let mut sans = saved_sans(paths);
+    sans.extend(extra_sans.iter().cloned());
+    let server = ca.issue_server(&sans)?;
+    pki::write_private(&paths.server_key(), server.key_pem.as_bytes())?;
+    pki::write_private(&paths.server_cert(), server.cert_pem.as_bytes())?;
+    Ok(())
+}
+
+/// Installs the server certificate again whenever its file changes.
+async fn watch_server_cert(
+    paths: PkiPaths,
+    ca_pem: String,
+    cert: Arc<ServerCert>,
+    shutdown: CancellationToken,
+) {
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut seen = modified(&paths.server_cert());
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(CERT_WATCH) => {}
+        }
+        let now = modified(&paths.server_cert());
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        let read = |p: std::path::PathBuf| std::fs::read_to_string(p);
+        match (read(paths.server_cert()), read(paths.server_key())) {
+            (Ok(c), Ok(k)) => match cert.replace(&c, &k, &ca_pem) {
+                Ok(()) => tracing::info!("server certificate reloaded"),
+                Err(e) => tracing::warn!(error = %e, "kept the old server certificate"),
+            },
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the rotated server certificate")
+            }
+        }
+    }
 }
 
 type Incoming = ReceiverStream<Result<TlsStream<tokio::net::TcpStream>, std::io::Error>>;

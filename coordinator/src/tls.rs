@@ -93,3 +93,73 @@ impl ClientCertVerifier for RevocationVerifier {
         self.inner.client_auth_mandatory()
     }
 }
+
+/// The coordinator's own certificate, swappable while serving: `convoyd
+/// rotate-cert` writes a new one and the watcher in `server.rs` installs it.
+/// New connections get it at once; open streams keep their session.
+#[derive(Debug)]
+pub struct ServerCert {
+    current: RwLock<Arc<rustls::sign::CertifiedKey>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCert {
+    pub fn new(
+        cert_pem: &str,
+        key_pem: &str,
+        ca_pem: &str,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    ) -> Result<Self, rustls::Error> {
+        let current = certified(cert_pem, key_pem, ca_pem, &provider)?;
+        Ok(Self {
+            current: RwLock::new(current),
+            provider,
+        })
+    }
+
+    /// Installs a new certificate and key; refuses a pair that does not match.
+    pub fn replace(
+        &self,
+        cert_pem: &str,
+        key_pem: &str,
+        ca_pem: &str,
+    ) -> Result<(), rustls::Error> {
+        let next = certified(cert_pem, key_pem, ca_pem, &self.provider)?;
+        if let Ok(mut current) = self.current.write() {
+            *current = next;
+        }
+        Ok(())
+    }
+}
+
+/// The chain is the server certificate then the CA, so a joining agent that
+/// knows only the CA's fingerprint can find it and pin it.
+fn certified(
+    cert_pem: &str,
+    key_pem: &str,
+    ca_pem: &str,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<Arc<rustls::sign::CertifiedKey>, rustls::Error> {
+    use rustls::pki_types::{pem::PemObject, PrivateKeyDer};
+    let bad = |what: &str, e: rustls::pki_types::pem::Error| {
+        rustls::Error::General(format!("cannot read the {what}: {e}"))
+    };
+    let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .chain(CertificateDer::pem_slice_iter(ca_pem.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad("server certificate", e))?;
+    let key =
+        PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| bad("server key", e))?;
+    Ok(Arc::new(rustls::sign::CertifiedKey::from_der(
+        chain, key, provider,
+    )?))
+}
+
+impl rustls::server::ResolvesServerCert for ServerCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.current.read().ok().map(|c| c.clone())
+    }
+}

@@ -155,3 +155,62 @@ fn garbage_on_the_tls_ports_is_refused_and_serving_goes_on() {
     assert!(log.contains("refused TLS connection"), "{log}");
     c.assert_healthy();
 }
+
+/// SHA-256 fingerprint of the certificate a TLS server presents (openssl).
+fn presented_cert(addr: std::net::SocketAddr) -> String {
+    let script = format!(
+        "openssl s_client -connect {addr} -servername coordinator.convoy </dev/null 2>/dev/null \
+         | openssl x509 -noout -fingerprint -sha256"
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(text.contains("Fingerprint"), "openssl said: {text}");
+    text
+}
+
+#[test]
+fn coordinator_certificate_rotates_live_without_re_enrolling_agents() {
+    skip_without_docker!();
+    let mut c = Cluster::with_agents(1);
+    let before = presented_cert(c.api_addr);
+    assert_eq!(presented_cert(c.agent_addr), before);
+
+    let out = std::process::Command::new(convoy_tests::bins::bin("convoyd"))
+        .arg("rotate-cert")
+        .arg("--data-dir")
+        .arg(&c.data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until(
+        "convoyd installs the rotated certificate",
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        || {
+            if c.coordinator_log().contains("server certificate reloaded") {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("not yet"))
+            }
+        },
+    );
+    let after = presented_cert(c.api_addr);
+    assert_ne!(after, before, "the API still presents the old certificate");
+    assert_eq!(presented_cert(c.agent_addr), after);
+
+    // Same CA: the CLI and the agents go on with what they have.
+    let node = c.node_names()[0].clone();
+    c.try_nodes().unwrap();
+    let exit = c.stop_agent(&node);
+    assert!(exit.success(), "agent exited with {exit}");
+    c.start_agent(&node);
+    c.wait_nodes_ready(std::slice::from_ref(&node));
+    c.assert_healthy();
+}
