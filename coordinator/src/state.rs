@@ -1119,6 +1119,62 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_node_cannot_report_for_or_receive_another_nodes_instances() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+        let coord = Coordinator::load(store, CancellationToken::new())
+            .await
+            .unwrap();
+        let hello = || pb::Hello {
+            facts: Some(pb::NodeFacts::default()),
+            agent_version: "t".into(),
+            last_applied_generation: 0,
+        };
+        let mut a = coord.register("a", "fp-a", 0, hello(), None).await.unwrap();
+        let mut b = coord.register("b", "fp-b", 0, hello(), None).await.unwrap();
+        let spec = "services:\n  web:\n    image: x:1\n    deploy:\n      replicas: 2\n";
+        coord.apply("a.yaml", spec, false, "t").await.unwrap();
+        // Each session sees only its own node's plan.
+        let plan_a = a.plan_rx.borrow_and_update().clone().unwrap();
+        let plan_b = b.plan_rx.borrow_and_update().clone().unwrap();
+        let status = coord.status("", "").await;
+        let on = |node: &str| -> Vec<String> {
+            status.services[0]
+                .instances
+                .iter()
+                .filter(|i| i.node == node)
+                .map(|i| i.id.clone())
+                .collect()
+        };
+        let ids = |p: &pb::NodePlan| p.workloads.iter().map(|w| w.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&plan_a), on("a"));
+        assert_eq!(ids(&plan_b), on("b"));
+
+        // Node a claims b's instance runs: b's instance stays unreported.
+        let b_instance = on("b")[0].clone();
+        let report = pb::AgentMessage {
+            msg: Some(pb::agent_message::Msg::Status(pb::StatusReport {
+                full_snapshot: false,
+                workloads: vec![pb::WorkloadStatus {
+                    id: b_instance.clone(),
+                    state: pb::WorkloadState::Running as i32,
+                    ..Default::default()
+                }],
+                removed: vec![],
+            })),
+        };
+        coord.handle("a", a.conn_id, report);
+        let status = coord.status("", "").await;
+        let inst = status.services[0]
+            .instances
+            .iter()
+            .find(|i| i.id == b_instance)
+            .unwrap();
+        assert_eq!(inst.state, pb::WorkloadState::Pending as i32, "{inst:?}");
+        assert_eq!(status.services[0].running, 0);
+    }
+
+    #[tokio::test]
     async fn a_bad_spec_stores_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
