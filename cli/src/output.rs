@@ -539,6 +539,7 @@ pub fn nodes_table(response: &pb::ListNodesResponse, now_ms: i64) -> String {
                 ago(node.connected_since_unix_ms, now_ms, "-"),
                 ago(node.last_heartbeat_unix_ms, now_ms, "never"),
                 node.workloads.to_string(),
+                expires_in(node.certificate_expires_unix_ms, now_ms),
             ]
         })
         .collect();
@@ -555,6 +556,7 @@ pub fn nodes_table(response: &pb::ListNodesResponse, now_ms: i64) -> String {
             "CONNECTED",
             "HEARTBEAT",
             "WORKLOADS",
+            "CERT EXPIRES",
         ],
         &rows,
     )
@@ -640,6 +642,17 @@ fn ago(unix_ms: i64, now_ms: i64, unset: &str) -> String {
         unset.to_owned()
     } else {
         format!("{} ago", format_age(now_ms - unix_ms))
+    }
+}
+
+/// `in 23h` for a future timestamp, `expired` for a past one.
+fn expires_in(unix_ms: i64, now_ms: i64) -> String {
+    if unix_ms <= 0 {
+        "-".to_owned()
+    } else if unix_ms <= now_ms {
+        "expired".to_owned()
+    } else {
+        format!("in {}", format_age(unix_ms - now_ms))
     }
 }
 
@@ -934,13 +947,14 @@ mod tests {
                     workloads: 2,
                     metrics: None,
                     address: "10.0.0.1:4242".into(),
-                    certificate_expires_unix_ms: 0,
+                    certificate_expires_unix_ms: NOW + 23 * 3_600_000,
                 },
                 pb::Node {
                     name: "node-b".into(),
                     state: NodeState::Down as i32,
                     facts: None,
                     last_heartbeat_unix_ms: NOW - 2 * 3_600_000,
+                    certificate_expires_unix_ms: NOW - 1_000,
                     ..pb::Node::default()
                 },
             ],
@@ -951,9 +965,9 @@ mod tests {
     fn nodes_table_shows_facts_ages_and_memory_in_gib() {
         assert_eq!(
             nodes_table(&nodes_response(), NOW),
-            "NAME     STATE   HOSTNAME   OS             KERNEL   CPUS   MEMORY     DOCKER   CONNECTED   HEARTBEAT   WORKLOADS\n\
-             node-a   ready   host-a     Ubuntu 24.04   6.8.0    8      16.0 GiB   27.3.1   3m ago      2s ago      2\n\
-             node-b   down    -          -              -        -      -          -        -           2h ago      0\n"
+            "NAME     STATE   HOSTNAME   OS             KERNEL   CPUS   MEMORY     DOCKER   CONNECTED   HEARTBEAT   WORKLOADS   CERT EXPIRES\n\
+             node-a   ready   host-a     Ubuntu 24.04   6.8.0    8      16.0 GiB   27.3.1   3m ago      2s ago      2           in 23h\n\
+             node-b   down    -          -              -        -      -          -        -           2h ago      0           expired\n"
         );
     }
 
@@ -979,7 +993,7 @@ mod tests {
                 "plan_generation": 3,
                 "acked_generation": 3,
                 "workloads": 2,
-                "certificate_expires_unix_ms": 0,
+                "certificate_expires_unix_ms": NOW + 23 * 3_600_000,
             })
         );
         assert_eq!(value["nodes"][1]["state"], "down");

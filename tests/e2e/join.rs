@@ -72,6 +72,13 @@ fn agent_joins_with_a_token_takes_its_labels_and_runs_workloads() {
     assert_eq!(mode & 0o777, 0o600);
     let cert = std::fs::read_to_string(pki.join("agent.pem")).unwrap();
     assert!(cert.contains("BEGIN CERTIFICATE"));
+    // The private key and the join token appear in no log.
+    let key = std::fs::read_to_string(pki.join("agent.key")).unwrap();
+    let key_body = key.lines().nth(1).unwrap().to_string();
+    for log in [c.agent_log(&node), c.coordinator_log()] {
+        assert!(!log.contains(&key_body), "a log holds the agent's key");
+        assert!(!log.contains(&token), "a log holds the join token");
+    }
 
     // Placement sees the token's labels.
     let svc = c.service_name("joined");

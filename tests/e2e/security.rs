@@ -214,3 +214,34 @@ fn coordinator_certificate_rotates_live_without_re_enrolling_agents() {
     c.wait_nodes_ready(std::slice::from_ref(&node));
     c.assert_healthy();
 }
+
+#[test]
+fn coordinator_refuses_to_start_with_a_world_readable_ca_key() {
+    skip_without_docker!();
+    use std::os::unix::fs::PermissionsExt;
+    let mut c = Cluster::start();
+    let exit = c.stop_coordinator();
+    assert!(exit.success(), "convoyd exited with {exit}");
+    let key = c.data_dir.join("pki/ca.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = std::process::Command::new(convoy_tests::bins::bin("convoyd"))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(&c.data_dir)
+        .args([
+            "--api-listen",
+            "127.0.0.1:0",
+            "--agent-listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "convoyd started with an open CA key");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("readable by other users"), "{err}");
+    assert!(err.contains("ca.key"), "{err}");
+    // Fixed, it starts again.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    c.start_coordinator();
+    c.try_nodes().unwrap();
+}
