@@ -45,6 +45,9 @@ pub enum TokenCommand {
         /// Join tokens: how many agents may enrol with it (default: 1).
         #[arg(long, requires = "join")]
         uses: Option<u32>,
+        /// Join tokens: the only node name that may enrol with it.
+        #[arg(long, requires = "join")]
+        node: Option<String>,
     },
     /// List tokens (never their secrets).
     List,
@@ -111,6 +114,7 @@ pub struct TokenJson {
     pub created_by: String,
     pub uses_left: u32,
     pub labels: BTreeMap<String, String>,
+    pub node: String,
 }
 
 impl From<&pb::TokenInfo> for TokenJson {
@@ -126,6 +130,7 @@ impl From<&pb::TokenInfo> for TokenJson {
             created_by,
             uses_left,
             labels,
+            node,
         } = t;
         Self {
             id: id.clone(),
@@ -138,6 +143,7 @@ impl From<&pb::TokenInfo> for TokenJson {
             created_by: created_by.clone(),
             uses_left: *uses_left,
             labels: labels.clone().into_iter().collect(),
+            node: node.clone(),
         }
     }
 }
@@ -194,6 +200,7 @@ pub async fn token(
             ttl,
             labels,
             uses,
+            node,
             ..
         } => {
             let mut coordinator = crate::commands::connect(flags).await?;
@@ -202,12 +209,16 @@ pub async fn token(
                     ttl_seconds: ttl.unwrap_or(0),
                     labels: labels.unwrap_or_default().into_iter().collect(),
                     uses: uses.unwrap_or(0),
+                    node: node.clone().unwrap_or_default(),
                 })
                 .await?;
             let info = resp.info.clone().unwrap_or_default();
             let host = agent_host(coordinator.address());
+            let node_flag = node
+                .map(|n| format!(" --node-name {n}"))
+                .unwrap_or_default();
             let join_command = format!(
-                "convoy-agent join --coordinator {host}:{DEFAULT_AGENT_PORT} --token {} --ca-fingerprint {}",
+                "convoy-agent join --coordinator {host}:{DEFAULT_AGENT_PORT} --token {} --ca-fingerprint {}{node_flag}",
                 resp.token, resp.ca_fingerprint
             );
             let json = JoinJson {

@@ -96,6 +96,9 @@ pub struct TokenRecord {
     /// Join tokens: enrolments left.
     #[serde(default)]
     pub uses_left: u32,
+    /// Join tokens: the only node name they enrol (empty: any).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node: String,
 }
 
 impl TokenRecord {
@@ -123,6 +126,7 @@ impl TokenRecord {
             created_by: self.created_by.clone(),
             uses_left: self.uses_left,
             labels: self.labels.clone().into_iter().collect(),
+            node: self.node.clone(),
         }
     }
 }
@@ -181,6 +185,8 @@ pub struct NewJoinToken {
     pub labels: BTreeMap<String, String>,
     /// 0: one.
     pub uses: u32,
+    /// Empty: any node name.
+    pub node: String,
 }
 
 #[derive(Default)]
@@ -306,6 +312,7 @@ impl Tokens {
             created_by: created_by.to_string(),
             labels: BTreeMap::new(),
             uses_left: 0,
+            node: String::new(),
         };
         self.save(rec.clone()).await?;
         Ok((rec, secret))
@@ -343,6 +350,7 @@ impl Tokens {
             created_by: created_by.to_string(),
             labels: new.labels,
             uses_left: new.uses.max(1),
+            node: new.node,
         };
         self.save(rec.clone()).await?;
         Ok((rec, secret))
@@ -363,8 +371,13 @@ impl Tokens {
         Ok(rec)
     }
 
-    /// Atomically uses one use of a join token.
-    pub async fn consume_join_token(&self, secret: &str) -> Result<JoinGrant, TokenError> {
+    /// Atomically uses one use of a join token for `node`. A token made for
+    /// another node name is refused without using it.
+    pub async fn consume_join_token(
+        &self,
+        secret: &str,
+        node: &str,
+    ) -> Result<JoinGrant, TokenError> {
         let _w = self.write.lock().await;
         let mut rec = {
             let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
@@ -375,6 +388,12 @@ impl Tokens {
                 .ok_or(TokenError::Unknown)?
         };
         check_live(&rec, now_unix_ms())?;
+        if !rec.node.is_empty() && rec.node != node {
+            return Err(TokenError::Invalid(format!(
+                "join token `{}` is for node `{}`, not `{node}`",
+                rec.id, rec.node
+            )));
+        }
         if rec.uses_left == 0 {
             return Err(TokenError::UsedUp(rec.id));
         }
@@ -472,6 +491,7 @@ async fn admin_record(store: &dyn Store, path: &Path) -> Result<TokenRecord, Tok
         created_by: "convoyd".to_string(),
         labels: BTreeMap::new(),
         uses_left: 0,
+        node: String::new(),
     })
 }
 
@@ -617,7 +637,7 @@ mod tests {
         ));
         let (_, cli) = tokens.create(deployer(&[], 0), "a").await.unwrap();
         assert!(matches!(
-            tokens.consume_join_token(&cli).await,
+            tokens.consume_join_token(&cli, "n1").await,
             Err(TokenError::Unknown)
         ));
     }
@@ -632,6 +652,7 @@ mod tests {
                     ttl_ms: 0,
                     labels: labels.clone(),
                     uses: 2,
+                    node: String::new(),
                 },
                 "a",
             )
@@ -639,11 +660,11 @@ mod tests {
             .unwrap();
         assert!(rec.expires_unix_ms > now_unix_ms() + DEFAULT_JOIN_TTL_MS - 10_000);
         for _ in 0..2 {
-            let grant = tokens.consume_join_token(&secret).await.unwrap();
+            let grant = tokens.consume_join_token(&secret, "n1").await.unwrap();
             assert_eq!(grant.token_id, rec.id);
             assert_eq!(grant.labels, labels);
         }
-        let err = tokens.consume_join_token(&secret).await.unwrap_err();
+        let err = tokens.consume_join_token(&secret, "n1").await.unwrap_err();
         assert_eq!(
             err.to_string(),
             format!("join token `{}` is used up", rec.id)
@@ -660,7 +681,7 @@ mod tests {
             .await
             .unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        let err = tokens.consume_join_token(&secret).await.unwrap_err();
+        let err = tokens.consume_join_token(&secret, "n1").await.unwrap_err();
         assert!(
             err.to_string()
                 .starts_with(&format!("join token `{}` expired at ", rec.id)),
@@ -673,13 +694,38 @@ mod tests {
             .unwrap();
         tokens.revoke(&rec.id).await.unwrap();
         assert!(matches!(
-            tokens.consume_join_token(&secret).await,
+            tokens.consume_join_token(&secret, "n1").await,
             Err(TokenError::Revoked { .. })
         ));
         assert!(matches!(
-            tokens.consume_join_token("convoyjoin_nope").await,
+            tokens.consume_join_token("convoyjoin_nope", "n1").await,
             Err(TokenError::Unknown)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_join_token_for_one_node_name_refuses_others_without_being_used() {
+        let (_dir, _store, tokens) = fresh().await;
+        let (rec, secret) = tokens
+            .create_join(
+                NewJoinToken {
+                    node: "gpu-3".into(),
+                    ..Default::default()
+                },
+                "a",
+            )
+            .await
+            .unwrap();
+        let err = tokens
+            .consume_join_token(&secret, "gpu-4")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("join token `{}` is for node `gpu-3`, not `gpu-4`", rec.id)
+        );
+        // Not used up by the refusal: the right node still enrols.
+        tokens.consume_join_token(&secret, "gpu-3").await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -700,7 +746,7 @@ mod tests {
             .map(|_| {
                 let t = tokens.clone();
                 let s = secret.clone();
-                tokio::spawn(async move { t.consume_join_token(&s).await.is_ok() })
+                tokio::spawn(async move { t.consume_join_token(&s, "n1").await.is_ok() })
             })
             .collect();
         let mut ok = 0;

@@ -208,3 +208,22 @@ fn certificate_renews_over_the_live_stream_without_dropping_it() {
     c.wait_service_running(&svc, 2, 1);
     c.assert_healthy();
 }
+
+#[test]
+fn join_token_for_one_node_name_refuses_a_csr_asking_for_another() {
+    skip_without_docker!();
+    let mut c = Cluster::start();
+    let (token, fp) = join_token(&c, &["--node", "someone-else", "--uses", "2"]);
+    let node = c.join_agent(&token, &fp);
+    let log = failed_join(&mut c, &node);
+    assert!(
+        log.contains(&format!("is for node `someone-else`, not `{node}`")),
+        "{log}"
+    );
+    let audit: serde_json::Value = c.cli_json(&["audit"]);
+    let refused =
+        audit["entries"].as_array().unwrap().iter().any(|e| {
+            e["action"] == "node.join" && e["target"] == node.as_str() && e["result"] != "ok"
+        });
+    assert!(refused, "the refused join is not audited: {audit}");
+}

@@ -386,7 +386,12 @@ impl pb::control_service_server::ControlService for ControlApi {
             ttl_seconds,
             labels,
             uses,
+            node,
         } = req.into_inner();
+        if !node.is_empty() {
+            crate::pki::validate_node_name(&node)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
         self.allow(&caller, Action::CreateJoinToken, "", true)
             .await?;
         let made = async {
@@ -394,6 +399,7 @@ impl pb::control_service_server::ControlService for ControlApi {
                 ttl_ms: ttl_ms(ttl_seconds)?,
                 labels: labels.into_iter().collect(),
                 uses,
+                node,
             };
             Ok::<_, Status>(self.tokens.create_join(new, &caller.who()).await?)
         }

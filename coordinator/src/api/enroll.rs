@@ -72,7 +72,7 @@ impl pb::enroll_service_server::EnrollService for EnrollApi {
             tracing::warn!(?peer, node, "refused a join: name taken");
             return Err(Status::already_exists(msg));
         }
-        let grant = match self.tokens.consume_join_token(token.trim()).await {
+        let grant = match self.tokens.consume_join_token(token.trim(), &node).await {
             Ok(g) => g,
             Err(e) => {
                 tracing::warn!(?peer, node, error = %e, "refused a join");
