@@ -27,9 +27,14 @@ fn refusals_of_revoked(log: &str) -> usize {
 #[test]
 fn removed_node_is_cut_off_refused_after_and_its_instances_are_lost() {
     skip_without_docker!();
-    let mut c = Cluster::with_agents(2);
-    let names = c.node_names();
-    let (keep, gone) = (names[0].clone(), names[1].clone());
+    // Two agents enrolled with one two-use join token.
+    let mut c = Cluster::start();
+    let created: serde_json::Value = c.cli_json(&["token", "create", "--join", "--uses", "2"]);
+    let token = created["token"].as_str().unwrap().to_string();
+    let fp = created["ca_fingerprint"].as_str().unwrap().to_string();
+    let keep = c.join_agent(&token, &fp);
+    let gone = c.join_agent(&token, &fp);
+    c.wait_nodes_ready(&[keep.clone(), gone.clone()]);
     let svc = c.service_name("revoke");
     let spec = ServiceSpec::new(&svc, &c.image()).replicas(2);
     let file = c.write_spec("revoke.yaml", &compose(&[&spec]));
