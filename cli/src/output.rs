@@ -318,7 +318,7 @@ fn node_state_word(value: i32) -> &'static str {
     match NodeState::try_from(value).unwrap_or(NodeState::Unspecified) {
         NodeState::Unspecified => "unspecified",
         NodeState::Ready => "ready",
-        NodeState::Down => "down",
+        NodeState::Lost => "lost",
         NodeState::Removed => "removed",
     }
 }
@@ -951,7 +951,7 @@ mod tests {
                 },
                 pb::Node {
                     name: "node-b".into(),
-                    state: NodeState::Down as i32,
+                    state: NodeState::Lost as i32,
                     facts: None,
                     last_heartbeat_unix_ms: NOW - 2 * 3_600_000,
                     certificate_expires_unix_ms: NOW - 1_000,
@@ -967,7 +967,7 @@ mod tests {
             nodes_table(&nodes_response(), NOW),
             "NAME     STATE   HOSTNAME   OS             KERNEL   CPUS   MEMORY     DOCKER   CONNECTED   HEARTBEAT   WORKLOADS   CERT EXPIRES\n\
              node-a   ready   host-a     Ubuntu 24.04   6.8.0    8      16.0 GiB   27.3.1   3m ago      2s ago      2           in 23h\n\
-             node-b   down    -          -              -        -      -          -        -           2h ago      0           expired\n"
+             node-b   lost    -          -              -        -      -          -        -           2h ago      0           expired\n"
         );
     }
 
@@ -996,7 +996,7 @@ mod tests {
                 "certificate_expires_unix_ms": NOW + 23 * 3_600_000,
             })
         );
-        assert_eq!(value["nodes"][1]["state"], "down");
+        assert_eq!(value["nodes"][1]["state"], "lost");
         assert_eq!(value["nodes"][1]["labels"], json!({}));
     }
 

@@ -9,6 +9,7 @@ use convoy_coordinator::{
     dev,
     pki::{self, Ca, PkiPaths},
     server::{self, ServeConfig},
+    state::Liveness,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -86,6 +87,10 @@ struct Common {
     /// of it are gone.
     #[arg(long, env = "CONVOY_AGENT_CERT_TTL", default_value = "24h", value_parser = convoy_cli::trust::parse_duration_secs)]
     agent_cert_ttl: u64,
+    /// A node whose heartbeats stop for this long is marked lost (agents are
+    /// told to beat three times in that window).
+    #[arg(long, env = "CONVOY_NODE_LOST_AFTER", default_value = "3s", value_parser = parse_millis)]
+    node_lost_after: u64,
     /// Use this CA certificate (PEM) instead of generating one; needs --ca-key.
     #[arg(long, env = "CONVOY_CA_CERT", requires = "ca_key")]
     ca_cert: Option<PathBuf>,
@@ -172,6 +177,17 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// `3s`, `1500ms`, `1m` → milliseconds.
+fn parse_millis(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    if let Some(ms) = text.strip_suffix("ms") {
+        return ms
+            .parse::<u64>()
+            .map_err(|_| format!("`{text}` is not a duration like 1500ms, 3s or 1m"));
+    }
+    convoy_cli::trust::parse_duration_secs(text).map(|s| s.saturating_mul(1000))
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
@@ -196,6 +212,7 @@ async fn serve(
             agent_listen,
             sans: common.sans,
             ca_files: common.ca_cert.zip(common.ca_key),
+            liveness: Liveness::from_lost_after(Duration::from_millis(common.node_lost_after)),
             agent_cert_validity: time::Duration::seconds(
                 i64::try_from(common.agent_cert_ttl).unwrap_or(i64::MAX / 2),
             ),

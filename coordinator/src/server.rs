@@ -22,7 +22,7 @@ use crate::{
     api::{agent::AgentApi, auth, control::ControlApi, enroll::EnrollApi},
     audit::Audit,
     pki::{self, Ca, PkiPaths},
-    state::Coordinator,
+    state::{Coordinator, Liveness},
     store::{SledStore, Store},
     tls::{RevocationVerifier, ServerCert},
     tokens::Tokens,
@@ -41,6 +41,8 @@ pub struct ServeConfig {
     pub agent_cert_validity: time::Duration,
     /// A CA to use (certificate, key) instead of the generated one.
     pub ca_files: Option<(PathBuf, PathBuf)>,
+    /// Heartbeat interval and the silence after which a node is lost.
+    pub liveness: Liveness,
 }
 
 /// A started coordinator.
@@ -69,7 +71,7 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> Result<Runn
     let token_path = cfg.data_dir.join("admin.token");
     let tokens = Arc::new(Tokens::load(store.clone(), &token_path).await?);
     let audit = Arc::new(Audit::load(store.clone()).await?);
-    let coord = Coordinator::load(store, shutdown.clone()).await?;
+    let coord = Coordinator::load(store, cfg.liveness, shutdown.clone()).await?;
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let server_cert = Arc::new(ServerCert::new(
@@ -147,6 +149,10 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> Result<Runn
 
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(
+        sweep_silent_nodes(coord.clone(), shutdown.clone())
+            .instrument(tracing::info_span!("liveness")),
+    ));
+    tasks.push(tokio::spawn(
         watch_server_cert(
             paths.clone(),
             ca.cert_pem().to_string(),
@@ -203,6 +209,18 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> Result<Runn
         tokens,
         audit,
     })
+}
+
+/// Marks nodes lost whose heartbeats stopped, a few times a second.
+async fn sweep_silent_nodes(coord: Arc<Coordinator>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_millis(250));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => coord.sweep(crate::state::now_unix_ms()),
+        }
+    }
 }
 
 /// How often the server certificate file is checked for a rotation.

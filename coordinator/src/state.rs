@@ -194,10 +194,43 @@ struct SessionInfo {
 #[derive(Default)]
 struct NodeLive {
     session: Option<SessionInfo>,
+    /// The stream is open but heartbeats stopped (a frozen or cut-off host).
+    silent: bool,
     last_heartbeat_unix_ms: i64,
     metrics: Option<pb::HostMetrics>,
     acked_generation: u64,
     workloads: HashMap<String, pb::WorkloadStatus>,
+}
+
+impl NodeLive {
+    /// Connected and heard from recently.
+    fn ready(&self) -> bool {
+        self.session.is_some() && !self.silent
+    }
+}
+
+/// How agents prove they are alive: the heartbeat interval they are told to
+/// use, and the silence after which a node is marked lost.
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    pub heartbeat: Duration,
+    pub lost_after: Duration,
+}
+
+impl Liveness {
+    /// Three heartbeats fit in the window, so one late beat is no loss.
+    pub fn from_lost_after(lost_after: Duration) -> Self {
+        Self {
+            heartbeat: (lost_after / 3).max(Duration::from_millis(100)),
+            lost_after,
+        }
+    }
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Self::from_lost_after(Duration::from_secs(3))
+    }
 }
 
 #[derive(Default)]
@@ -220,6 +253,7 @@ pub struct Coordinator {
     live: Mutex<Live>,
     next_conn: AtomicU64,
     pub heartbeat_interval: Duration,
+    lost_after: Duration,
     shutdown: CancellationToken,
     revoked: Revoked,
 }
@@ -247,6 +281,7 @@ impl Coordinator {
     /// Loads desired state from the store and prepares every node's plan.
     pub async fn load(
         store: Arc<dyn Store>,
+        liveness: Liveness,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, StateError> {
         let mut desired = Desired::default();
@@ -276,7 +311,8 @@ impl Coordinator {
             desired: tokio::sync::Mutex::new(Desired::default()),
             live: Mutex::new(Live::default()),
             next_conn: AtomicU64::new(1),
-            heartbeat_interval: Duration::from_secs(2),
+            heartbeat_interval: liveness.heartbeat,
+            lost_after: liveness.lost_after,
             shutdown,
             revoked: Arc::new(std::sync::RwLock::new(revoked)),
         });
@@ -314,7 +350,7 @@ impl Coordinator {
         self.live()
             .nodes
             .iter()
-            .map(|(n, l)| (n.clone(), l.session.is_some()))
+            .map(|(n, l)| (n.clone(), l.ready()))
             .collect()
     }
 
@@ -532,6 +568,7 @@ impl Coordinator {
             let mut live = self.live();
             let entry = live.nodes.entry(node.to_string()).or_default();
             entry.last_heartbeat_unix_ms = now;
+            entry.silent = false;
             entry.session.replace(SessionInfo {
                 conn_id,
                 connected_since_unix_ms: now,
@@ -690,6 +727,21 @@ impl Coordinator {
         })
     }
 
+    /// Marks lost every connected node whose heartbeats stopped for longer
+    /// than the lost-after window (its stream may still look open: a frozen
+    /// process or a cut cable sends no FIN). Called every few hundred ms.
+    pub fn sweep(&self, now_unix_ms: i64) {
+        let limit = self.lost_after.as_millis() as i64;
+        let mut live = self.live();
+        for (node, n) in live.nodes.iter_mut() {
+            let silent_for = now_unix_ms - n.last_heartbeat_unix_ms;
+            if n.session.is_some() && !n.silent && silent_for > limit {
+                n.silent = true;
+                tracing::warn!(node = %node, silent_for_ms = silent_for, "node lost: no heartbeat");
+            }
+        }
+    }
+
     /// Forgets a session, unless a newer one of the same node replaced it.
     pub fn disconnect(&self, node: &str, conn_id: u64) {
         let mut live = self.live();
@@ -713,6 +765,10 @@ impl Coordinator {
         }
         match msg.msg {
             Some(Msg::Heartbeat(hb)) => {
+                if n.silent {
+                    n.silent = false;
+                    tracing::info!(node, "node ready again: heartbeats resumed");
+                }
                 n.last_heartbeat_unix_ms = now_unix_ms();
                 n.metrics = hb.metrics;
             }
@@ -774,7 +830,7 @@ impl Coordinator {
                     .and_then(|n| desired.nodes.get(n))
                     .is_some_and(|n| n.removed_unix_ms != 0);
                 let node_live = node.as_ref().and_then(|n| live.nodes.get(n));
-                let connected = node_live.is_some_and(|l| l.session.is_some());
+                let connected = node_live.is_some_and(NodeLive::ready);
                 let reported = node_live.and_then(|l| l.workloads.get(&id));
                 let mut inst = pb::InstanceStatus {
                     id: id.clone(),
@@ -841,10 +897,10 @@ impl Coordinator {
                     name: rec.name.clone(),
                     state: if rec.removed_unix_ms != 0 {
                         pb::NodeState::Removed
-                    } else if session.is_some() {
+                    } else if l.is_some_and(NodeLive::ready) {
                         pb::NodeState::Ready
                     } else {
-                        pb::NodeState::Down
+                        pb::NodeState::Lost
                     } as i32,
                     facts: Some((&rec.facts).into()),
                     agent_version: rec.agent_version.clone(),
@@ -1083,7 +1139,7 @@ mod tests {
     async fn apply_stores_a_revision_and_a_plan_survives_reload() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
-        let coord = Coordinator::load(store.clone(), CancellationToken::new())
+        let coord = Coordinator::load(store.clone(), Liveness::default(), CancellationToken::new())
             .await
             .unwrap();
         let hello = pb::Hello {
@@ -1108,7 +1164,7 @@ mod tests {
         );
         drop(coord);
 
-        let again = Coordinator::load(store, CancellationToken::new())
+        let again = Coordinator::load(store, Liveness::default(), CancellationToken::new())
             .await
             .unwrap();
         let status = again.status("", "").await;
@@ -1122,7 +1178,7 @@ mod tests {
     async fn a_node_cannot_report_for_or_receive_another_nodes_instances() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
-        let coord = Coordinator::load(store, CancellationToken::new())
+        let coord = Coordinator::load(store, Liveness::default(), CancellationToken::new())
             .await
             .unwrap();
         let hello = || pb::Hello {
@@ -1178,7 +1234,7 @@ mod tests {
     async fn a_bad_spec_stores_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
-        let coord = Coordinator::load(store.clone(), CancellationToken::new())
+        let coord = Coordinator::load(store.clone(), Liveness::default(), CancellationToken::new())
             .await
             .unwrap();
         let err = coord

@@ -47,6 +47,7 @@ async fn api_needs_a_token_and_agent_stream_needs_a_certificate_from_our_ca() {
             sans: vec![],
             agent_cert_validity: time::Duration::days(1),
             ca_files: None,
+            liveness: Default::default(),
         },
         shutdown.clone(),
     )

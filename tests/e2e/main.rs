@@ -10,6 +10,7 @@ mod coordinator_restart;
 mod deploy;
 mod images;
 mod join;
+mod node_loss;
 mod ownership;
 mod partition;
 mod placement;

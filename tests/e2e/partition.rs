@@ -77,7 +77,7 @@ fn agent_keeps_enforcing_its_plan_while_the_coordinator_is_away() {
 }
 
 #[test]
-fn stopped_agent_shows_its_node_down_and_its_instances_disconnected() {
+fn stopped_agent_shows_its_node_lost_and_its_instances_disconnected() {
     skip_without_docker!();
     let mut c = Cluster::with_agents(2);
     let svc = c.service_name("down");
@@ -98,7 +98,7 @@ fn stopped_agent_shows_its_node_down_and_its_instances_disconnected() {
                 .iter()
                 .find(|n| n.name == node)
                 .ok_or_else(|| anyhow!("{node} is no longer listed"))?;
-            ensure!(n.state == "down", "{node} is {}", n.state);
+            ensure!(n.state == "lost", "{node} is {}", n.state);
             let status = c.try_service_status(&svc)?;
             ensure!(
                 status

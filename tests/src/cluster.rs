@@ -449,6 +449,11 @@ impl Cluster {
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
+    /// The OS process id of a running agent (for kill -STOP / -CONT).
+    pub fn agent_pid(&self, name: &str) -> Option<u32> {
+        self.agent(name).child.as_ref().map(Child::id)
+    }
+
     pub fn agent_log(&self, name: &str) -> String {
         read_lossy(&self.agent(name).log)
     }
