@@ -20,12 +20,18 @@ need curl curl
 need sha256sum coreutils
 need docker docker.io
 need openssl openssl
+# Issue 4's end-to-end tests: a real Prometheus (and promtool) scraping
+# /metrics, and the dashboard in a real headless browser over WebDriver.
+need prometheus prometheus
+need promtool prometheus
+need chromium chromium
+need chromedriver chromium-driver
 if [ "${#apt_missing[@]}" -gt 0 ]; then
   step "installing ${apt_missing[*]}"
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends ca-certificates "${apt_missing[@]}"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends ca-certificates fonts-dejavu-core "${apt_missing[@]}"
 fi
 
 if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then

@@ -1,8 +1,9 @@
 //! What the agent tells the coordinator about its host: static facts for
 //! `Hello` (OS, CPUs, memory, Docker version, labels) and the live metrics of
-//! each heartbeat, read from /proc.
+//! each heartbeat, read from /proc and statvfs.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use convoy_proto::{HostMetrics, NodeFacts};
@@ -45,24 +46,132 @@ pub async fn collect<R: Runtime>(runtime: &R, labels: &BTreeMap<String, String>)
     }
 }
 
-/// Load and memory now, plus the managed container count the caller knows.
-pub async fn host_metrics(containers: u32) -> HostMetrics {
-    let load1 = tokio::fs::read_to_string("/proc/loadavg")
-        .await
-        .ok()
-        .and_then(|text| text.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0.0);
-    let meminfo = tokio::fs::read_to_string("/proc/meminfo")
-        .await
-        .unwrap_or_default();
-    let total = meminfo_bytes(&meminfo, "MemTotal").unwrap_or(0);
-    let available = meminfo_bytes(&meminfo, "MemAvailable").unwrap_or(total);
-    HostMetrics {
-        load1,
-        memory_used_bytes: total.saturating_sub(available),
-        memory_total_bytes: total,
-        containers,
+/// How far apart the two CPU samples of the first heartbeat are.
+const FIRST_CPU_WINDOW: Duration = Duration::from_millis(100);
+
+/// Reads the live metrics of each heartbeat; keeps the previous CPU sample,
+/// since CPU use is a share of the time between two heartbeats.
+#[derive(Debug)]
+pub struct HostSampler {
+    data_dir: PathBuf,
+    cpu: Option<CpuSample>,
+}
+
+impl HostSampler {
+    /// Disk figures are of the filesystem holding `data_dir`.
+    pub fn new(data_dir: PathBuf) -> Self {
+        HostSampler {
+            data_dir,
+            cpu: None,
+        }
     }
+
+    /// Load, CPU, memory and disk now, plus the managed container count the
+    /// caller knows. Anything unreadable is reported as 0.
+    pub async fn sample(&mut self, containers: u32) -> HostMetrics {
+        let (load1, load5, load15) = tokio::fs::read_to_string("/proc/loadavg")
+            .await
+            .ok()
+            .and_then(|text| parse_loadavg(&text))
+            .unwrap_or_default();
+        let meminfo = tokio::fs::read_to_string("/proc/meminfo")
+            .await
+            .unwrap_or_default();
+        let total = meminfo_bytes(&meminfo, "MemTotal").unwrap_or(0);
+        let available = meminfo_bytes(&meminfo, "MemAvailable").unwrap_or(total);
+        let previous = match self.cpu {
+            Some(previous) => Some(previous),
+            None => {
+                let first = read_cpu().await;
+                tokio::time::sleep(FIRST_CPU_WINDOW).await;
+                first
+            }
+        };
+        let now = read_cpu().await;
+        let cpu_percent = match (previous, now) {
+            (Some(previous), Some(now)) => cpu_percent(previous, now),
+            _ => 0.0,
+        };
+        self.cpu = now;
+        let dir = self.data_dir.clone();
+        let (disk_used_bytes, disk_total_bytes) =
+            tokio::task::spawn_blocking(move || disk_usage(&dir))
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+        HostMetrics {
+            load1,
+            memory_used_bytes: total.saturating_sub(available),
+            memory_total_bytes: total,
+            containers,
+            cpu_percent,
+            disk_used_bytes,
+            disk_total_bytes,
+            load5,
+            load15,
+        }
+    }
+}
+
+/// The three load averages of `/proc/loadavg`.
+fn parse_loadavg(text: &str) -> Option<(f64, f64, f64)> {
+    let mut fields = text.split_whitespace().map(|f| f.parse::<f64>().ok());
+    Some((fields.next()??, fields.next()??, fields.next()??))
+}
+
+/// CPU time counters of all CPUs, in ticks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct CpuSample {
+    busy: u64,
+    total: u64,
+}
+
+async fn read_cpu() -> Option<CpuSample> {
+    let text = tokio::fs::read_to_string("/proc/stat").await.ok()?;
+    parse_cpu(&text)
+}
+
+/// The `cpu` line of `/proc/stat`: user nice system idle iowait irq softirq
+/// steal (guest time is already counted in user and nice).
+fn parse_cpu(stat: &str) -> Option<CpuSample> {
+    let line = stat
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("cpu"))?;
+    let values: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    if values.len() < 4 {
+        return None;
+    }
+    let total: u64 = values.iter().sum();
+    let idle = values[3] + values.get(4).copied().unwrap_or(0);
+    Some(CpuSample {
+        busy: total.saturating_sub(idle),
+        total,
+    })
+}
+
+/// The busy share of all CPUs between two samples, 0-100.
+fn cpu_percent(previous: CpuSample, now: CpuSample) -> f64 {
+    let total = now.total.saturating_sub(previous.total);
+    if total == 0 {
+        return 0.0;
+    }
+    let busy = now.busy.saturating_sub(previous.busy).min(total);
+    (busy as f64 / total as f64 * 100.0).clamp(0.0, 100.0)
+}
+
+/// Used and total bytes of the filesystem holding `path`, as `df` counts
+/// them (used = blocks - free blocks).
+fn disk_usage(path: &Path) -> Option<(u64, u64)> {
+    let stat = rustix::fs::statvfs(path).ok()?;
+    let total = stat.f_blocks.checked_mul(stat.f_frsize)?;
+    let free = stat.f_bfree.checked_mul(stat.f_frsize)?;
+    Some((total.saturating_sub(free), total))
 }
 
 async fn read_trimmed(path: &str) -> String {
@@ -109,6 +218,68 @@ mod tests {
         assert_eq!(meminfo_bytes(text, "MemAvailable"), Some(1024 * 1024));
         assert_eq!(meminfo_bytes(text, "Mem"), None);
         assert_eq!(meminfo_bytes("MemTotal: lots kB", "MemTotal"), None);
+    }
+
+    #[test]
+    fn loadavg_gives_three_averages() {
+        assert_eq!(
+            parse_loadavg("0.52 0.58 0.59 1/389 12345\n"),
+            Some((0.52, 0.58, 0.59))
+        );
+        assert_eq!(parse_loadavg("0.52 0.58"), None);
+        assert_eq!(parse_loadavg("a b c"), None);
+    }
+
+    #[test]
+    fn cpu_line_counts_idle_and_iowait_as_not_busy() {
+        let stat = "cpu  100 20 30 800 50 0 0 0 7 0\ncpu0 50 10 15 400 25 0 0 0 0 0\nintr 1\n";
+        assert_eq!(
+            parse_cpu(stat),
+            Some(CpuSample {
+                busy: 150,
+                total: 1000
+            })
+        );
+        assert_eq!(parse_cpu("cpu0 1 2 3 4\n"), None);
+        assert_eq!(parse_cpu("cpu  x 2 3 4\n"), None);
+    }
+
+    #[test]
+    fn cpu_percent_is_the_busy_share_between_samples() {
+        let a = CpuSample {
+            busy: 150,
+            total: 1000,
+        };
+        let b = CpuSample {
+            busy: 200,
+            total: 1200,
+        };
+        assert_eq!(cpu_percent(a, b), 25.0);
+        assert_eq!(cpu_percent(a, a), 0.0);
+        // Counters that went backwards (a reset) do not give nonsense.
+        assert_eq!(cpu_percent(b, a), 0.0);
+    }
+
+    #[test]
+    fn disk_usage_of_the_data_dir_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (used, total) = disk_usage(dir.path()).unwrap();
+        assert!(total > 0 && used <= total, "{used} of {total}");
+        assert_eq!(disk_usage(Path::new("/no/such/dir")), None);
+    }
+
+    #[tokio::test]
+    async fn heartbeat_metrics_are_filled_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sampler = HostSampler::new(dir.path().to_path_buf());
+        let first = sampler.sample(3).await;
+        assert_eq!(first.containers, 3);
+        assert!(first.memory_total_bytes > 0);
+        assert!(first.memory_used_bytes <= first.memory_total_bytes);
+        assert!(first.disk_total_bytes > 0);
+        assert!((0.0..=100.0).contains(&first.cpu_percent));
+        let second = sampler.sample(3).await;
+        assert!((0.0..=100.0).contains(&second.cpu_percent));
     }
 
     #[tokio::test]

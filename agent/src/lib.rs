@@ -5,6 +5,7 @@
 pub mod enroll;
 pub mod facts;
 pub mod pki;
+pub mod probe;
 pub mod reconcile;
 pub mod renew;
 pub mod runtime;
@@ -30,7 +31,7 @@ pub struct AgentConfig {
     pub coordinators: Vec<String>,
     /// Holds `ca.pem`, `agent.pem` and `agent.key`.
     pub pki_dir: PathBuf,
-    /// Where `plan.json` lives.
+    /// Where `plan.pb` lives; its filesystem's use goes out with heartbeats.
     pub data_dir: PathBuf,
     /// Reported in NodeFacts for placement.
     pub labels: BTreeMap<String, String>,

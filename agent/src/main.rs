@@ -62,7 +62,7 @@ struct RunArgs {
     /// Directory with ca.pem, agent.pem and agent.key.
     #[arg(long, value_name = "DIR", env = "CONVOY_PKI_DIR")]
     pki_dir: PathBuf,
-    /// Directory for the agent's state (plan.json).
+    /// Directory for the agent's state (plan.pb).
     #[arg(long, value_name = "DIR", env = "CONVOY_DATA_DIR")]
     data_dir: PathBuf,
     /// A node label for placement, repeatable.

@@ -1,18 +1,23 @@
 //! Makes the node's containers match its plan, shaped like kube-runtime's
 //! controller: a pure `decide` from the plan and freshly observed containers
-//! to actions, and a loop that applies them one pass at a time.
+//! to actions, and a loop that applies them one pass at a time. Each pass
+//! also points the probes at the running containers, and statuses carry the
+//! health they and Docker's healthchecks report.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use convoy_proto::restart_policy::Condition;
-use convoy_proto::{workload, Event, NodePlan, Workload, WorkloadState, WorkloadStatus};
+use convoy_proto::{
+    workload, Event, Health, NodePlan, Workload, WorkloadState, WorkloadStatus,
+};
 use futures::StreamExt;
 use tokio::sync::{broadcast, watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use crate::probe::{self, CheckView, Prober, Target};
 use crate::runtime::{ContainerState, Observed, Runtime, RuntimeError};
 
 /// First restart delay; it doubles per consecutive failure.
@@ -370,6 +375,13 @@ pub struct Reconciler<R: Runtime> {
     events: broadcast::Sender<Event>,
     /// The last "docker unreachable" reason logged, so it is logged once.
     unreachable: Option<String>,
+    prober: Prober<R>,
+    /// What the last publish was made of, to publish again when only a
+    /// probe's result changed.
+    last: Option<(Vec<Workload>, Vec<Observed>)>,
+    /// Per workload: the container and health last published, to emit
+    /// `healthy` / `unhealthy` events on changes.
+    healths: HashMap<String, (String, Health)>,
 }
 
 impl<R: Runtime> Reconciler<R> {
@@ -380,12 +392,15 @@ impl<R: Runtime> Reconciler<R> {
         events: broadcast::Sender<Event>,
     ) -> Self {
         Self {
+            prober: Prober::new(runtime.clone()),
             runtime,
             node,
             book: RestartBook::default(),
             snapshot,
             events,
             unreachable: None,
+            last: None,
+            healths: HashMap::new(),
         }
     }
 
@@ -417,15 +432,27 @@ impl<R: Runtime> Reconciler<R> {
             };
             let now = Instant::now();
             let deadline = next.map_or(now + REQUEUE, |t| t.min(now + REQUEUE));
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                changed = plan.changed(), if plan_open => {
-                    if changed.is_err() {
-                        plan_open = false;
+            // A probe result needs no pass, only a new status.
+            let stop = loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break true,
+                    changed = plan.changed(), if plan_open => {
+                        if changed.is_err() {
+                            plan_open = false;
+                        }
+                        break false;
+                    }
+                    _ = wake.notified() => break false,
+                    _ = tokio::time::sleep_until(deadline.into()) => break false,
+                    update = self.prober.next() => {
+                        if self.prober.apply(update) {
+                            self.republish();
+                        }
                     }
                 }
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep_until(deadline.into()) => {}
+            };
+            if stop {
+                break;
             }
         }
         if let Err(e) = watcher.await {
@@ -607,16 +634,142 @@ impl<R: Runtime> Reconciler<R> {
         });
     }
 
-    fn publish(&self, desired: &[Workload], observed: &[Observed]) {
-        let statuses = desired
+    fn publish(&mut self, desired: &[Workload], observed: &[Observed]) {
+        let keepers: Vec<(&Workload, Option<&Observed>)> = desired
             .iter()
             .map(|w| {
                 let containers: Vec<&Observed> =
                     observed.iter().filter(|o| o.workload_id == w.id).collect();
-                (w.id.clone(), self.status_of(w, &containers))
+                (w, keeper(w, &containers))
             })
             .collect();
+        let targets = keepers
+            .iter()
+            .filter_map(|(w, k)| {
+                let k = k.filter(|k| k.state == ContainerState::Running)?;
+                Some(Target {
+                    workload_id: w.id.clone(),
+                    container_id: k.id.clone(),
+                    started_at: k.started_at,
+                    probes: w.probes.clone(),
+                })
+            })
+            .collect();
+        self.prober.sync(targets);
+        let statuses: BTreeMap<String, WorkloadStatus> = keepers
+            .iter()
+            .map(|(w, k)| {
+                let containers: Vec<&Observed> =
+                    observed.iter().filter(|o| o.workload_id == w.id).collect();
+                let mut status = self.status_of(w, &containers);
+                let checks = k.map(|k| self.checks_of(w, k)).unwrap_or_default();
+                let combined = probe::combine(&checks);
+                status.health = combined.health as i32;
+                status.failing_probe = combined.failing_probe;
+                status.health_output = combined.output;
+                self.health_events(&status, &checks);
+                (w.id.clone(), status)
+            })
+            .collect();
+        self.healths.retain(|id, _| statuses.contains_key(id));
+        for (id, status) in &statuses {
+            self.healths.insert(
+                id.clone(),
+                (status.container_id.clone(), health_of(status)),
+            );
+        }
         self.send(statuses, u32::try_from(observed.len()).unwrap_or(u32::MAX));
+        self.last = Some((desired.to_vec(), observed.to_vec()));
+    }
+
+    /// Publishes again from the last observation, with the probes' news.
+    fn republish(&mut self) {
+        if let Some((desired, observed)) = self.last.take() {
+            self.publish(&desired, &observed);
+        }
+    }
+
+    /// The health checks of a running keeper: Docker's, then the probes.
+    fn checks_of(&self, w: &Workload, k: &Observed) -> Vec<CheckView> {
+        if k.state != ContainerState::Running {
+            return Vec::new();
+        }
+        let mut checks: Vec<CheckView> = k
+            .health
+            .iter()
+            .map(|h| CheckView {
+                name: probe::DOCKER.to_string(),
+                health: h.status,
+                output: h.output.clone(),
+            })
+            .collect();
+        if !w.probes.is_empty() {
+            let views = self.prober.views(&w.id, &k.id);
+            if views.is_empty() {
+                // Just started: no probe has run yet.
+                checks.extend(w.probes.iter().map(|p| CheckView {
+                    name: probe::ProbeConfig::from_proto(p).name,
+                    health: Health::Starting,
+                    output: String::new(),
+                }));
+            } else {
+                checks.extend(views);
+            }
+        }
+        checks
+    }
+
+    /// Emits `unhealthy` when an instance turns unhealthy, `healthy` when it
+    /// turns healthy from starting or unhealthy.
+    fn health_events(&self, status: &WorkloadStatus, checks: &[CheckView]) {
+        let now = health_of(status);
+        let before = match self.healths.get(&status.id) {
+            Some((container, health)) if *container == status.container_id => Some(*health),
+            // Another container: its health starts anew.
+            Some(_) => Some(Health::Starting),
+            None => None,
+        };
+        if before == Some(now) {
+            return;
+        }
+        let name = &status.container_name;
+        match now {
+            Health::Unhealthy => {
+                let check = if status.failing_probe == probe::DOCKER {
+                    "Docker's healthcheck".to_string()
+                } else {
+                    format!("probe `{}`", status.failing_probe)
+                };
+                let mut message = format!("`{name}` is unhealthy: {check} fails");
+                if !status.health_output.is_empty() {
+                    message.push_str(": ");
+                    message.push_str(&status.health_output);
+                }
+                warn!(workload = %status.id, "{message}");
+                self.emit(&status.id, "unhealthy", message);
+            }
+            Health::Healthy if before.is_some() => {
+                let passing: Vec<String> = checks
+                    .iter()
+                    .map(|c| {
+                        if c.output.is_empty() {
+                            format!("`{}`", c.name)
+                        } else {
+                            format!("`{}`: {}", c.name, c.output)
+                        }
+                    })
+                    .collect();
+                let again = if before == Some(Health::Unhealthy) {
+                    " again"
+                } else {
+                    ""
+                };
+                let message = format!("`{name}` is healthy{again}: {}", passing.join("; "));
+                info!(workload = %status.id, "{message}");
+                self.emit(&status.id, "healthy", message);
+            }
+            _ => {}
+        }
     }
 
     fn publish_unreachable(&self, desired: Vec<Workload>, reason: &str) {
@@ -736,6 +889,10 @@ impl<R: Runtime> Reconciler<R> {
         }
         status
     }
+}
+
+fn health_of(status: &WorkloadStatus) -> Health {
+    Health::try_from(status.health).unwrap_or(Health::Unspecified)
 }
 
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {

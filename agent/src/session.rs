@@ -1,6 +1,7 @@
 //! The agent's half of `AgentService.Session`: dials a coordinator over mTLS,
-//! says Hello with a full status snapshot, stores and acknowledges plans, and
-//! streams status changes, events and heartbeats; reconnects with backoff.
+//! says Hello with a full status snapshot, stores and acknowledges plans,
+//! answers commands and pings, and streams status changes, events and
+//! heartbeats; reconnects with backoff.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,19 +11,21 @@ use std::time::{Duration, Instant, SystemTime};
 use convoy_proto::agent_service_client::AgentServiceClient;
 use convoy_proto::{
     ack, agent_message, command, coordinator_message, Ack, AgentMessage, Command,
-    CoordinatorMessage, Event, Heartbeat, Hello, NodePlan, RenewRequest, StatusReport, Welcome,
-    WorkloadStatus, COORDINATOR_SERVER_NAME,
+    CoordinatorMessage, Event, Heartbeat, Hello, NodePlan, Ping, Pong, RenewRequest, RunProbes,
+    StatusReport, Welcome, WorkloadStatus, COORDINATOR_SERVER_NAME,
 };
 use rand::Rng;
 use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
-use tracing::{debug, info, warn};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::error_chain;
 use crate::facts;
 use crate::pki::Pki;
+use crate::probe;
 use crate::reconcile::{unix_ms, Snapshot};
 use crate::renew::Renewal;
 use crate::runtime::Runtime;
@@ -97,11 +100,15 @@ impl<R: Runtime> Session<R> {
         }
         let mut failures = 0u32;
         let mut turn = 0usize;
+        // Outlives sessions: CPU use is measured between heartbeats.
+        let mut sampler = facts::HostSampler::new(self.data_dir.clone());
         loop {
             let addr = self.coordinators[turn % self.coordinators.len()].clone();
             turn = turn.wrapping_add(1);
             let mut connected_at = None;
-            let result = self.serve(&addr, &shutdown, &mut connected_at).await;
+            let result = self
+                .serve(&addr, &shutdown, &mut connected_at, &mut sampler)
+                .await;
             if connected_at.is_some_and(|t: Instant| t.elapsed() >= HEALTHY_SESSION) {
                 failures = 0;
             }
@@ -129,6 +136,7 @@ impl<R: Runtime> Session<R> {
         addr: &str,
         shutdown: &CancellationToken,
         connected_at: &mut Option<Instant>,
+        sampler: &mut facts::HostSampler,
     ) -> Result<End, SessionError> {
         let pki = Pki::load(&self.pki_dir).await?;
         if pki.node_name != self.node {
@@ -192,13 +200,29 @@ impl<R: Runtime> Session<R> {
         let mut heartbeat = heartbeat_timer(DEFAULT_HEARTBEAT);
         let mut renewal = Renewal::new(self.pki_dir.clone(), self.node.clone(), &pki.cert_pem);
         let mut renew_check = heartbeat_timer(RENEW_CHECK);
+        // RunProbes answers take up to a probe timeout: they run beside the
+        // loop, which keeps answering pings. Dropped (aborted) with the
+        // session.
+        let mut probe_runs = JoinSet::new();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(End::Shutdown),
+                Some(_) = probe_runs.join_next(), if !probe_runs.is_empty() => {}
                 message = inbound.message() => match message {
                     Ok(Some(CoordinatorMessage {
                         msg: Some(coordinator_message::Msg::Certificate(answer)),
                     })) => renewal.answer(answer),
+                    Ok(Some(CoordinatorMessage {
+                        msg: Some(coordinator_message::Msg::Command(Command {
+                            id,
+                            kind: Some(command::Kind::RunProbes(run)),
+                        })),
+                    })) => {
+                        probe_runs.spawn(
+                            self.run_probes(id, run, tx.clone())
+                                .instrument(info_span!("run_probes")),
+                        );
+                    }
                     Ok(Some(message)) => {
                         if let Some(reply) = self.handle(addr, message, &mut heartbeat).await {
                             send(&tx, addr, reply).await?;
@@ -216,7 +240,7 @@ impl<R: Runtime> Session<R> {
                     let containers = self.snapshot.borrow().containers;
                     let beat = Heartbeat {
                         sent_unix_ms: unix_ms(SystemTime::now()),
-                        metrics: Some(facts::host_metrics(containers).await),
+                        metrics: Some(sampler.sample(containers).await),
                     };
                     send(&tx, addr, agent_message::Msg::Heartbeat(beat)).await?;
                 }
@@ -274,16 +298,24 @@ impl<R: Runtime> Session<R> {
                 None
             }
             Some(coordinator_message::Msg::Plan(plan)) => Some(self.accept_plan(plan).await),
+            Some(coordinator_message::Msg::Ping(Ping { nonce })) => {
+                Some(agent_message::Msg::Pong(Pong { nonce }))
+            }
             Some(coordinator_message::Msg::Command(Command { id, kind })) => {
                 let (ok, error) = match kind {
                     // Facts go out with the next Hello; nothing is cached to refresh.
                     Some(command::Kind::RefreshFacts(_)) => (true, String::new()),
+                    // Answered beside the loop (`run_probes`); not reached.
+                    Some(command::Kind::RunProbes(_)) => {
+                        (false, "RunProbes is answered elsewhere".to_string())
+                    }
                     None => (false, "this agent does not know that command".to_string()),
                 };
                 Some(agent_message::Msg::Ack(Ack {
                     target: Some(ack::Target::CommandId(id)),
                     ok,
                     error,
+                    probe_results: Vec::new(),
                 }))
             }
             // Answered in the session loop, which holds the renewal state.
@@ -324,7 +356,39 @@ impl<R: Runtime> Session<R> {
             target: Some(ack::Target::PlanGeneration(generation)),
             ok,
             error,
+            probe_results: Vec::new(),
         })
+    }
+
+    /// Runs the probes RunProbes asks for, and sends the Ack with their
+    /// results.
+    fn run_probes(
+        &self,
+        id: String,
+        run: RunProbes,
+        tx: mpsc::Sender<AgentMessage>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let RunProbes { workload_ids } = run;
+        let runtime = self.runtime.clone();
+        let plan = self.plan.borrow().clone();
+        let statuses = self.snapshot.borrow().statuses.clone();
+        async move {
+            let probe_results =
+                probe::run_now(runtime.as_ref(), plan.as_deref(), &statuses, &workload_ids).await;
+            debug!(command = %id, results = probe_results.len(), "probes run");
+            let ack = Ack {
+                target: Some(ack::Target::CommandId(id)),
+                ok: true,
+                error: String::new(),
+                probe_results,
+            };
+            // A closed stream: the session is over and so is the question.
+            let _ = tx
+                .send(AgentMessage {
+                    msg: Some(agent_message::Msg::Ack(ack)),
+                })
+                .await;
+        }
     }
 }
 

@@ -1,17 +1,17 @@
-//! The last plan on local disk, `DATA/plan.json`, so the agent keeps
-//! enforcing it while the coordinator is away and across its own restarts.
-//! The file is a serde mirror of `NodePlan`, written atomically.
+//! The last plan on local disk, `DATA/plan.pb`, so the agent keeps enforcing
+//! it while the coordinator is away and across its own restarts. The file is
+//! the `NodePlan` message as protobuf, exactly as it came, so every field the
+//! proto gains survives a restart without a mirror to keep in step; written
+//! atomically, readable by the agent's user only.
 
-use std::collections::BTreeMap;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use convoy_proto::restart_policy::Condition;
-use convoy_proto::{workload, ContainerSpec, NodePlan, PortMapping, RestartPolicy, Workload};
-use serde::{Deserialize, Serialize};
+use convoy_proto::NodePlan;
+use prost::Message;
 
-pub const PLAN_FILE: &str = "plan.json";
-const FORMAT: u32 = 1;
+pub const PLAN_FILE: &str = "plan.pb";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -42,23 +42,18 @@ pub async fn load(data_dir: &Path) -> Result<Option<NodePlan>, StateError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(StateError::Read { path, source }),
     };
-    let file: PlanFile = serde_json::from_slice(&bytes).map_err(|e| StateError::Invalid {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
-    NodePlan::try_from(file)
+    NodePlan::decode(bytes.as_slice())
         .map(Some)
-        .map_err(|reason| StateError::Invalid { path, reason })
+        .map_err(|e| StateError::Invalid {
+            path,
+            reason: e.to_string(),
+        })
 }
 
 /// Replaces the stored plan: a temporary file, synced, renamed over the old.
 pub async fn store(data_dir: &Path, plan: &NodePlan) -> Result<(), StateError> {
     let path = plan_path(data_dir);
-    let bytes =
-        serde_json::to_vec_pretty(&PlanFile::from(plan)).map_err(|e| StateError::Write {
-            path: path.clone(),
-            source: std::io::Error::other(e),
-        })?;
+    let bytes = plan.encode_to_vec();
     let dir = data_dir.to_path_buf();
     let target = path.clone();
     tokio::task::spawn_blocking(move || write_atomically(&dir, &target, &bytes))
@@ -73,7 +68,16 @@ pub async fn store(data_dir: &Path, plan: &NodePlan) -> Result<(), StateError> {
 fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = dir.join(format!(".{PLAN_FILE}.tmp"));
     {
-        let mut file = std::fs::File::create(&tmp)?;
+        // A leftover from a crash may carry other permissions: start afresh.
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
     }
@@ -82,306 +86,17 @@ fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()
     std::fs::File::open(dir)?.sync_all()
 }
 
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PlanFile {
-    format: u32,
-    generation: u64,
-    workloads: Vec<WorkloadFile>,
-}
-
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WorkloadFile {
-    id: String,
-    service: String,
-    env: String,
-    index: u32,
-    revision: u64,
-    spec_hash: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    container: Option<ContainerFile>,
-}
-
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ContainerFile {
-    image: String,
-    #[serde(default)]
-    command: Vec<String>,
-    #[serde(default)]
-    entrypoint: Vec<String>,
-    #[serde(default)]
-    env: BTreeMap<String, String>,
-    #[serde(default)]
-    ports: Vec<PortFile>,
-    #[serde(default)]
-    labels: BTreeMap<String, String>,
-    #[serde(default)]
-    volumes: Vec<String>,
-    #[serde(default)]
-    working_dir: String,
-    #[serde(default)]
-    user: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    restart: Option<RestartFile>,
-    #[serde(default)]
-    stop_signal: String,
-    #[serde(default)]
-    stop_grace_period_ms: u64,
-}
-
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PortFile {
-    #[serde(default)]
-    host_ip: String,
-    #[serde(default)]
-    host_port: u32,
-    container_port: u32,
-    #[serde(default)]
-    protocol: String,
-}
-
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RestartFile {
-    /// `unspecified`, `any`, `on-failure` or `none`.
-    condition: String,
-    #[serde(default)]
-    max_attempts: u32,
-}
-
-fn condition_name(condition: i32) -> String {
-    match Condition::try_from(condition) {
-        Ok(Condition::Unspecified) => "unspecified".to_string(),
-        Ok(Condition::Any) => "any".to_string(),
-        Ok(Condition::OnFailure) => "on-failure".to_string(),
-        Ok(Condition::None) => "none".to_string(),
-        // A value from a newer coordinator: keep it as a number.
-        Err(_) => condition.to_string(),
-    }
-}
-
-fn condition_from_name(name: &str) -> Result<i32, String> {
-    let condition = match name {
-        "unspecified" => Condition::Unspecified,
-        "any" => Condition::Any,
-        "on-failure" => Condition::OnFailure,
-        "none" => Condition::None,
-        other => {
-            return other
-                .parse()
-                .map_err(|_| format!("unknown restart condition `{other}`"))
-        }
-    };
-    Ok(condition as i32)
-}
-
-impl From<&NodePlan> for PlanFile {
-    fn from(plan: &NodePlan) -> Self {
-        let NodePlan {
-            generation,
-            workloads,
-        } = plan;
-        PlanFile {
-            format: FORMAT,
-            generation: *generation,
-            workloads: workloads.iter().map(WorkloadFile::from).collect(),
-        }
-    }
-}
-
-impl From<&Workload> for WorkloadFile {
-    fn from(w: &Workload) -> Self {
-        let Workload {
-            id,
-            service,
-            env,
-            index,
-            revision,
-            spec_hash,
-            runtime,
-        } = w;
-        WorkloadFile {
-            id: id.clone(),
-            service: service.clone(),
-            env: env.clone(),
-            index: *index,
-            revision: *revision,
-            spec_hash: spec_hash.clone(),
-            container: runtime
-                .as_ref()
-                .map(|workload::Runtime::Container(spec)| ContainerFile::from(spec)),
-        }
-    }
-}
-
-impl From<&ContainerSpec> for ContainerFile {
-    fn from(spec: &ContainerSpec) -> Self {
-        let ContainerSpec {
-            image,
-            command,
-            entrypoint,
-            env,
-            ports,
-            labels,
-            volumes,
-            working_dir,
-            user,
-            restart,
-            stop_signal,
-            stop_grace_period_ms,
-        } = spec;
-        ContainerFile {
-            image: image.clone(),
-            command: command.clone(),
-            entrypoint: entrypoint.clone(),
-            env: env.clone(),
-            ports: ports
-                .iter()
-                .map(|p| {
-                    let PortMapping {
-                        host_ip,
-                        host_port,
-                        container_port,
-                        protocol,
-                    } = p;
-                    PortFile {
-                        host_ip: host_ip.clone(),
-                        host_port: *host_port,
-                        container_port: *container_port,
-                        protocol: protocol.clone(),
-                    }
-                })
-                .collect(),
-            labels: labels.clone(),
-            volumes: volumes.clone(),
-            working_dir: working_dir.clone(),
-            user: user.clone(),
-            restart: restart.map(|r| {
-                let RestartPolicy {
-                    condition,
-                    max_attempts,
-                } = r;
-                RestartFile {
-                    condition: condition_name(condition),
-                    max_attempts,
-                }
-            }),
-            stop_signal: stop_signal.clone(),
-            stop_grace_period_ms: *stop_grace_period_ms,
-        }
-    }
-}
-
-impl TryFrom<PlanFile> for NodePlan {
-    type Error = String;
-
-    fn try_from(file: PlanFile) -> Result<Self, String> {
-        let PlanFile {
-            format,
-            generation,
-            workloads,
-        } = file;
-        if format != FORMAT {
-            return Err(format!("format {format}, this agent reads {FORMAT}"));
-        }
-        let workloads = workloads
-            .into_iter()
-            .map(|w| {
-                let WorkloadFile {
-                    id,
-                    service,
-                    env,
-                    index,
-                    revision,
-                    spec_hash,
-                    container,
-                } = w;
-                let runtime = match container {
-                    Some(c) => Some(workload::Runtime::Container(
-                        container_spec(c).map_err(|e| format!("workload `{id}`: {e}"))?,
-                    )),
-                    None => None,
-                };
-                Ok(Workload {
-                    id,
-                    service,
-                    env,
-                    index,
-                    revision,
-                    spec_hash,
-                    runtime,
-                })
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        Ok(NodePlan {
-            generation,
-            workloads,
-        })
-    }
-}
-
-fn container_spec(file: ContainerFile) -> Result<ContainerSpec, String> {
-    let ContainerFile {
-        image,
-        command,
-        entrypoint,
-        env,
-        ports,
-        labels,
-        volumes,
-        working_dir,
-        user,
-        restart,
-        stop_signal,
-        stop_grace_period_ms,
-    } = file;
-    let restart = match restart {
-        Some(RestartFile {
-            condition,
-            max_attempts,
-        }) => Some(RestartPolicy {
-            condition: condition_from_name(&condition)?,
-            max_attempts,
-        }),
-        None => None,
-    };
-    Ok(ContainerSpec {
-        image,
-        command,
-        entrypoint,
-        env,
-        ports: ports
-            .into_iter()
-            .map(|p| {
-                let PortFile {
-                    host_ip,
-                    host_port,
-                    container_port,
-                    protocol,
-                } = p;
-                PortMapping {
-                    host_ip,
-                    host_port,
-                    container_port,
-                    protocol,
-                }
-            })
-            .collect(),
-        labels,
-        volumes,
-        working_dir,
-        user,
-        restart,
-        stop_signal,
-        stop_grace_period_ms,
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::PermissionsExt;
+
+    use convoy_proto::restart_policy::Condition;
+    use convoy_proto::{
+        probe, workload, ContainerSpec, HealthCheck, HttpProbe, PortMapping, Probe,
+        RestartPolicy, Workload,
+    };
+
     use super::*;
 
     fn plan() -> NodePlan {
@@ -395,6 +110,19 @@ mod tests {
                     index: 1,
                     revision: 3,
                     spec_hash: "h1".into(),
+                    probes: vec![Probe {
+                        name: "ready".into(),
+                        interval_ms: 1000,
+                        timeout_ms: 500,
+                        failure_threshold: 2,
+                        success_threshold: 1,
+                        start_period_ms: 3000,
+                        check: Some(probe::Check::Http(HttpProbe {
+                            port: 8080,
+                            path: "/healthz".into(),
+                            expect_status: 204,
+                        })),
+                    }],
                     runtime: Some(workload::Runtime::Container(ContainerSpec {
                         image: "web:1".into(),
                         command: vec!["a".into(), "b c".into()],
@@ -416,6 +144,14 @@ mod tests {
                         }),
                         stop_signal: "SIGINT".into(),
                         stop_grace_period_ms: 1500,
+                        healthcheck: Some(HealthCheck {
+                            test: vec!["CMD".into(), "/check".into()],
+                            interval_ms: 2000,
+                            timeout_ms: 1000,
+                            retries: 5,
+                            start_period_ms: 0,
+                            disable: false,
+                        }),
                     })),
                 },
                 Workload {
@@ -425,6 +161,7 @@ mod tests {
                     index: 1,
                     revision: 1,
                     spec_hash: "h2".into(),
+                    probes: vec![],
                     runtime: None,
                 },
             ],
@@ -432,7 +169,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn stored_plan_loads_back_equal() {
+    async fn stored_plan_loads_back_equal_with_probes_and_healthcheck() {
         let dir = tempfile::tempdir().unwrap();
         store(dir.path(), &plan()).await.unwrap();
         assert_eq!(load(dir.path()).await.unwrap(), Some(plan()));
@@ -441,6 +178,17 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names, vec![PLAN_FILE.to_string()], "no temporary file left");
+    }
+
+    #[tokio::test]
+    async fn plan_file_is_readable_by_its_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        store(dir.path(), &plan()).await.unwrap();
+        let mode = std::fs::metadata(plan_path(dir.path()))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[tokio::test]
@@ -464,15 +212,8 @@ mod tests {
     #[tokio::test]
     async fn corrupt_plan_file_is_an_error_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(plan_path(dir.path()), b"{\"format\":1,").unwrap();
+        std::fs::write(plan_path(dir.path()), b"\xff\xff\xff not protobuf").unwrap();
         let err = load(dir.path()).await.unwrap_err();
         assert!(err.to_string().contains(PLAN_FILE), "{err}");
-    }
-
-    #[test]
-    fn restart_condition_is_stored_by_name() {
-        let file = PlanFile::from(&plan());
-        let text = serde_json::to_string(&file).unwrap();
-        assert!(text.contains("\"condition\":\"on-failure\""), "{text}");
     }
 }

@@ -138,6 +138,34 @@ impl Coordinator {
         .await
     }
 
+    /// The cluster's events as they happen (the stream has no deadline).
+    pub async fn watch(
+        &mut self,
+        request: convoy_proto::WatchRequest,
+    ) -> Result<tonic::Streaming<convoy_proto::ClusterEvent>> {
+        finish(&self.address, self.client.watch(request)).await
+    }
+
+    /// Runs every health check now. The call may take as long as the
+    /// agents' timeout, which the request bounds.
+    pub async fn verify(
+        &mut self,
+        request: convoy_proto::VerifyRequest,
+    ) -> Result<convoy_proto::VerifyResponse> {
+        finish(&self.address, self.client.verify(request)).await
+    }
+
+    /// Reads the next event; `None` when the coordinator ended the stream.
+    pub async fn next_event(
+        &self,
+        stream: &mut tonic::Streaming<convoy_proto::ClusterEvent>,
+    ) -> Result<Option<convoy_proto::ClusterEvent>> {
+        stream
+            .message()
+            .await
+            .map_err(|status| anyhow!(describe_status(&status, &self.address)))
+    }
+
     /// The address dialed, `https://HOST:PORT`.
     pub fn address(&self) -> &str {
         &self.address
@@ -521,6 +549,22 @@ mod tests {
             &self,
             _: Request<convoy_proto::ListAuditRequest>,
         ) -> Result<Response<convoy_proto::ListAuditResponse>, Status> {
+            Err(Status::unimplemented("fake"))
+        }
+
+        type WatchStream = tokio_stream::Empty<Result<convoy_proto::ClusterEvent, Status>>;
+
+        async fn watch(
+            &self,
+            _: Request<convoy_proto::WatchRequest>,
+        ) -> Result<Response<Self::WatchStream>, Status> {
+            Err(Status::unimplemented("fake"))
+        }
+
+        async fn verify(
+            &self,
+            _: Request<convoy_proto::VerifyRequest>,
+        ) -> Result<Response<convoy_proto::VerifyResponse>, Status> {
             Err(Status::unimplemented("fake"))
         }
     }

@@ -1,13 +1,13 @@
 //! The subcommands: each reads its input, makes one call to the coordinator
 //! and renders the answer as a table or as JSON.
 
-use std::io::Read as _;
+use std::io::{IsTerminal as _, Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context as _, Result};
+use anyhow::{anyhow, Context as _, Result};
 use clap::Subcommand;
-use convoy_proto::{ApplyRequest, DeleteRequest, StatusRequest};
+use convoy_proto::{ApplyRequest, DeleteRequest, StatusRequest, VerifyRequest, WatchRequest};
 
 use crate::client::Coordinator;
 use crate::config::{self, ConfigFile, Env, Flags};
@@ -34,6 +34,31 @@ pub enum Command {
     Status {
         /// Only this service.
         service: Option<String>,
+        /// Redraw whenever something changes (reads the event stream; no polling).
+        #[arg(short, long)]
+        watch: bool,
+    },
+    /// Stream cluster events as they happen: deployments, instance state and
+    /// health changes, node joins and losses.
+    Events {
+        /// Only events of this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// Only events of this node.
+        #[arg(long)]
+        node: Option<String>,
+        /// Start with the recent events the coordinator remembers.
+        #[arg(long)]
+        replay: bool,
+    },
+    /// Run every health check now; exit 0 only if all pass.
+    Verify {
+        /// Only this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// How long agents have to answer, e.g. 10s, 1m.
+        #[arg(long, value_name = "DURATION", value_parser = crate::trust::parse_duration_secs, default_value = "10s")]
+        timeout: u64,
     },
     /// List the nodes known to the coordinator.
     Nodes,
@@ -70,18 +95,20 @@ pub enum NodeCommand {
     Remove { node: String },
 }
 
-/// What to print: `stderr` first (warnings), then `stdout`.
+/// What to print: `stderr` first (warnings), then `stdout`; and the exit
+/// status (a failed `verify` prints its report and exits 1).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Output {
     pub stdout: String,
     pub stderr: String,
+    pub exit: u8,
 }
 
 impl Output {
     pub(crate) fn stdout(text: String) -> Self {
         Self {
             stdout: text,
-            stderr: String::new(),
+            ..Self::default()
         }
     }
 }
@@ -90,7 +117,20 @@ pub async fn run(command: Command, format: Format, flags: &Flags) -> Result<Outp
     match command {
         Command::Apply { file, dry_run } => apply(&file, dry_run, format, flags).await,
         Command::Plan { file } => apply(&file, true, format, flags).await,
-        Command::Status { service } => status(service, format, flags).await,
+        Command::Status {
+            service,
+            watch: false,
+        } => status(service, format, flags).await,
+        Command::Status {
+            service,
+            watch: true,
+        } => watch_status(service, format, flags).await,
+        Command::Events {
+            service,
+            node,
+            replay,
+        } => events(service, node, replay, format, flags).await,
+        Command::Verify { service, timeout } => verify(service, timeout, format, flags).await,
         Command::Nodes => nodes(format, flags).await,
         Command::Delete { service } => delete(service, format, flags).await,
         Command::Node {
@@ -127,6 +167,7 @@ async fn apply(file: &Path, dry_run: bool, format: Format, flags: &Flags) -> Res
         Format::Table => Output {
             stdout: output::apply_table(&response),
             stderr: output::apply_warnings(&response),
+            exit: 0,
         },
         Format::Json => Output::stdout(output::json(&output::ApplyJson::from(&response))),
     })
@@ -144,6 +185,122 @@ async fn status(service: Option<String>, format: Format, flags: &Flags) -> Resul
         Format::Table => output::status_table(&response, now_ms()),
         Format::Json => output::json(&output::StatusJson::from(&response)),
     }))
+}
+
+fn print(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("cannot write to stdout")
+}
+
+/// Prints the status, then again after every change the event stream
+/// announces (a burst of events gives one redraw). Ends with the stream.
+async fn watch_status(service: Option<String>, format: Format, flags: &Flags) -> Result<Output> {
+    let service = service.unwrap_or_default();
+    let mut coordinator = connect(flags).await?;
+    let mut stream = coordinator
+        .watch(WatchRequest {
+            service: service.clone(),
+            ..Default::default()
+        })
+        .await?;
+    let tty = std::io::stdout().is_terminal();
+    loop {
+        let response = coordinator
+            .status(StatusRequest {
+                service: service.clone(),
+                env: String::new(),
+            })
+            .await?;
+        let text = match format {
+            Format::Json => {
+                let mut line = serde_json::to_string(&output::StatusJson::from(&response))?;
+                line.push('\n');
+                line
+            }
+            Format::Table if tty => format!(
+                "\x1b[H\x1b[2J{}\n(watching; Ctrl-C to stop)\n",
+                output::status_table(&response, now_ms())
+            ),
+            Format::Table => format!(
+                "--- {}\n{}",
+                output::rfc3339_ms(now_ms()),
+                output::status_table(&response, now_ms())
+            ),
+        };
+        print(&text)?;
+        // Wait for a change, then let the burst settle.
+        if coordinator.next_event(&mut stream).await?.is_none() {
+            return Ok(Output::default());
+        }
+        let settle = tokio::time::sleep(Duration::from_millis(150));
+        tokio::pin!(settle);
+        loop {
+            tokio::select! {
+                _ = &mut settle => break,
+                ev = coordinator.next_event(&mut stream) => {
+                    if ev?.is_none() {
+                        return Ok(Output::default());
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn events(
+    service: Option<String>,
+    node: Option<String>,
+    replay: bool,
+    format: Format,
+    flags: &Flags,
+) -> Result<Output> {
+    let mut coordinator = connect(flags).await?;
+    let mut stream = coordinator
+        .watch(WatchRequest {
+            service: service.unwrap_or_default(),
+            node: node.unwrap_or_default(),
+            env: String::new(),
+            replay,
+        })
+        .await?;
+    while let Some(ev) = coordinator.next_event(&mut stream).await? {
+        let text = match format {
+            Format::Table => output::event_line(&ev),
+            Format::Json => {
+                let mut line = serde_json::to_string(&output::EventJson::from(&ev))?;
+                line.push('\n');
+                line
+            }
+        };
+        print(&text)?;
+    }
+    Err(anyhow!("the coordinator ended the event stream"))
+}
+
+async fn verify(
+    service: Option<String>,
+    timeout_secs: u64,
+    format: Format,
+    flags: &Flags,
+) -> Result<Output> {
+    let mut coordinator = connect(flags).await?;
+    let response = coordinator
+        .verify(VerifyRequest {
+            service: service.unwrap_or_default(),
+            env: String::new(),
+            timeout_ms: timeout_secs.saturating_mul(1000),
+        })
+        .await?;
+    let mut out = Output::stdout(match format {
+        Format::Table => output::verify_table(&response),
+        Format::Json => output::json(&output::VerifyJson::from(&response)),
+    });
+    if !response.healthy {
+        out.exit = 1;
+    }
+    Ok(out)
 }
 
 async fn nodes(format: Format, flags: &Flags) -> Result<Output> {

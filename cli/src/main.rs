@@ -59,7 +59,7 @@ fn main() -> ExitCode {
         Ok(out) => {
             let _ = std::io::stderr().write_all(out.stderr.as_bytes());
             let _ = std::io::stdout().write_all(out.stdout.as_bytes());
-            ExitCode::SUCCESS
+            ExitCode::from(out.exit)
         }
         Err(err) => {
             let _ = writeln!(std::io::stderr(), "error: {err:#}");
@@ -85,7 +85,9 @@ mod tests {
             .unwrap();
         assert_eq!(cli.output, Format::Json);
         assert_eq!(cli.addr.as_deref(), Some("h:1"));
-        assert!(matches!(cli.command, Command::Status { service: Some(ref s) } if s == "hello"));
+        assert!(
+            matches!(cli.command, Command::Status { service: Some(ref s), watch: false } if s == "hello")
+        );
     }
 
     #[test]

@@ -133,6 +133,9 @@ pub struct ServiceStatusJson {
     pub revision: u64,
     pub desired: u32,
     pub running: u32,
+    /// Instances of the current revision running and passing their checks.
+    pub healthy: u32,
+    pub has_checks: bool,
     pub image: String,
     pub instances: Vec<InstanceStatusJson>,
 }
@@ -149,6 +152,10 @@ pub struct InstanceStatusJson {
     pub restarts: u32,
     pub container_id: String,
     pub container_name: String,
+    /// "none" (no checks), "starting", "healthy" or "unhealthy".
+    pub health: &'static str,
+    pub health_output: String,
+    pub failing_probe: String,
 }
 
 impl From<&pb::StatusResponse> for StatusJson {
@@ -171,6 +178,8 @@ impl From<&pb::ServiceStatus> for ServiceStatusJson {
             instances,
             updated_unix_ms: _,
             image,
+            healthy,
+            has_checks,
         } = status;
         Self {
             name: name.clone(),
@@ -178,6 +187,8 @@ impl From<&pb::ServiceStatus> for ServiceStatusJson {
             revision: *revision,
             desired: *desired,
             running: *running,
+            healthy: *healthy,
+            has_checks: *has_checks,
             image: image.clone(),
             instances: instances.iter().map(InstanceStatusJson::from).collect(),
         }
@@ -198,6 +209,9 @@ impl From<&pb::InstanceStatus> for InstanceStatusJson {
             container_id,
             container_name,
             updated_unix_ms: _,
+            health,
+            health_output,
+            failing_probe,
         } = status;
         Self {
             id: id.clone(),
@@ -210,7 +224,19 @@ impl From<&pb::InstanceStatus> for InstanceStatusJson {
             restarts: *restarts,
             container_id: container_id.clone(),
             container_name: container_name.clone(),
+            health: health_word(*health),
+            health_output: health_output.clone(),
+            failing_probe: failing_probe.clone(),
         }
+    }
+}
+
+pub fn health_word(value: i32) -> &'static str {
+    match pb::Health::try_from(value).unwrap_or(pb::Health::Unspecified) {
+        pb::Health::Unspecified => "none",
+        pb::Health::Starting => "starting",
+        pb::Health::Healthy => "healthy",
+        pb::Health::Unhealthy => "unhealthy",
     }
 }
 
@@ -254,6 +280,121 @@ pub struct NodeJson {
     pub acked_generation: u64,
     pub workloads: u32,
     pub certificate_expires_unix_ms: i64,
+    /// The latest heartbeat's host metrics (absent before the first).
+    pub metrics: Option<HostMetricsJson>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct HostMetricsJson {
+    pub cpu_percent: f64,
+    pub memory_used_bytes: u64,
+    pub memory_total_bytes: u64,
+    pub disk_used_bytes: u64,
+    pub disk_total_bytes: u64,
+    pub load1: f64,
+    pub load5: f64,
+    pub load15: f64,
+    pub containers: u32,
+}
+
+impl From<&pb::HostMetrics> for HostMetricsJson {
+    fn from(m: &pb::HostMetrics) -> Self {
+        let pb::HostMetrics {
+            load1,
+            memory_used_bytes,
+            memory_total_bytes,
+            containers,
+            cpu_percent,
+            disk_used_bytes,
+            disk_total_bytes,
+            load5,
+            load15,
+        } = *m;
+        Self {
+            cpu_percent,
+            memory_used_bytes,
+            memory_total_bytes,
+            disk_used_bytes,
+            disk_total_bytes,
+            load1,
+            load5,
+            load15,
+            containers,
+        }
+    }
+}
+
+/// One cluster event (`convoy events -o json`, one object per line).
+#[derive(Debug, Serialize, PartialEq)]
+pub struct EventJson {
+    pub seq: u64,
+    pub unix_ms: i64,
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub kind: String,
+    pub env: String,
+    pub service: String,
+    pub instance: String,
+    pub node: String,
+    pub message: String,
+    pub fields: BTreeMap<String, String>,
+}
+
+impl From<&pb::ClusterEvent> for EventJson {
+    fn from(ev: &pb::ClusterEvent) -> Self {
+        let pb::ClusterEvent {
+            seq,
+            unix_ms,
+            kind,
+            env,
+            service,
+            instance,
+            node,
+            message,
+            fields,
+        } = ev;
+        Self {
+            seq: *seq,
+            unix_ms: *unix_ms,
+            time: rfc3339_ms(*unix_ms),
+            kind: kind.clone(),
+            env: env.clone(),
+            service: service.clone(),
+            instance: instance.clone(),
+            node: node.clone(),
+            message: message.clone(),
+            fields: fields.clone().into_iter().collect(),
+        }
+    }
+}
+
+/// `2026-11-22T18:45:01.123Z`.
+pub fn rfc3339_ms(unix_ms: i64) -> String {
+    let secs = unix_ms.div_euclid(1000);
+    let ms = unix_ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 impl From<&pb::ListNodesResponse> for NodesJson {
@@ -277,7 +418,7 @@ impl From<&pb::Node> for NodeJson {
             plan_generation,
             acked_generation,
             workloads,
-            metrics: _,
+            metrics,
             address: _,
             certificate_expires_unix_ms,
         } = node;
@@ -310,6 +451,7 @@ impl From<&pb::Node> for NodeJson {
             acked_generation: *acked_generation,
             workloads: *workloads,
             certificate_expires_unix_ms: *certificate_expires_unix_ms,
+            metrics: metrics.as_ref().map(HostMetricsJson::from),
         }
     }
 }
@@ -347,7 +489,89 @@ impl DeleteJson {
     }
 }
 
+/// `convoy verify -o json`.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct VerifyJson {
+    pub healthy: bool,
+    pub results: Vec<VerifyResultJson>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct VerifyResultJson {
+    pub service: String,
+    pub instance: String,
+    pub node: String,
+    pub probe: String,
+    pub healthy: bool,
+    pub output: String,
+    pub duration_ms: u64,
+}
+
+impl From<&pb::VerifyResponse> for VerifyJson {
+    fn from(r: &pb::VerifyResponse) -> Self {
+        Self {
+            healthy: r.healthy,
+            results: r
+                .results
+                .iter()
+                .map(|v| VerifyResultJson {
+                    service: v.service.clone(),
+                    instance: v.instance.clone(),
+                    node: v.node.clone(),
+                    probe: v.probe.clone(),
+                    healthy: v.healthy,
+                    output: v.output.clone(),
+                    duration_ms: v.duration_ms,
+                })
+                .collect(),
+        }
+    }
+}
+
 // ---- tables ----
+
+/// One line per check, then a verdict.
+pub fn verify_table(r: &pb::VerifyResponse) -> String {
+    if r.results.is_empty() {
+        return "nothing to verify: no instances\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = r
+        .results
+        .iter()
+        .map(|v| {
+            vec![
+                v.instance.clone(),
+                or_dash(&v.node).to_owned(),
+                or_dash(&v.probe).to_owned(),
+                if v.healthy { "ok" } else { "FAIL" }.to_owned(),
+                format!("{}ms", v.duration_ms),
+                or_dash(v.output.trim().lines().next().unwrap_or_default()).to_owned(),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &["INSTANCE", "NODE", "CHECK", "RESULT", "TIME", "OUTPUT"],
+        &rows,
+    );
+    let failed = r.results.iter().filter(|v| !v.healthy).count();
+    if failed == 0 {
+        let _ = writeln!(out, "healthy: all {} checks passed", r.results.len());
+    } else {
+        let _ = writeln!(
+            out,
+            "unhealthy: {failed} of {} checks failed",
+            r.results.len()
+        );
+    }
+    out
+}
+
+/// `TIME  KIND  WHERE  MESSAGE`, one event per line.
+pub fn event_line(ev: &pb::ClusterEvent) -> String {
+    let time = rfc3339_ms(ev.unix_ms);
+    let time = time.get(11..23).unwrap_or(&time);
+    format!("{time}  {:<16}  {}\n", ev.kind, ev.message)
+}
 
 /// `warning: ...` lines, for stderr.
 pub fn apply_warnings(response: &pb::ApplyResponse) -> String {
@@ -455,9 +679,14 @@ pub fn status_table(response: &pb::StatusResponse, now_ms: i64) -> String {
         if i > 0 {
             out.push('\n');
         }
+        let health = if service.has_checks {
+            format!("  {}/{} healthy", service.healthy, service.desired)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "{}  rev {}  {}/{} running  image {}",
+            "{}  rev {}  {}/{} running{health}  image {}",
             qualified(&service.env, &service.name),
             service.revision,
             service.running,
@@ -473,13 +702,25 @@ pub fn status_table(response: &pb::StatusResponse, now_ms: i64) -> String {
                     or_dash(&instance.node).to_owned(),
                     instance.revision.to_string(),
                     workload_state_word(instance.state).to_owned(),
+                    match health_word(instance.health) {
+                        "none" => "-".to_owned(),
+                        word => word.to_owned(),
+                    },
                     instance.restarts.to_string(),
                     age_or_reason(instance, now_ms),
                 ]
             })
             .collect();
         out.push_str(&table(
-            &["INSTANCE", "NODE", "REV", "STATE", "RESTARTS", "AGE/REASON"],
+            &[
+                "INSTANCE",
+                "NODE",
+                "REV",
+                "STATE",
+                "HEALTH",
+                "RESTARTS",
+                "AGE/REASON",
+            ],
             &rows,
         ));
     }
@@ -501,6 +742,11 @@ fn age_or_reason(instance: &pb::InstanceStatus, now_ms: i64) -> String {
     );
     if explains && !reason.is_empty() {
         return reason.to_owned();
+    }
+    if instance.health == pb::Health::Unhealthy as i32 {
+        let output = instance.health_output.trim();
+        let first = output.lines().next().unwrap_or_default();
+        return format!("{}: {}", or_dash(&instance.failing_probe), or_dash(first));
     }
     if instance.updated_unix_ms > 0 {
         format_age(now_ms - instance.updated_unix_ms)
@@ -837,6 +1083,7 @@ mod tests {
             container_id: format!("c{index}"),
             container_name: format!("convoy-default-hello-{index}-r2"),
             updated_unix_ms: NOW - 3 * 60_000,
+            ..Default::default()
         }
     }
 
@@ -850,6 +1097,8 @@ mod tests {
                 running: 1,
                 image: "convoy-testapp:latest".into(),
                 updated_unix_ms: NOW,
+                healthy: 0,
+                has_checks: false,
                 instances: vec![
                     instance(1, "node-a", true, WorkloadState::Running, ""),
                     instance(
@@ -871,11 +1120,11 @@ mod tests {
         assert_eq!(
             status_table(&status_response(), NOW),
             "hello  rev 2  1/4 running  image convoy-testapp:latest\n\
-             INSTANCE          NODE     REV   STATE     RESTARTS   AGE/REASON\n\
-             default/hello/1   node-a   2     running   0          3m\n\
-             default/hello/2   node-a   2     failed    1          image `x:1` not found on node `node-a`\n\
-             default/hello/3   node-b   2     running   2          (node down)\n\
-             default/hello/4   -        2     pending   3          no node has room\n"
+             INSTANCE          NODE     REV   STATE     HEALTH   RESTARTS   AGE/REASON\n\
+             default/hello/1   node-a   2     running   -        0          3m\n\
+             default/hello/2   node-a   2     failed    -        1          image `x:1` not found on node `node-a`\n\
+             default/hello/3   node-b   2     running   -        2          (node down)\n\
+             default/hello/4   -        2     pending   -        3          no node has room\n"
         );
     }
 

@@ -297,6 +297,7 @@ pub async fn token(
                             )
                         }
                     ),
+                    exit: 0,
                 },
             })
         }

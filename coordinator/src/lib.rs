@@ -4,6 +4,9 @@
 pub mod api;
 pub mod audit;
 pub mod dev;
+pub mod events;
+pub mod http;
+pub mod metrics;
 pub mod pki;
 pub mod placement;
 pub mod server;

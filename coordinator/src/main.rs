@@ -79,6 +79,13 @@ struct Common {
     /// Address for the CLI's API (TLS + token).
     #[arg(long, env = "CONVOY_API_LISTEN", default_value = "127.0.0.1:7400")]
     api_listen: SocketAddr,
+    /// Address for the HTTP port: dashboard, JSON API, /metrics, /healthz.
+    /// Plain HTTP: keep it on loopback or behind a TLS proxy.
+    #[arg(long, env = "CONVOY_HTTP_LISTEN", default_value = "127.0.0.1:7402")]
+    http_listen: SocketAddr,
+    /// Require a token (any role) for /metrics too; by default it is open.
+    #[arg(long, env = "CONVOY_METRICS_AUTH")]
+    metrics_auth: bool,
     /// Extra names or IPs for the coordinator's certificate.
     #[arg(long = "san")]
     sans: Vec<String>,
@@ -213,6 +220,8 @@ async fn serve(
             sans: common.sans,
             ca_files: common.ca_cert.zip(common.ca_key),
             liveness: Liveness::from_lost_after(Duration::from_millis(common.node_lost_after)),
+            http_listen: common.http_listen,
+            metrics_auth: common.metrics_auth,
             agent_cert_validity: time::Duration::seconds(
                 i64::try_from(common.agent_cert_ttl).unwrap_or(i64::MAX / 2),
             ),
@@ -243,8 +252,19 @@ async fn serve(
             }
         }
     }
-    println!("convoyd ready: api={api} agents={}", running.agent_addr);
+    println!(
+        "convoyd ready: api={api} agents={} http=http://{}",
+        running.agent_addr, running.http_addr
+    );
     println!("admin token: {}", data_dir.join("admin.token").display());
+    let mut dashboard = running.http_addr;
+    if dashboard.ip().is_unspecified() {
+        dashboard.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    println!(
+        "dashboard: http://{dashboard}/ (sign in with the token in {})",
+        running.token_path.display()
+    );
     println!(
         "CA certificate: {}",
         PkiPaths::new(&data_dir).ca_cert().display()

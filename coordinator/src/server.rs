@@ -21,6 +21,7 @@ use tracing::Instrument;
 use crate::{
     api::{agent::AgentApi, auth, control::ControlApi, enroll::EnrollApi},
     audit::Audit,
+    http,
     pki::{self, Ca, PkiPaths},
     state::{Coordinator, Liveness},
     store::{SledStore, Store},
@@ -43,12 +44,17 @@ pub struct ServeConfig {
     pub ca_files: Option<(PathBuf, PathBuf)>,
     /// Heartbeat interval and the silence after which a node is lost.
     pub liveness: Liveness,
+    /// Address of the HTTP port: dashboard, `/api/`, `/metrics`, probes.
+    pub http_listen: SocketAddr,
+    /// `/metrics` needs a token like the dashboard.
+    pub metrics_auth: bool,
 }
 
 /// A started coordinator.
 pub struct Running {
     pub api_addr: SocketAddr,
     pub agent_addr: SocketAddr,
+    pub http_addr: SocketAddr,
     pub token_path: PathBuf,
     pub pki: PkiPaths,
     pub tasks: Vec<JoinHandle<()>>,
@@ -112,8 +118,10 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> Result<Runn
     let agent_listener = TcpListener::bind(cfg.agent_listen)
         .await
         .with_context(|| format!("cannot listen on {} (--agent-listen)", cfg.agent_listen))?;
+    let http_listener = http::bind(cfg.http_listen).await?;
     let api_addr = api_listener.local_addr()?;
     let agent_addr = agent_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
 
     let (health, health_svc) = tonic_health::server::health_reporter();
     health
@@ -148,6 +156,20 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> Result<Runn
     ));
 
     let mut tasks = Vec::new();
+    let http_opts = http::HttpOptions {
+        metrics_auth: cfg.metrics_auth,
+        ..Default::default()
+    };
+    let routes = http::router(coord.clone(), tokens.clone(), http_opts, shutdown.clone());
+    tasks.push(tokio::spawn(
+        http::serve(
+            http_listener,
+            routes,
+            http_opts.sse.write_stall,
+            shutdown.clone(),
+        )
+        .instrument(tracing::info_span!("http")),
+    ));
     tasks.push(tokio::spawn(
         sweep_silent_nodes(coord.clone(), shutdown.clone())
             .instrument(tracing::info_span!("liveness")),
@@ -203,6 +225,7 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> Result<Runn
     Ok(Running {
         api_addr,
         agent_addr,
+        http_addr,
         token_path,
         pki: paths,
         tasks,

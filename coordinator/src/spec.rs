@@ -8,7 +8,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use convoy_proto::{
-    restart_policy::Condition, ContainerSpec, NodeFacts, PortMapping, RestartPolicy,
+    probe, restart_policy::Condition, ContainerSpec, ExecProbe, HealthCheck, HttpProbe, NodeFacts,
+    PortMapping, Probe, RestartPolicy, TcpProbe,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -124,7 +125,77 @@ pub struct ServiceSpec {
     pub stop_signal: String,
     /// 0: 10 s, as Compose.
     pub stop_grace_period_ms: u64,
+    /// Compose's `healthcheck`, run by Docker; `None`: the image's own.
+    pub healthcheck: Option<HealthcheckSpec>,
+    /// `x-convoy.probes`: checks the agent runs against each instance.
+    pub probes: Vec<ProbeSpec>,
     pub deploy: DeploySpec,
+}
+
+/// Compose's `healthcheck`. Zero values leave Docker's (or the image's)
+/// setting.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HealthcheckSpec {
+    /// `["CMD", args...]`, `["CMD-SHELL", "command line"]` or `["NONE"]`;
+    /// empty: the image's test.
+    pub test: Vec<String>,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub retries: u32,
+    pub start_period_ms: u64,
+    /// `disable: true` or `test: ["NONE"]` (then `test` is `["NONE"]`).
+    pub disable: bool,
+}
+
+/// One of `x-convoy.probes`. Zero values take the agent's defaults (interval
+/// 5 s, timeout 2 s, failure threshold 3, success threshold 1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeSpec {
+    /// As written, or the check's kind (`http`, `tcp`, `exec`).
+    pub name: String,
+    pub check: ProbeCheck,
+    #[serde(default)]
+    pub interval_ms: u64,
+    #[serde(default)]
+    pub timeout_ms: u64,
+    #[serde(default)]
+    pub failure_threshold: u32,
+    #[serde(default)]
+    pub success_threshold: u32,
+    #[serde(default)]
+    pub start_period_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeCheck {
+    /// GET `path` on `port` of the container; `expect_status` 0: 200-399.
+    Http {
+        port: u16,
+        #[serde(default)]
+        path: String,
+        #[serde(default)]
+        expect_status: u16,
+    },
+    Tcp {
+        port: u16,
+    },
+    /// Run in the container; exit status 0 passes.
+    Exec {
+        command: Vec<String>,
+    },
+}
+
+impl ProbeCheck {
+    /// The key the check is written under, and a probe's default name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProbeCheck::Http { .. } => "http",
+            ProbeCheck::Tcp { .. } => "tcp",
+            ProbeCheck::Exec { .. } => "exec",
+        }
+    }
 }
 
 /// A published port.
@@ -227,7 +298,13 @@ impl ServiceSpec {
             restart: Some(RestartPolicy::from(self.restart)),
             stop_signal: self.stop_signal.clone(),
             stop_grace_period_ms: self.stop_grace_period_ms,
+            healthcheck: self.healthcheck.as_ref().map(HealthCheck::from),
         }
+    }
+
+    /// The probes the agent runs against each instance (`Workload.probes`).
+    pub fn probes(&self) -> Vec<Probe> {
+        self.probes.iter().map(Probe::from).collect()
     }
 
     /// Hex SHA-256 of a canonical encoding of the runtime part (everything but
@@ -289,6 +366,16 @@ struct HashedRuntime<'a> {
     stop_signal: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     stop_grace_period_ms: Option<u64>,
+    /// Docker applies it when it creates the container: a change needs a
+    /// new one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    healthcheck: Option<&'a HealthcheckSpec>,
+    /// The agent runs these, so a change need not replace the container; but
+    /// node plans are re-sent only when a spec hash changes (state.rs), so a
+    /// changed probe would not reach the agents otherwise. Hashed for that:
+    /// a probe change rolls the service like any other change.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    probes: &'a [ProbeSpec],
 }
 
 impl<'a> HashedRuntime<'a> {
@@ -306,6 +393,8 @@ impl<'a> HashedRuntime<'a> {
             restart,
             stop_signal,
             stop_grace_period_ms,
+            healthcheck,
+            probes,
             deploy: _,
         } = spec;
         HashedRuntime {
@@ -321,6 +410,8 @@ impl<'a> HashedRuntime<'a> {
             restart: (*restart != RestartSpec::default()).then_some(*restart),
             stop_signal,
             stop_grace_period_ms: (*stop_grace_period_ms != 0).then_some(*stop_grace_period_ms),
+            healthcheck: healthcheck.as_ref(),
+            probes,
         }
     }
 }
@@ -332,6 +423,67 @@ impl From<&PortSpec> for PortMapping {
             host_port: port.published.into(),
             container_port: port.target.into(),
             protocol: port.protocol.as_str().to_owned(),
+        }
+    }
+}
+
+impl From<&HealthcheckSpec> for HealthCheck {
+    fn from(check: &HealthcheckSpec) -> Self {
+        let HealthcheckSpec {
+            test,
+            interval_ms,
+            timeout_ms,
+            retries,
+            start_period_ms,
+            disable,
+        } = check;
+        HealthCheck {
+            test: test.clone(),
+            interval_ms: *interval_ms,
+            timeout_ms: *timeout_ms,
+            retries: *retries,
+            start_period_ms: *start_period_ms,
+            disable: *disable,
+        }
+    }
+}
+
+impl From<&ProbeSpec> for Probe {
+    fn from(spec: &ProbeSpec) -> Self {
+        let ProbeSpec {
+            name,
+            check,
+            interval_ms,
+            timeout_ms,
+            failure_threshold,
+            success_threshold,
+            start_period_ms,
+        } = spec;
+        let check = match check {
+            ProbeCheck::Http {
+                port,
+                path,
+                expect_status,
+            } => probe::Check::Http(HttpProbe {
+                port: (*port).into(),
+                path: path.clone(),
+                expect_status: (*expect_status).into(),
+            }),
+            ProbeCheck::Tcp { port } => probe::Check::Tcp(TcpProbe {
+                port: (*port).into(),
+            }),
+            ProbeCheck::Exec { command } => probe::Check::Exec(ExecProbe {
+                command: command.clone(),
+            }),
+        };
+        Probe {
+            name: name.clone(),
+            interval_ms: *interval_ms,
+            timeout_ms: *timeout_ms,
+            failure_threshold: *failure_threshold,
+            success_threshold: *success_threshold,
+            start_period_ms: *start_period_ms,
+            check: Some(check),
         }
     }
 }
@@ -367,6 +519,8 @@ pub fn changed_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
         restart,
         stop_signal,
         stop_grace_period_ms,
+        healthcheck,
+        probes,
         deploy:
             DeploySpec {
                 mode,
@@ -390,6 +544,8 @@ pub fn changed_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
             "stop_grace_period",
             *stop_grace_period_ms != new.stop_grace_period_ms,
         ),
+        ("healthcheck", *healthcheck != new.healthcheck),
+        ("x-convoy.probes", *probes != new.probes),
         ("deploy.mode", *mode != new.deploy.mode),
         ("deploy.replicas", *replicas != new.deploy.replicas),
         (

@@ -5,7 +5,7 @@
 //! every reconnect, so a restart loses nothing.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, VecDeque},
     net::SocketAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -17,10 +17,12 @@ use std::{
 use convoy_proto as pb;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    events::{Ev, EventBus},
+    metrics::Metrics,
     placement::{self, Assignments, Candidate},
     spec::{self, ServiceSpec},
     store::{self, Op, Store, StoreError},
@@ -189,7 +191,12 @@ struct SessionInfo {
     connected_since_unix_ms: i64,
     address: String,
     cancel: CancellationToken,
+    /// Commands for the agent (answered by an Ack with the command's id).
+    commands: mpsc::Sender<pb::CoordinatorMessage>,
 }
+
+/// Commands a session may have queued before new ones are refused.
+const COMMAND_QUEUE: usize = 64;
 
 #[derive(Default)]
 struct NodeLive {
@@ -200,6 +207,7 @@ struct NodeLive {
     metrics: Option<pb::HostMetrics>,
     acked_generation: u64,
     workloads: HashMap<String, pb::WorkloadStatus>,
+    history: VecDeque<MetricSample>,
 }
 
 impl NodeLive {
@@ -244,6 +252,7 @@ struct Live {
 pub struct SessionHandle {
     pub conn_id: u64,
     pub plan_rx: watch::Receiver<Option<Arc<pb::NodePlan>>>,
+    pub commands_rx: mpsc::Receiver<pb::CoordinatorMessage>,
     pub cancel: CancellationToken,
 }
 
@@ -256,7 +265,25 @@ pub struct Coordinator {
     lost_after: Duration,
     shutdown: CancellationToken,
     revoked: Revoked,
+    events: EventBus,
+    metrics: Metrics,
+    /// Commands sent to agents, waiting for their Ack.
+    /// Keyed by (node, command id): a node answers only its own commands.
+    pending: Mutex<HashMap<(String, String), oneshot::Sender<pb::Ack>>>,
+    next_command: AtomicU64,
 }
+
+/// One point of a node's CPU / memory history (dashboard sparklines).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct MetricSample {
+    pub unix_ms: i64,
+    pub cpu_percent: f64,
+    pub memory_used_bytes: u64,
+    pub memory_total_bytes: u64,
+}
+
+/// Samples kept per node: two minutes at the default heartbeat.
+pub const HISTORY: usize = 120;
 
 pub fn now_unix_ms() -> i64 {
     SystemTime::now()
@@ -315,6 +342,10 @@ impl Coordinator {
             lost_after: liveness.lost_after,
             shutdown,
             revoked: Arc::new(std::sync::RwLock::new(revoked)),
+            events: EventBus::default(),
+            metrics: Metrics::default(),
+            pending: Mutex::new(HashMap::new()),
+            next_command: AtomicU64::new(1),
         });
         let mut ops = Vec::new();
         let updates = compute_plans(&mut desired, &mut ops, Publish::All);
@@ -326,6 +357,29 @@ impl Coordinator {
         coord.publish(updates);
         drop(guard);
         Ok(coord)
+    }
+
+    /// The cluster event stream.
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Whether the coordinator is serving (store loaded, not shutting down).
+    pub fn ready(&self) -> bool {
+        !self.shutdown.is_cancelled()
+    }
+
+    /// Each node's recent CPU / memory samples, oldest first.
+    pub fn metrics_history(&self) -> BTreeMap<String, Vec<MetricSample>> {
+        self.live()
+            .nodes
+            .iter()
+            .map(|(n, l)| (n.clone(), l.history.iter().copied().collect()))
+            .collect()
     }
 
     /// The revoked certificate fingerprints, for the TLS verifier.
@@ -367,6 +421,84 @@ impl Coordinator {
     /// Validates a spec file and, unless `dry_run`, stores a new revision of
     /// every service whose spec changed and hands the new plans to agents.
     pub async fn apply(
+        &self,
+        filename: &str,
+        content: &str,
+        dry_run: bool,
+        who: &str,
+    ) -> Result<pb::ApplyResponse, StateError> {
+        let started = std::time::Instant::now();
+        let result = self.apply_inner(filename, content, dry_run, who).await;
+        if !dry_run {
+            self.metrics
+                .observe_apply(started.elapsed().as_secs_f64());
+        }
+        if let Ok(r) = &result {
+            if !r.dry_run {
+                for c in &r.services {
+                    self.emit_deployed(c, who);
+                }
+            }
+        }
+        result
+    }
+
+    fn emit_deployed(&self, c: &pb::ServiceChange, who: &str) {
+        let action = pb::ChangeAction::try_from(c.action).unwrap_or_default();
+        let placed = c
+            .instances
+            .iter()
+            .filter(|i| i.action != pb::ChangeAction::Unchanged as i32)
+            .count();
+        let word = match action {
+            pb::ChangeAction::Create => "created",
+            pb::ChangeAction::Update => "updated",
+            _ if placed > 0 => "rescaled",
+            _ => return,
+        };
+        self.events.emit(
+            Ev::new("service.deployed")
+                .service(&c.env, &c.service)
+                .msg(format!(
+                    "{}/{} {word}: revision {} by {who} ({} instances, {placed} changing)",
+                    c.env,
+                    c.service,
+                    c.revision,
+                    c.instances
+                        .iter()
+                        .filter(|i| i.action != pb::ChangeAction::Remove as i32)
+                        .count()
+                ))
+                .field("revision", c.revision)
+                .field("previous_revision", c.previous_revision)
+                .field("action", word)
+                .field("by", who),
+        );
+        for i in &c.instances {
+            let what = match pb::ChangeAction::try_from(i.action).unwrap_or_default() {
+                pb::ChangeAction::Create => "placed",
+                pb::ChangeAction::Replace => "replaced",
+                pb::ChangeAction::Remove => "removed",
+                pb::ChangeAction::Pending => "pending",
+                _ => continue,
+            };
+            let on = if i.node.is_empty() {
+                "no node matches yet".to_string()
+            } else {
+                format!("node {}", i.node)
+            };
+            self.events.emit(
+                Ev::new("instance.placed")
+                    .instance(&i.instance_id)
+                    .node(&i.node)
+                    .msg(format!("{} {what}: {on}", i.instance_id))
+                    .field("action", what)
+                    .field("revision", c.revision),
+            );
+        }
+    }
+
+    async fn apply_inner(
         &self,
         filename: &str,
         content: &str,
@@ -503,6 +635,14 @@ impl Coordinator {
         self.store.apply(ops).await?;
         *desired = next;
         self.publish(updates);
+        self.events.emit(
+            Ev::new("service.deleted")
+                .service(env, service)
+                .msg(format!(
+                    "{env}/{service} deleted ({removed} instances removed)"
+                ))
+                .field("revision", last_revision),
+        );
         Ok(pb::DeleteResponse {
             removed_instances: removed,
             last_revision,
@@ -538,6 +678,7 @@ impl Coordinator {
                 .labels
                 .extend(e.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
+        let first_time = !next.nodes.contains_key(node);
         let mut record = match next.nodes.get(node) {
             Some(old) => NodeRecord {
                 facts,
@@ -564,18 +705,39 @@ impl Coordinator {
 
         let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let cancel = self.shutdown.child_token();
-        let previous = {
+        let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+        let address = address.map(|a| a.to_string()).unwrap_or_default();
+        let (previous, was_ready) = {
             let mut live = self.live();
             let entry = live.nodes.entry(node.to_string()).or_default();
+            let was_ready = entry.ready();
             entry.last_heartbeat_unix_ms = now;
             entry.silent = false;
-            entry.session.replace(SessionInfo {
+            let previous = entry.session.replace(SessionInfo {
                 conn_id,
                 connected_since_unix_ms: now,
-                address: address.map(|a| a.to_string()).unwrap_or_default(),
+                address: address.clone(),
                 cancel: cancel.clone(),
-            })
+                commands,
+            });
+            (previous, was_ready)
         };
+        if first_time {
+            self.events.emit(
+                Ev::new("node.joined")
+                    .node(node)
+                    .msg(format!("node {node} joined from {address}"))
+                    .field("address", &address),
+            );
+        } else if !was_ready {
+            self.events.emit(
+                Ev::new("node.ready")
+                    .node(node)
+                    .msg(format!("node {node} connected from {address}"))
+                    .field("reason", "connected")
+                    .field("address", &address),
+            );
+        }
         if let Some(old) = previous {
             tracing::info!(
                 node,
@@ -611,6 +773,7 @@ impl Coordinator {
         Ok(SessionHandle {
             conn_id,
             plan_rx,
+            commands_rx,
             cancel,
         })
     }
@@ -715,6 +878,15 @@ impl Coordinator {
         if let Some(s) = session {
             s.cancel.cancel();
         }
+        self.events.emit(
+            Ev::new("node.removed")
+                .node(node)
+                .msg(format!(
+                    "node {node} removed: {} certificates revoked, {lost} instances lost",
+                    record.certificates.len()
+                ))
+                .field("lost_instances", lost),
+        );
         tracing::warn!(
             node,
             certificates = record.certificates.len(),
@@ -738,6 +910,16 @@ impl Coordinator {
             if n.session.is_some() && !n.silent && silent_for > limit {
                 n.silent = true;
                 tracing::warn!(node = %node, silent_for_ms = silent_for, "node lost: no heartbeat");
+                self.events.emit(
+                    Ev::new("node.lost")
+                        .node(node)
+                        .msg(format!(
+                            "node {node} lost: no heartbeat for {} ms",
+                            silent_for
+                        ))
+                        .field("reason", "heartbeat")
+                        .field("silent_for_ms", silent_for),
+                );
             }
         }
     }
@@ -747,8 +929,17 @@ impl Coordinator {
         let mut live = self.live();
         if let Some(n) = live.nodes.get_mut(node) {
             if n.session.as_ref().is_some_and(|s| s.conn_id == conn_id) {
+                let was_ready = n.ready();
                 n.session = None;
                 tracing::info!(node, "agent disconnected");
+                if was_ready {
+                    self.events.emit(
+                        Ev::new("node.lost")
+                            .node(node)
+                            .msg(format!("node {node} lost: its stream closed"))
+                            .field("reason", "disconnected"),
+                    );
+                }
             }
         }
     }
@@ -756,8 +947,9 @@ impl Coordinator {
     /// Takes one message from an agent's stream.
     pub fn handle(&self, node: &str, conn_id: u64, msg: pb::AgentMessage) {
         use pb::agent_message::Msg;
-        let mut live = self.live();
-        let Some(n) = live.nodes.get_mut(node) else {
+        let mut guard = self.live();
+        let Live { nodes, plans } = &mut *guard;
+        let Some(n) = nodes.get_mut(node) else {
             return;
         };
         if n.session.as_ref().is_none_or(|s| s.conn_id != conn_id) {
@@ -768,11 +960,28 @@ impl Coordinator {
                 if n.silent {
                     n.silent = false;
                     tracing::info!(node, "node ready again: heartbeats resumed");
+                    self.events.emit(
+                        Ev::new("node.ready")
+                            .node(node)
+                            .msg(format!("node {node} ready again: heartbeats resumed"))
+                            .field("reason", "heartbeat"),
+                    );
                 }
                 n.last_heartbeat_unix_ms = now_unix_ms();
+                if let Some(m) = &hb.metrics {
+                    if n.history.len() == HISTORY {
+                        n.history.pop_front();
+                    }
+                    n.history.push_back(MetricSample {
+                        unix_ms: n.last_heartbeat_unix_ms,
+                        cpu_percent: m.cpu_percent,
+                        memory_used_bytes: m.memory_used_bytes,
+                        memory_total_bytes: m.memory_total_bytes,
+                    });
+                }
                 n.metrics = hb.metrics;
             }
-            Some(Msg::Ack(ack)) => match ack.target {
+            Some(Msg::Ack(ack)) => match ack.target.clone() {
                 Some(pb::ack::Target::PlanGeneration(g)) => {
                     if ack.ok {
                         n.acked_generation = g;
@@ -782,22 +991,61 @@ impl Coordinator {
                 }
                 Some(pb::ack::Target::CommandId(id)) => {
                     tracing::debug!(node, command = %id, ok = ack.ok, "command acknowledged");
+                    let waiter = self
+                        .pending
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&(node.to_string(), id));
+                    if let Some(w) = waiter {
+                        let _ = w.send(ack);
+                    }
                 }
                 None => {}
             },
             Some(Msg::Status(report)) => {
-                if report.full_snapshot {
-                    n.workloads.clear();
-                }
+                let mut previous = if report.full_snapshot {
+                    std::mem::take(&mut n.workloads)
+                } else {
+                    HashMap::new()
+                };
                 for id in report.removed {
-                    n.workloads.remove(&id);
+                    if n.workloads.remove(&id).is_some() {
+                        self.emit_removed(node, &id);
+                    }
                 }
+                // Events only for the node's own instances: what it reports
+                // of others is stored but never shown (see `status`).
+                let plan = plans.get(node).and_then(|p| p.borrow().clone());
+                let planned = |id: &str| {
+                    plan.as_ref()
+                        .is_some_and(|p| p.workloads.iter().any(|w| w.id == id))
+                };
                 for w in report.workloads {
+                    let prev = previous.remove(&w.id).or_else(|| n.workloads.remove(&w.id));
+                    if prev.is_some() || planned(&w.id) {
+                        self.emit_changes(node, prev.as_ref(), &w);
+                    }
                     n.workloads.insert(w.id.clone(), w);
+                }
+                for id in previous.keys() {
+                    self.emit_removed(node, id);
                 }
             }
             Some(Msg::Event(ev)) => {
                 tracing::info!(node, workload = %ev.workload_id, kind = %ev.kind, "{}", ev.message);
+                // Health transitions come with the status report (with the
+                // probe's output); the rest are forwarded as they are.
+                if !matches!(ev.kind.as_str(), "healthy" | "unhealthy") {
+                    self.events.emit(
+                        Ev::new(&format!("instance.{}", ev.kind))
+                            .instance(&ev.workload_id)
+                            .node(node)
+                            .msg(format!("{}: {}", ev.workload_id, ev.message)),
+                    );
+                }
+            }
+            Some(Msg::Pong(_)) => {
+                // Timed by the session itself.
             }
             Some(Msg::Renew(_)) => {
                 // Answered by the session itself (it needs the CA).
@@ -807,6 +1055,208 @@ impl Coordinator {
             }
             None => {}
         }
+    }
+
+    fn emit_removed(&self, node: &str, id: &str) {
+        self.events.emit(
+            Ev::new("instance.state")
+                .instance(id)
+                .node(node)
+                .msg(format!("{id} on {node}: removed"))
+                .field("state", "removed"),
+        );
+    }
+
+    /// Instance state and health transitions, from one status report.
+    fn emit_changes(&self, node: &str, prev: Option<&pb::WorkloadStatus>, w: &pb::WorkloadStatus) {
+        let state = crate::metrics::workload_state(w.state);
+        if prev.is_none_or(|p| p.state != w.state || p.spec_hash != w.spec_hash) {
+            let previous = prev.map(|p| crate::metrics::workload_state(p.state));
+            let mut ev = Ev::new("instance.state")
+                .instance(&w.id)
+                .node(node)
+                .msg(if w.reason.is_empty() {
+                    format!("{} on {node}: {state} (revision {})", w.id, w.revision)
+                } else {
+                    format!(
+                        "{} on {node}: {state} (revision {}): {}",
+                        w.id, w.revision, w.reason
+                    )
+                })
+                .field("state", state)
+                .field("revision", w.revision);
+            if let Some(p) = previous {
+                ev = ev.field("previous", p);
+            }
+            if !w.reason.is_empty() {
+                ev = ev.field("reason", &w.reason);
+            }
+            self.events.emit(ev);
+        }
+        let health = crate::metrics::health(w.health);
+        let prev_health = prev.map(|p| p.health).unwrap_or_default();
+        if prev_health != w.health {
+            let mut ev = Ev::new("instance.health")
+                .instance(&w.id)
+                .node(node)
+                .field("health", health)
+                .field("previous", crate::metrics::health(prev_health));
+            let message = if w.health == pb::Health::Unhealthy as i32 {
+                ev = ev
+                    .field("probe", &w.failing_probe)
+                    .field("output", &w.health_output);
+                format!(
+                    "{} on {node}: unhealthy ({}: {})",
+                    w.id,
+                    w.failing_probe,
+                    w.health_output.trim()
+                )
+            } else {
+                format!("{} on {node}: {health}", w.id)
+            };
+            self.events.emit(ev.msg(message));
+        }
+    }
+
+    /// Sends a command to a node's agent and waits for its Ack.
+    async fn command(
+        &self,
+        node: &str,
+        kind: pb::command::Kind,
+        timeout: Duration,
+    ) -> Result<pb::Ack, String> {
+        let id = format!("c{}", self.next_command.fetch_add(1, Ordering::Relaxed));
+        let sender = {
+            let live = self.live();
+            match live.nodes.get(node) {
+                Some(n) if n.ready() => n.session.as_ref().map(|s| s.commands.clone()),
+                _ => None,
+            }
+        };
+        let Some(sender) = sender else {
+            return Err(format!("node `{node}` is not connected"));
+        };
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((node.to_string(), id.clone()), tx);
+        let msg = pb::CoordinatorMessage {
+            msg: Some(pb::coordinator_message::Msg::Command(pb::Command {
+                id: id.clone(),
+                kind: Some(kind),
+            })),
+        };
+        let result = match sender.try_send(msg) {
+            Err(_) => Err(format!("node `{node}` has too many commands queued")),
+            Ok(()) => match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(ack)) => Ok(ack),
+                Ok(Err(_)) => Err(format!("node `{node}` disconnected before answering")),
+                Err(_) => Err(format!(
+                    "node `{node}` did not answer within {} ms",
+                    timeout.as_millis()
+                )),
+            },
+        };
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(node.to_string(), id));
+        result
+    }
+
+    /// Runs every health check of the matching instances now, on their
+    /// agents, and reports each check's outcome.
+    pub async fn verify(
+        &self,
+        service: &str,
+        env: &str,
+        timeout: Duration,
+    ) -> Result<pb::VerifyResponse, StateError> {
+        let status = self.status(service, env).await;
+        if !service.is_empty() && status.services.is_empty() {
+            return Err(StateError::ServiceNotFound {
+                service: service.to_string(),
+                env: if env.is_empty() { DEFAULT_ENV } else { env }.to_string(),
+            });
+        }
+        let mut results = Vec::new();
+        let mut by_node: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+        for s in &status.services {
+            for i in &s.instances {
+                let fail = |output: String| pb::VerifyResult {
+                    service: s.name.clone(),
+                    instance: i.id.clone(),
+                    node: i.node.clone(),
+                    healthy: false,
+                    output,
+                    ..Default::default()
+                };
+                if i.node.is_empty() {
+                    results.push(fail(format!("not placed: {}", i.reason)));
+                } else if !i.node_connected {
+                    results.push(fail(format!("node `{}` is not connected", i.node)));
+                } else {
+                    by_node
+                        .entry(i.node.clone())
+                        .or_default()
+                        .push((s.name.clone(), i.id.clone()));
+                }
+            }
+        }
+        let asks = by_node.into_iter().map(|(node, instances)| async move {
+            let ids = instances.iter().map(|(_, id)| id.clone()).collect();
+            let kind = pb::command::Kind::RunProbes(pb::RunProbes { workload_ids: ids });
+            let answer = self.command(&node, kind, timeout).await;
+            (node, instances, answer)
+        });
+        for (node, instances, answer) in futures::future::join_all(asks).await {
+            for (svc, id) in instances {
+                let base = pb::VerifyResult {
+                    service: svc.clone(),
+                    instance: id.clone(),
+                    node: node.clone(),
+                    ..Default::default()
+                };
+                match &answer {
+                    Err(e) => results.push(pb::VerifyResult {
+                        output: e.clone(),
+                        ..base
+                    }),
+                    Ok(ack) if !ack.ok => results.push(pb::VerifyResult {
+                        output: format!("the agent could not run the checks: {}", ack.error),
+                        ..base
+                    }),
+                    Ok(ack) => {
+                        let mine: Vec<_> = ack
+                            .probe_results
+                            .iter()
+                            .filter(|r| r.workload_id == id)
+                            .collect();
+                        if mine.is_empty() {
+                            results.push(pb::VerifyResult {
+                                output: "the agent reported no result".into(),
+                                ..base.clone()
+                            });
+                        }
+                        for r in mine {
+                            results.push(pb::VerifyResult {
+                                probe: r.probe.clone(),
+                                healthy: r.healthy,
+                                output: r.output.clone(),
+                                duration_ms: r.duration_ms,
+                                ..base.clone()
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        results.sort_by(|a, b| (&a.service, &a.instance, &a.probe).cmp(&(&b.service, &b.instance, &b.probe)));
+        Ok(pb::VerifyResponse {
+            healthy: results.iter().all(|r| r.healthy),
+            results,
+        })
     }
 
     pub async fn status(&self, service: &str, env: &str) -> pb::StatusResponse {
@@ -823,6 +1273,8 @@ impl Coordinator {
             let hash = rec.spec.spec_hash();
             let mut instances = Vec::new();
             let mut running = 0;
+            // Indexes (in `instances`) of running instances of this spec.
+            let mut current = Vec::new();
             for (index, node) in &rec.assignments {
                 let id = workload_id(senv, name, *index);
                 let removed = node
@@ -853,8 +1305,12 @@ impl Coordinator {
                     inst.container_id = r.container_id.clone();
                     inst.container_name = r.container_name.clone();
                     inst.updated_unix_ms = r.updated_unix_ms;
+                    inst.health = r.health;
+                    inst.health_output = r.health_output.clone();
+                    inst.failing_probe = r.failing_probe.clone();
                     if r.state == pb::WorkloadState::Running as i32 && r.spec_hash == hash {
                         running += 1;
+                        current.push(instances.len());
                     }
                 }
                 if removed {
@@ -864,6 +1320,20 @@ impl Coordinator {
                 }
                 instances.push(inst);
             }
+            // Checks come from the spec or from the image's own HEALTHCHECK,
+            // so whether there are any is read from what agents report.
+            let has_checks = spec_has_checks(&rec.spec)
+                || instances
+                    .iter()
+                    .any(|i| i.health != pb::Health::Unspecified as i32);
+            let healthy = current
+                .iter()
+                .filter(|&&i| {
+                    let h = instances[i].health;
+                    h == pb::Health::Healthy as i32
+                        || (!has_checks && h == pb::Health::Unspecified as i32)
+                })
+                .count() as u32;
             services.push(pb::ServiceStatus {
                 name: name.clone(),
                 env: senv.clone(),
@@ -873,6 +1343,8 @@ impl Coordinator {
                 instances,
                 updated_unix_ms: rec.updated_unix_ms,
                 image: rec.spec.image().to_string(),
+                healthy,
+                has_checks,
             });
         }
         pb::StatusResponse { services }
@@ -923,6 +1395,13 @@ impl Coordinator {
             .collect();
         pb::ListNodesResponse { nodes }
     }
+}
+
+/// Whether the spec itself asks for checks (Docker's healthcheck).
+fn spec_has_checks(spec: &ServiceSpec) -> bool {
+    spec.container_spec().healthcheck.is_some_and(|h| {
+        !h.disable && !h.test.is_empty() && !h.test.first().is_some_and(|t| t == "NONE")
+    })
 }
 
 fn remember_certificate(record: &mut NodeRecord, certificate: &str) {
@@ -997,6 +1476,7 @@ fn compute_plans(
     for rec in next.services.values().filter(|r| !r.deleted) {
         let spec_hash = rec.spec.spec_hash();
         let container = rec.spec.container_spec();
+        let probes = rec.spec.probes();
         for (index, node) in &rec.assignments {
             let Some(node) = node else { continue };
             per_node
@@ -1009,6 +1489,7 @@ fn compute_plans(
                     index: *index,
                     revision: rec.revision,
                     spec_hash: spec_hash.clone(),
+                    probes: probes.clone(),
                     runtime: Some(pb::workload::Runtime::Container(container.clone())),
                 });
         }
@@ -1228,6 +1709,93 @@ mod tests {
             .unwrap();
         assert_eq!(inst.state, pb::WorkloadState::Pending as i32, "{inst:?}");
         assert_eq!(status.services[0].running, 0);
+    }
+
+    #[tokio::test]
+    async fn status_reports_become_ordered_state_and_health_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+        let coord = Coordinator::load(store, Liveness::default(), CancellationToken::new())
+            .await
+            .unwrap();
+        let (replay, mut rx) = coord.events().subscribe_with_replay();
+        assert!(replay.is_empty());
+        let hello = pb::Hello {
+            facts: Some(pb::NodeFacts::default()),
+            agent_version: "t".into(),
+            last_applied_generation: 0,
+        };
+        let a = coord.register("a", "fp-a", 0, hello, None).await.unwrap();
+        let spec = "services:\n  web:\n    image: x:1\n";
+        coord.apply("a.yaml", spec, false, "t").await.unwrap();
+        let report = |state: pb::WorkloadState, health: pb::Health, output: &str| {
+            pb::AgentMessage {
+                msg: Some(pb::agent_message::Msg::Status(pb::StatusReport {
+                    full_snapshot: false,
+                    workloads: vec![pb::WorkloadStatus {
+                        id: "default/web/1".into(),
+                        state: state as i32,
+                        health: health as i32,
+                        health_output: output.into(),
+                        failing_probe: if output.is_empty() { "" } else { "http" }.into(),
+                        revision: 1,
+                        ..Default::default()
+                    }],
+                    removed: vec![],
+                })),
+            }
+        };
+        use pb::{Health as H, WorkloadState as S};
+        coord.handle("a", a.conn_id, report(S::Running, H::Starting, ""));
+        coord.handle("a", a.conn_id, report(S::Running, H::Healthy, ""));
+        coord.handle("a", a.conn_id, report(S::Running, H::Unhealthy, "HTTP 500"));
+        // An unchanged report says nothing new.
+        coord.handle("a", a.conn_id, report(S::Running, H::Unhealthy, "HTTP 500"));
+        // Another node's instance is not this node's to report.
+        coord.handle(
+            "a",
+            a.conn_id,
+            pb::AgentMessage {
+                msg: Some(pb::agent_message::Msg::Status(pb::StatusReport {
+                    full_snapshot: false,
+                    workloads: vec![pb::WorkloadStatus {
+                        id: "default/other/1".into(),
+                        state: S::Running as i32,
+                        ..Default::default()
+                    }],
+                    removed: vec![],
+                })),
+            },
+        );
+        coord.disconnect("a", a.conn_id);
+        let mut got = Vec::new();
+        while let Ok(ev) = rx.try_recv() {
+            got.push((
+                ev.kind.clone(),
+                ev.fields.get("state").or(ev.fields.get("health")).cloned().unwrap_or_default(),
+            ));
+        }
+        let want: Vec<(String, String)> = [
+            ("node.joined", ""),
+            ("service.deployed", ""),
+            ("instance.placed", ""),
+            ("instance.state", "running"),
+            ("instance.health", "starting"),
+            ("instance.health", "healthy"),
+            ("instance.health", "unhealthy"),
+            ("node.lost", ""),
+        ]
+        .iter()
+        .map(|(k, f)| (k.to_string(), f.to_string()))
+        .collect();
+        assert_eq!(got, want);
+        let status = coord.status("web", "").await;
+        let svc = &status.services[0];
+        assert!(svc.has_checks);
+        assert_eq!(svc.healthy, 0);
+        assert_eq!(svc.instances[0].health_output, "HTTP 500");
+        let counts = coord.events().counts();
+        assert_eq!(counts.get("instance.health"), Some(&3));
     }
 
     #[tokio::test]

@@ -48,6 +48,8 @@ async fn api_needs_a_token_and_agent_stream_needs_a_certificate_from_our_ca() {
             agent_cert_validity: time::Duration::days(1),
             ca_files: None,
             liveness: Default::default(),
+            http_listen: "127.0.0.1:0".parse().unwrap(),
+            metrics_auth: false,
         },
         shutdown.clone(),
     )

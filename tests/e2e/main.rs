@@ -7,7 +7,9 @@
 
 mod bad_input;
 mod coordinator_restart;
+mod dashboard;
 mod deploy;
+mod health;
 mod images;
 mod join;
 mod node_loss;
@@ -15,6 +17,7 @@ mod ownership;
 mod partition;
 mod placement;
 mod policies;
+mod prometheus;
 mod rbac;
 mod restarts;
 mod revocation;

@@ -53,6 +53,11 @@ pub struct ServiceStatus {
     pub revision: u64,
     pub desired: u32,
     pub running: u32,
+    /// Instances of the current revision running and passing their checks.
+    #[serde(default)]
+    pub healthy: u32,
+    #[serde(default)]
+    pub has_checks: bool,
     pub image: String,
     pub instances: Vec<InstanceStatus>,
 }
@@ -69,6 +74,13 @@ pub struct InstanceStatus {
     pub restarts: u32,
     pub container_id: String,
     pub container_name: String,
+    /// none, starting, healthy or unhealthy.
+    #[serde(default)]
+    pub health: String,
+    #[serde(default)]
+    pub health_output: String,
+    #[serde(default)]
+    pub failing_probe: String,
 }
 
 impl ServiceStatus {
@@ -84,8 +96,16 @@ impl ServiceStatus {
         );
         for i in &self.instances {
             s += &format!(
-                "\n  {} on {:?} rev {} {} restarts={} container={} {}",
-                i.id, i.node, i.revision, i.state, i.restarts, i.container_id, i.reason
+                "\n  {} on {:?} rev {} {} health={} restarts={} container={} {} {}",
+                i.id,
+                i.node,
+                i.revision,
+                i.state,
+                i.health,
+                i.restarts,
+                i.container_id,
+                i.reason,
+                i.health_output
             );
         }
         s

@@ -60,6 +60,8 @@ pub struct Cluster {
     pub data_dir: PathBuf,
     pub api_addr: SocketAddr,
     pub agent_addr: SocketAddr,
+    /// The HTTP port: dashboard, `/api/`, `/metrics`, `/healthz`.
+    pub http_addr: SocketAddr,
     pub coordinator_log: PathBuf,
     coordinator: Option<Child>,
     agents: Vec<Agent>,
@@ -126,6 +128,7 @@ impl Cluster {
             coordinator_log: root.join("convoyd.log"),
             api_addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
             agent_addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
             id,
             dir: Some(dir),
             root,
@@ -145,6 +148,7 @@ impl Cluster {
                     eprintln!("retrying with other ports: {e:#}");
                     cluster.api_addr.set_port(free_port());
                     cluster.agent_addr.set_port(free_port());
+                    cluster.http_addr.set_port(free_port());
                 }
                 Err(e) => panic!("{e:#}"),
             }
@@ -160,6 +164,20 @@ impl Cluster {
         }
         cluster.wait_nodes_ready(&cluster.node_names());
         cluster
+    }
+
+    /// `http://ADDR` of the coordinator's HTTP port (no trailing slash).
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    /// The admin token's secret, from `DATA/admin.token`.
+    pub fn admin_token(&self) -> String {
+        let path = self.data_dir.join("admin.token");
+        fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+            .trim()
+            .to_string()
     }
 
     /// The temp dir everything of this cluster lives in.
@@ -200,6 +218,8 @@ impl Cluster {
             .arg(self.api_addr.to_string())
             .arg("--agent-listen")
             .arg(self.agent_addr.to_string())
+            .arg("--http-listen")
+            .arg(self.http_addr.to_string())
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or("info".into()),

@@ -10,9 +10,11 @@ pub mod bins;
 pub mod cli;
 pub mod cluster;
 pub mod docker;
+pub mod events;
 pub mod http;
 pub mod image;
 pub mod process;
+pub mod prom;
 pub mod spec;
 pub mod wait;
 

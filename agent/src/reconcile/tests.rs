@@ -21,6 +21,7 @@ fn wl(index: u32, hash: &str) -> Workload {
         index,
         revision: 1,
         spec_hash: hash.into(),
+        probes: vec![],
         runtime: Some(workload::Runtime::Container(ContainerSpec {
             image: IMAGE.into(),
             ..ContainerSpec::default()
@@ -60,6 +61,7 @@ fn obs(id: &str, w: &Workload, state: ContainerState) -> Observed {
         started_at: None,
         finished_at: None,
         error: String::new(),
+        health: None,
     }
 }
 

@@ -7,16 +7,18 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bollard::errors::Error as BollardError;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, ContainerStateStatusEnum, ContainerSummary, ContainerSummaryStateEnum,
-    EventMessage, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary,
+    ContainerSummaryStateEnum, EventMessage, HealthConfig, HealthStatusEnum, HostConfig,
+    PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, EventsOptions, InspectContainerOptions,
     ListContainersOptions, RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
 };
 use bollard::Docker;
-use convoy_proto::{workload, ContainerSpec, Workload};
+use convoy_proto::{workload, ContainerSpec, Health, HealthCheck, Workload};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use tokio::sync::Mutex;
@@ -24,8 +26,9 @@ use tokio::sync::Mutex;
 use crate::error_chain;
 
 use super::{
-    container_labels, container_name, labels, ContainerState, CreatedContainer, Observed, Runtime,
-    RuntimeError, RuntimeEvent,
+    container_labels, container_name, cut_output, labels, ContainerInfo, ContainerState,
+    CreatedContainer, DockerHealth, ExecOutput, Observed, Runtime, RuntimeError, RuntimeEvent,
+    MAX_OUTPUT,
 };
 
 /// How long one image pull may take before the image counts as missing.
@@ -116,6 +119,7 @@ impl DockerRuntime {
             {
                 Ok(inspect) => {
                     if let Some(state) = inspect.state {
+                        observed.health = state.health.as_ref().and_then(docker_health);
                         if let Some(status) = state.status {
                             observed.state = state_from_inspect(status, observed.state);
                         }
@@ -169,6 +173,60 @@ impl DockerRuntime {
             .await
             .map_err(|e| classify(&format!("starting container `{name}`"), e))?;
         Ok(CreatedContainer { id, name })
+    }
+
+    /// create_exec, start_exec collecting the output, inspect_exec for the
+    /// exit code.
+    async fn exec_inner(&self, id: &str, command: &[String]) -> Result<ExecOutput, RuntimeError> {
+        let docker = self.client().await?;
+        let context = format!("running `{}` in `{}`", command.join(" "), short_id(id));
+        let created = docker
+            .create_exec(
+                id,
+                CreateExecOptions {
+                    cmd: Some(command.to_vec()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| classify(&context, e))?;
+        let mut output = Vec::new();
+        match docker
+            .start_exec(&created.id, None::<StartExecOptions>)
+            .await
+            .map_err(|e| classify(&context, e))?
+        {
+            StartExecResults::Attached { output: mut stream, .. } => {
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.map_err(|e| classify(&context, e))?;
+                    // Read on to the end, keeping the start: the stream ends
+                    // when the command does.
+                    let bytes = chunk.into_bytes();
+                    let room = (MAX_OUTPUT * 4).saturating_sub(output.len());
+                    output.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                }
+            }
+            StartExecResults::Detached => {}
+        }
+        // The stream can end a moment before the engine records the exit.
+        let mut exit_code = None;
+        for _ in 0..20 {
+            let inspect = docker
+                .inspect_exec(&created.id)
+                .await
+                .map_err(|e| classify(&context, e))?;
+            if inspect.running != Some(true) {
+                exit_code = inspect.exit_code;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        Ok(ExecOutput {
+            exit_code,
+            output: cut_output(&String::from_utf8_lossy(&output)),
+        })
     }
 }
 
@@ -300,6 +358,43 @@ impl Runtime for DockerRuntime {
         self.check(result).await
     }
 
+    async fn inspect(&self, id: &str) -> Result<ContainerInfo, RuntimeError> {
+        let result = async {
+            let docker = self.client().await?;
+            match docker
+                .inspect_container(id, None::<InspectContainerOptions>)
+                .await
+            {
+                Ok(inspect) => Ok(container_info(inspect)),
+                Err(BollardError::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => Ok(ContainerInfo::default()),
+                Err(e) => Err(classify(
+                    &format!("inspecting container `{}`", short_id(id)),
+                    e,
+                )),
+            }
+        }
+        .await;
+        self.check(result).await
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, RuntimeError> {
+        let result = match tokio::time::timeout(timeout, self.exec_inner(id, command)).await {
+            Ok(result) => result,
+            Err(_) => Err(RuntimeError::Engine {
+                context: format!("running `{}`", command.join(" ")),
+                message: format!("no exit within {}", crate::probe::human(timeout)),
+            }),
+        };
+        self.check(result).await
+    }
+
     async fn events(
         &self,
         node: &str,
@@ -316,7 +411,9 @@ impl Runtime for DockerRuntime {
             ),
             (
                 "event".to_string(),
-                ["die", "start", "destroy", "oom", "create"]
+                // `health_status` matches `health_status: healthy` and
+                // `health_status: unhealthy` (the engine compares by prefix).
+                ["die", "start", "destroy", "oom", "create", "health_status"]
                     .map(String::from)
                     .to_vec(),
             ),
@@ -421,8 +518,111 @@ fn observed_from_summary(summary: ContainerSummary) -> Option<Observed> {
         started_at: None,
         finished_at: None,
         error: String::new(),
+        health: None,
         id,
     })
+}
+
+/// Docker's health of a container; `None` when it has no healthcheck.
+fn docker_health(health: &bollard::models::Health) -> Option<DockerHealth> {
+    let status = match health.status? {
+        HealthStatusEnum::STARTING => Health::Starting,
+        HealthStatusEnum::HEALTHY => Health::Healthy,
+        HealthStatusEnum::UNHEALTHY => Health::Unhealthy,
+        HealthStatusEnum::NONE | HealthStatusEnum::EMPTY => return None,
+    };
+    let output = health
+        .log
+        .as_ref()
+        .and_then(|log| log.last())
+        .map(|last| {
+            let text = last.output.as_deref().unwrap_or("").trim();
+            match last.exit_code {
+                Some(0) | None => cut_output(text),
+                Some(code) if text.is_empty() => format!("exit code {code}"),
+                Some(code) => cut_output(&format!("exit code {code}: {text}")),
+            }
+        })
+        .unwrap_or_default();
+    Some(DockerHealth { status, output })
+}
+
+/// What probes need from an inspect answer.
+fn container_info(inspect: ContainerInspectResponse) -> ContainerInfo {
+    let state = inspect.state.as_ref();
+    let status = state.and_then(|s| s.status);
+    let health = state.and_then(|s| s.health.as_ref()).and_then(docker_health);
+    let network = inspect.network_settings.unwrap_or_default();
+    let parse_ip = |text: Option<&String>| {
+        text.filter(|t| !t.is_empty())
+            .and_then(|t| t.parse::<std::net::IpAddr>().ok())
+    };
+    let ip = parse_ip(network.ip_address.as_ref()).or_else(|| {
+        let mut networks: Vec<_> = network.networks.iter().flatten().collect();
+        networks.sort_by(|a, b| a.0.cmp(b.0));
+        networks
+            .into_iter()
+            .find_map(|(_, endpoint)| parse_ip(endpoint.ip_address.as_ref()))
+    });
+    let mut published = Vec::new();
+    for (key, bindings) in network.ports.iter().flatten() {
+        let Some(port) = key
+            .strip_suffix("/tcp")
+            .and_then(|p| p.parse::<u16>().ok())
+        else {
+            continue;
+        };
+        for binding in bindings.iter().flatten() {
+            let host_port = binding.host_port.as_deref().and_then(|p| p.parse().ok());
+            let host_ip = binding
+                .host_ip
+                .as_deref()
+                .filter(|ip| !ip.is_empty())
+                .unwrap_or("0.0.0.0")
+                .parse::<std::net::IpAddr>()
+                .ok();
+            if let (Some(ip), Some(host_port)) = (host_ip, host_port) {
+                published.push((port, std::net::SocketAddr::new(ip, host_port)));
+            }
+        }
+    }
+    published.sort();
+    ContainerInfo {
+        state: status.map(|s| state_from_inspect(s, ContainerState::Exited)),
+        health,
+        ip,
+        published,
+    }
+}
+
+/// Compose's healthcheck as the engine takes it (durations in ns).
+fn health_config(check: &HealthCheck) -> HealthConfig {
+    let HealthCheck {
+        test,
+        interval_ms,
+        timeout_ms,
+        retries,
+        start_period_ms,
+        disable,
+    } = check;
+    if *disable || test.first().map(String::as_str) == Some("NONE") {
+        return HealthConfig {
+            test: Some(vec!["NONE".to_string()]),
+            ..Default::default()
+        };
+    }
+    let ns = |ms: &u64| {
+        (*ms != 0).then(|| i64::try_from(ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX))
+    };
+    HealthConfig {
+        // Empty: the image's test, with the timings given here.
+        test: (!test.is_empty()).then(|| test.clone()),
+        interval: ns(interval_ms),
+        timeout: ns(timeout_ms),
+        retries: (*retries != 0).then(|| i64::from(*retries)),
+        start_period: ns(start_period_ms),
+        start_interval: None,
+    }
 }
 
 fn state_from_inspect(status: ContainerStateStatusEnum, listed: ContainerState) -> ContainerState {
@@ -472,6 +672,7 @@ fn create_body(node: &str, workload: &Workload) -> Result<ContainerCreateBody, R
         restart: _,
         stop_signal,
         stop_grace_period_ms,
+        healthcheck,
     } = spec;
 
     let mut env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -521,6 +722,7 @@ fn create_body(node: &str, workload: &Workload) -> Result<ContainerCreateBody, R
         stop_signal: non_empty(stop_signal),
         stop_timeout: Some(grace_secs),
         exposed_ports: (!exposed_ports.is_empty()).then_some(exposed_ports),
+        healthcheck: healthcheck.as_ref().map(health_config),
         host_config: Some(HostConfig {
             // The agent restarts containers itself, per the workload's policy.
             restart_policy: Some(RestartPolicy {
@@ -655,6 +857,7 @@ mod tests {
             index: 2,
             revision: 7,
             spec_hash: "abc".into(),
+            probes: vec![],
             runtime: Some(workload::Runtime::Container(ContainerSpec {
                 image: "web:1".into(),
                 command: vec!["serve".into(), "--port=80".into()],
@@ -684,6 +887,7 @@ mod tests {
                 restart: Some(PbRestart::default()),
                 stop_signal: "SIGINT".into(),
                 stop_grace_period_ms: 2500,
+                healthcheck: None,
             })),
         }
     }

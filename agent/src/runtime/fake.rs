@@ -1,7 +1,8 @@
 //! A recording fake of the container engine for unit tests of the reconcile
 //! logic: containers live in a Vec, every mutating call is recorded.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -11,7 +12,8 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 
 use super::{
-    container_name, ContainerState, CreatedContainer, Observed, Runtime, RuntimeError, RuntimeEvent,
+    container_name, ContainerInfo, ContainerState, CreatedContainer, DockerHealth, ExecOutput,
+    Observed, Runtime, RuntimeError, RuntimeEvent,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,6 +22,7 @@ pub enum Call {
     Create { workload_id: String, name: String },
     Start(String),
     StopRemove(String),
+    Exec { id: String, command: Vec<String> },
 }
 
 #[derive(Default)]
@@ -36,6 +39,13 @@ pub struct FakeState {
     pub unreachable: Option<String>,
     /// Set: `start` and `create_and_start` fail to start with this message.
     pub start_error: Option<String>,
+    /// Container addresses `inspect` reports.
+    pub ips: HashMap<String, IpAddr>,
+    /// What `exec` answers, by program (the command's first word); a program
+    /// not here is not found, as in a real container.
+    pub programs: HashMap<String, ExecOutput>,
+    /// Programs that never exit: `exec` times out.
+    pub hanging: HashSet<String>,
     pub calls: Vec<Call>,
     next_id: u64,
 }
@@ -86,8 +96,16 @@ impl FakeRuntime {
             started_at: Some(now),
             finished_at: None,
             error: String::new(),
+            health: None,
         });
         id
+    }
+
+    /// Sets what Docker's healthcheck says of a container.
+    pub fn set_health(&self, id: &str, health: Option<DockerHealth>) {
+        if let Some(c) = self.lock().containers.iter_mut().find(|c| c.id == id) {
+            c.health = health;
+        }
     }
 
     /// Makes a container exit with `code` after having run for `ran`.
@@ -211,6 +229,7 @@ impl Runtime for FakeRuntime {
             started_at: start_error.is_none().then_some(now),
             finished_at: None,
             error: String::new(),
+            health: None,
         });
         match start_error {
             Some(message) => Err(RuntimeError::Engine {
@@ -250,6 +269,62 @@ impl Runtime for FakeRuntime {
         s.calls.push(Call::StopRemove(id.to_string()));
         s.containers.retain(|c| c.id != id);
         Ok(())
+    }
+
+    async fn inspect(&self, id: &str) -> Result<ContainerInfo, RuntimeError> {
+        self.check_reachable()?;
+        let s = self.lock();
+        let Some(c) = s.containers.iter().find(|c| c.id == id) else {
+            return Ok(ContainerInfo::default());
+        };
+        Ok(ContainerInfo {
+            state: Some(c.state),
+            health: c.health.clone(),
+            ip: s.ips.get(id).copied(),
+            published: Vec::new(),
+        })
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, RuntimeError> {
+        self.check_reachable()?;
+        let program = command.first().cloned().unwrap_or_default();
+        let (answer, hangs) = {
+            let mut s = self.lock();
+            s.calls.push(Call::Exec {
+                id: id.to_string(),
+                command: command.to_vec(),
+            });
+            let running = s
+                .containers
+                .iter()
+                .any(|c| c.id == id && c.state == ContainerState::Running);
+            if !running {
+                return Err(RuntimeError::Engine {
+                    context: format!("running `{program}`"),
+                    message: format!("Container {id} is not running"),
+                });
+            }
+            (s.programs.get(&program).cloned(), s.hanging.contains(&program))
+        };
+        if hangs {
+            tokio::time::sleep(timeout).await;
+            return Err(RuntimeError::Engine {
+                context: format!("running `{program}`"),
+                message: format!("no exit within {}", crate::probe::human(timeout)),
+            });
+        }
+        Ok(answer.unwrap_or_else(|| ExecOutput {
+            exit_code: Some(126),
+            output: format!(
+                "OCI runtime exec failed: exec failed: unable to start container process: \
+                 exec: \"{program}\": executable file not found in $PATH: unknown"
+            ),
+        }))
     }
 
     async fn events(

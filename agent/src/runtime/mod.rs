@@ -1,16 +1,18 @@
 //! The seam between the reconciler and the container engine: a small trait to
 //! list, create, start and remove the containers Convoy manages on one node,
-//! so the reconcile logic runs in unit tests against a recording fake.
+//! and to look into them for the probes (address, exec), so the reconcile
+//! and probe logic run in unit tests against a recording fake.
 
 pub mod docker;
 #[cfg(test)]
 pub mod fake;
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use convoy_proto::Workload;
+use convoy_proto::{Health, Workload};
 use futures::stream::BoxStream;
 
 pub use docker::DockerRuntime;
@@ -101,6 +103,77 @@ pub struct Observed {
     pub finished_at: Option<SystemTime>,
     /// The engine's own error for the last start attempt, if any.
     pub error: String,
+    /// Docker's healthcheck; `None` when the container has none.
+    pub health: Option<DockerHealth>,
+}
+
+/// Docker's view of a container's healthcheck.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DockerHealth {
+    /// Starting, healthy or unhealthy.
+    pub status: Health,
+    /// The last check's output, cut to `MAX_OUTPUT` bytes.
+    pub output: String,
+}
+
+/// Check outputs are cut to this many bytes: they travel in statuses.
+pub const MAX_OUTPUT: usize = 1024;
+
+/// `text` cut to at most `MAX_OUTPUT` bytes, at a character boundary.
+pub fn cut_output(text: &str) -> String {
+    let text = text.trim();
+    if text.len() <= MAX_OUTPUT {
+        return text.to_string();
+    }
+    let mut end = MAX_OUTPUT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+/// What probes need to know of one container, read fresh.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerInfo {
+    /// `None` when the engine no longer knows the state.
+    pub state: Option<ContainerState>,
+    pub health: Option<DockerHealth>,
+    /// Its address on its network (the default bridge), if it has one.
+    pub ip: Option<IpAddr>,
+    /// Published TCP ports: container port and the host address it is on.
+    pub published: Vec<(u16, SocketAddr)>,
+}
+
+impl ContainerInfo {
+    /// Where to reach the container's TCP `port` from the host: its own
+    /// address, else the host port it is published on.
+    pub fn address(&self, port: u16) -> Option<SocketAddr> {
+        if let Some(ip) = self.ip {
+            return Some(SocketAddr::new(ip, port));
+        }
+        self.published
+            .iter()
+            .find(|(container_port, _)| *container_port == port)
+            .map(|(_, host)| match host.ip() {
+                // Published on every interface: loopback is one of them.
+                ip if ip == IpAddr::V4(Ipv4Addr::UNSPECIFIED) => {
+                    SocketAddr::new(Ipv4Addr::LOCALHOST.into(), host.port())
+                }
+                ip if ip == IpAddr::V6(Ipv6Addr::UNSPECIFIED) => {
+                    SocketAddr::new(Ipv6Addr::LOCALHOST.into(), host.port())
+                }
+                _ => *host,
+            })
+    }
+}
+
+/// How a command run in a container ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// `None` when the engine did not say.
+    pub exit_code: Option<i64>,
+    /// Its stdout and stderr together, cut to `MAX_OUTPUT` bytes.
+    pub output: String,
 }
 
 impl Observed {
@@ -133,7 +206,8 @@ pub struct CreatedContainer {
     pub name: String,
 }
 
-/// A lifecycle event of a managed container (die, start, destroy, oom).
+/// A lifecycle event of a managed container (die, start, destroy, oom,
+/// `health_status: healthy`, ...).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuntimeEvent {
     pub container_id: String,
@@ -190,6 +264,16 @@ pub trait Runtime: Send + Sync + 'static {
     /// Stops with the container's own stop signal and grace period, then
     /// removes it. A container that is already gone is not an error.
     async fn stop_and_remove(&self, id: &str) -> Result<(), RuntimeError>;
+    /// State, Docker health and addresses of one container.
+    async fn inspect(&self, id: &str) -> Result<ContainerInfo, RuntimeError>;
+    /// Runs `command` in the running container `id` (no shell) and waits for
+    /// it, at most `timeout`.
+    async fn exec(
+        &self,
+        id: &str,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, RuntimeError>;
     /// Lifecycle events of the node's managed containers. The stream ends or
     /// errors when the engine goes away; callers subscribe again.
     async fn events(

@@ -337,6 +337,7 @@ async fn certificate_from_another_ca_is_reported_as_refused() {
             &w.addr.to_string(),
             &CancellationToken::new(),
             &mut connected_at,
+            &mut crate::facts::HostSampler::new(w.data_dir.clone()),
         )
         .await
         .unwrap_err();
@@ -364,6 +365,7 @@ async fn coordinator_with_an_untrusted_certificate_is_reported() {
             &w.addr.to_string(),
             &CancellationToken::new(),
             &mut connected_at,
+            &mut crate::facts::HostSampler::new(w.data_dir.clone()),
         )
         .await
         .unwrap_err();
@@ -386,6 +388,7 @@ async fn closed_port_is_reported_unreachable() {
             &free.to_string(),
             &CancellationToken::new(),
             &mut connected_at,
+            &mut crate::facts::HostSampler::new(w.data_dir.clone()),
         )
         .await
         .unwrap_err();

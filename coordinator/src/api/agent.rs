@@ -174,12 +174,44 @@ async fn run_session(
         })),
     };
     let replies = tx.clone();
-    let forward =
-        tokio::spawn(forward_plans(tx, welcome, handle.plan_rx, cancel.clone()).in_current_span());
+    let forward = tokio::spawn(
+        forward_plans(
+            tx,
+            welcome,
+            handle.plan_rx,
+            handle.commands_rx,
+            cancel.clone(),
+        )
+        .in_current_span(),
+    );
+    // Round trips are timed here: one ping in flight at a time, every
+    // heartbeat interval.
+    let mut ping_every = tokio::time::interval(coord.heartbeat_interval.max(Duration::from_millis(500)));
+    ping_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut in_flight: Option<(u64, std::time::Instant)> = None;
+    let mut nonce = 0u64;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
+            _ = ping_every.tick() => {
+                if in_flight.is_none() {
+                    nonce += 1;
+                    let ping = pb::CoordinatorMessage { msg: Some(Out::Ping(pb::Ping { nonce })) };
+                    // Never wait on a full outbound queue for a ping.
+                    if replies.try_send(Ok(ping)).is_ok() {
+                        in_flight = Some((nonce, std::time::Instant::now()));
+                    }
+                }
+            }
             msg = inbound.message() => match msg {
+                Ok(Some(pb::AgentMessage { msg: Some(Msg::Pong(p)) })) => {
+                    if let Some((n, sent)) = in_flight {
+                        if n == p.nonce {
+                            coord.metrics().observe_rtt(sent.elapsed().as_secs_f64());
+                            in_flight = None;
+                        }
+                    }
+                }
                 Ok(Some(pb::AgentMessage { msg: Some(Msg::Renew(r)) })) => {
                     let answer = api.renew(&node, &r.csr_pem).await;
                     let msg = pb::CoordinatorMessage { msg: Some(Out::Certificate(answer)) };
@@ -202,11 +234,12 @@ async fn run_session(
 }
 
 /// Sends the Welcome, then the node's plan every time it changes (latest
-/// wins, so a slow agent never sees plans out of order).
+/// wins, so a slow agent never sees plans out of order), and commands.
 async fn forward_plans(
     tx: Outbound,
     welcome: pb::CoordinatorMessage,
     mut plans: tokio::sync::watch::Receiver<Option<Arc<pb::NodePlan>>>,
+    mut commands: mpsc::Receiver<pb::CoordinatorMessage>,
     cancel: tokio_util::sync::CancellationToken,
 ) {
     if tx.send(Ok(welcome)).await.is_err() {
@@ -216,6 +249,11 @@ async fn forward_plans(
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
+            Some(cmd) = commands.recv() => {
+                if tx.send(Ok(cmd)).await.is_err() {
+                    return;
+                }
+            }
             changed = plans.changed() => {
                 if changed.is_err() {
                     return;

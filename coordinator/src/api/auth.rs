@@ -85,22 +85,34 @@ impl TokenAuth {
         let token = header
             .to_str()
             .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
+            .and_then(bearer)
             .ok_or_else(|| Status::unauthenticated("malformed authorization header"))?;
-        let rec = self
-            .tokens
-            .authenticate(token.trim(), now_unix_ms())
-            .map_err(|e| {
-                let msg = match e {
-                    TokenError::Unknown => "invalid token".to_string(),
-                    e => e.to_string(),
-                };
-                tracing::info!(reason = %msg, "refused a CLI token");
-                Status::unauthenticated(msg)
-            })?;
-        req.extensions_mut().insert(Caller::from(rec));
+        let caller = authenticate(&self.tokens, token).map_err(Status::unauthenticated)?;
+        req.extensions_mut().insert(caller);
         Ok(req)
     }
+}
+
+/// The token in an `authorization: Bearer TOKEN` value.
+pub fn bearer(header: &str) -> Option<&str> {
+    header.strip_prefix("Bearer ")
+}
+
+/// Who holds `token`: a known CLI token, neither expired nor revoked, and
+/// not a join token. The refusal is the line the caller is told; the token
+/// itself is never logged. Shared by the gRPC API and the dashboard.
+pub fn authenticate(tokens: &Tokens, token: &str) -> Result<Caller, String> {
+    tokens
+        .authenticate(token.trim(), now_unix_ms())
+        .map(Caller::from)
+        .map_err(|e| {
+            let msg = match e {
+                TokenError::Unknown => "invalid token".to_string(),
+                e => e.to_string(),
+            };
+            tracing::info!(reason = %msg, "refused a CLI token");
+            msg
+        })
 }
 
 #[cfg(test)]

@@ -3,17 +3,23 @@
 //! role may do ([`authorize`]) and audits every mutating call, refused or
 //! not.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use convoy_proto as pb;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::auth::Caller;
 use crate::{
     audit::Audit,
+    events::Filter,
     state::{Coordinator, DEFAULT_ENV},
     tokens::{NewJoinToken, NewToken, Role, TokenError, Tokens},
 };
+
+/// Events queued for one watcher beyond the shared channel's own buffer.
+const WATCH_BUFFER: usize = 256;
 
 pub struct ControlApi {
     coord: Arc<Coordinator>,
@@ -81,6 +87,8 @@ impl ControlApi {
 pub enum Action<'a> {
     Status,
     ListNodes,
+    Watch,
+    Verify,
     Apply { env: &'a str },
     Delete { env: &'a str },
     RemoveNode,
@@ -97,6 +105,8 @@ impl Action<'_> {
         match self {
             Action::Status => "status",
             Action::ListNodes => "nodes",
+            Action::Watch => "events",
+            Action::Verify => "verify",
             Action::Apply { .. } => "apply",
             Action::Delete { .. } => "delete",
             Action::RemoveNode => "node remove",
@@ -113,6 +123,8 @@ impl Action<'_> {
         match self {
             Action::Status => "status",
             Action::ListNodes => "nodes",
+            Action::Watch => "events",
+            Action::Verify => "verify",
             Action::Apply { .. } => "apply",
             Action::Delete { .. } => "delete",
             Action::RemoveNode => "node.remove",
@@ -130,14 +142,17 @@ impl Action<'_> {
 /// everything. Join tokens never get this far (the interceptor refuses them).
 /// The error is the user-facing refusal.
 pub fn authorize(caller: &Caller, action: Action<'_>) -> Result<(), String> {
-    let read = matches!(action, Action::Status | Action::ListNodes);
+    let read = matches!(
+        action,
+        Action::Status | Action::ListNodes | Action::Watch | Action::Verify
+    );
     let deploy = matches!(action, Action::Apply { .. } | Action::Delete { .. });
     let token = format!("token `{}` ({})", caller.name, caller.role_desc());
     match caller.role {
         Role::Admin => Ok(()),
         Role::Viewer if read => Ok(()),
         Role::Viewer => Err(format!(
-            "{token} may only read (status, nodes); `{}` needs a {} token",
+            "{token} may only read (status, nodes, events, verify); `{}` needs a {} token",
             action.name(),
             if deploy { "deployer or admin" } else { "admin" }
         )),
@@ -236,6 +251,82 @@ impl pb::control_service_server::ControlService for ControlApi {
             }
         }
         Ok(Response::new(resp?))
+    }
+
+    type WatchStream = ReceiverStream<Result<pb::ClusterEvent, Status>>;
+
+    async fn watch(
+        &self,
+        req: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let caller = caller(&req)?;
+        self.allow(&caller, Action::Watch, "", false).await?;
+        let pb::WatchRequest {
+            service,
+            node,
+            env,
+            replay,
+        } = req.into_inner();
+        let filter = Filter { service, node, env };
+        let (backlog, mut rx) = if replay {
+            self.coord.events().subscribe_with_replay()
+        } else {
+            (Vec::new(), self.coord.events().subscribe())
+        };
+        let (tx, out) = mpsc::channel(WATCH_BUFFER);
+        let coord = self.coord.clone();
+        tokio::spawn(async move {
+            let _open = crate::metrics::Metrics::open(&coord.metrics().watch_streams);
+            for ev in backlog.iter().filter(|e| filter.matches(e)) {
+                if tx.send(Ok((**ev).clone())).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    got = rx.recv() => match got {
+                        Ok(ev) => {
+                            if filter.matches(&ev) && tx.send(Ok((*ev).clone())).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            // A reader this far behind would show a stale
+                            // world; end its stream rather than slow anyone.
+                            tracing::info!(missed = n, "dropping an event watcher that fell behind");
+                            let _ = tx
+                                .send(Err(Status::resource_exhausted(format!(
+                                    "the event stream fell {n} events behind; reconnect"
+                                ))))
+                                .await;
+                            return;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(out)))
+    }
+
+    async fn verify(
+        &self,
+        req: Request<pb::VerifyRequest>,
+    ) -> Result<Response<pb::VerifyResponse>, Status> {
+        let caller = caller(&req)?;
+        self.allow(&caller, Action::Verify, "", false).await?;
+        let pb::VerifyRequest {
+            service,
+            env,
+            timeout_ms,
+        } = req.into_inner();
+        let timeout = match timeout_ms {
+            0 => Duration::from_secs(10),
+            ms => Duration::from_millis(ms.min(300_000)),
+        };
+        let resp = self.coord.verify(&service, &env, timeout).await?;
+        Ok(Response::new(resp))
     }
 
     async fn status(
@@ -463,6 +554,8 @@ mod tests {
         let all = [
             Status,
             ListNodes,
+            Watch,
+            Verify,
             default,
             staging,
             del_default,
@@ -476,13 +569,17 @@ mod tests {
         // (role, envs, allowed actions)
         let table: &[(Role, &[&str], &[Action])] = &[
             (Role::Admin, &[], &all),
-            (Role::Viewer, &[], &[Status, ListNodes]),
+            (Role::Viewer, &[], &[Status, ListNodes, Watch, Verify]),
             (
                 Role::Deployer,
                 &[],
-                &[Status, ListNodes, default, staging, del_default],
+                &[Status, ListNodes, Watch, Verify, default, staging, del_default],
             ),
-            (Role::Deployer, &["staging"], &[Status, ListNodes, staging]),
+            (
+                Role::Deployer,
+                &["staging"],
+                &[Status, ListNodes, Watch, Verify, staging],
+            ),
             (Role::Join, &[], &[]),
         ];
         for (role, envs, allowed) in table {
@@ -512,7 +609,7 @@ mod tests {
         let v = caller(Role::Viewer, &[]);
         assert_eq!(
             authorize(&v, Action::Apply { env: "default" }).unwrap_err(),
-            "token `t` (viewer) may only read (status, nodes); `apply` needs a deployer or admin token"
+            "token `t` (viewer) may only read (status, nodes, events, verify); `apply` needs a deployer or admin token"
         );
         assert_eq!(
             authorize(&caller(Role::Deployer, &[]), Action::CreateToken).unwrap_err(),

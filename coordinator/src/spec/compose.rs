@@ -12,7 +12,8 @@ use serde_yaml::Value;
 
 use super::locate::{PathDisplay, Seg};
 use super::{
-    values, Constraint, DeployMode, PortSpec, Protocol, RestartCondition, RestartSpec, ServiceSpec,
+    values, Constraint, DeployMode, HealthcheckSpec, PortSpec, ProbeCheck, ProbeSpec, Protocol,
+    RestartCondition, RestartSpec, ServiceSpec,
 };
 
 /// A warning, with the path of the key it is about: relative to the mapping
@@ -205,14 +206,16 @@ key_set!(ServiceKey {
     Restart = "restart",
     StopSignal = "stop_signal",
     StopGracePeriod = "stop_grace_period",
+    Healthcheck = "healthcheck",
     Deploy = "deploy",
+    Convoy = "x-convoy",
 } ignored [
     "annotations", "attach", "blkio_config", "build", "cap_add", "cap_drop", "cgroup_parent",
     "configs", "container_name", "cpu_count", "cpu_percent", "cpu_period", "cpu_quota",
     "cpu_rt_period", "cpu_rt_runtime", "cpu_shares", "cpus", "cpuset", "credential_spec",
     "depends_on", "develop", "device_cgroup_rules", "devices", "dns", "dns_opt", "dns_search",
     "domainname", "env_file", "expose", "extends", "external_links", "extra_hosts", "gpus",
-    "group_add", "healthcheck", "hostname", "init", "ipc", "isolation", "links", "logging",
+    "group_add", "hostname", "init", "ipc", "isolation", "links", "logging",
     "mac_address", "mem_limit", "mem_reservation", "mem_swappiness", "memswap_limit",
     "network_mode", "networks", "oom_kill_disable", "oom_score_adj", "pid", "pids_limit",
     "platform", "post_start", "pre_stop", "privileged", "profiles", "pull_policy", "read_only",
@@ -235,6 +238,43 @@ key_set!(RestartPolicyKey {
     Condition = "condition",
     MaxAttempts = "max_attempts",
 } ignored ["delay", "window"]);
+
+key_set!(HealthcheckKey {
+    Test = "test",
+    Interval = "interval",
+    Timeout = "timeout",
+    Retries = "retries",
+    StartPeriod = "start_period",
+    Disable = "disable",
+} ignored ["start_interval"]);
+
+// `x-convoy` is Convoy's own block: every key in it is Convoy's, so an
+// unknown one is a typo, never a Compose key to skip.
+key_set!(ConvoyKey {
+    Probes = "probes",
+} ignored []);
+
+key_set!(ProbeKey {
+    Name = "name",
+    Http = "http",
+    Tcp = "tcp",
+    Exec = "exec",
+    Interval = "interval",
+    Timeout = "timeout",
+    FailureThreshold = "failure_threshold",
+    SuccessThreshold = "success_threshold",
+    StartPeriod = "start_period",
+} ignored []);
+
+key_set!(HttpProbeKey {
+    Port = "port",
+    Path = "path",
+    ExpectStatus = "expect_status",
+} ignored []);
+
+key_set!(TcpProbeKey {
+    Port = "port",
+} ignored []);
 
 key_set!(PortKey {
     Target = "target",
@@ -639,6 +679,23 @@ impl<'de> Visitor<'de> for ServiceSeed {
                     )?
                     .unwrap_or_default();
                 }
+                ServiceKey::Healthcheck => {
+                    if let Some((healthcheck, healthcheck_notes)) =
+                        value(&mut map, HealthcheckSeed)?
+                    {
+                        spec.healthcheck = Some(healthcheck);
+                        nest(
+                            &mut notes,
+                            Seg::Key("healthcheck".to_owned()),
+                            healthcheck_notes,
+                        );
+                    }
+                }
+                ServiceKey::Convoy => {
+                    if let Some(convoy) = value(&mut map, ConvoySeed)? {
+                        spec.probes = convoy.probes;
+                    }
+                }
                 ServiceKey::Deploy => {
                     if let Some(deploy) = value(&mut map, DeploySeed)? {
                         spec.deploy.mode = deploy.mode;
@@ -831,6 +888,408 @@ impl<'de> Visitor<'de> for PortSeed {
         }
         port.target = target.ok_or_else(|| de::Error::missing_field("target"))?;
         Ok((port, notes))
+    }
+}
+
+// ---- healthcheck ----
+
+/// Compose's `healthcheck`, run by Docker. `disable: true` and
+/// `test: ["NONE"]` are read as the same thing.
+struct HealthcheckSeed;
+
+impl<'de> DeserializeSeed<'de> for HealthcheckSeed {
+    type Value = (HealthcheckSpec, Vec<Note>);
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for HealthcheckSeed {
+    type Value = (HealthcheckSpec, Vec<Note>);
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping such as `test: [\"CMD\", \"/healthcheck\"]`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut seen = Vec::new();
+        let mut notes = Vec::new();
+        let mut check = HealthcheckSpec::default();
+        let mut test = None;
+        let mut disable = false;
+        let duration = || scalar("a duration such as `30s`", values::duration_ms);
+        while let Some(key) = next_key::<A, HealthcheckKey>(&mut map, &mut seen, &mut notes)? {
+            match key {
+                HealthcheckKey::Test => test = value(&mut map, HealthTestSeed)?,
+                HealthcheckKey::Interval => {
+                    check.interval_ms = value(&mut map, duration())?.unwrap_or(0)
+                }
+                HealthcheckKey::Timeout => {
+                    check.timeout_ms = value(&mut map, duration())?.unwrap_or(0)
+                }
+                HealthcheckKey::Retries => {
+                    check.retries =
+                        value(&mut map, scalar("a number of retries", values::count))?
+                            .unwrap_or(0);
+                }
+                HealthcheckKey::StartPeriod => {
+                    check.start_period_ms = value(&mut map, duration())?.unwrap_or(0)
+                }
+                HealthcheckKey::Disable => {
+                    disable = value(&mut map, scalar("`true` or `false`", values::boolean))?
+                        .unwrap_or(false);
+                }
+            }
+        }
+        let none = test.as_deref() == Some(&["NONE".to_owned()][..]);
+        if disable && test.is_some() && !none {
+            return Err(de::Error::custom(
+                "`disable: true` turns the healthcheck off, so it cannot also have a `test`",
+            ));
+        }
+        if disable || none {
+            // Docker's own spelling of "no healthcheck, not even the image's".
+            return Ok((
+                HealthcheckSpec {
+                    test: vec!["NONE".to_owned()],
+                    disable: true,
+                    ..HealthcheckSpec::default()
+                },
+                notes,
+            ));
+        }
+        check.test = test.unwrap_or_default();
+        Ok((check, notes))
+    }
+}
+
+/// `healthcheck.test`: a list starting with `CMD`, `CMD-SHELL` or `NONE`, or
+/// a string, which the container's shell runs (`CMD-SHELL`).
+struct HealthTestSeed;
+
+impl<'de> DeserializeSeed<'de> for HealthTestSeed {
+    type Value = Vec<String>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for HealthTestSeed {
+    type Value = Vec<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a command line, or a list such as [\"CMD\", \"/healthcheck\"]")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        values::healthcheck_test(vec!["CMD-SHELL".to_owned(), v.to_owned()]).map_err(E::custom)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut words = Vec::new();
+        while let Some(word) = seq.next_element_seed(text("an argument"))? {
+            words.push(word);
+        }
+        values::healthcheck_test(words).map_err(de::Error::custom)
+    }
+}
+
+// ---- x-convoy ----
+
+/// What `x-convoy` holds. Only `probes` for now; later keys (update
+/// strategies, ...) go here too.
+struct Convoy {
+    probes: Vec<ProbeSpec>,
+}
+
+struct ConvoySeed;
+
+impl<'de> DeserializeSeed<'de> for ConvoySeed {
+    type Value = Convoy;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Convoy, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ConvoySeed {
+    type Value = Convoy;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping such as `probes: [...]`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Convoy, A::Error> {
+        let mut seen = Vec::new();
+        // Nothing in `x-convoy` is ignored with a note: `ConvoyKey` has no
+        // ignored keys.
+        let mut notes = Vec::new();
+        let mut probes = Vec::new();
+        while let Some(key) = next_key::<A, ConvoyKey>(&mut map, &mut seen, &mut notes)? {
+            match key {
+                ConvoyKey::Probes => probes = value(&mut map, ProbesSeed)?.unwrap_or_default(),
+            }
+        }
+        Ok(Convoy { probes })
+    }
+}
+
+/// `x-convoy.probes`: a list of probes with distinct names.
+struct ProbesSeed;
+
+impl<'de> DeserializeSeed<'de> for ProbesSeed {
+    type Value = Vec<ProbeSpec>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ProbesSeed {
+    type Value = Vec<ProbeSpec>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of probes, each with one of `http:`, `tcp:` or `exec:`")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut probes: Vec<ProbeSpec> = Vec::new();
+        loop {
+            let taken: Vec<&str> = probes.iter().map(|p| p.name.as_str()).collect();
+            let Some(probe) = seq.next_element_seed(ProbeSeed { taken: &taken })? else {
+                break;
+            };
+            probes.push(probe);
+        }
+        Ok(probes)
+    }
+}
+
+/// One probe. `taken`: the names of the probes before it.
+struct ProbeSeed<'a> {
+    taken: &'a [&'a str],
+}
+
+impl<'de> DeserializeSeed<'de> for ProbeSeed<'_> {
+    type Value = ProbeSpec;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<ProbeSpec, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ProbeSeed<'_> {
+    type Value = ProbeSpec;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a probe: a mapping with one of `http:`, `tcp:` or `exec:`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ProbeSpec, A::Error> {
+        let mut seen = Vec::new();
+        let mut notes = Vec::new();
+        let mut name = None;
+        let mut check: Option<ProbeCheck> = None;
+        let mut probe = ProbeSpec {
+            name: String::new(),
+            check: ProbeCheck::Tcp { port: 0 },
+            interval_ms: 0,
+            timeout_ms: 0,
+            failure_threshold: 0,
+            success_threshold: 0,
+            start_period_ms: 0,
+        };
+        let positive = || scalar("a duration such as `5s`", values::positive_duration_ms);
+        let threshold = || scalar("a number, at least 1", values::threshold);
+        while let Some(key) = next_key::<A, ProbeKey>(&mut map, &mut seen, &mut notes)? {
+            let first = check.as_ref().map(ProbeCheck::kind);
+            match key {
+                ProbeKey::Name => {
+                    name = value(&mut map, scalar("a probe name", values::probe_name))?
+                }
+                ProbeKey::Http => {
+                    if let Some(http) = value(&mut map, HttpProbeSeed { first })? {
+                        check = Some(http);
+                    }
+                }
+                ProbeKey::Tcp => {
+                    if let Some(tcp) = value(&mut map, TcpProbeSeed { first })? {
+                        check = Some(tcp);
+                    }
+                }
+                ProbeKey::Exec => {
+                    if let Some(exec) = value(&mut map, ExecProbeSeed { first })? {
+                        check = Some(exec);
+                    }
+                }
+                ProbeKey::Interval => {
+                    probe.interval_ms = value(&mut map, positive())?.unwrap_or(0)
+                }
+                ProbeKey::Timeout => probe.timeout_ms = value(&mut map, positive())?.unwrap_or(0),
+                ProbeKey::FailureThreshold => {
+                    probe.failure_threshold = value(&mut map, threshold())?.unwrap_or(0)
+                }
+                ProbeKey::SuccessThreshold => {
+                    probe.success_threshold = value(&mut map, threshold())?.unwrap_or(0)
+                }
+                ProbeKey::StartPeriod => {
+                    probe.start_period_ms = value(
+                        &mut map,
+                        scalar("a duration such as `30s`", values::duration_ms),
+                    )?
+                    .unwrap_or(0)
+                }
+            }
+        }
+        let check = check.ok_or_else(|| {
+            de::Error::custom("a probe needs one check: `http:`, `tcp:` or `exec:`")
+        })?;
+        probe.name = name.unwrap_or_else(|| check.kind().to_owned());
+        if self.taken.contains(&probe.name.as_str()) {
+            return Err(de::Error::custom(format!(
+                "another probe is already named `{}`: give each probe its own `name:`",
+                probe.name
+            )));
+        }
+        probe.check = check;
+        Ok(probe)
+    }
+}
+
+/// Refuses a second check in one probe; `first` is the one already read.
+fn one_check<E: de::Error>(first: Option<&str>) -> Result<(), E> {
+    match first {
+        Some(first) => Err(E::custom(format!(
+            "a probe runs one check and this one already has `{first}`: \
+             write a probe for each check"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// `http: {port, path, expect_status}`.
+struct HttpProbeSeed {
+    first: Option<&'static str>,
+}
+
+impl<'de> DeserializeSeed<'de> for HttpProbeSeed {
+    type Value = ProbeCheck;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<ProbeCheck, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for HttpProbeSeed {
+    type Value = ProbeCheck;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping such as `{port: 8080, path: /healthz}`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ProbeCheck, A::Error> {
+        one_check(self.first)?;
+        let mut seen = Vec::new();
+        let mut notes = Vec::new();
+        let mut port = None;
+        let mut path = String::new();
+        let mut expect_status = 0;
+        while let Some(key) = next_key::<A, HttpProbeKey>(&mut map, &mut seen, &mut notes)? {
+            match key {
+                HttpProbeKey::Port => {
+                    port = value(&mut map, scalar("a port number", values::target_port))?
+                }
+                HttpProbeKey::Path => {
+                    path = value(&mut map, scalar("a path such as `/healthz`", values::http_path))?
+                        .unwrap_or_default();
+                }
+                HttpProbeKey::ExpectStatus => {
+                    expect_status =
+                        value(&mut map, scalar("an HTTP status code", values::http_status))?
+                            .unwrap_or(0);
+                }
+            }
+        }
+        Ok(ProbeCheck::Http {
+            port: port.ok_or_else(|| de::Error::missing_field("port"))?,
+            path,
+            expect_status,
+        })
+    }
+}
+
+/// `tcp: {port}`.
+struct TcpProbeSeed {
+    first: Option<&'static str>,
+}
+
+impl<'de> DeserializeSeed<'de> for TcpProbeSeed {
+    type Value = ProbeCheck;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<ProbeCheck, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TcpProbeSeed {
+    type Value = ProbeCheck;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping such as `{port: 5432}`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ProbeCheck, A::Error> {
+        one_check(self.first)?;
+        let mut seen = Vec::new();
+        let mut notes = Vec::new();
+        let mut port = None;
+        while let Some(key) = next_key::<A, TcpProbeKey>(&mut map, &mut seen, &mut notes)? {
+            match key {
+                TcpProbeKey::Port => {
+                    port = value(&mut map, scalar("a port number", values::target_port))?
+                }
+            }
+        }
+        Ok(ProbeCheck::Tcp {
+            port: port.ok_or_else(|| de::Error::missing_field("port"))?,
+        })
+    }
+}
+
+/// `exec: [program, args...]`, run in the container without a shell.
+struct ExecProbeSeed {
+    first: Option<&'static str>,
+}
+
+impl<'de> DeserializeSeed<'de> for ExecProbeSeed {
+    type Value = ProbeCheck;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<ProbeCheck, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ExecProbeSeed {
+    type Value = ProbeCheck;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list: the program to run in the container and its arguments")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ProbeCheck, A::Error> {
+        one_check(self.first)?;
+        let mut command = Vec::new();
+        while let Some(arg) = seq.next_element_seed(text("an argument"))? {
+            command.push(arg);
+        }
+        if command.first().is_none_or(|program| program.is_empty()) {
+            return Err(de::Error::custom(
+                "the command is empty: give the program to run and its arguments",
+            ));
+        }
+        Ok(ProbeCheck::Exec { command })
     }
 }
 

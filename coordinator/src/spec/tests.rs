@@ -374,7 +374,8 @@ fn unknown_service_key_is_an_error_naming_file_line_and_key() {
         error(&web("imag: nginx")),
         "app.yaml:4:5: services.web.imag: unknown field `imag`, expected one of `image`, \
          `command`, `entrypoint`, `environment`, `ports`, `labels`, `volumes`, `working_dir`, \
-         `user`, `restart`, `stop_signal`, `stop_grace_period`, `deploy`"
+         `user`, `restart`, `stop_signal`, `stop_grace_period`, `healthcheck`, `deploy`, \
+         `x-convoy`"
     );
 }
 
@@ -592,12 +593,12 @@ fn several_documents_are_an_error() {
 #[test]
 fn unsupported_service_keys_are_warnings_naming_file_line_and_key() {
     let file = ok(&web(
-        "healthcheck:\n  test: [\"CMD\", \"true\"]\n  interval: 5s\ndepends_on: [db]\ncap_add: [NET_ADMIN]",
+        "logging:\n  driver: syslog\n  options: {}\ndepends_on: [db]\ncap_add: [NET_ADMIN]",
     ));
     assert_eq!(
         file.warnings,
         [
-            "app.yaml:4: services.web.healthcheck: not supported by Convoy yet, ignored",
+            "app.yaml:4: services.web.logging: not supported by Convoy yet, ignored",
             "app.yaml:7: services.web.depends_on: not supported by Convoy yet, ignored",
             "app.yaml:8: services.web.cap_add: not supported by Convoy yet, ignored",
         ]
@@ -815,4 +816,355 @@ fn constraint_displays_as_swarm_writes_it() {
     );
     assert!("node.labels. == x".parse::<Constraint>().is_err());
     assert!("node.name".parse::<Constraint>().is_err());
+}
+
+// ---- healthcheck ----
+
+#[test]
+fn healthcheck_list_form_and_durations_are_read() {
+    let file = ok(&web(
+        "healthcheck:\n  test: [\"CMD\", \"/convoy-testapp\", \"--probe\", \"http://127.0.0.1:8080/healthz\"]\n  interval: 1m30s\n  timeout: 500ms\n  retries: 5\n  start_period: 10s",
+    ));
+    assert!(file.warnings.is_empty(), "{:?}", file.warnings);
+    assert_eq!(
+        file.services["web"].healthcheck,
+        Some(HealthcheckSpec {
+            test: strings(&[
+                "CMD",
+                "/convoy-testapp",
+                "--probe",
+                "http://127.0.0.1:8080/healthz"
+            ]),
+            interval_ms: 90_000,
+            timeout_ms: 500,
+            retries: 5,
+            start_period_ms: 10_000,
+            disable: false,
+        })
+    );
+}
+
+#[test]
+fn healthcheck_test_string_runs_with_the_shell() {
+    let spec = service(&web("healthcheck:\n  test: curl -f http://localhost/ || exit 1"));
+    assert_eq!(
+        spec.healthcheck.unwrap().test,
+        strings(&["CMD-SHELL", "curl -f http://localhost/ || exit 1"])
+    );
+    let spec = service(&web(
+        "healthcheck:\n  test: [\"CMD-SHELL\", \"pg_isready -U app\"]",
+    ));
+    assert_eq!(
+        spec.healthcheck.unwrap().test,
+        strings(&["CMD-SHELL", "pg_isready -U app"])
+    );
+}
+
+#[test]
+fn healthcheck_without_test_keeps_the_images_test_with_new_timings() {
+    let spec = service(&web("healthcheck:\n  interval: 2s"));
+    let check = spec.healthcheck.unwrap();
+    assert!(check.test.is_empty());
+    assert_eq!(check.interval_ms, 2_000);
+    assert!(service(&web("")).healthcheck.is_none());
+}
+
+#[test]
+fn healthcheck_disable_and_test_none_mean_the_same() {
+    let disabled = service(&web("healthcheck:\n  disable: true"));
+    let none = service(&web("healthcheck:\n  test: [\"NONE\"]"));
+    assert_eq!(
+        disabled.healthcheck,
+        Some(HealthcheckSpec {
+            test: strings(&["NONE"]),
+            disable: true,
+            ..HealthcheckSpec::default()
+        })
+    );
+    assert_eq!(disabled.healthcheck, none.healthcheck);
+    assert_eq!(disabled.spec_hash(), none.spec_hash());
+    let kept = service(&web("healthcheck:\n  disable: false\n  retries: 2"));
+    assert_eq!(kept.healthcheck.unwrap().retries, 2);
+}
+
+#[test]
+fn bad_healthchecks_are_errors_naming_line_and_key() {
+    assert_eq!(
+        error(&web("healthcheck:\n  test: [\"curl\", \"-f\", \"http://localhost\"]")),
+        "app.yaml:5:9: services.web.healthcheck.test: the list starts with `curl`, expected \
+         `CMD`, `CMD-SHELL` or `NONE`: write [\"CMD\", \"curl\", ...] to run it, or a string to \
+         run it with the shell"
+    );
+    assert!(error(&web("healthcheck:\n  test: [\"CMD\"]"))
+        .starts_with("app.yaml:5:9: services.web.healthcheck.test: `CMD` needs the command"));
+    assert!(error(&web("healthcheck:\n  test: []"))
+        .starts_with("app.yaml:5:9: services.web.healthcheck.test: the test is empty"));
+    assert!(error(&web("healthcheck:\n  test: [\"NONE\", \"x\"]"))
+        .contains("`NONE` takes no arguments"));
+    assert_eq!(
+        error(&web("healthcheck:\n  interval: 30")),
+        "app.yaml:5:13: services.web.healthcheck.interval: invalid duration `30`: missing unit; \
+         write it as `10s`, `1m30s` or `500ms`"
+    );
+    assert!(error(&web("healthcheck:\n  retries: many"))
+        .starts_with("app.yaml:5:12: services.web.healthcheck.retries: `many` is not a whole number"));
+    assert!(error(&web("healthcheck:\n  disable: yes"))
+        .starts_with("app.yaml:5:12: services.web.healthcheck.disable: `yes` is not `true` or `false`"));
+    assert!(error(&web("healthcheck:\n  disable: true\n  test: [\"CMD\", \"true\"]"))
+        .starts_with("app.yaml:5:3: services.web.healthcheck: `disable: true` turns the healthcheck off"));
+    assert!(error(&web("healthcheck:\n  tset: [\"CMD\", \"true\"]"))
+        .starts_with("app.yaml:5:3: services.web.healthcheck.tset: unknown field `tset`, expected one of `test`, `interval`"));
+}
+
+#[test]
+fn healthcheck_start_interval_is_a_warning() {
+    let file = ok(&web("healthcheck:\n  test: [\"CMD\", \"true\"]\n  start_interval: 1s"));
+    assert_eq!(
+        file.warnings,
+        ["app.yaml:6: services.web.healthcheck.start_interval: not supported by Convoy yet, ignored"]
+    );
+}
+
+// ---- x-convoy.probes ----
+
+const PROBES: &str = "x-convoy:\n  probes:\n    - http: {port: 8080, path: /healthz, expect_status: 204}\n      interval: 2s\n      timeout: 1s\n      failure_threshold: 2\n      success_threshold: 3\n      start_period: 20s\n    - name: db\n      tcp:\n        port: 5432\n    - exec: [\"/convoy-testapp\", \"--probe\", \"http://127.0.0.1:8080/healthz\"]";
+
+#[test]
+fn probes_of_every_kind_are_read_with_their_timings() {
+    let file = ok(&web(PROBES));
+    assert!(file.warnings.is_empty(), "{:?}", file.warnings);
+    let probes = &file.services["web"].probes;
+    assert_eq!(
+        probes[0],
+        ProbeSpec {
+            name: "http".into(),
+            check: ProbeCheck::Http {
+                port: 8080,
+                path: "/healthz".into(),
+                expect_status: 204
+            },
+            interval_ms: 2_000,
+            timeout_ms: 1_000,
+            failure_threshold: 2,
+            success_threshold: 3,
+            start_period_ms: 20_000,
+        }
+    );
+    assert_eq!(
+        probes[1],
+        ProbeSpec {
+            name: "db".into(),
+            check: ProbeCheck::Tcp { port: 5432 },
+            interval_ms: 0,
+            timeout_ms: 0,
+            failure_threshold: 0,
+            success_threshold: 0,
+            start_period_ms: 0,
+        }
+    );
+    assert_eq!(probes[2].name, "exec");
+    assert_eq!(
+        probes[2].check,
+        ProbeCheck::Exec {
+            command: strings(&["/convoy-testapp", "--probe", "http://127.0.0.1:8080/healthz"])
+        }
+    );
+}
+
+#[test]
+fn probes_map_to_the_plans_probes() {
+    let pb = service(&web(PROBES)).probes();
+    assert_eq!(pb.len(), 3);
+    assert_eq!(
+        pb[0],
+        Probe {
+            name: "http".into(),
+            interval_ms: 2_000,
+            timeout_ms: 1_000,
+            failure_threshold: 2,
+            success_threshold: 3,
+            start_period_ms: 20_000,
+            check: Some(probe::Check::Http(HttpProbe {
+                port: 8080,
+                path: "/healthz".into(),
+                expect_status: 204,
+            })),
+        }
+    );
+    assert_eq!(
+        pb[1].check,
+        Some(probe::Check::Tcp(TcpProbe { port: 5432 }))
+    );
+    assert_eq!(
+        pb[2].check,
+        Some(probe::Check::Exec(ExecProbe {
+            command: strings(&["/convoy-testapp", "--probe", "http://127.0.0.1:8080/healthz"])
+        }))
+    );
+    assert!(service(&web("")).probes().is_empty());
+}
+
+#[test]
+fn x_convoy_without_probes_and_empty_probes_are_fine() {
+    assert!(service(&web("x-convoy: {}")).probes.is_empty());
+    assert!(service(&web("x-convoy:\n  probes: []")).probes.is_empty());
+}
+
+#[test]
+fn unknown_keys_in_x_convoy_are_errors_naming_the_key_path() {
+    assert_eq!(
+        error(&web("x-convoy:\n  probe: []")),
+        "app.yaml:5:3: services.web.x-convoy.probe: unknown field `probe`, expected `probes`"
+    );
+    assert!(error(&web("x-convoy:\n  probes:\n    - tcp: {port: 1}\n      intervall: 1s"))
+        .starts_with("app.yaml:7:7: services.web.x-convoy.probes[0].intervall: unknown field `intervall`"));
+    assert!(error(&web("x-convoy:\n  probes:\n    - http: {port: 1, paht: /}"))
+        .starts_with("app.yaml:6:24: services.web.x-convoy.probes[0].http.paht: unknown field `paht`, expected one of `port`, `path`, `expect_status`"));
+    assert!(error(&web("x-convoy:\n  probes:\n    - tcp: {port: 1, host: x}"))
+        .starts_with("app.yaml:6:23: services.web.x-convoy.probes[0].tcp.host: unknown field `host`, expected `port`"));
+}
+
+#[test]
+fn probe_needs_exactly_one_check() {
+    assert_eq!(
+        error(&web("x-convoy:\n  probes:\n    - name: x\n      interval: 1s")),
+        "app.yaml:6:7: services.web.x-convoy.probes[0]: a probe needs one check: `http:`, `tcp:` \
+         or `exec:`"
+    );
+    assert_eq!(
+        error(&web(
+            "x-convoy:\n  probes:\n    - http: {port: 80}\n      tcp: {port: 80}"
+        )),
+        "app.yaml:7:12: services.web.x-convoy.probes[0].tcp: a probe runs one check and this one \
+         already has `http`: write a probe for each check"
+    );
+}
+
+#[test]
+fn bad_probe_values_are_errors_naming_line_and_key() {
+    let probe = |text: &str| error(&web(&format!("x-convoy:\n  probes:\n    - {text}")));
+    assert_eq!(
+        probe("tcp: {port: 0}"),
+        "app.yaml:6:19: services.web.x-convoy.probes[0].tcp.port: invalid port `0`: port 0 is \
+         out of range 1-65535"
+    );
+    assert!(probe("http: {port: 70000}").contains(
+        "services.web.x-convoy.probes[0].http.port: invalid port `70000`: port 70000 is out of range 1-65535"
+    ));
+    assert_eq!(
+        probe("http: {path: /}"),
+        "app.yaml:6:13: services.web.x-convoy.probes[0].http: missing field `port`"
+    );
+    assert!(probe("http: {port: 80, path: healthz}")
+        .contains("probes[0].http.path: `healthz` does not start with `/`"));
+    assert!(probe("http: {port: 80, expect_status: 42}")
+        .contains("probes[0].http.expect_status: `42` is not an HTTP status code (100 to 599)"));
+    assert_eq!(
+        probe("exec: []"),
+        "app.yaml:6:13: services.web.x-convoy.probes[0].exec: the command is empty: give the \
+         program to run and its arguments"
+    );
+    assert!(probe("exec: /bin/check")
+        .contains("probes[0].exec: invalid type: string \"/bin/check\", expected a list"));
+    assert!(probe("tcp: {port: 1}\n      timeout: 0s").contains(
+        "probes[0].timeout: `0s` is too short: it must be at least 1ms; leave it out for the default"
+    ));
+    assert!(probe("tcp: {port: 1}\n      interval: soon")
+        .contains("probes[0].interval: invalid duration `soon`"));
+    assert!(probe("tcp: {port: 1}\n      failure_threshold: 0")
+        .contains("probes[0].failure_threshold: must be at least 1"));
+    assert!(probe("tcp: {port: 1}\n      name: \"my probe\"")
+        .contains("probes[0].name: invalid probe name `my probe`"));
+    assert!(probe("tcp: {port: 1}\n      name: docker")
+        .contains("probes[0].name: the probe name `docker` is reserved"));
+}
+
+#[test]
+fn probe_names_must_differ() {
+    assert_eq!(
+        error(&web(
+            "x-convoy:\n  probes:\n    - tcp: {port: 1}\n    - tcp: {port: 2}"
+        )),
+        "app.yaml:7:7: services.web.x-convoy.probes[1]: another probe is already named `tcp`: \
+         give each probe its own `name:`"
+    );
+    let spec = service(&web(
+        "x-convoy:\n  probes:\n    - tcp: {port: 1}\n    - name: other\n      tcp: {port: 2}",
+    ));
+    assert_eq!(spec.probes.len(), 2);
+}
+
+// ---- health in the hash, changed fields, storage ----
+
+#[test]
+fn spec_hash_changes_with_healthcheck_and_probes() {
+    let base = service(FULL).spec_hash();
+    let with = |extra: &str| {
+        service(&FULL.replace(
+            "    deploy:\n",
+            &format!("{}    deploy:\n", indent(extra)),
+        ))
+        .spec_hash()
+    };
+    let checked = with("healthcheck:\n  test: [\"CMD\", \"true\"]");
+    assert_ne!(checked, base);
+    assert_ne!(with("healthcheck:\n  test: [\"CMD\", \"false\"]"), checked);
+    let probed = with("x-convoy:\n  probes: [{tcp: {port: 80}}]");
+    assert_ne!(probed, base);
+    assert_ne!(with("x-convoy:\n  probes: [{tcp: {port: 81}}]"), probed);
+    // No probes and an empty list hash alike: the hash of old specs stays.
+    assert_eq!(with("x-convoy:\n  probes: []"), base);
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("    {l}\n")).collect()
+}
+
+#[test]
+fn changed_fields_names_healthcheck_and_probes() {
+    let old = service(&web("healthcheck:\n  test: [\"CMD\", \"true\"]"));
+    let new = service(&web(
+        "healthcheck:\n  test: [\"CMD\", \"true\"]\n  interval: 3s\nx-convoy:\n  probes: [{tcp: {port: 80}}]",
+    ));
+    assert_eq!(changed_fields(&old, &new), ["healthcheck", "x-convoy.probes"]);
+}
+
+#[test]
+fn container_spec_carries_the_healthcheck() {
+    let spec = service(&web(
+        "healthcheck:\n  test: [\"CMD\", \"/check\"]\n  interval: 2s\n  timeout: 1s\n  retries: 4\n  start_period: 3s",
+    ))
+    .container_spec();
+    assert_eq!(
+        spec.healthcheck,
+        Some(HealthCheck {
+            test: strings(&["CMD", "/check"]),
+            interval_ms: 2_000,
+            timeout_ms: 1_000,
+            retries: 4,
+            start_period_ms: 3_000,
+            disable: false,
+        })
+    );
+    assert_eq!(service(&web("")).container_spec().healthcheck, None);
+}
+
+#[test]
+fn stored_specs_from_before_health_still_load() {
+    let json = r#"{"image":"nginx","command":[],"entrypoint":[],"environment":{},"ports":[],"labels":{},"volumes":[],"working_dir":"","user":"","restart":{"condition":"any","max_attempts":0},"stop_signal":"","stop_grace_period_ms":0,"deploy":{"mode":"replicated","replicas":1,"constraints":[]}}"#;
+    let spec: ServiceSpec = serde_json::from_str(json).unwrap();
+    assert_eq!(spec.healthcheck, None);
+    assert!(spec.probes.is_empty());
+    assert_eq!(spec.spec_hash(), service(&web("")).spec_hash());
+}
+
+#[test]
+fn health_settings_round_trip_through_json() {
+    let spec = service(&web(&format!(
+        "healthcheck:\n  test: curl -f localhost\n  retries: 2\n{PROBES}"
+    )));
+    let json = serde_json::to_string(&spec).unwrap();
+    let back: ServiceSpec = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, spec);
+    assert_eq!(back.spec_hash(), spec.spec_hash());
 }

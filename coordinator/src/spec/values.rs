@@ -404,3 +404,99 @@ pub(super) fn label_name(name: &str) -> Result<(), String> {
         Ok(())
     }
 }
+
+/// `true` or `false`, as YAML writes them.
+pub(super) fn boolean(text: &str) -> Result<bool, String> {
+    match text {
+        "true" | "True" | "TRUE" => Ok(true),
+        "false" | "False" | "FALSE" => Ok(false),
+        other => Err(format!("`{other}` is not `true` or `false`")),
+    }
+}
+
+/// A duration that must not be zero (a probe's `interval` and `timeout`).
+pub(super) fn positive_duration_ms(text: &str) -> Result<u64, String> {
+    match duration_ms(text)? {
+        0 => Err(format!(
+            "`{text}` is too short: it must be at least 1ms; leave it out for the default"
+        )),
+        ms => Ok(ms),
+    }
+}
+
+/// A probe's `failure_threshold` or `success_threshold`.
+pub(super) fn threshold(text: &str) -> Result<u32, String> {
+    match count(text)? {
+        0 => Err("must be at least 1; leave it out for the default".to_owned()),
+        n => Ok(n),
+    }
+}
+
+/// Compose's `healthcheck.test` in list form, as Docker takes it.
+pub(super) fn healthcheck_test(words: Vec<String>) -> Result<Vec<String>, String> {
+    let args = words.len().saturating_sub(1);
+    match words.first().map(String::as_str) {
+        None => Err(
+            "the test is empty: leave `test` out to keep the image's healthcheck".to_owned(),
+        ),
+        Some("NONE") if args == 0 => Ok(words),
+        Some("NONE") => Err("`NONE` takes no arguments: it turns the healthcheck off".to_owned()),
+        Some("CMD" | "CMD-SHELL") if args == 0 || words[1].trim().is_empty() => Err(format!(
+            "`{}` needs the command to run after it",
+            words[0]
+        )),
+        Some("CMD" | "CMD-SHELL") => Ok(words),
+        Some(other) => Err(format!(
+            "the list starts with `{other}`, expected `CMD`, `CMD-SHELL` or `NONE`: write \
+             [\"CMD\", \"{other}\", ...] to run it, or a string to run it with the shell"
+        )),
+    }
+}
+
+/// Names the agent uses itself in probe results.
+const RESERVED_PROBE_NAMES: [&str; 2] = ["docker", "running"];
+
+/// A probe's `name`: shown in statuses and events.
+pub(super) fn probe_name(name: &str) -> Result<String, String> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if !valid {
+        return Err(format!(
+            "invalid probe name `{name}`: use letters, digits, `_`, `-` and `.`, at most 63 \
+             characters"
+        ));
+    }
+    if RESERVED_PROBE_NAMES.contains(&name) {
+        return Err(format!(
+            "the probe name `{name}` is reserved: the agent reports Docker's healthcheck as \
+             `docker` and a check-less instance as `running`"
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// An HTTP probe's `path`: what follows the host in the URL.
+pub(super) fn http_path(path: &str) -> Result<String, String> {
+    if !path.starts_with('/') {
+        Err(format!("`{path}` does not start with `/`"))
+    } else if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Err(format!(
+            "`{path}` has spaces or control characters: percent-encode them"
+        ))
+    } else {
+        Ok(path.to_owned())
+    }
+}
+
+/// An HTTP probe's `expect_status`.
+pub(super) fn http_status(text: &str) -> Result<u16, String> {
+    match text.parse::<u16>() {
+        Ok(code @ 100..=599) => Ok(code),
+        _ => Err(format!(
+            "`{text}` is not an HTTP status code (100 to 599)"
+        )),
+    }
+}
