@@ -107,11 +107,9 @@ impl ProbeConfig {
                 Ok(port) => Check::Tcp { port },
                 Err(e) => Check::Invalid(e),
             },
-            Some(probe::Check::Exec(ExecProbe { command })) if !command.is_empty() => {
-                Check::Exec {
-                    command: command.clone(),
-                }
-            }
+            Some(probe::Check::Exec(ExecProbe { command })) if !command.is_empty() => Check::Exec {
+                command: command.clone(),
+            },
             Some(probe::Check::Exec(_)) => Check::Invalid("the command is empty".to_string()),
             None => Check::Invalid("the plan gives this probe no check".to_string()),
         };
@@ -269,11 +267,12 @@ pub async fn run_check<R: Runtime>(
     let (passed, output) = match &config.check {
         Check::Invalid(reason) => (false, format!("invalid probe: {reason}")),
         // The runtime bounds it: the command is killed with the exec.
-        Check::Exec { command } => match runtime.exec(container_id, command, config.timeout).await
-        {
-            Ok(out) => exec_verdict(out.exit_code, &out.output),
-            Err(e) => (false, e.to_string()),
-        },
+        Check::Exec { command } => {
+            match runtime.exec(container_id, command, config.timeout).await {
+                Ok(out) => exec_verdict(out.exit_code, &out.output),
+                Err(e) => (false, e.to_string()),
+            }
+        }
         Check::Http { port, .. } | Check::Tcp { port } => {
             let port = *port;
             let run = async {
@@ -302,10 +301,7 @@ pub async fn run_check<R: Runtime>(
                 }
                 Err(_) => {
                     *address = None;
-                    (
-                        false,
-                        format!("no answer within {}", human(config.timeout)),
-                    )
+                    (false, format!("no answer within {}", human(config.timeout)))
                 }
             }
         }
@@ -326,9 +322,8 @@ async fn resolve<R: Runtime>(
         .inspect(container_id)
         .await
         .map_err(|e| e.to_string())?;
-    info.address(port).ok_or_else(|| {
-        format!("the container has no IP address and does not publish port {port}")
-    })
+    info.address(port)
+        .ok_or_else(|| format!("the container has no IP address and does not publish port {port}"))
 }
 
 fn exec_verdict(exit_code: Option<i64>, output: &str) -> (bool, String) {
@@ -508,11 +503,10 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, String> {
 
 /// `2s`, `1500ms`.
 pub fn human(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms % 1000 == 0 {
-        format!("{}s", ms / 1000)
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
     } else {
-        format!("{ms}ms")
+        format!("{}ms", d.as_millis())
     }
 }
 
@@ -724,7 +718,9 @@ pub async fn run_now<R: Runtime>(
     statuses: &BTreeMap<String, WorkloadStatus>,
     workload_ids: &[String],
 ) -> Vec<ProbeResult> {
-    let workloads: Vec<_> = plan.map(|p| p.workloads.iter().collect()).unwrap_or_default();
+    let workloads: Vec<_> = plan
+        .map(|p| p.workloads.iter().collect())
+        .unwrap_or_default();
     let ids: Vec<String> = if workload_ids.is_empty() {
         workloads.iter().map(|w| w.id.clone()).collect()
     } else {
@@ -790,10 +786,7 @@ async fn probe_workload<R: Runtime>(
         Err(_) => {
             return vec![not_running(
                 id,
-                format!(
-                    "docker did not answer within {}",
-                    human(INSPECT_TIMEOUT)
-                ),
+                format!("docker did not answer within {}", human(INSPECT_TIMEOUT)),
             )]
         }
     };

@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use convoy_proto::restart_policy::Condition;
-use convoy_proto::{
-    workload, Event, Health, NodePlan, Workload, WorkloadState, WorkloadStatus,
-};
+use convoy_proto::{workload, Event, Health, NodePlan, Workload, WorkloadState, WorkloadStatus};
 use futures::StreamExt;
 use tokio::sync::{broadcast, watch, Notify};
 use tokio_util::sync::CancellationToken;
@@ -673,10 +671,8 @@ impl<R: Runtime> Reconciler<R> {
             .collect();
         self.healths.retain(|id, _| statuses.contains_key(id));
         for (id, status) in &statuses {
-            self.healths.insert(
-                id.clone(),
-                (status.container_id.clone(), health_of(status)),
-            );
+            self.healths
+                .insert(id.clone(), (status.container_id.clone(), health_of(status)));
         }
         self.send(statuses, u32::try_from(observed.len()).unwrap_or(u32::MAX));
         self.last = Some((desired.to_vec(), observed.to_vec()));

@@ -93,8 +93,8 @@ mod tests {
 
     use convoy_proto::restart_policy::Condition;
     use convoy_proto::{
-        probe, workload, ContainerSpec, HealthCheck, HttpProbe, PortMapping, Probe,
-        RestartPolicy, Workload,
+        probe, workload, ContainerSpec, HealthCheck, HttpProbe, PortMapping, Probe, RestartPolicy,
+        Workload,
     };
 
     use super::*;

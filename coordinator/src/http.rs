@@ -12,13 +12,16 @@ use std::{
     io,
     net::SocketAddr,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     task::{Context, Poll},
     time::Duration,
 };
 
 use axum::{
-    extract::{Form, Query, Request, State},
+    extract::{connect_info::Connected, ConnectInfo, Extension, Form, Query, Request, State},
     http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode},
     middleware::{self, Next},
     response::{
@@ -89,14 +92,16 @@ impl Default for HttpOptions {
 pub struct SseLimits {
     /// Streams open at once; more are refused with 503.
     pub max_clients: usize,
-    /// Messages queued for one client; a client this far behind is dropped.
+    /// Messages queued for one client beyond what its connection buffers.
     pub buffer: usize,
     /// Snapshots after a change are at most this frequent.
     pub debounce: Duration,
     /// A snapshot is sent at least this often (heartbeat ages, metrics).
     pub refresh: Duration,
-    /// A connection whose writes make no progress this long is closed.
-    pub write_stall: Duration,
+    /// A client that takes nothing for this long while there is something
+    /// to send is dropped, and a connection whose writes make no progress
+    /// this long is closed.
+    pub stall: Duration,
     pub keep_alive: Duration,
 }
 
@@ -104,10 +109,10 @@ impl Default for SseLimits {
     fn default() -> Self {
         Self {
             max_clients: 64,
-            buffer: 256,
+            buffer: 64,
             debounce: Duration::from_secs(1),
             refresh: Duration::from_secs(2),
-            write_stall: Duration::from_secs(20),
+            stall: Duration::from_secs(10),
             keep_alive: Duration::from_secs(15),
         }
     }
@@ -179,14 +184,15 @@ pub async fn bind(listen: SocketAddr) -> anyhow::Result<TcpListener> {
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    write_stall: Duration,
+    stall: Duration,
     shutdown: CancellationToken,
 ) {
     let listener = StallGuardListener {
         inner: listener,
-        write_stall,
+        stall,
     };
-    if let Err(e) = axum::serve(listener, router)
+    let app = router.into_make_service_with_connect_info::<Conn>();
+    if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
     {
@@ -444,9 +450,15 @@ struct Snapshot {
 
 /// `GET /api/stream`: a snapshot at once, then every cluster event, and a
 /// new snapshot after changes (debounced) and every few seconds. Each client
-/// has a bounded queue fed by its own task; one that falls behind is dropped
-/// (its browser reconnects and starts from a fresh snapshot).
-async fn api_stream(State(app): State<App>) -> Response {
+/// has a small queue fed by its own task from the event bus. A client that
+/// takes nothing for [`SseLimits::stall`], or falls so far behind that the
+/// bus's bounded window passes it by (Lagged), is dropped; its browser
+/// reconnects and starts again from a fresh snapshot. Bursts up to the bus's
+/// window get through to a client that reads.
+async fn api_stream(
+    State(app): State<App>,
+    conn: Option<Extension<ConnectInfo<Conn>>>,
+) -> Response {
     let Ok(slot) = app.sse_slots.clone().try_acquire_owned() else {
         let body = Json(serde_json::json!({
             "error": format!(
@@ -458,8 +470,10 @@ async fn api_stream(State(app): State<App>) -> Response {
     };
     let (tx, rx) = mpsc::channel(app.sse.buffer.max(2));
     let (replay, events) = app.coord.events().subscribe_with_replay();
+    let stalled = conn.map(|Extension(ConnectInfo(c))| c.stalled);
     tokio::spawn(
-        feed(app.clone(), replay, events, tx, slot).instrument(tracing::debug_span!("sse")),
+        feed(app.clone(), replay, events, tx, slot, stalled)
+            .instrument(tracing::debug_span!("sse")),
     );
     Sse::new(ReceiverStream::new(rx).map(Ok::<_, Infallible>))
         .keep_alive(KeepAlive::new().interval(app.sse.keep_alive))
@@ -468,17 +482,21 @@ async fn api_stream(State(app): State<App>) -> Response {
 
 /// Why a stream's feeder stopped sending.
 enum Stop {
-    /// The client went away.
+    /// The client went away, or the coordinator is shutting down.
     Gone,
     /// The client fell behind.
     Slow(String),
 }
 
-fn offer(tx: &mpsc::Sender<Event>, ev: Event) -> Result<(), Stop> {
-    tx.try_send(ev).map_err(|e| match e {
-        mpsc::error::TrySendError::Full(_) => Stop::Slow("its queue is full".into()),
-        mpsc::error::TrySendError::Closed(_) => Stop::Gone,
-    })
+/// Queues a message for the client, waiting at most `stall` for room.
+async fn offer(app: &App, tx: &mpsc::Sender<Event>, ev: Event) -> Result<(), Stop> {
+    tokio::select! {
+        sent = tx.send(ev) => sent.map_err(|_| Stop::Gone),
+        _ = tokio::time::sleep(app.sse.stall) => {
+            Err(Stop::Slow(format!("it took nothing for {:?}", app.sse.stall)))
+        }
+        _ = app.shutdown.cancelled() => Err(Stop::Gone),
+    }
 }
 
 async fn feed(
@@ -487,6 +505,7 @@ async fn feed(
     mut events: broadcast::Receiver<SharedEvent>,
     tx: mpsc::Sender<Event>,
     _slot: OwnedSemaphorePermit,
+    stalled: Option<Arc<AtomicBool>>,
 ) {
     let coord = app.coord.clone();
     let _open = Metrics::open(&coord.metrics().sse_clients);
@@ -497,7 +516,7 @@ async fn feed(
         .collect();
     let mut since = BTreeMap::new();
     let stop = async {
-        offer(&tx, snapshot(&coord, &mut since, Some(replay)).await)?;
+        offer(&app, &tx, snapshot(&coord, &mut since, Some(replay)).await).await?;
         let mut tick = tokio::time::interval(app.sse.debounce);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut dirty = false;
@@ -509,7 +528,7 @@ async fn feed(
                 ev = events.recv() => match ev {
                     Ok(ev) => {
                         dirty = true;
-                        offer(&tx, cluster_event(&ev))?;
+                        offer(&app, &tx, cluster_event(&ev)).await?;
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         return Err(Stop::Slow(format!("it missed {n} events")));
@@ -520,7 +539,7 @@ async fn feed(
                     if dirty || last.elapsed() >= app.sse.refresh {
                         dirty = false;
                         last = Instant::now();
-                        offer(&tx, snapshot(&coord, &mut since, None).await)?;
+                        offer(&app, &tx, snapshot(&coord, &mut since, None).await).await?;
                     }
                 }
             }
@@ -531,7 +550,16 @@ async fn feed(
         Ok(never) => match never {},
         Err(stop) => stop,
     };
-    if let Stop::Slow(why) = stop {
+    let slow = match stop {
+        Stop::Slow(why) => Some(why),
+        // Its connection was closed for not reading (see StallGuard).
+        Stop::Gone if stalled.is_some_and(|s| s.load(Ordering::Relaxed)) => Some(format!(
+            "its connection took nothing for {:?}",
+            app.sse.stall
+        )),
+        Stop::Gone => None,
+    };
+    if let Some(why) = slow {
         coord.metrics().sse_dropped();
         tracing::info!(reason = %why, "dropped a dashboard stream that fell behind");
     }
@@ -580,7 +608,7 @@ async fn snapshot(
 /// Accepts connections wrapped in [`StallGuard`].
 struct StallGuardListener {
     inner: TcpListener,
-    write_stall: Duration,
+    stall: Duration,
 }
 
 impl axum::serve::Listener for StallGuardListener {
@@ -592,7 +620,7 @@ impl axum::serve::Listener for StallGuardListener {
             match self.inner.accept().await {
                 Ok((tcp, peer)) => {
                     let _ = tcp.set_nodelay(true);
-                    return (StallGuard::new(tcp, self.write_stall), peer);
+                    return (StallGuard::new(tcp, self.stall), peer);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -607,12 +635,28 @@ impl axum::serve::Listener for StallGuardListener {
     }
 }
 
+/// What the handlers know of a connection: whether [`StallGuard`] closed it.
+#[derive(Clone, Debug)]
+struct Conn {
+    stalled: Arc<AtomicBool>,
+}
+
+impl Connected<axum::serve::IncomingStream<'_, StallGuardListener>> for Conn {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, StallGuardListener>) -> Self {
+        Self {
+            stalled: stream.io().timed_out.clone(),
+        }
+    }
+}
+
 /// A connection whose writes make no progress for `limit` fails, so a client
 /// that stops reading cannot pin its connection's buffers forever.
 pub struct StallGuard<T> {
     io: T,
     limit: Duration,
     stalled: Option<Pin<Box<Sleep>>>,
+    /// Set once the limit was hit.
+    timed_out: Arc<AtomicBool>,
 }
 
 impl<T> StallGuard<T> {
@@ -621,6 +665,7 @@ impl<T> StallGuard<T> {
             io,
             limit,
             stalled: None,
+            timed_out: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -632,10 +677,13 @@ impl<T> StallGuard<T> {
             .stalled
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
         match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("the client read nothing for {limit:?}"),
-            )),
+            Poll::Ready(()) => {
+                self.timed_out.store(true, Ordering::Relaxed);
+                Poll::Ready(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the client read nothing for {limit:?}"),
+                ))
+            }
             Poll::Pending => Poll::Pending,
         }
     }

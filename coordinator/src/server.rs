@@ -165,7 +165,7 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> Result<Runn
         http::serve(
             http_listener,
             routes,
-            http_opts.sse.write_stall,
+            http_opts.sse.stall,
             shutdown.clone(),
         )
         .instrument(tracing::info_span!("http")),

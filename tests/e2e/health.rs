@@ -224,15 +224,15 @@ fn a_hanging_probe_is_bounded_by_its_timeout() {
     let svc = c.service_name("hang");
     // The exec probe starts a server that never exits: it hangs.
     let spec = ServiceSpec::new(&svc, &c.image()).extra(
-        "x-convoy: { probes: [ { name: stuck, exec: [\"/convoy-testapp\", \"--listen\", \"127.0.0.1:9999\"], interval: 1s, timeout: 1s, failure_threshold: 1 } ] }",
+        "x-convoy: { probes: [ { name: stuck, exec: [\"/convoy-testapp\", \"--listen\", \"127.0.0.1:0\"], interval: 1s, timeout: 1s, failure_threshold: 1 } ] }",
     );
     let file = c.write_spec("hang.yaml", &compose(&[&spec]));
     c.apply(&file);
     let sick = wait_health(&c, &svc, 1, "unhealthy");
     assert_eq!(sick.failing_probe, "stuck");
     assert!(
-        sick.health_output.contains("timed out"),
-        "the output should say the probe timed out: {sick:?}"
+        sick.health_output.contains("within 1s"),
+        "the output should say the probe did not finish within its timeout: {sick:?}"
     );
     let started = Instant::now();
     let (out, json) = verify(&c, &svc);
@@ -244,7 +244,7 @@ fn a_hanging_probe_is_bounded_by_its_timeout() {
     );
     let r = results_of(&json)[0];
     assert_eq!(r["probe"], "stuck");
-    assert!(r["output"].as_str().unwrap().contains("timed out"), "{json:#}");
+    assert!(r["output"].as_str().unwrap().contains("within 1s"), "{json:#}");
 }
 
 #[test]
@@ -284,4 +284,60 @@ fn node_loss_and_return_are_events() {
         .unwrap();
     assert_eq!(replayed.seq, lost.seq);
     assert!(watch.other().is_empty(), "{:?}", watch.other());
+}
+
+#[test]
+fn status_watch_redraws_when_instances_change() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::sync::mpsc;
+
+    skip_without_docker!();
+    let c = Cluster::with_agents(1);
+    let svc = c.service_name("watched");
+    let mut child = c
+        .cli_command()
+        .args(["-o", "json", "status", "--watch", &svc])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel::<Value>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str(&line) {
+                if tx.send(v).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    // The first document is drawn at once: nothing deployed yet.
+    let first = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(first["services"].as_array().unwrap().len(), 0, "{first}");
+
+    let spec = ServiceSpec::new(&svc, &c.image()).replicas(2);
+    c.apply(&c.write_spec("w.yaml", &compose(&[&spec])));
+    // Redraws follow until both instances run, with no polling by the CLI.
+    let deadline = Instant::now() + HEALTH_WAIT;
+    let mut redraws = 0;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let doc = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no redraw showing 2 running after {redraws} redraws"));
+        redraws += 1;
+        if doc["services"][0]["running"] == 2 {
+            break;
+        }
+    }
+    // Nothing changes now: no redraw comes for a while (it is not a timer).
+    assert!(
+        rx.recv_timeout(Duration::from_secs(3)).is_err(),
+        "status --watch redrew with nothing changing"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }

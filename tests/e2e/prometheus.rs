@@ -46,7 +46,7 @@ fn scrape(addr: SocketAddr, accept: &str) -> String {
 
 #[test]
 fn shipped_alert_rules_and_scrape_config_pass_promtool() {
-    require_tool("prometheus");
+    require_tool("promtool");
     let dir = deploy_dir().join("prometheus");
     let path = |f: &str| dir.join(f).to_str().expect("UTF-8 path").to_string();
     assert_promtool_ok(&["check", "rules", &path("alerts.yml")], "");
@@ -64,6 +64,8 @@ fn metrics_pass_promtool_check_metrics() {
     let (c, _, _) = cluster_with_a_service();
     // What `curl http://.../metrics | promtool check metrics` sees.
     let text = scrape(c.http_addr, "*/*");
+    // Kept with the cluster's files when the test fails.
+    fs::write(c.root().join("metrics.txt"), &text).unwrap();
     assert_promtool_ok(&["check", "metrics"], &text);
 }
 

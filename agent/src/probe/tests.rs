@@ -239,18 +239,22 @@ fn response_head_is_parsed_once_complete() {
     assert!(!head.body_complete(text.len() - 1));
     assert_eq!(head.body(text), "failing");
 
-    assert_eq!(parse_response_head(b"HTTP/1.1 200 OK\r\nConte").unwrap(), None);
+    assert_eq!(
+        parse_response_head(b"HTTP/1.1 200 OK\r\nConte").unwrap(),
+        None
+    );
     assert_eq!(parse_response_head(b"HTT").unwrap(), None);
     assert_eq!(parse_response_head(b"").unwrap(), None);
 }
 
 #[test]
 fn response_without_reason_or_with_chunks_is_read() {
-    let head = parse_response_head(b"HTTP/1.0 204\r\n\r\n").unwrap().unwrap();
+    let head = parse_response_head(b"HTTP/1.0 204\r\n\r\n")
+        .unwrap()
+        .unwrap();
     assert_eq!((head.status, head.reason.as_str()), (204, ""));
     assert!(head.body_complete(head.head_len));
-    let chunked =
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
     let head = parse_response_head(chunked).unwrap().unwrap();
     assert!(head.chunked && head.body_complete(head.head_len));
     assert_eq!(head.body(chunked), "");
@@ -349,9 +353,19 @@ async fn http_probe_with_expect_status_wants_exactly_that_status() {
     if let Some(probe::Check::Http(http)) = &mut probe.check {
         http.expect_status = 204;
     }
-    let run = run_check(fake.as_ref(), &id, &ProbeConfig::from_proto(&probe), &mut None).await;
+    let run = run_check(
+        fake.as_ref(),
+        &id,
+        &ProbeConfig::from_proto(&probe),
+        &mut None,
+    )
+    .await;
     assert!(!run.passed);
-    assert!(run.output.ends_with("HTTP 200 OK (expected 204)"), "{}", run.output);
+    assert!(
+        run.output.ends_with("HTTP 200 OK (expected 204)"),
+        "{}",
+        run.output
+    );
 }
 
 #[tokio::test]
@@ -363,7 +377,11 @@ async fn hanging_http_server_fails_the_probe_after_its_timeout() {
     let run = run_check(fake.as_ref(), &id, &config, &mut None).await;
     assert!(!run.passed);
     assert_eq!(run.output, "no answer within 300ms");
-    assert!(began.elapsed() < Duration::from_secs(2), "{:?}", began.elapsed());
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        began.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -384,7 +402,12 @@ async fn tcp_probe_passes_when_the_port_accepts_and_fails_when_refused() {
     assert!(run.passed, "{run:?}");
     let run = run_check(fake.as_ref(), &id, &tcp(closed), &mut None).await;
     assert!(!run.passed);
-    assert!(run.output.starts_with(&format!("connecting to 127.0.0.1:{closed}: ")), "{}", run.output);
+    assert!(
+        run.output
+            .starts_with(&format!("connecting to 127.0.0.1:{closed}: ")),
+        "{}",
+        run.output
+    );
 }
 
 #[tokio::test]
@@ -429,7 +452,10 @@ async fn exec_probe_passes_on_exit_0_and_fails_with_the_output_otherwise() {
     let ok = run("/ok").await;
     assert_eq!((ok.passed, ok.output.as_str()), (true, "fine"));
     let bad = run("/bad").await;
-    assert_eq!((bad.passed, bad.output.as_str()), (false, "exit code 2: db down"));
+    assert_eq!(
+        (bad.passed, bad.output.as_str()),
+        (false, "exit code 2: db down")
+    );
 }
 
 #[tokio::test]
@@ -459,7 +485,11 @@ async fn hanging_exec_is_bounded_by_the_timeout() {
     let began = Instant::now();
     let run = run_check(fake.as_ref(), &id, &config, &mut None).await;
     assert!(!run.passed);
-    assert!(run.output.contains("no exit within 200ms"), "{}", run.output);
+    assert!(
+        run.output.contains("no exit within 200ms"),
+        "{}",
+        run.output
+    );
     assert!(began.elapsed() < Duration::from_secs(2));
 }
 
@@ -518,17 +548,26 @@ async fn prober_runs_probes_of_its_targets_and_stops_with_them() {
         prober.views("default/web/1", &id),
         vec![view("cmd", Health::Healthy, "fine")]
     );
-    assert!(prober.views("default/web/1", "another-container").is_empty());
+    assert!(prober
+        .views("default/web/1", "another-container")
+        .is_empty());
 
     // The same target again keeps the task; none stops it.
     prober.sync(vec![target]);
-    assert_eq!(prober.views("default/web/1", &id)[0].health, Health::Healthy);
+    assert_eq!(
+        prober.views("default/web/1", &id)[0].health,
+        Health::Healthy
+    );
     prober.sync(vec![]);
     assert!(prober.views("default/web/1", &id).is_empty());
     tokio::time::sleep(Duration::from_millis(200)).await;
     let calls = fake.take_calls().len();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(fake.calls().len(), 0, "probes ran on after their target left ({calls} before)");
+    assert_eq!(
+        fake.calls().len(),
+        0,
+        "probes ran on after their target left ({calls} before)"
+    );
 }
 
 #[tokio::test]
@@ -628,7 +667,10 @@ async fn run_now_runs_every_check_and_reports_docker_health_and_plain_instances(
             ("default/web/1", "other", false),
         ]
     );
-    assert_eq!(results[1].output, "not running: exited (exited with code 3)");
+    assert_eq!(
+        results[1].output,
+        "not running: exited (exited with code 3)"
+    );
     assert_eq!(results[3].output, "exit code 1: curl failed");
     assert!(results[4].output.contains("executable file not found"));
 

@@ -198,7 +198,9 @@ impl DockerRuntime {
             .await
             .map_err(|e| classify(&context, e))?
         {
-            StartExecResults::Attached { output: mut stream, .. } => {
+            StartExecResults::Attached {
+                output: mut stream, ..
+            } => {
                 while let Some(chunk) = stream.next().await {
                     let chunk = chunk.map_err(|e| classify(&context, e))?;
                     // Read on to the end, keeping the start: the stream ends
@@ -551,7 +553,9 @@ fn docker_health(health: &bollard::models::Health) -> Option<DockerHealth> {
 fn container_info(inspect: ContainerInspectResponse) -> ContainerInfo {
     let state = inspect.state.as_ref();
     let status = state.and_then(|s| s.status);
-    let health = state.and_then(|s| s.health.as_ref()).and_then(docker_health);
+    let health = state
+        .and_then(|s| s.health.as_ref())
+        .and_then(docker_health);
     let network = inspect.network_settings.unwrap_or_default();
     let parse_ip = |text: Option<&String>| {
         text.filter(|t| !t.is_empty())
@@ -566,10 +570,7 @@ fn container_info(inspect: ContainerInspectResponse) -> ContainerInfo {
     });
     let mut published = Vec::new();
     for (key, bindings) in network.ports.iter().flatten() {
-        let Some(port) = key
-            .strip_suffix("/tcp")
-            .and_then(|p| p.parse::<u16>().ok())
-        else {
+        let Some(port) = key.strip_suffix("/tcp").and_then(|p| p.parse::<u16>().ok()) else {
             continue;
         };
         for binding in bindings.iter().flatten() {
@@ -929,6 +930,149 @@ mod tests {
     }
 
     #[test]
+    fn healthcheck_maps_to_the_engines_health_config_in_nanoseconds() {
+        let config = health_config(&HealthCheck {
+            test: vec!["CMD".into(), "/check".into()],
+            interval_ms: 1500,
+            timeout_ms: 0,
+            retries: 4,
+            start_period_ms: 10_000,
+            disable: false,
+        });
+        assert_eq!(
+            config,
+            HealthConfig {
+                test: Some(vec!["CMD".into(), "/check".into()]),
+                interval: Some(1_500_000_000),
+                timeout: None,
+                retries: Some(4),
+                start_period: Some(10_000_000_000),
+                start_interval: None,
+            }
+        );
+        let image_test = health_config(&HealthCheck {
+            interval_ms: 1000,
+            ..HealthCheck::default()
+        });
+        assert_eq!(image_test.test, None, "empty: the image's test");
+        for off in [
+            HealthCheck {
+                disable: true,
+                ..HealthCheck::default()
+            },
+            HealthCheck {
+                test: vec!["NONE".into()],
+                ..HealthCheck::default()
+            },
+        ] {
+            assert_eq!(
+                health_config(&off),
+                HealthConfig {
+                    test: Some(vec!["NONE".into()]),
+                    ..Default::default()
+                }
+            );
+        }
+        let mut w = workload();
+        assert_eq!(create_body("n1", &w).unwrap().healthcheck, None);
+        if let Some(workload::Runtime::Container(spec)) = &mut w.runtime {
+            spec.healthcheck = Some(HealthCheck {
+                disable: true,
+                ..HealthCheck::default()
+            });
+        }
+        assert_eq!(
+            create_body("n1", &w).unwrap().healthcheck.unwrap().test,
+            Some(vec!["NONE".into()])
+        );
+    }
+
+    #[test]
+    fn docker_health_is_read_with_the_last_checks_output() {
+        use bollard::models::HealthcheckResult;
+        let result = |code: i64, output: &str| HealthcheckResult {
+            exit_code: Some(code),
+            output: Some(output.into()),
+            ..Default::default()
+        };
+        let health = bollard::models::Health {
+            status: Some(HealthStatusEnum::UNHEALTHY),
+            failing_streak: Some(3),
+            log: Some(vec![
+                result(0, "ok"),
+                result(1, "HTTP/1.1 500 Internal Server Error\n"),
+            ]),
+        };
+        assert_eq!(
+            docker_health(&health),
+            Some(DockerHealth {
+                status: Health::Unhealthy,
+                output: "exit code 1: HTTP/1.1 500 Internal Server Error".into(),
+            })
+        );
+        let starting = bollard::models::Health {
+            status: Some(HealthStatusEnum::STARTING),
+            ..Default::default()
+        };
+        assert_eq!(
+            docker_health(&starting),
+            Some(DockerHealth {
+                status: Health::Starting,
+                output: String::new(),
+            })
+        );
+        let none = bollard::models::Health {
+            status: Some(HealthStatusEnum::NONE),
+            ..Default::default()
+        };
+        assert_eq!(docker_health(&none), None);
+    }
+
+    #[test]
+    fn container_info_reads_the_address_and_published_ports() {
+        use bollard::models::{ContainerState as DockerState, EndpointSettings, NetworkSettings};
+        let inspect = ContainerInspectResponse {
+            state: Some(DockerState {
+                status: Some(ContainerStateStatusEnum::RUNNING),
+                ..Default::default()
+            }),
+            network_settings: Some(NetworkSettings {
+                ip_address: Some(String::new()),
+                networks: Some(HashMap::from([(
+                    "bridge".to_string(),
+                    EndpointSettings {
+                        ip_address: Some("172.17.0.3".into()),
+                        ..Default::default()
+                    },
+                )])),
+                ports: Some(HashMap::from([
+                    (
+                        "8080/tcp".to_string(),
+                        Some(vec![PortBinding {
+                            host_ip: Some("0.0.0.0".into()),
+                            host_port: Some("49153".into()),
+                        }]),
+                    ),
+                    ("53/udp".to_string(), None),
+                ])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let info = container_info(inspect);
+        assert_eq!(info.state, Some(ContainerState::Running));
+        assert_eq!(info.ip, Some("172.17.0.3".parse().unwrap()));
+        assert_eq!(
+            info.published,
+            vec![(8080, "0.0.0.0:49153".parse().unwrap())]
+        );
+        assert_eq!(
+            container_info(ContainerInspectResponse::default()),
+            ContainerInfo::default()
+        );
+    }
+
+    #[test]
     fn container_name_follows_the_contract() {
         assert_eq!(container_name(&workload()), "convoy-prod-web-2-r7");
     }
@@ -1139,6 +1283,169 @@ mod tests {
             assert_eq!(again[0].state, ContainerState::Running);
             assert_eq!(again[0].exit_code, None);
             assert_ne!(again[0].started_at, c.started_at);
+        }
+
+        #[tokio::test]
+        async fn docker_runtime_reports_docker_health_of_a_container_with_a_healthcheck() {
+            let Some((runtime, cleanup)) = engine().await else {
+                return;
+            };
+            let node = cleanup.node.clone();
+            let mut w = test_workload(&node, 4, &["/convoy-testapp", "--listen", "0.0.0.0:80"]);
+            if let Some(workload::Runtime::Container(spec)) = &mut w.runtime {
+                spec.healthcheck = Some(HealthCheck {
+                    test: vec![
+                        "CMD".into(),
+                        "/convoy-testapp".into(),
+                        "--probe".into(),
+                        "http://127.0.0.1:80/healthz".into(),
+                    ],
+                    interval_ms: 200,
+                    timeout_ms: 2000,
+                    retries: 1,
+                    start_period_ms: 0,
+                    disable: false,
+                });
+            }
+            let created = runtime.create_and_start(&node, &w).await.unwrap();
+            let health = async {
+                for _ in 0..100 {
+                    let listed = runtime.list(&node).await.unwrap();
+                    let health = listed[0].health.clone();
+                    if health.as_ref().is_some_and(|h| h.status == Health::Healthy) {
+                        return health;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                panic!("never healthy: {:?}", runtime.list(&node).await);
+            }
+            .await
+            .unwrap();
+            assert_eq!(health.output, "HTTP/1.1 200 OK");
+            let info = runtime.inspect(&created.id).await.unwrap();
+            assert_eq!(info.health.unwrap().status, Health::Healthy);
+
+            // The world agrees: Docker itself says so.
+            let out = std::process::Command::new("docker")
+                .args(["inspect", "-f", "{{.State.Health.Status}}", &created.id])
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "healthy");
+        }
+
+        #[tokio::test]
+        async fn docker_runtime_execs_commands_bounded_in_time_and_reports_missing_ones() {
+            let Some((runtime, cleanup)) = engine().await else {
+                return;
+            };
+            let node = cleanup.node.clone();
+            let w = test_workload(&node, 5, &["/convoy-testapp", "--listen", "0.0.0.0:80"]);
+            let created = runtime.create_and_start(&node, &w).await.unwrap();
+            let argv = |words: &[&str]| words.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+            let version = runtime
+                .exec(
+                    &created.id,
+                    &argv(&["/convoy-testapp", "--version"]),
+                    Duration::from_secs(5),
+                )
+                .await
+                .unwrap();
+            assert_eq!(version.exit_code, Some(0));
+            assert!(version.output.starts_with("convoy-testapp "), "{version:?}");
+
+            let missing = runtime
+                .exec(
+                    &created.id,
+                    &argv(&["/no-such-check"]),
+                    Duration::from_secs(5),
+                )
+                .await;
+            let text = match &missing {
+                Ok(out) => {
+                    assert_ne!(out.exit_code, Some(0), "{out:?}");
+                    out.output.clone()
+                }
+                Err(e) => e.to_string(),
+            };
+            assert!(text.contains("no-such-check"), "{missing:?}");
+
+            let began = std::time::Instant::now();
+            let hanging = runtime
+                .exec(
+                    &created.id,
+                    &argv(&["/convoy-testapp", "--listen", "127.0.0.1:81"]),
+                    Duration::from_millis(500),
+                )
+                .await
+                .unwrap_err();
+            assert!(
+                hanging.to_string().contains("no exit within 500ms"),
+                "{hanging}"
+            );
+            assert!(began.elapsed() < Duration::from_secs(3));
+        }
+
+        #[tokio::test]
+        async fn probes_reach_a_real_container_and_see_it_fail_and_recover() {
+            use crate::probe::{run_check, ProbeConfig};
+            use convoy_proto::{probe, HttpProbe, Probe};
+            let Some((runtime, cleanup)) = engine().await else {
+                return;
+            };
+            let node = cleanup.node.clone();
+            let w = test_workload(&node, 6, &["/convoy-testapp", "--listen", "0.0.0.0:80"]);
+            let created = runtime.create_and_start(&node, &w).await.unwrap();
+            let info = runtime.inspect(&created.id).await.unwrap();
+            let ip = info.ip.expect("a container on the bridge has an address");
+            let config = ProbeConfig::from_proto(&Probe {
+                timeout_ms: 2000,
+                check: Some(probe::Check::Http(HttpProbe {
+                    port: 80,
+                    path: "/healthz".into(),
+                    expect_status: 0,
+                })),
+                ..Probe::default()
+            });
+            let mut passed = None;
+            for _ in 0..50 {
+                let run = run_check(&runtime, &created.id, &config, &mut None).await;
+                if run.passed {
+                    passed = Some(run);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let passed = passed.expect("the probe never passed");
+            assert_eq!(
+                passed.output,
+                format!("GET http://{ip}:80/healthz: HTTP 200 OK: ok")
+            );
+
+            let post = |path: &'static str| async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut s = tokio::net::TcpStream::connect((ip, 80)).await.unwrap();
+                s.write_all(
+                    format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+                        .as_bytes(),
+                )
+                .await
+                .unwrap();
+                let mut answer = Vec::new();
+                s.read_to_end(&mut answer).await.unwrap();
+            };
+            post("/fail").await;
+            let run = run_check(&runtime, &created.id, &config, &mut None).await;
+            assert!(!run.passed);
+            assert_eq!(
+                run.output,
+                format!("GET http://{ip}:80/healthz: HTTP 500 Internal Server Error: failing")
+            );
+            post("/recover").await;
+            assert!(
+                run_check(&runtime, &created.id, &config, &mut None)
+                    .await
+                    .passed
+            );
         }
 
         #[tokio::test]

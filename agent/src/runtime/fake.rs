@@ -309,7 +309,10 @@ impl Runtime for FakeRuntime {
                     message: format!("Container {id} is not running"),
                 });
             }
-            (s.programs.get(&program).cloned(), s.hanging.contains(&program))
+            (
+                s.programs.get(&program).cloned(),
+                s.hanging.contains(&program),
+            )
         };
         if hangs {
             tokio::time::sleep(timeout).await;

@@ -281,3 +281,42 @@ pub trait Runtime: Send + Sync + 'static {
         node: &str,
     ) -> Result<BoxStream<'static, Result<RuntimeEvent, RuntimeError>>, RuntimeError>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_reach_a_container_at_its_own_address_first() {
+        let info = ContainerInfo {
+            ip: Some("172.17.0.5".parse().unwrap()),
+            published: vec![(8080, "0.0.0.0:49153".parse().unwrap())],
+            ..ContainerInfo::default()
+        };
+        assert_eq!(info.address(8080), Some("172.17.0.5:8080".parse().unwrap()));
+    }
+
+    #[test]
+    fn without_an_address_a_published_port_is_reached_on_loopback() {
+        let info = ContainerInfo {
+            published: vec![
+                (8080, "0.0.0.0:49153".parse().unwrap()),
+                (9090, "[::]:49154".parse().unwrap()),
+                (7070, "10.0.0.7:7070".parse().unwrap()),
+            ],
+            ..ContainerInfo::default()
+        };
+        assert_eq!(info.address(8080), Some("127.0.0.1:49153".parse().unwrap()));
+        assert_eq!(info.address(9090), Some("[::1]:49154".parse().unwrap()));
+        assert_eq!(info.address(7070), Some("10.0.0.7:7070".parse().unwrap()));
+        assert_eq!(info.address(80), None);
+    }
+
+    #[test]
+    fn outputs_are_cut_to_1_kib_at_a_character_boundary() {
+        assert_eq!(cut_output("  ok\n"), "ok");
+        let cut = cut_output(&"é".repeat(1000));
+        assert!(cut.len() <= MAX_OUTPUT && cut.len() >= MAX_OUTPUT - 1);
+        assert!(cut.chars().all(|c| c == 'é'));
+    }
+}

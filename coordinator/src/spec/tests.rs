@@ -891,29 +891,29 @@ fn healthcheck_disable_and_test_none_mean_the_same() {
 fn bad_healthchecks_are_errors_naming_line_and_key() {
     assert_eq!(
         error(&web("healthcheck:\n  test: [\"curl\", \"-f\", \"http://localhost\"]")),
-        "app.yaml:5:9: services.web.healthcheck.test: the list starts with `curl`, expected \
+        "app.yaml:5:13: services.web.healthcheck.test: the list starts with `curl`, expected \
          `CMD`, `CMD-SHELL` or `NONE`: write [\"CMD\", \"curl\", ...] to run it, or a string to \
          run it with the shell"
     );
     assert!(error(&web("healthcheck:\n  test: [\"CMD\"]"))
-        .starts_with("app.yaml:5:9: services.web.healthcheck.test: `CMD` needs the command"));
+        .starts_with("app.yaml:5:13: services.web.healthcheck.test: `CMD` needs the command"));
     assert!(error(&web("healthcheck:\n  test: []"))
-        .starts_with("app.yaml:5:9: services.web.healthcheck.test: the test is empty"));
+        .starts_with("app.yaml:5:13: services.web.healthcheck.test: the test is empty"));
     assert!(error(&web("healthcheck:\n  test: [\"NONE\", \"x\"]"))
         .contains("`NONE` takes no arguments"));
     assert_eq!(
         error(&web("healthcheck:\n  interval: 30")),
-        "app.yaml:5:13: services.web.healthcheck.interval: invalid duration `30`: missing unit; \
+        "app.yaml:5:17: services.web.healthcheck.interval: invalid duration `30`: missing unit; \
          write it as `10s`, `1m30s` or `500ms`"
     );
     assert!(error(&web("healthcheck:\n  retries: many"))
-        .starts_with("app.yaml:5:12: services.web.healthcheck.retries: `many` is not a whole number"));
+        .starts_with("app.yaml:5:16: services.web.healthcheck.retries: `many` is not a whole number"));
     assert!(error(&web("healthcheck:\n  disable: yes"))
-        .starts_with("app.yaml:5:12: services.web.healthcheck.disable: `yes` is not `true` or `false`"));
+        .starts_with("app.yaml:5:16: services.web.healthcheck.disable: `yes` is not `true` or `false`"));
     assert!(error(&web("healthcheck:\n  disable: true\n  test: [\"CMD\", \"true\"]"))
-        .starts_with("app.yaml:5:3: services.web.healthcheck: `disable: true` turns the healthcheck off"));
+        .starts_with("app.yaml:5:7: services.web.healthcheck: `disable: true` turns the healthcheck off"));
     assert!(error(&web("healthcheck:\n  tset: [\"CMD\", \"true\"]"))
-        .starts_with("app.yaml:5:3: services.web.healthcheck.tset: unknown field `tset`, expected one of `test`, `interval`"));
+        .starts_with("app.yaml:5:7: services.web.healthcheck.tset: unknown field `tset`, expected one of `test`, `interval`"));
 }
 
 #[test]
@@ -1014,28 +1014,28 @@ fn x_convoy_without_probes_and_empty_probes_are_fine() {
 fn unknown_keys_in_x_convoy_are_errors_naming_the_key_path() {
     assert_eq!(
         error(&web("x-convoy:\n  probe: []")),
-        "app.yaml:5:3: services.web.x-convoy.probe: unknown field `probe`, expected `probes`"
+        "app.yaml:5:7: services.web.x-convoy.probe: unknown field `probe`, expected `probes`"
     );
     assert!(error(&web("x-convoy:\n  probes:\n    - tcp: {port: 1}\n      intervall: 1s"))
-        .starts_with("app.yaml:7:7: services.web.x-convoy.probes[0].intervall: unknown field `intervall`"));
+        .starts_with("app.yaml:7:11: services.web.x-convoy.probes[0].intervall: unknown field `intervall`"));
     assert!(error(&web("x-convoy:\n  probes:\n    - http: {port: 1, paht: /}"))
-        .starts_with("app.yaml:6:24: services.web.x-convoy.probes[0].http.paht: unknown field `paht`, expected one of `port`, `path`, `expect_status`"));
+        .starts_with("app.yaml:6:27: services.web.x-convoy.probes[0].http.paht: unknown field `paht`, expected one of `port`, `path`, `expect_status`"));
     assert!(error(&web("x-convoy:\n  probes:\n    - tcp: {port: 1, host: x}"))
-        .starts_with("app.yaml:6:23: services.web.x-convoy.probes[0].tcp.host: unknown field `host`, expected `port`"));
+        .starts_with("app.yaml:6:26: services.web.x-convoy.probes[0].tcp.host: unknown field `host`, expected `port`"));
 }
 
 #[test]
 fn probe_needs_exactly_one_check() {
     assert_eq!(
         error(&web("x-convoy:\n  probes:\n    - name: x\n      interval: 1s")),
-        "app.yaml:6:7: services.web.x-convoy.probes[0]: a probe needs one check: `http:`, `tcp:` \
+        "app.yaml:6:11: services.web.x-convoy.probes[0]: a probe needs one check: `http:`, `tcp:` \
          or `exec:`"
     );
     assert_eq!(
         error(&web(
             "x-convoy:\n  probes:\n    - http: {port: 80}\n      tcp: {port: 80}"
         )),
-        "app.yaml:7:12: services.web.x-convoy.probes[0].tcp: a probe runs one check and this one \
+        "app.yaml:7:16: services.web.x-convoy.probes[0].tcp: a probe runs one check and this one \
          already has `http`: write a probe for each check"
     );
 }
@@ -1045,7 +1045,7 @@ fn bad_probe_values_are_errors_naming_line_and_key() {
     let probe = |text: &str| error(&web(&format!("x-convoy:\n  probes:\n    - {text}")));
     assert_eq!(
         probe("tcp: {port: 0}"),
-        "app.yaml:6:19: services.web.x-convoy.probes[0].tcp.port: invalid port `0`: port 0 is \
+        "app.yaml:6:23: services.web.x-convoy.probes[0].tcp.port: invalid port `0`: port 0 is \
          out of range 1-65535"
     );
     assert!(probe("http: {port: 70000}").contains(
@@ -1053,7 +1053,7 @@ fn bad_probe_values_are_errors_naming_line_and_key() {
     ));
     assert_eq!(
         probe("http: {path: /}"),
-        "app.yaml:6:13: services.web.x-convoy.probes[0].http: missing field `port`"
+        "app.yaml:6:17: services.web.x-convoy.probes[0].http: missing field `port`"
     );
     assert!(probe("http: {port: 80, path: healthz}")
         .contains("probes[0].http.path: `healthz` does not start with `/`"));
@@ -1061,7 +1061,7 @@ fn bad_probe_values_are_errors_naming_line_and_key() {
         .contains("probes[0].http.expect_status: `42` is not an HTTP status code (100 to 599)"));
     assert_eq!(
         probe("exec: []"),
-        "app.yaml:6:13: services.web.x-convoy.probes[0].exec: the command is empty: give the \
+        "app.yaml:6:17: services.web.x-convoy.probes[0].exec: the command is empty: give the \
          program to run and its arguments"
     );
     assert!(probe("exec: /bin/check")
@@ -1085,7 +1085,7 @@ fn probe_names_must_differ() {
         error(&web(
             "x-convoy:\n  probes:\n    - tcp: {port: 1}\n    - tcp: {port: 2}"
         )),
-        "app.yaml:7:7: services.web.x-convoy.probes[1]: another probe is already named `tcp`: \
+        "app.yaml:7:11: services.web.x-convoy.probes[1]: another probe is already named `tcp`: \
          give each probe its own `name:`"
     );
     let spec = service(&web(

@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! convoy-testapp [--listen ADDR] [--exit-after SECS]
+//! convoy-testapp --probe URL
 //! convoy-testapp --version
 //!
 //! GET  /         200 "hello from HOSTNAME: GREETING"
@@ -14,12 +15,17 @@
 //! ```
 //!
 //! `--exit-after SECS` exits with code 3 after SECS seconds, for crash tests.
+//!
+//! `--probe URL` is a health check for images without curl: it GETs the
+//! `http://` URL, prints the status line (or the error) and exits 0 for a
+//! 2xx answer, 1 for anything else, within 2 s. As a Docker healthcheck:
+//! `["CMD", "/convoy-testapp", "--probe", "http://127.0.0.1:8080/healthz"]`.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use std::{env, fs, process, thread};
 
 /// Exit code used by `--exit-after`, distinct from Docker's 137/143 so a test
@@ -29,11 +35,16 @@ const EXIT_AFTER_CODE: i32 = 3;
 /// Headers larger than this are refused: the tests never send them.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 
+/// How long `--probe` may take in all.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 #[derive(Debug, PartialEq)]
 struct Args {
     listen: String,
     exit_after: Option<Duration>,
     version: bool,
+    /// `--probe URL`: check the URL and exit.
+    probe: Option<String>,
 }
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
@@ -41,11 +52,15 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         listen: "0.0.0.0:8080".to_string(),
         exit_after: None,
         version: false,
+        probe: None,
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--version" | "-V" => parsed.version = true,
+            "--probe" => {
+                parsed.probe = Some(args.next().ok_or("--probe needs a URL")?);
+            }
             "--listen" => {
                 parsed.listen = args.next().ok_or("--listen needs an address")?;
             }
@@ -103,6 +118,95 @@ fn parse_head(head: &str) -> Option<Request> {
         path,
         content_length,
     })
+}
+
+/// Splits `http://HOST[:PORT][/PATH]` into the address to dial, the Host
+/// header and the path.
+fn parse_url(url: &str) -> Result<(SocketAddr, String, String), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("`{url}` is not an http:// URL"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(at) => (&rest[..at], &rest[at..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() {
+        return Err(format!("`{url}` has no host"));
+    }
+    let with_port = if authority.ends_with(']') || !authority.contains(':') {
+        format!("{authority}:80")
+    } else {
+        authority.to_string()
+    };
+    // Numbers first: a FROM scratch image has no resolver to ask.
+    let addr = match with_port.parse::<SocketAddr>() {
+        Ok(addr) => addr,
+        Err(_) => match with_port.rsplit_once(':') {
+            Some(("localhost", port)) => {
+                let port = port
+                    .parse()
+                    .map_err(|_| format!("`{url}` has an invalid port"))?;
+                SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)
+            }
+            _ => with_port
+                .to_socket_addrs()
+                .map_err(|e| format!("cannot resolve `{authority}`: {e}"))?
+                .next()
+                .ok_or_else(|| format!("cannot resolve `{authority}`"))?,
+        },
+    };
+    Ok((addr, authority.to_string(), path.to_string()))
+}
+
+/// GETs `url` within `timeout`: the status line when the answer is 2xx,
+/// else the status line or the error.
+fn probe(url: &str, timeout: Duration) -> Result<String, String> {
+    let deadline = Instant::now() + timeout;
+    let left = || {
+        deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| format!("GET {url}: no answer within {timeout:?}"))
+    };
+    let (addr, host, path) = parse_url(url)?;
+    let fail = |e: std::io::Error| {
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ) {
+            format!("GET {url}: no answer within {timeout:?}")
+        } else {
+            format!("GET {url}: {e}")
+        }
+    };
+    let mut stream = TcpStream::connect_timeout(&addr, left()?).map_err(fail)?;
+    stream.set_write_timeout(Some(left()?)).map_err(fail)?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: convoy-testapp\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(fail)?;
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !head.contains(&b'\n') && head.len() < MAX_HEAD_BYTES {
+        stream.set_read_timeout(Some(left()?)).map_err(fail)?;
+        match stream.read(&mut chunk).map_err(fail)? {
+            0 => break,
+            n => head.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&head);
+    let status_line = text.lines().next().unwrap_or("").trim().to_string();
+    let code = status_line
+        .strip_prefix("HTTP/")
+        .and_then(|rest| rest.split_whitespace().nth(1))
+        .and_then(|code| code.parse::<u16>().ok());
+    match code {
+        Some(200..=299) => Ok(status_line),
+        Some(_) => Err(status_line),
+        None if status_line.is_empty() => Err(format!("GET {url}: no answer")),
+        None => Err(format!("GET {url}: not an HTTP answer: {status_line}")),
+    }
 }
 
 /// What the app answers: status code, reason, body.
@@ -182,6 +286,19 @@ fn main() {
         println!("convoy-testapp {}", env!("CARGO_PKG_VERSION"));
         return;
     }
+    if let Some(url) = &args.probe {
+        // Docker keeps what a healthcheck prints: one line either way.
+        match probe(url, PROBE_TIMEOUT) {
+            Ok(status) => {
+                println!("{status}");
+                return;
+            }
+            Err(why) => {
+                println!("{why}");
+                process::exit(1);
+            }
+        }
+    }
     let listener = match TcpListener::bind(&args.listen) {
         Ok(listener) => listener,
         Err(e) => {
@@ -254,6 +371,91 @@ mod tests {
         assert_eq!(route(&post("/recover"), &failing).0, 200);
         assert_eq!(route(&get("/healthz"), &failing).0, 200);
         assert_eq!(route(&get("/nope"), &failing).0, 404);
+    }
+
+    #[test]
+    fn probe_url_gives_address_host_and_path() {
+        let (addr, host, path) = parse_url("http://127.0.0.1:8080/healthz").unwrap();
+        assert_eq!(addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(
+            (host.as_str(), path.as_str()),
+            ("127.0.0.1:8080", "/healthz")
+        );
+        let (addr, _, path) = parse_url("http://localhost").unwrap();
+        assert_eq!(addr, "127.0.0.1:80".parse().unwrap());
+        assert_eq!(path, "/");
+        let (addr, _, _) = parse_url("http://[::1]:81/x").unwrap();
+        assert_eq!(addr, "[::1]:81".parse().unwrap());
+        assert!(parse_url("https://x/").is_err());
+        assert!(parse_url("http:///x").is_err());
+        assert_eq!(
+            args(&["--probe", "http://127.0.0.1:1/"])
+                .unwrap()
+                .probe
+                .as_deref(),
+            Some("http://127.0.0.1:1/")
+        );
+        assert!(args(&["--probe"]).is_err());
+    }
+
+    /// Serves one canned answer per connection, or none at all (hangs).
+    fn canned(answer: Option<&'static str>) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut buf = [0u8; 1024];
+                let _ = stream.read(&mut buf);
+                match answer {
+                    Some(text) => {
+                        let _ = stream.write_all(text.as_bytes());
+                    }
+                    None => thread::sleep(Duration::from_secs(30)),
+                }
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn probe_passes_on_2xx_and_fails_on_500_or_no_server() {
+        let ok = canned(Some("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n"));
+        assert_eq!(
+            probe(&format!("http://127.0.0.1:{ok}/healthz"), PROBE_TIMEOUT),
+            Ok("HTTP/1.1 200 OK".to_string())
+        );
+        let failing = canned(Some("HTTP/1.1 500 Internal Server Error\r\n\r\n"));
+        assert_eq!(
+            probe(
+                &format!("http://127.0.0.1:{failing}/healthz"),
+                PROBE_TIMEOUT
+            ),
+            Err("HTTP/1.1 500 Internal Server Error".to_string())
+        );
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let err = probe(&format!("http://127.0.0.1:{closed}/"), PROBE_TIMEOUT).unwrap_err();
+        assert!(
+            err.starts_with(&format!("GET http://127.0.0.1:{closed}/: ")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn probe_of_a_server_that_never_answers_gives_up_in_time() {
+        let port = canned(None);
+        let began = Instant::now();
+        let err = probe(
+            &format!("http://127.0.0.1:{port}/"),
+            Duration::from_millis(300),
+        )
+        .unwrap_err();
+        assert!(err.contains("no answer within 300ms"), "{err}");
+        assert!(began.elapsed() < Duration::from_secs(2));
     }
 
     #[test]
