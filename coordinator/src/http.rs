@@ -64,26 +64,15 @@ const LOGIN_HTML: &str = include_str!("http/login.html");
 /// scripts never see it and each request is checked against the live token
 /// records (a revoked token stops working at once).
 const COOKIE: &str = "convoy_token";
-/// OpenMetrics text, which prometheus-client's encoder writes.
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// Events the dashboard's feed starts with.
 const FEED_REPLAY: usize = 200;
 
 /// What the HTTP port serves, beyond the coordinator itself.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct HttpOptions {
     /// `/metrics` wants a token too (`--metrics-auth`).
     pub metrics_auth: bool,
     pub sse: SseLimits,
-}
-
-impl Default for HttpOptions {
-    fn default() -> Self {
-        Self {
-            metrics_auth: false,
-            sse: SseLimits::default(),
-        }
-    }
 }
 
 /// How dashboard streams are bounded, so slow or many clients cost the
@@ -385,9 +374,13 @@ async fn readyz(State(app): State<App>) -> (StatusCode, &'static str) {
     }
 }
 
-async fn metrics(State(app): State<App>) -> impl IntoResponse {
-    let text = app.coord.metrics().render(&app.coord).await;
-    ([(header::CONTENT_TYPE, OPENMETRICS)], text)
+async fn metrics(State(app): State<App>, headers: HeaderMap) -> impl IntoResponse {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let (content_type, text) = app.coord.metrics().render_for(&app.coord, accept).await;
+    ([(header::CONTENT_TYPE, content_type)], text)
 }
 
 // ---- JSON API --------------------------------------------------------

@@ -196,6 +196,12 @@ impl Metrics {
         );
 
         let events = Family::<KindLabel, Counter>::default();
+        // Known kinds start at 0, so `increase()` sees their first event.
+        for kind in KNOWN_EVENT_KINDS {
+            let _ = events.get_or_create(&KindLabel {
+                kind: kind.to_string(),
+            });
+        }
         for (kind, n) in coord.events().counts() {
             events.get_or_create(&KindLabel { kind }).inc_by(n);
         }
@@ -235,6 +241,76 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &reg);
         out
+    }
+}
+
+/// Event kinds exported at 0 before their first occurrence.
+pub const KNOWN_EVENT_KINDS: &[&str] = &[
+    "service.deployed",
+    "service.deleted",
+    "instance.placed",
+    "instance.state",
+    "instance.health",
+    "instance.restarted",
+    "node.joined",
+    "node.ready",
+    "node.lost",
+    "node.removed",
+];
+
+/// Content type of the OpenMetrics exposition.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Content type of the classic Prometheus text format.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+impl Metrics {
+    /// OpenMetrics when the scraper asks for it (Prometheus does), else the
+    /// classic text format (curl, `promtool check metrics`).
+    pub async fn render_for(&self, coord: &Coordinator, accept: &str) -> (&'static str, String) {
+        let text = self.render(coord).await;
+        if accept.contains("application/openmetrics-text") {
+            (OPENMETRICS, text)
+        } else {
+            (PROMETHEUS_TEXT, to_prometheus_text(&text))
+        }
+    }
+}
+
+/// OpenMetrics to the Prometheus text format: counters' families are named
+/// with their `_total` suffix there, and there is no `# EOF` or `# UNIT`.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].into_iter().find_map(|prefix| {
+            let (name, rest) = line.strip_prefix(prefix)?.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {rest}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_names_counter_families_with_total() {
+        let om = "# HELP convoy_events Cluster events.\n# TYPE convoy_events counter\nconvoy_events_total{kind=\"a\"} 1\n# HELP convoy_services Services.\n# TYPE convoy_services gauge\nconvoy_services 2\n# EOF\n";
+        assert_eq!(
+            to_prometheus_text(om),
+            "# HELP convoy_events_total Cluster events.\n# TYPE convoy_events_total counter\nconvoy_events_total{kind=\"a\"} 1\n# HELP convoy_services Services.\n# TYPE convoy_services gauge\nconvoy_services 2\n"
+        );
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use convoy_tests::cluster::free_port;
 use convoy_tests::spec::compose;
-use convoy_tests::{http, skip_without_docker, wait_until, Cluster, ServiceSpec};
+use convoy_tests::{http, skip_without_docker, Cluster, ServiceSpec};
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{json, Value};

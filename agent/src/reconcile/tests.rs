@@ -2,13 +2,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use convoy_proto::restart_policy::Condition;
 use convoy_proto::{
-    workload, ContainerSpec, Event, NodePlan, RestartPolicy, Workload, WorkloadState,
+    workload, ContainerSpec, Event, Health, NodePlan, RestartPolicy, Workload, WorkloadState,
 };
 use tokio::sync::{broadcast, watch};
 
 use super::*;
 use crate::runtime::fake::{Call, FakeRuntime};
-use crate::runtime::{container_name, ContainerState, Observed};
+use crate::runtime::{container_name, ContainerState, DockerHealth, Observed};
 
 const NODE: &str = "n1";
 const IMAGE: &str = "app:1";
@@ -798,4 +798,220 @@ async fn repeated_workload_ids_in_a_plan_create_one_container() {
     let containers = h.fake.containers_of("default/web/1");
     assert_eq!(containers.len(), 1);
     assert_eq!(containers[0].spec_hash, "h1");
+}
+
+// ---- health ----
+
+fn events(h: &mut Harness) -> Vec<Event> {
+    let mut out = Vec::new();
+    while let Ok(e) = h.events.try_recv() {
+        out.push(e);
+    }
+    out
+}
+
+fn health(status: &WorkloadStatus) -> Health {
+    Health::try_from(status.health).unwrap()
+}
+
+fn with_exec_probe(mut w: Workload, program: &str) -> Workload {
+    w.probes = vec![convoy_proto::Probe {
+        name: "ready".into(),
+        interval_ms: 30,
+        timeout_ms: 1000,
+        failure_threshold: 1,
+        success_threshold: 1,
+        start_period_ms: 0,
+        check: Some(convoy_proto::probe::Check::Exec(convoy_proto::ExecProbe {
+            command: vec![program.into()],
+        })),
+    }];
+    w
+}
+
+#[tokio::test]
+async fn instance_without_checks_has_no_health() {
+    let mut h = harness(&[IMAGE]);
+    h.reconciler
+        .pass(Some(&plan(vec![wl(1, "h1")])), Instant::now())
+        .await;
+    let status = h.status("default/web/1");
+    assert_eq!(health(&status), Health::Unspecified);
+    assert_eq!(
+        (status.failing_probe.as_str(), status.health_output.as_str()),
+        ("", "")
+    );
+}
+
+#[tokio::test]
+async fn docker_health_reaches_the_status_and_its_changes_are_events() {
+    let mut h = harness(&[IMAGE]);
+    let p = plan(vec![wl(1, "h1")]);
+    h.reconciler.pass(Some(&p), Instant::now()).await;
+    let id = h.status("default/web/1").container_id;
+    h.fake.set_health(
+        &id,
+        Some(DockerHealth {
+            status: Health::Starting,
+            output: String::new(),
+        }),
+    );
+    h.reconciler.pass(Some(&p), Instant::now()).await;
+    assert_eq!(health(&h.status("default/web/1")), Health::Starting);
+    events(&mut h);
+
+    h.fake.set_health(
+        &id,
+        Some(DockerHealth {
+            status: Health::Unhealthy,
+            output: "exit code 1: HTTP/1.1 500 Internal Server Error".into(),
+        }),
+    );
+    h.reconciler.pass(Some(&p), Instant::now()).await;
+    let status = h.status("default/web/1");
+    assert_eq!(health(&status), Health::Unhealthy);
+    assert_eq!(status.failing_probe, "docker");
+    assert_eq!(
+        status.health_output,
+        "exit code 1: HTTP/1.1 500 Internal Server Error"
+    );
+    let seen = events(&mut h);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].kind, "unhealthy");
+    assert_eq!(
+        seen[0].message,
+        "`convoy-default-web-1-r1` is unhealthy: Docker's healthcheck fails: exit code 1: \
+         HTTP/1.1 500 Internal Server Error"
+    );
+    // Unchanged health: no second event.
+    h.reconciler.pass(Some(&p), Instant::now()).await;
+    assert!(events(&mut h).is_empty());
+
+    h.fake.set_health(
+        &id,
+        Some(DockerHealth {
+            status: Health::Healthy,
+            output: "HTTP/1.1 200 OK".into(),
+        }),
+    );
+    h.reconciler.pass(Some(&p), Instant::now()).await;
+    let status = h.status("default/web/1");
+    assert_eq!(health(&status), Health::Healthy);
+    assert_eq!(status.failing_probe, "");
+    let seen = events(&mut h);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].kind, "healthy");
+    assert_eq!(
+        seen[0].message,
+        "`convoy-default-web-1-r1` is healthy again: `docker`: HTTP/1.1 200 OK"
+    );
+}
+
+#[tokio::test]
+async fn an_exited_container_has_no_health_whatever_docker_said() {
+    let mut h = harness(&[IMAGE]);
+    let p = plan(vec![with_restart(wl(1, "h1"), Condition::None, 0)]);
+    h.reconciler.pass(Some(&p), Instant::now()).await;
+    let id = h.status("default/web/1").container_id;
+    h.fake.set_health(
+        &id,
+        Some(DockerHealth {
+            status: Health::Unhealthy,
+            output: "x".into(),
+        }),
+    );
+    h.fake.exit(&id, 1, Duration::from_secs(1));
+    h.reconciler.pass(Some(&p), Instant::now()).await;
+    assert_eq!(health(&h.status("default/web/1")), Health::Unspecified);
+}
+
+/// Waits until the snapshot shows `want` for the workload, at most 5 s.
+async fn until_health(snapshot: &mut watch::Receiver<Snapshot>, id: &str, want: Health) {
+    let found = tokio::time::timeout(
+        Duration::from_secs(5),
+        snapshot.wait_for(|s| s.statuses.get(id).is_some_and(|st| health(st) == want)),
+    )
+    .await
+    .map(|_| ());
+    assert!(
+        found.is_ok(),
+        "{id} never {want:?}: {:?}",
+        snapshot.borrow().statuses.get(id)
+    );
+}
+
+#[tokio::test]
+async fn probe_results_reach_the_status_and_probes_stop_with_their_workload() {
+    let Harness {
+        fake,
+        reconciler,
+        mut snapshot,
+        mut events,
+    } = harness(&[IMAGE]);
+    fake.lock().programs.insert(
+        "/check".into(),
+        crate::runtime::ExecOutput {
+            exit_code: Some(0),
+            output: "fine".into(),
+        },
+    );
+    let w = with_exec_probe(wl(1, "h1"), "/check");
+    let (plan_tx, plan_rx) = watch::channel(Some(Arc::new(plan(vec![w.clone()]))));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(reconciler.run(plan_rx, shutdown.clone()));
+
+    until_health(&mut snapshot, &w.id, Health::Healthy).await;
+    let status = snapshot.borrow().statuses[&w.id].clone();
+    assert_eq!(status.failing_probe, "");
+
+    // The check starts failing: unhealthy, with the probe's name and output.
+    fake.lock().programs.insert(
+        "/check".into(),
+        crate::runtime::ExecOutput {
+            exit_code: Some(1),
+            output: "db unreachable".into(),
+        },
+    );
+    until_health(&mut snapshot, &w.id, Health::Unhealthy).await;
+    let status = snapshot.borrow().statuses[&w.id].clone();
+    assert_eq!(status.failing_probe, "ready");
+    assert_eq!(status.health_output, "exit code 1: db unreachable");
+    let mut kinds = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if e.kind == "unhealthy" {
+            assert!(
+                e.message
+                    .contains("probe `ready` fails: exit code 1: db unreachable"),
+                "{}",
+                e.message
+            );
+        }
+        kinds.push(e.kind);
+    }
+    assert_eq!(kinds, ["healthy", "unhealthy"]);
+
+    // The workload leaves the plan: its container goes, and so do its probes.
+    plan_tx.send_replace(Some(Arc::new(plan(vec![]))));
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        snapshot.wait_for(|s| s.statuses.is_empty() && s.containers == 0),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    fake.take_calls();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let execs: Vec<Call> = fake
+        .calls()
+        .into_iter()
+        .filter(|c| matches!(c, Call::Exec { .. }))
+        .collect();
+    assert!(execs.is_empty(), "probes ran on: {execs:?}");
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
 }

@@ -395,6 +395,101 @@ async fn closed_port_is_reported_unreachable() {
     assert!(matches!(err, SessionError::Unreachable { .. }), "{err:?}");
 }
 
+#[tokio::test]
+async fn session_answers_pings_at_once_and_run_probes_with_results() {
+    let mut w = world().await;
+    let Agent {
+        session, snapshot, ..
+    } = agent(&w);
+    let fake = session.runtime.clone();
+    fake.lock().programs.insert(
+        "/slow-ok".into(),
+        crate::runtime::ExecOutput {
+            exit_code: Some(0),
+            output: "fine".into(),
+        },
+    );
+    fake.lock().hanging.insert("/hang".into());
+    let probe = |name: &str, program: &str, timeout_ms: u64| convoy_proto::Probe {
+        name: name.into(),
+        timeout_ms,
+        check: Some(convoy_proto::probe::Check::Exec(convoy_proto::ExecProbe {
+            command: vec![program.into()],
+        })),
+        ..convoy_proto::Probe::default()
+    };
+    let web = convoy_proto::Workload {
+        id: "default/web/1".into(),
+        probes: vec![probe("ok", "/slow-ok", 1000), probe("stuck", "/hang", 1500)],
+        ..convoy_proto::Workload::default()
+    };
+    let container = fake.add("n1", &web, crate::runtime::ContainerState::Running);
+    session.plan.send_replace(Some(Arc::new(NodePlan {
+        generation: 1,
+        workloads: vec![web.clone()],
+    })));
+    let mut status = running("default/web/1");
+    status.container_id = container;
+    snapshot.send_replace(Snapshot {
+        statuses: BTreeMap::from([("default/web/1".to_string(), status)]),
+        containers: 1,
+    });
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(session.run(shutdown.clone()));
+    let mut s = tokio::time::timeout(WAIT, w.streams.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    s.next().await; // Hello
+    s.next().await; // the full snapshot
+
+    s.send(coordinator_message::Msg::Command(Command {
+        id: "probe-1".into(),
+        kind: Some(command::Kind::RunProbes(RunProbes {
+            workload_ids: vec![],
+        })),
+    }));
+    // The probes take 1.5 s (one hangs until its timeout); a ping meanwhile
+    // is answered at once.
+    s.send(coordinator_message::Msg::Ping(Ping { nonce: 7 }));
+    let began = Instant::now();
+    assert_eq!(
+        s.next_but_heartbeats().await,
+        agent_message::Msg::Pong(Pong { nonce: 7 })
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        began.elapsed()
+    );
+
+    let agent_message::Msg::Ack(ack) = s.next_but_heartbeats().await else {
+        panic!("no ack for RunProbes")
+    };
+    assert_eq!(ack.target, Some(ack::Target::CommandId("probe-1".into())));
+    assert!(ack.ok);
+    let results: Vec<(&str, &str, bool)> = ack
+        .probe_results
+        .iter()
+        .map(|r| (r.workload_id.as_str(), r.probe.as_str(), r.healthy))
+        .collect();
+    assert_eq!(
+        results,
+        [
+            ("default/web/1", "ok", true),
+            ("default/web/1", "stuck", false)
+        ]
+    );
+    assert_eq!(ack.probe_results[0].output, "fine");
+    assert!(ack.probe_results[1]
+        .output
+        .contains("no exit within 1500ms"));
+    assert!(ack.probe_results[1].duration_ms >= 1500);
+
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+}
+
 #[test]
 fn diff_reports_changed_and_removed_workloads_only() {
     let a = running("a");

@@ -930,8 +930,7 @@ impl<'de> Visitor<'de> for HealthcheckSeed {
                 }
                 HealthcheckKey::Retries => {
                     check.retries =
-                        value(&mut map, scalar("a number of retries", values::count))?
-                            .unwrap_or(0);
+                        value(&mut map, scalar("a number of retries", values::count))?.unwrap_or(0);
                 }
                 HealthcheckKey::StartPeriod => {
                     check.start_period_ms = value(&mut map, duration())?.unwrap_or(0)
@@ -1124,9 +1123,7 @@ impl<'de> Visitor<'de> for ProbeSeed<'_> {
                         check = Some(exec);
                     }
                 }
-                ProbeKey::Interval => {
-                    probe.interval_ms = value(&mut map, positive())?.unwrap_or(0)
-                }
+                ProbeKey::Interval => probe.interval_ms = value(&mut map, positive())?.unwrap_or(0),
                 ProbeKey::Timeout => probe.timeout_ms = value(&mut map, positive())?.unwrap_or(0),
                 ProbeKey::FailureThreshold => {
                     probe.failure_threshold = value(&mut map, threshold())?.unwrap_or(0)
@@ -1202,8 +1199,11 @@ impl<'de> Visitor<'de> for HttpProbeSeed {
                     port = value(&mut map, scalar("a port number", values::target_port))?
                 }
                 HttpProbeKey::Path => {
-                    path = value(&mut map, scalar("a path such as `/healthz`", values::http_path))?
-                        .unwrap_or_default();
+                    path = value(
+                        &mut map,
+                        scalar("a path such as `/healthz`", values::http_path),
+                    )?
+                    .unwrap_or_default();
                 }
                 HttpProbeKey::ExpectStatus => {
                     expect_status =

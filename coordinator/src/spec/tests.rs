@@ -846,7 +846,9 @@ fn healthcheck_list_form_and_durations_are_read() {
 
 #[test]
 fn healthcheck_test_string_runs_with_the_shell() {
-    let spec = service(&web("healthcheck:\n  test: curl -f http://localhost/ || exit 1"));
+    let spec = service(&web(
+        "healthcheck:\n  test: curl -f http://localhost/ || exit 1",
+    ));
     assert_eq!(
         spec.healthcheck.unwrap().test,
         strings(&["CMD-SHELL", "curl -f http://localhost/ || exit 1"])
@@ -890,7 +892,9 @@ fn healthcheck_disable_and_test_none_mean_the_same() {
 #[test]
 fn bad_healthchecks_are_errors_naming_line_and_key() {
     assert_eq!(
-        error(&web("healthcheck:\n  test: [\"curl\", \"-f\", \"http://localhost\"]")),
+        error(&web(
+            "healthcheck:\n  test: [\"curl\", \"-f\", \"http://localhost\"]"
+        )),
         "app.yaml:5:13: services.web.healthcheck.test: the list starts with `curl`, expected \
          `CMD`, `CMD-SHELL` or `NONE`: write [\"CMD\", \"curl\", ...] to run it, or a string to \
          run it with the shell"
@@ -906,19 +910,27 @@ fn bad_healthchecks_are_errors_naming_line_and_key() {
         "app.yaml:5:17: services.web.healthcheck.interval: invalid duration `30`: missing unit; \
          write it as `10s`, `1m30s` or `500ms`"
     );
-    assert!(error(&web("healthcheck:\n  retries: many"))
-        .starts_with("app.yaml:5:16: services.web.healthcheck.retries: `many` is not a whole number"));
-    assert!(error(&web("healthcheck:\n  disable: yes"))
-        .starts_with("app.yaml:5:16: services.web.healthcheck.disable: `yes` is not `true` or `false`"));
-    assert!(error(&web("healthcheck:\n  disable: true\n  test: [\"CMD\", \"true\"]"))
-        .starts_with("app.yaml:5:7: services.web.healthcheck: `disable: true` turns the healthcheck off"));
+    assert!(error(&web("healthcheck:\n  retries: many")).starts_with(
+        "app.yaml:5:16: services.web.healthcheck.retries: `many` is not a whole number"
+    ));
+    assert!(error(&web("healthcheck:\n  disable: yes")).starts_with(
+        "app.yaml:5:16: services.web.healthcheck.disable: `yes` is not `true` or `false`"
+    ));
+    assert!(error(&web(
+        "healthcheck:\n  disable: true\n  test: [\"CMD\", \"true\"]"
+    ))
+    .starts_with(
+        "app.yaml:5:7: services.web.healthcheck: `disable: true` turns the healthcheck off"
+    ));
     assert!(error(&web("healthcheck:\n  tset: [\"CMD\", \"true\"]"))
         .starts_with("app.yaml:5:7: services.web.healthcheck.tset: unknown field `tset`, expected one of `test`, `interval`"));
 }
 
 #[test]
 fn healthcheck_start_interval_is_a_warning() {
-    let file = ok(&web("healthcheck:\n  test: [\"CMD\", \"true\"]\n  start_interval: 1s"));
+    let file = ok(&web(
+        "healthcheck:\n  test: [\"CMD\", \"true\"]\n  start_interval: 1s",
+    ));
     assert_eq!(
         file.warnings,
         ["app.yaml:6: services.web.healthcheck.start_interval: not supported by Convoy yet, ignored"]
@@ -966,7 +978,11 @@ fn probes_of_every_kind_are_read_with_their_timings() {
     assert_eq!(
         probes[2].check,
         ProbeCheck::Exec {
-            command: strings(&["/convoy-testapp", "--probe", "http://127.0.0.1:8080/healthz"])
+            command: strings(&[
+                "/convoy-testapp",
+                "--probe",
+                "http://127.0.0.1:8080/healthz"
+            ])
         }
     );
 }
@@ -998,7 +1014,11 @@ fn probes_map_to_the_plans_probes() {
     assert_eq!(
         pb[2].check,
         Some(probe::Check::Exec(ExecProbe {
-            command: strings(&["/convoy-testapp", "--probe", "http://127.0.0.1:8080/healthz"])
+            command: strings(&[
+                "/convoy-testapp",
+                "--probe",
+                "http://127.0.0.1:8080/healthz"
+            ])
         }))
     );
     assert!(service(&web("")).probes().is_empty());
@@ -1016,8 +1036,12 @@ fn unknown_keys_in_x_convoy_are_errors_naming_the_key_path() {
         error(&web("x-convoy:\n  probe: []")),
         "app.yaml:5:7: services.web.x-convoy.probe: unknown field `probe`, expected `probes`"
     );
-    assert!(error(&web("x-convoy:\n  probes:\n    - tcp: {port: 1}\n      intervall: 1s"))
-        .starts_with("app.yaml:7:11: services.web.x-convoy.probes[0].intervall: unknown field `intervall`"));
+    assert!(error(&web(
+        "x-convoy:\n  probes:\n    - tcp: {port: 1}\n      intervall: 1s"
+    ))
+    .starts_with(
+        "app.yaml:7:11: services.web.x-convoy.probes[0].intervall: unknown field `intervall`"
+    ));
     assert!(error(&web("x-convoy:\n  probes:\n    - http: {port: 1, paht: /}"))
         .starts_with("app.yaml:6:27: services.web.x-convoy.probes[0].http.paht: unknown field `paht`, expected one of `port`, `path`, `expect_status`"));
     assert!(error(&web("x-convoy:\n  probes:\n    - tcp: {port: 1, host: x}"))
@@ -1027,7 +1051,9 @@ fn unknown_keys_in_x_convoy_are_errors_naming_the_key_path() {
 #[test]
 fn probe_needs_exactly_one_check() {
     assert_eq!(
-        error(&web("x-convoy:\n  probes:\n    - name: x\n      interval: 1s")),
+        error(&web(
+            "x-convoy:\n  probes:\n    - name: x\n      interval: 1s"
+        )),
         "app.yaml:6:11: services.web.x-convoy.probes[0]: a probe needs one check: `http:`, `tcp:` \
          or `exec:`"
     );
@@ -1100,11 +1126,8 @@ fn probe_names_must_differ() {
 fn spec_hash_changes_with_healthcheck_and_probes() {
     let base = service(FULL).spec_hash();
     let with = |extra: &str| {
-        service(&FULL.replace(
-            "    deploy:\n",
-            &format!("{}    deploy:\n", indent(extra)),
-        ))
-        .spec_hash()
+        service(&FULL.replace("    deploy:\n", &format!("{}    deploy:\n", indent(extra))))
+            .spec_hash()
     };
     let checked = with("healthcheck:\n  test: [\"CMD\", \"true\"]");
     assert_ne!(checked, base);
@@ -1126,7 +1149,10 @@ fn changed_fields_names_healthcheck_and_probes() {
     let new = service(&web(
         "healthcheck:\n  test: [\"CMD\", \"true\"]\n  interval: 3s\nx-convoy:\n  probes: [{tcp: {port: 80}}]",
     ));
-    assert_eq!(changed_fields(&old, &new), ["healthcheck", "x-convoy.probes"]);
+    assert_eq!(
+        changed_fields(&old, &new),
+        ["healthcheck", "x-convoy.probes"]
+    );
 }
 
 #[test]

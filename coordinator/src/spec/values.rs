@@ -436,15 +436,14 @@ pub(super) fn threshold(text: &str) -> Result<u32, String> {
 pub(super) fn healthcheck_test(words: Vec<String>) -> Result<Vec<String>, String> {
     let args = words.len().saturating_sub(1);
     match words.first().map(String::as_str) {
-        None => Err(
-            "the test is empty: leave `test` out to keep the image's healthcheck".to_owned(),
-        ),
+        None => {
+            Err("the test is empty: leave `test` out to keep the image's healthcheck".to_owned())
+        }
         Some("NONE") if args == 0 => Ok(words),
         Some("NONE") => Err("`NONE` takes no arguments: it turns the healthcheck off".to_owned()),
-        Some("CMD" | "CMD-SHELL") if args == 0 || words[1].trim().is_empty() => Err(format!(
-            "`{}` needs the command to run after it",
-            words[0]
-        )),
+        Some("CMD" | "CMD-SHELL") if args == 0 || words[1].trim().is_empty() => {
+            Err(format!("`{}` needs the command to run after it", words[0]))
+        }
         Some("CMD" | "CMD-SHELL") => Ok(words),
         Some(other) => Err(format!(
             "the list starts with `{other}`, expected `CMD`, `CMD-SHELL` or `NONE`: write \
@@ -495,8 +494,6 @@ pub(super) fn http_path(path: &str) -> Result<String, String> {
 pub(super) fn http_status(text: &str) -> Result<u16, String> {
     match text.parse::<u16>() {
         Ok(code @ 100..=599) => Ok(code),
-        _ => Err(format!(
-            "`{text}` is not an HTTP status code (100 to 599)"
-        )),
+        _ => Err(format!("`{text}` is not an HTTP status code (100 to 599)")),
     }
 }
