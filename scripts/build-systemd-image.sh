@@ -136,14 +136,19 @@ $sudo rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/cache/apt/*.bi
 $sudo find "$rootfs/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name 'locale.alias' \
   -exec rm -rf {} + 2>/dev/null || true
 
+# Docker 20.10's `import --change` takes CMD/ENV but not STOPSIGNAL, so the
+# imported image gets one more (empty) layer from the legacy builder, which
+# builds FROM a local image without fetching anything.
+base="$repo:import-$hash"
 $sudo tar --numeric-owner -C "$rootfs" -c . |
   docker import \
     --change 'CMD ["/sbin/init"]' \
-    --change 'STOPSIGNAL SIGRTMIN+3' \
     --change 'ENV container=docker' \
-    --change 'LABEL io.convoy.test-image=true' \
-    --change "LABEL io.convoy.systemd-image-hash=$hash" \
-    - "$tag" >&2
+    - "$base" >&2
+printf '%s\n' "FROM $base" 'STOPSIGNAL SIGRTMIN+3' \
+  'LABEL io.convoy.test-image=true' "LABEL io.convoy.systemd-image-hash=$hash" \
+  | DOCKER_BUILDKIT=0 docker build --quiet -t "$tag" - >&2
+docker rmi "$base" >/dev/null
 docker tag "$tag" "$repo:$suite"
 echo "built $tag in $((SECONDS - started)) s" >&2
 echo "$tag"

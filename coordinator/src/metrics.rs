@@ -300,20 +300,6 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prometheus_text_names_counter_families_with_total() {
-        let om = "# HELP convoy_events Cluster events.\n# TYPE convoy_events counter\nconvoy_events_total{kind=\"a\"} 1\n# HELP convoy_services Services.\n# TYPE convoy_services gauge\nconvoy_services 2\n# EOF\n";
-        assert_eq!(
-            to_prometheus_text(om),
-            "# HELP convoy_events_total Cluster events.\n# TYPE convoy_events_total counter\nconvoy_events_total{kind=\"a\"} 1\n# HELP convoy_services Services.\n# TYPE convoy_services gauge\nconvoy_services 2\n"
-        );
-    }
-}
-
 pub fn node_state(s: i32) -> &'static str {
     match pb::NodeState::try_from(s) {
         Ok(pb::NodeState::Ready) => "ready",
@@ -340,5 +326,19 @@ pub fn health(h: i32) -> &'static str {
         Ok(pb::Health::Healthy) => "healthy",
         Ok(pb::Health::Unhealthy) => "unhealthy",
         _ => "none",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_names_counter_families_with_total() {
+        let om = "# HELP convoy_events Cluster events.\n# TYPE convoy_events counter\nconvoy_events_total{kind=\"a\"} 1\n# HELP convoy_services Services.\n# TYPE convoy_services gauge\nconvoy_services 2\n# EOF\n";
+        assert_eq!(
+            to_prometheus_text(om),
+            "# HELP convoy_events_total Cluster events.\n# TYPE convoy_events_total counter\nconvoy_events_total{kind=\"a\"} 1\n# HELP convoy_services Services.\n# TYPE convoy_services gauge\nconvoy_services 2\n"
+        );
     }
 }

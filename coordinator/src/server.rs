@@ -162,13 +162,8 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> Result<Runn
     };
     let routes = http::router(coord.clone(), tokens.clone(), http_opts, shutdown.clone());
     tasks.push(tokio::spawn(
-        http::serve(
-            http_listener,
-            routes,
-            http_opts.sse.stall,
-            shutdown.clone(),
-        )
-        .instrument(tracing::info_span!("http")),
+        http::serve(http_listener, routes, http_opts.sse.stall, shutdown.clone())
+            .instrument(tracing::info_span!("http")),
     ));
     tasks.push(tokio::spawn(
         sweep_silent_nodes(coord.clone(), shutdown.clone())

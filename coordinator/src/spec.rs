@@ -1,7 +1,8 @@
 //! Spec files: the YAML a user applies. A Docker Compose file is already a
-//! valid spec; its keys mean what Compose means. `parse` checks every key and
-//! value, names file, line and key path in its errors, and warns about the
-//! Compose keys Convoy does not support yet.
+//! valid spec; its keys mean what Compose means, and Convoy's own settings
+//! (probes, for now) sit in a service's `x-convoy:` block. `parse` checks
+//! every key and value, names file, line and key path in its errors, and
+//! warns about the Compose keys Convoy does not support yet.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1400,7 +1400,7 @@ impl Coordinator {
 /// Whether the spec itself asks for checks (Docker's healthcheck).
 fn spec_has_checks(spec: &ServiceSpec) -> bool {
     spec.container_spec().healthcheck.is_some_and(|h| {
-        !h.disable && !h.test.is_empty() && !h.test.first().is_some_and(|t| t == "NONE")
+        !h.disable && h.test.first().is_some_and(|t| t != "NONE")
     })
 }
 

@@ -67,7 +67,9 @@ impl ChromeDriver {
             if let Some(status) = driver.child.try_wait()? {
                 bail!("chromedriver exited ({status}): {}", driver.log_text());
             }
-            if let Ok((200, _)) = http::get(addr, "/status") {
+            // It keeps connections open (no `Connection: close`), so a
+            // bound port is the readiness check.
+            if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
                 return Ok(driver);
             }
             if Instant::now() > deadline {
@@ -276,8 +278,23 @@ async fn drive(
         .await?
         .text()
         .await?;
-    if !row.contains("ago") || !row.contains("linux") {
-        bail!("the node row lacks its facts or heartbeat age: {row:?}");
+    let facts = c
+        .try_nodes()?
+        .into_iter()
+        .find(|n| n.name == node)
+        .ok_or_else(|| anyhow!("convoy nodes does not list {node}"))?;
+    for want in [
+        &facts.hostname,
+        &facts.os,
+        &facts.arch,
+        &facts.docker_version,
+    ] {
+        if !row.contains(want.as_str()) {
+            bail!("the node row lacks {want:?}: {row:?}");
+        }
+    }
+    if !row.contains(" s ago") {
+        bail!("the node row shows no heartbeat age: {row:?}");
     }
     // A mark that only survives if the page is never reloaded.
     let loaded_at = client
@@ -340,6 +357,41 @@ async fn drive(
         bail!("the page was reloaded: {still}");
     }
     screenshot(client, "after").await?;
+
+    // And back, still live.
+    let (code, body) = http::request(first_addr, "POST", "/recover")?;
+    if code != 200 {
+        bail!("POST /recover to {first} answered {code}: {body}");
+    }
+    wait_for(
+        client,
+        "instance 1 healthy again",
+        &format!("[data-testid='instance-{first}'][data-health='healthy']"),
+    )
+    .await?;
+    wait_until_text(
+        client,
+        &format!("[data-testid='rollup-{svc}']"),
+        "2/2 healthy",
+    )
+    .await?;
+
+    // Signing out clears the cookie: the dashboard is the sign-in form again.
+    client
+        .find(Locator::Css("form[action='/logout'] button"))
+        .await?
+        .click()
+        .await?;
+    wait_for(client, "the sign-in form", "form[data-testid=login-form]").await?;
+    client.goto(&format!("{}/", c.http_url())).await?;
+    wait_for(client, "the sign-in form", "form[data-testid=login-form]").await?;
+    if !client
+        .find_all(Locator::Css(&format!("[data-testid='service-{svc}']")))
+        .await?
+        .is_empty()
+    {
+        bail!("the dashboard still shows the service after signing out");
+    }
     Ok(())
 }
 

@@ -17,8 +17,8 @@ fn agent_keeps_enforcing_its_plan_while_the_coordinator_is_away() {
     c.apply(&file);
     let before = c.wait_service_running(&svc, 2, 1);
     assert!(
-        c.agent(&node).data_dir.join("plan.json").is_file(),
-        "the agent keeps no plan.json in its data dir"
+        c.agent(&node).data_dir.join("plan.pb").is_file(),
+        "the agent keeps no plan.pb in its data dir"
     );
 
     c.kill_coordinator();
@@ -48,7 +48,7 @@ fn agent_keeps_enforcing_its_plan_while_the_coordinator_is_away() {
     };
     restarted("while convoyd is down");
 
-    // ...and after its own restart, from plan.json, without redeploying.
+    // ...and after its own restart, from plan.pb, without redeploying.
     c.stop_agent(&node);
     let snapshot = |c: &Cluster| -> Vec<(String, String)> {
         let mut v: Vec<_> = c
@@ -63,7 +63,7 @@ fn agent_keeps_enforcing_its_plan_while_the_coordinator_is_away() {
     let held = snapshot(&c);
     c.start_agent(&node);
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(snapshot(&c), held, "the agent redeployed from plan.json");
+    assert_eq!(snapshot(&c), held, "the agent redeployed from plan.pb");
     assert!(
         c.agent_exited(&node).is_none(),
         "the agent gave up without a coordinator"

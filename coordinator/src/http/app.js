@@ -157,7 +157,7 @@
         el('td', {}, el('span', { class: `badge ${i.state}` }, i.state)),
         el('td', {}, el('span', { class: `badge health-${i.health}` }, i.health)),
         el('td', { class: 'num' }, i.restarts),
-        el('td', { class: 'output' }, why));
+        el('td', { class: 'output', title: why || undefined }, why));
       });
       return el('article', {
         class: 'service', 'data-testid': `service-${s.name}`, 'data-env': s.env,
@@ -191,7 +191,7 @@
     el('time', { datetime: ev.time, title: ev.time }, new Date(ev.unix_ms).toLocaleTimeString()),
     el('span', { class: 'kind' }, ev.kind),
     el('span', { class: 'target' }, what),
-    el('span', { class: 'message' }, ev.message));
+    el('span', { class: 'message', title: ev.message }, ev.message));
   }
 
   function addEvent(ev) {

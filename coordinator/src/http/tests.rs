@@ -311,11 +311,27 @@ async fn probes_and_metrics_are_open_and_pages_carry_security_headers() {
     assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
     let (status, _, _) = get(&app, "/readyz", Auth::None).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, headers, body) = get(&app, "/metrics", Auth::None).await;
+    // OpenMetrics for scrapers that ask for it (Prometheus), else the
+    // classic text format.
+    let (status, headers, body) = send(
+        &app,
+        HttpRequest::get("/metrics")
+            .header("accept", "application/openmetrics-text;version=1.0.0")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(headers[header::CONTENT_TYPE], OPENMETRICS);
+    assert_eq!(headers[header::CONTENT_TYPE], crate::metrics::OPENMETRICS);
     assert!(body.contains("convoy_sse_dropped_total 0"), "{body}");
     assert!(body.ends_with("# EOF\n"), "{body}");
+    let (status, headers, body) = get(&app, "/metrics", Auth::None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        headers[header::CONTENT_TYPE],
+        crate::metrics::PROMETHEUS_TEXT
+    );
+    assert!(body.contains("convoy_sse_dropped_total 0"), "{body}");
     let (status, _, _) = get(&app, "/style.css", Auth::None).await;
     assert_eq!(status, StatusCode::OK);
 
