@@ -197,7 +197,10 @@ mod tests {
 
     #[test]
     fn instance_sets_env_and_service_and_filter_matches() {
-        let ev = Ev::new("instance.health").instance("prod/web/2").node("n1").0;
+        let ev = Ev::new("instance.health")
+            .instance("prod/web/2")
+            .node("n1")
+            .0;
         assert_eq!((ev.env.as_str(), ev.service.as_str()), ("prod", "web"));
         let f = Filter {
             service: "web".into(),

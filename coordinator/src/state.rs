@@ -430,8 +430,7 @@ impl Coordinator {
         let started = std::time::Instant::now();
         let result = self.apply_inner(filename, content, dry_run, who).await;
         if !dry_run {
-            self.metrics
-                .observe_apply(started.elapsed().as_secs_f64());
+            self.metrics.observe_apply(started.elapsed().as_secs_f64());
         }
         if let Ok(r) = &result {
             if !r.dry_run {
@@ -1252,7 +1251,9 @@ impl Coordinator {
                 }
             }
         }
-        results.sort_by(|a, b| (&a.service, &a.instance, &a.probe).cmp(&(&b.service, &b.instance, &b.probe)));
+        results.sort_by(|a, b| {
+            (&a.service, &a.instance, &a.probe).cmp(&(&b.service, &b.instance, &b.probe))
+        });
         Ok(pb::VerifyResponse {
             healthy: results.iter().all(|r| r.healthy),
             results,
@@ -1399,9 +1400,9 @@ impl Coordinator {
 
 /// Whether the spec itself asks for checks (Docker's healthcheck).
 fn spec_has_checks(spec: &ServiceSpec) -> bool {
-    spec.container_spec().healthcheck.is_some_and(|h| {
-        !h.disable && h.test.first().is_some_and(|t| t != "NONE")
-    })
+    spec.container_spec()
+        .healthcheck
+        .is_some_and(|h| !h.disable && h.test.first().is_some_and(|t| t != "NONE"))
 }
 
 fn remember_certificate(record: &mut NodeRecord, certificate: &str) {
@@ -1728,8 +1729,8 @@ mod tests {
         let a = coord.register("a", "fp-a", 0, hello, None).await.unwrap();
         let spec = "services:\n  web:\n    image: x:1\n";
         coord.apply("a.yaml", spec, false, "t").await.unwrap();
-        let report = |state: pb::WorkloadState, health: pb::Health, output: &str| {
-            pb::AgentMessage {
+        let report =
+            |state: pb::WorkloadState, health: pb::Health, output: &str| pb::AgentMessage {
                 msg: Some(pb::agent_message::Msg::Status(pb::StatusReport {
                     full_snapshot: false,
                     workloads: vec![pb::WorkloadStatus {
@@ -1743,8 +1744,7 @@ mod tests {
                     }],
                     removed: vec![],
                 })),
-            }
-        };
+            };
         use pb::{Health as H, WorkloadState as S};
         coord.handle("a", a.conn_id, report(S::Running, H::Starting, ""));
         coord.handle("a", a.conn_id, report(S::Running, H::Healthy, ""));
@@ -1772,7 +1772,11 @@ mod tests {
         while let Ok(ev) = rx.try_recv() {
             got.push((
                 ev.kind.clone(),
-                ev.fields.get("state").or(ev.fields.get("health")).cloned().unwrap_or_default(),
+                ev.fields
+                    .get("state")
+                    .or(ev.fields.get("health"))
+                    .cloned()
+                    .unwrap_or_default(),
             ));
         }
         let want: Vec<(String, String)> = [

@@ -81,7 +81,10 @@ fn http_probe_follows_the_app_and_verify_and_events_follow_it() {
     assert_eq!(status.healthy, 2, "{}", status.describe());
 
     let (out, json) = verify(&c, &svc);
-    assert!(out.status.success(), "verify failed while healthy: {json:#}");
+    assert!(
+        out.status.success(),
+        "verify failed while healthy: {json:#}"
+    );
     assert_eq!(json["healthy"], true);
     let results = json["results"].as_array().unwrap();
     assert_eq!(results.len(), 2, "{json:#}");
@@ -113,7 +116,10 @@ fn http_probe_follows_the_app_and_verify_and_events_follow_it() {
     let table = c.cli(&["verify", "--service", &svc]);
     assert_eq!(table.status.code(), Some(1));
     let text = String::from_utf8_lossy(&table.stdout);
-    assert!(text.contains("FAIL") && text.contains("1 of 2 checks failed"), "{text}");
+    assert!(
+        text.contains("FAIL") && text.contains("1 of 2 checks failed"),
+        "{text}"
+    );
 
     let (code, _) = http::request(app, "POST", "/recover").unwrap();
     assert_eq!(code, 200);
@@ -138,7 +144,9 @@ fn http_probe_follows_the_app_and_verify_and_events_follow_it() {
     );
     assert!(events.iter().all(|e| e.service == svc), "{events:#?}");
     let id1 = format!("default/{svc}/1");
-    let deployed = seq_of(&events, "service.deployed", |e| e.kind == "service.deployed");
+    let deployed = seq_of(&events, "service.deployed", |e| {
+        e.kind == "service.deployed"
+    });
     let placed = seq_of(&events, "instance 1 placed", |e| {
         e.kind == "instance.placed" && e.instance == id1
     });
@@ -173,7 +181,10 @@ fn http_probe_follows_the_app_and_verify_and_events_follow_it() {
 }
 
 fn results_of(json: &Value) -> Vec<&Value> {
-    json["results"].as_array().map(|a| a.iter().collect()).unwrap_or_default()
+    json["results"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default()
 }
 
 #[test]
@@ -194,8 +205,8 @@ fn docker_healthcheck_is_read_and_a_missing_probe_command_is_unhealthy_with_the_
     // Docker runs the healthcheck; Convoy reports what Docker says.
     wait_health(&c, &checked, 1, "healthy");
     let ct = container(&checked, 1);
-    let docker_health = docker::docker(&["inspect", "-f", "{{.State.Health.Status}}", ct.name()])
-        .unwrap();
+    let docker_health =
+        docker::docker(&["inspect", "-f", "{{.State.Health.Status}}", ct.name()]).unwrap();
     assert_eq!(docker_health.trim(), "healthy");
 
     let sick = wait_health(&c, &broken, 1, "unhealthy");
@@ -244,7 +255,10 @@ fn a_hanging_probe_is_bounded_by_its_timeout() {
     );
     let r = results_of(&json)[0];
     assert_eq!(r["probe"], "stuck");
-    assert!(r["output"].as_str().unwrap().contains("within 1s"), "{json:#}");
+    assert!(
+        r["output"].as_str().unwrap().contains("within 1s"),
+        "{json:#}"
+    );
 }
 
 #[test]
@@ -265,11 +279,15 @@ fn node_loss_and_return_are_events() {
     };
     kill("-STOP");
     let lost = watch
-        .wait_for("node.lost", Duration::from_secs(10), |e| e.kind == "node.lost")
+        .wait_for("node.lost", Duration::from_secs(10), |e| {
+            e.kind == "node.lost"
+        })
         .unwrap();
     kill("-CONT");
     let ready = watch
-        .wait_for("node.ready", Duration::from_secs(10), |e| e.kind == "node.ready")
+        .wait_for("node.ready", Duration::from_secs(10), |e| {
+            e.kind == "node.ready"
+        })
         .unwrap();
     assert_eq!(lost.node, node);
     assert_eq!(lost.field("reason"), "heartbeat");

@@ -186,7 +186,8 @@ async fn run_session(
     );
     // Round trips are timed here: one ping in flight at a time, every
     // heartbeat interval.
-    let mut ping_every = tokio::time::interval(coord.heartbeat_interval.max(Duration::from_millis(500)));
+    let mut ping_every =
+        tokio::time::interval(coord.heartbeat_interval.max(Duration::from_millis(500)));
     ping_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut in_flight: Option<(u64, std::time::Instant)> = None;
     let mut nonce = 0u64;

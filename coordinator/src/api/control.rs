@@ -573,7 +573,15 @@ mod tests {
             (
                 Role::Deployer,
                 &[],
-                &[Status, ListNodes, Watch, Verify, default, staging, del_default],
+                &[
+                    Status,
+                    ListNodes,
+                    Watch,
+                    Verify,
+                    default,
+                    staging,
+                    del_default,
+                ],
             ),
             (
                 Role::Deployer,
