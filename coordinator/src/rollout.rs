@@ -1,0 +1,482 @@
+//! Rollouts: how a new revision replaces the running one, batch by batch,
+//! gated by health. This module is the pure state machine (a rollout record
+//! plus what the instances look like now → what to do next), driven by the
+//! coordinator's rollout loop with the wall clock and tested here with a
+//! fake one. The record lives in the service's record in the store, so a
+//! restarted coordinator continues where it was.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{FailureAction, ServiceSpec, Strategy, UpdatePolicy};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RolloutState {
+    #[default]
+    Running,
+    /// Stopped by `failure_action: pause` or by the user; nothing moves.
+    Paused,
+    /// Canary: the canaries are healthy; waiting for `convoy promote`.
+    WaitingPromotion,
+    Succeeded,
+    /// Failed and left as it is (`auto_rollback: false`).
+    Failed,
+    /// Failed, and a rollback to the previous revision was started.
+    RolledBack,
+}
+
+impl RolloutState {
+    /// Whether instances may still be at the old revision.
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            Self::Running | Self::Paused | Self::WaitingPromotion | Self::Failed
+        )
+    }
+
+    pub fn word(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Paused => "paused",
+            Self::WaitingPromotion => "waiting-promotion",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::RolledBack => "rolled-back",
+        }
+    }
+}
+
+/// One rollout of a service from one revision to the next.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollout {
+    pub from_revision: u64,
+    pub to_revision: u64,
+    /// What instances not switched yet keep running.
+    pub from_spec: ServiceSpec,
+    pub policy: UpdatePolicy,
+    pub state: RolloutState,
+    /// This rollout undoes a failed one (its gates are the same).
+    #[serde(default)]
+    pub is_rollback: bool,
+    pub started_unix_ms: i64,
+    pub updated_unix_ms: i64,
+    /// The last time an instance was done (or the start).
+    pub last_progress_unix_ms: i64,
+    /// When the last batch was completed (for `delay`).
+    #[serde(default)]
+    pub batch_done_unix_ms: i64,
+    /// Instances switched to the new revision, and when.
+    pub switched: BTreeMap<u32, i64>,
+    /// Since when a switched instance has been healthy without a break.
+    #[serde(default)]
+    pub healthy_since: BTreeMap<u32, i64>,
+    /// Switched instances that stayed healthy for `min_healthy_time`.
+    pub done: BTreeSet<u32>,
+    /// Switched instances that missed `healthy_deadline`.
+    pub failed: BTreeSet<u32>,
+    #[serde(default)]
+    pub promoted: bool,
+    /// Why it failed or paused, in words.
+    #[serde(default)]
+    pub reason: String,
+}
+
+impl Rollout {
+    pub fn new(
+        from_revision: u64,
+        to_revision: u64,
+        from_spec: ServiceSpec,
+        policy: UpdatePolicy,
+        now: i64,
+    ) -> Self {
+        Self {
+            from_revision,
+            to_revision,
+            from_spec,
+            policy,
+            state: RolloutState::Running,
+            is_rollback: false,
+            started_unix_ms: now,
+            updated_unix_ms: now,
+            last_progress_unix_ms: now,
+            batch_done_unix_ms: 0,
+            switched: BTreeMap::new(),
+            healthy_since: BTreeMap::new(),
+            done: BTreeSet::new(),
+            failed: BTreeSet::new(),
+            promoted: false,
+            reason: String::new(),
+        }
+    }
+
+    /// Whether instance `index` runs the new revision's spec.
+    pub fn is_switched(&self, index: u32) -> bool {
+        !self.state.is_active() || self.switched.contains_key(&index)
+    }
+}
+
+/// What one instance looks like now, as far as the gates care.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InstanceView {
+    pub index: u32,
+    /// Running the new revision's spec and healthy (or running, without
+    /// checks).
+    pub healthy: bool,
+}
+
+/// What the rollout loop must do after a step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// These instances now run the new revision: publish the plans.
+    Switched(Vec<u32>),
+    /// These instances passed their gate.
+    Done(Vec<u32>),
+    /// Canaries are healthy; waiting for `convoy promote`.
+    AwaitingPromotion,
+    Promoted,
+    Succeeded,
+    /// The gates failed: `reason`. The state says what follows (failed,
+    /// paused, or rolled back by the caller).
+    Failed(String),
+}
+
+/// Advances `r` by what `instances` show at time `now` (unix ms). Only a
+/// running rollout moves. Instances the service no longer has are ignored.
+pub fn step(r: &mut Rollout, instances: &[InstanceView], now: i64) -> Vec<Effect> {
+    let mut effects = Vec::new();
+    if r.state != RolloutState::Running {
+        return effects;
+    }
+    let total = instances.len() as u32;
+    let present: BTreeSet<u32> = instances.iter().map(|i| i.index).collect();
+    r.switched.retain(|i, _| present.contains(i));
+    r.done.retain(|i| present.contains(i));
+    r.failed.retain(|i| present.contains(i));
+    r.healthy_since.retain(|i, _| present.contains(i));
+
+    // Gates of the instances in flight.
+    let mut newly_done = Vec::new();
+    for inst in instances {
+        let Some(&switched_at) = r.switched.get(&inst.index) else {
+            continue;
+        };
+        if r.done.contains(&inst.index) || r.failed.contains(&inst.index) {
+            continue;
+        }
+        if inst.healthy {
+            let since = *r.healthy_since.entry(inst.index).or_insert(now);
+            if now - since >= r.policy.min_healthy_time_ms as i64 {
+                r.done.insert(inst.index);
+                newly_done.push(inst.index);
+            }
+        } else {
+            r.healthy_since.remove(&inst.index);
+            if now - switched_at > r.policy.healthy_deadline_ms as i64 {
+                r.failed.insert(inst.index);
+            }
+        }
+    }
+    if !newly_done.is_empty() {
+        r.last_progress_unix_ms = now;
+        effects.push(Effect::Done(newly_done));
+    }
+
+    // Too many failures?
+    let allowed = (u64::from(total) * u64::from(r.policy.max_failure_permille) / 1000) as usize;
+    if r.failed.len() > allowed && r.policy.failure_action != FailureAction::Continue {
+        let failed: Vec<String> = r.failed.iter().map(u32::to_string).collect();
+        return fail(
+            r,
+            effects,
+            format!(
+                "instance(s) {} not healthy within the healthy deadline ({} ms)",
+                failed.join(", "),
+                r.policy.healthy_deadline_ms
+            ),
+        );
+    }
+    let finished = |r: &Rollout| r.done.len() + r.failed.len();
+    if now - r.last_progress_unix_ms > r.policy.progress_deadline_ms as i64
+        && finished(r) < total as usize
+    {
+        return fail(
+            r,
+            effects,
+            format!(
+                "no instance became healthy for {} ms (progress deadline)",
+                r.policy.progress_deadline_ms
+            ),
+        );
+    }
+
+    // Canary: the canaries first, then wait for promotion.
+    let canary = r.policy.strategy == Strategy::Canary && !r.promoted;
+    let limit = if canary {
+        r.policy.canaries.min(total)
+    } else {
+        total
+    };
+    let in_flight = r.switched.len() - finished(r);
+    if canary && r.switched.len() as u32 >= limit && in_flight == 0 {
+        if r.policy.auto_promote {
+            r.promoted = true;
+            effects.push(Effect::Promoted);
+        } else {
+            r.state = RolloutState::WaitingPromotion;
+            effects.push(Effect::AwaitingPromotion);
+            return effects;
+        }
+    }
+    let limit = if r.promoted || !canary { total } else { limit };
+
+    // The next batch, once the previous one is through and the delay passed.
+    let parallel = match r.policy.max_parallel {
+        0 => total,
+        n => n.min(total.max(1)),
+    } as usize;
+    if in_flight == 0 && r.switched.len() > 0 && r.batch_done_unix_ms == 0 {
+        r.batch_done_unix_ms = now;
+    }
+    let delay_ok = r.batch_done_unix_ms == 0
+        || in_flight > 0
+        || now - r.batch_done_unix_ms >= r.policy.delay_ms as i64;
+    if in_flight < parallel && delay_ok {
+        let room = (parallel - in_flight).min(limit as usize - r.switched.len().min(limit as usize));
+        let next: Vec<u32> = instances
+            .iter()
+            .map(|i| i.index)
+            .filter(|i| !r.switched.contains_key(i))
+            .take(room)
+            .collect();
+        if !next.is_empty() {
+            for i in &next {
+                r.switched.insert(*i, now);
+            }
+            r.batch_done_unix_ms = 0;
+            effects.push(Effect::Switched(next));
+        }
+    }
+
+    if finished(r) == total as usize && r.switched.len() == total as usize {
+        r.state = RolloutState::Succeeded;
+        effects.push(Effect::Succeeded);
+    }
+    if !effects.is_empty() {
+        r.updated_unix_ms = now;
+    }
+    effects
+}
+
+fn fail(r: &mut Rollout, mut effects: Vec<Effect>, reason: String) -> Vec<Effect> {
+    r.reason = reason.clone();
+    r.state = match r.policy.failure_action {
+        FailureAction::Pause => RolloutState::Paused,
+        _ if r.policy.auto_rollback && !r.is_rollback => RolloutState::RolledBack,
+        _ => RolloutState::Failed,
+    };
+    effects.push(Effect::Failed(reason));
+    effects
+}
+
+/// A rollout's progress in words, for status and events.
+pub fn describe(r: &Rollout, total: usize) -> String {
+    let verb = if r.is_rollback { "rollback" } else { "rollout" };
+    format!(
+        "{verb} r{} → r{}: {} ({}/{} updated, {} healthy, {} failed){}",
+        r.from_revision,
+        r.to_revision,
+        r.state.word(),
+        r.switched.len(),
+        total,
+        r.done.len(),
+        r.failed.len(),
+        if r.reason.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", r.reason)
+        }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> UpdatePolicy {
+        UpdatePolicy {
+            max_parallel: 1,
+            min_healthy_time_ms: 1000,
+            healthy_deadline_ms: 5000,
+            progress_deadline_ms: 60_000,
+            ..UpdatePolicy::default()
+        }
+    }
+
+    fn views(healthy: &[(u32, bool)]) -> Vec<InstanceView> {
+        healthy
+            .iter()
+            .map(|&(index, healthy)| InstanceView { index, healthy })
+            .collect()
+    }
+
+    /// One step where instances 1..=n are healthy iff switched (the new
+    /// revision works).
+    fn tick(r: &mut Rollout, n: u32, now: i64) -> Vec<Effect> {
+        let views: Vec<InstanceView> = (1..=n)
+            .map(|index| InstanceView {
+                index,
+                healthy: r.switched.contains_key(&index),
+            })
+            .collect();
+        step(r, &views, now)
+    }
+
+    #[test]
+    fn rolling_one_at_a_time_waits_for_each_gate() {
+        let mut r = Rollout::new(1, 2, ServiceSpec::default(), policy(), 0);
+        assert_eq!(tick(&mut r, 3, 0), vec![Effect::Switched(vec![1])]);
+        // Seen healthy at 100; not for min_healthy_time yet: nothing moves.
+        assert_eq!(tick(&mut r, 3, 100), vec![]);
+        assert_eq!(tick(&mut r, 3, 1000), vec![]);
+        assert_eq!(
+            tick(&mut r, 3, 1100),
+            vec![Effect::Done(vec![1]), Effect::Switched(vec![2])]
+        );
+        assert_eq!(tick(&mut r, 3, 1200), vec![]);
+        let e = tick(&mut r, 3, 2200);
+        assert_eq!(e, vec![Effect::Done(vec![2]), Effect::Switched(vec![3])]);
+        assert!(tick(&mut r, 3, 2300).is_empty());
+        let e = tick(&mut r, 3, 3300);
+        assert_eq!(e, vec![Effect::Done(vec![3]), Effect::Succeeded]);
+        assert_eq!(r.state, RolloutState::Succeeded);
+        assert!(r.is_switched(1) && r.is_switched(3));
+    }
+
+    #[test]
+    fn a_health_flap_restarts_the_healthy_clock() {
+        let mut r = Rollout::new(1, 2, ServiceSpec::default(), policy(), 0);
+        tick(&mut r, 2, 0);
+        step(&mut r, &views(&[(1, true), (2, false)]), 100);
+        step(&mut r, &views(&[(1, false), (2, false)]), 900);
+        assert_eq!(step(&mut r, &views(&[(1, true), (2, false)]), 1200), vec![]);
+        assert_eq!(
+            step(&mut r, &views(&[(1, true), (2, false)]), 2200),
+            vec![Effect::Done(vec![1]), Effect::Switched(vec![2])]
+        );
+    }
+
+    #[test]
+    fn an_instance_unhealthy_past_the_deadline_fails_and_rolls_back() {
+        let mut r = Rollout::new(1, 2, ServiceSpec::default(), policy(), 0);
+        let bad = views(&[(1, false), (2, false), (3, false)]);
+        assert_eq!(step(&mut r, &bad, 0), vec![Effect::Switched(vec![1])]);
+        assert_eq!(step(&mut r, &bad, 5000), vec![]);
+        let e = step(&mut r, &bad, 5001);
+        assert!(matches!(e.as_slice(), [Effect::Failed(m)] if m.contains("instance(s) 1")), "{e:?}");
+        assert_eq!(r.state, RolloutState::RolledBack);
+        // Only the first instance was ever switched.
+        assert!(!r.is_switched(2) || !r.state.is_active());
+        assert_eq!(r.switched.len(), 1);
+    }
+
+    #[test]
+    fn without_auto_rollback_it_stays_failed_and_pause_pauses() {
+        let mut p = policy();
+        p.auto_rollback = false;
+        let mut r = Rollout::new(1, 2, ServiceSpec::default(), p.clone(), 0);
+        let bad = views(&[(1, false)]);
+        step(&mut r, &bad, 0);
+        step(&mut r, &bad, 6000);
+        assert_eq!(r.state, RolloutState::Failed);
+        assert!(!r.is_switched(2), "a failed rollout keeps the rest at the old revision");
+
+        p.failure_action = FailureAction::Pause;
+        let mut r = Rollout::new(1, 2, ServiceSpec::default(), p, 0);
+        step(&mut r, &bad, 0);
+        step(&mut r, &bad, 6000);
+        assert_eq!(r.state, RolloutState::Paused);
+        assert_eq!(step(&mut r, &bad, 9000), vec![], "a paused rollout does not move");
+    }
+
+    #[test]
+    fn a_failure_ratio_tolerates_some_failures() {
+        let mut p = policy();
+        p.max_parallel = 0;
+        p.max_failure_permille = 250; // 1 of 4
+        let mut r = Rollout::new(1, 2, ServiceSpec::default(), p, 0);
+        let mixed = views(&[(1, false), (2, true), (3, true), (4, true)]);
+        assert_eq!(step(&mut r, &mixed, 0), vec![Effect::Switched(vec![1, 2, 3, 4])]);
+        assert_eq!(step(&mut r, &mixed, 100), vec![]);
+        let e = step(&mut r, &mixed, 6000);
+        assert_eq!(e, vec![Effect::Done(vec![2, 3, 4]), Effect::Succeeded], "{r:?}");
+        assert_eq!(r.failed.len(), 1);
+    }
+
+    #[test]
+    fn canary_waits_for_promotion_then_rolls_the_rest() {
+        let mut p = policy();
+        p.strategy = Strategy::Canary;
+        p.canaries = 1;
+        p.max_parallel = 2;
+        let mut r = Rollout::new(1, 2, ServiceSpec::default(), p, 0);
+        assert_eq!(tick(&mut r, 4, 0), vec![Effect::Switched(vec![1])]);
+        assert_eq!(tick(&mut r, 4, 100), vec![]);
+        let e = tick(&mut r, 4, 1100);
+        assert_eq!(e, vec![Effect::Done(vec![1]), Effect::AwaitingPromotion]);
+        assert_eq!(r.state, RolloutState::WaitingPromotion);
+        assert_eq!(tick(&mut r, 4, 60_000), vec![]);
+        // `convoy promote`:
+        r.promoted = true;
+        r.state = RolloutState::Running;
+        r.last_progress_unix_ms = 60_000;
+        assert_eq!(tick(&mut r, 4, 60_000), vec![Effect::Switched(vec![2, 3])]);
+    }
+
+    #[test]
+    fn canary_with_auto_promote_goes_on_by_itself() {
+        let mut p = policy();
+        p.strategy = Strategy::Canary;
+        p.canaries = 1;
+        p.auto_promote = true;
+        let mut r = Rollout::new(1, 2, ServiceSpec::default(), p, 0);
+        tick(&mut r, 2, 0);
+        tick(&mut r, 2, 100);
+        let e = tick(&mut r, 2, 1100);
+        assert_eq!(
+            e,
+            vec![Effect::Done(vec![1]), Effect::Promoted, Effect::Switched(vec![2])]
+        );
+    }
+
+    #[test]
+    fn delay_separates_batches_and_progress_deadline_fails_a_stuck_rollout() {
+        let mut p = policy();
+        p.delay_ms = 2000;
+        p.progress_deadline_ms = 10_000;
+        p.healthy_deadline_ms = 60_000;
+        let mut r = Rollout::new(1, 2, ServiceSpec::default(), p, 0);
+        tick(&mut r, 2, 0);
+        tick(&mut r, 2, 0);
+        assert_eq!(tick(&mut r, 2, 1000), vec![Effect::Done(vec![1])]);
+        assert_eq!(tick(&mut r, 2, 2000), vec![]);
+        assert_eq!(tick(&mut r, 2, 3000), vec![Effect::Switched(vec![2])]);
+        let stuck = views(&[(1, true), (2, false)]);
+        let e = step(&mut r, &stuck, 13_001);
+        assert!(matches!(e.as_slice(), [Effect::Failed(m)] if m.contains("progress")), "{e:?}");
+    }
+
+    #[test]
+    fn all_at_once_by_default() {
+        let mut p = UpdatePolicy::default();
+        p.min_healthy_time_ms = 0;
+        let mut r = Rollout::new(1, 2, ServiceSpec::default(), p, 0);
+        assert_eq!(tick(&mut r, 3, 0), vec![Effect::Switched(vec![1, 2, 3])]);
+        assert_eq!(
+            tick(&mut r, 3, 10),
+            vec![Effect::Done(vec![1, 2, 3]), Effect::Succeeded]
+        );
+        assert!(!r.state.is_active());
+    }
+}
