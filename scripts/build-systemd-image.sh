@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the image the real-systemd tests boot: a Debian bookworm rootfs made
-# with debootstrap (systemd as /sbin/init, dbus, journald) imported with
+# with debootstrap (systemd as PID 1, dbus, journald) imported with
 # `docker import`, since no image registry can be reached here.
 #
 # Tags `convoy-systemd:src-HASH` (HASH over this script) and
@@ -113,6 +113,30 @@ masked=(
 for unit in "${masked[@]}"; do
   $sudo ln -sf /dev/null "$rootfs/etc/systemd/system/$unit"
 done
+# No display: boot to multi-user.target, not graphical.target.
+$sudo ln -sf /lib/systemd/system/multi-user.target "$rootfs/etc/systemd/system/default.target"
+
+# PID 1 is a small wrapper that makes the container's own cgroup tree
+# writable for systemd, then execs /sbin/init. Docker mounts the cgroup file
+# systems read-only unless --privileged, which this engine may refuse; with
+# --cgroupns=private and CAP_SYS_ADMIN the bind remount only affects the
+# container's own namespace-rooted view (cgroup v1: the name=systemd
+# hierarchy; cgroup v2: /sys/fs/cgroup). Outside a private cgroup namespace it
+# touches nothing. docs/systemd-in-docker.md explains.
+$sudo tee "$rootfs/usr/local/sbin/convoy-init" >/dev/null <<'INIT'
+#!/bin/sh
+# Only in a private cgroup namespace (our cgroup is "/").
+if grep -qx '0::/' /proc/self/cgroup || grep -q '^[0-9]*:name=systemd:/$' /proc/self/cgroup; then
+  for m in /sys/fs/cgroup/systemd /sys/fs/cgroup; do
+    if awk -v m="$m" '$5 == m && $6 ~ /(^|,)ro(,|$)/ { for (i = 7; i < NF; i++) if ($i == "-") { if ($(i+1) ~ /^cgroup2?$/) f = 1; break } } END { exit !f }' /proc/self/mountinfo; then
+      mount -o remount,rw,bind "$m" 2>/dev/null || echo "convoy-init: could not make $m writable (needs CAP_SYS_ADMIN)" >&2
+      break
+    fi
+  done
+fi
+exec /sbin/init "$@"
+INIT
+$sudo chmod 0755 "$rootfs/usr/local/sbin/convoy-init"
 
 # A fresh machine id per container (systemd writes one at boot when empty),
 # a neutral hostname, no apt sources (nothing is installed inside at run
@@ -142,7 +166,7 @@ $sudo find "$rootfs/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name 'locale.al
 base="$repo:import-$hash"
 $sudo tar --numeric-owner -C "$rootfs" -c . |
   docker import \
-    --change 'CMD ["/sbin/init"]' \
+    --change 'CMD ["/usr/local/sbin/convoy-init"]' \
     --change 'ENV container=docker' \
     - "$base" >&2
 printf '%s\n' "FROM $base" 'STOPSIGNAL SIGRTMIN+3' \
@@ -150,5 +174,9 @@ printf '%s\n' "FROM $base" 'STOPSIGNAL SIGRTMIN+3' \
   | DOCKER_BUILDKIT=0 docker build --quiet -t "$tag" - >&2
 docker rmi "$base" >/dev/null
 docker tag "$tag" "$repo:$suite"
+# Older builds of this script are of no further use (an image a container
+# still uses stays).
+docker image ls --format '{{.Repository}}:{{.Tag}}' "$repo" |
+  grep -E ":src-" | grep -vxF "$tag" | xargs -r docker rmi >/dev/null 2>&1 || true
 echo "built $tag in $((SECONDS - started)) s" >&2
 echo "$tag"

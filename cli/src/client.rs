@@ -34,6 +34,14 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 type Client = ControlServiceClient<InterceptedService<Channel, BearerAuth>>;
 
+/// The rollout commands with no arguments beyond the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RolloutVerb {
+    Promote,
+    Pause,
+    Resume,
+}
+
 /// A connected control API client.
 pub struct Coordinator {
     client: Client,
@@ -153,6 +161,32 @@ impl Coordinator {
         request: convoy_proto::VerifyRequest,
     ) -> Result<convoy_proto::VerifyResponse> {
         finish(&self.address, self.client.verify(request)).await
+    }
+
+    pub async fn rollout_command(
+        &mut self,
+        command: RolloutVerb,
+        request: convoy_proto::RolloutRequest,
+    ) -> Result<convoy_proto::RolloutInfo> {
+        match command {
+            RolloutVerb::Promote => finish(&self.address, self.client.promote(request)).await,
+            RolloutVerb::Pause => finish(&self.address, self.client.pause_rollout(request)).await,
+            RolloutVerb::Resume => finish(&self.address, self.client.resume_rollout(request)).await,
+        }
+    }
+
+    pub async fn history(
+        &mut self,
+        request: convoy_proto::HistoryRequest,
+    ) -> Result<convoy_proto::HistoryResponse> {
+        finish(&self.address, self.client.history(request)).await
+    }
+
+    pub async fn rollback(
+        &mut self,
+        request: convoy_proto::RollbackRequest,
+    ) -> Result<ApplyResponse> {
+        finish(&self.address, self.client.rollback(request)).await
     }
 
     /// Reads the next event; `None` when the coordinator ended the stream.
@@ -565,6 +599,41 @@ mod tests {
             &self,
             _: Request<convoy_proto::VerifyRequest>,
         ) -> Result<Response<convoy_proto::VerifyResponse>, Status> {
+            Err(Status::unimplemented("fake"))
+        }
+
+        async fn promote(
+            &self,
+            _: Request<convoy_proto::RolloutRequest>,
+        ) -> Result<Response<convoy_proto::RolloutInfo>, Status> {
+            Err(Status::unimplemented("fake"))
+        }
+
+        async fn pause_rollout(
+            &self,
+            _: Request<convoy_proto::RolloutRequest>,
+        ) -> Result<Response<convoy_proto::RolloutInfo>, Status> {
+            Err(Status::unimplemented("fake"))
+        }
+
+        async fn resume_rollout(
+            &self,
+            _: Request<convoy_proto::RolloutRequest>,
+        ) -> Result<Response<convoy_proto::RolloutInfo>, Status> {
+            Err(Status::unimplemented("fake"))
+        }
+
+        async fn history(
+            &self,
+            _: Request<convoy_proto::HistoryRequest>,
+        ) -> Result<Response<convoy_proto::HistoryResponse>, Status> {
+            Err(Status::unimplemented("fake"))
+        }
+
+        async fn rollback(
+            &self,
+            _: Request<convoy_proto::RollbackRequest>,
+        ) -> Result<Response<ApplyResponse>, Status> {
             Err(Status::unimplemented("fake"))
         }
     }

@@ -9,7 +9,7 @@ use anyhow::{anyhow, Context as _, Result};
 use clap::Subcommand;
 use convoy_proto::{ApplyRequest, DeleteRequest, StatusRequest, VerifyRequest, WatchRequest};
 
-use crate::client::Coordinator;
+use crate::client::{Coordinator, RolloutVerb};
 use crate::config::{self, ConfigFile, Env, Flags};
 use crate::output::{self, DeleteJson, Format};
 use crate::trust::{self, ContextCommand, TokenCommand};
@@ -24,6 +24,13 @@ pub enum Command {
         /// Show the plan without storing anything.
         #[arg(long)]
         dry_run: bool,
+        /// Wait until every rollout it starts succeeds (exit 0), fails or
+        /// rolls back (exit 1, with the reason).
+        #[arg(long, conflicts_with = "dry_run")]
+        wait: bool,
+        /// How long --wait waits, e.g. 90s, 5m.
+        #[arg(long, value_name = "DURATION", value_parser = crate::trust::parse_duration_secs, default_value = "5m", requires = "wait")]
+        timeout: u64,
     },
     /// Show what `apply` would do (same as `apply --dry-run`).
     Plan {
@@ -50,6 +57,29 @@ pub enum Command {
         /// Start with the recent events the coordinator remembers.
         #[arg(long)]
         replay: bool,
+    },
+    /// Show or steer a service's rollout.
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
+    },
+    /// Promote a canary rollout waiting for it.
+    Promote { service: String },
+    /// List a service's revisions: when, who, image, outcome.
+    History { service: String },
+    /// Roll a service back to an earlier revision (default: the previous
+    /// one), under its update gates.
+    Rollback {
+        service: String,
+        /// The revision to go back to.
+        #[arg(long, value_name = "REV")]
+        to: Option<u64>,
+    },
+    /// Show what differs between two revisions of a service.
+    Diff {
+        service: String,
+        from: u64,
+        to: u64,
     },
     /// Run every health check now; exit 0 only if all pass.
     Verify {
@@ -88,6 +118,21 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Progress of the current (or last) rollout.
+    Status {
+        service: String,
+        /// Redraw on every change (reads the event stream).
+        #[arg(short, long)]
+        watch: bool,
+    },
+    /// Stop a running rollout where it is.
+    Pause { service: String },
+    /// Go on with a paused rollout.
+    Resume { service: String },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum NodeCommand {
     /// Revoke a node's certificate, end its stream at once and mark its
     /// instances lost. It can come back only with a new certificate.
@@ -115,7 +160,37 @@ impl Output {
 
 pub async fn run(command: Command, format: Format, flags: &Flags) -> Result<Output> {
     match command {
-        Command::Apply { file, dry_run } => apply(&file, dry_run, format, flags).await,
+        Command::Apply {
+            file,
+            dry_run,
+            wait: false,
+            ..
+        } => apply(&file, dry_run, format, flags).await,
+        Command::Apply {
+            file,
+            wait: true,
+            timeout,
+            ..
+        } => crate::rollouts::apply_and_wait(&file, timeout, format, flags).await,
+        Command::Rollout {
+            command: RolloutCommand::Status { service, watch },
+        } => crate::rollouts::status(service, watch, format, flags).await,
+        Command::Rollout {
+            command: RolloutCommand::Pause { service },
+        } => crate::rollouts::steer(service, RolloutVerb::Pause, format, flags).await,
+        Command::Rollout {
+            command: RolloutCommand::Resume { service },
+        } => crate::rollouts::steer(service, RolloutVerb::Resume, format, flags).await,
+        Command::Promote { service } => {
+            crate::rollouts::steer(service, RolloutVerb::Promote, format, flags).await
+        }
+        Command::History { service } => crate::rollouts::history(service, format, flags).await,
+        Command::Rollback { service, to } => {
+            crate::rollouts::rollback(service, to, format, flags).await
+        }
+        Command::Diff { service, from, to } => {
+            crate::rollouts::diff(service, from, to, format, flags).await
+        }
         Command::Plan { file } => apply(&file, true, format, flags).await,
         Command::Status {
             service,
@@ -187,7 +262,7 @@ async fn status(service: Option<String>, format: Format, flags: &Flags) -> Resul
     }))
 }
 
-fn print(text: &str) -> Result<()> {
+pub(crate) fn print(text: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
@@ -341,7 +416,7 @@ pub(crate) async fn connect(flags: &Flags) -> Result<Coordinator> {
 }
 
 /// The spec's name for error messages (as given) and its text.
-fn read_spec(file: &Path) -> Result<(String, String)> {
+pub(crate) fn read_spec(file: &Path) -> Result<(String, String)> {
     if file == Path::new("-") {
         let mut content = String::new();
         std::io::stdin()
@@ -354,7 +429,7 @@ fn read_spec(file: &Path) -> Result<(String, String)> {
     Ok((file.display().to_string(), content))
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

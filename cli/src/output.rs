@@ -138,6 +138,64 @@ pub struct ServiceStatusJson {
     pub has_checks: bool,
     pub image: String,
     pub instances: Vec<InstanceStatusJson>,
+    /// The current or last rollout.
+    pub rollout: Option<RolloutJson>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct RolloutJson {
+    pub from_revision: u64,
+    pub to_revision: u64,
+    /// running, paused, waiting-promotion, succeeded, failed, rolled-back.
+    pub state: String,
+    pub strategy: String,
+    pub updated: u32,
+    pub healthy: u32,
+    pub failed: u32,
+    pub total: u32,
+    pub reason: String,
+    pub started_unix_ms: i64,
+    pub updated_unix_ms: i64,
+    pub is_rollback: bool,
+    pub promoted: bool,
+    pub summary: String,
+}
+
+impl From<&pb::RolloutInfo> for RolloutJson {
+    fn from(r: &pb::RolloutInfo) -> Self {
+        let pb::RolloutInfo {
+            from_revision,
+            to_revision,
+            state,
+            strategy,
+            updated,
+            healthy,
+            failed,
+            total,
+            reason,
+            started_unix_ms,
+            updated_unix_ms,
+            is_rollback,
+            promoted,
+            summary,
+        } = r.clone();
+        Self {
+            from_revision,
+            to_revision,
+            state,
+            strategy,
+            updated,
+            healthy,
+            failed,
+            total,
+            reason,
+            started_unix_ms,
+            updated_unix_ms,
+            is_rollback,
+            promoted,
+            summary,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -180,6 +238,7 @@ impl From<&pb::ServiceStatus> for ServiceStatusJson {
             image,
             healthy,
             has_checks,
+            rollout,
         } = status;
         Self {
             name: name.clone(),
@@ -189,6 +248,7 @@ impl From<&pb::ServiceStatus> for ServiceStatusJson {
             running: *running,
             healthy: *healthy,
             has_checks: *has_checks,
+            rollout: rollout.as_ref().map(RolloutJson::from),
             image: image.clone(),
             instances: instances.iter().map(InstanceStatusJson::from).collect(),
         }
@@ -1099,6 +1159,7 @@ mod tests {
                 updated_unix_ms: NOW,
                 healthy: 0,
                 has_checks: false,
+                rollout: None,
                 instances: vec![
                     instance(1, "node-a", true, WorkloadState::Running, ""),
                     instance(
@@ -1161,9 +1222,15 @@ mod tests {
                 "restarts": 1,
                 "container_id": "c2",
                 "container_name": "convoy-default-hello-2-r2",
+                "health": "none",
+                "health_output": "",
+                "failing_probe": "",
             })
         );
-        assert_eq!(service.as_object().unwrap().len(), 7);
+        assert_eq!(service["healthy"], 0);
+        assert_eq!(service["has_checks"], false);
+        assert_eq!(service["rollout"], serde_json::Value::Null);
+        assert_eq!(service.as_object().unwrap().len(), 10);
     }
 
     fn nodes_response() -> pb::ListNodesResponse {
@@ -1243,6 +1310,7 @@ mod tests {
                 "acked_generation": 3,
                 "workloads": 2,
                 "certificate_expires_unix_ms": NOW + 23 * 3_600_000,
+                "metrics": null,
             })
         );
         assert_eq!(value["nodes"][1]["state"], "lost");

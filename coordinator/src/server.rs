@@ -170,6 +170,10 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> Result<Runn
             .instrument(tracing::info_span!("liveness")),
     ));
     tasks.push(tokio::spawn(
+        drive_rollouts(coord.clone(), shutdown.clone())
+            .instrument(tracing::info_span!("rollouts")),
+    ));
+    tasks.push(tokio::spawn(
         watch_server_cert(
             paths.clone(),
             ca.cert_pem().to_string(),
@@ -237,6 +241,19 @@ async fn sweep_silent_nodes(coord: Arc<Coordinator>, shutdown: CancellationToken
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = every.tick() => coord.sweep(crate::state::now_unix_ms()),
+        }
+    }
+}
+
+/// Steps running rollouts a few times a second (their state is in the
+/// store, so a restarted coordinator goes on where it was).
+async fn drive_rollouts(coord: Arc<Coordinator>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_millis(250));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => coord.drive_rollouts().await,
         }
     }
 }

@@ -22,12 +22,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     events::{Ev, EventBus},
+    rollout::{self, Effect, InstanceView, Rollout, RolloutState},
     metrics::Metrics,
     placement::{self, Assignments, Candidate},
     spec::{self, ServiceSpec},
     store::{self, Op, Store, StoreError},
     tls::Revoked,
 };
+
+mod rollouts;
+pub use rollouts::RolloutCommand;
 
 /// The environment of services whose spec names none.
 pub const DEFAULT_ENV: &str = "default";
@@ -44,6 +48,11 @@ pub enum StateError {
     NodeNotFound(String),
     #[error("the certificate of node `{0}` is revoked")]
     Revoked(String),
+    /// A rollout blocks the request (in progress, nothing to promote, ...).
+    #[error("{0}")]
+    Rollout(String),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// A service's current state, stored at `services/ENV/NAME`.
@@ -59,9 +68,13 @@ pub struct ServiceRecord {
     pub assignments: Assignments,
     pub created_unix_ms: i64,
     pub updated_unix_ms: i64,
+    /// The current or last rollout; while active, instances it has not
+    /// switched yet run its `from_spec`.
+    #[serde(default)]
+    pub rollout: Option<Rollout>,
 }
 
-/// An immutable revision, stored at `revisions/ENV/NAME/REV`.
+/// A revision, stored at `revisions/ENV/NAME/REV`; only its outcome changes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RevisionRecord {
     pub revision: u64,
@@ -69,6 +82,9 @@ pub struct RevisionRecord {
     pub created_unix_ms: i64,
     pub created_by: String,
     pub source: String,
+    /// "", "succeeded", "failed: REASON", "rolled back", "superseded".
+    #[serde(default)]
+    pub outcome: String,
 }
 
 /// What the coordinator remembers of a node, stored at `nodes/NAME`.
@@ -513,82 +529,20 @@ impl Coordinator {
         let mut ops = Vec::new();
         let mut changes = Vec::new();
         for (name, new_spec) in file.services {
-            let env = DEFAULT_ENV.to_string();
-            let key = (env.clone(), name.clone());
-            let old = next.services.get(&key).filter(|r| !r.deleted).cloned();
-            let old_assign = old
-                .as_ref()
-                .map(|o| o.assignments.clone())
-                .unwrap_or_default();
-            let assignments = placement::place(&new_spec, &old_assign, &candidates);
-            let (action, revision, previous, fields) = match &old {
-                Some(o) if o.spec == new_spec => (
-                    pb::ChangeAction::Unchanged,
-                    o.revision,
-                    o.revision,
-                    Vec::new(),
-                ),
-                Some(o) => (
-                    pb::ChangeAction::Update,
-                    o.revision + 1,
-                    o.revision,
-                    spec::changed_fields(&o.spec, &new_spec),
-                ),
-                None => {
-                    let last = next.services.get(&key).map(|r| r.revision).unwrap_or(0);
-                    (pb::ChangeAction::Create, last + 1, last, Vec::new())
-                }
-            };
-            let old_hash = old.as_ref().map(|o| o.spec.spec_hash());
-            let instances = instance_changes(
-                &env,
-                &name,
-                &old_assign,
-                old_hash.as_deref(),
-                &assignments,
-                &new_spec.spec_hash(),
-            );
-            changes.push(pb::ServiceChange {
-                service: name.clone(),
-                env: env.clone(),
-                action: action as i32,
-                revision,
-                previous_revision: previous,
-                instances,
-                changed_fields: fields,
-            });
-            if action == pb::ChangeAction::Unchanged && assignments == old_assign {
-                continue;
-            }
-            let created = next
-                .services
-                .get(&key)
-                .map(|r| r.created_unix_ms)
-                .unwrap_or(now);
-            if action != pb::ChangeAction::Unchanged {
-                ops.push(Op::put_json(
-                    revision_key(&env, &name, revision),
-                    &RevisionRecord {
-                        revision,
-                        spec: new_spec.clone(),
-                        created_unix_ms: now,
-                        created_by: who.to_string(),
-                        source: filename.to_string(),
-                    },
-                ));
-            }
-            let rec = ServiceRecord {
-                env: env.clone(),
-                name: name.clone(),
-                revision,
-                spec: new_spec,
-                deleted: false,
-                assignments,
-                created_unix_ms: created,
-                updated_unix_ms: now,
-            };
-            ops.push(Op::put_json(service_key(&env, &name), &rec));
-            next.services.insert(key, rec);
+            let change = stage_service(
+                &mut next,
+                &candidates,
+                Staged {
+                    env: DEFAULT_ENV,
+                    name: &name,
+                    spec: new_spec,
+                    who,
+                    source: filename,
+                    now,
+                },
+                &mut ops,
+            )?;
+            changes.push(change);
         }
         let response = pb::ApplyResponse {
             services: changes,
@@ -1346,6 +1300,10 @@ impl Coordinator {
                 image: rec.spec.image().to_string(),
                 healthy,
                 has_checks,
+                rollout: rec
+                    .rollout
+                    .as_ref()
+                    .map(|r| rollout_info(r, rec.assignments.len())),
             });
         }
         pb::StatusResponse { services }
@@ -1398,9 +1356,187 @@ impl Coordinator {
     }
 }
 
+/// One service of an apply (or a rollback): what to store.
+struct Staged<'a> {
+    env: &'a str,
+    name: &'a str,
+    spec: ServiceSpec,
+    who: &'a str,
+    source: &'a str,
+    now: i64,
+}
+
+/// Stages a new spec for one service in `next`: placement, a new revision
+/// when the spec changed, and the rollout that brings instances to it.
+fn stage_service(
+    next: &mut Desired,
+    candidates: &[Candidate<'_>],
+    st: Staged<'_>,
+    ops: &mut Vec<Op>,
+) -> Result<pb::ServiceChange, StateError> {
+    let Staged {
+        env,
+        name,
+        spec: new_spec,
+        who,
+        source,
+        now,
+    } = st;
+    let key = (env.to_string(), name.to_string());
+    let old = next.services.get(&key).filter(|r| !r.deleted).cloned();
+    let old_assign = old
+        .as_ref()
+        .map(|o| o.assignments.clone())
+        .unwrap_or_default();
+    let assignments = placement::place(&new_spec, &old_assign, candidates);
+    let (action, revision, previous, fields) = match &old {
+        Some(o) if o.spec == new_spec => (
+            pb::ChangeAction::Unchanged,
+            o.revision,
+            o.revision,
+            Vec::new(),
+        ),
+        Some(o) => (
+            pb::ChangeAction::Update,
+            o.revision + 1,
+            o.revision,
+            spec::changed_fields(&o.spec, &new_spec),
+        ),
+        None => {
+            let last = next.services.get(&key).map(|r| r.revision).unwrap_or(0);
+            (pb::ChangeAction::Create, last + 1, last, Vec::new())
+        }
+    };
+    let new_hash = new_spec.spec_hash();
+    let old_hash = old.as_ref().map(|o| o.spec.spec_hash());
+    let instances = instance_changes(
+        env,
+        name,
+        &old_assign,
+        old_hash.as_deref(),
+        &assignments,
+        &new_hash,
+    );
+    let change = pb::ServiceChange {
+        service: name.to_string(),
+        env: env.to_string(),
+        action: action as i32,
+        revision,
+        previous_revision: previous,
+        instances,
+        changed_fields: fields,
+    };
+    if action == pb::ChangeAction::Unchanged && assignments == old_assign {
+        return Ok(change);
+    }
+    // The rollout that brings the instances to the new spec.
+    let rollout = match &old {
+        Some(o) if old_hash.as_deref() != Some(new_hash.as_str()) => {
+            let from = match &o.rollout {
+                Some(r)
+                    if matches!(
+                        r.state,
+                        RolloutState::Running
+                            | RolloutState::Paused
+                            | RolloutState::WaitingPromotion
+                    ) =>
+                {
+                    return Err(StateError::Rollout(format!(
+                        "service `{env}/{name}`: a rollout is in progress ({}); wait for it, \
+                         or `convoy rollout resume|promote {name}`, then apply again",
+                        rollout::describe(r, o.assignments.len())
+                    )));
+                }
+                // A failed rollout left instances on both revisions: the new
+                // one starts again from the revision before it.
+                Some(r) if r.state == RolloutState::Failed => {
+                    (r.from_revision, r.from_spec.clone())
+                }
+                _ => (o.revision, o.spec.clone()),
+            };
+            Some(Rollout::new(
+                from.0,
+                revision,
+                from.1,
+                new_spec.deploy.update.clone(),
+                now,
+            ))
+        }
+        // Same containers: whatever rollout there was goes on.
+        Some(o) => o.rollout.clone(),
+        // A new service: every instance is new, and its gates still tell
+        // whether the deployment worked.
+        None => {
+            let mut r = Rollout::new(0, revision, new_spec.clone(), new_spec.deploy.update.clone(), now);
+            for index in assignments.keys() {
+                r.switched.insert(*index, now);
+            }
+            Some(r)
+        }
+    };
+    let created = next
+        .services
+        .get(&key)
+        .map(|r| r.created_unix_ms)
+        .unwrap_or(now);
+    if action != pb::ChangeAction::Unchanged {
+        ops.push(Op::put_json(
+            revision_key(env, name, revision),
+            &RevisionRecord {
+                revision,
+                spec: new_spec.clone(),
+                created_unix_ms: now,
+                created_by: who.to_string(),
+                source: source.to_string(),
+                outcome: String::new(),
+            },
+        ));
+    }
+    let rec = ServiceRecord {
+        env: env.to_string(),
+        name: name.to_string(),
+        revision,
+        spec: new_spec,
+        deleted: false,
+        assignments,
+        created_unix_ms: created,
+        updated_unix_ms: now,
+        rollout,
+    };
+    ops.push(Op::put_json(service_key(env, name), &rec));
+    next.services.insert(key, rec);
+    Ok(change)
+}
+
+pub fn rollout_info(r: &Rollout, total: usize) -> pb::RolloutInfo {
+    pb::RolloutInfo {
+        from_revision: r.from_revision,
+        to_revision: r.to_revision,
+        state: r.state.word().to_string(),
+        strategy: match r.policy.strategy {
+            spec::Strategy::Rolling => "rolling",
+            spec::Strategy::Canary => "canary",
+            spec::Strategy::BlueGreen => "blue-green",
+        }
+        .to_string(),
+        updated: r.switched.len() as u32,
+        healthy: r.done.len() as u32,
+        failed: r.failed.len() as u32,
+        total: total as u32,
+        reason: r.reason.clone(),
+        started_unix_ms: r.started_unix_ms,
+        updated_unix_ms: r.updated_unix_ms,
+        is_rollback: r.is_rollback,
+        promoted: r.promoted,
+        summary: rollout::describe(r, total),
+    }
+}
+
 /// Whether the spec itself asks for checks (Docker's healthcheck).
 fn spec_has_checks(spec: &ServiceSpec) -> bool {
-    spec.container_spec()
+    !spec.probes.is_empty()
+        || spec
+            .container_spec()
         .healthcheck
         .is_some_and(|h| !h.disable && h.test.first().is_some_and(|t| t != "NONE"))
 }
@@ -1475,11 +1611,25 @@ fn compute_plans(
         per_node.entry(node.clone()).or_default();
     }
     for rec in next.services.values().filter(|r| !r.deleted) {
-        let spec_hash = rec.spec.spec_hash();
-        let container = rec.spec.container_spec();
-        let probes = rec.spec.probes();
+        let runtime = |spec: &ServiceSpec, revision: u64| {
+            (
+                revision,
+                spec.spec_hash(),
+                spec.probes(),
+                pb::workload::Runtime::Container(spec.container_spec()),
+            )
+        };
+        let new = runtime(&rec.spec, rec.revision);
+        // While a rollout is active, instances it has not switched yet keep
+        // the revision they run.
+        let rollout = rec.rollout.as_ref().filter(|r| r.state.is_active());
+        let old = rollout.map(|r| runtime(&r.from_spec, r.from_revision));
         for (index, node) in &rec.assignments {
             let Some(node) = node else { continue };
+            let (revision, spec_hash, probes, runtime) = match (&old, rollout) {
+                (Some(old), Some(r)) if !r.is_switched(*index) => old,
+                _ => &new,
+            };
             per_node
                 .entry(node.clone())
                 .or_default()
@@ -1488,10 +1638,10 @@ fn compute_plans(
                     service: rec.name.clone(),
                     env: rec.env.clone(),
                     index: *index,
-                    revision: rec.revision,
+                    revision: *revision,
                     spec_hash: spec_hash.clone(),
                     probes: probes.clone(),
-                    runtime: Some(pb::workload::Runtime::Container(container.clone())),
+                    runtime: Some(runtime.clone()),
                 });
         }
     }

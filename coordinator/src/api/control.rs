@@ -14,7 +14,7 @@ use super::auth::Caller;
 use crate::{
     audit::Audit,
     events::Filter,
-    state::{Coordinator, DEFAULT_ENV},
+    state::{Coordinator, RolloutCommand, DEFAULT_ENV},
     tokens::{NewJoinToken, NewToken, Role, TokenError, Tokens},
 };
 
@@ -65,6 +65,38 @@ impl ControlApi {
         Ok(())
     }
 
+    /// Promote, pause, resume: deployer rights in the service's env, audited.
+    async fn rollout_command(
+        &self,
+        req: Request<pb::RolloutRequest>,
+        command: RolloutCommand,
+        audit_action: &str,
+    ) -> Result<Response<pb::RolloutInfo>, Status> {
+        let caller = caller(&req)?;
+        let pb::RolloutRequest { service, env } = req.into_inner();
+        let env = if env.is_empty() {
+            DEFAULT_ENV.to_string()
+        } else {
+            env
+        };
+        let target = format!("{env}/{service}");
+        self.allow(&caller, Action::Apply { env: &env }, &target, true)
+            .await?;
+        let resp = self
+            .coord
+            .rollout_command(&service, &env, command)
+            .await
+            .map_err(Status::from);
+        let outcome = match &resp {
+            Ok(_) => "ok".to_string(),
+            Err(s) => s.message().to_string(),
+        };
+        self.audit
+            .record(&caller.who(), audit_action, &target, &outcome)
+            .await;
+        Ok(Response::new(resp?))
+    }
+
     async fn audited<T>(
         &self,
         caller: &Caller,
@@ -89,6 +121,7 @@ pub enum Action<'a> {
     ListNodes,
     Watch,
     Verify,
+    History,
     Apply { env: &'a str },
     Delete { env: &'a str },
     RemoveNode,
@@ -107,6 +140,7 @@ impl Action<'_> {
             Action::ListNodes => "nodes",
             Action::Watch => "events",
             Action::Verify => "verify",
+            Action::History => "history",
             Action::Apply { .. } => "apply",
             Action::Delete { .. } => "delete",
             Action::RemoveNode => "node remove",
@@ -125,6 +159,7 @@ impl Action<'_> {
             Action::ListNodes => "nodes",
             Action::Watch => "events",
             Action::Verify => "verify",
+            Action::History => "history",
             Action::Apply { .. } => "apply",
             Action::Delete { .. } => "delete",
             Action::RemoveNode => "node.remove",
@@ -144,7 +179,7 @@ impl Action<'_> {
 pub fn authorize(caller: &Caller, action: Action<'_>) -> Result<(), String> {
     let read = matches!(
         action,
-        Action::Status | Action::ListNodes | Action::Watch | Action::Verify
+        Action::Status | Action::ListNodes | Action::Watch | Action::Verify | Action::History
     );
     let deploy = matches!(action, Action::Apply { .. } | Action::Delete { .. });
     let token = format!("token `{}` ({})", caller.name, caller.role_desc());
@@ -152,7 +187,7 @@ pub fn authorize(caller: &Caller, action: Action<'_>) -> Result<(), String> {
         Role::Admin => Ok(()),
         Role::Viewer if read => Ok(()),
         Role::Viewer => Err(format!(
-            "{token} may only read (status, nodes, events, verify); `{}` needs a {} token",
+            "{token} may only read (status, nodes, events, verify, history); `{}` needs a {} token",
             action.name(),
             if deploy { "deployer or admin" } else { "admin" }
         )),
@@ -308,6 +343,77 @@ impl pb::control_service_server::ControlService for ControlApi {
             }
         });
         Ok(Response::new(ReceiverStream::new(out)))
+    }
+
+    async fn promote(
+        &self,
+        req: Request<pb::RolloutRequest>,
+    ) -> Result<Response<pb::RolloutInfo>, Status> {
+        self.rollout_command(req, RolloutCommand::Promote, "rollout.promote")
+            .await
+    }
+
+    async fn pause_rollout(
+        &self,
+        req: Request<pb::RolloutRequest>,
+    ) -> Result<Response<pb::RolloutInfo>, Status> {
+        self.rollout_command(req, RolloutCommand::Pause, "rollout.pause")
+            .await
+    }
+
+    async fn resume_rollout(
+        &self,
+        req: Request<pb::RolloutRequest>,
+    ) -> Result<Response<pb::RolloutInfo>, Status> {
+        self.rollout_command(req, RolloutCommand::Resume, "rollout.resume")
+            .await
+    }
+
+    async fn history(
+        &self,
+        req: Request<pb::HistoryRequest>,
+    ) -> Result<Response<pb::HistoryResponse>, Status> {
+        let caller = caller(&req)?;
+        self.allow(&caller, Action::History, "", false).await?;
+        let pb::HistoryRequest { service, env } = req.into_inner();
+        Ok(Response::new(self.coord.history(&service, &env).await?))
+    }
+
+    async fn rollback(
+        &self,
+        req: Request<pb::RollbackRequest>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
+        let caller = caller(&req)?;
+        let pb::RollbackRequest {
+            service,
+            env,
+            to_revision,
+        } = req.into_inner();
+        let env = if env.is_empty() {
+            DEFAULT_ENV.to_string()
+        } else {
+            env
+        };
+        let action = Action::Apply { env: &env };
+        let target = format!("{env}/{service} to r{to_revision}");
+        self.allow(&caller, action, &target, true).await?;
+        let resp = self
+            .coord
+            .rollback(&service, &env, to_revision, &caller.who())
+            .await
+            .map_err(Status::from);
+        self.audit
+            .record(
+                &caller.who(),
+                "rollback",
+                &target,
+                &match &resp {
+                    Ok(_) => "ok".to_string(),
+                    Err(s) => s.message().to_string(),
+                },
+            )
+            .await;
+        Ok(Response::new(resp?))
     }
 
     async fn verify(
@@ -556,6 +662,7 @@ mod tests {
             ListNodes,
             Watch,
             Verify,
+            History,
             default,
             staging,
             del_default,
@@ -569,7 +676,7 @@ mod tests {
         // (role, envs, allowed actions)
         let table: &[(Role, &[&str], &[Action])] = &[
             (Role::Admin, &[], &all),
-            (Role::Viewer, &[], &[Status, ListNodes, Watch, Verify]),
+            (Role::Viewer, &[], &[Status, ListNodes, Watch, Verify, History]),
             (
                 Role::Deployer,
                 &[],
@@ -578,6 +685,7 @@ mod tests {
                     ListNodes,
                     Watch,
                     Verify,
+                    History,
                     default,
                     staging,
                     del_default,
@@ -586,7 +694,7 @@ mod tests {
             (
                 Role::Deployer,
                 &["staging"],
-                &[Status, ListNodes, Watch, Verify, staging],
+                &[Status, ListNodes, Watch, Verify, History, staging],
             ),
             (Role::Join, &[], &[]),
         ];
@@ -617,7 +725,7 @@ mod tests {
         let v = caller(Role::Viewer, &[]);
         assert_eq!(
             authorize(&v, Action::Apply { env: "default" }).unwrap_err(),
-            "token `t` (viewer) may only read (status, nodes, events, verify); `apply` needs a deployer or admin token"
+            "token `t` (viewer) may only read (status, nodes, events, verify, history); `apply` needs a deployer or admin token"
         );
         assert_eq!(
             authorize(&caller(Role::Deployer, &[]), Action::CreateToken).unwrap_err(),

@@ -18,6 +18,8 @@ impl From<StateError> for Status {
                 Status::not_found(e.to_string())
             }
             e @ StateError::Revoked(_) => Status::permission_denied(e.to_string()),
+            e @ StateError::Rollout(_) => Status::failed_precondition(e.to_string()),
+            e @ StateError::Invalid(_) => Status::invalid_argument(e.to_string()),
             StateError::Store(e) => {
                 tracing::error!(error = %e, "store failure");
                 Status::unavailable(format!("the coordinator's store failed: {e}"))

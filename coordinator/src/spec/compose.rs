@@ -10,14 +10,17 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde::Deserialize;
 use serde_yaml::Value;
 
-use super::locate::{PathDisplay, Seg};
+use super::locate::{self, PathDisplay, Seg};
 use super::{
-    values, Constraint, DeployMode, HealthcheckSpec, PortSpec, ProbeCheck, ProbeSpec, Protocol,
-    RestartCondition, RestartSpec, ServiceSpec,
+    values, Constraint, DeployMode, DeploySpec, FailureAction, HealthcheckSpec, PortSpec,
+    ProbeCheck, ProbeSpec, Protocol, RestartCondition, RestartSpec, ServiceSpec, Strategy,
+    UpdateOrder, UpdatePolicy,
 };
 
 /// A warning, with the path of the key it is about: relative to the mapping
-/// that found it until the parents put their keys in front.
+/// that found it until the parents put their keys in front. Also an error
+/// that only shows once a whole service was read (two keys that disagree),
+/// which has no position of its own.
 pub(super) struct Note {
     pub path: Vec<Seg>,
     pub message: String,
@@ -46,6 +49,9 @@ const UNSUPPORTED: &str = "not supported by Convoy yet, ignored";
 pub(super) struct Document {
     pub services: Vec<(String, ServiceSpec)>,
     pub notes: Vec<Note>,
+    /// Errors between keys, found after the service that has them was read;
+    /// `read` refuses the document with the first.
+    problems: Vec<Note>,
 }
 
 /// Why and where reading stopped.
@@ -60,6 +66,24 @@ pub(super) struct ReadError {
 /// through `serde_yaml::Value` and so loses the positions: errors in such a
 /// file carry only their key path, which the caller turns into a line.
 pub(super) fn read(content: &str) -> Result<Document, ReadError> {
+    let document = read_document(content)?;
+    if let Some(problem) = document.problems.first() {
+        // serde_yaml is done with the text by now: find the key by its path.
+        let (line, column) = match locate::position_of(content, &problem.path) {
+            Some((line, column)) => (Some(line), column),
+            None => (None, None),
+        };
+        return Err(ReadError {
+            path: problem.path.clone(),
+            line,
+            column,
+            message: problem.message.clone(),
+        });
+    }
+    Ok(document)
+}
+
+fn read_document(content: &str) -> Result<Document, ReadError> {
     let yaml_error = match serde_yaml::from_str::<Value>(content) {
         Ok(mut value) if has_merge_keys(&value) => {
             value.apply_merge().map_err(|err| ReadError {
@@ -228,7 +252,19 @@ key_set!(DeployKey {
     Replicas = "replicas",
     Placement = "placement",
     RestartPolicy = "restart_policy",
-} ignored ["endpoint_mode", "labels", "resources", "rollback_config", "update_config"]);
+    UpdateConfig = "update_config",
+    RollbackConfig = "rollback_config",
+} ignored ["endpoint_mode", "labels", "resources"]);
+
+// `update_config` and `rollback_config`: Compose has no other keys there.
+key_set!(UpdateConfigKey {
+    Parallelism = "parallelism",
+    Delay = "delay",
+    FailureAction = "failure_action",
+    Monitor = "monitor",
+    MaxFailureRatio = "max_failure_ratio",
+    Order = "order",
+} ignored []);
 
 key_set!(PlacementKey {
     Constraints = "constraints",
@@ -252,6 +288,21 @@ key_set!(HealthcheckKey {
 // unknown one is a typo, never a Compose key to skip.
 key_set!(ConvoyKey {
     Probes = "probes",
+    Update = "update",
+} ignored []);
+
+key_set!(ConvoyUpdateKey {
+    Strategy = "strategy",
+    MaxParallel = "max_parallel",
+    Delay = "delay",
+    MinHealthyTime = "min_healthy_time",
+    HealthyDeadline = "healthy_deadline",
+    ProgressDeadline = "progress_deadline",
+    Order = "order",
+    AutoRollback = "auto_rollback",
+    Canaries = "canaries",
+    AutoPromote = "auto_promote",
+    ScaleDownDelay = "scale_down_delay",
 } ignored []);
 
 key_set!(ProbeKey {
@@ -501,13 +552,19 @@ impl<'de> Visitor<'de> for DocumentVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Document, A::Error> {
         let mut seen = Vec::new();
         let mut notes = Vec::new();
+        let mut problems = Vec::new();
         let mut services = None;
         while let Some(key) = next_key::<A, TopKey>(&mut map, &mut seen, &mut notes)? {
             match key {
                 TopKey::Services => {
-                    let (read, service_notes) = map.next_value_seed(ServicesSeed)?;
-                    services = Some(read);
-                    nest(&mut notes, Seg::Key("services".to_owned()), service_notes);
+                    let read = map.next_value_seed(ServicesSeed)?;
+                    services = Some(read.services);
+                    nest(&mut notes, Seg::Key("services".to_owned()), read.notes);
+                    nest(
+                        &mut problems,
+                        Seg::Key("services".to_owned()),
+                        read.problems,
+                    );
                 }
                 TopKey::Name => {
                     value(&mut map, scalar("a project name", values::project_name))?;
@@ -523,14 +580,24 @@ impl<'de> Visitor<'de> for DocumentVisitor {
                 "missing field `services`: a spec lists its services under `services:`",
             )
         })?;
-        Ok(Document { services, notes })
+        Ok(Document {
+            services,
+            notes,
+            problems,
+        })
     }
+}
+
+struct Services {
+    services: Vec<(String, ServiceSpec)>,
+    notes: Vec<Note>,
+    problems: Vec<Note>,
 }
 
 struct ServicesSeed;
 
 impl<'de> DeserializeSeed<'de> for ServicesSeed {
-    type Value = (Vec<(String, ServiceSpec)>, Vec<Note>);
+    type Value = Services;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_map(self)
@@ -538,7 +605,7 @@ impl<'de> DeserializeSeed<'de> for ServicesSeed {
 }
 
 impl<'de> Visitor<'de> for ServicesSeed {
-    type Value = (Vec<(String, ServiceSpec)>, Vec<Note>);
+    type Value = Services;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a mapping from service names to services")
@@ -548,6 +615,7 @@ impl<'de> Visitor<'de> for ServicesSeed {
         let mut seen = Vec::new();
         let mut services = Vec::new();
         let mut notes = Vec::new();
+        let mut problems = Vec::new();
         loop {
             let name_seed = scalar("a service name", |name: &str| {
                 values::service_name(name)?;
@@ -557,8 +625,13 @@ impl<'de> Visitor<'de> for ServicesSeed {
             let Some(name) = map.next_key_seed(name_seed)? else {
                 break;
             };
-            let (spec, service_notes) = map.next_value_seed(ServiceSeed)?;
+            let (spec, service_notes, problem) = map.next_value_seed(ServiceSeed)?;
             nest(&mut notes, Seg::Key(name.clone()), service_notes);
+            nest(
+                &mut problems,
+                Seg::Key(name.clone()),
+                problem.into_iter().collect(),
+            );
             services.push((name, spec));
         }
         if services.is_empty() {
@@ -566,16 +639,21 @@ impl<'de> Visitor<'de> for ServicesSeed {
                 "no services defined: a spec needs at least one",
             ));
         }
-        Ok((services, notes))
+        Ok(Services {
+            services,
+            notes,
+            problems,
+        })
     }
 }
 
 // ---- a service ----
 
+/// A service, its warnings, and the first error between its keys.
 struct ServiceSeed;
 
 impl<'de> DeserializeSeed<'de> for ServiceSeed {
-    type Value = (ServiceSpec, Vec<Note>);
+    type Value = (ServiceSpec, Vec<Note>, Option<Note>);
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_map(self)
@@ -583,7 +661,7 @@ impl<'de> DeserializeSeed<'de> for ServiceSeed {
 }
 
 impl<'de> Visitor<'de> for ServiceSeed {
-    type Value = (ServiceSpec, Vec<Note>);
+    type Value = (ServiceSpec, Vec<Note>, Option<Note>);
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a service: a mapping with at least `image:`")
@@ -596,6 +674,9 @@ impl<'de> Visitor<'de> for ServiceSeed {
         let mut image = None;
         let mut restart = None;
         let mut deploy_restart = None;
+        let mut update_config = None;
+        let mut replicas_written = false;
+        let mut convoy_update = None;
         while let Some(key) = next_key::<A, ServiceKey>(&mut map, &mut seen, &mut notes)? {
             match key {
                 ServiceKey::Image => {
@@ -694,6 +775,7 @@ impl<'de> Visitor<'de> for ServiceSeed {
                 ServiceKey::Convoy => {
                     if let Some(convoy) = value(&mut map, ConvoySeed)? {
                         spec.probes = convoy.probes;
+                        convoy_update = convoy.update;
                     }
                 }
                 ServiceKey::Deploy => {
@@ -702,6 +784,8 @@ impl<'de> Visitor<'de> for ServiceSeed {
                         spec.deploy.replicas = deploy.replicas;
                         spec.deploy.constraints = deploy.constraints;
                         deploy_restart = deploy.restart;
+                        update_config = deploy.update;
+                        replicas_written = deploy.replicas_written;
                         nest(&mut notes, Seg::Key("deploy".to_owned()), deploy.notes);
                     }
                 }
@@ -710,7 +794,19 @@ impl<'de> Visitor<'de> for ServiceSeed {
         spec.image = image.ok_or_else(|| de::Error::missing_field("image"))?;
         // As in Compose, `deploy.restart_policy` wins over `restart`.
         spec.restart = deploy_restart.or(restart).unwrap_or_default();
-        Ok((spec, notes))
+        let problem = match update_policy(
+            &update_config.unwrap_or_default(),
+            &convoy_update.unwrap_or_default(),
+            &spec.deploy,
+            replicas_written,
+        ) {
+            Ok(policy) => {
+                spec.deploy.update = policy;
+                None
+            }
+            Err(problem) => Some(problem),
+        };
+        Ok((spec, notes, problem))
     }
 }
 
@@ -997,10 +1093,10 @@ impl<'de> Visitor<'de> for HealthTestSeed {
 
 // ---- x-convoy ----
 
-/// What `x-convoy` holds. Only `probes` for now; later keys (update
-/// strategies, ...) go here too.
+/// What `x-convoy` holds.
 struct Convoy {
     probes: Vec<ProbeSpec>,
+    update: Option<ConvoyUpdate>,
 }
 
 struct ConvoySeed;
@@ -1017,7 +1113,7 @@ impl<'de> Visitor<'de> for ConvoySeed {
     type Value = Convoy;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a mapping such as `probes: [...]`")
+        f.write_str("a mapping such as `probes: [...]` or `update: {...}`")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Convoy, A::Error> {
@@ -1026,12 +1122,14 @@ impl<'de> Visitor<'de> for ConvoySeed {
         // ignored keys.
         let mut notes = Vec::new();
         let mut probes = Vec::new();
+        let mut update = None;
         while let Some(key) = next_key::<A, ConvoyKey>(&mut map, &mut seen, &mut notes)? {
             match key {
                 ConvoyKey::Probes => probes = value(&mut map, ProbesSeed)?.unwrap_or_default(),
+                ConvoyKey::Update => update = value(&mut map, ConvoyUpdateSeed)?,
             }
         }
-        Ok(Convoy { probes })
+        Ok(Convoy { probes, update })
     }
 }
 
@@ -1298,8 +1396,11 @@ impl<'de> Visitor<'de> for ExecProbeSeed {
 struct Deploy {
     mode: DeployMode,
     replicas: u32,
+    /// Whether `replicas` was written, for messages.
+    replicas_written: bool,
     constraints: Vec<Constraint>,
     restart: Option<RestartSpec>,
+    update: Option<UpdateConfig>,
     notes: Vec<Note>,
 }
 
@@ -1327,6 +1428,7 @@ impl<'de> Visitor<'de> for DeploySeed {
         let mut replicas = None;
         let mut constraints = Vec::new();
         let mut restart = None;
+        let mut update = None;
         while let Some(key) = next_key::<A, DeployKey>(&mut map, &mut seen, &mut notes)? {
             match key {
                 // `replicas` and `mode: global` exclude each other; whichever
@@ -1383,13 +1485,29 @@ impl<'de> Visitor<'de> for DeploySeed {
                         );
                     }
                 }
+                DeployKey::UpdateConfig => {
+                    update = value(&mut map, UpdateConfigSeed { rollback: false })?;
+                }
+                DeployKey::RollbackConfig => {
+                    // Read for its errors; the rollout controller rolls back
+                    // under the same gates as it rolls forward.
+                    if value(&mut map, UpdateConfigSeed { rollback: true })?.is_some() {
+                        notes.push(Note::new(
+                            "rollback_config",
+                            "Convoy rolls back under update_config's gates; rollback_config is \
+                             ignored",
+                        ));
+                    }
+                }
             }
         }
         Ok(Deploy {
             mode: mode.unwrap_or_default(),
             replicas: replicas.unwrap_or(1),
+            replicas_written: replicas.is_some(),
             constraints,
             restart,
+            update,
             notes,
         })
     }
@@ -1475,4 +1593,415 @@ impl<'de> Visitor<'de> for RestartPolicySeed {
         }
         Ok((policy, notes))
     }
+}
+
+// ---- update strategy ----
+
+/// `deploy.update_config` or `deploy.rollback_config`, as written: `None`
+/// where a key is not.
+#[derive(Default)]
+struct UpdateConfig {
+    parallelism: Option<u32>,
+    delay_ms: Option<u64>,
+    failure_action: Option<FailureAction>,
+    monitor_ms: Option<u64>,
+    max_failure_permille: Option<u32>,
+    order: Option<UpdateOrder>,
+}
+
+/// `rollback`: reading `rollback_config`, whose failure action cannot be
+/// another rollback.
+struct UpdateConfigSeed {
+    rollback: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for UpdateConfigSeed {
+    type Value = UpdateConfig;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<UpdateConfig, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for UpdateConfigSeed {
+    type Value = UpdateConfig;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping such as `{parallelism: 1, delay: 10s}`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UpdateConfig, A::Error> {
+        let mut seen = Vec::new();
+        // `UpdateConfigKey` ignores nothing: no notes come back.
+        let mut notes = Vec::new();
+        let mut config = UpdateConfig::default();
+        let rollback = self.rollback;
+        let duration = || scalar("a duration such as `10s`", values::duration_ms);
+        while let Some(key) = next_key::<A, UpdateConfigKey>(&mut map, &mut seen, &mut notes)? {
+            match key {
+                UpdateConfigKey::Parallelism => {
+                    config.parallelism = value(
+                        &mut map,
+                        scalar("a number of instances, 0 for all", values::parallelism),
+                    )?;
+                }
+                UpdateConfigKey::Delay => config.delay_ms = value(&mut map, duration())?,
+                UpdateConfigKey::FailureAction => {
+                    let expecting = if rollback {
+                        "`pause` or `continue`"
+                    } else {
+                        "`rollback`, `pause` or `continue`"
+                    };
+                    config.failure_action = value(
+                        &mut map,
+                        scalar(expecting, |s: &str| values::failure_action(s, rollback)),
+                    )?;
+                }
+                UpdateConfigKey::Monitor => config.monitor_ms = value(&mut map, duration())?,
+                UpdateConfigKey::MaxFailureRatio => {
+                    config.max_failure_permille = value(
+                        &mut map,
+                        scalar("a fraction from 0 to 1", values::failure_ratio),
+                    )?;
+                }
+                UpdateConfigKey::Order => {
+                    config.order = value(
+                        &mut map,
+                        scalar("`stop-first` or `start-first`", values::update_order),
+                    )?;
+                }
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// `x-convoy.update`, as written: `None` where a key is not.
+#[derive(Default)]
+struct ConvoyUpdate {
+    strategy: Option<Strategy>,
+    max_parallel: Option<u32>,
+    delay_ms: Option<u64>,
+    min_healthy_time_ms: Option<u64>,
+    healthy_deadline_ms: Option<u64>,
+    progress_deadline_ms: Option<u64>,
+    order: Option<UpdateOrder>,
+    auto_rollback: Option<bool>,
+    canaries: Option<u32>,
+    auto_promote: Option<bool>,
+    scale_down_delay_ms: Option<u64>,
+}
+
+struct ConvoyUpdateSeed;
+
+impl<'de> DeserializeSeed<'de> for ConvoyUpdateSeed {
+    type Value = ConvoyUpdate;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<ConvoyUpdate, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ConvoyUpdateSeed {
+    type Value = ConvoyUpdate;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping such as `{strategy: canary, canaries: 1}`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ConvoyUpdate, A::Error> {
+        let mut seen = Vec::new();
+        // `ConvoyUpdateKey` ignores nothing: no notes come back.
+        let mut notes = Vec::new();
+        let mut update = ConvoyUpdate::default();
+        let duration = || scalar("a duration such as `30s`", values::duration_ms);
+        let positive = || scalar("a duration such as `5m`", values::positive_duration_ms);
+        let boolean = || scalar("`true` or `false`", values::boolean);
+        while let Some(key) = next_key::<A, ConvoyUpdateKey>(&mut map, &mut seen, &mut notes)? {
+            match key {
+                ConvoyUpdateKey::Strategy => {
+                    update.strategy = value(
+                        &mut map,
+                        scalar("`rolling`, `canary` or `blue-green`", values::strategy),
+                    )?;
+                }
+                ConvoyUpdateKey::MaxParallel => {
+                    update.max_parallel = value(
+                        &mut map,
+                        scalar("a number of instances, 0 for all", values::parallelism),
+                    )?;
+                }
+                ConvoyUpdateKey::Delay => update.delay_ms = value(&mut map, duration())?,
+                ConvoyUpdateKey::MinHealthyTime => {
+                    update.min_healthy_time_ms = value(&mut map, duration())?
+                }
+                // A zero deadline would fail every instance, every rollout.
+                ConvoyUpdateKey::HealthyDeadline => {
+                    update.healthy_deadline_ms = value(&mut map, positive())?
+                }
+                ConvoyUpdateKey::ProgressDeadline => {
+                    update.progress_deadline_ms = value(&mut map, positive())?
+                }
+                ConvoyUpdateKey::Order => {
+                    update.order = value(
+                        &mut map,
+                        scalar("`stop-first` or `start-first`", values::update_order),
+                    )?;
+                }
+                ConvoyUpdateKey::AutoRollback => update.auto_rollback = value(&mut map, boolean())?,
+                ConvoyUpdateKey::Canaries => {
+                    update.canaries = value(
+                        &mut map,
+                        scalar("a number of instances, at least 1", values::canaries),
+                    )?;
+                }
+                ConvoyUpdateKey::AutoPromote => update.auto_promote = value(&mut map, boolean())?,
+                ConvoyUpdateKey::ScaleDownDelay => {
+                    update.scale_down_delay_ms = value(&mut map, duration())?
+                }
+            }
+        }
+        Ok(update)
+    }
+}
+
+/// The service's update policy from `deploy.update_config` and
+/// `x-convoy.update`, or the first key that does not fit with the others:
+/// its path from the service, and why.
+///
+/// One setting written in both blocks is an error naming both, rather than
+/// one block winning: a reader of the file would otherwise have to know the
+/// rule to tell which applies.
+fn update_policy(
+    compose: &UpdateConfig,
+    convoy: &ConvoyUpdate,
+    deploy: &DeploySpec,
+    replicas_written: bool,
+) -> Result<UpdatePolicy, Note> {
+    let path = |block: [&str; 2], key: &str| -> Vec<Seg> {
+        [block[0], block[1], key]
+            .into_iter()
+            .map(|seg| Seg::Key(seg.to_owned()))
+            .collect()
+    };
+    let ours = |key: &str| path(["x-convoy", "update"], key);
+    let compose_key = |key: &str| path(["deploy", "update_config"], key);
+    let problem = |path: Vec<Seg>, message: String| Note { path, message };
+
+    // The settings both blocks have: ours, whether written, Compose's,
+    // whether written, and what they set.
+    let same_setting = [
+        (
+            "max_parallel",
+            convoy.max_parallel.is_some(),
+            "parallelism",
+            compose.parallelism.is_some(),
+            "how many instances are replaced at a time",
+        ),
+        (
+            "delay",
+            convoy.delay_ms.is_some(),
+            "delay",
+            compose.delay_ms.is_some(),
+            "the pause between batches",
+        ),
+        (
+            "min_healthy_time",
+            convoy.min_healthy_time_ms.is_some(),
+            "monitor",
+            compose.monitor_ms.is_some(),
+            "how long a new instance must stay healthy",
+        ),
+        (
+            "order",
+            convoy.order.is_some(),
+            "order",
+            compose.order.is_some(),
+            "whether an old instance stops before its replacement starts",
+        ),
+        (
+            "auto_rollback",
+            convoy.auto_rollback.is_some(),
+            "failure_action",
+            compose.failure_action.is_some(),
+            "what a failed rollout does",
+        ),
+    ];
+    for (key, ours_written, compose_name, compose_written, what) in same_setting {
+        if ours_written && compose_written {
+            return Err(problem(
+                ours(key),
+                format!(
+                    "both this and `deploy.update_config.{compose_name}` set {what}: keep one \
+                     of the two"
+                ),
+            ));
+        }
+    }
+
+    let mut policy = UpdatePolicy::default();
+    if let Some(n) = compose.parallelism.or(convoy.max_parallel) {
+        policy.max_parallel = n;
+    }
+    if let Some(ms) = compose.delay_ms.or(convoy.delay_ms) {
+        policy.delay_ms = ms;
+    }
+    if let Some(ms) = compose.monitor_ms.or(convoy.min_healthy_time_ms) {
+        policy.min_healthy_time_ms = ms;
+    }
+    if let Some(order) = compose.order.or(convoy.order) {
+        policy.order = order;
+    }
+    if let Some(action) = compose.failure_action {
+        policy.failure_action = action;
+        policy.auto_rollback = action == FailureAction::Rollback;
+    }
+    // `auto_rollback: false` keeps the failure action: a failed rollout
+    // stops and stays as it is.
+    if let Some(auto) = convoy.auto_rollback {
+        policy.auto_rollback = auto;
+    }
+    if let Some(permille) = compose.max_failure_permille {
+        policy.max_failure_permille = permille;
+    }
+    if let Some(ms) = convoy.healthy_deadline_ms {
+        policy.healthy_deadline_ms = ms;
+    }
+    if let Some(ms) = convoy.progress_deadline_ms {
+        policy.progress_deadline_ms = ms;
+    }
+    if let Some(strategy) = convoy.strategy {
+        policy.strategy = strategy;
+    }
+    if let Some(auto) = convoy.auto_promote {
+        policy.auto_promote = auto;
+    }
+    if let Some(ms) = convoy.scale_down_delay_ms {
+        policy.scale_down_delay_ms = ms;
+    }
+
+    // Settings that belong to other strategies.
+    let strategy = policy.strategy;
+    let name = values::strategy_name(strategy);
+    let strategy_here = match convoy.strategy {
+        Some(_) => format!("`{name}`"),
+        None => format!("`{name}` (the default)"),
+    };
+    if deploy.mode == DeployMode::Global && strategy != Strategy::Rolling {
+        return Err(problem(
+            ours("strategy"),
+            format!(
+                "`{name}` is not supported with `deploy.mode: global`, which runs one instance \
+                 on every matching node: use `rolling`"
+            ),
+        ));
+    }
+    match (convoy.canaries, strategy) {
+        (Some(_), Strategy::Rolling | Strategy::BlueGreen) => {
+            return Err(problem(
+                ours("canaries"),
+                format!("is for `strategy: canary`, and the strategy here is {strategy_here}"),
+            ));
+        }
+        (Some(n), Strategy::Canary) => {
+            if deploy.mode == DeployMode::Replicated && n > deploy.replicas {
+                let replicas = if replicas_written {
+                    format!("`deploy.replicas` is {}", deploy.replicas)
+                } else {
+                    "`deploy.replicas` is not set, so 1".to_owned()
+                };
+                return Err(problem(
+                    ours("canaries"),
+                    format!(
+                        "{n} canaries are more instances than the service runs ({replicas}): \
+                         give at most that many"
+                    ),
+                ));
+            }
+            policy.canaries = n;
+        }
+        // One canary unless told otherwise: a canary rollout without any
+        // would wait for `promote` before it replaced anything.
+        (None, Strategy::Canary) => policy.canaries = 1,
+        (None, Strategy::Rolling | Strategy::BlueGreen) => {}
+    }
+    if convoy.auto_promote.is_some() && strategy == Strategy::Rolling {
+        return Err(problem(
+            ours("auto_promote"),
+            format!(
+                "is for `strategy: canary` or `blue-green`, and the strategy here is \
+                 {strategy_here}"
+            ),
+        ));
+    }
+    if convoy.scale_down_delay_ms.is_some() && strategy != Strategy::BlueGreen {
+        return Err(problem(
+            ours("scale_down_delay"),
+            format!("is for `strategy: blue-green`, and the strategy here is {strategy_here}"),
+        ));
+    }
+
+    // Deadlines that no instance could meet. The healthy deadline is checked
+    // only when written: the controller measures it until an instance is
+    // first healthy, so a long `monitor` with the default deadline works;
+    // one written shorter than the min healthy time is most likely the two
+    // mixed up.
+    let min_healthy = if convoy.min_healthy_time_ms.is_some() {
+        Some((
+            "`x-convoy.update.min_healthy_time`",
+            ours("min_healthy_time"),
+        ))
+    } else if compose.monitor_ms.is_some() {
+        Some(("`deploy.update_config.monitor`", compose_key("monitor")))
+    } else {
+        None
+    };
+    let show = values::show_duration;
+    if let (Some(deadline), Some((min_name, _))) = (convoy.healthy_deadline_ms, &min_healthy) {
+        if deadline < policy.min_healthy_time_ms {
+            return Err(problem(
+                ours("healthy_deadline"),
+                format!(
+                    "{} is shorter than the min healthy time ({} from {min_name}): give the \
+                     deadline at least that long",
+                    show(deadline),
+                    show(policy.min_healthy_time_ms),
+                ),
+            ));
+        }
+    }
+    // An instance counts as progress only after `delay` and then
+    // `min_healthy_time`: a progress deadline not longer than that fails
+    // every rollout.
+    let step = policy.min_healthy_time_ms + policy.delay_ms;
+    if step >= policy.progress_deadline_ms {
+        let delay_key = if convoy.delay_ms.is_some() {
+            ours("delay")
+        } else {
+            compose_key("delay")
+        };
+        let at = if convoy.progress_deadline_ms.is_some() {
+            ours("progress_deadline")
+        } else {
+            min_healthy.map_or(delay_key, |(_, path)| path)
+        };
+        let deadline = match convoy.progress_deadline_ms {
+            Some(ms) => show(ms),
+            None => format!(
+                "{}, the default",
+                show(UpdatePolicy::default().progress_deadline_ms)
+            ),
+        };
+        return Err(problem(
+            at,
+            format!(
+                "a new instance counts as progress after the delay ({}) and the min healthy time \
+                 ({}), which together are not shorter than the progress deadline ({deadline}): \
+                 every rollout would fail; make `x-convoy.update.progress_deadline` longer",
+                show(policy.delay_ms),
+                show(policy.min_healthy_time_ms),
+            ),
+        ));
+    }
+    Ok(policy)
 }

@@ -41,6 +41,12 @@ struct Line<'a> {
 /// The 1-based line of the deepest key of `path` found in `content`, or
 /// `None` when not even the first key is found.
 pub(super) fn line_of(content: &str, path: &[Seg]) -> Option<usize> {
+    position_of(content, path).map(|(line, _)| line)
+}
+
+/// The 1-based line of the deepest key of `path` found in `content`, and
+/// the column where the last key of `path` starts when all of it is found.
+pub(super) fn position_of(content: &str, path: &[Seg]) -> Option<(usize, Option<usize>)> {
     let mut block: Vec<Line<'_>> = content
         .lines()
         .enumerate()
@@ -59,7 +65,9 @@ pub(super) fn line_of(content: &str, path: &[Seg]) -> Option<usize> {
         })
         .collect();
     let mut found = None;
-    for seg in path {
+    let mut column = None;
+    for (depth, seg) in path.iter().enumerate() {
+        let last = depth + 1 == path.len();
         let Some(indent) = block.first().map(|l| l.indent) else {
             break;
         };
@@ -78,6 +86,7 @@ pub(super) fn line_of(content: &str, path: &[Seg]) -> Option<usize> {
                     break;
                 };
                 found = Some(block[pos].number);
+                column = last.then_some(block[pos].indent + 1);
                 // A block sequence may sit at its key's own indentation.
                 block = block[pos + 1..]
                     .iter()
@@ -97,6 +106,7 @@ pub(super) fn line_of(content: &str, path: &[Seg]) -> Option<usize> {
                 };
                 let item = block[pos];
                 found = Some(item.number);
+                column = last.then_some(item.indent + 1);
                 // The item's own content starts on its line, after the dash.
                 let rest = &item.text[1..];
                 let text = rest.trim_start_matches(' ');
@@ -113,7 +123,7 @@ pub(super) fn line_of(content: &str, path: &[Seg]) -> Option<usize> {
             }
         }
     }
-    found
+    found.map(|line| (line, column))
 }
 
 fn is_item(text: &str) -> bool {

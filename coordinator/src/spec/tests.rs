@@ -608,11 +608,11 @@ fn unsupported_service_keys_are_warnings_naming_file_line_and_key() {
 
 #[test]
 fn unsupported_deploy_and_top_level_keys_are_warnings() {
-    let file = ok("services:\n  web:\n    image: nginx\n    deploy:\n      update_config:\n        parallelism: 1\n      resources: {limits: {cpus: \"0.5\"}}\n      placement:\n        preferences: []\n      restart_policy:\n        delay: 5s\n    ports:\n      - target: 80\n        mode: host\nnetworks:\n  default: {}\nvolumes:\n  data: {}\n");
+    let file = ok("services:\n  web:\n    image: nginx\n    deploy:\n      endpoint_mode: vip\n      resources: {limits: {cpus: \"0.5\"}}\n      placement:\n        preferences: []\n      restart_policy:\n        delay: 5s\n    ports:\n      - target: 80\n        mode: host\nnetworks:\n  default: {}\nvolumes:\n  data: {}\n");
     assert_eq!(
         file.warnings,
         [
-            "app.yaml:5: services.web.deploy.update_config: not supported by Convoy yet, ignored",
+            "app.yaml:5: services.web.deploy.endpoint_mode: not supported by Convoy yet, ignored",
             "app.yaml:7: services.web.deploy.resources: not supported by Convoy yet, ignored",
             "app.yaml:9: services.web.deploy.placement.preferences: not supported by Convoy yet, ignored",
             "app.yaml:11: services.web.deploy.restart_policy.delay: not supported by Convoy yet, ignored",
@@ -1034,7 +1034,8 @@ fn x_convoy_without_probes_and_empty_probes_are_fine() {
 fn unknown_keys_in_x_convoy_are_errors_naming_the_key_path() {
     assert_eq!(
         error(&web("x-convoy:\n  probe: []")),
-        "app.yaml:5:7: services.web.x-convoy.probe: unknown field `probe`, expected `probes`"
+        "app.yaml:5:7: services.web.x-convoy.probe: unknown field `probe`, expected `probes` or \
+         `update`"
     );
     assert!(error(&web(
         "x-convoy:\n  probes:\n    - tcp: {port: 1}\n      intervall: 1s"
@@ -1193,4 +1194,487 @@ fn health_settings_round_trip_through_json() {
     let back: ServiceSpec = serde_json::from_str(&json).unwrap();
     assert_eq!(back, spec);
     assert_eq!(back.spec_hash(), spec.spec_hash());
+}
+
+// ---- update strategy ----
+
+fn update(extra: &str) -> UpdatePolicy {
+    service(&web(extra)).deploy.update
+}
+
+#[test]
+fn update_policy_defaults_stay_when_nothing_is_written() {
+    assert_eq!(update(""), UpdatePolicy::default());
+    assert_eq!(update("deploy:\n  update_config: {}"), UpdatePolicy::default());
+    assert_eq!(update("deploy:\n  update_config:"), UpdatePolicy::default());
+    assert_eq!(update("x-convoy:\n  update: {}"), UpdatePolicy::default());
+    assert_eq!(
+        update("deploy:\n  update_config:\n    delay: null\nx-convoy:\n  update:"),
+        UpdatePolicy::default()
+    );
+}
+
+#[test]
+fn update_config_keys_map_to_the_update_policy() {
+    let policy = update(
+        "deploy:\n  replicas: 4\n  update_config:\n    parallelism: 2\n    delay: 10s\n    \
+         failure_action: pause\n    monitor: 30s\n    max_failure_ratio: 0.25\n    order: start-first",
+    );
+    assert_eq!(
+        policy,
+        UpdatePolicy {
+            max_parallel: 2,
+            delay_ms: 10_000,
+            failure_action: FailureAction::Pause,
+            auto_rollback: false,
+            min_healthy_time_ms: 30_000,
+            max_failure_permille: 250,
+            order: UpdateOrder::StartFirst,
+            ..UpdatePolicy::default()
+        }
+    );
+}
+
+#[test]
+fn compose_parallelism_zero_means_all_at_once_as_ours() {
+    assert_eq!(update("deploy:\n  update_config:\n    parallelism: 0").max_parallel, 0);
+    assert_eq!(update("x-convoy:\n  update:\n    max_parallel: 0").max_parallel, 0);
+}
+
+#[test]
+fn failure_action_decides_whether_a_failed_rollout_rolls_back() {
+    let action = |word: &str| {
+        let policy = update(&format!("deploy:\n  update_config:\n    failure_action: {word}"));
+        (policy.failure_action, policy.auto_rollback)
+    };
+    assert_eq!(action("rollback"), (FailureAction::Rollback, true));
+    assert_eq!(action("pause"), (FailureAction::Pause, false));
+    assert_eq!(action("continue"), (FailureAction::Continue, false));
+}
+
+#[test]
+fn max_failure_ratio_is_kept_in_thousandths_rounded() {
+    let permille = |ratio: &str| {
+        update(&format!("deploy:\n  update_config:\n    max_failure_ratio: {ratio}"))
+            .max_failure_permille
+    };
+    assert_eq!(permille("0"), 0);
+    assert_eq!(permille("0.25"), 250);
+    assert_eq!(permille("0.3333"), 333);
+    assert_eq!(permille("0.9999"), 1000);
+    assert_eq!(permille("1"), 1000);
+    assert_eq!(permille("1.0"), 1000);
+}
+
+#[test]
+fn x_convoy_update_keys_map_to_the_update_policy() {
+    let policy = update(
+        "x-convoy:\n  update:\n    strategy: rolling\n    max_parallel: 1\n    delay: 5s\n    \
+         min_healthy_time: 10s\n    healthy_deadline: 2m\n    progress_deadline: 15m\n    \
+         order: start-first\n    auto_rollback: false",
+    );
+    assert_eq!(
+        policy,
+        UpdatePolicy {
+            strategy: Strategy::Rolling,
+            max_parallel: 1,
+            delay_ms: 5_000,
+            min_healthy_time_ms: 10_000,
+            healthy_deadline_ms: 120_000,
+            progress_deadline_ms: 900_000,
+            order: UpdateOrder::StartFirst,
+            // The failure action stays: a failed rollout stops, as it is.
+            failure_action: FailureAction::Rollback,
+            auto_rollback: false,
+            ..UpdatePolicy::default()
+        }
+    );
+}
+
+#[test]
+fn canary_keys_are_read() {
+    let policy = update(
+        "deploy:\n  replicas: 3\nx-convoy:\n  update:\n    strategy: canary\n    canaries: 3\n    \
+         auto_promote: true",
+    );
+    assert_eq!(policy.strategy, Strategy::Canary);
+    assert_eq!(policy.canaries, 3);
+    assert!(policy.auto_promote);
+}
+
+#[test]
+fn canary_without_canaries_starts_one() {
+    let policy = update("x-convoy:\n  update:\n    strategy: canary");
+    assert_eq!((policy.strategy, policy.canaries), (Strategy::Canary, 1));
+    assert!(!policy.auto_promote);
+}
+
+#[test]
+fn blue_green_keys_are_read() {
+    let policy = update(
+        "x-convoy:\n  update:\n    strategy: blue-green\n    auto_promote: false\n    \
+         scale_down_delay: 5m",
+    );
+    assert_eq!(policy.strategy, Strategy::BlueGreen);
+    assert_eq!(policy.scale_down_delay_ms, 300_000);
+    assert_eq!(policy.canaries, 0);
+    let policy = update("x-convoy:\n  update:\n    strategy: blue-green\n    scale_down_delay: 0");
+    assert_eq!(policy.scale_down_delay_ms, 0);
+}
+
+#[test]
+fn update_config_and_x_convoy_update_combine_when_they_set_different_things() {
+    let policy = update(
+        "x-convoy:\n  update:\n    strategy: canary\n    healthy_deadline: 1m\ndeploy:\n  replicas: 4\n  \
+         update_config:\n    parallelism: 2\n    monitor: 20s\n    failure_action: continue",
+    );
+    assert_eq!(
+        policy,
+        UpdatePolicy {
+            strategy: Strategy::Canary,
+            canaries: 1,
+            healthy_deadline_ms: 60_000,
+            max_parallel: 2,
+            min_healthy_time_ms: 20_000,
+            failure_action: FailureAction::Continue,
+            auto_rollback: false,
+            ..UpdatePolicy::default()
+        }
+    );
+}
+
+#[test]
+fn update_policy_is_not_part_of_the_spec_hash_but_is_a_changed_field() {
+    let old = service(&web("deploy:\n  replicas: 2"));
+    let new = service(&web(
+        "deploy:\n  replicas: 2\n  update_config:\n    parallelism: 1\nx-convoy:\n  update:\n    strategy: canary",
+    ));
+    assert_eq!(old.spec_hash(), new.spec_hash());
+    assert_eq!(changed_fields(&old, &new), ["update strategy"]);
+}
+
+#[test]
+fn update_policy_round_trips_through_json() {
+    let spec = service(&web(
+        "deploy:\n  replicas: 3\n  update_config:\n    parallelism: 1\n    max_failure_ratio: 0.5\nx-convoy:\n  update:\n    strategy: canary\n    canaries: 2\n    auto_promote: true",
+    ));
+    let json = serde_json::to_string(&spec).unwrap();
+    assert!(json.contains(r#""strategy":"canary""#), "{json}");
+    let back: ServiceSpec = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, spec);
+}
+
+#[test]
+fn stored_specs_from_before_rollouts_load_with_the_default_policy() {
+    let json = r#"{"image":"nginx","deploy":{"mode":"replicated","replicas":2,"constraints":[]}}"#;
+    let spec: ServiceSpec = serde_json::from_str(json).unwrap();
+    assert_eq!(spec.deploy.update, UpdatePolicy::default());
+}
+
+#[test]
+fn rollback_config_is_checked_then_ignored_with_a_warning() {
+    let file = ok(&web(
+        "deploy:\n  rollback_config:\n    parallelism: 2\n    failure_action: pause\n    monitor: 5s\n    \
+         max_failure_ratio: 0.1\n    order: start-first\n    delay: 1s",
+    ));
+    assert_eq!(
+        file.warnings,
+        ["app.yaml:5: services.web.deploy.rollback_config: Convoy rolls back under \
+          update_config's gates; rollback_config is ignored"]
+    );
+    assert_eq!(file.services["web"].deploy.update, UpdatePolicy::default());
+    assert_eq!(
+        error(&web("deploy:\n  rollback_config:\n    failure_action: rollback")),
+        "app.yaml:6:21: services.web.deploy.rollback_config.failure_action: `rollback` is not a \
+         failure action for a rollback: expected `pause` or `continue`"
+    );
+    assert_eq!(
+        error(&web("deploy:\n  rollback_config:\n    max_failure_ratio: 2")),
+        "app.yaml:6:24: services.web.deploy.rollback_config.max_failure_ratio: `2` is out of \
+         range: the ratio of failed instances tolerated is from 0 to 1 (`0.25` tolerates one in \
+         four)"
+    );
+    assert!(error(&web("deploy:\n  rollback_config:\n    paralelism: 1")).starts_with(
+        "app.yaml:6:9: services.web.deploy.rollback_config.paralelism: unknown field `paralelism`"
+    ));
+}
+
+#[test]
+fn unknown_update_keys_are_errors_listing_the_known_ones() {
+    assert_eq!(
+        error(&web("deploy:\n  update_config:\n    paralelism: 1")),
+        "app.yaml:6:9: services.web.deploy.update_config.paralelism: unknown field `paralelism`, \
+         expected one of `parallelism`, `delay`, `failure_action`, `monitor`, \
+         `max_failure_ratio`, `order`"
+    );
+    assert_eq!(
+        error(&web("x-convoy:\n  update:\n    stratgy: canary")),
+        "app.yaml:6:9: services.web.x-convoy.update.stratgy: unknown field `stratgy`, expected \
+         one of `strategy`, `max_parallel`, `delay`, `min_healthy_time`, `healthy_deadline`, \
+         `progress_deadline`, `order`, `auto_rollback`, `canaries`, `auto_promote`, \
+         `scale_down_delay`"
+    );
+    // Compose's names are not Convoy's: `x-convoy.update` is all Convoy's.
+    assert!(error(&web("x-convoy:\n  update:\n    parallelism: 1"))
+        .starts_with("app.yaml:6:9: services.web.x-convoy.update.parallelism: unknown field"));
+}
+
+#[test]
+fn unknown_update_words_are_errors_listing_the_allowed_ones() {
+    assert_eq!(
+        error(&web("x-convoy:\n  update:\n    strategy: bluegreen")),
+        "app.yaml:6:19: services.web.x-convoy.update.strategy: unknown strategy `bluegreen`, \
+         expected one of `rolling`, `canary`, `blue-green`"
+    );
+    assert_eq!(
+        error(&web("deploy:\n  update_config:\n    order: first")),
+        "app.yaml:6:16: services.web.deploy.update_config.order: unknown order `first`, expected \
+         `stop-first` or `start-first`"
+    );
+    assert!(error(&web("x-convoy:\n  update:\n    order: stop_first"))
+        .contains("x-convoy.update.order: unknown order `stop_first`, expected `stop-first` or `start-first`"));
+    assert_eq!(
+        error(&web("deploy:\n  update_config:\n    failure_action: retry")),
+        "app.yaml:6:25: services.web.deploy.update_config.failure_action: unknown failure action \
+         `retry`, expected one of `rollback`, `pause`, `continue`"
+    );
+    assert_eq!(
+        error(&web("x-convoy:\n  update:\n    auto_rollback: yes please")),
+        "app.yaml:6:24: services.web.x-convoy.update.auto_rollback: `yes please` is not `true` \
+         or `false`"
+    );
+}
+
+#[test]
+fn out_of_range_update_values_are_errors_naming_line_and_key() {
+    assert_eq!(
+        error(&web("deploy:\n  update_config:\n    parallelism: -1")),
+        "app.yaml:6:22: services.web.deploy.update_config.parallelism: `-1` is negative: give the \
+         number of instances to replace at a time, or 0 for all at once"
+    );
+    assert!(error(&web("x-convoy:\n  update:\n    max_parallel: -2"))
+        .starts_with("app.yaml:6:23: services.web.x-convoy.update.max_parallel: `-2` is negative"));
+    assert!(error(&web("x-convoy:\n  update:\n    max_parallel: two"))
+        .contains("max_parallel: `two` is not a whole number"));
+    assert_eq!(
+        error(&web("deploy:\n  update_config:\n    max_failure_ratio: 1.5")),
+        "app.yaml:6:28: services.web.deploy.update_config.max_failure_ratio: `1.5` is out of \
+         range: the ratio of failed instances tolerated is from 0 to 1 (`0.25` tolerates one in \
+         four)"
+    );
+    assert!(error(&web("deploy:\n  update_config:\n    max_failure_ratio: -0.1"))
+        .contains("max_failure_ratio: `-0.1` is out of range"));
+    assert!(error(&web("deploy:\n  update_config:\n    max_failure_ratio: 25%"))
+        .contains("max_failure_ratio: `25%` is not a number: write a fraction such as `0.25`"));
+    assert!(error(&web("deploy:\n  update_config:\n    max_failure_ratio: .nan"))
+        .contains("max_failure_ratio: `.nan` is not a number"));
+    assert_eq!(
+        error(&web("deploy:\n  update_config:\n    delay: -5s")),
+        "app.yaml:6:16: services.web.deploy.update_config.delay: invalid duration `-5s`: it is \
+         negative; write it as `10s`, `1m30s` or `500ms`"
+    );
+    assert!(error(&web("deploy:\n  update_config:\n    monitor: 30"))
+        .contains("update_config.monitor: invalid duration `30`: missing unit"));
+    assert!(error(&web("x-convoy:\n  update:\n    min_healthy_time: -1m"))
+        .contains("x-convoy.update.min_healthy_time: invalid duration `-1m`: it is negative"));
+    assert!(error(&web("x-convoy:\n  update:\n    scale_down_delay: soon"))
+        .contains("x-convoy.update.scale_down_delay: invalid duration `soon`"));
+}
+
+#[test]
+fn zero_deadlines_are_errors() {
+    assert_eq!(
+        error(&web("x-convoy:\n  update:\n    healthy_deadline: 0s")),
+        "app.yaml:6:27: services.web.x-convoy.update.healthy_deadline: `0s` is too short: it must \
+         be at least 1ms; leave it out for the default"
+    );
+    assert!(error(&web("x-convoy:\n  update:\n    progress_deadline: 0")).starts_with(
+        "app.yaml:6:28: services.web.x-convoy.update.progress_deadline: `0` is too short"
+    ));
+}
+
+#[test]
+fn canaries_must_be_at_least_one() {
+    assert_eq!(
+        error(&web("x-convoy:\n  update:\n    strategy: canary\n    canaries: 0")),
+        "app.yaml:7:19: services.web.x-convoy.update.canaries: must be at least 1: the number of \
+         new instances started before the others"
+    );
+}
+
+#[test]
+fn canaries_with_another_strategy_is_an_error_whichever_comes_first() {
+    assert_eq!(
+        error(&web("x-convoy:\n  update:\n    canaries: 1")),
+        "app.yaml:6:5: services.web.x-convoy.update.canaries: is for `strategy: canary`, and the \
+         strategy here is `rolling` (the default)"
+    );
+    assert_eq!(
+        error(&web(
+            "x-convoy:\n  update:\n    canaries: 1\n    strategy: blue-green"
+        )),
+        "app.yaml:6:5: services.web.x-convoy.update.canaries: is for `strategy: canary`, and the \
+         strategy here is `blue-green`"
+    );
+    assert!(error(&web(
+        "x-convoy:\n  update:\n    strategy: rolling\n    canaries: 1"
+    ))
+    .starts_with("app.yaml:7:5: services.web.x-convoy.update.canaries: is for `strategy: canary`"));
+}
+
+#[test]
+fn more_canaries_than_replicas_is_an_error() {
+    assert_eq!(
+        error(&web(
+            "deploy:\n  replicas: 2\nx-convoy:\n  update:\n    strategy: canary\n    canaries: 3"
+        )),
+        "app.yaml:9:5: services.web.x-convoy.update.canaries: 3 canaries are more instances than \
+         the service runs (`deploy.replicas` is 2): give at most that many"
+    );
+    // `deploy` written after `x-convoy` is the same.
+    assert!(error(&web(
+        "x-convoy:\n  update:\n    strategy: canary\n    canaries: 3\ndeploy:\n  replicas: 2"
+    ))
+    .starts_with("app.yaml:7:5: services.web.x-convoy.update.canaries: 3 canaries"));
+    assert!(error(&web(
+        "x-convoy:\n  update:\n    strategy: canary\n    canaries: 2"
+    ))
+    .ends_with("(`deploy.replicas` is not set, so 1): give at most that many"));
+    assert_eq!(
+        update("deploy:\n  replicas: 2\nx-convoy:\n  update:\n    strategy: canary\n    canaries: 2")
+            .canaries,
+        2
+    );
+}
+
+#[test]
+fn auto_promote_and_scale_down_delay_belong_to_their_strategies() {
+    assert_eq!(
+        error(&web("x-convoy:\n  update:\n    auto_promote: true")),
+        "app.yaml:6:5: services.web.x-convoy.update.auto_promote: is for `strategy: canary` or \
+         `blue-green`, and the strategy here is `rolling` (the default)"
+    );
+    assert_eq!(
+        error(&web(
+            "x-convoy:\n  update:\n    strategy: canary\n    scale_down_delay: 1m"
+        )),
+        "app.yaml:7:5: services.web.x-convoy.update.scale_down_delay: is for `strategy: \
+         blue-green`, and the strategy here is `canary`"
+    );
+}
+
+#[test]
+fn canary_and_blue_green_with_global_mode_are_errors() {
+    assert_eq!(
+        error(&web(
+            "deploy:\n  mode: global\nx-convoy:\n  update:\n    strategy: blue-green"
+        )),
+        "app.yaml:8:5: services.web.x-convoy.update.strategy: `blue-green` is not supported with \
+         `deploy.mode: global`, which runs one instance on every matching node: use `rolling`"
+    );
+    assert!(error(&web(
+        "x-convoy:\n  update:\n    strategy: canary\ndeploy:\n  mode: global"
+    ))
+    .starts_with(
+        "app.yaml:6:5: services.web.x-convoy.update.strategy: `canary` is not supported with \
+         `deploy.mode: global`"
+    ));
+    let policy = update("deploy:\n  mode: global\nx-convoy:\n  update:\n    strategy: rolling");
+    assert_eq!(policy.strategy, Strategy::Rolling);
+}
+
+#[test]
+fn healthy_deadline_shorter_than_min_healthy_time_is_an_error() {
+    assert_eq!(
+        error(&web(
+            "x-convoy:\n  update:\n    min_healthy_time: 2m\n    healthy_deadline: 90s"
+        )),
+        "app.yaml:7:5: services.web.x-convoy.update.healthy_deadline: 90s is shorter than the min \
+         healthy time (2m from `x-convoy.update.min_healthy_time`): give the deadline at least \
+         that long"
+    );
+    assert!(error(&web(
+        "deploy:\n  update_config:\n    monitor: 1m\nx-convoy:\n  update:\n    healthy_deadline: 30s"
+    ))
+    .ends_with("30s is shorter than the min healthy time (1m from `deploy.update_config.monitor`): give the deadline at least that long"));
+    // Equal is fine; so is a long monitor with the default deadline.
+    update("x-convoy:\n  update:\n    min_healthy_time: 1m\n    healthy_deadline: 1m");
+    assert_eq!(
+        update("deploy:\n  update_config:\n    monitor: 6m").healthy_deadline_ms,
+        UpdatePolicy::default().healthy_deadline_ms
+    );
+}
+
+#[test]
+fn progress_deadline_no_rollout_could_meet_is_an_error() {
+    assert_eq!(
+        error(&web(
+            "x-convoy:\n  update:\n    min_healthy_time: 1m\n    delay: 30s\n    progress_deadline: 90s"
+        )),
+        "app.yaml:8:5: services.web.x-convoy.update.progress_deadline: a new instance counts as \
+         progress after the delay (30s) and the min healthy time (1m), which together are not \
+         shorter than the progress deadline (90s): every rollout would fail; make \
+         `x-convoy.update.progress_deadline` longer"
+    );
+    // Without a progress deadline written, the key that made it too long.
+    assert!(error(&web("deploy:\n  update_config:\n    monitor: 10m")).starts_with(
+        "app.yaml:6:5: services.web.deploy.update_config.monitor: a new instance counts as \
+         progress after the delay (0s) and the min healthy time (10m), which together are not \
+         shorter than the progress deadline (10m, the default)"
+    ));
+    assert!(error(&web("x-convoy:\n  update:\n    delay: 1h"))
+        .starts_with("app.yaml:6:5: services.web.x-convoy.update.delay: a new instance counts"));
+    update("x-convoy:\n  update:\n    min_healthy_time: 10m\n    progress_deadline: 11m");
+}
+
+#[test]
+fn the_same_setting_in_update_config_and_x_convoy_update_is_an_error_naming_both() {
+    assert_eq!(
+        error(&web(
+            "deploy:\n  update_config:\n    parallelism: 1\nx-convoy:\n  update:\n    max_parallel: 2"
+        )),
+        "app.yaml:9:5: services.web.x-convoy.update.max_parallel: both this and \
+         `deploy.update_config.parallelism` set how many instances are replaced at a time: keep \
+         one of the two"
+    );
+    for (ours, value, compose, compose_value) in [
+        ("delay", "1s", "delay", "1s"),
+        ("min_healthy_time", "5s", "monitor", "5s"),
+        ("order", "start-first", "order", "start-first"),
+        ("auto_rollback", "true", "failure_action", "rollback"),
+    ] {
+        // Whichever block comes first.
+        let err = error(&web(&format!(
+            "x-convoy:\n  update:\n    {ours}: {value}\ndeploy:\n  update_config:\n    {compose}: {compose_value}"
+        )));
+        let start = format!(
+            "app.yaml:6:5: services.web.x-convoy.update.{ours}: both this and \
+             `deploy.update_config.{compose}` set "
+        );
+        assert!(err.starts_with(&start), "{err}");
+        assert!(err.ends_with(": keep one of the two"), "{err}");
+    }
+}
+
+#[test]
+fn update_errors_in_flow_style_or_with_merge_keys_still_name_the_line() {
+    assert_eq!(
+        error(&web("x-convoy: {update: {canaries: 2}}")),
+        "app.yaml:4: services.web.x-convoy.update.canaries: is for `strategy: canary`, and the \
+         strategy here is `rolling` (the default)"
+    );
+    let content = "x-update: &update\n  strategy: canary\n  canaries: 5\nservices:\n  web:\n    image: nginx\n    deploy:\n      replicas: 2\n    x-convoy:\n      update:\n        <<: *update\n";
+    assert!(error(content).starts_with(
+        "app.yaml:10: services.web.x-convoy.update.canaries: 5 canaries are more instances"
+    ));
+    let content = "x-base: &base\n  image: nginx\nservices:\n  web:\n    <<: *base\n    deploy:\n      update_config:\n        order: sideways\n";
+    assert!(error(content)
+        .starts_with("app.yaml:8: services.web.deploy.update_config.order: unknown order `sideways`"));
+}
+
+#[test]
+fn update_error_names_the_service_it_is_in() {
+    let content = "services:\n  api:\n    image: x\n  web:\n    image: y\n    x-convoy:\n      update:\n        auto_promote: true\n";
+    assert!(error(content)
+        .starts_with("app.yaml:8:9: services.web.x-convoy.update.auto_promote: is for"));
 }

@@ -4,7 +4,10 @@
 
 use std::net::IpAddr;
 
-use super::{DeployMode, PortSpec, Protocol, RestartCondition, RestartSpec};
+use super::{
+    DeployMode, FailureAction, PortSpec, Protocol, RestartCondition, RestartSpec, Strategy,
+    UpdateOrder,
+};
 
 /// Service names become parts of container names and DNS labels.
 pub(super) fn service_name(name: &str) -> Result<(), String> {
@@ -349,6 +352,9 @@ pub(super) fn duration_ms(text: &str) -> Result<u64, String> {
     if text.is_empty() {
         return Err(invalid("it is empty"));
     }
+    if text.starts_with('-') {
+        return Err(invalid("it is negative"));
+    }
     let mut rest = text;
     let mut total_ns = 0f64;
     while !rest.is_empty() {
@@ -495,5 +501,106 @@ pub(super) fn http_status(text: &str) -> Result<u16, String> {
     match text.parse::<u16>() {
         Ok(code @ 100..=599) => Ok(code),
         _ => Err(format!("`{text}` is not an HTTP status code (100 to 599)")),
+    }
+}
+
+/// A duration as the messages show it: `90s`, `5m`, `1h`, `1500ms`.
+pub(super) fn show_duration(ms: u64) -> String {
+    match ms {
+        0 => "0s".to_owned(),
+        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms if ms % 1_000 == 0 => format!("{}s", ms / 1_000),
+        ms => format!("{ms}ms"),
+    }
+}
+
+/// `update_config.parallelism` and `x-convoy.update.max_parallel`: 0 is all
+/// at once, as in Compose.
+pub(super) fn parallelism(text: &str) -> Result<u32, String> {
+    if text.starts_with('-') {
+        return Err(format!(
+            "`{text}` is negative: give the number of instances to replace at a time, or 0 for \
+             all at once"
+        ));
+    }
+    count(text)
+}
+
+/// `update_config.max_failure_ratio`, a fraction from 0 to 1, in thousandths.
+pub(super) fn failure_ratio(text: &str) -> Result<u32, String> {
+    let ratio: f64 = text
+        .parse()
+        .ok()
+        .filter(|r: &f64| r.is_finite())
+        .ok_or_else(|| format!("`{text}` is not a number: write a fraction such as `0.25`"))?;
+    if !(0.0..=1.0).contains(&ratio) {
+        return Err(format!(
+            "`{text}` is out of range: the ratio of failed instances tolerated is from 0 to 1 \
+             (`0.25` tolerates one in four)"
+        ));
+    }
+    Ok((ratio * 1000.0).round() as u32)
+}
+
+/// `update_config.failure_action`; a rollback's own failure cannot roll
+/// back, so `rollback_config` takes only `pause` and `continue`.
+pub(super) fn failure_action(text: &str, rollback: bool) -> Result<FailureAction, String> {
+    match text {
+        "rollback" if rollback => Err(
+            "`rollback` is not a failure action for a rollback: expected `pause` or `continue`"
+                .to_owned(),
+        ),
+        "rollback" => Ok(FailureAction::Rollback),
+        "pause" => Ok(FailureAction::Pause),
+        "continue" => Ok(FailureAction::Continue),
+        other if rollback => Err(format!(
+            "unknown failure action `{other}`, expected `pause` or `continue`"
+        )),
+        other => Err(format!(
+            "unknown failure action `{other}`, expected one of `rollback`, `pause`, `continue`"
+        )),
+    }
+}
+
+/// `update_config.order` and `x-convoy.update.order`.
+pub(super) fn update_order(text: &str) -> Result<UpdateOrder, String> {
+    match text {
+        "stop-first" => Ok(UpdateOrder::StopFirst),
+        "start-first" => Ok(UpdateOrder::StartFirst),
+        other => Err(format!(
+            "unknown order `{other}`, expected `stop-first` or `start-first`"
+        )),
+    }
+}
+
+/// `x-convoy.update.strategy`.
+pub(super) fn strategy(text: &str) -> Result<Strategy, String> {
+    match text {
+        "rolling" => Ok(Strategy::Rolling),
+        "canary" => Ok(Strategy::Canary),
+        "blue-green" => Ok(Strategy::BlueGreen),
+        other => Err(format!(
+            "unknown strategy `{other}`, expected one of `rolling`, `canary`, `blue-green`"
+        )),
+    }
+}
+
+/// A strategy as the spec writes it.
+pub(super) fn strategy_name(strategy: Strategy) -> &'static str {
+    match strategy {
+        Strategy::Rolling => "rolling",
+        Strategy::Canary => "canary",
+        Strategy::BlueGreen => "blue-green",
+    }
+}
+
+/// `x-convoy.update.canaries`.
+pub(super) fn canaries(text: &str) -> Result<u32, String> {
+    match count(text)? {
+        0 => Err(
+            "must be at least 1: the number of new instances started before the others".to_owned(),
+        ),
+        n => Ok(n),
     }
 }

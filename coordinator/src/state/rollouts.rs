@@ -1,0 +1,438 @@
+//! Driving rollouts: the loop that steps every running rollout with what
+//! agents report, and the user's rollout commands (promote, pause, resume,
+//! rollback, history).
+
+use super::*;
+
+impl Coordinator {
+    /// Gate inputs of a service's instances: running the service's current
+    /// spec and healthy (or running, without checks), on a ready node.
+    fn instance_views(&self, rec: &ServiceRecord) -> Vec<InstanceView> {
+        let hash = rec.spec.spec_hash();
+        let has_checks = spec_has_checks(&rec.spec);
+        let live = self.live();
+        rec.assignments
+            .iter()
+            .map(|(index, node)| {
+                let id = workload_id(&rec.env, &rec.name, *index);
+                let reported = node
+                    .as_ref()
+                    .and_then(|n| live.nodes.get(n))
+                    .filter(|l| l.ready())
+                    .and_then(|l| l.workloads.get(&id));
+                let healthy = reported.is_some_and(|w| {
+                    w.spec_hash == hash
+                        && w.state == pb::WorkloadState::Running as i32
+                        && (w.health == pb::Health::Healthy as i32
+                            || (!has_checks && w.health == pb::Health::Unspecified as i32))
+                });
+                InstanceView {
+                    index: *index,
+                    healthy,
+                }
+            })
+            .collect()
+    }
+
+    /// Steps every running rollout once. Called a few times a second.
+    pub async fn drive_rollouts(&self) {
+        let now = now_unix_ms();
+        let mut desired = self.desired.lock().await;
+        let running: Vec<(String, String)> = desired
+            .services
+            .iter()
+            .filter(|(_, r)| {
+                !r.deleted
+                    && r.rollout
+                        .as_ref()
+                        .is_some_and(|r| r.state == RolloutState::Running)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        if running.is_empty() {
+            return;
+        }
+        let mut next = desired.clone();
+        let mut ops = Vec::new();
+        let mut events = Vec::new();
+        let mut replan = false;
+        for key in running {
+            let Some(mut rec) = next.services.get(&key).cloned() else {
+                continue;
+            };
+            let Some(mut r) = rec.rollout.clone() else {
+                continue;
+            };
+            let views = self.instance_views(&rec);
+            let effects = rollout::step(&mut r, &views, now);
+            if rec.rollout.as_ref() == Some(&r) {
+                continue;
+            }
+            let (env, name) = (rec.env.clone(), rec.name.clone());
+            let total = rec.assignments.len();
+            let ev = |kind: &str, r: &Rollout| {
+                Ev::new(kind)
+                    .service(&env, &name)
+                    .field("revision", r.to_revision)
+                    .field("from_revision", r.from_revision)
+                    .field("state", r.state.word())
+                    .field("rollback", r.is_rollback)
+            };
+            for effect in &effects {
+                match effect {
+                    Effect::Switched(idx) => {
+                        replan = true;
+                        events.push(
+                            ev("rollout.progress", &r)
+                                .field("instances", join(idx))
+                                .msg(format!(
+                                    "{env}/{name}: updating instance(s) {} to r{}; {}",
+                                    join(idx),
+                                    r.to_revision,
+                                    rollout::describe(&r, total)
+                                )),
+                        );
+                    }
+                    Effect::Done(idx) => events.push(
+                        ev("rollout.progress", &r)
+                            .field("healthy", join(idx))
+                            .msg(format!(
+                                "{env}/{name}: instance(s) {} healthy at r{}",
+                                join(idx),
+                                r.to_revision
+                            )),
+                    ),
+                    Effect::AwaitingPromotion => events.push(ev("rollout.awaiting_promotion", &r).msg(format!(
+                        "{env}/{name}: {} canary instance(s) of r{} are healthy; `convoy promote {name}` to go on",
+                        r.switched.len(),
+                        r.to_revision
+                    ))),
+                    Effect::Promoted => events.push(
+                        ev("rollout.promoted", &r)
+                            .msg(format!("{env}/{name}: r{} promoted", r.to_revision)),
+                    ),
+                    Effect::Succeeded => {
+                        self.set_outcome(&mut ops, &env, &name, r.to_revision, "succeeded")
+                            .await;
+                        events.push(ev("rollout.succeeded", &r).msg(format!(
+                            "{env}/{name}: {} to r{} succeeded",
+                            if r.is_rollback { "rollback" } else { "rollout" },
+                            r.to_revision
+                        )));
+                    }
+                    Effect::Failed(reason) => {
+                        let outcome = format!("failed: {reason}");
+                        self.set_outcome(&mut ops, &env, &name, r.to_revision, &outcome)
+                            .await;
+                        events.push(
+                            ev("rollout.failed", &r)
+                                .field("reason", reason)
+                                .msg(format!(
+                                    "{env}/{name}: rollout to r{} failed: {reason}",
+                                    r.to_revision
+                                )),
+                        );
+                        if r.state == RolloutState::RolledBack {
+                            let back = self.start_rollback(&mut rec, &r, now, &mut ops);
+                            events.push(
+                                ev("rollout.rolled_back", &back)
+                                    .field("failed_revision", r.to_revision)
+                                    .msg(format!(
+                                        "{env}/{name}: rolling back from r{} to the spec of r{} (as r{})",
+                                        r.to_revision, r.from_revision, back.to_revision
+                                    )),
+                            );
+                            r = back;
+                            replan = true;
+                        } else if r.state == RolloutState::Paused {
+                            events.push(ev("rollout.paused", &r).field("reason", reason).msg(
+                                format!(
+                                    "{env}/{name}: rollout to r{} paused: {reason}",
+                                    r.to_revision
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+            rec.rollout = Some(r);
+            rec.updated_unix_ms = now;
+            ops.push(Op::put_json(service_key(&env, &name), &rec));
+            next.services.insert(key, rec);
+        }
+        if ops.is_empty() {
+            return;
+        }
+        let updates = if replan {
+            compute_plans(&mut next, &mut ops, Publish::Changed)
+        } else {
+            Vec::new()
+        };
+        if let Err(e) = self.store.apply(ops).await {
+            tracing::error!(error = %e, "cannot store rollout progress; retrying");
+            return;
+        }
+        *desired = next;
+        drop(desired);
+        self.publish(updates);
+        for e in events {
+            self.events.emit(e);
+        }
+    }
+
+    /// Turns a failed rollout into a rollback: a new revision with the spec
+    /// the service ran before, rolled out at once (instances the failed
+    /// rollout never touched already run it).
+    fn start_rollback(
+        &self,
+        rec: &mut ServiceRecord,
+        failed: &Rollout,
+        now: i64,
+        ops: &mut Vec<Op>,
+    ) -> Rollout {
+        let back_rev = rec.revision + 1;
+        ops.push(Op::put_json(
+            revision_key(&rec.env, &rec.name, back_rev),
+            &RevisionRecord {
+                revision: back_rev,
+                spec: failed.from_spec.clone(),
+                created_unix_ms: now,
+                created_by: "convoy (auto-rollback)".to_string(),
+                source: format!(
+                    "rollback of r{} to r{}",
+                    failed.to_revision, failed.from_revision
+                ),
+                outcome: String::new(),
+            },
+        ));
+        let mut policy = failed.policy.clone();
+        policy.max_parallel = 0;
+        policy.strategy = spec::Strategy::Rolling;
+        let mut back = Rollout::new(failed.to_revision, back_rev, rec.spec.clone(), policy, now);
+        back.is_rollback = true;
+        for index in rec.assignments.keys() {
+            if !failed.switched.contains_key(index) {
+                back.switched.insert(*index, now);
+            }
+        }
+        rec.spec = failed.from_spec.clone();
+        rec.revision = back_rev;
+        back
+    }
+
+    /// Records how a revision's rollout ended.
+    async fn set_outcome(&self, ops: &mut Vec<Op>, env: &str, name: &str, rev: u64, outcome: &str) {
+        let key = revision_key(env, name, rev);
+        match store::get_json::<RevisionRecord>(&*self.store, &key).await {
+            Ok(Some(mut r)) => {
+                r.outcome = outcome.to_string();
+                ops.push(Op::put_json(key, &r));
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, key, "cannot read a revision"),
+        }
+    }
+
+    /// `convoy promote`, `rollout pause`, `rollout resume`.
+    pub async fn rollout_command(
+        &self,
+        service: &str,
+        env: &str,
+        command: RolloutCommand,
+    ) -> Result<pb::RolloutInfo, StateError> {
+        let env = if env.is_empty() { DEFAULT_ENV } else { env };
+        let mut desired = self.desired.lock().await;
+        let key = (env.to_string(), service.to_string());
+        let Some(rec) = desired.services.get(&key).filter(|r| !r.deleted) else {
+            return Err(StateError::ServiceNotFound {
+                service: service.to_string(),
+                env: env.to_string(),
+            });
+        };
+        let Some(mut r) = rec.rollout.clone() else {
+            return Err(StateError::Rollout(format!(
+                "service `{env}/{service}` has had no rollout"
+            )));
+        };
+        let total = rec.assignments.len();
+        let now = now_unix_ms();
+        let (kind, word) = match command {
+            RolloutCommand::Promote => {
+                if r.state != RolloutState::WaitingPromotion {
+                    return Err(StateError::Rollout(format!(
+                        "nothing to promote: {}",
+                        rollout::describe(&r, total)
+                    )));
+                }
+                r.promoted = true;
+                r.state = RolloutState::Running;
+                ("rollout.promoted", "promoted")
+            }
+            RolloutCommand::Pause => {
+                if r.state != RolloutState::Running {
+                    return Err(StateError::Rollout(format!(
+                        "only a running rollout can be paused: {}",
+                        rollout::describe(&r, total)
+                    )));
+                }
+                r.state = RolloutState::Paused;
+                r.reason = "paused by the user".to_string();
+                ("rollout.paused", "paused")
+            }
+            RolloutCommand::Resume => {
+                if r.state != RolloutState::Paused {
+                    return Err(StateError::Rollout(format!(
+                        "only a paused rollout can be resumed: {}",
+                        rollout::describe(&r, total)
+                    )));
+                }
+                r.state = RolloutState::Running;
+                r.reason.clear();
+                // Deadlines count from now: time spent paused is no failure.
+                for t in r.switched.values_mut() {
+                    *t = now;
+                }
+                ("rollout.resumed", "resumed")
+            }
+        };
+        r.last_progress_unix_ms = now;
+        r.updated_unix_ms = now;
+        let mut rec = rec.clone();
+        rec.rollout = Some(r.clone());
+        self.store
+            .apply(vec![Op::put_json(service_key(env, service), &rec)])
+            .await?;
+        desired.services.insert(key, rec);
+        drop(desired);
+        self.events.emit(
+            Ev::new(kind)
+                .service(env, service)
+                .field("revision", r.to_revision)
+                .field("state", r.state.word())
+                .msg(format!("{env}/{service}: rollout to r{} {word}", r.to_revision)),
+        );
+        Ok(rollout_info(&r, total))
+    }
+
+    /// A service's revisions, oldest first.
+    pub async fn history(&self, service: &str, env: &str) -> Result<pb::HistoryResponse, StateError> {
+        let env = if env.is_empty() { DEFAULT_ENV } else { env };
+        let current = {
+            let desired = self.desired.lock().await;
+            match desired.services.get(&(env.to_string(), service.to_string())) {
+                Some(r) => r.revision,
+                None => {
+                    return Err(StateError::ServiceNotFound {
+                        service: service.to_string(),
+                        env: env.to_string(),
+                    })
+                }
+            }
+        };
+        let records =
+            store::scan_json::<RevisionRecord>(&*self.store, &format!("revisions/{env}/{service}/"))
+                .await?;
+        let mut revisions: Vec<pb::RevisionInfo> = Vec::new();
+        let mut previous: Option<ServiceSpec> = None;
+        for (_, r) in records {
+            revisions.push(pb::RevisionInfo {
+                revision: r.revision,
+                created_unix_ms: r.created_unix_ms,
+                created_by: r.created_by.clone(),
+                source: r.source.clone(),
+                image: r.spec.image().to_string(),
+                spec_hash: r.spec.spec_hash(),
+                outcome: r.outcome.clone(),
+                changed_fields: previous
+                    .as_ref()
+                    .map(|p| spec::changed_fields(p, &r.spec))
+                    .unwrap_or_default(),
+                spec_json: serde_json::to_string_pretty(&r.spec).unwrap_or_default(),
+            });
+            previous = Some(r.spec);
+        }
+        revisions.sort_by_key(|r| r.revision);
+        Ok(pb::HistoryResponse { revisions, current })
+    }
+
+    /// `convoy rollback SERVICE [--to REV]`: a new revision with the spec of
+    /// REV (default: the one before the current), rolled out under the
+    /// service's gates.
+    pub async fn rollback(
+        &self,
+        service: &str,
+        env: &str,
+        to: u64,
+        who: &str,
+    ) -> Result<pb::ApplyResponse, StateError> {
+        let env = if env.is_empty() { DEFAULT_ENV } else { env };
+        let history = self.history(service, env).await?;
+        let current = history.current;
+        let to = if to == 0 { current.saturating_sub(1) } else { to };
+        if to == current {
+            return Err(StateError::Invalid(format!(
+                "r{to} is already the current revision of `{env}/{service}`"
+            )));
+        }
+        if !history.revisions.iter().any(|r| r.revision == to) {
+            let known: Vec<String> = history
+                .revisions
+                .iter()
+                .map(|r| format!("r{}", r.revision))
+                .collect();
+            return Err(StateError::Invalid(format!(
+                "`{env}/{service}` has no revision {to} (it has {})",
+                known.join(", ")
+            )));
+        }
+        let target: RevisionRecord =
+            store::get_json(&*self.store, &revision_key(env, service, to))
+                .await?
+                .ok_or_else(|| StateError::Invalid(format!("revision {to} is gone")))?;
+        let started = std::time::Instant::now();
+        let now = now_unix_ms();
+        let mut desired = self.desired.lock().await;
+        let mut next = desired.clone();
+        let nodes = node_views(&next, &self.connected());
+        let candidates = candidates(&nodes);
+        let mut ops = Vec::new();
+        let source = format!("rollback of r{current} to r{to}");
+        let change = stage_service(
+            &mut next,
+            &candidates,
+            Staged {
+                env,
+                name: service,
+                spec: target.spec,
+                who,
+                source: &source,
+                now,
+            },
+            &mut ops,
+        )?;
+        let updates = compute_plans(&mut next, &mut ops, Publish::Changed);
+        self.store.apply(ops).await?;
+        *desired = next;
+        drop(desired);
+        self.publish(updates);
+        self.metrics.observe_apply(started.elapsed().as_secs_f64());
+        self.emit_deployed(&change, who);
+        Ok(pb::ApplyResponse {
+            services: vec![change],
+            warnings: Vec::new(),
+            dry_run: false,
+        })
+    }
+}
+
+/// A user's command to a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RolloutCommand {
+    Promote,
+    Pause,
+    Resume,
+}
+
+fn join(idx: &[u32]) -> String {
+    idx.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+}
