@@ -85,7 +85,16 @@ cmd_stop() {
 }
 
 cmd_host_ip() {
-  docker network inspect bridge -f '{{range .IPAM.Config}}{{.Gateway}}{{end}}'
+  local gw
+  gw="$(docker network inspect bridge -f '{{range .IPAM.Config}}{{.Gateway}}{{end}}' 2>/dev/null || true)"
+  if [ -z "$gw" ]; then
+    # This engine leaves Gateway out of the default bridge's IPAM config.
+    local dev
+    dev="$(docker network inspect bridge -f '{{index .Options "com.docker.network.bridge.name"}}' 2>/dev/null || true)"
+    gw="$(ip -4 -o addr show "${dev:-docker0}" 2>/dev/null | awk '{ split($4, a, "/"); print a[1]; exit }')"
+  fi
+  [ -n "$gw" ] || { echo "error: cannot find the docker bridge gateway" >&2; return 1; }
+  echo "$gw"
 }
 
 case "${1:-}" in

@@ -76,11 +76,7 @@ pub enum Command {
         to: Option<u64>,
     },
     /// Show what differs between two revisions of a service.
-    Diff {
-        service: String,
-        from: u64,
-        to: u64,
-    },
+    Diff { service: String, from: u64, to: u64 },
     /// Run every health check now; exit 0 only if all pass.
     Verify {
         /// Only this service.

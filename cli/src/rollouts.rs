@@ -62,8 +62,10 @@ pub async fn apply_and_wait(
         let left = deadline.saturating_duration_since(Instant::now());
         let ev = match tokio::time::timeout(left, coordinator.next_event(&mut stream)).await {
             Err(_) => {
-                let names: Vec<String> =
-                    waiting.iter().map(|(_, s, r)| format!("{s} r{r}")).collect();
+                let names: Vec<String> = waiting
+                    .iter()
+                    .map(|(_, s, r)| format!("{s} r{r}"))
+                    .collect();
                 bail!(
                     "timed out after {} waiting for the rollout of {}; it goes on: `convoy rollout status SERVICE`",
                     output::format_age(timeout_secs as i64 * 1000),
@@ -305,7 +307,14 @@ pub async fn history(service: String, format: Format, flags: &Flags) -> Result<O
         })
         .collect();
     Ok(Output::stdout(output::table(
-        &["REV", "CREATED", "BY", "IMAGE", "OUTCOME", "SOURCE (CHANGED)"],
+        &[
+            "REV",
+            "CREATED",
+            "BY",
+            "IMAGE",
+            "OUTCOME",
+            "SOURCE (CHANGED)",
+        ],
         &rows,
     )))
 }
@@ -336,7 +345,13 @@ pub async fn rollback(
 
 /// `convoy diff SERVICE REV1 REV2`: the changed fields, then a unified
 /// diff of the two revisions' specs.
-pub async fn diff(service: String, from: u64, to: u64, format: Format, flags: &Flags) -> Result<Output> {
+pub async fn diff(
+    service: String,
+    from: u64,
+    to: u64,
+    format: Format,
+    flags: &Flags,
+) -> Result<Output> {
     let mut coordinator = connect(flags).await?;
     let h = coordinator
         .history(pb::HistoryRequest {
@@ -408,7 +423,10 @@ mod tests {
         };
         assert!(starts_rollout(&change(A::Create, &[A::Create])));
         assert!(starts_rollout(&change(A::Update, &[A::Replace, A::Create])));
-        assert!(!starts_rollout(&change(A::Update, &[A::Unchanged, A::Create])));
+        assert!(!starts_rollout(&change(
+            A::Update,
+            &[A::Unchanged, A::Create]
+        )));
         assert!(!starts_rollout(&change(A::Unchanged, &[A::Unchanged])));
     }
 
@@ -427,8 +445,14 @@ mod tests {
             ..Default::default()
         };
         let text = rollout_text("web", &r, 3000);
-        assert!(text.starts_with("web: rollout r1 → r2 (canary): waiting-promotion\n"), "{text}");
-        assert!(text.contains("updated  [#####---------------] 1/4"), "{text}");
+        assert!(
+            text.starts_with("web: rollout r1 → r2 (canary): waiting-promotion\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("updated  [#####---------------] 1/4"),
+            "{text}"
+        );
         assert!(text.contains("`convoy promote web`"), "{text}");
     }
 }

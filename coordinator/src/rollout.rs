@@ -236,14 +236,15 @@ pub fn step(r: &mut Rollout, instances: &[InstanceView], now: i64) -> Vec<Effect
         0 => total,
         n => n.min(total.max(1)),
     } as usize;
-    if in_flight == 0 && r.switched.len() > 0 && r.batch_done_unix_ms == 0 {
+    if in_flight == 0 && !r.switched.is_empty() && r.batch_done_unix_ms == 0 {
         r.batch_done_unix_ms = now;
     }
     let delay_ok = r.batch_done_unix_ms == 0
         || in_flight > 0
         || now - r.batch_done_unix_ms >= r.policy.delay_ms as i64;
     if in_flight < parallel && delay_ok {
-        let room = (parallel - in_flight).min(limit as usize - r.switched.len().min(limit as usize));
+        let room =
+            (parallel - in_flight).min(limit as usize - r.switched.len().min(limit as usize));
         let next: Vec<u32> = instances
             .iter()
             .map(|i| i.index)
@@ -374,7 +375,10 @@ mod tests {
         assert_eq!(step(&mut r, &bad, 0), vec![Effect::Switched(vec![1])]);
         assert_eq!(step(&mut r, &bad, 5000), vec![]);
         let e = step(&mut r, &bad, 5001);
-        assert!(matches!(e.as_slice(), [Effect::Failed(m)] if m.contains("instance(s) 1")), "{e:?}");
+        assert!(
+            matches!(e.as_slice(), [Effect::Failed(m)] if m.contains("instance(s) 1")),
+            "{e:?}"
+        );
         assert_eq!(r.state, RolloutState::RolledBack);
         // Only the first instance was ever switched.
         assert!(!r.is_switched(2) || !r.state.is_active());
@@ -390,14 +394,21 @@ mod tests {
         step(&mut r, &bad, 0);
         step(&mut r, &bad, 6000);
         assert_eq!(r.state, RolloutState::Failed);
-        assert!(!r.is_switched(2), "a failed rollout keeps the rest at the old revision");
+        assert!(
+            !r.is_switched(2),
+            "a failed rollout keeps the rest at the old revision"
+        );
 
         p.failure_action = FailureAction::Pause;
         let mut r = Rollout::new(1, 2, ServiceSpec::default(), p, 0);
         step(&mut r, &bad, 0);
         step(&mut r, &bad, 6000);
         assert_eq!(r.state, RolloutState::Paused);
-        assert_eq!(step(&mut r, &bad, 9000), vec![], "a paused rollout does not move");
+        assert_eq!(
+            step(&mut r, &bad, 9000),
+            vec![],
+            "a paused rollout does not move"
+        );
     }
 
     #[test]
@@ -407,10 +418,17 @@ mod tests {
         p.max_failure_permille = 250; // 1 of 4
         let mut r = Rollout::new(1, 2, ServiceSpec::default(), p, 0);
         let mixed = views(&[(1, false), (2, true), (3, true), (4, true)]);
-        assert_eq!(step(&mut r, &mixed, 0), vec![Effect::Switched(vec![1, 2, 3, 4])]);
+        assert_eq!(
+            step(&mut r, &mixed, 0),
+            vec![Effect::Switched(vec![1, 2, 3, 4])]
+        );
         assert_eq!(step(&mut r, &mixed, 100), vec![]);
         let e = step(&mut r, &mixed, 6000);
-        assert_eq!(e, vec![Effect::Done(vec![2, 3, 4]), Effect::Succeeded], "{r:?}");
+        assert_eq!(
+            e,
+            vec![Effect::Done(vec![2, 3, 4]), Effect::Succeeded],
+            "{r:?}"
+        );
         assert_eq!(r.failed.len(), 1);
     }
 
@@ -446,7 +464,11 @@ mod tests {
         let e = tick(&mut r, 2, 1100);
         assert_eq!(
             e,
-            vec![Effect::Done(vec![1]), Effect::Promoted, Effect::Switched(vec![2])]
+            vec![
+                Effect::Done(vec![1]),
+                Effect::Promoted,
+                Effect::Switched(vec![2])
+            ]
         );
     }
 
@@ -464,13 +486,18 @@ mod tests {
         assert_eq!(tick(&mut r, 2, 3000), vec![Effect::Switched(vec![2])]);
         let stuck = views(&[(1, true), (2, false)]);
         let e = step(&mut r, &stuck, 13_001);
-        assert!(matches!(e.as_slice(), [Effect::Failed(m)] if m.contains("progress")), "{e:?}");
+        assert!(
+            matches!(e.as_slice(), [Effect::Failed(m)] if m.contains("progress")),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn all_at_once_by_default() {
-        let mut p = UpdatePolicy::default();
-        p.min_healthy_time_ms = 0;
+        let p = UpdatePolicy {
+            min_healthy_time_ms: 0,
+            ..UpdatePolicy::default()
+        };
         let mut r = Rollout::new(1, 2, ServiceSpec::default(), p, 0);
         assert_eq!(tick(&mut r, 3, 0), vec![Effect::Switched(vec![1, 2, 3])]);
         assert_eq!(

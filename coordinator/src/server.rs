@@ -170,8 +170,7 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> Result<Runn
             .instrument(tracing::info_span!("liveness")),
     ));
     tasks.push(tokio::spawn(
-        drive_rollouts(coord.clone(), shutdown.clone())
-            .instrument(tracing::info_span!("rollouts")),
+        drive_rollouts(coord.clone(), shutdown.clone()).instrument(tracing::info_span!("rollouts")),
     ));
     tasks.push(tokio::spawn(
         watch_server_cert(

@@ -271,7 +271,10 @@ impl Default for DeploySpec {
 
 /// A service's update strategy: Compose's `deploy.update_config` (and
 /// `deploy.rollback_config`), with Convoy's additions under
-/// `x-convoy.update`. Durations in milliseconds.
+/// `x-convoy.update`. Durations in milliseconds. A setting written in both
+/// blocks is refused, as are settings of another strategy (`canaries`
+/// without `strategy: canary`, ...); `rollback_config` is checked, then
+/// ignored with a warning: rollbacks run under these same gates.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct UpdatePolicy {
@@ -296,9 +299,11 @@ pub struct UpdatePolicy {
     /// updated (`update_config.max_failure_ratio` 0.25 is 250).
     pub max_failure_permille: u32,
     /// On failure, roll back to the last revision that was fully healthy
-    /// (`x-convoy.update.auto_rollback`, or `failure_action: rollback`).
+    /// (`x-convoy.update.auto_rollback`, or `failure_action: rollback`;
+    /// `pause` and `continue` turn it off).
     pub auto_rollback: bool,
-    /// Canary: new instances first, then wait for `promote`.
+    /// Canary: new instances first, then wait for `promote`. 1 when
+    /// `strategy: canary` does not say.
     pub canaries: u32,
     /// Canary / blue-green: promote by itself after the new instances
     /// stayed healthy for `min_healthy_time`.

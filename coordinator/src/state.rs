@@ -22,9 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     events::{Ev, EventBus},
-    rollout::{self, Effect, InstanceView, Rollout, RolloutState},
     metrics::Metrics,
     placement::{self, Assignments, Candidate},
+    rollout::{self, Effect, InstanceView, Rollout, RolloutState},
     spec::{self, ServiceSpec},
     store::{self, Op, Store, StoreError},
     tls::Revoked,
@@ -1467,7 +1467,15 @@ fn stage_service(
         // A new service: every instance is new, and its gates still tell
         // whether the deployment worked.
         None => {
-            let mut r = Rollout::new(0, revision, new_spec.clone(), new_spec.deploy.update.clone(), now);
+            let mut r = Rollout::new(
+                0,
+                revision,
+                new_spec.clone(),
+                new_spec.deploy.update.clone(),
+                now,
+            );
+            // Nothing to compare with: no canary phase, every instance new.
+            r.promoted = true;
             for index in assignments.keys() {
                 r.switched.insert(*index, now);
             }
@@ -1537,8 +1545,8 @@ fn spec_has_checks(spec: &ServiceSpec) -> bool {
     !spec.probes.is_empty()
         || spec
             .container_spec()
-        .healthcheck
-        .is_some_and(|h| !h.disable && h.test.first().is_some_and(|t| t != "NONE"))
+            .healthcheck
+            .is_some_and(|h| !h.disable && h.test.first().is_some_and(|t| t != "NONE"))
 }
 
 fn remember_certificate(record: &mut NodeRecord, certificate: &str) {

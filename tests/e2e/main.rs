@@ -21,5 +21,6 @@ mod prometheus;
 mod rbac;
 mod restarts;
 mod revocation;
+mod rollouts;
 mod scaling;
 mod security;

@@ -676,7 +676,11 @@ mod tests {
         // (role, envs, allowed actions)
         let table: &[(Role, &[&str], &[Action])] = &[
             (Role::Admin, &[], &all),
-            (Role::Viewer, &[], &[Status, ListNodes, Watch, Verify, History]),
+            (
+                Role::Viewer,
+                &[],
+                &[Status, ListNodes, Watch, Verify, History],
+            ),
             (
                 Role::Deployer,
                 &[],

@@ -613,12 +613,12 @@ fn unsupported_deploy_and_top_level_keys_are_warnings() {
         file.warnings,
         [
             "app.yaml:5: services.web.deploy.endpoint_mode: not supported by Convoy yet, ignored",
-            "app.yaml:7: services.web.deploy.resources: not supported by Convoy yet, ignored",
-            "app.yaml:9: services.web.deploy.placement.preferences: not supported by Convoy yet, ignored",
-            "app.yaml:11: services.web.deploy.restart_policy.delay: not supported by Convoy yet, ignored",
-            "app.yaml:14: services.web.ports[0].mode: not supported by Convoy yet, ignored",
-            "app.yaml:15: networks: not supported by Convoy yet, ignored",
-            "app.yaml:17: volumes: not supported by Convoy yet, ignored",
+            "app.yaml:6: services.web.deploy.resources: not supported by Convoy yet, ignored",
+            "app.yaml:8: services.web.deploy.placement.preferences: not supported by Convoy yet, ignored",
+            "app.yaml:10: services.web.deploy.restart_policy.delay: not supported by Convoy yet, ignored",
+            "app.yaml:13: services.web.ports[0].mode: not supported by Convoy yet, ignored",
+            "app.yaml:14: networks: not supported by Convoy yet, ignored",
+            "app.yaml:16: volumes: not supported by Convoy yet, ignored",
         ]
     );
 }
@@ -1205,7 +1205,10 @@ fn update(extra: &str) -> UpdatePolicy {
 #[test]
 fn update_policy_defaults_stay_when_nothing_is_written() {
     assert_eq!(update(""), UpdatePolicy::default());
-    assert_eq!(update("deploy:\n  update_config: {}"), UpdatePolicy::default());
+    assert_eq!(
+        update("deploy:\n  update_config: {}"),
+        UpdatePolicy::default()
+    );
     assert_eq!(update("deploy:\n  update_config:"), UpdatePolicy::default());
     assert_eq!(update("x-convoy:\n  update: {}"), UpdatePolicy::default());
     assert_eq!(
@@ -1237,14 +1240,22 @@ fn update_config_keys_map_to_the_update_policy() {
 
 #[test]
 fn compose_parallelism_zero_means_all_at_once_as_ours() {
-    assert_eq!(update("deploy:\n  update_config:\n    parallelism: 0").max_parallel, 0);
-    assert_eq!(update("x-convoy:\n  update:\n    max_parallel: 0").max_parallel, 0);
+    assert_eq!(
+        update("deploy:\n  update_config:\n    parallelism: 0").max_parallel,
+        0
+    );
+    assert_eq!(
+        update("x-convoy:\n  update:\n    max_parallel: 0").max_parallel,
+        0
+    );
 }
 
 #[test]
 fn failure_action_decides_whether_a_failed_rollout_rolls_back() {
     let action = |word: &str| {
-        let policy = update(&format!("deploy:\n  update_config:\n    failure_action: {word}"));
+        let policy = update(&format!(
+            "deploy:\n  update_config:\n    failure_action: {word}"
+        ));
         (policy.failure_action, policy.auto_rollback)
     };
     assert_eq!(action("rollback"), (FailureAction::Rollback, true));
@@ -1255,8 +1266,10 @@ fn failure_action_decides_whether_a_failed_rollout_rolls_back() {
 #[test]
 fn max_failure_ratio_is_kept_in_thousandths_rounded() {
     let permille = |ratio: &str| {
-        update(&format!("deploy:\n  update_config:\n    max_failure_ratio: {ratio}"))
-            .max_failure_permille
+        update(&format!(
+            "deploy:\n  update_config:\n    max_failure_ratio: {ratio}"
+        ))
+        .max_failure_permille
     };
     assert_eq!(permille("0"), 0);
     assert_eq!(permille("0.25"), 250);
@@ -1379,18 +1392,24 @@ fn rollback_config_is_checked_then_ignored_with_a_warning() {
     ));
     assert_eq!(
         file.warnings,
-        ["app.yaml:5: services.web.deploy.rollback_config: Convoy rolls back under \
-          update_config's gates; rollback_config is ignored"]
+        [
+            "app.yaml:5: services.web.deploy.rollback_config: Convoy rolls back under \
+          update_config's gates; rollback_config is ignored"
+        ]
     );
     assert_eq!(file.services["web"].deploy.update, UpdatePolicy::default());
     assert_eq!(
-        error(&web("deploy:\n  rollback_config:\n    failure_action: rollback")),
-        "app.yaml:6:21: services.web.deploy.rollback_config.failure_action: `rollback` is not a \
+        error(&web(
+            "deploy:\n  rollback_config:\n    failure_action: rollback"
+        )),
+        "app.yaml:6:25: services.web.deploy.rollback_config.failure_action: `rollback` is not a \
          failure action for a rollback: expected `pause` or `continue`"
     );
     assert_eq!(
-        error(&web("deploy:\n  rollback_config:\n    max_failure_ratio: 2")),
-        "app.yaml:6:24: services.web.deploy.rollback_config.max_failure_ratio: `2` is out of \
+        error(&web(
+            "deploy:\n  rollback_config:\n    max_failure_ratio: 2"
+        )),
+        "app.yaml:6:28: services.web.deploy.rollback_config.max_failure_ratio: `2` is out of \
          range: the ratio of failed instances tolerated is from 0 to 1 (`0.25` tolerates one in \
          four)"
     );
@@ -1457,17 +1476,25 @@ fn out_of_range_update_values_are_errors_naming_line_and_key() {
     assert!(error(&web("x-convoy:\n  update:\n    max_parallel: two"))
         .contains("max_parallel: `two` is not a whole number"));
     assert_eq!(
-        error(&web("deploy:\n  update_config:\n    max_failure_ratio: 1.5")),
+        error(&web(
+            "deploy:\n  update_config:\n    max_failure_ratio: 1.5"
+        )),
         "app.yaml:6:28: services.web.deploy.update_config.max_failure_ratio: `1.5` is out of \
          range: the ratio of failed instances tolerated is from 0 to 1 (`0.25` tolerates one in \
          four)"
     );
-    assert!(error(&web("deploy:\n  update_config:\n    max_failure_ratio: -0.1"))
-        .contains("max_failure_ratio: `-0.1` is out of range"));
-    assert!(error(&web("deploy:\n  update_config:\n    max_failure_ratio: 25%"))
-        .contains("max_failure_ratio: `25%` is not a number: write a fraction such as `0.25`"));
-    assert!(error(&web("deploy:\n  update_config:\n    max_failure_ratio: .nan"))
-        .contains("max_failure_ratio: `.nan` is not a number"));
+    assert!(error(&web(
+        "deploy:\n  update_config:\n    max_failure_ratio: -0.1"
+    ))
+    .contains("max_failure_ratio: `-0.1` is out of range"));
+    assert!(error(&web(
+        "deploy:\n  update_config:\n    max_failure_ratio: 25%"
+    ))
+    .contains("max_failure_ratio: `25%` is not a number: write a fraction such as `0.25`"));
+    assert!(error(&web(
+        "deploy:\n  update_config:\n    max_failure_ratio: .nan"
+    ))
+    .contains("max_failure_ratio: `.nan` is not a number"));
     assert_eq!(
         error(&web("deploy:\n  update_config:\n    delay: -5s")),
         "app.yaml:6:16: services.web.deploy.update_config.delay: invalid duration `-5s`: it is \
@@ -1475,10 +1502,14 @@ fn out_of_range_update_values_are_errors_naming_line_and_key() {
     );
     assert!(error(&web("deploy:\n  update_config:\n    monitor: 30"))
         .contains("update_config.monitor: invalid duration `30`: missing unit"));
-    assert!(error(&web("x-convoy:\n  update:\n    min_healthy_time: -1m"))
-        .contains("x-convoy.update.min_healthy_time: invalid duration `-1m`: it is negative"));
-    assert!(error(&web("x-convoy:\n  update:\n    scale_down_delay: soon"))
-        .contains("x-convoy.update.scale_down_delay: invalid duration `soon`"));
+    assert!(
+        error(&web("x-convoy:\n  update:\n    min_healthy_time: -1m"))
+            .contains("x-convoy.update.min_healthy_time: invalid duration `-1m`: it is negative")
+    );
+    assert!(
+        error(&web("x-convoy:\n  update:\n    scale_down_delay: soon"))
+            .contains("x-convoy.update.scale_down_delay: invalid duration `soon`")
+    );
 }
 
 #[test]
@@ -1488,15 +1519,19 @@ fn zero_deadlines_are_errors() {
         "app.yaml:6:27: services.web.x-convoy.update.healthy_deadline: `0s` is too short: it must \
          be at least 1ms; leave it out for the default"
     );
-    assert!(error(&web("x-convoy:\n  update:\n    progress_deadline: 0")).starts_with(
-        "app.yaml:6:28: services.web.x-convoy.update.progress_deadline: `0` is too short"
-    ));
+    assert!(
+        error(&web("x-convoy:\n  update:\n    progress_deadline: 0")).starts_with(
+            "app.yaml:6:28: services.web.x-convoy.update.progress_deadline: `0` is too short"
+        )
+    );
 }
 
 #[test]
 fn canaries_must_be_at_least_one() {
     assert_eq!(
-        error(&web("x-convoy:\n  update:\n    strategy: canary\n    canaries: 0")),
+        error(&web(
+            "x-convoy:\n  update:\n    strategy: canary\n    canaries: 0"
+        )),
         "app.yaml:7:19: services.web.x-convoy.update.canaries: must be at least 1: the number of \
          new instances started before the others"
     );
@@ -1506,20 +1541,20 @@ fn canaries_must_be_at_least_one() {
 fn canaries_with_another_strategy_is_an_error_whichever_comes_first() {
     assert_eq!(
         error(&web("x-convoy:\n  update:\n    canaries: 1")),
-        "app.yaml:6:5: services.web.x-convoy.update.canaries: is for `strategy: canary`, and the \
+        "app.yaml:6:9: services.web.x-convoy.update.canaries: is for `strategy: canary`, and the \
          strategy here is `rolling` (the default)"
     );
     assert_eq!(
         error(&web(
             "x-convoy:\n  update:\n    canaries: 1\n    strategy: blue-green"
         )),
-        "app.yaml:6:5: services.web.x-convoy.update.canaries: is for `strategy: canary`, and the \
+        "app.yaml:6:9: services.web.x-convoy.update.canaries: is for `strategy: canary`, and the \
          strategy here is `blue-green`"
     );
     assert!(error(&web(
         "x-convoy:\n  update:\n    strategy: rolling\n    canaries: 1"
     ))
-    .starts_with("app.yaml:7:5: services.web.x-convoy.update.canaries: is for `strategy: canary`"));
+    .starts_with("app.yaml:7:9: services.web.x-convoy.update.canaries: is for `strategy: canary`"));
 }
 
 #[test]
@@ -1528,21 +1563,23 @@ fn more_canaries_than_replicas_is_an_error() {
         error(&web(
             "deploy:\n  replicas: 2\nx-convoy:\n  update:\n    strategy: canary\n    canaries: 3"
         )),
-        "app.yaml:9:5: services.web.x-convoy.update.canaries: 3 canaries are more instances than \
+        "app.yaml:9:9: services.web.x-convoy.update.canaries: 3 canaries are more instances than \
          the service runs (`deploy.replicas` is 2): give at most that many"
     );
     // `deploy` written after `x-convoy` is the same.
     assert!(error(&web(
         "x-convoy:\n  update:\n    strategy: canary\n    canaries: 3\ndeploy:\n  replicas: 2"
     ))
-    .starts_with("app.yaml:7:5: services.web.x-convoy.update.canaries: 3 canaries"));
+    .starts_with("app.yaml:7:9: services.web.x-convoy.update.canaries: 3 canaries"));
     assert!(error(&web(
         "x-convoy:\n  update:\n    strategy: canary\n    canaries: 2"
     ))
     .ends_with("(`deploy.replicas` is not set, so 1): give at most that many"));
     assert_eq!(
-        update("deploy:\n  replicas: 2\nx-convoy:\n  update:\n    strategy: canary\n    canaries: 2")
-            .canaries,
+        update(
+            "deploy:\n  replicas: 2\nx-convoy:\n  update:\n    strategy: canary\n    canaries: 2"
+        )
+        .canaries,
         2
     );
 }
@@ -1551,14 +1588,14 @@ fn more_canaries_than_replicas_is_an_error() {
 fn auto_promote_and_scale_down_delay_belong_to_their_strategies() {
     assert_eq!(
         error(&web("x-convoy:\n  update:\n    auto_promote: true")),
-        "app.yaml:6:5: services.web.x-convoy.update.auto_promote: is for `strategy: canary` or \
+        "app.yaml:6:9: services.web.x-convoy.update.auto_promote: is for `strategy: canary` or \
          `blue-green`, and the strategy here is `rolling` (the default)"
     );
     assert_eq!(
         error(&web(
             "x-convoy:\n  update:\n    strategy: canary\n    scale_down_delay: 1m"
         )),
-        "app.yaml:7:5: services.web.x-convoy.update.scale_down_delay: is for `strategy: \
+        "app.yaml:7:9: services.web.x-convoy.update.scale_down_delay: is for `strategy: \
          blue-green`, and the strategy here is `canary`"
     );
 }
@@ -1569,14 +1606,14 @@ fn canary_and_blue_green_with_global_mode_are_errors() {
         error(&web(
             "deploy:\n  mode: global\nx-convoy:\n  update:\n    strategy: blue-green"
         )),
-        "app.yaml:8:5: services.web.x-convoy.update.strategy: `blue-green` is not supported with \
+        "app.yaml:8:9: services.web.x-convoy.update.strategy: `blue-green` is not supported with \
          `deploy.mode: global`, which runs one instance on every matching node: use `rolling`"
     );
     assert!(error(&web(
         "x-convoy:\n  update:\n    strategy: canary\ndeploy:\n  mode: global"
     ))
     .starts_with(
-        "app.yaml:6:5: services.web.x-convoy.update.strategy: `canary` is not supported with \
+        "app.yaml:6:9: services.web.x-convoy.update.strategy: `canary` is not supported with \
          `deploy.mode: global`"
     ));
     let policy = update("deploy:\n  mode: global\nx-convoy:\n  update:\n    strategy: rolling");
@@ -1589,7 +1626,7 @@ fn healthy_deadline_shorter_than_min_healthy_time_is_an_error() {
         error(&web(
             "x-convoy:\n  update:\n    min_healthy_time: 2m\n    healthy_deadline: 90s"
         )),
-        "app.yaml:7:5: services.web.x-convoy.update.healthy_deadline: 90s is shorter than the min \
+        "app.yaml:7:9: services.web.x-convoy.update.healthy_deadline: 90s is shorter than the min \
          healthy time (2m from `x-convoy.update.min_healthy_time`): give the deadline at least \
          that long"
     );
@@ -1611,19 +1648,21 @@ fn progress_deadline_no_rollout_could_meet_is_an_error() {
         error(&web(
             "x-convoy:\n  update:\n    min_healthy_time: 1m\n    delay: 30s\n    progress_deadline: 90s"
         )),
-        "app.yaml:8:5: services.web.x-convoy.update.progress_deadline: a new instance counts as \
+        "app.yaml:8:9: services.web.x-convoy.update.progress_deadline: a new instance counts as \
          progress after the delay (30s) and the min healthy time (1m), which together are not \
          shorter than the progress deadline (90s): every rollout would fail; make \
          `x-convoy.update.progress_deadline` longer"
     );
     // Without a progress deadline written, the key that made it too long.
-    assert!(error(&web("deploy:\n  update_config:\n    monitor: 10m")).starts_with(
-        "app.yaml:6:5: services.web.deploy.update_config.monitor: a new instance counts as \
+    assert!(
+        error(&web("deploy:\n  update_config:\n    monitor: 10m")).starts_with(
+            "app.yaml:6:9: services.web.deploy.update_config.monitor: a new instance counts as \
          progress after the delay (0s) and the min healthy time (10m), which together are not \
          shorter than the progress deadline (10m, the default)"
-    ));
+        )
+    );
     assert!(error(&web("x-convoy:\n  update:\n    delay: 1h"))
-        .starts_with("app.yaml:6:5: services.web.x-convoy.update.delay: a new instance counts"));
+        .starts_with("app.yaml:6:9: services.web.x-convoy.update.delay: a new instance counts"));
     update("x-convoy:\n  update:\n    min_healthy_time: 10m\n    progress_deadline: 11m");
 }
 
@@ -1633,7 +1672,7 @@ fn the_same_setting_in_update_config_and_x_convoy_update_is_an_error_naming_both
         error(&web(
             "deploy:\n  update_config:\n    parallelism: 1\nx-convoy:\n  update:\n    max_parallel: 2"
         )),
-        "app.yaml:9:5: services.web.x-convoy.update.max_parallel: both this and \
+        "app.yaml:9:9: services.web.x-convoy.update.max_parallel: both this and \
          `deploy.update_config.parallelism` set how many instances are replaced at a time: keep \
          one of the two"
     );
@@ -1648,7 +1687,7 @@ fn the_same_setting_in_update_config_and_x_convoy_update_is_an_error_naming_both
             "x-convoy:\n  update:\n    {ours}: {value}\ndeploy:\n  update_config:\n    {compose}: {compose_value}"
         )));
         let start = format!(
-            "app.yaml:6:5: services.web.x-convoy.update.{ours}: both this and \
+            "app.yaml:6:9: services.web.x-convoy.update.{ours}: both this and \
              `deploy.update_config.{compose}` set "
         );
         assert!(err.starts_with(&start), "{err}");
@@ -1668,8 +1707,9 @@ fn update_errors_in_flow_style_or_with_merge_keys_still_name_the_line() {
         "app.yaml:10: services.web.x-convoy.update.canaries: 5 canaries are more instances"
     ));
     let content = "x-base: &base\n  image: nginx\nservices:\n  web:\n    <<: *base\n    deploy:\n      update_config:\n        order: sideways\n";
-    assert!(error(content)
-        .starts_with("app.yaml:8: services.web.deploy.update_config.order: unknown order `sideways`"));
+    assert!(error(content).starts_with(
+        "app.yaml:8: services.web.deploy.update_config.order: unknown order `sideways`"
+    ));
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //! agents report, and the user's rollout commands (promote, pause, resume,
 //! rollback, history).
 
+use std::fmt::Write as _;
+
 use super::*;
 
 impl Coordinator {
@@ -124,14 +126,19 @@ impl Coordinator {
                         let outcome = format!("failed: {reason}");
                         self.set_outcome(&mut ops, &env, &name, r.to_revision, &outcome)
                             .await;
-                        events.push(
-                            ev("rollout.failed", &r)
-                                .field("reason", reason)
-                                .msg(format!(
-                                    "{env}/{name}: rollout to r{} failed: {reason}",
-                                    r.to_revision
-                                )),
-                        );
+                        let mut failed = ev("rollout.failed", &r).field("reason", reason);
+                        let mut message =
+                            format!("{env}/{name}: rollout to r{} failed: {reason}", r.to_revision);
+                        if r.state == RolloutState::RolledBack {
+                            let _ = write!(
+                                message,
+                                "; rolling back to the spec of r{} (as r{})",
+                                r.from_revision,
+                                rec.revision + 1
+                            );
+                            failed = failed.field("rollback_revision", rec.revision + 1);
+                        }
+                        events.push(failed.msg(message));
                         if r.state == RolloutState::RolledBack {
                             let back = self.start_rollback(&mut rec, &r, now, &mut ops);
                             events.push(
@@ -210,6 +217,7 @@ impl Coordinator {
         policy.strategy = spec::Strategy::Rolling;
         let mut back = Rollout::new(failed.to_revision, back_rev, rec.spec.clone(), policy, now);
         back.is_rollback = true;
+        back.promoted = true;
         for index in rec.assignments.keys() {
             if !failed.switched.contains_key(index) {
                 back.switched.insert(*index, now);
@@ -309,17 +317,27 @@ impl Coordinator {
                 .service(env, service)
                 .field("revision", r.to_revision)
                 .field("state", r.state.word())
-                .msg(format!("{env}/{service}: rollout to r{} {word}", r.to_revision)),
+                .msg(format!(
+                    "{env}/{service}: rollout to r{} {word}",
+                    r.to_revision
+                )),
         );
         Ok(rollout_info(&r, total))
     }
 
     /// A service's revisions, oldest first.
-    pub async fn history(&self, service: &str, env: &str) -> Result<pb::HistoryResponse, StateError> {
+    pub async fn history(
+        &self,
+        service: &str,
+        env: &str,
+    ) -> Result<pb::HistoryResponse, StateError> {
         let env = if env.is_empty() { DEFAULT_ENV } else { env };
         let current = {
             let desired = self.desired.lock().await;
-            match desired.services.get(&(env.to_string(), service.to_string())) {
+            match desired
+                .services
+                .get(&(env.to_string(), service.to_string()))
+            {
                 Some(r) => r.revision,
                 None => {
                     return Err(StateError::ServiceNotFound {
@@ -329,9 +347,11 @@ impl Coordinator {
                 }
             }
         };
-        let records =
-            store::scan_json::<RevisionRecord>(&*self.store, &format!("revisions/{env}/{service}/"))
-                .await?;
+        let records = store::scan_json::<RevisionRecord>(
+            &*self.store,
+            &format!("revisions/{env}/{service}/"),
+        )
+        .await?;
         let mut revisions: Vec<pb::RevisionInfo> = Vec::new();
         let mut previous: Option<ServiceSpec> = None;
         for (_, r) in records {
@@ -368,7 +388,11 @@ impl Coordinator {
         let env = if env.is_empty() { DEFAULT_ENV } else { env };
         let history = self.history(service, env).await?;
         let current = history.current;
-        let to = if to == 0 { current.saturating_sub(1) } else { to };
+        let to = if to == 0 {
+            current.saturating_sub(1)
+        } else {
+            to
+        };
         if to == current {
             return Err(StateError::Invalid(format!(
                 "r{to} is already the current revision of `{env}/{service}`"
@@ -385,10 +409,9 @@ impl Coordinator {
                 known.join(", ")
             )));
         }
-        let target: RevisionRecord =
-            store::get_json(&*self.store, &revision_key(env, service, to))
-                .await?
-                .ok_or_else(|| StateError::Invalid(format!("revision {to} is gone")))?;
+        let target: RevisionRecord = store::get_json(&*self.store, &revision_key(env, service, to))
+            .await?
+            .ok_or_else(|| StateError::Invalid(format!("revision {to} is gone")))?;
         let started = std::time::Instant::now();
         let now = now_unix_ms();
         let mut desired = self.desired.lock().await;
@@ -434,5 +457,8 @@ pub enum RolloutCommand {
 }
 
 fn join(idx: &[u32]) -> String {
-    idx.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+    idx.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
