@@ -216,7 +216,7 @@ fn restart_condition(w: &Workload) -> (Condition, u32) {
             let condition = Condition::try_from(policy.condition).unwrap_or(Condition::Any);
             (condition, policy.max_attempts)
         }
-        None => (Condition::Any, 0),
+        Some(workload::Runtime::Unit(_)) | None => (Condition::Any, 0),
     }
 }
 
@@ -909,11 +909,15 @@ fn same_status(a: &WorkloadStatus, b: &WorkloadStatus) -> bool {
     }
 }
 
-/// The plan's workloads, without empty or repeated ids (first one wins).
+/// The plan's container workloads, without empty or repeated ids (first one
+/// wins). Unit workloads belong to the systemd reconciler.
 fn desired_of(plan: &NodePlan) -> Vec<Workload> {
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(plan.workloads.len());
     for w in &plan.workloads {
+        if matches!(w.runtime, Some(workload::Runtime::Unit(_))) {
+            continue;
+        }
         if w.id.is_empty() {
             warn!(
                 generation = plan.generation,

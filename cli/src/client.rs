@@ -695,6 +695,7 @@ mod tests {
                 filename: "hello.yaml".into(),
                 content: "abc".into(),
                 dry_run: true,
+                env: String::new(),
             })
             .await
             .unwrap_err();

@@ -154,6 +154,27 @@ impl Output {
     }
 }
 
+/// The environment `--env` (or `CONVOY_ENV`) selected; empty: the
+/// coordinator's default for writes, every environment for reads.
+static SELECTED_ENV: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+pub(crate) fn selected_env() -> String {
+    SELECTED_ENV.get().cloned().unwrap_or_default()
+}
+
+/// Runs one command; `env` is the environment it applies to (`--env`).
+pub async fn run_in(
+    command: Command,
+    format: Format,
+    flags: &Flags,
+    env: Option<String>,
+) -> Result<Output> {
+    if let Some(env) = env {
+        let _ = SELECTED_ENV.set(env);
+    }
+    run(command, format, flags).await
+}
+
 pub async fn run(command: Command, format: Format, flags: &Flags) -> Result<Output> {
     match command {
         Command::Apply {
@@ -232,6 +253,7 @@ async fn apply(file: &Path, dry_run: bool, format: Format, flags: &Flags) -> Res
             filename,
             content,
             dry_run,
+            env: selected_env(),
         })
         .await?;
     Ok(match format {
@@ -249,7 +271,7 @@ async fn status(service: Option<String>, format: Format, flags: &Flags) -> Resul
     let response = coordinator
         .status(StatusRequest {
             service: service.unwrap_or_default(),
-            env: String::new(),
+            env: selected_env(),
         })
         .await?;
     Ok(Output::stdout(match format {
@@ -273,6 +295,7 @@ async fn watch_status(service: Option<String>, format: Format, flags: &Flags) ->
     let mut stream = coordinator
         .watch(WatchRequest {
             service: service.clone(),
+            env: selected_env(),
             ..Default::default()
         })
         .await?;
@@ -281,7 +304,7 @@ async fn watch_status(service: Option<String>, format: Format, flags: &Flags) ->
         let response = coordinator
             .status(StatusRequest {
                 service: service.clone(),
-                env: String::new(),
+                env: selected_env(),
             })
             .await?;
         let text = match format {
@@ -332,7 +355,7 @@ async fn events(
         .watch(WatchRequest {
             service: service.unwrap_or_default(),
             node: node.unwrap_or_default(),
-            env: String::new(),
+            env: selected_env(),
             replay,
         })
         .await?;
@@ -360,7 +383,7 @@ async fn verify(
     let response = coordinator
         .verify(VerifyRequest {
             service: service.unwrap_or_default(),
-            env: String::new(),
+            env: selected_env(),
             timeout_ms: timeout_secs.saturating_mul(1000),
         })
         .await?;
@@ -386,7 +409,7 @@ async fn nodes(format: Format, flags: &Flags) -> Result<Output> {
 async fn delete(service: String, format: Format, flags: &Flags) -> Result<Output> {
     let mut coordinator = connect(flags).await?;
     // Empty env: the coordinator applies its default.
-    let env = String::new();
+    let env = selected_env();
     let response = coordinator
         .delete(DeleteRequest {
             service: service.clone(),

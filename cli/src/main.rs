@@ -37,6 +37,11 @@ struct Cli {
     /// Context of the config file to use instead of its current one.
     #[arg(long, global = true, value_name = "NAME")]
     context: Option<String>,
+    /// Environment (dev, staging, prod, ...): where `apply` puts services
+    /// and what other commands look at [default: `default` for changes,
+    /// every environment for status and events].
+    #[arg(long, global = true, value_name = "ENV", env = "CONVOY_ENV")]
+    env: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -53,7 +58,9 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(commands::run(cli.command, cli.output, &flags)));
+        .and_then(|runtime| {
+            runtime.block_on(commands::run_in(cli.command, cli.output, &flags, cli.env))
+        });
     // Write errors (a closed pipe, as in `convoy nodes | head`) are not worth a panic.
     match result {
         Ok(out) => {

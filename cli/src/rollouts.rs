@@ -11,7 +11,7 @@ use convoy_proto as pb;
 use serde::Serialize;
 
 use crate::client::RolloutVerb;
-use crate::commands::{connect, now_ms, print, read_spec, Output};
+use crate::commands::{connect, now_ms, print, read_spec, selected_env, Output};
 use crate::config::Flags;
 use crate::output::{self, Format, RolloutJson};
 
@@ -35,6 +35,7 @@ pub async fn apply_and_wait(
             filename,
             content,
             dry_run: false,
+            env: selected_env(),
         })
         .await?;
     let warnings = output::apply_warnings(&response);
@@ -120,7 +121,7 @@ async fn service_status(
     coordinator
         .status(pb::StatusRequest {
             service: service.to_string(),
-            env: String::new(),
+            env: selected_env(),
         })
         .await?
         .services
@@ -139,6 +140,7 @@ pub async fn status(service: String, watch: bool, format: Format, flags: &Flags)
     let mut stream = coordinator
         .watch(pb::WatchRequest {
             service: service.clone(),
+            env: selected_env(),
             ..Default::default()
         })
         .await?;
@@ -222,7 +224,7 @@ pub async fn steer(
             verb,
             pb::RolloutRequest {
                 service: service.clone(),
-                env: String::new(),
+                env: selected_env(),
             },
         )
         .await?;
@@ -258,7 +260,7 @@ pub async fn history(service: String, format: Format, flags: &Flags) -> Result<O
     let h = coordinator
         .history(pb::HistoryRequest {
             service: service.clone(),
-            env: String::new(),
+            env: selected_env(),
         })
         .await?;
     let json = HistoryJson {
@@ -333,7 +335,7 @@ pub async fn rollback(
     let response = coordinator
         .rollback(pb::RollbackRequest {
             service,
-            env: String::new(),
+            env: selected_env(),
             to_revision: to.unwrap_or(0),
         })
         .await?;
@@ -356,7 +358,7 @@ pub async fn diff(
     let h = coordinator
         .history(pb::HistoryRequest {
             service: service.clone(),
-            env: String::new(),
+            env: selected_env(),
         })
         .await?;
     let find = |rev: u64| {

@@ -29,8 +29,14 @@ pub enum TokenCommand {
         /// admin, deployer or viewer.
         #[arg(long, required_unless_present = "join", conflicts_with = "join")]
         role: Option<String>,
-        /// Environments a deployer may touch (repeatable; default: all).
-        #[arg(long = "env", value_name = "ENV", conflicts_with = "join")]
+        /// Environments a deployer may touch, comma-separated (default:
+        /// the global `--env` if given, else all).
+        #[arg(
+            long = "envs",
+            value_name = "ENV,...",
+            value_delimiter = ',',
+            conflicts_with = "join"
+        )]
         envs: Vec<String>,
         /// Lifetime, e.g. 90s, 15m, 1h, 7d (default: never for CLI tokens,
         /// 1h for join tokens).
@@ -250,10 +256,16 @@ pub async fn token(
         TokenCommand::Create {
             name,
             role,
-            envs,
+            mut envs,
             ttl,
             ..
         } => {
+            // `convoy token create --role deployer --env staging`: the
+            // global --env names the one environment it may touch.
+            let selected = crate::commands::selected_env();
+            if envs.is_empty() && !selected.is_empty() {
+                envs.push(selected);
+            }
             let role =
                 role.ok_or_else(|| anyhow!("--role is required (admin, deployer or viewer)"))?;
             let mut coordinator = crate::commands::connect(flags).await?;

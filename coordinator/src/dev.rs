@@ -34,7 +34,10 @@ pub fn start_agent(
         coordinators: vec![dial.to_string()],
         pki_dir,
         data_dir: agent_data,
-        labels: Default::default(),
+        // The one dev node serves every environment.
+        labels: [(crate::state::ENV_LABEL.to_string(), "*".to_string())]
+            .into_iter()
+            .collect(),
     };
     Ok(tokio::spawn(
         async move {

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::spec::ServiceSpec;
 
 /// A node as placement sees it.
+#[derive(Clone)]
 pub struct Candidate<'a> {
     pub name: &'a str,
     pub facts: &'a convoy_proto::NodeFacts,

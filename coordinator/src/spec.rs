@@ -1,16 +1,17 @@
 //! Spec files: the YAML a user applies. A Docker Compose file is already a
 //! valid spec; its keys mean what Compose means, and Convoy's own settings
-//! (probes, for now) sit in a service's `x-convoy:` block. `parse` checks
-//! every key and value, names file, line and key path in its errors, and
-//! warns about the Compose keys Convoy does not support yet.
+//! (probes, for now) sit in a service's `x-convoy:` block. Beside
+//! `services:`, a top-level `units:` section describes systemd services.
+//! `parse` checks every key and value, names file, line and key path in its
+//! errors, and warns about the Compose keys Convoy does not support yet.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
 use convoy_proto::{
-    probe, restart_policy::Condition, ContainerSpec, ExecProbe, HealthCheck, HttpProbe, NodeFacts,
-    PortMapping, Probe, RestartPolicy, TcpProbe,
+    probe, restart_policy::Condition, workload::Runtime, ContainerSpec, ExecProbe, HealthCheck,
+    HttpProbe, NodeFacts, PortMapping, Probe, RestartPolicy, TcpProbe, UnitSpec,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -26,6 +27,8 @@ use locate::PathDisplay;
 /// A parsed spec file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SpecFile {
+    /// The `services:` and the `units:` (those have [`ServiceSpec::unit`]
+    /// set): one namespace, so a name is in one section only.
     pub services: BTreeMap<String, ServiceSpec>,
     /// One line each: `FILE:LINE: KEY.PATH: what was ignored and why`.
     pub warnings: Vec<String>,
@@ -131,6 +134,110 @@ pub struct ServiceSpec {
     /// `x-convoy.probes`: checks the agent runs against each instance.
     pub probes: Vec<ProbeSpec>,
     pub deploy: DeploySpec,
+    /// Set for an entry of `units:`: a systemd service, not a container
+    /// (the container fields above are then empty). `None` in records
+    /// stored before units existed.
+    pub unit: Option<UnitFields>,
+}
+
+/// An entry of `units:`: a unit Convoy writes
+/// (`/etc/systemd/system/convoy-NAME.service`), or an existing one it adopts
+/// and only starts, stops, enables or disables.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UnitFields {
+    /// `convoy-NAME.service`, or the adopted unit's name (`unit:`).
+    pub unit_name: String,
+    /// `unit:` was given: Convoy never writes this unit's file.
+    pub adopt: bool,
+    /// The program (an absolute path) and its arguments. Written units only.
+    pub exec_start: Vec<String>,
+    /// Empty: root. Written units only.
+    pub user: String,
+    pub restart: UnitRestart,
+    pub environment: BTreeMap<String, String>,
+    /// Empty: systemd's default (`/`). Written units only.
+    pub working_dir: String,
+    pub description: String,
+    /// Adopted units; written units always run.
+    pub state: UnitState,
+    /// Enabled at boot. Adopted units; written units always are.
+    pub enabled: bool,
+}
+
+impl Default for UnitFields {
+    fn default() -> Self {
+        UnitFields {
+            unit_name: String::new(),
+            adopt: false,
+            exec_start: Vec::new(),
+            user: String::new(),
+            restart: UnitRestart::default(),
+            environment: BTreeMap::new(),
+            working_dir: String::new(),
+            description: String::new(),
+            state: UnitState::Running,
+            enabled: true,
+        }
+    }
+}
+
+/// systemd's `Restart=`. `on-failure` unless the spec says, Convoy being an
+/// orchestrator (systemd's own default is `no`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnitRestart {
+    No,
+    OnSuccess,
+    #[default]
+    OnFailure,
+    OnAbnormal,
+    OnWatchdog,
+    OnAbort,
+    Always,
+}
+
+impl UnitRestart {
+    pub const ALL: [UnitRestart; 7] = [
+        UnitRestart::No,
+        UnitRestart::OnSuccess,
+        UnitRestart::OnFailure,
+        UnitRestart::OnAbnormal,
+        UnitRestart::OnWatchdog,
+        UnitRestart::OnAbort,
+        UnitRestart::Always,
+    ];
+
+    /// As systemd spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnitRestart::No => "no",
+            UnitRestart::OnSuccess => "on-success",
+            UnitRestart::OnFailure => "on-failure",
+            UnitRestart::OnAbnormal => "on-abnormal",
+            UnitRestart::OnWatchdog => "on-watchdog",
+            UnitRestart::OnAbort => "on-abort",
+            UnitRestart::Always => "always",
+        }
+    }
+}
+
+/// The state an adopted unit is kept in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnitState {
+    #[default]
+    Running,
+    Stopped,
+}
+
+impl UnitState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnitState::Running => "running",
+            UnitState::Stopped => "stopped",
+        }
+    }
 }
 
 /// Compose's `healthcheck`. Zero values leave Docker's (or the image's)
@@ -399,6 +506,20 @@ impl ServiceSpec {
         }
     }
 
+    /// What the agent runs: a container, or a systemd unit for an entry of
+    /// `units:` (`Workload.runtime`).
+    pub fn runtime(&self) -> Runtime {
+        match &self.unit {
+            None => Runtime::Container(self.container_spec()),
+            Some(unit) => Runtime::Unit(UnitSpec::from(unit)),
+        }
+    }
+
+    /// Whether this is an entry of `units:`.
+    pub fn is_unit(&self) -> bool {
+        self.unit.is_some()
+    }
+
     /// The probes the agent runs against each instance (`Workload.probes`).
     pub fn probes(&self) -> Vec<Probe> {
         self.probes.iter().map(Probe::from).collect()
@@ -430,8 +551,13 @@ impl ServiceSpec {
         &self.deploy.constraints
     }
 
+    /// The image; for a unit, its systemd name (what status shows in the
+    /// image's place).
     pub fn image(&self) -> &str {
-        &self.image
+        match &self.unit {
+            Some(unit) => &unit.unit_name,
+            None => &self.image,
+        }
     }
 }
 
@@ -473,6 +599,9 @@ struct HashedRuntime<'a> {
     /// a probe change rolls the service like any other change.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     probes: &'a [ProbeSpec],
+    /// Only for units, so the hashes of containers stay as they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unit: Option<&'a UnitFields>,
 }
 
 impl<'a> HashedRuntime<'a> {
@@ -493,6 +622,7 @@ impl<'a> HashedRuntime<'a> {
             healthcheck,
             probes,
             deploy: _,
+            unit,
         } = spec;
         HashedRuntime {
             image,
@@ -509,6 +639,7 @@ impl<'a> HashedRuntime<'a> {
             stop_grace_period_ms: (*stop_grace_period_ms != 0).then_some(*stop_grace_period_ms),
             healthcheck: healthcheck.as_ref(),
             probes,
+            unit: unit.as_ref(),
         }
     }
 }
@@ -520,6 +651,45 @@ impl From<&PortSpec> for PortMapping {
             host_port: port.published.into(),
             container_port: port.target.into(),
             protocol: port.protocol.as_str().to_owned(),
+        }
+    }
+}
+
+impl From<&UnitFields> for UnitSpec {
+    fn from(unit: &UnitFields) -> Self {
+        let UnitFields {
+            unit_name,
+            adopt,
+            exec_start,
+            user,
+            restart,
+            environment,
+            working_dir,
+            description,
+            state,
+            enabled,
+        } = unit;
+        UnitSpec {
+            unit_name: unit_name.clone(),
+            adopt: *adopt,
+            exec_start: exec_start.clone(),
+            user: user.clone(),
+            restart: if *adopt {
+                String::new()
+            } else {
+                restart.as_str().to_owned()
+            },
+            environment: environment
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            working_directory: working_dir.clone(),
+            description: description.clone(),
+            // Units Convoy writes always run, enabled.
+            state: if *adopt { *state } else { UnitState::Running }
+                .as_str()
+                .to_owned(),
+            enabled: *enabled || !*adopt,
         }
     }
 }
@@ -625,32 +795,73 @@ pub fn changed_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
                 constraints,
                 update,
             },
+        unit,
+    } = old;
+    let mut fields = unit_changes(unit.as_ref(), new.unit.as_ref());
+    fields.extend(
+        [
+            ("image", *image != new.image),
+            ("command", *command != new.command),
+            ("entrypoint", *entrypoint != new.entrypoint),
+            ("environment", *environment != new.environment),
+            ("ports", *ports != new.ports),
+            ("labels", *labels != new.labels),
+            ("volumes", *volumes != new.volumes),
+            ("working_dir", *working_dir != new.working_dir),
+            ("user", *user != new.user),
+            ("restart", *restart != new.restart),
+            ("stop_signal", *stop_signal != new.stop_signal),
+            (
+                "stop_grace_period",
+                *stop_grace_period_ms != new.stop_grace_period_ms,
+            ),
+            ("healthcheck", *healthcheck != new.healthcheck),
+            ("x-convoy.probes", *probes != new.probes),
+            ("deploy.mode", *mode != new.deploy.mode),
+            ("deploy.replicas", *replicas != new.deploy.replicas),
+            (
+                "deploy.placement.constraints",
+                *constraints != new.deploy.constraints,
+            ),
+            ("update strategy", *update != new.deploy.update),
+        ]
+        .into_iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(name, _)| name.to_owned()),
+    );
+    fields
+}
+
+/// The keys of a `units:` entry that differ; `unit` alone when one of the
+/// two is not a unit (a service became one, or the other way round).
+fn unit_changes(old: Option<&UnitFields>, new: Option<&UnitFields>) -> Vec<String> {
+    let (old, new) = match (old, new) {
+        (None, None) => return Vec::new(),
+        (Some(old), Some(new)) => (old, new),
+        _ => return vec!["unit".to_owned()],
+    };
+    let UnitFields {
+        unit_name,
+        adopt,
+        exec_start,
+        user,
+        restart,
+        environment,
+        working_dir,
+        description,
+        state,
+        enabled,
     } = old;
     [
-        ("image", *image != new.image),
-        ("command", *command != new.command),
-        ("entrypoint", *entrypoint != new.entrypoint),
-        ("environment", *environment != new.environment),
-        ("ports", *ports != new.ports),
-        ("labels", *labels != new.labels),
-        ("volumes", *volumes != new.volumes),
-        ("working_dir", *working_dir != new.working_dir),
+        ("unit", *unit_name != new.unit_name || *adopt != new.adopt),
+        ("exec_start", *exec_start != new.exec_start),
         ("user", *user != new.user),
         ("restart", *restart != new.restart),
-        ("stop_signal", *stop_signal != new.stop_signal),
-        (
-            "stop_grace_period",
-            *stop_grace_period_ms != new.stop_grace_period_ms,
-        ),
-        ("healthcheck", *healthcheck != new.healthcheck),
-        ("x-convoy.probes", *probes != new.probes),
-        ("deploy.mode", *mode != new.deploy.mode),
-        ("deploy.replicas", *replicas != new.deploy.replicas),
-        (
-            "deploy.placement.constraints",
-            *constraints != new.deploy.constraints,
-        ),
-        ("update strategy", *update != new.deploy.update),
+        ("environment", *environment != new.environment),
+        ("working_dir", *working_dir != new.working_dir),
+        ("description", *description != new.description),
+        ("state", *state != new.state),
+        ("enabled", *enabled != new.enabled),
     ]
     .into_iter()
     .filter(|(_, changed)| *changed)

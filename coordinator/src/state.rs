@@ -443,8 +443,23 @@ impl Coordinator {
         dry_run: bool,
         who: &str,
     ) -> Result<pb::ApplyResponse, StateError> {
+        self.apply_in(DEFAULT_ENV, filename, content, dry_run, who)
+            .await
+    }
+
+    /// [`Self::apply`] into environment `env`.
+    pub async fn apply_in(
+        &self,
+        env: &str,
+        filename: &str,
+        content: &str,
+        dry_run: bool,
+        who: &str,
+    ) -> Result<pb::ApplyResponse, StateError> {
+        let env = if env.is_empty() { DEFAULT_ENV } else { env };
+        check_env_name(env)?;
         let started = std::time::Instant::now();
-        let result = self.apply_inner(filename, content, dry_run, who).await;
+        let result = self.apply_inner(env, filename, content, dry_run, who).await;
         if !dry_run {
             self.metrics.observe_apply(started.elapsed().as_secs_f64());
         }
@@ -515,6 +530,7 @@ impl Coordinator {
 
     async fn apply_inner(
         &self,
+        env: &str,
         filename: &str,
         content: &str,
         dry_run: bool,
@@ -533,7 +549,7 @@ impl Coordinator {
                 &mut next,
                 &candidates,
                 Staged {
-                    env: DEFAULT_ENV,
+                    env,
                     name: &name,
                     spec: new_spec,
                     who,
@@ -1388,7 +1404,8 @@ fn stage_service(
         .as_ref()
         .map(|o| o.assignments.clone())
         .unwrap_or_default();
-    let assignments = placement::place(&new_spec, &old_assign, candidates);
+    let in_env = in_env(candidates, env);
+    let assignments = placement::place(&new_spec, &old_assign, &in_env);
     let (action, revision, previous, fields) = match &old {
         Some(o) if o.spec == new_spec => (
             pb::ChangeAction::Unchanged,
@@ -1571,6 +1588,44 @@ fn node_views(
         .collect()
 }
 
+/// The node label that names the environments a node serves
+/// (comma-separated; `*`: every one). Nodes without it serve `default`.
+pub const ENV_LABEL: &str = "env";
+
+/// Whether a node with these facts serves environment `env`.
+pub fn node_serves(facts: &pb::NodeFacts, env: &str) -> bool {
+    match facts.labels.get(ENV_LABEL) {
+        None => env == DEFAULT_ENV,
+        Some(list) => list.split(',').map(str::trim).any(|e| e == "*" || e == env),
+    }
+}
+
+/// The candidates of environment `env`: placement never crosses them.
+fn in_env<'a>(candidates: &[Candidate<'a>], env: &str) -> Vec<Candidate<'a>> {
+    candidates
+        .iter()
+        .filter(|c| node_serves(c.facts, env))
+        .cloned()
+        .collect()
+}
+
+/// Environment names: lowercase letters, digits and `-`, up to 63.
+pub fn check_env_name(env: &str) -> Result<(), StateError> {
+    let ok = !env.is_empty()
+        && env.len() <= 63
+        && env
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !env.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(StateError::Invalid(format!(
+            "invalid environment `{env}`: use lowercase letters, digits and `-` (up to 63)"
+        )))
+    }
+}
+
 fn candidates(views: &[(String, pb::NodeFacts, bool)]) -> Vec<Candidate<'_>> {
     views
         .iter()
@@ -1588,7 +1643,7 @@ fn replace_all(next: &mut Desired, connected: &HashMap<String, bool>, ops: &mut 
     let nodes = node_views(next, connected);
     let candidates = candidates(&nodes);
     for rec in next.services.values_mut().filter(|r| !r.deleted) {
-        let placed = placement::place(&rec.spec, &rec.assignments, &candidates);
+        let placed = placement::place(&rec.spec, &rec.assignments, &in_env(&candidates, &rec.env));
         if placed != rec.assignments {
             rec.assignments = placed;
             rec.updated_unix_ms = now_unix_ms();
@@ -1620,12 +1675,7 @@ fn compute_plans(
     }
     for rec in next.services.values().filter(|r| !r.deleted) {
         let runtime = |spec: &ServiceSpec, revision: u64| {
-            (
-                revision,
-                spec.spec_hash(),
-                spec.probes(),
-                pb::workload::Runtime::Container(spec.container_spec()),
-            )
+            (revision, spec.spec_hash(), spec.probes(), spec.runtime())
         };
         let new = runtime(&rec.spec, rec.revision);
         // While a rollout is active, instances it has not switched yet keep

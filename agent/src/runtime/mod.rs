@@ -44,7 +44,7 @@ pub fn container_labels(node: &str, workload: &Workload) -> HashMap<String, Stri
         Some(convoy_proto::workload::Runtime::Container(spec)) => {
             spec.labels.clone().into_iter().collect()
         }
-        None => HashMap::new(),
+        Some(convoy_proto::workload::Runtime::Unit(_)) | None => HashMap::new(),
     };
     for (k, v) in [
         (labels::MANAGED, "true".to_string()),

@@ -256,18 +256,23 @@ impl pb::control_service_server::ControlService for ControlApi {
             filename,
             content,
             dry_run,
+            env,
         } = req.into_inner();
+        let env = if env.is_empty() {
+            DEFAULT_ENV.to_string()
+        } else {
+            env
+        };
         let filename = if filename.is_empty() {
             "<spec>".to_string()
         } else {
             filename
         };
-        // Every service of a spec lives in the default environment today.
-        let action = Action::Apply { env: DEFAULT_ENV };
+        let action = Action::Apply { env: &env };
         self.allow(&caller, action, &filename, !dry_run).await?;
         let resp = self
             .coord
-            .apply(&filename, &content, dry_run, &who)
+            .apply_in(&env, &filename, &content, dry_run, &who)
             .await
             .map_err(Status::from);
         match &resp {

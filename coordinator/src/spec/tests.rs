@@ -414,7 +414,8 @@ fn wrong_types_are_errors_naming_line_column_and_key() {
     );
     assert_eq!(
         error("- web\n"),
-        "app.yaml:1:1: invalid type: sequence, expected a Compose file: a mapping with `services:`"
+        "app.yaml:1:1: invalid type: sequence, expected a Compose file: a mapping with `services:` \
+         or `units:`"
     );
 }
 
@@ -556,7 +557,8 @@ fn duplicate_keys_are_errors_on_the_second_one() {
 fn missing_or_empty_services_is_an_error() {
     assert_eq!(
         error("name: shop\n"),
-        "app.yaml:1:1: missing field `services`: a spec lists its services under `services:`"
+        "app.yaml:1:1: missing field `services`: a spec lists its services under `services:` \
+         (containers) or `units:` (systemd services)"
     );
     assert!(error("").starts_with("app.yaml:1:1: missing field `services`"));
     assert_eq!(
@@ -1717,4 +1719,440 @@ fn update_error_names_the_service_it_is_in() {
     let content = "services:\n  api:\n    image: x\n  web:\n    image: y\n    x-convoy:\n      update:\n        auto_promote: true\n";
     assert!(error(content)
         .starts_with("app.yaml:8:9: services.web.x-convoy.update.auto_promote: is for"));
+}
+
+// ---- units ----
+
+/// One unit `exporter` with `extra`, indented 4 spaces.
+fn exporter(extra: &str) -> String {
+    let mut yaml = String::from("units:\n  exporter:\n");
+    for line in extra.lines() {
+        yaml += &format!("    {line}\n");
+    }
+    yaml
+}
+
+fn unit_of(spec: &ServiceSpec) -> &UnitFields {
+    spec.unit.as_ref().expect("a unit")
+}
+
+const FULL_UNIT: &str = "units:
+  node-exporter:
+    exec_start: /usr/bin/prometheus-node-exporter --web.listen-address=:9100 'a b'
+    user: nobody
+    restart: on-abnormal
+    environment: { FOO: bar, N: 1 }
+    working_dir: /var/lib/exporter
+    description: Prometheus node exporter
+    deploy:
+      mode: global
+      placement: { constraints: [\"node.labels.role == gpu\"] }
+    x-convoy:
+      probes: [{ tcp: { port: 9100 } }]
+";
+
+#[test]
+fn unit_reads_every_key_of_a_unit_convoy_writes() {
+    let spec = service(FULL_UNIT);
+    let unit = unit_of(&spec);
+    assert_eq!(unit.unit_name, "convoy-node-exporter.service");
+    assert!(!unit.adopt);
+    assert_eq!(
+        unit.exec_start,
+        strings(&[
+            "/usr/bin/prometheus-node-exporter",
+            "--web.listen-address=:9100",
+            "a b"
+        ])
+    );
+    assert_eq!(unit.user, "nobody");
+    assert_eq!(unit.restart, UnitRestart::OnAbnormal);
+    assert_eq!(unit.environment["FOO"], "bar");
+    assert_eq!(unit.environment["N"], "1");
+    assert_eq!(unit.working_dir, "/var/lib/exporter");
+    assert_eq!(unit.description, "Prometheus node exporter");
+    assert_eq!((unit.state, unit.enabled), (UnitState::Running, true));
+    assert!(spec.is_global());
+    assert_eq!(spec.constraints()[0].to_string(), "node.labels.role == gpu");
+    assert_eq!(spec.probes[0].check, ProbeCheck::Tcp { port: 9100 });
+    // Nothing of a container.
+    assert!(spec.image.is_empty() && spec.command.is_empty() && spec.environment.is_empty());
+    assert_eq!(spec.image(), "convoy-node-exporter.service");
+}
+
+#[test]
+fn unit_exec_start_list_and_environment_list_are_read_as_compose_reads_them() {
+    let spec = service(&exporter(
+        "exec_start: [/bin/sleep, infinity]\nenvironment: [A=1, B=x=y]\nrestart: always\nuser: 1000",
+    ));
+    let unit = unit_of(&spec);
+    assert_eq!(unit.exec_start, strings(&["/bin/sleep", "infinity"]));
+    assert_eq!(unit.environment["A"], "1");
+    assert_eq!(unit.environment["B"], "x=y");
+    assert_eq!(unit.restart, UnitRestart::Always);
+    assert_eq!(unit.user, "1000");
+}
+
+#[test]
+fn unit_defaults_restart_on_failure_as_root_and_replicated_once() {
+    let spec = service(&exporter("exec_start: /bin/sleep infinity"));
+    let unit = unit_of(&spec);
+    assert_eq!(unit.restart, UnitRestart::OnFailure);
+    assert!(unit.user.is_empty() && unit.environment.is_empty());
+    assert_eq!(spec.replicas(), 1);
+    assert!(!spec.is_global());
+}
+
+#[test]
+fn every_systemd_restart_value_is_taken() {
+    for restart in UnitRestart::ALL {
+        let spec = service(&exporter(&format!(
+            "exec_start: /bin/true\nrestart: {}",
+            restart.as_str()
+        )));
+        assert_eq!(unit_of(&spec).restart, restart);
+    }
+    assert_eq!(
+        error(&exporter("exec_start: /bin/true\nrestart: any")),
+        "app.yaml:5:14: units.exporter.restart: unknown restart policy `any`, expected one of \
+         `no`, `on-success`, `on-failure`, `on-abnormal`, `on-watchdog`, `on-abort`, `always`"
+    );
+}
+
+#[test]
+fn unit_adopts_an_existing_unit_by_name() {
+    let spec = service(
+        "units:\n  web:\n    unit: nginx.service\n    state: stopped\n    enabled: false\n",
+    );
+    let unit = unit_of(&spec);
+    assert_eq!(unit.unit_name, "nginx.service");
+    assert!(unit.adopt);
+    assert_eq!((unit.state, unit.enabled), (UnitState::Stopped, false));
+    assert!(unit.exec_start.is_empty());
+    // Running and enabled unless the spec says.
+    let unit = service("units:\n  web:\n    unit: nginx.service\n")
+        .unit
+        .unwrap();
+    assert_eq!((unit.state, unit.enabled), (UnitState::Running, true));
+    assert_eq!(
+        error("units:\n  web:\n    unit: nginx.service\n    state: paused\n"),
+        "app.yaml:4:12: units.web.state: unknown state `paused`, expected `running` or `stopped`"
+    );
+}
+
+#[test]
+fn runtime_of_a_unit_is_a_unit_spec() {
+    let Runtime::Unit(unit) = service(FULL_UNIT).runtime() else {
+        panic!("not a unit");
+    };
+    assert_eq!(
+        unit,
+        UnitSpec {
+            unit_name: "convoy-node-exporter.service".to_owned(),
+            adopt: false,
+            exec_start: strings(&[
+                "/usr/bin/prometheus-node-exporter",
+                "--web.listen-address=:9100",
+                "a b"
+            ]),
+            user: "nobody".to_owned(),
+            restart: "on-abnormal".to_owned(),
+            environment: [("FOO", "bar"), ("N", "1")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            working_directory: "/var/lib/exporter".to_owned(),
+            description: "Prometheus node exporter".to_owned(),
+            state: "running".to_owned(),
+            enabled: true,
+        }
+    );
+    let Runtime::Unit(adopted) =
+        service("units:\n  web:\n    unit: nginx.service\n    state: stopped\n").runtime()
+    else {
+        panic!("not a unit");
+    };
+    assert_eq!(adopted.unit_name, "nginx.service");
+    assert!(adopted.adopt && adopted.enabled);
+    assert_eq!(adopted.state, "stopped");
+    assert!(adopted.exec_start.is_empty() && adopted.restart.is_empty());
+    assert!(matches!(service(FULL).runtime(), Runtime::Container(c) if c.image == "nginx:1.27"));
+}
+
+#[test]
+fn services_and_units_live_side_by_side_in_one_namespace() {
+    let file =
+        ok("services:\n  web:\n    image: nginx\nunits:\n  exporter:\n    exec_start: /bin/true\n");
+    assert!(!file.services["web"].is_unit());
+    assert!(file.services["exporter"].is_unit());
+    assert_eq!(
+        error("services:\n  web:\n    image: nginx\nunits:\n  web:\n    exec_start: /bin/true\n"),
+        "app.yaml:5:3: units.web: `web` is also a service under `services:`: services and units \
+         share one namespace, so give one of them another name"
+    );
+    // Units only: no `services:` needed.
+    assert_eq!(ok(&exporter("exec_start: /bin/true")).services.len(), 1);
+    assert_eq!(
+        error("units: {}\n"),
+        "app.yaml:1:8: units: no units defined: leave `units:` out, or describe at least one"
+    );
+}
+
+#[test]
+fn unit_names_with_path_separators_or_shell_characters_are_refused() {
+    for (name, why) in [
+        ("a/b", "`/` is a path separator"),
+        ("a;b", "`;` is not allowed"),
+        ("a$b", "`$` is not allowed"),
+        ("a b", "` ` is not allowed"),
+        ("a..b", "`..` is not allowed"),
+        ("-a", "it starts with `-`"),
+        (".a", "it starts with `.`"),
+        (
+            "a@",
+            "a name ending in `@` is a template, which cannot run by itself",
+        ),
+        ("a@b@c", "a unit name has at most one `@`"),
+    ] {
+        let yaml = format!("units:\n  \"{name}\":\n    exec_start: /bin/true\n");
+        assert_eq!(
+            error(&yaml),
+            format!(
+                "app.yaml:2:3: units: invalid unit name `{name}`: {why}; use letters, digits, \
+                 `_`, `.`, `@` and `-`, starting with a letter or digit"
+            ),
+            "{name}"
+        );
+    }
+    for name in ["node-exporter", "Exporter_2.x", "getty@tty1", "a.b-c"] {
+        let yaml = format!("units:\n  {name}:\n    exec_start: /bin/true\n");
+        assert_eq!(
+            unit_of(&service(&yaml)).unit_name,
+            format!("convoy-{name}.service")
+        );
+    }
+    let long = "a".repeat(250);
+    assert!(
+        error(&format!("units:\n  {long}:\n    exec_start: /bin/true\n"))
+            .contains("longer than systemd's limit of 255 characters")
+    );
+}
+
+#[test]
+fn adopted_unit_names_must_be_services_and_not_convoys_own() {
+    let adopt = |unit: &str| error(&format!("units:\n  web:\n    unit: \"{unit}\"\n"));
+    assert_eq!(
+        adopt("nginx"),
+        "app.yaml:3:11: units.web.unit: invalid unit `nginx`: Convoy adopts services only: give \
+         the full name, e.g. `nginx.service`"
+    );
+    assert_eq!(
+        adopt("nginx.socket"),
+        "app.yaml:3:11: units.web.unit: invalid unit `nginx.socket`: Convoy adopts services only: \
+         give the full name, e.g. `nginx.service`"
+    );
+    assert_eq!(
+        adopt("../x.service"),
+        "app.yaml:3:11: units.web.unit: invalid unit `../x.service`: it starts with `.`"
+    );
+    assert_eq!(
+        adopt("a;reboot.service"),
+        "app.yaml:3:11: units.web.unit: invalid unit `a;reboot.service`: `;` is not allowed"
+    );
+    assert!(adopt("convoy-agent.service")
+        .contains("units named `convoy-*` are Convoy's own (the agent, and the units it writes)"));
+    assert_eq!(
+        error("units:\n  a:\n    unit: nginx.service\n  b:\n    unit: nginx.service\n"),
+        "app.yaml:5:5: units.b.unit: `nginx.service` is adopted by `a` already: adopt a unit once"
+    );
+}
+
+#[test]
+fn relative_exec_start_is_refused() {
+    assert_eq!(
+        error(&exporter("exec_start: sleep infinity")),
+        "app.yaml:3:17: units.exporter.exec_start: the program `sleep` is not an absolute path: \
+         write it in full, e.g. `/usr/bin/sleep`"
+    );
+    assert_eq!(
+        error(&exporter("exec_start: [bin/sleep, infinity]")),
+        "app.yaml:3:17: units.exporter.exec_start: the program `bin/sleep` is not an absolute \
+         path: write it from the root, starting with `/`"
+    );
+    assert!(error(&exporter("exec_start: -/bin/false"))
+        .contains("starts with one of systemd's prefixes"));
+    assert!(error(&exporter("exec_start: \"\""))
+        .contains("units.exporter.exec_start: is empty: give the program to run"));
+    assert!(error(&exporter("exec_start: [\"/bin/echo\", \"a\\nb\"]"))
+        .contains("the argument `a\\nb` has a newline: a unit file takes one line"));
+}
+
+#[test]
+fn unit_without_exec_start_or_unit_is_refused() {
+    assert!(error(&exporter("user: nobody")).contains(
+        "units.exporter: missing field `exec_start`: give the program to run (an absolute path), \
+         or `unit: NAME.service` to adopt an existing unit"
+    ));
+}
+
+#[test]
+fn environment_values_with_newlines_or_nul_are_refused() {
+    assert_eq!(
+        error(&exporter(
+            "exec_start: /bin/true\nenvironment:\n  FOO: \"a\\nb\""
+        )),
+        "app.yaml:5:12: units.exporter.environment.FOO: the value `a\\nb` has a newline: a unit \
+         file takes one line"
+    );
+    assert!(error(&exporter(
+        "exec_start: /bin/true\nenvironment: [\"FOO=a\\u0000b\"]"
+    ))
+    .contains("the value `a\\0b` has a NUL character"));
+    assert!(
+        error(&exporter("exec_start: /bin/true\nenvironment:\n  1FOO: x"))
+            .contains("invalid variable name `1FOO`")
+    );
+    assert!(
+        error(&exporter("exec_start: /bin/true\nenvironment:\n  A-B: x"))
+            .contains("invalid variable name `A-B`")
+    );
+}
+
+#[test]
+fn unit_user_and_working_dir_are_checked() {
+    assert_eq!(
+        error(&exporter("exec_start: /bin/true\nuser: \"root;rm\"")),
+        "app.yaml:4:11: units.exporter.user: invalid user `root;rm`: give a user name (letters, \
+         digits, `_`, `.` and `-`, starting with a letter or `_`, at most 32 characters) or a \
+         numeric id"
+    );
+    assert!(
+        error(&exporter("exec_start: /bin/true\nuser: \"4294967295\""))
+            .contains("out of range for a user id")
+    );
+    assert_eq!(
+        error(&exporter("exec_start: /bin/true\nworking_dir: srv")),
+        "app.yaml:4:18: units.exporter.working_dir: `srv` is not an absolute path"
+    );
+    assert!(
+        error(&exporter("exec_start: /bin/true\ndescription: \"a\\nb\""))
+            .contains("the description `a\\nb` has a newline")
+    );
+}
+
+#[test]
+fn adopted_unit_with_keys_of_a_written_one_is_refused() {
+    assert_eq!(
+        error("units:\n  web:\n    unit: nginx.service\n    exec_start: /usr/sbin/nginx\n"),
+        "app.yaml:4:5: units.web.exec_start: `unit: nginx.service` adopts an existing unit, whose \
+         file Convoy never writes: remove `exec_start`, or remove `unit:` to have Convoy write \
+         `convoy-web.service`"
+    );
+    for key in [
+        "user: www",
+        "restart: always",
+        "environment: {A: b}",
+        "working_dir: /srv",
+    ] {
+        let yaml = format!("units:\n  web:\n    unit: nginx.service\n    {key}\n");
+        let field = key.split(':').next().unwrap();
+        assert!(
+            error(&yaml).starts_with(&format!("app.yaml:4:5: units.web.{field}: `unit: nginx")),
+            "{key}"
+        );
+    }
+    assert_eq!(
+        error(&exporter("exec_start: /bin/true\nstate: stopped")),
+        "app.yaml:4:5: units.exporter.state: is for units adopted with `unit: NAME.service`; a \
+         unit Convoy writes always runs and is enabled"
+    );
+}
+
+#[test]
+fn unknown_unit_keys_and_compose_restart_policy_are_refused() {
+    assert!(error(&exporter("exec_start: /bin/true\nimage: nginx"))
+        .starts_with("app.yaml:4:5: units.exporter.image: unknown field `image`, expected one of"));
+    assert_eq!(
+        error(&exporter(
+            "exec_start: /bin/true\ndeploy:\n  restart_policy: {condition: any}"
+        )),
+        "app.yaml:5:3: units.exporter.deploy.restart_policy: systemd restarts units: use the \
+         unit's `restart:` (systemd's `Restart=`) instead"
+    );
+    // Extension keys are skipped, as elsewhere.
+    ok(&exporter("exec_start: /bin/true\nx-note: hi"));
+}
+
+#[test]
+fn unit_spec_hash_leaves_container_hashes_alone_and_follows_the_unit() {
+    // The hashes of containers are pinned by spec_hash_is_stable_across_runs_and_releases.
+    let base = service(FULL_UNIT);
+    assert_ne!(base.spec_hash(), ServiceSpec::default().spec_hash());
+    for (from, to) in [
+        ("9100 'a b'", "9101"),
+        ("user: nobody", "user: root"),
+        ("on-abnormal", "always"),
+        ("FOO: bar", "FOO: baz"),
+        ("/var/lib/exporter", "/srv"),
+        ("node exporter", "exporter"),
+    ] {
+        assert_ne!(
+            service(&FULL_UNIT.replace(from, to)).spec_hash(),
+            base.spec_hash(),
+            "{from} -> {to}"
+        );
+    }
+    let placed = service(&FULL_UNIT.replace("mode: global", "replicas: 3"));
+    assert_eq!(placed.spec_hash(), base.spec_hash());
+    let adopted = |state: &str| {
+        service(&format!(
+            "units:\n  web:\n    unit: nginx.service\n    state: {state}\n"
+        ))
+    };
+    assert_ne!(
+        adopted("running").spec_hash(),
+        adopted("stopped").spec_hash()
+    );
+}
+
+#[test]
+fn changed_fields_names_the_unit_keys_that_differ() {
+    let old = service(FULL_UNIT);
+    let new = service(
+        &FULL_UNIT
+            .replace("9100 'a b'", "9101")
+            .replace("FOO: bar", "FOO: baz")
+            .replace("mode: global", "replicas: 2"),
+    );
+    assert_eq!(
+        changed_fields(&old, &new),
+        [
+            "exec_start",
+            "environment",
+            "deploy.mode",
+            "deploy.replicas"
+        ]
+    );
+    let adopted = |state: &str| {
+        service(&format!(
+            "units:\n  web:\n    unit: nginx.service\n    state: {state}\n"
+        ))
+    };
+    assert_eq!(
+        changed_fields(&adopted("running"), &adopted("stopped")),
+        ["state"]
+    );
+    // A service that became a unit.
+    let fields = changed_fields(&service(&web("")), &old);
+    assert_eq!(fields[..2], ["unit", "image"]);
+}
+
+#[test]
+fn stored_records_without_a_unit_still_load() {
+    let stored = r#"{"image":"nginx","deploy":{"mode":"replicated","replicas":1}}"#;
+    let spec: ServiceSpec = serde_json::from_str(stored).unwrap();
+    assert!(spec.unit.is_none());
+    let spec = service(FULL_UNIT);
+    let round: ServiceSpec = serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
+    assert_eq!(round, spec);
 }

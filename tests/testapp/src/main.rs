@@ -181,11 +181,12 @@ fn probe(url: &str, timeout: Duration) -> Result<String, String> {
     };
     let mut stream = TcpStream::connect_timeout(&addr, left()?).map_err(fail)?;
     stream.set_write_timeout(Some(left()?)).map_err(fail)?;
-    write!(
-        stream,
+    // One write: a server that answers after its first read and closes
+    // must not see (and reset) a second segment of the request.
+    let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: convoy-testapp\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(fail)?;
+    );
+    stream.write_all(request.as_bytes()).map_err(fail)?;
     let mut head = Vec::new();
     let mut chunk = [0u8; 1024];
     while !head.contains(&b'\n') && head.len() < MAX_HEAD_BYTES {
