@@ -64,6 +64,10 @@ cargo build --workspace --all-targets
 if [ "${CONVOY_SKIP_DOCKER_TESTS:-}" != 1 ]; then
   step "test image"
   bash scripts/build-test-image.sh
+  # The real-systemd tests boot it (docs/systemd-in-docker.md); built once
+  # and cached by tag, about a minute the first time.
+  step "systemd image"
+  bash scripts/build-systemd-image.sh
 fi
 
 step "cargo test"

@@ -126,6 +126,9 @@ pub enum RolloutCommand {
     Pause { service: String },
     /// Go on with a paused rollout.
     Resume { service: String },
+    /// Stop a rollout and go back to the revision it started from (a
+    /// blue-green rollout's old set takes over at once).
+    Abort { service: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -198,6 +201,9 @@ pub async fn run(command: Command, format: Format, flags: &Flags) -> Result<Outp
         Command::Rollout {
             command: RolloutCommand::Resume { service },
         } => crate::rollouts::steer(service, RolloutVerb::Resume, format, flags).await,
+        Command::Rollout {
+            command: RolloutCommand::Abort { service },
+        } => crate::rollouts::abort(service, format, flags).await,
         Command::Promote { service } => {
             crate::rollouts::steer(service, RolloutVerb::Promote, format, flags).await
         }

@@ -321,6 +321,26 @@ pub async fn history(service: String, format: Format, flags: &Flags) -> Result<O
     )))
 }
 
+/// `convoy rollout abort SERVICE`: a rollback to the revision the active
+/// rollout started from.
+pub async fn abort(service: String, format: Format, flags: &Flags) -> Result<Output> {
+    let mut coordinator = connect(flags).await?;
+    let s = service_status(&mut coordinator, &service).await?;
+    let Some(r) = s.rollout.filter(|r| {
+        matches!(
+            r.state.as_str(),
+            "running" | "paused" | "waiting-promotion" | "failed"
+        )
+    }) else {
+        bail!("`{service}` has no rollout in progress to abort");
+    };
+    if r.from_revision == 0 {
+        bail!("the first rollout of `{service}` has no revision to go back to; `convoy delete {service}` removes it");
+    }
+    drop(coordinator);
+    rollback(service, Some(r.from_revision), format, flags).await
+}
+
 /// `convoy rollback SERVICE [--to REV]`.
 pub async fn rollback(
     service: String,

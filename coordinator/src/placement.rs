@@ -44,18 +44,30 @@ pub fn place(spec: &ServiceSpec, current: &Assignments, nodes: &[Candidate<'_>])
         return place_global(current, &keepable, &eligible);
     }
 
-    let replicas = spec.replicas();
+    let replicas = spec.replicas() as usize;
+    // The instances kept are the current ones with the lowest numbers (a
+    // blue-green rollout may have left them above `replicas`); new ones take
+    // the lowest free numbers.
+    let mut indexes: Vec<u32> = current.keys().copied().take(replicas).collect();
+    let mut free = 1u32;
+    while indexes.len() < replicas {
+        if !current.contains_key(&free) {
+            indexes.push(free);
+        }
+        free += 1;
+    }
+    indexes.sort_unstable();
     let mut out = Assignments::new();
     let mut load: BTreeMap<&str, usize> = eligible.iter().map(|n| (*n, 0)).collect();
-    for index in 1..=replicas {
-        if let Some(Some(node)) = current.get(&index) {
+    for index in &indexes {
+        if let Some(Some(node)) = current.get(index) {
             if keepable.contains(node.as_str()) {
                 *load.entry(node.as_str()).or_default() += 1;
-                out.insert(index, Some(node.clone()));
+                out.insert(*index, Some(node.clone()));
             }
         }
     }
-    for index in 1..=replicas {
+    for index in indexes {
         if out.contains_key(&index) {
             continue;
         }

@@ -78,6 +78,12 @@ pub struct Rollout {
     pub failed: BTreeSet<u32>,
     #[serde(default)]
     pub promoted: bool,
+    #[serde(default)]
+    pub promoted_unix_ms: i64,
+    /// Blue-green: the old set, kept running beside the new one until
+    /// `scale_down_delay` after promotion (an instant way back until then).
+    #[serde(default)]
+    pub blue: BTreeSet<u32>,
     /// Why it failed or paused, in words.
     #[serde(default)]
     pub reason: String,
@@ -107,8 +113,15 @@ impl Rollout {
             done: BTreeSet::new(),
             failed: BTreeSet::new(),
             promoted: false,
+            promoted_unix_ms: 0,
+            blue: BTreeSet::new(),
             reason: String::new(),
         }
+    }
+
+    /// Blue-green with the old set still there.
+    pub fn has_blue(&self) -> bool {
+        self.policy.strategy == Strategy::BlueGreen && !self.blue.is_empty()
     }
 
     /// Whether instance `index` runs the new revision's spec.
@@ -136,6 +149,8 @@ pub enum Effect {
     /// Canaries are healthy; waiting for `convoy promote`.
     AwaitingPromotion,
     Promoted,
+    /// Blue-green: the old set's time is up; remove these instances.
+    RetireBlue(Vec<u32>),
     Succeeded,
     /// The gates failed: `reason`. The state says what follows (failed,
     /// paused, or rolled back by the caller).
@@ -211,6 +226,10 @@ pub fn step(r: &mut Rollout, instances: &[InstanceView], now: i64) -> Vec<Effect
         );
     }
 
+    if r.policy.strategy == Strategy::BlueGreen {
+        return step_blue_green(r, effects, now);
+    }
+
     // Canary: the canaries first, then wait for promotion.
     let canary = r.policy.strategy == Strategy::Canary && !r.promoted;
     let limit = if canary {
@@ -266,6 +285,41 @@ pub fn step(r: &mut Rollout, instances: &[InstanceView], now: i64) -> Vec<Effect
     }
     if !effects.is_empty() {
         r.updated_unix_ms = now;
+    }
+    effects
+}
+
+/// Blue-green: the new set (all switched from the start) must pass its
+/// gates; then promotion (by hand or automatic), then the old set goes after
+/// `scale_down_delay`.
+fn step_blue_green(r: &mut Rollout, mut effects: Vec<Effect>, now: i64) -> Vec<Effect> {
+    let green_done = r.done.len() + r.failed.len() == r.switched.len();
+    if !r.promoted {
+        if !green_done {
+            if !effects.is_empty() {
+                r.updated_unix_ms = now;
+            }
+            return effects;
+        }
+        r.updated_unix_ms = now;
+        if r.policy.auto_promote {
+            r.promoted = true;
+            r.promoted_unix_ms = now;
+            effects.push(Effect::Promoted);
+        } else {
+            r.state = RolloutState::WaitingPromotion;
+            effects.push(Effect::AwaitingPromotion);
+            return effects;
+        }
+    }
+    if now - r.promoted_unix_ms >= r.policy.scale_down_delay_ms as i64 {
+        let blue: Vec<u32> = std::mem::take(&mut r.blue).into_iter().collect();
+        if !blue.is_empty() {
+            effects.push(Effect::RetireBlue(blue));
+        }
+        r.state = RolloutState::Succeeded;
+        r.updated_unix_ms = now;
+        effects.push(Effect::Succeeded);
     }
     effects
 }
@@ -490,6 +544,36 @@ mod tests {
             matches!(e.as_slice(), [Effect::Failed(m)] if m.contains("progress")),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn blue_green_waits_for_the_new_set_then_promotion_then_the_delay() {
+        let p = UpdatePolicy {
+            strategy: Strategy::BlueGreen,
+            min_healthy_time_ms: 1000,
+            scale_down_delay_ms: 5000,
+            ..UpdatePolicy::default()
+        };
+        let mut r = Rollout::new(1, 2, ServiceSpec::default(), p, 0);
+        r.blue = [1, 2].into_iter().collect();
+        r.switched = [(3, 0), (4, 0)].into_iter().collect();
+        let views = views(&[(1, false), (2, false), (3, true), (4, true)]);
+        assert_eq!(step(&mut r, &views, 0), vec![]);
+        assert_eq!(
+            step(&mut r, &views, 1000),
+            vec![Effect::Done(vec![3, 4]), Effect::AwaitingPromotion]
+        );
+        assert!(r.has_blue());
+        // `convoy promote` at 2000:
+        r.promoted = true;
+        r.promoted_unix_ms = 2000;
+        r.state = RolloutState::Running;
+        assert_eq!(step(&mut r, &views, 6999), vec![]);
+        assert_eq!(
+            step(&mut r, &views, 7000),
+            vec![Effect::RetireBlue(vec![1, 2]), Effect::Succeeded]
+        );
+        assert!(!r.has_blue());
     }
 
     #[test]

@@ -1499,6 +1499,26 @@ fn stage_service(
             Some(r)
         }
     };
+    // Blue-green: the new set runs beside the old one, under free numbers.
+    let mut assignments = assignments;
+    let mut rollout = rollout;
+    if let Some(r) = rollout.as_mut().filter(|r| {
+        r.policy.strategy == spec::Strategy::BlueGreen
+            && r.from_revision != 0
+            && r.switched.is_empty()
+            && r.blue.is_empty()
+    }) {
+        let fresh = placement::place(&new_spec, &Assignments::new(), &in_env);
+        r.blue = assignments.keys().copied().collect();
+        let free: Vec<u32> = (1u32..)
+            .filter(|i| !assignments.contains_key(i))
+            .take(fresh.len())
+            .collect();
+        for (index, node) in free.into_iter().zip(fresh.into_values()) {
+            assignments.insert(index, node);
+            r.switched.insert(index, now);
+        }
+    }
     let created = next
         .services
         .get(&key)
@@ -1643,6 +1663,14 @@ fn replace_all(next: &mut Desired, connected: &HashMap<String, bool>, ops: &mut 
     let nodes = node_views(next, connected);
     let candidates = candidates(&nodes);
     for rec in next.services.values_mut().filter(|r| !r.deleted) {
+        // Both sets of a blue-green rollout stay where they are until it ends.
+        if rec
+            .rollout
+            .as_ref()
+            .is_some_and(|r| r.state.is_active() && r.has_blue())
+        {
+            continue;
+        }
         let placed = placement::place(&rec.spec, &rec.assignments, &in_env(&candidates, &rec.env));
         if placed != rec.assignments {
             rec.assignments = placed;

@@ -25,3 +25,4 @@ mod revocation;
 mod rollouts;
 mod scaling;
 mod security;
+mod systemd;

@@ -448,3 +448,86 @@ fn a_coordinator_killed_mid_rollout_finishes_it_after_restart() {
         "no revision skipped or added"
     );
 }
+
+/// Container id → GREETING of the running containers of `svc`.
+fn ids(c: &Cluster, svc: &str) -> BTreeMap<String, String> {
+    c.containers_of(svc)
+        .unwrap()
+        .into_iter()
+        .filter(|ct| ct.state.running)
+        .map(|ct| {
+            let g = ct.env_var("GREETING").unwrap_or_default().to_string();
+            (ct.id, g)
+        })
+        .collect()
+}
+
+#[test]
+fn blue_green_runs_both_sets_rolls_back_instantly_and_scales_the_old_set_down_after_promote() {
+    skip_without_docker!();
+    let c = Cluster::with_agents(1);
+    let svc = c.service_name("bg");
+    let bg = "x-convoy: { update: { strategy: blue-green, min_healthy_time: 1s, scale_down_delay: 3s } }";
+    let blue = app(&c, &svc, 2, "blue").extra(bg);
+    apply_wait(&c, &c.write_spec("bg.yaml", &compose(&[&blue])));
+    wait_all(&c, &svc, 2, "blue");
+    let blue_ids = ids(&c, &svc);
+
+    // The green set starts beside the blue one.
+    let green = app(&c, &svc, 2, "green").extra(bg);
+    let file = c.write_spec("bg.yaml", &compose(&[&green]));
+    c.apply(&file);
+    let r = wait_rollout_state(&c, &svc, "waiting-promotion");
+    assert_eq!(r["strategy"], "blue-green", "{r}");
+    let both = ids(&c, &svc);
+    let greens = both.values().filter(|g| *g == "green").count();
+    assert_eq!((both.len(), greens), (4, 2), "both sets run: {both:?}");
+    assert!(
+        blue_ids.keys().all(|id| both.contains_key(id)),
+        "blue untouched"
+    );
+
+    // Rolling back now is instant: the blue containers take over, none is
+    // created, the green ones go.
+    let out = c.cli(&["rollback", &svc]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until(
+        "only the blue set runs".to_string(),
+        ROLLOUT_WAIT,
+        Duration::from_millis(200),
+        || {
+            let now = ids(&c, &svc);
+            ensure!(now == blue_ids, "running: {now:?}, blue was {blue_ids:?}");
+            Ok(())
+        },
+    );
+    let all_ever = c.containers_of(&svc).unwrap();
+    assert!(
+        all_ever.iter().all(|ct| blue_ids.contains_key(&ct.id)),
+        "no container besides the blue ones: {:?}",
+        all_ever.iter().map(|c| c.describe()).collect::<Vec<_>>()
+    );
+    let r = rollout_of(&c, &svc);
+    assert_eq!(
+        (r["state"].as_str(), r["is_rollback"].as_bool()),
+        (Some("succeeded"), Some(true)),
+        "{r}"
+    );
+
+    // Again, and promote: after scale_down_delay only green runs.
+    c.apply(&file);
+    wait_rollout_state(&c, &svc, "waiting-promotion");
+    let out = c.cli(&["promote", &svc]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Within the delay both sets still run.
+    assert_eq!(ids(&c, &svc).len(), 4);
+    wait_rollout_state(&c, &svc, "succeeded");
+    wait_all(&c, &svc, 2, "green");
+    let status = c.service_status(&svc);
+    assert_eq!(
+        (status.desired, status.running),
+        (2, 2),
+        "{}",
+        status.describe()
+    );
+}

@@ -69,6 +69,11 @@ pub struct Cluster {
     extra_containers: Mutex<Vec<String>>,
     /// Extra environment of `convoyd` (e.g. `RUST_LOG=debug`).
     coordinator_env: Vec<(String, String)>,
+    /// Where `convoyd` listens for agents when not on `agent_addr`: all
+    /// interfaces, for agents in containers ([`Cluster::start_for_containers`]).
+    agent_listen_any: bool,
+    /// Extra names of the coordinator's certificate (`--san`).
+    sans: Vec<String>,
 }
 
 /// A loopback port nobody listens on right now.
@@ -111,6 +116,18 @@ impl Cluster {
     /// Starts a coordinator with no agents and these extra variables in its
     /// environment.
     pub fn start_with_env(env: &[(&str, &str)]) -> Cluster {
+        Cluster::start_with(env, false, &[])
+    }
+
+    /// Starts a coordinator whose agent port agents in containers on the
+    /// default bridge reach too: it listens on all interfaces, and its
+    /// certificate also names `sans` (e.g. `host.docker.internal` and the
+    /// bridge's gateway). The CLI and agents on the host still use loopback.
+    pub fn start_for_containers(sans: &[&str]) -> Cluster {
+        Cluster::start_with(&[], true, sans)
+    }
+
+    fn start_with(env: &[(&str, &str)], agent_listen_any: bool, sans: &[&str]) -> Cluster {
         let n = CLUSTERS.fetch_add(1, Ordering::SeqCst);
         let salt = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -139,6 +156,8 @@ impl Cluster {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            agent_listen_any,
+            sans: sans.iter().map(|s| s.to_string()).collect(),
         };
         // A free port can be taken by someone else before convoyd binds it.
         for attempt in 1.. {
@@ -210,6 +229,11 @@ impl Cluster {
             .matches(READY_LINE)
             .count();
         let (out, err) = log_file(&self.coordinator_log);
+        let agent_listen = if self.agent_listen_any {
+            SocketAddr::from(([0, 0, 0, 0], self.agent_addr.port()))
+        } else {
+            self.agent_addr
+        };
         let child = Command::new(bin("convoyd"))
             .arg("serve")
             .arg("--data-dir")
@@ -217,7 +241,8 @@ impl Cluster {
             .arg("--api-listen")
             .arg(self.api_addr.to_string())
             .arg("--agent-listen")
-            .arg(self.agent_addr.to_string())
+            .arg(agent_listen.to_string())
+            .args(self.sans.iter().flat_map(|san| ["--san", san.as_str()]))
             .arg("--http-listen")
             .arg(self.http_addr.to_string())
             .env(

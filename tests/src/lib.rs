@@ -16,6 +16,7 @@ pub mod image;
 pub mod process;
 pub mod prom;
 pub mod spec;
+pub mod systemd;
 pub mod wait;
 
 pub use cli::{ApplyReport, DeleteReport, InstanceStatus, NodeInfo, ServiceStatus};

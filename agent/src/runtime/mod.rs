@@ -1,4 +1,5 @@
-//! The seam between the reconciler and the container engine: a small trait to
+//! The seams between the reconcilers and the host: `systemd` for units;
+//! here, the one between the reconciler and the container engine: a small trait to
 //! list, create, start and remove the containers Convoy manages on one node,
 //! and to look into them for the probes (address, exec), so the reconcile
 //! and probe logic run in unit tests against a recording fake.
@@ -6,6 +7,7 @@
 pub mod docker;
 #[cfg(test)]
 pub mod fake;
+pub mod systemd;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

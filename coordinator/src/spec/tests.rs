@@ -382,7 +382,7 @@ fn unknown_service_key_is_an_error_naming_file_line_and_key() {
 #[test]
 fn unknown_keys_are_errors_at_every_level() {
     assert!(error("servics:\n  web:\n    image: x\n")
-        .starts_with("app.yaml:1:1: servics: unknown field `servics`, expected one of `services`, `name`, `version`"));
+        .starts_with("app.yaml:1:1: servics: unknown field `servics`, expected one of `services`, `units`, `name`, `version`"));
     assert!(error(&web("deploy:\n  replica: 2"))
         .starts_with("app.yaml:5:7: services.web.deploy.replica: unknown field `replica`"));
     assert!(error(&web("deploy:\n  placement:\n    constraint: []"))
@@ -1814,7 +1814,7 @@ fn every_systemd_restart_value_is_taken() {
     }
     assert_eq!(
         error(&exporter("exec_start: /bin/true\nrestart: any")),
-        "app.yaml:5:14: units.exporter.restart: unknown restart policy `any`, expected one of \
+        "app.yaml:4:14: units.exporter.restart: unknown restart policy `any`, expected one of \
          `no`, `on-success`, `on-failure`, `on-abnormal`, `on-watchdog`, `on-abort`, `always`"
     );
 }
@@ -1918,7 +1918,7 @@ fn unit_names_with_path_separators_or_shell_characters_are_refused() {
         assert_eq!(
             error(&yaml),
             format!(
-                "app.yaml:2:3: units: invalid unit name `{name}`: {why}; use letters, digits, \
+                "app.yaml:2:3: units.{name}: invalid unit name `{name}`: {why}; use letters, digits, \
                  `_`, `.`, `@` and `-`, starting with a letter or digit"
             ),
             "{name}"
@@ -2076,7 +2076,7 @@ fn unknown_unit_keys_and_compose_restart_policy_are_refused() {
         error(&exporter(
             "exec_start: /bin/true\ndeploy:\n  restart_policy: {condition: any}"
         )),
-        "app.yaml:5:3: units.exporter.deploy.restart_policy: systemd restarts units: use the \
+        "app.yaml:5:7: units.exporter.deploy.restart_policy: systemd restarts units: use the \
          unit's `restart:` (systemd's `Restart=`) instead"
     );
     // Extension keys are skipped, as elsewhere.

@@ -109,6 +109,16 @@ impl Coordinator {
                         r.switched.len(),
                         r.to_revision
                     ))),
+                    Effect::RetireBlue(idx) => {
+                        rec.assignments.retain(|i, _| !idx.contains(i));
+                        replan = true;
+                        events.push(ev("rollout.progress", &r).field("retired", join(idx)).msg(
+                            format!(
+                                "{env}/{name}: the old set (instance(s) {}) is stopped",
+                                join(idx)
+                            ),
+                        ));
+                    }
                     Effect::Promoted => events.push(
                         ev("rollout.promoted", &r)
                             .msg(format!("{env}/{name}: r{} promoted", r.to_revision)),
@@ -218,8 +228,12 @@ impl Coordinator {
         let mut back = Rollout::new(failed.to_revision, back_rev, rec.spec.clone(), policy, now);
         back.is_rollback = true;
         back.promoted = true;
+        if failed.has_blue() {
+            // Blue-green: the old set still runs; the new one just goes.
+            rec.assignments.retain(|i, _| failed.blue.contains(i));
+        }
         for index in rec.assignments.keys() {
-            if !failed.switched.contains_key(index) {
+            if !failed.switched.contains_key(index) || failed.has_blue() {
                 back.switched.insert(*index, now);
             }
         }
@@ -273,6 +287,7 @@ impl Coordinator {
                     )));
                 }
                 r.promoted = true;
+                r.promoted_unix_ms = now;
                 r.state = RolloutState::Running;
                 ("rollout.promoted", "promoted")
             }
@@ -323,6 +338,115 @@ impl Coordinator {
                 )),
         );
         Ok(rollout_info(&r, total))
+    }
+
+    /// Blue-green, before the old set is gone: the old set takes over again
+    /// at once (no new container), the new set is stopped.
+    async fn instant_blue_green_rollback(
+        &self,
+        env: &str,
+        service: &str,
+        to: u64,
+        who: &str,
+        now: i64,
+    ) -> Result<pb::ApplyResponse, StateError> {
+        let mut desired = self.desired.lock().await;
+        let mut next = desired.clone();
+        let key = (env.to_string(), service.to_string());
+        let Some(mut rec) = next.services.get(&key).cloned() else {
+            return Err(StateError::ServiceNotFound {
+                service: service.to_string(),
+                env: env.to_string(),
+            });
+        };
+        let Some(failed) = rec.rollout.clone().filter(|r| r.has_blue()) else {
+            return Err(StateError::Rollout("the old set is gone already".into()));
+        };
+        let mut ops = Vec::new();
+        self.set_outcome(&mut ops, env, service, failed.to_revision, "rolled back")
+            .await;
+        let previous = rec.revision;
+        let back_rev = rec.revision + 1;
+        ops.push(Op::put_json(
+            revision_key(env, service, back_rev),
+            &RevisionRecord {
+                revision: back_rev,
+                spec: failed.from_spec.clone(),
+                created_unix_ms: now,
+                created_by: who.to_string(),
+                source: format!("rollback of r{previous} to r{to}"),
+                outcome: "succeeded".to_string(),
+            },
+        ));
+        let removed: Vec<u32> = rec
+            .assignments
+            .keys()
+            .copied()
+            .filter(|i| !failed.blue.contains(i))
+            .collect();
+        rec.assignments.retain(|i, _| failed.blue.contains(i));
+        rec.spec = failed.from_spec.clone();
+        rec.revision = back_rev;
+        let mut back = Rollout::new(
+            previous,
+            back_rev,
+            rec.spec.clone(),
+            failed.policy.clone(),
+            now,
+        );
+        back.is_rollback = true;
+        back.promoted = true;
+        back.state = RolloutState::Succeeded;
+        for index in rec.assignments.keys() {
+            back.switched.insert(*index, now);
+            back.done.insert(*index);
+        }
+        rec.rollout = Some(back);
+        rec.updated_unix_ms = now;
+        ops.push(Op::put_json(service_key(env, service), &rec));
+        next.services.insert(key, rec.clone());
+        let updates = compute_plans(&mut next, &mut ops, Publish::Changed);
+        self.store.apply(ops).await?;
+        *desired = next;
+        drop(desired);
+        self.publish(updates);
+        self.events.emit(
+            Ev::new("rollout.rolled_back")
+                .service(env, service)
+                .field("revision", back_rev)
+                .field("failed_revision", previous)
+                .field("instant", true)
+                .msg(format!(
+                    "{env}/{service}: blue-green rollback to r{to} (as r{back_rev}): the old set takes over, instance(s) {} stop",
+                    join(&removed)
+                )),
+        );
+        let instances = removed
+            .iter()
+            .map(|i| pb::InstanceChange {
+                instance_id: workload_id(env, service, *i),
+                node: String::new(),
+                action: pb::ChangeAction::Remove as i32,
+            })
+            .chain(rec.assignments.iter().map(|(i, n)| pb::InstanceChange {
+                instance_id: workload_id(env, service, *i),
+                node: n.clone().unwrap_or_default(),
+                action: pb::ChangeAction::Unchanged as i32,
+            }))
+            .collect();
+        Ok(pb::ApplyResponse {
+            services: vec![pb::ServiceChange {
+                service: service.to_string(),
+                env: env.to_string(),
+                action: pb::ChangeAction::Update as i32,
+                revision: back_rev,
+                previous_revision: previous,
+                instances,
+                changed_fields: Vec::new(),
+            }],
+            warnings: Vec::new(),
+            dry_run: false,
+        })
     }
 
     /// A service's revisions, oldest first.
@@ -416,6 +540,21 @@ impl Coordinator {
         let now = now_unix_ms();
         let mut desired = self.desired.lock().await;
         let mut next = desired.clone();
+        let key = (env.to_string(), service.to_string());
+        // An active rollout is superseded: its instances not switched yet
+        // already run the revision it started from.
+        if let Some(rec) = next.services.get_mut(&key) {
+            if let Some(r) = rec.rollout.as_mut().filter(|r| r.state.is_active()) {
+                if r.has_blue() && r.from_spec.spec_hash() == target.spec.spec_hash() {
+                    drop(desired);
+                    return self
+                        .instant_blue_green_rollback(env, service, to, who, now)
+                        .await;
+                }
+                r.state = RolloutState::Failed;
+                r.reason = format!("superseded by a rollback to r{to}");
+            }
+        }
         let nodes = node_views(&next, &self.connected());
         let candidates = candidates(&nodes);
         let mut ops = Vec::new();

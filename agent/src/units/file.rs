@@ -1,0 +1,552 @@
+//! Unit files Convoy writes: the spec checked, rendered per systemd.syntax
+//! (quoting and escaping, so every argument reaches the program verbatim),
+//! and written, read and deleted in the unit directory, never touching a
+//! file that lacks Convoy's marker.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use convoy_proto::{UnitSpec, Workload};
+
+/// Where systemd reads administrator units; Convoy writes its own here.
+pub const DEFAULT_UNIT_DIR: &str = "/etc/systemd/system";
+/// The first line of every unit file Convoy writes.
+pub const HEADER: &str =
+    "# Managed by Convoy (convoy-agent); do not edit — changes are overwritten";
+/// The key that marks a unit file as Convoy's. A file without it is never
+/// modified, stopped or deleted.
+pub const MANAGED_KEY: &str = "X-Convoy-Managed";
+pub const WORKLOAD_KEY: &str = "X-Convoy-Workload";
+pub const SPEC_HASH_KEY: &str = "X-Convoy-Spec-Hash";
+/// Written units are named `convoy-<name>.service`.
+pub const PREFIX: &str = "convoy-";
+pub const SUFFIX: &str = ".service";
+/// The agent's own unit (`convoy-agent install`): never a workload's.
+pub const AGENT_UNIT: &str = "convoy-agent.service";
+const RESTARTS: [&str; 7] = [
+    "no",
+    "on-success",
+    "on-failure",
+    "on-abnormal",
+    "on-watchdog",
+    "on-abort",
+    "always",
+];
+/// Written units restart on failure unless the spec says otherwise.
+pub const DEFAULT_RESTART: &str = "on-failure";
+
+/// What a unit workload asks for, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// Convoy writes `unit`'s file with `content`; it runs and is enabled.
+    Write { unit: String, content: String },
+    /// An existing unit, kept running or stopped, enabled or not.
+    Adopt {
+        unit: String,
+        running: bool,
+        enabled: bool,
+    },
+}
+
+impl Want {
+    pub fn unit(&self) -> &str {
+        match self {
+            Self::Write { unit, .. } | Self::Adopt { unit, .. } => unit,
+        }
+    }
+}
+
+/// Why a unit spec is refused (bad input is refused, never half-applied).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidUnit {
+    #[error("the workload has no unit spec")]
+    NoSpec,
+    #[error("unit name `{0}` is not valid: use letters, digits, `:`, `_`, `.`, `-` (and `@` or `\\` for adopted units), ending in `.service`")]
+    Name(String),
+    #[error("unit name `{0}`: units Convoy writes are named `convoy-<name>.service`")]
+    NotConvoys(String),
+    #[error("unit name `{0}` is the agent's own unit")]
+    Reserved(String),
+    #[error("exec_start is empty: give the program's absolute path and its arguments")]
+    NoCommand,
+    #[error("exec_start must begin with an absolute path, not `{0}`")]
+    NotAbsolute(String),
+    #[error("exec_start's program path `{0}` holds `$` or a control character")]
+    BadProgram(String),
+    #[error("environment variable name `{0}` is not valid: use letters, digits and `_`, not starting with a digit")]
+    EnvName(String),
+    #[error("environment variable `{0}` holds a newline or another control character")]
+    EnvValue(String),
+    #[error("user `{0}` is not a valid user name or id")]
+    User(String),
+    #[error("working_directory `{0}` must be an absolute path (or `~`) without control characters")]
+    WorkingDirectory(String),
+    #[error("restart `{0}` is not one of no, on-success, on-failure, on-abnormal, on-watchdog, on-abort, always")]
+    Restart(String),
+    #[error("state `{0}` is not `running` or `stopped`")]
+    State(String),
+    #[error("{field} holds a newline or another control character")]
+    ControlCharacter { field: &'static str },
+}
+
+/// The checked want of a unit workload.
+pub fn want_of(w: &Workload) -> Result<Want, InvalidUnit> {
+    let Some(convoy_proto::workload::Runtime::Unit(spec)) = &w.runtime else {
+        return Err(InvalidUnit::NoSpec);
+    };
+    let UnitSpec {
+        unit_name,
+        adopt,
+        exec_start,
+        user,
+        restart,
+        environment,
+        working_directory,
+        description,
+        state,
+        enabled,
+    } = spec;
+    if *adopt {
+        let unit = if unit_name.contains('.') {
+            unit_name.clone()
+        } else {
+            format!("{unit_name}{SUFFIX}")
+        };
+        check_name(&unit, true)?;
+        if unit == AGENT_UNIT {
+            return Err(InvalidUnit::Reserved(unit));
+        }
+        let running = match state.as_str() {
+            "" | "running" => true,
+            "stopped" => false,
+            other => return Err(InvalidUnit::State(other.to_string())),
+        };
+        return Ok(Want::Adopt {
+            unit,
+            running,
+            enabled: *enabled,
+        });
+    }
+    let unit = if unit_name.is_empty() {
+        format!("{PREFIX}{}{SUFFIX}", w.service)
+    } else {
+        unit_name.clone()
+    };
+    check_name(&unit, false)?;
+    if !unit.starts_with(PREFIX) || unit.len() <= PREFIX.len() + SUFFIX.len() {
+        return Err(InvalidUnit::NotConvoys(unit));
+    }
+    if unit == AGENT_UNIT {
+        return Err(InvalidUnit::Reserved(unit));
+    }
+    let spec = Rendered {
+        workload_id: &w.id,
+        spec_hash: &w.spec_hash,
+        description,
+        exec_start,
+        user,
+        restart,
+        environment: environment.iter().collect(),
+        working_directory,
+    };
+    let content = spec.render()?;
+    Ok(Want::Write { unit, content })
+}
+
+fn check_name(unit: &str, adopted: bool) -> Result<(), InvalidUnit> {
+    let ok_char = |c: char| {
+        c.is_ascii_alphanumeric()
+            || matches!(c, ':' | '_' | '.' | '-')
+            || (adopted && matches!(c, '@' | '\\'))
+    };
+    let stem = unit.strip_suffix(SUFFIX).unwrap_or_default();
+    if stem.is_empty() || unit.len() > 255 || !unit.chars().all(ok_char) || stem.starts_with('.')
+    {
+        return Err(InvalidUnit::Name(unit.to_string()));
+    }
+    Ok(())
+}
+
+fn has_control(text: &str) -> bool {
+    text.chars().any(char::is_control)
+}
+
+struct Rendered<'a> {
+    workload_id: &'a str,
+    spec_hash: &'a str,
+    description: &'a str,
+    exec_start: &'a [String],
+    user: &'a str,
+    restart: &'a str,
+    environment: BTreeMap<&'a String, &'a String>,
+    working_directory: &'a str,
+}
+
+impl Rendered<'_> {
+    fn render(&self) -> Result<String, InvalidUnit> {
+        let Some(program) = self.exec_start.first() else {
+            return Err(InvalidUnit::NoCommand);
+        };
+        if !program.starts_with('/') {
+            return Err(InvalidUnit::NotAbsolute(program.clone()));
+        }
+        if program.contains('$') || has_control(program) {
+            return Err(InvalidUnit::BadProgram(program.clone()));
+        }
+        for (key, value) in &self.environment {
+            let mut chars = key.chars();
+            let valid = chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(InvalidUnit::EnvName(key.to_string()));
+            }
+            if has_control(value) {
+                return Err(InvalidUnit::EnvValue(key.to_string()));
+            }
+        }
+        if !self.user.is_empty() && !valid_user(self.user) {
+            return Err(InvalidUnit::User(self.user.to_string()));
+        }
+        let wd = self.working_directory;
+        if !wd.is_empty() && (!(wd.starts_with('/') || wd == "~") || has_control(wd)) {
+            return Err(InvalidUnit::WorkingDirectory(wd.to_string()));
+        }
+        let restart = if self.restart.is_empty() {
+            DEFAULT_RESTART
+        } else {
+            self.restart
+        };
+        if !RESTARTS.contains(&restart) {
+            return Err(InvalidUnit::Restart(restart.to_string()));
+        }
+        for (field, text) in [
+            ("description", self.description),
+            ("the workload id", self.workload_id),
+            ("the spec hash", self.spec_hash),
+        ] {
+            if has_control(text) {
+                return Err(InvalidUnit::ControlCharacter { field });
+            }
+        }
+        for arg in self.exec_start {
+            if arg.contains('\0') {
+                return Err(InvalidUnit::ControlCharacter { field: "exec_start" });
+            }
+        }
+
+        let description = if self.description.is_empty() {
+            format!("Convoy workload {}", self.workload_id)
+        } else {
+            self.description.to_string()
+        };
+        let mut out = String::new();
+        let mut line = |l: &str| {
+            out.push_str(l);
+            out.push('\n');
+        };
+        line(HEADER);
+        line("[Unit]");
+        line(&format!("Description={}", escape_specifiers(&description)));
+        line(&format!("{MANAGED_KEY}=true"));
+        line(&format!("{WORKLOAD_KEY}={}", self.workload_id));
+        line(&format!("{SPEC_HASH_KEY}={}", self.spec_hash));
+        line("");
+        line("[Service]");
+        // exec: a program that cannot be started fails the start job.
+        line("Type=exec");
+        line(&format!("ExecStart={}", exec_line(self.exec_start)));
+        if !self.user.is_empty() {
+            line(&format!("User={}", self.user));
+        }
+        if !wd.is_empty() {
+            line(&format!("WorkingDirectory={}", escape_specifiers(wd)));
+        }
+        for (key, value) in &self.environment {
+            line(&format!(
+                "Environment={}",
+                quote(&escape_specifiers(&format!("{key}={value}")))
+            ));
+        }
+        line(&format!("Restart={restart}"));
+        line("");
+        line("[Install]");
+        line("WantedBy=multi-user.target");
+        Ok(out)
+    }
+}
+
+/// A user name systemd accepts (the portable subset) or a numeric id.
+fn valid_user(user: &str) -> bool {
+    if user.len() > 32 {
+        return false;
+    }
+    if user.chars().all(|c| c.is_ascii_digit()) {
+        return true;
+    }
+    let mut chars = user.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// `%` starts a specifier in most unit settings: `%%` is a literal `%`.
+fn escape_specifiers(text: &str) -> String {
+    text.replace('%', "%%")
+}
+
+/// An `ExecStart=` value whose words reach the program exactly as given:
+/// specifiers (`%`) and variables (`$`) doubled, words with anything but
+/// plain characters double-quoted with C escapes (systemd.syntax(7),
+/// systemd.service(5) "Command lines").
+pub fn exec_line(argv: &[String]) -> String {
+    argv.iter()
+        .enumerate()
+        .map(|(i, arg)| {
+            let mut word = escape_specifiers(arg);
+            // Variables are expanded in arguments, not in the program path.
+            if i > 0 {
+                word = word.replace('$', "$$");
+            }
+            let plain = !word.is_empty()
+                && word != ";"
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "/._,:=+@%$-".contains(c));
+            if plain {
+                word
+            } else {
+                quote(&word)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `"text"` with C escapes for `\`, `"`, `'` and control characters.
+fn quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\'' => out.push_str("\\'"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\x{b:02x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A unit file as found on disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OnDisk {
+    Missing,
+    /// Written by Convoy (it carries `X-Convoy-Managed=true`).
+    Managed { content: String },
+    /// Not Convoy's: a file without the marker, a symlink (a mask), a
+    /// directory, or a file that cannot be read.
+    Foreign { why: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("{path} exists and was not written by Convoy ({why}): Convoy leaves it alone; remove it or use another unit name")]
+    Foreign { path: PathBuf, why: String },
+    #[error("{context} {path}: {source}")]
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The unit directory Convoy writes into.
+#[derive(Clone, Debug)]
+pub struct UnitFiles {
+    dir: PathBuf,
+}
+
+impl UnitFiles {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn path(&self, unit: &str) -> PathBuf {
+        self.dir.join(unit)
+    }
+
+    /// What is at `unit`'s path.
+    pub async fn read(&self, unit: &str) -> OnDisk {
+        let path = self.path(unit);
+        match tokio::fs::symlink_metadata(&path).await {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return OnDisk::Missing,
+            Err(e) => {
+                return OnDisk::Foreign {
+                    why: format!("cannot inspect it: {e}"),
+                }
+            }
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let target = tokio::fs::read_link(&path)
+                    .await
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_default();
+                let why = if target == "/dev/null" {
+                    "it is masked".to_string()
+                } else {
+                    format!("it is a symlink to `{target}`")
+                };
+                return OnDisk::Foreign { why };
+            }
+            Ok(meta) if !meta.is_file() => {
+                return OnDisk::Foreign {
+                    why: "it is not a regular file".to_string(),
+                }
+            }
+            Ok(_) => {}
+        }
+        match tokio::fs::read_to_string(&path).await {
+            Ok(content) if is_managed(&content) => OnDisk::Managed { content },
+            Ok(_) => OnDisk::Foreign {
+                why: format!("no {MANAGED_KEY}=true"),
+            },
+            Err(e) => OnDisk::Foreign {
+                why: format!("cannot read it: {e}"),
+            },
+        }
+    }
+
+    /// Writes `content` as `unit`'s file (0644, a temporary file renamed
+    /// over it), unless a file Convoy did not write is there.
+    pub async fn write(&self, unit: &str, content: &str) -> Result<(), FileError> {
+        if let OnDisk::Foreign { why } = self.read(unit).await {
+            return Err(FileError::Foreign {
+                path: self.path(unit),
+                why,
+            });
+        }
+        let dir = self.dir.clone();
+        let unit = unit.to_string();
+        let content = content.to_string();
+        let path = self.path(&unit);
+        tokio::task::spawn_blocking(move || write_atomically(&dir, &unit, content.as_bytes()))
+            .await
+            .map_err(|e| FileError::Io {
+                context: "writing",
+                path: path.clone(),
+                source: std::io::Error::other(e),
+            })?
+            .map_err(|source| FileError::Io {
+                context: "writing",
+                path,
+                source,
+            })
+    }
+
+    /// Deletes `unit`'s file if Convoy wrote it; a missing file is fine.
+    pub async fn delete(&self, unit: &str) -> Result<(), FileError> {
+        let path = self.path(unit);
+        match self.read(unit).await {
+            OnDisk::Missing => Ok(()),
+            OnDisk::Foreign { why } => Err(FileError::Foreign { path, why }),
+            OnDisk::Managed { .. } => match tokio::fs::remove_file(&path).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(FileError::Io {
+                    context: "deleting",
+                    path,
+                    source: e,
+                }),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// The `convoy-*.service` files in the directory that Convoy wrote, by
+    /// unit name, with the workload each names. A directory that cannot be
+    /// read has none.
+    pub async fn managed(&self) -> Result<BTreeMap<String, String>, FileError> {
+        let mut out = BTreeMap::new();
+        let mut entries = match tokio::fs::read_dir(&self.dir).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(source) => {
+                return Err(FileError::Io {
+                    context: "listing",
+                    path: self.dir.clone(),
+                    source,
+                })
+            }
+        };
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if !name.starts_with(PREFIX) || !name.ends_with(SUFFIX) || name == AGENT_UNIT {
+                continue;
+            }
+            if let OnDisk::Managed { content } = self.read(&name).await {
+                let workload = key_of(&content, WORKLOAD_KEY).unwrap_or_default();
+                out.insert(name, workload);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Whether a unit file carries Convoy's marker.
+pub fn is_managed(content: &str) -> bool {
+    key_of(content, MANAGED_KEY).as_deref() == Some("true")
+}
+
+/// The value of `key=` on a line of its own.
+pub fn key_of(content: &str, key: &str) -> Option<String> {
+    content.lines().find_map(|line| {
+        let (k, v) = line.trim().split_once('=')?;
+        (k.trim() == key).then(|| v.trim().to_string())
+    })
+}
+
+fn write_atomically(dir: &Path, unit: &str, bytes: &[u8]) -> std::io::Result<()> {
+    // Not a unit name (leading dot, `.tmp`): systemd never loads it.
+    let tmp = dir.join(format!(".{unit}.convoy.tmp"));
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let result = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        // Whatever the umask: systemd and admins read unit files.
+        file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, dir.join(unit))?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
