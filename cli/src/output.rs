@@ -43,6 +43,8 @@ pub struct ServiceChangeJson {
     pub revision: u64,
     pub previous_revision: u64,
     pub changed_fields: Vec<String>,
+    /// Unified diff of the previous and new spec (updates only).
+    pub diff: String,
     pub instances: Vec<InstanceChangeJson>,
 }
 
@@ -78,6 +80,7 @@ impl From<&pb::ServiceChange> for ServiceChangeJson {
             previous_revision,
             instances,
             changed_fields,
+            diff,
         } = change;
         Self {
             service: service.clone(),
@@ -86,6 +89,7 @@ impl From<&pb::ServiceChange> for ServiceChangeJson {
             revision: *revision,
             previous_revision: *previous_revision,
             changed_fields: changed_fields.clone(),
+            diff: diff.clone(),
             instances: instances
                 .iter()
                 .map(|i| {
@@ -670,9 +674,40 @@ pub fn apply_table(response: &pb::ApplyResponse) -> String {
             };
             let _ = writeln!(out, "  {sign} {}{place}", instance.instance_id);
         }
+        if response.dry_run && !change.diff.is_empty() {
+            for line in change.diff.lines() {
+                let _ = writeln!(out, "    {line}");
+            }
+        }
     }
     if response.dry_run {
+        out.push_str(&per_node_summary(response));
         out.push_str("dry run: nothing was stored\n");
+    }
+    out
+}
+
+/// `node N: 2 to create, 1 to replace, ...`, one line per node.
+fn per_node_summary(response: &pb::ApplyResponse) -> String {
+    let mut per_node: BTreeMap<&str, BTreeMap<&'static str, usize>> = BTreeMap::new();
+    for change in &response.services {
+        for i in &change.instances {
+            let word = match change_action(i.action) {
+                ChangeAction::Create => "to create",
+                ChangeAction::Replace => "to replace",
+                ChangeAction::Remove => "to remove",
+                ChangeAction::Unchanged => "unchanged",
+                ChangeAction::Pending => "pending",
+                ChangeAction::Update | ChangeAction::Unspecified => continue,
+            };
+            let node = if i.node.is_empty() { "(none)" } else { i.node.as_str() };
+            *per_node.entry(node).or_default().entry(word).or_default() += 1;
+        }
+    }
+    let mut out = String::new();
+    for (node, counts) in per_node {
+        let parts: Vec<String> = counts.iter().map(|(w, n)| format!("{n} {w}")).collect();
+        let _ = writeln!(out, "node {node}: {}", parts.join(", "));
     }
     out
 }
@@ -1016,6 +1051,7 @@ mod tests {
                     revision: 1,
                     previous_revision: 0,
                     changed_fields: vec![],
+                    diff: String::new(),
                     instances: vec![
                         pb::InstanceChange {
                             instance_id: "default/hello/1".into(),
@@ -1036,6 +1072,7 @@ mod tests {
                     revision: 2,
                     previous_revision: 1,
                     changed_fields: vec!["image".into(), "environment".into()],
+                    diff: String::new(),
                     instances: vec![
                         pb::InstanceChange {
                             instance_id: "default/web/1".into(),
@@ -1056,6 +1093,7 @@ mod tests {
                     revision: 2,
                     previous_revision: 2,
                     changed_fields: vec![],
+                    diff: String::new(),
                     instances: vec![pb::InstanceChange {
                         instance_id: "staging/db/1".into(),
                         node: "node-b".into(),
@@ -1086,6 +1124,7 @@ mod tests {
         let text = apply_table(&apply_response(true));
         assert!(text.starts_with("service hello: would create revision 1 (2 instances)\n"));
         assert!(text.contains("service web: would update revision 1 -> 2 (image, environment)\n"));
+        assert!(text.contains("\nnode node-a: "), "{text}");
         assert!(text.ends_with("dry run: nothing was stored\n"));
     }
 
@@ -1114,6 +1153,7 @@ mod tests {
                 "revision": 2,
                 "previous_revision": 1,
                 "changed_fields": ["image", "environment"],
+                "diff": "",
                 "instances": [
                     {"instance_id": "default/web/1", "node": "node-a", "action": "replace"},
                     {"instance_id": "default/web/2", "node": "node-b", "action": "remove"},

@@ -1372,6 +1372,17 @@ impl Coordinator {
     }
 }
 
+/// A unified diff of two specs, as pretty JSON (what `plan` shows).
+pub fn spec_diff(old: &ServiceSpec, new: &ServiceSpec, old_rev: u64, new_rev: u64) -> String {
+    let a = serde_json::to_string_pretty(old).unwrap_or_default() + "\n";
+    let b = serde_json::to_string_pretty(new).unwrap_or_default() + "\n";
+    similar::TextDiff::from_lines(&a, &b)
+        .unified_diff()
+        .context_radius(2)
+        .header(&format!("r{old_rev}"), &format!("r{new_rev}"))
+        .to_string()
+}
+
 /// One service of an apply (or a rollback): what to store.
 struct Staged<'a> {
     env: &'a str,
@@ -1434,6 +1445,10 @@ fn stage_service(
         &assignments,
         &new_hash,
     );
+    let diff = match (&old, action) {
+        (Some(o), pb::ChangeAction::Update) => spec_diff(&o.spec, &new_spec, previous, revision),
+        _ => String::new(),
+    };
     let change = pb::ServiceChange {
         service: name.to_string(),
         env: env.to_string(),
@@ -1442,6 +1457,7 @@ fn stage_service(
         previous_revision: previous,
         instances,
         changed_fields: fields,
+        diff,
     };
     if action == pb::ChangeAction::Unchanged && assignments == old_assign {
         return Ok(change);

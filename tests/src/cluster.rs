@@ -122,7 +122,9 @@ impl Cluster {
     /// Starts a coordinator whose agent port agents in containers on the
     /// default bridge reach too: it listens on all interfaces, and its
     /// certificate also names `sans` (e.g. `host.docker.internal` and the
-    /// bridge's gateway). The CLI and agents on the host still use loopback.
+    /// bridge's gateway) for clients that check the name they dial; agents
+    /// check the fixed `coordinator.convoy`. The CLI and agents on the host
+    /// still use loopback.
     pub fn start_for_containers(sans: &[&str]) -> Cluster {
         Cluster::start_with(&[], true, sans)
     }

@@ -443,6 +443,7 @@ impl Coordinator {
                 previous_revision: previous,
                 instances,
                 changed_fields: Vec::new(),
+                diff: String::new(),
             }],
             warnings: Vec::new(),
             dry_run: false,
