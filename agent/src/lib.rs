@@ -4,6 +4,8 @@
 
 pub mod enroll;
 pub mod facts;
+pub mod install;
+pub mod notify;
 pub mod pki;
 pub mod probe;
 pub mod reconcile;
@@ -11,6 +13,8 @@ pub mod renew;
 pub mod runtime;
 pub mod session;
 pub mod state;
+pub mod status;
+pub mod units;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,8 +25,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::reconcile::{Reconciler, Snapshot};
+use crate::runtime::systemd::DbusSystemd;
 use crate::runtime::DockerRuntime;
 use crate::session::Session;
+use crate::units::{UnitReconciler, UnitsConfig};
 
 /// How the agent finds its coordinators, identity and local state.
 #[derive(Clone, Debug)]
@@ -55,8 +61,30 @@ pub enum Error {
     },
 }
 
+/// What an agent may be given besides its `AgentConfig`.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub units: UnitsConfig,
+    /// Says READY=1 and sends watchdog keep-alives to systemd (the binary
+    /// under its unit; not an agent embedded in another daemon).
+    pub notify_systemd: bool,
+}
+
 /// Runs until `shutdown` is cancelled. Containers are left running on exit.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), Error> {
+    run_with(config, RunOptions::default(), shutdown).await
+}
+
+/// `run`, with the unit directory and systemd notifications chosen.
+pub async fn run_with(
+    config: AgentConfig,
+    options: RunOptions,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let RunOptions {
+        units,
+        notify_systemd,
+    } = options;
     let AgentConfig {
         coordinators,
         pki_dir,
@@ -89,19 +117,38 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
 
     let runtime = Arc::new(DockerRuntime::new());
     let (plan_tx, plan_rx) = watch::channel(plan.map(Arc::new));
+    let (containers_tx, containers_rx) = watch::channel(Snapshot::default());
+    let (units_tx, units_rx) = watch::channel(BTreeMap::new());
     let (snapshot_tx, snapshot_rx) = watch::channel(Snapshot::default());
     let (events_tx, _) = broadcast::channel(256);
 
     let reconciler = Reconciler::new(
         runtime.clone(),
         node.clone(),
-        snapshot_tx,
+        containers_tx,
         events_tx.clone(),
     );
     let reconcile_task = tokio::spawn(
         reconciler
             .run(plan_rx, shutdown.clone())
             .instrument(info_span!("reconcile", node = %node)),
+    );
+    // Connects to the system bus only once the plan has a unit in it.
+    let unit_reconciler = UnitReconciler::new(
+        Arc::new(DbusSystemd::new()),
+        node.clone(),
+        units,
+        units_tx,
+        events_tx.clone(),
+    );
+    let units_task = tokio::spawn(
+        unit_reconciler
+            .run(plan_tx.subscribe(), shutdown.clone())
+            .instrument(info_span!("units", node = %node)),
+    );
+    let merge_task = tokio::spawn(
+        status::run(containers_rx, units_rx, snapshot_tx, shutdown.clone())
+            .instrument(info_span!("statuses", node = %node)),
     );
     let session = Session {
         coordinators,
@@ -120,16 +167,32 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             .instrument(info_span!("session", node = %node)),
     );
 
-    let (reconciled, sessions) = tokio::join!(reconcile_task, session_task);
+    let notify_task = notify_systemd.then(|| {
+        tokio::spawn(notify::supervise(shutdown.clone()).instrument(info_span!("sd_notify")))
+    });
+
+    let (reconciled, units_done, merged, sessions) =
+        tokio::join!(reconcile_task, units_task, merge_task, session_task);
+    if let Some(task) = notify_task {
+        let _ = task.await;
+    }
     reconciled.map_err(|source| Error::Task {
         task: "reconcile",
+        source,
+    })?;
+    units_done.map_err(|source| Error::Task {
+        task: "units",
+        source,
+    })?;
+    merged.map_err(|source| Error::Task {
+        task: "statuses",
         source,
     })?;
     sessions.map_err(|source| Error::Task {
         task: "session",
         source,
     })?;
-    info!(node = %node, "agent stopped; containers left running");
+    info!(node = %node, "agent stopped; containers and units left running");
     Ok(())
 }
 

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use convoy_proto::{
-    probe, ExecProbe, Health, HttpProbe, NodePlan, Probe, ProbeResult, TcpProbe, WorkloadState,
-    WorkloadStatus,
+    probe, workload, ExecProbe, Health, HttpProbe, NodePlan, Probe, ProbeResult, TcpProbe,
+    WorkloadState, WorkloadStatus,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -733,6 +733,9 @@ pub async fn run_now<R: Runtime>(
             let Some(workload) = workload else {
                 return vec![not_running(&id, "not in this node's plan".to_string())];
             };
+            if matches!(workload.runtime, Some(workload::Runtime::Unit(_))) {
+                return probe_unit(&id, &workload.probes, status).await;
+            }
             probe_workload(runtime, &id, &workload.probes, status).await
         }
     });
@@ -837,6 +840,74 @@ async fn probe_workload<R: Runtime>(
             duration_ms: 0,
         });
     }
+    results
+}
+
+/// A unit's checks: systemd's state (probe `systemd`: healthy while
+/// active), then its HTTP and TCP probes against the host's loopback.
+async fn probe_unit(
+    id: &str,
+    probes: &[Probe],
+    status: Option<&WorkloadStatus>,
+) -> Vec<ProbeResult> {
+    let unit = status.and_then(|s| s.unit.as_ref());
+    let active = unit.is_some_and(|u| u.active_state == "active");
+    let output = match (unit, status) {
+        (Some(u), Some(s)) if !s.reason.is_empty() => {
+            format!("{} ({}): {}", u.active_state, u.sub_state, s.reason)
+        }
+        (Some(u), _) if !u.active_state.is_empty() => {
+            format!("{} ({})", u.active_state, u.sub_state)
+        }
+        (_, Some(s)) if !s.reason.is_empty() => s.reason.clone(),
+        _ => "systemd has not reported the unit yet".to_string(),
+    };
+    let mut results = vec![ProbeResult {
+        workload_id: id.to_string(),
+        probe: crate::units::status::SYSTEMD.to_string(),
+        healthy: active,
+        output: cut_output(&output),
+        duration_ms: 0,
+    }];
+    let runs = probes
+        .iter()
+        .map(ProbeConfig::from_proto)
+        .map(|config| async move {
+            let started = Instant::now();
+            let (passed, output) = match &config.check {
+                Check::Http { port, .. } | Check::Tcp { port } => {
+                    let target = SocketAddr::from(([127, 0, 0, 1], *port));
+                    let run = async {
+                        match &config.check {
+                            Check::Http {
+                                path,
+                                expect_status,
+                                ..
+                            } => http_get(target, path, *expect_status).await,
+                            _ => tcp_connect(target).await,
+                        }
+                    };
+                    tokio::time::timeout(config.timeout, run)
+                        .await
+                        .unwrap_or_else(|_| {
+                            (false, format!("no answer within {}", human(config.timeout)))
+                        })
+                }
+                Check::Exec { .. } => (
+                    false,
+                    "invalid probe: exec probes run in containers; a unit has none".to_string(),
+                ),
+                Check::Invalid(reason) => (false, format!("invalid probe: {reason}")),
+            };
+            ProbeResult {
+                workload_id: id.to_string(),
+                probe: config.name.clone(),
+                healthy: passed,
+                output: cut_output(&output),
+                duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            }
+        });
+    results.extend(futures::future::join_all(runs).await);
     results
 }
 

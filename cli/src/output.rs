@@ -700,7 +700,11 @@ fn per_node_summary(response: &pb::ApplyResponse) -> String {
                 ChangeAction::Pending => "pending",
                 ChangeAction::Update | ChangeAction::Unspecified => continue,
             };
-            let node = if i.node.is_empty() { "(none)" } else { i.node.as_str() };
+            let node = if i.node.is_empty() {
+                "(none)"
+            } else {
+                i.node.as_str()
+            };
             *per_node.entry(node).or_default().entry(word).or_default() += 1;
         }
     }

@@ -47,6 +47,11 @@ struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: String,
 }
@@ -54,6 +59,7 @@ struct VersionLabel {
 /// What the coordinator measures as it runs.
 pub struct Metrics {
     apply_duration: Histogram,
+    rollout_duration: Family<OutcomeLabel, Histogram, fn() -> Histogram>,
     agent_rtt: Histogram,
     sse_dropped: Counter,
     /// Open dashboard event streams.
@@ -67,6 +73,10 @@ impl Default for Metrics {
         Self {
             // 1 ms .. ~16 s
             apply_duration: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            // 1 s .. ~2.3 h
+            rollout_duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(1.0, 2.0, 14))
+            }),
             // 100 µs .. ~3 s
             agent_rtt: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             sse_dropped: Counter::default(),
@@ -88,6 +98,15 @@ impl Drop for Open<'_> {
 impl Metrics {
     pub fn observe_apply(&self, seconds: f64) {
         self.apply_duration.observe(seconds);
+    }
+
+    /// A rollout ended: "succeeded", "failed", "paused".
+    pub fn observe_rollout(&self, outcome: &str, seconds: f64) {
+        self.rollout_duration
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .observe(seconds);
     }
 
     pub fn observe_rtt(&self, seconds: f64) {
@@ -232,6 +251,11 @@ impl Metrics {
             self.apply_duration.clone(),
         );
         reg.register(
+            "rollout_duration_seconds",
+            "Time from the start of a rollout to its end, by outcome",
+            self.rollout_duration.clone(),
+        );
+        reg.register(
             "agent_rtt_seconds",
             "Round trip of a ping over agent streams",
             self.agent_rtt.clone(),
@@ -256,6 +280,12 @@ pub const KNOWN_EVENT_KINDS: &[&str] = &[
     "node.ready",
     "node.lost",
     "node.removed",
+    "rollout.progress",
+    "rollout.succeeded",
+    "rollout.failed",
+    "rollout.rolled_back",
+    "rollout.paused",
+    "rollout.promoted",
 ];
 
 /// Content type of the OpenMetrics exposition.

@@ -81,7 +81,9 @@ pub enum InvalidUnit {
     EnvValue(String),
     #[error("user `{0}` is not a valid user name or id")]
     User(String),
-    #[error("working_directory `{0}` must be an absolute path (or `~`) without control characters")]
+    #[error(
+        "working_directory `{0}` must be an absolute path (or `~`) without control characters"
+    )]
     WorkingDirectory(String),
     #[error("restart `{0}` is not one of no, on-success, on-failure, on-abnormal, on-watchdog, on-abort, always")]
     Restart(String),
@@ -162,8 +164,7 @@ fn check_name(unit: &str, adopted: bool) -> Result<(), InvalidUnit> {
             || (adopted && matches!(c, '@' | '\\'))
     };
     let stem = unit.strip_suffix(SUFFIX).unwrap_or_default();
-    if stem.is_empty() || unit.len() > 255 || !unit.chars().all(ok_char) || stem.starts_with('.')
-    {
+    if stem.is_empty() || unit.len() > 255 || !unit.chars().all(ok_char) || stem.starts_with('.') {
         return Err(InvalidUnit::Name(unit.to_string()));
     }
     Ok(())
@@ -234,7 +235,9 @@ impl Rendered<'_> {
         }
         for arg in self.exec_start {
             if arg.contains('\0') {
-                return Err(InvalidUnit::ControlCharacter { field: "exec_start" });
+                return Err(InvalidUnit::ControlCharacter {
+                    field: "exec_start",
+                });
             }
         }
 
@@ -357,10 +360,15 @@ fn quote(text: &str) -> String {
 pub enum OnDisk {
     Missing,
     /// Written by Convoy (it carries `X-Convoy-Managed=true`).
-    Managed { content: String },
+    Managed {
+        content: String,
+    },
     /// Not Convoy's: a file without the marker, a symlink (a mask), a
     /// directory, or a file that cannot be read.
-    Foreign { why: String },
+    Foreign {
+        path: PathBuf,
+        why: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -401,6 +409,7 @@ impl UnitFiles {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return OnDisk::Missing,
             Err(e) => {
                 return OnDisk::Foreign {
+                    path,
                     why: format!("cannot inspect it: {e}"),
                 }
             }
@@ -414,10 +423,11 @@ impl UnitFiles {
                 } else {
                     format!("it is a symlink to `{target}`")
                 };
-                return OnDisk::Foreign { why };
+                return OnDisk::Foreign { path, why };
             }
             Ok(meta) if !meta.is_file() => {
                 return OnDisk::Foreign {
+                    path,
                     why: "it is not a regular file".to_string(),
                 }
             }
@@ -426,9 +436,11 @@ impl UnitFiles {
         match tokio::fs::read_to_string(&path).await {
             Ok(content) if is_managed(&content) => OnDisk::Managed { content },
             Ok(_) => OnDisk::Foreign {
+                path,
                 why: format!("no {MANAGED_KEY}=true"),
             },
             Err(e) => OnDisk::Foreign {
+                path,
                 why: format!("cannot read it: {e}"),
             },
         }
@@ -437,11 +449,8 @@ impl UnitFiles {
     /// Writes `content` as `unit`'s file (0644, a temporary file renamed
     /// over it), unless a file Convoy did not write is there.
     pub async fn write(&self, unit: &str, content: &str) -> Result<(), FileError> {
-        if let OnDisk::Foreign { why } = self.read(unit).await {
-            return Err(FileError::Foreign {
-                path: self.path(unit),
-                why,
-            });
+        if let OnDisk::Foreign { path, why } = self.read(unit).await {
+            return Err(FileError::Foreign { path, why });
         }
         let dir = self.dir.clone();
         let unit = unit.to_string();
@@ -466,7 +475,7 @@ impl UnitFiles {
         let path = self.path(unit);
         match self.read(unit).await {
             OnDisk::Missing => Ok(()),
-            OnDisk::Foreign { why } => Err(FileError::Foreign { path, why }),
+            OnDisk::Foreign { path, why } => Err(FileError::Foreign { path, why }),
             OnDisk::Managed { .. } => match tokio::fs::remove_file(&path).await {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(FileError::Io {
                     context: "deleting",

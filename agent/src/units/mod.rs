@@ -113,8 +113,12 @@ pub enum Action {
         unit: String,
     },
     /// Deletes the file of a unit that left the plan (Convoy's only).
-    Delete { unit: String },
-    ResetFailed { unit: String },
+    Delete {
+        unit: String,
+    },
+    ResetFailed {
+        unit: String,
+    },
 }
 
 impl Action {
@@ -627,10 +631,12 @@ impl<S: Systemd> UnitReconciler<S> {
                 continue;
             }
             let result = self.apply_one(&action).await;
-            let workload_id = action
-                .workload_id()
-                .map(str::to_string)
-                .or_else(|| action.unit().and_then(|u| owner.get(u)).map(|s| s.to_string()));
+            let workload_id = action.workload_id().map(str::to_string).or_else(|| {
+                action
+                    .unit()
+                    .and_then(|u| owner.get(u))
+                    .map(|s| s.to_string())
+            });
             match (&action, result) {
                 (Action::DaemonReload, Err(reason)) => {
                     warn!("{reason}");
@@ -649,7 +655,9 @@ impl<S: Systemd> UnitReconciler<S> {
                         Some(id) => {
                             let start = matches!(
                                 action,
-                                Action::Start { .. } | Action::Restart { .. } | Action::Write { .. }
+                                Action::Start { .. }
+                                    | Action::Restart { .. }
+                                    | Action::Write { .. }
                             );
                             if self.book.record_error(&id, reason.clone(), start) {
                                 warn!(workload = %id, "{reason}");
@@ -674,9 +682,7 @@ impl<S: Systemd> UnitReconciler<S> {
             } => {
                 written.push((unit.clone(), workload_id.clone()));
                 if *replaces {
-                    let message = format!(
-                        "rewrote `{unit}` for a new spec; restarting it",
-                    );
+                    let message = format!("rewrote `{unit}` for a new spec; restarting it",);
                     info!(workload = %workload_id, "{message}");
                     self.emit(workload_id, "replaced", message);
                 } else {
@@ -744,13 +750,7 @@ impl<S: Systemd> UnitReconciler<S> {
                 Some(info) => self.journal(&id, info).await,
                 None => Vec::new(),
             };
-            let status = status::status_of(
-                d,
-                found,
-                self.book.error(&id),
-                journal,
-                &self.node,
-            );
+            let status = status::status_of(d, found, self.book.error(&id), journal, &self.node);
             self.events_for(&status, d);
             statuses.insert(id, status);
         }
@@ -804,14 +804,12 @@ impl<S: Systemd> UnitReconciler<S> {
             }
             if now.health != before.health {
                 match now.health {
-                    Health::Unhealthy => out.push((
-                        "unhealthy",
-                        format!("`{name}` failed: {}", status.reason),
-                    )),
-                    Health::Healthy if before.health != Health::Unspecified => out.push((
-                        "healthy",
-                        format!("`{name}` is active again"),
-                    )),
+                    Health::Unhealthy => {
+                        out.push(("unhealthy", format!("`{name}` failed: {}", status.reason)))
+                    }
+                    Health::Healthy if before.health != Health::Unspecified => {
+                        out.push(("healthy", format!("`{name}` is active again")))
+                    }
                     _ => {}
                 }
             }

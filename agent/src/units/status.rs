@@ -147,10 +147,9 @@ pub fn status_of(
         exec_start: info.exec_start.clone(),
     });
 
-    if let (Want::Write { .. }, OnDisk::Foreign { why }) = (want, &found.file) {
-        let path = std::path::Path::new(crate::units::file::DEFAULT_UNIT_DIR).join(&unit);
+    if let (Want::Write { .. }, OnDisk::Foreign { path, why }) = (want, &found.file) {
         let e = FileError::Foreign {
-            path,
+            path: path.clone(),
             why: why.clone(),
         };
         set(&mut status, WorkloadState::Failed, e.to_string());

@@ -124,6 +124,10 @@ impl Coordinator {
                             .msg(format!("{env}/{name}: r{} promoted", r.to_revision)),
                     ),
                     Effect::Succeeded => {
+                        self.metrics.observe_rollout(
+                            "succeeded",
+                            (now - r.started_unix_ms).max(0) as f64 / 1000.0,
+                        );
                         self.set_outcome(&mut ops, &env, &name, r.to_revision, "succeeded")
                             .await;
                         events.push(ev("rollout.succeeded", &r).msg(format!(
@@ -133,6 +137,10 @@ impl Coordinator {
                         )));
                     }
                     Effect::Failed(reason) => {
+                        self.metrics.observe_rollout(
+                            if r.state == RolloutState::Paused { "paused" } else { "failed" },
+                            (now - r.started_unix_ms).max(0) as f64 / 1000.0,
+                        );
                         let outcome = format!("failed: {reason}");
                         self.set_outcome(&mut ops, &env, &name, r.to_revision, &outcome)
                             .await;
