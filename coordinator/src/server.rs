@@ -247,12 +247,15 @@ async fn sweep_silent_nodes(coord: Arc<Coordinator>, shutdown: CancellationToken
 /// Steps running rollouts a few times a second (their state is in the
 /// store, so a restarted coordinator goes on where it was).
 async fn drive_rollouts(coord: Arc<Coordinator>, shutdown: CancellationToken) {
-    let mut every = tokio::time::interval(Duration::from_millis(250));
+    // Status reports wake it at once; the tick serves the time-based gates
+    // (min_healthy_time, deadlines, delays).
+    let mut every = tokio::time::interval(Duration::from_millis(100));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = every.tick() => coord.drive_rollouts().await,
+            _ = coord.status_changed.notified() => coord.drive_rollouts().await,
         }
     }
 }

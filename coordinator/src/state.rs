@@ -287,6 +287,8 @@ pub struct Coordinator {
     /// Keyed by (node, command id): a node answers only its own commands.
     pending: Mutex<HashMap<(String, String), oneshot::Sender<pb::Ack>>>,
     next_command: AtomicU64,
+    /// Woken when agents report status, so rollouts step at once.
+    pub status_changed: tokio::sync::Notify,
 }
 
 /// One point of a node's CPU / memory history (dashboard sparklines).
@@ -362,6 +364,7 @@ impl Coordinator {
             metrics: Metrics::default(),
             pending: Mutex::new(HashMap::new()),
             next_command: AtomicU64::new(1),
+            status_changed: tokio::sync::Notify::new(),
         });
         let mut ops = Vec::new();
         let updates = compute_plans(&mut desired, &mut ops, Publish::All);
@@ -999,6 +1002,7 @@ impl Coordinator {
                 for id in previous.keys() {
                     self.emit_removed(node, id);
                 }
+                self.status_changed.notify_one();
             }
             Some(Msg::Event(ev)) => {
                 tracing::info!(node, workload = %ev.workload_id, kind = %ev.kind, "{}", ev.message);

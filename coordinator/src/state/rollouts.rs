@@ -54,12 +54,13 @@ impl Coordinator {
         if running.is_empty() {
             return;
         }
-        let mut next = desired.clone();
+        // Desired state is cloned only when some rollout moved.
+        let mut changed = Vec::new();
         let mut ops = Vec::new();
         let mut events = Vec::new();
         let mut replan = false;
         for key in running {
-            let Some(mut rec) = next.services.get(&key).cloned() else {
+            let Some(mut rec) = desired.services.get(&key).cloned() else {
                 continue;
             };
             let Some(mut r) = rec.rollout.clone() else {
@@ -183,11 +184,13 @@ impl Coordinator {
             rec.rollout = Some(r);
             rec.updated_unix_ms = now;
             ops.push(Op::put_json(service_key(&env, &name), &rec));
-            next.services.insert(key, rec);
+            changed.push((key, rec));
         }
         if ops.is_empty() {
             return;
         }
+        let mut next = desired.clone();
+        next.services.extend(changed);
         let updates = if replan {
             compute_plans(&mut next, &mut ops, Publish::Changed)
         } else {
