@@ -1,1 +1,388 @@
-//! placeholder
+//! `convoy-agent install` and `uninstall`: enrol this host, then run the
+//! agent as the hardened systemd unit of systemd/convoy-agent.service,
+//! enabled and started over D-Bus; and the reverse.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::enroll::{self, EnrollError, JoinParams};
+use crate::runtime::systemd::{DbusSystemd, Systemd, SystemdError, UnitInfo, JOURNAL_LINES};
+use crate::units::file::{self, exec_line, UnitFiles};
+
+/// The agent's own unit.
+pub const UNIT: &str = file::AGENT_UNIT;
+/// systemd/convoy-agent.service; `install` fills in its ExecStart line.
+pub const TEMPLATE: &str = include_str!("../../systemd/convoy-agent.service");
+/// The unit's StateDirectory.
+pub const STATE_DIR: &str = "/var/lib/convoy-agent";
+pub const DEFAULT_PKI_DIR: &str = "/var/lib/convoy-agent/pki";
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/convoy-agent/data";
+/// How long `install` waits for the unit to become active.
+pub const WAIT: Duration = Duration::from_secs(30);
+/// Directories the unit cannot see (ProtectHome=, PrivateTmp=).
+const HIDDEN: [&str; 5] = ["/home", "/root", "/run/user", "/tmp", "/var/tmp"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("`convoy-agent {0}` must run as root: it writes /etc/systemd/system and manages units over the system bus (try sudo)")]
+    NotRoot(&'static str),
+    #[error("cannot manage the agent's unit: {0}")]
+    Systemd(#[from] SystemdError),
+    #[error(transparent)]
+    Enroll(#[from] EnrollError),
+    #[error("the agent binary {path} {why}: copy it to /usr/local/bin/convoy-agent and run `install` from there")]
+    Binary { path: PathBuf, why: String },
+    #[error("{context} {path}: {source}")]
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{UNIT} did not become active within {}s: it is {state}{}", WAIT.as_secs(), journal_text(.journal))]
+    NotActive { state: String, journal: Vec<String> },
+}
+
+fn journal_text(lines: &[String]) -> String {
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!("; its journal ends with:\n  {}", lines.join("\n  "))
+    }
+}
+
+/// What `install` needs.
+#[derive(Clone)]
+pub struct InstallParams {
+    pub coordinators: Vec<String>,
+    pub token: String,
+    pub ca_fingerprint: String,
+    pub node_name: String,
+    pub labels: Vec<(String, String)>,
+    /// The agent binary the unit runs (this one).
+    pub binary: PathBuf,
+    pub pki_dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub unit_dir: PathBuf,
+}
+
+impl std::fmt::Debug for InstallParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token.
+        f.debug_struct("InstallParams")
+            .field("coordinators", &self.coordinators)
+            .field("node_name", &self.node_name)
+            .field("binary", &self.binary)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The agent's unit file: the template with its ExecStart line made from
+/// the binary, coordinators, directories and labels (quoted for systemd).
+pub fn render_unit(params: &InstallParams) -> String {
+    let mut argv = vec![
+        params.binary.display().to_string(),
+        "run".to_string(),
+        "--coordinator".to_string(),
+        params.coordinators.join(","),
+        "--pki-dir".to_string(),
+        params.pki_dir.display().to_string(),
+        "--data-dir".to_string(),
+        params.data_dir.display().to_string(),
+    ];
+    if params.unit_dir != Path::new(file::DEFAULT_UNIT_DIR) {
+        argv.push("--unit-dir".to_string());
+        argv.push(params.unit_dir.display().to_string());
+    }
+    for (k, v) in &params.labels {
+        argv.push("--label".to_string());
+        argv.push(format!("{k}={v}"));
+    }
+    let exec = format!("ExecStart={}", exec_line(&argv));
+    let mut out = String::with_capacity(TEMPLATE.len() + 256);
+    out.push_str("# Installed by `convoy-agent install`; `convoy-agent uninstall` removes it.\n");
+    for line in TEMPLATE.lines() {
+        if line.starts_with("ExecStart=") {
+            out.push_str(&exec);
+        } else if line.starts_with("ReadWritePaths=") {
+            // The unit directory it writes, wherever that is.
+            out.push_str(&format!("ReadWritePaths={}", params.unit_dir.display()));
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn require_root(command: &'static str) -> Result<(), InstallError> {
+    if rustix::process::geteuid().is_root() {
+        Ok(())
+    } else {
+        Err(InstallError::NotRoot(command))
+    }
+}
+
+/// Refuses a binary the hardened unit could not run.
+fn check_binary(path: &Path) -> Result<(), InstallError> {
+    let bad = |why: String| InstallError::Binary {
+        path: path.to_path_buf(),
+        why,
+    };
+    if !path.is_absolute() {
+        return Err(bad("is not an absolute path".to_string()));
+    }
+    if let Some(dir) = HIDDEN.iter().find(|d| path.starts_with(d)) {
+        return Err(bad(format!(
+            "is under {dir}, which the hardened unit cannot see (ProtectHome=, PrivateTmp=)"
+        )));
+    }
+    Ok(())
+}
+
+/// Enrols (unless already enrolled), writes the unit, reloads systemd,
+/// enables and starts the unit and waits until it is active. Prints each
+/// step.
+pub async fn install(params: &InstallParams) -> Result<(), InstallError> {
+    require_root("install")?;
+    check_binary(&params.binary)?;
+    let systemd = DbusSystemd::new();
+    // Before the join: a host without systemd should not spend the token.
+    let before = systemd.unit(UNIT).await?;
+
+    match crate::pki::Pki::load(&params.pki_dir).await {
+        Ok(pki) => println!(
+            "already enrolled as node `{}` ({}); keeping that identity",
+            pki.node_name,
+            params.pki_dir.display()
+        ),
+        Err(_) => {
+            let coordinator = params.coordinators.first().cloned().unwrap_or_default();
+            let node = enroll::join(&JoinParams {
+                coordinator: coordinator.clone(),
+                token: params.token.clone(),
+                ca_fingerprint: params.ca_fingerprint.clone(),
+                node_name: params.node_name.clone(),
+                pki_dir: params.pki_dir.clone(),
+            })
+            .await?;
+            println!(
+                "enrolled with {coordinator} as node `{node}`; key and certificate in {}",
+                params.pki_dir.display()
+            );
+        }
+    }
+    for dir in [&params.pki_dir, &params.data_dir] {
+        create_private_dir(dir)?;
+    }
+
+    let path = params.unit_dir.join(UNIT);
+    let content = render_unit(params);
+    let dir = params.unit_dir.clone();
+    tokio::task::spawn_blocking(move || file::write_atomically(&dir, UNIT, content.as_bytes()))
+        .await
+        .map_err(|e| InstallError::Io {
+            context: "writing",
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?
+        .map_err(|source| InstallError::Io {
+            context: "writing",
+            path: path.clone(),
+            source,
+        })?;
+    println!("wrote {}", path.display());
+    // Enable first: systemd's UnitFileState follows on the reload.
+    systemd.enable(UNIT).await?;
+    println!("enabled {UNIT} (starts at boot)");
+    systemd.daemon_reload().await?;
+    println!("systemd reloaded its unit files");
+    if before.is_up() {
+        systemd.restart(UNIT).await?;
+        println!("restarted {UNIT}");
+    } else {
+        systemd.reset_failed(UNIT).await.ok();
+        systemd.start(UNIT).await?;
+        println!("started {UNIT}");
+    }
+    let info = wait_active(&systemd, WAIT).await?;
+    println!(
+        "{UNIT} is {} ({}), main PID {}; logs: journalctl -u convoy-agent",
+        info.active_state, info.sub_state, info.main_pid
+    );
+    Ok(())
+}
+
+/// Polls until the unit is active; fails at once when it fails.
+async fn wait_active<S: Systemd>(systemd: &S, limit: Duration) -> Result<UnitInfo, InstallError> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let info = systemd.unit(UNIT).await?;
+        let failed = info.active_state == "failed"
+            || (info.sub_state == "auto-restart" && info.result != "success");
+        if info.active_state == "active" {
+            return Ok(info);
+        }
+        if failed || Instant::now() >= deadline {
+            let journal = systemd.journal_tail(UNIT, JOURNAL_LINES).await;
+            return Err(InstallError::NotActive {
+                state: format!(
+                    "{} ({}, result {})",
+                    info.active_state, info.sub_state, info.result
+                ),
+                journal,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), InstallError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|source| InstallError::Io {
+            context: "creating",
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+/// What `uninstall` removes.
+#[derive(Clone, Debug)]
+pub struct UninstallParams {
+    pub unit_dir: PathBuf,
+    /// Also delete these (the agent's identity and state).
+    pub purge: Vec<PathBuf>,
+}
+
+/// Stops and disables the unit, deletes its file and reloads systemd; with
+/// `purge`, deletes the agent's directories too. Units and containers the
+/// agent manages keep running.
+pub async fn uninstall(params: &UninstallParams) -> Result<(), InstallError> {
+    require_root("uninstall")?;
+    let systemd = DbusSystemd::new();
+    let info = systemd.unit(UNIT).await?;
+    if info.is_up() {
+        systemd.stop(UNIT).await?;
+        // Its files are deleted below: let it stop first.
+        let deadline = Instant::now() + WAIT;
+        while systemd.unit(UNIT).await?.is_up() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        println!("stopped {UNIT}");
+    }
+    if info.is_enabled() {
+        systemd.disable(UNIT).await?;
+        println!("disabled {UNIT}");
+    }
+    let path = params.unit_dir.join(UNIT);
+    match std::fs::remove_file(&path) {
+        Ok(()) => println!("deleted {}", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            println!("{} was not there", path.display())
+        }
+        Err(source) => {
+            return Err(InstallError::Io {
+                context: "deleting",
+                path,
+                source,
+            })
+        }
+    }
+    systemd.daemon_reload().await?;
+    systemd.reset_failed(UNIT).await.ok();
+    println!("systemd reloaded its unit files");
+    for dir in &params.purge {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => println!("deleted {}", dir.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(InstallError::Io {
+                    context: "deleting",
+                    path: dir.clone(),
+                    source,
+                })
+            }
+        }
+    }
+    if let Ok(managed) = UnitFiles::new(&params.unit_dir).managed().await {
+        if !managed.is_empty() {
+            let names: Vec<&str> = managed.keys().map(String::as_str).collect();
+            println!(
+                "left running: {} unit(s) Convoy wrote ({}); remove them from the plan before uninstalling to have them removed",
+                names.len(),
+                names.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> InstallParams {
+        InstallParams {
+            coordinators: vec!["10.0.0.1:7401".to_string()],
+            token: "secret".to_string(),
+            ca_fingerprint: "sha256:00".to_string(),
+            node_name: "gpu-1".to_string(),
+            labels: vec![
+                ("role".to_string(), "gpu".to_string()),
+                ("zone".to_string(), "eu west".to_string()),
+            ],
+            binary: PathBuf::from("/usr/local/bin/convoy-agent"),
+            pki_dir: PathBuf::from(DEFAULT_PKI_DIR),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            unit_dir: PathBuf::from(file::DEFAULT_UNIT_DIR),
+        }
+    }
+
+    #[test]
+    fn installed_unit_is_the_template_with_its_command_line_filled_in() {
+        let unit = render_unit(&params());
+        let exec: Vec<&str> = unit
+            .lines()
+            .filter(|l| l.starts_with("ExecStart="))
+            .collect();
+        assert_eq!(
+            exec,
+            vec![
+                "ExecStart=/usr/local/bin/convoy-agent run --coordinator 10.0.0.1:7401 \
+                 --pki-dir /var/lib/convoy-agent/pki --data-dir /var/lib/convoy-agent/data \
+                 --label role=gpu --label \"zone=eu west\""
+            ]
+        );
+        for line in [
+            "Type=notify",
+            "WatchdogSec=30s",
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "ReadWritePaths=/etc/systemd/system",
+            "StateDirectory=convoy-agent",
+        ] {
+            assert!(unit.lines().any(|l| l == line), "missing {line}");
+        }
+        // Never the marker of workload units: the reconciler must not take
+        // the agent's own unit for one of them.
+        assert!(!file::is_managed(&unit));
+        assert!(!unit.contains("secret"));
+    }
+
+    #[test]
+    fn a_binary_the_hardened_unit_cannot_see_is_refused() {
+        assert!(check_binary(Path::new("/usr/local/bin/convoy-agent")).is_ok());
+        for p in [
+            "/root/convoy-agent",
+            "/home/me/bin/convoy-agent",
+            "/tmp/convoy-agent",
+        ] {
+            let e = check_binary(Path::new(p)).unwrap_err().to_string();
+            assert!(e.contains("copy it to /usr/local/bin"), "{e}");
+        }
+    }
+}

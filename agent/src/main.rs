@@ -1,4 +1,6 @@
-//! `convoy-agent run`: flags and env to an `AgentConfig`, logs, signals.
+//! `convoy-agent run`: flags and env to an `AgentConfig`, logs, signals;
+//! `install` / `uninstall` as a systemd unit; a hidden `debug-unit` to try
+//! the systemd driver by hand.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -31,6 +33,59 @@ enum Command {
     Run(RunArgs),
     /// Enrol this host with a one-time join token, then run.
     Join(JoinArgs),
+    /// Enrol this host and run the agent as the systemd unit
+    /// convoy-agent.service (enabled, started, hardened). Needs root.
+    Install(InstallArgs),
+    /// Stop, disable and delete convoy-agent.service. Needs root.
+    Uninstall(UninstallArgs),
+    /// Try the systemd driver by hand (unit state, one reconcile pass).
+    #[command(hide = true, subcommand)]
+    DebugUnit(debug_unit::DebugUnit),
+}
+
+#[derive(Args)]
+struct InstallArgs {
+    /// Coordinator agent port; comma-separate several.
+    #[arg(
+        long = "coordinator",
+        value_name = "HOST:PORT",
+        env = "CONVOY_COORDINATOR",
+        value_delimiter = ',',
+        required = true
+    )]
+    coordinators: Vec<String>,
+    /// The join token from `convoy token create --join`.
+    #[arg(long, env = "CONVOY_JOIN_TOKEN", hide_env_values = true)]
+    token: String,
+    /// `sha256:HEX` of the coordinator's CA, printed with the join token.
+    #[arg(long, value_name = "sha256:HEX", env = "CONVOY_CA_FINGERPRINT")]
+    ca_fingerprint: String,
+    /// This node's name (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Node labels for placement: `k=v,k2=v2`.
+    #[arg(long, value_name = "K=V,...", value_delimiter = ',', value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    #[arg(long, value_name = "DIR", default_value = convoy_agent::install::DEFAULT_PKI_DIR)]
+    pki_dir: PathBuf,
+    #[arg(long, value_name = "DIR", default_value = convoy_agent::install::DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// Where unit files go (tests only).
+    #[arg(long, value_name = "DIR", default_value = convoy_agent::units::file::DEFAULT_UNIT_DIR, hide = true)]
+    unit_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct UninstallArgs {
+    /// Also delete the agent's key, certificate and state.
+    #[arg(long)]
+    purge: bool,
+    #[arg(long, value_name = "DIR", default_value = convoy_agent::install::DEFAULT_PKI_DIR)]
+    pki_dir: PathBuf,
+    #[arg(long, value_name = "DIR", default_value = convoy_agent::install::DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    #[arg(long, value_name = "DIR", default_value = convoy_agent::units::file::DEFAULT_UNIT_DIR, hide = true)]
+    unit_dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -68,6 +123,14 @@ struct RunArgs {
     /// A node label for placement, repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     labels: Vec<(String, String)>,
+    /// Where the unit files of `units:` workloads go.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "CONVOY_UNIT_DIR",
+        default_value = convoy_agent::units::file::DEFAULT_UNIT_DIR
+    )]
+    unit_dir: PathBuf,
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
@@ -97,7 +160,36 @@ async fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
+        Command::Install(args) => return report(install(args).await),
+        Command::Uninstall(args) => {
+            let UninstallArgs {
+                purge,
+                pki_dir,
+                data_dir,
+                unit_dir,
+            } = args;
+            let mut purged = Vec::new();
+            if purge {
+                purged = vec![pki_dir, data_dir];
+                let state = PathBuf::from(convoy_agent::install::STATE_DIR);
+                if !purged.iter().any(|d| !d.starts_with(&state)) {
+                    // Both are the unit's StateDirectory's: take it whole.
+                    purged = vec![state];
+                }
+            }
+            let params = convoy_agent::install::UninstallParams {
+                unit_dir,
+                purge: purged,
+            };
+            return report(
+                convoy_agent::install::uninstall(&params)
+                    .await
+                    .map_err(anyhow::Error::from),
+            );
+        }
+        Command::DebugUnit(cmd) => return report(debug_unit::run(cmd).await),
     };
+    let unit_dir = args.unit_dir.clone();
     let config = convoy_agent::AgentConfig {
         coordinators: args
             .coordinators
@@ -111,7 +203,11 @@ async fn main() -> ExitCode {
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(on_signals(shutdown.clone()).instrument(info_span!("signals")));
-    match convoy_agent::run(config, shutdown).await {
+    let options = convoy_agent::RunOptions {
+        units: convoy_agent::units::UnitsConfig { unit_dir },
+        notify_systemd: true,
+    };
+    match convoy_agent::run_with(config, options, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
@@ -119,6 +215,55 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+async fn install(args: InstallArgs) -> anyhow::Result<()> {
+    let InstallArgs {
+        coordinators,
+        token,
+        ca_fingerprint,
+        name,
+        labels,
+        pki_dir,
+        data_dir,
+        unit_dir,
+    } = args;
+    let binary = std::env::current_exe()
+        .and_then(|p| p.canonicalize())
+        .map_err(|e| anyhow::anyhow!("cannot tell where this binary is: {e}"))?;
+    let params = convoy_agent::install::InstallParams {
+        coordinators: coordinators
+            .into_iter()
+            .map(|c| c.trim().to_string())
+            .filter(|c| !c.is_empty())
+            .collect(),
+        token,
+        ca_fingerprint,
+        node_name: name.unwrap_or_else(hostname),
+        labels,
+        binary,
+        pki_dir,
+        data_dir,
+        unit_dir,
+    };
+    convoy_agent::install::install(&params).await?;
+    Ok(())
 }
 
 /// Enrols unless the PKI directory already holds an identity, and hands
@@ -134,11 +279,7 @@ async fn enrol(join: JoinArgs) -> Result<RunArgs, convoy_agent::enroll::EnrollEr
         info!(node = %pki.node_name, "already enrolled; connecting");
         return Ok(run);
     }
-    let node_name = node_name.unwrap_or_else(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_default()
-    });
+    let node_name = node_name.unwrap_or_else(hostname);
     let coordinator = run.coordinators.first().cloned().unwrap_or_default();
     let params = convoy_agent::enroll::JoinParams {
         coordinator,
@@ -188,6 +329,8 @@ impl Signals {
         }
     }
 }
+
+mod debug_unit;
 
 #[cfg(test)]
 mod tests {

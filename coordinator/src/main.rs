@@ -124,9 +124,12 @@ fn main() {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,h2=warn,tower=warn,hyper=warn,sled=warn".into());
+    // No colour codes in the journal or a log file.
+    use std::io::IsTerminal as _;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
@@ -269,6 +272,11 @@ async fn serve(
         "CA certificate: {}",
         PkiPaths::new(&data_dir).ca_cert().display()
     );
+    // Under a Type=notify unit: READY=1 now that it serves, WATCHDOG=1 at
+    // half WatchdogSec until shutdown, then STOPPING=1. No-ops elsewhere.
+    tasks.push(tokio::spawn(convoy_agent::notify::supervise(
+        shutdown.clone(),
+    )));
 
     wait_for_signal().await;
     tracing::info!("shutting down");

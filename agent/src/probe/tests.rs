@@ -686,3 +686,86 @@ async fn run_now_runs_every_check_and_reports_docker_health_and_plain_instances(
     assert_eq!(results[1].output, "not in this node's plan");
     assert!(!results[1].healthy);
 }
+
+#[tokio::test]
+async fn run_now_answers_for_a_unit_with_systemds_state_and_its_probes_on_loopback() {
+    let fake = Arc::new(FakeRuntime::default());
+    let unit = |id: &str, probes: Vec<Probe>| Workload {
+        id: id.into(),
+        probes,
+        runtime: Some(convoy_proto::workload::Runtime::Unit(
+            convoy_proto::UnitSpec::default(),
+        )),
+        ..Workload::default()
+    };
+    let port = server(Some("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")).await;
+    let plain = unit("default/exporter/1", vec![]);
+    let probed = unit(
+        "default/api/1",
+        vec![
+            http_probe(port, "/", 1000),
+            exec_probe(&["/bin/true"], 1000),
+        ],
+    );
+    let failed = unit("default/bad/1", vec![]);
+    let with_unit = |id: &str, state: WorkloadState, active: &str, reason: &str| {
+        let mut s = status(id, state, "", reason);
+        s.unit = Some(convoy_proto::UnitStatus {
+            unit_name: "x.service".into(),
+            active_state: active.into(),
+            sub_state: if active == "active" {
+                "running"
+            } else {
+                "failed"
+            }
+            .into(),
+            ..convoy_proto::UnitStatus::default()
+        });
+        s
+    };
+    let statuses = BTreeMap::from([
+        (
+            plain.id.clone(),
+            with_unit(&plain.id, WorkloadState::Running, "active", ""),
+        ),
+        (
+            probed.id.clone(),
+            with_unit(&probed.id, WorkloadState::Running, "active", ""),
+        ),
+        (
+            failed.id.clone(),
+            with_unit(
+                &failed.id,
+                WorkloadState::Failed,
+                "failed",
+                "unit `x.service` failed: it exited with status 3",
+            ),
+        ),
+    ]);
+    let plan = NodePlan {
+        generation: 1,
+        workloads: vec![plain, probed, failed],
+    };
+    let mut results = run_now(fake.as_ref(), Some(&plan), &statuses, &[]).await;
+    results.sort_by(|a, b| (&a.workload_id, &a.probe).cmp(&(&b.workload_id, &b.probe)));
+    let summary: Vec<(&str, &str, bool)> = results
+        .iter()
+        .map(|r| (r.workload_id.as_str(), r.probe.as_str(), r.healthy))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("default/api/1", "cmd", false),
+            ("default/api/1", "http", true),
+            ("default/api/1", "systemd", true),
+            ("default/bad/1", "systemd", false),
+            ("default/exporter/1", "systemd", true),
+        ]
+    );
+    assert!(results[0].output.contains("a unit has none"));
+    assert_eq!(
+        results[3].output,
+        "failed (failed): unit `x.service` failed: it exited with status 3"
+    );
+    assert_eq!(results[4].output, "active (running)");
+}

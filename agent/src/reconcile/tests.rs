@@ -454,6 +454,25 @@ async fn pass_creates_missing_containers_and_reports_them_running() {
 }
 
 #[tokio::test]
+async fn unit_workloads_are_left_to_the_unit_reconciler() {
+    let mut h = harness(&[IMAGE]);
+    let unit = Workload {
+        id: "default/exporter/1".into(),
+        runtime: Some(workload::Runtime::Unit(convoy_proto::UnitSpec {
+            unit_name: "convoy-exporter.service".into(),
+            exec_start: vec!["/bin/true".into()],
+            ..convoy_proto::UnitSpec::default()
+        })),
+        ..wl(1, "u1")
+    };
+    let p = plan(vec![wl(1, "h1"), unit]);
+    h.reconciler.pass(Some(&p), Instant::now()).await;
+    assert_eq!(h.fake.lock().containers.len(), 1);
+    let statuses = h.snapshot.borrow().statuses.clone();
+    assert_eq!(statuses.keys().collect::<Vec<_>>(), vec!["default/web/1"]);
+}
+
+#[tokio::test]
 async fn pass_leaves_a_container_of_the_same_spec_alone_and_reports_the_plans_revision() {
     let mut h = harness(&[IMAGE]);
     let old_revision = wl(1, "h1");

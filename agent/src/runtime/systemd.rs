@@ -86,8 +86,8 @@ pub enum SystemdError {
     )]
     Masked { unit: String },
     #[error(
-        "{op} `{unit}`: systemd denied it ({message}): the agent must run as root \
-         (with CAP_SYS_ADMIN) to manage units"
+        "{op}{}: systemd denied it ({message}): the agent must run as root to manage units",
+        target(.unit)
     )]
     AccessDenied {
         op: &'static str,
@@ -97,12 +97,21 @@ pub enum SystemdError {
     #[error("unit `{unit}` does not exist")]
     NoSuchUnit { unit: String },
     /// Any other refusal, with what was being done.
-    #[error("{op} `{unit}`: {message}")]
+    #[error("{op}{}: {message}", target(.unit))]
     Call {
         op: &'static str,
         unit: String,
         message: String,
     },
+}
+
+/// `` `unit` `` after a verb, or nothing for calls on no unit.
+fn target(unit: &str) -> String {
+    if unit.is_empty() {
+        String::new()
+    } else {
+        format!(" `{unit}`")
+    }
 }
 
 impl SystemdError {

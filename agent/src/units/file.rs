@@ -532,7 +532,8 @@ pub fn key_of(content: &str, key: &str) -> Option<String> {
     })
 }
 
-fn write_atomically(dir: &Path, unit: &str, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes `dir/unit` as a temporary file renamed over it, mode 0644.
+pub fn write_atomically(dir: &Path, unit: &str, bytes: &[u8]) -> std::io::Result<()> {
     // Not a unit name (leading dot, `.tmp`): systemd never loads it.
     let tmp = dir.join(format!(".{unit}.convoy.tmp"));
     match std::fs::remove_file(&tmp) {

@@ -81,7 +81,7 @@ pub struct Found {
 }
 
 /// One step towards the plan. Actions come ordered: orphans' teardown,
-/// writes, one daemon-reload, enables, then starts and stops.
+/// writes, enables and disables, one daemon-reload, then starts and stops.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     Write {
@@ -178,8 +178,8 @@ struct Entry {
 struct Seen {
     health: Health,
     restarts: u32,
-    active_state: String,
-    refused: Option<String>,
+    /// The reason, while failed.
+    failure: Option<String>,
 }
 
 impl UnitBook {
@@ -396,13 +396,16 @@ pub fn decide(
         }
     }
 
+    // Enabling works on the files on disk; systemd's UnitFileState only
+    // follows after a reload (which is why `systemctl enable` reloads too).
+    let reload = reload || !enables.is_empty();
     let mut actions = teardown;
     actions.append(&mut writes);
+    actions.append(&mut enables);
     if reload {
         actions.push(Action::DaemonReload);
     }
     actions.append(&mut after_reload);
-    actions.append(&mut enables);
     actions.append(&mut runs);
     actions
 }
@@ -626,11 +629,22 @@ impl<S: Systemd> UnitReconciler<S> {
             .collect();
         let mut failed: HashSet<String> = HashSet::new();
         let mut written: Vec<(String, String)> = Vec::new();
+        // File changes tried, and done.
+        let (mut tried, mut done) = (0usize, 0usize);
         for action in actions {
             if action.unit().is_some_and(|u| failed.contains(u)) {
                 continue;
             }
+            if matches!(action, Action::DaemonReload) && tried > 0 && done == 0 {
+                // Nothing changed on disk: a reload would read the same files.
+                continue;
+            }
+            let file_change = matches!(action, Action::Write { .. } | Action::Delete { .. });
             let result = self.apply_one(&action).await;
+            if file_change {
+                tried += 1;
+                done += usize::from(result.is_ok());
+            }
             let workload_id = action.workload_id().map(str::to_string).or_else(|| {
                 action
                     .unit()
@@ -642,9 +656,7 @@ impl<S: Systemd> UnitReconciler<S> {
                     warn!("{reason}");
                     for (unit, id) in written.drain(..) {
                         failed.insert(unit);
-                        if self.book.record_error(&id, reason.clone(), true) {
-                            self.emit(&id, "failed", reason.clone());
-                        }
+                        self.book.record_error(&id, reason.clone(), true);
                     }
                 }
                 (Action::ResetFailed { .. }, Err(reason)) => debug!("{reason}"),
@@ -659,9 +671,9 @@ impl<S: Systemd> UnitReconciler<S> {
                                     | Action::Restart { .. }
                                     | Action::Write { .. }
                             );
-                            if self.book.record_error(&id, reason.clone(), start) {
-                                warn!(workload = %id, "{reason}");
-                                self.emit(&id, "failed", reason);
+                            // The status says it, and `events_for` the event.
+                            if !self.book.record_error(&id, reason.clone(), start) {
+                                debug!(workload = %id, "{reason}");
                             }
                         }
                         None => warn!(unit = %unit, "{reason}"),
@@ -689,9 +701,13 @@ impl<S: Systemd> UnitReconciler<S> {
                     info!(workload = %workload_id, "wrote `{}`", self.files.path(unit).display());
                 }
             }
-            Action::Start { workload_id, unit } | Action::Restart { workload_id, unit } => {
+            Action::Start { workload_id, unit } => {
                 self.book.record_start(workload_id, now);
                 info!(workload = %workload_id, "asked systemd to start `{unit}`");
+            }
+            Action::Restart { workload_id, unit } => {
+                self.book.record_start(workload_id, now);
+                info!(workload = %workload_id, "asked systemd to restart `{unit}`");
             }
             Action::Stop {
                 workload_id: Some(id),
@@ -751,7 +767,7 @@ impl<S: Systemd> UnitReconciler<S> {
                 None => Vec::new(),
             };
             let status = status::status_of(d, found, self.book.error(&id), journal, &self.node);
-            self.events_for(&status, d);
+            self.events_for(&status);
             statuses.insert(id, status);
         }
         self.send(statuses);
@@ -771,13 +787,16 @@ impl<S: Systemd> UnitReconciler<S> {
         lines
     }
 
-    fn events_for(&mut self, status: &WorkloadStatus, d: &Desired) {
+    /// `failed` when the workload turns failed (or fails for a new
+    /// reason), `restarted` when systemd restarted it, `healthy` when it
+    /// becomes active.
+    fn events_for(&mut self, status: &WorkloadStatus) {
         let unit = status.unit.as_ref();
+        let failed = status.state == convoy_proto::WorkloadState::Failed as i32;
         let now = Seen {
             health: Health::try_from(status.health).unwrap_or(Health::Unspecified),
             restarts: status.restarts,
-            active_state: unit.map(|u| u.active_state.clone()).unwrap_or_default(),
-            refused: d.want.as_ref().err().cloned(),
+            failure: failed.then(|| status.reason.clone()),
         };
         let Some(entry) = self.book.entries.get_mut(&status.id) else {
             return;
@@ -787,35 +806,33 @@ impl<S: Systemd> UnitReconciler<S> {
             .map(|u| u.unit_name.clone())
             .unwrap_or_else(|| status.id.clone());
         let mut out = Vec::new();
-        if let Some(reason) = &now.refused {
-            if before.as_ref().and_then(|b| b.refused.as_ref()) != Some(reason) {
-                out.push(("failed", format!("unit spec refused: {reason}")));
+        if let Some(reason) = &now.failure {
+            if before.as_ref().and_then(|b| b.failure.as_ref()) != Some(reason) {
+                out.push(("failed", reason.clone()));
             }
         }
         if let Some(before) = before {
             if now.restarts > before.restarts {
                 out.push((
                     "restarted",
-                    format!(
-                        "systemd restarted `{name}` ({} restarts): {}",
-                        now.restarts, status.reason
-                    ),
+                    format!("systemd restarted `{name}` (restart {})", now.restarts),
                 ));
             }
-            if now.health != before.health {
-                match now.health {
-                    Health::Unhealthy => {
-                        out.push(("unhealthy", format!("`{name}` failed: {}", status.reason)))
-                    }
-                    Health::Healthy if before.health != Health::Unspecified => {
-                        out.push(("healthy", format!("`{name}` is active again")))
-                    }
-                    _ => {}
-                }
+            if now.health == Health::Healthy && before.health != Health::Healthy {
+                let again = if before.health == Health::Unhealthy {
+                    " again"
+                } else {
+                    ""
+                };
+                out.push(("healthy", format!("`{name}` is active{again}")));
             }
         }
         for (kind, message) in out {
-            info!(workload = %status.id, "{message}");
+            if kind == "failed" {
+                warn!(workload = %status.id, "{message}");
+            } else {
+                info!(workload = %status.id, "{message}");
+            }
             self.emit(&status.id, kind, message);
         }
     }

@@ -12,6 +12,12 @@ impl Coordinator {
     fn instance_views(&self, rec: &ServiceRecord) -> Vec<InstanceView> {
         let hash = rec.spec.spec_hash();
         let has_checks = spec_has_checks(&rec.spec);
+        // An adopted unit asked to be stopped is where it should be when
+        // it is not running.
+        let want_stopped = matches!(
+            rec.spec.runtime(),
+            pb::workload::Runtime::Unit(u) if u.adopt && u.state == "stopped"
+        );
         let live = self.live();
         rec.assignments
             .iter()
@@ -24,9 +30,13 @@ impl Coordinator {
                     .and_then(|l| l.workloads.get(&id));
                 let healthy = reported.is_some_and(|w| {
                     w.spec_hash == hash
-                        && w.state == pb::WorkloadState::Running as i32
-                        && (w.health == pb::Health::Healthy as i32
-                            || (!has_checks && w.health == pb::Health::Unspecified as i32))
+                        && if want_stopped {
+                            w.state == pb::WorkloadState::Exited as i32
+                        } else {
+                            w.state == pb::WorkloadState::Running as i32
+                                && (w.health == pb::Health::Healthy as i32
+                                    || (!has_checks && w.health == pb::Health::Unspecified as i32))
+                        }
                 });
                 InstanceView {
                     index: *index,
@@ -612,4 +622,154 @@ fn join(idx: &[u32]) -> String {
         .map(u32::to_string)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A coordinator with one connected node `a` and a helper that reports
+    /// every planned workload of `a` running and healthy.
+    async fn setup() -> (Arc<Coordinator>, SessionHandle, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+        let coord = Coordinator::load(store, Liveness::default(), CancellationToken::new())
+            .await
+            .unwrap();
+        let hello = pb::Hello {
+            facts: Some(pb::NodeFacts::default()),
+            agent_version: "t".into(),
+            last_applied_generation: 0,
+        };
+        let a = coord.register("a", "fp-a", 0, hello, None).await.unwrap();
+        (coord, a, dir)
+    }
+
+    /// The agent runs whatever its plan says, healthy.
+    fn run_plan(coord: &Coordinator, a: &mut SessionHandle) {
+        let plan = a.plan_rx.borrow_and_update().clone().unwrap();
+        let workloads = plan
+            .workloads
+            .iter()
+            .map(|w| pb::WorkloadStatus {
+                id: w.id.clone(),
+                revision: w.revision,
+                spec_hash: w.spec_hash.clone(),
+                state: pb::WorkloadState::Running as i32,
+                ..Default::default()
+            })
+            .collect();
+        coord.handle(
+            "a",
+            a.conn_id,
+            pb::AgentMessage {
+                msg: Some(pb::agent_message::Msg::Status(pb::StatusReport {
+                    full_snapshot: true,
+                    workloads,
+                    removed: vec![],
+                })),
+            },
+        );
+    }
+
+    fn spec(greeting: &str, update: &str) -> String {
+        format!(
+            "services:\n  web:\n    image: x:1\n    environment: {{ G: {greeting} }}\n    deploy:\n      replicas: 3\n{update}"
+        )
+    }
+
+    async fn rollout(coord: &Coordinator) -> Rollout {
+        let d = coord.desired.lock().await;
+        d.services[&("default".to_string(), "web".to_string())]
+            .rollout
+            .clone()
+            .unwrap()
+    }
+
+    /// Runs the plan and steps rollouts a few times.
+    async fn settle(coord: &Coordinator, a: &mut SessionHandle) {
+        for _ in 0..4 {
+            run_plan(coord, a);
+            coord.drive_rollouts().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn pause_holds_resume_goes_on_and_promote_needs_a_waiting_canary() {
+        let (coord, mut a, _dir) = setup().await;
+        let update = "      update_config: { parallelism: 1 }\n";
+        coord.apply("w.yaml", &spec("v1", update), false, "t").await.unwrap();
+        settle(&coord, &mut a).await;
+        assert_eq!(rollout(&coord).await.state, RolloutState::Succeeded);
+
+        coord.apply("w.yaml", &spec("v2", update), false, "t").await.unwrap();
+        let info = coord
+            .rollout_command("web", "", RolloutCommand::Pause)
+            .await
+            .unwrap();
+        assert_eq!(info.state, "paused");
+        settle(&coord, &mut a).await;
+        assert!(rollout(&coord).await.switched.is_empty(), "a paused rollout moved");
+        let err = coord
+            .rollout_command("web", "", RolloutCommand::Pause)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("only a running rollout"), "{err}");
+        let err = coord
+            .rollout_command("web", "", RolloutCommand::Promote)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("nothing to promote"), "{err}");
+        // A change meanwhile is refused and stores nothing.
+        let err = coord
+            .apply("w.yaml", &spec("v3", update), false, "t")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("a rollout is in progress"), "{err}");
+
+        coord
+            .rollout_command("web", "", RolloutCommand::Resume)
+            .await
+            .unwrap();
+        for _ in 0..6 {
+            settle(&coord, &mut a).await;
+        }
+        let r = rollout(&coord).await;
+        assert_eq!((r.state, r.done.len()), (RolloutState::Succeeded, 3), "{r:?}");
+        let h = coord.history("web", "").await.unwrap();
+        let outcomes: Vec<&str> = h.revisions.iter().map(|r| r.outcome.as_str()).collect();
+        assert_eq!(outcomes, ["succeeded", "succeeded"]);
+    }
+
+    #[tokio::test]
+    async fn a_rollback_supersedes_a_running_rollout_and_bad_targets_are_refused() {
+        let (coord, mut a, _dir) = setup().await;
+        let update = "      update_config: { parallelism: 1, monitor: 1h }\n    x-convoy: { update: { progress_deadline: 2h } }\n";
+        coord.apply("w.yaml", &spec("v1", ""), false, "t").await.unwrap();
+        settle(&coord, &mut a).await;
+        coord.apply("w.yaml", &spec("v2", update), false, "t").await.unwrap();
+        settle(&coord, &mut a).await;
+        // One instance switched, waiting an hour for its gate.
+        assert_eq!(rollout(&coord).await.switched.len(), 1);
+
+        let err = coord.rollback("web", "", 7, "t").await.unwrap_err();
+        assert!(err.to_string().contains("has no revision 7 (it has r1, r2)"), "{err}");
+        let err = coord.rollback("web", "", 2, "t").await.unwrap_err();
+        assert!(err.to_string().contains("already the current revision"), "{err}");
+
+        let resp = coord.rollback("web", "", 0, "t").await.unwrap();
+        assert_eq!(resp.services[0].revision, 3);
+        settle(&coord, &mut a).await;
+        let plan = a.plan_rx.borrow_and_update().clone().unwrap();
+        let v1_hash = {
+            let h = coord.history("web", "").await.unwrap();
+            h.revisions[0].spec_hash.clone()
+        };
+        assert!(
+            plan.workloads.iter().all(|w| w.spec_hash == v1_hash),
+            "every instance runs r1's spec again"
+        );
+        let h = coord.history("web", "").await.unwrap();
+        assert_eq!(h.revisions[2].source, "rollback of r2 to r1");
+    }
 }

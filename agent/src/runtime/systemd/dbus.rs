@@ -109,7 +109,7 @@ impl DbusSystemd {
             .cache_properties(CacheProperties::No)
             .build()
             .await
-            .map_err(|e| map_error(e, "connecting to", "the service manager"))
+            .map_err(|e| map_error(e, "reaching the service manager", ""))
     }
 
     /// Runs one Manager call, bounded by `limit`, its error in words.
@@ -268,11 +268,11 @@ impl Systemd for DbusSystemd {
             .and_then(|b| b.member("PropertiesChanged"))
             .and_then(|b| b.path_namespace(UNIT_PATHS))
             .map(|b| b.build())
-            .map_err(|e| map_error(e, "watching", "units"))?;
+            .map_err(|e| map_error(e, "watching units", ""))?;
         // The match first, then Subscribe: no change falls between the two.
         let stream = MessageStream::for_match_rule(rule, &connection, Some(MAX_QUEUED))
             .await
-            .map_err(|e| map_error(e, "watching", "units"));
+            .map_err(|e| map_error(e, "watching units", ""));
         let stream = match stream {
             Ok(stream) => stream,
             Err(e) => {

@@ -2,6 +2,7 @@
 //! live in a map, every call that changes something is recorded.
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -34,8 +35,10 @@ pub struct FakeState {
     pub reload_error: Option<String>,
     /// What `journal_tail` answers, by unit.
     pub journals: BTreeMap<String, Vec<String>>,
-    /// Units whose start brings them up (else they stay as they are).
-    pub startable: HashSet<String>,
+    /// Units whose main process fails at once when started (exit status 3).
+    pub crashing: HashSet<String>,
+    /// The unit directory a daemon-reload reads, as systemd would.
+    pub unit_dir: Option<PathBuf>,
     pub calls: Vec<Call>,
 }
 
@@ -66,10 +69,13 @@ impl FakeSystemd {
         self.state.lock().unwrap().units.get(name).cloned()
     }
 
+    /// Records `call` and applies `f` to the unit, failing as systemd
+    /// would for a unit it cannot load when `loaded` is asked for.
     fn mutate(
         &self,
         name: &str,
         call: Call,
+        loaded: bool,
         f: impl FnOnce(&mut UnitInfo, bool),
     ) -> Result<(), SystemdError> {
         let mut state = self.state.lock().unwrap();
@@ -80,12 +86,17 @@ impl FakeSystemd {
             return Err(e.clone());
         }
         state.calls.push(call);
-        let startable = state.startable.contains(name);
+        let crashing = state.crashing.contains(name);
         let unit = state
             .units
             .entry(name.to_string())
             .or_insert_with(|| not_found(name));
-        f(unit, startable);
+        if loaded && unit.load_state != "loaded" {
+            return Err(SystemdError::NoSuchUnit {
+                unit: name.to_string(),
+            });
+        }
+        f(unit, crashing);
         Ok(())
     }
 }
@@ -102,12 +113,22 @@ pub fn not_found(name: &str) -> UnitInfo {
     }
 }
 
-fn up(unit: &mut UnitInfo) {
-    unit.active_state = "active".to_string();
-    unit.sub_state = "running".to_string();
-    unit.main_pid = 4242;
+fn run(unit: &mut UnitInfo, crashing: bool) {
     unit.exec_main_start_usec = 1;
-    unit.result = "success".to_string();
+    unit.state_change_usec += 1;
+    if crashing {
+        unit.active_state = "failed".to_string();
+        unit.sub_state = "failed".to_string();
+        unit.main_pid = 0;
+        unit.result = "exit-code".to_string();
+        unit.exec_main_code = 1;
+        unit.exec_main_status = 3;
+    } else {
+        unit.active_state = "active".to_string();
+        unit.sub_state = "running".to_string();
+        unit.main_pid = 4242;
+        unit.result = "success".to_string();
+    }
 }
 
 #[async_trait]
@@ -125,15 +146,11 @@ impl Systemd for FakeSystemd {
     }
 
     async fn start(&self, name: &str) -> Result<(), SystemdError> {
-        self.mutate(name, Call::Start(name.to_string()), |u, startable| {
-            if startable {
-                up(u)
-            }
-        })
+        self.mutate(name, Call::Start(name.to_string()), true, run)
     }
 
     async fn stop(&self, name: &str) -> Result<(), SystemdError> {
-        self.mutate(name, Call::Stop(name.to_string()), |u, _| {
+        self.mutate(name, Call::Stop(name.to_string()), false, |u, _| {
             u.active_state = "inactive".to_string();
             u.sub_state = "dead".to_string();
             u.main_pid = 0;
@@ -141,25 +158,29 @@ impl Systemd for FakeSystemd {
     }
 
     async fn restart(&self, name: &str) -> Result<(), SystemdError> {
-        self.mutate(name, Call::Restart(name.to_string()), |u, startable| {
-            if startable {
-                up(u)
-            }
-        })
+        self.mutate(name, Call::Restart(name.to_string()), true, run)
     }
 
     async fn reload_or_restart(&self, name: &str) -> Result<(), SystemdError> {
-        self.mutate(name, Call::ReloadOrRestart(name.to_string()), |_, _| {})
+        self.mutate(name, Call::ReloadOrRestart(name.to_string()), true, run)
     }
 
     async fn enable(&self, name: &str) -> Result<(), SystemdError> {
-        self.mutate(name, Call::Enable(name.to_string()), |u, _| {
+        // Like EnableUnitFiles: the file on disk is what counts.
+        let on_disk = self
+            .state
+            .lock()
+            .unwrap()
+            .unit_dir
+            .as_ref()
+            .is_some_and(|d| d.join(name).exists());
+        self.mutate(name, Call::Enable(name.to_string()), !on_disk, |u, _| {
             u.unit_file_state = "enabled".to_string();
         })
     }
 
     async fn disable(&self, name: &str) -> Result<(), SystemdError> {
-        self.mutate(name, Call::Disable(name.to_string()), |u, _| {
+        self.mutate(name, Call::Disable(name.to_string()), false, |u, _| {
             u.unit_file_state = "disabled".to_string();
         })
     }
@@ -171,28 +192,52 @@ impl Systemd for FakeSystemd {
         }
         if let Some(message) = &state.reload_error {
             return Err(SystemdError::Call {
-                op: "reloading",
-                unit: "the unit files".to_string(),
+                op: "reloading the unit files",
+                unit: String::new(),
                 message: message.clone(),
             });
         }
         state.calls.push(Call::DaemonReload);
-        // What systemd does: units with a file are loaded, others not-found.
-        let startable = state.startable.clone();
-        for (name, unit) in state.units.iter_mut() {
+        // What systemd does: a unit with a file in the directory is loaded,
+        // one whose file is gone is not-found.
+        let Some(dir) = state.unit_dir.clone() else {
+            return Ok(());
+        };
+        let on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|n| n.ends_with(".service") && !n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for name in &on_disk {
+            let unit = state
+                .units
+                .entry(name.clone())
+                .or_insert_with(|| not_found(name));
             unit.need_daemon_reload = false;
-            if unit.load_state == "not-found" && startable.contains(name) {
+            if unit.load_state != "loaded" {
                 unit.load_state = "loaded".to_string();
+                unit.fragment_path = dir.join(name).display().to_string();
                 if unit.unit_file_state.is_empty() {
                     unit.unit_file_state = "disabled".to_string();
                 }
+            }
+        }
+        let fragment_dir = dir.display().to_string();
+        for (name, unit) in state.units.iter_mut() {
+            if unit.fragment_path.starts_with(&fragment_dir) && !on_disk.contains(name) {
+                unit.load_state = "not-found".to_string();
+                unit.unit_file_state = String::new();
+                unit.fragment_path = String::new();
             }
         }
         Ok(())
     }
 
     async fn reset_failed(&self, name: &str) -> Result<(), SystemdError> {
-        self.mutate(name, Call::ResetFailed(name.to_string()), |u, _| {
+        self.mutate(name, Call::ResetFailed(name.to_string()), false, |u, _| {
             if u.active_state == "failed" {
                 u.active_state = "inactive".to_string();
             }
