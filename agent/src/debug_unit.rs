@@ -141,6 +141,7 @@ pub async fn run(cmd: DebugUnit) -> anyhow::Result<()> {
                 index: 1,
                 revision: 1,
                 spec_hash: hash,
+                start_first: false,
                 probes: Vec::new(),
                 runtime: Some(workload::Runtime::Unit(spec)),
             };

@@ -277,7 +277,9 @@ pub fn decide(
             } else if let Some(until) = blocked {
                 // The old containers keep serving while the new spec waits.
                 actions.push(wait(until));
-            } else if stale.is_empty() {
+            } else if stale.is_empty() || starts_beside(w, &stale) {
+                // start-first: the old containers keep serving until the
+                // new one is up (see below).
                 actions.push(Action::Create(w.clone()));
             } else {
                 actions.push(Action::Replace {
@@ -287,7 +289,14 @@ pub fn decide(
             }
             continue;
         };
+        let new_is_up = k.state == ContainerState::Running
+            && k.health
+                .as_ref()
+                .is_none_or(|h| h.status == Health::Healthy);
         for s in &stale {
+            if w.start_first && s.spec_hash != w.spec_hash && s.state.is_up() && !new_is_up {
+                continue;
+            }
             actions.push(Action::Remove {
                 container_id: s.id.clone(),
                 workload_id: w.id.clone(),
@@ -330,6 +339,13 @@ pub fn decide(
         }
     }
     actions
+}
+
+/// start-first: the new container can start beside the old ones (their
+/// names differ, as they carry the revision).
+fn starts_beside(w: &Workload, stale: &[&Observed]) -> bool {
+    let name = crate::runtime::container_name(w);
+    w.start_first && stale.iter().all(|s| s.name.trim_start_matches('/') != name)
 }
 
 /// What the session reports: statuses of the desired workloads, and the

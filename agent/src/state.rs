@@ -110,6 +110,7 @@ mod tests {
                     index: 1,
                     revision: 3,
                     spec_hash: "h1".into(),
+                    start_first: false,
                     probes: vec![Probe {
                         name: "ready".into(),
                         interval_ms: 1000,
@@ -161,6 +162,7 @@ mod tests {
                     index: 1,
                     revision: 1,
                     spec_hash: "h2".into(),
+                    start_first: false,
                     probes: vec![],
                     runtime: None,
                 },

@@ -1726,6 +1726,7 @@ fn compute_plans(
             (revision, spec.spec_hash(), spec.probes(), spec.runtime())
         };
         let new = runtime(&rec.spec, rec.revision);
+        let start_first = rec.spec.deploy.update.order == spec::UpdateOrder::StartFirst;
         // While a rollout is active, instances it has not switched yet keep
         // the revision they run.
         let rollout = rec.rollout.as_ref().filter(|r| r.state.is_active());
@@ -1747,6 +1748,7 @@ fn compute_plans(
                     revision: *revision,
                     spec_hash: spec_hash.clone(),
                     probes: probes.clone(),
+                    start_first,
                     runtime: Some(runtime.clone()),
                 });
         }
@@ -1760,7 +1762,7 @@ fn compute_plans(
             h.update([0]);
             h.update(w.revision.to_be_bytes());
             h.update(w.spec_hash.as_bytes());
-            h.update([0]);
+            h.update([0, u8::from(w.start_first)]);
         }
         let hash = hex::encode(h.finalize());
         let rec = next.plans.entry(node.clone()).or_default();

@@ -531,3 +531,43 @@ fn blue_green_runs_both_sets_rolls_back_instantly_and_scales_the_old_set_down_af
         status.describe()
     );
 }
+
+#[test]
+fn start_first_keeps_every_old_instance_until_its_replacement_is_healthy() {
+    skip_without_docker!();
+    let c = Cluster::with_agents(1);
+    let svc = c.service_name("sf");
+    let update = "update_config: { parallelism: 1, monitor: 1s, order: start-first }";
+    let v1 = app(&c, &svc, 3, "v1").deploy(update);
+    apply_wait(&c, &c.write_spec("sf.yaml", &compose(&[&v1])));
+    wait_all(&c, &svc, 3, "v1");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        let svc = svc.clone();
+        std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                samples.push(docker_healthy(&svc));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            samples
+        })
+    };
+    let v2 = app(&c, &svc, 3, "v2").deploy(update);
+    apply_wait(&c, &c.write_spec("sf.yaml", &compose(&[&v2])));
+    wait_all(&c, &svc, 3, "v2");
+    stop.store(true, Ordering::Relaxed);
+    let samples = sampler.join().unwrap();
+    let min = samples.iter().copied().min().unwrap();
+    let max = samples.iter().copied().max().unwrap();
+    assert!(
+        min >= 3,
+        "a healthy instance went missing during a start-first rollout: {samples:?}"
+    );
+    assert!(
+        max >= 4,
+        "the new container never ran beside the old one: {samples:?}"
+    );
+}

@@ -30,6 +30,24 @@ struct Fixture {
     node: String,
 }
 
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let out = self.c.cli(&["status"]);
+            eprintln!(
+                "---- convoy status ----\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if let Ok(status) = self.c.try_status() {
+                for s in status {
+                    eprintln!("{}", s.describe());
+                }
+            }
+        }
+    }
+}
+
 /// `convoy token create --join ARGS -o json` → (token, CA fingerprint).
 fn join_token(c: &Cluster, extra: &[&str]) -> (String, String) {
     let mut args = vec!["token", "create", "--join"];

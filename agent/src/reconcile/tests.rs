@@ -21,6 +21,7 @@ fn wl(index: u32, hash: &str) -> Workload {
         index,
         revision: 1,
         spec_hash: hash.into(),
+        start_first: false,
         probes: vec![],
         runtime: Some(workload::Runtime::Container(ContainerSpec {
             image: IMAGE.into(),
@@ -164,6 +165,68 @@ fn container_with_another_spec_hash_is_replaced() {
             workload: new,
             old: vec!["c1".into()],
         }]
+    );
+}
+
+#[test]
+fn start_first_creates_beside_the_old_and_removes_it_once_the_new_one_is_healthy() {
+    let old = wl(1, "h1");
+    let mut new = wl(1, "h2");
+    new.revision = 2;
+    new.start_first = true;
+    let now = Instant::now();
+    let book = RestartBook::default();
+    let running_old = obs("c1", &old, ContainerState::Running);
+    // No new container yet: create it; the old one keeps serving.
+    let actions = decide(
+        std::slice::from_ref(&new),
+        std::slice::from_ref(&running_old),
+        &book,
+        now,
+    );
+    assert_eq!(actions, vec![Action::Create(new.clone())]);
+    // The new one runs but Docker's healthcheck has not passed: keep both.
+    let mut fresh = obs("c2", &new, ContainerState::Running);
+    fresh.health = Some(DockerHealth {
+        status: Health::Starting,
+        output: String::new(),
+    });
+    let both = [running_old.clone(), fresh.clone()];
+    assert_eq!(
+        decide(std::slice::from_ref(&new), &both, &book, now),
+        vec![]
+    );
+    // Healthy: the old one goes.
+    fresh.health = Some(DockerHealth {
+        status: Health::Healthy,
+        output: String::new(),
+    });
+    let both = [running_old, fresh];
+    assert_eq!(
+        decide(std::slice::from_ref(&new), &both, &book, now),
+        vec![Action::Remove {
+            container_id: "c1".into(),
+            workload_id: new.id.clone(),
+            why: RemoveReason::Outdated,
+        }]
+    );
+}
+
+#[test]
+fn start_first_falls_back_to_replace_when_the_names_would_clash() {
+    let old = wl(1, "h1");
+    let mut new = wl(1, "h2");
+    new.start_first = true; // same revision: same container name
+    let observed = [obs("c1", &old, ContainerState::Running)];
+    let actions = decide(
+        std::slice::from_ref(&new),
+        &observed,
+        &RestartBook::default(),
+        Instant::now(),
+    );
+    assert!(
+        matches!(actions.as_slice(), [Action::Replace { .. }]),
+        "{actions:?}"
     );
 }
 

@@ -858,6 +858,7 @@ mod tests {
             index: 2,
             revision: 7,
             spec_hash: "abc".into(),
+            start_first: false,
             probes: vec![],
             runtime: Some(workload::Runtime::Container(ContainerSpec {
                 image: "web:1".into(),

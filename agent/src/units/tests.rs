@@ -34,6 +34,7 @@ fn with_spec(service: &str, hash: &str, spec: UnitSpec) -> Workload {
         index: 1,
         revision: 1,
         spec_hash: hash.to_string(),
+        start_first: false,
         probes: Vec::new(),
         runtime: Some(workload::Runtime::Unit(spec)),
     }

@@ -698,18 +698,27 @@ mod tests {
     async fn pause_holds_resume_goes_on_and_promote_needs_a_waiting_canary() {
         let (coord, mut a, _dir) = setup().await;
         let update = "      update_config: { parallelism: 1 }\n";
-        coord.apply("w.yaml", &spec("v1", update), false, "t").await.unwrap();
+        coord
+            .apply("w.yaml", &spec("v1", update), false, "t")
+            .await
+            .unwrap();
         settle(&coord, &mut a).await;
         assert_eq!(rollout(&coord).await.state, RolloutState::Succeeded);
 
-        coord.apply("w.yaml", &spec("v2", update), false, "t").await.unwrap();
+        coord
+            .apply("w.yaml", &spec("v2", update), false, "t")
+            .await
+            .unwrap();
         let info = coord
             .rollout_command("web", "", RolloutCommand::Pause)
             .await
             .unwrap();
         assert_eq!(info.state, "paused");
         settle(&coord, &mut a).await;
-        assert!(rollout(&coord).await.switched.is_empty(), "a paused rollout moved");
+        assert!(
+            rollout(&coord).await.switched.is_empty(),
+            "a paused rollout moved"
+        );
         let err = coord
             .rollout_command("web", "", RolloutCommand::Pause)
             .await
@@ -725,7 +734,10 @@ mod tests {
             .apply("w.yaml", &spec("v3", update), false, "t")
             .await
             .unwrap_err();
-        assert!(err.to_string().contains("a rollout is in progress"), "{err}");
+        assert!(
+            err.to_string().contains("a rollout is in progress"),
+            "{err}"
+        );
 
         coord
             .rollout_command("web", "", RolloutCommand::Resume)
@@ -735,7 +747,11 @@ mod tests {
             settle(&coord, &mut a).await;
         }
         let r = rollout(&coord).await;
-        assert_eq!((r.state, r.done.len()), (RolloutState::Succeeded, 3), "{r:?}");
+        assert_eq!(
+            (r.state, r.done.len()),
+            (RolloutState::Succeeded, 3),
+            "{r:?}"
+        );
         let h = coord.history("web", "").await.unwrap();
         let outcomes: Vec<&str> = h.revisions.iter().map(|r| r.outcome.as_str()).collect();
         assert_eq!(outcomes, ["succeeded", "succeeded"]);
@@ -745,17 +761,30 @@ mod tests {
     async fn a_rollback_supersedes_a_running_rollout_and_bad_targets_are_refused() {
         let (coord, mut a, _dir) = setup().await;
         let update = "      update_config: { parallelism: 1, monitor: 1h }\n    x-convoy: { update: { progress_deadline: 2h } }\n";
-        coord.apply("w.yaml", &spec("v1", ""), false, "t").await.unwrap();
+        coord
+            .apply("w.yaml", &spec("v1", ""), false, "t")
+            .await
+            .unwrap();
         settle(&coord, &mut a).await;
-        coord.apply("w.yaml", &spec("v2", update), false, "t").await.unwrap();
+        coord
+            .apply("w.yaml", &spec("v2", update), false, "t")
+            .await
+            .unwrap();
         settle(&coord, &mut a).await;
         // One instance switched, waiting an hour for its gate.
         assert_eq!(rollout(&coord).await.switched.len(), 1);
 
         let err = coord.rollback("web", "", 7, "t").await.unwrap_err();
-        assert!(err.to_string().contains("has no revision 7 (it has r1, r2)"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("has no revision 7 (it has r1, r2)"),
+            "{err}"
+        );
         let err = coord.rollback("web", "", 2, "t").await.unwrap_err();
-        assert!(err.to_string().contains("already the current revision"), "{err}");
+        assert!(
+            err.to_string().contains("already the current revision"),
+            "{err}"
+        );
 
         let resp = coord.rollback("web", "", 0, "t").await.unwrap();
         assert_eq!(resp.services[0].revision, 3);
