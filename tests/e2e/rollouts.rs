@@ -571,3 +571,53 @@ fn start_first_keeps_every_old_instance_until_its_replacement_is_healthy() {
         "the new container never ran beside the old one: {samples:?}"
     );
 }
+
+#[test]
+fn canary_with_auto_promote_goes_on_after_min_healthy_time() {
+    skip_without_docker!();
+    let c = Cluster::with_agents(1);
+    let svc = c.service_name("auto");
+    let canary = "x-convoy: { update: { strategy: canary, canaries: 1, auto_promote: true, min_healthy_time: 3s, max_parallel: 3 } }";
+    let v1 = app(&c, &svc, 4, "v1").extra(canary);
+    apply_wait(&c, &c.write_spec("auto.yaml", &compose(&[&v1])));
+    wait_all(&c, &svc, 4, "v1");
+
+    let watch = EventWatch::start(c.cli_command(), &["--service", &svc]).unwrap();
+    let v2 = app(&c, &svc, 4, "v2").extra(canary);
+    c.apply(&c.write_spec("auto.yaml", &compose(&[&v2])));
+    // The canary becomes healthy; for min_healthy_time it is the only one.
+    wait_until(
+        "the canary runs".to_string(),
+        ROLLOUT_WAIT,
+        Duration::from_millis(100),
+        || {
+            let now = running(&c, &svc);
+            let new = now.values().filter(|(_, g)| g == "v2").count();
+            ensure!(new == 1 && docker_healthy(&svc) == 4, "running: {now:?}");
+            Ok(())
+        },
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let new = running(&c, &svc)
+        .values()
+        .filter(|(_, g)| g == "v2")
+        .count();
+    assert_eq!(new, 1, "the others waited for min_healthy_time");
+    // Then it promotes itself, with no `convoy promote`.
+    let promoted = watch
+        .wait_for("rollout.promoted", ROLLOUT_WAIT, |e| {
+            e.kind == "rollout.promoted"
+        })
+        .unwrap();
+    assert_eq!(promoted.field("revision"), "2");
+    wait_rollout_state(&c, &svc, "succeeded");
+    wait_all(&c, &svc, 4, "v2");
+    assert!(
+        !watch
+            .events()
+            .iter()
+            .any(|e| e.kind == "rollout.awaiting_promotion"),
+        "{}",
+        watch.describe()
+    );
+}
