@@ -547,8 +547,9 @@ impl Coordinator {
         let candidates = candidates(&nodes);
         let mut ops = Vec::new();
         let mut changes = Vec::new();
+        let mut superseded = Vec::new();
         for (name, new_spec) in file.services {
-            let change = stage_service(
+            let (change, gone) = stage_service(
                 &mut next,
                 &candidates,
                 Staged {
@@ -561,6 +562,9 @@ impl Coordinator {
                 },
                 &mut ops,
             )?;
+            if let Some(rev) = gone {
+                superseded.push((name.clone(), rev, change.revision));
+            }
             changes.push(change);
         }
         let response = pb::ApplyResponse {
@@ -571,13 +575,35 @@ impl Coordinator {
         if dry_run {
             return Ok(response);
         }
+        for (name, rev, by) in &superseded {
+            self.set_outcome(&mut ops, env, name, *rev, &format!("superseded by r{by}"))
+                .await;
+        }
         let updates = compute_plans(&mut next, &mut ops, Publish::Changed);
         if !ops.is_empty() {
             self.store.apply(ops).await?;
         }
         *desired = next;
+        drop(desired);
         self.publish(updates);
+        for (name, rev, by) in superseded {
+            self.emit_superseded(env, &name, rev, by);
+        }
         Ok(response)
+    }
+
+    /// The rollout to `rev` gave way to `by`; `apply --wait` of `rev` ends.
+    fn emit_superseded(&self, env: &str, name: &str, rev: u64, by: u64) {
+        self.events.emit(
+            Ev::new("rollout.failed")
+                .service(env, name)
+                .field("revision", rev)
+                .field("state", "superseded")
+                .field("reason", format!("superseded by r{by}"))
+                .msg(format!(
+                    "{env}/{name}: the rollout to r{rev} is superseded by r{by}"
+                )),
+        );
     }
 
     /// Removes every instance of a service; its revisions stay in history.
@@ -1399,12 +1425,13 @@ struct Staged<'a> {
 
 /// Stages a new spec for one service in `next`: placement, a new revision
 /// when the spec changed, and the rollout that brings instances to it.
+/// Returns the change, and the revision whose rollout it superseded.
 fn stage_service(
     next: &mut Desired,
     candidates: &[Candidate<'_>],
     st: Staged<'_>,
     ops: &mut Vec<Op>,
-) -> Result<pb::ServiceChange, StateError> {
+) -> Result<(pb::ServiceChange, Option<u64>), StateError> {
     let Staged {
         env,
         name,
@@ -1464,40 +1491,39 @@ fn stage_service(
         diff,
     };
     if action == pb::ChangeAction::Unchanged && assignments == old_assign {
-        return Ok(change);
+        return Ok((change, None));
     }
     // The rollout that brings the instances to the new spec.
+    let mut superseded = None;
     let rollout = match &old {
         Some(o) if old_hash.as_deref() != Some(new_hash.as_str()) => {
-            let from = match &o.rollout {
-                Some(r)
-                    if matches!(
-                        r.state,
-                        RolloutState::Running
-                            | RolloutState::Paused
-                            | RolloutState::WaitingPromotion
-                    ) =>
-                {
-                    return Err(StateError::Rollout(format!(
-                        "service `{env}/{name}`: a rollout is in progress ({}); wait for it, \
-                         or `convoy rollout resume|promote {name}`, then apply again",
-                        rollout::describe(r, o.assignments.len())
-                    )));
+            // A rollout still under way (or failed and left as it was) is
+            // superseded: instances it had not switched keep the revision
+            // it started from, those it had switched go straight to the new
+            // one (in the same batch), as Nomad and Kubernetes do.
+            match o.rollout.as_ref().filter(|r| r.state.is_active()) {
+                Some(r) => {
+                    superseded = Some(r.to_revision);
+                    let mut nr = Rollout::new(
+                        r.from_revision,
+                        revision,
+                        r.from_spec.clone(),
+                        new_spec.deploy.update.clone(),
+                        now,
+                    );
+                    nr.switched = r.switched.keys().map(|i| (*i, now)).collect();
+                    nr.blue = r.blue.clone();
+                    nr.promoted = r.from_revision == 0;
+                    Some(nr)
                 }
-                // A failed rollout left instances on both revisions: the new
-                // one starts again from the revision before it.
-                Some(r) if r.state == RolloutState::Failed => {
-                    (r.from_revision, r.from_spec.clone())
-                }
-                _ => (o.revision, o.spec.clone()),
-            };
-            Some(Rollout::new(
-                from.0,
-                revision,
-                from.1,
-                new_spec.deploy.update.clone(),
-                now,
-            ))
+                None => Some(Rollout::new(
+                    o.revision,
+                    revision,
+                    o.spec.clone(),
+                    new_spec.deploy.update.clone(),
+                    now,
+                )),
+            }
         }
         // Same containers: whatever rollout there was goes on.
         Some(o) => o.rollout.clone(),
@@ -1570,7 +1596,7 @@ fn stage_service(
     };
     ops.push(Op::put_json(service_key(env, name), &rec));
     next.services.insert(key, rec);
-    Ok(change)
+    Ok((change, superseded))
 }
 
 pub fn rollout_info(r: &Rollout, total: usize) -> pb::RolloutInfo {

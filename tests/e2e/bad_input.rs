@@ -122,14 +122,13 @@ fn unsupported_compose_key_is_warned_about_and_applied() {
     let c = Cluster::with_agents(1);
     let svc = c.service_name("warn");
     let spec = ServiceSpec::new(&svc, &c.image())
-        .extra("healthcheck:")
-        .extra("  test: [\"CMD\", \"/convoy-testapp\", \"--version\"]")
-        .extra("  interval: 5s");
+        .extra("logging:")
+        .extra("  driver: json-file");
     let file = c.write_spec("warn.yaml", &compose(&[&spec]));
     let report = c.apply(&file);
     assert!(
-        report.warnings.iter().any(|w| w.contains("healthcheck")),
-        "no warning names healthcheck: {:?}",
+        report.warnings.iter().any(|w| w.contains("logging")),
+        "no warning names logging: {:?}",
         report.warnings
     );
     assert_eq!(report.service(&svc).action, "create");

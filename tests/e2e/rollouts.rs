@@ -344,7 +344,7 @@ fn history_rollback_to_any_revision_and_diff() {
 }
 
 #[test]
-fn canary_waits_for_promote_and_a_second_apply_is_refused_meanwhile() {
+fn canary_waits_for_promote_and_a_second_apply_supersedes_it() {
     skip_without_docker!();
     let c = Cluster::with_agents(1);
     let svc = c.service_name("canary");
@@ -372,21 +372,37 @@ fn canary_waits_for_promote_and_a_second_apply_is_refused_meanwhile() {
         "{text}"
     );
 
-    // Another change meanwhile is refused, and stores nothing.
+    // Another change meanwhile supersedes it: the canary goes straight to
+    // the newest revision, the others stay where they were.
     let v3 = app(&c, &svc, 4, "v3").extra(canary);
     let other = c.write_spec("canary-v3.yaml", &compose(&[&v3]));
     let out = c.cli(&["apply", "-f", other.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("a rollout is in progress"),
-        "{}",
-        stderr(&out)
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(c.service_status(&svc).revision, 3);
+    wait_until(
+        "the canary runs v3".to_string(),
+        ROLLOUT_WAIT,
+        Duration::from_millis(200),
+        || {
+            let now = running(&c, &svc);
+            let v3 = now.values().filter(|(_, g)| g == "v3").count();
+            let v1 = now.values().filter(|(_, g)| g == "v1").count();
+            ensure!((v3, v1) == (1, 3), "running: {now:?}");
+            Ok(())
+        },
     );
-    assert_eq!(c.service_status(&svc).revision, 2);
+    let r = wait_rollout_state(&c, &svc, "waiting-promotion");
+    assert_eq!(
+        (r["to_revision"].as_u64(), r["from_revision"].as_u64()),
+        (Some(3), Some(1)),
+        "{r}"
+    );
+    let h: Value = c.cli_json(&["history", &svc]);
+    assert_eq!(h["revisions"][1]["outcome"], "superseded by r3", "{h:#}");
 
     let out = c.cli(&["promote", &svc]);
     assert!(out.status.success(), "{}", stderr(&out));
-    wait_all(&c, &svc, 4, "v2");
+    wait_all(&c, &svc, 4, "v3");
     wait_rollout_state(&c, &svc, "succeeded");
     let out = c.cli(&["promote", &svc]);
     assert_eq!(out.status.code(), Some(1));

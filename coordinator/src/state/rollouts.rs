@@ -264,7 +264,14 @@ impl Coordinator {
     }
 
     /// Records how a revision's rollout ended.
-    async fn set_outcome(&self, ops: &mut Vec<Op>, env: &str, name: &str, rev: u64, outcome: &str) {
+    pub(super) async fn set_outcome(
+        &self,
+        ops: &mut Vec<Op>,
+        env: &str,
+        name: &str,
+        rev: u64,
+        outcome: &str,
+    ) {
         let key = revision_key(env, name, rev);
         match store::get_json::<RevisionRecord>(&*self.store, &key).await {
             Ok(Some(mut r)) => {
@@ -563,25 +570,27 @@ impl Coordinator {
         let mut desired = self.desired.lock().await;
         let mut next = desired.clone();
         let key = (env.to_string(), service.to_string());
-        // An active rollout is superseded: its instances not switched yet
-        // already run the revision it started from.
-        if let Some(rec) = next.services.get_mut(&key) {
-            if let Some(r) = rec.rollout.as_mut().filter(|r| r.state.is_active()) {
-                if r.has_blue() && r.from_spec.spec_hash() == target.spec.spec_hash() {
-                    drop(desired);
-                    return self
-                        .instant_blue_green_rollback(env, service, to, who, now)
-                        .await;
-                }
-                r.state = RolloutState::Failed;
-                r.reason = format!("superseded by a rollback to r{to}");
-            }
+        // Blue-green with the old set still there: it takes over at once.
+        let instant = next
+            .services
+            .get(&key)
+            .and_then(|rec| rec.rollout.as_ref())
+            .is_some_and(|r| {
+                r.state.is_active()
+                    && r.has_blue()
+                    && r.from_spec.spec_hash() == target.spec.spec_hash()
+            });
+        if instant {
+            drop(desired);
+            return self
+                .instant_blue_green_rollback(env, service, to, who, now)
+                .await;
         }
         let nodes = node_views(&next, &self.connected());
         let candidates = candidates(&nodes);
         let mut ops = Vec::new();
         let source = format!("rollback of r{current} to r{to}");
-        let change = stage_service(
+        let (change, superseded) = stage_service(
             &mut next,
             &candidates,
             Staged {
@@ -594,12 +603,20 @@ impl Coordinator {
             },
             &mut ops,
         )?;
+        if let Some(rev) = superseded {
+            let outcome = format!("superseded by r{}", change.revision);
+            self.set_outcome(&mut ops, env, service, rev, &outcome)
+                .await;
+        }
         let updates = compute_plans(&mut next, &mut ops, Publish::Changed);
         self.store.apply(ops).await?;
         *desired = next;
         drop(desired);
         self.publish(updates);
         self.metrics.observe_apply(started.elapsed().as_secs_f64());
+        if let Some(rev) = superseded {
+            self.emit_superseded(env, service, rev, change.revision);
+        }
         self.emit_deployed(&change, who);
         Ok(pb::ApplyResponse {
             services: vec![change],
@@ -729,15 +746,6 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("nothing to promote"), "{err}");
-        // A change meanwhile is refused and stores nothing.
-        let err = coord
-            .apply("w.yaml", &spec("v3", update), false, "t")
-            .await
-            .unwrap_err();
-        assert!(
-            err.to_string().contains("a rollout is in progress"),
-            "{err}"
-        );
 
         coord
             .rollout_command("web", "", RolloutCommand::Resume)
@@ -755,6 +763,48 @@ mod tests {
         let h = coord.history("web", "").await.unwrap();
         let outcomes: Vec<&str> = h.revisions.iter().map(|r| r.outcome.as_str()).collect();
         assert_eq!(outcomes, ["succeeded", "succeeded"]);
+    }
+
+    #[tokio::test]
+    async fn a_new_apply_supersedes_a_rollout_carrying_its_switched_instances() {
+        let (coord, mut a, _dir) = setup().await;
+        let update = "      update_config: { parallelism: 1, monitor: 1h }\n    x-convoy: { update: { progress_deadline: 2h } }\n";
+        coord
+            .apply("w.yaml", &spec("v1", ""), false, "t")
+            .await
+            .unwrap();
+        settle(&coord, &mut a).await;
+        coord
+            .apply("w.yaml", &spec("v2", update), false, "t")
+            .await
+            .unwrap();
+        settle(&coord, &mut a).await;
+        let r2 = rollout(&coord).await;
+        assert_eq!(r2.switched.len(), 1);
+        let mut events = coord.events().subscribe();
+        coord
+            .apply("w.yaml", &spec("v3", update), false, "t")
+            .await
+            .unwrap();
+        let r3 = rollout(&coord).await;
+        assert_eq!((r3.from_revision, r3.to_revision), (1, 3));
+        assert_eq!(
+            r3.switched.keys().collect::<Vec<_>>(),
+            r2.switched.keys().collect::<Vec<_>>(),
+            "the instance in flight goes straight to r3"
+        );
+        let plan = a.plan_rx.borrow_and_update().clone().unwrap();
+        let revs: Vec<u64> = plan.workloads.iter().map(|w| w.revision).collect();
+        assert_eq!(revs.iter().filter(|r| **r == 3).count(), 1, "{revs:?}");
+        assert_eq!(revs.iter().filter(|r| **r == 1).count(), 2, "{revs:?}");
+        let h = coord.history("web", "").await.unwrap();
+        assert_eq!(h.revisions[1].outcome, "superseded by r3");
+        let ev = events.try_recv().unwrap();
+        assert_eq!(
+            (ev.kind.as_str(), ev.fields["revision"].as_str()),
+            ("rollout.failed", "2")
+        );
+        assert_eq!(ev.fields["reason"], "superseded by r3");
     }
 
     #[tokio::test]
