@@ -74,11 +74,7 @@ impl ControlApi {
     ) -> Result<Response<pb::RolloutInfo>, Status> {
         let caller = caller(&req)?;
         let pb::RolloutRequest { service, env } = req.into_inner();
-        let env = if env.is_empty() {
-            DEFAULT_ENV.to_string()
-        } else {
-            env
-        };
+        let env = env_or_default(env);
         let target = format!("{env}/{service}");
         self.allow(&caller, Action::Apply { env: &env }, &target, true)
             .await?;
@@ -212,6 +208,15 @@ pub fn authorize(caller: &Caller, action: Action<'_>) -> Result<(), String> {
     }
 }
 
+/// The request's environment, `default` when it names none.
+fn env_or_default(env: String) -> String {
+    if env.is_empty() {
+        DEFAULT_ENV.to_string()
+    } else {
+        env
+    }
+}
+
 fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
     req.extensions()
         .get::<Caller>()
@@ -258,11 +263,7 @@ impl pb::control_service_server::ControlService for ControlApi {
             dry_run,
             env,
         } = req.into_inner();
-        let env = if env.is_empty() {
-            DEFAULT_ENV.to_string()
-        } else {
-            env
-        };
+        let env = env_or_default(env);
         let filename = if filename.is_empty() {
             "<spec>".to_string()
         } else {
@@ -394,11 +395,7 @@ impl pb::control_service_server::ControlService for ControlApi {
             env,
             to_revision,
         } = req.into_inner();
-        let env = if env.is_empty() {
-            DEFAULT_ENV.to_string()
-        } else {
-            env
-        };
+        let env = env_or_default(env);
         let action = Action::Apply { env: &env };
         let target = format!("{env}/{service} to r{to_revision}");
         self.allow(&caller, action, &target, true).await?;
@@ -465,11 +462,7 @@ impl pb::control_service_server::ControlService for ControlApi {
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let caller = caller(&req)?;
         let pb::DeleteRequest { service, env } = req.into_inner();
-        let env = if env.is_empty() {
-            DEFAULT_ENV.to_string()
-        } else {
-            env
-        };
+        let env = env_or_default(env);
         let action = Action::Delete { env: &env };
         let target = format!("{env}/{service}");
         self.allow(&caller, action, &target, true).await?;
