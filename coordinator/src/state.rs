@@ -471,6 +471,9 @@ impl Coordinator {
                 for c in &r.services {
                     self.emit_deployed(c, who);
                 }
+                // The rollout's first step (all at once by default) now,
+                // not at the driver's next tick.
+                self.status_changed.notify_one();
             }
         }
         result

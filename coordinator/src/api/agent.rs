@@ -184,10 +184,11 @@ async fn run_session(
         )
         .in_current_span(),
     );
-    // Round trips are timed here: one ping in flight at a time, every
-    // heartbeat interval.
+    // Round trips are timed here: one ping in flight at a time, every ten
+    // heartbeat intervals (at 10,000 agents a ping per heartbeat cost a
+    // fifth of a core; BENCHMARKS.md, scale).
     let mut ping_every =
-        tokio::time::interval(coord.heartbeat_interval.max(Duration::from_millis(500)));
+        tokio::time::interval((coord.heartbeat_interval * 10).max(Duration::from_secs(5)));
     ping_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut in_flight: Option<(u64, std::time::Instant)> = None;
     let mut nonce = 0u64;

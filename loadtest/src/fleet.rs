@@ -1,0 +1,681 @@
+//! The simulated agents. Each is one task holding its own certificate, its
+//! own mTLS connection (a tonic Channel over a freezable socket) and its own
+//! `AgentService.Session` stream. It says Hello with facts and a full status
+//! snapshot, acknowledges every NodePlan and reports its instances running
+//! (at once or after a set delay: the runtime is fake), answers Pings and
+//! commands, heartbeats at the interval the Welcome gives, and reconnects
+//! with the real agent's backoff. Everything the benchmarks time is stamped
+//! here, in the harness, as the agent sees it.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use convoy_proto as pb;
+use pb::{agent_message::Msg, coordinator_message::Msg as In};
+use rand::Rng;
+use tokio::{
+    sync::{mpsc, watch, Semaphore},
+    task::JoinHandle,
+    time::{Interval, MissedTickBehavior, Sleep},
+};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+use crate::freeze::{connector, Freeze};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(2);
+/// The real agent's backoff: 1 s doubling to 30 s, jittered, reset after a
+/// healthy session (120 s in the agent, [`FleetConfig::healthy_session`]).
+const RECONNECT_START: Duration = Duration::from_secs(1);
+const RECONNECT_MAX: Duration = Duration::from_secs(30);
+/// Messages an agent may have queued for the stream: small on purpose.
+const OUTBOUND: usize = 16;
+
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    pub agent_addr: SocketAddr,
+    pub ca_pem: String,
+    /// From a plan to its instances reported running (0: at once).
+    pub start_delay: Duration,
+    /// The service whose revisions the agents time (fan-out).
+    pub tracked_service: String,
+    /// TLS handshakes and Session calls in flight at once (the floor uses 256).
+    pub connect_concurrency: usize,
+    /// A session this long resets the reconnect backoff (the agent: 120 s).
+    pub healthy_session: Duration,
+}
+
+/// What agents send beyond their heartbeats, fleet-wide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestKind {
+    /// A status report flipping one instance's health: one
+    /// `instance.health` event each.
+    Status,
+    /// An extra heartbeat with host metrics.
+    Heartbeat,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Ingest {
+    /// Per agent.
+    pub every: Duration,
+    pub kind: IngestKind,
+}
+
+/// Fleet-wide counts.
+#[derive(Default)]
+pub struct Counters {
+    pub welcomes: AtomicU64,
+    pub session_errors: AtomicU64,
+    pub plans: AtomicU64,
+    pub heartbeats: AtomicU64,
+    pub pongs: AtomicU64,
+    /// Ingest messages put on the stream.
+    pub ingest_sent: AtomicU64,
+    /// Ingest messages not sent: the agent's outbound queue was full.
+    pub ingest_skipped: AtomicU64,
+    /// How late a heartbeat tick fired at worst (a starved harness).
+    pub max_heartbeat_late_us: AtomicU64,
+    last_error: Mutex<String>,
+}
+
+impl Counters {
+    pub fn last_error(&self) -> String {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn error(&self, e: String) {
+        self.session_errors.fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+    }
+}
+
+/// One agent as the harness reads it.
+pub struct AgentState {
+    pub name: String,
+    pub freeze: Arc<Freeze>,
+    frozen: watch::Sender<bool>,
+    /// Sessions the coordinator welcomed.
+    pub welcomes: AtomicU64,
+    /// The session (its `welcomes` count) in which the last plan was acked.
+    pub acked_in_session: AtomicU64,
+    pub plan_generation: AtomicU64,
+    /// Highest revision of the tracked service in an acknowledged plan.
+    pub tracked_revision: AtomicU64,
+    /// When it was acknowledged, µs since the fleet's epoch.
+    pub tracked_at_us: AtomicU64,
+}
+
+impl AgentState {
+    /// Connected and in sync: welcomed, and the plan of this session acked.
+    pub fn in_sync(&self) -> bool {
+        let w = self.welcomes.load(Ordering::Acquire);
+        w > 0 && self.acked_in_session.load(Ordering::Acquire) == w
+    }
+}
+
+struct Shared {
+    cfg: FleetConfig,
+    url: String,
+    ca: Certificate,
+    epoch: Instant,
+    connect: Semaphore,
+    counters: Counters,
+}
+
+impl Shared {
+    fn us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+}
+
+pub struct Fleet {
+    pub agents: Vec<Arc<AgentState>>,
+    shared: Arc<Shared>,
+    ingest: watch::Sender<Option<Ingest>>,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Fleet {
+    /// Starts one task per agent; they connect at once (at most
+    /// `connect_concurrency` handshakes in flight).
+    pub fn start(cfg: FleetConfig, agents: Vec<(String, Identity)>) -> Self {
+        let shared = Arc::new(Shared {
+            url: format!("https://{}", cfg.agent_addr),
+            ca: Certificate::from_pem(cfg.ca_pem.as_bytes()),
+            connect: Semaphore::new(cfg.connect_concurrency.max(1)),
+            epoch: Instant::now(),
+            counters: Counters::default(),
+            cfg,
+        });
+        let (ingest, ingest_rx) = watch::channel(None);
+        let shutdown = CancellationToken::new();
+        let mut states = Vec::with_capacity(agents.len());
+        let mut tasks = Vec::with_capacity(agents.len());
+        for (name, identity) in agents {
+            let (frozen, frozen_rx) = watch::channel(false);
+            let state = Arc::new(AgentState {
+                name,
+                freeze: Arc::new(Freeze::default()),
+                frozen,
+                welcomes: AtomicU64::new(0),
+                acked_in_session: AtomicU64::new(0),
+                plan_generation: AtomicU64::new(0),
+                tracked_revision: AtomicU64::new(0),
+                tracked_at_us: AtomicU64::new(0),
+            });
+            let agent = Agent {
+                shared: shared.clone(),
+                me: state.clone(),
+                identity,
+                frozen: frozen_rx,
+                ingest: ingest_rx.clone(),
+                shutdown: shutdown.clone(),
+                sim: Sim::default(),
+            };
+            tasks.push(tokio::spawn(agent.run()));
+            states.push(state);
+        }
+        Self {
+            agents: states,
+            shared,
+            ingest,
+            shutdown,
+            tasks,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.agents.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.agents.is_empty()
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.shared.counters
+    }
+
+    /// µs since the fleet's epoch, the clock of `tracked_at_us`.
+    pub fn now_us(&self) -> u64 {
+        self.shared.us()
+    }
+
+    /// Freezes (or thaws) agent `i`: its task and its socket stand still.
+    pub fn freeze(&self, i: usize, frozen: bool) {
+        let a = &self.agents[i];
+        a.freeze.set(frozen);
+        a.frozen.send_replace(frozen);
+    }
+
+    pub fn set_ingest(&self, ingest: Option<Ingest>) {
+        self.ingest.send_replace(ingest);
+    }
+
+    pub fn count(&self, pred: impl Fn(&AgentState) -> bool) -> usize {
+        self.agents.iter().filter(|a| pred(a)).count()
+    }
+
+    /// Waits until `pred` holds for every agent; the time it took, or how
+    /// many still fail it at the deadline.
+    pub async fn wait_all(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&AgentState) -> bool,
+    ) -> Result<Duration, usize> {
+        let t0 = Instant::now();
+        loop {
+            let missing = self.agents.iter().filter(|a| !pred(a)).count();
+            if missing == 0 {
+                return Ok(t0.elapsed());
+            }
+            if t0.elapsed() > timeout {
+                return Err(missing);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// The fake runtime: what "runs" on the simulated host. It outlives
+/// sessions, as containers outlive an agent's reconnects.
+#[derive(Default)]
+struct Sim {
+    running: BTreeMap<String, pb::WorkloadStatus>,
+    generation: u64,
+    flip: bool,
+}
+
+impl Sim {
+    /// Takes a plan: returns the report of what changed (new instances
+    /// starting or running, removed ones gone).
+    fn apply(&mut self, plan: &pb::NodePlan, state: pb::WorkloadState) -> Option<pb::StatusReport> {
+        self.generation = plan.generation;
+        let now = unix_ms();
+        let mut changed = Vec::new();
+        for w in &plan.workloads {
+            let same = self
+                .running
+                .get(&w.id)
+                .is_some_and(|s| s.revision == w.revision && s.spec_hash == w.spec_hash);
+            if same {
+                continue;
+            }
+            let status = pb::WorkloadStatus {
+                id: w.id.clone(),
+                revision: w.revision,
+                spec_hash: w.spec_hash.clone(),
+                state: state as i32,
+                container_id: format!("sim{:016x}", rand::rng().random::<u64>()),
+                container_name: format!("{}-{}", w.service, w.index),
+                updated_unix_ms: now,
+                ..Default::default()
+            };
+            self.running.insert(w.id.clone(), status.clone());
+            changed.push(status);
+        }
+        let removed: Vec<String> = self
+            .running
+            .keys()
+            .filter(|id| !plan.workloads.iter().any(|w| &w.id == *id))
+            .cloned()
+            .collect();
+        for id in &removed {
+            self.running.remove(id);
+        }
+        (!changed.is_empty() || !removed.is_empty()).then_some(pb::StatusReport {
+            full_snapshot: false,
+            workloads: changed,
+            removed,
+        })
+    }
+
+    /// Instances still starting are now running.
+    fn started(&mut self) -> Option<pb::StatusReport> {
+        let now = unix_ms();
+        let mut changed = Vec::new();
+        for s in self.running.values_mut() {
+            if s.state == pb::WorkloadState::Starting as i32 {
+                s.state = pb::WorkloadState::Running as i32;
+                s.updated_unix_ms = now;
+                changed.push(s.clone());
+            }
+        }
+        (!changed.is_empty()).then_some(pb::StatusReport {
+            full_snapshot: false,
+            workloads: changed,
+            removed: Vec::new(),
+        })
+    }
+
+    /// One instance's health flipped: a report that is one health event.
+    fn flip_health(&mut self) -> Option<pb::StatusReport> {
+        let s = self.running.values_mut().next()?;
+        self.flip = !self.flip;
+        s.health = if self.flip {
+            pb::Health::Unhealthy
+        } else {
+            pb::Health::Healthy
+        } as i32;
+        s.failing_probe = if self.flip {
+            "bench".into()
+        } else {
+            String::new()
+        };
+        s.updated_unix_ms = unix_ms();
+        Some(pb::StatusReport {
+            full_snapshot: false,
+            workloads: vec![s.clone()],
+            removed: Vec::new(),
+        })
+    }
+
+    fn snapshot(&self) -> pb::StatusReport {
+        pb::StatusReport {
+            full_snapshot: true,
+            workloads: self.running.values().cloned().collect(),
+            removed: Vec::new(),
+        }
+    }
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn msg(m: Msg) -> pb::AgentMessage {
+    pb::AgentMessage { msg: Some(m) }
+}
+
+struct Agent {
+    shared: Arc<Shared>,
+    me: Arc<AgentState>,
+    identity: Identity,
+    frozen: watch::Receiver<bool>,
+    ingest: watch::Receiver<Option<Ingest>>,
+    shutdown: CancellationToken,
+    sim: Sim,
+}
+
+/// Why a session ended.
+enum End {
+    Shutdown,
+    Failed(String),
+}
+
+impl Agent {
+    async fn run(mut self) {
+        let mut failures = 0u32;
+        loop {
+            let mut connected_at = None;
+            match self.session(&mut connected_at).await {
+                End::Shutdown => return,
+                End::Failed(e) => self.shared.counters.error(e),
+            }
+            if connected_at.is_some_and(|t: Instant| t.elapsed() >= self.shared.cfg.healthy_session)
+            {
+                failures = 0;
+            }
+            let delay = reconnect_delay(failures);
+            failures = failures.saturating_add(1);
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            // A frozen agent does not reconnect either.
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = self.frozen.wait_for(|f| !*f) => {}
+            }
+        }
+    }
+
+    fn hello(&self) -> pb::Hello {
+        pb::Hello {
+            facts: Some(pb::NodeFacts {
+                hostname: self.me.name.clone(),
+                os: "Debian GNU/Linux 12 (bookworm)".into(),
+                kernel: "6.1.0-sim".into(),
+                arch: "x86_64".into(),
+                cpus: 2,
+                memory_bytes: 4 << 30,
+                docker_version: "20.10.24+sim".into(),
+                labels: Default::default(),
+                platform_os: "linux".into(),
+            }),
+            agent_version: "convoy-bench".into(),
+            last_applied_generation: self.sim.generation,
+        }
+    }
+
+    async fn session(&mut self, connected_at: &mut Option<Instant>) -> End {
+        let shared = self.shared.clone();
+        let (tx, rx) = mpsc::channel::<pb::AgentMessage>(OUTBOUND);
+        let opened = {
+            let _permit = tokio::select! {
+                _ = self.shutdown.cancelled() => return End::Shutdown,
+                p = shared.connect.acquire() => p,
+            };
+            let tls = ClientTlsConfig::new()
+                .ca_certificate(shared.ca.clone())
+                .identity(self.identity.clone())
+                .domain_name(convoy_proto::COORDINATOR_SERVER_NAME);
+            let endpoint =
+                match Endpoint::from_shared(shared.url.clone()).and_then(|e| e.tls_config(tls)) {
+                    Ok(e) => e
+                        .connect_timeout(CONNECT_TIMEOUT)
+                        .http2_keep_alive_interval(Duration::from_secs(10))
+                        .keep_alive_timeout(Duration::from_secs(10))
+                        .keep_alive_while_idle(true),
+                    Err(e) => return End::Failed(format!("endpoint: {e}")),
+                };
+            let dial = endpoint
+                .connect_with_connector(connector(shared.cfg.agent_addr, self.me.freeze.clone()));
+            let channel = tokio::select! {
+                _ = self.shutdown.cancelled() => return End::Shutdown,
+                c = tokio::time::timeout(CONNECT_TIMEOUT * 2, dial) => match c {
+                    Ok(Ok(c)) => c,
+                    Ok(Err(e)) => return End::Failed(format!("connect: {}", chain(&e))),
+                    Err(_) => return End::Failed("connect: timed out".into()),
+                },
+            };
+            let _ = tx.try_send(msg(Msg::Hello(self.hello())));
+            let _ = tx.try_send(msg(Msg::Status(self.sim.snapshot())));
+            let mut client = pb::agent_service_client::AgentServiceClient::new(channel);
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return End::Shutdown,
+                r = tokio::time::timeout(OPEN_TIMEOUT, client.session(ReceiverStream::new(rx))) => r,
+            }
+        };
+        let mut inbound = match opened {
+            Ok(Ok(r)) => r.into_inner(),
+            Ok(Err(status)) => return End::Failed(format!("session: {status}")),
+            Err(_) => return End::Failed("session: no answer".into()),
+        };
+        *connected_at = Some(Instant::now());
+        let mut session_no = 0;
+        let mut heartbeat: Option<Interval> = None;
+        let mut starting: Option<Pin<Box<Sleep>>> = None;
+        let mut ingesting = ingest_timer(*self.ingest.borrow_and_update());
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return End::Shutdown,
+                changed = self.frozen.changed() => {
+                    if changed.is_err() {
+                        return End::Shutdown;
+                    }
+                    if *self.frozen.borrow_and_update() {
+                        // Stand still, as a stopped process does.
+                        tokio::select! {
+                            _ = self.shutdown.cancelled() => return End::Shutdown,
+                            _ = self.frozen.wait_for(|f| !*f) => {}
+                        }
+                        if let Some(h) = heartbeat.as_mut() {
+                            h.reset_immediately();
+                        }
+                    }
+                }
+                changed = self.ingest.changed() => {
+                    if changed.is_err() {
+                        return End::Shutdown;
+                    }
+                    ingesting = ingest_timer(*self.ingest.borrow_and_update());
+                }
+                message = inbound.message() => {
+                    let m = match message {
+                        Ok(Some(m)) => m,
+                        Ok(None) => return End::Failed("the coordinator closed the stream".into()),
+                        Err(s) => return End::Failed(format!("stream: {s}")),
+                    };
+                    match m.msg {
+                        Some(In::Welcome(w)) => {
+                            let every = match w.heartbeat_interval_ms {
+                                0 => DEFAULT_HEARTBEAT,
+                                ms => Duration::from_millis(ms).max(Duration::from_millis(100)),
+                            };
+                            let mut h = tokio::time::interval(every);
+                            h.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                            heartbeat = Some(h);
+                            session_no = self.me.welcomes.fetch_add(1, Ordering::AcqRel) + 1;
+                            shared.counters.welcomes.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Some(In::Plan(plan)) => {
+                            shared.counters.plans.fetch_add(1, Ordering::Relaxed);
+                            let delay = shared.cfg.start_delay;
+                            let state = if delay.is_zero() {
+                                pb::WorkloadState::Running
+                            } else {
+                                pb::WorkloadState::Starting
+                            };
+                            let report = self.sim.apply(&plan, state);
+                            let ack = pb::Ack {
+                                target: Some(pb::ack::Target::PlanGeneration(plan.generation)),
+                                ok: true,
+                                ..Default::default()
+                            };
+                            if tx.send(msg(Msg::Ack(ack))).await.is_err() {
+                                return End::Failed("outbound closed".into());
+                            }
+                            let tracked = plan
+                                .workloads
+                                .iter()
+                                .filter(|w| w.service == shared.cfg.tracked_service)
+                                .map(|w| w.revision)
+                                .max()
+                                .unwrap_or(0);
+                            if tracked > self.me.tracked_revision.load(Ordering::Relaxed) {
+                                self.me.tracked_at_us.store(shared.us(), Ordering::Relaxed);
+                                self.me.tracked_revision.store(tracked, Ordering::Release);
+                            }
+                            self.me.plan_generation.store(plan.generation, Ordering::Relaxed);
+                            self.me.acked_in_session.store(session_no, Ordering::Release);
+                            if let Some(r) = report {
+                                if tx.send(msg(Msg::Status(r))).await.is_err() {
+                                    return End::Failed("outbound closed".into());
+                                }
+                                if !delay.is_zero() {
+                                    starting = Some(Box::pin(tokio::time::sleep(delay)));
+                                }
+                            }
+                        }
+                        Some(In::Ping(p)) => {
+                            shared.counters.pongs.fetch_add(1, Ordering::Relaxed);
+                            if tx.send(msg(Msg::Pong(pb::Pong { nonce: p.nonce }))).await.is_err() {
+                                return End::Failed("outbound closed".into());
+                            }
+                        }
+                        Some(In::Command(c)) => {
+                            let ack = pb::Ack {
+                                target: Some(pb::ack::Target::CommandId(c.id)),
+                                ok: true,
+                                ..Default::default()
+                            };
+                            if tx.send(msg(Msg::Ack(ack))).await.is_err() {
+                                return End::Failed("outbound closed".into());
+                            }
+                        }
+                        Some(In::Certificate(_)) | None => {}
+                    }
+                }
+                scheduled = tick(&mut heartbeat) => {
+                    let late = scheduled.elapsed().as_micros() as u64;
+                    shared.counters.max_heartbeat_late_us.fetch_max(late, Ordering::Relaxed);
+                    shared.counters.heartbeats.fetch_add(1, Ordering::Relaxed);
+                    if tx.send(msg(Msg::Heartbeat(self.heartbeat()))).await.is_err() {
+                        return End::Failed("outbound closed".into());
+                    }
+                }
+                _ = sleep_opt(&mut starting) => {
+                    starting = None;
+                    if let Some(r) = self.sim.started() {
+                        if tx.send(msg(Msg::Status(r))).await.is_err() {
+                            return End::Failed("outbound closed".into());
+                        }
+                    }
+                }
+                _ = tick(&mut ingesting) => {
+                    let kind = self.ingest.borrow().map(|i| i.kind);
+                    let m = match kind {
+                        Some(IngestKind::Status) => self.sim.flip_health().map(Msg::Status),
+                        Some(IngestKind::Heartbeat) => Some(Msg::Heartbeat(self.heartbeat())),
+                        None => None,
+                    };
+                    let counters = &shared.counters;
+                    // Never wait: a full queue is backpressure, counted.
+                    let sent = m.is_some_and(|m| tx.try_send(msg(m)).is_ok());
+                    let counter = if sent {
+                        &counters.ingest_sent
+                    } else {
+                        &counters.ingest_skipped
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    fn heartbeat(&self) -> pb::Heartbeat {
+        pb::Heartbeat {
+            sent_unix_ms: unix_ms(),
+            metrics: Some(pb::HostMetrics {
+                load1: 0.1,
+                load5: 0.1,
+                load15: 0.1,
+                memory_used_bytes: 1 << 30,
+                memory_total_bytes: 4 << 30,
+                containers: self.sim.running.len() as u32,
+                cpu_percent: 2.0,
+                disk_used_bytes: 10 << 30,
+                disk_total_bytes: 40 << 30,
+            }),
+        }
+    }
+}
+
+/// Per-agent ingest ticks, each agent at its own phase.
+fn ingest_timer(ingest: Option<Ingest>) -> Option<Interval> {
+    let every = ingest?.every.max(Duration::from_micros(100));
+    let phase = every.mul_f64(rand::rng().random_range(0.0..1.0));
+    let mut t = tokio::time::interval_at(tokio::time::Instant::now() + phase, every);
+    t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    Some(t)
+}
+
+async fn tick(timer: &mut Option<Interval>) -> Instant {
+    match timer {
+        Some(t) => t.tick().await.into_std(),
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_opt(sleep: &mut Option<Pin<Box<Sleep>>>) {
+    match sleep {
+        Some(s) => s.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn reconnect_delay(failures: u32) -> Duration {
+    let base = RECONNECT_START
+        .checked_mul(1u32.checked_shl(failures).unwrap_or(u32::MAX))
+        .unwrap_or(RECONNECT_MAX)
+        .min(RECONNECT_MAX);
+    base.mul_f64(rand::rng().random_range(0.5..=1.0))
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}

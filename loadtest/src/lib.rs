@@ -1,0 +1,29 @@
+//! convoy-bench: thousands of simulated agents in one process against a real
+//! `convoyd` in another (issue 7). Each agent has its own certificate, its own
+//! mTLS connection and its own `AgentService.Session` stream, and speaks the
+//! real protocol; only the container runtime is fake.
+
+pub mod child;
+pub mod control;
+pub mod events;
+pub mod fleet;
+pub mod freeze;
+pub mod identity;
+pub mod scenario;
+pub mod stats;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Wall-clock milliseconds, the clock the coordinator stamps events with.
+pub fn now_unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Raises this process's open-file limit to its hard limit. Children (the
+/// coordinator) inherit it. Returns the new soft limit.
+pub fn raise_nofile_limit() -> std::io::Result<u64> {
+    rlimit::increase_nofile_limit(u64::MAX)
+}
