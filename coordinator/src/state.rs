@@ -264,6 +264,16 @@ struct Live {
     plans: HashMap<String, watch::Sender<Option<Arc<pb::NodePlan>>>>,
 }
 
+/// An agent session waiting to be registered (see [`Coordinator::register`]).
+struct Registration {
+    node: String,
+    certificate: String,
+    certificate_expires_unix_ms: i64,
+    hello: pb::Hello,
+    address: Option<SocketAddr>,
+    reply: oneshot::Sender<Result<SessionHandle, StateError>>,
+}
+
 /// What a newly registered agent session needs.
 pub struct SessionHandle {
     pub conn_id: u64,
@@ -276,6 +286,7 @@ pub struct Coordinator {
     store: Arc<dyn Store>,
     desired: tokio::sync::Mutex<Desired>,
     live: Mutex<Live>,
+    registering: Mutex<Vec<Registration>>,
     next_conn: AtomicU64,
     pub heartbeat_interval: Duration,
     lost_after: Duration,
@@ -355,6 +366,7 @@ impl Coordinator {
             store,
             desired: tokio::sync::Mutex::new(Desired::default()),
             live: Mutex::new(Live::default()),
+            registering: Mutex::new(Vec::new()),
             next_conn: AtomicU64::new(1),
             heartbeat_interval: liveness.heartbeat,
             lost_after: liveness.lost_after,
@@ -652,6 +664,12 @@ impl Coordinator {
 
     /// Registers an agent session for `node` (named by its certificate).
     /// A newer session of the same node replaces the older one.
+    ///
+    /// Registrations are group-committed: each queues itself, and whoever
+    /// holds the desired-state lock registers everything queued in one pass
+    /// (one clone of desired state, one placement, one plan computation, one
+    /// store write), so a reconnect storm of N agents costs O(N) per batch,
+    /// not per agent.
     pub async fn register(
         &self,
         node: &str,
@@ -665,87 +683,127 @@ impl Coordinator {
         if self.is_revoked(certificate) {
             return Err(StateError::Revoked(node.to_string()));
         }
-        let pb::Hello {
-            facts,
-            agent_version,
-            last_applied_generation: _,
-        } = hello;
-        let now = now_unix_ms();
-        let mut desired = self.desired.lock().await;
-        let mut next = desired.clone();
-        let mut facts: Facts = facts.unwrap_or_default().into();
-        if let Some(e) = next.enrolled.get(node) {
-            facts
-                .labels
-                .extend(e.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-        }
-        let first_time = !next.nodes.contains_key(node);
-        let mut record = match next.nodes.get(node) {
-            Some(old) => NodeRecord {
-                facts,
-                agent_version,
-                last_seen_unix_ms: now,
-                removed_unix_ms: 0,
-                ..old.clone()
-            },
-            None => NodeRecord {
-                name: node.to_string(),
-                facts,
-                agent_version,
-                first_seen_unix_ms: now,
-                last_seen_unix_ms: now,
-                certificates: Vec::new(),
-                removed_unix_ms: 0,
-                certificate_expires_unix_ms: 0,
-            },
-        };
-        record.certificate_expires_unix_ms = certificate_expires_unix_ms;
-        remember_certificate(&mut record, certificate);
-        let mut ops = vec![Op::put_json(format!("nodes/{node}"), &record)];
-        next.nodes.insert(node.to_string(), record);
-
-        let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let cancel = self.shutdown.child_token();
-        let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
-        let address = address.map(|a| a.to_string()).unwrap_or_default();
-        let (previous, was_ready) = {
-            let mut live = self.live();
-            let entry = live.nodes.entry(node.to_string()).or_default();
-            let was_ready = entry.ready();
-            entry.last_heartbeat_unix_ms = now;
-            entry.silent = false;
-            let previous = entry.session.replace(SessionInfo {
-                conn_id,
-                connected_since_unix_ms: now,
-                address: address.clone(),
-                cancel: cancel.clone(),
-                commands,
+        let (reply, answer) = oneshot::channel();
+        self.registering
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Registration {
+                node: node.to_string(),
+                certificate: certificate.to_string(),
+                certificate_expires_unix_ms,
+                hello,
+                address,
+                reply,
             });
-            (previous, was_ready)
-        };
-        if first_time {
-            self.events.emit(
-                Ev::new("node.joined")
-                    .node(node)
-                    .msg(format!("node {node} joined from {address}"))
-                    .field("address", &address),
-            );
-        } else if !was_ready {
-            self.events.emit(
-                Ev::new("node.ready")
-                    .node(node)
-                    .msg(format!("node {node} connected from {address}"))
-                    .field("reason", "connected")
-                    .field("address", &address),
-            );
+        {
+            let mut desired = self.desired.lock().await;
+            let batch =
+                std::mem::take(&mut *self.registering.lock().unwrap_or_else(|p| p.into_inner()));
+            if !batch.is_empty() {
+                self.register_batch(&mut desired, batch).await;
+            }
         }
-        if let Some(old) = previous {
-            tracing::info!(
+        answer.await.unwrap_or_else(|_| {
+            Err(StateError::Invalid(
+                "the coordinator is shutting down".into(),
+            ))
+        })
+    }
+
+    async fn register_batch(&self, desired: &mut Desired, batch: Vec<Registration>) {
+        let now = now_unix_ms();
+        let mut next = desired.clone();
+        let mut ops = Vec::new();
+        let mut done = Vec::with_capacity(batch.len());
+        for r in batch {
+            let Registration {
                 node,
-                old_conn = old.conn_id,
-                "a newer session replaces the old one"
-            );
-            old.cancel.cancel();
+                certificate,
+                certificate_expires_unix_ms,
+                hello,
+                address,
+                reply,
+            } = r;
+            let pb::Hello {
+                facts,
+                agent_version,
+                last_applied_generation: _,
+            } = hello;
+            let mut facts: Facts = facts.unwrap_or_default().into();
+            if let Some(e) = next.enrolled.get(&node) {
+                facts
+                    .labels
+                    .extend(e.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            let first_time = !next.nodes.contains_key(&node);
+            let mut record = match next.nodes.get(&node) {
+                Some(old) => NodeRecord {
+                    facts,
+                    agent_version,
+                    last_seen_unix_ms: now,
+                    removed_unix_ms: 0,
+                    ..old.clone()
+                },
+                None => NodeRecord {
+                    name: node.to_string(),
+                    facts,
+                    agent_version,
+                    first_seen_unix_ms: now,
+                    last_seen_unix_ms: now,
+                    certificates: Vec::new(),
+                    removed_unix_ms: 0,
+                    certificate_expires_unix_ms: 0,
+                },
+            };
+            record.certificate_expires_unix_ms = certificate_expires_unix_ms;
+            remember_certificate(&mut record, &certificate);
+            ops.push(Op::put_json(format!("nodes/{node}"), &record));
+            next.nodes.insert(node.to_string(), record);
+
+            let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+            let cancel = self.shutdown.child_token();
+            let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+            let address = address.map(|a| a.to_string()).unwrap_or_default();
+            let (previous, was_ready) = {
+                let mut live = self.live();
+                let entry = live.nodes.entry(node.to_string()).or_default();
+                let was_ready = entry.ready();
+                entry.last_heartbeat_unix_ms = now;
+                entry.silent = false;
+                let previous = entry.session.replace(SessionInfo {
+                    conn_id,
+                    connected_since_unix_ms: now,
+                    address: address.clone(),
+                    cancel: cancel.clone(),
+                    commands,
+                });
+                (previous, was_ready)
+            };
+            if first_time {
+                self.events.emit(
+                    Ev::new("node.joined")
+                        .node(&node)
+                        .msg(format!("node {node} joined from {address}"))
+                        .field("address", &address),
+                );
+            } else if !was_ready {
+                self.events.emit(
+                    Ev::new("node.ready")
+                        .node(&node)
+                        .msg(format!("node {node} connected from {address}"))
+                        .field("reason", "connected")
+                        .field("address", &address),
+                );
+            }
+            if let Some(old) = previous {
+                tracing::info!(
+                    node,
+                    old_conn = old.conn_id,
+                    "a newer session replaces the old one"
+                );
+                old.cancel.cancel();
+            }
+            done.push((node, conn_id, cancel, commands_rx, reply));
         }
 
         // Instances waiting for a node, and global services, may land here.
@@ -753,15 +811,21 @@ impl Coordinator {
         replace_all(&mut next, &connected, &mut ops);
         let updates = compute_plans(&mut next, &mut ops, Publish::Changed);
         if let Err(e) = self.store.apply(ops).await {
-            self.disconnect(node, conn_id);
-            return Err(e.into());
+            let e = Arc::new(e);
+            for (node, conn_id, _, _, reply) in done {
+                self.disconnect(&node, conn_id);
+                let _ = reply.send(Err(StoreError::Shared(e.clone()).into()));
+            }
+            return;
         }
         *desired = next;
         self.publish(updates);
-        let plan_rx = {
-            let mut live = self.live();
-            live.plans
-                .entry(node.to_string())
+        let mut gone = Vec::new();
+        let mut live = self.live();
+        for (node, conn_id, cancel, commands_rx, reply) in done {
+            let plan_rx = live
+                .plans
+                .entry(node.clone())
                 .or_insert_with(|| {
                     watch::channel(Some(Arc::new(pb::NodePlan {
                         generation: 0,
@@ -769,14 +833,24 @@ impl Coordinator {
                     })))
                     .0
                 })
-                .subscribe()
-        };
-        Ok(SessionHandle {
-            conn_id,
-            plan_rx,
-            commands_rx,
-            cancel,
-        })
+                .subscribe();
+            let handle = SessionHandle {
+                conn_id,
+                plan_rx,
+                commands_rx,
+                cancel,
+            };
+            // The caller gave up (its stream closed) while queued: undo its
+            // session so the node does not look connected.
+            if let Err(Ok(handle)) = reply.send(Ok(handle)) {
+                handle.cancel.cancel();
+                gone.push((node, conn_id));
+            }
+        }
+        drop(live);
+        for (node, conn_id) in gone {
+            self.disconnect(&node, conn_id);
+        }
     }
 
     /// Records a certificate the node renewed to, so that removing the node
@@ -1941,6 +2015,107 @@ mod tests {
         assert_eq!(status.services[0].instances.len(), 2);
         let nodes = again.nodes().await;
         assert_eq!(nodes.nodes[0].plan_generation, generation);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_registrations_are_group_committed_and_each_gets_its_plan() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+        let coord = Arc::new(
+            Coordinator::load(store.clone(), Liveness::default(), CancellationToken::new())
+                .await
+                .unwrap(),
+        );
+        let hello = || pb::Hello {
+            facts: Some(pb::NodeFacts::default()),
+            agent_version: "t".into(),
+            last_applied_generation: 0,
+        };
+        let spec = "services:\n  g:\n    image: x:1\n    deploy:\n      mode: global\n";
+        coord.apply("a.yaml", spec, false, "t").await.unwrap();
+
+        // 60 nodes at once, and node n0 twice: the later session wins.
+        let mut tasks = Vec::new();
+        for i in 0..60 {
+            let c = coord.clone();
+            let h = hello();
+            tasks.push(tokio::spawn(async move {
+                c.register(&format!("n{i}"), &format!("fp-{i}"), 0, h, None)
+                    .await
+            }));
+        }
+        let mut handles = Vec::new();
+        for t in tasks {
+            handles.push(t.await.unwrap().unwrap());
+        }
+        let mut again = coord
+            .register("n0", "fp-0", 0, hello(), None)
+            .await
+            .unwrap();
+        assert!(
+            handles[0].cancel.is_cancelled(),
+            "the replaced session is cancelled"
+        );
+        assert!(!again.cancel.is_cancelled());
+
+        let ids: std::collections::HashSet<u64> = handles.iter().map(|h| h.conn_id).collect();
+        assert_eq!(ids.len(), 60, "every session has its own connection id");
+        for (i, h) in handles.iter_mut().enumerate().skip(1) {
+            let plan = h.plan_rx.borrow_and_update().clone().unwrap();
+            assert_eq!(plan.workloads.len(), 1, "node n{i}: {plan:?}");
+            assert!(plan.workloads[0].id.starts_with("default/g/"), "{plan:?}");
+        }
+        let plan = again.plan_rx.borrow_and_update().clone().unwrap();
+        assert_eq!(plan.workloads.len(), 1);
+        let nodes = coord.nodes().await;
+        assert_eq!(nodes.nodes.len(), 60);
+        assert!(
+            nodes
+                .nodes
+                .iter()
+                .all(|n| n.state == pb::NodeState::Ready as i32),
+            "{nodes:?}"
+        );
+        let status = coord.status("", "").await;
+        assert_eq!(status.services[0].instances.len(), 60);
+
+        // The batch was stored: a reload knows every node.
+        drop(handles);
+        drop(again);
+        drop(coord);
+        let reloaded = Coordinator::load(store, Liveness::default(), CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(reloaded.nodes().await.nodes.len(), 60);
+    }
+
+    #[tokio::test]
+    async fn a_registration_whose_caller_gave_up_leaves_no_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+        let coord = Coordinator::load(store, Liveness::default(), CancellationToken::new())
+            .await
+            .unwrap();
+        let hello = || pb::Hello {
+            facts: Some(pb::NodeFacts::default()),
+            agent_version: "t".into(),
+            last_applied_generation: 0,
+        };
+        // Hold the lock so the first registration stays queued, then drop it.
+        {
+            let guard = coord.desired.lock().await;
+            let mut queued = Box::pin(coord.register("gone", "fp-g", 0, hello(), None));
+            assert!(futures::poll!(queued.as_mut()).is_pending());
+            drop(queued);
+            drop(guard);
+        }
+        // The next registration commits the queued one too, then undoes it.
+        let _b = coord.register("b", "fp-b", 0, hello(), None).await.unwrap();
+        let nodes = coord.nodes().await;
+        let gone = nodes.nodes.iter().find(|n| n.name == "gone").unwrap();
+        assert_eq!(gone.state, pb::NodeState::Lost as i32, "{gone:?}");
+        let b = nodes.nodes.iter().find(|n| n.name == "b").unwrap();
+        assert_eq!(b.state, pb::NodeState::Ready as i32, "{b:?}");
     }
 
     #[tokio::test]

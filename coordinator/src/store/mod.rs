@@ -21,6 +21,9 @@ pub enum StoreError {
     },
     #[error("cannot open the store at {path}: {message}")]
     Open { path: String, message: String },
+    /// One failure shared by several callers (a group commit's waiters).
+    #[error(transparent)]
+    Shared(std::sync::Arc<StoreError>),
 }
 
 /// One write of an atomic batch.
