@@ -96,7 +96,7 @@ struct Common {
     agent_cert_ttl: u64,
     /// A node whose heartbeats stop for this long is marked lost (agents are
     /// told to beat three times in that window).
-    #[arg(long, env = "CONVOY_NODE_LOST_AFTER", default_value = "3s", value_parser = parse_millis)]
+    #[arg(long, env = "CONVOY_NODE_LOST_AFTER", default_value = "2500ms", value_parser = parse_millis)]
     node_lost_after: u64,
     /// Use this CA certificate (PEM) instead of generating one; needs --ca-key.
     #[arg(long, env = "CONVOY_CA_CERT", requires = "ca_key")]

@@ -253,7 +253,7 @@ impl Liveness {
 
 impl Default for Liveness {
     fn default() -> Self {
-        Self::from_lost_after(Duration::from_secs(3))
+        Self::from_lost_after(Duration::from_millis(2500))
     }
 }
 

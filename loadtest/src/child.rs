@@ -19,7 +19,7 @@ pub enum Target {
     /// Start `convoyd serve` from `bin` in a fresh temp dir.
     Spawn {
         bin: PathBuf,
-        /// `--node-lost-after`, e.g. "3s".
+        /// `--node-lost-after`, e.g. "2500ms".
         lost_after: String,
     },
     /// One already running: its agent and API addresses and data dir (for

@@ -20,7 +20,7 @@ use convoy_tests::{skip_without_docker, wait_until, Cluster, ServiceSpec};
 use serde_json::Value;
 
 const REPLICAS: u32 = 2;
-/// How soon Prometheus must see a frozen agent's node as lost: 3 s of
+/// How soon Prometheus must see a frozen agent's node as lost: 2.5 s of
 /// silence (the coordinator's default), one 1 s scrape, and the polling.
 const LOSS_BOUND: Duration = Duration::from_secs(10);
 

@@ -40,7 +40,7 @@ pub struct Common {
     #[arg(long)]
     pub convoyd: Option<PathBuf>,
     /// `convoyd --node-lost-after` for the started coordinator.
-    #[arg(long, default_value = "3s")]
+    #[arg(long, default_value = "2500ms")]
     pub lost_after: String,
     /// Use a running coordinator's agent address instead of starting one
     /// (needs --api and --data-dir).
@@ -79,7 +79,7 @@ impl Common {
         Self {
             n,
             convoyd: Some(convoyd),
-            lost_after: "3s".into(),
+            lost_after: "2500ms".into(),
             coordinator: None,
             api: None,
             data_dir: None,
