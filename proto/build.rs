@@ -10,8 +10,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let fds = protox::compile(protos, ["proto"])?;
     // BTreeMaps keep encodings and iteration deterministic.
+    // Small per-RPC buffers: see src/codec.rs.
     tonic_prost_build::configure()
         .btree_map(".")
+        .codec_path("crate::codec::SmallBufferCodec")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -208,7 +208,8 @@ struct SessionInfo {
     address: String,
     cancel: CancellationToken,
     /// Commands for the agent (answered by an Ack with the command's id).
-    commands: mpsc::Sender<pb::CoordinatorMessage>,
+    /// Boxed: the queue's first block of slots is allocated per session.
+    commands: mpsc::Sender<Box<pb::CoordinatorMessage>>,
 }
 
 /// Commands a session may have queued before new ones are refused.
@@ -223,7 +224,16 @@ struct NodeLive {
     metrics: Option<pb::HostMetrics>,
     acked_generation: u64,
     workloads: HashMap<String, pb::WorkloadStatus>,
-    history: VecDeque<MetricSample>,
+    history: VecDeque<Sample>,
+}
+
+/// A history point as kept in memory (16 bytes; the node's total memory is
+/// its latest heartbeat's).
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    unix_ms: i64,
+    cpu_percent: f32,
+    memory_used_kib: u32,
 }
 
 impl NodeLive {
@@ -278,7 +288,10 @@ struct Registration {
 pub struct SessionHandle {
     pub conn_id: u64,
     pub plan_rx: watch::Receiver<Option<Arc<pb::NodePlan>>>,
-    pub commands_rx: mpsc::Receiver<pb::CoordinatorMessage>,
+    /// Everything else the coordinator sends on the stream: commands,
+    /// and the session's own pings and renewal answers.
+    pub commands_rx: mpsc::Receiver<Box<pb::CoordinatorMessage>>,
+    pub commands: mpsc::Sender<Box<pb::CoordinatorMessage>>,
     pub cancel: CancellationToken,
 }
 
@@ -311,8 +324,11 @@ pub struct MetricSample {
     pub memory_total_bytes: u64,
 }
 
-/// Samples kept per node: two minutes at the default heartbeat.
+/// Samples kept per node, at least a second apart: two minutes or more.
 pub const HISTORY: usize = 120;
+
+/// The least time between two history samples of a node.
+const HISTORY_STEP_MS: i64 = 1000;
 
 pub fn now_unix_ms() -> i64 {
     SystemTime::now()
@@ -409,7 +425,20 @@ impl Coordinator {
         self.live()
             .nodes
             .iter()
-            .map(|(n, l)| (n.clone(), l.history.iter().copied().collect()))
+            .map(|(n, l)| {
+                let total = l.metrics.as_ref().map_or(0, |m| m.memory_total_bytes);
+                let samples = l
+                    .history
+                    .iter()
+                    .map(|s| MetricSample {
+                        unix_ms: s.unix_ms,
+                        cpu_percent: f64::from(s.cpu_percent),
+                        memory_used_bytes: u64::from(s.memory_used_kib) * 1024,
+                        memory_total_bytes: total,
+                    })
+                    .collect();
+                (n.clone(), samples)
+            })
             .collect()
     }
 
@@ -775,7 +804,7 @@ impl Coordinator {
                     connected_since_unix_ms: now,
                     address: address.clone(),
                     cancel: cancel.clone(),
-                    commands,
+                    commands: commands.clone(),
                 });
                 (previous, was_ready)
             };
@@ -803,7 +832,7 @@ impl Coordinator {
                 );
                 old.cancel.cancel();
             }
-            done.push((node, conn_id, cancel, commands_rx, reply));
+            done.push((node, conn_id, cancel, (commands, commands_rx), reply));
         }
 
         // Instances waiting for a node, and global services, may land here.
@@ -822,7 +851,7 @@ impl Coordinator {
         self.publish(updates);
         let mut gone = Vec::new();
         let mut live = self.live();
-        for (node, conn_id, cancel, commands_rx, reply) in done {
+        for (node, conn_id, cancel, (commands, commands_rx), reply) in done {
             let plan_rx = live
                 .plans
                 .entry(node.clone())
@@ -838,6 +867,7 @@ impl Coordinator {
                 conn_id,
                 plan_rx,
                 commands_rx,
+                commands,
                 cancel,
             };
             // The caller gave up (its stream closed) while queued: undo its
@@ -1044,15 +1074,20 @@ impl Coordinator {
                 }
                 n.last_heartbeat_unix_ms = now_unix_ms();
                 if let Some(m) = &hb.metrics {
-                    if n.history.len() == HISTORY {
-                        n.history.pop_front();
-                    }
-                    n.history.push_back(MetricSample {
-                        unix_ms: n.last_heartbeat_unix_ms,
-                        cpu_percent: m.cpu_percent,
-                        memory_used_bytes: m.memory_used_bytes,
-                        memory_total_bytes: m.memory_total_bytes,
+                    let due = n.history.back().is_none_or(|s| {
+                        n.last_heartbeat_unix_ms - s.unix_ms >= HISTORY_STEP_MS - 50
                     });
+                    if due {
+                        if n.history.len() == HISTORY {
+                            n.history.pop_front();
+                        }
+                        n.history.push_back(Sample {
+                            unix_ms: n.last_heartbeat_unix_ms,
+                            cpu_percent: m.cpu_percent as f32,
+                            memory_used_kib: u32::try_from(m.memory_used_bytes / 1024)
+                                .unwrap_or(u32::MAX),
+                        });
+                    }
                 }
                 n.metrics = hb.metrics;
             }
@@ -1223,7 +1258,7 @@ impl Coordinator {
                 kind: Some(kind),
             })),
         };
-        let result = match sender.try_send(msg) {
+        let result = match sender.try_send(Box::new(msg)) {
             Err(_) => Err(format!("node `{node}` has too many commands queued")),
             Ok(()) => match tokio::time::timeout(timeout, rx).await {
                 Ok(Ok(ack)) => Ok(ack),

@@ -2,6 +2,8 @@
 //! generated from `proto/`. Wire types only; domain types live in the crates
 //! that own them.
 
+pub mod codec;
+
 #[allow(clippy::all, missing_docs)]
 pub mod v1 {
     tonic::include_proto!("convoy.v1");

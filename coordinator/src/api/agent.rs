@@ -1,12 +1,12 @@
 //! `AgentService.Session`: one long-lived stream per agent. The node name
 //! comes from the verified client certificate, never from a message.
 
-use std::{sync::Arc, time::Duration};
+use std::{pin::Pin, sync::Arc, time::Duration};
 
 use convoy_proto as pb;
 use pb::{agent_message::Msg, coordinator_message::Msg as Out};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
@@ -80,11 +80,23 @@ impl AgentApi {
     }
 }
 
-type Outbound = mpsc::Sender<Result<pb::CoordinatorMessage, Status>>;
+/// What the outbound half of a session needs once the agent is registered.
+struct Registered {
+    welcome: pb::CoordinatorMessage,
+    plans: tokio::sync::watch::Receiver<Option<Arc<pb::NodePlan>>>,
+    commands: mpsc::Receiver<Box<pb::CoordinatorMessage>>,
+    cancel: tokio_util::sync::CancellationToken,
+}
+
+/// The session's answer before registration: the registered session, or
+/// why the agent was refused.
+type Start = oneshot::Sender<Result<Registered, Status>>;
+
+type OutboundStream = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorMessage, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::agent_service_server::AgentService for AgentApi {
-    type SessionStream = ReceiverStream<Result<pb::CoordinatorMessage, Status>>;
+    type SessionStream = OutboundStream;
 
     async fn session(
         &self,
@@ -102,7 +114,7 @@ impl pb::agent_service_server::AgentService for AgentApi {
         let expires = pki::expiry_unix_ms(leaf.as_ref()).unwrap_or(0);
         let address = req.remote_addr();
         let inbound = req.into_inner();
-        let (tx, rx) = mpsc::channel(32);
+        let (start, started) = oneshot::channel();
         let span = tracing::info_span!("session", node = %node);
         tokio::spawn(
             run_session(
@@ -111,11 +123,11 @@ impl pb::agent_service_server::AgentService for AgentApi {
                 (certificate, expires),
                 address,
                 inbound,
-                tx,
+                start,
             )
             .instrument(span),
         );
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(outbound(started)))
     }
 }
 
@@ -125,18 +137,16 @@ async fn run_session(
     (certificate, expires): (String, i64),
     address: Option<std::net::SocketAddr>,
     mut inbound: Streaming<pb::AgentMessage>,
-    tx: Outbound,
+    start: Start,
 ) {
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
         Ok(Ok(Some(pb::AgentMessage {
             msg: Some(Msg::Hello(h)),
         }))) => h,
         Ok(Ok(Some(_))) => {
-            let _ = tx
-                .send(Err(Status::invalid_argument(
-                    "the first message must be Hello",
-                )))
-                .await;
+            let _ = start.send(Err(Status::invalid_argument(
+                "the first message must be Hello",
+            )));
             return;
         }
         Ok(Ok(None)) => return,
@@ -145,9 +155,7 @@ async fn run_session(
             return;
         }
         Err(_) => {
-            let _ = tx
-                .send(Err(Status::deadline_exceeded("no Hello within 10 s")))
-                .await;
+            let _ = start.send(Err(Status::deadline_exceeded("no Hello within 10 s")));
             return;
         }
     };
@@ -160,30 +168,32 @@ async fn run_session(
         Ok(h) => h,
         Err(e) => {
             tracing::warn!(error = %e, "refused the agent");
-            let _ = tx.send(Err(Status::from(e))).await;
+            let _ = start.send(Err(Status::from(e)));
             return;
         }
     };
     tracing::info!(?address, agent_version, "agent connected");
     let conn_id = handle.conn_id;
     let cancel = handle.cancel.clone();
+    let replies = handle.commands;
     let welcome = pb::CoordinatorMessage {
         msg: Some(Out::Welcome(pb::Welcome {
             node_name: node.clone(),
             heartbeat_interval_ms: coord.heartbeat_interval.as_millis() as u64,
         })),
     };
-    let replies = tx.clone();
-    let forward = tokio::spawn(
-        forward_plans(
-            tx,
-            welcome,
-            handle.plan_rx,
-            handle.commands_rx,
-            cancel.clone(),
-        )
-        .in_current_span(),
-    );
+    let registered = Registered {
+        welcome,
+        plans: handle.plan_rx,
+        commands: handle.commands_rx,
+        cancel: cancel.clone(),
+    };
+    if start.send(Ok(registered)).is_err() {
+        // The response stream is gone: the agent hung up meanwhile.
+        cancel.cancel();
+        coord.disconnect(&node, conn_id);
+        return;
+    }
     // Round trips are timed here: one ping in flight at a time, every ten
     // heartbeat intervals (at 10,000 agents a ping per heartbeat cost a
     // fifth of a core; BENCHMARKS.md, scale).
@@ -200,7 +210,7 @@ async fn run_session(
                     nonce += 1;
                     let ping = pb::CoordinatorMessage { msg: Some(Out::Ping(pb::Ping { nonce })) };
                     // Never wait on a full outbound queue for a ping.
-                    if replies.try_send(Ok(ping)).is_ok() {
+                    if replies.try_send(Box::new(ping)).is_ok() {
                         in_flight = Some((nonce, std::time::Instant::now()));
                     }
                 }
@@ -217,7 +227,7 @@ async fn run_session(
                 Ok(Some(pb::AgentMessage { msg: Some(Msg::Renew(r)) })) => {
                     let answer = api.renew(&node, &r.csr_pem).await;
                     let msg = pb::CoordinatorMessage { msg: Some(Out::Certificate(answer)) };
-                    if replies.send(Ok(msg)).await.is_err() {
+                    if replies.send(Box::new(msg)).await.is_err() {
                         break;
                     }
                 }
@@ -232,42 +242,53 @@ async fn run_session(
     }
     cancel.cancel();
     coord.disconnect(&node, conn_id);
-    let _ = forward.await;
 }
 
-/// Sends the Welcome, then the node's plan every time it changes (latest
-/// wins, so a slow agent never sees plans out of order), and commands.
-async fn forward_plans(
-    tx: Outbound,
-    welcome: pb::CoordinatorMessage,
-    mut plans: tokio::sync::watch::Receiver<Option<Arc<pb::NodePlan>>>,
-    mut commands: mpsc::Receiver<pb::CoordinatorMessage>,
-    cancel: tokio_util::sync::CancellationToken,
-) {
-    if tx.send(Ok(welcome)).await.is_err() {
-        return;
+/// The coordinator's half of a session, polled by tonic itself (no task and
+/// no queue of its own): the refusal, or the Welcome and then the node's
+/// plan every time it changes (latest wins, so a slow agent never sees plans
+/// out of order) interleaved with commands, pings and renewal answers.
+fn outbound(started: oneshot::Receiver<Result<Registered, Status>>) -> OutboundStream {
+    enum State {
+        Starting(oneshot::Receiver<Result<Registered, Status>>),
+        Running(Registered),
+        Done,
     }
-    plans.mark_changed();
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            Some(cmd) = commands.recv() => {
-                if tx.send(Ok(cmd)).await.is_err() {
-                    return;
+    let stream = futures::stream::unfold(State::Starting(started), |state| async move {
+        match state {
+            State::Starting(started) => match started.await {
+                Ok(Ok(mut s)) => {
+                    s.plans.mark_changed();
+                    let welcome = std::mem::take(&mut s.welcome);
+                    Some((Ok(welcome), State::Running(s)))
                 }
-            }
-            changed = plans.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                let plan = plans.borrow_and_update().clone();
-                if let Some(plan) = plan {
-                    let msg = pb::CoordinatorMessage { msg: Some(Out::Plan((*plan).clone())) };
-                    if tx.send(Ok(msg)).await.is_err() {
-                        return;
+                Ok(Err(refused)) => Some((Err(refused), State::Done)),
+                Err(_) => None,
+            },
+            State::Running(mut s) => loop {
+                let Registered {
+                    plans,
+                    commands,
+                    cancel,
+                    ..
+                } = &mut s;
+                tokio::select! {
+                    _ = cancel.cancelled() => return None,
+                    Some(cmd) = commands.recv() => return Some((Ok(*cmd), State::Running(s))),
+                    changed = plans.changed() => {
+                        if changed.is_err() {
+                            return None;
+                        }
+                        let plan = plans.borrow_and_update().clone();
+                        if let Some(plan) = plan {
+                            let msg = pb::CoordinatorMessage { msg: Some(Out::Plan((*plan).clone())) };
+                            return Some((Ok(msg), State::Running(s)));
+                        }
                     }
                 }
-            }
+            },
+            State::Done => None,
         }
-    }
+    });
+    Box::pin(stream)
 }
