@@ -509,12 +509,13 @@ impl Coordinator {
         }
         if let Ok(r) = &result {
             if !r.dry_run {
+                // The rollout's first step (all at once by default) now,
+                // not at the driver's next tick, and while the events of
+                // the apply are emitted (10,000 for a global service).
+                self.status_changed.notify_one();
                 for c in &r.services {
                     self.emit_deployed(c, who);
                 }
-                // The rollout's first step (all at once by default) now,
-                // not at the driver's next tick.
-                self.status_changed.notify_one();
             }
         }
         result
@@ -1052,6 +1053,8 @@ impl Coordinator {
     /// Takes one message from an agent's stream.
     pub fn handle(&self, node: &str, conn_id: u64, msg: pb::AgentMessage) {
         use pb::agent_message::Msg;
+        // Events are built under the lock and sent after it.
+        let mut out = Vec::new();
         let mut guard = self.live();
         let Live { nodes, plans } = &mut *guard;
         let Some(n) = nodes.get_mut(node) else {
@@ -1120,7 +1123,7 @@ impl Coordinator {
                 };
                 for id in report.removed {
                     if n.workloads.remove(&id).is_some() {
-                        self.emit_removed(node, &id);
+                        Self::emit_removed(&mut out, node, &id);
                     }
                 }
                 // Events only for the node's own instances: what it reports
@@ -1133,12 +1136,12 @@ impl Coordinator {
                 for w in report.workloads {
                     let prev = previous.remove(&w.id).or_else(|| n.workloads.remove(&w.id));
                     if prev.is_some() || planned(&w.id) {
-                        self.emit_changes(node, prev.as_ref(), &w);
+                        Self::emit_changes(&mut out, node, prev.as_ref(), &w);
                     }
                     n.workloads.insert(w.id.clone(), w);
                 }
                 for id in previous.keys() {
-                    self.emit_removed(node, id);
+                    Self::emit_removed(&mut out, node, id);
                 }
                 self.status_changed.notify_one();
             }
@@ -1166,10 +1169,14 @@ impl Coordinator {
             }
             None => {}
         }
+        drop(guard);
+        for ev in out {
+            self.events.emit(ev);
+        }
     }
 
-    fn emit_removed(&self, node: &str, id: &str) {
-        self.events.emit(
+    fn emit_removed(out: &mut Vec<Ev>, node: &str, id: &str) {
+        out.push(
             Ev::new("instance.state")
                 .instance(id)
                 .node(node)
@@ -1179,7 +1186,12 @@ impl Coordinator {
     }
 
     /// Instance state and health transitions, from one status report.
-    fn emit_changes(&self, node: &str, prev: Option<&pb::WorkloadStatus>, w: &pb::WorkloadStatus) {
+    fn emit_changes(
+        out: &mut Vec<Ev>,
+        node: &str,
+        prev: Option<&pb::WorkloadStatus>,
+        w: &pb::WorkloadStatus,
+    ) {
         let state = crate::metrics::workload_state(w.state);
         if prev.is_none_or(|p| p.state != w.state || p.spec_hash != w.spec_hash) {
             let previous = prev.map(|p| crate::metrics::workload_state(p.state));
@@ -1202,7 +1214,7 @@ impl Coordinator {
             if !w.reason.is_empty() {
                 ev = ev.field("reason", &w.reason);
             }
-            self.events.emit(ev);
+            out.push(ev);
         }
         let health = crate::metrics::health(w.health);
         let prev_health = prev.map(|p| p.health).unwrap_or_default();
@@ -1225,7 +1237,7 @@ impl Coordinator {
             } else {
                 format!("{} on {node}: {health}", w.id)
             };
-            self.events.emit(ev.msg(message));
+            out.push(ev.msg(message));
         }
     }
 

@@ -70,17 +70,25 @@ impl Coordinator {
         let mut events = Vec::new();
         let mut replan = false;
         for key in running {
-            let Some(mut rec) = desired.services.get(&key).cloned() else {
+            // The record (with every assignment) is cloned only when its
+            // rollout moved: at 10,000 instances most passes move nothing.
+            let Some(current) = desired.services.get(&key) else {
                 continue;
             };
-            let Some(mut r) = rec.rollout.clone() else {
+            let Some(mut r) = current.rollout.clone() else {
                 continue;
             };
-            let views = self.instance_views(&rec);
+            let views = self.instance_views(current);
             let effects = rollout::step(&mut r, &views, now);
-            if rec.rollout.as_ref() == Some(&r) {
+            if current.rollout.as_ref() == Some(&r) {
                 continue;
             }
+            // Progress that only marks instances done (or healthy since) is
+            // kept in memory: a restarted coordinator gates those instances
+            // again. Switching, promotion and outcomes are stored at once.
+            let persist = current.rollout.as_ref().map(|c| c.state) != Some(r.state)
+                || effects.iter().any(|e| !matches!(e, Effect::Done(_)));
+            let mut rec = current.clone();
             let (env, name) = (rec.env.clone(), rec.name.clone());
             let total = rec.assignments.len();
             let ev = |kind: &str, r: &Rollout| {
@@ -193,10 +201,21 @@ impl Coordinator {
             }
             rec.rollout = Some(r);
             rec.updated_unix_ms = now;
-            ops.push(Op::put_json(service_key(&env, &name), &rec));
+            if persist {
+                ops.push(Op::put_json(service_key(&env, &name), &rec));
+            }
             changed.push((key, rec));
         }
-        if ops.is_empty() {
+        if changed.is_empty() {
+            return;
+        }
+        if ops.is_empty() && !replan {
+            // Nothing to store or send: no copy of desired state either.
+            desired.services.extend(changed);
+            drop(desired);
+            for e in events {
+                self.events.emit(e);
+            }
             return;
         }
         let mut next = desired.clone();
