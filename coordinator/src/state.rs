@@ -187,18 +187,28 @@ impl From<&Facts> for pb::NodeFacts {
     }
 }
 
-/// A node's plan bookkeeping, stored at `plans/NODE`.
+/// A node's plan bookkeeping, in memory. (Until 2026-11 it was stored at
+/// `plans/NODE`, one write per node per change; such records are read once
+/// for their generations and removed.)
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PlanRecord {
     pub generation: u64,
     pub hash: String,
 }
 
+/// Where the highest plan generation handed out is stored. Every plan
+/// change takes the next one, so a node's generations only grow, across
+/// restarts too, with one store write per change however many nodes it
+/// touches.
+const PLAN_GENERATION_KEY: &str = "meta/plan-generation";
+
 #[derive(Debug, Clone, Default)]
 struct Desired {
     services: BTreeMap<(String, String), ServiceRecord>,
     nodes: BTreeMap<String, NodeRecord>,
     plans: BTreeMap<String, PlanRecord>,
+    /// The highest generation handed out (see [`PLAN_GENERATION_KEY`]).
+    plan_generation: u64,
     enrolled: BTreeMap<String, EnrollRecord>,
 }
 
@@ -345,6 +355,21 @@ fn revision_key(env: &str, name: &str, rev: u64) -> String {
     format!("revisions/{env}/{name}/{rev:020}")
 }
 
+/// Keeps only the last write of each key in a batch (a record staged and
+/// then stepped in the same apply is serialized and written once).
+fn last_write_wins(ops: &mut Vec<Op>) {
+    let mut seen = std::collections::HashSet::new();
+    let keep: Vec<bool> = ops
+        .iter()
+        .rev()
+        .map(|op| match op {
+            Op::Put(k, _) | Op::Delete(k) => seen.insert(k.clone()),
+        })
+        .collect();
+    let mut keep = keep.into_iter().rev();
+    ops.retain(|_| keep.next().unwrap_or(true));
+}
+
 fn workload_id(env: &str, service: &str, index: u32) -> String {
     format!("{env}/{service}/{index}")
 }
@@ -365,9 +390,13 @@ impl Coordinator {
         for (_, rec) in store::scan_json::<NodeRecord>(&*store, "nodes/").await? {
             desired.nodes.insert(rec.name.clone(), rec);
         }
+        let mut ops = Vec::new();
+        desired.plan_generation = store::get_json::<u64>(&*store, PLAN_GENERATION_KEY)
+            .await?
+            .unwrap_or(0);
         for (key, rec) in store::scan_json::<PlanRecord>(&*store, "plans/").await? {
-            let node = key.trim_start_matches("plans/").to_string();
-            desired.plans.insert(node, rec);
+            desired.plan_generation = desired.plan_generation.max(rec.generation);
+            ops.push(Op::Delete(key));
         }
         for (_, rec) in store::scan_json::<EnrollRecord>(&*store, "enrolled/").await? {
             desired.enrolled.insert(rec.node.clone(), rec);
@@ -394,7 +423,6 @@ impl Coordinator {
             next_command: AtomicU64::new(1),
             status_changed: tokio::sync::Notify::new(),
         });
-        let mut ops = Vec::new();
         let updates = compute_plans(&mut desired, &mut ops, Publish::All);
         if !ops.is_empty() {
             coord.store.apply(ops).await?;
@@ -469,13 +497,19 @@ impl Coordinator {
     }
 
     fn publish(&self, updates: Vec<(String, Arc<pb::NodePlan>)>) {
+        let mut replaced = Vec::with_capacity(updates.len());
         let mut live = self.live();
         for (node, plan) in updates {
-            live.plans
-                .entry(node)
-                .or_insert_with(|| watch::channel(None).0)
-                .send_replace(Some(plan));
+            replaced.push(
+                live.plans
+                    .entry(node)
+                    .or_insert_with(|| watch::channel(None).0)
+                    .send_replace(Some(plan)),
+            );
         }
+        drop(live);
+        // The old plans are freed outside the lock (10,000 at a time).
+        drop(replaced);
     }
 
     /// Validates a spec file and, unless `dry_run`, stores a new revision of
@@ -507,18 +541,16 @@ impl Coordinator {
         if !dry_run {
             self.metrics.observe_apply(started.elapsed().as_secs_f64());
         }
-        if let Ok(r) = &result {
-            if !r.dry_run {
-                // The rollout's first step (all at once by default) now,
-                // not at the driver's next tick, and while the events of
-                // the apply are emitted (10,000 for a global service).
-                self.status_changed.notify_one();
-                for c in &r.services {
-                    self.emit_deployed(c, who);
-                }
+        let (response, first_steps) = result?;
+        if !response.dry_run {
+            for c in &response.services {
+                self.emit_deployed(c, who);
+            }
+            for ev in first_steps {
+                self.events.emit(ev);
             }
         }
-        result
+        Ok(response)
     }
 
     fn emit_deployed(&self, c: &pb::ServiceChange, who: &str) {
@@ -583,10 +615,11 @@ impl Coordinator {
         content: &str,
         dry_run: bool,
         who: &str,
-    ) -> Result<pb::ApplyResponse, StateError> {
+    ) -> Result<(pb::ApplyResponse, Vec<Ev>), StateError> {
         let file = spec::parse(filename, content)?;
         let now = now_unix_ms();
         let mut desired = self.desired.lock().await;
+        let started = std::time::Instant::now();
         let mut next = desired.clone();
         let nodes = node_views(&next, &self.connected());
         let candidates = candidates(&nodes);
@@ -618,23 +651,58 @@ impl Coordinator {
             dry_run,
         };
         if dry_run {
-            return Ok(response);
+            return Ok((response, Vec::new()));
         }
         for (name, rev, by) in &superseded {
             self.set_outcome(&mut ops, env, name, *rev, &format!("superseded by r{by}"))
                 .await;
         }
+        // The first step of each rollout this apply starts (all instances
+        // at once by default) goes out with it: one copy of desired state,
+        // one plan computation and one store write, not two of each.
+        let mut first_steps = Vec::new();
+        for change in &response.services {
+            let key = (env.to_string(), change.service.clone());
+            let Some(current) = next.services.get(&key).filter(|r| {
+                r.rollout.as_ref().is_some_and(|ro| {
+                    ro.state == RolloutState::Running
+                        && ro.to_revision == r.revision
+                        && ro.switched.is_empty()
+                })
+            }) else {
+                continue;
+            };
+            let mut replan = false;
+            if let Some(rec) = self
+                .step_service(current, now, &mut ops, &mut first_steps, &mut replan)
+                .await
+            {
+                next.services.insert(key, rec);
+            }
+        }
+        last_write_wins(&mut ops);
+        let staged = started.elapsed();
         let updates = compute_plans(&mut next, &mut ops, Publish::Changed);
+        let planned = started.elapsed();
+        let writes = ops.len();
         if !ops.is_empty() {
             self.store.apply(ops).await?;
         }
         *desired = next;
         drop(desired);
+        tracing::debug!(
+            plans = updates.len(),
+            writes,
+            stage_ms = staged.as_secs_f64() * 1e3,
+            plan_ms = (planned - staged).as_secs_f64() * 1e3,
+            store_ms = (started.elapsed() - planned).as_secs_f64() * 1e3,
+            "apply stored"
+        );
         self.publish(updates);
         for (name, rev, by) in superseded {
             self.emit_superseded(env, &name, rev, by);
         }
-        Ok(response)
+        Ok((response, first_steps))
     }
 
     /// The rollout to `rev` gave way to `by`; `apply --wait` of `rev` ends.
@@ -1904,6 +1972,7 @@ fn compute_plans(
         }
     }
     let mut updates = Vec::new();
+    let mut fresh = None;
     for (node, mut workloads) in per_node {
         workloads.sort_by(|a, b| a.id.cmp(&b.id));
         let mut h = Sha256::new();
@@ -1918,9 +1987,11 @@ fn compute_plans(
         let rec = next.plans.entry(node.clone()).or_default();
         let changed = rec.hash != hash;
         if changed {
-            rec.generation += 1;
+            rec.generation = *fresh.get_or_insert_with(|| {
+                next.plan_generation += 1;
+                next.plan_generation
+            });
             rec.hash = hash;
-            ops.push(Op::put_json(format!("plans/{node}"), &*rec));
         }
         if !changed && publish == Publish::Changed {
             continue;
@@ -1932,6 +2003,9 @@ fn compute_plans(
                 workloads,
             }),
         ));
+    }
+    if let Some(generation) = fresh {
+        ops.push(Op::put_json(PLAN_GENERATION_KEY, &generation));
     }
     updates
 }
@@ -2060,8 +2134,54 @@ mod tests {
         let status = again.status("", "").await;
         assert_eq!(status.services[0].revision, 1);
         assert_eq!(status.services[0].instances.len(), 2);
+        // The plan is handed out again under a newer generation: a node's
+        // generations only grow, across restarts too.
         let nodes = again.nodes().await;
-        assert_eq!(nodes.nodes[0].plan_generation, generation);
+        assert!(
+            nodes.nodes[0].plan_generation > generation,
+            "{} after a reload, {generation} before",
+            nodes.nodes[0].plan_generation
+        );
+        let mut session = again
+            .register("n1", "fp-n1", 0, pb::Hello::default(), None)
+            .await
+            .unwrap();
+        let plan = session.plan_rx.borrow_and_update().clone().unwrap();
+        assert_eq!(plan.generation, nodes.nodes[0].plan_generation);
+        assert_eq!(plan.workloads.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn plan_generations_of_old_per_node_records_carry_over_and_the_records_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+        let old = PlanRecord {
+            generation: 41,
+            hash: "h".into(),
+        };
+        store
+            .apply(vec![Op::put_json("plans/n1", &old)])
+            .await
+            .unwrap();
+        let coord = Coordinator::load(store.clone(), Liveness::default(), CancellationToken::new())
+            .await
+            .unwrap();
+        let mut session = coord
+            .register("n1", "fp-n1", 0, pb::Hello::default(), None)
+            .await
+            .unwrap();
+        let plan = session.plan_rx.borrow_and_update().clone().unwrap();
+        assert!(plan.generation > 41, "generation {}", plan.generation);
+        assert!(store.scan_prefix("plans/").await.unwrap().is_empty());
+        let stored = store::get_json::<u64>(&*store, PLAN_GENERATION_KEY)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            stored >= plan.generation,
+            "stored {stored}, handed out {}",
+            plan.generation
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -103,7 +103,12 @@ impl Coordinator {
                         bin.display()
                     );
                 }
-                let tmp = tempfile::Builder::new().prefix("convoy-bench-").tempdir()?;
+                let mut tmp = tempfile::Builder::new().prefix("convoy-bench-").tempdir()?;
+                // CONVOY_BENCH_KEEP=1 keeps the coordinator's data dir and log.
+                if std::env::var_os("CONVOY_BENCH_KEEP").is_some() {
+                    tmp.disable_cleanup(true);
+                    eprintln!("keeping {}", tmp.path().display());
+                }
                 let dir = tmp.path().to_path_buf();
                 let data_dir = dir.join("coordinator");
                 let any: SocketAddr = "127.0.0.1:0".parse()?;

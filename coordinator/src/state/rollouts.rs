@@ -19,15 +19,20 @@ impl Coordinator {
             pb::workload::Runtime::Unit(u) if u.adopt && u.state == "stopped"
         );
         let live = self.live();
+        // One id buffer for every lookup (10,000 instances, many passes).
+        let prefix = format!("{}/{}/", rec.env, rec.name);
+        let mut id = String::with_capacity(prefix.len() + 10);
         rec.assignments
             .iter()
             .map(|(index, node)| {
-                let id = workload_id(&rec.env, &rec.name, *index);
+                id.clear();
+                id.push_str(&prefix);
+                let _ = write!(id, "{index}");
                 let reported = node
                     .as_ref()
                     .and_then(|n| live.nodes.get(n))
                     .filter(|l| l.ready())
-                    .and_then(|l| l.workloads.get(&id));
+                    .and_then(|l| l.workloads.get(id.as_str()));
                 let healthy = reported.is_some_and(|w| {
                     w.spec_hash == hash
                         && if want_stopped {
@@ -70,141 +75,15 @@ impl Coordinator {
         let mut events = Vec::new();
         let mut replan = false;
         for key in running {
-            // The record (with every assignment) is cloned only when its
-            // rollout moved: at 10,000 instances most passes move nothing.
             let Some(current) = desired.services.get(&key) else {
                 continue;
             };
-            let Some(mut r) = current.rollout.clone() else {
-                continue;
-            };
-            let views = self.instance_views(current);
-            let effects = rollout::step(&mut r, &views, now);
-            if current.rollout.as_ref() == Some(&r) {
-                continue;
+            if let Some(rec) = self
+                .step_service(current, now, &mut ops, &mut events, &mut replan)
+                .await
+            {
+                changed.push((key, rec));
             }
-            // Progress that only marks instances done (or healthy since) is
-            // kept in memory: a restarted coordinator gates those instances
-            // again. Switching, promotion and outcomes are stored at once.
-            let persist = current.rollout.as_ref().map(|c| c.state) != Some(r.state)
-                || effects.iter().any(|e| !matches!(e, Effect::Done(_)));
-            let mut rec = current.clone();
-            let (env, name) = (rec.env.clone(), rec.name.clone());
-            let total = rec.assignments.len();
-            let ev = |kind: &str, r: &Rollout| {
-                Ev::new(kind)
-                    .service(&env, &name)
-                    .field("revision", r.to_revision)
-                    .field("from_revision", r.from_revision)
-                    .field("state", r.state.word())
-                    .field("rollback", r.is_rollback)
-            };
-            for effect in &effects {
-                match effect {
-                    Effect::Switched(idx) => {
-                        replan = true;
-                        events.push(
-                            ev("rollout.progress", &r)
-                                .field("instances", join(idx))
-                                .msg(format!(
-                                    "{env}/{name}: updating instance(s) {} to r{}; {}",
-                                    join(idx),
-                                    r.to_revision,
-                                    rollout::describe(&r, total)
-                                )),
-                        );
-                    }
-                    Effect::Done(idx) => events.push(
-                        ev("rollout.progress", &r)
-                            .field("healthy", join(idx))
-                            .msg(format!(
-                                "{env}/{name}: instance(s) {} healthy at r{}",
-                                join(idx),
-                                r.to_revision
-                            )),
-                    ),
-                    Effect::AwaitingPromotion => events.push(ev("rollout.awaiting_promotion", &r).msg(format!(
-                        "{env}/{name}: {} canary instance(s) of r{} are healthy; `convoy promote {name}` to go on",
-                        r.switched.len(),
-                        r.to_revision
-                    ))),
-                    Effect::RetireBlue(idx) => {
-                        rec.assignments.retain(|i, _| !idx.contains(i));
-                        replan = true;
-                        events.push(ev("rollout.progress", &r).field("retired", join(idx)).msg(
-                            format!(
-                                "{env}/{name}: the old set (instance(s) {}) is stopped",
-                                join(idx)
-                            ),
-                        ));
-                    }
-                    Effect::Promoted => events.push(
-                        ev("rollout.promoted", &r)
-                            .msg(format!("{env}/{name}: r{} promoted", r.to_revision)),
-                    ),
-                    Effect::Succeeded => {
-                        self.metrics.observe_rollout(
-                            "succeeded",
-                            (now - r.started_unix_ms).max(0) as f64 / 1000.0,
-                        );
-                        self.set_outcome(&mut ops, &env, &name, r.to_revision, "succeeded")
-                            .await;
-                        events.push(ev("rollout.succeeded", &r).msg(format!(
-                            "{env}/{name}: {} to r{} succeeded",
-                            if r.is_rollback { "rollback" } else { "rollout" },
-                            r.to_revision
-                        )));
-                    }
-                    Effect::Failed(reason) => {
-                        self.metrics.observe_rollout(
-                            if r.state == RolloutState::Paused { "paused" } else { "failed" },
-                            (now - r.started_unix_ms).max(0) as f64 / 1000.0,
-                        );
-                        let outcome = format!("failed: {reason}");
-                        self.set_outcome(&mut ops, &env, &name, r.to_revision, &outcome)
-                            .await;
-                        let mut failed = ev("rollout.failed", &r).field("reason", reason);
-                        let mut message =
-                            format!("{env}/{name}: rollout to r{} failed: {reason}", r.to_revision);
-                        if r.state == RolloutState::RolledBack {
-                            let _ = write!(
-                                message,
-                                "; rolling back to the spec of r{} (as r{})",
-                                r.from_revision,
-                                rec.revision + 1
-                            );
-                            failed = failed.field("rollback_revision", rec.revision + 1);
-                        }
-                        events.push(failed.msg(message));
-                        if r.state == RolloutState::RolledBack {
-                            let back = self.start_rollback(&mut rec, &r, now, &mut ops);
-                            events.push(
-                                ev("rollout.rolled_back", &back)
-                                    .field("failed_revision", r.to_revision)
-                                    .msg(format!(
-                                        "{env}/{name}: rolling back from r{} to the spec of r{} (as r{})",
-                                        r.to_revision, r.from_revision, back.to_revision
-                                    )),
-                            );
-                            r = back;
-                            replan = true;
-                        } else if r.state == RolloutState::Paused {
-                            events.push(ev("rollout.paused", &r).field("reason", reason).msg(
-                                format!(
-                                    "{env}/{name}: rollout to r{} paused: {reason}",
-                                    r.to_revision
-                                ),
-                            ));
-                        }
-                    }
-                }
-            }
-            rec.rollout = Some(r);
-            rec.updated_unix_ms = now;
-            if persist {
-                ops.push(Op::put_json(service_key(&env, &name), &rec));
-            }
-            changed.push((key, rec));
         }
         if changed.is_empty() {
             return;
@@ -218,23 +97,181 @@ impl Coordinator {
             }
             return;
         }
+        let started = std::time::Instant::now();
         let mut next = desired.clone();
         next.services.extend(changed);
+        let cloned = started.elapsed();
         let updates = if replan {
             compute_plans(&mut next, &mut ops, Publish::Changed)
         } else {
             Vec::new()
         };
+        let planned = started.elapsed();
+        let writes = ops.len();
         if let Err(e) = self.store.apply(ops).await {
             tracing::error!(error = %e, "cannot store rollout progress; retrying");
             return;
         }
+        let stored = started.elapsed();
         *desired = next;
         drop(desired);
+        let plans = updates.len();
         self.publish(updates);
+        tracing::debug!(
+            plans,
+            writes,
+            clone_ms = cloned.as_secs_f64() * 1e3,
+            plan_ms = (planned - cloned).as_secs_f64() * 1e3,
+            store_ms = (stored - planned).as_secs_f64() * 1e3,
+            publish_ms = (started.elapsed() - stored).as_secs_f64() * 1e3,
+            "rollout pass stored"
+        );
         for e in events {
             self.events.emit(e);
         }
+    }
+
+    /// Steps one service's rollout once: the updated record if it moved
+    /// (its store write, if one is due, goes to `ops`; events to `events`),
+    /// with `replan` set when instances switched or retired.
+    pub(super) async fn step_service(
+        &self,
+        current: &ServiceRecord,
+        now: i64,
+        ops: &mut Vec<Op>,
+        events: &mut Vec<Ev>,
+        replan: &mut bool,
+    ) -> Option<ServiceRecord> {
+        // The record (with every assignment) is cloned only when its
+        // rollout moved: at 10,000 instances most passes move nothing.
+        let mut r = current.rollout.clone()?;
+        let views = self.instance_views(current);
+        let effects = rollout::step(&mut r, &views, now);
+        if current.rollout.as_ref() == Some(&r) {
+            return None;
+        }
+        // Progress that only marks instances done (or healthy since) is
+        // kept in memory: a restarted coordinator gates those instances
+        // again. Switching, promotion and outcomes are stored at once.
+        let persist = current.rollout.as_ref().map(|c| c.state) != Some(r.state)
+            || effects.iter().any(|e| !matches!(e, Effect::Done(_)));
+        let mut rec = current.clone();
+        let (env, name) = (rec.env.clone(), rec.name.clone());
+        let total = rec.assignments.len();
+        let ev = |kind: &str, r: &Rollout| {
+            Ev::new(kind)
+                .service(&env, &name)
+                .field("revision", r.to_revision)
+                .field("from_revision", r.from_revision)
+                .field("state", r.state.word())
+                .field("rollback", r.is_rollback)
+        };
+        for effect in &effects {
+            match effect {
+                Effect::Switched(idx) => {
+                    *replan = true;
+                    events.push(
+                        ev("rollout.progress", &r)
+                            .field("instances", join(idx))
+                            .msg(format!(
+                                "{env}/{name}: updating instance(s) {} to r{}; {}",
+                                join(idx),
+                                r.to_revision,
+                                rollout::describe(&r, total)
+                            )),
+                    );
+                }
+                Effect::Done(idx) => events.push(
+                    ev("rollout.progress", &r)
+                        .field("healthy", join(idx))
+                        .msg(format!(
+                            "{env}/{name}: instance(s) {} healthy at r{}",
+                            join(idx),
+                            r.to_revision
+                        )),
+                ),
+                Effect::AwaitingPromotion => events.push(ev("rollout.awaiting_promotion", &r).msg(format!(
+                    "{env}/{name}: {} canary instance(s) of r{} are healthy; `convoy promote {name}` to go on",
+                    r.switched.len(),
+                    r.to_revision
+                ))),
+                Effect::RetireBlue(idx) => {
+                    rec.assignments.retain(|i, _| !idx.contains(i));
+                    *replan = true;
+                    events.push(ev("rollout.progress", &r).field("retired", join(idx)).msg(
+                        format!(
+                            "{env}/{name}: the old set (instance(s) {}) is stopped",
+                            join(idx)
+                        ),
+                    ));
+                }
+                Effect::Promoted => events.push(
+                    ev("rollout.promoted", &r)
+                        .msg(format!("{env}/{name}: r{} promoted", r.to_revision)),
+                ),
+                Effect::Succeeded => {
+                    self.metrics.observe_rollout(
+                        "succeeded",
+                        (now - r.started_unix_ms).max(0) as f64 / 1000.0,
+                    );
+                    self.set_outcome(ops, &env, &name, r.to_revision, "succeeded")
+                        .await;
+                    events.push(ev("rollout.succeeded", &r).msg(format!(
+                        "{env}/{name}: {} to r{} succeeded",
+                        if r.is_rollback { "rollback" } else { "rollout" },
+                        r.to_revision
+                    )));
+                }
+                Effect::Failed(reason) => {
+                    self.metrics.observe_rollout(
+                        if r.state == RolloutState::Paused { "paused" } else { "failed" },
+                        (now - r.started_unix_ms).max(0) as f64 / 1000.0,
+                    );
+                    let outcome = format!("failed: {reason}");
+                    self.set_outcome(ops, &env, &name, r.to_revision, &outcome)
+                        .await;
+                    let mut failed = ev("rollout.failed", &r).field("reason", reason);
+                    let mut message =
+                        format!("{env}/{name}: rollout to r{} failed: {reason}", r.to_revision);
+                    if r.state == RolloutState::RolledBack {
+                        let _ = write!(
+                            message,
+                            "; rolling back to the spec of r{} (as r{})",
+                            r.from_revision,
+                            rec.revision + 1
+                        );
+                        failed = failed.field("rollback_revision", rec.revision + 1);
+                    }
+                    events.push(failed.msg(message));
+                    if r.state == RolloutState::RolledBack {
+                        let back = self.start_rollback(&mut rec, &r, now, ops);
+                        events.push(
+                            ev("rollout.rolled_back", &back)
+                                .field("failed_revision", r.to_revision)
+                                .msg(format!(
+                                    "{env}/{name}: rolling back from r{} to the spec of r{} (as r{})",
+                                    r.to_revision, r.from_revision, back.to_revision
+                                )),
+                        );
+                        r = back;
+                        *replan = true;
+                    } else if r.state == RolloutState::Paused {
+                        events.push(ev("rollout.paused", &r).field("reason", reason).msg(
+                            format!(
+                                "{env}/{name}: rollout to r{} paused: {reason}",
+                                r.to_revision
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        rec.rollout = Some(r);
+        rec.updated_unix_ms = now;
+        if persist {
+            ops.push(Op::put_json(service_key(&env, &name), &rec));
+        }
+        Some(rec)
     }
 
     /// Turns a failed rollout into a rollback: a new revision with the spec
@@ -750,9 +787,15 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(info.state, "paused");
-        settle(&coord, &mut a).await;
-        assert!(
-            rollout(&coord).await.switched.is_empty(),
+        // The apply itself switched the first batch (parallelism 1); while
+        // paused, no other instance is.
+        assert_eq!(rollout(&coord).await.switched.len(), 1);
+        for _ in 0..3 {
+            settle(&coord, &mut a).await;
+        }
+        assert_eq!(
+            rollout(&coord).await.switched.len(),
+            1,
             "a paused rollout moved"
         );
         let err = coord
