@@ -128,7 +128,12 @@ impl EventBus {
             inner.recent.pop_front();
         }
         inner.recent.push_back(ev.clone());
-        *inner.counts.entry(ev.kind.clone()).or_default() += 1;
+        match inner.counts.get_mut(&ev.kind) {
+            Some(n) => *n += 1,
+            None => {
+                inner.counts.insert(ev.kind.clone(), 1);
+            }
+        }
         let _ = self.tx.send(ev.clone());
         drop(inner);
         tracing::debug!(kind = %ev.kind, seq = ev.seq, "{}", ev.message);
