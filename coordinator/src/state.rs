@@ -2058,6 +2058,22 @@ fn instance_changes(
 mod tests {
     use super::*;
 
+    /// A sled store in a fresh temporary directory (kept while the guard lives).
+    fn temp_store() -> (Arc<dyn Store>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+        (store, dir)
+    }
+
+    /// An agent's Hello with empty facts.
+    fn hello() -> pb::Hello {
+        pb::Hello {
+            facts: Some(pb::NodeFacts::default()),
+            agent_version: "t".into(),
+            last_applied_generation: 0,
+        }
+    }
+
     fn a(pairs: &[(u32, Option<&str>)]) -> Assignments {
         pairs
             .iter()
@@ -2101,17 +2117,14 @@ mod tests {
 
     #[tokio::test]
     async fn apply_stores_a_revision_and_a_plan_survives_reload() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+        let (store, _dir) = temp_store();
         let coord = Coordinator::load(store.clone(), Liveness::default(), CancellationToken::new())
             .await
             .unwrap();
-        let hello = pb::Hello {
-            facts: Some(pb::NodeFacts::default()),
-            agent_version: "t".into(),
-            last_applied_generation: 0,
-        };
-        let mut session = coord.register("n1", "fp-n1", 0, hello, None).await.unwrap();
+        let mut session = coord
+            .register("n1", "fp-n1", 0, hello(), None)
+            .await
+            .unwrap();
         let spec = "services:\n  web:\n    image: x:1\n    deploy:\n      replicas: 2\n";
         let r = coord.apply("a.yaml", spec, false, "test").await.unwrap();
         assert_eq!(r.services[0].revision, 1);
@@ -2153,8 +2166,7 @@ mod tests {
 
     #[tokio::test]
     async fn plan_generations_of_old_per_node_records_carry_over_and_the_records_go() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+        let (store, _dir) = temp_store();
         let old = PlanRecord {
             generation: 41,
             hash: "h".into(),
@@ -2186,18 +2198,12 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_registrations_are_group_committed_and_each_gets_its_plan() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+        let (store, _dir) = temp_store();
         let coord = Arc::new(
             Coordinator::load(store.clone(), Liveness::default(), CancellationToken::new())
                 .await
                 .unwrap(),
         );
-        let hello = || pb::Hello {
-            facts: Some(pb::NodeFacts::default()),
-            agent_version: "t".into(),
-            last_applied_generation: 0,
-        };
         let spec = "services:\n  g:\n    image: x:1\n    deploy:\n      mode: global\n";
         coord.apply("a.yaml", spec, false, "t").await.unwrap();
 
@@ -2258,16 +2264,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_registration_whose_caller_gave_up_leaves_no_session() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+        let (store, _dir) = temp_store();
         let coord = Coordinator::load(store, Liveness::default(), CancellationToken::new())
             .await
             .unwrap();
-        let hello = || pb::Hello {
-            facts: Some(pb::NodeFacts::default()),
-            agent_version: "t".into(),
-            last_applied_generation: 0,
-        };
         // Hold the lock so the first registration stays queued, then drop it.
         {
             let guard = coord.desired.lock().await;
@@ -2287,16 +2287,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_node_cannot_report_for_or_receive_another_nodes_instances() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+        let (store, _dir) = temp_store();
         let coord = Coordinator::load(store, Liveness::default(), CancellationToken::new())
             .await
             .unwrap();
-        let hello = || pb::Hello {
-            facts: Some(pb::NodeFacts::default()),
-            agent_version: "t".into(),
-            last_applied_generation: 0,
-        };
         let mut a = coord.register("a", "fp-a", 0, hello(), None).await.unwrap();
         let mut b = coord.register("b", "fp-b", 0, hello(), None).await.unwrap();
         let spec = "services:\n  web:\n    image: x:1\n    deploy:\n      replicas: 2\n";
@@ -2343,19 +2337,13 @@ mod tests {
 
     #[tokio::test]
     async fn status_reports_become_ordered_state_and_health_events() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+        let (store, _dir) = temp_store();
         let coord = Coordinator::load(store, Liveness::default(), CancellationToken::new())
             .await
             .unwrap();
         let (replay, mut rx) = coord.events().subscribe_with_replay();
         assert!(replay.is_empty());
-        let hello = pb::Hello {
-            facts: Some(pb::NodeFacts::default()),
-            agent_version: "t".into(),
-            last_applied_generation: 0,
-        };
-        let a = coord.register("a", "fp-a", 0, hello, None).await.unwrap();
+        let a = coord.register("a", "fp-a", 0, hello(), None).await.unwrap();
         let spec = "services:\n  web:\n    image: x:1\n";
         coord.apply("a.yaml", spec, false, "t").await.unwrap();
         let report =
@@ -2433,8 +2421,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_bad_spec_stores_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+        let (store, _dir) = temp_store();
         let coord = Coordinator::load(store.clone(), Liveness::default(), CancellationToken::new())
             .await
             .unwrap();
