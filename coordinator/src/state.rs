@@ -793,24 +793,42 @@ impl Coordinator {
                 address,
                 reply,
             });
-        {
-            let mut desired = self.desired.lock().await;
-            let batch =
-                std::mem::take(&mut *self.registering.lock().unwrap_or_else(|p| p.into_inner()));
-            if !batch.is_empty() {
-                self.register_batch(&mut desired, batch).await;
+        let mut answer = std::pin::pin!(answer);
+        loop {
+            // Whoever gets the lock registers everything queued; a caller
+            // whose registration someone else's batch took leaves the lock's
+            // queue as soon as its answer is in, instead of taking the lock
+            // (and the next batch) in turn: under a storm, waiting callers
+            // would otherwise each hold the lock for a batch of newcomers,
+            // and answers would come out at the rate of batches.
+            tokio::select! {
+                biased;
+                answer = &mut answer => {
+                    return answer.unwrap_or_else(|_| {
+                        Err(StateError::Invalid(
+                            "the coordinator is shutting down".into(),
+                        ))
+                    });
+                }
+                mut desired = self.desired.lock() => {
+                    let batch = std::mem::take(
+                        &mut *self.registering.lock().unwrap_or_else(|p| p.into_inner()),
+                    );
+                    if !batch.is_empty() {
+                        self.register_batch(&mut desired, batch).await;
+                    }
+                }
             }
         }
-        answer.await.unwrap_or_else(|_| {
-            Err(StateError::Invalid(
-                "the coordinator is shutting down".into(),
-            ))
-        })
     }
 
     async fn register_batch(&self, desired: &mut Desired, batch: Vec<Registration>) {
+        let started = std::time::Instant::now();
+        let sessions = batch.len();
         let now = now_unix_ms();
-        let mut next = desired.clone();
+        // The batch's node records, staged beside desired state (which is
+        // only cloned when placement or plans may change, below).
+        let mut staged: BTreeMap<String, NodeRecord> = BTreeMap::new();
         let mut ops = Vec::new();
         let mut done = Vec::with_capacity(batch.len());
         for r in batch {
@@ -828,13 +846,14 @@ impl Coordinator {
                 last_applied_generation: _,
             } = hello;
             let mut facts: Facts = facts.unwrap_or_default().into();
-            if let Some(e) = next.enrolled.get(&node) {
+            if let Some(e) = desired.enrolled.get(&node) {
                 facts
                     .labels
                     .extend(e.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
             }
-            let first_time = !next.nodes.contains_key(&node);
-            let mut record = match next.nodes.get(&node) {
+            let old = staged.get(&node).or_else(|| desired.nodes.get(&node));
+            let first_time = old.is_none();
+            let mut record = match old {
                 Some(old) => NodeRecord {
                     facts,
                     agent_version,
@@ -856,7 +875,7 @@ impl Coordinator {
             record.certificate_expires_unix_ms = certificate_expires_unix_ms;
             remember_certificate(&mut record, &certificate);
             ops.push(Op::put_json(format!("nodes/{node}"), &record));
-            next.nodes.insert(node.to_string(), record);
+            staged.insert(node.to_string(), record);
 
             let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
             let cancel = self.shutdown.child_token();
@@ -905,9 +924,23 @@ impl Coordinator {
         }
 
         // Instances waiting for a node, and global services, may land here.
-        let connected = self.connected();
-        replace_all(&mut next, &connected, &mut ops);
-        let updates = compute_plans(&mut next, &mut ops, Publish::Changed);
+        let staged_at = started.elapsed();
+        // Instances waiting for a node, and global services, may land on
+        // these nodes; nodes coming back as they were change nothing (the
+        // usual case in a reconnect storm), so placement and plans, O(all
+        // nodes), are skipped for them.
+        let next = if may_place(desired, &staged) {
+            let mut next = desired.clone();
+            next.nodes.extend(staged);
+            let connected = self.connected();
+            replace_all(&mut next, &connected, &mut ops);
+            let updates = compute_plans(&mut next, &mut ops, Publish::Changed);
+            Registered::Replanned(Box::new(next), updates)
+        } else {
+            Registered::Nodes(staged)
+        };
+        let planned = started.elapsed();
+        let writes = ops.len();
         if let Err(e) = self.store.apply(ops).await {
             let e = Arc::new(e);
             for (node, conn_id, _, _, reply) in done {
@@ -916,7 +949,25 @@ impl Coordinator {
             }
             return;
         }
-        *desired = next;
+        let updates = match next {
+            Registered::Replanned(next, updates) => {
+                *desired = *next;
+                updates
+            }
+            Registered::Nodes(staged) => {
+                desired.nodes.extend(staged);
+                Vec::new()
+            }
+        };
+        tracing::debug!(
+            sessions,
+            plans = updates.len(),
+            writes,
+            stage_ms = staged_at.as_secs_f64() * 1e3,
+            plan_ms = (planned - staged_at).as_secs_f64() * 1e3,
+            store_ms = (started.elapsed() - planned).as_secs_f64() * 1e3,
+            "registrations stored"
+        );
         self.publish(updates);
         let mut gone = Vec::new();
         let mut live = self.live();
@@ -1895,6 +1946,66 @@ fn candidates(views: &[(String, pb::NodeFacts, bool)]) -> Vec<Candidate<'_>> {
         .collect()
 }
 
+/// What a batch of registrations changes in desired state.
+enum Registered {
+    /// Placement and plans were run again on a copy.
+    Replanned(Box<Desired>, Vec<(String, Arc<pb::NodePlan>)>),
+    /// Only these node records.
+    Nodes(BTreeMap<String, NodeRecord>),
+}
+
+/// Whether registering the `staged` node records may change placement or
+/// plans. Placement never moves an instance that has a node, so nodes that
+/// come back as they were (known, not removed, same facts, a plan already)
+/// change nothing unless an instance waits for a node: a replicated
+/// service with an unplaced instance, or a global one that one of these
+/// nodes is eligible for and has no instance of.
+fn may_place(desired: &Desired, staged: &BTreeMap<String, NodeRecord>) -> bool {
+    let changed = staged.iter().any(|(name, record)| {
+        desired
+            .nodes
+            .get(name)
+            .is_none_or(|old| old.removed_unix_ms != 0 || old.facts != record.facts)
+            || !desired.plans.contains_key(name)
+    });
+    if changed {
+        return true;
+    }
+    desired.services.values().filter(|r| !r.deleted).any(|rec| {
+        if rec
+            .rollout
+            .as_ref()
+            .is_some_and(|r| r.state.is_active() && r.has_blue())
+        {
+            return false;
+        }
+        if rec.assignments.values().any(Option::is_none) {
+            return true;
+        }
+        if !rec.spec.is_global() {
+            return rec.assignments.len() != rec.spec.replicas() as usize;
+        }
+        let placed: std::collections::HashSet<&str> = rec
+            .assignments
+            .values()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        staged.iter().any(|(name, record)| {
+            if placed.contains(name.as_str()) {
+                return false;
+            }
+            let facts = pb::NodeFacts::from(&record.facts);
+            node_serves(&facts, &rec.env)
+                && rec
+                    .spec
+                    .constraints()
+                    .iter()
+                    .all(|k| k.matches(name, &facts))
+        })
+    })
+}
+
 /// Re-runs placement for every live service (new nodes may take pending
 /// instances or global ones); existing assignments never move here.
 fn replace_all(next: &mut Desired, connected: &HashMap<String, bool>, ops: &mut Vec<Op>) {
@@ -2260,6 +2371,97 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(reloaded.nodes().await.nodes.len(), 60);
+    }
+
+    /// After a restart, nodes that come back as they were take the quick
+    /// path (no placement, no plan computation) and still get the plans
+    /// they had; a node that instances waited for gets them.
+    #[tokio::test]
+    async fn nodes_coming_back_keep_their_plans_and_take_what_waited_for_them() {
+        let (store, _dir) = temp_store();
+        let coord = Coordinator::load(store.clone(), Liveness::default(), CancellationToken::new())
+            .await
+            .unwrap();
+        let mut sessions = Vec::new();
+        for n in ["n1", "n2", "n3"] {
+            sessions.push(coord.register(n, n, 0, hello(), None).await.unwrap());
+        }
+        coord.disconnect("n3", sessions[2].conn_id);
+        // `r` may only run on n3, which is away; `g` runs on every node up.
+        let spec = "services:\n  r:\n    image: x:1\n    deploy:\n      placement: {constraints: [\"node.name == n3\"]}\n  g:\n    image: x:1\n    deploy:\n      mode: global\n";
+        coord.apply("a.yaml", spec, false, "t").await.unwrap();
+        let placed = |status: &pb::StatusResponse, service: &str| -> Vec<String> {
+            let s = status.services.iter().find(|s| s.name == service).unwrap();
+            let mut nodes: Vec<String> = s.instances.iter().map(|i| i.node.clone()).collect();
+            nodes.sort();
+            nodes
+        };
+        let before = coord.status("", "").await;
+        assert_eq!(placed(&before, "r"), vec![String::new()], "r waits for n3");
+        assert_eq!(placed(&before, "g"), vec!["n1".to_string(), "n2".into()]);
+        let plan_of = |h: &mut SessionHandle| -> Vec<String> {
+            let plan = h.plan_rx.borrow_and_update().clone().unwrap();
+            let mut ids: Vec<String> = plan.workloads.iter().map(|w| w.id.clone()).collect();
+            ids.sort();
+            ids
+        };
+        let n1_before = plan_of(&mut sessions[0]);
+        assert_eq!(n1_before.len(), 1, "{n1_before:?}");
+        drop(sessions);
+        drop(coord);
+
+        // A restart: n3 comes back first and takes r and a g instance.
+        let coord = Coordinator::load(store, Liveness::default(), CancellationToken::new())
+            .await
+            .unwrap();
+        let mut n3 = coord.register("n3", "n3", 0, hello(), None).await.unwrap();
+        let n3_plan = plan_of(&mut n3);
+        assert_eq!(n3_plan.len(), 2, "{n3_plan:?}");
+        assert!(
+            n3_plan.iter().any(|id| id.starts_with("default/r/")),
+            "{n3_plan:?}"
+        );
+        // Nothing waits any more: n1 and n2 come back as they were.
+        let mut n1 = coord.register("n1", "n1", 0, hello(), None).await.unwrap();
+        let mut n2 = coord.register("n2", "n2", 0, hello(), None).await.unwrap();
+        assert_eq!(plan_of(&mut n1), n1_before);
+        assert_eq!(plan_of(&mut n2).len(), 1);
+        let after = coord.status("", "").await;
+        assert_eq!(placed(&after, "r"), vec!["n3".to_string()]);
+        assert_eq!(
+            placed(&after, "g"),
+            vec!["n1".to_string(), "n2".into(), "n3".into()]
+        );
+        let nodes = coord.nodes().await;
+        assert!(
+            nodes
+                .nodes
+                .iter()
+                .all(|n| n.state == pb::NodeState::Ready as i32),
+            "{nodes:?}"
+        );
+        // A node that comes back with other facts is placed again: n2 now
+        // carries a label; its record is stored either way.
+        let mut hello2 = hello();
+        hello2
+            .facts
+            .as_mut()
+            .unwrap()
+            .labels
+            .insert("zone".into(), "b".into());
+        drop(n2);
+        let _n2 = coord.register("n2", "n2", 0, hello2, None).await.unwrap();
+        let nodes = coord.nodes().await;
+        let n2 = nodes.nodes.iter().find(|n| n.name == "n2").unwrap();
+        assert_eq!(
+            n2.facts
+                .as_ref()
+                .unwrap()
+                .labels
+                .get("zone")
+                .map(String::as_str),
+            Some("b")
+        );
     }
 
     #[tokio::test]

@@ -73,6 +73,7 @@ pub async fn run(args: &ReconnectArgs) -> Result<Vec<ReconnectRound>> {
         let fleet = bench.fleet();
         let mut connected_ms = None;
         let mut acked_ms = None;
+        let mut next_progress = Duration::from_secs(1);
         while acked_ms.is_none() {
             let (mut connected, mut acked) = (0, 0);
             for (a, w0) in fleet.agents.iter().zip(&before) {
@@ -89,6 +90,12 @@ pub async fn run(args: &ReconnectArgs) -> Result<Vec<ReconnectRound>> {
             }
             if acked == n {
                 acked_ms = Some(ms);
+            }
+            if t0.elapsed() >= next_progress {
+                eprintln!(
+                    "reconnect round={round} t_ms={ms:.0} connected={connected} acked={acked}"
+                );
+                next_progress += Duration::from_secs(1);
             }
             if t0.elapsed() > timeout {
                 bail!(
