@@ -937,7 +937,21 @@ impl Coordinator {
             let updates = compute_plans(&mut next, &mut ops, Publish::Changed);
             Registered::Replanned(Box::new(next), updates)
         } else {
-            Registered::Nodes(staged)
+            // Nothing can be placed on them: nodes new to the coordinator
+            // get an empty plan under one fresh generation.
+            let mut plans = Vec::new();
+            let fresh = desired.plan_generation + 1;
+            for node in staged.keys().filter(|n| !desired.plans.contains_key(*n)) {
+                let record = PlanRecord {
+                    generation: fresh,
+                    hash: plan_hash(&[]),
+                };
+                plans.push((node.clone(), record));
+            }
+            if !plans.is_empty() {
+                ops.push(Op::put_json(PLAN_GENERATION_KEY, &fresh));
+            }
+            Registered::Nodes(staged, plans)
         };
         let planned = started.elapsed();
         let writes = ops.len();
@@ -954,9 +968,19 @@ impl Coordinator {
                 *desired = *next;
                 updates
             }
-            Registered::Nodes(staged) => {
+            Registered::Nodes(staged, plans) => {
                 desired.nodes.extend(staged);
-                Vec::new()
+                let mut updates = Vec::with_capacity(plans.len());
+                for (node, record) in plans {
+                    desired.plan_generation = record.generation;
+                    let plan = pb::NodePlan {
+                        generation: record.generation,
+                        workloads: Vec::new(),
+                    };
+                    updates.push((node.clone(), Arc::new(plan)));
+                    desired.plans.insert(node, record);
+                }
+                updates
             }
         };
         tracing::debug!(
@@ -1950,23 +1974,21 @@ fn candidates(views: &[(String, pb::NodeFacts, bool)]) -> Vec<Candidate<'_>> {
 enum Registered {
     /// Placement and plans were run again on a copy.
     Replanned(Box<Desired>, Vec<(String, Arc<pb::NodePlan>)>),
-    /// Only these node records.
-    Nodes(BTreeMap<String, NodeRecord>),
+    /// Only these node records, and the empty plans of nodes new here.
+    Nodes(BTreeMap<String, NodeRecord>, Vec<(String, PlanRecord)>),
 }
 
 /// Whether registering the `staged` node records may change placement or
 /// plans. Placement never moves an instance that has a node, so nodes that
-/// come back as they were (known, not removed, same facts, a plan already)
+/// come back as they were (not removed, same facts), and nodes new here,
 /// change nothing unless an instance waits for a node: a replicated
 /// service with an unplaced instance, or a global one that one of these
 /// nodes is eligible for and has no instance of.
 fn may_place(desired: &Desired, staged: &BTreeMap<String, NodeRecord>) -> bool {
     let changed = staged.iter().any(|(name, record)| {
-        desired
-            .nodes
-            .get(name)
-            .is_none_or(|old| old.removed_unix_ms != 0 || old.facts != record.facts)
-            || !desired.plans.contains_key(name)
+        let known = desired.nodes.get(name);
+        known.is_some_and(|old| old.removed_unix_ms != 0 || old.facts != record.facts)
+            || known.is_some() != desired.plans.contains_key(name)
     });
     if changed {
         return true;
@@ -2086,15 +2108,7 @@ fn compute_plans(
     let mut fresh = None;
     for (node, mut workloads) in per_node {
         workloads.sort_by(|a, b| a.id.cmp(&b.id));
-        let mut h = Sha256::new();
-        for w in &workloads {
-            h.update(w.id.as_bytes());
-            h.update([0]);
-            h.update(w.revision.to_be_bytes());
-            h.update(w.spec_hash.as_bytes());
-            h.update([0, u8::from(w.start_first)]);
-        }
-        let hash = hex::encode(h.finalize());
+        let hash = plan_hash(&workloads);
         let rec = next.plans.entry(node.clone()).or_default();
         let changed = rec.hash != hash;
         if changed {
@@ -2119,6 +2133,20 @@ fn compute_plans(
         ops.push(Op::put_json(PLAN_GENERATION_KEY, &generation));
     }
     updates
+}
+
+/// What a node's plan holds, as stored in its [`PlanRecord`]; `workloads`
+/// sorted by id.
+fn plan_hash(workloads: &[pb::Workload]) -> String {
+    let mut h = Sha256::new();
+    for w in workloads {
+        h.update(w.id.as_bytes());
+        h.update([0]);
+        h.update(w.revision.to_be_bytes());
+        h.update(w.spec_hash.as_bytes());
+        h.update([0, u8::from(w.start_first)]);
+    }
+    hex::encode(h.finalize())
 }
 
 /// What an apply does to each instance, node by node.
