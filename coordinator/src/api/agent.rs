@@ -161,9 +161,9 @@ async fn run_session(
     };
     let coord = api.coord.clone();
     let agent_version = hello.agent_version.clone();
-    let handle = match coord
-        .register(&node, &certificate, expires, hello, address)
-        .await
+    // Boxed, as the renewal below: the task keeps the space of its largest
+    // await for the session's whole life, and these two are the largest.
+    let handle = match Box::pin(coord.register(&node, &certificate, expires, hello, address)).await
     {
         Ok(h) => h,
         Err(e) => {
@@ -225,7 +225,7 @@ async fn run_session(
                     }
                 }
                 Ok(Some(pb::AgentMessage { msg: Some(Msg::Renew(r)) })) => {
-                    let answer = api.renew(&node, &r.csr_pem).await;
+                    let answer = Box::pin(api.renew(&node, &r.csr_pem)).await;
                     let msg = pb::CoordinatorMessage { msg: Some(Out::Certificate(answer)) };
                     if replies.send(Box::new(msg)).await.is_err() {
                         break;
