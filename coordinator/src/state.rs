@@ -202,14 +202,17 @@ pub struct PlanRecord {
 /// touches.
 const PLAN_GENERATION_KEY: &str = "meta/plan-generation";
 
+/// Desired state. Changes are made on a copy that replaces the original
+/// once stored, so copying must be cheap at 10,000 nodes: the per-node maps
+/// and each service record are shared (`Arc`) and copied on write.
 #[derive(Debug, Clone, Default)]
 struct Desired {
-    services: BTreeMap<(String, String), ServiceRecord>,
-    nodes: BTreeMap<String, NodeRecord>,
-    plans: BTreeMap<String, PlanRecord>,
+    services: BTreeMap<(String, String), Arc<ServiceRecord>>,
+    nodes: Arc<BTreeMap<String, NodeRecord>>,
+    plans: Arc<BTreeMap<String, PlanRecord>>,
     /// The highest generation handed out (see [`PLAN_GENERATION_KEY`]).
     plan_generation: u64,
-    enrolled: BTreeMap<String, EnrollRecord>,
+    enrolled: Arc<BTreeMap<String, EnrollRecord>>,
 }
 
 struct SessionInfo {
@@ -385,10 +388,10 @@ impl Coordinator {
         for (_, rec) in store::scan_json::<ServiceRecord>(&*store, "services/").await? {
             desired
                 .services
-                .insert((rec.env.clone(), rec.name.clone()), rec);
+                .insert((rec.env.clone(), rec.name.clone()), Arc::new(rec));
         }
         for (_, rec) in store::scan_json::<NodeRecord>(&*store, "nodes/").await? {
-            desired.nodes.insert(rec.name.clone(), rec);
+            Arc::make_mut(&mut desired.nodes).insert(rec.name.clone(), rec);
         }
         let mut ops = Vec::new();
         desired.plan_generation = store::get_json::<u64>(&*store, PLAN_GENERATION_KEY)
@@ -399,7 +402,7 @@ impl Coordinator {
             ops.push(Op::Delete(key));
         }
         for (_, rec) in store::scan_json::<EnrollRecord>(&*store, "enrolled/").await? {
-            desired.enrolled.insert(rec.node.clone(), rec);
+            Arc::make_mut(&mut desired.enrolled).insert(rec.node.clone(), rec);
         }
         let revoked: std::collections::HashSet<String> =
             store::scan_json::<RevokedRecord>(&*store, "revoked/")
@@ -677,7 +680,7 @@ impl Coordinator {
                 .step_service(current, now, &mut ops, &mut first_steps, &mut replan)
                 .await
             {
-                next.services.insert(key, rec);
+                next.services.insert(key, Arc::new(rec));
             }
         }
         last_write_wins(&mut ops);
@@ -734,6 +737,7 @@ impl Coordinator {
         let last_revision = rec.revision;
         let mut next = desired.clone();
         if let Some(rec) = next.services.get_mut(&key) {
+            let rec = Arc::make_mut(rec);
             rec.deleted = true;
             rec.assignments.clear();
             rec.updated_unix_ms = now_unix_ms();
@@ -931,7 +935,7 @@ impl Coordinator {
         // nodes), are skipped for them.
         let next = if may_place(desired, &staged) {
             let mut next = desired.clone();
-            next.nodes.extend(staged);
+            Arc::make_mut(&mut next.nodes).extend(staged);
             let connected = self.connected();
             replace_all(&mut next, &connected, &mut ops);
             let updates = compute_plans(&mut next, &mut ops, Publish::Changed);
@@ -969,7 +973,7 @@ impl Coordinator {
                 updates
             }
             Registered::Nodes(staged, plans) => {
-                desired.nodes.extend(staged);
+                Arc::make_mut(&mut desired.nodes).extend(staged);
                 let mut updates = Vec::with_capacity(plans.len());
                 for (node, record) in plans {
                     desired.plan_generation = record.generation;
@@ -978,7 +982,7 @@ impl Coordinator {
                         workloads: Vec::new(),
                     };
                     updates.push((node.clone(), Arc::new(plan)));
-                    desired.plans.insert(node, record);
+                    Arc::make_mut(&mut desired.plans).insert(node, record);
                 }
                 updates
             }
@@ -1047,7 +1051,7 @@ impl Coordinator {
         self.store
             .apply(vec![Op::put_json(format!("nodes/{node}"), &record)])
             .await?;
-        desired.nodes.insert(node.to_string(), record);
+        Arc::make_mut(&mut desired.nodes).insert(node.to_string(), record);
         Ok(())
     }
 
@@ -1079,7 +1083,7 @@ impl Coordinator {
         self.store
             .apply(vec![Op::put_json(format!("enrolled/{node}"), &rec)])
             .await?;
-        desired.enrolled.insert(node.to_string(), rec);
+        Arc::make_mut(&mut desired.enrolled).insert(node.to_string(), rec);
         Ok(())
     }
 
@@ -1109,7 +1113,7 @@ impl Coordinator {
         };
         ops.push(Op::put_json(format!("nodes/{node}"), &updated));
         self.store.apply(ops).await?;
-        desired.nodes.insert(node.to_string(), updated);
+        Arc::make_mut(&mut desired.nodes).insert(node.to_string(), updated);
         if let Ok(mut set) = self.revoked.write() {
             set.extend(record.certificates.iter().cloned());
         }
@@ -1862,7 +1866,7 @@ fn stage_service(
         rollout,
     };
     ops.push(Op::put_json(service_key(env, name), &rec));
-    next.services.insert(key, rec);
+    next.services.insert(key, Arc::new(rec));
     Ok((change, superseded))
 }
 
@@ -2044,6 +2048,7 @@ fn replace_all(next: &mut Desired, connected: &HashMap<String, bool>, ops: &mut 
         }
         let placed = placement::place(&rec.spec, &rec.assignments, &in_env(&candidates, &rec.env));
         if placed != rec.assignments {
+            let rec = Arc::make_mut(rec);
             rec.assignments = placed;
             rec.updated_unix_ms = now_unix_ms();
             ops.push(Op::put_json(service_key(&rec.env, &rec.name), &*rec));
@@ -2109,22 +2114,27 @@ fn compute_plans(
     for (node, mut workloads) in per_node {
         workloads.sort_by(|a, b| a.id.cmp(&b.id));
         let hash = plan_hash(&workloads);
-        let rec = next.plans.entry(node.clone()).or_default();
-        let changed = rec.hash != hash;
-        if changed {
-            rec.generation = *fresh.get_or_insert_with(|| {
-                next.plan_generation += 1;
-                next.plan_generation
-            });
-            rec.hash = hash;
-        }
-        if !changed && publish == Publish::Changed {
-            continue;
-        }
+        let generation = match next.plans.get(&node) {
+            Some(rec) if rec.hash == hash => {
+                if publish == Publish::Changed {
+                    continue;
+                }
+                rec.generation
+            }
+            _ => {
+                let generation = *fresh.get_or_insert_with(|| {
+                    next.plan_generation += 1;
+                    next.plan_generation
+                });
+                let rec = PlanRecord { generation, hash };
+                Arc::make_mut(&mut next.plans).insert(node.clone(), rec);
+                generation
+            }
+        };
         updates.push((
             node,
             Arc::new(pb::NodePlan {
-                generation: rec.generation,
+                generation,
                 workloads,
             }),
         ));

@@ -82,7 +82,7 @@ impl Coordinator {
                 .step_service(current, now, &mut ops, &mut events, &mut replan)
                 .await
             {
-                changed.push((key, rec));
+                changed.push((key, Arc::new(rec)));
             }
         }
         if changed.is_empty() {
@@ -404,12 +404,12 @@ impl Coordinator {
         };
         r.last_progress_unix_ms = now;
         r.updated_unix_ms = now;
-        let mut rec = rec.clone();
+        let mut rec = ServiceRecord::clone(rec);
         rec.rollout = Some(r.clone());
         self.store
             .apply(vec![Op::put_json(service_key(env, service), &rec)])
             .await?;
-        desired.services.insert(key, rec);
+        desired.services.insert(key, Arc::new(rec));
         drop(desired);
         self.events.emit(
             Ev::new(kind)
@@ -437,7 +437,7 @@ impl Coordinator {
         let mut desired = self.desired.lock().await;
         let mut next = desired.clone();
         let key = (env.to_string(), service.to_string());
-        let Some(mut rec) = next.services.get(&key).cloned() else {
+        let Some(mut rec) = next.services.get(&key).map(|r| ServiceRecord::clone(r)) else {
             return Err(StateError::ServiceNotFound {
                 service: service.to_string(),
                 env: env.to_string(),
@@ -488,7 +488,7 @@ impl Coordinator {
         rec.rollout = Some(back);
         rec.updated_unix_ms = now;
         ops.push(Op::put_json(service_key(env, service), &rec));
-        next.services.insert(key, rec.clone());
+        next.services.insert(key, Arc::new(rec.clone()));
         let updates = compute_plans(&mut next, &mut ops, Publish::Changed);
         self.store.apply(ops).await?;
         *desired = next;
