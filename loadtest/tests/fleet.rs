@@ -2,7 +2,9 @@
 //! 200 simulated agents against the debug `convoyd`. All connect, all
 //! acknowledge one global apply and report their instances running, a
 //! frozen handful is marked lost within the bound and no other node is,
-//! and the coordinator survives it all. Needs `cargo build --workspace`
+//! the coordinator survives it all, and after it is killed and started again
+//! every agent reconnects and every node is in sync with its instances where
+//! they were. Needs `cargo build --workspace`
 //! first (the e2e tests' rule): `convoyd` is taken from the target dir.
 
 use std::time::Duration;
@@ -17,7 +19,7 @@ use convoy_proto as pb;
 const AGENTS: usize = 200;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_agents_ack_a_global_apply_and_only_frozen_ones_are_marked_lost() {
+async fn two_hundred_agents_ack_an_apply_only_frozen_ones_are_lost_and_all_survive_a_restart() {
     let convoyd = child::default_convoyd();
     assert!(
         convoyd.is_file(),
@@ -90,6 +92,48 @@ async fn two_hundred_agents_ack_a_global_apply_and_only_frozen_ones_are_marked_l
     );
     assert_eq!(watcher.with(|s| s.gaps), 0, "the watcher missed events");
     assert!(bench.coord.running(), "convoyd exited");
+    assert!(!bench.coord.log().contains("panicked"), "convoyd panicked");
+
+    // A restart with the whole fleet attached: every agent comes back on a
+    // new session, every node is ready and has acked its plan again, and
+    // every instance is still placed where it ran.
+    let before: Vec<u64> = bench
+        .fleet()
+        .agents
+        .iter()
+        .map(|a| a.welcomes.load(std::sync::atomic::Ordering::Acquire))
+        .collect();
+    bench.coord.kill().unwrap();
+    bench.coord.restart().await.expect("convoyd starts again");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let back = bench
+            .fleet()
+            .agents
+            .iter()
+            .zip(&before)
+            .filter(|(a, w0)| a.welcomes.load(std::sync::atomic::Ordering::Acquire) > **w0)
+            .count();
+        if back == AGENTS {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{back} of {AGENTS} agents reconnected within 60 s: {}",
+            bench.fleet().counters().last_error()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bench
+        .wait_coordinator_view(Duration::from_secs(30), true)
+        .await
+        .expect("every node ready and in sync after the restart");
+    let status = bench.control.status(SERVICE).await.unwrap();
+    assert_eq!(
+        status.running as usize, AGENTS,
+        "instances running after the restart"
+    );
+    assert!(bench.coord.running(), "convoyd exited after the restart");
     assert!(!bench.coord.log().contains("panicked"), "convoyd panicked");
     bench.stop().await;
 }
