@@ -43,6 +43,10 @@ const HEALTHY_SESSION: Duration = Duration::from_secs(120);
 const OUTBOUND_BUFFER: usize = 256;
 /// How often the certificate's age is checked against its lifetime.
 const RENEW_CHECK: Duration = Duration::from_secs(1);
+/// Any message shows the coordinator the agent is alive, so a heartbeat is
+/// only sent after an interval without one; but host metrics ride on
+/// heartbeats, so one goes out at least this often.
+const METRICS_MAX_AGE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -198,6 +202,7 @@ impl<R: Runtime> Session<R> {
         info!("session open with the coordinator at {addr}");
 
         let mut heartbeat = heartbeat_timer(DEFAULT_HEARTBEAT);
+        let mut last_beat = Instant::now();
         let mut renewal = Renewal::new(self.pki_dir.clone(), self.node.clone(), &pki.cert_pem);
         let mut renew_check = heartbeat_timer(RENEW_CHECK);
         // RunProbes answers take up to a probe timeout: they run beside the
@@ -226,6 +231,7 @@ impl<R: Runtime> Session<R> {
                     Ok(Some(message)) => {
                         if let Some(reply) = self.handle(addr, message, &mut heartbeat).await {
                             send(&tx, addr, reply).await?;
+                            postpone(&mut heartbeat, last_beat);
                         }
                     }
                     Ok(None) => return Ok(End::Closed),
@@ -234,6 +240,7 @@ impl<R: Runtime> Session<R> {
                 _ = renew_check.tick() => {
                     if let Some(csr_pem) = renewal.request_if_due(SystemTime::now()) {
                         send(&tx, addr, agent_message::Msg::Renew(RenewRequest { csr_pem })).await?;
+                        postpone(&mut heartbeat, last_beat);
                     }
                 }
                 _ = heartbeat.tick() => {
@@ -243,6 +250,7 @@ impl<R: Runtime> Session<R> {
                         metrics: Some(sampler.sample(containers).await),
                     };
                     send(&tx, addr, agent_message::Msg::Heartbeat(beat)).await?;
+                    last_beat = Instant::now();
                 }
                 changed = self.snapshot.changed() => {
                     if changed.is_err() {
@@ -253,11 +261,15 @@ impl<R: Runtime> Session<R> {
                     let current = self.snapshot.borrow_and_update().statuses.clone();
                     if let Some(report) = diff(&sent, &current) {
                         send(&tx, addr, agent_message::Msg::Status(report)).await?;
+                        postpone(&mut heartbeat, last_beat);
                     }
                     sent = current;
                 }
                 event = events.recv() => match event {
-                    Ok(event) => send(&tx, addr, agent_message::Msg::Event(event)).await?,
+                    Ok(event) => {
+                        send(&tx, addr, agent_message::Msg::Event(event)).await?;
+                        postpone(&mut heartbeat, last_beat);
+                    }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         warn!("dropped {n} events: the coordinator reads too slowly");
                     }
@@ -406,6 +418,15 @@ fn stream_error(addr: &str, reason: &str) -> SessionError {
     SessionError::Stream {
         addr: addr.to_string(),
         reason: reason.to_string(),
+    }
+}
+
+/// A message other than a heartbeat went out: the next heartbeat waits a
+/// whole interval from now, unless the last one (with host metrics) is
+/// [`METRICS_MAX_AGE`] old.
+fn postpone(heartbeat: &mut tokio::time::Interval, last_beat: Instant) {
+    if last_beat.elapsed() < METRICS_MAX_AGE {
+        heartbeat.reset();
     }
 }
 

@@ -233,6 +233,7 @@ struct NodeLive {
     session: Option<SessionInfo>,
     /// The stream is open but heartbeats stopped (a frozen or cut-off host).
     silent: bool,
+    /// When the agent was last heard from (any message; heartbeats fill silences).
     last_heartbeat_unix_ms: i64,
     metrics: Option<pb::HostMetrics>,
     acked_generation: u64,
@@ -1210,19 +1211,21 @@ impl Coordinator {
         if n.session.as_ref().is_none_or(|s| s.conn_id != conn_id) {
             return; // a replaced session's late message
         }
+        // Any message shows the agent alive: agents send a heartbeat only
+        // after an interval in which they sent nothing else.
+        if n.silent {
+            n.silent = false;
+            tracing::info!(node, "node ready again: heartbeats resumed");
+            out.push(
+                Ev::new("node.ready")
+                    .node(node)
+                    .msg(format!("node {node} ready again: heartbeats resumed"))
+                    .field("reason", "heartbeat"),
+            );
+        }
+        n.last_heartbeat_unix_ms = now_unix_ms();
         match msg.msg {
             Some(Msg::Heartbeat(hb)) => {
-                if n.silent {
-                    n.silent = false;
-                    tracing::info!(node, "node ready again: heartbeats resumed");
-                    self.events.emit(
-                        Ev::new("node.ready")
-                            .node(node)
-                            .msg(format!("node {node} ready again: heartbeats resumed"))
-                            .field("reason", "heartbeat"),
-                    );
-                }
-                n.last_heartbeat_unix_ms = now_unix_ms();
                 if let Some(m) = &hb.metrics {
                     let due = n.history.back().is_none_or(|s| {
                         n.last_heartbeat_unix_ms - s.unix_ms >= HISTORY_STEP_MS - 50
@@ -2409,6 +2412,50 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(reloaded.nodes().await.nodes.len(), 60);
+    }
+
+    /// Agents heartbeat only through silences: any message counts as one,
+    /// so a node that keeps sending status reports is never swept as lost,
+    /// and a report from a silent node brings it back.
+    #[tokio::test]
+    async fn any_message_shows_a_node_alive() {
+        let (store, _dir) = temp_store();
+        let coord = Coordinator::load(store, Liveness::default(), CancellationToken::new())
+            .await
+            .unwrap();
+        let session = coord.register("n1", "fp", 0, hello(), None).await.unwrap();
+        let status = |state: pb::WorkloadState| pb::AgentMessage {
+            msg: Some(pb::agent_message::Msg::Status(pb::StatusReport {
+                workloads: vec![pb::WorkloadStatus {
+                    id: "default/x/1".into(),
+                    state: state as i32,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })),
+        };
+        let ready = |coord: &Coordinator| {
+            let live = coord.live();
+            live.nodes["n1"].ready()
+        };
+        // Sweeps 2.4 s and 2.6 s after a report: the 2.5 s window counts
+        // from the report.
+        let registered = coord.live().nodes["n1"].last_heartbeat_unix_ms;
+        coord.handle("n1", session.conn_id, status(pb::WorkloadState::Running));
+        let heard = coord.live().nodes["n1"].last_heartbeat_unix_ms;
+        assert!(heard >= registered);
+        coord.sweep(heard + 2_400);
+        assert!(ready(&coord), "a node that reported is not lost");
+        coord.sweep(heard + 2_600);
+        assert!(!ready(&coord), "silence past the window is loss");
+        let mut events = coord.events.subscribe();
+        coord.handle("n1", session.conn_id, status(pb::WorkloadState::Exited));
+        assert!(ready(&coord), "a report from a silent node brings it back");
+        let mut kinds = Vec::new();
+        while let Ok(ev) = events.try_recv() {
+            kinds.push(ev.kind.clone());
+        }
+        assert!(kinds.iter().any(|k| k == "node.ready"), "{kinds:?}");
     }
 
     /// After a restart, nodes that come back as they were take the quick

@@ -41,6 +41,10 @@ const RECONNECT_START: Duration = Duration::from_secs(1);
 const RECONNECT_MAX: Duration = Duration::from_secs(30);
 /// Messages an agent may have queued for the stream: small on purpose.
 const OUTBOUND: usize = 16;
+/// As the real agent: any message stands for a heartbeat, so one is sent
+/// only after an interval without another, and at least this often (host
+/// metrics ride on heartbeats).
+const METRICS_MAX_AGE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct FleetConfig {
@@ -481,6 +485,7 @@ impl Agent {
         *connected_at = Some(Instant::now());
         let mut session_no = 0;
         let mut heartbeat: Option<Interval> = None;
+        let mut last_beat = Instant::now();
         let mut starting: Option<Pin<Box<Sleep>>> = None;
         let mut ingesting = ingest_timer(*self.ingest.borrow_and_update());
         loop {
@@ -542,6 +547,7 @@ impl Agent {
                             if tx.send(msg(Msg::Ack(ack))).await.is_err() {
                                 return End::Failed("outbound closed".into());
                             }
+                            postpone(&mut heartbeat, last_beat);
                             let tracked = plan
                                 .workloads
                                 .iter()
@@ -559,6 +565,7 @@ impl Agent {
                                 if tx.send(msg(Msg::Status(r))).await.is_err() {
                                     return End::Failed("outbound closed".into());
                                 }
+                                postpone(&mut heartbeat, last_beat);
                                 if !delay.is_zero() {
                                     starting = Some(Box::pin(tokio::time::sleep(delay)));
                                 }
@@ -569,6 +576,7 @@ impl Agent {
                             if tx.send(msg(Msg::Pong(pb::Pong { nonce: p.nonce }))).await.is_err() {
                                 return End::Failed("outbound closed".into());
                             }
+                            postpone(&mut heartbeat, last_beat);
                         }
                         Some(In::Command(c)) => {
                             let ack = pb::Ack {
@@ -579,6 +587,7 @@ impl Agent {
                             if tx.send(msg(Msg::Ack(ack))).await.is_err() {
                                 return End::Failed("outbound closed".into());
                             }
+                            postpone(&mut heartbeat, last_beat);
                         }
                         Some(In::Certificate(_)) | None => {}
                     }
@@ -590,6 +599,7 @@ impl Agent {
                     if tx.send(msg(Msg::Heartbeat(self.heartbeat()))).await.is_err() {
                         return End::Failed("outbound closed".into());
                     }
+                    last_beat = Instant::now();
                 }
                 _ = sleep_opt(&mut starting) => {
                     starting = None;
@@ -597,6 +607,7 @@ impl Agent {
                         if tx.send(msg(Msg::Status(r))).await.is_err() {
                             return End::Failed("outbound closed".into());
                         }
+                        postpone(&mut heartbeat, last_beat);
                     }
                 }
                 _ = tick(&mut ingesting) => {
@@ -609,6 +620,9 @@ impl Agent {
                     let counters = &shared.counters;
                     // Never wait: a full queue is backpressure, counted.
                     let sent = m.is_some_and(|m| tx.try_send(msg(m)).is_ok());
+                    if sent {
+                        postpone(&mut heartbeat, last_beat);
+                    }
                     let counter = if sent {
                         &counters.ingest_sent
                     } else {
@@ -645,6 +659,16 @@ fn ingest_timer(ingest: Option<Ingest>) -> Option<Interval> {
     let mut t = tokio::time::interval_at(tokio::time::Instant::now() + phase, every);
     t.set_missed_tick_behavior(MissedTickBehavior::Delay);
     Some(t)
+}
+
+/// Another message went out: the next heartbeat waits a whole interval,
+/// unless the last one is [`METRICS_MAX_AGE`] old (the real agent's rule).
+fn postpone(heartbeat: &mut Option<Interval>, last_beat: Instant) {
+    if let Some(h) = heartbeat {
+        if last_beat.elapsed() < METRICS_MAX_AGE {
+            h.reset();
+        }
+    }
 }
 
 async fn tick(timer: &mut Option<Interval>) -> Instant {

@@ -216,22 +216,28 @@ async fn run_session(
                 }
             }
             msg = inbound.message() => match msg {
-                Ok(Some(pb::AgentMessage { msg: Some(Msg::Pong(p)) })) => {
-                    if let Some((n, sent)) = in_flight {
-                        if n == p.nonce {
-                            coord.metrics().observe_rtt(sent.elapsed().as_secs_f64());
-                            in_flight = None;
+                Ok(Some(m)) => {
+                    match &m.msg {
+                        Some(Msg::Pong(p)) => {
+                            if let Some((n, sent)) = in_flight {
+                                if n == p.nonce {
+                                    coord.metrics().observe_rtt(sent.elapsed().as_secs_f64());
+                                    in_flight = None;
+                                }
+                            }
                         }
+                        Some(Msg::Renew(r)) => {
+                            let answer = Box::pin(api.renew(&node, &r.csr_pem)).await;
+                            let msg = pb::CoordinatorMessage { msg: Some(Out::Certificate(answer)) };
+                            if replies.send(Box::new(msg)).await.is_err() {
+                                break;
+                            }
+                        }
+                        _ => {}
                     }
+                    // Every message, these two too, shows the agent alive.
+                    coord.handle(&node, conn_id, m);
                 }
-                Ok(Some(pb::AgentMessage { msg: Some(Msg::Renew(r)) })) => {
-                    let answer = Box::pin(api.renew(&node, &r.csr_pem)).await;
-                    let msg = pb::CoordinatorMessage { msg: Some(Out::Certificate(answer)) };
-                    if replies.send(Box::new(msg)).await.is_err() {
-                        break;
-                    }
-                }
-                Ok(Some(m)) => coord.handle(&node, conn_id, m),
                 Ok(None) => break,
                 Err(e) => {
                     tracing::debug!(error = %e, "agent stream ended with an error");
