@@ -174,7 +174,7 @@ impl Metrics {
         reg.register("node_ready", "1 if the node is ready, 0 if lost", ready);
         reg.register(
             "node_heartbeat_age_seconds",
-            "Seconds since the node's last heartbeat",
+            "Seconds since the node's agent was last heard from (any message; heartbeats fill silences)",
             hb_age,
         );
         reg.register("node_cpu_percent", "Node CPU busy share, 0-100", cpu);
