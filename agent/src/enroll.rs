@@ -79,7 +79,7 @@ impl std::fmt::Debug for JoinParams {
 /// into the PKI directory. Returns the granted node name.
 pub async fn join(params: &JoinParams) -> Result<String, EnrollError> {
     let pinned = parse_fingerprint(&params.ca_fingerprint)?;
-    if !valid_node_name(&params.node_name) {
+    if !convoy_api::names::is_valid_node_name(&params.node_name) {
         return Err(EnrollError::NodeName(params.node_name.clone()));
     }
     let (key, csr_pem) = make_csr(&params.node_name)?;
@@ -154,18 +154,6 @@ pub fn make_csr(node: &str) -> Result<(rcgen::KeyPair, String), rcgen::Error> {
         .push(rcgen::DnType::CommonName, node);
     let csr = params.serialize_request(&key)?.pem()?;
     Ok((key, csr))
-}
-
-fn valid_node_name(node: &str) -> bool {
-    !node.is_empty()
-        && node.len() <= 63
-        && node
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        && node
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 /// `sha256:HEX` → 32 bytes.

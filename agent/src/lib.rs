@@ -5,7 +5,6 @@
 pub mod enroll;
 pub mod facts;
 pub mod install;
-pub mod notify;
 pub mod pki;
 pub mod probe;
 pub mod reconcile;
@@ -168,7 +167,9 @@ pub async fn run_with(
     );
 
     let notify_task = notify_systemd.then(|| {
-        tokio::spawn(notify::supervise(shutdown.clone()).instrument(info_span!("sd_notify")))
+        tokio::spawn(
+            convoy_api::notify::supervise(shutdown.clone()).instrument(info_span!("sd_notify")),
+        )
     });
 
     let (reconciled, units_done, merged, sessions) =

@@ -71,31 +71,7 @@ pub enum ContextCommand {
     Set { name: String },
 }
 
-/// `90s`, `15m`, `1h`, `7d` (or plain seconds) as seconds.
-pub fn parse_duration_secs(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("invalid duration `{s}`: use e.g. 90s, 15m, 1h, 7d"))?;
-    let mul = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("invalid duration `{s}`: use e.g. 90s, 15m, 1h, 7d")),
-    };
-    let secs = n
-        .checked_mul(mul)
-        .ok_or_else(|| format!("duration `{s}` is too long"))?;
-    if secs == 0 {
-        return Err(format!("duration `{s}` must be longer than zero"));
-    }
-    Ok(secs)
-}
+pub use convoy_api::clock::parse_duration_secs;
 
 /// `k=v,k2=v2`.
 pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
@@ -594,18 +570,6 @@ fn absolute(p: &Path) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration_secs("90s"), Ok(90));
-        assert_eq!(parse_duration_secs("15m"), Ok(900));
-        assert_eq!(parse_duration_secs("1h"), Ok(3600));
-        assert_eq!(parse_duration_secs("7d"), Ok(604_800));
-        assert_eq!(parse_duration_secs("30"), Ok(30));
-        assert!(parse_duration_secs("1w").is_err());
-        assert!(parse_duration_secs("h").is_err());
-        assert!(parse_duration_secs("0s").is_err());
-    }
 
     #[test]
     fn labels() {

@@ -31,7 +31,7 @@ use axum::{
     routing::{get, post},
     Json, Router,
 };
-use convoy_cli::output::{EventJson, NodesJson, StatusJson};
+use convoy_api::views::{EventJson, NodesJson, StatusJson};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::{

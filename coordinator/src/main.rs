@@ -66,7 +66,7 @@ enum Command {
         out: PathBuf,
         /// Validity (90s, 15m, 24h, 365d). The agent renews it over its
         /// stream once two thirds of it are gone.
-        #[arg(long, default_value = "365d", value_parser = convoy_cli::trust::parse_duration_secs)]
+        #[arg(long, default_value = "365d", value_parser = convoy_api::clock::parse_duration_secs)]
         ttl: u64,
     },
 }
@@ -92,7 +92,7 @@ struct Common {
     /// Lifetime of the certificates agents get when they join or renew
     /// (90s, 15m, 24h, 30d). Agents renew over their stream once two thirds
     /// of it are gone.
-    #[arg(long, env = "CONVOY_AGENT_CERT_TTL", default_value = "24h", value_parser = convoy_cli::trust::parse_duration_secs)]
+    #[arg(long, env = "CONVOY_AGENT_CERT_TTL", default_value = "24h", value_parser = convoy_api::clock::parse_duration_secs)]
     agent_cert_ttl: u64,
     /// A node whose heartbeats stop for this long is marked lost (agents are
     /// told to beat three times in that window).
@@ -195,7 +195,7 @@ fn parse_millis(text: &str) -> Result<u64, String> {
             .parse::<u64>()
             .map_err(|_| format!("`{text}` is not a duration like 1500ms, 3s or 1m"));
     }
-    convoy_cli::trust::parse_duration_secs(text).map(|s| s.saturating_mul(1000))
+    convoy_api::clock::parse_duration_secs(text).map(|s| s.saturating_mul(1000))
 }
 
 fn hostname() -> String {
@@ -274,7 +274,7 @@ async fn serve(
     );
     // Under a Type=notify unit: READY=1 now that it serves, WATCHDOG=1 at
     // half WatchdogSec until shutdown, then STOPPING=1. No-ops elsewhere.
-    tasks.push(tokio::spawn(convoy_agent::notify::supervise(
+    tasks.push(tokio::spawn(convoy_api::notify::supervise(
         shutdown.clone(),
     )));
 

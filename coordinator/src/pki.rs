@@ -291,16 +291,7 @@ pub fn write_agent_bundle(ca: &Ca, issued: &Issued, out: &Path) -> Result<(), Pk
 /// Node names: what DNS labels and Docker names accept, so they can be used
 /// in both.
 pub fn validate_node_name(node: &str) -> Result<(), PkiError> {
-    let ok = !node.is_empty()
-        && node.len() <= 63
-        && node
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        && node
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
+    if convoy_api::names::is_valid_node_name(node) {
         Ok(())
     } else {
         Err(PkiError::InvalidNodeName(node.to_string()))

@@ -11,7 +11,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use convoy_proto as pb;
@@ -34,7 +34,7 @@ mod rollouts;
 pub use rollouts::RolloutCommand;
 
 /// The environment of services whose spec names none.
-pub const DEFAULT_ENV: &str = "default";
+pub use convoy_api::env::DEFAULT_ENV;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -344,12 +344,7 @@ pub const HISTORY: usize = 120;
 /// The least time between two history samples of a node.
 const HISTORY_STEP_MS: i64 = 1000;
 
-pub fn now_unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use convoy_api::clock::now_unix_ms;
 
 fn service_key(env: &str, name: &str) -> String {
     format!("services/{env}/{name}")
@@ -1930,7 +1925,7 @@ fn node_views(
 
 /// The node label that names the environments a node serves
 /// (comma-separated; `*`: every one). Nodes without it serve `default`.
-pub const ENV_LABEL: &str = "env";
+pub use convoy_api::env::ENV_LABEL;
 
 /// Whether a node with these facts serves environment `env`.
 pub fn node_serves(facts: &pb::NodeFacts, env: &str) -> bool {

@@ -12,15 +12,7 @@ pub mod identity;
 pub mod scenario;
 pub mod stats;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Wall-clock milliseconds, the clock the coordinator stamps events with.
-pub fn now_unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use convoy_api::clock::now_unix_ms;
 
 /// Raises this process's open-file limit to its hard limit. Children (the
 /// coordinator) inherit it. Returns the new soft limit.

@@ -3,7 +3,7 @@
 //! lazily after the daemon was unreachable.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::errors::Error as BollardError;
@@ -128,8 +128,14 @@ impl DockerRuntime {
                             observed.oom_killed = state.oom_killed.unwrap_or(false);
                             observed.error = state.error.unwrap_or_default();
                         }
-                        observed.started_at = state.started_at.as_deref().and_then(parse_rfc3339);
-                        observed.finished_at = state.finished_at.as_deref().and_then(parse_rfc3339);
+                        observed.started_at = state
+                            .started_at
+                            .as_deref()
+                            .and_then(convoy_api::clock::parse_rfc3339);
+                        observed.finished_at = state
+                            .finished_at
+                            .as_deref()
+                            .and_then(convoy_api::clock::parse_rfc3339);
                     }
                 }
                 // Removed between list and inspect.
@@ -765,85 +771,6 @@ fn short(text: &str) -> String {
     format!("{}…", &line[..end])
 }
 
-/// Parses the engine's timestamps (`2024-05-01T12:00:00.123456789Z`, or with
-/// an offset). `None` for anything else, including the zero time
-/// `0001-01-01T00:00:00Z` the engine uses for "never".
-pub(crate) fn parse_rfc3339(text: &str) -> Option<SystemTime> {
-    let bytes = text.as_bytes();
-    if bytes.len() < 20 || bytes[4] != b'-' || bytes[7] != b'-' || bytes[13] != b':' {
-        return None;
-    }
-    if !matches!(bytes[10], b'T' | b't' | b' ') || bytes[16] != b':' {
-        return None;
-    }
-    let num = |range: std::ops::Range<usize>| -> Option<i64> {
-        let s = text.get(range)?;
-        if !s.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        s.parse().ok()
-    };
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
-        return None;
-    }
-    if second > 60 {
-        return None;
-    }
-    let mut rest = text.get(19..)?;
-    let mut nanos: u32 = 0;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        let mut value: u32 = 0;
-        for (i, b) in frac.bytes().take(digits).enumerate() {
-            if i < 9 {
-                value = value * 10 + u32::from(b - b'0');
-            }
-        }
-        for _ in digits..9 {
-            value *= 10;
-        }
-        nanos = value;
-        rest = &frac[digits..];
-    }
-    let offset_secs: i64 = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = match rest.as_bytes().first()? {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let rb = rest.as_bytes();
-            if rest.len() != 6 || rb[3] != b':' {
-                return None;
-            }
-            let h: i64 = rest.get(1..3)?.parse().ok()?;
-            let m: i64 = rest.get(4..6)?.parse().ok()?;
-            sign * (h * 3600 + m * 60)
-        }
-    };
-    let days = days_from_civil(year, month, day);
-    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
-    let secs = u64::try_from(secs).ok()?;
-    SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1090,23 +1017,6 @@ mod tests {
     }
 
     #[test]
-    fn engine_timestamps_parse_and_zero_time_does_not() {
-        let t = parse_rfc3339("2024-05-01T12:00:10.5Z").unwrap();
-        let secs = t.duration_since(SystemTime::UNIX_EPOCH).unwrap();
-        assert_eq!(secs, Duration::new(1_714_564_810, 500_000_000));
-        let with_offset = parse_rfc3339("2024-05-01T14:00:10.5+02:00").unwrap();
-        assert_eq!(with_offset, t);
-        let nanos = parse_rfc3339("2024-05-01T12:00:10.123456789Z").unwrap();
-        let nanos = nanos.duration_since(SystemTime::UNIX_EPOCH).unwrap();
-        assert_eq!(nanos.subsec_nanos(), 123_456_789);
-        assert_eq!(parse_rfc3339("0001-01-01T00:00:00Z"), None);
-        assert_eq!(parse_rfc3339("garbage"), None);
-        assert_eq!(parse_rfc3339("2024-13-01T00:00:00Z"), None);
-        assert_eq!(parse_rfc3339("2024-05-01T12:00:10.Z"), None);
-        assert_eq!(parse_rfc3339("2024-05-01T12:00:10ü"), None);
-    }
-
-    #[test]
     fn long_causes_are_cut_to_one_line() {
         assert_eq!(short("first\nsecond"), "first");
         let long = "é".repeat(400);
@@ -1177,8 +1087,8 @@ mod tests {
                     String::from_utf8_lossy(&out.stderr)
                 );
             }
-            let nanos = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::SystemTime::UNIX_EPOCH)
                 .unwrap()
                 .subsec_nanos();
             let node = format!("agent-unit-{}-{nanos}", std::process::id());

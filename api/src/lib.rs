@@ -1,0 +1,11 @@
+//! What Convoy's binaries share (`convoyd`, `convoy-agent`, `convoy`, the load
+//! test), so that no binary links another binary's crate: the JSON views of
+//! INTERFACES.md, environment and node-name rules, time helpers, the CLI's
+//! config file (which `convoyd dev` writes) and the systemd notify protocol.
+
+pub mod client_config;
+pub mod clock;
+pub mod env;
+pub mod names;
+pub mod notify;
+pub mod views;

@@ -1,0 +1,549 @@
+//! The JSON documents of INTERFACES.md: what `convoy ... -o json` prints and
+//! what the dashboard's `/api/` serves. One definition, shared by the CLI and
+//! the coordinator, so a change to one is a change to the documented shape.
+
+use std::collections::BTreeMap;
+
+use convoy_proto as pb;
+use pb::{ChangeAction, NodeState, WorkloadState};
+use serde::Serialize;
+
+use crate::clock::rfc3339_ms;
+use crate::env::DEFAULT_ENV;
+
+// ---- JSON shapes (INTERFACES.md) ----
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct ApplyJson {
+    pub dry_run: bool,
+    pub warnings: Vec<String>,
+    pub services: Vec<ServiceChangeJson>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct ServiceChangeJson {
+    pub service: String,
+    pub env: String,
+    pub action: &'static str,
+    pub revision: u64,
+    pub previous_revision: u64,
+    pub changed_fields: Vec<String>,
+    /// Unified diff of the previous and new spec (updates only).
+    pub diff: String,
+    pub instances: Vec<InstanceChangeJson>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct InstanceChangeJson {
+    pub instance_id: String,
+    pub node: String,
+    pub action: &'static str,
+}
+
+impl From<&pb::ApplyResponse> for ApplyJson {
+    fn from(response: &pb::ApplyResponse) -> Self {
+        let pb::ApplyResponse {
+            services,
+            warnings,
+            dry_run,
+        } = response;
+        Self {
+            dry_run: *dry_run,
+            warnings: warnings.clone(),
+            services: services.iter().map(ServiceChangeJson::from).collect(),
+        }
+    }
+}
+
+impl From<&pb::ServiceChange> for ServiceChangeJson {
+    fn from(change: &pb::ServiceChange) -> Self {
+        let pb::ServiceChange {
+            service,
+            env,
+            action,
+            revision,
+            previous_revision,
+            instances,
+            changed_fields,
+            diff,
+        } = change;
+        Self {
+            service: service.clone(),
+            env: env.clone(),
+            action: change_action_word(*action),
+            revision: *revision,
+            previous_revision: *previous_revision,
+            changed_fields: changed_fields.clone(),
+            diff: diff.clone(),
+            instances: instances
+                .iter()
+                .map(|i| {
+                    let pb::InstanceChange {
+                        instance_id,
+                        node,
+                        action,
+                    } = i;
+                    InstanceChangeJson {
+                        instance_id: instance_id.clone(),
+                        node: node.clone(),
+                        action: change_action_word(*action),
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+pub fn change_action(value: i32) -> ChangeAction {
+    ChangeAction::try_from(value).unwrap_or(ChangeAction::Unspecified)
+}
+
+pub fn change_action_word(value: i32) -> &'static str {
+    match change_action(value) {
+        ChangeAction::Unspecified => "unspecified",
+        ChangeAction::Create => "create",
+        ChangeAction::Update => "update",
+        ChangeAction::Unchanged => "unchanged",
+        ChangeAction::Remove => "remove",
+        ChangeAction::Replace => "replace",
+        ChangeAction::Pending => "pending",
+    }
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct StatusJson {
+    pub services: Vec<ServiceStatusJson>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct ServiceStatusJson {
+    pub name: String,
+    pub env: String,
+    pub revision: u64,
+    pub desired: u32,
+    pub running: u32,
+    /// Instances of the current revision running and passing their checks.
+    pub healthy: u32,
+    pub has_checks: bool,
+    pub image: String,
+    pub instances: Vec<InstanceStatusJson>,
+    /// The current or last rollout.
+    pub rollout: Option<RolloutJson>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct RolloutJson {
+    pub from_revision: u64,
+    pub to_revision: u64,
+    /// running, paused, waiting-promotion, succeeded, failed, rolled-back.
+    pub state: String,
+    pub strategy: String,
+    pub updated: u32,
+    pub healthy: u32,
+    pub failed: u32,
+    pub total: u32,
+    pub reason: String,
+    pub started_unix_ms: i64,
+    pub updated_unix_ms: i64,
+    pub is_rollback: bool,
+    pub promoted: bool,
+    pub summary: String,
+}
+
+impl From<&pb::RolloutInfo> for RolloutJson {
+    fn from(r: &pb::RolloutInfo) -> Self {
+        let pb::RolloutInfo {
+            from_revision,
+            to_revision,
+            state,
+            strategy,
+            updated,
+            healthy,
+            failed,
+            total,
+            reason,
+            started_unix_ms,
+            updated_unix_ms,
+            is_rollback,
+            promoted,
+            summary,
+        } = r.clone();
+        Self {
+            from_revision,
+            to_revision,
+            state,
+            strategy,
+            updated,
+            healthy,
+            failed,
+            total,
+            reason,
+            started_unix_ms,
+            updated_unix_ms,
+            is_rollback,
+            promoted,
+            summary,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct InstanceStatusJson {
+    pub id: String,
+    pub index: u32,
+    pub node: String,
+    pub node_connected: bool,
+    pub revision: u64,
+    pub state: &'static str,
+    pub reason: String,
+    pub restarts: u32,
+    pub container_id: String,
+    pub container_name: String,
+    /// "none" (no checks), "starting", "healthy" or "unhealthy".
+    pub health: &'static str,
+    pub health_output: String,
+    pub failing_probe: String,
+}
+
+impl From<&pb::StatusResponse> for StatusJson {
+    fn from(response: &pb::StatusResponse) -> Self {
+        let pb::StatusResponse { services } = response;
+        Self {
+            services: services.iter().map(ServiceStatusJson::from).collect(),
+        }
+    }
+}
+
+impl From<&pb::ServiceStatus> for ServiceStatusJson {
+    fn from(status: &pb::ServiceStatus) -> Self {
+        let pb::ServiceStatus {
+            name,
+            env,
+            revision,
+            desired,
+            running,
+            instances,
+            updated_unix_ms: _,
+            image,
+            healthy,
+            has_checks,
+            rollout,
+        } = status;
+        Self {
+            name: name.clone(),
+            env: env.clone(),
+            revision: *revision,
+            desired: *desired,
+            running: *running,
+            healthy: *healthy,
+            has_checks: *has_checks,
+            rollout: rollout.as_ref().map(RolloutJson::from),
+            image: image.clone(),
+            instances: instances.iter().map(InstanceStatusJson::from).collect(),
+        }
+    }
+}
+
+impl From<&pb::InstanceStatus> for InstanceStatusJson {
+    fn from(status: &pb::InstanceStatus) -> Self {
+        let pb::InstanceStatus {
+            id,
+            index,
+            node,
+            node_connected,
+            revision,
+            state,
+            reason,
+            restarts,
+            container_id,
+            container_name,
+            updated_unix_ms: _,
+            health,
+            health_output,
+            failing_probe,
+        } = status;
+        Self {
+            id: id.clone(),
+            index: *index,
+            node: node.clone(),
+            node_connected: *node_connected,
+            revision: *revision,
+            state: workload_state_word(*state),
+            reason: reason.clone(),
+            restarts: *restarts,
+            container_id: container_id.clone(),
+            container_name: container_name.clone(),
+            health: health_word(*health),
+            health_output: health_output.clone(),
+            failing_probe: failing_probe.clone(),
+        }
+    }
+}
+
+pub fn health_word(value: i32) -> &'static str {
+    match pb::Health::try_from(value).unwrap_or(pb::Health::Unspecified) {
+        pb::Health::Unspecified => "none",
+        pb::Health::Starting => "starting",
+        pb::Health::Healthy => "healthy",
+        pb::Health::Unhealthy => "unhealthy",
+    }
+}
+
+pub fn workload_state(value: i32) -> WorkloadState {
+    WorkloadState::try_from(value).unwrap_or(WorkloadState::Unspecified)
+}
+
+pub fn workload_state_word(value: i32) -> &'static str {
+    match workload_state(value) {
+        WorkloadState::Unspecified => "unspecified",
+        WorkloadState::Pending => "pending",
+        WorkloadState::Starting => "starting",
+        WorkloadState::Running => "running",
+        WorkloadState::Failed => "failed",
+        WorkloadState::Exited => "exited",
+        WorkloadState::Lost => "lost",
+    }
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct NodesJson {
+    pub nodes: Vec<NodeJson>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct NodeJson {
+    pub name: String,
+    pub state: &'static str,
+    pub hostname: String,
+    pub os: String,
+    pub kernel: String,
+    pub arch: String,
+    pub cpus: u32,
+    pub memory_bytes: u64,
+    pub docker_version: String,
+    pub labels: BTreeMap<String, String>,
+    pub agent_version: String,
+    pub connected_since_unix_ms: i64,
+    pub last_heartbeat_unix_ms: i64,
+    pub plan_generation: u64,
+    pub acked_generation: u64,
+    pub workloads: u32,
+    pub certificate_expires_unix_ms: i64,
+    /// The latest heartbeat's host metrics (absent before the first).
+    pub metrics: Option<HostMetricsJson>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct HostMetricsJson {
+    pub cpu_percent: f64,
+    pub memory_used_bytes: u64,
+    pub memory_total_bytes: u64,
+    pub disk_used_bytes: u64,
+    pub disk_total_bytes: u64,
+    pub load1: f64,
+    pub load5: f64,
+    pub load15: f64,
+    pub containers: u32,
+}
+
+impl From<&pb::HostMetrics> for HostMetricsJson {
+    fn from(m: &pb::HostMetrics) -> Self {
+        let pb::HostMetrics {
+            load1,
+            memory_used_bytes,
+            memory_total_bytes,
+            containers,
+            cpu_percent,
+            disk_used_bytes,
+            disk_total_bytes,
+            load5,
+            load15,
+        } = *m;
+        Self {
+            cpu_percent,
+            memory_used_bytes,
+            memory_total_bytes,
+            disk_used_bytes,
+            disk_total_bytes,
+            load1,
+            load5,
+            load15,
+            containers,
+        }
+    }
+}
+
+/// One cluster event (`convoy events -o json`, one object per line).
+#[derive(Debug, Serialize, PartialEq)]
+pub struct EventJson {
+    pub seq: u64,
+    pub unix_ms: i64,
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub kind: String,
+    pub env: String,
+    pub service: String,
+    pub instance: String,
+    pub node: String,
+    pub message: String,
+    pub fields: BTreeMap<String, String>,
+}
+
+impl From<&pb::ClusterEvent> for EventJson {
+    fn from(ev: &pb::ClusterEvent) -> Self {
+        let pb::ClusterEvent {
+            seq,
+            unix_ms,
+            kind,
+            env,
+            service,
+            instance,
+            node,
+            message,
+            fields,
+        } = ev;
+        Self {
+            seq: *seq,
+            unix_ms: *unix_ms,
+            time: rfc3339_ms(*unix_ms),
+            kind: kind.clone(),
+            env: env.clone(),
+            service: service.clone(),
+            instance: instance.clone(),
+            node: node.clone(),
+            message: message.clone(),
+            fields: fields.clone().into_iter().collect(),
+        }
+    }
+}
+
+impl From<&pb::ListNodesResponse> for NodesJson {
+    fn from(response: &pb::ListNodesResponse) -> Self {
+        let pb::ListNodesResponse { nodes } = response;
+        Self {
+            nodes: nodes.iter().map(NodeJson::from).collect(),
+        }
+    }
+}
+
+impl From<&pb::Node> for NodeJson {
+    fn from(node: &pb::Node) -> Self {
+        let pb::Node {
+            name,
+            state,
+            facts,
+            agent_version,
+            connected_since_unix_ms,
+            last_heartbeat_unix_ms,
+            plan_generation,
+            acked_generation,
+            workloads,
+            metrics,
+            address: _,
+            certificate_expires_unix_ms,
+        } = node;
+        let pb::NodeFacts {
+            hostname,
+            os,
+            kernel,
+            arch,
+            cpus,
+            memory_bytes,
+            docker_version,
+            labels,
+            platform_os: _,
+        } = facts.clone().unwrap_or_default();
+        Self {
+            name: name.clone(),
+            state: node_state_word(*state),
+            hostname,
+            os,
+            kernel,
+            arch,
+            cpus,
+            memory_bytes,
+            docker_version,
+            labels: labels.into_iter().collect(),
+            agent_version: agent_version.clone(),
+            connected_since_unix_ms: *connected_since_unix_ms,
+            last_heartbeat_unix_ms: *last_heartbeat_unix_ms,
+            plan_generation: *plan_generation,
+            acked_generation: *acked_generation,
+            workloads: *workloads,
+            certificate_expires_unix_ms: *certificate_expires_unix_ms,
+            metrics: metrics.as_ref().map(HostMetricsJson::from),
+        }
+    }
+}
+
+pub fn node_state_word(value: i32) -> &'static str {
+    match NodeState::try_from(value).unwrap_or(NodeState::Unspecified) {
+        NodeState::Unspecified => "unspecified",
+        NodeState::Ready => "ready",
+        NodeState::Lost => "lost",
+        NodeState::Removed => "removed",
+    }
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct DeleteJson {
+    pub service: String,
+    pub env: String,
+    pub removed_instances: u32,
+    pub last_revision: u64,
+}
+
+impl DeleteJson {
+    /// The answer does not repeat the service, so the request supplies it.
+    pub fn new(service: &str, env: &str, response: &pb::DeleteResponse) -> Self {
+        let pb::DeleteResponse {
+            removed_instances,
+            last_revision,
+        } = response;
+        Self {
+            service: service.to_owned(),
+            env: if env.is_empty() { DEFAULT_ENV } else { env }.to_owned(),
+            removed_instances: *removed_instances,
+            last_revision: *last_revision,
+        }
+    }
+}
+
+/// `convoy verify -o json`.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct VerifyJson {
+    pub healthy: bool,
+    pub results: Vec<VerifyResultJson>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct VerifyResultJson {
+    pub service: String,
+    pub instance: String,
+    pub node: String,
+    pub probe: String,
+    pub healthy: bool,
+    pub output: String,
+    pub duration_ms: u64,
+}
+
+impl From<&pb::VerifyResponse> for VerifyJson {
+    fn from(r: &pb::VerifyResponse) -> Self {
+        Self {
+            healthy: r.healthy,
+            results: r
+                .results
+                .iter()
+                .map(|v| VerifyResultJson {
+                    service: v.service.clone(),
+                    instance: v.instance.clone(),
+                    node: v.node.clone(),
+                    probe: v.probe.clone(),
+                    healthy: v.healthy,
+                    output: v.output.clone(),
+                    duration_ms: v.duration_ms,
+                })
+                .collect(),
+        }
+    }
+}
