@@ -1,0 +1,496 @@
+//! `apply` and `delete`: a spec file becomes new revisions, placements
+//! and the rollouts that bring instances to them.
+
+use super::*;
+
+impl Coordinator {
+    /// Validates a spec file and, unless `dry_run`, stores a new revision of
+    /// every service whose spec changed and hands the new plans to agents.
+    pub async fn apply(
+        &self,
+        filename: &str,
+        content: &str,
+        dry_run: bool,
+        who: &str,
+    ) -> Result<pb::ApplyResponse, StateError> {
+        self.apply_in(DEFAULT_ENV, filename, content, dry_run, who)
+            .await
+    }
+
+    /// [`Self::apply`] into environment `env`.
+    pub async fn apply_in(
+        &self,
+        env: &str,
+        filename: &str,
+        content: &str,
+        dry_run: bool,
+        who: &str,
+    ) -> Result<pb::ApplyResponse, StateError> {
+        let env = if env.is_empty() { DEFAULT_ENV } else { env };
+        check_env_name(env)?;
+        let started = std::time::Instant::now();
+        let result = self.apply_inner(env, filename, content, dry_run, who).await;
+        if !dry_run {
+            self.metrics.observe_apply(started.elapsed().as_secs_f64());
+        }
+        let (response, first_steps) = result?;
+        if !response.dry_run {
+            for c in &response.services {
+                self.emit_deployed(c, who);
+            }
+            for ev in first_steps {
+                self.events.emit(ev);
+            }
+        }
+        Ok(response)
+    }
+
+    pub(super) fn emit_deployed(&self, c: &pb::ServiceChange, who: &str) {
+        let action = pb::ChangeAction::try_from(c.action).unwrap_or_default();
+        let placed = c
+            .instances
+            .iter()
+            .filter(|i| i.action != pb::ChangeAction::Unchanged as i32)
+            .count();
+        let word = match action {
+            pb::ChangeAction::Create => "created",
+            pb::ChangeAction::Update => "updated",
+            _ if placed > 0 => "rescaled",
+            _ => return,
+        };
+        self.events.emit(
+            Ev::new("service.deployed")
+                .service(&c.env, &c.service)
+                .msg(format!(
+                    "{}/{} {word}: revision {} by {who} ({} instances, {placed} changing)",
+                    c.env,
+                    c.service,
+                    c.revision,
+                    c.instances
+                        .iter()
+                        .filter(|i| i.action != pb::ChangeAction::Remove as i32)
+                        .count()
+                ))
+                .field("revision", c.revision)
+                .field("previous_revision", c.previous_revision)
+                .field("action", word)
+                .field("by", who),
+        );
+        for i in &c.instances {
+            let what = match pb::ChangeAction::try_from(i.action).unwrap_or_default() {
+                pb::ChangeAction::Create => "placed",
+                pb::ChangeAction::Replace => "replaced",
+                pb::ChangeAction::Remove => "removed",
+                pb::ChangeAction::Pending => "pending",
+                _ => continue,
+            };
+            let on = if i.node.is_empty() {
+                "no node matches yet".to_string()
+            } else {
+                format!("node {}", i.node)
+            };
+            self.events.emit(
+                Ev::new("instance.placed")
+                    .instance(&i.instance_id)
+                    .node(&i.node)
+                    .msg(format!("{} {what}: {on}", i.instance_id))
+                    .field("action", what)
+                    .field("revision", c.revision),
+            );
+        }
+    }
+
+    pub(super) async fn apply_inner(
+        &self,
+        env: &str,
+        filename: &str,
+        content: &str,
+        dry_run: bool,
+        who: &str,
+    ) -> Result<(pb::ApplyResponse, Vec<Ev>), StateError> {
+        let file = spec::parse(filename, content)?;
+        let now = now_unix_ms();
+        let mut desired = self.desired.lock().await;
+        let started = std::time::Instant::now();
+        let mut next = desired.clone();
+        let nodes = node_views(&next, &self.connected());
+        let candidates = candidates(&nodes);
+        let mut ops = Vec::new();
+        let mut changes = Vec::new();
+        let mut superseded = Vec::new();
+        for (name, new_spec) in file.services {
+            let (change, gone) = stage_service(
+                &mut next,
+                &candidates,
+                Staged {
+                    env,
+                    name: &name,
+                    spec: new_spec,
+                    who,
+                    source: filename,
+                    now,
+                },
+                &mut ops,
+            )?;
+            if let Some(rev) = gone {
+                superseded.push((name.clone(), rev, change.revision));
+            }
+            changes.push(change);
+        }
+        let response = pb::ApplyResponse {
+            services: changes,
+            warnings: file.warnings,
+            dry_run,
+        };
+        if dry_run {
+            return Ok((response, Vec::new()));
+        }
+        for (name, rev, by) in &superseded {
+            self.set_outcome(&mut ops, env, name, *rev, &format!("superseded by r{by}"))
+                .await;
+        }
+        // The first step of each rollout this apply starts (all instances
+        // at once by default) goes out with it: one copy of desired state,
+        // one plan computation and one store write, not two of each.
+        let mut first_steps = Vec::new();
+        for change in &response.services {
+            let key = (env.to_string(), change.service.clone());
+            let Some(current) = next.services.get(&key).filter(|r| {
+                r.rollout.as_ref().is_some_and(|ro| {
+                    ro.state == RolloutState::Running
+                        && ro.to_revision == r.revision
+                        && ro.switched.is_empty()
+                })
+            }) else {
+                continue;
+            };
+            let mut replan = false;
+            if let Some(rec) = self
+                .step_service(current, now, &mut ops, &mut first_steps, &mut replan)
+                .await
+            {
+                next.services.insert(key, Arc::new(rec));
+            }
+        }
+        last_write_wins(&mut ops);
+        let staged = started.elapsed();
+        let updates = compute_plans(&mut next, &mut ops, Publish::Changed);
+        let planned = started.elapsed();
+        let writes = ops.len();
+        if !ops.is_empty() {
+            self.store.apply(ops).await?;
+        }
+        *desired = next;
+        drop(desired);
+        tracing::debug!(
+            plans = updates.len(),
+            writes,
+            stage_ms = staged.as_secs_f64() * 1e3,
+            plan_ms = (planned - staged).as_secs_f64() * 1e3,
+            store_ms = (started.elapsed() - planned).as_secs_f64() * 1e3,
+            "apply stored"
+        );
+        self.publish(updates);
+        for (name, rev, by) in superseded {
+            self.emit_superseded(env, &name, rev, by);
+        }
+        Ok((response, first_steps))
+    }
+
+    /// The rollout to `rev` gave way to `by`; `apply --wait` of `rev` ends.
+    pub(super) fn emit_superseded(&self, env: &str, name: &str, rev: u64, by: u64) {
+        self.events.emit(
+            Ev::new("rollout.failed")
+                .service(env, name)
+                .field("revision", rev)
+                .field("state", "superseded")
+                .field("reason", format!("superseded by r{by}"))
+                .msg(format!(
+                    "{env}/{name}: the rollout to r{rev} is superseded by r{by}"
+                )),
+        );
+    }
+
+    /// Removes every instance of a service; its revisions stay in history.
+    pub async fn delete(&self, service: &str, env: &str) -> Result<pb::DeleteResponse, StateError> {
+        let env = if env.is_empty() { DEFAULT_ENV } else { env };
+        let mut desired = self.desired.lock().await;
+        let key = (env.to_string(), service.to_string());
+        let Some(rec) = desired.services.get(&key).filter(|r| !r.deleted) else {
+            return Err(StateError::ServiceNotFound {
+                service: service.to_string(),
+                env: env.to_string(),
+            });
+        };
+        let removed = rec.assignments.len() as u32;
+        let last_revision = rec.revision;
+        let mut next = desired.clone();
+        if let Some(rec) = next.services.get_mut(&key) {
+            let rec = Arc::make_mut(rec);
+            rec.deleted = true;
+            rec.assignments.clear();
+            rec.updated_unix_ms = now_unix_ms();
+        }
+        let mut ops = vec![Op::put_json(
+            service_key(env, service),
+            &next.services[&key],
+        )];
+        let updates = compute_plans(&mut next, &mut ops, Publish::Changed);
+        self.store.apply(ops).await?;
+        *desired = next;
+        self.publish(updates);
+        self.events.emit(
+            Ev::new("service.deleted")
+                .service(env, service)
+                .msg(format!(
+                    "{env}/{service} deleted ({removed} instances removed)"
+                ))
+                .field("revision", last_revision),
+        );
+        Ok(pb::DeleteResponse {
+            removed_instances: removed,
+            last_revision,
+        })
+    }
+}
+
+/// A unified diff of two specs, as pretty JSON (what `plan` shows).
+pub fn spec_diff(old: &ServiceSpec, new: &ServiceSpec, old_rev: u64, new_rev: u64) -> String {
+    let a = serde_json::to_string_pretty(old).unwrap_or_default() + "\n";
+    let b = serde_json::to_string_pretty(new).unwrap_or_default() + "\n";
+    similar::TextDiff::from_lines(&a, &b)
+        .unified_diff()
+        .context_radius(2)
+        .header(&format!("r{old_rev}"), &format!("r{new_rev}"))
+        .to_string()
+}
+
+/// One service of an apply (or a rollback): what to store.
+pub(super) struct Staged<'a> {
+    pub(super) env: &'a str,
+    pub(super) name: &'a str,
+    pub(super) spec: ServiceSpec,
+    pub(super) who: &'a str,
+    pub(super) source: &'a str,
+    pub(super) now: i64,
+}
+
+/// Stages a new spec for one service in `next`: placement, a new revision
+/// when the spec changed, and the rollout that brings instances to it.
+/// Returns the change, and the revision whose rollout it superseded.
+pub(super) fn stage_service(
+    next: &mut Desired,
+    candidates: &[Candidate<'_>],
+    st: Staged<'_>,
+    ops: &mut Vec<Op>,
+) -> Result<(pb::ServiceChange, Option<u64>), StateError> {
+    let Staged {
+        env,
+        name,
+        spec: new_spec,
+        who,
+        source,
+        now,
+    } = st;
+    let key = (env.to_string(), name.to_string());
+    let old = next.services.get(&key).filter(|r| !r.deleted).cloned();
+    let old_assign = old
+        .as_ref()
+        .map(|o| o.assignments.clone())
+        .unwrap_or_default();
+    let in_env = in_env(candidates, env);
+    let assignments = placement::place(&new_spec, &old_assign, &in_env);
+    let (action, revision, previous, fields) = match &old {
+        Some(o) if o.spec == new_spec => (
+            pb::ChangeAction::Unchanged,
+            o.revision,
+            o.revision,
+            Vec::new(),
+        ),
+        Some(o) => (
+            pb::ChangeAction::Update,
+            o.revision + 1,
+            o.revision,
+            spec::changed_fields(&o.spec, &new_spec),
+        ),
+        None => {
+            let last = next.services.get(&key).map(|r| r.revision).unwrap_or(0);
+            (pb::ChangeAction::Create, last + 1, last, Vec::new())
+        }
+    };
+    let new_hash = new_spec.spec_hash();
+    let old_hash = old.as_ref().map(|o| o.spec.spec_hash());
+    let instances = instance_changes(
+        env,
+        name,
+        &old_assign,
+        old_hash.as_deref(),
+        &assignments,
+        &new_hash,
+    );
+    let diff = match (&old, action) {
+        (Some(o), pb::ChangeAction::Update) => spec_diff(&o.spec, &new_spec, previous, revision),
+        _ => String::new(),
+    };
+    let change = pb::ServiceChange {
+        service: name.to_string(),
+        env: env.to_string(),
+        action: action as i32,
+        revision,
+        previous_revision: previous,
+        instances,
+        changed_fields: fields,
+        diff,
+    };
+    if action == pb::ChangeAction::Unchanged && assignments == old_assign {
+        return Ok((change, None));
+    }
+    // The rollout that brings the instances to the new spec.
+    let mut superseded = None;
+    let rollout = match &old {
+        Some(o) if old_hash.as_deref() != Some(new_hash.as_str()) => {
+            // A rollout still under way (or failed and left as it was) is
+            // superseded: instances it had not switched keep the revision
+            // it started from, those it had switched go straight to the new
+            // one (in the same batch), as Nomad and Kubernetes do.
+            match o.rollout.as_ref().filter(|r| r.state.is_active()) {
+                Some(r) => {
+                    superseded = Some(r.to_revision);
+                    let mut nr = Rollout::new(
+                        r.from_revision,
+                        revision,
+                        r.from_spec.clone(),
+                        new_spec.deploy.update.clone(),
+                        now,
+                    );
+                    nr.switched = r.switched.keys().map(|i| (*i, now)).collect();
+                    nr.blue = r.blue.clone();
+                    nr.promoted = r.from_revision == 0;
+                    Some(nr)
+                }
+                None => Some(Rollout::new(
+                    o.revision,
+                    revision,
+                    o.spec.clone(),
+                    new_spec.deploy.update.clone(),
+                    now,
+                )),
+            }
+        }
+        // Same containers: whatever rollout there was goes on.
+        Some(o) => o.rollout.clone(),
+        // A new service: every instance is new, and its gates still tell
+        // whether the deployment worked.
+        None => {
+            let mut r = Rollout::new(
+                0,
+                revision,
+                new_spec.clone(),
+                new_spec.deploy.update.clone(),
+                now,
+            );
+            // Nothing to compare with: no canary phase, every instance new.
+            r.promoted = true;
+            for index in assignments.keys() {
+                r.switched.insert(*index, now);
+            }
+            Some(r)
+        }
+    };
+    // Blue-green: the new set runs beside the old one, under free numbers.
+    let mut assignments = assignments;
+    let mut rollout = rollout;
+    if let Some(r) = rollout.as_mut().filter(|r| {
+        r.policy.strategy == spec::Strategy::BlueGreen
+            && r.from_revision != 0
+            && r.switched.is_empty()
+            && r.blue.is_empty()
+    }) {
+        let fresh = placement::place(&new_spec, &Assignments::new(), &in_env);
+        r.blue = assignments.keys().copied().collect();
+        let free: Vec<u32> = (1u32..)
+            .filter(|i| !assignments.contains_key(i))
+            .take(fresh.len())
+            .collect();
+        for (index, node) in free.into_iter().zip(fresh.into_values()) {
+            assignments.insert(index, node);
+            r.switched.insert(index, now);
+        }
+    }
+    let created = next
+        .services
+        .get(&key)
+        .map(|r| r.created_unix_ms)
+        .unwrap_or(now);
+    if action != pb::ChangeAction::Unchanged {
+        ops.push(Op::put_json(
+            revision_key(env, name, revision),
+            &RevisionRecord {
+                revision,
+                spec: new_spec.clone(),
+                created_unix_ms: now,
+                created_by: who.to_string(),
+                source: source.to_string(),
+                outcome: String::new(),
+            },
+        ));
+    }
+    let rec = ServiceRecord {
+        env: env.to_string(),
+        name: name.to_string(),
+        revision,
+        spec: new_spec,
+        deleted: false,
+        assignments,
+        created_unix_ms: created,
+        updated_unix_ms: now,
+        rollout,
+    };
+    ops.push(Op::put_json(service_key(env, name), &rec));
+    next.services.insert(key, Arc::new(rec));
+    Ok((change, superseded))
+}
+
+/// What an apply does to each instance, node by node.
+pub(super) fn instance_changes(
+    env: &str,
+    service: &str,
+    old: &Assignments,
+    old_hash: Option<&str>,
+    new: &Assignments,
+    new_hash: &str,
+) -> Vec<pb::InstanceChange> {
+    use pb::ChangeAction as A;
+    let mut out = Vec::new();
+    let mut push = |index: u32, node: &Option<String>, action: A| {
+        out.push(pb::InstanceChange {
+            instance_id: workload_id(env, service, index),
+            node: node.clone().unwrap_or_default(),
+            action: action as i32,
+        })
+    };
+    let indices: std::collections::BTreeSet<u32> = old.keys().chain(new.keys()).copied().collect();
+    for index in indices {
+        match (old.get(&index), new.get(&index)) {
+            (None, Some(n)) => push(index, n, if n.is_some() { A::Create } else { A::Pending }),
+            (Some(o), None) => {
+                if o.is_some() {
+                    push(index, o, A::Remove)
+                }
+            }
+            (Some(o), Some(n)) if o == n => match n {
+                None => push(index, n, A::Pending),
+                Some(_) if old_hash == Some(new_hash) => push(index, n, A::Unchanged),
+                Some(_) => push(index, n, A::Replace),
+            },
+            (Some(o), Some(n)) => {
+                if o.is_some() {
+                    push(index, o, A::Remove);
+                }
+                push(index, n, if n.is_some() { A::Create } else { A::Pending });
+            }
+            (None, None) => {}
+        }
+    }
+    out
+}

@@ -1,0 +1,199 @@
+//! What agents say on their stream: heartbeats, acks, status reports and
+//! events, turned into live state and cluster events.
+
+use super::*;
+
+impl Coordinator {
+    /// Takes one message from an agent's stream.
+    pub fn handle(&self, node: &str, conn_id: u64, msg: pb::AgentMessage) {
+        use pb::agent_message::Msg;
+        // Events are built under the lock and sent after it.
+        let mut out = Vec::new();
+        let mut guard = self.live();
+        let Live { nodes, plans } = &mut *guard;
+        let Some(n) = nodes.get_mut(node) else {
+            return;
+        };
+        if n.session.as_ref().is_none_or(|s| s.conn_id != conn_id) {
+            return; // a replaced session's late message
+        }
+        // Any message shows the agent alive: agents send a heartbeat only
+        // after an interval in which they sent nothing else.
+        if n.silent {
+            n.silent = false;
+            tracing::info!(node, "node ready again: heartbeats resumed");
+            out.push(
+                Ev::new("node.ready")
+                    .node(node)
+                    .msg(format!("node {node} ready again: heartbeats resumed"))
+                    .field("reason", "heartbeat"),
+            );
+        }
+        n.last_heartbeat_unix_ms = now_unix_ms();
+        match msg.msg {
+            Some(Msg::Heartbeat(hb)) => {
+                if let Some(m) = &hb.metrics {
+                    let due = n.history.back().is_none_or(|s| {
+                        n.last_heartbeat_unix_ms - s.unix_ms >= HISTORY_STEP_MS - 50
+                    });
+                    if due {
+                        if n.history.len() == HISTORY {
+                            n.history.pop_front();
+                        }
+                        n.history.push_back(Sample {
+                            unix_ms: n.last_heartbeat_unix_ms,
+                            cpu_percent: m.cpu_percent as f32,
+                            memory_used_kib: u32::try_from(m.memory_used_bytes / 1024)
+                                .unwrap_or(u32::MAX),
+                        });
+                    }
+                }
+                n.metrics = hb.metrics;
+            }
+            Some(Msg::Ack(ack)) => match ack.target.clone() {
+                Some(pb::ack::Target::PlanGeneration(g)) => {
+                    if ack.ok {
+                        n.acked_generation = g;
+                    } else {
+                        tracing::warn!(node, generation = g, error = %ack.error, "agent rejected a plan");
+                    }
+                }
+                Some(pb::ack::Target::CommandId(id)) => {
+                    tracing::debug!(node, command = %id, ok = ack.ok, "command acknowledged");
+                    let waiter = self
+                        .pending
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&(node.to_string(), id));
+                    if let Some(w) = waiter {
+                        let _ = w.send(ack);
+                    }
+                }
+                None => {}
+            },
+            Some(Msg::Status(report)) => {
+                let mut previous = if report.full_snapshot {
+                    std::mem::take(&mut n.workloads)
+                } else {
+                    HashMap::new()
+                };
+                for id in report.removed {
+                    if n.workloads.remove(&id).is_some() {
+                        Self::emit_removed(&mut out, node, &id);
+                    }
+                }
+                // Events only for the node's own instances: what it reports
+                // of others is stored but never shown (see `status`).
+                let plan = plans.get(node).and_then(|p| p.borrow().clone());
+                let planned = |id: &str| {
+                    plan.as_ref()
+                        .is_some_and(|p| p.workloads.iter().any(|w| w.id == id))
+                };
+                for w in report.workloads {
+                    let prev = previous.remove(&w.id).or_else(|| n.workloads.remove(&w.id));
+                    if prev.is_some() || planned(&w.id) {
+                        Self::emit_changes(&mut out, node, prev.as_ref(), &w);
+                    }
+                    n.workloads.insert(w.id.clone(), w);
+                }
+                for id in previous.keys() {
+                    Self::emit_removed(&mut out, node, id);
+                }
+                self.status_changed.notify_one();
+            }
+            Some(Msg::Event(ev)) => {
+                tracing::info!(node, workload = %ev.workload_id, kind = %ev.kind, "{}", ev.message);
+                // Health transitions come with the status report (with the
+                // probe's output); the rest are forwarded as they are.
+                if !matches!(ev.kind.as_str(), "healthy" | "unhealthy") {
+                    self.events.emit(
+                        Ev::new(&format!("instance.{}", ev.kind))
+                            .instance(&ev.workload_id)
+                            .node(node)
+                            .msg(format!("{}: {}", ev.workload_id, ev.message)),
+                    );
+                }
+            }
+            Some(Msg::Pong(_)) => {
+                // Timed by the session itself.
+            }
+            Some(Msg::Renew(_)) => {
+                // Answered by the session itself (it needs the CA).
+            }
+            Some(Msg::Hello(_)) => {
+                tracing::warn!(node, "ignoring a second Hello on one stream");
+            }
+            None => {}
+        }
+        drop(guard);
+        for ev in out {
+            self.events.emit(ev);
+        }
+    }
+
+    pub(super) fn emit_removed(out: &mut Vec<Ev>, node: &str, id: &str) {
+        out.push(
+            Ev::new("instance.state")
+                .instance(id)
+                .node(node)
+                .msg(format!("{id} on {node}: removed"))
+                .field("state", "removed"),
+        );
+    }
+
+    /// Instance state and health transitions, from one status report.
+    pub(super) fn emit_changes(
+        out: &mut Vec<Ev>,
+        node: &str,
+        prev: Option<&pb::WorkloadStatus>,
+        w: &pb::WorkloadStatus,
+    ) {
+        let state = crate::metrics::workload_state(w.state);
+        if prev.is_none_or(|p| p.state != w.state || p.spec_hash != w.spec_hash) {
+            let previous = prev.map(|p| crate::metrics::workload_state(p.state));
+            let mut ev = Ev::new("instance.state")
+                .instance(&w.id)
+                .node(node)
+                .msg(if w.reason.is_empty() {
+                    format!("{} on {node}: {state} (revision {})", w.id, w.revision)
+                } else {
+                    format!(
+                        "{} on {node}: {state} (revision {}): {}",
+                        w.id, w.revision, w.reason
+                    )
+                })
+                .field("state", state)
+                .field("revision", w.revision);
+            if let Some(p) = previous {
+                ev = ev.field("previous", p);
+            }
+            if !w.reason.is_empty() {
+                ev = ev.field("reason", &w.reason);
+            }
+            out.push(ev);
+        }
+        let health = crate::metrics::health(w.health);
+        let prev_health = prev.map(|p| p.health).unwrap_or_default();
+        if prev_health != w.health {
+            let mut ev = Ev::new("instance.health")
+                .instance(&w.id)
+                .node(node)
+                .field("health", health)
+                .field("previous", crate::metrics::health(prev_health));
+            let message = if w.health == pb::Health::Unhealthy as i32 {
+                ev = ev
+                    .field("probe", &w.failing_probe)
+                    .field("output", &w.health_output);
+                format!(
+                    "{} on {node}: unhealthy ({}: {})",
+                    w.id,
+                    w.failing_probe,
+                    w.health_output.trim()
+                )
+            } else {
+                format!("{} on {node}: {health}", w.id)
+            };
+            out.push(ev.msg(message));
+        }
+    }
+}

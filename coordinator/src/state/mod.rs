@@ -1,0 +1,219 @@
+//! The coordinator's state. Desired state (services, revisions, placement,
+//! node plans) is durable in the store and changed only under one async lock,
+//! store first, memory second. Live state (agent sessions, reported workload
+//! status, heartbeats) is memory only: agents resend a full snapshot after
+//! every reconnect, so a restart loses nothing.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use convoy_proto as pb;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    events::{Ev, EventBus},
+    metrics::Metrics,
+    placement::{self, Assignments, Candidate},
+    rollout::{self, Effect, InstanceView, Rollout, RolloutState},
+    spec::{self, ServiceSpec},
+    store::{self, Op, Store, StoreError},
+    tls::Revoked,
+};
+
+mod apply;
+mod envs;
+mod live;
+mod messages;
+mod plans;
+mod records;
+mod register;
+mod rollouts;
+mod verify;
+mod views;
+
+pub use apply::spec_diff;
+pub use envs::{check_env_name, node_serves, ENV_LABEL};
+pub use live::{Liveness, MetricSample, HISTORY};
+pub use records::{
+    EnrollRecord, Facts, NodeRecord, PlanRecord, RevisionRecord, RevokedRecord, ServiceRecord,
+};
+pub use register::SessionHandle;
+pub use rollouts::RolloutCommand;
+pub use views::rollout_info;
+
+#[allow(unused_imports)]
+use self::{
+    apply::*, envs::*, live::*, messages::*, plans::*, records::*, register::*, verify::*, views::*,
+};
+
+/// The environment of services whose spec names none.
+pub use convoy_api::env::DEFAULT_ENV;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{0}")]
+    Spec(#[from] spec::SpecError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("service `{service}` not found in environment `{env}`")]
+    ServiceNotFound { service: String, env: String },
+    #[error("node `{0}` not found")]
+    NodeNotFound(String),
+    #[error("the certificate of node `{0}` is revoked")]
+    Revoked(String),
+    /// A rollout blocks the request (in progress, nothing to promote, ...).
+    #[error("{0}")]
+    Rollout(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Desired state. Changes are made on a copy that replaces the original
+/// once stored, so copying must be cheap at 10,000 nodes: the per-node maps
+/// and each service record are shared (`Arc`) and copied on write.
+#[derive(Debug, Clone, Default)]
+struct Desired {
+    services: BTreeMap<(String, String), Arc<ServiceRecord>>,
+    nodes: Arc<BTreeMap<String, NodeRecord>>,
+    plans: Arc<BTreeMap<String, PlanRecord>>,
+    /// The highest generation handed out (see [`PLAN_GENERATION_KEY`]).
+    plan_generation: u64,
+    enrolled: Arc<BTreeMap<String, EnrollRecord>>,
+}
+
+pub struct Coordinator {
+    store: Arc<dyn Store>,
+    desired: tokio::sync::Mutex<Desired>,
+    live: Mutex<Live>,
+    registering: Mutex<Vec<Registration>>,
+    next_conn: AtomicU64,
+    pub heartbeat_interval: Duration,
+    lost_after: Duration,
+    shutdown: CancellationToken,
+    revoked: Revoked,
+    events: EventBus,
+    metrics: Metrics,
+    /// Commands sent to agents, waiting for their Ack.
+    /// Keyed by (node, command id): a node answers only its own commands.
+    pending: Mutex<HashMap<(String, String), oneshot::Sender<pb::Ack>>>,
+    next_command: AtomicU64,
+    /// Woken when agents report status, so rollouts step at once.
+    pub status_changed: tokio::sync::Notify,
+}
+
+pub use convoy_api::clock::now_unix_ms;
+
+/// Keeps only the last write of each key in a batch (a record staged and
+/// then stepped in the same apply is serialized and written once).
+fn last_write_wins(ops: &mut Vec<Op>) {
+    let mut seen = std::collections::HashSet::new();
+    let keep: Vec<bool> = ops
+        .iter()
+        .rev()
+        .map(|op| match op {
+            Op::Put(k, _) | Op::Delete(k) => seen.insert(k.clone()),
+        })
+        .collect();
+    let mut keep = keep.into_iter().rev();
+    ops.retain(|_| keep.next().unwrap_or(true));
+}
+
+impl Coordinator {
+    /// Loads desired state from the store and prepares every node's plan.
+    pub async fn load(
+        store: Arc<dyn Store>,
+        liveness: Liveness,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, StateError> {
+        let mut desired = Desired::default();
+        for (_, rec) in store::scan_json::<ServiceRecord>(&*store, "services/").await? {
+            desired
+                .services
+                .insert((rec.env.clone(), rec.name.clone()), Arc::new(rec));
+        }
+        for (_, rec) in store::scan_json::<NodeRecord>(&*store, "nodes/").await? {
+            Arc::make_mut(&mut desired.nodes).insert(rec.name.clone(), rec);
+        }
+        let mut ops = Vec::new();
+        desired.plan_generation = store::get_json::<u64>(&*store, PLAN_GENERATION_KEY)
+            .await?
+            .unwrap_or(0);
+        for (key, rec) in store::scan_json::<PlanRecord>(&*store, "plans/").await? {
+            desired.plan_generation = desired.plan_generation.max(rec.generation);
+            ops.push(Op::Delete(key));
+        }
+        for (_, rec) in store::scan_json::<EnrollRecord>(&*store, "enrolled/").await? {
+            Arc::make_mut(&mut desired.enrolled).insert(rec.node.clone(), rec);
+        }
+        let revoked: std::collections::HashSet<String> =
+            store::scan_json::<RevokedRecord>(&*store, "revoked/")
+                .await?
+                .into_iter()
+                .map(|(_, r)| r.fingerprint)
+                .collect();
+        let coord = Arc::new(Self {
+            store,
+            desired: tokio::sync::Mutex::new(Desired::default()),
+            live: Mutex::new(Live::default()),
+            registering: Mutex::new(Vec::new()),
+            next_conn: AtomicU64::new(1),
+            heartbeat_interval: liveness.heartbeat,
+            lost_after: liveness.lost_after,
+            shutdown,
+            revoked: Arc::new(std::sync::RwLock::new(revoked)),
+            events: EventBus::default(),
+            metrics: Metrics::default(),
+            pending: Mutex::new(HashMap::new()),
+            next_command: AtomicU64::new(1),
+            status_changed: tokio::sync::Notify::new(),
+        });
+        let updates = compute_plans(&mut desired, &mut ops, Publish::All);
+        if !ops.is_empty() {
+            coord.store.apply(ops).await?;
+        }
+        let mut guard = coord.desired.lock().await;
+        *guard = desired;
+        coord.publish(updates);
+        drop(guard);
+        Ok(coord)
+    }
+
+    /// The cluster event stream.
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Whether the coordinator is serving (store loaded, not shutting down).
+    pub fn ready(&self) -> bool {
+        !self.shutdown.is_cancelled()
+    }
+
+    /// The revoked certificate fingerprints, for the TLS verifier.
+    pub fn revoked(&self) -> Revoked {
+        self.revoked.clone()
+    }
+
+    fn is_revoked(&self, fingerprint: &str) -> bool {
+        self.revoked
+            .read()
+            .map(|set| set.contains(fingerprint))
+            .unwrap_or(true)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,501 @@
+//! Agents joining and leaving: group-committed session registration,
+//! certificate renewal, enrolment and node removal.
+
+use super::*;
+
+/// An agent session waiting to be registered (see [`Coordinator::register`]).
+pub(super) struct Registration {
+    pub(super) node: String,
+    pub(super) certificate: String,
+    pub(super) certificate_expires_unix_ms: i64,
+    pub(super) hello: pb::Hello,
+    pub(super) address: Option<SocketAddr>,
+    pub(super) reply: oneshot::Sender<Result<SessionHandle, StateError>>,
+}
+
+/// What a newly registered agent session needs.
+pub struct SessionHandle {
+    pub conn_id: u64,
+    pub plan_rx: watch::Receiver<Option<Arc<pb::NodePlan>>>,
+    /// Everything else the coordinator sends on the stream: commands,
+    /// and the session's own pings and renewal answers.
+    pub commands_rx: mpsc::Receiver<Box<pb::CoordinatorMessage>>,
+    pub commands: mpsc::Sender<Box<pb::CoordinatorMessage>>,
+    pub cancel: CancellationToken,
+}
+
+impl Coordinator {
+    /// Registers an agent session for `node` (named by its certificate).
+    /// A newer session of the same node replaces the older one.
+    ///
+    /// Registrations are group-committed: each queues itself, and whoever
+    /// holds the desired-state lock registers everything queued in one pass
+    /// (one clone of desired state, one placement, one plan computation, one
+    /// store write), so a reconnect storm of N agents costs O(N) per batch,
+    /// not per agent.
+    pub async fn register(
+        &self,
+        node: &str,
+        certificate: &str,
+        certificate_expires_unix_ms: i64,
+        hello: pb::Hello,
+        address: Option<SocketAddr>,
+    ) -> Result<SessionHandle, StateError> {
+        // The TLS verifier refuses revoked certificates already; this also
+        // covers a revocation that raced with the handshake.
+        if self.is_revoked(certificate) {
+            return Err(StateError::Revoked(node.to_string()));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.registering
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Registration {
+                node: node.to_string(),
+                certificate: certificate.to_string(),
+                certificate_expires_unix_ms,
+                hello,
+                address,
+                reply,
+            });
+        let mut answer = std::pin::pin!(answer);
+        loop {
+            // Whoever gets the lock registers everything queued; a caller
+            // whose registration someone else's batch took leaves the lock's
+            // queue as soon as its answer is in, instead of taking the lock
+            // (and the next batch) in turn: under a storm, waiting callers
+            // would otherwise each hold the lock for a batch of newcomers,
+            // and answers would come out at the rate of batches.
+            tokio::select! {
+                biased;
+                answer = &mut answer => {
+                    return answer.unwrap_or_else(|_| {
+                        Err(StateError::Invalid(
+                            "the coordinator is shutting down".into(),
+                        ))
+                    });
+                }
+                mut desired = self.desired.lock() => {
+                    let batch = std::mem::take(
+                        &mut *self.registering.lock().unwrap_or_else(|p| p.into_inner()),
+                    );
+                    if !batch.is_empty() {
+                        self.register_batch(&mut desired, batch).await;
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) async fn register_batch(&self, desired: &mut Desired, batch: Vec<Registration>) {
+        let started = std::time::Instant::now();
+        let sessions = batch.len();
+        let now = now_unix_ms();
+        // The batch's node records, staged beside desired state (which is
+        // only cloned when placement or plans may change, below).
+        let mut staged: BTreeMap<String, NodeRecord> = BTreeMap::new();
+        let mut ops = Vec::new();
+        let mut done = Vec::with_capacity(batch.len());
+        for r in batch {
+            let Registration {
+                node,
+                certificate,
+                certificate_expires_unix_ms,
+                hello,
+                address,
+                reply,
+            } = r;
+            let pb::Hello {
+                facts,
+                agent_version,
+                last_applied_generation: _,
+            } = hello;
+            let mut facts: Facts = facts.unwrap_or_default().into();
+            if let Some(e) = desired.enrolled.get(&node) {
+                facts
+                    .labels
+                    .extend(e.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            let old = staged.get(&node).or_else(|| desired.nodes.get(&node));
+            let first_time = old.is_none();
+            let mut record = match old {
+                Some(old) => NodeRecord {
+                    facts,
+                    agent_version,
+                    last_seen_unix_ms: now,
+                    removed_unix_ms: 0,
+                    ..old.clone()
+                },
+                None => NodeRecord {
+                    name: node.to_string(),
+                    facts,
+                    agent_version,
+                    first_seen_unix_ms: now,
+                    last_seen_unix_ms: now,
+                    certificates: Vec::new(),
+                    removed_unix_ms: 0,
+                    certificate_expires_unix_ms: 0,
+                },
+            };
+            record.certificate_expires_unix_ms = certificate_expires_unix_ms;
+            remember_certificate(&mut record, &certificate);
+            ops.push(Op::put_json(format!("nodes/{node}"), &record));
+            staged.insert(node.to_string(), record);
+
+            let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+            let cancel = self.shutdown.child_token();
+            let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+            let address = address.map(|a| a.to_string()).unwrap_or_default();
+            let (previous, was_ready) = {
+                let mut live = self.live();
+                let entry = live.nodes.entry(node.to_string()).or_default();
+                let was_ready = entry.ready();
+                entry.last_heartbeat_unix_ms = now;
+                entry.silent = false;
+                let previous = entry.session.replace(SessionInfo {
+                    conn_id,
+                    connected_since_unix_ms: now,
+                    address: address.clone(),
+                    cancel: cancel.clone(),
+                    commands: commands.clone(),
+                });
+                (previous, was_ready)
+            };
+            if first_time {
+                self.events.emit(
+                    Ev::new("node.joined")
+                        .node(&node)
+                        .msg(format!("node {node} joined from {address}"))
+                        .field("address", &address),
+                );
+            } else if !was_ready {
+                self.events.emit(
+                    Ev::new("node.ready")
+                        .node(&node)
+                        .msg(format!("node {node} connected from {address}"))
+                        .field("reason", "connected")
+                        .field("address", &address),
+                );
+            }
+            if let Some(old) = previous {
+                tracing::info!(
+                    node,
+                    old_conn = old.conn_id,
+                    "a newer session replaces the old one"
+                );
+                old.cancel.cancel();
+            }
+            done.push((node, conn_id, cancel, (commands, commands_rx), reply));
+        }
+
+        // Instances waiting for a node, and global services, may land here.
+        let staged_at = started.elapsed();
+        // Instances waiting for a node, and global services, may land on
+        // these nodes; nodes coming back as they were change nothing (the
+        // usual case in a reconnect storm), so placement and plans, O(all
+        // nodes), are skipped for them.
+        let next = if may_place(desired, &staged) {
+            let mut next = desired.clone();
+            Arc::make_mut(&mut next.nodes).extend(staged);
+            let connected = self.connected();
+            replace_all(&mut next, &connected, &mut ops);
+            let updates = compute_plans(&mut next, &mut ops, Publish::Changed);
+            Registered::Replanned(Box::new(next), updates)
+        } else {
+            // Nothing can be placed on them: nodes new to the coordinator
+            // get an empty plan under one fresh generation.
+            let mut plans = Vec::new();
+            let fresh = desired.plan_generation + 1;
+            for node in staged.keys().filter(|n| !desired.plans.contains_key(*n)) {
+                let record = PlanRecord {
+                    generation: fresh,
+                    hash: plan_hash(&[]),
+                };
+                plans.push((node.clone(), record));
+            }
+            if !plans.is_empty() {
+                ops.push(Op::put_json(PLAN_GENERATION_KEY, &fresh));
+            }
+            Registered::Nodes(staged, plans)
+        };
+        let planned = started.elapsed();
+        let writes = ops.len();
+        if let Err(e) = self.store.apply(ops).await {
+            let e = Arc::new(e);
+            for (node, conn_id, _, _, reply) in done {
+                self.disconnect(&node, conn_id);
+                let _ = reply.send(Err(StoreError::Shared(e.clone()).into()));
+            }
+            return;
+        }
+        let updates = match next {
+            Registered::Replanned(next, updates) => {
+                *desired = *next;
+                updates
+            }
+            Registered::Nodes(staged, plans) => {
+                Arc::make_mut(&mut desired.nodes).extend(staged);
+                let mut updates = Vec::with_capacity(plans.len());
+                for (node, record) in plans {
+                    desired.plan_generation = record.generation;
+                    let plan = pb::NodePlan {
+                        generation: record.generation,
+                        workloads: Vec::new(),
+                    };
+                    updates.push((node.clone(), Arc::new(plan)));
+                    Arc::make_mut(&mut desired.plans).insert(node, record);
+                }
+                updates
+            }
+        };
+        tracing::debug!(
+            sessions,
+            plans = updates.len(),
+            writes,
+            stage_ms = staged_at.as_secs_f64() * 1e3,
+            plan_ms = (planned - staged_at).as_secs_f64() * 1e3,
+            store_ms = (started.elapsed() - planned).as_secs_f64() * 1e3,
+            "registrations stored"
+        );
+        self.publish(updates);
+        let mut gone = Vec::new();
+        let mut live = self.live();
+        for (node, conn_id, cancel, (commands, commands_rx), reply) in done {
+            let plan_rx = live
+                .plans
+                .entry(node.clone())
+                .or_insert_with(|| {
+                    watch::channel(Some(Arc::new(pb::NodePlan {
+                        generation: 0,
+                        workloads: Vec::new(),
+                    })))
+                    .0
+                })
+                .subscribe();
+            let handle = SessionHandle {
+                conn_id,
+                plan_rx,
+                commands_rx,
+                commands,
+                cancel,
+            };
+            // The caller gave up (its stream closed) while queued: undo its
+            // session so the node does not look connected.
+            if let Err(Ok(handle)) = reply.send(Ok(handle)) {
+                handle.cancel.cancel();
+                gone.push((node, conn_id));
+            }
+        }
+        drop(live);
+        for (node, conn_id) in gone {
+            self.disconnect(&node, conn_id);
+        }
+    }
+
+    /// Records a certificate the node renewed to, so that removing the node
+    /// revokes it too.
+    pub async fn renewed(
+        &self,
+        node: &str,
+        certificate: &str,
+        expires_unix_ms: i64,
+    ) -> Result<(), StateError> {
+        let mut desired = self.desired.lock().await;
+        let Some(mut record) = desired.nodes.get(node).cloned() else {
+            return Err(StateError::NodeNotFound(node.to_string()));
+        };
+        if record.removed_unix_ms != 0 {
+            return Err(StateError::Revoked(node.to_string()));
+        }
+        remember_certificate(&mut record, certificate);
+        record.certificate_expires_unix_ms = expires_unix_ms;
+        self.store
+            .apply(vec![Op::put_json(format!("nodes/{node}"), &record)])
+            .await?;
+        Arc::make_mut(&mut desired.nodes).insert(node.to_string(), record);
+        Ok(())
+    }
+
+    /// Whether a node of that name is known and not removed (a join under
+    /// its name would impersonate it).
+    pub async fn node_is_active(&self, node: &str) -> bool {
+        self.desired
+            .lock()
+            .await
+            .nodes
+            .get(node)
+            .is_some_and(|n| n.removed_unix_ms == 0)
+    }
+
+    /// Records that `node` enrolled with a join token and takes its labels.
+    pub async fn enroll(
+        &self,
+        node: &str,
+        token_id: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), StateError> {
+        let mut desired = self.desired.lock().await;
+        let rec = EnrollRecord {
+            node: node.to_string(),
+            token_id: token_id.to_string(),
+            labels: labels.clone(),
+            enrolled_unix_ms: now_unix_ms(),
+        };
+        self.store
+            .apply(vec![Op::put_json(format!("enrolled/{node}"), &rec)])
+            .await?;
+        Arc::make_mut(&mut desired.enrolled).insert(node.to_string(), rec);
+        Ok(())
+    }
+
+    /// Revokes every certificate the node connected with, ends its stream at
+    /// once and marks its instances lost. The node may come back only with a
+    /// new certificate.
+    pub async fn remove_node(&self, node: &str) -> Result<pb::RemoveNodeResponse, StateError> {
+        let mut desired = self.desired.lock().await;
+        let Some(record) = desired.nodes.get(node).cloned() else {
+            return Err(StateError::NodeNotFound(node.to_string()));
+        };
+        let now = now_unix_ms();
+        let mut ops = Vec::new();
+        for fp in &record.certificates {
+            ops.push(Op::put_json(
+                format!("revoked/{fp}"),
+                &RevokedRecord {
+                    fingerprint: fp.clone(),
+                    node: node.to_string(),
+                    revoked_unix_ms: now,
+                },
+            ));
+        }
+        let updated = NodeRecord {
+            removed_unix_ms: now,
+            ..record.clone()
+        };
+        ops.push(Op::put_json(format!("nodes/{node}"), &updated));
+        self.store.apply(ops).await?;
+        Arc::make_mut(&mut desired.nodes).insert(node.to_string(), updated);
+        if let Ok(mut set) = self.revoked.write() {
+            set.extend(record.certificates.iter().cloned());
+        }
+        let lost = desired
+            .services
+            .values()
+            .filter(|r| !r.deleted)
+            .flat_map(|r| r.assignments.values())
+            .filter(|n| n.as_deref() == Some(node))
+            .count() as u32;
+        let session = {
+            let mut live = self.live();
+            live.nodes.remove(node).and_then(|n| n.session)
+        };
+        if let Some(s) = session {
+            s.cancel.cancel();
+        }
+        self.events.emit(
+            Ev::new("node.removed")
+                .node(node)
+                .msg(format!(
+                    "node {node} removed: {} certificates revoked, {lost} instances lost",
+                    record.certificates.len()
+                ))
+                .field("lost_instances", lost),
+        );
+        tracing::warn!(
+            node,
+            certificates = record.certificates.len(),
+            lost,
+            "node removed; its certificates are revoked"
+        );
+        Ok(pb::RemoveNodeResponse {
+            lost_instances: lost,
+            revoked_certificates: record.certificates.len() as u32,
+        })
+    }
+}
+
+/// What a batch of registrations changes in desired state.
+pub(super) enum Registered {
+    /// Placement and plans were run again on a copy.
+    Replanned(Box<Desired>, Vec<(String, Arc<pb::NodePlan>)>),
+    /// Only these node records, and the empty plans of nodes new here.
+    Nodes(BTreeMap<String, NodeRecord>, Vec<(String, PlanRecord)>),
+}
+
+/// Whether registering the `staged` node records may change placement or
+/// plans. Placement never moves an instance that has a node, so nodes that
+/// come back as they were (not removed, same facts), and nodes new here,
+/// change nothing unless an instance waits for a node: a replicated
+/// service with an unplaced instance, or a global one that one of these
+/// nodes is eligible for and has no instance of.
+pub(super) fn may_place(desired: &Desired, staged: &BTreeMap<String, NodeRecord>) -> bool {
+    let changed = staged.iter().any(|(name, record)| {
+        let known = desired.nodes.get(name);
+        known.is_some_and(|old| old.removed_unix_ms != 0 || old.facts != record.facts)
+            || known.is_some() != desired.plans.contains_key(name)
+    });
+    if changed {
+        return true;
+    }
+    desired.services.values().filter(|r| !r.deleted).any(|rec| {
+        if rec
+            .rollout
+            .as_ref()
+            .is_some_and(|r| r.state.is_active() && r.has_blue())
+        {
+            return false;
+        }
+        if rec.assignments.values().any(Option::is_none) {
+            return true;
+        }
+        if !rec.spec.is_global() {
+            return rec.assignments.len() != rec.spec.replicas() as usize;
+        }
+        let placed: std::collections::HashSet<&str> = rec
+            .assignments
+            .values()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        staged.iter().any(|(name, record)| {
+            if placed.contains(name.as_str()) {
+                return false;
+            }
+            let facts = pb::NodeFacts::from(&record.facts);
+            node_serves(&facts, &rec.env)
+                && rec
+                    .spec
+                    .constraints()
+                    .iter()
+                    .all(|k| k.matches(name, &facts))
+        })
+    })
+}
+
+/// Re-runs placement for every live service (new nodes may take pending
+/// instances or global ones); existing assignments never move here.
+pub(super) fn replace_all(
+    next: &mut Desired,
+    connected: &HashMap<String, bool>,
+    ops: &mut Vec<Op>,
+) {
+    let nodes = node_views(next, connected);
+    let candidates = candidates(&nodes);
+    for rec in next.services.values_mut().filter(|r| !r.deleted) {
+        // Both sets of a blue-green rollout stay where they are until it ends.
+        if rec
+            .rollout
+            .as_ref()
+            .is_some_and(|r| r.state.is_active() && r.has_blue())
+        {
+            continue;
+        }
+        let placed = placement::place(&rec.spec, &rec.assignments, &in_env(&candidates, &rec.env));
+        if placed != rec.assignments {
+            let rec = Arc::make_mut(rec);
+            rec.assignments = placed;
+            rec.updated_unix_ms = now_unix_ms();
+            ops.push(Op::put_json(service_key(&rec.env, &rec.name), &*rec));
+        }
+    }
+}

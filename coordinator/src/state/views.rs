@@ -1,0 +1,179 @@
+//! Read-only views of desired and live state: service status and nodes.
+
+use super::*;
+
+impl Coordinator {
+    pub async fn status(&self, service: &str, env: &str) -> pb::StatusResponse {
+        let desired = self.desired.lock().await;
+        let live = self.live();
+        let mut services = Vec::new();
+        for ((senv, name), rec) in &desired.services {
+            if rec.deleted
+                || (!service.is_empty() && service != name)
+                || (!env.is_empty() && env != senv)
+            {
+                continue;
+            }
+            let hash = rec.spec.spec_hash();
+            let mut instances = Vec::new();
+            let mut running = 0;
+            // Indexes (in `instances`) of running instances of this spec.
+            let mut current = Vec::new();
+            for (index, node) in &rec.assignments {
+                let id = workload_id(senv, name, *index);
+                let removed = node
+                    .as_ref()
+                    .and_then(|n| desired.nodes.get(n))
+                    .is_some_and(|n| n.removed_unix_ms != 0);
+                let node_live = node.as_ref().and_then(|n| live.nodes.get(n));
+                let connected = node_live.is_some_and(NodeLive::ready);
+                let reported = node_live.and_then(|l| l.workloads.get(&id));
+                let mut inst = pb::InstanceStatus {
+                    id: id.clone(),
+                    index: *index,
+                    node: node.clone().unwrap_or_default(),
+                    node_connected: connected,
+                    revision: rec.revision,
+                    state: pb::WorkloadState::Pending as i32,
+                    reason: match node {
+                        None => "no node matches the placement constraints".to_string(),
+                        Some(n) => format!("waiting for node `{n}` to report"),
+                    },
+                    ..Default::default()
+                };
+                if let Some(r) = reported {
+                    inst.revision = r.revision;
+                    inst.state = r.state;
+                    inst.reason = r.reason.clone();
+                    inst.restarts = r.restarts;
+                    inst.container_id = r.container_id.clone();
+                    inst.container_name = r.container_name.clone();
+                    inst.updated_unix_ms = r.updated_unix_ms;
+                    inst.health = r.health;
+                    inst.health_output = r.health_output.clone();
+                    inst.failing_probe = r.failing_probe.clone();
+                    if r.state == pb::WorkloadState::Running as i32 && r.spec_hash == hash {
+                        running += 1;
+                        current.push(instances.len());
+                    }
+                }
+                if removed {
+                    inst.state = pb::WorkloadState::Lost as i32;
+                    inst.reason =
+                        format!("node `{}` was removed", node.as_deref().unwrap_or_default());
+                }
+                instances.push(inst);
+            }
+            // Checks come from the spec or from the image's own HEALTHCHECK,
+            // so whether there are any is read from what agents report.
+            let has_checks = spec_has_checks(&rec.spec)
+                || instances
+                    .iter()
+                    .any(|i| i.health != pb::Health::Unspecified as i32);
+            let healthy = current
+                .iter()
+                .filter(|&&i| {
+                    let h = instances[i].health;
+                    h == pb::Health::Healthy as i32
+                        || (!has_checks && h == pb::Health::Unspecified as i32)
+                })
+                .count() as u32;
+            services.push(pb::ServiceStatus {
+                name: name.clone(),
+                env: senv.clone(),
+                revision: rec.revision,
+                desired: rec.assignments.len() as u32,
+                running,
+                instances,
+                updated_unix_ms: rec.updated_unix_ms,
+                image: rec.spec.image().to_string(),
+                healthy,
+                has_checks,
+                rollout: rec
+                    .rollout
+                    .as_ref()
+                    .map(|r| rollout_info(r, rec.assignments.len())),
+            });
+        }
+        pb::StatusResponse { services }
+    }
+
+    pub async fn nodes(&self) -> pb::ListNodesResponse {
+        let desired = self.desired.lock().await;
+        let live = self.live();
+        let mut counts: HashMap<&str, u32> = HashMap::new();
+        for rec in desired.services.values() {
+            for node in rec.assignments.values().flatten() {
+                *counts.entry(node.as_str()).or_default() += 1;
+            }
+        }
+        let nodes = desired
+            .nodes
+            .values()
+            .map(|rec| {
+                let l = live.nodes.get(&rec.name);
+                let session = l.and_then(|l| l.session.as_ref());
+                pb::Node {
+                    name: rec.name.clone(),
+                    state: if rec.removed_unix_ms != 0 {
+                        pb::NodeState::Removed
+                    } else if l.is_some_and(NodeLive::ready) {
+                        pb::NodeState::Ready
+                    } else {
+                        pb::NodeState::Lost
+                    } as i32,
+                    facts: Some((&rec.facts).into()),
+                    agent_version: rec.agent_version.clone(),
+                    connected_since_unix_ms: session
+                        .map(|s| s.connected_since_unix_ms)
+                        .unwrap_or(0),
+                    last_heartbeat_unix_ms: l.map(|l| l.last_heartbeat_unix_ms).unwrap_or(0),
+                    plan_generation: desired
+                        .plans
+                        .get(&rec.name)
+                        .map(|p| p.generation)
+                        .unwrap_or(0),
+                    acked_generation: l.map(|l| l.acked_generation).unwrap_or(0),
+                    workloads: counts.get(rec.name.as_str()).copied().unwrap_or(0),
+                    metrics: l.and_then(|l| l.metrics),
+                    address: session.map(|s| s.address.clone()).unwrap_or_default(),
+                    certificate_expires_unix_ms: rec.certificate_expires_unix_ms,
+                }
+            })
+            .collect();
+        pb::ListNodesResponse { nodes }
+    }
+}
+
+pub fn rollout_info(r: &Rollout, total: usize) -> pb::RolloutInfo {
+    pb::RolloutInfo {
+        from_revision: r.from_revision,
+        to_revision: r.to_revision,
+        state: r.state.word().to_string(),
+        strategy: match r.policy.strategy {
+            spec::Strategy::Rolling => "rolling",
+            spec::Strategy::Canary => "canary",
+            spec::Strategy::BlueGreen => "blue-green",
+        }
+        .to_string(),
+        updated: r.switched.len() as u32,
+        healthy: r.done.len() as u32,
+        failed: r.failed.len() as u32,
+        total: total as u32,
+        reason: r.reason.clone(),
+        started_unix_ms: r.started_unix_ms,
+        updated_unix_ms: r.updated_unix_ms,
+        is_rollback: r.is_rollback,
+        promoted: r.promoted,
+        summary: rollout::describe(r, total),
+    }
+}
+
+/// Whether the spec itself asks for checks (Docker's healthcheck).
+pub(super) fn spec_has_checks(spec: &ServiceSpec) -> bool {
+    !spec.probes.is_empty()
+        || spec
+            .container_spec()
+            .healthcheck
+            .is_some_and(|h| !h.disable && h.test.first().is_some_and(|t| t != "NONE"))
+}
