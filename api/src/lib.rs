@@ -6,6 +6,7 @@
 pub mod client_config;
 pub mod clock;
 pub mod env;
+pub mod events;
 pub mod names;
 pub mod notify;
 pub mod views;

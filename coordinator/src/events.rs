@@ -15,6 +15,8 @@ use std::{
 use convoy_proto as pb;
 use tokio::sync::broadcast;
 
+pub use convoy_api::events::EventKind;
+
 use crate::state::now_unix_ms;
 
 /// Events kept for replay (`convoy events --replay`, the dashboard's feed).
@@ -28,14 +30,14 @@ pub const CHANNEL: usize = 32_768;
 
 pub type SharedEvent = Arc<pb::ClusterEvent>;
 
-/// An event being built: `Ev::new("node.lost").node("n1").msg("...")`.
+/// An event being built: `Ev::new(EventKind::NodeLost).node("n1").msg("...")`.
 #[derive(Debug, Clone, Default)]
 pub struct Ev(pb::ClusterEvent);
 
 impl Ev {
-    pub fn new(kind: &str) -> Self {
+    pub fn new(kind: impl AsRef<str>) -> Self {
         Self(pb::ClusterEvent {
-            kind: kind.to_string(),
+            kind: kind.as_ref().to_string(),
             ..Default::default()
         })
     }
@@ -206,7 +208,7 @@ mod tests {
 
     #[test]
     fn instance_sets_env_and_service_and_filter_matches() {
-        let ev = Ev::new("instance.health")
+        let ev = Ev::new(EventKind::InstanceHealth)
             .instance("prod/web/2")
             .node("n1")
             .0;

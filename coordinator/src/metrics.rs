@@ -17,6 +17,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use crate::events::EventKind;
 use crate::state::{now_unix_ms, Coordinator};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -218,7 +219,7 @@ impl Metrics {
         // Known kinds start at 0, so `increase()` sees their first event.
         for kind in KNOWN_EVENT_KINDS {
             let _ = events.get_or_create(&KindLabel {
-                kind: kind.to_string(),
+                kind: kind.as_str().to_string(),
             });
         }
         for (kind, n) in coord.events().counts() {
@@ -269,23 +270,23 @@ impl Metrics {
 }
 
 /// Event kinds exported at 0 before their first occurrence.
-pub const KNOWN_EVENT_KINDS: &[&str] = &[
-    "service.deployed",
-    "service.deleted",
-    "instance.placed",
-    "instance.state",
-    "instance.health",
-    "instance.restarted",
-    "node.joined",
-    "node.ready",
-    "node.lost",
-    "node.removed",
-    "rollout.progress",
-    "rollout.succeeded",
-    "rollout.failed",
-    "rollout.rolled_back",
-    "rollout.paused",
-    "rollout.promoted",
+pub const KNOWN_EVENT_KINDS: &[EventKind] = &[
+    EventKind::ServiceDeployed,
+    EventKind::ServiceDeleted,
+    EventKind::InstancePlaced,
+    EventKind::InstanceState,
+    EventKind::InstanceHealth,
+    EventKind::InstanceRestarted,
+    EventKind::NodeJoined,
+    EventKind::NodeReady,
+    EventKind::NodeLost,
+    EventKind::NodeRemoved,
+    EventKind::RolloutProgress,
+    EventKind::RolloutSucceeded,
+    EventKind::RolloutFailed,
+    EventKind::RolloutRolledBack,
+    EventKind::RolloutPaused,
+    EventKind::RolloutPromoted,
 ];
 
 /// Content type of the OpenMetrics exposition.

@@ -33,71 +33,7 @@ impl Coordinator {
         if !dry_run {
             self.metrics.observe_apply(started.elapsed().as_secs_f64());
         }
-        let (response, first_steps) = result?;
-        if !response.dry_run {
-            for c in &response.services {
-                self.emit_deployed(c, who);
-            }
-            for ev in first_steps {
-                self.events.emit(ev);
-            }
-        }
-        Ok(response)
-    }
-
-    pub(super) fn emit_deployed(&self, c: &pb::ServiceChange, who: &str) {
-        let action = pb::ChangeAction::try_from(c.action).unwrap_or_default();
-        let placed = c
-            .instances
-            .iter()
-            .filter(|i| i.action != pb::ChangeAction::Unchanged as i32)
-            .count();
-        let word = match action {
-            pb::ChangeAction::Create => "created",
-            pb::ChangeAction::Update => "updated",
-            _ if placed > 0 => "rescaled",
-            _ => return,
-        };
-        self.events.emit(
-            Ev::new("service.deployed")
-                .service(&c.env, &c.service)
-                .msg(format!(
-                    "{}/{} {word}: revision {} by {who} ({} instances, {placed} changing)",
-                    c.env,
-                    c.service,
-                    c.revision,
-                    c.instances
-                        .iter()
-                        .filter(|i| i.action != pb::ChangeAction::Remove as i32)
-                        .count()
-                ))
-                .field("revision", c.revision)
-                .field("previous_revision", c.previous_revision)
-                .field("action", word)
-                .field("by", who),
-        );
-        for i in &c.instances {
-            let what = match pb::ChangeAction::try_from(i.action).unwrap_or_default() {
-                pb::ChangeAction::Create => "placed",
-                pb::ChangeAction::Replace => "replaced",
-                pb::ChangeAction::Remove => "removed",
-                pb::ChangeAction::Pending => "pending",
-                _ => continue,
-            };
-            let on = if i.node.is_empty() {
-                "no node matches yet".to_string()
-            } else {
-                format!("node {}", i.node)
-            };
-            self.events.emit(
-                Ev::new("instance.placed")
-                    .instance(&i.instance_id)
-                    .node(&i.node)
-                    .msg(format!("{} {what}: {on}", i.instance_id))
-                    .field("action", what)
-                    .field("revision", c.revision),
-            );
-        }
+        result
     }
 
     pub(super) async fn apply_inner(
@@ -107,20 +43,19 @@ impl Coordinator {
         content: &str,
         dry_run: bool,
         who: &str,
-    ) -> Result<(pb::ApplyResponse, Vec<Ev>), StateError> {
+    ) -> Result<pb::ApplyResponse, StateError> {
         let file = spec::parse(filename, content)?;
         let now = now_unix_ms();
-        let mut desired = self.desired.lock().await;
-        let started = std::time::Instant::now();
-        let mut next = desired.clone();
-        let nodes = node_views(&next, &self.connected());
+        let connected = self.connected();
+        let mut txn = self.begin("apply").await;
+        let (next, ops, _) = txn.parts();
+        let nodes = node_views(next, &connected);
         let candidates = candidates(&nodes);
-        let mut ops = Vec::new();
         let mut changes = Vec::new();
         let mut superseded = Vec::new();
         for (name, new_spec) in file.services {
             let (change, gone) = stage_service(
-                &mut next,
+                next,
                 &candidates,
                 Staged {
                     env,
@@ -130,7 +65,7 @@ impl Coordinator {
                     source: filename,
                     now,
                 },
-                &mut ops,
+                ops,
             )?;
             if let Some(rev) = gone {
                 superseded.push((name.clone(), rev, change.revision));
@@ -143,10 +78,11 @@ impl Coordinator {
             dry_run,
         };
         if dry_run {
-            return Ok((response, Vec::new()));
+            // Dropped uncommitted: nothing is stored, sent or emitted.
+            return Ok(response);
         }
         for (name, rev, by) in &superseded {
-            self.set_outcome(&mut ops, env, name, *rev, &format!("superseded by r{by}"))
+            self.set_outcome(txn.ops(), env, name, *rev, &format!("superseded by r{by}"))
                 .await;
         }
         // The first step of each rollout this apply starts (all instances
@@ -155,6 +91,7 @@ impl Coordinator {
         let mut first_steps = Vec::new();
         for change in &response.services {
             let key = (env.to_string(), change.service.clone());
+            let (next, ops, _) = txn.parts();
             let Some(current) = next.services.get(&key).filter(|r| {
                 r.rollout.as_ref().is_some_and(|ro| {
                     ro.state == RolloutState::Running
@@ -166,57 +103,34 @@ impl Coordinator {
             };
             let mut replan = false;
             if let Some(rec) = self
-                .step_service(current, now, &mut ops, &mut first_steps, &mut replan)
+                .step_service(current, now, ops, &mut first_steps, &mut replan)
                 .await
             {
                 next.services.insert(key, Arc::new(rec));
             }
         }
-        last_write_wins(&mut ops);
-        let staged = started.elapsed();
-        let updates = compute_plans(&mut next, &mut ops, Publish::Changed);
-        let planned = started.elapsed();
-        let writes = ops.len();
-        if !ops.is_empty() {
-            self.store.apply(ops).await?;
-        }
-        *desired = next;
-        drop(desired);
-        tracing::debug!(
-            plans = updates.len(),
-            writes,
-            stage_ms = staged.as_secs_f64() * 1e3,
-            plan_ms = (planned - staged).as_secs_f64() * 1e3,
-            store_ms = (started.elapsed() - planned).as_secs_f64() * 1e3,
-            "apply stored"
-        );
-        self.publish(updates);
+        txn.replan();
         for (name, rev, by) in superseded {
-            self.emit_superseded(env, &name, rev, by);
+            txn.emit(superseded_event(env, &name, rev, by));
         }
-        Ok((response, first_steps))
-    }
-
-    /// The rollout to `rev` gave way to `by`; `apply --wait` of `rev` ends.
-    pub(super) fn emit_superseded(&self, env: &str, name: &str, rev: u64, by: u64) {
-        self.events.emit(
-            Ev::new("rollout.failed")
-                .service(env, name)
-                .field("revision", rev)
-                .field("state", "superseded")
-                .field("reason", format!("superseded by r{by}"))
-                .msg(format!(
-                    "{env}/{name}: the rollout to r{rev} is superseded by r{by}"
-                )),
-        );
+        for c in &response.services {
+            for ev in deployed_events(c, who) {
+                txn.emit(ev);
+            }
+        }
+        for ev in first_steps {
+            txn.emit(ev);
+        }
+        txn.commit().await?;
+        Ok(response)
     }
 
     /// Removes every instance of a service; its revisions stay in history.
     pub async fn delete(&self, service: &str, env: &str) -> Result<pb::DeleteResponse, StateError> {
         let env = if env.is_empty() { DEFAULT_ENV } else { env };
-        let mut desired = self.desired.lock().await;
+        let mut txn = self.begin("delete").await;
         let key = (env.to_string(), service.to_string());
-        let Some(rec) = desired.services.get(&key).filter(|r| !r.deleted) else {
+        let Some(rec) = txn.desired().services.get(&key).filter(|r| !r.deleted) else {
             return Err(StateError::ServiceNotFound {
                 service: service.to_string(),
                 env: env.to_string(),
@@ -224,34 +138,96 @@ impl Coordinator {
         };
         let removed = rec.assignments.len() as u32;
         let last_revision = rec.revision;
-        let mut next = desired.clone();
+        let (next, ops, events) = txn.parts();
         if let Some(rec) = next.services.get_mut(&key) {
             let rec = Arc::make_mut(rec);
             rec.deleted = true;
             rec.assignments.clear();
             rec.updated_unix_ms = now_unix_ms();
+            ops.push(Op::put_json(service_key(env, service), &*rec));
         }
-        let mut ops = vec![Op::put_json(
-            service_key(env, service),
-            &next.services[&key],
-        )];
-        let updates = compute_plans(&mut next, &mut ops, Publish::Changed);
-        self.store.apply(ops).await?;
-        *desired = next;
-        self.publish(updates);
-        self.events.emit(
-            Ev::new("service.deleted")
+        events.push(
+            Ev::new(EventKind::ServiceDeleted)
                 .service(env, service)
                 .msg(format!(
                     "{env}/{service} deleted ({removed} instances removed)"
                 ))
                 .field("revision", last_revision),
         );
+        txn.replan();
+        txn.commit().await?;
         Ok(pb::DeleteResponse {
             removed_instances: removed,
             last_revision,
         })
     }
+}
+
+/// `service.deployed` and an `instance.placed` per instance that moves.
+pub(super) fn deployed_events(c: &pb::ServiceChange, who: &str) -> Vec<Ev> {
+    let action = pb::ChangeAction::try_from(c.action).unwrap_or_default();
+    let placed = c
+        .instances
+        .iter()
+        .filter(|i| i.action != pb::ChangeAction::Unchanged as i32)
+        .count();
+    let word = match action {
+        pb::ChangeAction::Create => "created",
+        pb::ChangeAction::Update => "updated",
+        _ if placed > 0 => "rescaled",
+        _ => return Vec::new(),
+    };
+    let mut out = vec![Ev::new(EventKind::ServiceDeployed)
+        .service(&c.env, &c.service)
+        .msg(format!(
+            "{}/{} {word}: revision {} by {who} ({} instances, {placed} changing)",
+            c.env,
+            c.service,
+            c.revision,
+            c.instances
+                .iter()
+                .filter(|i| i.action != pb::ChangeAction::Remove as i32)
+                .count()
+        ))
+        .field("revision", c.revision)
+        .field("previous_revision", c.previous_revision)
+        .field("action", word)
+        .field("by", who)];
+    for i in &c.instances {
+        let what = match pb::ChangeAction::try_from(i.action).unwrap_or_default() {
+            pb::ChangeAction::Create => "placed",
+            pb::ChangeAction::Replace => "replaced",
+            pb::ChangeAction::Remove => "removed",
+            pb::ChangeAction::Pending => "pending",
+            _ => continue,
+        };
+        let on = if i.node.is_empty() {
+            "no node matches yet".to_string()
+        } else {
+            format!("node {}", i.node)
+        };
+        out.push(
+            Ev::new(EventKind::InstancePlaced)
+                .instance(&i.instance_id)
+                .node(&i.node)
+                .msg(format!("{} {what}: {on}", i.instance_id))
+                .field("action", what)
+                .field("revision", c.revision),
+        );
+    }
+    out
+}
+
+/// The rollout to `rev` gave way to `by`; `apply --wait` of `rev` ends.
+pub(super) fn superseded_event(env: &str, name: &str, rev: u64, by: u64) -> Ev {
+    Ev::new(EventKind::RolloutFailed)
+        .service(env, name)
+        .field("revision", rev)
+        .field("state", "superseded")
+        .field("reason", format!("superseded by r{by}"))
+        .msg(format!(
+            "{env}/{name}: the rollout to r{rev} is superseded by r{by}"
+        ))
 }
 
 /// A unified diff of two specs, as pretty JSON (what `plan` shows).

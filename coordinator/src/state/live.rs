@@ -141,7 +141,7 @@ impl Coordinator {
                 n.silent = true;
                 tracing::warn!(node = %node, silent_for_ms = silent_for, "node lost: no heartbeat");
                 self.events.emit(
-                    Ev::new("node.lost")
+                    Ev::new(EventKind::NodeLost)
                         .node(node)
                         .msg(format!(
                             "node {node} lost: no heartbeat for {} ms",
@@ -150,6 +150,17 @@ impl Coordinator {
                         .field("reason", "heartbeat")
                         .field("silent_for_ms", silent_for),
                 );
+            }
+        }
+    }
+
+    /// Undoes a session whose registration was not stored: it is gone as
+    /// if it never was (no `node.lost` for a node that never joined).
+    pub(super) fn undo_session(&self, node: &str, conn_id: u64) {
+        let mut live = self.live();
+        if let Some(n) = live.nodes.get_mut(node) {
+            if n.session.as_ref().is_some_and(|s| s.conn_id == conn_id) {
+                n.session = None;
             }
         }
     }
@@ -164,7 +175,7 @@ impl Coordinator {
                 tracing::info!(node, "agent disconnected");
                 if was_ready {
                     self.events.emit(
-                        Ev::new("node.lost")
+                        Ev::new(EventKind::NodeLost)
                             .node(node)
                             .msg(format!("node {node} lost: its stream closed"))
                             .field("reason", "disconnected"),

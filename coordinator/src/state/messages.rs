@@ -23,7 +23,7 @@ impl Coordinator {
             n.silent = false;
             tracing::info!(node, "node ready again: heartbeats resumed");
             out.push(
-                Ev::new("node.ready")
+                Ev::new(EventKind::NodeReady)
                     .node(node)
                     .msg(format!("node {node} ready again: heartbeats resumed"))
                     .field("reason", "heartbeat"),
@@ -107,7 +107,7 @@ impl Coordinator {
                 // probe's output); the rest are forwarded as they are.
                 if !matches!(ev.kind.as_str(), "healthy" | "unhealthy") {
                     self.events.emit(
-                        Ev::new(&format!("instance.{}", ev.kind))
+                        Ev::new(format!("instance.{}", ev.kind))
                             .instance(&ev.workload_id)
                             .node(node)
                             .msg(format!("{}: {}", ev.workload_id, ev.message)),
@@ -133,7 +133,7 @@ impl Coordinator {
 
     pub(super) fn emit_removed(out: &mut Vec<Ev>, node: &str, id: &str) {
         out.push(
-            Ev::new("instance.state")
+            Ev::new(EventKind::InstanceState)
                 .instance(id)
                 .node(node)
                 .msg(format!("{id} on {node}: removed"))
@@ -151,7 +151,7 @@ impl Coordinator {
         let state = crate::metrics::workload_state(w.state);
         if prev.is_none_or(|p| p.state != w.state || p.spec_hash != w.spec_hash) {
             let previous = prev.map(|p| crate::metrics::workload_state(p.state));
-            let mut ev = Ev::new("instance.state")
+            let mut ev = Ev::new(EventKind::InstanceState)
                 .instance(&w.id)
                 .node(node)
                 .msg(if w.reason.is_empty() {
@@ -175,7 +175,7 @@ impl Coordinator {
         let health = crate::metrics::health(w.health);
         let prev_health = prev.map(|p| p.health).unwrap_or_default();
         if prev_health != w.health {
-            let mut ev = Ev::new("instance.health")
+            let mut ev = Ev::new(EventKind::InstanceHealth)
                 .instance(&w.id)
                 .node(node)
                 .field("health", health)

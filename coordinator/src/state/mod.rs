@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    events::{Ev, EventBus},
+    events::{Ev, EventBus, EventKind},
     metrics::Metrics,
     placement::{self, Assignments, Candidate},
     rollout::{self, Effect, InstanceView, Rollout, RolloutState},
@@ -31,6 +31,7 @@ use crate::{
 };
 
 mod apply;
+mod commit;
 mod envs;
 mod live;
 mod messages;
@@ -53,7 +54,8 @@ pub use views::rollout_info;
 
 #[allow(unused_imports)]
 use self::{
-    apply::*, envs::*, live::*, messages::*, plans::*, records::*, register::*, verify::*, views::*,
+    apply::*, commit::*, envs::*, live::*, messages::*, plans::*, records::*, register::*,
+    verify::*, views::*,
 };
 
 /// The environment of services whose spec names none.
@@ -113,21 +115,6 @@ pub struct Coordinator {
 
 pub use convoy_api::clock::now_unix_ms;
 
-/// Keeps only the last write of each key in a batch (a record staged and
-/// then stepped in the same apply is serialized and written once).
-fn last_write_wins(ops: &mut Vec<Op>) {
-    let mut seen = std::collections::HashSet::new();
-    let keep: Vec<bool> = ops
-        .iter()
-        .rev()
-        .map(|op| match op {
-            Op::Put(k, _) | Op::Delete(k) => seen.insert(k.clone()),
-        })
-        .collect();
-    let mut keep = keep.into_iter().rev();
-    ops.retain(|_| keep.next().unwrap_or(true));
-}
-
 impl Coordinator {
     /// Loads desired state from the store and prepares every node's plan.
     pub async fn load(
@@ -177,14 +164,11 @@ impl Coordinator {
             next_command: AtomicU64::new(1),
             status_changed: tokio::sync::Notify::new(),
         });
-        let updates = compute_plans(&mut desired, &mut ops, Publish::All);
-        if !ops.is_empty() {
-            coord.store.apply(ops).await?;
-        }
-        let mut guard = coord.desired.lock().await;
-        *guard = desired;
-        coord.publish(updates);
-        drop(guard);
+        let mut txn = coord.begin("load").await;
+        *txn.stage() = desired;
+        txn.ops().extend(ops);
+        txn.replan_all();
+        txn.commit().await?;
         Ok(coord)
     }
 

@@ -113,7 +113,13 @@ pub(super) fn plan_hash(workloads: &[pb::Workload]) -> String {
 }
 
 impl Coordinator {
-    pub(super) fn publish(&self, updates: Vec<(String, Arc<pb::NodePlan>)>) {
+    /// Hands each node's new plan to its session (latest wins); returns
+    /// the plans they replace, to be freed outside the locks. Only
+    /// [`Txn::commit`] calls it.
+    pub(super) fn publish(
+        &self,
+        updates: Vec<(String, Arc<pb::NodePlan>)>,
+    ) -> Vec<Option<Arc<pb::NodePlan>>> {
         let mut replaced = Vec::with_capacity(updates.len());
         let mut live = self.live();
         for (node, plan) in updates {
@@ -125,7 +131,6 @@ impl Coordinator {
             );
         }
         drop(live);
-        // The old plans are freed outside the lock (10,000 at a time).
-        drop(replaced);
+        replaced
     }
 }

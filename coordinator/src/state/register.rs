@@ -75,26 +75,24 @@ impl Coordinator {
                         ))
                     });
                 }
-                mut desired = self.desired.lock() => {
+                desired = self.desired.lock() => {
                     let batch = std::mem::take(
                         &mut *self.registering.lock().unwrap_or_else(|p| p.into_inner()),
                     );
                     if !batch.is_empty() {
-                        self.register_batch(&mut desired, batch).await;
+                        let txn = Txn::new(self, desired, "registrations");
+                        self.register_batch(txn, batch).await;
                     }
                 }
             }
         }
     }
 
-    pub(super) async fn register_batch(&self, desired: &mut Desired, batch: Vec<Registration>) {
-        let started = std::time::Instant::now();
-        let sessions = batch.len();
+    pub(super) async fn register_batch(&self, mut txn: Txn<'_>, batch: Vec<Registration>) {
         let now = now_unix_ms();
         // The batch's node records, staged beside desired state (which is
         // only cloned when placement or plans may change, below).
         let mut staged: BTreeMap<String, NodeRecord> = BTreeMap::new();
-        let mut ops = Vec::new();
         let mut done = Vec::with_capacity(batch.len());
         for r in batch {
             let Registration {
@@ -111,6 +109,7 @@ impl Coordinator {
                 last_applied_generation: _,
             } = hello;
             let mut facts: Facts = facts.unwrap_or_default().into();
+            let desired = txn.desired();
             if let Some(e) = desired.enrolled.get(&node) {
                 facts
                     .labels
@@ -139,7 +138,7 @@ impl Coordinator {
             };
             record.certificate_expires_unix_ms = certificate_expires_unix_ms;
             remember_certificate(&mut record, &certificate);
-            ops.push(Op::put_json(format!("nodes/{node}"), &record));
+            txn.put(Op::put_json(format!("nodes/{node}"), &record));
             staged.insert(node.to_string(), record);
 
             let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
@@ -162,15 +161,15 @@ impl Coordinator {
                 (previous, was_ready)
             };
             if first_time {
-                self.events.emit(
-                    Ev::new("node.joined")
+                txn.emit(
+                    Ev::new(EventKind::NodeJoined)
                         .node(&node)
                         .msg(format!("node {node} joined from {address}"))
                         .field("address", &address),
                 );
             } else if !was_ready {
-                self.events.emit(
-                    Ev::new("node.ready")
+                txn.emit(
+                    Ev::new(EventKind::NodeReady)
                         .node(&node)
                         .msg(format!("node {node} connected from {address}"))
                         .field("reason", "connected")
@@ -188,76 +187,60 @@ impl Coordinator {
             done.push((node, conn_id, cancel, (commands, commands_rx), reply));
         }
 
-        // Instances waiting for a node, and global services, may land here.
-        let staged_at = started.elapsed();
         // Instances waiting for a node, and global services, may land on
         // these nodes; nodes coming back as they were change nothing (the
         // usual case in a reconnect storm), so placement and plans, O(all
         // nodes), are skipped for them.
-        let next = if may_place(desired, &staged) {
-            let mut next = desired.clone();
-            Arc::make_mut(&mut next.nodes).extend(staged);
+        if may_place(txn.desired(), &staged) {
             let connected = self.connected();
-            replace_all(&mut next, &connected, &mut ops);
-            let updates = compute_plans(&mut next, &mut ops, Publish::Changed);
-            Registered::Replanned(Box::new(next), updates)
+            let (next, ops, _) = txn.parts();
+            Arc::make_mut(&mut next.nodes).extend(staged);
+            replace_all(next, &connected, ops);
+            txn.replan();
         } else {
-            // Nothing can be placed on them: nodes new to the coordinator
-            // get an empty plan under one fresh generation.
-            let mut plans = Vec::new();
+            // Nothing can be placed on them: their records are patched in
+            // place (no copy of 10,000 node records), and nodes new to the
+            // coordinator get an empty plan under one fresh generation.
+            let desired = txn.desired();
             let fresh = desired.plan_generation + 1;
-            for node in staged.keys().filter(|n| !desired.plans.contains_key(*n)) {
-                let record = PlanRecord {
-                    generation: fresh,
-                    hash: plan_hash(&[]),
-                };
-                plans.push((node.clone(), record));
+            let new: Vec<String> = staged
+                .keys()
+                .filter(|n| !desired.plans.contains_key(*n))
+                .cloned()
+                .collect();
+            if !new.is_empty() {
+                txn.put(Op::put_json(PLAN_GENERATION_KEY, &fresh));
+                for node in &new {
+                    let plan = pb::NodePlan {
+                        generation: fresh,
+                        workloads: Vec::new(),
+                    };
+                    txn.send_plan(node.clone(), plan);
+                }
             }
-            if !plans.is_empty() {
-                ops.push(Op::put_json(PLAN_GENERATION_KEY, &fresh));
-            }
-            Registered::Nodes(staged, plans)
-        };
-        let planned = started.elapsed();
-        let writes = ops.len();
-        if let Err(e) = self.store.apply(ops).await {
+            txn.patch(move |desired| {
+                Arc::make_mut(&mut desired.nodes).extend(staged);
+                if !new.is_empty() {
+                    desired.plan_generation = fresh;
+                    let plans = Arc::make_mut(&mut desired.plans);
+                    for node in new {
+                        let record = PlanRecord {
+                            generation: fresh,
+                            hash: plan_hash(&[]),
+                        };
+                        plans.insert(node, record);
+                    }
+                }
+            });
+        }
+        if let Err(e) = txn.commit().await {
             let e = Arc::new(e);
             for (node, conn_id, _, _, reply) in done {
-                self.disconnect(&node, conn_id);
+                self.undo_session(&node, conn_id);
                 let _ = reply.send(Err(StoreError::Shared(e.clone()).into()));
             }
             return;
         }
-        let updates = match next {
-            Registered::Replanned(next, updates) => {
-                *desired = *next;
-                updates
-            }
-            Registered::Nodes(staged, plans) => {
-                Arc::make_mut(&mut desired.nodes).extend(staged);
-                let mut updates = Vec::with_capacity(plans.len());
-                for (node, record) in plans {
-                    desired.plan_generation = record.generation;
-                    let plan = pb::NodePlan {
-                        generation: record.generation,
-                        workloads: Vec::new(),
-                    };
-                    updates.push((node.clone(), Arc::new(plan)));
-                    Arc::make_mut(&mut desired.plans).insert(node, record);
-                }
-                updates
-            }
-        };
-        tracing::debug!(
-            sessions,
-            plans = updates.len(),
-            writes,
-            stage_ms = staged_at.as_secs_f64() * 1e3,
-            plan_ms = (planned - staged_at).as_secs_f64() * 1e3,
-            store_ms = (started.elapsed() - planned).as_secs_f64() * 1e3,
-            "registrations stored"
-        );
-        self.publish(updates);
         let mut gone = Vec::new();
         let mut live = self.live();
         for (node, conn_id, cancel, (commands, commands_rx), reply) in done {
@@ -300,8 +283,8 @@ impl Coordinator {
         certificate: &str,
         expires_unix_ms: i64,
     ) -> Result<(), StateError> {
-        let mut desired = self.desired.lock().await;
-        let Some(mut record) = desired.nodes.get(node).cloned() else {
+        let mut txn = self.begin("renewal").await;
+        let Some(mut record) = txn.desired().nodes.get(node).cloned() else {
             return Err(StateError::NodeNotFound(node.to_string()));
         };
         if record.removed_unix_ms != 0 {
@@ -309,10 +292,12 @@ impl Coordinator {
         }
         remember_certificate(&mut record, certificate);
         record.certificate_expires_unix_ms = expires_unix_ms;
-        self.store
-            .apply(vec![Op::put_json(format!("nodes/{node}"), &record)])
-            .await?;
-        Arc::make_mut(&mut desired.nodes).insert(node.to_string(), record);
+        txn.put(Op::put_json(format!("nodes/{node}"), &record));
+        let node = node.to_string();
+        txn.patch(move |d| {
+            Arc::make_mut(&mut d.nodes).insert(node, record);
+        });
+        txn.commit().await?;
         Ok(())
     }
 
@@ -334,17 +319,19 @@ impl Coordinator {
         token_id: &str,
         labels: &BTreeMap<String, String>,
     ) -> Result<(), StateError> {
-        let mut desired = self.desired.lock().await;
+        let mut txn = self.begin("enrolment").await;
         let rec = EnrollRecord {
             node: node.to_string(),
             token_id: token_id.to_string(),
             labels: labels.clone(),
             enrolled_unix_ms: now_unix_ms(),
         };
-        self.store
-            .apply(vec![Op::put_json(format!("enrolled/{node}"), &rec)])
-            .await?;
-        Arc::make_mut(&mut desired.enrolled).insert(node.to_string(), rec);
+        txn.put(Op::put_json(format!("enrolled/{node}"), &rec));
+        let node = node.to_string();
+        txn.patch(move |d| {
+            Arc::make_mut(&mut d.enrolled).insert(node, rec);
+        });
+        txn.commit().await?;
         Ok(())
     }
 
@@ -352,14 +339,13 @@ impl Coordinator {
     /// once and marks its instances lost. The node may come back only with a
     /// new certificate.
     pub async fn remove_node(&self, node: &str) -> Result<pb::RemoveNodeResponse, StateError> {
-        let mut desired = self.desired.lock().await;
-        let Some(record) = desired.nodes.get(node).cloned() else {
+        let mut txn = self.begin("node removal").await;
+        let Some(record) = txn.desired().nodes.get(node).cloned() else {
             return Err(StateError::NodeNotFound(node.to_string()));
         };
         let now = now_unix_ms();
-        let mut ops = Vec::new();
         for fp in &record.certificates {
-            ops.push(Op::put_json(
+            txn.put(Op::put_json(
                 format!("revoked/{fp}"),
                 &RevokedRecord {
                     fingerprint: fp.clone(),
@@ -372,28 +358,17 @@ impl Coordinator {
             removed_unix_ms: now,
             ..record.clone()
         };
-        ops.push(Op::put_json(format!("nodes/{node}"), &updated));
-        self.store.apply(ops).await?;
-        Arc::make_mut(&mut desired.nodes).insert(node.to_string(), updated);
-        if let Ok(mut set) = self.revoked.write() {
-            set.extend(record.certificates.iter().cloned());
-        }
-        let lost = desired
+        txn.put(Op::put_json(format!("nodes/{node}"), &updated));
+        let lost = txn
+            .desired()
             .services
             .values()
             .filter(|r| !r.deleted)
             .flat_map(|r| r.assignments.values())
             .filter(|n| n.as_deref() == Some(node))
             .count() as u32;
-        let session = {
-            let mut live = self.live();
-            live.nodes.remove(node).and_then(|n| n.session)
-        };
-        if let Some(s) = session {
-            s.cancel.cancel();
-        }
-        self.events.emit(
-            Ev::new("node.removed")
+        txn.emit(
+            Ev::new(EventKind::NodeRemoved)
                 .node(node)
                 .msg(format!(
                     "node {node} removed: {} certificates revoked, {lost} instances lost",
@@ -401,6 +376,21 @@ impl Coordinator {
                 ))
                 .field("lost_instances", lost),
         );
+        let name = node.to_string();
+        txn.patch(move |d| {
+            Arc::make_mut(&mut d.nodes).insert(name, updated);
+        });
+        txn.commit().await?;
+        if let Ok(mut set) = self.revoked.write() {
+            set.extend(record.certificates.iter().cloned());
+        }
+        let session = {
+            let mut live = self.live();
+            live.nodes.remove(node).and_then(|n| n.session)
+        };
+        if let Some(s) = session {
+            s.cancel.cancel();
+        }
         tracing::warn!(
             node,
             certificates = record.certificates.len(),
@@ -412,14 +402,6 @@ impl Coordinator {
             revoked_certificates: record.certificates.len() as u32,
         })
     }
-}
-
-/// What a batch of registrations changes in desired state.
-pub(super) enum Registered {
-    /// Placement and plans were run again on a copy.
-    Replanned(Box<Desired>, Vec<(String, Arc<pb::NodePlan>)>),
-    /// Only these node records, and the empty plans of nodes new here.
-    Nodes(BTreeMap<String, NodeRecord>, Vec<(String, PlanRecord)>),
 }
 
 /// Whether registering the `staged` node records may change placement or

@@ -54,8 +54,9 @@ impl Coordinator {
     /// Steps every running rollout once. Called a few times a second.
     pub async fn drive_rollouts(&self) {
         let now = now_unix_ms();
-        let mut desired = self.desired.lock().await;
-        let running: Vec<(String, String)> = desired
+        let mut txn = self.begin("rollout pass").await;
+        let running: Vec<(String, String)> = txn
+            .desired()
             .services
             .iter()
             .filter(|(_, r)| {
@@ -69,13 +70,12 @@ impl Coordinator {
         if running.is_empty() {
             return;
         }
-        // Desired state is cloned only when some rollout moved.
         let mut changed = Vec::new();
         let mut ops = Vec::new();
         let mut events = Vec::new();
         let mut replan = false;
         for key in running {
-            let Some(current) = desired.services.get(&key) else {
+            let Some(current) = txn.desired().services.get(&key) else {
                 continue;
             };
             if let Some(rec) = self
@@ -88,46 +88,18 @@ impl Coordinator {
         if changed.is_empty() {
             return;
         }
-        if ops.is_empty() && !replan {
-            // Nothing to store or send: no copy of desired state either.
-            desired.services.extend(changed);
-            drop(desired);
-            for e in events {
-                self.events.emit(e);
-            }
-            return;
+        // Progress that only marks instances done is kept in memory: no
+        // store write and no plans (the copy of desired state is cheap).
+        txn.stage().services.extend(changed);
+        txn.ops().extend(ops);
+        if replan {
+            txn.replan();
         }
-        let started = std::time::Instant::now();
-        let mut next = desired.clone();
-        next.services.extend(changed);
-        let cloned = started.elapsed();
-        let updates = if replan {
-            compute_plans(&mut next, &mut ops, Publish::Changed)
-        } else {
-            Vec::new()
-        };
-        let planned = started.elapsed();
-        let writes = ops.len();
-        if let Err(e) = self.store.apply(ops).await {
-            tracing::error!(error = %e, "cannot store rollout progress; retrying");
-            return;
-        }
-        let stored = started.elapsed();
-        *desired = next;
-        drop(desired);
-        let plans = updates.len();
-        self.publish(updates);
-        tracing::debug!(
-            plans,
-            writes,
-            clone_ms = cloned.as_secs_f64() * 1e3,
-            plan_ms = (planned - cloned).as_secs_f64() * 1e3,
-            store_ms = (stored - planned).as_secs_f64() * 1e3,
-            publish_ms = (started.elapsed() - stored).as_secs_f64() * 1e3,
-            "rollout pass stored"
-        );
         for e in events {
-            self.events.emit(e);
+            txn.emit(e);
+        }
+        if let Err(e) = txn.commit().await {
+            tracing::error!(error = %e, "cannot store rollout progress; retrying");
         }
     }
 
@@ -158,7 +130,7 @@ impl Coordinator {
         let mut rec = current.clone();
         let (env, name) = (rec.env.clone(), rec.name.clone());
         let total = rec.assignments.len();
-        let ev = |kind: &str, r: &Rollout| {
+        let ev = |kind: EventKind, r: &Rollout| {
             Ev::new(kind)
                 .service(&env, &name)
                 .field("revision", r.to_revision)
@@ -171,7 +143,7 @@ impl Coordinator {
                 Effect::Switched(idx) => {
                     *replan = true;
                     events.push(
-                        ev("rollout.progress", &r)
+                        ev(EventKind::RolloutProgress, &r)
                             .field("instances", join(idx))
                             .msg(format!(
                                 "{env}/{name}: updating instance(s) {} to r{}; {}",
@@ -182,7 +154,7 @@ impl Coordinator {
                     );
                 }
                 Effect::Done(idx) => events.push(
-                    ev("rollout.progress", &r)
+                    ev(EventKind::RolloutProgress, &r)
                         .field("healthy", join(idx))
                         .msg(format!(
                             "{env}/{name}: instance(s) {} healthy at r{}",
@@ -190,7 +162,7 @@ impl Coordinator {
                             r.to_revision
                         )),
                 ),
-                Effect::AwaitingPromotion => events.push(ev("rollout.awaiting_promotion", &r).msg(format!(
+                Effect::AwaitingPromotion => events.push(ev(EventKind::RolloutAwaitingPromotion, &r).msg(format!(
                     "{env}/{name}: {} canary instance(s) of r{} are healthy; `convoy promote {name}` to go on",
                     r.switched.len(),
                     r.to_revision
@@ -198,7 +170,7 @@ impl Coordinator {
                 Effect::RetireBlue(idx) => {
                     rec.assignments.retain(|i, _| !idx.contains(i));
                     *replan = true;
-                    events.push(ev("rollout.progress", &r).field("retired", join(idx)).msg(
+                    events.push(ev(EventKind::RolloutProgress, &r).field("retired", join(idx)).msg(
                         format!(
                             "{env}/{name}: the old set (instance(s) {}) is stopped",
                             join(idx)
@@ -206,7 +178,7 @@ impl Coordinator {
                     ));
                 }
                 Effect::Promoted => events.push(
-                    ev("rollout.promoted", &r)
+                    ev(EventKind::RolloutPromoted, &r)
                         .msg(format!("{env}/{name}: r{} promoted", r.to_revision)),
                 ),
                 Effect::Succeeded => {
@@ -216,7 +188,7 @@ impl Coordinator {
                     );
                     self.set_outcome(ops, &env, &name, r.to_revision, "succeeded")
                         .await;
-                    events.push(ev("rollout.succeeded", &r).msg(format!(
+                    events.push(ev(EventKind::RolloutSucceeded, &r).msg(format!(
                         "{env}/{name}: {} to r{} succeeded",
                         if r.is_rollback { "rollback" } else { "rollout" },
                         r.to_revision
@@ -230,7 +202,7 @@ impl Coordinator {
                     let outcome = format!("failed: {reason}");
                     self.set_outcome(ops, &env, &name, r.to_revision, &outcome)
                         .await;
-                    let mut failed = ev("rollout.failed", &r).field("reason", reason);
+                    let mut failed = ev(EventKind::RolloutFailed, &r).field("reason", reason);
                     let mut message =
                         format!("{env}/{name}: rollout to r{} failed: {reason}", r.to_revision);
                     if r.state == RolloutState::RolledBack {
@@ -246,7 +218,7 @@ impl Coordinator {
                     if r.state == RolloutState::RolledBack {
                         let back = self.start_rollback(&mut rec, &r, now, ops);
                         events.push(
-                            ev("rollout.rolled_back", &back)
+                            ev(EventKind::RolloutRolledBack, &back)
                                 .field("failed_revision", r.to_revision)
                                 .msg(format!(
                                     "{env}/{name}: rolling back from r{} to the spec of r{} (as r{})",
@@ -256,7 +228,7 @@ impl Coordinator {
                         r = back;
                         *replan = true;
                     } else if r.state == RolloutState::Paused {
-                        events.push(ev("rollout.paused", &r).field("reason", reason).msg(
+                        events.push(ev(EventKind::RolloutPaused, &r).field("reason", reason).msg(
                             format!(
                                 "{env}/{name}: rollout to r{} paused: {reason}",
                                 r.to_revision
@@ -347,9 +319,9 @@ impl Coordinator {
         command: RolloutCommand,
     ) -> Result<pb::RolloutInfo, StateError> {
         let env = if env.is_empty() { DEFAULT_ENV } else { env };
-        let mut desired = self.desired.lock().await;
+        let mut txn = self.begin("rollout command").await;
         let key = (env.to_string(), service.to_string());
-        let Some(rec) = desired.services.get(&key).filter(|r| !r.deleted) else {
+        let Some(rec) = txn.desired().services.get(&key).filter(|r| !r.deleted) else {
             return Err(StateError::ServiceNotFound {
                 service: service.to_string(),
                 env: env.to_string(),
@@ -373,7 +345,7 @@ impl Coordinator {
                 r.promoted = true;
                 r.promoted_unix_ms = now;
                 r.state = RolloutState::Running;
-                ("rollout.promoted", "promoted")
+                (EventKind::RolloutPromoted, "promoted")
             }
             RolloutCommand::Pause => {
                 if r.state != RolloutState::Running {
@@ -384,7 +356,7 @@ impl Coordinator {
                 }
                 r.state = RolloutState::Paused;
                 r.reason = "paused by the user".to_string();
-                ("rollout.paused", "paused")
+                (EventKind::RolloutPaused, "paused")
             }
             RolloutCommand::Resume => {
                 if r.state != RolloutState::Paused {
@@ -399,19 +371,16 @@ impl Coordinator {
                 for t in r.switched.values_mut() {
                     *t = now;
                 }
-                ("rollout.resumed", "resumed")
+                (EventKind::RolloutResumed, "resumed")
             }
         };
         r.last_progress_unix_ms = now;
         r.updated_unix_ms = now;
         let mut rec = ServiceRecord::clone(rec);
         rec.rollout = Some(r.clone());
-        self.store
-            .apply(vec![Op::put_json(service_key(env, service), &rec)])
-            .await?;
-        desired.services.insert(key, Arc::new(rec));
-        drop(desired);
-        self.events.emit(
+        txn.put(Op::put_json(service_key(env, service), &rec));
+        txn.stage().services.insert(key, Arc::new(rec));
+        txn.emit(
             Ev::new(kind)
                 .service(env, service)
                 .field("revision", r.to_revision)
@@ -421,6 +390,7 @@ impl Coordinator {
                     r.to_revision
                 )),
         );
+        txn.commit().await?;
         Ok(rollout_info(&r, total))
     }
 
@@ -434,10 +404,14 @@ impl Coordinator {
         who: &str,
         now: i64,
     ) -> Result<pb::ApplyResponse, StateError> {
-        let mut desired = self.desired.lock().await;
-        let mut next = desired.clone();
+        let mut txn = self.begin("rollback").await;
         let key = (env.to_string(), service.to_string());
-        let Some(mut rec) = next.services.get(&key).map(|r| ServiceRecord::clone(r)) else {
+        let Some(mut rec) = txn
+            .desired()
+            .services
+            .get(&key)
+            .map(|r| ServiceRecord::clone(r))
+        else {
             return Err(StateError::ServiceNotFound {
                 service: service.to_string(),
                 env: env.to_string(),
@@ -446,12 +420,11 @@ impl Coordinator {
         let Some(failed) = rec.rollout.clone().filter(|r| r.has_blue()) else {
             return Err(StateError::Rollout("the old set is gone already".into()));
         };
-        let mut ops = Vec::new();
-        self.set_outcome(&mut ops, env, service, failed.to_revision, "rolled back")
+        self.set_outcome(txn.ops(), env, service, failed.to_revision, "rolled back")
             .await;
         let previous = rec.revision;
         let back_rev = rec.revision + 1;
-        ops.push(Op::put_json(
+        txn.put(Op::put_json(
             revision_key(env, service, back_rev),
             &RevisionRecord {
                 revision: back_rev,
@@ -487,15 +460,11 @@ impl Coordinator {
         }
         rec.rollout = Some(back);
         rec.updated_unix_ms = now;
-        ops.push(Op::put_json(service_key(env, service), &rec));
-        next.services.insert(key, Arc::new(rec.clone()));
-        let updates = compute_plans(&mut next, &mut ops, Publish::Changed);
-        self.store.apply(ops).await?;
-        *desired = next;
-        drop(desired);
-        self.publish(updates);
-        self.events.emit(
-            Ev::new("rollout.rolled_back")
+        txn.put(Op::put_json(service_key(env, service), &rec));
+        txn.stage().services.insert(key, Arc::new(rec.clone()));
+        txn.replan();
+        txn.emit(
+            Ev::new(EventKind::RolloutRolledBack)
                 .service(env, service)
                 .field("revision", back_rev)
                 .field("failed_revision", previous)
@@ -505,6 +474,7 @@ impl Coordinator {
                     join(&removed)
                 )),
         );
+        txn.commit().await?;
         let instances = removed
             .iter()
             .map(|i| pb::InstanceChange {
@@ -623,11 +593,12 @@ impl Coordinator {
             .ok_or_else(|| StateError::Invalid(format!("revision {to} is gone")))?;
         let started = std::time::Instant::now();
         let now = now_unix_ms();
-        let mut desired = self.desired.lock().await;
-        let mut next = desired.clone();
+        let connected = self.connected();
+        let mut txn = self.begin("rollback").await;
         let key = (env.to_string(), service.to_string());
         // Blue-green with the old set still there: it takes over at once.
-        let instant = next
+        let instant = txn
+            .desired()
             .services
             .get(&key)
             .and_then(|rec| rec.rollout.as_ref())
@@ -637,17 +608,17 @@ impl Coordinator {
                     && r.from_spec.spec_hash() == target.spec.spec_hash()
             });
         if instant {
-            drop(desired);
+            drop(txn);
             return self
                 .instant_blue_green_rollback(env, service, to, who, now)
                 .await;
         }
-        let nodes = node_views(&next, &self.connected());
+        let (next, ops, _) = txn.parts();
+        let nodes = node_views(next, &connected);
         let candidates = candidates(&nodes);
-        let mut ops = Vec::new();
         let source = format!("rollback of r{current} to r{to}");
         let (change, superseded) = stage_service(
-            &mut next,
+            next,
             &candidates,
             Staged {
                 env,
@@ -657,23 +628,20 @@ impl Coordinator {
                 source: &source,
                 now,
             },
-            &mut ops,
+            ops,
         )?;
         if let Some(rev) = superseded {
             let outcome = format!("superseded by r{}", change.revision);
-            self.set_outcome(&mut ops, env, service, rev, &outcome)
+            self.set_outcome(txn.ops(), env, service, rev, &outcome)
                 .await;
+            txn.emit(superseded_event(env, service, rev, change.revision));
         }
-        let updates = compute_plans(&mut next, &mut ops, Publish::Changed);
-        self.store.apply(ops).await?;
-        *desired = next;
-        drop(desired);
-        self.publish(updates);
+        for ev in deployed_events(&change, who) {
+            txn.emit(ev);
+        }
+        txn.replan();
+        txn.commit().await?;
         self.metrics.observe_apply(started.elapsed().as_secs_f64());
-        if let Some(rev) = superseded {
-            self.emit_superseded(env, service, rev, change.revision);
-        }
-        self.emit_deployed(&change, who);
         Ok(pb::ApplyResponse {
             services: vec![change],
             warnings: Vec::new(),
