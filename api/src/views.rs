@@ -203,6 +203,12 @@ pub struct InstanceStatusJson {
     pub health: &'static str,
     pub health_output: String,
     pub failing_probe: String,
+    /// The last run's exit code: while exited, or failed with a non-zero code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    /// Units only: the last lines of the journal when the unit failed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub journal_tail: Vec<String>,
 }
 
 impl From<&pb::StatusResponse> for StatusJson {
@@ -261,7 +267,16 @@ impl From<&pb::InstanceStatus> for InstanceStatusJson {
             health,
             health_output,
             failing_probe,
+            exit_code,
+            journal_tail,
         } = status;
+        // An exited instance's code, and a failed one's when it ran and
+        // exited non-zero (a failure to start has no code of its own).
+        let ended = match workload_state(*state) {
+            WorkloadState::Exited => true,
+            WorkloadState::Failed => *exit_code != 0,
+            _ => false,
+        };
         Self {
             id: id.clone(),
             index: *index,
@@ -276,6 +291,8 @@ impl From<&pb::InstanceStatus> for InstanceStatusJson {
             health: health_word(*health),
             health_output: health_output.clone(),
             failing_probe: failing_probe.clone(),
+            exit_code: ended.then_some(*exit_code),
+            journal_tail: journal_tail.clone(),
         }
     }
 }

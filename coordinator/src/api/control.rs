@@ -396,10 +396,7 @@ impl pb::control_service_server::ControlService for ControlApi {
             env,
             timeout_ms,
         } = req.into_inner();
-        let timeout = match timeout_ms {
-            0 => Duration::from_secs(10),
-            ms => Duration::from_millis(ms.min(300_000)),
-        };
+        let timeout = verify_timeout(timeout_ms)?;
         let resp = self.coord.verify(&service, &env, timeout).await?;
         Ok(Response::new(resp))
     }
@@ -692,6 +689,28 @@ fn watch_stream(
     }))
 }
 
+/// How long `verify` waits for agents when the request names no timeout.
+pub const VERIFY_DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest `verify` may wait: each check holds an agent command.
+pub const VERIFY_MAX_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The request's timeout; one over [`VERIFY_MAX_TIMEOUT`] is refused with
+/// the limit (it used to be cut to it silently).
+fn verify_timeout(timeout_ms: u64) -> Result<Duration, Status> {
+    match timeout_ms {
+        0 => Ok(VERIFY_DEFAULT_TIMEOUT),
+        ms if Duration::from_millis(ms) > VERIFY_MAX_TIMEOUT => {
+            Err(Status::invalid_argument(format!(
+                "verify timeout {} s is over the limit of {} s: ask for {} s or less",
+                ms / 1000,
+                VERIFY_MAX_TIMEOUT.as_secs(),
+                VERIFY_MAX_TIMEOUT.as_secs()
+            )))
+        }
+        ms => Ok(Duration::from_millis(ms)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -711,6 +730,21 @@ mod tests {
         .await
         .unwrap();
         (coord, dir)
+    }
+
+    /// Issue 13: `verify --timeout` over five minutes was cut silently.
+    #[test]
+    fn a_verify_timeout_over_the_limit_is_refused_not_cut() {
+        assert_eq!(verify_timeout(0).unwrap(), VERIFY_DEFAULT_TIMEOUT);
+        assert_eq!(verify_timeout(300_000).unwrap(), VERIFY_MAX_TIMEOUT);
+        assert_eq!(verify_timeout(1500).unwrap(), Duration::from_millis(1500));
+        let err = verify_timeout(600_000).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(
+            err.message().contains("600 s is over the limit of 300 s"),
+            "{}",
+            err.message()
+        );
     }
 
     #[tokio::test]

@@ -65,3 +65,37 @@ pub(super) fn candidates(views: &[(String, pb::NodeFacts, bool)]) -> Vec<Candida
         })
         .collect()
 }
+
+/// Why an instance of `spec` in environment `env` has no node: no node
+/// serves the environment, none of those matches the constraints, or
+/// those that match are not connected.
+pub(super) fn pending_reason(spec: &ServiceSpec, env: &str, nodes: &[Candidate<'_>]) -> String {
+    let in_env = in_env(nodes, env);
+    if in_env.is_empty() {
+        return format!(
+            "no node serves environment `{env}` (a node serves the environments of its `{ENV_LABEL}` label; none: `{DEFAULT_ENV}`)"
+        );
+    }
+    let matching: Vec<&Candidate<'_>> = in_env
+        .iter()
+        .filter(|c| {
+            spec.constraints()
+                .iter()
+                .all(|k| k.matches(c.name, c.facts))
+        })
+        .collect();
+    if matching.is_empty() {
+        let constraints: Vec<String> = spec.constraints().iter().map(|c| c.to_string()).collect();
+        return format!(
+            "no node of environment `{env}` matches the placement constraints ({})",
+            constraints.join(", ")
+        );
+    }
+    let names: Vec<&str> = matching.iter().take(3).map(|c| c.name).collect();
+    format!(
+        "no connected node matches: {} matching node(s) not connected ({}{})",
+        matching.len(),
+        names.join(", "),
+        if matching.len() > 3 { ", ..." } else { "" }
+    )
+}

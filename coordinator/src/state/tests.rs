@@ -508,3 +508,89 @@ async fn a_bad_spec_stores_nothing() {
     assert!(err.to_string().contains("bad.yaml:3"), "{err}");
     assert!(store.scan_prefix("").await.unwrap().is_empty());
 }
+
+/// Issue 13: the reason of a pending instance used to be "no node matches
+/// the placement constraints" whatever the cause.
+#[tokio::test]
+async fn a_pending_instance_says_why_no_node_takes_it_environment_constraints_or_connection() {
+    let (store, _dir) = temp_store();
+    let coord = Coordinator::load(store, Liveness::default(), CancellationToken::new())
+        .await
+        .unwrap();
+    let session = coord.register("a", "fp-a", 0, hello(), None).await.unwrap();
+    let reason = |s: &pb::StatusResponse| s.services[0].instances[0].reason.clone();
+
+    coord
+        .apply_in(
+            "prod",
+            "p.yaml",
+            "services:\n  web:\n    image: x:1\n",
+            false,
+            "t",
+        )
+        .await
+        .unwrap();
+    let r = reason(&coord.status("web", "prod").await);
+    assert!(r.contains("no node serves environment `prod`"), "{r}");
+
+    let gpu = "services:\n  gpu:\n    image: x:1\n    deploy:\n      placement:\n        constraints: [\"node.labels.role == gpu\"]\n";
+    coord.apply("g.yaml", gpu, false, "t").await.unwrap();
+    let r = reason(&coord.status("gpu", "default").await);
+    assert!(
+        r.contains("no node of environment `default` matches the placement constraints (node.labels.role == gpu)"),
+        "{r}"
+    );
+
+    coord.disconnect("a", session.conn_id);
+    let one = "services:\n  one:\n    image: x:1\n";
+    coord.apply("o.yaml", one, false, "t").await.unwrap();
+    let r = reason(&coord.status("one", "default").await);
+    assert!(r.contains("1 matching node(s) not connected (a)"), "{r}");
+}
+
+/// Issue 13: the agent reported a workload's exit code and a failed unit's
+/// journal tail, and the coordinator dropped both.
+#[tokio::test]
+async fn an_exit_code_and_a_units_journal_tail_reach_the_status() {
+    let (store, _dir) = temp_store();
+    let coord = Coordinator::load(store, Liveness::default(), CancellationToken::new())
+        .await
+        .unwrap();
+    let a = coord.register("a", "fp-a", 0, hello(), None).await.unwrap();
+    coord
+        .apply("a.yaml", "services:\n  job:\n    image: x:1\n", false, "t")
+        .await
+        .unwrap();
+    coord.handle(
+        "a",
+        a.conn_id,
+        pb::AgentMessage {
+            msg: Some(pb::agent_message::Msg::Status(pb::StatusReport {
+                full_snapshot: true,
+                workloads: vec![pb::WorkloadStatus {
+                    id: "default/job/1".into(),
+                    state: pb::WorkloadState::Failed as i32,
+                    exit_code: 3,
+                    reason: "exited with code 3".into(),
+                    revision: 1,
+                    unit: Some(pb::UnitStatus {
+                        journal_tail: vec!["boom".into(), "exit 3".into()],
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                removed: vec![],
+            })),
+        },
+    );
+    let status = coord.status("job", "").await;
+    let i = &status.services[0].instances[0];
+    assert_eq!(i.exit_code, 3);
+    assert_eq!(
+        i.journal_tail,
+        vec!["boom".to_string(), "exit 3".to_string()]
+    );
+    let json = convoy_api::views::InstanceStatusJson::from(i);
+    assert_eq!(json.exit_code, Some(3));
+    assert_eq!(json.journal_tail.len(), 2);
+}

@@ -6,6 +6,8 @@ impl Coordinator {
     pub async fn status(&self, service: &str, env: &str) -> pb::StatusResponse {
         let desired = self.desired.lock().await;
         let live = self.live();
+        // Node views, made only if some instance waits for a node.
+        let mut views: Option<Vec<(String, pb::NodeFacts, bool)>> = None;
         let mut services = Vec::new();
         for ((senv, name), rec) in &desired.services {
             if rec.deleted
@@ -19,6 +21,18 @@ impl Coordinator {
             let mut running = 0;
             // Indexes (in `instances`) of running instances of this spec.
             let mut current = Vec::new();
+            let mut pending = String::new();
+            if rec.assignments.values().any(Option::is_none) {
+                let views = views.get_or_insert_with(|| {
+                    let connected: HashMap<String, bool> = live
+                        .nodes
+                        .iter()
+                        .map(|(n, l)| (n.clone(), l.ready()))
+                        .collect();
+                    node_views(&desired, &connected)
+                });
+                pending = pending_reason(&rec.spec, senv, &candidates(views));
+            }
             for (index, node) in &rec.assignments {
                 let id = workload_id(senv, name, *index);
                 let removed = node
@@ -36,7 +50,7 @@ impl Coordinator {
                     revision: rec.revision,
                     state: pb::WorkloadState::Pending as i32,
                     reason: match node {
-                        None => "no node matches the placement constraints".to_string(),
+                        None => pending.clone(),
                         Some(n) => format!("waiting for node `{n}` to report"),
                     },
                     ..Default::default()
@@ -52,6 +66,12 @@ impl Coordinator {
                     inst.health = r.health;
                     inst.health_output = r.health_output.clone();
                     inst.failing_probe = r.failing_probe.clone();
+                    inst.exit_code = r.exit_code;
+                    inst.journal_tail = r
+                        .unit
+                        .as_ref()
+                        .map(|u| u.journal_tail.clone())
+                        .unwrap_or_default();
                     if r.state == pb::WorkloadState::Running as i32 && r.spec_hash == hash {
                         running += 1;
                         current.push(instances.len());
