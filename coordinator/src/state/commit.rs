@@ -39,6 +39,8 @@ pub(super) struct Committed {
     pub(super) writes: usize,
     /// Plans handed to agent sessions.
     pub(super) plans: usize,
+    /// Node plans computed (those the change touched).
+    pub(super) recomputed: usize,
 }
 
 impl Coordinator {
@@ -143,8 +145,13 @@ impl<'a> Txn<'a> {
             started,
         } = self;
         let staged_at = started.elapsed();
+        let mut recomputed = 0;
         if let (Some(publish), Some(next)) = (replan, staged.as_mut()) {
-            plans.extend(compute_plans(next, &mut ops, publish));
+            // Incremental: only the plans of nodes this change touched.
+            let only = (publish == Publish::Changed).then(|| touched_nodes(&current, next));
+            let (updates, computed) = compute_plans(next, &mut ops, publish, only.as_ref());
+            plans.extend(updates);
+            recomputed = computed;
         }
         let planned = started.elapsed();
         last_write_wins(&mut ops);
@@ -162,6 +169,7 @@ impl<'a> Txn<'a> {
         let committed = Committed {
             writes,
             plans: plans.len(),
+            recomputed,
         };
         // Published under the desired-state lock, so a later commit's plans
         // can never be overwritten by this one's.
@@ -171,6 +179,7 @@ impl<'a> Txn<'a> {
         drop(replaced);
         tracing::debug!(
             plans = committed.plans,
+            recomputed,
             writes,
             stage_ms = staged_at.as_secs_f64() * 1e3,
             plan_ms = (planned - staged_at).as_secs_f64() * 1e3,
@@ -335,5 +344,116 @@ mod tests {
         let pb_ = b.plan_rx.borrow_and_update().clone().unwrap();
         assert_eq!(pb_.workloads.len(), 1);
         assert!(pb_.generation > ga, "generations only grow");
+    }
+
+    #[tokio::test]
+    async fn a_commit_touching_one_node_recomputes_one_plan() {
+        let (coord, _store, _dir) = flaky().await;
+        let mut sessions = Vec::new();
+        for node in ["a", "b", "c"] {
+            let fp = format!("fp-{node}");
+            sessions.push(coord.register(node, &fp, 0, hello(), None).await.unwrap());
+        }
+        let on = |node: &str| {
+            format!(
+                "services:\n  {node}-svc:\n    image: x:1\n    deploy:\n      placement:\n        constraints: [\"node.name == {node}\"]\n"
+            )
+        };
+        for node in ["a", "b", "c"] {
+            coord.apply("s.yaml", &on(node), false, "t").await.unwrap();
+        }
+        for s in &mut sessions {
+            s.plan_rx.borrow_and_update();
+        }
+
+        // A change to the service on `a` only.
+        let mut txn = coord.begin("test").await;
+        let key = (DEFAULT_ENV.to_string(), "a-svc".to_string());
+        let next = txn.stage();
+        let rec = Arc::make_mut(next.services.get_mut(&key).unwrap());
+        rec.spec = crate::spec::parse("s.yaml", &on("a").replace("x:1", "x:2"))
+            .unwrap()
+            .services
+            .remove("a-svc")
+            .unwrap();
+        txn.replan();
+        let committed = txn.commit().await.unwrap();
+        assert_eq!(committed.recomputed, 1, "only a's plan is computed");
+        assert_eq!(committed.plans, 1);
+        assert!(sessions[0].plan_rx.has_changed().unwrap());
+        assert!(!sessions[1].plan_rx.has_changed().unwrap());
+        assert!(!sessions[2].plan_rx.has_changed().unwrap());
+
+        // A node new to the coordinator gets its (empty) plan computed alone.
+        let mut txn = coord.begin("test").await;
+        let next = txn.stage();
+        let mut record = next.nodes["a"].clone();
+        record.name = "d".into();
+        Arc::make_mut(&mut next.nodes).insert("d".into(), record);
+        txn.replan();
+        let committed = txn.commit().await.unwrap();
+        assert_eq!(committed.recomputed, 1);
+    }
+
+    #[tokio::test]
+    async fn a_rolling_update_step_sends_plans_only_to_the_nodes_of_its_batch() {
+        let (coord, _store, _dir) = flaky().await;
+        let mut sessions = Vec::new();
+        for node in ["a", "b", "c"] {
+            let fp = format!("fp-{node}");
+            sessions.push(coord.register(node, &fp, 0, hello(), None).await.unwrap());
+        }
+        let spec = |image: &str| {
+            format!(
+                "services:\n  web:\n    image: {image}\n    deploy:\n      replicas: 3\n      update_config:\n        parallelism: 1\n"
+            )
+        };
+        coord
+            .apply("w.yaml", &spec("x:1"), false, "t")
+            .await
+            .unwrap();
+        // The agents run their plans until the first rollout is done.
+        for _ in 0..4 {
+            for (node, s) in ["a", "b", "c"].iter().zip(&mut sessions) {
+                let plan = s.plan_rx.borrow_and_update().clone().unwrap();
+                assert_eq!(plan.workloads.len(), 1, "one instance per node");
+                let workloads = plan
+                    .workloads
+                    .iter()
+                    .map(|w| pb::WorkloadStatus {
+                        id: w.id.clone(),
+                        revision: w.revision,
+                        spec_hash: w.spec_hash.clone(),
+                        state: pb::WorkloadState::Running as i32,
+                        ..Default::default()
+                    })
+                    .collect();
+                let report = pb::StatusReport {
+                    full_snapshot: true,
+                    workloads,
+                    removed: vec![],
+                };
+                let msg = pb::AgentMessage {
+                    msg: Some(pb::agent_message::Msg::Status(report)),
+                };
+                coord.handle(node, s.conn_id, msg);
+            }
+            coord.drive_rollouts().await;
+        }
+        let status = coord.status("web", "").await;
+        let rollout = status.services[0].rollout.clone().unwrap();
+        assert_eq!(rollout.state, "succeeded");
+        for s in &mut sessions {
+            s.plan_rx.borrow_and_update();
+        }
+        coord
+            .apply("w.yaml", &spec("x:2"), false, "t")
+            .await
+            .unwrap();
+        let changed = sessions
+            .iter()
+            .filter(|s| s.plan_rx.has_changed().unwrap())
+            .count();
+        assert_eq!(changed, 1, "the first batch is one instance on one node");
     }
 }

@@ -5,7 +5,7 @@
 //! every reconnect, so a restart loses nothing.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     net::SocketAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -142,12 +142,11 @@ impl Coordinator {
         for (_, rec) in store::scan_json::<EnrollRecord>(&*store, "enrolled/").await? {
             Arc::make_mut(&mut desired.enrolled).insert(rec.node.clone(), rec);
         }
-        let revoked: std::collections::HashSet<String> =
-            store::scan_json::<RevokedRecord>(&*store, "revoked/")
-                .await?
-                .into_iter()
-                .map(|(_, r)| r.fingerprint)
-                .collect();
+        let revoked: HashSet<String> = store::scan_json::<RevokedRecord>(&*store, "revoked/")
+            .await?
+            .into_iter()
+            .map(|(_, r)| r.fingerprint)
+            .collect();
         let coord = Arc::new(Self {
             store,
             desired: tokio::sync::Mutex::new(Desired::default()),

@@ -18,19 +18,126 @@ pub(super) enum Publish {
     Changed,
 }
 
-/// Builds every node's plan from desired state; bumps the generation of
-/// each plan whose content changed and records it in `ops`. Returns the
-/// plans to hand to sessions once `ops` are stored.
+/// The nodes whose plans a change from `current` to `next` may have
+/// changed: those where an instance of a changed service record (records
+/// are shared between the two and copied on write, so an unchanged one is
+/// the same allocation) appears, goes, moves or changes revision or spec;
+/// and nodes that have no plan yet. A rollout step that switches a batch
+/// touches the batch's nodes, not every node of the service.
+pub(super) fn touched_nodes(current: &Desired, next: &Desired) -> HashSet<String> {
+    let mut touched = HashSet::new();
+    let all_of = |rec: &ServiceRecord, touched: &mut HashSet<String>| {
+        if !rec.deleted {
+            touched.extend(rec.assignments.values().flatten().cloned());
+        }
+    };
+    for (key, new) in &next.services {
+        match current.services.get(key) {
+            Some(old) if Arc::ptr_eq(old, new) => {}
+            Some(old) => instance_changes_touch(old, new, &mut touched),
+            None => all_of(new, &mut touched),
+        }
+    }
+    for (key, old) in &current.services {
+        if !next.services.contains_key(key) {
+            all_of(old, &mut touched);
+        }
+    }
+    touched.extend(
+        next.nodes
+            .keys()
+            .filter(|n| !next.plans.contains_key(*n))
+            .cloned(),
+    );
+    touched
+}
+
+/// What one instance of a service runs, as its node's plan holds it.
+type Effective<'a> = (&'a str, u64, &'a ServiceSpec);
+
+/// Each placed instance's node, revision and spec (an active rollout's
+/// unswitched instances keep the revision it started from).
+fn effective(rec: &ServiceRecord) -> BTreeMap<u32, Effective<'_>> {
+    if rec.deleted {
+        return BTreeMap::new();
+    }
+    let rollout = rec.rollout.as_ref().filter(|r| r.state.is_active());
+    rec.assignments
+        .iter()
+        .filter_map(|(index, node)| {
+            let node = node.as_deref()?;
+            Some(match rollout {
+                Some(r) if !r.is_switched(*index) => {
+                    (*index, (node, r.from_revision, &r.from_spec))
+                }
+                _ => (*index, (node, rec.revision, &rec.spec)),
+            })
+        })
+        .collect()
+}
+
+/// Adds the nodes where `old` and `new` (two versions of one service's
+/// record) differ, instance by instance.
+fn instance_changes_touch(old: &ServiceRecord, new: &ServiceRecord, touched: &mut HashSet<String>) {
+    let (a, b) = (effective(old), effective(new));
+    // Every instance carries the current spec's update order.
+    let order_changed = old.spec.deploy.update.order != new.spec.deploy.update.order;
+    // Spec comparisons are deep: remember the few pairs there are.
+    let mut same: Vec<(*const ServiceSpec, *const ServiceSpec, bool)> = Vec::new();
+    let mut equal = |x: &ServiceSpec, y: &ServiceSpec| {
+        if std::ptr::eq(x, y) {
+            return true;
+        }
+        let key = (x as *const ServiceSpec, y as *const ServiceSpec);
+        if let Some(&(_, _, eq)) = same.iter().find(|(p, q, _)| (*p, *q) == key) {
+            return eq;
+        }
+        let eq = x == y;
+        same.push((key.0, key.1, eq));
+        eq
+    };
+    for index in a.keys().chain(b.keys()) {
+        match (a.get(index), b.get(index)) {
+            (Some(x), Some(y)) if !order_changed && x.0 == y.0 && x.1 == y.1 && equal(x.2, y.2) => {
+            }
+            (x, y) => {
+                touched.extend(x.iter().chain(y.iter()).map(|e| e.0.to_string()));
+            }
+        }
+    }
+}
+
+/// Builds the plans of the nodes in `only` (every node's when `None`) from
+/// desired state; bumps the generation of each plan whose content changed
+/// and records it in `ops`. Returns the plans to hand to sessions once
+/// `ops` are stored, and how many plans it computed.
 pub(super) fn compute_plans(
     next: &mut Desired,
     ops: &mut Vec<Op>,
     publish: Publish,
-) -> Vec<(String, Arc<pb::NodePlan>)> {
+    only: Option<&HashSet<String>>,
+) -> (Vec<(String, Arc<pb::NodePlan>)>, usize) {
+    let wanted = |node: &str| only.is_none_or(|set| set.contains(node));
     let mut per_node: BTreeMap<String, Vec<pb::Workload>> = BTreeMap::new();
     for node in next.nodes.keys().chain(next.plans.keys()) {
-        per_node.entry(node.clone()).or_default();
+        if wanted(node) {
+            per_node.entry(node.clone()).or_default();
+        }
     }
+    if per_node.is_empty() {
+        return (Vec::new(), 0);
+    }
+    let computed = per_node.len();
     for rec in next.services.values().filter(|r| !r.deleted) {
+        if only.is_some()
+            && !rec
+                .assignments
+                .values()
+                .flatten()
+                .any(|n| per_node.contains_key(n))
+        {
+            continue;
+        }
         let runtime = |spec: &ServiceSpec, revision: u64| {
             (revision, spec.spec_hash(), spec.probes(), spec.runtime())
         };
@@ -41,7 +148,9 @@ pub(super) fn compute_plans(
         let rollout = rec.rollout.as_ref().filter(|r| r.state.is_active());
         let old = rollout.map(|r| runtime(&r.from_spec, r.from_revision));
         for (index, node) in &rec.assignments {
-            let Some(node) = node else { continue };
+            let Some(node) = node.as_ref().filter(|n| per_node.contains_key(*n)) else {
+                continue;
+            };
             let (revision, spec_hash, probes, runtime) = match (&old, rollout) {
                 (Some(old), Some(r)) if !r.is_switched(*index) => old,
                 _ => &new,
@@ -95,7 +204,7 @@ pub(super) fn compute_plans(
     if let Some(generation) = fresh {
         ops.push(Op::put_json(PLAN_GENERATION_KEY, &generation));
     }
-    updates
+    (updates, computed)
 }
 
 /// What a node's plan holds, as stored in its [`PlanRecord`]; `workloads`
