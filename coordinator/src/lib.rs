@@ -9,6 +9,7 @@ pub mod http;
 pub mod metrics;
 pub mod pki;
 pub mod placement;
+pub mod report;
 pub mod rollout;
 pub mod server;
 pub mod spec;

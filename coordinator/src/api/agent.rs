@@ -163,6 +163,7 @@ async fn run_session(
     let agent_version = hello.agent_version.clone();
     // Boxed, as the renewal below: the task keeps the space of its largest
     // await for the session's whole life, and these two are the largest.
+    let hello = crate::report::AgentHello::from(hello);
     let handle = match Box::pin(coord.register(&node, &certificate, expires, hello, address)).await
     {
         Ok(h) => h,
@@ -236,7 +237,10 @@ async fn run_session(
                         _ => {}
                     }
                     // Every message, these two too, shows the agent alive.
-                    coord.handle(&node, conn_id, m);
+                    match crate::report::AgentReport::try_from(m) {
+                        Ok(report) => coord.handle(&node, conn_id, report),
+                        Err(e) => tracing::warn!(error = %e, "refused an agent message"),
+                    }
                 }
                 Ok(None) => break,
                 Err(e) => {

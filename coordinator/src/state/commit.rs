@@ -240,12 +240,12 @@ mod tests {
         }
     }
 
-    fn hello() -> pb::Hello {
-        pb::Hello {
+    fn hello() -> AgentHello {
+        AgentHello::from(pb::Hello {
             facts: Some(pb::NodeFacts::default()),
             agent_version: "t".into(),
             last_applied_generation: 0,
-        }
+        })
     }
 
     async fn flaky() -> (Arc<Coordinator>, Arc<FlakyStore>, tempfile::TempDir) {
@@ -436,7 +436,7 @@ mod tests {
                 let msg = pb::AgentMessage {
                     msg: Some(pb::agent_message::Msg::Status(report)),
                 };
-                coord.handle(node, s.conn_id, msg);
+                coord.handle_pb(node, s.conn_id, msg);
             }
             coord.drive_rollouts().await;
         }

@@ -24,9 +24,9 @@ pub(super) struct NodeLive {
     pub(super) silent: bool,
     /// When the agent was last heard from (any message; heartbeats fill silences).
     pub(super) last_heartbeat_unix_ms: i64,
-    pub(super) metrics: Option<pb::HostMetrics>,
+    pub(super) metrics: Option<HostMetrics>,
     pub(super) acked_generation: u64,
-    pub(super) workloads: HashMap<String, pb::WorkloadStatus>,
+    pub(super) workloads: HashMap<String, WorkloadReport>,
     pub(super) history: VecDeque<Sample>,
 }
 

@@ -4,9 +4,15 @@
 use super::*;
 
 impl Coordinator {
+    /// [`Self::handle`] of a wire message, for tests.
+    #[cfg(test)]
+    pub(crate) fn handle_pb(&self, node: &str, conn_id: u64, msg: pb::AgentMessage) {
+        let report = AgentReport::try_from(msg).expect("a valid agent message");
+        self.handle(node, conn_id, report);
+    }
+
     /// Takes one message from an agent's stream.
-    pub fn handle(&self, node: &str, conn_id: u64, msg: pb::AgentMessage) {
-        use pb::agent_message::Msg;
+    pub fn handle(&self, node: &str, conn_id: u64, report: AgentReport) {
         // Events are built under the lock and sent after it.
         let mut out = Vec::new();
         let mut guard = self.live();
@@ -30,9 +36,9 @@ impl Coordinator {
             );
         }
         n.last_heartbeat_unix_ms = now_unix_ms();
-        match msg.msg {
-            Some(Msg::Heartbeat(hb)) => {
-                if let Some(m) = &hb.metrics {
+        match report {
+            AgentReport::Heartbeat(metrics) => {
+                if let Some(m) = &metrics {
                     let due = n.history.back().is_none_or(|s| {
                         n.last_heartbeat_unix_ms - s.unix_ms >= HISTORY_STEP_MS - 50
                     });
@@ -48,36 +54,36 @@ impl Coordinator {
                         });
                     }
                 }
-                n.metrics = hb.metrics;
+                n.metrics = metrics;
             }
-            Some(Msg::Ack(ack)) => match ack.target.clone() {
-                Some(pb::ack::Target::PlanGeneration(g)) => {
-                    if ack.ok {
-                        n.acked_generation = g;
-                    } else {
-                        tracing::warn!(node, generation = g, error = %ack.error, "agent rejected a plan");
-                    }
+            AgentReport::PlanAck { generation, result } => match result {
+                Ok(()) => n.acked_generation = generation,
+                Err(error) => {
+                    tracing::warn!(node, generation, %error, "agent rejected a plan");
                 }
-                Some(pb::ack::Target::CommandId(id)) => {
-                    tracing::debug!(node, command = %id, ok = ack.ok, "command acknowledged");
-                    let waiter = self
-                        .pending
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&(node.to_string(), id));
-                    if let Some(w) = waiter {
-                        let _ = w.send(ack);
-                    }
-                }
-                None => {}
             },
-            Some(Msg::Status(report)) => {
-                let mut previous = if report.full_snapshot {
+            AgentReport::CommandAck(ack) => {
+                tracing::debug!(node, command = %ack.id, ok = ack.result.is_ok(), "command acknowledged");
+                let waiter = self
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&(node.to_string(), ack.id.clone()));
+                if let Some(w) = waiter {
+                    let _ = w.send(ack);
+                }
+            }
+            AgentReport::Status {
+                full_snapshot,
+                workloads,
+                removed,
+            } => {
+                let mut previous = if full_snapshot {
                     std::mem::take(&mut n.workloads)
                 } else {
                     HashMap::new()
                 };
-                for id in report.removed {
+                for id in removed {
                     if n.workloads.remove(&id).is_some() {
                         Self::emit_removed(&mut out, node, &id);
                     }
@@ -89,7 +95,7 @@ impl Coordinator {
                     plan.as_ref()
                         .is_some_and(|p| p.workloads.iter().any(|w| w.id == id))
                 };
-                for w in report.workloads {
+                for w in workloads {
                     let prev = previous.remove(&w.id).or_else(|| n.workloads.remove(&w.id));
                     if prev.is_some() || planned(&w.id) {
                         Self::emit_changes(&mut out, node, prev.as_ref(), &w);
@@ -101,29 +107,32 @@ impl Coordinator {
                 }
                 self.status_changed.notify_one();
             }
-            Some(Msg::Event(ev)) => {
-                tracing::info!(node, workload = %ev.workload_id, kind = %ev.kind, "{}", ev.message);
+            AgentReport::Event {
+                workload_id,
+                kind,
+                message,
+            } => {
+                tracing::info!(node, workload = %workload_id, kind = %kind, "{message}");
                 // Health transitions come with the status report (with the
                 // probe's output); the rest are forwarded as they are.
-                if !matches!(ev.kind.as_str(), "healthy" | "unhealthy") {
-                    self.events.emit(
-                        Ev::new(format!("instance.{}", ev.kind))
-                            .instance(&ev.workload_id)
+                if !matches!(kind.as_str(), "healthy" | "unhealthy") {
+                    out.push(
+                        Ev::new(format!("instance.{kind}"))
+                            .instance(&workload_id)
                             .node(node)
-                            .msg(format!("{}: {}", ev.workload_id, ev.message)),
+                            .msg(format!("{workload_id}: {message}")),
                     );
                 }
             }
-            Some(Msg::Pong(_)) => {
+            AgentReport::Pong => {
                 // Timed by the session itself.
             }
-            Some(Msg::Renew(_)) => {
+            AgentReport::Renew => {
                 // Answered by the session itself (it needs the CA).
             }
-            Some(Msg::Hello(_)) => {
+            AgentReport::Hello => {
                 tracing::warn!(node, "ignoring a second Hello on one stream");
             }
-            None => {}
         }
         drop(guard);
         for ev in out {
@@ -145,12 +154,12 @@ impl Coordinator {
     pub(super) fn emit_changes(
         out: &mut Vec<Ev>,
         node: &str,
-        prev: Option<&pb::WorkloadStatus>,
-        w: &pb::WorkloadStatus,
+        prev: Option<&WorkloadReport>,
+        w: &WorkloadReport,
     ) {
-        let state = crate::metrics::workload_state(w.state);
+        let state = w.state.as_str();
         if prev.is_none_or(|p| p.state != w.state || p.spec_hash != w.spec_hash) {
-            let previous = prev.map(|p| crate::metrics::workload_state(p.state));
+            let previous = prev.map(|p| p.state.as_str());
             let mut ev = Ev::new(EventKind::InstanceState)
                 .instance(&w.id)
                 .node(node)
@@ -172,15 +181,15 @@ impl Coordinator {
             }
             out.push(ev);
         }
-        let health = crate::metrics::health(w.health);
+        let health = w.health.as_str();
         let prev_health = prev.map(|p| p.health).unwrap_or_default();
         if prev_health != w.health {
             let mut ev = Ev::new(EventKind::InstanceHealth)
                 .instance(&w.id)
                 .node(node)
                 .field("health", health)
-                .field("previous", crate::metrics::health(prev_health));
-            let message = if w.health == pb::Health::Unhealthy as i32 {
+                .field("previous", prev_health.as_str());
+            let message = if w.health == Health::Unhealthy {
                 ev = ev
                     .field("probe", &w.failing_probe)
                     .field("output", &w.health_output);

@@ -24,6 +24,9 @@ use crate::{
     events::{Ev, EventBus, EventKind},
     metrics::Metrics,
     placement::{self, Assignments, Candidate},
+    report::{
+        AgentHello, AgentReport, CommandAck, Health, HostMetrics, InstanceState, WorkloadReport,
+    },
     rollout::{self, Effect, InstanceView, Rollout, RolloutState},
     spec::{self, ServiceSpec},
     store::{self, Op, Store, StoreError},
@@ -107,7 +110,7 @@ pub struct Coordinator {
     metrics: Metrics,
     /// Commands sent to agents, waiting for their Ack.
     /// Keyed by (node, command id): a node answers only its own commands.
-    pending: Mutex<HashMap<(String, String), oneshot::Sender<pb::Ack>>>,
+    pending: Mutex<HashMap<(String, String), oneshot::Sender<CommandAck>>>,
     next_command: AtomicU64,
     /// Woken when agents report status, so rollouts step at once.
     pub status_changed: tokio::sync::Notify,

@@ -8,7 +8,7 @@ pub(super) struct Registration {
     pub(super) node: String,
     pub(super) certificate: String,
     pub(super) certificate_expires_unix_ms: i64,
-    pub(super) hello: pb::Hello,
+    pub(super) hello: AgentHello,
     pub(super) address: Option<SocketAddr>,
     pub(super) reply: oneshot::Sender<Result<SessionHandle, StateError>>,
 }
@@ -38,7 +38,7 @@ impl Coordinator {
         node: &str,
         certificate: &str,
         certificate_expires_unix_ms: i64,
-        hello: pb::Hello,
+        hello: AgentHello,
         address: Option<SocketAddr>,
     ) -> Result<SessionHandle, StateError> {
         // The TLS verifier refuses revoked certificates already; this also
@@ -103,12 +103,10 @@ impl Coordinator {
                 address,
                 reply,
             } = r;
-            let pb::Hello {
-                facts,
+            let AgentHello {
+                mut facts,
                 agent_version,
-                last_applied_generation: _,
             } = hello;
-            let mut facts: Facts = facts.unwrap_or_default().into();
             let desired = txn.desired();
             if let Some(e) = desired.enrolled.get(&node) {
                 facts

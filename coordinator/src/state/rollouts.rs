@@ -36,11 +36,11 @@ impl Coordinator {
                 let healthy = reported.is_some_and(|w| {
                     w.spec_hash == hash
                         && if want_stopped {
-                            w.state == pb::WorkloadState::Exited as i32
+                            w.state == InstanceState::Exited
                         } else {
-                            w.state == pb::WorkloadState::Running as i32
-                                && (w.health == pb::Health::Healthy as i32
-                                    || (!has_checks && w.health == pb::Health::Unspecified as i32))
+                            w.state == InstanceState::Running
+                                && (w.health == Health::Healthy
+                                    || (!has_checks && w.health == Health::None))
                         }
                 });
                 InstanceView {
@@ -682,7 +682,10 @@ mod tests {
             agent_version: "t".into(),
             last_applied_generation: 0,
         };
-        let a = coord.register("a", "fp-a", 0, hello, None).await.unwrap();
+        let a = coord
+            .register("a", "fp-a", 0, hello.into(), None)
+            .await
+            .unwrap();
         (coord, a, dir)
     }
 
@@ -700,7 +703,7 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        coord.handle(
+        coord.handle_pb(
             "a",
             a.conn_id,
             pb::AgentMessage {

@@ -8,12 +8,12 @@ fn temp_store() -> (Arc<dyn Store>, tempfile::TempDir) {
 }
 
 /// An agent's Hello with empty facts.
-fn hello() -> pb::Hello {
-    pb::Hello {
+fn hello() -> AgentHello {
+    AgentHello::from(pb::Hello {
         facts: Some(pb::NodeFacts::default()),
         agent_version: "t".into(),
         last_applied_generation: 0,
-    }
+    })
 }
 
 fn a(pairs: &[(u32, Option<&str>)]) -> Assignments {
@@ -98,7 +98,7 @@ async fn apply_stores_a_revision_and_a_plan_survives_reload() {
         nodes.nodes[0].plan_generation
     );
     let mut session = again
-        .register("n1", "fp-n1", 0, pb::Hello::default(), None)
+        .register("n1", "fp-n1", 0, AgentHello::default(), None)
         .await
         .unwrap();
     let plan = session.plan_rx.borrow_and_update().clone().unwrap();
@@ -121,7 +121,7 @@ async fn plan_generations_of_old_per_node_records_carry_over_and_the_records_go(
         .await
         .unwrap();
     let mut session = coord
-        .register("n1", "fp-n1", 0, pb::Hello::default(), None)
+        .register("n1", "fp-n1", 0, AgentHello::default(), None)
         .await
         .unwrap();
     let plan = session.plan_rx.borrow_and_update().clone().unwrap();
@@ -231,7 +231,7 @@ async fn any_message_shows_a_node_alive() {
     // Sweeps 2.4 s and 2.6 s after a report: the 2.5 s window counts
     // from the report.
     let registered = coord.live().nodes["n1"].last_heartbeat_unix_ms;
-    coord.handle("n1", session.conn_id, status(pb::WorkloadState::Running));
+    coord.handle_pb("n1", session.conn_id, status(pb::WorkloadState::Running));
     let heard = coord.live().nodes["n1"].last_heartbeat_unix_ms;
     assert!(heard >= registered);
     coord.sweep(heard + 2_400);
@@ -239,7 +239,7 @@ async fn any_message_shows_a_node_alive() {
     coord.sweep(heard + 2_600);
     assert!(!ready(&coord), "silence past the window is loss");
     let mut events = coord.events.subscribe();
-    coord.handle("n1", session.conn_id, status(pb::WorkloadState::Exited));
+    coord.handle_pb("n1", session.conn_id, status(pb::WorkloadState::Exited));
     assert!(ready(&coord), "a report from a silent node brings it back");
     let mut kinds = Vec::new();
     while let Ok(ev) = events.try_recv() {
@@ -318,12 +318,7 @@ async fn nodes_coming_back_keep_their_plans_and_take_what_waited_for_them() {
     // A node that comes back with other facts is placed again: n2 now
     // carries a label; its record is stored either way.
     let mut hello2 = hello();
-    hello2
-        .facts
-        .as_mut()
-        .unwrap()
-        .labels
-        .insert("zone".into(), "b".into());
+    hello2.facts.labels.insert("zone".into(), "b".into());
     drop(n2);
     let _n2 = coord.register("n2", "n2", 0, hello2, None).await.unwrap();
     let nodes = coord.nodes().await;
@@ -401,7 +396,7 @@ async fn a_node_cannot_report_for_or_receive_another_nodes_instances() {
             removed: vec![],
         })),
     };
-    coord.handle("a", a.conn_id, report);
+    coord.handle_pb("a", a.conn_id, report);
     let status = coord.status("", "").await;
     let inst = status.services[0]
         .instances
@@ -439,13 +434,13 @@ async fn status_reports_become_ordered_state_and_health_events() {
         })),
     };
     use pb::{Health as H, WorkloadState as S};
-    coord.handle("a", a.conn_id, report(S::Running, H::Starting, ""));
-    coord.handle("a", a.conn_id, report(S::Running, H::Healthy, ""));
-    coord.handle("a", a.conn_id, report(S::Running, H::Unhealthy, "HTTP 500"));
+    coord.handle_pb("a", a.conn_id, report(S::Running, H::Starting, ""));
+    coord.handle_pb("a", a.conn_id, report(S::Running, H::Healthy, ""));
+    coord.handle_pb("a", a.conn_id, report(S::Running, H::Unhealthy, "HTTP 500"));
     // An unchanged report says nothing new.
-    coord.handle("a", a.conn_id, report(S::Running, H::Unhealthy, "HTTP 500"));
+    coord.handle_pb("a", a.conn_id, report(S::Running, H::Unhealthy, "HTTP 500"));
     // Another node's instance is not this node's to report.
-    coord.handle(
+    coord.handle_pb(
         "a",
         a.conn_id,
         pb::AgentMessage {
@@ -561,7 +556,7 @@ async fn an_exit_code_and_a_units_journal_tail_reach_the_status() {
         .apply("a.yaml", "services:\n  job:\n    image: x:1\n", false, "t")
         .await
         .unwrap();
-    coord.handle(
+    coord.handle_pb(
         "a",
         a.conn_id,
         pb::AgentMessage {

@@ -10,7 +10,7 @@ impl Coordinator {
         node: &str,
         kind: pb::command::Kind,
         timeout: Duration,
-    ) -> Result<pb::Ack, String> {
+    ) -> Result<CommandAck, String> {
         let id = format!("c{}", self.next_command.fetch_add(1, Ordering::Relaxed));
         let sender = {
             let live = self.live();
@@ -109,8 +109,10 @@ impl Coordinator {
                         output: e.clone(),
                         ..base
                     }),
-                    Ok(ack) if !ack.ok => results.push(pb::VerifyResult {
-                        output: format!("the agent could not run the checks: {}", ack.error),
+                    Ok(CommandAck {
+                        result: Err(error), ..
+                    }) => results.push(pb::VerifyResult {
+                        output: format!("the agent could not run the checks: {error}"),
                         ..base
                     }),
                     Ok(ack) => {

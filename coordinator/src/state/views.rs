@@ -57,22 +57,18 @@ impl Coordinator {
                 };
                 if let Some(r) = reported {
                     inst.revision = r.revision;
-                    inst.state = r.state;
+                    inst.state = pb::WorkloadState::from(r.state) as i32;
                     inst.reason = r.reason.clone();
                     inst.restarts = r.restarts;
                     inst.container_id = r.container_id.clone();
                     inst.container_name = r.container_name.clone();
                     inst.updated_unix_ms = r.updated_unix_ms;
-                    inst.health = r.health;
+                    inst.health = pb::Health::from(r.health) as i32;
                     inst.health_output = r.health_output.clone();
                     inst.failing_probe = r.failing_probe.clone();
                     inst.exit_code = r.exit_code;
-                    inst.journal_tail = r
-                        .unit
-                        .as_ref()
-                        .map(|u| u.journal_tail.clone())
-                        .unwrap_or_default();
-                    if r.state == pb::WorkloadState::Running as i32 && r.spec_hash == hash {
+                    inst.journal_tail = r.journal_tail.clone();
+                    if r.state == InstanceState::Running && r.spec_hash == hash {
                         running += 1;
                         current.push(instances.len());
                     }
@@ -155,7 +151,7 @@ impl Coordinator {
                         .unwrap_or(0),
                     acked_generation: l.map(|l| l.acked_generation).unwrap_or(0),
                     workloads: counts.get(rec.name.as_str()).copied().unwrap_or(0),
-                    metrics: l.and_then(|l| l.metrics),
+                    metrics: l.and_then(|l| l.metrics).map(pb::HostMetrics::from),
                     address: session.map(|s| s.address.clone()).unwrap_or_default(),
                     certificate_expires_unix_ms: rec.certificate_expires_unix_ms,
                 }
