@@ -9,6 +9,7 @@ mod bad_input;
 mod coordinator_restart;
 mod dashboard;
 mod deploy;
+mod dev;
 mod environments;
 mod health;
 mod images;
