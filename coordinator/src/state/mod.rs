@@ -41,6 +41,7 @@ mod messages;
 mod plans;
 mod records;
 mod register;
+mod rollout_commands;
 mod rollouts;
 mod verify;
 mod views;
@@ -52,13 +53,13 @@ pub use records::{
     EnrollRecord, Facts, NodeRecord, PlanRecord, RevisionRecord, RevokedRecord, ServiceRecord,
 };
 pub use register::SessionHandle;
-pub use rollouts::RolloutCommand;
+pub use rollout_commands::RolloutCommand;
 pub use views::rollout_info;
 
 #[allow(unused_imports)]
 use self::{
     apply::*, commit::*, envs::*, live::*, messages::*, plans::*, records::*, register::*,
-    verify::*, views::*,
+    rollouts::*, verify::*, views::*,
 };
 
 /// The environment of services whose spec names none.
