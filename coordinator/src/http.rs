@@ -47,7 +47,7 @@ use tracing::Instrument;
 use crate::{
     api::{
         auth::{self, Caller},
-        control::{authorize, Action},
+        rbac::{authorize, Action},
     },
     events::{Filter, SharedEvent},
     metrics::Metrics,

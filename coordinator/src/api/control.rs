@@ -6,10 +6,11 @@
 use std::{sync::Arc, time::Duration};
 
 use convoy_proto as pb;
-use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
 
 use super::auth::Caller;
+use super::rbac::{authorize, Action};
+use super::watch::{watch_stream, WatchStream};
 use crate::{
     audit::Audit,
     events::Filter,
@@ -103,104 +104,6 @@ impl ControlApi {
         self.audit
             .record(&caller.who(), action.audit_name(), target, &outcome)
             .await;
-    }
-}
-
-/// An RPC as far as authorization is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action<'a> {
-    Status,
-    ListNodes,
-    Watch,
-    Verify,
-    History,
-    Apply { env: &'a str },
-    Delete { env: &'a str },
-    RemoveNode,
-    CreateToken,
-    ListTokens,
-    RevokeToken,
-    CreateJoinToken,
-    ListAudit,
-}
-
-impl Action<'_> {
-    /// The CLI command, for messages.
-    fn name(self) -> &'static str {
-        match self {
-            Action::Status => "status",
-            Action::ListNodes => "nodes",
-            Action::Watch => "events",
-            Action::Verify => "verify",
-            Action::History => "history",
-            Action::Apply { .. } => "apply",
-            Action::Delete { .. } => "delete",
-            Action::RemoveNode => "node remove",
-            Action::CreateToken => "token create",
-            Action::ListTokens => "token list",
-            Action::RevokeToken => "token revoke",
-            Action::CreateJoinToken => "token create --join",
-            Action::ListAudit => "audit",
-        }
-    }
-
-    /// The `action` of audit entries.
-    fn audit_name(self) -> &'static str {
-        match self {
-            Action::Status => "status",
-            Action::ListNodes => "nodes",
-            Action::Watch => "events",
-            Action::Verify => "verify",
-            Action::History => "history",
-            Action::Apply { .. } => "apply",
-            Action::Delete { .. } => "delete",
-            Action::RemoveNode => "node.remove",
-            Action::CreateToken => "token.create",
-            Action::ListTokens => "token.list",
-            Action::RevokeToken => "token.revoke",
-            Action::CreateJoinToken => "join-token.create",
-            Action::ListAudit => "audit.list",
-        }
-    }
-}
-
-/// The role matrix. viewer: status and nodes. deployer: also apply and
-/// delete, in its environments only (all when it has none). admin:
-/// everything. Join tokens never get this far (the interceptor refuses them).
-/// The error is the user-facing refusal.
-pub fn authorize(caller: &Caller, action: Action<'_>) -> Result<(), String> {
-    let read = matches!(
-        action,
-        Action::Status | Action::ListNodes | Action::Watch | Action::Verify | Action::History
-    );
-    let deploy = matches!(action, Action::Apply { .. } | Action::Delete { .. });
-    let token = format!("token `{}` ({})", caller.name, caller.role_desc());
-    match caller.role {
-        Role::Admin => Ok(()),
-        Role::Viewer if read => Ok(()),
-        Role::Viewer => Err(format!(
-            "{token} may only read (status, nodes, events, verify, history); `{}` needs a {} token",
-            action.name(),
-            if deploy { "deployer or admin" } else { "admin" }
-        )),
-        Role::Deployer if read => Ok(()),
-        Role::Deployer if deploy => {
-            let (Action::Apply { env } | Action::Delete { env }) = action else {
-                unreachable!("deploy actions carry an environment");
-            };
-            if caller.envs.is_empty() || caller.envs.iter().any(|e| e == env) {
-                Ok(())
-            } else {
-                Err(format!("{token} may not touch environment `{env}`"))
-            }
-        }
-        Role::Deployer => Err(format!(
-            "{token} may read, apply and delete services; `{}` needs an admin token",
-            action.name()
-        )),
-        Role::Join => Err(format!(
-            "{token} is a join token: it enrols agents and cannot be used with the CLI"
-        )),
     }
 }
 
@@ -600,95 +503,6 @@ impl pb::control_service_server::ControlService for ControlApi {
     }
 }
 
-type WatchStream =
-    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::ClusterEvent, Status>> + Send>>;
-
-/// Counts an open watch stream for as long as it lives.
-struct WatchOpen(Arc<Coordinator>);
-
-impl WatchOpen {
-    fn new(coord: Arc<Coordinator>) -> Self {
-        coord
-            .metrics()
-            .watch_streams
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Self(coord)
-    }
-}
-
-impl Drop for WatchOpen {
-    fn drop(&mut self) {
-        self.0
-            .metrics()
-            .watch_streams
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// A watcher's stream, polled by tonic itself: the replayed events, then
-/// the live ones. Events already waiting are taken with `try_recv`, which
-/// does not spend the task's cooperative budget, so one turn of the stream's
-/// task sends as many as fit before tonic yields; with a forwarding task and
-/// a queue, each turn moved at most ~128 and a watcher fell behind at ~20,000
-/// events/s among 10,000 busy agent sessions (BENCHMARKS.md, ingest). A
-/// reader that still falls behind the bus gets `ResourceExhausted`.
-fn watch_stream(
-    coord: Arc<Coordinator>,
-    filter: Filter,
-    backlog: Vec<crate::events::SharedEvent>,
-    rx: broadcast::Receiver<crate::events::SharedEvent>,
-) -> WatchStream {
-    struct State {
-        backlog: std::vec::IntoIter<crate::events::SharedEvent>,
-        rx: broadcast::Receiver<crate::events::SharedEvent>,
-        filter: Filter,
-        ended: bool,
-        _open: WatchOpen,
-    }
-    let state = State {
-        backlog: backlog.into_iter(),
-        rx,
-        filter,
-        ended: false,
-        _open: WatchOpen::new(coord),
-    };
-    Box::pin(futures::stream::unfold(state, |mut w| async move {
-        use broadcast::error::{RecvError, TryRecvError};
-        if w.ended {
-            return None;
-        }
-        if let Some(ev) = w.backlog.by_ref().find(|e| w.filter.matches(e)) {
-            return Some((Ok((*ev).clone()), w));
-        }
-        loop {
-            let got = match w.rx.try_recv() {
-                Ok(ev) => Ok(ev),
-                Err(TryRecvError::Empty) => w.rx.recv().await,
-                Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
-                Err(TryRecvError::Closed) => Err(RecvError::Closed),
-            };
-            match got {
-                Ok(ev) => {
-                    if w.filter.matches(&ev) {
-                        return Some((Ok((*ev).clone()), w));
-                    }
-                }
-                Err(RecvError::Lagged(n)) => {
-                    // A reader this far behind would show a stale world;
-                    // end its stream rather than slow anyone.
-                    tracing::info!(missed = n, "dropping an event watcher that fell behind");
-                    w.ended = true;
-                    let status = Status::resource_exhausted(format!(
-                        "the event stream fell {n} events behind; reconnect"
-                    ));
-                    return Some((Err(status), w));
-                }
-                Err(RecvError::Closed) => return None,
-            }
-        }
-    }))
-}
-
 /// How long `verify` waits for agents when the request names no timeout.
 pub const VERIFY_DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest `verify` may wait: each check holds an agent command.
@@ -714,23 +528,6 @@ fn verify_timeout(timeout_ms: u64) -> Result<Duration, Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{Ev, CHANNEL};
-    use futures::StreamExt;
-    use std::sync::atomic::Ordering;
-
-    async fn coordinator() -> (Arc<Coordinator>, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn crate::store::Store> =
-            Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
-        let coord = Coordinator::load(
-            store,
-            crate::state::Liveness::default(),
-            tokio_util::sync::CancellationToken::new(),
-        )
-        .await
-        .unwrap();
-        (coord, dir)
-    }
 
     /// Issue 13: `verify --timeout` over five minutes was cut silently.
     #[test]
@@ -744,137 +541,6 @@ mod tests {
             err.message().contains("600 s is over the limit of 300 s"),
             "{}",
             err.message()
-        );
-    }
-
-    #[tokio::test]
-    async fn a_watch_replays_then_streams_live_events_filtered_and_is_counted() {
-        let (coord, _dir) = coordinator().await;
-        coord.events().emit(Ev::new("a").node("n1"));
-        coord.events().emit(Ev::new("b").node("n2"));
-        let (backlog, rx) = coord.events().subscribe_with_replay();
-        let filter = Filter {
-            node: "n1".into(),
-            ..Default::default()
-        };
-        let mut stream = watch_stream(coord.clone(), filter, backlog, rx);
-        assert_eq!(coord.metrics().watch_streams.load(Ordering::Relaxed), 1);
-        coord.events().emit(Ev::new("c").node("n2"));
-        coord.events().emit(Ev::new("d").node("n1"));
-        let first = stream.next().await.unwrap().unwrap();
-        let second = stream.next().await.unwrap().unwrap();
-        assert_eq!((first.kind.as_str(), second.kind.as_str()), ("a", "d"));
-        assert!(second.seq > first.seq);
-        drop(stream);
-        assert_eq!(coord.metrics().watch_streams.load(Ordering::Relaxed), 0);
-    }
-
-    #[tokio::test]
-    async fn a_watcher_that_falls_behind_the_bus_is_told_and_its_stream_ends() {
-        let (coord, _dir) = coordinator().await;
-        let rx = coord.events().subscribe();
-        let mut stream = watch_stream(coord.clone(), Filter::default(), Vec::new(), rx);
-        for _ in 0..CHANNEL + 10 {
-            coord.events().emit(Ev::new("x"));
-        }
-        let err = stream.next().await.unwrap().unwrap_err();
-        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
-        assert!(err.message().contains("fell 10 events behind"), "{err:?}");
-        assert!(stream.next().await.is_none());
-    }
-
-    fn caller(role: Role, envs: &[&str]) -> Caller {
-        Caller {
-            id: "abcd1234".into(),
-            name: "t".into(),
-            role,
-            envs: envs.iter().map(|s| s.to_string()).collect(),
-        }
-    }
-
-    #[test]
-    fn the_role_matrix() {
-        use Action::*;
-        let staging = Apply { env: "staging" };
-        let default = Apply { env: "default" };
-        let del_default = Delete { env: "default" };
-        let all = [
-            Status,
-            ListNodes,
-            Watch,
-            Verify,
-            History,
-            default,
-            staging,
-            del_default,
-            RemoveNode,
-            CreateToken,
-            ListTokens,
-            RevokeToken,
-            CreateJoinToken,
-            ListAudit,
-        ];
-        // (role, envs, allowed actions)
-        let table: &[(Role, &[&str], &[Action])] = &[
-            (Role::Admin, &[], &all),
-            (
-                Role::Viewer,
-                &[],
-                &[Status, ListNodes, Watch, Verify, History],
-            ),
-            (
-                Role::Deployer,
-                &[],
-                &[
-                    Status,
-                    ListNodes,
-                    Watch,
-                    Verify,
-                    History,
-                    default,
-                    staging,
-                    del_default,
-                ],
-            ),
-            (
-                Role::Deployer,
-                &["staging"],
-                &[Status, ListNodes, Watch, Verify, History, staging],
-            ),
-            (Role::Join, &[], &[]),
-        ];
-        for (role, envs, allowed) in table {
-            let c = caller(*role, envs);
-            for action in all {
-                let got = authorize(&c, action);
-                assert_eq!(
-                    got.is_ok(),
-                    allowed.contains(&action),
-                    "{} {action:?}: {got:?}",
-                    c.role_desc()
-                );
-                if let Err(msg) = got {
-                    assert!(msg.contains(&c.role_desc()), "{msg}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn refusals_say_what_the_role_may_do() {
-        let c = caller(Role::Deployer, &["staging"]);
-        assert_eq!(
-            authorize(&c, Action::Apply { env: "default" }).unwrap_err(),
-            "token `t` (deployer for staging) may not touch environment `default`"
-        );
-        let v = caller(Role::Viewer, &[]);
-        assert_eq!(
-            authorize(&v, Action::Apply { env: "default" }).unwrap_err(),
-            "token `t` (viewer) may only read (status, nodes, events, verify, history); `apply` needs a deployer or admin token"
-        );
-        assert_eq!(
-            authorize(&caller(Role::Deployer, &[]), Action::CreateToken).unwrap_err(),
-            "token `t` (deployer) may read, apply and delete services; `token create` needs an admin token"
         );
     }
 }

@@ -5,6 +5,8 @@ pub mod agent;
 pub mod auth;
 pub mod control;
 pub mod enroll;
+pub mod rbac;
+mod watch;
 
 use tonic::Status;
 
