@@ -7,7 +7,8 @@ pub mod dev;
 pub mod events;
 pub mod http;
 pub mod metrics;
-pub mod pki;
+/// The CA and certificates (the `convoy-pki` crate, shared with the load test).
+pub use convoy_pki as pki;
 pub mod placement;
 pub mod report;
 pub mod rollout;

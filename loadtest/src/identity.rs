@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use convoy_coordinator::pki::{Ca, PkiPaths};
+use convoy_pki::{Ca, PkiPaths};
 use tonic::transport::Identity;
 
 /// The CA certificate (PEM) agents trust.
