@@ -113,16 +113,21 @@ impl Coordinator {
         for (name, rev, by) in superseded {
             txn.emit(superseded_event(env, &name, rev, by));
         }
-        for c in &response.services {
-            for ev in deployed_events(c, who) {
-                txn.emit(ev);
-            }
-        }
-        for ev in first_steps {
-            txn.emit(ev);
-        }
+        // Built after the plans are out: one per instance that moves.
+        let response = Arc::new(response);
+        let (changes, by) = (response.clone(), who.to_string());
+        txn.emit_later(move || {
+            let mut out: Vec<Ev> = changes
+                .services
+                .iter()
+                .flat_map(|c| deployed_events(c, &by))
+                .collect();
+            out.extend(first_steps);
+            out
+        });
         txn.commit().await?;
-        Ok(response)
+        // The events' copy is gone with the commit.
+        Ok(Arc::try_unwrap(response).unwrap_or_else(|shared| (*shared).clone()))
     }
 
     /// Removes every instance of a service; its revisions stay in history.

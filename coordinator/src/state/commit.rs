@@ -18,6 +18,10 @@ use super::*;
 /// hold: plans are computed before the store write, from the staged copy.
 type Patch = Box<dyn FnOnce(&mut Desired) + Send>;
 
+/// Events built only once the change is committed and its plans are out
+/// (10,000 `instance.placed` events need not delay the plans).
+type LaterEvents = Box<dyn FnOnce() -> Vec<Ev> + Send>;
+
 /// A transaction on desired state; see the module docs.
 pub(super) struct Txn<'a> {
     coord: &'a Coordinator,
@@ -28,6 +32,7 @@ pub(super) struct Txn<'a> {
     replan: Option<Publish>,
     plans: Vec<(String, Arc<pb::NodePlan>)>,
     events: Vec<Ev>,
+    later: Vec<LaterEvents>,
     what: &'static str,
     started: Instant,
 }
@@ -68,6 +73,7 @@ impl<'a> Txn<'a> {
             replan: None,
             plans: Vec::new(),
             events: Vec::new(),
+            later: Vec::new(),
             what,
             started: Instant::now(),
         }
@@ -111,6 +117,12 @@ impl<'a> Txn<'a> {
         self.events.push(ev);
     }
 
+    /// Events built by `build` after the commit, emitted after those of
+    /// [`Self::emit`]; nothing is built if the commit fails.
+    pub(super) fn emit_later(&mut self, build: impl FnOnce() -> Vec<Ev> + Send + 'static) {
+        self.later.push(Box::new(build));
+    }
+
     /// Recompute the plans whose content changed.
     pub(super) fn replan(&mut self) {
         self.replan.get_or_insert(Publish::Changed);
@@ -141,6 +153,7 @@ impl<'a> Txn<'a> {
             replan,
             mut plans,
             events,
+            later,
             what,
             started,
         } = self;
@@ -189,6 +202,11 @@ impl<'a> Txn<'a> {
         );
         for ev in events {
             coord.events.emit(ev);
+        }
+        for build in later {
+            for ev in build() {
+                coord.events.emit(ev);
+            }
         }
         Ok(committed)
     }
