@@ -165,6 +165,12 @@ pub(crate) fn selected_env() -> String {
     SELECTED_ENV.get().cloned().unwrap_or_default()
 }
 
+/// The environment a command on one service acts on: `--env`/`CONVOY_ENV`,
+/// else `default` (never "any": a service name can exist in several).
+pub(crate) fn service_env() -> String {
+    convoy_api::env::or_default(&selected_env()).to_string()
+}
+
 /// Runs one command; `env` is the environment it applies to (`--env`).
 pub async fn run_in(
     command: Command,

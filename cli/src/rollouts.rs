@@ -11,7 +11,7 @@ use convoy_proto as pb;
 use serde::Serialize;
 
 use crate::client::RolloutVerb;
-use crate::commands::{connect, now_ms, print, read_spec, selected_env, Output};
+use crate::commands::{connect, now_ms, print, read_spec, selected_env, service_env, Output};
 use crate::config::Flags;
 use crate::output::{self, Format, RolloutJson};
 
@@ -121,13 +121,20 @@ async fn service_status(
     coordinator
         .status(pb::StatusRequest {
             service: service.to_string(),
-            env: selected_env(),
+            // One service: its environment's, not the first of that name
+            // in any environment (issue 13).
+            env: service_env(),
         })
         .await?
         .services
         .into_iter()
         .next()
-        .ok_or_else(|| anyhow!("service `{service}` not found"))
+        .ok_or_else(|| {
+            anyhow!(
+                "service `{service}` not found in environment `{}`",
+                service_env()
+            )
+        })
 }
 
 /// `convoy rollout status SERVICE [--watch]`.
@@ -140,7 +147,7 @@ pub async fn status(service: String, watch: bool, format: Format, flags: &Flags)
     let mut stream = coordinator
         .watch(pb::WatchRequest {
             service: service.clone(),
-            env: selected_env(),
+            env: service_env(),
             ..Default::default()
         })
         .await?;

@@ -110,3 +110,60 @@ fn services_live_per_environment_and_never_cross_to_other_nodes() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid environment `Prod/1`"));
 }
+
+/// Issue 13: `rollout status`/`abort` without `--env` took the first service
+/// of that name in any environment (here `alpha`, before `default`), and
+/// abort could apply another environment's revision to `default/SERVICE`.
+#[test]
+fn rollout_commands_without_env_act_on_the_default_environment_only() {
+    skip_without_docker!();
+    let mut c = Cluster::start();
+    let plain = c.add_agent();
+    c.wait_nodes_ready(&[plain.clone()]);
+    let svc = c.service_name("envroll");
+    let spec = |greeting: &str| {
+        c.write_spec(
+            &format!("{greeting}.yaml"),
+            &compose(&[&ServiceSpec::new(&svc, &c.image()).env("GREETING", greeting)]),
+        )
+    };
+    let (v1, v2) = (spec("v1"), spec("v2"));
+    let ok = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // `alpha`: no node serves it, so its second rollout never ends.
+    ok(c.cli(&["--env", "alpha", "apply", "-f", v1.to_str().unwrap()]));
+    ok(c.cli(&["--env", "alpha", "apply", "-f", v2.to_str().unwrap()]));
+    // `default`: one revision, rolled out.
+    ok(c.cli(&["apply", "-f", v1.to_str().unwrap(), "--wait"]));
+
+    let alpha: Value = c.cli_json(&["--env", "alpha", "rollout", "status", &svc]);
+    assert_eq!(alpha["to_revision"], 2, "{alpha:#}");
+    assert_eq!(alpha["state"], "running", "{alpha:#}");
+    let default: Value = c.cli_json(&["rollout", "status", &svc]);
+    assert_eq!(default["to_revision"], 1, "{default:#}");
+    assert_eq!(default["state"], "succeeded", "{default:#}");
+
+    // Nothing to abort in `default`; alpha's rollout is not touched.
+    let out = c.cli(&["rollout", "abort", &svc]);
+    assert!(!out.status.success(), "abort found something to abort");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no rollout in progress"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let h: Value = c.cli_json(&["history", &svc]);
+    assert_eq!(h["revisions"].as_array().unwrap().len(), 1, "{h:#}");
+    let cts = c.containers_of(&svc).unwrap();
+    assert!(
+        cts.iter()
+            .all(|ct| ct.label("io.convoy.env") == Some("default") && ct.state.running),
+        "{:?}",
+        cts.iter().map(|c| c.describe()).collect::<Vec<_>>()
+    );
+    assert_eq!(cts.len(), 1);
+}
