@@ -119,7 +119,7 @@ fn rollout_commands_without_env_act_on_the_default_environment_only() {
     skip_without_docker!();
     let mut c = Cluster::start();
     let plain = c.add_agent();
-    c.wait_nodes_ready(&[plain.clone()]);
+    c.wait_nodes_ready(std::slice::from_ref(&plain));
     let svc = c.service_name("envroll");
     let spec = |greeting: &str| {
         c.write_spec(
