@@ -168,6 +168,7 @@ impl<R: Runtime> Session<R> {
             facts: Some(facts),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             last_applied_generation,
+            capabilities: vec![convoy_proto::CAPABILITY_ENCODED_PLAN.to_string()],
         };
         let full = StatusReport {
             full_snapshot: true,
@@ -310,6 +311,15 @@ impl<R: Runtime> Session<R> {
                 None
             }
             Some(coordinator_message::Msg::Plan(plan)) => Some(self.accept_plan(plan).await),
+            Some(coordinator_message::Msg::EncodedPlan(bytes)) => {
+                match <NodePlan as prost::Message>::decode(bytes) {
+                    Ok(plan) => Some(self.accept_plan(plan).await),
+                    Err(e) => {
+                        warn!("cannot decode a plan from the coordinator: {e}");
+                        None
+                    }
+                }
+            }
             Some(coordinator_message::Msg::Ping(Ping { nonce })) => {
                 Some(agent_message::Msg::Pong(Pong { nonce }))
             }

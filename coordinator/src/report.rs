@@ -114,6 +114,18 @@ pub struct CommandAck {
 pub struct AgentHello {
     pub facts: crate::state::Facts,
     pub agent_version: String,
+    /// Protocol extensions the agent understands
+    /// (`convoy_proto::CAPABILITY_ENCODED_PLAN`).
+    pub capabilities: Vec<String>,
+}
+
+impl AgentHello {
+    /// Whether the agent decodes `CoordinatorMessage.encoded_plan`.
+    pub fn takes_encoded_plans(&self) -> bool {
+        self.capabilities
+            .iter()
+            .any(|c| c == convoy_proto::CAPABILITY_ENCODED_PLAN)
+    }
 }
 
 /// One message of an agent's stream.
@@ -386,10 +398,12 @@ pub mod proto {
                 // The coordinator re-sends the current plan whatever the
                 // agent applied last (plans are idempotent by generation).
                 last_applied_generation: _,
+                capabilities,
             } = hello;
             Self {
                 facts: facts.unwrap_or_default().into(),
                 agent_version,
+                capabilities,
             }
         }
     }

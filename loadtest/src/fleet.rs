@@ -435,6 +435,8 @@ impl Agent {
             }),
             agent_version: "convoy-bench".into(),
             last_applied_generation: self.sim.generation,
+            // As the real agent: plans come encoded once, shared by streams.
+            capabilities: vec![pb::CAPABILITY_ENCODED_PLAN.to_string()],
         }
     }
 
@@ -518,7 +520,14 @@ impl Agent {
                         Ok(None) => return End::Failed("the coordinator closed the stream".into()),
                         Err(s) => return End::Failed(format!("stream: {s}")),
                     };
-                    match m.msg {
+                    let incoming = match m.msg {
+                        Some(In::EncodedPlan(bytes)) => match <pb::NodePlan as prost::Message>::decode(bytes) {
+                            Ok(plan) => Some(In::Plan(plan)),
+                            Err(e) => return End::Failed(format!("undecodable plan: {e}")),
+                        },
+                        other => other,
+                    };
+                    match incoming {
                         Some(In::Welcome(w)) => {
                             let every = match w.heartbeat_interval_ms {
                                 0 => DEFAULT_HEARTBEAT,
@@ -589,7 +598,8 @@ impl Agent {
                             }
                             postpone(&mut heartbeat, last_beat);
                         }
-                        Some(In::Certificate(_)) | None => {}
+                        // Encoded plans were decoded into `Plan` above.
+                        Some(In::Certificate(_) | In::EncodedPlan(_)) | None => {}
                     }
                 }
                 scheduled = tick(&mut heartbeat) => {

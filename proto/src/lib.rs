@@ -15,5 +15,9 @@ pub use v1::*;
 /// certificate, whatever address it dialed (as Nomad's `server.<region>.nomad`).
 pub const COORDINATOR_SERVER_NAME: &str = "coordinator.convoy";
 
+/// The Hello capability of an agent that decodes
+/// `CoordinatorMessage.encoded_plan`.
+pub const CAPABILITY_ENCODED_PLAN: &str = "encoded-plan";
+
 /// Metadata key carrying the CLI's bearer token.
 pub const AUTHORIZATION: &str = "authorization";

@@ -83,7 +83,9 @@ impl AgentApi {
 /// What the outbound half of a session needs once the agent is registered.
 struct Registered {
     welcome: pb::CoordinatorMessage,
-    plans: tokio::sync::watch::Receiver<Option<Arc<pb::NodePlan>>>,
+    plans: tokio::sync::watch::Receiver<Option<Arc<crate::state::SharedPlan>>>,
+    /// The agent decodes `encoded_plan` (its Hello said so).
+    encoded_plans: bool,
     commands: mpsc::Receiver<Box<pb::CoordinatorMessage>>,
     cancel: tokio_util::sync::CancellationToken,
 }
@@ -164,6 +166,7 @@ async fn run_session(
     // Boxed, as the renewal below: the task keeps the space of its largest
     // await for the session's whole life, and these two are the largest.
     let hello = crate::report::AgentHello::from(hello);
+    let encoded_plans = hello.takes_encoded_plans();
     let handle = match Box::pin(coord.register(&node, &certificate, expires, hello, address)).await
     {
         Ok(h) => h,
@@ -186,6 +189,7 @@ async fn run_session(
     let registered = Registered {
         welcome,
         plans: handle.plan_rx,
+        encoded_plans,
         commands: handle.commands_rx,
         cancel: cancel.clone(),
     };
@@ -278,6 +282,7 @@ fn outbound(started: oneshot::Receiver<Result<Registered, Status>>) -> OutboundS
             State::Running(mut s) => loop {
                 let Registered {
                     plans,
+                    encoded_plans,
                     commands,
                     cancel,
                     ..
@@ -291,7 +296,14 @@ fn outbound(started: oneshot::Receiver<Result<Registered, Status>>) -> OutboundS
                         }
                         let plan = plans.borrow_and_update().clone();
                         if let Some(plan) = plan {
-                            let msg = pb::CoordinatorMessage { msg: Some(Out::Plan((*plan).clone())) };
+                            // Encoded once, shared by every stream that
+                            // sends it; older agents get a copy of the plan.
+                            let out = if *encoded_plans {
+                                Out::EncodedPlan(plan.encoded())
+                            } else {
+                                Out::Plan(pb::NodePlan::clone(&plan))
+                            };
+                            let msg = pb::CoordinatorMessage { msg: Some(out) };
                             return Some((Ok(msg), State::Running(s)));
                         }
                     }
@@ -301,4 +313,61 @@ fn outbound(started: oneshot::Receiver<Result<Registered, Status>>) -> OutboundS
         }
     });
     Box::pin(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+    use crate::state::SharedPlan;
+
+    /// The outbound half of a session with this plan, for an agent that
+    /// does or does not take encoded plans; returns the message after the
+    /// Welcome.
+    async fn first_plan_message(encoded_plans: bool, plan: pb::NodePlan) -> Out {
+        let (_tx, plans) = tokio::sync::watch::channel(Some(Arc::new(SharedPlan::new(plan))));
+        let (_cmd_tx, commands) = mpsc::channel(1);
+        let (start, started) = oneshot::channel();
+        let registered = Registered {
+            welcome: pb::CoordinatorMessage {
+                msg: Some(Out::Welcome(pb::Welcome::default())),
+            },
+            plans,
+            encoded_plans,
+            commands,
+            cancel: tokio_util::sync::CancellationToken::new(),
+        };
+        assert!(start.send(Ok(registered)).is_ok());
+        let mut stream = outbound(started);
+        let welcome = stream.next().await.unwrap().unwrap();
+        assert!(matches!(welcome.msg, Some(Out::Welcome(_))));
+        stream.next().await.unwrap().unwrap().msg.unwrap()
+    }
+
+    #[tokio::test]
+    async fn agents_that_say_so_get_the_plan_encoded_once_others_a_copy() {
+        let plan = pb::NodePlan {
+            generation: 7,
+            workloads: vec![pb::Workload {
+                id: "default/web/1".into(),
+                ..Default::default()
+            }],
+        };
+        match first_plan_message(true, plan.clone()).await {
+            Out::EncodedPlan(bytes) => {
+                let decoded = <pb::NodePlan as prost::Message>::decode(bytes).unwrap();
+                assert_eq!(decoded, plan);
+            }
+            other => panic!("expected an encoded plan, got {other:?}"),
+        }
+        match first_plan_message(false, plan.clone()).await {
+            Out::Plan(p) => assert_eq!(p, plan),
+            other => panic!("expected a plan, got {other:?}"),
+        }
+        // The encoding is made once and shared: the same bytes again.
+        let shared = SharedPlan::new(plan);
+        let (a, b) = (shared.encoded(), shared.encoded());
+        assert_eq!(a.as_ptr(), b.as_ptr());
+    }
 }

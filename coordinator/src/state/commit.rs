@@ -30,7 +30,7 @@ pub(super) struct Txn<'a> {
     patches: Vec<Patch>,
     ops: Vec<Op>,
     replan: Option<Publish>,
-    plans: Vec<(String, Arc<pb::NodePlan>)>,
+    plans: Vec<(String, Arc<SharedPlan>)>,
     events: Vec<Ev>,
     later: Vec<LaterEvents>,
     what: &'static str,
@@ -137,7 +137,7 @@ impl<'a> Txn<'a> {
     /// A plan the caller computed (the empty plan of a node new here),
     /// handed out with the others.
     pub(super) fn send_plan(&mut self, node: String, plan: pb::NodePlan) {
-        self.plans.push((node, Arc::new(plan)));
+        self.plans.push((node, Arc::new(SharedPlan::new(plan))));
     }
 
     /// Writes the store, swaps the staged state in, publishes plans and
@@ -263,6 +263,7 @@ mod tests {
             facts: Some(pb::NodeFacts::default()),
             agent_version: "t".into(),
             last_applied_generation: 0,
+            capabilities: vec![],
         })
     }
 

@@ -335,6 +335,7 @@ mod tests {
             facts: Some(pb::NodeFacts::default()),
             agent_version: "t".into(),
             last_applied_generation: 0,
+            capabilities: vec![],
         };
         let a = coord
             .register("a", "fp-a", 0, hello.into(), None)

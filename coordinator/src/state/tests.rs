@@ -13,6 +13,7 @@ fn hello() -> AgentHello {
         facts: Some(pb::NodeFacts::default()),
         agent_version: "t".into(),
         last_applied_generation: 0,
+        capabilities: vec![],
     })
 }
 
