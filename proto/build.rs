@@ -13,7 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Small per-RPC buffers: see src/codec.rs.
     tonic_prost_build::configure()
         .btree_map(".")
-        // Shared by reference between the streams that send it.
+        // Cheap to hand around (the plan's encoding).
         .bytes(".convoy.v1.CoordinatorMessage.encoded_plan")
         .codec_path("crate::codec::SmallBufferCodec")
         .compile_fds(fds)?;

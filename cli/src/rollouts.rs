@@ -15,8 +15,7 @@ use crate::commands::{connect, now_ms, print, read_spec, selected_env, service_e
 use crate::config::Flags;
 use crate::output::{self, Format, RolloutJson};
 
-/// Rollout events that end a wait.
-const FINAL: &[&str] = &["rollout.succeeded", "rollout.failed", "rollout.paused"];
+use convoy_api::events::EventKind;
 
 /// `apply -f FILE --wait`: applies, then follows the event stream until
 /// every rollout the apply started has ended.
@@ -85,9 +84,10 @@ pub async fn apply_and_wait(
         if ev.kind.starts_with("rollout.") {
             eprintln!("{}", ev.message);
         }
-        if FINAL.contains(&ev.kind.as_str()) {
+        let kind = EventKind::parse(&ev.kind);
+        if kind.is_some_and(|k| EventKind::ROLLOUT_FINAL.contains(&k)) {
             let (_, svc, rev) = waiting.remove(pos);
-            if ev.kind != "rollout.succeeded" {
+            if kind != Some(EventKind::RolloutSucceeded) {
                 let reason = ev.fields.get("reason").cloned().unwrap_or_default();
                 failures.push(format!("{svc} r{rev}: {} ({reason})", ev.kind));
             }

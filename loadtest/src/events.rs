@@ -7,6 +7,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use convoy_api::events::EventKind;
 use convoy_proto as pb;
 
 use crate::control::Control;
@@ -134,9 +135,9 @@ fn record(s: &mut Seen, ev: pb::ClusterEvent) {
         unix_ms: ev.unix_ms,
         reason: ev.fields.get("reason").cloned().unwrap_or_default(),
     };
-    match ev.kind.as_str() {
-        "node.lost" => s.lost.push(node_event(&ev)),
-        "node.ready" => s.ready.push(node_event(&ev)),
+    match EventKind::parse(&ev.kind) {
+        Some(EventKind::NodeLost) => s.lost.push(node_event(&ev)),
+        Some(EventKind::NodeReady) => s.ready.push(node_event(&ev)),
         _ => {}
     }
     match s.by_kind.get_mut(&ev.kind) {

@@ -83,7 +83,7 @@ impl AgentApi {
 /// What the outbound half of a session needs once the agent is registered.
 struct Registered {
     welcome: pb::CoordinatorMessage,
-    plans: tokio::sync::watch::Receiver<Option<Arc<crate::state::SharedPlan>>>,
+    plans: tokio::sync::watch::Receiver<Option<Arc<pb::NodePlan>>>,
     /// The agent decodes `encoded_plan` (its Hello said so).
     encoded_plans: bool,
     commands: mpsc::Receiver<Box<pb::CoordinatorMessage>>,
@@ -296,10 +296,10 @@ fn outbound(started: oneshot::Receiver<Result<Registered, Status>>) -> OutboundS
                         }
                         let plan = plans.borrow_and_update().clone();
                         if let Some(plan) = plan {
-                            // Encoded once, shared by every stream that
-                            // sends it; older agents get a copy of the plan.
+                            // Encoded straight from the shared plan (no
+                            // copy of it per stream); older agents get a copy.
                             let out = if *encoded_plans {
-                                Out::EncodedPlan(plan.encoded())
+                                Out::EncodedPlan(prost::Message::encode_to_vec(&*plan).into())
                             } else {
                                 Out::Plan(pb::NodePlan::clone(&plan))
                             };
@@ -320,13 +320,12 @@ mod tests {
     use futures::StreamExt;
 
     use super::*;
-    use crate::state::SharedPlan;
 
     /// The outbound half of a session with this plan, for an agent that
     /// does or does not take encoded plans; returns the message after the
     /// Welcome.
     async fn first_plan_message(encoded_plans: bool, plan: pb::NodePlan) -> Out {
-        let (_tx, plans) = tokio::sync::watch::channel(Some(Arc::new(SharedPlan::new(plan))));
+        let (_tx, plans) = tokio::sync::watch::channel(Some(Arc::new(plan)));
         let (_cmd_tx, commands) = mpsc::channel(1);
         let (start, started) = oneshot::channel();
         let registered = Registered {
@@ -346,7 +345,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn agents_that_say_so_get_the_plan_encoded_once_others_a_copy() {
+    async fn agents_that_say_so_get_the_plan_encoded_from_the_shared_copy_others_a_copy() {
         let plan = pb::NodePlan {
             generation: 7,
             workloads: vec![pb::Workload {
@@ -365,9 +364,5 @@ mod tests {
             Out::Plan(p) => assert_eq!(p, plan),
             other => panic!("expected a plan, got {other:?}"),
         }
-        // The encoding is made once and shared: the same bytes again.
-        let shared = SharedPlan::new(plan);
-        let (a, b) = (shared.encoded(), shared.encoded());
-        assert_eq!(a.as_ptr(), b.as_ptr());
     }
 }

@@ -30,7 +30,7 @@ pub(super) struct Txn<'a> {
     patches: Vec<Patch>,
     ops: Vec<Op>,
     replan: Option<Publish>,
-    plans: Vec<(String, Arc<SharedPlan>)>,
+    plans: Vec<(String, Arc<pb::NodePlan>)>,
     events: Vec<Ev>,
     later: Vec<LaterEvents>,
     what: &'static str,
@@ -137,7 +137,7 @@ impl<'a> Txn<'a> {
     /// A plan the caller computed (the empty plan of a node new here),
     /// handed out with the others.
     pub(super) fn send_plan(&mut self, node: String, plan: pb::NodePlan) {
-        self.plans.push((node, Arc::new(SharedPlan::new(plan))));
+        self.plans.push((node, Arc::new(plan)));
     }
 
     /// Writes the store, swaps the staged state in, publishes plans and

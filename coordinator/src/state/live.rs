@@ -74,7 +74,7 @@ impl Default for Liveness {
 pub(super) struct Live {
     pub(super) nodes: HashMap<String, NodeLive>,
     /// Latest plan per node; sessions forward changes (latest wins, in order).
-    pub(super) plans: HashMap<String, watch::Sender<Option<Arc<SharedPlan>>>>,
+    pub(super) plans: HashMap<String, watch::Sender<Option<Arc<pb::NodePlan>>>>,
 }
 
 /// One point of a node's CPU / memory history (dashboard sparklines).

@@ -49,7 +49,6 @@ mod views;
 pub use apply::spec_diff;
 pub use envs::{check_env_name, node_serves, ENV_LABEL};
 pub use live::{Liveness, MetricSample, HISTORY};
-pub use plans::SharedPlan;
 pub use records::{
     EnrollRecord, Facts, NodeRecord, PlanRecord, RevisionRecord, RevokedRecord, ServiceRecord,
 };

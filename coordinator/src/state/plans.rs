@@ -9,49 +9,6 @@ use super::*;
 /// touches.
 pub(super) const PLAN_GENERATION_KEY: &str = "meta/plan-generation";
 
-/// A node's plan as its sessions get it: the plan, and its wire encoding,
-/// made by the first stream that sends it and shared by reference with any
-/// other (`CoordinatorMessage.encoded_plan`: no copy of the plan per stream).
-pub struct SharedPlan {
-    plan: pb::NodePlan,
-    encoded: std::sync::OnceLock<prost::bytes::Bytes>,
-}
-
-impl SharedPlan {
-    pub fn new(plan: pb::NodePlan) -> Self {
-        Self {
-            plan,
-            encoded: std::sync::OnceLock::new(),
-        }
-    }
-
-    /// The plan, prost-encoded once.
-    pub fn encoded(&self) -> prost::bytes::Bytes {
-        self.encoded
-            .get_or_init(|| prost::Message::encode_to_vec(&self.plan).into())
-            .clone()
-    }
-}
-
-impl std::ops::Deref for SharedPlan {
-    type Target = pb::NodePlan;
-    fn deref(&self) -> &pb::NodePlan {
-        &self.plan
-    }
-}
-
-impl PartialEq for SharedPlan {
-    fn eq(&self, other: &Self) -> bool {
-        self.plan == other.plan
-    }
-}
-
-impl std::fmt::Debug for SharedPlan {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.plan.fmt(f)
-    }
-}
-
 /// Which plans [`compute_plans`] hands back.
 #[derive(Clone, Copy, PartialEq)]
 pub(super) enum Publish {
@@ -159,7 +116,7 @@ pub(super) fn compute_plans(
     ops: &mut Vec<Op>,
     publish: Publish,
     only: Option<&HashSet<String>>,
-) -> (Vec<(String, Arc<SharedPlan>)>, usize) {
+) -> (Vec<(String, Arc<pb::NodePlan>)>, usize) {
     let wanted = |node: &str| only.is_none_or(|set| set.contains(node));
     let mut per_node: BTreeMap<String, Vec<pb::Workload>> = BTreeMap::new();
     for node in next.nodes.keys().chain(next.plans.keys()) {
@@ -238,10 +195,10 @@ pub(super) fn compute_plans(
         };
         updates.push((
             node,
-            Arc::new(SharedPlan::new(pb::NodePlan {
+            Arc::new(pb::NodePlan {
                 generation,
                 workloads,
-            })),
+            }),
         ));
     }
     if let Some(generation) = fresh {
@@ -270,8 +227,8 @@ impl Coordinator {
     /// [`Txn::commit`] calls it.
     pub(super) fn publish(
         &self,
-        updates: Vec<(String, Arc<SharedPlan>)>,
-    ) -> Vec<Option<Arc<SharedPlan>>> {
+        updates: Vec<(String, Arc<pb::NodePlan>)>,
+    ) -> Vec<Option<Arc<pb::NodePlan>>> {
         let mut replaced = Vec::with_capacity(updates.len());
         let mut live = self.live();
         for (node, plan) in updates {

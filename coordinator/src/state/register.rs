@@ -16,7 +16,7 @@ pub(super) struct Registration {
 /// What a newly registered agent session needs.
 pub struct SessionHandle {
     pub conn_id: u64,
-    pub plan_rx: watch::Receiver<Option<Arc<SharedPlan>>>,
+    pub plan_rx: watch::Receiver<Option<Arc<pb::NodePlan>>>,
     /// Everything else the coordinator sends on the stream: commands,
     /// and the session's own pings and renewal answers.
     pub commands_rx: mpsc::Receiver<Box<pb::CoordinatorMessage>>,
@@ -248,10 +248,10 @@ impl Coordinator {
                 .plans
                 .entry(node.clone())
                 .or_insert_with(|| {
-                    watch::channel(Some(Arc::new(SharedPlan::new(pb::NodePlan {
+                    watch::channel(Some(Arc::new(pb::NodePlan {
                         generation: 0,
                         workloads: Vec::new(),
-                    }))))
+                    })))
                     .0
                 })
                 .subscribe();

@@ -12,6 +12,7 @@ use std::{
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
+use convoy_api::events::EventKind;
 
 use super::{Bench, Common};
 use crate::{
@@ -19,6 +20,9 @@ use crate::{
     fleet::{Ingest, IngestKind},
     stats::OverRounds,
 };
+
+/// The kind each ingested report makes.
+const HEALTH: &str = EventKind::InstanceHealth.as_str();
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Kind {
@@ -74,8 +78,8 @@ pub async fn run(args: &IngestArgs) -> Result<Vec<IngestRound>> {
             watcher = Watcher::start(&bench.control).await?;
         }
         let c = fleet.counters();
-        let emitted0 = bench.control.events_emitted("instance.health").await?;
-        let received0 = watcher.with(|s| s.by_kind.get("instance.health").copied().unwrap_or(0));
+        let emitted0 = bench.control.events_emitted(HEALTH).await?;
+        let received0 = watcher.with(|s| s.by_kind.get(HEALTH).copied().unwrap_or(0));
         let sent0 = c.ingest_sent.load(Ordering::Relaxed);
         let skipped0 = c.ingest_skipped.load(Ordering::Relaxed);
         let cpu0 = bench.coord.cpu_time();
@@ -92,10 +96,10 @@ pub async fn run(args: &IngestArgs) -> Result<Vec<IngestRound>> {
         let skipped = c.ingest_skipped.load(Ordering::Relaxed) - skipped0;
         // Let what is in flight arrive.
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let emitted = bench.control.events_emitted("instance.health").await? - emitted0;
+        let emitted = bench.control.events_emitted(HEALTH).await? - emitted0;
         let (received, ended) = watcher.with(|s| {
             (
-                s.by_kind.get("instance.health").copied().unwrap_or(0) - received0,
+                s.by_kind.get(HEALTH).copied().unwrap_or(0) - received0,
                 s.ended.clone(),
             )
         });
