@@ -159,10 +159,26 @@ impl Output {
 
 /// The environment `--env` (or `CONVOY_ENV`) selected; empty: the
 /// coordinator's default for writes, every environment for reads.
-static SELECTED_ENV: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+static SELECTED_ENV: std::sync::OnceLock<SelectedEnv> = std::sync::OnceLock::new();
+
+/// The environment selected for this run, and whether it came from the
+/// `CONVOY_ENV` variable rather than `--env` on the command line.
+#[derive(Debug, Clone)]
+pub struct SelectedEnv {
+    pub name: String,
+    pub from_variable: bool,
+}
 
 pub(crate) fn selected_env() -> String {
-    SELECTED_ENV.get().cloned().unwrap_or_default()
+    SELECTED_ENV
+        .get()
+        .map(|e| e.name.clone())
+        .unwrap_or_default()
+}
+
+/// Whether the selected environment came from `CONVOY_ENV`.
+pub(crate) fn selected_env_from_variable() -> bool {
+    SELECTED_ENV.get().is_some_and(|e| e.from_variable)
 }
 
 /// The environment a command on one service acts on: `--env`/`CONVOY_ENV`,
@@ -176,7 +192,7 @@ pub async fn run_in(
     command: Command,
     format: Format,
     flags: &Flags,
-    env: Option<String>,
+    env: Option<SelectedEnv>,
 ) -> Result<Output> {
     if let Some(env) = env {
         let _ = SELECTED_ENV.set(env);

@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{parser::ValueSource, CommandFactory, FromArgMatches, Parser};
 
 use convoy_cli::commands::{self, Command};
 use convoy_cli::config;
@@ -47,7 +47,13 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    // `CONVOY_ENV` exported is a default; `--env` on the line is a request.
+    let env_from_variable = matches.value_source("env") == Some(ValueSource::EnvVariable);
     let flags = config::Flags {
         addr: cli.addr,
         ca: cli.ca,
@@ -59,7 +65,11 @@ fn main() -> ExitCode {
         .build()
         .map_err(anyhow::Error::from)
         .and_then(|runtime| {
-            runtime.block_on(commands::run_in(cli.command, cli.output, &flags, cli.env))
+            let env = cli.env.map(|name| commands::SelectedEnv {
+                name,
+                from_variable: env_from_variable,
+            });
+            runtime.block_on(commands::run_in(cli.command, cli.output, &flags, env))
         });
     // Write errors (a closed pipe, as in `convoy nodes | head`) are not worth a panic.
     match result {
@@ -77,8 +87,6 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
-
     use super::*;
 
     #[test]

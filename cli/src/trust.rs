@@ -236,14 +236,14 @@ pub async fn token(
             ttl,
             ..
         } => {
-            // `convoy token create --role deployer --env staging`: the
-            // global --env names the one environment it may touch.
-            let selected = crate::commands::selected_env();
-            if envs.is_empty() && !selected.is_empty() {
-                envs.push(selected);
-            }
             let role =
                 role.ok_or_else(|| anyhow!("--role is required (admin, deployer or viewer)"))?;
+            envs = token_envs(
+                &role,
+                envs,
+                &crate::commands::selected_env(),
+                crate::commands::selected_env_from_variable(),
+            );
             let mut coordinator = crate::commands::connect(flags).await?;
             let resp = coordinator
                 .create_token(pb::CreateTokenRequest {
@@ -567,9 +567,50 @@ fn absolute(p: &Path) -> Result<PathBuf> {
         .join(p))
 }
 
+/// The environments a new token is limited to. `convoy token create --role
+/// deployer --env staging`: the global `--env` names the one it may touch.
+/// An exported `CONVOY_ENV` applies to deployer tokens only: viewer and admin
+/// tokens have no environments, and a default in the shell must not make
+/// creating one fail (issue 13); `--env` given on the line still does.
+fn token_envs(
+    role: &str,
+    mut envs: Vec<String>,
+    selected: &str,
+    from_variable: bool,
+) -> Vec<String> {
+    let applies = role == "deployer" || !from_variable;
+    if envs.is_empty() && !selected.is_empty() && applies {
+        envs.push(selected.to_string());
+    }
+    envs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 13: with `CONVOY_ENV` exported, `token create --role viewer`
+    /// (or admin) was refused, the variable taken for an environment limit.
+    #[test]
+    fn token_create_with_convoy_env_exported_limits_deployers_only() {
+        let none: Vec<String> = Vec::new();
+        assert_eq!(token_envs("viewer", none.clone(), "prod", true), none);
+        assert_eq!(token_envs("admin", none.clone(), "prod", true), none);
+        assert_eq!(
+            token_envs("deployer", none.clone(), "prod", true),
+            vec!["prod"]
+        );
+        // `--env` on the line is a request for every role (the coordinator
+        // refuses it for viewers and admins, saying why).
+        assert_eq!(
+            token_envs("viewer", none.clone(), "prod", false),
+            vec!["prod"]
+        );
+        assert_eq!(
+            token_envs("deployer", vec!["a".into()], "prod", true),
+            vec!["a"]
+        );
+    }
 
     #[test]
     fn labels() {

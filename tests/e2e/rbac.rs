@@ -326,3 +326,35 @@ fn contexts_switch_the_coordinator() {
     assert_eq!(v["current_context"], "here");
     assert_eq!(v["contexts"].as_array().unwrap().len(), 2);
 }
+
+/// Issue 13: with `CONVOY_ENV` exported, `token create --role viewer|admin`
+/// was refused (the variable was taken for the token's environment limit).
+#[test]
+fn token_create_with_convoy_env_exported_still_makes_viewer_and_admin_tokens() {
+    skip_without_docker!();
+    let c = Cluster::start();
+    for role in ["viewer", "admin", "deployer"] {
+        let out = convoy_tests::process::output_within(
+            c.cli_command()
+                .env("CONVOY_ENV", "prod")
+                .args(["token", "create", "--role", role, "-o", "json"]),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        assert!(out.status.success(), "{role}: {}", stderr(&out));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let envs = v["envs"].as_array().cloned().unwrap_or_default();
+        if role == "deployer" {
+            assert_eq!(envs, vec![Value::from("prod")], "{v}");
+        } else {
+            assert!(envs.is_empty(), "{role}: {v}");
+        }
+    }
+    // `--env` on the line is still a request, refused for a viewer.
+    let out = c.cli(&["--env", "prod", "token", "create", "--role", "viewer"]);
+    assert_refused(
+        &out,
+        "a viewer token limited to an env",
+        "--env limits deployer tokens only",
+    );
+}
