@@ -447,6 +447,32 @@ struct ContextJson {
     token_file: Option<PathBuf>,
 }
 
+/// `convoy context use|set -o json`: what changed.
+#[derive(Debug, Serialize)]
+struct ContextChangedJson {
+    /// "added", "updated" or "switched".
+    action: &'static str,
+    config_file: PathBuf,
+    context: ContextJson,
+}
+
+impl ContextChangedJson {
+    fn new(action: &'static str, path: &Path, file: &ConfigFile, name: &str) -> Option<Self> {
+        let c = file.contexts.get(name)?;
+        Some(Self {
+            action,
+            config_file: path.to_path_buf(),
+            context: ContextJson {
+                name: name.to_owned(),
+                current: file.current_context.as_deref() == Some(name),
+                address: c.address.clone(),
+                ca: c.ca.clone(),
+                token_file: c.token_file.clone(),
+            },
+        })
+    }
+}
+
 pub fn context(command: ContextCommand, format: Format, flags: &Flags) -> Result<Output> {
     let path = config::default_path()
         .ok_or_else(|| anyhow!("no config file: set CONVOY_CONFIG, XDG_CONFIG_HOME or HOME"))?;
@@ -517,7 +543,12 @@ fn context_in(
             }
             file.current_context = Some(name.clone());
             file.save(path)?;
-            Ok(Output::stdout(format!("switched to context {name}\n")))
+            Ok(Output::stdout(match format {
+                Format::Json => {
+                    output::json(&ContextChangedJson::new("switched", path, &file, &name))
+                }
+                Format::Table => format!("switched to context {name}\n"),
+            }))
         }
         ContextCommand::Set { name } => {
             let old = file.contexts.get(&name).cloned();
@@ -547,11 +578,11 @@ fn context_in(
                 file.current_context = Some(name.clone());
             }
             file.save(path)?;
-            Ok(Output::stdout(format!(
-                "{} context {name} in {}\n",
-                if old.is_some() { "updated" } else { "added" },
-                path.display()
-            )))
+            let action = if old.is_some() { "updated" } else { "added" };
+            Ok(Output::stdout(match format {
+                Format::Json => output::json(&ContextChangedJson::new(action, path, &file, &name)),
+                Format::Table => format!("{action} context {name} in {}\n", path.display()),
+            }))
         }
     }
 }
@@ -624,6 +655,48 @@ mod tests {
     fn the_agent_host_comes_from_the_api_address() {
         assert_eq!(agent_host("https://10.0.0.5:7400"), "10.0.0.5");
         assert_eq!(agent_host("https://[::1]:7400"), "[::1]");
+    }
+
+    /// Issue 13: `context use|set` printed text whatever `-o` said.
+    #[test]
+    fn context_use_and_set_answer_in_json_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        let flags = Flags {
+            addr: Some("https://a:7400".into()),
+            ..Flags::default()
+        };
+        let out = context_in(
+            &path,
+            ContextCommand::Set { name: "a".into() },
+            Format::Json,
+            &flags,
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(v["action"], "added", "{v}");
+        assert_eq!(v["context"]["name"], "a");
+        assert_eq!(v["context"]["address"], "https://a:7400");
+        assert_eq!(v["context"]["current"], true);
+        assert_eq!(v["config_file"], path.to_str().unwrap());
+        let out = context_in(
+            &path,
+            ContextCommand::Set { name: "a".into() },
+            Format::Json,
+            &flags,
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(v["action"], "updated", "{v}");
+        let out = context_in(
+            &path,
+            ContextCommand::Use { name: "a".into() },
+            Format::Json,
+            &flags,
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(v["action"], "switched", "{v}");
     }
 
     #[test]
