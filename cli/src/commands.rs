@@ -25,11 +25,14 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
         /// Wait until every rollout it starts succeeds (exit 0), fails or
-        /// rolls back (exit 1, with the reason).
+        /// rolls back (exit 1, with the reason); exit 3 if --timeout runs
+        /// out first (the rollout goes on).
         #[arg(long, conflicts_with = "dry_run")]
         wait: bool,
-        /// How long --wait waits, e.g. 90s, 5m.
-        #[arg(long, value_name = "DURATION", value_parser = crate::trust::parse_duration_secs, default_value = "5m", requires = "wait")]
+        /// How long --wait waits, e.g. 90s, 5m. The default is longer than
+        /// a rollout's own deadlines (healthy 5m, progress 10m), so a bad
+        /// rollout ends with its reason rather than a timeout.
+        #[arg(long, value_name = "DURATION", value_parser = crate::trust::parse_duration_secs, default_value = "15m", requires = "wait")]
         timeout: u64,
     },
     /// Show what `apply` would do (same as `apply --dry-run`).

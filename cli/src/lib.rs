@@ -5,6 +5,7 @@
 pub mod client;
 pub mod commands;
 pub mod config;
+pub mod exit;
 pub mod output;
 pub mod rollouts;
 pub mod trust;

@@ -80,7 +80,7 @@ fn main() -> ExitCode {
         }
         Err(err) => {
             let _ = writeln!(std::io::stderr(), "error: {err:#}");
-            ExitCode::FAILURE
+            ExitCode::from(convoy_cli::exit::code_of(&err))
         }
     }
 }

@@ -66,11 +66,12 @@ pub async fn apply_and_wait(
                     .iter()
                     .map(|(_, s, r)| format!("{s} r{r}"))
                     .collect();
-                bail!(
+                return Err(crate::exit::TimedOut(format!(
                     "timed out after {} waiting for the rollout of {}; it goes on: `convoy rollout status SERVICE`",
                     output::format_age(timeout_secs as i64 * 1000),
                     names.join(", ")
-                );
+                ))
+                .into());
             }
             Ok(ev) => ev?.ok_or_else(|| anyhow!("the coordinator ended the event stream"))?,
         };

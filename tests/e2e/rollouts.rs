@@ -637,3 +637,28 @@ fn canary_with_auto_promote_goes_on_after_min_healthy_time() {
         watch.describe()
     );
 }
+
+/// Issue 13: a timed-out `apply --wait` exited 1, like a failed rollout; it
+/// now exits 3 and says the rollout goes on.
+#[test]
+fn apply_wait_that_times_out_exits_three_not_one() {
+    skip_without_docker!();
+    let c = Cluster::start();
+    // No node: the instance stays pending and the rollout never ends.
+    let svc = c.service_name("waitout");
+    let file = c.write_spec("w.yaml", &compose(&[&ServiceSpec::new(&svc, &c.image())]));
+    let out = c.cli(&[
+        "apply",
+        "-f",
+        file.to_str().unwrap(),
+        "--wait",
+        "--timeout",
+        "2s",
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "apply --wait: {err}");
+    assert!(
+        err.contains("timed out after") && err.contains("it goes on"),
+        "{err}"
+    );
+}
