@@ -15,8 +15,8 @@ pub const UNIT: &str = file::AGENT_UNIT;
 pub const TEMPLATE: &str = include_str!("../../systemd/convoy-agent.service");
 /// The unit's StateDirectory.
 pub const STATE_DIR: &str = "/var/lib/convoy-agent";
-pub const DEFAULT_PKI_DIR: &str = "/var/lib/convoy-agent/pki";
-pub const DEFAULT_DATA_DIR: &str = "/var/lib/convoy-agent/data";
+pub const DEFAULT_PKI_DIR: &str = convoy_api::agent_paths::PKI_DIR;
+pub const DEFAULT_DATA_DIR: &str = convoy_api::agent_paths::DATA_DIR;
 /// How long `install` waits for the unit to become active.
 pub const WAIT: Duration = Duration::from_secs(30);
 /// Directories the unit cannot see (ProtectHome=, PrivateTmp=).

@@ -43,6 +43,40 @@ enum Command {
     DebugUnit(debug_unit::DebugUnit),
 }
 
+/// The join token from `convoy token create --join`: in a file (best: no
+/// secret in `ps` or shell history), in `CONVOY_JOIN_TOKEN`, or as `--token`.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct JoinToken {
+    /// A file holding the join token (surrounding whitespace is ignored).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// The join token itself (visible to other users in `ps`: prefer
+    /// --token-file or CONVOY_JOIN_TOKEN).
+    #[arg(long, env = "CONVOY_JOIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl JoinToken {
+    fn secret(self) -> anyhow::Result<String> {
+        let JoinToken { token_file, token } = self;
+        let token = match (token_file, token) {
+            (Some(path), _) => std::fs::read_to_string(&path)
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot read the join token file {}: {e}", path.display())
+                })?
+                .trim()
+                .to_string(),
+            (None, Some(token)) => token.trim().to_string(),
+            (None, None) => String::new(),
+        };
+        if token.is_empty() {
+            anyhow::bail!("no join token: pass --token-file FILE (or set CONVOY_JOIN_TOKEN)");
+        }
+        Ok(token)
+    }
+}
+
 #[derive(Args)]
 struct InstallArgs {
     /// Coordinator agent port; comma-separate several.
@@ -54,9 +88,8 @@ struct InstallArgs {
         required = true
     )]
     coordinators: Vec<String>,
-    /// The join token from `convoy token create --join`.
-    #[arg(long, env = "CONVOY_JOIN_TOKEN", hide_env_values = true)]
-    token: String,
+    #[command(flatten)]
+    token: JoinToken,
     /// `sha256:HEX` of the coordinator's CA, printed with the join token.
     #[arg(long, value_name = "sha256:HEX", env = "CONVOY_CA_FINGERPRINT")]
     ca_fingerprint: String,
@@ -92,9 +125,8 @@ struct UninstallArgs {
 struct JoinArgs {
     #[command(flatten)]
     run: RunArgs,
-    /// The join token from `convoy token create --join`.
-    #[arg(long, env = "CONVOY_JOIN_TOKEN", hide_env_values = true)]
-    token: String,
+    #[command(flatten)]
+    token: JoinToken,
     /// `sha256:HEX` of the coordinator's CA, printed with the join token.
     #[arg(long, value_name = "sha256:HEX", env = "CONVOY_CA_FINGERPRINT")]
     ca_fingerprint: String,
@@ -247,6 +279,7 @@ async fn install(args: InstallArgs) -> anyhow::Result<()> {
     let binary = std::env::current_exe()
         .and_then(|p| p.canonicalize())
         .map_err(|e| anyhow::anyhow!("cannot tell where this binary is: {e}"))?;
+    let token = token.secret()?;
     let params = convoy_agent::install::InstallParams {
         coordinators: coordinators
             .into_iter()
@@ -268,7 +301,7 @@ async fn install(args: InstallArgs) -> anyhow::Result<()> {
 
 /// Enrols unless the PKI directory already holds an identity, and hands
 /// back the flags to run with.
-async fn enrol(join: JoinArgs) -> Result<RunArgs, convoy_agent::enroll::EnrollError> {
+async fn enrol(join: JoinArgs) -> anyhow::Result<RunArgs> {
     let JoinArgs {
         run,
         token,
@@ -279,6 +312,7 @@ async fn enrol(join: JoinArgs) -> Result<RunArgs, convoy_agent::enroll::EnrollEr
         info!(node = %pki.node_name, "already enrolled; connecting");
         return Ok(run);
     }
+    let token = token.secret()?;
     let node_name = node_name.unwrap_or_else(hostname);
     let coordinator = run.coordinators.first().cloned().unwrap_or_default();
     let params = convoy_agent::enroll::JoinParams {

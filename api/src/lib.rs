@@ -3,6 +3,7 @@
 //! INTERFACES.md, environment and node-name rules, time helpers, the CLI's
 //! config file (which `convoyd dev` writes) and the systemd notify protocol.
 
+pub mod agent_paths;
 pub mod client_config;
 pub mod clock;
 pub mod env;

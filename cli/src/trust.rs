@@ -3,6 +3,7 @@
 //! to. Token secrets are printed once, at creation, and never written to
 //! disk by the CLI.
 
+use convoy_api::agent_paths::{DATA_DIR, JOIN_TOKEN_FILE, PKI_DIR};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -199,9 +200,10 @@ pub async fn token(
             let node_flag = node
                 .map(|n| format!(" --node-name {n}"))
                 .unwrap_or_default();
-            let join_command = format!(
-                "convoy-agent join --coordinator {host}:{DEFAULT_AGENT_PORT} --token {} --ca-fingerprint {}{node_flag}",
-                resp.token, resp.ca_fingerprint
+            let join_command = join_line(
+                &format!("{host}:{DEFAULT_AGENT_PORT}"),
+                &resp.ca_fingerprint,
+                &node_flag,
             );
             let json = JoinJson {
                 id: info.id.clone(),
@@ -215,7 +217,11 @@ pub async fn token(
             Ok(Output::stdout(match format {
                 Format::Json => output::json(&json),
                 Format::Table => format!(
-                    "join token {} (expires in {}, {}):\n{}\nCA fingerprint: {}\n\nOn the new node run:\n  {}\n",
+                    "join token {} (expires in {}, {}):\n{}\nCA fingerprint: {}\n\n\
+                     On the new node, as root, put the token in a file only root can read\n\
+                     (paste it, then Ctrl-D):\n  \
+                     install -d -m 700 {} && (umask 077; cat > {})\n\
+                     then run:\n  {}\n",
                     json.id,
                     output::format_age(json.expires_unix_ms - now_ms),
                     if json.uses == 1 {
@@ -225,6 +231,11 @@ pub async fn token(
                     },
                     json.token,
                     json.ca_fingerprint,
+                    std::path::Path::new(JOIN_TOKEN_FILE)
+                        .parent()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    JOIN_TOKEN_FILE,
                     json.join_command
                 ),
             }))
@@ -596,6 +607,17 @@ fn absolute(p: &Path) -> Result<PathBuf> {
     Ok(std::env::current_dir()
         .context("cannot read the working directory")?
         .join(p))
+}
+
+/// The `convoy-agent join` line printed with a join token: it runs as
+/// printed on a node where the token is in [`JOIN_TOKEN_FILE`], and holds no
+/// secret (issue 13: it used to pass the token with `--token` and lacked
+/// the directories `join` needs).
+fn join_line(coordinator: &str, ca_fingerprint: &str, node_flag: &str) -> String {
+    format!(
+        "convoy-agent join --coordinator {coordinator} --token-file {JOIN_TOKEN_FILE} \
+         --ca-fingerprint {ca_fingerprint} --pki-dir {PKI_DIR} --data-dir {DATA_DIR}{node_flag}"
+    )
 }
 
 /// The environments a new token is limited to. `convoy token create --role

@@ -227,3 +227,95 @@ fn join_token_for_one_node_name_refuses_a_csr_asking_for_another() {
         });
     assert!(refused, "the refused join is not audited: {audit}");
 }
+
+/// Issue 13: the `convoy-agent join` line printed by `token create --join`
+/// lacked `--pki-dir`/`--data-dir` (so it could not run as printed) and put
+/// the secret token on the command line. It now reads the token from a file
+/// and names every directory; run with those paths moved into this test's
+/// directory (and this cluster's agent port), it enrols a node.
+#[test]
+fn the_printed_join_line_runs_as_printed_and_holds_no_secret() {
+    skip_without_docker!();
+    let c = Cluster::start();
+    let created: serde_json::Value = c.cli_json(&["token", "create", "--join"]);
+    let token = created["token"].as_str().unwrap().to_string();
+    let line = created["join_command"].as_str().unwrap().to_string();
+    assert!(
+        !line.contains(&token),
+        "the join line holds the secret: {line}"
+    );
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(&words[..2], ["convoy-agent", "join"], "{line}");
+    for flag in [
+        "--token-file",
+        "--pki-dir",
+        "--data-dir",
+        "--ca-fingerprint",
+        "--coordinator",
+    ] {
+        assert!(words.contains(&flag), "{flag} missing from: {line}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("join.token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let node = format!("{}-printed", c.next_node_name());
+    let moved = |flag: &str| -> String {
+        match flag {
+            "--token-file" => token_file.display().to_string(),
+            "--pki-dir" => dir.path().join("pki").display().to_string(),
+            "--data-dir" => dir.path().join("data").display().to_string(),
+            "--coordinator" => c.agent_addr.to_string(),
+            _ => unreachable!(),
+        }
+    };
+    let mut args: Vec<String> = Vec::new();
+    let mut i = 2;
+    while i < words.len() {
+        let w = words[i];
+        args.push(w.to_string());
+        if matches!(
+            w,
+            "--token-file" | "--pki-dir" | "--data-dir" | "--coordinator"
+        ) {
+            args.push(moved(w));
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    args.extend(["--node-name".to_string(), node.clone()]);
+    let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
+    let mut agent = std::process::Command::new(convoy_tests::bins::bin("convoy-agent"))
+        .arg("join")
+        .args(&args)
+        .env_remove("CONVOY_JOIN_TOKEN")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until(
+            format!("node {node} joins with the printed line"),
+            Duration::from_secs(60),
+            Duration::from_millis(250),
+            || {
+                let nodes = c.try_nodes()?;
+                anyhow::ensure!(
+                    nodes.iter().any(|n| n.name == node && n.state == "ready"),
+                    "nodes: {:?}",
+                    nodes
+                        .iter()
+                        .map(|n| (&n.name, &n.state))
+                        .collect::<Vec<_>>()
+                );
+                Ok(())
+            },
+        )
+    }));
+    let _ = agent.kill();
+    let _ = agent.wait();
+    if let Err(e) = joined {
+        let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+        panic!("{e:?}\nagent log:\n{log}");
+    }
+}

@@ -191,7 +191,7 @@ fn token_list_shows_no_secret_and_join_tokens_are_not_cli_tokens() {
         join["join_command"]
             .as_str()
             .unwrap()
-            .contains(":7401 --token "),
+            .contains(":7401 --token-file /var/lib/convoy-agent/join.token "),
         "{join}"
     );
     let out = c.cli(&["token", "list", "-o", "json"]);
