@@ -1,3 +1,8 @@
+use convoy_proto::{
+    probe, restart_policy::Condition, workload::Runtime, ExecProbe, HealthCheck, HttpProbe,
+    NodeFacts, PortMapping, Probe, RestartPolicy, TcpProbe, UnitSpec,
+};
+
 use super::*;
 
 fn ok(content: &str) -> SpecFile {

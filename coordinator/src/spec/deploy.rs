@@ -1,0 +1,133 @@
+//! A service's `deploy`: how many instances run, where, and how a new
+//! revision replaces the running one (the update policy the rollout
+//! controller follows).
+
+use serde::{Deserialize, Serialize};
+
+use super::Constraint;
+
+/// How many instances run, and where.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DeploySpec {
+    pub mode: DeployMode,
+    /// Ignored in global mode.
+    pub replicas: u32,
+    pub constraints: Vec<Constraint>,
+    /// How a new revision replaces the running one.
+    #[serde(default)]
+    pub update: UpdatePolicy,
+}
+
+impl Default for DeploySpec {
+    fn default() -> Self {
+        DeploySpec {
+            mode: DeployMode::Replicated,
+            replicas: 1,
+            constraints: Vec::new(),
+            update: UpdatePolicy::default(),
+        }
+    }
+}
+
+/// A service's update strategy: Compose's `deploy.update_config` (and
+/// `deploy.rollback_config`), with Convoy's additions under
+/// `x-convoy.update`. Durations in milliseconds. A setting written in both
+/// blocks is refused, as are settings of another strategy (`canaries`
+/// without `strategy: canary`, ...); `rollback_config` is checked, then
+/// ignored with a warning: rollbacks run under these same gates.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UpdatePolicy {
+    pub strategy: Strategy,
+    /// Instances replaced at a time (`update_config.parallelism`,
+    /// `x-convoy.update.max_parallel`); 0: all at once.
+    pub max_parallel: u32,
+    /// Pause between batches (`update_config.delay`).
+    pub delay_ms: u64,
+    /// An updated instance must stay healthy (running, without checks) this
+    /// long before the next batch (`update_config.monitor`,
+    /// `x-convoy.update.min_healthy_time`).
+    pub min_healthy_time_ms: u64,
+    /// An updated instance not healthy within this is a failure.
+    pub healthy_deadline_ms: u64,
+    /// The whole rollout must make progress (one more instance done) within
+    /// this, or it fails.
+    pub progress_deadline_ms: u64,
+    pub order: UpdateOrder,
+    pub failure_action: FailureAction,
+    /// Failed instances tolerated, in thousandths of the instances being
+    /// updated (`update_config.max_failure_ratio` 0.25 is 250).
+    pub max_failure_permille: u32,
+    /// On failure, roll back to the last revision that was fully healthy
+    /// (`x-convoy.update.auto_rollback`, or `failure_action: rollback`;
+    /// `pause` and `continue` turn it off).
+    pub auto_rollback: bool,
+    /// Canary: new instances first, then wait for `promote`. 1 when
+    /// `strategy: canary` does not say.
+    pub canaries: u32,
+    /// Canary / blue-green: promote by itself after the new instances
+    /// stayed healthy for `min_healthy_time`.
+    pub auto_promote: bool,
+    /// Blue-green: the old set is stopped this long after promotion.
+    pub scale_down_delay_ms: u64,
+}
+
+impl Default for UpdatePolicy {
+    fn default() -> Self {
+        // Without a policy a new revision replaces every instance at once,
+        // as `docker compose up` does, still watched by the health gates.
+        Self {
+            strategy: Strategy::Rolling,
+            max_parallel: 0,
+            delay_ms: 0,
+            min_healthy_time_ms: 0,
+            healthy_deadline_ms: 5 * 60_000,
+            progress_deadline_ms: 10 * 60_000,
+            order: UpdateOrder::StopFirst,
+            failure_action: FailureAction::Rollback,
+            max_failure_permille: 0,
+            auto_rollback: true,
+            canaries: 0,
+            auto_promote: false,
+            scale_down_delay_ms: 0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    #[default]
+    Rolling,
+    Canary,
+    BlueGreen,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateOrder {
+    #[default]
+    StopFirst,
+    StartFirst,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureAction {
+    /// Roll back (Convoy's default; Compose's is pause).
+    #[default]
+    Rollback,
+    Pause,
+    Continue,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeployMode {
+    /// `replicas` instances, wherever they fit.
+    #[default]
+    Replicated,
+    /// One instance on every node that matches the constraints.
+    Global,
+}

@@ -1,0 +1,104 @@
+//! What changed between two specs of a service, named as in the spec file,
+//! for the messages of `apply` and rollouts.
+
+use super::{DeploySpec, ServiceSpec, UnitFields};
+
+/// The fields that differ between two specs of a service, named as in the
+/// spec file: `image`, `environment`, `deploy.replicas`, ...
+pub fn changed_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
+    // Destructured so that a new field cannot be forgotten here.
+    let ServiceSpec {
+        image,
+        command,
+        entrypoint,
+        environment,
+        ports,
+        labels,
+        volumes,
+        working_dir,
+        user,
+        restart,
+        stop_signal,
+        stop_grace_period_ms,
+        healthcheck,
+        probes,
+        deploy:
+            DeploySpec {
+                mode,
+                replicas,
+                constraints,
+                update,
+            },
+        unit,
+    } = old;
+    let mut fields = unit_changes(unit.as_ref(), new.unit.as_ref());
+    fields.extend(
+        [
+            ("image", *image != new.image),
+            ("command", *command != new.command),
+            ("entrypoint", *entrypoint != new.entrypoint),
+            ("environment", *environment != new.environment),
+            ("ports", *ports != new.ports),
+            ("labels", *labels != new.labels),
+            ("volumes", *volumes != new.volumes),
+            ("working_dir", *working_dir != new.working_dir),
+            ("user", *user != new.user),
+            ("restart", *restart != new.restart),
+            ("stop_signal", *stop_signal != new.stop_signal),
+            (
+                "stop_grace_period",
+                *stop_grace_period_ms != new.stop_grace_period_ms,
+            ),
+            ("healthcheck", *healthcheck != new.healthcheck),
+            ("x-convoy.probes", *probes != new.probes),
+            ("deploy.mode", *mode != new.deploy.mode),
+            ("deploy.replicas", *replicas != new.deploy.replicas),
+            (
+                "deploy.placement.constraints",
+                *constraints != new.deploy.constraints,
+            ),
+            ("update strategy", *update != new.deploy.update),
+        ]
+        .into_iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(name, _)| name.to_owned()),
+    );
+    fields
+}
+
+/// The keys of a `units:` entry that differ; `unit` alone when one of the
+/// two is not a unit (a service became one, or the other way round).
+fn unit_changes(old: Option<&UnitFields>, new: Option<&UnitFields>) -> Vec<String> {
+    let (old, new) = match (old, new) {
+        (None, None) => return Vec::new(),
+        (Some(old), Some(new)) => (old, new),
+        _ => return vec!["unit".to_owned()],
+    };
+    let UnitFields {
+        unit_name,
+        adopt,
+        exec_start,
+        user,
+        restart,
+        environment,
+        working_dir,
+        description,
+        state,
+        enabled,
+    } = old;
+    [
+        ("unit", *unit_name != new.unit_name || *adopt != new.adopt),
+        ("exec_start", *exec_start != new.exec_start),
+        ("user", *user != new.user),
+        ("restart", *restart != new.restart),
+        ("environment", *environment != new.environment),
+        ("working_dir", *working_dir != new.working_dir),
+        ("description", *description != new.description),
+        ("state", *state != new.state),
+        ("enabled", *enabled != new.enabled),
+    ]
+    .into_iter()
+    .filter(|(_, changed)| *changed)
+    .map(|(name, _)| name.to_owned())
+    .collect()
+}

@@ -1,0 +1,105 @@
+//! The spec hash: a digest of a service's runtime part, so that an instance
+//! whose hash did not change is kept as it runs.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::{HealthcheckSpec, PortSpec, ProbeSpec, RestartSpec, ServiceSpec, UnitFields};
+
+impl ServiceSpec {
+    /// Hex SHA-256 of a canonical encoding of the runtime part (everything but
+    /// `deploy`): equal hashes mean an instance can be kept as it is.
+    pub fn spec_hash(&self) -> String {
+        let encoded = serde_json::to_vec(&HashedRuntime::of(self))
+            .expect("a struct of strings, numbers and string maps always encodes");
+        let mut hasher = Sha256::new();
+        hasher.update(b"convoy spec-hash v1\n");
+        hasher.update(&encoded);
+        hex::encode(hasher.finalize())
+    }
+}
+
+/// What `spec_hash` hashes. Empty and default fields are left out, so that a
+/// field added later does not change the hash of specs that do not use it
+/// (which would replace every running instance).
+#[derive(Serialize)]
+struct HashedRuntime<'a> {
+    image: &'a str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    command: &'a [String],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    entrypoint: &'a [String],
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    environment: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    ports: &'a [PortSpec],
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    labels: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    volumes: &'a [String],
+    #[serde(skip_serializing_if = "str::is_empty")]
+    working_dir: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    user: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restart: Option<RestartSpec>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    stop_signal: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_grace_period_ms: Option<u64>,
+    /// Docker applies it when it creates the container: a change needs a
+    /// new one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    healthcheck: Option<&'a HealthcheckSpec>,
+    /// The agent runs these, so a change need not replace the container; but
+    /// node plans are re-sent only when a spec hash changes (state.rs), so a
+    /// changed probe would not reach the agents otherwise. Hashed for that:
+    /// a probe change rolls the service like any other change.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    probes: &'a [ProbeSpec],
+    /// Only for units, so the hashes of containers stay as they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unit: Option<&'a UnitFields>,
+}
+
+impl<'a> HashedRuntime<'a> {
+    fn of(spec: &'a ServiceSpec) -> Self {
+        let ServiceSpec {
+            image,
+            command,
+            entrypoint,
+            environment,
+            ports,
+            labels,
+            volumes,
+            working_dir,
+            user,
+            restart,
+            stop_signal,
+            stop_grace_period_ms,
+            healthcheck,
+            probes,
+            deploy: _,
+            unit,
+        } = spec;
+        HashedRuntime {
+            image,
+            command,
+            entrypoint,
+            environment,
+            ports,
+            labels,
+            volumes,
+            working_dir,
+            user,
+            restart: (*restart != RestartSpec::default()).then_some(*restart),
+            stop_signal,
+            stop_grace_period_ms: (*stop_grace_period_ms != 0).then_some(*stop_grace_period_ms),
+            healthcheck: healthcheck.as_ref(),
+            probes,
+            unit: unit.as_ref(),
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! One service of a spec as Convoy stores it in a revision (JSON): the
+//! container's settings, its checks, and how it restarts. `deploy` and
+//! `unit` have their own modules.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Constraint, DeployMode, DeploySpec, UnitFields};
+
+/// One service of a spec, as stored in a revision (JSON).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServiceSpec {
+    pub image: String,
+    /// Empty: the image's default.
+    pub command: Vec<String>,
+    /// Empty: the image's default.
+    pub entrypoint: Vec<String>,
+    pub environment: BTreeMap<String, String>,
+    pub ports: Vec<PortSpec>,
+    pub labels: BTreeMap<String, String>,
+    /// Short Compose syntax, `SRC:DST[:ro|rw]`.
+    pub volumes: Vec<String>,
+    /// Empty: the image's default.
+    pub working_dir: String,
+    /// Empty: the image's default.
+    pub user: String,
+    pub restart: RestartSpec,
+    /// Empty: the image's, else SIGTERM.
+    pub stop_signal: String,
+    /// 0: 10 s, as Compose.
+    pub stop_grace_period_ms: u64,
+    /// Compose's `healthcheck`, run by Docker; `None`: the image's own.
+    pub healthcheck: Option<HealthcheckSpec>,
+    /// `x-convoy.probes`: checks the agent runs against each instance.
+    pub probes: Vec<ProbeSpec>,
+    pub deploy: DeploySpec,
+    /// Set for an entry of `units:`: a systemd service, not a container
+    /// (the container fields above are then empty). `None` in records
+    /// stored before units existed.
+    pub unit: Option<UnitFields>,
+}
+
+impl ServiceSpec {
+    /// Whether this is an entry of `units:`.
+    pub fn is_unit(&self) -> bool {
+        self.unit.is_some()
+    }
+
+    /// `deploy.replicas`, 1 when not given; meaningless in global mode.
+    pub fn replicas(&self) -> u32 {
+        self.deploy.replicas
+    }
+
+    /// `deploy.mode: global`.
+    pub fn is_global(&self) -> bool {
+        self.deploy.mode == DeployMode::Global
+    }
+
+    /// `deploy.placement.constraints`.
+    pub fn constraints(&self) -> &[Constraint] {
+        &self.deploy.constraints
+    }
+
+    /// The image; for a unit, its systemd name (what status shows in the
+    /// image's place).
+    pub fn image(&self) -> &str {
+        match &self.unit {
+            Some(unit) => &unit.unit_name,
+            None => &self.image,
+        }
+    }
+}
+
+/// Compose's `healthcheck`. Zero values leave Docker's (or the image's)
+/// setting.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HealthcheckSpec {
+    /// `["CMD", args...]`, `["CMD-SHELL", "command line"]` or `["NONE"]`;
+    /// empty: the image's test.
+    pub test: Vec<String>,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub retries: u32,
+    pub start_period_ms: u64,
+    /// `disable: true` or `test: ["NONE"]` (then `test` is `["NONE"]`).
+    pub disable: bool,
+}
+
+/// One of `x-convoy.probes`. Zero values take the agent's defaults (interval
+/// 5 s, timeout 2 s, failure threshold 3, success threshold 1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeSpec {
+    /// As written, or the check's kind (`http`, `tcp`, `exec`).
+    pub name: String,
+    pub check: ProbeCheck,
+    #[serde(default)]
+    pub interval_ms: u64,
+    #[serde(default)]
+    pub timeout_ms: u64,
+    #[serde(default)]
+    pub failure_threshold: u32,
+    #[serde(default)]
+    pub success_threshold: u32,
+    #[serde(default)]
+    pub start_period_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeCheck {
+    /// GET `path` on `port` of the container; `expect_status` 0: 200-399.
+    Http {
+        port: u16,
+        #[serde(default)]
+        path: String,
+        #[serde(default)]
+        expect_status: u16,
+    },
+    Tcp {
+        port: u16,
+    },
+    /// Run in the container; exit status 0 passes.
+    Exec {
+        command: Vec<String>,
+    },
+}
+
+impl ProbeCheck {
+    /// The key the check is written under, and a probe's default name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProbeCheck::Http { .. } => "http",
+            ProbeCheck::Tcp { .. } => "tcp",
+            ProbeCheck::Exec { .. } => "exec",
+        }
+    }
+}
+
+/// A published port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortSpec {
+    /// Empty: all interfaces.
+    pub host_ip: String,
+    /// 0: an ephemeral port chosen by Docker.
+    pub published: u16,
+    pub target: u16,
+    pub protocol: Protocol,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// When the agent restarts an exited container.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartSpec {
+    pub condition: RestartCondition,
+    /// 0: unlimited.
+    pub max_attempts: u32,
+}
+
+/// Swarm's conditions; `any` is the default, Convoy being an orchestrator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartCondition {
+    None,
+    OnFailure,
+    #[default]
+    Any,
+}

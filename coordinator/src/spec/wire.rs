@@ -1,0 +1,180 @@
+//! What the agent receives: a service's spec as the proto messages of its
+//! workload (container or unit, probes, healthcheck, restart policy).
+
+use convoy_proto::{
+    probe, restart_policy::Condition, workload::Runtime, ContainerSpec, ExecProbe, HealthCheck,
+    HttpProbe, PortMapping, Probe, RestartPolicy, TcpProbe, UnitSpec,
+};
+
+use super::{
+    HealthcheckSpec, PortSpec, ProbeCheck, ProbeSpec, RestartCondition, RestartSpec, ServiceSpec,
+    UnitFields, UnitState,
+};
+
+impl ServiceSpec {
+    /// The runtime part, as the agent receives it.
+    pub fn container_spec(&self) -> ContainerSpec {
+        ContainerSpec {
+            image: self.image.clone(),
+            command: self.command.clone(),
+            entrypoint: self.entrypoint.clone(),
+            env: self
+                .environment
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            ports: self.ports.iter().map(PortMapping::from).collect(),
+            labels: self
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            volumes: self.volumes.clone(),
+            working_dir: self.working_dir.clone(),
+            user: self.user.clone(),
+            restart: Some(RestartPolicy::from(self.restart)),
+            stop_signal: self.stop_signal.clone(),
+            stop_grace_period_ms: self.stop_grace_period_ms,
+            healthcheck: self.healthcheck.as_ref().map(HealthCheck::from),
+        }
+    }
+
+    /// What the agent runs: a container, or a systemd unit for an entry of
+    /// `units:` (`Workload.runtime`).
+    pub fn runtime(&self) -> Runtime {
+        match &self.unit {
+            None => Runtime::Container(self.container_spec()),
+            Some(unit) => Runtime::Unit(UnitSpec::from(unit)),
+        }
+    }
+
+    /// The probes the agent runs against each instance (`Workload.probes`).
+    pub fn probes(&self) -> Vec<Probe> {
+        self.probes.iter().map(Probe::from).collect()
+    }
+}
+
+impl From<&PortSpec> for PortMapping {
+    fn from(port: &PortSpec) -> Self {
+        PortMapping {
+            host_ip: port.host_ip.clone(),
+            host_port: port.published.into(),
+            container_port: port.target.into(),
+            protocol: port.protocol.as_str().to_owned(),
+        }
+    }
+}
+
+impl From<&UnitFields> for UnitSpec {
+    fn from(unit: &UnitFields) -> Self {
+        let UnitFields {
+            unit_name,
+            adopt,
+            exec_start,
+            user,
+            restart,
+            environment,
+            working_dir,
+            description,
+            state,
+            enabled,
+        } = unit;
+        UnitSpec {
+            unit_name: unit_name.clone(),
+            adopt: *adopt,
+            exec_start: exec_start.clone(),
+            user: user.clone(),
+            restart: if *adopt {
+                String::new()
+            } else {
+                restart.as_str().to_owned()
+            },
+            environment: environment
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            working_directory: working_dir.clone(),
+            description: description.clone(),
+            // Units Convoy writes always run, enabled.
+            state: if *adopt { *state } else { UnitState::Running }
+                .as_str()
+                .to_owned(),
+            enabled: *enabled || !*adopt,
+        }
+    }
+}
+
+impl From<&HealthcheckSpec> for HealthCheck {
+    fn from(check: &HealthcheckSpec) -> Self {
+        let HealthcheckSpec {
+            test,
+            interval_ms,
+            timeout_ms,
+            retries,
+            start_period_ms,
+            disable,
+        } = check;
+        HealthCheck {
+            test: test.clone(),
+            interval_ms: *interval_ms,
+            timeout_ms: *timeout_ms,
+            retries: *retries,
+            start_period_ms: *start_period_ms,
+            disable: *disable,
+        }
+    }
+}
+
+impl From<&ProbeSpec> for Probe {
+    fn from(spec: &ProbeSpec) -> Self {
+        let ProbeSpec {
+            name,
+            check,
+            interval_ms,
+            timeout_ms,
+            failure_threshold,
+            success_threshold,
+            start_period_ms,
+        } = spec;
+        let check = match check {
+            ProbeCheck::Http {
+                port,
+                path,
+                expect_status,
+            } => probe::Check::Http(HttpProbe {
+                port: (*port).into(),
+                path: path.clone(),
+                expect_status: (*expect_status).into(),
+            }),
+            ProbeCheck::Tcp { port } => probe::Check::Tcp(TcpProbe {
+                port: (*port).into(),
+            }),
+            ProbeCheck::Exec { command } => probe::Check::Exec(ExecProbe {
+                command: command.clone(),
+            }),
+        };
+        Probe {
+            name: name.clone(),
+            interval_ms: *interval_ms,
+            timeout_ms: *timeout_ms,
+            failure_threshold: *failure_threshold,
+            success_threshold: *success_threshold,
+            start_period_ms: *start_period_ms,
+            check: Some(check),
+        }
+    }
+}
+
+impl From<RestartSpec> for RestartPolicy {
+    fn from(restart: RestartSpec) -> Self {
+        let condition = match restart.condition {
+            RestartCondition::None => Condition::None,
+            RestartCondition::OnFailure => Condition::OnFailure,
+            RestartCondition::Any => Condition::Any,
+        };
+        RestartPolicy {
+            condition: condition.into(),
+            max_attempts: restart.max_attempts,
+        }
+    }
+}
