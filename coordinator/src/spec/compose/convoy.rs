@@ -1,0 +1,53 @@
+//! `x-convoy`, the block of Convoy's own settings in a service or unit:
+//! every key in it is Convoy's, so an unknown one is an error. Its parts
+//! are read by `probes` and `update`.
+
+use std::fmt;
+
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
+
+use super::keys::{next_key, ConvoyKey};
+use super::probes::ProbesSeed;
+use super::seeds::value;
+use super::update::{ConvoyUpdate, ConvoyUpdateSeed};
+use crate::spec::ProbeSpec;
+
+/// What `x-convoy` holds.
+pub(super) struct Convoy {
+    pub(super) probes: Vec<ProbeSpec>,
+    pub(super) update: Option<ConvoyUpdate>,
+}
+
+pub(super) struct ConvoySeed;
+
+impl<'de> DeserializeSeed<'de> for ConvoySeed {
+    type Value = Convoy;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Convoy, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ConvoySeed {
+    type Value = Convoy;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping such as `probes: [...]` or `update: {...}`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Convoy, A::Error> {
+        let mut seen = Vec::new();
+        // Nothing in `x-convoy` is ignored with a note: `ConvoyKey` has no
+        // ignored keys.
+        let mut notes = Vec::new();
+        let mut probes = Vec::new();
+        let mut update = None;
+        while let Some(key) = next_key::<A, ConvoyKey>(&mut map, &mut seen, &mut notes)? {
+            match key {
+                ConvoyKey::Probes => probes = value(&mut map, ProbesSeed)?.unwrap_or_default(),
+                ConvoyKey::Update => update = value(&mut map, ConvoyUpdateSeed)?,
+            }
+        }
+        Ok(Convoy { probes, update })
+    }
+}

@@ -1,0 +1,151 @@
+//! The top level of a spec file: `services:`, `units:`, `name:` and
+//! `version:`, and the one namespace services and units share.
+
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+
+use super::keys::{first_time, next_key, TopKey};
+use super::seeds::{scalar, value};
+use super::service::ServiceSeed;
+use super::units::UnitsSeed;
+use super::{nest, Document, Note};
+use crate::spec::locate::Seg;
+use crate::spec::{values, ServiceSpec};
+
+impl<'de> Deserialize<'de> for Document {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(DocumentVisitor)
+    }
+}
+
+struct DocumentVisitor;
+
+impl<'de> Visitor<'de> for DocumentVisitor {
+    type Value = Document;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a Compose file: a mapping with `services:` or `units:`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Document, A::Error> {
+        let mut seen = Vec::new();
+        let mut notes = Vec::new();
+        let mut problems = Vec::new();
+        let mut services = None;
+        let mut units = None;
+        while let Some(key) = next_key::<A, TopKey>(&mut map, &mut seen, &mut notes)? {
+            match key {
+                TopKey::Services => {
+                    let read = map.next_value_seed(ServicesSeed)?;
+                    services = Some(read.services);
+                    nest(&mut notes, Seg::Key("services".to_owned()), read.notes);
+                    nest(
+                        &mut problems,
+                        Seg::Key("services".to_owned()),
+                        read.problems,
+                    );
+                }
+                TopKey::Units => {
+                    let read = map.next_value_seed(UnitsSeed)?;
+                    units = Some(read.services);
+                    nest(&mut notes, Seg::Key("units".to_owned()), read.notes);
+                    nest(&mut problems, Seg::Key("units".to_owned()), read.problems);
+                }
+                TopKey::Name => {
+                    value(&mut map, scalar("a project name", values::project_name))?;
+                }
+                TopKey::Version => {
+                    map.next_value::<IgnoredAny>()?;
+                    notes.push(Note::new("version", "obsolete in Compose, ignored"));
+                }
+            }
+        }
+        if services.is_none() && units.is_none() {
+            return Err(de::Error::custom(
+                "missing field `services`: a spec lists its services under `services:` \
+                 (containers) or `units:` (systemd services)",
+            ));
+        }
+        let mut services = services.unwrap_or_default();
+        let units = units.unwrap_or_default();
+        // One namespace: instances, status and `convoy delete` go by name.
+        for (name, _) in &units {
+            if services.iter().any(|(service, _)| service == name) {
+                problems.push(Note {
+                    path: vec![Seg::Key("units".to_owned()), Seg::Key(name.clone())],
+                    message: format!(
+                        "`{name}` is also a service under `services:`: services and units share \
+                         one namespace, so give one of them another name"
+                    ),
+                });
+            }
+        }
+        services.extend(units);
+        Ok(Document {
+            services,
+            notes,
+            problems,
+        })
+    }
+}
+
+pub(super) struct Services {
+    pub(super) services: Vec<(String, ServiceSpec)>,
+    pub(super) notes: Vec<Note>,
+    pub(super) problems: Vec<Note>,
+}
+
+struct ServicesSeed;
+
+impl<'de> DeserializeSeed<'de> for ServicesSeed {
+    type Value = Services;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ServicesSeed {
+    type Value = Services;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping from service names to services")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut seen = Vec::new();
+        let mut services = Vec::new();
+        let mut notes = Vec::new();
+        let mut problems = Vec::new();
+        loop {
+            let name_seed = scalar("a service name", |name: &str| {
+                values::service_name(name)?;
+                first_time(&mut seen, name, "service")?;
+                Ok(name.to_owned())
+            });
+            let Some(name) = map.next_key_seed(name_seed)? else {
+                break;
+            };
+            let (spec, service_notes, problem) = map.next_value_seed(ServiceSeed)?;
+            nest(&mut notes, Seg::Key(name.clone()), service_notes);
+            nest(
+                &mut problems,
+                Seg::Key(name.clone()),
+                problem.into_iter().collect(),
+            );
+            services.push((name, spec));
+        }
+        if services.is_empty() {
+            return Err(de::Error::custom(
+                "no services defined: a spec needs at least one",
+            ));
+        }
+        Ok(Services {
+            services,
+            notes,
+            problems,
+        })
+    }
+}

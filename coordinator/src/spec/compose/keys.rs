@@ -1,0 +1,254 @@
+//! The keys of each mapping of a Compose file: those Convoy reads, and the
+//! Compose keys it does not support yet, which it skips with a warning.
+//! Supporting a Compose key starts by moving it from `ignored` to the keys.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+use super::{Note, UNSUPPORTED};
+
+/// The keys of one kind of mapping: those Convoy reads, and the Compose keys
+/// it ignores with a warning. `x-*` extension keys are ignored silently; any
+/// other key is an error.
+pub(super) trait KeySet: Sized {
+    const SUPPORTED: &'static [&'static str];
+    const IGNORED: &'static [&'static str];
+    fn from_key(key: &str) -> Option<Self>;
+}
+
+macro_rules! key_set {
+    ($name:ident { $($variant:ident = $key:literal),* $(,)? } ignored [$($ignored:literal),* $(,)?]) => {
+        #[derive(Clone, Copy)]
+        pub(super) enum $name {
+            $($variant),*
+        }
+
+        impl KeySet for $name {
+            const SUPPORTED: &'static [&'static str] = &[$($key),*];
+            const IGNORED: &'static [&'static str] = &[$($ignored),*];
+            fn from_key(key: &str) -> Option<Self> {
+                match key {
+                    $($key => Some(Self::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+key_set!(TopKey {
+    Services = "services",
+    Units = "units",
+    Name = "name",
+    Version = "version",
+} ignored ["networks", "volumes", "secrets", "configs", "include"]);
+
+key_set!(ServiceKey {
+    Image = "image",
+    Command = "command",
+    Entrypoint = "entrypoint",
+    Environment = "environment",
+    Ports = "ports",
+    Labels = "labels",
+    Volumes = "volumes",
+    WorkingDir = "working_dir",
+    User = "user",
+    Restart = "restart",
+    StopSignal = "stop_signal",
+    StopGracePeriod = "stop_grace_period",
+    Healthcheck = "healthcheck",
+    Deploy = "deploy",
+    Convoy = "x-convoy",
+} ignored [
+    "annotations", "attach", "blkio_config", "build", "cap_add", "cap_drop", "cgroup_parent",
+    "configs", "container_name", "cpu_count", "cpu_percent", "cpu_period", "cpu_quota",
+    "cpu_rt_period", "cpu_rt_runtime", "cpu_shares", "cpus", "cpuset", "credential_spec",
+    "depends_on", "develop", "device_cgroup_rules", "devices", "dns", "dns_opt", "dns_search",
+    "domainname", "env_file", "expose", "extends", "external_links", "extra_hosts", "gpus",
+    "group_add", "hostname", "init", "ipc", "isolation", "links", "logging",
+    "mac_address", "mem_limit", "mem_reservation", "mem_swappiness", "memswap_limit",
+    "network_mode", "networks", "oom_kill_disable", "oom_score_adj", "pid", "pids_limit",
+    "platform", "post_start", "pre_stop", "privileged", "profiles", "pull_policy", "read_only",
+    "runtime", "scale", "secrets", "security_opt", "shm_size", "stdin_open", "storage_opt",
+    "sysctls", "tmpfs", "tty", "ulimits", "userns_mode", "uts", "volumes_from",
+]);
+
+// `units:` is Convoy's own section: no Compose key to skip there.
+key_set!(UnitKey {
+    Unit = "unit",
+    ExecStart = "exec_start",
+    User = "user",
+    Restart = "restart",
+    Environment = "environment",
+    WorkingDir = "working_dir",
+    Description = "description",
+    State = "state",
+    Enabled = "enabled",
+    Deploy = "deploy",
+    Convoy = "x-convoy",
+} ignored []);
+
+key_set!(DeployKey {
+    Mode = "mode",
+    Replicas = "replicas",
+    Placement = "placement",
+    RestartPolicy = "restart_policy",
+    UpdateConfig = "update_config",
+    RollbackConfig = "rollback_config",
+} ignored ["endpoint_mode", "labels", "resources"]);
+
+// `update_config` and `rollback_config`: Compose has no other keys there.
+key_set!(UpdateConfigKey {
+    Parallelism = "parallelism",
+    Delay = "delay",
+    FailureAction = "failure_action",
+    Monitor = "monitor",
+    MaxFailureRatio = "max_failure_ratio",
+    Order = "order",
+} ignored []);
+
+key_set!(PlacementKey {
+    Constraints = "constraints",
+} ignored ["preferences", "max_replicas_per_node"]);
+
+key_set!(RestartPolicyKey {
+    Condition = "condition",
+    MaxAttempts = "max_attempts",
+} ignored ["delay", "window"]);
+
+key_set!(HealthcheckKey {
+    Test = "test",
+    Interval = "interval",
+    Timeout = "timeout",
+    Retries = "retries",
+    StartPeriod = "start_period",
+    Disable = "disable",
+} ignored ["start_interval"]);
+
+// `x-convoy` is Convoy's own block: every key in it is Convoy's, so an
+// unknown one is a typo, never a Compose key to skip.
+key_set!(ConvoyKey {
+    Probes = "probes",
+    Update = "update",
+} ignored []);
+
+key_set!(ConvoyUpdateKey {
+    Strategy = "strategy",
+    MaxParallel = "max_parallel",
+    Delay = "delay",
+    MinHealthyTime = "min_healthy_time",
+    HealthyDeadline = "healthy_deadline",
+    ProgressDeadline = "progress_deadline",
+    Order = "order",
+    AutoRollback = "auto_rollback",
+    Canaries = "canaries",
+    AutoPromote = "auto_promote",
+    ScaleDownDelay = "scale_down_delay",
+} ignored []);
+
+key_set!(ProbeKey {
+    Name = "name",
+    Http = "http",
+    Tcp = "tcp",
+    Exec = "exec",
+    Interval = "interval",
+    Timeout = "timeout",
+    FailureThreshold = "failure_threshold",
+    SuccessThreshold = "success_threshold",
+    StartPeriod = "start_period",
+} ignored []);
+
+key_set!(HttpProbeKey {
+    Port = "port",
+    Path = "path",
+    ExpectStatus = "expect_status",
+} ignored []);
+
+key_set!(TcpProbeKey {
+    Port = "port",
+} ignored []);
+
+key_set!(PortKey {
+    Target = "target",
+    Published = "published",
+    HostIp = "host_ip",
+    Protocol = "protocol",
+} ignored ["mode", "name", "app_protocol"]);
+
+/// Remembers `key`, refusing it the second time. Done while the key is read,
+/// so the error points at the repeated key.
+pub(super) fn first_time(seen: &mut Vec<String>, key: &str, what: &str) -> Result<(), String> {
+    if seen.iter().any(|s| s == key) {
+        return Err(format!("duplicate {what} `{key}`"));
+    }
+    seen.push(key.to_owned());
+    Ok(())
+}
+
+enum Key<K> {
+    Known(K),
+    Ignored(&'static str),
+    Extension,
+}
+
+struct KeySeed<'a, K> {
+    seen: &'a mut Vec<String>,
+    keys: PhantomData<K>,
+}
+
+impl<'de, K: KeySet> DeserializeSeed<'de> for KeySeed<'_, K> {
+    type Value = Key<K>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Key<K>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de, K: KeySet> Visitor<'de> for KeySeed<'_, K> {
+    type Value = Key<K>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Key<K>, E> {
+        first_time(self.seen, key, "key").map_err(E::custom)?;
+        if let Some(known) = K::from_key(key) {
+            Ok(Key::Known(known))
+        } else if let Some(ignored) = K::IGNORED.iter().find(|k| **k == key) {
+            Ok(Key::Ignored(ignored))
+        } else if key.starts_with("x-") {
+            Ok(Key::Extension)
+        } else {
+            Err(E::unknown_field(key, K::SUPPORTED))
+        }
+    }
+}
+
+/// The next key of a mapping that Convoy reads; skips (with a note) the
+/// Compose keys it ignores, and extension keys.
+pub(super) fn next_key<'de, A: MapAccess<'de>, K: KeySet>(
+    map: &mut A,
+    seen: &mut Vec<String>,
+    notes: &mut Vec<Note>,
+) -> Result<Option<K>, A::Error> {
+    loop {
+        let seed = KeySeed {
+            seen: &mut *seen,
+            keys: PhantomData,
+        };
+        match map.next_key_seed(seed)? {
+            None => return Ok(None),
+            Some(Key::Known(key)) => return Ok(Some(key)),
+            Some(Key::Ignored(key)) => {
+                map.next_value::<IgnoredAny>()?;
+                notes.push(Note::new(key, UNSUPPORTED));
+            }
+            Some(Key::Extension) => {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+    }
+}
