@@ -2,6 +2,7 @@
 //! reports back. `run` is the whole agent; the binary and the coordinator's
 //! dev mode both call it.
 
+pub mod controller;
 pub mod enroll;
 pub mod facts;
 pub mod install;

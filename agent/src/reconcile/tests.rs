@@ -1097,3 +1097,129 @@ async fn probe_results_reach_the_status_and_probes_stop_with_their_workload() {
         .unwrap()
         .unwrap();
 }
+
+// ---- the runner: workloads reconciled independently ----
+
+/// Waits until the snapshot satisfies `f`, at most 5 s.
+async fn until(
+    snapshot: &mut watch::Receiver<Snapshot>,
+    what: &str,
+    f: impl Fn(&Snapshot) -> bool,
+) {
+    let found = tokio::time::timeout(Duration::from_secs(5), snapshot.wait_for(|s| f(s)))
+        .await
+        .map(|_| ());
+    assert!(found.is_ok(), "never {what}: {:?}", snapshot.borrow());
+}
+
+fn running(s: &Snapshot, id: &str) -> bool {
+    s.statuses
+        .get(id)
+        .is_some_and(|st| state(st) == WorkloadState::Running)
+}
+
+#[tokio::test]
+async fn a_slow_image_pull_does_not_delay_another_workloads_create() {
+    let Harness {
+        fake,
+        reconciler,
+        mut snapshot,
+        ..
+    } = harness(&[IMAGE]);
+    let gate = Arc::new(tokio::sync::Notify::new());
+    {
+        let mut s = fake.lock();
+        s.pullable.insert("slow:1".into());
+        s.pull_gates.insert("slow:1".into(), gate.clone());
+    }
+    let slow = with_image(wl(1, "h1"), "slow:1");
+    let fast = wl(2, "h1");
+    let (plan_tx, plan_rx) = watch::channel(Some(Arc::new(plan(vec![slow.clone(), fast.clone()]))));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(reconciler.run(plan_rx, shutdown.clone()));
+
+    until(&mut snapshot, "the fast workload running", |s| {
+        running(s, &fast.id)
+    })
+    .await;
+    assert!(fake.containers_of(&slow.id).is_empty());
+    assert_eq!(
+        state(&snapshot.borrow().statuses[&slow.id]),
+        WorkloadState::Pending
+    );
+
+    // A workload added while the pull still hangs is created at once too.
+    let later = wl(3, "h1");
+    plan_tx.send_replace(Some(Arc::new(plan(vec![
+        slow.clone(),
+        fast.clone(),
+        later.clone(),
+    ]))));
+    until(&mut snapshot, "the later workload running", |s| {
+        running(s, &later.id)
+    })
+    .await;
+
+    // The pull ends: the slow workload catches up.
+    gate.notify_one();
+    until(&mut snapshot, "the slow workload running", |s| {
+        running(s, &slow.id)
+    })
+    .await;
+    let pulls = fake
+        .calls()
+        .into_iter()
+        .filter(|c| matches!(c, Call::Pull(_)))
+        .count();
+    assert_eq!(pulls, 1, "one pull, however often the others woke the loop");
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_workload_has_one_action_in_flight_however_often_the_loop_wakes() {
+    let Harness {
+        fake,
+        reconciler,
+        mut snapshot,
+        ..
+    } = harness(&[IMAGE]);
+    let gate = Arc::new(tokio::sync::Notify::new());
+    {
+        let mut s = fake.lock();
+        s.pullable.insert("slow:1".into());
+        s.pull_gates.insert("slow:1".into(), gate.clone());
+    }
+    let slow = with_image(wl(1, "h1"), "slow:1");
+    let (plan_tx, plan_rx) = watch::channel(Some(Arc::new(plan(vec![slow.clone()]))));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(reconciler.run(plan_rx, shutdown.clone()));
+
+    // New plans (each a sync that finds the container still missing).
+    for generation in 2..20 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        plan_tx.send_replace(Some(Arc::new(NodePlan {
+            generation,
+            workloads: vec![slow.clone()],
+        })));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(fake.calls(), vec![Call::Pull("slow:1".into())]);
+
+    gate.notify_one();
+    until(&mut snapshot, "the workload running", |s| {
+        running(s, &slow.id)
+    })
+    .await;
+    assert_eq!(fake.containers_of(&slow.id).len(), 1, "created twice");
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+}

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -46,6 +46,9 @@ pub struct FakeState {
     pub programs: HashMap<String, ExecOutput>,
     /// Programs that never exit: `exec` times out.
     pub hanging: HashSet<String>,
+    /// Pulls of these images wait for their gate before they finish (a
+    /// slow registry); a gate never opened is a pull that never ends.
+    pub pull_gates: HashMap<String, Arc<tokio::sync::Notify>>,
     pub calls: Vec<Call>,
     next_id: u64,
 }
@@ -160,8 +163,15 @@ impl Runtime for FakeRuntime {
 
     async fn pull(&self, image: &str) -> Result<(), RuntimeError> {
         self.check_reachable()?;
+        let gate = {
+            let mut s = self.lock();
+            s.calls.push(Call::Pull(image.to_string()));
+            s.pull_gates.get(image).cloned()
+        };
+        if let Some(gate) = gate {
+            gate.notified().await;
+        }
         let mut s = self.lock();
-        s.calls.push(Call::Pull(image.to_string()));
         if s.pullable.contains(image) {
             s.images.insert(image.to_string());
             Ok(())

@@ -1,0 +1,339 @@
+//! The effectful half of the container reconciler: one workload's
+//! reconcile (observe afresh, decide, apply its actions in order) and the
+//! bookkeeping and events of what they did.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime};
+
+use convoy_proto::{workload, Event, NodePlan, Workload};
+use tokio::sync::broadcast;
+use tracing::{debug, info, warn};
+
+use super::book::RestartBook;
+use super::decide::{decide, Action, RemoveReason};
+use super::{desired_of, earliest, unix_ms};
+use crate::controller;
+use crate::runtime::{Observed, Runtime, RuntimeError};
+
+/// Why a workload's reconcile did not bring it where the plan wants it.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("{reason}")]
+    Observe { reason: String },
+    #[error("workload `{workload_id}`: {reason}")]
+    Failed { workload_id: String, reason: String },
+    #[error("removing container `{container_id}`: {reason}")]
+    Remove {
+        container_id: String,
+        reason: String,
+    },
+}
+
+/// What the reconciles of all workloads share: the engine, the restart
+/// book and the event channel. The book's lock is never held across an
+/// `.await`.
+pub(super) struct Ctx<R: Runtime> {
+    pub(super) runtime: Arc<R>,
+    pub(super) node: String,
+    pub(super) book: Mutex<RestartBook>,
+    pub(super) events: broadcast::Sender<Event>,
+}
+
+impl<R: Runtime> Ctx<R> {
+    pub(super) fn book(&self) -> MutexGuard<'_, RestartBook> {
+        // A panic elsewhere does not make the book unreadable.
+        self.book
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(super) async fn observe(&self) -> Result<Vec<Observed>, RuntimeError> {
+        let mut observed = self.runtime.list(&self.node).await?;
+        // Only this node's containers, whatever the runtime returned.
+        observed.retain(|o| o.node == self.node);
+        Ok(observed)
+    }
+
+    /// One workload's reconcile (or the removal of containers of a
+    /// workload that left the plan): reads its containers afresh, decides,
+    /// and applies the actions one after another.
+    pub(super) async fn reconcile(
+        &self,
+        plan: &NodePlan,
+        workload_id: &str,
+        now: Instant,
+    ) -> Result<controller::Action, ReconcileError> {
+        let observed = self.observe().await.map_err(|e| ReconcileError::Observe {
+            reason: e.reason(&self.node),
+        })?;
+        let desired: Vec<Workload> = desired_of(plan)
+            .into_iter()
+            .filter(|w| w.id == workload_id)
+            .collect();
+        let mine: Vec<Observed> = observed
+            .into_iter()
+            .filter(|o| o.workload_id == workload_id)
+            .collect();
+        let actions = {
+            let mut book = self.book();
+            if let Some(w) = desired.first() {
+                book.observe_one(w, &mine, now);
+            }
+            decide(&desired, &mine, &book, now)
+        };
+        let names: HashMap<String, String> = mine
+            .iter()
+            .map(|o| (o.id.clone(), o.name.clone()))
+            .collect();
+        let mut wait = None;
+        let mut failed = None;
+        for action in actions {
+            if let Action::Wait { until, .. } = action {
+                wait = earliest(wait, Some(until));
+                continue;
+            }
+            let Some(outcome) = apply(self.runtime.as_ref(), &self.node, action).await else {
+                continue;
+            };
+            let now_after = Instant::now().max(now);
+            if let Err(e) = self.record(outcome, &names, now_after) {
+                failed = Some(e);
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(wait.map_or(controller::Action::AwaitChange, |until| {
+                controller::Action::Requeue(until.saturating_duration_since(now))
+            })),
+        }
+    }
+
+    /// Books the outcome of one action and says what happened; `Err` for a
+    /// failure, which the runner's error policy retries.
+    fn record(
+        &self,
+        outcome: Outcome,
+        names: &HashMap<String, String>,
+        now: Instant,
+    ) -> Result<(), ReconcileError> {
+        match outcome {
+            Outcome::Running {
+                workload_id,
+                after_exit,
+                replaced,
+                name,
+            } => {
+                // A started container is named by its id here.
+                let name = names.get(&name).cloned().unwrap_or(name);
+                let restarted = self
+                    .book()
+                    .record_running(&workload_id, after_exit.is_some());
+                if let Some(old) = replaced {
+                    let old_names: Vec<&str> = old
+                        .iter()
+                        .map(|id| names.get(id).map_or(id.as_str(), String::as_str))
+                        .collect();
+                    let message = format!(
+                        "replaced {} with `{name}`",
+                        old_names
+                            .iter()
+                            .map(|n| format!("`{n}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    info!(workload = %workload_id, "{message}");
+                    self.emit(&workload_id, "replaced", message);
+                } else if restarted {
+                    let message = match after_exit {
+                        Some(code) => {
+                            format!("restarted `{name}` after it exited with code {code}")
+                        }
+                        None => format!("recreated `{name}`: its container was gone"),
+                    };
+                    info!(workload = %workload_id, "{message}");
+                    self.emit(&workload_id, "restarted", message);
+                } else {
+                    info!(workload = %workload_id, "started `{name}`");
+                }
+            }
+            Outcome::Removed {
+                workload_id,
+                container_id,
+                why,
+            } => {
+                let name = names
+                    .get(&container_id)
+                    .cloned()
+                    .unwrap_or_else(|| container_id.clone());
+                let message = match why {
+                    RemoveReason::Duplicate => format!("removed duplicate container `{name}`"),
+                    RemoveReason::Outdated => format!("removed outdated container `{name}`"),
+                    RemoveReason::NotInPlan => {
+                        format!("removed container `{name}`: its workload is not in the plan")
+                    }
+                };
+                info!(workload = %workload_id, "{message}");
+                self.emit(&workload_id, "removed", message);
+            }
+            Outcome::Failed { workload_id, error } => {
+                let reason = error.reason(&self.node);
+                let kind = match error {
+                    RuntimeError::ImageMissing { .. } => "image-missing",
+                    _ => "failed",
+                };
+                let new = self
+                    .book()
+                    .record_failure(&workload_id, reason.clone(), now);
+                if new {
+                    warn!(workload = %workload_id, "{reason}");
+                    self.emit(&workload_id, kind, reason.clone());
+                } else {
+                    debug!(workload = %workload_id, "{reason}");
+                }
+                return Err(ReconcileError::Failed {
+                    workload_id,
+                    reason,
+                });
+            }
+            Outcome::RemoveFailed {
+                container_id,
+                error,
+            } => {
+                let reason = error.reason(&self.node);
+                warn!(container = %container_id, "could not remove container: {reason}");
+                return Err(ReconcileError::Remove {
+                    container_id,
+                    reason,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn emit(&self, workload_id: &str, kind: &str, message: String) {
+        // No receiver (no session right now) is fine: statuses carry the state.
+        let _ = self.events.send(Event {
+            unix_ms: unix_ms(SystemTime::now()),
+            workload_id: workload_id.to_string(),
+            kind: kind.to_string(),
+            message,
+        });
+    }
+}
+
+/// The result of applying one action.
+enum Outcome {
+    Running {
+        workload_id: String,
+        /// The exit code when this restarted an exited container.
+        after_exit: Option<i64>,
+        replaced: Option<Vec<String>>,
+        name: String,
+    },
+    Removed {
+        workload_id: String,
+        container_id: String,
+        why: RemoveReason,
+    },
+    Failed {
+        workload_id: String,
+        error: RuntimeError,
+    },
+    RemoveFailed {
+        container_id: String,
+        error: RuntimeError,
+    },
+}
+
+/// Applies one action; `None` for a `Wait`, which the loop handles.
+async fn apply<R: Runtime>(runtime: &R, node: &str, action: Action) -> Option<Outcome> {
+    Some(match action {
+        Action::Create(w) => match create(runtime, node, &w).await {
+            Ok(name) => Outcome::Running {
+                workload_id: w.id,
+                after_exit: None,
+                replaced: None,
+                name,
+            },
+            Err(error) => Outcome::Failed {
+                workload_id: w.id,
+                error,
+            },
+        },
+        Action::Replace { workload: w, old } => {
+            let result = async {
+                // The old containers keep serving until the new image is here.
+                ensure_image(runtime, &w).await?;
+                for id in &old {
+                    runtime.stop_and_remove(id).await?;
+                }
+                create(runtime, node, &w).await
+            }
+            .await;
+            match result {
+                Ok(name) => Outcome::Running {
+                    workload_id: w.id,
+                    after_exit: None,
+                    replaced: Some(old),
+                    name,
+                },
+                Err(error) => Outcome::Failed {
+                    workload_id: w.id,
+                    error,
+                },
+            }
+        }
+        Action::Start {
+            workload_id,
+            container_id,
+            after_exit,
+        } => match runtime.start(&container_id).await {
+            Ok(()) => Outcome::Running {
+                workload_id,
+                after_exit,
+                replaced: None,
+                name: container_id,
+            },
+            Err(error) => Outcome::Failed { workload_id, error },
+        },
+        Action::Remove {
+            container_id,
+            workload_id,
+            why,
+        } => match runtime.stop_and_remove(&container_id).await {
+            Ok(()) => Outcome::Removed {
+                workload_id,
+                container_id,
+                why,
+            },
+            Err(error) => Outcome::RemoveFailed {
+                container_id,
+                error,
+            },
+        },
+        Action::Wait { .. } => return None,
+    })
+}
+
+async fn ensure_image<R: Runtime>(runtime: &R, w: &Workload) -> Result<(), RuntimeError> {
+    let Some(workload::Runtime::Container(spec)) = &w.runtime else {
+        return Err(no_spec(w));
+    };
+    if runtime.image_present(&spec.image).await? {
+        return Ok(());
+    }
+    runtime.pull(&spec.image).await
+}
+
+async fn create<R: Runtime>(runtime: &R, node: &str, w: &Workload) -> Result<String, RuntimeError> {
+    ensure_image(runtime, w).await?;
+    Ok(runtime.create_and_start(node, w).await?.name)
+}
+
+fn no_spec(w: &Workload) -> RuntimeError {
+    RuntimeError::Engine {
+        context: format!("workload `{}`", w.id),
+        message: "the plan gives it no container spec".to_string(),
+    }
+}
