@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
+use convoy_agent::plan::Plan;
 use convoy_agent::runtime::systemd::{DbusSystemd, Systemd};
 use convoy_agent::units::{UnitReconciler, UnitsConfig};
 use convoy_proto::{workload, NodePlan, UnitSpec, Workload};
@@ -169,9 +170,15 @@ async fn reconcile(
         tx,
         events_tx,
     );
-    let plan = NodePlan {
+    let plan = match Plan::try_from(NodePlan {
         generation: 1,
         workloads,
+    }) {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("plan refused: {e}");
+            return;
+        }
     };
     reconciler.pass(Some(&plan), Instant::now()).await;
     tokio::time::sleep(Duration::from_millis(settle_ms)).await;

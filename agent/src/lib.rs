@@ -7,6 +7,7 @@ pub mod enroll;
 pub mod facts;
 pub mod install;
 pub mod pki;
+pub mod plan;
 pub mod probe;
 pub mod reconcile;
 pub mod renew;
@@ -102,7 +103,7 @@ pub async fn run_with(
             path: data_dir.clone(),
             source,
         })?;
-    let plan = match state::load(&data_dir).await {
+    let plan = match state::load_valid(&data_dir).await {
         Ok(plan) => plan,
         Err(e) => {
             // Treated like no plan at all: nothing is removed until one comes.
@@ -111,7 +112,7 @@ pub async fn run_with(
         }
     };
     match &plan {
-        Some(p) => info!(node = %node, generation = p.generation, "enforcing the stored plan"),
+        Some(p) => info!(node = %node, generation = p.generation(), "enforcing the stored plan"),
         None => info!(node = %node, "no stored plan; waiting for one from the coordinator"),
     }
 

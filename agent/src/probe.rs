@@ -10,14 +10,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use convoy_proto::{
-    probe, workload, ExecProbe, Health, HttpProbe, NodePlan, Probe, ProbeResult, TcpProbe,
-    WorkloadState, WorkloadStatus,
+    probe, workload, ExecProbe, Health, HttpProbe, Probe, ProbeResult, TcpProbe, WorkloadState,
+    WorkloadStatus,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tracing::{debug, info_span, Instrument};
 
+use crate::plan::Plan;
 use crate::runtime::{cut_output, ContainerState, Runtime, MAX_OUTPUT};
 
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
@@ -714,12 +715,12 @@ async fn watch<R: Runtime>(
 /// reconciler's, for the container of each workload.
 pub async fn run_now<R: Runtime>(
     runtime: &R,
-    plan: Option<&NodePlan>,
+    plan: Option<&Plan>,
     statuses: &BTreeMap<String, WorkloadStatus>,
     workload_ids: &[String],
 ) -> Vec<ProbeResult> {
     let workloads: Vec<_> = plan
-        .map(|p| p.workloads.iter().collect())
+        .map(|p| p.workloads().iter().collect())
         .unwrap_or_default();
     let ids: Vec<String> = if workload_ids.is_empty() {
         workloads.iter().map(|w| w.id.clone()).collect()

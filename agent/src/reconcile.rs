@@ -12,11 +12,11 @@ mod decide;
 mod events;
 mod publish;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use convoy_proto::{workload, Event, Health, NodePlan, Workload, WorkloadStatus};
+use convoy_proto::{Event, Health, Workload, WorkloadStatus};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::sync::{broadcast, watch, Notify};
@@ -28,6 +28,7 @@ pub use book::{backoff, RestartBook, BACKOFF_MAX, BACKOFF_START, HEALTHY_RUN};
 pub use decide::{decide, Action, RemoveReason, REMOVING_WAIT};
 
 use crate::controller::{self, Reconcile, Synced, Unreachable};
+use crate::plan::Plan;
 use crate::probe::Prober;
 use crate::runtime::{Observed, Runtime};
 use apply::Ctx;
@@ -103,11 +104,7 @@ impl<R: Runtime> Reconciler<R> {
     /// Runs until `shutdown`: syncs on a new plan, a container event, the
     /// next backoff deadline, and every `REQUEUE` at least. Without a plan
     /// (none received, none on disk) nothing is created or removed.
-    pub async fn run(
-        self,
-        plan: watch::Receiver<Option<Arc<NodePlan>>>,
-        shutdown: CancellationToken,
-    ) {
+    pub async fn run(self, plan: watch::Receiver<Option<Arc<Plan>>>, shutdown: CancellationToken) {
         let wake = Arc::new(Notify::new());
         let watcher = tokio::spawn(
             events::watch_events(
@@ -128,7 +125,7 @@ impl<R: Runtime> Reconciler<R> {
     /// One whole pass, in order: sync, reconcile every workload with work,
     /// sync again to report. Returns when the next pass is due at the
     /// latest.
-    pub async fn pass(&mut self, plan: Option<&NodePlan>, now: Instant) -> Option<Instant> {
+    pub async fn pass(&mut self, plan: Option<&Plan>, now: Instant) -> Option<Instant> {
         match controller::pass(self, plan.cloned().map(Arc::new), now).await {
             Ok(next) => next,
             Err(_) => Some(now + UNREACHABLE_RETRY),
@@ -137,13 +134,13 @@ impl<R: Runtime> Reconciler<R> {
 }
 
 impl<R: Runtime> Reconcile for Reconciler<R> {
-    type Plan = NodePlan;
+    type Plan = Plan;
     type Key = String;
     type Error = ReconcileError;
 
     async fn sync(
         &mut self,
-        plan: Option<&NodePlan>,
+        plan: Option<&Plan>,
         now: Instant,
     ) -> Result<Synced<String>, Unreachable> {
         let observed = match self.ctx.observe().await {
@@ -194,7 +191,7 @@ impl<R: Runtime> Reconcile for Reconciler<R> {
 
     fn reconcile(
         &self,
-        plan: Arc<NodePlan>,
+        plan: Arc<Plan>,
         key: String,
         now: Instant,
     ) -> BoxFuture<'static, Result<controller::Action, ReconcileError>> {
@@ -218,27 +215,10 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     }
 }
 
-/// The plan's container workloads, without empty or repeated ids (first one
-/// wins). Unit workloads belong to the systemd reconciler.
-fn desired_of(plan: &NodePlan) -> Vec<Workload> {
-    let mut seen = HashSet::new();
-    let mut out = Vec::with_capacity(plan.workloads.len());
-    for w in &plan.workloads {
-        if matches!(w.runtime, Some(workload::Runtime::Unit(_))) {
-            continue;
-        }
-        if w.id.is_empty() {
-            warn!(
-                generation = plan.generation,
-                "plan has a workload without an id; skipped"
-            );
-        } else if !seen.insert(w.id.clone()) {
-            warn!(generation = plan.generation, workload = %w.id, "plan repeats a workload id; the first one wins");
-        } else {
-            out.push(w.clone());
-        }
-    }
-    out
+/// The plan's container workloads. Unit workloads belong to the systemd
+/// reconciler.
+fn desired_of(plan: &Plan) -> Vec<Workload> {
+    plan.containers().cloned().collect()
 }
 
 pub(crate) fn unix_ms(t: SystemTime) -> i64 {

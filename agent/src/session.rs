@@ -25,6 +25,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::error_chain;
 use crate::facts;
 use crate::pki::Pki;
+use crate::plan::Plan;
 use crate::probe;
 use crate::reconcile::{unix_ms, Snapshot};
 use crate::renew::Renewal;
@@ -88,7 +89,7 @@ pub struct Session<R: Runtime> {
     pub node: String,
     pub runtime: Arc<R>,
     /// The plan the reconciler enforces; the session replaces it.
-    pub plan: watch::Sender<Option<Arc<NodePlan>>>,
+    pub plan: watch::Sender<Option<Arc<Plan>>>,
     pub snapshot: watch::Receiver<Snapshot>,
     pub events: broadcast::Sender<Event>,
 }
@@ -162,7 +163,7 @@ impl<R: Runtime> Session<R> {
             .plan
             .borrow()
             .as_ref()
-            .map_or(0, |plan| plan.generation);
+            .map_or(0, |plan| plan.generation());
         let mut sent = self.snapshot.borrow_and_update().statuses.clone();
         let hello = Hello {
             facts: Some(facts),
@@ -349,37 +350,51 @@ impl<R: Runtime> Session<R> {
         }
     }
 
-    /// Stores the plan, hands it to the reconciler and says how that went.
-    /// The plan is enforced even when it could not be stored.
+    /// Checks the plan, stores it, hands it to the reconcilers and says how
+    /// that went. An invalid plan is refused (the plan in force stays); a
+    /// valid one is enforced even when it could not be stored.
     async fn accept_plan(&mut self, plan: NodePlan) -> agent_message::Msg {
         let generation = plan.generation;
+        let ack = |ok: bool, error: String| {
+            agent_message::Msg::Ack(Ack {
+                target: Some(ack::Target::PlanGeneration(generation)),
+                ok,
+                error,
+                probe_results: Vec::new(),
+            })
+        };
+        let plan = match Plan::try_from(plan) {
+            Ok(plan) => plan,
+            Err(e) => {
+                let error = format!(
+                    "plan {generation} refused on node `{}`: {e}; the plan in force stays",
+                    self.node
+                );
+                warn!("{error}");
+                return ack(false, error);
+            }
+        };
         let unchanged = self.plan.borrow().as_deref() == Some(&plan);
         let stored = if unchanged {
             Ok(())
         } else {
-            state::store(&self.data_dir, &plan).await
+            state::store(&self.data_dir, &plan.to_proto()).await
         };
         if !unchanged {
             info!(
                 generation,
-                workloads = plan.workloads.len(),
+                workloads = plan.workloads().len(),
                 "new plan from the coordinator"
             );
             self.plan.send_replace(Some(Arc::new(plan)));
         }
-        let (ok, error) = match stored {
-            Ok(()) => (true, String::new()),
+        match stored {
+            Ok(()) => ack(true, String::new()),
             Err(e) => {
                 warn!("{e}; enforcing the plan from memory");
-                (false, e.to_string())
+                ack(false, e.to_string())
             }
-        };
-        agent_message::Msg::Ack(Ack {
-            target: Some(ack::Target::PlanGeneration(generation)),
-            ok,
-            error,
-            probe_results: Vec::new(),
-        })
+        }
     }
 
     /// Runs the probes RunProbes asks for, and sends the Ack with their

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use convoy_proto::NodePlan;
 use prost::Message;
 
+use crate::plan::{InvalidPlan, Plan};
+
 pub const PLAN_FILE: &str = "plan.pb";
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +29,8 @@ pub enum StateError {
     },
     #[error("{path} does not hold a plan: {reason}; delete it to start over")]
     Invalid { path: PathBuf, reason: String },
+    #[error("{path} holds a plan the agent refuses: {source}; delete it to start over")]
+    Refused { path: PathBuf, source: InvalidPlan },
 }
 
 /// Where the plan lives in a data directory.
@@ -47,6 +51,21 @@ pub async fn load(data_dir: &Path) -> Result<Option<NodePlan>, StateError> {
         .map_err(|e| StateError::Invalid {
             path,
             reason: e.to_string(),
+        })
+}
+
+/// The stored plan, checked as a plan from the coordinator is: `None` when
+/// there is none yet, an error naming the file and the workload when it
+/// does not hold a valid one.
+pub async fn load_valid(data_dir: &Path) -> Result<Option<Plan>, StateError> {
+    let Some(plan) = load(data_dir).await? else {
+        return Ok(None);
+    };
+    Plan::try_from(plan)
+        .map(Some)
+        .map_err(|source| StateError::Refused {
+            path: plan_path(data_dir),
+            source,
         })
 }
 
@@ -209,6 +228,32 @@ mod tests {
     async fn missing_plan_file_is_no_plan() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(load(dir.path()).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_stored_plan_is_checked_like_one_from_the_coordinator() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load_valid(dir.path()).await.unwrap(), None);
+        // plan() has a workload without a runtime spec.
+        store(dir.path(), &plan()).await.unwrap();
+        let err = load_valid(dir.path()).await.unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                StateError::Refused {
+                    source: InvalidPlan::MissingRuntime { id },
+                    ..
+                } if id == "default/bare/1"
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(PLAN_FILE), "{err}");
+
+        let mut valid = plan();
+        valid.workloads.truncate(1);
+        store(dir.path(), &valid).await.unwrap();
+        let loaded = load_valid(dir.path()).await.unwrap().unwrap();
+        assert_eq!(loaded.to_proto(), valid);
     }
 
     #[tokio::test]

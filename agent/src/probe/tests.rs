@@ -598,12 +598,22 @@ fn status(id: &str, state: WorkloadState, container_id: &str, reason: &str) -> W
     }
 }
 
+fn container() -> Option<convoy_proto::workload::Runtime> {
+    Some(convoy_proto::workload::Runtime::Container(
+        convoy_proto::ContainerSpec {
+            image: "app:1".into(),
+            ..convoy_proto::ContainerSpec::default()
+        },
+    ))
+}
+
 #[tokio::test]
 async fn run_now_runs_every_check_and_reports_docker_health_and_plain_instances() {
     let fake = Arc::new(FakeRuntime::default());
     let probed = Workload {
         id: "default/web/1".into(),
         probes: vec![exec_probe(&["/ok"], 1000), exec_probe(&["/missing"], 1000)],
+        runtime: container(),
         ..Workload::default()
     };
     // Two probes with one name would be refused by the spec; rename one.
@@ -611,10 +621,12 @@ async fn run_now_runs_every_check_and_reports_docker_health_and_plain_instances(
     probed.probes[1].name = "other".into();
     let plain = Workload {
         id: "default/db/1".into(),
+        runtime: container(),
         ..Workload::default()
     };
     let stopped = Workload {
         id: "default/job/1".into(),
+        runtime: container(),
         ..Workload::default()
     };
     let web = fake.add("n1", &probed, ContainerState::Running);
@@ -633,10 +645,11 @@ async fn run_now_runs_every_check_and_reports_docker_health_and_plain_instances(
             output: "fine".into(),
         },
     );
-    let plan = NodePlan {
+    let plan = crate::plan::Plan::try_from(NodePlan {
         generation: 1,
         workloads: vec![probed.clone(), plain.clone(), stopped.clone()],
-    };
+    })
+    .unwrap();
     let statuses = BTreeMap::from([
         (
             probed.id.clone(),
@@ -742,10 +755,11 @@ async fn run_now_answers_for_a_unit_with_systemds_state_and_its_probes_on_loopba
             ),
         ),
     ]);
-    let plan = NodePlan {
+    let plan = crate::plan::Plan::try_from(NodePlan {
         generation: 1,
         workloads: vec![plain, probed, failed],
-    };
+    })
+    .unwrap();
     let mut results = run_now(fake.as_ref(), Some(&plan), &statuses, &[]).await;
     results.sort_by(|a, b| (&a.workload_id, &a.probe).cmp(&(&b.workload_id, &b.probe)));
     let summary: Vec<(&str, &str, bool)> = results

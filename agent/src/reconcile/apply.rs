@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
-use convoy_proto::{workload, Event, NodePlan, Workload};
+use convoy_proto::{workload, Event, Workload};
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 
@@ -14,6 +14,7 @@ use super::book::RestartBook;
 use super::decide::{decide, Action, RemoveReason};
 use super::{desired_of, earliest, unix_ms};
 use crate::controller;
+use crate::plan::Plan;
 use crate::runtime::{Observed, Runtime, RuntimeError};
 
 /// Why a workload's reconcile did not bring it where the plan wants it.
@@ -60,7 +61,7 @@ impl<R: Runtime> Ctx<R> {
     /// and applies the actions one after another.
     pub(super) async fn reconcile(
         &self,
-        plan: &NodePlan,
+        plan: &Plan,
         workload_id: &str,
         now: Instant,
     ) -> Result<controller::Action, ReconcileError> {

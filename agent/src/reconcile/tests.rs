@@ -75,11 +75,12 @@ fn exited(mut o: Observed, code: i64, ran: Duration) -> Observed {
     o
 }
 
-fn plan(workloads: Vec<Workload>) -> NodePlan {
-    NodePlan {
+fn plan(workloads: Vec<Workload>) -> Plan {
+    Plan::try_from(NodePlan {
         generation: 1,
         workloads,
-    }
+    })
+    .unwrap()
 }
 
 struct Harness {
@@ -873,13 +874,25 @@ async fn unchanged_statuses_keep_their_timestamp() {
 }
 
 #[tokio::test]
-async fn repeated_workload_ids_in_a_plan_create_one_container() {
+async fn repeated_workload_ids_in_a_plan_create_no_container() {
+    // Issue 13: a plan repeating an id is refused whole at the boundary
+    // (it used to be reconciled with the first one winning); the session
+    // acks it as failed and the plan in force stays (session tests).
+    let wire = NodePlan {
+        generation: 1,
+        workloads: vec![wl(1, "h1"), wl(1, "h2")],
+    };
+    assert_eq!(
+        Plan::try_from(wire),
+        Err(crate::plan::InvalidPlan::DuplicateId {
+            id: "default/web/1".into(),
+            first: 1,
+            again: 2
+        })
+    );
     let mut h = harness(&[IMAGE]);
-    let p = plan(vec![wl(1, "h1"), wl(1, "h2")]);
-    h.reconciler.pass(Some(&p), Instant::now()).await;
-    let containers = h.fake.containers_of("default/web/1");
-    assert_eq!(containers.len(), 1);
-    assert_eq!(containers[0].spec_hash, "h1");
+    h.reconciler.pass(None, Instant::now()).await;
+    assert!(h.fake.containers_of("default/web/1").is_empty());
 }
 
 // ---- health ----
@@ -1202,10 +1215,13 @@ async fn a_workload_has_one_action_in_flight_however_often_the_loop_wakes() {
     // New plans (each a sync that finds the container still missing).
     for generation in 2..20 {
         tokio::time::sleep(Duration::from_millis(10)).await;
-        plan_tx.send_replace(Some(Arc::new(NodePlan {
-            generation,
-            workloads: vec![slow.clone()],
-        })));
+        plan_tx.send_replace(Some(Arc::new(
+            Plan::try_from(NodePlan {
+                generation,
+                workloads: vec![slow.clone()],
+            })
+            .unwrap(),
+        )));
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(fake.calls(), vec![Call::Pull("slow:1".into())]);

@@ -169,7 +169,7 @@ async fn world() -> World {
 
 struct Agent {
     session: Session<FakeRuntime>,
-    plan: watch::Receiver<Option<Arc<NodePlan>>>,
+    plan: watch::Receiver<Option<Arc<Plan>>>,
     snapshot: watch::Sender<Snapshot>,
     events: broadcast::Sender<Event>,
 }
@@ -270,7 +270,48 @@ async fn session_says_hello_acks_plans_and_streams_status_changes() {
         Some(p.clone())
     );
     plan.changed().await.unwrap();
-    assert_eq!(plan.borrow().as_deref(), Some(&p));
+    assert_eq!(
+        plan.borrow().as_deref().map(Plan::to_proto),
+        Some(p.clone())
+    );
+
+    // An invalid plan is refused before any reconciler sees it: a failed
+    // ack naming the workload and what is wrong, the plan in force kept.
+    let web = |hash: &str| convoy_proto::Workload {
+        id: "default/web/1".into(),
+        spec_hash: hash.into(),
+        runtime: Some(convoy_proto::workload::Runtime::Container(
+            convoy_proto::ContainerSpec {
+                image: "web:1".into(),
+                ..convoy_proto::ContainerSpec::default()
+            },
+        )),
+        ..convoy_proto::Workload::default()
+    };
+    s.send(coordinator_message::Msg::Plan(NodePlan {
+        generation: 6,
+        workloads: vec![web("h1"), web("h2")],
+    }));
+    let agent_message::Msg::Ack(ack) = s.next_but_heartbeats().await else {
+        panic!("no ack for the invalid plan")
+    };
+    assert_eq!(ack.target, Some(ack::Target::PlanGeneration(6)));
+    assert!(!ack.ok);
+    assert_eq!(
+        ack.error,
+        "plan 6 refused on node `n1`: workload `default/web/1` appears more than once in \
+         the plan (#1 and #2); the plan in force stays"
+    );
+    assert!(
+        !plan.has_changed().unwrap(),
+        "the invalid plan was handed on"
+    );
+    assert_eq!(plan.borrow().as_deref().map(Plan::generation), Some(5));
+    assert_eq!(
+        crate::state::load(&w.data_dir).await.unwrap(),
+        Some(p.clone()),
+        "the invalid plan was stored"
+    );
 
     // Status changes go out as a diff.
     let mut failed = running("default/web/2");
@@ -421,13 +462,22 @@ async fn session_answers_pings_at_once_and_run_probes_with_results() {
     let web = convoy_proto::Workload {
         id: "default/web/1".into(),
         probes: vec![probe("ok", "/slow-ok", 1000), probe("stuck", "/hang", 1500)],
+        runtime: Some(convoy_proto::workload::Runtime::Container(
+            convoy_proto::ContainerSpec {
+                image: "web:1".into(),
+                ..convoy_proto::ContainerSpec::default()
+            },
+        )),
         ..convoy_proto::Workload::default()
     };
     let container = fake.add("n1", &web, crate::runtime::ContainerState::Running);
-    session.plan.send_replace(Some(Arc::new(NodePlan {
-        generation: 1,
-        workloads: vec![web.clone()],
-    })));
+    session.plan.send_replace(Some(Arc::new(
+        Plan::try_from(NodePlan {
+            generation: 1,
+            workloads: vec![web.clone()],
+        })
+        .unwrap(),
+    )));
     let mut status = running("default/web/1");
     status.container_id = container;
     snapshot.send_replace(Snapshot {

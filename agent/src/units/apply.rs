@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
-use convoy_proto::{Event, NodePlan};
+use convoy_proto::Event;
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 
@@ -14,6 +14,7 @@ use super::book::UnitBook;
 use super::decide::{decide_key, desired_of, Action, Desired, Found, UnitKey};
 use super::file::{OnDisk, UnitFiles, Want};
 use crate::controller;
+use crate::plan::Plan;
 use crate::reconcile::unix_ms;
 use crate::runtime::systemd::{Systemd, SystemdError};
 
@@ -49,7 +50,7 @@ impl<S: Systemd> Ctx<S> {
     /// applied in order.
     pub(super) async fn reconcile(
         &self,
-        plan: &NodePlan,
+        plan: &Plan,
         key: &UnitKey,
         now: Instant,
     ) -> Result<controller::Action, ReconcileError> {

@@ -5,10 +5,11 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
-use convoy_proto::{workload, NodePlan, Workload};
+use convoy_proto::Workload;
 
 use super::book::UnitBook;
 use super::file::{self, OnDisk, Want};
+use crate::plan::Plan;
 use crate::runtime::systemd::{SystemdError, UnitInfo};
 
 /// A unit workload of the plan, checked: `Err` holds why it is refused.
@@ -260,15 +261,9 @@ pub fn decide(
     actions
 }
 
-/// The plan's unit workloads, without empty or repeated ids (first wins).
-pub fn desired_of(plan: &NodePlan) -> Vec<Desired> {
-    let mut seen = HashSet::new();
-    plan.workloads
-        .iter()
-        .filter(|w| matches!(w.runtime, Some(workload::Runtime::Unit(_))))
-        .filter(|w| !w.id.is_empty() && seen.insert(w.id.clone()))
-        .map(Desired::of)
-        .collect()
+/// The plan's unit workloads.
+pub fn desired_of(plan: &Plan) -> Vec<Desired> {
+    plan.units().map(Desired::of).collect()
 }
 
 /// What one reconcile of the unit controller is about.

@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use convoy_proto::{Event, NodePlan, WorkloadStatus};
+use convoy_proto::{Event, WorkloadStatus};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::sync::{broadcast, watch, Notify};
@@ -39,6 +39,7 @@ pub use book::UnitBook;
 pub use decide::{decide, decide_key, desired_of, keys, Action, Desired, Found, UnitKey};
 
 use crate::controller::{self, Reconcile, Synced, Unreachable};
+use crate::plan::Plan;
 use crate::runtime::systemd::Systemd;
 use apply::Ctx;
 use file::UnitFiles;
@@ -120,11 +121,7 @@ impl<S: Systemd> UnitReconciler<S> {
     /// Runs until `shutdown`: syncs on a new plan, a change systemd
     /// signals for one of the units, the next backoff deadline, and every
     /// `RESYNC` at least. Without a plan nothing is touched.
-    pub async fn run(
-        self,
-        plan: watch::Receiver<Option<Arc<NodePlan>>>,
-        shutdown: CancellationToken,
-    ) {
+    pub async fn run(self, plan: watch::Receiver<Option<Arc<Plan>>>, shutdown: CancellationToken) {
         let wake = Arc::new(Notify::new());
         let watcher = tokio::spawn(
             signals::watch_changes(
@@ -145,7 +142,7 @@ impl<S: Systemd> UnitReconciler<S> {
     /// One whole pass, in order: sync, reconcile every key with work, sync
     /// again to report. Returns when the next pass is due, if a deadline
     /// says so.
-    pub async fn pass(&mut self, plan: Option<&NodePlan>, now: Instant) -> Option<Instant> {
+    pub async fn pass(&mut self, plan: Option<&Plan>, now: Instant) -> Option<Instant> {
         match controller::pass(self, plan.cloned().map(Arc::new), now).await {
             Ok(next) => next,
             Err(_) => Some(now + UNREACHABLE_RETRY),
@@ -154,13 +151,13 @@ impl<S: Systemd> UnitReconciler<S> {
 }
 
 impl<S: Systemd> Reconcile for UnitReconciler<S> {
-    type Plan = NodePlan;
+    type Plan = Plan;
     type Key = UnitKey;
     type Error = ReconcileError;
 
     async fn sync(
         &mut self,
-        plan: Option<&NodePlan>,
+        plan: Option<&Plan>,
         now: Instant,
     ) -> Result<Synced<UnitKey>, Unreachable> {
         let Some(plan) = plan else {
@@ -210,7 +207,7 @@ impl<S: Systemd> Reconcile for UnitReconciler<S> {
 
     fn reconcile(
         &self,
-        plan: Arc<NodePlan>,
+        plan: Arc<Plan>,
         key: UnitKey,
         now: Instant,
     ) -> BoxFuture<'static, Result<controller::Action, ReconcileError>> {

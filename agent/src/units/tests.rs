@@ -54,11 +54,12 @@ fn adopt_wl(unit: &str, state: &str, enabled: bool) -> Workload {
     )
 }
 
-fn plan(workloads: Vec<Workload>) -> NodePlan {
-    NodePlan {
+fn plan(workloads: Vec<Workload>) -> Plan {
+    Plan::try_from(NodePlan {
         generation: 1,
         workloads,
-    }
+    })
+    .unwrap()
 }
 
 fn content_of(w: &Workload) -> String {
@@ -817,7 +818,7 @@ impl Harness {
         }
     }
 
-    async fn pass(&mut self, plan: &NodePlan) -> Option<Instant> {
+    async fn pass(&mut self, plan: &Plan) -> Option<Instant> {
         self.reconciler.pass(Some(plan), Instant::now()).await
     }
 

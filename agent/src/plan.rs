@@ -1,0 +1,274 @@
+//! The node plan, checked where it enters the agent (from the coordinator,
+//! from `plan.pb`): every workload has an id of its own and exactly one
+//! runtime spec, a container has an image. Reconcilers only ever see a
+//! `Plan`; an invalid one is refused whole, with the workload and what is
+//! wrong with it, and the plan in force stays.
+//!
+//! The runtime specs (`ContainerSpec`, `UnitSpec`) travel on as the wire
+//! types: Docker's and systemd's side read them field by field, and a unit
+//! spec a host cannot run is that workload's own failure (`units::file`),
+//! not the whole plan's.
+
+use std::collections::HashMap;
+
+use convoy_proto::{workload, ContainerSpec, NodePlan, Workload};
+
+/// Why a plan was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidPlan {
+    #[error("workload #{position} of the plan has no id")]
+    MissingId {
+        /// 1-based, in the plan's order.
+        position: usize,
+    },
+    #[error("workload `{id}` appears more than once in the plan (#{first} and #{again})")]
+    DuplicateId {
+        id: String,
+        first: usize,
+        again: usize,
+    },
+    #[error("workload `{id}` has no runtime spec: it needs a container or a unit")]
+    MissingRuntime { id: String },
+    #[error("workload `{id}` runs a container without an image")]
+    MissingImage { id: String },
+}
+
+/// A plan every reconciler can trust.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    generation: u64,
+    /// Unique ids, each with exactly one runtime spec.
+    workloads: Vec<Workload>,
+}
+
+impl Plan {
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn workloads(&self) -> &[Workload] {
+        &self.workloads
+    }
+
+    /// The workloads Docker runs.
+    pub fn containers(&self) -> impl Iterator<Item = &Workload> {
+        self.workloads
+            .iter()
+            .filter(|w| matches!(w.runtime, Some(workload::Runtime::Container(_))))
+    }
+
+    /// The workloads systemd runs.
+    pub fn units(&self) -> impl Iterator<Item = &Workload> {
+        self.workloads
+            .iter()
+            .filter(|w| matches!(w.runtime, Some(workload::Runtime::Unit(_))))
+    }
+
+    /// The plan as the wire has it (for `plan.pb`).
+    pub fn to_proto(&self) -> NodePlan {
+        NodePlan {
+            generation: self.generation,
+            workloads: self.workloads.clone(),
+        }
+    }
+}
+
+impl TryFrom<NodePlan> for Plan {
+    type Error = InvalidPlan;
+
+    fn try_from(plan: NodePlan) -> Result<Self, InvalidPlan> {
+        let NodePlan {
+            generation,
+            workloads,
+        } = plan;
+        let mut seen: HashMap<String, usize> = HashMap::with_capacity(workloads.len());
+        let mut checked = Vec::with_capacity(workloads.len());
+        for (i, w) in workloads.into_iter().enumerate() {
+            let position = i + 1;
+            let w = workload_of(w, position)?;
+            if let Some(first) = seen.insert(w.id.clone(), position) {
+                return Err(InvalidPlan::DuplicateId {
+                    id: w.id,
+                    first,
+                    again: position,
+                });
+            }
+            checked.push(w);
+        }
+        Ok(Self {
+            generation,
+            workloads: checked,
+        })
+    }
+}
+
+/// Checks one workload. Every field is named, so a field the proto gains
+/// is a compile error here until someone decides what checking it needs.
+fn workload_of(w: Workload, position: usize) -> Result<Workload, InvalidPlan> {
+    let Workload {
+        id,
+        service,
+        env,
+        index,
+        revision,
+        spec_hash,
+        probes,
+        start_first,
+        runtime,
+    } = w;
+    if id.is_empty() {
+        return Err(InvalidPlan::MissingId { position });
+    }
+    let runtime = match runtime {
+        None => return Err(InvalidPlan::MissingRuntime { id }),
+        Some(workload::Runtime::Container(spec)) => {
+            workload::Runtime::Container(container_of(spec, &id)?)
+        }
+        Some(workload::Runtime::Unit(spec)) => workload::Runtime::Unit(spec),
+    };
+    Ok(Workload {
+        id,
+        service,
+        env,
+        index,
+        revision,
+        spec_hash,
+        probes,
+        start_first,
+        runtime: Some(runtime),
+    })
+}
+
+fn container_of(spec: ContainerSpec, id: &str) -> Result<ContainerSpec, InvalidPlan> {
+    if spec.image.trim().is_empty() {
+        return Err(InvalidPlan::MissingImage { id: id.to_string() });
+    }
+    Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use convoy_proto::UnitSpec;
+
+    use super::*;
+
+    fn container(id: &str, image: &str) -> Workload {
+        Workload {
+            id: id.into(),
+            spec_hash: "h1".into(),
+            runtime: Some(workload::Runtime::Container(ContainerSpec {
+                image: image.into(),
+                ..ContainerSpec::default()
+            })),
+            ..Workload::default()
+        }
+    }
+
+    fn unit(id: &str) -> Workload {
+        Workload {
+            id: id.into(),
+            runtime: Some(workload::Runtime::Unit(UnitSpec {
+                unit_name: "convoy-web.service".into(),
+                exec_start: vec!["/bin/true".into()],
+                ..UnitSpec::default()
+            })),
+            ..Workload::default()
+        }
+    }
+
+    fn plan(workloads: Vec<Workload>) -> NodePlan {
+        NodePlan {
+            generation: 7,
+            workloads,
+        }
+    }
+
+    #[test]
+    fn a_valid_plan_keeps_every_workload_in_order_and_splits_them_by_runtime() {
+        let wire = plan(vec![
+            container("a/web/1", "web:1"),
+            unit("a/job/1"),
+            container("a/web/2", "web:1"),
+        ]);
+        let p = Plan::try_from(wire.clone()).unwrap();
+        assert_eq!(p.generation(), 7);
+        assert_eq!(p.workloads(), wire.workloads.as_slice());
+        let ids = |it: Vec<&Workload>| it.iter().map(|w| w.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(p.containers().collect()), ["a/web/1", "a/web/2"]);
+        assert_eq!(ids(p.units().collect()), ["a/job/1"]);
+        assert_eq!(p.to_proto(), wire);
+    }
+
+    #[test]
+    fn an_empty_plan_is_valid() {
+        let p = Plan::try_from(plan(vec![])).unwrap();
+        assert!(p.workloads().is_empty());
+    }
+
+    #[test]
+    fn a_workload_without_an_id_is_refused() {
+        let err = Plan::try_from(plan(vec![
+            container("a/web/1", "web:1"),
+            container("", "web:1"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err, InvalidPlan::MissingId { position: 2 });
+        assert_eq!(err.to_string(), "workload #2 of the plan has no id");
+    }
+
+    #[test]
+    fn repeated_workload_ids_are_refused() {
+        let err = Plan::try_from(plan(vec![
+            container("a/web/1", "web:1"),
+            unit("a/job/1"),
+            container("a/web/1", "web:2"),
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            err,
+            InvalidPlan::DuplicateId {
+                id: "a/web/1".into(),
+                first: 1,
+                again: 3
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "workload `a/web/1` appears more than once in the plan (#1 and #3)"
+        );
+    }
+
+    #[test]
+    fn a_workload_without_a_runtime_spec_is_refused() {
+        let mut w = container("a/web/1", "web:1");
+        w.runtime = None;
+        let err = Plan::try_from(plan(vec![w])).unwrap_err();
+        assert_eq!(
+            err,
+            InvalidPlan::MissingRuntime {
+                id: "a/web/1".into()
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "workload `a/web/1` has no runtime spec: it needs a container or a unit"
+        );
+    }
+
+    #[test]
+    fn a_container_without_an_image_is_refused() {
+        for image in ["", "  "] {
+            let err = Plan::try_from(plan(vec![container("a/web/1", image)])).unwrap_err();
+            assert_eq!(
+                err,
+                InvalidPlan::MissingImage {
+                    id: "a/web/1".into()
+                }
+            );
+            assert_eq!(
+                err.to_string(),
+                "workload `a/web/1` runs a container without an image"
+            );
+        }
+    }
+}
