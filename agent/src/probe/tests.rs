@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -226,46 +227,6 @@ fn any_starting_check_makes_the_instance_starting_else_it_is_healthy() {
 
 // ---- HTTP ----
 
-#[test]
-fn response_head_is_parsed_once_complete() {
-    let text = b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\ncontent-length: 8\r\n\r\nfailing\n";
-    let head = parse_response_head(text).unwrap().unwrap();
-    assert_eq!(head.status, 500);
-    assert_eq!(head.reason, "Internal Server Error");
-    assert_eq!(head.content_length, Some(8));
-    assert!(!head.chunked);
-    assert_eq!(head.head_len, text.len() - 8);
-    assert!(head.body_complete(text.len()));
-    assert!(!head.body_complete(text.len() - 1));
-    assert_eq!(head.body(text), "failing");
-
-    assert_eq!(
-        parse_response_head(b"HTTP/1.1 200 OK\r\nConte").unwrap(),
-        None
-    );
-    assert_eq!(parse_response_head(b"HTT").unwrap(), None);
-    assert_eq!(parse_response_head(b"").unwrap(), None);
-}
-
-#[test]
-fn response_without_reason_or_with_chunks_is_read() {
-    let head = parse_response_head(b"HTTP/1.0 204\r\n\r\n")
-        .unwrap()
-        .unwrap();
-    assert_eq!((head.status, head.reason.as_str()), (204, ""));
-    assert!(head.body_complete(head.head_len));
-    let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
-    let head = parse_response_head(chunked).unwrap().unwrap();
-    assert!(head.chunked && head.body_complete(head.head_len));
-    assert_eq!(head.body(chunked), "");
-}
-
-#[test]
-fn an_answer_that_is_not_http_is_an_error() {
-    assert!(parse_response_head(b"SSH-2.0-OpenSSH_9.2\r\n").is_err());
-    assert!(parse_response_head(b"HTTP/1.1 abc OK\r\n\r\n").is_err());
-}
-
 /// A server that answers every request with `response`, or never when
 /// `None`. Returns its port.
 async fn server(response: Option<&'static str>) -> u16 {
@@ -295,6 +256,104 @@ async fn server(response: Option<&'static str>) -> u16 {
         }
     });
     port
+}
+
+/// The HTTP probe's verdict and output against a server answering `text`.
+async fn get(text: &'static str) -> (bool, String, u16) {
+    let port = server(Some(text)).await;
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let (passed, output) = http::http_get(target, "/healthz", 0).await;
+    (passed, output, port)
+}
+
+#[tokio::test]
+async fn an_http_answer_gives_its_status_reason_and_body() {
+    let (passed, output, port) = get(
+        "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n\
+         content-length: 8\r\n\r\nfailing\n",
+    )
+    .await;
+    assert!(!passed);
+    assert_eq!(
+        output,
+        format!("GET http://127.0.0.1:{port}/healthz: HTTP 500 Internal Server Error: failing")
+    );
+    // Only what the content length says is body.
+    let (passed, output, port) = get("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokEXTRA").await;
+    assert!(passed);
+    assert_eq!(
+        output,
+        format!("GET http://127.0.0.1:{port}/healthz: HTTP 200 OK: ok")
+    );
+}
+
+#[tokio::test]
+async fn an_answer_cut_short_fails_the_probe_saying_so() {
+    for text in ["", "HTTP/1.1 200 OK\r\nConte", "HTT"] {
+        let (passed, output, port) = get(text).await;
+        assert!(!passed, "{text:?}: {output}");
+        assert_eq!(
+            output,
+            format!(
+                "GET http://127.0.0.1:{port}/healthz: the connection closed before a complete \
+                 answer"
+            ),
+            "{text:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_answer_without_reason_or_with_chunks_is_read() {
+    let (passed, output, port) = get("HTTP/1.0 204\r\n\r\n").await;
+    assert!(passed, "{output}");
+    assert!(
+        output.starts_with(&format!("GET http://127.0.0.1:{port}/healthz: HTTP 204")),
+        "{output}"
+    );
+    // A chunked body is decoded now (the hand-written client showed none).
+    let (passed, output, port) =
+        get("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n").await;
+    assert!(passed, "{output}");
+    assert_eq!(
+        output,
+        format!("GET http://127.0.0.1:{port}/healthz: HTTP 200 OK: hello")
+    );
+}
+
+#[tokio::test]
+async fn an_answer_that_is_not_http_is_an_error() {
+    for text in ["SSH-2.0-OpenSSH_9.2\r\n", "HTTP/1.1 abc OK\r\n\r\n"] {
+        let (passed, output, port) = get(text).await;
+        assert!(!passed, "{text:?}: {output}");
+        assert_eq!(
+            output,
+            format!("GET http://127.0.0.1:{port}/healthz: the answer is not HTTP"),
+            "{text:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_long_http_body_is_cut_to_1_kib() {
+    let body: &'static str = Box::leak(
+        format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 5000\r\n\r\n{}",
+            "y".repeat(5000)
+        )
+        .into_boxed_str(),
+    );
+    let port = server(Some(body)).await;
+    let (fake, id) = fake_with_container(Some(LOCAL));
+    let config = ProbeConfig::from_proto(&http_probe(port, "/healthz", 1000));
+    let run = run_check(fake.as_ref(), &id, &config, &mut None).await;
+    assert!(!run.passed);
+    assert_eq!(run.output.len(), 1024);
+    assert!(
+        run.output.starts_with("GET http://127.0.0.1:"),
+        "{}",
+        run.output
+    );
 }
 
 fn fake_with_container(ip: Option<IpAddr>) -> (Arc<FakeRuntime>, String) {

@@ -1,0 +1,615 @@
+use std::collections::{BTreeMap, HashMap};
+
+use bollard::models::{
+    ContainerInspectResponse, ContainerStateStatusEnum, HealthConfig, HealthStatusEnum,
+    PortBinding, RestartPolicyNameEnum,
+};
+use convoy_proto::{
+    workload, ContainerSpec, Health, HealthCheck, PortMapping, RestartPolicy as PbRestart,
+};
+
+use super::convert::*;
+use super::create::*;
+use super::errors::*;
+use super::*;
+use crate::runtime::{ContainerState, DockerHealth};
+
+fn workload() -> Workload {
+    Workload {
+        id: "prod/web/2".into(),
+        service: "web".into(),
+        env: "prod".into(),
+        index: 2,
+        revision: 7,
+        spec_hash: "abc".into(),
+        start_first: false,
+        probes: vec![],
+        runtime: Some(workload::Runtime::Container(ContainerSpec {
+            image: "web:1".into(),
+            command: vec!["serve".into(), "--port=80".into()],
+            entrypoint: vec![],
+            env: BTreeMap::from([("B".into(), "2".into()), ("A".into(), "1".into())]),
+            ports: vec![
+                PortMapping {
+                    host_ip: "127.0.0.1".into(),
+                    host_port: 0,
+                    container_port: 80,
+                    protocol: String::new(),
+                },
+                PortMapping {
+                    host_ip: String::new(),
+                    host_port: 5353,
+                    container_port: 53,
+                    protocol: "udp".into(),
+                },
+            ],
+            labels: BTreeMap::from([
+                ("team".into(), "a".into()),
+                (labels::NODE.into(), "forged".into()),
+            ]),
+            volumes: vec!["/srv/data:/data:ro".into()],
+            working_dir: "/app".into(),
+            user: String::new(),
+            restart: Some(PbRestart::default()),
+            stop_signal: "SIGINT".into(),
+            stop_grace_period_ms: 2500,
+            healthcheck: None,
+        })),
+    }
+}
+
+#[test]
+fn create_body_carries_labels_ports_and_stop_settings() {
+    let body = create_body("n1", &workload()).unwrap();
+    let labels_map = body.labels.unwrap();
+    assert_eq!(labels_map[labels::MANAGED], "true");
+    assert_eq!(
+        labels_map[labels::NODE],
+        "n1",
+        "a spec cannot forge the node"
+    );
+    assert_eq!(labels_map[labels::WORKLOAD], "prod/web/2");
+    assert_eq!(labels_map[labels::INSTANCE], "2");
+    assert_eq!(labels_map[labels::REVISION], "7");
+    assert_eq!(labels_map[labels::SPEC_HASH], "abc");
+    assert_eq!(labels_map["team"], "a");
+    assert_eq!(body.env.unwrap(), vec!["A=1", "B=2"]);
+    assert_eq!(body.entrypoint, None);
+    assert_eq!(body.user, None);
+    assert_eq!(body.stop_signal.as_deref(), Some("SIGINT"));
+    assert_eq!(body.stop_timeout, Some(3));
+    let host = body.host_config.unwrap();
+    assert_eq!(
+        host.restart_policy.unwrap().name,
+        Some(RestartPolicyNameEnum::NO)
+    );
+    let bindings = host.port_bindings.unwrap();
+    let web = bindings["80/tcp"].as_ref().unwrap();
+    assert_eq!(web[0].host_ip.as_deref(), Some("127.0.0.1"));
+    assert_eq!(web[0].host_port.as_deref(), Some(""));
+    assert_eq!(
+        bindings["53/udp"].as_ref().unwrap()[0].host_port.as_deref(),
+        Some("5353")
+    );
+    assert_eq!(host.binds.unwrap(), vec!["/srv/data:/data:ro"]);
+}
+
+#[test]
+fn healthcheck_maps_to_the_engines_health_config_in_nanoseconds() {
+    let config = health_config(&HealthCheck {
+        test: vec!["CMD".into(), "/check".into()],
+        interval_ms: 1500,
+        timeout_ms: 0,
+        retries: 4,
+        start_period_ms: 10_000,
+        disable: false,
+    });
+    assert_eq!(
+        config,
+        HealthConfig {
+            test: Some(vec!["CMD".into(), "/check".into()]),
+            interval: Some(1_500_000_000),
+            timeout: None,
+            retries: Some(4),
+            start_period: Some(10_000_000_000),
+            start_interval: None,
+        }
+    );
+    let image_test = health_config(&HealthCheck {
+        interval_ms: 1000,
+        ..HealthCheck::default()
+    });
+    assert_eq!(image_test.test, None, "empty: the image's test");
+    for off in [
+        HealthCheck {
+            disable: true,
+            ..HealthCheck::default()
+        },
+        HealthCheck {
+            test: vec!["NONE".into()],
+            ..HealthCheck::default()
+        },
+    ] {
+        assert_eq!(
+            health_config(&off),
+            HealthConfig {
+                test: Some(vec!["NONE".into()]),
+                ..Default::default()
+            }
+        );
+    }
+    let mut w = workload();
+    assert_eq!(create_body("n1", &w).unwrap().healthcheck, None);
+    if let Some(workload::Runtime::Container(spec)) = &mut w.runtime {
+        spec.healthcheck = Some(HealthCheck {
+            disable: true,
+            ..HealthCheck::default()
+        });
+    }
+    assert_eq!(
+        create_body("n1", &w).unwrap().healthcheck.unwrap().test,
+        Some(vec!["NONE".into()])
+    );
+}
+
+#[test]
+fn docker_health_is_read_with_the_last_checks_output() {
+    use bollard::models::HealthcheckResult;
+    let result = |code: i64, output: &str| HealthcheckResult {
+        exit_code: Some(code),
+        output: Some(output.into()),
+        ..Default::default()
+    };
+    let health = bollard::models::Health {
+        status: Some(HealthStatusEnum::UNHEALTHY),
+        failing_streak: Some(3),
+        log: Some(vec![
+            result(0, "ok"),
+            result(1, "HTTP/1.1 500 Internal Server Error\n"),
+        ]),
+    };
+    assert_eq!(
+        docker_health(&health),
+        Some(DockerHealth {
+            status: Health::Unhealthy,
+            output: "exit code 1: HTTP/1.1 500 Internal Server Error".into(),
+        })
+    );
+    let starting = bollard::models::Health {
+        status: Some(HealthStatusEnum::STARTING),
+        ..Default::default()
+    };
+    assert_eq!(
+        docker_health(&starting),
+        Some(DockerHealth {
+            status: Health::Starting,
+            output: String::new(),
+        })
+    );
+    let none = bollard::models::Health {
+        status: Some(HealthStatusEnum::NONE),
+        ..Default::default()
+    };
+    assert_eq!(docker_health(&none), None);
+}
+
+#[test]
+fn container_info_reads_the_address_and_published_ports() {
+    use bollard::models::{ContainerState as DockerState, EndpointSettings, NetworkSettings};
+    let inspect = ContainerInspectResponse {
+        state: Some(DockerState {
+            status: Some(ContainerStateStatusEnum::RUNNING),
+            ..Default::default()
+        }),
+        network_settings: Some(NetworkSettings {
+            ip_address: Some(String::new()),
+            networks: Some(HashMap::from([(
+                "bridge".to_string(),
+                EndpointSettings {
+                    ip_address: Some("172.17.0.3".into()),
+                    ..Default::default()
+                },
+            )])),
+            ports: Some(HashMap::from([
+                (
+                    "8080/tcp".to_string(),
+                    Some(vec![PortBinding {
+                        host_ip: Some("0.0.0.0".into()),
+                        host_port: Some("49153".into()),
+                    }]),
+                ),
+                ("53/udp".to_string(), None),
+            ])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let info = container_info(inspect);
+    assert_eq!(info.state, Some(ContainerState::Running));
+    assert_eq!(info.ip, Some("172.17.0.3".parse().unwrap()));
+    assert_eq!(
+        info.published,
+        vec![(8080, "0.0.0.0:49153".parse().unwrap())]
+    );
+    assert_eq!(
+        container_info(ContainerInspectResponse::default()),
+        ContainerInfo::default()
+    );
+}
+
+#[test]
+fn container_name_follows_the_contract() {
+    assert_eq!(container_name(&workload()), "convoy-prod-web-2-r7");
+}
+
+#[test]
+fn image_without_tag_gets_latest() {
+    assert_eq!(with_default_tag("busybox"), "busybox:latest");
+    assert_eq!(with_default_tag("busybox:1.36"), "busybox:1.36");
+    assert_eq!(
+        with_default_tag("localhost:5000/app"),
+        "localhost:5000/app:latest"
+    );
+    assert_eq!(with_default_tag("app@sha256:00"), "app@sha256:00");
+}
+
+#[test]
+fn long_causes_are_cut_to_one_line() {
+    assert_eq!(short("first\nsecond"), "first");
+    let long = "é".repeat(400);
+    assert!(short(&long).len() <= MAX_CAUSE_LEN + "…".len());
+}
+
+/// The real engine, when there is one with the test image; these tests
+/// say so and pass when there is not.
+mod real {
+    use super::*;
+
+    const TEST_IMAGE: &str = "convoy-testapp:latest";
+
+    /// Removes every container of the test's node, whatever happened.
+    struct Cleanup {
+        node: String,
+        extra: Vec<String>,
+    }
+
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let listed = std::process::Command::new("docker")
+                .args(["ps", "-aq", "--filter"])
+                .arg(format!("label={}={}", labels::NODE, self.node))
+                .output();
+            let mut ids: Vec<String> = listed
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .split_whitespace()
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default();
+            ids.extend(self.extra.iter().cloned());
+            if !ids.is_empty() {
+                let _ = std::process::Command::new("docker")
+                    .args(["rm", "-f"])
+                    .args(&ids)
+                    .output();
+            }
+        }
+    }
+
+    /// The real engine, or None only when CONVOY_SKIP_DOCKER_TESTS=1
+    /// (a laptop without Docker; CI never sets it). Builds the test
+    /// image when it is missing.
+    async fn engine() -> Option<(DockerRuntime, Cleanup)> {
+        if std::env::var("CONVOY_SKIP_DOCKER_TESTS").as_deref() == Ok("1") {
+            eprintln!("skipped: CONVOY_SKIP_DOCKER_TESTS=1");
+            return None;
+        }
+        let runtime = DockerRuntime::new();
+        if let Err(e) = runtime.version().await {
+            panic!("Docker is unreachable: {e} (set CONVOY_SKIP_DOCKER_TESTS=1 to skip)");
+        }
+        if !runtime.image_present(TEST_IMAGE).await.unwrap_or(false) {
+            let script = concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../scripts/build-test-image.sh"
+            );
+            let out = std::process::Command::new("bash")
+                .arg(script)
+                .output()
+                .expect("run scripts/build-test-image.sh");
+            assert!(
+                out.status.success(),
+                "building {TEST_IMAGE} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let node = format!("agent-unit-{}-{nanos}", std::process::id());
+        Some((
+            runtime,
+            Cleanup {
+                node,
+                extra: Vec::new(),
+            },
+        ))
+    }
+
+    fn test_workload(node: &str, index: u32, command: &[&str]) -> Workload {
+        let mut w = workload();
+        w.env = node.to_string();
+        w.id = format!("{node}/web/{index}");
+        w.index = index;
+        if let Some(workload::Runtime::Container(spec)) = &mut w.runtime {
+            spec.image = TEST_IMAGE.to_string();
+            spec.command = command.iter().map(|s| s.to_string()).collect();
+            spec.volumes.clear();
+            spec.working_dir.clear();
+            spec.ports.truncate(1);
+            spec.stop_signal.clear();
+        }
+        w
+    }
+
+    #[tokio::test]
+    async fn docker_runtime_creates_lists_and_removes_a_labelled_container() {
+        let Some((runtime, cleanup)) = engine().await else {
+            return;
+        };
+        let node = cleanup.node.clone();
+        let w = test_workload(&node, 1, &["/convoy-testapp", "--listen", "0.0.0.0:80"]);
+        let created = runtime.create_and_start(&node, &w).await.unwrap();
+        assert_eq!(created.name, container_name(&w));
+
+        let listed = runtime.list(&node).await.unwrap();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        let c = &listed[0];
+        assert_eq!(c.id, created.id);
+        assert_eq!(c.name, created.name);
+        assert_eq!(c.state, ContainerState::Running);
+        assert_eq!(c.workload_id, w.id);
+        assert_eq!(c.spec_hash, w.spec_hash);
+        assert_eq!(c.revision, w.revision);
+        assert!(runtime
+            .list("some-other-node")
+            .await
+            .unwrap()
+            .iter()
+            .all(|o| o.id != c.id));
+
+        runtime.stop_and_remove(&created.id).await.unwrap();
+        assert_eq!(runtime.list(&node).await.unwrap(), vec![]);
+        // Removing what is gone is fine.
+        runtime.stop_and_remove(&created.id).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn docker_runtime_reads_exit_code_and_run_time_of_an_exited_container() {
+        let Some((runtime, cleanup)) = engine().await else {
+            return;
+        };
+        let node = cleanup.node.clone();
+        let w = test_workload(
+            &node,
+            2,
+            &[
+                "/convoy-testapp",
+                "--listen",
+                "0.0.0.0:80",
+                "--exit-after",
+                "0.5",
+            ],
+        );
+        let created = runtime.create_and_start(&node, &w).await.unwrap();
+        let mut exited = None;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let listed = runtime.list(&node).await.unwrap();
+            if let Some(c) = listed
+                .into_iter()
+                .find(|c| c.state == ContainerState::Exited)
+            {
+                exited = Some(c);
+                break;
+            }
+        }
+        let c = exited.expect("the container never exited");
+        assert_eq!(c.id, created.id);
+        assert_eq!(c.exit_code, Some(3));
+        let ran = c.ran_for().expect("run time unknown");
+        assert!(
+            ran >= Duration::from_millis(400) && ran < Duration::from_secs(10),
+            "{ran:?}"
+        );
+
+        runtime.start(&created.id).await.unwrap();
+        let again = runtime.list(&node).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].state, ContainerState::Running);
+        assert_eq!(again[0].exit_code, None);
+        assert_ne!(again[0].started_at, c.started_at);
+    }
+
+    #[tokio::test]
+    async fn docker_runtime_reports_docker_health_of_a_container_with_a_healthcheck() {
+        let Some((runtime, cleanup)) = engine().await else {
+            return;
+        };
+        let node = cleanup.node.clone();
+        let mut w = test_workload(&node, 4, &["/convoy-testapp", "--listen", "0.0.0.0:80"]);
+        if let Some(workload::Runtime::Container(spec)) = &mut w.runtime {
+            spec.healthcheck = Some(HealthCheck {
+                test: vec![
+                    "CMD".into(),
+                    "/convoy-testapp".into(),
+                    "--probe".into(),
+                    "http://127.0.0.1:80/healthz".into(),
+                ],
+                interval_ms: 200,
+                timeout_ms: 2000,
+                retries: 1,
+                start_period_ms: 0,
+                disable: false,
+            });
+        }
+        let created = runtime.create_and_start(&node, &w).await.unwrap();
+        let health = async {
+            for _ in 0..100 {
+                let listed = runtime.list(&node).await.unwrap();
+                let health = listed[0].health.clone();
+                if health.as_ref().is_some_and(|h| h.status == Health::Healthy) {
+                    return health;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("never healthy: {:?}", runtime.list(&node).await);
+        }
+        .await
+        .unwrap();
+        assert_eq!(health.output, "HTTP/1.1 200 OK");
+        let info = runtime.inspect(&created.id).await.unwrap();
+        assert_eq!(info.health.unwrap().status, Health::Healthy);
+
+        // The world agrees: Docker itself says so.
+        let out = std::process::Command::new("docker")
+            .args(["inspect", "-f", "{{.State.Health.Status}}", &created.id])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "healthy");
+    }
+
+    #[tokio::test]
+    async fn docker_runtime_execs_commands_bounded_in_time_and_reports_missing_ones() {
+        let Some((runtime, cleanup)) = engine().await else {
+            return;
+        };
+        let node = cleanup.node.clone();
+        let w = test_workload(&node, 5, &["/convoy-testapp", "--listen", "0.0.0.0:80"]);
+        let created = runtime.create_and_start(&node, &w).await.unwrap();
+        let argv = |words: &[&str]| words.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let version = runtime
+            .exec(
+                &created.id,
+                &argv(&["/convoy-testapp", "--version"]),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        assert_eq!(version.exit_code, Some(0));
+        assert!(version.output.starts_with("convoy-testapp "), "{version:?}");
+
+        let missing = runtime
+            .exec(
+                &created.id,
+                &argv(&["/no-such-check"]),
+                Duration::from_secs(5),
+            )
+            .await;
+        let text = match &missing {
+            Ok(out) => {
+                assert_ne!(out.exit_code, Some(0), "{out:?}");
+                out.output.clone()
+            }
+            Err(e) => e.to_string(),
+        };
+        assert!(text.contains("no-such-check"), "{missing:?}");
+
+        let began = std::time::Instant::now();
+        let hanging = runtime
+            .exec(
+                &created.id,
+                &argv(&["/convoy-testapp", "--listen", "127.0.0.1:81"]),
+                Duration::from_millis(500),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            hanging.to_string().contains("no exit within 500ms"),
+            "{hanging}"
+        );
+        assert!(began.elapsed() < Duration::from_secs(3));
+    }
+
+    #[tokio::test]
+    async fn probes_reach_a_real_container_and_see_it_fail_and_recover() {
+        use crate::probe::{run_check, ProbeConfig};
+        use convoy_proto::{probe, HttpProbe, Probe};
+        let Some((runtime, cleanup)) = engine().await else {
+            return;
+        };
+        let node = cleanup.node.clone();
+        let w = test_workload(&node, 6, &["/convoy-testapp", "--listen", "0.0.0.0:80"]);
+        let created = runtime.create_and_start(&node, &w).await.unwrap();
+        let info = runtime.inspect(&created.id).await.unwrap();
+        let ip = info.ip.expect("a container on the bridge has an address");
+        let config = ProbeConfig::from_proto(&Probe {
+            timeout_ms: 2000,
+            check: Some(probe::Check::Http(HttpProbe {
+                port: 80,
+                path: "/healthz".into(),
+                expect_status: 0,
+            })),
+            ..Probe::default()
+        });
+        let mut passed = None;
+        for _ in 0..50 {
+            let run = run_check(&runtime, &created.id, &config, &mut None).await;
+            if run.passed {
+                passed = Some(run);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let passed = passed.expect("the probe never passed");
+        assert_eq!(
+            passed.output,
+            format!("GET http://{ip}:80/healthz: HTTP 200 OK: ok")
+        );
+
+        let post = |path: &'static str| async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect((ip, 80)).await.unwrap();
+            s.write_all(
+                format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+            )
+            .await
+            .unwrap();
+            let mut answer = Vec::new();
+            s.read_to_end(&mut answer).await.unwrap();
+        };
+        post("/fail").await;
+        let run = run_check(&runtime, &created.id, &config, &mut None).await;
+        assert!(!run.passed);
+        assert_eq!(
+            run.output,
+            format!("GET http://{ip}:80/healthz: HTTP 500 Internal Server Error: failing")
+        );
+        post("/recover").await;
+        assert!(
+            run_check(&runtime, &created.id, &config, &mut None)
+                .await
+                .passed
+        );
+    }
+
+    #[tokio::test]
+    async fn docker_runtime_reports_a_name_held_by_an_unmanaged_container() {
+        let Some((runtime, mut cleanup)) = engine().await else {
+            return;
+        };
+        let node = cleanup.node.clone();
+        let w = test_workload(&node, 3, &["/convoy-testapp"]);
+        let name = container_name(&w);
+        let out = std::process::Command::new("docker")
+            .args(["create", "--name", &name, TEST_IMAGE])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        cleanup.extra.push(name.clone());
+        let err = runtime.create_and_start(&node, &w).await.unwrap_err();
+        assert_eq!(err, RuntimeError::NameTaken { name });
+    }
+}
