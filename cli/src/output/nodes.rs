@@ -1,0 +1,186 @@
+//! What `nodes` and `node remove` print: one row of facts per node, and
+//! what a removal revoked and lost.
+
+use convoy_api::views::node_state_word;
+use convoy_proto as pb;
+use serde::Serialize;
+
+use super::cells::{ago, expires_in, format_gib, or_dash, plural, table};
+
+pub fn nodes_table(response: &pb::ListNodesResponse, now_ms: i64) -> String {
+    if response.nodes.is_empty() {
+        return "no nodes\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = response
+        .nodes
+        .iter()
+        .map(|node| {
+            let facts = node.facts.clone().unwrap_or_default();
+            let docker = match (&node.facts, facts.docker_version.as_str()) {
+                (None, _) => "-".to_owned(),
+                (Some(_), "") => "unreachable".to_owned(),
+                (Some(_), version) => version.to_owned(),
+            };
+            vec![
+                node.name.clone(),
+                node_state_word(node.state).to_owned(),
+                or_dash(&facts.hostname).to_owned(),
+                or_dash(&facts.os).to_owned(),
+                or_dash(&facts.kernel).to_owned(),
+                if facts.cpus == 0 {
+                    "-".to_owned()
+                } else {
+                    facts.cpus.to_string()
+                },
+                format_gib(facts.memory_bytes),
+                docker,
+                ago(node.connected_since_unix_ms, now_ms, "-"),
+                ago(node.last_heartbeat_unix_ms, now_ms, "never"),
+                node.workloads.to_string(),
+                expires_in(node.certificate_expires_unix_ms, now_ms),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME",
+            "STATE",
+            "HOSTNAME",
+            "OS",
+            "KERNEL",
+            "CPUS",
+            "MEMORY",
+            "DOCKER",
+            "CONNECTED",
+            "HEARTBEAT",
+            "WORKLOADS",
+            "CERT EXPIRES",
+        ],
+        &rows,
+    )
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct NodeRemovedJson {
+    pub node: String,
+    pub lost_instances: u32,
+    pub revoked_certificates: u32,
+}
+
+impl NodeRemovedJson {
+    pub fn new(node: &str, response: &pb::RemoveNodeResponse) -> Self {
+        let pb::RemoveNodeResponse {
+            lost_instances,
+            revoked_certificates,
+        } = response;
+        Self {
+            node: node.to_owned(),
+            lost_instances: *lost_instances,
+            revoked_certificates: *revoked_certificates,
+        }
+    }
+}
+
+pub fn node_removed_line(removed: &NodeRemovedJson) -> String {
+    format!(
+        "removed node {}: {} revoked, {} lost\n",
+        removed.node,
+        plural(removed.revoked_certificates as usize, "certificate"),
+        plural(removed.lost_instances as usize, "instance")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use convoy_api::views::NodesJson;
+    use pb::NodeState;
+    use serde_json::json;
+
+    use super::*;
+
+    const NOW: i64 = 1_700_000_000_000;
+
+    fn nodes_response() -> pb::ListNodesResponse {
+        pb::ListNodesResponse {
+            nodes: vec![
+                pb::Node {
+                    name: "node-a".into(),
+                    state: NodeState::Ready as i32,
+                    facts: Some(pb::NodeFacts {
+                        hostname: "host-a".into(),
+                        os: "Ubuntu 24.04".into(),
+                        kernel: "6.8.0".into(),
+                        arch: "x86_64".into(),
+                        cpus: 8,
+                        memory_bytes: 16 * (1 << 30),
+                        docker_version: "27.3.1".into(),
+                        labels: [
+                            ("zone".to_owned(), "a".to_owned()),
+                            ("gpu".to_owned(), "no".to_owned()),
+                        ]
+                        .into_iter()
+                        .collect(),
+                        platform_os: "linux".into(),
+                    }),
+                    agent_version: "0.1.0".into(),
+                    connected_since_unix_ms: NOW - 3 * 60_000,
+                    last_heartbeat_unix_ms: NOW - 2_000,
+                    plan_generation: 3,
+                    acked_generation: 3,
+                    workloads: 2,
+                    metrics: None,
+                    address: "10.0.0.1:4242".into(),
+                    certificate_expires_unix_ms: NOW + 23 * 3_600_000,
+                },
+                pb::Node {
+                    name: "node-b".into(),
+                    state: NodeState::Lost as i32,
+                    facts: None,
+                    last_heartbeat_unix_ms: NOW - 2 * 3_600_000,
+                    certificate_expires_unix_ms: NOW - 1_000,
+                    ..pb::Node::default()
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn nodes_table_shows_facts_ages_and_memory_in_gib() {
+        assert_eq!(
+            nodes_table(&nodes_response(), NOW),
+            "NAME     STATE   HOSTNAME   OS             KERNEL   CPUS   MEMORY     DOCKER   CONNECTED   HEARTBEAT   WORKLOADS   CERT EXPIRES\n\
+             node-a   ready   host-a     Ubuntu 24.04   6.8.0    8      16.0 GiB   27.3.1   3m ago      2s ago      2           in 23h\n\
+             node-b   lost    -          -              -        -      -          -        -           2h ago      0           expired\n"
+        );
+    }
+
+    #[test]
+    fn nodes_json_uses_contract_names() {
+        let value = serde_json::to_value(NodesJson::from(&nodes_response())).unwrap();
+        assert_eq!(
+            value["nodes"][0],
+            json!({
+                "name": "node-a",
+                "state": "ready",
+                "hostname": "host-a",
+                "os": "Ubuntu 24.04",
+                "kernel": "6.8.0",
+                "arch": "x86_64",
+                "cpus": 8,
+                "memory_bytes": 17179869184u64,
+                "docker_version": "27.3.1",
+                "labels": {"gpu": "no", "zone": "a"},
+                "agent_version": "0.1.0",
+                "connected_since_unix_ms": NOW - 180_000,
+                "last_heartbeat_unix_ms": NOW - 2_000,
+                "plan_generation": 3,
+                "acked_generation": 3,
+                "workloads": 2,
+                "certificate_expires_unix_ms": NOW + 23 * 3_600_000,
+                "metrics": null,
+            })
+        );
+        assert_eq!(value["nodes"][1]["state"], "lost");
+        assert_eq!(value["nodes"][1]["labels"], json!({}));
+    }
+}
