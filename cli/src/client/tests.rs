@@ -1,0 +1,323 @@
+//! The client against a fake coordinator over real TLS.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use convoy_proto::control_service_server::{ControlService, ControlServiceServer};
+use convoy_proto::{Node, NodeState, AUTHORIZATION};
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::Request;
+
+use super::*;
+use crate::config::Token;
+
+struct Pki {
+    ca_pem: String,
+    server_identity: Identity,
+}
+
+fn pki() -> Pki {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server = rcgen::CertificateParams::new(vec![COORDINATOR_SERVER_NAME.to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &ca, &ca_key)
+        .unwrap();
+    Pki {
+        ca_pem: ca.pem(),
+        server_identity: Identity::from_pem(server.pem(), server_key.serialize_pem()),
+    }
+}
+
+struct Fake;
+
+fn check_token<T>(request: &Request<T>) -> Result<(), Status> {
+    match request.metadata().get(AUTHORIZATION).map(|v| v.to_str()) {
+        Some(Ok("Bearer good-token")) => Ok(()),
+        _ => Err(Status::unauthenticated("invalid token")),
+    }
+}
+
+#[tonic::async_trait]
+impl ControlService for Fake {
+    async fn apply(
+        &self,
+        request: Request<ApplyRequest>,
+    ) -> Result<Response<ApplyResponse>, Status> {
+        check_token(&request)?;
+        let req = request.into_inner();
+        Err(Status::invalid_argument(format!(
+            "{}:1:1: bad spec ({} bytes, dry_run={})",
+            req.filename,
+            req.content.len(),
+            req.dry_run
+        )))
+    }
+    async fn status(
+        &self,
+        request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        check_token(&request)?;
+        Err(Status::not_found(format!(
+            "service `{}` not found",
+            request.into_inner().service
+        )))
+    }
+    async fn list_nodes(
+        &self,
+        request: Request<ListNodesRequest>,
+    ) -> Result<Response<ListNodesResponse>, Status> {
+        check_token(&request)?;
+        Ok(Response::new(ListNodesResponse {
+            nodes: vec![Node {
+                name: "node-a".into(),
+                state: NodeState::Ready as i32,
+                ..Node::default()
+            }],
+        }))
+    }
+    async fn remove_node(
+        &self,
+        request: Request<RemoveNodeRequest>,
+    ) -> Result<Response<RemoveNodeResponse>, Status> {
+        check_token(&request)?;
+        Ok(Response::new(RemoveNodeResponse {
+            lost_instances: 1,
+            revoked_certificates: 1,
+        }))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        check_token(&request)?;
+        Ok(Response::new(DeleteResponse {
+            removed_instances: 2,
+            last_revision: 3,
+        }))
+    }
+
+    async fn create_token(
+        &self,
+        _: Request<convoy_proto::CreateTokenRequest>,
+    ) -> Result<Response<convoy_proto::CreateTokenResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn list_tokens(
+        &self,
+        _: Request<convoy_proto::ListTokensRequest>,
+    ) -> Result<Response<convoy_proto::ListTokensResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn revoke_token(
+        &self,
+        _: Request<convoy_proto::RevokeTokenRequest>,
+    ) -> Result<Response<convoy_proto::RevokeTokenResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn create_join_token(
+        &self,
+        _: Request<convoy_proto::CreateJoinTokenRequest>,
+    ) -> Result<Response<convoy_proto::CreateJoinTokenResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn list_audit(
+        &self,
+        _: Request<convoy_proto::ListAuditRequest>,
+    ) -> Result<Response<convoy_proto::ListAuditResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    type WatchStream = tokio_stream::Empty<Result<convoy_proto::ClusterEvent, Status>>;
+
+    async fn watch(
+        &self,
+        _: Request<convoy_proto::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn verify(
+        &self,
+        _: Request<convoy_proto::VerifyRequest>,
+    ) -> Result<Response<convoy_proto::VerifyResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn promote(
+        &self,
+        _: Request<convoy_proto::RolloutRequest>,
+    ) -> Result<Response<convoy_proto::RolloutInfo>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn pause_rollout(
+        &self,
+        _: Request<convoy_proto::RolloutRequest>,
+    ) -> Result<Response<convoy_proto::RolloutInfo>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn resume_rollout(
+        &self,
+        _: Request<convoy_proto::RolloutRequest>,
+    ) -> Result<Response<convoy_proto::RolloutInfo>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn history(
+        &self,
+        _: Request<convoy_proto::HistoryRequest>,
+    ) -> Result<Response<convoy_proto::HistoryResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn rollback(
+        &self,
+        _: Request<convoy_proto::RollbackRequest>,
+    ) -> Result<Response<ApplyResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+}
+
+async fn start_fake(identity: Identity) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = Server::builder()
+        .tls_config(ServerTlsConfig::new().identity(identity))
+        .unwrap()
+        .add_service(ControlServiceServer::new(Fake))
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+    tokio::spawn(server);
+    addr
+}
+
+fn settings(dir: &tempfile::TempDir, addr: &str, ca_pem: &str, token: &str) -> Settings {
+    let ca = dir.path().join("ca.pem");
+    fs::write(&ca, ca_pem).unwrap();
+    let token_file = dir.path().join("admin.token");
+    fs::write(&token_file, format!("{token}\n")).unwrap();
+    Settings {
+        address: addr.to_owned(),
+        ca: Some(ca),
+        token: Some(Token::File(token_file)),
+    }
+}
+
+#[tokio::test]
+async fn calls_carry_the_bearer_token_over_tls_to_the_coordinator_name() {
+    let pki = pki();
+    let addr = start_fake(pki.server_identity).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Dialed by IP; the certificate only names coordinator.convoy.
+    let settings = settings(&dir, &addr.to_string(), &pki.ca_pem, "good-token");
+    let mut coordinator = Coordinator::connect(&settings).await.unwrap();
+
+    let nodes = coordinator.list_nodes().await.unwrap();
+    assert_eq!(nodes.nodes[0].name, "node-a");
+    let deleted = coordinator
+        .delete(DeleteRequest {
+            service: "hello".into(),
+            env: String::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(deleted.removed_instances, 2);
+}
+
+#[tokio::test]
+async fn server_errors_reach_the_user_as_the_server_wrote_them() {
+    let pki = pki();
+    let addr = start_fake(pki.server_identity).await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings(&dir, &addr.to_string(), &pki.ca_pem, "good-token");
+    let mut coordinator = Coordinator::connect(&settings).await.unwrap();
+    let err = coordinator
+        .apply(ApplyRequest {
+            filename: "hello.yaml".into(),
+            content: "abc".into(),
+            dry_run: true,
+            env: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "hello.yaml:1:1: bad spec (3 bytes, dry_run=true)"
+    );
+    let err = coordinator
+        .status(StatusRequest {
+            service: "nope".into(),
+            env: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "service `nope` not found");
+}
+
+#[tokio::test]
+async fn a_refused_token_is_reported_as_such() {
+    let pki = pki();
+    let addr = start_fake(pki.server_identity).await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings(&dir, &addr.to_string(), &pki.ca_pem, "wrong-token");
+    let mut coordinator = Coordinator::connect(&settings).await.unwrap();
+    let err = coordinator.list_nodes().await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the coordinator refused the token: invalid token"
+    );
+}
+
+#[tokio::test]
+async fn a_coordinator_signed_by_another_ca_is_not_trusted() {
+    let server_pki = pki();
+    let other_ca = pki().ca_pem;
+    let addr = start_fake(server_pki.server_identity).await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings(&dir, &addr.to_string(), &other_ca, "good-token");
+    let err = Coordinator::connect(&settings).await.err().unwrap();
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!("cannot reach the coordinator at https://{addr}: ")),
+        "{text}"
+    );
+    assert!(text.contains("certificate"), "{text}");
+}
+
+#[tokio::test]
+async fn a_closed_port_is_reported_quickly_as_unreachable() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings(&dir, &addr.to_string(), &pki().ca_pem, "good-token");
+    let started = Instant::now();
+    let err = Coordinator::connect(&settings).await.err().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        err.to_string(),
+        format!("cannot reach the coordinator at https://{addr}: connection refused")
+    );
+}
+
+#[tokio::test]
+async fn a_missing_ca_is_reported_before_dialing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = settings(&dir, "127.0.0.1:1", "x", "good-token");
+    settings.ca = None;
+    let err = Coordinator::connect(&settings).await.err().unwrap();
+    assert!(err
+        .to_string()
+        .starts_with("no CA certificate configured for https://127.0.0.1:1"));
+    settings.ca = Some(dir.path().join("ca.pem"));
+    let err = Coordinator::connect(&settings).await.err().unwrap();
+    assert!(
+        err.to_string().contains("holds no PEM certificate"),
+        "{err}"
+    );
+}
