@@ -2,145 +2,17 @@
 //! and renders the answer as a table or as JSON.
 
 use std::io::{IsTerminal as _, Read as _, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context as _, Result};
-use clap::Subcommand;
 use convoy_proto::{ApplyRequest, DeleteRequest, StatusRequest, VerifyRequest, WatchRequest};
 
+pub use crate::args::{Command, NodeCommand, RolloutCommand};
 use crate::client::{Coordinator, RolloutVerb};
 use crate::config::{self, ConfigFile, Env, Flags};
 use crate::output::{self, DeleteJson, Format};
-use crate::trust::{self, ContextCommand, TokenCommand};
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Send a spec file to the coordinator and store what changed.
-    Apply {
-        /// The spec file (`-` reads stdin).
-        #[arg(short = 'f', long = "file", value_name = "FILE")]
-        file: PathBuf,
-        /// Show the plan without storing anything.
-        #[arg(long)]
-        dry_run: bool,
-        /// Wait until every rollout it starts succeeds (exit 0), fails or
-        /// rolls back (exit 1, with the reason); exit 3 if --timeout runs
-        /// out first (the rollout goes on).
-        #[arg(long, conflicts_with = "dry_run")]
-        wait: bool,
-        /// How long --wait waits, e.g. 90s, 5m. The default is longer than
-        /// a rollout's own deadlines (healthy 5m, progress 10m), so a bad
-        /// rollout ends with its reason rather than a timeout.
-        #[arg(long, value_name = "DURATION", value_parser = crate::trust::parse_duration_secs, default_value = "15m", requires = "wait")]
-        timeout: u64,
-    },
-    /// Show what `apply` would do (same as `apply --dry-run`).
-    Plan {
-        #[arg(short = 'f', long = "file", value_name = "FILE")]
-        file: PathBuf,
-    },
-    /// Show services and their instances.
-    Status {
-        /// Only this service.
-        service: Option<String>,
-        /// Redraw whenever something changes (reads the event stream; no polling).
-        #[arg(short, long)]
-        watch: bool,
-    },
-    /// Stream cluster events as they happen: deployments, instance state and
-    /// health changes, node joins and losses.
-    Events {
-        /// Only events of this service.
-        #[arg(long)]
-        service: Option<String>,
-        /// Only events of this node.
-        #[arg(long)]
-        node: Option<String>,
-        /// Start with the recent events the coordinator remembers.
-        #[arg(long)]
-        replay: bool,
-    },
-    /// Show or steer a service's rollout.
-    Rollout {
-        #[command(subcommand)]
-        command: RolloutCommand,
-    },
-    /// Promote a canary rollout waiting for it.
-    Promote { service: String },
-    /// List a service's revisions: when, who, image, outcome.
-    History { service: String },
-    /// Roll a service back to an earlier revision (default: the previous
-    /// one), under its update gates.
-    Rollback {
-        service: String,
-        /// The revision to go back to.
-        #[arg(long, value_name = "REV")]
-        to: Option<u64>,
-    },
-    /// Show what differs between two revisions of a service.
-    Diff { service: String, from: u64, to: u64 },
-    /// Run every health check now; exit 0 only if all pass.
-    Verify {
-        /// Only this service.
-        #[arg(long)]
-        service: Option<String>,
-        /// How long agents have to answer, e.g. 10s, 1m.
-        #[arg(long, value_name = "DURATION", value_parser = crate::trust::parse_duration_secs, default_value = "10s")]
-        timeout: u64,
-    },
-    /// List the nodes known to the coordinator.
-    Nodes,
-    /// Delete a service and stop its instances.
-    Delete { service: String },
-    /// Manage nodes.
-    Node {
-        #[command(subcommand)]
-        command: NodeCommand,
-    },
-    /// Manage CLI tokens and agent join tokens (admin).
-    Token {
-        #[command(subcommand)]
-        command: TokenCommand,
-    },
-    /// Show the audit log: who changed what, and what was refused (admin).
-    Audit {
-        /// Only entries this recent, e.g. 90s, 15m, 1h, 7d.
-        #[arg(long, value_name = "DURATION", value_parser = crate::trust::parse_duration_secs)]
-        since: Option<u64>,
-    },
-    /// Manage the config file's contexts (which coordinator to talk to).
-    Context {
-        #[command(subcommand)]
-        command: ContextCommand,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum RolloutCommand {
-    /// Progress of the current (or last) rollout.
-    Status {
-        service: String,
-        /// Redraw on every change (reads the event stream).
-        #[arg(short, long)]
-        watch: bool,
-    },
-    /// Stop a running rollout where it is.
-    Pause { service: String },
-    /// Go on with a paused rollout.
-    Resume { service: String },
-    /// Stop a rollout and go back to the revision it started from (a
-    /// blue-green rollout's old set takes over at once).
-    Abort { service: String },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum NodeCommand {
-    /// Revoke a node's certificate, end its stream at once and mark its
-    /// instances lost. It can come back only with a new certificate.
-    #[command(alias = "revoke")]
-    Remove { node: String },
-}
+use crate::trust;
 
 /// What to print: `stderr` first (warnings), then `stdout`; and the exit
 /// status (a failed `verify` prints its report and exits 1).

@@ -2,6 +2,7 @@
 //! flags and prints. `config` holds the config file format and
 //! [`config::upsert_context`], which `convoyd dev` can share.
 
+pub mod args;
 pub mod client;
 pub mod commands;
 pub mod config;

@@ -8,82 +8,16 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use clap::Subcommand;
 use convoy_proto as pb;
 use serde::Serialize;
 
+pub use crate::args::{parse_duration_secs, parse_labels, ContextCommand, TokenCommand};
 use crate::commands::Output;
 use crate::config::{self, ConfigFile, Flags};
 use crate::output::{self, Format};
 
 /// The agent port `convoyd` listens on unless told otherwise.
 pub const DEFAULT_AGENT_PORT: u16 = 7401;
-
-#[derive(Debug, Subcommand)]
-pub enum TokenCommand {
-    /// Make a CLI token (or, with --join, an agent join token); prints the
-    /// secret once.
-    Create {
-        /// A name to recognise the token by (default: ROLE-ID).
-        #[arg(long)]
-        name: Option<String>,
-        /// admin, deployer or viewer.
-        #[arg(long, required_unless_present = "join", conflicts_with = "join")]
-        role: Option<String>,
-        /// Environments a deployer may touch, comma-separated (default:
-        /// the global `--env` if given, else all).
-        #[arg(
-            long = "envs",
-            value_name = "ENV,...",
-            value_delimiter = ',',
-            conflicts_with = "join"
-        )]
-        envs: Vec<String>,
-        /// Lifetime, e.g. 90s, 15m, 1h, 7d (default: never for CLI tokens,
-        /// 1h for join tokens).
-        #[arg(long, value_name = "DURATION", value_parser = parse_duration_secs)]
-        ttl: Option<u64>,
-        /// Make a join token for `convoy-agent join`.
-        #[arg(long)]
-        join: bool,
-        /// Join tokens: labels every node enrolled with it gets, k=v,k2=v2.
-        #[arg(long, value_name = "K=V,...", requires = "join", value_parser = parse_labels)]
-        labels: Option<BTreeMap<String, String>>,
-        /// Join tokens: how many agents may enrol with it (default: 1).
-        #[arg(long, requires = "join")]
-        uses: Option<u32>,
-        /// Join tokens: the only node name that may enrol with it.
-        #[arg(long, requires = "join")]
-        node: Option<String>,
-    },
-    /// List tokens (never their secrets).
-    List,
-    /// Revoke a token: its next call is refused.
-    Revoke { id: String },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ContextCommand {
-    /// List the contexts of the config file.
-    List,
-    /// Make NAME the current context.
-    Use { name: String },
-    /// Add or change context NAME from --addr, --ca and --token-file.
-    Set { name: String },
-}
-
-pub use convoy_api::clock::parse_duration_secs;
-
-/// `k=v,k2=v2`.
-pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
-    s.split(',')
-        .filter(|p| !p.trim().is_empty())
-        .map(|pair| match pair.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
-            _ => Err(format!("invalid label `{pair}`: use key=value")),
-        })
-        .collect()
-}
 
 #[derive(Debug, Serialize, PartialEq)]
 pub struct TokenJson {
@@ -663,14 +597,6 @@ mod tests {
             token_envs("deployer", vec!["a".into()], "prod", true),
             vec!["a"]
         );
-    }
-
-    #[test]
-    fn labels() {
-        let got = parse_labels("zone=a, gpu=true").unwrap();
-        assert_eq!(got.get("zone").map(String::as_str), Some("a"));
-        assert_eq!(got.get("gpu").map(String::as_str), Some("true"));
-        assert!(parse_labels("novalue").is_err());
     }
 
     #[test]

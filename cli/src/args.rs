@@ -1,0 +1,277 @@
+//! The command line's definition, as clap reads it: the global flags
+//! ([`Cli`]), the subcommands and their flags, and the parsers of flag
+//! values. What each command does is in `commands`, `rollouts` and `trust`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::output::Format;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "convoy",
+    version,
+    about = "Deploy and inspect services on a Convoy cluster",
+    after_help = "Environment: CONVOY_ADDR, CONVOY_CA, CONVOY_TOKEN_FILE, CONVOY_TOKEN, \
+                  CONVOY_CONFIG (default ~/.config/convoy/config.yaml).\n\
+                  Flags beat the environment, which beats the config file's current context."
+)]
+pub struct Cli {
+    /// Output format.
+    #[arg(short, long, global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+    /// Coordinator API address, `https://HOST:PORT` or `HOST:PORT` [env: CONVOY_ADDR].
+    #[arg(long, global = true, value_name = "URL")]
+    pub addr: Option<String>,
+    /// CA certificate (PEM) that signed the coordinator's certificate [env: CONVOY_CA].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// File holding the API token [env: CONVOY_TOKEN_FILE; or the token itself in CONVOY_TOKEN].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Context of the config file to use instead of its current one.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Environment (dev, staging, prod, ...): where `apply` puts services
+    /// and what other commands look at [default: `default` for changes,
+    /// every environment for status and events].
+    #[arg(long, global = true, value_name = "ENV", env = "CONVOY_ENV")]
+    pub env: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send a spec file to the coordinator and store what changed.
+    Apply {
+        /// The spec file (`-` reads stdin).
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+        /// Show the plan without storing anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Wait until every rollout it starts succeeds (exit 0), fails or
+        /// rolls back (exit 1, with the reason); exit 3 if --timeout runs
+        /// out first (the rollout goes on).
+        #[arg(long, conflicts_with = "dry_run")]
+        wait: bool,
+        /// How long --wait waits, e.g. 90s, 5m. The default is longer than
+        /// a rollout's own deadlines (healthy 5m, progress 10m), so a bad
+        /// rollout ends with its reason rather than a timeout.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_secs, default_value = "15m", requires = "wait")]
+        timeout: u64,
+    },
+    /// Show what `apply` would do (same as `apply --dry-run`).
+    Plan {
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Show services and their instances.
+    Status {
+        /// Only this service.
+        service: Option<String>,
+        /// Redraw whenever something changes (reads the event stream; no polling).
+        #[arg(short, long)]
+        watch: bool,
+    },
+    /// Stream cluster events as they happen: deployments, instance state and
+    /// health changes, node joins and losses.
+    Events {
+        /// Only events of this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// Only events of this node.
+        #[arg(long)]
+        node: Option<String>,
+        /// Start with the recent events the coordinator remembers.
+        #[arg(long)]
+        replay: bool,
+    },
+    /// Show or steer a service's rollout.
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
+    },
+    /// Promote a canary rollout waiting for it.
+    Promote { service: String },
+    /// List a service's revisions: when, who, image, outcome.
+    History { service: String },
+    /// Roll a service back to an earlier revision (default: the previous
+    /// one), under its update gates.
+    Rollback {
+        service: String,
+        /// The revision to go back to.
+        #[arg(long, value_name = "REV")]
+        to: Option<u64>,
+    },
+    /// Show what differs between two revisions of a service.
+    Diff { service: String, from: u64, to: u64 },
+    /// Run every health check now; exit 0 only if all pass.
+    Verify {
+        /// Only this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// How long agents have to answer, e.g. 10s, 1m.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_secs, default_value = "10s")]
+        timeout: u64,
+    },
+    /// List the nodes known to the coordinator.
+    Nodes,
+    /// Delete a service and stop its instances.
+    Delete { service: String },
+    /// Manage nodes.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+    /// Manage CLI tokens and agent join tokens (admin).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Show the audit log: who changed what, and what was refused (admin).
+    Audit {
+        /// Only entries this recent, e.g. 90s, 15m, 1h, 7d.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_secs)]
+        since: Option<u64>,
+    },
+    /// Manage the config file's contexts (which coordinator to talk to).
+    Context {
+        #[command(subcommand)]
+        command: ContextCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Progress of the current (or last) rollout.
+    Status {
+        service: String,
+        /// Redraw on every change (reads the event stream).
+        #[arg(short, long)]
+        watch: bool,
+    },
+    /// Stop a running rollout where it is.
+    Pause { service: String },
+    /// Go on with a paused rollout.
+    Resume { service: String },
+    /// Stop a rollout and go back to the revision it started from (a
+    /// blue-green rollout's old set takes over at once).
+    Abort { service: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Revoke a node's certificate, end its stream at once and mark its
+    /// instances lost. It can come back only with a new certificate.
+    #[command(alias = "revoke")]
+    Remove { node: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a CLI token (or, with --join, an agent join token); prints the
+    /// secret once.
+    Create {
+        /// A name to recognise the token by (default: ROLE-ID).
+        #[arg(long)]
+        name: Option<String>,
+        /// admin, deployer or viewer.
+        #[arg(long, required_unless_present = "join", conflicts_with = "join")]
+        role: Option<String>,
+        /// Environments a deployer may touch, comma-separated (default:
+        /// the global `--env` if given, else all).
+        #[arg(
+            long = "envs",
+            value_name = "ENV,...",
+            value_delimiter = ',',
+            conflicts_with = "join"
+        )]
+        envs: Vec<String>,
+        /// Lifetime, e.g. 90s, 15m, 1h, 7d (default: never for CLI tokens,
+        /// 1h for join tokens).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_secs)]
+        ttl: Option<u64>,
+        /// Make a join token for `convoy-agent join`.
+        #[arg(long)]
+        join: bool,
+        /// Join tokens: labels every node enrolled with it gets, k=v,k2=v2.
+        #[arg(long, value_name = "K=V,...", requires = "join", value_parser = parse_labels)]
+        labels: Option<BTreeMap<String, String>>,
+        /// Join tokens: how many agents may enrol with it (default: 1).
+        #[arg(long, requires = "join")]
+        uses: Option<u32>,
+        /// Join tokens: the only node name that may enrol with it.
+        #[arg(long, requires = "join")]
+        node: Option<String>,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token: its next call is refused.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContextCommand {
+    /// List the contexts of the config file.
+    List,
+    /// Make NAME the current context.
+    Use { name: String },
+    /// Add or change context NAME from --addr, --ca and --token-file.
+    Set { name: String },
+}
+
+pub use convoy_api::clock::parse_duration_secs;
+
+/// `k=v,k2=v2`.
+pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+            _ => Err(format!("invalid label `{pair}`: use key=value")),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_may_follow_the_command() {
+        let cli = Cli::try_parse_from(["convoy", "status", "hello", "-o", "json", "--addr", "h:1"])
+            .unwrap();
+        assert_eq!(cli.output, Format::Json);
+        assert_eq!(cli.addr.as_deref(), Some("h:1"));
+        assert!(
+            matches!(cli.command, Command::Status { service: Some(ref s), watch: false } if s == "hello")
+        );
+    }
+
+    #[test]
+    fn apply_takes_a_file_and_dry_run() {
+        let cli = Cli::try_parse_from(["convoy", "apply", "-f", "x.yaml", "--dry-run"]).unwrap();
+        assert!(matches!(cli.command, Command::Apply { dry_run: true, .. }));
+        assert!(Cli::try_parse_from(["convoy", "apply"]).is_err());
+        assert!(Cli::try_parse_from(["convoy", "-o", "yaml", "nodes"]).is_err());
+    }
+
+    #[test]
+    fn labels() {
+        let got = parse_labels("zone=a, gpu=true").unwrap();
+        assert_eq!(got.get("zone").map(String::as_str), Some("a"));
+        assert_eq!(got.get("gpu").map(String::as_str), Some("true"));
+        assert!(parse_labels("novalue").is_err());
+    }
+}
