@@ -394,6 +394,60 @@ mod tests {
         assert_eq!(args.labels, vec![("zone".to_string(), "eu=1".to_string())]);
     }
 
+    fn join_with(extra: &[&str]) -> Result<JoinArgs, clap::Error> {
+        let mut line = vec![
+            "convoy-agent",
+            "join",
+            "--coordinator",
+            "h:7401",
+            "--ca-fingerprint",
+            "sha256:ab",
+            "--pki-dir",
+            convoy_api::agent_paths::PKI_DIR,
+            "--data-dir",
+            convoy_api::agent_paths::DATA_DIR,
+        ];
+        line.extend_from_slice(extra);
+        match Cli::try_parse_from(line)?.command {
+            Command::Join(args) => Ok(args),
+            _ => panic!("`join` parses as Command::Join"),
+        }
+    }
+
+    /// Issue 13: `join` takes its token from a file (trimmed), so the line
+    /// `convoy token create --join` prints holds no secret; exactly one of
+    /// --token-file and --token (or CONVOY_JOIN_TOKEN) is required.
+    #[test]
+    fn join_reads_the_token_file_trimmed_and_takes_exactly_one_token_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("join.token");
+        std::fs::write(&file, "  convoyjoin_abc\n").unwrap();
+        let file = file.to_str().unwrap();
+        let args = join_with(&["--token-file", file]).unwrap();
+        assert_eq!(args.token.secret().unwrap(), "convoyjoin_abc");
+        let args = join_with(&["--token", "convoyjoin_def"]).unwrap();
+        assert_eq!(args.token.secret().unwrap(), "convoyjoin_def");
+        assert!(join_with(&["--token-file", file, "--token", "x"]).is_err());
+        if std::env::var_os("CONVOY_JOIN_TOKEN").is_none() {
+            assert!(join_with(&[]).is_err());
+        }
+        let missing = dir.path().join("nope").display().to_string();
+        let err = join_with(&["--token-file", &missing])
+            .unwrap()
+            .token
+            .secret()
+            .unwrap_err();
+        assert!(err.to_string().contains("cannot read the join token file"));
+        std::fs::write(dir.path().join("empty"), "\n").unwrap();
+        let empty = dir.path().join("empty").display().to_string();
+        let err = join_with(&["--token-file", &empty])
+            .unwrap()
+            .token
+            .secret()
+            .unwrap_err();
+        assert!(err.to_string().starts_with("no join token"), "{err}");
+    }
+
     #[test]
     fn label_without_a_key_is_refused() {
         assert!(parse_label("=x").is_err());
