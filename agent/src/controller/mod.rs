@@ -101,7 +101,8 @@ pub struct Config {
     /// Reconciles in flight at once, all keys together.
     pub max_concurrent: usize,
     /// A failed reconcile is retried after this, doubling per failure of
-    /// the same key up to `error_cap`; a success resets it.
+    /// the same key up to `error_cap`; a success resets it, and a new plan
+    /// lets it run again at once.
     pub error_start: Duration,
     pub error_cap: Duration,
     /// While the runtime is unreachable: first retry, doubling to the cap;
@@ -119,7 +120,7 @@ impl Default for Config {
             requeue: Duration::from_secs(10),
             max_concurrent: 8,
             error_start: Duration::from_secs(1),
-            error_cap: Duration::from_secs(300),
+            error_cap: Duration::from_secs(60),
             unreachable_start: Duration::from_secs(1),
             unreachable_cap: Duration::from_secs(30),
             debounce: Duration::ZERO,
@@ -193,6 +194,16 @@ impl<K: Clone + Eq + Hash + Debug> Queue<K> {
             .collect();
         for key in due {
             self.enqueue(key);
+        }
+    }
+
+    /// A new plan may fix what failed: keys waiting out an error backoff
+    /// may run again at once (their failure count stays until a success).
+    fn forgive(&mut self) {
+        for state in self.keys.values_mut() {
+            if state.backoff.failures() > 0 {
+                state.due = None;
+            }
         }
     }
 
@@ -303,6 +314,7 @@ pub async fn run<C: Reconcile>(
                 if changed.is_err() {
                     plan_open = false;
                 }
+                queue.forgive();
                 sync_at = Instant::now();
             }
             _ = wake.notified() => {

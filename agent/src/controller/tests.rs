@@ -287,6 +287,24 @@ async fn a_failing_reconcile_backs_off_exponentially_and_resets_after_a_success(
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_new_plan_retries_a_failing_key_at_once() {
+    let r = Scripted::default();
+    r.script("a", vec![Step::Fail; 6]);
+    let running = start(r.clone(), Config::default(), &["a"]);
+    // Failures at ~0, 1, 3, 7 s; the next retry is ~8 s later.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let before = r.starts_of("a").len();
+    assert_eq!(before, 4, "{:?}", r.starts_of("a"));
+    running
+        .plan
+        .send_replace(Some(Arc::new(vec!["a".to_string()])));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let starts = r.starts_of("a");
+    assert_eq!(starts.len(), before + 1, "the new plan did not retry it");
+    running.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_unreachable_runtime_is_retried_with_growing_backoff_and_reset_once_it_answers() {
     let r = Scripted::default();
     r.world().unreachable = 5;
