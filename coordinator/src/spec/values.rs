@@ -1,12 +1,14 @@
 //! Parsers for the scalar values of a Compose file (ports, durations, command
 //! lines, ...). Each says in its error what is wrong with the value; the
-//! caller adds where it is. The values of `ports`, of `units:` entries and
-//! of the update strategy have a module each.
+//! caller adds where it is. Image references, the values of `ports`, of
+//! `units:` entries and of the update strategy have a module each.
 
+mod image;
 mod ports;
 mod units;
 mod update;
 
+pub(super) use image::image;
 pub(super) use ports::{host_ip, protocol, published_port, short_port, target_port};
 pub(super) use units::{
     adopted_unit, exec_start, unit_description, unit_env_name, unit_env_value, unit_name,
@@ -50,18 +52,6 @@ pub(super) fn project_name(name: &str) -> Result<String, String> {
         Err(format!(
             "invalid name `{name}`: use lowercase letters, digits, `_` and `-`, starting with a letter or digit"
         ))
-    }
-}
-
-pub(super) fn image(image: &str) -> Result<String, String> {
-    if image.trim().is_empty() {
-        Err("must not be empty: name the image to run, e.g. `nginx:1.27`".to_owned())
-    } else if image.chars().any(char::is_whitespace) {
-        Err(format!(
-            "invalid image `{image}`: an image reference has no spaces"
-        ))
-    } else {
-        Ok(image.to_owned())
     }
 }
 
