@@ -71,22 +71,44 @@ fn canonical_arch(arch: &str) -> String {
     }
 }
 
+/// What the operator position may hold; `==` and `!=` are the operators.
+const OPERATOR_CHARS: [char; 5] = ['=', '!', '<', '>', '~'];
+
 impl FromStr for Constraint {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
         let invalid = |why: &str| format!("invalid constraint `{s}`: {why}");
-        let operator = [("==", ConstraintOp::Eq), ("!=", ConstraintOp::Ne)]
-            .into_iter()
-            .filter_map(|(token, op)| s.find(token).map(|at| (at, token, op)))
-            .min_by_key(|(at, _, _)| *at);
-        let Some((at, token, op)) = operator else {
-            return Err(invalid(
-                "expected `ATTRIBUTE == VALUE` or `ATTRIBUTE != VALUE`",
-            ));
+        let unknown = |op: &str| {
+            invalid(&format!(
+                "unknown operator `{op}`, the operators are `==` and `!=`"
+            ))
+        };
+        let expected = "expected `ATTRIBUTE == VALUE` or `ATTRIBUTE != VALUE`";
+        let Some(at) = s.find(OPERATOR_CHARS) else {
+            return Err(invalid(expected));
         };
         let attribute = s[..at].trim();
-        let value = s[at + token.len()..].trim();
+        let rest = &s[at..];
+        let token_len = rest
+            .find(|c: char| !OPERATOR_CHARS.contains(&c))
+            .unwrap_or(rest.len());
+        let op = match &rest[..token_len] {
+            "==" => ConstraintOp::Eq,
+            "!=" => ConstraintOp::Ne,
+            // A lone `=` keeps the message that names the whole form, which
+            // the spec's tests assert on.
+            "=" => return Err(invalid(expected)),
+            other => return Err(unknown(other)),
+        };
+        let value = rest[token_len..].trim();
+        if value.starts_with(OPERATOR_CHARS) {
+            // `== =gpu`: an operator broken by a space, not a value.
+            let op_len = rest
+                .find(|c: char| !(OPERATOR_CHARS.contains(&c) || c.is_whitespace()))
+                .unwrap_or(rest.len());
+            return Err(unknown(rest[..op_len].trim_end()));
+        }
         if value.is_empty() {
             return Err(invalid("the value is empty"));
         }
@@ -152,5 +174,98 @@ impl TryFrom<String> for Constraint {
 impl From<Constraint> for String {
     fn from(c: Constraint) -> Self {
         c.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Constraint, ConstraintOp, NodeAttribute};
+
+    fn error(text: &str) -> String {
+        match text.parse::<Constraint>() {
+            Ok(constraint) => panic!("`{text}` was read as `{constraint}`"),
+            Err(error) => error,
+        }
+    }
+
+    /// Issue 14: `node.labels.role === gpu` was read as `role == "= gpu"`.
+    #[test]
+    fn operators_other_than_eq_and_ne_are_refused_naming_the_operator() {
+        for (text, op) in [
+            ("node.labels.role === gpu", "==="),
+            ("node.labels.role !== gpu", "!=="),
+            ("node.labels.role <= 2", "<="),
+            ("node.labels.role >= 2", ">="),
+            ("node.labels.role < 2", "<"),
+            ("node.labels.role > 2", ">"),
+            ("node.labels.role <> gpu", "<>"),
+            ("node.labels.role =~ gp.", "=~"),
+            ("node.labels.role ~= gpu", "~="),
+            ("node.labels.role ! gpu", "!"),
+            ("node.labels.role==!gpu", "==!"),
+            ("node.labels.role == =gpu", "== ="),
+            ("node.labels.role != = gpu", "!= ="),
+            ("node.labels.role == <gpu>", "== <"),
+        ] {
+            let expected = format!(
+                "invalid constraint `{text}`: unknown operator `{op}`, the operators are \
+                 `==` and `!=`"
+            );
+            assert_eq!(error(text), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_spec_with_an_unknown_operator_is_refused_naming_key_and_operator() {
+        let spec = "services:\n  web:\n    image: nginx\n    deploy:\n      placement:\n        \
+                    constraints: [\"node.labels.role === gpu\"]\n";
+        let error = crate::spec::parse("app.yaml", spec)
+            .expect_err("`===` was accepted")
+            .to_string();
+        assert!(
+            error.starts_with("app.yaml:6:")
+                && error.ends_with(
+                    "services.web.deploy.placement.constraints[0]: invalid constraint \
+                     `node.labels.role === gpu`: unknown operator `===`, the operators are `==` \
+                     and `!=`"
+                ),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_lone_equals_sign_is_refused_with_the_form_to_write() {
+        assert_eq!(
+            error("node.labels.role = gpu"),
+            "invalid constraint `node.labels.role = gpu`: expected `ATTRIBUTE == VALUE` or \
+             `ATTRIBUTE != VALUE`"
+        );
+        assert_eq!(
+            error("node.labels.role gpu"),
+            "invalid constraint `node.labels.role gpu`: expected `ATTRIBUTE == VALUE` or \
+             `ATTRIBUTE != VALUE`"
+        );
+    }
+
+    #[test]
+    fn eq_and_ne_are_read_with_or_without_spaces() {
+        for (text, op, value) in [
+            ("node.labels.role == gpu", ConstraintOp::Eq, "gpu"),
+            ("node.labels.role==gpu", ConstraintOp::Eq, "gpu"),
+            ("  node.labels.role  !=  gpu ", ConstraintOp::Ne, "gpu"),
+            ("node.labels.role!=gpu", ConstraintOp::Ne, "gpu"),
+            // Operator characters inside a value are the value's.
+            ("node.labels.role == a<b", ConstraintOp::Eq, "a<b"),
+        ] {
+            assert_eq!(
+                text.parse::<Constraint>(),
+                Ok(Constraint {
+                    attribute: NodeAttribute::Label("role".to_owned()),
+                    op,
+                    value: value.to_owned(),
+                }),
+                "{text}"
+            );
+        }
     }
 }
