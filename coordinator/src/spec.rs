@@ -12,6 +12,9 @@ mod constraint;
 mod deploy;
 mod diff;
 mod hash;
+#[cfg(test)]
+mod hostile_tests;
+mod limits;
 mod locate;
 mod service;
 #[cfg(test)]
@@ -23,6 +26,7 @@ mod wire;
 pub use constraint::{Constraint, ConstraintOp, NodeAttribute};
 pub use deploy::{DeployMode, DeploySpec, FailureAction, Strategy, UpdateOrder, UpdatePolicy};
 pub use diff::changed_fields;
+pub use limits::{Limits, DEFAULT_MAX_SPEC_BYTES};
 pub use service::{
     HealthcheckSpec, PortSpec, ProbeCheck, ProbeSpec, Protocol, RestartCondition, RestartSpec,
     ServiceSpec,
@@ -82,11 +86,32 @@ fn located(
     out
 }
 
-/// Parses the spec file `filename` (used in messages only) holding `content`.
+/// The most warnings a file gets: each one is placed by reading the text,
+/// so a file with a warning on every line must not cost lines × warnings.
+const MAX_WARNINGS: usize = 100;
+
+/// Parses the spec file `filename` (used in messages only) holding `content`,
+/// under the default [`Limits`].
 pub fn parse(filename: &str, content: &str) -> Result<SpecFile, SpecError> {
-    let document = compose::read(content).map_err(|err| {
+    parse_with(filename, content.as_bytes(), &Limits::default())
+}
+
+/// Parses the spec file `filename` holding `bytes` under `limits`: the
+/// size first, then UTF-8 and NUL bytes, then the YAML with its nesting,
+/// node and alias limits. Time is linear in the size of the file.
+pub fn parse_with(filename: &str, bytes: &[u8], limits: &Limits) -> Result<SpecFile, SpecError> {
+    let content = limits::check_text(bytes, limits).map_err(|err| SpecError::Invalid {
+        file: filename.to_owned(),
+        line: err.line,
+        column: err.column,
+        path: String::new(),
+        message: err.message,
+    })?;
+    let document = compose::read(content, limits).map_err(|err| {
         let (line, column) = match err.line {
             Some(line) => (Some(line), err.column),
+            // What the whole document lacks is at its start.
+            None if err.path.is_empty() => (Some(1), Some(1)),
             None => (locate::line_of(content, &err.path), None),
         };
         SpecError::Invalid {
@@ -97,9 +122,11 @@ pub fn parse(filename: &str, content: &str) -> Result<SpecFile, SpecError> {
             message: err.message,
         }
     })?;
+    let more = document.notes.len().saturating_sub(MAX_WARNINGS);
     let mut warnings: Vec<(Option<usize>, String)> = document
         .notes
         .iter()
+        .take(MAX_WARNINGS)
         .map(|note| {
             let line = locate::line_of(content, &note.path);
             let path = PathDisplay(&note.path).to_string();
@@ -107,8 +134,12 @@ pub fn parse(filename: &str, content: &str) -> Result<SpecFile, SpecError> {
         })
         .collect();
     warnings.sort_by_key(|(line, _)| line.unwrap_or(usize::MAX));
+    let mut warnings: Vec<String> = warnings.into_iter().map(|(_, w)| w).collect();
+    if more > 0 {
+        warnings.push(format!("{filename}: {more} more warnings like these"));
+    }
     Ok(SpecFile {
         services: document.services.into_iter().collect(),
-        warnings: warnings.into_iter().map(|(_, w)| w).collect(),
+        warnings,
     })
 }

@@ -1,5 +1,5 @@
 //! Reading the Compose document. Every key and value is checked inside a
-//! serde visitor, while serde_yaml still knows where it is, so an error
+//! serde visitor, while the parser (serde-saphyr) still knows where it is, so an error
 //! carries the line and column of the key or value at fault;
 //! serde_path_to_error adds its key path.
 //!
@@ -9,9 +9,8 @@
 //! `keys` lists the keys each mapping reads or ignores, `seeds` the generic
 //! readers for scalars, lists and `null`.
 
-use serde_yaml::Value;
-
-use super::locate::{self, PathDisplay, Seg};
+use super::limits::Limits;
+use super::locate::{self, Seg};
 use super::ServiceSpec;
 
 mod convoy;
@@ -74,13 +73,12 @@ pub(super) struct ReadError {
     pub message: String,
 }
 
-/// Reads `content`. Merge keys (`<<: *anchor`) are applied first, which goes
-/// through `serde_yaml::Value` and so loses the positions: errors in such a
-/// file carry only their key path, which the caller turns into a line.
-pub(super) fn read(content: &str) -> Result<Document, ReadError> {
-    let document = read_document(content)?;
+/// Reads `content` under `limits`. Merge keys (`<<: *base`) and aliases
+/// are expanded by the parser as it streams, within the limits.
+pub(super) fn read(content: &str, limits: &Limits) -> Result<Document, ReadError> {
+    let document = read_document(content, limits)?;
     if let Some(problem) = document.problems.first() {
-        // serde_yaml is done with the text by now: find the key by its path.
+        // The parser is done with the text by now: find the key by its path.
         let (line, column) = match locate::position_of(content, &problem.path) {
             Some((line, column)) => (Some(line), column),
             None => (None, None),
@@ -95,99 +93,184 @@ pub(super) fn read(content: &str) -> Result<Document, ReadError> {
     Ok(document)
 }
 
-fn read_document(content: &str) -> Result<Document, ReadError> {
-    let yaml_error = match serde_yaml::from_str::<Value>(content) {
-        Ok(mut value) if has_merge_keys(&value) => {
-            value.apply_merge().map_err(|err| ReadError {
-                path: Vec::new(),
-                line: None,
-                column: None,
-                message: err.to_string(),
-            })?;
-            // The visitors read scalars as text, as serde_yaml hands them over
-            // when it reads the text itself.
-            stringify_scalars(&mut value);
-            return serde_path_to_error::deserialize(value).map_err(|err| read_error(err, None));
-        }
-        Ok(_) => None,
-        Err(err) => Some(err.to_string()),
-    };
-    serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(content))
-        .map_err(|err| read_error(err, yaml_error.as_deref()))
+fn read_document(content: &str, limits: &Limits) -> Result<Document, ReadError> {
+    let mut path = Vec::new();
+    serde_saphyr::with_deserializer_from_str_with_options(content, limits.options(), |d| {
+        serde_path_to_error::deserialize(d).map_err(|err| {
+            // An unknown segment (a key the parser never got to read) says nothing.
+            path = err
+                .path()
+                .iter()
+                .filter_map(|seg| match seg {
+                    serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
+                    serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
+                    serde_path_to_error::Segment::Enum { variant } => {
+                        Some(Seg::Key(variant.clone()))
+                    }
+                    serde_path_to_error::Segment::Unknown => None,
+                })
+                .collect();
+            err.into_inner()
+        })
+    })
+    .map_err(|err| read_error(err, path, content, limits))
 }
 
-/// `yaml_error`: why the text is not YAML at all, if it is not. An error
-/// that says the same is a syntax error, and is called one.
 fn read_error(
-    err: serde_path_to_error::Error<serde_yaml::Error>,
-    yaml_error: Option<&str>,
+    err: serde_saphyr::Error,
+    mut path: Vec<Seg>,
+    content: &str,
+    limits: &Limits,
 ) -> ReadError {
-    // An unknown segment (a key the parser never got to read) says nothing.
-    let path: Vec<Seg> = err
-        .path()
-        .iter()
-        .filter_map(|seg| match seg {
-            serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
-            serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
-            serde_path_to_error::Segment::Enum { variant } => Some(Seg::Key(variant.clone())),
-            serde_path_to_error::Segment::Unknown => None,
-        })
-        .collect();
-    let inner = err.into_inner();
-    let location = inner.location();
-    let mut message = inner.to_string();
-    let syntax = yaml_error == Some(message.as_str());
-    // serde_yaml writes "PATH: MESSAGE at line L column C"; the caller writes
-    // the path and position its own way.
-    if let Some(loc) = &location {
-        let at = format!(" at line {} column {}", loc.line(), loc.column());
-        if let Some(pos) = message.find(&at) {
-            message.replace_range(pos..pos + at.len(), "");
+    use serde_saphyr::Error;
+    let mut position = err
+        .location()
+        .filter(|l| l.line() > 0)
+        .map(|l| (l.line() as usize, l.column() as usize));
+    let message = match &err {
+        // The parser knows where the mapping is, not which key repeats.
+        Error::DuplicateMappingKey { key: Some(key), .. } => {
+            path.push(Seg::Key(key.clone()));
+            message_of(&err, limits)
         }
-    }
-    let prefix = (1..=path.len())
-        .rev()
-        .map(|n| format!("{}: ", PathDisplay(&path[..n])))
-        .find(|prefix| message.starts_with(prefix.as_str()));
-    if let Some(prefix) = prefix {
-        message.replace_range(..prefix.len(), "");
-    }
-    if syntax {
-        message.insert_str(0, "invalid YAML: ");
-    }
+        // An empty file, or one of comments only.
+        Error::Eof { .. }
+            if content
+                .lines()
+                .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) =>
+        {
+            position = Some((1, 1));
+            document::NO_SERVICES.to_owned()
+        }
+        // A scalar was wanted and a list or mapping is there.
+        Error::Unexpected {
+            expected: "string scalar",
+            ..
+        } => {
+            let found = position.map_or("sequence or map", |(line, column)| {
+                locate::collection_at(content, line, column)
+            });
+            format!("invalid type: {found}, expected a single value (text or a number)")
+        }
+        // A visitor refused a number or `true`: the parser places that
+        // error on the key; the value is the place to point at.
+        Error::SerdeInvalidType { .. } | Error::SerdeInvalidValue { .. } => {
+            if let Some((line, column)) = position {
+                position = Some((line, locate::value_column(content, line, column)));
+            }
+            message_of(&err, limits)
+        }
+        _ => message_of(&err, limits),
+    };
     ReadError {
         path,
-        line: location.as_ref().map(|l| l.line()),
-        column: location.as_ref().map(|l| l.column()),
+        line: position.map(|(line, _)| line),
+        column: position.map(|(_, column)| column),
         message,
     }
 }
 
-fn has_merge_keys(value: &Value) -> bool {
-    match value {
-        Value::Mapping(map) => map
-            .iter()
-            .any(|(k, v)| k.as_str() == Some("<<") || has_merge_keys(v)),
-        Value::Sequence(seq) => seq.iter().any(has_merge_keys),
-        Value::Tagged(tagged) => has_merge_keys(&tagged.value),
-        _ => false,
+/// The error's text, one line without its position (the caller writes
+/// that), and for a limit the limit and what it protects.
+fn message_of(err: &serde_saphyr::Error, limits: &Limits) -> String {
+    use serde_saphyr::budget::BudgetBreach;
+    use serde_saphyr::Error;
+    match err {
+        Error::Budget { breach, .. } => match breach {
+            BudgetBreach::Depth { .. } => format!(
+                "the spec nests deeper than {} levels of mappings and lists, the limit",
+                limits.max_depth
+            ),
+            BudgetBreach::Nodes { .. } | BudgetBreach::Events { .. } => format!(
+                "the spec has more than {} keys, values and list items, the limit",
+                limits.max_nodes
+            ),
+            BudgetBreach::Aliases { .. } | BudgetBreach::Anchors { .. } => format!(
+                "the spec uses more than {} anchors or aliases, the limit",
+                limits.max_aliases
+            ),
+            BudgetBreach::RecordedAnchorEvents { .. }
+            | BudgetBreach::RecordedAnchorBytes { .. }
+            | BudgetBreach::AliasAnchorRatio { .. } => format!(
+                "aliases expand to more than {} nodes, the limit (an alias bomb?)",
+                limits.max_alias_expansion
+            ),
+            BudgetBreach::MergeKeys { .. } => format!(
+                "the spec has more than {} merge keys (`<<`), the limit",
+                limits.max_aliases
+            ),
+            BudgetBreach::Documents { .. } => {
+                "a spec is one YAML document; this file holds several (`---`)".to_owned()
+            }
+            other => format!("the spec is over a parser limit: {other:?}"),
+        },
+        Error::AliasReplayLimitExceeded { .. }
+        | Error::AliasExpansionLimitExceeded { .. }
+        | Error::AliasReplayStackDepthExceeded { .. }
+        | Error::AliasReplayCounterOverflow { .. } => format!(
+            "aliases expand to more than {} nodes, the limit (an alias bomb?)",
+            limits.max_alias_expansion
+        ),
+        Error::SerdeUnknownField {
+            field, expected, ..
+        } => format!(
+            "unknown field `{field}`, {}",
+            one_of(expected, "there are no fields")
+        ),
+        Error::SerdeUnknownVariant {
+            variant, expected, ..
+        } => format!(
+            "unknown variant `{variant}`, {}",
+            one_of(expected, "there are no variants")
+        ),
+        Error::DuplicateMappingKey { key: Some(key), .. } => format!("duplicate key `{key}`"),
+        Error::DuplicateMappingKey { key: None, .. } => "duplicate key".to_owned(),
+        Error::MultipleDocuments { .. } => {
+            "a spec is one YAML document; this file holds several (`---`)".to_owned()
+        }
+        // An error met while an alias was expanded: say what it was.
+        Error::AliasError { error, .. } => message_of(error, limits),
+        // The parser's own flow-nesting guard.
+        Error::ExternalMessage { msg, .. } if msg.contains("recursion limit exceeded") => format!(
+            "the spec nests deeper than {} levels of mappings and lists, the limit",
+            limits.max_depth
+        ),
+        Error::ExternalMessage { .. } | Error::Eof { .. } => {
+            format!("invalid YAML: {}", rendered(err))
+        }
+        other => rendered(other),
     }
 }
 
-fn stringify_scalars(value: &mut Value) {
-    match value {
-        Value::Bool(b) => *value = Value::String(b.to_string()),
-        Value::Number(n) => *value = Value::String(n.to_string()),
-        Value::Sequence(seq) => seq.iter_mut().for_each(stringify_scalars),
-        Value::Mapping(map) => {
-            let entries = std::mem::take(map);
-            for (mut k, mut v) in entries {
-                stringify_scalars(&mut k);
-                stringify_scalars(&mut v);
-                map.insert(k, v);
-            }
+/// As serde words it: "expected `a`", "expected `a` or `b`",
+/// "expected one of `a`, `b`, `c`".
+fn one_of(names: &[&str], none: &str) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    match quoted.as_slice() {
+        [] => none.to_owned(),
+        [one] => format!("expected {one}"),
+        [a, b] => format!("expected {a} or {b}"),
+        all => format!("expected one of {}", all.join(", ")),
+    }
+}
+
+/// The parser's own words for `err`, on one line, without the position.
+fn rendered(err: &serde_saphyr::Error) -> String {
+    {
+        {
+            let text = err.render_with_options(plain());
+            // "MESSAGE at line L column C": the caller writes the position.
+            let text = match text.rfind(" at line ") {
+                Some(pos) if text[pos..].contains(" column ") => text[..pos].to_owned(),
+                _ => text,
+            };
+            text.lines().next().unwrap_or_default().to_owned()
         }
-        Value::Tagged(tagged) => stringify_scalars(&mut tagged.value),
-        Value::Null | Value::String(_) => {}
+    }
+}
+
+fn plain() -> serde_saphyr::RenderOptions<'static> {
+    serde_saphyr::render_options! {
+        snippets: serde_saphyr::SnippetMode::Off,
     }
 }

@@ -1,7 +1,7 @@
 //! Key paths, and the line a key path sits on in the text of a spec file.
 //!
-//! serde_yaml knows where an error is while it reads, but not where a warning
-//! is, nor where anything is once a document had its merge keys applied; for
+//! The parser knows where an error is while it reads, but not where a warning
+//! is, nor, for some errors, where the value at fault is; for
 //! those this module finds the line by reading the indentation of the text,
 //! which covers the block style every Compose file is written in.
 
@@ -124,6 +124,50 @@ pub(super) fn position_of(content: &str, path: &[Seg]) -> Option<(usize, Option<
         }
     }
     found.map(|line| (line, column))
+}
+
+/// What the text holds at `line`:`column` (1-based), in serde's words:
+/// `sequence` for `[` or `- `, `map` otherwise (a flow `{` or a block key).
+pub(super) fn collection_at(content: &str, line: usize, column: usize) -> &'static str {
+    let rest = content
+        .lines()
+        .nth(line.saturating_sub(1))
+        .and_then(|text| text.get(text.char_indices().nth(column - 1)?.0..))
+        .unwrap_or_default();
+    if rest.starts_with('[') || is_item(rest) {
+        "sequence"
+    } else {
+        "map"
+    }
+}
+
+/// The column of the value when `line`:`column` is a key with its value
+/// on the same line (`ports: 5` → the `5`); `column` otherwise.
+pub(super) fn value_column(content: &str, line: usize, column: usize) -> usize {
+    let Some(text) = content.lines().nth(line.saturating_sub(1)) else {
+        return column;
+    };
+    let Some((start, _)) = text.char_indices().nth(column.saturating_sub(1)) else {
+        return column;
+    };
+    let rest = &text[start..];
+    if key_of(rest).is_none() {
+        return column;
+    }
+    // `key_of` found `KEY:` followed by a space or the end of the line.
+    let Some(colon) = rest
+        .char_indices()
+        .find(|&(i, c)| c == ':' && matches!(rest[i + 1..].chars().next(), None | Some(' ')))
+        .map(|(i, _)| i)
+    else {
+        return column;
+    };
+    let after = &rest[colon + 1..];
+    let value = after.trim_start_matches(' ');
+    if value.is_empty() || value.starts_with('#') {
+        return column;
+    }
+    column + rest[..colon + 1].chars().count() + (after.len() - value.len())
 }
 
 fn is_item(text: &str) -> bool {

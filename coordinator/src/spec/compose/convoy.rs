@@ -24,7 +24,7 @@ impl<'de> DeserializeSeed<'de> for ConvoySeed {
     type Value = Convoy;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Convoy, D::Error> {
-        d.deserialize_map(self)
+        d.deserialize_any(self)
     }
 }
 
@@ -36,7 +36,7 @@ impl<'de> Visitor<'de> for ConvoySeed {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Convoy, A::Error> {
-        let mut seen = Vec::new();
+        let mut seen = super::keys::Seen::default();
         // Nothing in `x-convoy` is ignored with a note: `ConvoyKey` has no
         // ignored keys.
         let mut notes = Vec::new();

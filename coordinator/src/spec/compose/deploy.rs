@@ -30,7 +30,7 @@ impl<'de> DeserializeSeed<'de> for DeploySeed {
     type Value = Deploy;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Deploy, D::Error> {
-        d.deserialize_map(self)
+        d.deserialize_any(self)
     }
 }
 
@@ -42,7 +42,7 @@ impl<'de> Visitor<'de> for DeploySeed {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Deploy, A::Error> {
-        let mut seen = Vec::new();
+        let mut seen = super::keys::Seen::default();
         let mut notes = Vec::new();
         let mut mode = None;
         let mut replicas = None;
@@ -139,7 +139,7 @@ impl<'de> DeserializeSeed<'de> for PlacementSeed {
     type Value = (Vec<Constraint>, Vec<Note>);
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
+        d.deserialize_any(self)
     }
 }
 
@@ -151,7 +151,7 @@ impl<'de> Visitor<'de> for PlacementSeed {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut seen = Vec::new();
+        let mut seen = super::keys::Seen::default();
         let mut notes = Vec::new();
         let mut constraints = Vec::new();
         while let Some(key) = next_key::<A, PlacementKey>(&mut map, &mut seen, &mut notes)? {
@@ -180,7 +180,7 @@ impl<'de> DeserializeSeed<'de> for RestartPolicySeed {
     type Value = (RestartSpec, Vec<Note>);
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
+        d.deserialize_any(self)
     }
 }
 
@@ -192,7 +192,7 @@ impl<'de> Visitor<'de> for RestartPolicySeed {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut seen = Vec::new();
+        let mut seen = super::keys::Seen::default();
         let mut notes = Vec::new();
         let mut policy = RestartSpec::default();
         while let Some(key) = next_key::<A, RestartPolicyKey>(&mut map, &mut seen, &mut notes)? {

@@ -16,9 +16,13 @@ use crate::spec::{values, ServiceSpec};
 
 impl<'de> Deserialize<'de> for Document {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(DocumentVisitor)
+        d.deserialize_any(DocumentVisitor)
     }
 }
+
+pub(super) const NO_SERVICES: &str =
+    "missing field `services`: a spec lists its services under `services:` \
+                 (containers) or `units:` (systemd services)";
 
 struct DocumentVisitor;
 
@@ -29,8 +33,13 @@ impl<'de> Visitor<'de> for DocumentVisitor {
         f.write_str("a Compose file: a mapping with `services:` or `units:`")
     }
 
+    /// An empty file, or one holding only comments.
+    fn visit_unit<E: de::Error>(self) -> Result<Document, E> {
+        Err(E::custom(NO_SERVICES))
+    }
+
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Document, A::Error> {
-        let mut seen = Vec::new();
+        let mut seen = super::keys::Seen::default();
         let mut notes = Vec::new();
         let mut problems = Vec::new();
         let mut services = None;
@@ -63,10 +72,7 @@ impl<'de> Visitor<'de> for DocumentVisitor {
             }
         }
         if services.is_none() && units.is_none() {
-            return Err(de::Error::custom(
-                "missing field `services`: a spec lists its services under `services:` \
-                 (containers) or `units:` (systemd services)",
-            ));
+            return Err(de::Error::custom(NO_SERVICES));
         }
         let mut services = services.unwrap_or_default();
         let units = units.unwrap_or_default();
@@ -103,7 +109,7 @@ impl<'de> DeserializeSeed<'de> for ServicesSeed {
     type Value = Services;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
+        d.deserialize_any(self)
     }
 }
 
@@ -114,8 +120,13 @@ impl<'de> Visitor<'de> for ServicesSeed {
         f.write_str("a mapping from service names to services")
     }
 
+    /// `services:` with nothing under it.
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Err(E::custom("no services defined: a spec needs at least one"))
+    }
+
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut seen = Vec::new();
+        let mut seen = super::keys::Seen::default();
         let mut services = Vec::new();
         let mut notes = Vec::new();
         let mut problems = Vec::new();

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use super::keys::first_time;
+use super::keys::{first_time, Seen};
 use super::seeds::{scalar, value};
 use crate::spec::values;
 
@@ -40,7 +40,7 @@ impl EntriesSeed {
         check_value: values::unit_env_value,
     };
 
-    fn entry_name(self, seen: &mut Vec<String>, name: &str) -> Result<(), String> {
+    fn entry_name(self, seen: &mut Seen, name: &str) -> Result<(), String> {
         (self.check)(name)?;
         first_time(seen, name, self.noun)
     }
@@ -64,7 +64,7 @@ impl<'de> Visitor<'de> for EntriesSeed {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
-        let mut seen = Vec::new();
+        let mut seen = super::keys::Seen::default();
         let mut entries = Vec::new();
         loop {
             let key_seed = scalar("a name", |name: &str| {
@@ -87,7 +87,7 @@ impl<'de> Visitor<'de> for EntriesSeed {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Entries, A::Error> {
-        let mut seen = Vec::new();
+        let mut seen = super::keys::Seen::default();
         let mut entries = Vec::new();
         loop {
             let item_seed = scalar("a `KEY=VALUE` string", |item: &str| {

@@ -18,7 +18,7 @@ impl<'de> DeserializeSeed<'de> for HealthcheckSeed {
     type Value = (HealthcheckSpec, Vec<Note>);
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
+        d.deserialize_any(self)
     }
 }
 
@@ -30,7 +30,7 @@ impl<'de> Visitor<'de> for HealthcheckSeed {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut seen = Vec::new();
+        let mut seen = super::keys::Seen::default();
         let mut notes = Vec::new();
         let mut check = HealthcheckSpec::default();
         let mut test = None;

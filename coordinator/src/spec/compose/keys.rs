@@ -177,13 +177,17 @@ key_set!(PortKey {
     Protocol = "protocol",
 } ignored ["mode", "name", "app_protocol"]);
 
+/// The keys a mapping has read so far: a hash set, so that a mapping with
+/// many keys costs time linear in their number.
+pub(super) type Seen = std::collections::HashSet<String>;
+
 /// Remembers `key`, refusing it the second time. Done while the key is read,
 /// so the error points at the repeated key.
-pub(super) fn first_time(seen: &mut Vec<String>, key: &str, what: &str) -> Result<(), String> {
-    if seen.iter().any(|s| s == key) {
+pub(super) fn first_time(seen: &mut Seen, key: &str, what: &str) -> Result<(), String> {
+    if seen.contains(key) {
         return Err(format!("duplicate {what} `{key}`"));
     }
-    seen.push(key.to_owned());
+    seen.insert(key.to_owned());
     Ok(())
 }
 
@@ -194,7 +198,7 @@ enum Key<K> {
 }
 
 struct KeySeed<'a, K> {
-    seen: &'a mut Vec<String>,
+    seen: &'a mut Seen,
     keys: PhantomData<K>,
 }
 
@@ -231,7 +235,7 @@ impl<'de, K: KeySet> Visitor<'de> for KeySeed<'_, K> {
 /// Compose keys it ignores, and extension keys.
 pub(super) fn next_key<'de, A: MapAccess<'de>, K: KeySet>(
     map: &mut A,
-    seen: &mut Vec<String>,
+    seen: &mut Seen,
     notes: &mut Vec<Note>,
 ) -> Result<Option<K>, A::Error> {
     loop {

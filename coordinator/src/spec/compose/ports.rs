@@ -43,7 +43,7 @@ impl<'de> Visitor<'de> for PortSeed {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut seen = Vec::new();
+        let mut seen = super::keys::Seen::default();
         let mut notes = Vec::new();
         let mut target = None;
         let mut port = PortSpec {

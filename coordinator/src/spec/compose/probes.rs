@@ -16,7 +16,7 @@ impl<'de> DeserializeSeed<'de> for ProbesSeed {
     type Value = Vec<ProbeSpec>;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_seq(self)
+        d.deserialize_any(self)
     }
 }
 
@@ -49,7 +49,7 @@ impl<'de> DeserializeSeed<'de> for ProbeSeed<'_> {
     type Value = ProbeSpec;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<ProbeSpec, D::Error> {
-        d.deserialize_map(self)
+        d.deserialize_any(self)
     }
 }
 
@@ -61,7 +61,7 @@ impl<'de> Visitor<'de> for ProbeSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ProbeSpec, A::Error> {
-        let mut seen = Vec::new();
+        let mut seen = super::keys::Seen::default();
         let mut notes = Vec::new();
         let mut name = None;
         let mut check: Option<ProbeCheck> = None;
@@ -149,7 +149,7 @@ impl<'de> DeserializeSeed<'de> for HttpProbeSeed {
     type Value = ProbeCheck;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<ProbeCheck, D::Error> {
-        d.deserialize_map(self)
+        d.deserialize_any(self)
     }
 }
 
@@ -162,7 +162,7 @@ impl<'de> Visitor<'de> for HttpProbeSeed {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ProbeCheck, A::Error> {
         one_check(self.first)?;
-        let mut seen = Vec::new();
+        let mut seen = super::keys::Seen::default();
         let mut notes = Vec::new();
         let mut port = None;
         let mut path = String::new();
@@ -203,7 +203,7 @@ impl<'de> DeserializeSeed<'de> for TcpProbeSeed {
     type Value = ProbeCheck;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<ProbeCheck, D::Error> {
-        d.deserialize_map(self)
+        d.deserialize_any(self)
     }
 }
 
@@ -216,7 +216,7 @@ impl<'de> Visitor<'de> for TcpProbeSeed {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ProbeCheck, A::Error> {
         one_check(self.first)?;
-        let mut seen = Vec::new();
+        let mut seen = super::keys::Seen::default();
         let mut notes = Vec::new();
         let mut port = None;
         while let Some(key) = next_key::<A, TcpProbeKey>(&mut map, &mut seen, &mut notes)? {
@@ -241,7 +241,7 @@ impl<'de> DeserializeSeed<'de> for ExecProbeSeed {
     type Value = ProbeCheck;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<ProbeCheck, D::Error> {
-        d.deserialize_seq(self)
+        d.deserialize_any(self)
     }
 }
 

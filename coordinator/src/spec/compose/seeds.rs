@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// A scalar, read as its text and checked by `parse` inside the visitor, so
-/// that serde_yaml puts the scalar's position on the error.
+/// that the parser puts the scalar's position on the error.
 pub(super) struct Scalar<T, F> {
     expecting: &'static str,
     parse: F,
@@ -93,7 +93,7 @@ impl<'de, S: DeserializeSeed<'de>, F: FnMut(usize) -> S> DeserializeSeed<'de> fo
     type Value = Vec<S::Value>;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_seq(self)
+        d.deserialize_any(self)
     }
 }
 

@@ -26,7 +26,7 @@ impl<'de> DeserializeSeed<'de> for ServiceSeed {
     type Value = (ServiceSpec, Vec<Note>, Option<Note>);
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
+        d.deserialize_any(self)
     }
 }
 
@@ -37,8 +37,13 @@ impl<'de> Visitor<'de> for ServiceSeed {
         f.write_str("a service: a mapping with at least `image:`")
     }
 
+    /// `web:` with nothing under it: a service without its image.
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Err(E::missing_field("image"))
+    }
+
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut seen = Vec::new();
+        let mut seen = super::keys::Seen::default();
         let mut notes = Vec::new();
         let mut spec = ServiceSpec::default();
         let mut image = None;

@@ -25,7 +25,7 @@ impl<'de> DeserializeSeed<'de> for UnitsSeed {
     type Value = Services;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
+        d.deserialize_any(self)
     }
 }
 
@@ -37,7 +37,7 @@ impl<'de> Visitor<'de> for UnitsSeed {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut seen = Vec::new();
+        let mut seen = super::keys::Seen::default();
         let mut units: Vec<(String, ServiceSpec)> = Vec::new();
         let mut notes = Vec::new();
         let mut problems = Vec::new();
@@ -101,7 +101,7 @@ impl<'de> DeserializeSeed<'de> for UnitSeed<'_> {
     type Value = (ServiceSpec, Vec<Note>, Option<Note>);
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
+        d.deserialize_any(self)
     }
 }
 
@@ -113,7 +113,7 @@ impl<'de> Visitor<'de> for UnitSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut seen = Vec::new();
+        let mut seen = super::keys::Seen::default();
         let mut notes = Vec::new();
         let mut spec = ServiceSpec::default();
         let mut unit = UnitFields::default();

@@ -36,7 +36,7 @@ impl<'de> DeserializeSeed<'de> for UpdateConfigSeed {
     type Value = UpdateConfig;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<UpdateConfig, D::Error> {
-        d.deserialize_map(self)
+        d.deserialize_any(self)
     }
 }
 
@@ -48,7 +48,7 @@ impl<'de> Visitor<'de> for UpdateConfigSeed {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UpdateConfig, A::Error> {
-        let mut seen = Vec::new();
+        let mut seen = super::keys::Seen::default();
         // `UpdateConfigKey` ignores nothing: no notes come back.
         let mut notes = Vec::new();
         let mut config = UpdateConfig::default();
@@ -115,7 +115,7 @@ impl<'de> DeserializeSeed<'de> for ConvoyUpdateSeed {
     type Value = ConvoyUpdate;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<ConvoyUpdate, D::Error> {
-        d.deserialize_map(self)
+        d.deserialize_any(self)
     }
 }
 
@@ -127,7 +127,7 @@ impl<'de> Visitor<'de> for ConvoyUpdateSeed {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ConvoyUpdate, A::Error> {
-        let mut seen = Vec::new();
+        let mut seen = super::keys::Seen::default();
         // `ConvoyUpdateKey` ignores nothing: no notes come back.
         let mut notes = Vec::new();
         let mut update = ConvoyUpdate::default();
