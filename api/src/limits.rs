@@ -16,6 +16,33 @@ pub fn spec_too_large(size: usize, limit: usize, raise: &str) -> String {
     )
 }
 
+/// Reads a size as a flag gives it: `1048576`, `512KiB`, `4MiB`, `1GiB`
+/// (also `K`, `M`, `G`, `KB`, `MB`, `GB`, read as powers of 1024).
+pub fn parse_bytes(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size: write e.g. `1048576`, `512KiB` or `4MiB`"))?;
+    let factor: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{text}`: use KiB, MiB or GiB"
+            ))
+        }
+    };
+    n.checked_mul(factor)
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("`{text}` is not a usable size"))
+}
+
 /// `1 MiB`, `2.5 MiB`, `800 KiB`, `12 bytes`.
 pub fn human_bytes(n: usize) -> String {
     const KIB: f64 = 1024.0;
@@ -37,6 +64,19 @@ pub fn human_bytes(n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_parse_with_or_without_a_unit() {
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_bytes("4MiB"), Ok(4 << 20));
+        assert_eq!(parse_bytes("2M"), Ok(2 << 20));
+        assert!(parse_bytes("0").is_err());
+        assert!(parse_bytes("4 parsecs")
+            .unwrap_err()
+            .contains("unknown unit"));
+        assert!(parse_bytes("lots").unwrap_err().contains("is not a size"));
+    }
 
     #[test]
     fn sizes_read_as_people_write_them() {

@@ -337,18 +337,64 @@ pub(crate) async fn connect(flags: &Flags) -> Result<Coordinator> {
     Coordinator::connect(&settings).await
 }
 
-/// The spec's name for error messages (as given) and its text.
+/// The spec's name for error messages (as given) and its text, refused
+/// before anything is sent when it is larger than the coordinator reads
+/// (`CONVOY_MAX_SPEC_BYTES`, as `convoyd --max-spec-bytes`; default 1 MiB)
+/// or not UTF-8 text.
 pub(crate) fn read_spec(file: &Path) -> Result<(String, String)> {
+    let max = match std::env::var("CONVOY_MAX_SPEC_BYTES") {
+        Ok(text) => convoy_api::limits::parse_bytes(&text)
+            .map_err(|e| anyhow!("CONVOY_MAX_SPEC_BYTES: {e}"))?,
+        Err(_) => convoy_api::limits::DEFAULT_MAX_SPEC_BYTES,
+    };
+    read_spec_limited(file, max)
+}
+
+fn read_spec_limited(file: &Path, max: usize) -> Result<(String, String)> {
+    let name = if file == Path::new("-") {
+        "<stdin>".to_owned()
+    } else {
+        file.display().to_string()
+    };
+    let too_large = |size: usize| {
+        anyhow!(
+            "{name}: {}",
+            convoy_api::limits::spec_too_large(
+                size,
+                max,
+                "the limit with `CONVOY_MAX_SPEC_BYTES` here and `convoyd --max-spec-bytes` on the coordinator"
+            )
+        )
+    };
+    // At most one byte over the limit is read: a huge file is refused
+    // without reading it into memory.
+    let mut bytes = Vec::new();
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
     if file == Path::new("-") {
-        let mut content = String::new();
         std::io::stdin()
-            .read_to_string(&mut content)
+            .take(limit)
+            .read_to_end(&mut bytes)
             .context("cannot read the spec from stdin")?;
-        return Ok(("<stdin>".to_owned(), content));
+    } else {
+        let f = std::fs::File::open(file).with_context(|| format!("cannot read {name}"))?;
+        let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+        if size > max as u64 {
+            return Err(too_large(usize::try_from(size).unwrap_or(usize::MAX)));
+        }
+        f.take(limit)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("cannot read {name}"))?;
     }
-    let content =
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    Ok((file.display().to_string(), content))
+    if bytes.len() > max {
+        return Err(too_large(bytes.len()));
+    }
+    let content = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let before = &e.as_bytes()[..at];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        anyhow!("{name}:{line}: the file is not UTF-8 text (byte {at}); save it as UTF-8")
+    })?;
+    Ok((name, content))
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -367,6 +413,33 @@ mod tests {
         assert_eq!(
             format!("{err:#}"),
             "cannot read no/such/spec.yaml: No such file or directory (os error 2)"
+        );
+    }
+
+    #[test]
+    fn a_spec_over_the_limit_or_not_utf8_is_refused_before_sending() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.yaml");
+        std::fs::write(&path, "x".repeat(2048)).unwrap();
+        let err = read_spec_limited(&path, 1024).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}: the spec is 2 KiB (2048 bytes), over the limit of 1 KiB (1024 bytes); \
+                 split it into several files or raise the limit with `CONVOY_MAX_SPEC_BYTES` \
+                 here and `convoyd --max-spec-bytes` on the coordinator",
+                path.display()
+            )
+        );
+        assert!(read_spec_limited(&path, 2048).is_ok());
+        std::fs::write(&path, b"services:\n  a: \xff\n").unwrap();
+        let err = read_spec_limited(&path, 1024).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}:2: the file is not UTF-8 text (byte 15); save it as UTF-8",
+                path.display()
+            )
         );
     }
 

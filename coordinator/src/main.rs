@@ -98,6 +98,11 @@ struct Common {
     /// told to beat three times in that window).
     #[arg(long, env = "CONVOY_NODE_LOST_AFTER", default_value = "2500ms", value_parser = parse_millis)]
     node_lost_after: u64,
+    /// The largest spec file `apply` reads (1048576, 512KiB, 4MiB). Parsing
+    /// time and memory grow with it; the CLI refuses larger files before
+    /// sending unless given the same limit.
+    #[arg(long, env = "CONVOY_MAX_SPEC_BYTES", default_value = "1MiB", value_parser = convoy_api::limits::parse_bytes)]
+    max_spec_bytes: usize,
     /// Use this CA certificate (PEM) instead of generating one; needs --ca-key.
     #[arg(long, env = "CONVOY_CA_CERT", requires = "ca_key")]
     ca_cert: Option<PathBuf>,
@@ -225,6 +230,7 @@ async fn serve(
             liveness: Liveness::from_lost_after(Duration::from_millis(common.node_lost_after)),
             http_listen: common.http_listen,
             metrics_auth: common.metrics_auth,
+            max_spec_bytes: common.max_spec_bytes,
             agent_cert_validity: time::Duration::seconds(
                 i64::try_from(common.agent_cert_ttl).unwrap_or(i64::MAX / 2),
             ),

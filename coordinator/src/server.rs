@@ -48,6 +48,8 @@ pub struct ServeConfig {
     pub http_listen: SocketAddr,
     /// `/metrics` needs a token like the dashboard.
     pub metrics_auth: bool,
+    /// The largest spec file `apply` reads, in bytes.
+    pub max_spec_bytes: usize,
 }
 
 /// A started coordinator.
@@ -60,6 +62,12 @@ pub struct Running {
     pub tasks: Vec<JoinHandle<()>>,
     pub tokens: Arc<Tokens>,
     pub audit: Arc<Audit>,
+}
+
+/// The largest request the control API decodes: room for a spec of
+/// `max_spec_bytes` and a bit over, and never less than tonic's 4 MiB.
+fn grpc_limit(max_spec_bytes: usize) -> usize {
+    (4 << 20).max(max_spec_bytes.saturating_add(1 << 20))
 }
 
 pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> Result<Running> {
@@ -78,6 +86,7 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> Result<Runn
     let tokens = Arc::new(Tokens::load(store.clone(), &token_path).await?);
     let audit = Arc::new(Audit::load(store.clone()).await?);
     let coord = Coordinator::load(store, cfg.liveness, shutdown.clone()).await?;
+    coord.set_spec_limits(crate::spec::Limits::with_max_bytes(cfg.max_spec_bytes));
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let server_cert = Arc::new(ServerCert::new(
@@ -131,13 +140,17 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> Result<Runn
         .await;
 
     let auth = auth::TokenAuth::new(tokens.clone());
-    let control = pb::control_service_server::ControlServiceServer::with_interceptor(
-        ControlApi::new(
+    // A spec just over the limit reaches `apply`, which names the file and
+    // the flag; far larger messages stop at gRPC's own limit (4 MiB by
+    // default), and the CLI checks the size before it sends.
+    let control = tonic::service::interceptor::InterceptedService::new(
+        pb::control_service_server::ControlServiceServer::new(ControlApi::new(
             coord.clone(),
             tokens.clone(),
             audit.clone(),
             ca.fingerprint(),
-        ),
+        ))
+        .max_decoding_message_size(grpc_limit(cfg.max_spec_bytes)),
         move |req| auth.check(req),
     );
     let signer = Arc::new(Ca::load(&paths)?);

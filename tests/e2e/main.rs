@@ -12,6 +12,7 @@ mod deploy;
 mod dev;
 mod environments;
 mod health;
+mod hostile_specs;
 mod images;
 mod join;
 mod node_loss;

@@ -3,7 +3,72 @@
 
 use super::*;
 
+/// How many spec files are parsed at once, each on a blocking thread: a
+/// flood of applies waits for a permit instead of taking every thread.
+const SPEC_PARSE_PERMITS: usize = 2;
+
+/// Parses spec files on tokio's blocking pool, at most
+/// [`SPEC_PARSE_PERMITS`] at once, under the coordinator's [`spec::Limits`].
+pub(super) struct SpecReader {
+    limits: std::sync::RwLock<spec::Limits>,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for SpecReader {
+    fn default() -> Self {
+        SpecReader {
+            limits: std::sync::RwLock::new(spec::Limits::default()),
+            permits: Arc::new(tokio::sync::Semaphore::new(SPEC_PARSE_PERMITS)),
+        }
+    }
+}
+
+impl SpecReader {
+    fn limits(&self) -> spec::Limits {
+        self.limits.read().map(|l| *l).unwrap_or_default()
+    }
+
+    /// Parses `content`: the size is checked here, the rest on a blocking
+    /// thread, so that no spec holds an async worker (the API, `/healthz`
+    /// and the agents' heartbeats run there).
+    async fn parse(&self, filename: &str, content: &str) -> Result<spec::SpecFile, StateError> {
+        let limits = self.limits();
+        if content.len() > limits.max_bytes {
+            return Err(spec::parse_with(filename, content.as_bytes(), &limits)
+                .err()
+                .map(StateError::Spec)
+                .unwrap_or_else(|| StateError::Invalid("the spec is too large".into())));
+        }
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StateError::Invalid("the coordinator is shutting down".into()))?;
+        let (filename, content) = (filename.to_owned(), content.to_owned());
+        let parsed = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            spec::parse_with(&filename, content.as_bytes(), &limits)
+        })
+        .await
+        .map_err(|e| StateError::Invalid(format!("reading the spec failed: {e}")))?;
+        Ok(parsed?)
+    }
+}
+
 impl Coordinator {
+    /// Sets the limits spec files are read under (`convoyd --max-spec-bytes`).
+    pub fn set_spec_limits(&self, limits: spec::Limits) {
+        if let Ok(mut current) = self.specs.limits.write() {
+            *current = limits;
+        }
+    }
+
+    /// The limits spec files are read under.
+    pub fn spec_limits(&self) -> spec::Limits {
+        self.specs.limits()
+    }
+
     /// Validates a spec file and, unless `dry_run`, stores a new revision of
     /// every service whose spec changed and hands the new plans to agents.
     pub async fn apply(
@@ -44,7 +109,7 @@ impl Coordinator {
         dry_run: bool,
         who: &str,
     ) -> Result<pb::ApplyResponse, StateError> {
-        let file = spec::parse(filename, content)?;
+        let file = self.specs.parse(filename, content).await?;
         let now = now_unix_ms();
         let connected = self.connected();
         let mut txn = self.begin("apply").await;

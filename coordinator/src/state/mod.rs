@@ -115,6 +115,8 @@ pub struct Coordinator {
     next_command: AtomicU64,
     /// Woken when agents report status, so rollouts step at once.
     pub status_changed: tokio::sync::Notify,
+    /// Reads spec files off the async workers, under limits.
+    specs: apply::SpecReader,
 }
 
 pub use convoy_api::clock::now_unix_ms;
@@ -166,6 +168,7 @@ impl Coordinator {
             pending: Mutex::new(HashMap::new()),
             next_command: AtomicU64::new(1),
             status_changed: tokio::sync::Notify::new(),
+            specs: apply::SpecReader::default(),
         });
         let mut txn = coord.begin("load").await;
         *txn.stage() = desired;
