@@ -50,6 +50,11 @@ pub enum Command {
         /// The spec file (`-` reads stdin).
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         file: PathBuf,
+        /// Variables for `${VAR}` in the spec, `KEY=VALUE` per line
+        /// (repeatable; later files win; the shell beats them all). Without
+        /// it, `.env` beside the spec file is read if there is one.
+        #[arg(long = "env-file", value_name = "FILE")]
+        env_files: Vec<PathBuf>,
         /// Show the plan without storing anything.
         #[arg(long)]
         dry_run: bool,
@@ -68,6 +73,9 @@ pub enum Command {
     Plan {
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         file: PathBuf,
+        /// As for `apply`.
+        #[arg(long = "env-file", value_name = "FILE")]
+        env_files: Vec<PathBuf>,
     },
     /// Show services and their instances.
     Status {

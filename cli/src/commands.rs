@@ -79,16 +79,18 @@ pub async fn run(command: Command, format: Format, flags: &Flags) -> Result<Outp
     match command {
         Command::Apply {
             file,
+            env_files,
             dry_run,
             wait: false,
             ..
-        } => apply(&file, dry_run, format, flags).await,
+        } => apply(&file, &env_files, dry_run, format, flags).await,
         Command::Apply {
             file,
+            env_files,
             wait: true,
             timeout,
             ..
-        } => crate::rollouts::apply_and_wait(&file, timeout, format, flags).await,
+        } => crate::rollouts::apply_and_wait(&file, &env_files, timeout, format, flags).await,
         Command::Rollout {
             command: RolloutCommand::Status { service, watch },
         } => crate::rollouts::status(service, watch, format, flags).await,
@@ -111,7 +113,7 @@ pub async fn run(command: Command, format: Format, flags: &Flags) -> Result<Outp
         Command::Diff { service, from, to } => {
             crate::rollouts::diff(service, from, to, format, flags).await
         }
-        Command::Plan { file } => apply(&file, true, format, flags).await,
+        Command::Plan { file, env_files } => apply(&file, &env_files, true, format, flags).await,
         Command::Status {
             service,
             watch: false,
@@ -147,9 +149,16 @@ async fn remove_node(node: String, format: Format, flags: &Flags) -> Result<Outp
     }))
 }
 
-async fn apply(file: &Path, dry_run: bool, format: Format, flags: &Flags) -> Result<Output> {
+async fn apply(
+    file: &Path,
+    env_files: &[std::path::PathBuf],
+    dry_run: bool,
+    format: Format,
+    flags: &Flags,
+) -> Result<Output> {
     // The file is read before dialing: a typo in its name needs no coordinator.
-    let (filename, content) = read_spec(file)?;
+    let spec = load_spec(file, env_files)?;
+    let (filename, content) = (spec.filename, spec.content);
     let mut coordinator = connect(flags).await?;
     let response = coordinator
         .apply(ApplyRequest {
@@ -335,6 +344,20 @@ pub(crate) async fn connect(flags: &Flags) -> Result<Coordinator> {
     };
     let settings = config::resolve(flags, &env, path.as_deref().zip(file.as_ref()))?;
     Coordinator::connect(&settings).await
+}
+
+/// Reads and interpolates the spec `file`, printing interpolation's
+/// warnings (unset variables) on stderr.
+pub(crate) fn load_spec(
+    file: &Path,
+    env_files: &[std::path::PathBuf],
+) -> Result<crate::compose::LoadedSpec> {
+    let vars = crate::compose::Variables::load(file, env_files)?;
+    let spec = crate::compose::load(file, &vars)?;
+    for warning in &spec.warnings {
+        eprintln!("warning: {warning}");
+    }
+    Ok(spec)
 }
 
 /// The spec's name for error messages (as given) and its text, refused

@@ -5,6 +5,7 @@
 pub mod args;
 pub mod client;
 pub mod commands;
+pub mod compose;
 pub mod config;
 pub mod exit;
 pub mod output;

@@ -11,7 +11,7 @@ use convoy_proto as pb;
 use serde::Serialize;
 
 use crate::client::RolloutVerb;
-use crate::commands::{connect, now_ms, print, read_spec, selected_env, service_env, Output};
+use crate::commands::{connect, now_ms, print, selected_env, service_env, Output};
 use crate::config::Flags;
 use crate::output::{self, Format, RolloutJson};
 
@@ -21,11 +21,13 @@ use convoy_api::events::EventKind;
 /// every rollout the apply started has ended.
 pub async fn apply_and_wait(
     file: &Path,
+    env_files: &[std::path::PathBuf],
     timeout_secs: u64,
     format: Format,
     flags: &crate::config::Flags,
 ) -> Result<Output> {
-    let (filename, content) = read_spec(file)?;
+    let spec = crate::commands::load_spec(file, env_files)?;
+    let (filename, content) = (spec.filename, spec.content);
     let mut coordinator = connect(flags).await?;
     // Subscribed before the apply, so no event of its rollout is missed.
     let mut stream = coordinator.watch(pb::WatchRequest::default()).await?;

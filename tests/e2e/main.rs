@@ -6,6 +6,7 @@
 //! (`CONVOY_SKIP_DOCKER_TESTS=1` skips the tests that need one).
 
 mod bad_input;
+mod compose_files;
 mod coordinator_restart;
 mod dashboard;
 mod deploy;

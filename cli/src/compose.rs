@@ -1,0 +1,184 @@
+//! What the CLI does to a Compose file before sending it: reads it (size
+//! and UTF-8 checked, see `commands::read_spec`) and interpolates its
+//! variables from the shell and the env files, so that the coordinator
+//! stores the spec as it runs.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context as _, Result};
+
+pub mod interpolate;
+
+/// A spec ready to send: its name as given, its interpolated text, and the
+/// warnings interpolation gave (unset variables).
+#[derive(Debug)]
+pub struct LoadedSpec {
+    pub filename: String,
+    pub content: String,
+    pub warnings: Vec<String>,
+}
+
+/// The variables a spec is interpolated with: the shell's environment,
+/// then the env files (`--env-file`, repeatable, later files winning, or
+/// else `.env` beside the spec file, or in the current directory for
+/// stdin), as Compose reads them.
+#[derive(Debug, Default)]
+pub struct Variables {
+    from_files: HashMap<String, String>,
+}
+
+impl Variables {
+    /// Reads `env_files`, or `.env` beside `spec` when there are none.
+    pub fn load(spec: &Path, env_files: &[PathBuf]) -> Result<Self> {
+        let mut from_files = HashMap::new();
+        if env_files.is_empty() {
+            let dir = if spec == Path::new("-") {
+                Path::new(".")
+            } else {
+                spec.parent().unwrap_or(Path::new("."))
+            };
+            let default = dir.join(".env");
+            if default.is_file() {
+                read_env_file(&default, &mut from_files)?;
+            }
+        } else {
+            for file in env_files {
+                read_env_file(file, &mut from_files)?;
+            }
+        }
+        Ok(Variables { from_files })
+    }
+
+    /// The shell's value, else the env files'.
+    pub fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name)
+            .ok()
+            .or_else(|| self.from_files.get(name).cloned())
+    }
+}
+
+/// Adds the `KEY=VALUE` lines of `path` to `into` (a later file wins). The
+/// parsing is dotenvy's (comments, quotes, `export`, `${VAR}` in values).
+fn read_env_file(path: &Path, into: &mut HashMap<String, String>) -> Result<()> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the env file {}", path.display()))?;
+    let entries = dotenvy::from_read_iter(text.as_bytes());
+    for entry in entries {
+        let (key, value) = entry.map_err(|e| match e {
+            dotenvy::Error::LineParse(line, index) => {
+                let number = text
+                    .lines()
+                    .position(|l| l.trim_end() == line.trim_end() || l.contains(line.as_str()))
+                    .map_or(String::new(), |n| format!(":{}", n + 1));
+                anyhow!(
+                    "{}{number}: cannot read `{line}` (at character {}): write `KEY=VALUE`",
+                    path.display(),
+                    index + 1
+                )
+            }
+            other => anyhow!("{}: {other}", path.display()),
+        })?;
+        into.insert(key, value);
+    }
+    Ok(())
+}
+
+/// Reads the spec `file` and interpolates it with `vars`.
+pub fn load(file: &Path, vars: &Variables) -> Result<LoadedSpec> {
+    let (filename, content) = crate::commands::read_spec(file)?;
+    let done = interpolate::interpolate(&filename, &content, &|name: &str| vars.get(name))?;
+    Ok(LoadedSpec {
+        filename,
+        content: done.text,
+        warnings: done.warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_env_beside_the_file_is_read_and_the_shell_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = dir.path().join("app.yaml");
+        std::fs::write(
+            &spec,
+            "services:\n  web:\n    image: \"nginx:${CONVOY_TEST_TAG}\"\n    environment:\n      HOME_DIR: ${HOME}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join(".env"),
+            "# tags\nCONVOY_TEST_TAG=1.27\nexport HOME=/not/used\nQUOTED=\"a b\"\n",
+        )
+        .unwrap();
+        let vars = Variables::load(&spec, &[]).unwrap();
+        assert_eq!(vars.get("QUOTED").as_deref(), Some("a b"));
+        let loaded = load(&spec, &vars).unwrap();
+        assert!(
+            loaded.content.contains("image: \"nginx:1.27\""),
+            "{}",
+            loaded.content
+        );
+        // HOME is set in the shell: the shell wins over the file.
+        let home = std::env::var("HOME").unwrap();
+        assert!(loaded.content.contains(&format!("HOME_DIR: {home}")));
+        assert!(loaded.warnings.is_empty());
+    }
+
+    #[test]
+    fn env_files_replace_dot_env_and_later_ones_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = dir.path().join("app.yaml");
+        std::fs::write(dir.path().join(".env"), "CONVOY_T_A=from-dot-env\n").unwrap();
+        let one = dir.path().join("one.env");
+        let two = dir.path().join("two.env");
+        std::fs::write(&one, "CONVOY_T_A=one\nCONVOY_T_B=one\n").unwrap();
+        std::fs::write(&two, "CONVOY_T_B=two\n").unwrap();
+        let vars = Variables::load(&spec, &[one, two]).unwrap();
+        assert_eq!(vars.get("CONVOY_T_A").as_deref(), Some("one"));
+        assert_eq!(vars.get("CONVOY_T_B").as_deref(), Some("two"));
+    }
+
+    #[test]
+    fn a_bad_env_file_is_an_error_naming_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.env");
+        std::fs::write(&bad, "A=1\nNOT A LINE\n").unwrap();
+        let err = Variables::load(Path::new("app.yaml"), std::slice::from_ref(&bad))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!("{}:2: cannot read", bad.display())),
+            "{err}"
+        );
+        let missing = dir.path().join("missing.env");
+        let err = Variables::load(Path::new("app.yaml"), std::slice::from_ref(&missing))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("cannot read the env file {}", missing.display())),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_required_variable_names_variable_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = dir.path().join("app.yaml");
+        std::fs::write(
+            &spec,
+            "services:\n  db:\n    image: \"postgres:${CONVOY_T_UNSET_TAG:?pick a tag}\"\n",
+        )
+        .unwrap();
+        let err = load(&spec, &Variables::default()).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}:3: required variable `CONVOY_T_UNSET_TAG` is not set: pick a tag",
+                spec.display()
+            )
+        );
+    }
+}

@@ -1,0 +1,90 @@
+//! Compose files as people write them: variables interpolated by the CLI
+//! from the shell and `.env`, with what ran stored in the revision.
+
+use convoy_tests::{docker, skip_without_docker, Cluster};
+
+#[test]
+fn variables_from_the_shell_and_dot_env_reach_the_container_and_the_revision() {
+    skip_without_docker!();
+    let c = Cluster::with_agents(1);
+    let svc = c.service_name("interp");
+    // `.env` beside the spec; the shell's GREETING beats the file's.
+    std::fs::write(
+        c.root().join(".env"),
+        format!("IMAGE={}\nGREETING=from-dot-env\nREPLICAS=2\n", c.image()),
+    )
+    .unwrap();
+    let spec = format!(
+        "services:\n  {svc}:\n    image: \"${{IMAGE}}\"\n    environment:\n      GREETING: \"${{GREETING}}\"\n      WHO: ${{WHO:-nobody}}\n      PRICE: \"$$5\"\n    deploy:\n      replicas: ${{REPLICAS:-1}}\n"
+    );
+    let file = c.write_spec("interp.yaml", &spec);
+    let out = c
+        .cli_command()
+        .env("GREETING", "from-shell")
+        .env_remove("WHO")
+        .args(["apply", "-f", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let containers = c.wait_service_running(&svc, 2, 1);
+    for container in &containers {
+        assert_eq!(
+            container.env_var("GREETING"),
+            Some("from-shell"),
+            "{}",
+            container.describe()
+        );
+        assert_eq!(container.env_var("WHO"), Some("nobody"));
+        assert_eq!(container.env_var("PRICE"), Some("$5"));
+    }
+    assert_eq!(docker::of_service(&svc).unwrap().len(), 2);
+    // The stored revisions are the resolved spec: `diff` shows the values.
+    let out = c
+        .cli_command()
+        .env("GREETING", "second")
+        .args(["apply", "-f", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let containers = c.wait_service_running(&svc, 2, 2);
+    assert!(containers
+        .iter()
+        .all(|c| c.env_var("GREETING") == Some("second")));
+    let out = c.cli(&["diff", &svc, "1", "2"]);
+    let diff = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{diff}");
+    assert!(diff.contains("-") && diff.contains("from-shell"), "{diff}");
+    assert!(diff.contains("second"), "{diff}");
+    assert!(!diff.contains("${"), "{diff}");
+
+    // A required variable that is not set: one line naming file, line and
+    // variable; nothing is sent.
+    let bad = c.write_spec(
+        "required.yaml",
+        &format!(
+            "services:\n  {svc}:\n    image: \"${{IMAGE}}\"\n    environment:\n      TOKEN: ${{CONVOY_E2E_UNSET:?ask the team for one}}\n"
+        ),
+    );
+    let out = c
+        .cli_command()
+        .env_remove("CONVOY_E2E_UNSET")
+        .args(["apply", "-f", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("required.yaml:5: required variable `CONVOY_E2E_UNSET` is not set: ask the team for one"),
+        "{stderr}"
+    );
+    assert_eq!(c.service_status(&svc).revision, 2);
+}
