@@ -55,6 +55,15 @@ pub enum Command {
         /// it, `.env` beside the spec file is read if there is one.
         #[arg(long = "env-file", value_name = "FILE")]
         env_files: Vec<PathBuf>,
+        /// Enable a Compose profile (repeatable; `*` enables all): services
+        /// with `profiles:` are applied only when one of theirs is enabled.
+        #[arg(
+            long = "profile",
+            value_name = "NAME",
+            env = "COMPOSE_PROFILES",
+            value_delimiter = ','
+        )]
+        profiles: Vec<String>,
         /// Show the plan without storing anything.
         #[arg(long)]
         dry_run: bool,
@@ -76,6 +85,14 @@ pub enum Command {
         /// As for `apply`.
         #[arg(long = "env-file", value_name = "FILE")]
         env_files: Vec<PathBuf>,
+        /// As for `apply`.
+        #[arg(
+            long = "profile",
+            value_name = "NAME",
+            env = "COMPOSE_PROFILES",
+            value_delimiter = ','
+        )]
+        profiles: Vec<String>,
     },
     /// Show services and their instances.
     Status {

@@ -80,17 +80,22 @@ pub async fn run(command: Command, format: Format, flags: &Flags) -> Result<Outp
         Command::Apply {
             file,
             env_files,
+            profiles,
             dry_run,
             wait: false,
             ..
-        } => apply(&file, &env_files, dry_run, format, flags).await,
+        } => apply(&file, &env_files, profiles, dry_run, format, flags).await,
         Command::Apply {
             file,
             env_files,
+            profiles,
             wait: true,
             timeout,
             ..
-        } => crate::rollouts::apply_and_wait(&file, &env_files, timeout, format, flags).await,
+        } => {
+            crate::rollouts::apply_and_wait(&file, &env_files, profiles, timeout, format, flags)
+                .await
+        }
         Command::Rollout {
             command: RolloutCommand::Status { service, watch },
         } => crate::rollouts::status(service, watch, format, flags).await,
@@ -113,7 +118,11 @@ pub async fn run(command: Command, format: Format, flags: &Flags) -> Result<Outp
         Command::Diff { service, from, to } => {
             crate::rollouts::diff(service, from, to, format, flags).await
         }
-        Command::Plan { file, env_files } => apply(&file, &env_files, true, format, flags).await,
+        Command::Plan {
+            file,
+            env_files,
+            profiles,
+        } => apply(&file, &env_files, profiles, true, format, flags).await,
         Command::Status {
             service,
             watch: false,
@@ -152,6 +161,7 @@ async fn remove_node(node: String, format: Format, flags: &Flags) -> Result<Outp
 async fn apply(
     file: &Path,
     env_files: &[std::path::PathBuf],
+    profiles: Vec<String>,
     dry_run: bool,
     format: Format,
     flags: &Flags,
@@ -166,6 +176,7 @@ async fn apply(
             content,
             dry_run,
             env: selected_env(),
+            profiles,
         })
         .await?;
     Ok(match format {

@@ -22,6 +22,7 @@ use convoy_api::events::EventKind;
 pub async fn apply_and_wait(
     file: &Path,
     env_files: &[std::path::PathBuf],
+    profiles: Vec<String>,
     timeout_secs: u64,
     format: Format,
     flags: &crate::config::Flags,
@@ -37,6 +38,7 @@ pub async fn apply_and_wait(
             content,
             dry_run: false,
             env: selected_env(),
+            profiles,
         })
         .await?;
     let warnings = output::apply_warnings(&response);

@@ -87,6 +87,7 @@ impl Control {
                 content: content.to_string(),
                 dry_run: false,
                 env: String::new(),
+                profiles: Vec::new(),
             })
             .await
             .context("apply")?;

@@ -242,6 +242,7 @@ async fn server_errors_reach_the_user_as_the_server_wrote_them() {
             content: "abc".into(),
             dry_run: true,
             env: String::new(),
+            profiles: Vec::new(),
         })
         .await
         .unwrap_err();

@@ -108,6 +108,9 @@ impl ControlApi {
 }
 
 /// The request's environment, `default` when it names none.
+/// The most Compose profiles one apply enables.
+const MAX_PROFILES: usize = 64;
+
 fn env_or_default(env: String) -> String {
     if env.is_empty() {
         DEFAULT_ENV.to_string()
@@ -161,7 +164,13 @@ impl pb::control_service_server::ControlService for ControlApi {
             content,
             dry_run,
             env,
+            profiles,
         } = req.into_inner();
+        if profiles.len() > MAX_PROFILES || profiles.iter().any(|p| p.len() > 64) {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_PROFILES} profiles of at most 64 characters each"
+            )));
+        }
         let env = env_or_default(env);
         let filename = if filename.is_empty() {
             "<spec>".to_string()
@@ -172,7 +181,7 @@ impl pb::control_service_server::ControlService for ControlApi {
         self.allow(&caller, action, &filename, !dry_run).await?;
         let resp = self
             .coord
-            .apply_in(&env, &filename, &content, dry_run, &who)
+            .apply_with_profiles(&env, &filename, &content, &profiles, dry_run, &who)
             .await
             .map_err(Status::from);
         match &resp {

@@ -29,6 +29,7 @@ pub fn changed_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
                 constraints,
                 update,
             },
+        profiles,
         unit,
     } = old;
     let mut fields = unit_changes(unit.as_ref(), new.unit.as_ref());
@@ -58,6 +59,7 @@ pub fn changed_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
                 *constraints != new.deploy.constraints,
             ),
             ("update strategy", *update != new.deploy.update),
+            ("profiles", *profiles != new.profiles),
         ]
         .into_iter()
         .filter(|(_, changed)| *changed)

@@ -82,6 +82,8 @@ impl<'a> HashedRuntime<'a> {
             healthcheck,
             probes,
             deploy: _,
+            // Which profiles apply it says nothing about how it runs.
+            profiles: _,
             unit,
         } = spec;
         HashedRuntime {

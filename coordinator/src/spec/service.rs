@@ -36,6 +36,10 @@ pub struct ServiceSpec {
     /// `x-convoy.probes`: checks the agent runs against each instance.
     pub probes: Vec<ProbeSpec>,
     pub deploy: DeploySpec,
+    /// Compose `profiles:`: when not empty, the service is applied only
+    /// when one of these profiles is enabled (`convoy apply --profile`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub profiles: Vec<String>,
     /// Set for an entry of `units:`: a systemd service, not a container
     /// (the container fields above are then empty). `None` in records
     /// stored before units existed.
@@ -51,6 +55,15 @@ impl ServiceSpec {
     /// `deploy.replicas`, 1 when not given; meaningless in global mode.
     pub fn replicas(&self) -> u32 {
         self.deploy.replicas
+    }
+
+    /// Whether the service is applied with `enabled` profiles: it has none,
+    /// or one of them is enabled, or `*` enables all.
+    pub fn in_profiles(&self, enabled: &[String]) -> bool {
+        self.profiles.is_empty()
+            || enabled
+                .iter()
+                .any(|p| p == "*" || self.profiles.contains(p))
     }
 
     /// `deploy.mode: global`.

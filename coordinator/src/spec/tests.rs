@@ -380,7 +380,7 @@ fn unknown_service_key_is_an_error_naming_file_line_and_key() {
         "app.yaml:4:5: services.web.imag: unknown field `imag`, expected one of `image`, \
          `command`, `entrypoint`, `environment`, `ports`, `labels`, `volumes`, `working_dir`, \
          `user`, `restart`, `stop_signal`, `stop_grace_period`, `healthcheck`, `deploy`, \
-         `x-convoy`"
+         `profiles`, `x-convoy`"
     );
 }
 
@@ -2160,4 +2160,22 @@ fn stored_records_without_a_unit_still_load() {
     let spec = service(FULL_UNIT);
     let round: ServiceSpec = serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
     assert_eq!(round, spec);
+}
+
+#[test]
+fn profiles_are_read_and_checked() {
+    let file = ok(&web("profiles: [debug, tools.v2]"));
+    assert_eq!(file.services["web"].profiles, ["debug", "tools.v2"]);
+    assert!(file.warnings.is_empty(), "{:?}", file.warnings);
+    assert!(file.services["web"].in_profiles(&["tools.v2".into()]));
+    assert!(file.services["web"].in_profiles(&["*".into()]));
+    assert!(!file.services["web"].in_profiles(&[]));
+    assert!(error(&web("profiles: [\"-bad\"]"))
+        .starts_with("app.yaml:4:16: services.web.profiles[0]: invalid profile `-bad`"));
+    // The profiles are not part of how the service runs.
+    let plain = ok(&web(""));
+    assert_eq!(
+        plain.services["web"].spec_hash(),
+        file.services["web"].spec_hash()
+    );
 }

@@ -38,6 +38,20 @@ pub(super) fn service_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// A Compose profile name: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+pub(super) fn profile_name(name: &str) -> Result<String, String> {
+    let mut chars = name.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        Err(format!(
+            "invalid profile `{name}`: use letters, digits, `_`, `.` and `-`, starting with a letter or digit"
+        ))
+    }
+}
+
 /// Compose's rule for the project `name`.
 pub(super) fn project_name(name: &str) -> Result<String, String> {
     let mut chars = name.chars();

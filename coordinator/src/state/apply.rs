@@ -91,10 +91,28 @@ impl Coordinator {
         dry_run: bool,
         who: &str,
     ) -> Result<pb::ApplyResponse, StateError> {
+        self.apply_with_profiles(env, filename, content, &[], dry_run, who)
+            .await
+    }
+
+    /// [`Self::apply_in`] with the Compose `profiles` enabled: a service
+    /// with `profiles:` is applied only when one of them is enabled, and is
+    /// otherwise skipped with a warning.
+    pub async fn apply_with_profiles(
+        &self,
+        env: &str,
+        filename: &str,
+        content: &str,
+        profiles: &[String],
+        dry_run: bool,
+        who: &str,
+    ) -> Result<pb::ApplyResponse, StateError> {
         let env = if env.is_empty() { DEFAULT_ENV } else { env };
         check_env_name(env)?;
         let started = std::time::Instant::now();
-        let result = self.apply_inner(env, filename, content, dry_run, who).await;
+        let result = self
+            .apply_inner(env, filename, content, profiles, dry_run, who)
+            .await;
         if !dry_run {
             self.metrics.observe_apply(started.elapsed().as_secs_f64());
         }
@@ -106,10 +124,25 @@ impl Coordinator {
         env: &str,
         filename: &str,
         content: &str,
+        profiles: &[String],
         dry_run: bool,
         who: &str,
     ) -> Result<pb::ApplyResponse, StateError> {
-        let file = self.specs.parse(filename, content).await?;
+        let mut file = self.specs.parse(filename, content).await?;
+        let skipped: Vec<String> = file
+            .services
+            .iter()
+            .filter(|(_, spec)| !spec.in_profiles(profiles))
+            .map(|(name, spec)| {
+                format!(
+                    "{filename}: services.{name}: skipped: its profiles ({}) are not enabled; \
+                     enable one with `--profile`",
+                    spec.profiles.join(", ")
+                )
+            })
+            .collect();
+        file.services.retain(|_, spec| spec.in_profiles(profiles));
+        file.warnings.extend(skipped);
         let now = now_unix_ms();
         let connected = self.connected();
         let mut txn = self.begin("apply").await;

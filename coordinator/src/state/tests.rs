@@ -590,3 +590,35 @@ async fn an_exit_code_and_a_units_journal_tail_reach_the_status() {
     assert_eq!(json.exit_code, Some(3));
     assert_eq!(json.journal_tail.len(), 2);
 }
+
+#[tokio::test]
+async fn services_of_profiles_not_enabled_are_skipped_with_a_warning() {
+    let (store, _dir) = temp_store();
+    let coord = Coordinator::load(store.clone(), Liveness::default(), CancellationToken::new())
+        .await
+        .unwrap();
+    let spec = "services:\n  web:\n    image: x:1\n  debug:\n    image: y:1\n    profiles: [debug, tools]\n";
+    let r = coord.apply("a.yaml", spec, false, "t").await.unwrap();
+    let names: Vec<&str> = r.services.iter().map(|s| s.service.as_str()).collect();
+    assert_eq!(names, ["web"]);
+    assert_eq!(
+        r.warnings,
+        [
+            "a.yaml: services.debug: skipped: its profiles (debug, tools) are not enabled; \
+          enable one with `--profile`"
+        ]
+    );
+    let status = coord.status("", "").await;
+    assert_eq!(status.services.len(), 1, "{status:?}");
+    // Enabled by one of its profiles, or by `*`.
+    for enabled in [vec!["tools".to_string()], vec!["*".to_string()]] {
+        let r = coord
+            .apply_with_profiles("", "a.yaml", spec, &enabled, true, "t")
+            .await
+            .unwrap();
+        let mut names: Vec<&str> = r.services.iter().map(|s| s.service.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["debug", "web"], "{enabled:?}");
+        assert!(r.warnings.is_empty());
+    }
+}

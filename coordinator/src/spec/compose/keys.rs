@@ -60,6 +60,7 @@ key_set!(ServiceKey {
     StopGracePeriod = "stop_grace_period",
     Healthcheck = "healthcheck",
     Deploy = "deploy",
+    Profiles = "profiles",
     Convoy = "x-convoy",
 } ignored [
     "annotations", "attach", "blkio_config", "build", "cap_add", "cap_drop", "cgroup_parent",
@@ -70,7 +71,7 @@ key_set!(ServiceKey {
     "group_add", "hostname", "init", "ipc", "isolation", "links", "logging",
     "mac_address", "mem_limit", "mem_reservation", "mem_swappiness", "memswap_limit",
     "network_mode", "networks", "oom_kill_disable", "oom_score_adj", "pid", "pids_limit",
-    "platform", "post_start", "pre_stop", "privileged", "profiles", "pull_policy", "read_only",
+    "platform", "post_start", "pre_stop", "privileged", "pull_policy", "read_only",
     "runtime", "scale", "secrets", "security_opt", "shm_size", "stdin_open", "storage_opt",
     "sysctls", "tmpfs", "tty", "ulimits", "userns_mode", "uts", "volumes_from",
 ]);

@@ -97,6 +97,15 @@ impl<'de> Visitor<'de> for ServiceSeed {
                         .map(|(name, val)| (name, val.unwrap_or_default()))
                         .collect();
                 }
+                ServiceKey::Profiles => {
+                    spec.profiles = value(
+                        &mut map,
+                        list("a list of profile names", |_| {
+                            scalar("a profile name", values::profile_name)
+                        }),
+                    )?
+                    .unwrap_or_default();
+                }
                 ServiceKey::Volumes => {
                     spec.volumes = value(&mut map, VolumesSeed)?.unwrap_or_default();
                 }
