@@ -168,6 +168,7 @@ async fn apply(
 ) -> Result<Output> {
     // The file is read before dialing: a typo in its name needs no coordinator.
     let spec = load_spec(file, env_files)?;
+    let env = apply_env(&spec)?;
     let (filename, content) = (spec.filename, spec.content);
     let mut coordinator = connect(flags).await?;
     let response = coordinator
@@ -175,7 +176,7 @@ async fn apply(
             filename,
             content,
             dry_run,
-            env: selected_env(),
+            env,
             profiles,
         })
         .await?;
@@ -355,6 +356,16 @@ pub(crate) async fn connect(flags: &Flags) -> Result<Coordinator> {
     };
     let settings = config::resolve(flags, &env, path.as_deref().zip(file.as_ref()))?;
     Coordinator::connect(&settings).await
+}
+
+/// The environment `spec` is applied to: see [`LoadedSpec::environment_with`].
+pub(crate) fn apply_env(spec: &crate::compose::LoadedSpec) -> Result<String> {
+    let given_by = if selected_env_from_variable() {
+        "CONVOY_ENV"
+    } else {
+        "--env"
+    };
+    spec.environment_with(&selected_env(), given_by)
 }
 
 /// Reads and interpolates the spec `file`, printing interpolation's

@@ -17,6 +17,60 @@ pub struct LoadedSpec {
     pub filename: String,
     pub content: String,
     pub warnings: Vec<String>,
+    /// The environment the file names (`x-convoy: {environment: prod}` at
+    /// the top level), if it names one.
+    pub environment: Option<String>,
+}
+
+impl LoadedSpec {
+    /// The environment to apply to: the file's, `--env`/`CONVOY_ENV`'s
+    /// (`given`, empty when neither is set), or "" for the default; a file
+    /// naming another environment than the one given is refused, so that a
+    /// spec for `prod` never lands in `staging` by a stale variable.
+    pub fn environment_with(&self, given: &str, given_by: &str) -> Result<String> {
+        match (&self.environment, given) {
+            (None, given) => Ok(given.to_owned()),
+            (Some(file), "") => Ok(file.clone()),
+            (Some(file), given) if file == given => Ok(given.to_owned()),
+            (Some(file), given) => Err(anyhow!(
+                "{}: the file's `x-convoy.environment` is `{file}`, but {given_by} says `{given}`: \
+                 apply it to `{file}` (leave {given_by} out) or change the file",
+                self.filename
+            )),
+        }
+    }
+}
+
+/// The top level of a spec, as far as the CLI reads it.
+#[derive(serde::Deserialize)]
+struct Top {
+    #[serde(rename = "x-convoy", default)]
+    convoy: Option<TopConvoy>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopConvoy {
+    environment: Option<String>,
+}
+
+/// The environment `content` names at `x-convoy.environment`; a file the
+/// coordinator will refuse anyway (bad YAML) names none here.
+fn named_environment(filename: &str, content: &str) -> Result<Option<String>> {
+    let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! { max_depth: 32, max_nodes: 100_000 },
+    };
+    match serde_saphyr::from_str_with_options::<Top>(content, options) {
+        Ok(Top {
+            convoy: Some(TopConvoy { environment }),
+        }) => Ok(environment),
+        Ok(Top { convoy: None }) => Ok(None),
+        Err(e) if e.to_string().contains("unknown field") => Err(anyhow!(
+            "{filename}: x-convoy: {}: the top-level `x-convoy` holds only `environment`",
+            e.to_string().lines().next().unwrap_or_default()
+        )),
+        Err(_) => Ok(None),
+    }
 }
 
 /// The variables a spec is interpolated with: the shell's environment,
@@ -88,10 +142,12 @@ fn read_env_file(path: &Path, into: &mut HashMap<String, String>) -> Result<()> 
 pub fn load(file: &Path, vars: &Variables) -> Result<LoadedSpec> {
     let (filename, content) = crate::commands::read_spec(file)?;
     let done = interpolate::interpolate(&filename, &content, &|name: &str| vars.get(name))?;
+    let environment = named_environment(&filename, &done.text)?;
     Ok(LoadedSpec {
         filename,
         content: done.text,
         warnings: done.warnings,
+        environment,
     })
 }
 
@@ -161,6 +217,39 @@ mod tests {
             err.contains(&format!("cannot read the env file {}", missing.display())),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_file_can_name_its_environment_and_a_conflict_is_an_error() {
+        let spec = |content: &str| LoadedSpec {
+            filename: "app.yaml".into(),
+            content: content.into(),
+            warnings: Vec::new(),
+            environment: named_environment("app.yaml", content).unwrap(),
+        };
+        let named = spec("name: shop\nx-convoy:\n  environment: prod\nservices: {}\n");
+        assert_eq!(named.environment.as_deref(), Some("prod"));
+        assert_eq!(named.environment_with("", "--env").unwrap(), "prod");
+        assert_eq!(named.environment_with("prod", "--env").unwrap(), "prod");
+        assert_eq!(
+            named
+                .environment_with("staging", "CONVOY_ENV")
+                .unwrap_err()
+                .to_string(),
+            "app.yaml: the file's `x-convoy.environment` is `prod`, but CONVOY_ENV says \
+             `staging`: apply it to `prod` (leave CONVOY_ENV out) or change the file"
+        );
+        let plain = spec("services: {}\n");
+        assert_eq!(
+            plain.environment_with("staging", "--env").unwrap(),
+            "staging"
+        );
+        assert_eq!(plain.environment_with("", "--env").unwrap(), "");
+        // Bad YAML is for the coordinator to explain.
+        assert_eq!(spec("services: [").environment, None);
+        let err = named_environment("app.yaml", "x-convoy:\n  enviroment: prod\n").unwrap_err();
+        assert!(err.to_string().starts_with("app.yaml: x-convoy: "), "{err}");
+        assert!(err.to_string().contains("enviroment"), "{err}");
     }
 
     #[test]

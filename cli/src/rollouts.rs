@@ -28,6 +28,7 @@ pub async fn apply_and_wait(
     flags: &crate::config::Flags,
 ) -> Result<Output> {
     let spec = crate::commands::load_spec(file, env_files)?;
+    let env = crate::commands::apply_env(&spec)?;
     let (filename, content) = (spec.filename, spec.content);
     let mut coordinator = connect(flags).await?;
     // Subscribed before the apply, so no event of its rollout is missed.
@@ -37,7 +38,7 @@ pub async fn apply_and_wait(
             filename,
             content,
             dry_run: false,
-            env: selected_env(),
+            env,
             profiles,
         })
         .await?;
