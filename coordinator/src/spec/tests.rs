@@ -2179,3 +2179,13 @@ fn profiles_are_read_and_checked() {
         file.services["web"].spec_hash()
     );
 }
+
+#[test]
+fn build_is_refused_saying_how_to_deploy_an_image() {
+    let err = error(&web("build: ."));
+    assert!(
+        err.starts_with("app.yaml:4:5: services.web.build: Convoy deploys images built elsewhere"),
+        "{err}"
+    );
+    assert!(err.contains("name it in `image:`"), "{err}");
+}

@@ -15,11 +15,21 @@ use super::{Note, UNSUPPORTED};
 pub(super) trait KeySet: Sized {
     const SUPPORTED: &'static [&'static str];
     const IGNORED: &'static [&'static str];
+    /// Compose keys Convoy refuses, and why (the error says it).
+    const REFUSED: &'static [(&'static str, &'static str)] = &[];
     fn from_key(key: &str) -> Option<Self>;
 }
 
 macro_rules! key_set {
+    ($name:ident { $($variant:ident = $key:literal),* $(,)? } ignored [$($ignored:literal),* $(,)?]
+        refused [$($refused:literal => $why:expr),* $(,)?]) => {
+        key_set!(@define $name { $($variant = $key),* } ignored [$($ignored),*]
+            const REFUSED: &'static [(&'static str, &'static str)] = &[$(($refused, $why)),*];);
+    };
     ($name:ident { $($variant:ident = $key:literal),* $(,)? } ignored [$($ignored:literal),* $(,)?]) => {
+        key_set!(@define $name { $($variant = $key),* } ignored [$($ignored),*]);
+    };
+    (@define $name:ident { $($variant:ident = $key:literal),* } ignored [$($ignored:literal),*] $($refused:item)?) => {
         #[derive(Clone, Copy)]
         pub(super) enum $name {
             $($variant),*
@@ -28,6 +38,7 @@ macro_rules! key_set {
         impl KeySet for $name {
             const SUPPORTED: &'static [&'static str] = &[$($key),*];
             const IGNORED: &'static [&'static str] = &[$($ignored),*];
+            $($refused)?
             fn from_key(key: &str) -> Option<Self> {
                 match key {
                     $($key => Some(Self::$variant),)*
@@ -63,7 +74,7 @@ key_set!(ServiceKey {
     Profiles = "profiles",
     Convoy = "x-convoy",
 } ignored [
-    "annotations", "attach", "blkio_config", "build", "cap_add", "cap_drop", "cgroup_parent",
+    "annotations", "attach", "blkio_config", "cap_add", "cap_drop", "cgroup_parent",
     "configs", "container_name", "cpu_count", "cpu_percent", "cpu_period", "cpu_quota",
     "cpu_rt_period", "cpu_rt_runtime", "cpu_shares", "cpus", "cpuset", "credential_spec",
     "depends_on", "develop", "device_cgroup_rules", "devices", "dns", "dns_opt", "dns_search",
@@ -74,6 +85,10 @@ key_set!(ServiceKey {
     "platform", "post_start", "pre_stop", "privileged", "pull_policy", "read_only",
     "runtime", "scale", "secrets", "security_opt", "shm_size", "stdin_open", "storage_opt",
     "sysctls", "tmpfs", "tty", "ulimits", "userns_mode", "uts", "volumes_from",
+] refused [
+    "build" => "Convoy deploys images built elsewhere: build and push the image \
+                (e.g. `docker build -t REGISTRY/APP:TAG . && docker push REGISTRY/APP:TAG`), \
+                then name it in `image:` and remove `build:`",
 ]);
 
 // `units:` is Convoy's own section: no Compose key to skip there.
@@ -222,6 +237,8 @@ impl<'de, K: KeySet> Visitor<'de> for KeySeed<'_, K> {
         first_time(self.seen, key, "key").map_err(E::custom)?;
         if let Some(known) = K::from_key(key) {
             Ok(Key::Known(known))
+        } else if let Some((_, why)) = K::REFUSED.iter().find(|(k, _)| *k == key) {
+            Err(E::custom(why))
         } else if let Some(ignored) = K::IGNORED.iter().find(|k| **k == key) {
             Ok(Key::Ignored(ignored))
         } else if key.starts_with("x-") {
