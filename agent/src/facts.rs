@@ -14,7 +14,11 @@ use crate::runtime::Runtime;
 const VERSION_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The host's facts. Anything unreadable is left empty rather than failing.
-pub async fn collect<R: Runtime>(runtime: &R, labels: &BTreeMap<String, String>) -> NodeFacts {
+pub async fn collect<R: Runtime>(
+    runtime: &R,
+    labels: &BTreeMap<String, String>,
+    allowed_binds: &[String],
+) -> NodeFacts {
     let hostname = read_trimmed("/proc/sys/kernel/hostname").await;
     let kernel = read_trimmed("/proc/sys/kernel/osrelease").await;
     let os = tokio::fs::read_to_string("/etc/os-release")
@@ -43,6 +47,7 @@ pub async fn collect<R: Runtime>(runtime: &R, labels: &BTreeMap<String, String>)
         docker_version,
         labels: labels.clone(),
         platform_os: std::env::consts::OS.to_string(),
+        allowed_bind_paths: allowed_binds.to_vec(),
     }
 }
 
@@ -285,7 +290,7 @@ mod tests {
     #[tokio::test]
     async fn facts_carry_labels_and_docker_version() {
         let labels = BTreeMap::from([("zone".to_string(), "a".to_string())]);
-        let facts = collect(&FakeRuntime::default(), &labels).await;
+        let facts = collect(&FakeRuntime::default(), &labels, &[]).await;
         assert_eq!(facts.labels, labels);
         assert_eq!(facts.docker_version, "20.10-fake");
         assert_eq!(facts.arch, std::env::consts::ARCH);
@@ -296,7 +301,7 @@ mod tests {
     async fn unreachable_docker_leaves_the_version_empty() {
         let fake = FakeRuntime::default();
         fake.lock().unreachable = Some("no socket".into());
-        let facts = collect(&fake, &BTreeMap::new()).await;
+        let facts = collect(&fake, &BTreeMap::new(), &[]).await;
         assert_eq!(facts.docker_version, "");
     }
 }

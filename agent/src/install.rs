@@ -58,6 +58,8 @@ pub struct InstallParams {
     pub ca_fingerprint: String,
     pub node_name: String,
     pub labels: Vec<(String, String)>,
+    /// `--allow-bind` roots the unit's agent runs with.
+    pub allow_binds: Vec<String>,
     /// The agent binary the unit runs (this one).
     pub binary: PathBuf,
     pub pki_dir: PathBuf,
@@ -96,6 +98,10 @@ pub fn render_unit(params: &InstallParams) -> String {
     for (k, v) in &params.labels {
         argv.push("--label".to_string());
         argv.push(format!("{k}={v}"));
+    }
+    for root in &params.allow_binds {
+        argv.push("--allow-bind".to_string());
+        argv.push(root.clone());
     }
     let exec = format!("ExecStart={}", exec_line(&argv));
     let mut out = String::with_capacity(TEMPLATE.len() + 256);
@@ -335,6 +341,7 @@ mod tests {
                 ("role".to_string(), "gpu".to_string()),
                 ("zone".to_string(), "eu west".to_string()),
             ],
+            allow_binds: vec!["/srv/data".to_string()],
             binary: PathBuf::from("/usr/local/bin/convoy-agent"),
             pki_dir: PathBuf::from(DEFAULT_PKI_DIR),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
@@ -354,7 +361,7 @@ mod tests {
             vec![
                 "ExecStart=/usr/local/bin/convoy-agent run --coordinator 10.0.0.1:7401 \
                  --pki-dir /var/lib/convoy-agent/pki --data-dir /var/lib/convoy-agent/data \
-                 --label role=gpu --label \"zone=eu west\""
+                 --label role=gpu --label \"zone=eu west\" --allow-bind /srv/data"
             ]
         );
         for line in [

@@ -42,6 +42,9 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     /// Reported in NodeFacts for placement.
     pub labels: BTreeMap<String, String>,
+    /// Normalised roots under which containers may bind-mount host paths
+    /// (`--allow-bind`); reported in NodeFacts and enforced on create.
+    pub allowed_binds: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +94,7 @@ pub async fn run_with(
         pki_dir,
         data_dir,
         labels,
+        allowed_binds,
     } = config;
     if coordinators.is_empty() {
         return Err(Error::NoCoordinator);
@@ -116,7 +120,10 @@ pub async fn run_with(
         None => info!(node = %node, "no stored plan; waiting for one from the coordinator"),
     }
 
-    let runtime = Arc::new(DockerRuntime::new());
+    if !allowed_binds.is_empty() {
+        info!(node = %node, roots = ?allowed_binds, "containers may bind-mount host paths under these roots");
+    }
+    let runtime = Arc::new(DockerRuntime::with_allowed_binds(allowed_binds.clone()));
     let (plan_tx, plan_rx) = watch::channel(plan.map(Arc::new));
     let (containers_tx, containers_rx) = watch::channel(Snapshot::default());
     let (units_tx, units_rx) = watch::channel(BTreeMap::new());
@@ -156,6 +163,7 @@ pub async fn run_with(
         pki_dir,
         data_dir,
         labels,
+        allowed_binds,
         node: node.clone(),
         runtime,
         plan: plan_tx,

@@ -99,6 +99,10 @@ struct InstallArgs {
     /// Node labels for placement: `k=v,k2=v2`.
     #[arg(long, value_name = "K=V,...", value_delimiter = ',', value_parser = parse_label)]
     labels: Vec<(String, String)>,
+    /// Let containers bind-mount host paths under PATH (written into the
+    /// unit's command line; repeat or comma-separate).
+    #[arg(long = "allow-bind", value_name = "PATH", value_delimiter = ',', value_parser = parse_bind_root)]
+    allow_binds: Vec<String>,
     #[arg(long, value_name = "DIR", default_value = convoy_agent::install::DEFAULT_PKI_DIR)]
     pki_dir: PathBuf,
     #[arg(long, value_name = "DIR", default_value = convoy_agent::install::DEFAULT_DATA_DIR)]
@@ -155,6 +159,17 @@ struct RunArgs {
     /// A node label for placement, repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     labels: Vec<(String, String)>,
+    /// Let containers bind-mount host paths under PATH (absolute; repeat,
+    /// or comma-separate, for several). Without it, no bind mount of a host
+    /// path is placed on this node or created by this agent.
+    #[arg(
+        long = "allow-bind",
+        value_name = "PATH",
+        env = "CONVOY_ALLOW_BIND",
+        value_delimiter = ',',
+        value_parser = parse_bind_root
+    )]
+    allow_binds: Vec<String>,
     /// Where the unit files of `units:` workloads go.
     #[arg(
         long,
@@ -163,6 +178,11 @@ struct RunArgs {
         default_value = convoy_agent::units::file::DEFAULT_UNIT_DIR
     )]
     unit_dir: PathBuf,
+}
+
+/// An `--allow-bind` root: absolute, normalised, no `..`.
+fn parse_bind_root(text: &str) -> Result<String, String> {
+    convoy_api::host_paths::normalize(text.trim())
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
@@ -232,6 +252,7 @@ async fn main() -> ExitCode {
         pki_dir: args.pki_dir,
         data_dir: args.data_dir,
         labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
+        allowed_binds: dedup(args.allow_binds),
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(on_signals(shutdown.clone()).instrument(info_span!("signals")));
@@ -247,6 +268,13 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Sorted, each once.
+fn dedup(mut roots: Vec<String>) -> Vec<String> {
+    roots.sort();
+    roots.dedup();
+    roots
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {
@@ -272,6 +300,7 @@ async fn install(args: InstallArgs) -> anyhow::Result<()> {
         ca_fingerprint,
         name,
         labels,
+        allow_binds,
         pki_dir,
         data_dir,
         unit_dir,
@@ -290,6 +319,7 @@ async fn install(args: InstallArgs) -> anyhow::Result<()> {
         ca_fingerprint,
         node_name: name.unwrap_or_else(hostname),
         labels,
+        allow_binds: dedup(allow_binds),
         binary,
         pki_dir,
         data_dir,
@@ -446,6 +476,38 @@ mod tests {
             .secret()
             .unwrap_err();
         assert!(err.to_string().starts_with("no join token"), "{err}");
+    }
+
+    /// Issue 14: `--allow-bind` repeats or comma-separates, is normalised,
+    /// and refuses relative paths and `..`.
+    #[test]
+    fn allow_bind_roots_are_absolute_and_normalised() {
+        let run = |extra: &[&str]| {
+            let mut line = vec![
+                "convoy-agent",
+                "run",
+                "--coordinator",
+                "a:1",
+                "--pki-dir",
+                "/p",
+                "--data-dir",
+                "/d",
+            ];
+            line.extend_from_slice(extra);
+            Cli::try_parse_from(line).map(|cli| match cli.command {
+                Command::Run(args) => args.allow_binds,
+                _ => panic!("`run` parses as Command::Run"),
+            })
+        };
+        assert_eq!(
+            run(&["--allow-bind", "/srv/data/", "--allow-bind", "/tmp//x,/"]).unwrap(),
+            vec!["/srv/data", "/tmp/x", "/"]
+        );
+        assert!(run(&["--allow-bind", "srv"]).is_err());
+        assert!(run(&["--allow-bind", "/srv/../etc"]).is_err());
+        if std::env::var_os("CONVOY_ALLOW_BIND").is_none() {
+            assert!(run(&[]).unwrap().is_empty());
+        }
     }
 
     #[test]

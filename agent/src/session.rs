@@ -85,6 +85,8 @@ pub struct Session<R: Runtime> {
     pub pki_dir: PathBuf,
     pub data_dir: PathBuf,
     pub labels: BTreeMap<String, String>,
+    /// Roots under which containers may bind-mount host paths (facts).
+    pub allowed_binds: Vec<String>,
     /// The node name, from the agent's certificate.
     pub node: String,
     pub runtime: Arc<R>,
@@ -158,7 +160,7 @@ impl<R: Runtime> Session<R> {
 
         let (tx, rx) = mpsc::channel::<AgentMessage>(OUTBOUND_BUFFER);
         let mut events = self.events.subscribe();
-        let facts = facts::collect(self.runtime.as_ref(), &self.labels).await;
+        let facts = facts::collect(self.runtime.as_ref(), &self.labels, &self.allowed_binds).await;
         let last_applied_generation = self
             .plan
             .borrow()

@@ -339,6 +339,9 @@ pub struct NodeJson {
     pub memory_bytes: u64,
     pub docker_version: String,
     pub labels: BTreeMap<String, String>,
+    /// Roots under which the node allows bind mounts of host paths
+    /// (`convoy-agent run --allow-bind PATH`).
+    pub allowed_bind_paths: Vec<String>,
     pub agent_version: String,
     pub connected_since_unix_ms: i64,
     pub last_heartbeat_unix_ms: i64,
@@ -469,6 +472,7 @@ impl From<&pb::Node> for NodeJson {
             docker_version,
             labels,
             platform_os: _,
+            allowed_bind_paths,
         } = facts.clone().unwrap_or_default();
         Self {
             name: name.clone(),
@@ -481,6 +485,7 @@ impl From<&pb::Node> for NodeJson {
             memory_bytes,
             docker_version,
             labels: labels.into_iter().collect(),
+            allowed_bind_paths,
             agent_version: agent_version.clone(),
             connected_since_unix_ms: *connected_since_unix_ms,
             last_heartbeat_unix_ms: *last_heartbeat_unix_ms,

@@ -5,6 +5,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use convoy_api::host_paths;
+
 use crate::spec::ServiceSpec;
 
 /// A node as placement sees it.
@@ -18,13 +20,31 @@ pub struct Candidate<'a> {
 /// Instance index (1-based) → node, `None` while no node can take it.
 pub type Assignments = BTreeMap<u32, Option<String>>;
 
+/// The host paths `spec`'s `volumes` bind-mount, with their index in
+/// `volumes` (named volumes are not host access and are left out).
+pub fn bind_sources(spec: &ServiceSpec) -> impl Iterator<Item = (usize, &str)> {
+    spec.volumes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| host_paths::bind_source(v).map(|s| (i, s)))
+}
+
+/// Whether the node with `facts` lets `spec` have the host access it asks
+/// for: every host path it bind-mounts is under one of the node's
+/// `--allow-bind` roots (an admin's decision, not a deployer's).
+pub fn allows_host_access(spec: &ServiceSpec, facts: &convoy_proto::NodeFacts) -> bool {
+    bind_sources(spec).all(|(_, source)| host_paths::allowed(&facts.allowed_bind_paths, source))
+}
+
 /// Computes the assignments of `spec` given the current ones and the known
 /// nodes. Deterministic for the same inputs.
 pub fn place(spec: &ServiceSpec, current: &Assignments, nodes: &[Candidate<'_>]) -> Assignments {
     let matches = |c: &Candidate<'_>| {
-        spec.constraints()
-            .iter()
-            .all(|k| k.matches(c.name, c.facts))
+        allows_host_access(spec, c.facts)
+            && spec
+                .constraints()
+                .iter()
+                .all(|k| k.matches(c.name, c.facts))
     };
     // Nodes that may keep an instance (known and matching) and nodes that
     // may take a new one (also connected).
@@ -214,6 +234,54 @@ mod tests {
         ];
         let out = place(&s, &out, &nodes);
         assert_eq!(out, [(1, Some("g".into()))].into_iter().collect());
+    }
+
+    fn binds(paths: &[&str]) -> convoy_proto::NodeFacts {
+        convoy_proto::NodeFacts {
+            allowed_bind_paths: paths.iter().map(|p| p.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Issue 14: a service binding a host path goes only to nodes whose
+    /// admin allowed it; a named volume goes anywhere.
+    #[test]
+    fn bind_mounts_of_host_paths_go_only_to_nodes_that_allow_them() {
+        let s = svc(
+            "services:\n  web:\n    image: x\n    volumes: [\"/srv/data/web:/data\", \"cache:/cache\"]\n    deploy:\n      replicas: 3\n",
+        );
+        let (none, other, data, root) = (
+            binds(&[]),
+            binds(&["/srv/database"]),
+            binds(&["/srv/data"]),
+            binds(&["/"]),
+        );
+        let node = |name, facts| Candidate {
+            name,
+            facts,
+            connected: true,
+        };
+        let nodes = [
+            node("a", &none),
+            node("b", &other),
+            node("c", &data),
+            node("d", &root),
+        ];
+        let out = place(&s, &Assignments::new(), &nodes);
+        let got: Vec<_> = out.values().map(|n| n.as_deref().unwrap()).collect();
+        assert_eq!(got, ["c", "d", "c"]);
+        // No node allows it: pending.
+        let out = place(&s, &Assignments::new(), &nodes[..2]);
+        assert!(out.values().all(Option::is_none), "{out:?}");
+        // An instance on a node that stops allowing it moves.
+        let current: Assignments = [(1, Some("a".into()))].into_iter().collect();
+        let s1 = svc("services:\n  web:\n    image: x\n    volumes: [\"/srv/data:/d\"]\n");
+        let out = place(&s1, &current, &nodes);
+        assert_eq!(out, [(1, Some("c".into()))].into_iter().collect());
+        // Named volumes need no permission.
+        let named = svc("services:\n  web:\n    image: x\n    volumes: [\"cache:/cache\"]\n");
+        let out = place(&named, &Assignments::new(), &nodes[..1]);
+        assert_eq!(out, [(1, Some("a".into()))].into_iter().collect());
     }
 
     #[test]

@@ -86,6 +86,36 @@ fn located(
     out
 }
 
+/// Refuses the item `services.SERVICE.KEY[INDEX]` of the spec file
+/// `filename` holding `content`, for a reason found after parsing (by the
+/// state layer, which knows the nodes): located as a parse error would be.
+pub fn refuse_item(
+    filename: &str,
+    content: &str,
+    service: &str,
+    key: &str,
+    index: usize,
+    message: String,
+) -> SpecError {
+    let path = [
+        locate::Seg::Key("services".to_owned()),
+        locate::Seg::Key(service.to_owned()),
+        locate::Seg::Key(key.to_owned()),
+        locate::Seg::Index(index),
+    ];
+    let (line, column) = match locate::position_of(content, &path) {
+        Some((line, column)) => (Some(line), column),
+        None => (None, None),
+    };
+    SpecError::Invalid {
+        file: filename.to_owned(),
+        line,
+        column,
+        path: PathDisplay(&path).to_string(),
+        message,
+    }
+}
+
 /// The most warnings a file gets: each one is placed by reading the text,
 /// so a file with a warning on every line must not cost lines × warnings.
 const MAX_WARNINGS: usize = 100;

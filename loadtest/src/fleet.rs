@@ -432,6 +432,7 @@ impl Agent {
                 docker_version: "20.10.24+sim".into(),
                 labels: Default::default(),
                 platform_os: "linux".into(),
+                allowed_bind_paths: Vec::new(),
             }),
             agent_version: "convoy-bench".into(),
             last_applied_generation: self.sim.generation,

@@ -13,6 +13,7 @@ mod deploy;
 mod dev;
 mod environments;
 mod health;
+mod host_access;
 mod hostile_specs;
 mod images;
 mod join;

@@ -26,7 +26,7 @@ use tokio::sync::Mutex;
 use convert::{
     container_info, docker_health, event_from_message, observed_from_summary, state_from_inspect,
 };
-use create::{create_body, with_default_tag};
+use create::{check_binds, create_body, with_default_tag};
 use errors::{classify, name_conflict, short, short_id};
 
 use super::{
@@ -48,11 +48,22 @@ const MAX_CAUSE_LEN: usize = 300;
 pub struct DockerRuntime {
     // A tokio Mutex: it is held across the version negotiation.
     client: Mutex<Option<Docker>>,
+    /// Normalised roots under which containers may bind-mount host paths.
+    allowed_binds: Vec<String>,
 }
 
 impl DockerRuntime {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A runtime that creates containers binding host paths only under
+    /// `roots` (normalised, as `--allow-bind` gives them).
+    pub fn with_allowed_binds(roots: Vec<String>) -> Self {
+        Self {
+            allowed_binds: roots,
+            ..Self::default()
+        }
     }
 
     async fn client(&self) -> Result<Docker, RuntimeError> {
@@ -157,6 +168,8 @@ impl DockerRuntime {
         node: &str,
         workload: &Workload,
     ) -> Result<CreatedContainer, RuntimeError> {
+        // Never trust the coordinator alone with the host.
+        check_binds(node, workload, &self.allowed_binds)?;
         let docker = self.client().await?;
         let name = container_name(workload);
         let body = create_body(node, workload)?;

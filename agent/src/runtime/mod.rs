@@ -227,6 +227,9 @@ pub enum RuntimeError {
     ImageMissing { image: String, cause: String },
     #[error("container name `{name}` is taken by a container Convoy does not manage")]
     NameTaken { name: String },
+    /// The workload needs host access this node's admin has not allowed.
+    #[error("{0}")]
+    NotAllowed(String),
     /// Any other refusal by the engine, with what was being done.
     #[error("{context}: {message}")]
     Engine { context: String, message: String },

@@ -183,6 +183,7 @@ fn agent(w: &World) -> Agent {
         pki_dir: w.pki_dir.clone(),
         data_dir: w.data_dir.clone(),
         labels: BTreeMap::from([("zone".to_string(), "a".to_string())]),
+        allowed_binds: vec!["/srv/data".to_string()],
         node: "n1".to_string(),
         runtime: Arc::new(FakeRuntime::default()),
         plan: plan_tx,
@@ -234,6 +235,7 @@ async fn session_says_hello_acks_plans_and_streams_status_changes() {
     assert_eq!(hello.last_applied_generation, 0);
     let facts = hello.facts.unwrap();
     assert_eq!(facts.labels["zone"], "a");
+    assert_eq!(facts.allowed_bind_paths, ["/srv/data"]);
     assert_eq!(facts.docker_version, "20.10-fake");
     let agent_message::Msg::Status(full) = s.next().await else {
         panic!("second message is not a status report")

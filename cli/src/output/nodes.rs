@@ -121,6 +121,7 @@ mod tests {
                         .into_iter()
                         .collect(),
                         platform_os: "linux".into(),
+                        allowed_bind_paths: Vec::new(),
                     }),
                     agent_version: "0.1.0".into(),
                     connected_since_unix_ms: NOW - 3 * 60_000,

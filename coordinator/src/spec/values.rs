@@ -162,7 +162,9 @@ pub(super) fn volume(spec: &str) -> Result<String, String> {
              use an absolute path or a named volume",
         ));
     }
-    if !source.starts_with('/') {
+    if source.starts_with('/') {
+        convoy_api::host_paths::normalize(source).map_err(|why| invalid(&why))?;
+    } else {
         let mut chars = source.chars();
         let valid_name = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
             && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));

@@ -149,6 +149,7 @@ impl Coordinator {
         let (next, ops, _) = txn.parts();
         let nodes = node_views(next, &connected);
         let candidates = candidates(&nodes);
+        check_host_access(filename, content, &file, env, &candidates)?;
         let mut changes = Vec::new();
         let mut superseded = Vec::new();
         for (name, new_spec) in file.services {

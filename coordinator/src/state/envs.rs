@@ -1,6 +1,8 @@
 //! Environments: which nodes serve which environment (the `env` label),
 //! so placement never crosses them, and valid environment names.
 
+use convoy_api::host_paths;
+
 use super::*;
 
 /// Each known node's name, facts and whether its agent is connected.
@@ -76,8 +78,15 @@ pub(super) fn pending_reason(spec: &ServiceSpec, env: &str, nodes: &[Candidate<'
             "no node serves environment `{env}` (a node serves the environments of its `{ENV_LABEL}` label; none: `{DEFAULT_ENV}`)"
         );
     }
-    let matching: Vec<&Candidate<'_>> = in_env
+    let admitting: Vec<&Candidate<'_>> = in_env
         .iter()
+        .filter(|c| placement::allows_host_access(spec, c.facts))
+        .collect();
+    if admitting.is_empty() {
+        return host_access_reason(spec, env, &in_env);
+    }
+    let matching: Vec<&Candidate<'_>> = admitting
+        .into_iter()
         .filter(|c| {
             spec.constraints()
                 .iter()
@@ -98,4 +107,214 @@ pub(super) fn pending_reason(spec: &ServiceSpec, env: &str, nodes: &[Candidate<'
         names.join(", "),
         if matching.len() > 3 { ", ..." } else { "" }
     )
+}
+
+/// Why no node of environment `env` (`in_env`) lets `spec` have its bind
+/// mounts: the host paths that no node allows (else all of them, when each
+/// is allowed somewhere but no node allows them all), and who can allow them.
+fn host_access_reason(spec: &ServiceSpec, env: &str, in_env: &[Candidate<'_>]) -> String {
+    let all: Vec<&str> = placement::bind_sources(spec).map(|(_, s)| s).collect();
+    let nowhere: Vec<&str> = all
+        .iter()
+        .copied()
+        .filter(|s| {
+            !in_env
+                .iter()
+                .any(|c| host_paths::allowed(&c.facts.allowed_bind_paths, s))
+        })
+        .collect();
+    let named = if nowhere.is_empty() { &all } else { &nowhere };
+    let paths: Vec<String> = named.iter().map(|p| format!("`{p}`")).collect();
+    let flags: Vec<String> = named.iter().map(|p| format!("--allow-bind {p}")).collect();
+    format!(
+        "no node of environment `{env}` allows the bind mount of host path {} \
+         (an admin allows it by running convoy-agent with `{}` on the nodes that may mount it)",
+        paths.join(", "),
+        flags.join(" ")
+    )
+}
+
+/// Refuses a spec that bind-mounts a host path no node of environment
+/// `env` allows (connected or not): host access is an admin's decision,
+/// made per node with `convoy-agent run --allow-bind PATH`.
+pub(super) fn check_host_access(
+    filename: &str,
+    content: &str,
+    file: &spec::SpecFile,
+    env: &str,
+    candidates: &[Candidate<'_>],
+) -> Result<(), StateError> {
+    let in_env = in_env(candidates, env);
+    for (name, service) in &file.services {
+        for (index, source) in placement::bind_sources(service) {
+            let allowed = in_env
+                .iter()
+                .any(|c| convoy_api::host_paths::allowed(&c.facts.allowed_bind_paths, source));
+            if !allowed {
+                return Err(spec::refuse_item(
+                    filename,
+                    content,
+                    name,
+                    "volumes",
+                    index,
+                    format!(
+                        "the bind mount of host path `{source}` needs an admin's permission: \
+                         run convoy-agent with `--allow-bind {source}` on the nodes that may \
+                         mount it (no node of environment `{env}` allows it now)"
+                    ),
+                )
+                .into());
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(allowed: &[&str]) -> crate::report::AgentHello {
+        crate::report::AgentHello::from(pb::Hello {
+            facts: Some(pb::NodeFacts {
+                allowed_bind_paths: allowed.iter().map(|p| p.to_string()).collect(),
+                ..Default::default()
+            }),
+            agent_version: "t".into(),
+            last_applied_generation: 0,
+            capabilities: vec![],
+        })
+    }
+
+    async fn coordinator() -> (Arc<Coordinator>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+        let coord = Coordinator::load(store, Liveness::default(), CancellationToken::new())
+            .await
+            .unwrap();
+        (coord, dir)
+    }
+
+    const ROOT: &str =
+        "services:\n  web:\n    image: x:1\n    volumes:\n      - cache:/cache\n      - /:/host\n";
+
+    /// Issue 14: a deployer could bind-mount `/` and own every host. Now a
+    /// bind mount no node allows is refused at apply, in one line naming
+    /// file, line, key, path and the flag that allows it; nothing stored.
+    #[tokio::test]
+    async fn apply_refuses_a_bind_mount_no_node_allows_naming_file_key_path_and_flag() {
+        let (coord, _dir) = coordinator().await;
+        let _a = coord
+            .register("a", "fp-a", 0, hello(&["/srv/data"]), None)
+            .await
+            .unwrap();
+        let err = coord
+            .apply("app.yaml", ROOT, false, "t")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "app.yaml:6:7: services.web.volumes[1]: the bind mount of host path `/` needs an \
+             admin's permission: run convoy-agent with `--allow-bind /` on the nodes that may \
+             mount it (no node of environment `default` allows it now)"
+        );
+        // A dry run is refused the same way; nothing was stored.
+        assert!(coord.apply("app.yaml", ROOT, true, "t").await.is_err());
+        assert!(coord.status("", "").await.services.is_empty());
+        // `/srv/data` does not cover `/srv/database`.
+        let db = "services:\n  db:\n    image: x:1\n    volumes: [\"/srv/database:/d\"]\n";
+        let err = coord.apply("db.yaml", db, false, "t").await.unwrap_err();
+        assert!(
+            err.to_string().contains("`--allow-bind /srv/database`"),
+            "{err}"
+        );
+        // A source that climbs is refused whatever the nodes allow.
+        let climb = "services:\n  db:\n    image: x:1\n    volumes: [\"/srv/data/../../etc:/d\"]\n";
+        let err = coord.apply("c.yaml", climb, false, "t").await.unwrap_err();
+        assert!(err.to_string().contains("holds `..`"), "{err}");
+        // Under an allowed root, and named volumes, it is applied.
+        let ok = "services:\n  web:\n    image: x:1\n    volumes: [\"/srv/data/web:/d\", \"cache:/c\"]\n";
+        let r = coord.apply("ok.yaml", ok, false, "t").await.unwrap();
+        assert_eq!(r.services[0].instances[0].node, "a");
+    }
+
+    /// Issue 14: an allowing node in another environment does not count.
+    #[tokio::test]
+    async fn only_nodes_of_the_environment_count_as_allowing() {
+        let (coord, _dir) = coordinator().await;
+        let _a = coord
+            .register("a", "fp-a", 0, hello(&["/"]), None)
+            .await
+            .unwrap();
+        let err = coord
+            .apply_in("prod", "app.yaml", ROOT, false, "t")
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("no node of environment `prod` allows it now"),
+            "{err}"
+        );
+        coord.apply("app.yaml", ROOT, false, "t").await.unwrap();
+    }
+
+    /// Issue 14: with some node allowing the path, instances go only there;
+    /// those no connected allowing node can take wait, saying which path
+    /// and how to allow it.
+    #[tokio::test]
+    async fn instances_go_only_to_allowing_nodes_and_others_wait_naming_the_path() {
+        let (coord, _dir) = coordinator().await;
+        let _a = coord
+            .register("a", "fp-a", 0, hello(&[]), None)
+            .await
+            .unwrap();
+        let b = coord
+            .register("b", "fp-b", 0, hello(&["/srv/data"]), None)
+            .await
+            .unwrap();
+        let spec = "services:\n  web:\n    image: x:1\n    volumes: [\"/srv/data:/d\"]\n    deploy:\n      mode: global\n";
+        let r = coord.apply("app.yaml", spec, false, "t").await.unwrap();
+        let nodes: Vec<&str> = r.services[0]
+            .instances
+            .iter()
+            .map(|i| i.node.as_str())
+            .collect();
+        assert_eq!(nodes, ["b"]);
+
+        let replicated = "services:\n  web:\n    image: x:1\n    volumes: [\"/srv/data:/d\"]\n    deploy:\n      replicas: 3\n";
+        let r = coord.apply("r.yaml", replicated, false, "t").await.unwrap();
+        assert!(
+            r.services[0].instances.iter().all(|i| i.node == "b"),
+            "{r:?}"
+        );
+        drop(b);
+
+        let nodes = [
+            ("a".to_string(), pb::NodeFacts::default(), true),
+            (
+                "c".to_string(),
+                pb::NodeFacts {
+                    allowed_bind_paths: vec!["/srv".into()],
+                    ..Default::default()
+                },
+                false,
+            ),
+        ];
+        let spec = crate::spec::parse("r.yaml", replicated)
+            .unwrap()
+            .services
+            .remove("web")
+            .unwrap();
+        let reason = pending_reason(&spec, DEFAULT_ENV, &candidates(&nodes[..1]));
+        assert_eq!(
+            reason,
+            "no node of environment `default` allows the bind mount of host path `/srv/data` \
+             (an admin allows it by running convoy-agent with `--allow-bind /srv/data` on the \
+             nodes that may mount it)"
+        );
+        // An allowing node that is not connected: the reason says so.
+        let reason = pending_reason(&spec, DEFAULT_ENV, &candidates(&nodes));
+        assert!(reason.contains("not connected (c)"), "{reason}");
+    }
 }

@@ -90,6 +90,10 @@ pub struct Facts {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub platform_os: String,
+    /// Roots under which the node allows bind mounts of host paths,
+    /// normalised (`convoy_api::host_paths`).
+    #[serde(default)]
+    pub allowed_bind_paths: Vec<String>,
 }
 
 impl From<pb::NodeFacts> for Facts {
@@ -104,7 +108,14 @@ impl From<pb::NodeFacts> for Facts {
             docker_version,
             labels,
             platform_os,
+            allowed_bind_paths,
         } = f;
+        // From the agent: kept only when well-formed, and a bounded number.
+        let allowed_bind_paths = allowed_bind_paths
+            .iter()
+            .filter_map(|p| convoy_api::host_paths::normalize(p).ok())
+            .take(convoy_api::host_paths::MAX_ALLOWED_BIND_PATHS)
+            .collect();
         Self {
             hostname,
             os,
@@ -115,6 +126,7 @@ impl From<pb::NodeFacts> for Facts {
             docker_version,
             labels: labels.into_iter().collect(),
             platform_os,
+            allowed_bind_paths,
         }
     }
 }
@@ -131,6 +143,7 @@ impl From<&Facts> for pb::NodeFacts {
             docker_version: f.docker_version.clone(),
             labels: f.labels.clone().into_iter().collect(),
             platform_os: f.platform_os.clone(),
+            allowed_bind_paths: f.allowed_bind_paths.clone(),
         }
     }
 }

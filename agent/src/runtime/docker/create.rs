@@ -131,6 +131,32 @@ pub(super) fn create_body(
     })
 }
 
+/// Refuses a workload that bind-mounts a host path under none of
+/// `allowed` (the node's `--allow-bind` roots), whatever the plan says.
+pub(super) fn check_binds(
+    node: &str,
+    workload: &Workload,
+    allowed: &[String],
+) -> Result<(), RuntimeError> {
+    let Some(workload::Runtime::Container(spec)) = &workload.runtime else {
+        return Ok(());
+    };
+    let refused = convoy_api::host_paths::refused(allowed, &spec.volumes);
+    let Some(first) = refused.first() else {
+        return Ok(());
+    };
+    let now = if allowed.is_empty() {
+        "it allows none now".to_string()
+    } else {
+        format!("it allows only {}", allowed.join(", "))
+    };
+    Err(RuntimeError::NotAllowed(format!(
+        "node `{node}` refuses the bind mount of host path `{first}` for `{}`: \
+         an admin allows it by running convoy-agent with `--allow-bind {first}` ({now})",
+        workload.id
+    )))
+}
+
 /// `busybox` → `busybox:latest`: without a tag the engine pulls every tag.
 pub(super) fn with_default_tag(image: &str) -> String {
     let last = image.rsplit('/').next().unwrap_or(image);

@@ -613,3 +613,40 @@ mod real {
         assert_eq!(err, RuntimeError::NameTaken { name });
     }
 }
+
+/// Issue 14: the agent refuses a bind mount of a host path outside its
+/// `--allow-bind` roots whatever the plan says, naming the path and the flag.
+#[test]
+fn bind_mounts_outside_the_allowed_roots_are_refused_on_the_node() {
+    let w = workload(); // binds /srv/data
+    let err = check_binds("n1", &w, &[]).unwrap_err();
+    assert!(matches!(err, RuntimeError::NotAllowed(_)), "{err:?}");
+    let reason = err.reason("n1");
+    assert!(
+        reason.contains("host path `/srv/data`")
+            && reason.contains("--allow-bind /srv/data")
+            && reason.contains("allows none now"),
+        "{reason}"
+    );
+    assert!(check_binds("n1", &w, &["/srv/database".to_string()]).is_err());
+    assert!(check_binds("n1", &w, &["/srv/data".to_string()]).is_ok());
+    assert!(check_binds("n1", &w, &["/srv".to_string()]).is_ok());
+    assert!(check_binds("n1", &w, &["/".to_string()]).is_ok());
+
+    let mut root = workload();
+    if let Some(workload::Runtime::Container(spec)) = &mut root.runtime {
+        spec.volumes = vec!["cache:/cache".into(), "/:/host".into()];
+    }
+    let reason = check_binds("n1", &root, &["/srv".to_string()])
+        .unwrap_err()
+        .reason("n1");
+    assert!(
+        reason.contains("host path `/`") && reason.contains("it allows only /srv"),
+        "{reason}"
+    );
+    // Named volumes need nobody's permission.
+    if let Some(workload::Runtime::Container(spec)) = &mut root.runtime {
+        spec.volumes = vec!["cache:/cache".into()];
+    }
+    assert!(check_binds("n1", &root, &[]).is_ok());
+}

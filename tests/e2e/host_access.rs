@@ -1,0 +1,108 @@
+//! Host access is an admin's decision (issue 14): a deployer's spec may
+//! bind-mount a host path only where an admin started the agent with
+//! `--allow-bind` covering it; elsewhere the apply is refused, saying how
+//! to allow it, and nothing is stored or started.
+
+use std::fs;
+use std::process::Output;
+
+use convoy_tests::docker::docker;
+use convoy_tests::spec::compose;
+use convoy_tests::{skip_without_docker, Cluster, ServiceSpec};
+use serde_json::Value;
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A refused apply: exit 1, one line naming the file, the path and the flag.
+fn assert_refused(out: &Output, file: &str, path: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(1), "the apply was allowed: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    for needle in [
+        file,
+        "services.",
+        ".volumes[0]",
+        &format!("host path `{path}`"),
+        &format!("`--allow-bind {path}`"),
+    ] {
+        assert!(err.contains(needle), "`{needle}` not in: {err}");
+    }
+}
+
+fn allowed_bind_paths(c: &Cluster, node: &str) -> Vec<String> {
+    let v: Value = c.cli_json(&["nodes"]);
+    let node = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == node)
+        .unwrap_or_else(|| panic!("{node} not in {v}"))
+        .clone();
+    serde_json::from_value(node["allowed_bind_paths"].clone())
+        .unwrap_or_else(|e| panic!("allowed_bind_paths of {node}: {e}"))
+}
+
+#[test]
+fn a_deployer_binds_a_host_path_only_on_nodes_an_admin_allowed() {
+    skip_without_docker!();
+    let mut c = Cluster::with_agents(1);
+    let plain = c.node_names()[0].clone();
+    let v: Value = c.cli_json(&["token", "create", "--name", "dep", "--role", "deployer"]);
+    let deployer = v["token"].as_str().expect("a token").to_string();
+
+    let host_dir = c.root().join("host-data");
+    fs::create_dir_all(&host_dir).unwrap();
+    fs::write(host_dir.join("marker"), "from the host").unwrap();
+    let host_dir = host_dir.to_str().unwrap().to_string();
+    let svc = c.service_name("bind");
+    let image = c.image();
+    let spec_with = |volume: &str| {
+        compose(
+            &[&ServiceSpec::new(&svc, &image).replicas(2).extra(&format!(
+                "volumes: [{}]",
+                serde_json::to_string(volume).unwrap()
+            ))],
+        )
+    };
+
+    // No node allows host paths: the deployer's bind of `/` (root on the
+    // host) and of the temp dir are both refused, and nothing is stored.
+    for (name, source) in [("root.yaml", "/"), ("bind.yaml", host_dir.as_str())] {
+        let file = c.write_spec(name, &spec_with(&format!("{source}:/data:ro")));
+        let out = c.cli_with_token(&deployer, &["apply", "-f", file.to_str().unwrap()]);
+        assert_refused(&out, name, source);
+    }
+    assert!(c.try_status().unwrap().iter().all(|s| s.name != svc));
+    assert!(c.containers_of(&svc).unwrap().is_empty());
+    assert_eq!(allowed_bind_paths(&c, &plain), Vec::<String>::new());
+
+    // An admin allows the temp dir on a new node: it says so in its facts,
+    // and every instance goes there, with the bind.
+    let allowing = c.add_agent_with_args(&["--allow-bind", &format!("{host_dir}/")]);
+    c.wait_nodes_ready(&[plain.clone(), allowing.clone()]);
+    assert_eq!(allowed_bind_paths(&c, &allowing), vec![host_dir.clone()]);
+    let file = c.write_spec("bind.yaml", &spec_with(&format!("{host_dir}:/data:ro")));
+    let out = c.cli_with_token(&deployer, &["apply", "-f", file.to_str().unwrap()]);
+    assert!(out.status.success(), "apply: {}", stderr(&out));
+    let containers = c.wait_service_running(&svc, 2, 1);
+    for container in &containers {
+        assert_eq!(container.must_label("io.convoy.node"), allowing);
+        let binds =
+            docker(&["inspect", "-f", "{{json .HostConfig.Binds}}", &container.id]).unwrap();
+        let binds: Vec<String> = serde_json::from_str(binds.trim()).unwrap();
+        assert_eq!(binds, vec![format!("{host_dir}:/data:ro")]);
+        let mounts = docker(&["inspect", "-f", "{{json .Mounts}}", &container.id]).unwrap();
+        let mounts: Value = serde_json::from_str(mounts.trim()).unwrap();
+        assert_eq!(mounts[0]["Source"], host_dir.as_str(), "{mounts}");
+        assert_eq!(mounts[0]["Destination"], "/data", "{mounts}");
+        assert_eq!(mounts[0]["RW"], false, "{mounts}");
+    }
+
+    // Allowing the temp dir is not allowing `/`.
+    let file = c.write_spec("root.yaml", &spec_with("/:/data:ro"));
+    let out = c.cli_with_token(&deployer, &["apply", "-f", file.to_str().unwrap()]);
+    assert_refused(&out, "root.yaml", "/");
+    c.assert_healthy();
+}
