@@ -343,7 +343,7 @@ fn case_text(name: &str) -> String {
         "block-10000" => format!("{}x\n", "- ".repeat(10_000)),
         "laughs" => {
             let mut s = String::from("a: &a [");
-            s.push_str(&vec!["\"lol\""; 10].join(", "));
+            s.push_str(&["\"lol\""; 10].join(", "));
             s.push_str("]\n");
             let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
             for w in names.windows(2) {
