@@ -29,10 +29,10 @@ pub enum ConfigError {
     #[error("cannot parse the config file {}: {source}", path.display())]
     Parse {
         path: PathBuf,
-        source: serde_yaml::Error,
+        source: serde_saphyr::Error,
     },
     #[error("cannot encode the config file: {0}")]
-    Encode(serde_yaml::Error),
+    Encode(serde_saphyr::SerializeError),
     #[error("cannot write {}: {source}", path.display())]
     Write { path: PathBuf, source: io::Error },
 }
@@ -50,7 +50,7 @@ pub struct ConfigFile {
     pub contexts: BTreeMap<String, Context>,
     /// Keys this version does not know, kept when the file is rewritten.
     #[serde(flatten)]
-    pub other: BTreeMap<String, serde_yaml::Value>,
+    pub other: BTreeMap<String, serde_json::Value>,
 }
 
 /// One coordinator and the credentials to talk to it.
@@ -109,7 +109,7 @@ impl ConfigFile {
         if text.trim().is_empty() {
             return Ok(Self::default());
         }
-        serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse {
+        serde_saphyr::from_str(&text).map_err(|source| ConfigError::Parse {
             path: path.to_path_buf(),
             source,
         })
@@ -118,7 +118,7 @@ impl ConfigFile {
     /// Writes the file with mode 0600 (it points at credentials), creating
     /// its directory; replaces the old file atomically.
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
-        let text = serde_yaml::to_string(self).map_err(ConfigError::Encode)?;
+        let text = serde_saphyr::to_string(self).map_err(ConfigError::Encode)?;
         write_private(path, text.as_bytes()).map_err(|source| ConfigError::Write {
             path: path.to_path_buf(),
             source,
@@ -272,7 +272,7 @@ mod tests {
         assert_eq!(loaded.contexts.len(), 2);
         assert_eq!(
             loaded.other.get("preferences"),
-            Some(&serde_yaml::from_str::<serde_yaml::Value>("{color: false}").unwrap())
+            Some(&serde_json::json!({"color": false}))
         );
     }
 
