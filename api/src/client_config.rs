@@ -29,7 +29,8 @@ pub enum ConfigError {
     #[error("cannot parse the config file {}: {source}", path.display())]
     Parse {
         path: PathBuf,
-        source: serde_saphyr::Error,
+        /// Boxed: the parser's error is large, and this is the rare path.
+        source: Box<serde_saphyr::Error>,
     },
     #[error("cannot encode the config file: {0}")]
     Encode(serde_saphyr::SerializeError),
@@ -111,7 +112,7 @@ impl ConfigFile {
         }
         serde_saphyr::from_str(&text).map_err(|source| ConfigError::Parse {
             path: path.to_path_buf(),
-            source,
+            source: Box::new(source),
         })
     }
 
