@@ -18,6 +18,7 @@ mod deploy;
 mod document;
 mod environment;
 mod healthcheck;
+mod host_access;
 mod keys;
 mod ports;
 mod probes;

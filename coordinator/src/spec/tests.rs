@@ -600,17 +600,49 @@ fn several_documents_are_an_error() {
 #[test]
 fn unsupported_service_keys_are_warnings_naming_file_line_and_key() {
     let file = ok(&web(
-        "logging:\n  driver: syslog\n  options: {}\ndepends_on: [db]\ncap_add: [NET_ADMIN]",
+        "logging:\n  driver: syslog\n  options: {}\ndepends_on: [db]\ncap_drop: [NET_ADMIN]\nprivileged: false",
     ));
     assert_eq!(
         file.warnings,
         [
             "app.yaml:4: services.web.logging: not supported by Convoy yet, ignored",
             "app.yaml:7: services.web.depends_on: not supported by Convoy yet, ignored",
-            "app.yaml:8: services.web.cap_add: not supported by Convoy yet, ignored",
+            "app.yaml:8: services.web.cap_drop: not supported by Convoy yet, ignored",
+            "app.yaml:9: services.web.privileged: not supported by Convoy yet, ignored",
         ]
     );
     assert_eq!(file.services["web"].image(), "nginx");
+}
+
+/// Issue 14: `privileged: true`, `cap_add` and the like were warned about
+/// and ignored; they are host access, which only an admin may grant, so the
+/// spec is refused naming file, line, key and the flag to come.
+#[test]
+fn keys_that_give_host_access_are_errors_naming_file_line_and_key() {
+    for (line, key) in [
+        ("privileged: true", "privileged"),
+        ("cap_add: [SYS_ADMIN]", "cap_add"),
+        ("devices: [\"/dev/sda:/dev/sda\"]", "devices"),
+        ("pid: host", "pid"),
+        ("network_mode: host", "network_mode"),
+        ("security_opt: [\"seccomp:unconfined\"]", "security_opt"),
+    ] {
+        let err = error(&web(&format!("ports: [\"80\"]\n{line}")));
+        assert!(
+            err.starts_with(&format!("app.yaml:5:5: services.web.{key}: `")),
+            "{line}: {err}"
+        );
+        assert!(
+            err.contains("only an admin may grant") && err.contains("--allow-host-access"),
+            "{line}: {err}"
+        );
+    }
+    // What takes privileges away is no host access.
+    let file = ok(&web("security_opt: [\"no-new-privileges:true\"]"));
+    assert_eq!(
+        file.warnings,
+        ["app.yaml:4: services.web.security_opt: not supported by Convoy yet, ignored"]
+    );
 }
 
 #[test]

@@ -17,31 +17,49 @@ pub(super) trait KeySet: Sized {
     const IGNORED: &'static [&'static str];
     /// Compose keys Convoy refuses, and why (the error says it).
     const REFUSED: &'static [(&'static str, &'static str)] = &[];
+    /// Compose keys read only to refuse the values that give a container
+    /// host access (`host_access.rs`); their other values are ignored with
+    /// a warning.
+    #[allow(dead_code)]
+    const CHECKED: &'static [&'static str] = &[];
     fn from_key(key: &str) -> Option<Self>;
 }
 
+/// `Name { Variant = "key", ... }`: the keys read; `checked { ... }`:
+/// Compose keys read only to refuse some of their values (not listed as
+/// supported); `ignored [...]`: skipped with a warning; `refused [...]`:
+/// errors, with why.
 macro_rules! key_set {
-    ($name:ident { $($variant:ident = $key:literal),* $(,)? } ignored [$($ignored:literal),* $(,)?]
-        refused [$($refused:literal => $why:expr),* $(,)?]) => {
-        key_set!(@define $name { $($variant = $key),* } ignored [$($ignored),*]
-            const REFUSED: &'static [(&'static str, &'static str)] = &[$(($refused, $why)),*];);
-    };
-    ($name:ident { $($variant:ident = $key:literal),* $(,)? } ignored [$($ignored:literal),* $(,)?]) => {
-        key_set!(@define $name { $($variant = $key),* } ignored [$($ignored),*]);
-    };
-    (@define $name:ident { $($variant:ident = $key:literal),* } ignored [$($ignored:literal),*] $($refused:item)?) => {
+    ($name:ident { $($variant:ident = $key:literal),* $(,)? }
+        $(checked { $($checked:ident = $checked_key:literal),* $(,)? })?
+        ignored [$($ignored:literal),* $(,)?]
+        $(refused [$($refused:literal => $why:expr),* $(,)?])?) => {
         #[derive(Clone, Copy)]
         pub(super) enum $name {
-            $($variant),*
+            $($variant,)*
+            $($($checked,)*)?
+        }
+
+        impl $name {
+            /// The key as written in the file.
+            #[allow(dead_code)]
+            pub(super) fn name(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $key,)*
+                    $($(Self::$checked => $checked_key,)*)?
+                }
+            }
         }
 
         impl KeySet for $name {
             const SUPPORTED: &'static [&'static str] = &[$($key),*];
             const IGNORED: &'static [&'static str] = &[$($ignored),*];
-            $($refused)?
+            $(const REFUSED: &'static [(&'static str, &'static str)] = &[$(($refused, $why)),*];)?
+            $(const CHECKED: &'static [&'static str] = &[$($checked_key),*];)?
             fn from_key(key: &str) -> Option<Self> {
                 match key {
                     $($key => Some(Self::$variant),)*
+                    $($($checked_key => Some(Self::$checked),)*)?
                     _ => None,
                 }
             }
@@ -73,18 +91,29 @@ key_set!(ServiceKey {
     Deploy = "deploy",
     Profiles = "profiles",
     Convoy = "x-convoy",
+} checked {
+    // Host access (`host_access.rs`): refused when they grant it.
+    Privileged = "privileged",
+    CapAdd = "cap_add",
+    Devices = "devices",
+    Pid = "pid",
+    Ipc = "ipc",
+    Uts = "uts",
+    UsernsMode = "userns_mode",
+    NetworkMode = "network_mode",
+    SecurityOpt = "security_opt",
 } ignored [
-    "annotations", "attach", "blkio_config", "cap_add", "cap_drop", "cgroup_parent",
+    "annotations", "attach", "blkio_config", "cap_drop", "cgroup_parent",
     "configs", "container_name", "cpu_count", "cpu_percent", "cpu_period", "cpu_quota",
     "cpu_rt_period", "cpu_rt_runtime", "cpu_shares", "cpus", "cpuset", "credential_spec",
-    "depends_on", "develop", "device_cgroup_rules", "devices", "dns", "dns_opt", "dns_search",
+    "depends_on", "develop", "device_cgroup_rules", "dns", "dns_opt", "dns_search",
     "domainname", "env_file", "expose", "extends", "external_links", "extra_hosts", "gpus",
-    "group_add", "hostname", "init", "ipc", "isolation", "links", "logging",
+    "group_add", "hostname", "init", "isolation", "links", "logging",
     "mac_address", "mem_limit", "mem_reservation", "mem_swappiness", "memswap_limit",
-    "network_mode", "networks", "oom_kill_disable", "oom_score_adj", "pid", "pids_limit",
-    "platform", "post_start", "pre_stop", "privileged", "pull_policy", "read_only",
-    "runtime", "scale", "secrets", "security_opt", "shm_size", "stdin_open", "storage_opt",
-    "sysctls", "tmpfs", "tty", "ulimits", "userns_mode", "uts", "volumes_from",
+    "networks", "oom_kill_disable", "oom_score_adj", "pids_limit",
+    "platform", "post_start", "pre_stop", "pull_policy", "read_only",
+    "runtime", "scale", "secrets", "shm_size", "stdin_open", "storage_opt",
+    "sysctls", "tmpfs", "tty", "ulimits", "volumes_from",
 ] refused [
     "build" => "Convoy deploys images built elsewhere: build and push the image \
                 (e.g. `docker build -t REGISTRY/APP:TAG . && docker push REGISTRY/APP:TAG`), \

@@ -15,7 +15,7 @@ use super::ports::PortSeed;
 use super::seeds::{list, scalar, text, value};
 use super::update::update_policy;
 use super::volumes::VolumesSeed;
-use super::{nest, Note};
+use super::{host_access, nest, Note, UNSUPPORTED};
 use crate::spec::locate::Seg;
 use crate::spec::{values, ServiceSpec};
 
@@ -52,6 +52,7 @@ impl<'de> Visitor<'de> for ServiceSeed {
         let mut update_config = None;
         let mut replicas_written = false;
         let mut convoy_update = None;
+        let mut host_problem = None;
         while let Some(key) = next_key::<A, ServiceKey>(&mut map, &mut seen, &mut notes)? {
             match key {
                 ServiceKey::Image => {
@@ -150,6 +151,24 @@ impl<'de> Visitor<'de> for ServiceSeed {
                         convoy_update = convoy.update;
                     }
                 }
+                ServiceKey::Privileged
+                | ServiceKey::CapAdd
+                | ServiceKey::Devices
+                | ServiceKey::Pid
+                | ServiceKey::Ipc
+                | ServiceKey::Uts
+                | ServiceKey::UsernsMode
+                | ServiceKey::NetworkMode
+                | ServiceKey::SecurityOpt => {
+                    let key = key.name();
+                    let asked: serde_json::Value = map.next_value()?;
+                    match host_access::check(key, &asked) {
+                        Ok(()) => notes.push(Note::new(key, UNSUPPORTED)),
+                        Err(why) => {
+                            host_problem.get_or_insert(Note::new(key, why));
+                        }
+                    }
+                }
                 ServiceKey::Deploy => {
                     if let Some(deploy) = value(&mut map, DeploySeed)? {
                         spec.deploy.mode = deploy.mode;
@@ -178,7 +197,7 @@ impl<'de> Visitor<'de> for ServiceSeed {
             }
             Err(problem) => Some(problem),
         };
-        Ok((spec, notes, problem))
+        Ok((spec, notes, host_problem.or(problem)))
     }
 }
 
