@@ -88,3 +88,37 @@ fn variables_from_the_shell_and_dot_env_reach_the_container_and_the_revision() {
     );
     assert_eq!(c.service_status(&svc).revision, 2);
 }
+
+#[test]
+fn a_service_with_profiles_deploys_only_when_one_is_enabled() {
+    skip_without_docker!();
+    let c = Cluster::with_agents(1);
+    let web = c.service_name("prof-web");
+    let tools = c.service_name("prof-tools");
+    let image = c.image();
+    let file = c.write_spec(
+        "profiles.yaml",
+        &format!(
+            "services:\n  {web}:\n    image: {image}\n  {tools}:\n    image: {image}\n    profiles: [debug]\n"
+        ),
+    );
+    let out = c.cli(&["apply", "-f", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("services.{tools}: skipped: its profiles (debug) are not enabled")),
+        "{stderr}"
+    );
+    c.wait_service_running(&web, 1, 1);
+    assert!(docker::of_service(&tools).unwrap().is_empty());
+    // COMPOSE_PROFILES, as Compose reads it, or --profile.
+    let out = c
+        .cli_command()
+        .env("COMPOSE_PROFILES", "other,debug")
+        .args(["apply", "-f", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    c.wait_service_running(&tools, 1, 1);
+    c.wait_service_running(&web, 1, 1);
+}
