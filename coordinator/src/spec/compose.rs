@@ -15,6 +15,8 @@ use super::ServiceSpec;
 
 mod convoy;
 mod deploy;
+#[cfg(test)]
+mod doc_tests;
 mod document;
 mod environment;
 mod healthcheck;
