@@ -53,6 +53,7 @@ pub fn start_agent(
     running: &Running,
     data_dir: &Path,
     node: &str,
+    allow_binds: &[String],
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>> {
     let binary = agent_binary()?;
@@ -82,6 +83,12 @@ pub fn start_agent(
             convoy_api::env::ENV_LABEL,
             convoy_api::env::ANY_ENV
         ))
+        // Host paths the developer lets containers bind-mount.
+        .args(
+            allow_binds
+                .iter()
+                .flat_map(|root| ["--allow-bind", root.as_str()]),
+        )
         // Only convoyd answers to systemd, if anything does.
         .env_remove("NOTIFY_SOCKET")
         .env_remove("WATCHDOG_USEC")

@@ -43,6 +43,10 @@ enum Command {
         /// Do not write the `dev` context into the CLI's config file.
         #[arg(long)]
         no_config: bool,
+        /// Let the dev agent's containers bind-mount host paths under PATH
+        /// (repeatable; passed on as `convoy-agent run --allow-bind`).
+        #[arg(long = "allow-bind", value_name = "PATH", value_parser = parse_bind_root)]
+        allow_binds: Vec<String>,
     },
     /// Rotate the coordinator's own TLS certificate: a running coordinator
     /// installs the new one within seconds; agents trust the same CA, so
@@ -180,6 +184,7 @@ async fn run(cli: Cli) -> Result<()> {
             agent_listen,
             node_name,
             no_config,
+            allow_binds,
         } => {
             init_tracing();
             let data_dir = common
@@ -187,9 +192,28 @@ async fn run(cli: Cli) -> Result<()> {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(".convoy-dev"));
             let node = node_name.unwrap_or_else(hostname);
-            serve(common, agent_listen, data_dir, Some((node, !no_config))).await
+            let dev = DevAgent {
+                node,
+                write_config: !no_config,
+                allow_binds,
+            };
+            serve(common, agent_listen, data_dir, Some(dev)).await
         }
     }
+}
+
+/// The agent `convoyd dev` runs beside the coordinator.
+struct DevAgent {
+    node: String,
+    /// Whether to write the `dev` context into the CLI's config file.
+    write_config: bool,
+    /// `--allow-bind` roots for the agent.
+    allow_binds: Vec<String>,
+}
+
+/// An `--allow-bind` root: absolute, normalised, no `..`.
+fn parse_bind_root(text: &str) -> Result<String, String> {
+    convoy_api::host_paths::normalize(text.trim())
 }
 
 /// `3s`, `1500ms`, `1m` → milliseconds.
@@ -215,7 +239,7 @@ async fn serve(
     common: Common,
     agent_listen: SocketAddr,
     data_dir: PathBuf,
-    dev_agent: Option<(String, bool)>,
+    dev_agent: Option<DevAgent>,
 ) -> Result<()> {
     let data_dir = std::path::absolute(&data_dir)
         .with_context(|| format!("bad data directory {}", data_dir.display()))?;
@@ -241,11 +265,17 @@ async fn serve(
     let mut running = running;
     let mut tasks = std::mem::take(&mut running.tasks);
     let api = format!("https://{}", running.api_addr);
-    if let Some((node, write_config)) = dev_agent {
+    if let Some(DevAgent {
+        node,
+        write_config,
+        allow_binds,
+    }) = dev_agent
+    {
         tasks.push(dev::start_agent(
             &running,
             &data_dir,
             &node,
+            &allow_binds,
             shutdown.clone(),
         )?);
         println!("convoyd dev: coordinator and agent `{node}` on this host");

@@ -3,12 +3,16 @@
 //! `--allow-bind` covering it; elsewhere the apply is refused, saying how
 //! to allow it, and nothing is stored or started.
 
-use std::fs;
-use std::process::Output;
+use std::fs::{self, File};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
+use convoy_tests::bins::bin;
+use convoy_tests::cluster::free_port;
 use convoy_tests::docker::docker;
+use convoy_tests::process::{output_within, signal, wait_within};
 use convoy_tests::spec::compose;
-use convoy_tests::{skip_without_docker, Cluster, ServiceSpec};
+use convoy_tests::{skip_without_docker, wait_until, Cluster, ServiceSpec};
 use serde_json::Value;
 
 fn stderr(out: &Output) -> String {
@@ -105,4 +109,65 @@ fn a_deployer_binds_a_host_path_only_on_nodes_an_admin_allowed() {
     let out = c.cli_with_token(&deployer, &["apply", "-f", file.to_str().unwrap()]);
     assert_refused(&out, "root.yaml", "/");
     c.assert_healthy();
+}
+
+/// `convoyd dev --allow-bind DIR` hands the grant to its agent, whose node
+/// then reports it: a developer can bind a source tree on their machine.
+#[test]
+fn convoyd_dev_passes_allow_bind_to_its_agent() {
+    skip_without_docker!();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    let log_path = dir.path().join("convoyd.log");
+    let log = File::create(&log_path).unwrap();
+    let root = dir.path().join("src").to_str().unwrap().to_string();
+    let node = format!("dev-bind-{}", std::process::id());
+    let mut convoyd = Command::new(bin("convoyd"))
+        .arg("dev")
+        .arg("--data-dir")
+        .arg(dir.path().join("dev"))
+        .args(["--allow-bind", &format!("{root}//")])
+        .arg("--api-listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--agent-listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--http-listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--node-name")
+        .arg(&node)
+        .env("CONVOY_CONFIG", &config)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let allowed = wait_until(
+        "the dev node reports its allowed bind roots",
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        || {
+            let out = output_within(
+                Command::new(bin("convoy"))
+                    .args(["nodes", "-o", "json"])
+                    .env("CONVOY_CONFIG", &config)
+                    .env_remove("CONVOY_ADDR")
+                    .env_remove("CONVOY_TOKEN_FILE")
+                    .env_remove("CONVOY_CA"),
+                Duration::from_secs(20),
+            )?;
+            anyhow::ensure!(out.status.success(), "convoy nodes: {}", stderr(&out));
+            let v: Value = serde_json::from_slice(&out.stdout)?;
+            let me = v["nodes"]
+                .as_array()
+                .and_then(|nodes| nodes.iter().find(|n| n["name"] == node.as_str()))
+                .ok_or_else(|| anyhow::anyhow!("no node {node} yet: {v}"))?;
+            anyhow::ensure!(me["state"] == "ready", "node: {me}");
+            Ok(me["allowed_bind_paths"].clone())
+        },
+    );
+    signal(convoyd.id(), "TERM").unwrap();
+    let stopped = wait_within(&mut convoyd, Duration::from_secs(40)).unwrap();
+    assert_eq!(allowed, serde_json::json!([root]));
+    assert!(stopped.is_some(), "convoyd did not exit within 40 s");
 }
