@@ -54,7 +54,6 @@ fn workload() -> Workload {
             stop_signal: "SIGINT".into(),
             stop_grace_period_ms: 2500,
             healthcheck: None,
-            ..ContainerSpec::default()
         })),
     }
 }

@@ -90,12 +90,6 @@ key_set!(ServiceKey {
     Healthcheck = "healthcheck",
     Deploy = "deploy",
     Profiles = "profiles",
-    Cpus = "cpus",
-    MemLimit = "mem_limit",
-    MemReservation = "mem_reservation",
-    PidsLimit = "pids_limit",
-    ShmSize = "shm_size",
-    Ulimits = "ulimits",
     Convoy = "x-convoy",
 } checked {
     // Host access (`host_access.rs`): refused when they grant it.
@@ -111,15 +105,15 @@ key_set!(ServiceKey {
 } ignored [
     "annotations", "attach", "blkio_config", "cap_drop", "cgroup_parent",
     "configs", "container_name", "cpu_count", "cpu_percent", "cpu_period", "cpu_quota",
-    "cpu_rt_period", "cpu_rt_runtime", "cpu_shares", "cpuset", "credential_spec",
+    "cpu_rt_period", "cpu_rt_runtime", "cpu_shares", "cpus", "cpuset", "credential_spec",
     "depends_on", "develop", "device_cgroup_rules", "dns", "dns_opt", "dns_search",
     "domainname", "env_file", "expose", "extends", "external_links", "extra_hosts", "gpus",
     "group_add", "hostname", "init", "isolation", "links", "logging",
-    "mac_address", "mem_swappiness", "memswap_limit",
-    "networks", "oom_kill_disable", "oom_score_adj", 
+    "mac_address", "mem_limit", "mem_reservation", "mem_swappiness", "memswap_limit",
+    "networks", "oom_kill_disable", "oom_score_adj", "pids_limit",
     "platform", "post_start", "pre_stop", "pull_policy", "read_only",
-    "runtime", "scale", "secrets", "stdin_open", "storage_opt",
-    "sysctls", "tmpfs", "tty", "volumes_from",
+    "runtime", "scale", "secrets", "shm_size", "stdin_open", "storage_opt",
+    "sysctls", "tmpfs", "tty", "ulimits", "volumes_from",
 ] refused [
     "build" => "Convoy deploys images built elsewhere: build and push the image \
                 (e.g. `docker build -t REGISTRY/APP:TAG . && docker push REGISTRY/APP:TAG`), \
@@ -148,32 +142,7 @@ key_set!(DeployKey {
     RestartPolicy = "restart_policy",
     UpdateConfig = "update_config",
     RollbackConfig = "rollback_config",
-    Resources = "resources",
-} ignored ["endpoint_mode", "labels"]);
-
-key_set!(ResourcesKey {
-    Limits = "limits",
-    Reservations = "reservations",
-} ignored []);
-
-key_set!(LimitsKey {
-    Cpus = "cpus",
-    Memory = "memory",
-    Pids = "pids",
-} ignored []);
-
-key_set!(ReservationsKey {
-    Cpus = "cpus",
-    Memory = "memory",
-} ignored ["generic_resources"] refused [
-    "devices" => "device and GPU reservations come with Convoy's GPU support; remove `devices` \
-                  (the service would otherwise run without the device it asks for)",
-]);
-
-key_set!(UlimitKey {
-    Soft = "soft",
-    Hard = "hard",
-} ignored []);
+} ignored ["endpoint_mode", "labels", "resources"]);
 
 // `update_config` and `rollback_config`: Compose has no other keys there.
 key_set!(UpdateConfigKey {
