@@ -73,6 +73,48 @@ pub fn refused<'a, S: AsRef<str>>(roots: &[S], volumes: &'a [String]) -> Vec<&'a
         .collect()
 }
 
+/// `path` as the host will mount it: symbolic links resolved in its
+/// longest existing prefix, the missing rest appended (Docker creates it).
+/// Without this, a container allowed `/srv/data` could plant
+/// `/srv/data/up -> /` and a later bind of `/srv/data/up` would mount `/`.
+/// A missing component that is a dangling link is refused. Reads the
+/// host's filesystem: call it where the mount happens (the agent).
+pub fn resolve_on_host(path: &str) -> Result<String, String> {
+    use std::path::{Path, PathBuf};
+    let normal = normalize(path)?;
+    let mut existing = PathBuf::from(&normal);
+    let mut missing: Vec<std::ffi::OsString> = Vec::new();
+    loop {
+        match std::fs::canonicalize(&existing) {
+            Ok(mut real) => {
+                real.extend(missing.iter().rev());
+                let real = real
+                    .to_str()
+                    .ok_or_else(|| format!("`{normal}` resolves to a path that is not UTF-8"))?
+                    .to_string();
+                return normalize(&real);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if std::fs::symlink_metadata(&existing).is_ok() {
+                    return Err(format!(
+                        "`{}` is a symbolic link to nothing",
+                        existing.display()
+                    ));
+                }
+                let Some(name) = existing.file_name().map(|n| n.to_os_string()) else {
+                    return Err(format!("no part of `{normal}` exists"));
+                };
+                missing.push(name);
+                existing = existing
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| PathBuf::from("/"));
+            }
+            Err(e) => return Err(format!("cannot resolve `{normal}`: {e}")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,5 +169,27 @@ mod tests {
         );
         assert!(refused(&["/"], &volumes).is_empty());
         assert_eq!(refused::<&str>(&[], &volumes).len(), 3);
+    }
+
+    #[test]
+    fn resolving_follows_links_in_the_existing_prefix_and_keeps_the_missing_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let root_s = root.to_str().unwrap();
+        std::fs::create_dir(root.join("data")).unwrap();
+        std::os::unix::fs::symlink("/", root.join("data/up")).unwrap();
+        std::os::unix::fs::symlink(root.join("nowhere"), root.join("data/dangling")).unwrap();
+        assert_eq!(
+            resolve_on_host(&format!("{root_s}/data/x/y")).unwrap(),
+            format!("{root_s}/data/x/y")
+        );
+        assert_eq!(resolve_on_host(&format!("{root_s}/data/up")).unwrap(), "/");
+        assert_eq!(
+            resolve_on_host(&format!("{root_s}/data/up/etc")).unwrap(),
+            "/etc"
+        );
+        let err = resolve_on_host(&format!("{root_s}/data/dangling/x")).unwrap_err();
+        assert!(err.contains("symbolic link to nothing"), "{err}");
+        assert!(resolve_on_host("/srv/../etc").is_err());
     }
 }

@@ -3,6 +3,7 @@
 //! lazily after the daemon was unreachable. The create request, the
 //! reading of the engine's answers and its errors are in their own modules.
 
+mod binds;
 mod convert;
 mod create;
 mod errors;
@@ -170,6 +171,7 @@ impl DockerRuntime {
     ) -> Result<CreatedContainer, RuntimeError> {
         // Never trust the coordinator alone with the host.
         check_binds(node, workload, &self.allowed_binds)?;
+        binds::check_resolved(node, workload, &self.allowed_binds)?;
         let docker = self.client().await?;
         let name = container_name(workload);
         let body = create_body(node, workload)?;
