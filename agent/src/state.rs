@@ -172,6 +172,7 @@ mod tests {
                             start_period_ms: 0,
                             disable: false,
                         }),
+                        ..ContainerSpec::default()
                     })),
                 },
                 Workload {

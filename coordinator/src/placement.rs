@@ -36,9 +36,94 @@ pub fn allows_host_access(spec: &ServiceSpec, facts: &convoy_proto::NodeFacts) -
     bind_sources(spec).all(|(_, source)| host_paths::allowed(&facts.allowed_bind_paths, source))
 }
 
+/// What a node has not set aside yet: CPUs in billionths, memory in bytes.
+/// A node that does not report a figure has no limit on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    pub cpu_nanos: u64,
+    pub memory_bytes: u64,
+}
+
+impl Capacity {
+    /// What one instance of `spec` sets aside (`deploy.resources.reservations`).
+    pub fn reserved_by(spec: &ServiceSpec) -> Self {
+        Capacity {
+            cpu_nanos: spec.resources.cpu_reservation_nanos,
+            memory_bytes: spec.resources.memory_reservation_bytes,
+        }
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.cpu_nanos == 0 && self.memory_bytes == 0
+    }
+
+    fn fits(&self, need: &Capacity) -> bool {
+        need.cpu_nanos <= self.cpu_nanos && need.memory_bytes <= self.memory_bytes
+    }
+
+    fn take(&mut self, need: &Capacity) {
+        self.cpu_nanos = self.cpu_nanos.saturating_sub(need.cpu_nanos);
+        self.memory_bytes = self.memory_bytes.saturating_sub(need.memory_bytes);
+    }
+}
+
+/// Each node's free capacity: its facts less what instances on it reserve.
+#[derive(Clone, Debug, Default)]
+pub struct Free(BTreeMap<String, Capacity>);
+
+impl Free {
+    /// The nodes' capacity as their facts give it, nothing reserved yet.
+    pub fn of(nodes: &[Candidate<'_>]) -> Self {
+        let total = |n: u64| if n == 0 { u64::MAX } else { n };
+        Free(
+            nodes
+                .iter()
+                .map(|c| {
+                    let capacity = Capacity {
+                        cpu_nanos: total(u64::from(c.facts.cpus).saturating_mul(1_000_000_000)),
+                        memory_bytes: total(c.facts.memory_bytes),
+                    };
+                    (c.name.to_string(), capacity)
+                })
+                .collect(),
+        )
+    }
+
+    /// Sets aside what the instances of `spec` placed by `assignments` reserve.
+    pub fn reserve(&mut self, spec: &ServiceSpec, assignments: &Assignments) {
+        let need = Capacity::reserved_by(spec);
+        if need.is_zero() {
+            return;
+        }
+        for node in assignments.values().flatten() {
+            if let Some(free) = self.0.get_mut(node) {
+                free.take(&need);
+            }
+        }
+    }
+
+    pub fn get(&self, node: &str) -> Option<&Capacity> {
+        self.0.get(node)
+    }
+}
+
 /// Computes the assignments of `spec` given the current ones and the known
 /// nodes. Deterministic for the same inputs.
 pub fn place(spec: &ServiceSpec, current: &Assignments, nodes: &[Candidate<'_>]) -> Assignments {
+    place_within(spec, current, nodes, None)
+}
+
+/// [`place`], where a new instance goes only to a node whose `free`
+/// capacity (what other services left) holds its reservations; instances
+/// already placed stay where they are.
+pub fn place_within(
+    spec: &ServiceSpec,
+    current: &Assignments,
+    nodes: &[Candidate<'_>],
+    free: Option<&Free>,
+) -> Assignments {
+    let need = Capacity::reserved_by(spec);
+    let mut room = free.filter(|_| !need.is_zero()).cloned();
     let matches = |c: &Candidate<'_>| {
         allows_host_access(spec, c.facts)
             && spec
@@ -61,6 +146,11 @@ pub fn place(spec: &ServiceSpec, current: &Assignments, nodes: &[Candidate<'_>])
     eligible.sort_unstable();
 
     if spec.is_global() {
+        let fits = |node: &str| {
+            room.as_ref()
+                .is_none_or(|f| f.get(node).is_none_or(|c| c.fits(&need)))
+        };
+        let eligible: Vec<&str> = eligible.into_iter().filter(|n| fits(n)).collect();
         return place_global(current, &keepable, &eligible);
     }
 
@@ -83,6 +173,9 @@ pub fn place(spec: &ServiceSpec, current: &Assignments, nodes: &[Candidate<'_>])
         if let Some(Some(node)) = current.get(index) {
             if keepable.contains(node.as_str()) {
                 *load.entry(node.as_str()).or_default() += 1;
+                if let Some(c) = room.as_mut().and_then(|f| f.0.get_mut(node.as_str())) {
+                    c.take(&need);
+                }
                 out.insert(*index, Some(node.clone()));
             }
         }
@@ -93,10 +186,17 @@ pub fn place(spec: &ServiceSpec, current: &Assignments, nodes: &[Candidate<'_>])
         }
         let pick = eligible
             .iter()
+            .filter(|n| {
+                room.as_ref()
+                    .is_none_or(|f| f.get(n).is_none_or(|c| c.fits(&need)))
+            })
             .min_by_key(|n| (load.get(*n).copied().unwrap_or(0), **n))
             .copied();
         if let Some(node) = pick {
             *load.entry(node).or_default() += 1;
+            if let Some(c) = room.as_mut().and_then(|f| f.0.get_mut(node)) {
+                c.take(&need);
+            }
         }
         out.insert(index, pick.map(str::to_string));
     }

@@ -16,6 +16,11 @@ mod hash;
 mod hostile_tests;
 mod limits;
 mod locate;
+#[cfg(test)]
+mod network_tests;
+mod resources;
+#[cfg(test)]
+mod resources_tests;
 mod service;
 #[cfg(test)]
 mod tests;
@@ -27,9 +32,10 @@ pub use constraint::{Constraint, ConstraintOp, NodeAttribute};
 pub use deploy::{DeployMode, DeploySpec, FailureAction, Strategy, UpdateOrder, UpdatePolicy};
 pub use diff::changed_fields;
 pub use limits::{Limits, DEFAULT_MAX_SPEC_BYTES};
+pub use resources::{ResourcesSpec, Ulimit};
 pub use service::{
-    HealthcheckSpec, PortSpec, ProbeCheck, ProbeSpec, Protocol, RestartCondition, RestartSpec,
-    ServiceSpec,
+    HealthcheckSpec, NetworkAttachment, PortSpec, ProbeCheck, ProbeSpec, Protocol,
+    RestartCondition, RestartSpec, ServiceSpec,
 };
 pub use unit::{UnitFields, UnitRestart, UnitState};
 

@@ -106,7 +106,9 @@ fn a_service_with_profiles_deploys_only_when_one_is_enabled() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
-        stderr.contains(&format!("services.{tools}: skipped: its profiles (debug) are not enabled")),
+        stderr.contains(&format!(
+            "services.{tools}: skipped: its profiles (debug) are not enabled"
+        )),
         "{stderr}"
     );
     c.wait_service_running(&web, 1, 1);
@@ -118,7 +120,45 @@ fn a_service_with_profiles_deploys_only_when_one_is_enabled() {
         .args(["apply", "-f", file.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     c.wait_service_running(&tools, 1, 1);
     c.wait_service_running(&web, 1, 1);
+}
+
+#[test]
+fn resource_limits_reach_docker() {
+    skip_without_docker!();
+    let c = Cluster::with_agents(1);
+    let svc = c.service_name("limits");
+    let image = c.image();
+    let file = c.write_spec(
+        "limits.yaml",
+        &format!(
+            "services:\n  {svc}:\n    image: {image}\n    shm_size: 32m\n    ulimits:\n      nofile: {{soft: 1024, hard: 2048}}\n    mem_reservation: 32m\n    deploy:\n      resources:\n        limits:\n          cpus: '0.5'\n          memory: 64M\n          pids: 64\n"
+        ),
+    );
+    c.apply(&file);
+    let containers = c.wait_service_running(&svc, 1, 1);
+    let raw = docker::docker(&[
+        "inspect",
+        "--format",
+        "{{json .HostConfig}}",
+        &containers[0].id,
+    ])
+    .unwrap();
+    let host: serde_json::Value = serde_json::from_str(raw.trim()).unwrap();
+    assert_eq!(host["NanoCpus"], 500_000_000, "{host:#}");
+    assert_eq!(host["Memory"], 64 << 20, "{host:#}");
+    assert_eq!(host["MemoryReservation"], 32 << 20, "{host:#}");
+    assert_eq!(host["PidsLimit"], 64, "{host:#}");
+    assert_eq!(host["ShmSize"], 32 << 20, "{host:#}");
+    assert_eq!(
+        host["Ulimits"],
+        serde_json::json!([{"Name": "nofile", "Soft": 1024, "Hard": 2048}]),
+        "{host:#}"
+    );
 }

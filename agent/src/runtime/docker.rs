@@ -14,9 +14,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bollard::errors::Error as BollardError;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::models::NetworkConnectRequest;
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, EventsOptions, InspectContainerOptions,
-    ListContainersOptions, RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
+    InspectNetworkOptions, ListContainersOptions, RemoveContainerOptions, StartContainerOptions,
+    StopContainerOptions,
 };
 use bollard::Docker;
 use convoy_proto::Workload;
@@ -27,7 +29,7 @@ use tokio::sync::Mutex;
 use convert::{
     container_info, docker_health, event_from_message, observed_from_summary, state_from_inspect,
 };
-use create::{check_binds, create_body, with_default_tag};
+use create::{check_binds, create_body, endpoint, networks_of, with_default_tag, Joined};
 use errors::{classify, name_conflict, short, short_id};
 
 use super::{
@@ -51,6 +53,9 @@ pub struct DockerRuntime {
     client: Mutex<Option<Docker>>,
     /// Normalised roots under which containers may bind-mount host paths.
     allowed_binds: Vec<String>,
+    /// Held while a network is looked up and created: the engine (API
+    /// 1.41) would create two networks of one name side by side.
+    network_lock: Mutex<()>,
 }
 
 impl DockerRuntime {
@@ -175,15 +180,32 @@ impl DockerRuntime {
         let docker = self.client().await?;
         let name = container_name(workload);
         let body = create_body(node, workload)?;
-        let created = docker
-            .create_container(
+        let networks = networks_of(workload);
+        let create = || {
+            docker.create_container(
                 Some(CreateContainerOptions {
                     name: Some(name.clone()),
                     ..Default::default()
                 }),
-                body,
+                body.clone(),
             )
-            .await;
+        };
+        for joined in &networks {
+            self.ensure_network(&docker, node, joined).await?;
+        }
+        let mut created = create().await;
+        // Another agent on this engine may have removed an empty network
+        // between the check and the create (`prune_networks`): once more.
+        if matches!(&created, Err(BollardError::DockerResponseServerError {
+            status_code: 404,
+            message,
+        }) if message.contains("network"))
+        {
+            for joined in &networks {
+                self.ensure_network(&docker, node, joined).await?;
+            }
+            created = create().await;
+        }
         let id = match created {
             Ok(created) => created.id,
             Err(BollardError::DockerResponseServerError {
@@ -192,11 +214,104 @@ impl DockerRuntime {
             }) => return Err(name_conflict(&docker, node, &name, message).await),
             Err(e) => return Err(classify(&format!("creating container `{name}`"), e)),
         };
+        // The first network was given at create.
+        for joined in networks.iter().skip(1) {
+            let connected = docker
+                .connect_network(
+                    &joined.name,
+                    NetworkConnectRequest {
+                        container: Some(id.clone()),
+                        endpoint_config: Some(endpoint(joined)),
+                    },
+                )
+                .await;
+            if let Err(e) = connected {
+                // Not left behind half-connected: the next pass creates it anew.
+                let options = RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                };
+                let _ = docker.remove_container(&id, Some(options)).await;
+                return Err(classify(
+                    &format!("connecting container `{name}` to network `{}`", joined.name),
+                    e,
+                ));
+            }
+        }
         docker
             .start_container(&id, None::<StartContainerOptions>)
             .await
             .map_err(|e| classify(&format!("starting container `{name}`"), e))?;
         Ok(CreatedContainer { id, name })
+    }
+
+    /// Creates a network the container joins when it is missing, labelled
+    /// as Convoy's; an external one must exist. `prune_networks` removes it
+    /// with its last container.
+    async fn ensure_network(
+        &self,
+        docker: &Docker,
+        node: &str,
+        joined: &Joined,
+    ) -> Result<(), RuntimeError> {
+        let _held = self.network_lock.lock().await;
+        match docker
+            .inspect_network(&joined.name, None::<InspectNetworkOptions>)
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(e) => {
+                return Err(classify(
+                    &format!("inspecting network `{}`", joined.name),
+                    e,
+                ))
+            }
+        }
+        let Some(request) = &joined.create else {
+            return Err(RuntimeError::Engine {
+                context: format!("joining network `{}`", joined.name),
+                message: format!(
+                    "the spec names it `external: true` but node `{node}` has no network \
+                     of that name: create it on the node (`docker network create {}`) \
+                     or drop `external: true`",
+                    joined.name
+                ),
+            });
+        };
+        docker
+            .create_network(request.clone())
+            .await
+            .map_err(|e| classify(&format!("creating network `{}`", joined.name), e))?;
+        Ok(())
+    }
+
+    /// Removes those of `names` that are Convoy's (`io.convoy.managed`)
+    /// and that no container uses any more, so that networks do not pile
+    /// up (each takes an address range of the engine's few). Best effort:
+    /// a network in use, or removed meanwhile, stays as it is.
+    async fn prune_networks(&self, docker: &Docker, names: &[String]) {
+        let _held = self.network_lock.lock().await;
+        for name in names {
+            let Ok(network) = docker
+                .inspect_network(name, None::<InspectNetworkOptions>)
+                .await
+            else {
+                continue;
+            };
+            let ours = network
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(labels::MANAGED))
+                .is_some_and(|v| v == "true");
+            let empty = network.containers.as_ref().is_none_or(|c| c.is_empty());
+            if ours && empty {
+                // Refused when a container joined meanwhile: then it stays.
+                let _ = docker.remove_network(name).await;
+            }
+        }
     }
 
     /// create_exec, start_exec collecting the output, inspect_exec for the
@@ -346,6 +461,18 @@ impl Runtime for DockerRuntime {
     async fn stop_and_remove(&self, id: &str) -> Result<(), RuntimeError> {
         let result = async {
             let docker = self.client().await?;
+            // Its networks, to remove those of Convoy's it leaves empty.
+            let networks: Vec<String> = match docker
+                .inspect_container(id, None::<InspectContainerOptions>)
+                .await
+            {
+                Ok(inspect) => inspect
+                    .network_settings
+                    .and_then(|settings| settings.networks)
+                    .map(|networks| networks.into_keys().collect())
+                    .unwrap_or_default(),
+                Err(_) => Vec::new(),
+            };
             // No `t`: the engine uses the StopSignal and StopTimeout the
             // container was created with, i.e. its own spec's.
             match docker
@@ -368,7 +495,10 @@ impl Runtime for DockerRuntime {
                 ..Default::default()
             };
             match docker.remove_container(id, Some(options)).await {
-                Ok(()) => Ok(()),
+                Ok(()) => {
+                    self.prune_networks(&docker, &networks).await;
+                    Ok(())
+                }
                 // Gone already, or its removal is already in progress.
                 Err(BollardError::DockerResponseServerError {
                     status_code: 404 | 409,
@@ -459,5 +589,7 @@ impl Runtime for DockerRuntime {
     }
 }
 
+#[cfg(test)]
+mod network_tests;
 #[cfg(test)]
 mod tests;

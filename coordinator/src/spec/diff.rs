@@ -15,6 +15,11 @@ pub fn changed_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
         ports,
         labels,
         volumes,
+        networks,
+        hostname,
+        extra_hosts,
+        dns,
+        expose,
         working_dir,
         user,
         restart,
@@ -30,6 +35,7 @@ pub fn changed_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
                 update,
             },
         profiles,
+        resources,
         unit,
     } = old;
     let mut fields = unit_changes(unit.as_ref(), new.unit.as_ref());
@@ -42,6 +48,11 @@ pub fn changed_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
             ("ports", *ports != new.ports),
             ("labels", *labels != new.labels),
             ("volumes", *volumes != new.volumes),
+            ("networks", *networks != new.networks),
+            ("hostname", *hostname != new.hostname),
+            ("extra_hosts", *extra_hosts != new.extra_hosts),
+            ("dns", *dns != new.dns),
+            ("expose", *expose != new.expose),
             ("working_dir", *working_dir != new.working_dir),
             ("user", *user != new.user),
             ("restart", *restart != new.restart),
@@ -60,6 +71,7 @@ pub fn changed_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
             ),
             ("update strategy", *update != new.deploy.update),
             ("profiles", *profiles != new.profiles),
+            ("resources", *resources != new.resources),
         ]
         .into_iter()
         .filter(|(_, changed)| *changed)

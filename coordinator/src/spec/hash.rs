@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{HealthcheckSpec, PortSpec, ProbeSpec, RestartSpec, ServiceSpec, UnitFields};
+use super::{
+    HealthcheckSpec, NetworkAttachment, PortSpec, ProbeSpec, ResourcesSpec, RestartSpec,
+    ServiceSpec, UnitFields,
+};
 
 impl ServiceSpec {
     /// Hex SHA-256 of a canonical encoding of the runtime part (everything but
@@ -39,6 +42,16 @@ struct HashedRuntime<'a> {
     labels: &'a BTreeMap<String, String>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     volumes: &'a [String],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    networks: &'a [NetworkAttachment],
+    #[serde(skip_serializing_if = "str::is_empty")]
+    hostname: &'a str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    extra_hosts: &'a [String],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    dns: &'a [String],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    expose: &'a [String],
     #[serde(skip_serializing_if = "str::is_empty")]
     working_dir: &'a str,
     #[serde(skip_serializing_if = "str::is_empty")]
@@ -59,6 +72,8 @@ struct HashedRuntime<'a> {
     /// a probe change rolls the service like any other change.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     probes: &'a [ProbeSpec],
+    #[serde(skip_serializing_if = "ResourcesSpec::is_empty")]
+    resources: &'a ResourcesSpec,
     /// Only for units, so the hashes of containers stay as they were.
     #[serde(skip_serializing_if = "Option::is_none")]
     unit: Option<&'a UnitFields>,
@@ -74,6 +89,11 @@ impl<'a> HashedRuntime<'a> {
             ports,
             labels,
             volumes,
+            networks,
+            hostname,
+            extra_hosts,
+            dns,
+            expose,
             working_dir,
             user,
             restart,
@@ -84,6 +104,7 @@ impl<'a> HashedRuntime<'a> {
             deploy: _,
             // Which profiles apply it says nothing about how it runs.
             profiles: _,
+            resources,
             unit,
         } = spec;
         HashedRuntime {
@@ -94,6 +115,11 @@ impl<'a> HashedRuntime<'a> {
             ports,
             labels,
             volumes,
+            networks,
+            hostname,
+            extra_hosts,
+            dns,
+            expose,
             working_dir,
             user,
             restart: (*restart != RestartSpec::default()).then_some(*restart),
@@ -101,6 +127,7 @@ impl<'a> HashedRuntime<'a> {
             stop_grace_period_ms: (*stop_grace_period_ms != 0).then_some(*stop_grace_period_ms),
             healthcheck: healthcheck.as_ref(),
             probes,
+            resources,
             unit: unit.as_ref(),
         }
     }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Constraint, DeployMode, DeploySpec, UnitFields};
+use super::{Constraint, DeployMode, DeploySpec, ResourcesSpec, UnitFields};
 
 /// One service of a spec, as stored in a revision (JSON).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +22,22 @@ pub struct ServiceSpec {
     pub labels: BTreeMap<String, String>,
     /// Short Compose syntax, `SRC:DST[:ro|rw]`.
     pub volumes: Vec<String>,
+    /// `networks:`, resolved against the top-level `networks:`; empty: the
+    /// environment's default network (`convoy-ENV`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<NetworkAttachment>,
+    /// Empty: Docker's (the container id).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub hostname: String,
+    /// `HOST:IP` lines for the container's /etc/hosts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<String>,
+    /// DNS servers (IP addresses); empty: Docker's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    /// Ports exposed to other containers, never published: `PORT/PROTO`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expose: Vec<String>,
     /// Empty: the image's default.
     pub working_dir: String,
     /// Empty: the image's default.
@@ -36,6 +52,11 @@ pub struct ServiceSpec {
     /// `x-convoy.probes`: checks the agent runs against each instance.
     pub probes: Vec<ProbeSpec>,
     pub deploy: DeploySpec,
+    /// `deploy.resources`, `cpus`, `mem_limit`, `ulimits`, ...: what the
+    /// containers may use (Docker enforces it) and what placement sets
+    /// aside for each.
+    #[serde(skip_serializing_if = "ResourcesSpec::is_empty")]
+    pub resources: ResourcesSpec,
     /// Compose `profiles:`: when not empty, the service is applied only
     /// when one of these profiles is enabled (`convoy apply --profile`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -84,6 +105,26 @@ impl ServiceSpec {
             None => &self.image,
         }
     }
+}
+
+/// One network a service's containers join on their node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NetworkAttachment {
+    /// The key under top-level `networks:` (`default`: the environment's
+    /// network); for an external network, its Docker name.
+    pub name: String,
+    /// Aliases besides the service name, which is always one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// `external: true`: an existing network, never created by Convoy.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub external: bool,
+    /// `internal: true`: no route out.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub internal: bool,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Compose's `healthcheck`. Zero values leave Docker's (or the image's)

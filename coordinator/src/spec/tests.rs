@@ -378,9 +378,10 @@ fn unknown_service_key_is_an_error_naming_file_line_and_key() {
     assert_eq!(
         error(&web("imag: nginx")),
         "app.yaml:4:5: services.web.imag: unknown field `imag`, expected one of `image`, \
-         `command`, `entrypoint`, `environment`, `ports`, `labels`, `volumes`, `working_dir`, \
-         `user`, `restart`, `stop_signal`, `stop_grace_period`, `healthcheck`, `deploy`, \
-         `profiles`, `x-convoy`"
+         `command`, `entrypoint`, `environment`, `ports`, `labels`, `volumes`, `networks`, \
+         `hostname`, `extra_hosts`, `dns`, `expose`, `working_dir`, `user`, `restart`, \
+         `stop_signal`, `stop_grace_period`, `healthcheck`, `deploy`, `profiles`, `cpus`, \
+         `mem_limit`, `mem_reservation`, `pids_limit`, `shm_size`, `ulimits`, `x-convoy`"
     );
 }
 
@@ -652,11 +653,9 @@ fn unsupported_deploy_and_top_level_keys_are_warnings() {
         file.warnings,
         [
             "app.yaml:5: services.web.deploy.endpoint_mode: not supported by Convoy yet, ignored",
-            "app.yaml:6: services.web.deploy.resources: not supported by Convoy yet, ignored",
             "app.yaml:8: services.web.deploy.placement.preferences: not supported by Convoy yet, ignored",
             "app.yaml:10: services.web.deploy.restart_policy.delay: not supported by Convoy yet, ignored",
             "app.yaml:13: services.web.ports[0].mode: not supported by Convoy yet, ignored",
-            "app.yaml:14: networks: not supported by Convoy yet, ignored",
             "app.yaml:16: volumes: not supported by Convoy yet, ignored",
         ]
     );

@@ -6,9 +6,11 @@ use convoy_proto::{
     HttpProbe, PortMapping, Probe, RestartPolicy, TcpProbe, UnitSpec,
 };
 
+use convoy_proto as pb;
+
 use super::{
-    HealthcheckSpec, PortSpec, ProbeCheck, ProbeSpec, RestartCondition, RestartSpec, ServiceSpec,
-    UnitFields, UnitState,
+    HealthcheckSpec, NetworkAttachment, PortSpec, ProbeCheck, ProbeSpec, RestartCondition,
+    RestartSpec, ServiceSpec, UnitFields, UnitState,
 };
 
 impl ServiceSpec {
@@ -36,6 +38,30 @@ impl ServiceSpec {
             stop_signal: self.stop_signal.clone(),
             stop_grace_period_ms: self.stop_grace_period_ms,
             healthcheck: self.healthcheck.as_ref().map(HealthCheck::from),
+            networks: self
+                .networks
+                .iter()
+                .map(pb::NetworkAttachment::from)
+                .collect(),
+            hostname: self.hostname.clone(),
+            extra_hosts: self.extra_hosts.clone(),
+            dns: self.dns.clone(),
+            expose: self.expose.clone(),
+            nano_cpus: self.resources.cpu_limit_nanos,
+            memory_bytes: self.resources.memory_limit_bytes,
+            pids_limit: self.resources.pids_limit,
+            memory_reservation_bytes: self.resources.memory_reservation_bytes,
+            shm_size_bytes: self.resources.shm_size_bytes,
+            ulimits: self
+                .resources
+                .ulimits
+                .iter()
+                .map(|(name, limit)| convoy_proto::Ulimit {
+                    name: name.clone(),
+                    soft: limit.soft,
+                    hard: limit.hard,
+                })
+                .collect(),
         }
     }
 
@@ -51,6 +77,25 @@ impl ServiceSpec {
     /// The probes the agent runs against each instance (`Workload.probes`).
     pub fn probes(&self) -> Vec<Probe> {
         self.probes.iter().map(Probe::from).collect()
+    }
+}
+
+impl From<&NetworkAttachment> for pb::NetworkAttachment {
+    fn from(attachment: &NetworkAttachment) -> Self {
+        let NetworkAttachment {
+            name,
+            aliases,
+            external,
+            internal,
+            labels,
+        } = attachment;
+        pb::NetworkAttachment {
+            name: name.clone(),
+            aliases: aliases.clone(),
+            external: *external,
+            internal: *internal,
+            labels: labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        }
     }
 }
 

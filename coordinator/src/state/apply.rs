@@ -152,6 +152,12 @@ impl Coordinator {
         check_host_access(filename, content, &file, env, &candidates)?;
         let mut changes = Vec::new();
         let mut superseded = Vec::new();
+        let units: std::collections::BTreeSet<String> = file
+            .services
+            .iter()
+            .filter(|(_, spec)| spec.is_unit())
+            .map(|(name, _)| name.clone())
+            .collect();
         for (name, new_spec) in file.services {
             let (change, gone) = stage_service(
                 next,
@@ -171,6 +177,8 @@ impl Coordinator {
             }
             changes.push(change);
         }
+        file.warnings
+            .extend(super::split::split_warning(filename, &changes, &units));
         let response = pb::ApplyResponse {
             services: changes,
             warnings: file.warnings,
@@ -242,6 +250,8 @@ impl Coordinator {
         };
         let removed = rec.assignments.len() as u32;
         let last_revision = rec.revision;
+        let frees_room = !placement::Capacity::reserved_by(&rec.spec).is_zero();
+        let connected = self.connected();
         let (next, ops, events) = txn.parts();
         if let Some(rec) = next.services.get_mut(&key) {
             let rec = Arc::make_mut(rec);
@@ -249,6 +259,11 @@ impl Coordinator {
             rec.assignments.clear();
             rec.updated_unix_ms = now_unix_ms();
             ops.push(Op::put_json(service_key(env, service), &*rec));
+        }
+        // What it reserved is free again: instances waiting for room may
+        // have it now (placed ones never move).
+        if frees_room {
+            super::register::replace_all(next, &connected, ops);
         }
         events.push(
             Ev::new(EventKind::ServiceDeleted)
@@ -379,7 +394,8 @@ pub(super) fn stage_service(
         .map(|o| o.assignments.clone())
         .unwrap_or_default();
     let in_env = in_env(candidates, env);
-    let assignments = placement::place(&new_spec, &old_assign, &in_env);
+    let free = free_for(next, candidates, &new_spec, (env, name));
+    let assignments = placement::place_within(&new_spec, &old_assign, &in_env, free.as_ref());
     let (action, revision, previous, fields) = match &old {
         Some(o) if o.spec == new_spec => (
             pb::ChangeAction::Unchanged,
@@ -486,7 +502,12 @@ pub(super) fn stage_service(
             && r.switched.is_empty()
             && r.blue.is_empty()
     }) {
-        let fresh = placement::place(&new_spec, &Assignments::new(), &in_env);
+        // The new set needs room beside the old one.
+        let free = free.map(|mut f| {
+            f.reserve(&new_spec, &assignments);
+            f
+        });
+        let fresh = placement::place_within(&new_spec, &Assignments::new(), &in_env, free.as_ref());
         r.blue = assignments.keys().copied().collect();
         let free: Vec<u32> = (1u32..)
             .filter(|i| !assignments.contains_key(i))

@@ -68,10 +68,37 @@ pub(super) fn candidates(views: &[(String, pb::NodeFacts, bool)]) -> Vec<Candida
         .collect()
 }
 
+/// The free capacity of `nodes` for the service `except` (env, name) with
+/// `spec`: what every other service's instances reserve is set aside.
+/// `None` when `spec` reserves nothing, so placement checks nothing.
+pub(super) fn free_for(
+    next: &Desired,
+    nodes: &[Candidate<'_>],
+    spec: &ServiceSpec,
+    except: (&str, &str),
+) -> Option<placement::Free> {
+    if placement::Capacity::reserved_by(spec).is_zero() {
+        return None;
+    }
+    let mut free = placement::Free::of(nodes);
+    for ((env, name), rec) in &next.services {
+        if !rec.deleted && (env.as_str(), name.as_str()) != except {
+            free.reserve(&rec.spec, &rec.assignments);
+        }
+    }
+    Some(free)
+}
+
 /// Why an instance of `spec` in environment `env` has no node: no node
-/// serves the environment, none of those matches the constraints, or
-/// those that match are not connected.
-pub(super) fn pending_reason(spec: &ServiceSpec, env: &str, nodes: &[Candidate<'_>]) -> String {
+/// serves the environment, none of those matches the constraints, those
+/// that match are not connected, or (with `free`, the capacity other
+/// services left) none has room for its reservations.
+pub(super) fn pending_reason(
+    spec: &ServiceSpec,
+    env: &str,
+    nodes: &[Candidate<'_>],
+    free: Option<&placement::Free>,
+) -> String {
     let in_env = in_env(nodes, env);
     if in_env.is_empty() {
         return format!(
@@ -100,12 +127,59 @@ pub(super) fn pending_reason(spec: &ServiceSpec, env: &str, nodes: &[Candidate<'
             constraints.join(", ")
         );
     }
+    if let Some(free) = free {
+        let connected: Vec<&Candidate<'_>> =
+            matching.iter().copied().filter(|c| c.connected).collect();
+        if !connected.is_empty() {
+            return capacity_reason(spec, &connected, free);
+        }
+    }
     let names: Vec<&str> = matching.iter().take(3).map(|c| c.name).collect();
     format!(
         "no connected node matches: {} matching node(s) not connected ({}{})",
         matching.len(),
         names.join(", "),
         if matching.len() > 3 { ", ..." } else { "" }
+    )
+}
+
+/// Why no connected matching node (`nodes`) takes another instance of
+/// `spec`: the reservation that does not fit and the most any node has
+/// free, e.g. "needs 4 GiB memory reserved; most free is 2.5 GiB on node-b".
+fn capacity_reason(spec: &ServiceSpec, nodes: &[&Candidate<'_>], free: &placement::Free) -> String {
+    let need = placement::Capacity::reserved_by(spec);
+    let room = |c: &&Candidate<'_>| free.get(c.name).copied();
+    let most = |key: fn(&placement::Capacity) -> u64| {
+        nodes
+            .iter()
+            .filter_map(|c| room(c).map(|r| (key(&r), c.name)))
+            // The most free; of equals, the first name.
+            .max_by(|x, y| x.0.cmp(&y.0).then(y.1.cmp(x.1)))
+    };
+    let gib = |b: u64| convoy_api::limits::human_bytes(usize::try_from(b).unwrap_or(usize::MAX));
+    let cpus = |n: u64| {
+        let text = format!("{:.2}", n as f64 / 1e9);
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    };
+    if let Some((best, node)) = most(|c| c.memory_bytes).filter(|(b, _)| *b < need.memory_bytes) {
+        return format!(
+            "needs {} memory reserved; most free is {} on {node}",
+            gib(need.memory_bytes),
+            gib(best)
+        );
+    }
+    if let Some((best, node)) = most(|c| c.cpu_nanos).filter(|(b, _)| *b < need.cpu_nanos) {
+        return format!(
+            "needs {} CPUs reserved; most free is {} on {node}",
+            cpus(need.cpu_nanos),
+            cpus(best)
+        );
+    }
+    // Each fits somewhere, but not both on one node.
+    format!(
+        "needs {} memory and {} CPUs reserved; no connected node has both free",
+        gib(need.memory_bytes),
+        cpus(need.cpu_nanos)
     )
 }
 
@@ -306,7 +380,7 @@ mod tests {
             .services
             .remove("web")
             .unwrap();
-        let reason = pending_reason(&spec, DEFAULT_ENV, &candidates(&nodes[..1]));
+        let reason = pending_reason(&spec, DEFAULT_ENV, &candidates(&nodes[..1]), None);
         assert_eq!(
             reason,
             "no node of environment `default` allows the bind mount of host path `/srv/data` \
@@ -314,7 +388,74 @@ mod tests {
              nodes that may mount it)"
         );
         // An allowing node that is not connected: the reason says so.
-        let reason = pending_reason(&spec, DEFAULT_ENV, &candidates(&nodes));
+        let reason = pending_reason(&spec, DEFAULT_ENV, &candidates(&nodes), None);
         assert!(reason.contains("not connected (c)"), "{reason}");
+    }
+
+    fn hello_with(cpus: u32, memory_gib: u64) -> crate::report::AgentHello {
+        crate::report::AgentHello::from(pb::Hello {
+            facts: Some(pb::NodeFacts {
+                cpus,
+                memory_bytes: memory_gib << 30,
+                ..Default::default()
+            }),
+            agent_version: "t".into(),
+            last_applied_generation: 0,
+            capabilities: vec![],
+        })
+    }
+
+    /// Issue 14: reservations are counted per node, across services; an
+    /// instance that fits nowhere waits, saying what it needs and the most
+    /// any node has free.
+    #[tokio::test]
+    async fn reservations_keep_a_node_from_taking_more_than_it_has() {
+        let (coord, _dir) = coordinator().await;
+        let _a = coord
+            .register("a", "fp-a", 0, hello_with(4, 8), None)
+            .await
+            .unwrap();
+        let _b = coord
+            .register("b", "fp-b", 0, hello_with(4, 4), None)
+            .await
+            .unwrap();
+        let db = "services:\n  db:\n    image: x:1\n    deploy:\n      resources:\n        reservations:\n          memory: 5g\n";
+        let r = coord.apply("db.yaml", db, false, "t").await.unwrap();
+        assert_eq!(r.services[0].instances[0].node, "a", "only a has 5 GiB");
+        // 3 GiB each: b takes one, a has 3 GiB left and takes one, the third waits.
+        let web = "services:\n  web:\n    image: x:1\n    deploy:\n      replicas: 3\n      resources:\n        reservations:\n          memory: 3g\n";
+        let r = coord.apply("web.yaml", web, false, "t").await.unwrap();
+        let mut nodes: Vec<&str> = r.services[0]
+            .instances
+            .iter()
+            .map(|i| i.node.as_str())
+            .collect();
+        nodes.sort_unstable();
+        assert_eq!(nodes, ["", "a", "b"], "{:?}", r.services[0].instances);
+        assert_eq!(
+            pending_of(&coord, "web").await,
+            "needs 3 GiB memory reserved; most free is 1 GiB on b"
+        );
+        // CPUs count the same way.
+        let cpu = "services:\n  cpu:\n    image: x:1\n    deploy:\n      resources:\n        reservations:\n          cpus: '4.5'\n";
+        coord.apply("cpu.yaml", cpu, false, "t").await.unwrap();
+        assert_eq!(
+            pending_of(&coord, "cpu").await,
+            "needs 4.5 CPUs reserved; most free is 4 on a"
+        );
+        // Deleting the database frees its room: the waiting instance goes to a.
+        coord.delete("db", "").await.unwrap();
+        assert_eq!(pending_of(&coord, "web").await, "");
+    }
+
+    /// The reason of the first instance of `service` that has no node ("" if none).
+    async fn pending_of(coord: &Coordinator, service: &str) -> String {
+        let status = coord.status(service, "").await;
+        status.services[0]
+            .instances
+            .iter()
+            .find(|i| i.node.is_empty())
+            .map(|i| i.reason.clone())
+            .unwrap_or_default()
     }
 }

@@ -43,6 +43,7 @@ mod records;
 mod register;
 mod rollout_commands;
 mod rollouts;
+mod split;
 mod verify;
 mod views;
 

@@ -463,7 +463,11 @@ pub(super) fn replace_all(
 ) {
     let nodes = node_views(next, connected);
     let candidates = candidates(&nodes);
-    for rec in next.services.values_mut().filter(|r| !r.deleted) {
+    let keys: Vec<(String, String)> = next.services.keys().cloned().collect();
+    for key in keys {
+        let Some(rec) = next.services.get(&key).filter(|r| !r.deleted) else {
+            continue;
+        };
         // Both sets of a blue-green rollout stay where they are until it ends.
         if rec
             .rollout
@@ -472,8 +476,17 @@ pub(super) fn replace_all(
         {
             continue;
         }
-        let placed = placement::place(&rec.spec, &rec.assignments, &in_env(&candidates, &rec.env));
+        let free = free_for(next, &candidates, &rec.spec, (&key.0, &key.1));
+        let placed = placement::place_within(
+            &rec.spec,
+            &rec.assignments,
+            &in_env(&candidates, &rec.env),
+            free.as_ref(),
+        );
         if placed != rec.assignments {
+            let Some(rec) = next.services.get_mut(&key) else {
+                continue;
+            };
             let rec = Arc::make_mut(rec);
             rec.assignments = placed;
             rec.updated_unix_ms = now_unix_ms();

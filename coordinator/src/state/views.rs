@@ -31,7 +31,11 @@ impl Coordinator {
                         .collect();
                     node_views(&desired, &connected)
                 });
-                pending = pending_reason(&rec.spec, senv, &candidates(views));
+                let nodes = candidates(views);
+                // What is left with every placed instance counted, this
+                // service's own included: the room its pending ones lack.
+                let free = free_for(&desired, &nodes, &rec.spec, ("", ""));
+                pending = pending_reason(&rec.spec, senv, &nodes, free.as_ref());
             }
             for (index, node) in &rec.assignments {
                 let id = workload_id(senv, name, *index);

@@ -1,16 +1,101 @@
 //! The engine's create request for a workload: labels, ports, restart and
-//! stop settings, healthcheck.
+//! stop settings, healthcheck, and the networks it joins (with their
+//! aliases, hostname, extra hosts, DNS servers).
 
 use std::collections::HashMap;
 
 use bollard::models::{
-    ContainerCreateBody, HealthConfig, HostConfig, PortBinding, RestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, NetworkCreateRequest,
+    NetworkingConfig, PortBinding, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
 };
-use convoy_proto::{workload, ContainerSpec, HealthCheck, Workload};
+use convoy_proto::{workload, ContainerSpec, HealthCheck, NetworkAttachment, Workload};
 
 use super::DEFAULT_STOP_GRACE_SECS;
-use crate::runtime::{container_labels, RuntimeError};
+use crate::runtime::{container_labels, labels, RuntimeError};
+
+/// The key of the environment's own network in a spec's `networks:`.
+const DEFAULT_NETWORK: &str = "default";
+
+/// A network a container joins on its node.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Joined {
+    /// Its Docker name.
+    pub name: String,
+    /// The service name first, then the spec's aliases.
+    pub aliases: Vec<String>,
+    /// How the agent creates it when missing; `None`: an external network,
+    /// which must exist.
+    pub create: Option<NetworkCreateRequest>,
+}
+
+/// The Docker name of a network of environment `env`: `convoy-ENV` for the
+/// default one, `convoy-ENV-NAME` for one a spec declares, the name itself
+/// for an external one.
+pub(super) fn network_name(env: &str, attachment: &NetworkAttachment) -> String {
+    if attachment.external {
+        attachment.name.clone()
+    } else if attachment.name == DEFAULT_NETWORK {
+        format!("convoy-{env}")
+    } else {
+        format!("convoy-{env}-{}", attachment.name)
+    }
+}
+
+/// The networks a workload's container joins, in order (the first at
+/// create): the spec's, or the environment's default network.
+pub(super) fn networks_of(workload: &Workload) -> Vec<Joined> {
+    let default = [NetworkAttachment {
+        name: DEFAULT_NETWORK.to_string(),
+        ..NetworkAttachment::default()
+    }];
+    let attachments = match &workload.runtime {
+        Some(workload::Runtime::Container(spec)) if !spec.networks.is_empty() => &spec.networks,
+        Some(workload::Runtime::Container(_)) => &default[..],
+        Some(workload::Runtime::Unit(_)) | None => return Vec::new(),
+    };
+    attachments
+        .iter()
+        .map(|attachment| {
+            let NetworkAttachment {
+                name: _,
+                aliases,
+                external,
+                internal,
+                labels: spec_labels,
+            } = attachment;
+            let name = network_name(&workload.env, attachment);
+            let mut all = vec![workload.service.clone()];
+            all.extend(aliases.iter().filter(|a| **a != workload.service).cloned());
+            let create = (!external).then(|| {
+                // Convoy's labels win over the spec's, as on containers.
+                let mut net_labels: HashMap<String, String> =
+                    spec_labels.clone().into_iter().collect();
+                net_labels.insert(labels::MANAGED.to_string(), "true".to_string());
+                net_labels.insert(labels::ENV.to_string(), workload.env.clone());
+                NetworkCreateRequest {
+                    name: name.clone(),
+                    driver: Some("bridge".to_string()),
+                    internal: internal.then_some(true),
+                    labels: Some(net_labels),
+                    ..Default::default()
+                }
+            });
+            Joined {
+                name,
+                aliases: all,
+                create,
+            }
+        })
+        .collect()
+}
+
+/// The endpoint settings of a container on a network: its aliases.
+pub(super) fn endpoint(joined: &Joined) -> EndpointSettings {
+    EndpointSettings {
+        aliases: Some(joined.aliases.clone()),
+        ..Default::default()
+    }
+}
 
 /// Compose's healthcheck as the engine takes it (durations in ns).
 pub(super) fn health_config(check: &HealthCheck) -> HealthConfig {
@@ -67,7 +152,20 @@ pub(super) fn create_body(
         stop_signal,
         stop_grace_period_ms,
         healthcheck,
+        networks: _,
+        hostname,
+        extra_hosts,
+        dns,
+        expose,
+        nano_cpus,
+        memory_bytes,
+        pids_limit,
+        memory_reservation_bytes,
+        shm_size_bytes,
+        ulimits,
     } = spec;
+    // 0 is "not set" on the wire; Docker takes i64.
+    let limit = |n: &u64| (*n != 0).then(|| i64::try_from(*n).unwrap_or(i64::MAX));
 
     let mut env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     env.sort();
@@ -96,6 +194,18 @@ pub(super) fn create_body(
             .get_or_insert_with(Vec::new)
             .push(binding);
     }
+    // `expose`: reachable by other containers, published nowhere.
+    for port in expose {
+        let key = if port.contains('/') {
+            port.clone()
+        } else {
+            format!("{port}/tcp")
+        };
+        exposed_ports.entry(key).or_default();
+    }
+    // The first network at create (the engine's API 1.41 takes one); the
+    // others are connected before the container starts.
+    let first = networks_of(workload).into_iter().next();
 
     let grace_secs = if *stop_grace_period_ms == 0 {
         DEFAULT_STOP_GRACE_SECS
@@ -117,6 +227,10 @@ pub(super) fn create_body(
         stop_timeout: Some(grace_secs),
         exposed_ports: (!exposed_ports.is_empty()).then_some(exposed_ports),
         healthcheck: healthcheck.as_ref().map(health_config),
+        hostname: non_empty(hostname),
+        networking_config: first.as_ref().map(|joined| NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(joined.name.clone(), endpoint(joined))])),
+        }),
         host_config: Some(HostConfig {
             // The agent restarts containers itself, per the workload's policy.
             restart_policy: Some(RestartPolicy {
@@ -125,6 +239,24 @@ pub(super) fn create_body(
             }),
             port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
             binds: non_empty_vec(volumes),
+            network_mode: first.as_ref().map(|joined| joined.name.clone()),
+            extra_hosts: non_empty_vec(extra_hosts),
+            dns: non_empty_vec(dns),
+            nano_cpus: limit(nano_cpus),
+            memory: limit(memory_bytes),
+            memory_reservation: limit(memory_reservation_bytes),
+            pids_limit: limit(pids_limit),
+            shm_size: limit(shm_size_bytes),
+            ulimits: (!ulimits.is_empty()).then(|| {
+                ulimits
+                    .iter()
+                    .map(|u| ResourcesUlimits {
+                        name: Some(u.name.clone()),
+                        soft: Some(u.soft),
+                        hard: Some(u.hard),
+                    })
+                    .collect()
+            }),
             ..Default::default()
         }),
         ..Default::default()

@@ -54,6 +54,7 @@ fn workload() -> Workload {
             stop_signal: "SIGINT".into(),
             stop_grace_period_ms: 2500,
             healthcheck: None,
+            ..ContainerSpec::default()
         })),
     }
 }
@@ -292,6 +293,26 @@ mod real {
                 let _ = std::process::Command::new("docker")
                     .args(["rm", "-f"])
                     .args(&ids)
+                    .output();
+            }
+            // The networks made for the test's environment (named as its
+            // node), which `docker rm` leaves: each holds an address range.
+            let networks = std::process::Command::new("docker")
+                .args(["network", "ls", "-q", "--filter"])
+                .arg(format!("label={}={}", labels::ENV, self.node))
+                .output();
+            let networks: Vec<String> = networks
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .split_whitespace()
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !networks.is_empty() {
+                let _ = std::process::Command::new("docker")
+                    .args(["network", "rm"])
+                    .args(&networks)
                     .output();
             }
         }

@@ -21,6 +21,8 @@ pub(super) struct Deploy {
     pub(super) constraints: Vec<Constraint>,
     pub(super) restart: Option<RestartSpec>,
     pub(super) update: Option<UpdateConfig>,
+    /// `resources`, when written.
+    pub(super) resources: Option<super::resources::Resources>,
     pub(super) notes: Vec<Note>,
 }
 
@@ -49,6 +51,7 @@ impl<'de> Visitor<'de> for DeploySeed {
         let mut constraints = Vec::new();
         let mut restart = None;
         let mut update = None;
+        let mut resources = None;
         while let Some(key) = next_key::<A, DeployKey>(&mut map, &mut seen, &mut notes)? {
             match key {
                 // `replicas` and `mode: global` exclude each other; whichever
@@ -105,6 +108,13 @@ impl<'de> Visitor<'de> for DeploySeed {
                         );
                     }
                 }
+                DeployKey::Resources => {
+                    if let Some(mut read) = value(&mut map, super::resources::ResourcesSeed)? {
+                        let read_notes = std::mem::take(&mut read.notes);
+                        nest(&mut notes, Seg::Key("resources".to_owned()), read_notes);
+                        resources = Some(read);
+                    }
+                }
                 DeployKey::UpdateConfig => {
                     update = value(&mut map, UpdateConfigSeed { rollback: false })?;
                 }
@@ -128,6 +138,7 @@ impl<'de> Visitor<'de> for DeploySeed {
             constraints,
             restart,
             update,
+            resources,
             notes,
         })
     }

@@ -13,8 +13,9 @@ use std::collections::BTreeMap;
 use super::UNSUPPORTED;
 
 use super::keys::{
-    ConvoyKey, ConvoyUpdateKey, DeployKey, HealthcheckKey, HttpProbeKey, KeySet, PlacementKey,
-    PortKey, ProbeKey, RestartPolicyKey, ServiceKey, TcpProbeKey, TopKey, UnitKey, UpdateConfigKey,
+    ConvoyKey, ConvoyUpdateKey, DeployKey, HealthcheckKey, HttpProbeKey, KeySet, LimitsKey,
+    NetworkKey, PlacementKey, PortKey, ProbeKey, ReservationsKey, ResourcesKey, RestartPolicyKey,
+    ServiceKey, ServiceNetworkKey, TcpProbeKey, TopKey, UnitKey, UpdateConfigKey,
 };
 
 const DOC: &str = include_str!("../../../../docs/COMPOSE.md");
@@ -53,6 +54,18 @@ fn mappings() -> Vec<Mapping> {
             "services.<name>.deploy.placement",
             service("    deploy:\n      placement:\n        @@\n"),
         ),
+        mapping::<ResourcesKey>(
+            "services.<name>.deploy.resources",
+            service("    deploy:\n      resources:\n        @@\n"),
+        ),
+        mapping::<LimitsKey>(
+            "services.<name>.deploy.resources.limits",
+            service("    deploy:\n      resources:\n        limits:\n          @@\n"),
+        ),
+        mapping::<ReservationsKey>(
+            "services.<name>.deploy.resources.reservations",
+            service("    deploy:\n      resources:\n        reservations:\n          @@\n"),
+        ),
         mapping::<RestartPolicyKey>(
             "services.<name>.deploy.restart_policy",
             service("    deploy:\n      restart_policy:\n        @@\n"),
@@ -89,6 +102,11 @@ fn mappings() -> Vec<Mapping> {
         mapping::<TcpProbeKey>(
             "services.<name>.x-convoy.probes[].tcp",
             service("    x-convoy:\n      probes:\n        - tcp:\n            port: 80\n            @@\n"),
+        ),
+        mapping::<NetworkKey>("networks.<name>", service("networks:\n  n:\n    @@\n")),
+        mapping::<ServiceNetworkKey>(
+            "services.<name>.networks.<network>",
+            service("    networks:\n      n:\n        @@\nnetworks:\n  n:\n"),
         ),
         mapping::<UnitKey>(
             "units.<name>",

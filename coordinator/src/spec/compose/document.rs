@@ -1,5 +1,6 @@
-//! The top level of a spec file: `services:`, `units:`, `name:` and
-//! `version:`, and the one namespace services and units share.
+//! The top level of a spec file: `services:`, `units:`, `name:`,
+//! `version:` and `networks:`, and the one namespace services and units
+//! share.
 
 use std::fmt;
 
@@ -7,6 +8,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visi
 use serde::Deserialize;
 
 use super::keys::{first_time, next_key, TopKey};
+use super::networks::{self, NetworksSeed};
 use super::seeds::{scalar, value};
 use super::service::ServiceSeed;
 use super::units::UnitsSeed;
@@ -44,6 +46,7 @@ impl<'de> Visitor<'de> for DocumentVisitor {
         let mut problems = Vec::new();
         let mut services = None;
         let mut units = None;
+        let mut declared = Vec::new();
         while let Some(key) = next_key::<A, TopKey>(&mut map, &mut seen, &mut notes)? {
             match key {
                 TopKey::Services => {
@@ -65,6 +68,12 @@ impl<'de> Visitor<'de> for DocumentVisitor {
                 TopKey::Name => {
                     value(&mut map, scalar("a project name", values::project_name))?;
                 }
+                TopKey::Networks => {
+                    if let Some((read, network_notes)) = value(&mut map, NetworksSeed)? {
+                        declared = read;
+                        nest(&mut notes, Seg::Key("networks".to_owned()), network_notes);
+                    }
+                }
                 TopKey::Version => {
                     map.next_value::<IgnoredAny>()?;
                     notes.push(Note::new("version", "obsolete in Compose, ignored"));
@@ -75,6 +84,11 @@ impl<'de> Visitor<'de> for DocumentVisitor {
             return Err(de::Error::custom(NO_SERVICES));
         }
         let mut services = services.unwrap_or_default();
+        nest(
+            &mut problems,
+            Seg::Key("services".to_owned()),
+            networks::resolve(&mut services, &declared),
+        );
         let units = units.unwrap_or_default();
         // One namespace: instances, status and `convoy delete` go by name.
         for (name, _) in &units {

@@ -72,7 +72,8 @@ key_set!(TopKey {
     Units = "units",
     Name = "name",
     Version = "version",
-} ignored ["networks", "volumes", "secrets", "configs", "include"]);
+    Networks = "networks",
+} ignored ["volumes", "secrets", "configs", "include"]);
 
 key_set!(ServiceKey {
     Image = "image",
@@ -82,6 +83,11 @@ key_set!(ServiceKey {
     Ports = "ports",
     Labels = "labels",
     Volumes = "volumes",
+    Networks = "networks",
+    Hostname = "hostname",
+    ExtraHosts = "extra_hosts",
+    Dns = "dns",
+    Expose = "expose",
     WorkingDir = "working_dir",
     User = "user",
     Restart = "restart",
@@ -90,6 +96,12 @@ key_set!(ServiceKey {
     Healthcheck = "healthcheck",
     Deploy = "deploy",
     Profiles = "profiles",
+    Cpus = "cpus",
+    MemLimit = "mem_limit",
+    MemReservation = "mem_reservation",
+    PidsLimit = "pids_limit",
+    ShmSize = "shm_size",
+    Ulimits = "ulimits",
     Convoy = "x-convoy",
 } checked {
     // Host access (`host_access.rs`): refused when they grant it.
@@ -105,15 +117,15 @@ key_set!(ServiceKey {
 } ignored [
     "annotations", "attach", "blkio_config", "cap_drop", "cgroup_parent",
     "configs", "container_name", "cpu_count", "cpu_percent", "cpu_period", "cpu_quota",
-    "cpu_rt_period", "cpu_rt_runtime", "cpu_shares", "cpus", "cpuset", "credential_spec",
-    "depends_on", "develop", "device_cgroup_rules", "dns", "dns_opt", "dns_search",
-    "domainname", "env_file", "expose", "extends", "external_links", "extra_hosts", "gpus",
-    "group_add", "hostname", "init", "isolation", "links", "logging",
-    "mac_address", "mem_limit", "mem_reservation", "mem_swappiness", "memswap_limit",
-    "networks", "oom_kill_disable", "oom_score_adj", "pids_limit",
+    "cpu_rt_period", "cpu_rt_runtime", "cpu_shares", "cpuset", "credential_spec",
+    "depends_on", "develop", "device_cgroup_rules", "dns_opt", "dns_search",
+    "domainname", "env_file", "extends", "external_links", "gpus",
+    "group_add", "init", "isolation", "links", "logging",
+    "mac_address", "mem_swappiness", "memswap_limit",
+    "oom_kill_disable", "oom_score_adj",
     "platform", "post_start", "pre_stop", "pull_policy", "read_only",
-    "runtime", "scale", "secrets", "shm_size", "stdin_open", "storage_opt",
-    "sysctls", "tmpfs", "tty", "ulimits", "volumes_from",
+    "runtime", "scale", "secrets", "stdin_open", "storage_opt",
+    "sysctls", "tmpfs", "tty", "volumes_from",
 ] refused [
     "build" => "Convoy deploys images built elsewhere: build and push the image \
                 (e.g. `docker build -t REGISTRY/APP:TAG . && docker push REGISTRY/APP:TAG`), \
@@ -142,7 +154,32 @@ key_set!(DeployKey {
     RestartPolicy = "restart_policy",
     UpdateConfig = "update_config",
     RollbackConfig = "rollback_config",
-} ignored ["endpoint_mode", "labels", "resources"]);
+    Resources = "resources",
+} ignored ["endpoint_mode", "labels"]);
+
+key_set!(ResourcesKey {
+    Limits = "limits",
+    Reservations = "reservations",
+} ignored []);
+
+key_set!(LimitsKey {
+    Cpus = "cpus",
+    Memory = "memory",
+    Pids = "pids",
+} ignored []);
+
+key_set!(ReservationsKey {
+    Cpus = "cpus",
+    Memory = "memory",
+} ignored ["generic_resources"] refused [
+    "devices" => "device and GPU reservations come with Convoy's GPU support; remove `devices` \
+                  (the service would otherwise run without the device it asks for)",
+]);
+
+key_set!(UlimitKey {
+    Soft = "soft",
+    Hard = "hard",
+} ignored []);
 
 // `update_config` and `rollback_config`: Compose has no other keys there.
 key_set!(UpdateConfigKey {
@@ -214,6 +251,23 @@ key_set!(HttpProbeKey {
 key_set!(TcpProbeKey {
     Port = "port",
 } ignored []);
+
+// An entry of the top-level `networks:`.
+key_set!(NetworkKey {
+    Driver = "driver",
+    Internal = "internal",
+    Labels = "labels",
+    External = "external",
+    Name = "name",
+} ignored ["driver_opts", "attachable", "enable_ipv4", "enable_ipv6", "ipam"]);
+
+// A network in a service's `networks:` mapping.
+key_set!(ServiceNetworkKey {
+    Aliases = "aliases",
+} ignored [
+    "ipv4_address", "ipv6_address", "link_local_ips", "mac_address", "driver_opts",
+    "priority", "gw_priority", "interface_name",
+]);
 
 key_set!(PortKey {
     Target = "target",

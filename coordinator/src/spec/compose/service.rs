@@ -11,7 +11,9 @@ use super::deploy::DeploySeed;
 use super::environment::EntriesSeed;
 use super::healthcheck::HealthcheckSeed;
 use super::keys::{next_key, ServiceKey};
+use super::networks::{self, DnsSeed, ExtraHostsSeed, ServiceNetworksSeed};
 use super::ports::PortSeed;
+use super::resources;
 use super::seeds::{list, scalar, text, value};
 use super::update::update_policy;
 use super::volumes::VolumesSeed;
@@ -53,6 +55,9 @@ impl<'de> Visitor<'de> for ServiceSeed {
         let mut replicas_written = false;
         let mut convoy_update = None;
         let mut host_problem = None;
+        // The older keys, to compare with `deploy.resources`.
+        let mut legacy = Legacy::default();
+        let mut deploy_resources = None;
         while let Some(key) = next_key::<A, ServiceKey>(&mut map, &mut seen, &mut notes)? {
             match key {
                 ServiceKey::Image => {
@@ -98,6 +103,30 @@ impl<'de> Visitor<'de> for ServiceSeed {
                         .map(|(name, val)| (name, val.unwrap_or_default()))
                         .collect();
                 }
+                ServiceKey::Cpus => {
+                    legacy.cpus = value(&mut map, scalar("a number of CPUs", resources::cpus))?;
+                }
+                ServiceKey::MemLimit => {
+                    legacy.mem_limit =
+                        value(&mut map, scalar("a size such as `512m`", resources::bytes))?;
+                }
+                ServiceKey::MemReservation => {
+                    legacy.mem_reservation =
+                        value(&mut map, scalar("a size such as `512m`", resources::bytes))?;
+                }
+                ServiceKey::PidsLimit => {
+                    legacy.pids_limit =
+                        value(&mut map, scalar("a number of processes", resources::pids))?;
+                }
+                ServiceKey::ShmSize => {
+                    spec.resources.shm_size_bytes =
+                        value(&mut map, scalar("a size such as `64m`", resources::bytes))?
+                            .unwrap_or_default();
+                }
+                ServiceKey::Ulimits => {
+                    spec.resources.ulimits =
+                        value(&mut map, resources::UlimitsSeed)?.unwrap_or_default();
+                }
                 ServiceKey::Profiles => {
                     spec.profiles = value(
                         &mut map,
@@ -109,6 +138,34 @@ impl<'de> Visitor<'de> for ServiceSeed {
                 }
                 ServiceKey::Volumes => {
                     spec.volumes = value(&mut map, VolumesSeed)?.unwrap_or_default();
+                }
+                ServiceKey::Networks => {
+                    if let Some((attachments, network_notes)) =
+                        value(&mut map, ServiceNetworksSeed)?
+                    {
+                        spec.networks = attachments;
+                        nest(&mut notes, Seg::Key("networks".to_owned()), network_notes);
+                    }
+                }
+                ServiceKey::Hostname => {
+                    spec.hostname = value(&mut map, scalar("a host name", networks::dns_name))?
+                        .unwrap_or_default();
+                }
+                ServiceKey::ExtraHosts => {
+                    spec.extra_hosts = value(&mut map, ExtraHostsSeed)?.unwrap_or_default();
+                }
+                ServiceKey::Dns => {
+                    spec.dns = value(&mut map, DnsSeed)?.unwrap_or_default();
+                }
+                ServiceKey::Expose => {
+                    let entries = value(
+                        &mut map,
+                        list("a list of ports", |_| {
+                            scalar("a port, `PORT/PROTO` or a range", networks::expose)
+                        }),
+                    )?
+                    .unwrap_or_default();
+                    spec.expose = networks::expose_list(entries);
                 }
                 ServiceKey::WorkingDir => {
                     spec.working_dir =
@@ -177,12 +234,14 @@ impl<'de> Visitor<'de> for ServiceSeed {
                         deploy_restart = deploy.restart;
                         update_config = deploy.update;
                         replicas_written = deploy.replicas_written;
+                        deploy_resources = deploy.resources;
                         nest(&mut notes, Seg::Key("deploy".to_owned()), deploy.notes);
                     }
                 }
             }
         }
         spec.image = image.ok_or_else(|| de::Error::missing_field("image"))?;
+        let resource_problem = legacy.merge(deploy_resources, &mut spec.resources).err();
         // As in Compose, `deploy.restart_policy` wins over `restart`.
         spec.restart = deploy_restart.or(restart).unwrap_or_default();
         let problem = match update_policy(
@@ -197,7 +256,7 @@ impl<'de> Visitor<'de> for ServiceSeed {
             }
             Err(problem) => Some(problem),
         };
-        Ok((spec, notes, host_problem.or(problem)))
+        Ok((spec, notes, host_problem.or(resource_problem).or(problem)))
     }
 }
 
@@ -229,5 +288,64 @@ impl<'de> Visitor<'de> for CommandSeed {
             args.push(arg);
         }
         Ok(args)
+    }
+}
+
+/// `cpus`, `mem_limit`, `mem_reservation` and `pids_limit`: the keys
+/// `deploy.resources` took over, as written.
+#[derive(Default)]
+struct Legacy {
+    cpus: Option<u64>,
+    mem_limit: Option<u64>,
+    mem_reservation: Option<u64>,
+    pids_limit: Option<u64>,
+}
+
+impl Legacy {
+    /// Sets `into`'s limits and reservations from `deploy.resources` and the
+    /// older keys; the two may both be written only with the same value,
+    /// as Compose requires.
+    fn merge(
+        self,
+        deploy: Option<resources::Resources>,
+        into: &mut crate::spec::ResourcesSpec,
+    ) -> Result<(), Note> {
+        let deploy = deploy.unwrap_or_default();
+        let pick = |old: Option<u64>, key: &str, new: u64, new_key: &str| match old {
+            Some(old) if new != 0 && old != new => Err(Note::new(
+                key,
+                format!("differs from `deploy.resources.{new_key}`: keep one of the two"),
+            )),
+            Some(old) => Ok(old),
+            None => Ok(new),
+        };
+        into.cpu_limit_nanos = pick(self.cpus, "cpus", deploy.cpu_limit_nanos, "limits.cpus")?;
+        into.memory_limit_bytes = pick(
+            self.mem_limit,
+            "mem_limit",
+            deploy.memory_limit_bytes,
+            "limits.memory",
+        )?;
+        into.pids_limit = pick(
+            self.pids_limit,
+            "pids_limit",
+            deploy.pids_limit,
+            "limits.pids",
+        )?;
+        into.memory_reservation_bytes = pick(
+            self.mem_reservation,
+            "mem_reservation",
+            deploy.memory_reservation_bytes,
+            "reservations.memory",
+        )?;
+        into.cpu_reservation_nanos = deploy.cpu_reservation_nanos;
+        if into.memory_limit_bytes != 0 && into.memory_reservation_bytes > into.memory_limit_bytes {
+            return Err(Note::new(
+                "deploy",
+                "the memory reservation is above the memory limit: an instance could never \
+                 use what is set aside for it",
+            ));
+        }
+        Ok(())
     }
 }

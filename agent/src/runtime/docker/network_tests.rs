@@ -1,0 +1,152 @@
+//! The networks, hostname, extra hosts, DNS servers and exposed ports of
+//! the create request (issue 14, networks on a host).
+
+use std::collections::BTreeMap;
+
+use convoy_proto::{workload, ContainerSpec, NetworkAttachment, Workload};
+
+use super::create::*;
+use crate::runtime::labels;
+
+fn workload(spec: ContainerSpec) -> Workload {
+    Workload {
+        id: "prod/web/1".into(),
+        service: "web".into(),
+        env: "prod".into(),
+        index: 1,
+        revision: 3,
+        spec_hash: "h".into(),
+        runtime: Some(workload::Runtime::Container(ContainerSpec {
+            image: "web:1".into(),
+            ..spec
+        })),
+        ..Workload::default()
+    }
+}
+
+#[test]
+fn a_container_without_networks_joins_its_environments_network_as_its_service_name() {
+    let w = workload(ContainerSpec::default());
+    let joined = networks_of(&w);
+    assert_eq!(joined.len(), 1);
+    assert_eq!(joined[0].name, "convoy-prod");
+    assert_eq!(joined[0].aliases, vec!["web"]);
+    let create = joined[0].create.as_ref().expect("Convoy creates its own");
+    assert_eq!(create.name, "convoy-prod");
+    assert_eq!(create.driver.as_deref(), Some("bridge"));
+    let net_labels = create.labels.as_ref().unwrap();
+    assert_eq!(net_labels[labels::MANAGED], "true");
+    assert_eq!(net_labels[labels::ENV], "prod");
+
+    let body = create_body("n1", &w).unwrap();
+    let host = body.host_config.unwrap();
+    assert_eq!(host.network_mode.as_deref(), Some("convoy-prod"));
+    let endpoints = body.networking_config.unwrap().endpoints_config.unwrap();
+    assert_eq!(
+        endpoints["convoy-prod"].aliases.as_deref(),
+        Some(&["web".to_string()][..])
+    );
+    assert_eq!(body.hostname, None);
+    assert_eq!(host.extra_hosts, None);
+    assert_eq!(host.dns, None);
+}
+
+#[test]
+fn spec_networks_replace_the_default_and_keep_their_order_aliases_and_kinds() {
+    let w = workload(ContainerSpec {
+        networks: vec![
+            NetworkAttachment {
+                name: "back".into(),
+                aliases: vec!["database".into(), "web".into()],
+                internal: true,
+                labels: BTreeMap::from([
+                    ("tier".into(), "back".into()),
+                    (labels::ENV.into(), "forged".into()),
+                ]),
+                ..NetworkAttachment::default()
+            },
+            NetworkAttachment {
+                name: "shared-proxy".into(),
+                external: true,
+                ..NetworkAttachment::default()
+            },
+            NetworkAttachment {
+                name: "default".into(),
+                ..NetworkAttachment::default()
+            },
+        ],
+        ..ContainerSpec::default()
+    });
+    let joined = networks_of(&w);
+    let names: Vec<&str> = joined.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(names, ["convoy-prod-back", "shared-proxy", "convoy-prod"]);
+    assert_eq!(
+        joined[0].aliases,
+        vec!["web", "database"],
+        "no doubled alias"
+    );
+    let back = joined[0].create.as_ref().unwrap();
+    assert_eq!(back.internal, Some(true));
+    let back_labels = back.labels.as_ref().unwrap();
+    assert_eq!(back_labels["tier"], "back");
+    assert_eq!(
+        back_labels[labels::ENV],
+        "prod",
+        "a spec cannot forge the env"
+    );
+    assert!(
+        joined[1].create.is_none(),
+        "an external network is never created"
+    );
+    assert_eq!(joined[2].create.as_ref().unwrap().internal, None);
+
+    let body = create_body("n1", &w).unwrap();
+    assert_eq!(
+        body.host_config.unwrap().network_mode.as_deref(),
+        Some("convoy-prod-back"),
+        "the first network at create"
+    );
+    let endpoints = body.networking_config.unwrap().endpoints_config.unwrap();
+    assert_eq!(endpoints.len(), 1, "API 1.41 takes one network at create");
+}
+
+#[test]
+fn hostname_extra_hosts_dns_and_expose_reach_the_create_request() {
+    let w = workload(ContainerSpec {
+        hostname: "api-1".into(),
+        extra_hosts: vec!["db.local:10.0.0.5".into(), "gw:host-gateway".into()],
+        dns: vec!["10.0.0.53".into(), "1.1.1.1".into()],
+        expose: vec!["9000".into(), "53/udp".into()],
+        ..ContainerSpec::default()
+    });
+    let body = create_body("n1", &w).unwrap();
+    assert_eq!(body.hostname.as_deref(), Some("api-1"));
+    let exposed = body.exposed_ports.unwrap();
+    assert!(exposed.contains_key("9000/tcp"), "{exposed:?}");
+    assert!(exposed.contains_key("53/udp"), "{exposed:?}");
+    let host = body.host_config.unwrap();
+    assert_eq!(
+        host.extra_hosts.unwrap(),
+        vec!["db.local:10.0.0.5", "gw:host-gateway"]
+    );
+    assert_eq!(host.dns.unwrap(), vec!["10.0.0.53", "1.1.1.1"]);
+    assert_eq!(host.port_bindings, None, "exposed, not published");
+}
+
+#[test]
+fn network_names_follow_the_contract() {
+    let att = |name: &str, external: bool| NetworkAttachment {
+        name: name.into(),
+        external,
+        ..NetworkAttachment::default()
+    };
+    assert_eq!(
+        network_name("staging", &att("default", false)),
+        "convoy-staging"
+    );
+    assert_eq!(
+        network_name("staging", &att("back", false)),
+        "convoy-staging-back"
+    );
+    assert_eq!(network_name("staging", &att("proxy", true)), "proxy");
+}

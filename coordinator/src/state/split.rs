@@ -1,0 +1,117 @@
+//! The apply warning for a stack split across nodes: services reach each
+//! other by name on their node's network only (issue 14), so a service
+//! whose instances run where another of the stack does not cannot reach it
+//! by name yet.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use convoy_proto as pb;
+
+/// One warning when the container services of one apply (one file, one
+/// environment) do not all run on every node that runs any of them; `None`
+/// when they do (one node, or every service on each node). `units` are
+/// left out: systemd services join no network.
+pub(super) fn split_warning(
+    filename: &str,
+    changes: &[pb::ServiceChange],
+    units: &BTreeSet<String>,
+) -> Option<String> {
+    let mut nodes_of: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for change in changes.iter().filter(|c| !units.contains(&c.service)) {
+        let nodes = change
+            .instances
+            .iter()
+            .filter(|i| i.action != pb::ChangeAction::Remove as i32 && !i.node.is_empty())
+            .map(|i| i.node.as_str());
+        nodes_of
+            .entry(change.service.as_str())
+            .or_default()
+            .extend(nodes);
+    }
+    nodes_of.retain(|_, nodes| !nodes.is_empty());
+    let all: BTreeSet<&str> = nodes_of.values().flatten().copied().collect();
+    // A service missing from a node that runs another: (there, missing).
+    let (node, missing) = all.iter().find_map(|node| {
+        nodes_of
+            .iter()
+            .find(|(_, nodes)| !nodes.contains(node))
+            .map(|(service, _)| (*node, *service))
+    })?;
+    let present = nodes_of
+        .iter()
+        .find(|(_, nodes)| nodes.contains(node))
+        .map(|(service, _)| *service)?;
+    let show = |service: &str| {
+        let nodes: Vec<&str> = nodes_of[service].iter().copied().collect();
+        format!("`{service}` on {}", nodes.join(", "))
+    };
+    Some(format!(
+        "{filename}: the stack is split across nodes ({}, {}): services reach each other \
+         by name only on the same node, so `{present}` on node `{node}` cannot reach \
+         `{missing}` by name; reaching services on other nodes by name is not supported yet \
+         (constrain the stack to one node with `deploy.placement.constraints`, or use a \
+         published port and the node's address)",
+        show(present),
+        show(missing),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(service: &str, nodes: &[&str]) -> pb::ServiceChange {
+        pb::ServiceChange {
+            service: service.into(),
+            instances: nodes
+                .iter()
+                .map(|node| pb::InstanceChange {
+                    node: node.to_string(),
+                    action: pb::ChangeAction::Create as i32,
+                    ..pb::InstanceChange::default()
+                })
+                .collect(),
+            ..pb::ServiceChange::default()
+        }
+    }
+
+    #[test]
+    fn a_stack_on_one_node_or_on_every_node_is_not_split() {
+        let none = BTreeSet::new();
+        let one = [change("web", &["n1", "n1"]), change("db", &["n1"])];
+        assert_eq!(split_warning("app.yaml", &one, &none), None);
+        let everywhere = [change("web", &["n1", "n2"]), change("db", &["n2", "n1"])];
+        assert_eq!(split_warning("app.yaml", &everywhere, &none), None);
+        assert_eq!(
+            split_warning("app.yaml", &[change("web", &["n1", "n2"])], &none),
+            None
+        );
+    }
+
+    #[test]
+    fn a_service_missing_from_a_node_of_another_is_named_in_one_warning() {
+        let changes = [change("web", &["n1", "n2"]), change("db", &["n1"])];
+        let warning = split_warning("app.yaml", &changes, &BTreeSet::new()).unwrap();
+        assert!(
+            warning.starts_with("app.yaml: the stack is split across nodes"),
+            "{warning}"
+        );
+        assert!(
+            warning.contains("`web` on node `n2` cannot reach `db` by name"),
+            "{warning}"
+        );
+        assert!(warning.contains("`web` on n1, n2"), "{warning}");
+        assert!(warning.contains("`db` on n1"), "{warning}");
+        assert!(warning.contains("not supported yet"), "{warning}");
+    }
+
+    #[test]
+    fn removed_and_unplaced_instances_and_units_do_not_split_a_stack() {
+        let mut web = change("web", &["n1", "n2"]);
+        web.instances[1].action = pb::ChangeAction::Remove as i32;
+        let db = change("db", &["n1", ""]);
+        let units = BTreeSet::from(["agent".to_string()]);
+        let changes = [web, db, change("agent", &["n3"])];
+        assert_eq!(split_warning("app.yaml", &changes, &units), None);
+    }
+}
