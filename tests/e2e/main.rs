@@ -17,6 +17,7 @@ mod host_access;
 mod hostile_specs;
 mod images;
 mod join;
+mod networks;
 mod node_loss;
 mod ownership;
 mod partition;

@@ -99,8 +99,22 @@ pub struct ContainerConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct NetworkSettings {
+    /// Set on Docker's default bridge only.
     #[serde(rename = "IPAddress", default)]
     pub ip_address: String,
+    /// Each network the container is on, by name.
+    #[serde(rename = "Networks", default)]
+    pub networks: Option<std::collections::BTreeMap<String, Endpoint>>,
+}
+
+/// A container's place on one network.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Endpoint {
+    #[serde(rename = "IPAddress", default)]
+    pub ip_address: String,
+    #[serde(default)]
+    pub aliases: Option<Vec<String>>,
 }
 
 impl Container {
@@ -126,13 +140,20 @@ impl Container {
             .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
     }
 
-    /// `ip:port` on Docker's bridge, reachable from the host.
+    /// `ip:port` on Docker's bridge or, for a container on user-defined
+    /// networks only (Convoy's `convoy-ENV`), on the first of them by
+    /// name; reachable from the host.
     pub fn addr(&self, port: u16) -> Result<SocketAddr> {
-        let ip: IpAddr = self
-            .network_settings
-            .ip_address
-            .parse()
-            .with_context(|| format!("container {} has no bridge IP address", self.name()))?;
+        let settings = &self.network_settings;
+        let on_networks = settings
+            .networks
+            .iter()
+            .flatten()
+            .map(|(_, endpoint)| endpoint.ip_address.as_str());
+        let ip: IpAddr = std::iter::once(settings.ip_address.as_str())
+            .chain(on_networks)
+            .find_map(|ip| ip.parse().ok())
+            .with_context(|| format!("container {} has no IP address", self.name()))?;
         Ok(SocketAddr::new(ip, port))
     }
 
