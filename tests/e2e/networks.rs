@@ -149,3 +149,44 @@ fn services_on_one_node_reach_each_other_by_name_and_alias_on_convoy_networks() 
         },
     );
 }
+
+#[test]
+fn a_stack_split_across_nodes_is_applied_with_one_warning_naming_the_services() {
+    skip_without_docker!();
+    let mut c = Cluster::start();
+    let a = c.add_agent_with_args(&["--label", "netsplit=a"]);
+    let b = c.add_agent_with_args(&["--label", "netsplit=b"]);
+    c.wait_nodes_ready(&[a.clone(), b.clone()]);
+    let web = c.service_name("web");
+    let db = c.service_name("db");
+    let image = c.image();
+    let on = |label: &str| {
+        format!("    deploy:\n      placement:\n        constraints: [\"node.labels.netsplit == {label}\"]\n")
+    };
+    let yaml = format!(
+        "services:\n  {web}:\n    image: {image}\n{}  {db}:\n    image: {image}\n{}",
+        on("a"),
+        on("b")
+    );
+    let file = c.write_spec("split.yaml", &yaml);
+    let report = c.apply(&file);
+    let split: Vec<&String> = report
+        .warnings
+        .iter()
+        .filter(|w| w.contains("split across nodes"))
+        .collect();
+    assert_eq!(split.len(), 1, "{:?}", report.warnings);
+    assert!(
+        split[0].contains(&format!("`{db}` on {b}"))
+            && split[0].contains(&format!("`{web}` on {a}")),
+        "{}",
+        split[0]
+    );
+    assert!(split[0].contains("not supported yet"), "{}", split[0]);
+    // It is a warning: both run, each on its node's network.
+    let web_ct = c.wait_service_running(&web, 1, 1).remove(0);
+    let db_ct = c.wait_service_running(&db, 1, 1).remove(0);
+    assert_eq!(web_ct.must_label("io.convoy.node"), a);
+    assert_eq!(db_ct.must_label("io.convoy.node"), b);
+    assert!(aliases_on(&db_ct.id, "convoy-default").contains(&db));
+}
