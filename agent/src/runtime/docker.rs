@@ -2,6 +2,8 @@
 //! negotiates the engine's API version (20.10 speaks 1.41) and is rebuilt
 //! lazily after the daemon was unreachable. The create request, the
 //! reading of the engine's answers and its errors are in their own modules.
+//! Containers join user-defined networks, created here when missing and
+//! removed with their last container.
 
 mod binds;
 mod convert;
