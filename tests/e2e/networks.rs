@@ -10,12 +10,19 @@ use std::time::Duration;
 use convoy_tests::{docker, skip_without_docker, wait_until, Cluster};
 use serde_json::Value;
 
-/// Removes a network the test made, whatever happened (after the cluster,
-/// declared before it, has removed the containers).
+/// Removes a network only this test uses, whatever happened: with the
+/// containers still on it (the cluster, declared before, is dropped after).
 struct RemoveNetwork(String);
 
 impl Drop for RemoveNetwork {
     fn drop(&mut self) {
+        let format = "{{range $id, $_ := .Containers}}{{$id}} {{end}}";
+        if let Ok(ids) = docker::docker(&["network", "inspect", "-f", format, &self.0]) {
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let _ = docker::docker(&[&["rm", "-f"][..], &ids].concat());
+            }
+        }
         let _ = docker::docker(&["network", "rm", &self.0]);
     }
 }
