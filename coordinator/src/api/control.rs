@@ -181,7 +181,15 @@ impl pb::control_service_server::ControlService for ControlApi {
         self.allow(&caller, action, &filename, !dry_run).await?;
         let resp = self
             .coord
-            .apply_with_profiles(&env, &filename, &content, &profiles, dry_run, &who)
+            .apply_with_profiles(
+                &env,
+                &filename,
+                &content,
+                &profiles,
+                caller.role == Role::Admin,
+                dry_run,
+                &who,
+            )
             .await
             .map_err(Status::from);
         match &resp {

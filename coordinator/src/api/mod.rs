@@ -19,7 +19,9 @@ impl From<StateError> for Status {
             e @ (StateError::ServiceNotFound { .. } | StateError::NodeNotFound(_)) => {
                 Status::not_found(e.to_string())
             }
-            e @ StateError::Revoked(_) => Status::permission_denied(e.to_string()),
+            e @ (StateError::Revoked(_) | StateError::NotAllowed(_)) => {
+                Status::permission_denied(e.to_string())
+            }
             e @ StateError::Rollout(_) => Status::failed_precondition(e.to_string()),
             e @ StateError::Invalid(_) => Status::invalid_argument(e.to_string()),
             StateError::Store(e) => {

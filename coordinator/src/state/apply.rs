@@ -91,19 +91,23 @@ impl Coordinator {
         dry_run: bool,
         who: &str,
     ) -> Result<pb::ApplyResponse, StateError> {
-        self.apply_with_profiles(env, filename, content, &[], dry_run, who)
+        self.apply_with_profiles(env, filename, content, &[], true, dry_run, who)
             .await
     }
 
     /// [`Self::apply_in`] with the Compose `profiles` enabled: a service
     /// with `profiles:` is applied only when one of them is enabled, and is
-    /// otherwise skipped with a warning.
+    /// otherwise skipped with a warning. Unless `may_run_units` (the caller
+    /// is an admin), a spec with `units:` is refused: a unit runs its
+    /// command as root on the host, which is an admin's decision.
+    #[allow(clippy::too_many_arguments)]
     pub async fn apply_with_profiles(
         &self,
         env: &str,
         filename: &str,
         content: &str,
         profiles: &[String],
+        may_run_units: bool,
         dry_run: bool,
         who: &str,
     ) -> Result<pb::ApplyResponse, StateError> {
@@ -111,7 +115,15 @@ impl Coordinator {
         check_env_name(env)?;
         let started = std::time::Instant::now();
         let result = self
-            .apply_inner(env, filename, content, profiles, dry_run, who)
+            .apply_inner(
+                env,
+                filename,
+                content,
+                profiles,
+                may_run_units,
+                dry_run,
+                who,
+            )
             .await;
         if !dry_run {
             self.metrics.observe_apply(started.elapsed().as_secs_f64());
@@ -119,16 +131,32 @@ impl Coordinator {
         result
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn apply_inner(
         &self,
         env: &str,
         filename: &str,
         content: &str,
         profiles: &[String],
+        may_run_units: bool,
         dry_run: bool,
         who: &str,
     ) -> Result<pb::ApplyResponse, StateError> {
         let mut file = self.specs.parse(filename, content).await?;
+        if !may_run_units {
+            if let Some(name) = file
+                .services
+                .iter()
+                .find(|(_, s)| s.is_unit())
+                .map(|(n, _)| n)
+            {
+                return Err(StateError::NotAllowed(format!(
+                    "{filename}: units.{name}: a unit runs its command as root on the host, \
+                     so only an admin token may apply `units:` (ask an admin to apply this \
+                     file, or deploy the service as a container under `services:`)"
+                )));
+            }
+        }
         let skipped: Vec<String> = file
             .services
             .iter()

@@ -83,6 +83,9 @@ pub enum StateError {
     Rollout(String),
     #[error("{0}")]
     Invalid(String),
+    /// The caller's role may not do this (e.g. a deployer applying units).
+    #[error("{0}")]
+    NotAllowed(String),
 }
 
 /// Desired state. Changes are made on a copy that replaces the original

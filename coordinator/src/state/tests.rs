@@ -613,7 +613,7 @@ async fn services_of_profiles_not_enabled_are_skipped_with_a_warning() {
     // Enabled by one of its profiles, or by `*`.
     for enabled in [vec!["tools".to_string()], vec!["*".to_string()]] {
         let r = coord
-            .apply_with_profiles("", "a.yaml", spec, &enabled, true, "t")
+            .apply_with_profiles("", "a.yaml", spec, &enabled, true, true, "t")
             .await
             .unwrap();
         let mut names: Vec<&str> = r.services.iter().map(|s| s.service.as_str()).collect();
@@ -621,4 +621,38 @@ async fn services_of_profiles_not_enabled_are_skipped_with_a_warning() {
         assert_eq!(names, ["debug", "web"], "{enabled:?}");
         assert!(r.warnings.is_empty());
     }
+}
+
+/// Issue 14: a unit runs its command as root on the host; a deployer must
+/// not get that, so only an admin may apply `units:`. Nothing is stored.
+#[tokio::test]
+async fn only_an_admin_may_apply_units() {
+    let (store, _dir) = temp_store();
+    let coord = Coordinator::load(store.clone(), Liveness::default(), CancellationToken::new())
+        .await
+        .unwrap();
+    let spec =
+        "services:\n  web:\n    image: x:1\nunits:\n  backdoor:\n    exec_start: /bin/sh -c 'id'\n";
+    let err = coord
+        .apply_with_profiles("", "a.yaml", spec, &[], false, false, "deployer")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StateError::NotAllowed(_)), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "a.yaml: units.backdoor: a unit runs its command as root on the host, so only an admin \
+         token may apply `units:` (ask an admin to apply this file, or deploy the service as a \
+         container under `services:`)"
+    );
+    assert!(coord.status("", "").await.services.is_empty());
+    // The same file from an admin is applied; containers alone from anyone.
+    coord
+        .apply_with_profiles("", "a.yaml", spec, &[], true, false, "admin")
+        .await
+        .unwrap();
+    let containers = "services:\n  api:\n    image: x:1\n";
+    coord
+        .apply_with_profiles("", "b.yaml", containers, &[], false, false, "deployer")
+        .await
+        .unwrap();
 }
