@@ -234,6 +234,10 @@ fn expose_takes_ports_protocols_and_ranges_once_each() {
         ("'80/sctp'", "protocol `sctp`"),
         ("'90-80'", "ends before it starts"),
         ("'1-65535'", "names more than 1024 ports"),
+        (
+            "'1-1000', '2000-2100'",
+            "`expose` names more than 1024 ports with `2000-2100`",
+        ),
     ] {
         let err = error(&web_with(&format!("expose: [{bad}]"), ""));
         assert!(err.starts_with("app.yaml:4"), "{err}");

@@ -4,6 +4,7 @@
 //! The agent creates each network on the nodes that run the stack
 //! (`convoy-ENV-NAME`); a service without `networks:` joins `convoy-ENV`.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
@@ -436,8 +437,9 @@ impl<'de> Visitor<'de> for DnsSeed {
     }
 }
 
-/// Most ports one `expose` range may name.
-const MAX_EXPOSE_RANGE: u32 = 1024;
+/// Most ports one `expose` range, and one service's `expose` in all, may
+/// name: each is an entry of the create request.
+pub(super) const MAX_EXPOSE_RANGE: u32 = 1024;
 
 /// One entry of `expose`: `PORT`, `PORT/PROTO` or a range `FROM-TO[/PROTO]`,
 /// as `PORT/PROTO` entries.
@@ -470,6 +472,20 @@ pub(super) fn expose(entry: &str) -> Result<Vec<String>, String> {
         ));
     }
     Ok((from..=to).map(|p| format!("{p}/{protocol}")).collect())
+}
+
+/// An `expose` entry's ports, refused when they take the service's ports
+/// (counted in `total`) over [`MAX_EXPOSE_RANGE`].
+pub(super) fn expose_counted(entry: &str, total: &Cell<u32>) -> Result<Vec<String>, String> {
+    let ports = expose(entry)?;
+    let sum = total.get().saturating_add(ports.len() as u32);
+    total.set(sum);
+    if sum > MAX_EXPOSE_RANGE {
+        return Err(format!(
+            "`expose` names more than {MAX_EXPOSE_RANGE} ports with `{entry}`: expose fewer"
+        ));
+    }
+    Ok(ports)
 }
 
 /// `expose`: its entries' ports, each once, in the order written.

@@ -158,10 +158,13 @@ impl<'de> Visitor<'de> for ServiceSeed {
                     spec.dns = value(&mut map, DnsSeed)?.unwrap_or_default();
                 }
                 ServiceKey::Expose => {
+                    let total = std::cell::Cell::new(0);
                     let entries = value(
                         &mut map,
                         list("a list of ports", |_| {
-                            scalar("a port, `PORT/PROTO` or a range", networks::expose)
+                            scalar("a port, `PORT/PROTO` or a range", |entry: &str| {
+                                networks::expose_counted(entry, &total)
+                            })
                         }),
                     )?
                     .unwrap_or_default();
