@@ -261,6 +261,15 @@ impl DockerRuntime {
             .inspect_network(&joined.name, None::<InspectNetworkOptions>)
             .await
         {
+            // Never trust the coordinator alone with the host: the host's
+            // network, named or by its ID, is `network_mode: host`.
+            Ok(network) if network.driver.as_deref() == Some("host") => {
+                return Err(RuntimeError::NotAllowed(format!(
+                    "node `{node}` refuses to join network `{}`: it is the host's network, \
+                     which gives the container the host; join a bridge network instead",
+                    joined.name
+                )))
+            }
             Ok(_) => return Ok(()),
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..

@@ -111,6 +111,26 @@ fn an_external_network_is_used_by_its_name() {
 }
 
 #[test]
+fn the_hosts_network_is_refused_as_host_access() {
+    for top in [
+        "networks:\n  host:\n    external: true\n",
+        "networks:\n  net:\n    external: true\n    name: host\n",
+    ] {
+        let key = if top.contains("name: host") {
+            "net"
+        } else {
+            "host"
+        };
+        let err = error(&web_with(&format!("networks: [{key}]"), top));
+        assert!(err.contains(&format!("networks.{key}")), "{err}");
+        assert!(
+            err.contains("the external network `host` gives the container the host's network"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn a_name_for_a_network_convoy_creates_is_ignored_with_a_warning() {
     let file = ok(&web_with(
         "networks: [back]",

@@ -150,3 +150,47 @@ fn network_names_follow_the_contract() {
     );
     assert_eq!(network_name("staging", &att("proxy", true)), "proxy");
 }
+
+/// The host's network is host access, whatever the plan calls it: by name
+/// or by its ID, the agent refuses it before creating anything.
+#[tokio::test]
+async fn the_hosts_network_is_refused_on_the_node_by_name_or_id() {
+    use crate::runtime::{Runtime, RuntimeError};
+    if std::env::var("CONVOY_SKIP_DOCKER_TESTS").as_deref() == Ok("1") {
+        eprintln!("skipped: CONVOY_SKIP_DOCKER_TESTS=1");
+        return;
+    }
+    let id = std::process::Command::new("docker")
+        .args(["network", "inspect", "-f", "{{.Id}}", "host"])
+        .output()
+        .expect("docker network inspect host");
+    let id = String::from_utf8_lossy(&id.stdout).trim()[..12].to_string();
+    let runtime = super::DockerRuntime::new();
+    let node = format!("agent-unit-hostnet-{}", std::process::id());
+    for name in ["host".to_string(), id] {
+        let mut w = workload(ContainerSpec {
+            networks: vec![NetworkAttachment {
+                name: name.clone(),
+                external: true,
+                ..NetworkAttachment::default()
+            }],
+            ..ContainerSpec::default()
+        });
+        // An image that is there: only the network may stop the create.
+        if let Some(workload::Runtime::Container(spec)) = &mut w.runtime {
+            spec.image = "convoy-testapp:latest".into();
+        }
+        w.env.clone_from(&node);
+        let result = runtime.create_and_start(&node, &w).await;
+        // Whatever got created, were the check gone.
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", &crate::runtime::container_name(&w)])
+            .output();
+        match result {
+            Err(RuntimeError::NotAllowed(why)) => {
+                assert!(why.contains("it is the host's network"), "{name}: {why}")
+            }
+            other => panic!("{name}: the host's network was not refused: {other:?}"),
+        }
+    }
+}

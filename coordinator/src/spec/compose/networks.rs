@@ -134,7 +134,17 @@ impl<'de> Visitor<'de> for NetworkDefSeed<'_> {
             }
         }
         if external {
-            def.external = Some(name.unwrap_or_else(|| self.key.to_owned()));
+            let docker_name = name.unwrap_or_else(|| self.key.to_owned());
+            if docker_name == "host" {
+                // As `network_mode: host` (host_access.rs); the agent also
+                // refuses any network of the `host` driver, by ID too.
+                return Err(de::Error::custom(
+                    "the external network `host` gives the container the host's network, \
+                     which only an admin may grant; Convoy cannot record that grant yet, so \
+                     it refuses the spec: join a bridge network instead",
+                ));
+            }
+            def.external = Some(docker_name);
             for key in set_for_creation {
                 notes.push(Note::new(
                     key,
