@@ -15,6 +15,8 @@ use crate::runtime::{container_labels, labels, RuntimeError};
 
 /// The key of the environment's own network in a spec's `networks:`.
 const DEFAULT_NETWORK: &str = "default";
+/// Docker's default bridge network.
+const DOCKER_BRIDGE: &str = "bridge";
 
 /// A network a container joins on its node.
 #[derive(Clone, Debug, PartialEq)]
@@ -66,6 +68,11 @@ pub(super) fn networks_of(workload: &Workload) -> Vec<Joined> {
             let name = network_name(&workload.env, attachment);
             let mut all = vec![workload.service.clone()];
             all.extend(aliases.iter().filter(|a| **a != workload.service).cloned());
+            // Docker's default bridge takes no aliases (its containers have
+            // no DNS): it would refuse to start the container.
+            if *external && name == DOCKER_BRIDGE {
+                all.clear();
+            }
             let create = (!external).then(|| {
                 // Convoy's labels win over the spec's, as on containers.
                 let mut net_labels: HashMap<String, String> =
@@ -92,7 +99,7 @@ pub(super) fn networks_of(workload: &Workload) -> Vec<Joined> {
 /// The endpoint settings of a container on a network: its aliases.
 pub(super) fn endpoint(joined: &Joined) -> EndpointSettings {
     EndpointSettings {
-        aliases: Some(joined.aliases.clone()),
+        aliases: (!joined.aliases.is_empty()).then(|| joined.aliases.clone()),
         ..Default::default()
     }
 }

@@ -134,6 +134,23 @@ fn hostname_extra_hosts_dns_and_expose_reach_the_create_request() {
 }
 
 #[test]
+fn dockers_default_bridge_as_an_external_network_gets_no_aliases() {
+    let w = workload(ContainerSpec {
+        networks: vec![NetworkAttachment {
+            name: "bridge".into(),
+            aliases: vec!["db".into()],
+            external: true,
+            ..NetworkAttachment::default()
+        }],
+        ..ContainerSpec::default()
+    });
+    let joined = networks_of(&w);
+    assert_eq!(joined[0].name, "bridge");
+    assert!(joined[0].aliases.is_empty(), "{:?}", joined[0].aliases);
+    assert!(joined[0].create.is_none());
+}
+
+#[test]
 fn network_names_follow_the_contract() {
     let att = |name: &str, external: bool| NetworkAttachment {
         name: name.into(),
@@ -193,4 +210,58 @@ async fn the_hosts_network_is_refused_on_the_node_by_name_or_id() {
             other => panic!("{name}: the host's network was not refused: {other:?}"),
         }
     }
+}
+
+/// An external network is joined as it is and never removed: here Docker's
+/// default bridge, which takes no aliases.
+#[tokio::test]
+async fn an_external_network_is_joined_and_outlives_its_last_container() {
+    use crate::runtime::Runtime;
+    if std::env::var("CONVOY_SKIP_DOCKER_TESTS").as_deref() == Ok("1") {
+        eprintln!("skipped: CONVOY_SKIP_DOCKER_TESTS=1");
+        return;
+    }
+    let runtime = super::DockerRuntime::new();
+    let node = format!("agent-unit-extnet-{}", std::process::id());
+    let mut w = workload(ContainerSpec {
+        networks: vec![NetworkAttachment {
+            name: "bridge".into(),
+            aliases: vec!["db".into()],
+            external: true,
+            ..NetworkAttachment::default()
+        }],
+        // The test app does not stop on SIGTERM: no 10 s wait.
+        stop_grace_period_ms: 500,
+        ..ContainerSpec::default()
+    });
+    if let Some(workload::Runtime::Container(spec)) = &mut w.runtime {
+        spec.image = "convoy-testapp:latest".into();
+    }
+    w.env.clone_from(&node);
+    let created = runtime.create_and_start(&node, &w).await;
+    let name = crate::runtime::container_name(&w);
+    let networks = std::process::Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{range $n, $_ := .NetworkSettings.Networks}}{{$n}} {{end}}",
+            &name,
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let removed = match &created {
+        Ok(c) => runtime.stop_and_remove(&c.id).await,
+        Err(_) => Ok(()),
+    };
+    let _ = std::process::Command::new("docker")
+        .args(["rm", "-f", &name])
+        .output();
+    created.unwrap_or_else(|e| panic!("joining the default bridge: {e}"));
+    removed.unwrap();
+    assert_eq!(networks.unwrap(), "bridge");
+    let bridge = std::process::Command::new("docker")
+        .args(["network", "inspect", "bridge"])
+        .output()
+        .unwrap();
+    assert!(bridge.status.success(), "the default bridge was removed");
 }
