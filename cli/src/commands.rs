@@ -169,6 +169,7 @@ async fn apply(
     // The file is read before dialing: a typo in its name needs no coordinator.
     let spec = load_spec(file, env_files)?;
     let env = apply_env(&spec)?;
+    let env_files = wire_env_files(spec.env_files);
     let (filename, content) = (spec.filename, spec.content);
     let mut coordinator = connect(flags).await?;
     let response = coordinator
@@ -178,6 +179,7 @@ async fn apply(
             dry_run,
             env,
             profiles,
+            env_files,
         })
         .await?;
     Ok(match format {
@@ -356,6 +358,16 @@ pub(crate) async fn connect(flags: &Flags) -> Result<Coordinator> {
     };
     let settings = config::resolve(flags, &env, path.as_deref().zip(file.as_ref()))?;
     Coordinator::connect(&settings).await
+}
+
+/// The env files' variables as `ApplyRequest.env_files` carries them.
+pub(crate) fn wire_env_files(
+    files: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+) -> std::collections::BTreeMap<String, convoy_proto::EnvFileVars> {
+    files
+        .into_iter()
+        .map(|(path, vars)| (path, convoy_proto::EnvFileVars { vars }))
+        .collect()
 }
 
 /// The environment `spec` is applied to: see [`LoadedSpec::environment_with`].

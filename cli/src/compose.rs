@@ -3,7 +3,7 @@
 //! variables from the shell and the env files, so that the coordinator
 //! stores the spec as it runs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context as _, Result};
@@ -20,6 +20,9 @@ pub struct LoadedSpec {
     /// The environment the file names (`x-convoy: {environment: prod}` at
     /// the top level), if it names one.
     pub environment: Option<String>,
+    /// The variables of the env files its services name (`env_file:`), by
+    /// the path as written.
+    pub env_files: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl LoadedSpec {
@@ -46,6 +49,86 @@ impl LoadedSpec {
 struct Top {
     #[serde(rename = "x-convoy", default)]
     convoy: Option<TopConvoy>,
+}
+
+/// The services' `env_file`s, as far as the CLI reads them.
+#[derive(serde::Deserialize)]
+struct EnvFileServices {
+    #[serde(default)]
+    services: BTreeMap<String, ServiceEnvFiles>,
+}
+
+#[derive(serde::Deserialize)]
+struct ServiceEnvFiles {
+    #[serde(default)]
+    env_file: Option<EnvFileSpec>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum EnvFileSpec {
+    One(String),
+    Many(Vec<EnvFileItem>),
+}
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum EnvFileItem {
+    Path(String),
+    Long {
+        path: String,
+        #[serde(default = "required_by_default")]
+        required: bool,
+    },
+}
+
+fn required_by_default() -> bool {
+    true
+}
+
+/// Reads the env files the services of `content` name, relative to `dir`:
+/// path as written → its variables. A file that is not there is an error
+/// unless `required: false`; a spec the CLI cannot read is left for the
+/// coordinator to explain.
+fn read_env_files(
+    filename: &str,
+    content: &str,
+    dir: &Path,
+) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
+    let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! { max_depth: 32, max_nodes: 100_000 },
+    };
+    let Ok(top) = serde_saphyr::from_str_with_options::<EnvFileServices>(content, options) else {
+        return Ok(BTreeMap::new());
+    };
+    let mut out = BTreeMap::new();
+    for (service, spec) in top.services {
+        let items = match spec.env_file {
+            None => Vec::new(),
+            Some(EnvFileSpec::One(path)) => vec![(path, true)],
+            Some(EnvFileSpec::Many(items)) => items
+                .into_iter()
+                .map(|item| match item {
+                    EnvFileItem::Path(path) => (path, true),
+                    EnvFileItem::Long { path, required } => (path, required),
+                })
+                .collect(),
+        };
+        for (path, required) in items {
+            if out.contains_key(&path) {
+                continue;
+            }
+            let full = dir.join(&path);
+            if !full.exists() && !required {
+                continue;
+            }
+            let mut vars = HashMap::new();
+            read_env_file(&full, &mut vars)
+                .map_err(|e| anyhow!("{filename}: services.{service}.env_file: {e:#}"))?;
+            out.insert(path, vars.into_iter().collect());
+        }
+    }
+    Ok(out)
 }
 
 #[derive(serde::Deserialize)]
@@ -143,11 +226,18 @@ pub fn load(file: &Path, vars: &Variables) -> Result<LoadedSpec> {
     let (filename, content) = crate::commands::read_spec(file)?;
     let done = interpolate::interpolate(&filename, &content, &|name: &str| vars.get(name))?;
     let environment = named_environment(&filename, &done.text)?;
+    let dir = if file == Path::new("-") {
+        Path::new(".")
+    } else {
+        file.parent().unwrap_or(Path::new("."))
+    };
+    let env_files = read_env_files(&filename, &done.text, dir)?;
     Ok(LoadedSpec {
         filename,
         content: done.text,
         warnings: done.warnings,
         environment,
+        env_files,
     })
 }
 
@@ -226,6 +316,7 @@ mod tests {
             content: content.into(),
             warnings: Vec::new(),
             environment: named_environment("app.yaml", content).unwrap(),
+            env_files: BTreeMap::new(),
         };
         let named = spec("name: shop\nx-convoy:\n  environment: prod\nservices: {}\n");
         assert_eq!(named.environment.as_deref(), Some("prod"));
@@ -268,6 +359,42 @@ mod tests {
                 "{}:3: required variable `CONVOY_T_UNSET_TAG` is not set: pick a tag",
                 spec.display()
             )
+        );
+    }
+
+    #[test]
+    fn the_env_files_a_spec_names_are_read_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = dir.path().join("app.yaml");
+        std::fs::create_dir(dir.path().join("conf")).unwrap();
+        std::fs::write(
+            dir.path().join("conf/web.env"),
+            "A=1\n# note\nB=\"two words\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &spec,
+            "services:\n  web:\n    image: x\n    env_file: conf/web.env\n  db:\n    image: y\n    env_file:\n      - conf/web.env\n      - path: missing.env\n        required: false\n",
+        )
+        .unwrap();
+        let loaded = load(&spec, &Variables::default()).unwrap();
+        assert_eq!(loaded.env_files.len(), 1, "{:?}", loaded.env_files);
+        let vars = &loaded.env_files["conf/web.env"];
+        assert_eq!(vars["A"], "1");
+        assert_eq!(vars["B"], "two words");
+        // A required file that is not there names the service and the file.
+        std::fs::write(
+            &spec,
+            "services:\n  web:\n    image: x\n    env_file: [missing.env]\n",
+        )
+        .unwrap();
+        let err = load(&spec, &Variables::default()).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "{}: services.web.env_file: cannot read the env file",
+                spec.display()
+            )),
+            "{err}"
         );
     }
 }

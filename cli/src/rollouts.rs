@@ -29,6 +29,7 @@ pub async fn apply_and_wait(
 ) -> Result<Output> {
     let spec = crate::commands::load_spec(file, env_files)?;
     let env = crate::commands::apply_env(&spec)?;
+    let env_files = crate::commands::wire_env_files(spec.env_files);
     let (filename, content) = (spec.filename, spec.content);
     let mut coordinator = connect(flags).await?;
     // Subscribed before the apply, so no event of its rollout is missed.
@@ -40,6 +41,7 @@ pub async fn apply_and_wait(
             dry_run: false,
             env,
             profiles,
+            env_files,
         })
         .await?;
     let warnings = output::apply_warnings(&response);

@@ -34,7 +34,7 @@ pub use diff::changed_fields;
 pub use limits::{Limits, DEFAULT_MAX_SPEC_BYTES};
 pub use resources::{ResourcesSpec, Ulimit};
 pub use service::{
-    HealthcheckSpec, NetworkAttachment, PortSpec, ProbeCheck, ProbeSpec, Protocol,
+    EnvFileRef, HealthcheckSpec, NetworkAttachment, PortSpec, ProbeCheck, ProbeSpec, Protocol,
     RestartCondition, RestartSpec, ServiceSpec,
 };
 pub use unit::{UnitFields, UnitRestart, UnitState};
@@ -84,7 +84,14 @@ fn located(
     }
     out.push_str(": ");
     if !path.is_empty() {
-        out.push_str(path);
+        // A key may hold a line break (`"a\nb": 1`): shown escaped.
+        for c in path.chars() {
+            if c.is_control() {
+                out.extend(c.escape_default());
+            } else {
+                out.push(c);
+            }
+        }
         out.push_str(": ");
     }
     // One line, whatever the YAML held.
@@ -130,6 +137,72 @@ const MAX_WARNINGS: usize = 100;
 /// under the default [`Limits`].
 pub fn parse(filename: &str, content: &str) -> Result<SpecFile, SpecError> {
     parse_with(filename, content.as_bytes(), &Limits::default())
+}
+
+/// The variables of each env file the CLI read, by the path as written in
+/// the spec. The CLI parses the files (with the user's shell for `${VAR}`
+/// in them, as Compose does); the coordinator never expands anything in
+/// them, so no variable of its own can leak into a container.
+pub type EnvFiles = BTreeMap<String, BTreeMap<String, String>>;
+
+/// [`parse_with`], then each service's `env_file`s merged into its
+/// `environment` from `env_files`: later files win over earlier ones,
+/// `environment` over all.
+pub fn parse_with_files(
+    filename: &str,
+    bytes: &[u8],
+    limits: &Limits,
+    env_files: &EnvFiles,
+) -> Result<SpecFile, SpecError> {
+    let mut file = parse_with(filename, bytes, limits)?;
+    let content = String::from_utf8_lossy(bytes);
+    for (name, spec) in file.services.iter_mut() {
+        let refs = std::mem::take(&mut spec.env_files);
+        if refs.is_empty() {
+            continue;
+        }
+        let key_path = [
+            locate::Seg::Key("services".to_owned()),
+            locate::Seg::Key(name.clone()),
+            locate::Seg::Key("env_file".to_owned()),
+        ];
+        let fail = |message: String| SpecError::Invalid {
+            file: filename.to_owned(),
+            line: locate::line_of(&content, &key_path),
+            column: None,
+            path: PathDisplay(&key_path).to_string(),
+            message,
+        };
+        let mut from_files: BTreeMap<String, String> = BTreeMap::new();
+        for env_file in refs {
+            let Some(vars) = env_files.get(&env_file.path) else {
+                if env_file.required {
+                    return Err(fail(format!(
+                        "the env file `{}` was not sent with the spec: `convoy apply` reads the \
+                         env files a spec names and sends them (`required: false` skips a \
+                         missing one)",
+                        env_file.path
+                    )));
+                }
+                continue;
+            };
+            for (key, value) in vars {
+                values::env_name(key)
+                    .map_err(|e| fail(format!("the env file `{}`: {e}", env_file.path)))?;
+                if from_files.len() >= limits.max_nodes {
+                    return Err(fail(format!(
+                        "the env files hold more than {} variables, the limit",
+                        limits.max_nodes
+                    )));
+                }
+                from_files.insert(key.clone(), value.clone());
+            }
+        }
+        for (key, value) in from_files {
+            spec.environment.entry(key).or_insert(value);
+        }
+    }
+    Ok(file)
 }
 
 /// Parses the spec file `filename` holding `bytes` under `limits`: the

@@ -88,6 +88,7 @@ impl Control {
                 dry_run: false,
                 env: String::new(),
                 profiles: Vec::new(),
+                env_files: Default::default(),
             })
             .await
             .context("apply")?;

@@ -14,8 +14,14 @@ fn variables_from_the_shell_and_dot_env_reach_the_container_and_the_revision() {
         format!("IMAGE={}\nGREETING=from-dot-env\nREPLICAS=2\n", c.image()),
     )
     .unwrap();
+    // An env_file beside it; `environment` wins over it.
+    std::fs::write(
+        c.root().join("web.env"),
+        "FROM_FILE=yes\nGREETING=from-env-file\n",
+    )
+    .unwrap();
     let spec = format!(
-        "services:\n  {svc}:\n    image: \"${{IMAGE}}\"\n    environment:\n      GREETING: \"${{GREETING}}\"\n      WHO: ${{WHO:-nobody}}\n      PRICE: \"$$5\"\n    deploy:\n      replicas: ${{REPLICAS:-1}}\n"
+        "services:\n  {svc}:\n    image: \"${{IMAGE}}\"\n    env_file: web.env\n    environment:\n      GREETING: \"${{GREETING}}\"\n      WHO: ${{WHO:-nobody}}\n      PRICE: \"$$5\"\n    deploy:\n      replicas: ${{REPLICAS:-1}}\n"
     );
     let file = c.write_spec("interp.yaml", &spec);
     let out = c
@@ -40,6 +46,7 @@ fn variables_from_the_shell_and_dot_env_reach_the_container_and_the_revision() {
         );
         assert_eq!(container.env_var("WHO"), Some("nobody"));
         assert_eq!(container.env_var("PRICE"), Some("$5"));
+        assert_eq!(container.env_var("FROM_FILE"), Some("yes"));
     }
     assert_eq!(docker::of_service(&svc).unwrap().len(), 2);
     // The stored revisions are the resolved spec: `diff` shows the values.

@@ -243,6 +243,7 @@ async fn server_errors_reach_the_user_as_the_server_wrote_them() {
             dry_run: true,
             env: String::new(),
             profiles: Vec::new(),
+            env_files: Default::default(),
         })
         .await
         .unwrap_err();

@@ -165,6 +165,7 @@ impl pb::control_service_server::ControlService for ControlApi {
             dry_run,
             env,
             profiles,
+            env_files,
         } = req.into_inner();
         if profiles.len() > MAX_PROFILES || profiles.iter().any(|p| p.len() > 64) {
             return Err(Status::invalid_argument(format!(
@@ -181,12 +182,18 @@ impl pb::control_service_server::ControlService for ControlApi {
         self.allow(&caller, action, &filename, !dry_run).await?;
         let resp = self
             .coord
-            .apply_with_profiles(
+            .apply_with(
                 &env,
                 &filename,
                 &content,
-                &profiles,
-                caller.role == Role::Admin,
+                &crate::state::ApplyOptions {
+                    profiles,
+                    env_files: env_files
+                        .into_iter()
+                        .map(|(path, file)| (path, file.vars.into_iter().collect()))
+                        .collect(),
+                    may_run_units: caller.role == Role::Admin,
+                },
                 dry_run,
                 &who,
             )

@@ -18,6 +18,7 @@ mod deploy;
 #[cfg(test)]
 mod doc_tests;
 mod document;
+mod env_file;
 mod environment;
 mod healthcheck;
 mod host_access;

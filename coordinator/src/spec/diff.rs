@@ -35,6 +35,7 @@ pub fn changed_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
                 update,
             },
         profiles,
+        env_files: _,
         resources,
         unit,
     } = old;

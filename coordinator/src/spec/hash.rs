@@ -104,6 +104,8 @@ impl<'a> HashedRuntime<'a> {
             deploy: _,
             // Which profiles apply it says nothing about how it runs.
             profiles: _,
+            // Merged into `environment` before anything is hashed.
+            env_files: _,
             resources,
             unit,
         } = spec;

@@ -254,3 +254,12 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_key_with_a_line_break_gives_a_one_line_error() {
+    let err = refused(
+        "key with a newline",
+        b"services:\n  web:\n    image: x\n    \"a\\nb\": 1\n",
+    );
+    assert!(err.contains("services.web.a\\nb: unknown field"), "{err}");
+}

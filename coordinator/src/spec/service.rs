@@ -57,6 +57,10 @@ pub struct ServiceSpec {
     /// aside for each.
     #[serde(skip_serializing_if = "ResourcesSpec::is_empty")]
     pub resources: ResourcesSpec,
+    /// `env_file`, as written: merged into `environment` (which wins) by
+    /// `spec::parse_with_files` and then cleared, so never stored.
+    #[serde(skip)]
+    pub env_files: Vec<EnvFileRef>,
     /// Compose `profiles:`: when not empty, the service is applied only
     /// when one of these profiles is enabled (`convoy apply --profile`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -237,4 +241,13 @@ pub enum RestartCondition {
     OnFailure,
     #[default]
     Any,
+}
+
+/// One `env_file` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvFileRef {
+    /// As written in the spec (the CLI sends the file's text under it).
+    pub path: String,
+    /// `required: false`: a file that is not there is skipped.
+    pub required: bool,
 }

@@ -380,8 +380,8 @@ fn unknown_service_key_is_an_error_naming_file_line_and_key() {
         "app.yaml:4:5: services.web.imag: unknown field `imag`, expected one of `image`, \
          `command`, `entrypoint`, `environment`, `ports`, `labels`, `volumes`, `networks`, \
          `hostname`, `extra_hosts`, `dns`, `expose`, `working_dir`, `user`, `restart`, \
-         `stop_signal`, `stop_grace_period`, `healthcheck`, `deploy`, `profiles`, `cpus`, \
-         `mem_limit`, `mem_reservation`, `pids_limit`, `shm_size`, `ulimits`, `x-convoy`"
+         `stop_signal`, `stop_grace_period`, `healthcheck`, `deploy`, `profiles`, `env_file`, \
+         `cpus`, `mem_limit`, `mem_reservation`, `pids_limit`, `shm_size`, `ulimits`, `x-convoy`"
     );
 }
 
@@ -2219,4 +2219,56 @@ fn build_is_refused_saying_how_to_deploy_an_image() {
         "{err}"
     );
     assert!(err.contains("name it in `image:`"), "{err}");
+}
+
+#[test]
+fn env_files_merge_into_environment_which_wins() {
+    let yaml = web("env_file:\n  - a.env\n  - path: b.env\n  - path: gone.env\n    required: false\nenvironment:\n  KEEP: spec");
+    let files: EnvFiles = BTreeMap::from([
+        (
+            "a.env".to_string(),
+            BTreeMap::from([
+                ("A".into(), "1".into()),
+                ("B".into(), "from-a".into()),
+                ("KEEP".into(), "file".into()),
+            ]),
+        ),
+        (
+            "b.env".to_string(),
+            BTreeMap::from([("B".into(), "from-b".into())]),
+        ),
+    ]);
+    let file = parse_with_files("app.yaml", yaml.as_bytes(), &Limits::default(), &files).unwrap();
+    let env = &file.services["web"].environment;
+    assert_eq!(env["A"], "1");
+    assert_eq!(env["B"], "from-b", "a later file wins");
+    assert_eq!(env["KEEP"], "spec", "`environment` wins over env files");
+    assert!(file.services["web"].env_files.is_empty(), "never stored");
+    // A required file the CLI did not send.
+    let err = parse_with_files(
+        "app.yaml",
+        web("env_file: c.env").as_bytes(),
+        &Limits::default(),
+        &files,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("app.yaml:4: services.web.env_file: the env file `c.env` was not sent"),
+        "{err}"
+    );
+    // A bad name in a file is named with the file.
+    let bad: EnvFiles = BTreeMap::from([(
+        "c.env".to_string(),
+        BTreeMap::from([("A=B".into(), "v".into())]),
+    )]);
+    let err = parse_with_files(
+        "app.yaml",
+        web("env_file: c.env").as_bytes(),
+        &Limits::default(),
+        &bad,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("the env file `c.env`: "), "{err}");
 }

@@ -3,6 +3,20 @@
 
 use super::*;
 
+/// What an apply request brings beside the spec file.
+#[derive(Clone, Debug, Default)]
+pub struct ApplyOptions {
+    /// Compose profiles enabled (`--profile`): a service with `profiles:`
+    /// is applied only when one of them is, and is otherwise skipped with a
+    /// warning.
+    pub profiles: Vec<String>,
+    /// The env files the CLI read for the services' `env_file:`.
+    pub env_files: spec::EnvFiles,
+    /// The caller is an admin. Otherwise a spec with `units:` is refused: a
+    /// unit runs its command as root on the host, an admin's decision.
+    pub may_run_units: bool,
+}
+
 /// How many spec files are parsed at once, each on a blocking thread: a
 /// flood of applies waits for a permit instead of taking every thread.
 const SPEC_PARSE_PERMITS: usize = 2;
@@ -31,7 +45,12 @@ impl SpecReader {
     /// Parses `content`: the size is checked here, the rest on a blocking
     /// thread, so that no spec holds an async worker (the API, `/healthz`
     /// and the agents' heartbeats run there).
-    async fn parse(&self, filename: &str, content: &str) -> Result<spec::SpecFile, StateError> {
+    async fn parse(
+        &self,
+        filename: &str,
+        content: &str,
+        env_files: &spec::EnvFiles,
+    ) -> Result<spec::SpecFile, StateError> {
         let limits = self.limits();
         if content.len() > limits.max_bytes {
             return Err(spec::parse_with(filename, content.as_bytes(), &limits)
@@ -46,9 +65,10 @@ impl SpecReader {
             .await
             .map_err(|_| StateError::Invalid("the coordinator is shutting down".into()))?;
         let (filename, content) = (filename.to_owned(), content.to_owned());
+        let env_files = env_files.clone();
         let parsed = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            spec::parse_with(&filename, content.as_bytes(), &limits)
+            spec::parse_with_files(&filename, content.as_bytes(), &limits, &env_files)
         })
         .await
         .map_err(|e| StateError::Invalid(format!("reading the spec failed: {e}")))?;
@@ -91,23 +111,22 @@ impl Coordinator {
         dry_run: bool,
         who: &str,
     ) -> Result<pb::ApplyResponse, StateError> {
-        self.apply_with_profiles(env, filename, content, &[], true, dry_run, who)
+        let options = ApplyOptions {
+            may_run_units: true,
+            ..ApplyOptions::default()
+        };
+        self.apply_with(env, filename, content, &options, dry_run, who)
             .await
     }
 
-    /// [`Self::apply_in`] with the Compose `profiles` enabled: a service
-    /// with `profiles:` is applied only when one of them is enabled, and is
-    /// otherwise skipped with a warning. Unless `may_run_units` (the caller
-    /// is an admin), a spec with `units:` is refused: a unit runs its
-    /// command as root on the host, which is an admin's decision.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn apply_with_profiles(
+    /// [`Self::apply_in`] with what the request brings beside the file
+    /// (see [`ApplyOptions`]).
+    pub async fn apply_with(
         &self,
         env: &str,
         filename: &str,
         content: &str,
-        profiles: &[String],
-        may_run_units: bool,
+        options: &ApplyOptions,
         dry_run: bool,
         who: &str,
     ) -> Result<pb::ApplyResponse, StateError> {
@@ -115,15 +134,7 @@ impl Coordinator {
         check_env_name(env)?;
         let started = std::time::Instant::now();
         let result = self
-            .apply_inner(
-                env,
-                filename,
-                content,
-                profiles,
-                may_run_units,
-                dry_run,
-                who,
-            )
+            .apply_inner(env, filename, content, options, dry_run, who)
             .await;
         if !dry_run {
             self.metrics.observe_apply(started.elapsed().as_secs_f64());
@@ -131,19 +142,21 @@ impl Coordinator {
         result
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn apply_inner(
         &self,
         env: &str,
         filename: &str,
         content: &str,
-        profiles: &[String],
-        may_run_units: bool,
+        options: &ApplyOptions,
         dry_run: bool,
         who: &str,
     ) -> Result<pb::ApplyResponse, StateError> {
-        let mut file = self.specs.parse(filename, content).await?;
-        if !may_run_units {
+        let profiles = &options.profiles[..];
+        let mut file = self
+            .specs
+            .parse(filename, content, &options.env_files)
+            .await?;
+        if !options.may_run_units {
             if let Some(name) = file
                 .services
                 .iter()

@@ -47,7 +47,7 @@ mod split;
 mod verify;
 mod views;
 
-pub use apply::spec_diff;
+pub use apply::{spec_diff, ApplyOptions};
 pub use envs::{check_env_name, node_serves, ENV_LABEL};
 pub use live::{Liveness, MetricSample, HISTORY};
 pub use records::{

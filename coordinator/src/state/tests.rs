@@ -613,7 +613,18 @@ async fn services_of_profiles_not_enabled_are_skipped_with_a_warning() {
     // Enabled by one of its profiles, or by `*`.
     for enabled in [vec!["tools".to_string()], vec!["*".to_string()]] {
         let r = coord
-            .apply_with_profiles("", "a.yaml", spec, &enabled, true, true, "t")
+            .apply_with(
+                "",
+                "a.yaml",
+                spec,
+                &ApplyOptions {
+                    profiles: enabled.clone(),
+                    may_run_units: true,
+                    ..ApplyOptions::default()
+                },
+                true,
+                "t",
+            )
             .await
             .unwrap();
         let mut names: Vec<&str> = r.services.iter().map(|s| s.service.as_str()).collect();
@@ -634,7 +645,14 @@ async fn only_an_admin_may_apply_units() {
     let spec =
         "services:\n  web:\n    image: x:1\nunits:\n  backdoor:\n    exec_start: /bin/sh -c 'id'\n";
     let err = coord
-        .apply_with_profiles("", "a.yaml", spec, &[], false, false, "deployer")
+        .apply_with(
+            "",
+            "a.yaml",
+            spec,
+            &ApplyOptions::default(),
+            false,
+            "deployer",
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StateError::NotAllowed(_)), "{err:?}");
@@ -646,13 +664,24 @@ async fn only_an_admin_may_apply_units() {
     );
     assert!(coord.status("", "").await.services.is_empty());
     // The same file from an admin is applied; containers alone from anyone.
+    let admin = ApplyOptions {
+        may_run_units: true,
+        ..ApplyOptions::default()
+    };
     coord
-        .apply_with_profiles("", "a.yaml", spec, &[], true, false, "admin")
+        .apply_with("", "a.yaml", spec, &admin, false, "admin")
         .await
         .unwrap();
     let containers = "services:\n  api:\n    image: x:1\n";
     coord
-        .apply_with_profiles("", "b.yaml", containers, &[], false, false, "deployer")
+        .apply_with(
+            "",
+            "b.yaml",
+            containers,
+            &ApplyOptions::default(),
+            false,
+            "deployer",
+        )
         .await
         .unwrap();
 }

@@ -96,6 +96,7 @@ key_set!(ServiceKey {
     Healthcheck = "healthcheck",
     Deploy = "deploy",
     Profiles = "profiles",
+    EnvFile = "env_file",
     Cpus = "cpus",
     MemLimit = "mem_limit",
     MemReservation = "mem_reservation",
@@ -119,7 +120,7 @@ key_set!(ServiceKey {
     "configs", "container_name", "cpu_count", "cpu_percent", "cpu_period", "cpu_quota",
     "cpu_rt_period", "cpu_rt_runtime", "cpu_shares", "cpuset", "credential_spec",
     "depends_on", "develop", "device_cgroup_rules", "dns_opt", "dns_search",
-    "domainname", "env_file", "extends", "external_links", "gpus",
+    "domainname", "extends", "external_links", "gpus",
     "group_add", "init", "isolation", "links", "logging",
     "mac_address", "mem_swappiness", "memswap_limit",
     "oom_kill_disable", "oom_score_adj",
@@ -175,6 +176,12 @@ key_set!(ReservationsKey {
     "devices" => "device and GPU reservations come with Convoy's GPU support; remove `devices` \
                   (the service would otherwise run without the device it asks for)",
 ]);
+
+key_set!(EnvFileKey {
+    Path = "path",
+    Required = "required",
+    Format = "format",
+} ignored []);
 
 key_set!(UlimitKey {
     Soft = "soft",

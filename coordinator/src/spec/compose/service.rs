@@ -127,6 +127,10 @@ impl<'de> Visitor<'de> for ServiceSeed {
                     spec.resources.ulimits =
                         value(&mut map, resources::UlimitsSeed)?.unwrap_or_default();
                 }
+                ServiceKey::EnvFile => {
+                    spec.env_files =
+                        value(&mut map, super::env_file::EnvFileSeed)?.unwrap_or_default();
+                }
                 ServiceKey::Profiles => {
                     spec.profiles = value(
                         &mut map,
