@@ -171,6 +171,7 @@ mod tests {
                 "memory_bytes": 17179869184u64,
                 "docker_version": "27.3.1",
                 "labels": {"gpu": "no", "zone": "a"},
+                "allowed_bind_paths": [],
                 "agent_version": "0.1.0",
                 "connected_since_unix_ms": NOW - 180_000,
                 "last_heartbeat_unix_ms": NOW - 2_000,
