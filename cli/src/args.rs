@@ -47,9 +47,10 @@ pub struct Cli {
 pub enum Command {
     /// Send a spec file to the coordinator and store what changed.
     Apply {
-        /// The spec file (`-` reads stdin).
-        #[arg(short = 'f', long = "file", value_name = "FILE")]
-        file: PathBuf,
+        /// The spec file (`-` reads stdin); repeat to merge override files
+        /// in order, as Compose does (`-f compose.yaml -f compose.prod.yaml`).
+        #[arg(short = 'f', long = "file", value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
         /// Variables for `${VAR}` in the spec, `KEY=VALUE` per line
         /// (repeatable; later files win; the shell beats them all). Without
         /// it, `.env` beside the spec file is read if there is one.
@@ -80,8 +81,9 @@ pub enum Command {
     },
     /// Show what `apply` would do (same as `apply --dry-run`).
     Plan {
-        #[arg(short = 'f', long = "file", value_name = "FILE")]
-        file: PathBuf,
+        /// As for `apply` (repeatable).
+        #[arg(short = 'f', long = "file", value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
         /// As for `apply`.
         #[arg(long = "env-file", value_name = "FILE")]
         env_files: Vec<PathBuf>,

@@ -78,22 +78,22 @@ pub async fn run_in(
 pub async fn run(command: Command, format: Format, flags: &Flags) -> Result<Output> {
     match command {
         Command::Apply {
-            file,
+            files,
             env_files,
             profiles,
             dry_run,
             wait: false,
             ..
-        } => apply(&file, &env_files, profiles, dry_run, format, flags).await,
+        } => apply(&files, &env_files, profiles, dry_run, format, flags).await,
         Command::Apply {
-            file,
+            files,
             env_files,
             profiles,
             wait: true,
             timeout,
             ..
         } => {
-            crate::rollouts::apply_and_wait(&file, &env_files, profiles, timeout, format, flags)
+            crate::rollouts::apply_and_wait(&files, &env_files, profiles, timeout, format, flags)
                 .await
         }
         Command::Rollout {
@@ -119,10 +119,10 @@ pub async fn run(command: Command, format: Format, flags: &Flags) -> Result<Outp
             crate::rollouts::diff(service, from, to, format, flags).await
         }
         Command::Plan {
-            file,
+            files,
             env_files,
             profiles,
-        } => apply(&file, &env_files, profiles, true, format, flags).await,
+        } => apply(&files, &env_files, profiles, true, format, flags).await,
         Command::Status {
             service,
             watch: false,
@@ -159,7 +159,7 @@ async fn remove_node(node: String, format: Format, flags: &Flags) -> Result<Outp
 }
 
 async fn apply(
-    file: &Path,
+    files: &[std::path::PathBuf],
     env_files: &[std::path::PathBuf],
     profiles: Vec<String>,
     dry_run: bool,
@@ -167,7 +167,7 @@ async fn apply(
     flags: &Flags,
 ) -> Result<Output> {
     // The file is read before dialing: a typo in its name needs no coordinator.
-    let spec = load_spec(file, env_files)?;
+    let spec = load_spec(files, env_files)?;
     let env = apply_env(&spec)?;
     let env_files = wire_env_files(spec.env_files);
     let (filename, content) = (spec.filename, spec.content);
@@ -383,11 +383,13 @@ pub(crate) fn apply_env(spec: &crate::compose::LoadedSpec) -> Result<String> {
 /// Reads and interpolates the spec `file`, printing interpolation's
 /// warnings (unset variables) on stderr.
 pub(crate) fn load_spec(
-    file: &Path,
+    files: &[std::path::PathBuf],
     env_files: &[std::path::PathBuf],
 ) -> Result<crate::compose::LoadedSpec> {
-    let vars = crate::compose::Variables::load(file, env_files)?;
-    let spec = crate::compose::load(file, &vars)?;
+    // `.env` beside the first file, as Compose's project directory.
+    let first = files.first().map_or(Path::new("-"), |f| f.as_path());
+    let vars = crate::compose::Variables::load(first, env_files)?;
+    let spec = crate::compose::load_all(files, &vars)?;
     for warning in &spec.warnings {
         eprintln!("warning: {warning}");
     }

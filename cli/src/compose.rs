@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context as _, Result};
 
 pub mod interpolate;
+pub mod merge;
 
 /// A spec ready to send: its name as given, its interpolated text, and the
 /// warnings interpolation gave (unset variables).
@@ -221,6 +222,47 @@ fn read_env_file(path: &Path, into: &mut HashMap<String, String>) -> Result<()> 
     Ok(())
 }
 
+/// Reads the spec files `files`, each interpolated with `vars`, and
+/// merges them in order as Compose merges override files (see
+/// [`merge`]); one file is sent as written, several as their merged text
+/// (named `a.yaml+b.yaml`). Scalars of merged files are read as YAML
+/// values, as Compose reads them: quote values such as `1.10`.
+pub fn load_all(files: &[PathBuf], vars: &Variables) -> Result<LoadedSpec> {
+    match files {
+        [] => Err(anyhow!("no spec file: give one with -f FILE")),
+        [one] => load(one, vars),
+        many => {
+            let mut merged = serde_json::Value::Null;
+            let mut names = Vec::new();
+            let mut warnings = Vec::new();
+            let mut env_files = BTreeMap::new();
+            for file in many {
+                let loaded = load(file, vars)?;
+                let doc = merge::read(&loaded.filename, &loaded.content)?;
+                if merged.is_null() {
+                    merged = doc;
+                } else {
+                    merge::merge(&mut merged, doc);
+                }
+                names.push(loaded.filename);
+                warnings.extend(loaded.warnings);
+                env_files.extend(loaded.env_files);
+            }
+            let filename = names.join("+");
+            let content = serde_saphyr::to_string(&merged)
+                .map_err(|e| anyhow!("{filename}: cannot write the merged spec: {e}"))?;
+            let environment = named_environment(&filename, &content)?;
+            Ok(LoadedSpec {
+                filename,
+                content,
+                warnings,
+                environment,
+                env_files,
+            })
+        }
+    }
+}
+
 /// Reads the spec `file` and interpolates it with `vars`.
 pub fn load(file: &Path, vars: &Variables) -> Result<LoadedSpec> {
     let (filename, content) = crate::commands::read_spec(file)?;
@@ -395,6 +437,35 @@ mod tests {
                 spec.display()
             )),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn several_files_are_merged_and_named_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("compose.yaml");
+        let prod = dir.path().join("compose.prod.yaml");
+        std::fs::write(
+            &base,
+            "services:\n  web:\n    image: web:1\n    environment: [A=1]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &prod,
+            "x-convoy: {environment: prod}\nservices:\n  web:\n    image: web:${CONVOY_T_TAG:-2}\n    environment: {B: '2'}\n",
+        )
+        .unwrap();
+        let loaded = load_all(&[base.clone(), prod.clone()], &Variables::default()).unwrap();
+        assert_eq!(
+            loaded.filename,
+            format!("{}+{}", base.display(), prod.display())
+        );
+        assert_eq!(loaded.environment.as_deref(), Some("prod"));
+        let doc = merge::read("merged", &loaded.content).unwrap();
+        assert_eq!(doc["services"]["web"]["image"], "web:2");
+        assert_eq!(
+            doc["services"]["web"]["environment"],
+            serde_json::json!({"A": "1", "B": "2"})
         );
     }
 }

@@ -3,7 +3,6 @@
 
 use std::fmt::Write as _;
 use std::io::IsTerminal as _;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -20,14 +19,14 @@ use convoy_api::events::EventKind;
 /// `apply -f FILE --wait`: applies, then follows the event stream until
 /// every rollout the apply started has ended.
 pub async fn apply_and_wait(
-    file: &Path,
+    files: &[std::path::PathBuf],
     env_files: &[std::path::PathBuf],
     profiles: Vec<String>,
     timeout_secs: u64,
     format: Format,
     flags: &crate::config::Flags,
 ) -> Result<Output> {
-    let spec = crate::commands::load_spec(file, env_files)?;
+    let spec = crate::commands::load_spec(files, env_files)?;
     let env = crate::commands::apply_env(&spec)?;
     let env_files = crate::commands::wire_env_files(spec.env_files);
     let (filename, content) = (spec.filename, spec.content);

@@ -169,3 +169,43 @@ fn resource_limits_reach_docker() {
         "{host:#}"
     );
 }
+
+#[test]
+fn override_files_merge_in_order() {
+    skip_without_docker!();
+    let c = Cluster::with_agents(1);
+    let svc = c.service_name("merged");
+    let image = c.image();
+    let base = c.write_spec(
+        "compose.yaml",
+        &format!(
+            "services:\n  {svc}:\n    image: {image}\n    environment: [ROLE=base, KEEP=yes]\n"
+        ),
+    );
+    let prod = c.write_spec(
+        "compose.prod.yaml",
+        &format!("services:\n  {svc}:\n    environment:\n      ROLE: prod\n    deploy:\n      replicas: 2\n"),
+    );
+    let out = c.cli(&[
+        "apply",
+        "-f",
+        base.to_str().unwrap(),
+        "-f",
+        prod.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let containers = c.wait_service_running(&svc, 2, 1);
+    for container in &containers {
+        assert_eq!(
+            container.env_var("ROLE"),
+            Some("prod"),
+            "{}",
+            container.describe()
+        );
+        assert_eq!(container.env_var("KEEP"), Some("yes"));
+    }
+}
