@@ -9,10 +9,11 @@
 mod apply;
 mod book;
 mod decide;
+mod depends;
 mod events;
 mod publish;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -26,6 +27,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 pub use apply::ReconcileError;
 pub use book::{backoff, RestartBook, BACKOFF_MAX, BACKOFF_START, HEALTHY_RUN};
 pub use decide::{decide, Action, RemoveReason, REMOVING_WAIT};
+pub use depends::{unmet, Gate, DEPENDS_WAIT};
 
 use crate::controller::{self, Reconcile, Synced, Unreachable};
 use crate::plan::Plan;
@@ -82,6 +84,8 @@ impl<R: Runtime> Reconciler<R> {
                 node,
                 book: Mutex::new(RestartBook::default()),
                 events,
+                statuses: snapshot.subscribe(),
+                elsewhere: Mutex::new(HashSet::new()),
             }),
             snapshot,
             unreachable: None,
@@ -172,6 +176,7 @@ impl<R: Runtime> Reconcile for Reconciler<R> {
             let actions = decide(&desired, &observed, &book, now);
             (actions, book.next_deadline(now))
         };
+        let actions = self.ctx.gate(&desired, actions, now);
         let mut work: Vec<String> = Vec::new();
         let mut next = deadline;
         for action in &actions {

@@ -34,8 +34,8 @@ pub use diff::changed_fields;
 pub use limits::{Limits, DEFAULT_MAX_SPEC_BYTES};
 pub use resources::{ResourcesSpec, Ulimit};
 pub use service::{
-    EnvFileRef, HealthcheckSpec, NetworkAttachment, PortSpec, ProbeCheck, ProbeSpec, Protocol,
-    RestartCondition, RestartSpec, ServiceSpec,
+    Dependency, DependencyCondition, EnvFileRef, HealthcheckSpec, NetworkAttachment, PortSpec,
+    ProbeCheck, ProbeSpec, Protocol, RestartCondition, RestartSpec, ServiceSpec,
 };
 pub use unit::{UnitFields, UnitRestart, UnitState};
 

@@ -9,6 +9,7 @@ mod bad_input;
 mod compose_files;
 mod coordinator_restart;
 mod dashboard;
+mod depends_on;
 mod deploy;
 mod dev;
 mod environments;

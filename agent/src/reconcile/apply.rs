@@ -2,17 +2,18 @@
 //! reconcile (observe afresh, decide, apply its actions in order) and the
 //! bookkeeping and events of what they did.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
 use convoy_proto::{workload, Event, Workload};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tracing::{debug, info, warn};
 
 use super::book::RestartBook;
 use super::decide::{decide, Action, RemoveReason};
-use super::{desired_of, earliest, unix_ms};
+use super::depends::{unmet, DEPENDS_WAIT};
+use super::{desired_of, earliest, unix_ms, Snapshot};
 use crate::controller;
 use crate::plan::Plan;
 use crate::runtime::{Observed, Runtime, RuntimeError};
@@ -39,6 +40,10 @@ pub(super) struct Ctx<R: Runtime> {
     pub(super) node: String,
     pub(super) book: Mutex<RestartBook>,
     pub(super) events: broadcast::Sender<Event>,
+    /// The statuses last published: what `depends_on` is checked against.
+    pub(super) statuses: watch::Receiver<Snapshot>,
+    /// `ENV/SERVICE -> DEPENDENCY` already logged as not checked here.
+    pub(super) elsewhere: Mutex<HashSet<String>>,
 }
 
 impl<R: Runtime> Ctx<R> {
@@ -47,6 +52,55 @@ impl<R: Runtime> Ctx<R> {
         self.book
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Holds back the creates and replacements of workloads whose
+    /// `depends_on` is not met yet (a `Wait` instead), and books why they
+    /// wait. `plan`: the plan's container workloads.
+    pub(super) fn gate(
+        &self,
+        plan: &[Workload],
+        actions: Vec<Action>,
+        now: Instant,
+    ) -> Vec<Action> {
+        let statuses = self.statuses.borrow().statuses.clone();
+        actions
+            .into_iter()
+            .map(|action| {
+                let w = match &action {
+                    Action::Create(w) | Action::Replace { workload: w, .. } => w,
+                    _ => return action,
+                };
+                let gate = unmet(w, plan, &statuses);
+                for dep in &gate.elsewhere {
+                    let key = format!("{}/{} -> {dep}", w.env, w.service);
+                    let mut logged = self
+                        .elsewhere
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if logged.insert(key) {
+                        info!(
+                            workload = %w.id,
+                            "depends_on `{dep}`: no instance of it on this node, so it is \
+                             not checked here (depends_on across nodes is not checked yet)"
+                        );
+                    }
+                }
+                let new = self.book().set_waiting(&w.id, gate.waiting.clone());
+                match gate.waiting {
+                    Some(reason) => {
+                        if new {
+                            info!(workload = %w.id, "{reason}");
+                        }
+                        Action::Wait {
+                            workload_id: w.id.clone(),
+                            until: now + DEPENDS_WAIT,
+                        }
+                    }
+                    None => action,
+                }
+            })
+            .collect()
     }
 
     pub(super) async fn observe(&self) -> Result<Vec<Observed>, RuntimeError> {
@@ -68,9 +122,11 @@ impl<R: Runtime> Ctx<R> {
         let observed = self.observe().await.map_err(|e| ReconcileError::Observe {
             reason: e.reason(&self.node),
         })?;
-        let desired: Vec<Workload> = desired_of(plan)
-            .into_iter()
+        let all = desired_of(plan);
+        let desired: Vec<Workload> = all
+            .iter()
             .filter(|w| w.id == workload_id)
+            .cloned()
             .collect();
         let mine: Vec<Observed> = observed
             .into_iter()
@@ -83,6 +139,7 @@ impl<R: Runtime> Ctx<R> {
             }
             decide(&desired, &mine, &book, now)
         };
+        let actions = self.gate(&all, actions, now);
         let names: HashMap<String, String> = mine
             .iter()
             .map(|o| (o.id.clone(), o.name.clone()))

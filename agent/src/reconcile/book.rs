@@ -38,6 +38,8 @@ struct RestartEntry {
     error: Option<String>,
     /// A container of this spec was created once: a new one is a restart.
     created: bool,
+    /// Why its container is not created yet (`depends_on`).
+    waiting: Option<String>,
 }
 
 /// `1 s * 2^failures`, at most 5 min.
@@ -101,6 +103,21 @@ impl RestartBook {
         self.entries
             .get(workload_id)
             .and_then(|e| e.error.as_deref())
+    }
+
+    /// Why the workload's container waits to be created (`depends_on`).
+    pub fn waiting(&self, workload_id: &str) -> Option<&str> {
+        self.entries
+            .get(workload_id)
+            .and_then(|e| e.waiting.as_deref())
+    }
+
+    /// Sets or clears why the workload waits; returns whether it changed.
+    pub(crate) fn set_waiting(&mut self, workload_id: &str, why: Option<String>) -> bool {
+        let entry = self.entries.entry(workload_id.to_string()).or_default();
+        let changed = entry.waiting != why;
+        entry.waiting = why;
+        changed
     }
 
     /// The delay of the workload's current restart backoff.

@@ -195,12 +195,13 @@ impl<R: Runtime> Reconciler<R> {
     }
 
     fn status_of(&self, w: &Workload, containers: &[&Observed]) -> WorkloadStatus {
-        let (error, restarts, delay) = {
+        let (error, restarts, delay, waiting) = {
             let book = self.ctx.book();
             (
                 book.error(&w.id).map(str::to_string),
                 book.restarts(&w.id),
                 book.delay(&w.id),
+                book.waiting(&w.id).map(str::to_string),
             )
         };
         let mut status = WorkloadStatus {
@@ -215,9 +216,10 @@ impl<R: Runtime> Reconciler<R> {
             status.reason = reason;
         };
         let Some(k) = keeper(w, containers) else {
-            match error {
-                Some(reason) => set(&mut status, WorkloadState::Failed, reason),
-                None => set(
+            match (error, waiting) {
+                (Some(reason), _) => set(&mut status, WorkloadState::Failed, reason),
+                (None, Some(reason)) => set(&mut status, WorkloadState::Pending, reason),
+                (None, None) => set(
                     &mut status,
                     WorkloadState::Pending,
                     "waiting for its container to be created".to_string(),

@@ -1239,3 +1239,182 @@ async fn a_workload_has_one_action_in_flight_however_often_the_loop_wakes() {
         .unwrap()
         .unwrap();
 }
+
+// ---- depends_on ----
+
+fn service(name: &str, index: u32, hash: &str) -> Workload {
+    let mut w = wl(index, hash);
+    w.id = format!("default/{name}/{index}");
+    w.service = name.into();
+    w
+}
+
+fn depending_on(
+    mut w: Workload,
+    on: &str,
+    condition: convoy_proto::dependency::Condition,
+) -> Workload {
+    if let Some(workload::Runtime::Container(spec)) = &mut w.runtime {
+        spec.depends_on.push(convoy_proto::Dependency {
+            service: on.into(),
+            condition: condition as i32,
+        });
+    }
+    w
+}
+
+fn created(fake: &FakeRuntime, workload_id: &str) -> bool {
+    !fake.containers_of(workload_id).is_empty()
+}
+
+/// Issue 14: `depends_on: {db: {condition: service_healthy}}`.
+#[tokio::test(start_paused = true)]
+async fn a_workload_is_created_only_once_its_dependency_on_the_node_is_healthy() {
+    use convoy_proto::dependency::Condition as Dep;
+    let mut h = harness(&[IMAGE]);
+    let db = service("db", 1, "d1");
+    let web = depending_on(service("web", 1, "w1"), "db", Dep::Healthy);
+    let p = plan(vec![db.clone(), web.clone()]);
+
+    h.reconciler.pass(Some(&p), Instant::now()).await;
+    assert!(created(&h.fake, &db.id));
+    assert!(!created(&h.fake, &web.id), "web must wait for db");
+    let status = h.status(&web.id);
+    assert_eq!(state(&status), WorkloadState::Pending, "{status:?}");
+    assert_eq!(status.reason, "waiting for `db` to be healthy (depends_on)");
+
+    // Running, its healthcheck still starting: web still waits.
+    let db_id = h.fake.containers_of(&db.id)[0].id.clone();
+    h.fake.set_health(
+        &db_id,
+        Some(DockerHealth {
+            status: Health::Starting,
+            output: String::new(),
+        }),
+    );
+    h.reconciler.pass(Some(&p), Instant::now()).await;
+    h.reconciler.pass(Some(&p), Instant::now()).await;
+    assert!(!created(&h.fake, &web.id), "web must wait for db's health");
+
+    h.fake.set_health(
+        &db_id,
+        Some(DockerHealth {
+            status: Health::Healthy,
+            output: String::new(),
+        }),
+    );
+    // The first pass reports db healthy, the next one creates web.
+    h.reconciler.pass(Some(&p), Instant::now()).await;
+    h.reconciler.pass(Some(&p), Instant::now()).await;
+    assert!(created(&h.fake, &web.id), "db is healthy: web is created");
+    assert_eq!(state(&h.status(&web.id)), WorkloadState::Running);
+
+    // Once started, db turning unhealthy does not stop web (as Compose).
+    h.fake.set_health(
+        &db_id,
+        Some(DockerHealth {
+            status: Health::Unhealthy,
+            output: "down".into(),
+        }),
+    );
+    h.reconciler.pass(Some(&p), Instant::now()).await;
+    h.reconciler.pass(Some(&p), Instant::now()).await;
+    assert_eq!(state(&h.status(&web.id)), WorkloadState::Running);
+    assert!(h
+        .fake
+        .calls()
+        .iter()
+        .all(|c| !matches!(c, Call::StopRemove(_))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replacement_waits_for_the_new_spec_of_its_dependency_and_the_old_container_keeps_running(
+) {
+    use convoy_proto::dependency::Condition as Dep;
+    let mut h = harness(&[IMAGE]);
+    let db = service("db", 1, "d1");
+    let web = depending_on(service("web", 1, "w1"), "db", Dep::Started);
+    h.reconciler
+        .pass(Some(&plan(vec![db.clone(), web.clone()])), Instant::now())
+        .await;
+    h.reconciler
+        .pass(Some(&plan(vec![db.clone(), web.clone()])), Instant::now())
+        .await;
+    assert!(created(&h.fake, &web.id));
+    let old_web = h.fake.containers_of(&web.id)[0].id.clone();
+
+    // Both change; the new db cannot start (its image is missing), so the
+    // new web waits and the old web keeps serving.
+    let db2 = with_image(service("db", 1, "d2"), "db:missing");
+    let web2 = depending_on(service("web", 1, "w2"), "db", Dep::Started);
+    let p = plan(vec![db2, web2.clone()]);
+    h.reconciler.pass(Some(&p), Instant::now()).await;
+    h.reconciler.pass(Some(&p), Instant::now()).await;
+    let webs = h.fake.containers_of(&web.id);
+    assert_eq!(webs.len(), 1, "{webs:?}");
+    assert_eq!(webs[0].id, old_web);
+    assert_eq!(
+        h.status(&web2.id).reason,
+        "waiting for `db` to start (depends_on)"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn completed_successfully_waits_for_a_clean_exit_and_a_dependency_elsewhere_is_not_checked() {
+    use convoy_proto::dependency::Condition as Dep;
+    let mut h = harness(&[IMAGE]);
+    let migrate = with_restart(service("migrate", 1, "m1"), Condition::None, 0);
+    let web = depending_on(
+        depending_on(
+            service("web", 1, "w1"),
+            "migrate",
+            Dep::CompletedSuccessfully,
+        ),
+        "cache",
+        Dep::Healthy,
+    );
+    let p = plan(vec![migrate.clone(), web.clone()]);
+    h.reconciler.pass(Some(&p), Instant::now()).await;
+    h.reconciler.pass(Some(&p), Instant::now()).await;
+    assert!(!created(&h.fake, &web.id), "migrate still runs");
+    assert_eq!(
+        h.status(&web.id).reason,
+        "waiting for `migrate` to complete successfully (depends_on)"
+    );
+    let m = h.fake.containers_of(&migrate.id)[0].id.clone();
+    h.fake.exit(&m, 0, Duration::from_secs(1));
+    h.reconciler.pass(Some(&p), Instant::now()).await;
+    h.reconciler.pass(Some(&p), Instant::now()).await;
+    // `cache` has no instance on this node: not checked.
+    assert!(created(&h.fake, &web.id));
+}
+
+#[test]
+fn a_failed_dependency_is_not_met() {
+    use convoy_proto::dependency::Condition as Dep;
+    let db = service("db", 1, "d1");
+    let web = depending_on(service("web", 1, "w1"), "db", Dep::CompletedSuccessfully);
+    let plan = [db.clone(), web.clone()];
+    let status = |state: WorkloadState, code: i64, hash: &str| {
+        BTreeMap::from([(
+            db.id.clone(),
+            WorkloadStatus {
+                id: db.id.clone(),
+                spec_hash: hash.into(),
+                state: state as i32,
+                exit_code: code,
+                ..WorkloadStatus::default()
+            },
+        )])
+    };
+    assert!(unmet(&web, &plan, &status(WorkloadState::Exited, 1, "d1"))
+        .waiting
+        .is_some());
+    assert!(unmet(&web, &plan, &status(WorkloadState::Exited, 0, "d0"))
+        .waiting
+        .is_some());
+    assert_eq!(
+        unmet(&web, &plan, &status(WorkloadState::Exited, 0, "d1")),
+        Gate::default()
+    );
+}

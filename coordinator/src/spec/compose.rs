@@ -14,6 +14,7 @@ use super::locate::{self, Seg};
 use super::ServiceSpec;
 
 mod convoy;
+mod depends_on;
 mod deploy;
 #[cfg(test)]
 mod doc_tests;

@@ -37,6 +37,7 @@ pub fn changed_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
         profiles,
         env_files: _,
         resources,
+        depends_on,
         unit,
     } = old;
     let mut fields = unit_changes(unit.as_ref(), new.unit.as_ref());
@@ -73,6 +74,7 @@ pub fn changed_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
             ("update strategy", *update != new.deploy.update),
             ("profiles", *profiles != new.profiles),
             ("resources", *resources != new.resources),
+            ("depends_on", *depends_on != new.depends_on),
         ]
         .into_iter()
         .filter(|(_, changed)| *changed)

@@ -7,8 +7,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::{
-    HealthcheckSpec, NetworkAttachment, PortSpec, ProbeSpec, ResourcesSpec, RestartSpec,
-    ServiceSpec, UnitFields,
+    Dependency, HealthcheckSpec, NetworkAttachment, PortSpec, ProbeSpec, ResourcesSpec,
+    RestartSpec, ServiceSpec, UnitFields,
 };
 
 impl ServiceSpec {
@@ -74,6 +74,10 @@ struct HashedRuntime<'a> {
     probes: &'a [ProbeSpec],
     #[serde(skip_serializing_if = "ResourcesSpec::is_empty")]
     resources: &'a ResourcesSpec,
+    /// Empty for most specs, so their hashes stay as they were. Hashed so
+    /// that a change reaches the agents (a new plan is sent on a new hash).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    depends_on: &'a [Dependency],
     /// Only for units, so the hashes of containers stay as they were.
     #[serde(skip_serializing_if = "Option::is_none")]
     unit: Option<&'a UnitFields>,
@@ -107,6 +111,7 @@ impl<'a> HashedRuntime<'a> {
             // Merged into `environment` before anything is hashed.
             env_files: _,
             resources,
+            depends_on,
             unit,
         } = spec;
         HashedRuntime {
@@ -130,6 +135,7 @@ impl<'a> HashedRuntime<'a> {
             healthcheck: healthcheck.as_ref(),
             probes,
             resources,
+            depends_on,
             unit: unit.as_ref(),
         }
     }

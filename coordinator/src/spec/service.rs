@@ -65,6 +65,10 @@ pub struct ServiceSpec {
     /// when one of these profiles is enabled (`convoy apply --profile`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub profiles: Vec<String>,
+    /// Compose `depends_on`: services of the same file whose instances on
+    /// the node must meet a condition before this one's are created.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<Dependency>,
     /// Set for an entry of `units:`: a systemd service, not a container
     /// (the container fields above are then empty). `None` in records
     /// stored before units existed.
@@ -109,6 +113,33 @@ impl ServiceSpec {
             None => &self.image,
         }
     }
+}
+
+/// One entry of `depends_on`: a service of the same file and what its
+/// instances must do before this service's start.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Dependency {
+    pub service: String,
+    pub condition: DependencyCondition,
+    /// `restart: true` as written (warned about: not acted on yet).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub restart: bool,
+}
+
+/// `depends_on`'s `condition`, named as in Compose.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DependencyCondition {
+    /// Every instance runs.
+    #[default]
+    #[serde(rename = "service_started")]
+    Started,
+    /// Every instance runs and is healthy.
+    #[serde(rename = "service_healthy")]
+    Healthy,
+    /// Every instance exited with code 0.
+    #[serde(rename = "service_completed_successfully")]
+    CompletedSuccessfully,
 }
 
 /// One network a service's containers join on their node.

@@ -381,7 +381,7 @@ fn unknown_service_key_is_an_error_naming_file_line_and_key() {
          `command`, `entrypoint`, `environment`, `ports`, `labels`, `volumes`, `networks`, \
          `hostname`, `extra_hosts`, `dns`, `expose`, `working_dir`, `user`, `restart`, \
          `stop_signal`, `stop_grace_period`, `healthcheck`, `deploy`, `profiles`, `env_file`, \
-         `cpus`, `mem_limit`, `mem_reservation`, `pids_limit`, `shm_size`, `ulimits`, `x-convoy`"
+         `depends_on`, `cpus`, `mem_limit`, `mem_reservation`, `pids_limit`, `shm_size`, `ulimits`, `x-convoy`"
     );
 }
 
@@ -601,13 +601,13 @@ fn several_documents_are_an_error() {
 #[test]
 fn unsupported_service_keys_are_warnings_naming_file_line_and_key() {
     let file = ok(&web(
-        "logging:\n  driver: syslog\n  options: {}\ndepends_on: [db]\ncap_drop: [NET_ADMIN]\nprivileged: false",
+        "logging:\n  driver: syslog\n  options: {}\nlinks: [db]\ncap_drop: [NET_ADMIN]\nprivileged: false",
     ));
     assert_eq!(
         file.warnings,
         [
             "app.yaml:4: services.web.logging: not supported by Convoy yet, ignored",
-            "app.yaml:7: services.web.depends_on: not supported by Convoy yet, ignored",
+            "app.yaml:7: services.web.links: not supported by Convoy yet, ignored",
             "app.yaml:8: services.web.cap_drop: not supported by Convoy yet, ignored",
             "app.yaml:9: services.web.privileged: not supported by Convoy yet, ignored",
         ]

@@ -9,8 +9,8 @@ use convoy_proto::{
 use convoy_proto as pb;
 
 use super::{
-    HealthcheckSpec, NetworkAttachment, PortSpec, ProbeCheck, ProbeSpec, RestartCondition,
-    RestartSpec, ServiceSpec, UnitFields, UnitState,
+    Dependency, DependencyCondition, HealthcheckSpec, NetworkAttachment, PortSpec, ProbeCheck,
+    ProbeSpec, RestartCondition, RestartSpec, ServiceSpec, UnitFields, UnitState,
 };
 
 impl ServiceSpec {
@@ -47,6 +47,7 @@ impl ServiceSpec {
             extra_hosts: self.extra_hosts.clone(),
             dns: self.dns.clone(),
             expose: self.expose.clone(),
+            depends_on: self.depends_on.iter().map(pb::Dependency::from).collect(),
             nano_cpus: self.resources.cpu_limit_nanos,
             memory_bytes: self.resources.memory_limit_bytes,
             pids_limit: self.resources.pids_limit,
@@ -77,6 +78,28 @@ impl ServiceSpec {
     /// The probes the agent runs against each instance (`Workload.probes`).
     pub fn probes(&self) -> Vec<Probe> {
         self.probes.iter().map(Probe::from).collect()
+    }
+}
+
+impl From<&Dependency> for pb::Dependency {
+    fn from(dependency: &Dependency) -> Self {
+        let Dependency {
+            service,
+            condition,
+            // Warned about when read; the agent does not act on it.
+            restart: _,
+        } = dependency;
+        let condition = match condition {
+            DependencyCondition::Started => pb::dependency::Condition::Started,
+            DependencyCondition::Healthy => pb::dependency::Condition::Healthy,
+            DependencyCondition::CompletedSuccessfully => {
+                pb::dependency::Condition::CompletedSuccessfully
+            }
+        };
+        pb::Dependency {
+            service: service.clone(),
+            condition: condition as i32,
+        }
     }
 }
 

@@ -164,6 +164,8 @@ pub(super) fn create_body(
         extra_hosts,
         dns,
         expose,
+        // The reconciler's gate, before anything is created.
+        depends_on: _,
         nano_cpus,
         memory_bytes,
         pids_limit,

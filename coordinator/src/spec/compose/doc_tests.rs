@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 use super::UNSUPPORTED;
 
 use super::keys::{
-    ConvoyKey, ConvoyUpdateKey, DeployKey, HealthcheckKey, HttpProbeKey, KeySet, LimitsKey,
-    NetworkKey, PlacementKey, PortKey, ProbeKey, ReservationsKey, ResourcesKey, RestartPolicyKey,
-    ServiceKey, ServiceNetworkKey, TcpProbeKey, TopKey, UnitKey, UpdateConfigKey,
+    ConvoyKey, ConvoyUpdateKey, DependsOnKey, DeployKey, HealthcheckKey, HttpProbeKey, KeySet,
+    LimitsKey, NetworkKey, PlacementKey, PortKey, ProbeKey, ReservationsKey, ResourcesKey,
+    RestartPolicyKey, ServiceKey, ServiceNetworkKey, TcpProbeKey, TopKey, UnitKey, UpdateConfigKey,
 };
 
 const DOC: &str = include_str!("../../../../docs/COMPOSE.md");
@@ -77,6 +77,10 @@ fn mappings() -> Vec<Mapping> {
         mapping::<UpdateConfigKey>(
             "services.<name>.deploy.rollback_config",
             service("    deploy:\n      rollback_config:\n        @@\n"),
+        ),
+        mapping::<DependsOnKey>(
+            "services.<name>.depends_on.<service>",
+            service("    depends_on:\n      db:\n        @@\n  db:\n    image: redis\n"),
         ),
         mapping::<HealthcheckKey>(
             "services.<name>.healthcheck",

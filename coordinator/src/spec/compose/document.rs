@@ -7,6 +7,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 
+use super::depends_on::{self, Written};
 use super::keys::{first_time, next_key, TopKey};
 use super::networks::{self, NetworksSeed};
 use super::seeds::{scalar, value};
@@ -47,11 +48,13 @@ impl<'de> Visitor<'de> for DocumentVisitor {
         let mut services = None;
         let mut units = None;
         let mut declared = Vec::new();
+        let mut depends_on = Vec::new();
         while let Some(key) = next_key::<A, TopKey>(&mut map, &mut seen, &mut notes)? {
             match key {
                 TopKey::Services => {
                     let read = map.next_value_seed(ServicesSeed)?;
                     services = Some(read.services);
+                    depends_on = read.depends_on;
                     nest(&mut notes, Seg::Key("services".to_owned()), read.notes);
                     nest(
                         &mut problems,
@@ -89,6 +92,11 @@ impl<'de> Visitor<'de> for DocumentVisitor {
             Seg::Key("services".to_owned()),
             networks::resolve(&mut services, &declared),
         );
+        // Among containers only: a unit is not a service to wait for.
+        let mut dep_notes = Vec::new();
+        let dep_problems = depends_on::resolve(&mut services, depends_on, &mut dep_notes);
+        nest(&mut notes, Seg::Key("services".to_owned()), dep_notes);
+        nest(&mut problems, Seg::Key("services".to_owned()), dep_problems);
         let units = units.unwrap_or_default();
         // One namespace: instances, status and `convoy delete` go by name.
         for (name, _) in &units {
@@ -115,6 +123,8 @@ pub(super) struct Services {
     pub(super) services: Vec<(String, ServiceSpec)>,
     pub(super) notes: Vec<Note>,
     pub(super) problems: Vec<Note>,
+    /// Each service's `depends_on` as written.
+    pub(super) depends_on: Vec<(String, Vec<Written>)>,
 }
 
 struct ServicesSeed;
@@ -144,6 +154,7 @@ impl<'de> Visitor<'de> for ServicesSeed {
         let mut services = Vec::new();
         let mut notes = Vec::new();
         let mut problems = Vec::new();
+        let mut depends_on = Vec::new();
         loop {
             let name_seed = scalar("a service name", |name: &str| {
                 values::service_name(name)?;
@@ -153,7 +164,10 @@ impl<'de> Visitor<'de> for ServicesSeed {
             let Some(name) = map.next_key_seed(name_seed)? else {
                 break;
             };
-            let (spec, service_notes, problem) = map.next_value_seed(ServiceSeed)?;
+            let (spec, service_notes, problem, written) = map.next_value_seed(ServiceSeed)?;
+            if !written.is_empty() {
+                depends_on.push((name.clone(), written));
+            }
             nest(&mut notes, Seg::Key(name.clone()), service_notes);
             nest(
                 &mut problems,
@@ -171,6 +185,7 @@ impl<'de> Visitor<'de> for ServicesSeed {
             services,
             notes,
             problems,
+            depends_on,
         })
     }
 }

@@ -97,6 +97,7 @@ key_set!(ServiceKey {
     Deploy = "deploy",
     Profiles = "profiles",
     EnvFile = "env_file",
+    DependsOn = "depends_on",
     Cpus = "cpus",
     MemLimit = "mem_limit",
     MemReservation = "mem_reservation",
@@ -119,7 +120,7 @@ key_set!(ServiceKey {
     "annotations", "attach", "blkio_config", "cap_drop", "cgroup_parent",
     "configs", "container_name", "cpu_count", "cpu_percent", "cpu_period", "cpu_quota",
     "cpu_rt_period", "cpu_rt_runtime", "cpu_shares", "cpuset", "credential_spec",
-    "depends_on", "develop", "device_cgroup_rules", "dns_opt", "dns_search",
+    "develop", "device_cgroup_rules", "dns_opt", "dns_search",
     "domainname", "extends", "external_links", "gpus",
     "group_add", "init", "isolation", "links", "logging",
     "mac_address", "mem_swappiness", "memswap_limit",
@@ -181,6 +182,13 @@ key_set!(EnvFileKey {
     Path = "path",
     Required = "required",
     Format = "format",
+} ignored []);
+
+// An entry of a service's `depends_on` mapping.
+key_set!(DependsOnKey {
+    Condition = "condition",
+    Required = "required",
+    Restart = "restart",
 } ignored []);
 
 key_set!(UlimitKey {

@@ -7,6 +7,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::convoy::ConvoySeed;
+use super::depends_on::{DependsOnSeed, Written};
 use super::deploy::DeploySeed;
 use super::environment::EntriesSeed;
 use super::healthcheck::HealthcheckSeed;
@@ -21,11 +22,14 @@ use super::{host_access, nest, Note, UNSUPPORTED};
 use crate::spec::locate::Seg;
 use crate::spec::{values, ServiceSpec};
 
-/// A service, its warnings, and the first error between its keys.
+/// A service, its warnings, the first error between its keys, and its
+/// `depends_on` as written (checked once every service is read).
 pub(super) struct ServiceSeed;
 
+type Read = (ServiceSpec, Vec<Note>, Option<Note>, Vec<Written>);
+
 impl<'de> DeserializeSeed<'de> for ServiceSeed {
-    type Value = (ServiceSpec, Vec<Note>, Option<Note>);
+    type Value = Read;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
@@ -33,7 +37,7 @@ impl<'de> DeserializeSeed<'de> for ServiceSeed {
 }
 
 impl<'de> Visitor<'de> for ServiceSeed {
-    type Value = (ServiceSpec, Vec<Note>, Option<Note>);
+    type Value = Read;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a service: a mapping with at least `image:`")
@@ -58,6 +62,7 @@ impl<'de> Visitor<'de> for ServiceSeed {
         // The older keys, to compare with `deploy.resources`.
         let mut legacy = Legacy::default();
         let mut deploy_resources = None;
+        let mut depends_on = Vec::new();
         while let Some(key) = next_key::<A, ServiceKey>(&mut map, &mut seen, &mut notes)? {
             match key {
                 ServiceKey::Image => {
@@ -130,6 +135,12 @@ impl<'de> Visitor<'de> for ServiceSeed {
                 ServiceKey::EnvFile => {
                     spec.env_files =
                         value(&mut map, super::env_file::EnvFileSeed)?.unwrap_or_default();
+                }
+                ServiceKey::DependsOn => {
+                    if let Some((written, dep_notes)) = value(&mut map, DependsOnSeed)? {
+                        depends_on = written;
+                        nest(&mut notes, Seg::Key("depends_on".to_owned()), dep_notes);
+                    }
                 }
                 ServiceKey::Profiles => {
                     spec.profiles = value(
@@ -263,7 +274,12 @@ impl<'de> Visitor<'de> for ServiceSeed {
             }
             Err(problem) => Some(problem),
         };
-        Ok((spec, notes, host_problem.or(resource_problem).or(problem)))
+        Ok((
+            spec,
+            notes,
+            host_problem.or(resource_problem).or(problem),
+            depends_on,
+        ))
     }
 }
 

@@ -87,6 +87,7 @@ impl<'de> Visitor<'de> for UnitsSeed {
             services: units,
             notes,
             problems,
+            depends_on: Vec::new(),
         })
     }
 }
