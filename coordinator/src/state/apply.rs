@@ -199,6 +199,14 @@ impl Coordinator {
             .filter(|(_, spec)| spec.is_unit())
             .map(|(name, _)| name.clone())
             .collect();
+        let depends_on: Vec<(String, Vec<String>)> = file
+            .services
+            .iter()
+            .map(|(name, spec)| {
+                let deps = spec.depends_on.iter().map(|d| d.service.clone()).collect();
+                (name.clone(), deps)
+            })
+            .collect();
         for (name, new_spec) in file.services {
             let (change, gone) = stage_service(
                 next,
@@ -220,6 +228,11 @@ impl Coordinator {
         }
         file.warnings
             .extend(super::split::split_warning(filename, &changes, &units));
+        file.warnings.extend(super::split::depends_on_warning(
+            filename,
+            &changes,
+            &depends_on,
+        ));
         let response = pb::ApplyResponse {
             services: changes,
             warnings: file.warnings,

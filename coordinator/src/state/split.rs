@@ -1,7 +1,8 @@
-//! The apply warning for a stack split across nodes: services reach each
+//! The apply warnings for a stack split across nodes: services reach each
 //! other by name on their node's network only (issue 14), so a service
 //! whose instances run where another of the stack does not cannot reach it
-//! by name yet.
+//! by name yet; and an agent checks `depends_on` only against its own
+//! node, so a service placed where its dependency is not starts unchecked.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -56,6 +57,39 @@ pub(super) fn split_warning(
     ))
 }
 
+/// One warning when a service runs on a node where a service it depends on
+/// (`depends_on`) has no instance: the agent there checks only what runs on
+/// its own node, so it starts the service without waiting. `None` when each
+/// dependency runs wherever its dependents do.
+pub(super) fn depends_on_warning(
+    filename: &str,
+    changes: &[pb::ServiceChange],
+    depends_on: &[(String, Vec<String>)],
+) -> Option<String> {
+    let nodes_of = |service: &str| -> BTreeSet<&str> {
+        changes
+            .iter()
+            .filter(|c| c.service == service)
+            .flat_map(|c| c.instances.iter())
+            .filter(|i| i.action != pb::ChangeAction::Remove as i32 && !i.node.is_empty())
+            .map(|i| i.node.as_str())
+            .collect()
+    };
+    depends_on.iter().find_map(|(service, deps)| {
+        let mine = nodes_of(service);
+        deps.iter().find_map(|dep| {
+            let theirs = nodes_of(dep);
+            let node = mine.iter().find(|n| !theirs.contains(*n))?;
+            Some(format!(
+                "{filename}: `{service}` depends on `{dep}` (depends_on), but runs on node \
+                 `{node}` where `{dep}` has no instance: depends_on across nodes is not \
+                 checked yet, so `{service}` starts there without waiting (constrain both \
+                 to the same nodes with `deploy.placement.constraints`)"
+            ))
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +137,27 @@ mod tests {
         assert!(warning.contains("`web` on n1, n2"), "{warning}");
         assert!(warning.contains("`db` on n1"), "{warning}");
         assert!(warning.contains("not supported yet"), "{warning}");
+    }
+
+    #[test]
+    fn a_dependency_missing_from_a_node_of_its_dependent_is_warned_about() {
+        let deps = [("web".to_string(), vec!["db".to_string()])];
+        let together = [change("web", &["n1", "n1"]), change("db", &["n1"])];
+        assert_eq!(depends_on_warning("app.yaml", &together, &deps), None);
+        let apart = [change("web", &["n1", "n2"]), change("db", &["n1"])];
+        let warning = depends_on_warning("app.yaml", &apart, &deps).unwrap();
+        assert!(
+            warning
+                .starts_with("app.yaml: `web` depends on `db` (depends_on), but runs on node `n2`"),
+            "{warning}"
+        );
+        assert!(
+            warning.contains("depends_on across nodes is not checked yet"),
+            "{warning}"
+        );
+        // The dependency may run where nothing depends on it.
+        let wider = [change("web", &["n1"]), change("db", &["n1", "n2"])];
+        assert_eq!(depends_on_warning("app.yaml", &wider, &deps), None);
     }
 
     #[test]
