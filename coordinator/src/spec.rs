@@ -11,6 +11,7 @@ mod compose;
 mod constraint;
 mod deploy;
 mod diff;
+mod extras;
 mod hash;
 #[cfg(test)]
 mod hostile_tests;
@@ -31,6 +32,7 @@ mod wire;
 pub use constraint::{Constraint, ConstraintOp, NodeAttribute};
 pub use deploy::{DeployMode, DeploySpec, FailureAction, Strategy, UpdateOrder, UpdatePolicy};
 pub use diff::changed_fields;
+pub use extras::ContainerExtras;
 pub use limits::{Limits, DEFAULT_MAX_SPEC_BYTES};
 pub use resources::{ResourcesSpec, Ulimit};
 pub use service::{

@@ -145,7 +145,7 @@ fn resource_limits_reach_docker() {
     let file = c.write_spec(
         "limits.yaml",
         &format!(
-            "services:\n  {svc}:\n    image: {image}\n    shm_size: 32m\n    ulimits:\n      nofile: {{soft: 1024, hard: 2048}}\n    mem_reservation: 32m\n    deploy:\n      resources:\n        limits:\n          cpus: '0.5'\n          memory: 64M\n          pids: 64\n"
+            "services:\n  {svc}:\n    image: {image}\n    read_only: true\n    tmpfs: [\"/run:size=8m\"]\n    init: true\n    cap_drop: [NET_RAW]\n    sysctls: {{net.core.somaxconn: 1024}}\n    logging:\n      driver: json-file\n      options: {{max-size: 1m}}\n    shm_size: 32m\n    ulimits:\n      nofile: {{soft: 1024, hard: 2048}}\n    mem_reservation: 32m\n    deploy:\n      resources:\n        limits:\n          cpus: '0.5'\n          memory: 64M\n          pids: 64\n"
         ),
     );
     c.apply(&file);
@@ -168,6 +168,22 @@ fn resource_limits_reach_docker() {
         serde_json::json!([{"Name": "nofile", "Soft": 1024, "Hard": 2048}]),
         "{host:#}"
     );
+    // The further container settings.
+    assert_eq!(host["ReadonlyRootfs"], true, "{host:#}");
+    assert_eq!(
+        host["Tmpfs"],
+        serde_json::json!({"/run": "size=8m"}),
+        "{host:#}"
+    );
+    assert_eq!(host["Init"], true, "{host:#}");
+    assert_eq!(host["CapDrop"], serde_json::json!(["NET_RAW"]), "{host:#}");
+    assert_eq!(
+        host["Sysctls"],
+        serde_json::json!({"net.core.somaxconn": "1024"}),
+        "{host:#}"
+    );
+    assert_eq!(host["LogConfig"]["Type"], "json-file", "{host:#}");
+    assert_eq!(host["LogConfig"]["Config"]["max-size"], "1m", "{host:#}");
 }
 
 #[test]

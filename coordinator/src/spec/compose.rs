@@ -21,6 +21,7 @@ mod doc_tests;
 mod document;
 mod env_file;
 mod environment;
+mod extras;
 mod healthcheck;
 mod host_access;
 mod keys;

@@ -37,6 +37,7 @@ pub fn changed_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
         profiles,
         env_files: _,
         resources,
+        extras,
         depends_on,
         unit,
     } = old;
@@ -74,6 +75,7 @@ pub fn changed_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
             ("update strategy", *update != new.deploy.update),
             ("profiles", *profiles != new.profiles),
             ("resources", *resources != new.resources),
+            ("container settings", *extras != new.extras),
             ("depends_on", *depends_on != new.depends_on),
         ]
         .into_iter()

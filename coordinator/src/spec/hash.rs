@@ -7,8 +7,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::{
-    Dependency, HealthcheckSpec, NetworkAttachment, PortSpec, ProbeSpec, ResourcesSpec,
-    RestartSpec, ServiceSpec, UnitFields,
+    ContainerExtras, Dependency, HealthcheckSpec, NetworkAttachment, PortSpec, ProbeSpec,
+    ResourcesSpec, RestartSpec, ServiceSpec, UnitFields,
 };
 
 impl ServiceSpec {
@@ -74,6 +74,8 @@ struct HashedRuntime<'a> {
     probes: &'a [ProbeSpec],
     #[serde(skip_serializing_if = "ResourcesSpec::is_empty")]
     resources: &'a ResourcesSpec,
+    #[serde(skip_serializing_if = "ContainerExtras::is_empty")]
+    extras: &'a ContainerExtras,
     /// Empty for most specs, so their hashes stay as they were. Hashed so
     /// that a change reaches the agents (a new plan is sent on a new hash).
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
@@ -111,6 +113,7 @@ impl<'a> HashedRuntime<'a> {
             // Merged into `environment` before anything is hashed.
             env_files: _,
             resources,
+            extras,
             depends_on,
             unit,
         } = spec;
@@ -135,6 +138,7 @@ impl<'a> HashedRuntime<'a> {
             healthcheck: healthcheck.as_ref(),
             probes,
             resources,
+            extras,
             depends_on,
             unit: unit.as_ref(),
         }

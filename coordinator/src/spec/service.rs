@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Constraint, DeployMode, DeploySpec, ResourcesSpec, UnitFields};
+use super::{Constraint, ContainerExtras, DeployMode, DeploySpec, ResourcesSpec, UnitFields};
 
 /// One service of a spec, as stored in a revision (JSON).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +57,10 @@ pub struct ServiceSpec {
     /// aside for each.
     #[serde(skip_serializing_if = "ResourcesSpec::is_empty")]
     pub resources: ResourcesSpec,
+    /// `read_only`, `tmpfs`, `init`, `cap_drop`, `tty`, `stdin_open`,
+    /// `sysctls` and `logging`, handed to Docker as written.
+    #[serde(skip_serializing_if = "ContainerExtras::is_empty")]
+    pub extras: ContainerExtras,
     /// `env_file`, as written: merged into `environment` (which wins) by
     /// `spec::parse_with_files` and then cleared, so never stored.
     #[serde(skip)]

@@ -381,7 +381,9 @@ fn unknown_service_key_is_an_error_naming_file_line_and_key() {
          `command`, `entrypoint`, `environment`, `ports`, `labels`, `volumes`, `networks`, \
          `hostname`, `extra_hosts`, `dns`, `expose`, `working_dir`, `user`, `restart`, \
          `stop_signal`, `stop_grace_period`, `healthcheck`, `deploy`, `profiles`, `env_file`, \
-         `depends_on`, `cpus`, `mem_limit`, `mem_reservation`, `pids_limit`, `shm_size`, `ulimits`, `x-convoy`"
+         `read_only`, `tmpfs`, `init`, `cap_drop`, `tty`, `stdin_open`, `sysctls`, `logging`, \
+         `depends_on`, `cpus`, `mem_limit`, `mem_reservation`, `pids_limit`, `shm_size`, \
+         `ulimits`, `x-convoy`"
     );
 }
 
@@ -601,14 +603,14 @@ fn several_documents_are_an_error() {
 #[test]
 fn unsupported_service_keys_are_warnings_naming_file_line_and_key() {
     let file = ok(&web(
-        "logging:\n  driver: syslog\n  options: {}\nlinks: [db]\ncap_drop: [NET_ADMIN]\nprivileged: false",
+        "blkio_config:\n  weight: 300\n  device_read_bps: []\ngroup_add: [mail]\noom_score_adj: 100\nprivileged: false",
     ));
     assert_eq!(
         file.warnings,
         [
-            "app.yaml:4: services.web.logging: not supported by Convoy yet, ignored",
-            "app.yaml:7: services.web.links: not supported by Convoy yet, ignored",
-            "app.yaml:8: services.web.cap_drop: not supported by Convoy yet, ignored",
+            "app.yaml:4: services.web.blkio_config: not supported by Convoy yet, ignored",
+            "app.yaml:7: services.web.group_add: not supported by Convoy yet, ignored",
+            "app.yaml:8: services.web.oom_score_adj: not supported by Convoy yet, ignored",
             "app.yaml:9: services.web.privileged: not supported by Convoy yet, ignored",
         ]
     );
@@ -664,23 +666,23 @@ fn unsupported_deploy_and_top_level_keys_are_warnings() {
 #[test]
 fn warnings_of_several_services_come_in_file_order() {
     let file = ok(
-        "services:\n  zeta:\n    image: x\n    tty: true\n  alpha:\n    image: y\n    init: true\n",
+        "services:\n  zeta:\n    image: x\n    group_add: [a]\n  alpha:\n    image: y\n    oom_score_adj: 1\n",
     );
     assert_eq!(
         file.warnings,
         [
-            "app.yaml:4: services.zeta.tty: not supported by Convoy yet, ignored",
-            "app.yaml:7: services.alpha.init: not supported by Convoy yet, ignored",
+            "app.yaml:4: services.zeta.group_add: not supported by Convoy yet, ignored",
+            "app.yaml:7: services.alpha.oom_score_adj: not supported by Convoy yet, ignored",
         ]
     );
 }
 
 #[test]
 fn warning_without_a_findable_line_still_names_the_key() {
-    let file = ok("services: {web: {image: nginx, tty: true}}\n");
+    let file = ok("services: {web: {image: nginx, group_add: [a]}}\n");
     assert_eq!(
         file.warnings,
-        ["app.yaml:1: services.web.tty: not supported by Convoy yet, ignored"]
+        ["app.yaml:1: services.web.group_add: not supported by Convoy yet, ignored"]
     );
 }
 

@@ -63,6 +63,15 @@ impl ServiceSpec {
                     hard: limit.hard,
                 })
                 .collect(),
+            read_only: self.extras.read_only,
+            tmpfs: self.extras.tmpfs.clone(),
+            init: self.extras.init,
+            cap_drop: self.extras.cap_drop.clone(),
+            tty: self.extras.tty,
+            stdin_open: self.extras.stdin_open,
+            sysctls: self.extras.sysctls.clone(),
+            log_driver: self.extras.log_driver.clone(),
+            log_options: self.extras.log_options.clone(),
         }
     }
 

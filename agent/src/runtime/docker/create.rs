@@ -5,8 +5,9 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, NetworkCreateRequest,
-    NetworkingConfig, PortBinding, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, HostConfigLogConfig,
+    NetworkCreateRequest, NetworkingConfig, PortBinding, ResourcesUlimits, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use convoy_proto::{workload, ContainerSpec, HealthCheck, NetworkAttachment, Workload};
 
@@ -172,6 +173,15 @@ pub(super) fn create_body(
         memory_reservation_bytes,
         shm_size_bytes,
         ulimits,
+        read_only,
+        tmpfs,
+        init,
+        cap_drop,
+        tty,
+        stdin_open,
+        sysctls,
+        log_driver,
+        log_options,
     } = spec;
     // 0 is "not set" on the wire; Docker takes i64.
     let limit = |n: &u64| (*n != 0).then(|| i64::try_from(*n).unwrap_or(i64::MAX));
@@ -226,6 +236,8 @@ pub(super) fn create_body(
 
     Ok(ContainerCreateBody {
         image: Some(image.clone()),
+        tty: tty.then_some(true),
+        open_stdin: stdin_open.then_some(true),
         cmd: non_empty_vec(command),
         entrypoint: non_empty_vec(entrypoint),
         env: (!env.is_empty()).then_some(env),
@@ -256,6 +268,18 @@ pub(super) fn create_body(
             memory_reservation: limit(memory_reservation_bytes),
             pids_limit: limit(pids_limit),
             shm_size: limit(shm_size_bytes),
+            readonly_rootfs: read_only.then_some(true),
+            tmpfs: (!tmpfs.is_empty()).then(|| tmpfs.clone().into_iter().collect()),
+            init: init.then_some(true),
+            cap_drop: non_empty_vec(cap_drop),
+            sysctls: (!sysctls.is_empty()).then(|| sysctls.clone().into_iter().collect()),
+            log_config: (!log_driver.is_empty() || !log_options.is_empty()).then(|| {
+                HostConfigLogConfig {
+                    typ: non_empty(log_driver),
+                    config: (!log_options.is_empty())
+                        .then(|| log_options.clone().into_iter().collect()),
+                }
+            }),
             ulimits: (!ulimits.is_empty()).then(|| {
                 ulimits
                     .iter()

@@ -14,8 +14,9 @@ use super::UNSUPPORTED;
 
 use super::keys::{
     ConvoyKey, ConvoyUpdateKey, DependsOnKey, DeployKey, HealthcheckKey, HttpProbeKey, KeySet,
-    LimitsKey, NetworkKey, PlacementKey, PortKey, ProbeKey, ReservationsKey, ResourcesKey,
-    RestartPolicyKey, ServiceKey, ServiceNetworkKey, TcpProbeKey, TopKey, UnitKey, UpdateConfigKey,
+    LimitsKey, LoggingKey, NetworkKey, PlacementKey, PortKey, ProbeKey, ReservationsKey,
+    ResourcesKey, RestartPolicyKey, ServiceKey, ServiceNetworkKey, TcpProbeKey, TopKey, UnitKey,
+    UpdateConfigKey,
 };
 
 const DOC: &str = include_str!("../../../../docs/COMPOSE.md");
@@ -49,6 +50,7 @@ fn mappings() -> Vec<Mapping> {
     vec![
         mapping::<TopKey>("top level", service("@@\n")),
         mapping::<ServiceKey>("services.<name>", service("    @@\n")),
+        mapping::<LoggingKey>("services.<name>.logging", service("    logging:\n      @@\n")),
         mapping::<DeployKey>("services.<name>.deploy", service("    deploy:\n      @@\n")),
         mapping::<PlacementKey>(
             "services.<name>.deploy.placement",

@@ -33,6 +33,18 @@ impl EntriesSeed {
         check: values::label_name,
         check_value: any_value,
     };
+    /// `sysctls`: namespaced kernel parameters only.
+    pub(super) const SYSCTLS: Self = EntriesSeed {
+        noun: "sysctl",
+        check: crate::spec::extras::check_sysctl,
+        check_value: any_value,
+    };
+    /// `logging.options`.
+    pub(super) const LOG_OPTIONS: Self = EntriesSeed {
+        noun: "option",
+        check: values::label_name,
+        check_value: any_value,
+    };
     /// A unit's `environment`: each entry becomes an `Environment=` line.
     pub(super) const UNIT_ENVIRONMENT: Self = EntriesSeed {
         noun: "variable",

@@ -97,6 +97,14 @@ key_set!(ServiceKey {
     Deploy = "deploy",
     Profiles = "profiles",
     EnvFile = "env_file",
+    ReadOnly = "read_only",
+    Tmpfs = "tmpfs",
+    Init = "init",
+    CapDrop = "cap_drop",
+    Tty = "tty",
+    StdinOpen = "stdin_open",
+    Sysctls = "sysctls",
+    Logging = "logging",
     DependsOn = "depends_on",
     Cpus = "cpus",
     MemLimit = "mem_limit",
@@ -117,17 +125,17 @@ key_set!(ServiceKey {
     NetworkMode = "network_mode",
     SecurityOpt = "security_opt",
 } ignored [
-    "annotations", "attach", "blkio_config", "cap_drop", "cgroup_parent",
+    "annotations", "attach", "blkio_config", "cgroup_parent",
     "configs", "container_name", "cpu_count", "cpu_percent", "cpu_period", "cpu_quota",
     "cpu_rt_period", "cpu_rt_runtime", "cpu_shares", "cpuset", "credential_spec",
     "develop", "device_cgroup_rules", "dns_opt", "dns_search",
     "domainname", "extends", "external_links", "gpus",
-    "group_add", "init", "isolation", "links", "logging",
+    "group_add", "isolation", "links",
     "mac_address", "mem_swappiness", "memswap_limit",
     "oom_kill_disable", "oom_score_adj",
-    "platform", "post_start", "pre_stop", "pull_policy", "read_only",
-    "runtime", "scale", "secrets", "stdin_open", "storage_opt",
-    "sysctls", "tmpfs", "tty", "volumes_from",
+    "platform", "post_start", "pre_stop", "pull_policy",
+    "runtime", "scale", "secrets", "storage_opt",
+    "volumes_from",
 ] refused [
     "build" => "Convoy deploys images built elsewhere: build and push the image \
                 (e.g. `docker build -t REGISTRY/APP:TAG . && docker push REGISTRY/APP:TAG`), \
@@ -189,6 +197,11 @@ key_set!(DependsOnKey {
     Condition = "condition",
     Required = "required",
     Restart = "restart",
+} ignored []);
+
+key_set!(LoggingKey {
+    Driver = "driver",
+    Options = "options",
 } ignored []);
 
 key_set!(UlimitKey {

@@ -132,6 +132,37 @@ impl<'de> Visitor<'de> for ServiceSeed {
                     spec.resources.ulimits =
                         value(&mut map, resources::UlimitsSeed)?.unwrap_or_default();
                 }
+                ServiceKey::ReadOnly => {
+                    spec.extras.read_only =
+                        value(&mut map, scalar("`true` or `false`", values::boolean))?
+                            .unwrap_or_default()
+                }
+                ServiceKey::Tmpfs => {
+                    spec.extras.tmpfs =
+                        value(&mut map, super::extras::TmpfsSeed)?.unwrap_or_default()
+                }
+                ServiceKey::Init => {
+                    spec.extras.init =
+                        value(&mut map, scalar("`true` or `false`", values::boolean))?
+                            .unwrap_or_default()
+                }
+                ServiceKey::CapDrop => spec.extras.cap_drop = super::extras::cap_drop(&mut map)?,
+                ServiceKey::Tty => {
+                    spec.extras.tty = value(&mut map, scalar("`true` or `false`", values::boolean))?
+                        .unwrap_or_default()
+                }
+                ServiceKey::StdinOpen => {
+                    spec.extras.stdin_open =
+                        value(&mut map, scalar("`true` or `false`", values::boolean))?
+                            .unwrap_or_default()
+                }
+                ServiceKey::Sysctls => spec.extras.sysctls = super::extras::sysctls(&mut map)?,
+                ServiceKey::Logging => {
+                    if let Some((driver, options)) = value(&mut map, super::extras::LoggingSeed)? {
+                        spec.extras.log_driver = driver;
+                        spec.extras.log_options = options;
+                    }
+                }
                 ServiceKey::EnvFile => {
                     spec.env_files =
                         value(&mut map, super::env_file::EnvFileSeed)?.unwrap_or_default();

@@ -1,0 +1,150 @@
+//! The container settings Compose has beside the main ones, each handed to
+//! Docker as written: `read_only`, `tmpfs`, `init`, `cap_drop`, `tty`,
+//! `stdin_open`, `sysctls` (the namespaced ones) and `logging`. None of them
+//! gives a container more of the host than it has (host access is
+//! `host_access.rs`'s).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContainerExtras {
+    /// The root filesystem is mounted read-only.
+    pub read_only: bool,
+    /// `tmpfs` mounts: target path → options (`size=64m`, may be empty).
+    pub tmpfs: BTreeMap<String, String>,
+    /// Run an init process (tini) as PID 1.
+    pub init: bool,
+    /// Capabilities dropped (`ALL`, `NET_RAW`, ...).
+    pub cap_drop: Vec<String>,
+    pub tty: bool,
+    pub stdin_open: bool,
+    /// Namespaced kernel parameters (`net.*`, `kernel.shm*`, ...).
+    pub sysctls: BTreeMap<String, String>,
+    /// `logging.driver` (empty: Docker's default).
+    pub log_driver: String,
+    pub log_options: BTreeMap<String, String>,
+}
+
+impl ContainerExtras {
+    pub fn is_empty(&self) -> bool {
+        *self == ContainerExtras::default()
+    }
+}
+
+/// Whether `name` is a kernel parameter Docker lets a container set in its
+/// own namespaces; others would change the host, and are refused.
+pub(crate) fn check_sysctl(name: &str) -> Result<(), String> {
+    const PREFIXES: &[&str] = &["net.", "kernel.shm", "kernel.msg", "fs.mqueue."];
+    const NAMES: &[&str] = &["kernel.sem", "kernel.domainname", "kernel.hostname"];
+    if NAMES.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p)) {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a namespaced kernel parameter: a container may set `net.*`, \
+             `kernel.shm*`, `kernel.msg*`, `kernel.sem` and `fs.mqueue.*` only"
+        ))
+    }
+}
+
+/// A capability name as Docker takes it: `NET_RAW` or `CAP_NET_RAW`, `ALL`.
+pub(crate) fn check_capability(name: &str) -> Result<String, String> {
+    let bare = name.strip_prefix("CAP_").unwrap_or(name);
+    if !bare.is_empty() && bare.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
+        Ok(bare.to_owned())
+    } else {
+        Err(format!(
+            "invalid capability `{name}`: write it as Docker does, e.g. `NET_RAW` or `ALL`"
+        ))
+    }
+}
+
+/// One `tmpfs` entry: `/run` or `/run:size=64m,mode=1777`.
+pub(crate) fn tmpfs_entry(text: &str) -> Result<(String, String), String> {
+    let (target, options) = text.split_once(':').unwrap_or((text, ""));
+    if !target.starts_with('/') {
+        return Err(format!(
+            "invalid tmpfs `{text}`: the target must be an absolute path"
+        ));
+    }
+    Ok((target.to_owned(), options.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_namespaced_sysctls() {
+        assert!(check_sysctl("net.core.somaxconn").is_ok());
+        assert!(check_sysctl("kernel.shmmax").is_ok());
+        assert!(check_sysctl("vm.swappiness")
+            .unwrap_err()
+            .contains("not a namespaced kernel parameter"));
+        assert!(check_sysctl("kernel.panic").is_err());
+    }
+
+    #[test]
+    fn capabilities_and_tmpfs() {
+        assert_eq!(check_capability("CAP_NET_RAW"), Ok("NET_RAW".into()));
+        assert_eq!(check_capability("ALL"), Ok("ALL".into()));
+        assert!(check_capability("net_raw").is_err());
+        assert_eq!(
+            tmpfs_entry("/run:size=64m"),
+            Ok(("/run".into(), "size=64m".into()))
+        );
+        assert_eq!(tmpfs_entry("/tmp"), Ok(("/tmp".into(), String::new())));
+        assert!(tmpfs_entry("tmp").is_err());
+    }
+
+    fn extras(extra: &str) -> Result<ContainerExtras, String> {
+        let mut yaml = String::from("services:\n  web:\n    image: nginx\n");
+        for line in extra.lines() {
+            yaml += &format!("    {line}\n");
+        }
+        crate::spec::parse("app.yaml", &yaml)
+            .map(|f| f.services["web"].extras.clone())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn settings_are_read_from_a_spec() {
+        let e = extras(
+            "read_only: true\ntmpfs: [/run, \"/tmp:size=64m\"]\ninit: true\ncap_drop: [ALL]\ntty: true\nstdin_open: true\nsysctls: {net.core.somaxconn: 1024}\nlogging:\n  driver: json-file\n  options: {max-size: 10m}",
+        )
+        .unwrap();
+        assert!(e.read_only && e.init && e.tty && e.stdin_open);
+        assert_eq!(e.tmpfs["/tmp"], "size=64m");
+        assert_eq!(e.tmpfs["/run"], "");
+        assert_eq!(e.cap_drop, ["ALL"]);
+        assert_eq!(e.sysctls["net.core.somaxconn"], "1024");
+        assert_eq!(e.log_driver, "json-file");
+        assert_eq!(e.log_options["max-size"], "10m");
+        assert_eq!(extras("tmpfs: /run").unwrap().tmpfs.len(), 1);
+        assert_eq!(
+            extras("sysctls: [net.ipv4.ip_forward=1]").unwrap().sysctls["net.ipv4.ip_forward"],
+            "1"
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_errors_naming_the_key() {
+        let err = extras("sysctls: {vm.swappiness: 10}").unwrap_err();
+        assert!(
+            err.starts_with("app.yaml:4:") && err.contains("services.web.sysctls"),
+            "{err}"
+        );
+        assert!(err.contains("not a namespaced kernel parameter"), "{err}");
+        assert!(extras("cap_drop: [net_raw]")
+            .unwrap_err()
+            .contains("invalid capability"));
+        assert!(extras("tmpfs: [run]")
+            .unwrap_err()
+            .contains("absolute path"));
+        assert!(extras("logging: {driver: local, level: x}")
+            .unwrap_err()
+            .contains("unknown field `level`"));
+    }
+}
