@@ -225,3 +225,43 @@ fn override_files_merge_in_order() {
         assert_eq!(container.env_var("KEEP"), Some("yes"));
     }
 }
+
+#[test]
+fn pull_policy_never_fails_naming_the_policy_instead_of_pulling() {
+    skip_without_docker!();
+    let c = Cluster::with_agents(1);
+    let svc = c.service_name("never");
+    let file = c.write_spec(
+        "never.yaml",
+        &format!(
+            "services:\n  {svc}:\n    image: convoy-absent-{}:1\n    pull_policy: never\n",
+            c.id
+        ),
+    );
+    c.apply(&file);
+    let reason = convoy_tests::wait::wait_until(
+        "the instance fails naming the pull policy",
+        std::time::Duration::from_secs(20),
+        std::time::Duration::from_millis(200),
+        || {
+            let status = c.try_service_status(&svc)?;
+            let instance = status
+                .instances
+                .first()
+                .ok_or_else(|| anyhow::anyhow!("no instance"))?;
+            if instance.reason.contains("pull_policy: never") {
+                Ok(instance.reason.clone())
+            } else {
+                anyhow::bail!("{}", status.describe())
+            }
+        },
+    );
+    assert!(
+        reason.starts_with(&format!(
+            "image `convoy-absent-{}:1` not found on node",
+            c.id
+        )),
+        "{reason}"
+    );
+    assert!(docker::of_service(&svc).unwrap().is_empty());
+}

@@ -378,10 +378,28 @@ async fn ensure_image<R: Runtime>(runtime: &R, w: &Workload) -> Result<(), Runti
     let Some(workload::Runtime::Container(spec)) = &w.runtime else {
         return Err(no_spec(w));
     };
-    if runtime.image_present(&spec.image).await? {
-        return Ok(());
+    match spec.pull_policy.as_str() {
+        // A new pull for every container created (a moving tag).
+        "always" => runtime.pull(&spec.image).await,
+        "never" => {
+            if runtime.image_present(&spec.image).await? {
+                Ok(())
+            } else {
+                Err(RuntimeError::ImageMissing {
+                    image: spec.image.clone(),
+                    cause: "`pull_policy: never`, and the image is not on this node: load it \
+                            here, or use `missing`"
+                        .to_string(),
+                })
+            }
+        }
+        _ => {
+            if runtime.image_present(&spec.image).await? {
+                return Ok(());
+            }
+            runtime.pull(&spec.image).await
+        }
     }
-    runtime.pull(&spec.image).await
 }
 
 async fn create<R: Runtime>(runtime: &R, node: &str, w: &Workload) -> Result<String, RuntimeError> {

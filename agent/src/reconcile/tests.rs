@@ -1418,3 +1418,53 @@ fn a_failed_dependency_is_not_met() {
         Gate::default()
     );
 }
+
+fn with_pull_policy(mut w: Workload, policy: &str) -> Workload {
+    if let Some(workload::Runtime::Container(spec)) = &mut w.runtime {
+        spec.pull_policy = policy.into();
+    }
+    w
+}
+
+/// Issue 14: `pull_policy: always` pulls even an image the node has;
+/// `never` never pulls and fails naming the policy; the default pulls only
+/// what is missing.
+#[tokio::test]
+async fn pull_policy_decides_when_an_image_is_pulled() {
+    let mut h = harness(&[IMAGE]);
+    h.fake.lock().pullable.insert(IMAGE.into());
+    let always = with_pull_policy(wl(1, "h1"), "always");
+    h.reconciler
+        .pass(Some(&plan(vec![always.clone()])), Instant::now())
+        .await;
+    assert_eq!(h.fake.calls()[0], Call::Pull(IMAGE.into()));
+    assert_eq!(state(&h.status(&always.id)), WorkloadState::Running);
+
+    let mut h = harness(&[]);
+    let never = with_pull_policy(with_image(wl(1, "h1"), "absent:1"), "never");
+    h.reconciler
+        .pass(Some(&plan(vec![never.clone()])), Instant::now())
+        .await;
+    assert!(
+        !h.fake.calls().iter().any(|c| matches!(c, Call::Pull(_))),
+        "{:?}",
+        h.fake.calls()
+    );
+    let status = h.status(&never.id);
+    assert_eq!(state(&status), WorkloadState::Failed);
+    assert!(
+        status
+            .reason
+            .starts_with("image `absent:1` not found on node `n1`: `pull_policy: never`"),
+        "{}",
+        status.reason
+    );
+
+    // The default: the image is there, no pull.
+    let mut h = harness(&[IMAGE]);
+    let w = wl(1, "h1");
+    h.reconciler
+        .pass(Some(&plan(vec![w.clone()])), Instant::now())
+        .await;
+    assert!(!h.fake.calls().iter().any(|c| matches!(c, Call::Pull(_))));
+}

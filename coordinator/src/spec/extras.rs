@@ -26,6 +26,8 @@ pub struct ContainerExtras {
     /// `logging.driver` (empty: Docker's default).
     pub log_driver: String,
     pub log_options: BTreeMap<String, String>,
+    /// `pull_policy`: `always`, `never`, or (empty) pull when missing.
+    pub pull_policy: String,
 }
 
 impl ContainerExtras {
@@ -46,6 +48,25 @@ pub(crate) fn check_sysctl(name: &str) -> Result<(), String> {
             "`{name}` is not a namespaced kernel parameter: a container may set `net.*`, \
              `kernel.shm*`, `kernel.msg*`, `kernel.sem` and `fs.mqueue.*` only"
         ))
+    }
+}
+
+/// `pull_policy`: `always`, `never`, `missing`/`if_not_present` (the
+/// default, stored empty); `build` is refused: Convoy deploys images built
+/// elsewhere.
+pub(crate) fn pull_policy(text: &str) -> Result<String, String> {
+    match text {
+        "always" | "never" => Ok(text.to_owned()),
+        "missing" | "if_not_present" => Ok(String::new()),
+        "build" => Err(
+            "Convoy deploys images built elsewhere: build and push the image, \
+                        then use `always`, `missing` or `never`"
+                .to_owned(),
+        ),
+        other => Err(format!(
+            "unknown pull policy `{other}`, expected one of `always`, `missing`, \
+             `if_not_present`, `never`"
+        )),
     }
 }
 
@@ -127,6 +148,27 @@ mod tests {
             extras("sysctls: [net.ipv4.ip_forward=1]").unwrap().sysctls["net.ipv4.ip_forward"],
             "1"
         );
+    }
+
+    #[test]
+    fn pull_policies() {
+        assert_eq!(extras("pull_policy: always").unwrap().pull_policy, "always");
+        assert_eq!(extras("pull_policy: never").unwrap().pull_policy, "never");
+        assert_eq!(extras("pull_policy: missing").unwrap().pull_policy, "");
+        assert_eq!(
+            extras("pull_policy: if_not_present").unwrap().pull_policy,
+            ""
+        );
+        let err = extras("pull_policy: build").unwrap_err();
+        assert!(
+            err.starts_with(
+                "app.yaml:4:18: services.web.pull_policy: Convoy deploys images built elsewhere"
+            ),
+            "{err}"
+        );
+        assert!(extras("pull_policy: sometimes")
+            .unwrap_err()
+            .contains("unknown pull policy `sometimes`, expected one of `always`, `missing`"));
     }
 
     #[test]

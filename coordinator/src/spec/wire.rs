@@ -72,6 +72,7 @@ impl ServiceSpec {
             sysctls: self.extras.sysctls.clone(),
             log_driver: self.extras.log_driver.clone(),
             log_options: self.extras.log_options.clone(),
+            pull_policy: self.extras.pull_policy.clone(),
         }
     }
 

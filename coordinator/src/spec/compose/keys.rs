@@ -105,6 +105,7 @@ key_set!(ServiceKey {
     StdinOpen = "stdin_open",
     Sysctls = "sysctls",
     Logging = "logging",
+    PullPolicy = "pull_policy",
     DependsOn = "depends_on",
     Cpus = "cpus",
     MemLimit = "mem_limit",
@@ -133,7 +134,7 @@ key_set!(ServiceKey {
     "group_add", "isolation", "links",
     "mac_address", "mem_swappiness", "memswap_limit",
     "oom_kill_disable", "oom_score_adj",
-    "platform", "post_start", "pre_stop", "pull_policy",
+    "platform", "post_start", "pre_stop",
     "runtime", "scale", "secrets", "storage_opt",
     "volumes_from",
 ] refused [

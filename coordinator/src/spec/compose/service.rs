@@ -157,6 +157,13 @@ impl<'de> Visitor<'de> for ServiceSeed {
                             .unwrap_or_default()
                 }
                 ServiceKey::Sysctls => spec.extras.sysctls = super::extras::sysctls(&mut map)?,
+                ServiceKey::PullPolicy => {
+                    spec.extras.pull_policy = value(
+                        &mut map,
+                        scalar("a pull policy", crate::spec::extras::pull_policy),
+                    )?
+                    .unwrap_or_default()
+                }
                 ServiceKey::Logging => {
                     if let Some((driver, options)) = value(&mut map, super::extras::LoggingSeed)? {
                         spec.extras.log_driver = driver;
