@@ -121,14 +121,15 @@ fn unsupported_compose_key_is_warned_about_and_applied() {
     skip_without_docker!();
     let c = Cluster::with_agents(1);
     let svc = c.service_name("warn");
+    // `logging` was the example until it was supported (issue 14).
     let spec = ServiceSpec::new(&svc, &c.image())
-        .extra("logging:")
-        .extra("  driver: json-file");
+        .extra("blkio_config:")
+        .extra("  weight: 300");
     let file = c.write_spec("warn.yaml", &compose(&[&spec]));
     let report = c.apply(&file);
     assert!(
-        report.warnings.iter().any(|w| w.contains("logging")),
-        "no warning names logging: {:?}",
+        report.warnings.iter().any(|w| w.contains("blkio_config")),
+        "no warning names blkio_config: {:?}",
         report.warnings
     );
     assert_eq!(report.service(&svc).action, "create");

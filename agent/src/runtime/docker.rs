@@ -19,8 +19,8 @@ use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::NetworkConnectRequest;
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, EventsOptions, InspectContainerOptions,
-    InspectNetworkOptions, ListContainersOptions, RemoveContainerOptions, StartContainerOptions,
-    StopContainerOptions,
+    InspectNetworkOptions, ListContainersOptions, ListNetworksOptions, RemoveContainerOptions,
+    StartContainerOptions, StopContainerOptions,
 };
 use bollard::Docker;
 use convoy_proto::Workload;
@@ -257,10 +257,22 @@ impl DockerRuntime {
         joined: &Joined,
     ) -> Result<(), RuntimeError> {
         let _held = self.network_lock.lock().await;
-        match docker
+        let mut inspected = docker
             .inspect_network(&joined.name, None::<InspectNetworkOptions>)
-            .await
+            .await;
+        // Two agents on one engine may both have created it (Docker 20.10
+        // allows two networks of one name, and then refuses the name as
+        // ambiguous): keep the oldest, and look again.
+        if inspected
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("ambiguous"))
         {
+            dedupe_network(docker, &joined.name).await;
+            inspected = docker
+                .inspect_network(&joined.name, None::<InspectNetworkOptions>)
+                .await;
+        }
+        match inspected {
             // Never trust the coordinator alone with the host: the host's
             // network, named or by its ID, is `network_mode: host`.
             Ok(network) if network.driver.as_deref() == Some("host") => {
@@ -296,6 +308,8 @@ impl DockerRuntime {
             .create_network(request.clone())
             .await
             .map_err(|e| classify(&format!("creating network `{}`", joined.name), e))?;
+        // Another agent on this engine may have created it at the same time.
+        dedupe_network(docker, &joined.name).await;
         Ok(())
     }
 
@@ -602,5 +616,41 @@ impl Runtime for DockerRuntime {
 
 #[cfg(test)]
 mod network_tests;
+/// When the engine holds several networks named `name` (two agents on one
+/// engine created it at once), removes Convoy's empty ones but the oldest,
+/// so that the name means one network again. Every agent keeps the same
+/// one (oldest, then lowest ID); one in use is left for a later pass.
+async fn dedupe_network(docker: &Docker, name: &str) {
+    let filters = HashMap::from([("name".to_string(), vec![name.to_string()])]);
+    let Ok(list) = docker
+        .list_networks(Some(ListNetworksOptions {
+            filters: Some(filters),
+        }))
+        .await
+    else {
+        return;
+    };
+    // The filter matches substrings: keep the exact name only.
+    let mut same: Vec<_> = list
+        .into_iter()
+        .filter(|n| n.name.as_deref() == Some(name))
+        .collect();
+    if same.len() < 2 {
+        return;
+    }
+    same.sort_by(|a, b| (&a.created, &a.id).cmp(&(&b.created, &b.id)));
+    for extra in &same[1..] {
+        let ours = extra
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(labels::MANAGED))
+            .is_some_and(|v| v == "true");
+        if let (true, Some(id)) = (ours, extra.id.as_deref()) {
+            tracing::info!(network = name, id, "removing a duplicate network");
+            let _ = docker.remove_network(id).await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

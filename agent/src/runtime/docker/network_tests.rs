@@ -265,3 +265,50 @@ async fn an_external_network_is_joined_and_outlives_its_last_container() {
         .unwrap();
     assert!(bridge.status.success(), "the default bridge was removed");
 }
+
+/// Two agents on one engine once created `convoy-default` at the same time:
+/// Docker 20.10 keeps both, then refuses the name as ambiguous, and no
+/// container of the environment could start. The oldest is kept.
+#[tokio::test]
+async fn a_network_created_twice_at_once_is_made_one_again() {
+    if std::env::var("CONVOY_SKIP_DOCKER_TESTS").as_deref() == Ok("1") {
+        eprintln!("skipped: CONVOY_SKIP_DOCKER_TESTS=1");
+        return;
+    }
+    let docker = bollard::Docker::connect_with_local_defaults().expect("docker");
+    let name = format!("convoy-unit-dup-{}", std::process::id());
+    let request = bollard::models::NetworkCreateRequest {
+        name: name.clone(),
+        driver: Some("bridge".into()),
+        labels: Some(std::collections::HashMap::from([(
+            labels::MANAGED.to_string(),
+            "true".to_string(),
+        )])),
+        ..Default::default()
+    };
+    let (a, b) = tokio::join!(
+        docker.create_network(request.clone()),
+        docker.create_network(request.clone())
+    );
+    let first = a.expect("create").id;
+    let second = b.expect("create").id;
+    assert_ne!(first, second, "the engine keeps two networks of one name");
+    let ambiguous = docker
+        .inspect_network(
+            &name,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await;
+    assert!(ambiguous.is_err(), "{ambiguous:?}");
+
+    super::dedupe_network(&docker, &name).await;
+    let kept = docker
+        .inspect_network(
+            &name,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .expect("one network of that name again");
+    let _ = docker.remove_network(&name).await;
+    assert!(kept.id == Some(first) || kept.id == Some(second));
+}
