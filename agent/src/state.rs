@@ -170,6 +170,7 @@ mod tests {
                             timeout_ms: 1000,
                             retries: 5,
                             start_period_ms: 0,
+                            start_interval_ms: 0,
                             disable: false,
                         }),
                         ..ContainerSpec::default()

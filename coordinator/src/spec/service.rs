@@ -178,6 +178,11 @@ pub struct HealthcheckSpec {
     pub timeout_ms: u64,
     pub retries: u32,
     pub start_period_ms: u64,
+    /// The interval during the start period (Docker Engine 25 and later;
+    /// older engines use `interval_ms`). Left out of the stored spec and the
+    /// spec hash when 0, so adding it replaced no running instance.
+    #[serde(skip_serializing_if = "is_zero_ms")]
+    pub start_interval_ms: u64,
     /// `disable: true` or `test: ["NONE"]` (then `test` is `["NONE"]`).
     pub disable: bool,
 }
@@ -285,4 +290,8 @@ pub struct EnvFileRef {
     pub path: String,
     /// `required: false`: a file that is not there is skipped.
     pub required: bool,
+}
+
+fn is_zero_ms(ms: &u64) -> bool {
+    *ms == 0
 }

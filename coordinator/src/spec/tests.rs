@@ -863,7 +863,7 @@ fn constraint_displays_as_swarm_writes_it() {
 #[test]
 fn healthcheck_list_form_and_durations_are_read() {
     let file = ok(&web(
-        "healthcheck:\n  test: [\"CMD\", \"/convoy-testapp\", \"--probe\", \"http://127.0.0.1:8080/healthz\"]\n  interval: 1m30s\n  timeout: 500ms\n  retries: 5\n  start_period: 10s",
+        "healthcheck:\n  test: [\"CMD\", \"/convoy-testapp\", \"--probe\", \"http://127.0.0.1:8080/healthz\"]\n  interval: 1m30s\n  timeout: 500ms\n  retries: 5\n  start_period: 10s\n  start_interval: 2s",
     ));
     assert!(file.warnings.is_empty(), "{:?}", file.warnings);
     assert_eq!(
@@ -879,6 +879,7 @@ fn healthcheck_list_form_and_durations_are_read() {
             timeout_ms: 500,
             retries: 5,
             start_period_ms: 10_000,
+            start_interval_ms: 2_000,
             disable: false,
         })
     );
@@ -967,14 +968,22 @@ fn bad_healthchecks_are_errors_naming_line_and_key() {
 }
 
 #[test]
-fn healthcheck_start_interval_is_a_warning() {
+fn healthcheck_start_interval_is_read_and_checked() {
     let file = ok(&web(
         "healthcheck:\n  test: [\"CMD\", \"true\"]\n  start_interval: 1s",
     ));
+    assert!(file.warnings.is_empty(), "{:?}", file.warnings);
     assert_eq!(
-        file.warnings,
-        ["app.yaml:6: services.web.healthcheck.start_interval: not supported by Convoy yet, ignored"]
+        file.services["web"]
+            .healthcheck
+            .as_ref()
+            .map(|h| h.start_interval_ms),
+        Some(1_000)
     );
+    assert!(error(&web(
+        "healthcheck:\n  test: [\"CMD\", \"true\"]\n  start_interval: often"
+    ))
+    .starts_with("app.yaml:6:23: services.web.healthcheck.start_interval: "));
 }
 
 // ---- x-convoy.probes ----
@@ -1173,6 +1182,15 @@ fn spec_hash_changes_with_healthcheck_and_probes() {
     let checked = with("healthcheck:\n  test: [\"CMD\", \"true\"]");
     assert_ne!(checked, base);
     assert_ne!(with("healthcheck:\n  test: [\"CMD\", \"false\"]"), checked);
+    // `start_interval` came later: left out, the hash is the one before it.
+    assert_eq!(
+        with("healthcheck:\n  test: [\"CMD\", \"true\"]\n  start_interval: 0s"),
+        checked
+    );
+    assert_ne!(
+        with("healthcheck:\n  test: [\"CMD\", \"true\"]\n  start_interval: 1s"),
+        checked
+    );
     let probed = with("x-convoy:\n  probes: [{tcp: {port: 80}}]");
     assert_ne!(probed, base);
     assert_ne!(with("x-convoy:\n  probes: [{tcp: {port: 81}}]"), probed);
@@ -1199,7 +1217,7 @@ fn changed_fields_names_healthcheck_and_probes() {
 #[test]
 fn container_spec_carries_the_healthcheck() {
     let spec = service(&web(
-        "healthcheck:\n  test: [\"CMD\", \"/check\"]\n  interval: 2s\n  timeout: 1s\n  retries: 4\n  start_period: 3s",
+        "healthcheck:\n  test: [\"CMD\", \"/check\"]\n  interval: 2s\n  timeout: 1s\n  retries: 4\n  start_period: 3s\n  start_interval: 500ms",
     ))
     .container_spec();
     assert_eq!(
@@ -1210,6 +1228,7 @@ fn container_spec_carries_the_healthcheck() {
             timeout_ms: 1_000,
             retries: 4,
             start_period_ms: 3_000,
+            start_interval_ms: 500,
             disable: false,
         })
     );

@@ -190,6 +190,7 @@ impl From<&HealthcheckSpec> for HealthCheck {
             timeout_ms,
             retries,
             start_period_ms,
+            start_interval_ms,
             disable,
         } = check;
         HealthCheck {
@@ -198,6 +199,7 @@ impl From<&HealthcheckSpec> for HealthCheck {
             timeout_ms: *timeout_ms,
             retries: *retries,
             start_period_ms: *start_period_ms,
+            start_interval_ms: *start_interval_ms,
             disable: *disable,
         }
     }

@@ -113,6 +113,7 @@ pub(super) fn health_config(check: &HealthCheck) -> HealthConfig {
         timeout_ms,
         retries,
         start_period_ms,
+        start_interval_ms,
         disable,
     } = check;
     if *disable || test.first().map(String::as_str) == Some("NONE") {
@@ -131,7 +132,7 @@ pub(super) fn health_config(check: &HealthCheck) -> HealthConfig {
         timeout: ns(timeout_ms),
         retries: (*retries != 0).then(|| i64::from(*retries)),
         start_period: ns(start_period_ms),
-        start_interval: None,
+        start_interval: ns(start_interval_ms),
     }
 }
 

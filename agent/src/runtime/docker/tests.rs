@@ -103,6 +103,7 @@ fn healthcheck_maps_to_the_engines_health_config_in_nanoseconds() {
         timeout_ms: 0,
         retries: 4,
         start_period_ms: 10_000,
+        start_interval_ms: 250,
         disable: false,
     });
     assert_eq!(
@@ -113,7 +114,7 @@ fn healthcheck_maps_to_the_engines_health_config_in_nanoseconds() {
             timeout: None,
             retries: Some(4),
             start_period: Some(10_000_000_000),
-            start_interval: None,
+            start_interval: Some(250_000_000),
         }
     );
     let image_test = health_config(&HealthCheck {
@@ -472,7 +473,10 @@ mod real {
                 interval_ms: 200,
                 timeout_ms: 2000,
                 retries: 1,
-                start_period_ms: 0,
+                // Engines before 25.0 (20.10 here) ignore `start_interval`;
+                // none refuses the container for it.
+                start_period_ms: 5_000,
+                start_interval_ms: 100,
                 disable: false,
             });
         }

@@ -52,6 +52,9 @@ impl<'de> Visitor<'de> for HealthcheckSeed {
                 HealthcheckKey::StartPeriod => {
                     check.start_period_ms = value(&mut map, duration())?.unwrap_or(0)
                 }
+                HealthcheckKey::StartInterval => {
+                    check.start_interval_ms = value(&mut map, duration())?.unwrap_or(0)
+                }
                 HealthcheckKey::Disable => {
                     disable = value(&mut map, scalar("`true` or `false`", values::boolean))?
                         .unwrap_or(false);

@@ -235,8 +235,9 @@ key_set!(HealthcheckKey {
     Timeout = "timeout",
     Retries = "retries",
     StartPeriod = "start_period",
+    StartInterval = "start_interval",
     Disable = "disable",
-} ignored ["start_interval"]);
+} ignored []);
 
 // `x-convoy` is Convoy's own block: every key in it is Convoy's, so an
 // unknown one is a typo, never a Compose key to skip.
