@@ -12,6 +12,7 @@ pub use convoy_pki as pki;
 pub mod placement;
 pub mod report;
 pub mod rollout;
+pub mod secrets;
 pub mod server;
 pub mod spec;
 pub mod state;
