@@ -129,6 +129,9 @@ pub struct ServiceStatusJson {
     pub instances: Vec<InstanceStatusJson>,
     /// The current or last rollout.
     pub rollout: Option<RolloutJson>,
+    /// Compose `deploy.labels`: the service's own labels.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub deploy_labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -234,6 +237,7 @@ impl From<&pb::ServiceStatus> for ServiceStatusJson {
             healthy,
             has_checks,
             rollout,
+            deploy_labels,
         } = status;
         Self {
             name: name.clone(),
@@ -246,6 +250,10 @@ impl From<&pb::ServiceStatus> for ServiceStatusJson {
             rollout: rollout.as_ref().map(RolloutJson::from),
             image: image.clone(),
             instances: instances.iter().map(InstanceStatusJson::from).collect(),
+            deploy_labels: deploy_labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         }
     }
 }

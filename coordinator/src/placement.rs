@@ -155,6 +155,11 @@ pub fn place_within(
     }
 
     let replicas = spec.replicas() as usize;
+    let cap = match spec.deploy.max_replicas_per_node {
+        0 => usize::MAX,
+        n => n as usize,
+    };
+    let mut spread = Spread::new(spec, nodes);
     // The instances kept are the current ones with the lowest numbers (a
     // blue-green rollout may have left them above `replicas`); new ones take
     // the lowest free numbers.
@@ -171,8 +176,10 @@ pub fn place_within(
     let mut load: BTreeMap<&str, usize> = eligible.iter().map(|n| (*n, 0)).collect();
     for index in &indexes {
         if let Some(Some(node)) = current.get(index) {
-            if keepable.contains(node.as_str()) {
+            let on_node = load.get(node.as_str()).copied().unwrap_or(0);
+            if keepable.contains(node.as_str()) && on_node < cap {
                 *load.entry(node.as_str()).or_default() += 1;
+                spread.add(node);
                 if let Some(c) = room.as_mut().and_then(|f| f.0.get_mut(node.as_str())) {
                     c.take(&need);
                 }
@@ -187,13 +194,16 @@ pub fn place_within(
         let pick = eligible
             .iter()
             .filter(|n| {
-                room.as_ref()
-                    .is_none_or(|f| f.get(n).is_none_or(|c| c.fits(&need)))
+                load.get(*n).copied().unwrap_or(0) < cap
+                    && room
+                        .as_ref()
+                        .is_none_or(|f| f.get(n).is_none_or(|c| c.fits(&need)))
             })
-            .min_by_key(|n| (load.get(*n).copied().unwrap_or(0), **n))
+            .min_by_key(|n| (spread.key(n), load.get(*n).copied().unwrap_or(0), **n))
             .copied();
         if let Some(node) = pick {
             *load.entry(node).or_default() += 1;
+            spread.add(node);
             if let Some(c) = room.as_mut().and_then(|f| f.0.get_mut(node)) {
                 c.take(&need);
             }
@@ -201,6 +211,54 @@ pub fn place_within(
         out.insert(index, pick.map(str::to_string));
     }
     out
+}
+
+/// `placement.preferences`: how many instances each value of each spread
+/// label holds so far. A node without the label counts as one more value
+/// (as Swarm does), so those nodes share one group.
+struct Spread<'a> {
+    keys: &'a [String],
+    labels: BTreeMap<&'a str, &'a BTreeMap<String, String>>,
+    counts: BTreeMap<(usize, Option<&'a str>), usize>,
+}
+
+impl<'a> Spread<'a> {
+    fn new(spec: &'a ServiceSpec, nodes: &[Candidate<'a>]) -> Self {
+        let keys = &spec.deploy.spread[..];
+        let labels = if keys.is_empty() {
+            BTreeMap::new()
+        } else {
+            nodes.iter().map(|c| (c.name, &c.facts.labels)).collect()
+        };
+        Spread {
+            keys,
+            labels,
+            counts: BTreeMap::new(),
+        }
+    }
+
+    fn group(&self, node: &str, k: usize) -> Option<&'a str> {
+        let labels: &'a BTreeMap<String, String> = self.labels.get(node)?;
+        labels.get(&self.keys[k]).map(String::as_str)
+    }
+
+    /// The instances already in `node`'s group of each preference, the
+    /// first preference first: the smaller, the better the node.
+    fn key(&self, node: &str) -> Vec<usize> {
+        (0..self.keys.len())
+            .map(|k| {
+                let group = self.group(node, k);
+                self.counts.get(&(k, group)).copied().unwrap_or(0)
+            })
+            .collect()
+    }
+
+    fn add(&mut self, node: &str) {
+        for k in 0..self.keys.len() {
+            let group = self.group(node, k);
+            *self.counts.entry((k, group)).or_default() += 1;
+        }
+    }
 }
 
 fn place_global(
@@ -334,6 +392,72 @@ mod tests {
         ];
         let out = place(&s, &out, &nodes);
         assert_eq!(out, [(1, Some("g".into()))].into_iter().collect());
+    }
+
+    /// Issue 14: `placement.preferences: [{spread: node.labels.zone}]`
+    /// spreads over the zones first, then over the nodes of each zone; a node
+    /// without the label is a zone of its own.
+    #[test]
+    fn spread_preference_balances_label_values_before_nodes() {
+        let s = svc(
+            "services:\n  web:\n    image: x\n    deploy:\n      replicas: 4\n      placement:\n        preferences:\n          - spread: node.labels.zone\n",
+        );
+        let (a, b) = (facts(&[("zone", "a")]), facts(&[("zone", "b")]));
+        let node = |name, facts| Candidate {
+            name,
+            facts,
+            connected: true,
+        };
+        // Three nodes in zone a, one in zone b: plain spreading would put
+        // 3 of 4 in zone a; the preference puts 2 in each zone.
+        let nodes = [
+            node("a1", &a),
+            node("a2", &a),
+            node("a3", &a),
+            node("b1", &b),
+        ];
+        let out = place(&s, &Assignments::new(), &nodes);
+        let zone_b = out.values().filter(|n| n.as_deref() == Some("b1")).count();
+        assert_eq!(zone_b, 2, "{out:?}");
+        let plain = svc("services:\n  web:\n    image: x\n    deploy:\n      replicas: 4\n");
+        let out = place(&plain, &Assignments::new(), &nodes);
+        let zone_b = out.values().filter(|n| n.as_deref() == Some("b1")).count();
+        assert_eq!(zone_b, 1, "{out:?}");
+        // Unlabelled nodes share one group.
+        let none = facts(&[]);
+        let nodes = [node("a1", &a), node("n1", &none), node("n2", &none)];
+        let out = place(&s, &Assignments::new(), &nodes);
+        let labelled = out.values().filter(|n| n.as_deref() == Some("a1")).count();
+        assert_eq!(labelled, 2, "{out:?}");
+    }
+
+    /// Issue 14: `max_replicas_per_node` leaves the instances no node may
+    /// take pending, and moves kept instances above the limit.
+    #[test]
+    fn max_replicas_per_node_caps_each_node() {
+        let s = svc(
+            "services:\n  web:\n    image: x\n    deploy:\n      replicas: 5\n      placement:\n        max_replicas_per_node: 2\n",
+        );
+        let f = facts(&[]);
+        let node = |name| Candidate {
+            name,
+            facts: &f,
+            connected: true,
+        };
+        let nodes = [node("a"), node("b")];
+        let out = place(&s, &Assignments::new(), &nodes);
+        let on = |n: &str| out.values().filter(|x| x.as_deref() == Some(n)).count();
+        assert_eq!((on("a"), on("b")), (2, 2), "{out:?}");
+        assert_eq!(out.values().filter(|n| n.is_none()).count(), 1, "{out:?}");
+        // Three kept on `a` (placed before the limit): one moves to `b`.
+        let current: Assignments = (1..=3).map(|i| (i, Some("a".to_string()))).collect();
+        let s3 = svc(
+            "services:\n  web:\n    image: x\n    deploy:\n      replicas: 3\n      placement:\n        max_replicas_per_node: 2\n",
+        );
+        let out = place(&s3, &current, &nodes);
+        assert_eq!(out[&1], Some("a".to_string()));
+        assert_eq!(out[&2], Some("a".to_string()));
+        assert_eq!(out[&3], Some("b".to_string()));
     }
 
     fn binds(paths: &[&str]) -> convoy_proto::NodeFacts {

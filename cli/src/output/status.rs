@@ -185,6 +185,7 @@ mod tests {
                 healthy: 0,
                 has_checks: false,
                 rollout: None,
+                deploy_labels: [("team".to_string(), "web".to_string())].into(),
                 instances: vec![
                     instance(1, "node-a", true, WorkloadState::Running, ""),
                     instance(
@@ -255,6 +256,7 @@ mod tests {
         assert_eq!(service["healthy"], 0);
         assert_eq!(service["has_checks"], false);
         assert_eq!(service["rollout"], serde_json::Value::Null);
-        assert_eq!(service.as_object().unwrap().len(), 10);
+        assert_eq!(service["deploy_labels"], json!({"team": "web"}));
+        assert_eq!(service.as_object().unwrap().len(), 11);
     }
 }

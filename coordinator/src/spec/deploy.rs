@@ -2,6 +2,8 @@
 //! revision replaces the running one (the update policy the rollout
 //! controller follows).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::Constraint;
@@ -14,9 +16,25 @@ pub struct DeploySpec {
     /// Ignored in global mode.
     pub replicas: u32,
     pub constraints: Vec<Constraint>,
+    /// `placement.preferences`' `spread`s: the node labels (keys of
+    /// `node.labels.KEY`) whose values new instances are spread evenly
+    /// over, the first one first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub spread: Vec<String>,
+    /// `placement.max_replicas_per_node` (0: no limit).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub max_replicas_per_node: u32,
+    /// `deploy.labels`: the service's own labels (not its containers'),
+    /// shown in its status.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
     /// How a new revision replaces the running one.
     #[serde(default)]
     pub update: UpdatePolicy,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Default for DeploySpec {
@@ -25,6 +43,9 @@ impl Default for DeploySpec {
             mode: DeployMode::Replicated,
             replicas: 1,
             constraints: Vec::new(),
+            spread: Vec::new(),
+            max_replicas_per_node: 0,
+            labels: BTreeMap::new(),
             update: UpdatePolicy::default(),
         }
     }

@@ -485,6 +485,60 @@ fn unknown_restart_value_is_an_error() {
 }
 
 #[test]
+fn placement_preferences_max_replicas_and_deploy_labels_are_read() {
+    let spec = service(&web(
+        "deploy:\n  replicas: 4\n  labels: [team=web, tier]\n  placement:\n    max_replicas_per_node: 2\n    preferences:\n      - spread: node.labels.zone\n      - spread: node.labels.rack",
+    ));
+    assert_eq!(spec.deploy.spread, strings(&["zone", "rack"]));
+    assert_eq!(spec.deploy.max_replicas_per_node, 2);
+    assert_eq!(
+        spec.deploy.labels,
+        [
+            ("team".to_string(), "web".to_string()),
+            ("tier".to_string(), String::new())
+        ]
+        .into()
+    );
+    // Placement and service labels are not the containers' business.
+    assert_eq!(spec.spec_hash(), service(&web("")).spec_hash());
+    let old = service(&web(""));
+    assert_eq!(
+        changed_fields(&old, &spec),
+        [
+            "deploy.replicas",
+            "deploy.placement.preferences",
+            "deploy.placement.max_replicas_per_node",
+            "deploy.labels"
+        ]
+    );
+    // Stored before these existed: the record still loads.
+    let json = serde_json::to_string(&old.deploy).unwrap();
+    assert!(
+        !json.contains("spread") && !json.contains("labels"),
+        "{json}"
+    );
+}
+
+#[test]
+fn bad_placement_preferences_are_errors() {
+    assert_eq!(
+        error(&web(
+            "deploy:\n  placement:\n    preferences:\n      - spread: node.hostname"
+        )),
+        "app.yaml:7:21: services.web.deploy.placement.preferences[0].spread: `node.hostname`: \
+         Convoy spreads over node labels only; write `node.labels.KEY`"
+    );
+    assert!(error(&web(
+        "deploy:\n  placement:\n    preferences:\n      - sprad: node.labels.zone"
+    ))
+    .contains("unknown field `sprad`, expected `spread`"));
+    assert!(
+        error(&web("deploy:\n  placement:\n    max_replicas_per_node: 0"))
+            .contains("must be at least 1")
+    );
+}
+
+#[test]
 fn bad_constraint_is_an_error() {
     assert_eq!(
         error(&web(
@@ -655,7 +709,6 @@ fn unsupported_deploy_and_top_level_keys_are_warnings() {
         file.warnings,
         [
             "app.yaml:5: services.web.deploy.endpoint_mode: not supported by Convoy yet, ignored",
-            "app.yaml:8: services.web.deploy.placement.preferences: not supported by Convoy yet, ignored",
             "app.yaml:10: services.web.deploy.restart_policy.delay: not supported by Convoy yet, ignored",
             "app.yaml:13: services.web.ports[0].mode: not supported by Convoy yet, ignored",
             "app.yaml:16: volumes: not supported by Convoy yet, ignored",

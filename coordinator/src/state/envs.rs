@@ -92,11 +92,13 @@ pub(super) fn free_for(
 /// Why an instance of `spec` in environment `env` has no node: no node
 /// serves the environment, none of those matches the constraints, those
 /// that match are not connected, or (with `free`, the capacity other
-/// services left) none has room for its reservations.
+/// services left) none has room for its reservations, or each already runs
+/// `max_replicas_per_node` of the instances `placed`.
 pub(super) fn pending_reason(
     spec: &ServiceSpec,
     env: &str,
     nodes: &[Candidate<'_>],
+    placed: &Assignments,
     free: Option<&placement::Free>,
 ) -> String {
     let in_env = in_env(nodes, env);
@@ -127,9 +129,25 @@ pub(super) fn pending_reason(
             constraints.join(", ")
         );
     }
+    let mut connected: Vec<&Candidate<'_>> =
+        matching.iter().copied().filter(|c| c.connected).collect();
+    let cap = spec.deploy.max_replicas_per_node as usize;
+    if cap > 0 && !connected.is_empty() && !spec.is_global() {
+        let on = |node: &str| {
+            placed
+                .values()
+                .filter(|n| n.as_deref() == Some(node))
+                .count()
+        };
+        connected.retain(|c| on(c.name) < cap);
+        if connected.is_empty() {
+            return format!(
+                "`max_replicas_per_node` is {cap}, and each connected node that can take the \
+                 service runs {cap} already; add nodes or raise the limit"
+            );
+        }
+    }
     if let Some(free) = free {
-        let connected: Vec<&Candidate<'_>> =
-            matching.iter().copied().filter(|c| c.connected).collect();
         if !connected.is_empty() {
             return capacity_reason(spec, &connected, free);
         }
@@ -380,7 +398,13 @@ mod tests {
             .services
             .remove("web")
             .unwrap();
-        let reason = pending_reason(&spec, DEFAULT_ENV, &candidates(&nodes[..1]), None);
+        let reason = pending_reason(
+            &spec,
+            DEFAULT_ENV,
+            &candidates(&nodes[..1]),
+            &Assignments::new(),
+            None,
+        );
         assert_eq!(
             reason,
             "no node of environment `default` allows the bind mount of host path `/srv/data` \
@@ -388,7 +412,13 @@ mod tests {
              nodes that may mount it)"
         );
         // An allowing node that is not connected: the reason says so.
-        let reason = pending_reason(&spec, DEFAULT_ENV, &candidates(&nodes), None);
+        let reason = pending_reason(
+            &spec,
+            DEFAULT_ENV,
+            &candidates(&nodes),
+            &Assignments::new(),
+            None,
+        );
         assert!(reason.contains("not connected (c)"), "{reason}");
     }
 
@@ -445,6 +475,29 @@ mod tests {
         );
         // Deleting the database frees its room: the waiting instance goes to a.
         coord.delete("db", "").await.unwrap();
+        assert_eq!(pending_of(&coord, "web").await, "");
+    }
+
+    /// Issue 14: `max_replicas_per_node` leaves the rest pending, with the
+    /// reason; a new node takes them.
+    #[tokio::test]
+    async fn max_replicas_per_node_keeps_the_rest_pending_with_the_reason() {
+        let (coord, _dir) = coordinator().await;
+        let _a = coord
+            .register("a", "fp-a", 0, hello_with(4, 8), None)
+            .await
+            .unwrap();
+        let web = "services:\n  web:\n    image: x:1\n    deploy:\n      replicas: 3\n      placement:\n        max_replicas_per_node: 2\n";
+        coord.apply("web.yaml", web, false, "t").await.unwrap();
+        assert_eq!(
+            pending_of(&coord, "web").await,
+            "`max_replicas_per_node` is 2, and each connected node that can take the service \
+             runs 2 already; add nodes or raise the limit"
+        );
+        let _b = coord
+            .register("b", "fp-b", 0, hello_with(4, 8), None)
+            .await
+            .unwrap();
         assert_eq!(pending_of(&coord, "web").await, "");
     }
 

@@ -35,7 +35,7 @@ impl Coordinator {
                 // What is left with every placed instance counted, this
                 // service's own included: the room its pending ones lack.
                 let free = free_for(&desired, &nodes, &rec.spec, ("", ""));
-                pending = pending_reason(&rec.spec, senv, &nodes, free.as_ref());
+                pending = pending_reason(&rec.spec, senv, &nodes, &rec.assignments, free.as_ref());
             }
             for (index, node) in &rec.assignments {
                 let id = workload_id(senv, name, *index);
@@ -113,6 +113,13 @@ impl Coordinator {
                     .rollout
                     .as_ref()
                     .map(|r| rollout_info(r, rec.assignments.len())),
+                deploy_labels: rec
+                    .spec
+                    .deploy
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
             });
         }
         pb::StatusResponse { services }

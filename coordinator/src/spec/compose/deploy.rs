@@ -2,11 +2,13 @@
 //! `restart_policy`; `update_config` and `rollback_config` are read by
 //! `update`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 
-use super::keys::{next_key, DeployKey, PlacementKey, RestartPolicyKey};
+use super::environment::EntriesSeed;
+use super::keys::{next_key, DeployKey, PlacementKey, PreferenceKey, RestartPolicyKey};
 use super::seeds::{list, scalar, value};
 use super::update::{UpdateConfig, UpdateConfigSeed};
 use super::{nest, Note};
@@ -18,7 +20,9 @@ pub(super) struct Deploy {
     pub(super) replicas: u32,
     /// Whether `replicas` was written, for messages.
     pub(super) replicas_written: bool,
-    pub(super) constraints: Vec<Constraint>,
+    pub(super) placement: Placement,
+    /// `deploy.labels`.
+    pub(super) labels: BTreeMap<String, String>,
     pub(super) restart: Option<RestartSpec>,
     pub(super) update: Option<UpdateConfig>,
     /// `resources`, when written.
@@ -48,7 +52,8 @@ impl<'de> Visitor<'de> for DeploySeed {
         let mut notes = Vec::new();
         let mut mode = None;
         let mut replicas = None;
-        let mut constraints = Vec::new();
+        let mut placement = Placement::default();
+        let mut labels = BTreeMap::new();
         let mut restart = None;
         let mut update = None;
         let mut resources = None;
@@ -90,13 +95,20 @@ impl<'de> Visitor<'de> for DeploySeed {
                 }
                 DeployKey::Placement => {
                     if let Some((read, placement_notes)) = value(&mut map, PlacementSeed)? {
-                        constraints = read;
+                        placement = read;
                         nest(
                             &mut notes,
                             Seg::Key("placement".to_owned()),
                             placement_notes,
                         );
                     }
+                }
+                DeployKey::Labels => {
+                    labels = value(&mut map, EntriesSeed::LABELS)?
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(name, val)| (name, val.unwrap_or_default()))
+                        .collect();
                 }
                 DeployKey::RestartPolicy => {
                     if let Some((policy, policy_notes)) = value(&mut map, RestartPolicySeed)? {
@@ -135,7 +147,8 @@ impl<'de> Visitor<'de> for DeploySeed {
             mode: mode.unwrap_or_default(),
             replicas: replicas.unwrap_or(1),
             replicas_written: replicas.is_some(),
-            constraints,
+            placement,
+            labels,
             restart,
             update,
             resources,
@@ -144,10 +157,19 @@ impl<'de> Visitor<'de> for DeploySeed {
     }
 }
 
+/// `deploy.placement`.
+#[derive(Default)]
+pub(super) struct Placement {
+    pub(super) constraints: Vec<Constraint>,
+    /// The label keys of `preferences: [{spread: node.labels.KEY}]`.
+    pub(super) spread: Vec<String>,
+    pub(super) max_replicas_per_node: u32,
+}
+
 struct PlacementSeed;
 
 impl<'de> DeserializeSeed<'de> for PlacementSeed {
-    type Value = (Vec<Constraint>, Vec<Note>);
+    type Value = (Placement, Vec<Note>);
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
@@ -155,7 +177,7 @@ impl<'de> DeserializeSeed<'de> for PlacementSeed {
 }
 
 impl<'de> Visitor<'de> for PlacementSeed {
-    type Value = (Vec<Constraint>, Vec<Note>);
+    type Value = (Placement, Vec<Note>);
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a mapping with `constraints:`")
@@ -164,11 +186,11 @@ impl<'de> Visitor<'de> for PlacementSeed {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut seen = super::keys::Seen::default();
         let mut notes = Vec::new();
-        let mut constraints = Vec::new();
+        let mut placement = Placement::default();
         while let Some(key) = next_key::<A, PlacementKey>(&mut map, &mut seen, &mut notes)? {
             match key {
                 PlacementKey::Constraints => {
-                    constraints = value(
+                    placement.constraints = value(
                         &mut map,
                         list("a list of constraints", |_| {
                             scalar(
@@ -179,9 +201,82 @@ impl<'de> Visitor<'de> for PlacementSeed {
                     )?
                     .unwrap_or_default();
                 }
+                PlacementKey::Preferences => {
+                    placement.spread = value(
+                        &mut map,
+                        list(
+                            "a list of preferences such as `- spread: node.labels.zone`",
+                            |_| PreferenceSeed,
+                        ),
+                    )?
+                    .unwrap_or_default();
+                }
+                PlacementKey::MaxReplicasPerNode => {
+                    placement.max_replicas_per_node = value(
+                        &mut map,
+                        scalar("a number of instances", |s: &str| {
+                            let n = values::count(s)?;
+                            if n == 0 {
+                                return Err(
+                                    "must be at least 1 (leave it out for no limit)".to_owned()
+                                );
+                            }
+                            Ok(n)
+                        }),
+                    )?
+                    .unwrap_or(0);
+                }
             }
         }
-        Ok((constraints, notes))
+        Ok((placement, notes))
+    }
+}
+
+/// One entry of `placement.preferences`: `spread: node.labels.KEY`, read
+/// as `KEY`.
+struct PreferenceSeed;
+
+impl<'de> DeserializeSeed<'de> for PreferenceSeed {
+    type Value = String;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PreferenceSeed {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping such as `spread: node.labels.zone`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<String, A::Error> {
+        let mut seen = super::keys::Seen::default();
+        // Compose names no other key here: nothing is skipped with a note.
+        let mut notes = Vec::new();
+        let mut spread = None;
+        while let Some(key) = next_key::<A, PreferenceKey>(&mut map, &mut seen, &mut notes)? {
+            match key {
+                PreferenceKey::Spread => {
+                    spread = value(
+                        &mut map,
+                        scalar("a node label such as `node.labels.zone`", spread_label),
+                    )?;
+                }
+            }
+        }
+        spread.ok_or_else(|| de::Error::custom("a preference needs `spread: node.labels.KEY`"))
+    }
+}
+
+/// `node.labels.KEY` → `KEY`: what a spread preference may name.
+fn spread_label(s: &str) -> Result<String, String> {
+    match s.trim().strip_prefix("node.labels.") {
+        Some(key) if !key.is_empty() && !key.contains(char::is_whitespace) => Ok(key.to_owned()),
+        _ => Err(format!(
+            "`{s}`: Convoy spreads over node labels only; write `node.labels.KEY`"
+        )),
     }
 }
 

@@ -14,9 +14,9 @@ use super::UNSUPPORTED;
 
 use super::keys::{
     ConvoyKey, ConvoyUpdateKey, DependsOnKey, DeployKey, HealthcheckKey, HttpProbeKey, KeySet,
-    LimitsKey, LoggingKey, NetworkKey, PlacementKey, PortKey, ProbeKey, ReservationsKey,
-    ResourcesKey, RestartPolicyKey, ServiceKey, ServiceNetworkKey, TcpProbeKey, TopKey, UnitKey,
-    UpdateConfigKey,
+    LimitsKey, LoggingKey, NetworkKey, PlacementKey, PortKey, PreferenceKey, ProbeKey,
+    ReservationsKey, ResourcesKey, RestartPolicyKey, ServiceKey, ServiceNetworkKey, TcpProbeKey,
+    TopKey, UnitKey, UpdateConfigKey,
 };
 
 const DOC: &str = include_str!("../../../../docs/COMPOSE.md");
@@ -55,6 +55,12 @@ fn mappings() -> Vec<Mapping> {
         mapping::<PlacementKey>(
             "services.<name>.deploy.placement",
             service("    deploy:\n      placement:\n        @@\n"),
+        ),
+        mapping::<PreferenceKey>(
+            "services.<name>.deploy.placement.preferences[]",
+            service(
+                "    deploy:\n      placement:\n        preferences:\n          - spread: node.labels.zone\n            @@\n",
+            ),
         ),
         mapping::<ResourcesKey>(
             "services.<name>.deploy.resources",

@@ -166,7 +166,8 @@ key_set!(DeployKey {
     UpdateConfig = "update_config",
     RollbackConfig = "rollback_config",
     Resources = "resources",
-} ignored ["endpoint_mode", "labels"]);
+    Labels = "labels",
+} ignored ["endpoint_mode"]);
 
 key_set!(ResourcesKey {
     Limits = "limits",
@@ -222,7 +223,14 @@ key_set!(UpdateConfigKey {
 
 key_set!(PlacementKey {
     Constraints = "constraints",
-} ignored ["preferences", "max_replicas_per_node"]);
+    Preferences = "preferences",
+    MaxReplicasPerNode = "max_replicas_per_node",
+} ignored []);
+
+// An entry of `placement.preferences`: Compose has only `spread`.
+key_set!(PreferenceKey {
+    Spread = "spread",
+} ignored []);
 
 key_set!(RestartPolicyKey {
     Condition = "condition",

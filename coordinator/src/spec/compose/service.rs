@@ -286,7 +286,10 @@ impl<'de> Visitor<'de> for ServiceSeed {
                     if let Some(deploy) = value(&mut map, DeploySeed)? {
                         spec.deploy.mode = deploy.mode;
                         spec.deploy.replicas = deploy.replicas;
-                        spec.deploy.constraints = deploy.constraints;
+                        spec.deploy.constraints = deploy.placement.constraints;
+                        spec.deploy.spread = deploy.placement.spread;
+                        spec.deploy.max_replicas_per_node = deploy.placement.max_replicas_per_node;
+                        spec.deploy.labels = deploy.labels;
                         deploy_restart = deploy.restart;
                         update_config = deploy.update;
                         replicas_written = deploy.replicas_written;
