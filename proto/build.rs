@@ -16,6 +16,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Cheap to hand around (the plan's encoding).
         .bytes(".convoy.v1.CoordinatorMessage.encoded_plan")
         .codec_path("crate::codec::SmallBufferCodec")
+        // Their Debug (src/lib.rs) hides the password.
+        .skip_debug([
+            ".convoy.v1.RegistryAuth",
+            ".convoy.v1.SetRegistryAuthRequest",
+        ])
         .compile_fds(fds)?;
     Ok(())
 }

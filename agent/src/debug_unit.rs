@@ -173,6 +173,7 @@ async fn reconcile(
     let plan = match Plan::try_from(NodePlan {
         generation: 1,
         workloads,
+        ..Default::default()
     }) {
         Ok(plan) => plan,
         Err(e) => {

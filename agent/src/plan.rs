@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use convoy_proto::{workload, ContainerSpec, NodePlan, Workload};
+use convoy_proto::{workload, ContainerSpec, NodePlan, RegistryAuth, Workload};
 
 /// Why a plan was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -31,6 +31,31 @@ pub enum InvalidPlan {
     MissingRuntime { id: String },
     #[error("workload `{id}` runs a container without an image")]
     MissingImage { id: String },
+    #[error("registry login #{position} of the plan names no registry")]
+    MissingRegistry {
+        /// 1-based, in the plan's order.
+        position: usize,
+    },
+}
+
+/// A private registry's login, from the plan: kept in memory only (never
+/// in `plan.pb`), and its `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryLogin {
+    /// `HOST[:PORT]`, as image references name it; `docker.io` for Docker Hub.
+    pub server: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryLogin")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 /// A plan every reconciler can trust.
@@ -39,6 +64,8 @@ pub struct Plan {
     generation: u64,
     /// Unique ids, each with exactly one runtime spec.
     workloads: Vec<Workload>,
+    /// By registry (`HOST[:PORT]`).
+    registry_logins: Vec<RegistryLogin>,
 }
 
 impl Plan {
@@ -64,11 +91,19 @@ impl Plan {
             .filter(|w| matches!(w.runtime, Some(workload::Runtime::Unit(_))))
     }
 
-    /// The plan as the wire has it (for `plan.pb`).
-    pub fn to_proto(&self) -> NodePlan {
+    /// The login the plan holds for the registry `image` is pulled from.
+    pub fn registry_login(&self, image: &str) -> Option<&RegistryLogin> {
+        let registry = registry_of(image);
+        self.registry_logins.iter().find(|l| l.server == registry)
+    }
+
+    /// The plan as `plan.pb` holds it: the wire form without the registry
+    /// logins, which stay in memory.
+    pub fn to_stored(&self) -> NodePlan {
         NodePlan {
             generation: self.generation,
             workloads: self.workloads.clone(),
+            registry_auths: Vec::new(),
         }
     }
 }
@@ -80,7 +115,25 @@ impl TryFrom<NodePlan> for Plan {
         let NodePlan {
             generation,
             workloads,
+            registry_auths,
         } = plan;
+        let mut registry_logins: Vec<RegistryLogin> = Vec::with_capacity(registry_auths.len());
+        for (i, auth) in registry_auths.into_iter().enumerate() {
+            let RegistryAuth {
+                server,
+                username,
+                password,
+            } = auth;
+            if server.is_empty() {
+                return Err(InvalidPlan::MissingRegistry { position: i + 1 });
+            }
+            registry_logins.retain(|l| l.server != server);
+            registry_logins.push(RegistryLogin {
+                server,
+                username,
+                password,
+            });
+        }
         let mut seen: HashMap<String, usize> = HashMap::with_capacity(workloads.len());
         let mut checked = Vec::with_capacity(workloads.len());
         for (i, w) in workloads.into_iter().enumerate() {
@@ -98,6 +151,7 @@ impl TryFrom<NodePlan> for Plan {
         Ok(Self {
             generation,
             workloads: checked,
+            registry_logins,
         })
     }
 }
@@ -137,6 +191,26 @@ fn workload_of(w: Workload, position: usize) -> Result<Workload, InvalidPlan> {
         start_first,
         runtime: Some(runtime),
     })
+}
+
+/// The registry an image reference pulls from, as Docker splits it
+/// (`splitDockerDomain`): the first path part when it has a `.` or `:` or
+/// is `localhost`, else Docker Hub (`docker.io`).
+pub fn registry_of(image: &str) -> String {
+    match image.split_once('/') {
+        Some((first, _))
+            if first.contains(['.', ':'])
+                || first == "localhost"
+                || first.bytes().any(|b| b.is_ascii_uppercase()) =>
+        {
+            if first == "index.docker.io" {
+                "docker.io".to_string()
+            } else {
+                first.to_string()
+            }
+        }
+        _ => "docker.io".to_string(),
+    }
 }
 
 fn container_of(spec: ContainerSpec, id: &str) -> Result<ContainerSpec, InvalidPlan> {
@@ -180,6 +254,7 @@ mod tests {
         NodePlan {
             generation: 7,
             workloads,
+            ..Default::default()
         }
     }
 
@@ -196,7 +271,7 @@ mod tests {
         let ids = |it: Vec<&Workload>| it.iter().map(|w| w.id.clone()).collect::<Vec<_>>();
         assert_eq!(ids(p.containers().collect()), ["a/web/1", "a/web/2"]);
         assert_eq!(ids(p.units().collect()), ["a/job/1"]);
-        assert_eq!(p.to_proto(), wire);
+        assert_eq!(p.to_stored(), wire);
     }
 
     #[test]

@@ -380,7 +380,7 @@ impl<R: Runtime> Session<R> {
         let stored = if unchanged {
             Ok(())
         } else {
-            state::store(&self.data_dir, &plan.to_proto()).await
+            state::store(&self.data_dir, &plan.to_stored()).await
         };
         if !unchanged {
             info!(

@@ -2,7 +2,9 @@
 //! it while the coordinator is away and across its own restarts. The file is
 //! the `NodePlan` message as protobuf, exactly as it came, so every field the
 //! proto gains survives a restart without a mirror to keep in step; written
-//! atomically, readable by the agent's user only.
+//! atomically, readable by the agent's user only. Registry logins are the
+//! exception: they are stripped before writing and live in memory only (after
+//! a restart, private images pull again once the coordinator resends them).
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -72,7 +74,17 @@ pub async fn load_valid(data_dir: &Path) -> Result<Option<Plan>, StateError> {
 /// Replaces the stored plan: a temporary file, synced, renamed over the old.
 pub async fn store(data_dir: &Path, plan: &NodePlan) -> Result<(), StateError> {
     let path = plan_path(data_dir);
-    let bytes = plan.encode_to_vec();
+    // Registry logins stay in memory: `plan.pb` never holds a password.
+    let bytes = if plan.registry_auths.is_empty() {
+        plan.encode_to_vec()
+    } else {
+        NodePlan {
+            generation: plan.generation,
+            workloads: plan.workloads.clone(),
+            registry_auths: Vec::new(),
+        }
+        .encode_to_vec()
+    };
     let dir = data_dir.to_path_buf();
     let target = path.clone();
     tokio::task::spawn_blocking(move || write_atomically(&dir, &target, &bytes))
@@ -188,6 +200,7 @@ mod tests {
                     runtime: None,
                 },
             ],
+            ..Default::default()
         }
     }
 
@@ -221,9 +234,28 @@ mod tests {
         let empty = NodePlan {
             generation: 43,
             workloads: vec![],
+            ..Default::default()
         };
         store(dir.path(), &empty).await.unwrap();
         assert_eq!(load(dir.path()).await.unwrap(), Some(empty));
+    }
+
+    #[tokio::test]
+    async fn registry_logins_never_reach_the_plan_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut with_login = plan();
+        with_login.registry_auths = vec![convoy_proto::RegistryAuth {
+            server: "127.0.0.1:5000".into(),
+            username: "ci".into(),
+            password: "hunter2-secret".into(),
+        }];
+        store(dir.path(), &with_login).await.unwrap();
+        let bytes = std::fs::read(plan_path(dir.path())).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("hunter2-secret") && !text.contains("127.0.0.1:5000"));
+        let loaded = load(dir.path()).await.unwrap().unwrap();
+        assert!(loaded.registry_auths.is_empty());
+        assert_eq!(loaded.workloads, with_login.workloads);
     }
 
     #[tokio::test]
@@ -255,7 +287,7 @@ mod tests {
         valid.workloads.truncate(1);
         store(dir.path(), &valid).await.unwrap();
         let loaded = load_valid(dir.path()).await.unwrap().unwrap();
-        assert_eq!(loaded.to_proto(), valid);
+        assert_eq!(loaded.to_stored(), valid);
     }
 
     #[tokio::test]

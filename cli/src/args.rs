@@ -159,6 +159,12 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Private registries' logins, kept sealed on the coordinator and sent
+    /// only to the nodes that pull from that registry (admin).
+    Registry {
+        #[command(subcommand)]
+        command: RegistryCommand,
+    },
     /// Show the audit log: who changed what, and what was refused (admin).
     Audit {
         /// Only entries this recent, e.g. 90s, 15m, 1h, 7d.
@@ -239,6 +245,28 @@ pub enum TokenCommand {
     List,
     /// Revoke a token: its next call is refused.
     Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistryCommand {
+    /// Store the login of a registry (as `docker login`); the password is
+    /// read from standard input, never from the command line.
+    Login {
+        /// The registry, HOST[:PORT] as image names start with it
+        /// (`docker.io` for Docker Hub).
+        server: String,
+        #[arg(short, long)]
+        username: String,
+        /// Read the password (or token) from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List the stored logins (server, username, who set them and when;
+    /// never the password).
+    #[command(alias = "list")]
+    Ls,
+    /// Remove a registry's login; its nodes get plans without it.
+    Logout { server: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -125,6 +125,34 @@ impl Coordinator {
         finish(&self.address, self.client.create_token(request)).await
     }
 
+    pub async fn set_registry_auth(
+        &mut self,
+        request: convoy_proto::SetRegistryAuthRequest,
+    ) -> Result<convoy_proto::RegistryAuthInfo> {
+        finish(&self.address, self.client.set_registry_auth(request)).await
+    }
+
+    pub async fn list_registry_auth(&mut self) -> Result<convoy_proto::ListRegistryAuthResponse> {
+        finish(
+            &self.address,
+            self.client
+                .list_registry_auth(convoy_proto::ListRegistryAuthRequest {}),
+        )
+        .await
+    }
+
+    pub async fn remove_registry_auth(
+        &mut self,
+        server: String,
+    ) -> Result<convoy_proto::RegistryAuthInfo> {
+        finish(
+            &self.address,
+            self.client
+                .remove_registry_auth(convoy_proto::RemoveRegistryAuthRequest { server }),
+        )
+        .await
+    }
+
     pub async fn list_tokens(&mut self) -> Result<ListTokensResponse> {
         finish(&self.address, self.client.list_tokens(ListTokensRequest {})).await
     }

@@ -143,6 +143,16 @@ pub async fn run(command: Command, format: Format, flags: &Flags) -> Result<Outp
             command: NodeCommand::Remove { node },
         } => remove_node(node, format, flags).await,
         Command::Token { command } => trust::token(command, format, flags, now_ms()).await,
+        Command::Registry { command } => {
+            trust::registry(
+                command,
+                format,
+                flags,
+                now_ms(),
+                &mut std::io::stdin().lock(),
+            )
+            .await
+        }
         Command::Audit { since } => trust::audit(since, format, flags, now_ms()).await,
         Command::Context { command } => trust::context(command, format, flags),
     }

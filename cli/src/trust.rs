@@ -9,12 +9,16 @@
 mod audit;
 mod contexts;
 mod join;
+mod registries;
 mod tokens;
 
-pub use crate::args::{parse_duration_secs, parse_labels, ContextCommand, TokenCommand};
+pub use crate::args::{
+    parse_duration_secs, parse_labels, ContextCommand, RegistryCommand, TokenCommand,
+};
 pub use audit::audit;
 pub use contexts::context;
 pub use join::DEFAULT_AGENT_PORT;
+pub use registries::{registry, RegistryJson};
 pub use tokens::{token, TokenJson};
 
 /// `-` for an empty cell.

@@ -85,7 +85,9 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> Result<Runn
     let token_path = cfg.data_dir.join("admin.token");
     let tokens = Arc::new(Tokens::load(store.clone(), &token_path).await?);
     let audit = Arc::new(Audit::load(store.clone()).await?);
-    let coord = Coordinator::load(store, cfg.liveness, shutdown.clone()).await?;
+    // Before the store is read: a bad key file stops the start, naming it.
+    let sealer = crate::secrets::Sealer::open_or_create(&cfg.data_dir)?;
+    let coord = Coordinator::load_sealed(store, cfg.liveness, shutdown.clone(), sealer).await?;
     coord.set_spec_limits(crate::spec::Limits::with_max_bytes(cfg.max_spec_bytes));
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -27,6 +27,8 @@ mod service;
 mod tests;
 mod unit;
 mod values;
+/// Registries of image references (`convoy registry`).
+pub use values::{registry_of, registry_server, DOCKER_HUB};
 mod wire;
 
 pub use constraint::{Constraint, ConstraintOp, NodeAttribute};

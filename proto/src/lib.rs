@@ -21,3 +21,52 @@ pub const CAPABILITY_ENCODED_PLAN: &str = "encoded-plan";
 
 /// Metadata key carrying the CLI's bearer token.
 pub const AUTHORIZATION: &str = "authorization";
+
+/// Registry logins cross the wire with their password; logs never show it.
+impl std::fmt::Debug for v1::RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for v1::SetRegistryAuthRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SetRegistryAuthRequest")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn debug_of_a_registry_login_hides_the_password() {
+        let auth = super::RegistryAuth {
+            server: "r.example:5000".into(),
+            username: "ci".into(),
+            password: "hunter2".into(),
+        };
+        let plan = super::NodePlan {
+            registry_auths: vec![auth],
+            ..Default::default()
+        };
+        let text = format!("{plan:?}");
+        assert!(
+            text.contains("r.example:5000") && text.contains("<redacted>"),
+            "{text}"
+        );
+        assert!(!text.contains("hunter2"), "{text}");
+        let req = super::SetRegistryAuthRequest {
+            server: "r".into(),
+            username: "u".into(),
+            password: "hunter2".into(),
+        };
+        assert!(!format!("{req:?}").contains("hunter2"));
+    }
+}

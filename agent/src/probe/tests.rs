@@ -707,6 +707,7 @@ async fn run_now_runs_every_check_and_reports_docker_health_and_plain_instances(
     let plan = crate::plan::Plan::try_from(NodePlan {
         generation: 1,
         workloads: vec![probed.clone(), plain.clone(), stopped.clone()],
+        ..Default::default()
     })
     .unwrap();
     let statuses = BTreeMap::from([
@@ -817,6 +818,7 @@ async fn run_now_answers_for_a_unit_with_systemds_state_and_its_probes_on_loopba
     let plan = crate::plan::Plan::try_from(NodePlan {
         generation: 1,
         workloads: vec![plain, probed, failed],
+        ..Default::default()
     })
     .unwrap();
     let mut results = run_now(fake.as_ref(), Some(&plan), &statuses, &[]).await;

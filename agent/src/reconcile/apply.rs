@@ -151,7 +151,7 @@ impl<R: Runtime> Ctx<R> {
                 wait = earliest(wait, Some(until));
                 continue;
             }
-            let Some(outcome) = apply(self.runtime.as_ref(), &self.node, action).await else {
+            let Some(outcome) = apply(self.runtime.as_ref(), &self.node, plan, action).await else {
                 continue;
             };
             let now_after = Instant::now().max(now);
@@ -237,7 +237,9 @@ impl<R: Runtime> Ctx<R> {
             Outcome::Failed { workload_id, error } => {
                 let reason = error.reason(&self.node);
                 let kind = match error {
-                    RuntimeError::ImageMissing { .. } => "image-missing",
+                    RuntimeError::ImageMissing { .. } | RuntimeError::PullFailed { .. } => {
+                        "image-missing"
+                    }
                     _ => "failed",
                 };
                 let new = self
@@ -305,9 +307,14 @@ enum Outcome {
 }
 
 /// Applies one action; `None` for a `Wait`, which the loop handles.
-async fn apply<R: Runtime>(runtime: &R, node: &str, action: Action) -> Option<Outcome> {
+async fn apply<R: Runtime>(
+    runtime: &R,
+    node: &str,
+    plan: &Plan,
+    action: Action,
+) -> Option<Outcome> {
     Some(match action {
-        Action::Create(w) => match create(runtime, node, &w).await {
+        Action::Create(w) => match create(runtime, node, plan, &w).await {
             Ok(name) => Outcome::Running {
                 workload_id: w.id,
                 after_exit: None,
@@ -322,11 +329,11 @@ async fn apply<R: Runtime>(runtime: &R, node: &str, action: Action) -> Option<Ou
         Action::Replace { workload: w, old } => {
             let result = async {
                 // The old containers keep serving until the new image is here.
-                ensure_image(runtime, &w).await?;
+                ensure_image(runtime, plan, &w).await?;
                 for id in &old {
                     runtime.stop_and_remove(id).await?;
                 }
-                create(runtime, node, &w).await
+                create(runtime, node, plan, &w).await
             }
             .await;
             match result {
@@ -374,13 +381,20 @@ async fn apply<R: Runtime>(runtime: &R, node: &str, action: Action) -> Option<Ou
     })
 }
 
-async fn ensure_image<R: Runtime>(runtime: &R, w: &Workload) -> Result<(), RuntimeError> {
+/// The workload's image on the node, pulled (with the plan's login for its
+/// registry, if any) as its `pull_policy` says.
+async fn ensure_image<R: Runtime>(
+    runtime: &R,
+    plan: &Plan,
+    w: &Workload,
+) -> Result<(), RuntimeError> {
     let Some(workload::Runtime::Container(spec)) = &w.runtime else {
         return Err(no_spec(w));
     };
+    let login = plan.registry_login(&spec.image);
     match spec.pull_policy.as_str() {
         // A new pull for every container created (a moving tag).
-        "always" => runtime.pull(&spec.image).await,
+        "always" => runtime.pull(&spec.image, login).await,
         "never" => {
             if runtime.image_present(&spec.image).await? {
                 Ok(())
@@ -397,13 +411,18 @@ async fn ensure_image<R: Runtime>(runtime: &R, w: &Workload) -> Result<(), Runti
             if runtime.image_present(&spec.image).await? {
                 return Ok(());
             }
-            runtime.pull(&spec.image).await
+            runtime.pull(&spec.image, login).await
         }
     }
 }
 
-async fn create<R: Runtime>(runtime: &R, node: &str, w: &Workload) -> Result<String, RuntimeError> {
-    ensure_image(runtime, w).await?;
+async fn create<R: Runtime>(
+    runtime: &R,
+    node: &str,
+    plan: &Plan,
+    w: &Workload,
+) -> Result<String, RuntimeError> {
+    ensure_image(runtime, plan, w).await?;
     Ok(runtime.create_and_start(node, w).await?.name)
 }
 

@@ -79,6 +79,7 @@ fn plan(workloads: Vec<Workload>) -> Plan {
     Plan::try_from(NodePlan {
         generation: 1,
         workloads,
+        ..Default::default()
     })
     .unwrap()
 }
@@ -738,7 +739,8 @@ async fn missing_image_is_pulled_once_then_failed_with_a_reason_and_retried_late
     assert_eq!(state(&status), WorkloadState::Failed);
     assert_eq!(
         status.reason,
-        "image `nowhere:1` not found on node `n1`: pull access denied"
+        "pulling `nowhere:1` on node `n1` failed: authentication required by docker.io \
+         (convoy registry login docker.io): pull access denied"
     );
     assert_eq!(h.event_kinds(), vec!["image-missing"]);
     let retry = next.expect("a retry is scheduled");
@@ -881,6 +883,7 @@ async fn repeated_workload_ids_in_a_plan_create_no_container() {
     let wire = NodePlan {
         generation: 1,
         workloads: vec![wl(1, "h1"), wl(1, "h2")],
+        ..Default::default()
     };
     assert_eq!(
         Plan::try_from(wire),
@@ -1219,6 +1222,7 @@ async fn a_workload_has_one_action_in_flight_however_often_the_loop_wakes() {
             Plan::try_from(NodePlan {
                 generation,
                 workloads: vec![slow.clone()],
+                ..Default::default()
             })
             .unwrap(),
         )));
@@ -1467,4 +1471,37 @@ async fn pull_policy_decides_when_an_image_is_pulled() {
         .pass(Some(&plan(vec![w.clone()])), Instant::now())
         .await;
     assert!(!h.fake.calls().iter().any(|c| matches!(c, Call::Pull(_))));
+}
+
+#[tokio::test]
+async fn a_pull_gets_the_plan_login_of_its_image_registry_and_no_other() {
+    let private = "127.0.0.1:5000/team/app:1";
+    let mut h = harness(&[]);
+    h.fake.lock().pullable.insert(private.into());
+    h.fake.lock().pullable.insert("nginx:1".into());
+    let a = with_image(wl(1, "h1"), private);
+    let mut b = with_image(wl(1, "h1"), "nginx:1");
+    b.id = "default/other/1".into();
+    b.service = "other".into();
+    let login = |server: &str, user: &str| convoy_proto::RegistryAuth {
+        server: server.into(),
+        username: user.into(),
+        password: "pw".into(),
+    };
+    let p = Plan::try_from(NodePlan {
+        generation: 1,
+        workloads: vec![a.clone(), b.clone()],
+        registry_auths: vec![login("127.0.0.1:5000", "ci"), login("r.example", "x")],
+    })
+    .unwrap();
+    assert!(!format!("{p:?}").contains("\"pw\""), "{p:?}");
+    h.reconciler.pass(Some(&p), Instant::now()).await;
+    let mut logins = h.fake.lock().pull_logins.clone();
+    logins.sort();
+    assert_eq!(
+        logins,
+        vec![None, Some(("127.0.0.1:5000".to_string(), "ci".to_string()))]
+    );
+    assert_eq!(state(&h.status(&a.id)), WorkloadState::Running);
+    assert_eq!(state(&h.status(&b.id)), WorkloadState::Running);
 }

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bollard::auth::DockerCredentials;
 use bollard::errors::Error as BollardError;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::NetworkConnectRequest;
@@ -35,9 +36,10 @@ use create::{check_binds, create_body, endpoint, networks_of, with_default_tag, 
 use errors::{classify, name_conflict, short, short_id};
 
 use super::{
-    container_name, cut_output, labels, ContainerInfo, CreatedContainer, ExecOutput, Observed,
-    Runtime, RuntimeError, RuntimeEvent, MAX_OUTPUT,
+    container_name, cut_output, labels, pull, ContainerInfo, CreatedContainer, ExecOutput,
+    Observed, PullFailure, Runtime, RuntimeError, RuntimeEvent, MAX_OUTPUT,
 };
+use crate::plan::{registry_of, RegistryLogin};
 
 /// How long one image pull may take before the image counts as missing.
 const PULL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -431,31 +433,69 @@ impl Runtime for DockerRuntime {
         self.check(result).await
     }
 
-    async fn pull(&self, image: &str) -> Result<(), RuntimeError> {
+    async fn pull(&self, image: &str, login: Option<&RegistryLogin>) -> Result<(), RuntimeError> {
         let result = async {
             let docker = self.client().await?;
             let options = CreateImageOptions {
                 from_image: Some(with_default_tag(image)),
                 ..Default::default()
             };
-            let mut progress = docker.create_image(Some(options), None, None);
+            let credentials = login.map(|l| DockerCredentials {
+                username: Some(l.username.clone()),
+                password: Some(l.password.clone()),
+                serveraddress: Some(l.server.clone()),
+                ..Default::default()
+            });
+            let mut progress = docker.create_image(Some(options), None, credentials.clone());
             let pull = async {
                 while let Some(item) = progress.next().await {
                     item.map_err(|e| classify("pulling", e))?;
                 }
                 Ok::<(), RuntimeError>(())
             };
+            let failed = |detail: String| RuntimeError::PullFailed {
+                image: image.to_string(),
+                registry: registry_of(image),
+                kind: pull::classify(&detail),
+                username: login.map(|l| l.username.clone()),
+                detail,
+            };
             match tokio::time::timeout(PULL_TIMEOUT, pull).await {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(RuntimeError::Engine { message, .. })) => Err(RuntimeError::ImageMissing {
-                    image: image.to_string(),
-                    cause: short(&message),
-                }),
+                Ok(Err(RuntimeError::Engine { message, .. })) => {
+                    let mut detail = short(&message);
+                    if !matches!(
+                        pull::classify(&detail),
+                        PullFailure::Auth | PullFailure::NotFound
+                    ) {
+                        // For a registry it treats as insecure (127.0.0.0/8,
+                        // --insecure-registry), Docker retries a refused
+                        // HTTPS pull over plain HTTP and reports that
+                        // attempt's error ("connection reset", "HTTP request
+                        // to an HTTPS server"). Its distribution endpoint
+                        // asks over HTTPS only, and says what the registry
+                        // answered.
+                        let name = with_default_tag(image);
+                        let ask = docker.inspect_registry_image(&name, credentials);
+                        if let Ok(Err(e)) = tokio::time::timeout(CONNECT_TIMEOUT, ask).await {
+                            if let RuntimeError::Engine { message, .. } = classify("inspecting", e)
+                            {
+                                if matches!(
+                                    pull::classify(&message),
+                                    PullFailure::Auth | PullFailure::NotFound
+                                ) {
+                                    detail = short(&message);
+                                }
+                            }
+                        }
+                    }
+                    Err(failed(detail))
+                }
                 Ok(Err(other)) => Err(other),
-                Err(_) => Err(RuntimeError::ImageMissing {
-                    image: image.to_string(),
-                    cause: format!("pull did not finish within {}s", PULL_TIMEOUT.as_secs()),
-                }),
+                Err(_) => Err(failed(format!(
+                    "pull did not finish within {}s",
+                    PULL_TIMEOUT.as_secs()
+                ))),
             }
         }
         .await;

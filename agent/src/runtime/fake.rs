@@ -33,6 +33,8 @@ pub struct FakeState {
     pub images: HashSet<String>,
     /// Images a pull succeeds for.
     pub pullable: HashSet<String>,
+    /// The (registry, username) each pull was given, in order.
+    pub pull_logins: Vec<Option<(String, String)>>,
     /// Names held by containers Convoy does not manage.
     pub foreign_names: HashSet<String>,
     /// Set: every call fails as if the daemon were down.
@@ -161,11 +163,17 @@ impl Runtime for FakeRuntime {
         Ok(self.lock().images.contains(image))
     }
 
-    async fn pull(&self, image: &str) -> Result<(), RuntimeError> {
+    async fn pull(
+        &self,
+        image: &str,
+        login: Option<&crate::plan::RegistryLogin>,
+    ) -> Result<(), RuntimeError> {
         self.check_reachable()?;
         let gate = {
             let mut s = self.lock();
             s.calls.push(Call::Pull(image.to_string()));
+            s.pull_logins
+                .push(login.map(|l| (l.server.clone(), l.username.clone())));
             s.pull_gates.get(image).cloned()
         };
         if let Some(gate) = gate {
@@ -176,9 +184,12 @@ impl Runtime for FakeRuntime {
             s.images.insert(image.to_string());
             Ok(())
         } else {
-            Err(RuntimeError::ImageMissing {
+            Err(RuntimeError::PullFailed {
                 image: image.to_string(),
-                cause: "pull access denied".to_string(),
+                registry: crate::plan::registry_of(image),
+                kind: super::PullFailure::Auth,
+                username: login.map(|l| l.username.clone()),
+                detail: "pull access denied".to_string(),
             })
         }
     }

@@ -7,6 +7,7 @@
 pub mod docker;
 #[cfg(test)]
 pub mod fake;
+pub mod pull;
 pub mod systemd;
 
 use std::collections::HashMap;
@@ -18,6 +19,9 @@ use convoy_proto::{Health, Workload};
 use futures::stream::BoxStream;
 
 pub use docker::DockerRuntime;
+pub use pull::PullFailure;
+
+use crate::plan::RegistryLogin;
 
 /// Label keys every container the agent creates carries (INTERFACES.md).
 pub mod labels {
@@ -225,6 +229,18 @@ pub enum RuntimeError {
     /// The image is not on the host and the one bounded pull failed.
     #[error("image `{image}` not found: {cause}")]
     ImageMissing { image: String, cause: String },
+    /// A pull failed: the registry wants a login, has no such image, or
+    /// cannot be reached ([`pull::classify`]).
+    #[error("pulling `{image}` failed: {}", pull::explain(*kind, registry, username.as_deref(), detail))]
+    PullFailed {
+        image: String,
+        registry: String,
+        kind: PullFailure,
+        /// The login sent, if any.
+        username: Option<String>,
+        /// Docker's words, cut to one line.
+        detail: String,
+    },
     #[error("container name `{name}` is taken by a container Convoy does not manage")]
     NameTaken { name: String },
     /// The workload needs host access this node's admin has not allowed.
@@ -243,6 +259,16 @@ impl RuntimeError {
             Self::ImageMissing { image, cause } => {
                 format!("image `{image}` not found on node `{node}`: {cause}")
             }
+            Self::PullFailed {
+                image,
+                registry,
+                kind,
+                username,
+                detail,
+            } => format!(
+                "pulling `{image}` on node `{node}` failed: {}",
+                pull::explain(*kind, registry, username.as_deref(), detail)
+            ),
             other => other.to_string(),
         }
     }
@@ -257,8 +283,9 @@ pub trait Runtime: Send + Sync + 'static {
     /// and `io.convoy.node=node`.
     async fn list(&self, node: &str) -> Result<Vec<Observed>, RuntimeError>;
     async fn image_present(&self, image: &str) -> Result<bool, RuntimeError>;
-    /// One pull attempt, bounded in time; `ImageMissing` when it fails.
-    async fn pull(&self, image: &str) -> Result<(), RuntimeError>;
+    /// One pull attempt, bounded in time, with the registry's login when
+    /// the plan holds one; `PullFailed` (why) when it fails.
+    async fn pull(&self, image: &str, login: Option<&RegistryLogin>) -> Result<(), RuntimeError>;
     /// Creates the workload's container (labels, name, spec) and starts it.
     async fn create_and_start(
         &self,

@@ -260,6 +260,7 @@ async fn session_says_hello_acks_plans_and_streams_status_changes() {
     let p = NodePlan {
         generation: 5,
         workloads: vec![],
+        ..Default::default()
     };
     s.send(coordinator_message::Msg::Plan(p.clone()));
     let agent_message::Msg::Ack(ack) = s.next_but_heartbeats().await else {
@@ -273,7 +274,7 @@ async fn session_says_hello_acks_plans_and_streams_status_changes() {
     );
     plan.changed().await.unwrap();
     assert_eq!(
-        plan.borrow().as_deref().map(Plan::to_proto),
+        plan.borrow().as_deref().map(Plan::to_stored),
         Some(p.clone())
     );
 
@@ -293,6 +294,7 @@ async fn session_says_hello_acks_plans_and_streams_status_changes() {
     s.send(coordinator_message::Msg::Plan(NodePlan {
         generation: 6,
         workloads: vec![web("h1"), web("h2")],
+        ..Default::default()
     }));
     let agent_message::Msg::Ack(ack) = s.next_but_heartbeats().await else {
         panic!("no ack for the invalid plan")
@@ -477,6 +479,7 @@ async fn session_answers_pings_at_once_and_run_probes_with_results() {
         Plan::try_from(NodePlan {
             generation: 1,
             workloads: vec![web.clone()],
+            ..Default::default()
         })
         .unwrap(),
     )));

@@ -58,6 +58,7 @@ fn plan(workloads: Vec<Workload>) -> Plan {
     Plan::try_from(NodePlan {
         generation: 1,
         workloads,
+        ..Default::default()
     })
     .unwrap()
 }

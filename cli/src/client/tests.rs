@@ -107,6 +107,24 @@ impl ControlService for Fake {
     ) -> Result<Response<convoy_proto::CreateTokenResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn set_registry_auth(
+        &self,
+        _: Request<convoy_proto::SetRegistryAuthRequest>,
+    ) -> Result<Response<convoy_proto::RegistryAuthInfo>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn list_registry_auth(
+        &self,
+        _: Request<convoy_proto::ListRegistryAuthRequest>,
+    ) -> Result<Response<convoy_proto::ListRegistryAuthResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn remove_registry_auth(
+        &self,
+        _: Request<convoy_proto::RemoveRegistryAuthRequest>,
+    ) -> Result<Response<convoy_proto::RegistryAuthInfo>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn list_tokens(
         &self,
         _: Request<convoy_proto::ListTokensRequest>,

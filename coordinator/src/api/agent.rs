@@ -352,6 +352,7 @@ mod tests {
                 id: "default/web/1".into(),
                 ..Default::default()
             }],
+            ..Default::default()
         };
         match first_plan_message(true, plan.clone()).await {
             Out::EncodedPlan(bytes) => {

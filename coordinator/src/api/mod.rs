@@ -16,9 +16,9 @@ impl From<StateError> for Status {
     fn from(e: StateError) -> Self {
         match e {
             StateError::Spec(e) => Status::invalid_argument(e.to_string()),
-            e @ (StateError::ServiceNotFound { .. } | StateError::NodeNotFound(_)) => {
-                Status::not_found(e.to_string())
-            }
+            e @ (StateError::ServiceNotFound { .. }
+            | StateError::NodeNotFound(_)
+            | StateError::RegistryNotFound(_)) => Status::not_found(e.to_string()),
             e @ (StateError::Revoked(_) | StateError::NotAllowed(_)) => {
                 Status::permission_denied(e.to_string())
             }
@@ -27,6 +27,10 @@ impl From<StateError> for Status {
             StateError::Store(e) => {
                 tracing::error!(error = %e, "store failure");
                 Status::unavailable(format!("the coordinator's store failed: {e}"))
+            }
+            StateError::Secrets(e) => {
+                tracing::error!(error = %e, "secrets failure");
+                Status::internal(e.to_string())
             }
         }
     }

@@ -20,6 +20,9 @@ pub enum Action<'a> {
     RevokeToken,
     CreateJoinToken,
     ListAudit,
+    RegistryLogin,
+    RegistryList,
+    RegistryLogout,
 }
 
 impl Action<'_> {
@@ -39,6 +42,9 @@ impl Action<'_> {
             Action::RevokeToken => "token revoke",
             Action::CreateJoinToken => "token create --join",
             Action::ListAudit => "audit",
+            Action::RegistryLogin => "registry login",
+            Action::RegistryList => "registry ls",
+            Action::RegistryLogout => "registry logout",
         }
     }
 
@@ -58,6 +64,9 @@ impl Action<'_> {
             Action::RevokeToken => "token.revoke",
             Action::CreateJoinToken => "join-token.create",
             Action::ListAudit => "audit.list",
+            Action::RegistryLogin => "registry.login",
+            Action::RegistryList => "registry.list",
+            Action::RegistryLogout => "registry.logout",
         }
     }
 }
@@ -136,6 +145,9 @@ mod tests {
             RevokeToken,
             CreateJoinToken,
             ListAudit,
+            RegistryLogin,
+            RegistryList,
+            RegistryLogout,
         ];
         // (role, envs, allowed actions)
         let table: &[(Role, &[&str], &[Action])] = &[

@@ -9,6 +9,7 @@ mod units;
 mod update;
 
 pub(super) use image::image;
+pub use image::{registry_of, registry_server, DOCKER_HUB};
 pub(super) use ports::{host_ip, protocol, published_port, short_port, target_port};
 pub(super) use units::{
     adopted_unit, exec_start, unit_description, unit_env_name, unit_env_value, unit_name,

@@ -28,6 +28,7 @@ use crate::{
         AgentHello, AgentReport, CommandAck, Health, HostMetrics, InstanceState, WorkloadReport,
     },
     rollout::{self, Effect, InstanceView, Rollout, RolloutState},
+    secrets::{Sealer, SecretsError},
     spec::{self, ServiceSpec},
     store::{self, Op, Store, StoreError},
     tls::Revoked,
@@ -41,6 +42,7 @@ mod messages;
 mod plans;
 mod records;
 mod register;
+mod registries;
 mod rollout_commands;
 mod rollouts;
 mod split;
@@ -54,13 +56,14 @@ pub use records::{
     EnrollRecord, Facts, NodeRecord, PlanRecord, RevisionRecord, RevokedRecord, ServiceRecord,
 };
 pub use register::SessionHandle;
+pub use registries::{RegistryInfo, RegistryLogin, RegistryRecord};
 pub use rollout_commands::RolloutCommand;
 pub use views::rollout_info;
 
 #[allow(unused_imports)]
 use self::{
     apply::*, commit::*, envs::*, live::*, messages::*, plans::*, records::*, register::*,
-    rollouts::*, verify::*, views::*,
+    registries::*, rollouts::*, verify::*, views::*,
 };
 
 /// The environment of services whose spec names none.
@@ -86,6 +89,10 @@ pub enum StateError {
     /// The caller's role may not do this (e.g. a deployer applying units).
     #[error("{0}")]
     NotAllowed(String),
+    #[error("no login is stored for registry `{0}` (`convoy registry ls` lists them)")]
+    RegistryNotFound(String),
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
 }
 
 /// Desired state. Changes are made on a copy that replaces the original
@@ -99,6 +106,8 @@ struct Desired {
     /// The highest generation handed out (see [`PLAN_GENERATION_KEY`]).
     plan_generation: u64,
     enrolled: Arc<BTreeMap<String, EnrollRecord>>,
+    /// Private registries' logins, by server (`registries.rs`).
+    registries: Arc<BTreeMap<String, RegistryLogin>>,
 }
 
 pub struct Coordinator {
@@ -121,16 +130,30 @@ pub struct Coordinator {
     pub status_changed: tokio::sync::Notify,
     /// Reads spec files off the async workers, under limits.
     specs: apply::SpecReader,
+    /// Seals secrets (registry passwords) at rest.
+    sealer: Sealer,
 }
 
 pub use convoy_api::clock::now_unix_ms;
 
 impl Coordinator {
-    /// Loads desired state from the store and prepares every node's plan.
+    /// Loads desired state from the store and prepares every node's plan,
+    /// with secrets sealed under a key held in memory only (tests; `convoyd`
+    /// uses [`Self::load_sealed`] with its key file).
     pub async fn load(
         store: Arc<dyn Store>,
         liveness: Liveness,
         shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, StateError> {
+        Self::load_sealed(store, liveness, shutdown, Sealer::ephemeral()).await
+    }
+
+    /// Loads desired state, opening stored secrets with `sealer`.
+    pub async fn load_sealed(
+        store: Arc<dyn Store>,
+        liveness: Liveness,
+        shutdown: CancellationToken,
+        sealer: Sealer,
     ) -> Result<Arc<Self>, StateError> {
         let mut desired = Desired::default();
         for (_, rec) in store::scan_json::<ServiceRecord>(&*store, "services/").await? {
@@ -173,7 +196,9 @@ impl Coordinator {
             next_command: AtomicU64::new(1),
             status_changed: tokio::sync::Notify::new(),
             specs: apply::SpecReader::default(),
+            sealer,
         });
+        desired.registries = Arc::new(coord.load_registries().await?);
         let mut txn = coord.begin("load").await;
         *txn.stage() = desired;
         txn.ops().extend(ops);

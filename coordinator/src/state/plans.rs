@@ -49,6 +49,15 @@ pub(super) fn touched_nodes(current: &Desired, next: &Desired) -> HashSet<String
             .filter(|n| !next.plans.contains_key(*n))
             .cloned(),
     );
+    // A changed registry login reaches the nodes that pull from it.
+    let logins = changed_registries(current, next);
+    if !logins.is_empty() {
+        for rec in next.services.values().filter(|r| !r.deleted) {
+            if record_registries(rec).any(|r| logins.contains(r)) {
+                touched.extend(rec.assignments.values().flatten().cloned());
+            }
+        }
+    }
     touched
 }
 
@@ -175,7 +184,8 @@ pub(super) fn compute_plans(
     let mut fresh = None;
     for (node, mut workloads) in per_node {
         workloads.sort_by(|a, b| a.id.cmp(&b.id));
-        let hash = plan_hash(&workloads);
+        let registry_auths = plan_logins(&next.registries, &workloads);
+        let hash = plan_hash(&workloads, &registry_auths);
         let generation = match next.plans.get(&node) {
             Some(rec) if rec.hash == hash => {
                 if publish == Publish::Changed {
@@ -198,6 +208,7 @@ pub(super) fn compute_plans(
             Arc::new(pb::NodePlan {
                 generation,
                 workloads,
+                registry_auths,
             }),
         ));
     }
@@ -207,9 +218,9 @@ pub(super) fn compute_plans(
     (updates, computed)
 }
 
-/// What a node's plan holds, as stored in its [`PlanRecord`]; `workloads`
-/// sorted by id.
-pub(super) fn plan_hash(workloads: &[pb::Workload]) -> String {
+/// What a node's plan holds, as its [`PlanRecord`] (memory only) keeps
+/// it; `workloads` sorted by id, `logins` by server.
+pub(super) fn plan_hash(workloads: &[pb::Workload], logins: &[pb::RegistryAuth]) -> String {
     let mut h = Sha256::new();
     for w in workloads {
         h.update(w.id.as_bytes());
@@ -217,6 +228,13 @@ pub(super) fn plan_hash(workloads: &[pb::Workload]) -> String {
         h.update(w.revision.to_be_bytes());
         h.update(w.spec_hash.as_bytes());
         h.update([0, u8::from(w.start_first)]);
+    }
+    for l in logins {
+        h.update([1]);
+        for part in [&l.server, &l.username, &l.password] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
     }
     hex::encode(h.finalize())
 }

@@ -214,6 +214,7 @@ impl Coordinator {
                     let plan = pb::NodePlan {
                         generation: fresh,
                         workloads: Vec::new(),
+                        ..Default::default()
                     };
                     txn.send_plan(node.clone(), plan);
                 }
@@ -226,7 +227,7 @@ impl Coordinator {
                     for node in new {
                         let record = PlanRecord {
                             generation: fresh,
-                            hash: plan_hash(&[]),
+                            hash: plan_hash(&[], &[]),
                         };
                         plans.insert(node, record);
                     }
@@ -251,6 +252,7 @@ impl Coordinator {
                     watch::channel(Some(Arc::new(pb::NodePlan {
                         generation: 0,
                         workloads: Vec::new(),
+                        ..Default::default()
                     })))
                     .0
                 })

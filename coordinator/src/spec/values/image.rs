@@ -30,6 +30,58 @@ pub(in crate::spec) fn image(reference: &str) -> Result<String, String> {
     }
 }
 
+/// Docker Hub's name as image references and `docker login` know it.
+pub const DOCKER_HUB: &str = "docker.io";
+
+/// The registry an image reference pulls from, as Docker splits it
+/// (`splitDockerDomain`): the first part when it has a `.` or `:`, is
+/// `localhost` or has a capital letter; else Docker Hub.
+pub fn registry_of(reference: &str) -> &str {
+    match reference.split_once('/') {
+        Some((first, _))
+            if first.contains(['.', ':'])
+                || first == "localhost"
+                || first.bytes().any(|b| b.is_ascii_uppercase()) =>
+        {
+            if first == "index.docker.io" {
+                DOCKER_HUB
+            } else {
+                first
+            }
+        }
+        _ => DOCKER_HUB,
+    }
+}
+
+/// A registry as `convoy registry login` takes it: `HOST[:PORT]` as image
+/// references name it (no scheme, no path); Docker Hub's aliases become
+/// `docker.io`.
+pub fn registry_server(server: &str) -> Result<String, String> {
+    let server = server.trim();
+    let bare = server
+        .strip_prefix("https://")
+        .or_else(|| server.strip_prefix("http://"))
+        .unwrap_or(server);
+    let bare = bare.strip_suffix('/').unwrap_or(bare);
+    if bare.is_empty() {
+        return Err("name the registry: HOST[:PORT], e.g. `registry.example.com:5000`".to_owned());
+    }
+    if matches!(
+        bare,
+        "index.docker.io" | "registry-1.docker.io" | "index.docker.io/v1"
+    ) {
+        return Ok(DOCKER_HUB.to_owned());
+    }
+    if bare.contains('/') {
+        return Err(format!(
+            "`{server}` is not a registry: give HOST[:PORT] only, as image names start with it \
+             (e.g. `registry.example.com:5000` for `registry.example.com:5000/team/app`)"
+        ));
+    }
+    check_host(bare).map_err(|why| format!("invalid registry `{server}`: {why}"))?;
+    Ok(bare.to_owned())
+}
+
 /// `NAME[:TAG][@DIGEST]`: the rule `reference` breaks, if any, reading
 /// from the left.
 fn check(reference: &str) -> Result<(), String> {
@@ -269,7 +321,7 @@ fn is_lower_hex(b: u8) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::image;
+    use super::{image, registry_of, registry_server};
 
     const SHA256: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
@@ -482,5 +534,39 @@ mod tests {
             image("nginx :1"),
             Err("invalid image `nginx :1`: an image reference has no spaces".to_owned())
         );
+    }
+
+    #[test]
+    fn the_registry_of_an_image_is_split_as_docker_splits_it() {
+        for (reference, registry) in [
+            ("nginx:1.27", "docker.io"),
+            ("team/app:1", "docker.io"),
+            ("docker.io/library/nginx", "docker.io"),
+            ("index.docker.io/team/app", "docker.io"),
+            ("localhost/app", "localhost"),
+            ("localhost:5000/app:v1", "localhost:5000"),
+            ("127.0.0.1:41234/convoy/app:t", "127.0.0.1:41234"),
+            (
+                "registry.example.com/team/app@sha256:abc",
+                "registry.example.com",
+            ),
+            ("[::1]:5000/app", "[::1]:5000"),
+        ] {
+            assert_eq!(registry_of(reference), registry, "{reference}");
+        }
+    }
+
+    #[test]
+    fn a_registry_server_is_host_and_port_only() {
+        assert_eq!(registry_server("127.0.0.1:5000").unwrap(), "127.0.0.1:5000");
+        assert_eq!(registry_server("https://r.example/").unwrap(), "r.example");
+        assert_eq!(registry_server("index.docker.io").unwrap(), "docker.io");
+        assert_eq!(registry_server("docker.io").unwrap(), "docker.io");
+        let err = registry_server("r.example/team").unwrap_err();
+        assert!(err.contains("HOST[:PORT]"), "{err}");
+        let err = registry_server("r.example:port").unwrap_err();
+        assert!(err.contains("port"), "{err}");
+        assert!(registry_server("").is_err());
+        assert!(registry_server("bad_host").is_err());
     }
 }
