@@ -26,6 +26,9 @@ need prometheus prometheus
 need promtool prometheus
 need chromium chromium
 need chromedriver chromium-driver
+# Issue 14's private-registry test: a real registry with htpasswd (bcrypt).
+need docker-registry docker-registry
+need htpasswd apache2-utils
 if [ "${#apt_missing[@]}" -gt 0 ]; then
   step "installing ${apt_missing[*]}"
   sudo=""

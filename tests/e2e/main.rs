@@ -26,6 +26,7 @@ mod placement;
 mod policies;
 mod prometheus;
 mod rbac;
+mod registries;
 mod restarts;
 mod revocation;
 mod rollouts;
