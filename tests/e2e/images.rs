@@ -72,7 +72,8 @@ fn missing_image_fails_the_instance_and_spares_other_services() {
                 .instance(1)
                 .ok_or_else(|| anyhow!("no instance: {}", status.describe()))?;
             ensure!(
-                inst.state == "failed" && inst.reason.contains("not found on node"),
+                inst.state == "failed"
+                    && inst.reason.contains(&format!("pulling `{missing}` on node")),
                 "convoy status says {}",
                 status.describe()
             );
