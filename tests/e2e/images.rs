@@ -73,7 +73,9 @@ fn missing_image_fails_the_instance_and_spares_other_services() {
                 .ok_or_else(|| anyhow!("no instance: {}", status.describe()))?;
             ensure!(
                 inst.state == "failed"
-                    && inst.reason.contains(&format!("pulling `{missing}` on node")),
+                    && inst
+                        .reason
+                        .contains(&format!("pulling `{missing}` on node")),
                 "convoy status says {}",
                 status.describe()
             );
