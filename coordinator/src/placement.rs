@@ -126,6 +126,7 @@ pub fn place_within(
     let mut room = free.filter(|_| !need.is_zero()).cloned();
     let matches = |c: &Candidate<'_>| {
         allows_host_access(spec, c.facts)
+            && crate::spec::platform_matches(&spec.extras.platform, c.facts)
             && spec
                 .constraints()
                 .iter()

@@ -34,7 +34,7 @@ mod wire;
 pub use constraint::{Constraint, ConstraintOp, NodeAttribute};
 pub use deploy::{DeployMode, DeploySpec, FailureAction, Strategy, UpdateOrder, UpdatePolicy};
 pub use diff::changed_fields;
-pub use extras::ContainerExtras;
+pub use extras::{platform_matches, ContainerExtras};
 pub use limits::{Limits, DEFAULT_MAX_SPEC_BYTES};
 pub use resources::{ResourcesSpec, Ulimit};
 pub use service::{

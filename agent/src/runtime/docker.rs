@@ -185,11 +185,17 @@ impl DockerRuntime {
         let name = container_name(workload);
         let body = create_body(node, workload)?;
         let networks = networks_of(workload);
+        let platform = match &workload.runtime {
+            Some(convoy_proto::workload::Runtime::Container(spec)) if !spec.platform.is_empty() => {
+                spec.platform.clone()
+            }
+            _ => String::new(),
+        };
         let create = || {
             docker.create_container(
                 Some(CreateContainerOptions {
                     name: Some(name.clone()),
-                    ..Default::default()
+                    platform: platform.clone(),
                 }),
                 body.clone(),
             )

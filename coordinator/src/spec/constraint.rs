@@ -62,7 +62,7 @@ impl Constraint {
 
 /// Docker says `x86_64` and `aarch64`, Go and image platforms `amd64` and
 /// `arm64`; both mean the same machines.
-fn canonical_arch(arch: &str) -> String {
+pub(crate) fn canonical_arch(arch: &str) -> String {
     let arch = arch.to_ascii_lowercase();
     match arch.as_str() {
         "amd64" | "x86-64" => "x86_64".to_owned(),

@@ -28,6 +28,11 @@ pub struct ContainerExtras {
     pub log_options: BTreeMap<String, String>,
     /// `pull_policy`: `always`, `never`, or (empty) pull when missing.
     pub pull_policy: String,
+    /// `platform` (`linux/arm64`): the service runs only on nodes of that
+    /// OS and architecture, and Docker checks the image against it. Left
+    /// out of the stored spec and the hash when empty (it came later).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub platform: String,
 }
 
 impl ContainerExtras {
@@ -49,6 +54,41 @@ pub(crate) fn check_sysctl(name: &str) -> Result<(), String> {
              `kernel.shm*`, `kernel.msg*`, `kernel.sem` and `fs.mqueue.*` only"
         ))
     }
+}
+
+/// `platform`: `OS[/ARCH[/VARIANT]]` as image platforms are written
+/// (`linux/amd64`, `linux/arm64/v8`), lowercase.
+pub(crate) fn platform(text: &str) -> Result<String, String> {
+    let parts: Vec<&str> = text.split('/').collect();
+    let word = |p: &&str| {
+        !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    };
+    if parts.len() > 3 || !parts.iter().all(word) {
+        return Err(format!(
+            "`{text}` is not a platform: write `OS/ARCH` or `OS/ARCH/VARIANT` in lowercase, \
+             e.g. `linux/amd64` or `linux/arm64/v8`"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+/// Whether a node with `facts` runs `platform` (empty: any). A node that
+/// does not report its OS or architecture is taken at its word.
+pub fn platform_matches(platform: &str, facts: &convoy_proto::NodeFacts) -> bool {
+    if platform.is_empty() {
+        return true;
+    }
+    let mut parts = platform.split('/');
+    let os = parts.next().unwrap_or("");
+    let arch = parts.next().unwrap_or("");
+    let os_ok = facts.platform_os.is_empty() || facts.platform_os.eq_ignore_ascii_case(os);
+    let arch_ok = arch.is_empty()
+        || facts.arch.is_empty()
+        || super::constraint::canonical_arch(&facts.arch)
+            == super::constraint::canonical_arch(arch);
+    os_ok && arch_ok
 }
 
 /// `pull_policy`: `always`, `never`, `missing`/`if_not_present` (the
@@ -128,6 +168,46 @@ mod tests {
         crate::spec::parse("app.yaml", &yaml)
             .map(|f| f.services["web"].extras.clone())
             .map_err(|e| e.to_string())
+    }
+
+    /// Issue 14: `platform` is checked, matched against a node's OS and
+    /// architecture (either spelling), and kept out of older hashes.
+    #[test]
+    fn platform_is_read_checked_and_matched() {
+        assert_eq!(
+            extras("platform: linux/arm64").unwrap().platform,
+            "linux/arm64"
+        );
+        let err = extras("platform: Linux/AMD64").unwrap_err();
+        assert!(
+            err.starts_with(
+                "app.yaml:4:15: services.web.platform: `Linux/AMD64` is not a platform"
+            ),
+            "{err}"
+        );
+        assert!(extras("platform: linux/arm64/v8/x").is_err());
+        let node = |os: &str, arch: &str| convoy_proto::NodeFacts {
+            platform_os: os.into(),
+            arch: arch.into(),
+            ..Default::default()
+        };
+        assert!(platform_matches("linux/amd64", &node("linux", "x86_64")));
+        assert!(platform_matches(
+            "linux/arm64/v8",
+            &node("linux", "aarch64")
+        ));
+        assert!(platform_matches("linux", &node("linux", "aarch64")));
+        assert!(!platform_matches("linux/arm64", &node("linux", "x86_64")));
+        assert!(!platform_matches("windows/amd64", &node("linux", "x86_64")));
+        assert!(platform_matches("", &node("linux", "x86_64")));
+        // Hashes of specs without it stay as they were, with other settings.
+        let hash = |extra: &str| {
+            let yaml = format!("services:\n  web:\n    image: nginx\n    init: true\n{extra}");
+            crate::spec::parse("app.yaml", &yaml).unwrap().services["web"].spec_hash()
+        };
+        let json = serde_json::to_string(&extras("init: true").unwrap()).unwrap();
+        assert!(!json.contains("platform"), "{json}");
+        assert_ne!(hash("    platform: linux/amd64\n"), hash(""));
     }
 
     #[test]

@@ -73,6 +73,7 @@ impl ServiceSpec {
             log_driver: self.extras.log_driver.clone(),
             log_options: self.extras.log_options.clone(),
             pull_policy: self.extras.pull_policy.clone(),
+            platform: self.extras.platform.clone(),
         }
     }
 

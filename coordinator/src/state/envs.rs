@@ -129,6 +129,22 @@ pub(super) fn pending_reason(
             constraints.join(", ")
         );
     }
+    let platform = &spec.extras.platform;
+    let (matching, other): (Vec<&Candidate<'_>>, Vec<&Candidate<'_>>) = matching
+        .into_iter()
+        .partition(|c| crate::spec::platform_matches(platform, c.facts));
+    if matching.is_empty() {
+        let mut runs: Vec<String> = other
+            .iter()
+            .map(|c| format!("{}/{}", c.facts.platform_os, c.facts.arch))
+            .collect();
+        runs.sort_unstable();
+        runs.dedup();
+        return format!(
+            "no node of environment `{env}` runs platform `{platform}` (they run {})",
+            runs.join(", ")
+        );
+    }
     let mut connected: Vec<&Candidate<'_>> =
         matching.iter().copied().filter(|c| c.connected).collect();
     let cap = spec.deploy.max_replicas_per_node as usize;
@@ -499,6 +515,32 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(pending_of(&coord, "web").await, "");
+    }
+
+    /// Issue 14: a service for another platform waits, saying which.
+    #[tokio::test]
+    async fn a_platform_no_node_runs_keeps_the_service_pending() {
+        let (coord, _dir) = coordinator().await;
+        let hello = crate::report::AgentHello::from(pb::Hello {
+            facts: Some(pb::NodeFacts {
+                platform_os: "linux".into(),
+                arch: "x86_64".into(),
+                ..Default::default()
+            }),
+            agent_version: "t".into(),
+            last_applied_generation: 0,
+            capabilities: vec![],
+        });
+        let _a = coord.register("a", "fp-a", 0, hello, None).await.unwrap();
+        let arm = "services:\n  arm:\n    image: x:1\n    platform: linux/arm64\n";
+        coord.apply("arm.yaml", arm, false, "t").await.unwrap();
+        assert_eq!(
+            pending_of(&coord, "arm").await,
+            "no node of environment `default` runs platform `linux/arm64` (they run linux/x86_64)"
+        );
+        let amd = "services:\n  amd:\n    image: x:1\n    platform: linux/amd64\n";
+        let r = coord.apply("amd.yaml", amd, false, "t").await.unwrap();
+        assert_eq!(r.services[0].instances[0].node, "a");
     }
 
     /// The reason of the first instance of `service` that has no node ("" if none).

@@ -185,6 +185,8 @@ pub(super) fn create_body(
         log_options,
         // Read by the reconciler before the create (`ensure_image`).
         pull_policy: _,
+        // Given with the create request (`create_options`).
+        platform: _,
     } = spec;
     // 0 is "not set" on the wire; Docker takes i64.
     let limit = |n: &u64| (*n != 0).then(|| i64::try_from(*n).unwrap_or(i64::MAX));

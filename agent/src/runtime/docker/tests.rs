@@ -455,6 +455,43 @@ mod real {
         assert_ne!(again[0].started_at, c.started_at);
     }
 
+    /// Issue 14: Compose `platform` goes with the create request, and the
+    /// engine holds the image to it: the node's own platform runs, another
+    /// is refused (the local image is not that platform's).
+    #[tokio::test]
+    async fn docker_runtime_creates_with_the_platform_and_the_engine_checks_it() {
+        let Some((runtime, cleanup)) = engine().await else {
+            return;
+        };
+        let node = cleanup.node.clone();
+        let (own, other) = match std::env::consts::ARCH {
+            "aarch64" => ("linux/arm64", "linux/amd64"),
+            _ => ("linux/amd64", "linux/arm64"),
+        };
+        let with = |index: u32, platform: &str| {
+            let mut w = test_workload(&node, index, &["/convoy-testapp", "--listen", "0.0.0.0:80"]);
+            if let Some(workload::Runtime::Container(spec)) = &mut w.runtime {
+                spec.platform = platform.to_string();
+            }
+            w
+        };
+        let created = runtime
+            .create_and_start(&node, &with(7, own))
+            .await
+            .unwrap();
+        let info = runtime.inspect(&created.id).await.unwrap();
+        assert_eq!(info.state, Some(ContainerState::Running), "{info:?}");
+        let err = runtime
+            .create_and_start(&node, &with(8, other))
+            .await
+            .expect_err("an image of another platform is refused");
+        assert!(
+            err.to_string().to_lowercase().contains("no such image")
+                || err.to_string().contains("platform"),
+            "{err}"
+        );
+    }
+
     #[tokio::test]
     async fn docker_runtime_reports_docker_health_of_a_container_with_a_healthcheck() {
         let Some((runtime, cleanup)) = engine().await else {

@@ -106,6 +106,7 @@ key_set!(ServiceKey {
     Sysctls = "sysctls",
     Logging = "logging",
     PullPolicy = "pull_policy",
+    Platform = "platform",
     DependsOn = "depends_on",
     Cpus = "cpus",
     MemLimit = "mem_limit",
@@ -134,7 +135,7 @@ key_set!(ServiceKey {
     "group_add", "isolation", "links",
     "mac_address", "mem_swappiness", "memswap_limit",
     "oom_kill_disable", "oom_score_adj",
-    "platform", "post_start", "pre_stop",
+    "post_start", "pre_stop",
     "runtime", "scale", "secrets", "storage_opt",
     "volumes_from",
 ] refused [

@@ -157,6 +157,16 @@ impl<'de> Visitor<'de> for ServiceSeed {
                             .unwrap_or_default()
                 }
                 ServiceKey::Sysctls => spec.extras.sysctls = super::extras::sysctls(&mut map)?,
+                ServiceKey::Platform => {
+                    spec.extras.platform = value(
+                        &mut map,
+                        scalar(
+                            "a platform such as `linux/amd64`",
+                            crate::spec::extras::platform,
+                        ),
+                    )?
+                    .unwrap_or_default()
+                }
                 ServiceKey::PullPolicy => {
                     spec.extras.pull_policy = value(
                         &mut map,
