@@ -2,8 +2,9 @@
 //! `docker-registry`) with htpasswd (bcrypt) and TLS (a self-signed
 //! certificate; Docker treats 127.0.0.0/8 registries as insecure, so it
 //! takes it), started by the test. Without a login the instance fails with
-//! the reason naming image, node and what to do; after `convoy registry
-//! login` the node pulls and the container runs; an image the registry
+//! the reason naming image, node and what to do; with a wrong password it
+//! says the registry refused it; after `convoy registry login` with the
+//! right one the node pulls and the container runs; an image the registry
 //! lacks fails as not found. The password is in no file, log or output.
 
 use std::io::Write;
@@ -178,6 +179,40 @@ fn files_holding(dir: &Path, needle: &str) -> Vec<PathBuf> {
     found
 }
 
+/// `convoy registry login SERVER` with `password` on standard input;
+/// returns what it printed.
+fn login(c: &Cluster, server: &str, password: &str) -> String {
+    let mut child = c
+        .cli_command()
+        .args([
+            "registry",
+            "login",
+            server,
+            "--username",
+            USER,
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "convoy registry login: {said}");
+    said
+}
+
 #[test]
 fn a_private_registry_pull_fails_without_a_login_and_runs_with_one() {
     skip_without_docker!();
@@ -204,35 +239,16 @@ fn a_private_registry_pull_fails_without_a_login_and_runs_with_one() {
     }
     assert!(c.containers_of(&private).unwrap().is_empty());
 
-    // The login, from standard input.
-    let mut login = c
-        .cli_command()
-        .args([
-            "registry",
-            "login",
-            &server,
-            "--username",
-            USER,
-            "--password-stdin",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    login
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    let out = login.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    // A wrong password: the registry refuses it, and the reason says whose.
+    login(&c, &server, "not-the-password");
+    let reason = failed_reason(&c, &private, "refused the login");
+    assert!(
+        reason.contains(&format!("{server} refused the login of `{USER}`")),
+        "{reason}"
     );
-    assert!(out.status.success(), "convoy registry login: {said}");
+
+    // The right one, from standard input.
+    let said = login(&c, &server, &password);
     assert!(
         !said.contains(&password),
         "the CLI echoed the password: {said}"
