@@ -23,10 +23,18 @@ pub type Assignments = BTreeMap<u32, Option<String>>;
 /// The host paths `spec`'s `volumes` bind-mount, with their index in
 /// `volumes` (named volumes are not host access and are left out).
 pub fn bind_sources(spec: &ServiceSpec) -> impl Iterator<Item = (usize, &str)> {
-    spec.volumes
+    // Revisions stored before `mounts` hold `volumes`; newer ones `mounts`.
+    let legacy = spec
+        .volumes
         .iter()
         .enumerate()
-        .filter_map(|(i, v)| host_paths::bind_source(v).map(|s| (i, s)))
+        .filter_map(|(i, v)| host_paths::bind_source(v).map(|s| (i, s)));
+    let mounts = spec
+        .mounts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| m.bind_source().map(|s| (i, s)));
+    legacy.chain(mounts)
 }
 
 /// Whether the node with `facts` lets `spec` have the host access it asks
@@ -473,7 +481,7 @@ mod tests {
     #[test]
     fn bind_mounts_of_host_paths_go_only_to_nodes_that_allow_them() {
         let s = svc(
-            "services:\n  web:\n    image: x\n    volumes: [\"/srv/data/web:/data\", \"cache:/cache\"]\n    deploy:\n      replicas: 3\n",
+            "services:\n  web:\n    image: x\n    volumes: [\"/srv/data/web:/data\", \"cache:/cache\"]\n    deploy:\n      replicas: 3\nvolumes:\n  cache: {}\n",
         );
         let (none, other, data, root) = (
             binds(&[]),
@@ -504,7 +512,9 @@ mod tests {
         let out = place(&s1, &current, &nodes);
         assert_eq!(out, [(1, Some("c".into()))].into_iter().collect());
         // Named volumes need no permission.
-        let named = svc("services:\n  web:\n    image: x\n    volumes: [\"cache:/cache\"]\n");
+        let named = svc(
+            "services:\n  web:\n    image: x\n    volumes: [\"cache:/cache\"]\nvolumes:\n  cache: {}\n",
+        );
         let out = place(&named, &Assignments::new(), &nodes[..1]);
         assert_eq!(out, [(1, Some("a".into()))].into_iter().collect());
     }

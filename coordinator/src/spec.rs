@@ -29,6 +29,9 @@ mod unit;
 mod values;
 /// Registries of image references (`convoy registry`).
 pub use values::{registry_of, registry_server, DOCKER_HUB};
+#[cfg(test)]
+mod volume_tests;
+mod volumes;
 mod wire;
 
 pub use constraint::{Constraint, ConstraintOp, NodeAttribute};
@@ -42,6 +45,7 @@ pub use service::{
     ProbeCheck, ProbeSpec, Protocol, RestartCondition, RestartSpec, ServiceSpec,
 };
 pub use unit::{UnitFields, UnitRestart, UnitState};
+pub use volumes::{MountKind, MountSpec, VolumeDecl};
 
 use locate::PathDisplay;
 

@@ -9,6 +9,7 @@ mod binds;
 mod convert;
 mod create;
 mod errors;
+mod volumes;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -203,6 +204,7 @@ impl DockerRuntime {
         for joined in &networks {
             self.ensure_network(&docker, node, joined).await?;
         }
+        volumes::ensure(&docker, node, &volumes::needed(workload)?).await?;
         let mut created = create().await;
         // Another agent on this engine may have removed an empty network
         // between the check and the create (`prune_networks`): once more.

@@ -33,6 +33,11 @@ pub mod labels {
     pub const WORKLOAD: &str = "io.convoy.workload";
     pub const REVISION: &str = "io.convoy.revision";
     pub const SPEC_HASH: &str = "io.convoy.spec-hash";
+    /// On a volume: its key under the spec's `volumes:`, or
+    /// `SERVICE-INDEX-HASH` for an anonymous one.
+    pub const VOLUME: &str = "io.convoy.volume";
+    /// On a volume: `true` for an anonymous one (one per instance and target).
+    pub const ANONYMOUS: &str = "io.convoy.anonymous";
 }
 
 /// The container name of a workload: `convoy-ENV-SERVICE-INDEX-rREVISION`.

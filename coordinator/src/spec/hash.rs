@@ -7,8 +7,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::{
-    ContainerExtras, Dependency, HealthcheckSpec, NetworkAttachment, PortSpec, ProbeSpec,
-    ResourcesSpec, RestartSpec, ServiceSpec, UnitFields,
+    ContainerExtras, Dependency, HealthcheckSpec, MountSpec, NetworkAttachment, PortSpec,
+    ProbeSpec, ResourcesSpec, RestartSpec, ServiceSpec, UnitFields, VolumeDecl,
 };
 
 impl ServiceSpec {
@@ -42,6 +42,12 @@ struct HashedRuntime<'a> {
     labels: &'a BTreeMap<String, String>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     volumes: &'a [String],
+    /// Empty in revisions stored before them, whose hashes stay as they were.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    mounts: &'a [MountSpec],
+    /// A change of a volume's driver or options needs a new container.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    named_volumes: &'a [VolumeDecl],
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     networks: &'a [NetworkAttachment],
     #[serde(skip_serializing_if = "str::is_empty")]
@@ -95,6 +101,8 @@ impl<'a> HashedRuntime<'a> {
             ports,
             labels,
             volumes,
+            mounts,
+            named_volumes,
             networks,
             hostname,
             extra_hosts,
@@ -125,6 +133,8 @@ impl<'a> HashedRuntime<'a> {
             ports,
             labels,
             volumes,
+            mounts,
+            named_volumes,
             networks,
             hostname,
             extra_hosts,

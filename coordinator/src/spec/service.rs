@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::volumes::{MountSpec, VolumeDecl};
+
 use super::{Constraint, ContainerExtras, DeployMode, DeploySpec, ResourcesSpec, UnitFields};
 
 /// One service of a spec, as stored in a revision (JSON).
@@ -20,8 +22,17 @@ pub struct ServiceSpec {
     pub environment: BTreeMap<String, String>,
     pub ports: Vec<PortSpec>,
     pub labels: BTreeMap<String, String>,
-    /// Short Compose syntax, `SRC:DST[:ro|rw]`.
+    /// Short Compose syntax, `SRC:DST[:ro|rw]`, as revisions stored it
+    /// before Convoy read volumes fully: a named `SRC` is the plain Docker
+    /// volume `SRC`. Only such old revisions hold it; `parse` fills
+    /// `mounts`.
     pub volumes: Vec<String>,
+    /// `volumes:`, short and long syntax, one per entry in the order written.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<MountSpec>,
+    /// The top-level `volumes:` entries `mounts` names.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub named_volumes: Vec<VolumeDecl>,
     /// `networks:`, resolved against the top-level `networks:`; empty: the
     /// environment's default network (`convoy-ENV`).
     #[serde(skip_serializing_if = "Vec::is_empty")]

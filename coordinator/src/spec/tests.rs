@@ -209,13 +209,25 @@ fn long_port_syntax_is_read() {
 
 #[test]
 fn volumes_short_syntax_is_read() {
-    let spec = service(&web(
-        "volumes:\n  - /srv/data:/data\n  - cache:/cache:ro\n  - /etc/x:/x:rw",
+    let spec = service(&format!(
+        "{}volumes:\n  cache: {{}}\n",
+        web("volumes:\n  - /srv/data:/data\n  - cache:/cache:ro\n  - /etc/x:/x:rw")
     ));
+    use crate::spec::MountKind::{Bind, Volume};
+    let mounts: Vec<_> = spec
+        .mounts
+        .iter()
+        .map(|m| (m.kind, m.source.as_str(), m.target.as_str(), m.read_only))
+        .collect();
     assert_eq!(
-        spec.volumes,
-        strings(&["/srv/data:/data", "cache:/cache:ro", "/etc/x:/x:rw"])
+        mounts,
+        [
+            (Bind, "/srv/data", "/data", false),
+            (Volume, "cache", "/cache", true),
+            (Bind, "/etc/x", "/x", false)
+        ]
     );
+    assert!(spec.volumes.is_empty());
 }
 
 #[test]
@@ -455,13 +467,13 @@ fn bad_ports_are_errors_naming_the_item() {
 fn bad_volumes_are_errors() {
     assert!(error(&web("volumes: [\"./data:/data\"]"))
         .starts_with("app.yaml:4:15: services.web.volumes[0]: invalid volume `./data:/data`: relative host paths"));
-    assert!(error(&web("volumes: [\"/data\"]")).contains("anonymous volumes are not supported yet"));
+    assert!(error(&web("volumes: [\"/a:/b:z\"]")).contains("SELinux"));
     assert!(error(&web("volumes: [\"/a:/b:rx\"]")).contains("the mode must be `ro` or `rw`"));
     assert!(error(&web("volumes: [\"/a:b\"]")).contains("must be an absolute path"));
     assert!(error(&web(
-        "volumes:\n  - type: bind\n    source: /a\n    target: /b"
+        "volumes:\n  - type: npipe\n    source: /a\n    target: /b"
     ))
-    .starts_with("app.yaml:5:9: services.web.volumes[0]: invalid type: map"));
+    .starts_with("app.yaml:5:15: services.web.volumes[0].type: `type: npipe` mounts a Windows"));
 }
 
 #[test]
@@ -711,7 +723,6 @@ fn unsupported_deploy_and_top_level_keys_are_warnings() {
             "app.yaml:5: services.web.deploy.endpoint_mode: not supported by Convoy yet, ignored",
             "app.yaml:10: services.web.deploy.restart_policy.delay: not supported by Convoy yet, ignored",
             "app.yaml:13: services.web.ports[0].mode: not supported by Convoy yet, ignored",
-            "app.yaml:16: volumes: not supported by Convoy yet, ignored",
         ]
     );
 }
@@ -748,9 +759,19 @@ fn spec_hash_is_stable_across_runs_and_releases() {
     // A changed hash replaces every running instance on upgrade: change these
     // values only on purpose. The second is sha256 of
     // "convoy spec-hash v1\n" followed by `{"image":"nginx"}`.
+    // A revision stored before `mounts` keeps `volumes` as written, and
+    // its hash (its instances are kept on upgrade); applying the same text
+    // again reads the volumes as `mounts`, a new hash, replaced once.
+    let mut stored = service(FULL);
+    stored.mounts.clear();
+    stored.volumes = strings(&["/srv:/srv:ro"]);
+    assert_eq!(
+        stored.spec_hash(),
+        "c9054e690de41f7370066c722d0af57ef24b9b21277ff5b7d36c1269782521bd"
+    );
     assert_eq!(
         service(FULL).spec_hash(),
-        "c9054e690de41f7370066c722d0af57ef24b9b21277ff5b7d36c1269782521bd"
+        "2bdbb3bb735c80f4953286dd5ab8fff5cc1bcef9cd5f6a522ed6c9c535b98fb2"
     );
     assert_eq!(
         service(&web("")).spec_hash(),
@@ -835,7 +856,16 @@ fn container_spec_carries_the_runtime_part() {
             protocol: "tcp".to_owned()
         }]
     );
-    assert_eq!(spec.volumes, strings(&["/srv:/srv:ro"]));
+    let mount = &spec.mounts[0];
+    assert_eq!(
+        (
+            mount.r#type.as_str(),
+            mount.source.as_str(),
+            mount.target.as_str()
+        ),
+        ("bind", "/srv", "/srv")
+    );
+    assert!(mount.read_only && spec.mounts.len() == 1 && spec.volumes.is_empty());
     assert_eq!(
         (spec.working_dir.as_str(), spec.user.as_str()),
         ("/srv", "www")

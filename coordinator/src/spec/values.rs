@@ -134,55 +134,6 @@ pub(super) fn split_command(line: &str) -> Result<Vec<String>, String> {
     Ok(words)
 }
 
-/// Compose's short volume syntax, `SRC:DST[:ro|rw]`, with a host path or a
-/// named volume as the source.
-pub(super) fn volume(spec: &str) -> Result<String, String> {
-    let invalid = |why: &str| format!("invalid volume `{spec}`: {why}");
-    let parts: Vec<&str> = spec.split(':').collect();
-    let (source, target) = match parts.as_slice() {
-        [_] => {
-            return Err(invalid(
-                "anonymous volumes are not supported yet; write `SRC:DST[:ro|rw]`",
-            ))
-        }
-        [source, target] => (*source, *target),
-        [source, target, mode] => {
-            if !matches!(*mode, "ro" | "rw") {
-                return Err(invalid("the mode must be `ro` or `rw`"));
-            }
-            (*source, *target)
-        }
-        _ => return Err(invalid("expected `SRC:DST[:ro|rw]`")),
-    };
-    if source.is_empty() {
-        return Err(invalid("the source is empty"));
-    }
-    if source.starts_with('.') || source.starts_with('~') {
-        return Err(invalid(
-            "relative host paths are not supported, as containers may run on another machine; \
-             use an absolute path or a named volume",
-        ));
-    }
-    if source.starts_with('/') {
-        convoy_api::host_paths::normalize(source).map_err(|why| invalid(&why))?;
-    } else {
-        let mut chars = source.chars();
-        let valid_name = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-            && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-        if !valid_name {
-            return Err(invalid(
-                "the source is neither an absolute path nor a volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)",
-            ));
-        }
-    }
-    if !target.starts_with('/') {
-        return Err(invalid(
-            "the target inside the container must be an absolute path",
-        ));
-    }
-    Ok(spec.to_owned())
-}
-
 pub(super) fn working_dir(dir: &str) -> Result<String, String> {
     if dir.starts_with('/') {
         Ok(dir.to_owned())

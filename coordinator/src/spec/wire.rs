@@ -9,8 +9,9 @@ use convoy_proto::{
 use convoy_proto as pb;
 
 use super::{
-    Dependency, DependencyCondition, HealthcheckSpec, NetworkAttachment, PortSpec, ProbeCheck,
-    ProbeSpec, RestartCondition, RestartSpec, ServiceSpec, UnitFields, UnitState,
+    Dependency, DependencyCondition, HealthcheckSpec, MountSpec, NetworkAttachment, PortSpec,
+    ProbeCheck, ProbeSpec, RestartCondition, RestartSpec, ServiceSpec, UnitFields, UnitState,
+    VolumeDecl,
 };
 
 impl ServiceSpec {
@@ -32,6 +33,12 @@ impl ServiceSpec {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             volumes: self.volumes.clone(),
+            mounts: self.mounts.iter().map(pb::Mount::from).collect(),
+            named_volumes: self
+                .named_volumes
+                .iter()
+                .map(pb::VolumeDecl::from)
+                .collect(),
             working_dir: self.working_dir.clone(),
             user: self.user.clone(),
             restart: Some(RestartPolicy::from(self.restart)),
@@ -110,6 +117,57 @@ impl From<&Dependency> for pb::Dependency {
         pb::Dependency {
             service: service.clone(),
             condition: condition as i32,
+        }
+    }
+}
+
+impl From<&MountSpec> for pb::Mount {
+    fn from(mount: &MountSpec) -> Self {
+        let MountSpec {
+            kind,
+            source,
+            target,
+            read_only,
+            bind_propagation,
+            bind_create_host_path,
+            volume_nocopy,
+            tmpfs_size_bytes,
+            tmpfs_mode,
+        } = mount;
+        pb::Mount {
+            r#type: kind.as_str().to_owned(),
+            source: source.clone(),
+            target: target.clone(),
+            read_only: *read_only,
+            bind_propagation: bind_propagation.clone(),
+            bind_create_host_path: *bind_create_host_path,
+            volume_nocopy: *volume_nocopy,
+            tmpfs_size_bytes: *tmpfs_size_bytes,
+            tmpfs_mode: *tmpfs_mode,
+        }
+    }
+}
+
+impl From<&VolumeDecl> for pb::VolumeDecl {
+    fn from(decl: &VolumeDecl) -> Self {
+        let VolumeDecl {
+            key,
+            name,
+            external,
+            driver,
+            driver_opts,
+            labels,
+        } = decl;
+        pb::VolumeDecl {
+            key: key.clone(),
+            name: name.clone(),
+            external: *external,
+            driver: driver.clone(),
+            driver_opts: driver_opts
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            labels: labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         }
     }
 }

@@ -303,8 +303,7 @@ mod tests {
         (coord, dir)
     }
 
-    const ROOT: &str =
-        "services:\n  web:\n    image: x:1\n    volumes:\n      - cache:/cache\n      - /:/host\n";
+    const ROOT: &str = "services:\n  web:\n    image: x:1\n    volumes:\n      - cache:/cache\n      - /:/host\nvolumes:\n  cache: {}\n";
 
     /// Issue 14: a deployer could bind-mount `/` and own every host. Now a
     /// bind mount no node allows is refused at apply, in one line naming
@@ -342,9 +341,36 @@ mod tests {
         let err = coord.apply("c.yaml", climb, false, "t").await.unwrap_err();
         assert!(err.to_string().contains("holds `..`"), "{err}");
         // Under an allowed root, and named volumes, it is applied.
-        let ok = "services:\n  web:\n    image: x:1\n    volumes: [\"/srv/data/web:/d\", \"cache:/c\"]\n";
+        let ok = "services:\n  web:\n    image: x:1\n    volumes: [\"/srv/data/web:/d\", \"cache:/c\"]\nvolumes:\n  cache: {}\n";
         let r = coord.apply("ok.yaml", ok, false, "t").await.unwrap();
         assert_eq!(r.services[0].instances[0].node, "a");
+    }
+
+    /// Issue 14: a host path in the long syntax needs the admin's
+    /// permission as in the short one; refused naming the entry.
+    #[tokio::test]
+    async fn apply_refuses_a_long_syntax_bind_mount_no_node_allows() {
+        let (coord, _dir) = coordinator().await;
+        let _a = coord
+            .register("a", "fp-a", 0, hello(&["/srv/data"]), None)
+            .await
+            .unwrap();
+        let spec = "services:\n  web:\n    image: x:1\n    volumes:\n      - type: bind\n        source: /etc\n        target: /host\n";
+        let err = coord
+            .apply("app.yaml", spec, false, "t")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "app.yaml:5:7: services.web.volumes[0]: the bind mount of host path `/etc` \
+                 needs an admin's permission: run convoy-agent with `--allow-bind /etc`"
+            ),
+            "{err}"
+        );
+        assert!(coord.status("", "").await.services.is_empty());
+        let inside = spec.replace("/etc", "/srv/data/web");
+        coord.apply("app.yaml", &inside, false, "t").await.unwrap();
     }
 
     /// Issue 14: an allowing node in another environment does not count.

@@ -18,11 +18,7 @@ pub(super) fn check_resolved(
     let Some(workload::Runtime::Container(spec)) = &workload.runtime else {
         return Ok(());
     };
-    let sources: Vec<&str> = spec
-        .volumes
-        .iter()
-        .filter_map(|v| host_paths::bind_source(v))
-        .collect();
+    let sources = super::volumes::bind_sources(spec);
     if sources.is_empty() {
         return Ok(());
     }

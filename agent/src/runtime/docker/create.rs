@@ -155,6 +155,10 @@ pub(super) fn create_body(
         ports,
         labels: _,
         volumes,
+        // Read by `volumes::mounts_of` (the mounts) and `volumes::needed`
+        // (what the agent creates first).
+        mounts: _,
+        named_volumes: _,
         working_dir,
         user,
         restart: _,
@@ -236,6 +240,11 @@ pub(super) fn create_body(
     } else {
         i64::try_from(stop_grace_period_ms.div_ceil(1000)).unwrap_or(i64::MAX)
     };
+    // Old plans' short syntax, then the binds of `mounts` that create
+    // their host path; the other mounts go through the Mounts API.
+    let (mounts, mount_binds) = super::volumes::mounts_of(workload)?;
+    let mut binds = volumes.clone();
+    binds.extend(mount_binds);
     let non_empty = |s: &String| (!s.is_empty()).then(|| s.clone());
     let non_empty_vec = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
 
@@ -264,7 +273,8 @@ pub(super) fn create_body(
                 maximum_retry_count: None,
             }),
             port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
-            binds: non_empty_vec(volumes),
+            binds: non_empty_vec(&binds),
+            mounts: (!mounts.is_empty()).then_some(mounts),
             network_mode: first.as_ref().map(|joined| joined.name.clone()),
             extra_hosts: non_empty_vec(extra_hosts),
             dns: non_empty_vec(dns),
@@ -311,7 +321,10 @@ pub(super) fn check_binds(
     let Some(workload::Runtime::Container(spec)) = &workload.runtime else {
         return Ok(());
     };
-    let refused = convoy_api::host_paths::refused(allowed, &spec.volumes);
+    let refused: Vec<&str> = super::volumes::bind_sources(spec)
+        .into_iter()
+        .filter(|source| !convoy_api::host_paths::allowed(allowed, source))
+        .collect();
     let Some(first) = refused.first() else {
         return Ok(());
     };

@@ -19,6 +19,8 @@ use super::keys::{
     TopKey, UnitKey, UpdateConfigKey,
 };
 
+use super::keys::{BindKey, MountTmpfsKey, MountVolumeKey, ServiceVolumeKey, VolumeKey};
+
 const DOC: &str = include_str!("../../../../docs/COMPOSE.md");
 
 /// A minimal valid spec; the templates below put `@@` where a key goes.
@@ -119,6 +121,23 @@ fn mappings() -> Vec<Mapping> {
         mapping::<ServiceNetworkKey>(
             "services.<name>.networks.<network>",
             service("    networks:\n      n:\n        @@\nnetworks:\n  n:\n"),
+        ),
+        mapping::<VolumeKey>("volumes.<name>", service("volumes:\n  v:\n    @@\n")),
+        mapping::<ServiceVolumeKey>(
+            "services.<name>.volumes[]",
+            service("    volumes:\n      - type: volume\n        target: /t\n        @@\n"),
+        ),
+        mapping::<BindKey>(
+            "services.<name>.volumes[].bind",
+            "services:\n  web:\n    image: nginx\n    volumes:\n      - type: bind\n        source: /s\n        target: /t\n        bind:\n          @@\n".to_owned(),
+        ),
+        mapping::<MountVolumeKey>(
+            "services.<name>.volumes[].volume",
+            service("    volumes:\n      - type: volume\n        target: /t\n        volume:\n          @@\n"),
+        ),
+        mapping::<MountTmpfsKey>(
+            "services.<name>.volumes[].tmpfs",
+            service("    volumes:\n      - type: tmpfs\n        target: /t\n        tmpfs:\n          @@\n"),
         ),
         mapping::<UnitKey>(
             "units.<name>",

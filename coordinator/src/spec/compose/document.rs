@@ -1,5 +1,5 @@
 //! The top level of a spec file: `services:`, `units:`, `name:`,
-//! `version:` and `networks:`, and the one namespace services and units
+//! `version:`, `networks:` and `volumes:`, and the one namespace services and units
 //! share.
 
 use std::fmt;
@@ -13,6 +13,7 @@ use super::networks::{self, NetworksSeed};
 use super::seeds::{scalar, value};
 use super::service::ServiceSeed;
 use super::units::UnitsSeed;
+use super::volumes::{self, DeclsSeed};
 use super::{nest, Document, Note};
 use crate::spec::locate::Seg;
 use crate::spec::{values, ServiceSpec};
@@ -48,6 +49,7 @@ impl<'de> Visitor<'de> for DocumentVisitor {
         let mut services = None;
         let mut units = None;
         let mut declared = Vec::new();
+        let mut declared_volumes = Vec::new();
         let mut depends_on = Vec::new();
         while let Some(key) = next_key::<A, TopKey>(&mut map, &mut seen, &mut notes)? {
             match key {
@@ -77,6 +79,12 @@ impl<'de> Visitor<'de> for DocumentVisitor {
                         nest(&mut notes, Seg::Key("networks".to_owned()), network_notes);
                     }
                 }
+                TopKey::Volumes => {
+                    if let Some((read, volume_notes)) = value(&mut map, DeclsSeed)? {
+                        declared_volumes = read;
+                        nest(&mut notes, Seg::Key("volumes".to_owned()), volume_notes);
+                    }
+                }
                 TopKey::Version => {
                     map.next_value::<IgnoredAny>()?;
                     notes.push(Note::new("version", "obsolete in Compose, ignored"));
@@ -91,6 +99,11 @@ impl<'de> Visitor<'de> for DocumentVisitor {
             &mut problems,
             Seg::Key("services".to_owned()),
             networks::resolve(&mut services, &declared),
+        );
+        nest(
+            &mut problems,
+            Seg::Key("services".to_owned()),
+            volumes::resolve(&mut services, &declared_volumes),
         );
         // Among containers only: a unit is not a service to wait for.
         let mut dep_notes = Vec::new();

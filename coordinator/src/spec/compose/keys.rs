@@ -73,7 +73,8 @@ key_set!(TopKey {
     Name = "name",
     Version = "version",
     Networks = "networks",
-} ignored ["volumes", "secrets", "configs", "include"]);
+    Volumes = "volumes",
+} ignored ["secrets", "configs", "include"]);
 
 key_set!(ServiceKey {
     Image = "image",
@@ -307,6 +308,46 @@ key_set!(ServiceNetworkKey {
     "ipv4_address", "ipv6_address", "link_local_ips", "mac_address", "driver_opts",
     "priority", "gw_priority", "interface_name",
 ]);
+
+// An entry of the top-level `volumes:`.
+key_set!(VolumeKey {
+    Name = "name",
+    External = "external",
+    Driver = "driver",
+    DriverOpts = "driver_opts",
+    Labels = "labels",
+} ignored []);
+
+// An entry of a service's `volumes` in the long syntax.
+key_set!(ServiceVolumeKey {
+    Type = "type",
+    Source = "source",
+    Target = "target",
+    ReadOnly = "read_only",
+    Bind = "bind",
+    Volume = "volume",
+    Tmpfs = "tmpfs",
+} ignored ["consistency"]);
+
+key_set!(BindKey {
+    Propagation = "propagation",
+    CreateHostPath = "create_host_path",
+} ignored [] refused [
+    "selinux" => "`selinux` relabels the host's files for SELinux, which Convoy does not do: \
+                  remove it",
+]);
+
+key_set!(MountVolumeKey {
+    Nocopy = "nocopy",
+} ignored [] refused [
+    "subpath" => "`subpath` needs Docker Engine 26 and Convoy supports Docker 20.10: mount \
+                  the whole volume and use the subdirectory's path in the container",
+]);
+
+key_set!(MountTmpfsKey {
+    Size = "size",
+    Mode = "mode",
+} ignored []);
 
 key_set!(PortKey {
     Target = "target",

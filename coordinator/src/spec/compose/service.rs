@@ -200,7 +200,10 @@ impl<'de> Visitor<'de> for ServiceSeed {
                     .unwrap_or_default();
                 }
                 ServiceKey::Volumes => {
-                    spec.volumes = value(&mut map, VolumesSeed)?.unwrap_or_default();
+                    if let Some((mounts, volume_notes)) = value(&mut map, VolumesSeed)? {
+                        spec.mounts = mounts;
+                        nest(&mut notes, Seg::Key("volumes".to_owned()), volume_notes);
+                    }
                 }
                 ServiceKey::Networks => {
                     if let Some((attachments, network_notes)) =
