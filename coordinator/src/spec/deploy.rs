@@ -31,6 +31,11 @@ pub struct DeploySpec {
     /// How a new revision replaces the running one.
     #[serde(default)]
     pub update: UpdatePolicy,
+    /// `deploy.rollback_config`: how a rollback (automatic, or `convoy
+    /// rollback`) replaces the instances; `None`: the update policy's gates,
+    /// every instance at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<UpdatePolicy>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -47,6 +52,7 @@ impl Default for DeploySpec {
             max_replicas_per_node: 0,
             labels: BTreeMap::new(),
             update: UpdatePolicy::default(),
+            rollback: None,
         }
     }
 }
@@ -55,8 +61,8 @@ impl Default for DeploySpec {
 /// `deploy.rollback_config`), with Convoy's additions under
 /// `x-convoy.update`. Durations in milliseconds. A setting written in both
 /// blocks is refused, as are settings of another strategy (`canaries`
-/// without `strategy: canary`, ...); `rollback_config` is checked, then
-/// ignored with a warning: rollbacks run under these same gates.
+/// without `strategy: canary`, ...). `rollback_config` makes the policy of
+/// rollbacks (`DeploySpec::rollback`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct UpdatePolicy {
@@ -92,6 +98,24 @@ pub struct UpdatePolicy {
     pub auto_promote: bool,
     /// Blue-green: the old set is stopped this long after promotion.
     pub scale_down_delay_ms: u64,
+}
+
+impl UpdatePolicy {
+    /// The policy a rollback runs under: `rollback` when the service has
+    /// one, else these gates with every instance at once. Always rolling,
+    /// and a failed rollback is not rolled back again.
+    pub fn for_rollback(&self, rollback: Option<&UpdatePolicy>) -> UpdatePolicy {
+        let mut policy = match rollback {
+            Some(rollback) => rollback.clone(),
+            None => UpdatePolicy {
+                max_parallel: 0,
+                ..self.clone()
+            },
+        };
+        policy.strategy = Strategy::Rolling;
+        policy.auto_rollback = false;
+        policy
+    }
 }
 
 impl Default for UpdatePolicy {

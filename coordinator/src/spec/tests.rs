@@ -1527,19 +1527,37 @@ fn stored_specs_from_before_rollouts_load_with_the_default_policy() {
 }
 
 #[test]
-fn rollback_config_is_checked_then_ignored_with_a_warning() {
+fn rollback_config_is_read_into_the_rollback_policy() {
     let file = ok(&web(
-        "deploy:\n  rollback_config:\n    parallelism: 2\n    failure_action: pause\n    monitor: 5s\n    \
+        "deploy:\n  update_config:\n    parallelism: 1\n    failure_action: rollback\n  rollback_config:\n    parallelism: 2\n    failure_action: pause\n    monitor: 5s\n    \
          max_failure_ratio: 0.1\n    order: start-first\n    delay: 1s",
     ));
+    assert!(file.warnings.is_empty(), "{:?}", file.warnings);
+    let deploy = &file.services["web"].deploy;
+    assert_eq!(deploy.update.max_parallel, 1);
+    let rollback = deploy.rollback.as_ref().expect("a rollback policy");
+    assert_eq!(rollback.max_parallel, 2);
+    assert_eq!(rollback.failure_action, FailureAction::Pause);
+    assert_eq!(rollback.min_healthy_time_ms, 5_000);
+    assert_eq!(rollback.max_failure_permille, 100);
+    assert_eq!(rollback.order, UpdateOrder::StartFirst);
+    assert_eq!(rollback.delay_ms, 1_000);
+    assert_eq!(rollback.strategy, Strategy::Rolling);
+    assert!(!rollback.auto_rollback, "a rollback is not rolled back");
+    // What it leaves out comes from the update policy's gates.
     assert_eq!(
-        file.warnings,
-        [
-            "app.yaml:5: services.web.deploy.rollback_config: Convoy rolls back under \
-          update_config's gates; rollback_config is ignored"
-        ]
+        rollback.healthy_deadline_ms,
+        deploy.update.healthy_deadline_ms
     );
-    assert_eq!(file.services["web"].deploy.update, UpdatePolicy::default());
+    // Without it, no rollback policy; changing it is a changed field, not
+    // a new container.
+    let plain = &ok(&web("deploy:\n  update_config:\n    parallelism: 1")).services["web"];
+    assert_eq!(plain.deploy.rollback, None);
+    assert_eq!(
+        changed_fields(plain, &file.services["web"]),
+        ["deploy.rollback_config"]
+    );
+    assert_eq!(plain.spec_hash(), file.services["web"].spec_hash());
     assert_eq!(
         error(&web(
             "deploy:\n  rollback_config:\n    failure_action: rollback"

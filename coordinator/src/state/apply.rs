@@ -218,6 +218,7 @@ impl Coordinator {
                     who,
                     source: filename,
                     now,
+                    policy: None,
                 },
                 ops,
             )?;
@@ -422,6 +423,9 @@ pub(super) struct Staged<'a> {
     pub(super) who: &'a str,
     pub(super) source: &'a str,
     pub(super) now: i64,
+    /// The rollout's policy, when not the new spec's `update` (a rollback
+    /// runs under the current spec's `rollback_config`).
+    pub(super) policy: Option<spec::UpdatePolicy>,
 }
 
 /// Stages a new spec for one service in `next`: placement, a new revision
@@ -440,7 +444,9 @@ pub(super) fn stage_service(
         who,
         source,
         now,
+        policy,
     } = st;
+    let policy = policy.unwrap_or_else(|| new_spec.deploy.update.clone());
     let key = (env.to_string(), name.to_string());
     let old = next.services.get(&key).filter(|r| !r.deleted).cloned();
     let old_assign = old
@@ -510,7 +516,7 @@ pub(super) fn stage_service(
                         r.from_revision,
                         revision,
                         r.from_spec.clone(),
-                        new_spec.deploy.update.clone(),
+                        policy.clone(),
                         now,
                     );
                     nr.switched = r.switched.keys().map(|i| (*i, now)).collect();
@@ -522,7 +528,7 @@ pub(super) fn stage_service(
                     o.revision,
                     revision,
                     o.spec.clone(),
-                    new_spec.deploy.update.clone(),
+                    policy.clone(),
                     now,
                 )),
             }
@@ -532,13 +538,7 @@ pub(super) fn stage_service(
         // A new service: every instance is new, and its gates still tell
         // whether the deployment worked.
         None => {
-            let mut r = Rollout::new(
-                0,
-                revision,
-                new_spec.clone(),
-                new_spec.deploy.update.clone(),
-                now,
-            );
+            let mut r = Rollout::new(0, revision, new_spec.clone(), policy.clone(), now);
             // Nothing to compare with: no canary phase, every instance new.
             r.promoted = true;
             for index in assignments.keys() {

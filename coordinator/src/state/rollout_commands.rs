@@ -319,6 +319,13 @@ impl Coordinator {
         let nodes = node_views(next, &connected);
         let candidates = candidates(&nodes);
         let source = format!("rollback of r{current} to r{to}");
+        // Under the current spec's `rollback_config`, as `docker service
+        // rollback`; without one, the target's own update policy.
+        let policy = next
+            .services
+            .get(&key)
+            .and_then(|rec| rec.spec.deploy.rollback.as_ref())
+            .map(|rollback| target.spec.deploy.update.for_rollback(Some(rollback)));
         let (change, superseded) = stage_service(
             next,
             &candidates,
@@ -329,6 +336,7 @@ impl Coordinator {
                 who,
                 source: &source,
                 now,
+                policy,
             },
             ops,
         )?;

@@ -271,9 +271,10 @@ impl Coordinator {
                 outcome: String::new(),
             },
         ));
-        let mut policy = failed.policy.clone();
-        policy.max_parallel = 0;
-        policy.strategy = spec::Strategy::Rolling;
+        // `rec.spec` is still the spec that failed: its `rollback_config`.
+        let policy = failed
+            .policy
+            .for_rollback(rec.spec.deploy.rollback.as_ref());
         let mut back = Rollout::new(failed.to_revision, back_rev, rec.spec.clone(), policy, now);
         back.is_rollback = true;
         back.promoted = true;
@@ -538,5 +539,34 @@ mod tests {
         );
         let h = coord.history("web", "").await.unwrap();
         assert_eq!(h.revisions[2].source, "rollback of r2 to r1");
+    }
+
+    /// Issue 14: `convoy rollback` runs under the current spec's
+    /// `rollback_config` (one at a time here), not all at once.
+    #[tokio::test]
+    async fn a_rollback_runs_under_the_current_specs_rollback_config() {
+        let (coord, mut a, _dir) = setup().await;
+        coord
+            .apply("w.yaml", &spec("v1", ""), false, "t")
+            .await
+            .unwrap();
+        settle(&coord, &mut a).await;
+        let rollback = "      rollback_config: { parallelism: 1, monitor: 1h }\n    x-convoy: { update: { progress_deadline: 2h } }\n";
+        coord
+            .apply("w.yaml", &spec("v2", rollback), false, "t")
+            .await
+            .unwrap();
+        settle(&coord, &mut a).await;
+        assert_eq!(rollout(&coord).await.switched.len(), 3, "v2 went at once");
+
+        coord.rollback("web", "", 1, "t").await.unwrap();
+        settle(&coord, &mut a).await;
+        let r3 = rollout(&coord).await;
+        assert_eq!((r3.to_revision, r3.policy.max_parallel), (3, 1));
+        assert_eq!(
+            r3.switched.len(),
+            1,
+            "one instance back to r1, the next waits an hour for its gate"
+        );
     }
 }

@@ -25,6 +25,8 @@ pub(super) struct Deploy {
     pub(super) labels: BTreeMap<String, String>,
     pub(super) restart: Option<RestartSpec>,
     pub(super) update: Option<UpdateConfig>,
+    /// `rollback_config`, when written.
+    pub(super) rollback: Option<UpdateConfig>,
     /// `resources`, when written.
     pub(super) resources: Option<super::resources::Resources>,
     pub(super) notes: Vec<Note>,
@@ -56,6 +58,7 @@ impl<'de> Visitor<'de> for DeploySeed {
         let mut labels = BTreeMap::new();
         let mut restart = None;
         let mut update = None;
+        let mut rollback = None;
         let mut resources = None;
         while let Some(key) = next_key::<A, DeployKey>(&mut map, &mut seen, &mut notes)? {
             match key {
@@ -131,15 +134,7 @@ impl<'de> Visitor<'de> for DeploySeed {
                     update = value(&mut map, UpdateConfigSeed { rollback: false })?;
                 }
                 DeployKey::RollbackConfig => {
-                    // Read for its errors; the rollout controller rolls back
-                    // under the same gates as it rolls forward.
-                    if value(&mut map, UpdateConfigSeed { rollback: true })?.is_some() {
-                        notes.push(Note::new(
-                            "rollback_config",
-                            "Convoy rolls back under update_config's gates; rollback_config is \
-                             ignored",
-                        ));
-                    }
+                    rollback = value(&mut map, UpdateConfigSeed { rollback: true })?;
                 }
             }
         }
@@ -151,6 +146,7 @@ impl<'de> Visitor<'de> for DeploySeed {
             labels,
             restart,
             update,
+            rollback,
             resources,
             notes,
         })

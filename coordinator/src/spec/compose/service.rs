@@ -56,6 +56,7 @@ impl<'de> Visitor<'de> for ServiceSeed {
         let mut restart = None;
         let mut deploy_restart = None;
         let mut update_config = None;
+        let mut rollback_config = None;
         let mut replicas_written = false;
         let mut convoy_update = None;
         let mut host_problem = None;
@@ -305,6 +306,7 @@ impl<'de> Visitor<'de> for ServiceSeed {
                         spec.deploy.labels = deploy.labels;
                         deploy_restart = deploy.restart;
                         update_config = deploy.update;
+                        rollback_config = deploy.rollback;
                         replicas_written = deploy.replicas_written;
                         deploy_resources = deploy.resources;
                         nest(&mut notes, Seg::Key("deploy".to_owned()), deploy.notes);
@@ -323,6 +325,8 @@ impl<'de> Visitor<'de> for ServiceSeed {
             replicas_written,
         ) {
             Ok(policy) => {
+                spec.deploy.rollback = rollback_config
+                    .map(|rollback| super::update::rollback_policy(&rollback, &policy));
                 spec.deploy.update = policy;
                 None
             }

@@ -121,6 +121,7 @@ impl<'de> Visitor<'de> for UnitSeed<'_> {
         let mut adopted = None;
         let mut deploy_restart = false;
         let mut update_config = None;
+        let mut rollback_config = None;
         let mut replicas_written = false;
         let mut convoy_update = None;
         while let Some(key) = next_key::<A, UnitKey>(&mut map, &mut seen, &mut notes)? {
@@ -203,6 +204,7 @@ impl<'de> Visitor<'de> for UnitSeed<'_> {
                         spec.deploy.labels = deploy.labels;
                         deploy_restart = deploy.restart.is_some();
                         update_config = deploy.update;
+                        rollback_config = deploy.rollback;
                         replicas_written = deploy.replicas_written;
                         nest(&mut notes, Seg::Key("deploy".to_owned()), deploy.notes);
                     }
@@ -270,7 +272,11 @@ impl<'de> Visitor<'de> for UnitSeed<'_> {
             &spec.deploy,
             replicas_written,
         ) {
-            Ok(policy) => spec.deploy.update = policy,
+            Ok(policy) => {
+                spec.deploy.rollback = rollback_config
+                    .map(|rollback| super::update::rollback_policy(&rollback, &policy));
+                spec.deploy.update = policy;
+            }
             Err(problem) => problems.push(problem),
         }
         spec.unit = Some(unit);

@@ -182,6 +182,33 @@ impl<'de> Visitor<'de> for ConvoyUpdateSeed {
     }
 }
 
+/// The rollback policy from `deploy.rollback_config`: what it sets, over
+/// the service's update policy's gates (deadlines, failure ratio, monitor),
+/// every instance at once where it sets no `parallelism` (as Convoy's
+/// rollbacks without it).
+pub(super) fn rollback_policy(rollback: &UpdateConfig, update: &UpdatePolicy) -> UpdatePolicy {
+    let mut policy = update.for_rollback(None);
+    if let Some(n) = rollback.parallelism {
+        policy.max_parallel = n;
+    }
+    if let Some(ms) = rollback.delay_ms {
+        policy.delay_ms = ms;
+    }
+    if let Some(ms) = rollback.monitor_ms {
+        policy.min_healthy_time_ms = ms;
+    }
+    if let Some(order) = rollback.order {
+        policy.order = order;
+    }
+    if let Some(action) = rollback.failure_action {
+        policy.failure_action = action;
+    }
+    if let Some(permille) = rollback.max_failure_permille {
+        policy.max_failure_permille = permille;
+    }
+    policy
+}
+
 /// The service's update policy from `deploy.update_config` and
 /// `x-convoy.update`, or the first key that does not fit with the others:
 /// its path from the service, and why.
