@@ -33,3 +33,4 @@ mod rollouts;
 mod scaling;
 mod security;
 mod systemd;
+mod volumes;
