@@ -190,6 +190,8 @@ async fn apply(
             env,
             profiles,
             env_files,
+            config_files: spec.configs.files,
+            config_env: spec.configs.env,
         })
         .await?;
     Ok(match format {
@@ -411,12 +413,17 @@ pub(crate) fn load_spec(
 /// (`CONVOY_MAX_SPEC_BYTES`, as `convoyd --max-spec-bytes`; default 1 MiB)
 /// or not UTF-8 text.
 pub(crate) fn read_spec(file: &Path) -> Result<(String, String)> {
-    let max = match std::env::var("CONVOY_MAX_SPEC_BYTES") {
+    read_spec_limited(file, max_spec_bytes()?)
+}
+
+/// The most bytes a spec may hold (`CONVOY_MAX_SPEC_BYTES`, default 1 MiB),
+/// its configs' files and variables included.
+pub(crate) fn max_spec_bytes() -> Result<usize> {
+    match std::env::var("CONVOY_MAX_SPEC_BYTES") {
         Ok(text) => convoy_api::limits::parse_bytes(&text)
-            .map_err(|e| anyhow!("CONVOY_MAX_SPEC_BYTES: {e}"))?,
-        Err(_) => convoy_api::limits::DEFAULT_MAX_SPEC_BYTES,
-    };
-    read_spec_limited(file, max)
+            .map_err(|e| anyhow!("CONVOY_MAX_SPEC_BYTES: {e}")),
+        Err(_) => Ok(convoy_api::limits::DEFAULT_MAX_SPEC_BYTES),
+    }
 }
 
 fn read_spec_limited(file: &Path, max: usize) -> Result<(String, String)> {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context as _, Result};
 
+pub mod configs;
 pub mod interpolate;
 pub mod merge;
 
@@ -24,6 +25,8 @@ pub struct LoadedSpec {
     /// The variables of the env files its services name (`env_file:`), by
     /// the path as written.
     pub env_files: BTreeMap<String, BTreeMap<String, String>>,
+    /// The files and variables of the top-level `configs:`.
+    pub configs: configs::ConfigInputs,
 }
 
 impl LoadedSpec {
@@ -228,39 +231,63 @@ fn read_env_file(path: &Path, into: &mut HashMap<String, String>) -> Result<()> 
 /// (named `a.yaml+b.yaml`). Scalars of merged files are read as YAML
 /// values, as Compose reads them: quote values such as `1.10`.
 pub fn load_all(files: &[PathBuf], vars: &Variables) -> Result<LoadedSpec> {
-    match files {
-        [] => Err(anyhow!("no spec file: give one with -f FILE")),
-        [one] => load(one, vars),
-        many => {
-            let mut merged = serde_json::Value::Null;
-            let mut names = Vec::new();
-            let mut warnings = Vec::new();
-            let mut env_files = BTreeMap::new();
-            for file in many {
-                let loaded = load(file, vars)?;
-                let doc = merge::read(&loaded.filename, &loaded.content)?;
-                if merged.is_null() {
-                    merged = doc;
-                } else {
-                    merge::merge(&mut merged, doc);
-                }
-                names.push(loaded.filename);
-                warnings.extend(loaded.warnings);
-                env_files.extend(loaded.env_files);
-            }
-            let filename = names.join("+");
-            let content = serde_saphyr::to_string(&merged)
-                .map_err(|e| anyhow!("{filename}: cannot write the merged spec: {e}"))?;
-            let environment = named_environment(&filename, &content)?;
-            Ok(LoadedSpec {
-                filename,
-                content,
-                warnings,
-                environment,
-                env_files,
-            })
-        }
+    let mut loaded = match files {
+        [] => return Err(anyhow!("no spec file: give one with -f FILE")),
+        [one] => load(one, vars)?,
+        many => merged(many, vars)?,
+    };
+    // Relative to the first file's directory, Compose's project directory.
+    let dir = match files.first() {
+        Some(file) if file != Path::new("-") => file.parent().unwrap_or(Path::new(".")),
+        _ => Path::new("."),
+    };
+    loaded.configs = configs::read(&loaded.filename, &loaded.content, dir, vars)?;
+    let max = crate::commands::max_spec_bytes()?;
+    let total = loaded
+        .content
+        .len()
+        .saturating_add(loaded.configs.total_bytes());
+    if total > max {
+        return Err(anyhow!(
+            "{}: the spec and its configs hold {total} bytes, over the limit of {max} bytes: \
+             raise it with `CONVOY_MAX_SPEC_BYTES` here and `convoyd --max-spec-bytes` on the \
+             coordinator, or make the configs smaller",
+            loaded.filename
+        ));
     }
+    Ok(loaded)
+}
+
+/// Several spec files, merged (see [`load_all`]).
+fn merged(many: &[PathBuf], vars: &Variables) -> Result<LoadedSpec> {
+    let mut merged = serde_json::Value::Null;
+    let mut names = Vec::new();
+    let mut warnings = Vec::new();
+    let mut env_files = BTreeMap::new();
+    for file in many {
+        let loaded = load(file, vars)?;
+        let doc = merge::read(&loaded.filename, &loaded.content)?;
+        if merged.is_null() {
+            merged = doc;
+        } else {
+            merge::merge(&mut merged, doc);
+        }
+        names.push(loaded.filename);
+        warnings.extend(loaded.warnings);
+        env_files.extend(loaded.env_files);
+    }
+    let filename = names.join("+");
+    let content = serde_saphyr::to_string(&merged)
+        .map_err(|e| anyhow!("{filename}: cannot write the merged spec: {e}"))?;
+    let environment = named_environment(&filename, &content)?;
+    Ok(LoadedSpec {
+        filename,
+        content,
+        warnings,
+        environment,
+        env_files,
+        configs: configs::ConfigInputs::default(),
+    })
 }
 
 /// Reads the spec `file` and interpolates it with `vars`.
@@ -280,6 +307,7 @@ pub fn load(file: &Path, vars: &Variables) -> Result<LoadedSpec> {
         warnings: done.warnings,
         environment,
         env_files,
+        configs: configs::ConfigInputs::default(),
     })
 }
 
@@ -359,6 +387,7 @@ mod tests {
             warnings: Vec::new(),
             environment: named_environment("app.yaml", content).unwrap(),
             env_files: BTreeMap::new(),
+            configs: configs::ConfigInputs::default(),
         };
         let named = spec("name: shop\nx-convoy:\n  environment: prod\nservices: {}\n");
         assert_eq!(named.environment.as_deref(), Some("prod"));

@@ -41,6 +41,8 @@ pub async fn apply_and_wait(
             env,
             profiles,
             env_files,
+            config_files: spec.configs.files,
+            config_env: spec.configs.env,
         })
         .await?;
     let warnings = output::apply_warnings(&response);

@@ -8,6 +8,9 @@
 use std::collections::BTreeMap;
 
 mod compose;
+mod configs;
+#[cfg(test)]
+mod configs_tests;
 mod constraint;
 mod deploy;
 mod diff;
@@ -34,6 +37,9 @@ mod volume_tests;
 mod volumes;
 mod wire;
 
+pub use configs::{
+    ConfigContent, ConfigInputs, ConfigMount, ConfigOrigin, DEFAULT_CONFIG_MODE, MAX_CONFIG_BYTES,
+};
 pub use constraint::{Constraint, ConstraintOp, NodeAttribute};
 pub use deploy::{DeployMode, DeploySpec, FailureAction, Strategy, UpdateOrder, UpdatePolicy};
 pub use diff::changed_fields;
@@ -162,8 +168,21 @@ pub fn parse_with_files(
     limits: &Limits,
     env_files: &EnvFiles,
 ) -> Result<SpecFile, SpecError> {
+    parse_with_inputs(filename, bytes, limits, env_files, &ConfigInputs::default())
+}
+
+/// [`parse_with_files`], then the content of the `file:` and
+/// `environment:` configs put in from `configs` (see `configs::fill`).
+pub fn parse_with_inputs(
+    filename: &str,
+    bytes: &[u8],
+    limits: &Limits,
+    env_files: &EnvFiles,
+    configs: &ConfigInputs,
+) -> Result<SpecFile, SpecError> {
     let mut file = parse_with(filename, bytes, limits)?;
     let content = String::from_utf8_lossy(bytes);
+    configs::fill(&mut file, filename, &content, configs, limits)?;
     for (name, spec) in file.services.iter_mut() {
         let refs = std::mem::take(&mut spec.env_files);
         if refs.is_empty() {

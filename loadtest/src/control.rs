@@ -89,6 +89,8 @@ impl Control {
                 env: String::new(),
                 profiles: Vec::new(),
                 env_files: Default::default(),
+                config_files: Default::default(),
+                config_env: Default::default(),
             })
             .await
             .context("apply")?;

@@ -262,6 +262,8 @@ async fn server_errors_reach_the_user_as_the_server_wrote_them() {
             env: String::new(),
             profiles: Vec::new(),
             env_files: Default::default(),
+            config_files: Default::default(),
+            config_env: Default::default(),
         })
         .await
         .unwrap_err();

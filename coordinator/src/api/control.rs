@@ -167,6 +167,8 @@ impl pb::control_service_server::ControlService for ControlApi {
             env,
             profiles,
             env_files,
+            config_files,
+            config_env,
         } = req.into_inner();
         if profiles.len() > MAX_PROFILES || profiles.iter().any(|p| p.len() > 64) {
             return Err(Status::invalid_argument(format!(
@@ -194,6 +196,10 @@ impl pb::control_service_server::ControlService for ControlApi {
                         .map(|(path, file)| (path, file.vars.into_iter().collect()))
                         .collect(),
                     may_run_units: caller.role == Role::Admin,
+                    configs: crate::spec::ConfigInputs {
+                        files: config_files,
+                        env: config_env,
+                    },
                 },
                 dry_run,
                 &who,

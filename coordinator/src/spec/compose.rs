@@ -13,6 +13,8 @@ use super::limits::Limits;
 use super::locate::{self, Seg};
 use super::ServiceSpec;
 
+mod configs;
+pub(super) use configs::too_large;
 mod convoy;
 mod depends_on;
 mod deploy;

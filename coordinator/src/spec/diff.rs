@@ -45,6 +45,7 @@ pub fn changed_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
         resources,
         extras,
         depends_on,
+        configs,
         unit,
     } = old;
     let mut fields = unit_changes(unit.as_ref(), new.unit.as_ref());
@@ -91,6 +92,8 @@ pub fn changed_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
             ("resources", *resources != new.resources),
             ("container settings", *extras != new.extras),
             ("depends_on", *depends_on != new.depends_on),
+            // Named, never shown: a config may be a big file.
+            ("configs", *configs != new.configs),
         ]
         .into_iter()
         .filter(|(_, changed)| *changed)

@@ -86,9 +86,24 @@ struct HashedRuntime<'a> {
     /// that a change reaches the agents (a new plan is sent on a new hash).
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     depends_on: &'a [Dependency],
+    /// Each config by its content's digest: a changed config replaces the
+    /// containers that have it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    configs: Vec<HashedConfig<'a>>,
     /// Only for units, so the hashes of containers stay as they were.
     #[serde(skip_serializing_if = "Option::is_none")]
     unit: Option<&'a UnitFields>,
+}
+
+/// A config as hashed: where it goes and a digest of its content (the
+/// source's name says nothing about the file the container sees).
+#[derive(Serialize)]
+struct HashedConfig<'a> {
+    target: &'a str,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    mode: u32,
+    sha256: String,
 }
 
 impl<'a> HashedRuntime<'a> {
@@ -123,6 +138,7 @@ impl<'a> HashedRuntime<'a> {
             resources,
             extras,
             depends_on,
+            configs,
             unit,
         } = spec;
         HashedRuntime {
@@ -150,6 +166,16 @@ impl<'a> HashedRuntime<'a> {
             resources,
             extras,
             depends_on,
+            configs: configs
+                .iter()
+                .map(|c| HashedConfig {
+                    target: &c.target,
+                    uid: c.uid,
+                    gid: c.gid,
+                    mode: c.mode,
+                    sha256: c.sha256(),
+                })
+                .collect(),
             unit: unit.as_ref(),
         }
     }

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::volumes::{MountSpec, VolumeDecl};
 
-use super::{Constraint, ContainerExtras, DeployMode, DeploySpec, ResourcesSpec, UnitFields};
+use super::{
+    ConfigMount, Constraint, ContainerExtras, DeployMode, DeploySpec, ResourcesSpec, UnitFields,
+};
 
 /// One service of a spec, as stored in a revision (JSON).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +86,10 @@ pub struct ServiceSpec {
     /// the node must meet a condition before this one's are created.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<Dependency>,
+    /// Compose `configs:`, with their content: files the containers get
+    /// read-only at their targets.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<ConfigMount>,
     /// Set for an entry of `units:`: a systemd service, not a container
     /// (the container fields above are then empty). `None` in records
     /// stored before units existed.

@@ -394,7 +394,7 @@ fn unknown_service_key_is_an_error_naming_file_line_and_key() {
          `hostname`, `extra_hosts`, `dns`, `expose`, `working_dir`, `user`, `restart`, \
          `stop_signal`, `stop_grace_period`, `healthcheck`, `deploy`, `profiles`, `env_file`, \
          `read_only`, `tmpfs`, `init`, `cap_drop`, `tty`, `stdin_open`, `sysctls`, `logging`, \
-         `pull_policy`, `platform`, `depends_on`, `cpus`, `mem_limit`, `mem_reservation`, `pids_limit`, `shm_size`, \
+         `pull_policy`, `platform`, `depends_on`, `configs`, `cpus`, `mem_limit`, `mem_reservation`, `pids_limit`, `shm_size`, \
          `ulimits`, `x-convoy`"
     );
 }

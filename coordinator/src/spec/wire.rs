@@ -81,6 +81,7 @@ impl ServiceSpec {
             log_options: self.extras.log_options.clone(),
             pull_policy: self.extras.pull_policy.clone(),
             platform: self.extras.platform.clone(),
+            configs: self.configs.iter().map(pb::ConfigFile::from).collect(),
         }
     }
 

@@ -12,6 +12,8 @@ pub struct ApplyOptions {
     pub profiles: Vec<String>,
     /// The env files the CLI read for the services' `env_file:`.
     pub env_files: spec::EnvFiles,
+    /// The files and variables the CLI read for the top-level `configs:`.
+    pub configs: spec::ConfigInputs,
     /// The caller is an admin. Otherwise a spec with `units:` is refused: a
     /// unit runs its command as root on the host, an admin's decision.
     pub may_run_units: bool,
@@ -50,6 +52,7 @@ impl SpecReader {
         filename: &str,
         content: &str,
         env_files: &spec::EnvFiles,
+        configs: &spec::ConfigInputs,
     ) -> Result<spec::SpecFile, StateError> {
         let limits = self.limits();
         if content.len() > limits.max_bytes {
@@ -66,9 +69,10 @@ impl SpecReader {
             .map_err(|_| StateError::Invalid("the coordinator is shutting down".into()))?;
         let (filename, content) = (filename.to_owned(), content.to_owned());
         let env_files = env_files.clone();
+        let configs = configs.clone();
         let parsed = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            spec::parse_with_files(&filename, content.as_bytes(), &limits, &env_files)
+            spec::parse_with_inputs(&filename, content.as_bytes(), &limits, &env_files, &configs)
         })
         .await
         .map_err(|e| StateError::Invalid(format!("reading the spec failed: {e}")))?;
@@ -154,7 +158,7 @@ impl Coordinator {
         let profiles = &options.profiles[..];
         let mut file = self
             .specs
-            .parse(filename, content, &options.env_files)
+            .parse(filename, content, &options.env_files, &options.configs)
             .await?;
         if !options.may_run_units {
             if let Some(name) = file
@@ -405,9 +409,16 @@ pub(super) fn superseded_event(env: &str, name: &str, rev: u64, by: u64) -> Ev {
 }
 
 /// A unified diff of two specs, as pretty JSON (what `plan` shows).
+/// A config's content shows as its size and digest, never its bytes.
 pub fn spec_diff(old: &ServiceSpec, new: &ServiceSpec, old_rev: u64, new_rev: u64) -> String {
-    let a = serde_json::to_string_pretty(old).unwrap_or_default() + "\n";
-    let b = serde_json::to_string_pretty(new).unwrap_or_default() + "\n";
+    let shown = |spec: &ServiceSpec| {
+        let mut spec = spec.clone();
+        for config in &mut spec.configs {
+            config.content = spec::ConfigContent(config.content.summary().into_bytes());
+        }
+        serde_json::to_string_pretty(&spec).unwrap_or_default() + "\n"
+    };
+    let (a, b) = (shown(old), shown(new));
     similar::TextDiff::from_lines(&a, &b)
         .unified_diff()
         .context_radius(2)

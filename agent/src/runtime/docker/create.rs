@@ -191,6 +191,8 @@ pub(super) fn create_body(
         pull_policy: _,
         // Given with the create request (`create_options`).
         platform: _,
+        // Not delivered by this agent yet.
+        configs: _,
     } = spec;
     // 0 is "not set" on the wire; Docker takes i64.
     let limit = |n: &u64| (*n != 0).then(|| i64::try_from(*n).unwrap_or(i64::MAX));

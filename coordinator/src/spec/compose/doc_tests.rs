@@ -20,6 +20,7 @@ use super::keys::{
 };
 
 use super::keys::{BindKey, MountTmpfsKey, MountVolumeKey, ServiceVolumeKey, VolumeKey};
+use super::keys::{ConfigKey, ServiceConfigKey};
 
 const DOC: &str = include_str!("../../../../docs/COMPOSE.md");
 
@@ -138,6 +139,14 @@ fn mappings() -> Vec<Mapping> {
         mapping::<MountTmpfsKey>(
             "services.<name>.volumes[].tmpfs",
             service("    volumes:\n      - type: tmpfs\n        target: /t\n        tmpfs:\n          @@\n"),
+        ),
+        mapping::<ConfigKey>(
+            "configs.<name>",
+            service("configs:\n  c:\n    content: x\n    @@\n"),
+        ),
+        mapping::<ServiceConfigKey>(
+            "services.<name>.configs[]",
+            service("    configs:\n      - source: c\n        @@\nconfigs:\n  c:\n    content: x\n"),
         ),
         mapping::<UnitKey>(
             "units.<name>",

@@ -7,6 +7,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 
+use super::configs::ConfigsSeed;
 use super::depends_on::{self, Written};
 use super::keys::{first_time, next_key, TopKey};
 use super::networks::{self, NetworksSeed};
@@ -50,6 +51,7 @@ impl<'de> Visitor<'de> for DocumentVisitor {
         let mut units = None;
         let mut declared = Vec::new();
         let mut declared_volumes = Vec::new();
+        let mut configs = Vec::new();
         let mut depends_on = Vec::new();
         while let Some(key) = next_key::<A, TopKey>(&mut map, &mut seen, &mut notes)? {
             match key {
@@ -72,6 +74,12 @@ impl<'de> Visitor<'de> for DocumentVisitor {
                 }
                 TopKey::Name => {
                     value(&mut map, scalar("a project name", values::project_name))?;
+                }
+                TopKey::Configs => {
+                    if let Some((read, config_notes)) = value(&mut map, ConfigsSeed)? {
+                        configs = read;
+                        nest(&mut notes, Seg::Key("configs".to_owned()), config_notes);
+                    }
                 }
                 TopKey::Networks => {
                     if let Some((read, network_notes)) = value(&mut map, NetworksSeed)? {
@@ -104,6 +112,11 @@ impl<'de> Visitor<'de> for DocumentVisitor {
             &mut problems,
             Seg::Key("services".to_owned()),
             volumes::resolve(&mut services, &declared_volumes),
+        );
+        nest(
+            &mut problems,
+            Seg::Key("services".to_owned()),
+            super::configs::resolve(&mut services, &configs),
         );
         // Among containers only: a unit is not a service to wait for.
         let mut dep_notes = Vec::new();

@@ -74,7 +74,8 @@ key_set!(TopKey {
     Version = "version",
     Networks = "networks",
     Volumes = "volumes",
-} ignored ["secrets", "configs", "include"]);
+    Configs = "configs",
+} ignored ["secrets", "include"]);
 
 key_set!(ServiceKey {
     Image = "image",
@@ -109,6 +110,7 @@ key_set!(ServiceKey {
     PullPolicy = "pull_policy",
     Platform = "platform",
     DependsOn = "depends_on",
+    Configs = "configs",
     Cpus = "cpus",
     MemLimit = "mem_limit",
     MemReservation = "mem_reservation",
@@ -129,7 +131,7 @@ key_set!(ServiceKey {
     SecurityOpt = "security_opt",
 } ignored [
     "annotations", "attach", "blkio_config", "cgroup_parent",
-    "configs", "container_name", "cpu_count", "cpu_percent", "cpu_period", "cpu_quota",
+    "container_name", "cpu_count", "cpu_percent", "cpu_period", "cpu_quota",
     "cpu_rt_period", "cpu_rt_runtime", "cpu_shares", "cpuset", "credential_spec",
     "develop", "device_cgroup_rules", "dns_opt", "dns_search",
     "domainname", "extends", "external_links", "gpus",
@@ -308,6 +310,26 @@ key_set!(ServiceNetworkKey {
     "ipv4_address", "ipv6_address", "link_local_ips", "mac_address", "driver_opts",
     "priority", "gw_priority", "interface_name",
 ]);
+
+// An entry of the top-level `configs:`.
+key_set!(ConfigKey {
+    File = "file",
+    Content = "content",
+    Environment = "environment",
+    Name = "name",
+} ignored ["template_driver"] refused [
+    "external" => "Convoy has no Swarm configs yet, so it cannot use an existing one by name: \
+                   give the config's content with `file:`, `content:` or `environment:`",
+]);
+
+// An entry of a service's `configs:` in the long syntax.
+key_set!(ServiceConfigKey {
+    Source = "source",
+    Target = "target",
+    Uid = "uid",
+    Gid = "gid",
+    Mode = "mode",
+} ignored []);
 
 // An entry of the top-level `volumes:`.
 key_set!(VolumeKey {

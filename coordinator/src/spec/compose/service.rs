@@ -206,6 +206,14 @@ impl<'de> Visitor<'de> for ServiceSeed {
                         nest(&mut notes, Seg::Key("volumes".to_owned()), volume_notes);
                     }
                 }
+                ServiceKey::Configs => {
+                    if let Some((mounts, config_notes)) =
+                        value(&mut map, super::configs::ServiceConfigsSeed)?
+                    {
+                        spec.configs = mounts;
+                        nest(&mut notes, Seg::Key("configs".to_owned()), config_notes);
+                    }
+                }
                 ServiceKey::Networks => {
                     if let Some((attachments, network_notes)) =
                         value(&mut map, ServiceNetworksSeed)?
