@@ -123,7 +123,10 @@ pub async fn run_with(
     if !allowed_binds.is_empty() {
         info!(node = %node, roots = ?allowed_binds, "containers may bind-mount host paths under these roots");
     }
-    let runtime = Arc::new(DockerRuntime::with_allowed_binds(allowed_binds.clone()));
+    let runtime = Arc::new(
+        DockerRuntime::with_allowed_binds(allowed_binds.clone())
+            .with_config_dir(data_dir.join("configs")),
+    );
     let (plan_tx, plan_rx) = watch::channel(plan.map(Arc::new));
     let (containers_tx, containers_rx) = watch::channel(Snapshot::default());
     let (units_tx, units_rx) = watch::channel(BTreeMap::new());

@@ -6,6 +6,7 @@
 //! removed with their last container.
 
 mod binds;
+mod configs;
 mod convert;
 mod create;
 mod errors;
@@ -61,6 +62,13 @@ pub struct DockerRuntime {
     /// Held while a network is looked up and created: the engine (API
     /// 1.41) would create two networks of one name side by side.
     network_lock: Mutex<()>,
+    /// Where configs are written (`DATA_DIR/configs`); `None`: a workload
+    /// with configs is refused.
+    config_dir: Option<std::path::PathBuf>,
+    /// Read-held from writing a container's configs to its create, and
+    /// write-held while unused configs are removed, so none is removed
+    /// before it is mounted.
+    config_lock: tokio::sync::RwLock<()>,
 }
 
 impl DockerRuntime {
@@ -75,6 +83,47 @@ impl DockerRuntime {
             allowed_binds: roots,
             ..Self::default()
         }
+    }
+
+    /// Writes configs under `dir` (the agent's `DATA_DIR/configs`).
+    pub fn with_config_dir(mut self, dir: std::path::PathBuf) -> Self {
+        self.config_dir = Some(dir);
+        self
+    }
+
+    /// The read-only mounts of `workload`'s configs, written first.
+    async fn config_mounts(
+        &self,
+        workload: &Workload,
+    ) -> Result<Vec<bollard::models::Mount>, RuntimeError> {
+        if !configs::has_configs(workload) {
+            return Ok(Vec::new());
+        }
+        let Some(dir) = self.config_dir.clone() else {
+            return Err(RuntimeError::Engine {
+                context: format!("delivering the configs of `{}`", workload.id),
+                message: "this runtime has no directory for configs".to_string(),
+            });
+        };
+        let workload = workload.clone();
+        tokio::task::spawn_blocking(move || configs::prepare(&dir, &workload))
+            .await
+            .map_err(|e| RuntimeError::Engine {
+                context: "writing configs".to_string(),
+                message: e.to_string(),
+            })?
+    }
+
+    /// Removes the configs no container mounts any more.
+    async fn collect_configs(&self, docker: &Docker) {
+        let Some(dir) = &self.config_dir else {
+            return;
+        };
+        if !tokio::fs::try_exists(dir).await.unwrap_or(false) {
+            return;
+        }
+        let _held = self.config_lock.write().await;
+        configs::collect_garbage(docker, dir).await;
     }
 
     async fn client(&self) -> Result<Docker, RuntimeError> {
@@ -184,7 +233,21 @@ impl DockerRuntime {
         binds::check_resolved(node, workload, &self.allowed_binds)?;
         let docker = self.client().await?;
         let name = container_name(workload);
-        let body = create_body(node, workload)?;
+        let mut body = create_body(node, workload)?;
+        // Held until the create: the files must outlive a concurrent sweep.
+        let config_held = if configs::has_configs(workload) {
+            Some(self.config_lock.read().await)
+        } else {
+            None
+        };
+        let config_mounts = self.config_mounts(workload).await?;
+        if !config_mounts.is_empty() {
+            if let Some(host) = body.host_config.as_mut() {
+                host.mounts
+                    .get_or_insert_with(Vec::new)
+                    .extend(config_mounts);
+            }
+        }
         let networks = networks_of(workload);
         let platform = match &workload.runtime {
             Some(convoy_proto::workload::Runtime::Container(spec)) if !spec.platform.is_empty() => {
@@ -226,6 +289,7 @@ impl DockerRuntime {
             }) => return Err(name_conflict(&docker, node, &name, message).await),
             Err(e) => return Err(classify(&format!("creating container `{name}`"), e)),
         };
+        drop(config_held);
         // The first network was given at create.
         for joined in networks.iter().skip(1) {
             let connected = docker
@@ -570,6 +634,7 @@ impl Runtime for DockerRuntime {
             match docker.remove_container(id, Some(options)).await {
                 Ok(()) => {
                     self.prune_networks(&docker, &networks).await;
+                    self.collect_configs(&docker).await;
                     Ok(())
                 }
                 // Gone already, or its removal is already in progress.

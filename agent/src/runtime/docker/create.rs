@@ -191,7 +191,7 @@ pub(super) fn create_body(
         pull_policy: _,
         // Given with the create request (`create_options`).
         platform: _,
-        // Not delivered by this agent yet.
+        // Written and mounted by the runtime (`configs.rs`).
         configs: _,
     } = spec;
     // 0 is "not set" on the wire; Docker takes i64.
