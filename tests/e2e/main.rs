@@ -7,6 +7,7 @@
 
 mod bad_input;
 mod compose_files;
+mod configs;
 mod coordinator_restart;
 mod dashboard;
 mod depends_on;

@@ -6,6 +6,7 @@
 //! ```text
 //! convoy-testapp [--listen ADDR] [--exit-after SECS]
 //! convoy-testapp --probe URL
+//! convoy-testapp --cat PATH | --write PATH
 //! convoy-testapp --version
 //!
 //! GET  /         200 "hello from HOSTNAME: GREETING"
@@ -20,6 +21,9 @@
 //! `http://` URL, prints the status line (or the error) and exits 0 for a
 //! 2xx answer, 1 for anything else, within 2 s. As a Docker healthcheck:
 //! `["CMD", "/convoy-testapp", "--probe", "http://127.0.0.1:8080/healthz"]`.
+//!
+//! `--cat PATH` prints the file (the image has no shell); `--write PATH`
+//! tries to write it, printing the error and exiting 1 when it cannot.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -45,6 +49,9 @@ struct Args {
     version: bool,
     /// `--probe URL`: check the URL and exit.
     probe: Option<String>,
+    /// `--cat PATH`, `--write PATH`: a file from inside the container.
+    cat: Option<String>,
+    write: Option<String>,
 }
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
@@ -53,6 +60,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         exit_after: None,
         version: false,
         probe: None,
+        cat: None,
+        write: None,
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -61,6 +70,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--probe" => {
                 parsed.probe = Some(args.next().ok_or("--probe needs a URL")?);
             }
+            "--cat" => parsed.cat = Some(args.next().ok_or("--cat needs a path")?),
+            "--write" => parsed.write = Some(args.next().ok_or("--write needs a path")?),
             "--listen" => {
                 parsed.listen = args.next().ok_or("--listen needs an address")?;
             }
@@ -286,6 +297,27 @@ fn main() {
     if args.version {
         println!("convoy-testapp {}", env!("CARGO_PKG_VERSION"));
         return;
+    }
+    if let Some(path) = &args.cat {
+        match fs::read(path) {
+            Ok(bytes) => {
+                let _ = std::io::stdout().write_all(&bytes);
+                return;
+            }
+            Err(e) => {
+                eprintln!("convoy-testapp: {path}: {e}");
+                process::exit(1);
+            }
+        }
+    }
+    if let Some(path) = &args.write {
+        match fs::write(path, b"written by convoy-testapp\n") {
+            Ok(()) => return,
+            Err(e) => {
+                eprintln!("convoy-testapp: {path}: {e}");
+                process::exit(1);
+            }
+        }
     }
     if let Some(url) = &args.probe {
         // Docker keeps what a healthcheck prints: one line either way.
