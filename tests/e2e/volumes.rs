@@ -2,7 +2,7 @@
 //! `volumes:` is created by the agent as `convoy-ENV-KEY`, labelled as
 //! Convoy's, and its data outlives a new revision, an agent restart and
 //! `convoy delete`; an anonymous volume keeps its data across a new
-//! revision of its instance; two environments with the same key get two
+//! revision of its instance and goes when the instance does; two environments with the same key get two
 //! volumes.
 
 use std::path::Path;
@@ -157,6 +157,19 @@ fn a_named_volumes_data_survives_a_new_revision_an_agent_restart_and_delete() {
     c.delete(&svc);
     c.wait_service_gone(&svc);
     assert_eq!(volume(&named)["Name"], named.as_str());
+    // The instance is gone for good: its anonymous volume with it.
+    wait_until(
+        format!("anonymous volume {anonymous} is removed with its instance"),
+        Duration::from_secs(20),
+        Duration::from_millis(250),
+        || {
+            anyhow::ensure!(
+                docker::docker(&["volume", "inspect", &anonymous]).is_err(),
+                "{anonymous} is still there"
+            );
+            Ok(())
+        },
+    );
     c.apply(&file);
     let again = running_in(&c, &svc, "default");
     assert_eq!(get(&dir, &again.id, "/data/note").unwrap(), "kept");

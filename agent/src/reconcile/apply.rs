@@ -367,11 +367,18 @@ async fn apply<R: Runtime>(
             workload_id,
             why,
         } => match runtime.stop_and_remove(&container_id).await {
-            Ok(()) => Outcome::Removed {
-                workload_id,
-                container_id,
-                why,
-            },
+            Ok(()) => {
+                // Removed for good: its anonymous volumes go with it (a
+                // new revision replaces, and keeps them).
+                if why == RemoveReason::NotInPlan {
+                    runtime.remove_instance_volumes(&workload_id).await;
+                }
+                Outcome::Removed {
+                    workload_id,
+                    container_id,
+                    why,
+                }
+            }
             Err(error) => Outcome::RemoveFailed {
                 container_id,
                 error,

@@ -595,6 +595,12 @@ impl Runtime for DockerRuntime {
         self.check(result).await
     }
 
+    async fn remove_instance_volumes(&self, workload_id: &str) {
+        if let Ok(docker) = self.client().await {
+            volumes::remove_anonymous(&docker, workload_id).await;
+        }
+    }
+
     async fn stop_and_remove(&self, id: &str) -> Result<(), RuntimeError> {
         let result = async {
             let docker = self.client().await?;

@@ -301,6 +301,10 @@ pub trait Runtime: Send + Sync + 'static {
     /// Stops with the container's own stop signal and grace period, then
     /// removes it. A container that is already gone is not an error.
     async fn stop_and_remove(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Removes the anonymous volumes of instance `workload_id`
+    /// (`ENV/SERVICE/INDEX`) once it is removed for good (its workload left
+    /// the plan). Best effort: one still in use stays.
+    async fn remove_instance_volumes(&self, _workload_id: &str) {}
     /// State, Docker health and addresses of one container.
     async fn inspect(&self, id: &str) -> Result<ContainerInfo, RuntimeError>;
     /// Runs `command` in the running container `id` (no shell) and waits for

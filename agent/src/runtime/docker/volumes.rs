@@ -15,6 +15,7 @@ use bollard::models::{
     Mount as DockerMount, MountBindOptions, MountBindOptionsPropagationEnum, MountTmpfsOptions,
     MountTypeEnum, MountVolumeOptions, VolumeCreateOptions,
 };
+use bollard::query_parameters::{ListVolumesOptions, RemoveVolumeOptions};
 use bollard::Docker;
 use convoy_proto::{workload, ContainerSpec, Mount, VolumeDecl, Workload};
 use sha2::{Digest, Sha256};
@@ -327,6 +328,38 @@ pub(super) async fn ensure(
         })?;
     }
     Ok(())
+}
+
+/// Removes the anonymous volumes of instance `workload_id`
+/// (`ENV/SERVICE/INDEX`), found by their labels. Best effort: a volume
+/// still in use (or gone meanwhile) stays as it is.
+pub(super) async fn remove_anonymous(docker: &Docker, workload_id: &str) {
+    let mut parts = workload_id.splitn(3, '/');
+    let (Some(env), Some(service), Some(index)) = (parts.next(), parts.next(), parts.next()) else {
+        return;
+    };
+    let filters = HashMap::from([(
+        "label".to_string(),
+        vec![
+            format!("{}=true", labels::ANONYMOUS),
+            format!("{}={env}", labels::ENV),
+            format!("{}={service}", labels::SERVICE),
+            format!("{}={index}", labels::INSTANCE),
+        ],
+    )]);
+    let Ok(listed) = docker
+        .list_volumes(Some(ListVolumesOptions {
+            filters: Some(filters),
+        }))
+        .await
+    else {
+        return;
+    };
+    for volume in listed.volumes.unwrap_or_default() {
+        let _ = docker
+            .remove_volume(&volume.name, None::<RemoveVolumeOptions>)
+            .await;
+    }
 }
 
 #[cfg(test)]
