@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context as _, Result};
 
 pub mod configs;
+mod dotenv;
 pub mod interpolate;
 pub mod merge;
 
@@ -200,11 +201,14 @@ impl Variables {
 }
 
 /// Adds the `KEY=VALUE` lines of `path` to `into` (a later file wins). The
-/// parsing is dotenvy's (comments, quotes, `export`, `${VAR}` in values).
+/// parsing is dotenvy's (comments, quotes, `export`, `${VAR}` in values),
+/// with unquoted values taken to the end of the line as Compose takes them
+/// (`dotenv.rs`).
 fn read_env_file(path: &Path, into: &mut HashMap<String, String>) -> Result<()> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the env file {}", path.display()))?;
-    let entries = dotenvy::from_read_iter(text.as_bytes());
+    let quoted = dotenv::quote_spaced_values(&text);
+    let entries = dotenvy::from_read_iter(quoted.as_bytes());
     for entry in entries {
         let (key, value) = entry.map_err(|e| match e {
             dotenvy::Error::LineParse(line, index) => {

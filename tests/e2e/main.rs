@@ -33,5 +33,6 @@ mod revocation;
 mod rollouts;
 mod scaling;
 mod security;
+mod stack;
 mod systemd;
 mod volumes;
