@@ -42,6 +42,11 @@ const RECONNECT_MAX: Duration = Duration::from_secs(30);
 /// A session that lasted this long resets the reconnect backoff.
 const HEALTHY_SESSION: Duration = Duration::from_secs(120);
 const OUTBOUND_BUFFER: usize = 256;
+/// The largest message the coordinator may send (a node's plan): gRPC's
+/// default 4 MiB is too small for a plan whose instances carry configs
+/// (up to 512 KiB each, once per instance), and a plan the agent cannot
+/// decode would leave the node without any plan.
+const MAX_PLAN_BYTES: usize = 256 << 20;
 /// How often the certificate's age is checked against its lifetime.
 const RENEW_CHECK: Duration = Duration::from_secs(1);
 /// Any message shows the coordinator the agent is alive, so a heartbeat is
@@ -156,7 +161,8 @@ impl<R: Runtime> Session<R> {
             _ = shutdown.cancelled() => return Ok(End::Shutdown),
             channel = connect(addr, &pki) => channel?,
         };
-        let mut client = AgentServiceClient::new(channel);
+        let mut client =
+            AgentServiceClient::new(channel).max_decoding_message_size(MAX_PLAN_BYTES);
 
         let (tx, rx) = mpsc::channel::<AgentMessage>(OUTBOUND_BUFFER);
         let mut events = self.events.subscribe();

@@ -115,3 +115,26 @@ fn configs_are_delivered_read_only_and_a_change_replaces_only_the_services_using
         },
     );
 }
+
+/// A plan holds each instance's configs: nine replicas of a 500 KiB config
+/// on one node make a plan over gRPC's default 4 MiB message limit.
+#[test]
+fn a_large_config_reaches_many_replicas_on_one_node() {
+    skip_without_docker!();
+    let mut c = Cluster::start();
+    let node = c.add_agent();
+    c.wait_nodes_ready(std::slice::from_ref(&node));
+    let web = c.service_name("web");
+    let image = c.image();
+    let big: String = "0123456789abcdef\n".repeat(500 * 1024 / 17);
+    std::fs::write(c.root().join("big.conf"), &big).unwrap();
+    let yaml = format!(
+        "services:\n  {web}:\n    image: {image}\n    deploy: {{replicas: 9}}\n    \
+         configs: [{{source: big, target: /big.conf}}]\nconfigs:\n  big:\n    file: ./big.conf\n"
+    );
+    let file = c.write_spec("big.yaml", &yaml);
+    c.apply(&file);
+    let containers = c.wait_service_running(&web, 9, 1);
+    let read = testapp(&containers[8].id, &["--cat", "/big.conf"]).unwrap();
+    assert_eq!(read.len(), big.len());
+}
