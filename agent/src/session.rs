@@ -161,8 +161,7 @@ impl<R: Runtime> Session<R> {
             _ = shutdown.cancelled() => return Ok(End::Shutdown),
             channel = connect(addr, &pki) => channel?,
         };
-        let mut client =
-            AgentServiceClient::new(channel).max_decoding_message_size(MAX_PLAN_BYTES);
+        let mut client = AgentServiceClient::new(channel).max_decoding_message_size(MAX_PLAN_BYTES);
 
         let (tx, rx) = mpsc::channel::<AgentMessage>(OUTBOUND_BUFFER);
         let mut events = self.events.subscribe();
