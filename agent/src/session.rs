@@ -12,7 +12,7 @@ use convoy_proto::agent_service_client::AgentServiceClient;
 use convoy_proto::{
     ack, agent_message, command, coordinator_message, Ack, AgentMessage, Command,
     CoordinatorMessage, Event, Heartbeat, Hello, NodePlan, Ping, Pong, RenewRequest, RunProbes,
-    StatusReport, Welcome, WorkloadStatus, COORDINATOR_SERVER_NAME,
+    StatusReport, VolumeInfo, Welcome, WorkloadStatus, COORDINATOR_SERVER_NAME,
 };
 use rand::Rng;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -332,20 +332,38 @@ impl<R: Runtime> Session<R> {
                 Some(agent_message::Msg::Pong(Pong { nonce }))
             }
             Some(coordinator_message::Msg::Command(Command { id, kind })) => {
-                let (ok, error) = match kind {
+                let answered =
+                    |done: Result<Vec<VolumeInfo>, crate::runtime::RuntimeError>| match done {
+                        Ok(volumes) => (true, String::new(), volumes),
+                        Err(e) => (false, e.to_string(), Vec::new()),
+                    };
+                let (ok, error, volumes) = match kind {
                     // Facts go out with the next Hello; nothing is cached to refresh.
-                    Some(command::Kind::RefreshFacts(_)) => (true, String::new()),
+                    Some(command::Kind::RefreshFacts(_)) => (true, String::new(), Vec::new()),
                     // Answered beside the loop (`run_probes`); not reached.
-                    Some(command::Kind::RunProbes(_)) => {
-                        (false, "RunProbes is answered elsewhere".to_string())
+                    Some(command::Kind::RunProbes(_)) => (
+                        false,
+                        "RunProbes is answered elsewhere".to_string(),
+                        Vec::new(),
+                    ),
+                    Some(command::Kind::ListVolumes(list)) => {
+                        answered(self.runtime.list_volumes(&list.env).await)
                     }
-                    None => (false, "this agent does not know that command".to_string()),
+                    Some(command::Kind::RemoveVolumes(remove)) => {
+                        answered(self.runtime.remove_volumes(&remove.env, &remove.keys).await)
+                    }
+                    None => (
+                        false,
+                        "this agent does not know that command".to_string(),
+                        Vec::new(),
+                    ),
                 };
                 Some(agent_message::Msg::Ack(Ack {
                     target: Some(ack::Target::CommandId(id)),
                     ok,
                     error,
                     probe_results: Vec::new(),
+                    volumes,
                 }))
             }
             // Answered in the session loop, which holds the renewal state.
@@ -368,6 +386,7 @@ impl<R: Runtime> Session<R> {
                 ok,
                 error,
                 probe_results: Vec::new(),
+                volumes: Vec::new(),
             })
         };
         let plan = match Plan::try_from(plan) {
@@ -425,6 +444,7 @@ impl<R: Runtime> Session<R> {
                 ok: true,
                 error: String::new(),
                 probe_results,
+                volumes: Vec::new(),
             };
             // A closed stream: the session is over and so is the question.
             let _ = tx

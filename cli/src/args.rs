@@ -171,6 +171,12 @@ pub enum Command {
         #[arg(long, value_name = "DURATION", value_parser = parse_duration_secs)]
         since: Option<u64>,
     },
+    /// List Convoy's volumes of the environment (`--env`) on each node,
+    /// with the containers using each; `rm KEY` removes that key's.
+    Volumes {
+        #[command(subcommand)]
+        command: Option<VolumesCommand>,
+    },
     /// Manage the config file's contexts (which coordinator to talk to).
     Context {
         #[command(subcommand)]
@@ -194,6 +200,14 @@ pub enum RolloutCommand {
     /// Stop a rollout and go back to the revision it started from (a
     /// blue-green rollout's old set takes over at once).
     Abort { service: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumesCommand {
+    /// Remove the environment's volumes of this key (under the spec's
+    /// top-level `volumes:`) on every node: their data is gone. Refused on
+    /// a node where a container still uses one.
+    Rm { key: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -132,6 +132,28 @@ impl Coordinator {
         finish(&self.address, self.client.set_registry_auth(request)).await
     }
 
+    pub async fn list_volumes(&mut self, env: String) -> Result<convoy_proto::ListVolumesResponse> {
+        finish(
+            &self.address,
+            self.client
+                .list_volumes(convoy_proto::ListVolumesRequest { env }),
+        )
+        .await
+    }
+
+    pub async fn remove_volumes(
+        &mut self,
+        env: String,
+        key: String,
+    ) -> Result<convoy_proto::ListVolumesResponse> {
+        finish(
+            &self.address,
+            self.client
+                .remove_volumes(convoy_proto::RemoveVolumesRequest { env, key }),
+        )
+        .await
+    }
+
     pub async fn list_registry_auth(&mut self) -> Result<convoy_proto::ListRegistryAuthResponse> {
         finish(
             &self.address,

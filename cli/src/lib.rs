@@ -11,3 +11,4 @@ pub mod exit;
 pub mod output;
 pub mod rollouts;
 pub mod trust;
+pub mod volumes;

@@ -106,6 +106,8 @@ pub struct CommandAck {
     /// `Err` with the agent's reason when the command failed.
     pub result: Result<(), String>,
     pub probe_results: Vec<ProbeResult>,
+    /// For ListVolumes and RemoveVolumes: the volumes on the node.
+    pub volumes: Vec<convoy_proto::VolumeInfo>,
 }
 
 /// An agent's Hello: who it is is its certificate's business; this is
@@ -236,6 +238,7 @@ pub mod proto {
             ok,
             error,
             probe_results,
+            volumes,
         } = ack;
         let result = if ok { Ok(()) } else { Err(error) };
         Ok(match target.ok_or(InvalidReport::AckWithoutTarget)? {
@@ -246,6 +249,7 @@ pub mod proto {
                 id,
                 result,
                 probe_results: probe_results.into_iter().map(ProbeResult::from).collect(),
+                volumes,
             }),
         })
     }
@@ -541,6 +545,7 @@ pub mod proto {
                     ok: false,
                     error: "bad plan".into(),
                     probe_results: vec![],
+                    volumes: vec![],
                 })),
             };
             assert_eq!(

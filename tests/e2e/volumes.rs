@@ -196,3 +196,55 @@ fn a_named_volumes_data_survives_a_new_revision_an_agent_restart_and_delete() {
         "prod must not see default's data"
     );
 }
+
+/// `convoy volumes` lists the environment's volumes per node with the
+/// containers using each; `convoy volumes rm KEY` is refused while one
+/// uses it (the engine's reason, exit 1) and removes it once none does.
+#[test]
+fn convoy_volumes_lists_and_removes_an_environments_volumes() {
+    skip_without_docker!();
+    let mut volumes = RemoveVolumes(Vec::new());
+    let mut c = Cluster::start();
+    let node = c.add_agent();
+    c.wait_nodes_ready(std::slice::from_ref(&node));
+    let svc = c.service_name("volcli");
+    let key = c.service_name("cache");
+    let named = format!("convoy-default-{key}");
+    volumes.0.push(named.clone());
+    let yaml = format!(
+        "services:\n  {svc}:\n    image: {}\n    volumes: [\"{key}:/cache\"]\nvolumes:\n  {key}: {{}}\n",
+        c.image()
+    );
+    let file = c.write_spec("volcli.yaml", &yaml);
+    c.apply(&file);
+    let ct = c.wait_service_running(&svc, 1, 1).remove(0);
+
+    let listed: Value = c.cli_json(&["volumes"]);
+    let ours: Vec<&Value> = listed["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["name"] == named.as_str())
+        .collect();
+    assert_eq!(ours.len(), 1, "{listed}");
+    assert_eq!(ours[0]["node"], node.as_str());
+    assert_eq!(ours[0]["key"], key.as_str());
+    assert_eq!(ours[0]["env"], "default");
+    assert_eq!(ours[0]["used_by"], serde_json::json!([ct.name()]));
+
+    // In use: refused, with the engine's reason, and the volume stays.
+    let out = c.cli(&["-o", "json", "volumes", "rm", &key]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let refused: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let error = refused["volumes"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("in use"), "{refused}");
+    assert_eq!(volume(&named)["Name"], named.as_str());
+
+    // Once the service is gone, removed.
+    c.delete(&svc);
+    c.wait_service_gone(&svc);
+    let removed: Value = c.cli_json(&["volumes", "rm", &key]);
+    assert_eq!(removed["volumes"][0]["name"], named.as_str(), "{removed}");
+    assert!(removed["volumes"][0]["error"].is_null(), "{removed}");
+    assert!(docker::docker(&["volume", "inspect", &named]).is_err());
+}

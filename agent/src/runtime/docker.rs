@@ -595,6 +595,20 @@ impl Runtime for DockerRuntime {
         self.check(result).await
     }
 
+    async fn list_volumes(&self, env: &str) -> Result<Vec<convoy_proto::VolumeInfo>, RuntimeError> {
+        let result = async { volumes::list(&self.client().await?, env).await }.await;
+        self.check(result).await
+    }
+
+    async fn remove_volumes(
+        &self,
+        env: &str,
+        keys: &[String],
+    ) -> Result<Vec<convoy_proto::VolumeInfo>, RuntimeError> {
+        let result = async { volumes::remove(&self.client().await?, env, keys).await }.await;
+        self.check(result).await
+    }
+
     async fn remove_instance_volumes(&self, workload_id: &str) {
         if let Ok(docker) = self.client().await {
             volumes::remove_anonymous(&docker, workload_id).await;

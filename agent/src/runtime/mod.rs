@@ -305,6 +305,24 @@ pub trait Runtime: Send + Sync + 'static {
     /// (`ENV/SERVICE/INDEX`) once it is removed for good (its workload left
     /// the plan). Best effort: one still in use stays.
     async fn remove_instance_volumes(&self, _workload_id: &str) {}
+    /// Convoy's volumes on the engine (`io.convoy.managed=true`), of `env`
+    /// only when it is not empty, each with the containers that mount it.
+    async fn list_volumes(
+        &self,
+        _env: &str,
+    ) -> Result<Vec<convoy_proto::VolumeInfo>, RuntimeError> {
+        Ok(Vec::new())
+    }
+    /// Removes the named volumes of `env` with one of `keys` (never an
+    /// anonymous one); each tried is answered, with the engine's reason
+    /// when it stays (in use).
+    async fn remove_volumes(
+        &self,
+        _env: &str,
+        _keys: &[String],
+    ) -> Result<Vec<convoy_proto::VolumeInfo>, RuntimeError> {
+        Ok(Vec::new())
+    }
     /// State, Docker health and addresses of one container.
     async fn inspect(&self, id: &str) -> Result<ContainerInfo, RuntimeError>;
     /// Runs `command` in the running container `id` (no shell) and waits for

@@ -166,6 +166,20 @@ impl ControlService for Fake {
         Err(Status::unimplemented("fake"))
     }
 
+    async fn list_volumes(
+        &self,
+        _: Request<convoy_proto::ListVolumesRequest>,
+    ) -> Result<Response<convoy_proto::ListVolumesResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn remove_volumes(
+        &self,
+        _: Request<convoy_proto::RemoveVolumesRequest>,
+    ) -> Result<Response<convoy_proto::ListVolumesResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
     async fn promote(
         &self,
         _: Request<convoy_proto::RolloutRequest>,

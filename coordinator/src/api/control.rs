@@ -578,6 +578,20 @@ impl pb::control_service_server::ControlService for ControlApi {
         }))
     }
 
+    async fn list_volumes(
+        &self,
+        req: Request<pb::ListVolumesRequest>,
+    ) -> Result<Response<pb::ListVolumesResponse>, Status> {
+        self.volumes_list(req).await
+    }
+
+    async fn remove_volumes(
+        &self,
+        req: Request<pb::RemoveVolumesRequest>,
+    ) -> Result<Response<pb::ListVolumesResponse>, Status> {
+        self.volumes_remove(req).await
+    }
+
     async fn remove_registry_auth(
         &self,
         req: Request<pb::RemoveRegistryAuthRequest>,
@@ -600,6 +614,63 @@ impl pb::control_service_server::ControlService for ControlApi {
             "registry login removed"
         );
         Ok(Response::new(registry_info(info)))
+    }
+}
+
+/// `convoy volumes` and `convoy volumes rm`: as `delete`, a deployer of the
+/// environment may.
+#[tonic::async_trait]
+trait VolumesApi {
+    async fn volumes_list(
+        &self,
+        req: Request<pb::ListVolumesRequest>,
+    ) -> Result<Response<pb::ListVolumesResponse>, Status>;
+    async fn volumes_remove(
+        &self,
+        req: Request<pb::RemoveVolumesRequest>,
+    ) -> Result<Response<pb::ListVolumesResponse>, Status>;
+}
+
+#[tonic::async_trait]
+impl VolumesApi for ControlApi {
+    async fn volumes_list(
+        &self,
+        req: Request<pb::ListVolumesRequest>,
+    ) -> Result<Response<pb::ListVolumesResponse>, Status> {
+        let caller = caller(&req)?;
+        let pb::ListVolumesRequest { env } = req.into_inner();
+        let env = env_or_default(env);
+        self.allow(&caller, Action::Delete { env: &env }, &env, false)
+            .await?;
+        Ok(Response::new(self.coord.list_volumes(&env).await))
+    }
+
+    async fn volumes_remove(
+        &self,
+        req: Request<pb::RemoveVolumesRequest>,
+    ) -> Result<Response<pb::ListVolumesResponse>, Status> {
+        let caller = caller(&req)?;
+        let pb::RemoveVolumesRequest { env, key } = req.into_inner();
+        let env = env_or_default(env);
+        let action = Action::Delete { env: &env };
+        let target = format!("{env}/volume {key}");
+        self.allow(&caller, action, &target, true).await?;
+        if key.is_empty() {
+            return Err(Status::invalid_argument(
+                "name the volume's key under the spec's top-level `volumes:`",
+            ));
+        }
+        let resp = self.coord.remove_volumes(&env, &key).await;
+        let result: Result<&pb::ListVolumesResponse, Status> = Ok(&resp);
+        self.audited(&caller, action, &target, &result).await;
+        tracing::info!(
+            who = caller.who(),
+            env,
+            key,
+            tried = resp.volumes.len(),
+            "volumes removed"
+        );
+        Ok(Response::new(resp))
     }
 }
 

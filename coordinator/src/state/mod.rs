@@ -48,6 +48,7 @@ mod rollouts;
 mod split;
 mod verify;
 mod views;
+mod volumes;
 
 pub use apply::{spec_diff, ApplyOptions};
 pub use envs::{check_env_name, node_serves, ENV_LABEL};

@@ -15,9 +15,9 @@ use bollard::models::{
     Mount as DockerMount, MountBindOptions, MountBindOptionsPropagationEnum, MountTmpfsOptions,
     MountTypeEnum, MountVolumeOptions, VolumeCreateOptions,
 };
-use bollard::query_parameters::{ListVolumesOptions, RemoveVolumeOptions};
+use bollard::query_parameters::{ListContainersOptions, ListVolumesOptions, RemoveVolumeOptions};
 use bollard::Docker;
-use convoy_proto::{workload, ContainerSpec, Mount, VolumeDecl, Workload};
+use convoy_proto::{workload, ContainerSpec, Mount, VolumeDecl, VolumeInfo, Workload};
 use sha2::{Digest, Sha256};
 
 use super::errors::classify;
@@ -360,6 +360,73 @@ pub(super) async fn remove_anonymous(docker: &Docker, workload_id: &str) {
             .remove_volume(&volume.name, None::<RemoveVolumeOptions>)
             .await;
     }
+}
+
+/// Convoy's volumes on the engine, of `env` only when it is not empty,
+/// each with the names of the containers that mount it.
+pub(super) async fn list(docker: &Docker, env: &str) -> Result<Vec<VolumeInfo>, RuntimeError> {
+    let mut wanted = vec![format!("{}=true", labels::MANAGED)];
+    if !env.is_empty() {
+        wanted.push(format!("{}={env}", labels::ENV));
+    }
+    let listed = docker
+        .list_volumes(Some(ListVolumesOptions {
+            filters: Some(HashMap::from([("label".to_string(), wanted)])),
+        }))
+        .await
+        .map_err(|e| classify("listing volumes", e))?;
+    let mut out = Vec::new();
+    for volume in listed.volumes.unwrap_or_default() {
+        let label = |key: &str| volume.labels.get(key).cloned().unwrap_or_default();
+        let users = docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(HashMap::from([(
+                    "volume".to_string(),
+                    vec![volume.name.clone()],
+                )])),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| classify(&format!("listing the users of volume `{}`", volume.name), e))?;
+        out.push(VolumeInfo {
+            name: volume.name.clone(),
+            env: label(labels::ENV),
+            key: label(labels::VOLUME),
+            anonymous: label(labels::ANONYMOUS) == "true",
+            used_by: users
+                .into_iter()
+                .filter_map(|c| c.names.and_then(|n| n.into_iter().next()))
+                .map(|n| n.trim_start_matches('/').to_string())
+                .collect(),
+            error: String::new(),
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Removes the named volumes of `env` whose key is one of `keys`; each
+/// tried comes back, with the engine's reason when it stays.
+pub(super) async fn remove(
+    docker: &Docker,
+    env: &str,
+    keys: &[String],
+) -> Result<Vec<VolumeInfo>, RuntimeError> {
+    let mut out = Vec::new();
+    for mut volume in list(docker, env).await? {
+        if volume.anonymous || volume.env != env || !keys.contains(&volume.key) {
+            continue;
+        }
+        if let Err(e) = docker
+            .remove_volume(&volume.name, None::<RemoveVolumeOptions>)
+            .await
+        {
+            volume.error = super::errors::short(&e.to_string());
+        }
+        out.push(volume);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
