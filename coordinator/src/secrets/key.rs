@@ -19,6 +19,15 @@ pub const KEY_FILE: &str = "secrets.key";
 pub const KEY_LEN: usize = 32;
 
 pub(super) fn load_or_create(path: &Path) -> Result<Zeroizing<[u8; KEY_LEN]>, SecretsError> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create(path),
+        _ => load(path),
+    }
+}
+
+/// Reads an existing key file: a regular file of 32 bytes, mode 0600 (or
+/// stricter); anything else is refused, naming the file.
+pub(super) fn load(path: &Path) -> Result<Zeroizing<[u8; KEY_LEN]>, SecretsError> {
     let io = |action: &'static str| {
         move |source| SecretsError::Io {
             action,
@@ -27,7 +36,6 @@ pub(super) fn load_or_create(path: &Path) -> Result<Zeroizing<[u8; KEY_LEN]>, Se
         }
     };
     match fs::symlink_metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create(path),
         Err(e) => Err(io("read")(e)),
         Ok(meta) => {
             if !meta.file_type().is_file() {
@@ -85,4 +93,41 @@ fn create(path: &Path) -> Result<Zeroizing<[u8; KEY_LEN]>, SecretsError> {
         })?;
     tracing::info!(path = %path.display(), "created the secrets key; back it up with the data directory");
     Ok(key)
+}
+
+/// Installs the key file `from` as `data_dir`'s key: copied to a temporary
+/// file (mode 0600, synced) and renamed over `secrets.key`, so the key file
+/// is always whole, then the directory is synced.
+pub fn install_key(data_dir: &Path, from: &Path) -> Result<(), SecretsError> {
+    let key = load(from)?;
+    let target = data_dir.join(KEY_FILE);
+    let temp = data_dir.join(format!("{KEY_FILE}.new"));
+    let io = |action: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SecretsError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    match fs::remove_file(&temp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(io("remove", &temp)(e));
+        }
+        _ => {}
+    }
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)
+        .map_err(io("create", &temp))?;
+    file.write_all(&key[..])
+        .and_then(|()| file.sync_all())
+        .map_err(io("write", &temp))?;
+    fs::rename(&temp, &target).map_err(io("replace", &target))?;
+    fs::File::open(data_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("sync", data_dir))?;
+    Ok(())
 }

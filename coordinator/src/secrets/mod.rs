@@ -1,20 +1,25 @@
 //! Secrets at rest: values sealed with XChaCha20-Poly1305 under one key
 //! kept in the coordinator's data directory (`secrets.key`, 32 random
 //! bytes, mode 0600), so the store never holds a secret in plaintext.
-//! Registry credentials use it now; Compose secrets (issue 15) will too.
+//! Registry credentials are sealed under it directly; secrets (issue 15)
+//! by envelope: each version's value under a fresh data key, the data key
+//! sealed under this key-encryption key ([`Envelope`]), so a new key
+//! re-wraps the data keys without touching the values.
 //! Why this cipher and crate: docs/decisions/secrets-at-rest.md.
 
 mod key;
 mod sealed;
 
-pub use key::{KEY_FILE, KEY_LEN};
+pub use key::{install_key, KEY_FILE, KEY_LEN};
 pub use sealed::{Sealed, Secret};
 
 use chacha20poly1305::{
     aead::{Aead, KeyInit, Payload},
     XChaCha20Poly1305, XNonce,
 };
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use zeroize::Zeroizing;
 
 /// Length of an XChaCha20-Poly1305 nonce: 192 bits, enough to draw at
 /// random for every seal without counting.
@@ -63,6 +68,13 @@ impl Sealer {
     /// The sealer of the key file in `data_dir`, created on first use.
     pub fn open_or_create(data_dir: &std::path::Path) -> Result<Self, SecretsError> {
         let key = key::load_or_create(&data_dir.join(KEY_FILE))?;
+        Ok(Self::from_key(&key))
+    }
+
+    /// The sealer of an existing key file (`convoyd secrets rewrap
+    /// --new-key FILE`): 32 bytes, mode 0600, never created here.
+    pub fn from_key_file(path: &std::path::Path) -> Result<Self, SecretsError> {
+        let key = key::load(path)?;
         Ok(Self::from_key(&key))
     }
 
@@ -135,6 +147,82 @@ impl Sealer {
                 context: context.to_string(),
                 reason: "not UTF-8",
             })
+    }
+}
+
+/// A value sealed by envelope: `value` under its own random data key, with
+/// the record's context as associated data; `data_key` that key sealed
+/// under the key-encryption key (the [`Sealer`]'s), with the context and
+/// `#data-key` as associated data. Re-wrapping under a new key-encryption
+/// key reseals `data_key` only.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub data_key: Sealed,
+    pub value: Sealed,
+}
+
+impl std::fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Envelope(..)")
+    }
+}
+
+/// The associated data of a data key: its record's, told apart from the
+/// value's so one cannot stand in for the other.
+fn data_key_context(context: &str) -> String {
+    format!("{context}#data-key")
+}
+
+impl Sealer {
+    /// Seals `plaintext` for `context` under a fresh data key, and the data
+    /// key under this key-encryption key.
+    pub fn seal_envelope(&self, context: &str, plaintext: &[u8]) -> Envelope {
+        let data_key = Zeroizing::new(rand::random::<[u8; KEY_LEN]>());
+        let value = Self::from_key(&data_key).seal(context, plaintext);
+        let data_key = self.seal(&data_key_context(context), &data_key[..]);
+        Envelope { data_key, value }
+    }
+
+    /// Opens an envelope sealed for `context`.
+    pub fn open_envelope(
+        &self,
+        context: &str,
+        envelope: &Envelope,
+    ) -> Result<Secret<Vec<u8>>, SecretsError> {
+        let data_key = self.open_data_key(context, envelope)?;
+        Self::from_key(&data_key).open(context, &envelope.value)
+    }
+
+    /// The envelope with its data key sealed under `to` instead of this
+    /// key; the sealed value is unchanged.
+    pub fn rewrap(
+        &self,
+        to: &Sealer,
+        context: &str,
+        envelope: &Envelope,
+    ) -> Result<Envelope, SecretsError> {
+        let data_key = self.open_data_key(context, envelope)?;
+        Ok(Envelope {
+            data_key: to.seal(&data_key_context(context), &data_key[..]),
+            value: envelope.value.clone(),
+        })
+    }
+
+    fn open_data_key(
+        &self,
+        context: &str,
+        envelope: &Envelope,
+    ) -> Result<Zeroizing<[u8; KEY_LEN]>, SecretsError> {
+        let opened = self.open(&data_key_context(context), &envelope.data_key)?;
+        let mut key = Zeroizing::new([0u8; KEY_LEN]);
+        if opened.expose().len() != KEY_LEN {
+            return Err(SecretsError::Malformed {
+                context: context.to_string(),
+                reason: "the data key is not 32 bytes",
+            });
+        }
+        key.copy_from_slice(opened.expose());
+        Ok(key)
     }
 }
 

@@ -77,3 +77,71 @@ fn a_key_file_too_open_or_of_the_wrong_size_stops_the_coordinator_naming_it() {
     assert!(err.contains(&path.display().to_string()), "{err}");
     assert!(err.contains("5 bytes, not 32"), "{err}");
 }
+
+#[test]
+fn an_envelope_opens_with_its_key_and_context_and_a_rewrap_moves_it_to_the_new_key() {
+    let kek = Sealer::ephemeral();
+    let context = "secrets/prod/db-password";
+    let sealed = kek.seal_envelope(context, b"canary-value");
+    let json = serde_json::to_string(&sealed).unwrap();
+    assert!(!json.contains("canary-value"), "{json}");
+    assert!(!json.contains(&hex::encode(b"canary-value")), "{json}");
+    assert_eq!(
+        kek.open_envelope(context, &sealed).unwrap().expose(),
+        b"canary-value"
+    );
+    assert_eq!(format!("{sealed:?}"), "Envelope(..)");
+    // Each seal draws a new data key.
+    let again = kek.seal_envelope(context, b"canary-value");
+    assert_ne!(again.data_key, sealed.data_key);
+    assert_ne!(again.value, sealed.value);
+    // Another record, or the data key and value swapped, do not open.
+    assert!(kek.open_envelope("secrets/prod/other", &sealed).is_err());
+    let swapped = Envelope {
+        data_key: sealed.value.clone(),
+        value: sealed.data_key.clone(),
+    };
+    assert!(kek.open_envelope(context, &swapped).is_err());
+    assert!(Sealer::ephemeral().open_envelope(context, &sealed).is_err());
+
+    // Re-wrap: the value stays, the data key moves to the new KEK.
+    let new = Sealer::ephemeral();
+    let moved = kek.rewrap(&new, context, &sealed).unwrap();
+    assert_eq!(moved.value, sealed.value);
+    assert_ne!(moved.data_key, sealed.data_key);
+    assert_eq!(
+        new.open_envelope(context, &moved).unwrap().expose(),
+        b"canary-value"
+    );
+    let err = kek.open_envelope(context, &moved).unwrap_err();
+    assert!(matches!(err, SecretsError::Open { .. }), "{err}");
+}
+
+#[test]
+fn a_new_key_file_is_checked_and_installed_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = Sealer::open_or_create(dir.path()).unwrap();
+    let new_path = dir.path().join("new.key");
+    fs::write(&new_path, [7u8; KEY_LEN]).unwrap();
+    fs::set_permissions(&new_path, fs::Permissions::from_mode(0o644)).unwrap();
+    let err = Sealer::from_key_file(&new_path).unwrap_err().to_string();
+    assert!(
+        err.contains("new.key") && err.contains("chmod 600"),
+        "{err}"
+    );
+    fs::set_permissions(&new_path, fs::Permissions::from_mode(0o600)).unwrap();
+    let new = Sealer::from_key_file(&new_path).unwrap();
+    let err = Sealer::from_key_file(&dir.path().join("absent.key"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("absent.key"), "{err}");
+
+    let sealed = new.seal("k", b"v");
+    install_key(dir.path(), &new_path).unwrap();
+    let installed = Sealer::open_or_create(dir.path()).unwrap();
+    assert_eq!(installed.open("k", &sealed).unwrap().expose(), b"v");
+    assert!(old.open("k", &sealed).is_err());
+    let meta = fs::metadata(dir.path().join(KEY_FILE)).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert!(!dir.path().join(format!("{KEY_FILE}.new")).exists());
+}
