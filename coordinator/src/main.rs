@@ -73,6 +73,27 @@ enum Command {
         #[arg(long, default_value = "365d", value_parser = convoy_api::clock::parse_duration_secs)]
         ttl: u64,
     },
+    /// The secrets' key-encryption key (DATA_DIR/secrets.key).
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// With the coordinator stopped: re-wrap every secret's data keys (and
+    /// re-seal every registry login) under the key in FILE, in one store
+    /// batch, then install FILE's key as DATA_DIR/secrets.key. Make FILE with
+    /// `(umask 077; head -c 32 /dev/urandom > FILE)`; keep it until the
+    /// command has said it is done.
+    Rewrap {
+        #[arg(long, env = "CONVOY_DATA_DIR")]
+        data_dir: PathBuf,
+        /// The new key: 32 bytes, mode 0600.
+        #[arg(long, value_name = "FILE")]
+        new_key: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -169,6 +190,9 @@ async fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Secrets {
+            command: SecretsCommand::Rewrap { data_dir, new_key },
+        } => rewrap(&data_dir, &new_key).await,
         Command::Serve {
             common,
             agent_listen,
@@ -200,6 +224,49 @@ async fn run(cli: Cli) -> Result<()> {
             serve(common, agent_listen, data_dir, Some(dev)).await
         }
     }
+}
+
+/// `convoyd secrets rewrap`: the store is opened (so a running coordinator,
+/// which holds its lock, makes this fail before anything is written), every
+/// value is opened with the current key and its data key sealed under the
+/// new one in one batch, and only then is the new key file installed.
+async fn rewrap(data_dir: &std::path::Path, new_key: &std::path::Path) -> Result<()> {
+    use convoy_coordinator::{secrets::Sealer, state::Coordinator, store::SledStore};
+    let key_file = data_dir.join(convoy_coordinator::secrets::KEY_FILE);
+    anyhow::ensure!(
+        key_file.exists(),
+        "{} does not exist: there is nothing to re-wrap in {}",
+        key_file.display(),
+        data_dir.display()
+    );
+    let new = Sealer::from_key_file(new_key)?;
+    let old = Sealer::open_or_create(data_dir)?;
+    let store: std::sync::Arc<dyn convoy_coordinator::store::Store> = std::sync::Arc::new(
+        SledStore::open(&data_dir.join("store"))
+            .context("cannot open the store: stop convoyd first (it holds the store's lock)")?,
+    );
+    let coord = Coordinator::load_sealed(store, Liveness::default(), CancellationToken::new(), old)
+        .await
+        .context("cannot open the stored secrets with the current key")?;
+    let done = coord.rewrap_all(&new).await?;
+    drop(coord);
+    convoy_coordinator::secrets::install_key(data_dir, new_key).with_context(|| {
+        format!(
+            "the store is re-wrapped under {} but installing it failed: copy it to {} (mode 0600) by hand",
+            new_key.display(),
+            key_file.display()
+        )
+    })?;
+    println!(
+        "re-wrapped {} secrets ({} versions) and {} registry logins under the new key; \
+         installed it as {} (the old key opens nothing any more; {} may be deleted)",
+        done.secrets,
+        done.versions,
+        done.registry_logins,
+        key_file.display(),
+        new_key.display()
+    );
+    Ok(())
 }
 
 /// The agent `convoyd dev` runs beside the coordinator.

@@ -18,11 +18,14 @@ impl From<StateError> for Status {
             StateError::Spec(e) => Status::invalid_argument(e.to_string()),
             e @ (StateError::ServiceNotFound { .. }
             | StateError::NodeNotFound(_)
-            | StateError::RegistryNotFound(_)) => Status::not_found(e.to_string()),
+            | StateError::RegistryNotFound(_)
+            | StateError::SecretNotFound { .. }) => Status::not_found(e.to_string()),
             e @ (StateError::Revoked(_) | StateError::NotAllowed(_)) => {
                 Status::permission_denied(e.to_string())
             }
-            e @ StateError::Rollout(_) => Status::failed_precondition(e.to_string()),
+            e @ (StateError::Rollout(_) | StateError::SecretConflict(_)) => {
+                Status::failed_precondition(e.to_string())
+            }
             e @ StateError::Invalid(_) => Status::invalid_argument(e.to_string()),
             StateError::Store(e) => {
                 tracing::error!(error = %e, "store failure");

@@ -45,6 +45,7 @@ mod register;
 mod registries;
 mod rollout_commands;
 mod rollouts;
+mod secrets;
 mod split;
 mod verify;
 mod views;
@@ -59,12 +60,17 @@ pub use records::{
 pub use register::SessionHandle;
 pub use registries::{RegistryInfo, RegistryLogin, RegistryRecord};
 pub use rollout_commands::RolloutCommand;
+pub use secrets::{
+    check_secret_name, Charset, Rewrapped, SecretInfo, SecretRecord, SecretValue,
+    SecretVersionInfo, SecretWrite, DEFAULT_GENERATED_LENGTH, KEEP_VERSIONS, MAX_GENERATED_LENGTH,
+    MAX_SECRET_BYTES,
+};
 pub use views::rollout_info;
 
 #[allow(unused_imports)]
 use self::{
     apply::*, commit::*, envs::*, live::*, messages::*, plans::*, records::*, register::*,
-    registries::*, rollouts::*, verify::*, views::*,
+    registries::*, rollouts::*, secrets::*, verify::*, views::*,
 };
 
 /// The environment of services whose spec names none.
@@ -94,6 +100,11 @@ pub enum StateError {
     RegistryNotFound(String),
     #[error(transparent)]
     Secrets(#[from] SecretsError),
+    #[error("secret `{name}` not found in environment `{env}` (`convoy secret list` lists them)")]
+    SecretNotFound { name: String, env: String },
+    /// A secret exists already, or is in use.
+    #[error("{0}")]
+    SecretConflict(String),
 }
 
 /// Desired state. Changes are made on a copy that replaces the original
@@ -109,6 +120,8 @@ struct Desired {
     enrolled: Arc<BTreeMap<String, EnrollRecord>>,
     /// Private registries' logins, by server (`registries.rs`).
     registries: Arc<BTreeMap<String, RegistryLogin>>,
+    /// Secrets, sealed, by (environment, name) (`secrets.rs`).
+    secrets: Arc<BTreeMap<(String, String), SecretRecord>>,
 }
 
 pub struct Coordinator {
@@ -200,6 +213,7 @@ impl Coordinator {
             sealer,
         });
         desired.registries = Arc::new(coord.load_registries().await?);
+        desired.secrets = Arc::new(coord.load_secrets().await?);
         let mut txn = coord.begin("load").await;
         *txn.stage() = desired;
         txn.ops().extend(ops);
