@@ -20,6 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .skip_debug([
             ".convoy.v1.RegistryAuth",
             ".convoy.v1.SetRegistryAuthRequest",
+            ".convoy.v1.SetSecretRequest",
         ])
         .compile_fds(fds)?;
     Ok(())

@@ -43,6 +43,19 @@ impl std::fmt::Debug for v1::SetRegistryAuthRequest {
     }
 }
 
+/// A secret's value crosses the wire once, to the coordinator; logs never
+/// show it.
+impl std::fmt::Debug for v1::SetSecretRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SetSecretRequest")
+            .field("env", &self.env)
+            .field("name", &self.name)
+            .field("value", &"<redacted>")
+            .field("rotate", &self.rotate)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -68,5 +81,12 @@ mod tests {
             password: "hunter2".into(),
         };
         assert!(!format!("{req:?}").contains("hunter2"));
+        let req = super::SetSecretRequest {
+            name: "db".into(),
+            value: b"hunter2".to_vec(),
+            ..Default::default()
+        };
+        let text = format!("{req:?}");
+        assert!(text.contains("db") && !text.contains("hunter2"), "{text}");
     }
 }

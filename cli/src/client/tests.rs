@@ -125,6 +125,36 @@ impl ControlService for Fake {
     ) -> Result<Response<convoy_proto::RegistryAuthInfo>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn set_secret(
+        &self,
+        _: Request<convoy_proto::SetSecretRequest>,
+    ) -> Result<Response<convoy_proto::SecretInfo>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn generate_secret(
+        &self,
+        _: Request<convoy_proto::GenerateSecretRequest>,
+    ) -> Result<Response<convoy_proto::SecretInfo>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn list_secrets(
+        &self,
+        _: Request<convoy_proto::ListSecretsRequest>,
+    ) -> Result<Response<convoy_proto::ListSecretsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn secret_history(
+        &self,
+        _: Request<convoy_proto::SecretHistoryRequest>,
+    ) -> Result<Response<convoy_proto::SecretHistoryResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn remove_secret(
+        &self,
+        _: Request<convoy_proto::RemoveSecretRequest>,
+    ) -> Result<Response<convoy_proto::SecretInfo>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn list_tokens(
         &self,
         _: Request<convoy_proto::ListTokensRequest>,
@@ -255,6 +285,7 @@ async fn calls_carry_the_bearer_token_over_tls_to_the_coordinator_name() {
         .delete(DeleteRequest {
             service: "hello".into(),
             env: String::new(),
+            volumes: false,
         })
         .await
         .unwrap();

@@ -19,6 +19,9 @@ use crate::{
     tokens::{NewJoinToken, NewToken, Role, TokenError, Tokens},
 };
 
+/// `convoy secret ...` handlers.
+mod secrets;
+
 pub struct ControlApi {
     coord: Arc<Coordinator>,
     tokens: Arc<Tokens>,
@@ -154,6 +157,41 @@ fn ttl_ms(seconds: u64) -> Result<i64, Status> {
 
 #[tonic::async_trait]
 impl pb::control_service_server::ControlService for ControlApi {
+    async fn set_secret(
+        &self,
+        req: Request<pb::SetSecretRequest>,
+    ) -> Result<Response<pb::SecretInfo>, Status> {
+        self.secret_set(req).await
+    }
+
+    async fn generate_secret(
+        &self,
+        req: Request<pb::GenerateSecretRequest>,
+    ) -> Result<Response<pb::SecretInfo>, Status> {
+        self.secret_generate(req).await
+    }
+
+    async fn list_secrets(
+        &self,
+        req: Request<pb::ListSecretsRequest>,
+    ) -> Result<Response<pb::ListSecretsResponse>, Status> {
+        self.secret_list(req).await
+    }
+
+    async fn secret_history(
+        &self,
+        req: Request<pb::SecretHistoryRequest>,
+    ) -> Result<Response<pb::SecretHistoryResponse>, Status> {
+        self.secret_versions(req).await
+    }
+
+    async fn remove_secret(
+        &self,
+        req: Request<pb::RemoveSecretRequest>,
+    ) -> Result<Response<pb::SecretInfo>, Status> {
+        self.secret_remove(req).await
+    }
+
     async fn apply(
         &self,
         req: Request<pb::ApplyRequest>,
@@ -359,11 +397,21 @@ impl pb::control_service_server::ControlService for ControlApi {
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let caller = caller(&req)?;
-        let pb::DeleteRequest { service, env } = req.into_inner();
+        let pb::DeleteRequest {
+            service,
+            env,
+            volumes,
+        } = req.into_inner();
         let env = env_or_default(env);
         let action = Action::Delete { env: &env };
         let target = format!("{env}/{service}");
         self.allow(&caller, action, &target, true).await?;
+        // Read before the delete: what only this service mounts.
+        let volume_keys = if volumes {
+            self.coord.volumes_only_of(&env, &service).await
+        } else {
+            Vec::new()
+        };
         let resp = self
             .coord
             .delete(&service, &env)
@@ -377,6 +425,10 @@ impl pb::control_service_server::ControlService for ControlApi {
             removed = resp.removed_instances,
             "delete"
         );
+        if !volume_keys.is_empty() {
+            self.delete_volumes(&caller, &env, &service, &volume_keys)
+                .await?;
+        }
         Ok(Response::new(resp))
     }
 

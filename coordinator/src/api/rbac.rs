@@ -12,8 +12,12 @@ pub enum Action<'a> {
     Watch,
     Verify,
     History,
-    Apply { env: &'a str },
-    Delete { env: &'a str },
+    Apply {
+        env: &'a str,
+    },
+    Delete {
+        env: &'a str,
+    },
     RemoveNode,
     CreateToken,
     ListTokens,
@@ -23,9 +27,31 @@ pub enum Action<'a> {
     RegistryLogin,
     RegistryList,
     RegistryLogout,
+    /// Secrets of an environment: writes need deployer rights there; the
+    /// list and history (names, versions, never values) any token that
+    /// may see the environment. An empty `env` lists every environment the
+    /// token may see.
+    SecretSet {
+        env: &'a str,
+    },
+    SecretGenerate {
+        env: &'a str,
+    },
+    SecretRotate {
+        env: &'a str,
+    },
+    SecretRemove {
+        env: &'a str,
+    },
+    SecretList {
+        env: &'a str,
+    },
+    SecretHistory {
+        env: &'a str,
+    },
 }
 
-impl Action<'_> {
+impl<'a> Action<'a> {
     /// The CLI command, for messages.
     pub fn name(self) -> &'static str {
         match self {
@@ -45,6 +71,12 @@ impl Action<'_> {
             Action::RegistryLogin => "registry login",
             Action::RegistryList => "registry ls",
             Action::RegistryLogout => "registry logout",
+            Action::SecretSet { .. } => "secret set",
+            Action::SecretGenerate { .. } => "secret generate",
+            Action::SecretRotate { .. } => "secret rotate",
+            Action::SecretRemove { .. } => "secret rm",
+            Action::SecretList { .. } => "secret list",
+            Action::SecretHistory { .. } => "secret history",
         }
     }
 
@@ -67,8 +99,35 @@ impl Action<'_> {
             Action::RegistryLogin => "registry.login",
             Action::RegistryList => "registry.list",
             Action::RegistryLogout => "registry.logout",
+            Action::SecretSet { .. } => "secret.set",
+            Action::SecretGenerate { .. } => "secret.generate",
+            Action::SecretRotate { .. } => "secret.rotate",
+            Action::SecretRemove { .. } => "secret.remove",
+            Action::SecretList { .. } => "secret.list",
+            Action::SecretHistory { .. } => "secret.history",
         }
     }
+
+    /// The environment of a deploy action (apply, delete, secret writes).
+    fn deploy_env(self) -> Option<&'a str> {
+        match self {
+            Action::Apply { env }
+            | Action::Delete { env }
+            | Action::SecretSet { env }
+            | Action::SecretGenerate { env }
+            | Action::SecretRotate { env }
+            | Action::SecretRemove { env } => Some(env),
+            _ => None,
+        }
+    }
+}
+
+/// Whether `caller` may see environment `env` (any, when it is empty).
+pub fn sees_env(caller: &Caller, env: &str) -> bool {
+    env.is_empty()
+        || caller.role == Role::Admin
+        || caller.envs.is_empty()
+        || caller.envs.iter().any(|e| e == env)
 }
 
 /// The role matrix. viewer: status and nodes. deployer: also apply and
@@ -80,8 +139,21 @@ pub fn authorize(caller: &Caller, action: Action<'_>) -> Result<(), String> {
         action,
         Action::Status | Action::ListNodes | Action::Watch | Action::Verify | Action::History
     );
-    let deploy = matches!(action, Action::Apply { .. } | Action::Delete { .. });
+    let deploy = action.deploy_env().is_some();
     let token = format!("token `{}` ({})", caller.name, caller.role_desc());
+    if let (
+        Action::SecretList { env } | Action::SecretHistory { env },
+        Role::Viewer | Role::Deployer,
+    ) = (action, caller.role)
+    {
+        return if sees_env(caller, env) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{token} may not see the secrets of environment `{env}`"
+            ))
+        };
+    }
     match caller.role {
         Role::Admin => Ok(()),
         Role::Viewer if read => Ok(()),
@@ -92,9 +164,7 @@ pub fn authorize(caller: &Caller, action: Action<'_>) -> Result<(), String> {
         )),
         Role::Deployer if read => Ok(()),
         Role::Deployer if deploy => {
-            let (Action::Apply { env } | Action::Delete { env }) = action else {
-                unreachable!("deploy actions carry an environment");
-            };
+            let env = action.deploy_env().unwrap_or_default();
             if caller.envs.is_empty() || caller.envs.iter().any(|e| e == env) {
                 Ok(())
             } else {
@@ -148,34 +218,65 @@ mod tests {
             RegistryLogin,
             RegistryList,
             RegistryLogout,
+            SecretSet { env: "staging" },
+            SecretGenerate { env: "staging" },
+            SecretRotate { env: "staging" },
+            SecretRemove { env: "staging" },
+            SecretList { env: "staging" },
+            SecretHistory { env: "staging" },
+            SecretSet { env: "prod" },
+            SecretRotate { env: "prod" },
+            SecretRemove { env: "prod" },
+            SecretList { env: "prod" },
+            SecretHistory { env: "prod" },
+            SecretList { env: "" },
         ];
+        let secret_reads = [
+            SecretList { env: "staging" },
+            SecretHistory { env: "staging" },
+            SecretList { env: "prod" },
+            SecretHistory { env: "prod" },
+            SecretList { env: "" },
+        ];
+        let secret_writes = [
+            SecretSet { env: "staging" },
+            SecretGenerate { env: "staging" },
+            SecretRotate { env: "staging" },
+            SecretRemove { env: "staging" },
+            SecretSet { env: "prod" },
+            SecretRotate { env: "prod" },
+            SecretRemove { env: "prod" },
+        ];
+        let reads = [Status, ListNodes, Watch, Verify, History];
+        let viewer: Vec<Action> = reads.iter().chain(&secret_reads).copied().collect();
+        let deployer: Vec<Action> = reads
+            .iter()
+            .chain(&[default, staging, del_default])
+            .chain(&secret_reads)
+            .chain(&secret_writes)
+            .copied()
+            .collect();
+        // Scoped to staging: nothing of prod, not even the secrets' names.
+        let staging_deployer: Vec<Action> = reads
+            .iter()
+            .chain(&[staging])
+            .chain(&[
+                SecretSet { env: "staging" },
+                SecretGenerate { env: "staging" },
+                SecretRotate { env: "staging" },
+                SecretRemove { env: "staging" },
+                SecretList { env: "staging" },
+                SecretHistory { env: "staging" },
+                SecretList { env: "" },
+            ])
+            .copied()
+            .collect();
         // (role, envs, allowed actions)
         let table: &[(Role, &[&str], &[Action])] = &[
             (Role::Admin, &[], &all),
-            (
-                Role::Viewer,
-                &[],
-                &[Status, ListNodes, Watch, Verify, History],
-            ),
-            (
-                Role::Deployer,
-                &[],
-                &[
-                    Status,
-                    ListNodes,
-                    Watch,
-                    Verify,
-                    History,
-                    default,
-                    staging,
-                    del_default,
-                ],
-            ),
-            (
-                Role::Deployer,
-                &["staging"],
-                &[Status, ListNodes, Watch, Verify, History, staging],
-            ),
+            (Role::Viewer, &[], &viewer),
+            (Role::Deployer, &[], &deployer),
+            (Role::Deployer, &["staging"], &staging_deployer),
             (Role::Join, &[], &[]),
         ];
         for (role, envs, allowed) in table {
@@ -210,6 +311,18 @@ mod tests {
         assert_eq!(
             authorize(&caller(Role::Deployer, &[]), Action::CreateToken).unwrap_err(),
             "token `t` (deployer) may read, apply and delete services; `token create` needs an admin token"
+        );
+        assert_eq!(
+            authorize(&c, Action::SecretList { env: "prod" }).unwrap_err(),
+            "token `t` (deployer for staging) may not see the secrets of environment `prod`"
+        );
+        assert_eq!(
+            authorize(&c, Action::SecretSet { env: "prod" }).unwrap_err(),
+            "token `t` (deployer for staging) may not touch environment `prod`"
+        );
+        assert_eq!(
+            authorize(&v, Action::SecretSet { env: "prod" }).unwrap_err(),
+            "token `t` (viewer) may only read (status, nodes, events, verify, history); `secret set` needs a deployer or admin token"
         );
     }
 }
