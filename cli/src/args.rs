@@ -148,7 +148,14 @@ pub enum Command {
     /// List the nodes known to the coordinator.
     Nodes,
     /// Delete a service and stop its instances.
-    Delete { service: String },
+    Delete {
+        service: String,
+        /// Also remove its named volumes that no other service of the
+        /// environment uses, on every node, once its containers are gone:
+        /// their data is lost. External volumes are never removed.
+        #[arg(long)]
+        volumes: bool,
+    },
     /// Manage nodes.
     Node {
         #[command(subcommand)]
@@ -176,6 +183,13 @@ pub enum Command {
     Volumes {
         #[command(subcommand)]
         command: Option<VolumesCommand>,
+    },
+    /// Secrets of an environment (`--env`), sealed on the coordinator:
+    /// set, generate, rotate, list, history, rm. Values are read from
+    /// standard input or a file, never the command line, and never printed.
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
     },
     /// Manage the config file's contexts (which coordinator to talk to).
     Context {
@@ -281,6 +295,63 @@ pub enum RegistryCommand {
     Ls,
     /// Remove a registry's login; its nodes get plans without it.
     Logout { server: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Store a new secret (version 1). The value is read from standard
+    /// input (one trailing newline dropped) or, exactly, from --from-file.
+    Set {
+        name: String,
+        /// Read the value from this file instead of standard input.
+        #[arg(long, value_name = "FILE")]
+        from_file: Option<PathBuf>,
+    },
+    /// Store a new secret with a random value drawn on the coordinator
+    /// (never printed).
+    Generate {
+        name: String,
+        /// Characters.
+        #[arg(long, default_value_t = 32)]
+        length: u32,
+        #[arg(long, value_enum, default_value_t = SecretCharset::Alnum)]
+        charset: SecretCharset,
+    },
+    /// The secrets of `--env` (default: every environment the token may
+    /// see): name, current version, when and by whom; never values.
+    #[command(alias = "ls")]
+    List,
+    /// Make a new version of a secret: from standard input, --from-file,
+    /// or --generate.
+    Rotate {
+        name: String,
+        /// Draw the new value on the coordinator.
+        #[arg(long, conflicts_with = "from_file")]
+        generate: bool,
+        /// With --generate: characters (default 32).
+        #[arg(long, requires = "generate")]
+        length: Option<u32>,
+        /// With --generate (default alnum).
+        #[arg(long, value_enum, requires = "generate")]
+        charset: Option<SecretCharset>,
+        /// Read the new value from this file instead of standard input.
+        #[arg(long, value_name = "FILE")]
+        from_file: Option<PathBuf>,
+    },
+    /// The kept versions of a secret: when, by whom, how made.
+    History { name: String },
+    /// Remove a secret and all its versions (refused while a service uses it).
+    #[command(alias = "remove")]
+    Rm { name: String },
+}
+
+/// The characters of a generated secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SecretCharset {
+    Alnum,
+    Hex,
+    Base64,
+    Urlsafe,
 }
 
 #[derive(Debug, Subcommand)]

@@ -24,6 +24,7 @@ use crate::config::Settings;
 mod address;
 mod auth;
 mod errors;
+mod secrets;
 #[cfg(test)]
 mod tests;
 

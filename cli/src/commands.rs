@@ -138,13 +138,23 @@ pub async fn run(command: Command, format: Format, flags: &Flags) -> Result<Outp
         } => events(service, node, replay, format, flags).await,
         Command::Verify { service, timeout } => verify(service, timeout, format, flags).await,
         Command::Nodes => nodes(format, flags).await,
-        Command::Delete { service } => delete(service, format, flags).await,
+        Command::Delete { service, volumes } => delete(service, volumes, format, flags).await,
         Command::Node {
             command: NodeCommand::Remove { node },
         } => remove_node(node, format, flags).await,
         Command::Token { command } => trust::token(command, format, flags, now_ms()).await,
         Command::Registry { command } => {
             trust::registry(
+                command,
+                format,
+                flags,
+                now_ms(),
+                &mut std::io::stdin().lock(),
+            )
+            .await
+        }
+        Command::Secret { command } => {
+            trust::secret(
                 command,
                 format,
                 flags,
@@ -345,7 +355,7 @@ async fn nodes(format: Format, flags: &Flags) -> Result<Output> {
     }))
 }
 
-async fn delete(service: String, format: Format, flags: &Flags) -> Result<Output> {
+async fn delete(service: String, volumes: bool, format: Format, flags: &Flags) -> Result<Output> {
     let mut coordinator = connect(flags).await?;
     // Empty env: the coordinator applies its default.
     let env = selected_env();
@@ -353,6 +363,7 @@ async fn delete(service: String, format: Format, flags: &Flags) -> Result<Output
         .delete(DeleteRequest {
             service: service.clone(),
             env: env.clone(),
+            volumes,
         })
         .await?;
     let deleted = DeleteJson::new(&service, &env, &response);

@@ -4,21 +4,23 @@
 //! disk by the CLI.
 //!
 //! One module per noun: `tokens` (CLI tokens), `join` (agent join tokens),
-//! `audit` and `contexts`.
+//! `audit`, `contexts`, `registries` and `secrets`.
 
 mod audit;
 mod contexts;
 mod join;
 mod registries;
+mod secrets;
 mod tokens;
 
 pub use crate::args::{
-    parse_duration_secs, parse_labels, ContextCommand, RegistryCommand, TokenCommand,
+    parse_duration_secs, parse_labels, ContextCommand, RegistryCommand, SecretCommand, TokenCommand,
 };
 pub use audit::audit;
 pub use contexts::context;
 pub use join::DEFAULT_AGENT_PORT;
 pub use registries::{registry, RegistryJson};
+pub use secrets::secret;
 pub use tokens::{token, TokenJson};
 
 /// `-` for an empty cell.
