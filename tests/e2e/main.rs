@@ -32,6 +32,7 @@ mod restarts;
 mod revocation;
 mod rollouts;
 mod scaling;
+mod secrets;
 mod security;
 mod stack;
 mod systemd;

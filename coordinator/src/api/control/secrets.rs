@@ -118,8 +118,8 @@ impl ControlApi {
             env = info.env,
             secret = info.name,
             version = info.version,
-            "secret {}",
-            action.audit_name()
+            action = action.audit_name(),
+            "secret written"
         );
         Ok(Response::new(secret_info(info)))
     }
