@@ -48,6 +48,8 @@ pub async fn collect<R: Runtime>(
         labels: labels.clone(),
         platform_os: std::env::consts::OS.to_string(),
         allowed_bind_paths: allowed_binds.to_vec(),
+        // Set by the session, which holds the grants.
+        allowed_host_access: Vec::new(),
     }
 }
 

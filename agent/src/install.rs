@@ -60,6 +60,8 @@ pub struct InstallParams {
     pub labels: Vec<(String, String)>,
     /// `--allow-bind` roots the unit's agent runs with.
     pub allow_binds: Vec<String>,
+    /// `--allow-host-access` kinds the unit's agent runs with.
+    pub allow_host_access: Vec<String>,
     /// The agent binary the unit runs (this one).
     pub binary: PathBuf,
     pub pki_dir: PathBuf,
@@ -102,6 +104,10 @@ pub fn render_unit(params: &InstallParams) -> String {
     for root in &params.allow_binds {
         argv.push("--allow-bind".to_string());
         argv.push(root.clone());
+    }
+    if !params.allow_host_access.is_empty() {
+        argv.push("--allow-host-access".to_string());
+        argv.push(params.allow_host_access.join(","));
     }
     let exec = format!("ExecStart={}", exec_line(&argv));
     let mut out = String::with_capacity(TEMPLATE.len() + 256);
@@ -342,6 +348,7 @@ mod tests {
                 ("zone".to_string(), "eu west".to_string()),
             ],
             allow_binds: vec!["/srv/data".to_string()],
+            allow_host_access: Vec::new(),
             binary: PathBuf::from("/usr/local/bin/convoy-agent"),
             pki_dir: PathBuf::from(DEFAULT_PKI_DIR),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),

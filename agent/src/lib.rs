@@ -45,6 +45,10 @@ pub struct AgentConfig {
     /// Normalised roots under which containers may bind-mount host paths
     /// (`--allow-bind`); reported in NodeFacts and enforced on create.
     pub allowed_binds: Vec<String>,
+    /// The kinds of host access containers may have (`--allow-host-access`:
+    /// `privileged`, `cap_add`, ..., or `all`); reported in NodeFacts and
+    /// enforced on create.
+    pub allowed_host_access: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +99,7 @@ pub async fn run_with(
         data_dir,
         labels,
         allowed_binds,
+        allowed_host_access,
     } = config;
     if coordinators.is_empty() {
         return Err(Error::NoCoordinator);
@@ -120,11 +125,15 @@ pub async fn run_with(
         None => info!(node = %node, "no stored plan; waiting for one from the coordinator"),
     }
 
+    if !allowed_host_access.is_empty() {
+        info!(node = %node, kinds = ?allowed_host_access, "containers may have this host access");
+    }
     if !allowed_binds.is_empty() {
         info!(node = %node, roots = ?allowed_binds, "containers may bind-mount host paths under these roots");
     }
     let runtime = Arc::new(
         DockerRuntime::with_allowed_binds(allowed_binds.clone())
+            .with_allowed_host_access(allowed_host_access.clone())
             .with_config_dir(data_dir.join("configs")),
     );
     let (plan_tx, plan_rx) = watch::channel(plan.map(Arc::new));
@@ -167,6 +176,7 @@ pub async fn run_with(
         data_dir,
         labels,
         allowed_binds,
+        allowed_host_access,
         node: node.clone(),
         runtime,
         plan: plan_tx,

@@ -103,6 +103,11 @@ struct InstallArgs {
     /// unit's command line; repeat or comma-separate).
     #[arg(long = "allow-bind", value_name = "PATH", value_delimiter = ',', value_parser = parse_bind_root)]
     allow_binds: Vec<String>,
+    /// Let containers have these kinds of host access (written into the
+    /// unit's command line): `privileged`, `cap_add`, `devices`, `pid`,
+    /// `ipc`, `uts`, `userns_mode`, `network_mode`, `security_opt`, or `all`.
+    #[arg(long = "allow-host-access", value_name = "KIND,...", value_delimiter = ',', value_parser = parse_host_access)]
+    allow_host_access: Vec<String>,
     #[arg(long, value_name = "DIR", default_value = convoy_agent::install::DEFAULT_PKI_DIR)]
     pki_dir: PathBuf,
     #[arg(long, value_name = "DIR", default_value = convoy_agent::install::DEFAULT_DATA_DIR)]
@@ -170,6 +175,19 @@ struct RunArgs {
         value_parser = parse_bind_root
     )]
     allow_binds: Vec<String>,
+    /// Let containers have these kinds of host access (comma-separate or
+    /// repeat): `privileged`, `cap_add`, `devices`, `pid`, `ipc`, `uts`,
+    /// `userns_mode`, `network_mode`, `security_opt`, or `all`. Without it,
+    /// no container asking for one is placed on this node or created by
+    /// this agent.
+    #[arg(
+        long = "allow-host-access",
+        value_name = "KIND,...",
+        env = "CONVOY_ALLOW_HOST_ACCESS",
+        value_delimiter = ',',
+        value_parser = parse_host_access
+    )]
+    allow_host_access: Vec<String>,
     /// Where the unit files of `units:` workloads go.
     #[arg(
         long,
@@ -183,6 +201,11 @@ struct RunArgs {
 /// An `--allow-bind` root: absolute, normalised, no `..`.
 fn parse_bind_root(text: &str) -> Result<String, String> {
     convoy_api::host_paths::normalize(text.trim())
+}
+
+/// An `--allow-host-access` kind (a Compose key's name) or `all`.
+fn parse_host_access(text: &str) -> Result<String, String> {
+    convoy_api::host_access::parse_grant(text)
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
@@ -253,6 +276,7 @@ async fn main() -> ExitCode {
         data_dir: args.data_dir,
         labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
         allowed_binds: dedup(args.allow_binds),
+        allowed_host_access: dedup(args.allow_host_access),
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(on_signals(shutdown.clone()).instrument(info_span!("signals")));
@@ -301,6 +325,7 @@ async fn install(args: InstallArgs) -> anyhow::Result<()> {
         name,
         labels,
         allow_binds,
+        allow_host_access,
         pki_dir,
         data_dir,
         unit_dir,
@@ -320,6 +345,7 @@ async fn install(args: InstallArgs) -> anyhow::Result<()> {
         node_name: name.unwrap_or_else(hostname),
         labels,
         allow_binds: dedup(allow_binds),
+        allow_host_access: dedup(allow_host_access),
         binary,
         pki_dir,
         data_dir,

@@ -92,6 +92,8 @@ pub struct Session<R: Runtime> {
     pub labels: BTreeMap<String, String>,
     /// Roots under which containers may bind-mount host paths (facts).
     pub allowed_binds: Vec<String>,
+    /// The kinds of host access containers may have (facts).
+    pub allowed_host_access: Vec<String>,
     /// The node name, from the agent's certificate.
     pub node: String,
     pub runtime: Arc<R>,
@@ -165,7 +167,9 @@ impl<R: Runtime> Session<R> {
 
         let (tx, rx) = mpsc::channel::<AgentMessage>(OUTBOUND_BUFFER);
         let mut events = self.events.subscribe();
-        let facts = facts::collect(self.runtime.as_ref(), &self.labels, &self.allowed_binds).await;
+        let mut facts =
+            facts::collect(self.runtime.as_ref(), &self.labels, &self.allowed_binds).await;
+        facts.allowed_host_access = self.allowed_host_access.clone();
         let last_applied_generation = self
             .plan
             .borrow()

@@ -350,6 +350,10 @@ pub struct NodeJson {
     /// Roots under which the node allows bind mounts of host paths
     /// (`convoy-agent run --allow-bind PATH`).
     pub allowed_bind_paths: Vec<String>,
+    /// The kinds of host access the node's admin granted
+    /// (`--allow-host-access`); absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_host_access: Vec<String>,
     pub agent_version: String,
     pub connected_since_unix_ms: i64,
     pub last_heartbeat_unix_ms: i64,
@@ -481,6 +485,7 @@ impl From<&pb::Node> for NodeJson {
             labels,
             platform_os: _,
             allowed_bind_paths,
+            allowed_host_access,
         } = facts.clone().unwrap_or_default();
         Self {
             name: name.clone(),
@@ -494,6 +499,7 @@ impl From<&pb::Node> for NodeJson {
             docker_version,
             labels: labels.into_iter().collect(),
             allowed_bind_paths,
+            allowed_host_access,
             agent_version: agent_version.clone(),
             connected_since_unix_ms: *connected_since_unix_ms,
             last_heartbeat_unix_ms: *last_heartbeat_unix_ms,

@@ -39,9 +39,12 @@ pub fn bind_sources(spec: &ServiceSpec) -> impl Iterator<Item = (usize, &str)> {
 
 /// Whether the node with `facts` lets `spec` have the host access it asks
 /// for: every host path it bind-mounts is under one of the node's
-/// `--allow-bind` roots (an admin's decision, not a deployer's).
+/// `--allow-bind` roots, and every other kind of host access it asks for
+/// (`privileged`, `cap_add`, ...) is in the node's `--allow-host-access`
+/// (an admin's decisions, not a deployer's).
 pub fn allows_host_access(spec: &ServiceSpec, facts: &convoy_proto::NodeFacts) -> bool {
     bind_sources(spec).all(|(_, source)| host_paths::allowed(&facts.allowed_bind_paths, source))
+        && spec.host_access.allowed_by(&facts.allowed_host_access)
 }
 
 /// What a node has not set aside yet: CPUs in billionths, memory in bytes.

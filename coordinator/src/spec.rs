@@ -16,6 +16,7 @@ mod deploy;
 mod diff;
 mod extras;
 mod hash;
+mod host_access;
 #[cfg(test)]
 mod hostile_tests;
 mod limits;
@@ -44,6 +45,7 @@ pub use constraint::{Constraint, ConstraintOp, NodeAttribute};
 pub use deploy::{DeployMode, DeploySpec, FailureAction, Strategy, UpdateOrder, UpdatePolicy};
 pub use diff::changed_fields;
 pub use extras::{platform_matches, ContainerExtras};
+pub use host_access::HostAccessSpec;
 pub use limits::{Limits, DEFAULT_MAX_SPEC_BYTES};
 pub use resources::{ResourcesSpec, Ulimit};
 pub use service::{
@@ -111,6 +113,34 @@ fn located(
     // One line, whatever the YAML held.
     out.extend(message.chars().map(|c| if c == '\n' { ' ' } else { c }));
     out
+}
+
+/// Refuses the key `services.SERVICE.KEY` of the spec file `filename`
+/// holding `content`, for a reason found after parsing: located as a parse
+/// error would be.
+pub fn refuse_key(
+    filename: &str,
+    content: &str,
+    service: &str,
+    key: &str,
+    message: String,
+) -> SpecError {
+    let path = [
+        locate::Seg::Key("services".to_owned()),
+        locate::Seg::Key(service.to_owned()),
+        locate::Seg::Key(key.to_owned()),
+    ];
+    let (line, column) = match locate::position_of(content, &path) {
+        Some((line, column)) => (Some(line), column),
+        None => (None, None),
+    };
+    SpecError::Invalid {
+        file: filename.to_owned(),
+        line,
+        column,
+        path: PathDisplay(&path).to_string(),
+        message,
+    }
 }
 
 /// Refuses the item `services.SERVICE.KEY[INDEX]` of the spec file

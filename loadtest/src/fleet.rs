@@ -433,6 +433,7 @@ impl Agent {
                 labels: Default::default(),
                 platform_os: "linux".into(),
                 allowed_bind_paths: Vec::new(),
+                allowed_host_access: Vec::new(),
             }),
             agent_version: "convoy-bench".into(),
             last_applied_generation: self.sim.generation,

@@ -111,6 +111,63 @@ fn a_deployer_binds_a_host_path_only_on_nodes_an_admin_allowed() {
     c.assert_healthy();
 }
 
+/// Issue 14: `cap_add`, `pid: host` and the other host access run only on a
+/// node whose admin granted them (`--allow-host-access`); without one the
+/// deployer's apply is refused naming the flag, and nothing starts.
+#[test]
+fn a_deployer_gets_host_access_only_on_nodes_an_admin_granted_it() {
+    skip_without_docker!();
+    let mut c = Cluster::with_agents(1);
+    let plain = c.node_names()[0].clone();
+    let v: Value = c.cli_json(&["token", "create", "--name", "dep", "--role", "deployer"]);
+    let deployer = v["token"].as_str().expect("a token").to_string();
+    let svc = c.service_name("caps");
+    let yaml = compose(&[&ServiceSpec::new(&svc, &c.image())
+        .replicas(2)
+        .extra("cap_add: [NET_ADMIN]")
+        .extra("pid: host")]);
+    let file = c.write_spec("caps.yaml", &yaml);
+
+    let out = c.cli_with_token(&deployer, &["apply", "-f", file.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "the apply was allowed: {err}");
+    for needle in ["caps.yaml:", ".cap_add", "`--allow-host-access cap_add`"] {
+        assert!(err.contains(needle), "`{needle}` not in: {err}");
+    }
+    assert!(c.containers_of(&svc).unwrap().is_empty());
+
+    // A node granting both: it says so in its facts, and both instances go
+    // there, with the capability and the host's PID namespace.
+    let granting = c.add_agent_with_args(&["--allow-host-access", "cap_add,pid"]);
+    c.wait_nodes_ready(&[plain, granting.clone()]);
+    let nodes: Value = c.cli_json(&["nodes"]);
+    let facts = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == granting.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(
+        facts["allowed_host_access"],
+        serde_json::json!(["cap_add", "pid"])
+    );
+    let out = c.cli_with_token(&deployer, &["apply", "-f", file.to_str().unwrap()]);
+    assert!(out.status.success(), "apply: {}", stderr(&out));
+    for container in c.wait_service_running(&svc, 2, 1) {
+        assert_eq!(container.must_label("io.convoy.node"), granting);
+        let seen = docker(&[
+            "inspect",
+            "-f",
+            "{{json .HostConfig.CapAdd}} {{.HostConfig.PidMode}}",
+            &container.id,
+        ])
+        .unwrap();
+        assert_eq!(seen.trim(), "[\"NET_ADMIN\"] host");
+    }
+    c.assert_healthy();
+}
+
 /// `convoyd dev --allow-bind DIR` hands the grant to its agent, whose node
 /// then reports it: a developer can bind a source tree on their machine.
 #[test]

@@ -59,6 +59,8 @@ pub struct DockerRuntime {
     client: Mutex<Option<Docker>>,
     /// Normalised roots under which containers may bind-mount host paths.
     allowed_binds: Vec<String>,
+    /// The kinds of host access containers may have (`--allow-host-access`).
+    allowed_host_access: Vec<String>,
     /// Held while a network is looked up and created: the engine (API
     /// 1.41) would create two networks of one name side by side.
     network_lock: Mutex<()>,
@@ -83,6 +85,13 @@ impl DockerRuntime {
             allowed_binds: roots,
             ..Self::default()
         }
+    }
+
+    /// Lets containers have the kinds of host access in `grants`
+    /// (`--allow-host-access`: `privileged`, `cap_add`, ..., or `all`).
+    pub fn with_allowed_host_access(mut self, grants: Vec<String>) -> Self {
+        self.allowed_host_access = grants;
+        self
     }
 
     /// Writes configs under `dir` (the agent's `DATA_DIR/configs`).
@@ -230,6 +239,7 @@ impl DockerRuntime {
     ) -> Result<CreatedContainer, RuntimeError> {
         // Never trust the coordinator alone with the host.
         check_binds(node, workload, &self.allowed_binds)?;
+        create::check_host_access(node, workload, &self.allowed_host_access)?;
         binds::check_resolved(node, workload, &self.allowed_binds)?;
         let docker = self.client().await?;
         let name = container_name(workload);

@@ -184,6 +184,7 @@ fn agent(w: &World) -> Agent {
         data_dir: w.data_dir.clone(),
         labels: BTreeMap::from([("zone".to_string(), "a".to_string())]),
         allowed_binds: vec!["/srv/data".to_string()],
+        allowed_host_access: vec!["privileged".to_string()],
         node: "n1".to_string(),
         runtime: Arc::new(FakeRuntime::default()),
         plan: plan_tx,

@@ -122,6 +122,7 @@ mod tests {
                         .collect(),
                         platform_os: "linux".into(),
                         allowed_bind_paths: Vec::new(),
+                        allowed_host_access: Vec::new(),
                     }),
                     agent_version: "0.1.0".into(),
                     connected_since_unix_ms: NOW - 3 * 60_000,

@@ -44,6 +44,7 @@ pub fn changed_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
         env_files: _,
         resources,
         extras,
+        host_access,
         depends_on,
         configs,
         unit,
@@ -91,6 +92,7 @@ pub fn changed_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
             ("profiles", *profiles != new.profiles),
             ("resources", *resources != new.resources),
             ("container settings", *extras != new.extras),
+            ("host access", *host_access != new.host_access),
             ("depends_on", *depends_on != new.depends_on),
             // Named, never shown: a config may be a big file.
             ("configs", *configs != new.configs),

@@ -7,8 +7,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::{
-    ContainerExtras, Dependency, HealthcheckSpec, MountSpec, NetworkAttachment, PortSpec,
-    ProbeSpec, ResourcesSpec, RestartSpec, ServiceSpec, UnitFields, VolumeDecl,
+    ContainerExtras, Dependency, HealthcheckSpec, HostAccessSpec, MountSpec, NetworkAttachment,
+    PortSpec, ProbeSpec, ResourcesSpec, RestartSpec, ServiceSpec, UnitFields, VolumeDecl,
 };
 
 impl ServiceSpec {
@@ -82,6 +82,8 @@ struct HashedRuntime<'a> {
     resources: &'a ResourcesSpec,
     #[serde(skip_serializing_if = "ContainerExtras::is_empty")]
     extras: &'a ContainerExtras,
+    #[serde(skip_serializing_if = "HostAccessSpec::is_empty")]
+    host_access: &'a HostAccessSpec,
     /// Empty for most specs, so their hashes stay as they were. Hashed so
     /// that a change reaches the agents (a new plan is sent on a new hash).
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
@@ -137,6 +139,7 @@ impl<'a> HashedRuntime<'a> {
             env_files: _,
             resources,
             extras,
+            host_access,
             depends_on,
             configs,
             unit,
@@ -165,6 +168,7 @@ impl<'a> HashedRuntime<'a> {
             probes,
             resources,
             extras,
+            host_access,
             depends_on,
             configs: configs
                 .iter()

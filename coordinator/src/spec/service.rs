@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::volumes::{MountSpec, VolumeDecl};
 
 use super::{
-    ConfigMount, Constraint, ContainerExtras, DeployMode, DeploySpec, ResourcesSpec, UnitFields,
+    ConfigMount, Constraint, ContainerExtras, DeployMode, DeploySpec, HostAccessSpec,
+    ResourcesSpec, UnitFields,
 };
 
 /// One service of a spec, as stored in a revision (JSON).
@@ -74,6 +75,10 @@ pub struct ServiceSpec {
     /// `sysctls` and `logging`, handed to Docker as written.
     #[serde(skip_serializing_if = "ContainerExtras::is_empty")]
     pub extras: ContainerExtras,
+    /// What the service asks of its host (`privileged`, `cap_add`, ...):
+    /// granted per node by an admin.
+    #[serde(skip_serializing_if = "HostAccessSpec::is_empty")]
+    pub host_access: HostAccessSpec,
     /// `env_file`, as written: merged into `environment` (which wins) by
     /// `spec::parse_with_files` and then cleared, so never stored.
     #[serde(skip)]

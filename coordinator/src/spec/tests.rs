@@ -395,7 +395,8 @@ fn unknown_service_key_is_an_error_naming_file_line_and_key() {
          `stop_signal`, `stop_grace_period`, `healthcheck`, `deploy`, `profiles`, `env_file`, \
          `read_only`, `tmpfs`, `init`, `cap_drop`, `tty`, `stdin_open`, `sysctls`, `logging`, \
          `pull_policy`, `platform`, `depends_on`, `configs`, `cpus`, `mem_limit`, `mem_reservation`, `pids_limit`, `shm_size`, \
-         `ulimits`, `x-convoy`"
+         `ulimits`, `x-convoy`, `privileged`, `cap_add`, `devices`, `pid`, `ipc`, `uts`, \
+         `userns_mode`, `network_mode`, `security_opt`"
     );
 }
 
@@ -687,8 +688,8 @@ fn unsupported_service_keys_are_warnings_naming_file_line_and_key() {
 /// and ignored; they are host access, which only an admin may grant, so the
 /// spec is refused naming file, line, key and the flag to come.
 #[test]
-fn keys_that_give_host_access_are_errors_naming_file_line_and_key() {
-    for (line, key) in [
+fn keys_that_give_host_access_are_read_as_host_access() {
+    for (line, kind) in [
         ("privileged: true", "privileged"),
         ("cap_add: [SYS_ADMIN]", "cap_add"),
         ("devices: [\"/dev/sda:/dev/sda\"]", "devices"),
@@ -696,16 +697,24 @@ fn keys_that_give_host_access_are_errors_naming_file_line_and_key() {
         ("network_mode: host", "network_mode"),
         ("security_opt: [\"seccomp:unconfined\"]", "security_opt"),
     ] {
-        let err = error(&web(&format!("ports: [\"80\"]\n{line}")));
-        assert!(
-            err.starts_with(&format!("app.yaml:5:5: services.web.{key}: `")),
-            "{line}: {err}"
-        );
-        assert!(
-            err.contains("only an admin may grant") && err.contains("--allow-host-access"),
-            "{line}: {err}"
+        let spec = service(&web(&format!("ports: [\"80\"]\n{line}")));
+        assert_eq!(spec.host_access.kinds(), [kind], "{line}");
+        // Granted per node: a node without the grant does not take it.
+        assert!(!spec.host_access.allowed_by(&[]), "{line}");
+        assert!(spec.host_access.allowed_by(&[kind.to_string()]), "{line}");
+        assert!(spec.host_access.allowed_by(&["all".to_string()]), "{line}");
+        // Part of how the container runs: a new hash.
+        assert_ne!(
+            spec.spec_hash(),
+            service(&web("ports: [\"80\"]")).spec_hash()
         );
     }
+    // A malformed value is an error naming the key.
+    let err = error(&web("cap_add: [sys_admin]"));
+    assert!(
+        err.starts_with("app.yaml:4:5: services.web.cap_add: "),
+        "{err}"
+    );
     // What takes privileges away is no host access.
     let file = ok(&web("security_opt: [\"no-new-privileges:true\"]"));
     assert_eq!(

@@ -81,6 +81,15 @@ impl ServiceSpec {
             log_options: self.extras.log_options.clone(),
             pull_policy: self.extras.pull_policy.clone(),
             platform: self.extras.platform.clone(),
+            privileged: self.host_access.privileged,
+            cap_add: self.host_access.cap_add.clone(),
+            devices: self.host_access.devices.clone(),
+            pid_mode: host_mode(self.host_access.pid_host),
+            ipc_mode: host_mode(self.host_access.ipc_host),
+            uts_mode: host_mode(self.host_access.uts_host),
+            userns_mode: host_mode(self.host_access.userns_host),
+            network_mode: host_mode(self.host_access.network_host),
+            security_opt: self.host_access.security_opt.clone(),
             configs: self.configs.iter().map(pb::ConfigFile::from).collect(),
         }
     }
@@ -316,5 +325,15 @@ impl From<RestartSpec> for RestartPolicy {
             condition: condition.into(),
             max_attempts: restart.max_attempts,
         }
+    }
+}
+
+/// `host` when the service shares that namespace with the host, else empty
+/// (Docker's default).
+fn host_mode(host: bool) -> String {
+    if host {
+        "host".to_owned()
+    } else {
+        String::new()
     }
 }

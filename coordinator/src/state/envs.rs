@@ -221,6 +221,31 @@ fn capacity_reason(spec: &ServiceSpec, nodes: &[&Candidate<'_>], free: &placemen
 /// mounts: the host paths that no node allows (else all of them, when each
 /// is allowed somewhere but no node allows them all), and who can allow them.
 fn host_access_reason(spec: &ServiceSpec, env: &str, in_env: &[Candidate<'_>]) -> String {
+    let binds_somewhere = in_env.iter().any(|c| {
+        placement::bind_sources(spec)
+            .all(|(_, s)| host_paths::allowed(&c.facts.allowed_bind_paths, s))
+    });
+    if binds_somewhere {
+        // The binds are allowed somewhere: the other host access is not.
+        let kinds = spec.host_access.kinds();
+        let nowhere: Vec<&str> = kinds
+            .iter()
+            .copied()
+            .filter(|k| {
+                !in_env
+                    .iter()
+                    .any(|c| convoy_api::host_access::allowed(&c.facts.allowed_host_access, k))
+            })
+            .collect();
+        let named = if nowhere.is_empty() { &kinds } else { &nowhere };
+        let quoted: Vec<String> = named.iter().map(|k| format!("`{k}`")).collect();
+        return format!(
+            "no node of environment `{env}` grants {} (an admin grants it by running \
+             convoy-agent with `--allow-host-access {}` on the nodes that may run it)",
+            quoted.join(", "),
+            named.join(",")
+        );
+    }
     let all: Vec<&str> = placement::bind_sources(spec).map(|(_, s)| s).collect();
     let nowhere: Vec<&str> = all
         .iter()
@@ -269,6 +294,25 @@ pub(super) fn check_host_access(
                         "the bind mount of host path `{source}` needs an admin's permission: \
                          run convoy-agent with `--allow-bind {source}` on the nodes that may \
                          mount it (no node of environment `{env}` allows it now)"
+                    ),
+                )
+                .into());
+            }
+        }
+        for kind in service.host_access.kinds() {
+            let granted = in_env
+                .iter()
+                .any(|c| convoy_api::host_access::allowed(&c.facts.allowed_host_access, kind));
+            if !granted {
+                return Err(spec::refuse_key(
+                    filename,
+                    content,
+                    name,
+                    kind,
+                    format!(
+                        "`{kind}` gives the container access to the host, which only an admin \
+                         may grant: run convoy-agent with `--allow-host-access {kind}` on the \
+                         nodes that may run it (no node of environment `{env}` grants it now)"
                     ),
                 )
                 .into());
@@ -567,6 +611,59 @@ mod tests {
         let amd = "services:\n  amd:\n    image: x:1\n    platform: linux/amd64\n";
         let r = coord.apply("amd.yaml", amd, false, "t").await.unwrap();
         assert_eq!(r.services[0].instances[0].node, "a");
+    }
+
+    /// Issue 14: `privileged` and the other host access go only to nodes
+    /// whose admin granted it; an apply no node grants is refused naming the
+    /// flag, and an instance waiting for such a node says which grant.
+    #[tokio::test]
+    async fn host_access_goes_only_to_nodes_that_grant_it() {
+        let (coord, _dir) = coordinator().await;
+        let granting = |kinds: &[&str]| {
+            crate::report::AgentHello::from(pb::Hello {
+                facts: Some(pb::NodeFacts {
+                    allowed_host_access: kinds.iter().map(|k| k.to_string()).collect(),
+                    ..Default::default()
+                }),
+                agent_version: "t".into(),
+                last_applied_generation: 0,
+                capabilities: vec![],
+            })
+        };
+        let _a = coord
+            .register("a", "fp-a", 0, granting(&[]), None)
+            .await
+            .unwrap();
+        let spec = "services:\n  web:\n    image: x:1\n    privileged: true\n    deploy:\n      replicas: 2\n";
+        let err = coord.apply("app.yaml", spec, false, "t").await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "app.yaml:4:5: services.web.privileged: `privileged` gives the container access to \
+             the host, which only an admin may grant: run convoy-agent with \
+             `--allow-host-access privileged` on the nodes that may run it (no node of \
+             environment `default` grants it now)"
+        );
+        let b = coord
+            .register("b", "fp-b", 0, granting(&["privileged", "cap_add"]), None)
+            .await
+            .unwrap();
+        let r = coord.apply("app.yaml", spec, false, "t").await.unwrap();
+        assert!(
+            r.services[0].instances.iter().all(|i| i.node == "b"),
+            "{r:?}"
+        );
+        drop(b);
+        // `all` grants every kind; a kind no node grants keeps it pending.
+        let _c = coord
+            .register("c", "fp-c", 0, granting(&["all"]), None)
+            .await
+            .unwrap();
+        let pid = "services:\n  top:\n    image: x:1\n    pid: host\n";
+        let r = coord.apply("top.yaml", pid, false, "t").await.unwrap();
+        assert_eq!(r.services[0].instances[0].node, "c");
+        let both = "services:\n  both:\n    image: x:1\n    pid: host\n    network_mode: host\n    deploy:\n      placement:\n        constraints: [node.name == a]\n";
+        let err = coord.apply("both.yaml", both, false, "t").await;
+        assert!(err.is_ok(), "each kind is granted somewhere: {err:?}");
     }
 
     /// The reason of the first instance of `service` that has no node ("" if none).

@@ -94,6 +94,9 @@ pub struct Facts {
     /// normalised (`convoy_api::host_paths`).
     #[serde(default)]
     pub allowed_bind_paths: Vec<String>,
+    /// The kinds of host access the node grants (`--allow-host-access`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_host_access: Vec<String>,
 }
 
 impl From<pb::NodeFacts> for Facts {
@@ -109,7 +112,14 @@ impl From<pb::NodeFacts> for Facts {
             labels,
             platform_os,
             allowed_bind_paths,
+            allowed_host_access,
         } = f;
+        // Only the kinds there are (an unknown one grants nothing).
+        let allowed_host_access = allowed_host_access
+            .iter()
+            .filter_map(|k| convoy_api::host_access::parse_grant(k).ok())
+            .take(convoy_api::host_access::KINDS.len() + 1)
+            .collect();
         // From the agent: kept only when well-formed, and a bounded number.
         let allowed_bind_paths = allowed_bind_paths
             .iter()
@@ -127,6 +137,7 @@ impl From<pb::NodeFacts> for Facts {
             labels: labels.into_iter().collect(),
             platform_os,
             allowed_bind_paths,
+            allowed_host_access,
         }
     }
 }
@@ -144,6 +155,7 @@ impl From<&Facts> for pb::NodeFacts {
             labels: f.labels.clone().into_iter().collect(),
             platform_os: f.platform_os.clone(),
             allowed_bind_paths: f.allowed_bind_paths.clone(),
+            allowed_host_access: f.allowed_host_access.clone(),
         }
     }
 }

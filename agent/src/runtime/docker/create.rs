@@ -52,6 +52,8 @@ pub(super) fn networks_of(workload: &Workload) -> Vec<Joined> {
         ..NetworkAttachment::default()
     }];
     let attachments = match &workload.runtime {
+        // The host's network stack: no network to join.
+        Some(workload::Runtime::Container(spec)) if spec.network_mode == HOST => return Vec::new(),
         Some(workload::Runtime::Container(spec)) if !spec.networks.is_empty() => &spec.networks,
         Some(workload::Runtime::Container(_)) => &default[..],
         Some(workload::Runtime::Unit(_)) | None => return Vec::new(),
@@ -193,6 +195,16 @@ pub(super) fn create_body(
         platform: _,
         // Written and mounted by the runtime (`configs.rs`).
         configs: _,
+        // Host access, granted by the node's admin (`check_host_access`).
+        privileged,
+        cap_add,
+        devices,
+        pid_mode,
+        ipc_mode,
+        uts_mode,
+        userns_mode,
+        network_mode,
+        security_opt,
     } = spec;
     // 0 is "not set" on the wire; Docker takes i64.
     let limit = |n: &u64| (*n != 0).then(|| i64::try_from(*n).unwrap_or(i64::MAX));
@@ -277,7 +289,19 @@ pub(super) fn create_body(
             port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
             binds: non_empty_vec(&binds),
             mounts: (!mounts.is_empty()).then_some(mounts),
-            network_mode: first.as_ref().map(|joined| joined.name.clone()),
+            network_mode: if network_mode == HOST {
+                Some(HOST.to_string())
+            } else {
+                first.as_ref().map(|joined| joined.name.clone())
+            },
+            privileged: privileged.then_some(true),
+            cap_add: non_empty_vec(cap_add),
+            devices: (!devices.is_empty()).then(|| devices.iter().map(|d| device(d)).collect()),
+            pid_mode: non_empty(pid_mode),
+            ipc_mode: non_empty(ipc_mode),
+            uts_mode: non_empty(uts_mode),
+            userns_mode: non_empty(userns_mode),
+            security_opt: non_empty_vec(security_opt),
             extra_hosts: non_empty_vec(extra_hosts),
             dns: non_empty_vec(dns),
             nano_cpus: limit(nano_cpus),
@@ -338,6 +362,68 @@ pub(super) fn check_binds(
     Err(RuntimeError::NotAllowed(format!(
         "node `{node}` refuses the bind mount of host path `{first}` for `{}`: \
          an admin allows it by running convoy-agent with `--allow-bind {first}` ({now})",
+        workload.id
+    )))
+}
+
+/// Docker's name for sharing a namespace with the host.
+const HOST: &str = "host";
+
+/// `HOST:CONTAINER:PERMISSIONS` (as the coordinator writes it) for Docker.
+fn device(text: &str) -> bollard::models::DeviceMapping {
+    let mut parts = text.splitn(3, ':');
+    let host = parts.next().unwrap_or_default().to_string();
+    let container = parts.next().map_or_else(|| host.clone(), str::to_string);
+    bollard::models::DeviceMapping {
+        path_on_host: Some(host),
+        path_in_container: Some(container),
+        cgroup_permissions: Some(parts.next().unwrap_or("rwm").to_string()),
+    }
+}
+
+/// The kinds of host access `spec` asks for, by their Compose key (the
+/// names `--allow-host-access` grants).
+pub(super) fn host_access_kinds(spec: &ContainerSpec) -> Vec<&'static str> {
+    [
+        ("privileged", spec.privileged),
+        ("cap_add", !spec.cap_add.is_empty()),
+        ("devices", !spec.devices.is_empty()),
+        ("pid", spec.pid_mode == HOST),
+        ("ipc", spec.ipc_mode == HOST),
+        ("uts", spec.uts_mode == HOST),
+        ("userns_mode", spec.userns_mode == HOST),
+        ("network_mode", spec.network_mode == HOST),
+        ("security_opt", !spec.security_opt.is_empty()),
+    ]
+    .into_iter()
+    .filter_map(|(kind, asked)| asked.then_some(kind))
+    .collect()
+}
+
+/// Refuses a workload that asks for host access the node's admin did not
+/// grant (`--allow-host-access`), whatever the plan says.
+pub(super) fn check_host_access(
+    node: &str,
+    workload: &Workload,
+    granted: &[String],
+) -> Result<(), RuntimeError> {
+    let Some(workload::Runtime::Container(spec)) = &workload.runtime else {
+        return Ok(());
+    };
+    let Some(kind) = host_access_kinds(spec)
+        .into_iter()
+        .find(|kind| !convoy_api::host_access::allowed(granted, kind))
+    else {
+        return Ok(());
+    };
+    let now = if granted.is_empty() {
+        "it grants none now".to_string()
+    } else {
+        format!("it grants only {}", granted.join(", "))
+    };
+    Err(RuntimeError::NotAllowed(format!(
+        "node `{node}` refuses `{kind}` for `{}`: it gives the container access to the host, \
+         and an admin grants it by running convoy-agent with `--allow-host-access {kind}` ({now})",
         workload.id
     )))
 }

@@ -59,6 +59,47 @@ fn workload() -> Workload {
     }
 }
 
+/// Issue 14: granted host access as Docker takes it; `network_mode: host`
+/// joins no Convoy network.
+#[test]
+fn create_body_carries_host_access() {
+    let mut w = workload();
+    if let Some(workload::Runtime::Container(spec)) = &mut w.runtime {
+        spec.privileged = true;
+        spec.devices = vec![
+            "/dev/fuse:/dev/fuse:rwm".into(),
+            "/dev/sda:/dev/xvda:r".into(),
+        ];
+        spec.network_mode = "host".into();
+        spec.ipc_mode = "host".into();
+    }
+    let body = create_body("n1", &w).unwrap();
+    assert!(body.networking_config.is_none());
+    let host = body.host_config.unwrap();
+    assert_eq!(host.privileged, Some(true));
+    assert_eq!(host.network_mode.as_deref(), Some("host"));
+    assert_eq!(host.ipc_mode.as_deref(), Some("host"));
+    assert_eq!(host.pid_mode, None);
+    let devices = host.devices.unwrap();
+    assert_eq!(devices[1].path_on_host.as_deref(), Some("/dev/sda"));
+    assert_eq!(devices[1].path_in_container.as_deref(), Some("/dev/xvda"));
+    assert_eq!(devices[1].cgroup_permissions.as_deref(), Some("r"));
+    assert!(super::create::networks_of(&w).is_empty());
+    assert_eq!(
+        super::create::host_access_kinds(match &w.runtime {
+            Some(workload::Runtime::Container(spec)) => spec,
+            _ => unreachable!(),
+        }),
+        ["privileged", "devices", "ipc", "network_mode"]
+    );
+    // Without them: Docker's defaults.
+    let plain = create_body("n1", &workload()).unwrap().host_config.unwrap();
+    assert_eq!(
+        (plain.privileged, plain.devices, plain.ipc_mode),
+        (None, None, None)
+    );
+}
+
 #[test]
 fn create_body_carries_labels_ports_and_stop_settings() {
     let body = create_body("n1", &workload()).unwrap();
@@ -453,6 +494,55 @@ mod real {
         assert_eq!(again[0].state, ContainerState::Running);
         assert_eq!(again[0].exit_code, None);
         assert_ne!(again[0].started_at, c.started_at);
+    }
+
+    /// Issue 14: host access reaches Docker only where the node's admin
+    /// granted it (`--allow-host-access`); elsewhere the agent refuses the
+    /// container itself, whatever the plan says.
+    #[tokio::test]
+    async fn docker_runtime_gives_host_access_only_when_granted() {
+        let Some((_, cleanup)) = engine().await else {
+            return;
+        };
+        let node = cleanup.node.clone();
+        let mut w = test_workload(&node, 9, &["/convoy-testapp", "--listen", "0.0.0.0:80"]);
+        if let Some(workload::Runtime::Container(spec)) = &mut w.runtime {
+            // (`privileged` cannot start on this engine, itself in a
+            // container: its mapping is checked in `create_body`'s test.)
+            spec.cap_add = vec!["NET_ADMIN".into()];
+            spec.pid_mode = "host".into();
+            spec.security_opt = vec!["seccomp:unconfined".into()];
+        }
+        let refusing = DockerRuntime::new().with_allowed_host_access(vec!["pid".into()]);
+        let err = refusing
+            .create_and_start(&node, &w)
+            .await
+            .expect_err("cap_add is not granted");
+        assert!(
+            err.to_string().contains("--allow-host-access cap_add"),
+            "{err}"
+        );
+        let granting = DockerRuntime::new().with_allowed_host_access(vec![
+            "security_opt".into(),
+            "cap_add".into(),
+            "pid".into(),
+        ]);
+        let created = granting.create_and_start(&node, &w).await.unwrap();
+        let out = std::process::Command::new("docker")
+            .args([
+                "inspect",
+                "-f",
+                "{{.HostConfig.CapAdd}} {{.HostConfig.PidMode}} {{.HostConfig.SecurityOpt}} {{.State.Running}}",
+                &created.id,
+            ])
+            .output()
+            .unwrap();
+        // (Docker adds `label=disable` of its own with `pid: host`.)
+        let seen = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            seen.starts_with("[NET_ADMIN] host [seccomp:unconfined") && seen.ends_with("] true"),
+            "{seen}"
+        );
     }
 
     /// Issue 14: Compose `platform` goes with the create request, and the

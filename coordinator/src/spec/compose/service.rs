@@ -297,8 +297,9 @@ impl<'de> Visitor<'de> for ServiceSeed {
                 | ServiceKey::SecurityOpt => {
                     let key = key.name();
                     let asked: serde_json::Value = map.next_value()?;
-                    match host_access::check(key, &asked) {
-                        Ok(()) => notes.push(Note::new(key, UNSUPPORTED)),
+                    match host_access::read(key, &asked, &mut spec.host_access) {
+                        Ok(true) => {}
+                        Ok(false) => notes.push(Note::new(key, UNSUPPORTED)),
                         Err(why) => {
                             host_problem.get_or_insert(Note::new(key, why));
                         }
