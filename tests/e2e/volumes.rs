@@ -248,3 +248,51 @@ fn convoy_volumes_lists_and_removes_an_environments_volumes() {
     assert!(removed["volumes"][0]["error"].is_null(), "{removed}");
     assert!(docker::docker(&["volume", "inspect", &named]).is_err());
 }
+
+/// `convoy delete SERVICE --volumes` removes, once its containers are gone,
+/// the named volumes that only it mounts; one another service of the
+/// environment mounts stays.
+#[test]
+fn delete_with_volumes_removes_the_volumes_only_that_service_uses() {
+    skip_without_docker!();
+    let mut volumes = RemoveVolumes(Vec::new());
+    let mut c = Cluster::start();
+    let node = c.add_agent();
+    c.wait_nodes_ready(std::slice::from_ref(&node));
+    let a = c.service_name("vola");
+    let b = c.service_name("volb");
+    let own = c.service_name("own");
+    let shared = c.service_name("shared");
+    let own_name = format!("convoy-default-{own}");
+    let shared_name = format!("convoy-default-{shared}");
+    volumes.0.extend([own_name.clone(), shared_name.clone()]);
+    let image = c.image();
+    let yaml = format!(
+        "services:\n  {a}:\n    image: {image}\n    volumes: [\"{own}:/own\", \"{shared}:/shared\"]\n  \
+         {b}:\n    image: {image}\n    volumes: [\"{shared}:/shared\"]\n\
+         volumes:\n  {own}: {{}}\n  {shared}: {{}}\n"
+    );
+    let file = c.write_spec("del.yaml", &yaml);
+    c.apply(&file);
+    c.wait_service_running(&a, 1, 1);
+    c.wait_service_running(&b, 1, 1);
+    assert_eq!(volume(&own_name)["Name"], own_name.as_str());
+
+    let out = c.cli(&["delete", &a, "--volumes"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.wait_service_gone(&a);
+    assert!(
+        docker::docker(&["volume", "inspect", &own_name]).is_err(),
+        "{own_name} is only {a}'s: removed"
+    );
+    assert_eq!(
+        volume(&shared_name)["Name"],
+        shared_name.as_str(),
+        "{b} still mounts {shared_name}"
+    );
+}

@@ -669,22 +669,45 @@ impl pb::control_service_server::ControlService for ControlApi {
     }
 }
 
-/// `convoy volumes` and `convoy volumes rm`: as `delete`, a deployer of the
-/// environment may.
-#[tonic::async_trait]
-trait VolumesApi {
-    async fn volumes_list(
+/// `convoy volumes`, `convoy volumes rm` and `delete --volumes`: as
+/// `delete`, a deployer of the environment may.
+impl ControlApi {
+    /// `delete --volumes`, after the delete: removes `keys`' volumes once
+    /// the service's containers are gone; an error names each volume that
+    /// stays (the service is deleted either way).
+    async fn delete_volumes(
         &self,
-        req: Request<pb::ListVolumesRequest>,
-    ) -> Result<Response<pb::ListVolumesResponse>, Status>;
-    async fn volumes_remove(
-        &self,
-        req: Request<pb::RemoveVolumesRequest>,
-    ) -> Result<Response<pb::ListVolumesResponse>, Status>;
-}
+        caller: &Caller,
+        env: &str,
+        service: &str,
+        keys: &[String],
+    ) -> Result<(), Status> {
+        let removal = self
+            .coord
+            .remove_volumes_when_free(env, keys, DELETE_VOLUMES_WAIT)
+            .await;
+        let mut stays: Vec<String> = removal
+            .volumes
+            .iter()
+            .filter(|v| !v.error.is_empty())
+            .map(|v| format!("`{}` on node `{}`: {}", v.name, v.node, v.error))
+            .collect();
+        stays.extend(removal.unreachable.iter().cloned());
+        let target = format!("{env}/volume {}", keys.join(","));
+        let result = if stays.is_empty() {
+            Ok(())
+        } else {
+            Err(Status::failed_precondition(format!(
+                "{env}/{service} is deleted, but volumes stay: {}; remove them with \
+                 `convoy volumes rm KEY --env {env}` once no container uses them",
+                stays.join("; ")
+            )))
+        };
+        self.audited(caller, Action::Delete { env }, &target, &result)
+            .await;
+        result
+    }
 
-#[tonic::async_trait]
-impl VolumesApi for ControlApi {
     async fn volumes_list(
         &self,
         req: Request<pb::ListVolumesRequest>,
@@ -725,6 +748,10 @@ impl VolumesApi for ControlApi {
         Ok(Response::new(resp))
     }
 }
+
+/// How long `delete --volumes` waits for the service's containers to go
+/// before it gives up removing their volumes.
+const DELETE_VOLUMES_WAIT: Duration = Duration::from_secs(30);
 
 /// How long `verify` waits for agents when the request names no timeout.
 pub const VERIFY_DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
