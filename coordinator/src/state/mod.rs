@@ -63,7 +63,7 @@ pub use rollout_commands::RolloutCommand;
 pub use secrets::{
     check_secret_name, Charset, Rewrapped, SecretInfo, SecretRecord, SecretValue,
     SecretVersionInfo, SecretWrite, DEFAULT_GENERATED_LENGTH, KEEP_VERSIONS, MAX_GENERATED_LENGTH,
-    MAX_SECRET_BYTES,
+    MAX_SECRET_BYTES, MAX_SECRET_NAME,
 };
 pub use views::rollout_info;
 

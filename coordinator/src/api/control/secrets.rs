@@ -8,7 +8,7 @@ use super::*;
 use crate::api::rbac::sees_env;
 use crate::state::{
     Charset, SecretInfo, SecretValue, SecretVersionInfo, SecretWrite, DEFAULT_GENERATED_LENGTH,
-    MAX_SECRET_BYTES,
+    MAX_SECRET_BYTES, MAX_SECRET_NAME,
 };
 
 impl ControlApi {
@@ -31,7 +31,7 @@ impl ControlApi {
         } else {
             Action::SecretSet { env: &env }
         };
-        let target = format!("{env}/{name}");
+        let target = target(&env, &name);
         self.allow(&caller, action, &target, true).await?;
         // Bounded before anything else is done with it.
         let done = if value.expose().len() > MAX_SECRET_BYTES {
@@ -70,7 +70,7 @@ impl ControlApi {
         } else {
             Action::SecretGenerate { env: &env }
         };
-        let target = format!("{env}/{name}");
+        let target = target(&env, &name);
         self.allow(&caller, action, &target, true).await?;
         let done = async {
             let charset = Charset::parse(&charset)?;
@@ -149,7 +149,7 @@ impl ControlApi {
         let caller = caller(&req)?;
         let pb::SecretHistoryRequest { env, name } = req.into_inner();
         let env = env_or_default(env);
-        let target = format!("{env}/{name}");
+        let target = target(&env, &name);
         self.allow(&caller, Action::SecretHistory { env: &env }, &target, false)
             .await?;
         let (info, versions) = self.coord.secret_history(&env, &name).await?;
@@ -167,7 +167,7 @@ impl ControlApi {
         let pb::RemoveSecretRequest { env, name } = req.into_inner();
         let env = env_or_default(env);
         let action = Action::SecretRemove { env: &env };
-        let target = format!("{env}/{name}");
+        let target = target(&env, &name);
         self.allow(&caller, action, &target, true).await?;
         let done = self
             .coord
@@ -176,6 +176,19 @@ impl ControlApi {
             .map_err(Status::from);
         self.secret_written(&caller, action, &target, done).await
     }
+}
+
+/// `ENV/NAME` for the audit log and refusals, each cut to the longest
+/// valid length: a request's names are not checked before the audit.
+fn target(env: &str, name: &str) -> String {
+    let cut = |s: &str, max: usize| -> String {
+        if s.chars().count() > max {
+            format!("{}…", s.chars().take(max).collect::<String>())
+        } else {
+            s.to_string()
+        }
+    };
+    format!("{}/{}", cut(env, 63), cut(name, MAX_SECRET_NAME))
 }
 
 fn secret_info(info: SecretInfo) -> pb::SecretInfo {

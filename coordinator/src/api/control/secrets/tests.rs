@@ -276,6 +276,25 @@ async fn every_write_is_audited_by_name_and_version_never_by_value() {
         "audit holds a value"
     );
     assert!(entries.iter().all(|e| e.who == "admin-id (admin)"));
+
+    // A name far too long is refused, and audited cut to 128 characters.
+    let long = "n".repeat(100_000);
+    let err = f
+        .api
+        .set_secret(admin(set("prod", &long, "v", false)))
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().contains("invalid secret name"),
+        "{}",
+        err.message()
+    );
+    assert!(err.message().len() < 1000, "{}", err.message().len());
+    let last = f.audit.list(0).await.unwrap().pop().unwrap();
+    assert_eq!(
+        last.target,
+        format!("prod/{}…", "n".repeat(MAX_SECRET_NAME))
+    );
 }
 
 fn admin<T>(msg: T) -> Request<T> {
