@@ -54,6 +54,7 @@ pub fn start_agent(
     data_dir: &Path,
     node: &str,
     allow_binds: &[String],
+    allow_host_access: &[String],
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>> {
     let binary = agent_binary()?;
@@ -88,6 +89,18 @@ pub fn start_agent(
             allow_binds
                 .iter()
                 .flat_map(|root| ["--allow-bind", root.as_str()]),
+        )
+        // Host access the developer grants the containers.
+        .args(
+            (!allow_host_access.is_empty())
+                .then(|| {
+                    [
+                        "--allow-host-access".to_string(),
+                        allow_host_access.join(","),
+                    ]
+                })
+                .into_iter()
+                .flatten(),
         )
         // Only convoyd answers to systemd, if anything does.
         .env_remove("NOTIFY_SOCKET")

@@ -47,6 +47,16 @@ enum Command {
         /// (repeatable; passed on as `convoy-agent run --allow-bind`).
         #[arg(long = "allow-bind", value_name = "PATH", value_parser = parse_bind_root)]
         allow_binds: Vec<String>,
+        /// Let the dev agent's containers have these kinds of host access
+        /// (`privileged`, `cap_add`, ..., or `all`; passed on as
+        /// `convoy-agent run --allow-host-access`).
+        #[arg(
+            long = "allow-host-access",
+            value_name = "KIND,...",
+            value_delimiter = ',',
+            value_parser = convoy_api::host_access::parse_grant
+        )]
+        allow_host_access: Vec<String>,
     },
     /// Rotate the coordinator's own TLS certificate: a running coordinator
     /// installs the new one within seconds; agents trust the same CA, so
@@ -209,6 +219,7 @@ async fn run(cli: Cli) -> Result<()> {
             node_name,
             no_config,
             allow_binds,
+            allow_host_access,
         } => {
             init_tracing();
             let data_dir = common
@@ -220,6 +231,7 @@ async fn run(cli: Cli) -> Result<()> {
                 node,
                 write_config: !no_config,
                 allow_binds,
+                allow_host_access,
             };
             serve(common, agent_listen, data_dir, Some(dev)).await
         }
@@ -276,6 +288,8 @@ struct DevAgent {
     write_config: bool,
     /// `--allow-bind` roots for the agent.
     allow_binds: Vec<String>,
+    /// `--allow-host-access` kinds for the agent.
+    allow_host_access: Vec<String>,
 }
 
 /// An `--allow-bind` root: absolute, normalised, no `..`.
@@ -336,6 +350,7 @@ async fn serve(
         node,
         write_config,
         allow_binds,
+        allow_host_access,
     }) = dev_agent
     {
         tasks.push(dev::start_agent(
@@ -343,6 +358,7 @@ async fn serve(
             &data_dir,
             &node,
             &allow_binds,
+            &allow_host_access,
             shutdown.clone(),
         )?);
         println!("convoyd dev: coordinator and agent `{node}` on this host");

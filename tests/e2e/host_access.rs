@@ -168,8 +168,9 @@ fn a_deployer_gets_host_access_only_on_nodes_an_admin_granted_it() {
     c.assert_healthy();
 }
 
-/// `convoyd dev --allow-bind DIR` hands the grant to its agent, whose node
-/// then reports it: a developer can bind a source tree on their machine.
+/// `convoyd dev --allow-bind DIR --allow-host-access KINDS` hands the grants
+/// to its agent, whose node then reports them: a developer can bind a source
+/// tree, or give a container a capability, on their machine.
 #[test]
 fn convoyd_dev_passes_allow_bind_to_its_agent() {
     skip_without_docker!();
@@ -184,6 +185,7 @@ fn convoyd_dev_passes_allow_bind_to_its_agent() {
         .arg("--data-dir")
         .arg(dir.path().join("dev"))
         .args(["--allow-bind", &format!("{root}//")])
+        .args(["--allow-host-access", "cap_add,pid"])
         .arg("--api-listen")
         .arg(format!("127.0.0.1:{}", free_port()))
         .arg("--agent-listen")
@@ -220,11 +222,15 @@ fn convoyd_dev_passes_allow_bind_to_its_agent() {
                 .and_then(|nodes| nodes.iter().find(|n| n["name"] == node.as_str()))
                 .ok_or_else(|| anyhow::anyhow!("no node {node} yet: {v}"))?;
             anyhow::ensure!(me["state"] == "ready", "node: {me}");
-            Ok(me["allowed_bind_paths"].clone())
+            Ok((
+                me["allowed_bind_paths"].clone(),
+                me["allowed_host_access"].clone(),
+            ))
         },
     );
     signal(convoyd.id(), "TERM").unwrap();
     let stopped = wait_within(&mut convoyd, Duration::from_secs(40)).unwrap();
-    assert_eq!(allowed, serde_json::json!([root]));
+    assert_eq!(allowed.0, serde_json::json!([root]));
+    assert_eq!(allowed.1, serde_json::json!(["cap_add", "pid"]));
     assert!(stopped.is_some(), "convoyd did not exit within 40 s");
 }
