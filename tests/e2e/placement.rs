@@ -109,3 +109,68 @@ fn placement_constraint_keeps_instances_on_nodes_with_the_label() {
     assert!(c.containers_of(&nowhere).unwrap().is_empty());
     c.assert_healthy();
 }
+
+/// Issue 14: `deploy.resources.reservations` are set aside per node: on a
+/// node with room for two, the third instance waits, saying what it needs
+/// and the most any node has free; the two that fit really run, with
+/// Docker's soft limit.
+#[test]
+fn reservations_keep_one_more_instance_pending_on_a_full_node_with_the_reason() {
+    skip_without_docker!();
+    let mut c = Cluster::with_agents(1);
+    let node = c.node_names()[0].clone();
+    let nodes: serde_json::Value = c.cli_json(&["nodes"]);
+    let memory = nodes["nodes"][0]["memory_bytes"].as_u64().unwrap();
+    assert!(memory > 0, "the node reports its memory: {nodes}");
+    // 40 % of the node each: two fit, the third does not.
+    let mib = memory * 2 / 5 / (1 << 20);
+    let svc = c.service_name("big");
+    let spec = ServiceSpec::new(&svc, &c.image())
+        .replicas(3)
+        .deploy(&format!("resources: {{reservations: {{memory: {mib}M}}}}"));
+    let file = c.write_spec("big.yaml", &compose(&[&spec]));
+    c.apply(&file);
+    let reason = wait_until(
+        format!("two instances of {svc} run and one waits"),
+        SETTLE,
+        Duration::from_millis(250),
+        || {
+            let status = c.try_service_status(&svc)?;
+            let running = nodes_running(&c, &svc)?;
+            ensure!(running.len() == 2, "docker runs {running:?}");
+            ensure!(
+                status.running == 2,
+                "convoy status says {}",
+                status.describe()
+            );
+            let pending: Vec<_> = status
+                .instances
+                .iter()
+                .filter(|i| i.node.is_empty())
+                .collect();
+            ensure!(
+                pending.len() == 1,
+                "convoy status says {}",
+                status.describe()
+            );
+            Ok(pending[0].reason.clone())
+        },
+    );
+    assert!(
+        reason.starts_with("needs ")
+            && reason.contains(" memory reserved; most free is ")
+            && reason.ends_with(&format!(" on {node}")),
+        "{reason}"
+    );
+    for ct in c.containers_of(&svc).unwrap() {
+        let soft = convoy_tests::docker::docker(&[
+            "inspect",
+            "-f",
+            "{{.HostConfig.MemoryReservation}}",
+            &ct.id,
+        ])
+        .unwrap();
+        assert_eq!(soft.trim(), (mib << 20).to_string());
+    }
+    c.assert_healthy();
+}
