@@ -211,6 +211,7 @@ impl Coordinator {
                 (name.clone(), deps)
             })
             .collect();
+        let staged_configs = file.services.values().any(|s| !s.configs.is_empty());
         for (name, new_spec) in file.services {
             let (change, gone) = stage_service(
                 next,
@@ -230,6 +231,9 @@ impl Coordinator {
                 superseded.push((name.clone(), rev, change.revision));
             }
             changes.push(change);
+        }
+        if staged_configs {
+            check_config_bytes(txn.desired())?;
         }
         file.warnings
             .extend(super::split::split_warning(filename, &changes, &units));
@@ -659,4 +663,41 @@ pub(super) fn instance_changes(
         }
     }
     out
+}
+
+/// The most config bytes one node's plan may carry: each instance carries
+/// its configs, and the agent decodes plans of up to 256 MiB, so half of
+/// that leaves room for everything else in the plan.
+pub(super) const MAX_PLAN_CONFIG_BYTES: usize = 128 << 20;
+
+/// Refuses desired state in which some node's plan would carry more than
+/// [`MAX_PLAN_CONFIG_BYTES`] of configs (instances × their configs' sizes):
+/// the agent could not take that plan, and would get no plan at all.
+fn check_config_bytes(desired: &Desired) -> Result<(), StateError> {
+    let mut per_node: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for rec in desired.services.values().filter(|r| !r.deleted) {
+        let bytes: usize = rec.spec.configs.iter().map(|c| c.content.len()).sum();
+        if bytes == 0 {
+            continue;
+        }
+        for node in rec.assignments.values().flatten() {
+            let entry = per_node.entry(node.as_str()).or_default();
+            entry.0 = entry.0.saturating_add(bytes);
+            entry.1 += 1;
+        }
+    }
+    match per_node
+        .into_iter()
+        .find(|(_, (bytes, _))| *bytes > MAX_PLAN_CONFIG_BYTES)
+    {
+        None => Ok(()),
+        Some((node, (bytes, instances))) => Err(StateError::Invalid(format!(
+            "node `{node}` would carry {} of configs in its plan ({instances} instances, each \
+             with its configs), over the {} a plan may carry: run fewer instances with large \
+             configs per node (`deploy.placement.max_replicas_per_node`), or make the configs \
+             smaller",
+            convoy_api::limits::human_bytes(bytes),
+            convoy_api::limits::human_bytes(MAX_PLAN_CONFIG_BYTES)
+        ))),
+    }
 }

@@ -666,6 +666,45 @@ mod tests {
         assert!(err.is_ok(), "each kind is granted somewhere: {err:?}");
     }
 
+    /// Issue 14: every instance carries its configs in its node's plan, so
+    /// an apply that would give one node more than the agent can take is
+    /// refused, naming the node, and nothing is stored.
+    #[tokio::test]
+    async fn an_apply_that_would_overfill_a_nodes_plan_with_configs_is_refused() {
+        let (coord, _dir) = coordinator().await;
+        let _a = coord
+            .register("a", "fp-a", 0, hello_with(4, 8), None)
+            .await
+            .unwrap();
+        let big = "x".repeat(500 * 1024);
+        let spec = |replicas: u32| {
+            format!(
+                "services:\n  web:\n    image: x:1\n    configs: [app]\n    deploy:\n      replicas: {replicas}\nconfigs:\n  app:\n    content: {big}\n"
+            )
+        };
+        // 300 × 500 KiB on one node: 146 MiB.
+        let err = coord
+            .apply("app.yaml", &spec(300), false, "t")
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "node `a` would carry 146.5 MiB of configs in its plan (300 instances"
+            ),
+            "{err}"
+        );
+        assert!(
+            coord.status("web", "").await.services.is_empty(),
+            "nothing stored"
+        );
+        // 200 fit.
+        let r = coord
+            .apply("app.yaml", &spec(200), false, "t")
+            .await
+            .unwrap();
+        assert_eq!(r.services[0].instances.len(), 200);
+    }
+
     /// The reason of the first instance of `service` that has no node ("" if none).
     async fn pending_of(coord: &Coordinator, service: &str) -> String {
         let status = coord.status(service, "").await;
