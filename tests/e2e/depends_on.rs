@@ -89,3 +89,56 @@ fn a_service_starts_only_once_the_service_it_depends_on_is_healthy() {
         "web started at {web_started}, before db's first passing check ended at {healthy_at}"
     );
 }
+
+/// Issue 14: `depends_on: {db: {restart: true}}`: a new revision of `db`
+/// replaces `web`'s container on the node too (a new container, web's
+/// revision unchanged); a service depending on `db` without `restart` keeps
+/// its container.
+#[test]
+fn a_dependency_updated_restarts_the_services_that_ask_for_it() {
+    skip_without_docker!();
+    let c = Cluster::with_agents(1);
+    let db = c.service_name("db");
+    let web = c.service_name("web");
+    let api = c.service_name("api");
+    let db_spec = |greeting: &str| ServiceSpec::new(&db, &c.image()).env("GREETING", greeting);
+    let web_spec = ServiceSpec::new(&web, &c.image()).extra(&format!(
+        "depends_on: {{ {db}: {{ condition: service_started, restart: true }} }}"
+    ));
+    let api_spec = ServiceSpec::new(&api, &c.image()).extra(&format!(
+        "depends_on: {{ {db}: {{ condition: service_started }} }}"
+    ));
+    let file = c.write_spec(
+        "restart.yaml",
+        &compose(&[&db_spec("one"), &web_spec, &api_spec]),
+    );
+    c.apply(&file);
+    c.wait_service_running(&db, 1, 1);
+    let web_before = c.wait_service_running(&web, 1, 1).remove(0);
+    let api_before = c.wait_service_running(&api, 1, 1).remove(0);
+    // Containers are ordered by creation time in whole seconds: let db's
+    // next container be made in a later second than web's.
+    std::thread::sleep(Duration::from_millis(1100));
+
+    let file = c.write_spec(
+        "restart.yaml",
+        &compose(&[&db_spec("two"), &web_spec, &api_spec]),
+    );
+    c.apply(&file);
+    c.wait_service_running(&db, 1, 2);
+    let web_after = wait_until(
+        format!("{web} gets a new container after {db}'s update"),
+        Duration::from_secs(30),
+        Duration::from_millis(250),
+        || {
+            let now = c.wait_service_running(&web, 1, 1).remove(0);
+            ensure!(now.id != web_before.id, "still {}", web_before.id);
+            Ok(now)
+        },
+    );
+    assert!(web_after.state.running);
+    assert_eq!(c.wait_service_running(&api, 1, 1)[0].id, api_before.id);
+    // And it stays: no second replacement.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(c.wait_service_running(&web, 1, 1)[0].id, web_after.id);
+}

@@ -11,7 +11,7 @@ use tokio::sync::{broadcast, watch};
 use tracing::{debug, info, warn};
 
 use super::book::RestartBook;
-use super::decide::{decide, Action, RemoveReason};
+use super::decide::{decide_among, Action, RemoveReason};
 use super::depends::{unmet, DEPENDS_WAIT};
 use super::{desired_of, earliest, unix_ms, Snapshot};
 use crate::controller;
@@ -129,15 +129,16 @@ impl<R: Runtime> Ctx<R> {
             .cloned()
             .collect();
         let mine: Vec<Observed> = observed
-            .into_iter()
+            .iter()
             .filter(|o| o.workload_id == workload_id)
+            .cloned()
             .collect();
         let actions = {
             let mut book = self.book();
             if let Some(w) = desired.first() {
                 book.observe_one(w, &mine, now);
             }
-            decide(&desired, &mine, &book, now)
+            decide_among(&desired, &mine, &all, &observed, &book, now)
         };
         let actions = self.gate(&all, actions, now);
         let names: HashMap<String, String> = mine

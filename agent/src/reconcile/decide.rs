@@ -96,6 +96,31 @@ fn restart_condition(w: &Workload) -> (Condition, u32) {
     }
 }
 
+/// Compose `depends_on: {restart: true}`: whether an instance on this node
+/// of a service `w` depends on that way has a container of its current
+/// spec made after `k` (it was replaced since `k` was created).
+fn restarted_dependency(
+    w: &Workload,
+    k: &Observed,
+    desired: &[Workload],
+    observed: &HashMap<&str, Vec<&Observed>>,
+) -> bool {
+    let Some(workload::Runtime::Container(spec)) = &w.runtime else {
+        return false;
+    };
+    spec.depends_on.iter().filter(|dep| dep.restart).any(|dep| {
+        desired
+            .iter()
+            .filter(|d| d.env == w.env && d.service == dep.service && d.id != w.id)
+            .any(|d| {
+                observed
+                    .get(d.id.as_str())
+                    .and_then(|containers| keeper(d, containers))
+                    .is_some_and(|dk| dk.created_unix > k.created_unix)
+            })
+    })
+}
+
 /// Whether an exited container is to be restarted; `Err` says why not.
 pub(crate) fn restart_allowed(
     w: &Workload,
@@ -126,12 +151,32 @@ pub fn decide(
     restarts: &RestartBook,
     now: Instant,
 ) -> Vec<Action> {
+    decide_among(desired, observed, desired, observed, restarts, now)
+}
+
+/// [`decide`] for some of the plan's workloads (`desired`, with their
+/// containers `observed`), where `plan` and `everything` are the whole plan
+/// and every container of the node: what `depends_on: {restart: true}`
+/// compares with.
+pub fn decide_among(
+    desired: &[Workload],
+    observed: &[Observed],
+    plan: &[Workload],
+    everything: &[Observed],
+    restarts: &RestartBook,
+    now: Instant,
+) -> Vec<Action> {
     let mut by_workload: HashMap<&str, Vec<&Observed>> = HashMap::new();
     for o in observed {
         by_workload
             .entry(o.workload_id.as_str())
             .or_default()
             .push(o);
+    }
+    // Every workload's containers, for `depends_on: {restart: true}`.
+    let mut all: HashMap<&str, Vec<&Observed>> = HashMap::new();
+    for o in everything {
+        all.entry(o.workload_id.as_str()).or_default().push(o);
     }
     let mut actions = Vec::new();
     for w in desired {
@@ -186,6 +231,16 @@ pub fn decide(
                     RemoveReason::Outdated
                 },
             });
+        }
+        if k.state.is_up() && blocked.is_none() && restarted_dependency(w, k, plan, &all) {
+            // Compose `restart: true`: the dependency was replaced after
+            // this container was made; `gate` holds the replacement until
+            // the dependency meets its condition again.
+            actions.push(Action::Replace {
+                workload: w.clone(),
+                old: vec![k.id.clone()],
+            });
+            continue;
         }
         let start = |after_exit| Action::Start {
             workload_id: w.id.clone(),

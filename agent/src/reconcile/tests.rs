@@ -1262,6 +1262,7 @@ fn depending_on(
         spec.depends_on.push(convoy_proto::Dependency {
             service: on.into(),
             condition: condition as i32,
+            restart: false,
         });
     }
     w
@@ -1504,4 +1505,45 @@ async fn a_pull_gets_the_plan_login_of_its_image_registry_and_no_other() {
     );
     assert_eq!(state(&h.status(&a.id)), WorkloadState::Running);
     assert_eq!(state(&h.status(&b.id)), WorkloadState::Running);
+}
+
+/// Issue 14: `depends_on: {db: {restart: true}}`: once db's instance on the
+/// node was replaced (its container is newer than web's), web is replaced
+/// too; without `restart`, or with db older, web is left as it runs.
+#[test]
+fn a_dependency_replaced_after_the_dependent_replaces_it_with_restart_true() {
+    use convoy_proto::dependency::Condition as Dep;
+    let db = service("db", 1, "d2");
+    let with_restart = |restart: bool| {
+        let mut web = depending_on(service("web", 1, "w1"), "db", Dep::Started);
+        if let Some(workload::Runtime::Container(spec)) = &mut web.runtime {
+            spec.depends_on[0].restart = restart;
+        }
+        web
+    };
+    let decide_with = |web: &Workload, db_created: i64| {
+        let mut web_ct = obs("web-c", web, ContainerState::Running);
+        web_ct.created_unix = 100;
+        let mut db_ct = obs("db-c", &db, ContainerState::Running);
+        db_ct.created_unix = db_created;
+        decide(
+            &[db.clone(), web.clone()],
+            &[db_ct, web_ct],
+            &RestartBook::default(),
+            Instant::now(),
+        )
+    };
+    let web = with_restart(true);
+    assert_eq!(
+        decide_with(&web, 200),
+        vec![Action::Replace {
+            workload: web.clone(),
+            old: vec!["web-c".into()],
+        }]
+    );
+    // db made before web (web already restarted, or first deploy): stays.
+    assert_eq!(decide_with(&web, 100), vec![]);
+    assert_eq!(decide_with(&web, 50), vec![]);
+    // Without `restart: true`, db's replacement leaves web alone.
+    assert_eq!(decide_with(&with_restart(false), 200), vec![]);
 }

@@ -148,7 +148,8 @@ impl ServiceSpec {
 pub struct Dependency {
     pub service: String,
     pub condition: DependencyCondition,
-    /// `restart: true` as written (warned about: not acted on yet).
+    /// `restart: true`: replaced when the dependency's instance on the node
+    /// is (the agent's `decide`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub restart: bool,
 }

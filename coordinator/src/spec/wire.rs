@@ -114,8 +114,7 @@ impl From<&Dependency> for pb::Dependency {
         let Dependency {
             service,
             condition,
-            // Warned about when read; the agent does not act on it.
-            restart: _,
+            restart,
         } = dependency;
         let condition = match condition {
             DependencyCondition::Started => pb::dependency::Condition::Started,
@@ -127,6 +126,7 @@ impl From<&Dependency> for pb::Dependency {
         pb::Dependency {
             service: service.clone(),
             condition: condition as i32,
+            restart: *restart,
         }
     }
 }

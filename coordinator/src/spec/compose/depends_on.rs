@@ -9,7 +9,7 @@ use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::keys::{first_time, next_key, DependsOnKey, Seen};
 use super::seeds::{scalar, value};
-use super::{Note, UNSUPPORTED};
+use super::Note;
 use crate::spec::locate::Seg;
 use crate::spec::{values, Dependency, DependencyCondition, ServiceSpec};
 
@@ -166,16 +166,6 @@ impl<'de> Visitor<'de> for EntrySeed {
                     let restart =
                         value(&mut map, scalar("`true` or `false`", bool_of))?.unwrap_or(false);
                     written.dependency.restart = restart;
-                    if restart {
-                        notes.push(Note::new(
-                            "restart",
-                            format!(
-                                "{UNSUPPORTED}: the service is not restarted when `{}` is \
-                                 updated",
-                                written.dependency.service
-                            ),
-                        ));
-                    }
                 }
             }
         }
@@ -437,14 +427,13 @@ mod tests {
     }
 
     #[test]
-    fn restart_true_is_warned_about_and_depends_on_changes_the_spec_hash_only_when_used() {
+    fn restart_true_reaches_the_agent_and_depends_on_changes_the_spec_hash_only_when_used() {
         let file = spec(
             "  web:\n    image: nginx\n    depends_on:\n      db:\n        restart: true\n  db:\n    \
              image: pg\n",
         )
         .unwrap();
-        assert_eq!(file.warnings.len(), 1, "{:?}", file.warnings);
-        assert!(file.warnings[0].contains("services.web.depends_on.db.restart"));
+        assert!(file.warnings.is_empty(), "{:?}", file.warnings);
         let web = &file.services["web"];
         assert_eq!(
             web.depends_on,
@@ -466,5 +455,6 @@ mod tests {
             wire[0].condition,
             convoy_proto::dependency::Condition::Started as i32
         );
+        assert!(wire[0].restart, "the agent acts on `restart: true`");
     }
 }
