@@ -21,6 +21,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".convoy.v1.RegistryAuth",
             ".convoy.v1.SetRegistryAuthRequest",
             ".convoy.v1.SetSecretRequest",
+            ".convoy.v1.SecretValue",
+            ".convoy.v1.ApplyRequest",
         ])
         .compile_fds(fds)?;
     Ok(())

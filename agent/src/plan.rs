@@ -104,6 +104,7 @@ impl Plan {
             generation: self.generation,
             workloads: self.workloads.clone(),
             registry_auths: Vec::new(),
+            secret_values: Vec::new(),
         }
     }
 }
@@ -116,6 +117,7 @@ impl TryFrom<NodePlan> for Plan {
             generation,
             workloads,
             registry_auths,
+            secret_values: _,
         } = plan;
         let mut registry_logins: Vec<RegistryLogin> = Vec::with_capacity(registry_auths.len());
         for (i, auth) in registry_auths.into_iter().enumerate() {

@@ -75,13 +75,14 @@ pub async fn load_valid(data_dir: &Path) -> Result<Option<Plan>, StateError> {
 pub async fn store(data_dir: &Path, plan: &NodePlan) -> Result<(), StateError> {
     let path = plan_path(data_dir);
     // Registry logins stay in memory: `plan.pb` never holds a password.
-    let bytes = if plan.registry_auths.is_empty() {
+    let bytes = if plan.registry_auths.is_empty() && plan.secret_values.is_empty() {
         plan.encode_to_vec()
     } else {
         NodePlan {
             generation: plan.generation,
             workloads: plan.workloads.clone(),
             registry_auths: Vec::new(),
+            secret_values: Vec::new(),
         }
         .encode_to_vec()
     };

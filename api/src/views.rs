@@ -18,6 +18,19 @@ pub struct ApplyJson {
     pub dry_run: bool,
     pub warnings: Vec<String>,
     pub services: Vec<ServiceChangeJson>,
+    /// What the apply did to the spec's secrets (never values); left out
+    /// when the spec has none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretChangeJson>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct SecretChangeJson {
+    pub env: String,
+    pub name: String,
+    /// created, generated, rotated, unchanged, external.
+    pub action: String,
+    pub version: u64,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -46,11 +59,21 @@ impl From<&pb::ApplyResponse> for ApplyJson {
             services,
             warnings,
             dry_run,
+            secrets,
         } = response;
         Self {
             dry_run: *dry_run,
             warnings: warnings.clone(),
             services: services.iter().map(ServiceChangeJson::from).collect(),
+            secrets: secrets
+                .iter()
+                .map(|s| SecretChangeJson {
+                    env: s.env.clone(),
+                    name: s.name.clone(),
+                    action: s.action.clone(),
+                    version: s.version,
+                })
+                .collect(),
         }
     }
 }

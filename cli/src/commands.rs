@@ -203,6 +203,8 @@ async fn apply(
             env_files,
             config_files: spec.configs.files,
             config_env: spec.configs.env,
+            secret_files: Default::default(),
+            secret_env: Default::default(),
         })
         .await?;
     Ok(match format {

@@ -26,6 +26,7 @@ mod network_tests;
 mod resources;
 #[cfg(test)]
 mod resources_tests;
+mod secrets;
 mod service;
 #[cfg(test)]
 mod tests;
@@ -48,6 +49,10 @@ pub use extras::{platform_matches, ContainerExtras};
 pub use host_access::HostAccessSpec;
 pub use limits::{Limits, DEFAULT_MAX_SPEC_BYTES};
 pub use resources::{ResourcesSpec, Ulimit};
+pub use secrets::{
+    SecretDecl, SecretInputs, SecretMount, SecretSource, DEFAULT_SECRET_MODE,
+    SECRETS_DIR_IN_CONTAINER,
+};
 pub use service::{
     Dependency, DependencyCondition, EnvFileRef, HealthcheckSpec, NetworkAttachment, PortSpec,
     ProbeCheck, ProbeSpec, Protocol, RestartCondition, RestartSpec, ServiceSpec,
@@ -65,6 +70,9 @@ pub struct SpecFile {
     pub services: BTreeMap<String, ServiceSpec>,
     /// One line each: `FILE:LINE: KEY.PATH: what was ignored and why`.
     pub warnings: Vec<String>,
+    /// The top-level `secrets:`, by key (values of `file:` and
+    /// `environment:` ones filled by [`parse_with_inputs`]).
+    pub secrets: BTreeMap<String, SecretDecl>,
 }
 
 /// Why a spec file was refused. Displays as one line:
@@ -307,5 +315,6 @@ pub fn parse_with(filename: &str, bytes: &[u8], limits: &Limits) -> Result<SpecF
     Ok(SpecFile {
         services: document.services.into_iter().collect(),
         warnings,
+        secrets: BTreeMap::new(),
     })
 }

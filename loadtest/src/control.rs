@@ -91,6 +91,8 @@ impl Control {
                 env_files: Default::default(),
                 config_files: Default::default(),
                 config_env: Default::default(),
+                secret_files: Default::default(),
+                secret_env: Default::default(),
             })
             .await
             .context("apply")?;

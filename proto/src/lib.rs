@@ -56,6 +56,39 @@ impl std::fmt::Debug for v1::SetSecretRequest {
     }
 }
 
+/// A secret's value travels in node plans; logs never show it.
+impl std::fmt::Debug for v1::SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretValue")
+            .field("env", &self.env)
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("value", &"<redacted>")
+            .finish()
+    }
+}
+
+/// An apply carries the values of the spec's `file:` and `environment:`
+/// secrets; logs show their names only (and the configs' sizes).
+impl std::fmt::Debug for v1::ApplyRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names =
+            |m: &std::collections::BTreeMap<String, Vec<u8>>| m.keys().cloned().collect::<Vec<_>>();
+        f.debug_struct("ApplyRequest")
+            .field("filename", &self.filename)
+            .field("content_bytes", &self.content.len())
+            .field("dry_run", &self.dry_run)
+            .field("env", &self.env)
+            .field("profiles", &self.profiles)
+            .field("env_files", &self.env_files.keys().collect::<Vec<_>>())
+            .field("config_files", &names(&self.config_files))
+            .field("config_env", &self.config_env.keys().collect::<Vec<_>>())
+            .field("secret_files", &names(&self.secret_files))
+            .field("secret_env", &names(&self.secret_env))
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -88,5 +121,26 @@ mod tests {
         };
         let text = format!("{req:?}");
         assert!(text.contains("db") && !text.contains("hunter2"), "{text}");
+        let plan = super::NodePlan {
+            secret_values: vec![super::SecretValue {
+                env: "prod".into(),
+                name: "db".into(),
+                version: 3,
+                value: b"hunter2".to_vec(),
+            }],
+            ..Default::default()
+        };
+        let text = format!("{plan:?}");
+        assert!(text.contains("db") && !text.contains("hunter2"), "{text}");
+        let req = super::ApplyRequest {
+            secret_files: [("./db.txt".to_string(), b"hunter2".to_vec())].into(),
+            secret_env: [("DB_PASSWORD".to_string(), b"hunter2".to_vec())].into(),
+            ..Default::default()
+        };
+        let text = format!("{req:?}");
+        assert!(
+            text.contains("db.txt") && text.contains("DB_PASSWORD") && !text.contains("hunter2"),
+            "{text}"
+        );
     }
 }

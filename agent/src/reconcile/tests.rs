@@ -1493,6 +1493,7 @@ async fn a_pull_gets_the_plan_login_of_its_image_registry_and_no_other() {
         generation: 1,
         workloads: vec![a.clone(), b.clone()],
         registry_auths: vec![login("127.0.0.1:5000", "ci"), login("r.example", "x")],
+        secret_values: Vec::new(),
     })
     .unwrap();
     assert!(!format!("{p:?}").contains("\"pw\""), "{p:?}");

@@ -109,6 +109,8 @@ pub fn want_of(w: &Workload) -> Result<Want, InvalidUnit> {
         description,
         state,
         enabled,
+        // TODO(issue 15): `LoadCredential=` from the agent's tmpfs.
+        credentials: _,
     } = spec;
     if *adopt {
         let unit = if unit_name.contains('.') {

@@ -309,6 +309,8 @@ async fn server_errors_reach_the_user_as_the_server_wrote_them() {
             env_files: Default::default(),
             config_files: Default::default(),
             config_env: Default::default(),
+            secret_files: Default::default(),
+            secret_env: Default::default(),
         })
         .await
         .unwrap_err();

@@ -160,6 +160,7 @@ mod tests {
     fn apply_response(dry_run: bool) -> pb::ApplyResponse {
         pb::ApplyResponse {
             dry_run,
+            secrets: Vec::new(),
             warnings: vec!["service `hello` has no health check".into()],
             services: vec![
                 pb::ServiceChange {

@@ -207,6 +207,8 @@ impl pb::control_service_server::ControlService for ControlApi {
             env_files,
             config_files,
             config_env,
+            secret_files,
+            secret_env,
         } = req.into_inner();
         if profiles.len() > MAX_PROFILES || profiles.iter().any(|p| p.len() > 64) {
             return Err(Status::invalid_argument(format!(
@@ -237,6 +239,16 @@ impl pb::control_service_server::ControlService for ControlApi {
                     configs: crate::spec::ConfigInputs {
                         files: config_files,
                         env: config_env,
+                    },
+                    secrets: crate::spec::SecretInputs {
+                        files: secret_files
+                            .into_iter()
+                            .map(|(k, v)| (k, crate::secrets::Secret::new(v)))
+                            .collect(),
+                        env: secret_env
+                            .into_iter()
+                            .map(|(k, v)| (k, crate::secrets::Secret::new(v)))
+                            .collect(),
                     },
                 },
                 dry_run,

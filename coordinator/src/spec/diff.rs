@@ -47,6 +47,7 @@ pub fn changed_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
         host_access,
         depends_on,
         configs,
+        secrets,
         unit,
     } = old;
     let mut fields = unit_changes(unit.as_ref(), new.unit.as_ref());
@@ -96,6 +97,8 @@ pub fn changed_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
             ("depends_on", *depends_on != new.depends_on),
             // Named, never shown: a config may be a big file.
             ("configs", *configs != new.configs),
+            // A rotation shows as this: which secret, never its value.
+            ("secrets", *secrets != new.secrets),
         ]
         .into_iter()
         .filter(|(_, changed)| *changed)

@@ -8,7 +8,8 @@ use sha2::{Digest, Sha256};
 
 use super::{
     ContainerExtras, Dependency, HealthcheckSpec, HostAccessSpec, MountSpec, NetworkAttachment,
-    PortSpec, ProbeSpec, ResourcesSpec, RestartSpec, ServiceSpec, UnitFields, VolumeDecl,
+    PortSpec, ProbeSpec, ResourcesSpec, RestartSpec, SecretMount, ServiceSpec, UnitFields,
+    VolumeDecl,
 };
 
 impl ServiceSpec {
@@ -92,6 +93,10 @@ struct HashedRuntime<'a> {
     /// containers that have it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     configs: Vec<HashedConfig<'a>>,
+    /// Each secret by name and pinned version (never its value): a
+    /// rotation pins the next version, which replaces the consumers.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    secrets: &'a [SecretMount],
     /// Only for units, so the hashes of containers stay as they were.
     #[serde(skip_serializing_if = "Option::is_none")]
     unit: Option<&'a UnitFields>,
@@ -142,6 +147,7 @@ impl<'a> HashedRuntime<'a> {
             host_access,
             depends_on,
             configs,
+            secrets,
             unit,
         } = spec;
         HashedRuntime {
@@ -180,6 +186,7 @@ impl<'a> HashedRuntime<'a> {
                     sha256: c.sha256(),
                 })
                 .collect(),
+            secrets,
             unit: unit.as_ref(),
         }
     }

@@ -10,7 +10,7 @@ use super::volumes::{MountSpec, VolumeDecl};
 
 use super::{
     ConfigMount, Constraint, ContainerExtras, DeployMode, DeploySpec, HostAccessSpec,
-    ResourcesSpec, UnitFields,
+    ResourcesSpec, SecretMount, UnitFields,
 };
 
 /// One service of a spec, as stored in a revision (JSON).
@@ -95,6 +95,11 @@ pub struct ServiceSpec {
     /// read-only at their targets.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub configs: Vec<ConfigMount>,
+    /// Compose `secrets:` (and `x-convoy.secret_env`): references to the
+    /// environment's secrets, with the version each pins; never values.
+    /// For a unit, its systemd credentials.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretMount>,
     /// Set for an entry of `units:`: a systemd service, not a container
     /// (the container fields above are then empty). `None` in records
     /// stored before units existed.

@@ -2032,6 +2032,7 @@ fn runtime_of_a_unit_is_a_unit_spec() {
             description: "Prometheus node exporter".to_owned(),
             state: "running".to_owned(),
             enabled: true,
+            credentials: Vec::new(),
         }
     );
     let Runtime::Unit(adopted) =

@@ -91,6 +91,7 @@ impl ServiceSpec {
             network_mode: host_mode(self.host_access.network_host),
             security_opt: self.host_access.security_opt.clone(),
             configs: self.configs.iter().map(pb::ConfigFile::from).collect(),
+            secrets: self.secrets.iter().map(pb::SecretMount::from).collect(),
         }
     }
 
@@ -99,7 +100,10 @@ impl ServiceSpec {
     pub fn runtime(&self) -> Runtime {
         match &self.unit {
             None => Runtime::Container(self.container_spec()),
-            Some(unit) => Runtime::Unit(UnitSpec::from(unit)),
+            Some(unit) => Runtime::Unit(UnitSpec {
+                credentials: self.secrets.iter().map(pb::SecretMount::from).collect(),
+                ..UnitSpec::from(unit)
+            }),
         }
     }
 
@@ -247,6 +251,7 @@ impl From<&UnitFields> for UnitSpec {
                 .as_str()
                 .to_owned(),
             enabled: *enabled || !*adopt,
+            credentials: Vec::new(),
         }
     }
 }

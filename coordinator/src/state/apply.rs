@@ -14,6 +14,8 @@ pub struct ApplyOptions {
     pub env_files: spec::EnvFiles,
     /// The files and variables the CLI read for the top-level `configs:`.
     pub configs: spec::ConfigInputs,
+    /// The files and variables the CLI read for the top-level `secrets:`.
+    pub secrets: spec::SecretInputs,
     /// The caller is an admin. Otherwise a spec with `units:` is refused: a
     /// unit runs its command as root on the host, an admin's decision.
     pub may_run_units: bool,
@@ -246,6 +248,7 @@ impl Coordinator {
             services: changes,
             warnings: file.warnings,
             dry_run,
+            secrets: Vec::new(),
         };
         if dry_run {
             // Dropped uncommitted: nothing is stored, sent or emitted.

@@ -209,6 +209,7 @@ pub(super) fn compute_plans(
                 generation,
                 workloads,
                 registry_auths,
+                secret_values: Vec::new(),
             }),
         ));
     }

@@ -203,6 +203,7 @@ impl Coordinator {
             }],
             warnings: Vec::new(),
             dry_run: false,
+            secrets: Vec::new(),
         })
     }
 
@@ -356,6 +357,7 @@ impl Coordinator {
             services: vec![change],
             warnings: Vec::new(),
             dry_run: false,
+            secrets: Vec::new(),
         })
     }
 }

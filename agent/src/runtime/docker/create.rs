@@ -195,6 +195,8 @@ pub(super) fn create_body(
         platform: _,
         // Written and mounted by the runtime (`configs.rs`).
         configs: _,
+        // TODO(issue 15): delivered by the runtime (tmpfs files, bind-mounted).
+        secrets: _,
         // Host access, granted by the node's admin (`check_host_access`).
         privileged,
         cap_add,
