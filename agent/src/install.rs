@@ -19,6 +19,15 @@ pub const DEFAULT_PKI_DIR: &str = convoy_api::agent_paths::PKI_DIR;
 pub const DEFAULT_DATA_DIR: &str = convoy_api::agent_paths::DATA_DIR;
 /// How long `install` waits for the unit to become active.
 pub const WAIT: Duration = Duration::from_secs(30);
+/// Lines added after the template's `StateDirectory=`: `/run/convoy-agent`,
+/// a tmpfs the hardened unit may write (ProtectSystem=strict), where the
+/// agent keeps secret values (`crate::secrets::DEFAULT_SECRETS_DIR`); kept
+/// across restarts of the agent, so a restarted agent finds them again.
+const RUNTIME_DIRECTORY: [&str; 3] = [
+    "RuntimeDirectory=convoy-agent",
+    "RuntimeDirectoryMode=0700",
+    "RuntimeDirectoryPreserve=yes",
+];
 /// Directories the unit cannot see (ProtectHome=, PrivateTmp=).
 const HIDDEN: [&str; 5] = ["/home", "/root", "/run/user", "/tmp", "/var/tmp"];
 
@@ -122,6 +131,14 @@ pub fn render_unit(params: &InstallParams) -> String {
             out.push_str(line);
         }
         out.push('\n');
+        if line.starts_with("StateDirectory=")
+            && !TEMPLATE.lines().any(|l| l.starts_with("RuntimeDirectory="))
+        {
+            for extra in RUNTIME_DIRECTORY {
+                out.push_str(extra);
+                out.push('\n');
+            }
+        }
     }
     out
 }
@@ -378,6 +395,9 @@ mod tests {
             "ProtectSystem=strict",
             "ReadWritePaths=/etc/systemd/system",
             "StateDirectory=convoy-agent",
+            "RuntimeDirectory=convoy-agent",
+            "RuntimeDirectoryMode=0700",
+            "RuntimeDirectoryPreserve=yes",
         ] {
             assert!(unit.lines().any(|l| l == line), "missing {line}");
         }
@@ -385,6 +405,16 @@ mod tests {
         // the agent's own unit for one of them.
         assert!(!file::is_managed(&unit));
         assert!(!unit.contains("secret"));
+        assert_eq!(
+            unit.lines()
+                .filter(|l| l.starts_with("RuntimeDirectory="))
+                .count(),
+            1
+        );
+        assert!(
+            crate::secrets::DEFAULT_SECRETS_DIR.starts_with("/run/convoy-agent/"),
+            "the default secrets dir is in the unit's RuntimeDirectory"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod probe;
 pub mod reconcile;
 pub mod renew;
 pub mod runtime;
+pub mod secrets;
 pub mod session;
 pub mod state;
 pub mod status;
@@ -49,6 +50,8 @@ pub struct AgentConfig {
     /// `privileged`, `cap_add`, ..., or `all`); reported in NodeFacts and
     /// enforced on create.
     pub allowed_host_access: Vec<String>,
+    /// Where secret values are kept (`--secrets-dir`): must be on tmpfs.
+    pub secrets_dir: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +103,7 @@ pub async fn run_with(
         labels,
         allowed_binds,
         allowed_host_access,
+        secrets_dir,
     } = config;
     if coordinators.is_empty() {
         return Err(Error::NoCoordinator);
@@ -124,6 +128,41 @@ pub async fn run_with(
         Some(p) => info!(node = %node, generation = p.generation(), "enforcing the stored plan"),
         None => info!(node = %node, "no stored plan; waiting for one from the coordinator"),
     }
+    let secrets = {
+        let dir = secrets_dir.clone();
+        tokio::task::spawn_blocking(move || secrets::NodeSecrets::open(dir))
+            .await
+            .map_err(|source| Error::Task {
+                task: "secrets",
+                source,
+            })?
+    };
+    if let Some(problem) = secrets.problem() {
+        warn!(node = %node, "{problem}; workloads that need a secret will fail");
+    }
+    let secrets = Arc::new(secrets);
+    // The stored plan holds no values: those it references come from the
+    // node's cache (tmpfs), until the coordinator sends them again.
+    let plan = match plan {
+        Some(plan) if !plan.secret_refs().is_empty() => {
+            let refs = plan.secret_refs();
+            let cache = secrets.clone();
+            let wanted = refs.clone();
+            let values = tokio::task::spawn_blocking(move || cache.load_cache(wanted))
+                .await
+                .unwrap_or_default();
+            if values.len() < refs.len() {
+                warn!(
+                    node = %node,
+                    missing = refs.len() - values.len(),
+                    "secret values of the stored plan are not in {}: the workloads that need                      them wait for the coordinator",
+                    secrets.dir().display()
+                );
+            }
+            Some(plan.with_secret_values(values))
+        }
+        other => other,
+    };
 
     if !allowed_host_access.is_empty() {
         info!(node = %node, kinds = ?allowed_host_access, "containers may have this host access");
@@ -147,7 +186,8 @@ pub async fn run_with(
         node.clone(),
         containers_tx,
         events_tx.clone(),
-    );
+    )
+    .with_secrets(secrets.clone());
     let reconcile_task = tokio::spawn(
         reconciler
             .run(plan_rx, shutdown.clone())
@@ -160,7 +200,8 @@ pub async fn run_with(
         units,
         units_tx,
         events_tx.clone(),
-    );
+    )
+    .with_secrets(secrets.clone());
     let units_task = tokio::spawn(
         unit_reconciler
             .run(plan_tx.subscribe(), shutdown.clone())
@@ -182,6 +223,7 @@ pub async fn run_with(
         plan: plan_tx,
         snapshot: snapshot_rx,
         events: events_tx,
+        secrets,
     };
     let session_task = tokio::spawn(
         session

@@ -196,6 +196,15 @@ struct RunArgs {
         default_value = convoy_agent::units::file::DEFAULT_UNIT_DIR
     )]
     unit_dir: PathBuf,
+    /// Where secret values are kept: must be on tmpfs (or ramfs), else
+    /// workloads that need a secret fail and nothing is written there.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "CONVOY_SECRETS_DIR",
+        default_value = convoy_agent::secrets::DEFAULT_SECRETS_DIR
+    )]
+    secrets_dir: PathBuf,
 }
 
 /// An `--allow-bind` root: absolute, normalised, no `..`.
@@ -277,6 +286,7 @@ async fn main() -> ExitCode {
         labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
         allowed_binds: dedup(args.allow_binds),
         allowed_host_access: dedup(args.allow_host_access),
+        secrets_dir: args.secrets_dir,
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(on_signals(shutdown.clone()).instrument(info_span!("signals")));

@@ -8,10 +8,17 @@
 //! types: Docker's and systemd's side read them field by field, and a unit
 //! spec a host cannot run is that workload's own failure (`units::file`),
 //! not the whole plan's.
+//!
+//! The secret values a plan holds stay in memory (`SecretValues`, zeroed on
+//! drop, `Debug` redacted); `to_stored` drops them, so `plan.pb` never holds
+//! one. A workload naming a secret the plan lacks fails on its own, when it
+//! is created (`crate::secrets`), not the whole plan.
 
 use std::collections::HashMap;
 
-use convoy_proto::{workload, ContainerSpec, NodePlan, RegistryAuth, Workload};
+use convoy_proto::{workload, ContainerSpec, NodePlan, RegistryAuth, SecretValue, Workload};
+
+use crate::secrets::{self, SecretKey, SecretValues};
 
 /// Why a plan was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +43,13 @@ pub enum InvalidPlan {
         /// 1-based, in the plan's order.
         position: usize,
     },
+    #[error("secret value #{position} of the plan has no name")]
+    MissingSecretName {
+        /// 1-based, in the plan's order.
+        position: usize,
+    },
+    #[error("workload `{id}` uses a secret without a name")]
+    UnnamedSecret { id: String },
 }
 
 /// A private registry's login, from the plan: kept in memory only (never
@@ -66,6 +80,8 @@ pub struct Plan {
     workloads: Vec<Workload>,
     /// By registry (`HOST[:PORT]`).
     registry_logins: Vec<RegistryLogin>,
+    /// The values of the secrets the workloads use; memory only.
+    secrets: SecretValues,
 }
 
 impl Plan {
@@ -97,8 +113,25 @@ impl Plan {
         self.registry_logins.iter().find(|l| l.server == registry)
     }
 
+    /// The secret values the plan holds.
+    pub fn secret_values(&self) -> &SecretValues {
+        &self.secrets
+    }
+
+    /// Every secret version the workloads reference.
+    pub fn secret_refs(&self) -> std::collections::BTreeSet<SecretKey> {
+        secrets::refs_of(&self.workloads)
+    }
+
+    /// The plan with `values` as its secret values (a stored plan, with
+    /// the values read back from the node's cache).
+    pub fn with_secret_values(mut self, values: SecretValues) -> Self {
+        self.secrets = values;
+        self
+    }
+
     /// The plan as `plan.pb` holds it: the wire form without the registry
-    /// logins, which stay in memory.
+    /// logins and secret values, which stay in memory.
     pub fn to_stored(&self) -> NodePlan {
         NodePlan {
             generation: self.generation,
@@ -117,8 +150,21 @@ impl TryFrom<NodePlan> for Plan {
             generation,
             workloads,
             registry_auths,
-            secret_values: _,
+            secret_values,
         } = plan;
+        let mut secrets = SecretValues::default();
+        for (i, value) in secret_values.into_iter().enumerate() {
+            let SecretValue {
+                env,
+                name,
+                version,
+                value,
+            } = value;
+            if name.is_empty() {
+                return Err(InvalidPlan::MissingSecretName { position: i + 1 });
+            }
+            secrets.insert(SecretKey { env, name, version }, value);
+        }
         let mut registry_logins: Vec<RegistryLogin> = Vec::with_capacity(registry_auths.len());
         for (i, auth) in registry_auths.into_iter().enumerate() {
             let RegistryAuth {
@@ -154,6 +200,7 @@ impl TryFrom<NodePlan> for Plan {
             generation,
             workloads: checked,
             registry_logins,
+            secrets,
         })
     }
 }
@@ -174,6 +221,15 @@ fn workload_of(w: Workload, position: usize) -> Result<Workload, InvalidPlan> {
     } = w;
     if id.is_empty() {
         return Err(InvalidPlan::MissingId { position });
+    }
+    let unnamed = |mounts: &[convoy_proto::SecretMount]| mounts.iter().any(|m| m.name.is_empty());
+    let unnamed = match &runtime {
+        Some(workload::Runtime::Container(spec)) => unnamed(&spec.secrets),
+        Some(workload::Runtime::Unit(spec)) => unnamed(&spec.credentials),
+        None => false,
+    };
+    if unnamed {
+        return Err(InvalidPlan::UnnamedSecret { id });
     }
     let runtime = match runtime {
         None => return Err(InvalidPlan::MissingRuntime { id }),
@@ -274,6 +330,80 @@ mod tests {
         assert_eq!(ids(p.containers().collect()), ["a/web/1", "a/web/2"]);
         assert_eq!(ids(p.units().collect()), ["a/job/1"]);
         assert_eq!(p.to_stored(), wire);
+    }
+
+    fn with_secret(mut w: Workload, name: &str, version: u64) -> Workload {
+        if let Some(workload::Runtime::Container(spec)) = &mut w.runtime {
+            spec.secrets.push(convoy_proto::SecretMount {
+                name: name.into(),
+                version,
+                target: format!("/run/secrets/{name}"),
+                ..Default::default()
+            });
+        }
+        w
+    }
+
+    fn value(env: &str, name: &str, version: u64, value: &[u8]) -> SecretValue {
+        SecretValue {
+            env: env.into(),
+            name: name.into(),
+            version,
+            value: value.to_vec(),
+        }
+    }
+
+    #[test]
+    fn secret_values_stay_in_memory_and_debug_never_shows_them() {
+        let mut w = with_secret(container("prod/web/1", "web:1"), "db", 3);
+        w.env = "prod".into();
+        let mut wire = plan(vec![w]);
+        wire.secret_values = vec![value("prod", "db", 3, b"hunter2-canary")];
+        let p = Plan::try_from(wire.clone()).unwrap();
+        let key = SecretKey {
+            env: "prod".into(),
+            name: "db".into(),
+            version: 3,
+        };
+        assert_eq!(p.secret_values().get(&key), Some(&b"hunter2-canary"[..]));
+        assert_eq!(p.secret_refs().into_iter().collect::<Vec<_>>(), [key]);
+        let text = format!("{p:?} {:#?}", p);
+        assert!(!text.contains("hunter2-canary"), "{text}");
+        assert!(text.contains("prod/db@v3"), "{text}");
+        let stored = p.to_stored();
+        assert!(stored.secret_values.is_empty());
+        assert_eq!(stored.workloads, wire.workloads);
+    }
+
+    #[test]
+    fn a_secret_without_a_name_is_refused() {
+        let mut wire = plan(vec![]);
+        wire.secret_values = vec![value("prod", "db", 1, b"x"), value("prod", "", 1, b"x")];
+        let err = Plan::try_from(wire).unwrap_err();
+        assert_eq!(err, InvalidPlan::MissingSecretName { position: 2 });
+        let err = Plan::try_from(plan(vec![with_secret(
+            container("a/web/1", "web:1"),
+            "",
+            1,
+        )]))
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "workload `a/web/1` uses a secret without a name"
+        );
+    }
+
+    #[test]
+    fn a_secret_the_plan_lacks_is_no_plan_error() {
+        // The workload fails on its own when it is created.
+        let p = Plan::try_from(plan(vec![with_secret(
+            container("a/web/1", "web:1"),
+            "db",
+            1,
+        )]))
+        .unwrap();
+        assert!(p.secret_values().is_empty());
+        assert_eq!(p.secret_refs().len(), 1);
     }
 
     #[test]

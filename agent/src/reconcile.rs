@@ -32,7 +32,8 @@ pub use depends::{unmet, Gate, DEPENDS_WAIT};
 use crate::controller::{self, Reconcile, Synced, Unreachable};
 use crate::plan::Plan;
 use crate::probe::Prober;
-use crate::runtime::{Observed, Runtime};
+use crate::runtime::{container_name, Observed, Runtime};
+use crate::secrets::NodeSecrets;
 use apply::Ctx;
 
 /// The safety net: a sync at least this often, whatever happens.
@@ -86,12 +87,22 @@ impl<R: Runtime> Reconciler<R> {
                 events,
                 statuses: snapshot.subscribe(),
                 elsewhere: Mutex::new(HashSet::new()),
+                secrets: None,
             }),
             snapshot,
             unreachable: None,
             last: None,
             healths: HashMap::new(),
         }
+    }
+
+    /// Delivers secrets from `secrets` (without it, a workload with
+    /// secrets fails). Call before `run`.
+    pub fn with_secrets(mut self, secrets: Arc<NodeSecrets>) -> Self {
+        if let Some(ctx) = Arc::get_mut(&mut self.ctx) {
+            ctx.secrets = Some(secrets);
+        }
+        self
     }
 
     /// How the runner paces the container reconciler.
@@ -170,6 +181,7 @@ impl<R: Runtime> Reconcile for Reconciler<R> {
             return Ok(Synced::default());
         };
         let desired = desired_of(plan);
+        self.collect_secrets(&desired, &observed).await;
         let (actions, deadline) = {
             let mut book = self.ctx.book();
             book.observe(&desired, &observed, now);
@@ -210,6 +222,22 @@ impl<R: Runtime> Reconcile for Reconciler<R> {
         if self.prober.apply(update) {
             self.republish();
         }
+    }
+}
+
+impl<R: Runtime> Reconciler<R> {
+    /// Removes the secret files of containers that are gone and that no
+    /// workload of the plan will create.
+    async fn collect_secrets(&self, desired: &[Workload], observed: &[Observed]) {
+        let Some(secrets) = self.ctx.secrets.clone() else {
+            return;
+        };
+        let keep: HashSet<String> = observed
+            .iter()
+            .map(|o| o.name.clone())
+            .chain(desired.iter().map(container_name))
+            .collect();
+        let _ = tokio::task::spawn_blocking(move || secrets.collect_containers(&keep)).await;
     }
 }
 

@@ -30,6 +30,7 @@ use crate::probe;
 use crate::reconcile::{unix_ms, Snapshot};
 use crate::renew::Renewal;
 use crate::runtime::Runtime;
+use crate::secrets::NodeSecrets;
 use crate::state;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -101,6 +102,8 @@ pub struct Session<R: Runtime> {
     pub plan: watch::Sender<Option<Arc<Plan>>>,
     pub snapshot: watch::Receiver<Snapshot>,
     pub events: broadcast::Sender<Event>,
+    /// Where the secret values of each new plan are cached (tmpfs).
+    pub secrets: Arc<NodeSecrets>,
 }
 
 impl<R: Runtime> Session<R> {
@@ -414,8 +417,10 @@ impl<R: Runtime> Session<R> {
             info!(
                 generation,
                 workloads = plan.workloads().len(),
+                secrets = plan.secret_values().len(),
                 "new plan from the coordinator"
             );
+            self.cache_secrets(&plan).await;
             self.plan.send_replace(Some(Arc::new(plan)));
         }
         match stored {
@@ -423,6 +428,25 @@ impl<R: Runtime> Session<R> {
             Err(e) => {
                 warn!("{e}; enforcing the plan from memory");
                 ack(false, e.to_string())
+            }
+        }
+    }
+
+    /// Keeps the plan's secret values in the node's cache (tmpfs), so that
+    /// a restarted agent finds them without its coordinator; values the
+    /// plan no longer holds are deleted. A failure is logged (never a value).
+    async fn cache_secrets(&self, plan: &Plan) {
+        let secrets = self.secrets.clone();
+        let values = plan.secret_values().clone();
+        if values.is_empty() && secrets.problem().is_some() {
+            return;
+        }
+        let stored = tokio::task::spawn_blocking(move || secrets.store_cache(&values))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        if let Err(e) = stored {
+            if !plan.secret_values().is_empty() {
+                warn!("cannot cache the plan's secret values: {e}");
             }
         }
     }

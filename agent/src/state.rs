@@ -4,7 +4,8 @@
 //! proto gains survives a restart without a mirror to keep in step; written
 //! atomically, readable by the agent's user only. Registry logins are the
 //! exception: they are stripped before writing and live in memory only (after
-//! a restart, private images pull again once the coordinator resends them).
+//! a restart, private images pull again once the coordinator resends them),
+//! and so are secret values (`crate::secrets` keeps them on tmpfs only).
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -257,6 +258,31 @@ mod tests {
         let loaded = load(dir.path()).await.unwrap().unwrap();
         assert!(loaded.registry_auths.is_empty());
         assert_eq!(loaded.workloads, with_login.workloads);
+    }
+
+    #[tokio::test]
+    async fn secret_values_never_reach_the_plan_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut with_values = plan();
+        with_values.workloads.truncate(1);
+        with_values.secret_values = vec![convoy_proto::SecretValue {
+            env: "default".into(),
+            name: "db".into(),
+            version: 2,
+            value: b"canary-hunter2-value".to_vec(),
+        }];
+        // As the session stores it: the checked plan's stored form.
+        let checked = Plan::try_from(with_values.clone()).unwrap();
+        store(dir.path(), &checked.to_stored()).await.unwrap();
+        let bytes = std::fs::read(plan_path(dir.path())).unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains("canary-hunter2"));
+        // And whatever a caller hands `store`.
+        store(dir.path(), &with_values).await.unwrap();
+        let bytes = std::fs::read(plan_path(dir.path())).unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains("canary-hunter2"));
+        let loaded = load(dir.path()).await.unwrap().unwrap();
+        assert!(loaded.secret_values.is_empty());
+        assert_eq!(loaded.workloads, with_values.workloads);
     }
 
     #[tokio::test]

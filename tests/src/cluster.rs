@@ -426,9 +426,27 @@ impl Cluster {
             .unwrap_or_else(|| panic!("no agent {name} in this cluster"))
     }
 
+    /// Where agents of this cluster keep secret values: a tmpfs
+    /// (`/dev/shm`) directory of the cluster's own, removed with it.
+    fn secrets_root(&self) -> PathBuf {
+        let shm = Path::new("/dev/shm");
+        if shm.is_dir() {
+            shm.join("convoy-tests").join(&self.id)
+        } else {
+            self.root.join("secrets")
+        }
+    }
+
+    /// Agent `name`'s `--secrets-dir` (tmpfs): its values cache and the
+    /// files its containers and units get.
+    pub fn agent_secrets_dir(&self, name: &str) -> PathBuf {
+        self.secrets_root().join(name)
+    }
+
     /// (Re)starts an agent known to the cluster.
     pub fn start_agent(&mut self, name: &str) {
         let coordinator = self.agent_addr.to_string();
+        let secrets_dir = self.agent_secrets_dir(name);
         let agent = self.agent_mut(name);
         assert!(agent.child.is_none(), "agent {name} is already running");
         let (out, err) = log_file(&agent.log);
@@ -454,6 +472,8 @@ impl Cluster {
             .arg(&agent.pki_dir)
             .arg("--data-dir")
             .arg(&agent.data_dir)
+            .arg("--secrets-dir")
+            .arg(&secrets_dir)
             .args(&agent.extra_args)
             .env(
                 "RUST_LOG",
@@ -463,6 +483,7 @@ impl Cluster {
             .env_remove("CONVOY_COORDINATOR")
             .env_remove("CONVOY_PKI_DIR")
             .env_remove("CONVOY_DATA_DIR")
+            .env_remove("CONVOY_SECRETS_DIR")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -816,6 +837,8 @@ impl Drop for Cluster {
             }
         }
         docker::remove_force(&ids);
+        // On tmpfs, i.e. in memory: never kept, even for a failing test.
+        let _ = fs::remove_dir_all(self.secrets_root());
         if failing {
             self.dump_logs();
             if let Some(dir) = self.dir.take() {

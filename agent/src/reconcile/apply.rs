@@ -16,7 +16,8 @@ use super::depends::{unmet, DEPENDS_WAIT};
 use super::{desired_of, earliest, unix_ms, Snapshot};
 use crate::controller;
 use crate::plan::Plan;
-use crate::runtime::{Observed, Runtime, RuntimeError};
+use crate::runtime::{container_name, Observed, Runtime, RuntimeError};
+use crate::secrets::{self, Delivery, NodeSecrets};
 
 /// Why a workload's reconcile did not bring it where the plan wants it.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,8 @@ pub(super) struct Ctx<R: Runtime> {
     pub(super) statuses: watch::Receiver<Snapshot>,
     /// `ENV/SERVICE -> DEPENDENCY` already logged as not checked here.
     pub(super) elsewhere: Mutex<HashSet<String>>,
+    /// Where secret files are written; `None`: a workload with secrets fails.
+    pub(super) secrets: Option<Arc<NodeSecrets>>,
 }
 
 impl<R: Runtime> Ctx<R> {
@@ -152,7 +155,10 @@ impl<R: Runtime> Ctx<R> {
                 wait = earliest(wait, Some(until));
                 continue;
             }
-            let Some(outcome) = apply(self.runtime.as_ref(), &self.node, plan, action).await else {
+            let secrets = self.secrets.as_ref();
+            let Some(outcome) =
+                apply(self.runtime.as_ref(), &self.node, secrets, plan, action).await
+            else {
                 continue;
             };
             let now_after = Instant::now().max(now);
@@ -311,11 +317,12 @@ enum Outcome {
 async fn apply<R: Runtime>(
     runtime: &R,
     node: &str,
+    secrets: Option<&Arc<NodeSecrets>>,
     plan: &Plan,
     action: Action,
 ) -> Option<Outcome> {
     Some(match action {
-        Action::Create(w) => match create(runtime, node, plan, &w).await {
+        Action::Create(w) => match create(runtime, node, secrets, plan, &w).await {
             Ok(name) => Outcome::Running {
                 workload_id: w.id,
                 after_exit: None,
@@ -334,7 +341,7 @@ async fn apply<R: Runtime>(
                 for id in &old {
                     runtime.stop_and_remove(id).await?;
                 }
-                create(runtime, node, plan, &w).await
+                create(runtime, node, secrets, plan, &w).await
             }
             .await;
             match result {
@@ -354,7 +361,7 @@ async fn apply<R: Runtime>(
             workload_id,
             container_id,
             after_exit,
-        } => match runtime.start(&container_id).await {
+        } => match start(runtime, secrets, plan, &workload_id, &container_id).await {
             Ok(()) => Outcome::Running {
                 workload_id,
                 after_exit,
@@ -427,11 +434,59 @@ async fn ensure_image<R: Runtime>(
 async fn create<R: Runtime>(
     runtime: &R,
     node: &str,
+    secrets: Option<&Arc<NodeSecrets>>,
     plan: &Plan,
     w: &Workload,
 ) -> Result<String, RuntimeError> {
+    // A secret that cannot be delivered fails before any pull.
+    let delivery = deliver(secrets, plan, w).await?;
     ensure_image(runtime, plan, w).await?;
-    Ok(runtime.create_and_start(node, w).await?.name)
+    Ok(runtime.create_and_start(node, w, &delivery).await?.name)
+}
+
+/// Starts an exited container again, its secret files written first: a
+/// reboot may have cleared the tmpfs they are on (then the values come
+/// from the plan, or the workload waits for the coordinator).
+async fn start<R: Runtime>(
+    runtime: &R,
+    secrets: Option<&Arc<NodeSecrets>>,
+    plan: &Plan,
+    workload_id: &str,
+    container_id: &str,
+) -> Result<(), RuntimeError> {
+    if let Some(w) = plan.containers().find(|w| w.id == workload_id) {
+        deliver(secrets, plan, w).await?;
+    }
+    runtime.start(container_id).await
+}
+
+/// Writes the secret files of `w`'s container on the node's tmpfs and says
+/// what the container gets; nothing for a workload without secrets.
+async fn deliver(
+    secrets: Option<&Arc<NodeSecrets>>,
+    plan: &Plan,
+    w: &Workload,
+) -> Result<Delivery, RuntimeError> {
+    let mounts = secrets::mounts_of(w);
+    if mounts.is_empty() {
+        return Ok(Delivery::default());
+    }
+    let Some(secrets) = secrets.cloned() else {
+        return Err(RuntimeError::Secret(format!(
+            "`{}` uses secrets, and this agent has no secrets directory",
+            w.id
+        )));
+    };
+    let keys: Vec<secrets::SecretKey> = mounts
+        .iter()
+        .map(|m| secrets::SecretKey::of(&w.env, m))
+        .collect();
+    let values = plan.secret_values().subset(&keys);
+    let w = w.clone();
+    tokio::task::spawn_blocking(move || secrets.prepare_container(&container_name(&w), &w, &values))
+        .await
+        .map_err(|e| RuntimeError::Secret(format!("writing secret files: {e}")))?
+        .map_err(RuntimeError::Secret)
 }
 
 fn no_spec(w: &Workload) -> RuntimeError {

@@ -1548,3 +1548,162 @@ fn a_dependency_replaced_after_the_dependent_replaces_it_with_restart_true() {
     // Without `restart: true`, db's replacement leaves web alone.
     assert_eq!(decide_with(&with_restart(false), 200), vec![]);
 }
+
+// ---- secrets ----
+
+fn with_secret(mut w: Workload, name: &str, version: u64) -> Workload {
+    if let Some(workload::Runtime::Container(spec)) = &mut w.runtime {
+        spec.secrets.push(convoy_proto::SecretMount {
+            name: name.into(),
+            version,
+            target: format!("/run/secrets/{name}"),
+            ..Default::default()
+        });
+        // The files are owned by the container's user: this test's.
+        spec.user = rustix::process::getuid().as_raw().to_string();
+    }
+    w
+}
+
+fn plan_with_values(workloads: Vec<Workload>, values: &[(&str, u64, &[u8])]) -> Plan {
+    Plan::try_from(NodePlan {
+        generation: 1,
+        workloads,
+        secret_values: values
+            .iter()
+            .map(|(name, version, value)| convoy_proto::SecretValue {
+                env: "default".into(),
+                name: name.to_string(),
+                version: *version,
+                value: value.to_vec(),
+            })
+            .collect(),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+fn secrets_harness(dir: &std::path::Path) -> (Harness, Arc<NodeSecrets>) {
+    let h = harness(&[IMAGE]);
+    let secrets = Arc::new(NodeSecrets::unchecked(dir.join("secrets")).unwrap());
+    let Harness {
+        fake,
+        reconciler,
+        snapshot,
+        events,
+    } = h;
+    let reconciler = reconciler.with_secrets(secrets.clone());
+    (
+        Harness {
+            fake,
+            reconciler,
+            snapshot,
+            events,
+        },
+        secrets,
+    )
+}
+
+#[tokio::test]
+async fn a_workload_whose_secret_the_plan_lacks_fails_naming_it_and_the_others_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut h, _) = secrets_harness(tmp.path());
+    let p = plan_with_values(
+        vec![
+            with_secret(wl(1, "h1"), "db", 1),
+            with_secret(wl(2, "h1"), "api", 2),
+            wl(3, "h1"),
+        ],
+        &[("db", 1, b"s3cret-canary"), ("api", 1, b"old")],
+    );
+    h.reconciler.pass(Some(&p), Instant::now()).await;
+
+    assert_eq!(state(&h.status("default/web/1")), WorkloadState::Running);
+    assert_eq!(state(&h.status("default/web/3")), WorkloadState::Running);
+    let failed = h.status("default/web/2");
+    assert_ne!(state(&failed), WorkloadState::Running, "{failed:?}");
+    assert!(
+        failed.reason.contains("secret `api` v2") && failed.reason.contains("default/web/2"),
+        "{}",
+        failed.reason
+    );
+    assert!(!failed.reason.contains("old"), "{}", failed.reason);
+    // The running one got its file, bind-mounted at its target.
+    let delivery = h.fake.lock().deliveries["default/web/1"].clone();
+    assert_eq!(delivery.files.len(), 1);
+    assert_eq!(delivery.files[0].target, "/run/secrets/db");
+    assert_eq!(
+        std::fs::read(&delivery.files[0].source).unwrap(),
+        b"s3cret-canary"
+    );
+    assert!(h.fake.lock().deliveries["default/web/3"].is_empty());
+}
+
+#[tokio::test]
+async fn files_of_a_removed_container_are_collected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut h, secrets) = secrets_harness(tmp.path());
+    let w = with_secret(wl(1, "h1"), "db", 1);
+    let p = plan_with_values(vec![w.clone()], &[("db", 1, b"v")]);
+    h.reconciler.pass(Some(&p), Instant::now()).await;
+    let dir = secrets.dir().join("containers").join(container_name(&w));
+    assert!(dir.is_dir());
+    h.reconciler.pass(Some(&plan(vec![])), Instant::now()).await;
+    h.reconciler.pass(Some(&plan(vec![])), Instant::now()).await;
+    assert!(h.fake.lock().containers.is_empty());
+    assert!(!dir.exists());
+}
+
+/// The agent restarted without its coordinator: the stored plan's values
+/// come from the node's cache, and a consumer that dies is started again
+/// with its files written anew.
+#[tokio::test]
+async fn a_dead_consumer_is_restarted_with_its_secret_from_the_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut h, secrets) = secrets_harness(tmp.path());
+    let w = with_secret(wl(1, "h1"), "db", 1);
+    let from_coordinator = plan_with_values(vec![w.clone()], &[("db", 1, b"cached-canary")]);
+    secrets
+        .store_cache(from_coordinator.secret_values())
+        .unwrap();
+    // After the restart: plan.pb (no values) plus the cache.
+    let stored = Plan::try_from(from_coordinator.to_stored()).unwrap();
+    let values = secrets.load_cache(stored.secret_refs());
+    let p = stored.clone().with_secret_values(values);
+
+    let id = h.fake.add(NODE, &w, ContainerState::Running);
+    h.fake.exit(&id, 1, Duration::from_secs(1));
+    let dir = secrets.dir().join("containers").join(container_name(&w));
+    std::fs::remove_dir_all(&dir).ok();
+    let t0 = Instant::now();
+    h.reconciler.pass(Some(&p), t0).await;
+    h.reconciler
+        .pass(Some(&p), t0 + Duration::from_secs(5))
+        .await;
+    assert!(
+        h.fake.calls().contains(&Call::Start(id.clone())),
+        "{:?}",
+        h.fake.calls()
+    );
+    assert_eq!(state(&h.status("default/web/1")), WorkloadState::Running);
+    assert_eq!(std::fs::read(dir.join("0")).unwrap(), b"cached-canary");
+
+    // A reboot cleared the cache: the consumer waits for the coordinator.
+    std::fs::remove_dir_all(secrets.dir().join("values")).unwrap();
+    let empty = secrets.load_cache(stored.secret_refs());
+    let p = Plan::try_from(from_coordinator.to_stored())
+        .unwrap()
+        .with_secret_values(empty);
+    h.fake.exit(&id, 1, Duration::from_secs(1));
+    std::fs::remove_dir_all(&dir).ok();
+    let t1 = t0 + Duration::from_secs(10);
+    h.reconciler.pass(Some(&p), t1).await;
+    h.reconciler
+        .pass(Some(&p), t1 + Duration::from_secs(600))
+        .await;
+    let status = h.status("default/web/1");
+    assert!(
+        status.reason.contains("coordinator is reachable again"),
+        "{status:?}"
+    );
+}

@@ -42,6 +42,7 @@ use super::{
     Observed, PullFailure, Runtime, RuntimeError, RuntimeEvent, MAX_OUTPUT,
 };
 use crate::plan::{registry_of, RegistryLogin};
+use crate::secrets::Delivery;
 
 /// How long one image pull may take before the image counts as missing.
 const PULL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -236,6 +237,7 @@ impl DockerRuntime {
         &self,
         node: &str,
         workload: &Workload,
+        secrets: &Delivery,
     ) -> Result<CreatedContainer, RuntimeError> {
         // Never trust the coordinator alone with the host.
         check_binds(node, workload, &self.allowed_binds)?;
@@ -244,6 +246,7 @@ impl DockerRuntime {
         let docker = self.client().await?;
         let name = container_name(workload);
         let mut body = create_body(node, workload)?;
+        add_secrets(&mut body, secrets);
         // Held until the create: the files must outlive a concurrent sweep.
         let config_held = if configs::has_configs(workload) {
             Some(self.config_lock.read().await)
@@ -588,8 +591,9 @@ impl Runtime for DockerRuntime {
         &self,
         node: &str,
         workload: &Workload,
+        secrets: &Delivery,
     ) -> Result<CreatedContainer, RuntimeError> {
-        let result = self.create_and_start_inner(node, workload).await;
+        let result = self.create_and_start_inner(node, workload, secrets).await;
         self.check(result).await
     }
 
@@ -759,6 +763,35 @@ impl Runtime for DockerRuntime {
 
 #[cfg(test)]
 mod network_tests;
+
+/// The container's secrets: each file (on the node's tmpfs, written by
+/// `crate::secrets`) bind-mounted read-only at its target, and the
+/// variables of those given as environment variables.
+fn add_secrets(body: &mut bollard::models::ContainerCreateBody, secrets: &Delivery) {
+    if secrets.is_empty() {
+        return;
+    }
+    let mounts = secrets.files.iter().map(|f| bollard::models::Mount {
+        target: Some(f.target.clone()),
+        source: Some(f.source.display().to_string()),
+        typ: Some(bollard::models::MountTypeEnum::BIND),
+        read_only: Some(true),
+        ..Default::default()
+    });
+    body.host_config
+        .get_or_insert_with(Default::default)
+        .mounts
+        .get_or_insert_with(Vec::new)
+        .extend(mounts);
+    let names = secrets.env_names();
+    let env = body.env.get_or_insert_with(Vec::new);
+    // The secret's value wins over a variable of the same name.
+    env.retain(|line| {
+        let name = line.split_once('=').map_or(line.as_str(), |(k, _)| k);
+        !names.contains(&name)
+    });
+    env.extend(secrets.env_lines());
+}
 /// When the engine holds several networks named `name` (two agents on one
 /// engine created it at once), removes Convoy's empty ones but the oldest,
 /// so that the name means one network again. Every agent keeps the same

@@ -52,6 +52,8 @@ pub struct FakeState {
     /// slow registry); a gate never opened is a pull that never ends.
     pub pull_gates: HashMap<String, Arc<tokio::sync::Notify>>,
     pub calls: Vec<Call>,
+    /// What each create was given of its secrets, by workload id.
+    pub deliveries: HashMap<String, crate::secrets::Delivery>,
     next_id: u64,
 }
 
@@ -198,6 +200,7 @@ impl Runtime for FakeRuntime {
         &self,
         node: &str,
         workload: &Workload,
+        secrets: &crate::secrets::Delivery,
     ) -> Result<CreatedContainer, RuntimeError> {
         self.check_reachable()?;
         let name = container_name(workload);
@@ -212,6 +215,7 @@ impl Runtime for FakeRuntime {
             workload_id: workload.id.clone(),
             name: name.clone(),
         });
+        s.deliveries.insert(workload.id.clone(), secrets.clone());
         if !s.images.contains(&spec.image) {
             return Err(RuntimeError::Engine {
                 context: format!("creating container `{name}`"),

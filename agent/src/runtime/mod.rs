@@ -22,6 +22,7 @@ pub use docker::DockerRuntime;
 pub use pull::PullFailure;
 
 use crate::plan::RegistryLogin;
+use crate::secrets::Delivery;
 
 /// Label keys every container the agent creates carries (INTERFACES.md).
 pub mod labels {
@@ -251,6 +252,11 @@ pub enum RuntimeError {
     /// The workload needs host access this node's admin has not allowed.
     #[error("{0}")]
     NotAllowed(String),
+    /// A secret the workload needs cannot be delivered (missing from the
+    /// plan, the secrets dir not on tmpfs, a bad target); names the secret,
+    /// never its value.
+    #[error("{0}")]
+    Secret(String),
     /// Any other refusal by the engine, with what was being done.
     #[error("{context}: {message}")]
     Engine { context: String, message: String },
@@ -291,11 +297,14 @@ pub trait Runtime: Send + Sync + 'static {
     /// One pull attempt, bounded in time, with the registry's login when
     /// the plan holds one; `PullFailed` (why) when it fails.
     async fn pull(&self, image: &str, login: Option<&RegistryLogin>) -> Result<(), RuntimeError>;
-    /// Creates the workload's container (labels, name, spec) and starts it.
+    /// Creates the workload's container (labels, name, spec) and starts it,
+    /// with its secrets: the files (already written on the node's tmpfs)
+    /// bind-mounted read-only, and the variables set.
     async fn create_and_start(
         &self,
         node: &str,
         workload: &Workload,
+        secrets: &Delivery,
     ) -> Result<CreatedContainer, RuntimeError>;
     async fn start(&self, id: &str) -> Result<(), RuntimeError>;
     /// Stops with the container's own stop signal and grace period, then

@@ -190,6 +190,9 @@ fn agent(w: &World) -> Agent {
         plan: plan_tx,
         snapshot: snapshot_rx,
         events: events.clone(),
+        secrets: Arc::new(
+            crate::secrets::NodeSecrets::unchecked(w.data_dir.join("secrets")).unwrap(),
+        ),
     };
     Agent {
         session,

@@ -17,6 +17,7 @@ use crate::controller;
 use crate::plan::Plan;
 use crate::reconcile::unix_ms;
 use crate::runtime::systemd::{Systemd, SystemdError};
+use crate::secrets::NodeSecrets;
 
 /// Why a unit's reconcile did not bring it where the plan wants it.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,8 @@ pub(super) struct Ctx<S: Systemd> {
     pub(super) files: UnitFiles,
     pub(super) book: Mutex<UnitBook>,
     pub(super) events: broadcast::Sender<Event>,
+    /// Where credentials are written; `None`: a unit with some fails.
+    pub(super) secrets: Option<Arc<NodeSecrets>>,
 }
 
 impl<S: Systemd> Ctx<S> {
@@ -54,7 +57,7 @@ impl<S: Systemd> Ctx<S> {
         key: &UnitKey,
         now: Instant,
     ) -> Result<controller::Action, ReconcileError> {
-        let desired = desired_of(plan);
+        let desired = self.desired_of(plan);
         let (mine, orphans): (Vec<Desired>, Vec<String>) = match key {
             UnitKey::Workload(id) => (
                 desired
@@ -86,8 +89,61 @@ impl<S: Systemd> Ctx<S> {
         if actions.is_empty() {
             return Ok(controller::Action::AwaitChange);
         }
+        if let Some(d) = mine.first() {
+            self.write_credentials(plan, d).await?;
+        }
         self.apply(&desired, actions, now).await?;
         Ok(controller::Action::AwaitChange)
+    }
+
+    /// The plan's unit workloads, their credentials under the secrets dir.
+    pub(super) fn desired_of(&self, plan: &Plan) -> Vec<Desired> {
+        desired_of(plan, self.secrets.as_deref().map(NodeSecrets::dir))
+    }
+
+    /// Writes the credentials of a unit Convoy writes before its file is
+    /// written or it is started (a reboot clears them); a value missing
+    /// fails the workload, saying which.
+    async fn write_credentials(&self, plan: &Plan, d: &Desired) -> Result<(), ReconcileError> {
+        let (Some(secrets), Ok(Want::Write { unit, .. })) = (self.secrets.clone(), &d.want) else {
+            return Ok(());
+        };
+        let keys = crate::secrets::refs_of([&d.workload]);
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let values = plan.secret_values().subset(&keys);
+        let (unit, w) = (unit.clone(), d.workload.clone());
+        let written = tokio::task::spawn_blocking(move || secrets.prepare_unit(&unit, &w, &values))
+            .await
+            .unwrap_or_else(|e| Err(format!("writing credentials: {e}")));
+        match written {
+            Ok(()) => Ok(()),
+            Err(reason) => {
+                if self
+                    .book()
+                    .record_error(&d.workload.id, reason.clone(), true)
+                {
+                    warn!(workload = %d.workload.id, "{reason}");
+                }
+                Err(ReconcileError::Failed { reason })
+            }
+        }
+    }
+
+    /// Removes the credentials of units the plan no longer writes.
+    pub(super) async fn collect_credentials(&self, desired: &[Desired]) {
+        let Some(secrets) = self.secrets.clone() else {
+            return;
+        };
+        let keep: HashSet<String> = desired
+            .iter()
+            .filter_map(|d| match &d.want {
+                Ok(Want::Write { unit, .. }) => Some(unit.clone()),
+                _ => None,
+            })
+            .collect();
+        let _ = tokio::task::spawn_blocking(move || secrets.collect_units(&keep)).await;
     }
 
     /// Unit files of Convoy's that no desired unit names (nor an adopted

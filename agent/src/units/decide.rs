@@ -21,9 +21,14 @@ pub struct Desired {
 
 impl Desired {
     pub fn of(workload: &Workload) -> Self {
+        Self::of_in(workload, None)
+    }
+
+    /// Its want, with credentials loaded from under `secrets_dir`.
+    pub fn of_in(workload: &Workload, secrets_dir: Option<&std::path::Path>) -> Self {
         Self {
             workload: workload.clone(),
-            want: file::want_of(workload).map_err(|e| e.to_string()),
+            want: file::want_in(workload, secrets_dir).map_err(|e| e.to_string()),
         }
     }
 
@@ -261,9 +266,12 @@ pub fn decide(
     actions
 }
 
-/// The plan's unit workloads.
-pub fn desired_of(plan: &Plan) -> Vec<Desired> {
-    plan.units().map(Desired::of).collect()
+/// The plan's unit workloads, their credentials loaded from under
+/// `secrets_dir`.
+pub fn desired_of(plan: &Plan, secrets_dir: Option<&std::path::Path>) -> Vec<Desired> {
+    plan.units()
+        .map(|w| Desired::of_in(w, secrets_dir))
+        .collect()
 }
 
 /// What one reconcile of the unit controller is about.

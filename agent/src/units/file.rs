@@ -91,10 +91,27 @@ pub enum InvalidUnit {
     State(String),
     #[error("{field} holds a newline or another control character")]
     ControlCharacter { field: &'static str },
+    #[error("adopted unit `{0}` cannot get credentials: systemd reads them from the unit file, which Convoy does not write for an adopted unit; let Convoy write the unit (drop `adopt`) or remove its secrets")]
+    AdoptedCredentials(String),
+    #[error("{0}")]
+    Credential(String),
+    #[error("credential `{0}` is given twice: give each its own name")]
+    DuplicateCredential(String),
+    #[error("the unit uses secrets, and this agent has no secrets directory")]
+    NoSecretsDir,
+    #[error("the secrets directory {0} holds a space, `%` or a control character: systemd's LoadCredential= cannot name it; pass another --secrets-dir")]
+    SecretsDirPath(String),
 }
 
-/// The checked want of a unit workload.
+/// The checked want of a unit workload, on an agent without a secrets
+/// directory (a unit with credentials is refused).
 pub fn want_of(w: &Workload) -> Result<Want, InvalidUnit> {
+    want_in(w, None)
+}
+
+/// The checked want of a unit workload; its credentials are loaded from
+/// under `secrets_dir` (`crate::secrets` writes them there).
+pub fn want_in(w: &Workload, secrets_dir: Option<&Path>) -> Result<Want, InvalidUnit> {
     let Some(convoy_proto::workload::Runtime::Unit(spec)) = &w.runtime else {
         return Err(InvalidUnit::NoSpec);
     };
@@ -109,8 +126,7 @@ pub fn want_of(w: &Workload) -> Result<Want, InvalidUnit> {
         description,
         state,
         enabled,
-        // TODO(issue 15): `LoadCredential=` from the agent's tmpfs.
-        credentials: _,
+        credentials,
     } = spec;
     if *adopt {
         let unit = if unit_name.contains('.') {
@@ -121,6 +137,9 @@ pub fn want_of(w: &Workload) -> Result<Want, InvalidUnit> {
         check_name(&unit, true)?;
         if unit == AGENT_UNIT {
             return Err(InvalidUnit::Reserved(unit));
+        }
+        if !credentials.is_empty() {
+            return Err(InvalidUnit::AdoptedCredentials(unit));
         }
         let running = match state.as_str() {
             "" | "running" => true,
@@ -145,6 +164,7 @@ pub fn want_of(w: &Workload) -> Result<Want, InvalidUnit> {
     if unit == AGENT_UNIT {
         return Err(InvalidUnit::Reserved(unit));
     }
+    let credentials = credential_lines(&unit, credentials, secrets_dir)?;
     let spec = Rendered {
         workload_id: &w.id,
         spec_hash: &w.spec_hash,
@@ -154,9 +174,52 @@ pub fn want_of(w: &Workload) -> Result<Want, InvalidUnit> {
         restart,
         environment: environment.iter().collect(),
         working_directory,
+        credentials,
     };
     let content = spec.render()?;
     Ok(Want::Write { unit, content })
+}
+
+/// The credentials' lines of a written unit: a comment naming each secret's
+/// version (so that the file, and the unit, change with a rotation), then
+/// `LoadCredential=ID:PATH`.
+fn credential_lines(
+    unit: &str,
+    credentials: &[convoy_proto::SecretMount],
+    secrets_dir: Option<&Path>,
+) -> Result<Vec<String>, InvalidUnit> {
+    if credentials.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(dir) = secrets_dir else {
+        return Err(InvalidUnit::NoSecretsDir);
+    };
+    let text = dir.display().to_string();
+    if text
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '%')
+    {
+        return Err(InvalidUnit::SecretsDirPath(text));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut lines = Vec::with_capacity(credentials.len() * 2);
+    for m in credentials {
+        let id = crate::secrets::credential_id(m);
+        crate::secrets::check_credential_id(id).map_err(InvalidUnit::Credential)?;
+        if has_control(&m.name) || m.name.contains(char::is_whitespace) {
+            return Err(InvalidUnit::Credential(format!(
+                "secret name `{}` is not valid",
+                m.name.escape_debug()
+            )));
+        }
+        if !seen.insert(id) {
+            return Err(InvalidUnit::DuplicateCredential(id.to_string()));
+        }
+        let path = crate::secrets::NodeSecrets::credential_path(dir, unit, id);
+        lines.push(format!("# convoy secret {} v{}", m.name, m.version));
+        lines.push(format!("LoadCredential={id}:{}", path.display()));
+    }
+    Ok(lines)
 }
 
 fn check_name(unit: &str, adopted: bool) -> Result<(), InvalidUnit> {
@@ -185,6 +248,8 @@ struct Rendered<'a> {
     restart: &'a str,
     environment: BTreeMap<&'a String, &'a String>,
     working_directory: &'a str,
+    /// `LoadCredential=` lines and their comments, checked.
+    credentials: Vec<String>,
 }
 
 impl Rendered<'_> {
@@ -275,6 +340,9 @@ impl Rendered<'_> {
                 "Environment={}",
                 quote(&escape_specifiers(&format!("{key}={value}")))
             ));
+        }
+        for l in &self.credentials {
+            line(l);
         }
         line(&format!("Restart={restart}"));
         line("");

@@ -41,6 +41,7 @@ pub use decide::{decide, decide_key, desired_of, keys, Action, Desired, Found, U
 use crate::controller::{self, Reconcile, Synced, Unreachable};
 use crate::plan::Plan;
 use crate::runtime::systemd::Systemd;
+use crate::secrets::NodeSecrets;
 use apply::Ctx;
 use file::UnitFiles;
 
@@ -99,11 +100,21 @@ impl<S: Systemd> UnitReconciler<S> {
                 files: UnitFiles::new(unit_dir),
                 book: Mutex::new(UnitBook::default()),
                 events,
+                secrets: None,
             }),
             statuses,
             interest: watch::channel(BTreeSet::new()).0,
             unreachable: None,
         }
+    }
+
+    /// Writes credentials under `secrets` (without it, a unit with
+    /// credentials fails). Call before `run`.
+    pub fn with_secrets(mut self, secrets: Arc<NodeSecrets>) -> Self {
+        if let Some(ctx) = Arc::get_mut(&mut self.ctx) {
+            ctx.secrets = Some(secrets);
+        }
+        self
     }
 
     /// How the runner paces the unit reconciler.
@@ -165,8 +176,9 @@ impl<S: Systemd> Reconcile for UnitReconciler<S> {
             self.publish(&[], &BTreeMap::new(), &[]).await;
             return Ok(Synced::default());
         };
-        let desired = desired_of(plan);
+        let desired = self.ctx.desired_of(plan);
         self.ctx.book().observe(&desired);
+        self.ctx.collect_credentials(&desired).await;
         let orphans = self.ctx.orphans(&desired).await;
         let interest: BTreeSet<String> = desired
             .iter()

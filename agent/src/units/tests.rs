@@ -1209,3 +1209,74 @@ async fn a_failed_daemon_reload_fails_the_units_written_before_it() {
     );
     assert_eq!(state(&h.status(&w.id)), WorkloadState::Running);
 }
+
+fn with_credentials(mut w: Workload, creds: &[(&str, u64, &str)]) -> Workload {
+    if let Some(convoy_proto::workload::Runtime::Unit(s)) = &mut w.runtime {
+        s.credentials = creds
+            .iter()
+            .map(|(name, version, target)| convoy_proto::SecretMount {
+                name: name.to_string(),
+                version: *version,
+                target: target.to_string(),
+                ..Default::default()
+            })
+            .collect();
+    }
+    w
+}
+
+#[test]
+fn credentials_are_loaded_from_the_secrets_dir_and_their_version_changes_the_file() {
+    let dir = std::path::Path::new("/run/convoy-agent/secrets");
+    let w = with_credentials(unit_wl("web", "h"), &[("db", 3, "db.pass"), ("api", 1, "")]);
+    let content = |w: &Workload| match file::want_in(w, Some(dir)).unwrap() {
+        Want::Write { content, .. } => content,
+        other => panic!("{other:?}"),
+    };
+    let v3 = content(&w);
+    for line in [
+        "# convoy secret db v3",
+        "LoadCredential=db.pass:/run/convoy-agent/secrets/units/convoy-web.service/db.pass",
+        "LoadCredential=api:/run/convoy-agent/secrets/units/convoy-web.service/api",
+    ] {
+        assert!(v3.lines().any(|l| l == line), "no `{line}` in\n{v3}");
+    }
+    // A rotation changes the file, so the unit is rewritten and restarted.
+    let v4 = content(&with_credentials(
+        unit_wl("web", "h"),
+        &[("db", 4, "db.pass"), ("api", 1, "")],
+    ));
+    assert_ne!(v3, v4);
+    assert!(v4.contains("# convoy secret db v4"));
+}
+
+#[test]
+fn bad_credentials_and_adopted_units_with_credentials_are_refused() {
+    let dir = std::path::Path::new("/run/convoy-agent/secrets");
+    let want = |w: &Workload| file::want_in(w, Some(dir));
+    let err = want(&with_credentials(unit_wl("web", "h"), &[("db", 1, "a/b")])).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("credential name `a/b` is not valid"),
+        "{err}"
+    );
+    let err = want(&with_credentials(
+        unit_wl("web", "h"),
+        &[("db", 1, "x"), ("api", 1, "x")],
+    ))
+    .unwrap_err();
+    assert_eq!(err, InvalidUnit::DuplicateCredential("x".into()));
+    let err = want(&with_credentials(
+        adopt_wl("nginx", "", true),
+        &[("db", 1, "db")],
+    ))
+    .unwrap_err();
+    assert!(
+        matches!(&err, InvalidUnit::AdoptedCredentials(u) if u == "nginx.service"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("drop `adopt`"), "{err}");
+    // An agent without a secrets dir.
+    let err = want_of(&with_credentials(unit_wl("web", "h"), &[("db", 1, "db")])).unwrap_err();
+    assert_eq!(err, InvalidUnit::NoSecretsDir);
+}

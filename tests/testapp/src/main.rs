@@ -13,7 +13,11 @@
 //! GET  /healthz  200 "ok", or 500 "failing" after POST /fail
 //! POST /fail     makes /healthz answer 500
 //! POST /recover  makes /healthz answer 200 again
+//! GET  /secret/NAME  200 the content of /run/secrets/NAME, 404 if absent
+//! GET  /env/VAR      200 the value of environment variable VAR, 404 if unset
 //! ```
+//!
+//! NAME and VAR are `[A-Za-z0-9_.-]+` (else 400).
 //!
 //! `--exit-after SECS` exits with code 3 after SECS seconds, for crash tests.
 //!
@@ -27,6 +31,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -244,12 +249,54 @@ fn route(req: &Request, failing: &AtomicBool) -> (u16, &'static str, String) {
             failing.store(false, Ordering::SeqCst);
             (200, "OK", "healthz now ok\n".to_string())
         }
+        ("GET", path) if path.starts_with("/secret/") => {
+            secret_file(Path::new(SECRETS_DIR), &path["/secret/".len()..])
+        }
+        ("GET", path) if path.starts_with("/env/") => env_var(&path["/env/".len()..]),
         (_, "/" | "/healthz" | "/fail" | "/recover") => (
             405,
             "Method Not Allowed",
             "method not allowed\n".to_string(),
         ),
         _ => (404, "Not Found", "not found\n".to_string()),
+    }
+}
+
+/// Where Compose and Convoy put a container's secrets.
+const SECRETS_DIR: &str = "/run/secrets";
+
+/// `[A-Za-z0-9_.-]+`, not `.` or `..`: one file or variable name.
+fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// `GET /secret/NAME`: the file `dir/NAME`.
+fn secret_file(dir: &Path, name: &str) -> (u16, &'static str, String) {
+    if !plain_name(name) {
+        return (400, "Bad Request", "bad secret name\n".to_string());
+    }
+    match std::fs::read(dir.join(name)) {
+        Ok(bytes) => (200, "OK", String::from_utf8_lossy(&bytes).into_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            (404, "Not Found", "no such secret\n".to_string())
+        }
+        Err(e) => (500, "Internal Server Error", format!("{e}\n")),
+    }
+}
+
+/// `GET /env/VAR`: the variable's value.
+fn env_var(name: &str) -> (u16, &'static str, String) {
+    if !plain_name(name) {
+        return (400, "Bad Request", "bad variable name\n".to_string());
+    }
+    match env::var_os(name) {
+        Some(value) => (200, "OK", value.to_string_lossy().into_owned()),
+        None => (404, "Not Found", "no such variable\n".to_string()),
     }
 }
 
@@ -404,6 +451,47 @@ mod tests {
         assert_eq!(route(&post("/recover"), &failing).0, 200);
         assert_eq!(route(&get("/healthz"), &failing).0, 200);
         assert_eq!(route(&get("/nope"), &failing).0, 404);
+    }
+
+    #[test]
+    fn secret_route_serves_a_file_of_run_secrets_by_plain_name() {
+        let dir = env::temp_dir().join(format!("convoy-testapp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("db_password"), "s3cret").unwrap();
+        assert_eq!(
+            secret_file(&dir, "db_password"),
+            (200, "OK", "s3cret".to_string())
+        );
+        assert_eq!(secret_file(&dir, "nope").0, 404);
+        assert_eq!(secret_file(&dir, "..").0, 400);
+        assert_eq!(secret_file(&dir, "a/b").0, 400);
+        assert_eq!(secret_file(&dir, "").0, 400);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let failing = AtomicBool::new(false);
+        let get = |path: &str| Request {
+            method: "GET".into(),
+            path: path.into(),
+            content_length: 0,
+        };
+        assert_eq!(route(&get("/secret/../etc/passwd"), &failing).0, 400);
+        assert_eq!(route(&get("/secret/surely-not-here-x"), &failing).0, 404);
+    }
+
+    #[test]
+    fn env_route_serves_a_set_variable_and_404s_an_unset_one() {
+        let failing = AtomicBool::new(false);
+        let get = |path: &str| Request {
+            method: "GET".into(),
+            path: path.into(),
+            content_length: 0,
+        };
+        let path = env::var("PATH").unwrap();
+        assert_eq!(route(&get("/env/PATH"), &failing), (200, "OK", path));
+        assert_eq!(
+            route(&get("/env/CONVOY_TESTAPP_SURELY_UNSET"), &failing).0,
+            404
+        );
+        assert_eq!(route(&get("/env/A=B"), &failing).0, 400);
     }
 
     #[test]

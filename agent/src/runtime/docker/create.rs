@@ -195,7 +195,8 @@ pub(super) fn create_body(
         platform: _,
         // Written and mounted by the runtime (`configs.rs`).
         configs: _,
-        // TODO(issue 15): delivered by the runtime (tmpfs files, bind-mounted).
+        // Written on the node's tmpfs by the reconciler (`crate::secrets`)
+        // and added to the request by `add_secrets`.
         secrets: _,
         // Host access, granted by the node's admin (`check_host_access`).
         privileged,

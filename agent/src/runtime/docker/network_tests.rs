@@ -7,6 +7,7 @@ use convoy_proto::{workload, ContainerSpec, NetworkAttachment, Workload};
 
 use super::create::*;
 use crate::runtime::labels;
+use crate::secrets::Delivery;
 
 fn workload(spec: ContainerSpec) -> Workload {
     Workload {
@@ -198,7 +199,9 @@ async fn the_hosts_network_is_refused_on_the_node_by_name_or_id() {
             spec.image = "convoy-testapp:latest".into();
         }
         w.env.clone_from(&node);
-        let result = runtime.create_and_start(&node, &w).await;
+        let result = runtime
+            .create_and_start(&node, &w, &Delivery::default())
+            .await;
         // Whatever got created, were the check gone.
         let _ = std::process::Command::new("docker")
             .args(["rm", "-f", &crate::runtime::container_name(&w)])
@@ -238,7 +241,9 @@ async fn an_external_network_is_joined_and_outlives_its_last_container() {
         spec.image = "convoy-testapp:latest".into();
     }
     w.env.clone_from(&node);
-    let created = runtime.create_and_start(&node, &w).await;
+    let created = runtime
+        .create_and_start(&node, &w, &Delivery::default())
+        .await;
     let name = crate::runtime::container_name(&w);
     let networks = std::process::Command::new("docker")
         .args([

@@ -2,7 +2,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use bollard::models::{
     ContainerInspectResponse, ContainerStateStatusEnum, HealthConfig, HealthStatusEnum,
-    PortBinding, RestartPolicyNameEnum,
+    MountTypeEnum, PortBinding, RestartPolicyNameEnum,
 };
 use convoy_proto::{
     workload, ContainerSpec, Health, HealthCheck, PortMapping, RestartPolicy as PbRestart,
@@ -424,7 +424,10 @@ mod real {
         };
         let node = cleanup.node.clone();
         let w = test_workload(&node, 1, &["/convoy-testapp", "--listen", "0.0.0.0:80"]);
-        let created = runtime.create_and_start(&node, &w).await.unwrap();
+        let created = runtime
+            .create_and_start(&node, &w, &Delivery::default())
+            .await
+            .unwrap();
         assert_eq!(created.name, container_name(&w));
 
         let listed = runtime.list(&node).await.unwrap();
@@ -466,7 +469,10 @@ mod real {
                 "0.5",
             ],
         );
-        let created = runtime.create_and_start(&node, &w).await.unwrap();
+        let created = runtime
+            .create_and_start(&node, &w, &Delivery::default())
+            .await
+            .unwrap();
         let mut exited = None;
         for _ in 0..100 {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -515,7 +521,7 @@ mod real {
         }
         let refusing = DockerRuntime::new().with_allowed_host_access(vec!["pid".into()]);
         let err = refusing
-            .create_and_start(&node, &w)
+            .create_and_start(&node, &w, &Delivery::default())
             .await
             .expect_err("cap_add is not granted");
         assert!(
@@ -527,7 +533,10 @@ mod real {
             "cap_add".into(),
             "pid".into(),
         ]);
-        let created = granting.create_and_start(&node, &w).await.unwrap();
+        let created = granting
+            .create_and_start(&node, &w, &Delivery::default())
+            .await
+            .unwrap();
         let out = std::process::Command::new("docker")
             .args([
                 "inspect",
@@ -566,13 +575,13 @@ mod real {
             w
         };
         let created = runtime
-            .create_and_start(&node, &with(7, own))
+            .create_and_start(&node, &with(7, own), &Delivery::default())
             .await
             .unwrap();
         let info = runtime.inspect(&created.id).await.unwrap();
         assert_eq!(info.state, Some(ContainerState::Running), "{info:?}");
         let err = runtime
-            .create_and_start(&node, &with(8, other))
+            .create_and_start(&node, &with(8, other), &Delivery::default())
             .await
             .expect_err("an image of another platform is refused");
         assert!(
@@ -607,7 +616,10 @@ mod real {
                 disable: false,
             });
         }
-        let created = runtime.create_and_start(&node, &w).await.unwrap();
+        let created = runtime
+            .create_and_start(&node, &w, &Delivery::default())
+            .await
+            .unwrap();
         let health = async {
             for _ in 0..100 {
                 let listed = runtime.list(&node).await.unwrap();
@@ -640,7 +652,10 @@ mod real {
         };
         let node = cleanup.node.clone();
         let w = test_workload(&node, 5, &["/convoy-testapp", "--listen", "0.0.0.0:80"]);
-        let created = runtime.create_and_start(&node, &w).await.unwrap();
+        let created = runtime
+            .create_and_start(&node, &w, &Delivery::default())
+            .await
+            .unwrap();
         let argv = |words: &[&str]| words.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let version = runtime
             .exec(
@@ -694,7 +709,10 @@ mod real {
         };
         let node = cleanup.node.clone();
         let w = test_workload(&node, 6, &["/convoy-testapp", "--listen", "0.0.0.0:80"]);
-        let created = runtime.create_and_start(&node, &w).await.unwrap();
+        let created = runtime
+            .create_and_start(&node, &w, &Delivery::default())
+            .await
+            .unwrap();
         let info = runtime.inspect(&created.id).await.unwrap();
         let ip = info.ip.expect("a container on the bridge has an address");
         let config = ProbeConfig::from_proto(&Probe {
@@ -761,7 +779,10 @@ mod real {
             .unwrap();
         assert!(out.status.success(), "{out:?}");
         cleanup.extra.push(name.clone());
-        let err = runtime.create_and_start(&node, &w).await.unwrap_err();
+        let err = runtime
+            .create_and_start(&node, &w, &Delivery::default())
+            .await
+            .unwrap_err();
         assert_eq!(err, RuntimeError::NameTaken { name });
     }
 }
@@ -801,4 +822,55 @@ fn bind_mounts_outside_the_allowed_roots_are_refused_on_the_node() {
         spec.volumes = vec!["cache:/cache".into()];
     }
     assert!(check_binds("n1", &root, &[]).is_ok());
+}
+
+#[test]
+fn secrets_are_bind_mounted_read_only_at_their_targets_and_env_is_opt_in() {
+    let tmp = tempfile::tempdir().unwrap();
+    let secrets = crate::secrets::NodeSecrets::unchecked(tmp.path().join("s")).unwrap();
+    let mut env_too = convoy_proto::SecretMount {
+        name: "db".into(),
+        version: 1,
+        target: "/run/secrets/db".into(),
+        ..Default::default()
+    };
+    env_too.env_var = "DB_PASSWORD".into();
+    let w = Workload {
+        id: "prod/web/1".into(),
+        env: "prod".into(),
+        runtime: Some(workload::Runtime::Container(ContainerSpec {
+            image: "web:1".into(),
+            user: rustix::process::getuid().as_raw().to_string(),
+            env: BTreeMap::from([("DB_PASSWORD".to_string(), "from-spec".to_string())]),
+            secrets: vec![env_too],
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let mut values = crate::secrets::SecretValues::default();
+    values.insert(
+        crate::secrets::SecretKey {
+            env: "prod".into(),
+            name: "db".into(),
+            version: 1,
+        },
+        b"pw-canary".to_vec(),
+    );
+    let delivery = secrets.prepare_container("c1", &w, &values).unwrap();
+    let mut body = create_body("n1", &w).unwrap();
+    add_secrets(&mut body, &delivery);
+    let mounts = body.host_config.unwrap().mounts.unwrap();
+    let mount = mounts
+        .iter()
+        .find(|m| m.target.as_deref() == Some("/run/secrets/db"))
+        .unwrap();
+    assert_eq!(mount.read_only, Some(true));
+    assert_eq!(mount.typ, Some(MountTypeEnum::BIND));
+    assert_eq!(
+        mount.source.as_deref(),
+        Some(delivery.files[0].source.to_str().unwrap())
+    );
+    // The secret's value replaces the spec's variable of the same name.
+    let env = body.env.unwrap();
+    assert_eq!(env, ["DB_PASSWORD=pw-canary"]);
 }
