@@ -203,8 +203,8 @@ async fn apply(
             env_files,
             config_files: spec.configs.files,
             config_env: spec.configs.env,
-            secret_files: Default::default(),
-            secret_env: Default::default(),
+            secret_files: spec.secrets.files,
+            secret_env: spec.secrets.env,
         })
         .await?;
     Ok(match format {

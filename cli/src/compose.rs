@@ -12,6 +12,7 @@ pub mod configs;
 mod dotenv;
 pub mod interpolate;
 pub mod merge;
+pub mod secrets;
 
 /// A spec ready to send: its name as given, its interpolated text, and the
 /// warnings interpolation gave (unset variables).
@@ -28,6 +29,9 @@ pub struct LoadedSpec {
     pub env_files: BTreeMap<String, BTreeMap<String, String>>,
     /// The files and variables of the top-level `configs:`.
     pub configs: configs::ConfigInputs,
+    /// The files and variables of the top-level `secrets:` that services
+    /// or units use. `Debug` shows their names only.
+    pub secrets: secrets::SecretInputs,
 }
 
 impl LoadedSpec {
@@ -246,16 +250,18 @@ pub fn load_all(files: &[PathBuf], vars: &Variables) -> Result<LoadedSpec> {
         _ => Path::new("."),
     };
     loaded.configs = configs::read(&loaded.filename, &loaded.content, dir, vars)?;
+    loaded.secrets = secrets::read(&loaded.filename, &loaded.content, dir, vars)?;
     let max = crate::commands::max_spec_bytes()?;
     let total = loaded
         .content
         .len()
-        .saturating_add(loaded.configs.total_bytes());
+        .saturating_add(loaded.configs.total_bytes())
+        .saturating_add(loaded.secrets.total_bytes());
     if total > max {
         return Err(anyhow!(
-            "{}: the spec and its configs hold {total} bytes, over the limit of {max} bytes: \
-             raise it with `CONVOY_MAX_SPEC_BYTES` here and `convoyd --max-spec-bytes` on the \
-             coordinator, or make the configs smaller",
+            "{}: the spec, its configs and its secrets hold {total} bytes, over the limit of \
+             {max} bytes: raise it with `CONVOY_MAX_SPEC_BYTES` here and `convoyd \
+             --max-spec-bytes` on the coordinator, or make the configs smaller",
             loaded.filename
         ));
     }
@@ -291,6 +297,7 @@ fn merged(many: &[PathBuf], vars: &Variables) -> Result<LoadedSpec> {
         environment,
         env_files,
         configs: configs::ConfigInputs::default(),
+        secrets: secrets::SecretInputs::default(),
     })
 }
 
@@ -312,6 +319,7 @@ pub fn load(file: &Path, vars: &Variables) -> Result<LoadedSpec> {
         environment,
         env_files,
         configs: configs::ConfigInputs::default(),
+        secrets: secrets::SecretInputs::default(),
     })
 }
 
@@ -392,6 +400,7 @@ mod tests {
             environment: named_environment("app.yaml", content).unwrap(),
             env_files: BTreeMap::new(),
             configs: configs::ConfigInputs::default(),
+            secrets: secrets::SecretInputs::default(),
         };
         let named = spec("name: shop\nx-convoy:\n  environment: prod\nservices: {}\n");
         assert_eq!(named.environment.as_deref(), Some("prod"));

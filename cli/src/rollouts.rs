@@ -43,8 +43,8 @@ pub async fn apply_and_wait(
             env_files,
             config_files: spec.configs.files,
             config_env: spec.configs.env,
-            secret_files: Default::default(),
-            secret_env: Default::default(),
+            secret_files: spec.secrets.files,
+            secret_env: spec.secrets.env,
         })
         .await?;
     let warnings = output::apply_warnings(&response);

@@ -27,6 +27,8 @@ mod resources;
 #[cfg(test)]
 mod resources_tests;
 mod secrets;
+#[cfg(test)]
+mod secrets_tests;
 mod service;
 #[cfg(test)]
 mod tests;
@@ -50,8 +52,9 @@ pub use host_access::HostAccessSpec;
 pub use limits::{Limits, DEFAULT_MAX_SPEC_BYTES};
 pub use resources::{ResourcesSpec, Ulimit};
 pub use secrets::{
-    SecretDecl, SecretInputs, SecretMount, SecretSource, DEFAULT_SECRET_MODE,
-    SECRETS_DIR_IN_CONTAINER,
+    SecretDecl, SecretInputs, SecretMount, SecretSource, DEFAULT_GENERATED_LENGTH,
+    DEFAULT_SECRET_MODE, GENERATED_CHARSETS, MAX_GENERATED_LENGTH, MAX_SECRET_BYTES,
+    MAX_SECRET_NAME, SECRETS_DIR_IN_CONTAINER,
 };
 pub use service::{
     Dependency, DependencyCondition, EnvFileRef, HealthcheckSpec, NetworkAttachment, PortSpec,
@@ -206,17 +209,27 @@ pub fn parse_with_files(
     limits: &Limits,
     env_files: &EnvFiles,
 ) -> Result<SpecFile, SpecError> {
-    parse_with_inputs(filename, bytes, limits, env_files, &ConfigInputs::default())
+    parse_with_inputs(
+        filename,
+        bytes,
+        limits,
+        env_files,
+        &ConfigInputs::default(),
+        &SecretInputs::default(),
+    )
 }
 
 /// [`parse_with_files`], then the content of the `file:` and
-/// `environment:` configs put in from `configs` (see `configs::fill`).
+/// `environment:` configs put in from `configs` (see `configs::fill`) and
+/// the values of the `file:` and `environment:` secrets from `secrets`
+/// (see `secrets::fill`).
 pub fn parse_with_inputs(
     filename: &str,
     bytes: &[u8],
     limits: &Limits,
     env_files: &EnvFiles,
     configs: &ConfigInputs,
+    secrets: &SecretInputs,
 ) -> Result<SpecFile, SpecError> {
     let mut file = parse_with(filename, bytes, limits)?;
     let content = String::from_utf8_lossy(bytes);
@@ -267,6 +280,8 @@ pub fn parse_with_inputs(
             spec.environment.entry(key).or_insert(value);
         }
     }
+    let other_bytes = content.len().saturating_add(configs.total_bytes());
+    secrets::fill(&mut file, filename, &content, secrets, other_bytes, limits)?;
     Ok(file)
 }
 
@@ -315,6 +330,10 @@ pub fn parse_with(filename: &str, bytes: &[u8], limits: &Limits) -> Result<SpecF
     Ok(SpecFile {
         services: document.services.into_iter().collect(),
         warnings,
-        secrets: BTreeMap::new(),
+        secrets: document
+            .secrets
+            .into_iter()
+            .map(|decl| (decl.key.clone(), decl))
+            .collect(),
     })
 }

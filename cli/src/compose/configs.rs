@@ -62,7 +62,7 @@ pub fn read(filename: &str, content: &str, dir: &Path, vars: &Variables) -> Resu
             if inputs.files.contains_key(&path) {
                 continue;
             }
-            let at = location(filename, content, &name, "file");
+            let at = location(filename, content, "configs", &name, "file");
             let full = dir.join(&path);
             let size = std::fs::metadata(&full)
                 .map_err(|e| {
@@ -96,7 +96,7 @@ pub fn read(filename: &str, content: &str, dir: &Path, vars: &Variables) -> Resu
             inputs.files.insert(path, bytes);
         }
         if let Some(var) = def.environment {
-            let at = location(filename, content, &name, "environment");
+            let at = location(filename, content, "configs", &name, "environment");
             let Some(value) = vars.get(&var) else {
                 return Err(anyhow!(
                     "{at}: configs.{name}.environment: the variable `{var}` is not set: set it \
@@ -116,14 +116,22 @@ pub fn read(filename: &str, content: &str, dir: &Path, vars: &Variables) -> Resu
     Ok(inputs)
 }
 
-/// `FILE:LINE` of the key `key` of config `name` in `content` (the line of
-/// the top-level `configs:` when it is not found; the file alone when that
-/// is not either). Found by reading the text: good enough for block YAML.
-fn location(filename: &str, content: &str, name: &str, key: &str) -> String {
+/// `FILE:LINE` of the key `key` of entry `name` of the top-level
+/// `section` (`configs`, `secrets`) in `content` (the line of the section
+/// when it is not found; the file alone when that is not either). Found by
+/// reading the text: good enough for block YAML.
+pub(super) fn location(
+    filename: &str,
+    content: &str,
+    section: &str,
+    name: &str,
+    key: &str,
+) -> String {
     let lines: Vec<&str> = content.lines().collect();
+    let header = format!("{section}:");
     let Some(top) = lines
         .iter()
-        .position(|l| l.trim_end() == "configs:" || l.starts_with("configs:"))
+        .position(|l| l.trim_end() == header || l.starts_with(&header))
     else {
         return filename.to_owned();
     };

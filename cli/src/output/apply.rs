@@ -1,5 +1,7 @@
-//! What `apply`, `plan` and `delete` print: one line per service change,
-//! one per instance, and for a dry run the diff and a per-node summary.
+//! What `apply`, `plan` and `delete` print: one line per secret the spec
+//! uses (name, what happened, version: never a value), one per service
+//! change, one per instance, and for a dry run the diff and a per-node
+//! summary.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -23,6 +25,11 @@ pub fn apply_table(response: &pb::ApplyResponse) -> String {
     let mut out = String::new();
     if response.services.is_empty() {
         out.push_str("no services in the spec\n");
+    }
+    for secret in &response.secrets {
+        let name = qualified(&secret.env, &secret.name);
+        let summary = secret_change_summary(secret, response.dry_run);
+        let _ = writeln!(out, "secret {name}: {summary}");
     }
     for change in &response.services {
         let name = qualified(&change.env, &change.service);
@@ -87,6 +94,26 @@ fn per_node_summary(response: &pb::ApplyResponse) -> String {
         let _ = writeln!(out, "node {node}: {}", parts.join(", "));
     }
     out
+}
+
+/// `created (v1)`, `would be rotated to v3`, `unchanged (v2)`, ...
+fn secret_change_summary(change: &pb::SecretChange, dry_run: bool) -> String {
+    let version = change.version;
+    let would = |done: &str| {
+        if dry_run {
+            format!("would be {done}")
+        } else {
+            done.to_owned()
+        }
+    };
+    match change.action.as_str() {
+        "created" => format!("{} (v{version})", would("created")),
+        "generated" => format!("{} (v{version})", would("generated")),
+        "rotated" => format!("{} to v{version}", would("rotated")),
+        "unchanged" => format!("unchanged (v{version})"),
+        "external" => format!("external (v{version})"),
+        other => format!("{other} (v{version})"),
+    }
 }
 
 fn service_change_summary(change: &pb::ServiceChange, dry_run: bool) -> String {
@@ -236,6 +263,52 @@ mod tests {
              service staging/db: unchanged (revision 2)\n\
              \x20 = staging/db/1 on node-b\n"
         );
+    }
+
+    #[test]
+    fn secret_changes_are_shown_by_name_and_version() {
+        let mut response = apply_response(false);
+        response.services.truncate(1);
+        let change = |env: &str, name: &str, action: &str, version| pb::SecretChange {
+            env: env.into(),
+            name: name.into(),
+            action: action.into(),
+            version,
+        };
+        response.secrets = vec![
+            change("default", "db", "created", 1),
+            change("default", "session", "generated", 1),
+            change("prod", "api", "rotated", 3),
+            change("default", "tls", "unchanged", 2),
+            change("default", "ca", "external", 4),
+        ];
+        let text = apply_table(&response);
+        assert!(
+            text.starts_with(
+                "secret db: created (v1)\n\
+                 secret session: generated (v1)\n\
+                 secret prod/api: rotated to v3\n\
+                 secret tls: unchanged (v2)\n\
+                 secret ca: external (v4)\n\
+                 service hello: created revision 1"
+            ),
+            "{text}"
+        );
+        response.dry_run = true;
+        let text = apply_table(&response);
+        assert!(
+            text.contains("secret db: would be created (v1)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("secret session: would be generated (v1)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("secret prod/api: would be rotated to v3\n"),
+            "{text}"
+        );
+        assert!(text.contains("secret tls: unchanged (v2)\n"), "{text}");
     }
 
     #[test]

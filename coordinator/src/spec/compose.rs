@@ -31,6 +31,7 @@ mod networks;
 mod ports;
 mod probes;
 mod resources;
+mod secrets;
 mod seeds;
 mod service;
 mod units;
@@ -69,6 +70,8 @@ const UNSUPPORTED: &str = "not supported by Convoy yet, ignored";
 pub(super) struct Document {
     /// `services:`, then `units:`.
     pub services: Vec<(String, ServiceSpec)>,
+    /// The top-level `secrets:`, in the order written.
+    pub secrets: Vec<crate::spec::SecretDecl>,
     pub notes: Vec<Note>,
     /// Errors between keys, found after the service that has them was read;
     /// `read` refuses the document with the first.

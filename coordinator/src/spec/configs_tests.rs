@@ -24,6 +24,7 @@ fn read(yaml: &str, given: &ConfigInputs) -> Result<SpecFile, String> {
         &Limits::default(),
         &EnvFiles::new(),
         given,
+        &crate::spec::SecretInputs::default(),
     )
     .map_err(|e| e.to_string())
 }
@@ -180,6 +181,7 @@ fn inputs_over_the_limits_are_refused() {
         &limits,
         &EnvFiles::new(),
         &inputs(&[("./app.conf", &[b'a'; 100])], &[]),
+        &crate::spec::SecretInputs::default(),
     )
     .unwrap_err()
     .to_string();

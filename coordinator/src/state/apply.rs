@@ -55,6 +55,7 @@ impl SpecReader {
         content: &str,
         env_files: &spec::EnvFiles,
         configs: &spec::ConfigInputs,
+        secrets: &spec::SecretInputs,
     ) -> Result<spec::SpecFile, StateError> {
         let limits = self.limits();
         if content.len() > limits.max_bytes {
@@ -72,9 +73,17 @@ impl SpecReader {
         let (filename, content) = (filename.to_owned(), content.to_owned());
         let env_files = env_files.clone();
         let configs = configs.clone();
+        let secrets = secrets.clone();
         let parsed = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            spec::parse_with_inputs(&filename, content.as_bytes(), &limits, &env_files, &configs)
+            spec::parse_with_inputs(
+                &filename,
+                content.as_bytes(),
+                &limits,
+                &env_files,
+                &configs,
+                &secrets,
+            )
         })
         .await
         .map_err(|e| StateError::Invalid(format!("reading the spec failed: {e}")))?;
@@ -160,7 +169,13 @@ impl Coordinator {
         let profiles = &options.profiles[..];
         let mut file = self
             .specs
-            .parse(filename, content, &options.env_files, &options.configs)
+            .parse(
+                filename,
+                content,
+                &options.env_files,
+                &options.configs,
+                &options.secrets,
+            )
             .await?;
         if !options.may_run_units {
             if let Some(name) = file

@@ -166,7 +166,7 @@ fn config_name(name: &str) -> Result<(), String> {
 }
 
 /// `file:`: a path the CLI reads, relative to the spec's directory.
-fn file_path(path: &str) -> Result<String, String> {
+pub(super) fn file_path(path: &str) -> Result<String, String> {
     if path.is_empty() || path.len() > 4096 || path.contains('\0') {
         return Err(format!("invalid file path `{path}`"));
     }
@@ -309,7 +309,7 @@ fn target_path(path: &str) -> Result<String, String> {
 }
 
 /// `uid`, `gid`: a number, written as a number or a string (`"1000"`).
-fn id(text: &str) -> Result<u32, String> {
+pub(super) fn id(text: &str) -> Result<u32, String> {
     text.trim()
         .parse()
         .map_err(|_| format!("`{text}` is not a numeric id (0 to 4294967295)"))
@@ -317,7 +317,7 @@ fn id(text: &str) -> Result<u32, String> {
 
 /// `mode`: octal when it starts with `0` or `0o` (`0440`), as Compose
 /// writes it, else decimal (`288`); at most 0777.
-fn mode(text: &str) -> Result<u32, String> {
+pub(super) fn mode(text: &str) -> Result<u32, String> {
     let text = text.trim();
     let parsed = if let Some(octal) = text.strip_prefix("0o") {
         u32::from_str_radix(octal, 8)

@@ -1,6 +1,6 @@
 //! `x-convoy`, the block of Convoy's own settings in a service or unit:
 //! every key in it is Convoy's, so an unknown one is an error. Its parts
-//! are read by `probes` and `update`.
+//! are read by `probes`, `update` and `secrets` (`secret_env`).
 
 use std::fmt;
 
@@ -8,6 +8,7 @@ use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
 
 use super::keys::{next_key, ConvoyKey};
 use super::probes::ProbesSeed;
+use super::secrets::SecretEnvSeed;
 use super::seeds::value;
 use super::update::{ConvoyUpdate, ConvoyUpdateSeed};
 use crate::spec::ProbeSpec;
@@ -16,6 +17,8 @@ use crate::spec::ProbeSpec;
 pub(super) struct Convoy {
     pub(super) probes: Vec<ProbeSpec>,
     pub(super) update: Option<ConvoyUpdate>,
+    /// `secret_env`: variable → secret key, as written.
+    pub(super) secret_env: Vec<(String, String)>,
 }
 
 pub(super) struct ConvoySeed;
@@ -42,12 +45,20 @@ impl<'de> Visitor<'de> for ConvoySeed {
         let mut notes = Vec::new();
         let mut probes = Vec::new();
         let mut update = None;
+        let mut secret_env = Vec::new();
         while let Some(key) = next_key::<A, ConvoyKey>(&mut map, &mut seen, &mut notes)? {
             match key {
                 ConvoyKey::Probes => probes = value(&mut map, ProbesSeed)?.unwrap_or_default(),
                 ConvoyKey::Update => update = value(&mut map, ConvoyUpdateSeed)?,
+                ConvoyKey::SecretEnv => {
+                    secret_env = value(&mut map, SecretEnvSeed)?.unwrap_or_default();
+                }
             }
         }
-        Ok(Convoy { probes, update })
+        Ok(Convoy {
+            probes,
+            update,
+            secret_env,
+        })
     }
 }

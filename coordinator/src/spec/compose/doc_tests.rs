@@ -21,6 +21,7 @@ use super::keys::{
 
 use super::keys::{BindKey, MountTmpfsKey, MountVolumeKey, ServiceVolumeKey, VolumeKey};
 use super::keys::{ConfigKey, ServiceConfigKey};
+use super::keys::{SecretConvoyKey, SecretGenerateKey, SecretKey, ServiceSecretKey, UnitSecretKey};
 
 const DOC: &str = include_str!("../../../../docs/COMPOSE.md");
 
@@ -148,9 +149,29 @@ fn mappings() -> Vec<Mapping> {
             "services.<name>.configs[]",
             service("    configs:\n      - source: c\n        @@\nconfigs:\n  c:\n    content: x\n"),
         ),
+        mapping::<SecretKey>(
+            "secrets.<name>",
+            service("secrets:\n  s:\n    external: true\n    @@\n"),
+        ),
+        mapping::<SecretConvoyKey>(
+            "secrets.<name>.x-convoy",
+            service("secrets:\n  s:\n    external: true\n    x-convoy:\n      @@\n"),
+        ),
+        mapping::<SecretGenerateKey>(
+            "secrets.<name>.x-convoy.generate",
+            service("secrets:\n  s:\n    x-convoy:\n      generate:\n        @@\n"),
+        ),
+        mapping::<ServiceSecretKey>(
+            "services.<name>.secrets[]",
+            service("    secrets:\n      - source: s\n        @@\nsecrets:\n  s:\n    external: true\n"),
+        ),
         mapping::<UnitKey>(
             "units.<name>",
             "units:\n  u:\n    exec_start: /bin/true\n    @@\n".to_owned(),
+        ),
+        mapping::<UnitSecretKey>(
+            "units.<name>.secrets[]",
+            "units:\n  u:\n    exec_start: /bin/true\n    secrets:\n      - source: s\n        @@\nsecrets:\n  s:\n    external: true\n".to_owned(),
         ),
     ]
 }

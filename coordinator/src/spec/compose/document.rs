@@ -1,6 +1,6 @@
 //! The top level of a spec file: `services:`, `units:`, `name:`,
-//! `version:`, `networks:` and `volumes:`, and the one namespace services and units
-//! share.
+//! `version:`, `networks:`, `volumes:`, `configs:` and `secrets:`, and the
+//! one namespace services and units share.
 
 use std::fmt;
 
@@ -11,6 +11,7 @@ use super::configs::ConfigsSeed;
 use super::depends_on::{self, Written};
 use super::keys::{first_time, next_key, TopKey};
 use super::networks::{self, NetworksSeed};
+use super::secrets::{self, SecretsSeed};
 use super::seeds::{scalar, value};
 use super::service::ServiceSeed;
 use super::units::UnitsSeed;
@@ -52,6 +53,7 @@ impl<'de> Visitor<'de> for DocumentVisitor {
         let mut declared = Vec::new();
         let mut declared_volumes = Vec::new();
         let mut configs = Vec::new();
+        let mut declared_secrets = Vec::new();
         let mut depends_on = Vec::new();
         while let Some(key) = next_key::<A, TopKey>(&mut map, &mut seen, &mut notes)? {
             match key {
@@ -79,6 +81,13 @@ impl<'de> Visitor<'de> for DocumentVisitor {
                     if let Some((read, config_notes)) = value(&mut map, ConfigsSeed)? {
                         configs = read;
                         nest(&mut notes, Seg::Key("configs".to_owned()), config_notes);
+                    }
+                }
+                TopKey::Secrets => {
+                    if let Some(read) = value(&mut map, SecretsSeed)? {
+                        declared_secrets = read.decls;
+                        nest(&mut notes, Seg::Key("secrets".to_owned()), read.notes);
+                        nest(&mut problems, Seg::Key("secrets".to_owned()), read.problems);
                     }
                 }
                 TopKey::Networks => {
@@ -123,7 +132,17 @@ impl<'de> Visitor<'de> for DocumentVisitor {
         let dep_problems = depends_on::resolve(&mut services, depends_on, &mut dep_notes);
         nest(&mut notes, Seg::Key("services".to_owned()), dep_notes);
         nest(&mut problems, Seg::Key("services".to_owned()), dep_problems);
-        let units = units.unwrap_or_default();
+        nest(
+            &mut problems,
+            Seg::Key("services".to_owned()),
+            secrets::resolve(&mut services, "service", &declared_secrets),
+        );
+        let mut units = units.unwrap_or_default();
+        nest(
+            &mut problems,
+            Seg::Key("units".to_owned()),
+            secrets::resolve(&mut units, "unit", &declared_secrets),
+        );
         // One namespace: instances, status and `convoy delete` go by name.
         for (name, _) in &units {
             if services.iter().any(|(service, _)| service == name) {
@@ -139,6 +158,7 @@ impl<'de> Visitor<'de> for DocumentVisitor {
         services.extend(units);
         Ok(Document {
             services,
+            secrets: declared_secrets,
             notes,
             problems,
         })

@@ -75,7 +75,8 @@ key_set!(TopKey {
     Networks = "networks",
     Volumes = "volumes",
     Configs = "configs",
-} ignored ["secrets", "include"]);
+    Secrets = "secrets",
+} ignored ["include"]);
 
 key_set!(ServiceKey {
     Image = "image",
@@ -111,6 +112,7 @@ key_set!(ServiceKey {
     Platform = "platform",
     DependsOn = "depends_on",
     Configs = "configs",
+    Secrets = "secrets",
     Cpus = "cpus",
     MemLimit = "mem_limit",
     MemReservation = "mem_reservation",
@@ -138,7 +140,7 @@ key_set!(ServiceKey {
     "mac_address", "mem_swappiness", "memswap_limit",
     "oom_kill_disable", "oom_score_adj",
     "post_start", "pre_stop",
-    "runtime", "scale", "secrets", "storage_opt",
+    "runtime", "scale", "storage_opt",
     "volumes_from",
 ] refused [
     "build" => "Convoy deploys images built elsewhere: build and push the image \
@@ -158,6 +160,7 @@ key_set!(UnitKey {
     State = "state",
     Enabled = "enabled",
     Deploy = "deploy",
+    Secrets = "secrets",
     Convoy = "x-convoy",
 } ignored []);
 
@@ -255,6 +258,7 @@ key_set!(HealthcheckKey {
 key_set!(ConvoyKey {
     Probes = "probes",
     Update = "update",
+    SecretEnv = "secret_env",
 } ignored []);
 
 key_set!(ConvoyUpdateKey {
@@ -329,6 +333,52 @@ key_set!(ServiceConfigKey {
     Gid = "gid",
     Mode = "mode",
 } ignored []);
+
+// An entry of the top-level `secrets:`. Its `x-convoy` is read (Convoy's
+// generate option), not skipped as an extension key.
+key_set!(SecretKey {
+    File = "file",
+    Environment = "environment",
+    External = "external",
+    Name = "name",
+    Convoy = "x-convoy",
+} ignored ["labels", "template_driver"] refused [
+    "driver" => "Convoy keeps secrets in its own store, not in a secrets driver: give the value \
+                 with `file:` or `environment:`, use `external: true` for one set with \
+                 `convoy secret set`, or `x-convoy: {generate: true}`",
+    "driver_opts" => "Convoy keeps secrets in its own store, not in a secrets driver: remove \
+                      `driver_opts`",
+]);
+
+// A top-level secret's `x-convoy`.
+key_set!(SecretConvoyKey {
+    Generate = "generate",
+} ignored []);
+
+// `x-convoy.generate` of a top-level secret, as a mapping.
+key_set!(SecretGenerateKey {
+    Length = "length",
+    Charset = "charset",
+} ignored []);
+
+// An entry of a service's `secrets:` in the long syntax.
+key_set!(ServiceSecretKey {
+    Source = "source",
+    Target = "target",
+    Uid = "uid",
+    Gid = "gid",
+    Mode = "mode",
+} ignored []);
+
+// An entry of a unit's `secrets:` in the long syntax: a systemd credential.
+key_set!(UnitSecretKey {
+    Source = "source",
+    Target = "target",
+} ignored [] refused [
+    "uid" => "a unit's credential belongs to the unit's user, as systemd sets it: remove `uid`",
+    "gid" => "a unit's credential belongs to the unit's user, as systemd sets it: remove `gid`",
+    "mode" => "systemd sets a credential's mode (readable by the unit only): remove `mode`",
+]);
 
 // An entry of the top-level `volumes:`.
 key_set!(VolumeKey {

@@ -64,6 +64,7 @@ impl<'de> Visitor<'de> for ServiceSeed {
         let mut legacy = Legacy::default();
         let mut deploy_resources = None;
         let mut depends_on = Vec::new();
+        let mut secret_env = Vec::new();
         while let Some(key) = next_key::<A, ServiceKey>(&mut map, &mut seen, &mut notes)? {
             match key {
                 ServiceKey::Image => {
@@ -214,6 +215,14 @@ impl<'de> Visitor<'de> for ServiceSeed {
                         nest(&mut notes, Seg::Key("configs".to_owned()), config_notes);
                     }
                 }
+                ServiceKey::Secrets => {
+                    if let Some((mounts, secret_notes)) =
+                        value(&mut map, super::secrets::ServiceSecretsSeed { unit: false })?
+                    {
+                        spec.secrets = mounts;
+                        nest(&mut notes, Seg::Key("secrets".to_owned()), secret_notes);
+                    }
+                }
                 ServiceKey::Networks => {
                     if let Some((attachments, network_notes)) =
                         value(&mut map, ServiceNetworksSeed)?
@@ -284,6 +293,7 @@ impl<'de> Visitor<'de> for ServiceSeed {
                     if let Some(convoy) = value(&mut map, ConvoySeed)? {
                         spec.probes = convoy.probes;
                         convoy_update = convoy.update;
+                        secret_env = convoy.secret_env;
                     }
                 }
                 ServiceKey::Privileged
@@ -324,6 +334,8 @@ impl<'de> Visitor<'de> for ServiceSeed {
             }
         }
         spec.image = image.ok_or_else(|| de::Error::missing_field("image"))?;
+        // After the loop: `environment:` may come after `x-convoy:`.
+        let secret_problem = super::secrets::add_secret_env(&mut spec, secret_env);
         let resource_problem = legacy.merge(deploy_resources, &mut spec.resources).err();
         // As in Compose, `deploy.restart_policy` wins over `restart`.
         spec.restart = deploy_restart.or(restart).unwrap_or_default();
@@ -344,7 +356,10 @@ impl<'de> Visitor<'de> for ServiceSeed {
         Ok((
             spec,
             notes,
-            host_problem.or(resource_problem).or(problem),
+            host_problem
+                .or(secret_problem)
+                .or(resource_problem)
+                .or(problem),
             depends_on,
         ))
     }

@@ -1,6 +1,6 @@
 //! `units:`, Convoy's own section: systemd services Convoy writes
 //! (`exec_start:`) or adopts (`unit:`), with the same `deploy` and
-//! `x-convoy` blocks as a service.
+//! `x-convoy` blocks as a service, and `secrets:` as systemd credentials.
 
 use std::fmt;
 
@@ -124,6 +124,7 @@ impl<'de> Visitor<'de> for UnitSeed<'_> {
         let mut rollback_config = None;
         let mut replicas_written = false;
         let mut convoy_update = None;
+        let mut secret_env = false;
         while let Some(key) = next_key::<A, UnitKey>(&mut map, &mut seen, &mut notes)? {
             match key {
                 UnitKey::Unit => {
@@ -192,6 +193,15 @@ impl<'de> Visitor<'de> for UnitSeed<'_> {
                     if let Some(convoy) = value(&mut map, ConvoySeed)? {
                         spec.probes = convoy.probes;
                         convoy_update = convoy.update;
+                        secret_env = !convoy.secret_env.is_empty();
+                    }
+                }
+                UnitKey::Secrets => {
+                    if let Some((mounts, secret_notes)) =
+                        value(&mut map, super::secrets::ServiceSecretsSeed { unit: true })?
+                    {
+                        spec.secrets = mounts;
+                        nest(&mut notes, Seg::Key("secrets".to_owned()), secret_notes);
                     }
                 }
                 UnitKey::Deploy => {
@@ -255,6 +265,17 @@ impl<'de> Visitor<'de> for UnitSeed<'_> {
                 unit.unit_name = format!("convoy-{}.service", self.name);
             }
         }
+        if secret_env {
+            problems.push(Note {
+                path: vec![
+                    Seg::Key("x-convoy".to_owned()),
+                    Seg::Key("secret_env".to_owned()),
+                ],
+                message: "a unit gets its secrets as systemd credentials, not variables: list \
+                          them under `secrets:` and read `$CREDENTIALS_DIRECTORY/NAME`"
+                    .to_owned(),
+            });
+        }
         if deploy_restart {
             problems.push(Note {
                 path: vec![
@@ -284,14 +305,16 @@ impl<'de> Visitor<'de> for UnitSeed<'_> {
     }
 }
 
-/// The keys of a unit Convoy writes, which an adopted unit cannot have.
-const WRITTEN_UNIT_KEYS: [&str; 6] = [
+/// The keys of a unit Convoy writes, which an adopted unit cannot have
+/// (`secrets`: credentials are `LoadCredential=` lines of the unit file).
+const WRITTEN_UNIT_KEYS: [&str; 7] = [
     "exec_start",
     "user",
     "restart",
     "environment",
     "working_dir",
     "description",
+    "secrets",
 ];
 
 /// The keys of an adopted unit, which a unit Convoy writes cannot have.
