@@ -1,6 +1,7 @@
 //! What the agent tells the coordinator about its host: static facts for
-//! `Hello` (OS, CPUs, memory, Docker version, labels) and the live metrics of
-//! each heartbeat, read from /proc and statvfs.
+//! `Hello` (OS, CPUs, memory, Docker version, labels, GPUs) and the live
+//! metrics of each heartbeat, read from /proc, statvfs and the GPU source
+//! (`crate::gpu`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use convoy_proto::{HostMetrics, NodeFacts};
 
+use crate::gpu::{self, Gpus};
 use crate::runtime::Runtime;
 
 /// How long the Docker version may take before it is reported empty.
@@ -48,8 +50,9 @@ pub async fn collect<R: Runtime>(
         labels: labels.clone(),
         platform_os: std::env::consts::OS.to_string(),
         allowed_bind_paths: allowed_binds.to_vec(),
-        // Set by the session, which holds the grants.
+        // Set by the session, which holds the grants and the GPU source.
         allowed_host_access: Vec::new(),
+        gpus: Vec::new(),
     }
 }
 
@@ -62,15 +65,33 @@ const FIRST_CPU_WINDOW: Duration = Duration::from_millis(100);
 pub struct HostSampler {
     data_dir: PathBuf,
     cpu: Option<CpuSample>,
+    gpus: Gpus,
 }
 
 impl HostSampler {
-    /// Disk figures are of the filesystem holding `data_dir`.
+    /// Disk figures are of the filesystem holding `data_dir`; no GPUs.
     pub fn new(data_dir: PathBuf) -> Self {
         HostSampler {
             data_dir,
             cpu: None,
+            gpus: gpu::none(),
         }
+    }
+
+    /// GPU figures from `gpus`.
+    pub fn with_gpus(mut self, gpus: Gpus) -> Self {
+        self.gpus = gpus;
+        self
+    }
+
+    /// The GPUs' static facts, for `NodeFacts.gpus` (read at each Hello).
+    pub async fn gpu_devices(&self) -> Vec<convoy_proto::GpuDevice> {
+        self.gpus
+            .devices()
+            .await
+            .into_iter()
+            .map(Into::into)
+            .collect()
     }
 
     /// Load, CPU, memory and disk now, plus the managed container count the
@@ -107,6 +128,13 @@ impl HostSampler {
                 .ok()
                 .flatten()
                 .unwrap_or_default();
+        let gpus = self
+            .gpus
+            .samples()
+            .await
+            .into_iter()
+            .map(Into::into)
+            .collect();
         HostMetrics {
             load1,
             memory_used_bytes: total.saturating_sub(available),
@@ -117,6 +145,7 @@ impl HostSampler {
             disk_total_bytes,
             load5,
             load15,
+            gpus,
         }
     }
 }
@@ -297,6 +326,35 @@ mod tests {
         assert_eq!(facts.docker_version, "20.10-fake");
         assert_eq!(facts.arch, std::env::consts::ARCH);
         assert!(facts.cpus >= 1);
+    }
+
+    #[tokio::test]
+    async fn gpu_facts_and_samples_come_from_the_gpu_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake =
+            std::sync::Arc::new(crate::gpu::fake::FakeGpus::with(2, "NVIDIA H100 80GB HBM3"));
+        let mut sampler = HostSampler::new(dir.path().to_path_buf()).with_gpus(fake.clone());
+        let devices = sampler.gpu_devices().await;
+        assert_eq!(
+            devices
+                .iter()
+                .map(|d| (d.index, d.uuid.as_str()))
+                .collect::<Vec<_>>(),
+            [(0, "GPU-fake-0"), (1, "GPU-fake-1")]
+        );
+        assert_eq!(devices[1].name, "NVIDIA H100 80GB HBM3");
+        assert_eq!(devices[1].memory_total_bytes, 80 << 30);
+        assert_eq!(devices[1].compute_capability, "9.0");
+        let metrics = sampler.sample(0).await;
+        assert_eq!(metrics.gpus.len(), 2);
+        assert_eq!(metrics.gpus[1].utilization_percent, 10.0);
+        assert_eq!(metrics.gpus[1].memory_used_bytes, 1 << 30);
+        // Facts once per Hello, a sample with every heartbeat.
+        sampler.sample(0).await;
+        assert_eq!(fake.calls(), ["devices", "samples", "samples"]);
+        // A node without GPUs reports none.
+        let plain = HostSampler::new(dir.path().to_path_buf());
+        assert!(plain.gpu_devices().await.is_empty());
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@
 pub mod controller;
 pub mod enroll;
 pub mod facts;
+pub mod gpu;
 pub mod install;
 pub mod pki;
 pub mod plan;
@@ -43,6 +44,9 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     /// Reported in NodeFacts for placement.
     pub labels: BTreeMap<String, String>,
+    /// Test-only: the node's GPUs from this JSON file instead of NVML or
+    /// nvidia-smi (`--gpu-facts-file`, docs/GPU.md).
+    pub gpu_facts_file: Option<PathBuf>,
     /// Normalised roots under which containers may bind-mount host paths
     /// (`--allow-bind`); reported in NodeFacts and enforced on create.
     pub allowed_binds: Vec<String>,
@@ -101,6 +105,7 @@ pub async fn run_with(
         pki_dir,
         data_dir,
         labels,
+        gpu_facts_file,
         allowed_binds,
         allowed_host_access,
         secrets_dir,
@@ -216,6 +221,7 @@ pub async fn run_with(
         pki_dir,
         data_dir,
         labels,
+        gpus: gpu::detect(gpu_facts_file).await,
         allowed_binds,
         allowed_host_access,
         node: node.clone(),

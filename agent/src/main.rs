@@ -164,6 +164,10 @@ struct RunArgs {
     /// A node label for placement, repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     labels: Vec<(String, String)>,
+    /// Test-only: read the node's GPUs from this JSON file instead of NVML
+    /// or nvidia-smi (docs/GPU.md); hidden from --help.
+    #[arg(long, value_name = "PATH", env = "CONVOY_GPU_FACTS_FILE", hide = true)]
+    gpu_facts_file: Option<PathBuf>,
     /// Let containers bind-mount host paths under PATH (absolute; repeat,
     /// or comma-separate, for several). Without it, no bind mount of a host
     /// path is placed on this node or created by this agent.
@@ -284,6 +288,7 @@ async fn main() -> ExitCode {
         pki_dir: args.pki_dir,
         data_dir: args.data_dir,
         labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
+        gpu_facts_file: args.gpu_facts_file,
         allowed_binds: dedup(args.allow_binds),
         allowed_host_access: dedup(args.allow_host_access),
         secrets_dir: args.secrets_dir,

@@ -91,6 +91,8 @@ pub struct Session<R: Runtime> {
     pub pki_dir: PathBuf,
     pub data_dir: PathBuf,
     pub labels: BTreeMap<String, String>,
+    /// The node's GPUs: facts with each Hello, figures with each heartbeat.
+    pub gpus: crate::gpu::Gpus,
     /// Roots under which containers may bind-mount host paths (facts).
     pub allowed_binds: Vec<String>,
     /// The kinds of host access containers may have (facts).
@@ -118,7 +120,8 @@ impl<R: Runtime> Session<R> {
         let mut failures = 0u32;
         let mut turn = 0usize;
         // Outlives sessions: CPU use is measured between heartbeats.
-        let mut sampler = facts::HostSampler::new(self.data_dir.clone());
+        let mut sampler =
+            facts::HostSampler::new(self.data_dir.clone()).with_gpus(self.gpus.clone());
         loop {
             let addr = self.coordinators[turn % self.coordinators.len()].clone();
             turn = turn.wrapping_add(1);
@@ -173,6 +176,7 @@ impl<R: Runtime> Session<R> {
         let mut facts =
             facts::collect(self.runtime.as_ref(), &self.labels, &self.allowed_binds).await;
         facts.allowed_host_access = self.allowed_host_access.clone();
+        facts.gpus = sampler.gpu_devices().await;
         let last_applied_generation = self
             .plan
             .borrow()

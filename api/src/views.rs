@@ -377,6 +377,8 @@ pub struct NodeJson {
     /// (`--allow-host-access`); absent when none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub allowed_host_access: Vec<String>,
+    /// The node's GPUs, in index order; empty without any.
+    pub gpus: Vec<GpuJson>,
     pub agent_version: String,
     pub connected_since_unix_ms: i64,
     pub last_heartbeat_unix_ms: i64,
@@ -399,6 +401,102 @@ pub struct HostMetricsJson {
     pub load5: f64,
     pub load15: f64,
     pub containers: u32,
+    /// One per GPU, by `index`; empty without any.
+    pub gpus: Vec<GpuSampleJson>,
+}
+
+/// One GPU of a node (`nodes -o json`).
+#[derive(Debug, Serialize, PartialEq)]
+pub struct GpuJson {
+    pub index: u32,
+    pub uuid: String,
+    pub name: String,
+    pub memory_total_bytes: u64,
+    /// "enabled", "disabled", or "" where the GPU has no MIG.
+    pub mig_mode: String,
+    pub driver_version: String,
+    pub cuda_version: String,
+    pub compute_capability: String,
+}
+
+impl From<&pb::GpuDevice> for GpuJson {
+    fn from(g: &pb::GpuDevice) -> Self {
+        let pb::GpuDevice {
+            index,
+            uuid,
+            name,
+            memory_total_bytes,
+            mig_mode,
+            driver_version,
+            cuda_version,
+            compute_capability,
+        } = g;
+        Self {
+            index: *index,
+            uuid: uuid.clone(),
+            name: name.clone(),
+            memory_total_bytes: *memory_total_bytes,
+            mig_mode: mig_mode.clone(),
+            driver_version: driver_version.clone(),
+            cuda_version: cuda_version.clone(),
+            compute_capability: compute_capability.clone(),
+        }
+    }
+}
+
+/// A GPU's figures from the latest heartbeat.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct GpuSampleJson {
+    pub index: u32,
+    /// 0-100.
+    pub utilization_percent: f64,
+    pub memory_used_bytes: u64,
+    pub temperature_c: f64,
+    pub power_w: f64,
+}
+
+impl From<&pb::GpuSample> for GpuSampleJson {
+    fn from(s: &pb::GpuSample) -> Self {
+        let pb::GpuSample {
+            index,
+            utilization_percent,
+            memory_used_bytes,
+            temperature_c,
+            power_w,
+        } = *s;
+        Self {
+            index,
+            utilization_percent,
+            memory_used_bytes,
+            temperature_c,
+            power_w,
+        }
+    }
+}
+
+/// What `convoy nodes` shows of a node's GPUs: `2× NVIDIA H100 80GB HBM3`,
+/// models counted in index order (`1× A100, 1× T4` on a mixed box), or `-`.
+pub fn gpus_summary(gpus: &[pb::GpuDevice]) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for g in gpus {
+        let name = if g.name.is_empty() {
+            "GPU"
+        } else {
+            g.name.as_str()
+        };
+        match counts.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((name, 1)),
+        }
+    }
+    if counts.is_empty() {
+        return "-".to_owned();
+    }
+    counts
+        .iter()
+        .map(|(name, count)| format!("{count}× {name}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl From<&pb::HostMetrics> for HostMetricsJson {
@@ -413,6 +511,7 @@ impl From<&pb::HostMetrics> for HostMetricsJson {
             disk_total_bytes,
             load5,
             load15,
+            ref gpus,
         } = *m;
         Self {
             cpu_percent,
@@ -424,6 +523,7 @@ impl From<&pb::HostMetrics> for HostMetricsJson {
             load5,
             load15,
             containers,
+            gpus: gpus.iter().map(GpuSampleJson::from).collect(),
         }
     }
 }
@@ -509,6 +609,7 @@ impl From<&pb::Node> for NodeJson {
             platform_os: _,
             allowed_bind_paths,
             allowed_host_access,
+            gpus,
         } = facts.clone().unwrap_or_default();
         Self {
             name: name.clone(),
@@ -523,6 +624,7 @@ impl From<&pb::Node> for NodeJson {
             labels: labels.into_iter().collect(),
             allowed_bind_paths,
             allowed_host_access,
+            gpus: gpus.iter().map(GpuJson::from).collect(),
             agent_version: agent_version.clone(),
             connected_since_unix_ms: *connected_since_unix_ms,
             last_heartbeat_unix_ms: *last_heartbeat_unix_ms,

@@ -42,6 +42,16 @@ struct NodeLabel {
     node: String,
 }
 
+/// One GPU of one node: its index, UUID and model, so series survive a
+/// reboot that renumbers GPUs only in `gpu`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GpuLabels {
+    node: String,
+    gpu: String,
+    uuid: String,
+    model: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: String,
@@ -180,6 +190,7 @@ impl Metrics {
         );
         reg.register("node_cpu_percent", "Node CPU busy share, 0-100", cpu);
         reg.register("node_memory_used_bytes", "Node memory in use", mem);
+        register_gpus(&mut reg, &nodes);
 
         let instances = Family::<InstanceLabels, Gauge>::default();
         let desired = Family::<ServiceLabels, Gauge>::default();
@@ -267,6 +278,72 @@ impl Metrics {
         let _ = encode(&mut out, &reg);
         out
     }
+}
+
+type GaugeF64 = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// `convoy_node_gpu_*`: each GPU's memory from the node's facts, and its
+/// figures from the latest heartbeat, matched by index. Removed nodes have
+/// none.
+fn register_gpus(reg: &mut Registry, nodes: &[pb::Node]) {
+    let total = Family::<GpuLabels, Gauge>::default();
+    let utilization = Family::<GpuLabels, GaugeF64>::default();
+    let used = Family::<GpuLabels, Gauge>::default();
+    let temperature = Family::<GpuLabels, GaugeF64>::default();
+    let power = Family::<GpuLabels, GaugeF64>::default();
+    let mut any = false;
+    for n in nodes {
+        if node_state(n.state) == "removed" {
+            continue;
+        }
+        let Some(facts) = &n.facts else { continue };
+        for g in &facts.gpus {
+            any = true;
+            let l = GpuLabels {
+                node: n.name.clone(),
+                gpu: g.index.to_string(),
+                uuid: g.uuid.clone(),
+                model: g.name.clone(),
+            };
+            total
+                .get_or_create(&l)
+                .set(i64::try_from(g.memory_total_bytes).unwrap_or(i64::MAX));
+            let sample = n
+                .metrics
+                .as_ref()
+                .and_then(|m| m.gpus.iter().find(|s| s.index == g.index));
+            if let Some(s) = sample {
+                utilization
+                    .get_or_create(&l)
+                    .set(s.utilization_percent / 100.0);
+                used.get_or_create(&l)
+                    .set(i64::try_from(s.memory_used_bytes).unwrap_or(i64::MAX));
+                temperature.get_or_create(&l).set(s.temperature_c);
+                power.get_or_create(&l).set(s.power_w);
+            }
+        }
+    }
+    if !any {
+        // No GPU in the cluster: no empty families either.
+        return;
+    }
+    reg.register(
+        "node_gpu_memory_total_bytes",
+        "GPU memory of each node's GPU",
+        total,
+    );
+    reg.register(
+        "node_gpu_utilization_ratio",
+        "Share of the last sample period the GPU was busy, 0-1",
+        utilization,
+    );
+    reg.register("node_gpu_memory_used_bytes", "GPU memory in use", used);
+    reg.register(
+        "node_gpu_temperature_celsius",
+        "GPU temperature",
+        temperature,
+    );
+    reg.register("node_gpu_power_watts", "GPU power draw", power);
 }
 
 /// Event kinds exported at 0 before their first occurrence.
@@ -363,6 +440,80 @@ pub fn health(h: i32) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn gpu(index: u32, name: &str) -> pb::GpuDevice {
+        pb::GpuDevice {
+            index,
+            uuid: format!("GPU-{index}"),
+            name: name.into(),
+            memory_total_bytes: 85_520_809_984,
+            ..pb::GpuDevice::default()
+        }
+    }
+
+    fn render_gpus(nodes: &[pb::Node]) -> String {
+        let mut reg = Registry::with_prefix("convoy");
+        register_gpus(&mut reg, nodes);
+        let mut out = String::new();
+        encode(&mut out, &reg).unwrap();
+        to_prometheus_text(&out)
+    }
+
+    #[test]
+    fn gpu_series_carry_node_index_uuid_and_model() {
+        let nodes = [
+            pb::Node {
+                name: "gpu-1".into(),
+                state: pb::NodeState::Ready as i32,
+                facts: Some(pb::NodeFacts {
+                    gpus: vec![
+                        gpu(0, "NVIDIA H100 80GB HBM3"),
+                        gpu(1, "NVIDIA H100 80GB HBM3"),
+                    ],
+                    ..pb::NodeFacts::default()
+                }),
+                metrics: Some(pb::HostMetrics {
+                    gpus: vec![pb::GpuSample {
+                        index: 1,
+                        utilization_percent: 87.5,
+                        memory_used_bytes: 1 << 30,
+                        temperature_c: 66.0,
+                        power_w: 512.25,
+                    }],
+                    ..pb::HostMetrics::default()
+                }),
+                ..pb::Node::default()
+            },
+            pb::Node {
+                name: "gone".into(),
+                state: pb::NodeState::Removed as i32,
+                facts: Some(pb::NodeFacts {
+                    gpus: vec![gpu(0, "Tesla T4")],
+                    ..pb::NodeFacts::default()
+                }),
+                ..pb::Node::default()
+            },
+        ];
+        let text = render_gpus(&nodes);
+        let l1 = r#"{node="gpu-1",gpu="1",uuid="GPU-1",model="NVIDIA H100 80GB HBM3"}"#;
+        let l0 = r#"{node="gpu-1",gpu="0",uuid="GPU-0",model="NVIDIA H100 80GB HBM3"}"#;
+        for line in [
+            format!("convoy_node_gpu_memory_total_bytes{l0} 85520809984"),
+            format!("convoy_node_gpu_memory_total_bytes{l1} 85520809984"),
+            format!("convoy_node_gpu_utilization_ratio{l1} 0.875"),
+            format!("convoy_node_gpu_memory_used_bytes{l1} 1073741824"),
+            format!("convoy_node_gpu_temperature_celsius{l1} 66.0"),
+            format!("convoy_node_gpu_power_watts{l1} 512.25"),
+            "# TYPE convoy_node_gpu_utilization_ratio gauge".to_string(),
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+        }
+        // GPU 0 has no sample yet; the removed node has no series.
+        assert!(!text.contains(&format!("convoy_node_gpu_utilization_ratio{l0}")));
+        assert!(!text.contains("gone"), "{text}");
+        // No GPU anywhere: no GPU families at all.
+        assert_eq!(render_gpus(&nodes[1..]), "");
+    }
 
     #[test]
     fn prometheus_text_names_counter_families_with_total() {

@@ -76,7 +76,7 @@ pub struct WorkloadReport {
 }
 
 /// A host's metrics from a heartbeat.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct HostMetrics {
     pub cpu_percent: f64,
     pub memory_used_bytes: u64,
@@ -87,6 +87,19 @@ pub struct HostMetrics {
     pub load5: f64,
     pub load15: f64,
     pub containers: u32,
+    /// One per GPU of the node's facts, at most `state::MAX_GPUS`.
+    pub gpus: Vec<GpuSample>,
+}
+
+/// A GPU's figures from a heartbeat.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GpuSample {
+    pub index: u32,
+    /// 0-100.
+    pub utilization_percent: f64,
+    pub memory_used_bytes: u64,
+    pub temperature_c: f64,
+    pub power_w: f64,
 }
 
 /// One check's outcome, from a `RunProbes` command.
@@ -285,6 +298,7 @@ pub mod proto {
                 disk_total_bytes,
                 load5,
                 load15,
+                gpus,
             } = m;
             Self {
                 cpu_percent,
@@ -296,6 +310,11 @@ pub mod proto {
                 load5,
                 load15,
                 containers,
+                gpus: gpus
+                    .into_iter()
+                    .take(crate::state::MAX_GPUS)
+                    .map(GpuSample::from)
+                    .collect(),
             }
         }
     }
@@ -312,6 +331,7 @@ pub mod proto {
                 load5,
                 load15,
                 containers,
+                gpus,
             } = m;
             Self {
                 load1,
@@ -323,6 +343,47 @@ pub mod proto {
                 disk_total_bytes,
                 load5,
                 load15,
+                gpus: gpus.into_iter().map(pb::GpuSample::from).collect(),
+            }
+        }
+    }
+
+    impl From<pb::GpuSample> for GpuSample {
+        fn from(s: pb::GpuSample) -> Self {
+            let pb::GpuSample {
+                index,
+                utilization_percent,
+                memory_used_bytes,
+                temperature_c,
+                power_w,
+            } = s;
+            // Figures that cannot be: read as 0, like a figure not given.
+            let sane = |v: f64| if v.is_finite() && v >= 0.0 { v } else { 0.0 };
+            Self {
+                index,
+                utilization_percent: sane(utilization_percent).min(100.0),
+                memory_used_bytes,
+                temperature_c: sane(temperature_c),
+                power_w: sane(power_w),
+            }
+        }
+    }
+
+    impl From<GpuSample> for pb::GpuSample {
+        fn from(s: GpuSample) -> Self {
+            let GpuSample {
+                index,
+                utilization_percent,
+                memory_used_bytes,
+                temperature_c,
+                power_w,
+            } = s;
+            Self {
+                index,
+                utilization_percent,
+                memory_used_bytes,
+                temperature_c,
+                power_w,
             }
         }
     }

@@ -434,6 +434,7 @@ impl Agent {
                 platform_os: "linux".into(),
                 allowed_bind_paths: Vec::new(),
                 allowed_host_access: Vec::new(),
+                gpus: Vec::new(),
             }),
             agent_version: "convoy-bench".into(),
             last_applied_generation: self.sim.generation,
@@ -659,6 +660,7 @@ impl Agent {
                 cpu_percent: 2.0,
                 disk_used_bytes: 10 << 30,
                 disk_total_bytes: 40 << 30,
+                gpus: Vec::new(),
             }),
         }
     }

@@ -14,6 +14,7 @@ mod depends_on;
 mod deploy;
 mod dev;
 mod environments;
+mod gpu;
 mod health;
 mod host_access;
 mod hostile_specs;

@@ -183,6 +183,7 @@ fn agent(w: &World) -> Agent {
         pki_dir: w.pki_dir.clone(),
         data_dir: w.data_dir.clone(),
         labels: BTreeMap::from([("zone".to_string(), "a".to_string())]),
+        gpus: Arc::new(crate::gpu::fake::FakeGpus::with(2, "NVIDIA H100 80GB HBM3")),
         allowed_binds: vec!["/srv/data".to_string()],
         allowed_host_access: vec!["privileged".to_string()],
         node: "n1".to_string(),
@@ -241,6 +242,14 @@ async fn session_says_hello_acks_plans_and_streams_status_changes() {
     assert_eq!(facts.labels["zone"], "a");
     assert_eq!(facts.allowed_bind_paths, ["/srv/data"]);
     assert_eq!(facts.docker_version, "20.10-fake");
+    assert_eq!(
+        facts
+            .gpus
+            .iter()
+            .map(|g| g.uuid.as_str())
+            .collect::<Vec<_>>(),
+        ["GPU-fake-0", "GPU-fake-1"]
+    );
     let agent_message::Msg::Status(full) = s.next().await else {
         panic!("second message is not a status report")
     };
@@ -255,7 +264,9 @@ async fn session_says_hello_acks_plans_and_streams_status_changes() {
     loop {
         if let agent_message::Msg::Heartbeat(beat) = s.next().await {
             assert!(beat.sent_unix_ms > 0);
-            assert_eq!(beat.metrics.unwrap().containers, 1);
+            let metrics = beat.metrics.unwrap();
+            assert_eq!(metrics.containers, 1);
+            assert_eq!(metrics.gpus.len(), 2);
             break;
         }
     }

@@ -1,7 +1,7 @@
 //! What `nodes` and `node remove` print: one row of facts per node, and
 //! what a removal revoked and lost.
 
-use convoy_api::views::node_state_word;
+use convoy_api::views::{gpus_summary, node_state_word};
 use convoy_proto as pb;
 use serde::Serialize;
 
@@ -33,6 +33,7 @@ pub fn nodes_table(response: &pb::ListNodesResponse, now_ms: i64) -> String {
                     facts.cpus.to_string()
                 },
                 format_gib(facts.memory_bytes),
+                gpus_summary(&facts.gpus),
                 docker,
                 ago(node.connected_since_unix_ms, now_ms, "-"),
                 ago(node.last_heartbeat_unix_ms, now_ms, "never"),
@@ -50,6 +51,7 @@ pub fn nodes_table(response: &pb::ListNodesResponse, now_ms: i64) -> String {
             "KERNEL",
             "CPUS",
             "MEMORY",
+            "GPUS",
             "DOCKER",
             "CONNECTED",
             "HEARTBEAT",
@@ -123,6 +125,7 @@ mod tests {
                         platform_os: "linux".into(),
                         allowed_bind_paths: Vec::new(),
                         allowed_host_access: Vec::new(),
+                        gpus: Vec::new(),
                     }),
                     agent_version: "0.1.0".into(),
                     connected_since_unix_ms: NOW - 3 * 60_000,
@@ -150,10 +153,91 @@ mod tests {
     fn nodes_table_shows_facts_ages_and_memory_in_gib() {
         assert_eq!(
             nodes_table(&nodes_response(), NOW),
-            "NAME     STATE   HOSTNAME   OS             KERNEL   CPUS   MEMORY     DOCKER   CONNECTED   HEARTBEAT   WORKLOADS   CERT EXPIRES\n\
-             node-a   ready   host-a     Ubuntu 24.04   6.8.0    8      16.0 GiB   27.3.1   3m ago      2s ago      2           in 23h\n\
-             node-b   lost    -          -              -        -      -          -        -           2h ago      0           expired\n"
+            "NAME     STATE   HOSTNAME   OS             KERNEL   CPUS   MEMORY     GPUS   DOCKER   CONNECTED   HEARTBEAT   WORKLOADS   CERT EXPIRES\n\
+             node-a   ready   host-a     Ubuntu 24.04   6.8.0    8      16.0 GiB   -      27.3.1   3m ago      2s ago      2           in 23h\n\
+             node-b   lost    -          -              -        -      -          -      -        -           2h ago      0           expired\n"
         );
+    }
+
+    fn h100(index: u32) -> pb::GpuDevice {
+        pb::GpuDevice {
+            index,
+            uuid: format!("GPU-{index}"),
+            name: "NVIDIA H100 80GB HBM3".into(),
+            memory_total_bytes: 85_520_809_984,
+            mig_mode: "disabled".into(),
+            driver_version: "550.54.15".into(),
+            cuda_version: "12.4".into(),
+            compute_capability: "9.0".into(),
+        }
+    }
+
+    /// A node with two H100s, sampled once.
+    fn gpu_node() -> pb::ListNodesResponse {
+        let mut response = nodes_response();
+        let node = &mut response.nodes[0];
+        node.facts.as_mut().unwrap().gpus = vec![h100(0), h100(1)];
+        node.metrics = Some(pb::HostMetrics {
+            gpus: vec![pb::GpuSample {
+                index: 1,
+                utilization_percent: 87.5,
+                memory_used_bytes: 1 << 30,
+                temperature_c: 66.0,
+                power_w: 512.25,
+            }],
+            ..pb::HostMetrics::default()
+        });
+        response
+    }
+
+    #[test]
+    fn gpus_column_counts_models() {
+        let table = nodes_table(&gpu_node(), NOW);
+        let row = table.lines().nth(1).unwrap();
+        assert!(row.contains("   2× NVIDIA H100 80GB HBM3   "), "{table}");
+        let mixed = [
+            pb::GpuDevice {
+                name: "Tesla T4".into(),
+                ..h100(2)
+            },
+            h100(0),
+            h100(1),
+        ];
+        assert_eq!(
+            gpus_summary(&mixed),
+            "1× Tesla T4, 2× NVIDIA H100 80GB HBM3"
+        );
+        assert_eq!(gpus_summary(&[]), "-");
+    }
+
+    #[test]
+    fn nodes_json_lists_gpus_and_their_samples() {
+        let value = serde_json::to_value(NodesJson::from(&gpu_node())).unwrap();
+        let node = &value["nodes"][0];
+        assert_eq!(
+            node["gpus"][1],
+            json!({
+                "index": 1,
+                "uuid": "GPU-1",
+                "name": "NVIDIA H100 80GB HBM3",
+                "memory_total_bytes": 85_520_809_984u64,
+                "mig_mode": "disabled",
+                "driver_version": "550.54.15",
+                "cuda_version": "12.4",
+                "compute_capability": "9.0",
+            })
+        );
+        assert_eq!(
+            node["metrics"]["gpus"],
+            json!([{
+                "index": 1,
+                "utilization_percent": 87.5,
+                "memory_used_bytes": 1073741824u64,
+                "temperature_c": 66.0,
+                "power_w": 512.25,
+            }])
+        );
+        assert_eq!(value["nodes"][1]["gpus"], json!([]));
     }
 
     #[test]
@@ -173,6 +257,7 @@ mod tests {
                 "docker_version": "27.3.1",
                 "labels": {"gpu": "no", "zone": "a"},
                 "allowed_bind_paths": [],
+                "gpus": [],
                 "agent_version": "0.1.0",
                 "connected_since_unix_ms": NOW - 180_000,
                 "last_heartbeat_unix_ms": NOW - 2_000,

@@ -55,7 +55,8 @@ pub use apply::{spec_diff, ApplyOptions};
 pub use envs::{check_env_name, node_serves, ENV_LABEL};
 pub use live::{Liveness, MetricSample, HISTORY};
 pub use records::{
-    EnrollRecord, Facts, NodeRecord, PlanRecord, RevisionRecord, RevokedRecord, ServiceRecord,
+    EnrollRecord, Facts, Gpu, NodeRecord, PlanRecord, RevisionRecord, RevokedRecord, ServiceRecord,
+    MAX_GPUS,
 };
 pub use register::SessionHandle;
 pub use registries::{RegistryInfo, RegistryLogin, RegistryRecord};

@@ -97,6 +97,94 @@ pub struct Facts {
     /// The kinds of host access the node grants (`--allow-host-access`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_host_access: Vec<String>,
+    /// The node's GPUs; absent from records of nodes without any (and of
+    /// every node stored before GPUs were reported).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<Gpu>,
+}
+
+/// One GPU of a node (domain copy of `pb::GpuDevice`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gpu {
+    pub index: u32,
+    /// `GPU-<uuid>`.
+    pub uuid: String,
+    /// The model, e.g. "NVIDIA H100 80GB HBM3".
+    pub name: String,
+    pub memory_total_bytes: u64,
+    /// "enabled", "disabled", or empty without MIG.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mig_mode: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub driver_version: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cuda_version: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub compute_capability: String,
+}
+
+/// Most GPUs kept of one node's report (the largest boxes have 16).
+pub const MAX_GPUS: usize = 64;
+/// Longest GPU string kept (names, UUIDs, versions), in characters.
+const MAX_GPU_TEXT: usize = 128;
+
+fn gpu_text(s: String) -> String {
+    if s.chars().count() <= MAX_GPU_TEXT {
+        s
+    } else {
+        s.chars().take(MAX_GPU_TEXT).collect()
+    }
+}
+
+impl From<pb::GpuDevice> for Gpu {
+    fn from(g: pb::GpuDevice) -> Self {
+        let pb::GpuDevice {
+            index,
+            uuid,
+            name,
+            memory_total_bytes,
+            mig_mode,
+            driver_version,
+            cuda_version,
+            compute_capability,
+        } = g;
+        // From the agent: bounded, like every string it sends.
+        Self {
+            index,
+            uuid: gpu_text(uuid),
+            name: gpu_text(name),
+            memory_total_bytes,
+            mig_mode: gpu_text(mig_mode),
+            driver_version: gpu_text(driver_version),
+            cuda_version: gpu_text(cuda_version),
+            compute_capability: gpu_text(compute_capability),
+        }
+    }
+}
+
+impl From<&Gpu> for pb::GpuDevice {
+    fn from(g: &Gpu) -> Self {
+        let Gpu {
+            index,
+            uuid,
+            name,
+            memory_total_bytes,
+            mig_mode,
+            driver_version,
+            cuda_version,
+            compute_capability,
+        } = g;
+        pb::GpuDevice {
+            index: *index,
+            uuid: uuid.clone(),
+            name: name.clone(),
+            memory_total_bytes: *memory_total_bytes,
+            mig_mode: mig_mode.clone(),
+            driver_version: driver_version.clone(),
+            cuda_version: cuda_version.clone(),
+            compute_capability: compute_capability.clone(),
+        }
+    }
 }
 
 impl From<pb::NodeFacts> for Facts {
@@ -113,7 +201,9 @@ impl From<pb::NodeFacts> for Facts {
             platform_os,
             allowed_bind_paths,
             allowed_host_access,
+            gpus,
         } = f;
+        let gpus = gpus.into_iter().take(MAX_GPUS).map(Gpu::from).collect();
         // Only the kinds there are (an unknown one grants nothing).
         let allowed_host_access = allowed_host_access
             .iter()
@@ -138,6 +228,7 @@ impl From<pb::NodeFacts> for Facts {
             platform_os,
             allowed_bind_paths,
             allowed_host_access,
+            gpus,
         }
     }
 }
@@ -156,6 +247,7 @@ impl From<&Facts> for pb::NodeFacts {
             platform_os: f.platform_os.clone(),
             allowed_bind_paths: f.allowed_bind_paths.clone(),
             allowed_host_access: f.allowed_host_access.clone(),
+            gpus: f.gpus.iter().map(pb::GpuDevice::from).collect(),
         }
     }
 }
@@ -186,5 +278,64 @@ pub(super) fn remember_certificate(record: &mut NodeRecord, certificate: &str) {
         record.certificates.push(certificate.to_string());
         let excess = record.certificates.len().saturating_sub(CERTIFICATES_KEPT);
         record.certificates.drain(..excess);
+    }
+}
+
+#[cfg(test)]
+mod gpu_tests {
+    use super::*;
+
+    fn h100(index: u32) -> pb::GpuDevice {
+        pb::GpuDevice {
+            index,
+            uuid: format!("GPU-{index}"),
+            name: "NVIDIA H100 80GB HBM3".into(),
+            memory_total_bytes: 85_520_809_984,
+            mig_mode: "disabled".into(),
+            driver_version: "550.54.15".into(),
+            cuda_version: "12.4".into(),
+            compute_capability: "9.0".into(),
+        }
+    }
+
+    #[test]
+    fn gpu_facts_round_trip_through_the_record() {
+        let wire = pb::NodeFacts {
+            hostname: "gpu-1".into(),
+            gpus: vec![h100(0), h100(1)],
+            ..pb::NodeFacts::default()
+        };
+        let facts = Facts::from(wire.clone());
+        assert_eq!(facts.gpus.len(), 2);
+        assert_eq!(facts.gpus[1].uuid, "GPU-1");
+        let stored = serde_json::to_string(&facts).unwrap();
+        let read: Facts = serde_json::from_str(&stored).unwrap();
+        assert_eq!(read, facts);
+        assert_eq!(pb::NodeFacts::from(&read).gpus, wire.gpus);
+    }
+
+    #[test]
+    fn node_records_without_gpus_load_and_are_stored_as_before() {
+        // A record stored before GPUs were reported.
+        let old = r#"{"name":"n1","facts":{"hostname":"h","os":"","kernel":"","arch":"x86_64",
+            "cpus":2,"memory_bytes":1024,"docker_version":"27","labels":{}},
+            "agent_version":"0.1.0","first_seen_unix_ms":1,"last_seen_unix_ms":2}"#;
+        let record: NodeRecord = serde_json::from_str(old).unwrap();
+        assert!(record.facts.gpus.is_empty());
+        // A node without GPUs writes no `gpus` key.
+        let written = serde_json::to_value(&record).unwrap();
+        assert!(written["facts"].get("gpus").is_none(), "{written}");
+    }
+
+    #[test]
+    fn an_agent_cannot_send_unbounded_gpu_facts() {
+        let mut long = h100(0);
+        long.name = "x".repeat(10_000);
+        let facts = Facts::from(pb::NodeFacts {
+            gpus: std::iter::repeat_n(long, MAX_GPUS + 10).collect(),
+            ..pb::NodeFacts::default()
+        });
+        assert_eq!(facts.gpus.len(), MAX_GPUS);
+        assert_eq!(facts.gpus[0].name.len(), 128);
     }
 }

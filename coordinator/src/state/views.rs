@@ -162,7 +162,7 @@ impl Coordinator {
                         .unwrap_or(0),
                     acked_generation: l.map(|l| l.acked_generation).unwrap_or(0),
                     workloads: counts.get(rec.name.as_str()).copied().unwrap_or(0),
-                    metrics: l.and_then(|l| l.metrics).map(pb::HostMetrics::from),
+                    metrics: l.and_then(|l| l.metrics.clone()).map(pb::HostMetrics::from),
                     address: session.map(|s| s.address.clone()).unwrap_or_default(),
                     certificate_expires_unix_ms: rec.certificate_expires_unix_ms,
                 }

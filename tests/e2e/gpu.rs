@@ -1,0 +1,168 @@
+//! GPU facts (issue 16, first increment): an agent started with the
+//! test-only `--gpu-facts-file` reports two fake GPUs, and the coordinator
+//! shows them in `convoy nodes` (GPUS column), `convoy -o json nodes` and
+//! `/metrics` (`convoy_node_gpu_*`, accepted by `promtool check metrics`).
+//! The figures are sampled with each heartbeat: changing the file changes
+//! what `/metrics` says. A node without the file reports no GPU.
+
+use std::fs;
+use std::time::Duration;
+
+use anyhow::{ensure, Context};
+use convoy_tests::prom::{assert_promtool_ok, get, require_tool};
+use convoy_tests::{skip_without_docker, wait_until, Cluster};
+use serde_json::{json, Value};
+
+const MODEL: &str = "NVIDIA H100 80GB HBM3";
+
+fn gpus_file(utilization: [f64; 2]) -> String {
+    json!([
+        {
+            "index": 0, "uuid": "GPU-e2e00000-0000-0000-0000-000000000000", "name": MODEL,
+            "memory_total_bytes": 85_520_809_984u64, "mig_mode": "disabled",
+            "driver_version": "550.54.15", "cuda_version": "12.4", "compute_capability": "9.0",
+            "utilization_percent": utilization[0], "memory_used_bytes": 1_073_741_824u64,
+            "temperature_c": 41.0, "power_w": 120.5
+        },
+        {
+            "index": 1, "uuid": "GPU-e2e11111-1111-1111-1111-111111111111", "name": MODEL,
+            "memory_total_bytes": 85_520_809_984u64, "mig_mode": "enabled",
+            "driver_version": "550.54.15", "cuda_version": "12.4", "compute_capability": "9.0",
+            "utilization_percent": utilization[1], "memory_used_bytes": 0,
+            "temperature_c": 35.0, "power_w": 70.25
+        }
+    ])
+    .to_string()
+}
+
+fn scrape(c: &Cluster) -> String {
+    let r = get(c.http_addr, "/metrics", &[("Accept", "*/*")]).expect("GET /metrics");
+    assert_eq!(r.status, 200, "GET /metrics said {}: {}", r.status, r.body);
+    r.body
+}
+
+#[test]
+fn agent_with_a_gpu_facts_file_shows_its_gpus_in_nodes_and_metrics() {
+    require_tool("promtool");
+    skip_without_docker!();
+    let mut c = Cluster::start();
+    let path = c.root().join("gpus.json");
+    fs::write(&path, gpus_file([87.5, 0.0])).unwrap();
+    let plain = c.add_agent();
+    let gpu = c.add_agent_with_args(&["--gpu-facts-file", path.to_str().unwrap()]);
+    c.wait_nodes_ready(&[plain.clone(), gpu.clone()]);
+
+    // -o json: the facts at once, the figures with the next heartbeat.
+    let node = |nodes: &Value, name: &str| -> Value {
+        nodes["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no node {name} in {nodes}"))
+    };
+    let nodes: Value = wait_until(
+        "the GPU node's heartbeat carries GPU samples",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || {
+            let nodes: Value = c.try_cli_json(&["nodes"])?;
+            let samples = node(&nodes, &gpu)["metrics"]["gpus"].clone();
+            ensure!(
+                samples.as_array().is_some_and(|s| s.len() == 2),
+                "samples: {samples}"
+            );
+            Ok(nodes)
+        },
+    );
+    let me = node(&nodes, &gpu);
+    assert_eq!(
+        me["gpus"],
+        json!([
+            {
+                "index": 0, "uuid": "GPU-e2e00000-0000-0000-0000-000000000000", "name": MODEL,
+                "memory_total_bytes": 85_520_809_984u64, "mig_mode": "disabled",
+                "driver_version": "550.54.15", "cuda_version": "12.4", "compute_capability": "9.0"
+            },
+            {
+                "index": 1, "uuid": "GPU-e2e11111-1111-1111-1111-111111111111", "name": MODEL,
+                "memory_total_bytes": 85_520_809_984u64, "mig_mode": "enabled",
+                "driver_version": "550.54.15", "cuda_version": "12.4", "compute_capability": "9.0"
+            }
+        ])
+    );
+    assert_eq!(
+        me["metrics"]["gpus"][0],
+        json!({"index": 0, "utilization_percent": 87.5, "memory_used_bytes": 1_073_741_824u64,
+               "temperature_c": 41.0, "power_w": 120.5})
+    );
+    let other = node(&nodes, &plain);
+    assert_eq!(other["gpus"], json!([]));
+
+    // The table's GPUS column.
+    let out = c.cli(&["nodes"]);
+    assert!(out.status.success());
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    let header = table.lines().next().unwrap();
+    assert!(header.contains("GPUS"), "{table}");
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no row for {name}: {table}"))
+            .to_string()
+    };
+    assert!(row(&gpu).contains(&format!("2× {MODEL}")), "{table}");
+    assert!(!row(&plain).contains('×'), "{table}");
+
+    // /metrics: one series per GPU, labelled node, index, UUID and model.
+    let labels = |index: u32, uuid: &str| {
+        format!(r#"{{node="{gpu}",gpu="{index}",uuid="{uuid}",model="{MODEL}"}}"#)
+    };
+    let l0 = labels(0, "GPU-e2e00000-0000-0000-0000-000000000000");
+    let l1 = labels(1, "GPU-e2e11111-1111-1111-1111-111111111111");
+    let text = scrape(&c);
+    fs::write(c.root().join("metrics.txt"), &text).unwrap();
+    for line in [
+        format!("convoy_node_gpu_memory_total_bytes{l0} 85520809984"),
+        format!("convoy_node_gpu_utilization_ratio{l0} 0.875"),
+        format!("convoy_node_gpu_memory_used_bytes{l0} 1073741824"),
+        format!("convoy_node_gpu_temperature_celsius{l0} 41.0"),
+        format!("convoy_node_gpu_power_watts{l0} 120.5"),
+        format!("convoy_node_gpu_utilization_ratio{l1} 0.0"),
+        format!("convoy_node_gpu_power_watts{l1} 70.25"),
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+    }
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("convoy_node_gpu") && l.contains(&plain)),
+        "{text}"
+    );
+    assert_promtool_ok(&["check", "metrics"], &text);
+
+    // Live: the next heartbeats carry the new figures.
+    fs::write(&path, gpus_file([12.0, 100.0])).unwrap();
+    wait_until(
+        "/metrics shows the new utilization",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || {
+            let text = scrape(&c);
+            ensure!(
+                text.lines()
+                    .any(|l| l == format!("convoy_node_gpu_utilization_ratio{l1} 1.0")),
+                "still old figures"
+            );
+            Ok(())
+        },
+    );
+    let nodes: Value = c.try_cli_json(&["nodes"]).context("nodes").unwrap();
+    assert_eq!(
+        node(&nodes, &gpu)["metrics"]["gpus"][0]["utilization_percent"],
+        12.0
+    );
+    c.assert_healthy();
+}
