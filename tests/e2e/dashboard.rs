@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 const PAGE_WAIT: Duration = Duration::from_secs(30);
 
 /// A program the test needs, or a failure saying how to get it.
-fn need(program: &str) -> PathBuf {
+pub(crate) fn need(program: &str) -> PathBuf {
     std::env::var_os("PATH")
         .iter()
         .flat_map(std::env::split_paths)
@@ -37,14 +37,14 @@ fn need(program: &str) -> PathBuf {
 }
 
 /// `chromedriver` on a free loopback port, killed on drop.
-struct ChromeDriver {
+pub(crate) struct ChromeDriver {
     child: Child,
     url: String,
-    log: PathBuf,
+    pub(crate) log: PathBuf,
 }
 
 impl ChromeDriver {
-    fn start(log: PathBuf) -> Result<ChromeDriver> {
+    pub(crate) fn start(log: PathBuf) -> Result<ChromeDriver> {
         let program = need("chromedriver");
         let port = free_port();
         let out = std::fs::File::create(&log)?;
@@ -95,7 +95,7 @@ impl Drop for ChromeDriver {
 }
 
 /// A headless Chromium session, 1400x1000.
-async fn browser(driver: &ChromeDriver) -> Result<Client> {
+pub(crate) async fn browser(driver: &ChromeDriver) -> Result<Client> {
     let chromium = need("chromium");
     let caps = json!({
         "browserName": "chrome",
@@ -122,7 +122,11 @@ async fn browser(driver: &ChromeDriver) -> Result<Client> {
 }
 
 /// Waits until `css` matches an element; fails with the page's text.
-async fn wait_for(client: &Client, what: &str, css: &str) -> Result<fantoccini::elements::Element> {
+pub(crate) async fn wait_for(
+    client: &Client,
+    what: &str,
+    css: &str,
+) -> Result<fantoccini::elements::Element> {
     match client
         .wait()
         .at_most(PAGE_WAIT)
@@ -151,7 +155,7 @@ fn artifacts() -> PathBuf {
     dir
 }
 
-async fn screenshot(client: &Client, name: &str) -> Result<PathBuf> {
+pub(crate) async fn screenshot(client: &Client, name: &str) -> Result<PathBuf> {
     let png = client.screenshot().await?;
     let path = artifacts().join(format!("dashboard-{name}.png"));
     std::fs::write(&path, png)?;

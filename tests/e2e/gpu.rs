@@ -3,7 +3,8 @@
 //! shows them in `convoy nodes` (GPUS column), `convoy -o json nodes` and
 //! `/metrics` (`convoy_node_gpu_*`, accepted by `promtool check metrics`).
 //! The figures are sampled with each heartbeat: changing the file changes
-//! what `/metrics` says. A node without the file reports no GPU.
+//! what `/metrics` says. A node without the file reports no GPU. The
+//! dashboard, in a real headless Chromium, draws a sparkline per GPU.
 
 use std::fs;
 use std::time::Duration;
@@ -165,4 +166,80 @@ fn agent_with_a_gpu_facts_file_shows_its_gpus_in_nodes_and_metrics() {
         12.0
     );
     c.assert_healthy();
+}
+
+/// The dashboard's node row: one utilization sparkline per GPU, drawn from
+/// the heartbeats' history, with the latest figure beside it.
+#[test]
+fn dashboard_draws_a_sparkline_per_gpu() {
+    use crate::dashboard::{browser, need, screenshot, wait_for, ChromeDriver};
+    use fantoccini::Locator;
+
+    skip_without_docker!();
+    need("chromium");
+    need("chromedriver");
+    let mut c = Cluster::start();
+    let path = c.root().join("gpus.json");
+    fs::write(&path, gpus_file([87.5, 3.0])).unwrap();
+    let gpu = c.add_agent_with_args(&["--gpu-facts-file", path.to_str().unwrap()]);
+    c.wait_nodes_ready(std::slice::from_ref(&gpu));
+
+    let driver =
+        ChromeDriver::start(c.root().join("chromedriver.log")).unwrap_or_else(|e| panic!("{e:#}"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let result: anyhow::Result<()> = runtime.block_on(async {
+        let client = browser(&driver).await?;
+        let outcome = async {
+            client.goto(&format!("{}/login", c.http_url())).await?;
+            let input = wait_for(&client, "the token field", "input[name=token]").await?;
+            input.send_keys(&c.admin_token()).await?;
+            client
+                .find(Locator::Css(
+                    "form[data-testid=login-form] button[type=submit]",
+                ))
+                .await?
+                .click()
+                .await?;
+            // A line needs two points of history: two heartbeats a second
+            // apart.
+            for index in 0..2 {
+                wait_for(
+                    &client,
+                    "a GPU sparkline with a line",
+                    &format!("[data-testid='gpu-{gpu}-{index}'] svg.spark polyline"),
+                )
+                .await?;
+            }
+            let text = client
+                .find(Locator::Css(&format!("[data-testid='gpu-{gpu}-0']")))
+                .await?
+                .text()
+                .await?;
+            ensure!(text.contains("0: 88%"), "GPU 0 reads {text:?}");
+            let label = client
+                .find(Locator::Css(&format!(
+                    "[data-testid='gpu-{gpu}-1'] svg.spark"
+                )))
+                .await?
+                .attr("aria-label")
+                .await?
+                .unwrap_or_default();
+            ensure!(label == format!("GPU 1 ({MODEL}) 3%"), "label {label:?}");
+            Ok(())
+        }
+        .await;
+        if outcome.is_err() {
+            let _ = screenshot(&client, "gpu-failure").await;
+        } else {
+            let _ = screenshot(&client, "gpu").await;
+        }
+        let _ = client.close().await;
+        outcome
+    });
+    if let Err(e) = result {
+        panic!("{e:#}\nchromedriver log: {}", driver.log.display());
+    }
 }

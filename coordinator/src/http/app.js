@@ -13,7 +13,7 @@
   const state = {
     nodes: [],
     services: [],
-    history: {}, // node -> [{unix_ms, cpu_percent, memory_used_bytes, memory_total_bytes}]
+    history: {}, // node -> [{unix_ms, cpu_percent, memory_used_bytes, memory_total_bytes, gpus?}]
     skewMs: 0, // server clock - browser clock
     snapshots: 0,
     events: 0,
@@ -102,6 +102,23 @@
     summary.className = lost || ok < want ? 'warn' : 'good';
   }
 
+  // One utilization sparkline per GPU of the node, or a dash.
+  function gpuCell(n, hist) {
+    const gpus = n.gpus || [];
+    if (!gpus.length) return el('td', { class: 'metric' }, '–');
+    const now = (n.metrics && n.metrics.gpus) || [];
+    const lines = gpus.map((g) => {
+      const cur = now.find((s) => s.index === g.index);
+      const util = cur ? `${cur.utilization_percent.toFixed(0)}%` : '–';
+      const of = (s) => (s.gpus || []).find((x) => x.index === g.index);
+      return el('div', { class: 'gpu', 'data-testid': `gpu-${n.name}-${g.index}`, title: `${g.uuid} · ${bytes(g.memory_total_bytes)}` },
+        sparkline(hist, (s) => (of(s) ? of(s).utilization_percent : 0), () => 100,
+          `GPU ${g.index} (${g.name}) ${util}`),
+        el('span', {}, `${g.index}: ${util}`));
+    });
+    return el('td', { class: 'metric gpus' }, ...lines);
+  }
+
   function renderNodes() {
     const body = document.getElementById('nodes');
     const rows = state.nodes.map((n) => {
@@ -122,7 +139,8 @@
           sparkline(hist, (s) => s.cpu_percent, () => 100, `CPU ${cpu}`), el('span', {}, cpu)),
         el('td', { class: 'metric' },
           sparkline(hist, (s) => s.memory_used_bytes, (s) => s.memory_total_bytes, `memory ${mem}`),
-          el('span', {}, mem)));
+          el('span', {}, mem)),
+        gpuCell(n, hist));
     });
     body.replaceChildren(...rows);
     document.getElementById('no-nodes').hidden = rows.length > 0;

@@ -30,13 +30,23 @@ pub(super) struct NodeLive {
     pub(super) history: VecDeque<Sample>,
 }
 
-/// A history point as kept in memory (16 bytes; the node's total memory is
-/// its latest heartbeat's).
-#[derive(Debug, Clone, Copy)]
+/// A history point as kept in memory (32 bytes, plus 12 per GPU; the
+/// node's total memory is its latest heartbeat's).
+#[derive(Debug, Clone)]
 pub(super) struct Sample {
     pub(super) unix_ms: i64,
     pub(super) cpu_percent: f32,
     pub(super) memory_used_kib: u32,
+    /// The heartbeat's GPU figures (empty, and no allocation, without GPUs).
+    pub(super) gpus: Box<[GpuPoint]>,
+}
+
+/// One GPU's figures in a history point.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct GpuPoint {
+    pub(super) index: u32,
+    pub(super) utilization_percent: f32,
+    pub(super) memory_used_mib: u32,
 }
 
 impl NodeLive {
@@ -77,13 +87,24 @@ pub(super) struct Live {
     pub(super) plans: HashMap<String, watch::Sender<Option<Arc<pb::NodePlan>>>>,
 }
 
-/// One point of a node's CPU / memory history (dashboard sparklines).
-#[derive(Debug, Clone, Copy, Serialize)]
+/// One point of a node's CPU / memory / GPU history (dashboard sparklines).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MetricSample {
     pub unix_ms: i64,
     pub cpu_percent: f64,
     pub memory_used_bytes: u64,
     pub memory_total_bytes: u64,
+    /// Per GPU; absent on nodes without GPUs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<GpuMetricSample>,
+}
+
+/// One GPU's point in a node's history.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct GpuMetricSample {
+    pub index: u32,
+    pub utilization_percent: f64,
+    pub memory_used_bytes: u64,
 }
 
 /// Samples kept per node, at least a second apart: two minutes or more.
@@ -108,6 +129,15 @@ impl Coordinator {
                         cpu_percent: f64::from(s.cpu_percent),
                         memory_used_bytes: u64::from(s.memory_used_kib) * 1024,
                         memory_total_bytes: total,
+                        gpus: s
+                            .gpus
+                            .iter()
+                            .map(|g| GpuMetricSample {
+                                index: g.index,
+                                utilization_percent: f64::from(g.utilization_percent),
+                                memory_used_bytes: u64::from(g.memory_used_mib) << 20,
+                            })
+                            .collect(),
                     })
                     .collect();
                 (n.clone(), samples)

@@ -51,6 +51,16 @@ impl Coordinator {
                             cpu_percent: m.cpu_percent as f32,
                             memory_used_kib: u32::try_from(m.memory_used_bytes / 1024)
                                 .unwrap_or(u32::MAX),
+                            gpus: m
+                                .gpus
+                                .iter()
+                                .map(|g| live::GpuPoint {
+                                    index: g.index,
+                                    utilization_percent: g.utilization_percent as f32,
+                                    memory_used_mib: u32::try_from(g.memory_used_bytes >> 20)
+                                        .unwrap_or(u32::MAX),
+                                })
+                                .collect(),
                         });
                     }
                 }

@@ -53,7 +53,7 @@ mod volumes;
 
 pub use apply::{spec_diff, ApplyOptions};
 pub use envs::{check_env_name, node_serves, ENV_LABEL};
-pub use live::{Liveness, MetricSample, HISTORY};
+pub use live::{GpuMetricSample, Liveness, MetricSample, HISTORY};
 pub use records::{
     EnrollRecord, Facts, Gpu, NodeRecord, PlanRecord, RevisionRecord, RevokedRecord, ServiceRecord,
     MAX_GPUS,

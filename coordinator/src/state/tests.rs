@@ -685,3 +685,53 @@ async fn only_an_admin_may_apply_units() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn heartbeats_keep_a_gpu_history_for_the_dashboard() {
+    let (store, _dir) = temp_store();
+    let coord = Coordinator::load(store, Liveness::default(), CancellationToken::new())
+        .await
+        .unwrap();
+    let session = coord
+        .register("n1", "fp-n1", 0, hello(), None)
+        .await
+        .unwrap();
+    let beat = |gpus: Vec<pb::GpuSample>| pb::AgentMessage {
+        msg: Some(pb::agent_message::Msg::Heartbeat(pb::Heartbeat {
+            sent_unix_ms: 1,
+            metrics: Some(pb::HostMetrics {
+                memory_total_bytes: 1 << 30,
+                gpus,
+                ..pb::HostMetrics::default()
+            }),
+        })),
+    };
+    coord.handle_pb(
+        "n1",
+        session.conn_id,
+        beat(vec![pb::GpuSample {
+            index: 0,
+            utilization_percent: 87.5,
+            memory_used_bytes: 3 << 30,
+            temperature_c: 60.0,
+            power_w: 300.0,
+        }]),
+    );
+    let history = coord.metrics_history();
+    assert_eq!(
+        history["n1"][0].gpus,
+        [GpuMetricSample {
+            index: 0,
+            utilization_percent: 87.5,
+            memory_used_bytes: 3 << 30,
+        }]
+    );
+    // On the wire to the dashboard; absent for a node without GPUs.
+    let json = serde_json::to_value(&history["n1"][0]).unwrap();
+    assert_eq!(json["gpus"][0]["utilization_percent"], 87.5);
+    let plain = MetricSample {
+        gpus: Vec::new(),
+        ..history["n1"][0].clone()
+    };
+    assert!(serde_json::to_value(&plain).unwrap().get("gpus").is_none());
+}
