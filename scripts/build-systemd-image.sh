@@ -134,6 +134,11 @@ if grep -qx '0::/' /proc/self/cgroup || grep -q '^[0-9]*:name=systemd:/$' /proc/
     fi
   done
 fi
+# Mount events propagate between namespaces, as on a booted host (systemd
+# makes / shared at boot, but not in a container): systemd sets a unit's
+# credentials up in a private namespace and moves them into
+# /run/credentials, which the unit sees only through this propagation.
+mount --make-rshared / 2>/dev/null || echo "convoy-init: could not make / shared (needs CAP_SYS_ADMIN)" >&2
 exec /sbin/init "$@"
 INIT
 $sudo chmod 0755 "$rootfs/usr/local/sbin/convoy-init"

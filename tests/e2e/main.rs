@@ -33,6 +33,7 @@ mod restarts;
 mod revocation;
 mod rollouts;
 mod scaling;
+mod secret_delivery;
 mod secrets;
 mod security;
 mod stack;

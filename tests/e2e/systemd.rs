@@ -551,3 +551,87 @@ fn foreign_convoy_named_unit_file_is_never_modified() {
         "{file} was modified"
     );
 }
+
+#[test]
+fn unit_reads_its_secret_as_a_systemd_credential_and_a_rotation_restarts_it_with_the_new_one() {
+    skip_without_docker!();
+    let f = enrolled();
+    let (host, c) = (&f.host, &f.c);
+    let unit = "convoy-reader.service";
+    // The unit copies its credential where the test reads it, then waits
+    // (`$$`: Compose interpolation leaves one `$` for the shell).
+    let body = unit_spec(
+        "reader",
+        &f.node,
+        &[
+            "exec_start: [\"/bin/sh\", \"-c\", \"cat \\\"$$CREDENTIALS_DIRECTORY/token\\\" > /run/reader-got; exec sleep 1000\"]",
+            "secrets: [token]",
+        ],
+    );
+    std::fs::write(c.root().join("token.txt"), "credential-one").unwrap();
+    let spec = c.write_spec(
+        "reader.yaml",
+        &format!("{body}secrets:\n  token:\n    file: ./token.txt\n"),
+    );
+    let report = c.apply(&spec);
+    assert_eq!(report.service("reader").action, "create", "{report:#?}");
+    let first = wait_unit(host, unit, &["ActiveState", "MainPID"], "runs", |s| {
+        ensure!(s["ActiveState"] == "active");
+        Ok(())
+    });
+    let read = |want: &str| {
+        wait_until(format!("the unit read `{want}`"), SETTLE, POLL, || {
+            let got = host.read_file("/run/reader-got")?.unwrap_or_default();
+            ensure!(
+                got == want,
+                "it read {got:?}; its unit file and log:\n{}",
+                host.sh(
+                    "cat /etc/systemd/system/convoy-reader.service; \
+                     journalctl -u convoy-reader.service --no-pager | tail -n 5; find /run/convoy-agent -ls; journalctl -u convoy-agent --no-pager | grep -i secret | tail"
+                )
+                .unwrap_or_default()
+            );
+            Ok(())
+        })
+    };
+    read("credential-one");
+    // The unit file loads it from the agent's tmpfs; it holds no value.
+    let written = host
+        .read_file("/etc/systemd/system/convoy-reader.service")
+        .unwrap()
+        .expect("no unit file");
+    assert!(written.contains("LoadCredential=token:"), "{written}");
+    assert!(!written.contains("credential-one"), "{written}");
+
+    // A rotation restarts the unit with the new version.
+    let mut child = c
+        .cli_command()
+        .args(["secret", "rotate", "token"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"credential-two")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "rotate: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    read("credential-two");
+    let second = host.show(unit, &["MainPID"]).unwrap();
+    assert_ne!(second["MainPID"], first["MainPID"], "not restarted");
+    wait_until("convoy status shows revision 2", SETTLE, POLL, || {
+        let i = instance(c, "reader")?;
+        ensure!(i.state == "running" && i.revision == 2, "{i:?}");
+        Ok(())
+    });
+}

@@ -8,13 +8,31 @@ use anyhow::{anyhow, Context, Result};
 
 /// Sends `METHOD PATH` to `addr` and returns the status code and body.
 pub fn request(addr: SocketAddr, method: &str, path: &str) -> Result<(u16, String)> {
+    request_as(addr, method, path, None)
+}
+
+/// `GET path` with `Authorization: Bearer token` (the coordinator's
+/// dashboard API and `/metrics`).
+pub fn get_with_token(addr: SocketAddr, path: &str, token: &str) -> Result<(u16, String)> {
+    request_as(addr, "GET", path, Some(token))
+}
+
+fn request_as(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> Result<(u16, String)> {
     let timeout = Duration::from_secs(5);
     let mut stream = TcpStream::connect_timeout(&addr, timeout)
         .with_context(|| format!("cannot connect to {addr}"))?;
     stream.set_read_timeout(Some(timeout))?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
     )?;
     let mut raw = String::new();
     stream

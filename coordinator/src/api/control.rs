@@ -262,6 +262,18 @@ impl pb::control_service_server::ControlService for ControlApi {
                 let names: Vec<_> = r.services.iter().map(|s| s.service.as_str()).collect();
                 let target = format!("{filename}: {}", names.join(", "));
                 self.audited(&caller, action, &target, &resp).await;
+                // Each secret version the apply made is audited on its own,
+                // by name and version, as `convoy secret` writes are.
+                for s in &r.secrets {
+                    let write = match s.action.as_str() {
+                        "created" => Action::SecretSet { env: &s.env },
+                        "generated" => Action::SecretGenerate { env: &s.env },
+                        "rotated" => Action::SecretRotate { env: &s.env },
+                        _ => continue,
+                    };
+                    let target = format!("{}/{} v{} ({filename})", s.env, s.name, s.version);
+                    self.audited(&caller, write, &target, &resp).await;
+                }
             }
             Ok(_) => {}
             Err(e) => {

@@ -212,8 +212,6 @@ impl Coordinator {
         let nodes = node_views(next, &connected);
         let candidates = candidates(&nodes);
         check_host_access(filename, content, &file, env, &candidates)?;
-        let mut changes = Vec::new();
-        let mut superseded = Vec::new();
         let units: std::collections::BTreeSet<String> = file
             .services
             .iter()
@@ -229,26 +227,13 @@ impl Coordinator {
             })
             .collect();
         let staged_configs = file.services.values().any(|s| !s.configs.is_empty());
-        for (name, new_spec) in file.services {
-            let (change, gone) = stage_service(
-                next,
-                &candidates,
-                Staged {
-                    env,
-                    name: &name,
-                    spec: new_spec,
-                    who,
-                    source: filename,
-                    now,
-                    policy: None,
-                },
-                ops,
-            )?;
-            if let Some(rev) = gone {
-                superseded.push((name.clone(), rev, change.revision));
-            }
-            changes.push(change);
-        }
+        // The secrets the services use get their versions (made here when
+        // the spec's files or variables bring new values) before anything
+        // is compared: a new version is a changed spec.
+        let secrets = self.resolve_secrets(next, ops, env, filename, &mut file, who)?;
+        let services: Vec<(String, ServiceSpec)> = file.services.into_iter().collect();
+        let (changes, superseded) =
+            stage_all(next, &candidates, env, services, who, filename, now, ops)?;
         if staged_configs {
             check_config_bytes(txn.desired())?;
         }
@@ -263,56 +248,15 @@ impl Coordinator {
             services: changes,
             warnings: file.warnings,
             dry_run,
-            secrets: Vec::new(),
+            secrets,
         };
         if dry_run {
             // Dropped uncommitted: nothing is stored, sent or emitted.
             return Ok(response);
         }
-        for (name, rev, by) in &superseded {
-            self.set_outcome(txn.ops(), env, name, *rev, &format!("superseded by r{by}"))
-                .await;
-        }
-        // The first step of each rollout this apply starts (all instances
-        // at once by default) goes out with it: one copy of desired state,
-        // one plan computation and one store write, not two of each.
-        let mut first_steps = Vec::new();
-        for change in &response.services {
-            let key = (env.to_string(), change.service.clone());
-            let (next, ops, _) = txn.parts();
-            let Some(current) = next.services.get(&key).filter(|r| {
-                r.rollout.as_ref().is_some_and(|ro| {
-                    ro.state == RolloutState::Running
-                        && ro.to_revision == r.revision
-                        && ro.switched.is_empty()
-                })
-            }) else {
-                continue;
-            };
-            let mut replan = false;
-            if let Some(rec) = self
-                .step_service(current, now, ops, &mut first_steps, &mut replan)
-                .await
-            {
-                next.services.insert(key, Arc::new(rec));
-            }
-        }
-        txn.replan();
-        for (name, rev, by) in superseded {
-            txn.emit(superseded_event(env, &name, rev, by));
-        }
-        // Built after the plans are out: one per instance that moves.
         let response = Arc::new(response);
-        let (changes, by) = (response.clone(), who.to_string());
-        txn.emit_later(move || {
-            let mut out: Vec<Ev> = changes
-                .services
-                .iter()
-                .flat_map(|c| deployed_events(c, &by))
-                .collect();
-            out.extend(first_steps);
-            out
-        });
+        self.start_rollouts(&mut txn, env, &response, superseded, who, now)
+            .await;
         txn.commit().await?;
         // The events' copy is gone with the commit.
         Ok(Arc::try_unwrap(response).unwrap_or_else(|shared| (*shared).clone()))
@@ -361,6 +305,105 @@ impl Coordinator {
             last_revision,
         })
     }
+}
+
+impl Coordinator {
+    /// Once an apply (or a secret's rotation) has staged new specs: marks
+    /// the rollouts they supersede, takes the first step of each rollout
+    /// they start (all instances at once by default) with them — one copy
+    /// of desired state, one plan computation and one store write, not two
+    /// of each — and emits their events. The caller commits.
+    pub(super) async fn start_rollouts(
+        &self,
+        txn: &mut Txn<'_>,
+        env: &str,
+        response: &Arc<pb::ApplyResponse>,
+        superseded: Vec<Superseded>,
+        who: &str,
+        now: i64,
+    ) {
+        for (name, rev, by) in &superseded {
+            self.set_outcome(txn.ops(), env, name, *rev, &format!("superseded by r{by}"))
+                .await;
+        }
+        let mut first_steps = Vec::new();
+        for change in &response.services {
+            let key = (env.to_string(), change.service.clone());
+            let (next, ops, _) = txn.parts();
+            let Some(current) = next.services.get(&key).filter(|r| {
+                r.rollout.as_ref().is_some_and(|ro| {
+                    ro.state == RolloutState::Running
+                        && ro.to_revision == r.revision
+                        && ro.switched.is_empty()
+                })
+            }) else {
+                continue;
+            };
+            let mut replan = false;
+            if let Some(rec) = self
+                .step_service(current, now, ops, &mut first_steps, &mut replan)
+                .await
+            {
+                next.services.insert(key, Arc::new(rec));
+            }
+        }
+        txn.replan();
+        for (name, rev, by) in superseded {
+            txn.emit(superseded_event(env, &name, rev, by));
+        }
+        // Built after the plans are out: one per instance that moves.
+        let (changes, by) = (response.clone(), who.to_string());
+        txn.emit_later(move || {
+            let mut out: Vec<Ev> = changes
+                .services
+                .iter()
+                .flat_map(|c| deployed_events(c, &by))
+                .collect();
+            out.extend(first_steps);
+            out
+        });
+    }
+}
+
+/// A rollout an apply superseded: (service, its revision, the new one).
+pub(super) type Superseded = (String, u64, u64);
+
+/// Stages each of `services` (see [`stage_service`]); returns the changes
+/// and the rollouts superseded.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn stage_all(
+    next: &mut Desired,
+    candidates: &[Candidate<'_>],
+    env: &str,
+    services: Vec<(String, ServiceSpec)>,
+    who: &str,
+    source: &str,
+    now: i64,
+    ops: &mut Vec<Op>,
+) -> Result<(Vec<pb::ServiceChange>, Vec<Superseded>), StateError> {
+    let mut changes = Vec::with_capacity(services.len());
+    let mut superseded = Vec::new();
+    for (name, spec) in services {
+        let (change, gone) = stage_service(
+            next,
+            candidates,
+            Staged {
+                env,
+                name: &name,
+                spec,
+                who,
+                source,
+                now,
+                policy: None,
+            },
+            ops,
+        )?;
+        if let Some(rev) = gone {
+            superseded.push((name, rev, change.revision));
+        }
+        changes.push(change);
+    }
+    Ok((changes, superseded))
 }
 
 /// `service.deployed` and an `instance.placed` per instance that moves.

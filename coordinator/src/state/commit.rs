@@ -162,7 +162,8 @@ impl<'a> Txn<'a> {
         if let (Some(publish), Some(next)) = (replan, staged.as_mut()) {
             // Incremental: only the plans of nodes this change touched.
             let only = (publish == Publish::Changed).then(|| touched_nodes(&current, next));
-            let (updates, computed) = compute_plans(next, &mut ops, publish, only.as_ref());
+            let (updates, computed) =
+                compute_plans(next, &mut ops, publish, only.as_ref(), &coord.sealer);
             plans.extend(updates);
             recomputed = computed;
         }

@@ -125,6 +125,7 @@ pub(super) fn compute_plans(
     ops: &mut Vec<Op>,
     publish: Publish,
     only: Option<&HashSet<String>>,
+    sealer: &Sealer,
 ) -> (Vec<(String, Arc<pb::NodePlan>)>, usize) {
     let wanted = |node: &str| only.is_none_or(|set| set.contains(node));
     let mut per_node: BTreeMap<String, Vec<pb::Workload>> = BTreeMap::new();
@@ -185,7 +186,8 @@ pub(super) fn compute_plans(
     for (node, mut workloads) in per_node {
         workloads.sort_by(|a, b| a.id.cmp(&b.id));
         let registry_auths = plan_logins(&next.registries, &workloads);
-        let hash = plan_hash(&workloads, &registry_auths);
+        let (secret_values, secrets_hash) = plan_secrets(&next.secrets, &workloads, &node, sealer);
+        let hash = plan_hash(&workloads, &registry_auths, &secrets_hash);
         let generation = match next.plans.get(&node) {
             Some(rec) if rec.hash == hash => {
                 if publish == Publish::Changed {
@@ -209,7 +211,7 @@ pub(super) fn compute_plans(
                 generation,
                 workloads,
                 registry_auths,
-                secret_values: Vec::new(),
+                secret_values,
             }),
         ));
     }
@@ -221,7 +223,11 @@ pub(super) fn compute_plans(
 
 /// What a node's plan holds, as its [`PlanRecord`] (memory only) keeps
 /// it; `workloads` sorted by id, `logins` by server.
-pub(super) fn plan_hash(workloads: &[pb::Workload], logins: &[pb::RegistryAuth]) -> String {
+pub(super) fn plan_hash(
+    workloads: &[pb::Workload],
+    logins: &[pb::RegistryAuth],
+    secrets: &[u8],
+) -> String {
     let mut h = Sha256::new();
     for w in workloads {
         h.update(w.id.as_bytes());
@@ -237,7 +243,77 @@ pub(super) fn plan_hash(workloads: &[pb::Workload], logins: &[pb::RegistryAuth])
             h.update(part.as_bytes());
         }
     }
+    h.update(secrets);
     hex::encode(h.finalize())
+}
+
+/// The values of the secret versions `workloads` pin (containers'
+/// `secrets`, units' `credentials`), each once, opened from the sealed
+/// store: what this node, and no other, receives. Also what identifies
+/// them for the plan's hash (names, versions and when each was made; never
+/// a value). A version the store no longer holds (dropped after
+/// [`KEEP_VERSIONS`] newer ones, or its secret removed) is left out: the
+/// agent fails those workloads naming it.
+fn plan_secrets(
+    secrets: &BTreeMap<(String, String), SecretRecord>,
+    workloads: &[pb::Workload],
+    node: &str,
+    sealer: &Sealer,
+) -> (Vec<pb::SecretValue>, Vec<u8>) {
+    let mut wanted: BTreeMap<(&str, &str), std::collections::BTreeSet<u64>> = BTreeMap::new();
+    for w in workloads {
+        let mounts = match &w.runtime {
+            Some(pb::workload::Runtime::Container(c)) => &c.secrets,
+            Some(pb::workload::Runtime::Unit(u)) => &u.credentials,
+            None => continue,
+        };
+        for m in mounts {
+            wanted
+                .entry((w.env.as_str(), m.name.as_str()))
+                .or_default()
+                .insert(m.version);
+        }
+    }
+    if wanted.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let mut values = Vec::new();
+    let mut identity = Vec::new();
+    for ((env, name), versions) in wanted {
+        let record = secrets.get(&(env.to_string(), name.to_string()));
+        for version in versions {
+            let Some(v) = record.and_then(|r| r.versions.iter().find(|v| v.version == version))
+            else {
+                tracing::warn!(
+                    node,
+                    env,
+                    secret = name,
+                    version,
+                    "a workload on this node pins a version of a secret the store no longer holds"
+                );
+                continue;
+            };
+            let context = version_context(env, name, version);
+            match sealer.open_envelope(&context, &v.sealed) {
+                Ok(value) => {
+                    for part in [env, name] {
+                        identity.extend((part.len() as u64).to_be_bytes());
+                        identity.extend(part.as_bytes());
+                    }
+                    identity.extend(version.to_be_bytes());
+                    identity.extend(v.created_unix_ms.to_be_bytes());
+                    values.push(pb::SecretValue {
+                        env: env.to_string(),
+                        name: name.to_string(),
+                        version,
+                        value: value.expose().clone(),
+                    });
+                }
+                Err(e) => tracing::error!(node, error = %e, "a secret version does not open"),
+            }
+        }
+    }
+    (values, identity)
 }
 
 impl Coordinator {

@@ -170,15 +170,45 @@ pub(super) fn secret_key(env: &str, name: &str) -> String {
 
 /// The associated data of a version's envelope: the record's key and the
 /// version, so a version copied to another secret or number does not open.
-fn version_context(env: &str, name: &str, version: u64) -> String {
+pub(super) fn version_context(env: &str, name: &str, version: u64) -> String {
     format!("{}@v{version}", secret_key(env, name))
 }
 
-/// The services and units of `env` that use secret `name`, as `ENV/SERVICE`.
-/// Nothing consumes secrets yet (Compose `secrets:` and delivery come in a
-/// later increment, which fills this in), so today it is always empty.
-pub(super) fn secret_users(_desired: &Desired, _env: &str, _name: &str) -> Vec<String> {
-    Vec::new()
+/// The version of secret `name` that `spec` pins, if it uses it.
+pub(super) fn pinned_version(spec: &ServiceSpec, name: &str) -> Option<u64> {
+    spec.secrets
+        .iter()
+        .find(|m| m.name == name)
+        .map(|m| m.version)
+}
+
+/// The services and units of `env` that use secret `name` (their current
+/// spec, or the one an active rollout still runs on some instances), by
+/// name; `NAME (vN)` when one runs a version other than `current`.
+pub(super) fn secret_users(desired: &Desired, env: &str, name: &str) -> Vec<String> {
+    let current = desired
+        .secrets
+        .get(&(env.to_string(), name.to_string()))
+        .and_then(|r| r.current())
+        .map(|v| v.version);
+    desired
+        .services
+        .values()
+        .filter(|r| !r.deleted && r.env == env)
+        .filter_map(|r| {
+            let from = r
+                .rollout
+                .as_ref()
+                .filter(|ro| ro.state.is_active())
+                .and_then(|ro| pinned_version(&ro.from_spec, name));
+            let pinned = pinned_version(&r.spec, name).or(from)?;
+            Some(if Some(pinned) == current {
+                r.name.clone()
+            } else {
+                format!("{} (v{pinned})", r.name)
+            })
+        })
+        .collect()
 }
 
 /// How a new version is made.
@@ -292,9 +322,40 @@ impl Coordinator {
                 versions: Vec::new(),
             },
         };
+        let version = self.push_version(&mut record, value, origin, by);
+        txn.put(Op::put_json(key, &record));
+        Arc::make_mut(&mut txn.stage().secrets).insert((env.clone(), name.to_string()), record);
+        // A rotation rolls exactly the services and units that use the
+        // secret onto the new version, through their update gates.
+        if write == SecretWrite::Rotate {
+            self.roll_consumers(&mut txn, &env, name, version, by)
+                .await?;
+        }
+        let info = txn
+            .desired()
+            .secrets
+            .get(&(env.clone(), name.to_string()))
+            .map(|r| r.info(secret_users(txn.desired(), &env, name)))
+            .ok_or_else(|| StateError::SecretNotFound {
+                name: name.to_string(),
+                env: env.clone(),
+            })?;
+        txn.commit().await?;
+        Ok(info)
+    }
+
+    /// Seals `value` as the next version of `record` (dropping versions
+    /// beyond [`KEEP_VERSIONS`]); returns its number.
+    fn push_version(
+        &self,
+        record: &mut SecretRecord,
+        value: Secret<Vec<u8>>,
+        origin: String,
+        by: &str,
+    ) -> u64 {
         let version = record.current().map(|v| v.version).unwrap_or(0) + 1;
         let sealed = self.sealer.seal_envelope(
-            &version_context(&env, name, version),
+            &version_context(&record.env, &record.name, version),
             value.expose().as_slice(),
         );
         drop(value);
@@ -307,11 +368,200 @@ impl Coordinator {
         });
         let excess = record.versions.len().saturating_sub(KEEP_VERSIONS);
         record.versions.drain(..excess);
-        let info = record.info(secret_users(txn.desired(), &env, name));
-        txn.put(Op::put_json(key, &record));
-        Arc::make_mut(&mut txn.stage().secrets).insert((env, name.to_string()), record);
-        txn.commit().await?;
-        Ok(info)
+        version
+    }
+
+    /// Stages a new revision of every service and unit of `env` that uses
+    /// secret `name`, pinning `version`, and starts their rollouts as an
+    /// apply does (a failed one rolls back to the revision, and so the
+    /// version, it replaced). Nothing else is touched.
+    async fn roll_consumers(
+        &self,
+        txn: &mut Txn<'_>,
+        env: &str,
+        name: &str,
+        version: u64,
+        by: &str,
+    ) -> Result<(), StateError> {
+        let services: Vec<(String, ServiceSpec)> = txn
+            .desired()
+            .services
+            .values()
+            .filter(|r| !r.deleted && r.env == env)
+            .filter(|r| pinned_version(&r.spec, name).is_some_and(|v| v != version))
+            .map(|r| {
+                let mut spec = r.spec.clone();
+                for m in spec.secrets.iter_mut().filter(|m| m.name == name) {
+                    m.version = version;
+                }
+                (r.name.clone(), spec)
+            })
+            .collect();
+        if services.is_empty() {
+            return Ok(());
+        }
+        let now = now_unix_ms();
+        let connected = self.connected();
+        let source = format!("secret rotate {name} (v{version})");
+        let (next, ops, _) = txn.parts();
+        let nodes = node_views(next, &connected);
+        let candidates = candidates(&nodes);
+        let (changes, superseded) =
+            stage_all(next, &candidates, env, services, by, &source, now, ops)?;
+        let response = Arc::new(pb::ApplyResponse {
+            services: changes,
+            ..Default::default()
+        });
+        self.start_rollouts(txn, env, &response, superseded, by, now)
+            .await;
+        Ok(())
+    }
+
+    /// What an apply does to the secrets its services use: each one's
+    /// top-level entry is resolved in `env`'s store (a `file:` or
+    /// `environment:` value makes the first version, or a new one when it
+    /// differs from the current; `x-convoy.generate` makes one if there is
+    /// none; `external` must exist), staged in `next`/`ops`, and every
+    /// mount pins the version that results. Values are sealed at once and
+    /// dropped; nothing here names one.
+    pub(super) fn resolve_secrets(
+        &self,
+        next: &mut Desired,
+        ops: &mut Vec<Op>,
+        env: &str,
+        filename: &str,
+        file: &mut spec::SpecFile,
+        who: &str,
+    ) -> Result<Vec<pb::SecretChange>, StateError> {
+        let used: std::collections::BTreeSet<String> = file
+            .services
+            .values()
+            .flat_map(|s| s.secrets.iter().map(|m| m.source.clone()))
+            .collect();
+        let mut changes = Vec::with_capacity(used.len());
+        // By store name: two entries naming one secret must agree.
+        let mut resolved: BTreeMap<String, (String, u64)> = BTreeMap::new();
+        let mut versions: BTreeMap<String, u64> = BTreeMap::new();
+        for key in used {
+            let decl = file.secrets.get_mut(&key).ok_or_else(|| {
+                StateError::Invalid(format!(
+                    "{filename}: secrets: the services use secret `{key}`, which the \
+                     top-level `secrets:` does not declare"
+                ))
+            })?;
+            let name = decl.name.clone();
+            check_secret_name(&name)?;
+            if let Some((other, version)) = resolved.get(&name) {
+                if decl.value.is_some() || !matches!(decl.source, spec::SecretSource::External) {
+                    return Err(StateError::Invalid(format!(
+                        "{filename}: secrets.{key}: it names secret `{name}`, as \
+                         `secrets.{other}` does: give each secret one entry"
+                    )));
+                }
+                versions.insert(key, *version);
+                continue;
+            }
+            let store_key = (env.to_string(), name.clone());
+            let existing = next.secrets.get(&store_key).cloned();
+            let mut record = existing.clone().unwrap_or_else(|| SecretRecord {
+                env: env.to_string(),
+                name: name.clone(),
+                versions: Vec::new(),
+            });
+            let current = record.current().map(|v| v.version);
+            let (action, wrote) = match (&decl.source, current) {
+                (spec::SecretSource::External, Some(_)) => ("external", false),
+                (spec::SecretSource::External, None) => {
+                    return Err(StateError::Invalid(format!(
+                        "{filename}: secrets.{key}: `external: true`, but environment `{env}` \
+                         has no secret `{name}`: create it with `convoy secret set {name} \
+                         --env {env}` (or `convoy secret generate`), then apply again"
+                    )));
+                }
+                (spec::SecretSource::Generate { .. }, Some(_)) => ("unchanged", false),
+                (spec::SecretSource::Generate { length, charset }, None) => {
+                    let charset = Charset::parse(charset)?;
+                    if *length == 0 || *length > MAX_GENERATED_LENGTH {
+                        return Err(StateError::Invalid(format!(
+                            "{filename}: secrets.{key}: the length must be 1 to \
+                             {MAX_GENERATED_LENGTH}, not {length}"
+                        )));
+                    }
+                    let value = generate_value(*length, charset);
+                    let origin = format!(
+                        "generated ({length} {}) by apply {filename}",
+                        charset.word()
+                    );
+                    self.push_version(&mut record, value, origin, who);
+                    ("generated", true)
+                }
+                (spec::SecretSource::File(_) | spec::SecretSource::Environment(_), _) => {
+                    let value = decl.value.take().ok_or_else(|| {
+                        StateError::Invalid(format!(
+                            "{filename}: secrets.{key}: its value was not sent with the spec: \
+                             `convoy apply` reads the files and variables of `secrets:` and \
+                             sends them"
+                        ))
+                    })?;
+                    if value.expose().is_empty() || value.expose().len() > MAX_SECRET_BYTES {
+                        return Err(StateError::Invalid(format!(
+                            "{filename}: secrets.{key}: the value must be 1 to \
+                             {MAX_SECRET_BYTES} bytes"
+                        )));
+                    }
+                    let same = match record.current() {
+                        Some(v) => {
+                            let open = self.sealer.open_envelope(
+                                &version_context(env, &name, v.version),
+                                &v.sealed,
+                            )?;
+                            open.expose() == value.expose()
+                        }
+                        None => false,
+                    };
+                    if same {
+                        ("unchanged", false)
+                    } else {
+                        let from = match &decl.source {
+                            spec::SecretSource::File(path) => format!("file {path}"),
+                            spec::SecretSource::Environment(var) => format!("variable {var}"),
+                            _ => String::new(),
+                        };
+                        let origin = format!("apply {filename} ({from})");
+                        self.push_version(&mut record, value, origin, who);
+                        (
+                            if current.is_some() {
+                                "rotated"
+                            } else {
+                                "created"
+                            },
+                            true,
+                        )
+                    }
+                }
+            };
+            let version = record.current().map(|v| v.version).unwrap_or(0);
+            if wrote {
+                ops.push(Op::put_json(secret_key(env, &name), &record));
+                Arc::make_mut(&mut next.secrets).insert(store_key, record);
+            }
+            changes.push(pb::SecretChange {
+                env: env.to_string(),
+                name: name.clone(),
+                action: action.to_string(),
+                version,
+            });
+            resolved.insert(name, (key.clone(), version));
+            versions.insert(key, version);
+        }
+        for spec in file.services.values_mut() {
+            for m in &mut spec.secrets {
+                if let Some(v) = versions.get(&m.source) {
+                    m.version = *v;
+                }
+            }
+        }
+        Ok(changes)
     }
 
     /// The secrets of the environments `visible` allows (all when `env` is
@@ -445,5 +695,7 @@ impl Coordinator {
     }
 }
 
+#[cfg(test)]
+mod delivery_tests;
 #[cfg(test)]
 mod tests;
