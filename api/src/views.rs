@@ -726,7 +726,8 @@ pub struct SecretJson {
     pub origin: String,
     /// How many versions are kept.
     pub versions: u32,
-    /// `ENV/SERVICE` of each service or unit that uses it.
+    /// Each service or unit of its environment that uses it, by name;
+    /// `NAME (vN)` when it runs another version than the current.
     pub used_by: Vec<String>,
 }
 

@@ -191,6 +191,11 @@ fn a_secret_reaches_only_its_consumer_rotates_through_a_rollout_and_is_never_see
     let out = child.wait_with_output().unwrap();
     seen.add("rotate", &out);
     assert!(out.status.success(), "rotate: {}", text(&out));
+    assert!(
+        text(&out).contains(&format!("rolling out to {web}")),
+        "{}",
+        text(&out)
+    );
     let web_ct2 = wait_serving(&c, &web, 2, CANARY2);
     assert_ne!(web_ct2.id, web_ct.id, "web's container is replaced");
     for (svc, before) in [(&plain, &plain_ct), (&other, &other_ct)] {

@@ -142,10 +142,20 @@ fn generate(
 fn written(info: SecretJson, did: &str, format: Format) -> Output {
     Output::stdout(match format {
         Format::Json => output::json(&info),
-        Format::Table => format!(
-            "{did} secret {} in environment {}: version {}\n",
-            info.name, info.env, info.version
-        ),
+        Format::Table => {
+            let mut text = format!(
+                "{did} secret {} in environment {}: version {}\n",
+                info.name, info.env, info.version
+            );
+            // A rotation rolls each consumer onto the new version.
+            if did == "rotated" && !info.used_by.is_empty() {
+                text += &format!(
+                    "rolling out to {} (`convoy status --watch` follows it)\n",
+                    info.used_by.join(", ")
+                );
+            }
+            text
+        }
     })
 }
 
