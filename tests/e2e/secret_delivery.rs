@@ -319,3 +319,51 @@ fn a_secret_reaches_only_its_consumer_rotates_through_a_rollout_and_is_never_see
     assert!(hits.is_empty(), "a secret value was seen in: {hits:#?}");
     assert!(seen.0.len() > 20, "searched only {} outputs", seen.0.len());
 }
+
+/// The environment-variable opt-in (`x-convoy.secret_env`): the container
+/// gets the value as a variable, and only as one when it has no file mount;
+/// as documented, this is weaker: `docker inspect` shows it.
+#[test]
+fn a_secret_given_as_an_environment_variable_reaches_the_process_and_shows_in_inspect() {
+    skip_without_docker!();
+    let mut c = Cluster::start();
+    let node = c.add_agent();
+    c.wait_nodes_ready(std::slice::from_ref(&node));
+    let svc = c.service_name("envsecret");
+    let image = c.image();
+    let value = "env-secret-5c7d";
+    let yaml = format!(
+        "services:\n  {svc}:\n    image: {image}\n    ports: [\"8080\"]\n    x-convoy:\n      \
+         secret_env:\n        API_TOKEN: token\nsecrets:\n  token:\n    environment: TOKEN_SOURCE\n"
+    );
+    let file = c.write_spec("envsecret.yaml", &yaml);
+    let out = output_of(c.cli_command().env("TOKEN_SOURCE", value).args([
+        "apply",
+        "-f",
+        file.to_str().unwrap(),
+    ]));
+    assert!(out.status.success(), "apply: {}", text(&out));
+    let ct = c.wait_service_running(&svc, 1, 1).remove(0);
+    let addr = ct.addr(8080).unwrap();
+    wait_until(
+        "the process sees API_TOKEN",
+        SETTLE,
+        Duration::from_millis(250),
+        || {
+            let (code, body) = http::get(addr, "/env/API_TOKEN")?;
+            ensure!(code == 200 && body == value, "{code}: {body}");
+            Ok(())
+        },
+    );
+    assert_eq!(ct.env_var("API_TOKEN"), Some(value), "docker inspect's Env");
+    // No file: the variable is all it asked for.
+    let (code, _) = http::get(addr, "/secret/token").unwrap();
+    assert_eq!(code, 404);
+}
+
+fn output_of(cmd: &mut std::process::Command) -> Output {
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("cannot run convoy")
+}
