@@ -50,7 +50,7 @@ pub use diff::changed_fields;
 pub use extras::{platform_matches, ContainerExtras};
 pub use host_access::HostAccessSpec;
 pub use limits::{Limits, DEFAULT_MAX_SPEC_BYTES};
-pub use resources::{ResourcesSpec, Ulimit};
+pub use resources::{GpuDevices, GpuRequest, ResourcesSpec, Ulimit};
 pub use secrets::{
     SecretDecl, SecretInputs, SecretMount, SecretSource, DEFAULT_GENERATED_LENGTH,
     DEFAULT_SECRET_MODE, GENERATED_CHARSETS, MAX_GENERATED_LENGTH, MAX_SECRET_BYTES,

@@ -24,6 +24,7 @@ mod document;
 mod env_file;
 mod environment;
 mod extras;
+mod gpus;
 mod healthcheck;
 mod host_access;
 mod keys;

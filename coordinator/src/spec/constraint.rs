@@ -30,18 +30,78 @@ pub enum NodeAttribute {
     Os,
     /// `node.platform.arch`, e.g. `x86_64` (`amd64` too).
     Arch,
+    /// `node.gpu.count`: how many GPUs the node has (0 without any).
+    GpuCount,
+    /// `node.gpu.model`: the model every GPU of the node is (a node
+    /// without GPUs, or with two models, is no model).
+    GpuModel,
+    /// `node.gpu.memory`: the memory of the node's smallest GPU (0
+    /// without any), so every GPU it assigns has at least that.
+    GpuMemory,
+}
+
+impl NodeAttribute {
+    /// Whether the attribute is a number, compared with `<`, `<=`, `>`, `>=` too.
+    fn is_numeric(&self) -> bool {
+        matches!(self, NodeAttribute::GpuCount | NodeAttribute::GpuMemory)
+    }
+
+    /// A numeric attribute's value as written: a count, or a size (`40g`).
+    fn number(&self, text: &str) -> Result<u64, String> {
+        match self {
+            NodeAttribute::GpuMemory => crate::spec::resources::parse_bytes(text),
+            _ => text
+                .parse::<u64>()
+                .map_err(|_| format!("`{text}` is not a number")),
+        }
+    }
+
+    /// A numeric attribute of a node.
+    fn of(&self, facts: &NodeFacts) -> u64 {
+        match self {
+            NodeAttribute::GpuCount => facts.gpus.len() as u64,
+            NodeAttribute::GpuMemory => facts
+                .gpus
+                .iter()
+                .map(|g| g.memory_total_bytes)
+                .min()
+                .unwrap_or(0),
+            _ => 0,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConstraintOp {
     Eq,
     Ne,
+    /// `<`, `<=`, `>`, `>=`: numeric attributes only (`node.gpu.count`,
+    /// `node.gpu.memory`).
+    Lt,
+    Le,
+    Gt,
+    Ge,
 }
 
 impl Constraint {
     /// Whether the node `node_name` with `facts` satisfies the constraint. A
     /// label the node lacks compares as empty, as in Swarm.
     pub fn matches(&self, node_name: &str, facts: &NodeFacts) -> bool {
+        if self.attribute.is_numeric() {
+            // Checked when parsed; a stored value that no longer reads matches nothing.
+            let Ok(want) = self.attribute.number(&self.value) else {
+                return false;
+            };
+            let have = self.attribute.of(facts);
+            return match self.op {
+                ConstraintOp::Eq => have == want,
+                ConstraintOp::Ne => have != want,
+                ConstraintOp::Lt => have < want,
+                ConstraintOp::Le => have <= want,
+                ConstraintOp::Gt => have > want,
+                ConstraintOp::Ge => have >= want,
+            };
+        }
         let equal = match &self.attribute {
             NodeAttribute::Name => node_name.eq_ignore_ascii_case(&self.value),
             NodeAttribute::Hostname => facts.hostname.eq_ignore_ascii_case(&self.value),
@@ -52,10 +112,20 @@ impl Constraint {
                 .eq_ignore_ascii_case(&self.value),
             NodeAttribute::Os => facts.platform_os.eq_ignore_ascii_case(&self.value),
             NodeAttribute::Arch => canonical_arch(&facts.arch) == canonical_arch(&self.value),
+            NodeAttribute::GpuModel => {
+                !facts.gpus.is_empty()
+                    && facts
+                        .gpus
+                        .iter()
+                        .all(|g| g.name.eq_ignore_ascii_case(&self.value))
+            }
+            NodeAttribute::GpuCount | NodeAttribute::GpuMemory => false,
         };
         match self.op {
             ConstraintOp::Eq => equal,
             ConstraintOp::Ne => !equal,
+            // Refused when parsed for attributes that are not numbers.
+            _ => false,
         }
     }
 }
@@ -93,9 +163,14 @@ impl FromStr for Constraint {
         let token_len = rest
             .find(|c: char| !OPERATOR_CHARS.contains(&c))
             .unwrap_or(rest.len());
+        let numeric = matches!(attribute, "node.gpu.count" | "node.gpu.memory");
         let op = match &rest[..token_len] {
             "==" => ConstraintOp::Eq,
             "!=" => ConstraintOp::Ne,
+            "<" if numeric => ConstraintOp::Lt,
+            "<=" if numeric => ConstraintOp::Le,
+            ">" if numeric => ConstraintOp::Gt,
+            ">=" if numeric => ConstraintOp::Ge,
             // A lone `=` keeps the message that names the whole form, which
             // the spec's tests assert on.
             "=" => return Err(invalid(expected)),
@@ -120,6 +195,9 @@ impl FromStr for Constraint {
             "node.hostname" => NodeAttribute::Hostname,
             "node.platform.os" => NodeAttribute::Os,
             "node.platform.arch" => NodeAttribute::Arch,
+            "node.gpu.count" => NodeAttribute::GpuCount,
+            "node.gpu.model" => NodeAttribute::GpuModel,
+            "node.gpu.memory" => NodeAttribute::GpuMemory,
             other => match other.strip_prefix("node.labels.") {
                 Some(key) if !key.is_empty() => NodeAttribute::Label(key.to_owned()),
                 _ if other == "node.id"
@@ -133,17 +211,39 @@ impl FromStr for Constraint {
                 _ => {
                     return Err(invalid(&format!(
                         "unknown attribute `{other}`, expected one of `node.name`, `node.hostname`, \
-                         `node.labels.KEY`, `node.platform.os`, `node.platform.arch`"
+                         `node.labels.KEY`, `node.platform.os`, `node.platform.arch`, \
+                         `node.gpu.count`, `node.gpu.model`, `node.gpu.memory`"
                     )));
                 }
             },
         };
+        let value = match attribute {
+            // A model has spaces: `node.gpu.model == "NVIDIA H100 80GB HBM3"`.
+            NodeAttribute::GpuModel => unquote(value),
+            _ => value,
+        };
+        if value.is_empty() {
+            return Err(invalid("the value is empty"));
+        }
+        if attribute.is_numeric() {
+            attribute.number(value).map_err(|why| invalid(&why))?;
+        }
         Ok(Constraint {
             attribute,
             op,
             value: value.to_owned(),
         })
     }
+}
+
+/// `"text"` or `'text'` without its quotes; anything else as it is.
+fn unquote(value: &str) -> &str {
+    for q in ['"', '\''] {
+        if let Some(inner) = value.strip_prefix(q).and_then(|v| v.strip_suffix(q)) {
+            return inner.trim();
+        }
+    }
+    value
 }
 
 impl fmt::Display for Constraint {
@@ -154,11 +254,21 @@ impl fmt::Display for Constraint {
             NodeAttribute::Label(key) => write!(f, "node.labels.{key}")?,
             NodeAttribute::Os => f.write_str("node.platform.os")?,
             NodeAttribute::Arch => f.write_str("node.platform.arch")?,
+            NodeAttribute::GpuCount => f.write_str("node.gpu.count")?,
+            NodeAttribute::GpuModel => f.write_str("node.gpu.model")?,
+            NodeAttribute::GpuMemory => f.write_str("node.gpu.memory")?,
         }
         let op = match self.op {
             ConstraintOp::Eq => "==",
             ConstraintOp::Ne => "!=",
+            ConstraintOp::Lt => "<",
+            ConstraintOp::Le => "<=",
+            ConstraintOp::Gt => ">",
+            ConstraintOp::Ge => ">=",
         };
+        if self.attribute == NodeAttribute::GpuModel {
+            return write!(f, " {op} \"{}\"", self.value);
+        }
         write!(f, " {op} {}", self.value)
     }
 }
@@ -231,6 +341,69 @@ mod tests {
                 ),
             "{error}"
         );
+    }
+
+    fn gpus(models: &[(&str, u64)]) -> convoy_proto::NodeFacts {
+        convoy_proto::NodeFacts {
+            gpus: models
+                .iter()
+                .enumerate()
+                .map(|(i, (name, gib))| convoy_proto::GpuDevice {
+                    index: i as u32,
+                    uuid: format!("GPU-{i}"),
+                    name: name.to_string(),
+                    memory_total_bytes: gib << 30,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Issue 16: constraints on a node's GPUs: count and memory compare as
+    /// numbers, the model names every GPU of the node.
+    #[test]
+    fn gpu_constraints_compare_count_memory_and_model() {
+        let h100 = "NVIDIA H100 80GB HBM3";
+        let two = gpus(&[(h100, 80), (h100, 80)]);
+        let mixed = gpus(&[("Tesla T4", 16), (h100, 80)]);
+        let none = gpus(&[]);
+        let holds = |text: &str, facts: &convoy_proto::NodeFacts| {
+            text.parse::<Constraint>()
+                .unwrap_or_else(|e| panic!("{e}"))
+                .matches("n", facts)
+        };
+        assert!(holds("node.gpu.count >= 2", &two));
+        assert!(!holds("node.gpu.count >= 2", &none));
+        assert!(holds("node.gpu.count == 0", &none));
+        assert!(holds("node.gpu.count<3", &two));
+        assert!(!holds("node.gpu.count > 2", &two));
+        assert!(holds("node.gpu.memory >= 40g", &two));
+        // The smallest GPU counts.
+        assert!(!holds("node.gpu.memory >= 40g", &mixed));
+        assert!(!holds("node.gpu.memory >= 1g", &none));
+        assert!(holds(&format!("node.gpu.model == \"{h100}\""), &two));
+        assert!(holds("node.gpu.model == 'nvidia h100 80gb hbm3'", &two));
+        assert!(!holds(&format!("node.gpu.model == \"{h100}\""), &mixed));
+        assert!(!holds(&format!("node.gpu.model == \"{h100}\""), &none));
+        assert!(holds(&format!("node.gpu.model != \"{h100}\""), &none));
+        // Shown (and stored) so that they read back the same.
+        for text in [
+            "node.gpu.count >= 2",
+            "node.gpu.memory < 40g",
+            "node.gpu.model == \"A B\"",
+        ] {
+            let c: Constraint = text.parse().unwrap();
+            assert_eq!(c.to_string(), text);
+            assert_eq!(c.to_string().parse::<Constraint>().unwrap(), c);
+        }
+        assert_eq!(
+            error("node.gpu.count >= two"),
+            "invalid constraint `node.gpu.count >= two`: `two` is not a number"
+        );
+        assert!(error("node.gpu.memory > lots").contains("invalid size `lots`"));
+        // Other attributes keep `==` and `!=` only.
+        assert!(error("node.gpu.model >= x").contains("unknown operator `>=`"));
     }
 
     #[test]

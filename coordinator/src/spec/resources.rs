@@ -25,7 +25,56 @@ pub struct ResourcesSpec {
     pub shm_size_bytes: u64,
     /// `ulimits`, by name (`nofile`, `nproc`, ...).
     pub ulimits: BTreeMap<String, Ulimit>,
+    /// NVIDIA GPUs (`deploy.resources.reservations.devices`, `gpus:`):
+    /// placement assigns each instance GPUs of its node by UUID. Left out
+    /// of stored specs without it, so their hashes stay as they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<GpuRequest>,
 }
+
+/// What one instance asks of its node's NVIDIA GPUs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuRequest {
+    pub devices: GpuDevices,
+    /// The NVIDIA driver capabilities the container gets (`gpu` always,
+    /// `compute`, `utility`, ...), sorted.
+    pub capabilities: Vec<String>,
+    /// `x-convoy.gpu_sharing: true`: its instances may share GPUs with the
+    /// instances of other services that opted in too (never with one that
+    /// did not).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared: bool,
+}
+
+/// Which GPUs: `count: N`, `count: all` (or no count), `device_ids: [...]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GpuDevices {
+    Count(u32),
+    /// Every GPU of the node.
+    All,
+    /// These GPUs of the node, by index (`"0"`) or UUID (`"GPU-…"`).
+    Ids(Vec<String>),
+}
+
+impl GpuRequest {
+    /// How the request reads in a pending reason: "2 GPUs", "every GPU of
+    /// a node", "GPUs 0, 1".
+    pub fn describe(&self) -> String {
+        match &self.devices {
+            GpuDevices::Count(1) => "1 GPU".to_owned(),
+            GpuDevices::Count(n) => format!("{n} GPUs"),
+            GpuDevices::All => "every GPU of a node".to_owned(),
+            GpuDevices::Ids(ids) => format!("GPU {}", ids.join(", ")),
+        }
+    }
+}
+
+/// The capabilities NVIDIA's container runtime knows
+/// (`NVIDIA_DRIVER_CAPABILITIES`).
+pub(crate) const GPU_CAPABILITIES: &[&str] = &[
+    "gpu", "compute", "utility", "graphics", "video", "display", "compat32",
+];
 
 /// One `ulimits` entry: `nofile: 65535` sets both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -91,12 +91,10 @@ fn bad_values_are_errors_naming_line_and_key() {
     assert!(error("mem_limit: 256m\nmem_reservation: 1g")
         .contains("the memory reservation is above the memory limit"));
     let devices = error(
-        "deploy:\n  resources:\n    reservations:\n      devices:\n        - capabilities: [gpu]",
+        "deploy:\n  resources:\n    reservations:\n      devices:\n        - capabilities: [tpu]",
     );
     assert!(
-        devices.contains(
-            "reservations.devices: device and GPU reservations come with Convoy's GPU support"
-        ),
+        devices.contains("reservations.devices[0]: unknown capability `tpu`"),
         "{devices}"
     );
 }

@@ -395,7 +395,7 @@ fn unknown_service_key_is_an_error_naming_file_line_and_key() {
          `stop_signal`, `stop_grace_period`, `healthcheck`, `deploy`, `profiles`, `env_file`, \
          `read_only`, `tmpfs`, `init`, `cap_drop`, `tty`, `stdin_open`, `sysctls`, `logging`, \
          `pull_policy`, `platform`, `depends_on`, `configs`, `secrets`, `cpus`, `mem_limit`, `mem_reservation`, `pids_limit`, `shm_size`, \
-         `ulimits`, `x-convoy`, `privileged`, `cap_add`, `devices`, `pid`, `ipc`, `uts`, \
+         `ulimits`, `gpus`, `x-convoy`, `privileged`, `cap_add`, `devices`, `pid`, `ipc`, `uts`, \
          `userns_mode`, `network_mode`, `security_opt`"
     );
 }
@@ -1176,7 +1176,7 @@ fn unknown_keys_in_x_convoy_are_errors_naming_the_key_path() {
     assert_eq!(
         error(&web("x-convoy:\n  probe: []")),
         "app.yaml:5:7: services.web.x-convoy.probe: unknown field `probe`, expected one of `probes`, \
-         `update`, `secret_env`"
+         `update`, `secret_env`, `gpu_sharing`"
     );
     assert!(error(&web(
         "x-convoy:\n  probes:\n    - tcp: {port: 1}\n      intervall: 1s"

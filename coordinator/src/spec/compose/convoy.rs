@@ -19,6 +19,8 @@ pub(super) struct Convoy {
     pub(super) update: Option<ConvoyUpdate>,
     /// `secret_env`: variable → secret key, as written.
     pub(super) secret_env: Vec<(String, String)>,
+    /// `gpu_sharing: true`: the service's GPU request may share GPUs.
+    pub(super) gpu_sharing: bool,
 }
 
 pub(super) struct ConvoySeed;
@@ -46,6 +48,7 @@ impl<'de> Visitor<'de> for ConvoySeed {
         let mut probes = Vec::new();
         let mut update = None;
         let mut secret_env = Vec::new();
+        let mut gpu_sharing = false;
         while let Some(key) = next_key::<A, ConvoyKey>(&mut map, &mut seen, &mut notes)? {
             match key {
                 ConvoyKey::Probes => probes = value(&mut map, ProbesSeed)?.unwrap_or_default(),
@@ -53,12 +56,20 @@ impl<'de> Visitor<'de> for ConvoySeed {
                 ConvoyKey::SecretEnv => {
                     secret_env = value(&mut map, SecretEnvSeed)?.unwrap_or_default();
                 }
+                ConvoyKey::GpuSharing => {
+                    gpu_sharing = value(
+                        &mut map,
+                        super::seeds::scalar("`true` or `false`", crate::spec::values::boolean),
+                    )?
+                    .unwrap_or_default();
+                }
             }
         }
         Ok(Convoy {
             probes,
             update,
             secret_env,
+            gpu_sharing,
         })
     }
 }

@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use super::UNSUPPORTED;
 
 use super::keys::{
-    ConvoyKey, ConvoyUpdateKey, DependsOnKey, DeployKey, HealthcheckKey, HttpProbeKey, KeySet,
-    LimitsKey, LoggingKey, NetworkKey, PlacementKey, PortKey, PreferenceKey, ProbeKey,
+    ConvoyKey, ConvoyUpdateKey, DependsOnKey, DeployKey, DeviceKey, HealthcheckKey, HttpProbeKey,
+    KeySet, LimitsKey, LoggingKey, NetworkKey, PlacementKey, PortKey, PreferenceKey, ProbeKey,
     ReservationsKey, ResourcesKey, RestartPolicyKey, ServiceKey, ServiceNetworkKey, TcpProbeKey,
     TopKey, UnitKey, UpdateConfigKey,
 };
@@ -77,6 +77,12 @@ fn mappings() -> Vec<Mapping> {
         mapping::<ReservationsKey>(
             "services.<name>.deploy.resources.reservations",
             service("    deploy:\n      resources:\n        reservations:\n          @@\n"),
+        ),
+        mapping::<DeviceKey>(
+            "services.<name>.deploy.resources.reservations.devices[]",
+            service(
+                "    deploy:\n      resources:\n        reservations:\n          devices:\n            - capabilities: [gpu]\n              @@\n",
+            ),
         ),
         mapping::<RestartPolicyKey>(
             "services.<name>.deploy.restart_policy",

@@ -119,6 +119,7 @@ key_set!(ServiceKey {
     PidsLimit = "pids_limit",
     ShmSize = "shm_size",
     Ulimits = "ulimits",
+    Gpus = "gpus",
     Convoy = "x-convoy",
     // Host access (`host_access.rs`): granted per node by an admin.
     Privileged = "privileged",
@@ -135,7 +136,7 @@ key_set!(ServiceKey {
     "container_name", "cpu_count", "cpu_percent", "cpu_period", "cpu_quota",
     "cpu_rt_period", "cpu_rt_runtime", "cpu_shares", "cpuset", "credential_spec",
     "develop", "device_cgroup_rules", "dns_opt", "dns_search",
-    "domainname", "extends", "external_links", "gpus",
+    "domainname", "extends", "external_links",
     "group_add", "isolation", "links",
     "mac_address", "mem_swappiness", "memswap_limit",
     "oom_kill_disable", "oom_score_adj",
@@ -189,9 +190,18 @@ key_set!(LimitsKey {
 key_set!(ReservationsKey {
     Cpus = "cpus",
     Memory = "memory",
-} ignored ["generic_resources"] refused [
-    "devices" => "device and GPU reservations come with Convoy's GPU support; remove `devices` \
-                  (the service would otherwise run without the device it asks for)",
+    Devices = "devices",
+} ignored ["generic_resources"]);
+
+// An entry of `reservations.devices` (and of `gpus:` as a list).
+key_set!(DeviceKey {
+    Driver = "driver",
+    Count = "count",
+    DeviceIds = "device_ids",
+    Capabilities = "capabilities",
+} ignored [] refused [
+    "options" => "driver options are not supported: remove `options` (the container would \
+                  otherwise run without what they ask for)",
 ]);
 
 key_set!(EnvFileKey {
@@ -259,6 +269,7 @@ key_set!(ConvoyKey {
     Probes = "probes",
     Update = "update",
     SecretEnv = "secret_env",
+    GpuSharing = "gpu_sharing",
 } ignored []);
 
 key_set!(ConvoyUpdateKey {

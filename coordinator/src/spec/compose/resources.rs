@@ -21,6 +21,8 @@ pub(super) struct Resources {
     pub pids_limit: u64,
     pub cpu_reservation_nanos: u64,
     pub memory_reservation_bytes: u64,
+    /// `reservations.devices`.
+    pub gpus: Option<crate::spec::GpuRequest>,
     pub notes: Vec<Note>,
 }
 
@@ -75,11 +77,12 @@ impl<'de> Visitor<'de> for ResourcesSeed {
                     }
                 }
                 ResourcesKey::Reservations => {
-                    if let Some((cpu, memory, reservation_notes)) =
+                    if let Some((cpu, memory, gpus, reservation_notes)) =
                         value(&mut map, ReservationsSeed)?
                     {
                         out.cpu_reservation_nanos = cpu;
                         out.memory_reservation_bytes = memory;
+                        out.gpus = gpus;
                         nest(
                             &mut notes,
                             Seg::Key("reservations".to_owned()),
@@ -136,8 +139,10 @@ impl<'de> Visitor<'de> for LimitsSeed {
 
 struct ReservationsSeed;
 
+type Reservations = (u64, u64, Option<crate::spec::GpuRequest>, Vec<Note>);
+
 impl<'de> DeserializeSeed<'de> for ReservationsSeed {
-    type Value = (u64, u64, Vec<Note>);
+    type Value = Reservations;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
@@ -145,7 +150,7 @@ impl<'de> DeserializeSeed<'de> for ReservationsSeed {
 }
 
 impl<'de> Visitor<'de> for ReservationsSeed {
-    type Value = (u64, u64, Vec<Note>);
+    type Value = Reservations;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a mapping such as `cpus: 0.5` and `memory: 512m`")
@@ -154,7 +159,7 @@ impl<'de> Visitor<'de> for ReservationsSeed {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut seen = super::keys::Seen::default();
         let mut notes = Vec::new();
-        let (mut cpu, mut memory) = (0, 0);
+        let (mut cpu, mut memory, mut gpus) = (0, 0, None);
         while let Some(key) = next_key::<A, ReservationsKey>(&mut map, &mut seen, &mut notes)? {
             match key {
                 ReservationsKey::Cpus => {
@@ -164,9 +169,12 @@ impl<'de> Visitor<'de> for ReservationsSeed {
                     memory =
                         value(&mut map, scalar("a size such as `512m`", bytes))?.unwrap_or_default()
                 }
+                ReservationsKey::Devices => {
+                    gpus = value(&mut map, super::gpus::DevicesSeed)?.flatten();
+                }
             }
         }
-        Ok((cpu, memory, notes))
+        Ok((cpu, memory, gpus, notes))
     }
 }
 

@@ -65,6 +65,7 @@ impl<'de> Visitor<'de> for ServiceSeed {
         let mut deploy_resources = None;
         let mut depends_on = Vec::new();
         let mut secret_env = Vec::new();
+        let mut gpu_sharing = false;
         while let Some(key) = next_key::<A, ServiceKey>(&mut map, &mut seen, &mut notes)? {
             match key {
                 ServiceKey::Image => {
@@ -129,6 +130,9 @@ impl<'de> Visitor<'de> for ServiceSeed {
                     spec.resources.shm_size_bytes =
                         value(&mut map, scalar("a size such as `64m`", resources::bytes))?
                             .unwrap_or_default();
+                }
+                ServiceKey::Gpus => {
+                    legacy.gpus = value(&mut map, super::gpus::GpusSeed)?.flatten();
                 }
                 ServiceKey::Ulimits => {
                     spec.resources.ulimits =
@@ -294,6 +298,7 @@ impl<'de> Visitor<'de> for ServiceSeed {
                         spec.probes = convoy.probes;
                         convoy_update = convoy.update;
                         secret_env = convoy.secret_env;
+                        gpu_sharing = convoy.gpu_sharing;
                     }
                 }
                 ServiceKey::Privileged
@@ -336,7 +341,10 @@ impl<'de> Visitor<'de> for ServiceSeed {
         spec.image = image.ok_or_else(|| de::Error::missing_field("image"))?;
         // After the loop: `environment:` may come after `x-convoy:`.
         let secret_problem = super::secrets::add_secret_env(&mut spec, secret_env);
-        let resource_problem = legacy.merge(deploy_resources, &mut spec.resources).err();
+        let resource_problem = legacy
+            .merge(deploy_resources, &mut spec.resources)
+            .and_then(|()| share_gpus(gpu_sharing, &mut spec.resources))
+            .err();
         // As in Compose, `deploy.restart_policy` wins over `restart`.
         spec.restart = deploy_restart.or(restart).unwrap_or_default();
         let problem = match update_policy(
@@ -404,6 +412,30 @@ struct Legacy {
     mem_limit: Option<u64>,
     mem_reservation: Option<u64>,
     pids_limit: Option<u64>,
+    /// `gpus:`, Compose's shorthand for a GPU device reservation.
+    gpus: Option<crate::spec::GpuRequest>,
+}
+
+/// `x-convoy.gpu_sharing`: lets the service's GPU request share GPUs.
+fn share_gpus(sharing: bool, resources: &mut crate::spec::ResourcesSpec) -> Result<(), Note> {
+    if !sharing {
+        return Ok(());
+    }
+    match resources.gpus.as_mut() {
+        Some(gpus) => {
+            gpus.shared = true;
+            Ok(())
+        }
+        None => Err(Note {
+            path: vec![
+                Seg::Key("x-convoy".to_owned()),
+                Seg::Key("gpu_sharing".to_owned()),
+            ],
+            message: "the service makes no GPU request to share: add `gpus:` or \
+                      `deploy.resources.reservations.devices`, or remove `gpu_sharing`"
+                .to_owned(),
+        }),
+    }
 }
 
 impl Legacy {
@@ -444,6 +476,16 @@ impl Legacy {
             "reservations.memory",
         )?;
         into.cpu_reservation_nanos = deploy.cpu_reservation_nanos;
+        into.gpus = match (self.gpus, deploy.gpus) {
+            (Some(_), Some(_)) => {
+                return Err(Note::new(
+                    "gpus",
+                    "give GPUs in one of `gpus` and `deploy.resources.reservations.devices`, \
+                     not both",
+                ))
+            }
+            (a, b) => a.or(b),
+        };
         if into.memory_limit_bytes != 0 && into.memory_reservation_bytes > into.memory_limit_bytes {
             return Err(Note::new(
                 "deploy",

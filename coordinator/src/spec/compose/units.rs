@@ -125,6 +125,7 @@ impl<'de> Visitor<'de> for UnitSeed<'_> {
         let mut replicas_written = false;
         let mut convoy_update = None;
         let mut secret_env = false;
+        let mut unit_gpus = false;
         while let Some(key) = next_key::<A, UnitKey>(&mut map, &mut seen, &mut notes)? {
             match key {
                 UnitKey::Unit => {
@@ -216,6 +217,7 @@ impl<'de> Visitor<'de> for UnitSeed<'_> {
                         update_config = deploy.update;
                         rollback_config = deploy.rollback;
                         replicas_written = deploy.replicas_written;
+                        unit_gpus = deploy.resources.is_some_and(|r| r.gpus.is_some());
                         nest(&mut notes, Seg::Key("deploy".to_owned()), deploy.notes);
                     }
                 }
@@ -273,6 +275,15 @@ impl<'de> Visitor<'de> for UnitSeed<'_> {
                 ],
                 message: "a unit gets its secrets as systemd credentials, not variables: list \
                           them under `secrets:` and read `$CREDENTIALS_DIRECTORY/NAME`"
+                    .to_owned(),
+            });
+        }
+        if unit_gpus {
+            problems.push(Note {
+                path: vec![Seg::Key("deploy".to_owned())],
+                message: "units cannot reserve GPUs yet (`DeviceAllow=` and \
+                          `CUDA_VISIBLE_DEVICES` for units are not done): run the GPU \
+                          workload as a container under `services:`"
                     .to_owned(),
             });
         }
