@@ -1,13 +1,15 @@
 //! Placement: which node runs each instance of a service. Existing
 //! assignments stay where they are while their node still matches; new or
 //! orphaned instances go to the connected matching node with the fewest
-//! instances of the service. Pure functions, so they are unit-tested alone.
+//! instances of the service. Instances asking for GPUs get GPUs of their
+//! node pinned by UUID, which no other instance gets unless both opted in
+//! to sharing. Pure functions, so they are unit-tested alone.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use convoy_api::host_paths;
 
-use crate::spec::ServiceSpec;
+use crate::spec::{GpuDevices, GpuRequest, ServiceSpec};
 
 /// A node as placement sees it.
 #[derive(Clone)]
@@ -19,6 +21,10 @@ pub struct Candidate<'a> {
 
 /// Instance index (1-based) → node, `None` while no node can take it.
 pub type Assignments = BTreeMap<u32, Option<String>>;
+
+/// Instance index → the UUIDs of the GPUs of its node pinned to it; only
+/// placed instances of services that ask for GPUs have an entry.
+pub type GpuPins = BTreeMap<u32, Vec<String>>;
 
 /// The host paths `spec`'s `volumes` bind-mount, with their index in
 /// `volumes` (named volumes are not host access and are left out).
@@ -68,6 +74,12 @@ impl Capacity {
         self.cpu_nanos == 0 && self.memory_bytes == 0
     }
 
+    /// Whether placing `spec` needs to know what nodes have free: it
+    /// reserves CPUs or memory, or asks for GPUs.
+    pub fn needs_room(spec: &ServiceSpec) -> bool {
+        !Self::reserved_by(spec).is_zero() || spec.resources.gpus.is_some()
+    }
+
     fn fits(&self, need: &Capacity) -> bool {
         need.cpu_nanos <= self.cpu_nanos && need.memory_bytes <= self.memory_bytes
     }
@@ -78,63 +90,209 @@ impl Capacity {
     }
 }
 
-/// Each node's free capacity: its facts less what instances on it reserve.
+/// One GPU of a node and who holds it.
+#[derive(Clone, Debug)]
+struct GpuSlot {
+    index: u32,
+    uuid: String,
+    /// Pinned to an instance that does not share.
+    exclusive: bool,
+    /// How many instances that share have it pinned.
+    shared: u32,
+}
+
+impl GpuSlot {
+    /// Whether an instance (sharing or not) may have it pinned.
+    fn usable(&self, shared: bool) -> bool {
+        !self.exclusive && (shared || self.shared == 0)
+    }
+
+    /// `device_ids` names it (by index or UUID).
+    fn named(&self, id: &str) -> bool {
+        self.uuid == id || id.parse::<u32>().is_ok_and(|i| i == self.index)
+    }
+}
+
+/// Each node's free capacity: its facts less what instances on it reserve,
+/// and who holds each of its GPUs.
 #[derive(Clone, Debug, Default)]
-pub struct Free(BTreeMap<String, Capacity>);
+pub struct Free {
+    capacity: BTreeMap<String, Capacity>,
+    gpus: BTreeMap<String, Vec<GpuSlot>>,
+}
 
 impl Free {
     /// The nodes' capacity as their facts give it, nothing reserved yet.
     pub fn of(nodes: &[Candidate<'_>]) -> Self {
         let total = |n: u64| if n == 0 { u64::MAX } else { n };
-        Free(
-            nodes
-                .iter()
-                .map(|c| {
-                    let capacity = Capacity {
-                        cpu_nanos: total(u64::from(c.facts.cpus).saturating_mul(1_000_000_000)),
-                        memory_bytes: total(c.facts.memory_bytes),
-                    };
-                    (c.name.to_string(), capacity)
-                })
-                .collect(),
-        )
+        let capacity = nodes
+            .iter()
+            .map(|c| {
+                let capacity = Capacity {
+                    cpu_nanos: total(u64::from(c.facts.cpus).saturating_mul(1_000_000_000)),
+                    memory_bytes: total(c.facts.memory_bytes),
+                };
+                (c.name.to_string(), capacity)
+            })
+            .collect();
+        let gpus = nodes
+            .iter()
+            .filter(|c| !c.facts.gpus.is_empty())
+            .map(|c| {
+                let mut slots: Vec<GpuSlot> = c
+                    .facts
+                    .gpus
+                    .iter()
+                    .map(|g| GpuSlot {
+                        index: g.index,
+                        uuid: g.uuid.clone(),
+                        exclusive: false,
+                        shared: 0,
+                    })
+                    .collect();
+                slots.sort_by_key(|s| s.index);
+                (c.name.to_string(), slots)
+            })
+            .collect();
+        Free { capacity, gpus }
     }
 
-    /// Sets aside what the instances of `spec` placed by `assignments` reserve.
-    pub fn reserve(&mut self, spec: &ServiceSpec, assignments: &Assignments) {
+    /// Sets aside what the instances of `spec` placed by `assignments`
+    /// reserve, and the GPUs `pins` gives them.
+    pub fn reserve(&mut self, spec: &ServiceSpec, assignments: &Assignments, pins: &GpuPins) {
         let need = Capacity::reserved_by(spec);
-        if need.is_zero() {
-            return;
+        if !need.is_zero() {
+            for node in assignments.values().flatten() {
+                if let Some(free) = self.capacity.get_mut(node) {
+                    free.take(&need);
+                }
+            }
         }
-        for node in assignments.values().flatten() {
-            if let Some(free) = self.0.get_mut(node) {
-                free.take(&need);
+        let shared = spec.resources.gpus.as_ref().is_some_and(|g| g.shared);
+        for (index, uuids) in pins {
+            if let Some(Some(node)) = assignments.get(index) {
+                self.take_gpus(node, uuids, shared);
             }
         }
     }
 
     pub fn get(&self, node: &str) -> Option<&Capacity> {
-        self.0.get(node)
+        self.capacity.get(node)
+    }
+
+    /// How many of `node`'s GPUs an instance that shares (or not) may have.
+    pub fn gpus_free(&self, node: &str, shared: bool) -> usize {
+        self.gpus
+            .get(node)
+            .map_or(0, |slots| slots.iter().filter(|s| s.usable(shared)).count())
+    }
+
+    /// How many GPUs `node` has.
+    pub fn gpus_total(&self, node: &str) -> usize {
+        self.gpus.get(node).map_or(0, Vec::len)
+    }
+
+    /// The GPUs of `node` that `request` would get (those in `prefer`
+    /// first, then the least shared, then by index), if it has enough free.
+    pub fn pick_gpus(
+        &self,
+        node: &str,
+        request: &GpuRequest,
+        prefer: &[String],
+    ) -> Option<Vec<String>> {
+        let slots = self.gpus.get(node)?;
+        let usable = |s: &&GpuSlot| s.usable(request.shared);
+        match &request.devices {
+            GpuDevices::Count(n) => {
+                let mut free: Vec<&GpuSlot> = slots.iter().filter(usable).collect();
+                free.sort_by_key(|s| (!prefer.contains(&s.uuid), s.shared, s.index));
+                (free.len() >= *n as usize)
+                    .then(|| free[..*n as usize].iter().map(|s| s.uuid.clone()).collect())
+            }
+            GpuDevices::All => (!slots.is_empty()
+                && slots.iter().all(|s| s.usable(request.shared)))
+            .then(|| slots.iter().map(|s| s.uuid.clone()).collect()),
+            GpuDevices::Ids(ids) => ids
+                .iter()
+                .map(|id| {
+                    slots
+                        .iter()
+                        .find(|s| s.named(id))
+                        .filter(usable)
+                        .map(|s| s.uuid.clone())
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether `pins` (an instance's GPUs on `node`) still answer `request`:
+    /// as many as it asks, the ones it names, none held by another instance
+    /// it may not share with. A pinned GPU the node no longer reports
+    /// stays pinned (placed instances never move).
+    fn pins_hold(&self, node: &str, request: &GpuRequest, pins: &[String]) -> bool {
+        let slots = self.gpus.get(node).map(Vec::as_slice).unwrap_or(&[]);
+        let shape = match &request.devices {
+            GpuDevices::Count(n) => pins.len() == *n as usize,
+            GpuDevices::All => !pins.is_empty(),
+            GpuDevices::Ids(ids) => {
+                pins.len() == ids.len()
+                    && ids.iter().all(|id| {
+                        pins.contains(id)
+                            || slots.iter().any(|s| s.named(id) && pins.contains(&s.uuid))
+                    })
+            }
+        };
+        shape
+            && pins.iter().all(|uuid| {
+                slots
+                    .iter()
+                    .find(|s| &s.uuid == uuid)
+                    .is_none_or(|s| s.usable(request.shared))
+            })
+    }
+
+    fn take_gpus(&mut self, node: &str, uuids: &[String], shared: bool) {
+        let Some(slots) = self.gpus.get_mut(node) else {
+            return;
+        };
+        for slot in slots.iter_mut().filter(|s| uuids.contains(&s.uuid)) {
+            if shared {
+                slot.shared += 1;
+            } else {
+                slot.exclusive = true;
+            }
+        }
     }
 }
 
 /// Computes the assignments of `spec` given the current ones and the known
 /// nodes. Deterministic for the same inputs.
 pub fn place(spec: &ServiceSpec, current: &Assignments, nodes: &[Candidate<'_>]) -> Assignments {
-    place_within(spec, current, nodes, None)
+    place_within(spec, current, &GpuPins::new(), nodes, None).0
 }
 
 /// [`place`], where a new instance goes only to a node whose `free`
-/// capacity (what other services left) holds its reservations; instances
-/// already placed stay where they are.
+/// capacity (what other services left) holds its reservations and has the
+/// GPUs it asks for; instances already placed stay where they are. Also
+/// pins GPUs to each placed instance of a service that asks for them:
+/// those in `current_gpus` while they still answer the request (no
+/// reshuffle on every apply), else free ones of its node.
 pub fn place_within(
     spec: &ServiceSpec,
     current: &Assignments,
+    current_gpus: &GpuPins,
     nodes: &[Candidate<'_>],
     free: Option<&Free>,
-) -> Assignments {
+) -> (Assignments, GpuPins) {
     let need = Capacity::reserved_by(spec);
-    let mut room = free.filter(|_| !need.is_zero()).cloned();
+    let gpu = spec.resources.gpus.as_ref();
+    let mut room = match (free, gpu) {
+        (Some(f), _) if Capacity::needs_room(spec) => Some(f.clone()),
+        // GPUs are counted even when the caller counts nothing else: two
+        // instances of the service must not get one GPU.
+        (None, Some(_)) => Some(Free::of(nodes)),
+        _ => None,
+    };
     let matches = |c: &Candidate<'_>| {
         allows_host_access(spec, c.facts)
             && crate::spec::platform_matches(&spec.extras.platform, c.facts)
@@ -156,14 +314,21 @@ pub fn place_within(
         .map(|c| c.name)
         .collect();
     eligible.sort_unstable();
+    let fits = |room: &Option<Free>, node: &str| {
+        room.as_ref().is_none_or(|f| {
+            f.get(node).is_none_or(|c| c.fits(&need))
+                && gpu.is_none_or(|g| f.pick_gpus(node, g, &[]).is_some())
+        })
+    };
+    let mut pins = GpuPins::new();
 
     if spec.is_global() {
-        let fits = |node: &str| {
-            room.as_ref()
-                .is_none_or(|f| f.get(node).is_none_or(|c| c.fits(&need)))
-        };
-        let eligible: Vec<&str> = eligible.into_iter().filter(|n| fits(n)).collect();
-        return place_global(current, &keepable, &eligible);
+        let eligible: Vec<&str> = eligible.into_iter().filter(|n| fits(&room, n)).collect();
+        let mut out = place_global(current, &keepable, &eligible);
+        if let (Some(g), Some(room)) = (gpu, room.as_mut()) {
+            pin_all(g, &mut out, current, current_gpus, room, &mut pins);
+        }
+        return (out, pins);
     }
 
     let replicas = spec.replicas() as usize;
@@ -176,23 +341,49 @@ pub fn place_within(
     // blue-green rollout may have left them above `replicas`); new ones take
     // the lowest free numbers.
     let mut indexes: Vec<u32> = current.keys().copied().take(replicas).collect();
-    let mut free = 1u32;
+    let mut next_free = 1u32;
     while indexes.len() < replicas {
-        if !current.contains_key(&free) {
-            indexes.push(free);
+        if !current.contains_key(&next_free) {
+            indexes.push(next_free);
         }
-        free += 1;
+        next_free += 1;
     }
     indexes.sort_unstable();
     let mut out = Assignments::new();
     let mut load: BTreeMap<&str, usize> = eligible.iter().map(|n| (*n, 0)).collect();
+    // Kept instances hold their pinned GPUs before any is handed out.
+    if let (Some(g), Some(room)) = (gpu, room.as_mut()) {
+        for index in &indexes {
+            if let (Some(Some(node)), Some(held)) = (current.get(index), current_gpus.get(index)) {
+                if keepable.contains(node.as_str()) && room.pins_hold(node, g, held) {
+                    room.take_gpus(node, held, g.shared);
+                    pins.insert(*index, held.clone());
+                }
+            }
+        }
+    }
     for index in &indexes {
         if let Some(Some(node)) = current.get(index) {
             let on_node = load.get(node.as_str()).copied().unwrap_or(0);
             if keepable.contains(node.as_str()) && on_node < cap {
+                if let (Some(g), Some(room)) = (gpu, room.as_mut()) {
+                    if !pins.contains_key(index) {
+                        // Its GPUs no longer answer the request (a new
+                        // count): others of its node, or it is placed anew.
+                        let held = current_gpus.get(index).map(Vec::as_slice).unwrap_or(&[]);
+                        let Some(got) = room.pick_gpus(node, g, held) else {
+                            continue;
+                        };
+                        room.take_gpus(node, &got, g.shared);
+                        pins.insert(*index, got);
+                    }
+                }
                 *load.entry(node.as_str()).or_default() += 1;
                 spread.add(node);
-                if let Some(c) = room.as_mut().and_then(|f| f.0.get_mut(node.as_str())) {
+                if let Some(c) = room
+                    .as_mut()
+                    .and_then(|f| f.capacity.get_mut(node.as_str()))
+                {
                     c.take(&need);
                 }
                 out.insert(*index, Some(node.clone()));
@@ -203,26 +394,67 @@ pub fn place_within(
         if out.contains_key(&index) {
             continue;
         }
+        pins.remove(&index);
         let pick = eligible
             .iter()
-            .filter(|n| {
-                load.get(*n).copied().unwrap_or(0) < cap
-                    && room
-                        .as_ref()
-                        .is_none_or(|f| f.get(n).is_none_or(|c| c.fits(&need)))
-            })
+            .filter(|n| load.get(*n).copied().unwrap_or(0) < cap && fits(&room, n))
             .min_by_key(|n| (spread.key(n), load.get(*n).copied().unwrap_or(0), **n))
             .copied();
         if let Some(node) = pick {
             *load.entry(node).or_default() += 1;
             spread.add(node);
-            if let Some(c) = room.as_mut().and_then(|f| f.0.get_mut(node)) {
-                c.take(&need);
+            if let Some(room) = room.as_mut() {
+                if let Some(c) = room.capacity.get_mut(node) {
+                    c.take(&need);
+                }
+                if let Some(got) = gpu.and_then(|g| room.pick_gpus(node, g, &[])) {
+                    room.take_gpus(node, &got, gpu.is_some_and(|g| g.shared));
+                    pins.insert(index, got);
+                }
             }
         }
         out.insert(index, pick.map(str::to_string));
     }
-    out
+    (out, pins)
+}
+
+/// Pins GPUs to each instance of a global service in `out`: kept pins
+/// first, then free GPUs of each node; an instance whose node has none
+/// left is dropped (it waits for room, as a new one would).
+fn pin_all(
+    g: &GpuRequest,
+    out: &mut Assignments,
+    current: &Assignments,
+    current_gpus: &GpuPins,
+    room: &mut Free,
+    pins: &mut GpuPins,
+) {
+    for (index, node) in out.iter() {
+        let (Some(node), Some(held)) = (node, current_gpus.get(index)) else {
+            continue;
+        };
+        if current.get(index) == Some(&Some(node.clone())) && room.pins_hold(node, g, held) {
+            room.take_gpus(node, held, g.shared);
+            pins.insert(*index, held.clone());
+        }
+    }
+    let mut dropped = Vec::new();
+    for (index, node) in out.iter() {
+        let Some(node) = node else { continue };
+        if pins.contains_key(index) {
+            continue;
+        }
+        match room.pick_gpus(node, g, &[]) {
+            Some(got) => {
+                room.take_gpus(node, &got, g.shared);
+                pins.insert(*index, got);
+            }
+            None => dropped.push(*index),
+        }
+    }
+    for index in dropped {
+        out.remove(&index);
+    }
 }
 
 /// `placement.preferences`: how many instances each value of each spread
@@ -520,6 +752,218 @@ mod tests {
         );
         let out = place(&named, &Assignments::new(), &nodes[..1]);
         assert_eq!(out, [(1, Some("a".into()))].into_iter().collect());
+    }
+
+    fn gpu_facts(uuids: &[&str]) -> convoy_proto::NodeFacts {
+        convoy_proto::NodeFacts {
+            gpus: uuids
+                .iter()
+                .enumerate()
+                .map(|(i, u)| convoy_proto::GpuDevice {
+                    index: i as u32,
+                    uuid: u.to_string(),
+                    name: "NVIDIA H100 80GB HBM3".into(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn gpu_svc(replicas: u32, gpus: &str, extra: &str) -> ServiceSpec {
+        svc(&format!(
+            "services:\n  web:\n    image: x\n    gpus: {gpus}\n{extra}    deploy:\n      replicas: {replicas}\n"
+        ))
+    }
+
+    fn used(pins: &GpuPins) -> Vec<&str> {
+        let mut all: Vec<&str> = pins.values().flatten().map(String::as_str).collect();
+        all.sort_unstable();
+        all
+    }
+
+    /// Issue 16: each instance gets its own GPUs, pinned by UUID; one that
+    /// no node has GPUs left for waits; a node without GPUs takes none.
+    #[test]
+    fn instances_get_gpus_of_their_node_and_never_share_one() {
+        let (g, plain) = (gpu_facts(&["GPU-a", "GPU-b"]), facts(&[]));
+        let nodes = [
+            Candidate {
+                name: "cpu",
+                facts: &plain,
+                connected: true,
+            },
+            Candidate {
+                name: "gpu",
+                facts: &g,
+                connected: true,
+            },
+        ];
+        let s = gpu_svc(3, "1", "");
+        let (out, pins) = place_within(&s, &Assignments::new(), &GpuPins::new(), &nodes, None);
+        assert_eq!(out[&1].as_deref(), Some("gpu"));
+        assert_eq!(out[&2].as_deref(), Some("gpu"));
+        assert_eq!(out[&3], None, "no GPU left: pending, not on `cpu`");
+        assert_eq!(used(&pins), ["GPU-a", "GPU-b"]);
+        // Two GPUs each: one instance fits.
+        let (out, pins) = place_within(
+            &gpu_svc(2, "2", ""),
+            &Assignments::new(),
+            &GpuPins::new(),
+            &nodes,
+            None,
+        );
+        assert_eq!(
+            (out[&1].as_deref(), out[&2].as_deref()),
+            (Some("gpu"), None)
+        );
+        assert_eq!(pins[&1], ["GPU-a", "GPU-b"]);
+        // `all`: every GPU of the node, exclusively.
+        let (out, pins) = place_within(
+            &gpu_svc(2, "all", ""),
+            &Assignments::new(),
+            &GpuPins::new(),
+            &nodes,
+            None,
+        );
+        assert_eq!(
+            (out[&1].as_deref(), out[&2].as_deref()),
+            (Some("gpu"), None)
+        );
+        assert_eq!(pins[&1], ["GPU-a", "GPU-b"]);
+    }
+
+    /// Issue 16: what other services hold counts; sharing needs both sides
+    /// to opt in.
+    #[test]
+    fn gpus_are_shared_only_between_services_that_opt_in() {
+        let g = gpu_facts(&["GPU-a"]);
+        let nodes = [Candidate {
+            name: "gpu",
+            facts: &g,
+            connected: true,
+        }];
+        let sharing = "    x-convoy:\n      gpu_sharing: true\n";
+        let held: Assignments = [(1, Some("gpu".to_string()))].into_iter().collect();
+        let held_pins: GpuPins = [(1, vec!["GPU-a".to_string()])].into_iter().collect();
+        let free_after = |other: &ServiceSpec| {
+            let mut f = Free::of(&nodes);
+            f.reserve(other, &held, &held_pins);
+            f
+        };
+        let exclusive = gpu_svc(1, "1", "");
+        let shared = gpu_svc(1, "1", sharing);
+        // Held exclusively: nobody gets it.
+        for s in [&exclusive, &shared] {
+            let f = free_after(&exclusive);
+            let (out, _) = place_within(s, &Assignments::new(), &GpuPins::new(), &nodes, Some(&f));
+            assert_eq!(out[&1], None);
+        }
+        // Held by a sharing service: only another sharing one gets it.
+        let f = free_after(&shared);
+        let (out, _) = place_within(
+            &exclusive,
+            &Assignments::new(),
+            &GpuPins::new(),
+            &nodes,
+            Some(&f),
+        );
+        assert_eq!(out[&1], None);
+        let (out, pins) = place_within(
+            &shared,
+            &Assignments::new(),
+            &GpuPins::new(),
+            &nodes,
+            Some(&f),
+        );
+        assert_eq!(out[&1].as_deref(), Some("gpu"));
+        assert_eq!(pins[&1], ["GPU-a"]);
+    }
+
+    /// Issue 16: a new revision with the same request keeps each
+    /// instance's GPUs; a larger count keeps the old ones and adds; GPUs
+    /// that vanish from the node's facts stay pinned (placed instances
+    /// never move).
+    #[test]
+    fn pinned_gpus_stay_across_revisions() {
+        let g = gpu_facts(&["GPU-a", "GPU-b", "GPU-c", "GPU-d"]);
+        let nodes = [Candidate {
+            name: "gpu",
+            facts: &g,
+            connected: true,
+        }];
+        let current: Assignments = [(1, Some("gpu".to_string()))].into_iter().collect();
+        let pinned: GpuPins = [(1, vec!["GPU-c".to_string()])].into_iter().collect();
+        let v2 = svc("services:\n  web:\n    image: y\n    gpus: 1\n");
+        let (out, pins) = place_within(&v2, &current, &pinned, &nodes, None);
+        assert_eq!(out, current);
+        assert_eq!(pins, pinned);
+        let (_, pins) = place_within(&gpu_svc(1, "2", ""), &current, &pinned, &nodes, None);
+        assert_eq!(pins[&1], ["GPU-c", "GPU-a"]);
+        // A scale-up leaves the first instance's GPU alone.
+        let (_, pins) = place_within(&gpu_svc(2, "1", ""), &current, &pinned, &nodes, None);
+        assert_eq!(
+            (pins[&1].as_slice(), pins[&2].as_slice()),
+            (&["GPU-c".to_string()][..], &["GPU-a".to_string()][..])
+        );
+        let gone = gpu_facts(&[]);
+        let nodes = [Candidate {
+            name: "gpu",
+            facts: &gone,
+            connected: true,
+        }];
+        let (out, pins) = place_within(&v2, &current, &pinned, &nodes, None);
+        assert_eq!((out, pins), (current, pinned));
+    }
+
+    /// Issue 16: `device_ids` pins the GPUs it names (index or UUID) on a
+    /// node that has them free.
+    #[test]
+    fn device_ids_pin_the_named_gpus() {
+        let (a, b) = (gpu_facts(&["GPU-a0"]), gpu_facts(&["GPU-b0", "GPU-b1"]));
+        let nodes = [
+            Candidate {
+                name: "a",
+                facts: &a,
+                connected: true,
+            },
+            Candidate {
+                name: "b",
+                facts: &b,
+                connected: true,
+            },
+        ];
+        let ids = |list: &str| {
+            svc(&format!(
+                "services:\n  web:\n    image: x\n    deploy:\n      resources:\n        reservations:\n          devices:\n            - {{device_ids: [{list}], capabilities: [gpu]}}\n"
+            ))
+        };
+        let (out, pins) = place_within(
+            &ids("'1'"),
+            &Assignments::new(),
+            &GpuPins::new(),
+            &nodes,
+            None,
+        );
+        assert_eq!(out[&1].as_deref(), Some("b"));
+        assert_eq!(pins[&1], ["GPU-b1"]);
+        let (out, pins) = place_within(
+            &ids("GPU-a0"),
+            &Assignments::new(),
+            &GpuPins::new(),
+            &nodes,
+            None,
+        );
+        assert_eq!(out[&1].as_deref(), Some("a"));
+        assert_eq!(pins[&1], ["GPU-a0"]);
+        let (out, _) = place_within(
+            &ids("GPU-zz"),
+            &Assignments::new(),
+            &GpuPins::new(),
+            &nodes,
+            None,
+        );
+        assert_eq!(out[&1], None);
     }
 
     #[test]

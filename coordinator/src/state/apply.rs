@@ -275,13 +275,14 @@ impl Coordinator {
         };
         let removed = rec.assignments.len() as u32;
         let last_revision = rec.revision;
-        let frees_room = !placement::Capacity::reserved_by(&rec.spec).is_zero();
+        let frees_room = placement::Capacity::needs_room(&rec.spec);
         let connected = self.connected();
         let (next, ops, events) = txn.parts();
         if let Some(rec) = next.services.get_mut(&key) {
             let rec = Arc::make_mut(rec);
             rec.deleted = true;
             rec.assignments.clear();
+            rec.gpus.clear();
             rec.updated_unix_ms = now_unix_ms();
             ops.push(Op::put_json(service_key(env, service), &*rec));
         }
@@ -529,9 +530,11 @@ pub(super) fn stage_service(
         .as_ref()
         .map(|o| o.assignments.clone())
         .unwrap_or_default();
+    let old_gpus = old.as_ref().map(|o| o.gpus.clone()).unwrap_or_default();
     let in_env = in_env(candidates, env);
     let free = free_for(next, candidates, &new_spec, (env, name));
-    let assignments = placement::place_within(&new_spec, &old_assign, &in_env, free.as_ref());
+    let (assignments, gpus) =
+        placement::place_within(&new_spec, &old_assign, &old_gpus, &in_env, free.as_ref());
     let (action, revision, previous, fields) = match &old {
         Some(o) if o.spec == new_spec => (
             pb::ChangeAction::Unchanged,
@@ -574,7 +577,7 @@ pub(super) fn stage_service(
         changed_fields: fields,
         diff,
     };
-    if action == pb::ChangeAction::Unchanged && assignments == old_assign {
+    if action == pb::ChangeAction::Unchanged && assignments == old_assign && gpus == old_gpus {
         return Ok((change, None));
     }
     // The rollout that brings the instances to the new spec.
@@ -625,6 +628,7 @@ pub(super) fn stage_service(
     };
     // Blue-green: the new set runs beside the old one, under free numbers.
     let mut assignments = assignments;
+    let mut gpus = gpus;
     let mut rollout = rollout;
     if let Some(r) = rollout.as_mut().filter(|r| {
         r.policy.strategy == spec::Strategy::BlueGreen
@@ -634,17 +638,26 @@ pub(super) fn stage_service(
     }) {
         // The new set needs room beside the old one.
         let free = free.map(|mut f| {
-            f.reserve(&new_spec, &assignments);
+            f.reserve(&new_spec, &assignments, &gpus);
             f
         });
-        let fresh = placement::place_within(&new_spec, &Assignments::new(), &in_env, free.as_ref());
+        let (fresh, mut fresh_gpus) = placement::place_within(
+            &new_spec,
+            &Assignments::new(),
+            &placement::GpuPins::new(),
+            &in_env,
+            free.as_ref(),
+        );
         r.blue = assignments.keys().copied().collect();
         let free: Vec<u32> = (1u32..)
             .filter(|i| !assignments.contains_key(i))
             .take(fresh.len())
             .collect();
-        for (index, node) in free.into_iter().zip(fresh.into_values()) {
+        for (index, (was, node)) in free.into_iter().zip(fresh) {
             assignments.insert(index, node);
+            if let Some(pinned) = fresh_gpus.remove(&was) {
+                gpus.insert(index, pinned);
+            }
             r.switched.insert(index, now);
         }
     }
@@ -673,6 +686,7 @@ pub(super) fn stage_service(
         spec: new_spec,
         deleted: false,
         assignments,
+        gpus,
         created_unix_ms: created,
         updated_unix_ms: now,
         rollout,

@@ -77,13 +77,13 @@ pub(super) fn free_for(
     spec: &ServiceSpec,
     except: (&str, &str),
 ) -> Option<placement::Free> {
-    if placement::Capacity::reserved_by(spec).is_zero() {
+    if !placement::Capacity::needs_room(spec) {
         return None;
     }
     let mut free = placement::Free::of(nodes);
     for ((env, name), rec) in &next.services {
         if !rec.deleted && (env.as_str(), name.as_str()) != except {
-            free.reserve(&rec.spec, &rec.assignments);
+            free.reserve(&rec.spec, &rec.assignments, &rec.gpus);
         }
     }
     Some(free)
@@ -181,6 +181,11 @@ pub(super) fn pending_reason(
 /// `spec`: the reservation that does not fit and the most any node has
 /// free, e.g. "needs 4 GiB memory reserved; most free is 2.5 GiB on node-b".
 fn capacity_reason(spec: &ServiceSpec, nodes: &[&Candidate<'_>], free: &placement::Free) -> String {
+    if let Some(gpus) = spec.resources.gpus.as_ref() {
+        if let Some(reason) = gpu_reason(gpus, nodes, free) {
+            return reason;
+        }
+    }
     let need = placement::Capacity::reserved_by(spec);
     let room = |c: &&Candidate<'_>| free.get(c.name).copied();
     let most = |key: fn(&placement::Capacity) -> u64| {
@@ -215,6 +220,56 @@ fn capacity_reason(spec: &ServiceSpec, nodes: &[&Candidate<'_>], free: &placemen
         gib(need.memory_bytes),
         cpus(need.cpu_nanos)
     )
+}
+
+/// Why no connected matching node (`nodes`) gives an instance the GPUs
+/// `request` asks for, e.g. "needs 2 GPUs; gpu-3 has 1 free" (the node with
+/// the most free); `None` when some node has them (something else is short).
+fn gpu_reason(
+    request: &crate::spec::GpuRequest,
+    nodes: &[&Candidate<'_>],
+    free: &placement::Free,
+) -> Option<String> {
+    if nodes
+        .iter()
+        .any(|c| free.pick_gpus(c.name, request, &[]).is_some())
+    {
+        return None;
+    }
+    let need = request.describe();
+    let with_gpus: Vec<&&Candidate<'_>> = nodes
+        .iter()
+        .filter(|c| free.gpus_total(c.name) > 0)
+        .collect();
+    let Some(best) = with_gpus
+        .iter()
+        // The most free; of equals, the first name.
+        .max_by(|x, y| {
+            let (a, b) = (
+                free.gpus_free(x.name, request.shared),
+                free.gpus_free(y.name, request.shared),
+            );
+            a.cmp(&b).then(y.name.cmp(x.name))
+        })
+    else {
+        return Some(format!(
+            "needs {need}; no connected node that matches has a GPU"
+        ));
+    };
+    let has = free.gpus_free(best.name, request.shared);
+    Some(match &request.devices {
+        crate::spec::GpuDevices::Count(_) => {
+            format!("needs {need}; {} has {has} free", best.name)
+        }
+        crate::spec::GpuDevices::All => format!(
+            "needs every GPU of a node free; {} has {has} of {} free",
+            best.name,
+            free.gpus_total(best.name)
+        ),
+        crate::spec::GpuDevices::Ids(_) => {
+            format!("needs {need}; no connected node that matches has them all free")
+        }
+    })
 }
 
 /// Why no node of environment `env` (`in_env`) lets `spec` have its bind
@@ -703,6 +758,87 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(r.services[0].instances.len(), 200);
+    }
+
+    fn hello_gpus(uuids: &[&str]) -> crate::report::AgentHello {
+        crate::report::AgentHello::from(pb::Hello {
+            facts: Some(pb::NodeFacts {
+                gpus: uuids
+                    .iter()
+                    .enumerate()
+                    .map(|(i, u)| pb::GpuDevice {
+                        index: i as u32,
+                        uuid: u.to_string(),
+                        name: "NVIDIA H100 80GB HBM3".into(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            agent_version: "t".into(),
+            last_applied_generation: 0,
+            capabilities: vec![],
+        })
+    }
+
+    /// Issue 16: GPU instances go only to the GPU node, up to its GPUs, each
+    /// with its own; across services too; the rest wait with the reason;
+    /// a new revision keeps the GPUs; deleting frees them.
+    #[tokio::test]
+    async fn gpu_requests_take_a_nodes_gpus_and_the_rest_wait_with_the_reason() {
+        let (coord, _dir) = coordinator().await;
+        let _c = coord
+            .register("cpu", "fp-c", 0, hello_gpus(&[]), None)
+            .await
+            .unwrap();
+        let _g = coord
+            .register("gpu", "fp-g", 0, hello_gpus(&["GPU-0", "GPU-1"]), None)
+            .await
+            .unwrap();
+        let train =
+            "services:\n  train:\n    image: x:1\n    gpus: 1\n    deploy:\n      replicas: 3\n";
+        let r = coord.apply("t.yaml", train, false, "t").await.unwrap();
+        let mut nodes: Vec<&str> = r.services[0]
+            .instances
+            .iter()
+            .map(|i| i.node.as_str())
+            .collect();
+        nodes.sort_unstable();
+        assert_eq!(nodes, ["", "gpu", "gpu"]);
+        assert_eq!(
+            pending_of(&coord, "train").await,
+            "needs 1 GPU; gpu has 0 free"
+        );
+        let key = (DEFAULT_ENV.to_string(), "train".to_string());
+        let before = coord.desired.lock().await.services[&key].gpus.clone();
+        let mut all: Vec<String> = before.values().flatten().cloned().collect();
+        all.sort_unstable();
+        assert_eq!(all, ["GPU-0", "GPU-1"]);
+        // Another service gets none while `train` holds both.
+        let infer = "services:\n  infer:\n    image: x:1\n    gpus: 2\n";
+        coord.apply("i.yaml", infer, false, "t").await.unwrap();
+        assert_eq!(
+            pending_of(&coord, "infer").await,
+            "needs 2 GPUs; gpu has 0 free"
+        );
+        // A new revision keeps each instance's GPUs.
+        let v2 = train.replace("x:1", "x:2");
+        coord.apply("t.yaml", &v2, false, "t").await.unwrap();
+        assert_eq!(coord.desired.lock().await.services[&key].gpus, before);
+        // Deleting `train` frees them: `infer` takes both.
+        coord.delete("train", "").await.unwrap();
+        assert_eq!(pending_of(&coord, "infer").await, "");
+        // No GPU node at all.
+        let (coord, _dir) = coordinator().await;
+        let _c = coord
+            .register("cpu", "fp-c", 0, hello_gpus(&[]), None)
+            .await
+            .unwrap();
+        coord.apply("i.yaml", infer, false, "t").await.unwrap();
+        assert_eq!(
+            pending_of(&coord, "infer").await,
+            "needs 2 GPUs; no connected node that matches has a GPU"
+        );
     }
 
     /// The reason of the first instance of `service` that has no node ("" if none).

@@ -14,6 +14,10 @@ pub struct ServiceRecord {
     /// Deleted services keep their record so revision numbers never repeat.
     pub deleted: bool,
     pub assignments: Assignments,
+    /// The GPUs pinned to each placed instance, by UUID; absent from
+    /// records of services without GPUs (and of those stored before).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub gpus: placement::GpuPins,
     pub created_unix_ms: i64,
     pub updated_unix_ms: i64,
     /// The current or last rollout; while active, instances it has not

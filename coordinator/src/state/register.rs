@@ -479,18 +479,20 @@ pub(super) fn replace_all(
             continue;
         }
         let free = free_for(next, &candidates, &rec.spec, (&key.0, &key.1));
-        let placed = placement::place_within(
+        let (placed, gpus) = placement::place_within(
             &rec.spec,
             &rec.assignments,
+            &rec.gpus,
             &in_env(&candidates, &rec.env),
             free.as_ref(),
         );
-        if placed != rec.assignments {
+        if placed != rec.assignments || gpus != rec.gpus {
             let Some(rec) = next.services.get_mut(&key) else {
                 continue;
             };
             let rec = Arc::make_mut(rec);
             rec.assignments = placed;
+            rec.gpus = gpus;
             rec.updated_unix_ms = now_unix_ms();
             ops.push(Op::put_json(service_key(&rec.env, &rec.name), &*rec));
         }

@@ -144,6 +144,7 @@ impl Coordinator {
             .filter(|i| !failed.blue.contains(i))
             .collect();
         rec.assignments.retain(|i, _| failed.blue.contains(i));
+        rec.gpus.retain(|i, _| failed.blue.contains(i));
         rec.spec = failed.from_spec.clone();
         rec.revision = back_rev;
         let mut back = Rollout::new(

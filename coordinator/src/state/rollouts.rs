@@ -169,6 +169,7 @@ impl Coordinator {
                 ))),
                 Effect::RetireBlue(idx) => {
                     rec.assignments.retain(|i, _| !idx.contains(i));
+                    rec.gpus.retain(|i, _| !idx.contains(i));
                     *replan = true;
                     events.push(ev(EventKind::RolloutProgress, &r).field("retired", join(idx)).msg(
                         format!(
@@ -281,6 +282,7 @@ impl Coordinator {
         if failed.has_blue() {
             // Blue-green: the old set still runs; the new one just goes.
             rec.assignments.retain(|i, _| failed.blue.contains(i));
+            rec.gpus.retain(|i, _| failed.blue.contains(i));
         }
         for index in rec.assignments.keys() {
             if !failed.switched.contains_key(index) || failed.has_blue() {
