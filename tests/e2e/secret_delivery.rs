@@ -10,64 +10,15 @@
 //! data directories: never found.
 
 use std::io::Write as _;
-use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _};
+use convoy_tests::canary::{contains, files_under, text, Seen};
 use convoy_tests::{docker, http, skip_without_docker, wait_until, Cluster, SETTLE};
 
 const CANARY: &str = "cAnArY-delivery-3f9e-first";
 const CANARY2: &str = "cAnArY-delivery-8b21-rotated";
-
-/// Every output of the scenario, searched for the canaries at the end.
-#[derive(Default)]
-struct Seen(Vec<(String, Vec<u8>)>);
-
-impl Seen {
-    fn add(&mut self, what: &str, out: &Output) {
-        let mut all = out.stdout.clone();
-        all.extend_from_slice(&out.stderr);
-        self.0.push((what.to_string(), all));
-    }
-
-    fn add_text(&mut self, what: &str, text: String) {
-        self.0.push((what.to_string(), text.into_bytes()));
-    }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
-}
-
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let Ok(kind) = entry.file_type() else {
-            continue;
-        };
-        if kind.is_dir() {
-            out.extend(files_under(&path));
-        } else if kind.is_file() {
-            out.push(path);
-        }
-    }
-    out
-}
 
 /// What the test app in `ct` serves at `/secret/db`.
 fn served(ct: &docker::Container) -> anyhow::Result<String> {
@@ -302,20 +253,8 @@ fn a_secret_reaches_only_its_consumer_rotates_through_a_rollout_and_is_never_see
     for n in [&n1, &n2] {
         seen.add_text(&format!("agent {n} log"), c.agent_log(n));
     }
-    for f in files_under(c.root()) {
-        seen.0.push((
-            f.display().to_string(),
-            std::fs::read(&f).unwrap_or_default(),
-        ));
-    }
-    let mut hits = Vec::new();
-    for (what, bytes) in &seen.0 {
-        for canary in [CANARY, CANARY2] {
-            if contains(bytes, canary) {
-                hits.push(what.clone());
-            }
-        }
-    }
+    seen.add_files(c.root());
+    let hits = seen.hits(&[CANARY, CANARY2]);
     assert!(hits.is_empty(), "a secret value was seen in: {hits:#?}");
     assert!(seen.0.len() > 20, "searched only {} outputs", seen.0.len());
 }

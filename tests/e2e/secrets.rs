@@ -10,29 +10,17 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use convoy_tests::bins::bin;
+use convoy_tests::canary::{contains, files_under, text, Seen};
 use convoy_tests::process::output_within;
 use convoy_tests::Cluster;
 use serde_json::Value;
 
 const CANARY: &str = "cAnArY-4e1f-9b2d-secret-value";
 const CANARY2: &str = "cAnArY-rotated-77a0-secret";
-
-/// Every output the scenario produced, searched for the canaries at the end.
-#[derive(Default)]
-struct Seen(Vec<(String, Vec<u8>)>);
-
-impl Seen {
-    fn add(&mut self, what: &str, out: &Output) {
-        let mut all = out.stdout.clone();
-        all.extend_from_slice(&out.stderr);
-        self.0.push((what.to_string(), all));
-    }
-}
 
 /// `convoy ARGS` with `input` on standard input, as `token` (or admin).
 fn cli_stdin(c: &Cluster, token: Option<&str>, args: &[&str], input: &[u8]) -> Output {
@@ -49,14 +37,6 @@ fn cli_stdin(c: &Cluster, token: Option<&str>, args: &[&str], input: &[u8]) -> O
         .unwrap();
     child.stdin.take().unwrap().write_all(input).unwrap();
     child.wait_with_output().unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn ok(out: &Output, what: &str) -> Value {
@@ -88,26 +68,6 @@ fn http_get(addr: SocketAddr, path: &str, token: &str) -> (u16, String) {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     (code, raw)
-}
-
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        let kind = entry.file_type().unwrap();
-        if kind.is_dir() {
-            out.extend(files_under(&path));
-        } else if kind.is_file() {
-            out.push(path);
-        }
-    }
-    out
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
 }
 
 fn convoyd(args: &[&str]) -> Output {

@@ -7,6 +7,7 @@
 //! `CONVOY_SKIP_DOCKER_TESTS=1` to skip the tests that need Docker.
 
 pub mod bins;
+pub mod canary;
 pub mod cli;
 pub mod cluster;
 pub mod docker;
