@@ -285,21 +285,28 @@ impl<'de> Visitor<'de> for MountSeed<'_> {
     }
 }
 
-/// A config's path in the container: absolute, or relative to `/` (as
-/// Compose takes it), without `.` or `..` parts.
-fn target_path(path: &str) -> Result<String, String> {
+/// `path` made absolute under `base` (when relative) and cleaned of empty
+/// parts: `None` when it has `.` or `..` parts, a NUL, a comma or a line
+/// end (Docker's mount syntax), is over 4 KiB, or names no file.
+pub(super) fn path_in_container(base: &str, path: &str) -> Option<String> {
     let absolute = if path.starts_with('/') {
         path.to_owned()
     } else {
-        format!("/{path}")
+        format!("{}/{path}", base.trim_end_matches('/'))
     };
     let parts: Vec<&str> = absolute.split('/').filter(|p| !p.is_empty()).collect();
     let valid = !parts.is_empty()
         && absolute.len() <= 4096
         && !absolute.contains(['\0', ',', '\n'])
         && parts.iter().all(|p| *p != "." && *p != "..");
-    if valid {
-        Ok(format!("/{}", parts.join("/")))
+    valid.then(|| format!("/{}", parts.join("/")))
+}
+
+/// A config's path in the container: absolute, or relative to `/` (as
+/// Compose takes it), without `.` or `..` parts.
+fn target_path(path: &str) -> Result<String, String> {
+    if let Some(target) = path_in_container("/", path) {
+        Ok(target)
     } else {
         Err(format!(
             "invalid target `{path}`: give a file path in the container, such as `/etc/app.conf` \

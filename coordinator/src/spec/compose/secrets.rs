@@ -501,18 +501,8 @@ impl<'de> Visitor<'de> for MountSeed<'_> {
 /// A secret's path in a container: absolute, or relative to
 /// `/run/secrets` (as Compose takes it), without `.` or `..` parts.
 fn container_target(path: &str) -> Result<String, String> {
-    let absolute = if path.starts_with('/') {
-        path.to_owned()
-    } else {
-        format!("{SECRETS_DIR_IN_CONTAINER}/{path}")
-    };
-    let parts: Vec<&str> = absolute.split('/').filter(|p| !p.is_empty()).collect();
-    let valid = !parts.is_empty()
-        && absolute.len() <= 4096
-        && !absolute.contains(['\0', ',', '\n'])
-        && parts.iter().all(|p| *p != "." && *p != "..");
-    if valid {
-        Ok(format!("/{}", parts.join("/")))
+    if let Some(target) = super::configs::path_in_container(SECRETS_DIR_IN_CONTAINER, path) {
+        Ok(target)
     } else {
         Err(format!(
             "invalid target `{}`: give a file name (under `/run/secrets/`) or an absolute path \
