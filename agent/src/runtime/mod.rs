@@ -257,6 +257,10 @@ pub enum RuntimeError {
     /// never its value.
     #[error("{0}")]
     Secret(String),
+    /// The engine has no NVIDIA runtime for a container that asks for
+    /// GPUs (Docker: `could not select device driver "nvidia"`).
+    #[error("could not select device driver nvidia: install the NVIDIA container toolkit ({context}: {message})")]
+    NoGpuRuntime { context: String, message: String },
     /// Any other refusal by the engine, with what was being done.
     #[error("{context}: {message}")]
     Engine { context: String, message: String },
@@ -267,6 +271,10 @@ impl RuntimeError {
     pub fn reason(&self, node: &str) -> String {
         match self {
             Self::Unreachable(cause) => format!("docker unreachable on node `{node}`: {cause}"),
+            Self::NoGpuRuntime { context, message } => format!(
+                "could not select device driver nvidia on node `{node}`: install the NVIDIA \
+                 container toolkit ({context}: {message})"
+            ),
             Self::ImageMissing { image, cause } => {
                 format!("image `{image}` not found on node `{node}`: {cause}")
             }

@@ -92,6 +92,15 @@ impl ServiceSpec {
             security_opt: self.host_access.security_opt.clone(),
             configs: self.configs.iter().map(pb::ConfigFile::from).collect(),
             secrets: self.secrets.iter().map(pb::SecretMount::from).collect(),
+            // The UUIDs are the instance's: set per instance in its node's
+            // plan (`state::plans`).
+            gpu_uuids: Vec::new(),
+            gpu_capabilities: self
+                .resources
+                .gpus
+                .as_ref()
+                .map(|g| g.capabilities.clone())
+                .unwrap_or_default(),
         }
     }
 

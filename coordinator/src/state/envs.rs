@@ -791,7 +791,7 @@ mod tests {
             .register("cpu", "fp-c", 0, hello_gpus(&[]), None)
             .await
             .unwrap();
-        let _g = coord
+        let mut g = coord
             .register("gpu", "fp-g", 0, hello_gpus(&["GPU-0", "GPU-1"]), None)
             .await
             .unwrap();
@@ -821,6 +821,16 @@ mod tests {
             pending_of(&coord, "infer").await,
             "needs 2 GPUs; gpu has 0 free"
         );
+        // Each instance's container spec in the node's plan names its GPUs.
+        let plan = g.plan_rx.borrow_and_update().clone().unwrap();
+        for w in &plan.workloads {
+            let Some(pb::workload::Runtime::Container(c)) = &w.runtime else {
+                panic!("{w:?}")
+            };
+            assert_eq!(c.gpu_uuids, before[&w.index], "{}", w.id);
+            assert_eq!(c.gpu_capabilities, ["gpu"]);
+        }
+        assert_eq!(plan.workloads.len(), 2);
         // A new revision keeps each instance's GPUs.
         let v2 = train.replace("x:1", "x:2");
         coord.apply("t.yaml", &v2, false, "t").await.unwrap();

@@ -177,7 +177,7 @@ pub(super) fn compute_plans(
                     spec_hash: spec_hash.clone(),
                     probes: probes.clone(),
                     start_first,
-                    runtime: Some(runtime.clone()),
+                    runtime: Some(with_gpus(runtime, rec.gpus.get(index))),
                 });
         }
     }
@@ -221,6 +221,22 @@ pub(super) fn compute_plans(
     (updates, computed)
 }
 
+/// `runtime` for one instance: a container asking for GPUs gets the UUIDs
+/// pinned to the instance (`pinned`); others are the shared spec as it is
+/// (the copy each workload needs anyway, nothing more).
+fn with_gpus(
+    runtime: &pb::workload::Runtime,
+    pinned: Option<&Vec<String>>,
+) -> pb::workload::Runtime {
+    let mut runtime = runtime.clone();
+    if let (pb::workload::Runtime::Container(c), Some(uuids)) = (&mut runtime, pinned) {
+        if !c.gpu_capabilities.is_empty() {
+            c.gpu_uuids.clone_from(uuids);
+        }
+    }
+    runtime
+}
+
 /// What a node's plan holds, as its [`PlanRecord`] (memory only) keeps
 /// it; `workloads` sorted by id, `logins` by server.
 pub(super) fn plan_hash(
@@ -235,6 +251,13 @@ pub(super) fn plan_hash(
         h.update(w.revision.to_be_bytes());
         h.update(w.spec_hash.as_bytes());
         h.update([0, u8::from(w.start_first)]);
+        // The GPUs pinned to it (the spec hash covers the rest of the runtime).
+        if let Some(pb::workload::Runtime::Container(c)) = &w.runtime {
+            for uuid in &c.gpu_uuids {
+                h.update([2]);
+                h.update(uuid.as_bytes());
+            }
+        }
     }
     for l in logins {
         h.update([1]);

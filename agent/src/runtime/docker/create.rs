@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, HostConfigLogConfig,
-    NetworkCreateRequest, NetworkingConfig, PortBinding, ResourcesUlimits, RestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerCreateBody, DeviceRequest, EndpointSettings, HealthConfig, HostConfig,
+    HostConfigLogConfig, NetworkCreateRequest, NetworkingConfig, PortBinding, ResourcesUlimits,
+    RestartPolicy, RestartPolicyNameEnum,
 };
 use convoy_proto::{workload, ContainerSpec, HealthCheck, NetworkAttachment, Workload};
 
@@ -208,7 +208,16 @@ pub(super) fn create_body(
         userns_mode,
         network_mode,
         security_opt,
+        gpu_uuids,
+        gpu_capabilities,
     } = spec;
+    if !gpu_capabilities.is_empty() && gpu_uuids.is_empty() {
+        // Never run a GPU workload without its GPUs.
+        return Err(RuntimeError::Engine {
+            context: format!("creating workload `{}`", workload.id),
+            message: "the plan asks for GPUs but pins none to it".to_string(),
+        });
+    }
     // 0 is "not set" on the wire; Docker takes i64.
     let limit = |n: &u64| (*n != 0).then(|| i64::try_from(*n).unwrap_or(i64::MAX));
 
@@ -305,6 +314,7 @@ pub(super) fn create_body(
             uts_mode: non_empty(uts_mode),
             userns_mode: non_empty(userns_mode),
             security_opt: non_empty_vec(security_opt),
+            device_requests: device_requests(gpu_uuids, gpu_capabilities),
             extra_hosts: non_empty_vec(extra_hosts),
             dns: non_empty_vec(dns),
             nano_cpus: limit(nano_cpus),
@@ -338,6 +348,28 @@ pub(super) fn create_body(
         }),
         ..Default::default()
     })
+}
+
+/// The GPUs pinned to the instance as Docker's one `DeviceRequest` for the
+/// NVIDIA runtime (what `docker run --gpus device=UUID` sends); none
+/// without GPUs.
+fn device_requests(uuids: &[String], capabilities: &[String]) -> Option<Vec<DeviceRequest>> {
+    if uuids.is_empty() {
+        return None;
+    }
+    let capabilities = if capabilities.is_empty() {
+        vec!["gpu".to_string()]
+    } else {
+        capabilities.to_vec()
+    };
+    Some(vec![DeviceRequest {
+        driver: Some("nvidia".to_string()),
+        count: None,
+        device_ids: Some(uuids.to_vec()),
+        // One set of capabilities, all required (Docker's AND list).
+        capabilities: Some(vec![capabilities]),
+        options: None,
+    }])
 }
 
 /// Refuses a workload that bind-mounts a host path under none of

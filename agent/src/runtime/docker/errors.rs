@@ -13,6 +13,16 @@ use crate::runtime::{labels, RuntimeError};
 /// anything the daemon said is an engine error with `context`.
 pub(super) fn classify(context: &str, error: BollardError) -> RuntimeError {
     match error {
+        // A GPU request on an engine without the NVIDIA runtime: Docker
+        // creates the container and refuses to start it.
+        BollardError::DockerResponseServerError { message, .. }
+            if message.contains("could not select device driver") =>
+        {
+            RuntimeError::NoGpuRuntime {
+                context: context.to_string(),
+                message: short(&message),
+            }
+        }
         BollardError::DockerResponseServerError { message, .. } => RuntimeError::Engine {
             context: context.to_string(),
             message: short(&message),
@@ -79,4 +89,32 @@ pub(super) fn short(text: &str) -> String {
         end -= 1;
     }
     format!("{}…", &line[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 16: a GPU request where Docker has no NVIDIA runtime is named,
+    /// with what to install and the node.
+    #[test]
+    fn a_missing_nvidia_runtime_is_named_with_the_fix() {
+        let error = BollardError::DockerResponseServerError {
+            status_code: 500,
+            message: "could not select device driver \"nvidia\" with capabilities: [[gpu]]".into(),
+        };
+        let e = classify("starting container `default-train-1`", error);
+        assert!(matches!(e, RuntimeError::NoGpuRuntime { .. }), "{e:?}");
+        assert_eq!(
+            e.reason("gpu-3"),
+            "could not select device driver nvidia on node `gpu-3`: install the NVIDIA container \
+             toolkit (starting container `default-train-1`: could not select device driver \
+             \"nvidia\" with capabilities: [[gpu]])"
+        );
+        let other = BollardError::DockerResponseServerError {
+            status_code: 500,
+            message: "no such image".into(),
+        };
+        assert!(matches!(classify("x", other), RuntimeError::Engine { .. }));
+    }
 }

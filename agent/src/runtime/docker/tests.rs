@@ -59,6 +59,38 @@ fn workload() -> Workload {
     }
 }
 
+/// Issue 16: the GPUs pinned to the instance become one DeviceRequest for
+/// the NVIDIA runtime, by UUID, with the spec's capabilities; a GPU spec
+/// without pins is refused rather than run without its GPUs.
+#[test]
+fn create_body_requests_the_pinned_gpus_by_uuid() {
+    let mut w = workload();
+    if let Some(workload::Runtime::Container(spec)) = &mut w.runtime {
+        spec.gpu_uuids = vec!["GPU-aaa".into(), "GPU-bbb".into()];
+        spec.gpu_capabilities = vec!["gpu".into(), "utility".into()];
+    }
+    let host = create_body("n1", &w).unwrap().host_config.unwrap();
+    let requests = host.device_requests.unwrap();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].driver.as_deref(), Some("nvidia"));
+    assert_eq!(
+        requests[0].device_ids.as_deref(),
+        Some(&["GPU-aaa".to_string(), "GPU-bbb".to_string()][..])
+    );
+    assert_eq!(
+        requests[0].capabilities,
+        Some(vec![vec!["gpu".to_string(), "utility".to_string()]])
+    );
+    assert_eq!(requests[0].count, None);
+    let plain = create_body("n1", &workload()).unwrap().host_config.unwrap();
+    assert_eq!(plain.device_requests, None);
+    if let Some(workload::Runtime::Container(spec)) = &mut w.runtime {
+        spec.gpu_uuids.clear();
+    }
+    let err = create_body("n1", &w).unwrap_err().to_string();
+    assert!(err.contains("asks for GPUs but pins none"), "{err}");
+}
+
 /// Issue 14: granted host access as Docker takes it; `network_mode: host`
 /// joins no Convoy network.
 #[test]
