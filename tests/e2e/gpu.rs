@@ -5,6 +5,9 @@
 //! The figures are sampled with each heartbeat: changing the file changes
 //! what `/metrics` says. A node without the file reports no GPU. The
 //! dashboard, in a real headless Chromium, draws a sparkline per GPU.
+//! GPU requests (second increment) go only to the node with GPUs, one GPU
+//! per instance by UUID in Docker's `DeviceRequests`; the rest wait with
+//! the reason, and a Docker without the NVIDIA runtime is named.
 
 use std::fs;
 use std::time::Duration;
@@ -242,4 +245,152 @@ fn dashboard_draws_a_sparkline_per_gpu() {
     if let Err(e) = result {
         panic!("{e:#}\nchromedriver log: {}", driver.log.display());
     }
+}
+
+const UUID0: &str = "GPU-e2e00000-0000-0000-0000-000000000000";
+const UUID1: &str = "GPU-e2e11111-1111-1111-1111-111111111111";
+
+/// `docker inspect`'s `HostConfig.DeviceRequests` of a container.
+fn device_requests(id: &str) -> Value {
+    let out =
+        convoy_tests::docker::docker(&["inspect", "-f", "{{json .HostConfig.DeviceRequests}}", id])
+            .expect("docker inspect");
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// Issue 16: GPU requests are placed only on the node with (fake) GPUs, one
+/// GPU per instance up to its two; the third instance waits with the
+/// reason, and the node without GPUs gets none. Docker gets each
+/// container's pinned GPU by UUID in `HostConfig.DeviceRequests`; this
+/// Docker has no NVIDIA runtime, so starting fails, and the instance's
+/// state names it with the fix. A second service (`reservations.devices`)
+/// waits while the GPUs are held and takes one when they are freed.
+#[test]
+fn gpu_requests_take_the_gpu_nodes_gpus_up_to_its_count_and_the_rest_wait() {
+    skip_without_docker!();
+    let mut c = Cluster::start();
+    let path = c.root().join("gpus.json");
+    fs::write(&path, gpus_file([0.0, 0.0])).unwrap();
+    let plain = c.add_agent();
+    let gpu = c.add_agent_with_args(&["--gpu-facts-file", path.to_str().unwrap()]);
+    c.wait_nodes_ready(&[plain.clone(), gpu.clone()]);
+
+    let train = c.service_name("train");
+    let spec = format!(
+        "services:\n  {train}:\n    image: {}\n    gpus: 1\n    deploy:\n      replicas: 3\n",
+        c.image()
+    );
+    c.apply(&c.write_spec("train.yaml", &spec));
+    let status = wait_until(
+        "two instances on the GPU node fail to start for want of the NVIDIA runtime, one waits",
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        || {
+            let status = c.try_service_status(&train)?;
+            let (placed, pending): (Vec<_>, Vec<_>) =
+                status.instances.iter().partition(|i| !i.node.is_empty());
+            ensure!(
+                placed.len() == 2 && pending.len() == 1,
+                "convoy status says {}",
+                status.describe()
+            );
+            ensure!(
+                placed.iter().all(|i| i.node == gpu),
+                "convoy status says {}",
+                status.describe()
+            );
+            ensure!(
+                pending[0].reason == format!("needs 1 GPU; {gpu} has 0 free"),
+                "convoy status says {}",
+                status.describe()
+            );
+            let named = format!(
+                "could not select device driver nvidia on node `{gpu}`: install the NVIDIA \
+                 container toolkit"
+            );
+            ensure!(
+                placed.iter().all(|i| i.reason.starts_with(&named)),
+                "convoy status says {}",
+                status.describe()
+            );
+            Ok(status)
+        },
+    );
+    // Docker created each container with its own GPU, by UUID.
+    let containers = c.containers_of(&train).unwrap();
+    assert_eq!(containers.len(), 2, "{containers:#?}");
+    let mut pinned = Vec::new();
+    for ct in &containers {
+        assert_eq!(ct.label("io.convoy.node"), Some(gpu.as_str()));
+        let requests = device_requests(&ct.id);
+        assert_eq!(requests.as_array().map(Vec::len), Some(1), "{requests}");
+        assert_eq!(requests[0]["Driver"], "nvidia", "{requests}");
+        assert_eq!(requests[0]["Capabilities"], json!([["gpu"]]), "{requests}");
+        let ids = requests[0]["DeviceIDs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(ids.len(), 1, "{requests}");
+        pinned.push(ids[0].as_str().unwrap().to_string());
+    }
+    pinned.sort();
+    assert_eq!(pinned, [UUID0, UUID1], "{}", status.describe());
+
+    // Compose's device reservation: waits while `train` holds both GPUs,
+    // never goes to the node without GPUs, and takes one once freed.
+    let infer = c.service_name("infer");
+    let spec = format!(
+        "services:\n  {infer}:\n    image: {}\n    deploy:\n      resources:\n        reservations:\n          devices:\n            - driver: nvidia\n              count: 1\n              capabilities: [gpu, utility]\n",
+        c.image()
+    );
+    c.apply(&c.write_spec("infer.yaml", &spec));
+    let waiting = c.service_status(&infer);
+    assert!(
+        waiting.instances.len() == 1
+            && waiting.instances[0].node.is_empty()
+            && waiting.instances[0].reason == format!("needs 1 GPU; {gpu} has 0 free"),
+        "{}",
+        waiting.describe()
+    );
+    c.delete(&train);
+    let id = wait_until(
+        "the freed GPU goes to the waiting service",
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        || {
+            let status = c.try_service_status(&infer)?;
+            ensure!(
+                status.instances.len() == 1 && status.instances[0].node == gpu,
+                "convoy status says {}",
+                status.describe()
+            );
+            let containers = c.containers_of(&infer)?;
+            ensure!(containers.len() == 1, "docker has {containers:#?}");
+            Ok(containers[0].id.clone())
+        },
+    );
+    let requests = device_requests(&id);
+    assert_eq!(
+        requests[0]["Capabilities"],
+        json!([["gpu", "utility"]]),
+        "{requests}"
+    );
+    let ids = requests[0]["DeviceIDs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        ids.len() == 1 && (ids[0] == UUID0 || ids[0] == UUID1),
+        "{requests}"
+    );
+    assert!(
+        c.containers_of(&infer)
+            .unwrap()
+            .iter()
+            .all(|ct| ct.label("io.convoy.node") == Some(gpu.as_str())),
+        "nothing on {plain}"
+    );
+    c.delete(&infer);
+    c.wait_service_gone(&infer);
+    c.wait_service_gone(&train);
 }
