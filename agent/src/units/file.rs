@@ -99,6 +99,9 @@ pub enum InvalidUnit {
     DuplicateCredential(String),
     #[error("the unit uses secrets, and this agent has no secrets directory")]
     NoSecretsDir,
+    /// The plan's GPUs for the unit cannot be written (adopted, malformed).
+    #[error("GPUs: {0}")]
+    Gpus(String),
     #[error("the secrets directory {0} holds a space, `%` or a control character: systemd's LoadCredential= cannot name it; pass another --secrets-dir")]
     SecretsDirPath(String),
 }
@@ -127,6 +130,8 @@ pub fn want_in(w: &Workload, secrets_dir: Option<&Path>) -> Result<Want, Invalid
         state,
         enabled,
         credentials,
+        gpu_uuids,
+        gpu_indexes,
     } = spec;
     if *adopt {
         let unit = if unit_name.contains('.') {
@@ -140,6 +145,11 @@ pub fn want_in(w: &Workload, secrets_dir: Option<&Path>) -> Result<Want, Invalid
         }
         if !credentials.is_empty() {
             return Err(InvalidUnit::AdoptedCredentials(unit));
+        }
+        if !gpu_uuids.is_empty() {
+            return Err(InvalidUnit::Gpus(format!(
+                "`{unit}` is adopted: Convoy never writes its file, so it cannot give it GPUs"
+            )));
         }
         let running = match state.as_str() {
             "" | "running" => true,
@@ -165,6 +175,7 @@ pub fn want_in(w: &Workload, secrets_dir: Option<&Path>) -> Result<Want, Invalid
         return Err(InvalidUnit::Reserved(unit));
     }
     let credentials = credential_lines(&unit, credentials, secrets_dir)?;
+    let gpus = gpu_lines(gpu_uuids, gpu_indexes)?;
     let spec = Rendered {
         workload_id: &w.id,
         spec_hash: &w.spec_hash,
@@ -175,9 +186,53 @@ pub fn want_in(w: &Workload, secrets_dir: Option<&Path>) -> Result<Want, Invalid
         environment: environment.iter().collect(),
         working_directory,
         credentials,
+        gpus,
     };
     let content = spec.render()?;
     Ok(Want::Write { unit, content })
+}
+
+/// The device nodes every CUDA program needs beside its GPUs' own.
+const NVIDIA_SHARED_DEVICES: [&str; 3] =
+    ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"];
+
+/// The GPU lines of a written unit: `DeviceAllow=` for the NVIDIA control
+/// devices and each pinned GPU's `/dev/nvidiaINDEX` (so the unit sees no
+/// other GPU: with a `DeviceAllow=`, systemd closes every device not
+/// listed but the pseudo devices), and `CUDA_VISIBLE_DEVICES` and
+/// `NVIDIA_VISIBLE_DEVICES` set to the UUIDs (written after the spec's
+/// `environment`, so they win).
+fn gpu_lines(uuids: &[String], indexes: &[u32]) -> Result<Vec<String>, InvalidUnit> {
+    if uuids.is_empty() {
+        return Ok(Vec::new());
+    }
+    if uuids.len() != indexes.len() {
+        return Err(InvalidUnit::Gpus(
+            "the plan gives a different number of GPU UUIDs and indexes".to_string(),
+        ));
+    }
+    for uuid in uuids {
+        let plain = !uuid.is_empty()
+            && uuid.len() <= 128
+            && uuid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if !plain {
+            return Err(InvalidUnit::Gpus(format!(
+                "GPU UUID `{}` is not valid",
+                uuid.escape_debug()
+            )));
+        }
+    }
+    let mut lines = vec![format!("# convoy gpus {}", uuids.join(","))];
+    for device in NVIDIA_SHARED_DEVICES {
+        lines.push(format!("DeviceAllow={device} rw"));
+    }
+    for index in indexes {
+        lines.push(format!("DeviceAllow=/dev/nvidia{index} rw"));
+    }
+    let visible = uuids.join(",");
+    lines.push(format!("Environment=CUDA_VISIBLE_DEVICES={visible}"));
+    lines.push(format!("Environment=NVIDIA_VISIBLE_DEVICES={visible}"));
+    Ok(lines)
 }
 
 /// The credentials' lines of a written unit: a comment naming each secret's
@@ -250,6 +305,8 @@ struct Rendered<'a> {
     working_directory: &'a str,
     /// `LoadCredential=` lines and their comments, checked.
     credentials: Vec<String>,
+    /// `DeviceAllow=` and the visible-devices variables, checked.
+    gpus: Vec<String>,
 }
 
 impl Rendered<'_> {
@@ -342,6 +399,9 @@ impl Rendered<'_> {
             ));
         }
         for l in &self.credentials {
+            line(l);
+        }
+        for l in &self.gpus {
             line(l);
         }
         line(&format!("Restart={restart}"));

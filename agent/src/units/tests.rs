@@ -145,6 +145,61 @@ fn rendered_unit_carries_the_header_markers_and_the_spec() {
     );
 }
 
+/// Issue 16: a unit with GPUs may open the NVIDIA control devices and
+/// its own GPUs' device nodes only, and CUDA sees its GPUs by UUID.
+#[test]
+fn a_unit_with_gpus_gets_device_allow_and_visible_devices() {
+    let mut s = spec("train");
+    s.environment
+        .insert("CUDA_VISIBLE_DEVICES".into(), "all".into());
+    s.gpu_uuids = vec!["GPU-aa-1".into(), "GPU-bb-2".into()];
+    s.gpu_indexes = vec![1, 3];
+    let content = content_of(&with_spec("train", "h", s.clone()));
+    let lines: Vec<&str> = content.lines().collect();
+    for expected in [
+        "DeviceAllow=/dev/nvidiactl rw",
+        "DeviceAllow=/dev/nvidia-uvm rw",
+        "DeviceAllow=/dev/nvidia-uvm-tools rw",
+        "DeviceAllow=/dev/nvidia1 rw",
+        "DeviceAllow=/dev/nvidia3 rw",
+        "Environment=CUDA_VISIBLE_DEVICES=GPU-aa-1,GPU-bb-2",
+        "Environment=NVIDIA_VISIBLE_DEVICES=GPU-aa-1,GPU-bb-2",
+    ] {
+        assert!(lines.contains(&expected), "{expected}: {content}");
+    }
+    // Ours come after the spec's environment: systemd takes the last.
+    let theirs = lines
+        .iter()
+        .position(|l| l.contains("CUDA_VISIBLE_DEVICES=all"))
+        .unwrap();
+    let ours = lines
+        .iter()
+        .position(|l| l.starts_with("Environment=CUDA_VISIBLE_DEVICES=GPU-"))
+        .unwrap();
+    assert!(theirs < ours, "{content}");
+    // Without GPUs: no device policy at all.
+    assert!(!content_of(&unit_wl("web", "h")).contains("DeviceAllow"));
+    // Malformed or adopted: refused.
+    let mut bad = s.clone();
+    bad.gpu_uuids[0] = "GPU-1\nExecStartPre=/bin/sh".into();
+    assert!(want_of(&with_spec("train", "h", bad))
+        .unwrap_err()
+        .to_string()
+        .contains("is not valid"));
+    let mut uneven = s;
+    uneven.gpu_indexes.pop();
+    assert!(want_of(&with_spec("train", "h", uneven)).is_err());
+    let mut adopted = adopt_wl("nginx", "", true);
+    if let Some(workload::Runtime::Unit(u)) = &mut adopted.runtime {
+        u.gpu_uuids = vec!["GPU-1".into()];
+        u.gpu_indexes = vec![0];
+    }
+    assert!(want_of(&adopted)
+        .unwrap_err()
+        .to_string()
+        .contains("adopted"));
+}
+
 #[test]
 fn restart_defaults_to_on_failure_and_description_to_the_workload() {
     let content = content_of(&unit_wl("web", "h"));

@@ -2033,6 +2033,8 @@ fn runtime_of_a_unit_is_a_unit_spec() {
             state: "running".to_owned(),
             enabled: true,
             credentials: Vec::new(),
+            gpu_uuids: Vec::new(),
+            gpu_indexes: Vec::new(),
         }
     );
     let Runtime::Unit(adopted) =

@@ -260,6 +260,9 @@ impl From<&UnitFields> for UnitSpec {
                 .as_str()
                 .to_owned(),
             enabled: *enabled || !*adopt,
+            // Per instance, in its node's plan (`state::plans`).
+            gpu_uuids: Vec::new(),
+            gpu_indexes: Vec::new(),
             credentials: Vec::new(),
         }
     }

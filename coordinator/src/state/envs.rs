@@ -851,6 +851,38 @@ mod tests {
         );
     }
 
+    /// Issue 16: a unit's GPUs reach its node's plan as UUIDs with each
+    /// one's index on the node (its device node); a service whose spec
+    /// asks for none gets none.
+    #[tokio::test]
+    async fn a_units_plan_names_its_gpus_and_their_indexes() {
+        let (coord, _dir) = coordinator().await;
+        let mut g = coord
+            .register("gpu", "fp-g", 0, hello_gpus(&["GPU-0", "GPU-1"]), None)
+            .await
+            .unwrap();
+        let spec = "units:\n  train:\n    exec_start: /usr/bin/train\n    deploy:\n      resources:\n        reservations:\n          devices:\n            - {device_ids: ['1'], capabilities: [gpu]}\nservices:\n  web:\n    image: x:1\n";
+        coord.apply("u.yaml", spec, false, "t").await.unwrap();
+        let plan = g.plan_rx.borrow_and_update().clone().unwrap();
+        let unit = plan
+            .workloads
+            .iter()
+            .find(|w| w.service == "train")
+            .unwrap();
+        let Some(pb::workload::Runtime::Unit(u)) = &unit.runtime else {
+            panic!("{unit:?}")
+        };
+        assert_eq!(
+            (u.gpu_uuids.as_slice(), u.gpu_indexes.as_slice()),
+            (&["GPU-1".to_string()][..], &[1][..])
+        );
+        let web = plan.workloads.iter().find(|w| w.service == "web").unwrap();
+        let Some(pb::workload::Runtime::Container(c)) = &web.runtime else {
+            panic!("{web:?}")
+        };
+        assert!(c.gpu_uuids.is_empty() && c.gpu_capabilities.is_empty());
+    }
+
     /// The reason of the first instance of `service` that has no node ("" if none).
     async fn pending_of(coord: &Coordinator, service: &str) -> String {
         let status = coord.status(service, "").await;

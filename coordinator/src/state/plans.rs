@@ -149,7 +149,13 @@ pub(super) fn compute_plans(
             continue;
         }
         let runtime = |spec: &ServiceSpec, revision: u64| {
-            (revision, spec.spec_hash(), spec.probes(), spec.runtime())
+            (
+                revision,
+                spec.spec_hash(),
+                spec.probes(),
+                spec.runtime(),
+                spec.resources.gpus.is_some(),
+            )
         };
         let new = runtime(&rec.spec, rec.revision);
         let start_first = rec.spec.deploy.update.order == spec::UpdateOrder::StartFirst;
@@ -161,7 +167,7 @@ pub(super) fn compute_plans(
             let Some(node) = node.as_ref().filter(|n| per_node.contains_key(*n)) else {
                 continue;
             };
-            let (revision, spec_hash, probes, runtime) = match (&old, rollout) {
+            let (revision, spec_hash, probes, runtime, gpus) = match (&old, rollout) {
                 (Some(old), Some(r)) if !r.is_switched(*index) => old,
                 _ => &new,
             };
@@ -177,7 +183,10 @@ pub(super) fn compute_plans(
                     spec_hash: spec_hash.clone(),
                     probes: probes.clone(),
                     start_first,
-                    runtime: Some(with_gpus(runtime, rec.gpus.get(index))),
+                    runtime: Some(match rec.gpus.get(index).filter(|_| *gpus) {
+                        Some(pinned) => with_gpus(runtime, pinned, &next.nodes, node),
+                        None => runtime.clone(),
+                    }),
                 });
         }
     }
@@ -221,17 +230,31 @@ pub(super) fn compute_plans(
     (updates, computed)
 }
 
-/// `runtime` for one instance: a container asking for GPUs gets the UUIDs
-/// pinned to the instance (`pinned`); others are the shared spec as it is
-/// (the copy each workload needs anyway, nothing more).
+/// `runtime` for one instance that asks for GPUs, with the UUIDs `pinned`
+/// to it (and, for a unit, each one's index on `node`, as its facts say:
+/// the unit's device nodes). Instances without GPUs get the shared spec as
+/// it is (the copy each workload needs anyway, nothing more).
 fn with_gpus(
     runtime: &pb::workload::Runtime,
-    pinned: Option<&Vec<String>>,
+    pinned: &[String],
+    nodes: &BTreeMap<String, NodeRecord>,
+    node: &str,
 ) -> pb::workload::Runtime {
     let mut runtime = runtime.clone();
-    if let (pb::workload::Runtime::Container(c), Some(uuids)) = (&mut runtime, pinned) {
-        if !c.gpu_capabilities.is_empty() {
-            c.gpu_uuids.clone_from(uuids);
+    match &mut runtime {
+        pb::workload::Runtime::Container(c) => c.gpu_uuids = pinned.to_vec(),
+        pb::workload::Runtime::Unit(u) => {
+            let facts = nodes
+                .get(node)
+                .map(|n| n.facts.gpus.as_slice())
+                .unwrap_or(&[]);
+            // A pinned GPU the node no longer reports has no device node.
+            for uuid in pinned {
+                if let Some(gpu) = facts.iter().find(|g| &g.uuid == uuid) {
+                    u.gpu_uuids.push(uuid.clone());
+                    u.gpu_indexes.push(gpu.index);
+                }
+            }
         }
     }
     runtime
@@ -252,11 +275,18 @@ pub(super) fn plan_hash(
         h.update(w.spec_hash.as_bytes());
         h.update([0, u8::from(w.start_first)]);
         // The GPUs pinned to it (the spec hash covers the rest of the runtime).
-        if let Some(pb::workload::Runtime::Container(c)) = &w.runtime {
-            for uuid in &c.gpu_uuids {
-                h.update([2]);
-                h.update(uuid.as_bytes());
-            }
+        let (uuids, indexes): (&[String], &[u32]) = match &w.runtime {
+            Some(pb::workload::Runtime::Container(c)) => (&c.gpu_uuids, &[]),
+            Some(pb::workload::Runtime::Unit(u)) => (&u.gpu_uuids, &u.gpu_indexes),
+            None => (&[], &[]),
+        };
+        for uuid in uuids {
+            h.update([2]);
+            h.update(uuid.as_bytes());
+        }
+        for index in indexes {
+            h.update([3]);
+            h.update(index.to_be_bytes());
         }
     }
     for l in logins {

@@ -399,11 +399,15 @@ mod tests {
     }
 
     #[test]
-    fn units_refuse_gpu_requests() {
-        let yaml = "units:\n  train:\n    exec_start: /usr/bin/train\n    deploy:\n      resources:\n        reservations:\n          devices:\n            - {count: 1, capabilities: [gpu]}\n";
-        let err = spec::parse("app.yaml", yaml).unwrap_err().to_string();
+    fn units_take_gpu_requests_unless_adopted() {
+        let yaml = "units:\n  train:\n    exec_start: /usr/bin/train\n    x-convoy:\n      gpu_sharing: true\n    deploy:\n      resources:\n        reservations:\n          devices:\n            - {count: 1, capabilities: [gpu]}\n";
+        let file = spec::parse("app.yaml", yaml).unwrap();
+        let gpus = file.services["train"].resources.gpus.clone().unwrap();
+        assert_eq!((gpus.devices, gpus.shared), (GpuDevices::Count(1), true));
+        let adopted = "units:\n  train:\n    unit: train.service\n    deploy:\n      resources:\n        reservations:\n          devices:\n            - {count: 1, capabilities: [gpu]}\n";
+        let err = spec::parse("app.yaml", adopted).unwrap_err().to_string();
         assert!(
-            err.contains("units.train.deploy") && err.contains("GPU"),
+            err.contains("units.train.deploy") && err.contains("adopted unit cannot reserve GPUs"),
             "{err}"
         );
     }

@@ -417,7 +417,10 @@ struct Legacy {
 }
 
 /// `x-convoy.gpu_sharing`: lets the service's GPU request share GPUs.
-fn share_gpus(sharing: bool, resources: &mut crate::spec::ResourcesSpec) -> Result<(), Note> {
+pub(super) fn share_gpus(
+    sharing: bool,
+    resources: &mut crate::spec::ResourcesSpec,
+) -> Result<(), Note> {
     if !sharing {
         return Ok(());
     }

@@ -125,7 +125,7 @@ impl<'de> Visitor<'de> for UnitSeed<'_> {
         let mut replicas_written = false;
         let mut convoy_update = None;
         let mut secret_env = false;
-        let mut unit_gpus = false;
+        let mut gpu_sharing = false;
         while let Some(key) = next_key::<A, UnitKey>(&mut map, &mut seen, &mut notes)? {
             match key {
                 UnitKey::Unit => {
@@ -195,6 +195,7 @@ impl<'de> Visitor<'de> for UnitSeed<'_> {
                         spec.probes = convoy.probes;
                         convoy_update = convoy.update;
                         secret_env = !convoy.secret_env.is_empty();
+                        gpu_sharing = convoy.gpu_sharing;
                     }
                 }
                 UnitKey::Secrets => {
@@ -217,7 +218,7 @@ impl<'de> Visitor<'de> for UnitSeed<'_> {
                         update_config = deploy.update;
                         rollback_config = deploy.rollback;
                         replicas_written = deploy.replicas_written;
-                        unit_gpus = deploy.resources.is_some_and(|r| r.gpus.is_some());
+                        spec.resources.gpus = deploy.resources.and_then(|r| r.gpus);
                         nest(&mut notes, Seg::Key("deploy".to_owned()), deploy.notes);
                     }
                 }
@@ -278,14 +279,17 @@ impl<'de> Visitor<'de> for UnitSeed<'_> {
                     .to_owned(),
             });
         }
-        if unit_gpus {
+        if unit.adopt && spec.resources.gpus.is_some() {
             problems.push(Note {
                 path: vec![Seg::Key("deploy".to_owned())],
-                message: "units cannot reserve GPUs yet (`DeviceAllow=` and \
-                          `CUDA_VISIBLE_DEVICES` for units are not done): run the GPU \
-                          workload as a container under `services:`"
+                message: "an adopted unit cannot reserve GPUs: Convoy never writes its file, \
+                          so it cannot give it the GPUs' `DeviceAllow=`; remove `unit:` to \
+                          have Convoy write it"
                     .to_owned(),
             });
+        }
+        if let Err(problem) = super::service::share_gpus(gpu_sharing, &mut spec.resources) {
+            problems.push(problem);
         }
         if deploy_restart {
             problems.push(Note {
