@@ -28,6 +28,21 @@ const RUNTIME_DIRECTORY: [&str; 3] = [
     "RuntimeDirectoryMode=0700",
     "RuntimeDirectoryPreserve=yes",
 ];
+/// What replaces the template's `PrivateDevices=yes` on a host with NVIDIA
+/// GPUs (`/dev/nvidiactl` exists when `install` runs): the agent reads its
+/// GPUs through NVML or `nvidia-smi`, which open `/dev/nvidiactl` and
+/// `/dev/nvidiaN` (and `/dev/nvidia-caps/*` for MIG), and a private `/dev`
+/// has none of them. The host's `/dev` is seen, but the device policy
+/// lets the agent open the NVIDIA devices and the pseudo devices only
+/// (docs/GPU.md).
+const GPU_DEVICES: [&str; 4] = [
+    "PrivateDevices=no",
+    "DevicePolicy=closed",
+    "DeviceAllow=char-nvidia-frontend rw",
+    "DeviceAllow=char-nvidia-caps r",
+];
+/// The device node whose presence makes `install` write [`GPU_DEVICES`].
+pub const NVIDIA_CONTROL_DEVICE: &str = "/dev/nvidiactl";
 /// Directories the unit cannot see (ProtectHome=, PrivateTmp=).
 const HIDDEN: [&str; 5] = ["/home", "/root", "/run/user", "/tmp", "/var/tmp"];
 
@@ -76,6 +91,9 @@ pub struct InstallParams {
     pub pki_dir: PathBuf,
     pub data_dir: PathBuf,
     pub unit_dir: PathBuf,
+    /// The host has NVIDIA GPUs: the unit lets the agent open their
+    /// devices ([`GPU_DEVICES`]) instead of `PrivateDevices=yes`.
+    pub gpu_devices: bool,
 }
 
 impl std::fmt::Debug for InstallParams {
@@ -124,6 +142,8 @@ pub fn render_unit(params: &InstallParams) -> String {
     for line in TEMPLATE.lines() {
         if line.starts_with("ExecStart=") {
             out.push_str(&exec);
+        } else if line == "PrivateDevices=yes" && params.gpu_devices {
+            out.push_str(&GPU_DEVICES.join("\n"));
         } else if line.starts_with("ReadWritePaths=") {
             // The unit directory it writes, wherever that is.
             out.push_str(&format!("ReadWritePaths={}", params.unit_dir.display()));
@@ -370,6 +390,26 @@ mod tests {
             pki_dir: PathBuf::from(DEFAULT_PKI_DIR),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             unit_dir: PathBuf::from(file::DEFAULT_UNIT_DIR),
+            gpu_devices: false,
+        }
+    }
+
+    #[test]
+    fn on_a_gpu_host_the_unit_lets_the_agent_open_the_nvidia_devices_and_no_disk() {
+        let plain = render_unit(&params());
+        assert!(plain.lines().any(|l| l == "PrivateDevices=yes"), "{plain}");
+        assert!(!plain.contains("nvidia"), "{plain}");
+        let gpu = render_unit(&InstallParams {
+            gpu_devices: true,
+            ..params()
+        });
+        assert!(!gpu.lines().any(|l| l == "PrivateDevices=yes"), "{gpu}");
+        for line in GPU_DEVICES {
+            assert_eq!(gpu.lines().filter(|l| *l == line).count(), 1, "{line}");
+        }
+        // The rest of the hardening stays.
+        for line in ["ProtectKernelModules=yes", "NoNewPrivileges=yes"] {
+            assert!(gpu.lines().any(|l| l == line), "missing {line}");
         }
     }
 

@@ -365,6 +365,7 @@ async fn install(args: InstallArgs) -> anyhow::Result<()> {
         pki_dir,
         data_dir,
         unit_dir,
+        gpu_devices: std::path::Path::new(convoy_agent::install::NVIDIA_CONTROL_DEVICE).exists(),
     };
     convoy_agent::install::install(&params).await?;
     Ok(())
