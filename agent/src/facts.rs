@@ -7,12 +7,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use convoy_proto::{HostMetrics, NodeFacts};
+use convoy_proto::{HostMetrics, NodeFacts, SwarmFacts};
 
 use crate::gpu::{self, Gpus};
 use crate::runtime::Runtime;
 
-/// How long the Docker version may take before it is reported empty.
+/// How long the Docker version (or Swarm state) may take before it is
+/// reported empty.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The host's facts. Anything unreadable is left empty rather than failing.
@@ -39,6 +40,7 @@ pub async fn collect<R: Runtime>(
         Ok(Ok(version)) => version,
         _ => String::new(),
     };
+    let swarm = swarm(runtime).await.unwrap_or(None);
     NodeFacts {
         hostname,
         os,
@@ -53,6 +55,16 @@ pub async fn collect<R: Runtime>(
         // Set by the session, which holds the grants and the GPU source.
         allowed_host_access: Vec::new(),
         gpus: Vec::new(),
+        swarm,
+    }
+}
+
+/// The engine's Swarm membership (`Ok(None)`: in no swarm), or `None` when
+/// the engine did not answer in time.
+pub async fn swarm<R: Runtime>(runtime: &R) -> Option<Option<SwarmFacts>> {
+    match tokio::time::timeout(VERSION_TIMEOUT, runtime.swarm()).await {
+        Ok(Ok(swarm)) => Some(swarm),
+        _ => None,
     }
 }
 

@@ -50,6 +50,9 @@ const OUTBOUND_BUFFER: usize = 256;
 const MAX_PLAN_BYTES: usize = 256 << 20;
 /// How often the certificate's age is checked against its lifetime.
 const RENEW_CHECK: Duration = Duration::from_secs(1);
+/// How often the engine's Swarm state is compared with the one sent in
+/// Hello (one `docker info` each time).
+const SWARM_CHECK: Duration = Duration::from_secs(10);
 /// Any message shows the coordinator the agent is alive, so a heartbeat is
 /// only sent after an interval without one; but host metrics ride on
 /// heartbeats, so one goes out at least this often.
@@ -83,6 +86,8 @@ enum End {
     Shutdown,
     /// The coordinator closed the stream.
     Closed,
+    /// The engine's Swarm state changed since Hello: say Hello again.
+    SwarmChanged,
 }
 
 /// Everything a session needs; one per agent, serving one stream at a time.
@@ -135,6 +140,11 @@ impl<R: Runtime> Session<R> {
             match result {
                 Ok(End::Shutdown) => return,
                 Ok(End::Closed) => info!("the coordinator at {addr} closed the session"),
+                Ok(End::SwarmChanged) => {
+                    // Facts go up only with Hello: reconnect at once, to the same coordinator.
+                    turn = turn.wrapping_sub(1);
+                    continue;
+                }
                 Err(e) => warn!("{e}"),
             }
             if shutdown.is_cancelled() {
@@ -177,6 +187,7 @@ impl<R: Runtime> Session<R> {
             facts::collect(self.runtime.as_ref(), &self.labels, &self.allowed_binds).await;
         facts.allowed_host_access = self.allowed_host_access.clone();
         facts.gpus = sampler.gpu_devices().await;
+        let hello_swarm = facts.swarm.clone();
         let last_applied_generation = self
             .plan
             .borrow()
@@ -225,6 +236,9 @@ impl<R: Runtime> Session<R> {
         let mut last_beat = Instant::now();
         let mut renewal = Renewal::new(self.pki_dir.clone(), self.node.clone(), &pki.cert_pem);
         let mut renew_check = heartbeat_timer(RENEW_CHECK);
+        let mut swarm_check =
+            tokio::time::interval_at(tokio::time::Instant::now() + SWARM_CHECK, SWARM_CHECK);
+        swarm_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // RunProbes answers take up to a probe timeout: they run beside the
         // loop, which keeps answering pings. Dropped (aborted) with the
         // session.
@@ -261,6 +275,15 @@ impl<R: Runtime> Session<R> {
                     if let Some(csr_pem) = renewal.request_if_due(SystemTime::now()) {
                         send(&tx, addr, agent_message::Msg::Renew(RenewRequest { csr_pem })).await?;
                         postpone(&mut heartbeat, last_beat);
+                    }
+                }
+                _ = swarm_check.tick() => {
+                    // An engine that does not answer changes nothing.
+                    if let Some(now) = facts::swarm(self.runtime.as_ref()).await {
+                        if now != hello_swarm {
+                            info!("the engine's Swarm state changed; saying Hello again with the new facts");
+                            return Ok(End::SwarmChanged);
+                        }
                     }
                 }
                 _ = heartbeat.tick() => {

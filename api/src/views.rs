@@ -379,6 +379,9 @@ pub struct NodeJson {
     pub allowed_host_access: Vec<String>,
     /// The node's GPUs, in index order; empty without any.
     pub gpus: Vec<GpuJson>,
+    /// The engine's Docker Swarm membership; absent when it is in none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub swarm: Option<SwarmJson>,
     pub agent_version: String,
     pub connected_since_unix_ms: i64,
     pub last_heartbeat_unix_ms: i64,
@@ -441,6 +444,74 @@ impl From<&pb::GpuDevice> for GpuJson {
             cuda_version: cuda_version.clone(),
             compute_capability: compute_capability.clone(),
         }
+    }
+}
+
+/// A node's Docker Swarm membership (`nodes -o json`).
+#[derive(Debug, Serialize, PartialEq)]
+pub struct SwarmJson {
+    /// "manager" or "worker".
+    pub role: &'static str,
+    pub node_id: String,
+    /// The swarm's ID; on a worker, that of a manager node listed beside
+    /// it ("" when none of its managers has an agent).
+    pub cluster_id: String,
+    pub manager_reachable: bool,
+    /// Docker's LocalNodeState: "active", "pending", "error", "locked".
+    pub state: String,
+    /// Docker's error for the node; "" when none.
+    pub error: String,
+    pub manager_node_ids: Vec<String>,
+    pub node_addr: String,
+}
+
+impl From<&pb::SwarmFacts> for SwarmJson {
+    fn from(f: &pb::SwarmFacts) -> Self {
+        let pb::SwarmFacts {
+            role: _,
+            node_id,
+            cluster_id,
+            manager_reachable,
+            local_node_state,
+            error,
+            manager_node_ids,
+            node_addr,
+        } = f;
+        Self {
+            role: swarm_role_word(f),
+            node_id: node_id.clone(),
+            cluster_id: cluster_id.clone(),
+            manager_reachable: *manager_reachable,
+            state: local_node_state.clone(),
+            error: error.clone(),
+            manager_node_ids: manager_node_ids.clone(),
+            node_addr: node_addr.clone(),
+        }
+    }
+}
+
+/// "manager" or "worker" (an unknown role reads as a worker).
+pub fn swarm_role_word(f: &pb::SwarmFacts) -> &'static str {
+    match pb::SwarmRole::try_from(f.role) {
+        Ok(pb::SwarmRole::Manager) => "manager",
+        _ => "worker",
+    }
+}
+
+/// What `convoy nodes` shows in its SWARM column: `manager`, `worker`,
+/// `worker (pending)` or `worker (unreachable)` when it reaches no manager,
+/// or `-` outside a swarm.
+pub fn swarm_summary(swarm: Option<&pb::SwarmFacts>) -> String {
+    let Some(f) = swarm else {
+        return "-".to_owned();
+    };
+    let role = swarm_role_word(f);
+    if f.manager_reachable {
+        role.to_owned()
+    } else if f.local_node_state.is_empty() || f.local_node_state == "active" {
+        format!("{role} (unreachable)")
+    } else {
+        format!("{role} ({})", f.local_node_state)
     }
 }
 
@@ -610,6 +681,7 @@ impl From<&pb::Node> for NodeJson {
             allowed_bind_paths,
             allowed_host_access,
             gpus,
+            swarm,
         } = facts.clone().unwrap_or_default();
         Self {
             name: name.clone(),
@@ -625,6 +697,7 @@ impl From<&pb::Node> for NodeJson {
             allowed_bind_paths,
             allowed_host_access,
             gpus: gpus.iter().map(GpuJson::from).collect(),
+            swarm: swarm.as_ref().map(SwarmJson::from),
             agent_version: agent_version.clone(),
             connected_since_unix_ms: *connected_since_unix_ms,
             last_heartbeat_unix_ms: *last_heartbeat_unix_ms,

@@ -17,5 +17,6 @@ pub mod server;
 pub mod spec;
 pub mod state;
 pub mod store;
+pub mod swarm;
 pub mod tls;
 pub mod tokens;

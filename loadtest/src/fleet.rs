@@ -435,6 +435,7 @@ impl Agent {
                 allowed_bind_paths: Vec::new(),
                 allowed_host_access: Vec::new(),
                 gpus: Vec::new(),
+                swarm: None,
             }),
             agent_version: "convoy-bench".into(),
             last_applied_generation: self.sim.generation,

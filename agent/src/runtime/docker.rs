@@ -10,6 +10,7 @@ mod configs;
 mod convert;
 mod create;
 mod errors;
+mod swarm;
 mod volumes;
 
 use std::collections::HashMap;
@@ -485,6 +486,19 @@ impl DockerRuntime {
 
 #[async_trait]
 impl Runtime for DockerRuntime {
+    async fn swarm(&self) -> Result<Option<convoy_proto::SwarmFacts>, RuntimeError> {
+        let result = async {
+            let docker = self.client().await?;
+            let info = docker
+                .info()
+                .await
+                .map_err(|e| classify("reading the engine's Swarm state", e))?;
+            Ok(info.swarm.as_ref().and_then(swarm::facts))
+        }
+        .await;
+        self.check(result).await
+    }
+
     async fn version(&self) -> Result<String, RuntimeError> {
         let result = async {
             let docker = self.client().await?;

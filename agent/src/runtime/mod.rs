@@ -298,6 +298,11 @@ impl RuntimeError {
 pub trait Runtime: Send + Sync + 'static {
     /// The engine's version (for NodeFacts).
     async fn version(&self) -> Result<String, RuntimeError>;
+    /// The engine's Swarm membership (for NodeFacts); `None` when it is in
+    /// no swarm.
+    async fn swarm(&self) -> Result<Option<convoy_proto::SwarmFacts>, RuntimeError> {
+        Ok(None)
+    }
     /// Every container (running or not) labelled `io.convoy.managed=true`
     /// and `io.convoy.node=node`.
     async fn list(&self, node: &str) -> Result<Vec<Observed>, RuntimeError>;

@@ -1,7 +1,7 @@
 //! What `nodes` and `node remove` print: one row of facts per node, and
 //! what a removal revoked and lost.
 
-use convoy_api::views::{gpus_summary, node_state_word};
+use convoy_api::views::{gpus_summary, node_state_word, swarm_summary};
 use convoy_proto as pb;
 use serde::Serialize;
 
@@ -35,6 +35,7 @@ pub fn nodes_table(response: &pb::ListNodesResponse, now_ms: i64) -> String {
                 format_gib(facts.memory_bytes),
                 gpus_summary(&facts.gpus),
                 docker,
+                swarm_summary(facts.swarm.as_ref()),
                 ago(node.connected_since_unix_ms, now_ms, "-"),
                 ago(node.last_heartbeat_unix_ms, now_ms, "never"),
                 node.workloads.to_string(),
@@ -53,6 +54,7 @@ pub fn nodes_table(response: &pb::ListNodesResponse, now_ms: i64) -> String {
             "MEMORY",
             "GPUS",
             "DOCKER",
+            "SWARM",
             "CONNECTED",
             "HEARTBEAT",
             "WORKLOADS",
@@ -126,6 +128,7 @@ mod tests {
                         allowed_bind_paths: Vec::new(),
                         allowed_host_access: Vec::new(),
                         gpus: Vec::new(),
+                        swarm: None,
                     }),
                     agent_version: "0.1.0".into(),
                     connected_since_unix_ms: NOW - 3 * 60_000,
@@ -153,9 +156,9 @@ mod tests {
     fn nodes_table_shows_facts_ages_and_memory_in_gib() {
         assert_eq!(
             nodes_table(&nodes_response(), NOW),
-            "NAME     STATE   HOSTNAME   OS             KERNEL   CPUS   MEMORY     GPUS   DOCKER   CONNECTED   HEARTBEAT   WORKLOADS   CERT EXPIRES\n\
-             node-a   ready   host-a     Ubuntu 24.04   6.8.0    8      16.0 GiB   -      27.3.1   3m ago      2s ago      2           in 23h\n\
-             node-b   lost    -          -              -        -      -          -      -        -           2h ago      0           expired\n"
+            "NAME     STATE   HOSTNAME   OS             KERNEL   CPUS   MEMORY     GPUS   DOCKER   SWARM   CONNECTED   HEARTBEAT   WORKLOADS   CERT EXPIRES\n\
+             node-a   ready   host-a     Ubuntu 24.04   6.8.0    8      16.0 GiB   -      27.3.1   -       3m ago      2s ago      2           in 23h\n\
+             node-b   lost    -          -              -        -      -          -      -        -       -           2h ago      0           expired\n"
         );
     }
 
@@ -238,6 +241,68 @@ mod tests {
             }])
         );
         assert_eq!(value["nodes"][1]["gpus"], json!([]));
+    }
+
+    /// node-a a worker that reaches its manager, node-b a manager.
+    fn swarm_nodes() -> pb::ListNodesResponse {
+        let mut response = nodes_response();
+        response.nodes[0].facts.as_mut().unwrap().swarm = Some(pb::SwarmFacts {
+            role: pb::SwarmRole::Worker as i32,
+            node_id: "w1".into(),
+            cluster_id: "c1".into(),
+            manager_reachable: true,
+            local_node_state: "active".into(),
+            error: String::new(),
+            manager_node_ids: vec!["m1".into()],
+            node_addr: "10.0.0.1".into(),
+        });
+        response.nodes[1].facts = Some(pb::NodeFacts {
+            swarm: Some(pb::SwarmFacts {
+                role: pb::SwarmRole::Manager as i32,
+                node_id: "m1".into(),
+                cluster_id: "c1".into(),
+                manager_reachable: true,
+                local_node_state: "active".into(),
+                ..pb::SwarmFacts::default()
+            }),
+            ..pb::NodeFacts::default()
+        });
+        response
+    }
+
+    #[test]
+    fn swarm_column_shows_the_role_and_a_lost_manager() {
+        let table = nodes_table(&swarm_nodes(), NOW);
+        let rows: Vec<&str> = table.lines().collect();
+        assert!(rows[1].contains(" 27.3.1        worker "), "{table}");
+        assert!(rows[2].contains(" manager "), "{table}");
+        let mut lost = swarm_nodes().nodes[0].facts.clone().unwrap().swarm.unwrap();
+        lost.manager_reachable = false;
+        assert_eq!(swarm_summary(Some(&lost)), "worker (unreachable)");
+        lost.local_node_state = "pending".into();
+        assert_eq!(swarm_summary(Some(&lost)), "worker (pending)");
+        assert_eq!(swarm_summary(None), "-");
+    }
+
+    #[test]
+    fn nodes_json_has_a_swarm_object_only_in_a_swarm() {
+        let value = serde_json::to_value(NodesJson::from(&swarm_nodes())).unwrap();
+        assert_eq!(
+            value["nodes"][0]["swarm"],
+            json!({
+                "role": "worker",
+                "node_id": "w1",
+                "cluster_id": "c1",
+                "manager_reachable": true,
+                "state": "active",
+                "error": "",
+                "manager_node_ids": ["m1"],
+                "node_addr": "10.0.0.1",
+            })
+        );
+        assert_eq!(value["nodes"][1]["swarm"]["role"], "manager");
+        let plain = serde_json::to_value(NodesJson::from(&nodes_response())).unwrap();
+        assert!(plain["nodes"][0].get("swarm").is_none());
     }
 
     #[test]

@@ -105,6 +105,9 @@ pub struct Facts {
     /// every node stored before GPUs were reported).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gpus: Vec<Gpu>,
+    /// The engine's Swarm membership; absent when it is in none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm: Option<crate::swarm::SwarmFacts>,
 }
 
 /// One GPU of a node (domain copy of `pb::GpuDevice`).
@@ -206,6 +209,7 @@ impl From<pb::NodeFacts> for Facts {
             allowed_bind_paths,
             allowed_host_access,
             gpus,
+            swarm,
         } = f;
         let gpus = gpus.into_iter().take(MAX_GPUS).map(Gpu::from).collect();
         // Only the kinds there are (an unknown one grants nothing).
@@ -233,6 +237,7 @@ impl From<pb::NodeFacts> for Facts {
             allowed_bind_paths,
             allowed_host_access,
             gpus,
+            swarm: swarm.map(Into::into),
         }
     }
 }
@@ -252,6 +257,7 @@ impl From<&Facts> for pb::NodeFacts {
             allowed_bind_paths: f.allowed_bind_paths.clone(),
             allowed_host_access: f.allowed_host_access.clone(),
             gpus: f.gpus.iter().map(pb::GpuDevice::from).collect(),
+            swarm: f.swarm.as_ref().map(Into::into),
         }
     }
 }
@@ -329,6 +335,9 @@ mod gpu_tests {
         // A node without GPUs writes no `gpus` key.
         let written = serde_json::to_value(&record).unwrap();
         assert!(written["facts"].get("gpus").is_none(), "{written}");
+        // Nor a node outside a Docker Swarm a `swarm` key.
+        assert!(record.facts.swarm.is_none());
+        assert!(written["facts"].get("swarm").is_none(), "{written}");
     }
 
     #[test]

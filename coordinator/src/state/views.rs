@@ -134,7 +134,7 @@ impl Coordinator {
                 *counts.entry(node.as_str()).or_default() += 1;
             }
         }
-        let nodes = desired
+        let mut nodes = desired
             .nodes
             .values()
             .map(|rec| {
@@ -167,7 +167,8 @@ impl Coordinator {
                     certificate_expires_unix_ms: rec.certificate_expires_unix_ms,
                 }
             })
-            .collect();
+            .collect::<Vec<_>>();
+        crate::swarm::fill_worker_clusters(&mut nodes);
         pb::ListNodesResponse { nodes }
     }
 }
