@@ -29,6 +29,11 @@ need chromedriver chromium-driver
 # Issue 14's private-registry test: a real registry with htpasswd (bcrypt).
 need docker-registry docker-registry
 need htpasswd apache2-utils
+# Issue 17's Swarm tests: two extra dockerd engines (tests/src/swarm.rs),
+# which store images with fuse-overlayfs where overlay2 cannot run, and
+# make their bridges with ip(8).
+need fuse-overlayfs fuse-overlayfs
+need ip iproute2
 if [ "${#apt_missing[@]}" -gt 0 ]; then
   step "installing ${apt_missing[*]}"
   sudo=""

@@ -37,5 +37,6 @@ mod secret_delivery;
 mod secrets;
 mod security;
 mod stack;
+mod swarm;
 mod systemd;
 mod volumes;

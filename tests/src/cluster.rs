@@ -44,6 +44,8 @@ pub struct Agent {
     pub log: PathBuf,
     /// Extra `convoy-agent run` arguments, e.g. `--label k=v`.
     pub extra_args: Vec<String>,
+    /// Extra environment, e.g. `DOCKER_HOST` for an agent of another engine.
+    pub env: Vec<(String, String)>,
     /// Set for agents that enrol themselves: `convoy-agent join` with these
     /// arguments (token, CA fingerprint, node name) instead of `run`.
     pub join_args: Option<Vec<String>>,
@@ -349,15 +351,31 @@ impl Cluster {
         let pki = self.root.join(&name).join("pki");
         fs::create_dir_all(&pki).expect("cannot create a pki dir");
         self.issue_cert(&name, &pki);
-        self.start_new_agent(&name, &pki, extra_args)
+        self.start_new_agent(&name, &pki, extra_args, &[])
+    }
+
+    /// Like [`Cluster::add_agent`], with extra variables in the agent's
+    /// environment (`DOCKER_HOST=unix://...` for another engine).
+    pub fn add_agent_with_env(&mut self, env: &[(&str, &str)]) -> String {
+        let name = self.next_node_name();
+        let pki = self.root.join(&name).join("pki");
+        fs::create_dir_all(&pki).expect("cannot create a pki dir");
+        self.issue_cert(&name, &pki);
+        self.start_new_agent(&name, &pki, &[], env)
     }
 
     /// Starts an agent with a given identity (e.g. one from another CA).
     pub fn add_agent_with_pki(&mut self, name: &str, pki_dir: &Path) -> String {
-        self.start_new_agent(name, pki_dir, &[])
+        self.start_new_agent(name, pki_dir, &[], &[])
     }
 
-    fn start_new_agent(&mut self, name: &str, pki_dir: &Path, extra_args: &[&str]) -> String {
+    fn start_new_agent(
+        &mut self,
+        name: &str,
+        pki_dir: &Path,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> String {
         docker::ensure_reachable();
         let data_dir = self.root.join(name).join("data");
         fs::create_dir_all(&data_dir).expect("cannot create an agent data dir");
@@ -367,6 +385,10 @@ impl Cluster {
             data_dir,
             log: self.root.join(format!("agent-{name}.log")),
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             join_args: None,
             join_token: None,
             child: None,
@@ -389,6 +411,7 @@ impl Cluster {
             data_dir,
             log: self.root.join(format!("agent-{name}.log")),
             extra_args: Vec::new(),
+            env: Vec::new(),
             join_args: Some(vec![
                 "--ca-fingerprint".into(),
                 ca_fingerprint.into(),
@@ -484,6 +507,7 @@ impl Cluster {
             .env_remove("CONVOY_PKI_DIR")
             .env_remove("CONVOY_DATA_DIR")
             .env_remove("CONVOY_SECRETS_DIR")
+            .envs(agent.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

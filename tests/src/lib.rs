@@ -17,6 +17,7 @@ pub mod image;
 pub mod process;
 pub mod prom;
 pub mod spec;
+pub mod swarm;
 pub mod systemd;
 pub mod wait;
 
