@@ -1,25 +1,32 @@
 //! A two-engine Docker Swarm of the test's own, beside the machine's main
 //! Docker engine, which it never touches (other tests share that one and run
 //! in parallel). `SwarmPair::start()` runs two extra `dockerd`s, each with
-//! its own config file, data and exec roots, unix socket, pidfile,
-//! containerd namespaces and a bridge of its own made beforehand (and its
-//! own `docker_gwbridge`, so the two never share the Linux bridge of that
-//! name), `--iptables=false --ip-masq=false`; inits a swarm on the first at
-//! a loopback address of its own (`127.77.SLOT.1:2377`, never the main
-//! engine's 127.0.0.1:2377) and joins the second as a worker
-//! (`127.77.SLOT.2`); and loads the test image into both (`docker save |
-//! docker -H ... load`: no registry here). Dropping it leaves the swarm,
-//! stops both daemons and removes their bridges, mounts and directories,
-//! also when the test panics.
+//! its own config file, data and exec roots, unix socket, pidfile and
+//! containerd namespaces, `--iptables=false --ip-masq=false`:
+//!
+//! - the manager in the host's network namespace, on a bridge of its own
+//!   made beforehand (`-b`) and a `docker_gwbridge` of its own (Swarm
+//!   otherwise makes a Linux bridge of that very name, shared by every
+//!   engine on the host); it inits the swarm at `10.212.SLOT.1:2377` (never
+//!   the main engine's address or port), with a VXLAN port of the slot's;
+//! - the worker in a network namespace of its own (`nsenter --net`), joined
+//!   from `10.212.SLOT.2` over a veth pair. Two engines in one namespace
+//!   cannot both run tasks on one overlay network (the second fails with
+//!   "error creating vxlan interface: file exists").
+//!
+//! The test image is loaded into both (`docker save` / `docker load`: no
+//! registry here). Dropping the pair leaves the swarm, stops both daemons
+//! and removes their namespace, links, mounts and directories, also when
+//! the test panics.
 //!
 //! Each pair holds a slot (1..=MAX_SLOTS, a `flock`ed file under
 //! /tmp/convoy-swarm-slots, released by the kernel even when the test
-//! process is killed): bridge names, subnets, loopback addresses and the
-//! VXLAN port derive from it, so pairs of tests running side by side never
-//! collide; whatever a killed run left in a slot is cleaned when it is
-//! taken again. Every step is bounded in time. Needs root (`ip link`,
-//! `dockerd`); the engines store images with overlay2, or with
-//! `fuse-overlayfs` where overlay2 cannot run (docs/SWARM.md).
+//! process is killed): names, subnets, addresses and the VXLAN port derive
+//! from it, so pairs of tests running side by side never collide; whatever
+//! a killed run left in a slot is cleaned when it is taken again. Every
+//! step is bounded in time. Needs root (`ip`, `nsenter`, `dockerd`); the
+//! engines store images with overlay2, or with `fuse-overlayfs` where
+//! overlay2 cannot run (docs/SWARM.md).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -51,11 +58,15 @@ pub struct Engine {
     pub role: &'static str,
     pub dir: PathBuf,
     pub socket: PathBuf,
-    /// The Linux bridge its default network uses (`-b`).
+    /// The Linux bridge its default network uses (`-b`), made beforehand
+    /// (host's network namespace only).
     pub bridge: String,
-    /// The Linux bridge of its `docker_gwbridge`.
+    /// The Linux bridge of its `docker_gwbridge` (host's namespace only).
     pub gw_bridge: String,
-    /// Its Swarm address (loopback).
+    /// Its own network namespace (`/run/netns/NAME`), reached from the host
+    /// over a veth pair; `None`: the host's.
+    pub netns: Option<String>,
+    /// Its Swarm address.
     pub addr: String,
     child: Option<Child>,
 }
@@ -96,9 +107,11 @@ impl Engine {
     /// else with fuse-overlayfs (an overlay root, as in many containers).
     fn start(&mut self, slot: u32, subnet: &str, pool: &str) -> Result<()> {
         fs::create_dir_all(&self.dir)?;
-        ip(&["link", "add", &self.bridge, "type", "bridge"])?;
-        ip(&["addr", "add", subnet, "dev", &self.bridge])?;
-        ip(&["link", "set", &self.bridge, "up"])?;
+        if self.netns.is_none() {
+            ip(&["link", "add", &self.bridge, "type", "bridge"])?;
+            ip(&["addr", "add", subnet, "dev", &self.bridge])?;
+            ip(&["link", "set", &self.bridge, "up"])?;
+        }
         let mut failures = Vec::new();
         for driver in ["overlay2", "fuse-overlayfs"] {
             match self.start_with(slot, pool, driver) {
@@ -124,7 +137,20 @@ impl Engine {
             .append(true)
             .open(self.log())?;
         let namespace = format!("convoy-swarm-{slot}{}", self.role);
-        let child = Command::new("dockerd")
+        // `nsenter --net`, not `ip netns exec`: that one remounts /sys, and
+        // dockerd finds no cgroups ("Devices cgroup isn't mounted").
+        let mut command = match &self.netns {
+            None => Command::new("dockerd"),
+            Some(netns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{netns}")).arg("dockerd");
+                c
+            }
+        };
+        if self.netns.is_none() {
+            command.args(["-b", &self.bridge]);
+        }
+        let child = command
             .arg("--config-file")
             .arg(&config)
             .args(["--storage-driver", driver])
@@ -139,7 +165,6 @@ impl Engine {
             .args(["--iptables=false", "--ip-masq=false", "--ip6tables=false"])
             .args(["--containerd-namespace", &namespace])
             .args(["--containerd-plugins-namespace", &format!("{namespace}p")])
-            .args(["-b", &self.bridge])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -238,18 +263,19 @@ impl SwarmPair {
             .prefix("convoy-swarm-")
             .tempdir_in("/tmp")
             .expect("cannot make a temp dir");
-        let engine = |role: &'static str, host: u8| Engine {
+        let engine = |role: &'static str, host: u8, netns: Option<String>| Engine {
             role,
             dir: dir.path().join(role),
             socket: dir.path().join(role).join("docker.sock"),
             bridge: format!("cvsw{slot}{role}"),
             gw_bridge: format!("cvgw{slot}{role}"),
-            addr: format!("127.77.{slot}.{host}"),
+            netns,
+            addr: format!("10.212.{slot}.{host}"),
             child: None,
         };
         let mut pair = SwarmPair {
-            manager: engine("m", 1),
-            worker: engine("w", 2),
+            manager: engine("m", 1, None),
+            worker: engine("w", 2, Some(netns_name(slot))),
             cluster_id: String::new(),
             slot,
             dir: Some(dir),
@@ -270,15 +296,35 @@ impl SwarmPair {
 
     fn form(&mut self, image: &str) -> Result<()> {
         let s = self.slot;
-        // Subnets of the slot: 10.213.S.0/24 and 10.214.S.0/24 for the
-        // engines' bridges, 10.215/216 for their docker_gwbridges, 10.217/218
-        // for their other local networks, 10.(100+S).0.0/16 for overlays.
+        // The worker's namespace and the veth pair to it: 10.212.S.1 on the
+        // host (the manager's Swarm address), 10.212.S.2 in the namespace.
+        let netns = netns_name(s);
+        let (host_end, ns_end) = veth_names(s);
+        ip(&["netns", "add", &netns])?;
+        ip(&[
+            "link", "add", &host_end, "type", "veth", "peer", "name", &ns_end,
+        ])?;
+        ip(&["link", "set", &ns_end, "netns", &netns])?;
+        ip(&["addr", "add", &format!("10.212.{s}.1/24"), "dev", &host_end])?;
+        ip(&["link", "set", &host_end, "up"])?;
+        for args in [
+            vec!["addr", "add", &format!("10.212.{s}.2/24"), "dev", &ns_end],
+            vec!["link", "set", &ns_end, "up"],
+            vec!["link", "set", "lo", "up"],
+        ] {
+            let mut all = vec!["netns", "exec", &netns, "ip"];
+            all.extend(args.iter().copied());
+            ip(&all)?;
+        }
+        // Subnets of the slot on the host: 10.213.S.0/24 for the manager's
+        // bridge, 10.215.S.0/24 for its docker_gwbridge, 10.217.S.0/24 for
+        // its other local networks, 10.(100+S).0.0/16 for overlays. The
+        // worker's networks live in its own namespace.
         self.manager
             .start(s, &format!("10.213.{s}.1/24"), &format!("10.217.{s}.0/24"))?;
         self.worker
             .start(s, &format!("10.214.{s}.1/24"), &format!("10.218.{s}.0/24"))?;
         self.manager.make_gw_bridge(&format!("10.215.{s}.0/24"))?;
-        self.worker.make_gw_bridge(&format!("10.216.{s}.0/24"))?;
         let addr = self.manager.addr.clone();
         self.manager.docker(&[
             "swarm",
@@ -437,6 +483,14 @@ fn clean_slot(slot: u32, dir: &Path) {
     for m in mounts {
         let _ = output_within(Command::new("umount").args(["-l", m]), STEP_TIMEOUT);
     }
+    let _ = output_within(
+        Command::new("ip").args(["netns", "del", &netns_name(slot)]),
+        STEP_TIMEOUT,
+    );
+    let _ = output_within(
+        Command::new("ip").args(["link", "del", &veth_names(slot).0]),
+        STEP_TIMEOUT,
+    );
     for role in ["m", "w"] {
         for kind in ["cvsw", "cvgw"] {
             let name = format!("{kind}{slot}{role}");
@@ -446,6 +500,16 @@ fn clean_slot(slot: u32, dir: &Path) {
             );
         }
     }
+}
+
+/// The worker's network namespace in slot `slot`.
+fn netns_name(slot: u32) -> String {
+    format!("convoy-swarm-{slot}")
+}
+
+/// The veth pair to it: (host end, namespace end).
+fn veth_names(slot: u32) -> (String, String) {
+    (format!("cvv{slot}h"), format!("cvv{slot}n"))
 }
 
 /// SIGKILL to the process a pidfile names, if it still runs and its
