@@ -119,6 +119,14 @@
     return el('td', { class: 'metric gpus' }, ...lines);
   }
 
+  // The node's Swarm role beside its Docker version (docs/SWARM.md).
+  function swarmBadge(sw) {
+    if (!sw) return null;
+    const word = sw.manager_reachable ? sw.role : `${sw.role}, no manager`;
+    return el('span', { class: 'swarm', title: `node ${sw.node_id} · cluster ${sw.cluster_id || 'unknown'}` },
+      ` · swarm ${word}`);
+  }
+
   function renderNodes() {
     const body = document.getElementById('nodes');
     const rows = state.nodes.map((n) => {
@@ -133,7 +141,7 @@
         el('td', {}, [n.os, n.arch].filter(Boolean).join(' / ') || '–'),
         el('td', { class: 'num' }, n.cpus || '–'),
         el('td', { class: 'num' }, bytes(n.memory_bytes)),
-        el('td', {}, n.docker_version || '–'),
+        el('td', {}, n.docker_version || '–', swarmBadge(n.swarm)),
         el('td', { class: 'age', 'data-heartbeat': n.last_heartbeat_unix_ms }, ''),
         el('td', { class: 'metric' },
           sparkline(hist, (s) => s.cpu_percent, () => 100, `CPU ${cpu}`), el('span', {}, cpu)),
