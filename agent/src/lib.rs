@@ -230,6 +230,7 @@ pub async fn run_with(
         snapshot: snapshot_rx,
         events: events_tx,
         secrets,
+        swarm_check: session::SWARM_CHECK,
     };
     let session_task = tokio::spawn(
         session

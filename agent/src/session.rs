@@ -52,7 +52,7 @@ const MAX_PLAN_BYTES: usize = 256 << 20;
 const RENEW_CHECK: Duration = Duration::from_secs(1);
 /// How often the engine's Swarm state is compared with the one sent in
 /// Hello (one `docker info` each time).
-const SWARM_CHECK: Duration = Duration::from_secs(10);
+pub const SWARM_CHECK: Duration = Duration::from_secs(10);
 /// Any message shows the coordinator the agent is alive, so a heartbeat is
 /// only sent after an interval without one; but host metrics ride on
 /// heartbeats, so one goes out at least this often.
@@ -111,6 +111,9 @@ pub struct Session<R: Runtime> {
     pub events: broadcast::Sender<Event>,
     /// Where the secret values of each new plan are cached (tmpfs).
     pub secrets: Arc<NodeSecrets>,
+    /// How often the engine's Swarm state is compared with Hello's
+    /// ([`SWARM_CHECK`]; shorter in tests).
+    pub swarm_check: Duration,
 }
 
 impl<R: Runtime> Session<R> {
@@ -236,8 +239,8 @@ impl<R: Runtime> Session<R> {
         let mut last_beat = Instant::now();
         let mut renewal = Renewal::new(self.pki_dir.clone(), self.node.clone(), &pki.cert_pem);
         let mut renew_check = heartbeat_timer(RENEW_CHECK);
-        let mut swarm_check =
-            tokio::time::interval_at(tokio::time::Instant::now() + SWARM_CHECK, SWARM_CHECK);
+        let every = self.swarm_check;
+        let mut swarm_check = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         swarm_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // RunProbes answers take up to a probe timeout: they run beside the
         // loop, which keeps answering pings. Dropped (aborted) with the

@@ -39,6 +39,8 @@ pub struct FakeState {
     pub foreign_names: HashSet<String>,
     /// Set: every call fails as if the daemon were down.
     pub unreachable: Option<String>,
+    /// The engine's Swarm membership (`swarm`).
+    pub swarm: Option<convoy_proto::SwarmFacts>,
     /// Set: `start` and `create_and_start` fail to start with this message.
     pub start_error: Option<String>,
     /// Container addresses `inspect` reports.
@@ -153,6 +155,11 @@ impl Runtime for FakeRuntime {
     async fn version(&self) -> Result<String, RuntimeError> {
         self.check_reachable()?;
         Ok("20.10-fake".to_string())
+    }
+
+    async fn swarm(&self) -> Result<Option<convoy_proto::SwarmFacts>, RuntimeError> {
+        self.check_reachable()?;
+        Ok(self.lock().swarm.clone())
     }
 
     async fn list(&self, _node: &str) -> Result<Vec<Observed>, RuntimeError> {

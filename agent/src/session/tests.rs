@@ -194,6 +194,7 @@ fn agent(w: &World) -> Agent {
         secrets: Arc::new(
             crate::secrets::NodeSecrets::unchecked(w.data_dir.join("secrets")).unwrap(),
         ),
+        swarm_check: Duration::from_millis(100),
     };
     Agent {
         session,
@@ -379,6 +380,59 @@ async fn session_says_hello_acks_plans_and_streams_status_changes() {
     };
     assert_eq!(hello.last_applied_generation, 5);
 
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_changed_swarm_state_is_sent_in_a_new_hello() {
+    let mut w = world().await;
+    // The snapshot and events senders live on: the session ends when
+    // they are gone.
+    let Agent {
+        session,
+        snapshot: _snapshot,
+        events: _events,
+        ..
+    } = agent(&w);
+    let runtime = session.runtime.clone();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(session.run(shutdown.clone()));
+    let mut s = tokio::time::timeout(WAIT, w.streams.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let agent_message::Msg::Hello(hello) = s.next().await else {
+        panic!("first message is not Hello")
+    };
+    assert_eq!(hello.facts.unwrap().swarm, None);
+
+    // The engine joins a swarm: the agent says Hello again, on a new stream.
+    let joined = convoy_proto::SwarmFacts {
+        role: convoy_proto::SwarmRole::Worker as i32,
+        node_id: "w1".into(),
+        manager_reachable: true,
+        local_node_state: "active".into(),
+        manager_node_ids: vec!["m1".into()],
+        ..convoy_proto::SwarmFacts::default()
+    };
+    runtime.lock().swarm = Some(joined.clone());
+    let mut again = tokio::time::timeout(WAIT, w.streams.recv())
+        .await
+        .expect("no new stream after the Swarm state changed")
+        .unwrap();
+    let agent_message::Msg::Hello(hello) = again.next().await else {
+        panic!("first message of the new stream is not Hello")
+    };
+    assert_eq!(hello.facts.unwrap().swarm, Some(joined));
+
+    // An engine that stops answering changes nothing.
+    runtime.lock().unreachable = Some("down".into());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        w.streams.try_recv().is_err(),
+        "reconnected without a change"
+    );
     shutdown.cancel();
     tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
 }
