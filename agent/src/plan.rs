@@ -36,6 +36,8 @@ pub enum InvalidPlan {
     },
     #[error("workload `{id}` has no runtime spec: it needs a container or a unit")]
     MissingRuntime { id: String },
+    #[error("workload `{id}` is a Swarm service without a name")]
+    MissingSwarmName { id: String },
     #[error("workload `{id}` runs a container without an image")]
     MissingImage { id: String },
     #[error("registry login #{position} of the plan names no registry")]
@@ -82,6 +84,8 @@ pub struct Plan {
     registry_logins: Vec<RegistryLogin>,
     /// The values of the secrets the workloads use; memory only.
     secrets: SecretValues,
+    /// `NodePlan.swarm_driver`.
+    swarm_driver: bool,
 }
 
 impl Plan {
@@ -98,6 +102,19 @@ impl Plan {
         self.workloads
             .iter()
             .filter(|w| matches!(w.runtime, Some(workload::Runtime::Container(_))))
+    }
+
+    /// The Swarm services this node's agent drives.
+    pub fn swarm_services(&self) -> impl Iterator<Item = &Workload> {
+        self.workloads
+            .iter()
+            .filter(|w| matches!(w.runtime, Some(workload::Runtime::Swarm(_))))
+    }
+
+    /// Whether this node's agent drives its engine's Swarm
+    /// (`NodePlan.swarm_driver`).
+    pub fn swarm_driver(&self) -> bool {
+        self.swarm_driver
     }
 
     /// The workloads systemd runs.
@@ -138,6 +155,7 @@ impl Plan {
             workloads: self.workloads.clone(),
             registry_auths: Vec::new(),
             secret_values: Vec::new(),
+            swarm_driver: self.swarm_driver,
         }
     }
 }
@@ -151,6 +169,7 @@ impl TryFrom<NodePlan> for Plan {
             workloads,
             registry_auths,
             secret_values,
+            swarm_driver,
         } = plan;
         let mut secrets = SecretValues::default();
         for (i, value) in secret_values.into_iter().enumerate() {
@@ -201,6 +220,7 @@ impl TryFrom<NodePlan> for Plan {
             workloads: checked,
             registry_logins,
             secrets,
+            swarm_driver,
         })
     }
 }
@@ -226,6 +246,9 @@ fn workload_of(w: Workload, position: usize) -> Result<Workload, InvalidPlan> {
     let unnamed = match &runtime {
         Some(workload::Runtime::Container(spec)) => unnamed(&spec.secrets),
         Some(workload::Runtime::Unit(spec)) => unnamed(&spec.credentials),
+        Some(workload::Runtime::Swarm(spec)) => {
+            spec.container.as_ref().is_some_and(|c| unnamed(&c.secrets))
+        }
         None => false,
     };
     if unnamed {
@@ -237,6 +260,16 @@ fn workload_of(w: Workload, position: usize) -> Result<Workload, InvalidPlan> {
             workload::Runtime::Container(container_of(spec, &id)?)
         }
         Some(workload::Runtime::Unit(spec)) => workload::Runtime::Unit(spec),
+        Some(workload::Runtime::Swarm(spec)) => {
+            if spec.name.is_empty() {
+                return Err(InvalidPlan::MissingSwarmName { id });
+            }
+            match &spec.container {
+                Some(c) if !c.image.is_empty() => {}
+                _ => return Err(InvalidPlan::MissingImage { id }),
+            }
+            workload::Runtime::Swarm(spec)
+        }
     };
     Ok(Workload {
         id,

@@ -176,7 +176,9 @@ pub fn mounts_of(w: &Workload) -> &[SecretMount] {
     match &w.runtime {
         Some(workload::Runtime::Container(spec)) => &spec.secrets,
         Some(workload::Runtime::Unit(spec)) => &spec.credentials,
-        None => &[],
+        // Swarm services get their secrets as Swarm secrets (the driver),
+        // never as files of this node.
+        Some(workload::Runtime::Swarm(_)) | None => &[],
     }
 }
 

@@ -84,6 +84,7 @@ pub async fn store(data_dir: &Path, plan: &NodePlan) -> Result<(), StateError> {
             workloads: plan.workloads.clone(),
             registry_auths: Vec::new(),
             secret_values: Vec::new(),
+            swarm_driver: plan.swarm_driver,
         }
         .encode_to_vec()
     };

@@ -73,6 +73,33 @@ pub struct WorkloadReport {
     pub failing_probe: String,
     /// Units only: the last lines of the journal when the unit failed.
     pub journal_tail: Vec<String>,
+    /// Swarm services only: the newest task of each slot (at most
+    /// [`MAX_SWARM_TASKS`]), and Swarm's update state and message.
+    pub swarm_tasks: Vec<SwarmTaskReport>,
+    pub swarm_update_state: String,
+    pub swarm_update_message: String,
+}
+
+/// How many task slots of one Swarm service a report may hold; the rest is
+/// dropped (bounded input from the network).
+pub const MAX_SWARM_TASKS: usize = 1024;
+
+/// One task slot of a Swarm service (domain copy of `pb::SwarmTask`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SwarmTaskReport {
+    pub task_id: String,
+    /// Replicated: the slot (1-based); global: 0.
+    pub slot: u32,
+    pub node_id: String,
+    pub node_hostname: String,
+    /// Swarm's task state (`running`, `failed`, `rejected`, ...).
+    pub state: String,
+    pub desired_state: String,
+    pub error: String,
+    pub message: String,
+    pub container_id: String,
+    pub revision: u64,
+    pub updated_unix_ms: i64,
 }
 
 /// A host's metrics from a heartbeat.
@@ -407,6 +434,9 @@ pub mod proto {
                 health_output,
                 failing_probe,
                 unit,
+                swarm_tasks,
+                swarm_update_state,
+                swarm_update_message,
             } = w;
             if id.is_empty() {
                 return Err(InvalidReport::MissingWorkloadId);
@@ -436,6 +466,39 @@ pub mod proto {
             // Of systemd's view the coordinator keeps the journal tail; the
             // rest is in `state` and `reason` already.
             let journal_tail = unit.map(|u| u.journal_tail).unwrap_or_default();
+            let cut = crate::swarm::facts::bounded;
+            let swarm_tasks = swarm_tasks
+                .into_iter()
+                .take(MAX_SWARM_TASKS)
+                .map(|t| {
+                    let pb::SwarmTask {
+                        task_id,
+                        slot,
+                        node_id,
+                        node_hostname,
+                        state,
+                        desired_state,
+                        error,
+                        message,
+                        container_id,
+                        revision,
+                        updated_unix_ms,
+                    } = t;
+                    SwarmTaskReport {
+                        task_id: cut(task_id),
+                        slot,
+                        node_id: cut(node_id),
+                        node_hostname: cut(node_hostname),
+                        state: cut(state),
+                        desired_state: cut(desired_state),
+                        error: cut(error),
+                        message: cut(message),
+                        container_id: cut(container_id),
+                        revision,
+                        updated_unix_ms,
+                    }
+                })
+                .collect();
             Ok(Self {
                 id,
                 revision,
@@ -451,6 +514,9 @@ pub mod proto {
                 health_output,
                 failing_probe,
                 journal_tail,
+                swarm_tasks,
+                swarm_update_state: cut(swarm_update_state),
+                swarm_update_message: cut(swarm_update_message),
             })
         }
     }

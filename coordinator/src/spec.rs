@@ -30,6 +30,7 @@ mod secrets;
 #[cfg(test)]
 mod secrets_tests;
 mod service;
+mod swarm;
 #[cfg(test)]
 mod tests;
 mod unit;
@@ -60,6 +61,7 @@ pub use service::{
     Dependency, DependencyCondition, EnvFileRef, HealthcheckSpec, NetworkAttachment, PortSpec,
     ProbeCheck, ProbeSpec, Protocol, RestartCondition, RestartSpec, ServiceSpec,
 };
+pub use swarm::{SwarmFields, SWARM_LABEL};
 pub use unit::{UnitFields, UnitRestart, UnitState};
 pub use volumes::{MountKind, MountSpec, VolumeDecl};
 

@@ -92,7 +92,9 @@ fn restart_condition(w: &Workload) -> (Condition, u32) {
             let condition = Condition::try_from(policy.condition).unwrap_or(Condition::Any);
             (condition, policy.max_attempts)
         }
-        Some(workload::Runtime::Unit(_)) | None => (Condition::Any, 0),
+        Some(workload::Runtime::Unit(_) | workload::Runtime::Swarm(_)) | None => {
+            (Condition::Any, 0)
+        }
     }
 }
 

@@ -56,7 +56,10 @@ pub fn container_labels(node: &str, workload: &Workload) -> HashMap<String, Stri
         Some(convoy_proto::workload::Runtime::Container(spec)) => {
             spec.labels.clone().into_iter().collect()
         }
-        Some(convoy_proto::workload::Runtime::Unit(_)) | None => HashMap::new(),
+        Some(
+            convoy_proto::workload::Runtime::Unit(_) | convoy_proto::workload::Runtime::Swarm(_),
+        )
+        | None => HashMap::new(),
     };
     for (k, v) in [
         (labels::MANAGED, "true".to_string()),

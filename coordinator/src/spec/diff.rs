@@ -49,6 +49,7 @@ pub fn changed_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
         configs,
         secrets,
         unit,
+        swarm,
     } = old;
     let mut fields = unit_changes(unit.as_ref(), new.unit.as_ref());
     fields.extend(
@@ -99,6 +100,7 @@ pub fn changed_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
             ("configs", *configs != new.configs),
             // A rotation shows as this: which secret, never its value.
             ("secrets", *secrets != new.secrets),
+            ("x-convoy.swarm", *swarm != new.swarm),
         ]
         .into_iter()
         .filter(|(_, changed)| *changed)

@@ -100,6 +100,10 @@ struct HashedRuntime<'a> {
     /// Only for units, so the hashes of containers stay as they were.
     #[serde(skip_serializing_if = "Option::is_none")]
     unit: Option<&'a UnitFields>,
+    /// Only for Swarm services, with their whole `deploy` (replicas,
+    /// placement, update config): the Swarm service's spec holds it all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    swarm: Option<(&'a super::SwarmFields, &'a super::DeploySpec)>,
 }
 
 /// A config as hashed: where it goes and a digest of its content (the
@@ -137,7 +141,7 @@ impl<'a> HashedRuntime<'a> {
             stop_grace_period_ms,
             healthcheck,
             probes,
-            deploy: _,
+            deploy,
             // Which profiles apply it says nothing about how it runs.
             profiles: _,
             // Merged into `environment` before anything is hashed.
@@ -149,6 +153,7 @@ impl<'a> HashedRuntime<'a> {
             configs,
             secrets,
             unit,
+            swarm,
         } = spec;
         HashedRuntime {
             image,
@@ -188,6 +193,7 @@ impl<'a> HashedRuntime<'a> {
                 .collect(),
             secrets,
             unit: unit.as_ref(),
+            swarm: swarm.as_ref().map(|s| (s, deploy)),
         }
     }
 }

@@ -10,7 +10,7 @@ use super::volumes::{MountSpec, VolumeDecl};
 
 use super::{
     ConfigMount, Constraint, ContainerExtras, DeployMode, DeploySpec, HostAccessSpec,
-    ResourcesSpec, SecretMount, UnitFields,
+    ResourcesSpec, SecretMount, SwarmFields, UnitFields,
 };
 
 /// One service of a spec, as stored in a revision (JSON).
@@ -104,12 +104,21 @@ pub struct ServiceSpec {
     /// (the container fields above are then empty). `None` in records
     /// stored before units existed.
     pub unit: Option<UnitFields>,
+    /// Set for a service that runs as a Docker Swarm service
+    /// (`x-convoy.swarm`): the container fields above describe its tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm: Option<SwarmFields>,
 }
 
 impl ServiceSpec {
     /// Whether this is an entry of `units:`.
     pub fn is_unit(&self) -> bool {
         self.unit.is_some()
+    }
+
+    /// The Swarm cluster this service runs on (`x-convoy.swarm`), if any.
+    pub fn swarm_cluster(&self) -> Option<&str> {
+        self.swarm.as_ref().map(|s| s.cluster.as_str())
     }
 
     /// `deploy.replicas`, 1 when not given; meaningless in global mode.

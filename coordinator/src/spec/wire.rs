@@ -221,6 +221,7 @@ impl From<&PortSpec> for PortMapping {
             host_port: port.published.into(),
             container_port: port.target.into(),
             protocol: port.protocol.as_str().to_owned(),
+            mode: String::new(),
         }
     }
 }

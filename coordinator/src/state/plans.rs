@@ -221,6 +221,7 @@ pub(super) fn compute_plans(
                 workloads,
                 registry_auths,
                 secret_values,
+                swarm_driver: false,
             }),
         ));
     }
@@ -256,6 +257,7 @@ fn with_gpus(
                 }
             }
         }
+        pb::workload::Runtime::Swarm(_) => {}
     }
     runtime
 }
@@ -278,7 +280,7 @@ pub(super) fn plan_hash(
         let (uuids, indexes): (&[String], &[u32]) = match &w.runtime {
             Some(pb::workload::Runtime::Container(c)) => (&c.gpu_uuids, &[]),
             Some(pb::workload::Runtime::Unit(u)) => (&u.gpu_uuids, &u.gpu_indexes),
-            None => (&[], &[]),
+            Some(pb::workload::Runtime::Swarm(_)) | None => (&[], &[]),
         };
         for uuid in uuids {
             h.update([2]);
@@ -318,6 +320,10 @@ fn plan_secrets(
         let mounts = match &w.runtime {
             Some(pb::workload::Runtime::Container(c)) => &c.secrets,
             Some(pb::workload::Runtime::Unit(u)) => &u.credentials,
+            Some(pb::workload::Runtime::Swarm(s)) => match &s.container {
+                Some(c) => &c.secrets,
+                None => continue,
+            },
             None => continue,
         };
         for m in mounts {

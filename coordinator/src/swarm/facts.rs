@@ -39,7 +39,7 @@ pub struct SwarmFacts {
     pub node_addr: String,
 }
 
-fn bounded(s: String) -> String {
+pub(crate) fn bounded(s: String) -> String {
     if s.chars().count() <= MAX_TEXT {
         s
     } else {

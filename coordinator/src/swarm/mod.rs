@@ -2,6 +2,6 @@
 //! reports of its engine's Swarm membership, kept in the node's facts, and
 //! the cluster of workers, which Docker tells only managers.
 
-mod facts;
+pub(crate) mod facts;
 
 pub use facts::{fill_worker_clusters, SwarmFacts, SwarmRole};

@@ -56,7 +56,7 @@ pub(super) fn networks_of(workload: &Workload) -> Vec<Joined> {
         Some(workload::Runtime::Container(spec)) if spec.network_mode == HOST => return Vec::new(),
         Some(workload::Runtime::Container(spec)) if !spec.networks.is_empty() => &spec.networks,
         Some(workload::Runtime::Container(_)) => &default[..],
-        Some(workload::Runtime::Unit(_)) | None => return Vec::new(),
+        Some(workload::Runtime::Unit(_) | workload::Runtime::Swarm(_)) | None => return Vec::new(),
     };
     attachments
         .iter()

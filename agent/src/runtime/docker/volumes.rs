@@ -71,7 +71,7 @@ pub(super) fn anonymous_name(workload: &Workload, target: &str) -> String {
 fn container_spec(workload: &Workload) -> Option<&ContainerSpec> {
     match &workload.runtime {
         Some(workload::Runtime::Container(spec)) => Some(spec),
-        Some(workload::Runtime::Unit(_)) | None => None,
+        Some(workload::Runtime::Unit(_) | workload::Runtime::Swarm(_)) | None => None,
     }
 }
 
