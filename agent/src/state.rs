@@ -168,6 +168,7 @@ mod tests {
                             host_port: 0,
                             container_port: 80,
                             protocol: "tcp".into(),
+                            mode: String::new(),
                         }],
                         labels: BTreeMap::from([("team".into(), "x".into())]),
                         volumes: vec!["data:/data".into()],

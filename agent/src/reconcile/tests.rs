@@ -1494,6 +1494,7 @@ async fn a_pull_gets_the_plan_login_of_its_image_registry_and_no_other() {
         workloads: vec![a.clone(), b.clone()],
         registry_auths: vec![login("127.0.0.1:5000", "ci"), login("r.example", "x")],
         secret_values: Vec::new(),
+        swarm_driver: false,
     })
     .unwrap();
     assert!(!format!("{p:?}").contains("\"pw\""), "{p:?}");

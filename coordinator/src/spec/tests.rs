@@ -862,7 +862,8 @@ fn container_spec_carries_the_runtime_part() {
             host_ip: String::new(),
             host_port: 8080,
             container_port: 80,
-            protocol: "tcp".to_owned()
+            protocol: "tcp".to_owned(),
+            mode: String::new(),
         }]
     );
     let mount = &spec.mounts[0];

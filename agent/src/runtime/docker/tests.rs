@@ -35,12 +35,14 @@ fn workload() -> Workload {
                     host_port: 0,
                     container_port: 80,
                     protocol: String::new(),
+                    mode: String::new(),
                 },
                 PortMapping {
                     host_ip: String::new(),
                     host_port: 5353,
                     container_port: 53,
                     protocol: "udp".into(),
+                    mode: String::new(),
                 },
             ],
             labels: BTreeMap::from([
