@@ -155,6 +155,42 @@ pub struct ServiceStatusJson {
     /// Compose `deploy.labels`: the service's own labels.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub deploy_labels: BTreeMap<String, String>,
+    /// Swarm services only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub swarm: Option<SwarmServiceJson>,
+}
+
+/// A Swarm service's cluster, driver and Swarm's update state.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct SwarmServiceJson {
+    pub cluster: String,
+    pub service_name: String,
+    /// The node whose agent drives the cluster; empty: none.
+    pub driver: String,
+    pub driver_connected: bool,
+    pub update_state: String,
+    pub update_message: String,
+}
+
+impl From<&pb::SwarmServiceInfo> for SwarmServiceJson {
+    fn from(info: &pb::SwarmServiceInfo) -> Self {
+        let pb::SwarmServiceInfo {
+            cluster,
+            driver,
+            driver_connected,
+            update_state,
+            update_message,
+            service_name,
+        } = info;
+        Self {
+            cluster: cluster.clone(),
+            service_name: service_name.clone(),
+            driver: driver.clone(),
+            driver_connected: *driver_connected,
+            update_state: update_state.clone(),
+            update_message: update_message.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -235,6 +271,11 @@ pub struct InstanceStatusJson {
     /// Units only: the last lines of the journal when the unit failed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub journal_tail: Vec<String>,
+    /// Swarm services: the task's Swarm node and task IDs.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub swarm_node_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub swarm_task_id: String,
 }
 
 impl From<&pb::StatusResponse> for StatusJson {
@@ -261,6 +302,7 @@ impl From<&pb::ServiceStatus> for ServiceStatusJson {
             has_checks,
             rollout,
             deploy_labels,
+            swarm,
         } = status;
         Self {
             name: name.clone(),
@@ -277,6 +319,7 @@ impl From<&pb::ServiceStatus> for ServiceStatusJson {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            swarm: swarm.as_ref().map(SwarmServiceJson::from),
         }
     }
 }
@@ -300,6 +343,8 @@ impl From<&pb::InstanceStatus> for InstanceStatusJson {
             failing_probe,
             exit_code,
             journal_tail,
+            swarm_node_id,
+            swarm_task_id,
         } = status;
         // An exited instance's code, and a failed one's when it ran and
         // exited non-zero (a failure to start has no code of its own).
@@ -324,6 +369,8 @@ impl From<&pb::InstanceStatus> for InstanceStatusJson {
             failing_probe: failing_probe.clone(),
             exit_code: ended.then_some(*exit_code),
             journal_tail: journal_tail.clone(),
+            swarm_node_id: swarm_node_id.clone(),
+            swarm_task_id: swarm_task_id.clone(),
         }
     }
 }

@@ -55,7 +55,7 @@ pub fn allows_host_access(spec: &ServiceSpec, facts: &convoy_proto::NodeFacts) -
 
 /// What a node has not set aside yet: CPUs in billionths, memory in bytes.
 /// A node that does not report a figure has no limit on it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Capacity {
     pub cpu_nanos: u64,
     pub memory_bytes: u64,
@@ -64,6 +64,11 @@ pub struct Capacity {
 impl Capacity {
     /// What one instance of `spec` sets aside (`deploy.resources.reservations`).
     pub fn reserved_by(spec: &ServiceSpec) -> Self {
+        if spec.swarm.is_some() {
+            // Swarm places the tasks and checks their reservations; the
+            // one instance Convoy places is the service's driver.
+            return Capacity::default();
+        }
         Capacity {
             cpu_nanos: spec.resources.cpu_reservation_nanos,
             memory_bytes: spec.resources.memory_reservation_bytes,
@@ -77,7 +82,8 @@ impl Capacity {
     /// Whether placing `spec` needs to know what nodes have free: it
     /// reserves CPUs or memory, or asks for GPUs.
     pub fn needs_room(spec: &ServiceSpec) -> bool {
-        !Self::reserved_by(spec).is_zero() || spec.resources.gpus.is_some()
+        !Self::reserved_by(spec).is_zero()
+            || (spec.resources.gpus.is_some() && spec.swarm.is_none())
     }
 
     fn fits(&self, need: &Capacity) -> bool {
@@ -284,6 +290,13 @@ pub fn place_within(
     nodes: &[Candidate<'_>],
     free: Option<&Free>,
 ) -> (Assignments, GpuPins) {
+    // A Swarm service is one instance: the service itself, on the node
+    // whose agent drives its cluster.
+    if let Some(cluster) = spec.swarm_cluster() {
+        let current = current.get(&1).cloned().flatten();
+        let driver = crate::swarm::driver::pick(cluster, current.as_deref(), nodes);
+        return (Assignments::from([(1, driver)]), GpuPins::new());
+    }
     let need = Capacity::reserved_by(spec);
     let gpu = spec.resources.gpus.as_ref();
     let mut room = match (free, gpu) {

@@ -131,12 +131,16 @@ impl Rollout {
 }
 
 /// What one instance looks like now, as far as the gates care.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InstanceView {
     pub index: u32,
     /// Running the new revision's spec and healthy (or running, without
     /// checks).
     pub healthy: bool,
+    /// Set when what runs the instance has given up on the new revision
+    /// (a Swarm update paused or rolled back by Swarm): the gate fails at
+    /// once, with this as the reason, instead of at the healthy deadline.
+    pub failure: Option<String>,
 }
 
 /// What the rollout loop must do after a step.
@@ -173,6 +177,7 @@ pub fn step(r: &mut Rollout, instances: &[InstanceView], now: i64) -> Vec<Effect
 
     // Gates of the instances in flight.
     let mut newly_done = Vec::new();
+    let mut failures = Vec::new();
     for inst in instances {
         let Some(&switched_at) = r.switched.get(&inst.index) else {
             continue;
@@ -188,7 +193,10 @@ pub fn step(r: &mut Rollout, instances: &[InstanceView], now: i64) -> Vec<Effect
             }
         } else {
             r.healthy_since.remove(&inst.index);
-            if now - switched_at > r.policy.healthy_deadline_ms as i64 {
+            if let Some(why) = &inst.failure {
+                r.failed.insert(inst.index);
+                failures.push(format!("instance {}: {why}", inst.index));
+            } else if now - switched_at > r.policy.healthy_deadline_ms as i64 {
                 r.failed.insert(inst.index);
             }
         }
@@ -201,6 +209,9 @@ pub fn step(r: &mut Rollout, instances: &[InstanceView], now: i64) -> Vec<Effect
     // Too many failures?
     let allowed = (u64::from(total) * u64::from(r.policy.max_failure_permille) / 1000) as usize;
     if r.failed.len() > allowed && r.policy.failure_action != FailureAction::Continue {
+        if !failures.is_empty() {
+            return fail(r, effects, failures.join("; "));
+        }
         let failed: Vec<String> = r.failed.iter().map(u32::to_string).collect();
         return fail(
             r,
@@ -372,7 +383,11 @@ mod tests {
     fn views(healthy: &[(u32, bool)]) -> Vec<InstanceView> {
         healthy
             .iter()
-            .map(|&(index, healthy)| InstanceView { index, healthy })
+            .map(|&(index, healthy)| InstanceView {
+                index,
+                healthy,
+                failure: None,
+            })
             .collect()
     }
 
@@ -383,9 +398,32 @@ mod tests {
             .map(|index| InstanceView {
                 index,
                 healthy: r.switched.contains_key(&index),
+                failure: None,
             })
             .collect();
         step(r, &views, now)
+    }
+
+    #[test]
+    fn a_reported_failure_fails_the_gate_at_once_with_its_reason() {
+        let mut r = Rollout::new(1, 2, ServiceSpec::default(), policy(), 0);
+        assert_eq!(tick(&mut r, 1, 0), vec![Effect::Switched(vec![1])]);
+        // Long before the healthy deadline (5 s), Swarm says it rolled back.
+        let failing = [InstanceView {
+            index: 1,
+            healthy: false,
+            failure: Some("Swarm rollback_completed: update rolled back".into()),
+        }];
+        let effects = step(&mut r, &failing, 100);
+        assert!(
+            matches!(effects.last(), Some(Effect::Failed(why))
+                if why == "instance 1: Swarm rollback_completed: update rolled back"),
+            "{effects:?}"
+        );
+        assert_eq!(
+            r.reason,
+            "instance 1: Swarm rollback_completed: update rolled back"
+        );
     }
 
     #[test]

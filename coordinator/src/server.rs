@@ -251,10 +251,19 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> Result<Runn
 async fn sweep_silent_nodes(coord: Arc<Coordinator>, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(Duration::from_millis(100));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut ticks = 0u32;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = every.tick() => coord.sweep(crate::state::now_unix_ms()),
+            _ = every.tick() => {
+                coord.sweep(crate::state::now_unix_ms());
+                // A Swarm cluster whose driver's agent is gone gets another
+                // manager's agent, checked once a second.
+                ticks = ticks.wrapping_add(1);
+                if ticks % 10 == 0 {
+                    coord.fail_over_swarm().await;
+                }
+            }
         }
     }
 }

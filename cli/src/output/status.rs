@@ -77,6 +77,9 @@ pub fn status_table(response: &pb::StatusResponse, now_ms: i64) -> String {
             service.desired,
             or_dash(&service.image)
         );
+        if let Some(swarm) = &service.swarm {
+            out.push_str(&swarm_line(swarm));
+        }
         let rows: Vec<Vec<String>> = service
             .instances
             .iter()
@@ -109,6 +112,28 @@ pub fn status_table(response: &pb::StatusResponse, now_ms: i64) -> String {
         ));
     }
     out
+}
+
+/// The line under a Swarm service's header: its Swarm name and cluster,
+/// the driver (and whether it is reachable) and Swarm's update state.
+fn swarm_line(swarm: &pb::SwarmServiceInfo) -> String {
+    let driver = match (swarm.driver.as_str(), swarm.driver_connected) {
+        ("", _) => "no driver".to_owned(),
+        (d, true) => format!("driven by {d}"),
+        (d, false) => format!(
+            "driver {d} UNREACHABLE: Swarm keeps the service running; tasks as last reported"
+        ),
+    };
+    let update = match swarm.update_state.as_str() {
+        "" | "completed" => String::new(),
+        state if swarm.update_message.is_empty() => format!("  update {state}"),
+        state => format!("  update {state}: {}", swarm.update_message),
+    };
+    format!(
+        "  swarm service {} on cluster {}, {driver}{update}\n",
+        or_dash(&swarm.service_name),
+        or_dash(&swarm.cluster)
+    )
 }
 
 fn age_or_reason(instance: &pb::InstanceStatus, now_ms: i64) -> String {
@@ -186,6 +211,7 @@ mod tests {
                 has_checks: false,
                 rollout: None,
                 deploy_labels: [("team".to_string(), "web".to_string())].into(),
+                swarm: None,
                 instances: vec![
                     instance(1, "node-a", true, WorkloadState::Running, ""),
                     instance(
@@ -200,6 +226,41 @@ mod tests {
                 ],
             }],
         }
+    }
+
+    #[test]
+    fn a_swarm_service_says_its_cluster_driver_and_update_state() {
+        let mut response = status_response();
+        response.services[0].swarm = Some(pb::SwarmServiceInfo {
+            cluster: "prod".into(),
+            driver: "mgr-1".into(),
+            driver_connected: false,
+            update_state: "rollback_completed".into(),
+            update_message: "update rolled back due to failure".into(),
+            service_name: "default_hello".into(),
+        });
+        let out = status_table(&response, NOW);
+        assert!(
+            out.contains(
+                "  swarm service default_hello on cluster prod, driver mgr-1 UNREACHABLE: Swarm \
+                 keeps the service running; tasks as last reported  update rollback_completed: \
+                 update rolled back due to failure\n"
+            ),
+            "{out}"
+        );
+        response.services[0].swarm = Some(pb::SwarmServiceInfo {
+            cluster: "prod".into(),
+            driver: "mgr-1".into(),
+            driver_connected: true,
+            update_state: "completed".into(),
+            service_name: "default_hello".into(),
+            ..Default::default()
+        });
+        let out = status_table(&response, NOW);
+        assert!(
+            out.contains("  swarm service default_hello on cluster prod, driven by mgr-1\n"),
+            "{out}"
+        );
     }
 
     #[test]

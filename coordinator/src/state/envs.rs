@@ -102,6 +102,12 @@ pub(super) fn pending_reason(
     free: Option<&placement::Free>,
 ) -> String {
     let in_env = in_env(nodes, env);
+    if let Some(cluster) = spec.swarm_cluster() {
+        if !in_env.is_empty() {
+            return crate::swarm::driver::pending_reason(cluster)
+                + &format!(" serves environment `{env}`");
+        }
+    }
     if in_env.is_empty() {
         return format!(
             "no node serves environment `{env}` (a node serves the environments of its `{ENV_LABEL}` label; none: `{DEFAULT_ENV}`)"

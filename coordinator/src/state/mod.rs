@@ -47,6 +47,7 @@ mod rollout_commands;
 mod rollouts;
 mod secrets;
 mod split;
+mod swarm;
 mod verify;
 mod views;
 mod volumes;

@@ -49,6 +49,33 @@ pub(super) fn touched_nodes(current: &Desired, next: &Desired) -> HashSet<String
             .filter(|n| !next.plans.contains_key(*n))
             .cloned(),
     );
+    // A Swarm service created or deleted may make another manager of its
+    // cluster the one that removes what is left (`drives_swarm`).
+    let swarm_changed = next
+        .services
+        .iter()
+        .filter(|(k, new)| {
+            new.spec.swarm.is_some()
+                && current
+                    .services
+                    .get(*k)
+                    .is_none_or(|old| !Arc::ptr_eq(old, new))
+        })
+        .count()
+        > 0;
+    if swarm_changed {
+        touched.extend(
+            next.nodes
+                .values()
+                .filter(|r| {
+                    r.facts
+                        .swarm
+                        .as_ref()
+                        .is_some_and(|s| s.role == crate::swarm::SwarmRole::Manager)
+                })
+                .map(|r| r.name.clone()),
+        );
+    }
     // A changed registry login reaches the nodes that pull from it.
     let logins = changed_registries(current, next);
     if !logins.is_empty() {
@@ -185,7 +212,12 @@ pub(super) fn compute_plans(
                     start_first,
                     runtime: Some(match rec.gpus.get(index).filter(|_| *gpus) {
                         Some(pinned) => with_gpus(runtime, pinned, &next.nodes, node),
-                        None => runtime.clone(),
+                        None => match runtime {
+                            pb::workload::Runtime::Swarm(s) => {
+                                swarm_service(s, rec, &next.nodes, node)
+                            }
+                            other => other.clone(),
+                        },
                     }),
                 });
         }
@@ -196,7 +228,8 @@ pub(super) fn compute_plans(
         workloads.sort_by(|a, b| a.id.cmp(&b.id));
         let registry_auths = plan_logins(&next.registries, &workloads);
         let (secret_values, secrets_hash) = plan_secrets(&next.secrets, &workloads, &node, sealer);
-        let hash = plan_hash(&workloads, &registry_auths, &secrets_hash);
+        let swarm_driver = drives_swarm(next, &node, &workloads);
+        let hash = plan_hash(&workloads, &registry_auths, &secrets_hash, swarm_driver);
         let generation = match next.plans.get(&node) {
             Some(rec) if rec.hash == hash => {
                 if publish == Publish::Changed {
@@ -221,7 +254,7 @@ pub(super) fn compute_plans(
                 workloads,
                 registry_auths,
                 secret_values,
-                swarm_driver: false,
+                swarm_driver,
             }),
         ));
     }
@@ -229,6 +262,71 @@ pub(super) fn compute_plans(
         ops.push(Op::put_json(PLAN_GENERATION_KEY, &generation));
     }
     (updates, computed)
+}
+
+/// The Swarm service a driver's plan holds for `rec`: named
+/// `<env>_<service>` (as `docker stack deploy` names a stack's services),
+/// on the cluster of the driver `node` as its facts say.
+fn swarm_service(
+    spec: &pb::SwarmServiceSpec,
+    rec: &ServiceRecord,
+    nodes: &BTreeMap<String, NodeRecord>,
+    node: &str,
+) -> pb::workload::Runtime {
+    let mut spec = spec.clone();
+    spec.name = swarm_service_name(&rec.env, &rec.name);
+    spec.cluster = nodes
+        .get(node)
+        .and_then(|n| n.facts.swarm.as_ref())
+        .map(|s| s.cluster_id.clone())
+        .unwrap_or_default();
+    pb::workload::Runtime::Swarm(spec)
+}
+
+/// The Swarm service's name of Convoy's service `name` in `env`.
+pub(super) fn swarm_service_name(env: &str, name: &str) -> String {
+    format!("{env}_{name}")
+}
+
+/// Whether `node`'s agent drives its engine's Swarm (`NodePlan.swarm_driver`):
+/// it holds Swarm services, or it is the lowest-named manager node of its
+/// cluster and no node holds any of that cluster's services (someone must
+/// remove what a deleted service left behind). Never two drivers of one
+/// cluster with services: the services' one instance names the driver.
+fn drives_swarm(next: &Desired, node: &str, workloads: &[pb::Workload]) -> bool {
+    if workloads
+        .iter()
+        .any(|w| matches!(w.runtime, Some(pb::workload::Runtime::Swarm(_))))
+    {
+        return true;
+    }
+    let cluster_of = |n: &str| {
+        next.nodes
+            .get(n)
+            .and_then(|r| r.facts.swarm.as_ref())
+            .filter(|s| s.role == crate::swarm::SwarmRole::Manager && !s.cluster_id.is_empty())
+            .map(|s| s.cluster_id.as_str())
+    };
+    let Some(cluster) = cluster_of(node) else {
+        return false;
+    };
+    let lowest = next
+        .nodes
+        .values()
+        .filter(|r| r.removed_unix_ms == 0 && cluster_of(&r.name) == Some(cluster))
+        .map(|r| r.name.as_str())
+        .min();
+    if lowest != Some(node) {
+        return false;
+    }
+    !next.services.values().any(|r| {
+        !r.deleted
+            && r.spec.swarm.is_some()
+            && r.assignments
+                .values()
+                .flatten()
+                .any(|n| cluster_of(n) == Some(cluster))
+    })
 }
 
 /// `runtime` for one instance that asks for GPUs, with the UUIDs `pinned`
@@ -268,8 +366,12 @@ pub(super) fn plan_hash(
     workloads: &[pb::Workload],
     logins: &[pb::RegistryAuth],
     secrets: &[u8],
+    swarm_driver: bool,
 ) -> String {
     let mut h = Sha256::new();
+    if swarm_driver {
+        h.update(b"swarm-driver\0");
+    }
     for w in workloads {
         h.update(w.id.as_bytes());
         h.update([0]);

@@ -227,7 +227,7 @@ impl Coordinator {
                     for node in new {
                         let record = PlanRecord {
                             generation: fresh,
-                            hash: plan_hash(&[], &[], &[]),
+                            hash: plan_hash(&[], &[], &[], false),
                         };
                         plans.insert(node, record);
                     }

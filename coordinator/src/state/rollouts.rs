@@ -18,6 +18,7 @@ impl Coordinator {
             rec.spec.runtime(),
             pb::workload::Runtime::Unit(u) if u.adopt && u.state == "stopped"
         );
+        let swarm = rec.spec.swarm.is_some();
         let live = self.live();
         // One id buffer for every lookup (10,000 instances, many passes).
         let prefix = format!("{}/{}/", rec.env, rec.name);
@@ -43,9 +44,15 @@ impl Coordinator {
                                     || (!has_checks && w.health == Health::None))
                         }
                 });
+                // A Swarm service whose update Swarm paused or rolled back
+                // fails its gate at once, with Swarm's words.
+                let failure = reported
+                    .filter(|w| swarm && w.state == InstanceState::Failed)
+                    .map(|w| w.reason.clone());
                 InstanceView {
                     index: *index,
                     healthy,
+                    failure,
                 }
             })
             .collect()

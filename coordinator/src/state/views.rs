@@ -37,7 +37,40 @@ impl Coordinator {
                 let free = free_for(&desired, &nodes, &rec.spec, ("", ""));
                 pending = pending_reason(&rec.spec, senv, &nodes, &rec.assignments, free.as_ref());
             }
-            for (index, node) in &rec.assignments {
+            let mut swarm_info = None;
+            let mut desired_count = rec.assignments.len() as u32;
+            if let Some(cluster) = rec.spec.swarm_cluster() {
+                let driver = rec.assignments.get(&1).cloned().flatten();
+                let node_live = driver.as_ref().and_then(|n| live.nodes.get(n));
+                let connected = node_live.is_some_and(NodeLive::ready);
+                let id = workload_id(senv, name, 1);
+                let reported = node_live.and_then(|l| l.workloads.get(&id));
+                let view = swarm_view(SwarmView {
+                    id: &id,
+                    rec,
+                    driver: driver.as_deref(),
+                    connected,
+                    reported,
+                    pending: &pending,
+                });
+                running = view.running;
+                current = view.current;
+                instances = view.instances;
+                desired_count = view.desired;
+                swarm_info = Some(pb::SwarmServiceInfo {
+                    cluster: cluster.to_string(),
+                    driver: driver.unwrap_or_default(),
+                    driver_connected: connected,
+                    update_state: reported
+                        .map(|r| r.swarm_update_state.clone())
+                        .unwrap_or_default(),
+                    update_message: reported
+                        .map(|r| r.swarm_update_message.clone())
+                        .unwrap_or_default(),
+                    service_name: plans::swarm_service_name(senv, name),
+                });
+            }
+            for (index, node) in rec.assignments.iter().filter(|_| rec.spec.swarm.is_none()) {
                 let id = workload_id(senv, name, *index);
                 let removed = node
                     .as_ref()
@@ -102,7 +135,7 @@ impl Coordinator {
                 name: name.clone(),
                 env: senv.clone(),
                 revision: rec.revision,
-                desired: rec.assignments.len() as u32,
+                desired: desired_count,
                 running,
                 instances,
                 updated_unix_ms: rec.updated_unix_ms,
@@ -120,6 +153,7 @@ impl Coordinator {
                     .iter()
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
+                swarm: swarm_info,
             });
         }
         pb::StatusResponse { services }
@@ -204,4 +238,154 @@ pub(super) fn spec_has_checks(spec: &ServiceSpec) -> bool {
             .container_spec()
             .healthcheck
             .is_some_and(|h| !h.disable && h.test.first().is_some_and(|t| t != "NONE"))
+}
+
+/// What [`swarm_view`] is given: a Swarm service's record, its driver and
+/// the driver's last report of it.
+struct SwarmView<'a> {
+    id: &'a str,
+    rec: &'a ServiceRecord,
+    driver: Option<&'a str>,
+    connected: bool,
+    reported: Option<&'a crate::report::WorkloadReport>,
+    /// Why it has no driver, when it has none.
+    pending: &'a str,
+}
+
+/// A Swarm service's instances as `status` shows them: one per task slot
+/// of the driver's last report.
+struct SwarmInstances {
+    instances: Vec<pb::InstanceStatus>,
+    running: u32,
+    /// Indexes (in `instances`) of running tasks of the current revision.
+    current: Vec<usize>,
+    desired: u32,
+}
+
+/// One instance per task slot (index: the slot; a global service's tasks
+/// numbered from 1 in the report's order), its node the Swarm node's
+/// hostname; while no report has come, one instance saying why. When the
+/// driver's agent is away, the last report stays, each reason saying the
+/// driver is unreachable (Swarm keeps the tasks running without it).
+fn swarm_view(v: SwarmView<'_>) -> SwarmInstances {
+    let SwarmView {
+        id,
+        rec,
+        driver,
+        connected,
+        reported,
+        pending,
+    } = v;
+    let replicas = if rec.spec.is_global() {
+        None
+    } else {
+        Some(rec.spec.replicas())
+    };
+    let mut out = SwarmInstances {
+        instances: Vec::new(),
+        running: 0,
+        current: Vec::new(),
+        desired: replicas.unwrap_or(0),
+    };
+    let away = |reason: &str| match driver {
+        Some(d) if !connected => {
+            let head = format!(
+                "the cluster's driver `{d}` is unreachable (Swarm keeps the service running; last known)"
+            );
+            if reason.is_empty() {
+                head
+            } else {
+                format!("{head}: {reason}")
+            }
+        }
+        _ => reason.to_string(),
+    };
+    let Some(r) = reported.filter(|r| !r.swarm_tasks.is_empty()) else {
+        let (state, reason) = match (driver, reported) {
+            (None, _) => (pb::WorkloadState::Pending, pending.to_string()),
+            (Some(_), Some(r)) => (pb::WorkloadState::from(r.state), away(&r.reason)),
+            (Some(d), None) if connected => (
+                pb::WorkloadState::Pending,
+                format!("waiting for the driver `{d}` to report"),
+            ),
+            (Some(_), None) => (pb::WorkloadState::Pending, away("")),
+        };
+        out.instances.push(pb::InstanceStatus {
+            id: id.to_string(),
+            index: 1,
+            node: driver.unwrap_or_default().to_string(),
+            node_connected: connected,
+            revision: reported.map(|r| r.revision).unwrap_or(rec.revision),
+            state: state as i32,
+            reason,
+            ..Default::default()
+        });
+        return out;
+    };
+    let prefix = id.strip_suffix("/1").unwrap_or(id);
+    let mut global_index = 0;
+    for t in &r.swarm_tasks {
+        let index = if t.slot > 0 {
+            t.slot
+        } else {
+            global_index += 1;
+            global_index
+        };
+        let state = swarm_task_state(&t.state);
+        let current = state == pb::WorkloadState::Running
+            && t.desired_state == "running"
+            && t.revision == rec.revision;
+        let health = if state == pb::WorkloadState::Running && r.health == Health::Healthy {
+            pb::Health::Healthy
+        } else {
+            pb::Health::Unspecified
+        };
+        let reason = [t.error.as_str(), t.message.as_str()]
+            .into_iter()
+            .find(|s| !s.is_empty() && state != pb::WorkloadState::Running)
+            .unwrap_or_default();
+        if current {
+            out.running += 1;
+            out.current.push(out.instances.len());
+        }
+        if replicas.is_none() && t.desired_state == "running" {
+            out.desired += 1;
+        }
+        out.instances.push(pb::InstanceStatus {
+            id: format!("{prefix}/{index}"),
+            index,
+            node: if t.node_hostname.is_empty() {
+                t.node_id.clone()
+            } else {
+                t.node_hostname.clone()
+            },
+            // The task's own Swarm node is not a Convoy node: the driver's
+            // reachability is in the service's `swarm` info and the reason.
+            node_connected: true,
+            revision: t.revision,
+            state: state as i32,
+            reason: away(reason),
+            container_id: t.container_id.clone(),
+            updated_unix_ms: t.updated_unix_ms,
+            health: health as i32,
+            swarm_node_id: t.node_id.clone(),
+            swarm_task_id: t.task_id.clone(),
+            ..Default::default()
+        });
+    }
+    out
+}
+
+/// Swarm's task state in Convoy's words.
+fn swarm_task_state(state: &str) -> pb::WorkloadState {
+    match state {
+        "running" => pb::WorkloadState::Running,
+        "new" | "pending" | "assigned" | "accepted" | "preparing" | "ready" | "starting" => {
+            pb::WorkloadState::Starting
+        }
+        "failed" | "rejected" => pb::WorkloadState::Failed,
+        "orphaned" => pb::WorkloadState::Lost,
+        // complete, shutdown, remove
+        _ => pb::WorkloadState::Exited,
+    }
 }
