@@ -260,7 +260,7 @@ async fn sweep_silent_nodes(coord: Arc<Coordinator>, shutdown: CancellationToken
                 // A Swarm cluster whose driver's agent is gone gets another
                 // manager's agent, checked once a second.
                 ticks = ticks.wrapping_add(1);
-                if ticks % 10 == 0 {
+                if ticks.is_multiple_of(10) {
                     coord.fail_over_swarm().await;
                 }
             }
