@@ -38,5 +38,6 @@ mod secrets;
 mod security;
 mod stack;
 mod swarm;
+mod swarm_driver;
 mod systemd;
 mod volumes;

@@ -1,0 +1,264 @@
+//! Swarm services (issue 17): a Compose service with `x-convoy.swarm`
+//! deployed to a two-engine swarm of the test's own through the manager's
+//! Convoy agent, under Convoy's history: the replicas spread over both
+//! engines; a task killed by hand is replaced and shows as an event; an
+//! update with a missing image is rolled back by Swarm
+//! (`failure_action: rollback`) and by Convoy, with Swarm's words in
+//! `history`; with the manager's agent stopped the service keeps running
+//! and `status` says the driver is unreachable; `delete` leaves no Swarm
+//! object of Convoy's behind.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context};
+use convoy_tests::events::EventWatch;
+use convoy_tests::spec::{compose, ServiceSpec};
+use convoy_tests::swarm::{Engine, SwarmPair};
+use convoy_tests::Cluster;
+use convoy_tests::{skip_without_docker, wait_until};
+use serde_json::Value;
+
+const SETTLE: Duration = Duration::from_secs(120);
+const POLL: Duration = Duration::from_millis(500);
+
+/// The running containers of Swarm service `name` on `engine`.
+fn tasks_on(engine: &Engine, name: &str) -> anyhow::Result<Vec<String>> {
+    let out = engine.docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.swarm.service.name={name}"),
+    ])?;
+    Ok(out.lines().map(str::to_string).collect())
+}
+
+fn status(c: &Cluster, svc: &str) -> anyhow::Result<Value> {
+    let all: Value = c.try_cli_json(&["status", svc])?;
+    all["services"]
+        .as_array()
+        .and_then(|s| s.first())
+        .cloned()
+        .with_context(|| format!("no service in {all}"))
+}
+
+/// The service runs `n` tasks of `revision` (status), and Docker on the
+/// two engines runs `n` containers of it.
+fn wait_running(c: &Cluster, pair: &SwarmPair, svc: &str, name: &str, n: usize, revision: u64) {
+    wait_until(
+        &format!("{n} tasks of r{revision} running"),
+        SETTLE,
+        POLL,
+        || {
+            let s = status(c, svc)?;
+            let running: Vec<&Value> = s["instances"]
+                .as_array()
+                .context("no instances")?
+                .iter()
+                .filter(|i| i["state"] == "running" && i["revision"] == revision)
+                .collect();
+            ensure!(running.len() == n, "{s:#}");
+            let docker = tasks_on(&pair.manager, name)?.len() + tasks_on(&pair.worker, name)?.len();
+            ensure!(docker == n, "{docker} containers in Docker; {s:#}");
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn a_compose_service_runs_on_swarm_with_convoys_history_and_rollback() {
+    skip_without_docker!();
+    // Declared first, dropped last: after the agents are gone.
+    let pair = SwarmPair::start();
+    let mut c = Cluster::start();
+    let manager = c.add_agent_with_env(&[("DOCKER_HOST", &pair.manager.host())]);
+    let worker = c.add_agent_with_env(&[("DOCKER_HOST", &pair.worker.host())]);
+    c.wait_nodes_ready(&[manager.clone(), worker.clone()]);
+    let svc = c.service_name("sw");
+    let name = format!("default_{svc}");
+    let update = "update_config: { parallelism: 1, monitor: 2s, failure_action: rollback }";
+    let good = ServiceSpec::new(&svc, &c.image())
+        .replicas(3)
+        .env("GREETING", "good")
+        .deploy(update)
+        .extra(&format!("x-convoy: {{ swarm: {} }}", pair.cluster_id));
+    let file = c.write_spec("sw.yaml", &compose(&[&good]));
+    let out = c.cli(&[
+        "apply",
+        "-f",
+        file.to_str().unwrap(),
+        "--wait",
+        "--timeout",
+        "120s",
+    ]);
+    assert!(
+        out.status.success(),
+        "apply --wait: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Three tasks over both engines; the service is the manager's agent's.
+    wait_running(&c, &pair, &svc, &name, 3, 1);
+    let on_manager = tasks_on(&pair.manager, &name).unwrap().len();
+    let on_worker = tasks_on(&pair.worker, &name).unwrap().len();
+    assert!(
+        on_manager >= 1 && on_worker >= 1,
+        "{on_manager} + {on_worker}"
+    );
+    let s = status(&c, &svc).unwrap();
+    assert_eq!(s["swarm"]["driver"], manager.as_str(), "{s:#}");
+    assert_eq!(s["swarm"]["driver_connected"], true);
+    assert_eq!(s["swarm"]["service_name"], name.as_str());
+    let nodes: std::collections::BTreeSet<&str> = s["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["swarm_node_id"].as_str().unwrap_or_default())
+        .collect();
+    let ids = [
+        pair.manager.node_id().unwrap(),
+        pair.worker.node_id().unwrap(),
+    ];
+    assert_eq!(
+        nodes,
+        ids.iter().map(String::as_str).collect(),
+        "one task slot per instance, on both engines: {s:#}"
+    );
+    let labels = pair
+        .manager
+        .docker(&[
+            "service",
+            "inspect",
+            "--format",
+            "{{json .Spec.Labels}}",
+            &name,
+        ])
+        .unwrap();
+    assert!(
+        labels.contains("\"io.convoy.managed\":\"true\""),
+        "{labels}"
+    );
+
+    // A task killed by hand: Swarm replaces it, and it shows as an event.
+    let watch = EventWatch::start(c.cli_command(), &["--service", &svc]).unwrap();
+    let victim = tasks_on(&pair.worker, &name).unwrap()[0].clone();
+    pair.worker.docker(&["kill", &victim]).unwrap();
+    watch
+        .wait_for("an event of the killed task", SETTLE, |e| {
+            e.kind.starts_with("instance.task-") && e.kind != "instance.task-running"
+        })
+        .unwrap_or_else(|e| panic!("{e:#}: {:?}", watch.events()));
+    wait_running(&c, &pair, &svc, &name, 3, 1);
+    assert!(!tasks_on(&pair.worker, &name).unwrap().contains(&victim));
+
+    // An image no engine has: Swarm rolls the update back, and so does
+    // Convoy, with Swarm's message as the reason.
+    let bad = good.clone().image("convoy-missing:nope");
+    let file = c.write_spec("sw.yaml", &compose(&[&bad]));
+    let out = c.cli(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until(
+        "revision 2 failed with Swarm's reason",
+        SETTLE,
+        POLL,
+        || {
+            let h: Value = c.try_cli_json(&["history", &svc])?;
+            let r2 = h["revisions"]
+                .as_array()
+                .context("no revisions")?
+                .iter()
+                .find(|r| r["revision"] == 2)
+                .with_context(|| format!("no r2 in {h:#}"))?
+                .clone();
+            let outcome = r2["outcome"].as_str().unwrap_or_default();
+            ensure!(outcome.contains("Swarm"), "{h:#}");
+            Ok(())
+        },
+    );
+    wait_until(
+        "the service runs the good image again",
+        SETTLE,
+        POLL,
+        || {
+            let image = pair.manager.docker(&[
+                "service",
+                "inspect",
+                "--format",
+                "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+                &name,
+            ])?;
+            ensure!(image.trim().starts_with(&c.image()), "{image}");
+            let s = status(&c, &svc)?;
+            let running = s["instances"]
+                .as_array()
+                .context("no instances")?
+                .iter()
+                .filter(|i| i["state"] == "running")
+                .count();
+            ensure!(running == 3, "{s:#}");
+            Ok(())
+        },
+    );
+
+    // The manager's agent stops: Swarm keeps the service, status says the
+    // driver is unreachable.
+    c.stop_agent(&manager);
+    wait_until(
+        "status says the driver is unreachable",
+        SETTLE,
+        POLL,
+        || {
+            let s = status(&c, &svc)?;
+            ensure!(s["swarm"]["driver_connected"] == false, "{s:#}");
+            Ok(())
+        },
+    );
+    let table = String::from_utf8_lossy(&c.cli(&["status", &svc]).stdout).into_owned();
+    assert!(table.contains("UNREACHABLE"), "{table}");
+    let replicas = pair
+        .manager
+        .docker(&[
+            "service",
+            "ls",
+            "--filter",
+            &format!("name={name}"),
+            "--format",
+            "{{.Replicas}}",
+        ])
+        .unwrap();
+    assert_eq!(replicas.trim(), "3/3", "Swarm keeps running the service");
+    assert_eq!(
+        tasks_on(&pair.manager, &name).unwrap().len()
+            + tasks_on(&pair.worker, &name).unwrap().len(),
+        3
+    );
+    c.start_agent(&manager);
+    c.wait_nodes_ready(&[manager.clone()]);
+
+    // Delete: no service or network of Convoy's is left in the swarm.
+    c.delete(&svc);
+    wait_until("no Swarm object of Convoy's is left", SETTLE, POLL, || {
+        let services = pair.manager.docker(&[
+            "service",
+            "ls",
+            "-q",
+            "--filter",
+            "label=io.convoy.managed=true",
+        ])?;
+        ensure!(services.trim().is_empty(), "services left: {services}");
+        let networks = pair.manager.docker(&[
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            "label=io.convoy.managed=true",
+        ])?;
+        ensure!(networks.trim().is_empty(), "networks left: {networks}");
+        Ok(())
+    });
+    c.assert_healthy();
+}
