@@ -45,7 +45,7 @@ fn status(c: &Cluster, svc: &str) -> anyhow::Result<Value> {
 /// two engines runs `n` containers of it.
 fn wait_running(c: &Cluster, pair: &SwarmPair, svc: &str, name: &str, n: usize, revision: u64) {
     wait_until(
-        &format!("{n} tasks of r{revision} running"),
+        format!("{n} tasks of r{revision} running"),
         SETTLE,
         POLL,
         || {
@@ -237,7 +237,7 @@ fn a_compose_service_runs_on_swarm_with_convoys_history_and_rollback() {
         3
     );
     c.start_agent(&manager);
-    c.wait_nodes_ready(&[manager.clone()]);
+    c.wait_nodes_ready(std::slice::from_ref(&manager));
 
     // Delete: no service or network of Convoy's is left in the swarm.
     c.delete(&svc);
