@@ -127,10 +127,12 @@ pub enum Command {
     /// List a service's revisions: when, who, image, outcome.
     History { service: String },
     /// Roll a service back to an earlier revision (default: the previous
-    /// one), under its update gates.
+    /// one), under its update gates. Several services go back together,
+    /// each to its previous revision, in one commit.
     Rollback {
-        service: String,
-        /// The revision to go back to.
+        #[arg(required = true, num_args = 1..)]
+        services: Vec<String>,
+        /// The revision to go back to (one service only).
         #[arg(long, value_name = "REV")]
         to: Option<u64>,
     },

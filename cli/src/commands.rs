@@ -112,8 +112,8 @@ pub async fn run(command: Command, format: Format, flags: &Flags) -> Result<Outp
             crate::rollouts::steer(service, RolloutVerb::Promote, format, flags).await
         }
         Command::History { service } => crate::rollouts::history(service, format, flags).await,
-        Command::Rollback { service, to } => {
-            crate::rollouts::rollback(service, to, format, flags).await
+        Command::Rollback { services, to } => {
+            crate::rollouts::rollback(services, to, format, flags).await
         }
         Command::Diff { service, from, to } => {
             crate::rollouts::diff(service, from, to, format, flags).await

@@ -356,12 +356,12 @@ pub async fn abort(service: String, format: Format, flags: &Flags) -> Result<Out
         bail!("the first rollout of `{service}` has no revision to go back to; `convoy delete {service}` removes it");
     }
     drop(coordinator);
-    rollback(service, Some(r.from_revision), format, flags).await
+    rollback(vec![service], Some(r.from_revision), format, flags).await
 }
 
 /// `convoy rollback SERVICE [--to REV]`.
 pub async fn rollback(
-    service: String,
+    services: Vec<String>,
     to: Option<u64>,
     format: Format,
     flags: &Flags,
@@ -369,12 +369,21 @@ pub async fn rollback(
     if to == Some(0) {
         bail!("--to takes a revision number (1 or more)");
     }
+    let mut services = services.into_iter();
+    let Some(service) = services.next() else {
+        bail!("name the service to roll back");
+    };
+    let also: Vec<String> = services.collect();
+    if to.is_some() && !also.is_empty() {
+        bail!("--to goes with one service only: several services each go back to their previous revision");
+    }
     let mut coordinator = connect(flags).await?;
     let response = coordinator
         .rollback(pb::RollbackRequest {
             service,
             env: selected_env(),
             to_revision: to.unwrap_or(0),
+            also,
         })
         .await?;
     Ok(Output::stdout(match format {

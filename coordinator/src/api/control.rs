@@ -357,16 +357,35 @@ impl pb::control_service_server::ControlService for ControlApi {
             service,
             env,
             to_revision,
+            also,
         } = req.into_inner();
         let env = env_or_default(env);
         let action = Action::Apply { env: &env };
-        let target = format!("{env}/{service} to r{to_revision}");
+        let target = if also.is_empty() {
+            format!("{env}/{service} to r{to_revision}")
+        } else {
+            format!(
+                "{env}/{service},{} to their previous revisions",
+                also.join(",")
+            )
+        };
         self.allow(&caller, action, &target, true).await?;
-        let resp = self
-            .coord
-            .rollback(&service, &env, to_revision, &caller.who())
-            .await
-            .map_err(Status::from);
+        let resp = if also.is_empty() {
+            self.coord
+                .rollback(&service, &env, to_revision, &caller.who())
+                .await
+        } else if to_revision != 0 {
+            Err(crate::state::StateError::Invalid(
+                "--to goes with one service only: several services each go back to their previous revision".into(),
+            ))
+        } else {
+            let mut services = vec![service];
+            services.extend(also);
+            self.coord
+                .rollback_together(&services, &env, &caller.who())
+                .await
+        }
+        .map_err(Status::from);
         self.audit
             .record(
                 &caller.who(),

@@ -361,4 +361,103 @@ impl Coordinator {
             secrets: Vec::new(),
         })
     }
+
+    /// Rolls `services` of `env` back together, each to the revision
+    /// before its current one, in one commit (one store write, one set of
+    /// plans): a spec whose containers, units and Swarm services go back as
+    /// one. Every service is checked first; one that cannot go back fails
+    /// the whole and nothing is stored.
+    pub async fn rollback_together(
+        &self,
+        services: &[String],
+        env: &str,
+        who: &str,
+    ) -> Result<pb::ApplyResponse, StateError> {
+        let env = if env.is_empty() { DEFAULT_ENV } else { env };
+        let mut seen = std::collections::BTreeSet::new();
+        let mut targets = Vec::with_capacity(services.len());
+        for service in services {
+            if !seen.insert(service.as_str()) {
+                return Err(StateError::Invalid(format!("`{service}` is named twice")));
+            }
+            let history = self.history(service, env).await?;
+            let current = history.current;
+            let to = current.saturating_sub(1);
+            if to == 0 || !history.revisions.iter().any(|r| r.revision == to) {
+                return Err(StateError::Invalid(format!(
+                    "`{env}/{service}` has no revision before r{current} to go back to"
+                )));
+            }
+            let target: RevisionRecord =
+                store::get_json(&*self.store, &revision_key(env, service, to))
+                    .await?
+                    .ok_or_else(|| {
+                        StateError::Invalid(format!("revision {to} of `{env}/{service}` is gone"))
+                    })?;
+            targets.push((service.as_str(), current, to, target));
+        }
+        let started = std::time::Instant::now();
+        let now = now_unix_ms();
+        let connected = self.connected();
+        let mut txn = self.begin("rollback").await;
+        let mut changes = Vec::new();
+        let mut superseded_revs = Vec::new();
+        {
+            let (next, ops, _) = txn.parts();
+            let nodes = node_views(next, &connected);
+            let candidates = candidates(&nodes);
+            for (service, current, to, target) in targets {
+                let key = (env.to_string(), service.to_string());
+                if next.services.get(&key).map(|r| r.revision) != Some(current) {
+                    return Err(StateError::Invalid(format!(
+                        "`{env}/{service}` changed meanwhile; try again"
+                    )));
+                }
+                let source = format!("rollback of r{current} to r{to}");
+                let policy = next
+                    .services
+                    .get(&key)
+                    .and_then(|rec| rec.spec.deploy.rollback.as_ref())
+                    .map(|rollback| target.spec.deploy.update.for_rollback(Some(rollback)));
+                let (change, superseded) = stage_service(
+                    next,
+                    &candidates,
+                    Staged {
+                        env,
+                        name: service,
+                        spec: target.spec,
+                        who,
+                        source: &source,
+                        now,
+                        policy,
+                    },
+                    ops,
+                )?;
+                if let Some(rev) = superseded {
+                    superseded_revs.push((service.to_string(), rev, change.revision));
+                }
+                changes.push(change);
+            }
+        }
+        for (service, rev, by) in superseded_revs {
+            let outcome = format!("superseded by r{by}");
+            self.set_outcome(txn.ops(), env, &service, rev, &outcome)
+                .await;
+            txn.emit(superseded_event(env, &service, rev, by));
+        }
+        for change in &changes {
+            for ev in deployed_events(change, who) {
+                txn.emit(ev);
+            }
+        }
+        txn.replan();
+        txn.commit().await?;
+        self.metrics.observe_apply(started.elapsed().as_secs_f64());
+        Ok(pb::ApplyResponse {
+            services: changes,
+            warnings: Vec::new(),
+            dry_run: false,
+            secrets: Vec::new(),
+        })
+    }
 }

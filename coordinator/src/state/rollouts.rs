@@ -578,4 +578,51 @@ mod tests {
             "one instance back to r1, the next waits an hour for its gate"
         );
     }
+
+    /// Issue 17: several services go back together, each to its previous
+    /// revision, in one commit; when one cannot, none does.
+    #[tokio::test]
+    async fn services_roll_back_together_or_not_at_all() {
+        let (coord, mut a, _dir) = setup().await;
+        let two = |v: &str| {
+            format!(
+                "services:\n  web:\n    image: x:1\n    environment: {{ G: {v} }}\n  api:\n    image: y:1\n    environment: {{ G: {v} }}\n"
+            )
+        };
+        coord.apply("s.yaml", &two("v1"), false, "t").await.unwrap();
+        settle(&coord, &mut a).await;
+        coord.apply("s.yaml", &two("v2"), false, "t").await.unwrap();
+        settle(&coord, &mut a).await;
+        let lone = "services:\n  lone:\n    image: z:1\n";
+        coord.apply("l.yaml", lone, false, "t").await.unwrap();
+
+        // `lone` has nothing to go back to: nothing moves.
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let err = coord
+            .rollback_together(&names(&["web", "lone", "api"]), "", "t")
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("`default/lone` has no revision before r1"),
+            "{err}"
+        );
+        assert_eq!(coord.history("web", "").await.unwrap().current, 2);
+        assert_eq!(coord.history("api", "").await.unwrap().current, 2);
+
+        let r = coord
+            .rollback_together(&names(&["web", "api"]), "", "t")
+            .await
+            .unwrap();
+        assert_eq!(r.services.len(), 2);
+        for svc in ["web", "api"] {
+            let h = coord.history(svc, "").await.unwrap();
+            assert_eq!(h.current, 3, "{svc}");
+            assert_eq!(h.revisions[2].source, "rollback of r2 to r1");
+            assert_eq!(
+                h.revisions[2].spec_hash, h.revisions[0].spec_hash,
+                "{svc} runs r1's spec"
+            );
+        }
+    }
 }
