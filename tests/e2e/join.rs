@@ -7,22 +7,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use convoy_tests::spec::compose;
+use convoy_tests::systemd::join_token;
 use convoy_tests::{skip_without_docker, wait_until, Cluster, ServiceSpec};
-
-/// `convoy token create --join ...` → (token, CA fingerprint).
-fn join_token(c: &Cluster, extra: &[&str]) -> (String, String) {
-    let mut args = vec!["token", "create", "--join"];
-    args.extend_from_slice(extra);
-    let created: serde_json::Value = c.cli_json(&args);
-    let token = created["token"].as_str().unwrap_or_default().to_string();
-    let fp = created["ca_fingerprint"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    assert!(token.len() > 20, "no join token in {created}");
-    assert!(fp.starts_with("sha256:"), "no CA fingerprint in {created}");
-    (token, fp)
-}
 
 /// Waits for an agent that must give up, and returns its log.
 fn failed_join(c: &mut Cluster, node: &str) -> String {

@@ -14,6 +14,7 @@ use anyhow::{ensure, Context};
 use convoy_tests::events::EventWatch;
 use convoy_tests::spec::{compose, ServiceSpec};
 use convoy_tests::swarm::{Engine, SwarmPair};
+use convoy_tests::systemd::{bridge_gateway, enroll_systemd_host, HOST_NAME};
 use convoy_tests::Cluster;
 use convoy_tests::{skip_without_docker, wait_until};
 use serde_json::Value;
@@ -261,4 +262,105 @@ fn a_compose_service_runs_on_swarm_with_convoys_history_and_rollback() {
         Ok(())
     });
     c.assert_healthy();
+}
+
+/// One file, three kinds: a container on a plain node, a systemd unit in
+/// the systemd container and a Swarm service, applied in one `apply`,
+/// updated together, and rolled back together with one `convoy rollback`:
+/// each runs its first revision's environment again (checked in Docker,
+/// in systemd and in the Swarm service's spec).
+#[test]
+fn a_mixed_spec_of_container_unit_and_swarm_service_is_applied_and_rolled_back_as_one() {
+    skip_without_docker!();
+    let pair = SwarmPair::start();
+    let gateway = bridge_gateway().unwrap_or_else(|e| panic!("{e:#}"));
+    let mut c = Cluster::start_for_containers(&[HOST_NAME, &gateway]);
+    let (host, sd_node) = enroll_systemd_host(&c);
+    let plain = c.add_agent();
+    let manager = c.add_agent_with_env(&[("DOCKER_HOST", &pair.manager.host())]);
+    c.wait_nodes_ready(&[plain.clone(), manager.clone()]);
+    let (web, sw, tick) = (
+        c.service_name("web"),
+        c.service_name("sw"),
+        c.service_name("tick"),
+    );
+    let spec = |greeting: &str| {
+        let container = ServiceSpec::new(&web, &c.image())
+            .env("GREETING", greeting)
+            .deploy(&format!(
+                "placement: {{ constraints: [\"node.name == {plain}\"] }}"
+            ));
+        let swarm = ServiceSpec::new(&sw, &c.image())
+            .replicas(2)
+            .env("GREETING", greeting)
+            .extra(&format!("x-convoy: {{ swarm: {} }}", pair.cluster_id));
+        format!(
+            "{}units:\n  {tick}:\n    exec_start: /bin/sleep 1001\n    environment: {{ GREETING: {greeting} }}\n    deploy:\n      placement:\n        constraints: [\"node.name == {sd_node}\"]\n",
+            compose(&[&container, &swarm])
+        )
+    };
+    let greeting_of_all = |want: &str| -> anyhow::Result<()> {
+        let containers = c.containers_of(&web)?;
+        ensure!(containers.len() == 1, "{containers:?}");
+        let env = containers[0].config.env.clone().unwrap_or_default();
+        ensure!(
+            env.iter().any(|e| e == &format!("GREETING={want}")),
+            "{env:?}"
+        );
+        let shown = host.show(
+            &format!("convoy-{tick}.service"),
+            &["ActiveState", "Environment"],
+        )?;
+        ensure!(shown["ActiveState"] == "active", "{shown:?}");
+        ensure!(
+            shown["Environment"].contains(&format!("GREETING={want}")),
+            "{shown:?}"
+        );
+        let env = pair.manager.docker(&[
+            "service",
+            "inspect",
+            "--format",
+            "{{json .Spec.TaskTemplate.ContainerSpec.Env}}",
+            &format!("default_{sw}"),
+        ])?;
+        ensure!(env.contains(&format!("GREETING={want}")), "{env}");
+        let s = status(&c, &sw)?;
+        let running = s["instances"]
+            .as_array()
+            .context("no instances")?
+            .iter()
+            .filter(|i| i["state"] == "running")
+            .count();
+        ensure!(running == 2, "{s:#}");
+        Ok(())
+    };
+    let file = c.write_spec("mixed.yaml", &spec("one"));
+    let report = c.apply(&file);
+    for name in [&web, &sw, &tick] {
+        assert_eq!(report.service(name).action, "create", "{report:#?}");
+    }
+    wait_until("all three run r1", SETTLE, POLL, || greeting_of_all("one"));
+
+    let file = c.write_spec("mixed.yaml", &spec("two"));
+    c.apply(&file);
+    wait_until("all three run r2", SETTLE, POLL, || greeting_of_all("two"));
+
+    let out = c.cli(&["rollback", &web, &sw, &tick]);
+    assert!(
+        out.status.success(),
+        "rollback: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until("all three run r1's spec again", SETTLE, POLL, || {
+        greeting_of_all("one")
+    });
+    for name in [&web, &sw, &tick] {
+        let h: Value = c.cli_json(&["history", name]);
+        let revs = h["revisions"].as_array().unwrap();
+        assert_eq!(revs.len(), 3, "{h:#}");
+        assert_eq!(revs[2]["source"], "rollback of r2 to r1", "{h:#}");
+    }
+    c.delete(&sw);
+    drop(host);
 }

@@ -12,10 +12,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{anyhow, ensure, Result};
-use convoy_tests::systemd::{bridge_gateway, SystemdHost, AGENT_PATH, HOST_NAME};
+use convoy_tests::systemd::{
+    bridge_gateway, enroll_systemd_host, SystemdHost, AGENT_PATH, AGENT_UNIT, HOST_NAME,
+};
 use convoy_tests::{skip_without_docker, wait_until, Cluster, InstanceStatus, SETTLE};
 
-const AGENT_UNIT: &str = "convoy-agent.service";
 const AGENT_FILE: &str = "/etc/systemd/system/convoy-agent.service";
 const POLL: Duration = Duration::from_millis(250);
 
@@ -48,67 +49,12 @@ impl Drop for Fixture {
     }
 }
 
-/// `convoy token create --join ARGS -o json` → (token, CA fingerprint).
-fn join_token(c: &Cluster, extra: &[&str]) -> (String, String) {
-    let mut args = vec!["token", "create", "--join"];
-    args.extend_from_slice(extra);
-    let created: serde_json::Value = c.cli_json(&args);
-    let token = created["token"].as_str().unwrap_or_default().to_string();
-    let fp = created["ca_fingerprint"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    assert!(token.len() > 20, "no join token in {created}");
-    assert!(fp.starts_with("sha256:"), "no CA fingerprint in {created}");
-    (token, fp)
-}
-
 /// Boots the container, copies the agent in and runs `convoy-agent install`
 /// there; waits until systemd runs it and `convoy nodes` lists it ready.
 fn enrolled() -> Fixture {
     let gateway = bridge_gateway().unwrap_or_else(|e| panic!("{e:#}"));
     let c = Cluster::start_for_containers(&[HOST_NAME, &gateway]);
-    let node = format!("{}-sd", c.id);
-    let host = SystemdHost::boot(&format!("convoy-sd-{}", c.id));
-    host.install_agent_binary()
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    let (token, fp) = join_token(&c, &["--node", &node]);
-    let coordinator = format!("{HOST_NAME}:{}", c.agent_addr.port());
-    let out = host
-        .exec(&[
-            AGENT_PATH,
-            "install",
-            "--coordinator",
-            &coordinator,
-            "--token",
-            &token,
-            "--ca-fingerprint",
-            &fp,
-            "--name",
-            &node,
-        ])
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    assert!(
-        out.status.success(),
-        "convoy-agent install failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    wait_until(
-        format!("{AGENT_UNIT} is active (running) under systemd"),
-        SETTLE,
-        POLL,
-        || {
-            let shown = host.show(AGENT_UNIT, &["ActiveState", "SubState", "MainPID"])?;
-            ensure!(
-                shown["ActiveState"] == "active" && shown["SubState"] == "running",
-                "{shown:?}"
-            );
-            Ok(())
-        },
-    );
-    c.wait_nodes_ready(std::slice::from_ref(&node));
+    let (host, node) = enroll_systemd_host(&c);
     Fixture { host, c, node }
 }
 

@@ -17,6 +17,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::bins::{bin, profile_dir, workspace_root};
 use crate::process::output_within;
+use crate::{wait_until, Cluster, SETTLE};
 
 /// How long one `docker exec` may take (a `systemctl` call waits for its
 /// job at most this long).
@@ -29,6 +30,74 @@ pub const AGENT_PATH: &str = "/usr/local/bin/convoy-agent";
 /// The name inside the container under which the host is reached (an
 /// `--add-host ...:host-gateway` of the start script).
 pub const HOST_NAME: &str = "host.docker.internal";
+
+/// The agent's unit, as `convoy-agent install` writes it.
+pub const AGENT_UNIT: &str = "convoy-agent.service";
+
+/// `convoy token create --join ARGS -o json` → (token, CA fingerprint).
+pub fn join_token(c: &Cluster, extra: &[&str]) -> (String, String) {
+    let mut args = vec!["token", "create", "--join"];
+    args.extend_from_slice(extra);
+    let created: serde_json::Value = c.cli_json(&args);
+    let token = created["token"].as_str().unwrap_or_default().to_string();
+    let fp = created["ca_fingerprint"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(token.len() > 20, "no join token in {created}");
+    assert!(fp.starts_with("sha256:"), "no CA fingerprint in {created}");
+    (token, fp)
+}
+
+/// Boots a systemd container for `c` (a coordinator containers reach:
+/// `Cluster::start_for_containers`), copies the agent in and runs
+/// `convoy-agent install` there with a join token; waits until systemd
+/// runs it and `convoy nodes` lists it ready. Returns the host and its
+/// node name (`ID-sd`).
+pub fn enroll_systemd_host(c: &Cluster) -> (SystemdHost, String) {
+    let node = format!("{}-sd", c.id);
+    let host = SystemdHost::boot(&format!("convoy-sd-{}", c.id));
+    host.install_agent_binary()
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let (token, fp) = join_token(c, &["--node", &node]);
+    let coordinator = format!("{HOST_NAME}:{}", c.agent_addr.port());
+    let out = host
+        .exec(&[
+            AGENT_PATH,
+            "install",
+            "--coordinator",
+            &coordinator,
+            "--token",
+            &token,
+            "--ca-fingerprint",
+            &fp,
+            "--name",
+            &node,
+        ])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(
+        out.status.success(),
+        "convoy-agent install failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until(
+        format!("{AGENT_UNIT} is active (running) under systemd"),
+        SETTLE,
+        Duration::from_millis(250),
+        || {
+            let shown = host.show(AGENT_UNIT, &["ActiveState", "SubState", "MainPID"])?;
+            anyhow::ensure!(
+                shown["ActiveState"] == "active" && shown["SubState"] == "running",
+                "{shown:?}"
+            );
+            Ok(())
+        },
+    );
+    c.wait_nodes_ready(std::slice::from_ref(&node));
+    (host, node)
+}
 
 /// The systemd image's content-hash tag (`convoy-systemd:src-HASH`), built
 /// with `scripts/build-systemd-image.sh` if Docker does not have it (which
