@@ -31,16 +31,19 @@ pub(super) fn touched_nodes(current: &Desired, next: &Desired) -> HashSet<String
             touched.extend(rec.assignments.values().flatten().cloned());
         }
     };
+    let mut swarm_changed = false;
     for (key, new) in &next.services {
         match current.services.get(key) {
-            Some(old) if Arc::ptr_eq(old, new) => {}
+            Some(old) if Arc::ptr_eq(old, new) => continue,
             Some(old) => instance_changes_touch(old, new, &mut touched),
             None => all_of(new, &mut touched),
         }
+        swarm_changed |= new.spec.swarm.is_some();
     }
     for (key, old) in &current.services {
         if !next.services.contains_key(key) {
             all_of(old, &mut touched);
+            swarm_changed |= old.spec.swarm.is_some();
         }
     }
     touched.extend(
