@@ -54,18 +54,6 @@ pub(super) fn touched_nodes(current: &Desired, next: &Desired) -> HashSet<String
     );
     // A Swarm service created or deleted may make another manager of its
     // cluster the one that removes what is left (`drives_swarm`).
-    let swarm_changed = next
-        .services
-        .iter()
-        .filter(|(k, new)| {
-            new.spec.swarm.is_some()
-                && current
-                    .services
-                    .get(*k)
-                    .is_none_or(|old| !Arc::ptr_eq(old, new))
-        })
-        .count()
-        > 0;
     if swarm_changed {
         touched.extend(
             next.nodes
