@@ -10,11 +10,18 @@ impl Coordinator {
     /// driver `pick` chooses now. Cheap when nothing is to move (one pass
     /// over the services, no store write); called about once a second.
     pub async fn fail_over_swarm(&self) {
-        let connected = self.connected();
         let moves = {
             let desired = self.desired.lock().await;
-            swarm_moves(&desired, &connected)
+            if !desired
+                .services
+                .values()
+                .any(|r| !r.deleted && r.spec.swarm.is_some())
+            {
+                return;
+            }
+            swarm_moves(&desired, &self.connected())
         };
+        let connected = self.connected();
         if moves.is_empty() {
             return;
         }
