@@ -168,6 +168,20 @@
     return { text: `${s.running}/${s.desired} running`, ok: s.running >= s.desired };
   }
 
+  // A Swarm service: its Swarm name, cluster and driver, and Swarm's
+  // update state while one is not completed.
+  function swarmLine(s) {
+    const w = s.swarm;
+    const driver = !w.driver ? 'no driver'
+      : w.driver_connected ? `driven by ${w.driver}`
+        : `driver ${w.driver} unreachable: Swarm keeps the service running; tasks as last reported`;
+    const update = w.update_state && w.update_state !== 'completed'
+      ? ` · update ${w.update_state}${w.update_message ? `: ${w.update_message}` : ''}` : '';
+    return el('p', {
+      class: `swarm ${w.driver_connected ? '' : 'lost'}`, 'data-testid': `swarm-${s.name}`,
+    }, `Swarm service ${w.service_name} on cluster ${w.cluster}, ${driver}${update}`);
+  }
+
   function renderServices() {
     const box = document.getElementById('services');
     const cards = state.services.map((s) => {
@@ -194,6 +208,7 @@
         el('span', { class: 'rev' }, `revision ${s.revision}`),
         el('code', { class: 'image' }, s.image),
         el('span', { class: `rollup ${r.ok ? 'good' : 'warn'}`, 'data-testid': `rollup-${s.name}` }, r.text)),
+      s.swarm ? swarmLine(s) : null,
       el('table', { class: 'instances' },
         el('thead', {}, el('tr', {},
           el('th', {}, 'Instance'), el('th', {}, 'Node'), el('th', {}, 'Rev'), el('th', {}, 'State'),
