@@ -61,7 +61,7 @@ pub use service::{
     Dependency, DependencyCondition, EnvFileRef, HealthcheckSpec, NetworkAttachment, PortSpec,
     ProbeCheck, ProbeSpec, Protocol, RestartCondition, RestartSpec, ServiceSpec,
 };
-pub use swarm::{SwarmFields, SWARM_LABEL};
+pub use swarm::{SwarmFields, SwarmRestart, SwarmUpdate, SWARM_LABEL};
 pub use unit::{UnitFields, UnitRestart, UnitState};
 pub use volumes::{MountKind, MountSpec, VolumeDecl};
 
