@@ -32,6 +32,8 @@ mod secrets_tests;
 mod service;
 mod swarm;
 #[cfg(test)]
+mod swarm_tests;
+#[cfg(test)]
 mod tests;
 mod unit;
 mod values;

@@ -52,6 +52,8 @@ pub fn changed_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
         swarm,
     } = old;
     let mut fields = unit_changes(unit.as_ref(), new.unit.as_ref());
+    // A Swarm service's rollout is its `deploy.update_config`, named below.
+    let both_swarm = swarm.is_some() && new.swarm.is_some();
     fields.extend(
         [
             ("image", *image != new.image),
@@ -89,7 +91,10 @@ pub fn changed_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
                 *max_replicas_per_node != new.deploy.max_replicas_per_node,
             ),
             ("deploy.labels", *deploy_labels != new.deploy.labels),
-            ("update strategy", *update != new.deploy.update),
+            (
+                "update strategy",
+                !both_swarm && *update != new.deploy.update,
+            ),
             ("deploy.rollback_config", *rollback != new.deploy.rollback),
             ("profiles", *profiles != new.profiles),
             ("resources", *resources != new.resources),
