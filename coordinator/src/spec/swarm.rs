@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 pub const SWARM_LABEL: &str = "convoy.swarm";
 
 /// A service's `x-convoy.swarm` (or the file's top-level one), with what
-/// Swarm takes as written and Convoy's own fields would lose.
+/// Swarm takes as written and Convoy's own fields would lose. The rest of
+/// `deploy` (mode, replicas, `preferences` spreads, max replicas per node)
+/// stays in `ServiceSpec::deploy`, which Convoy reads the same way.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SwarmFields {

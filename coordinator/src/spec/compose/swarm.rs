@@ -26,9 +26,10 @@ pub(super) struct SwarmRead {
     pub(super) plain_notes: Vec<Note>,
 }
 
-/// `NOT_YET`'s words for what a Swarm service cannot have yet.
+/// The words for what a Swarm service cannot have yet.
 pub(super) const NOT_YET: &str = "not yet supported for Swarm services";
 
+/// A key path relative to the service: `["deploy", "update_config"]`.
 pub(super) fn path(keys: &[&str]) -> Vec<Seg> {
     keys.iter().map(|k| Seg::Key((*k).to_owned())).collect()
 }
