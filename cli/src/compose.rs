@@ -144,6 +144,9 @@ fn read_env_files(
 #[serde(deny_unknown_fields)]
 struct TopConvoy {
     environment: Option<String>,
+    /// The services' default Swarm cluster: the coordinator's to read.
+    #[serde(default, rename = "swarm")]
+    _swarm: Option<serde::de::IgnoredAny>,
 }
 
 /// The environment `content` names at `x-convoy.environment`; a file the
@@ -154,11 +157,11 @@ fn named_environment(filename: &str, content: &str) -> Result<Option<String>> {
     };
     match serde_saphyr::from_str_with_options::<Top>(content, options) {
         Ok(Top {
-            convoy: Some(TopConvoy { environment }),
+            convoy: Some(TopConvoy { environment, .. }),
         }) => Ok(environment),
         Ok(Top { convoy: None }) => Ok(None),
         Err(e) if e.to_string().contains("unknown field") => Err(anyhow!(
-            "{filename}: x-convoy: {}: the top-level `x-convoy` holds only `environment`",
+            "{filename}: x-convoy: {}: the top-level `x-convoy` holds only `environment` and `swarm`",
             e.to_string().lines().next().unwrap_or_default()
         )),
         Err(_) => Ok(None),
@@ -425,6 +428,11 @@ mod tests {
         let err = named_environment("app.yaml", "x-convoy:\n  enviroment: prod\n").unwrap_err();
         assert!(err.to_string().starts_with("app.yaml: x-convoy: "), "{err}");
         assert!(err.to_string().contains("enviroment"), "{err}");
+        // `swarm` is the coordinator's: the CLI lets it through.
+        assert_eq!(
+            named_environment("app.yaml", "x-convoy:\n  environment: prod\n  swarm: c1\n").unwrap(),
+            Some("prod".to_owned())
+        );
     }
 
     #[test]

@@ -32,6 +32,8 @@ mod secrets_tests;
 mod service;
 mod swarm;
 #[cfg(test)]
+mod swarm_tests;
+#[cfg(test)]
 mod tests;
 mod unit;
 mod values;
@@ -61,7 +63,7 @@ pub use service::{
     Dependency, DependencyCondition, EnvFileRef, HealthcheckSpec, NetworkAttachment, PortSpec,
     ProbeCheck, ProbeSpec, Protocol, RestartCondition, RestartSpec, ServiceSpec,
 };
-pub use swarm::{SwarmFields, SWARM_LABEL};
+pub use swarm::{SwarmFields, SwarmRestart, SwarmUpdate, SWARM_LABEL};
 pub use unit::{UnitFields, UnitRestart, UnitState};
 pub use volumes::{MountKind, MountSpec, VolumeDecl};
 

@@ -35,6 +35,7 @@ mod resources;
 mod secrets;
 mod seeds;
 mod service;
+mod swarm;
 mod units;
 mod update;
 mod volumes;

@@ -1,7 +1,7 @@
 //! What changed between two specs of a service, named as in the spec file,
 //! for the messages of `apply` and rollouts.
 
-use super::{DeploySpec, ServiceSpec, UnitFields};
+use super::{DeploySpec, ServiceSpec, SwarmFields, UnitFields};
 
 /// The fields that differ between two specs of a service, named as in the
 /// spec file: `image`, `environment`, `deploy.replicas`, ...
@@ -52,6 +52,8 @@ pub fn changed_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
         swarm,
     } = old;
     let mut fields = unit_changes(unit.as_ref(), new.unit.as_ref());
+    // A Swarm service's rollout is its `deploy.update_config`, named below.
+    let both_swarm = swarm.is_some() && new.swarm.is_some();
     fields.extend(
         [
             ("image", *image != new.image),
@@ -89,7 +91,10 @@ pub fn changed_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
                 *max_replicas_per_node != new.deploy.max_replicas_per_node,
             ),
             ("deploy.labels", *deploy_labels != new.deploy.labels),
-            ("update strategy", *update != new.deploy.update),
+            (
+                "update strategy",
+                !both_swarm && *update != new.deploy.update,
+            ),
             ("deploy.rollback_config", *rollback != new.deploy.rollback),
             ("profiles", *profiles != new.profiles),
             ("resources", *resources != new.resources),
@@ -100,13 +105,49 @@ pub fn changed_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
             ("configs", *configs != new.configs),
             // A rotation shows as this: which secret, never its value.
             ("secrets", *secrets != new.secrets),
-            ("x-convoy.swarm", *swarm != new.swarm),
         ]
         .into_iter()
         .filter(|(_, changed)| *changed)
         .map(|(name, _)| name.to_owned()),
     );
+    for name in swarm_changes(swarm.as_ref(), new.swarm.as_ref()) {
+        // `deploy.rollback_config` may be named by both.
+        if !fields.contains(&name) {
+            fields.push(name);
+        }
+    }
     fields
+}
+
+/// The Swarm settings that differ, by the keys they are written under;
+/// `x-convoy.swarm` alone when the cluster changed or one of the two is
+/// not a Swarm service.
+fn swarm_changes(old: Option<&SwarmFields>, new: Option<&SwarmFields>) -> Vec<String> {
+    let (old, new) = match (old, new) {
+        (None, None) => return Vec::new(),
+        (Some(old), Some(new)) if old.cluster == new.cluster => (old, new),
+        _ => return vec!["x-convoy.swarm".to_owned()],
+    };
+    let SwarmFields {
+        cluster: _,
+        constraints,
+        restart,
+        update,
+        rollback,
+    } = old;
+    [
+        (
+            "deploy.placement.constraints",
+            *constraints != new.constraints,
+        ),
+        ("deploy.restart_policy", *restart != new.restart),
+        ("deploy.update_config", *update != new.update),
+        ("deploy.rollback_config", *rollback != new.rollback),
+    ]
+    .into_iter()
+    .filter(|(_, changed)| *changed)
+    .map(|(name, _)| name.to_owned())
+    .collect()
 }
 
 /// The keys of a `units:` entry that differ; `unit` alone when one of the

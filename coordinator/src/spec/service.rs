@@ -283,6 +283,10 @@ pub struct PortSpec {
     pub published: u16,
     pub target: u16,
     pub protocol: Protocol,
+    /// The long syntax's `mode`, for Swarm services only: `host` or
+    /// `ingress`; empty: Swarm's default (`ingress`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mode: String,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -37,6 +37,7 @@ fn port(host_ip: &str, published: u16, target: u16, protocol: Protocol) -> PortS
         published,
         target,
         protocol,
+        mode: String::new(),
     }
 }
 
@@ -730,8 +731,11 @@ fn unsupported_deploy_and_top_level_keys_are_warnings() {
         file.warnings,
         [
             "app.yaml:5: services.web.deploy.endpoint_mode: not supported by Convoy yet, ignored",
-            "app.yaml:10: services.web.deploy.restart_policy.delay: not supported by Convoy yet, ignored",
-            "app.yaml:13: services.web.ports[0].mode: not supported by Convoy yet, ignored",
+            "app.yaml:10: services.web.deploy.restart_policy.delay: only Swarm services \
+             (`x-convoy.swarm`) use it; Convoy's agent restarts containers with its own \
+             backoff: ignored",
+            "app.yaml:13: services.web.ports[0].mode: only a Swarm service (`x-convoy.swarm`) \
+             publishes in `host` or `ingress` mode; a container publishes on its node: ignored",
         ]
     );
 }
@@ -1177,7 +1181,7 @@ fn unknown_keys_in_x_convoy_are_errors_naming_the_key_path() {
     assert_eq!(
         error(&web("x-convoy:\n  probe: []")),
         "app.yaml:5:7: services.web.x-convoy.probe: unknown field `probe`, expected one of `probes`, \
-         `update`, `secret_env`, `gpu_sharing`"
+         `update`, `secret_env`, `gpu_sharing`, `swarm`"
     );
     assert!(error(&web(
         "x-convoy:\n  probes:\n    - tcp: {port: 1}\n      intervall: 1s"

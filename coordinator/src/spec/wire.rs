@@ -9,9 +9,9 @@ use convoy_proto::{
 use convoy_proto as pb;
 
 use super::{
-    Dependency, DependencyCondition, HealthcheckSpec, MountSpec, NetworkAttachment, PortSpec,
-    ProbeCheck, ProbeSpec, RestartCondition, RestartSpec, ServiceSpec, UnitFields, UnitState,
-    VolumeDecl,
+    Dependency, DependencyCondition, DeployMode, HealthcheckSpec, MountSpec, NetworkAttachment,
+    PortSpec, ProbeCheck, ProbeSpec, RestartCondition, RestartSpec, ServiceSpec, SwarmFields,
+    SwarmRestart, SwarmUpdate, UnitFields, UnitState, VolumeDecl,
 };
 
 impl ServiceSpec {
@@ -104,15 +104,55 @@ impl ServiceSpec {
         }
     }
 
-    /// What the agent runs: a container, or a systemd unit for an entry of
-    /// `units:` (`Workload.runtime`).
+    /// What the agent runs: a container, a systemd unit for an entry of
+    /// `units:`, or a Swarm service for one with `x-convoy.swarm`
+    /// (`Workload.runtime`).
     pub fn runtime(&self) -> Runtime {
-        match &self.unit {
-            None => Runtime::Container(self.container_spec()),
-            Some(unit) => Runtime::Unit(UnitSpec {
+        match (&self.unit, &self.swarm) {
+            (Some(unit), _) => Runtime::Unit(UnitSpec {
                 credentials: self.secrets.iter().map(pb::SecretMount::from).collect(),
                 ..UnitSpec::from(unit)
             }),
+            (None, Some(swarm)) => Runtime::Swarm(self.swarm_spec(swarm)),
+            (None, None) => Runtime::Container(self.container_spec()),
+        }
+    }
+
+    /// A Swarm service: the container settings as for a container, without
+    /// its networks (the service's own, in `networks`) and GPUs (refused);
+    /// `name` and `cluster` are the coordinator planner's to fill.
+    fn swarm_spec(&self, swarm: &SwarmFields) -> pb::SwarmServiceSpec {
+        let SwarmFields {
+            cluster: _,
+            constraints,
+            restart,
+            update,
+            rollback,
+        } = swarm;
+        let container = ContainerSpec {
+            networks: Vec::new(),
+            gpu_uuids: Vec::new(),
+            gpu_capabilities: Vec::new(),
+            ..self.container_spec()
+        };
+        pb::SwarmServiceSpec {
+            name: String::new(),
+            cluster: String::new(),
+            container: Some(container),
+            replicas: self.deploy.replicas,
+            global: self.deploy.mode == DeployMode::Global,
+            constraints: constraints.clone(),
+            spread: self
+                .deploy
+                .spread
+                .iter()
+                .map(|label| format!("node.labels.{label}"))
+                .collect(),
+            max_replicas_per_node: self.deploy.max_replicas_per_node,
+            restart: restart.as_ref().map(pb::SwarmRestartPolicy::from),
+            update: update.as_ref().map(pb::SwarmUpdateConfig::from),
+            rollback: rollback.as_ref().map(pb::SwarmUpdateConfig::from),
+            networks: self.networks.iter().map(pb::SwarmNetwork::from).collect(),
         }
     }
 
@@ -216,12 +256,78 @@ impl From<&NetworkAttachment> for pb::NetworkAttachment {
 
 impl From<&PortSpec> for PortMapping {
     fn from(port: &PortSpec) -> Self {
+        let PortSpec {
+            host_ip,
+            published,
+            target,
+            protocol,
+            mode,
+        } = port;
         PortMapping {
-            host_ip: port.host_ip.clone(),
-            host_port: port.published.into(),
-            container_port: port.target.into(),
-            protocol: port.protocol.as_str().to_owned(),
-            mode: String::new(),
+            host_ip: host_ip.clone(),
+            host_port: (*published).into(),
+            container_port: (*target).into(),
+            protocol: protocol.as_str().to_owned(),
+            mode: mode.clone(),
+        }
+    }
+}
+
+/// The agent names the network: `default` → `convoy-ENV`, `K` →
+/// `convoy-ENV-K`, an external one as written.
+impl From<&NetworkAttachment> for pb::SwarmNetwork {
+    fn from(attachment: &NetworkAttachment) -> Self {
+        let NetworkAttachment {
+            name,
+            aliases,
+            external,
+            internal,
+            labels,
+        } = attachment;
+        pb::SwarmNetwork {
+            name: name.clone(),
+            aliases: aliases.clone(),
+            external: *external,
+            internal: *internal,
+            labels: labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        }
+    }
+}
+
+impl From<&SwarmRestart> for pb::SwarmRestartPolicy {
+    fn from(restart: &SwarmRestart) -> Self {
+        let SwarmRestart {
+            condition,
+            delay_ms,
+            max_attempts,
+            window_ms,
+        } = restart;
+        pb::SwarmRestartPolicy {
+            condition: condition.clone(),
+            delay_ms: *delay_ms,
+            max_attempts: *max_attempts,
+            window_ms: *window_ms,
+        }
+    }
+}
+
+impl From<&SwarmUpdate> for pb::SwarmUpdateConfig {
+    fn from(update: &SwarmUpdate) -> Self {
+        let SwarmUpdate {
+            parallelism,
+            delay_ms,
+            failure_action,
+            monitor_ms,
+            max_failure_permille,
+            order,
+        } = update;
+        pb::SwarmUpdateConfig {
+            parallelism: *parallelism,
+            delay_ms: *delay_ms,
+            failure_action: failure_action.clone(),
+            monitor_ms: *monitor_ms,
+            max_failure_ratio: f64::from(*max_failure_permille) / 1000.0,
+            order: order.clone(),
         }
     }
 }

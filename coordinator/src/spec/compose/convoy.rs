@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
 
-use super::keys::{next_key, ConvoyKey};
+use super::keys::{next_key, ConvoyKey, TopConvoyKey};
 use super::probes::ProbesSeed;
 use super::secrets::SecretEnvSeed;
 use super::seeds::value;
@@ -21,6 +21,88 @@ pub(super) struct Convoy {
     pub(super) secret_env: Vec<(String, String)>,
     /// `gpu_sharing: true`: the service's GPU request may share GPUs.
     pub(super) gpu_sharing: bool,
+    /// `swarm`, when written.
+    pub(super) swarm: Option<SwarmChoice>,
+}
+
+/// `x-convoy.swarm`: a cluster, or `false` to opt out of the file's
+/// top-level one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum SwarmChoice {
+    Cluster(String),
+    Off,
+}
+
+/// Reads `x-convoy.swarm`'s value.
+pub(super) fn swarm_choice(s: &str) -> Result<SwarmChoice, String> {
+    match s.trim() {
+        "false" => Ok(SwarmChoice::Off),
+        "true" => Err(
+            "name the Swarm cluster (its ID, or the value of the managers' \
+                       `convoy.swarm` node label), or write `false` to opt out"
+                .to_owned(),
+        ),
+        "" => Err(
+            "the Swarm cluster must not be empty: give its ID or the value of the \
+                   managers' `convoy.swarm` node label"
+                .to_owned(),
+        ),
+        cluster if cluster.chars().any(char::is_control) || cluster.len() > 128 => Err(format!(
+            "`{}`: a Swarm cluster is an ID or a label value (at most 128 characters, no \
+             control characters)",
+            cluster.escape_default()
+        )),
+        cluster => Ok(SwarmChoice::Cluster(cluster.to_owned())),
+    }
+}
+
+/// Reads an `x-convoy.swarm` value.
+pub(super) fn swarm_value<'de, A: MapAccess<'de>>(
+    map: &mut A,
+) -> Result<Option<SwarmChoice>, A::Error> {
+    value(
+        map,
+        super::seeds::scalar(
+            "a Swarm cluster (ID or `convoy.swarm` label) or `false`",
+            swarm_choice,
+        ),
+    )
+}
+
+/// The top-level `x-convoy`: `environment` (the CLI's, not used here) and
+/// `swarm`, the default of every entry of `services:`.
+pub(super) struct TopConvoySeed;
+
+impl<'de> DeserializeSeed<'de> for TopConvoySeed {
+    type Value = Option<SwarmChoice>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TopConvoySeed {
+    type Value = Option<SwarmChoice>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping such as `swarm: prod` or `environment: prod`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut seen = super::keys::Seen::default();
+        let mut notes = Vec::new();
+        let mut swarm = None;
+        while let Some(key) = next_key::<A, TopConvoyKey>(&mut map, &mut seen, &mut notes)? {
+            match key {
+                // The CLI's: it picked the environment before sending.
+                TopConvoyKey::Environment => {
+                    value(&mut map, super::seeds::text("an environment name"))?;
+                }
+                TopConvoyKey::Swarm => swarm = swarm_value(&mut map)?,
+            }
+        }
+        Ok(swarm)
+    }
 }
 
 pub(super) struct ConvoySeed;
@@ -49,6 +131,7 @@ impl<'de> Visitor<'de> for ConvoySeed {
         let mut update = None;
         let mut secret_env = Vec::new();
         let mut gpu_sharing = false;
+        let mut swarm = None;
         while let Some(key) = next_key::<A, ConvoyKey>(&mut map, &mut seen, &mut notes)? {
             match key {
                 ConvoyKey::Probes => probes = value(&mut map, ProbesSeed)?.unwrap_or_default(),
@@ -63,6 +146,7 @@ impl<'de> Visitor<'de> for ConvoySeed {
                     )?
                     .unwrap_or_default();
                 }
+                ConvoyKey::Swarm => swarm = swarm_value(&mut map)?,
             }
         }
         Ok(Convoy {
@@ -70,6 +154,7 @@ impl<'de> Visitor<'de> for ConvoySeed {
             update,
             secret_env,
             gpu_sharing,
+            swarm,
         })
     }
 }

@@ -13,6 +13,7 @@ use super::seeds::{list, scalar, value};
 use super::update::{UpdateConfig, UpdateConfigSeed};
 use super::{nest, Note};
 use crate::spec::locate::Seg;
+use crate::spec::swarm::swarm_constraint;
 use crate::spec::{values, Constraint, DeployMode, RestartCondition, RestartSpec};
 
 pub(super) struct Deploy {
@@ -24,6 +25,8 @@ pub(super) struct Deploy {
     /// `deploy.labels`.
     pub(super) labels: BTreeMap<String, String>,
     pub(super) restart: Option<RestartSpec>,
+    /// `restart_policy`'s `delay` and `window`: only Swarm uses them.
+    pub(super) restart_timing: RestartTiming,
     pub(super) update: Option<UpdateConfig>,
     /// `rollback_config`, when written.
     pub(super) rollback: Option<UpdateConfig>,
@@ -57,6 +60,7 @@ impl<'de> Visitor<'de> for DeploySeed {
         let mut placement = Placement::default();
         let mut labels = BTreeMap::new();
         let mut restart = None;
+        let mut restart_timing = RestartTiming::default();
         let mut update = None;
         let mut rollback = None;
         let mut resources = None;
@@ -114,8 +118,11 @@ impl<'de> Visitor<'de> for DeploySeed {
                         .collect();
                 }
                 DeployKey::RestartPolicy => {
-                    if let Some((policy, policy_notes)) = value(&mut map, RestartPolicySeed)? {
+                    if let Some((policy, timing, policy_notes)) =
+                        value(&mut map, RestartPolicySeed)?
+                    {
                         restart = Some(policy);
+                        restart_timing = timing;
                         nest(
                             &mut notes,
                             Seg::Key("restart_policy".to_owned()),
@@ -145,6 +152,7 @@ impl<'de> Visitor<'de> for DeploySeed {
             placement,
             labels,
             restart,
+            restart_timing,
             update,
             rollback,
             resources,
@@ -156,7 +164,14 @@ impl<'de> Visitor<'de> for DeploySeed {
 /// `deploy.placement`.
 #[derive(Default)]
 pub(super) struct Placement {
+    /// The constraints Convoy's own parser reads.
     pub(super) constraints: Vec<Constraint>,
+    /// Every constraint as written, for a Swarm service (Swarm reads them).
+    pub(super) raw_constraints: Vec<String>,
+    /// The constraints in Swarm's syntax that Convoy's parser refuses
+    /// (`node.role == manager`), by index, with its reason: an error for a
+    /// plain container, fine for a Swarm service.
+    pub(super) convoy_refused: Vec<(usize, String)>,
     /// The label keys of `preferences: [{spread: node.labels.KEY}]`.
     pub(super) spread: Vec<String>,
     pub(super) max_replicas_per_node: u32,
@@ -186,16 +201,33 @@ impl<'de> Visitor<'de> for PlacementSeed {
         while let Some(key) = next_key::<A, PlacementKey>(&mut map, &mut seen, &mut notes)? {
             match key {
                 PlacementKey::Constraints => {
-                    placement.constraints = value(
+                    let read = value(
                         &mut map,
                         list("a list of constraints", |_| {
                             scalar(
                                 "a constraint such as `node.labels.zone == eu`",
-                                |s: &str| s.parse(),
+                                |s: &str| match s.parse::<Constraint>() {
+                                    Ok(constraint) => Ok((s.to_owned(), Ok(constraint))),
+                                    // Swarm's syntax with an attribute Convoy
+                                    // does not know: whether that is an error
+                                    // shows once the service is known to run
+                                    // on Swarm or not.
+                                    Err(why) => match swarm_constraint(s) {
+                                        Ok(()) => Ok((s.to_owned(), Err(why))),
+                                        Err(_) => Err(why),
+                                    },
+                                },
                             )
                         }),
                     )?
                     .unwrap_or_default();
+                    for (index, (raw, parsed)) in read.into_iter().enumerate() {
+                        match parsed {
+                            Ok(constraint) => placement.constraints.push(constraint),
+                            Err(why) => placement.convoy_refused.push((index, why)),
+                        }
+                        placement.raw_constraints.push(raw);
+                    }
                 }
                 PlacementKey::Preferences => {
                     placement.spread = value(
@@ -278,8 +310,15 @@ fn spread_label(s: &str) -> Result<String, String> {
 
 struct RestartPolicySeed;
 
+/// `restart_policy`'s `delay` and `window`, when written.
+#[derive(Default)]
+pub(super) struct RestartTiming {
+    pub(super) delay_ms: Option<u64>,
+    pub(super) window_ms: Option<u64>,
+}
+
 impl<'de> DeserializeSeed<'de> for RestartPolicySeed {
-    type Value = (RestartSpec, Vec<Note>);
+    type Value = (RestartSpec, RestartTiming, Vec<Note>);
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
@@ -287,7 +326,7 @@ impl<'de> DeserializeSeed<'de> for RestartPolicySeed {
 }
 
 impl<'de> Visitor<'de> for RestartPolicySeed {
-    type Value = (RestartSpec, Vec<Note>);
+    type Value = (RestartSpec, RestartTiming, Vec<Note>);
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a mapping with `condition:` and `max_attempts:`")
@@ -297,6 +336,8 @@ impl<'de> Visitor<'de> for RestartPolicySeed {
         let mut seen = super::keys::Seen::default();
         let mut notes = Vec::new();
         let mut policy = RestartSpec::default();
+        let mut timing = RestartTiming::default();
+        let duration = || scalar("a duration such as `5s`", values::duration_ms);
         while let Some(key) = next_key::<A, RestartPolicyKey>(&mut map, &mut seen, &mut notes)? {
             match key {
                 RestartPolicyKey::Condition => {
@@ -311,8 +352,10 @@ impl<'de> Visitor<'de> for RestartPolicySeed {
                         value(&mut map, scalar("a number of attempts", values::count))?
                             .unwrap_or(0);
                 }
+                RestartPolicyKey::Delay => timing.delay_ms = value(&mut map, duration())?,
+                RestartPolicyKey::Window => timing.window_ms = value(&mut map, duration())?,
             }
         }
-        Ok((policy, notes))
+        Ok((policy, timing, notes))
     }
 }

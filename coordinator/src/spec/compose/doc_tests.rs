@@ -16,7 +16,7 @@ use super::keys::{
     ConvoyKey, ConvoyUpdateKey, DependsOnKey, DeployKey, DeviceKey, HealthcheckKey, HttpProbeKey,
     KeySet, LimitsKey, LoggingKey, NetworkKey, PlacementKey, PortKey, PreferenceKey, ProbeKey,
     ReservationsKey, ResourcesKey, RestartPolicyKey, ServiceKey, ServiceNetworkKey, TcpProbeKey,
-    TopKey, UnitKey, UpdateConfigKey,
+    TopConvoyKey, TopKey, UnitKey, UpdateConfigKey,
 };
 
 use super::keys::{BindKey, MountTmpfsKey, MountVolumeKey, ServiceVolumeKey, VolumeKey};
@@ -53,6 +53,7 @@ fn mappings() -> Vec<Mapping> {
     let service = |rest: &str| format!("{SERVICE}{rest}");
     vec![
         mapping::<TopKey>("top level", service("@@\n")),
+        mapping::<TopConvoyKey>("x-convoy", format!("x-convoy:\n  @@\n{SERVICE}")),
         mapping::<ServiceKey>("services.<name>", service("    @@\n")),
         mapping::<LoggingKey>("services.<name>.logging", service("    logging:\n      @@\n")),
         mapping::<DeployKey>("services.<name>.deploy", service("    deploy:\n      @@\n")),

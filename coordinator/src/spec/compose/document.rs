@@ -55,12 +55,15 @@ impl<'de> Visitor<'de> for DocumentVisitor {
         let mut configs = Vec::new();
         let mut declared_secrets = Vec::new();
         let mut depends_on = Vec::new();
+        let mut swarm_reads = Vec::new();
+        let mut top_swarm = None;
         while let Some(key) = next_key::<A, TopKey>(&mut map, &mut seen, &mut notes)? {
             match key {
                 TopKey::Services => {
                     let read = map.next_value_seed(ServicesSeed)?;
                     services = Some(read.services);
                     depends_on = read.depends_on;
+                    swarm_reads = read.swarm;
                     nest(&mut notes, Seg::Key("services".to_owned()), read.notes);
                     nest(
                         &mut problems,
@@ -102,6 +105,9 @@ impl<'de> Visitor<'de> for DocumentVisitor {
                         nest(&mut notes, Seg::Key("volumes".to_owned()), volume_notes);
                     }
                 }
+                TopKey::Convoy => {
+                    top_swarm = value(&mut map, super::convoy::TopConvoySeed)?.flatten();
+                }
                 TopKey::Version => {
                     map.next_value::<IgnoredAny>()?;
                     notes.push(Note::new("version", "obsolete in Compose, ignored"));
@@ -112,6 +118,21 @@ impl<'de> Visitor<'de> for DocumentVisitor {
             return Err(de::Error::custom(NO_SERVICES));
         }
         let mut services = services.unwrap_or_default();
+        let mut swarm_notes = Vec::new();
+        let mut swarm_problems = Vec::new();
+        super::swarm::resolve(
+            &mut services,
+            swarm_reads,
+            top_swarm.as_ref(),
+            &mut swarm_notes,
+            &mut swarm_problems,
+        );
+        nest(&mut notes, Seg::Key("services".to_owned()), swarm_notes);
+        nest(
+            &mut problems,
+            Seg::Key("services".to_owned()),
+            swarm_problems,
+        );
         nest(
             &mut problems,
             Seg::Key("services".to_owned()),
@@ -171,6 +192,8 @@ pub(super) struct Services {
     pub(super) problems: Vec<Note>,
     /// Each service's `depends_on` as written.
     pub(super) depends_on: Vec<(String, Vec<Written>)>,
+    /// Each service's `x-convoy.swarm` reading, in the order of `services`.
+    pub(super) swarm: Vec<super::swarm::SwarmRead>,
 }
 
 struct ServicesSeed;
@@ -201,6 +224,7 @@ impl<'de> Visitor<'de> for ServicesSeed {
         let mut notes = Vec::new();
         let mut problems = Vec::new();
         let mut depends_on = Vec::new();
+        let mut swarm = Vec::new();
         loop {
             let name_seed = scalar("a service name", |name: &str| {
                 values::service_name(name)?;
@@ -210,7 +234,9 @@ impl<'de> Visitor<'de> for ServicesSeed {
             let Some(name) = map.next_key_seed(name_seed)? else {
                 break;
             };
-            let (spec, service_notes, problem, written) = map.next_value_seed(ServiceSeed)?;
+            let (spec, service_notes, problem, written, swarm_read) =
+                map.next_value_seed(ServiceSeed)?;
+            swarm.push(swarm_read);
             if !written.is_empty() {
                 depends_on.push((name.clone(), written));
             }
@@ -232,6 +258,7 @@ impl<'de> Visitor<'de> for ServicesSeed {
             notes,
             problems,
             depends_on,
+            swarm,
         })
     }
 }

@@ -76,6 +76,7 @@ key_set!(TopKey {
     Volumes = "volumes",
     Configs = "configs",
     Secrets = "secrets",
+    Convoy = "x-convoy",
 } ignored ["include"]);
 
 key_set!(ServiceKey {
@@ -251,7 +252,9 @@ key_set!(PreferenceKey {
 key_set!(RestartPolicyKey {
     Condition = "condition",
     MaxAttempts = "max_attempts",
-} ignored ["delay", "window"]);
+    Delay = "delay",
+    Window = "window",
+} ignored []);
 
 key_set!(HealthcheckKey {
     Test = "test",
@@ -270,6 +273,14 @@ key_set!(ConvoyKey {
     Update = "update",
     SecretEnv = "secret_env",
     GpuSharing = "gpu_sharing",
+    Swarm = "swarm",
+} ignored []);
+
+// The top-level `x-convoy`: `environment` is the CLI's (read before
+// sending), `swarm` the default of every entry of `services:`.
+key_set!(TopConvoyKey {
+    Environment = "environment",
+    Swarm = "swarm",
 } ignored []);
 
 key_set!(ConvoyUpdateKey {
@@ -436,7 +447,8 @@ key_set!(PortKey {
     Published = "published",
     HostIp = "host_ip",
     Protocol = "protocol",
-} ignored ["mode", "name", "app_protocol"]);
+    Mode = "mode",
+} ignored ["name", "app_protocol"]);
 
 /// The keys a mapping has read so far: a hash set, so that a mapping with
 /// many keys costs time linear in their number.

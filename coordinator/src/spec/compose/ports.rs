@@ -51,6 +51,7 @@ impl<'de> Visitor<'de> for PortSeed {
             published: 0,
             target: 0,
             protocol: Protocol::Tcp,
+            mode: String::new(),
         };
         while let Some(key) = next_key::<A, PortKey>(&mut map, &mut seen, &mut notes)? {
             match key {
@@ -69,6 +70,20 @@ impl<'de> Visitor<'de> for PortSeed {
                 PortKey::Protocol => {
                     port.protocol = value(&mut map, scalar("`tcp` or `udp`", values::protocol))?
                         .unwrap_or(Protocol::Tcp);
+                }
+                // Kept for Swarm services; a plain container's is dropped
+                // with a warning once the service is known not to be one.
+                PortKey::Mode => {
+                    port.mode = value(
+                        &mut map,
+                        scalar("`host` or `ingress`", |s: &str| match s {
+                            "host" | "ingress" => Ok(s.to_owned()),
+                            other => {
+                                Err(format!("`{other}`: a port's mode is `host` or `ingress`"))
+                            }
+                        }),
+                    )?
+                    .unwrap_or_default();
                 }
             }
         }

@@ -16,17 +16,25 @@ use super::networks::{self, DnsSeed, ExtraHostsSeed, ServiceNetworksSeed};
 use super::ports::PortSeed;
 use super::resources;
 use super::seeds::{list, scalar, text, value};
+use super::swarm::{path, SwarmRead, NOT_YET};
 use super::update::update_policy;
 use super::volumes::VolumesSeed;
 use super::{host_access, nest, Note, UNSUPPORTED};
 use crate::spec::locate::Seg;
 use crate::spec::{values, ServiceSpec};
 
-/// A service, its warnings, the first error between its keys, and its
-/// `depends_on` as written (checked once every service is read).
+/// A service, its warnings, the first error between its keys, its
+/// `depends_on` as written (checked once every service is read), and what
+/// `x-convoy.swarm` needs once the top-level default is known.
 pub(super) struct ServiceSeed;
 
-type Read = (ServiceSpec, Vec<Note>, Option<Note>, Vec<Written>);
+type Read = (
+    ServiceSpec,
+    Vec<Note>,
+    Option<Note>,
+    Vec<Written>,
+    SwarmRead,
+);
 
 impl<'de> DeserializeSeed<'de> for ServiceSeed {
     type Value = Read;
@@ -66,6 +74,13 @@ impl<'de> Visitor<'de> for ServiceSeed {
         let mut depends_on = Vec::new();
         let mut secret_env = Vec::new();
         let mut gpu_sharing = false;
+        let mut swarm = SwarmRead::default();
+        // The first host-access key written, for a Swarm service's error.
+        let mut host_key = None;
+        let mut convoy_update_written = false;
+        let mut restart_timing = super::deploy::RestartTiming::default();
+        let mut raw_constraints = Vec::new();
+        let mut convoy_refused = Vec::new();
         while let Some(key) = next_key::<A, ServiceKey>(&mut map, &mut seen, &mut notes)? {
             match key {
                 ServiceKey::Image => {
@@ -101,6 +116,19 @@ impl<'de> Visitor<'de> for ServiceSeed {
                         let mut indexed = Vec::new();
                         nest(&mut indexed, Seg::Index(index), port_notes);
                         nest(&mut notes, Seg::Key("ports".to_owned()), indexed);
+                        if !port.mode.is_empty() {
+                            swarm.plain_notes.push(Note {
+                                path: vec![
+                                    Seg::Key("ports".to_owned()),
+                                    Seg::Index(index),
+                                    Seg::Key("mode".to_owned()),
+                                ],
+                                message: "only a Swarm service (`x-convoy.swarm`) publishes in \
+                                          `host` or `ingress` mode; a container publishes on \
+                                          its node: ignored"
+                                    .to_owned(),
+                            });
+                        }
                         spec.ports.push(port);
                     }
                 }
@@ -299,6 +327,8 @@ impl<'de> Visitor<'de> for ServiceSeed {
                         convoy_update = convoy.update;
                         secret_env = convoy.secret_env;
                         gpu_sharing = convoy.gpu_sharing;
+                        convoy_update_written = convoy_update.is_some();
+                        swarm.choice = convoy.swarm;
                     }
                 }
                 ServiceKey::Privileged
@@ -313,7 +343,9 @@ impl<'de> Visitor<'de> for ServiceSeed {
                     let key = key.name();
                     let asked: serde_json::Value = map.next_value()?;
                     match host_access::read(key, &asked, &mut spec.host_access) {
-                        Ok(true) => {}
+                        Ok(true) => {
+                            host_key.get_or_insert(key);
+                        }
                         Ok(false) => notes.push(Note::new(key, UNSUPPORTED)),
                         Err(why) => {
                             host_problem.get_or_insert(Note::new(key, why));
@@ -325,6 +357,9 @@ impl<'de> Visitor<'de> for ServiceSeed {
                         spec.deploy.mode = deploy.mode;
                         spec.deploy.replicas = deploy.replicas;
                         spec.deploy.constraints = deploy.placement.constraints;
+                        raw_constraints = deploy.placement.raw_constraints;
+                        convoy_refused = deploy.placement.convoy_refused;
+                        restart_timing = deploy.restart_timing;
                         spec.deploy.spread = deploy.placement.spread;
                         spec.deploy.max_replicas_per_node = deploy.placement.max_replicas_per_node;
                         spec.deploy.labels = deploy.labels;
@@ -339,14 +374,38 @@ impl<'de> Visitor<'de> for ServiceSeed {
             }
         }
         spec.image = image.ok_or_else(|| de::Error::missing_field("image"))?;
+        // Before `legacy` and `secret_env` are used up below.
+        swarm_refusals(
+            &mut swarm,
+            &spec,
+            SwarmChecks {
+                gpus_key: legacy.gpus.is_some(),
+                deploy_gpus: deploy_resources.as_ref().is_some_and(|r| r.gpus.is_some()),
+                depends_on: !depends_on.is_empty(),
+                secret_env: !secret_env.is_empty(),
+                convoy_update: convoy_update_written,
+                host_key,
+                restart_written: restart.is_some(),
+            },
+        );
         // After the loop: `environment:` may come after `x-convoy:`.
         let secret_problem = super::secrets::add_secret_env(&mut spec, secret_env);
         let resource_problem = legacy
             .merge(deploy_resources, &mut spec.resources)
             .and_then(|()| share_gpus(gpu_sharing, &mut spec.resources))
             .err();
+        let restart_policy_written = deploy_restart.is_some();
         // As in Compose, `deploy.restart_policy` wins over `restart`.
         spec.restart = deploy_restart.or(restart).unwrap_or_default();
+        swarm_fields(
+            &mut swarm,
+            &spec,
+            restart_policy_written.then_some(restart_timing),
+            raw_constraints,
+            convoy_refused,
+            update_config.as_ref(),
+            rollback_config.as_ref(),
+        );
         let problem = match update_policy(
             &update_config.unwrap_or_default(),
             &convoy_update.unwrap_or_default(),
@@ -369,8 +428,166 @@ impl<'de> Visitor<'de> for ServiceSeed {
                 .or(resource_problem)
                 .or(problem),
             depends_on,
+            swarm,
         ))
     }
+}
+
+/// What `swarm_refusals` needs beyond the spec: keys the spec no longer
+/// shows as written.
+struct SwarmChecks {
+    gpus_key: bool,
+    deploy_gpus: bool,
+    depends_on: bool,
+    secret_env: bool,
+    convoy_update: bool,
+    host_key: Option<&'static str>,
+    restart_written: bool,
+}
+
+/// What a Swarm service cannot have (errors) and what Swarm ignores
+/// (warnings), for when the service turns out to run on Swarm.
+fn swarm_refusals(swarm: &mut SwarmRead, spec: &ServiceSpec, checks: SwarmChecks) {
+    let refuse = |swarm: &mut SwarmRead, keys: &[&str], why: &str| {
+        swarm.refused.push(Note {
+            path: path(keys),
+            message: why.to_owned(),
+        });
+    };
+    if checks.gpus_key {
+        refuse(swarm, &["gpus"], &format!("GPUs are {NOT_YET}: Convoy assigns GPUs per container, which Swarm does not let it do; run the service as a plain container (`swarm: false`)"));
+    }
+    if checks.deploy_gpus {
+        refuse(swarm, &["deploy", "resources", "reservations", "devices"], &format!("GPU reservations are {NOT_YET}: Convoy assigns GPUs per container, which Swarm does not let it do; run the service as a plain container (`swarm: false`)"));
+    }
+    if !spec.probes.is_empty() {
+        refuse(swarm, &["x-convoy", "probes"], &format!("`x-convoy.probes` are {NOT_YET}: Swarm watches its tasks with the Docker `healthcheck`; write one instead"));
+    }
+    if checks.convoy_update {
+        refuse(swarm, &["x-convoy", "update"], "Swarm's own `deploy.update_config` drives a Swarm service's rollout, and Swarm can run neither `canary` nor `blue-green`: write the settings in `deploy.update_config` (and `rollback_config`) instead");
+    }
+    if checks.depends_on {
+        refuse(swarm, &["depends_on"], &format!("`depends_on` is {NOT_YET} (Swarm starts a service's tasks without waiting for others); remove it"));
+    }
+    if let Some(key) = checks.host_key {
+        refuse(swarm, &[key], &format!("host access (`{key}`) is {NOT_YET}: Convoy grants it per node, and Swarm places tasks on nodes of its own choosing"));
+    }
+    if !spec.configs.is_empty() {
+        refuse(swarm, &["configs"], &format!("`configs` are {NOT_YET}"));
+    }
+    if !spec.secrets.is_empty() && !checks.secret_env {
+        refuse(swarm, &["secrets"], &format!("`secrets` are {NOT_YET}"));
+    }
+    if checks.secret_env {
+        refuse(
+            swarm,
+            &["x-convoy", "secret_env"],
+            &format!("`secret_env` (secrets) is {NOT_YET}"),
+        );
+    }
+    let ignored = |swarm: &mut SwarmRead, key: &str, why: &str| {
+        swarm.swarm_notes.push(Note::new(key, why));
+    };
+    if checks.restart_written {
+        ignored(swarm, "restart", "Swarm ignores `restart` and restarts tasks by `deploy.restart_policy` (default: `any`): ignored");
+    }
+    if !spec.expose.is_empty() {
+        ignored(
+            swarm,
+            "expose",
+            "Swarm services reach each other on their networks without it: ignored",
+        );
+    }
+    if spec.resources.shm_size_bytes != 0 {
+        ignored(
+            swarm,
+            "shm_size",
+            "not set on Swarm services' tasks: ignored",
+        );
+    }
+    if !spec.resources.ulimits.is_empty() {
+        ignored(
+            swarm,
+            "ulimits",
+            "not set on Swarm services' tasks: ignored",
+        );
+    }
+    if !spec.extras.tmpfs.is_empty() {
+        ignored(
+            swarm,
+            "tmpfs",
+            "not set on Swarm services' tasks (use a `volumes` entry of `type: tmpfs`): ignored",
+        );
+    }
+    if !spec.extras.pull_policy.is_empty() {
+        ignored(
+            swarm,
+            "pull_policy",
+            "Swarm pulls the image itself: ignored",
+        );
+    }
+    if !spec.extras.platform.is_empty() {
+        ignored(swarm, "platform", "Swarm picks the image's platform per node (constrain with `node.platform.os` / `node.platform.arch`): ignored");
+    }
+}
+
+/// What a Swarm service keeps as written, and the Swarm-only settings a
+/// plain container warns about or is refused.
+fn swarm_fields(
+    swarm: &mut SwarmRead,
+    spec: &ServiceSpec,
+    restart_timing: Option<super::deploy::RestartTiming>,
+    raw_constraints: Vec<String>,
+    convoy_refused: Vec<(usize, String)>,
+    update: Option<&super::update::UpdateConfig>,
+    rollback: Option<&super::update::UpdateConfig>,
+) {
+    let constraint_path = |index: usize| {
+        let mut at = path(&["deploy", "placement", "constraints"]);
+        at.push(Seg::Index(index));
+        at
+    };
+    for (index, why) in convoy_refused {
+        swarm.plain_problems.push(Note {
+            path: constraint_path(index),
+            message: format!("{why} (Swarm services, `x-convoy.swarm`, take Swarm's attributes)"),
+        });
+    }
+    for (index, raw) in raw_constraints.iter().enumerate() {
+        // Convoy's numeric comparisons (`node.gpu.count >= 2`) are not Swarm's.
+        if let Err(why) = crate::spec::swarm::swarm_constraint(raw) {
+            swarm.refused.push(Note {
+                path: constraint_path(index),
+                message: why,
+            });
+        }
+    }
+    swarm.fields.constraints = raw_constraints;
+    if let Some(timing) = restart_timing {
+        let (delay, window) = (timing.delay_ms.is_some(), timing.window_ms.is_some());
+        for (written, key) in [(delay, "delay"), (window, "window")] {
+            if written {
+                swarm.plain_notes.push(Note {
+                    path: path(&["deploy", "restart_policy", key]),
+                    message: "only Swarm services (`x-convoy.swarm`) use it; Convoy's agent restarts containers with its own backoff: ignored"
+                        .to_owned(),
+                });
+            }
+        }
+        swarm.fields.restart = Some(crate::spec::SwarmRestart {
+            condition: match spec.restart.condition {
+                crate::spec::RestartCondition::None => "none",
+                crate::spec::RestartCondition::OnFailure => "on-failure",
+                crate::spec::RestartCondition::Any => "any",
+            }
+            .to_owned(),
+            delay_ms: timing.delay_ms.unwrap_or(0),
+            max_attempts: spec.restart.max_attempts.into(),
+            window_ms: timing.window_ms.unwrap_or(0),
+        });
+    }
+    swarm.fields.update = update.map(|u| u.to_swarm());
+    swarm.fields.rollback = rollback.map(|u| u.to_swarm());
 }
 
 /// `command` and `entrypoint`: a string split as a shell would, or a list.

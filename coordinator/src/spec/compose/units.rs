@@ -88,6 +88,7 @@ impl<'de> Visitor<'de> for UnitsSeed {
             notes,
             problems,
             depends_on: Vec::new(),
+            swarm: Vec::new(),
         })
     }
 }
@@ -126,6 +127,8 @@ impl<'de> Visitor<'de> for UnitSeed<'_> {
         let mut convoy_update = None;
         let mut secret_env = false;
         let mut gpu_sharing = false;
+        let mut asks_swarm = false;
+        let mut constraint_problem = None;
         while let Some(key) = next_key::<A, UnitKey>(&mut map, &mut seen, &mut notes)? {
             match key {
                 UnitKey::Unit => {
@@ -196,6 +199,8 @@ impl<'de> Visitor<'de> for UnitSeed<'_> {
                         convoy_update = convoy.update;
                         secret_env = !convoy.secret_env.is_empty();
                         gpu_sharing = convoy.gpu_sharing;
+                        asks_swarm =
+                            matches!(convoy.swarm, Some(super::convoy::SwarmChoice::Cluster(_)));
                     }
                 }
                 UnitKey::Secrets => {
@@ -211,6 +216,18 @@ impl<'de> Visitor<'de> for UnitSeed<'_> {
                         spec.deploy.mode = deploy.mode;
                         spec.deploy.replicas = deploy.replicas;
                         spec.deploy.constraints = deploy.placement.constraints;
+                        constraint_problem =
+                            deploy.placement.convoy_refused.into_iter().next().map(
+                                |(index, why)| Note {
+                                    path: vec![
+                                        Seg::Key("deploy".to_owned()),
+                                        Seg::Key("placement".to_owned()),
+                                        Seg::Key("constraints".to_owned()),
+                                        Seg::Index(index),
+                                    ],
+                                    message: why,
+                                },
+                            );
                         spec.deploy.spread = deploy.placement.spread;
                         spec.deploy.max_replicas_per_node = deploy.placement.max_replicas_per_node;
                         spec.deploy.labels = deploy.labels;
@@ -291,6 +308,18 @@ impl<'de> Visitor<'de> for UnitSeed<'_> {
         if let Err(problem) = super::service::share_gpus(gpu_sharing, &mut spec.resources) {
             problems.push(problem);
         }
+        if asks_swarm {
+            problems.push(Note {
+                path: vec![
+                    Seg::Key("x-convoy".to_owned()),
+                    Seg::Key("swarm".to_owned()),
+                ],
+                message: "a unit is a systemd service and never runs on Swarm: move it under \
+                          `services:` with an image, or remove `swarm`"
+                    .to_owned(),
+            });
+        }
+        problems.extend(constraint_problem);
         if deploy_restart {
             problems.push(Note {
                 path: vec![

@@ -449,3 +449,34 @@ pub(super) fn update_policy(
     }
     Ok(policy)
 }
+
+impl UpdateConfig {
+    /// As Swarm takes it: what is not written stays empty, Swarm's default.
+    pub(super) fn to_swarm(&self) -> crate::spec::SwarmUpdate {
+        let UpdateConfig {
+            parallelism,
+            delay_ms,
+            failure_action,
+            monitor_ms,
+            max_failure_permille,
+            order,
+        } = self;
+        crate::spec::SwarmUpdate {
+            parallelism: parallelism.unwrap_or(0).into(),
+            delay_ms: delay_ms.unwrap_or(0),
+            failure_action: match failure_action {
+                None => String::new(),
+                Some(FailureAction::Rollback) => "rollback".to_owned(),
+                Some(FailureAction::Pause) => "pause".to_owned(),
+                Some(FailureAction::Continue) => "continue".to_owned(),
+            },
+            monitor_ms: monitor_ms.unwrap_or(0),
+            max_failure_permille: max_failure_permille.unwrap_or(0),
+            order: match order {
+                None => String::new(),
+                Some(UpdateOrder::StopFirst) => "stop-first".to_owned(),
+                Some(UpdateOrder::StartFirst) => "start-first".to_owned(),
+            },
+        }
+    }
+}

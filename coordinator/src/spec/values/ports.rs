@@ -99,5 +99,6 @@ pub(in crate::spec) fn short_port(spec: &str) -> Result<PortSpec, String> {
         published,
         target,
         protocol,
+        mode: String::new(),
     })
 }
