@@ -298,7 +298,9 @@ mod tests {
                 .contains("rollback_completed: update rolled back due to failure"),
             "{h:?}"
         );
-        // The rollback is a new revision with the old image.
+        // The rollback is a new revision with the old image, switched on
+        // the next pass.
+        coord.drive_rollouts().await;
         let plan = plan_of(&mut m2);
         let svc = swarm_spec(&plan).unwrap();
         assert_eq!(svc.container.as_ref().unwrap().image, "x:1");
