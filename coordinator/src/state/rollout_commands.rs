@@ -320,42 +320,45 @@ impl Coordinator {
         let (next, ops, _) = txn.parts();
         let nodes = node_views(next, &connected);
         let candidates = candidates(&nodes);
-        let source = format!("rollback of r{current} to r{to}");
-        // Under the current spec's `rollback_config`, as `docker service
-        // rollback`; without one, the target's own update policy.
-        let policy = next
-            .services
-            .get(&key)
-            .and_then(|rec| rec.spec.deploy.rollback.as_ref())
-            .map(|rollback| target.spec.deploy.update.for_rollback(Some(rollback)));
-        let (change, superseded) = stage_service(
-            next,
-            &candidates,
-            Staged {
-                env,
-                name: service,
-                spec: target.spec,
-                who,
-                source: &source,
-                now,
-                policy,
-            },
-            ops,
-        )?;
-        if let Some(rev) = superseded {
-            let outcome = format!("superseded by r{}", change.revision);
-            self.set_outcome(txn.ops(), env, service, rev, &outcome)
-                .await;
-            txn.emit(superseded_event(env, service, rev, change.revision));
-        }
-        for ev in deployed_events(&change, who) {
-            txn.emit(ev);
+        let back = Back {
+            service,
+            current,
+            to,
+            target,
+        };
+        let staged = stage_rollback(next, &candidates, ops, env, back, who, now)?;
+        self.commit_rollbacks(txn, env, vec![staged], who, started)
+            .await
+    }
+
+    /// Records what staged rollbacks superseded, emits their events and
+    /// commits them: one store write, one set of plans.
+    async fn commit_rollbacks(
+        &self,
+        mut txn: Txn<'_>,
+        env: &str,
+        staged: Vec<(String, pb::ServiceChange, Option<u64>)>,
+        who: &str,
+        started: std::time::Instant,
+    ) -> Result<pb::ApplyResponse, StateError> {
+        let mut changes = Vec::with_capacity(staged.len());
+        for (service, change, superseded) in staged {
+            if let Some(rev) = superseded {
+                let outcome = format!("superseded by r{}", change.revision);
+                self.set_outcome(txn.ops(), env, &service, rev, &outcome)
+                    .await;
+                txn.emit(superseded_event(env, &service, rev, change.revision));
+            }
+            for ev in deployed_events(&change, who) {
+                txn.emit(ev);
+            }
+            changes.push(change);
         }
         txn.replan();
         txn.commit().await?;
         self.metrics.observe_apply(started.elapsed().as_secs_f64());
         Ok(pb::ApplyResponse {
-            services: vec![change],
+            services: changes,
             warnings: Vec::new(),
             dry_run: false,
             secrets: Vec::new(),
@@ -400,8 +403,7 @@ impl Coordinator {
         let now = now_unix_ms();
         let connected = self.connected();
         let mut txn = self.begin("rollback").await;
-        let mut changes = Vec::new();
-        let mut superseded_revs = Vec::new();
+        let mut staged = Vec::with_capacity(targets.len());
         {
             let (next, ops, _) = txn.parts();
             let nodes = node_views(next, &connected);
@@ -413,51 +415,68 @@ impl Coordinator {
                         "`{env}/{service}` changed meanwhile; try again"
                     )));
                 }
-                let source = format!("rollback of r{current} to r{to}");
-                let policy = next
-                    .services
-                    .get(&key)
-                    .and_then(|rec| rec.spec.deploy.rollback.as_ref())
-                    .map(|rollback| target.spec.deploy.update.for_rollback(Some(rollback)));
-                let (change, superseded) = stage_service(
-                    next,
-                    &candidates,
-                    Staged {
-                        env,
-                        name: service,
-                        spec: target.spec,
-                        who,
-                        source: &source,
-                        now,
-                        policy,
-                    },
-                    ops,
-                )?;
-                if let Some(rev) = superseded {
-                    superseded_revs.push((service.to_string(), rev, change.revision));
-                }
-                changes.push(change);
+                let back = Back {
+                    service,
+                    current,
+                    to,
+                    target,
+                };
+                staged.push(stage_rollback(next, &candidates, ops, env, back, who, now)?);
             }
         }
-        for (service, rev, by) in superseded_revs {
-            let outcome = format!("superseded by r{by}");
-            self.set_outcome(txn.ops(), env, &service, rev, &outcome)
-                .await;
-            txn.emit(superseded_event(env, &service, rev, by));
-        }
-        for change in &changes {
-            for ev in deployed_events(change, who) {
-                txn.emit(ev);
-            }
-        }
-        txn.replan();
-        txn.commit().await?;
-        self.metrics.observe_apply(started.elapsed().as_secs_f64());
-        Ok(pb::ApplyResponse {
-            services: changes,
-            warnings: Vec::new(),
-            dry_run: false,
-            secrets: Vec::new(),
-        })
+        self.commit_rollbacks(txn, env, staged, who, started).await
     }
+}
+
+/// One service going back from r`current` to r`to` (`target`, that
+/// revision as stored).
+struct Back<'a> {
+    service: &'a str,
+    current: u64,
+    to: u64,
+    target: RevisionRecord,
+}
+
+/// Stages one service's rollback from r`current` to r`to` (`target`, its
+/// stored revision) in `next`: under the current spec's
+/// `rollback_config`, as `docker service rollback`; without one, the
+/// target's own update policy. Returns the service, its change and the
+/// revision whose rollout it superseded.
+fn stage_rollback(
+    next: &mut Desired,
+    candidates: &[Candidate<'_>],
+    ops: &mut Vec<Op>,
+    env: &str,
+    back: Back<'_>,
+    who: &str,
+    now: i64,
+) -> Result<(String, pb::ServiceChange, Option<u64>), StateError> {
+    let Back {
+        service,
+        current,
+        to,
+        target,
+    } = back;
+    let key = (env.to_string(), service.to_string());
+    let source = format!("rollback of r{current} to r{to}");
+    let policy = next
+        .services
+        .get(&key)
+        .and_then(|rec| rec.spec.deploy.rollback.as_ref())
+        .map(|rollback| target.spec.deploy.update.for_rollback(Some(rollback)));
+    let (change, superseded) = stage_service(
+        next,
+        candidates,
+        Staged {
+            env,
+            name: service,
+            spec: target.spec,
+            who,
+            source: &source,
+            now,
+            policy,
+        },
+        ops,
+    )?;
+    Ok((service.to_string(), change, superseded))
 }
