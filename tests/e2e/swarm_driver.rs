@@ -42,6 +42,16 @@ fn status(c: &Cluster, svc: &str) -> anyhow::Result<Value> {
         .with_context(|| format!("no service in {all}"))
 }
 
+/// How many of a status's instances are running (of `revision`, if given).
+fn running(s: &Value, revision: Option<u64>) -> anyhow::Result<usize> {
+    Ok(s["instances"]
+        .as_array()
+        .context("no instances")?
+        .iter()
+        .filter(|i| i["state"] == "running" && revision.is_none_or(|r| i["revision"] == r))
+        .count())
+}
+
 /// The service runs `n` tasks of `revision` (status), and Docker on the
 /// two engines runs `n` containers of it.
 fn wait_running(c: &Cluster, pair: &SwarmPair, svc: &str, name: &str, n: usize, revision: u64) {
@@ -51,13 +61,7 @@ fn wait_running(c: &Cluster, pair: &SwarmPair, svc: &str, name: &str, n: usize, 
         POLL,
         || {
             let s = status(c, svc)?;
-            let running: Vec<&Value> = s["instances"]
-                .as_array()
-                .context("no instances")?
-                .iter()
-                .filter(|i| i["state"] == "running" && i["revision"] == revision)
-                .collect();
-            ensure!(running.len() == n, "{s:#}");
+            ensure!(running(&s, Some(revision))? == n, "{s:#}");
             let docker = tasks_on(&pair.manager, name)?.len() + tasks_on(&pair.worker, name)?.len();
             ensure!(docker == n, "{docker} containers in Docker; {s:#}");
             Ok(())
@@ -194,13 +198,7 @@ fn a_compose_service_runs_on_swarm_with_convoys_history_and_rollback() {
             ])?;
             ensure!(image.trim().starts_with(&c.image()), "{image}");
             let s = status(&c, &svc)?;
-            let running = s["instances"]
-                .as_array()
-                .context("no instances")?
-                .iter()
-                .filter(|i| i["state"] == "running")
-                .count();
-            ensure!(running == 3, "{s:#}");
+            ensure!(running(&s, None)? == 3, "{s:#}");
             Ok(())
         },
     );
@@ -325,13 +323,7 @@ fn a_mixed_spec_of_container_unit_and_swarm_service_is_applied_and_rolled_back_a
         ])?;
         ensure!(env.contains(&format!("GREETING={want}")), "{env}");
         let s = status(&c, &sw)?;
-        let running = s["instances"]
-            .as_array()
-            .context("no instances")?
-            .iter()
-            .filter(|i| i["state"] == "running")
-            .count();
-        ensure!(running == 2, "{s:#}");
+        ensure!(running(&s, None)? == 2, "{s:#}");
         Ok(())
     };
     let file = c.write_spec("mixed.yaml", &spec("one"));

@@ -150,6 +150,22 @@ mod tests {
         );
     }
 
+    /// The driver's report of `default/web/1`.
+    fn web(
+        spec_hash: &str,
+        state: pb::WorkloadState,
+        tasks: Vec<pb::SwarmTask>,
+    ) -> pb::WorkloadStatus {
+        pb::WorkloadStatus {
+            id: "default/web/1".into(),
+            revision: 1,
+            spec_hash: spec_hash.into(),
+            state: state as i32,
+            swarm_tasks: tasks,
+            ..Default::default()
+        }
+    }
+
     fn task(slot: u32, state: &str, revision: u64) -> pb::SwarmTask {
         pb::SwarmTask {
             task_id: format!("t{slot}"),
@@ -212,18 +228,17 @@ mod tests {
             "m1",
             m1.conn_id,
             pb::WorkloadStatus {
-                id: "default/web/1".into(),
-                revision: 1,
-                spec_hash: hash.clone(),
-                state: pb::WorkloadState::Starting as i32,
                 reason: "2/3 tasks running".into(),
-                swarm_tasks: vec![
-                    task(1, "running", 1),
-                    task(2, "running", 1),
-                    task(3, "preparing", 1),
-                ],
                 swarm_update_state: "completed".into(),
-                ..Default::default()
+                ..web(
+                    &hash,
+                    pb::WorkloadState::Starting,
+                    vec![
+                        task(1, "running", 1),
+                        task(2, "running", 1),
+                        task(3, "preparing", 1),
+                    ],
+                )
             },
         );
         let st = coord.status("web", "").await;
@@ -252,18 +267,15 @@ mod tests {
             &coord,
             "m2",
             m2.conn_id,
-            pb::WorkloadStatus {
-                id: "default/web/1".into(),
-                revision: 1,
-                spec_hash: hash.clone(),
-                state: pb::WorkloadState::Running as i32,
-                swarm_tasks: vec![
+            web(
+                &hash,
+                pb::WorkloadState::Running,
+                vec![
                     task(1, "running", 1),
                     task(2, "running", 1),
                     task(3, "running", 1),
                 ],
-                ..Default::default()
-            },
+            ),
         );
         for _ in 0..3 {
             coord.drive_rollouts().await;
@@ -281,13 +293,9 @@ mod tests {
             "m2",
             m2.conn_id,
             pb::WorkloadStatus {
-                id: "default/web/1".into(),
-                revision: 1,
-                spec_hash: hash.clone(),
-                state: pb::WorkloadState::Failed as i32,
                 reason: "Swarm rollback_completed: update rolled back due to failure".into(),
                 swarm_update_state: "rollback_completed".into(),
-                ..Default::default()
+                ..web(&hash, pb::WorkloadState::Failed, Vec::new())
             },
         );
         coord.drive_rollouts().await;
