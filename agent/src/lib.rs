@@ -17,6 +17,7 @@ pub mod secrets;
 pub mod session;
 pub mod state;
 pub mod status;
+pub mod swarm;
 pub mod units;
 
 use std::collections::BTreeMap;
@@ -183,6 +184,7 @@ pub async fn run_with(
     let (plan_tx, plan_rx) = watch::channel(plan.map(Arc::new));
     let (containers_tx, containers_rx) = watch::channel(Snapshot::default());
     let (units_tx, units_rx) = watch::channel(BTreeMap::new());
+    let (swarm_tx, swarm_rx) = watch::channel(BTreeMap::new());
     let (snapshot_tx, snapshot_rx) = watch::channel(Snapshot::default());
     let (events_tx, _) = broadcast::channel(256);
 
@@ -212,9 +214,26 @@ pub async fn run_with(
             .run(plan_tx.subscribe(), shutdown.clone())
             .instrument(info_span!("units", node = %node)),
     );
+    // Touches Swarm only while the plan says this node drives its cluster.
+    let swarm_driver = swarm::SwarmDriver::new(
+        Arc::new(swarm::DockerSwarm::new()),
+        swarm_tx,
+        events_tx.clone(),
+    );
+    let swarm_task = tokio::spawn(
+        swarm_driver
+            .run(plan_tx.subscribe(), shutdown.clone())
+            .instrument(info_span!("swarm", node = %node)),
+    );
     let merge_task = tokio::spawn(
-        status::run(containers_rx, units_rx, snapshot_tx, shutdown.clone())
-            .instrument(info_span!("statuses", node = %node)),
+        status::run(
+            containers_rx,
+            units_rx,
+            swarm_rx,
+            snapshot_tx,
+            shutdown.clone(),
+        )
+        .instrument(info_span!("statuses", node = %node)),
     );
     let session = Session {
         coordinators,
@@ -244,8 +263,13 @@ pub async fn run_with(
         )
     });
 
-    let (reconciled, units_done, merged, sessions) =
-        tokio::join!(reconcile_task, units_task, merge_task, session_task);
+    let (reconciled, units_done, swarm_done, merged, sessions) = tokio::join!(
+        reconcile_task,
+        units_task,
+        swarm_task,
+        merge_task,
+        session_task
+    );
     if let Some(task) = notify_task {
         let _ = task.await;
     }
@@ -255,6 +279,10 @@ pub async fn run_with(
     })?;
     units_done.map_err(|source| Error::Task {
         task: "units",
+        source,
+    })?;
+    swarm_done.map_err(|source| Error::Task {
+        task: "swarm",
         source,
     })?;
     merged.map_err(|source| Error::Task {

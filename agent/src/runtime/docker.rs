@@ -8,10 +8,10 @@
 mod binds;
 mod configs;
 mod convert;
-mod create;
+pub(crate) mod create;
 mod errors;
 mod swarm;
-mod volumes;
+pub(crate) mod volumes;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -108,7 +108,7 @@ pub(super) fn endpoint(joined: &Joined) -> EndpointSettings {
 }
 
 /// Compose's healthcheck as the engine takes it (durations in ns).
-pub(super) fn health_config(check: &HealthCheck) -> HealthConfig {
+pub(crate) fn health_config(check: &HealthCheck) -> HealthConfig {
     let HealthCheck {
         test,
         interval_ms,

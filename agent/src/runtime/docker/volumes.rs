@@ -37,7 +37,7 @@ pub(super) struct Needed {
 }
 
 /// The Docker name of a declared volume of environment `env`.
-pub(super) fn declared_name(env: &str, decl: &VolumeDecl) -> String {
+pub(crate) fn declared_name(env: &str, decl: &VolumeDecl) -> String {
     if !decl.name.is_empty() {
         decl.name.clone()
     } else if decl.external {
