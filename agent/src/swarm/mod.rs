@@ -19,8 +19,9 @@
 //! `update_config.failure_action`), pushing the same spec again would
 //! start the same failing update again, in a loop. The driver remembers
 //! the hash it last pushed to each service; while the service's
-//! `UpdateStatus` says `paused`, `rollback_paused` or `rollback_completed`
-//! and the plan still asks for that hash, it leaves the service as Swarm
+//! `UpdateStatus` says `paused` (of that spec), or `rollback_started`,
+//! `rollback_paused` or `rollback_completed` (away from it), and the plan
+//! still asks for that hash, it leaves the service as Swarm
 //! left it and reports the workload FAILED with Swarm's words; the
 //! coordinator then fails the rollout and rolls back. The memory is the
 //! agent's process: after a restart the driver may try such a spec once
@@ -97,8 +98,11 @@ pub fn gave_up(svc: &Service, plan_hash: &str, pushed: Option<&String>) -> bool 
     }
     match svc.update_status.as_ref().and_then(|u| u.state) {
         Some(ServiceUpdateStatusStateEnum::PAUSED) => true,
+        // Rolling back (started, paused or done): the spec is already the
+        // older one, and pushing the plan's again would start over.
         Some(
-            ServiceUpdateStatusStateEnum::ROLLBACK_PAUSED
+            ServiceUpdateStatusStateEnum::ROLLBACK_STARTED
+            | ServiceUpdateStatusStateEnum::ROLLBACK_PAUSED
             | ServiceUpdateStatusStateEnum::ROLLBACK_COMPLETED,
         ) => label(svc, labels::SPEC_HASH) != plan_hash,
         _ => false,

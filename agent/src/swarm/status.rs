@@ -83,10 +83,12 @@ fn swarm_task(t: &Task, hostnames: &HashMap<String, String>) -> SwarmTask {
     }
 }
 
-/// The newest task of each slot (replicated) or node (global), in slot
-/// order, at most [`MAX_TASKS`].
+/// The current task of each slot (replicated) or node (global), in slot
+/// order, at most [`MAX_TASKS`]: the one Swarm wants running, else the
+/// newest (Swarm bumps a task's version on every change of its status, so
+/// an old task being shut down may be "newer" than its replacement).
 pub fn newest_tasks(tasks: &[Task], hostnames: &HashMap<String, String>) -> Vec<SwarmTask> {
-    let mut newest: BTreeMap<(u32, String), (u64, &Task)> = BTreeMap::new();
+    let mut newest: BTreeMap<(u32, String), ((bool, u64), &Task)> = BTreeMap::new();
     for t in tasks {
         let slot = t.slot.and_then(|s| u32::try_from(s).ok()).unwrap_or(0);
         let node = if slot > 0 {
@@ -94,7 +96,11 @@ pub fn newest_tasks(tasks: &[Task], hostnames: &HashMap<String, String>) -> Vec<
         } else {
             t.node_id.clone().unwrap_or_default()
         };
-        let version = t.version.as_ref().and_then(|v| v.index).unwrap_or(0);
+        let wanted = t.desired_state == Some(TaskState::RUNNING);
+        let version = (
+            wanted,
+            t.version.as_ref().and_then(|v| v.index).unwrap_or(0),
+        );
         match newest.get(&(slot, node.clone())) {
             Some((v, _)) if *v >= version => {}
             _ => {

@@ -347,14 +347,22 @@ async fn a_spec_swarm_rolled_back_is_not_pushed_again_and_fails_the_workload() {
         let svc = &mut w.services[0];
         svc.spec = Some(r1);
         svc.update_status = Some(ServiceUpdateStatus {
-            state: Some(ServiceUpdateStatusStateEnum::ROLLBACK_COMPLETED),
+            state: Some(ServiceUpdateStatusStateEnum::ROLLBACK_STARTED),
             message: Some(
                 "update rolled back due to failure or early termination of task x".into(),
             ),
             ..Default::default()
         });
     }
-    for _ in 0..2 {
+    for done in [false, true] {
+        // Rolling back, then rolled back: never pushed again.
+        if done {
+            fake.world().services[0]
+                .update_status
+                .as_mut()
+                .unwrap()
+                .state = Some(ServiceUpdateStatusStateEnum::ROLLBACK_COMPLETED);
+        }
         d.pass(&plan(vec![workload("h2", 2, 1)], true)).await;
     }
     assert!(fake.calls().is_empty(), "no update loop");
@@ -364,6 +372,7 @@ async fn a_spec_swarm_rolled_back_is_not_pushed_again_and_fails_the_workload() {
         s.reason,
         "Swarm rollback_completed: update rolled back due to failure or early termination of task x"
     );
+    assert_eq!(s.swarm_update_state, "rollback_completed");
     assert_eq!((s.spec_hash.as_str(), s.revision), ("h1", 1));
     // Convoy rolls back to r1's spec: Swarm already runs it; nothing to do.
     fake.world().tasks.insert(
