@@ -88,7 +88,9 @@ fn swarm_task(t: &Task, hostnames: &HashMap<String, String>) -> SwarmTask {
 /// newest (Swarm bumps a task's version on every change of its status, so
 /// an old task being shut down may be "newer" than its replacement).
 pub fn newest_tasks(tasks: &[Task], hostnames: &HashMap<String, String>) -> Vec<SwarmTask> {
-    let mut newest: BTreeMap<(u32, String), ((bool, u64), &Task)> = BTreeMap::new();
+    // (slot, node) → ((wanted running, version), task)
+    type Rank = (bool, u64);
+    let mut newest: BTreeMap<(u32, String), (Rank, &Task)> = BTreeMap::new();
     for t in tasks {
         let slot = t.slot.and_then(|s| u32::try_from(s).ok()).unwrap_or(0);
         let node = if slot > 0 {
