@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bollard::models::{NetworkCreateRequest, Node, Service, ServiceSpec, Task};
+use bollard::models::{NetworkCreateRequest, Node, SecretSpec, Service, ServiceSpec, Task};
 use bollard::query_parameters::{
-    ListNetworksOptions, ListNodesOptions, ListServicesOptions, ListTasksOptions,
-    UpdateServiceOptions,
+    ListNetworksOptions, ListNodesOptions, ListSecretsOptions, ListServicesOptions,
+    ListTasksOptions, UpdateServiceOptions,
 };
 use bollard::Docker;
 
@@ -26,6 +26,13 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// A Convoy-labelled overlay network.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SwarmNetworkInfo {
+    pub id: String,
+    pub name: String,
+}
+
+/// A Convoy-labelled Swarm secret (its value is never read back).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SwarmSecretInfo {
     pub id: String,
     pub name: String,
 }
@@ -50,6 +57,11 @@ pub trait SwarmApi: Send + Sync + 'static {
     async fn list_networks(&self) -> Result<Vec<SwarmNetworkInfo>, String>;
     async fn create_network(&self, request: NetworkCreateRequest) -> Result<(), String>;
     async fn remove_network(&self, id: &str) -> Result<(), String>;
+    /// Secrets labelled `io.convoy.managed=true` and `io.convoy.swarm=true`.
+    async fn list_secrets(&self) -> Result<Vec<SwarmSecretInfo>, String>;
+    /// Creates a secret; its ID.
+    async fn create_secret(&self, spec: SecretSpec) -> Result<String, String>;
+    async fn remove_secret(&self, id: &str) -> Result<(), String>;
 }
 
 /// The engine's API, connected on first use.
@@ -214,5 +226,43 @@ impl SwarmApi for DockerSwarm {
     async fn remove_network(&self, id: &str) -> Result<(), String> {
         let d = self.docker().await?;
         bounded(&format!("removing network {id}"), d.remove_network(id)).await
+    }
+
+    async fn list_secrets(&self) -> Result<Vec<SwarmSecretInfo>, String> {
+        let d = self.docker().await?;
+        let secrets = bounded(
+            "listing Convoy's Swarm secrets",
+            d.list_secrets(Some(ListSecretsOptions {
+                filters: Some(label_filter(&[
+                    &format!("{MANAGED}=true"),
+                    &format!("{SWARM}=true"),
+                ])),
+            })),
+        )
+        .await?;
+        Ok(secrets
+            .into_iter()
+            .map(|s| SwarmSecretInfo {
+                id: s.id.unwrap_or_default(),
+                name: s.spec.and_then(|s| s.name).unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    async fn create_secret(&self, spec: SecretSpec) -> Result<String, String> {
+        let d = self.docker().await?;
+        // The error names the secret, never its value.
+        let name = spec.name.clone().unwrap_or_default();
+        bounded(
+            &format!("creating Swarm secret {name}"),
+            d.create_secret(spec),
+        )
+        .await
+        .map(|r| r.id)
+    }
+
+    async fn remove_secret(&self, id: &str) -> Result<(), String> {
+        let d = self.docker().await?;
+        bounded(&format!("removing Swarm secret {id}"), d.delete_secret(id)).await
     }
 }

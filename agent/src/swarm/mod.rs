@@ -201,12 +201,45 @@ impl<A: SwarmApi> SwarmDriver<A> {
             }
         }
 
-        // Create or update.
+        // Swarm secrets (secret versions and configs), then create or
+        // update. Swarm's secrets are immutable: a new version or content
+        // is a new secret, the old one removed once nothing uses it.
+        let secrets = self.api.list_secrets().await.unwrap_or_default();
+        let mut ids: HashMap<String, String> = secrets
+            .iter()
+            .map(|s| (s.name.clone(), s.id.clone()))
+            .collect();
+        let mut used_secrets: BTreeSet<String> = BTreeSet::new();
         for (w, s) in &wanted {
             if errors.contains_key(&w.id) {
                 continue;
             }
-            let desired = spec::service_spec(w, s);
+            let objects = match spec::secret_objects(w, s, plan.secret_values()) {
+                Ok(objects) => objects,
+                Err(e) => {
+                    errors.insert(w.id.clone(), e);
+                    continue;
+                }
+            };
+            for o in &objects {
+                used_secrets.insert(o.name.clone());
+                if ids.contains_key(&o.name) {
+                    continue;
+                }
+                match self.api.create_secret(o.spec.clone()).await {
+                    Ok(id) => {
+                        info!(secret = %o.name, "created a Swarm secret");
+                        ids.insert(o.name.clone(), id);
+                    }
+                    Err(e) => {
+                        errors.insert(w.id.clone(), e);
+                    }
+                }
+            }
+            if errors.contains_key(&w.id) {
+                continue;
+            }
+            let desired = spec::service_spec(w, s, spec::secret_refs(&objects, &ids));
             let result = match by_name.get(s.name.as_str()) {
                 None => {
                     info!(service = %s.name, revision = w.revision, "creating Swarm service");
@@ -242,6 +275,12 @@ impl<A: SwarmApi> SwarmDriver<A> {
                 warn!(service = %name, error = %e, "cannot remove Swarm service");
             }
             self.pushed.remove(*name);
+        }
+        for secret in secrets.iter().filter(|s| !used_secrets.contains(&s.name)) {
+            // Refused while a service (or its rollback) still uses it.
+            if self.api.remove_secret(&secret.id).await.is_ok() {
+                info!(secret = %secret.name, "removed a Swarm secret");
+            }
         }
         for net in networks.iter().filter(|n| !used.contains(&n.name)) {
             // Refused while tasks still detach: tried again next pass.

@@ -10,14 +10,14 @@ use std::collections::HashMap;
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum,
     EndpointSpec, Limit, Mount, MountTmpfsOptions, MountTypeEnum, MountVolumeOptions,
-    NetworkAttachmentConfig, NetworkCreateRequest, ResourceObject, ServiceSpec, ServiceSpecMode,
-    ServiceSpecModeReplicated, ServiceSpecRollbackConfig,
+    NetworkAttachmentConfig, NetworkCreateRequest, ResourceObject, SecretSpec, ServiceSpec,
+    ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecRollbackConfig,
     ServiceSpecRollbackConfigFailureActionEnum, ServiceSpecRollbackConfigOrderEnum,
     ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum,
     ServiceSpecUpdateConfigOrderEnum, TaskSpec, TaskSpecContainerSpec,
-    TaskSpecContainerSpecDnsConfig, TaskSpecLogDriver, TaskSpecPlacement,
-    TaskSpecPlacementPreferences, TaskSpecPlacementSpread, TaskSpecResources,
-    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
+    TaskSpecContainerSpecDnsConfig, TaskSpecContainerSpecFile, TaskSpecContainerSpecSecrets,
+    TaskSpecLogDriver, TaskSpecPlacement, TaskSpecPlacementPreferences, TaskSpecPlacementSpread,
+    TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
 };
 use convoy_proto::{SwarmNetwork, SwarmServiceSpec, SwarmUpdateConfig, Workload};
 
@@ -25,6 +25,7 @@ use super::api::{MANAGED, SWARM};
 use crate::runtime::docker::create::health_config;
 use crate::runtime::docker::volumes::declared_name;
 use crate::runtime::labels;
+use crate::secrets::{SecretKey, SecretValues};
 
 /// The Compose key of the environment's own network.
 const DEFAULT_NETWORK: &str = "default";
@@ -106,8 +107,13 @@ fn nonzero(n: u64) -> Option<i64> {
     (n != 0).then(|| i64::try_from(n).unwrap_or(i64::MAX))
 }
 
-/// The engine's spec of the service `w` (whose runtime is `spec`).
-pub fn service_spec(w: &Workload, spec: &SwarmServiceSpec) -> ServiceSpec {
+/// The engine's spec of the service `w` (whose runtime is `spec`), its
+/// tasks getting `secrets` ([`secret_refs`]).
+pub fn service_spec(
+    w: &Workload,
+    spec: &SwarmServiceSpec,
+    secrets: Vec<TaskSpecContainerSpecSecrets>,
+) -> ServiceSpec {
     let c = spec.container.clone().unwrap_or_default();
     let mut labels: HashMap<String, String> = c.labels.clone().into_iter().collect();
     labels.extend(convoy_labels(w));
@@ -186,6 +192,7 @@ pub fn service_spec(w: &Workload, spec: &SwarmServiceSpec) -> ServiceSpec {
         }),
         capability_add: some(c.cap_add.clone()),
         capability_drop: some(c.cap_drop.clone()),
+        secrets: some(secrets),
         ..Default::default()
     };
     let limits = Limit {
@@ -338,4 +345,137 @@ fn rollback_config(u: &SwarmUpdateConfig) -> ServiceSpecRollbackConfig {
             _ => None,
         },
     }
+}
+
+/// Where Swarm mounts a secret given by a relative name.
+const SECRETS_DIR: &str = "/run/secrets/";
+/// Longest Swarm object name.
+const MAX_NAME: usize = 64;
+
+/// One Swarm secret a service's tasks get: a Convoy secret version, or a
+/// config's content (bollard has no configs API; a secret mounts the same
+/// way, read-only, on tmpfs).
+pub struct SecretObject {
+    /// The Swarm secret's name: `convoy_ENV_NAME_vN` for a secret,
+    /// `convoy_ENV_config_NAME_SHA12` for a config (a hash when longer
+    /// than Swarm allows). Swarm secrets are immutable, so a new version
+    /// or content is a new name.
+    pub name: String,
+    /// What to create it with (the value inside, base64): never logged.
+    pub spec: SecretSpec,
+    /// Where the task gets it.
+    pub file: TaskSpecContainerSpecFile,
+}
+
+fn object_name(full: String) -> String {
+    use sha2::{Digest, Sha256};
+    if full.len() <= MAX_NAME {
+        full
+    } else {
+        let digest = hex::encode(Sha256::digest(full.as_bytes()));
+        format!("convoy_{}", &digest[..24])
+    }
+}
+
+fn file_of(
+    target: &str,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    mode: u32,
+    default_mode: u32,
+) -> TaskSpecContainerSpecFile {
+    TaskSpecContainerSpecFile {
+        // Swarm takes a name under /run/secrets, or an absolute path.
+        name: Some(
+            target
+                .strip_prefix(SECRETS_DIR)
+                .unwrap_or(target)
+                .to_string(),
+        ),
+        uid: Some(uid.unwrap_or(0).to_string()),
+        gid: Some(gid.unwrap_or(0).to_string()),
+        mode: Some(if mode == 0 { default_mode } else { mode }),
+    }
+}
+
+/// The Swarm secrets service `w` uses: its secrets (values from `values`,
+/// the plan's) and its configs. Errors name what the plan lacks.
+pub fn secret_objects(
+    w: &Workload,
+    spec: &SwarmServiceSpec,
+    values: &SecretValues,
+) -> Result<Vec<SecretObject>, String> {
+    use base64::Engine as _;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let Some(c) = spec.container.as_ref() else {
+        return Ok(Vec::new());
+    };
+    let labelled = |kind: &str, name: &str| {
+        HashMap::from([
+            (MANAGED.to_string(), "true".to_string()),
+            (SWARM.to_string(), "true".to_string()),
+            (labels::ENV.to_string(), w.env.clone()),
+            (format!("io.convoy.{kind}"), name.to_string()),
+        ])
+    };
+    let mut out = Vec::new();
+    for m in &c.secrets {
+        let key = SecretKey {
+            env: w.env.clone(),
+            name: m.name.clone(),
+            version: m.version,
+        };
+        let value = values.get(&key).ok_or_else(|| {
+            format!(
+                "the plan lacks the value of secret `{}` v{} (removed, or not kept any more)",
+                m.name, m.version
+            )
+        })?;
+        let name = object_name(format!("convoy_{}_{}_v{}", w.env, m.name, m.version));
+        out.push(SecretObject {
+            spec: SecretSpec {
+                name: Some(name.clone()),
+                labels: Some(labelled("secret", &m.name)),
+                data: Some(b64(value)),
+                ..Default::default()
+            },
+            file: file_of(&m.target, m.uid, m.gid, m.mode, 0o400),
+            name,
+        });
+    }
+    for cfg in &c.configs {
+        let digest = if cfg.sha256.len() >= 12 {
+            cfg.sha256[..12].to_string()
+        } else {
+            use sha2::{Digest, Sha256};
+            hex::encode(Sha256::digest(&cfg.content))[..12].to_string()
+        };
+        let name = object_name(format!("convoy_{}_config_{}_{digest}", w.env, cfg.name));
+        out.push(SecretObject {
+            spec: SecretSpec {
+                name: Some(name.clone()),
+                labels: Some(labelled("config", &cfg.name)),
+                data: Some(b64(&cfg.content)),
+                ..Default::default()
+            },
+            file: file_of(&cfg.target, cfg.uid, cfg.gid, cfg.mode, 0o444),
+            name,
+        });
+    }
+    Ok(out)
+}
+
+/// The task's references to `objects`, whose IDs `ids` gives by name.
+pub fn secret_refs(
+    objects: &[SecretObject],
+    ids: &HashMap<String, String>,
+) -> Vec<TaskSpecContainerSpecSecrets> {
+    objects
+        .iter()
+        .map(|o| TaskSpecContainerSpecSecrets {
+            file: Some(o.file.clone()),
+            secret_id: ids.get(&o.name).cloned(),
+            secret_name: Some(o.name.clone()),
+        })
+        .collect()
 }

@@ -5,22 +5,24 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use bollard::models::{
-    NetworkCreateRequest, Node, NodeDescription, ObjectVersion, Service, ServiceSpec,
+    NetworkCreateRequest, Node, NodeDescription, ObjectVersion, SecretSpec, Service, ServiceSpec,
     ServiceUpdateStatus, ServiceUpdateStatusStateEnum, Task, TaskSpec, TaskSpecContainerSpec,
     TaskState, TaskStatus,
 };
 use convoy_proto::{
-    workload, ContainerSpec, Health, HealthCheck, NodePlan, PortMapping, SwarmNetwork,
-    SwarmServiceSpec, SwarmUpdateConfig, Workload,
+    workload, ConfigFile, ContainerSpec, Health, HealthCheck, NodePlan, PortMapping, SecretMount,
+    SecretValue, SwarmNetwork, SwarmServiceSpec, SwarmUpdateConfig, Workload,
 };
 
-use super::api::SwarmNetworkInfo;
+use super::api::{SwarmNetworkInfo, SwarmSecretInfo};
 use super::*;
 
 #[derive(Default)]
 struct World {
     services: Vec<Service>,
     networks: Vec<SwarmNetworkInfo>,
+    /// name → (id, base64 data)
+    secrets: Vec<(String, String, String)>,
     tasks: HashMap<String, Vec<Task>>,
     calls: Vec<String>,
 }
@@ -112,6 +114,32 @@ impl SwarmApi for Fake {
         w.networks.retain(|n| n.id != id);
         Ok(())
     }
+    async fn list_secrets(&self) -> Result<Vec<SwarmSecretInfo>, String> {
+        Ok(self
+            .world()
+            .secrets
+            .iter()
+            .map(|(name, id, _)| SwarmSecretInfo {
+                id: id.clone(),
+                name: name.clone(),
+            })
+            .collect())
+    }
+    async fn create_secret(&self, spec: SecretSpec) -> Result<String, String> {
+        let mut w = self.world();
+        let name = spec.name.clone().unwrap_or_default();
+        w.calls.push(format!("create secret {name}"));
+        let id = format!("sid-{name}");
+        w.secrets
+            .push((name, id.clone(), spec.data.unwrap_or_default()));
+        Ok(id)
+    }
+    async fn remove_secret(&self, id: &str) -> Result<(), String> {
+        let mut w = self.world();
+        w.calls.push(format!("remove secret {id}"));
+        w.secrets.retain(|(_, sid, _)| sid != id);
+        Ok(())
+    }
 }
 
 fn workload(hash: &str, revision: u64, replicas: u32) -> Workload {
@@ -168,11 +196,15 @@ fn workload(hash: &str, revision: u64, replicas: u32) -> Workload {
 }
 
 fn plan(workloads: Vec<Workload>, driver: bool) -> Plan {
+    plan_with(workloads, driver, vec![])
+}
+
+fn plan_with(workloads: Vec<Workload>, driver: bool, secret_values: Vec<SecretValue>) -> Plan {
     Plan::try_from(NodePlan {
         generation: 1,
         workloads,
         registry_auths: vec![],
-        secret_values: vec![],
+        secret_values,
         swarm_driver: driver,
     })
     .unwrap()
@@ -225,7 +257,7 @@ fn the_engine_spec_carries_every_field_as_swarm_names_it() {
     let Some(workload::Runtime::Swarm(s)) = &w.runtime else {
         unreachable!()
     };
-    let spec = spec::service_spec(&w, s);
+    let spec = spec::service_spec(&w, s, Vec::new());
     assert_eq!(spec.name.as_deref(), Some("prod_web"));
     let labels = spec.labels.as_ref().unwrap();
     assert_eq!(labels["io.convoy.managed"], "true");
@@ -343,6 +375,7 @@ async fn a_spec_swarm_rolled_back_is_not_pushed_again_and_fails_the_workload() {
                 Some(workload::Runtime::Swarm(s)) => s,
                 _ => unreachable!(),
             },
+            Vec::new(),
         );
         let svc = &mut w.services[0];
         svc.spec = Some(r1);
@@ -484,4 +517,123 @@ async fn a_node_that_does_not_drive_touches_no_swarm_object() {
     );
     shutdown.cancel();
     task.await.unwrap();
+}
+
+/// A secret version and a config become Swarm secrets (immutable: a new
+/// version is a new one), mounted where the spec says; the old version
+/// goes once nothing uses it; a value the plan lacks fails the service.
+#[tokio::test]
+async fn secrets_and_configs_become_swarm_secrets_replaced_by_version() {
+    let with = |version: u64, hash: &str| {
+        let mut w = workload(hash, version, 1);
+        if let Some(workload::Runtime::Swarm(s)) = &mut w.runtime {
+            let c = s.container.as_mut().unwrap();
+            c.secrets = vec![SecretMount {
+                name: "db_pw".into(),
+                version,
+                target: "/run/secrets/db_pw".into(),
+                uid: Some(1000),
+                ..Default::default()
+            }];
+            c.configs = vec![ConfigFile {
+                target: "/etc/app.conf".into(),
+                content: b"port=80".to_vec(),
+                name: "app".into(),
+                sha256: "0123456789abcdef".into(),
+                ..Default::default()
+            }];
+        }
+        w
+    };
+    let value = |version: u64, v: &str| SecretValue {
+        env: "prod".into(),
+        name: "db_pw".into(),
+        version,
+        value: v.as_bytes().to_vec(),
+    };
+    let fake = Arc::new(Fake::default());
+    let (mut d, statuses, _events) = driver(fake.clone());
+    d.pass(&plan_with(
+        vec![with(1, "h1")],
+        true,
+        vec![value(1, "s3cret")],
+    ))
+    .await;
+    let calls = fake.calls();
+    assert!(
+        calls.contains(&"create secret convoy_prod_db_pw_v1".to_string()),
+        "{calls:?}"
+    );
+    assert!(
+        calls.contains(&"create secret convoy_prod_config_app_0123456789ab".to_string()),
+        "{calls:?}"
+    );
+    let (data, refs) = {
+        let w = fake.world();
+        let data = w
+            .secrets
+            .iter()
+            .find(|s| s.0 == "convoy_prod_db_pw_v1")
+            .unwrap()
+            .2
+            .clone();
+        let task = w.services[0]
+            .spec
+            .as_ref()
+            .unwrap()
+            .task_template
+            .as_ref()
+            .unwrap();
+        let refs = task
+            .container_spec
+            .as_ref()
+            .unwrap()
+            .secrets
+            .clone()
+            .unwrap();
+        (data, refs)
+    };
+    assert_eq!(data, "czNjcmV0", "the value, base64");
+    let pw = refs
+        .iter()
+        .find(|r| r.secret_name.as_deref() == Some("convoy_prod_db_pw_v1"))
+        .unwrap();
+    assert_eq!(pw.secret_id.as_deref(), Some("sid-convoy_prod_db_pw_v1"));
+    let file = pw.file.as_ref().unwrap();
+    assert_eq!(
+        (file.name.as_deref(), file.uid.as_deref(), file.mode),
+        (Some("db_pw"), Some("1000"), Some(0o400))
+    );
+    let conf = refs
+        .iter()
+        .find(|r| r.secret_name.as_deref() != Some("convoy_prod_db_pw_v1"))
+        .unwrap();
+    assert_eq!(
+        conf.file.as_ref().unwrap().name.as_deref(),
+        Some("/etc/app.conf")
+    );
+    assert_eq!(conf.file.as_ref().unwrap().mode, Some(0o444));
+
+    // Rotated: v2 is a new secret, the service updated, v1 removed.
+    d.pass(&plan_with(vec![with(2, "h2")], true, vec![value(2, "n3w")]))
+        .await;
+    let calls = fake.calls();
+    assert_eq!(
+        calls,
+        [
+            "create secret convoy_prod_db_pw_v2",
+            "update prod_web from v1",
+            "remove secret sid-convoy_prod_db_pw_v1",
+        ]
+    );
+    // A value the plan lacks: the service is not touched, and says why.
+    d.pass(&plan_with(vec![with(3, "h3")], true, vec![])).await;
+    assert!(!fake.calls().iter().any(|c| c.starts_with("update")));
+    assert!(
+        statuses.borrow()["prod/web/1"]
+            .reason
+            .contains("the plan lacks the value of secret `db_pw` v3"),
+        "{:?}",
+        statuses.borrow()["prod/web/1"]
+    );
 }

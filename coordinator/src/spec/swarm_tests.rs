@@ -302,12 +302,8 @@ fn what_a_swarm_service_cannot_have_is_an_error_naming_file_line_and_key() {
         ("privileged: true", "app.yaml:5:5: services.web.privileged: host access (`privileged`) is not yet supported"),
         ("network_mode: host", "app.yaml:5:5: services.web.network_mode: host access"),
         (
-            "configs: [c]",
-            "app.yaml:5:5: services.web.configs: `configs` are not yet supported for Swarm services",
-        ),
-        (
-            "secrets: [s]",
-            "app.yaml:5:5: services.web.secrets: `secrets` are not yet supported for Swarm services",
+            "x-convoy:\n  swarm: prod\n  secret_env: {PW: s}",
+            "app.yaml:6:7: services.web.x-convoy.secret_env: `secret_env` is refused for Swarm services",
         ),
     ];
     for (extra, want) in cases {
@@ -443,4 +439,29 @@ fn swarm_fields_survive_a_revision_round_trip() {
         !plain.contains("swarm") && !plain.contains("\"mode\":\"\""),
         "{plain}"
     );
+}
+
+/// `secrets:` and `configs:` of a Swarm service go on the wire as for a
+/// container (the driver makes Swarm secrets and configs of them).
+#[test]
+fn a_swarm_services_secrets_and_configs_reach_the_wire() {
+    let yaml =
+        swarm_web("configs: [c]\nsecrets:\n  - source: s\n    target: db_pw\n    mode: 0440");
+    let yaml =
+        format!("{yaml}configs:\n  c:\n    content: hello\nsecrets:\n  s:\n    external: true\n");
+    let file = ok(&yaml);
+    let web = &file.services["web"];
+    let Runtime::Swarm(s) = web.runtime() else {
+        panic!("not a Swarm service");
+    };
+    let c = s.container.unwrap();
+    assert_eq!(c.secrets.len(), 1);
+    assert_eq!(
+        (c.secrets[0].name.as_str(), c.secrets[0].target.as_str()),
+        ("s", "/run/secrets/db_pw")
+    );
+    assert_eq!(c.secrets[0].mode, 0o440);
+    assert_eq!(c.configs.len(), 1);
+    assert_eq!(c.configs[0].content, b"hello");
+    assert_eq!(c.configs[0].target, "/c");
 }

@@ -472,17 +472,16 @@ fn swarm_refusals(swarm: &mut SwarmRead, spec: &ServiceSpec, checks: SwarmChecks
     if let Some(key) = checks.host_key {
         refuse(swarm, &[key], &format!("host access (`{key}`) is {NOT_YET}: Convoy grants it per node, and Swarm places tasks on nodes of its own choosing"));
     }
-    if !spec.configs.is_empty() {
-        refuse(swarm, &["configs"], &format!("`configs` are {NOT_YET}"));
-    }
-    if !spec.secrets.is_empty() && !checks.secret_env {
-        refuse(swarm, &["secrets"], &format!("`secrets` are {NOT_YET}"));
-    }
+    // `secrets:` and `configs:` become Swarm secrets and configs; a secret
+    // as an environment variable would sit in the service's spec, which
+    // `docker service inspect` shows to anyone with the engine's socket.
     if checks.secret_env {
         refuse(
             swarm,
             &["x-convoy", "secret_env"],
-            &format!("`secret_env` (secrets) is {NOT_YET}"),
+            "`secret_env` is refused for Swarm services: the value would be in the Swarm \
+             service's spec, which `docker service inspect` shows; mount the secret as a file \
+             (`secrets:`) instead",
         );
     }
     let ignored = |swarm: &mut SwarmRead, key: &str, why: &str| {
