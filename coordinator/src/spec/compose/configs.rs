@@ -182,12 +182,8 @@ pub(super) struct ConfigMounts;
 
 impl MountKind for ConfigMounts {
     type Mount = ConfigMount;
+    const NOUN: &'static str = "config";
     const NAME: &'static str = "a config name";
-    const EXPECTING_LIST: &'static str =
-        "a list of config names or of mappings with `source` and `target`";
-    const EXPECTING_ITEM: &'static str = "a config name, or a mapping with `source` and `target`";
-    const MISSING_SOURCE: &'static str =
-        "missing field `source`: name the config from the top-level `configs:`";
     const EXPECTING_MODE: &'static str = "a file mode such as 0440";
     const DEFAULT_MODE: u32 = DEFAULT_CONFIG_MODE;
 

@@ -17,14 +17,10 @@ use crate::spec::locate::Seg;
 /// secret) takes and how its errors read.
 pub(super) trait MountKind: Copy {
     type Mount;
+    /// `config` or `secret`: the kind, in the words of the errors.
+    const NOUN: &'static str;
     /// What a source is (`a config name`), for errors.
     const NAME: &'static str;
-    /// What the list is, for errors.
-    const EXPECTING_LIST: &'static str;
-    /// What one entry is, for errors.
-    const EXPECTING_ITEM: &'static str;
-    /// The error for a mapping without `source`.
-    const MISSING_SOURCE: &'static str;
     /// What `mode` is, with an example.
     const EXPECTING_MODE: &'static str;
     /// The mode when none is written.
@@ -72,7 +68,11 @@ impl<'de, K: MountKind> Visitor<'de> for MountsSeed<K> {
     type Value = (Vec<K::Mount>, Vec<Note>);
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(K::EXPECTING_LIST)
+        let noun = K::NOUN;
+        write!(
+            f,
+            "a list of {noun} names or of mappings with `source` and `target`"
+        )
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
@@ -132,7 +132,8 @@ impl<'de, K: MountKind> Visitor<'de> for MountSeed<'_, K> {
     type Value = (K::Mount, Vec<Note>);
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(K::EXPECTING_ITEM)
+        let noun = K::NOUN;
+        write!(f, "a {noun} name, or a mapping with `source` and `target`")
     }
 
     fn visit_str<E: de::Error>(mut self, source: &str) -> Result<Self::Value, E> {
@@ -179,7 +180,10 @@ impl<'de, K: MountKind> Visitor<'de> for MountSeed<'_, K> {
             }
         }
         if source.is_empty() {
-            return Err(de::Error::custom(K::MISSING_SOURCE));
+            let noun = K::NOUN;
+            return Err(de::Error::custom(format!(
+                "missing field `source`: name the {noun} from the top-level `{noun}s:`"
+            )));
         }
         let target = match target {
             Some(target) => target,

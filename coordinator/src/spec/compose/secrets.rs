@@ -327,12 +327,8 @@ pub(super) struct SecretMounts {
 
 impl MountKind for SecretMounts {
     type Mount = SecretMount;
+    const NOUN: &'static str = "secret";
     const NAME: &'static str = "a secret name";
-    const EXPECTING_LIST: &'static str =
-        "a list of secret names or of mappings with `source` and `target`";
-    const EXPECTING_ITEM: &'static str = "a secret name, or a mapping with `source` and `target`";
-    const MISSING_SOURCE: &'static str =
-        "missing field `source`: name the secret from the top-level `secrets:`";
     const EXPECTING_MODE: &'static str = "a file mode such as 0400";
     const DEFAULT_MODE: u32 = DEFAULT_SECRET_MODE;
 
