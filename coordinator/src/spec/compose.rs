@@ -28,6 +28,7 @@ mod gpus;
 mod healthcheck;
 mod host_access;
 mod keys;
+mod mounts;
 mod networks;
 mod ports;
 mod probes;

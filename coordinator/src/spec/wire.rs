@@ -273,23 +273,24 @@ impl From<&PortSpec> for PortMapping {
     }
 }
 
-/// The agent names the network: `default` → `convoy-ENV`, `K` →
-/// `convoy-ENV-K`, an external one as written.
+/// What a container's attachment says, as a Swarm service takes it; the
+/// agent names the network: `default` → `convoy-ENV`, `K` → `convoy-ENV-K`,
+/// an external one as written.
 impl From<&NetworkAttachment> for pb::SwarmNetwork {
     fn from(attachment: &NetworkAttachment) -> Self {
-        let NetworkAttachment {
+        let pb::NetworkAttachment {
             name,
             aliases,
             external,
             internal,
             labels,
-        } = attachment;
+        } = attachment.into();
         pb::SwarmNetwork {
-            name: name.clone(),
-            aliases: aliases.clone(),
-            external: *external,
-            internal: *internal,
-            labels: labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            name,
+            aliases,
+            external,
+            internal,
+            labels,
         }
     }
 }

@@ -7,9 +7,10 @@
 
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 
-use super::keys::{first_time, next_key, ConfigKey, Seen, ServiceConfigKey};
+use super::keys::{first_time, next_key, ConfigKey, Seen};
+use super::mounts::{MountFields, MountKind};
 use super::seeds::{scalar, text, value};
 use super::Note;
 use crate::spec::configs::{
@@ -174,114 +175,50 @@ pub(super) fn file_path(path: &str) -> Result<String, String> {
 }
 
 /// A service's `configs:`: names (`- NAME`, delivered at `/NAME`) or
-/// mappings with `source`, `target`, `uid`, `gid` and `mode`.
-pub(super) struct ServiceConfigsSeed;
+/// mappings with `source`, `target`, `uid`, `gid` and `mode`, read by
+/// [`MountsSeed`](super::mounts::MountsSeed).
+#[derive(Clone, Copy)]
+pub(super) struct ConfigMounts;
 
-impl<'de> DeserializeSeed<'de> for ServiceConfigsSeed {
-    type Value = (Vec<ConfigMount>, Vec<Note>);
+impl MountKind for ConfigMounts {
+    type Mount = ConfigMount;
+    const NOUN: &'static str = "config";
+    const NAME: &'static str = "a config name";
+    const EXPECTING_MODE: &'static str = "a file mode such as 0440";
+    const DEFAULT_MODE: u32 = DEFAULT_CONFIG_MODE;
 
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ServiceConfigsSeed {
-    type Value = (Vec<ConfigMount>, Vec<Note>);
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a list of config names or of mappings with `source` and `target`")
+    fn source(name: &str) -> Result<(), String> {
+        config_name(name)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut mounts: Vec<ConfigMount> = Vec::new();
-        let mut notes = Vec::new();
-        let mut targets = Seen::default();
-        while let Some((mount, item_notes)) = seq.next_element_seed(MountSeed {
-            targets: &mut targets,
-        })? {
-            super::nest(&mut notes, Seg::Index(mounts.len()), item_notes);
-            mounts.push(mount);
-        }
-        Ok((mounts, notes))
-    }
-}
-
-struct MountSeed<'a> {
-    targets: &'a mut Seen,
-}
-
-impl<'de> DeserializeSeed<'de> for MountSeed<'_> {
-    type Value = (ConfigMount, Vec<Note>);
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for MountSeed<'_> {
-    type Value = (ConfigMount, Vec<Note>);
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a config name, or a mapping with `source` and `target`")
+    fn target(self, written: &str) -> Result<String, String> {
+        target_path(written)
     }
 
-    fn visit_str<E: de::Error>(self, name: &str) -> Result<Self::Value, E> {
-        config_name(name).map_err(E::custom)?;
-        let target = target_path(name).map_err(E::custom)?;
-        first_time(self.targets, &target, "config target").map_err(E::custom)?;
-        Ok((
-            ConfigMount {
-                source: name.to_owned(),
-                target,
-                mode: DEFAULT_CONFIG_MODE,
-                ..ConfigMount::default()
-            },
-            Vec::new(),
-        ))
+    fn expecting_target(self) -> &'static str {
+        "a path"
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut seen = Seen::default();
-        let mut notes = Vec::new();
-        let mut mount = ConfigMount {
-            mode: DEFAULT_CONFIG_MODE,
+    fn target_what(self) -> &'static str {
+        "config target"
+    }
+
+    fn mount(fields: MountFields) -> ConfigMount {
+        let MountFields {
+            source,
+            target,
+            uid,
+            gid,
+            mode,
+        } = fields;
+        ConfigMount {
+            source,
+            target,
+            uid,
+            gid,
+            mode,
             ..ConfigMount::default()
-        };
-        let mut target = None;
-        while let Some(key) = next_key::<A, ServiceConfigKey>(&mut map, &mut seen, &mut notes)? {
-            match key {
-                ServiceConfigKey::Source => {
-                    mount.source = map.next_value_seed(scalar("a config name", |n: &str| {
-                        config_name(n).map(|()| n.to_owned())
-                    }))?;
-                }
-                ServiceConfigKey::Target => {
-                    target = Some(map.next_value_seed(scalar("a path", target_path))?);
-                }
-                ServiceConfigKey::Uid => {
-                    mount.uid = value(&mut map, scalar("a numeric user id", id))?;
-                }
-                ServiceConfigKey::Gid => {
-                    mount.gid = value(&mut map, scalar("a numeric group id", id))?;
-                }
-                ServiceConfigKey::Mode => {
-                    mount.mode = value(&mut map, scalar("a file mode such as 0440", mode))?
-                        .unwrap_or(DEFAULT_CONFIG_MODE);
-                }
-            }
         }
-        if mount.source.is_empty() {
-            return Err(de::Error::custom(
-                "missing field `source`: name the config from the top-level `configs:`",
-            ));
-        }
-        let target = match target {
-            Some(target) => target,
-            None => target_path(&mount.source).map_err(de::Error::custom)?,
-        };
-        first_time(self.targets, &target, "config target").map_err(de::Error::custom)?;
-        mount.target = target;
-        Ok((mount, notes))
     }
 }
 

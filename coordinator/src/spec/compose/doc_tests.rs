@@ -20,8 +20,8 @@ use super::keys::{
 };
 
 use super::keys::{BindKey, MountTmpfsKey, MountVolumeKey, ServiceVolumeKey, VolumeKey};
-use super::keys::{ConfigKey, ServiceConfigKey};
-use super::keys::{SecretConvoyKey, SecretGenerateKey, SecretKey, ServiceSecretKey, UnitSecretKey};
+use super::keys::{ConfigKey, ServiceMountKey};
+use super::keys::{SecretConvoyKey, SecretGenerateKey, SecretKey, UnitSecretKey};
 
 const DOC: &str = include_str!("../../../../docs/COMPOSE.md");
 
@@ -152,7 +152,7 @@ fn mappings() -> Vec<Mapping> {
             "configs.<name>",
             service("configs:\n  c:\n    content: x\n    @@\n"),
         ),
-        mapping::<ServiceConfigKey>(
+        mapping::<ServiceMountKey>(
             "services.<name>.configs[]",
             service("    configs:\n      - source: c\n        @@\nconfigs:\n  c:\n    content: x\n"),
         ),
@@ -168,7 +168,7 @@ fn mappings() -> Vec<Mapping> {
             "secrets.<name>.x-convoy.generate",
             service("secrets:\n  s:\n    x-convoy:\n      generate:\n        @@\n"),
         ),
-        mapping::<ServiceSecretKey>(
+        mapping::<ServiceMountKey>(
             "services.<name>.secrets[]",
             service("    secrets:\n      - source: s\n        @@\nsecrets:\n  s:\n    external: true\n"),
         ),

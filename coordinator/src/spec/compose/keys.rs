@@ -347,8 +347,8 @@ key_set!(ConfigKey {
                    give the config's content with `file:`, `content:` or `environment:`",
 ]);
 
-// An entry of a service's `configs:` in the long syntax.
-key_set!(ServiceConfigKey {
+// An entry of a service's `configs:` or `secrets:` in the long syntax.
+key_set!(ServiceMountKey {
     Source = "source",
     Target = "target",
     Uid = "uid",
@@ -381,15 +381,6 @@ key_set!(SecretConvoyKey {
 key_set!(SecretGenerateKey {
     Length = "length",
     Charset = "charset",
-} ignored []);
-
-// An entry of a service's `secrets:` in the long syntax.
-key_set!(ServiceSecretKey {
-    Source = "source",
-    Target = "target",
-    Uid = "uid",
-    Gid = "gid",
-    Mode = "mode",
 } ignored []);
 
 // An entry of a unit's `secrets:` in the long syntax: a systemd credential.

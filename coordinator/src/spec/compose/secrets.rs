@@ -8,13 +8,11 @@
 
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 
-use super::configs::{file_path, id, mode};
-use super::keys::{
-    first_time, next_key, SecretConvoyKey, SecretGenerateKey, SecretKey, Seen, ServiceSecretKey,
-    UnitSecretKey,
-};
+use super::configs::file_path;
+use super::keys::{first_time, next_key, SecretConvoyKey, SecretGenerateKey, SecretKey, Seen};
+use super::mounts::{MountFields, MountKind};
 use super::seeds::{scalar, value};
 use super::Note;
 use crate::spec::locate::Seg;
@@ -320,57 +318,25 @@ pub(super) fn secret_name(name: &str) -> Result<(), String> {
 
 /// A service's `secrets:` (`unit`: a unit's, whose targets are credential
 /// names): keys (`- KEY`) or mappings with `source`, `target` and, for a
-/// container, `uid`, `gid` and `mode`.
-pub(super) struct ServiceSecretsSeed {
+/// container, `uid`, `gid` and `mode`, read by
+/// [`MountsSeed`](super::mounts::MountsSeed).
+#[derive(Clone, Copy)]
+pub(super) struct SecretMounts {
     pub(super) unit: bool,
 }
 
-impl<'de> DeserializeSeed<'de> for ServiceSecretsSeed {
-    type Value = (Vec<SecretMount>, Vec<Note>);
+impl MountKind for SecretMounts {
+    type Mount = SecretMount;
+    const NOUN: &'static str = "secret";
+    const NAME: &'static str = "a secret name";
+    const EXPECTING_MODE: &'static str = "a file mode such as 0400";
+    const DEFAULT_MODE: u32 = DEFAULT_SECRET_MODE;
 
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ServiceSecretsSeed {
-    type Value = (Vec<SecretMount>, Vec<Note>);
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a list of secret names or of mappings with `source` and `target`")
+    fn source(name: &str) -> Result<(), String> {
+        secret_name(name)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut mounts: Vec<SecretMount> = Vec::new();
-        let mut notes = Vec::new();
-        let mut targets = Seen::default();
-        while let Some((mount, item_notes)) = seq.next_element_seed(MountSeed {
-            targets: &mut targets,
-            unit: self.unit,
-        })? {
-            super::nest(&mut notes, Seg::Index(mounts.len()), item_notes);
-            mounts.push(mount);
-        }
-        Ok((mounts, notes))
-    }
-}
-
-struct MountSeed<'a> {
-    targets: &'a mut Seen,
-    unit: bool,
-}
-
-impl MountSeed<'_> {
-    /// Where the secret `source` goes when no `target` is given.
-    fn default_target(&self, source: &str) -> Result<String, String> {
-        if self.unit {
-            credential_name(source)
-        } else {
-            container_target(source)
-        }
-    }
-
-    fn target(&self, written: &str) -> Result<String, String> {
+    fn target(self, written: &str) -> Result<String, String> {
         if self.unit {
             credential_name(written)
         } else {
@@ -378,123 +344,42 @@ impl MountSeed<'_> {
         }
     }
 
-    fn first_time(&mut self, target: &str) -> Result<(), String> {
-        let what = if self.unit {
+    fn expecting_target(self) -> &'static str {
+        if self.unit {
+            "a credential name"
+        } else {
+            "a path"
+        }
+    }
+
+    fn target_what(self) -> &'static str {
+        if self.unit {
             "credential name"
         } else {
             "secret target"
-        };
-        first_time(self.targets, target, what)
-    }
-}
-
-/// The keys of a mount, from either key set.
-enum MountKey {
-    Source,
-    Target,
-    Uid,
-    Gid,
-    Mode,
-}
-
-fn next_mount_key<'de, A: MapAccess<'de>>(
-    map: &mut A,
-    seen: &mut Seen,
-    notes: &mut Vec<Note>,
-    unit: bool,
-) -> Result<Option<MountKey>, A::Error> {
-    Ok(if unit {
-        next_key::<A, UnitSecretKey>(map, seen, notes)?.map(|key| match key {
-            UnitSecretKey::Source => MountKey::Source,
-            UnitSecretKey::Target => MountKey::Target,
-        })
-    } else {
-        next_key::<A, ServiceSecretKey>(map, seen, notes)?.map(|key| match key {
-            ServiceSecretKey::Source => MountKey::Source,
-            ServiceSecretKey::Target => MountKey::Target,
-            ServiceSecretKey::Uid => MountKey::Uid,
-            ServiceSecretKey::Gid => MountKey::Gid,
-            ServiceSecretKey::Mode => MountKey::Mode,
-        })
-    })
-}
-
-impl<'de> DeserializeSeed<'de> for MountSeed<'_> {
-    type Value = (SecretMount, Vec<Note>);
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for MountSeed<'_> {
-    type Value = (SecretMount, Vec<Note>);
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a secret name, or a mapping with `source` and `target`")
+        }
     }
 
-    fn visit_str<E: de::Error>(mut self, source: &str) -> Result<Self::Value, E> {
-        secret_name(source).map_err(E::custom)?;
-        let target = self.default_target(source).map_err(E::custom)?;
-        self.first_time(&target).map_err(E::custom)?;
-        Ok((
-            SecretMount {
-                source: source.to_owned(),
-                target,
-                mode: DEFAULT_SECRET_MODE,
-                ..SecretMount::default()
-            },
-            Vec::new(),
-        ))
+    fn credential(self) -> bool {
+        self.unit
     }
 
-    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut seen = Seen::default();
-        let mut notes = Vec::new();
-        let mut mount = SecretMount {
-            mode: DEFAULT_SECRET_MODE,
+    fn mount(fields: MountFields) -> SecretMount {
+        let MountFields {
+            source,
+            target,
+            uid,
+            gid,
+            mode,
+        } = fields;
+        SecretMount {
+            source,
+            target,
+            uid,
+            gid,
+            mode,
             ..SecretMount::default()
-        };
-        let mut target = None;
-        while let Some(key) = next_mount_key(&mut map, &mut seen, &mut notes, self.unit)? {
-            match key {
-                MountKey::Source => {
-                    mount.source = map.next_value_seed(scalar("a secret name", |n: &str| {
-                        secret_name(n).map(|()| n.to_owned())
-                    }))?;
-                }
-                MountKey::Target => {
-                    let expecting = if self.unit {
-                        "a credential name"
-                    } else {
-                        "a path"
-                    };
-                    let read = map.next_value_seed(scalar(expecting, |t: &str| self.target(t)))?;
-                    target = Some(read);
-                }
-                MountKey::Uid => mount.uid = value(&mut map, scalar("a numeric user id", id))?,
-                MountKey::Gid => mount.gid = value(&mut map, scalar("a numeric group id", id))?,
-                MountKey::Mode => {
-                    mount.mode = value(&mut map, scalar("a file mode such as 0400", mode))?
-                        .unwrap_or(DEFAULT_SECRET_MODE);
-                }
-            }
         }
-        if mount.source.is_empty() {
-            return Err(de::Error::custom(
-                "missing field `source`: name the secret from the top-level `secrets:`",
-            ));
-        }
-        let target = match target {
-            Some(target) => target,
-            None => self
-                .default_target(&mount.source)
-                .map_err(de::Error::custom)?,
-        };
-        self.first_time(&target).map_err(de::Error::custom)?;
-        mount.target = target;
-        Ok((mount, notes))
     }
 }
 

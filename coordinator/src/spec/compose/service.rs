@@ -240,17 +240,19 @@ impl<'de> Visitor<'de> for ServiceSeed {
                     }
                 }
                 ServiceKey::Configs => {
-                    if let Some((mounts, config_notes)) =
-                        value(&mut map, super::configs::ServiceConfigsSeed)?
-                    {
+                    if let Some((mounts, config_notes)) = value(
+                        &mut map,
+                        super::mounts::MountsSeed(super::configs::ConfigMounts),
+                    )? {
                         spec.configs = mounts;
                         nest(&mut notes, Seg::Key("configs".to_owned()), config_notes);
                     }
                 }
                 ServiceKey::Secrets => {
-                    if let Some((mounts, secret_notes)) =
-                        value(&mut map, super::secrets::ServiceSecretsSeed { unit: false })?
-                    {
+                    if let Some((mounts, secret_notes)) = value(
+                        &mut map,
+                        super::mounts::MountsSeed(super::secrets::SecretMounts { unit: false }),
+                    )? {
                         spec.secrets = mounts;
                         nest(&mut notes, Seg::Key("secrets".to_owned()), secret_notes);
                     }

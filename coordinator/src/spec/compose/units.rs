@@ -204,9 +204,10 @@ impl<'de> Visitor<'de> for UnitSeed<'_> {
                     }
                 }
                 UnitKey::Secrets => {
-                    if let Some((mounts, secret_notes)) =
-                        value(&mut map, super::secrets::ServiceSecretsSeed { unit: true })?
-                    {
+                    if let Some((mounts, secret_notes)) = value(
+                        &mut map,
+                        super::mounts::MountsSeed(super::secrets::SecretMounts { unit: true }),
+                    )? {
                         spec.secrets = mounts;
                         nest(&mut notes, Seg::Key("secrets".to_owned()), secret_notes);
                     }
