@@ -85,8 +85,16 @@ fn a_compose_service_runs_on_swarm_with_convoys_history_and_rollback() {
         .replicas(3)
         .env("GREETING", "good")
         .deploy(update)
-        .extra(&format!("x-convoy: {{ swarm: {} }}", pair.cluster_id));
-    let file = c.write_spec("sw.yaml", &compose(&[&good]));
+        .extra(&format!("x-convoy: {{ swarm: {} }}", pair.cluster_id))
+        .extra("secrets: [db_pw]")
+        .extra("configs: [app_conf]");
+    // A secret from a file and a config, as Swarm secrets of the tasks.
+    let pw_file = c.write_spec("db_pw.txt", "swarm-s3cret");
+    let extras = format!(
+        "secrets:\n  db_pw:\n    file: {}\nconfigs:\n  app_conf:\n    content: \"port=80\"\n",
+        pw_file.display()
+    );
+    let file = c.write_spec("sw.yaml", &(compose(&[&good]) + &extras));
     let out = c.cli(&[
         "apply",
         "-f",
@@ -129,6 +137,20 @@ fn a_compose_service_runs_on_swarm_with_convoys_history_and_rollback() {
         ids.iter().map(String::as_str).collect(),
         "one task slot per instance, on both engines: {s:#}"
     );
+    // Each task reads the secret and the config where the spec says.
+    let task = tasks_on(&pair.worker, &name).unwrap()[0].clone();
+    let cat = |path: &str| {
+        pair.worker
+            .docker(&["exec", &task, "/convoy-testapp", "--cat", path])
+            .unwrap()
+    };
+    assert_eq!(cat("/run/secrets/db_pw").trim(), "swarm-s3cret");
+    assert_eq!(cat("/app_conf").trim(), "port=80");
+    let secrets = pair
+        .manager
+        .docker(&["secret", "ls", "--format", "{{.Name}}"])
+        .unwrap();
+    assert!(secrets.contains("convoy_default_db_pw_v1"), "{secrets}");
     let labels = pair
         .manager
         .docker(&[
@@ -159,7 +181,7 @@ fn a_compose_service_runs_on_swarm_with_convoys_history_and_rollback() {
     // An image no engine has: Swarm rolls the update back, and so does
     // Convoy, with Swarm's message as the reason.
     let bad = good.clone().image("convoy-missing:nope");
-    let file = c.write_spec("sw.yaml", &compose(&[&bad]));
+    let file = c.write_spec("sw.yaml", &(compose(&[&bad]) + &extras));
     let out = c.cli(&["apply", "-f", file.to_str().unwrap()]);
     assert!(
         out.status.success(),
@@ -277,6 +299,14 @@ fn a_compose_service_runs_on_swarm_with_convoys_history_and_rollback() {
             "label=io.convoy.managed=true",
         ])?;
         ensure!(networks.trim().is_empty(), "networks left: {networks}");
+        let secrets = pair.manager.docker(&[
+            "secret",
+            "ls",
+            "-q",
+            "--filter",
+            "label=io.convoy.managed=true",
+        ])?;
+        ensure!(secrets.trim().is_empty(), "secrets left: {secrets}");
         Ok(())
     });
     c.assert_healthy();
