@@ -23,9 +23,12 @@
 //! `rollback_paused` or `rollback_completed` (away from it), and the plan
 //! still asks for that hash, it leaves the service as Swarm
 //! left it and reports the workload FAILED with Swarm's words; the
-//! coordinator then fails the rollout and rolls back. The memory is the
-//! agent's process: after a restart the driver may try such a spec once
-//! more (and Swarm give up again).
+//! coordinator then fails the rollout and rolls back. A driver that just
+//! started (the agent restarted, or another manager's agent took over)
+//! remembers nothing it pushed, so for a service Swarm rolled back it
+//! reads Swarm's task history: a task whose labels carry the plan's spec
+//! hash means Swarm tried that spec and gave up. (Swarm keeps a few tasks
+//! per slot: once they are gone, such a spec may be tried once more.)
 
 pub mod api;
 pub mod spec;
@@ -76,6 +79,30 @@ fn label<'a>(svc: &'a Service, key: &str) -> &'a str {
         .and_then(|l| l.get(key))
         .map(String::as_str)
         .unwrap_or_default()
+}
+
+/// A label of a task's container.
+fn task_label<'a>(task: &'a bollard::models::Task, key: &str) -> &'a str {
+    task.spec
+        .as_ref()
+        .and_then(|s| s.container_spec.as_ref())
+        .and_then(|c| c.labels.as_ref())
+        .and_then(|l| l.get(key))
+        .map(String::as_str)
+        .unwrap_or_default()
+}
+
+/// Whether Swarm is rolling back, or rolled back, the service's last
+/// update.
+fn rolled_back(svc: &Service) -> bool {
+    matches!(
+        svc.update_status.as_ref().and_then(|u| u.state),
+        Some(
+            ServiceUpdateStatusStateEnum::ROLLBACK_STARTED
+                | ServiceUpdateStatusStateEnum::ROLLBACK_PAUSED
+                | ServiceUpdateStatusStateEnum::ROLLBACK_COMPLETED
+        )
+    )
 }
 
 /// Swarm's update state of a service, as the API spells it ("" when none).
@@ -246,6 +273,18 @@ impl<A: SwarmApi> SwarmDriver<A> {
                     self.api.create_service(desired).await
                 }
                 Some(svc) if label(svc, labels::SPEC_HASH) != w.spec_hash => {
+                    if !self.pushed.contains_key(&s.name) && rolled_back(svc) {
+                        // A driver that just started remembers nothing it
+                        // pushed; Swarm's task history does: a task of the
+                        // plan's spec means Swarm tried it and rolled back.
+                        let tasks = self.api.list_tasks(&s.name).await.unwrap_or_default();
+                        if tasks
+                            .iter()
+                            .any(|t| task_label(t, labels::SPEC_HASH) == w.spec_hash)
+                        {
+                            self.pushed.insert(s.name.clone(), w.spec_hash.clone());
+                        }
+                    }
                     if gave_up(svc, &w.spec_hash, self.pushed.get(&s.name)) {
                         Ok(())
                     } else {

@@ -637,3 +637,47 @@ async fn secrets_and_configs_become_swarm_secrets_replaced_by_version() {
         statuses.borrow()["prod/web/1"]
     );
 }
+
+/// A driver that just started (a restarted agent, or a new manager's)
+/// remembers nothing it pushed: Swarm's task history says the plan's spec
+/// was tried and rolled back, so it is not pushed again.
+#[tokio::test]
+async fn a_fresh_driver_reads_from_the_task_history_that_swarm_gave_up() {
+    let fake = Arc::new(Fake::default());
+    let (mut first, _s, _e) = driver(fake.clone());
+    first.pass(&plan(vec![workload("h1", 1, 1)], true)).await;
+    fake.calls();
+    {
+        let mut w = fake.world();
+        w.services[0].update_status = Some(ServiceUpdateStatus {
+            state: Some(ServiceUpdateStatusStateEnum::ROLLBACK_COMPLETED),
+            message: Some("rolled back".into()),
+            ..Default::default()
+        });
+        // The rejected task of the plan's spec h2, and the running one of h1.
+        let mut tried = task("bad", 1, 4, TaskState::REJECTED, 2);
+        tried
+            .spec
+            .as_mut()
+            .unwrap()
+            .container_spec
+            .as_mut()
+            .unwrap()
+            .labels = Some([(labels::SPEC_HASH.to_string(), "h2".to_string())].into());
+        w.tasks.insert(
+            "prod_web".into(),
+            vec![tried, task("good", 1, 5, TaskState::RUNNING, 1)],
+        );
+    }
+    let (mut fresh, statuses, _e) = driver(fake.clone());
+    fresh.pass(&plan(vec![workload("h2", 2, 1)], true)).await;
+    assert!(fake.calls().is_empty(), "not pushed again");
+    assert_eq!(
+        statuses.borrow()["prod/web/1"].state,
+        WorkloadState::Failed as i32
+    );
+    // A spec Swarm never tried is pushed.
+    let (mut other, _s, _e) = driver(fake.clone());
+    other.pass(&plan(vec![workload("h3", 3, 1)], true)).await;
+    assert_eq!(fake.calls(), ["update prod_web from v1"]);
+}
