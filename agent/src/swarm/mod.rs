@@ -53,6 +53,9 @@ pub use status::{derive_status, task_key, Observed};
 
 /// How often the driver looks at Swarm without a new plan.
 pub const PASS_EVERY: Duration = Duration::from_secs(2);
+/// While the engine does not answer, passes back off from [`PASS_EVERY`]
+/// (doubling, with jitter) up to this; a new plan still passes at once.
+pub const UNREACHABLE_MAX: Duration = Duration::from_secs(30);
 
 /// The Swarm driver.
 pub struct SwarmDriver<A: SwarmApi> {
@@ -158,10 +161,18 @@ impl<A: SwarmApi> SwarmDriver<A> {
         mut plan: watch::Receiver<Option<Arc<Plan>>>,
         shutdown: CancellationToken,
     ) {
+        let mut backoff = crate::controller::Backoff::new(PASS_EVERY, UNREACHABLE_MAX);
         loop {
             let current = plan.borrow_and_update().clone();
+            let mut wait = PASS_EVERY;
             match current.filter(|p| p.swarm_driver()) {
-                Some(p) => self.pass(&p).await,
+                Some(p) => {
+                    if self.pass(&p).await {
+                        backoff.reset();
+                    } else {
+                        wait = backoff.next_delay();
+                    }
+                }
                 None => {
                     // Not (or no longer) the driver: touch nothing, say
                     // nothing of Swarm services.
@@ -176,14 +187,14 @@ impl<A: SwarmApi> SwarmDriver<A> {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 changed = plan.changed() => if changed.is_err() { return },
-                _ = tokio::time::sleep(PASS_EVERY) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }
 
     /// One pass over the plan's Swarm services (the plan says this node
-    /// drives).
-    pub async fn pass(&mut self, plan: &Plan) {
+    /// drives). False when the engine did not answer.
+    pub async fn pass(&mut self, plan: &Plan) -> bool {
         let wanted: Vec<(&Workload, &SwarmServiceSpec)> = plan
             .swarm_services()
             .filter_map(|w| swarm_spec(w).map(|s| (w, s)))
@@ -193,7 +204,7 @@ impl<A: SwarmApi> SwarmDriver<A> {
             Err(e) => {
                 warn!(error = %e, "cannot read Swarm services");
                 self.unreachable(&wanted, &e);
-                return;
+                return false;
             }
         };
         let by_name: HashMap<&str, &Service> = services
@@ -384,6 +395,7 @@ impl<A: SwarmApi> SwarmDriver<A> {
                 true
             }
         });
+        true
     }
 
     /// The engine does not answer: each status keeps what it said, with

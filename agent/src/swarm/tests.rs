@@ -25,6 +25,9 @@ struct World {
     secrets: Vec<(String, String, String)>,
     tasks: HashMap<String, Vec<Task>>,
     calls: Vec<String>,
+    /// The engine does not answer: every list fails, counted here.
+    down: bool,
+    lists: u32,
 }
 
 #[derive(Default)]
@@ -42,7 +45,12 @@ impl Fake {
 #[async_trait]
 impl SwarmApi for Fake {
     async fn list_services(&self) -> Result<Vec<Service>, String> {
-        Ok(self.world().services.clone())
+        let mut w = self.world();
+        w.lists += 1;
+        if w.down {
+            return Err("connection refused".into());
+        }
+        Ok(w.services.clone())
     }
     async fn create_service(&self, spec: ServiceSpec) -> Result<(), String> {
         let mut w = self.world();
@@ -680,4 +688,41 @@ async fn a_fresh_driver_reads_from_the_task_history_that_swarm_gave_up() {
     let (mut other, _s, _e) = driver(fake.clone());
     other.pass(&plan(vec![workload("h3", 3, 1)], true)).await;
     assert_eq!(fake.calls(), ["update prod_web from v1"]);
+}
+
+/// An engine that does not answer is asked less and less often (from 2 s,
+/// doubling to 30 s), the statuses saying why; once it answers, every 2 s.
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_engine_is_retried_with_backoff() {
+    let fake = Arc::new(Fake::default());
+    fake.world().down = true;
+    let (d, statuses, _events) = driver(fake.clone());
+    let (_plan_tx, plan_rx) =
+        watch::channel(Some(Arc::new(plan(vec![workload("h1", 1, 1)], true))));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(d.run(plan_rx, shutdown.clone()));
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    // Every 2 s would be 30 tries; backing off (2, 4, 8, 16, 30 s, each
+    // cut by up to a quarter) it is at most 7.
+    let tries = fake.world().lists;
+    assert!((3..=7).contains(&tries), "{tries} tries in 60 s");
+    assert!(
+        statuses.borrow()["prod/web/1"]
+            .reason
+            .contains("the Docker engine does not answer: connection refused"),
+        "{:?}",
+        statuses.borrow()
+    );
+    fake.world().down = false;
+    // Back: within the current wait (at most 30 s) it answers, then every 2 s.
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    let before = fake.world().lists;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let per_10s = fake.world().lists - before;
+    assert!(
+        (8..=12).contains(&per_10s),
+        "{per_10s} lists in 10 s once it answers"
+    );
+    shutdown.cancel();
+    task.await.unwrap();
 }
