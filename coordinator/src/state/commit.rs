@@ -257,6 +257,9 @@ mod tests {
             }
             self.inner.apply(ops).await
         }
+        async fn health(&self) -> crate::store::StoreHealth {
+            self.inner.health().await
+        }
     }
 
     fn hello() -> AgentHello {

@@ -1,6 +1,6 @@
 //! The coordinator's durable state goes through one small key-value trait so
 //! the embedded sled backend (the default) and etcd (for several
-//! coordinators, later) are interchangeable. Typed records sit on top.
+//! coordinators) are interchangeable. Typed records sit on top.
 
 mod sled_store;
 
@@ -24,6 +24,27 @@ pub enum StoreError {
     /// One failure shared by several callers (a group commit's waiters).
     #[error(transparent)]
     Shared(std::sync::Arc<StoreError>),
+    /// A fenced write was refused: the leadership it was made under is gone
+    /// (another coordinator leads, or this one lost the store). Nothing of
+    /// the batch was written.
+    #[error("not written: this coordinator no longer leads ({0})")]
+    Fenced(String),
+}
+
+/// How the store is doing, for `convoy status`, the dashboard and `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreHealth {
+    /// "sled" or "etcd".
+    pub backend: String,
+    /// Where: the sled directory, or the etcd endpoints.
+    pub location: String,
+    /// Answering reads and writes now.
+    pub healthy: bool,
+    /// Per member (etcd): `NAME at URL: healthy|unreachable (...)`; empty
+    /// for sled.
+    pub members: Vec<String>,
+    /// Why it is not healthy; empty when it is.
+    pub error: String,
 }
 
 /// One write of an atomic batch.
@@ -51,6 +72,12 @@ pub trait Store: Send + Sync + 'static {
     async fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     /// Applies all ops or none, durably, before returning.
     async fn apply(&self, ops: Vec<Op>) -> Result<(), StoreError>;
+    /// Every key and value, read at one point in time (snapshots).
+    async fn dump(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.scan_prefix("").await
+    }
+    /// Whether the store answers, and where it is.
+    async fn health(&self) -> StoreHealth;
 }
 
 /// Reads a JSON record.

@@ -5,10 +5,11 @@ use std::path::Path;
 
 use async_trait::async_trait;
 
-use super::{Op, Store, StoreError};
+use super::{Op, Store, StoreError, StoreHealth};
 
 pub struct SledStore {
     db: sled::Db,
+    path: String,
 }
 
 impl SledStore {
@@ -23,7 +24,12 @@ impl SledStore {
                 .mode(sled::Mode::LowSpace)
                 .open()
             {
-                Ok(db) => return Ok(Self { db }),
+                Ok(db) => {
+                    return Ok(Self {
+                        db,
+                        path: path.display().to_string(),
+                    })
+                }
                 Err(sled::Error::Io(e))
                     if e.kind() == std::io::ErrorKind::WouldBlock
                         && std::time::Instant::now() < deadline =>
@@ -83,6 +89,16 @@ impl Store for SledStore {
             .await
             .map_err(|e| backend("flush", e))?;
         Ok(())
+    }
+
+    async fn health(&self) -> StoreHealth {
+        StoreHealth {
+            backend: "sled".into(),
+            location: self.path.clone(),
+            healthy: true,
+            members: Vec::new(),
+            error: String::new(),
+        }
     }
 }
 
