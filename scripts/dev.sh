@@ -16,6 +16,15 @@ if ! docker info >/dev/null 2>&1; then
   exit 1
 fi
 
+# etcd-client (the etcd store backend) compiles etcd's .proto files with protoc.
+if ! command -v protoc >/dev/null; then
+  echo "installing protobuf-compiler (protoc)" >&2
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends protobuf-compiler >/dev/null
+fi
+
 cargo build --release --bins -p convoy-coordinator -p convoy-cli -p convoy-agent
 bash scripts/build-test-image.sh >/dev/null
 echo "example image convoy-testapp:latest is ready"

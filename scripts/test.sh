@@ -34,6 +34,8 @@ need htpasswd apache2-utils
 # make their bridges with ip(8).
 need fuse-overlayfs fuse-overlayfs
 need ip iproute2
+# etcd-client (issue 18) compiles etcd's .proto files with protoc.
+need protoc protobuf-compiler
 if [ "${#apt_missing[@]}" -gt 0 ]; then
   step "installing ${apt_missing[*]}"
   sudo=""

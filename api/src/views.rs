@@ -136,6 +136,102 @@ pub fn change_action_word(value: i32) -> &'static str {
 #[derive(Debug, Serialize, PartialEq)]
 pub struct StatusJson {
     pub services: Vec<ServiceStatusJson>,
+    /// The coordinators and the store; absent from old coordinators.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control_plane: Option<ControlPlaneJson>,
+}
+
+/// The coordinators sharing one store, who leads, and how the store is.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct ControlPlaneJson {
+    pub coordinators: Vec<CoordinatorJson>,
+    /// The leading coordinator's id; empty while nobody leads.
+    pub leader: String,
+    pub store: StoreHealthJson,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct CoordinatorJson {
+    pub id: String,
+    pub hostname: String,
+    pub api: String,
+    pub agents: String,
+    pub http: String,
+    pub version: String,
+    pub started_unix_ms: i64,
+    pub leader: bool,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct StoreHealthJson {
+    pub backend: String,
+    pub location: String,
+    pub healthy: bool,
+    pub members: Vec<String>,
+    pub error: String,
+}
+
+impl From<&pb::ControlPlane> for ControlPlaneJson {
+    fn from(p: &pb::ControlPlane) -> Self {
+        let pb::ControlPlane {
+            coordinators,
+            leader,
+            store,
+        } = p;
+        Self {
+            coordinators: coordinators
+                .iter()
+                .map(|c| {
+                    let pb::CoordinatorInfo {
+                        id,
+                        hostname,
+                        api,
+                        agents,
+                        http,
+                        version,
+                        started_unix_ms,
+                        leader,
+                    } = c;
+                    CoordinatorJson {
+                        id: id.clone(),
+                        hostname: hostname.clone(),
+                        api: api.clone(),
+                        agents: agents.clone(),
+                        http: http.clone(),
+                        version: version.clone(),
+                        started_unix_ms: *started_unix_ms,
+                        leader: *leader,
+                    }
+                })
+                .collect(),
+            leader: leader.clone(),
+            store: store
+                .as_ref()
+                .map(|s| {
+                    let pb::StoreHealth {
+                        backend,
+                        location,
+                        healthy,
+                        members,
+                        error,
+                    } = s;
+                    StoreHealthJson {
+                        backend: backend.clone(),
+                        location: location.clone(),
+                        healthy: *healthy,
+                        members: members.clone(),
+                        error: error.clone(),
+                    }
+                })
+                .unwrap_or(StoreHealthJson {
+                    backend: String::new(),
+                    location: String::new(),
+                    healthy: false,
+                    members: Vec::new(),
+                    error: String::new(),
+                }),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -280,9 +376,13 @@ pub struct InstanceStatusJson {
 
 impl From<&pb::StatusResponse> for StatusJson {
     fn from(response: &pb::StatusResponse) -> Self {
-        let pb::StatusResponse { services } = response;
+        let pb::StatusResponse {
+            services,
+            control_plane,
+        } = response;
         Self {
             services: services.iter().map(ServiceStatusJson::from).collect(),
+            control_plane: control_plane.as_ref().map(ControlPlaneJson::from),
         }
     }
 }

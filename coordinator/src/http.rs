@@ -270,7 +270,14 @@ async fn api_nodes(State(app): State<App>) -> Json<NodesJson> {
 }
 
 async fn api_services(State(app): State<App>) -> Json<StatusJson> {
-    Json(StatusJson::from(&app.coord.status("", "").await))
+    let mut status = app.coord.status("", "").await;
+    status.control_plane = app
+        .coord
+        .control_plane()
+        .await
+        .as_ref()
+        .map(convoy_proto::ControlPlane::from);
+    Json(StatusJson::from(&status))
 }
 
 #[derive(Deserialize, Default)]

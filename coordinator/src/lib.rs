@@ -5,6 +5,7 @@ pub mod api;
 pub mod audit;
 pub mod dev;
 pub mod events;
+pub mod ha;
 pub mod http;
 pub mod metrics;
 /// The CA and certificates (the `convoy-pki` crate, shared with the load test).

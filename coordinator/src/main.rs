@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use convoy_coordinator::{
     dev,
+    store::StoreUrl,
     pki::{self, Ca, PkiPaths},
     server::{self, ServeConfig},
     state::Liveness,
@@ -144,6 +145,28 @@ struct Common {
     /// The CA's private key (PEM, mode 0600); needs --ca-cert.
     #[arg(long, env = "CONVOY_CA_KEY", requires = "ca_cert")]
     ca_key: Option<PathBuf>,
+    /// Where desired state lives: `sled` (embedded, in DATA_DIR/store) or
+    /// `etcd://h1:2379,h2:2379,h3:2379` (`etcds://` for TLS) for several
+    /// coordinators, one of which leads.
+    #[arg(long, env = "CONVOY_STORE", default_value = "sled")]
+    store: String,
+    /// CA certificate (PEM) that etcd's certificates chain to (etcds://).
+    #[arg(long, env = "CONVOY_ETCD_CA")]
+    etcd_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd, with --etcd-key.
+    #[arg(long, env = "CONVOY_ETCD_CERT", requires = "etcd_key")]
+    etcd_cert: Option<PathBuf>,
+    /// Client key (PEM) for etcd, with --etcd-cert.
+    #[arg(long, env = "CONVOY_ETCD_KEY", requires = "etcd_cert")]
+    etcd_key: Option<PathBuf>,
+    /// This coordinator's name among those on one store (default: the
+    /// host's name).
+    #[arg(long, env = "CONVOY_NAME")]
+    name: Option<String>,
+    /// On etcd: the leader's lease. A leader that cannot renew it steps
+    /// down; a standby takes over about this long after a leader dies.
+    #[arg(long, env = "CONVOY_LEADER_TTL", default_value = "3s", value_parser = convoy_api::clock::parse_duration_secs)]
+    leader_ttl: u64,
 }
 
 fn main() {
@@ -281,6 +304,22 @@ async fn rewrap(data_dir: &std::path::Path, new_key: &std::path::Path) -> Result
     Ok(())
 }
 
+/// etcd's TLS files, when given.
+fn etcd_tls(common: &Common) -> Result<Option<convoy_coordinator::store::EtcdTls>> {
+    if common.etcd_ca.is_none() && common.etcd_cert.is_none() {
+        return Ok(None);
+    }
+    let ca = common
+        .etcd_ca
+        .clone()
+        .context("--etcd-cert needs --etcd-ca (the CA etcd's certificates chain to)")?;
+    Ok(Some(convoy_coordinator::store::EtcdTls {
+        ca,
+        cert: common.etcd_cert.clone(),
+        key: common.etcd_key.clone(),
+    }))
+}
+
 /// The agent `convoyd dev` runs beside the coordinator.
 struct DevAgent {
     node: String,
@@ -325,24 +364,52 @@ async fn serve(
     let data_dir = std::path::absolute(&data_dir)
         .with_context(|| format!("bad data directory {}", data_dir.display()))?;
     let shutdown = CancellationToken::new();
-    let running = server::start(
-        ServeConfig {
-            data_dir: data_dir.clone(),
-            api_listen: common.api_listen,
-            agent_listen,
-            sans: common.sans,
-            ca_files: common.ca_cert.zip(common.ca_key),
-            liveness: Liveness::from_lost_after(Duration::from_millis(common.node_lost_after)),
-            http_listen: common.http_listen,
-            metrics_auth: common.metrics_auth,
-            max_spec_bytes: common.max_spec_bytes,
-            agent_cert_validity: time::Duration::seconds(
-                i64::try_from(common.agent_cert_ttl).unwrap_or(i64::MAX / 2),
-            ),
-        },
-        shutdown.clone(),
-    )
-    .await?;
+    let store_url: StoreUrl = common
+        .store
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--store {}: {e}", common.store))?;
+    let name = match &common.name {
+        Some(n) => {
+            pki::validate_node_name(n).map_err(|e| anyhow::anyhow!("--name {n}: {e}"))?;
+            n.clone()
+        }
+        None => hostname(),
+    };
+    let cfg = ServeConfig {
+        data_dir: data_dir.clone(),
+        api_listen: common.api_listen,
+        agent_listen,
+        sans: common.sans.clone(),
+        ca_files: common.ca_cert.clone().zip(common.ca_key.clone()),
+        liveness: Liveness::from_lost_after(Duration::from_millis(common.node_lost_after)),
+        http_listen: common.http_listen,
+        metrics_auth: common.metrics_auth,
+        max_spec_bytes: common.max_spec_bytes,
+        agent_cert_validity: time::Duration::seconds(
+            i64::try_from(common.agent_cert_ttl).unwrap_or(i64::MAX / 2),
+        ),
+        name,
+    };
+    if !matches!(store_url, StoreUrl::Sled) {
+        anyhow::ensure!(
+            dev_agent.is_none(),
+            "`convoyd dev` runs on the embedded store; use `convoyd serve --store {}`",
+            common.store
+        );
+        let tls = etcd_tls(&common)?;
+        let signalled = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            signalled.cancel();
+            // A second signal exits at once.
+            wait_for_signal().await;
+            std::process::exit(1);
+        });
+        let ttl = Duration::from_secs(common.leader_ttl);
+        return convoy_coordinator::ha::serve(cfg, &store_url, tls, ttl, shutdown).await;
+    }
+    let running = server::start(cfg, shutdown.clone()).await?;
     let mut running = running;
     let mut tasks = std::mem::take(&mut running.tasks);
     let api = format!("https://{}", running.api_addr);

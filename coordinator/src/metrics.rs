@@ -72,6 +72,7 @@ pub struct Metrics {
     apply_duration: Histogram,
     rollout_duration: Family<OutcomeLabel, Histogram, fn() -> Histogram>,
     agent_rtt: Histogram,
+    store_write: Histogram,
     sse_dropped: Counter,
     /// Open dashboard event streams.
     pub sse_clients: AtomicI64,
@@ -90,6 +91,8 @@ impl Default for Metrics {
             }),
             // 100 µs .. ~3 s
             agent_rtt: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            // 100 µs .. ~3 s
+            store_write: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             sse_dropped: Counter::default(),
             sse_clients: AtomicI64::new(0),
             watch_streams: AtomicI64::new(0),
@@ -118,6 +121,11 @@ impl Metrics {
                 outcome: outcome.to_string(),
             })
             .observe(seconds);
+    }
+
+    /// One commit's store write (a sled batch + flush, or one etcd txn).
+    pub fn observe_store_write(&self, seconds: f64) {
+        self.store_write.observe(seconds);
     }
 
     pub fn observe_rtt(&self, seconds: f64) {
@@ -273,11 +281,57 @@ impl Metrics {
             self.agent_rtt.clone(),
         );
 
+        reg.register(
+            "store_write_duration_seconds",
+            "Time of each commit's store write (sled batch and flush, or one etcd transaction)",
+            self.store_write.clone(),
+        );
+        if let Some(plane) = coord.control_plane().await {
+            register_control_plane(&mut reg, &plane, coord.is_leader());
+        }
+
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &reg);
         out
     }
+}
+
+/// `convoy_coordinator_leader`, `convoy_coordinators`, `convoy_store_healthy`
+/// and the store probe's latency.
+pub fn register_control_plane(
+    reg: &mut Registry,
+    plane: &crate::ha::ControlPlaneView,
+    leader: bool,
+) {
+    let lead = Gauge::<i64>::default();
+    lead.set(i64::from(leader));
+    reg.register(
+        "coordinator_leader",
+        "1 if this coordinator leads (runs the controllers and serves), 0 if it stands by",
+        lead,
+    );
+    let count = Gauge::<i64>::default();
+    count.set(plane.members.len() as i64);
+    reg.register(
+        "coordinators",
+        "Coordinators announced in the store",
+        count,
+    );
+    let healthy = Gauge::<i64>::default();
+    healthy.set(i64::from(plane.store.healthy));
+    reg.register(
+        "store_healthy",
+        "1 if the store answered its last probe",
+        healthy,
+    );
+    let probe = GaugeF64::default();
+    probe.set(plane.store.probe_seconds);
+    reg.register(
+        "store_probe_seconds",
+        "Round trip of the store's last health probe (a read)",
+        probe,
+    );
 }
 
 type GaugeF64 = Gauge<f64, std::sync::atomic::AtomicU64>;

@@ -50,6 +50,8 @@ pub struct ServeConfig {
     pub metrics_auth: bool,
     /// The largest spec file `apply` reads, in bytes.
     pub max_spec_bytes: usize,
+    /// This coordinator's name among those sharing a store.
+    pub name: String,
 }
 
 /// A started coordinator.
@@ -70,7 +72,25 @@ fn grpc_limit(max_spec_bytes: usize) -> usize {
     (4 << 20).max(max_spec_bytes.saturating_add(1 << 20))
 }
 
+/// Starts a coordinator alone on the sled store in its data directory.
 pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> Result<Running> {
+    pki::create_dir_private(&cfg.data_dir)?;
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&cfg.data_dir.join("store"))?);
+    start_on(cfg, store, None, shutdown).await
+}
+
+/// The store key holding the CA's fingerprint: coordinators sharing a
+/// store must share the CA (agents trust one).
+const CA_KEY: &str = "meta/ca-fingerprint";
+
+/// Starts a coordinator on `store`; `plane` says which control plane it
+/// is part of (none: alone, always leading).
+pub async fn start_on(
+    cfg: ServeConfig,
+    store: Arc<dyn Store>,
+    plane: Option<Arc<dyn crate::ha::ControlPlane>>,
+    shutdown: CancellationToken,
+) -> Result<Running> {
     pki::create_dir_private(&cfg.data_dir)?;
     let paths = PkiPaths::new(&cfg.data_dir);
     let ca = match &cfg.ca_files {
@@ -80,15 +100,29 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> Result<Runn
     let server = ca.issue_server(&cfg.sans)?;
     pki::write_private(&paths.server_key(), server.key_pem.as_bytes())?;
     pki::write_private(&paths.server_cert(), server.cert_pem.as_bytes())?;
-
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&cfg.data_dir.join("store"))?);
+    check_shared_ca(&*store, &ca.fingerprint(), &paths).await?;
     let token_path = cfg.data_dir.join("admin.token");
     let tokens = Arc::new(Tokens::load(store.clone(), &token_path).await?);
     let audit = Arc::new(Audit::load(store.clone()).await?);
     // Before the store is read: a bad key file stops the start, naming it.
     let sealer = crate::secrets::Sealer::open_or_create(&cfg.data_dir)?;
+    let coord_store = store.clone();
     let coord = Coordinator::load_sealed(store, cfg.liveness, shutdown.clone(), sealer).await?;
     coord.set_spec_limits(crate::spec::Limits::with_max_bytes(cfg.max_spec_bytes));
+    coord.set_control_plane(plane.unwrap_or_else(|| {
+        Arc::new(crate::ha::Alone {
+            me: crate::ha::Member {
+                id: cfg.name.clone(),
+                hostname: cfg.name.clone(),
+                api: format!("https://{}", cfg.api_listen),
+                agents: cfg.agent_listen.to_string(),
+                http: format!("http://{}", cfg.http_listen),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                started_unix_ms: crate::state::now_unix_ms(),
+            },
+            store: coord_store.clone(),
+        })
+    }));
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let server_cert = Arc::new(ServerCert::new(
@@ -244,6 +278,28 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> Result<Runn
         tokens,
         audit,
     })
+}
+
+/// Records the CA's fingerprint in a new store, and refuses a store
+/// written under another CA: agents trust one CA, so every coordinator on
+/// one store must sign with it (copy `ca.pem` and `ca.key`, or pass
+/// `--ca-cert`/`--ca-key`).
+async fn check_shared_ca(store: &dyn Store, fingerprint: &str, paths: &PkiPaths) -> Result<()> {
+    match crate::store::get_json::<String>(store, CA_KEY).await? {
+        Some(stored) if stored == fingerprint => Ok(()),
+        Some(stored) => anyhow::bail!(
+            "the store was written under another CA ({stored}) than {} ({fingerprint}): \
+             every coordinator on one store needs the same CA; copy ca.pem and ca.key from \
+             the first coordinator's data directory, or pass --ca-cert and --ca-key",
+            paths.ca_cert().display()
+        ),
+        None => {
+            store
+                .apply(vec![crate::store::Op::put_json(CA_KEY, &fingerprint)])
+                .await?;
+            Ok(())
+        }
+    }
 }
 
 /// Marks nodes lost whose heartbeats stopped, ten times a second (a pass

@@ -47,6 +47,57 @@ pub fn verify_table(r: &pb::VerifyResponse) -> String {
     out
 }
 
+/// Where several coordinators share an etcd store: who leads and how the
+/// store is, then a blank line. Nothing for one coordinator on sled.
+pub fn control_plane_lines(plane: &pb::ControlPlane) -> String {
+    let store = plane.store.clone().unwrap_or_default();
+    if store.backend != "etcd" && plane.coordinators.len() <= 1 {
+        return String::new();
+    }
+    let mut out = String::new();
+    let coordinators: Vec<String> = plane
+        .coordinators
+        .iter()
+        .map(|c| {
+            if c.leader {
+                format!("{} (leader, {})", c.id, c.api)
+            } else {
+                c.id.clone()
+            }
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "coordinators: {}{}",
+        if coordinators.is_empty() {
+            "-".to_string()
+        } else {
+            coordinators.join(", ")
+        },
+        if plane.leader.is_empty() {
+            "  NO LEADER"
+        } else {
+            ""
+        }
+    );
+    let health = if store.healthy {
+        "healthy".to_string()
+    } else {
+        format!("UNHEALTHY: {}", store.error)
+    };
+    let _ = writeln!(
+        out,
+        "store: {} at {}: {health}",
+        or_dash(&store.backend),
+        or_dash(&store.location)
+    );
+    for m in &store.members {
+        let _ = writeln!(out, "  {m}");
+    }
+    out.push('\n');
+    out
+}
+
 /// `TIME  KIND  WHERE  MESSAGE`, one event per line.
 pub fn event_line(ev: &pb::ClusterEvent) -> String {
     let time = rfc3339_ms(ev.unix_ms);
@@ -55,10 +106,15 @@ pub fn event_line(ev: &pb::ClusterEvent) -> String {
 }
 
 pub fn status_table(response: &pb::StatusResponse, now_ms: i64) -> String {
+    let plane = response
+        .control_plane
+        .as_ref()
+        .map(control_plane_lines)
+        .unwrap_or_default();
     if response.services.is_empty() {
-        return "no services\n".to_owned();
+        return format!("{plane}no services\n");
     }
-    let mut out = String::new();
+    let mut out = plane;
     for (i, service) in response.services.iter().enumerate() {
         if i > 0 {
             out.push('\n');
@@ -225,6 +281,7 @@ mod tests {
                     instance(4, "", false, WorkloadState::Pending, "no node has room"),
                 ],
             }],
+            control_plane: None,
         }
     }
 
@@ -278,12 +335,66 @@ mod tests {
 
     #[test]
     fn status_of_nothing_says_so() {
-        let empty = pb::StatusResponse { services: vec![] };
+        let empty = pb::StatusResponse {
+            services: vec![],
+            control_plane: None,
+        };
         assert_eq!(status_table(&empty, NOW), "no services\n");
         assert_eq!(
             json(&StatusJson::from(&empty)),
             "{\n  \"services\": []\n}\n"
         );
+    }
+
+    #[test]
+    fn control_plane_shows_only_for_several_coordinators_or_etcd() {
+        let alone = pb::ControlPlane {
+            coordinators: vec![pb::CoordinatorInfo {
+                id: "c1".into(),
+                leader: true,
+                ..Default::default()
+            }],
+            leader: "c1".into(),
+            store: Some(pb::StoreHealth {
+                backend: "sled".into(),
+                location: "/var/lib/convoy/store".into(),
+                healthy: true,
+                ..Default::default()
+            }),
+        };
+        assert_eq!(control_plane_lines(&alone), "");
+        let three = pb::ControlPlane {
+            coordinators: ["c1", "c2", "c3"]
+                .iter()
+                .map(|id| pb::CoordinatorInfo {
+                    id: id.to_string(),
+                    api: format!("https://{id}:7400"),
+                    leader: *id == "c2",
+                    ..Default::default()
+                })
+                .collect(),
+            leader: "c2".into(),
+            store: Some(pb::StoreHealth {
+                backend: "etcd".into(),
+                location: "http://e1:2379,http://e2:2379".into(),
+                healthy: false,
+                members: vec!["e1 at http://e1:2379: unreachable (refused)".into()],
+                error: "1 of 2 members unreachable".into(),
+            }),
+        };
+        let text = control_plane_lines(&three);
+        assert_eq!(
+            text,
+            "coordinators: c1, c2 (leader, https://c2:7400), c3\n\
+             store: etcd at http://e1:2379,http://e2:2379: UNHEALTHY: 1 of 2 members unreachable\n  \
+             e1 at http://e1:2379: unreachable (refused)\n\n"
+        );
+        let empty = pb::StatusResponse {
+            services: vec![],
+            control_plane: Some(three),
+        };
+        assert!(status_table(&empty, NOW).ends_with("\n\nno services\n"));
+        assert!(json(&StatusJson::from(&empty)).contains("\"leader\": \"c2\""));
     }
 
     #[test]

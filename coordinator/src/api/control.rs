@@ -423,7 +423,14 @@ impl pb::control_service_server::ControlService for ControlApi {
         let caller = caller(&req)?;
         self.allow(&caller, Action::Status, "", false).await?;
         let pb::StatusRequest { service, env } = req.into_inner();
-        Ok(Response::new(self.coord.status(&service, &env).await))
+        let mut status = self.coord.status(&service, &env).await;
+        status.control_plane = self
+            .coord
+            .control_plane()
+            .await
+            .as_ref()
+            .map(pb::ControlPlane::from);
+        Ok(Response::new(status))
     }
 
     async fn list_nodes(

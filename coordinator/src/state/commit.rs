@@ -174,6 +174,11 @@ impl<'a> Txn<'a> {
             coord.store.apply(ops).await?;
         }
         let stored = started.elapsed();
+        if writes > 0 {
+            coord
+                .metrics
+                .observe_store_write((stored - planned).as_secs_f64());
+        }
         if let Some(next) = staged {
             *current = next;
         }

@@ -148,6 +148,9 @@ pub struct Coordinator {
     specs: apply::SpecReader,
     /// Seals secrets (registry passwords) at rest.
     sealer: Sealer,
+    /// The coordinators and the store, for status and `/metrics` (set once
+    /// by the server; absent in tests that build a bare coordinator).
+    control_plane: std::sync::OnceLock<Arc<dyn crate::ha::ControlPlane>>,
 }
 
 pub use convoy_api::clock::now_unix_ms;
@@ -213,6 +216,7 @@ impl Coordinator {
             status_changed: tokio::sync::Notify::new(),
             specs: apply::SpecReader::default(),
             sealer,
+            control_plane: std::sync::OnceLock::new(),
         });
         desired.registries = Arc::new(coord.load_registries().await?);
         desired.secrets = Arc::new(coord.load_secrets().await?);
@@ -236,6 +240,24 @@ impl Coordinator {
     /// Whether the coordinator is serving (store loaded, not shutting down).
     pub fn ready(&self) -> bool {
         !self.shutdown.is_cancelled()
+    }
+
+    /// Tells the coordinator about the control plane it is part of.
+    pub fn set_control_plane(&self, plane: Arc<dyn crate::ha::ControlPlane>) {
+        let _ = self.control_plane.set(plane);
+    }
+
+    /// The coordinators and the store, when the server said.
+    pub async fn control_plane(&self) -> Option<crate::ha::ControlPlaneView> {
+        match self.control_plane.get() {
+            Some(plane) => Some(plane.view().await),
+            None => None,
+        }
+    }
+
+    /// Whether this coordinator leads (always, alone on its store).
+    pub fn is_leader(&self) -> bool {
+        self.control_plane.get().is_none_or(|p| p.is_leader())
     }
 
     /// The revoked certificate fingerprints, for the TLS verifier.

@@ -156,7 +156,10 @@ impl Coordinator {
                 swarm: swarm_info,
             });
         }
-        pb::StatusResponse { services }
+        pb::StatusResponse {
+            services,
+            control_plane: None,
+        }
     }
 
     pub async fn nodes(&self) -> pb::ListNodesResponse {

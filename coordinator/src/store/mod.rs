@@ -32,7 +32,7 @@ pub enum StoreError {
 }
 
 /// How the store is doing, for `convoy status`, the dashboard and `/metrics`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct StoreHealth {
     /// "sled" or "etcd".
     pub backend: String,
@@ -45,7 +45,11 @@ pub struct StoreHealth {
     pub members: Vec<String>,
     /// Why it is not healthy; empty when it is.
     pub error: String,
+    /// How long the probe took.
+    pub probe_seconds: f64,
 }
+
+impl Eq for StoreHealth {}
 
 /// One write of an atomic batch.
 #[derive(Debug, Clone, PartialEq)]

@@ -98,6 +98,7 @@ impl Store for SledStore {
             healthy: true,
             members: Vec::new(),
             error: String::new(),
+            probe_seconds: 0.0,
         }
     }
 }

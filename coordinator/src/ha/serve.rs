@@ -1,0 +1,231 @@
+//! `convoyd serve --store etcd://…`: stand by, lead, step down, stand by.
+//!
+//! While standing by, the coordinator serves only its HTTP port (`/healthz`,
+//! `/readyz` answering 503 with the leader's address, `/metrics`); its API
+//! and agent ports are closed, so the CLI and agents, given every
+//! coordinator's address, find the leader. Once elected it starts a whole
+//! coordinator on the store (loading desired state fresh, so nothing from a
+//! previous term is trusted); when it loses the lease it stops that
+//! coordinator (agents reconnect to the next leader) and stands by again.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::{Context, Result};
+use axum::{http::StatusCode, response::IntoResponse, routing::get, Router};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{ControlPlane, Elected, Election, Member, Role};
+use crate::{
+    server::{self, ServeConfig},
+    store::{EtcdTls, StoreUrl},
+};
+
+/// How long a term's tasks get to finish after it ends.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Runs one of several coordinators on etcd until `shutdown`.
+pub async fn serve(
+    cfg: ServeConfig,
+    url: &StoreUrl,
+    tls: Option<EtcdTls>,
+    ttl: Duration,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    crate::pki::create_dir_private(&cfg.data_dir)?;
+    let opened = crate::store::open_store(url, &cfg.data_dir, tls)
+        .await
+        .context("cannot open the store")?;
+    let store = opened.store;
+    let etcd = opened
+        .etcd
+        .context("several coordinators need an etcd store")?;
+    // Until elected, nothing this process writes may land.
+    let fence_key = format!("{}{}", etcd.prefix(), super::LEADER_KEY);
+    etcd.set_fence(Some(crate::store::Fence {
+        key: fence_key.clone(),
+        create_revision: i64::MAX,
+    }));
+    let fencer: super::Fencer = {
+        let etcd = etcd.clone();
+        Arc::new(move |fence: Option<(String, i64)>| {
+            etcd.set_fence(fence.map(|(key, create_revision)| crate::store::Fence {
+                key,
+                create_revision,
+            }))
+        })
+    };
+    let me = Member {
+        id: cfg.name.clone(),
+        hostname: hostname(),
+        api: format!("https://{}", cfg.api_listen),
+        agents: cfg.agent_listen.to_string(),
+        http: format!("http://{}", cfg.http_listen),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        started_unix_ms: crate::state::now_unix_ms(),
+    };
+    let election = Election::new(etcd.client(), etcd.prefix(), me, ttl, fencer);
+    let plane = Arc::new(Elected {
+        election: election.clone(),
+        store: store.clone(),
+    });
+    let elections = tokio::spawn(
+        election
+            .clone()
+            .run(shutdown.clone())
+            .instrument(tracing::info_span!("election")),
+    );
+    println!(
+        "convoyd standing by: coordinator `{}` on {} (http=http://{})",
+        cfg.name,
+        url,
+        cfg.http_listen
+    );
+    let mut role = election.role();
+    loop {
+        // Stand by until elected.
+        let standby = shutdown.child_token();
+        let mut http = tokio::spawn(standby_http(cfg.clone(), plane.clone(), standby.clone()));
+        let elected = tokio::select! {
+            _ = shutdown.cancelled() => false,
+            r = role.wait_for(Role::is_leader) => r.is_ok(),
+        };
+        standby.cancel();
+        // Kept-alive scrapes must not keep the port from the leader's server.
+        if tokio::time::timeout(Duration::from_secs(1), &mut http)
+            .await
+            .is_err()
+        {
+            http.abort();
+            let _ = http.await;
+        }
+        if !elected {
+            break;
+        }
+
+        // Lead until the lease is gone.
+        let term = shutdown.child_token();
+        let running = match server::start_on(
+            cfg.clone(),
+            store.clone(),
+            Some(plane.clone() as Arc<dyn ControlPlane>),
+            term.clone(),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                // E.g. the store failed while loading: give the lead up by
+                // waiting for the lease to go, rather than leading without
+                // serving.
+                tracing::error!(error = %format!("{e:#}"), "cannot serve as leader");
+                term.cancel();
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = role.wait_for(|r| !r.is_leader()) => {}
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
+                continue;
+            }
+        };
+        println!(
+            "convoyd leading: api=https://{} agents={} http=http://{}",
+            running.api_addr, running.agent_addr, running.http_addr
+        );
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = role.wait_for(|r| !r.is_leader()) => {
+                tracing::warn!("no longer the leader: closing the API and agent ports");
+            }
+        }
+        term.cancel();
+        let drain = futures::future::join_all(running.tasks);
+        if tokio::time::timeout(DRAIN, drain).await.is_err() {
+            tracing::warn!("the last term's tasks still run after {DRAIN:?}");
+        }
+        if shutdown.is_cancelled() {
+            break;
+        }
+    }
+    // The election resigns on shutdown, so a standby takes over at once.
+    let _ = tokio::time::timeout(Duration::from_secs(5), elections).await;
+    Ok(())
+}
+
+/// A standby's HTTP port: probes and metrics, and where the leader is.
+async fn standby_http(cfg: ServeConfig, plane: Arc<Elected>, stop: CancellationToken) {
+    let listener = match crate::http::bind(cfg.http_listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            // The previous term's server may hold it a moment longer.
+            tracing::warn!(error = %format!("{e:#}"), "standby HTTP port");
+            return;
+        }
+    };
+    let leader_text = {
+        let plane = plane.clone();
+        move || {
+            let plane = plane.clone();
+            async move {
+                let view = plane.view().await;
+                let leader = view.members.iter().find(|m| m.leader);
+                match leader {
+                    Some(l) => format!(
+                        "standby: coordinator `{}` leads (api {}, dashboard {})\n",
+                        l.member.id, l.member.api, l.member.http
+                    ),
+                    None => "standby: no coordinator leads right now\n".to_string(),
+                }
+            }
+        }
+    };
+    let ready = leader_text.clone();
+    let fallback = leader_text;
+    let metrics_plane = plane.clone();
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let text = ready.clone();
+                async move { (StatusCode::SERVICE_UNAVAILABLE, text().await) }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let plane = metrics_plane.clone();
+                async move { standby_metrics(&plane).await.into_response() }
+            }),
+        )
+        .fallback(move || {
+            let text = fallback.clone();
+            async move { (StatusCode::SERVICE_UNAVAILABLE, text().await) }
+        });
+    let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
+    if let Err(e) = serve.await {
+        tracing::warn!(error = %e, "standby HTTP server failed");
+    }
+}
+
+async fn standby_metrics(plane: &Elected) -> impl IntoResponse {
+    use prometheus_client::{encoding::text::encode, registry::Registry};
+    let view = plane.view().await;
+    let mut reg = Registry::with_prefix("convoy");
+    crate::metrics::register_control_plane(&mut reg, &view, plane.is_leader());
+    let mut out = String::new();
+    let _ = encode(&mut out, &reg);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::PROMETHEUS_TEXT,
+        )],
+        crate::metrics::to_prometheus_text(&out),
+    )
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
