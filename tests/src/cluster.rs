@@ -76,6 +76,14 @@ pub struct Cluster {
     agent_listen_any: bool,
     /// Extra names of the coordinator's certificate (`--san`).
     sans: Vec<String>,
+    /// Extra `convoyd serve` arguments (e.g. `--store etcd://…`).
+    pub coordinator_args: Vec<String>,
+    /// Every coordinator's agent address, when several share a store:
+    /// agents get them all (`--coordinator a,b,c`).
+    pub agent_coordinators: Option<String>,
+    /// Every coordinator's API address, when several share a store: the CLI
+    /// gets them all.
+    pub cli_addresses: Option<String>,
 }
 
 /// A loopback port nobody listens on right now.
@@ -131,7 +139,21 @@ impl Cluster {
         Cluster::start_with(&[], true, sans)
     }
 
+    /// Starts a coordinator with these extra `convoyd serve` arguments.
+    pub fn start_with_args(args: &[&str]) -> Cluster {
+        Cluster::start_full(&[], false, &[], args)
+    }
+
     fn start_with(env: &[(&str, &str)], agent_listen_any: bool, sans: &[&str]) -> Cluster {
+        Cluster::start_full(env, agent_listen_any, sans, &[])
+    }
+
+    fn start_full(
+        env: &[(&str, &str)],
+        agent_listen_any: bool,
+        sans: &[&str],
+        args: &[&str],
+    ) -> Cluster {
         let n = CLUSTERS.fetch_add(1, Ordering::SeqCst);
         let salt = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -162,6 +184,9 @@ impl Cluster {
                 .collect(),
             agent_listen_any,
             sans: sans.iter().map(|s| s.to_string()).collect(),
+            coordinator_args: args.iter().map(|s| s.to_string()).collect(),
+            agent_coordinators: None,
+            cli_addresses: None,
         };
         // A free port can be taken by someone else before convoyd binds it.
         for attempt in 1.. {
@@ -249,6 +274,7 @@ impl Cluster {
             .args(self.sans.iter().flat_map(|san| ["--san", san.as_str()]))
             .arg("--http-listen")
             .arg(self.http_addr.to_string())
+            .args(&self.coordinator_args)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or("info".into()),
@@ -295,6 +321,11 @@ impl Cluster {
         let mut child = self.coordinator.take().expect("convoyd is not running");
         let _ = child.kill();
         let _ = child.wait();
+    }
+
+    /// The coordinator's process id, while it runs.
+    pub fn coordinator_pid(&self) -> Option<u32> {
+        self.coordinator.as_ref().map(|c| c.id())
     }
 
     pub fn coordinator_running(&mut self) -> bool {
@@ -468,7 +499,10 @@ impl Cluster {
 
     /// (Re)starts an agent known to the cluster.
     pub fn start_agent(&mut self, name: &str) {
-        let coordinator = self.agent_addr.to_string();
+        let coordinator = self
+            .agent_coordinators
+            .clone()
+            .unwrap_or_else(|| self.agent_addr.to_string());
         let secrets_dir = self.agent_secrets_dir(name);
         let agent = self.agent_mut(name);
         assert!(agent.child.is_none(), "agent {name} is already running");
@@ -580,7 +614,11 @@ impl Cluster {
     /// A `convoy` command aimed at this cluster through the environment.
     pub fn cli_command(&self) -> Command {
         let mut cmd = Command::new(bin("convoy"));
-        cmd.env("CONVOY_ADDR", format!("https://{}", self.api_addr))
+        let address = self
+            .cli_addresses
+            .clone()
+            .unwrap_or_else(|| format!("https://{}", self.api_addr));
+        cmd.env("CONVOY_ADDR", address)
             .env("CONVOY_CA", self.data_dir.join("pki/ca.pem"))
             .env("CONVOY_TOKEN_FILE", self.data_dir.join("admin.token"))
             .env("CONVOY_CONFIG", self.root.join("config.yaml"))

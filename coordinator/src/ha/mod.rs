@@ -362,7 +362,23 @@ pub trait ControlPlane: Send + Sync {
     async fn view(&self) -> ControlPlaneView;
     /// Whether this coordinator leads now.
     fn is_leader(&self) -> bool;
+    /// This coordinator's id and leadership term, when elected among
+    /// several: every commit records them (`meta/writer`), so the store's
+    /// history shows which leader wrote what.
+    fn term(&self) -> Option<Writer> {
+        None
+    }
 }
+
+/// Who wrote a commit, stored at [`WRITER_KEY`] with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Writer {
+    pub coordinator: String,
+    pub term: i64,
+}
+
+/// Where each commit of an elected leader records its writer.
+pub const WRITER_KEY: &str = "meta/writer";
 
 /// One coordinator alone on its store (sled): it always leads.
 pub struct Alone {
@@ -401,6 +417,15 @@ impl ControlPlane for Elected {
     }
     fn is_leader(&self) -> bool {
         self.election.role.borrow().is_leader()
+    }
+    fn term(&self) -> Option<Writer> {
+        match *self.election.role.borrow() {
+            Role::Leader { term, .. } => Some(Writer {
+                coordinator: self.election.me.id.clone(),
+                term,
+            }),
+            Role::Standby => None,
+        }
     }
 }
 

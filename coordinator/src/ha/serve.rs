@@ -129,7 +129,7 @@ pub async fn serve(
             }
         };
         println!(
-            "convoyd leading: api=https://{} agents={} http=http://{}",
+            "convoyd ready: api=https://{} agents={} http=http://{} (leading)",
             running.api_addr, running.agent_addr, running.http_addr
         );
         tokio::select! {

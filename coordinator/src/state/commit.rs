@@ -168,6 +168,11 @@ impl<'a> Txn<'a> {
             recomputed = computed;
         }
         let planned = started.elapsed();
+        if !ops.is_empty() {
+            if let Some(writer) = coord.control_plane.get().and_then(|p| p.term()) {
+                ops.push(Op::put_json(crate::ha::WRITER_KEY, &writer));
+            }
+        }
         last_write_wins(&mut ops);
         let writes = ops.len();
         if !ops.is_empty() {

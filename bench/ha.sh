@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Several coordinators (issue 18), in one sitting on this machine:
+#   fanout   apply → every agent acked, 1,000 simulated agents (convoy-bench
+#            fanout): one coordinator on sled, then a leader on a
+#            three-member etcd with two standbys beside it.
+#   failover three coordinators on a three-member etcd; the leader is killed
+#            (SIGKILL) KILLS times: time until another one serves as leader
+#            (its ready line), p50 and max.
+#
+#   bash bench/ha.sh                          # N=1000 ROUNDS=5 KILLS=10
+#   SCENARIOS=failover KILLS=10 bash bench/ha.sh
+#   PROFILE=debug N=100 ROUNDS=1 KILLS=2 bash bench/ha.sh   # check the script
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+profile="${PROFILE:-release}"
+n="${N:-1000}"
+rounds="${ROUNDS:-5}"
+kills="${KILLS:-10}"
+ttl="${LEADER_TTL:-2s}"
+scenarios="${SCENARIOS:-fanout failover}"
+want() { [[ " $scenarios " == *" $1 "* ]]; }
+command -v etcd >/dev/null || { echo "error: etcd is not installed (apt-get install etcd-server)" >&2; exit 1; }
+
+if [ "$profile" = release ]; then
+  cargo build --release --bins -p convoy-coordinator -p convoy-loadtest >&2
+else
+  cargo build --bins -p convoy-coordinator -p convoy-loadtest >&2
+fi
+convoyd="$root/target/$profile/convoyd"
+bench="$root/target/$profile/convoy-bench"
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+work="$(mktemp -d -t convoy-ha-XXXXXX)"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# A three-member etcd on loopback, as the e2e tests run it.
+cluster="" endpoints=()
+declare -a cports pports
+for i in 1 2 3; do cports[$i]=$(port); pports[$i]=$(port); done
+for i in 1 2 3; do
+  cluster+="${cluster:+,}e$i=http://127.0.0.1:${pports[$i]}"
+  endpoints+=("127.0.0.1:${cports[$i]}")
+done
+for i in 1 2 3; do
+  etcd --name "e$i" --data-dir "$work/etcd$i" \
+    --listen-client-urls "http://127.0.0.1:${cports[$i]}" --advertise-client-urls "http://127.0.0.1:${cports[$i]}" \
+    --listen-peer-urls "http://127.0.0.1:${pports[$i]}" --initial-advertise-peer-urls "http://127.0.0.1:${pports[$i]}" \
+    --initial-cluster "$cluster" --initial-cluster-state new \
+    --max-txn-ops 100000 --max-request-bytes 33554432 --quota-backend-bytes 8589934592 \
+    >"$work/etcd$i.log" 2>&1 &
+  pids+=($!)
+done
+joined="$(IFS=,; echo "${endpoints[*]}")"
+for _ in $(seq 100); do
+  ETCDCTL_API=3 etcdctl --endpoints "$joined" endpoint health >/dev/null 2>&1 && break
+  sleep 0.2
+done
+echo "machine: $(nproc) cores; etcd $(etcd --version | head -1 | awk '{print $3}') x3 on loopback"
+
+if want fanout; then
+  echo "== fanout N=$n, one coordinator on sled"
+  "$bench" fanout --convoyd "$convoyd" --n "$n" --rounds "$rounds" 2>&1 | grep -E "summary|round" || true
+  echo "== fanout N=$n, leader on etcd (3 members) + 2 standbys"
+  prefix="/bench-$$-fanout/"
+  export CONVOY_STORE="etcd://$joined$prefix" CONVOY_NAME=bench-leader CONVOY_LEADER_TTL=$ttl
+  "$bench" fanout --convoyd "$convoyd" --n "$n" --rounds "$rounds" >"$work/fanout-etcd.out" 2>&1 &
+  bench_pid=$!
+  # The standbys join once the bench's coordinator leads.
+  sleep 8
+  for s in 1 2; do
+    d="$work/standby$s"; mkdir -p "$d"
+    CONVOY_NAME="bench-standby$s" "$convoyd" serve --data-dir "$d" \
+      --api-listen "127.0.0.1:$(port)" --agent-listen "127.0.0.1:$(port)" --http-listen "127.0.0.1:$(port)" \
+      >"$d/log" 2>&1 &
+    pids+=($!)
+  done
+  wait "$bench_pid" || true
+  unset CONVOY_STORE CONVOY_NAME CONVOY_LEADER_TTL
+  grep -E "summary|round" "$work/fanout-etcd.out" || cat "$work/fanout-etcd.out"
+  for s in 1 2; do
+    grep -q "standing by" "$work/standby$s/log" && echo "standby$s stood by" || { echo "standby$s:"; tail -5 "$work/standby$s/log"; }
+  done
+fi
+
+if want failover; then
+  echo "== failover: 3 coordinators, leader TTL $ttl, $kills kills"
+  prefix="/bench-$$-failover/"
+  declare -a cpid cdir chttp
+  start_c() { # index
+    local i=$1
+    CONVOY_STORE="etcd://$joined$prefix" "$convoyd" serve --data-dir "${cdir[$i]}" --name "c$i" --leader-ttl "$ttl" \
+      --api-listen "127.0.0.1:$(port)" --agent-listen "127.0.0.1:$(port)" --http-listen "127.0.0.1:${chttp[$i]}" \
+      >>"${cdir[$i]}.log" 2>&1 &
+    cpid[$i]=$!
+    pids+=($!)
+  }
+  for i in 1 2 3; do cdir[$i]="$work/c$i"; chttp[$i]=$(port); mkdir -p "${cdir[$i]}"; done
+  start_c 1
+  for _ in $(seq 200); do grep -q "convoyd ready" "${cdir[1]}.log" 2>/dev/null && break; sleep 0.1; done
+  for i in 2 3; do mkdir -p "${cdir[$i]}/pki"; cp "${cdir[1]}/pki/ca.pem" "${cdir[1]}/pki/ca.key" "${cdir[$i]}/pki/"; cp "${cdir[1]}/secrets.key" "${cdir[$i]}/" 2>/dev/null || true; start_c "$i"; done
+  sleep 2
+  leader_of() { for i in 1 2 3; do curl -fs "http://127.0.0.1:${chttp[$i]}/metrics" 2>/dev/null | grep -qx "convoy_coordinator_leader 1" && { echo "$i"; return; }; done; echo ""; }
+  times=()
+  for k in $(seq "$kills"); do
+    l="$(leader_of)"
+    [ -n "$l" ] || { sleep 1; l="$(leader_of)"; }
+    [ -n "$l" ] || { echo "no leader before kill $k"; break; }
+    readies=$(cat "${cdir[1]}.log" "${cdir[2]}.log" "${cdir[3]}.log" | grep -c "convoyd ready" || true)
+    t0=$(date +%s%N)
+    kill -9 "${cpid[$l]}"
+    while :; do
+      now=$(cat "${cdir[1]}.log" "${cdir[2]}.log" "${cdir[3]}.log" | grep -c "convoyd ready" || true)
+      [ "$now" -gt "$readies" ] && break
+      [ $(( ($(date +%s%N) - t0) / 1000000 )) -gt 60000 ] && { echo "kill $k: no new leader in 60 s"; break; }
+      sleep 0.02
+    done
+    ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+    times+=("$ms")
+    echo "kill $k: c$l killed, new leader serving after ${ms} ms"
+    start_c "$l"
+    sleep 3
+  done
+  printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "failover summary kills=%d p50_ms=%d max_ms=%d min_ms=%d\n", NR, a[int((NR+1)/2)], a[NR], a[1]}'
+fi

@@ -1,0 +1,228 @@
+//! Several coordinators on a real three-member etcd (issue 18): the leader
+//! killed in the middle of a rollout, an etcd member lost, a leader frozen
+//! past its lease; agents and the CLI given every coordinator's address.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{anyhow, ensure};
+use convoy_tests::ha::Ha;
+use convoy_tests::spec::compose;
+use convoy_tests::{skip_without_docker, wait_until, Cluster, ServiceSpec};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn app(c: &Cluster, svc: &str, replicas: u32, greeting: &str) -> ServiceSpec {
+    ServiceSpec::new(svc, &c.image())
+        .replicas(replicas)
+        .env("GREETING", greeting)
+        .deploy("update_config: { parallelism: 1, monitor: 2s }")
+}
+
+fn rollout_of(c: &Cluster, svc: &str) -> anyhow::Result<Value> {
+    let v: Value = c.try_cli_json(&["status", svc])?;
+    Ok(v["services"][0]["rollout"].clone())
+}
+
+/// One running container per instance index, each at `revision`.
+fn assert_one_per_instance(c: &Cluster, svc: &str, replicas: usize, revision: &str) {
+    let all = c.containers_of(svc).unwrap();
+    let mut per_index: BTreeMap<String, usize> = BTreeMap::new();
+    for ct in &all {
+        assert!(ct.state.running, "{}", ct.describe());
+        assert_eq!(
+            ct.must_label("io.convoy.revision"),
+            revision,
+            "{}",
+            ct.describe()
+        );
+        *per_index
+            .entry(ct.must_label("io.convoy.instance").to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(per_index.len(), replicas, "{per_index:?}");
+    assert!(per_index.values().all(|n| *n == 1), "{per_index:?}");
+}
+
+/// The leadership terms of every commit, in the store's order, read from
+/// etcd's history of `meta/writer` (`etcdctl watch --rev 1`).
+fn writer_history(ha: &Ha) -> Vec<(String, i64)> {
+    let out = std::process::Command::new("timeout")
+        .args(["3", "etcdctl", "--endpoints"])
+        .arg(ha.etcd.endpoints().join(","))
+        .args(["watch", "--rev", "1", "/convoy/meta/writer"])
+        .env("ETCDCTL_API", "3")
+        .output()
+        .expect("cannot run etcdctl");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| {
+            (
+                v["coordinator"].as_str().unwrap_or_default().to_string(),
+                v["term"].as_i64().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_leader_killed_mid_rollout_hands_over_and_the_rollout_completes() {
+    skip_without_docker!();
+    let mut ha = Ha::start(3, 3);
+    assert_eq!(ha.leaders(), vec![0], "c1 started first and leads");
+    ha.c.add_agent();
+    ha.c.add_agent();
+    ha.c.wait_nodes_ready(&ha.c.node_names());
+
+    // `convoy status` with three addresses shows the control plane.
+    let status: Value = ha.c.cli_json(&["status"]);
+    let plane = &status["control_plane"];
+    assert_eq!(plane["leader"], "c1", "{plane}");
+    assert_eq!(plane["coordinators"].as_array().unwrap().len(), 3, "{plane}");
+    assert_eq!(plane["store"]["backend"], "etcd", "{plane}");
+    assert_eq!(plane["store"]["healthy"], true, "{plane}");
+
+    let svc = ha.c.service_name("ha");
+    let file = ha.c.write_spec("ha.yaml", &compose(&[&app(&ha.c, &svc, 4, "v1")]));
+    ha.c.apply(&file);
+    ha.c.wait_service_running(&svc, 4, 1);
+
+    let file = ha.c.write_spec("ha.yaml", &compose(&[&app(&ha.c, &svc, 4, "v2")]));
+    ha.c.apply(&file);
+    wait_until(
+        "two instances switched".to_string(),
+        WAIT,
+        Duration::from_millis(100),
+        || {
+            let r = rollout_of(&ha.c, &svc)?;
+            ensure!(r["updated"].as_u64() >= Some(2), "rollout: {r}");
+            Ok(())
+        },
+    );
+    ha.kill(0);
+    let (leader, took) = ha
+        .wait_new_leader(0, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    eprintln!("c{} leads {took:?} after c1 was killed", leader + 1);
+
+    // Agents find the new leader; the rollout goes on and completes.
+    let since = std::time::Instant::now();
+    ha.c.wait_nodes_ready(&ha.c.node_names());
+    eprintln!("agents ready on the new leader {:?} later", since.elapsed());
+    wait_until(
+        format!("the rollout of {svc} succeeded"),
+        WAIT,
+        Duration::from_millis(250),
+        || {
+            let r = rollout_of(&ha.c, &svc)?;
+            ensure!(r["state"] == "succeeded", "rollout: {r}");
+            Ok(())
+        },
+    );
+    ha.c.wait_service_running(&svc, 4, 2);
+    assert_one_per_instance(&ha.c, &svc, 4, "2");
+    let history: Value = ha.c.cli_json(&["history", &svc]);
+    assert_eq!(history["revisions"].as_array().unwrap().len(), 2);
+
+    // A third revision through the new leader, with the CLI still given
+    // the dead coordinator's address first.
+    let file = ha.c.write_spec("ha.yaml", &compose(&[&app(&ha.c, &svc, 4, "v3")]));
+    ha.c.apply(&file);
+    ha.c.wait_service_running(&svc, 4, 3);
+    let status: Value = ha.c.cli_json(&["status"]);
+    assert_eq!(
+        status["control_plane"]["leader"],
+        format!("c{}", leader + 1),
+        "{}",
+        status["control_plane"]
+    );
+
+    // The store's history: terms only grow, and no write of c1's term came
+    // after the new leader's first.
+    let writers = writer_history(&ha);
+    assert!(!writers.is_empty(), "no meta/writer history");
+    assert!(
+        writers.windows(2).all(|w| w[0].1 <= w[1].1),
+        "terms went back: {writers:?}"
+    );
+}
+
+#[test]
+fn an_etcd_member_lost_changes_nothing_and_a_frozen_leader_is_fenced() {
+    skip_without_docker!();
+    let mut ha = Ha::start(2, 3);
+    ha.c.add_agent();
+    ha.c.wait_nodes_ready(&ha.c.node_names());
+    let svc = ha.c.service_name("fence");
+    let file = ha.c.write_spec("f.yaml", &compose(&[&app(&ha.c, &svc, 2, "v1")]));
+    ha.c.apply(&file);
+    ha.c.wait_service_running(&svc, 2, 1);
+    let ids: Vec<String> = ha
+        .c
+        .containers_of(&svc)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+
+    // One etcd member killed: the leader stays, applies still work.
+    ha.etcd.kill(0);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(ha.leaders(), vec![0], "c1 kept the lead with 2 of 3 members");
+    let file = ha.c.write_spec("f.yaml", &compose(&[&app(&ha.c, &svc, 2, "v2")]));
+    ha.c.apply(&file);
+    ha.c.wait_service_running(&svc, 2, 2);
+    let now: Vec<String> = ha
+        .c
+        .containers_of(&svc)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert!(now.iter().all(|id| !ids.contains(id)), "revision 2 replaced them");
+
+    // c1 frozen past its lease: c2 takes over; thawed, c1 stands by and
+    // none of its writes land after c2's term began.
+    ha.freeze(0, true);
+    let (leader, took) = ha
+        .wait_new_leader(0, Duration::from_secs(30))
+        .unwrap_or_else(|e| {
+            ha.freeze(0, false);
+            panic!("{e:#}")
+        });
+    assert_eq!(leader, 1);
+    eprintln!("c2 leads {took:?} after c1 froze");
+    ha.freeze(0, false);
+    wait_until(
+        "c1 stands by after thawing".to_string(),
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let leaders = ha.leaders();
+            ensure!(leaders == vec![1], "leaders: {leaders:?}");
+            Ok(())
+        },
+    );
+    let log = ha.log(0);
+    assert!(
+        log.contains("stepped down") || log.contains("no longer the leader"),
+        "c1 does not say it stepped down:\n{log}"
+    );
+    ha.c.wait_nodes_ready(&ha.c.node_names());
+    let file = ha.c.write_spec("f.yaml", &compose(&[&app(&ha.c, &svc, 2, "v3")]));
+    ha.c.apply(&file);
+    ha.c.wait_service_running(&svc, 2, 3);
+    let writers = writer_history(&ha);
+    let c2_first = writers
+        .iter()
+        .position(|(who, _)| who == "c2")
+        .ok_or_else(|| anyhow!("c2 never wrote: {writers:?}"))
+        .unwrap();
+    assert!(
+        writers[c2_first..].iter().all(|(who, _)| who == "c2"),
+        "c1 wrote after c2 took over: {writers:?}"
+    );
+    assert!(writers.windows(2).all(|w| w[0].1 <= w[1].1), "{writers:?}");
+}
