@@ -265,7 +265,7 @@ fn reads_and_writes_go_on_with_one_of_three_members_killed() {
     let mut cluster = EtcdCluster::start(3);
     let runtime = rt();
     let store = runtime.block_on(connect(&cluster, "/convoy/"));
-    runtime.block_on(async {
+    let leader = runtime.block_on(async {
         store
             .apply(vec![Op::Put("before".into(), b"1".to_vec())])
             .await
@@ -279,10 +279,19 @@ fn reads_and_writes_go_on_with_one_of_three_members_killed() {
             .filter(|m| m.ends_with("healthy (leader)"))
             .count();
         assert_eq!(leaders, 1, "{health:?}");
+        (0..3)
+            .find(|i| {
+                health
+                    .members
+                    .iter()
+                    .any(|m| m.starts_with(&format!("m{} at", i + 1)) && m.ends_with("(leader)"))
+            })
+            .expect("a leader")
     });
 
-    // The first member goes away: the others keep a quorum.
-    cluster.kill(0);
+    // The leader goes away (the worst member to lose): the others elect
+    // one of themselves and keep a quorum.
+    cluster.kill(leader);
     runtime.block_on(async {
         for i in 0..20 {
             store
@@ -294,7 +303,11 @@ fn reads_and_writes_go_on_with_one_of_three_members_killed() {
         assert_eq!(store.scan_prefix("after/").await.unwrap().len(), 20);
         let health = store.health().await;
         assert!(health.healthy, "{health:?}");
-        let down = format!("m1 at {}: unreachable", cluster.endpoints()[0]);
+        let down = format!(
+            "m{} at {}: unreachable",
+            leader + 1,
+            cluster.endpoints()[leader]
+        );
         assert!(
             health.members.iter().any(|m| m.starts_with(&down)),
             "{health:?}"
@@ -302,18 +315,20 @@ fn reads_and_writes_go_on_with_one_of_three_members_killed() {
     });
 
     // Back, on its data: it has what was written while it was away.
-    cluster.restart(0);
+    cluster.restart(leader);
     runtime.block_on(async {
-        let only_m1 = EtcdStore::connect(EtcdConfig::new(vec![cluster.endpoints()[0].clone()]))
-            .await
-            .unwrap();
+        let only_it = EtcdConfig::new(vec![cluster.endpoints()[leader].clone()]);
+        let only_it = EtcdStore::connect(only_it).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let n = only_m1.scan_prefix("after/").await.map(|v| v.len());
+            let n = only_it.scan_prefix("after/").await.map(|v| v.len());
             if let Ok(20) = n {
                 break;
             }
-            assert!(Instant::now() < deadline, "m1 after a restart: {n:?}");
+            assert!(
+                Instant::now() < deadline,
+                "the old leader after a restart: {n:?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });

@@ -203,45 +203,60 @@ impl EtcdStore {
     }
 
     /// Runs `call` until it succeeds, fails for good, or the request timeout
-    /// passes. Only failures of a member going away are retried: a batch is
-    /// absolute puts and deletes under a fence, so a replay writes the same.
-    async fn request<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T, StoreError>
+    /// passes; records the latency.
+    async fn request<T, F, Fut>(&self, what: &str, call: F) -> Result<T, StoreError>
     where
         F: FnMut(Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
     {
         let started = Instant::now();
-        let deadline = tokio::time::Instant::now() + self.request_timeout;
-        let mut last: Option<etcd_client::Error> = None;
-        let result = loop {
-            match tokio::time::timeout_at(deadline, call(self.client.clone())).await {
-                Ok(Ok(v)) => break Ok(v),
-                Ok(Err(e)) if retryable(&e) && tokio::time::Instant::now() < deadline => {
-                    last = Some(e);
-                    tokio::time::sleep_until(
-                        deadline.min(tokio::time::Instant::now() + RETRY_PAUSE),
-                    )
-                    .await;
-                }
-                Ok(Err(e)) => break Err(e.to_string()),
-                Err(_) => {
-                    let why = last
-                        .map(|e| format!(" (last error: {e})"))
-                        .unwrap_or_default();
-                    break Err(format!(
-                        "etcd at {} did not answer within {:?}{why}",
-                        self.location(),
-                        self.request_timeout
-                    ));
-                }
-            }
-        };
+        let result = self.within(self.request_timeout, call).await;
         self.last_latency_ns
             .store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         result.map_err(|message| StoreError::Backend {
             key: what.to_string(),
             message,
         })
+    }
+
+    /// Tries `call` until it succeeds, fails for good, or `budget` passes.
+    /// Each try gets a third of the budget: a write sent to a leader that
+    /// dies is dropped by etcd and would wait out etcd's own timeout (over
+    /// 5 s), while a new try reaches the new leader. Only failures of a
+    /// member going away are tried again. A replayed batch writes the same
+    /// absolute values, and raft commits an abandoned try before the next
+    /// one or never.
+    async fn within<T, F, Fut>(&self, budget: Duration, mut call: F) -> Result<T, String>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + budget;
+        let per_try = (budget / 3).max(Duration::from_secs(1)).min(budget);
+        let mut last: Option<String> = None;
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                let why = last
+                    .map(|e| format!(" (last error: {e})"))
+                    .unwrap_or_default();
+                return Err(format!(
+                    "etcd at {} did not answer within {budget:?}{why}",
+                    self.location()
+                ));
+            }
+            let try_until = deadline.min(now + per_try);
+            match tokio::time::timeout_at(try_until, call(self.client.clone())).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) if retryable(&e) => {
+                    last = Some(e.to_string());
+                    let pause = deadline.min(tokio::time::Instant::now() + RETRY_PAUSE);
+                    tokio::time::sleep_until(pause).await;
+                }
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(_) => last = Some(format!("no answer within {per_try:?}")),
+            }
+        }
     }
 
     /// One page of a range read.
@@ -306,9 +321,13 @@ impl EtcdStore {
     /// Which members there are and how each answers: `NAME at URL:
     /// healthy (leader)` or `... unreachable (why)`.
     async fn member_lines(&self) -> Vec<String> {
-        let listed = tokio::time::timeout(HEALTH_TIMEOUT, self.client.clone().member_list()).await;
+        let listed = self
+            .within(HEALTH_TIMEOUT, |mut client| async move {
+                client.member_list().await
+            })
+            .await;
         let members: Vec<(String, String)> = match listed {
-            Ok(Ok(resp)) => resp
+            Ok(resp) => resp
                 .members()
                 .iter()
                 .map(|m| {
@@ -476,20 +495,21 @@ impl Store for EtcdStore {
     }
 
     async fn health(&self) -> StoreHealth {
-        let mut kv = self.client.kv_client();
-        let probe = kv.get(
-            self.prefix.clone(),
-            Some(GetOptions::new().with_count_only()),
-        );
-        let error =
-            match tokio::time::timeout(HEALTH_TIMEOUT.min(self.request_timeout), probe).await {
-                Ok(Ok(_)) => String::new(),
-                Ok(Err(e)) => format!("a read failed: {e}"),
-                Err(_) => format!(
-                    "no linearizable read within {:?} (no quorum, or no member answers)",
-                    HEALTH_TIMEOUT.min(self.request_timeout)
-                ),
-            };
+        // A linearizable read: it needs a quorum and a leader.
+        let key = self.prefix.clone();
+        let probe = self
+            .within(HEALTH_TIMEOUT.min(self.request_timeout), |client| {
+                let key = key.clone();
+                async move {
+                    let opts = GetOptions::new().with_count_only();
+                    client.kv_client().get(key, Some(opts)).await
+                }
+            })
+            .await;
+        let error = match probe {
+            Ok(_) => String::new(),
+            Err(e) => format!("no read succeeded (no quorum, or no member answers): {e}"),
+        };
         StoreHealth {
             backend: "etcd".into(),
             location: self.location(),
@@ -509,7 +529,9 @@ async fn connect_client(
     let mut opts = ConnectOptions::new()
         .with_connect_timeout(dial_timeout)
         .with_timeout(request_timeout)
-        .with_keep_alive(Duration::from_secs(10), dial_timeout);
+        .with_keep_alive(Duration::from_secs(10), dial_timeout)
+        // A member that lost its leader says so at once instead of waiting.
+        .with_require_leader(true);
     if let Some(tls) = tls {
         opts = opts.with_tls(tls);
     }
@@ -557,7 +579,12 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 fn retryable(e: &etcd_client::Error) -> bool {
     match e {
         etcd_client::Error::GRpcStatus(s) => {
-            s.code() == tonic::Code::Unavailable
+            matches!(
+                s.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+            ) || s.message().contains("Timeout expired")
+                // The connection broke under the request (a member killed).
+                || (s.code() == tonic::Code::Unknown && s.message().contains("transport error"))
                 || s.message().contains("leader changed")
                 || s.message().contains("no leader")
         }
