@@ -11,6 +11,7 @@ pub mod canary;
 pub mod cli;
 pub mod cluster;
 pub mod docker;
+pub mod etcd;
 pub mod events;
 pub mod http;
 pub mod image;
