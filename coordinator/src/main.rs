@@ -7,10 +7,10 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use convoy_coordinator::{
     dev,
-    store::StoreUrl,
     pki::{self, Ca, PkiPaths},
     server::{self, ServeConfig},
     state::Liveness,
+    store::StoreUrl,
 };
 use tokio_util::sync::CancellationToken;
 

@@ -313,11 +313,7 @@ pub fn register_control_plane(
     );
     let count = Gauge::<i64>::default();
     count.set(plane.members.len() as i64);
-    reg.register(
-        "coordinators",
-        "Coordinators announced in the store",
-        count,
-    );
+    reg.register("coordinators", "Coordinators announced in the store", count);
     let healthy = Gauge::<i64>::default();
     healthy.set(i64::from(plane.store.healthy));
     reg.register(

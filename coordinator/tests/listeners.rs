@@ -51,6 +51,7 @@ async fn api_needs_a_token_and_agent_stream_needs_a_certificate_from_our_ca() {
             http_listen: "127.0.0.1:0".parse().unwrap(),
             metrics_auth: false,
             max_spec_bytes: convoy_api::limits::DEFAULT_MAX_SPEC_BYTES,
+            name: "test".into(),
         },
         shutdown.clone(),
     )

@@ -80,16 +80,22 @@ fn the_leader_killed_mid_rollout_hands_over_and_the_rollout_completes() {
     let status: Value = ha.c.cli_json(&["status"]);
     let plane = &status["control_plane"];
     assert_eq!(plane["leader"], "c1", "{plane}");
-    assert_eq!(plane["coordinators"].as_array().unwrap().len(), 3, "{plane}");
+    assert_eq!(
+        plane["coordinators"].as_array().unwrap().len(),
+        3,
+        "{plane}"
+    );
     assert_eq!(plane["store"]["backend"], "etcd", "{plane}");
     assert_eq!(plane["store"]["healthy"], true, "{plane}");
 
     let svc = ha.c.service_name("ha");
-    let file = ha.c.write_spec("ha.yaml", &compose(&[&app(&ha.c, &svc, 4, "v1")]));
+    let file =
+        ha.c.write_spec("ha.yaml", &compose(&[&app(&ha.c, &svc, 4, "v1")]));
     ha.c.apply(&file);
     ha.c.wait_service_running(&svc, 4, 1);
 
-    let file = ha.c.write_spec("ha.yaml", &compose(&[&app(&ha.c, &svc, 4, "v2")]));
+    let file =
+        ha.c.write_spec("ha.yaml", &compose(&[&app(&ha.c, &svc, 4, "v2")]));
     ha.c.apply(&file);
     wait_until(
         "two instances switched".to_string(),
@@ -128,7 +134,8 @@ fn the_leader_killed_mid_rollout_hands_over_and_the_rollout_completes() {
 
     // A third revision through the new leader, with the CLI still given
     // the dead coordinator's address first.
-    let file = ha.c.write_spec("ha.yaml", &compose(&[&app(&ha.c, &svc, 4, "v3")]));
+    let file =
+        ha.c.write_spec("ha.yaml", &compose(&[&app(&ha.c, &svc, 4, "v3")]));
     ha.c.apply(&file);
     ha.c.wait_service_running(&svc, 4, 3);
     let status: Value = ha.c.cli_json(&["status"]);
@@ -156,32 +163,39 @@ fn an_etcd_member_lost_changes_nothing_and_a_frozen_leader_is_fenced() {
     ha.c.add_agent();
     ha.c.wait_nodes_ready(&ha.c.node_names());
     let svc = ha.c.service_name("fence");
-    let file = ha.c.write_spec("f.yaml", &compose(&[&app(&ha.c, &svc, 2, "v1")]));
+    let file =
+        ha.c.write_spec("f.yaml", &compose(&[&app(&ha.c, &svc, 2, "v1")]));
     ha.c.apply(&file);
     ha.c.wait_service_running(&svc, 2, 1);
-    let ids: Vec<String> = ha
-        .c
-        .containers_of(&svc)
-        .unwrap()
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
+    let ids: Vec<String> =
+        ha.c.containers_of(&svc)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
 
     // One etcd member killed: the leader stays, applies still work.
     ha.etcd.kill(0);
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(ha.leaders(), vec![0], "c1 kept the lead with 2 of 3 members");
-    let file = ha.c.write_spec("f.yaml", &compose(&[&app(&ha.c, &svc, 2, "v2")]));
+    assert_eq!(
+        ha.leaders(),
+        vec![0],
+        "c1 kept the lead with 2 of 3 members"
+    );
+    let file =
+        ha.c.write_spec("f.yaml", &compose(&[&app(&ha.c, &svc, 2, "v2")]));
     ha.c.apply(&file);
     ha.c.wait_service_running(&svc, 2, 2);
-    let now: Vec<String> = ha
-        .c
-        .containers_of(&svc)
-        .unwrap()
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
-    assert!(now.iter().all(|id| !ids.contains(id)), "revision 2 replaced them");
+    let now: Vec<String> =
+        ha.c.containers_of(&svc)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+    assert!(
+        now.iter().all(|id| !ids.contains(id)),
+        "revision 2 replaced them"
+    );
 
     // c1 frozen past its lease: c2 takes over; thawed, c1 stands by and
     // none of its writes land after c2's term began.
@@ -211,7 +225,8 @@ fn an_etcd_member_lost_changes_nothing_and_a_frozen_leader_is_fenced() {
         "c1 does not say it stepped down:\n{log}"
     );
     ha.c.wait_nodes_ready(&ha.c.node_names());
-    let file = ha.c.write_spec("f.yaml", &compose(&[&app(&ha.c, &svc, 2, "v3")]));
+    let file =
+        ha.c.write_spec("f.yaml", &compose(&[&app(&ha.c, &svc, 2, "v3")]));
     ha.c.apply(&file);
     ha.c.wait_service_running(&svc, 2, 3);
     let writers = writer_history(&ha);

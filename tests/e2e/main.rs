@@ -15,6 +15,7 @@ mod deploy;
 mod dev;
 mod environments;
 mod gpu;
+mod ha;
 mod health;
 mod host_access;
 mod hostile_specs;

@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod docker;
 pub mod etcd;
 pub mod events;
+pub mod ha;
 pub mod http;
 pub mod image;
 pub mod process;

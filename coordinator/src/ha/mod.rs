@@ -105,7 +105,13 @@ pub struct Election {
 }
 
 impl Election {
-    pub fn new(client: Client, prefix: &str, me: Member, ttl: Duration, fence: Fencer) -> Arc<Self> {
+    pub fn new(
+        client: Client,
+        prefix: &str,
+        me: Member,
+        ttl: Duration,
+        fence: Fencer,
+    ) -> Arc<Self> {
         Arc::new(Self {
             client,
             prefix: prefix.to_string(),
@@ -130,7 +136,10 @@ impl Election {
 
     /// Why the election loop last failed (empty when it did not).
     pub fn last_error(&self) -> String {
-        self.last_error.lock().map(|e| e.clone()).unwrap_or_default()
+        self.last_error
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_default()
     }
 
     fn key(&self, rest: &str) -> String {
@@ -170,12 +179,7 @@ impl Election {
         let granted_ttl = Duration::from_secs(u64::try_from(lease.ttl()).unwrap_or(1).max(1));
         let lease = lease.id();
         let lost = CancellationToken::new();
-        let keeper = tokio::spawn(keep_lease(
-            client.clone(),
-            lease,
-            granted_ttl,
-            lost.clone(),
-        ));
+        let keeper = tokio::spawn(keep_lease(client.clone(), lease, granted_ttl, lost.clone()));
         let _stop_keeper = Abort(keeper);
 
         let value = serde_json::to_vec(&self.me).unwrap_or_default();
@@ -249,7 +253,10 @@ impl Election {
         let leader: Option<Member> = call(client.election_client().leader(self.key(LEADER_KEY)))
             .await
             .ok()
-            .and_then(|r| r.kv().and_then(|kv| serde_json::from_slice(kv.value()).ok()));
+            .and_then(|r| {
+                r.kv()
+                    .and_then(|kv| serde_json::from_slice(kv.value()).ok())
+            });
         let leader_id = leader.as_ref().map(|m| m.id.clone()).unwrap_or_default();
         if let Some(l) = leader {
             if !members.iter().any(|m| m.id == l.id) {

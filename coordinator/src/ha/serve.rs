@@ -64,7 +64,8 @@ pub async fn serve(
         version: env!("CARGO_PKG_VERSION").to_string(),
         started_unix_ms: crate::state::now_unix_ms(),
     };
-    let election = Election::new(etcd.client(), etcd.prefix(), me, ttl, fencer);
+    let client = etcd.unbounded_client().await?;
+    let election = Election::new(client, etcd.prefix(), me, ttl, fencer);
     let plane = Arc::new(Elected {
         election: election.clone(),
         store: store.clone(),
@@ -77,9 +78,7 @@ pub async fn serve(
     );
     println!(
         "convoyd standing by: coordinator `{}` on {} (http=http://{})",
-        cfg.name,
-        url,
-        cfg.http_listen
+        cfg.name, url, cfg.http_listen
     );
     let mut role = election.role();
     loop {

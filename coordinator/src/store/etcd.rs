@@ -141,7 +141,7 @@ impl EtcdStore {
             &endpoints,
             tls.clone(),
             cfg.dial_timeout,
-            cfg.request_timeout,
+            Some(cfg.request_timeout),
         )
         .await
         .map_err(|e| open_err(format!("cannot connect: {e}")))?;
@@ -182,6 +182,18 @@ impl EtcdStore {
     /// The client, for elections, leases and watches.
     pub fn client(&self) -> Client {
         self.client.clone()
+    }
+
+    /// Another connection to the same members without the per-request
+    /// timeout: an election's campaign blocks until it wins, and lease
+    /// keep-alives are one long stream (callers bound their own waits).
+    pub async fn unbounded_client(&self) -> Result<Client, StoreError> {
+        connect_client(&self.endpoints, self.tls.clone(), self.dial_timeout, None)
+            .await
+            .map_err(|e| StoreError::Open {
+                path: format!("etcd {}", self.location()),
+                message: format!("cannot connect: {e}"),
+            })
     }
 
     /// The key prefix, ending in `/`.
@@ -366,7 +378,7 @@ impl EtcdStore {
                 &[url.to_string()],
                 self.tls.clone(),
                 self.dial_timeout.min(HEALTH_TIMEOUT),
-                HEALTH_TIMEOUT,
+                Some(HEALTH_TIMEOUT),
             )
             .await?;
             client.status().await
@@ -497,6 +509,7 @@ impl Store for EtcdStore {
     async fn health(&self) -> StoreHealth {
         // A linearizable read: it needs a quorum and a leader.
         let key = self.prefix.clone();
+        let started = std::time::Instant::now();
         let probe = self
             .within(HEALTH_TIMEOUT.min(self.request_timeout), |client| {
                 let key = key.clone();
@@ -506,11 +519,13 @@ impl Store for EtcdStore {
                 }
             })
             .await;
+        let probe_seconds = started.elapsed().as_secs_f64();
         let error = match probe {
             Ok(_) => String::new(),
             Err(e) => format!("no read succeeded (no quorum, or no member answers): {e}"),
         };
         StoreHealth {
+            probe_seconds,
             backend: "etcd".into(),
             location: self.location(),
             healthy: error.is_empty(),
@@ -524,11 +539,13 @@ async fn connect_client(
     endpoints: &[String],
     tls: Option<TlsOptions>,
     dial_timeout: Duration,
-    request_timeout: Duration,
+    request_timeout: Option<Duration>,
 ) -> Result<Client, etcd_client::Error> {
-    let mut opts = ConnectOptions::new()
-        .with_connect_timeout(dial_timeout)
-        .with_timeout(request_timeout)
+    let mut opts = ConnectOptions::new().with_connect_timeout(dial_timeout);
+    if let Some(t) = request_timeout {
+        opts = opts.with_timeout(t);
+    }
+    let mut opts = opts
         .with_keep_alive(Duration::from_secs(10), dial_timeout)
         // A member that lost its leader says so at once instead of waiting.
         .with_require_leader(true);
