@@ -135,6 +135,7 @@ fn a_snapshot_taken_while_running_brings_the_coordinator_back_on_a_new_data_dir(
     let key_copy = user.path().join("secrets.key");
     std::fs::copy(c.data_dir.join("secrets.key"), &key_copy).unwrap();
     let new_dir = c.root().join("restored");
+    let recovery = std::time::Instant::now();
     let out = convoyd_snapshot(&[
         "restore",
         path(&snap),
@@ -181,6 +182,11 @@ fn a_snapshot_taken_while_running_brings_the_coordinator_back_on_a_new_data_dir(
             }
             Ok(())
         },
+    );
+    // The recovery time at this size, for BENCHMARKS.md.
+    eprintln!(
+        "restore + start + every node back and acked: {} ms",
+        recovery.elapsed().as_millis()
     );
     assert_eq!(
         started(&c, &svc, 2, 1),
