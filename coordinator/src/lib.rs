@@ -15,6 +15,7 @@ pub mod report;
 pub mod rollout;
 pub mod secrets;
 pub mod server;
+pub mod snapshot;
 pub mod spec;
 pub mod state;
 pub mod store;

@@ -84,6 +84,12 @@ enum Command {
         #[arg(long, default_value = "365d", value_parser = convoy_api::clock::parse_duration_secs)]
         ttl: u64,
     },
+    /// Save the coordinator's state to a file, or restore one into a new
+    /// data directory (backups, moving to another machine; docs/SNAPSHOTS.md).
+    Snapshot {
+        #[command(subcommand)]
+        command: convoy_coordinator::snapshot::SnapshotCommand,
+    },
     /// The secrets' key-encryption key (DATA_DIR/secrets.key).
     Secrets {
         #[command(subcommand)]
@@ -226,6 +232,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Secrets {
             command: SecretsCommand::Rewrap { data_dir, new_key },
         } => rewrap(&data_dir, &new_key).await,
+        Command::Snapshot { command } => Ok(convoy_coordinator::snapshot::run(command).await?),
         Command::Serve {
             common,
             agent_listen,

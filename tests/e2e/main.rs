@@ -37,6 +37,7 @@ mod scaling;
 mod secret_delivery;
 mod secrets;
 mod security;
+mod snapshot;
 mod stack;
 mod swarm;
 mod swarm_driver;

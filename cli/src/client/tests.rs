@@ -181,6 +181,14 @@ impl ControlService for Fake {
     }
 
     type WatchStream = tokio_stream::Empty<Result<convoy_proto::ClusterEvent, Status>>;
+    type SnapshotStream = tokio_stream::Empty<Result<convoy_proto::SnapshotChunk, Status>>;
+
+    async fn snapshot(
+        &self,
+        _: Request<convoy_proto::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 
     async fn watch(
         &self,

@@ -21,6 +21,8 @@ use crate::{
 
 /// `convoy secret ...` handlers.
 mod secrets;
+/// `Snapshot`: the store's dump for `convoyd snapshot save`.
+mod snapshot;
 
 pub struct ControlApi {
     coord: Arc<Coordinator>,
@@ -287,6 +289,14 @@ impl pb::control_service_server::ControlService for ControlApi {
     }
 
     type WatchStream = WatchStream;
+    type SnapshotStream = snapshot::SnapshotStream;
+
+    async fn snapshot(
+        &self,
+        req: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.store_snapshot(req).await
+    }
 
     async fn watch(
         &self,

@@ -49,6 +49,8 @@ pub enum Action<'a> {
     SecretHistory {
         env: &'a str,
     },
+    /// A dump of the whole store (`convoyd snapshot save`): admin only.
+    Snapshot,
 }
 
 impl<'a> Action<'a> {
@@ -77,6 +79,7 @@ impl<'a> Action<'a> {
             Action::SecretRemove { .. } => "secret rm",
             Action::SecretList { .. } => "secret list",
             Action::SecretHistory { .. } => "secret history",
+            Action::Snapshot => "convoyd snapshot save",
         }
     }
 
@@ -105,6 +108,7 @@ impl<'a> Action<'a> {
             Action::SecretRemove { .. } => "secret.remove",
             Action::SecretList { .. } => "secret.list",
             Action::SecretHistory { .. } => "secret.history",
+            Action::Snapshot => "store.snapshot",
         }
     }
 
@@ -230,6 +234,7 @@ mod tests {
             SecretList { env: "prod" },
             SecretHistory { env: "prod" },
             SecretList { env: "" },
+            Snapshot,
         ];
         let secret_reads = [
             SecretList { env: "staging" },

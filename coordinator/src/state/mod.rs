@@ -55,6 +55,7 @@ mod volumes;
 pub use apply::{spec_diff, ApplyOptions};
 pub use envs::{check_env_name, node_serves, ENV_LABEL};
 pub use live::{GpuMetricSample, Liveness, MetricSample, HISTORY};
+pub use plans::PLAN_GENERATION_KEY;
 pub use records::{
     EnrollRecord, Facts, Gpu, NodeRecord, PlanRecord, RevisionRecord, RevokedRecord, ServiceRecord,
     MAX_GPUS,
@@ -155,6 +156,17 @@ pub struct Coordinator {
 
 pub use convoy_api::clock::now_unix_ms;
 
+/// What [`Coordinator::dump_store`] read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreDump {
+    /// "sled" or "etcd".
+    pub backend: String,
+    /// The sled directory, or the etcd endpoints.
+    pub location: String,
+    /// Every key and value, in key order.
+    pub entries: Vec<(String, Vec<u8>)>,
+}
+
 impl Coordinator {
     /// Loads desired state from the store and prepares every node's plan,
     /// with secrets sealed under a key held in memory only (tests; `convoyd`
@@ -226,6 +238,21 @@ impl Coordinator {
         txn.replan_all();
         txn.commit().await?;
         Ok(coord)
+    }
+
+    /// Every key and value of the store, read while holding the
+    /// desired-state lock, so no commit is half in it (snapshots, issue 18).
+    /// Tokens and audit entries are written outside that lock, one key at a
+    /// time, so they are whole too.
+    pub async fn dump_store(&self) -> Result<StoreDump, StateError> {
+        let _desired = self.desired.lock().await;
+        let health = self.store.health().await;
+        let entries = self.store.dump().await?;
+        Ok(StoreDump {
+            backend: health.backend,
+            location: health.location,
+            entries,
+        })
     }
 
     /// The cluster event stream.

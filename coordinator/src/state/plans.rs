@@ -7,7 +7,7 @@ use super::*;
 /// change takes the next one, so a node's generations only grow, across
 /// restarts too, with one store write per change however many nodes it
 /// touches.
-pub(super) const PLAN_GENERATION_KEY: &str = "meta/plan-generation";
+pub const PLAN_GENERATION_KEY: &str = "meta/plan-generation";
 
 /// Which plans [`compute_plans`] hands back.
 #[derive(Clone, Copy, PartialEq)]
