@@ -874,6 +874,7 @@ impl Store for MemStore {
             healthy: true,
             members: Vec::new(),
             error: String::new(),
+            probe_seconds: 0.0,
         }
     }
 }
