@@ -719,6 +719,18 @@ pub async fn restore(
     data_dir: &Path,
     secrets_key: Option<&Path>,
 ) -> Result<Restored, SnapshotError> {
+    restore_to(file, data_dir, secrets_key, None).await
+}
+
+/// [`restore`], into `target` (an etcd store) instead of the data
+/// directory's sled store; the data directory still gets the CA and the
+/// admin token.
+pub async fn restore_to(
+    file: &Path,
+    data_dir: &Path,
+    secrets_key: Option<&Path>,
+    target: Option<Arc<dyn Store>>,
+) -> Result<Restored, SnapshotError> {
     let started = Instant::now();
     let bytes = std::fs::read(file).map_err(|source| SnapshotError::Io {
         action: "read",
@@ -737,7 +749,12 @@ pub async fn restore(
     }
     // An existing store is opened (not created) and must be empty.
     let store_dir = data_dir.join(STORE_DIR);
-    let existing = if store_dir.exists() {
+    if let Some(target) = &target {
+        refuse_data(&**target, data_dir).await?;
+    }
+    let existing = if target.is_some() {
+        None
+    } else if store_dir.exists() {
         let store = SledStore::open(&store_dir).map_err(|e| {
             SnapshotError::Refused(format!(
                 "{} already has a store ({}) that cannot be opened ({e}): restore into a new data directory (--data-dir)",
@@ -786,19 +803,20 @@ pub async fn restore(
 
     pki::create_dir_private(data_dir)?;
     pki::create_dir_private(&PkiPaths::new(data_dir).dir)?;
-    let store = match existing {
-        Some(store) => store,
-        None => SledStore::open(&store_dir)?,
+    let store: Arc<dyn Store> = match (target, existing) {
+        (Some(target), _) => target,
+        (None, Some(store)) => Arc::new(store),
+        (None, None) => Arc::new(SledStore::open(&store_dir)?),
     };
     // Checked (again) on the opened store: it may have been filled since.
-    refuse_data(&store, data_dir).await?;
+    refuse_data(&*store, data_dir).await?;
     for (name, contents) in &snapshot.files {
         pki::write_private(&data_dir.join(name), contents)?;
     }
     if let Some(k) = secrets_key {
         secrets::install_key(data_dir, k)?;
     }
-    let plan_generation = restore_into(&store, &snapshot).await?;
+    let plan_generation = restore_into(&*store, &snapshot).await?;
     Ok(Restored {
         keys: snapshot.entries.len(),
         services: snapshot.count("services/"),
@@ -895,6 +913,8 @@ pub enum SnapshotCommand {
         /// Replace FILE if it exists.
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Restore FILE into a new DATA_DIR (no store there yet), with convoyd
     /// stopped; then start `convoyd serve --data-dir DATA_DIR`.
@@ -906,7 +926,46 @@ pub enum SnapshotCommand {
         /// secrets or registry logins, unless DATA_DIR/secrets.key is it).
         #[arg(long, value_name = "FILE")]
         secrets_key: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
     },
+}
+
+/// Where the store is, when it is not the data directory's sled store.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// `etcd://h1:2379,h2:2379[/prefix]` (`etcds://` for TLS): save from,
+    /// or restore into, that etcd (read at one revision; restored into an
+    /// empty prefix in one transaction). Default: DATA_DIR/store (sled).
+    #[arg(long = "store", env = "CONVOY_STORE", default_value = "sled")]
+    pub url: String,
+    #[arg(long, env = "CONVOY_ETCD_CA")]
+    pub etcd_ca: Option<PathBuf>,
+    #[arg(long, env = "CONVOY_ETCD_CERT", requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+    #[arg(long, env = "CONVOY_ETCD_KEY", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The etcd store named, or `None` for sled.
+    async fn open_etcd(&self, data_dir: &Path) -> Result<Option<Arc<dyn Store>>, SnapshotError> {
+        let url: crate::store::StoreUrl = self
+            .url
+            .parse()
+            .map_err(|e: crate::store::InvalidStoreUrl| SnapshotError::Refused(e.to_string()))?;
+        if matches!(url, crate::store::StoreUrl::Sled) {
+            return Ok(None);
+        }
+        let tls = self.etcd_ca.clone().map(|ca| crate::store::EtcdTls {
+            ca,
+            cert: self.etcd_cert.clone(),
+            key: self.etcd_key.clone(),
+        });
+        Ok(Some(
+            crate::store::open_store(&url, data_dir, tls).await?.store,
+        ))
+    }
 }
 
 /// Runs a `convoyd snapshot` command and prints what it did.
@@ -917,16 +976,23 @@ pub async fn run(command: SnapshotCommand) -> Result<(), SnapshotError> {
             data_dir,
             api,
             force,
+            store,
         } => {
-            let saved = save(&data_dir, &file, &api, force).await?;
+            let saved = match store.open_etcd(&data_dir).await? {
+                // etcd reads every key at one revision: no coordinator needed.
+                Some(etcd) => save_from_store(&*etcd, &data_dir, &file, force).await?,
+                None => save(&data_dir, &file, &api, force).await?,
+            };
             println!("{saved}");
         }
         SnapshotCommand::Restore {
             file,
             data_dir,
             secrets_key,
+            store,
         } => {
-            let restored = restore(&file, &data_dir, secrets_key.as_deref()).await?;
+            let target = store.open_etcd(&data_dir).await?;
+            let restored = restore_to(&file, &data_dir, secrets_key.as_deref(), target).await?;
             println!("{restored}");
             println!(
                 "start it with `convoyd serve --data-dir {}` (same --api-listen and --agent-listen addresses, or agents cannot find it)",
