@@ -34,6 +34,8 @@ need htpasswd apache2-utils
 # make their bridges with ip(8).
 need fuse-overlayfs fuse-overlayfs
 need ip iproute2
+# Issue 18's tests: real etcd members
+need etcd etcd-server
 if [ "${#apt_missing[@]}" -gt 0 ]; then
   step "installing ${apt_missing[*]}"
   sudo=""
