@@ -464,3 +464,43 @@ fn a_coordinator_over_etcd_keeps_an_applied_service_across_loads() {
     // Nothing of it went to the data directory (no sled store there).
     assert!(!data.path().join("store").exists());
 }
+
+#[test]
+fn a_scan_of_many_pages_is_one_point_in_time_while_another_writer_commits() {
+    let cluster = EtcdCluster::start(1);
+    rt().block_on(async {
+        // 20 pages of 50; every commit of the writer rewrites all 1,000 keys
+        // with one new value, so a scan that mixed revisions would see two.
+        let mut cfg = config(&cluster, "/convoy/");
+        cfg.scan_page = 50;
+        let store = Arc::new(EtcdStore::connect(cfg).await.unwrap());
+        let batch = |n: usize| -> Vec<Op> {
+            (0..1000)
+                .map(|i| Op::Put(format!("k/{i:04}"), format!("v{n}").into_bytes()))
+                .collect()
+        };
+        store.apply(batch(0)).await.unwrap();
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for n in 1..=40 {
+                    store.apply(batch(n)).await.unwrap();
+                }
+            })
+        };
+        let mut scans = 0;
+        let mut seen = std::collections::BTreeSet::new();
+        while !writer.is_finished() || scans == 0 {
+            let all = store.scan_prefix("k/").await.unwrap();
+            assert_eq!(all.len(), 1000);
+            let values: std::collections::BTreeSet<&[u8]> =
+                all.iter().map(|(_, v)| v.as_slice()).collect();
+            assert_eq!(values.len(), 1, "scan {scans} mixed commits: {values:?}");
+            seen.insert(all[0].1.clone());
+            scans += 1;
+        }
+        writer.await.unwrap();
+        // The scans did run while commits landed.
+        assert!(seen.len() > 1, "{scans} scans all saw one commit");
+    });
+}
