@@ -36,6 +36,9 @@ need fuse-overlayfs fuse-overlayfs
 need ip iproute2
 # etcd-client (issue 18) compiles etcd's .proto files with protoc.
 need protoc protobuf-compiler
+# Issue 18's tests: real etcd members (and etcdctl to read a key's history).
+need etcd etcd-server
+need etcdctl etcd-client
 if [ "${#apt_missing[@]}" -gt 0 ]; then
   step "installing ${apt_missing[*]}"
   sudo=""

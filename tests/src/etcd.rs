@@ -3,10 +3,11 @@
 //! data dir and log file each, fast heartbeats, transaction limits raised as
 //! docs/STORE.md asks), waits until every member answers, and kills them
 //! all when dropped, also when the test panics. `kill(i)` and `restart(i)`
-//! take one member away and bring it back on its data.
+//! take one member away and bring it back on its data. `start_tls(n)` serves
+//! clients over TLS with a CA of its own and asks them for a certificate.
 
 use std::fs::{self, OpenOptions};
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,10 +15,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use tempfile::TempDir;
 
-use crate::process::output_within;
+use crate::http::get;
 
 const ETCD: &str = "/usr/bin/etcd";
-const ETCDCTL: &str = "/usr/bin/etcdctl";
 /// Every member answering after a start.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -25,13 +25,16 @@ struct Member {
     name: String,
     client_port: u16,
     peer_port: u16,
+    /// Plain HTTP `/health` and `/metrics`, also when clients use TLS.
+    metrics_port: u16,
+    scheme: &'static str,
     dir: PathBuf,
     child: Option<Child>,
 }
 
 impl Member {
     fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.client_port)
     }
 
     fn log(&self) -> PathBuf {
@@ -45,6 +48,7 @@ pub struct EtcdCluster {
     token: String,
     /// Flags after the defaults (a later flag wins).
     extra: Vec<String>,
+    tls: Option<TlsFiles>,
     _dir: TempDir,
 }
 
@@ -58,6 +62,17 @@ impl EtcdCluster {
     /// Like [`EtcdCluster::start`], with `extra` flags after the defaults
     /// (e.g. `["--max-txn-ops", "10"]` to meet etcd's limits).
     pub fn start_with(members: usize, extra: &[&str]) -> EtcdCluster {
+        EtcdCluster::start_inner(members, extra, false)
+    }
+
+    /// Members that serve clients over TLS only (`https://`), with
+    /// certificates of a CA made for the cluster, and that require a client
+    /// certificate of that CA: [`EtcdCluster::tls`] has the files.
+    pub fn start_tls(members: usize) -> EtcdCluster {
+        EtcdCluster::start_inner(members, &[], true)
+    }
+
+    fn start_inner(members: usize, extra: &[&str], tls: bool) -> EtcdCluster {
         assert!(members > 0, "an etcd cluster needs a member");
         let dir = tempfile::Builder::new()
             .prefix("convoy-etcd-")
@@ -65,7 +80,7 @@ impl EtcdCluster {
             .expect("cannot make a temp dir");
         // All ports at once, listeners held until every one is picked, so
         // two members never get the same port.
-        let listeners: Vec<TcpListener> = (0..members * 2)
+        let listeners: Vec<TcpListener> = (0..members * 3)
             .map(|_| TcpListener::bind("127.0.0.1:0").expect("cannot bind a loopback port"))
             .collect();
         let ports: Vec<u16> = listeners
@@ -84,8 +99,10 @@ impl EtcdCluster {
         let members: Vec<Member> = (0..members)
             .map(|i| Member {
                 name: format!("m{}", i + 1),
-                client_port: ports[2 * i],
-                peer_port: ports[2 * i + 1],
+                client_port: ports[3 * i],
+                peer_port: ports[3 * i + 1],
+                metrics_port: ports[3 * i + 2],
+                scheme: if tls { "https" } else { "http" },
                 dir: dir.path().join(format!("m{}", i + 1)),
                 child: None,
             })
@@ -100,11 +117,18 @@ impl EtcdCluster {
             initial_cluster,
             token,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            tls: None,
             _dir: dir,
         };
+        if tls {
+            match make_tls(cluster._dir.path()) {
+                Ok(files) => cluster.tls = Some(files),
+                Err(e) => panic!("cannot make the etcd cluster's certificates: {e:#}"),
+            }
+        }
         let started = (0..cluster.members.len())
             .try_for_each(|i| cluster.spawn(i))
-            .and_then(|()| cluster.wait_healthy(&cluster.endpoints()));
+            .and_then(|()| cluster.wait_healthy(&(0..cluster.members.len()).collect::<Vec<_>>()));
         if let Err(e) = started {
             let logs = cluster.logs();
             drop(cluster);
@@ -118,14 +142,22 @@ impl EtcdCluster {
         self.members.iter().map(Member::endpoint).collect()
     }
 
-    /// `etcd://127.0.0.1:P1,127.0.0.1:P2,...` (for `--store`).
+    /// The CA, client certificate and key (PEM files) of a
+    /// [`EtcdCluster::start_tls`] cluster; `None` for plain ones.
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
+    }
+
+    /// `etcd://127.0.0.1:P1,127.0.0.1:P2,...` (for `--store`; `etcds://`
+    /// when the cluster uses TLS).
     pub fn url(&self) -> String {
         let hosts: Vec<String> = self
             .members
             .iter()
             .map(|m| format!("127.0.0.1:{}", m.client_port))
             .collect();
-        format!("etcd://{}", hosts.join(","))
+        let scheme = if self.tls.is_some() { "etcds" } else { "etcd" };
+        format!("{scheme}://{}", hosts.join(","))
     }
 
     /// SIGKILLs member `i` (0-based).
@@ -139,8 +171,7 @@ impl EtcdCluster {
     /// Starts member `i` again on its data and waits until it answers.
     pub fn restart(&mut self, i: usize) {
         self.kill(i);
-        let endpoint = self.members[i].endpoint();
-        if let Err(e) = self.spawn(i).and_then(|()| self.wait_healthy(&[endpoint])) {
+        if let Err(e) = self.spawn(i).and_then(|()| self.wait_healthy(&[i])) {
             panic!(
                 "cannot restart etcd member {}: {e:#}\n{}",
                 self.members[i].name,
@@ -183,7 +214,18 @@ impl EtcdCluster {
         let err = log.try_clone().context("cannot dup a log file")?;
         let client = m.endpoint();
         let peer = format!("http://127.0.0.1:{}", m.peer_port);
-        let child = Command::new(ETCD)
+        let metrics = format!("http://127.0.0.1:{}", m.metrics_port);
+        let mut cmd = Command::new(ETCD);
+        if let Some(t) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&t.server_cert)
+                .arg("--key-file")
+                .arg(&t.server_key)
+                .arg("--trusted-ca-file")
+                .arg(&t.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .arg("--name")
             .arg(&m.name)
             .arg("--data-dir")
@@ -191,6 +233,7 @@ impl EtcdCluster {
             .args(["--listen-client-urls", &client])
             .args(["--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer])
+            .args(["--listen-metrics-urls", &metrics])
             .args(["--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &self.initial_cluster])
             .args(["--initial-cluster-token", &self.token])
@@ -210,8 +253,8 @@ impl EtcdCluster {
         Ok(())
     }
 
-    /// Waits until `etcdctl endpoint health` passes on every endpoint.
-    fn wait_healthy(&mut self, endpoints: &[String]) -> Result<()> {
+    /// Waits until each of the members `which` says it is healthy.
+    fn wait_healthy(&mut self, which: &[usize]) -> Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             for m in &mut self.members {
@@ -221,24 +264,22 @@ impl EtcdCluster {
                     }
                 }
             }
-            let out = output_within(
-                Command::new(ETCDCTL)
-                    .env("ETCDCTL_API", "3")
-                    .arg("--endpoints")
-                    .arg(endpoints.join(","))
-                    .args(["--dial-timeout", "1s", "--command-timeout", "2s"])
-                    .args(["endpoint", "health"]),
-                Duration::from_secs(10),
-            );
-            let last = match out {
-                Ok(o) if o.status.success() => return Ok(()),
-                Ok(o) => format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&o.stdout),
-                    String::from_utf8_lossy(&o.stderr)
-                ),
-                Err(e) => format!("{e:#}"),
-            };
+            // etcd's /health (a leader, no alarms) on the plain metrics port.
+            let mut last = String::new();
+            for &i in which {
+                let m = &self.members[i];
+                let addr = SocketAddr::from(([127, 0, 0, 1], m.metrics_port));
+                match get(addr, "/health") {
+                    Ok((200, body)) if body.contains(r#""health":"true""#) => {}
+                    Ok((code, body)) => {
+                        last = format!("{} /health: {code} {}", m.name, body.trim())
+                    }
+                    Err(err) => last = format!("{} /health: {err:#}", m.name),
+                }
+            }
+            if last.is_empty() {
+                return Ok(());
+            }
             if Instant::now() >= deadline {
                 bail!("not healthy after {START_TIMEOUT:?}: {}", last.trim());
             }
@@ -262,4 +303,67 @@ fn tail(path: &Path) -> String {
         .unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// PEM files of a TLS cluster.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    /// The members' (for 127.0.0.1 and localhost).
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    /// A client's, signed by the same CA.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+/// A CA, a server certificate for loopback and a client certificate, under
+/// `dir/tls/`.
+fn make_tls(dir: &Path) -> Result<TlsFiles> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    let tls = dir.join("tls");
+    fs::create_dir_all(&tls).with_context(|| format!("cannot make {}", tls.display()))?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "convoy test etcd CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_key = KeyPair::generate()?;
+    let ca = ca_params.self_signed(&ca_key)?;
+    let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose| -> Result<(String, String)> {
+        let mut p = CertificateParams::new(names)?;
+        p.distinguished_name
+            .push(DnType::CommonName, "convoy test etcd");
+        p.extended_key_usages = vec![usage];
+        let key = KeyPair::generate()?;
+        let cert = p.signed_by(&key, &ca, &ca_key)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    };
+    let (server_cert, server_key) = leaf(
+        vec!["127.0.0.1".into(), "localhost".into()],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    )?;
+    let (client_cert, client_key) =
+        leaf(vec!["convoyd".into()], ExtendedKeyUsagePurpose::ClientAuth)?;
+    let files = TlsFiles {
+        ca: tls.join("ca.pem"),
+        server_cert: tls.join("server.pem"),
+        server_key: tls.join("server-key.pem"),
+        client_cert: tls.join("client.pem"),
+        client_key: tls.join("client-key.pem"),
+    };
+    for (path, pem) in [
+        (&files.ca, ca.pem()),
+        (&files.server_cert, server_cert),
+        (&files.server_key, server_key),
+        (&files.client_cert, client_cert),
+        (&files.client_key, client_key),
+    ] {
+        fs::write(path, pem).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(files)
 }

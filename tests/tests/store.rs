@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use convoy_coordinator::state::{Coordinator, Liveness};
 use convoy_coordinator::store::{
-    open_store, EtcdConfig, EtcdStore, Fence, Op, SledStore, Store, StoreError, StoreUrl,
+    open_store, EtcdConfig, EtcdStore, EtcdTls, Fence, Op, SledStore, Store, StoreError, StoreUrl,
 };
 use convoy_tests::etcd::EtcdCluster;
 use tokio_util::sync::CancellationToken;
@@ -312,6 +312,11 @@ fn reads_and_writes_go_on_with_one_of_three_members_killed() {
             health.members.iter().any(|m| m.starts_with(&down)),
             "{health:?}"
         );
+        // A coordinator starting now, given all three, connects.
+        for _ in 0..5 {
+            let late = connect(&cluster, "/convoy/").await;
+            assert_eq!(late.get("after/19").await.unwrap(), Some(b"2".to_vec()));
+        }
     });
 
     // Back, on its data: it has what was written while it was away.
@@ -463,4 +468,107 @@ fn a_coordinator_over_etcd_keeps_an_applied_service_across_loads() {
     });
     // Nothing of it went to the data directory (no sled store there).
     assert!(!data.path().join("store").exists());
+}
+
+#[test]
+fn a_scan_of_many_pages_is_one_point_in_time_while_another_writer_commits() {
+    let cluster = EtcdCluster::start(1);
+    rt().block_on(async {
+        // 20 pages of 50; every commit of the writer rewrites all 1,000 keys
+        // with one new value, so a scan that mixed revisions would see two.
+        let mut cfg = config(&cluster, "/convoy/");
+        cfg.scan_page = 50;
+        let store = Arc::new(EtcdStore::connect(cfg).await.unwrap());
+        let batch = |n: usize| -> Vec<Op> {
+            (0..1000)
+                .map(|i| Op::Put(format!("k/{i:04}"), format!("v{n}").into_bytes()))
+                .collect()
+        };
+        store.apply(batch(0)).await.unwrap();
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for n in 1..=40 {
+                    store.apply(batch(n)).await.unwrap();
+                }
+            })
+        };
+        let mut scans = 0;
+        let mut seen = std::collections::BTreeSet::new();
+        while !writer.is_finished() || scans == 0 {
+            let all = store.scan_prefix("k/").await.unwrap();
+            assert_eq!(all.len(), 1000);
+            let values: std::collections::BTreeSet<&[u8]> =
+                all.iter().map(|(_, v)| v.as_slice()).collect();
+            assert_eq!(values.len(), 1, "scan {scans} mixed commits: {values:?}");
+            seen.insert(all[0].1.clone());
+            scans += 1;
+        }
+        writer.await.unwrap();
+        // The scans did run while commits landed.
+        assert!(seen.len() > 1, "{scans} scans all saw one commit");
+    });
+}
+
+#[test]
+fn etcds_urls_talk_tls_with_a_client_certificate_and_are_refused_without_one() {
+    let cluster = EtcdCluster::start_tls(1);
+    let files = cluster.tls().expect("a TLS cluster").clone();
+    let data = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let url: StoreUrl = cluster.url().parse().unwrap();
+        assert!(cluster.url().starts_with("etcds://"), "{}", cluster.url());
+        let tls = EtcdTls {
+            ca: files.ca.clone(),
+            cert: Some(files.client_cert.clone()),
+            key: Some(files.client_key.clone()),
+        };
+        let opened = open_store(&url, data.path(), Some(tls.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("etcds with a client certificate: {e}"));
+        opened
+            .store
+            .apply(vec![Op::Put("services/prod/web".into(), b"tls".to_vec())])
+            .await
+            .unwrap();
+        let etcd = opened.etcd.expect("an etcd store");
+        assert_eq!(
+            raw_get(&etcd, "/convoy/services/prod/web").await,
+            Some(b"tls".to_vec())
+        );
+        let health = opened.store.health().await;
+        assert!(health.healthy, "{health:?}");
+        assert!(
+            health.location.starts_with("https://127.0.0.1:"),
+            "{health:?}"
+        );
+        assert!(
+            health.members[0].ends_with("healthy (leader)"),
+            "{health:?}"
+        );
+
+        // The members ask for a client certificate: none, no store.
+        let no_cert = EtcdTls {
+            cert: None,
+            key: None,
+            ..tls.clone()
+        };
+        let e = open_store(&url, data.path(), Some(no_cert))
+            .await
+            .err()
+            .expect("no client certificate");
+        assert!(matches!(e, StoreError::Open { .. }), "{e}");
+        assert!(e.to_string().contains("127.0.0.1"), "{e}");
+        assert!(e.to_string().contains("client certificate"), "{e}");
+
+        // Another CA's certificate on the members: refused too.
+        let other = tempfile::tempdir().unwrap();
+        let other_ca = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        std::fs::write(other.path().join("ca.pem"), other_ca.cert.pem()).unwrap();
+        let wrong_ca = EtcdTls {
+            ca: other.path().join("ca.pem"),
+            ..tls
+        };
+        assert!(open_store(&url, data.path(), Some(wrong_ca)).await.is_err());
+    });
 }

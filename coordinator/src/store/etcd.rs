@@ -156,17 +156,29 @@ impl EtcdStore {
             fence: RwLock::new(None),
             last_latency_ns: AtomicU64::new(0),
         };
-        // The client connects lazily: one read proves a member answers.
-        let probe = GetOptions::new().with_count_only();
+        // The client connects lazily: one read proves a member answers
+        // (tried again on members that are down, as every request is).
         let key = store.prefix.clone();
-        let mut kv = store.client.kv_client();
-        match tokio::time::timeout(cfg.dial_timeout, kv.get(key, Some(probe))).await {
-            Ok(Ok(_)) => Ok(store),
-            Ok(Err(e)) => Err(open_err(format!("no member answered: {e}"))),
-            Err(_) => Err(open_err(format!(
-                "no member answered within {:?}: is etcd running there?",
-                cfg.dial_timeout
-            ))),
+        let probe = store
+            .within(cfg.dial_timeout, |client| {
+                let key = key.clone();
+                async move {
+                    let opts = GetOptions::new().with_count_only();
+                    client.kv_client().get(key, Some(opts)).await
+                }
+            })
+            .await;
+        match probe {
+            Ok(_) => Ok(store),
+            Err(e) => {
+                let hint = match &cfg.tls {
+                    Some(t) if t.cert.is_none() => {
+                        " (if the members require client certificates, give one)"
+                    }
+                    _ => "",
+                };
+                Err(open_err(format!("no member answered: {e}{hint}")))
+            }
         }
     }
 
