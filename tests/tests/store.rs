@@ -572,3 +572,77 @@ fn etcds_urls_talk_tls_with_a_client_certificate_and_are_refused_without_one() {
         assert!(open_store(&url, data.path(), Some(wrong_ca)).await.is_err());
     });
 }
+
+#[test]
+fn a_snapshot_of_one_etcd_prefix_restores_into_another_and_loads() {
+    use convoy_coordinator::snapshot;
+    let cluster = EtcdCluster::start(1);
+    let old_dir = tempfile::tempdir().unwrap();
+    let new_dir = tempfile::tempdir().unwrap();
+    let file = old_dir.path().join("snap.convoy");
+    rt().block_on(async {
+        // A coordinator's data dir (CA, admin token) and its store on /a/.
+        convoy_coordinator::pki::Ca::load_or_create(&convoy_coordinator::pki::PkiPaths::new(
+            old_dir.path(),
+        ))
+        .unwrap();
+        std::fs::write(old_dir.path().join("admin.token"), "cvy_admin_test\n").unwrap();
+        let a: StoreUrl = format!("{}/a", cluster.url()).parse().unwrap();
+        let a = open_store(&a, old_dir.path(), None).await.unwrap().store;
+        let shutdown = CancellationToken::new();
+        let coord = Coordinator::load(a.clone(), Liveness::default(), shutdown.clone())
+            .await
+            .unwrap();
+        let spec = "services:\n  web:\n    image: x:1\n    deploy:\n      replicas: 2\n";
+        coord.apply("a.yaml", spec, false, "test").await.unwrap();
+        drop(coord);
+        shutdown.cancel();
+
+        snapshot::save_from_store(&*a, old_dir.path(), &file, false)
+            .await
+            .unwrap();
+        let b: StoreUrl = format!("{}/b", cluster.url()).parse().unwrap();
+        let b = open_store(&b, new_dir.path(), None).await.unwrap().store;
+        let restored = snapshot::restore_to(&file, new_dir.path(), None, Some(b.clone()))
+            .await
+            .unwrap();
+        assert_eq!(restored.services, 1, "{restored}");
+        // Same keys on both prefixes, but the plan generation (bumped).
+        let (old, new) = (a.dump().await.unwrap(), b.dump().await.unwrap());
+        let differ: Vec<&String> = new
+            .iter()
+            .filter(|(k, v)| old.iter().find(|(ok, _)| ok == k).map(|(_, ov)| ov) != Some(v))
+            .map(|(k, _)| k)
+            .collect();
+        assert!(
+            differ
+                .iter()
+                .all(|k| k.starts_with("meta/") || k.starts_with("audit/")),
+            "{differ:?}"
+        );
+        assert!(new_dir.path().join("pki/ca.key").exists());
+        assert!(new_dir.path().join("admin.token").exists());
+        assert!(
+            !new_dir.path().join("store").exists(),
+            "nothing went to sled"
+        );
+
+        let shutdown = CancellationToken::new();
+        let coord = Coordinator::load(b.clone(), Liveness::default(), shutdown.clone())
+            .await
+            .unwrap();
+        let status = coord.status("", "").await;
+        assert_eq!(status.services.len(), 1, "{status:?}");
+        assert_eq!(status.services[0].revision, 1);
+        assert_eq!(status.services[0].instances.len(), 2);
+        drop(coord);
+        shutdown.cancel();
+
+        // A prefix with data is not restored into.
+        let again = snapshot::restore_to(&file, new_dir.path(), None, Some(b))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(again.contains("already has a store with data"), "{again}");
+    });
+}
