@@ -156,13 +156,14 @@ impl<R: Runtime> Session<R> {
             // The next address of the list comes soon; only a whole round
             // that failed makes the backoff grow (a leader that died is
             // followed by the next coordinator within a second).
-            let delay = if self.coordinators.len() > 1 && turn % self.coordinators.len() != 0 {
-                next_address_pause()
-            } else {
-                let d = reconnect_delay(failures);
-                failures = failures.saturating_add(1);
-                d
-            };
+            let delay =
+                if self.coordinators.len() > 1 && !turn.is_multiple_of(self.coordinators.len()) {
+                    next_address_pause()
+                } else {
+                    let d = reconnect_delay(failures);
+                    failures = failures.saturating_add(1);
+                    d
+                };
             debug!("reconnecting in {delay:?}");
             tokio::select! {
                 _ = shutdown.cancelled() => return,
