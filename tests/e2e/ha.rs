@@ -87,6 +87,22 @@ fn the_leader_killed_mid_rollout_hands_over_and_the_rollout_completes() {
     );
     assert_eq!(plane["store"]["backend"], "etcd", "{plane}");
     assert_eq!(plane["store"]["healthy"], true, "{plane}");
+    // The dashboard's data says the same.
+    let (code, body) =
+        convoy_tests::http::get_with_token(ha.c.http_addr, "/api/services", &ha.c.admin_token())
+            .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let services: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(services["control_plane"]["leader"], "c1", "{body}");
+    // A standby's HTTP port names the leader; its API port is closed.
+    let standby = ha.http_addrs()[1];
+    let (code, body) = convoy_tests::http::get(standby, "/readyz").unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("`c1` leads"), "{body}");
+    assert!(
+        std::net::TcpStream::connect(ha.peers[0].api_addr).is_err(),
+        "a standby's API port is closed"
+    );
 
     let svc = ha.c.service_name("ha");
     let file =

@@ -102,6 +102,23 @@
     summary.className = lost || ok < want ? 'warn' : 'good';
   }
 
+  // Several coordinators on etcd (docs/HA.md): who leads, the store's
+  // health. Hidden for one coordinator on its embedded store.
+  function renderPlane(plane) {
+    const box = document.getElementById('plane');
+    const store = (plane && plane.store) || {};
+    if (!plane || (store.backend !== 'etcd' && plane.coordinators.length <= 1)) {
+      box.hidden = true;
+      return;
+    }
+    const names = plane.coordinators.map((c) => (c.leader ? `${c.id} (leader)` : c.id));
+    const health = store.healthy ? 'healthy' : `UNHEALTHY: ${store.error}`;
+    box.textContent = `coordinators ${names.join(', ')}${plane.leader ? '' : ' · NO LEADER'} · store ${store.backend} ${health}`;
+    box.title = (store.members || []).join('\n');
+    box.className = `plane ${store.healthy && plane.leader ? 'good' : 'warn'}`;
+    box.hidden = false;
+  }
+
   // One utilization sparkline per GPU of the node, or a dash.
   function gpuCell(n, hist) {
     const gpus = n.gpus || [];
@@ -259,6 +276,7 @@
       for (const ev of snap.events) addEvent(ev);
     }
     state.snapshots++;
+    renderPlane(snap.control_plane);
     renderSummary();
     renderNodes();
     renderServices();

@@ -153,7 +153,13 @@ pub(super) async fn snapshot(
     events: Option<Vec<EventJson>>,
 ) -> Event {
     let nodes = NodesJson::from(&coord.nodes().await);
-    let services = StatusJson::from(&coord.status("", "").await);
+    let mut status = coord.status("", "").await;
+    status.control_plane = coord
+        .control_plane()
+        .await
+        .as_ref()
+        .map(convoy_proto::ControlPlane::from);
+    let services = StatusJson::from(&status);
     let mut history = coord.metrics_history();
     for (node, samples) in history.iter_mut() {
         let after = since.get(node).copied().unwrap_or(i64::MIN);
