@@ -153,17 +153,8 @@ impl<R: Runtime> Session<R> {
             if shutdown.is_cancelled() {
                 return;
             }
-            // The next address of the list comes soon; only a whole round
-            // that failed makes the backoff grow (a leader that died is
-            // followed by the next coordinator within a second).
-            let delay =
-                if self.coordinators.len() > 1 && !turn.is_multiple_of(self.coordinators.len()) {
-                    next_address_pause()
-                } else {
-                    let d = reconnect_delay(failures);
-                    failures = failures.saturating_add(1);
-                    d
-                };
+            let delay = reconnect_delay(failures);
+            failures = failures.saturating_add(1);
             debug!("reconnecting in {delay:?}");
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -655,11 +646,6 @@ fn code_name(code: tonic::Code) -> String {
 }
 
 /// Exponential from 1 s to 30 s, with jitter between half and all of it.
-/// Between two addresses of one round: 100–300 ms.
-fn next_address_pause() -> Duration {
-    Duration::from_millis(rand::rng().random_range(100..=300))
-}
-
 fn reconnect_delay(failures: u32) -> Duration {
     let base = RECONNECT_START
         .checked_mul(1u32.checked_shl(failures).unwrap_or(u32::MAX))

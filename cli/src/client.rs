@@ -28,7 +28,7 @@ mod secrets;
 #[cfg(test)]
 mod tests;
 
-pub use address::{normalize_address, normalize_addresses, DEFAULT_PORT};
+pub use address::{normalize_address, DEFAULT_PORT};
 use auth::read_token;
 pub use auth::BearerAuth;
 use errors::{describe_status, root_cause, unreachable};
@@ -38,25 +38,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// is reported within seconds whatever the network does.
 const DIAL_DEADLINE: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// With several coordinators: the first pause between rounds over the list,
-/// doubling to 4 s, and how long rounds go on (a leader takes over within
-/// a few seconds of the last one's loss).
-const FAILOVER_START: Duration = Duration::from_millis(250);
-const FAILOVER_WINDOW: Duration = Duration::from_secs(15);
-
-/// 50–100 %: clients that lost the same leader do not retry in step.
-fn jitter() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    // No rand dependency for one number: the std hasher is randomly keyed.
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    0.5 + (h.finish() % 1000) as f64 / 2000.0
-}
 
 type Client = ControlServiceClient<InterceptedService<Channel, BearerAuth>>;
 
@@ -78,45 +59,7 @@ impl Coordinator {
     /// Dials the coordinator and completes the TLS handshake, so that a wrong
     /// address or CA is reported here rather than on the first call.
     pub async fn connect(settings: &Settings) -> Result<Self> {
-        let addresses = normalize_addresses(&settings.address)?;
-        if let [address] = addresses.as_slice() {
-            return Self::connect_one(settings, address.clone()).await;
-        }
-        // Several coordinators share a store and one leads; the others
-        // keep their API port closed. Try each in turn, and the whole list
-        // again with backoff while a leader may be taking over.
-        let started = std::time::Instant::now();
-        let mut pause = FAILOVER_START;
-        loop {
-            let mut failures = Vec::new();
-            for address in &addresses {
-                match Self::connect_one(settings, address.clone()).await {
-                    Ok(c) => return Ok(c),
-                    Err(e) => failures.push(format!("{e:#}")),
-                }
-            }
-            // Only a coordinator that cannot be reached may come back: a
-            // wrong CA or token fails the same way everywhere.
-            let transient = failures.iter().all(|f| f.starts_with("cannot reach"));
-            if !transient || started.elapsed() + pause > FAILOVER_WINDOW {
-                bail!(
-                    "no coordinator of {} answered{}:\n  {}",
-                    addresses.len(),
-                    if transient {
-                        format!(" within {} s", started.elapsed().as_secs())
-                    } else {
-                        String::new()
-                    },
-                    failures.join("\n  ")
-                );
-            }
-            tokio::time::sleep(pause.mul_f64(jitter())).await;
-            pause = (pause * 2).min(Duration::from_secs(4));
-        }
-    }
-
-    /// Dials one coordinator (see [`Self::connect`]).
-    async fn connect_one(settings: &Settings, address: String) -> Result<Self> {
+        let address = normalize_address(&settings.address)?;
         let auth = BearerAuth::new(read_token(settings.token.as_ref())?)?;
         let Some(ca_path) = &settings.ca else {
             bail!(

@@ -47,52 +47,9 @@ pub fn normalize_address(raw: &str) -> Result<String> {
     Ok(format!("https://{host}:{port}"))
 }
 
-/// A comma-separated list of coordinators (several sharing one store), each
-/// normalised like [`normalize_address`]; one address is a list of one.
-pub fn normalize_addresses(raw: &str) -> Result<Vec<String>> {
-    if !raw.contains(',') {
-        return Ok(vec![normalize_address(raw)?]);
-    }
-    let mut out: Vec<String> = Vec::new();
-    for (i, part) in raw.split(',').enumerate() {
-        if part.trim().is_empty() {
-            bail!(
-                "entry {} of the coordinator address list `{raw}` is empty",
-                i + 1
-            );
-        }
-        let address = normalize_address(part)?;
-        if !out.contains(&address) {
-            out.push(address);
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_list_of_coordinators_is_normalised_entry_by_entry() {
-        assert_eq!(
-            normalize_addresses("c1:7400, https://c2:7400 ,c3").unwrap(),
-            vec![
-                "https://c1:7400".to_string(),
-                "https://c2:7400".to_string(),
-                format!("https://c3:{DEFAULT_PORT}"),
-            ]
-        );
-        assert_eq!(
-            normalize_addresses("c1").unwrap(),
-            vec![format!("https://c1:{DEFAULT_PORT}")]
-        );
-        assert_eq!(normalize_addresses("c1,c1").unwrap().len(), 1);
-        let err = normalize_addresses("c1,,c3").unwrap_err().to_string();
-        assert!(err.contains("entry 2") && err.contains("c1,,c3"), "{err}");
-        let err = normalize_addresses("c1,http://c2").unwrap_err().to_string();
-        assert!(err.contains("https://"), "{err}");
-    }
 
     #[test]
     fn host_and_port_without_scheme_get_https() {
