@@ -662,7 +662,7 @@ fn code_name(code: tonic::Code) -> String {
 fn next_delay(addresses: usize, failures: u32, jitter: f64) -> Duration {
     let jitter = jitter.clamp(0.5, 1.0);
     let addresses = u32::try_from(addresses.max(1)).unwrap_or(u32::MAX);
-    if failures % addresses != 0 {
+    if !failures.is_multiple_of(addresses) {
         return NEXT_COORDINATOR.mul_f64(jitter);
     }
     let rounds = failures / addresses;
