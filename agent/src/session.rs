@@ -1,7 +1,8 @@
 //! The agent's half of `AgentService.Session`: dials a coordinator over mTLS,
 //! says Hello with a full status snapshot, stores and acknowledges plans,
 //! answers commands and pings, and streams status changes, events and
-//! heartbeats; reconnects with backoff.
+//! heartbeats; reconnects with backoff, taking turns over the coordinators
+//! given (a short hop to the next one, the backoff once all have failed).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -40,6 +41,10 @@ const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(2000);
 const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
 const RECONNECT_START: Duration = Duration::from_secs(1);
 const RECONNECT_MAX: Duration = Duration::from_secs(30);
+/// The pause before dialing the next coordinator after one failed, while
+/// others are left to try: when the leader dies, a standby leads within
+/// seconds, and the agent should not sit out a backoff before dialing it.
+const NEXT_COORDINATOR: Duration = Duration::from_millis(250);
 /// A session that lasted this long resets the reconnect backoff.
 const HEALTHY_SESSION: Duration = Duration::from_secs(120);
 const OUTBOUND_BUFFER: usize = 256;
@@ -153,8 +158,12 @@ impl<R: Runtime> Session<R> {
             if shutdown.is_cancelled() {
                 return;
             }
-            let delay = reconnect_delay(failures);
             failures = failures.saturating_add(1);
+            let delay = next_delay(
+                self.coordinators.len(),
+                failures,
+                rand::rng().random_range(0.5..=1.0),
+            );
             debug!("reconnecting in {delay:?}");
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -645,13 +654,26 @@ fn code_name(code: tonic::Code) -> String {
     format!("{code:?}").to_lowercase()
 }
 
-/// Exponential from 1 s to 30 s, with jitter between half and all of it.
-fn reconnect_delay(failures: u32) -> Duration {
+/// The pause before the next attempt after `failures` (1, 2, ...) failed
+/// ones in a row, taking turns over `addresses` coordinators: a short hop
+/// ([`NEXT_COORDINATOR`]) while the round of addresses is not over, and the
+/// backoff, exponential from 1 s to 30 s, once each has failed (with one
+/// address, every failure ends a round). `jitter` (0.5 to 1) scales either.
+fn next_delay(addresses: usize, failures: u32, jitter: f64) -> Duration {
+    let jitter = jitter.clamp(0.5, 1.0);
+    let addresses = u32::try_from(addresses.max(1)).unwrap_or(u32::MAX);
+    if !failures.is_multiple_of(addresses) {
+        return NEXT_COORDINATOR.mul_f64(jitter);
+    }
+    let rounds = failures / addresses;
     let base = RECONNECT_START
-        .checked_mul(1u32.checked_shl(failures).unwrap_or(u32::MAX))
+        .checked_mul(
+            1u32.checked_shl(rounds.saturating_sub(1))
+                .unwrap_or(u32::MAX),
+        )
         .unwrap_or(RECONNECT_MAX)
         .min(RECONNECT_MAX);
-    base.mul_f64(rand::rng().random_range(0.5..=1.0))
+    base.mul_f64(jitter)
 }
 
 /// The report that turns `sent` into `current`; `None` when they agree.

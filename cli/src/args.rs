@@ -22,8 +22,9 @@ pub struct Cli {
     /// Output format.
     #[arg(short, long, global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
-    /// Coordinator API address, `https://HOST:PORT` or `HOST:PORT` [env: CONVOY_ADDR].
-    #[arg(long, global = true, value_name = "URL")]
+    /// Coordinator API address, `https://HOST:PORT` or `HOST:PORT`; with
+    /// several coordinators, all their addresses, comma-separated [env: CONVOY_ADDR].
+    #[arg(long, global = true, value_name = "URL[,URL...]")]
     pub addr: Option<String>,
     /// CA certificate (PEM) that signed the coordinator's certificate [env: CONVOY_CA].
     #[arg(long, global = true, value_name = "FILE")]

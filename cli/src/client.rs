@@ -1,6 +1,7 @@
 //! The connection to the coordinator's control API: TLS verified against
 //! Convoy's CA and server name, the bearer token on every call, and errors
-//! turned into sentences a user can act on.
+//! turned into sentences a user can act on. Given several coordinators'
+//! addresses, it finds the one that leads (see [`failover`]).
 
 use std::fs;
 use std::future::Future;
@@ -24,14 +25,16 @@ use crate::config::Settings;
 mod address;
 mod auth;
 mod errors;
+mod failover;
 mod secrets;
 #[cfg(test)]
 mod tests;
 
-pub use address::{normalize_address, DEFAULT_PORT};
+pub use address::{normalize_address, parse_addresses, DEFAULT_PORT};
 use auth::read_token;
 pub use auth::BearerAuth;
-use errors::{describe_status, root_cause, unreachable};
+use errors::{describe_status, is_standby, is_trust_failure, root_cause, unreachable};
+use failover::Rotation;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bounds TCP connect plus the TLS handshake, so an unreachable coordinator
@@ -52,18 +55,90 @@ pub enum RolloutVerb {
 /// A connected control API client.
 pub struct Coordinator {
     client: Client,
+    /// The address of the coordinator connected to.
     address: String,
+    dialer: Dialer,
+    /// Every address given; one address means no failover.
+    rotation: Rotation,
+}
+
+/// How to dial any of the coordinators: the same CA and token for all.
+struct Dialer {
+    tls: ClientTlsConfig,
+    auth: BearerAuth,
+}
+
+enum DialError {
+    /// Worth trying the next address: nobody listens, no answer in time, a
+    /// TLS handshake cut short.
+    Next(String),
+    /// Would fail on every coordinator alike (a CA that does not match):
+    /// reported at once.
+    Fatal(anyhow::Error),
+}
+
+impl Dialer {
+    async fn dial(&self, address: &str) -> Result<Client, DialError> {
+        let endpoint = Endpoint::from_shared(address.to_owned())
+            .with_context(|| format!("invalid coordinator address {address}"))
+            .map_err(DialError::Fatal)?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tls_config(self.tls.clone())
+            .map_err(|e| {
+                DialError::Fatal(anyhow!(
+                    "invalid TLS settings for {address}: {}",
+                    root_cause(&e)
+                ))
+            })?;
+        match tokio::time::timeout(DIAL_DEADLINE, endpoint.connect()).await {
+            Ok(Ok(channel)) => Ok(ControlServiceClient::with_interceptor(
+                channel,
+                self.auth.clone(),
+            )),
+            Ok(Err(e)) => {
+                let reason = root_cause(&e);
+                if is_trust_failure(&reason) {
+                    Err(DialError::Fatal(anyhow!(unreachable(address, &reason))))
+                } else {
+                    Err(DialError::Next(reason))
+                }
+            }
+            Err(_) => Err(DialError::Next(format!(
+                "no answer within {} s",
+                DIAL_DEADLINE.as_secs()
+            ))),
+        }
+    }
+
+    /// Dials from the rotation's current address on until one connects;
+    /// with one address, its failure is the error.
+    async fn dial_next(&self, rotation: &mut Rotation) -> Result<Client> {
+        loop {
+            let address = rotation.current().to_owned();
+            match self.dial(&address).await {
+                Ok(client) => return Ok(client),
+                Err(DialError::Fatal(e)) => return Err(e),
+                Err(DialError::Next(reason)) if rotation.len() == 1 => {
+                    bail!(unreachable(&address, &reason))
+                }
+                Err(DialError::Next(reason)) => rotation.fail_and_wait(reason).await?,
+            }
+        }
+    }
 }
 
 impl Coordinator {
     /// Dials the coordinator and completes the TLS handshake, so that a wrong
-    /// address or CA is reported here rather than on the first call.
+    /// address or CA is reported here rather than on the first call. Given
+    /// several addresses (comma-separated), dials them in turn until one
+    /// connects; a standby is left for another on the first call.
     pub async fn connect(settings: &Settings) -> Result<Self> {
-        let address = normalize_address(&settings.address)?;
+        let addresses = parse_addresses(&settings.address)?;
         let auth = BearerAuth::new(read_token(settings.token.as_ref())?)?;
         let Some(ca_path) = &settings.ca else {
             bail!(
-                "no CA certificate configured for {address}: pass --ca, set CONVOY_CA, or use a context with `ca`"
+                "no CA certificate configured for {}: pass --ca, set CONVOY_CA, or use a context with `ca`",
+                addresses.join(", ")
             );
         };
         let ca = fs::read_to_string(ca_path)
@@ -75,47 +150,76 @@ impl Coordinator {
             .ca_certificate(Certificate::from_pem(ca))
             .domain_name(COORDINATOR_SERVER_NAME)
             .timeout(CONNECT_TIMEOUT);
-        let endpoint = Endpoint::from_shared(address.clone())
-            .with_context(|| format!("invalid coordinator address {address}"))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tls_config(tls)
-            .map_err(|e| anyhow!("invalid TLS settings for {address}: {}", root_cause(&e)))?;
-
-        let channel = match tokio::time::timeout(DIAL_DEADLINE, endpoint.connect()).await {
-            Ok(Ok(channel)) => channel,
-            Ok(Err(e)) => bail!(unreachable(&address, &root_cause(&e))),
-            Err(_) => bail!(unreachable(
-                &address,
-                &format!("no answer within {} s", DIAL_DEADLINE.as_secs())
-            )),
-        };
+        let dialer = Dialer { tls, auth };
+        let mut rotation = Rotation::new(addresses);
+        let client = dialer.dial_next(&mut rotation).await?;
         Ok(Self {
-            client: ControlServiceClient::with_interceptor(channel, auth),
-            address,
+            client,
+            address: rotation.current().to_owned(),
+            dialer,
+            rotation,
         })
     }
 
+    /// Makes one call. A standby's answer (`UNAVAILABLE`, "standby: ...")
+    /// says another coordinator leads: the call goes to the next address,
+    /// round after round until the failover budget is spent. A standby
+    /// refuses before doing anything, so even a write is safe to send again;
+    /// no other failure is retried (the call may have been carried out).
+    async fn call<Req, T, Fut>(
+        &mut self,
+        request: Req,
+        rpc: impl Fn(Client, Req) -> Fut,
+    ) -> Result<T>
+    where
+        Req: Clone,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        loop {
+            let answer =
+                tokio::time::timeout(REQUEST_TIMEOUT, rpc(self.client.clone(), request.clone()))
+                    .await;
+            match answer {
+                Ok(Err(status)) if self.rotation.len() > 1 && is_standby(&status) => {
+                    let reason = status.message().trim().to_owned();
+                    self.rotation.fail_and_wait(reason).await?;
+                    self.client = self.dialer.dial_next(&mut self.rotation).await?;
+                    self.address = self.rotation.current().to_owned();
+                }
+                answer => {
+                    self.rotation.succeeded();
+                    return finish(&self.address, answer);
+                }
+            }
+        }
+    }
+
     pub async fn apply(&mut self, request: ApplyRequest) -> Result<ApplyResponse> {
-        finish(&self.address, self.client.apply(request)).await
+        self.call(request, |mut c, r| async move { c.apply(r).await })
+            .await
     }
 
     pub async fn status(&mut self, request: StatusRequest) -> Result<StatusResponse> {
-        finish(&self.address, self.client.status(request)).await
+        self.call(request, |mut c, r| async move { c.status(r).await })
+            .await
     }
 
     pub async fn list_nodes(&mut self) -> Result<ListNodesResponse> {
-        finish(&self.address, self.client.list_nodes(ListNodesRequest {})).await
+        self.call(ListNodesRequest {}, |mut c, r| async move {
+            c.list_nodes(r).await
+        })
+        .await
     }
 
     pub async fn delete(&mut self, request: DeleteRequest) -> Result<DeleteResponse> {
-        finish(&self.address, self.client.delete(request)).await
+        self.call(request, |mut c, r| async move { c.delete(r).await })
+            .await
     }
 
     pub async fn remove_node(&mut self, node: String) -> Result<RemoveNodeResponse> {
-        finish(
-            &self.address,
-            self.client.remove_node(RemoveNodeRequest { node }),
-        )
+        self.call(RemoveNodeRequest { node }, |mut c, r| async move {
+            c.remove_node(r).await
+        })
         .await
     }
 
@@ -123,21 +227,25 @@ impl Coordinator {
         &mut self,
         request: CreateTokenRequest,
     ) -> Result<CreateTokenResponse> {
-        finish(&self.address, self.client.create_token(request)).await
+        self.call(request, |mut c, r| async move { c.create_token(r).await })
+            .await
     }
 
     pub async fn set_registry_auth(
         &mut self,
         request: convoy_proto::SetRegistryAuthRequest,
     ) -> Result<convoy_proto::RegistryAuthInfo> {
-        finish(&self.address, self.client.set_registry_auth(request)).await
+        self.call(
+            request,
+            |mut c, r| async move { c.set_registry_auth(r).await },
+        )
+        .await
     }
 
     pub async fn list_volumes(&mut self, env: String) -> Result<convoy_proto::ListVolumesResponse> {
-        finish(
-            &self.address,
-            self.client
-                .list_volumes(convoy_proto::ListVolumesRequest { env }),
+        self.call(
+            convoy_proto::ListVolumesRequest { env },
+            |mut c, r| async move { c.list_volumes(r).await },
         )
         .await
     }
@@ -147,19 +255,17 @@ impl Coordinator {
         env: String,
         key: String,
     ) -> Result<convoy_proto::ListVolumesResponse> {
-        finish(
-            &self.address,
-            self.client
-                .remove_volumes(convoy_proto::RemoveVolumesRequest { env, key }),
+        self.call(
+            convoy_proto::RemoveVolumesRequest { env, key },
+            |mut c, r| async move { c.remove_volumes(r).await },
         )
         .await
     }
 
     pub async fn list_registry_auth(&mut self) -> Result<convoy_proto::ListRegistryAuthResponse> {
-        finish(
-            &self.address,
-            self.client
-                .list_registry_auth(convoy_proto::ListRegistryAuthRequest {}),
+        self.call(
+            convoy_proto::ListRegistryAuthRequest {},
+            |mut c, r| async move { c.list_registry_auth(r).await },
         )
         .await
     }
@@ -168,23 +274,24 @@ impl Coordinator {
         &mut self,
         server: String,
     ) -> Result<convoy_proto::RegistryAuthInfo> {
-        finish(
-            &self.address,
-            self.client
-                .remove_registry_auth(convoy_proto::RemoveRegistryAuthRequest { server }),
+        self.call(
+            convoy_proto::RemoveRegistryAuthRequest { server },
+            |mut c, r| async move { c.remove_registry_auth(r).await },
         )
         .await
     }
 
     pub async fn list_tokens(&mut self) -> Result<ListTokensResponse> {
-        finish(&self.address, self.client.list_tokens(ListTokensRequest {})).await
+        self.call(ListTokensRequest {}, |mut c, r| async move {
+            c.list_tokens(r).await
+        })
+        .await
     }
 
     pub async fn revoke_token(&mut self, id: String) -> Result<RevokeTokenResponse> {
-        finish(
-            &self.address,
-            self.client.revoke_token(RevokeTokenRequest { id }),
-        )
+        self.call(RevokeTokenRequest { id }, |mut c, r| async move {
+            c.revoke_token(r).await
+        })
         .await
     }
 
@@ -192,14 +299,17 @@ impl Coordinator {
         &mut self,
         request: CreateJoinTokenRequest,
     ) -> Result<CreateJoinTokenResponse> {
-        finish(&self.address, self.client.create_join_token(request)).await
+        self.call(
+            request,
+            |mut c, r| async move { c.create_join_token(r).await },
+        )
+        .await
     }
 
     pub async fn list_audit(&mut self, since_unix_ms: i64) -> Result<ListAuditResponse> {
-        finish(
-            &self.address,
-            self.client.list_audit(ListAuditRequest { since_unix_ms }),
-        )
+        self.call(ListAuditRequest { since_unix_ms }, |mut c, r| async move {
+            c.list_audit(r).await
+        })
         .await
     }
 
@@ -208,7 +318,8 @@ impl Coordinator {
         &mut self,
         request: convoy_proto::WatchRequest,
     ) -> Result<tonic::Streaming<convoy_proto::ClusterEvent>> {
-        finish(&self.address, self.client.watch(request)).await
+        self.call(request, |mut c, r| async move { c.watch(r).await })
+            .await
     }
 
     /// Runs every health check now. The call may take as long as the
@@ -217,7 +328,8 @@ impl Coordinator {
         &mut self,
         request: convoy_proto::VerifyRequest,
     ) -> Result<convoy_proto::VerifyResponse> {
-        finish(&self.address, self.client.verify(request)).await
+        self.call(request, |mut c, r| async move { c.verify(r).await })
+            .await
     }
 
     pub async fn rollout_command(
@@ -226,9 +338,18 @@ impl Coordinator {
         request: convoy_proto::RolloutRequest,
     ) -> Result<convoy_proto::RolloutInfo> {
         match command {
-            RolloutVerb::Promote => finish(&self.address, self.client.promote(request)).await,
-            RolloutVerb::Pause => finish(&self.address, self.client.pause_rollout(request)).await,
-            RolloutVerb::Resume => finish(&self.address, self.client.resume_rollout(request)).await,
+            RolloutVerb::Promote => {
+                self.call(request, |mut c, r| async move { c.promote(r).await })
+                    .await
+            }
+            RolloutVerb::Pause => {
+                self.call(request, |mut c, r| async move { c.pause_rollout(r).await })
+                    .await
+            }
+            RolloutVerb::Resume => {
+                self.call(request, |mut c, r| async move { c.resume_rollout(r).await })
+                    .await
+            }
         }
     }
 
@@ -236,14 +357,16 @@ impl Coordinator {
         &mut self,
         request: convoy_proto::HistoryRequest,
     ) -> Result<convoy_proto::HistoryResponse> {
-        finish(&self.address, self.client.history(request)).await
+        self.call(request, |mut c, r| async move { c.history(r).await })
+            .await
     }
 
     pub async fn rollback(
         &mut self,
         request: convoy_proto::RollbackRequest,
     ) -> Result<ApplyResponse> {
-        finish(&self.address, self.client.rollback(request)).await
+        self.call(request, |mut c, r| async move { c.rollback(r).await })
+            .await
     }
 
     /// Reads the next event; `None` when the coordinator ended the stream.
@@ -263,11 +386,11 @@ impl Coordinator {
     }
 }
 
-async fn finish<T>(
+fn finish<T>(
     address: &str,
-    call: impl Future<Output = Result<Response<T>, Status>>,
+    answer: Result<Result<Response<T>, Status>, tokio::time::error::Elapsed>,
 ) -> Result<T> {
-    match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
+    match answer {
         Ok(Ok(response)) => Ok(response.into_inner()),
         Ok(Err(status)) => Err(anyhow!(describe_status(&status, address))),
         Err(_) => Err(anyhow!(

@@ -15,6 +15,9 @@
 //! ```
 //!
 //! Relative `ca` and `token_file` paths are taken from the file's directory.
+//! An address (flag, variable or context) may list several coordinators,
+//! comma-separated (`https://c1:7400,https://c2:7400`): the client dials
+//! them in turn and finds the one that leads.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -61,7 +64,8 @@ impl fmt::Debug for Token {
 /// Everything needed to dial the coordinator, after precedence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
-    /// As given; `client::normalize_address` checks it.
+    /// As given, one address or several separated by commas;
+    /// `client::parse_addresses` checks it.
     pub address: String,
     pub ca: Option<PathBuf>,
     pub token: Option<Token>,

@@ -14,6 +14,7 @@ mod depends_on;
 mod deploy;
 mod dev;
 mod environments;
+mod failover;
 mod gpu;
 mod ha;
 mod health;

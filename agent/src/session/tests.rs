@@ -631,11 +631,68 @@ fn diff_reports_changed_and_removed_workloads_only() {
 }
 
 #[test]
-fn reconnect_delay_grows_to_thirty_seconds_with_jitter() {
-    for _ in 0..50 {
-        let first = reconnect_delay(0);
-        assert!(first >= Duration::from_millis(500) && first <= Duration::from_secs(1));
-        let late = reconnect_delay(20);
-        assert!(late >= Duration::from_secs(15) && late <= Duration::from_secs(30));
+fn with_one_coordinator_every_failure_doubles_the_delay_to_thirty_seconds() {
+    let secs = |failures, jitter| next_delay(1, failures, jitter).as_secs_f64();
+    assert_eq!(
+        [1, 2, 3, 4, 5, 6, 7, 40, u32::MAX].map(|f| secs(f, 1.0)),
+        [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0, 30.0]
+    );
+    assert_eq!(secs(1, 0.5), 0.5);
+    assert_eq!(secs(40, 0.5), 15.0);
+    // Jitter out of range is bounded.
+    assert_eq!(secs(1, 0.0), 0.5);
+    assert_eq!(secs(1, 3.0), 1.0);
+}
+
+#[test]
+fn with_several_coordinators_a_failure_hops_to_the_next_and_a_failed_round_backs_off() {
+    let ms = |failures| next_delay(3, failures, 1.0).as_millis();
+    // Round 1: two hops, then 1 s; round 2: two hops, then 2 s; ...
+    assert_eq!(
+        (1..=9).map(ms).collect::<Vec<_>>(),
+        [250, 250, 1000, 250, 250, 2000, 250, 250, 4000]
+    );
+    assert_eq!(ms(300), 30_000);
+    assert_eq!(ms(301), 250);
+    assert_eq!(next_delay(2, 1, 0.5).as_millis(), 125);
+    assert_eq!(next_delay(2, 2, 0.5).as_millis(), 500);
+    // No address at all is treated as one (`run` never dials then).
+    assert_eq!(next_delay(0, 1, 1.0).as_millis(), 1000);
+}
+
+#[test]
+fn the_random_jitter_keeps_delays_between_half_and_all() {
+    for failures in 1..=12 {
+        let delay = next_delay(2, failures, rand::rng().random_range(0.5..=1.0));
+        let full = next_delay(2, failures, 1.0);
+        assert!(delay >= full / 2 && delay <= full, "{failures}: {delay:?}");
     }
+}
+
+#[tokio::test]
+async fn an_agent_given_a_dead_address_first_opens_its_session_on_the_next_at_once() {
+    let mut w = world().await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = listener.local_addr().unwrap();
+    drop(listener);
+    let Agent { mut session, .. } = agent(&w);
+    session.coordinators = vec![dead.to_string(), w.addr.to_string()];
+    let shutdown = CancellationToken::new();
+    let started = std::time::Instant::now();
+    let task = tokio::spawn(session.run(shutdown.clone()));
+    let mut s = tokio::time::timeout(WAIT, w.streams.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let agent_message::Msg::Hello(_) = s.next().await else {
+        panic!("first message is not Hello")
+    };
+    // A hop (at most 250 ms), not the 1 s backoff of a failed round.
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "took {:?}",
+        started.elapsed()
+    );
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
 }

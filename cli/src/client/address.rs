@@ -1,11 +1,37 @@
 //! The coordinator's address as users type it (`HOST[:PORT]` or
-//! `https://HOST[:PORT]`), checked and made into the URL that is dialed.
+//! `https://HOST[:PORT]`, or several of them separated by commas for a
+//! cluster of coordinators), checked and made into the URLs that are dialed.
 
 use anyhow::{anyhow, bail, Result};
 use tonic::transport::Uri;
 
 /// The API port `convoyd` listens on unless told otherwise.
 pub const DEFAULT_PORT: u16 = 7400;
+
+/// Splits a comma-separated list of coordinator addresses and normalises
+/// each ([`normalize_address`]); an address given twice is dialed once. An
+/// empty entry (`a,,b`, a trailing comma) is refused: it is a typo more often
+/// than not, and dropping it silently would hide the address meant there.
+pub fn parse_addresses(raw: &str) -> Result<Vec<String>> {
+    if !raw.contains(',') {
+        return Ok(vec![normalize_address(raw)?]);
+    }
+    let mut addresses: Vec<String> = Vec::new();
+    for (i, entry) in raw.split(',').enumerate() {
+        if entry.trim().is_empty() {
+            bail!(
+                "the coordinator address list `{}` has an empty entry (number {}): separate addresses with single commas",
+                raw.trim(),
+                i + 1
+            );
+        }
+        let address = normalize_address(entry)?;
+        if !addresses.contains(&address) {
+            addresses.push(address);
+        }
+    }
+    Ok(addresses)
+}
 
 /// Accepts `https://HOST[:PORT]` or `HOST[:PORT]`; the port defaults to 7400.
 /// Returns `https://HOST:PORT`. The API is TLS only, so other schemes are
@@ -82,6 +108,47 @@ mod tests {
             normalize_address("https://myhost").unwrap(),
             "https://myhost:7400"
         );
+    }
+
+    #[test]
+    fn a_comma_separated_list_gives_each_address_normalised_in_order() {
+        assert_eq!(
+            parse_addresses("https://c1:7400, c2:9000 ,c3").unwrap(),
+            vec!["https://c1:7400", "https://c2:9000", "https://c3:7400"]
+        );
+        assert_eq!(
+            parse_addresses(" 127.0.0.1:1 ").unwrap(),
+            vec!["https://127.0.0.1:1"]
+        );
+        // The same coordinator written two ways is dialed once.
+        assert_eq!(
+            parse_addresses("c1,https://c1:7400,c2").unwrap(),
+            vec!["https://c1:7400", "https://c2:7400"]
+        );
+    }
+
+    #[test]
+    fn an_empty_entry_in_a_list_is_refused_naming_the_list() {
+        for (raw, number) in [("c1,,c2", 2), ("c1,", 2), (",c1", 1), ("c1, ,c2", 2)] {
+            let err = parse_addresses(raw).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{}`", raw.trim())), "{raw}: {err}");
+            assert!(
+                err.contains(&format!("empty entry (number {number})")),
+                "{raw}: {err}"
+            );
+        }
+        assert_eq!(
+            parse_addresses("").unwrap_err().to_string(),
+            "the coordinator address is empty"
+        );
+    }
+
+    #[test]
+    fn a_bad_entry_in_a_list_is_named() {
+        let err = parse_addresses("c1:7400,http://c2:7400").unwrap_err();
+        assert!(err.to_string().contains("`http://c2:7400`"), "{err}");
+        let err = parse_addresses("c1,c2:notaport").unwrap_err();
+        assert!(err.to_string().contains("`c2:notaport`"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,25 @@ use std::error::Error as StdError;
 
 use tonic::{Code, Status};
 
+/// How a standby coordinator's refusals begin: it serves nothing until it
+/// leads, and says so with `UNAVAILABLE` and this prefix.
+const STANDBY_PREFIX: &str = "standby:";
+
+/// A standby's refusal: another coordinator leads. Only the server writes
+/// such a message (a failure on this side carries a source error instead).
+pub(super) fn is_standby(status: &Status) -> bool {
+    status.code() == Code::Unavailable
+        && status.source().is_none()
+        && status.message().trim_start().starts_with(STANDBY_PREFIX)
+}
+
+/// A TLS failure that every coordinator of the cluster would cause alike:
+/// the certificate it presents is not trusted (wrong CA, wrong name), or it
+/// refuses ours. Trying the next address would only hide it.
+pub(super) fn is_trust_failure(root_cause: &str) -> bool {
+    root_cause.to_lowercase().contains("certificate")
+}
+
 pub(super) fn unreachable(address: &str, reason: &str) -> String {
     format!("cannot reach the coordinator at {address}: {reason}")
 }
@@ -65,6 +84,29 @@ mod tests {
         assert_eq!(root_cause(&err), "connection refused");
         let err = std::io::Error::other("TLS handshake failed");
         assert_eq!(root_cause(&err), "TLS handshake failed");
+    }
+
+    #[test]
+    fn only_a_servers_unavailable_standby_answer_is_a_standby() {
+        assert!(is_standby(&Status::unavailable(
+            "standby: the leader is coordinator c2"
+        )));
+        assert!(!is_standby(&Status::unavailable("shutting down")));
+        assert!(!is_standby(&Status::failed_precondition("standby: x")));
+        // A failure on this side, whatever its words.
+        let mut local = Status::unavailable("standby: x");
+        local.set_source(std::sync::Arc::new(std::io::Error::other("reset")));
+        assert!(!is_standby(&local));
+    }
+
+    #[test]
+    fn certificate_failures_are_trust_failures_and_others_are_not() {
+        assert!(is_trust_failure("invalid peer certificate: UnknownIssuer"));
+        assert!(is_trust_failure(
+            "received fatal alert: CertificateRequired"
+        ));
+        assert!(!is_trust_failure("connection refused"));
+        assert!(!is_trust_failure("tls handshake eof"));
     }
 
     #[test]

@@ -3,25 +3,29 @@
 use anyhow::Result;
 use convoy_proto as pb;
 
-use super::{finish, Coordinator};
+use super::Coordinator;
 
 impl Coordinator {
     pub async fn set_secret(&mut self, request: pb::SetSecretRequest) -> Result<pb::SecretInfo> {
-        finish(&self.address, self.client.set_secret(request)).await
+        self.call(request, |mut c, r| async move { c.set_secret(r).await })
+            .await
     }
 
     pub async fn generate_secret(
         &mut self,
         request: pb::GenerateSecretRequest,
     ) -> Result<pb::SecretInfo> {
-        finish(&self.address, self.client.generate_secret(request)).await
+        self.call(
+            request,
+            |mut c, r| async move { c.generate_secret(r).await },
+        )
+        .await
     }
 
     pub async fn list_secrets(&mut self, env: String) -> Result<pb::ListSecretsResponse> {
-        finish(
-            &self.address,
-            self.client.list_secrets(pb::ListSecretsRequest { env }),
-        )
+        self.call(pb::ListSecretsRequest { env }, |mut c, r| async move {
+            c.list_secrets(r).await
+        })
         .await
     }
 
@@ -30,19 +34,17 @@ impl Coordinator {
         env: String,
         name: String,
     ) -> Result<pb::SecretHistoryResponse> {
-        finish(
-            &self.address,
-            self.client
-                .secret_history(pb::SecretHistoryRequest { env, name }),
+        self.call(
+            pb::SecretHistoryRequest { env, name },
+            |mut c, r| async move { c.secret_history(r).await },
         )
         .await
     }
 
     pub async fn remove_secret(&mut self, env: String, name: String) -> Result<pb::SecretInfo> {
-        finish(
-            &self.address,
-            self.client
-                .remove_secret(pb::RemoveSecretRequest { env, name }),
+        self.call(
+            pb::RemoveSecretRequest { env, name },
+            |mut c, r| async move { c.remove_secret(r).await },
         )
         .await
     }

@@ -1,6 +1,8 @@
 //! The client against a fake coordinator over real TLS.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use convoy_proto::control_service_server::{ControlService, ControlServiceServer};
@@ -32,12 +34,26 @@ fn pki() -> Pki {
     }
 }
 
-struct Fake;
+/// A coordinator that leads (answers) or stands by (refuses every call the
+/// way a standby does), counting the calls it gets.
+#[derive(Default)]
+struct Fake {
+    standby: bool,
+    calls: Arc<AtomicUsize>,
+}
 
-fn check_token<T>(request: &Request<T>) -> Result<(), Status> {
-    match request.metadata().get(AUTHORIZATION).map(|v| v.to_str()) {
-        Some(Ok("Bearer good-token")) => Ok(()),
-        _ => Err(Status::unauthenticated("invalid token")),
+impl Fake {
+    fn check_token<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.standby {
+            return Err(Status::unavailable(
+                "standby: this coordinator does not lead; the leader is elsewhere",
+            ));
+        }
+        match request.metadata().get(AUTHORIZATION).map(|v| v.to_str()) {
+            Some(Ok("Bearer good-token")) => Ok(()),
+            _ => Err(Status::unauthenticated("invalid token")),
+        }
     }
 }
 
@@ -47,7 +63,7 @@ impl ControlService for Fake {
         &self,
         request: Request<ApplyRequest>,
     ) -> Result<Response<ApplyResponse>, Status> {
-        check_token(&request)?;
+        self.check_token(&request)?;
         let req = request.into_inner();
         Err(Status::invalid_argument(format!(
             "{}:1:1: bad spec ({} bytes, dry_run={})",
@@ -60,7 +76,7 @@ impl ControlService for Fake {
         &self,
         request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
-        check_token(&request)?;
+        self.check_token(&request)?;
         Err(Status::not_found(format!(
             "service `{}` not found",
             request.into_inner().service
@@ -70,7 +86,7 @@ impl ControlService for Fake {
         &self,
         request: Request<ListNodesRequest>,
     ) -> Result<Response<ListNodesResponse>, Status> {
-        check_token(&request)?;
+        self.check_token(&request)?;
         Ok(Response::new(ListNodesResponse {
             nodes: vec![Node {
                 name: "node-a".into(),
@@ -83,7 +99,7 @@ impl ControlService for Fake {
         &self,
         request: Request<RemoveNodeRequest>,
     ) -> Result<Response<RemoveNodeResponse>, Status> {
-        check_token(&request)?;
+        self.check_token(&request)?;
         Ok(Response::new(RemoveNodeResponse {
             lost_instances: 1,
             revoked_certificates: 1,
@@ -94,7 +110,7 @@ impl ControlService for Fake {
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        check_token(&request)?;
+        self.check_token(&request)?;
         Ok(Response::new(DeleteResponse {
             removed_instances: 2,
             last_revision: 3,
@@ -255,12 +271,16 @@ impl ControlService for Fake {
 }
 
 async fn start_fake(identity: Identity) -> SocketAddr {
+    start(identity, Fake::default()).await
+}
+
+async fn start(identity: Identity, fake: Fake) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = Server::builder()
         .tls_config(ServerTlsConfig::new().identity(identity))
         .unwrap()
-        .add_service(ControlServiceServer::new(Fake))
+        .add_service(ControlServiceServer::new(fake))
         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
     tokio::spawn(server);
     addr
@@ -397,4 +417,136 @@ async fn a_missing_ca_is_reported_before_dialing() {
         err.to_string().contains("holds no PEM certificate"),
         "{err}"
     );
+}
+
+fn closed_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    addr
+}
+
+#[tokio::test]
+async fn a_dead_address_before_a_live_one_is_skipped() {
+    let pki = pki();
+    let live = start_fake(pki.server_identity).await;
+    let dead = closed_port();
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings(
+        &dir,
+        &format!("{dead}, https://{live}"),
+        &pki.ca_pem,
+        "good-token",
+    );
+    let started = Instant::now();
+    let mut coordinator = Coordinator::connect(&settings).await.unwrap();
+    assert_eq!(coordinator.address(), format!("https://{live}"));
+    let nodes = coordinator.list_nodes().await.unwrap();
+    assert_eq!(nodes.nodes[0].name, "node-a");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_standby_answer_moves_the_call_to_the_next_address() {
+    let pki = pki();
+    let standby = Fake {
+        standby: true,
+        ..Fake::default()
+    };
+    let standby_calls = standby.calls.clone();
+    let standby = start(pki.server_identity.clone(), standby).await;
+    let leader = Fake::default();
+    let leader_calls = leader.calls.clone();
+    let leader = start(pki.server_identity, leader).await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings(
+        &dir,
+        &format!("{standby},{leader}"),
+        &pki.ca_pem,
+        "good-token",
+    );
+    let mut coordinator = Coordinator::connect(&settings).await.unwrap();
+    // The standby accepts connections: connect stops there.
+    assert_eq!(coordinator.address(), format!("https://{standby}"));
+
+    let deleted = coordinator
+        .delete(DeleteRequest {
+            service: "hello".into(),
+            env: String::new(),
+            volumes: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(deleted.removed_instances, 2);
+    assert_eq!(coordinator.address(), format!("https://{leader}"));
+    assert_eq!(standby_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(leader_calls.load(Ordering::SeqCst), 1);
+    // The next call goes straight to the leader.
+    coordinator.list_nodes().await.unwrap();
+    assert_eq!(standby_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(leader_calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn with_one_address_a_standby_answer_is_the_error() {
+    let pki = pki();
+    let standby = Fake {
+        standby: true,
+        ..Fake::default()
+    };
+    let addr = start(pki.server_identity, standby).await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings(&dir, &addr.to_string(), &pki.ca_pem, "good-token");
+    let mut coordinator = Coordinator::connect(&settings).await.unwrap();
+    let err = coordinator.list_nodes().await.unwrap_err();
+    assert!(err.to_string().starts_with("standby: "), "{err}");
+}
+
+#[tokio::test]
+async fn a_refused_token_is_not_tried_on_the_other_coordinators() {
+    let pki = pki();
+    let leader = start_fake(pki.server_identity.clone()).await;
+    let other = Fake::default();
+    let other_calls = other.calls.clone();
+    let other = start(pki.server_identity, other).await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings(
+        &dir,
+        &format!("{leader},{other}"),
+        &pki.ca_pem,
+        "wrong-token",
+    );
+    let mut coordinator = Coordinator::connect(&settings).await.unwrap();
+    let err = coordinator.list_nodes().await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the coordinator refused the token: invalid token"
+    );
+    assert_eq!(other_calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_coordinator_of_another_ca_is_reported_at_once_not_skipped() {
+    let server_pki = pki();
+    let other_ca = pki().ca_pem;
+    let untrusted = start_fake(server_pki.server_identity).await;
+    let dead = closed_port();
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings(
+        &dir,
+        &format!("{untrusted},{dead}"),
+        &other_ca,
+        "good-token",
+    );
+    let started = Instant::now();
+    let err = Coordinator::connect(&settings).await.err().unwrap();
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "cannot reach the coordinator at https://{untrusted}: "
+        )),
+        "{text}"
+    );
+    assert!(text.contains("certificate"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(5));
 }

@@ -169,3 +169,31 @@ fn debug_output_hides_the_token() {
     assert!(!format!("{env:?}").contains("s3cret"));
     assert!(!format!("{:?}", Token::Value("s3cret".into())).contains("s3cret"));
 }
+
+#[test]
+fn a_context_may_list_several_coordinators() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        "current_context: ha\ncontexts:\n  ha:\n    address: https://c1:7400, c2:7400,c3\n    ca: ca.pem\n",
+    )
+    .unwrap();
+    let file = ConfigFile::load(&path).unwrap();
+    let settings = resolve(&Flags::default(), &Env::default(), Some((&path, &file))).unwrap();
+    assert_eq!(
+        crate::client::parse_addresses(&settings.address).unwrap(),
+        vec!["https://c1:7400", "https://c2:7400", "https://c3:7400"]
+    );
+
+    // A list from the environment replaces the context's whole list.
+    let env = Env {
+        addr: Some("e1,e2:1".into()),
+        ..Env::default()
+    };
+    let settings = resolve(&Flags::default(), &env, Some((&path, &file))).unwrap();
+    assert_eq!(
+        crate::client::parse_addresses(&settings.address).unwrap(),
+        vec!["https://e1:7400", "https://e2:1"]
+    );
+}

@@ -136,7 +136,7 @@ fn context_in(
                 (None, Some(o)) => o.address.clone(),
                 (None, None) => bail!("a new context needs --addr"),
             };
-            crate::client::normalize_address(&address)?;
+            crate::client::parse_addresses(&address)?;
             let ca = match &flags.ca {
                 Some(p) => Some(absolute(p)?),
                 None => old.as_ref().and_then(|o| o.ca.clone()),
