@@ -73,12 +73,17 @@ if want fanout; then
   export CONVOY_STORE="etcd://$joined$prefix" CONVOY_NAME=bench-leader CONVOY_LEADER_TTL=$ttl
   "$bench" fanout --convoyd "$convoyd" --n "$n" --rounds "$rounds" >"$work/fanout-etcd.out" 2>&1 &
   bench_pid=$!
-  # The standbys join once the bench's coordinator leads.
-  sleep 8
+  # The standbys join once the bench's coordinator leads (its agents are
+  # still connecting then).
+  for _ in $(seq 300); do
+    ETCDCTL_API=3 etcdctl --endpoints "$joined" get --prefix "${prefix}ha/leader" --keys-only 2>/dev/null | grep -q . && break
+    sleep 0.1
+  done
   for s in 1 2; do
     d="$work/standby$s"; mkdir -p "$d"
+    a=$(port); b=$(port); h=$(port)
     CONVOY_NAME="bench-standby$s" "$convoyd" serve --data-dir "$d" \
-      --api-listen "127.0.0.1:$(port)" --agent-listen "127.0.0.1:$(port)" --http-listen "127.0.0.1:$(port)" \
+      --api-listen "127.0.0.1:$a" --agent-listen "127.0.0.1:$b" --http-listen "127.0.0.1:$h" \
       >"$d/log" 2>&1 &
     pids+=($!)
   done
@@ -86,7 +91,7 @@ if want fanout; then
   unset CONVOY_STORE CONVOY_NAME CONVOY_LEADER_TTL
   grep -E "summary|round" "$work/fanout-etcd.out" || cat "$work/fanout-etcd.out"
   for s in 1 2; do
-    grep -q "standing by" "$work/standby$s/log" && echo "standby$s stood by" || { echo "standby$s:"; tail -5 "$work/standby$s/log"; }
+    if grep -q "standing by" "$work/standby$s/log" 2>/dev/null; then echo "standby$s stood by during the run"; else echo "standby$s:"; tail -5 "$work/standby$s/log" 2>/dev/null || true; fi
   done
 fi
 
@@ -95,9 +100,10 @@ if want failover; then
   prefix="/bench-$$-failover/"
   declare -a cpid cdir chttp
   start_c() { # index
-    local i=$1
+    local i=$1 a b
+    a=$(port); b=$(port)
     CONVOY_STORE="etcd://$joined$prefix" "$convoyd" serve --data-dir "${cdir[$i]}" --name "c$i" --leader-ttl "$ttl" \
-      --api-listen "127.0.0.1:$(port)" --agent-listen "127.0.0.1:$(port)" --http-listen "127.0.0.1:${chttp[$i]}" \
+      --api-listen "127.0.0.1:$a" --agent-listen "127.0.0.1:$b" --http-listen "127.0.0.1:${chttp[$i]}" \
       >>"${cdir[$i]}.log" 2>&1 &
     cpid[$i]=$!
     pids+=($!)
