@@ -257,3 +257,71 @@ fn an_etcd_member_lost_changes_nothing_and_a_frozen_leader_is_fenced() {
     );
     assert!(writers.windows(2).all(|w| w[0].1 <= w[1].1), "{writers:?}");
 }
+
+#[test]
+fn a_coordinator_cut_off_from_etcd_stops_leading_and_writes_nothing() {
+    skip_without_docker!();
+    let mut ha = Ha::start_with(2, 3, true);
+    ha.c.add_agent();
+    ha.c.wait_nodes_ready(&ha.c.node_names());
+    let svc = ha.c.service_name("cut");
+    let file =
+        ha.c.write_spec("c.yaml", &compose(&[&app(&ha.c, &svc, 2, "v1")]));
+    ha.c.apply(&file);
+    ha.c.wait_service_running(&svc, 2, 1);
+    assert_eq!(ha.leaders(), vec![0]);
+
+    // c1 loses etcd (c2 still reaches it): c1 steps down, c2 leads.
+    ha.cut_c1(true);
+    let (leader, took) = ha
+        .wait_new_leader(0, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(leader, 1);
+    eprintln!("c2 leads {took:?} after c1 was cut off from etcd");
+    wait_until(
+        "c1 says it stepped down".to_string(),
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let log = ha.log(0);
+            ensure!(
+                log.contains("stepped down") || log.contains("no longer the leader"),
+                "c1's log:\n{log}"
+            );
+            Ok(())
+        },
+    );
+    // Its API port is closed: the CLI reaches c2.
+    wait_until(
+        "c1's API port closes".to_string(),
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            ensure!(
+                std::net::TcpStream::connect(ha.c.api_addr).is_err(),
+                "still open"
+            );
+            Ok(())
+        },
+    );
+    ha.c.wait_nodes_ready(&ha.c.node_names());
+    let file =
+        ha.c.write_spec("c.yaml", &compose(&[&app(&ha.c, &svc, 2, "v2")]));
+    ha.c.apply(&file);
+    ha.c.wait_service_running(&svc, 2, 2);
+
+    // Healed, c1 stands by; nothing of c1 landed after c2's first write.
+    ha.cut_c1(false);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(ha.leaders(), vec![1], "c2 keeps the lead");
+    let writers = writer_history(&ha);
+    let c2_first = writers
+        .iter()
+        .position(|(who, _)| who == "c2")
+        .unwrap_or_else(|| panic!("c2 never wrote: {writers:?}"));
+    assert!(
+        writers[c2_first..].iter().all(|(who, _)| who == "c2"),
+        "c1 wrote after c2 took over: {writers:?}"
+    );
+    assert_one_per_instance(&ha.c, &svc, 2, "2");
+}

@@ -34,21 +34,41 @@ pub struct Ha {
     pub peers: Vec<Peer>,
     /// The leader's lease, as every coordinator is given it.
     pub ttl: &'static str,
+    /// `c1`'s way to etcd, when relayed.
+    relays: Vec<Relay>,
 }
 
 impl Ha {
     /// `coordinators` coordinators on an etcd of `members` members; `c1`
     /// leads first (it starts alone).
     pub fn start(coordinators: usize, members: usize) -> Ha {
+        Ha::start_with(coordinators, members, false)
+    }
+
+    /// [`Ha::start`]; with `relayed`, `c1` reaches etcd only through
+    /// [`Relay`]s (see [`Ha::cut_c1`]).
+    pub fn start_with(coordinators: usize, members: usize, relayed: bool) -> Ha {
         let etcd = EtcdCluster::start(members);
         let ttl = "2s";
-        let url = etcd.url();
-        let c = Cluster::start_with_args(&["--store", &url, "--name", "c1", "--leader-ttl", ttl]);
+        let mut relays = Vec::new();
+        let c1_url = if relayed {
+            for e in etcd.endpoints() {
+                let to: SocketAddr = e.trim_start_matches("http://").parse().unwrap();
+                relays.push(Relay::start(to));
+            }
+            let hosts: Vec<String> = relays.iter().map(|r| r.addr.to_string()).collect();
+            format!("etcd://{}", hosts.join(","))
+        } else {
+            etcd.url()
+        };
+        let c =
+            Cluster::start_with_args(&["--store", &c1_url, "--name", "c1", "--leader-ttl", ttl]);
         let mut ha = Ha {
             c,
             etcd,
             peers: Vec::new(),
             ttl,
+            relays,
         };
         for i in 2..=coordinators {
             let name = format!("c{i}");
@@ -200,6 +220,14 @@ impl Ha {
         signal(pid, if frozen { "STOP" } else { "CONT" }).unwrap();
     }
 
+    /// Cuts `c1` off from etcd (or heals it); the others still reach it.
+    pub fn cut_c1(&self, cut: bool) {
+        assert!(!self.relays.is_empty(), "c1 was not started relayed");
+        for r in &self.relays {
+            r.cut(cut);
+        }
+    }
+
     /// The log of coordinator `i`.
     pub fn log(&self, i: usize) -> String {
         if i == 0 {
@@ -227,6 +255,65 @@ impl Drop for Ha {
                 let _ = signal(child.id(), "CONT");
                 let _ = child.kill();
                 let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// A TCP relay on loopback that can be cut: while cut, its connections are
+/// shut down and new ones closed at once, as a network partition between
+/// one coordinator and etcd looks to both (refused, not hanging).
+pub struct Relay {
+    pub addr: SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Relay {
+    /// Relays a free loopback port to `to`.
+    pub fn start(to: SocketAddr) -> Relay {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a relay port");
+        let addr = listener.local_addr().unwrap();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (c, o) = (cut.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if c.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(to) else {
+                    continue;
+                };
+                if let Ok(mut o) = o.lock() {
+                    o.extend(client.try_clone().ok());
+                    o.extend(server.try_clone().ok());
+                }
+                for (mut from, mut into) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut into);
+                        let _ = into.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Relay { addr, cut, open }
+    }
+
+    /// Cuts (`true`) or heals (`false`) the relay.
+    pub fn cut(&self, cut: bool) {
+        self.cut.store(cut, std::sync::atomic::Ordering::SeqCst);
+        if cut {
+            if let Ok(mut open) = self.open.lock() {
+                for s in open.drain(..) {
+                    let _ = s.shutdown(std::net::Shutdown::Both);
+                }
             }
         }
     }
