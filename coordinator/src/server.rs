@@ -100,12 +100,12 @@ pub async fn start_on(
     let server = ca.issue_server(&cfg.sans)?;
     pki::write_private(&paths.server_key(), server.key_pem.as_bytes())?;
     pki::write_private(&paths.server_cert(), server.cert_pem.as_bytes())?;
-    check_shared_ca(&*store, &ca.fingerprint(), &paths).await?;
     let token_path = cfg.data_dir.join("admin.token");
     let tokens = Arc::new(Tokens::load(store.clone(), &token_path).await?);
     let audit = Arc::new(Audit::load(store.clone()).await?);
     // Before the store is read: a bad key file stops the start, naming it.
     let sealer = crate::secrets::Sealer::open_or_create(&cfg.data_dir)?;
+    check_trust(&*store, &ca.fingerprint(), &sealer, &paths, true).await?;
     let coord_store = store.clone();
     let coord = Coordinator::load_sealed(store, cfg.liveness, shutdown.clone(), sealer).await?;
     coord.set_spec_limits(crate::spec::Limits::with_max_bytes(cfg.max_spec_bytes));
@@ -280,26 +280,76 @@ pub async fn start_on(
     })
 }
 
-/// Records the CA's fingerprint in a new store, and refuses a store
-/// written under another CA: agents trust one CA, so every coordinator on
-/// one store must sign with it (copy `ca.pem` and `ca.key`, or pass
-/// `--ca-cert`/`--ca-key`).
-async fn check_shared_ca(store: &dyn Store, fingerprint: &str, paths: &PkiPaths) -> Result<()> {
+/// Where the store keeps a value sealed under the secrets key, to tell at
+/// start whether this coordinator's `secrets.key` is the store's.
+pub const KEY_CHECK_KEY: &str = "meta/secrets-key-check";
+const KEY_CHECK_CONTEXT: &str = "convoy/secrets-key-check";
+
+/// [`check_trust`] for `cfg`'s data directory (its CA and secrets key),
+/// without writing: what a standby checks before it campaigns.
+pub async fn check_shared_trust(cfg: &ServeConfig, store: &dyn Store, write: bool) -> Result<()> {
+    pki::create_dir_private(&cfg.data_dir)?;
+    let paths = PkiPaths::new(&cfg.data_dir);
+    let ca = match &cfg.ca_files {
+        Some((cert, key)) => Ca::import(&paths, cert, key)?,
+        None => Ca::load_or_create(&paths)?,
+    };
+    let sealer = crate::secrets::Sealer::open_or_create(&cfg.data_dir)?;
+    check_trust(store, &ca.fingerprint(), &sealer, &paths, write).await
+}
+
+/// Refuses a store written under another CA or another secrets key, and
+/// (with `write`) records both in a store that has none: agents trust one
+/// CA, and every coordinator on one store must open its secrets, so all of
+/// them need the first one's `pki/ca.pem`, `pki/ca.key` and `secrets.key`.
+pub async fn check_trust(
+    store: &dyn Store,
+    fingerprint: &str,
+    sealer: &crate::secrets::Sealer,
+    paths: &PkiPaths,
+    write: bool,
+) -> Result<()> {
+    let dir = paths
+        .dir
+        .parent()
+        .unwrap_or(&paths.dir)
+        .display()
+        .to_string();
+    let mut ops = Vec::new();
     match crate::store::get_json::<String>(store, CA_KEY).await? {
-        Some(stored) if stored == fingerprint => Ok(()),
+        Some(stored) if stored == fingerprint => {}
         Some(stored) => anyhow::bail!(
             "the store was written under another CA ({stored}) than {} ({fingerprint}): \
-             every coordinator on one store needs the same CA; copy ca.pem and ca.key from \
-             the first coordinator's data directory, or pass --ca-cert and --ca-key",
+             every coordinator on one store needs the same CA; copy pki/ca.pem and pki/ca.key \
+             from the first coordinator's data directory into {dir} (or pass --ca-cert and --ca-key)",
             paths.ca_cert().display()
         ),
-        None => {
-            store
-                .apply(vec![crate::store::Op::put_json(CA_KEY, &fingerprint)])
-                .await?;
-            Ok(())
-        }
+        None => ops.push(crate::store::Op::put_json(CA_KEY, &fingerprint)),
     }
+    match crate::store::get_json::<crate::secrets::Sealed>(store, KEY_CHECK_KEY).await? {
+        Some(sealed) => {
+            if sealer.open(KEY_CHECK_CONTEXT, &sealed).is_err() {
+                anyhow::bail!(
+                    "the store's secrets are sealed under another key than {dir}/secrets.key: \
+                     every coordinator on one store needs the same key; copy secrets.key from \
+                     the first coordinator's data directory"
+                );
+            }
+        }
+        None => ops.push(key_check(sealer)),
+    }
+    if write && !ops.is_empty() {
+        store.apply(ops).await?;
+    }
+    Ok(())
+}
+
+/// The key check's record under `sealer` (also written by a re-wrap).
+pub fn key_check(sealer: &crate::secrets::Sealer) -> crate::store::Op {
+    crate::store::Op::put_json(
+        KEY_CHECK_KEY,
+        &sealer.seal(KEY_CHECK_CONTEXT, b"convoy secrets key check"),
+    )
 }
 
 /// Marks nodes lost whose heartbeats stopped, ten times a second (a pass

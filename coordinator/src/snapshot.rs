@@ -737,7 +737,7 @@ pub async fn restore_to(
         path: file.to_path_buf(),
         source,
     })?;
-    let snapshot = Snapshot::decode(&bytes, file)?;
+    let mut snapshot = Snapshot::decode(&bytes, file)?;
     drop(bytes);
     for (name, needed) in data_files() {
         if needed && !snapshot.files.iter().any(|(f, _)| *f == name) {
@@ -801,6 +801,13 @@ pub async fn restore_to(
         }
     };
 
+    if key.is_none() {
+        // Nothing sealed comes back and the new coordinator makes a key of
+        // its own: the old key's check would refuse it.
+        snapshot
+            .entries
+            .retain(|(k, _)| k != crate::server::KEY_CHECK_KEY);
+    }
     pki::create_dir_private(data_dir)?;
     pki::create_dir_private(&PkiPaths::new(data_dir).dir)?;
     let store: Arc<dyn Store> = match (target, existing) {

@@ -325,3 +325,59 @@ fn a_coordinator_cut_off_from_etcd_stops_leading_and_writes_nothing() {
     );
     assert_one_per_instance(&ha.c, &svc, 2, "2");
 }
+
+/// `convoyd serve` on the HA store with `data_dir`, which must refuse to
+/// start; its output.
+fn refused_start(ha: &Ha, data_dir: &std::path::Path, name: &str) -> String {
+    let port = || convoy_tests::cluster::free_port().to_string();
+    let out = convoy_tests::process::output_within(
+        std::process::Command::new(convoy_tests::bins::bin("convoyd"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--api-listen", &format!("127.0.0.1:{}", port())])
+            .args(["--agent-listen", &format!("127.0.0.1:{}", port())])
+            .args(["--http-listen", &format!("127.0.0.1:{}", port())])
+            .args(["--store", &ha.etcd.url(), "--name", name]),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert!(!out.status.success(), "{name} started: {out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_coordinator_without_the_shared_ca_or_secrets_key_refuses_to_stand_by() {
+    let ha = Ha::start(1, 1);
+    assert_eq!(ha.leaders(), vec![0]);
+    // A fresh data dir makes its own CA: refused before it campaigns.
+    let fresh = ha.c.root().join("fresh");
+    let err = refused_start(&ha, &fresh, "c9");
+    assert!(
+        err.contains("another CA") && err.contains("pki/ca.key"),
+        "{err}"
+    );
+    // The CA copied but not the secrets key: refused too, naming it.
+    let half = ha.c.root().join("half");
+    std::fs::create_dir_all(half.join("pki")).unwrap();
+    for f in ["pki/ca.pem", "pki/ca.key"] {
+        std::fs::copy(ha.c.data_dir.join(f), half.join(f)).unwrap();
+    }
+    let err = refused_start(&ha, &half, "c9");
+    assert!(
+        err.contains("sealed under another key") && err.contains("secrets.key"),
+        "{err}"
+    );
+    // Neither took the lead or announced itself as a leader.
+    assert_eq!(ha.leaders(), vec![0]);
+    let status: Value = ha.c.cli_json(&["status"]);
+    assert_eq!(
+        status["control_plane"]["coordinators"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "{}",
+        status["control_plane"]
+    );
+}

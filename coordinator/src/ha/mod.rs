@@ -102,6 +102,8 @@ pub struct Election {
     pub terms_won: AtomicU64,
     /// Last error of the election loop (for `/readyz` and logs).
     last_error: Mutex<String>,
+    /// Woken when the leader cannot serve: it resigns (see [`Self::abdicate`]).
+    abdicate: tokio::sync::Notify,
 }
 
 impl Election {
@@ -121,12 +123,20 @@ impl Election {
             fence,
             terms_won: AtomicU64::new(0),
             last_error: Mutex::new(String::new()),
+            abdicate: tokio::sync::Notify::new(),
         })
     }
 
     /// This coordinator.
     pub fn me(&self) -> &Member {
         &self.me
+    }
+
+    /// Gives the lead up (a leader that cannot serve, e.g. its store load
+    /// failed, must not hold the lease others could serve with): resigns,
+    /// and waits one TTL before campaigning again.
+    pub fn abdicate(&self) {
+        self.abdicate.notify_one();
     }
 
     /// This coordinator's role, now and as it changes.
@@ -229,6 +239,18 @@ impl Election {
                 self.role.send_replace(Role::Standby);
                 let _ = call(election.resign(Some(etcd_client::ResignOptions::new().with_leader(leader)))).await;
                 revoke(&mut client, lease).await;
+                Ok(())
+            }
+            _ = self.abdicate.notified() => {
+                (self.fence)(Some((key, i64::MAX)));
+                self.role.send_replace(Role::Standby);
+                let _ = call(election.resign(Some(etcd_client::ResignOptions::new().with_leader(leader)))).await;
+                revoke(&mut client, lease).await;
+                tracing::warn!("gave the lead up; campaigning again in {:?}", self.ttl);
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(self.ttl) => {}
+                }
                 Ok(())
             }
         }

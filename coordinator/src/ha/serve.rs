@@ -64,6 +64,9 @@ pub async fn serve(
         version: env!("CARGO_PKG_VERSION").to_string(),
         started_unix_ms: crate::state::now_unix_ms(),
     };
+    // A coordinator that could not serve must not win the election: check
+    // the CA and the secrets key against the store's before campaigning.
+    server::check_shared_trust(&cfg, &*store, false).await?;
     let client = etcd.unbounded_client().await?;
     let election = Election::new(client, etcd.prefix(), me, ttl, fencer);
     let plane = Arc::new(Elected {
@@ -114,15 +117,14 @@ pub async fn serve(
         {
             Ok(r) => r,
             Err(e) => {
-                // E.g. the store failed while loading: give the lead up by
-                // waiting for the lease to go, rather than leading without
-                // serving.
-                tracing::error!(error = %format!("{e:#}"), "cannot serve as leader");
+                // E.g. the store failed while loading: another coordinator
+                // may serve, so this one must not sit on the lease.
+                tracing::error!(error = %format!("{e:#}"), "cannot serve as leader; giving the lead up");
                 term.cancel();
+                election.abdicate();
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = role.wait_for(|r| !r.is_leader()) => {}
-                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
                 }
                 continue;
             }

@@ -224,3 +224,62 @@ async fn save_and_restore_through_sled_with_and_without_the_secrets_key() {
         .to_string();
     assert!(err.contains("already has a store with data"), "{err}");
 }
+
+/// A snapshot with nothing sealed, restored without a key, leaves the old
+/// key's check behind, so the new coordinator's own key passes
+/// `server::check_trust`; with the key, the check comes back and passes.
+#[tokio::test]
+async fn the_key_check_travels_only_with_the_key() {
+    let old = tempfile::tempdir().unwrap();
+    let data = old.path().join("data");
+    pki::create_dir_private(&data).unwrap();
+    let paths = PkiPaths::new(&data);
+    let ca = pki::Ca::load_or_create(&paths).unwrap();
+    std::fs::write(data.join(ADMIN_TOKEN_FILE), "tok").unwrap();
+    let sealer = Sealer::open_or_create(&data).unwrap();
+    let file = old.path().join("s.snap");
+    {
+        let store = SledStore::open(&data.join(STORE_DIR)).unwrap();
+        crate::server::check_trust(&store, &ca.fingerprint(), &sealer, &paths, true)
+            .await
+            .unwrap();
+        assert!(store
+            .get(crate::server::KEY_CHECK_KEY)
+            .await
+            .unwrap()
+            .is_some());
+        save_from_store(&store, &data, &file, false).await.unwrap();
+    }
+
+    // No key: the check is left out; a new key passes.
+    let target = old.path().join("new");
+    restore(&file, &target, None).await.unwrap();
+    let store = SledStore::open(&target.join(STORE_DIR)).unwrap();
+    assert!(store
+        .get(crate::server::KEY_CHECK_KEY)
+        .await
+        .unwrap()
+        .is_none());
+    let fresh = Sealer::open_or_create(&target).unwrap();
+    let tpaths = PkiPaths::new(&target);
+    crate::server::check_trust(&store, &ca.fingerprint(), &fresh, &tpaths, true)
+        .await
+        .unwrap();
+    drop(store);
+
+    // With the key: the check comes back, and only that key passes it.
+    let keyed = old.path().join("keyed");
+    restore(&file, &keyed, Some(&data.join(secrets::KEY_FILE)))
+        .await
+        .unwrap();
+    let store = SledStore::open(&keyed.join(STORE_DIR)).unwrap();
+    let kpaths = PkiPaths::new(&keyed);
+    crate::server::check_trust(&store, &ca.fingerprint(), &sealer, &kpaths, false)
+        .await
+        .unwrap();
+    let err = crate::server::check_trust(&store, &ca.fingerprint(), &fresh, &kpaths, false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sealed under another key"), "{err}");
+}

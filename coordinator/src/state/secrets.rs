@@ -666,6 +666,9 @@ impl Coordinator {
             done.registry_logins += 1;
         }
         txn.stage().secrets = Arc::new(rewrapped);
+        // The store's key check (server::check_trust) follows the key, in
+        // the same batch.
+        txn.put(crate::server::key_check(to));
         txn.commit().await?;
         Ok(done)
     }
