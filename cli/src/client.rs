@@ -384,6 +384,11 @@ impl Coordinator {
     pub fn address(&self) -> &str {
         &self.address
     }
+
+    /// Every coordinator address given (several share one store).
+    pub fn addresses(&self) -> &[String] {
+        self.rotation.all()
+    }
 }
 
 fn finish<T>(

@@ -49,6 +49,11 @@ impl Rotation {
         self.addresses.len()
     }
 
+    /// Every address, in the order given.
+    pub(super) fn all(&self) -> &[String] {
+        &self.addresses
+    }
+
     /// The address to dial (or dialed) now.
     pub(super) fn current(&self) -> &str {
         &self.addresses[self.current]

@@ -46,12 +46,11 @@ pub(super) async fn create(
         })
         .await?;
     let info = resp.info.clone().unwrap_or_default();
-    let host = agent_host(coordinator.address());
     let node_flag = node
         .map(|n| format!(" --node-name {n}"))
         .unwrap_or_default();
     let join_command = join_line(
-        &format!("{host}:{DEFAULT_AGENT_PORT}"),
+        &agent_addresses(coordinator.addresses()),
         &resp.ca_fingerprint,
         &node_flag,
     );
@@ -100,6 +99,20 @@ fn agent_host(address: &str) -> String {
     }
 }
 
+/// Where agents reach the coordinators the CLI was given: each one's host
+/// on the agent port, comma-separated (several coordinators on one store:
+/// the agent takes them in turn).
+fn agent_addresses(api_addresses: &[String]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    for a in api_addresses {
+        let addr = format!("{}:{DEFAULT_AGENT_PORT}", agent_host(a));
+        if !out.contains(&addr) {
+            out.push(addr);
+        }
+    }
+    out.join(",")
+}
+
 /// The `convoy-agent join` line printed with a join token: it runs as
 /// printed on a node where the token is in [`JOIN_TOKEN_FILE`], and holds no
 /// secret (issue 13: it used to pass the token with `--token` and lacked
@@ -114,6 +127,23 @@ fn join_line(coordinator: &str, ca_fingerprint: &str, node_flag: &str) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn several_coordinators_give_the_agent_each_of_them() {
+        let given = [
+            "https://10.0.0.5:7400".to_string(),
+            "https://10.0.0.6:7400".to_string(),
+            "https://10.0.0.6:7410".to_string(),
+        ];
+        assert_eq!(
+            agent_addresses(&given),
+            format!("10.0.0.5:{DEFAULT_AGENT_PORT},10.0.0.6:{DEFAULT_AGENT_PORT}")
+        );
+        assert_eq!(
+            agent_addresses(&given[..1]),
+            format!("10.0.0.5:{DEFAULT_AGENT_PORT}")
+        );
+    }
 
     #[test]
     fn the_agent_host_comes_from_the_api_address() {
