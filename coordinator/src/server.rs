@@ -487,7 +487,7 @@ fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     socket.listen(backlog)
 }
 
-fn tls_incoming(
+pub(crate) fn tls_incoming(
     listener: TcpListener,
     config: Arc<ServerConfig>,
     name: &'static str,

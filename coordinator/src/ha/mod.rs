@@ -259,10 +259,13 @@ impl Election {
     /// The coordinators announced in etcd and who leads.
     pub async fn view(&self, store: crate::store::StoreHealth) -> ControlPlaneView {
         let mut client = self.client.clone();
-        let mut members: Vec<Member> = match call(client.get(
-            self.key(MEMBERS_PREFIX),
-            Some(GetOptions::new().with_prefix()),
-        ))
+        let mut members: Vec<Member> = match call_within(
+            VIEW_TIMEOUT,
+            client.get(
+                self.key(MEMBERS_PREFIX),
+                Some(GetOptions::new().with_prefix()),
+            ),
+        )
         .await
         {
             Ok(resp) => resp
@@ -272,13 +275,16 @@ impl Election {
                 .collect(),
             Err(_) => vec![self.me.clone()],
         };
-        let leader: Option<Member> = call(client.election_client().leader(self.key(LEADER_KEY)))
-            .await
-            .ok()
-            .and_then(|r| {
-                r.kv()
-                    .and_then(|kv| serde_json::from_slice(kv.value()).ok())
-            });
+        let leader: Option<Member> = call_within(
+            VIEW_TIMEOUT,
+            client.election_client().leader(self.key(LEADER_KEY)),
+        )
+        .await
+        .ok()
+        .and_then(|r| {
+            r.kv()
+                .and_then(|kv| serde_json::from_slice(kv.value()).ok())
+        });
         let leader_id = leader.as_ref().map(|m| m.id.clone()).unwrap_or_default();
         if let Some(l) = leader {
             if !members.iter().any(|m| m.id == l.id) {
@@ -312,13 +318,21 @@ impl Drop for Abort {
 async fn call<T>(
     f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
 ) -> Result<T, String> {
-    match tokio::time::timeout(CALL_TIMEOUT, f).await {
+    call_within(CALL_TIMEOUT, f).await
+}
+
+/// How long the reads of [`Election::view`] may take: it answers status
+/// requests and probes, which must not hang on a lost etcd.
+const VIEW_TIMEOUT: Duration = Duration::from_millis(1500);
+
+async fn call_within<T>(
+    within: Duration,
+    f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(within, f).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!(
-            "etcd did not answer within {} s",
-            CALL_TIMEOUT.as_secs()
-        )),
+        Err(_) => Err(format!("etcd did not answer within {within:?}")),
     }
 }
 

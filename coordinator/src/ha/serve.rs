@@ -88,18 +88,22 @@ pub async fn serve(
         // Stand by until elected.
         let standby = shutdown.child_token();
         let mut http = tokio::spawn(standby_http(cfg.clone(), plane.clone(), standby.clone()));
+        let mut api = tokio::spawn(standby_api(cfg.clone(), plane.clone(), standby.clone()));
         let elected = tokio::select! {
             _ = shutdown.cancelled() => false,
             r = role.wait_for(Role::is_leader) => r.is_ok(),
         };
         standby.cancel();
-        // Kept-alive scrapes must not keep the port from the leader's server.
-        if tokio::time::timeout(Duration::from_secs(1), &mut http)
-            .await
-            .is_err()
-        {
-            http.abort();
-            let _ = http.await;
+        // Kept-alive scrapes and CLI connections must not keep the ports
+        // from the leader's servers.
+        for task in [&mut http, &mut api] {
+            if tokio::time::timeout(Duration::from_secs(1), &mut *task)
+                .await
+                .is_err()
+            {
+                task.abort();
+                let _ = task.await;
+            }
         }
         if !elected {
             break;
@@ -207,6 +211,79 @@ async fn standby_http(cfg: ServeConfig, plane: Arc<Elected>, stop: CancellationT
     if let Err(e) = serve.await {
         tracing::warn!(error = %e, "standby HTTP server failed");
     }
+}
+
+/// What a standby answers: `standby: …` and where the leader is (the CLI
+/// moves on to its next address on this answer).
+async fn standby_answer(plane: &Elected) -> String {
+    let view = plane.view().await;
+    let me = &plane.election.me().id;
+    match view.members.iter().find(|m| m.leader) {
+        Some(l) => format!(
+            "standby: coordinator `{me}` stands by; `{}` leads (api {}, dashboard {})",
+            l.member.id, l.member.api, l.member.http
+        ),
+        None => format!("standby: coordinator `{me}` stands by and no coordinator leads right now"),
+    }
+}
+
+/// A standby's API port: TLS like the leader's, and every call answered
+/// `UNAVAILABLE` with [`standby_answer`], so a CLI given only this address
+/// learns where the leader is (the agent port stays closed: agents move on
+/// at once).
+async fn standby_api(cfg: ServeConfig, plane: Arc<Elected>, stop: CancellationToken) {
+    let tls = match standby_tls(&cfg) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "standby API port: no TLS");
+            return;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(cfg.api_listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "standby API port {}", cfg.api_listen);
+            return;
+        }
+    };
+    let incoming = server::tls_incoming(listener, tls, "api", stop.clone());
+    let app = Router::new().fallback(move || {
+        let plane = plane.clone();
+        async move {
+            tonic::Status::unavailable(standby_answer(&plane).await).into_http::<axum::body::Body>()
+        }
+    });
+    if let Err(e) = tonic::transport::Server::builder()
+        .add_routes(tonic::service::Routes::from(app))
+        .serve_with_incoming_shutdown(incoming, stop.cancelled())
+        .await
+    {
+        tracing::warn!(error = %e, "standby API server failed");
+    }
+}
+
+/// The API port's TLS: a server certificate from the shared CA.
+fn standby_tls(cfg: &ServeConfig) -> Result<Arc<rustls::ServerConfig>> {
+    use crate::pki::{Ca, PkiPaths};
+    let paths = PkiPaths::new(&cfg.data_dir);
+    let ca = match &cfg.ca_files {
+        Some((cert, key)) => Ca::import(&paths, cert, key)?,
+        None => Ca::load_or_create(&paths)?,
+    };
+    let issued = ca.issue_server(&cfg.sans)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cert = Arc::new(crate::tls::ServerCert::new(
+        &issued.cert_pem,
+        &issued.key_pem,
+        ca.cert_pem(),
+        provider.clone(),
+    )?);
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(cert);
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(tls))
 }
 
 async fn standby_metrics(plane: &Elected) -> impl IntoResponse {
