@@ -395,3 +395,50 @@ fn a_coordinator_without_the_shared_ca_or_secrets_key_refuses_to_stand_by() {
         status["control_plane"]
     );
 }
+
+#[test]
+fn a_leader_stopped_with_sigterm_resigns_and_leaves_the_list() {
+    let mut ha = Ha::start(2, 1);
+    assert_eq!(ha.leaders(), vec![0]);
+    let status: Value = ha.c.cli_json(&["status"]);
+    assert_eq!(
+        status["control_plane"]["coordinators"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let started = std::time::Instant::now();
+    let exit = ha.c.stop_coordinator();
+    assert!(exit.success(), "convoyd exited {exit}");
+    let (leader, took) = ha
+        .wait_new_leader(0, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(leader, 1);
+    eprintln!(
+        "c2 leads {took:?} after c1 was told to stop ({:?} since SIGTERM)",
+        started.elapsed()
+    );
+    // c1 resigned (it says so) and its lease went with it: c2 lists itself
+    // alone.
+    assert!(
+        ha.log(0).contains("shutting down"),
+        "c1's log:\n{}",
+        ha.log(0)
+    );
+    wait_until(
+        "c2 lists itself alone".to_string(),
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let status: Value = ha.c.try_cli_json(&["status"])?;
+            let list = status["control_plane"]["coordinators"].clone();
+            ensure!(
+                list.as_array().map(|a| a.len()) == Some(1) && list[0]["id"] == "c2",
+                "{list}"
+            );
+            ensure!(status["control_plane"]["leader"] == "c2", "{status}");
+            Ok(())
+        },
+    );
+}
