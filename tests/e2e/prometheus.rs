@@ -170,7 +170,7 @@ scrape_configs:
         || {
             let rules = rules_health(&prom)?;
             ensure!(
-                rules.len() == 5
+                rules.len() == 7
                     && rules
                         .values()
                         .all(|(health, evaluated)| health == "ok" && *evaluated),
