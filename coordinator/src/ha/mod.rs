@@ -104,6 +104,9 @@ pub struct Election {
     last_error: Mutex<String>,
     /// Woken when the leader cannot serve: it resigns (see [`Self::abdicate`]).
     abdicate: tokio::sync::Notify,
+    /// One client per etcd member, for lease renewals (see
+    /// `EtcdStore::pinned_clients`); empty: renewals use `client`.
+    renewers: Vec<Client>,
 }
 
 impl Election {
@@ -114,7 +117,20 @@ impl Election {
         ttl: Duration,
         fence: Fencer,
     ) -> Arc<Self> {
+        Self::with_renewers(client, Vec::new(), prefix, me, ttl, fence)
+    }
+
+    /// [`Self::new`], renewing the lease through `renewers` in turn.
+    pub fn with_renewers(
+        client: Client,
+        renewers: Vec<Client>,
+        prefix: &str,
+        me: Member,
+        ttl: Duration,
+        fence: Fencer,
+    ) -> Arc<Self> {
         Arc::new(Self {
+            renewers,
             client,
             prefix: prefix.to_string(),
             me,
@@ -189,7 +205,12 @@ impl Election {
         let granted_ttl = Duration::from_secs(u64::try_from(lease.ttl()).unwrap_or(1).max(1));
         let lease = lease.id();
         let lost = CancellationToken::new();
-        let keeper = tokio::spawn(keep_lease(client.clone(), lease, granted_ttl, lost.clone()));
+        let renewers = if self.renewers.is_empty() {
+            vec![client.clone()]
+        } else {
+            self.renewers.clone()
+        };
+        let keeper = tokio::spawn(keep_lease(renewers, lease, granted_ttl, lost.clone()));
         let _stop_keeper = Abort(keeper);
 
         let value = serde_json::to_vec(&self.me).unwrap_or_default();
@@ -342,20 +363,24 @@ async fn revoke(client: &mut Client, lease: i64) {
 
 /// Renews `lease` three times per TTL; cancels `lost` when a renewal cannot
 /// be confirmed before the lease could have expired on etcd's side (a fifth
-/// of the TTL early, so the step-down comes first).
-async fn keep_lease(client: Client, lease: i64, ttl: Duration, lost: CancellationToken) {
+/// of the TTL early, so the step-down comes first). A renewal that fails or
+/// takes over a quarter of the TTL is tried again at once through the next
+/// member's client: one dead etcd member must not cost the lead.
+async fn keep_lease(clients: Vec<Client>, lease: i64, ttl: Duration, lost: CancellationToken) {
     let margin = ttl / 5;
     let mut deadline = Instant::now() + ttl - margin;
     let mut stream: Option<(etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream)> = None;
+    let mut at = 0usize;
     loop {
         let sent = Instant::now();
-        let renewed = tokio::time::timeout_at(deadline, renew(&client, lease, &mut stream)).await;
-        match renewed {
-            Err(_) => {
-                tracing::warn!(lease, "no lease renewal confirmed in time");
-                lost.cancel();
-                return;
-            }
+        if sent >= deadline || clients.is_empty() {
+            tracing::warn!(lease, "no lease renewal confirmed in time");
+            lost.cancel();
+            return;
+        }
+        let attempt = deadline.min(sent + ttl / 4);
+        let client = &clients[at % clients.len()];
+        match tokio::time::timeout_at(attempt, renew(client, lease, &mut stream)).await {
             Ok(Ok(ttl_left)) if ttl_left > 0 => {
                 let left = Duration::from_secs(u64::try_from(ttl_left).unwrap_or(0));
                 deadline = sent + left - margin.min(left);
@@ -366,10 +391,16 @@ async fn keep_lease(client: Client, lease: i64, ttl: Duration, lost: Cancellatio
                 return;
             }
             Ok(Err(e)) => {
-                // Another member may answer: open a new stream next time.
-                tracing::debug!(lease, error = %e, "lease renewal failed");
+                tracing::debug!(lease, error = %e, "lease renewal failed; next member");
                 stream = None;
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                at = at.wrapping_add(1);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            Err(_) => {
+                tracing::debug!(lease, "lease renewal slow; next member");
+                stream = None;
+                at = at.wrapping_add(1);
                 continue;
             }
         }

@@ -68,7 +68,8 @@ pub async fn serve(
     // the CA and the secrets key against the store's before campaigning.
     server::check_shared_trust(&cfg, &*store, false).await?;
     let client = etcd.unbounded_client().await?;
-    let election = Election::new(client, etcd.prefix(), me, ttl, fencer);
+    let renewers = etcd.pinned_clients().await;
+    let election = Election::with_renewers(client, renewers, etcd.prefix(), me, ttl, fencer);
     let plane = Arc::new(Elected {
         election: election.clone(),
         store: store.clone(),

@@ -208,6 +208,27 @@ impl EtcdStore {
             })
     }
 
+    /// One client per member, each pinned to that member (those that can be
+    /// set up; none is dialled yet): a lease keep-alive moves to the next
+    /// member at once when one dies, where a balanced channel may keep
+    /// picking the dead one for a while.
+    pub async fn pinned_clients(&self) -> Vec<Client> {
+        let mut out = Vec::new();
+        for e in &self.endpoints {
+            if let Ok(c) = connect_client(
+                std::slice::from_ref(e),
+                self.tls.clone(),
+                self.dial_timeout,
+                None,
+            )
+            .await
+            {
+                out.push(c);
+            }
+        }
+        out
+    }
+
     /// The key prefix, ending in `/`.
     pub fn prefix(&self) -> &str {
         &self.prefix
