@@ -328,10 +328,22 @@ impl DockerRuntime {
                 ));
             }
         }
-        docker
+        let started = docker
             .start_container(&id, None::<StartContainerOptions>)
             .await
-            .map_err(|e| classify(&format!("starting container `{name}`"), e))?;
+            .map_err(|e| classify(&format!("starting container `{name}`"), e));
+        if let Err(e) = started {
+            // Another agent on this engine removed the duplicate network the
+            // container was created on: not left behind, made anew.
+            if network_race(&e) {
+                let options = RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                };
+                let _ = docker.remove_container(&id, Some(options)).await;
+            }
+            return Err(e);
+        }
         Ok(CreatedContainer { id, name })
     }
 
@@ -607,7 +619,26 @@ impl Runtime for DockerRuntime {
         workload: &Workload,
         secrets: &Delivery,
     ) -> Result<CreatedContainer, RuntimeError> {
-        let result = self.create_and_start_inner(node, workload, secrets).await;
+        let mut result = self.create_and_start_inner(node, workload, secrets).await;
+        // Two agents on one engine creating a network at once: each keeps the
+        // oldest of the duplicates, and a container made on the other one in
+        // between fails ("ambiguous", or its network gone). Made again on the
+        // one that stays, after a short pause.
+        for attempt in 1..=3u64 {
+            match &result {
+                Err(e) if network_race(e) => {
+                    tracing::info!(error = %e, attempt, "network raced another agent; trying again");
+                    if let Ok(docker) = self.client().await {
+                        for joined in networks_of(workload) {
+                            dedupe_network(&docker, &joined.name).await;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                    result = self.create_and_start_inner(node, workload, secrets).await;
+                }
+                _ => break,
+            }
+        }
         self.check(result).await
     }
 
@@ -806,6 +837,16 @@ fn add_secrets(body: &mut bollard::models::ContainerCreateBody, secrets: &Delive
     });
     env.extend(secrets.env_lines());
 }
+/// Whether `error` comes from two agents on one engine creating a network
+/// at once: the name is ambiguous, or the network a container was made on
+/// was removed as a duplicate.
+fn network_race(error: &RuntimeError) -> bool {
+    let text = error.to_string();
+    text.contains("is ambiguous")
+        || (text.contains("network")
+            && (text.contains("not found") || text.contains("No such network")))
+}
+
 /// When the engine holds several networks named `name` (two agents on one
 /// engine created it at once), removes Convoy's empty ones but the oldest,
 /// so that the name means one network again. Every agent keeps the same
