@@ -24,6 +24,10 @@ pub enum EventKind {
     RolloutSucceeded,
     RolloutFailed,
     RolloutRolledBack,
+    /// A rollout of a new revision began (`apply`, a secret's rotation).
+    RolloutStarted,
+    /// A secret got a new version (`convoy secret rotate`).
+    SecretRotated,
 }
 
 impl EventKind {
@@ -47,6 +51,8 @@ impl EventKind {
         Self::RolloutSucceeded,
         Self::RolloutFailed,
         Self::RolloutRolledBack,
+        Self::RolloutStarted,
+        Self::SecretRotated,
     ];
 
     /// Rollout events that end a wait for the rollout (`apply --wait`).
@@ -76,6 +82,8 @@ impl EventKind {
             Self::RolloutSucceeded => "rollout.succeeded",
             Self::RolloutFailed => "rollout.failed",
             Self::RolloutRolledBack => "rollout.rolled_back",
+            Self::RolloutStarted => "rollout.started",
+            Self::SecretRotated => "secret.rotated",
         }
     }
 

@@ -199,6 +199,12 @@ pub enum Command {
         #[command(subcommand)]
         command: ContextCommand,
     },
+    /// Webhook notifications of events (rollouts, nodes, secrets) to a
+    /// URL, durable and retried (admin): add, ls, rm, test.
+    Notify {
+        #[command(subcommand)]
+        command: crate::notify::NotifyCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]

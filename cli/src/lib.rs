@@ -8,6 +8,7 @@ pub mod commands;
 pub mod compose;
 pub mod config;
 pub mod exit;
+pub mod notify;
 pub mod output;
 pub mod rollouts;
 pub mod trust;

@@ -56,6 +56,11 @@ impl Ev {
         self.0.instance = id.to_string();
         self
     }
+    /// The environment alone (events of no one service).
+    pub fn env(mut self, env: &str) -> Self {
+        self.0.env = env.to_string();
+        self
+    }
     pub fn node(mut self, node: &str) -> Self {
         self.0.node = node.to_string();
         self

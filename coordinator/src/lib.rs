@@ -8,6 +8,7 @@ pub mod events;
 pub mod ha;
 pub mod http;
 pub mod metrics;
+pub mod notify;
 /// The CA and certificates (the `convoy-pki` crate, shared with the load test).
 pub use convoy_pki as pki;
 pub mod placement;

@@ -300,11 +300,13 @@ async fn rewrap(data_dir: &std::path::Path, new_key: &std::path::Path) -> Result
         )
     })?;
     println!(
-        "re-wrapped {} secrets ({} versions) and {} registry logins under the new key; \
-         installed it as {} (the old key opens nothing any more; {} may be deleted)",
+        "re-wrapped {} secrets ({} versions), {} registry logins and {} notifiers' signing \
+         secrets under the new key; installed it as {} (the old key opens nothing any more; \
+         {} may be deleted)",
         done.secrets,
         done.versions,
         done.registry_logins,
+        done.notifiers,
         key_file.display(),
         new_key.display()
     );

@@ -175,17 +175,24 @@ pub async fn start_on(
         .set_serving::<pb::agent_service_server::AgentServiceServer<AgentApi>>()
         .await;
 
+    // Webhook notifications: the queue left by a previous term (or run)
+    // is read back before any event of this one is queued.
+    let notifier =
+        crate::notify::Notifier::load(coord.clone(), coord_store.clone(), &cfg.name).await?;
     let auth = auth::TokenAuth::new(tokens.clone());
     // A spec just over the limit reaches `apply`, which names the file and
     // the flag; far larger messages stop at gRPC's own limit (4 MiB by
     // default), and the CLI checks the size before it sends.
     let control = tonic::service::interceptor::InterceptedService::new(
-        pb::control_service_server::ControlServiceServer::new(ControlApi::new(
-            coord.clone(),
-            tokens.clone(),
-            audit.clone(),
-            ca.fingerprint(),
-        ))
+        pb::control_service_server::ControlServiceServer::new(
+            ControlApi::new(
+                coord.clone(),
+                tokens.clone(),
+                audit.clone(),
+                ca.fingerprint(),
+            )
+            .with_notifier(notifier.clone()),
+        )
         .max_decoding_message_size(grpc_limit(cfg.max_spec_bytes)),
         move |req| auth.check(req),
     );
@@ -219,6 +226,11 @@ pub async fn start_on(
     ));
     tasks.push(tokio::spawn(
         drive_rollouts(coord.clone(), shutdown.clone()).instrument(tracing::info_span!("rollouts")),
+    ));
+    tasks.push(tokio::spawn(
+        notifier
+            .run(shutdown.clone())
+            .instrument(tracing::info_span!("notify")),
     ));
     tasks.push(tokio::spawn(
         watch_server_cert(

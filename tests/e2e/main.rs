@@ -24,6 +24,7 @@ mod images;
 mod join;
 mod networks;
 mod node_loss;
+mod notify;
 mod ownership;
 mod partition;
 mod placement;

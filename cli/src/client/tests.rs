@@ -171,6 +171,30 @@ impl ControlService for Fake {
     ) -> Result<Response<convoy_proto::SecretInfo>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn add_notifier(
+        &self,
+        _: Request<convoy_proto::AddNotifierRequest>,
+    ) -> Result<Response<convoy_proto::NotifierInfo>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn list_notifiers(
+        &self,
+        _: Request<convoy_proto::ListNotifiersRequest>,
+    ) -> Result<Response<convoy_proto::ListNotifiersResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn remove_notifier(
+        &self,
+        _: Request<convoy_proto::RemoveNotifierRequest>,
+    ) -> Result<Response<convoy_proto::NotifierInfo>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn test_notifier(
+        &self,
+        _: Request<convoy_proto::TestNotifierRequest>,
+    ) -> Result<Response<convoy_proto::TestNotifierResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn list_tokens(
         &self,
         _: Request<convoy_proto::ListTokensRequest>,

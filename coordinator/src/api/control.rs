@@ -20,6 +20,7 @@ use crate::{
 };
 
 /// `convoy secret ...` handlers.
+mod notify;
 mod secrets;
 /// `Snapshot`: the store's dump for `convoyd snapshot save`.
 mod snapshot;
@@ -30,6 +31,8 @@ pub struct ControlApi {
     audit: Arc<Audit>,
     /// `sha256:HEX` of the CA certificate, handed out with join tokens.
     ca_fingerprint: String,
+    /// The delivery engine, for `convoy notify ls|test`.
+    notifier: Option<Arc<crate::notify::Notifier>>,
 }
 
 impl ControlApi {
@@ -44,7 +47,14 @@ impl ControlApi {
             tokens,
             audit,
             ca_fingerprint,
+            notifier: None,
         }
+    }
+
+    /// With the delivery engine of this term (`convoy notify ...`).
+    pub fn with_notifier(mut self, notifier: Arc<crate::notify::Notifier>) -> Self {
+        self.notifier = Some(notifier);
+        self
     }
 
     /// Checks the caller may do `action`; a refusal of a mutating action is
@@ -159,6 +169,34 @@ fn ttl_ms(seconds: u64) -> Result<i64, Status> {
 
 #[tonic::async_trait]
 impl pb::control_service_server::ControlService for ControlApi {
+    async fn add_notifier(
+        &self,
+        req: Request<pb::AddNotifierRequest>,
+    ) -> Result<Response<pb::NotifierInfo>, Status> {
+        self.notifier_add(req).await
+    }
+
+    async fn list_notifiers(
+        &self,
+        req: Request<pb::ListNotifiersRequest>,
+    ) -> Result<Response<pb::ListNotifiersResponse>, Status> {
+        self.notifier_list(req).await
+    }
+
+    async fn remove_notifier(
+        &self,
+        req: Request<pb::RemoveNotifierRequest>,
+    ) -> Result<Response<pb::NotifierInfo>, Status> {
+        self.notifier_remove(req).await
+    }
+
+    async fn test_notifier(
+        &self,
+        req: Request<pb::TestNotifierRequest>,
+    ) -> Result<Response<pb::TestNotifierResponse>, Status> {
+        self.notifier_test(req).await
+    }
+
     async fn set_secret(
         &self,
         req: Request<pb::SetSecretRequest>,

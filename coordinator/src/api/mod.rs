@@ -19,7 +19,8 @@ impl From<StateError> for Status {
             e @ (StateError::ServiceNotFound { .. }
             | StateError::NodeNotFound(_)
             | StateError::RegistryNotFound(_)
-            | StateError::SecretNotFound { .. }) => Status::not_found(e.to_string()),
+            | StateError::SecretNotFound { .. }
+            | StateError::NotifierNotFound(_)) => Status::not_found(e.to_string()),
             e @ (StateError::Revoked(_) | StateError::NotAllowed(_)) => {
                 Status::permission_denied(e.to_string())
             }

@@ -51,6 +51,9 @@ pub enum Action<'a> {
     },
     /// A dump of the whole store (`convoyd snapshot save`): admin only.
     Snapshot,
+    /// Webhook notifiers (`convoy notify ...`): admin only (the coordinator
+    /// makes requests to the URL they name).
+    Notify,
 }
 
 impl<'a> Action<'a> {
@@ -80,6 +83,7 @@ impl<'a> Action<'a> {
             Action::SecretList { .. } => "secret list",
             Action::SecretHistory { .. } => "secret history",
             Action::Snapshot => "convoyd snapshot save",
+            Action::Notify => "notify",
         }
     }
 
@@ -109,6 +113,7 @@ impl<'a> Action<'a> {
             Action::SecretList { .. } => "secret.list",
             Action::SecretHistory { .. } => "secret.history",
             Action::Snapshot => "store.snapshot",
+            Action::Notify => "notify",
         }
     }
 
@@ -235,6 +240,7 @@ mod tests {
             SecretHistory { env: "prod" },
             SecretList { env: "" },
             Snapshot,
+            Notify,
         ];
         let secret_reads = [
             SecretList { env: "staging" },

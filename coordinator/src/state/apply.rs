@@ -328,6 +328,7 @@ impl Coordinator {
                 .await;
         }
         let mut first_steps = Vec::new();
+        let mut started = Vec::new();
         for change in &response.services {
             let key = (env.to_string(), change.service.clone());
             let (next, ops, _) = txn.parts();
@@ -340,6 +341,21 @@ impl Coordinator {
             }) else {
                 continue;
             };
+            if let Some(ro) = &current.rollout {
+                started.push(
+                    Ev::new(EventKind::RolloutStarted)
+                        .service(env, &change.service)
+                        .field("revision", ro.to_revision)
+                        .field("from_revision", ro.from_revision)
+                        .field("state", ro.state.word())
+                        .field("rollback", ro.is_rollback)
+                        .field("by", who)
+                        .msg(format!(
+                            "{env}/{}: rollout of r{} (from r{}) started by {who}",
+                            change.service, ro.to_revision, ro.from_revision
+                        )),
+                );
+            }
             let mut replan = false;
             if let Some(rec) = self
                 .step_service(current, now, ops, &mut first_steps, &mut replan)
@@ -360,6 +376,7 @@ impl Coordinator {
                 .iter()
                 .flat_map(|c| deployed_events(c, &by))
                 .collect();
+            out.extend(started);
             out.extend(first_steps);
             out
         });

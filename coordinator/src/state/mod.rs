@@ -39,6 +39,7 @@ mod commit;
 mod envs;
 mod live;
 mod messages;
+mod notifiers;
 mod plans;
 mod records;
 mod register;
@@ -55,6 +56,10 @@ mod volumes;
 pub use apply::{spec_diff, ApplyOptions};
 pub use envs::{check_env_name, node_serves, ENV_LABEL};
 pub use live::{GpuMetricSample, Liveness, MetricSample, HISTORY};
+pub use notifiers::{
+    check_event_patterns, NewNotifier, NotifierTarget, NotifierTargets, NotifyFormat,
+    DEFAULT_EVENTS, MAX_NOTIFIERS,
+};
 pub use plans::PLAN_GENERATION_KEY;
 pub use records::{
     EnrollRecord, Facts, Gpu, NodeRecord, PlanRecord, RevisionRecord, RevokedRecord, ServiceRecord,
@@ -72,8 +77,8 @@ pub use views::rollout_info;
 
 #[allow(unused_imports)]
 use self::{
-    apply::*, commit::*, envs::*, live::*, messages::*, plans::*, records::*, register::*,
-    registries::*, rollouts::*, secrets::*, verify::*, views::*,
+    apply::*, commit::*, envs::*, live::*, messages::*, notifiers::*, plans::*, records::*,
+    register::*, registries::*, rollouts::*, secrets::*, verify::*, views::*,
 };
 
 /// The environment of services whose spec names none.
@@ -108,6 +113,8 @@ pub enum StateError {
     /// A secret exists already, or is in use.
     #[error("{0}")]
     SecretConflict(String),
+    #[error("no notifier is named `{0}` (`convoy notify ls` lists them)")]
+    NotifierNotFound(String),
 }
 
 /// Desired state. Changes are made on a copy that replaces the original
@@ -125,6 +132,8 @@ struct Desired {
     registries: Arc<BTreeMap<String, RegistryLogin>>,
     /// Secrets, sealed, by (environment, name) (`secrets.rs`).
     secrets: Arc<BTreeMap<(String, String), SecretRecord>>,
+    /// Webhook notifiers, by name (`notifiers.rs`).
+    notifiers: NotifierTargets,
 }
 
 pub struct Coordinator {
@@ -152,6 +161,8 @@ pub struct Coordinator {
     /// The coordinators and the store, for status and `/metrics` (set once
     /// by the server; absent in tests that build a bare coordinator).
     control_plane: std::sync::OnceLock<Arc<dyn crate::ha::ControlPlane>>,
+    /// The notifiers, for the delivery engine (`crate::notify`).
+    notifiers: watch::Sender<NotifierTargets>,
 }
 
 pub use convoy_api::clock::now_unix_ms;
@@ -229,14 +240,17 @@ impl Coordinator {
             specs: apply::SpecReader::default(),
             sealer,
             control_plane: std::sync::OnceLock::new(),
+            notifiers: watch::Sender::new(NotifierTargets::default()),
         });
         desired.registries = Arc::new(coord.load_registries().await?);
         desired.secrets = Arc::new(coord.load_secrets().await?);
+        desired.notifiers = Arc::new(coord.load_notifiers().await?);
         let mut txn = coord.begin("load").await;
         *txn.stage() = desired;
         txn.ops().extend(ops);
         txn.replan_all();
         txn.commit().await?;
+        coord.publish_notifiers().await;
         Ok(coord)
     }
 

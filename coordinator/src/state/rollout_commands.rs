@@ -352,6 +352,20 @@ impl Coordinator {
             for ev in deployed_events(&change, who) {
                 txn.emit(ev);
             }
+            // A rollback by hand is news as much as an automatic one
+            // (notifications, `convoy events`).
+            txn.emit(
+                Ev::new(EventKind::RolloutRolledBack)
+                    .service(env, &service)
+                    .field("revision", change.revision)
+                    .field("from_revision", change.previous_revision)
+                    .field("by", who)
+                    .field("manual", true)
+                    .msg(format!(
+                        "{env}/{service}: rolled back by {who} from r{} (as r{})",
+                        change.previous_revision, change.revision
+                    )),
+            );
             changes.push(change);
         }
         txn.replan();

@@ -234,6 +234,8 @@ pub struct Rewrapped {
     pub secrets: usize,
     pub versions: usize,
     pub registry_logins: usize,
+    /// Notifiers' signing secrets.
+    pub notifiers: usize,
 }
 
 impl Coordinator {
@@ -330,6 +332,16 @@ impl Coordinator {
         if write == SecretWrite::Rotate {
             self.roll_consumers(&mut txn, &env, name, version, by)
                 .await?;
+            txn.emit(
+                Ev::new(EventKind::SecretRotated)
+                    .env(&env)
+                    .field("secret", name)
+                    .field("version", version)
+                    .field("by", by)
+                    .msg(format!(
+                        "secret `{name}` of environment `{env}` rotated to version {version} by {by}"
+                    )),
+            );
         }
         let info = txn
             .desired()
@@ -664,6 +676,14 @@ impl Coordinator {
             };
             txn.put(Op::put_json(key, &record));
             done.registry_logins += 1;
+        }
+        let notifiers: Vec<NotifierTarget> = txn.desired().notifiers.values().cloned().collect();
+        for target in notifiers {
+            if target.secret.is_some() {
+                let record = Self::resealed_notifier(&target, to);
+                txn.put(Op::put_json(notifier_key(&target.name), &record));
+                done.notifiers += 1;
+            }
         }
         txn.stage().secrets = Arc::new(rewrapped);
         // The store's key check (server::check_trust) follows the key, in

@@ -327,7 +327,8 @@ async fn a_rewrap_moves_every_value_to_the_new_key_and_the_old_key_opens_nothing
         Rewrapped {
             secrets: 2,
             versions: 3,
-            registry_logins: 1
+            registry_logins: 1,
+            notifiers: 0
         }
     );
     drop(coord);
