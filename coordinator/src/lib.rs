@@ -1,6 +1,7 @@
 //! convoyd, Convoy's coordinator: holds desired state, places instances on
 //! nodes, and streams each agent its NodePlan over mTLS gRPC.
 
+pub mod analysis;
 pub mod api;
 pub mod audit;
 pub mod dev;

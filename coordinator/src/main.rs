@@ -128,6 +128,15 @@ struct Common {
     /// Require a token (any role) for /metrics too; by default it is open.
     #[arg(long, env = "CONVOY_METRICS_AUTH")]
     metrics_auth: bool,
+    /// Prometheus' URL, where rollout analyses (`x-convoy.update.analysis`)
+    /// run their queries unless they name their own `prometheus:`.
+    #[arg(
+        long,
+        env = "CONVOY_PROMETHEUS_URL",
+        value_name = "URL",
+        default_value = ""
+    )]
+    prometheus_url: String,
     /// Extra names or IPs for the coordinator's certificate.
     #[arg(long = "san")]
     sans: Vec<String>,
@@ -384,6 +393,13 @@ async fn serve(
         }
         None => hostname(),
     };
+    let prometheus_url = common.prometheus_url.trim_end_matches('/').to_string();
+    anyhow::ensure!(
+        prometheus_url.is_empty()
+            || ((prometheus_url.starts_with("http://") || prometheus_url.starts_with("https://"))
+                && prometheus_url.parse::<http::Uri>().is_ok()),
+        "--prometheus-url {prometheus_url}: give Prometheus' URL, http://HOST:PORT or https://..."
+    );
     let cfg = ServeConfig {
         data_dir: data_dir.clone(),
         api_listen: common.api_listen,
@@ -398,6 +414,7 @@ async fn serve(
             i64::try_from(common.agent_cert_ttl).unwrap_or(i64::MAX / 2),
         ),
         name,
+        prometheus_url,
     };
     if !matches!(store_url, StoreUrl::Sled) {
         anyhow::ensure!(

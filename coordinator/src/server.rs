@@ -52,6 +52,8 @@ pub struct ServeConfig {
     pub max_spec_bytes: usize,
     /// This coordinator's name among those sharing a store.
     pub name: String,
+    /// Where rollout analyses query by default (`--prometheus-url`).
+    pub prometheus_url: String,
 }
 
 /// A started coordinator.
@@ -231,6 +233,10 @@ pub async fn start_on(
         notifier
             .run(shutdown.clone())
             .instrument(tracing::info_span!("notify")),
+    ));
+    tasks.push(tokio::spawn(
+        crate::analysis::drive(coord.clone(), cfg.prometheus_url.clone(), shutdown.clone())
+            .instrument(tracing::info_span!("analysis")),
     ));
     tasks.push(tokio::spawn(
         watch_server_cert(

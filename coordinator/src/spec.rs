@@ -48,7 +48,10 @@ pub use configs::{
     ConfigContent, ConfigInputs, ConfigMount, ConfigOrigin, DEFAULT_CONFIG_MODE, MAX_CONFIG_BYTES,
 };
 pub use constraint::{Constraint, ConstraintOp, NodeAttribute};
-pub use deploy::{DeployMode, DeploySpec, FailureAction, Strategy, UpdateOrder, UpdatePolicy};
+pub use deploy::{
+    Analysis, AnalysisQuery, DeployMode, DeploySpec, FailureAction, Strategy, UpdateOrder,
+    UpdatePolicy,
+};
 pub use diff::changed_fields;
 pub use extras::{platform_matches, ContainerExtras};
 pub use host_access::HostAccessSpec;

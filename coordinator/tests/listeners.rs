@@ -52,6 +52,7 @@ async fn api_needs_a_token_and_agent_stream_needs_a_certificate_from_our_ca() {
             metrics_auth: false,
             max_spec_bytes: convoy_api::limits::DEFAULT_MAX_SPEC_BYTES,
             name: "test".into(),
+            prometheus_url: String::new(),
         },
         shutdown.clone(),
     )

@@ -5,6 +5,7 @@
 //! Needs `cargo build --workspace` first and a reachable Docker daemon
 //! (`CONVOY_SKIP_DOCKER_TESTS=1` skips the tests that need one).
 
+mod analysis;
 mod bad_input;
 mod compose_files;
 mod configs;

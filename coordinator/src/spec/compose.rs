@@ -13,6 +13,7 @@ use super::limits::Limits;
 use super::locate::{self, Seg};
 use super::ServiceSpec;
 
+mod analysis;
 mod configs;
 pub(super) use configs::too_large;
 mod convoy;

@@ -98,6 +98,55 @@ pub struct UpdatePolicy {
     pub auto_promote: bool,
     /// Blue-green: the old set is stopped this long after promotion.
     pub scale_down_delay_ms: u64,
+    /// Measurements that must hold while the rollout runs
+    /// (`x-convoy.update.analysis`, docs/ANALYSIS.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<Analysis>,
+}
+
+/// `x-convoy.update.analysis`: PromQL queries evaluated every `interval`
+/// while a rollout runs; a measurement outside its bounds more than
+/// `failure_limit` times in a row fails the rollout (and rolls it back),
+/// with the measured value in the reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Analysis {
+    /// Prometheus' base URL; empty: the coordinator's `--prometheus-url`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prometheus: String,
+    pub interval_ms: u64,
+    /// Failed measurements in a row tolerated (0: the first fails it).
+    pub failure_limit: u32,
+    pub queries: Vec<AnalysisQuery>,
+}
+
+/// One query of an [`Analysis`] and its bounds (at least one).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AnalysisQuery {
+    pub name: String,
+    pub query: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+}
+
+// Bounds are finite numbers (the parser refuses NaN), so equality is one.
+impl Eq for AnalysisQuery {}
+
+impl AnalysisQuery {
+    /// Why `value` is out of bounds, if it is.
+    pub fn violation(&self, value: f64) -> Option<String> {
+        if value.is_nan() {
+            return Some("NaN".into());
+        }
+        if let Some(max) = self.max.filter(|m| value > *m) {
+            return Some(format!("{value} > max {max}"));
+        }
+        if let Some(min) = self.min.filter(|m| value < *m) {
+            return Some(format!("{value} < min {min}"));
+        }
+        None
+    }
 }
 
 impl UpdatePolicy {
@@ -114,6 +163,9 @@ impl UpdatePolicy {
         };
         policy.strategy = Strategy::Rolling;
         policy.auto_rollback = false;
+        // Going back to what ran before is not judged again: a rollback
+        // that an analysis could fail would leave nothing to go back to.
+        policy.analysis = None;
         policy
     }
 }
@@ -136,6 +188,7 @@ impl Default for UpdatePolicy {
             canaries: 0,
             auto_promote: false,
             scale_down_delay_ms: 0,
+            analysis: None,
         }
     }
 }

@@ -1605,7 +1605,7 @@ fn unknown_update_keys_are_errors_listing_the_known_ones() {
         "app.yaml:6:9: services.web.x-convoy.update.stratgy: unknown field `stratgy`, expected \
          one of `strategy`, `max_parallel`, `delay`, `min_healthy_time`, `healthy_deadline`, \
          `progress_deadline`, `order`, `auto_rollback`, `canaries`, `auto_promote`, \
-         `scale_down_delay`"
+         `scale_down_delay`, `analysis`"
     );
     // Compose's names are not Convoy's: `x-convoy.update` is all Convoy's.
     assert!(error(&web("x-convoy:\n  update:\n    parallelism: 1"))
@@ -2410,4 +2410,38 @@ fn env_files_merge_into_environment_which_wins() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("the env file `c.env`: "), "{err}");
+}
+
+#[test]
+fn analysis_queries_are_read_and_bad_ones_named_with_their_place() {
+    let spec = service(&web(
+        "x-convoy:\n  update:\n    analysis:\n      interval: 5s\n      failure_limit: 2\n      queries:\n        - name: errors\n          query: sum(rate(x[1m]))\n          max: 0.05\n",
+    ));
+    let a = spec.deploy.update.analysis.expect("an analysis");
+    assert_eq!((a.interval_ms, a.failure_limit), (5000, 2));
+    assert_eq!(a.queries[0].name, "errors");
+    assert_eq!(a.queries[0].max, Some(0.05));
+    assert_eq!(
+        a.queries[0].violation(0.2).as_deref(),
+        Some("0.2 > max 0.05")
+    );
+    let e = error(&web(
+        "x-convoy:\n  update:\n    analysis:\n      queries:\n        - name: errors\n          query: up\n",
+    ));
+    assert!(e.starts_with("app.yaml:"), "{e}");
+    assert!(e.contains("x-convoy.update.analysis.queries"), "{e}");
+    assert!(e.contains("needs `max:` or `min:`"), "{e}");
+    let e = error(&web(
+        "x-convoy:\n  update:\n    analysis:\n      queries:\n        - name: errors\n          query: up\n          max: lots\n",
+    ));
+    assert!(e.contains("`lots` is not a number"), "{e}");
+    // Rollbacks are not analysed.
+    let mut policy = crate::spec::UpdatePolicy::default();
+    policy.analysis = Some(crate::spec::Analysis {
+        prometheus: String::new(),
+        interval_ms: 1000,
+        failure_limit: 0,
+        queries: Vec::new(),
+    });
+    assert!(policy.for_rollback(None).analysis.is_none());
 }

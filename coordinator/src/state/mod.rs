@@ -34,6 +34,7 @@ use crate::{
     tls::Revoked,
 };
 
+mod analysis;
 mod apply;
 mod commit;
 mod envs;
@@ -163,6 +164,8 @@ pub struct Coordinator {
     control_plane: std::sync::OnceLock<Arc<dyn crate::ha::ControlPlane>>,
     /// The notifiers, for the delivery engine (`crate::notify`).
     notifiers: watch::Sender<NotifierTargets>,
+    /// Verdicts of rollout analyses (`crate::analysis`).
+    analyses: crate::analysis::Analyses,
 }
 
 pub use convoy_api::clock::now_unix_ms;
@@ -241,6 +244,7 @@ impl Coordinator {
             sealer,
             control_plane: std::sync::OnceLock::new(),
             notifiers: watch::Sender::new(NotifierTargets::default()),
+            analyses: crate::analysis::Analyses::default(),
         });
         desired.registries = Arc::new(coord.load_registries().await?);
         desired.secrets = Arc::new(coord.load_secrets().await?);

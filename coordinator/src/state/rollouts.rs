@@ -19,6 +19,13 @@ impl Coordinator {
             pb::workload::Runtime::Unit(u) if u.adopt && u.state == "stopped"
         );
         let swarm = rec.spec.swarm.is_some();
+        // A rollout with an analysis: healthy also means a measurement
+        // passed; a failed analysis fails every switched instance's gate.
+        let analysis = rec.rollout.as_ref().and_then(|ro| {
+            ro.policy.analysis.as_ref()?;
+            let key = (rec.env.clone(), rec.name.clone(), ro.to_revision);
+            Some(self.analyses.verdict(&key).unwrap_or_default())
+        });
         let live = self.live();
         // One id buffer for every lookup (10,000 instances, many passes).
         let prefix = format!("{}/{}/", rec.env, rec.name);
@@ -49,6 +56,13 @@ impl Coordinator {
                 let failure = reported
                     .filter(|w| swarm && w.state == InstanceState::Failed)
                     .map(|w| w.reason.clone());
+                let (healthy, failure) = match &analysis {
+                    Some(v) => (
+                        healthy && v.passed > 0 && v.failure.is_none(),
+                        failure.or_else(|| v.failure.clone()),
+                    ),
+                    None => (healthy, failure),
+                };
                 InstanceView {
                     index: *index,
                     healthy,

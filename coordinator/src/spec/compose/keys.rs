@@ -295,6 +295,21 @@ key_set!(ConvoyUpdateKey {
     Canaries = "canaries",
     AutoPromote = "auto_promote",
     ScaleDownDelay = "scale_down_delay",
+    Analysis = "analysis",
+} ignored []);
+
+key_set!(AnalysisKey {
+    Prometheus = "prometheus",
+    Interval = "interval",
+    FailureLimit = "failure_limit",
+    Queries = "queries",
+} ignored []);
+
+key_set!(AnalysisQueryKey {
+    Name = "name",
+    Query = "query",
+    Max = "max",
+    Min = "min",
 } ignored []);
 
 key_set!(ProbeKey {

@@ -107,6 +107,7 @@ pub(super) struct ConvoyUpdate {
     canaries: Option<u32>,
     auto_promote: Option<bool>,
     scale_down_delay_ms: Option<u64>,
+    analysis: Option<crate::spec::Analysis>,
 }
 
 pub(super) struct ConvoyUpdateSeed;
@@ -175,6 +176,9 @@ impl<'de> Visitor<'de> for ConvoyUpdateSeed {
                 ConvoyUpdateKey::AutoPromote => update.auto_promote = value(&mut map, boolean())?,
                 ConvoyUpdateKey::ScaleDownDelay => {
                     update.scale_down_delay_ms = value(&mut map, duration())?
+                }
+                ConvoyUpdateKey::Analysis => {
+                    update.analysis = value(&mut map, super::analysis::AnalysisSeed)?
                 }
             }
         }
@@ -322,6 +326,9 @@ pub(super) fn update_policy(
     }
     if let Some(ms) = convoy.scale_down_delay_ms {
         policy.scale_down_delay_ms = ms;
+    }
+    if let Some(analysis) = &convoy.analysis {
+        policy.analysis = Some(analysis.clone());
     }
 
     // Settings that belong to other strategies.

@@ -1,0 +1,34 @@
+//! What the analysis driver (`crate::analysis`) needs of the state: the
+//! running rollouts that have an analysis, and the verdicts it keeps.
+
+use super::*;
+
+impl Coordinator {
+    /// The verdicts of the running rollouts' analyses.
+    pub fn analyses(&self) -> &crate::analysis::Analyses {
+        &self.analyses
+    }
+
+    /// Running rollouts with an analysis that have switched an instance.
+    pub async fn running_analyses(&self) -> Vec<crate::analysis::Running> {
+        let desired = self.desired.lock().await;
+        desired
+            .services
+            .values()
+            .filter(|r| !r.deleted)
+            .filter_map(|r| {
+                let ro = r.rollout.as_ref()?;
+                let analysis = ro.policy.analysis.as_ref()?;
+                if ro.state != RolloutState::Running {
+                    return None;
+                }
+                let first_switch_ms = ro.switched.values().copied().min()?;
+                Some(crate::analysis::Running {
+                    key: (r.env.clone(), r.name.clone(), ro.to_revision),
+                    analysis: analysis.clone(),
+                    first_switch_ms,
+                })
+            })
+            .collect()
+    }
+}
