@@ -2436,12 +2436,14 @@ fn analysis_queries_are_read_and_bad_ones_named_with_their_place() {
     ));
     assert!(e.contains("`lots` is not a number"), "{e}");
     // Rollbacks are not analysed.
-    let mut policy = crate::spec::UpdatePolicy::default();
-    policy.analysis = Some(crate::spec::Analysis {
-        prometheus: String::new(),
-        interval_ms: 1000,
-        failure_limit: 0,
-        queries: Vec::new(),
-    });
+    let policy = crate::spec::UpdatePolicy {
+        analysis: Some(crate::spec::Analysis {
+            prometheus: String::new(),
+            interval_ms: 1000,
+            failure_limit: 0,
+            queries: Vec::new(),
+        }),
+        ..Default::default()
+    };
     assert!(policy.for_rollback(None).analysis.is_none());
 }
