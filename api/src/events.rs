@@ -24,6 +24,13 @@ pub enum EventKind {
     RolloutSucceeded,
     RolloutFailed,
     RolloutRolledBack,
+    /// An instance on a node lost past its service's `reschedule_after`
+    /// (or on a removed or draining node) moved to another node.
+    InstanceRescheduled,
+    NodeCordoned,
+    NodeUncordoned,
+    NodeDraining,
+    NodeDrained,
 }
 
 impl EventKind {
@@ -47,6 +54,11 @@ impl EventKind {
         Self::RolloutSucceeded,
         Self::RolloutFailed,
         Self::RolloutRolledBack,
+        Self::InstanceRescheduled,
+        Self::NodeCordoned,
+        Self::NodeUncordoned,
+        Self::NodeDraining,
+        Self::NodeDrained,
     ];
 
     /// Rollout events that end a wait for the rollout (`apply --wait`).
@@ -76,6 +88,11 @@ impl EventKind {
             Self::RolloutSucceeded => "rollout.succeeded",
             Self::RolloutFailed => "rollout.failed",
             Self::RolloutRolledBack => "rollout.rolled_back",
+            Self::InstanceRescheduled => "instance.rescheduled",
+            Self::NodeCordoned => "node.cordoned",
+            Self::NodeUncordoned => "node.uncordoned",
+            Self::NodeDraining => "node.draining",
+            Self::NodeDrained => "node.drained",
         }
     }
 

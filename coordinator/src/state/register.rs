@@ -134,6 +134,8 @@ impl Coordinator {
                     certificates: Vec::new(),
                     removed_unix_ms: 0,
                     certificate_expires_unix_ms: 0,
+                    cordoned: false,
+                    draining: false,
                 },
             };
             record.certificate_expires_unix_ms = certificate_expires_unix_ms;

@@ -7,7 +7,7 @@ impl Coordinator {
         let desired = self.desired.lock().await;
         let live = self.live();
         // Node views, made only if some instance waits for a node.
-        let mut views: Option<Vec<(String, pb::NodeFacts, bool)>> = None;
+        let mut views: Option<Vec<NodeView>> = None;
         let mut services = Vec::new();
         for ((senv, name), rec) in &desired.services {
             if rec.deleted
