@@ -51,6 +51,10 @@ pub enum Action<'a> {
     },
     /// A dump of the whole store (`convoyd snapshot save`): admin only.
     Snapshot,
+    /// `convoy node cordon|uncordon|drain` (issue 19): admin only.
+    CordonNode,
+    UncordonNode,
+    DrainNode,
 }
 
 impl<'a> Action<'a> {
@@ -80,6 +84,9 @@ impl<'a> Action<'a> {
             Action::SecretList { .. } => "secret list",
             Action::SecretHistory { .. } => "secret history",
             Action::Snapshot => "convoyd snapshot save",
+            Action::CordonNode => "node cordon",
+            Action::UncordonNode => "node uncordon",
+            Action::DrainNode => "node drain",
         }
     }
 
@@ -109,6 +116,9 @@ impl<'a> Action<'a> {
             Action::SecretList { .. } => "secret.list",
             Action::SecretHistory { .. } => "secret.history",
             Action::Snapshot => "store.snapshot",
+            Action::CordonNode => "node.cordon",
+            Action::UncordonNode => "node.uncordon",
+            Action::DrainNode => "node.drain",
         }
     }
 
@@ -235,6 +245,9 @@ mod tests {
             SecretHistory { env: "prod" },
             SecretList { env: "" },
             Snapshot,
+            CordonNode,
+            UncordonNode,
+            DrainNode,
         ];
         let secret_reads = [
             SecretList { env: "staging" },

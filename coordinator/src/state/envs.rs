@@ -10,10 +10,13 @@ use super::*;
 pub(super) type NodeView = (String, pb::NodeFacts, bool, bool);
 
 /// Each known node's name, facts, whether its agent is connected and
-/// whether it is cordoned.
+/// whether it is cordoned; removed nodes are left out.
 pub(super) fn node_views(next: &Desired, connected: &HashMap<String, bool>) -> Vec<NodeView> {
+    // A removed node runs nothing and takes nothing (its instances were
+    // moved, or wait pending).
     next.nodes
         .values()
+        .filter(|n| n.removed_unix_ms == 0)
         .map(|n| {
             let up = connected.get(&n.name).copied().unwrap_or(false);
             (

@@ -36,6 +36,7 @@ use crate::{
 
 mod apply;
 mod commit;
+mod drain;
 mod envs;
 mod live;
 mod messages;
@@ -72,8 +73,8 @@ pub use views::rollout_info;
 
 #[allow(unused_imports)]
 use self::{
-    apply::*, commit::*, envs::*, live::*, messages::*, plans::*, records::*, register::*,
-    registries::*, rollouts::*, secrets::*, verify::*, views::*,
+    apply::*, commit::*, drain::*, envs::*, live::*, messages::*, plans::*, records::*,
+    register::*, registries::*, rollouts::*, secrets::*, verify::*, views::*,
 };
 
 /// The environment of services whose spec names none.
@@ -152,6 +153,8 @@ pub struct Coordinator {
     /// The coordinators and the store, for status and `/metrics` (set once
     /// by the server; absent in tests that build a bare coordinator).
     control_plane: std::sync::OnceLock<Arc<dyn crate::ha::ControlPlane>>,
+    /// Drains in progress and their gates (`drain.rs`).
+    drains: Mutex<drain::DrainBook>,
 }
 
 pub use convoy_api::clock::now_unix_ms;
@@ -229,9 +232,12 @@ impl Coordinator {
             specs: apply::SpecReader::default(),
             sealer,
             control_plane: std::sync::OnceLock::new(),
+            drains: Mutex::new(drain::DrainBook::default()),
         });
         desired.registries = Arc::new(coord.load_registries().await?);
         desired.secrets = Arc::new(coord.load_secrets().await?);
+        coord.resume_drains(&desired);
+        coord.mark_all_lost(&desired, now_unix_ms());
         let mut txn = coord.begin("load").await;
         *txn.stage() = desired;
         txn.ops().extend(ops);

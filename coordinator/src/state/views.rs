@@ -202,9 +202,17 @@ impl Coordinator {
                     metrics: l.and_then(|l| l.metrics.clone()).map(pb::HostMetrics::from),
                     address: session.map(|s| s.address.clone()).unwrap_or_default(),
                     certificate_expires_unix_ms: rec.certificate_expires_unix_ms,
+                    cordoned: rec.cordoned,
+                    draining: rec.draining,
+                    drain_blocked: Vec::new(),
+                    drain_waiting: Vec::new(),
                 }
             })
             .collect::<Vec<_>>();
+        drop(live);
+        for n in nodes.iter_mut().filter(|n| n.draining) {
+            (n.drain_blocked, n.drain_waiting) = self.drain_notes(&n.name);
+        }
         crate::swarm::fill_worker_clusters(&mut nodes);
         pb::ListNodesResponse { nodes }
     }
