@@ -46,6 +46,9 @@ pub(super) struct DrainBook {
     pub(super) waiting: HashMap<String, Vec<String>>,
     /// Instances whose reschedule found no node, already told by an event.
     told: HashSet<String>,
+    /// Draining node → the instances its drain moved (env, service,
+    /// index): the drain ends once they are healthy where they went.
+    moved: HashMap<String, BTreeSet<(String, String, u32)>>,
 }
 
 /// Whether instances of `spec` ever move to another node: units are bound
@@ -127,6 +130,7 @@ impl Coordinator {
             book.draining.remove(node);
             book.blocked.remove(node);
             book.waiting.remove(node);
+            book.moved.remove(node);
         }
         tracing::info!(node, cordon, "node cordon");
         Ok(response)
@@ -566,6 +570,13 @@ impl Coordinator {
                 if m.moved.is_empty() {
                     continue;
                 }
+                {
+                    let mut book = self.drain_book();
+                    let set = book.moved.entry(node.clone()).or_default();
+                    for (index, _, _) in &m.moved {
+                        set.insert((env.clone(), name.clone(), *index));
+                    }
+                }
                 for (index, from, to) in &m.moved {
                     let id = workload_id(&env, &name, *index);
                     tracing::info!(instance = %id, from = %from, to = %to, "drain: moved");
@@ -589,7 +600,44 @@ impl Coordinator {
                 changed.push((key, Arc::new(next)));
             }
             if remaining == 0 {
-                done_nodes.push((node.clone(), true));
+                // The last batch must be healthy where it went too.
+                let moved = self
+                    .drain_book()
+                    .moved
+                    .get(node)
+                    .cloned()
+                    .unwrap_or_default();
+                let mut unhealthy = Vec::new();
+                for (env, name, index) in moved {
+                    let key = (env.clone(), name.clone());
+                    let rec = changed
+                        .iter()
+                        .find(|(k, _)| *k == key)
+                        .map(|(_, r)| r.clone())
+                        .or_else(|| txn.desired().services.get(&key).cloned());
+                    let Some(rec) = rec.filter(|r| !r.deleted) else {
+                        continue;
+                    };
+                    if !rec.assignments.contains_key(&index) {
+                        continue;
+                    }
+                    let healthy = self
+                        .instance_views(&rec)
+                        .iter()
+                        .any(|v| v.index == index && v.healthy);
+                    if !healthy {
+                        unhealthy.push(workload_id(&env, &name, index));
+                    }
+                }
+                if unhealthy.is_empty() {
+                    done_nodes.push((node.clone(), true));
+                } else {
+                    waiting.push(format!(
+                        "waiting for {} to be healthy where it moved",
+                        unhealthy.join(", ")
+                    ));
+                    blocked_by_node.insert(node.clone(), (blocked, waiting));
+                }
             } else {
                 blocked_by_node.insert(node.clone(), (blocked, waiting));
             }
@@ -632,6 +680,7 @@ impl Coordinator {
             book.draining.remove(&node);
             book.blocked.remove(&node);
             book.waiting.remove(&node);
+            book.moved.remove(&node);
         }
         for (node, (blocked, waiting)) in blocked_by_node {
             book.blocked.insert(node.clone(), blocked);
