@@ -539,7 +539,7 @@ pub struct NodeJson {
     /// The latest heartbeat's host metrics (absent before the first).
     pub metrics: Option<HostMetricsJson>,
     /// `active`, `cordoned` (takes no new instance), `draining`, or
-    /// `drained` (cordoned, and nothing runs there).
+    /// `drained` (a drain finished; still cordoned).
     pub scheduling: &'static str,
     pub cordoned: bool,
     pub draining: bool,
@@ -555,7 +555,7 @@ pub struct NodeJson {
 pub fn scheduling_word(node: &pb::Node) -> &'static str {
     if node.draining {
         "draining"
-    } else if node.cordoned && node.workloads == 0 {
+    } else if node.cordoned && node.drained {
         "drained"
     } else if node.cordoned {
         "cordoned"
@@ -842,6 +842,7 @@ impl From<&pb::Node> for NodeJson {
             draining,
             drain_blocked,
             drain_waiting,
+            drained: _,
         } = node;
         let pb::NodeFacts {
             hostname,

@@ -208,7 +208,7 @@ mod tests {
         let table = nodes_table(&response, NOW);
         assert!(table.contains("node-a   ready,draining   "), "{table}");
         response.nodes[0].draining = false;
-        response.nodes[0].workloads = 0;
+        response.nodes[0].drained = true;
         let table = nodes_table(&response, NOW);
         assert!(table.contains("node-a   ready,drained   "), "{table}");
         let json = serde_json::to_value(NodesJson::from(&response)).unwrap();

@@ -97,6 +97,7 @@ impl Coordinator {
         let updated = NodeRecord {
             cordoned: cordon,
             draining: cordon && record.draining,
+            drained: cordon && record.drained,
             ..record
         };
         let (next, ops, events) = txn.parts();
@@ -165,6 +166,7 @@ impl Coordinator {
             let updated = NodeRecord {
                 cordoned: true,
                 draining: true,
+                drained: false,
                 ..record
             };
             let (next, ops, events) = txn.parts();
@@ -652,6 +654,7 @@ impl Coordinator {
             };
             let updated = NodeRecord {
                 draining: false,
+                drained: true,
                 ..record
             };
             ops.push(Op::put_json(format!("nodes/{node}"), &updated));

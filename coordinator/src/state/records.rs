@@ -66,6 +66,10 @@ pub struct NodeRecord {
     /// when none is left (the node stays cordoned) or on uncordon.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub draining: bool,
+    /// A drain finished (nothing movable left); cleared on uncordon or a
+    /// new drain.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drained: bool,
 }
 
 /// A revoked certificate, stored at `revoked/FINGERPRINT`.

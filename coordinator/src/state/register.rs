@@ -136,6 +136,7 @@ impl Coordinator {
                     certificate_expires_unix_ms: 0,
                     cordoned: false,
                     draining: false,
+                    drained: false,
                 },
             };
             record.certificate_expires_unix_ms = certificate_expires_unix_ms;

@@ -204,6 +204,7 @@ impl Coordinator {
                     certificate_expires_unix_ms: rec.certificate_expires_unix_ms,
                     cordoned: rec.cordoned,
                     draining: rec.draining,
+                    drained: rec.drained,
                     drain_blocked: Vec::new(),
                     drain_waiting: Vec::new(),
                 }
