@@ -333,7 +333,7 @@ fn a_cordoned_node_takes_nothing_new_until_uncordoned() {
         "{err}"
     );
     // It still runs there; uncordon stops the drain.
-    assert_eq!(running_on(&c, &pinned), [a.clone()]);
+    assert_eq!(running_on(&c, &pinned), [a.as_str()]);
     let out = c.cli(&["node", "uncordon", &a]);
     assert!(
         stdout(&out).contains("its drain stopped"),
