@@ -28,6 +28,13 @@ pub enum EventKind {
     RolloutStarted,
     /// A secret got a new version (`convoy secret rotate`).
     SecretRotated,
+    /// An instance on a node lost past its service's `reschedule_after`
+    /// (or on a removed or draining node) moved to another node.
+    InstanceRescheduled,
+    NodeCordoned,
+    NodeUncordoned,
+    NodeDraining,
+    NodeDrained,
 }
 
 impl EventKind {
@@ -53,6 +60,11 @@ impl EventKind {
         Self::RolloutRolledBack,
         Self::RolloutStarted,
         Self::SecretRotated,
+        Self::InstanceRescheduled,
+        Self::NodeCordoned,
+        Self::NodeUncordoned,
+        Self::NodeDraining,
+        Self::NodeDrained,
     ];
 
     /// Rollout events that end a wait for the rollout (`apply --wait`).
@@ -84,6 +96,11 @@ impl EventKind {
             Self::RolloutRolledBack => "rollout.rolled_back",
             Self::RolloutStarted => "rollout.started",
             Self::SecretRotated => "secret.rotated",
+            Self::InstanceRescheduled => "instance.rescheduled",
+            Self::NodeCordoned => "node.cordoned",
+            Self::NodeUncordoned => "node.uncordoned",
+            Self::NodeDraining => "node.draining",
+            Self::NodeDrained => "node.drained",
         }
     }
 

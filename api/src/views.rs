@@ -538,6 +538,30 @@ pub struct NodeJson {
     pub certificate_expires_unix_ms: i64,
     /// The latest heartbeat's host metrics (absent before the first).
     pub metrics: Option<HostMetricsJson>,
+    /// `active`, `cordoned` (takes no new instance), `draining`, or
+    /// `drained` (a drain finished; still cordoned).
+    pub scheduling: &'static str,
+    pub cordoned: bool,
+    pub draining: bool,
+    /// While draining: instances no other node can take, and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drain_blocked: Vec<String>,
+    /// While draining: what the drain waits for.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drain_waiting: Vec<String>,
+}
+
+/// A node's scheduling state, as `convoy nodes` shows it.
+pub fn scheduling_word(node: &pb::Node) -> &'static str {
+    if node.draining {
+        "draining"
+    } else if node.cordoned && node.drained {
+        "drained"
+    } else if node.cordoned {
+        "cordoned"
+    } else {
+        "active"
+    }
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -814,6 +838,11 @@ impl From<&pb::Node> for NodeJson {
             metrics,
             address: _,
             certificate_expires_unix_ms,
+            cordoned,
+            draining,
+            drain_blocked,
+            drain_waiting,
+            drained: _,
         } = node;
         let pb::NodeFacts {
             hostname,
@@ -853,6 +882,11 @@ impl From<&pb::Node> for NodeJson {
             workloads: *workloads,
             certificate_expires_unix_ms: *certificate_expires_unix_ms,
             metrics: metrics.as_ref().map(HostMetricsJson::from),
+            scheduling: scheduling_word(node),
+            cordoned: *cordoned,
+            draining: *draining,
+            drain_blocked: drain_blocked.clone(),
+            drain_waiting: drain_waiting.clone(),
         }
     }
 }

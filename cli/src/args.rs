@@ -239,6 +239,24 @@ pub enum NodeCommand {
     /// instances lost. It can come back only with a new certificate.
     #[command(alias = "revoke")]
     Remove { node: String },
+    /// Stop placing new instances on a node; what runs there stays (admin).
+    Cordon { node: String },
+    /// Let a cordoned node take new instances again; ends a drain in
+    /// progress (admin).
+    Uncordon { node: String },
+    /// Cordon a node and move its instances to other nodes under each
+    /// service's update gates (parallelism, min healthy time, health
+    /// checks); the node stays cordoned (admin).
+    Drain {
+        node: String,
+        /// Wait until the node is drained, showing each service's healthy
+        /// instances; fails, naming them, when instances cannot move.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, e.g. 90s, 5m.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_secs, default_value = "15m", requires = "wait")]
+        timeout: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]

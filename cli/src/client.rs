@@ -224,6 +224,22 @@ impl Coordinator {
         .await
     }
 
+    pub async fn cordon_node(
+        &mut self,
+        node: String,
+        cordon: bool,
+    ) -> Result<convoy_proto::CordonNodeResponse> {
+        let request = convoy_proto::CordonNodeRequest { node, cordon };
+        self.call(request, |mut c, r| async move { c.cordon_node(r).await })
+            .await
+    }
+
+    pub async fn drain_node(&mut self, node: String) -> Result<convoy_proto::DrainNodeResponse> {
+        let request = convoy_proto::DrainNodeRequest { node };
+        self.call(request, |mut c, r| async move { c.drain_node(r).await })
+            .await
+    }
+
     pub async fn create_token(
         &mut self,
         request: CreateTokenRequest,

@@ -142,6 +142,7 @@ pub async fn run(command: Command, format: Format, flags: &Flags) -> Result<Outp
         Command::Node {
             command: NodeCommand::Remove { node },
         } => remove_node(node, format, flags).await,
+        Command::Node { command } => crate::drain::run(command, format, flags).await,
         Command::Token { command } => trust::token(command, format, flags, now_ms()).await,
         Command::Registry { command } => {
             trust::registry(
@@ -179,7 +180,7 @@ pub async fn run(command: Command, format: Format, flags: &Flags) -> Result<Outp
     }
 }
 
-async fn remove_node(node: String, format: Format, flags: &Flags) -> Result<Output> {
+pub(crate) async fn remove_node(node: String, format: Format, flags: &Flags) -> Result<Output> {
     let mut coordinator = connect(flags).await?;
     let response = coordinator.remove_node(node.clone()).await?;
     let removed = output::NodeRemovedJson::new(&node, &response);

@@ -68,10 +68,21 @@ pub async fn apply_and_wait(
     }
     let deadline = Instant::now() + Duration::from_secs(timeout_secs);
     let mut failures = Vec::new();
+    // One bar per service: its healthy instances of those wanted (plain
+    // lines without a terminal), refreshed at most twice a second.
+    let mut progress = crate::progress::Progress::new();
+    let mut shown_at: Option<Instant> = None;
     while !waiting.is_empty() {
+        if shown_at.is_none_or(|t| t.elapsed() >= Duration::from_millis(500)) {
+            shown_at = Some(Instant::now());
+            show_progress(&mut coordinator, &mut progress, &waiting).await;
+        }
         let left = deadline.saturating_duration_since(Instant::now());
-        let ev = match tokio::time::timeout(left, coordinator.next_event(&mut stream)).await {
+        let tick = left.min(Duration::from_millis(500));
+        let ev = match tokio::time::timeout(tick, coordinator.next_event(&mut stream)).await {
+            Err(_) if tick < left => continue,
             Err(_) => {
+                progress.finish();
                 let names: Vec<String> = waiting
                     .iter()
                     .map(|(_, s, r)| format!("{s} r{r}"))
@@ -93,10 +104,11 @@ pub async fn apply_and_wait(
             continue;
         };
         if ev.kind.starts_with("rollout.") {
-            eprintln!("{}", ev.message);
+            progress.println(&ev.message);
         }
         let kind = EventKind::parse(&ev.kind);
         if kind.is_some_and(|k| EventKind::ROLLOUT_FINAL.contains(&k)) {
+            show_progress(&mut coordinator, &mut progress, &waiting[pos..=pos]).await;
             let (_, svc, rev) = waiting.remove(pos);
             if kind != Some(EventKind::RolloutSucceeded) {
                 let reason = ev.fields.get("reason").cloned().unwrap_or_default();
@@ -104,12 +116,36 @@ pub async fn apply_and_wait(
             }
         }
     }
+    progress.finish();
     if failures.is_empty() {
         eprintln!("rollout complete");
         Ok(Output::default())
     } else {
         // The rollback, if any, was announced with the failure.
         bail!("rollout did not succeed: {}", failures.join("; "))
+    }
+}
+
+/// Shows each waited-for service's healthy instances of those wanted. A
+/// failed status call shows nothing: the wait goes on with the events.
+async fn show_progress(
+    coordinator: &mut crate::client::Coordinator,
+    progress: &mut crate::progress::Progress,
+    waiting: &[(String, String, u64)],
+) {
+    for (env, service, _) in waiting {
+        let Ok(status) = coordinator
+            .status(pb::StatusRequest {
+                service: service.clone(),
+                env: env.clone(),
+            })
+            .await
+        else {
+            continue;
+        };
+        for (name, count) in crate::progress::counts(&status) {
+            progress.update(&name, count, "");
+        }
     }
 }
 

@@ -144,6 +144,9 @@ async fn fill(data: &Path, nodes: usize, services: usize) {
                 certificates: vec![format!("{:064x}", i)],
                 removed_unix_ms: 0,
                 certificate_expires_unix_ms: 1_800_000_000_000,
+                cordoned: false,
+                draining: false,
+                drained: false,
             };
             Op::put_json(format!("nodes/{name}"), &rec)
         })

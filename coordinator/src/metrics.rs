@@ -414,6 +414,11 @@ pub const KNOWN_EVENT_KINDS: &[EventKind] = &[
     EventKind::RolloutRolledBack,
     EventKind::RolloutPaused,
     EventKind::RolloutPromoted,
+    EventKind::InstanceRescheduled,
+    EventKind::NodeCordoned,
+    EventKind::NodeUncordoned,
+    EventKind::NodeDraining,
+    EventKind::NodeDrained,
 ];
 
 /// Content type of the OpenMetrics exposition.

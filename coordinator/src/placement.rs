@@ -17,6 +17,9 @@ pub struct Candidate<'a> {
     pub name: &'a str,
     pub facts: &'a convoy_proto::NodeFacts,
     pub connected: bool,
+    /// Cordoned (`convoy node cordon`, or draining): it keeps the
+    /// instances it has but takes no new one.
+    pub cordoned: bool,
 }
 
 /// Instance index (1-based) → node, `None` while no node can take it.
@@ -315,7 +318,7 @@ pub fn place_within(
                 .all(|k| k.matches(c.name, c.facts))
     };
     // Nodes that may keep an instance (known and matching) and nodes that
-    // may take a new one (also connected).
+    // may take a new one (also connected, and not cordoned).
     let keepable: BTreeSet<&str> = nodes
         .iter()
         .filter(|c| matches(c))
@@ -323,7 +326,7 @@ pub fn place_within(
         .collect();
     let mut eligible: Vec<&str> = nodes
         .iter()
-        .filter(|c| c.connected && matches(c))
+        .filter(|c| c.connected && !c.cordoned && matches(c))
         .map(|c| c.name)
         .collect();
     eligible.sort_unstable();
@@ -429,6 +432,72 @@ pub fn place_within(
         out.insert(index, pick.map(str::to_string));
     }
     (out, pins)
+}
+
+/// What [`move_off`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Moved {
+    pub assignments: Assignments,
+    pub gpus: GpuPins,
+    /// (instance index, from node, to node), lowest index first.
+    pub moved: Vec<(u32, String, String)>,
+    /// Instances on a leaving node that no other node can take now: they
+    /// stay where they are.
+    pub stuck: Vec<u32>,
+}
+
+/// Moves at most `limit` instances of `spec` placed on one of the
+/// `leaving` nodes (lost past the service's reschedule delay, removed, or
+/// draining) to other eligible nodes, lowest index first. Each keeps its
+/// index; every other instance stays as it is. An instance no other node
+/// can take (constraints, room) stays on its node and is `stuck`.
+pub fn move_off(
+    spec: &ServiceSpec,
+    current: &Assignments,
+    current_gpus: &GpuPins,
+    nodes: &[Candidate<'_>],
+    free: Option<&Free>,
+    leaving: &BTreeSet<&str>,
+    limit: usize,
+) -> Moved {
+    let mut out = Moved {
+        assignments: current.clone(),
+        gpus: current_gpus.clone(),
+        ..Moved::default()
+    };
+    let on_leaving: Vec<(u32, &str)> = current
+        .iter()
+        .filter_map(|(i, n)| n.as_deref().map(|n| (*i, n)))
+        .filter(|(_, n)| leaving.contains(n))
+        .collect();
+    if on_leaving.is_empty() {
+        return out;
+    }
+    let staying: Vec<Candidate<'_>> = nodes
+        .iter()
+        .filter(|c| !leaving.contains(c.name))
+        .cloned()
+        .collect();
+    let (placed, pins) = place_within(spec, current, current_gpus, &staying, free);
+    for (index, from) in on_leaving {
+        match placed.get(&index).cloned().flatten() {
+            Some(to) if out.moved.len() < limit => {
+                out.assignments.insert(index, Some(to.clone()));
+                match pins.get(&index) {
+                    Some(p) => {
+                        out.gpus.insert(index, p.clone());
+                    }
+                    None => {
+                        out.gpus.remove(&index);
+                    }
+                }
+                out.moved.push((index, from.to_string(), to));
+            }
+            Some(_) => {}
+            None => out.stuck.push(index),
+        }
+    }
+    out
 }
 
 /// Pins GPUs to each instance of a global service in `out`: kept pins
@@ -562,6 +631,124 @@ mod tests {
         }
     }
 
+    fn node<'a>(
+        name: &'a str,
+        facts: &'a convoy_proto::NodeFacts,
+        connected: bool,
+        cordoned: bool,
+    ) -> Candidate<'a> {
+        Candidate {
+            name,
+            facts,
+            connected,
+            cordoned,
+        }
+    }
+
+    #[test]
+    fn a_cordoned_node_keeps_its_instances_but_takes_no_new_one() {
+        let f = facts(&[]);
+        let s = svc("services:\n  web:\n    image: x\n    deploy:\n      replicas: 4\n");
+        let current = Assignments::from([(1, Some("a".to_string())), (2, Some("b".to_string()))]);
+        let nodes = [node("a", &f, true, true), node("b", &f, true, false)];
+        let out = place(&s, &current, &nodes);
+        // Instance 1 stays on cordoned `a`; the new ones all go to `b`.
+        assert_eq!(out.get(&1), Some(&Some("a".to_string())));
+        assert_eq!(
+            out.values().filter(|n| n.as_deref() == Some("b")).count(),
+            3,
+            "{out:?}"
+        );
+        // Only cordoned nodes: a new instance waits.
+        let nodes = [node("a", &f, true, true)];
+        let out = place(&s, &Assignments::new(), &nodes);
+        assert!(out.values().all(Option::is_none), "{out:?}");
+        // Uncordoned, it takes them.
+        let nodes = [node("a", &f, true, false)];
+        let out = place(&s, &Assignments::new(), &nodes);
+        assert!(out.values().all(|n| n.as_deref() == Some("a")), "{out:?}");
+        // A global service gets no instance on a cordoned node either.
+        let g = svc("services:\n  web:\n    image: x\n    deploy:\n      mode: global\n");
+        let nodes = [node("a", &f, true, true), node("b", &f, true, false)];
+        let out = place(&g, &Assignments::new(), &nodes);
+        assert_eq!(out, Assignments::from([(1, Some("b".to_string()))]));
+    }
+
+    #[test]
+    fn instances_of_a_leaving_node_move_to_others_and_wait_when_none_can_take_them() {
+        let f = facts(&[]);
+        let s = svc("services:\n  web:\n    image: x\n    deploy:\n      replicas: 3\n");
+        let current = Assignments::from([
+            (1, Some("a".to_string())),
+            (2, Some("b".to_string())),
+            (3, Some("a".to_string())),
+        ]);
+        // `a` was lost past the delay: not connected.
+        let nodes = [
+            node("a", &f, false, false),
+            node("b", &f, true, false),
+            node("c", &f, true, false),
+        ];
+        let leaving = BTreeSet::from(["a"]);
+        let m = move_off(
+            &s,
+            &current,
+            &GpuPins::new(),
+            &nodes,
+            None,
+            &leaving,
+            usize::MAX,
+        );
+        assert_eq!(m.stuck, Vec::<u32>::new());
+        assert_eq!(m.assignments.get(&2), Some(&Some("b".to_string())));
+        let moved: Vec<u32> = m.moved.iter().map(|(i, _, _)| *i).collect();
+        assert_eq!(moved, [1, 3]);
+        assert!(m
+            .assignments
+            .values()
+            .all(|n| n.as_deref().is_some_and(|n| n != "a")));
+        // Spread: `c` had none, so it takes one of them at least.
+        assert!(m.assignments.values().any(|n| n.as_deref() == Some("c")));
+
+        // One at a time (a drain's parallelism): the lowest index first.
+        let m = move_off(&s, &current, &GpuPins::new(), &nodes, None, &leaving, 1);
+        assert_eq!(m.moved.len(), 1);
+        assert_eq!(m.moved[0].0, 1);
+        assert_eq!(m.assignments.get(&3), Some(&Some("a".to_string())));
+
+        // Pinned to `a` by a constraint: nothing can take them; they stay.
+        let pinned = svc("services:\n  web:\n    image: x\n    deploy:\n      replicas: 3\n      placement:\n        constraints: [node.hostname == a]\n");
+        let m = move_off(
+            &pinned,
+            &current,
+            &GpuPins::new(),
+            &nodes,
+            None,
+            &leaving,
+            usize::MAX,
+        );
+        assert!(m.moved.is_empty());
+        assert_eq!(m.stuck, [1, 3]);
+        assert_eq!(m.assignments, current);
+
+        // A cordoned node takes none of them.
+        let nodes = [
+            node("a", &f, false, false),
+            node("b", &f, true, true),
+            node("c", &f, true, true),
+        ];
+        let m = move_off(
+            &s,
+            &current,
+            &GpuPins::new(),
+            &nodes,
+            None,
+            &leaving,
+            usize::MAX,
+        );
+        assert_eq!(m.stuck, [1, 3]);
+    }
+
     #[test]
     fn replicas_spread_evenly_over_connected_nodes() {
         let s = svc("services:\n  web:\n    image: x\n    deploy:\n      replicas: 3\n");
@@ -571,16 +758,19 @@ mod tests {
                 name: "b",
                 facts: &f,
                 connected: true,
+                cordoned: false,
             },
             Candidate {
                 name: "a",
                 facts: &f,
                 connected: true,
+                cordoned: false,
             },
             Candidate {
                 name: "c",
                 facts: &f,
                 connected: false,
+                cordoned: false,
             },
         ];
         let out = place(&s, &Assignments::new(), &nodes);
@@ -597,11 +787,13 @@ mod tests {
                 name: "a",
                 facts: &f,
                 connected: true,
+                cordoned: false,
             },
             Candidate {
                 name: "b",
                 facts: &f,
                 connected: false,
+                cordoned: false,
             },
         ];
         let current: Assignments = [
@@ -631,6 +823,7 @@ mod tests {
             name: "a",
             facts: &f,
             connected: true,
+            cordoned: false,
         }];
         let out = place(&s, &Assignments::new(), &nodes);
         assert_eq!(out, [(1, None)].into_iter().collect());
@@ -640,11 +833,13 @@ mod tests {
                 name: "a",
                 facts: &f,
                 connected: true,
+                cordoned: false,
             },
             Candidate {
                 name: "g",
                 facts: &g,
                 connected: true,
+                cordoned: false,
             },
         ];
         let out = place(&s, &out, &nodes);
@@ -664,6 +859,7 @@ mod tests {
             name,
             facts,
             connected: true,
+            cordoned: false,
         };
         // Three nodes in zone a, one in zone b: plain spreading would put
         // 3 of 4 in zone a; the preference puts 2 in each zone.
@@ -700,6 +896,7 @@ mod tests {
             name,
             facts: &f,
             connected: true,
+            cordoned: false,
         };
         let nodes = [node("a"), node("b")];
         let out = place(&s, &Assignments::new(), &nodes);
@@ -741,6 +938,7 @@ mod tests {
             name,
             facts,
             connected: true,
+            cordoned: false,
         };
         let nodes = [
             node("a", &none),
@@ -805,11 +1003,13 @@ mod tests {
                 name: "cpu",
                 facts: &plain,
                 connected: true,
+                cordoned: false,
             },
             Candidate {
                 name: "gpu",
                 facts: &g,
                 connected: true,
+                cordoned: false,
             },
         ];
         let s = gpu_svc(3, "1", "");
@@ -855,6 +1055,7 @@ mod tests {
             name: "gpu",
             facts: &g,
             connected: true,
+            cordoned: false,
         }];
         let sharing = "    x-convoy:\n      gpu_sharing: true\n";
         let held: Assignments = [(1, Some("gpu".to_string()))].into_iter().collect();
@@ -904,6 +1105,7 @@ mod tests {
             name: "gpu",
             facts: &g,
             connected: true,
+            cordoned: false,
         }];
         let current: Assignments = [(1, Some("gpu".to_string()))].into_iter().collect();
         let pinned: GpuPins = [(1, vec!["GPU-c".to_string()])].into_iter().collect();
@@ -924,6 +1126,7 @@ mod tests {
             name: "gpu",
             facts: &gone,
             connected: true,
+            cordoned: false,
         }];
         let (out, pins) = place_within(&v2, &current, &pinned, &nodes, None);
         assert_eq!((out, pins), (current, pinned));
@@ -939,11 +1142,13 @@ mod tests {
                 name: "a",
                 facts: &a,
                 connected: true,
+                cordoned: false,
             },
             Candidate {
                 name: "b",
                 facts: &b,
                 connected: true,
+                cordoned: false,
             },
         ];
         let ids = |list: &str| {
@@ -988,11 +1193,13 @@ mod tests {
                 name: "a",
                 facts: &f,
                 connected: true,
+                cordoned: false,
             },
             Candidate {
                 name: "b",
                 facts: &f,
                 connected: true,
+                cordoned: false,
             },
         ];
         let out = place(&s, &Assignments::new(), &nodes);
@@ -1007,16 +1214,19 @@ mod tests {
                 name: "a",
                 facts: &f,
                 connected: true,
+                cordoned: false,
             },
             Candidate {
                 name: "b",
                 facts: &f,
                 connected: true,
+                cordoned: false,
             },
             Candidate {
                 name: "c",
                 facts: &f,
                 connected: true,
+                cordoned: false,
             },
         ];
         let again = place(&s, &out, &nodes);

@@ -386,6 +386,14 @@ async fn sweep_silent_nodes(coord: Arc<Coordinator>, shutdown: CancellationToken
                 ticks = ticks.wrapping_add(1);
                 if ticks.is_multiple_of(10) {
                     coord.fail_over_swarm().await;
+                    // Instances of nodes lost past their service's
+                    // `reschedule_after` move (nothing to do while no node
+                    // is lost).
+                    coord.reschedule_lost().await;
+                }
+                // Drains step twice a second (nothing while none runs).
+                if ticks.is_multiple_of(5) {
+                    coord.drive_drains().await;
                 }
             }
         }

@@ -14,6 +14,7 @@ mod dashboard;
 mod depends_on;
 mod deploy;
 mod dev;
+mod drain;
 mod environments;
 mod failover;
 mod gpu;

@@ -52,18 +52,23 @@ fn removed_node_is_cut_off_refused_after_and_its_instances_are_lost() {
     assert_eq!(removed["lost_instances"], 1, "{removed}");
     assert_eq!(removed["revoked_certificates"], 1, "{removed}");
 
-    // Listed as removed, its instance lost, the other one still running.
+    // Listed as removed; its instance was rescheduled at once onto the
+    // other node (issue 19), where the other one still runs. (On this
+    // test's shared engine the moved copy starts only once the cut-off
+    // agent's container, same name, is gone.)
     assert_eq!(node_state(&c, &gone).unwrap(), "removed");
     let status = c.service_status(&svc);
-    for inst in &status.instances {
-        if inst.node == gone {
-            assert_eq!(inst.state, "lost", "{}", status.describe());
-            assert!(inst.reason.contains("removed"), "{}", status.describe());
-        } else {
-            assert_eq!(inst.node, keep);
-            assert_eq!(inst.state, "running", "{}", status.describe());
-        }
-    }
+    assert_eq!(status.instances.len(), 2, "{}", status.describe());
+    assert!(
+        status.instances.iter().all(|i| i.node == keep),
+        "{}",
+        status.describe()
+    );
+    assert!(
+        status.instances.iter().any(|i| i.state == "running"),
+        "{}",
+        status.describe()
+    );
 
     // Its agent was cut off and every attempt to come back is refused at
     // the TLS handshake as revoked.

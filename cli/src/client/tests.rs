@@ -230,6 +230,20 @@ impl ControlService for Fake {
         Err(Status::unimplemented("fake"))
     }
 
+    async fn cordon_node(
+        &self,
+        _: Request<convoy_proto::CordonNodeRequest>,
+    ) -> Result<Response<convoy_proto::CordonNodeResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn drain_node(
+        &self,
+        _: Request<convoy_proto::DrainNodeRequest>,
+    ) -> Result<Response<convoy_proto::DrainNodeResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
     async fn watch(
         &self,
         _: Request<convoy_proto::WatchRequest>,

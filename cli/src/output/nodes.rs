@@ -1,7 +1,7 @@
 //! What `nodes` and `node remove` print: one row of facts per node, and
 //! what a removal revoked and lost.
 
-use convoy_api::views::{gpus_summary, node_state_word, swarm_summary};
+use convoy_api::views::{gpus_summary, node_state_word, scheduling_word, swarm_summary};
 use convoy_proto as pb;
 use serde::Serialize;
 
@@ -23,7 +23,11 @@ pub fn nodes_table(response: &pb::ListNodesResponse, now_ms: i64) -> String {
             };
             vec![
                 node.name.clone(),
-                node_state_word(node.state).to_owned(),
+                // `ready`, or `ready,cordoned` / `,draining` / `,drained`.
+                match scheduling_word(node) {
+                    "active" => node_state_word(node.state).to_owned(),
+                    scheduling => format!("{},{scheduling}", node_state_word(node.state)),
+                },
                 or_dash(&facts.hostname).to_owned(),
                 or_dash(&facts.os).to_owned(),
                 or_dash(&facts.kernel).to_owned(),
@@ -139,6 +143,7 @@ mod tests {
                     metrics: None,
                     address: "10.0.0.1:4242".into(),
                     certificate_expires_unix_ms: NOW + 23 * 3_600_000,
+                    ..pb::Node::default()
                 },
                 pb::Node {
                     name: "node-b".into(),
@@ -191,6 +196,25 @@ mod tests {
             ..pb::HostMetrics::default()
         });
         response
+    }
+
+    #[test]
+    fn the_state_says_cordoned_draining_and_drained() {
+        let mut response = nodes_response();
+        response.nodes[0].cordoned = true;
+        let table = nodes_table(&response, NOW);
+        assert!(table.contains("node-a   ready,cordoned   "), "{table}");
+        response.nodes[0].draining = true;
+        let table = nodes_table(&response, NOW);
+        assert!(table.contains("node-a   ready,draining   "), "{table}");
+        response.nodes[0].draining = false;
+        response.nodes[0].drained = true;
+        let table = nodes_table(&response, NOW);
+        assert!(table.contains("node-a   ready,drained   "), "{table}");
+        let json = serde_json::to_value(NodesJson::from(&response)).unwrap();
+        assert_eq!(json["nodes"][0]["scheduling"], "drained");
+        assert_eq!(json["nodes"][0]["cordoned"], true);
+        assert_eq!(json["nodes"][1]["scheduling"], "active");
     }
 
     #[test]
@@ -331,6 +355,9 @@ mod tests {
                 "workloads": 2,
                 "certificate_expires_unix_ms": NOW + 23 * 3_600_000,
                 "metrics": null,
+                "scheduling": "active",
+                "cordoned": false,
+                "draining": false,
             })
         );
         assert_eq!(value["nodes"][1]["state"], "lost");

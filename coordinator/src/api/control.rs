@@ -19,6 +19,8 @@ use crate::{
     tokens::{NewJoinToken, NewToken, Role, TokenError, Tokens},
 };
 
+/// `CordonNode` and `DrainNode` (issue 19).
+mod nodes;
 /// `convoy secret ...` handlers.
 mod notify;
 mod secrets;
@@ -764,6 +766,20 @@ impl pb::control_service_server::ControlService for ControlApi {
             "registry login removed"
         );
         Ok(Response::new(registry_info(info)))
+    }
+
+    async fn cordon_node(
+        &self,
+        req: Request<pb::CordonNodeRequest>,
+    ) -> Result<Response<pb::CordonNodeResponse>, Status> {
+        self.cordon(req).await
+    }
+
+    async fn drain_node(
+        &self,
+        req: Request<pb::DrainNodeRequest>,
+    ) -> Result<Response<pb::DrainNodeResponse>, Status> {
+        self.drain(req).await
     }
 }
 

@@ -54,6 +54,10 @@ pub enum Action<'a> {
     /// Webhook notifiers (`convoy notify ...`): admin only (the coordinator
     /// makes requests to the URL they name).
     Notify,
+    /// `convoy node cordon|uncordon|drain` (issue 19): admin only.
+    CordonNode,
+    UncordonNode,
+    DrainNode,
 }
 
 impl<'a> Action<'a> {
@@ -84,6 +88,9 @@ impl<'a> Action<'a> {
             Action::SecretHistory { .. } => "secret history",
             Action::Snapshot => "convoyd snapshot save",
             Action::Notify => "notify",
+            Action::CordonNode => "node cordon",
+            Action::UncordonNode => "node uncordon",
+            Action::DrainNode => "node drain",
         }
     }
 
@@ -114,6 +121,9 @@ impl<'a> Action<'a> {
             Action::SecretHistory { .. } => "secret.history",
             Action::Snapshot => "store.snapshot",
             Action::Notify => "notify",
+            Action::CordonNode => "node.cordon",
+            Action::UncordonNode => "node.uncordon",
+            Action::DrainNode => "node.drain",
         }
     }
 
@@ -241,6 +251,9 @@ mod tests {
             SecretList { env: "" },
             Snapshot,
             Notify,
+            CordonNode,
+            UncordonNode,
+            DrainNode,
         ];
         let secret_reads = [
             SecretList { env: "staging" },

@@ -153,7 +153,10 @@
       const mem = m ? `${bytes(m.memory_used_bytes)} / ${bytes(m.memory_total_bytes)}` : '–';
       return el('tr', { 'data-testid': `node-${n.name}`, 'data-state': n.state },
         el('td', { class: 'name' }, n.name),
-        el('td', {}, el('span', { class: `badge ${n.state}` }, n.state)),
+        el('td', {}, el('span', { class: `badge ${n.state}` }, n.state),
+          n.scheduling && n.scheduling !== 'active'
+            ? el('span', { class: 'badge cordoned', 'data-testid': `scheduling-${n.name}` }, n.scheduling)
+            : null),
         el('td', {}, n.hostname || '–'),
         el('td', {}, [n.os, n.arch].filter(Boolean).join(' / ') || '–'),
         el('td', { class: 'num' }, n.cpus || '–'),

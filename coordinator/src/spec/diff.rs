@@ -50,6 +50,7 @@ pub fn changed_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
         secrets,
         unit,
         swarm,
+        reschedule_after_ms,
     } = old;
     let mut fields = unit_changes(unit.as_ref(), new.unit.as_ref());
     // A Swarm service's rollout is its `deploy.update_config`, named below.
@@ -104,6 +105,10 @@ pub fn changed_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
         ("configs", *configs != new.configs),
         // A rotation shows as this: which secret, never its value.
         ("secrets", *secrets != new.secrets),
+        (
+            "x-convoy.reschedule_after",
+            *reschedule_after_ms != new.reschedule_after_ms,
+        ),
     ]));
     for name in swarm_changes(swarm.as_ref(), new.swarm.as_ref()) {
         // `deploy.rollback_config` may be named by both.

@@ -154,6 +154,8 @@ impl<'a> HashedRuntime<'a> {
             secrets,
             unit,
             swarm,
+            // Where instances go when their node is lost, not how they run.
+            reschedule_after_ms: _,
         } = spec;
         HashedRuntime {
             image,

@@ -108,7 +108,18 @@ pub struct ServiceSpec {
     /// (`x-convoy.swarm`): the container fields above describe its tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub swarm: Option<SwarmFields>,
+    /// `x-convoy.reschedule_after`: how long an instance's node may stay
+    /// lost before the instance is placed on another node; `Some(0)`:
+    /// never (`never` or `0`); `None`: [`DEFAULT_RESCHEDULE_AFTER_MS`].
+    /// Not part of the spec hash: changing it restarts nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reschedule_after_ms: Option<u64>,
 }
+
+/// How long an instance's node may stay lost before the instance moves,
+/// when `x-convoy.reschedule_after` does not say: 2 minutes (docs/OPERATIONS.md
+/// says why: between Nomad's immediate replacement and Kubernetes' 300 s).
+pub const DEFAULT_RESCHEDULE_AFTER_MS: u64 = 120_000;
 
 impl ServiceSpec {
     /// Whether this is an entry of `units:`.
@@ -119,6 +130,21 @@ impl ServiceSpec {
     /// The Swarm cluster this service runs on (`x-convoy.swarm`), if any.
     pub fn swarm_cluster(&self) -> Option<&str> {
         self.swarm.as_ref().map(|s| s.cluster.as_str())
+    }
+
+    /// How long this service's instances wait on a lost node before they
+    /// are placed elsewhere; `None`: never. Units are host-bound, global
+    /// services have one instance per node and Swarm services fail over
+    /// their own way: none of them moves.
+    pub fn reschedule_after_ms(&self) -> Option<u64> {
+        if self.is_unit() || self.is_global() || self.swarm.is_some() {
+            return None;
+        }
+        match self.reschedule_after_ms {
+            Some(0) => None,
+            Some(ms) => Some(ms),
+            None => Some(DEFAULT_RESCHEDULE_AFTER_MS),
+        }
     }
 
     /// `deploy.replicas`, 1 when not given; meaningless in global mode.

@@ -1181,7 +1181,7 @@ fn unknown_keys_in_x_convoy_are_errors_naming_the_key_path() {
     assert_eq!(
         error(&web("x-convoy:\n  probe: []")),
         "app.yaml:5:7: services.web.x-convoy.probe: unknown field `probe`, expected one of `probes`, \
-         `update`, `secret_env`, `gpu_sharing`, `swarm`"
+         `update`, `secret_env`, `gpu_sharing`, `swarm`, `reschedule_after`"
     );
     assert!(error(&web(
         "x-convoy:\n  probes:\n    - tcp: {port: 1}\n      intervall: 1s"
@@ -2446,4 +2446,52 @@ fn analysis_queries_are_read_and_bad_ones_named_with_their_place() {
         ..Default::default()
     };
     assert!(policy.for_rollback(None).analysis.is_none());
+}
+
+#[test]
+fn reschedule_after_is_read_validated_and_left_out_of_the_spec_hash() {
+    let svc = |convoy: &str| {
+        let text = format!("services:\n  web:\n    image: x:1\n{convoy}");
+        crate::spec::parse("app.yaml", &text).map(|f| f.services["web"].clone())
+    };
+    let plain = svc("").unwrap();
+    assert_eq!(plain.reschedule_after_ms, None);
+    assert_eq!(plain.reschedule_after_ms(), Some(120_000));
+    let quick = svc("    x-convoy:\n      reschedule_after: 30s\n").unwrap();
+    assert_eq!(quick.reschedule_after_ms(), Some(30_000));
+    // Where instances go when a node is lost is not how they run.
+    assert_eq!(quick.spec_hash(), plain.spec_hash());
+    assert_eq!(
+        crate::spec::changed_fields(&plain, &quick),
+        ["x-convoy.reschedule_after"]
+    );
+    for never in ["never", "0"] {
+        let s = svc(&format!("    x-convoy:\n      reschedule_after: {never}\n")).unwrap();
+        assert_eq!(s.reschedule_after_ms, Some(0));
+        assert_eq!(s.reschedule_after_ms(), None);
+    }
+    let err = svc("    x-convoy:\n      reschedule_after: soon\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(
+            "app.yaml:5:25: services.web.x-convoy.reschedule_after: invalid duration `soon`"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("or `never`"), "{err}");
+    // Global services have one instance per node: they never move.
+    let global =
+        svc("    deploy:\n      mode: global\n    x-convoy:\n      reschedule_after: 10s\n")
+            .unwrap();
+    assert_eq!(global.reschedule_after_ms(), None);
+    // A unit is bound to its host.
+    let err = crate::spec::parse(
+        "app.yaml",
+        "units:\n  job:\n    exec_start: /bin/true\n    x-convoy:\n      reschedule_after: 10s\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("x-convoy.reschedule_after"), "{err}");
+    assert!(err.contains("never moves to another node"), "{err}");
 }

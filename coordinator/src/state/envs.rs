@@ -5,16 +5,26 @@ use convoy_api::host_paths;
 
 use super::*;
 
-/// Each known node's name, facts and whether its agent is connected.
-pub(super) fn node_views(
-    next: &Desired,
-    connected: &HashMap<String, bool>,
-) -> Vec<(String, pb::NodeFacts, bool)> {
+/// A node as placement sees it: name, facts, whether its agent is
+/// connected and whether it is cordoned.
+pub(super) type NodeView = (String, pb::NodeFacts, bool, bool);
+
+/// Each known node's name, facts, whether its agent is connected and
+/// whether it is cordoned; removed nodes are left out.
+pub(super) fn node_views(next: &Desired, connected: &HashMap<String, bool>) -> Vec<NodeView> {
+    // A removed node runs nothing and takes nothing (its instances were
+    // moved, or wait pending).
     next.nodes
         .values()
+        .filter(|n| n.removed_unix_ms == 0)
         .map(|n| {
             let up = connected.get(&n.name).copied().unwrap_or(false);
-            (n.name.clone(), pb::NodeFacts::from(&n.facts), up)
+            (
+                n.name.clone(),
+                pb::NodeFacts::from(&n.facts),
+                up,
+                n.cordoned,
+            )
         })
         .collect()
 }
@@ -57,13 +67,14 @@ pub fn check_env_name(env: &str) -> Result<(), StateError> {
     }
 }
 
-pub(super) fn candidates(views: &[(String, pb::NodeFacts, bool)]) -> Vec<Candidate<'_>> {
+pub(super) fn candidates(views: &[NodeView]) -> Vec<Candidate<'_>> {
     views
         .iter()
-        .map(|(name, facts, connected)| Candidate {
+        .map(|(name, facts, connected, cordoned)| Candidate {
             name,
             facts,
             connected: *connected,
+            cordoned: *cordoned,
         })
         .collect()
 }
@@ -151,8 +162,19 @@ pub(super) fn pending_reason(
             runs.join(", ")
         );
     }
-    let mut connected: Vec<&Candidate<'_>> =
-        matching.iter().copied().filter(|c| c.connected).collect();
+    let mut connected: Vec<&Candidate<'_>> = matching
+        .iter()
+        .copied()
+        .filter(|c| c.connected && !c.cordoned)
+        .collect();
+    if connected.is_empty() && matching.iter().any(|c| c.connected) {
+        let names: Vec<&str> = matching.iter().take(3).map(|c| c.name).collect();
+        return format!(
+            "every connected node that can take it is cordoned ({}{}): `convoy node uncordon` one",
+            names.join(", "),
+            if matching.len() > 3 { ", ..." } else { "" }
+        );
+    }
     let cap = spec.deploy.max_replicas_per_node as usize;
     if cap > 0 && !connected.is_empty() && !spec.is_global() {
         let on = |node: &str| {
@@ -530,13 +552,14 @@ mod tests {
         drop(b);
 
         let nodes = [
-            ("a".to_string(), pb::NodeFacts::default(), true),
+            ("a".to_string(), pb::NodeFacts::default(), true, false),
             (
                 "c".to_string(),
                 pb::NodeFacts {
                     allowed_bind_paths: vec!["/srv".into()],
                     ..Default::default()
                 },
+                false,
                 false,
             ),
         ];

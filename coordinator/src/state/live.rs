@@ -85,6 +85,9 @@ pub(super) struct Live {
     pub(super) nodes: HashMap<String, NodeLive>,
     /// Latest plan per node; sessions forward changes (latest wins, in order).
     pub(super) plans: HashMap<String, watch::Sender<Option<Arc<pb::NodePlan>>>>,
+    /// Nodes not heard from (lost, disconnected, or not connected since
+    /// this coordinator started), for the reschedule pass (`drain.rs`).
+    pub(super) lost: HashMap<String, drain::LostNode>,
 }
 
 /// One point of a node's CPU / memory / GPU history (dashboard sparklines).
@@ -164,11 +167,14 @@ impl Coordinator {
     /// process or a cut cable sends no FIN). Called every few hundred ms.
     pub fn sweep(&self, now_unix_ms: i64) {
         let limit = self.lost_after.as_millis() as i64;
-        let mut live = self.live();
-        for (node, n) in live.nodes.iter_mut() {
+        let mut guard = self.live();
+        let Live { nodes, lost, .. } = &mut *guard;
+        for (node, n) in nodes.iter_mut() {
             let silent_for = now_unix_ms - n.last_heartbeat_unix_ms;
             if n.session.is_some() && !n.silent && silent_for > limit {
                 n.silent = true;
+                lost.entry(node.clone())
+                    .or_insert(drain::LostNode::since(n.last_heartbeat_unix_ms));
                 tracing::warn!(node = %node, silent_for_ms = silent_for, "node lost: no heartbeat");
                 self.events.emit(
                     Ev::new(EventKind::NodeLost)
@@ -187,21 +193,27 @@ impl Coordinator {
     /// Undoes a session whose registration was not stored: it is gone as
     /// if it never was (no `node.lost` for a node that never joined).
     pub(super) fn undo_session(&self, node: &str, conn_id: u64) {
-        let mut live = self.live();
-        if let Some(n) = live.nodes.get_mut(node) {
+        let mut guard = self.live();
+        let Live { nodes, lost, .. } = &mut *guard;
+        if let Some(n) = nodes.get_mut(node) {
             if n.session.as_ref().is_some_and(|s| s.conn_id == conn_id) {
                 n.session = None;
+                lost.entry(node.to_string())
+                    .or_insert(drain::LostNode::since(now_unix_ms()));
             }
         }
     }
 
     /// Forgets a session, unless a newer one of the same node replaced it.
     pub fn disconnect(&self, node: &str, conn_id: u64) {
-        let mut live = self.live();
-        if let Some(n) = live.nodes.get_mut(node) {
+        let mut guard = self.live();
+        let Live { nodes, lost, .. } = &mut *guard;
+        if let Some(n) = nodes.get_mut(node) {
             if n.session.as_ref().is_some_and(|s| s.conn_id == conn_id) {
                 let was_ready = n.ready();
                 n.session = None;
+                lost.entry(node.to_string())
+                    .or_insert(drain::LostNode::since(now_unix_ms()));
                 tracing::info!(node, "agent disconnected");
                 if was_ready {
                     self.events.emit(

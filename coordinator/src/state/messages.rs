@@ -16,7 +16,9 @@ impl Coordinator {
         // Events are built under the lock and sent after it.
         let mut out = Vec::new();
         let mut guard = self.live();
-        let Live { nodes, plans } = &mut *guard;
+        let Live {
+            nodes, plans, lost, ..
+        } = &mut *guard;
         let Some(n) = nodes.get_mut(node) else {
             return;
         };
@@ -27,6 +29,7 @@ impl Coordinator {
         // after an interval in which they sent nothing else.
         if n.silent {
             n.silent = false;
+            lost.remove(node);
             tracing::info!(node, "node ready again: heartbeats resumed");
             out.push(
                 Ev::new(EventKind::NodeReady)

@@ -37,6 +37,7 @@ use crate::{
 mod analysis;
 mod apply;
 mod commit;
+mod drain;
 mod envs;
 mod live;
 mod messages;
@@ -78,8 +79,8 @@ pub use views::rollout_info;
 
 #[allow(unused_imports)]
 use self::{
-    apply::*, commit::*, envs::*, live::*, messages::*, notifiers::*, plans::*, records::*,
-    register::*, registries::*, rollouts::*, secrets::*, verify::*, views::*,
+    apply::*, commit::*, drain::*, envs::*, live::*, messages::*, notifiers::*, plans::*,
+    records::*, register::*, registries::*, rollouts::*, secrets::*, verify::*, views::*,
 };
 
 /// The environment of services whose spec names none.
@@ -166,6 +167,8 @@ pub struct Coordinator {
     notifiers: watch::Sender<NotifierTargets>,
     /// Verdicts of rollout analyses (`crate::analysis`).
     analyses: crate::analysis::Analyses,
+    /// Drains in progress and their gates (`drain.rs`).
+    drains: Mutex<drain::DrainBook>,
 }
 
 pub use convoy_api::clock::now_unix_ms;
@@ -245,10 +248,13 @@ impl Coordinator {
             control_plane: std::sync::OnceLock::new(),
             notifiers: watch::Sender::new(NotifierTargets::default()),
             analyses: crate::analysis::Analyses::default(),
+            drains: Mutex::new(drain::DrainBook::default()),
         });
         desired.registries = Arc::new(coord.load_registries().await?);
         desired.secrets = Arc::new(coord.load_secrets().await?);
         desired.notifiers = Arc::new(coord.load_notifiers().await?);
+        coord.resume_drains(&desired);
+        coord.mark_all_lost(&desired, now_unix_ms());
         let mut txn = coord.begin("load").await;
         *txn.stage() = desired;
         txn.ops().extend(ops);

@@ -58,6 +58,18 @@ pub struct NodeRecord {
     /// Expiry of the newest certificate the node connected or renewed with.
     #[serde(default)]
     pub certificate_expires_unix_ms: i64,
+    /// `convoy node cordon` (or a drain): the node takes no new instance;
+    /// what runs there stays. Absent from records of nodes never cordoned.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cordoned: bool,
+    /// `convoy node drain` is moving the node's instances away; cleared
+    /// when none is left (the node stays cordoned) or on uncordon.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
+    /// A drain finished (nothing movable left); cleared on uncordon or a
+    /// new drain.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drained: bool,
 }
 
 /// A revoked certificate, stored at `revoked/FINGERPRINT`.

@@ -134,6 +134,9 @@ impl Coordinator {
                     certificates: Vec::new(),
                     removed_unix_ms: 0,
                     certificate_expires_unix_ms: 0,
+                    cordoned: false,
+                    draining: false,
+                    drained: false,
                 },
             };
             record.certificate_expires_unix_ms = certificate_expires_unix_ms;
@@ -147,6 +150,7 @@ impl Coordinator {
             let address = address.map(|a| a.to_string()).unwrap_or_default();
             let (previous, was_ready) = {
                 let mut live = self.live();
+                live.lost.remove(&node);
                 let entry = live.nodes.entry(node.to_string()).or_default();
                 let was_ready = entry.ready();
                 entry.last_heartbeat_unix_ms = now;
@@ -388,11 +392,16 @@ impl Coordinator {
         }
         let session = {
             let mut live = self.live();
+            // Gone for good: its instances move at once (`drain.rs`).
+            live.lost
+                .insert(node.to_string(), drain::LostNode::since(0));
             live.nodes.remove(node).and_then(|n| n.session)
         };
         if let Some(s) = session {
             s.cancel.cancel();
         }
+        self.drain_book().draining.remove(node);
+        self.reschedule_lost().await;
         tracing::warn!(
             node,
             certificates = record.certificates.len(),

@@ -9,7 +9,7 @@ use super::*;
 impl Coordinator {
     /// Gate inputs of a service's instances: running the service's current
     /// spec and healthy (or running, without checks), on a ready node.
-    fn instance_views(&self, rec: &ServiceRecord) -> Vec<InstanceView> {
+    pub(super) fn instance_views(&self, rec: &ServiceRecord) -> Vec<InstanceView> {
         let hash = rec.spec.spec_hash();
         let has_checks = spec_has_checks(&rec.spec);
         // An adopted unit asked to be stopped is where it should be when

@@ -7,7 +7,7 @@ impl Coordinator {
         let desired = self.desired.lock().await;
         let live = self.live();
         // Node views, made only if some instance waits for a node.
-        let mut views: Option<Vec<(String, pb::NodeFacts, bool)>> = None;
+        let mut views: Option<Vec<NodeView>> = None;
         let mut services = Vec::new();
         for ((senv, name), rec) in &desired.services {
             if rec.deleted
@@ -202,9 +202,18 @@ impl Coordinator {
                     metrics: l.and_then(|l| l.metrics.clone()).map(pb::HostMetrics::from),
                     address: session.map(|s| s.address.clone()).unwrap_or_default(),
                     certificate_expires_unix_ms: rec.certificate_expires_unix_ms,
+                    cordoned: rec.cordoned,
+                    draining: rec.draining,
+                    drained: rec.drained,
+                    drain_blocked: Vec::new(),
+                    drain_waiting: Vec::new(),
                 }
             })
             .collect::<Vec<_>>();
+        drop(live);
+        for n in nodes.iter_mut().filter(|n| n.draining) {
+            (n.drain_blocked, n.drain_waiting) = self.drain_notes(&n.name);
+        }
         crate::swarm::fill_worker_clusters(&mut nodes);
         pb::ListNodesResponse { nodes }
     }

@@ -99,6 +99,7 @@ mod tests {
             name,
             facts,
             connected,
+            cordoned: false,
         };
         // Workers and managers of other clusters never drive.
         let nodes = [
@@ -131,6 +132,7 @@ mod tests {
             name: "m",
             facts: &labelled,
             connected: true,
+            cordoned: false,
         };
         assert!(may_drive(&c, "C1"));
         assert!(may_drive(&c, "prod"));
@@ -144,6 +146,7 @@ mod tests {
             name: "m",
             facts: &cut,
             connected: true,
+            cordoned: false,
         };
         assert!(!may_drive(&c, "C1"));
         assert!(manages(&cut, "C1"));

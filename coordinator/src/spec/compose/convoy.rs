@@ -23,6 +23,17 @@ pub(super) struct Convoy {
     pub(super) gpu_sharing: bool,
     /// `swarm`, when written.
     pub(super) swarm: Option<SwarmChoice>,
+    /// `reschedule_after` in ms (0: `never`), when written.
+    pub(super) reschedule_after: Option<u64>,
+}
+
+/// Reads `x-convoy.reschedule_after`: a duration, or `never` (also `0`).
+pub(super) fn reschedule_after(text: &str) -> Result<u64, String> {
+    match text.trim() {
+        "never" => Ok(0),
+        other => crate::spec::values::duration_ms(other)
+            .map_err(|e| format!("{e}, or `never` to keep instances on a lost node")),
+    }
 }
 
 /// `x-convoy.swarm`: a cluster, or `false` to opt out of the file's
@@ -132,6 +143,7 @@ impl<'de> Visitor<'de> for ConvoySeed {
         let mut secret_env = Vec::new();
         let mut gpu_sharing = false;
         let mut swarm = None;
+        let mut reschedule = None;
         while let Some(key) = next_key::<A, ConvoyKey>(&mut map, &mut seen, &mut notes)? {
             match key {
                 ConvoyKey::Probes => probes = value(&mut map, ProbesSeed)?.unwrap_or_default(),
@@ -147,9 +159,19 @@ impl<'de> Visitor<'de> for ConvoySeed {
                     .unwrap_or_default();
                 }
                 ConvoyKey::Swarm => swarm = swarm_value(&mut map)?,
+                ConvoyKey::RescheduleAfter => {
+                    reschedule = value(
+                        &mut map,
+                        super::seeds::scalar(
+                            "a duration such as `2m`, or `never`",
+                            reschedule_after,
+                        ),
+                    )?;
+                }
             }
         }
         Ok(Convoy {
+            reschedule_after: reschedule,
             probes,
             update,
             secret_env,

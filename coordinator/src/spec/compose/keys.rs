@@ -274,6 +274,7 @@ key_set!(ConvoyKey {
     SecretEnv = "secret_env",
     GpuSharing = "gpu_sharing",
     Swarm = "swarm",
+    RescheduleAfter = "reschedule_after",
 } ignored []);
 
 // The top-level `x-convoy`: `environment` is the CLI's (read before

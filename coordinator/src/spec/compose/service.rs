@@ -331,6 +331,7 @@ impl<'de> Visitor<'de> for ServiceSeed {
                         gpu_sharing = convoy.gpu_sharing;
                         convoy_update_written = convoy_update.is_some();
                         swarm.choice = convoy.swarm;
+                        spec.reschedule_after_ms = convoy.reschedule_after;
                     }
                 }
                 ServiceKey::Privileged

@@ -128,6 +128,7 @@ impl<'de> Visitor<'de> for UnitSeed<'_> {
         let mut secret_env = false;
         let mut gpu_sharing = false;
         let mut asks_swarm = false;
+        let mut asks_reschedule = false;
         let mut constraint_problem = None;
         while let Some(key) = next_key::<A, UnitKey>(&mut map, &mut seen, &mut notes)? {
             match key {
@@ -201,6 +202,7 @@ impl<'de> Visitor<'de> for UnitSeed<'_> {
                         gpu_sharing = convoy.gpu_sharing;
                         asks_swarm =
                             matches!(convoy.swarm, Some(super::convoy::SwarmChoice::Cluster(_)));
+                        asks_reschedule = convoy.reschedule_after.is_some();
                     }
                 }
                 UnitKey::Secrets => {
@@ -317,6 +319,17 @@ impl<'de> Visitor<'de> for UnitSeed<'_> {
                 ],
                 message: "a unit is a systemd service and never runs on Swarm: move it under \
                           `services:` with an image, or remove `swarm`"
+                    .to_owned(),
+            });
+        }
+        if asks_reschedule {
+            problems.push(Note {
+                path: vec![
+                    Seg::Key("x-convoy".to_owned()),
+                    Seg::Key("reschedule_after".to_owned()),
+                ],
+                message: "a unit is bound to its host and never moves to another node: \
+                          remove `reschedule_after`"
                     .to_owned(),
             });
         }

@@ -1,0 +1,851 @@
+//! Cordon, drain and rescheduling (issue 19). A cordoned node keeps what
+//! runs there but takes no new instance (placement's `cordoned`). A drain
+//! cordons the node and moves its instances to other nodes one batch at a
+//! time, under each service's update gates. An instance whose node stays
+//! lost longer than its service's `x-convoy.reschedule_after` (or whose
+//! node was removed) is placed on another node. Every change is one
+//! commit; the passes run from the sweep loop and cost nothing while no
+//! node is lost or draining.
+
+use std::collections::BTreeSet;
+
+use super::*;
+
+/// A node the coordinator has not heard from: since when, and when the
+/// reschedule pass should look at it next.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LostNode {
+    pub(super) since_unix_ms: i64,
+    pub(super) next_check_unix_ms: i64,
+}
+
+impl LostNode {
+    pub(super) fn since(since_unix_ms: i64) -> Self {
+        Self {
+            since_unix_ms,
+            next_check_unix_ms: since_unix_ms,
+        }
+    }
+}
+
+/// How often instances that no node can take are tried again.
+const RETRY_STUCK_MS: i64 = 5_000;
+
+/// In memory: the nodes being drained (their records say so too, so a
+/// restarted coordinator goes on), since when each instance has been
+/// healthy on its node (min healthy time), and what cannot move now.
+#[derive(Default)]
+pub(super) struct DrainBook {
+    pub(super) draining: BTreeSet<String>,
+    /// (instance id, node) → healthy there since (unix ms).
+    healthy_since: HashMap<(String, String), i64>,
+    /// Draining node → "ENV/SERVICE/N: cannot move: why" for instances no
+    /// other node can take now.
+    pub(super) blocked: HashMap<String, Vec<String>>,
+    /// Draining node → what the drain waits for (gates, rollouts).
+    pub(super) waiting: HashMap<String, Vec<String>>,
+    /// Instances whose reschedule found no node, already told by an event.
+    told: HashSet<String>,
+    /// Draining node → the instances its drain moved (env, service,
+    /// index): the drain ends once they are healthy where they went.
+    moved: HashMap<String, BTreeSet<(String, String, u32)>>,
+}
+
+/// Whether instances of `spec` ever move to another node: units are bound
+/// to their host, a global service has one instance per node, and a Swarm
+/// service's instance is its driver (it fails over by itself).
+fn movable(spec: &ServiceSpec) -> bool {
+    !spec.is_unit() && !spec.is_global() && spec.swarm.is_none()
+}
+
+/// A blue-green rollout keeps both sets where they are until it ends.
+fn blue_green_active(rec: &ServiceRecord) -> bool {
+    rec.rollout
+        .as_ref()
+        .is_some_and(|r| r.state.is_active() && r.has_blue())
+}
+
+impl Coordinator {
+    pub(super) fn drain_book(&self) -> std::sync::MutexGuard<'_, DrainBook> {
+        self.drains.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `convoy node cordon|uncordon`. Uncordoning ends a drain in progress
+    /// and lets pending instances take the node.
+    pub async fn cordon(
+        &self,
+        node: &str,
+        cordon: bool,
+    ) -> Result<pb::CordonNodeResponse, StateError> {
+        let connected = self.connected();
+        let mut txn = self.begin("node cordon").await;
+        let Some(record) = txn.desired().nodes.get(node).cloned() else {
+            return Err(StateError::NodeNotFound(node.to_string()));
+        };
+        if record.removed_unix_ms != 0 {
+            return Err(StateError::Invalid(format!(
+                "node `{node}` was removed (`convoy node remove`): it runs nothing and takes nothing"
+            )));
+        }
+        let response = pb::CordonNodeResponse {
+            was_cordoned: record.cordoned,
+            drain_stopped: !cordon && record.draining,
+        };
+        if record.cordoned == cordon && !response.drain_stopped {
+            return Ok(response);
+        }
+        let updated = NodeRecord {
+            cordoned: cordon,
+            draining: cordon && record.draining,
+            drained: cordon && record.drained,
+            ..record
+        };
+        let (next, ops, events) = txn.parts();
+        ops.push(Op::put_json(format!("nodes/{node}"), &updated));
+        Arc::make_mut(&mut next.nodes).insert(node.to_string(), updated);
+        if !cordon {
+            // Pending instances (a scale-up while it was cordoned) may go there now.
+            replace_all(next, &connected, ops);
+        }
+        let (kind, what) = if cordon {
+            (
+                EventKind::NodeCordoned,
+                "cordoned: it takes no new instance",
+            )
+        } else if response.drain_stopped {
+            (
+                EventKind::NodeUncordoned,
+                "uncordoned: its drain stopped, and it takes new instances",
+            )
+        } else {
+            (
+                EventKind::NodeUncordoned,
+                "uncordoned: it takes new instances",
+            )
+        };
+        events.push(Ev::new(kind).node(node).msg(format!("node {node} {what}")));
+        txn.replan();
+        txn.commit().await?;
+        if !cordon {
+            let mut book = self.drain_book();
+            book.draining.remove(node);
+            book.blocked.remove(node);
+            book.waiting.remove(node);
+            book.moved.remove(node);
+        }
+        tracing::info!(node, cordon, "node cordon");
+        Ok(response)
+    }
+
+    /// `convoy node drain`: cordons the node and marks it draining; the
+    /// drain pass ([`Self::drive_drains`]) moves its instances.
+    pub async fn drain(&self, node: &str) -> Result<pb::DrainNodeResponse, StateError> {
+        let mut txn = self.begin("node drain").await;
+        let Some(record) = txn.desired().nodes.get(node).cloned() else {
+            return Err(StateError::NodeNotFound(node.to_string()));
+        };
+        if record.removed_unix_ms != 0 {
+            return Err(StateError::Invalid(format!(
+                "node `{node}` was removed (`convoy node remove`): its instances were moved already"
+            )));
+        }
+        let (mut instances, mut staying) = (0u32, 0u32);
+        for rec in txn.desired().services.values().filter(|r| !r.deleted) {
+            let on = rec
+                .assignments
+                .values()
+                .filter(|n| n.as_deref() == Some(node))
+                .count() as u32;
+            if rec.spec.is_unit() || rec.spec.swarm.is_some() {
+                staying += on;
+            } else {
+                instances += on;
+            }
+        }
+        if !(record.cordoned && record.draining) {
+            let updated = NodeRecord {
+                cordoned: true,
+                draining: true,
+                drained: false,
+                ..record
+            };
+            let (next, ops, events) = txn.parts();
+            ops.push(Op::put_json(format!("nodes/{node}"), &updated));
+            Arc::make_mut(&mut next.nodes).insert(node.to_string(), updated);
+            events.push(
+                Ev::new(EventKind::NodeDraining)
+                    .node(node)
+                    .msg(format!(
+                        "node {node} draining: cordoned; {instances} instance(s) to move"
+                    ))
+                    .field("instances", instances),
+            );
+            txn.commit().await?;
+        }
+        self.drain_book().draining.insert(node.to_string());
+        tracing::info!(node, instances, staying, "node drain");
+        Ok(pb::DrainNodeResponse { instances, staying })
+    }
+
+    /// The nodes whose records say they drain (on load: a restarted
+    /// coordinator goes on with their drains).
+    pub(super) fn resume_drains(&self, desired: &Desired) {
+        let mut book = self.drain_book();
+        book.draining = desired
+            .nodes
+            .values()
+            .filter(|n| n.draining && n.removed_unix_ms == 0)
+            .map(|n| n.name.clone())
+            .collect();
+    }
+
+    /// Every known node is lost until its agent connects to this
+    /// coordinator (after a restart: counted from now); removed nodes
+    /// have been gone for ever.
+    pub(super) fn mark_all_lost(&self, desired: &Desired, now: i64) {
+        let mut live = self.live();
+        for n in desired.nodes.values() {
+            let since = if n.removed_unix_ms != 0 { 0 } else { now };
+            live.lost.insert(n.name.clone(), LostNode::since(since));
+        }
+    }
+
+    /// What `convoy nodes` says of a drain: the instances it cannot move,
+    /// and what it waits for.
+    pub(super) fn drain_notes(&self, node: &str) -> (Vec<String>, Vec<String>) {
+        let book = self.drain_book();
+        (
+            book.blocked.get(node).cloned().unwrap_or_default(),
+            book.waiting.get(node).cloned().unwrap_or_default(),
+        )
+    }
+
+    /// Moves the instances of nodes lost longer than their service's
+    /// `reschedule_after` (or removed) to other nodes, in one commit.
+    /// Called about once a second; returns at once while no lost node is
+    /// due, so it costs O(lost nodes).
+    pub async fn reschedule_lost(&self) {
+        let now = now_unix_ms();
+        let due: Vec<(String, LostNode)> = {
+            let live = self.live();
+            if live.lost.is_empty() {
+                return;
+            }
+            live.lost
+                .iter()
+                .filter(|(_, l)| l.next_check_unix_ms <= now)
+                .map(|(n, l)| (n.clone(), *l))
+                .collect()
+        };
+        if due.is_empty() {
+            return;
+        }
+        let connected = self.connected();
+        let mut txn = self.begin("reschedule").await;
+        let removed: HashSet<&str> = due
+            .iter()
+            .filter(|(n, _)| {
+                txn.desired()
+                    .nodes
+                    .get(n)
+                    .is_some_and(|r| r.removed_unix_ms != 0)
+            })
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let due_at: HashMap<&str, i64> = due
+            .iter()
+            .map(|(n, l)| (n.as_str(), l.since_unix_ms))
+            .collect();
+        // Per node: when the pass should look again.
+        let mut next_check: HashMap<String, i64> = HashMap::new();
+        let mut work: Vec<((String, String), BTreeSet<String>)> = Vec::new();
+        for (key, rec) in txn.desired().services.iter() {
+            if rec.deleted || !movable(&rec.spec) || blue_green_active(rec) {
+                continue;
+            }
+            let after = rec.spec.reschedule_after_ms();
+            let mut leaving = BTreeSet::new();
+            for node in rec.assignments.values().flatten() {
+                let Some(since) = due_at.get(node.as_str()) else {
+                    continue;
+                };
+                if connected.get(node).copied().unwrap_or(false) {
+                    continue; // came back since
+                }
+                if removed.contains(node.as_str()) {
+                    leaving.insert(node.clone());
+                    continue;
+                }
+                let Some(after) = after else { continue };
+                let at = since.saturating_add(after as i64);
+                if at <= now {
+                    leaving.insert(node.clone());
+                } else {
+                    let e = next_check.entry(node.clone()).or_insert(i64::MAX);
+                    *e = (*e).min(at);
+                }
+            }
+            if !leaving.is_empty() {
+                work.push((key.clone(), leaving));
+            }
+        }
+        let mut stuck_nodes: HashSet<String> = HashSet::new();
+        if !work.is_empty() {
+            let views = node_views(txn.desired(), &connected);
+            let cands = candidates(&views);
+            let mut changed = Vec::new();
+            let mut events = Vec::new();
+            let mut ops = Vec::new();
+            let mut book = self.drain_book();
+            for (key, leaving) in work {
+                let Some(rec) = txn.desired().services.get(&key) else {
+                    continue;
+                };
+                let env_nodes = in_env(&cands, &rec.env);
+                let free = free_for(txn.desired(), &cands, &rec.spec, (&key.0, &key.1));
+                let leaving_refs: BTreeSet<&str> = leaving.iter().map(String::as_str).collect();
+                let mut m = placement::move_off(
+                    &rec.spec,
+                    &rec.assignments,
+                    &rec.gpus,
+                    &env_nodes,
+                    free.as_ref(),
+                    &leaving_refs,
+                    usize::MAX,
+                );
+                // A removed node never comes back: what cannot move waits
+                // pending (`convoy status` says why) instead of on it.
+                let mut unplaced = false;
+                m.stuck.retain(|index| {
+                    let on_removed = rec
+                        .assignments
+                        .get(index)
+                        .cloned()
+                        .flatten()
+                        .is_some_and(|n| removed.contains(n.as_str()));
+                    if on_removed {
+                        m.assignments.insert(*index, None);
+                        m.gpus.remove(index);
+                        unplaced = true;
+                    }
+                    !on_removed
+                });
+                for index in &m.stuck {
+                    let id = workload_id(&rec.env, &rec.name, *index);
+                    if let Some(Some(node)) = rec.assignments.get(index) {
+                        stuck_nodes.insert(node.clone());
+                    }
+                    if book.told.insert(id.clone()) {
+                        let staying: Vec<Candidate<'_>> = env_nodes
+                            .iter()
+                            .filter(|c| !leaving_refs.contains(c.name))
+                            .cloned()
+                            .collect();
+                        let why = pending_reason(
+                            &rec.spec,
+                            &rec.env,
+                            &staying,
+                            &rec.assignments,
+                            free.as_ref(),
+                        );
+                        events.push(
+                            Ev::new(EventKind::InstanceRescheduled)
+                                .instance(&id)
+                                .field("stuck", true)
+                                .msg(format!(
+                                    "{id} cannot move off its lost node: {why}; it stays there"
+                                )),
+                        );
+                    }
+                }
+                if m.moved.is_empty() && !unplaced {
+                    continue;
+                }
+                let mut next = ServiceRecord::clone(rec);
+                for (index, from, to) in &m.moved {
+                    let id = workload_id(&rec.env, &rec.name, *index);
+                    book.told.remove(&id);
+                    let why = if removed.contains(from.as_str()) {
+                        format!("node {from} was removed")
+                    } else {
+                        let lost_for = now - due_at.get(from.as_str()).copied().unwrap_or(now);
+                        format!("node {from} lost for {} s", lost_for / 1000)
+                    };
+                    tracing::warn!(instance = %id, from = %from, to = %to, "rescheduled: {why}");
+                    events.push(
+                        Ev::new(EventKind::InstanceRescheduled)
+                            .instance(&id)
+                            .node(to)
+                            .field("from", from)
+                            .field("to", to)
+                            .msg(format!("{id} rescheduled from {from} to {to}: {why}")),
+                    );
+                }
+                next.assignments = m.assignments;
+                next.gpus = m.gpus;
+                next.updated_unix_ms = now;
+                ops.push(Op::put_json(service_key(&next.env, &next.name), &next));
+                changed.push((key, Arc::new(next)));
+            }
+            drop(book);
+            if !changed.is_empty() {
+                txn.stage().services.extend(changed);
+                txn.ops().extend(ops);
+                txn.replan();
+            }
+            for e in events {
+                txn.emit(e);
+            }
+        }
+        if let Err(e) = txn.commit().await {
+            tracing::error!(error = %e, "cannot store rescheduled instances; retrying");
+            return;
+        }
+        // Look again when the next instance of each node is due, sooner
+        // where some could not move (a node may have joined), never where
+        // nothing is left to move.
+        let mut live = self.live();
+        for (node, _) in &due {
+            if let Some(l) = live.lost.get_mut(node) {
+                let mut at = next_check.get(node).copied().unwrap_or(i64::MAX);
+                if stuck_nodes.contains(node) {
+                    at = at.min(now + RETRY_STUCK_MS);
+                }
+                l.next_check_unix_ms = at;
+            }
+        }
+    }
+
+    /// Steps every drain once: moves the next batch of each service's
+    /// instances off the node once the previous one is healthy, and ends
+    /// the drain when nothing movable is left there. Returns at once while
+    /// no node drains.
+    pub async fn drive_drains(&self) {
+        let nodes: Vec<String> = {
+            let book = self.drain_book();
+            if book.draining.is_empty() {
+                return;
+            }
+            book.draining.iter().cloned().collect()
+        };
+        let now = now_unix_ms();
+        let connected = self.connected();
+        let mut txn = self.begin("drain pass").await;
+        let views = node_views(txn.desired(), &connected);
+        let mut changed: Vec<((String, String), Arc<ServiceRecord>)> = Vec::new();
+        let mut ops = Vec::new();
+        let mut events = Vec::new();
+        let mut done_nodes = Vec::new();
+        let mut blocked_by_node: HashMap<String, (Vec<String>, Vec<String>)> = HashMap::new();
+        let mut seen_healthy: HashSet<(String, String)> = HashSet::new();
+        let mut healthy_since = std::mem::take(&mut self.drain_book().healthy_since);
+        for node in &nodes {
+            let still = txn
+                .desired()
+                .nodes
+                .get(node)
+                .is_some_and(|r| r.draining && r.removed_unix_ms == 0);
+            if !still {
+                done_nodes.push((node.clone(), false));
+                continue;
+            }
+            let cands = candidates(&views);
+            let mut remaining = 0usize;
+            let mut blocked = Vec::new();
+            let mut waiting = Vec::new();
+            let keys: Vec<(String, String)> = txn
+                .desired()
+                .services
+                .iter()
+                .filter(|(k, r)| {
+                    !r.deleted
+                        && !changed.iter().any(|(c, _)| c == *k)
+                        && r.assignments.values().any(|n| n.as_deref() == Some(node))
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in keys {
+                let Some(rec) = txn.desired().services.get(&key) else {
+                    continue;
+                };
+                let (env, name) = (rec.env.clone(), rec.name.clone());
+                if rec.spec.is_unit() || rec.spec.swarm.is_some() {
+                    continue; // host-bound, or Swarm's: they stay
+                }
+                let on_node: Vec<u32> = rec
+                    .assignments
+                    .iter()
+                    .filter(|(_, n)| n.as_deref() == Some(node.as_str()))
+                    .map(|(i, _)| *i)
+                    .collect();
+                if rec.spec.is_global() {
+                    // One instance per node: the node's goes, none comes.
+                    let mut next = ServiceRecord::clone(rec);
+                    next.assignments.retain(|i, _| !on_node.contains(i));
+                    next.gpus.retain(|i, _| !on_node.contains(i));
+                    next.updated_unix_ms = now;
+                    ops.push(Op::put_json(service_key(&env, &name), &next));
+                    for i in &on_node {
+                        events.push(
+                            Ev::new(EventKind::InstanceRescheduled)
+                                .instance(&workload_id(&env, &name, *i))
+                                .node(node)
+                                .field("from", node)
+                                .msg(format!(
+                                    "{env}/{name}/{i} stopped: node {node} drains (a global \
+                                     service's instance does not move)"
+                                )),
+                        );
+                    }
+                    changed.push((key, Arc::new(next)));
+                    continue;
+                }
+                remaining += on_node.len();
+                if rec
+                    .rollout
+                    .as_ref()
+                    .is_some_and(|r| r.state == RolloutState::Running || r.has_blue())
+                {
+                    waiting.push(format!("{env}/{name}: waiting for its rollout to finish"));
+                    continue;
+                }
+                // The gates: instances elsewhere must be healthy, the
+                // moved ones for `min_healthy_time`, before the next batch.
+                let policy = &rec.spec.deploy.update;
+                let batch = match policy.max_parallel {
+                    0 => usize::MAX,
+                    n => n as usize,
+                };
+                let mut unsettled = Vec::new();
+                for view in self.instance_views(rec) {
+                    let Some(Some(at)) = rec.assignments.get(&view.index) else {
+                        continue;
+                    };
+                    if at == node {
+                        continue;
+                    }
+                    let id = workload_id(&env, &name, view.index);
+                    let k = (id.clone(), at.clone());
+                    let settled = if view.healthy {
+                        let since = *healthy_since.entry(k.clone()).or_insert(now);
+                        seen_healthy.insert(k);
+                        now - since >= policy.min_healthy_time_ms as i64
+                    } else {
+                        false
+                    };
+                    if !settled {
+                        unsettled.push(format!("{id} on {at}"));
+                    }
+                }
+                let room = batch.saturating_sub(unsettled.len());
+                if room == 0 {
+                    waiting.push(format!(
+                        "{env}/{name}: waiting for {} to be healthy",
+                        unsettled.join(", ")
+                    ));
+                    continue;
+                }
+                let env_nodes = in_env(&cands, &env);
+                let free = free_for(txn.desired(), &cands, &rec.spec, (&env, &name));
+                let leaving = BTreeSet::from([node.as_str()]);
+                let m = placement::move_off(
+                    &rec.spec,
+                    &rec.assignments,
+                    &rec.gpus,
+                    &env_nodes,
+                    free.as_ref(),
+                    &leaving,
+                    room,
+                );
+                if !m.stuck.is_empty() {
+                    let staying: Vec<Candidate<'_>> = env_nodes
+                        .iter()
+                        .filter(|c| c.name != node)
+                        .cloned()
+                        .collect();
+                    let why =
+                        pending_reason(&rec.spec, &env, &staying, &rec.assignments, free.as_ref());
+                    for i in &m.stuck {
+                        blocked.push(format!("{env}/{name}/{i}: cannot move: {why}"));
+                    }
+                }
+                if m.moved.is_empty() {
+                    continue;
+                }
+                {
+                    let mut book = self.drain_book();
+                    let set = book.moved.entry(node.clone()).or_default();
+                    for (index, _, _) in &m.moved {
+                        set.insert((env.clone(), name.clone(), *index));
+                    }
+                }
+                for (index, from, to) in &m.moved {
+                    let id = workload_id(&env, &name, *index);
+                    tracing::info!(instance = %id, from = %from, to = %to, "drain: moved");
+                    events.push(
+                        Ev::new(EventKind::InstanceRescheduled)
+                            .instance(&id)
+                            .node(to)
+                            .field("from", from)
+                            .field("to", to)
+                            .field("reason", "drain")
+                            .msg(format!(
+                                "{id} moved from {from} to {to}: node {from} drains"
+                            )),
+                    );
+                }
+                let mut next = ServiceRecord::clone(rec);
+                next.assignments = m.assignments;
+                next.gpus = m.gpus;
+                next.updated_unix_ms = now;
+                ops.push(Op::put_json(service_key(&env, &name), &next));
+                changed.push((key, Arc::new(next)));
+            }
+            if remaining == 0 {
+                // The last batch must be healthy where it went too.
+                let moved = self
+                    .drain_book()
+                    .moved
+                    .get(node)
+                    .cloned()
+                    .unwrap_or_default();
+                let mut unhealthy = Vec::new();
+                for (env, name, index) in moved {
+                    let key = (env.clone(), name.clone());
+                    let rec = changed
+                        .iter()
+                        .find(|(k, _)| *k == key)
+                        .map(|(_, r)| r.clone())
+                        .or_else(|| txn.desired().services.get(&key).cloned());
+                    let Some(rec) = rec.filter(|r| !r.deleted) else {
+                        continue;
+                    };
+                    if !rec.assignments.contains_key(&index) {
+                        continue;
+                    }
+                    let healthy = self
+                        .instance_views(&rec)
+                        .iter()
+                        .any(|v| v.index == index && v.healthy);
+                    if !healthy {
+                        unhealthy.push(workload_id(&env, &name, index));
+                    }
+                }
+                if unhealthy.is_empty() {
+                    done_nodes.push((node.clone(), true));
+                } else {
+                    waiting.push(format!(
+                        "waiting for {} to be healthy where it moved",
+                        unhealthy.join(", ")
+                    ));
+                    blocked_by_node.insert(node.clone(), (blocked, waiting));
+                }
+            } else {
+                blocked_by_node.insert(node.clone(), (blocked, waiting));
+            }
+        }
+        healthy_since.retain(|k, _| seen_healthy.contains(k));
+        for (node, drained) in &done_nodes {
+            if !drained {
+                continue;
+            }
+            let Some(record) = txn.desired().nodes.get(node).cloned() else {
+                continue;
+            };
+            let updated = NodeRecord {
+                draining: false,
+                drained: true,
+                ..record
+            };
+            ops.push(Op::put_json(format!("nodes/{node}"), &updated));
+            let (next, _, _) = txn.parts();
+            Arc::make_mut(&mut next.nodes).insert(node.clone(), updated);
+            events.push(Ev::new(EventKind::NodeDrained).node(node).msg(format!(
+                "node {node} drained: no instance left to move; it stays cordoned"
+            )));
+        }
+        if !changed.is_empty() {
+            txn.stage().services.extend(changed);
+            txn.replan();
+        }
+        txn.ops().extend(ops);
+        for e in events {
+            txn.emit(e);
+        }
+        if let Err(e) = txn.commit().await {
+            tracing::error!(error = %e, "cannot store drain progress; retrying");
+            self.drain_book().healthy_since = healthy_since;
+            return;
+        }
+        let mut book = self.drain_book();
+        book.healthy_since = healthy_since;
+        for (node, _) in done_nodes {
+            book.draining.remove(&node);
+            book.blocked.remove(&node);
+            book.waiting.remove(&node);
+            book.moved.remove(&node);
+        }
+        for (node, (blocked, waiting)) in blocked_by_node {
+            book.blocked.insert(node.clone(), blocked);
+            book.waiting.insert(node, waiting);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn hello() -> AgentHello {
+        AgentHello::from(pb::Hello {
+            facts: Some(pb::NodeFacts::default()),
+            agent_version: "t".into(),
+            last_applied_generation: 0,
+            capabilities: vec![],
+        })
+    }
+
+    async fn nodes_of(coord: &Coordinator, service: &str) -> Vec<String> {
+        let desired = coord.desired.lock().await;
+        let rec = desired
+            .services
+            .get(&(DEFAULT_ENV.to_string(), service.to_string()))
+            .unwrap();
+        rec.assignments
+            .values()
+            .map(|n| n.clone().unwrap_or_default())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn cordon_uncordon_and_rescheduling_of_a_lost_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+        let coord = Coordinator::load(store.clone(), Liveness::default(), CancellationToken::new())
+            .await
+            .unwrap();
+        let a = coord.register("a", "fp-a", 0, hello(), None).await.unwrap();
+        let _b = coord.register("b", "fp-b", 0, hello(), None).await.unwrap();
+
+        // Cordoned `b` takes nothing new; uncordoned, the pending instance
+        // of a scale-up goes there.
+        assert!(!coord.cordon("b", true).await.unwrap().was_cordoned);
+        let spec = "services:\n  web:\n    image: x:1\n    deploy:\n      replicas: 2\n      placement:\n        max_replicas_per_node: 1\n";
+        coord.apply("s.yaml", spec, false, "t").await.unwrap();
+        assert_eq!(nodes_of(&coord, "web").await, ["a", ""]);
+        let nodes = coord.nodes().await;
+        let b = nodes.nodes.iter().find(|n| n.name == "b").unwrap();
+        assert!(b.cordoned && !b.draining);
+        coord.cordon("b", false).await.unwrap();
+        assert_eq!(nodes_of(&coord, "web").await, ["a", "b"]);
+        // Durable: a reloaded coordinator knows the cordon.
+        coord.cordon("b", true).await.unwrap();
+        let again = Coordinator::load(store.clone(), Liveness::default(), CancellationToken::new())
+            .await
+            .unwrap();
+        assert!(again.desired.lock().await.nodes["b"].cordoned);
+        drop(again);
+        coord.cordon("b", false).await.unwrap();
+        assert!(matches!(
+            coord.cordon("nope", true).await,
+            Err(StateError::NodeNotFound(_))
+        ));
+
+        // `a` is lost: nothing moves before the delay...
+        let spec = "services:\n  web:\n    image: x:1\n    deploy:\n      replicas: 2\n    x-convoy:\n      reschedule_after: 1m\n  pinned:\n    image: x:1\n    deploy:\n      placement:\n        constraints: [node.name == a]\n  stay:\n    image: x:1\n    deploy:\n      placement:\n        constraints: [node.name == a]\n    x-convoy:\n      reschedule_after: never\n";
+        coord.apply("s.yaml", spec, false, "t").await.unwrap();
+        coord.disconnect("a", a.conn_id);
+        coord.reschedule_lost().await;
+        assert_eq!(nodes_of(&coord, "web").await, ["a", "b"]);
+        // ...then (the loss backdated past it) `web` moves to `b`; `pinned`
+        // has no other node and stays, with a reason; `stay` opted out.
+        coord
+            .live()
+            .lost
+            .insert("a".into(), LostNode::since(now_unix_ms() - 121_000));
+        let mut events = coord.events().subscribe();
+        coord.reschedule_lost().await;
+        assert_eq!(nodes_of(&coord, "web").await, ["b", "b"]);
+        assert_eq!(nodes_of(&coord, "pinned").await, ["a"]);
+        assert_eq!(nodes_of(&coord, "stay").await, ["a"]);
+        let mut seen = Vec::new();
+        while let Ok(ev) = events.try_recv() {
+            if EventKind::InstanceRescheduled.is(&ev.kind) {
+                seen.push(ev.message.clone());
+            }
+        }
+        assert!(
+            seen.iter()
+                .any(|m| m
+                    .starts_with("default/web/1 rescheduled from a to b: node a lost for 121 s")),
+            "{seen:?}"
+        );
+        assert!(
+            seen.iter()
+                .any(|m| m.starts_with("default/pinned/1 cannot move")),
+            "{seen:?}"
+        );
+        // Nothing more to do for `a` until the stuck one is tried again.
+        let next = coord.live().lost["a"].next_check_unix_ms;
+        assert!(next > now_unix_ms(), "{next}");
+
+        // Removal moves even what opted out; what no node can take waits
+        // pending rather than on a node that never comes back.
+        coord.remove_node("a").await.unwrap();
+        assert_eq!(nodes_of(&coord, "stay").await, [""]);
+        assert_eq!(nodes_of(&coord, "pinned").await, [""]);
+        let st = coord.status("pinned", "").await;
+        assert!(
+            st.services[0].instances[0]
+                .reason
+                .contains("placement constraints"),
+            "{st:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_drain_moves_one_batch_at_a_time_and_resumes_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+        let coord = Coordinator::load(store.clone(), Liveness::default(), CancellationToken::new())
+            .await
+            .unwrap();
+        let _a = coord.register("a", "fp-a", 0, hello(), None).await.unwrap();
+        let spec = "services:\n  web:\n    image: x:1\n    deploy:\n      replicas: 3\n      update_config:\n        parallelism: 1\n  unit:\n    image: x:1\n    deploy:\n      mode: global\n";
+        coord.apply("s.yaml", spec, false, "t").await.unwrap();
+        // The first rollout is over (no agent reports here).
+        for rec in coord.desired.lock().await.services.values_mut() {
+            Arc::make_mut(rec).rollout = None;
+        }
+        let _b = coord.register("b", "fp-b", 0, hello(), None).await.unwrap();
+        let r = coord.drain("a").await.unwrap();
+        assert_eq!(r.instances, 4);
+        coord.drive_drains().await;
+        // One moved (nothing elsewhere to wait for); the global instance
+        // on `a` is stopped, not moved.
+        assert_eq!(nodes_of(&coord, "web").await, ["b", "a", "a"]);
+        assert_eq!(nodes_of(&coord, "unit").await, ["b"]);
+        // The moved one is not healthy (no agent reports): the drain waits.
+        coord.drive_drains().await;
+        assert_eq!(nodes_of(&coord, "web").await, ["b", "a", "a"]);
+        let nodes = coord.nodes().await;
+        let a = nodes.nodes.iter().find(|n| n.name == "a").unwrap();
+        assert!(a.cordoned && a.draining);
+        assert!(
+            a.drain_waiting
+                .iter()
+                .any(|w| w.contains("waiting for default/web/1 on b to be healthy")),
+            "{a:?}"
+        );
+        // A restarted coordinator goes on with the drain.
+        drop(coord);
+        let again = Coordinator::load(store, Liveness::default(), CancellationToken::new())
+            .await
+            .unwrap();
+        assert!(again.drain_book().draining.contains("a"));
+        // Uncordon ends it.
+        assert!(again.cordon("a", false).await.unwrap().drain_stopped);
+        assert!(again.drain_book().draining.is_empty());
+    }
+}
