@@ -25,6 +25,7 @@ mod join;
 mod networks;
 mod node_loss;
 mod ownership;
+mod packages;
 mod partition;
 mod placement;
 mod policies;
