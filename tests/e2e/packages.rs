@@ -187,10 +187,17 @@ fn completion_script_and_spec_schema_are_served() {
     let c = Cluster::start();
     let out = c.cli(&["completion", "bash"]);
     let script = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(script.contains("complete -F _convoy"), "{script}");
     for command in ["apply", "rollback", "completion", "token"] {
-        assert!(script.contains(command), "{command} not in the bash completion");
+        assert!(
+            script.contains(command),
+            "{command} not in the bash completion"
+        );
     }
     // bash itself reads it and registers the completion.
     let dir = tempfile::tempdir().unwrap();
@@ -208,9 +215,10 @@ fn completion_script_and_spec_schema_are_served() {
     let bad = c.cli(&["completion", "tcsh"]);
     assert!(!bad.status.success());
 
-    let (status, body) = convoy_tests::http::get(c.http_addr, "/api/schema")
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let (status, body) =
+        convoy_tests::http::get(c.http_addr, "/api/schema").unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(status, 200, "{body}");
-    let file = std::fs::read_to_string(workspace_root().join("docs/convoy-spec.schema.json")).unwrap();
+    let file =
+        std::fs::read_to_string(workspace_root().join("docs/convoy-spec.schema.json")).unwrap();
     assert_eq!(body, file);
 }

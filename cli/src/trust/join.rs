@@ -50,6 +50,7 @@ pub(super) async fn create(
         .await?;
     let info = resp.info.clone().unwrap_or_default();
     let node_flag = node
+        .as_ref()
         .map(|n| format!(" --node-name {n}"))
         .unwrap_or_default();
     let agents = agent_addresses(coordinator.addresses());

@@ -9,12 +9,12 @@
 use serde_json::{json, Map, Value};
 
 use super::keys::{
-    BindKey, ConfigKey, ConvoyKey, ConvoyUpdateKey, DependsOnKey, DeployKey, DeviceKey,
-    EnvFileKey, HealthcheckKey, HttpProbeKey, KeySet, LimitsKey, LoggingKey, MountTmpfsKey,
-    MountVolumeKey, NetworkKey, PlacementKey, PortKey, PreferenceKey, ProbeKey, ReservationsKey,
-    ResourcesKey, RestartPolicyKey, SecretConvoyKey, SecretGenerateKey, SecretKey, ServiceKey,
-    ServiceMountKey, ServiceNetworkKey, ServiceVolumeKey, TcpProbeKey, TopConvoyKey, TopKey,
-    UlimitKey, UnitKey, UnitSecretKey, UpdateConfigKey, VolumeKey,
+    BindKey, ConfigKey, ConvoyKey, ConvoyUpdateKey, DependsOnKey, DeployKey, DeviceKey, EnvFileKey,
+    HealthcheckKey, HttpProbeKey, KeySet, LimitsKey, LoggingKey, MountTmpfsKey, MountVolumeKey,
+    NetworkKey, PlacementKey, PortKey, PreferenceKey, ProbeKey, ReservationsKey, ResourcesKey,
+    RestartPolicyKey, SecretConvoyKey, SecretGenerateKey, SecretKey, ServiceKey, ServiceMountKey,
+    ServiceNetworkKey, ServiceVolumeKey, TcpProbeKey, TopConvoyKey, TopKey, UlimitKey, UnitKey,
+    UnitSecretKey, UpdateConfigKey, VolumeKey,
 };
 
 /// The schema's `$id`: where a running coordinator serves it is
@@ -89,159 +89,339 @@ fn mapping<K: KeySet>(description: &str, values: &[(&str, Value)]) -> Value {
 /// holds them to that).
 fn definitions() -> Vec<(&'static str, Value)> {
     vec![
-        ("Top", mapping::<TopKey>("A spec file: a Compose file with Convoy's `units:` and `x-convoy`.", &[
-            ("services", named("Service")),
-            ("units", named("Unit")),
-            ("name", string()),
-            ("version", string()),
-            ("networks", named("Network")),
-            ("volumes", named("Volume")),
-            ("configs", named("Config")),
-            ("secrets", named("Secret")),
-            ("x-convoy", r("TopConvoy")),
-        ])),
-        ("TopConvoy", mapping::<TopConvoyKey>("The file's `x-convoy`.", &[("environment", string())])),
-        ("Service", mapping::<ServiceKey>("A service: containers run by Docker.", &[
-            ("image", string()),
-            ("command", string_or_strings()),
-            ("entrypoint", string_or_strings()),
-            ("environment", list_or_dict()),
-            ("labels", list_or_dict()),
-            ("ports", json!({ "type": "array", "items": { "anyOf": [string(), { "type": "integer" }, r("Port")] } })),
-            ("volumes", short_or_long("ServiceVolume")),
-            ("networks", json!({ "anyOf": [strings(), named("ServiceNetwork")] })),
-            ("hostname", string()),
-            ("working_dir", string()),
-            ("user", string()),
-            ("restart", string()),
-            ("stop_signal", string()),
-            ("healthcheck", r("Healthcheck")),
-            ("deploy", r("Deploy")),
-            ("profiles", strings()),
-            ("env_file", json!({ "anyOf": [string(), { "type": "array", "items": { "anyOf": [string(), r("EnvFile")] } }] })),
-            ("logging", r("Logging")),
-            ("depends_on", json!({ "anyOf": [strings(), { "type": "object", "additionalProperties": r("DependsOn") }] })),
-            ("configs", short_or_long("ServiceMount")),
-            ("secrets", short_or_long("ServiceMount")),
-            ("ulimits", json!({ "type": "object", "additionalProperties": { "anyOf": [{ "type": ["integer", "string"] }, r("Ulimit")] } })),
-            ("gpus", json!({ "anyOf": [string(), { "type": "array", "items": r("Device") }] })),
-            ("x-convoy", r("Convoy")),
-        ])),
-        ("Unit", mapping::<UnitKey>("A unit: a systemd service the agent writes or adopts.", &[
-            ("unit", string()),
-            ("exec_start", string_or_strings()),
-            ("user", string()),
-            ("restart", string()),
-            ("environment", list_or_dict()),
-            ("working_dir", string()),
-            ("description", string()),
-            ("deploy", r("Deploy")),
-            ("secrets", short_or_long("UnitSecret")),
-            ("x-convoy", r("Convoy")),
-        ])),
-        ("Deploy", mapping::<DeployKey>("`deploy:`", &[
-            ("mode", string()),
-            ("placement", r("Placement")),
-            ("restart_policy", r("RestartPolicy")),
-            ("update_config", r("UpdateConfig")),
-            ("rollback_config", r("UpdateConfig")),
-            ("resources", r("Resources")),
-            ("labels", list_or_dict()),
-        ])),
-        ("Resources", mapping::<ResourcesKey>("`deploy.resources`", &[
-            ("limits", r("Limits")),
-            ("reservations", r("Reservations")),
-        ])),
-        ("Limits", mapping::<LimitsKey>("`deploy.resources.limits`", &[])),
-        ("Reservations", mapping::<ReservationsKey>("`deploy.resources.reservations`", &[
-            ("devices", json!({ "type": "array", "items": r("Device") })),
-        ])),
-        ("Device", mapping::<DeviceKey>("A device request (GPUs): `reservations.devices` or `gpus:`.", &[
-            ("driver", string()),
-            ("device_ids", strings()),
-            ("capabilities", strings()),
-        ])),
-        ("EnvFile", mapping::<EnvFileKey>("An `env_file` entry.", &[("path", string())])),
-        ("DependsOn", mapping::<DependsOnKey>("A `depends_on` entry.", &[("condition", string())])),
-        ("Logging", mapping::<LoggingKey>("`logging:`", &[("driver", string())])),
+        (
+            "Top",
+            mapping::<TopKey>(
+                "A spec file: a Compose file with Convoy's `units:` and `x-convoy`.",
+                &[
+                    ("services", named("Service")),
+                    ("units", named("Unit")),
+                    ("name", string()),
+                    ("version", string()),
+                    ("networks", named("Network")),
+                    ("volumes", named("Volume")),
+                    ("configs", named("Config")),
+                    ("secrets", named("Secret")),
+                    ("x-convoy", r("TopConvoy")),
+                ],
+            ),
+        ),
+        (
+            "TopConvoy",
+            mapping::<TopConvoyKey>("The file's `x-convoy`.", &[("environment", string())]),
+        ),
+        (
+            "Service",
+            mapping::<ServiceKey>(
+                "A service: containers run by Docker.",
+                &[
+                    ("image", string()),
+                    ("command", string_or_strings()),
+                    ("entrypoint", string_or_strings()),
+                    ("environment", list_or_dict()),
+                    ("labels", list_or_dict()),
+                    (
+                        "ports",
+                        json!({ "type": "array", "items": { "anyOf": [string(), { "type": "integer" }, r("Port")] } }),
+                    ),
+                    ("volumes", short_or_long("ServiceVolume")),
+                    (
+                        "networks",
+                        json!({ "anyOf": [strings(), named("ServiceNetwork")] }),
+                    ),
+                    ("hostname", string()),
+                    ("working_dir", string()),
+                    ("user", string()),
+                    ("restart", string()),
+                    ("stop_signal", string()),
+                    ("healthcheck", r("Healthcheck")),
+                    ("deploy", r("Deploy")),
+                    ("profiles", strings()),
+                    (
+                        "env_file",
+                        json!({ "anyOf": [string(), { "type": "array", "items": { "anyOf": [string(), r("EnvFile")] } }] }),
+                    ),
+                    ("logging", r("Logging")),
+                    (
+                        "depends_on",
+                        json!({ "anyOf": [strings(), { "type": "object", "additionalProperties": r("DependsOn") }] }),
+                    ),
+                    ("configs", short_or_long("ServiceMount")),
+                    ("secrets", short_or_long("ServiceMount")),
+                    (
+                        "ulimits",
+                        json!({ "type": "object", "additionalProperties": { "anyOf": [{ "type": ["integer", "string"] }, r("Ulimit")] } }),
+                    ),
+                    (
+                        "gpus",
+                        json!({ "anyOf": [string(), { "type": "array", "items": r("Device") }] }),
+                    ),
+                    ("x-convoy", r("Convoy")),
+                ],
+            ),
+        ),
+        (
+            "Unit",
+            mapping::<UnitKey>(
+                "A unit: a systemd service the agent writes or adopts.",
+                &[
+                    ("unit", string()),
+                    ("exec_start", string_or_strings()),
+                    ("user", string()),
+                    ("restart", string()),
+                    ("environment", list_or_dict()),
+                    ("working_dir", string()),
+                    ("description", string()),
+                    ("deploy", r("Deploy")),
+                    ("secrets", short_or_long("UnitSecret")),
+                    ("x-convoy", r("Convoy")),
+                ],
+            ),
+        ),
+        (
+            "Deploy",
+            mapping::<DeployKey>(
+                "`deploy:`",
+                &[
+                    ("mode", string()),
+                    ("placement", r("Placement")),
+                    ("restart_policy", r("RestartPolicy")),
+                    ("update_config", r("UpdateConfig")),
+                    ("rollback_config", r("UpdateConfig")),
+                    ("resources", r("Resources")),
+                    ("labels", list_or_dict()),
+                ],
+            ),
+        ),
+        (
+            "Resources",
+            mapping::<ResourcesKey>(
+                "`deploy.resources`",
+                &[("limits", r("Limits")), ("reservations", r("Reservations"))],
+            ),
+        ),
+        (
+            "Limits",
+            mapping::<LimitsKey>("`deploy.resources.limits`", &[]),
+        ),
+        (
+            "Reservations",
+            mapping::<ReservationsKey>(
+                "`deploy.resources.reservations`",
+                &[("devices", json!({ "type": "array", "items": r("Device") }))],
+            ),
+        ),
+        (
+            "Device",
+            mapping::<DeviceKey>(
+                "A device request (GPUs): `reservations.devices` or `gpus:`.",
+                &[
+                    ("driver", string()),
+                    ("device_ids", strings()),
+                    ("capabilities", strings()),
+                ],
+            ),
+        ),
+        (
+            "EnvFile",
+            mapping::<EnvFileKey>("An `env_file` entry.", &[("path", string())]),
+        ),
+        (
+            "DependsOn",
+            mapping::<DependsOnKey>("A `depends_on` entry.", &[("condition", string())]),
+        ),
+        (
+            "Logging",
+            mapping::<LoggingKey>("`logging:`", &[("driver", string())]),
+        ),
         ("Ulimit", mapping::<UlimitKey>("An `ulimits` entry.", &[])),
-        ("UpdateConfig", mapping::<UpdateConfigKey>("`update_config` / `rollback_config`", &[
-            ("failure_action", string()),
-            ("order", string()),
-        ])),
-        ("Placement", mapping::<PlacementKey>("`deploy.placement`", &[
-            ("constraints", strings()),
-            ("preferences", json!({ "type": "array", "items": r("Preference") })),
-        ])),
-        ("Preference", mapping::<PreferenceKey>("A placement preference.", &[("spread", string())])),
-        ("RestartPolicy", mapping::<RestartPolicyKey>("`deploy.restart_policy`", &[("condition", string())])),
-        ("Healthcheck", mapping::<HealthcheckKey>("`healthcheck:`", &[("test", string_or_strings())])),
-        ("Convoy", mapping::<ConvoyKey>("Convoy's settings of a service or unit.", &[
-            ("probes", json!({ "type": "array", "items": r("Probe") })),
-            ("update", r("ConvoyUpdate")),
-        ])),
-        ("ConvoyUpdate", mapping::<ConvoyUpdateKey>("`x-convoy.update`: the rollout.", &[
-            ("strategy", json!({ "type": "string", "enum": ["rolling", "canary", "blue-green"] })),
-        ])),
-        ("Probe", mapping::<ProbeKey>("A health probe the agent runs.", &[
-            ("name", string()),
-            ("http", r("HttpProbe")),
-            ("tcp", r("TcpProbe")),
-            ("exec", string_or_strings()),
-        ])),
-        ("HttpProbe", mapping::<HttpProbeKey>("An HTTP probe.", &[("path", string())])),
+        (
+            "UpdateConfig",
+            mapping::<UpdateConfigKey>(
+                "`update_config` / `rollback_config`",
+                &[("failure_action", string()), ("order", string())],
+            ),
+        ),
+        (
+            "Placement",
+            mapping::<PlacementKey>(
+                "`deploy.placement`",
+                &[
+                    ("constraints", strings()),
+                    (
+                        "preferences",
+                        json!({ "type": "array", "items": r("Preference") }),
+                    ),
+                ],
+            ),
+        ),
+        (
+            "Preference",
+            mapping::<PreferenceKey>("A placement preference.", &[("spread", string())]),
+        ),
+        (
+            "RestartPolicy",
+            mapping::<RestartPolicyKey>("`deploy.restart_policy`", &[("condition", string())]),
+        ),
+        (
+            "Healthcheck",
+            mapping::<HealthcheckKey>("`healthcheck:`", &[("test", string_or_strings())]),
+        ),
+        (
+            "Convoy",
+            mapping::<ConvoyKey>(
+                "Convoy's settings of a service or unit.",
+                &[
+                    ("probes", json!({ "type": "array", "items": r("Probe") })),
+                    ("update", r("ConvoyUpdate")),
+                ],
+            ),
+        ),
+        (
+            "ConvoyUpdate",
+            mapping::<ConvoyUpdateKey>(
+                "`x-convoy.update`: the rollout.",
+                &[(
+                    "strategy",
+                    json!({ "type": "string", "enum": ["rolling", "canary", "blue-green"] }),
+                )],
+            ),
+        ),
+        (
+            "Probe",
+            mapping::<ProbeKey>(
+                "A health probe the agent runs.",
+                &[
+                    ("name", string()),
+                    ("http", r("HttpProbe")),
+                    ("tcp", r("TcpProbe")),
+                    ("exec", string_or_strings()),
+                ],
+            ),
+        ),
+        (
+            "HttpProbe",
+            mapping::<HttpProbeKey>("An HTTP probe.", &[("path", string())]),
+        ),
         ("TcpProbe", mapping::<TcpProbeKey>("A TCP probe.", &[])),
-        ("Network", mapping::<NetworkKey>("A network of the file.", &[
-            ("driver", string()),
-            ("name", string()),
-            ("labels", list_or_dict()),
-        ])),
-        ("ServiceNetwork", mapping::<ServiceNetworkKey>("A service's network.", &[("aliases", strings())])),
-        ("Config", mapping::<ConfigKey>("A config of the file.", &[
-            ("file", string()),
-            ("content", string()),
-            ("environment", string()),
-            ("name", string()),
-        ])),
-        ("ServiceMount", mapping::<ServiceMountKey>("A service's config or secret, long syntax.", &[
-            ("source", string()),
-            ("target", string()),
-        ])),
-        ("Secret", mapping::<SecretKey>("A secret of the file.", &[
-            ("file", string()),
-            ("environment", string()),
-            ("name", string()),
-            ("x-convoy", r("SecretConvoy")),
-        ])),
-        ("SecretConvoy", mapping::<SecretConvoyKey>("A secret's `x-convoy`.", &[
-            ("generate", json!({ "anyOf": [{ "type": "boolean" }, r("SecretGenerate")] })),
-        ])),
-        ("SecretGenerate", mapping::<SecretGenerateKey>("How a secret is generated.", &[("charset", string())])),
-        ("UnitSecret", mapping::<UnitSecretKey>("A unit's secret: a systemd credential.", &[
-            ("source", string()),
-            ("target", string()),
-        ])),
-        ("Volume", mapping::<VolumeKey>("A volume of the file.", &[
-            ("name", string()),
-            ("driver", string()),
-            ("labels", list_or_dict()),
-        ])),
-        ("ServiceVolume", mapping::<ServiceVolumeKey>("A service's volume, long syntax.", &[
-            ("type", json!({ "type": "string", "enum": ["bind", "volume", "tmpfs"] })),
-            ("source", string()),
-            ("target", string()),
-            ("bind", r("Bind")),
-            ("volume", r("MountVolume")),
-            ("tmpfs", r("MountTmpfs")),
-        ])),
-        ("Bind", mapping::<BindKey>("A bind mount's options.", &[("propagation", string())])),
-        ("MountVolume", mapping::<MountVolumeKey>("A volume mount's options.", &[])),
-        ("MountTmpfs", mapping::<MountTmpfsKey>("A tmpfs mount's options.", &[])),
-        ("Port", mapping::<PortKey>("A port, long syntax.", &[
-            ("host_ip", string()),
-            ("protocol", string()),
-            ("mode", string()),
-        ])),
+        (
+            "Network",
+            mapping::<NetworkKey>(
+                "A network of the file.",
+                &[
+                    ("driver", string()),
+                    ("name", string()),
+                    ("labels", list_or_dict()),
+                ],
+            ),
+        ),
+        (
+            "ServiceNetwork",
+            mapping::<ServiceNetworkKey>("A service's network.", &[("aliases", strings())]),
+        ),
+        (
+            "Config",
+            mapping::<ConfigKey>(
+                "A config of the file.",
+                &[
+                    ("file", string()),
+                    ("content", string()),
+                    ("environment", string()),
+                    ("name", string()),
+                ],
+            ),
+        ),
+        (
+            "ServiceMount",
+            mapping::<ServiceMountKey>(
+                "A service's config or secret, long syntax.",
+                &[("source", string()), ("target", string())],
+            ),
+        ),
+        (
+            "Secret",
+            mapping::<SecretKey>(
+                "A secret of the file.",
+                &[
+                    ("file", string()),
+                    ("environment", string()),
+                    ("name", string()),
+                    ("x-convoy", r("SecretConvoy")),
+                ],
+            ),
+        ),
+        (
+            "SecretConvoy",
+            mapping::<SecretConvoyKey>(
+                "A secret's `x-convoy`.",
+                &[(
+                    "generate",
+                    json!({ "anyOf": [{ "type": "boolean" }, r("SecretGenerate")] }),
+                )],
+            ),
+        ),
+        (
+            "SecretGenerate",
+            mapping::<SecretGenerateKey>("How a secret is generated.", &[("charset", string())]),
+        ),
+        (
+            "UnitSecret",
+            mapping::<UnitSecretKey>(
+                "A unit's secret: a systemd credential.",
+                &[("source", string()), ("target", string())],
+            ),
+        ),
+        (
+            "Volume",
+            mapping::<VolumeKey>(
+                "A volume of the file.",
+                &[
+                    ("name", string()),
+                    ("driver", string()),
+                    ("labels", list_or_dict()),
+                ],
+            ),
+        ),
+        (
+            "ServiceVolume",
+            mapping::<ServiceVolumeKey>(
+                "A service's volume, long syntax.",
+                &[
+                    (
+                        "type",
+                        json!({ "type": "string", "enum": ["bind", "volume", "tmpfs"] }),
+                    ),
+                    ("source", string()),
+                    ("target", string()),
+                    ("bind", r("Bind")),
+                    ("volume", r("MountVolume")),
+                    ("tmpfs", r("MountTmpfs")),
+                ],
+            ),
+        ),
+        (
+            "Bind",
+            mapping::<BindKey>("A bind mount's options.", &[("propagation", string())]),
+        ),
+        (
+            "MountVolume",
+            mapping::<MountVolumeKey>("A volume mount's options.", &[]),
+        ),
+        (
+            "MountTmpfs",
+            mapping::<MountTmpfsKey>("A tmpfs mount's options.", &[]),
+        ),
+        (
+            "Port",
+            mapping::<PortKey>(
+                "A port, long syntax.",
+                &[
+                    ("host_ip", string()),
+                    ("protocol", string()),
+                    ("mode", string()),
+                ],
+            ),
+        ),
     ]
 }
 
@@ -282,7 +462,10 @@ mod tests {
     fn the_schema_file_in_docs_is_the_generated_one() {
         let text = schema_text();
         if std::env::var_os("CONVOY_WRITE_SCHEMA").is_some() {
-            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/convoy-spec.schema.json");
+            let path = concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../docs/convoy-spec.schema.json"
+            );
             std::fs::write(path, &text).unwrap();
             return;
         }
@@ -307,7 +490,11 @@ mod tests {
         assert!(sets.len() > 30, "{sets:?}");
         let defs = definitions();
         let names: Vec<&str> = defs.iter().map(|(n, _)| *n).collect();
-        assert_eq!(sets.len(), defs.len(), "key sets {sets:?} vs definitions {names:?}");
+        assert_eq!(
+            sets.len(),
+            defs.len(),
+            "key sets {sets:?} vs definitions {names:?}"
+        );
         let text = schema_text();
         for (at, _) in text.match_indices("\"$ref\": \"#/$defs/") {
             let rest = &text[at + "\"$ref\": \"#/$defs/".len()..];
@@ -345,9 +532,10 @@ mod tests {
     #[test]
     fn the_schema_accepts_the_example_specs() {
         let v = validator();
-        for (name, text) in [
-            ("examples/hello.yaml", include_str!("../../../../examples/hello.yaml")),
-        ] {
+        for (name, text) in [(
+            "examples/hello.yaml",
+            include_str!("../../../../examples/hello.yaml"),
+        )] {
             let doc = yaml(text);
             let errors: Vec<String> = v.iter_errors(&doc).map(|e| e.to_string()).collect();
             assert!(errors.is_empty(), "{name}: {errors:?}");
@@ -362,8 +550,12 @@ mod tests {
         let v = validator();
         let ok = |text: &str| v.is_valid(&yaml(text));
         assert!(ok("services:\n  web:\n    image: nginx\n"));
-        assert!(ok("services:\n  web:\n    image: nginx\n    x-team: a\n    container_name: w\n"));
-        assert!(!ok("services:\n  web:\n    image: nginx\n    imagee: nginx\n"));
+        assert!(ok(
+            "services:\n  web:\n    image: nginx\n    x-team: a\n    container_name: w\n"
+        ));
+        assert!(!ok(
+            "services:\n  web:\n    image: nginx\n    imagee: nginx\n"
+        ));
         assert!(!ok("services:\n  web:\n    image: nginx\n    build: .\n"));
         assert!(!ok("services:\n  web:\n    image: nginx\n    x-convoy:\n      update:\n        stratgy: canary\n"));
         assert!(!ok("services:\n  web:\n    image: nginx\n    deploy:\n      replicas: 2\n      placment: {}\n"));
