@@ -39,6 +39,9 @@ need protoc protobuf-compiler
 # Issue 18's tests: real etcd members (and etcdctl to read a key's history).
 need etcd etcd-server
 need etcdctl etcd-client
+# Issue 19's package test: cargo-deb reads the binaries' library needs
+# with dpkg-shlibdeps.
+need dpkg-shlibdeps dpkg-dev
 if [ "${#apt_missing[@]}" -gt 0 ]; then
   step "installing ${apt_missing[*]}"
   sudo=""
@@ -57,6 +60,14 @@ fi
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
   step "installing rustfmt and clippy"
   rustup component add rustfmt clippy
+fi
+
+# Issue 19's package test builds the agent's .deb with cargo-deb, pinned
+# where scripts/package.sh pins it.
+cargo_deb_version="$(sed -n 's/^cargo_deb_version=//p' scripts/package.sh)"
+if ! cargo deb --version 2>/dev/null | grep -qF "$cargo_deb_version"; then
+  step "installing cargo-deb $cargo_deb_version"
+  cargo install cargo-deb --version "$cargo_deb_version" --locked
 fi
 
 if [ "${CONVOY_SKIP_DOCKER_TESTS:-}" != 1 ] && ! docker info >/dev/null 2>&1; then

@@ -19,15 +19,16 @@ pub const DEFAULT_PKI_DIR: &str = convoy_api::agent_paths::PKI_DIR;
 pub const DEFAULT_DATA_DIR: &str = convoy_api::agent_paths::DATA_DIR;
 /// How long `install` waits for the unit to become active.
 pub const WAIT: Duration = Duration::from_secs(30);
-/// Lines added after the template's `StateDirectory=`: `/run/convoy-agent`,
-/// a tmpfs the hardened unit may write (ProtectSystem=strict), where the
-/// agent keeps secret values (`crate::secrets::DEFAULT_SECRETS_DIR`); kept
-/// across restarts of the agent, so a restarted agent finds them again.
-const RUNTIME_DIRECTORY: [&str; 3] = [
-    "RuntimeDirectory=convoy-agent",
-    "RuntimeDirectoryMode=0700",
-    "RuntimeDirectoryPreserve=yes",
-];
+/// Where the convoy-agent package puts [`TEMPLATE`] (docs/PACKAGES.md):
+/// with it there, `install` writes only [`DROP_IN`] over it, so that an
+/// upgrade of the package upgrades the unit too.
+pub const PACKAGED_UNIT_DIRS: [&str; 2] = ["/usr/lib/systemd/system", "/lib/systemd/system"];
+/// The drop-in `install` writes over a packaged unit, in
+/// `UNIT_DIR/convoy-agent.service.d/`.
+pub const DROP_IN: &str = "50-convoy-install.conf";
+/// The first line of every file `install` writes: `uninstall` and a later
+/// `install` delete only files that start with it.
+const WRITTEN_BY: &str = "# Installed by `convoy-agent install`";
 /// What replaces the template's `PrivateDevices=yes` on a host with NVIDIA
 /// GPUs (`/dev/nvidiactl` exists when `install` runs): the agent reads its
 /// GPUs through NVML or `nvidia-smi`, which open `/dev/nvidiactl` and
@@ -107,9 +108,9 @@ impl std::fmt::Debug for InstallParams {
     }
 }
 
-/// The agent's unit file: the template with its ExecStart line made from
-/// the binary, coordinators, directories and labels (quoted for systemd).
-pub fn render_unit(params: &InstallParams) -> String {
+/// The unit's ExecStart line, made from the binary, coordinators,
+/// directories and labels (quoted for systemd).
+fn exec_start(params: &InstallParams) -> String {
     let mut argv = vec![
         params.binary.display().to_string(),
         "run".to_string(),
@@ -136,12 +137,27 @@ pub fn render_unit(params: &InstallParams) -> String {
         argv.push("--allow-host-access".to_string());
         argv.push(params.allow_host_access.join(","));
     }
-    let exec = format!("ExecStart={}", exec_line(&argv));
+    format!("ExecStart={}", exec_line(&argv))
+}
+
+/// The condition that keeps an agent without a certificate from starting.
+fn condition(params: &InstallParams) -> String {
+    format!(
+        "ConditionPathExists={}",
+        params.pki_dir.join(crate::pki::CERT_FILE).display()
+    )
+}
+
+/// The agent's unit file: the template with its ExecStart line filled in.
+pub fn render_unit(params: &InstallParams) -> String {
     let mut out = String::with_capacity(TEMPLATE.len() + 256);
-    out.push_str("# Installed by `convoy-agent install`; `convoy-agent uninstall` removes it.\n");
+    out.push_str(WRITTEN_BY);
+    out.push_str("; `convoy-agent uninstall` removes it.\n");
     for line in TEMPLATE.lines() {
         if line.starts_with("ExecStart=") {
-            out.push_str(&exec);
+            out.push_str(&exec_start(params));
+        } else if line.starts_with("ConditionPathExists=") {
+            out.push_str(&condition(params));
         } else if line == "PrivateDevices=yes" && params.gpu_devices {
             out.push_str(&GPU_DEVICES.join("\n"));
         } else if line.starts_with("ReadWritePaths=") {
@@ -151,16 +167,68 @@ pub fn render_unit(params: &InstallParams) -> String {
             out.push_str(line);
         }
         out.push('\n');
-        if line.starts_with("StateDirectory=")
-            && !TEMPLATE.lines().any(|l| l.starts_with("RuntimeDirectory="))
-        {
-            for extra in RUNTIME_DIRECTORY {
-                out.push_str(extra);
-                out.push('\n');
-            }
+    }
+    out
+}
+
+/// The drop-in over the packaged unit (which is [`TEMPLATE`] as it is):
+/// only what differs on this host.
+pub fn render_drop_in(params: &InstallParams) -> String {
+    let mut out =
+        format!("{WRITTEN_BY} over the packaged {UNIT}; `convoy-agent uninstall` removes it.\n");
+    let condition = condition(params);
+    if !TEMPLATE.lines().any(|l| l == condition) {
+        // An empty assignment resets the packaged unit's conditions.
+        out.push_str(&format!("[Unit]\nConditionPathExists=\n{condition}\n\n"));
+    }
+    // An empty ExecStart= first: a service has one ExecStart, so the
+    // packaged one is reset before this one is set.
+    out.push_str(&format!("[Service]\nExecStart=\n{}\n", exec_start(params)));
+    if params.unit_dir != Path::new(file::DEFAULT_UNIT_DIR) {
+        out.push_str(&format!("ReadWritePaths={}\n", params.unit_dir.display()));
+    }
+    if params.gpu_devices {
+        for line in GPU_DEVICES {
+            out.push_str(line);
+            out.push('\n');
         }
     }
     out
+}
+
+/// The packaged unit file, if the convoy-agent package installed one.
+pub fn packaged_unit() -> Option<PathBuf> {
+    PACKAGED_UNIT_DIRS
+        .iter()
+        .map(|dir| Path::new(dir).join(UNIT))
+        .find(|path| path.is_file())
+}
+
+/// Deletes `path` if `install` wrote it (it starts with [`WRITTEN_BY`]);
+/// says whether it did.
+fn remove_written(path: &Path) -> Result<bool, InstallError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.starts_with(WRITTEN_BY) => {
+            std::fs::remove_file(path).map_err(|source| InstallError::Io {
+                context: "deleting",
+                path: path.to_path_buf(),
+                source,
+            })?;
+            Ok(true)
+        }
+        Ok(_) => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(InstallError::Io {
+            context: "reading",
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// `UNIT_DIR/convoy-agent.service.d`.
+fn drop_in_dir(unit_dir: &Path) -> PathBuf {
+    unit_dir.join(format!("{UNIT}.d"))
 }
 
 fn require_root(command: &'static str) -> Result<(), InstallError> {
@@ -224,10 +292,32 @@ pub async fn install(params: &InstallParams) -> Result<(), InstallError> {
         create_private_dir(dir)?;
     }
 
-    let path = params.unit_dir.join(UNIT);
-    let content = render_unit(params);
-    let dir = params.unit_dir.clone();
-    tokio::task::spawn_blocking(move || file::write_atomically(&dir, UNIT, content.as_bytes()))
+    // With the package's unit in place (and the usual unit directory),
+    // only a drop-in: the package keeps the unit itself up to date.
+    let packaged = packaged_unit().filter(|_| params.unit_dir == Path::new(file::DEFAULT_UNIT_DIR));
+    let (dir, name, content) = match &packaged {
+        Some(unit) => {
+            // A unit an earlier `install` wrote would hide the packaged one.
+            let own = params.unit_dir.join(UNIT);
+            if remove_written(&own)? {
+                println!(
+                    "deleted {} (the package's {} replaces it)",
+                    own.display(),
+                    unit.display()
+                );
+            }
+            let dir = drop_in_dir(&params.unit_dir);
+            std::fs::create_dir_all(&dir).map_err(|source| InstallError::Io {
+                context: "creating",
+                path: dir.clone(),
+                source,
+            })?;
+            (dir, DROP_IN, render_drop_in(params))
+        }
+        None => (params.unit_dir.clone(), UNIT, render_unit(params)),
+    };
+    let path = dir.join(name);
+    tokio::task::spawn_blocking(move || file::write_atomically(&dir, name, content.as_bytes()))
         .await
         .map_err(|e| InstallError::Io {
             context: "writing",
@@ -340,6 +430,12 @@ pub async fn uninstall(params: &UninstallParams) -> Result<(), InstallError> {
                 source,
             })
         }
+    }
+    let drop_in = drop_in_dir(&params.unit_dir).join(DROP_IN);
+    if remove_written(&drop_in)? {
+        println!("deleted {}", drop_in.display());
+        // Only if nothing else is in it.
+        let _ = std::fs::remove_dir(drop_in_dir(&params.unit_dir));
     }
     systemd.daemon_reload().await?;
     systemd.reset_failed(UNIT).await.ok();
@@ -455,6 +551,69 @@ mod tests {
             crate::secrets::DEFAULT_SECRETS_DIR.starts_with("/run/convoy-agent/"),
             "the default secrets dir is in the unit's RuntimeDirectory"
         );
+    }
+
+    /// Issue 19: over the packaged unit, `install` writes only what
+    /// differs on this host; the packaged unit keeps its hardening.
+    #[test]
+    fn the_drop_in_over_the_packaged_unit_resets_and_sets_the_command_line() {
+        let drop_in = render_drop_in(&params());
+        assert!(drop_in.starts_with(WRITTEN_BY), "{drop_in}");
+        let lines: Vec<&str> = drop_in.lines().collect();
+        let reset = lines
+            .iter()
+            .position(|l| *l == "ExecStart=")
+            .expect(&drop_in);
+        assert!(
+            lines[reset + 1].starts_with(
+                "ExecStart=/usr/local/bin/convoy-agent run --coordinator 10.0.0.1:7401"
+            ),
+            "{drop_in}"
+        );
+        assert_eq!(
+            lines.iter().filter(|l| l.starts_with("ExecStart=")).count(),
+            2
+        );
+        // The default PKI dir is the packaged condition's: nothing to reset.
+        assert!(!drop_in.contains("ConditionPathExists"), "{drop_in}");
+        assert!(!drop_in.contains("secret"));
+        let elsewhere = render_drop_in(&InstallParams {
+            pki_dir: PathBuf::from("/srv/convoy/pki"),
+            gpu_devices: true,
+            ..params()
+        });
+        assert!(
+            elsewhere.contains(
+                "[Unit]\nConditionPathExists=\nConditionPathExists=/srv/convoy/pki/agent.pem\n"
+            ),
+            "{elsewhere}"
+        );
+        for line in GPU_DEVICES {
+            assert!(
+                elsewhere.lines().any(|l| l == line),
+                "{line} in {elsewhere}"
+            );
+        }
+    }
+
+    /// Issue 19: an agent that never joined is not started by systemd.
+    #[test]
+    fn the_unit_starts_only_once_the_agent_has_its_certificate() {
+        let condition = format!(
+            "ConditionPathExists={DEFAULT_PKI_DIR}/{}",
+            crate::pki::CERT_FILE
+        );
+        assert!(TEMPLATE.lines().any(|l| l == condition), "{TEMPLATE}");
+        let unit = render_unit(&InstallParams {
+            pki_dir: PathBuf::from("/srv/convoy/pki"),
+            ..params()
+        });
+        assert!(
+            unit.lines()
+                .any(|l| l == "ConditionPathExists=/srv/convoy/pki/agent.pem"),
+            "{unit}"
+        );
+        assert_eq!(unit.matches("ConditionPathExists=").count(), 1);
     }
 
     #[test]

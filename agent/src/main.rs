@@ -41,6 +41,9 @@ enum Command {
     /// Try the systemd driver by hand (unit state, one reconcile pass).
     #[command(hide = true, subcommand)]
     DebugUnit(debug_unit::DebugUnit),
+    /// Write completions and man pages into DIR (scripts/package.sh).
+    #[command(hide = true)]
+    GenerateDocs { dir: PathBuf },
 }
 
 /// The join token from `convoy token create --join`: in a file (best: no
@@ -276,6 +279,22 @@ async fn main() -> ExitCode {
             );
         }
         Command::DebugUnit(cmd) => return report(debug_unit::run(cmd).await),
+        Command::GenerateDocs { dir } => {
+            return report(
+                convoy_api::shell_docs::generate(<Cli as clap::CommandFactory>::command(), &dir)
+                    .map(|written| {
+                        for path in written {
+                            println!("{}", path.display());
+                        }
+                    })
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "cannot write completions and man pages into {}: {e}",
+                            dir.display()
+                        )
+                    }),
+            )
+        }
     };
     let unit_dir = args.unit_dir.clone();
     let config = convoy_agent::AgentConfig {

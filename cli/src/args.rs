@@ -205,6 +205,33 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::notify::NotifyCommand,
     },
+    /// Print the shell completion script for bash, zsh or fish, e.g.
+    /// `source <(convoy completion bash)` (the packages install it).
+    Completion {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Write completions and man pages into DIR (scripts/package.sh).
+    #[command(hide = true)]
+    GenerateDocs { dir: PathBuf },
+}
+
+/// The shells `convoy completion` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl From<CompletionShell> for convoy_api::shell_docs::Shell {
+    fn from(shell: CompletionShell) -> Self {
+        match shell {
+            CompletionShell::Bash => Self::Bash,
+            CompletionShell::Zsh => Self::Zsh,
+            CompletionShell::Fish => Self::Fish,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -177,6 +177,35 @@ pub async fn run(command: Command, format: Format, flags: &Flags) -> Result<Outp
             )
             .await
         }
+        Command::Completion { shell } => {
+            let mut script = Vec::new();
+            convoy_api::shell_docs::write_completion(
+                <crate::args::Cli as clap::CommandFactory>::command(),
+                shell.into(),
+                &mut script,
+            );
+            Ok(Output::stdout(
+                String::from_utf8_lossy(&script).into_owned(),
+            ))
+        }
+        Command::GenerateDocs { dir } => {
+            let written = convoy_api::shell_docs::generate(
+                <crate::args::Cli as clap::CommandFactory>::command(),
+                &dir,
+            )
+            .with_context(|| {
+                format!(
+                    "cannot write completions and man pages into {}",
+                    dir.display()
+                )
+            })?;
+            Ok(Output::stdout(
+                written
+                    .iter()
+                    .map(|p| format!("{}\n", p.display()))
+                    .collect(),
+            ))
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! The coordinator's HTTP port: the live dashboard (static files embedded in
 //! the binary), its JSON API under `/api/` and the Server-Sent Events stream
 //! that keeps it current, `/metrics` for Prometheus, `/healthz` and
-//! `/readyz`. Everything but the probes, the sign-in page and (unless
+//! `/readyz`, the spec format's JSON Schema at `/api/schema`. Everything but
+//! the probes, the sign-in page, the schema and (unless
 //! `--metrics-auth`) `/metrics` needs a CLI token of any role, sent as
 //! `Authorization: Bearer` or in the cookie `POST /login` sets.
 
@@ -160,6 +161,9 @@ pub fn router(
         .route("/logout", post(logout))
         // The sign-in page's look; no data in it.
         .route("/style.css", get(style_css))
+        // The spec format's JSON Schema: no secret in it, and editors
+        // (yaml-language-server) fetch it without a token.
+        .route("/api/schema", get(api_schema))
         .merge(metrics)
         .merge(protected)
         .layer(middleware::map_response(security_headers))
@@ -226,6 +230,15 @@ async fn app_js() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
         APP_JS,
+    )
+}
+
+/// `GET /api/schema`: docs/convoy-spec.schema.json, made once.
+async fn api_schema() -> impl IntoResponse {
+    static SCHEMA: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    (
+        [(header::CONTENT_TYPE, "application/schema+json")],
+        SCHEMA.get_or_init(crate::spec::json_schema).clone(),
     )
 }
 

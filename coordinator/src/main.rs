@@ -95,6 +95,9 @@ enum Command {
         #[command(subcommand)]
         command: SecretsCommand,
     },
+    /// Write completions and man pages into DIR (scripts/package.sh).
+    #[command(hide = true)]
+    GenerateDocs { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -242,6 +245,20 @@ async fn run(cli: Cli) -> Result<()> {
             command: SecretsCommand::Rewrap { data_dir, new_key },
         } => rewrap(&data_dir, &new_key).await,
         Command::Snapshot { command } => Ok(convoy_coordinator::snapshot::run(command).await?),
+        Command::GenerateDocs { dir } => {
+            let written =
+                convoy_api::shell_docs::generate(<Cli as clap::CommandFactory>::command(), &dir)
+                    .with_context(|| {
+                        format!(
+                            "cannot write completions and man pages into {}",
+                            dir.display()
+                        )
+                    })?;
+            for path in written {
+                println!("{}", path.display());
+            }
+            Ok(())
+        }
         Command::Serve {
             common,
             agent_listen,

@@ -39,6 +39,12 @@ mod unit;
 mod values;
 /// Registries of image references (`convoy registry`).
 pub use values::{registry_of, registry_server, DOCKER_HUB};
+
+/// The JSON Schema of the spec format (docs/convoy-spec.schema.json), as
+/// pretty JSON: made from the parser's key sets.
+pub fn json_schema() -> String {
+    compose::schema::schema_text()
+}
 #[cfg(test)]
 mod volume_tests;
 mod volumes;

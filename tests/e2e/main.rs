@@ -28,6 +28,7 @@ mod networks;
 mod node_loss;
 mod notify;
 mod ownership;
+mod packages;
 mod partition;
 mod placement;
 mod policies;

@@ -24,6 +24,9 @@ struct JoinJson {
     uses: u32,
     labels: BTreeMap<String, String>,
     join_command: String,
+    /// The one-line install of a host with the convoy-agent package (or
+    /// the binary in /usr/local/bin): enrol, then run as the systemd unit.
+    install_command: String,
 }
 
 /// Makes a join token and says how to use it on the new node.
@@ -47,13 +50,12 @@ pub(super) async fn create(
         .await?;
     let info = resp.info.clone().unwrap_or_default();
     let node_flag = node
+        .as_ref()
         .map(|n| format!(" --node-name {n}"))
         .unwrap_or_default();
-    let join_command = join_line(
-        &agent_addresses(coordinator.addresses()),
-        &resp.ca_fingerprint,
-        &node_flag,
-    );
+    let agents = agent_addresses(coordinator.addresses());
+    let join_command = join_line(&agents, &resp.ca_fingerprint, &node_flag);
+    let install_command = install_line(&agents, &resp.ca_fingerprint, node.as_deref());
     let json = JoinJson {
         id: info.id.clone(),
         token: resp.token.clone(),
@@ -62,6 +64,7 @@ pub(super) async fn create(
         uses: info.uses_left,
         labels: info.labels.clone().into_iter().collect(),
         join_command,
+        install_command,
     };
     Ok(Output::stdout(match format {
         Format::Json => output::json(&json),
@@ -70,7 +73,9 @@ pub(super) async fn create(
              On the new node, as root, put the token in a file only root can read\n\
              (paste it, then Ctrl-D):\n  \
              install -d -m 700 {} && (umask 077; cat > {})\n\
-             then run:\n  {}\n",
+             then run the agent as the systemd unit convoy-agent.service (the\n\
+             convoy-agent package, docs/PACKAGES.md):\n  {}\n\
+             or in the foreground:\n  {}\n",
             json.id,
             output::format_age(json.expires_unix_ms - now_ms),
             if json.uses == 1 {
@@ -85,6 +90,7 @@ pub(super) async fn create(
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
             JOIN_TOKEN_FILE,
+            json.install_command,
             json.join_command
         ),
     }))
@@ -121,6 +127,17 @@ fn join_line(coordinator: &str, ca_fingerprint: &str, node_flag: &str) -> String
     format!(
         "convoy-agent join --coordinator {coordinator} --token-file {JOIN_TOKEN_FILE} \
          --ca-fingerprint {ca_fingerprint} --pki-dir {PKI_DIR} --data-dir {DATA_DIR}{node_flag}"
+    )
+}
+
+/// The `convoy-agent install` line printed with a join token: the one-line
+/// install of a host where the convoy-agent package is installed (issue
+/// 19). Like the join line, it reads the token from [`JOIN_TOKEN_FILE`].
+fn install_line(coordinator: &str, ca_fingerprint: &str, node: Option<&str>) -> String {
+    let name = node.map(|n| format!(" --name {n}")).unwrap_or_default();
+    format!(
+        "convoy-agent install --coordinator {coordinator} --token-file {JOIN_TOKEN_FILE} \
+         --ca-fingerprint {ca_fingerprint}{name}"
     )
 }
 
@@ -164,5 +181,18 @@ mod tests {
         );
         assert!(!line.contains("--token "), "{line}");
         assert!(!line.contains("convoyjoin_"), "{line}");
+    }
+
+    /// Issue 19: the package's one-line install reads the same token file.
+    #[test]
+    fn the_install_line_names_the_token_file_and_the_node_but_no_secret() {
+        assert_eq!(
+            install_line("10.0.0.5:7401", "sha256:ab", Some("n1")),
+            format!(
+                "convoy-agent install --coordinator 10.0.0.5:7401 --token-file {JOIN_TOKEN_FILE} \
+                 --ca-fingerprint sha256:ab --name n1"
+            )
+        );
+        assert!(!install_line("h:1", "sha256:ab", None).contains("--name"));
     }
 }

@@ -693,3 +693,18 @@ async fn a_reading_client_gets_every_event_of_a_burst() {
     assert_eq!(text.matches("event: cluster").count(), burst);
     assert_eq!(dropped_total(&f.coord.metrics().render(&f.coord).await), 0);
 }
+
+/// Issue 19: the spec format's JSON Schema is served without a token (it
+/// holds no secret; editors fetch it without one), and is the file the
+/// repository keeps.
+#[tokio::test]
+async fn the_spec_schema_is_open_and_is_the_file_in_docs() {
+    let f = fixture().await;
+    let app = f.app();
+    let (status, headers, body) = get(&app, "/api/schema", Auth::None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/schema+json");
+    assert_eq!(body, include_str!("../../../docs/convoy-spec.schema.json"));
+    let parsed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(parsed["$defs"]["Service"]["properties"]["image"].is_object());
+}

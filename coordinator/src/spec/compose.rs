@@ -34,6 +34,7 @@ mod networks;
 mod ports;
 mod probes;
 mod resources;
+pub(crate) mod schema;
 mod secrets;
 mod seeds;
 mod service;
