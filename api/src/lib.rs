@@ -11,6 +11,7 @@ pub mod events;
 pub mod host_access;
 pub mod host_paths;
 pub mod limits;
+pub mod logs;
 pub mod names;
 pub mod notify;
 pub mod views;
