@@ -8,6 +8,8 @@
 use std::collections::VecDeque;
 use std::time::UNIX_EPOCH;
 
+use convoy_proto as pb;
+
 use crate::clock;
 
 /// The longest line handed on (16 KiB); a longer one is cut there and ends
@@ -37,6 +39,110 @@ pub struct LogEntry {
     /// The text, without its line end, at most [`MAX_LINE_BYTES`] plus
     /// [`CUT_MARK`].
     pub text: String,
+}
+
+/// A [`LogEntry`] with the instance (as `convoy status` names it, or the
+/// unit) and node it came from: what crosses the wire as `pb::LogLine`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceLine {
+    pub instance: String,
+    pub node: String,
+    pub entry: LogEntry,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LogLineError {
+    #[error("log line has no instance")]
+    NoInstance,
+    #[error("log line of {instance} has an unknown stream {value}")]
+    UnknownStream { instance: String, value: i32 },
+    #[error("log line of {instance} has a negative time {value}")]
+    NegativeTime { instance: String, value: i64 },
+    #[error("log line of {instance} is {len} bytes, over the limit of {limit}")]
+    TooLong {
+        instance: String,
+        len: usize,
+        limit: usize,
+    },
+}
+
+impl TryFrom<pb::LogLine> for InstanceLine {
+    type Error = LogLineError;
+
+    fn try_from(line: pb::LogLine) -> Result<Self, Self::Error> {
+        let pb::LogLine {
+            instance,
+            node,
+            unix_nanos,
+            stream,
+            text,
+        } = line;
+        if instance.is_empty() {
+            return Err(LogLineError::NoInstance);
+        }
+        let stream = match pb::LogStream::try_from(stream) {
+            Ok(pb::LogStream::Stdout) => LogStream::Stdout,
+            Ok(pb::LogStream::Stderr) => LogStream::Stderr,
+            Ok(pb::LogStream::Convoy) => LogStream::Convoy,
+            Ok(pb::LogStream::Unspecified) | Err(_) => {
+                return Err(LogLineError::UnknownStream {
+                    instance,
+                    value: stream,
+                })
+            }
+        };
+        if unix_nanos < 0 {
+            return Err(LogLineError::NegativeTime {
+                instance,
+                value: unix_nanos,
+            });
+        }
+        // Markers are added after the cap, so allow for the longest of them.
+        let limit = MAX_LINE_BYTES + 128;
+        if text.len() > limit {
+            return Err(LogLineError::TooLong {
+                instance,
+                len: text.len(),
+                limit,
+            });
+        }
+        Ok(Self {
+            instance,
+            node,
+            entry: LogEntry {
+                unix_nanos,
+                stream,
+                text,
+            },
+        })
+    }
+}
+
+impl From<InstanceLine> for pb::LogLine {
+    fn from(line: InstanceLine) -> Self {
+        let InstanceLine {
+            instance,
+            node,
+            entry,
+        } = line;
+        let LogEntry {
+            unix_nanos,
+            stream,
+            text,
+        } = entry;
+        let stream = match stream {
+            LogStream::Stdout => pb::LogStream::Stdout,
+            LogStream::Stderr => pb::LogStream::Stderr,
+            LogStream::Convoy => pb::LogStream::Convoy,
+        };
+        Self {
+            instance,
+            node,
+            unix_nanos,
+            stream: stream.into(),
+            text,
+        }
+    }
 }
 
 /// The marker that stands for `n` dropped lines.
@@ -507,5 +613,58 @@ mod tests {
         let mut v = vec![(5, "a"), (1, "b"), (5, "c"), (0, "d")];
         sort_by_time(&mut v, |l| l.0);
         assert_eq!(v, vec![(0, "d"), (1, "b"), (5, "a"), (5, "c")]);
+    }
+
+    #[test]
+    fn log_lines_cross_the_wire_both_ways() {
+        let line = InstanceLine {
+            instance: "web-2".into(),
+            node: "n1".into(),
+            entry: LogEntry {
+                unix_nanos: 7,
+                stream: LogStream::Stderr,
+                text: "boom".into(),
+            },
+        };
+        let wire = pb::LogLine::from(line.clone());
+        assert_eq!(wire.stream, pb::LogStream::Stderr as i32);
+        assert_eq!(InstanceLine::try_from(wire), Ok(line));
+    }
+
+    #[test]
+    fn bad_log_lines_are_typed_errors() {
+        let good = pb::LogLine {
+            instance: "web-1".into(),
+            node: "n1".into(),
+            unix_nanos: 1,
+            stream: pb::LogStream::Stdout as i32,
+            text: "x".into(),
+        };
+        let with = |f: fn(&mut pb::LogLine)| {
+            let mut l = good.clone();
+            f(&mut l);
+            InstanceLine::try_from(l)
+        };
+        assert_eq!(with(|l| l.instance.clear()), Err(LogLineError::NoInstance));
+        assert_eq!(
+            with(|l| l.stream = 0),
+            Err(LogLineError::UnknownStream {
+                instance: "web-1".into(),
+                value: 0
+            })
+        );
+        assert_eq!(
+            with(|l| l.stream = 99),
+            Err(LogLineError::UnknownStream {
+                instance: "web-1".into(),
+                value: 99
+            })
+        );
+        assert!(matches!(
+            with(|l| l.unix_nanos = -1),
+            Err(LogLineError::NegativeTime { .. })
+        ));
+        let err = with(|l| l.text = "a".repeat(MAX_LINE_BYTES + 200)).unwrap_err();
+        assert!(err.to_string().contains("web-1"), "{err}");
     }
 }
