@@ -7,6 +7,7 @@ pub mod enroll;
 pub mod facts;
 pub mod gpu;
 pub mod install;
+pub mod logs;
 pub mod pki;
 pub mod plan;
 pub mod probe;

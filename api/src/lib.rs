@@ -12,6 +12,7 @@ pub mod events;
 pub mod host_access;
 pub mod host_paths;
 pub mod limits;
+pub mod logs;
 pub mod names;
 pub mod notify;
 pub mod shell_docs;

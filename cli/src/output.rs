@@ -8,6 +8,7 @@ use serde::Serialize;
 
 mod apply;
 mod cells;
+mod logs;
 mod nodes;
 mod status;
 
@@ -17,6 +18,7 @@ pub(crate) use cells::table;
 pub use convoy_api::clock::rfc3339_ms;
 pub use convoy_api::env::DEFAULT_ENV;
 pub use convoy_api::views::*;
+pub use logs::{use_colour, LogPrinter};
 pub use nodes::{node_removed_line, nodes_table, NodeRemovedJson};
 pub use status::{event_line, status_table, verify_table};
 
