@@ -250,12 +250,17 @@ fn dashboard_draws_a_sparkline_per_gpu() {
 const UUID0: &str = "GPU-e2e00000-0000-0000-0000-000000000000";
 const UUID1: &str = "GPU-e2e11111-1111-1111-1111-111111111111";
 
-/// `docker inspect`'s `HostConfig.DeviceRequests` of a container.
-fn device_requests(id: &str) -> Value {
-    let out =
-        convoy_tests::docker::docker(&["inspect", "-f", "{{json .HostConfig.DeviceRequests}}", id])
-            .expect("docker inspect");
-    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+/// `docker inspect`'s `HostConfig.DeviceRequests` of a container. The agent
+/// replaces a container whose start failed, so the one listed may be gone by
+/// the time it is inspected: callers retry.
+fn device_requests(id: &str) -> anyhow::Result<Value> {
+    let out = convoy_tests::docker::docker(&[
+        "inspect",
+        "-f",
+        "{{json .HostConfig.DeviceRequests}}",
+        id,
+    ])?;
+    serde_json::from_str(out.trim()).with_context(|| format!("parsing {out}"))
 }
 
 /// Issue 16: GPU requests are placed only on the node with (fake) GPUs, one
@@ -317,22 +322,30 @@ fn gpu_requests_take_the_gpu_nodes_gpus_up_to_its_count_and_the_rest_wait() {
         },
     );
     // Docker created each container with its own GPU, by UUID.
-    let containers = c.containers_of(&train).unwrap();
-    assert_eq!(containers.len(), 2, "{containers:#?}");
-    let mut pinned = Vec::new();
-    for ct in &containers {
-        assert_eq!(ct.label("io.convoy.node"), Some(gpu.as_str()));
-        let requests = device_requests(&ct.id);
-        assert_eq!(requests.as_array().map(Vec::len), Some(1), "{requests}");
-        assert_eq!(requests[0]["Driver"], "nvidia", "{requests}");
-        assert_eq!(requests[0]["Capabilities"], json!([["gpu"]]), "{requests}");
-        let ids = requests[0]["DeviceIDs"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        assert_eq!(ids.len(), 1, "{requests}");
-        pinned.push(ids[0].as_str().unwrap().to_string());
-    }
+    let mut pinned = wait_until(
+        "each container pinned to its own GPU",
+        Duration::from_secs(30),
+        Duration::from_millis(250),
+        || {
+            let containers = c.containers_of(&train)?;
+            ensure!(containers.len() == 2, "{containers:#?}");
+            let mut pinned = Vec::new();
+            for ct in &containers {
+                assert_eq!(ct.label("io.convoy.node"), Some(gpu.as_str()));
+                let requests = device_requests(&ct.id)?;
+                assert_eq!(requests.as_array().map(Vec::len), Some(1), "{requests}");
+                assert_eq!(requests[0]["Driver"], "nvidia", "{requests}");
+                assert_eq!(requests[0]["Capabilities"], json!([["gpu"]]), "{requests}");
+                let ids = requests[0]["DeviceIDs"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                assert_eq!(ids.len(), 1, "{requests}");
+                pinned.push(ids[0].as_str().unwrap().to_string());
+            }
+            Ok(pinned)
+        },
+    );
     pinned.sort();
     assert_eq!(pinned, [UUID0, UUID1], "{}", status.describe());
 
@@ -353,7 +366,7 @@ fn gpu_requests_take_the_gpu_nodes_gpus_up_to_its_count_and_the_rest_wait() {
         waiting.describe()
     );
     c.delete(&train);
-    let id = wait_until(
+    let requests = wait_until(
         "the freed GPU goes to the waiting service",
         Duration::from_secs(60),
         Duration::from_millis(250),
@@ -366,10 +379,9 @@ fn gpu_requests_take_the_gpu_nodes_gpus_up_to_its_count_and_the_rest_wait() {
             );
             let containers = c.containers_of(&infer)?;
             ensure!(containers.len() == 1, "docker has {containers:#?}");
-            Ok(containers[0].id.clone())
+            device_requests(&containers[0].id)
         },
     );
-    let requests = device_requests(&id);
     assert_eq!(
         requests[0]["Capabilities"],
         json!([["gpu", "utility"]]),
