@@ -19,6 +19,7 @@ pub mod session;
 pub mod state;
 pub mod status;
 pub mod swarm;
+pub mod tunnel;
 pub mod units;
 
 use std::collections::BTreeMap;

@@ -2,7 +2,7 @@
 //! docs/LOGS.md): read a container's output from Docker with timestamps,
 //! cut it into bounded lines, and hand each on without ever waiting for the
 //! reader: when the channel to the reader is full, lines are dropped and
-//! counted, and one marker line says how many. Not yet called by a tunnel.
+//! counted, and one marker line says how many. Called by `crate::tunnel`.
 
 use bollard::container::LogOutput;
 use bollard::query_parameters::LogsOptions;
@@ -72,6 +72,14 @@ impl LossySender {
             self.dropped = 0;
         }
         self.try_send(entry)
+    }
+
+    /// Hands `entry` on, waiting for room: for the last word of a stream
+    /// (an error, the count of drops not yet marked).
+    pub async fn send_waiting(&mut self, entry: LogEntry) -> Result<(), Closed> {
+        self.tx.send(entry).await.map_err(|_| Closed)?;
+        self.dropped = 0;
+        Ok(())
     }
 
     fn try_send(&mut self, entry: LogEntry) -> Result<(), Closed> {

@@ -191,6 +191,8 @@ impl<R: Runtime> Session<R> {
             _ = shutdown.cancelled() => return Ok(End::Shutdown),
             channel = connect(addr, &pki) => channel?,
         };
+        // Tunnels (logs) open their own streams on this connection.
+        let tunnel_channel = channel.clone();
         let mut client = AgentServiceClient::new(channel).max_decoding_message_size(MAX_PLAN_BYTES);
 
         let (tx, rx) = mpsc::channel::<AgentMessage>(OUTBOUND_BUFFER);
@@ -255,10 +257,13 @@ impl<R: Runtime> Session<R> {
         // loop, which keeps answering pings. Dropped (aborted) with the
         // session.
         let mut probe_runs = JoinSet::new();
+        // Tunnels the coordinator asked for; they end with the session.
+        let mut tunnels = JoinSet::new();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(End::Shutdown),
                 Some(_) = probe_runs.join_next(), if !probe_runs.is_empty() => {}
+                Some(_) = tunnels.join_next(), if !tunnels.is_empty() => {}
                 message = inbound.message() => match message {
                     Ok(Some(CoordinatorMessage {
                         msg: Some(coordinator_message::Msg::Certificate(answer)),
@@ -273,6 +278,39 @@ impl<R: Runtime> Session<R> {
                             self.run_probes(id, run, tx.clone())
                                 .instrument(info_span!("run_probes")),
                         );
+                    }
+                    Ok(Some(CoordinatorMessage {
+                        msg: Some(coordinator_message::Msg::Command(Command {
+                            id,
+                            kind: Some(command::Kind::OpenLogs(open)),
+                        })),
+                    })) => {
+                        let statuses = self.snapshot.borrow().statuses.clone();
+                        let resolved = crate::tunnel::resolve(open, &statuses, &self.node);
+                        let (ok, error) = match resolved {
+                            Ok(request) => {
+                                tunnels.spawn(
+                                    crate::tunnel::serve_logs(
+                                        tunnel_channel.clone(),
+                                        self.node.clone(),
+                                        self.runtime.clone(),
+                                        request,
+                                    )
+                                    .instrument(info_span!("logs_tunnel")),
+                                );
+                                (true, String::new())
+                            }
+                            Err(error) => (false, error),
+                        };
+                        let ack = Ack {
+                            target: Some(ack::Target::CommandId(id)),
+                            ok,
+                            error,
+                            probe_results: Vec::new(),
+                            volumes: Vec::new(),
+                        };
+                        send(&tx, addr, agent_message::Msg::Ack(ack)).await?;
+                        postpone(&mut heartbeat, last_beat);
                     }
                     Ok(Some(message)) => {
                         if let Some(reply) = self.handle(addr, message, &mut heartbeat).await {
@@ -386,8 +424,8 @@ impl<R: Runtime> Session<R> {
                 let (ok, error, volumes) = match kind {
                     // Facts go out with the next Hello; nothing is cached to refresh.
                     Some(command::Kind::RefreshFacts(_)) => (true, String::new(), Vec::new()),
-                    // Answered beside the loop (`run_probes`); not reached.
-                    Some(command::Kind::RunProbes(_)) => (
+                    // Answered beside the loop (`run_probes`, tunnels); not reached.
+                    Some(command::Kind::RunProbes(_) | command::Kind::OpenLogs(_)) => (
                         false,
                         "RunProbes is answered elsewhere".to_string(),
                         Vec::new(),

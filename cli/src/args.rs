@@ -205,6 +205,9 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::notify::NotifyCommand,
     },
+    /// Print the output of a service's instances or of a unit, from their
+    /// nodes, each line prefixed with its instance (deployer or admin).
+    Logs(crate::logs::LogsArgs),
     /// Print the shell completion script for bash, zsh or fish, e.g.
     /// `source <(convoy completion bash)` (the packages install it).
     Completion {

@@ -26,6 +26,7 @@ mod address;
 mod auth;
 mod errors;
 mod failover;
+mod logs;
 mod notify;
 mod secrets;
 #[cfg(test)]

@@ -167,6 +167,7 @@ pub async fn run(command: Command, format: Format, flags: &Flags) -> Result<Outp
         Command::Audit { since } => trust::audit(since, format, flags, now_ms()).await,
         Command::Context { command } => trust::context(command, format, flags),
         Command::Volumes { command } => crate::volumes::run(command, format, flags).await,
+        Command::Logs(args) => crate::logs::run(args, flags).await,
         Command::Notify { command } => {
             crate::notify::run(
                 command,

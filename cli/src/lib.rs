@@ -9,6 +9,7 @@ pub mod compose;
 pub mod config;
 pub mod drain;
 pub mod exit;
+pub mod logs;
 pub mod notify;
 pub mod output;
 pub mod progress;

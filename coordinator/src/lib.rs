@@ -24,3 +24,4 @@ pub mod store;
 pub mod swarm;
 pub mod tls;
 pub mod tokens;
+pub mod tunnels;

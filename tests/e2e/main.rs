@@ -24,6 +24,7 @@ mod host_access;
 mod hostile_specs;
 mod images;
 mod join;
+mod logs;
 mod networks;
 mod node_loss;
 mod notify;

@@ -768,6 +768,22 @@ impl Runtime for DockerRuntime {
         self.check(result).await
     }
 
+    async fn logs(
+        &self,
+        id: &str,
+        query: &crate::logs::LogQuery,
+        out: &mut crate::logs::LossySender,
+    ) -> Result<(), RuntimeError> {
+        let docker = self.client().await;
+        let docker = self.check(docker).await?;
+        crate::logs::container_logs(&docker, id, query, out)
+            .await
+            .map_err(|e| RuntimeError::Engine {
+                context: format!("reading the logs of container {id}"),
+                message: e.to_string(),
+            })
+    }
+
     async fn events(
         &self,
         node: &str,

@@ -358,6 +358,20 @@ pub trait Runtime: Send + Sync + 'static {
         command: &[String],
         timeout: Duration,
     ) -> Result<ExecOutput, RuntimeError>;
+    /// Reads container `id`'s output per `query` into `out` (timestamps on,
+    /// cut into bounded lines) until it ends, or while following until the
+    /// container stops or the reader goes away (`convoy logs`).
+    async fn logs(
+        &self,
+        id: &str,
+        _query: &crate::logs::LogQuery,
+        _out: &mut crate::logs::LossySender,
+    ) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Engine {
+            context: format!("reading the logs of container {id}"),
+            message: "this runtime keeps no logs".to_string(),
+        })
+    }
     /// Lifecycle events of the node's managed containers. The stream ends or
     /// errors when the engine goes away; callers subscribe again.
     async fn events(

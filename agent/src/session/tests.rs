@@ -117,6 +117,15 @@ impl AgentService for TestCoordinator {
         });
         Ok(Response::new(UnboundedReceiverStream::new(to_rx)))
     }
+
+    type TunnelStream = UnboundedReceiverStream<Result<convoy_proto::TunnelDown, Status>>;
+
+    async fn tunnel(
+        &self,
+        _request: Request<Streaming<convoy_proto::TunnelUp>>,
+    ) -> Result<Response<Self::TunnelStream>, Status> {
+        Err(Status::unimplemented("no tunnels in these tests"))
+    }
 }
 
 struct World {

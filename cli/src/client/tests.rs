@@ -244,6 +244,15 @@ impl ControlService for Fake {
         Err(Status::unimplemented("fake"))
     }
 
+    type LogsStream = tokio_stream::Empty<Result<convoy_proto::LogLine, Status>>;
+
+    async fn logs(
+        &self,
+        _: Request<convoy_proto::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
     async fn watch(
         &self,
         _: Request<convoy_proto::WatchRequest>,

@@ -1,8 +1,7 @@
-//! How `convoy logs` will print lines (issue 19, docs/LOGS.md): each line
+//! How `convoy logs` prints lines (issue 19, docs/LOGS.md): each line
 //! prefixed with its instance, padded to the widest instance seen, like
 //! `docker compose logs`; one colour per instance (in order of first
-//! appearance) when colour is on; optionally the time. Not wired to a
-//! command yet.
+//! appearance) when colour is on; optionally the time.
 
 use std::collections::HashMap;
 

@@ -6,7 +6,7 @@ use std::{pin::Pin, sync::Arc, time::Duration};
 use convoy_proto as pb;
 use pb::{agent_message::Msg, coordinator_message::Msg as Out};
 use tokio::sync::{mpsc, oneshot};
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
@@ -96,9 +96,48 @@ type Start = oneshot::Sender<Result<Registered, Status>>;
 
 type OutboundStream = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorMessage, Status>> + Send>>;
 
+type TunnelDownStream = Pin<Box<dyn Stream<Item = Result<pb::TunnelDown, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl pb::agent_service_server::AgentService for AgentApi {
     type SessionStream = OutboundStream;
+    type TunnelStream = TunnelDownStream;
+
+    /// A tunnel the coordinator asked the agent for (`crate::tunnels`):
+    /// the first message names it, the certificate says which node opens
+    /// it, and it goes to the caller waiting for it.
+    async fn tunnel(
+        &self,
+        req: Request<Streaming<pb::TunnelUp>>,
+    ) -> Result<Response<Self::TunnelStream>, Status> {
+        let certs = req
+            .peer_certs()
+            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+        let leaf = certs
+            .first()
+            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+        let node = pki::node_name_from_der(leaf.as_ref())
+            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        if self.coord.is_revoked(&tls::fingerprint(leaf.as_ref())) {
+            return Err(Status::unauthenticated("this certificate was revoked"));
+        }
+        let mut up = req.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, up.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("a tunnel must name itself at once"))??;
+        let Some(pb::TunnelUp {
+            msg: Some(pb::tunnel_up::Msg::Open(pb::TunnelOpen { tunnel_id })),
+        }) = first
+        else {
+            return Err(Status::invalid_argument(
+                "the first message of a tunnel must be `open`",
+            ));
+        };
+        let down = self.coord.tunnels().accept(&node, &tunnel_id, up)?;
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(down).map(Ok),
+        )))
+    }
 
     async fn session(
         &self,

@@ -19,6 +19,8 @@ use crate::{
     tokens::{NewJoinToken, NewToken, Role, TokenError, Tokens},
 };
 
+/// `Logs` (issue 19).
+mod logs;
 /// `CordonNode` and `DrainNode` (issue 19).
 mod nodes;
 /// `convoy secret ...` handlers.
@@ -780,6 +782,15 @@ impl pb::control_service_server::ControlService for ControlApi {
         req: Request<pb::DrainNodeRequest>,
     ) -> Result<Response<pb::DrainNodeResponse>, Status> {
         self.drain(req).await
+    }
+
+    type LogsStream = logs::LogsStream;
+
+    async fn logs(
+        &self,
+        req: Request<pb::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        self.stream_logs(req).await
     }
 }
 

@@ -58,6 +58,10 @@ pub enum Action<'a> {
     CordonNode,
     UncordonNode,
     DrainNode,
+    /// `convoy logs` (issue 19): deployer or admin in the environment.
+    Logs {
+        env: &'a str,
+    },
 }
 
 impl<'a> Action<'a> {
@@ -91,6 +95,7 @@ impl<'a> Action<'a> {
             Action::CordonNode => "node cordon",
             Action::UncordonNode => "node uncordon",
             Action::DrainNode => "node drain",
+            Action::Logs { .. } => "logs",
         }
     }
 
@@ -124,6 +129,7 @@ impl<'a> Action<'a> {
             Action::CordonNode => "node.cordon",
             Action::UncordonNode => "node.uncordon",
             Action::DrainNode => "node.drain",
+            Action::Logs { .. } => "logs",
         }
     }
 
@@ -135,7 +141,8 @@ impl<'a> Action<'a> {
             | Action::SecretSet { env }
             | Action::SecretGenerate { env }
             | Action::SecretRotate { env }
-            | Action::SecretRemove { env } => Some(env),
+            | Action::SecretRemove { env }
+            | Action::Logs { env } => Some(env),
             _ => None,
         }
     }

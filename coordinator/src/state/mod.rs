@@ -40,6 +40,7 @@ mod commit;
 mod drain;
 mod envs;
 mod live;
+mod logs;
 mod messages;
 mod notifiers;
 mod plans;
@@ -58,6 +59,7 @@ mod volumes;
 pub use apply::{spec_diff, ApplyOptions};
 pub use envs::{check_env_name, node_serves, ENV_LABEL};
 pub use live::{GpuMetricSample, Liveness, MetricSample, HISTORY};
+pub use logs::{instance_label, LogTarget, LogsError, LogsQuery, LOG_BUFFER};
 pub use notifiers::{
     check_event_patterns, NewNotifier, NotifierTarget, NotifierTargets, NotifyFormat,
     DEFAULT_EVENTS, MAX_NOTIFIERS,
@@ -169,6 +171,8 @@ pub struct Coordinator {
     analyses: crate::analysis::Analyses,
     /// Drains in progress and their gates (`drain.rs`).
     drains: Mutex<drain::DrainBook>,
+    /// Tunnels asked of agents, not yet opened (`crate::tunnels`).
+    tunnels: crate::tunnels::Tunnels,
 }
 
 pub use convoy_api::clock::now_unix_ms;
@@ -249,6 +253,7 @@ impl Coordinator {
             notifiers: watch::Sender::new(NotifierTargets::default()),
             analyses: crate::analysis::Analyses::default(),
             drains: Mutex::new(drain::DrainBook::default()),
+            tunnels: crate::tunnels::Tunnels::default(),
         });
         desired.registries = Arc::new(coord.load_registries().await?);
         desired.secrets = Arc::new(coord.load_secrets().await?);
@@ -316,7 +321,7 @@ impl Coordinator {
         self.revoked.clone()
     }
 
-    fn is_revoked(&self, fingerprint: &str) -> bool {
+    pub fn is_revoked(&self, fingerprint: &str) -> bool {
         self.revoked
             .read()
             .map(|set| set.contains(fingerprint))

@@ -21,6 +21,10 @@
 //!
 //! `--exit-after SECS` exits with code 3 after SECS seconds, for crash tests.
 //!
+//! `--log-every MS [--log-lines N] [--log-pad BYTES]` writes N lines
+//! `tick SEQ from HOSTNAME` (padded with BYTES `x`s) every MS ms, for log
+//! tests: to stdout, every tenth (SEQ divisible by 10) to stderr.
+//!
 //! `--probe URL` is a health check for images without curl: it GETs the
 //! `http://` URL, prints the status line (or the error) and exits 0 for a
 //! 2xx answer, 1 for anything else, within 2 s. As a Docker healthcheck:
@@ -57,6 +61,10 @@ struct Args {
     /// `--cat PATH`, `--write PATH`: a file from inside the container.
     cat: Option<String>,
     write: Option<String>,
+    /// `--log-every MS`, `--log-lines N`, `--log-pad BYTES`.
+    log_every: Option<Duration>,
+    log_lines: u32,
+    log_pad: usize,
 }
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
@@ -67,6 +75,9 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         probe: None,
         cat: None,
         write: None,
+        log_every: None,
+        log_lines: 1,
+        log_pad: 0,
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -91,6 +102,25 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
                     ));
                 }
                 parsed.exit_after = Some(Duration::from_secs_f64(secs));
+            }
+            "--log-every" => {
+                let value = args.next().ok_or("--log-every needs milliseconds")?;
+                let ms: u64 = value
+                    .parse()
+                    .map_err(|_| format!("--log-every: `{value}` is not milliseconds"))?;
+                parsed.log_every = Some(Duration::from_millis(ms.max(1)));
+            }
+            "--log-lines" => {
+                let value = args.next().ok_or("--log-lines needs a number")?;
+                parsed.log_lines = value
+                    .parse()
+                    .map_err(|_| format!("--log-lines: `{value}` is not a number"))?;
+            }
+            "--log-pad" => {
+                let value = args.next().ok_or("--log-pad needs a number of bytes")?;
+                parsed.log_pad = value
+                    .parse()
+                    .map_err(|_| format!("--log-pad: `{value}` is not a number"))?;
             }
             other => return Err(format!("unknown argument `{other}`")),
         }
@@ -392,6 +422,28 @@ fn main() {
             thread::sleep(after);
             println!("convoy-testapp: exiting with code {EXIT_AFTER_CODE} as asked");
             process::exit(EXIT_AFTER_CODE);
+        });
+    }
+    if let Some(every) = args.log_every {
+        let (lines, pad) = (args.log_lines, "x".repeat(args.log_pad));
+        thread::spawn(move || {
+            let host = hostname();
+            let mut seq = 0u64;
+            loop {
+                for _ in 0..lines {
+                    seq += 1;
+                    let line = format!(
+                        "tick {seq} from {host}{}{pad}",
+                        if pad.is_empty() { "" } else { " " }
+                    );
+                    if seq.is_multiple_of(10) {
+                        eprintln!("{line}");
+                    } else {
+                        println!("{line}");
+                    }
+                }
+                thread::sleep(every);
+            }
         });
     }
     let failing = Arc::new(AtomicBool::new(false));
