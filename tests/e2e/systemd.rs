@@ -581,3 +581,98 @@ fn unit_reads_its_secret_as_a_systemd_credential_and_a_rotation_restarts_it_with
         Ok(())
     });
 }
+
+/// Issue 19: `convoy logs` of a unit reads its journal on the node
+/// (journalctl under the agent's hardened unit), by service name and by
+/// the unit's systemd name, with `--tail` and `-f`.
+#[test]
+fn unit_logs_come_from_journald() {
+    skip_without_docker!();
+    let f = enrolled();
+    let (host, c) = (&f.host, &f.c);
+    let spec = c.write_spec(
+        "chatty.yaml",
+        &unit_spec(
+            "chatty",
+            &f.node,
+            &[
+                "exec_start: [\"/bin/sh\", \"-c\", \"i=0; while true; do i=$$((i+1)); echo unit tick $$i; sleep 0.2; done\"]",
+                "restart: always",
+            ],
+        ),
+    );
+    c.apply(&spec);
+    wait_unit(
+        host,
+        "convoy-chatty.service",
+        &["ActiveState"],
+        "runs",
+        |s| {
+            ensure!(s["ActiveState"] == "active");
+            Ok(())
+        },
+    );
+    let logs = |args: &[&str]| -> Result<Vec<String>> {
+        let mut all = vec!["logs"];
+        all.extend_from_slice(args);
+        let out = c.cli(&all);
+        ensure!(
+            out.status.success(),
+            "convoy {all:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect())
+    };
+    // By service name, the last 3 journal lines, prefixed with the instance.
+    let tail = wait_until("three unit lines", SETTLE, POLL, || {
+        let lines = logs(&["chatty", "--tail", "3"])?;
+        ensure!(lines.len() == 3, "{lines:#?}");
+        ensure!(
+            lines
+                .iter()
+                .all(|l| l.starts_with("chatty-1 |") && l.contains("unit tick")),
+            "{lines:#?}"
+        );
+        Ok(lines)
+    });
+    let newest: u64 = tail[2].rsplit(' ').next().unwrap().parse().unwrap();
+    // By the unit's systemd name, following: newer ticks arrive.
+    let mut child = c
+        .cli_command()
+        .args(["logs", "-f", "convoy-chatty.service", "--tail", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut newer = None;
+    while std::time::Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
+            let n: Option<u64> = line.rsplit(' ').next().and_then(|n| n.parse().ok());
+            if n.is_some_and(|n| n > newest + 3) {
+                newer = Some(line);
+                break;
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let newer = newer.expect("no newer unit line within 30 s from convoy logs -f");
+    assert!(newer.starts_with("chatty-1 |"), "{newer}");
+}
