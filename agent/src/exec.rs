@@ -118,8 +118,19 @@ pub fn resolve_exec(
     })
 }
 
-/// Checks a RunOnce: the workload is a container of this node's plan.
-pub fn resolve_run(open: RunOnce, plan: Option<&Plan>, node: &str) -> Result<Interactive, String> {
+/// What a one-off runs: the request, the workload whose spec it copies,
+/// and the secret values it mounts.
+pub struct RunRequest {
+    pub interactive: Interactive,
+    pub workload: Workload,
+    pub secrets: secrets::SecretValues,
+    /// The plan's login for the image's registry, if any.
+    pub login: Option<crate::plan::RegistryLogin>,
+}
+
+/// Checks a RunOnce: the workload it carries (a container), or one of
+/// the node's plan.
+pub fn resolve_run(open: RunOnce, plan: Option<&Plan>, node: &str) -> Result<RunRequest, String> {
     let RunOnce {
         tunnel_id,
         workload_id,
@@ -127,21 +138,68 @@ pub fn resolve_run(open: RunOnce, plan: Option<&Plan>, node: &str) -> Result<Int
         tty,
         stdin,
         size,
+        workload,
+        secret_values,
     } = open;
     check_command(&command)?;
-    let found = plan.and_then(|p| p.containers().find(|w| w.id == workload_id));
-    if found.is_none() {
-        return Err(format!(
-            "`{workload_id}` is not a container of node `{node}`'s plan"
-        ));
-    }
-    Ok(Interactive {
-        tunnel_id,
-        target: workload_id,
-        command,
-        tty,
-        stdin,
-        size: size_of(size),
+    let (workload, values) = match workload {
+        Some(w) => {
+            if !matches!(
+                w.runtime,
+                Some(convoy_proto::workload::Runtime::Container(_))
+            ) {
+                return Err(format!("`{}` is not a container", w.id));
+            }
+            let mut values = secrets::SecretValues::default();
+            for v in secret_values {
+                if v.name.is_empty() {
+                    return Err("a secret value without a name".to_string());
+                }
+                values.insert(
+                    secrets::SecretKey {
+                        env: v.env,
+                        name: v.name,
+                        version: v.version,
+                    },
+                    v.value,
+                );
+            }
+            (w, values)
+        }
+        None => {
+            let found = plan.and_then(|p| p.containers().find(|w| w.id == workload_id));
+            let Some(w) = found else {
+                return Err(format!(
+                    "`{workload_id}` is not a container of node `{node}`'s plan"
+                ));
+            };
+            let keys: Vec<secrets::SecretKey> = secrets::mounts_of(w)
+                .iter()
+                .map(|m| secrets::SecretKey::of(&w.env, m))
+                .collect();
+            let values = plan
+                .map(|p| p.secret_values().subset(&keys))
+                .unwrap_or_default();
+            (w.clone(), values)
+        }
+    };
+    let image = match &workload.runtime {
+        Some(convoy_proto::workload::Runtime::Container(c)) => c.image.clone(),
+        _ => String::new(),
+    };
+    let login = plan.and_then(|p| p.registry_login(&image)).cloned();
+    Ok(RunRequest {
+        interactive: Interactive {
+            tunnel_id,
+            target: workload.id.clone(),
+            command,
+            tty,
+            stdin,
+            size: size_of(size),
+        },
+        workload,
+        secrets: values,
+        login,
     })
 }
 
@@ -276,7 +334,6 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     let mut input_open = stdin;
-    let mut caller_gone = false;
     loop {
         tokio::select! {
             chunk = output.next() => {
@@ -301,7 +358,7 @@ where
                     }
                 }
             }
-            message = down.message(), if !caller_gone => match message {
+            message = down.message() => match message {
                 Ok(Some(TunnelDown { msg: Some(tunnel_down::Msg::Stdin(bytes)) })) => {
                     if input_open && input.write_all(&bytes).await.is_err() {
                         input_open = false;
@@ -320,14 +377,14 @@ where
                 }
                 Ok(Some(TunnelDown { msg: None })) => {}
                 Ok(None) | Err(_) => {
-                    // The caller left: its input ends; the output is read
-                    // on only until the tunnel refuses it.
+                    // The caller left (or gave up waiting): a run's
+                    // container is then removed; an exec's command is left
+                    // to finish (Docker cannot stop one).
                     debug!("the caller closed the tunnel");
-                    caller_gone = true;
                     if input_open {
                         let _ = input.shutdown().await;
-                        input_open = false;
                     }
+                    return Err("the caller left".to_string());
                 }
             },
         }
@@ -340,19 +397,20 @@ pub async fn serve_run<R: Runtime>(
     node: String,
     runtime: Arc<R>,
     secrets: Arc<NodeSecrets>,
-    plan: Arc<Plan>,
-    request: Interactive,
+    run_request: RunRequest,
 ) {
+    let RunRequest {
+        interactive: request,
+        workload,
+        secrets: values,
+        login,
+    } = run_request;
     let (up, mut down) = match dialer.open(request.tunnel_id.clone()).await {
         Ok(opened) => opened,
         Err(e) => {
             warn!("run tunnel: {e}");
             return;
         }
-    };
-    let Some(workload) = plan.containers().find(|w| w.id == request.target).cloned() else {
-        send_exit(&up, failed(format!("`{}` left the plan", request.target))).await;
-        return;
     };
     let name = format!(
         "{}-run-{}",
@@ -363,8 +421,7 @@ pub async fn serve_run<R: Runtime>(
         &node,
         runtime.as_ref(),
         &secrets,
-        &plan,
-        &workload,
+        (&workload, values, login.as_ref()),
         &name,
         &request,
         &up,
@@ -404,22 +461,31 @@ async fn run<R: Runtime>(
     node: &str,
     runtime: &R,
     secrets: &Arc<NodeSecrets>,
-    plan: &Plan,
-    workload: &Workload,
+    (workload, values, login): (
+        &Workload,
+        secrets::SecretValues,
+        Option<&crate::plan::RegistryLogin>,
+    ),
     name: &str,
     request: &Interactive,
     up: &mpsc::Sender<TunnelUp>,
     down: &mut Streaming<TunnelDown>,
 ) -> Result<i32, String> {
+    let image = match &workload.runtime {
+        Some(convoy_proto::workload::Runtime::Container(c)) => c.image.clone(),
+        _ => return Err(format!("`{}` is not a container", workload.id)),
+    };
+    // A new revision's image may not be here yet (a pre-deploy hook).
+    if !runtime.image_present(&image).await.unwrap_or(false) {
+        runtime
+            .pull(&image, login)
+            .await
+            .map_err(|e| e.reason(node))?;
+    }
     let delivery = {
-        let keys: Vec<secrets::SecretKey> = secrets::mounts_of(workload)
-            .iter()
-            .map(|m| secrets::SecretKey::of(&workload.env, m))
-            .collect();
-        if keys.is_empty() {
+        if secrets::mounts_of(workload).is_empty() {
             secrets::Delivery::default()
         } else {
-            let values = plan.secret_values().subset(&keys);
             let runs = secrets.for_runs();
             let (w, n) = (workload.clone(), name.to_string());
             tokio::task::spawn_blocking(move || runs.prepare_container(&n, &w, &values))

@@ -333,18 +333,16 @@ impl<R: Runtime> Session<R> {
                             }
                             command::Kind::RunOnce(open) => {
                                 let plan = self.plan.borrow().clone();
-                                crate::exec::resolve_run(open, plan.as_deref(), &self.node).and_then(|request| {
-                                    let plan = plan.ok_or_else(|| "no plan".to_string())?;
-                                    Ok(crate::exec::serve_run(
+                                crate::exec::resolve_run(open, plan.as_deref(), &self.node).map(|request| {
+                                    crate::exec::serve_run(
                                         dialer.clone(),
                                         self.node.clone(),
                                         self.runtime.clone(),
                                         self.secrets.clone(),
-                                        plan,
                                         request,
                                     )
                                     .instrument(info_span!("run_tunnel"))
-                                    .boxed())
+                                    .boxed()
                                 })
                             }
                             _ => Err("not a tunnel command".to_string()),

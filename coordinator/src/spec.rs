@@ -70,7 +70,8 @@ pub use secrets::{
 };
 pub use service::{
     Dependency, DependencyCondition, EnvFileRef, HealthcheckSpec, NetworkAttachment, PortSpec,
-    ProbeCheck, ProbeSpec, Protocol, RestartCondition, RestartSpec, ServiceSpec,
+    PreDeploy, ProbeCheck, ProbeSpec, Protocol, RestartCondition, RestartSpec, ServiceSpec,
+    DEFAULT_PRE_DEPLOY_TIMEOUT_MS,
 };
 pub use swarm::{SwarmFields, SwarmRestart, SwarmUpdate, SWARM_LABEL};
 pub use unit::{UnitFields, UnitRestart, UnitState};

@@ -24,9 +24,9 @@ impl From<StateError> for Status {
             e @ (StateError::Revoked(_) | StateError::NotAllowed(_)) => {
                 Status::permission_denied(e.to_string())
             }
-            e @ (StateError::Rollout(_) | StateError::SecretConflict(_)) => {
-                Status::failed_precondition(e.to_string())
-            }
+            e @ (StateError::Rollout(_)
+            | StateError::SecretConflict(_)
+            | StateError::PreDeploy(_)) => Status::failed_precondition(e.to_string()),
             e @ StateError::Invalid(_) => Status::invalid_argument(e.to_string()),
             StateError::Store(e) => {
                 tracing::error!(error = %e, "store failure");

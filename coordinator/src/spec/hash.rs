@@ -156,6 +156,8 @@ impl<'a> HashedRuntime<'a> {
             swarm,
             // Where instances go when their node is lost, not how they run.
             reschedule_after_ms: _,
+            // Run once before a rollout, not part of how instances run.
+            pre_deploy: _,
         } = spec;
         HashedRuntime {
             image,

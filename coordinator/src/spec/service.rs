@@ -114,7 +114,22 @@ pub struct ServiceSpec {
     /// Not part of the spec hash: changing it restarts nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reschedule_after_ms: Option<u64>,
+    /// `x-convoy.pre_deploy`: a one-off command run from the new spec
+    /// before a rollout starts; its failure stops the apply. Not part of
+    /// the spec hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_deploy: Option<PreDeploy>,
 }
+
+/// `x-convoy.pre_deploy` (docs/LOGS.md): e.g. a database migration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreDeploy {
+    pub command: Vec<String>,
+    pub timeout_ms: u64,
+}
+
+/// How long a pre-deploy hook may run when `timeout` does not say.
+pub const DEFAULT_PRE_DEPLOY_TIMEOUT_MS: u64 = 5 * 60 * 1000;
 
 /// How long an instance's node may stay lost before the instance moves,
 /// when `x-convoy.reschedule_after` does not say: 2 minutes (docs/OPERATIONS.md

@@ -148,8 +148,18 @@ impl Coordinator {
         let env = if env.is_empty() { DEFAULT_ENV } else { env };
         check_env_name(env)?;
         let started = std::time::Instant::now();
+        // Pre-deploy hooks (`hooks.rs`): staged once to learn which run,
+        // run with no lock held, then the apply for real.
+        if !dry_run && content.contains("pre_deploy") {
+            let mut hooks = Vec::new();
+            self.apply_inner(env, filename, content, options, true, who, Some(&mut hooks))
+                .await?;
+            for hook in &hooks {
+                self.run_hook(hook).await?;
+            }
+        }
         let result = self
-            .apply_inner(env, filename, content, options, dry_run, who)
+            .apply_inner(env, filename, content, options, dry_run, who, None)
             .await;
         if !dry_run {
             self.metrics.observe_apply(started.elapsed().as_secs_f64());
@@ -165,6 +175,7 @@ impl Coordinator {
         options: &ApplyOptions,
         dry_run: bool,
         who: &str,
+        hooks: Option<&mut Vec<super::hooks::HookRun>>,
     ) -> Result<pb::ApplyResponse, StateError> {
         let profiles = &options.profiles[..];
         let mut file = self
@@ -251,6 +262,9 @@ impl Coordinator {
             secrets,
         };
         if dry_run {
+            if let Some(hooks) = hooks {
+                *hooks = self.hook_runs(txn.desired(), env, &response.services)?;
+            }
             // Dropped uncommitted: nothing is stored, sent or emitted.
             return Ok(response);
         }

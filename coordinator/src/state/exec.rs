@@ -122,6 +122,8 @@ impl Coordinator {
                 tty: execution.tty,
                 stdin: execution.stdin,
                 size,
+                workload: None,
+                secret_values: Vec::new(),
             }),
         };
         let ack = self.command(&target.node, command, ACK_TIMEOUT).await?;

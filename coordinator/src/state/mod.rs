@@ -40,6 +40,7 @@ mod commit;
 mod drain;
 mod envs;
 mod exec;
+mod hooks;
 mod live;
 mod logs;
 mod messages;
@@ -94,6 +95,9 @@ pub use convoy_api::env::DEFAULT_ENV;
 pub enum StateError {
     #[error("{0}")]
     Spec(#[from] spec::SpecError),
+    /// A pre-deploy hook failed (its output is in the text).
+    #[error("{0}")]
+    PreDeploy(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("service `{service}` not found in environment `{env}`")]

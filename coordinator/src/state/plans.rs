@@ -402,7 +402,7 @@ pub(super) fn plan_hash(
 /// a value). A version the store no longer holds (dropped after
 /// [`KEEP_VERSIONS`] newer ones, or its secret removed) is left out: the
 /// agent fails those workloads naming it.
-fn plan_secrets(
+pub(super) fn plan_secrets(
     secrets: &BTreeMap<(String, String), SecretRecord>,
     workloads: &[pb::Workload],
     node: &str,

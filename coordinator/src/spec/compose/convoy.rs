@@ -25,6 +25,71 @@ pub(super) struct Convoy {
     pub(super) swarm: Option<SwarmChoice>,
     /// `reschedule_after` in ms (0: `never`), when written.
     pub(super) reschedule_after: Option<u64>,
+    /// `pre_deploy`, when written.
+    pub(super) pre_deploy: Option<crate::spec::PreDeploy>,
+}
+
+/// `x-convoy.pre_deploy: {command: ..., timeout: 5m}`.
+pub(super) struct PreDeploySeed;
+
+impl<'de> DeserializeSeed<'de> for PreDeploySeed {
+    type Value = crate::spec::PreDeploy;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PreDeploySeed {
+    type Value = crate::spec::PreDeploy;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping such as `command: [\"/app\", \"migrate\"]` and `timeout: 5m`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        use serde::de::Error as _;
+        let mut seen = super::keys::Seen::default();
+        let mut notes = Vec::new();
+        let mut hook = crate::spec::PreDeploy {
+            command: Vec::new(),
+            timeout_ms: crate::spec::DEFAULT_PRE_DEPLOY_TIMEOUT_MS,
+        };
+        while let Some(key) =
+            next_key::<A, super::keys::PreDeployKey>(&mut map, &mut seen, &mut notes)?
+        {
+            match key {
+                super::keys::PreDeployKey::Command => {
+                    hook.command =
+                        value(&mut map, super::service::CommandSeed)?.unwrap_or_default();
+                }
+                super::keys::PreDeployKey::Timeout => {
+                    let ms = value(
+                        &mut map,
+                        super::seeds::scalar(
+                            "a duration such as `5m`",
+                            crate::spec::values::duration_ms,
+                        ),
+                    )?;
+                    if let Some(ms) = ms {
+                        if ms == 0 {
+                            return Err(A::Error::custom(
+                                "the timeout must be longer than 0: give a duration such as `5m`",
+                            ));
+                        }
+                        hook.timeout_ms = ms;
+                    }
+                }
+            }
+        }
+        if hook.command.is_empty() {
+            return Err(A::Error::custom(
+                "missing field `command`: give the program and its arguments, e.g. \
+                 `command: [\"/app\", \"migrate\"]`",
+            ));
+        }
+        Ok(hook)
+    }
 }
 
 /// Reads `x-convoy.reschedule_after`: a duration, or `never` (also `0`).
@@ -144,6 +209,7 @@ impl<'de> Visitor<'de> for ConvoySeed {
         let mut gpu_sharing = false;
         let mut swarm = None;
         let mut reschedule = None;
+        let mut pre_deploy = None;
         while let Some(key) = next_key::<A, ConvoyKey>(&mut map, &mut seen, &mut notes)? {
             match key {
                 ConvoyKey::Probes => probes = value(&mut map, ProbesSeed)?.unwrap_or_default(),
@@ -159,6 +225,7 @@ impl<'de> Visitor<'de> for ConvoySeed {
                     .unwrap_or_default();
                 }
                 ConvoyKey::Swarm => swarm = swarm_value(&mut map)?,
+                ConvoyKey::PreDeploy => pre_deploy = value(&mut map, PreDeploySeed)?,
                 ConvoyKey::RescheduleAfter => {
                     reschedule = value(
                         &mut map,
@@ -172,6 +239,7 @@ impl<'de> Visitor<'de> for ConvoySeed {
         }
         Ok(Convoy {
             reschedule_after: reschedule,
+            pre_deploy,
             probes,
             update,
             secret_env,

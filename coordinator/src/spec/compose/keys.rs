@@ -275,6 +275,13 @@ key_set!(ConvoyKey {
     GpuSharing = "gpu_sharing",
     Swarm = "swarm",
     RescheduleAfter = "reschedule_after",
+    PreDeploy = "pre_deploy",
+} ignored []);
+
+// `x-convoy.pre_deploy`: a one-off command run before a rollout starts.
+key_set!(PreDeployKey {
+    Command = "command",
+    Timeout = "timeout",
 } ignored []);
 
 // The top-level `x-convoy`: `environment` is the CLI's (read before

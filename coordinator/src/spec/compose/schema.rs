@@ -11,10 +11,10 @@ use serde_json::{json, Map, Value};
 use super::keys::{
     AnalysisKey, AnalysisQueryKey, BindKey, ConfigKey, ConvoyKey, ConvoyUpdateKey, DependsOnKey,
     DeployKey, DeviceKey, EnvFileKey, HealthcheckKey, HttpProbeKey, KeySet, LimitsKey, LoggingKey,
-    MountTmpfsKey, MountVolumeKey, NetworkKey, PlacementKey, PortKey, PreferenceKey, ProbeKey,
-    ReservationsKey, ResourcesKey, RestartPolicyKey, SecretConvoyKey, SecretGenerateKey, SecretKey,
-    ServiceKey, ServiceMountKey, ServiceNetworkKey, ServiceVolumeKey, TcpProbeKey, TopConvoyKey,
-    TopKey, UlimitKey, UnitKey, UnitSecretKey, UpdateConfigKey, VolumeKey,
+    MountTmpfsKey, MountVolumeKey, NetworkKey, PlacementKey, PortKey, PreDeployKey, PreferenceKey,
+    ProbeKey, ReservationsKey, ResourcesKey, RestartPolicyKey, SecretConvoyKey, SecretGenerateKey,
+    SecretKey, ServiceKey, ServiceMountKey, ServiceNetworkKey, ServiceVolumeKey, TcpProbeKey,
+    TopConvoyKey, TopKey, UlimitKey, UnitKey, UnitSecretKey, UpdateConfigKey, VolumeKey,
 };
 
 /// The schema's `$id`, a name rather than an address: a coordinator
@@ -274,7 +274,16 @@ fn definitions() -> Vec<(&'static str, Value)> {
                 &[
                     ("probes", json!({ "type": "array", "items": r("Probe") })),
                     ("update", r("ConvoyUpdate")),
+                    ("pre_deploy", r("PreDeploy")),
                 ],
+            ),
+        ),
+        (
+            "PreDeploy",
+            mapping::<PreDeployKey>(
+                "`x-convoy.pre_deploy`: a one-off command from the new spec run before a \
+                 rollout starts; its failure stops the apply (docs/LOGS.md).",
+                &[("command", string_or_strings()), ("timeout", string())],
             ),
         ),
         (

@@ -332,6 +332,7 @@ impl<'de> Visitor<'de> for ServiceSeed {
                         convoy_update_written = convoy_update.is_some();
                         swarm.choice = convoy.swarm;
                         spec.reschedule_after_ms = convoy.reschedule_after;
+                        spec.pre_deploy = convoy.pre_deploy;
                     }
                 }
                 ServiceKey::Privileged

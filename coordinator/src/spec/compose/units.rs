@@ -129,6 +129,7 @@ impl<'de> Visitor<'de> for UnitSeed<'_> {
         let mut gpu_sharing = false;
         let mut asks_swarm = false;
         let mut asks_reschedule = false;
+        let mut asks_pre_deploy = false;
         let mut constraint_problem = None;
         while let Some(key) = next_key::<A, UnitKey>(&mut map, &mut seen, &mut notes)? {
             match key {
@@ -203,6 +204,7 @@ impl<'de> Visitor<'de> for UnitSeed<'_> {
                         asks_swarm =
                             matches!(convoy.swarm, Some(super::convoy::SwarmChoice::Cluster(_)));
                         asks_reschedule = convoy.reschedule_after.is_some();
+                        asks_pre_deploy = convoy.pre_deploy.is_some();
                     }
                 }
                 UnitKey::Secrets => {
@@ -319,6 +321,18 @@ impl<'de> Visitor<'de> for UnitSeed<'_> {
                 ],
                 message: "a unit is a systemd service and never runs on Swarm: move it under \
                           `services:` with an image, or remove `swarm`"
+                    .to_owned(),
+            });
+        }
+        if asks_pre_deploy {
+            problems.push(Note {
+                path: vec![
+                    Seg::Key("x-convoy".to_owned()),
+                    Seg::Key("pre_deploy".to_owned()),
+                ],
+                message: "a pre-deploy hook runs in a one-off container from a service's \
+                          image: units have none; run the step in the unit's ExecStartPre \
+                          or as a container service"
                     .to_owned(),
             });
         }
