@@ -314,7 +314,8 @@ fn a_paused_reader_does_not_delay_heartbeats_and_is_told_what_it_lost() {
 /// headless Chromium: a service's "Logs" opens the log panel, which shows
 /// the instance's last 100 lines (prefixed with the instance, as Docker has
 /// them) and then newer ticks as they are written, without a reload;
-/// "Close" closes the stream, and the coordinator drops its side.
+/// "Close" closes the stream, and the coordinator drops its side. A
+/// viewer's panel shows why it may not read them.
 #[test]
 fn dashboard_log_panel_shows_a_services_lines_and_follows_new_ones() {
     use crate::dashboard::{browser, need, screenshot, wait_for, ChromeDriver};
@@ -362,27 +363,7 @@ fn dashboard_log_panel_shows_a_services_lines_and_follows_new_ones() {
                 .await?
                 .click()
                 .await?;
-            // Cards are redrawn with each snapshot: a click may land on one
-            // just replaced, so try until the panel opens.
-            let button = format!("[data-testid='logs-{svc}']");
-            wait_for(&client, "the service's Logs button", &button).await?;
-            let opened = Instant::now();
-            loop {
-                if let Ok(b) = client.find(Locator::Css(&button)).await {
-                    let _ = b.click().await;
-                }
-                let panel = client
-                    .find(Locator::Css("[data-testid='logs-panel']"))
-                    .await?;
-                if panel.attr("hidden").await?.is_none() {
-                    break;
-                }
-                ensure!(
-                    opened.elapsed() < Duration::from_secs(30),
-                    "the log panel never opened"
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+            open_log_panel(&client, &svc).await?;
             let title = client
                 .find(Locator::Css("[data-testid='logs-title']"))
                 .await?
@@ -513,6 +494,40 @@ fn dashboard_log_panel_shows_a_services_lines_and_follows_new_ones() {
                 },
             )
             .await?;
+
+            // A viewer may see the service but not its logs: the panel
+            // says why.
+            let viewer: serde_json::Value = c.cli_json(&["token", "create", "--role", "viewer"]);
+            let viewer = viewer["token"].as_str().unwrap_or_default().to_string();
+            client
+                .find(Locator::Css("form[action='/logout'] button"))
+                .await?
+                .click()
+                .await?;
+            let input = wait_for(&client, "the token field", "input[name=token]").await?;
+            input.send_keys(&viewer).await?;
+            client
+                .find(Locator::Css(
+                    "form[data-testid=login-form] button[type=submit]",
+                ))
+                .await?
+                .click()
+                .await?;
+            open_log_panel(&client, &svc).await?;
+            let refused = wait_for(
+                &client,
+                "the refusal in the log panel",
+                "[data-testid='logs-status'][data-state='refused']",
+            )
+            .await?
+            .text()
+            .await?;
+            ensure!(
+                refused.contains("(viewer) may only read")
+                    && refused.contains("`logs` needs a deployer or admin token"),
+                "refusal {refused:?}"
+            );
+            ensure!(log_streams(&c)? == 0, "a refused stream is counted open");
             Ok(())
         }
         .await;
@@ -535,6 +550,31 @@ fn dashboard_log_panel_shows_a_services_lines_and_follows_new_ones() {
     );
     c.delete(&svc);
     c.wait_service_gone(&svc);
+}
+
+/// Clicks the service's "Logs" until the panel shows. Cards are redrawn
+/// with each snapshot, so a click may land on one just replaced.
+async fn open_log_panel(client: &fantoccini::Client, svc: &str) -> anyhow::Result<()> {
+    use fantoccini::Locator;
+    let button = format!("[data-testid='logs-{svc}']");
+    crate::dashboard::wait_for(client, "the service's Logs button", &button).await?;
+    let started = Instant::now();
+    loop {
+        if let Ok(b) = client.find(Locator::Css(&button)).await {
+            let _ = b.click().await;
+        }
+        let panel = client
+            .find(Locator::Css("[data-testid='logs-panel']"))
+            .await?;
+        if panel.attr("hidden").await?.is_none() {
+            return Ok(());
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "the log panel never opened"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The log panel's lines: (instance, stream, text).
