@@ -4,6 +4,7 @@
 
 pub mod controller;
 pub mod enroll;
+pub mod exec;
 pub mod facts;
 pub mod gpu;
 pub mod install;

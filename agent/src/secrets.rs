@@ -433,6 +433,23 @@ impl NodeSecrets {
         Ok(delivery)
     }
 
+    /// Where one-off containers' (`convoy run`) secret files go: beside
+    /// the workloads' (same tmpfs, same checks), out of reach of
+    /// [`Self::collect_containers`], which sweeps only the workloads'.
+    pub fn for_runs(&self) -> Self {
+        Self {
+            dir: self.dir.join("runs"),
+            problem: self.problem.clone(),
+        }
+    }
+
+    /// Removes the secret files of container `name`. Blocking.
+    pub fn forget_container(&self, name: &str) {
+        if check_dir_name(name).is_ok() {
+            let _ = std::fs::remove_dir_all(self.dir.join(CONTAINERS).join(name));
+        }
+    }
+
     /// Removes the secret files of every container not in `keep` (by
     /// name). Blocking.
     pub fn collect_containers(&self, keep: &HashSet<String>) {

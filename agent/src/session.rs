@@ -15,6 +15,7 @@ use convoy_proto::{
     CoordinatorMessage, Event, Heartbeat, Hello, NodePlan, Ping, Pong, RenewRequest, RunProbes,
     StatusReport, VolumeInfo, Welcome, WorkloadStatus, COORDINATOR_SERVER_NAME,
 };
+use futures::FutureExt;
 use rand::Rng;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinSet;
@@ -191,8 +192,11 @@ impl<R: Runtime> Session<R> {
             _ = shutdown.cancelled() => return Ok(End::Shutdown),
             channel = connect(addr, &pki) => channel?,
         };
-        // Tunnels (logs) open their own streams on this connection.
-        let tunnel_channel = channel.clone();
+        // Tunnels (logs, exec, run) dial connections of their own.
+        let dialer = crate::tunnel::Dialer {
+            addr: addr.to_string(),
+            pki_dir: self.pki_dir.clone(),
+        };
         let mut client = AgentServiceClient::new(channel).max_decoding_message_size(MAX_PLAN_BYTES);
 
         let (tx, rx) = mpsc::channel::<AgentMessage>(OUTBOUND_BUFFER);
@@ -291,13 +295,63 @@ impl<R: Runtime> Session<R> {
                             Ok(request) => {
                                 tunnels.spawn(
                                     crate::tunnel::serve_logs(
-                                        tunnel_channel.clone(),
+                                        dialer.clone(),
                                         self.node.clone(),
                                         self.runtime.clone(),
                                         request,
                                     )
                                     .instrument(info_span!("logs_tunnel")),
                                 );
+                                (true, String::new())
+                            }
+                            Err(error) => (false, error),
+                        };
+                        let ack = Ack {
+                            target: Some(ack::Target::CommandId(id)),
+                            ok,
+                            error,
+                            probe_results: Vec::new(),
+                            volumes: Vec::new(),
+                        };
+                        send(&tx, addr, agent_message::Msg::Ack(ack)).await?;
+                        postpone(&mut heartbeat, last_beat);
+                    }
+                    Ok(Some(CoordinatorMessage {
+                        msg: Some(coordinator_message::Msg::Command(Command {
+                            id,
+                            kind: Some(kind @ (command::Kind::OpenExec(_) | command::Kind::RunOnce(_))),
+                        })),
+                    })) => {
+                        let resolved = match kind {
+                            command::Kind::OpenExec(open) => {
+                                let statuses = self.snapshot.borrow().statuses.clone();
+                                crate::exec::resolve_exec(open, &statuses, &self.node).map(|request| {
+                                    crate::exec::serve_exec(dialer.clone(), self.runtime.clone(), request)
+                                        .instrument(info_span!("exec_tunnel"))
+                                        .boxed()
+                                })
+                            }
+                            command::Kind::RunOnce(open) => {
+                                let plan = self.plan.borrow().clone();
+                                crate::exec::resolve_run(open, plan.as_deref(), &self.node).and_then(|request| {
+                                    let plan = plan.ok_or_else(|| "no plan".to_string())?;
+                                    Ok(crate::exec::serve_run(
+                                        dialer.clone(),
+                                        self.node.clone(),
+                                        self.runtime.clone(),
+                                        self.secrets.clone(),
+                                        plan,
+                                        request,
+                                    )
+                                    .instrument(info_span!("run_tunnel"))
+                                    .boxed())
+                                })
+                            }
+                            _ => Err("not a tunnel command".to_string()),
+                        };
+                        let (ok, error) = match resolved {
+                            Ok(task) => {
+                                tunnels.spawn(task);
                                 (true, String::new())
                             }
                             Err(error) => (false, error),
@@ -425,7 +479,12 @@ impl<R: Runtime> Session<R> {
                     // Facts go out with the next Hello; nothing is cached to refresh.
                     Some(command::Kind::RefreshFacts(_)) => (true, String::new(), Vec::new()),
                     // Answered beside the loop (`run_probes`, tunnels); not reached.
-                    Some(command::Kind::RunProbes(_) | command::Kind::OpenLogs(_)) => (
+                    Some(
+                        command::Kind::RunProbes(_)
+                        | command::Kind::OpenLogs(_)
+                        | command::Kind::OpenExec(_)
+                        | command::Kind::RunOnce(_),
+                    ) => (
                         false,
                         "RunProbes is answered elsewhere".to_string(),
                         Vec::new(),
@@ -595,7 +654,7 @@ fn heartbeat_timer(every: Duration) -> tokio::time::Interval {
 
 /// Dials `addr` (`host:port`, or a full `https://` URL) with the agent's
 /// certificate, verifying the coordinator's name.
-async fn connect(addr: &str, pki: &Pki) -> Result<Channel, SessionError> {
+pub(crate) async fn connect(addr: &str, pki: &Pki) -> Result<Channel, SessionError> {
     let url = if addr.contains("://") {
         addr.to_string()
     } else {

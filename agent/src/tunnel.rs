@@ -1,8 +1,8 @@
 //! The agent's side of tunnels (docs/LOGS.md): when the coordinator asks
 //! for a workload's output (`Command.open_logs`), the agent checks the
 //! sources are its own, acknowledges, and opens `AgentService.Tunnel` on
-//! the session's connection (its own HTTP/2 stream), naming the tunnel in
-//! the first message. Each source (a container through Docker's logs API,
+//! a connection of its own ([`Dialer`]), naming the tunnel in the first
+//! message. Each source (a container through Docker's logs API,
 //! a unit through `journalctl`) is read by its own task into its own
 //! bounded channel that never waits: when the coordinator reads too
 //! slowly, lines are dropped and a marker says how many. The tunnel ends
@@ -10,6 +10,7 @@
 //! closes it (the reader left): the readers are then stopped.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +18,8 @@ use std::time::Duration;
 use convoy_api::logs::{cap_line, journal_entry, InstanceLine, LogEntry, LogStream};
 use convoy_proto::agent_service_client::AgentServiceClient;
 use convoy_proto::{
-    tunnel_up, LogLine, OpenLogs, TunnelEnd, TunnelLines, TunnelOpen, TunnelUp, WorkloadStatus,
+    tunnel_up, LogLine, OpenLogs, TunnelDown, TunnelEnd, TunnelLines, TunnelOpen, TunnelUp,
+    WorkloadStatus,
 };
 use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
@@ -25,9 +27,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
+use tonic::Streaming;
 use tracing::{debug, warn};
 
 use crate::logs::{LogQuery, LossySender};
+use crate::pki::Pki;
 use crate::runtime::Runtime;
 
 /// Lines buffered per source before they are dropped.
@@ -36,7 +40,7 @@ const SOURCE_BUFFER: usize = 512;
 /// decodes messages of up to 4 MiB).
 const BATCH_BYTES: usize = 1 << 20;
 /// How long the coordinator has to answer the Tunnel call.
-const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest journal entry (one JSON line) read whole; a longer one is
 /// skipped with a marker.
 const MAX_JOURNAL_LINE: u64 = 256 * 1024;
@@ -131,10 +135,54 @@ pub fn resolve(
     })
 }
 
+/// How a tunnel reaches the coordinator: a connection of its own (a new
+/// TLS connection with the agent's certificate to the coordinator of the
+/// session), so that no tunnel, however stalled, shares HTTP/2 flow
+/// control with the Session stream and its heartbeats.
+#[derive(Debug, Clone)]
+pub struct Dialer {
+    pub addr: String,
+    pub pki_dir: PathBuf,
+}
+
+impl Dialer {
+    async fn dial(&self) -> Result<Channel, String> {
+        let pki = Pki::load(&self.pki_dir).await.map_err(|e| e.to_string())?;
+        crate::session::connect(&self.addr, &pki)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Opens tunnel `tunnel_id`: what to send up, and what comes down.
+    pub async fn open(
+        &self,
+        tunnel_id: String,
+    ) -> Result<(mpsc::Sender<TunnelUp>, Streaming<TunnelDown>), String> {
+        let channel = self.dial().await?;
+        let (up, up_rx) = mpsc::channel::<TunnelUp>(4);
+        let open = TunnelUp {
+            msg: Some(tunnel_up::Msg::Open(TunnelOpen { tunnel_id })),
+        };
+        up.send(open)
+            .await
+            .map_err(|_| "the tunnel closed at once".to_string())?;
+        let mut client = AgentServiceClient::new(channel);
+        let call = tokio::time::timeout(OPEN_TIMEOUT, client.tunnel(ReceiverStream::new(up_rx)));
+        match call.await {
+            Ok(Ok(response)) => Ok((up, response.into_inner())),
+            Ok(Err(status)) => Err(format!(
+                "the coordinator refused the tunnel: {}",
+                status.message()
+            )),
+            Err(_) => Err("the coordinator did not answer the tunnel in time".to_string()),
+        }
+    }
+}
+
 /// Opens the tunnel and streams the sources up it until they end or the
 /// coordinator closes it.
 pub async fn serve_logs<R: Runtime>(
-    channel: Channel,
+    dialer: Dialer,
     node: String,
     runtime: Arc<R>,
     request: LogsTunnel,
@@ -144,26 +192,10 @@ pub async fn serve_logs<R: Runtime>(
         sources,
         query,
     } = request;
-    let (up, up_rx) = mpsc::channel::<TunnelUp>(4);
-    let open = TunnelUp {
-        msg: Some(tunnel_up::Msg::Open(TunnelOpen { tunnel_id })),
-    };
-    if up.send(open).await.is_err() {
-        return;
-    }
-    let mut client = AgentServiceClient::new(channel);
-    let call = tokio::time::timeout(OPEN_TIMEOUT, client.tunnel(ReceiverStream::new(up_rx)));
-    let mut down = match call.await {
-        Ok(Ok(response)) => response.into_inner(),
-        Ok(Err(status)) => {
-            warn!(
-                "the coordinator refused a logs tunnel: {}",
-                status.message()
-            );
-            return;
-        }
-        Err(_) => {
-            warn!("the coordinator did not answer a logs tunnel in time");
+    let (up, mut down) = match dialer.open(tunnel_id).await {
+        Ok(opened) => opened,
+        Err(e) => {
+            warn!("logs tunnel: {e}");
             return;
         }
     };

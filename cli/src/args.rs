@@ -208,6 +208,13 @@ pub enum Command {
     /// Print the output of a service's instances or of a unit, from their
     /// nodes, each line prefixed with its instance (deployer or admin).
     Logs(crate::logs::LogsArgs),
+    /// Run a command in an instance's container (`-i` input, `-t`
+    /// terminal); exits with its exit code (deployer or admin).
+    Exec(crate::exec::ExecArgs),
+    /// Run a one-off container from a service's current spec (image,
+    /// environment, volumes, secrets, networks) on a node that runs it,
+    /// e.g. a migration; exits with its exit code (deployer or admin).
+    Run(crate::exec::ExecArgs),
     /// Print the shell completion script for bash, zsh or fish, e.g.
     /// `source <(convoy completion bash)` (the packages install it).
     Completion {

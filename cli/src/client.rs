@@ -25,6 +25,7 @@ use crate::config::Settings;
 mod address;
 mod auth;
 mod errors;
+mod exec;
 mod failover;
 mod logs;
 mod notify;

@@ -168,6 +168,8 @@ pub async fn run(command: Command, format: Format, flags: &Flags) -> Result<Outp
         Command::Context { command } => trust::context(command, format, flags),
         Command::Volumes { command } => crate::volumes::run(command, format, flags).await,
         Command::Logs(args) => crate::logs::run(args, flags).await,
+        Command::Exec(args) => crate::exec::run(crate::exec::Kind::Exec, args, flags).await,
+        Command::Run(args) => crate::exec::run(crate::exec::Kind::Run, args, flags).await,
         Command::Notify { command } => {
             crate::notify::run(
                 command,

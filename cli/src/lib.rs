@@ -8,6 +8,7 @@ pub mod commands;
 pub mod compose;
 pub mod config;
 pub mod drain;
+pub mod exec;
 pub mod exit;
 pub mod logs;
 pub mod notify;

@@ -16,6 +16,7 @@ mod deploy;
 mod dev;
 mod drain;
 mod environments;
+mod exec;
 mod failover;
 mod gpu;
 mod ha;

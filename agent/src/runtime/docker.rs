@@ -240,12 +240,48 @@ impl DockerRuntime {
         workload: &Workload,
         secrets: &Delivery,
     ) -> Result<CreatedContainer, RuntimeError> {
+        let docker = self.client().await?;
+        let name = container_name(workload);
+        let id = self
+            .create_named(&docker, node, workload, secrets, &name, |_| {})
+            .await?;
+        let started = docker
+            .start_container(&id, None::<StartContainerOptions>)
+            .await
+            .map_err(|e| classify(&format!("starting container `{name}`"), e));
+        if let Err(e) = started {
+            // Another agent on this engine removed the duplicate network the
+            // container was created on: not left behind, made anew.
+            if network_race(&e) {
+                let options = RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                };
+                let _ = docker.remove_container(&id, Some(options)).await;
+            }
+            return Err(e);
+        }
+        Ok(CreatedContainer { id, name })
+    }
+
+    /// Creates (does not start) container `name` of `workload` with its
+    /// secrets, configs, volumes and networks; `adjust` changes the request
+    /// last (a one-off run's command and labels). Its ID.
+    async fn create_named(
+        &self,
+        docker: &Docker,
+        node: &str,
+        workload: &Workload,
+        secrets: &Delivery,
+        name: &str,
+        adjust: impl FnOnce(&mut bollard::models::ContainerCreateBody),
+    ) -> Result<String, RuntimeError> {
         // Never trust the coordinator alone with the host.
         check_binds(node, workload, &self.allowed_binds)?;
         create::check_host_access(node, workload, &self.allowed_host_access)?;
         binds::check_resolved(node, workload, &self.allowed_binds)?;
-        let docker = self.client().await?;
-        let name = container_name(workload);
+        let docker = docker.clone();
+        let name = name.to_string();
         let mut body = create_body(node, workload)?;
         add_secrets(&mut body, secrets);
         // Held until the create: the files must outlive a concurrent sweep.
@@ -262,6 +298,7 @@ impl DockerRuntime {
                     .extend(config_mounts);
             }
         }
+        adjust(&mut body);
         let networks = networks_of(workload);
         let platform = match &workload.runtime {
             Some(convoy_proto::workload::Runtime::Container(spec)) if !spec.platform.is_empty() => {
@@ -328,23 +365,7 @@ impl DockerRuntime {
                 ));
             }
         }
-        let started = docker
-            .start_container(&id, None::<StartContainerOptions>)
-            .await
-            .map_err(|e| classify(&format!("starting container `{name}`"), e));
-        if let Err(e) = started {
-            // Another agent on this engine removed the duplicate network the
-            // container was created on: not left behind, made anew.
-            if network_race(&e) {
-                let options = RemoveContainerOptions {
-                    force: true,
-                    ..Default::default()
-                };
-                let _ = docker.remove_container(&id, Some(options)).await;
-            }
-            return Err(e);
-        }
-        Ok(CreatedContainer { id, name })
+        Ok(id)
     }
 
     /// Creates a network the container joins when it is missing, labelled
@@ -768,6 +789,29 @@ impl Runtime for DockerRuntime {
         self.check(result).await
     }
 
+    async fn docker_client(&self) -> Result<Docker, RuntimeError> {
+        let docker = self.client().await;
+        self.check(docker).await
+    }
+
+    async fn create_one_off(
+        &self,
+        node: &str,
+        workload: &Workload,
+        secrets: &Delivery,
+        name: &str,
+        run: &super::OneOff,
+    ) -> Result<String, RuntimeError> {
+        let docker = self.client().await;
+        let docker = self.check(docker).await?;
+        let created = self
+            .create_named(&docker, node, workload, secrets, name, |body| {
+                one_off_body(body, &workload.id, run)
+            })
+            .await;
+        self.check(created).await
+    }
+
     async fn logs(
         &self,
         id: &str,
@@ -853,6 +897,36 @@ fn add_secrets(body: &mut bollard::models::ContainerCreateBody, secrets: &Delive
     });
     env.extend(secrets.env_lines());
 }
+/// Turns a workload's create request into a one-off's: `run`'s command
+/// (the image's or spec's entrypoint stays), not managed (the reconciler
+/// leaves it alone) but labelled with the workload, no published ports,
+/// no restart policy, no health check, streams attached as asked.
+fn one_off_body(
+    body: &mut bollard::models::ContainerCreateBody,
+    workload_id: &str,
+    run: &super::OneOff,
+) {
+    body.cmd = Some(run.command.clone());
+    body.tty = Some(run.tty);
+    body.open_stdin = Some(run.stdin);
+    body.stdin_once = Some(run.stdin);
+    body.attach_stdin = Some(run.stdin);
+    body.attach_stdout = Some(true);
+    body.attach_stderr = Some(true);
+    body.healthcheck = Some(bollard::models::HealthConfig {
+        test: Some(vec!["NONE".to_string()]),
+        ..Default::default()
+    });
+    let labels = body.labels.get_or_insert_with(HashMap::new);
+    labels.remove(super::labels::MANAGED);
+    labels.insert(super::labels::RUN.to_string(), workload_id.to_string());
+    if let Some(host) = body.host_config.as_mut() {
+        host.restart_policy = None;
+        host.port_bindings = None;
+        host.publish_all_ports = Some(false);
+    }
+}
+
 /// Whether `error` comes from two agents on one engine creating a network
 /// at once: the name is ambiguous, or the network a container was made on
 /// was removed as a duplicate.

@@ -39,6 +39,18 @@ pub mod labels {
     pub const VOLUME: &str = "io.convoy.volume";
     /// On a volume: `true` for an anonymous one (one per instance and target).
     pub const ANONYMOUS: &str = "io.convoy.anonymous";
+    /// On a one-off container (`convoy run`): the workload whose spec it
+    /// copies. It carries no `io.convoy.managed`, so the reconciler
+    /// leaves it alone.
+    pub const RUN: &str = "io.convoy.run";
+}
+
+/// What a one-off container runs and how it is attached.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OneOff {
+    pub command: Vec<String>,
+    pub tty: bool,
+    pub stdin: bool,
 }
 
 /// The container name of a workload: `convoy-ENV-SERVICE-INDEX-rREVISION`.
@@ -371,6 +383,29 @@ pub trait Runtime: Send + Sync + 'static {
             context: format!("reading the logs of container {id}"),
             message: "this runtime keeps no logs".to_string(),
         })
+    }
+    /// The Docker client, for exec and one-off runs, which stream through
+    /// tunnels (`crate::exec`).
+    async fn docker_client(&self) -> Result<bollard::Docker, RuntimeError> {
+        Err(RuntimeError::Unreachable(
+            "this runtime has no Docker".to_string(),
+        ))
+    }
+    /// Creates (does not start) a one-off container named `name` from
+    /// `workload`'s spec with `command` (`convoy run`): labelled
+    /// [`labels::RUN`] and not managed, without published ports, restarts
+    /// or health checks; attached streams as asked. Its ID.
+    async fn create_one_off(
+        &self,
+        _node: &str,
+        _workload: &Workload,
+        _secrets: &Delivery,
+        _name: &str,
+        _run: &OneOff,
+    ) -> Result<String, RuntimeError> {
+        Err(RuntimeError::Unreachable(
+            "this runtime has no Docker".to_string(),
+        ))
     }
     /// Lifecycle events of the node's managed containers. The stream ends or
     /// errors when the engine goes away; callers subscribe again.

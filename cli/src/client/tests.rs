@@ -245,6 +245,22 @@ impl ControlService for Fake {
     }
 
     type LogsStream = tokio_stream::Empty<Result<convoy_proto::LogLine, Status>>;
+    type ExecStream = tokio_stream::Empty<Result<convoy_proto::ExecOutput, Status>>;
+    type RunStream = tokio_stream::Empty<Result<convoy_proto::ExecOutput, Status>>;
+
+    async fn exec(
+        &self,
+        _: Request<tonic::Streaming<convoy_proto::ExecInput>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn run(
+        &self,
+        _: Request<tonic::Streaming<convoy_proto::ExecInput>>,
+    ) -> Result<Response<Self::RunStream>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 
     async fn logs(
         &self,

@@ -19,6 +19,8 @@ use crate::{
     tokens::{NewJoinToken, NewToken, Role, TokenError, Tokens},
 };
 
+/// `Exec` and `Run` (issue 19).
+mod exec;
 /// `Logs` (issue 19), and the access path the dashboard shares.
 pub mod logs;
 /// `CordonNode` and `DrainNode` (issue 19).
@@ -806,6 +808,23 @@ impl pb::control_service_server::ControlService for ControlApi {
         req: Request<pb::LogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
         self.stream_logs(req).await
+    }
+
+    type ExecStream = exec::ExecStream;
+    type RunStream = exec::ExecStream;
+
+    async fn exec(
+        &self,
+        req: Request<tonic::Streaming<pb::ExecInput>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        self.interactive(req, crate::state::Interactive::Exec).await
+    }
+
+    async fn run(
+        &self,
+        req: Request<tonic::Streaming<pb::ExecInput>>,
+    ) -> Result<Response<Self::RunStream>, Status> {
+        self.interactive(req, crate::state::Interactive::Run).await
     }
 }
 

@@ -62,6 +62,13 @@ pub enum Action<'a> {
     Logs {
         env: &'a str,
     },
+    /// `convoy exec` and `convoy run`: deployer or admin in the environment.
+    Exec {
+        env: &'a str,
+    },
+    Run {
+        env: &'a str,
+    },
 }
 
 impl<'a> Action<'a> {
@@ -96,6 +103,8 @@ impl<'a> Action<'a> {
             Action::UncordonNode => "node uncordon",
             Action::DrainNode => "node drain",
             Action::Logs { .. } => "logs",
+            Action::Exec { .. } => "exec",
+            Action::Run { .. } => "run",
         }
     }
 
@@ -130,6 +139,8 @@ impl<'a> Action<'a> {
             Action::UncordonNode => "node.uncordon",
             Action::DrainNode => "node.drain",
             Action::Logs { .. } => "logs",
+            Action::Exec { .. } => "exec",
+            Action::Run { .. } => "run",
         }
     }
 
@@ -142,7 +153,9 @@ impl<'a> Action<'a> {
             | Action::SecretGenerate { env }
             | Action::SecretRotate { env }
             | Action::SecretRemove { env }
-            | Action::Logs { env } => Some(env),
+            | Action::Logs { env }
+            | Action::Exec { env }
+            | Action::Run { env } => Some(env),
             _ => None,
         }
     }

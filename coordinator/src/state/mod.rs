@@ -39,6 +39,7 @@ mod apply;
 mod commit;
 mod drain;
 mod envs;
+mod exec;
 mod live;
 mod logs;
 mod messages;
@@ -58,6 +59,7 @@ mod volumes;
 
 pub use apply::{spec_diff, ApplyOptions};
 pub use envs::{check_env_name, node_serves, ENV_LABEL};
+pub use exec::{ExecError, Execution, Interactive};
 pub use live::{GpuMetricSample, Liveness, MetricSample, HISTORY};
 pub use logs::{instance_label, LogTarget, LogsError, LogsQuery, LOG_BUFFER};
 pub use notifiers::{
