@@ -30,6 +30,17 @@ pub enum LogStream {
     Convoy,
 }
 
+impl LogStream {
+    /// Its name where a line is JSON (the dashboard's `/api/logs`).
+    pub fn name(self) -> &'static str {
+        match self {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+            LogStream::Convoy => "convoy",
+        }
+    }
+}
+
 /// One line of a workload's output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogEntry {

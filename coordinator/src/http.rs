@@ -1,7 +1,8 @@
 //! The coordinator's HTTP port: the live dashboard (static files embedded in
 //! the binary), its JSON API under `/api/` and the Server-Sent Events stream
 //! that keeps it current, `/metrics` for Prometheus, `/healthz` and
-//! `/readyz`, the spec format's JSON Schema at `/api/schema`. Everything but
+//! `/readyz`, the spec format's JSON Schema at `/api/schema`, and a
+//! service's live logs at `/api/logs` (docs/LOGS.md). Everything but
 //! the probes, the sign-in page, the schema and (unless
 //! `--metrics-auth`) `/metrics` needs a CLI token of any role, sent as
 //! `Authorization: Bearer` or in the cookie `POST /login` sets.
@@ -50,17 +51,19 @@ use crate::{
         auth::{self, Caller},
         rbac::{authorize, Action},
     },
+    audit::Audit,
     events::{Filter, SharedEvent},
     metrics::Metrics,
     state::{now_unix_ms, Coordinator, MetricSample},
     tokens::Tokens,
 };
 
+mod logs;
 mod sign_in;
 mod sse;
 mod stall;
 
-use self::{sign_in::*, sse::*, stall::*};
+use self::{logs::*, sign_in::*, sse::*, stall::*};
 
 const INDEX_HTML: &str = include_str!("http/index.html");
 const APP_JS: &str = include_str!("http/app.js");
@@ -94,6 +97,8 @@ pub struct SseLimits {
     pub debounce: Duration,
     /// A snapshot is sent at least this often (heartbeat ages, metrics).
     pub refresh: Duration,
+    /// Log streams (`/api/logs`) open at once; more are refused with 503.
+    pub max_log_clients: usize,
     /// A client that takes nothing for this long while there is something
     /// to send is dropped, and a connection whose writes make no progress
     /// this long is closed.
@@ -105,6 +110,7 @@ impl Default for SseLimits {
     fn default() -> Self {
         Self {
             max_clients: 64,
+            max_log_clients: 16,
             buffer: 64,
             debounce: Duration::from_secs(1),
             refresh: Duration::from_secs(2),
@@ -120,6 +126,9 @@ struct App {
     tokens: Arc<Tokens>,
     sse: SseLimits,
     sse_slots: Arc<Semaphore>,
+    log_slots: Arc<Semaphore>,
+    /// Where `/api/logs` records who read what, as `convoy logs` does.
+    audit: Arc<Audit>,
     shutdown: CancellationToken,
 }
 
@@ -127,6 +136,7 @@ struct App {
 pub fn router(
     coord: Arc<Coordinator>,
     tokens: Arc<Tokens>,
+    audit: Arc<Audit>,
     opts: HttpOptions,
     shutdown: CancellationToken,
 ) -> Router {
@@ -135,6 +145,8 @@ pub fn router(
         tokens,
         sse: opts.sse,
         sse_slots: Arc::new(Semaphore::new(opts.sse.max_clients)),
+        log_slots: Arc::new(Semaphore::new(opts.sse.max_log_clients)),
+        audit,
         shutdown,
     };
     let require_token = || middleware::from_fn_with_state(app.clone(), require_token);
@@ -148,6 +160,7 @@ pub fn router(
         .route("/api/events", get(api_events))
         .route("/api/metrics-history", get(api_metrics_history))
         .route("/api/stream", get(api_stream))
+        .route("/api/logs", get(api_logs))
         .fallback(not_found)
         .layer(require_token());
     let mut metrics = Router::new().route("/metrics", get(metrics));

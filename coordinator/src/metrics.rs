@@ -78,6 +78,8 @@ pub struct Metrics {
     pub sse_clients: AtomicI64,
     /// Open `convoy events` / `status --watch` streams.
     pub watch_streams: AtomicI64,
+    /// Open dashboard log streams (`/api/logs`).
+    pub log_streams: AtomicI64,
 }
 
 impl Default for Metrics {
@@ -96,6 +98,7 @@ impl Default for Metrics {
             sse_dropped: Counter::default(),
             sse_clients: AtomicI64::new(0),
             watch_streams: AtomicI64::new(0),
+            log_streams: AtomicI64::new(0),
         }
     }
 }
@@ -260,6 +263,9 @@ impl Metrics {
         let sse = Gauge::<i64>::default();
         sse.set(self.sse_clients.load(Ordering::Relaxed));
         reg.register("sse_clients", "Open dashboard event streams", sse);
+        let logs = Gauge::<i64>::default();
+        logs.set(self.log_streams.load(Ordering::Relaxed));
+        reg.register("log_streams", "Open dashboard log streams", logs);
         reg.register(
             "sse_dropped",
             "Dashboard streams dropped for falling behind",

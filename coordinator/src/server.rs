@@ -217,7 +217,13 @@ pub async fn start_on(
         metrics_auth: cfg.metrics_auth,
         ..Default::default()
     };
-    let routes = http::router(coord.clone(), tokens.clone(), http_opts, shutdown.clone());
+    let routes = http::router(
+        coord.clone(),
+        tokens.clone(),
+        audit.clone(),
+        http_opts,
+        shutdown.clone(),
+    );
     tasks.push(tokio::spawn(
         http::serve(http_listener, routes, http_opts.sse.stall, shutdown.clone())
             .instrument(tracing::info_span!("http")),

@@ -21,8 +21,8 @@ use crate::{
 
 /// `Exec` and `Run` (issue 19).
 mod exec;
-/// `Logs` (issue 19).
-mod logs;
+/// `Logs` (issue 19), and the access path the dashboard shares.
+pub mod logs;
 /// `CordonNode` and `DrainNode` (issue 19).
 mod nodes;
 /// `convoy secret ...` handlers.
@@ -72,16 +72,10 @@ impl ControlApi {
         target: &str,
         audited: bool,
     ) -> Result<(), Status> {
-        if let Err(msg) = authorize(caller, action) {
-            tracing::info!(who = caller.who(), action = action.name(), target, reason = %msg, "refused");
-            if audited {
-                self.audit
-                    .record(&caller.who(), action.audit_name(), target, &msg)
-                    .await;
-            }
-            return Err(Status::permission_denied(msg));
-        }
-        Ok(())
+        let audit = audited.then_some(&*self.audit);
+        allow(audit, caller, action, target)
+            .await
+            .map_err(Status::permission_denied)
     }
 
     /// Promote, pause, resume: deployer rights in the service's env, audited.
@@ -132,6 +126,27 @@ impl ControlApi {
 /// The request's environment, `default` when it names none.
 /// The most Compose profiles one apply enables.
 const MAX_PROFILES: usize = 64;
+
+/// Checks `caller` may do `action`; a refusal is logged, and recorded in
+/// `audit` when given. Shared by these handlers and the HTTP port's
+/// `/api/logs`.
+pub(crate) async fn allow(
+    audit: Option<&Audit>,
+    caller: &Caller,
+    action: Action<'_>,
+    target: &str,
+) -> Result<(), String> {
+    if let Err(msg) = authorize(caller, action) {
+        tracing::info!(who = caller.who(), action = action.name(), target, reason = %msg, "refused");
+        if let Some(audit) = audit {
+            audit
+                .record(&caller.who(), action.audit_name(), target, &msg)
+                .await;
+        }
+        return Err(msg);
+    }
+    Ok(())
+}
 
 fn env_or_default(env: String) -> String {
     if env.is_empty() {

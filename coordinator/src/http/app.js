@@ -1,6 +1,8 @@
 // Convoy's dashboard: one Server-Sent Events stream (/api/stream) feeds
 // everything on the page, so it never polls. `snapshot` messages carry nodes,
 // services and new metric samples; `cluster` messages carry each event.
+// A service's "Logs" opens a second stream (/api/logs) into the log panel
+// while the panel is open.
 // Text from the cluster (names, probe output, messages) only ever goes into
 // textContent, never into markup.
 'use strict';
@@ -8,6 +10,10 @@
 (function () {
   const FEED_MAX = 200;
   const HISTORY_MAX = 120;
+  // The log panel: lines asked for on opening, and kept on the page.
+  const LOG_TAIL = 100;
+  const LOG_MAX = 2000;
+  const LOG_COLOURS = 6;
   const SVG = 'http://www.w3.org/2000/svg';
 
   const state = {
@@ -227,7 +233,12 @@
         el('span', { class: 'env' }, s.env),
         el('span', { class: 'rev' }, `revision ${s.revision}`),
         el('code', { class: 'image' }, s.image),
-        el('span', { class: `rollup ${r.ok ? 'good' : 'warn'}`, 'data-testid': `rollup-${s.name}` }, r.text)),
+        el('span', { class: `rollup ${r.ok ? 'good' : 'warn'}`, 'data-testid': `rollup-${s.name}` }, r.text),
+        // Swarm keeps a Swarm service's logs (docs/SWARM.md).
+        s.swarm ? null : el('button', {
+          type: 'button', class: 'logs-open', 'data-testid': `logs-${s.name}`,
+          'data-env': s.env, 'data-service': s.name, title: `Follow the logs of ${s.name}`,
+        }, 'Logs')),
       s.swarm ? swarmLine(s) : null,
       el('table', { class: 'instances' },
         el('thead', {}, el('tr', {},
@@ -313,8 +324,101 @@
     });
   }
 
+  // ---- the log panel -------------------------------------------------
+
+  // The open log stream: {es, env, service, opened, colours}, or null.
+  let logs = null;
+
+  function setLogStatus(text, st) {
+    const status = document.getElementById('logs-status');
+    status.textContent = text;
+    status.setAttribute('data-state', st);
+  }
+
+  function logLine(line) {
+    const box = document.getElementById('log-lines');
+    // Follow the end unless the reader scrolled up to read.
+    const atEnd = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
+    let colour = logs.colours.get(line.instance);
+    if (colour === undefined) {
+      colour = logs.colours.size % LOG_COLOURS;
+      logs.colours.set(line.instance, colour);
+    }
+    const when = new Date(Math.floor(line.unix_nanos / 1e6));
+    box.append(el('div', {
+      class: `log-line stream-${line.stream}`, 'data-testid': 'log-line',
+      'data-instance': line.instance, 'data-stream': line.stream,
+    },
+    el('span', { class: `instance c${colour}`, title: `${line.instance} on ${line.node} · ${when.toISOString()}` },
+      line.instance),
+    el('span', { class: 'text' }, line.text)));
+    while (box.children.length > LOG_MAX) box.firstElementChild.remove();
+    if (atEnd) box.scrollTop = box.scrollHeight;
+  }
+
+  function closeLogs() {
+    if (logs) logs.es.close();
+    logs = null;
+    window.convoy.logs = null;
+    document.getElementById('logs').hidden = true;
+    document.body.classList.remove('logs-open');
+    document.getElementById('log-lines').replaceChildren();
+    setLogStatus('', 'closed');
+  }
+
+  // Why the server refused a stream: an EventSource cannot see the
+  // answer, so ask again and read it (stopping a stream that opens).
+  function explainRefusal(url, mine) {
+    const abort = new AbortController();
+    fetch(url, { credentials: 'same-origin', signal: abort.signal }).then((r) => {
+      if (r.ok) {
+        abort.abort();
+        return 'the stream broke';
+      }
+      if (r.status === 401) window.location.assign('/login');
+      return r.json().then((j) => j.error, () => `HTTP ${r.status}`);
+    }).catch(() => 'the coordinator cannot be reached').then((why) => {
+      if (logs === mine) setLogStatus(why, 'refused');
+    });
+  }
+
+  function openLogs(env, service) {
+    closeLogs();
+    const url = '/api/logs?' + new URLSearchParams({ env, target: service, tail: String(LOG_TAIL) });
+    const es = new EventSource(url);
+    const mine = { es, env, service, opened: false, colours: new Map() };
+    logs = mine;
+    window.convoy.logs = mine;
+    document.getElementById('logs-title').textContent = `Logs: ${service} (${env})`;
+    document.getElementById('logs').hidden = false;
+    document.body.classList.add('logs-open');
+    setLogStatus('connecting…', 'connecting');
+    es.addEventListener('open', () => {
+      mine.opened = true;
+      setLogStatus('live', 'live');
+    });
+    es.addEventListener('line', (e) => { if (logs === mine) logLine(JSON.parse(e.data)); });
+    es.addEventListener('end', () => {
+      es.close();
+      if (logs === mine) setLogStatus('ended: no instance is sending any more', 'ended');
+    });
+    es.addEventListener('error', () => {
+      // No reconnect: it would start again from the last lines, twice.
+      es.close();
+      if (logs !== mine) return;
+      if (mine.opened) setLogStatus('disconnected: open the logs again to resume', 'down');
+      else explainRefusal(url, mine);
+    });
+  }
+
   document.addEventListener('DOMContentLoaded', () => {
     connect();
     setInterval(updateAges, 1000);
+    // Cards are redrawn on each snapshot: one listener for all their buttons.
+    document.getElementById('services').addEventListener('click', (e) => {
+      const button = e.target.closest('button.logs-open');
+      if (button) openLogs(button.getAttribute('data-env'), button.getAttribute('data-service'));
+    });
+    document.getElementById('logs-close').addEventListener('click', closeLogs);
   });
 })();

@@ -18,9 +18,13 @@ struct Fixture {
     _dir: tempfile::TempDir,
     coord: Arc<Coordinator>,
     tokens: Arc<Tokens>,
+    audit: Arc<Audit>,
     shutdown: CancellationToken,
     admin: String,
     viewer: String,
+    /// A deployer in every environment, and one for `staging` only.
+    deployer: String,
+    staging: String,
     join: String,
     revoked: String,
 }
@@ -30,6 +34,7 @@ async fn fixture() -> Fixture {
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.path().join("s")).unwrap());
     let path = dir.path().join("admin.token");
     let tokens = Arc::new(Tokens::load(store.clone(), &path).await.unwrap());
+    let audit = Arc::new(Audit::load(store.clone()).await.unwrap());
     let shutdown = CancellationToken::new();
     let coord = Coordinator::load(store, Liveness::default(), shutdown.clone())
         .await
@@ -45,6 +50,20 @@ async fn fixture() -> Fixture {
         .create(new("ro", Role::Viewer), "admin (admin)")
         .await
         .unwrap();
+    let (_, deployer) = tokens
+        .create(new("ci", Role::Deployer), "admin (admin)")
+        .await
+        .unwrap();
+    let (_, staging) = tokens
+        .create(
+            NewToken {
+                envs: vec!["staging".into()],
+                ..new("stage", Role::Deployer)
+            },
+            "admin (admin)",
+        )
+        .await
+        .unwrap();
     let (rec, revoked) = tokens
         .create(new("old", Role::Viewer), "admin (admin)")
         .await
@@ -58,9 +77,12 @@ async fn fixture() -> Fixture {
         _dir: dir,
         coord,
         tokens,
+        audit,
         shutdown,
         admin,
         viewer,
+        deployer,
+        staging,
         join,
         revoked,
     }
@@ -71,6 +93,7 @@ impl Fixture {
         router(
             self.coord.clone(),
             self.tokens.clone(),
+            self.audit.clone(),
             opts,
             self.shutdown.clone(),
         )
@@ -126,6 +149,7 @@ const PROTECTED: &[&str] = &[
     "/api/events",
     "/api/metrics-history",
     "/api/stream",
+    "/api/logs?target=web",
     "/api/nope",
 ];
 
@@ -707,4 +731,309 @@ async fn the_spec_schema_is_open_and_is_the_file_in_docs() {
     assert_eq!(body, include_str!("../../../docs/convoy-spec.schema.json"));
     let parsed: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(parsed["$defs"]["Service"]["properties"]["image"].is_object());
+}
+
+// ---- the log panel (issue 19) ----------------------------------------
+
+/// The audit entries of `logs`, as (who's name, target, result).
+async fn logs_audit(f: &Fixture) -> Vec<(String, String, String)> {
+    f.audit
+        .list(0)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.action == "logs")
+        .map(|r| (r.who, r.target, r.result))
+        .collect()
+}
+
+fn error_of(body: &str) -> String {
+    let json: serde_json::Value = serde_json::from_str(body).unwrap();
+    json["error"].as_str().unwrap().to_string()
+}
+
+/// Issue 19: `/api/logs` is `convoy logs`'s access: no token is 401, a
+/// viewer (or a deployer of another environment) 403 with the reason, a bad
+/// parameter 400 naming it, an unknown target 404 with `convoy logs`'s
+/// message; refusals and lookups are audited as the gRPC call's are.
+#[tokio::test]
+async fn dashboard_logs_need_deployer_rights_and_refusals_name_the_reason() {
+    let f = fixture().await;
+    let app = f.app();
+
+    let (status, _, body) = get(&app, "/api/logs?env=default&target=web", Auth::None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(error_of(&body).contains("no token"), "{body}");
+
+    let (status, _, body) = get(
+        &app,
+        "/api/logs?env=default&target=web",
+        Auth::Cookie(&f.viewer),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(
+        error_of(&body),
+        "token `ro` (viewer) may only read (status, nodes, events, verify, history); \
+         `logs` needs a deployer or admin token"
+    );
+    let (status, _, body) = get(
+        &app,
+        "/api/logs?env=prod&target=web",
+        Auth::Bearer(&f.staging),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        error_of(&body).contains("may not touch environment `prod`"),
+        "{body}"
+    );
+
+    for (query, parameter) in [
+        ("env=default", "`target` is missing"),
+        ("target=", "`target` is missing"),
+        ("target=web&tail=ten", "`tail`: `ten` is not a line count"),
+        ("target=web&tail=-1", "`tail`: `-1` is not a line count"),
+        ("target=web&since_unix_ms=soon", "`since_unix_ms`: `soon`"),
+        (
+            "target=web&since_unix_ms=-5",
+            "`since_unix_ms`: -5 is before 1970",
+        ),
+        ("target=web&follow=0", "unknown parameter `follow`"),
+        ("target=web&target=db", "`target` is given twice"),
+    ] {
+        let (status, _, body) =
+            get(&app, &format!("/api/logs?{query}"), Auth::Bearer(&f.admin)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert!(error_of(&body).contains(parameter), "{query}: {body}");
+    }
+
+    let (status, _, body) = get(
+        &app,
+        "/api/logs?env=staging&target=nosuch",
+        Auth::Bearer(&f.staging),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(
+        error_of(&body),
+        "no service, instance or unit `nosuch` in environment `staging` \
+         (`convoy status --env staging` lists them)"
+    );
+    // No env: the default one, as `convoy logs` without `--env`.
+    let (status, _, body) = get(&app, "/api/logs?target=nosuch", Auth::Bearer(&f.admin)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(error_of(&body).contains("environment `default`"), "{body}");
+
+    let audit = logs_audit(&f).await;
+    let has = |who: &str, target: &str, result: &str| {
+        audit
+            .iter()
+            .any(|(w, t, r)| w.ends_with(&format!("({who})")) && t == target && r.contains(result))
+    };
+    assert!(has("ro", "default/web", "may only read"), "{audit:#?}");
+    assert!(has("stage", "prod/web", "may not touch"), "{audit:#?}");
+    assert!(has("stage", "staging/nosuch", "no service"), "{audit:#?}");
+    assert!(has("admin", "default/nosuch", "no service"), "{audit:#?}");
+    // A bad parameter is refused before anything is looked up or recorded.
+    assert_eq!(audit.len(), 4, "{audit:#?}");
+    assert_eq!(f.coord.metrics().log_streams.load(Ordering::Relaxed), 0);
+}
+
+/// A node registered with one instance of `web` placed on it.
+async fn web_on_n1(f: &Fixture) -> crate::state::SessionHandle {
+    let hello = crate::report::AgentHello::from(convoy_proto::Hello {
+        facts: Some(convoy_proto::NodeFacts::default()),
+        agent_version: "t".into(),
+        last_applied_generation: 0,
+        capabilities: vec![],
+    });
+    let session = f
+        .coord
+        .register("n1", "fp-n1", 0, hello, None)
+        .await
+        .unwrap();
+    let spec = "services:\n  web:\n    image: x:1\n";
+    f.coord.apply("a.yaml", spec, false, "test").await.unwrap();
+    session
+}
+
+/// The next command the node's session is sent.
+async fn next_command(session: &mut crate::state::SessionHandle) -> convoy_proto::Command {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), session.commands_rx.recv())
+            .await
+            .expect("no command within 10 s")
+            .expect("the session ended");
+        if let Some(convoy_proto::coordinator_message::Msg::Command(c)) = msg.msg {
+            return c;
+        }
+    }
+}
+
+/// Reads an event stream until `until` appears (or 10 s pass).
+async fn read_until<S, E>(stream: &mut S, until: &str) -> String
+where
+    S: futures::Stream<Item = Result<axum::body::Bytes, E>> + Unpin,
+    E: std::fmt::Debug,
+{
+    let mut text = String::new();
+    let deadline = StdInstant::now() + Duration::from_secs(10);
+    while !text.contains(until) {
+        assert!(StdInstant::now() < deadline, "no {until:?} in {text}");
+        match tokio::time::timeout(Duration::from_millis(200), stream.next()).await {
+            Ok(Some(chunk)) => text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap()),
+            Ok(None) => break,
+            Err(_) => {}
+        }
+    }
+    text
+}
+
+/// Issue 19: a deployer's `/api/logs` asks the service's node for its
+/// instances' logs (following, the tail asked) over the node's session and
+/// streams what comes as `line` events: here the node refuses, so one
+/// `convoy` line says why, then `end`. Audited as `convoy logs` is.
+#[tokio::test]
+async fn a_deployer_gets_a_services_logs_from_its_node_as_events() {
+    let f = fixture().await;
+    let mut session = web_on_n1(&f).await;
+    let app = f.app();
+    let res = app
+        .oneshot(request(
+            "GET",
+            "/api/logs?env=default&target=web&tail=100",
+            Auth::Cookie(&f.deployer),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()[header::CONTENT_TYPE], "text/event-stream");
+    assert_eq!(f.coord.metrics().log_streams.load(Ordering::Relaxed), 1);
+
+    let command = next_command(&mut session).await;
+    let Some(convoy_proto::command::Kind::OpenLogs(open)) = command.kind else {
+        panic!("not an OpenLogs: {command:?}");
+    };
+    assert_eq!(
+        open.sources,
+        [convoy_proto::LogSource {
+            workload_id: "default/web/1".into(),
+            instance: "web-1".into(),
+        }]
+    );
+    assert!(open.follow && open.has_tail && open.tail == 100, "{open:?}");
+    assert_eq!(open.since_unix_ms, 0);
+    f.coord.handle(
+        "n1",
+        session.conn_id,
+        crate::report::AgentReport::CommandAck(crate::report::CommandAck {
+            id: command.id,
+            result: Err("no Docker here".into()),
+            probe_results: vec![],
+            volumes: vec![],
+        }),
+    );
+
+    let mut stream = res.into_body().into_data_stream();
+    let text = read_until(&mut stream, "event: end").await;
+    let data = text
+        .lines()
+        .skip_while(|l| *l != "event: line")
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap_or_else(|| panic!("no line event in {text}"));
+    let line: serde_json::Value = serde_json::from_str(data).unwrap();
+    assert_eq!(line["instance"], "web-1", "{line}");
+    assert_eq!(line["node"], "n1", "{line}");
+    assert_eq!(line["stream"], "convoy", "{line}");
+    assert_eq!(
+        line["text"], "[convoy: node `n1` cannot send these logs: no Docker here]",
+        "{line}"
+    );
+    assert!(line["unix_nanos"].as_i64().unwrap() > 0, "{line}");
+    drop(stream);
+    assert_eq!(f.coord.metrics().log_streams.load(Ordering::Relaxed), 0);
+
+    let audit = logs_audit(&f).await;
+    assert_eq!(audit.len(), 1, "{audit:#?}");
+    assert!(audit[0].0.ends_with("(ci)"), "{audit:#?}");
+    assert_eq!(audit[0].1, "default/web");
+    assert_eq!(audit[0].2, "ok (1 instance, following)");
+}
+
+/// Log streams are bounded in number as well as in lines: past the limit
+/// 503; a stream whose client goes away frees its slot at once, and
+/// streams end on shutdown.
+#[tokio::test]
+async fn log_streams_beyond_the_limit_get_503_and_a_client_going_away_frees_its_slot() {
+    let f = fixture().await;
+    let mut session = web_on_n1(&f).await;
+    let app = f.router(HttpOptions {
+        sse: SseLimits {
+            max_log_clients: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    let open = || {
+        app.clone().oneshot(request(
+            "GET",
+            "/api/logs?target=web-1",
+            Auth::Bearer(&f.admin),
+        ))
+    };
+    let first = open().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    next_command(&mut session).await;
+    let (status, _, body) = send(
+        &app,
+        request("GET", "/api/logs?target=web", Auth::Bearer(&f.admin)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(error_of(&body).contains("too many log streams"), "{body}");
+    // The browser goes away: its stream (and receiver) is dropped.
+    drop(first);
+    assert_eq!(f.coord.metrics().log_streams.load(Ordering::Relaxed), 0);
+    let again = open().await.unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    let mut stream = again.into_body().into_data_stream();
+    f.shutdown.cancel();
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(chunk) = stream.next().await {
+            chunk.unwrap();
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the log stream outlived the shutdown");
+}
+
+#[test]
+fn log_parameters_are_read_by_name() {
+    let pairs = |q: &[(&str, &str)]| {
+        q.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        LogsParams::parse(pairs(&[
+            ("target", "web-2"),
+            ("env", "prod"),
+            ("tail", "100"),
+            ("since_unix_ms", "1700000000000"),
+        ])),
+        Ok(LogsParams {
+            env: "prod".into(),
+            target: "web-2".into(),
+            tail: Some(100),
+            since_unix_ms: 1_700_000_000_000,
+        })
+    );
+    assert_eq!(
+        LogsParams::parse(pairs(&[("target", "web")])),
+        Ok(LogsParams {
+            target: "web".into(),
+            ..Default::default()
+        })
+    );
 }
