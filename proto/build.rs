@@ -16,6 +16,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Cheap to hand around (the plan's encoding).
         .bytes(".convoy.v1.CoordinatorMessage.encoded_plan")
         .codec_path("crate::codec::SmallBufferCodec")
+        // Rare and large: kept out of line, so that every CoordinatorMessage
+        // (one held per agent session) stays small.
+        .boxed(".convoy.v1.RunOnce.workload")
         // Their Debug (src/lib.rs) hides the password.
         .skip_debug([
             ".convoy.v1.RegistryAuth",

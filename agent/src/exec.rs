@@ -119,7 +119,8 @@ pub fn resolve_exec(
 }
 
 /// What a one-off runs: the request, the workload whose spec it copies,
-/// and the secret values it mounts.
+/// and the secret values it mounts (their `Debug` shows keys only).
+#[derive(Debug)]
 pub struct RunRequest {
     pub interactive: Interactive,
     pub workload: Workload,
@@ -142,7 +143,7 @@ pub fn resolve_run(open: RunOnce, plan: Option<&Plan>, node: &str) -> Result<Run
         secret_values,
     } = open;
     check_command(&command)?;
-    let (workload, values) = match workload {
+    let (workload, values) = match workload.map(|w| *w) {
         Some(w) => {
             if !matches!(
                 w.runtime,

@@ -187,3 +187,71 @@ fn run_starts_a_one_off_container_from_the_services_spec_and_removes_it() {
     c.delete(&svc);
     c.wait_service_gone(&svc);
 }
+
+/// `x-convoy.pre_deploy`: a failing hook (a migration that exits 1) stops
+/// the apply with its output, and nothing is stored or started; a passing
+/// one runs from the NEW spec (its new variable) before the rollout.
+#[test]
+fn a_failing_pre_deploy_hook_stops_the_apply_and_stores_nothing() {
+    skip_without_docker!();
+    let c = Cluster::with_agents(1);
+    c.wait_nodes_ready(&c.node_names());
+    let svc = c.service_name("migr");
+    let spec = |greeting: &str, hook: &[&str]| {
+        let hook: Vec<String> = hook.iter().map(|a| format!("\"{a}\"")).collect();
+        format!(
+            "services:\n  {svc}:\n    image: {}\n    command: [\"/convoy-testapp\", \"--listen\", \"0.0.0.0:8080\"]\n    environment:\n      GREETING: {greeting}\n    x-convoy:\n      pre_deploy:\n        command: [{}]\n        timeout: 1m\n",
+            c.image(),
+            hook.join(", ")
+        )
+    };
+    // First deploy: the hook passes.
+    let ok = c.write_spec("ok.yaml", &spec("one", &["/convoy-testapp", "--version"]));
+    c.apply(&ok);
+    let first = c.wait_service_running(&svc, 1, 1);
+
+    // A new revision whose migration fails: the apply fails with the
+    // hook's output, revision 1 stays, its container is the same, no
+    // one-off is left.
+    let bad = c.write_spec(
+        "bad.yaml",
+        &spec(
+            "two",
+            &["/convoy-testapp", "--cat", "/migrations/missing.sql"],
+        ),
+    );
+    let out = c.cli(&["apply", "-f", bad.to_str().unwrap()]);
+    assert_ne!(code(&out), Some(0), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(err.contains("pre-deploy hook"), "{err}");
+    assert!(err.contains("exited with code 1"), "{err}");
+    assert!(
+        err.contains("/migrations/missing.sql"),
+        "the hook's output: {err}"
+    );
+    assert!(err.contains("nothing was applied"), "{err}");
+    let status = c.service_status(&svc);
+    assert_eq!(status.revision, 1, "{}", status.describe());
+    let history = text(&c.cli(&["history", &svc]).stdout);
+    assert!(!history.contains(" 2 "), "no revision 2: {history}");
+    let now = c.wait_service_running(&svc, 1, 1);
+    assert_eq!(
+        first[0].id, now[0].id,
+        "the running instance was not touched"
+    );
+    let left = docker::docker(&["ps", "-aq", "--filter", "label=io.convoy.run"]).unwrap();
+    assert!(left.trim().is_empty(), "one-off containers left: {left}");
+
+    // The hook runs the NEW spec: a secret only revision 2 mounts is
+    // there for it (the old spec would have no such file).
+    std::fs::write(c.root().join("mig.txt"), "new-secret\n").unwrap();
+    let good = format!(
+        "{}    secrets:\n      - source: mig\n        target: mig\nsecrets:\n  mig:\n    file: ./mig.txt\n",
+        spec("three", &["/convoy-testapp", "--cat", "/run/secrets/mig"])
+    );
+    let good = c.write_spec("good.yaml", &good);
+    c.apply(&good);
+    c.wait_service_running(&svc, 1, 2);
+    c.delete(&svc);
+    c.wait_service_gone(&svc);
+}

@@ -167,6 +167,7 @@ impl Coordinator {
         result
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn apply_inner(
         &self,
         env: &str,

@@ -122,7 +122,7 @@ impl Coordinator {
             tty: false,
             stdin: false,
             size: None,
-            workload: Some(hook.workload.clone()),
+            workload: Some(Box::new(hook.workload.clone())),
             secret_values: hook.secret_values.clone(),
         });
         let ack = self

@@ -14,9 +14,9 @@ use super::UNSUPPORTED;
 
 use super::keys::{
     ConvoyKey, ConvoyUpdateKey, DependsOnKey, DeployKey, DeviceKey, HealthcheckKey, HttpProbeKey,
-    KeySet, LimitsKey, LoggingKey, NetworkKey, PlacementKey, PortKey, PreferenceKey, ProbeKey,
-    ReservationsKey, ResourcesKey, RestartPolicyKey, ServiceKey, ServiceNetworkKey, TcpProbeKey,
-    TopConvoyKey, TopKey, UnitKey, UpdateConfigKey,
+    KeySet, LimitsKey, LoggingKey, NetworkKey, PlacementKey, PortKey, PreDeployKey, PreferenceKey,
+    ProbeKey, ReservationsKey, ResourcesKey, RestartPolicyKey, ServiceKey, ServiceNetworkKey,
+    TcpProbeKey, TopConvoyKey, TopKey, UnitKey, UpdateConfigKey,
 };
 
 use super::keys::{BindKey, MountTmpfsKey, MountVolumeKey, ServiceVolumeKey, VolumeKey};
@@ -113,6 +113,10 @@ fn mappings() -> Vec<Mapping> {
         mapping::<ConvoyUpdateKey>(
             "services.<name>.x-convoy.update",
             service("    x-convoy:\n      update:\n        @@\n"),
+        ),
+        mapping::<PreDeployKey>(
+            "services.<name>.x-convoy.pre_deploy",
+            service("    x-convoy:\n      pre_deploy:\n        command: [/app]\n        @@\n"),
         ),
         mapping::<ProbeKey>(
             "services.<name>.x-convoy.probes[]",
