@@ -51,6 +51,7 @@ pub fn changed_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
         unit,
         swarm,
         reschedule_after_ms,
+        ingress,
     } = old;
     let mut fields = unit_changes(unit.as_ref(), new.unit.as_ref());
     // A Swarm service's rollout is its `deploy.update_config`, named below.
@@ -109,6 +110,7 @@ pub fn changed_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
             "x-convoy.reschedule_after",
             *reschedule_after_ms != new.reschedule_after_ms,
         ),
+        ("x-convoy.ingress", *ingress != new.ingress),
     ]));
     for name in swarm_changes(swarm.as_ref(), new.swarm.as_ref()) {
         // `deploy.rollback_config` may be named by both.

@@ -156,6 +156,8 @@ impl<'a> HashedRuntime<'a> {
             swarm,
             // Where instances go when their node is lost, not how they run.
             reschedule_after_ms: _,
+            // The agents read routes from the plan; a change restarts nothing.
+            ingress: _,
         } = spec;
         HashedRuntime {
             image,

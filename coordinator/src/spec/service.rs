@@ -114,6 +114,11 @@ pub struct ServiceSpec {
     /// Not part of the spec hash: changing it restarts nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reschedule_after_ms: Option<u64>,
+    /// `x-convoy.ingress`: routes of the agents' proxy to the instances.
+    /// Not part of the spec hash: a route change restarts nothing (the
+    /// new revision's plans carry it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<super::IngressSpec>,
 }
 
 /// How long an instance's node may stay lost before the instance moves,

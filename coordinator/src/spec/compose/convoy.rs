@@ -25,6 +25,8 @@ pub(super) struct Convoy {
     pub(super) swarm: Option<SwarmChoice>,
     /// `reschedule_after` in ms (0: `never`), when written.
     pub(super) reschedule_after: Option<u64>,
+    /// `ingress`, when written.
+    pub(super) ingress: Option<crate::spec::IngressSpec>,
 }
 
 /// Reads `x-convoy.reschedule_after`: a duration, or `never` (also `0`).
@@ -144,6 +146,7 @@ impl<'de> Visitor<'de> for ConvoySeed {
         let mut gpu_sharing = false;
         let mut swarm = None;
         let mut reschedule = None;
+        let mut ingress = None;
         while let Some(key) = next_key::<A, ConvoyKey>(&mut map, &mut seen, &mut notes)? {
             match key {
                 ConvoyKey::Probes => probes = value(&mut map, ProbesSeed)?.unwrap_or_default(),
@@ -168,9 +171,11 @@ impl<'de> Visitor<'de> for ConvoySeed {
                         ),
                     )?;
                 }
+                ConvoyKey::Ingress => ingress = value(&mut map, super::ingress::IngressSeed)?,
             }
         }
         Ok(Convoy {
+            ingress,
             reschedule_after: reschedule,
             probes,
             update,

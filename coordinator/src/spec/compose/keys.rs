@@ -275,6 +275,7 @@ key_set!(ConvoyKey {
     GpuSharing = "gpu_sharing",
     Swarm = "swarm",
     RescheduleAfter = "reschedule_after",
+    Ingress = "ingress",
 } ignored []);
 
 // The top-level `x-convoy`: `environment` is the CLI's (read before
@@ -297,6 +298,17 @@ key_set!(ConvoyUpdateKey {
     AutoPromote = "auto_promote",
     ScaleDownDelay = "scale_down_delay",
     Analysis = "analysis",
+} ignored []);
+
+key_set!(IngressKey {
+    Routes = "routes",
+    DrainTimeout = "drain_timeout",
+} ignored []);
+
+key_set!(IngressRouteKey {
+    Host = "host",
+    PathPrefix = "path_prefix",
+    Port = "port",
 } ignored []);
 
 key_set!(AnalysisKey {
