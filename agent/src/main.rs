@@ -212,6 +212,12 @@ struct RunArgs {
         default_value = convoy_agent::secrets::DEFAULT_SECRETS_DIR
     )]
     secrets_dir: PathBuf,
+    /// Run the ingress proxy on this address (e.g. `0.0.0.0:80`): HTTP/1.1
+    /// and HTTP/2 cleartext, routed by the services' `x-convoy.ingress` to
+    /// their healthy instances on this node (docs/PROXY.md). Off when not
+    /// given.
+    #[arg(long, value_name = "ADDR", env = "CONVOY_PROXY_LISTEN")]
+    proxy_listen: Option<std::net::SocketAddr>,
 }
 
 /// An `--allow-bind` root: absolute, normalised, no `..`.
@@ -317,6 +323,7 @@ async fn main() -> ExitCode {
     let options = convoy_agent::RunOptions {
         units: convoy_agent::units::UnitsConfig { unit_dir },
         notify_systemd: true,
+        proxy_listen: args.proxy_listen,
     };
     match convoy_agent::run_with(config, options, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -22,6 +22,7 @@ fn wl(index: u32, hash: &str) -> Workload {
         revision: 1,
         spec_hash: hash.into(),
         start_first: false,
+        ingress: None,
         probes: vec![],
         runtime: Some(workload::Runtime::Container(ContainerSpec {
             image: IMAGE.into(),
