@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 pub use forward::{handle, Shared};
-pub use pool::{ready, wanted, Backend, InFlightGuard, Pools, Wanted};
+pub use pool::{ready, wanted, Backend, InFlightGuard, Outdated, Pools, Wanted};
 pub use routes::{prefix_matches, request_host, HostMatch, Route, RouteTable, ServiceKey};
 
 use crate::plan::Plan;
@@ -132,12 +132,14 @@ async fn keep_pools<R: Runtime>(
             .map(|p| p.containers().cloned().collect())
             .unwrap_or_default();
         let snapshot = statuses.borrow_and_update().statuses.clone();
+        let outdated = pools.outdated();
         let present: HashSet<String> = snapshot
             .values()
             .map(|s| s.container_id.clone())
             .filter(|id| !id.is_empty())
+            .chain(outdated.iter().map(|o| o.container_id.clone()))
             .collect();
-        let want = wanted(&workloads, &snapshot, &pools.draining());
+        let want = wanted(&workloads, &snapshot, &outdated, &pools.draining());
         if want.conflicts != conflicts {
             for c in &want.conflicts {
                 warn!("route conflict: {c}; the first service (by env/name) keeps it");

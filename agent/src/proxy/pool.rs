@@ -99,6 +99,16 @@ pub struct Candidate {
     pub drain_timeout: Duration,
 }
 
+/// A running container of an older spec of a workload (the plan moved on,
+/// the reconciler has not replaced it yet): it keeps serving until it is
+/// drained.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outdated {
+    pub workload_id: String,
+    pub container_id: String,
+    pub revision: u64,
+}
+
 /// What the plan and the statuses say the table should hold.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Wanted {
@@ -122,11 +132,13 @@ pub fn ready(status: &WorkloadStatus) -> bool {
 
 /// The routes of every service with an ingress among `workloads` (the
 /// plan's containers; the newest revision's routes where two revisions
-/// run), and the ready instances of those services that are not
-/// draining.
+/// run), and the instances of those services that are not draining: the
+/// ready ones the statuses name, and the `outdated` containers that still
+/// serve until the reconciler replaces them.
 pub fn wanted(
     workloads: &[Workload],
     statuses: &BTreeMap<String, WorkloadStatus>,
+    outdated: &[Outdated],
     draining: &HashSet<String>,
 ) -> Wanted {
     // Per service: the workload whose ingress counts (highest revision).
@@ -201,6 +213,33 @@ pub fn wanted(
             drain_timeout: *drain_timeout,
         });
     }
+    for o in outdated {
+        let Some(w) = workloads.iter().find(|w| w.id == o.workload_id) else {
+            continue;
+        };
+        let key = ServiceKey {
+            env: w.env.clone(),
+            service: w.service.clone(),
+        };
+        let Some(drain_timeout) = drain_of.get(&key) else {
+            continue;
+        };
+        if draining.contains(&o.container_id)
+            || out
+                .candidates
+                .iter()
+                .any(|c| c.container_id == o.container_id)
+        {
+            continue;
+        }
+        out.candidates.push(Candidate {
+            service: key,
+            container_id: o.container_id.clone(),
+            workload_id: o.workload_id.clone(),
+            revision: o.revision,
+            drain_timeout: *drain_timeout,
+        });
+    }
     out
 }
 
@@ -215,6 +254,8 @@ pub struct Pools {
     drain_timeouts: Mutex<HashMap<String, Duration>>,
     /// Containers out of every pool until they are gone.
     draining: Mutex<HashSet<String>>,
+    /// What the reconciler last said of outdated containers still serving.
+    outdated: Mutex<Vec<Outdated>>,
     /// Poked when the table should be rebuilt (a drain began).
     pub(super) changed: Notify,
 }
@@ -234,6 +275,21 @@ impl Pools {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// The reconciler's news: these outdated containers run and pass
+    /// their checks (they stay in their pool until drained).
+    pub fn set_outdated(&self, now: Vec<Outdated>) {
+        let mut outdated = lock(&self.outdated);
+        if *outdated != now {
+            *outdated = now;
+            drop(outdated);
+            self.changed.notify_one();
+        }
+    }
+
+    pub fn outdated(&self) -> Vec<Outdated> {
+        lock(&self.outdated).clone()
     }
 
     /// Containers being drained, or drained and not gone yet.
@@ -264,6 +320,8 @@ impl Pools {
                     continue;
                 };
                 let counter = inflight.entry(c.container_id.clone()).or_default().clone();
+                // Left out of an earlier table and back now.
+                counter.closed.store(false, Ordering::SeqCst);
                 timeouts.insert(c.container_id.clone(), c.drain_timeout);
                 services
                     .entry(c.service.clone())
@@ -277,7 +335,15 @@ impl Pools {
                         inflight: counter,
                     });
             }
-            // Forget containers that are gone and have nothing in flight.
+            // A container out of every pool: closed first, so a request
+            // that read an older table cannot start on it unseen, then
+            // forgotten once nothing is in flight (a drain of it returns
+            // at once; one with requests still waits for them).
+            for (id, f) in inflight.iter() {
+                if !present.contains(id) {
+                    f.closed.store(true, Ordering::SeqCst);
+                }
+            }
             let keep = |id: &String, f: &Arc<InFlight>| present.contains(id) || f.count() > 0;
             inflight.retain(|id, f| keep(id, f));
             timeouts.retain(|id, _| inflight.contains_key(id));

@@ -150,7 +150,7 @@ fn only_running_healthy_instances_that_are_not_draining_are_candidates() {
     ]);
     statuses.get_mut("prod/web/5").unwrap().state = WorkloadState::Exited as i32;
     let draining = HashSet::from(["c4".to_string()]);
-    let want = wanted(&workloads, &statuses, &draining);
+    let want = wanted(&workloads, &statuses, &[], &draining);
     let ids: Vec<&str> = want
         .candidates
         .iter()
@@ -159,7 +159,7 @@ fn only_running_healthy_instances_that_are_not_draining_are_candidates() {
     assert_eq!(ids, ["c1"]);
     assert_eq!(want.candidates[0].drain_timeout, Duration::from_secs(5));
     assert_eq!(want.routes.len(), 1);
-    let want = wanted(&workloads, &statuses, &HashSet::new());
+    let want = wanted(&workloads, &statuses, &[], &HashSet::new());
     let ids: Vec<&str> = want
         .candidates
         .iter()
@@ -175,7 +175,7 @@ fn the_newest_revision_gives_the_routes_and_a_taken_route_is_a_conflict() {
         workload("web", 2, 2, ingress(&[("", "/new", 8080)], 1000)),
         workload("api", 1, 1, ingress(&[("", "/new", 9090)], 1000)),
     ];
-    let want = wanted(&workloads, &BTreeMap::new(), &HashSet::new());
+    let want = wanted(&workloads, &BTreeMap::new(), &[], &HashSet::new());
     let routes: Vec<(&str, &str)> = want
         .routes
         .iter()
@@ -542,4 +542,73 @@ async fn websocket_upgrades_are_passed_through_and_held_in_flight() {
     assert_eq!(backends[0].in_flight(), 1);
     drop(s);
     shutdown.cancel();
+}
+
+#[test]
+fn an_outdated_container_keeps_serving_until_drained_and_a_gone_one_is_closed() {
+    let web = ingress(&[("", "/", 8080)], 1000);
+    // The plan moved `web/1` to revision 2; its revision-1 container runs on.
+    let workloads = vec![
+        workload("web", 1, 2, web.clone()),
+        workload("web", 2, 2, web),
+    ];
+    let mut statuses = BTreeMap::from([status("prod/web/2", "new2", 2, Health::Healthy)]);
+    let (_, mut pending) = status("prod/web/1", "", 2, Health::Unspecified);
+    pending.state = WorkloadState::Pending as i32;
+    statuses.insert("prod/web/1".into(), pending);
+    let outdated = vec![
+        Outdated {
+            workload_id: "prod/web/1".into(),
+            container_id: "old1".into(),
+            revision: 1,
+        },
+        // Not in the plan: no service to serve.
+        Outdated {
+            workload_id: "prod/gone/1".into(),
+            container_id: "x".into(),
+            revision: 1,
+        },
+    ];
+    let want = wanted(&workloads, &statuses, &outdated, &HashSet::new());
+    let ids: Vec<(&str, u64)> = want
+        .candidates
+        .iter()
+        .map(|c| (c.container_id.as_str(), c.revision))
+        .collect();
+    assert_eq!(ids, [("new2", 2), ("old1", 1)]);
+    let want = wanted(
+        &workloads,
+        &statuses,
+        &outdated,
+        &HashSet::from(["old1".into()]),
+    );
+    assert_eq!(want.candidates.len(), 1);
+
+    // A container that leaves every pool is closed: a request holding an
+    // older table cannot start on it, and a drain of it returns at once.
+    let pools = pools_with(
+        &[("a", local(1)), ("b", local(2))],
+        Duration::from_secs(5),
+        80,
+    );
+    let old_table = pools.table();
+    let want = Wanted {
+        routes: vec![route("", "/", "web")],
+        candidates: vec![candidate("b", Duration::from_secs(5))],
+        conflicts: Vec::new(),
+    };
+    pools.install(
+        &want,
+        &HashMap::from([("b".to_string(), local(2))]),
+        &HashSet::from(["b".to_string()]),
+    );
+    let a = old_table.services[&key("web")]
+        .backends
+        .iter()
+        .find(|b| b.container_id == "a")
+        .unwrap();
+    assert_eq!(a.in_flight(), 0);
+    for _ in 0..4 {
+        assert_eq!(pools.pick(&key("web"), &[]).unwrap().0.container_id, "b");
+    }
 }
