@@ -198,7 +198,7 @@ fn a_rolling_update_behind_the_proxy_fails_no_request_under_load() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let node = c.add_agent_with_args(&["--proxy-listen", &listen]);
-    c.wait_nodes_ready(&[node.clone()]);
+    c.wait_nodes_ready(std::slice::from_ref(&node));
     let svc = c.service_name("proxied");
     let ingress = "{ routes: [{ port: 8080 }], drain_timeout: 10s }";
     let file = c.write_spec("web.yaml", &compose(&[&web(&c, &svc, "v1", ingress)]));
