@@ -1181,7 +1181,7 @@ fn unknown_keys_in_x_convoy_are_errors_naming_the_key_path() {
     assert_eq!(
         error(&web("x-convoy:\n  probe: []")),
         "app.yaml:5:7: services.web.x-convoy.probe: unknown field `probe`, expected one of `probes`, \
-         `update`, `secret_env`, `gpu_sharing`, `swarm`, `reschedule_after`"
+         `update`, `secret_env`, `gpu_sharing`, `swarm`, `reschedule_after`, `ingress`"
     );
     assert!(error(&web(
         "x-convoy:\n  probes:\n    - tcp: {port: 1}\n      intervall: 1s"
