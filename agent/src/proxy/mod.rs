@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 pub use forward::{handle, Shared};
-pub use pool::{ready, wanted, Backend, InFlightGuard, Outdated, Pools, Wanted};
+pub use pool::{ready, wanted, Backend, Candidate, InFlightGuard, Outdated, Pools, Wanted};
 pub use routes::{prefix_matches, request_host, HostMatch, Route, RouteTable, ServiceKey};
 
 use crate::plan::Plan;
