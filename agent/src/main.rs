@@ -44,6 +44,15 @@ enum Command {
     /// Write completions and man pages into DIR (scripts/package.sh).
     #[command(hide = true)]
     GenerateDocs { dir: PathBuf },
+    /// The ingress proxy alone, every request to these backends (all on
+    /// one port), for bench/proxy.sh: no coordinator, no Docker.
+    #[command(hide = true)]
+    BenchProxy {
+        #[arg(long, value_name = "ADDR")]
+        listen: std::net::SocketAddr,
+        #[arg(long, value_name = "IP:PORT", required = true)]
+        backend: Vec<std::net::SocketAddr>,
+    },
 }
 
 /// The join token from `convoy token create --join`: in a file (best: no
@@ -285,6 +294,15 @@ async fn main() -> ExitCode {
             );
         }
         Command::DebugUnit(cmd) => return report(debug_unit::run(cmd).await),
+        Command::BenchProxy { listen, backend } => {
+            let shutdown = CancellationToken::new();
+            tokio::spawn(on_signals(shutdown.clone()).instrument(info_span!("signals")));
+            return report(
+                convoy_agent::proxy::serve_fixed(listen, &backend, shutdown)
+                    .await
+                    .map_err(anyhow::Error::from),
+            );
+        }
         Command::GenerateDocs { dir } => {
             return report(
                 convoy_api::shell_docs::generate(<Cli as clap::CommandFactory>::command(), &dir)

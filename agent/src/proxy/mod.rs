@@ -114,6 +114,66 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
     }
 }
 
+/// Serves the proxy on `listen` with one route (any host, `/`) to
+/// `backends` (one port for all), until `shutdown`: the request path of
+/// `run` without a plan or Docker, for benchmarks (bench/proxy.sh).
+pub async fn serve_fixed(
+    listen: std::net::SocketAddr,
+    backends: &[std::net::SocketAddr],
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let port = backends.first().map_or(80, |b| b.port());
+    if backends.iter().any(|b| b.port() != port) {
+        return Err(std::io::Error::other(
+            "every backend must listen on the same port (a route has one)",
+        ));
+    }
+    let service = ServiceKey {
+        env: "bench".into(),
+        service: "web".into(),
+    };
+    let candidates: Vec<Candidate> = backends
+        .iter()
+        .enumerate()
+        .map(|(i, _)| Candidate {
+            service: service.clone(),
+            container_id: format!("backend-{i}"),
+            workload_id: format!("bench/web/{}", i + 1),
+            revision: 1,
+            drain_timeout: Duration::from_secs(1),
+        })
+        .collect();
+    let ips: HashMap<String, IpAddr> = backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (format!("backend-{i}"), b.ip()))
+        .collect();
+    let present: HashSet<String> = ips.keys().cloned().collect();
+    let pools = Pools::new();
+    pools.install(
+        &Wanted {
+            routes: vec![Route {
+                host: HostMatch::Any,
+                path_prefix: "/".into(),
+                service,
+                port,
+            }],
+            candidates,
+            conflicts: Vec::new(),
+        },
+        &ips,
+        &present,
+    );
+    let listener = TcpListener::bind(listen).await?;
+    let shared = Arc::new(Shared {
+        pools,
+        client: forward::upstream(),
+        node: "bench".into(),
+    });
+    serve(listener, shared, shutdown).await;
+    Ok(())
+}
+
 /// Rebuilds the table whenever the plan, a status or a drain changes it,
 /// finding each new instance's address once.
 async fn keep_pools<R: Runtime>(
