@@ -145,6 +145,7 @@ pub async fn run(cmd: DebugUnit) -> anyhow::Result<()> {
                 start_first: false,
                 probes: Vec::new(),
                 runtime: Some(workload::Runtime::Unit(spec)),
+                ingress: None,
             };
             reconcile(systemd, unit_dir, vec![workload], settle_ms).await;
         }

@@ -12,6 +12,7 @@ pub mod logs;
 pub mod pki;
 pub mod plan;
 pub mod probe;
+pub mod proxy;
 pub mod reconcile;
 pub mod renew;
 pub mod runtime;
@@ -73,6 +74,11 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("the proxy cannot listen on {addr}: {source}")]
+    ProxyListen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("the agent's {task} task failed: {source}")]
     Task {
         task: &'static str,
@@ -87,6 +93,8 @@ pub struct RunOptions {
     /// Says READY=1 and sends watchdog keep-alives to systemd (the binary
     /// under its unit; not an agent embedded in another daemon).
     pub notify_systemd: bool,
+    /// Where the ingress proxy listens (`--proxy-listen`); `None`: no proxy.
+    pub proxy_listen: Option<std::net::SocketAddr>,
 }
 
 /// Runs until `shutdown` is cancelled. Containers are left running on exit.
@@ -103,6 +111,7 @@ pub async fn run_with(
     let RunOptions {
         units,
         notify_systemd,
+        proxy_listen,
     } = options;
     let AgentConfig {
         coordinators,
@@ -184,6 +193,16 @@ pub async fn run_with(
             .with_allowed_host_access(allowed_host_access.clone())
             .with_config_dir(data_dir.join("configs")),
     );
+    // Bound before anything runs, so a taken port fails the start.
+    let proxy_listener = match proxy_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::ProxyListen { addr, source })?,
+        ),
+        None => None,
+    };
+    let pools = proxy::Pools::new();
     let (plan_tx, plan_rx) = watch::channel(plan.map(Arc::new));
     let (containers_tx, containers_rx) = watch::channel(Snapshot::default());
     let (units_tx, units_rx) = watch::channel(BTreeMap::new());
@@ -197,7 +216,22 @@ pub async fn run_with(
         containers_tx,
         events_tx.clone(),
     )
-    .with_secrets(secrets.clone());
+    .with_secrets(secrets.clone())
+    .with_drains(pools.clone());
+    let proxy_task = proxy_listener.map(|listener| {
+        tokio::spawn(
+            proxy::run(
+                listener,
+                pools.clone(),
+                runtime.clone(),
+                node.clone(),
+                plan_tx.subscribe(),
+                containers_rx.clone(),
+                shutdown.clone(),
+            )
+            .instrument(info_span!("proxy", node = %node)),
+        )
+    });
     let reconcile_task = tokio::spawn(
         reconciler
             .run(plan_rx, shutdown.clone())
@@ -275,6 +309,12 @@ pub async fn run_with(
     );
     if let Some(task) = notify_task {
         let _ = task.await;
+    }
+    if let Some(task) = proxy_task {
+        task.await.map_err(|source| Error::Task {
+            task: "proxy",
+            source,
+        })?;
     }
     reconciled.map_err(|source| Error::Task {
         task: "reconcile",

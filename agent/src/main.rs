@@ -44,6 +44,15 @@ enum Command {
     /// Write completions and man pages into DIR (scripts/package.sh).
     #[command(hide = true)]
     GenerateDocs { dir: PathBuf },
+    /// The ingress proxy alone, every request to these backends (all on
+    /// one port), for bench/proxy.sh: no coordinator, no Docker.
+    #[command(hide = true)]
+    BenchProxy {
+        #[arg(long, value_name = "ADDR")]
+        listen: std::net::SocketAddr,
+        #[arg(long, value_name = "IP:PORT", required = true)]
+        backend: Vec<std::net::SocketAddr>,
+    },
 }
 
 /// The join token from `convoy token create --join`: in a file (best: no
@@ -212,6 +221,12 @@ struct RunArgs {
         default_value = convoy_agent::secrets::DEFAULT_SECRETS_DIR
     )]
     secrets_dir: PathBuf,
+    /// Run the ingress proxy on this address (e.g. `0.0.0.0:80`): HTTP/1.1
+    /// and HTTP/2 cleartext, routed by the services' `x-convoy.ingress` to
+    /// their healthy instances on this node (docs/PROXY.md). Off when not
+    /// given.
+    #[arg(long, value_name = "ADDR", env = "CONVOY_PROXY_LISTEN")]
+    proxy_listen: Option<std::net::SocketAddr>,
 }
 
 /// An `--allow-bind` root: absolute, normalised, no `..`.
@@ -279,6 +294,15 @@ async fn main() -> ExitCode {
             );
         }
         Command::DebugUnit(cmd) => return report(debug_unit::run(cmd).await),
+        Command::BenchProxy { listen, backend } => {
+            let shutdown = CancellationToken::new();
+            tokio::spawn(on_signals(shutdown.clone()).instrument(info_span!("signals")));
+            return report(
+                convoy_agent::proxy::serve_fixed(listen, &backend, shutdown)
+                    .await
+                    .map_err(anyhow::Error::from),
+            );
+        }
         Command::GenerateDocs { dir } => {
             return report(
                 convoy_api::shell_docs::generate(<Cli as clap::CommandFactory>::command(), &dir)
@@ -317,6 +341,7 @@ async fn main() -> ExitCode {
     let options = convoy_agent::RunOptions {
         units: convoy_agent::units::UnitsConfig { unit_dir },
         notify_systemd: true,
+        proxy_listen: args.proxy_listen,
     };
     match convoy_agent::run_with(config, options, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -52,6 +52,8 @@ pub enum InvalidPlan {
     },
     #[error("workload `{id}` uses a secret without a name")]
     UnnamedSecret { id: String },
+    #[error("workload `{id}` has an ingress route {why}")]
+    BadRoute { id: String, why: String },
 }
 
 /// A private registry's login, from the plan: kept in memory only (never
@@ -238,6 +240,7 @@ fn workload_of(w: Workload, position: usize) -> Result<Workload, InvalidPlan> {
         probes,
         start_first,
         runtime,
+        ingress,
     } = w;
     if id.is_empty() {
         return Err(InvalidPlan::MissingId { position });
@@ -271,6 +274,27 @@ fn workload_of(w: Workload, position: usize) -> Result<Workload, InvalidPlan> {
             workload::Runtime::Swarm(spec)
         }
     };
+    if let Some(ingress) = &ingress {
+        for r in &ingress.routes {
+            let convoy_proto::IngressRoute {
+                host: _,
+                path_prefix,
+                port,
+            } = r;
+            let why = if !(1..=65535).contains(port) {
+                Some(format!("to port {port}, out of range 1-65535"))
+            } else if !path_prefix.is_empty() && !path_prefix.starts_with('/') {
+                Some(format!(
+                    "with path prefix `{path_prefix}`, not starting with `/`"
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(InvalidPlan::BadRoute { id, why });
+            }
+        }
+    }
     Ok(Workload {
         id,
         service,
@@ -281,6 +305,7 @@ fn workload_of(w: Workload, position: usize) -> Result<Workload, InvalidPlan> {
         probes,
         start_first,
         runtime: Some(runtime),
+        ingress,
     })
 }
 

@@ -88,6 +88,7 @@ impl<R: Runtime> Reconciler<R> {
                 statuses: snapshot.subscribe(),
                 elsewhere: Mutex::new(HashSet::new()),
                 secrets: None,
+                drains: None,
             }),
             snapshot,
             unreachable: None,
@@ -101,6 +102,15 @@ impl<R: Runtime> Reconciler<R> {
     pub fn with_secrets(mut self, secrets: Arc<NodeSecrets>) -> Self {
         if let Some(ctx) = Arc::get_mut(&mut self.ctx) {
             ctx.secrets = Some(secrets);
+        }
+        self
+    }
+
+    /// Drains instances out of the proxy's pools before their containers
+    /// stop. Call before `run`.
+    pub fn with_drains(mut self, pools: Arc<crate::proxy::Pools>) -> Self {
+        if let Some(ctx) = Arc::get_mut(&mut self.ctx) {
+            ctx.drains = Some(pools);
         }
         self
     }

@@ -145,6 +145,7 @@ mod tests {
                     revision: 3,
                     spec_hash: "h1".into(),
                     start_first: false,
+                    ingress: None,
                     probes: vec![Probe {
                         name: "ready".into(),
                         interval_ms: 1000,
@@ -200,6 +201,7 @@ mod tests {
                     revision: 1,
                     spec_hash: "h2".into(),
                     start_first: false,
+                    ingress: None,
                     probes: vec![],
                     runtime: None,
                 },

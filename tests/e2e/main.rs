@@ -35,6 +35,7 @@ mod partition;
 mod placement;
 mod policies;
 mod prometheus;
+mod proxy;
 mod rbac;
 mod registries;
 mod restarts;

@@ -47,6 +47,8 @@ pub(super) struct Ctx<R: Runtime> {
     pub(super) elsewhere: Mutex<HashSet<String>>,
     /// Where secret files are written; `None`: a workload with secrets fails.
     pub(super) secrets: Option<Arc<NodeSecrets>>,
+    /// The proxy's pools: a container in one is drained before it stops.
+    pub(super) drains: Option<Arc<crate::proxy::Pools>>,
 }
 
 impl<R: Runtime> Ctx<R> {
@@ -156,8 +158,16 @@ impl<R: Runtime> Ctx<R> {
                 continue;
             }
             let secrets = self.secrets.as_ref();
-            let Some(outcome) =
-                apply(self.runtime.as_ref(), &self.node, secrets, plan, action).await
+            let drains = self.drains.as_deref();
+            let Some(outcome) = apply(
+                self.runtime.as_ref(),
+                &self.node,
+                secrets,
+                drains,
+                plan,
+                action,
+            )
+            .await
             else {
                 continue;
             };
@@ -318,6 +328,7 @@ async fn apply<R: Runtime>(
     runtime: &R,
     node: &str,
     secrets: Option<&Arc<NodeSecrets>>,
+    drains: Option<&crate::proxy::Pools>,
     plan: &Plan,
     action: Action,
 ) -> Option<Outcome> {
@@ -339,6 +350,10 @@ async fn apply<R: Runtime>(
                 // The old containers keep serving until the new image is here.
                 ensure_image(runtime, plan, &w).await?;
                 for id in &old {
+                    // Out of the proxy's pool, its requests done, first.
+                    if let Some(pools) = drains {
+                        pools.drain(id).await;
+                    }
                     runtime.stop_and_remove(id).await?;
                 }
                 create(runtime, node, secrets, plan, &w).await
@@ -374,7 +389,14 @@ async fn apply<R: Runtime>(
             container_id,
             workload_id,
             why,
-        } => match runtime.stop_and_remove(&container_id).await {
+        } => match async {
+            if let Some(pools) = drains {
+                pools.drain(&container_id).await;
+            }
+            runtime.stop_and_remove(&container_id).await
+        }
+        .await
+        {
             Ok(()) => {
                 // Removed for good: its anonymous volumes go with it (a
                 // new revision replaces, and keeps them).

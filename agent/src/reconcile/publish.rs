@@ -37,6 +37,9 @@ impl<R: Runtime> Reconciler<R> {
             })
             .collect();
         self.prober.sync(targets);
+        if let Some(pools) = &self.ctx.drains {
+            pools.set_outdated(serving_outdated(desired, observed));
+        }
         let statuses: BTreeMap<String, WorkloadStatus> = keepers
             .iter()
             .map(|(w, k)| {
@@ -290,4 +293,32 @@ fn same_status(a: &WorkloadStatus, b: &WorkloadStatus) -> bool {
         updated_unix_ms: 0,
         ..b.clone()
     }
+}
+
+/// Running containers of an older spec of a desired workload whose Docker
+/// healthcheck passes (or that have none): the proxy keeps them in their
+/// pool until the reconciler drains them, so a replacement waiting for its
+/// image takes no capacity away early.
+fn serving_outdated(desired: &[Workload], observed: &[Observed]) -> Vec<crate::proxy::Outdated> {
+    let mut out: Vec<crate::proxy::Outdated> = observed
+        .iter()
+        .filter(|o| o.state == ContainerState::Running)
+        .filter(|o| {
+            o.health
+                .as_ref()
+                .is_none_or(|h| h.status == Health::Healthy)
+        })
+        .filter(|o| {
+            desired
+                .iter()
+                .any(|w| w.id == o.workload_id && w.spec_hash != o.spec_hash)
+        })
+        .map(|o| crate::proxy::Outdated {
+            workload_id: o.workload_id.clone(),
+            container_id: o.id.clone(),
+            revision: o.revision,
+        })
+        .collect();
+    out.sort_by(|a, b| a.container_id.cmp(&b.container_id));
+    out
 }

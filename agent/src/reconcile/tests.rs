@@ -22,6 +22,7 @@ fn wl(index: u32, hash: &str) -> Workload {
         revision: 1,
         spec_hash: hash.into(),
         start_first: false,
+        ingress: None,
         probes: vec![],
         runtime: Some(workload::Runtime::Container(ContainerSpec {
             image: IMAGE.into(),
@@ -1706,5 +1707,66 @@ async fn a_dead_consumer_is_restarted_with_its_secret_from_the_cache() {
     assert!(
         status.reason.contains("coordinator is reachable again"),
         "{status:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_replaced_container_in_a_proxy_pool_is_drained_before_it_stops() {
+    use std::collections::{HashMap, HashSet};
+    let mut h = harness(&[IMAGE]);
+    let old = h.fake.add(NODE, &wl(1, "h1"), ContainerState::Running);
+    let pools = crate::proxy::Pools::new();
+    let service = crate::proxy::ServiceKey {
+        env: "default".into(),
+        service: "web".into(),
+    };
+    pools.install(
+        &crate::proxy::Wanted {
+            routes: Vec::new(),
+            candidates: vec![crate::proxy::Candidate {
+                service: service.clone(),
+                container_id: old.clone(),
+                workload_id: "default/web/1".into(),
+                revision: 1,
+                drain_timeout: Duration::from_secs(10),
+            }],
+            conflicts: Vec::new(),
+        },
+        &HashMap::from([(old.clone(), "10.0.0.2".parse().unwrap())]),
+        &HashSet::from([old.clone()]),
+    );
+    // A request to the old container is in flight.
+    let (_, request) = pools.pick(&service, &[]).expect("the old container serves");
+    h.reconciler = h.reconciler.with_drains(pools.clone());
+    let mut new = wl(1, "h2");
+    new.revision = 2;
+    let fake = h.fake.clone();
+    let mut reconciler = h.reconciler;
+    let started = Instant::now();
+    let pass = tokio::spawn(async move {
+        reconciler
+            .pass(Some(&plan(vec![new])), Instant::now())
+            .await;
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !fake.calls().contains(&Call::StopRemove(old.clone())),
+        "stopped with a request in flight: {:?}",
+        fake.calls()
+    );
+    // Out of the pool already: no new request reaches it.
+    assert!(pools.pick(&service, &[]).is_none());
+    drop(request);
+    pass.await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(
+        fake.calls(),
+        vec![
+            Call::StopRemove(old.clone()),
+            Call::Create {
+                workload_id: "default/web/1".into(),
+                name: "convoy-default-web-1-r2".into(),
+            },
+        ]
     );
 }

@@ -35,6 +35,7 @@ fn with_spec(service: &str, hash: &str, spec: UnitSpec) -> Workload {
         revision: 1,
         spec_hash: hash.to_string(),
         start_first: false,
+        ingress: None,
         probes: Vec::new(),
         runtime: Some(workload::Runtime::Unit(spec)),
     }

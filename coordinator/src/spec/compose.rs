@@ -28,6 +28,7 @@ mod extras;
 mod gpus;
 mod healthcheck;
 mod host_access;
+mod ingress;
 mod keys;
 mod mounts;
 mod networks;

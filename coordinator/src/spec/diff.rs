@@ -52,6 +52,7 @@ pub fn changed_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
         swarm,
         reschedule_after_ms,
         pre_deploy,
+        ingress,
     } = old;
     let mut fields = unit_changes(unit.as_ref(), new.unit.as_ref());
     // A Swarm service's rollout is its `deploy.update_config`, named below.
@@ -111,6 +112,7 @@ pub fn changed_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
             *reschedule_after_ms != new.reschedule_after_ms,
         ),
         ("x-convoy.pre_deploy", *pre_deploy != new.pre_deploy),
+        ("x-convoy.ingress", *ingress != new.ingress),
     ]));
     for name in swarm_changes(swarm.as_ref(), new.swarm.as_ref()) {
         // `deploy.rollback_config` may be named by both.

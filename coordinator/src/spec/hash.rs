@@ -158,6 +158,8 @@ impl<'a> HashedRuntime<'a> {
             reschedule_after_ms: _,
             // Run once before a rollout, not part of how instances run.
             pre_deploy: _,
+            // The agents read routes from the plan; a change restarts nothing.
+            ingress: _,
         } = spec;
         HashedRuntime {
             image,

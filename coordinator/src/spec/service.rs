@@ -119,6 +119,11 @@ pub struct ServiceSpec {
     /// the spec hash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pre_deploy: Option<PreDeploy>,
+    /// `x-convoy.ingress`: routes of the agents' proxy to the instances.
+    /// Not part of the spec hash: a route change restarts nothing (the
+    /// new revision's plans carry it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<super::IngressSpec>,
 }
 
 /// `x-convoy.pre_deploy` (docs/LOGS.md): e.g. a database migration.

@@ -1181,7 +1181,7 @@ fn unknown_keys_in_x_convoy_are_errors_naming_the_key_path() {
     assert_eq!(
         error(&web("x-convoy:\n  probe: []")),
         "app.yaml:5:7: services.web.x-convoy.probe: unknown field `probe`, expected one of `probes`, \
-         `update`, `secret_env`, `gpu_sharing`, `swarm`, `reschedule_after`, `pre_deploy`"
+         `update`, `secret_env`, `gpu_sharing`, `swarm`, `reschedule_after`, `pre_deploy`, `ingress`"
     );
     assert!(error(&web(
         "x-convoy:\n  probes:\n    - tcp: {port: 1}\n      intervall: 1s"
@@ -2494,4 +2494,91 @@ fn reschedule_after_is_read_validated_and_left_out_of_the_spec_hash() {
     .to_string();
     assert!(err.contains("x-convoy.reschedule_after"), "{err}");
     assert!(err.contains("never moves to another node"), "{err}");
+}
+
+#[test]
+fn ingress_routes_are_read_with_their_defaults_and_left_out_of_the_spec_hash() {
+    let svc = |convoy: &str| {
+        let text = format!("services:\n  web:\n    image: x:1\n{convoy}");
+        crate::spec::parse("app.yaml", &text).map(|f| f.services["web"].clone())
+    };
+    let plain = svc("").unwrap();
+    assert_eq!(plain.ingress, None);
+    let routed = svc(
+        "    x-convoy:\n      ingress:\n        routes:\n          - port: 8080\n          - {host: API.Example.com, path_prefix: /api, port: 9090}\n          - {host: '*.example.com', port: 8080}\n",
+    )
+    .unwrap();
+    let ingress = routed.ingress.clone().expect("an ingress");
+    assert_eq!(ingress.drain_timeout_ms, 30_000);
+    let routes: Vec<(&str, &str, u16)> = ingress
+        .routes
+        .iter()
+        .map(|r| (r.host.as_str(), r.path_prefix.as_str(), r.port))
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            ("", "/", 8080),
+            ("api.example.com", "/api", 9090),
+            ("*.example.com", "/", 8080)
+        ]
+    );
+    // Routes are not how a container runs: no restart for a route change,
+    // but the change is named and reaches the plan.
+    assert_eq!(routed.spec_hash(), plain.spec_hash());
+    assert_eq!(
+        crate::spec::changed_fields(&plain, &routed),
+        ["x-convoy.ingress"]
+    );
+    let wire = routed.ingress().expect("on the wire");
+    assert_eq!(wire.routes.len(), 3);
+    assert_eq!((wire.routes[1].port, wire.drain_timeout_ms), (9090, 30_000));
+    let quick = svc(
+        "    x-convoy:\n      ingress:\n        drain_timeout: 2s\n        routes: [{port: 80}]\n",
+    )
+    .unwrap();
+    assert_eq!(quick.ingress.unwrap().drain_timeout_ms, 2000);
+}
+
+#[test]
+fn bad_ingress_routes_are_refused_naming_file_line_and_key() {
+    let err = |convoy: &str| {
+        let text =
+            format!("services:\n  web:\n    image: x:1\n    x-convoy:\n      ingress:\n{convoy}");
+        crate::spec::parse("app.yaml", &text)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err("        routes: [{path_prefix: /api}]\n");
+    assert!(e.starts_with("app.yaml:6:"), "{e}");
+    assert!(e.contains("services.web.x-convoy.ingress.routes"), "{e}");
+    assert!(e.contains("a route needs `port:`"), "{e}");
+    let e = err("        routes: [{port: 80, path_prefix: api}]\n");
+    assert!(e.contains("`api` is not a path prefix"), "{e}");
+    let e = err("        routes: [{port: 80, host: 'http://x.com'}]\n");
+    assert!(e.contains("is not a host name"), "{e}");
+    let e = err("        routes: [{port: 70000}]\n");
+    assert!(e.contains("port 70000 is out of range"), "{e}");
+    let e = err("        routes: [{port: 80}, {port: 81, path_prefix: /}]\n");
+    assert!(
+        e.contains("another route already takes host `*` and path prefix `/`"),
+        "{e}"
+    );
+    let e = err("        drain_timeout: 1h\n        routes: [{port: 80}]\n");
+    assert!(e.contains("longer than 10m"), "{e}");
+    let e = err("        drain_timeout: 1s\n");
+    assert!(e.contains("an ingress needs `routes:`"), "{e}");
+    let e = err("        routes: [{port: 80, weight: 5}]\n");
+    assert!(e.contains("weight"), "{e}");
+    // Units are not containers.
+    let e = crate::spec::parse(
+        "app.yaml",
+        "units:\n  job:\n    exec_start: /bin/true\n    x-convoy:\n      ingress:\n        routes: [{port: 80}]\n",
+    )
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("x-convoy.ingress"), "{e}");
+    assert!(e.contains("not to systemd units"), "{e}");
 }

@@ -160,6 +160,11 @@ impl ServiceSpec {
     pub fn probes(&self) -> Vec<Probe> {
         self.probes.iter().map(Probe::from).collect()
     }
+
+    /// `x-convoy.ingress` for the plan's workloads.
+    pub fn ingress(&self) -> Option<pb::Ingress> {
+        self.ingress.as_ref().map(pb::Ingress::from)
+    }
 }
 
 impl From<&Dependency> for pb::Dependency {
@@ -460,5 +465,32 @@ fn host_mode(host: bool) -> String {
         "host".to_owned()
     } else {
         String::new()
+    }
+}
+
+impl From<&super::IngressSpec> for pb::Ingress {
+    fn from(ingress: &super::IngressSpec) -> Self {
+        let super::IngressSpec {
+            routes,
+            drain_timeout_ms,
+        } = ingress;
+        pb::Ingress {
+            routes: routes
+                .iter()
+                .map(|r| {
+                    let super::IngressRoute {
+                        host,
+                        path_prefix,
+                        port,
+                    } = r;
+                    pb::IngressRoute {
+                        host: host.clone(),
+                        path_prefix: path_prefix.clone(),
+                        port: u32::from(*port),
+                    }
+                })
+                .collect(),
+            drain_timeout_ms: *drain_timeout_ms,
+        }
     }
 }

@@ -90,6 +90,8 @@ impl Coordinator {
                 probes: Vec::new(),
                 start_first: false,
                 runtime: Some(rec.spec.runtime()),
+                // A one-off serves no traffic.
+                ingress: None,
             };
             let (secret_values, _) = plans::plan_secrets(
                 &next.secrets,

@@ -173,6 +173,7 @@ pub(super) fn compute_plans(
                 spec.probes(),
                 spec.runtime(),
                 spec.resources.gpus.is_some(),
+                spec.ingress(),
             )
         };
         let new = runtime(&rec.spec, rec.revision);
@@ -185,7 +186,7 @@ pub(super) fn compute_plans(
             let Some(node) = node.as_ref().filter(|n| per_node.contains_key(*n)) else {
                 continue;
             };
-            let (revision, spec_hash, probes, runtime, gpus) = match (&old, rollout) {
+            let (revision, spec_hash, probes, runtime, gpus, ingress) = match (&old, rollout) {
                 (Some(old), Some(r)) if !r.is_switched(*index) => old,
                 _ => &new,
             };
@@ -201,6 +202,7 @@ pub(super) fn compute_plans(
                     spec_hash: spec_hash.clone(),
                     probes: probes.clone(),
                     start_first,
+                    ingress: ingress.clone(),
                     runtime: Some(match rec.gpus.get(index).filter(|_| *gpus) {
                         Some(pinned) => with_gpus(runtime, pinned, &next.nodes, node),
                         None => match runtime {
@@ -382,6 +384,13 @@ pub(super) fn plan_hash(
         for index in indexes {
             h.update([3]);
             h.update(index.to_be_bytes());
+        }
+        // Routes are outside the spec hash (a change restarts nothing),
+        // and the revision they come with already differs; hashed all the
+        // same, so a plan never misses a route change.
+        if let Some(ingress) = &w.ingress {
+            h.update([4]);
+            h.update(prost::Message::encode_to_vec(ingress));
         }
     }
     for l in logins {

@@ -23,6 +23,7 @@ fn workload() -> Workload {
         revision: 7,
         spec_hash: "abc".into(),
         start_first: false,
+        ingress: None,
         probes: vec![],
         runtime: Some(workload::Runtime::Container(ContainerSpec {
             image: "web:1".into(),

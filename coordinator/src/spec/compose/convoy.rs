@@ -27,6 +27,8 @@ pub(super) struct Convoy {
     pub(super) reschedule_after: Option<u64>,
     /// `pre_deploy`, when written.
     pub(super) pre_deploy: Option<crate::spec::PreDeploy>,
+    /// `ingress`, when written.
+    pub(super) ingress: Option<crate::spec::IngressSpec>,
 }
 
 /// `x-convoy.pre_deploy: {command: ..., timeout: 5m}`.
@@ -210,6 +212,8 @@ impl<'de> Visitor<'de> for ConvoySeed {
         let mut swarm = None;
         let mut reschedule = None;
         let mut pre_deploy = None;
+
+        let mut ingress = None;
         while let Some(key) = next_key::<A, ConvoyKey>(&mut map, &mut seen, &mut notes)? {
             match key {
                 ConvoyKey::Probes => probes = value(&mut map, ProbesSeed)?.unwrap_or_default(),
@@ -235,9 +239,11 @@ impl<'de> Visitor<'de> for ConvoySeed {
                         ),
                     )?;
                 }
+                ConvoyKey::Ingress => ingress = value(&mut map, super::ingress::IngressSeed)?,
             }
         }
         Ok(Convoy {
+            ingress,
             reschedule_after: reschedule,
             pre_deploy,
             probes,

@@ -21,6 +21,7 @@ use super::keys::{
 
 use super::keys::{BindKey, MountTmpfsKey, MountVolumeKey, ServiceVolumeKey, VolumeKey};
 use super::keys::{ConfigKey, ServiceMountKey};
+use super::keys::{IngressKey, IngressRouteKey};
 use super::keys::{SecretConvoyKey, SecretGenerateKey, SecretKey, UnitSecretKey};
 
 const DOC: &str = include_str!("../../../../docs/COMPOSE.md");
@@ -117,6 +118,14 @@ fn mappings() -> Vec<Mapping> {
         mapping::<PreDeployKey>(
             "services.<name>.x-convoy.pre_deploy",
             service("    x-convoy:\n      pre_deploy:\n        command: [/app]\n        @@\n"),
+        ),
+        mapping::<IngressKey>(
+            "services.<name>.x-convoy.ingress",
+            service("    x-convoy:\n      ingress:\n        routes: [{port: 80}]\n        @@\n"),
+        ),
+        mapping::<IngressRouteKey>(
+            "services.<name>.x-convoy.ingress.routes[]",
+            service("    x-convoy:\n      ingress:\n        routes:\n          - port: 80\n            @@\n"),
         ),
         mapping::<ProbeKey>(
             "services.<name>.x-convoy.probes[]",

@@ -276,6 +276,7 @@ key_set!(ConvoyKey {
     Swarm = "swarm",
     RescheduleAfter = "reschedule_after",
     PreDeploy = "pre_deploy",
+    Ingress = "ingress",
 } ignored []);
 
 // `x-convoy.pre_deploy`: a one-off command run before a rollout starts.
@@ -304,6 +305,17 @@ key_set!(ConvoyUpdateKey {
     AutoPromote = "auto_promote",
     ScaleDownDelay = "scale_down_delay",
     Analysis = "analysis",
+} ignored []);
+
+key_set!(IngressKey {
+    Routes = "routes",
+    DrainTimeout = "drain_timeout",
+} ignored []);
+
+key_set!(IngressRouteKey {
+    Host = "host",
+    PathPrefix = "path_prefix",
+    Port = "port",
 } ignored []);
 
 key_set!(AnalysisKey {

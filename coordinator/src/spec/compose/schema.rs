@@ -10,11 +10,12 @@ use serde_json::{json, Map, Value};
 
 use super::keys::{
     AnalysisKey, AnalysisQueryKey, BindKey, ConfigKey, ConvoyKey, ConvoyUpdateKey, DependsOnKey,
-    DeployKey, DeviceKey, EnvFileKey, HealthcheckKey, HttpProbeKey, KeySet, LimitsKey, LoggingKey,
-    MountTmpfsKey, MountVolumeKey, NetworkKey, PlacementKey, PortKey, PreDeployKey, PreferenceKey,
-    ProbeKey, ReservationsKey, ResourcesKey, RestartPolicyKey, SecretConvoyKey, SecretGenerateKey,
-    SecretKey, ServiceKey, ServiceMountKey, ServiceNetworkKey, ServiceVolumeKey, TcpProbeKey,
-    TopConvoyKey, TopKey, UlimitKey, UnitKey, UnitSecretKey, UpdateConfigKey, VolumeKey,
+    DeployKey, DeviceKey, EnvFileKey, HealthcheckKey, HttpProbeKey, IngressKey, IngressRouteKey,
+    KeySet, LimitsKey, LoggingKey, MountTmpfsKey, MountVolumeKey, NetworkKey, PlacementKey,
+    PortKey, PreDeployKey, PreferenceKey, ProbeKey, ReservationsKey, ResourcesKey,
+    RestartPolicyKey, SecretConvoyKey, SecretGenerateKey, SecretKey, ServiceKey, ServiceMountKey,
+    ServiceNetworkKey, ServiceVolumeKey, TcpProbeKey, TopConvoyKey, TopKey, UlimitKey, UnitKey,
+    UnitSecretKey, UpdateConfigKey, VolumeKey,
 };
 
 /// The schema's `$id`, a name rather than an address: a coordinator
@@ -275,6 +276,35 @@ fn definitions() -> Vec<(&'static str, Value)> {
                     ("probes", json!({ "type": "array", "items": r("Probe") })),
                     ("update", r("ConvoyUpdate")),
                     ("pre_deploy", r("PreDeploy")),
+                    ("ingress", r("Ingress")),
+                ],
+            ),
+        ),
+        (
+            "Ingress",
+            mapping::<IngressKey>(
+                "`x-convoy.ingress`: routes of the agents' per-host proxy (docs/PROXY.md).",
+                &[
+                    (
+                        "routes",
+                        json!({ "type": "array", "items": r("IngressRoute"), "minItems": 1 }),
+                    ),
+                    ("drain_timeout", string()),
+                ],
+            ),
+        ),
+        (
+            "IngressRoute",
+            mapping::<IngressRouteKey>(
+                "A route: requests for `host` (any when left out) whose path starts with \
+                 `path_prefix` (default `/`) go to the instances' container `port`.",
+                &[
+                    ("host", string()),
+                    ("path_prefix", string()),
+                    (
+                        "port",
+                        json!({ "type": "integer", "minimum": 1, "maximum": 65535 }),
+                    ),
                 ],
             ),
         ),

@@ -333,6 +333,7 @@ impl<'de> Visitor<'de> for ServiceSeed {
                         swarm.choice = convoy.swarm;
                         spec.reschedule_after_ms = convoy.reschedule_after;
                         spec.pre_deploy = convoy.pre_deploy;
+                        spec.ingress = convoy.ingress;
                     }
                 }
                 ServiceKey::Privileged
@@ -466,6 +467,9 @@ fn swarm_refusals(swarm: &mut SwarmRead, spec: &ServiceSpec, checks: SwarmChecks
     }
     if !spec.probes.is_empty() {
         refuse(swarm, &["x-convoy", "probes"], &format!("`x-convoy.probes` are {NOT_YET}: Swarm watches its tasks with the Docker `healthcheck`; write one instead"));
+    }
+    if spec.ingress.is_some() {
+        refuse(swarm, &["x-convoy", "ingress"], &format!("`x-convoy.ingress` is {NOT_YET}: the agents' proxy routes to containers Convoy runs itself, and Swarm routes to its tasks through its own routing mesh (`ports:`); run the service as a plain container (`swarm: false`)"));
     }
     if checks.convoy_update {
         refuse(swarm, &["x-convoy", "update"], "Swarm's own `deploy.update_config` drives a Swarm service's rollout, and Swarm can run neither `canary` nor `blue-green`: write the settings in `deploy.update_config` (and `rollback_config`) instead");

@@ -130,6 +130,7 @@ impl<'de> Visitor<'de> for UnitSeed<'_> {
         let mut asks_swarm = false;
         let mut asks_reschedule = false;
         let mut asks_pre_deploy = false;
+        let mut asks_ingress = false;
         let mut constraint_problem = None;
         while let Some(key) = next_key::<A, UnitKey>(&mut map, &mut seen, &mut notes)? {
             match key {
@@ -205,6 +206,7 @@ impl<'de> Visitor<'de> for UnitSeed<'_> {
                             matches!(convoy.swarm, Some(super::convoy::SwarmChoice::Cluster(_)));
                         asks_reschedule = convoy.reschedule_after.is_some();
                         asks_pre_deploy = convoy.pre_deploy.is_some();
+                        asks_ingress = convoy.ingress.is_some();
                     }
                 }
                 UnitKey::Secrets => {
@@ -344,6 +346,17 @@ impl<'de> Visitor<'de> for UnitSeed<'_> {
                 ],
                 message: "a unit is bound to its host and never moves to another node: \
                           remove `reschedule_after`"
+                    .to_owned(),
+            });
+        }
+        if asks_ingress {
+            problems.push(Note {
+                path: vec![
+                    Seg::Key("x-convoy".to_owned()),
+                    Seg::Key("ingress".to_owned()),
+                ],
+                message: "the agents' proxy routes to containers, not to systemd units: remove \
+                          `ingress`, or run the program as a service of `services:`"
                     .to_owned(),
             });
         }

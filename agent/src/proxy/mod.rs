@@ -1,0 +1,236 @@
+//! The per-host ingress proxy (docs/PROXY.md): HTTP/1.1 and HTTP/2
+//! (cleartext) on `--proxy-listen`, routed by `x-convoy.ingress` to the
+//! node's own running, healthy instances of each service. It runs inside
+//! the agent: it reads the reconciler's live statuses (no second copy of
+//! health to keep in step) and the reconciler drains an instance through
+//! it before stopping the container.
+
+mod forward;
+mod pool;
+mod routes;
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+
+pub use forward::{handle, Shared};
+pub use pool::{ready, wanted, Backend, Candidate, InFlightGuard, Outdated, Pools, Wanted};
+pub use routes::{prefix_matches, request_host, HostMatch, Route, RouteTable, ServiceKey};
+
+use crate::plan::Plan;
+use crate::reconcile::Snapshot;
+use crate::runtime::Runtime;
+
+/// A client that sends no request head within this is dropped.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// HTTP/2 streams at once per client connection.
+const MAX_STREAMS: u32 = 256;
+/// The table is rebuilt at least this often (an address not found yet).
+const REFRESH: Duration = Duration::from_secs(5);
+/// How long open connections may finish once the agent stops.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves the proxy on `listener` until `shutdown`, keeping the pools in
+/// step with `plan` and the reconciler's `statuses`.
+pub async fn run<R: Runtime>(
+    listener: TcpListener,
+    pools: Arc<Pools>,
+    runtime: Arc<R>,
+    node: String,
+    plan: watch::Receiver<Option<Arc<Plan>>>,
+    statuses: watch::Receiver<Snapshot>,
+    shutdown: CancellationToken,
+) {
+    let updater = tokio::spawn(
+        keep_pools(pools.clone(), runtime, plan, statuses, shutdown.clone())
+            .instrument(tracing::Span::current()),
+    );
+    let shared = Arc::new(Shared {
+        pools,
+        client: forward::upstream(),
+        node,
+    });
+    serve(listener, shared, shutdown).await;
+    if let Err(e) = updater.await {
+        warn!("the proxy's pool updater ended badly: {e}");
+    }
+}
+
+/// Accepts connections until `shutdown`, then lets open ones finish for
+/// a while.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http2().max_concurrent_streams(MAX_STREAMS);
+    let graceful = GracefulShutdown::new();
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "proxy listening (HTTP/1.1 and HTTP/2 cleartext)");
+    }
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors and the like: wait, do not spin.
+                    warn!("proxy accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let service = service_fn(move |req| handle(shared.clone(), peer, req));
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(%peer, "proxy connection ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        info!("proxy connections still open at shutdown were closed");
+    }
+}
+
+/// Serves the proxy on `listen` with one route (any host, `/`) to
+/// `backends` (one port for all), until `shutdown`: the request path of
+/// `run` without a plan or Docker, for benchmarks (bench/proxy.sh).
+pub async fn serve_fixed(
+    listen: std::net::SocketAddr,
+    backends: &[std::net::SocketAddr],
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let port = backends.first().map_or(80, |b| b.port());
+    if backends.iter().any(|b| b.port() != port) {
+        return Err(std::io::Error::other(
+            "every backend must listen on the same port (a route has one)",
+        ));
+    }
+    let service = ServiceKey {
+        env: "bench".into(),
+        service: "web".into(),
+    };
+    let candidates: Vec<Candidate> = backends
+        .iter()
+        .enumerate()
+        .map(|(i, _)| Candidate {
+            service: service.clone(),
+            container_id: format!("backend-{i}"),
+            workload_id: format!("bench/web/{}", i + 1),
+            revision: 1,
+            drain_timeout: Duration::from_secs(1),
+        })
+        .collect();
+    let ips: HashMap<String, IpAddr> = backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (format!("backend-{i}"), b.ip()))
+        .collect();
+    let present: HashSet<String> = ips.keys().cloned().collect();
+    let pools = Pools::new();
+    pools.install(
+        &Wanted {
+            routes: vec![Route {
+                host: HostMatch::Any,
+                path_prefix: "/".into(),
+                service,
+                port,
+            }],
+            candidates,
+            conflicts: Vec::new(),
+        },
+        &ips,
+        &present,
+    );
+    let listener = TcpListener::bind(listen).await?;
+    let shared = Arc::new(Shared {
+        pools,
+        client: forward::upstream(),
+        node: "bench".into(),
+    });
+    serve(listener, shared, shutdown).await;
+    Ok(())
+}
+
+/// Rebuilds the table whenever the plan, a status or a drain changes it,
+/// finding each new instance's address once.
+async fn keep_pools<R: Runtime>(
+    pools: Arc<Pools>,
+    runtime: Arc<R>,
+    mut plan: watch::Receiver<Option<Arc<Plan>>>,
+    mut statuses: watch::Receiver<Snapshot>,
+    shutdown: CancellationToken,
+) {
+    let mut ips: HashMap<String, IpAddr> = HashMap::new();
+    let mut conflicts: Vec<String> = Vec::new();
+    loop {
+        let workloads: Vec<convoy_proto::Workload> = plan
+            .borrow_and_update()
+            .as_ref()
+            .map(|p| p.containers().cloned().collect())
+            .unwrap_or_default();
+        let snapshot = statuses.borrow_and_update().statuses.clone();
+        let outdated = pools.outdated();
+        let present: HashSet<String> = snapshot
+            .values()
+            .map(|s| s.container_id.clone())
+            .filter(|id| !id.is_empty())
+            .chain(outdated.iter().map(|o| o.container_id.clone()))
+            .collect();
+        let want = wanted(&workloads, &snapshot, &outdated, &pools.draining());
+        if want.conflicts != conflicts {
+            for c in &want.conflicts {
+                warn!("route conflict: {c}; the first service (by env/name) keeps it");
+            }
+            conflicts = want.conflicts.clone();
+        }
+        ips.retain(|id, _| present.contains(id));
+        for c in &want.candidates {
+            if ips.contains_key(&c.container_id) {
+                continue;
+            }
+            match runtime.inspect(&c.container_id).await {
+                Ok(info) => match info.ip {
+                    Some(ip) => {
+                        ips.insert(c.container_id.clone(), ip);
+                    }
+                    None => debug!(workload = %c.workload_id, "no address yet; not in the pool"),
+                },
+                Err(e) => debug!(workload = %c.workload_id, "inspect failed: {e}"),
+            }
+        }
+        pools.install(&want, &ips, &present);
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = plan.changed() => if r.is_err() { return },
+            r = statuses.changed() => if r.is_err() { return },
+            () = pools.changed.notified() => {}
+            () = tokio::time::sleep(REFRESH) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
