@@ -87,9 +87,35 @@ pub struct Rollout {
     /// Why it failed or paused, in words.
     #[serde(default)]
     pub reason: String,
+    /// Canary by weight: the index of the current step in the policy's
+    /// `canary_weights` (each `convoy promote` moves one on).
+    #[serde(default)]
+    pub weight_step: u32,
 }
 
 impl Rollout {
+    /// The share of requests (percent) the agents' proxies send to the new
+    /// revision's instances now: while a weighted canary has not been
+    /// fully promoted and still runs. `None`: no split.
+    pub fn canary_weight(&self) -> Option<u32> {
+        if self.policy.strategy != Strategy::Canary
+            || self.promoted
+            || !self.state.is_active()
+            || self.state == RolloutState::Failed
+        {
+            return None;
+        }
+        let weights = &self.policy.canary_weights;
+        let last = weights.len().checked_sub(1)?;
+        weights.get((self.weight_step as usize).min(last)).copied()
+    }
+
+    /// Whether a `convoy promote` moves a weighted canary to its next
+    /// weight rather than promoting it.
+    pub fn has_next_weight(&self) -> bool {
+        (self.weight_step as usize) + 1 < self.policy.canary_weights.len()
+    }
+
     pub fn new(
         from_revision: u64,
         to_revision: u64,
@@ -116,6 +142,7 @@ impl Rollout {
             promoted_unix_ms: 0,
             blue: BTreeSet::new(),
             reason: String::new(),
+            weight_step: 0,
         }
     }
 
@@ -350,7 +377,7 @@ fn fail(r: &mut Rollout, mut effects: Vec<Effect>, reason: String) -> Vec<Effect
 pub fn describe(r: &Rollout, total: usize) -> String {
     let verb = if r.is_rollback { "rollback" } else { "rollout" };
     format!(
-        "{verb} r{} → r{}: {} ({}/{} updated, {} healthy, {} failed){}",
+        "{verb} r{} → r{}: {} ({}/{} updated, {} healthy, {} failed){}{}",
         r.from_revision,
         r.to_revision,
         r.state.word(),
@@ -358,6 +385,14 @@ pub fn describe(r: &Rollout, total: usize) -> String {
         total,
         r.done.len(),
         r.failed.len(),
+        match r.canary_weight() {
+            Some(w) => format!(
+                "; the canaries get {w}% of requests (step {} of {})",
+                r.weight_step + 1,
+                r.policy.canary_weights.len()
+            ),
+            None => String::new(),
+        },
         if r.reason.is_empty() {
             String::new()
         } else {
@@ -522,6 +557,27 @@ mod tests {
             "{r:?}"
         );
         assert_eq!(r.failed.len(), 1);
+    }
+
+    #[test]
+    fn a_weighted_canary_steps_through_its_weights_then_has_no_split() {
+        let mut p = policy();
+        p.strategy = Strategy::Canary;
+        p.canaries = 1;
+        p.canary_weights = vec![10, 50];
+        let mut r = Rollout::new(1, 2, ServiceSpec::default(), p, 0);
+        assert_eq!(r.canary_weight(), Some(10));
+        assert!(r.has_next_weight());
+        r.weight_step = 1;
+        assert_eq!(r.canary_weight(), Some(50));
+        assert!(!r.has_next_weight());
+        assert!(describe(&r, 3).contains("the canaries get 50% of requests (step 2 of 2)"));
+        r.promoted = true;
+        assert_eq!(r.canary_weight(), None);
+        let mut rolled = r.clone();
+        rolled.promoted = false;
+        rolled.state = RolloutState::RolledBack;
+        assert_eq!(rolled.canary_weight(), None, "no split once rolled back");
     }
 
     #[test]

@@ -160,6 +160,7 @@ pub async fn serve_fixed(
             }],
             candidates,
             conflicts: Vec::new(),
+            splits: Default::default(),
         },
         &ips,
         &present,

@@ -76,6 +76,8 @@ impl Backend {
 #[derive(Debug, Default)]
 pub struct ServicePool {
     pub backends: Vec<Backend>,
+    /// A weighted canary: (its revision, percent of requests it gets).
+    pub split: Option<(u64, u32)>,
     /// Where the next pick starts looking, so that instances with equal
     /// loads take turns.
     cursor: AtomicUsize,
@@ -116,6 +118,8 @@ pub struct Wanted {
     pub candidates: Vec<Candidate>,
     /// Routes that another service already took: `host path -> service`.
     pub conflicts: Vec<String>,
+    /// Weighted canaries: service → (canary revision, percent).
+    pub splits: BTreeMap<ServiceKey, (u64, u32)>,
 }
 
 /// Whether an instance may take requests: its container runs and its
@@ -160,6 +164,12 @@ pub fn wanted(
     for (key, w) in &newest {
         let Some(ingress) = &w.ingress else { continue };
         drain_of.insert(key.clone(), Duration::from_millis(ingress.drain_timeout_ms));
+        if ingress.canary_revision != 0 && (1..=99).contains(&ingress.canary_weight_percent) {
+            out.splits.insert(
+                key.clone(),
+                (ingress.canary_revision, ingress.canary_weight_percent),
+            );
+        }
         for r in &ingress.routes {
             let Ok(port) = u16::try_from(r.port) else {
                 continue;
@@ -349,6 +359,11 @@ impl Pools {
             timeouts.retain(|id, _| inflight.contains_key(id));
         }
         lock(&self.draining).retain(|id| present.contains(id));
+        for (key, split) in &wanted.splits {
+            if let Some(pool) = services.get_mut(key) {
+                pool.split = Some(*split);
+            }
+        }
         let table = Table {
             routes: RouteTable::new(wanted.routes.clone()),
             services,
@@ -374,6 +389,20 @@ impl Pools {
             .map(|i| &pool.backends[(start + i) % n])
             .filter(|b| !tried.contains(&b.container_id))
             .collect();
+        // A weighted canary: its share of requests goes to its revision's
+        // instances, the rest to the others, whatever their numbers; a
+        // side with no instance ready leaves everything to the other.
+        if let Some((revision, percent)) = pool.split {
+            let canary = rand::random_range(0..100u32) < percent;
+            let side: Vec<&Backend> = order
+                .iter()
+                .copied()
+                .filter(|b| (b.revision == revision) == canary)
+                .collect();
+            if !side.is_empty() {
+                order = side;
+            }
+        }
         // Stable: equal loads keep the turn order.
         order.sort_by_key(|b| b.inflight.count());
         order
@@ -415,6 +444,7 @@ impl Pools {
                                 .cloned()
                                 .collect(),
                             cursor: AtomicUsize::new(p.cursor.load(Ordering::Relaxed)),
+                            split: p.split,
                         },
                     )
                 })

@@ -110,6 +110,8 @@ fn ingress(routes: &[(&str, &str, u32)], drain_ms: u64) -> Option<Ingress> {
             })
             .collect(),
         drain_timeout_ms: drain_ms,
+        canary_revision: 0,
+        canary_weight_percent: 0,
     })
 }
 
@@ -213,6 +215,7 @@ fn pools_with(containers: &[(&str, IpAddr)], drain: Duration, port: u16) -> Arc<
             .map(|(c, _)| candidate(c, drain))
             .collect(),
         conflicts: Vec::new(),
+        splits: Default::default(),
     };
     let ips: HashMap<String, IpAddr> = containers
         .iter()
@@ -595,6 +598,7 @@ fn an_outdated_container_keeps_serving_until_drained_and_a_gone_one_is_closed() 
         routes: vec![route("", "/", "web")],
         candidates: vec![candidate("b", Duration::from_secs(5))],
         conflicts: Vec::new(),
+        splits: Default::default(),
     };
     pools.install(
         &want,
@@ -609,5 +613,64 @@ fn an_outdated_container_keeps_serving_until_drained_and_a_gone_one_is_closed() 
     assert_eq!(a.in_flight(), 0);
     for _ in 0..4 {
         assert_eq!(pools.pick(&key("web"), &[]).unwrap().0.container_id, "b");
+    }
+}
+
+/// A weighted canary (issue 20): 10 % of picks go to the one canary of
+/// revision 2, 90 % to the three instances of revision 1, whatever their
+/// numbers; with no canary ready, everything goes to the others.
+#[test]
+fn a_weighted_canary_gets_its_share_of_picks_whatever_the_instance_counts() {
+    let pools = Pools::new();
+    let mut candidates: Vec<Candidate> = ["a", "b", "c"]
+        .iter()
+        .map(|c| candidate(c, Duration::from_secs(1)))
+        .collect();
+    candidates.push(Candidate {
+        revision: 2,
+        ..candidate("canary", Duration::from_secs(1))
+    });
+    let mut splits = BTreeMap::new();
+    splits.insert(key("web"), (2, 10));
+    let want = Wanted {
+        routes: vec![route("", "/", "web")],
+        candidates,
+        conflicts: Vec::new(),
+        splits,
+    };
+    let ip: IpAddr = "127.0.0.1".parse().unwrap();
+    let ips: HashMap<String, IpAddr> = ["a", "b", "c", "canary"]
+        .iter()
+        .map(|c| (c.to_string(), ip))
+        .collect();
+    let present: HashSet<String> = ips.keys().cloned().collect();
+    pools.install(&want, &ips, &present);
+    let mut canary = 0;
+    for _ in 0..4000 {
+        let (backend, _guard) = pools.pick(&key("web"), &[]).unwrap();
+        if backend.revision == 2 {
+            canary += 1;
+        }
+    }
+    // 10 % of 4,000 is 400; a binomial's 5 sigma is about ±95.
+    assert!(
+        (300..=500).contains(&canary),
+        "{canary} of 4000 to the canary"
+    );
+
+    // Without a canary in the pool, the stable instances take everything.
+    let want = Wanted {
+        candidates: want
+            .candidates
+            .iter()
+            .filter(|c| c.revision == 1)
+            .cloned()
+            .collect(),
+        ..want
+    };
+    pools.install(&want, &ips, &present);
+    for _ in 0..100 {
+        let (backend, _guard) = pools.pick(&key("web"), &[]).unwrap();
+        assert_eq!(backend.revision, 1);
     }
 }

@@ -1731,6 +1731,7 @@ async fn a_replaced_container_in_a_proxy_pool_is_drained_before_it_stops() {
                 drain_timeout: Duration::from_secs(10),
             }],
             conflicts: Vec::new(),
+            splits: Default::default(),
         },
         &HashMap::from([(old.clone(), "10.0.0.2".parse().unwrap())]),
         &HashSet::from([old.clone()]),

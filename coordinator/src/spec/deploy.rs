@@ -102,6 +102,12 @@ pub struct UpdatePolicy {
     /// (`x-convoy.update.analysis`, docs/ANALYSIS.md).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub analysis: Option<Analysis>,
+    /// Canary by share of requests (`x-convoy.update.canary_weights`,
+    /// docs/PROXY.md): while the canaries wait for promotion, the agents'
+    /// proxies send this percentage of the requests to them, one step per
+    /// `convoy promote`; the last promote rolls out the rest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub canary_weights: Vec<u32>,
 }
 
 /// `x-convoy.update.analysis`: PromQL queries evaluated every `interval`
@@ -166,6 +172,7 @@ impl UpdatePolicy {
         // Going back to what ran before is not judged again: a rollback
         // that an analysis could fail would leave nothing to go back to.
         policy.analysis = None;
+        policy.canary_weights.clear();
         policy
     }
 }
@@ -189,6 +196,7 @@ impl Default for UpdatePolicy {
             auto_promote: false,
             scale_down_delay_ms: 0,
             analysis: None,
+            canary_weights: Vec::new(),
         }
     }
 }

@@ -1605,7 +1605,7 @@ fn unknown_update_keys_are_errors_listing_the_known_ones() {
         "app.yaml:6:9: services.web.x-convoy.update.stratgy: unknown field `stratgy`, expected \
          one of `strategy`, `max_parallel`, `delay`, `min_healthy_time`, `healthy_deadline`, \
          `progress_deadline`, `order`, `auto_rollback`, `canaries`, `auto_promote`, \
-         `scale_down_delay`, `analysis`"
+         `scale_down_delay`, `analysis`, `canary_weights`"
     );
     // Compose's names are not Convoy's: `x-convoy.update` is all Convoy's.
     assert!(error(&web("x-convoy:\n  update:\n    parallelism: 1"))
@@ -2581,4 +2581,32 @@ fn bad_ingress_routes_are_refused_naming_file_line_and_key() {
     .to_string();
     assert!(e.contains("x-convoy.ingress"), "{e}");
     assert!(e.contains("not to systemd units"), "{e}");
+}
+
+#[test]
+fn canary_weights_are_growing_percentages_of_a_canary_without_auto_promote() {
+    let ok = service(&web(
+        "x-convoy:\n  update:\n    strategy: canary\n    canary_weights: [10, 50]",
+    ));
+    assert_eq!(ok.deploy.update.canary_weights, [10, 50]);
+    let e = error(&web(
+        "x-convoy:\n  update:\n    strategy: canary\n    canary_weights: [50, 10]",
+    ));
+    assert!(
+        e.contains("canary_weights") && e.contains("must grow"),
+        "{e}"
+    );
+    let e = error(&web(
+        "x-convoy:\n  update:\n    strategy: canary\n    canary_weights: [100]",
+    ));
+    assert!(
+        e.contains("100 is not a share of requests from 1 to 99"),
+        "{e}"
+    );
+    let e = error(&web("x-convoy:\n  update:\n    canary_weights: [10]"));
+    assert!(e.contains("is for `strategy: canary`"), "{e}");
+    let e = error(&web(
+        "x-convoy:\n  update:\n    strategy: canary\n    auto_promote: true\n    canary_weights: [10]",
+    ));
+    assert!(e.contains("remove `auto_promote`"), "{e}");
 }

@@ -491,6 +491,9 @@ impl From<&super::IngressSpec> for pb::Ingress {
                 })
                 .collect(),
             drain_timeout_ms: *drain_timeout_ms,
+            // Set by the plans while a weighted canary runs.
+            canary_revision: 0,
+            canary_weight_percent: 0,
         }
     }
 }

@@ -79,6 +79,13 @@ pub(super) fn touched_nodes(current: &Desired, next: &Desired) -> HashSet<String
     touched
 }
 
+/// The revision a weighted canary sends a share of requests to, and the
+/// share (percent), while it does.
+fn canary_split(rec: &ServiceRecord) -> Option<(u64, u32)> {
+    let r = rec.rollout.as_ref()?;
+    r.canary_weight().map(|w| (r.to_revision, w))
+}
+
 /// What one instance of a service runs, as its node's plan holds it.
 type Effective<'a> = (&'a str, u64, &'a ServiceSpec);
 
@@ -106,6 +113,12 @@ fn effective(rec: &ServiceRecord) -> BTreeMap<u32, Effective<'_>> {
 /// Adds the nodes where `old` and `new` (two versions of one service's
 /// record) differ, instance by instance.
 fn instance_changes_touch(old: &ServiceRecord, new: &ServiceRecord, touched: &mut HashSet<String>) {
+    // A weighted canary's split is in every instance's ingress.
+    if canary_split(old) != canary_split(new) {
+        for rec in [old, new] {
+            touched.extend(rec.assignments.values().flatten().cloned());
+        }
+    }
     let (a, b) = (effective(old), effective(new));
     // Every instance carries the current spec's update order.
     let order_changed = old.spec.deploy.update.order != new.spec.deploy.update.order;
@@ -186,6 +199,7 @@ pub(super) fn compute_plans(
             let Some(node) = node.as_ref().filter(|n| per_node.contains_key(*n)) else {
                 continue;
             };
+            let split = canary_split(rec);
             let (revision, spec_hash, probes, runtime, gpus, ingress) = match (&old, rollout) {
                 (Some(old), Some(r)) if !r.is_switched(*index) => old,
                 _ => &new,
@@ -202,7 +216,13 @@ pub(super) fn compute_plans(
                     spec_hash: spec_hash.clone(),
                     probes: probes.clone(),
                     start_first,
-                    ingress: ingress.clone(),
+                    ingress: ingress.clone().map(|mut ingress| {
+                        if let Some((revision, weight)) = split {
+                            ingress.canary_revision = revision;
+                            ingress.canary_weight_percent = weight;
+                        }
+                        ingress
+                    }),
                     runtime: Some(match rec.gpus.get(index).filter(|_| *gpus) {
                         Some(pinned) => with_gpus(runtime, pinned, &next.nodes, node),
                         None => match runtime {

@@ -44,10 +44,20 @@ impl Coordinator {
                         rollout::describe(&r, total)
                     )));
                 }
-                r.promoted = true;
-                r.promoted_unix_ms = now;
-                r.state = RolloutState::Running;
-                (EventKind::RolloutPromoted, "promoted")
+                if r.has_next_weight() {
+                    // A weighted canary: the next share of requests; the
+                    // canaries keep waiting for the next promote.
+                    r.weight_step += 1;
+                    (
+                        EventKind::RolloutPromoted,
+                        "moved to the next canary weight",
+                    )
+                } else {
+                    r.promoted = true;
+                    r.promoted_unix_ms = now;
+                    r.state = RolloutState::Running;
+                    (EventKind::RolloutPromoted, "promoted")
+                }
             }
             RolloutCommand::Pause => {
                 if r.state != RolloutState::Running {
@@ -82,6 +92,10 @@ impl Coordinator {
         rec.rollout = Some(r.clone());
         txn.put(Op::put_json(service_key(env, service), &rec));
         txn.stage().services.insert(key, Arc::new(rec));
+        if !r.policy.canary_weights.is_empty() {
+            // A weighted canary's next share (or its end) is in the proxies' plans.
+            txn.replan();
+        }
         txn.emit(
             Ev::new(kind)
                 .service(env, service)

@@ -305,6 +305,7 @@ key_set!(ConvoyUpdateKey {
     AutoPromote = "auto_promote",
     ScaleDownDelay = "scale_down_delay",
     Analysis = "analysis",
+    CanaryWeights = "canary_weights",
 } ignored []);
 
 key_set!(IngressKey {

@@ -326,6 +326,14 @@ fn definitions() -> Vec<(&'static str, Value)> {
                         json!({ "type": "string", "enum": ["rolling", "canary", "blue-green"] }),
                     ),
                     ("analysis", r("Analysis")),
+                    (
+                        "canary_weights",
+                        json!({
+                            "type": "array",
+                            "items": { "type": "integer", "minimum": 1, "maximum": 99 },
+                            "minItems": 1
+                        }),
+                    ),
                 ],
             ),
         ),

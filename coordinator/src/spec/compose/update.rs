@@ -108,9 +108,55 @@ pub(super) struct ConvoyUpdate {
     auto_promote: Option<bool>,
     scale_down_delay_ms: Option<u64>,
     analysis: Option<crate::spec::Analysis>,
+    canary_weights: Option<Vec<u32>>,
 }
 
 pub(super) struct ConvoyUpdateSeed;
+
+/// `canary_weights`: percentages, each 1-99, increasing.
+struct WeightsSeed;
+
+impl<'de> DeserializeSeed<'de> for WeightsSeed {
+    type Value = Vec<u32>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<u32>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for WeightsSeed {
+    type Value = Vec<u32>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of percentages of requests such as `[5, 25, 50]`")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u32>, A::Error> {
+        use serde::de::Error as _;
+        let mut out: Vec<u32> = Vec::new();
+        while let Some(w) = seq.next_element::<u64>()? {
+            if !(1..=99).contains(&w) {
+                return Err(A::Error::custom(format!(
+                    "{w} is not a share of requests from 1 to 99 (100 is `convoy promote`'s last step)"
+                )));
+            }
+            let w = w as u32;
+            if out.last().is_some_and(|&last| w <= last) {
+                return Err(A::Error::custom(format!(
+                    "the weights must grow step by step: {w} comes after {}",
+                    out.last().copied().unwrap_or_default()
+                )));
+            }
+            out.push(w);
+        }
+        if out.is_empty() {
+            return Err(A::Error::custom(
+                "give at least one weight, e.g. `[10]`, or leave the key out",
+            ));
+        }
+        Ok(out)
+    }
+}
 
 impl<'de> DeserializeSeed<'de> for ConvoyUpdateSeed {
     type Value = ConvoyUpdate;
@@ -179,6 +225,9 @@ impl<'de> Visitor<'de> for ConvoyUpdateSeed {
                 }
                 ConvoyUpdateKey::Analysis => {
                     update.analysis = value(&mut map, super::analysis::AnalysisSeed)?
+                }
+                ConvoyUpdateKey::CanaryWeights => {
+                    update.canary_weights = value(&mut map, WeightsSeed)?;
                 }
             }
         }
@@ -384,6 +433,21 @@ pub(super) fn update_policy(
                  {strategy_here}"
             ),
         ));
+    }
+    if let Some(weights) = &convoy.canary_weights {
+        if strategy != Strategy::Canary {
+            return Err(problem(
+                ours("canary_weights"),
+                format!("is for `strategy: canary`, and the strategy here is {strategy_here}"),
+            ));
+        }
+        if convoy.auto_promote == Some(true) {
+            return Err(problem(
+                ours("canary_weights"),
+                "steps through its weights with `convoy promote`: remove `auto_promote`".to_owned(),
+            ));
+        }
+        policy.canary_weights = weights.clone();
     }
     if convoy.scale_down_delay_ms.is_some() && strategy != Strategy::BlueGreen {
         return Err(problem(
