@@ -96,6 +96,30 @@ type Start = oneshot::Sender<Result<Registered, Status>>;
 
 type OutboundStream = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorMessage, Status>> + Send>>;
 
+/// Who is on the other end of an agent call: its certificate's node name,
+/// fingerprint and expiry.
+struct Peer {
+    node: String,
+    certificate: String,
+    expires: i64,
+}
+
+fn peer<T>(req: &Request<T>) -> Result<Peer, Status> {
+    let certs = req
+        .peer_certs()
+        .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+    let node = pki::node_name_from_der(leaf.as_ref())
+        .map_err(|e| Status::unauthenticated(e.to_string()))?;
+    Ok(Peer {
+        node,
+        certificate: tls::fingerprint(leaf.as_ref()),
+        expires: pki::expiry_unix_ms(leaf.as_ref()).unwrap_or(0),
+    })
+}
+
 type TunnelDownStream = Pin<Box<dyn Stream<Item = Result<pb::TunnelDown, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -110,17 +134,11 @@ impl pb::agent_service_server::AgentService for AgentApi {
         &self,
         req: Request<Streaming<pb::TunnelUp>>,
     ) -> Result<Response<Self::TunnelStream>, Status> {
-        let certs = req
-            .peer_certs()
-            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
-        let leaf = certs
-            .first()
-            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
-        let node = pki::node_name_from_der(leaf.as_ref())
-            .map_err(|e| Status::unauthenticated(e.to_string()))?;
-        if self.coord.is_revoked(&tls::fingerprint(leaf.as_ref())) {
+        let peer = peer(&req)?;
+        if self.coord.is_revoked(&peer.certificate) {
             return Err(Status::unauthenticated("this certificate was revoked"));
         }
+        let node = peer.node;
         let mut up = req.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, up.message())
             .await
@@ -143,16 +161,11 @@ impl pb::agent_service_server::AgentService for AgentApi {
         &self,
         req: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        let certs = req
-            .peer_certs()
-            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
-        let leaf = certs
-            .first()
-            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
-        let node = pki::node_name_from_der(leaf.as_ref())
-            .map_err(|e| Status::unauthenticated(e.to_string()))?;
-        let certificate = tls::fingerprint(leaf.as_ref());
-        let expires = pki::expiry_unix_ms(leaf.as_ref()).unwrap_or(0);
+        let Peer {
+            node,
+            certificate,
+            expires,
+        } = peer(&req)?;
         let address = req.remote_addr();
         let inbound = req.into_inner();
         let (start, started) = oneshot::channel();
