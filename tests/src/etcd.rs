@@ -160,6 +160,17 @@ impl EtcdCluster {
         format!("{scheme}://{}", hosts.join(","))
     }
 
+    /// A running member that is not the raft leader (its own `/metrics`
+    /// says `etcd_server_is_leader 0`): losing it needs no election.
+    pub fn follower(&self) -> Option<usize> {
+        self.members.iter().position(|m| {
+            let addr = SocketAddr::from(([127, 0, 0, 1], m.metrics_port));
+            m.child.is_some()
+                && matches!(get(addr, "/metrics"), Ok((200, body))
+                    if body.lines().any(|l| l.trim() == "etcd_server_is_leader 0"))
+        })
+    }
+
     /// SIGKILLs member `i` (0-based).
     pub fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.members[i].child.take() {
