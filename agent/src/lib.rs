@@ -340,18 +340,7 @@ pub async fn run_with(
     Ok(())
 }
 
-/// An error and its sources on one line, without repeating a source whose
-/// text the line already holds.
+/// An error and its sources on one line (`convoy_api::errors::chain`).
 pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
+    convoy_api::errors::chain(error)
 }

@@ -8,6 +8,7 @@ pub mod agent_paths;
 pub mod client_config;
 pub mod clock;
 pub mod env;
+pub mod errors;
 pub mod events;
 pub mod host_access;
 pub mod host_paths;

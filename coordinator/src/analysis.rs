@@ -187,10 +187,12 @@ async fn measure(http: &Http, base: &str, q: &AnalysisQuery) -> Result<f64, Stri
     let url = format!("{}/api/v1/query?{query}", base.trim_end_matches('/'));
     let uri: ::http::Uri = url.parse().map_err(|e| format!("bad URL `{url}`: {e}"))?;
     let answered = tokio::time::timeout(QUERY_TIMEOUT, async {
-        let response = http
-            .get(uri)
-            .await
-            .map_err(|e| format!("Prometheus at {base} did not answer: {}", chain(&e)))?;
+        let response = http.get(uri).await.map_err(|e| {
+            format!(
+                "Prometheus at {base} did not answer: {}",
+                convoy_api::errors::chain(&e)
+            )
+        })?;
         let status = response.status();
         let body = Limited::new(response.into_body(), MAX_ANSWER)
             .collect()
@@ -246,17 +248,6 @@ fn value_of(data: &serde_json::Value) -> Result<f64, String> {
     let text = sample[1].as_str().ok_or("a sample without a value")?;
     text.parse::<f64>()
         .map_err(|_| format!("`{text}` is not a number"))
-}
-
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -503,7 +503,7 @@ async fn send(
     .await;
     match answered {
         Err(_) => fail(format!("no answer within {} s", TIMEOUT.as_secs())),
-        Ok(Err(e)) => fail(error_chain(&*e)),
+        Ok(Err(e)) => fail(convoy_api::errors::chain(&*e)),
         Ok(Ok((status, text))) => Answer {
             status,
             error: if (200..300).contains(&status) {
@@ -514,19 +514,6 @@ async fn send(
             duration: started.elapsed(),
         },
     }
-}
-
-/// An error and its sources on one line ("client error (Connect):
-/// tcp connect error: Connection refused").
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]
