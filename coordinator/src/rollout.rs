@@ -91,6 +91,10 @@ pub struct Rollout {
     /// `canary_weights` (each `convoy promote` moves one on).
     #[serde(default)]
     pub weight_step: u32,
+    /// Canary by weight: since when the current weight holds (for
+    /// `canary_pause`).
+    #[serde(default)]
+    pub weight_since_unix_ms: i64,
 }
 
 impl Rollout {
@@ -108,6 +112,22 @@ impl Rollout {
         let weights = &self.policy.canary_weights;
         let last = weights.len().checked_sub(1)?;
         weights.get((self.weight_step as usize).min(last)).copied()
+    }
+
+    /// Blue-green while both sets run: the revision whose instances get
+    /// the requests (the old set's until promotion, the new set's after).
+    pub fn active_revision(&self) -> Option<u64> {
+        if self.policy.strategy != Strategy::BlueGreen
+            || !self.state.is_active()
+            || self.blue.is_empty()
+        {
+            return None;
+        }
+        Some(if self.promoted {
+            self.to_revision
+        } else {
+            self.from_revision
+        })
     }
 
     /// Whether a `convoy promote` moves a weighted canary to its next
@@ -143,6 +163,7 @@ impl Rollout {
             blue: BTreeSet::new(),
             reason: String::new(),
             weight_step: 0,
+            weight_since_unix_ms: 0,
         }
     }
 
@@ -179,6 +200,8 @@ pub enum Effect {
     Done(Vec<u32>),
     /// Canaries are healthy; waiting for `convoy promote`.
     AwaitingPromotion,
+    /// A weighted canary's weight held for `canary_pause`: the next one.
+    WeightAdvanced,
     Promoted,
     /// Blue-green: the old set's time is up; remove these instances.
     RetireBlue(Vec<u32>),
@@ -192,6 +215,9 @@ pub enum Effect {
 /// running rollout moves. Instances the service no longer has are ignored.
 pub fn step(r: &mut Rollout, instances: &[InstanceView], now: i64) -> Vec<Effect> {
     let mut effects = Vec::new();
+    if r.state == RolloutState::WaitingPromotion {
+        return step_waiting(r, instances, now);
+    }
     if r.state != RolloutState::Running {
         return effects;
     }
@@ -282,6 +308,8 @@ pub fn step(r: &mut Rollout, instances: &[InstanceView], now: i64) -> Vec<Effect
             effects.push(Effect::Promoted);
         } else {
             r.state = RolloutState::WaitingPromotion;
+            r.weight_since_unix_ms = now;
+            r.updated_unix_ms = now;
             effects.push(Effect::AwaitingPromotion);
             return effects;
         }
@@ -325,6 +353,44 @@ pub fn step(r: &mut Rollout, instances: &[InstanceView], now: i64) -> Vec<Effect
         r.updated_unix_ms = now;
     }
     effects
+}
+
+/// Waiting for promotion: a switched instance whose gate reports a failure
+/// (a failed analysis) fails the rollout; a weighted canary whose weight
+/// held for `canary_pause` while every switched instance stayed healthy
+/// moves on by itself (after the last weight: promoted).
+fn step_waiting(r: &mut Rollout, instances: &[InstanceView], now: i64) -> Vec<Effect> {
+    let effects = Vec::new();
+    let switched: Vec<&InstanceView> = instances
+        .iter()
+        .filter(|i| r.switched.contains_key(&i.index))
+        .collect();
+    if let Some(why) = switched.iter().find_map(|i| i.failure.clone()) {
+        r.updated_unix_ms = now;
+        return fail(r, effects, why);
+    }
+    let pause = r.policy.canary_pause_ms as i64;
+    if r.policy.strategy != Strategy::Canary
+        || r.policy.canary_weights.is_empty()
+        || pause == 0
+        || now - r.weight_since_unix_ms < pause
+        || switched.is_empty()
+        || !switched.iter().all(|i| i.healthy)
+    {
+        return effects;
+    }
+    r.updated_unix_ms = now;
+    r.last_progress_unix_ms = now;
+    r.weight_since_unix_ms = now;
+    if r.has_next_weight() {
+        r.weight_step += 1;
+        vec![Effect::WeightAdvanced]
+    } else {
+        r.promoted = true;
+        r.promoted_unix_ms = now;
+        r.state = RolloutState::Running;
+        vec![Effect::Promoted]
+    }
 }
 
 /// Blue-green: the new set (all switched from the start) must pass its
@@ -683,5 +749,100 @@ mod tests {
             vec![Effect::Done(vec![1, 2, 3]), Effect::Succeeded]
         );
         assert!(!r.state.is_active());
+    }
+
+    #[test]
+    fn a_weighted_canary_with_a_pause_moves_on_by_itself_while_healthy() {
+        let mut p = policy();
+        p.strategy = Strategy::Canary;
+        p.canaries = 1;
+        p.canary_weights = vec![10, 50];
+        p.canary_pause_ms = 5000;
+        let mut r = Rollout::new(1, 2, ServiceSpec::default(), p, 0);
+        tick(&mut r, 3, 0);
+        tick(&mut r, 3, 0);
+        let e = tick(&mut r, 3, 1000);
+        assert_eq!(e, vec![Effect::Done(vec![1]), Effect::AwaitingPromotion]);
+        assert_eq!(
+            (r.canary_weight(), r.weight_since_unix_ms),
+            (Some(10), 1000)
+        );
+        assert_eq!(tick(&mut r, 3, 5999), vec![]);
+        // An unhealthy canary holds the weight where it is.
+        let sick = views(&[(1, false), (2, false), (3, false)]);
+        assert_eq!(step(&mut r, &sick, 7000), vec![]);
+        assert_eq!(r.canary_weight(), Some(10));
+        assert_eq!(tick(&mut r, 3, 7000), vec![Effect::WeightAdvanced]);
+        assert_eq!(
+            (r.canary_weight(), r.weight_since_unix_ms),
+            (Some(50), 7000)
+        );
+        assert_eq!(r.state, RolloutState::WaitingPromotion);
+        assert_eq!(tick(&mut r, 3, 11_999), vec![]);
+        // After the last weight's pause: promoted, the rest rolls out.
+        assert_eq!(tick(&mut r, 3, 12_000), vec![Effect::Promoted]);
+        assert_eq!((r.state, r.canary_weight()), (RolloutState::Running, None));
+        assert_eq!(tick(&mut r, 3, 12_000), vec![Effect::Switched(vec![2])]);
+    }
+
+    #[test]
+    fn a_failure_reported_while_waiting_for_promotion_fails_the_rollout() {
+        let mut p = policy();
+        p.strategy = Strategy::Canary;
+        p.canaries = 1;
+        p.canary_weights = vec![10];
+        let mut r = Rollout::new(1, 2, ServiceSpec::default(), p, 0);
+        tick(&mut r, 2, 0);
+        tick(&mut r, 2, 0);
+        tick(&mut r, 2, 1000);
+        assert_eq!(r.state, RolloutState::WaitingPromotion);
+        // Without a pause nothing moves by itself.
+        assert_eq!(tick(&mut r, 2, 600_000), vec![]);
+        let failing = vec![
+            InstanceView {
+                index: 1,
+                healthy: false,
+                failure: Some("analysis failed: `errors` measured 0.2 > max 0.05".into()),
+            },
+            InstanceView {
+                index: 2,
+                healthy: false,
+                failure: None,
+            },
+        ];
+        let e = step(&mut r, &failing, 600_500);
+        assert_eq!(
+            e,
+            vec![Effect::Failed(
+                "analysis failed: `errors` measured 0.2 > max 0.05".into()
+            )]
+        );
+        assert_eq!(r.state, RolloutState::RolledBack);
+        assert_eq!(r.canary_weight(), None);
+    }
+
+    #[test]
+    fn a_blue_green_sends_requests_to_the_old_set_until_promotion_then_the_new() {
+        let p = UpdatePolicy {
+            strategy: Strategy::BlueGreen,
+            scale_down_delay_ms: 5000,
+            ..UpdatePolicy::default()
+        };
+        let mut r = Rollout::new(1, 2, ServiceSpec::default(), p, 0);
+        assert_eq!(r.active_revision(), None, "no old set recorded");
+        r.blue = [1, 2].into_iter().collect();
+        r.switched = [(3, 0), (4, 0)].into_iter().collect();
+        assert_eq!(r.active_revision(), Some(1));
+        let views = views(&[(1, false), (2, false), (3, true), (4, true)]);
+        step(&mut r, &views, 0);
+        assert_eq!(r.state, RolloutState::WaitingPromotion);
+        assert_eq!(r.active_revision(), Some(1));
+        r.promoted = true;
+        r.promoted_unix_ms = 1000;
+        r.state = RolloutState::Running;
+        assert_eq!(r.active_revision(), Some(2));
+        step(&mut r, &views, 6000);
+        assert_eq!(r.state, RolloutState::Succeeded);
+        assert_eq!(r.active_revision(), None, "the old set is gone");
     }
 }

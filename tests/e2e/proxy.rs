@@ -457,3 +457,224 @@ fn a_ten_percent_canary_gets_its_share_of_requests_whatever_the_instance_count()
     c.delete(&svc);
     c.wait_service_gone(&svc);
 }
+
+/// Docker's healthcheck of the testapp.
+const HEALTHCHECK: &str = "healthcheck: { test: [\"CMD\", \"/convoy-testapp\", \"--probe\", \"http://127.0.0.1:8080/healthz\"], interval: 1s, timeout: 2s, retries: 1 }";
+
+/// What the load threads saw, added up.
+fn join_load(workers: Vec<std::thread::JoinHandle<Tally>>) -> Tally {
+    let mut all = Tally::default();
+    for w in workers {
+        let t = w.join().expect("a load thread panicked");
+        all.ok += t.ok;
+        all.failures.extend(t.failures);
+        for (g, n) in t.greetings {
+            *all.greetings.entry(g).or_default() += n;
+        }
+    }
+    all
+}
+
+/// Waits until every one of 100 answers through the proxy comes from
+/// `greeting`, then checks 300 more.
+fn all_answers_from(port: u16, greeting: &str, what: &str) {
+    wait_until(
+        what,
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let mut conn = connect(port)?;
+            let mut seen = BTreeMap::new();
+            for _ in 0..100 {
+                let (code, body) = request(&mut conn, "web.test", "/")?;
+                ensure!(code == 200, "{code} {body}");
+                let g = body.trim().rsplit(": ").next().unwrap_or("").to_string();
+                *seen.entry(g).or_insert(0u64) += 1;
+            }
+            ensure!(seen.keys().all(|g| g == greeting), "{seen:?}");
+            Ok(())
+        },
+    );
+    let seen = greetings(port, 300);
+    assert_eq!(
+        seen.keys().collect::<Vec<_>>(),
+        [greeting],
+        "{what}: {seen:?}"
+    );
+}
+
+/// Issue 20: a blue-green switch moves traffic in the proxy. While the new
+/// set runs and passes its checks before promotion, it gets no request;
+/// `convoy promote` moves every request to it at once; `convoy rollback`
+/// while the old set still runs moves every request back. A steady load
+/// through the whole story fails no request.
+#[test]
+fn blue_green_moves_all_traffic_at_promotion_and_back_at_rollback() {
+    skip_without_docker!();
+    let mut c = Cluster::start();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let node = c.add_agent_with_args(&["--proxy-listen", &listen]);
+    c.wait_nodes_ready(std::slice::from_ref(&node));
+    let svc = c.service_name("bluegreen");
+    let spec = |greeting: &str| {
+        let s = ServiceSpec::new(&svc, &c.image())
+            .replicas(2)
+            .env("GREETING", greeting)
+            .extra(HEALTHCHECK)
+            .extra(
+                "x-convoy: { ingress: { routes: [{ port: 8080 }], drain_timeout: 5s }, update: { strategy: blue-green, min_healthy_time: 1s, scale_down_delay: 10m } }",
+            );
+        c.write_spec("bluegreen.yaml", &compose(&[&s]))
+    };
+    apply_wait(&c, &spec("v1"));
+    all_answers_from(port, "v1", "two healthy v1 instances answer");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mark = Arc::new(AtomicBool::new(false));
+    let workers = load(port, stop.clone(), mark);
+    c.apply(&spec("v2"));
+    wait_until(
+        "the new set runs, healthy, waiting for promotion",
+        Duration::from_secs(90),
+        Duration::from_millis(200),
+        || {
+            let r = rollout_of(&c, &svc);
+            ensure!(r["state"] == "waiting-promotion", "rollout: {r}");
+            ensure!(healthy(&svc) == 4, "not all four healthy per Docker yet");
+            Ok(())
+        },
+    );
+    // Healthy and running, and still no request reaches the new set.
+    let seen = greetings(port, 500);
+    assert_eq!(
+        seen.keys().collect::<Vec<_>>(),
+        ["v1"],
+        "before promotion: {seen:?}"
+    );
+
+    let out = c.cli(&["promote", &svc]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    all_answers_from(port, "v2", "every answer comes from the new set");
+    assert_eq!(running(&c, &svc).len(), 4, "the old set still runs");
+
+    let out = c.cli(&["rollback", &svc]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    all_answers_from(port, "v1", "every answer comes from the old set again");
+    wait_until(
+        "the new set is stopped, the old one runs",
+        Duration::from_secs(60),
+        Duration::from_millis(300),
+        || {
+            let now = running(&c, &svc);
+            ensure!(now.len() == 2 && now.values().all(|g| g == "v1"), "{now:?}");
+            Ok(())
+        },
+    );
+    stop.store(true, Ordering::Relaxed);
+    let all = join_load(workers);
+    eprintln!(
+        "blue-green behind the proxy: {} requests, {} failed, by greeting {:?}",
+        all.ok,
+        all.failures.len(),
+        all.greetings
+    );
+    assert!(
+        all.failures.is_empty(),
+        "{} failed requests, first ones: {:?}",
+        all.failures.len(),
+        &all.failures[..all.failures.len().min(10)]
+    );
+    assert_eq!(all.greetings.len(), 2, "{:?}", all.greetings);
+    c.delete(&svc);
+    c.wait_service_gone(&svc);
+}
+
+/// Issue 20: `canary_pause` moves a weighted canary on by itself: 20 %,
+/// then 60 %, then the rest, with no `convoy promote`.
+#[test]
+fn canary_weights_with_a_pause_move_on_by_themselves_to_the_end() {
+    skip_without_docker!();
+    let mut c = Cluster::start();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let node = c.add_agent_with_args(&["--proxy-listen", &listen]);
+    c.wait_nodes_ready(std::slice::from_ref(&node));
+    let svc = c.service_name("paused");
+    let spec = |greeting: &str| {
+        let s = ServiceSpec::new(&svc, &c.image())
+            .replicas(2)
+            .env("GREETING", greeting)
+            .extra(HEALTHCHECK)
+            .extra(
+                "x-convoy: { ingress: { routes: [{ port: 8080 }], drain_timeout: 5s }, update: { strategy: canary, canaries: 1, canary_weights: [20, 60], canary_pause: 6s, min_healthy_time: 1s } }",
+            );
+        c.write_spec("paused.yaml", &compose(&[&s]))
+    };
+    apply_wait(&c, &spec("v1"));
+    all_answers_from(port, "v1", "two healthy v1 instances answer");
+    c.apply(&spec("v2"));
+    // The first weight: about 20 % (not the 50 % one canary of two gets).
+    wait_until(
+        "the canary gets about a fifth of the requests",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            let r = rollout_of(&c, &svc);
+            ensure!(
+                r["summary"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("20% of requests"),
+                "rollout: {r}"
+            );
+            let seen = greetings(port, 400);
+            let v2 = seen.get("v2").copied().unwrap_or(0);
+            ensure!((40..=130).contains(&v2), "{seen:?}");
+            Ok(())
+        },
+    );
+    // Then 60 %, by itself.
+    wait_until(
+        "the canary gets about 60 % of the requests, with no promote",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let r = rollout_of(&c, &svc);
+            ensure!(
+                r["summary"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("60% of requests"),
+                "rollout: {r}"
+            );
+            let seen = greetings(port, 400);
+            let v2 = seen.get("v2").copied().unwrap_or(0);
+            ensure!((190..=290).contains(&v2), "{seen:?}");
+            Ok(())
+        },
+    );
+    // Then promoted by itself, the rest rolls out.
+    wait_until(
+        "the rollout ends by itself, every answer from v2",
+        Duration::from_secs(90),
+        Duration::from_millis(500),
+        || {
+            let r = rollout_of(&c, &svc);
+            ensure!(r["state"] == "succeeded", "rollout: {r}");
+            let seen = greetings(port, 100);
+            ensure!(seen.keys().all(|g| g == "v2"), "{seen:?}");
+            Ok(())
+        },
+    );
+    c.delete(&svc);
+    c.wait_service_gone(&svc);
+}

@@ -161,6 +161,7 @@ pub async fn serve_fixed(
             candidates,
             conflicts: Vec::new(),
             splits: Default::default(),
+            actives: Default::default(),
         },
         &ips,
         &present,

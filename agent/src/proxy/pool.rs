@@ -78,6 +78,9 @@ pub struct ServicePool {
     pub backends: Vec<Backend>,
     /// A weighted canary: (its revision, percent of requests it gets).
     pub split: Option<(u64, u32)>,
+    /// A blue-green rollout: the revision whose instances get every
+    /// request (while it has any here).
+    pub active: Option<u64>,
     /// Where the next pick starts looking, so that instances with equal
     /// loads take turns.
     cursor: AtomicUsize,
@@ -120,6 +123,8 @@ pub struct Wanted {
     pub conflicts: Vec<String>,
     /// Weighted canaries: service → (canary revision, percent).
     pub splits: BTreeMap<ServiceKey, (u64, u32)>,
+    /// Blue-green rollouts: service → the revision that takes the requests.
+    pub actives: BTreeMap<ServiceKey, u64>,
 }
 
 /// Whether an instance may take requests: its container runs and its
@@ -169,6 +174,9 @@ pub fn wanted(
                 key.clone(),
                 (ingress.canary_revision, ingress.canary_weight_percent),
             );
+        }
+        if ingress.active_revision != 0 {
+            out.actives.insert(key.clone(), ingress.active_revision);
         }
         for r in &ingress.routes {
             let Ok(port) = u16::try_from(r.port) else {
@@ -364,6 +372,11 @@ impl Pools {
                 pool.split = Some(*split);
             }
         }
+        for (key, active) in &wanted.actives {
+            if let Some(pool) = services.get_mut(key) {
+                pool.active = Some(*active);
+            }
+        }
         let table = Table {
             routes: RouteTable::new(wanted.routes.clone()),
             services,
@@ -389,6 +402,18 @@ impl Pools {
             .map(|i| &pool.backends[(start + i) % n])
             .filter(|b| !tried.contains(&b.container_id))
             .collect();
+        // A blue-green rollout: every request to the active set (the
+        // other set takes them only where the active one has none here).
+        if let Some(active) = pool.active {
+            let side: Vec<&Backend> = order
+                .iter()
+                .copied()
+                .filter(|b| b.revision == active)
+                .collect();
+            if !side.is_empty() {
+                order = side;
+            }
+        }
         // A weighted canary: its share of requests goes to its revision's
         // instances, the rest to the others, whatever their numbers; a
         // side with no instance ready leaves everything to the other.
@@ -445,6 +470,7 @@ impl Pools {
                                 .collect(),
                             cursor: AtomicUsize::new(p.cursor.load(Ordering::Relaxed)),
                             split: p.split,
+                            active: p.active,
                         },
                     )
                 })

@@ -112,6 +112,7 @@ fn ingress(routes: &[(&str, &str, u32)], drain_ms: u64) -> Option<Ingress> {
         drain_timeout_ms: drain_ms,
         canary_revision: 0,
         canary_weight_percent: 0,
+        active_revision: 0,
     })
 }
 
@@ -216,6 +217,7 @@ fn pools_with(containers: &[(&str, IpAddr)], drain: Duration, port: u16) -> Arc<
             .collect(),
         conflicts: Vec::new(),
         splits: Default::default(),
+        actives: Default::default(),
     };
     let ips: HashMap<String, IpAddr> = containers
         .iter()
@@ -599,6 +601,7 @@ fn an_outdated_container_keeps_serving_until_drained_and_a_gone_one_is_closed() 
         candidates: vec![candidate("b", Duration::from_secs(5))],
         conflicts: Vec::new(),
         splits: Default::default(),
+        actives: Default::default(),
     };
     pools.install(
         &want,
@@ -637,6 +640,7 @@ fn a_weighted_canary_gets_its_share_of_picks_whatever_the_instance_counts() {
         candidates,
         conflicts: Vec::new(),
         splits,
+        actives: Default::default(),
     };
     let ip: IpAddr = "127.0.0.1".parse().unwrap();
     let ips: HashMap<String, IpAddr> = ["a", "b", "c", "canary"]
@@ -673,4 +677,55 @@ fn a_weighted_canary_gets_its_share_of_picks_whatever_the_instance_counts() {
         let (backend, _guard) = pools.pick(&key("web"), &[]).unwrap();
         assert_eq!(backend.revision, 1);
     }
+}
+
+/// A blue-green rollout (issue 20): every pick goes to the active
+/// revision's instances, whatever the other set's size; moving the active
+/// revision moves every pick at once; a node without any of the active set
+/// serves with what it has.
+#[test]
+fn a_blue_green_active_revision_takes_every_pick() {
+    let pools = Pools::new();
+    let mut candidates: Vec<Candidate> = ["blue-1", "blue-2"]
+        .iter()
+        .map(|c| candidate(c, Duration::from_secs(1)))
+        .collect();
+    for c in ["green-1", "green-2", "green-3"] {
+        candidates.push(Candidate {
+            revision: 2,
+            ..candidate(c, Duration::from_secs(1))
+        });
+    }
+    let ip: IpAddr = "127.0.0.1".parse().unwrap();
+    let ips: HashMap<String, IpAddr> = candidates
+        .iter()
+        .map(|c| (c.container_id.clone(), ip))
+        .collect();
+    let present: HashSet<String> = ips.keys().cloned().collect();
+    let with_active = |active: Option<u64>, candidates: Vec<Candidate>| Wanted {
+        routes: vec![route("", "/", "web")],
+        candidates,
+        conflicts: Vec::new(),
+        splits: Default::default(),
+        actives: active.map(|a| (key("web"), a)).into_iter().collect(),
+    };
+    let picks = |pools: &Pools| -> BTreeMap<u64, u32> {
+        let mut seen = BTreeMap::new();
+        for _ in 0..200 {
+            let (backend, _guard) = pools.pick(&key("web"), &[]).unwrap();
+            *seen.entry(backend.revision).or_default() += 1;
+        }
+        seen
+    };
+    pools.install(&with_active(Some(1), candidates.clone()), &ips, &present);
+    assert_eq!(picks(&pools), BTreeMap::from([(1, 200)]));
+    pools.install(&with_active(Some(2), candidates.clone()), &ips, &present);
+    assert_eq!(picks(&pools), BTreeMap::from([(2, 200)]));
+    // No active choice: both sets take requests.
+    pools.install(&with_active(None, candidates.clone()), &ips, &present);
+    assert_eq!(picks(&pools).len(), 2);
+    // The active set has no instance here: the other one serves.
+    let blue_only: Vec<Candidate> = candidates.into_iter().filter(|c| c.revision == 1).collect();
+    pools.install(&with_active(Some(2), blue_only), &ips, &present);
+    assert_eq!(picks(&pools), BTreeMap::from([(1, 200)]));
 }

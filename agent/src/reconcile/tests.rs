@@ -1732,6 +1732,7 @@ async fn a_replaced_container_in_a_proxy_pool_is_drained_before_it_stops() {
             }],
             conflicts: Vec::new(),
             splits: Default::default(),
+            actives: Default::default(),
         },
         &HashMap::from([(old.clone(), "10.0.0.2".parse().unwrap())]),
         &HashSet::from([old.clone()]),

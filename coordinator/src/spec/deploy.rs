@@ -108,6 +108,16 @@ pub struct UpdatePolicy {
     /// `convoy promote`; the last promote rolls out the rest.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub canary_weights: Vec<u32>,
+    /// How long each of `canary_weights` holds before the next comes by
+    /// itself (`x-convoy.update.canary_pause`), while the canaries (and the
+    /// analysis, if any) stay healthy; after the last, the rollout is
+    /// promoted. 0: each step waits for `convoy promote`.
+    #[serde(default, skip_serializing_if = "is_zero_ms")]
+    pub canary_pause_ms: u64,
+}
+
+fn is_zero_ms(n: &u64) -> bool {
+    *n == 0
 }
 
 /// `x-convoy.update.analysis`: PromQL queries evaluated every `interval`
@@ -173,6 +183,7 @@ impl UpdatePolicy {
         // that an analysis could fail would leave nothing to go back to.
         policy.analysis = None;
         policy.canary_weights.clear();
+        policy.canary_pause_ms = 0;
         policy
     }
 }
@@ -197,6 +208,7 @@ impl Default for UpdatePolicy {
             scale_down_delay_ms: 0,
             analysis: None,
             canary_weights: Vec::new(),
+            canary_pause_ms: 0,
         }
     }
 }

@@ -1605,7 +1605,7 @@ fn unknown_update_keys_are_errors_listing_the_known_ones() {
         "app.yaml:6:9: services.web.x-convoy.update.stratgy: unknown field `stratgy`, expected \
          one of `strategy`, `max_parallel`, `delay`, `min_healthy_time`, `healthy_deadline`, \
          `progress_deadline`, `order`, `auto_rollback`, `canaries`, `auto_promote`, \
-         `scale_down_delay`, `analysis`, `canary_weights`"
+         `scale_down_delay`, `analysis`, `canary_weights`, `canary_pause`"
     );
     // Compose's names are not Convoy's: `x-convoy.update` is all Convoy's.
     assert!(error(&web("x-convoy:\n  update:\n    parallelism: 1"))
@@ -2609,4 +2609,25 @@ fn canary_weights_are_growing_percentages_of_a_canary_without_auto_promote() {
         "x-convoy:\n  update:\n    strategy: canary\n    auto_promote: true\n    canary_weights: [10]",
     ));
     assert!(e.contains("remove `auto_promote`"), "{e}");
+}
+
+#[test]
+fn a_canary_pause_needs_weights_and_a_length() {
+    let ok = service(&web(
+        "x-convoy:\n  update:\n    strategy: canary\n    canary_weights: [10, 50]\n    canary_pause: 2m",
+    ));
+    assert_eq!(ok.deploy.update.canary_pause_ms, 120_000);
+    let e = error(&web(
+        "x-convoy:\n  update:\n    strategy: canary\n    canary_pause: 2m",
+    ));
+    assert!(
+        e.contains("x-convoy.update.canary_pause") && e.contains("give `canary_weights` too"),
+        "{e}"
+    );
+    let e = error(&web(
+        "x-convoy:\n  update:\n    strategy: canary\n    canary_weights: [10]\n    canary_pause: 0s",
+    ));
+    assert!(e.contains("canary_pause") && e.contains("too short"), "{e}");
+    // A rollback never steps through weights.
+    assert_eq!(ok.deploy.update.for_rollback(None).canary_pause_ms, 0);
 }

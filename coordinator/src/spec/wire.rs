@@ -494,6 +494,8 @@ impl From<&super::IngressSpec> for pb::Ingress {
             // Set by the plans while a weighted canary runs.
             canary_revision: 0,
             canary_weight_percent: 0,
+            // Set by the plans while a blue-green rollout runs both sets.
+            active_revision: 0,
         }
     }
 }

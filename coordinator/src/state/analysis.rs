@@ -9,7 +9,8 @@ impl Coordinator {
         &self.analyses
     }
 
-    /// Running rollouts with an analysis that have switched an instance.
+    /// Rollouts with an analysis, running or waiting for promotion, that
+    /// have switched an instance.
     pub async fn running_analyses(&self) -> Vec<crate::analysis::Running> {
         let desired = self.desired.lock().await;
         desired
@@ -19,7 +20,12 @@ impl Coordinator {
             .filter_map(|r| {
                 let ro = r.rollout.as_ref()?;
                 let analysis = ro.policy.analysis.as_ref()?;
-                if ro.state != RolloutState::Running {
+                // Waiting for promotion too: a weighted canary is judged
+                // while it holds its share of requests.
+                if !matches!(
+                    ro.state,
+                    RolloutState::Running | RolloutState::WaitingPromotion
+                ) {
                     return None;
                 }
                 let first_switch_ms = ro.switched.values().copied().min()?;

@@ -86,6 +86,12 @@ fn canary_split(rec: &ServiceRecord) -> Option<(u64, u32)> {
     r.canary_weight().map(|w| (r.to_revision, w))
 }
 
+/// The revision a blue-green rollout sends every request to while both of
+/// its sets run.
+fn active_revision(rec: &ServiceRecord) -> Option<u64> {
+    rec.rollout.as_ref()?.active_revision()
+}
+
 /// What one instance of a service runs, as its node's plan holds it.
 type Effective<'a> = (&'a str, u64, &'a ServiceSpec);
 
@@ -113,8 +119,9 @@ fn effective(rec: &ServiceRecord) -> BTreeMap<u32, Effective<'_>> {
 /// Adds the nodes where `old` and `new` (two versions of one service's
 /// record) differ, instance by instance.
 fn instance_changes_touch(old: &ServiceRecord, new: &ServiceRecord, touched: &mut HashSet<String>) {
-    // A weighted canary's split is in every instance's ingress.
-    if canary_split(old) != canary_split(new) {
+    // A weighted canary's split and a blue-green's active revision are in
+    // every instance's ingress.
+    if canary_split(old) != canary_split(new) || active_revision(old) != active_revision(new) {
         for rec in [old, new] {
             touched.extend(rec.assignments.values().flatten().cloned());
         }
@@ -200,6 +207,7 @@ pub(super) fn compute_plans(
                 continue;
             };
             let split = canary_split(rec);
+            let active = active_revision(rec);
             let (revision, spec_hash, probes, runtime, gpus, ingress) = match (&old, rollout) {
                 (Some(old), Some(r)) if !r.is_switched(*index) => old,
                 _ => &new,
@@ -221,6 +229,7 @@ pub(super) fn compute_plans(
                             ingress.canary_revision = revision;
                             ingress.canary_weight_percent = weight;
                         }
+                        ingress.active_revision = active.unwrap_or(0);
                         ingress
                     }),
                     runtime: Some(match rec.gpus.get(index).filter(|_| *gpus) {

@@ -48,6 +48,7 @@ impl Coordinator {
                     // A weighted canary: the next share of requests; the
                     // canaries keep waiting for the next promote.
                     r.weight_step += 1;
+                    r.weight_since_unix_ms = now;
                     (
                         EventKind::RolloutPromoted,
                         "moved to the next canary weight",
@@ -92,8 +93,9 @@ impl Coordinator {
         rec.rollout = Some(r.clone());
         txn.put(Op::put_json(service_key(env, service), &rec));
         txn.stage().services.insert(key, Arc::new(rec));
-        if !r.policy.canary_weights.is_empty() {
-            // A weighted canary's next share (or its end) is in the proxies' plans.
+        if !r.policy.canary_weights.is_empty() || r.policy.strategy == spec::Strategy::BlueGreen {
+            // A weighted canary's next share (or its end), a blue-green's
+            // active set: in the proxies' plans.
             txn.replan();
         }
         txn.emit(

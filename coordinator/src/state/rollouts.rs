@@ -72,7 +72,9 @@ impl Coordinator {
             .collect()
     }
 
-    /// Steps every running rollout once. Called a few times a second.
+    /// Steps every running rollout (and those waiting for promotion that
+    /// an analysis judges or a `canary_pause` moves) once. Called a few
+    /// times a second.
     pub async fn drive_rollouts(&self) {
         let now = now_unix_ms();
         let mut txn = self.begin("rollout pass").await;
@@ -82,9 +84,13 @@ impl Coordinator {
             .iter()
             .filter(|(_, r)| {
                 !r.deleted
-                    && r.rollout
-                        .as_ref()
-                        .is_some_and(|r| r.state == RolloutState::Running)
+                    && r.rollout.as_ref().is_some_and(|r| {
+                        r.state == RolloutState::Running
+                            // Waiting for promotion: an analysis still
+                            // judges it, a weight may move on by itself.
+                            || (r.state == RolloutState::WaitingPromotion
+                                && (r.policy.analysis.is_some() || r.policy.canary_pause_ms > 0))
+                    })
             })
             .map(|(k, _)| k.clone())
             .collect();
@@ -199,10 +205,24 @@ impl Coordinator {
                         ),
                     ));
                 }
-                Effect::Promoted => events.push(
-                    ev(EventKind::RolloutPromoted, &r)
-                        .msg(format!("{env}/{name}: r{} promoted", r.to_revision)),
-                ),
+                Effect::WeightAdvanced => {
+                    // The proxies' split is in the plans.
+                    *replan = true;
+                    events.push(ev(EventKind::RolloutPromoted, &r).msg(format!(
+                        "{env}/{name}: r{} moved to the next canary weight after its pause; {}",
+                        r.to_revision,
+                        rollout::describe(&r, total)
+                    )));
+                }
+                Effect::Promoted => {
+                    // A weighted canary's split or a blue-green's active
+                    // set changes in the proxies' plans.
+                    *replan = true;
+                    events.push(
+                        ev(EventKind::RolloutPromoted, &r)
+                            .msg(format!("{env}/{name}: r{} promoted", r.to_revision)),
+                    );
+                }
                 Effect::Succeeded => {
                     self.metrics.observe_rollout(
                         "succeeded",

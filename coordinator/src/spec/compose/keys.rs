@@ -306,6 +306,7 @@ key_set!(ConvoyUpdateKey {
     ScaleDownDelay = "scale_down_delay",
     Analysis = "analysis",
     CanaryWeights = "canary_weights",
+    CanaryPause = "canary_pause",
 } ignored []);
 
 key_set!(IngressKey {

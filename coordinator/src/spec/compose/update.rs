@@ -109,6 +109,7 @@ pub(super) struct ConvoyUpdate {
     scale_down_delay_ms: Option<u64>,
     analysis: Option<crate::spec::Analysis>,
     canary_weights: Option<Vec<u32>>,
+    canary_pause_ms: Option<u64>,
 }
 
 pub(super) struct ConvoyUpdateSeed;
@@ -228,6 +229,9 @@ impl<'de> Visitor<'de> for ConvoyUpdateSeed {
                 }
                 ConvoyUpdateKey::CanaryWeights => {
                     update.canary_weights = value(&mut map, WeightsSeed)?;
+                }
+                ConvoyUpdateKey::CanaryPause => {
+                    update.canary_pause_ms = value(&mut map, positive())?;
                 }
             }
         }
@@ -448,6 +452,17 @@ pub(super) fn update_policy(
             ));
         }
         policy.canary_weights = weights.clone();
+    }
+    if let Some(pause) = convoy.canary_pause_ms {
+        if convoy.canary_weights.is_none() {
+            return Err(problem(
+                ours("canary_pause"),
+                "is how long each of `canary_weights` holds before the next: give \
+                 `canary_weights` too"
+                    .to_owned(),
+            ));
+        }
+        policy.canary_pause_ms = pause;
     }
     if convoy.scale_down_delay_ms.is_some() && strategy != Strategy::BlueGreen {
         return Err(problem(
