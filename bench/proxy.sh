@@ -4,6 +4,8 @@
 # fixed 13-byte body on loopback) and the same load (wrk, fixed connections).
 #
 #   bash bench/proxy.sh                       # CONNS=32 DURATION=10s ROUNDS=3
+#   BASELINE=/path/to/old/convoy-agent bash bench/proxy.sh
+#                                             # also an older build, same sitting
 #
 # Needs wrk and nginx (Debian: apt-get install wrk nginx-light). The Convoy
 # side is `convoy-agent bench-proxy`: the proxy's own request path (routes,
@@ -32,7 +34,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-backend="$(free_port)"; via_nginx="$(free_port)"; via_convoy="$(free_port)"
+backend="$(free_port)"; via_nginx="$(free_port)"; via_convoy="$(free_port)"; via_base="$(free_port)"
 nginx_conf() { # NAME WORKERS SERVER-BLOCK
   mkdir -p "$work/$1"
   cat >"$work/$1/nginx.conf" <<CONF
@@ -63,7 +65,14 @@ nginx_conf proxy auto "upstream b { server 127.0.0.1:$backend; keepalive 64; }
 RUST_LOG=warn target/release/convoy-agent bench-proxy --listen "127.0.0.1:$via_convoy" \
   --backend "127.0.0.1:$backend" >"$work/convoy.log" 2>&1 &
 pids+=($!)
-for port in "$backend" "$via_nginx" "$via_convoy"; do
+targets="direct:$backend nginx:$via_nginx convoy:$via_convoy"
+if [ -n "${BASELINE:-}" ]; then
+  RUST_LOG=warn "$BASELINE" bench-proxy --listen "127.0.0.1:$via_base" \
+    --backend "127.0.0.1:$backend" >"$work/baseline.log" 2>&1 &
+  pids+=($!)
+  targets="$targets baseline:$via_base"
+fi
+for port in $(for t in $targets; do echo "${t#*:}"; done); do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/" >/dev/null 2>&1 && break; sleep 0.1; done
   curl -sf "http://127.0.0.1:$port/" >/dev/null || { cat "$work"/*/error.log "$work/convoy.log" >&2; echo "port $port does not answer" >&2; exit 1; }
 done
@@ -83,7 +92,7 @@ measure() {
 echo "wrk -t$THREADS -c$CONNS -d$DURATION, $ROUNDS rounds, $(nproc) cores" >&2
 printf '%-8s %-7s %12s %9s %9s\n' round target req/s p50_ms p99_ms
 for r in $(seq "$ROUNDS"); do
-  for t in direct:$backend nginx:$via_nginx convoy:$via_convoy; do
+  for t in $targets; do
     read -r rps p50 p99 < <(measure "${t#*:}")
     printf '%-8s %-7s %12s %9s %9s\n' "$r" "${t%%:*}" "$rps" "$p50" "$p99"
   done
