@@ -163,11 +163,20 @@ impl EtcdCluster {
     /// A running member that is not the raft leader (its own `/metrics`
     /// says `etcd_server_is_leader 0`): losing it needs no election.
     pub fn follower(&self) -> Option<usize> {
+        self.member_saying("etcd_server_is_leader 0")
+    }
+
+    /// The running member that is etcd's raft leader (`etcd_server_is_leader 1`).
+    pub fn leader(&self) -> Option<usize> {
+        self.member_saying("etcd_server_is_leader 1")
+    }
+
+    fn member_saying(&self, line: &str) -> Option<usize> {
         self.members.iter().position(|m| {
             let addr = SocketAddr::from(([127, 0, 0, 1], m.metrics_port));
             m.child.is_some()
                 && matches!(get(addr, "/metrics"), Ok((200, body))
-                    if body.lines().any(|l| l.trim() == "etcd_server_is_leader 0"))
+                    if body.lines().any(|l| l.trim() == line))
         })
     }
 
