@@ -443,7 +443,7 @@ fn fail(r: &mut Rollout, mut effects: Vec<Effect>, reason: String) -> Vec<Effect
 pub fn describe(r: &Rollout, total: usize) -> String {
     let verb = if r.is_rollback { "rollback" } else { "rollout" };
     format!(
-        "{verb} r{} → r{}: {} ({}/{} updated, {} healthy, {} failed){}{}",
+        "{verb} r{} → r{}: {} ({}/{} updated, {} healthy, {} failed){}{}{}",
         r.from_revision,
         r.to_revision,
         r.state.word(),
@@ -457,6 +457,13 @@ pub fn describe(r: &Rollout, total: usize) -> String {
                 r.weight_step + 1,
                 r.policy.canary_weights.len()
             ),
+            None => String::new(),
+        },
+        match r.active_revision() {
+            Some(active) if active == r.to_revision => {
+                format!("; requests go to the new set (r{active})")
+            }
+            Some(active) => format!("; requests go to the old set (r{active})"),
             None => String::new(),
         },
         if r.reason.is_empty() {
@@ -833,6 +840,11 @@ mod tests {
         r.blue = [1, 2].into_iter().collect();
         r.switched = [(3, 0), (4, 0)].into_iter().collect();
         assert_eq!(r.active_revision(), Some(1));
+        assert!(
+            describe(&r, 4).contains("requests go to the old set (r1)"),
+            "{}",
+            describe(&r, 4)
+        );
         let views = views(&[(1, false), (2, false), (3, true), (4, true)]);
         step(&mut r, &views, 0);
         assert_eq!(r.state, RolloutState::WaitingPromotion);
@@ -841,6 +853,7 @@ mod tests {
         r.promoted_unix_ms = 1000;
         r.state = RolloutState::Running;
         assert_eq!(r.active_revision(), Some(2));
+        assert!(describe(&r, 4).contains("requests go to the new set (r2)"));
         step(&mut r, &views, 6000);
         assert_eq!(r.state, RolloutState::Succeeded);
         assert_eq!(r.active_revision(), None, "the old set is gone");
