@@ -21,6 +21,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tracing::{debug, warn};
 
+use super::local::{Local, LocalBody};
 use super::pool::{InFlightGuard, Pools};
 use super::routes::request_host;
 
@@ -182,6 +183,7 @@ fn forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: &str) {
 /// Handles one request; never fails (errors are answers).
 pub async fn handle(
     shared: Arc<Shared>,
+    local: Arc<Local>,
     peer: SocketAddr,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
@@ -207,7 +209,7 @@ pub async fn handle(
     drop(table);
 
     let upgrade = is_upgrade(&req);
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let mut client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let retryable = !upgrade && idempotent(req.method()) && req.body().is_end_stream();
     let (parts, body) = req.into_parts();
     let mut headers = parts.headers;
@@ -250,23 +252,30 @@ pub async fn handle(
             });
         };
         let target = SocketAddr::new(backend.ip, port);
-        let uri: Uri = match format!("http://{target}{path_and_query}").parse() {
-            Ok(uri) => uri,
-            Err(_) => {
-                return Ok(answer(
-                    StatusCode::BAD_REQUEST,
-                    "the request's path cannot be forwarded\n".to_string(),
-                ))
-            }
+        let result = if client_upgrade.is_some() {
+            send_upgrade(
+                &shared,
+                target,
+                &parts.method,
+                &path_and_query,
+                &headers,
+                &mut body,
+            )
+            .await
+        } else {
+            send_local(
+                &local,
+                target,
+                &parts.method,
+                &path_and_query,
+                &headers,
+                &mut body,
+            )
+            .await
         };
-        let mut upstream_req = Request::new(body.take().unwrap_or_else(empty));
-        *upstream_req.method_mut() = parts.method.clone();
-        *upstream_req.uri_mut() = uri;
-        *upstream_req.version_mut() = Version::HTTP_11;
-        *upstream_req.headers_mut() = headers.clone();
-        match shared.client.request(upstream_req).await {
-            Ok(mut response) => {
-                if let Some(client_upgrade) = client_upgrade {
+        match result {
+            Ok(Sent::Upgrade(mut response)) => {
+                if let Some(client_upgrade) = client_upgrade.take() {
                     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                         let server_upgrade = hyper::upgrade::on(&mut response);
                         tokio::spawn(tunnel(client_upgrade, server_upgrade, guard));
@@ -282,25 +291,113 @@ pub async fn handle(
                 };
                 return Ok(Response::from_parts(parts, body.boxed_unsync()));
             }
-            Err(e) => {
+            Ok(Sent::Local(response)) => {
+                let (mut parts, incoming) = response.into_parts();
+                strip_hop_by_hop(&mut parts.headers, false);
+                let body = Guarded {
+                    inner: incoming,
+                    _guard: guard,
+                };
+                return Ok(Response::from_parts(parts, body.boxed_unsync()));
+            }
+            Err(Failed::BadPath) => {
+                return Ok(answer(
+                    StatusCode::BAD_REQUEST,
+                    "the request's path cannot be forwarded\n".to_string(),
+                ))
+            }
+            Err(Failed::Send { connect, why }) => {
                 tried.push(backend.container_id.clone());
                 // Nothing reached the instance: another one may take it.
-                if e.is_connect() && retryable && tried.len() < 2 {
-                    debug!(workload = %backend.workload_id, %target, "connect failed, retrying once elsewhere: {e}");
+                if connect && retryable && tried.len() < 2 {
+                    debug!(workload = %backend.workload_id, %target, "connect failed, retrying once elsewhere: {why}");
                     continue;
                 }
-                warn!(workload = %backend.workload_id, %target, "proxying failed: {}", crate::error_chain(&e));
+                warn!(workload = %backend.workload_id, %target, "proxying failed: {why}");
                 return Ok(answer(
                     StatusCode::BAD_GATEWAY,
                     format!(
-                        "instance `{}` of `{service}` at {target} failed: {}\n",
-                        backend.workload_id,
-                        crate::error_chain(&e)
+                        "instance `{}` of `{service}` at {target} failed: {why}\n",
+                        backend.workload_id
                     ),
                 ));
             }
         }
     }
+}
+
+/// An instance's answer: through the shared pool (an upgrade) or on a
+/// connection of the client connection's own.
+enum Sent {
+    Upgrade(Response<Incoming>),
+    Local(Response<LocalBody>),
+}
+
+enum Failed {
+    BadPath,
+    Send { connect: bool, why: String },
+}
+
+/// The request to send on, its body taken from `body` (a retry has none:
+/// only bodyless requests are retried).
+fn upstream_request(
+    uri: Uri,
+    method: &Method,
+    headers: &HeaderMap,
+    body: &mut Option<ProxyBody>,
+) -> Request<ProxyBody> {
+    let mut req = Request::new(body.take().unwrap_or_else(empty));
+    *req.method_mut() = method.clone();
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers.clone();
+    req
+}
+
+/// An upgrade goes through the shared pool, which hands the upgraded
+/// connection over.
+async fn send_upgrade(
+    shared: &Shared,
+    target: SocketAddr,
+    method: &Method,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    body: &mut Option<ProxyBody>,
+) -> Result<Sent, Failed> {
+    let uri: Uri = format!("http://{target}{path_and_query}")
+        .parse()
+        .map_err(|_| Failed::BadPath)?;
+    let req = upstream_request(uri, method, headers, body);
+    shared
+        .client
+        .request(req)
+        .await
+        .map(Sent::Upgrade)
+        .map_err(|e| Failed::Send {
+            connect: e.is_connect(),
+            why: crate::error_chain(&e),
+        })
+}
+
+/// Any other request goes on a connection this client connection owns.
+async fn send_local(
+    local: &Arc<Local>,
+    target: SocketAddr,
+    method: &Method,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    body: &mut Option<ProxyBody>,
+) -> Result<Sent, Failed> {
+    let uri: Uri = path_and_query.parse().map_err(|_| Failed::BadPath)?;
+    let req = upstream_request(uri, method, headers, body);
+    local
+        .send(target, req, CONNECT_TIMEOUT)
+        .await
+        .map(Sent::Local)
+        .map_err(|e| Failed::Send {
+            connect: e.is_connect(),
+            why: e.to_string(),
+        })
 }
 
 /// Copies bytes both ways between the client's and the instance's

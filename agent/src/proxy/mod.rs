@@ -6,6 +6,7 @@
 //! it before stopping the container.
 
 mod forward;
+mod local;
 mod pool;
 mod routes;
 
@@ -94,7 +95,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
         };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
-        let service = service_fn(move |req| handle(shared.clone(), peer, req));
+        // Connections to instances this client connection's task drives.
+        let local = local::Local::new();
+        let service = service_fn(move |req| handle(shared.clone(), local.clone(), peer, req));
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();

@@ -729,3 +729,85 @@ fn a_blue_green_active_revision_takes_every_pick() {
     pools.install(&with_active(Some(2), blue_only), &ips, &present);
     assert_eq!(picks(&pools), BTreeMap::from([(1, 200)]));
 }
+
+/// A client connection's requests reuse its own connection to the
+/// instance (local.rs): 20 requests on one kept-alive client connection
+/// are one connection at the instance, answers with and without a body
+/// alike; a second client connection gets a connection of its own; an
+/// instance that closed an idle connection gets a new one, and the
+/// request still succeeds.
+#[tokio::test]
+async fn a_client_connection_reuses_its_own_connection_to_the_instance() {
+    let shutdown = CancellationToken::new();
+    let port = free_port().await;
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = service_fn(|req: Request<hyper::body::Incoming>| async move {
+                    // `/empty` answers 204 with no body; `/close` closes after.
+                    let mut response = Response::new(http_body_util::Full::new(Bytes::from(
+                        if req.uri().path() == "/empty" {
+                            ""
+                        } else {
+                            "hello"
+                        },
+                    )));
+                    if req.uri().path() == "/empty" {
+                        *response.status_mut() = hyper::StatusCode::NO_CONTENT;
+                    }
+                    if req.uri().path() == "/close" {
+                        response.headers_mut().insert(
+                            hyper::header::CONNECTION,
+                            hyper::header::HeaderValue::from_static("close"),
+                        );
+                    }
+                    Ok::<_, std::convert::Infallible>(response)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let pools = pools_with(&[("a", local(1))], Duration::from_secs(5), port);
+    let addr = proxy(pools, shutdown.clone()).await;
+    let count = || accepted.load(std::sync::atomic::Ordering::SeqCst);
+
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut ask = async |client: &mut TcpStream, path: &str| -> String {
+        client
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: web\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let n = client.read(&mut buf).await.unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    for i in 0..20 {
+        let path = if i % 2 == 0 { "/" } else { "/empty" };
+        let answer = ask(&mut client, path).await;
+        let want = if i % 2 == 0 {
+            "200 OK"
+        } else {
+            "204 No Content"
+        };
+        assert!(answer.contains(want), "{path}: {answer}");
+    }
+    assert_eq!(count(), 1, "20 requests of one client connection");
+
+    let mut other = TcpStream::connect(addr).await.unwrap();
+    assert!(ask(&mut other, "/").await.contains("200 OK"));
+    assert_eq!(count(), 2, "a second client connection has its own");
+
+    // The instance closes the connection after answering: the next
+    // request of that client connection opens a new one.
+    assert!(ask(&mut client, "/close").await.contains("200 OK"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(ask(&mut client, "/").await.contains("200 OK"));
+    assert_eq!(count(), 3, "a closed connection is replaced");
+    shutdown.cancel();
+}
