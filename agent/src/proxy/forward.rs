@@ -232,6 +232,7 @@ pub async fn handle(
 
     let mut body = Some(body.boxed_unsync());
     let mut tried: Vec<String> = Vec::new();
+    let mut stale_retried = false;
     loop {
         let Some((backend, guard)) = shared.pools.pick(&service, &tried) else {
             return Ok(match tried.last() {
@@ -306,7 +307,13 @@ pub async fn handle(
                     "the request's path cannot be forwarded\n".to_string(),
                 ))
             }
-            Err(Failed::Send { connect, why }) => {
+            Err(Failed::Send { stale, why, .. }) if stale && retryable && !stale_retried => {
+                // Once, on a fresh connection to the same instance.
+                stale_retried = true;
+                debug!(workload = %backend.workload_id, %target, "a kept connection failed, retrying on a new one: {why}");
+                continue;
+            }
+            Err(Failed::Send { connect, why, .. }) => {
                 tried.push(backend.container_id.clone());
                 // Nothing reached the instance: another one may take it.
                 if connect && retryable && tried.len() < 2 {
@@ -335,7 +342,13 @@ enum Sent {
 
 enum Failed {
     BadPath,
-    Send { connect: bool, why: String },
+    /// `connect`: nothing reached the instance; `stale`: a kept
+    /// connection failed before any answer (a fresh one may work).
+    Send {
+        connect: bool,
+        stale: bool,
+        why: String,
+    },
 }
 
 /// The request to send on, its body taken from `body` (a retry has none:
@@ -375,6 +388,7 @@ async fn send_upgrade(
         .map(Sent::Upgrade)
         .map_err(|e| Failed::Send {
             connect: e.is_connect(),
+            stale: false,
             why: crate::error_chain(&e),
         })
 }
@@ -396,6 +410,7 @@ async fn send_local(
         .map(Sent::Local)
         .map_err(|e| Failed::Send {
             connect: e.is_connect(),
+            stale: e.is_stale(),
             why: e.to_string(),
         })
 }

@@ -33,6 +33,10 @@ const MAX_IDLE: usize = 8;
 pub enum SendError {
     /// The instance could not be reached: nothing was sent.
     Connect(std::io::Error),
+    /// A connection kept idle failed before any answer came: its peer may
+    /// be gone (a removed container's address is not answered, until
+    /// another container gets it); a fresh connection may work.
+    Stale(hyper::Error),
     /// The connection was up; the request or its answer failed.
     Http(hyper::Error),
 }
@@ -41,13 +45,17 @@ impl SendError {
     pub fn is_connect(&self) -> bool {
         matches!(self, Self::Connect(_))
     }
+
+    pub fn is_stale(&self) -> bool {
+        matches!(self, Self::Stale(_))
+    }
 }
 
 impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Connect(e) => write!(f, "cannot connect: {e}"),
-            Self::Http(e) => write!(f, "{}", crate::error_chain(e)),
+            Self::Http(e) | Self::Stale(e) => write!(f, "{}", crate::error_chain(e)),
         }
     }
 }
@@ -141,14 +149,14 @@ impl Local {
         req: Request<ProxyBody>,
         connect_timeout: Duration,
     ) -> Result<Response<LocalBody>, SendError> {
-        let mut conn = loop {
+        let (mut conn, reused) = loop {
             match self.take(target) {
                 Some(mut conn) => {
                     if conn.ready().await {
-                        break conn;
+                        break (conn, true);
                     }
                 }
-                None => break Box::new(Conn::open(target, connect_timeout).await?),
+                None => break (Box::new(Conn::open(target, connect_timeout).await?), false),
             }
         };
         let answer = conn.sender.send_request(req);
@@ -158,7 +166,13 @@ impl Local {
             answer.as_mut().poll(cx)
         })
         .await
-        .map_err(SendError::Http)?;
+        .map_err(|e| {
+            if reused {
+                SendError::Stale(e)
+            } else {
+                SendError::Http(e)
+            }
+        })?;
         let mut response = response.map(|inner| LocalBody {
             inner,
             conn: Some(conn),

@@ -811,3 +811,46 @@ async fn a_client_connection_reuses_its_own_connection_to_the_instance() {
     assert_eq!(count(), 3, "a closed connection is replaced");
     shutdown.cancel();
 }
+
+/// A kept connection that fails before any answer (its peer gone) is not
+/// the client's failure: a bodyless idempotent request is sent again once
+/// on a fresh connection (local.rs `Stale`).
+#[tokio::test]
+async fn a_kept_connection_that_dies_unanswered_is_retried_on_a_fresh_one() {
+    let shutdown = CancellationToken::new();
+    let port = free_port().await;
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    // Each connection answers its first request and drops the second
+    // unanswered.
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                if s.read(&mut buf).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
+                    .await;
+                let _ = s.read(&mut buf).await;
+            });
+        }
+    });
+    let pools = pools_with(&[("a", local(1))], Duration::from_secs(5), port);
+    let addr = proxy(pools, shutdown.clone()).await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    for i in 0..3 {
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: web\r\n\r\n")
+            .await
+            .unwrap();
+        let n = client.read(&mut buf).await.unwrap();
+        let answer = String::from_utf8_lossy(&buf[..n]);
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("first"),
+            "request {i}: {answer}"
+        );
+    }
+    shutdown.cancel();
+}
