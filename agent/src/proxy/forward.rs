@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -23,6 +23,7 @@ use tracing::{debug, warn};
 
 use super::pool::{InFlightGuard, Pools};
 use super::routes::request_host;
+use super::stats::Stats;
 
 pub type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
 pub type Upstream = Client<HttpConnector, ProxyBody>;
@@ -62,6 +63,8 @@ pub struct Shared {
     pub client: Upstream,
     /// Named in answers the proxy makes itself.
     pub node: String,
+    /// Requests, errors and latencies per service and revision.
+    pub stats: Arc<Stats>,
 }
 
 /// A response body that keeps its request counted as in flight until the
@@ -230,8 +233,17 @@ pub async fn handle(
 
     let mut body = Some(body.boxed_unsync());
     let mut tried: Vec<String> = Vec::new();
+    // The revision whose instance could not be reached (its 502 counts).
+    let mut unreached: Option<u64> = None;
+    let started = Instant::now();
     loop {
         let Some((backend, guard)) = shared.pools.pick(&service, &tried) else {
+            if let Some(revision) = unreached {
+                shared
+                    .stats
+                    .counters(&service, revision)
+                    .record(true, started.elapsed());
+            }
             return Ok(match tried.last() {
                 None => answer(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -266,6 +278,10 @@ pub async fn handle(
         *upstream_req.headers_mut() = headers.clone();
         match shared.client.request(upstream_req).await {
             Ok(mut response) => {
+                shared
+                    .stats
+                    .counters(&service, backend.revision)
+                    .record(response.status().is_server_error(), started.elapsed());
                 if let Some(client_upgrade) = client_upgrade {
                     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                         let server_upgrade = hyper::upgrade::on(&mut response);
@@ -284,12 +300,17 @@ pub async fn handle(
             }
             Err(e) => {
                 tried.push(backend.container_id.clone());
+                unreached = Some(backend.revision);
                 // Nothing reached the instance: another one may take it.
                 if e.is_connect() && retryable && tried.len() < 2 {
                     debug!(workload = %backend.workload_id, %target, "connect failed, retrying once elsewhere: {e}");
                     continue;
                 }
                 warn!(workload = %backend.workload_id, %target, "proxying failed: {}", crate::error_chain(&e));
+                shared
+                    .stats
+                    .counters(&service, backend.revision)
+                    .record(true, started.elapsed());
                 return Ok(answer(
                     StatusCode::BAD_GATEWAY,
                     format!(

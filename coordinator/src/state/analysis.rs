@@ -9,6 +9,11 @@ impl Coordinator {
         &self.analyses
     }
 
+    /// The agents' latest proxy figures.
+    pub fn proxy_figures(&self) -> &crate::proxy_stats::ProxyFigures {
+        &self.proxy_figures
+    }
+
     /// Running rollouts with an analysis that have switched an instance.
     pub async fn running_analyses(&self) -> Vec<crate::analysis::Running> {
         let desired = self.desired.lock().await;
@@ -27,6 +32,7 @@ impl Coordinator {
                     key: (r.env.clone(), r.name.clone(), ro.to_revision),
                     analysis: analysis.clone(),
                     first_switch_ms,
+                    from_revision: ro.from_revision,
                 })
             })
             .collect()
