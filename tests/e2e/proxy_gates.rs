@@ -34,8 +34,9 @@ fn said(out: &Output) -> String {
 }
 
 /// Three testapps behind the proxy, greeting `greeting`, answering
-/// `fail_percent` % of `GET /` with 500, gated on the proxy's error rate.
-fn web(c: &Cluster, svc: &str, greeting: &str, fail_percent: u32) -> ServiceSpec {
+/// `fail_percent` % of `GET /` with 500; `gated`: on the proxy's error
+/// rate (not the first deployment: no traffic reaches it before it runs).
+fn web(c: &Cluster, svc: &str, greeting: &str, fail_percent: u32, gated: bool) -> ServiceSpec {
     ServiceSpec::new(svc, &c.image())
         .replicas(3)
         .env("GREETING", greeting)
@@ -43,9 +44,14 @@ fn web(c: &Cluster, svc: &str, greeting: &str, fail_percent: u32) -> ServiceSpec
         .extra(
             "healthcheck: { test: [\"CMD\", \"/convoy-testapp\", \"--probe\", \"http://127.0.0.1:8080/healthz\"], interval: 1s, timeout: 2s, retries: 1 }",
         )
-        .extra(
-            "x-convoy: { ingress: { routes: [{ port: 8080 }], drain_timeout: 5s }, update: { max_parallel: 1, min_healthy_time: 1s, analysis: { interval: 2s, failure_limit: 2, queries: [{ name: errors, proxy: error-rate, max: 0.05 }] } } }",
-        )
+        .extra(&format!(
+            "x-convoy: {{ ingress: {{ routes: [{{ port: 8080 }}], drain_timeout: 5s }}, update: {{ max_parallel: 1, min_healthy_time: 1s{} }} }}",
+            if gated {
+                ", analysis: { interval: 2s, failure_limit: 2, queries: [{ name: errors, proxy: error-rate, max: 0.05 }] }"
+            } else {
+                ""
+            }
+        ))
 }
 
 fn apply_wait(c: &Cluster, spec: &ServiceSpec) -> Output {
@@ -160,7 +166,7 @@ fn a_revision_answering_twenty_percent_errors_is_rolled_back_by_the_proxy_gate()
     c.wait_nodes_ready(std::slice::from_ref(&node));
     let svc = c.service_name("web");
 
-    let out = apply_wait(&c, &web(&c, &svc, "v1", 0));
+    let out = apply_wait(&c, &web(&c, &svc, "v1", 0, false));
     assert!(out.status.success(), "v1: {}", said(&out));
     wait_until(
         "v1 answers through the proxy",
@@ -176,12 +182,12 @@ fn a_revision_answering_twenty_percent_errors_is_rolled_back_by_the_proxy_gate()
     let threads = load(port, stop.clone());
 
     // A healthy v2 keeps the gate (no 5xx): the rollout succeeds.
-    let out = apply_wait(&c, &web(&c, &svc, "v2", 0));
+    let out = apply_wait(&c, &web(&c, &svc, "v2", 0, true));
     assert!(out.status.success(), "the healthy v2: {}", said(&out));
 
     // v3 answers every fifth request with 500: 0.2 > max 0.05, three
     // measurements in a row (failure_limit 2), and the rollout fails.
-    let out = apply_wait(&c, &web(&c, &svc, "v3", 20));
+    let out = apply_wait(&c, &web(&c, &svc, "v3", 20, true));
     let err = said(&out);
     assert!(!out.status.success(), "v3 must fail: {err}");
     assert!(

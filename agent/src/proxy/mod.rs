@@ -242,6 +242,7 @@ async fn keep_pools<R: Runtime>(
                 .iter()
                 .map(|c| (c.service.clone(), c.revision))
                 .collect(),
+            &want.routes.iter().map(|r| r.service.clone()).collect(),
         );
         tokio::select! {
             () = shutdown.cancelled() => return,

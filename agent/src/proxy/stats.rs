@@ -3,9 +3,11 @@
 //! (5xx answers and the proxy's own 502s) and a latency histogram (time
 //! until the response head). Cumulative atomics behind an `Arc` found by
 //! key under a read lock (written only for a new key); the session sends
-//! them every few seconds ([`Stats::report`]). Bounded: entries of
-//! services and revisions no longer among the proxy's instances are
-//! dropped when the pools are rebuilt ([`Stats::retain`]).
+//! them every few seconds ([`Stats::report`]). Bounded: when the pools are
+//! rebuilt ([`Stats::retain`]), entries of services no longer routed by
+//! the plan are dropped, and of a service's other revisions only the
+//! [`KEPT_REVISIONS`] newest stay besides those with instances (a revision
+//! rolled back keeps its figures a while).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +17,9 @@ use std::time::Duration;
 use convoy_proto::PROXY_LATENCY_BOUNDS;
 
 use super::ServiceKey;
+
+/// Revisions of a service kept besides those with instances.
+pub const KEPT_REVISIONS: usize = 4;
 
 /// Buckets: one per bound, then +Inf.
 const BUCKETS: usize = PROXY_LATENCY_BOUNDS.len() + 1;
@@ -82,12 +87,26 @@ impl Stats {
             .clone()
     }
 
-    /// Keeps only the entries of these (service, revision)s: the pools'
-    /// instances. A request still in flight to a dropped one counts in
-    /// its own `Arc`, lost; a revision that comes back starts from zero
-    /// (the coordinator takes a drop as a reset).
-    pub fn retain(&self, keep: &HashSet<(ServiceKey, u64)>) {
+    /// Keeps the entries of `instances` (the pools' (service, revision)s)
+    /// and, of the services in `routed`, the [`KEPT_REVISIONS`] newest
+    /// others; drops the rest. A request still in flight to a dropped one
+    /// counts in its own `Arc`, lost; a revision that comes back starts
+    /// from zero (the coordinator takes a drop as a reset).
+    pub fn retain(&self, instances: &HashSet<(ServiceKey, u64)>, routed: &HashSet<ServiceKey>) {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        let mut others: HashMap<&ServiceKey, Vec<u64>> = HashMap::new();
+        for (service, revision) in entries.keys() {
+            if routed.contains(service) && !instances.contains(&(service.clone(), *revision)) {
+                others.entry(service).or_default().push(*revision);
+            }
+        }
+        let mut keep = instances.clone();
+        for (service, mut revisions) in others {
+            revisions.sort_unstable_by(|a, b| b.cmp(a));
+            for r in revisions.into_iter().take(KEPT_REVISIONS) {
+                keep.insert((service.clone(), r));
+            }
+        }
         if entries.keys().any(|k| !keep.contains(k)) {
             entries.retain(|k, _| keep.contains(k));
         }
@@ -153,13 +172,32 @@ mod tests {
     }
 
     #[test]
-    fn entries_of_instances_gone_are_dropped() {
+    fn entries_of_services_gone_and_old_revisions_are_dropped() {
         let stats = Stats::new();
-        stats.counters(&web(), 1).record(false, Duration::ZERO);
-        stats.counters(&web(), 2).record(false, Duration::ZERO);
-        stats.retain(&HashSet::from([(web(), 2)]));
-        let r = stats.report();
-        assert_eq!(r.entries.len(), 1);
-        assert_eq!(r.entries[0].revision, 2);
+        for rev in 1..=7 {
+            stats.counters(&web(), rev).record(false, Duration::ZERO);
+        }
+        let api = ServiceKey {
+            env: "prod".into(),
+            service: "api".into(),
+        };
+        stats.counters(&api, 1).record(false, Duration::ZERO);
+        // Revision 1 has instances; 4 newest of the others stay.
+        stats.retain(&HashSet::from([(web(), 1)]), &HashSet::from([web()]));
+        let revisions: Vec<(String, u64)> = stats
+            .report()
+            .entries
+            .iter()
+            .map(|e| (e.service.clone(), e.revision))
+            .collect();
+        let web_revs = |revs: &[u64]| {
+            revs.iter()
+                .map(|r| ("web".to_string(), *r))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(revisions, web_revs(&[1, 4, 5, 6, 7]));
+        // A service no longer routed: gone.
+        stats.retain(&HashSet::new(), &HashSet::new());
+        assert!(stats.report().entries.is_empty());
     }
 }

@@ -78,7 +78,7 @@ impl<'de> Visitor<'de> for AnalysisSeed {
         }
         if analysis.queries.is_empty() {
             return Err(de::Error::custom(
-                "an analysis needs `queries:`, each with `name`, `query` and `max` or `min`",
+                "an analysis needs `queries:`, each with `name`, `query` (PromQL) or `proxy` (a proxy figure) and `max` or `min`",
             ));
         }
         Ok(analysis)
@@ -135,7 +135,7 @@ impl<'de> Visitor<'de> for QueriesSeed {
     type Value = Vec<AnalysisQuery>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a list of queries, each with `name`, `query` and `max` or `min`")
+        f.write_str("a list of queries, each with `name`, `query` or `proxy`, and `max` or `min`")
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
@@ -172,7 +172,7 @@ impl<'de> Visitor<'de> for QuerySeed {
     type Value = AnalysisQuery;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a query: a mapping with `name`, `query` and `max` or `min`")
+        f.write_str("a query: a mapping with `name`, `query` or `proxy`, and `max` or `min`")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AnalysisQuery, A::Error> {
