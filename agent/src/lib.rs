@@ -227,8 +227,7 @@ pub async fn run_with(
         tokio::spawn(
             proxy::run(
                 listener,
-                pools.clone(),
-                proxy_stats.clone(),
+                (pools.clone(), proxy_stats.clone()),
                 runtime.clone(),
                 node.clone(),
                 plan_tx.subscribe(),

@@ -43,11 +43,11 @@ const REFRESH: Duration = Duration::from_secs(5);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Serves the proxy on `listener` until `shutdown`, keeping the pools in
-/// step with `plan` and the reconciler's `statuses`.
+/// step with `plan` and the reconciler's `statuses`, counting requests in
+/// `stats` (the session sends them).
 pub async fn run<R: Runtime>(
     listener: TcpListener,
-    pools: Arc<Pools>,
-    stats: Arc<Stats>,
+    (pools, stats): (Arc<Pools>, Arc<Stats>),
     runtime: Arc<R>,
     node: String,
     plan: watch::Receiver<Option<Arc<Plan>>>,

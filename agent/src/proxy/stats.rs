@@ -55,12 +55,11 @@ impl Counters {
     }
 }
 
-type Key = (ServiceKey, u64);
-
-/// Every (service, revision)'s figures on this node.
+/// Every (service, revision)'s figures on this node: by service, then
+/// revision (a lookup without building a key).
 #[derive(Debug, Default)]
 pub struct Stats {
-    entries: RwLock<HashMap<Key, Arc<Counters>>>,
+    entries: RwLock<HashMap<ServiceKey, HashMap<u64, Arc<Counters>>>>,
 }
 
 impl Stats {
@@ -70,46 +69,45 @@ impl Stats {
 
     /// The counters of `service` at `revision`, made on first use.
     pub fn counters(&self, service: &ServiceKey, revision: u64) -> Arc<Counters> {
-        let key = (service.clone(), revision);
         if let Some(c) = self
             .entries
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
+            .get(service)
+            .and_then(|revisions| revisions.get(&revision))
         {
             return c.clone();
         }
         self.entries
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .entry(key)
+            .entry(service.clone())
+            .or_default()
+            .entry(revision)
             .or_default()
             .clone()
     }
 
-    /// Keeps the entries of `instances` (the pools' (service, revision)s)
-    /// and, of the services in `routed`, the [`KEPT_REVISIONS`] newest
-    /// others; drops the rest. A request still in flight to a dropped one
+    /// Drops the services not in `routed`; of the others, keeps the
+    /// revisions of `instances` (the pools' (service, revision)s) and the
+    /// [`KEPT_REVISIONS`] newest others. A request still in flight to a dropped one
     /// counts in its own `Arc`, lost; a revision that comes back starts
     /// from zero (the coordinator takes a drop as a reset).
     pub fn retain(&self, instances: &HashSet<(ServiceKey, u64)>, routed: &HashSet<ServiceKey>) {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        let mut others: HashMap<&ServiceKey, Vec<u64>> = HashMap::new();
-        for (service, revision) in entries.keys() {
-            if routed.contains(service) && !instances.contains(&(service.clone(), *revision)) {
-                others.entry(service).or_default().push(*revision);
+        entries.retain(|service, _| routed.contains(service));
+        for (service, revisions) in entries.iter_mut() {
+            let mut others: Vec<u64> = revisions
+                .keys()
+                .filter(|r| !instances.contains(&(service.clone(), **r)))
+                .copied()
+                .collect();
+            others.sort_unstable_by(|a, b| b.cmp(a));
+            for old in others.into_iter().skip(KEPT_REVISIONS) {
+                revisions.remove(&old);
             }
         }
-        let mut keep = instances.clone();
-        for (service, mut revisions) in others {
-            revisions.sort_unstable_by(|a, b| b.cmp(a));
-            for r in revisions.into_iter().take(KEPT_REVISIONS) {
-                keep.insert((service.clone(), r));
-            }
-        }
-        if entries.keys().any(|k| !keep.contains(k)) {
-            entries.retain(|k, _| keep.contains(k));
-        }
+        entries.retain(|_, revisions| !revisions.is_empty());
     }
 
     /// The figures as sent to the coordinator, sorted by key.
@@ -117,21 +115,20 @@ impl Stats {
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<convoy_proto::ProxyRevisionStats> = entries
             .iter()
-            .map(
-                |((service, revision), c)| convoy_proto::ProxyRevisionStats {
-                    env: service.env.clone(),
-                    service: service.service.clone(),
-                    revision: *revision,
-                    requests: c.requests.load(Ordering::Relaxed),
-                    errors: c.errors.load(Ordering::Relaxed),
-                    buckets: c
-                        .buckets
-                        .iter()
-                        .map(|b| b.load(Ordering::Relaxed))
-                        .collect(),
-                    duration_sum_micros: c.sum_micros.load(Ordering::Relaxed),
-                },
-            )
+            .flat_map(|(service, revisions)| revisions.iter().map(move |(r, c)| (service, r, c)))
+            .map(|(service, revision, c)| convoy_proto::ProxyRevisionStats {
+                env: service.env.clone(),
+                service: service.service.clone(),
+                revision: *revision,
+                requests: c.requests.load(Ordering::Relaxed),
+                errors: c.errors.load(Ordering::Relaxed),
+                buckets: c
+                    .buckets
+                    .iter()
+                    .map(|b| b.load(Ordering::Relaxed))
+                    .collect(),
+                duration_sum_micros: c.sum_micros.load(Ordering::Relaxed),
+            })
             .collect();
         drop(entries);
         out.sort_by(|a, b| (&a.env, &a.service, a.revision).cmp(&(&b.env, &b.service, b.revision)));

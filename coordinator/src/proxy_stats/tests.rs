@@ -149,3 +149,31 @@ fn reports_are_checked_at_the_boundary() {
     let e = crate::report::AgentReport::try_from(msg).unwrap_err();
     assert!(e.to_string().contains("3 buckets"), "{e}");
 }
+
+#[test]
+fn metrics_are_summed_over_nodes_in_the_text_format() {
+    let figures = ProxyFigures::default();
+    figures.record("n1", report(10, 1));
+    figures.record("n2", report(5, 2));
+    let mut reg = prometheus_client::registry::Registry::with_prefix("convoy");
+    register_metrics(&mut reg, &figures.totals());
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
+    let text = crate::metrics::to_prometheus_text(&out);
+    if std::env::var_os("CONVOY_PRINT_PROXY_METRICS").is_some() {
+        print!("{text}");
+    }
+    let labels = r#"env="prod",service="web",revision="2""#;
+    for line in [
+        format!("convoy_proxy_requests_total{{{labels}}} 15"),
+        format!("convoy_proxy_errors_total{{{labels}}} 3"),
+        format!("convoy_proxy_request_duration_seconds_count{{{labels}}} 15"),
+        format!("convoy_proxy_request_duration_seconds_sum{{{labels}}} 0.03"),
+        format!(r#"convoy_proxy_request_duration_seconds_bucket{{le="0.001",{labels}}} 0"#),
+        format!(r#"convoy_proxy_request_duration_seconds_bucket{{le="0.0025",{labels}}} 15"#),
+        format!(r#"convoy_proxy_request_duration_seconds_bucket{{le="+Inf",{labels}}} 15"#),
+        "# TYPE convoy_proxy_request_duration_seconds histogram".to_string(),
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+    }
+}
