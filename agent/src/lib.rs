@@ -95,6 +95,9 @@ pub struct RunOptions {
     pub notify_systemd: bool,
     /// Where the ingress proxy listens (`--proxy-listen`); `None`: no proxy.
     pub proxy_listen: Option<std::net::SocketAddr>,
+    /// How often the proxy's figures are sent; `None`:
+    /// [`session::PROXY_STATS_EVERY`].
+    pub proxy_stats_every: Option<std::time::Duration>,
 }
 
 /// Runs until `shutdown` is cancelled. Containers are left running on exit.
@@ -112,6 +115,7 @@ pub async fn run_with(
         units,
         notify_systemd,
         proxy_listen,
+        proxy_stats_every,
     } = options;
     let AgentConfig {
         coordinators,
@@ -203,6 +207,7 @@ pub async fn run_with(
         None => None,
     };
     let pools = proxy::Pools::new();
+    let proxy_stats = proxy::Stats::new();
     let (plan_tx, plan_rx) = watch::channel(plan.map(Arc::new));
     let (containers_tx, containers_rx) = watch::channel(Snapshot::default());
     let (units_tx, units_rx) = watch::channel(BTreeMap::new());
@@ -222,7 +227,7 @@ pub async fn run_with(
         tokio::spawn(
             proxy::run(
                 listener,
-                pools.clone(),
+                (pools.clone(), proxy_stats.clone()),
                 runtime.clone(),
                 node.clone(),
                 plan_tx.subscribe(),
@@ -287,6 +292,12 @@ pub async fn run_with(
         events: events_tx,
         secrets,
         swarm_check: session::SWARM_CHECK,
+        proxy_stats: proxy_listen.map(|_| {
+            (
+                proxy_stats,
+                proxy_stats_every.unwrap_or(session::PROXY_STATS_EVERY),
+            )
+        }),
     };
     let session_task = tokio::spawn(
         session

@@ -227,6 +227,17 @@ struct RunArgs {
     /// given.
     #[arg(long, value_name = "ADDR", env = "CONVOY_PROXY_LISTEN")]
     proxy_listen: Option<std::net::SocketAddr>,
+    /// How often the proxy's request figures go to the coordinator (when
+    /// they changed), in milliseconds: the rollout analysis' `proxy` gates
+    /// see them at this pace (docs/ANALYSIS.md). 100 to 60000.
+    #[arg(
+        long,
+        value_name = "MS",
+        env = "CONVOY_PROXY_STATS_INTERVAL_MS",
+        default_value_t = 5000,
+        value_parser = clap::value_parser!(u64).range(100..=60_000)
+    )]
+    proxy_stats_interval_ms: u64,
 }
 
 /// An `--allow-bind` root: absolute, normalised, no `..`.
@@ -342,6 +353,9 @@ async fn main() -> ExitCode {
         units: convoy_agent::units::UnitsConfig { unit_dir },
         notify_systemd: true,
         proxy_listen: args.proxy_listen,
+        proxy_stats_every: Some(std::time::Duration::from_millis(
+            args.proxy_stats_interval_ms,
+        )),
     };
     match convoy_agent::run_with(config, options, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,

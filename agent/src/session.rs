@@ -55,6 +55,8 @@ const OUTBOUND_BUFFER: usize = 256;
 /// decode would leave the node without any plan.
 const MAX_PLAN_BYTES: usize = 256 << 20;
 /// How often the certificate's age is checked against its lifetime.
+/// How often the proxy's figures go out by default (`--proxy-stats-interval-ms`).
+pub const PROXY_STATS_EVERY: Duration = Duration::from_secs(5);
 const RENEW_CHECK: Duration = Duration::from_secs(1);
 /// How often the engine's Swarm state is compared with the one sent in
 /// Hello (one `docker info` each time).
@@ -120,6 +122,9 @@ pub struct Session<R: Runtime> {
     /// How often the engine's Swarm state is compared with Hello's
     /// ([`SWARM_CHECK`]; shorter in tests).
     pub swarm_check: Duration,
+    /// The proxy's request figures and how often they are sent (when they
+    /// changed); `None`: no proxy.
+    pub proxy_stats: Option<(Arc<crate::proxy::Stats>, Duration)>,
 }
 
 impl<R: Runtime> Session<R> {
@@ -254,6 +259,14 @@ impl<R: Runtime> Session<R> {
         let mut last_beat = Instant::now();
         let mut renewal = Renewal::new(self.pki_dir.clone(), self.node.clone(), &pki.cert_pem);
         let mut renew_check = heartbeat_timer(RENEW_CHECK);
+        // Figures go out only when they changed; the first of each
+        // session always does (the coordinator forgot the node's).
+        let mut proxy_tick = heartbeat_timer(
+            self.proxy_stats
+                .as_ref()
+                .map_or(Duration::from_secs(3600), |s| s.1),
+        );
+        let mut proxy_sent: Option<convoy_proto::ProxyStats> = None;
         let every = self.swarm_check;
         let mut swarm_check = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         swarm_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -385,6 +398,16 @@ impl<R: Runtime> Session<R> {
                         if now != hello_swarm {
                             info!("the engine's Swarm state changed; saying Hello again with the new facts");
                             return Ok(End::SwarmChanged);
+                        }
+                    }
+                }
+                _ = proxy_tick.tick(), if self.proxy_stats.is_some() => {
+                    if let Some((stats, _)) = &self.proxy_stats {
+                        let now = stats.report();
+                        if proxy_sent.as_ref() != Some(&now) && !(proxy_sent.is_none() && now.entries.is_empty()) {
+                            send(&tx, addr, agent_message::Msg::ProxyStats(now.clone())).await?;
+                            postpone(&mut heartbeat, last_beat);
+                            proxy_sent = Some(now);
                         }
                     }
                 }

@@ -7,7 +7,10 @@
 //! the rollout at once (rolled back by its policy) with the measured value
 //! in the reason. Queries run here, off the state lock, each bounded in
 //! time and answer size; Prometheus unreachable or answering no data is a
-//! failed measurement (a gate that cannot see is not passed).
+//! failed measurement (a gate that cannot see is not passed). Queries with
+//! `proxy:` are judged on the agents' proxy figures instead
+//! (`crate::proxy_gates`): what the new revision (and the stable one)
+//! counted since the previous measurement.
 
 use std::{
     collections::HashMap,
@@ -42,6 +45,9 @@ pub struct Verdict {
     /// Set once the rollout must fail: why, with the values.
     pub failure: Option<String>,
     next_due_ms: i64,
+    /// The proxy figures at the previous measurement (or when the
+    /// analysis started) and when: proxy gates judge the difference.
+    proxy_base: Option<(i64, crate::proxy_stats::Snapshot)>,
 }
 
 /// The verdicts of the running rollouts' analyses.
@@ -68,6 +74,8 @@ pub struct Running {
     pub analysis: Analysis,
     /// When its first instance switched.
     pub first_switch_ms: i64,
+    /// The stable revision the rollout started from (0: none).
+    pub from_revision: u64,
 }
 
 type Http = Client<
@@ -116,17 +124,37 @@ pub async fn drive(coord: Arc<Coordinator>, prometheus: String, shutdown: Cancel
         }
         let now = now_unix_ms();
         for r in running {
-            let due = {
+            let has_proxy = r.analysis.queries.iter().any(|q| q.proxy.is_some());
+            let (due, proxy_base) = {
                 let mut verdicts = analyses.lock();
                 let v = verdicts.entry(r.key.clone()).or_insert_with(|| Verdict {
                     next_due_ms: r.first_switch_ms + r.analysis.interval_ms as i64,
+                    proxy_base: has_proxy
+                        .then(|| (now, coord.proxy_figures().snapshot(&r.key.0, &r.key.1))),
                     ..Verdict::default()
                 });
-                v.failure.is_none() && now >= v.next_due_ms
+                (
+                    v.failure.is_none() && now >= v.next_due_ms,
+                    v.proxy_base.clone(),
+                )
             };
             if !due {
                 continue;
             }
+            let proxy_now = proxy_base.as_ref().map(|_| {
+                (
+                    now_unix_ms(),
+                    coord.proxy_figures().snapshot(&r.key.0, &r.key.1),
+                )
+            });
+            let proxy_interval = match (&proxy_base, &proxy_now) {
+                (Some((then_ms, then)), Some((now_ms, snap))) => Some((
+                    snap.since(then, r.key.2),
+                    (r.from_revision != 0).then(|| snap.since(then, r.from_revision)),
+                    (now_ms - then_ms).max(1) as f64 / 1000.0,
+                )),
+                _ => None,
+            };
             let base = if r.analysis.prometheus.is_empty() {
                 prometheus.as_str()
             } else {
@@ -135,10 +163,25 @@ pub async fn drive(coord: Arc<Coordinator>, prometheus: String, shutdown: Cancel
             let mut lines = Vec::new();
             let mut bad = Vec::new();
             for q in &r.analysis.queries {
-                match measure(&http, base, q).await {
-                    Ok(value) => {
+                let measured = match (q.proxy, &proxy_interval) {
+                    (Some(measure), Some((new, stable, seconds))) => {
+                        let interval = crate::proxy_gates::Interval {
+                            new,
+                            stable: stable.as_ref().map(|s| (r.from_revision, s)),
+                            new_revision: r.key.2,
+                            seconds: *seconds,
+                        };
+                        crate::proxy_gates::judge(q, measure, &interval)
+                    }
+                    (Some(_), None) => Err("no proxy figures to compare with yet".to_string()),
+                    (None, _) => measure(&http, base, q)
+                        .await
+                        .map(|value| (value, q.violation(value))),
+                };
+                match measured {
+                    Ok((value, violation)) => {
                         lines.push(format!("{} = {value}", q.name));
-                        if let Some(why) = q.violation(value) {
+                        if let Some(why) = violation {
                             bad.push(format!("`{}` measured {why}", q.name));
                         }
                     }
@@ -153,6 +196,9 @@ pub async fn drive(coord: Arc<Coordinator>, prometheus: String, shutdown: Cancel
                 continue;
             };
             v.last = lines;
+            if proxy_now.is_some() {
+                v.proxy_base = proxy_now;
+            }
             v.next_due_ms = now_unix_ms() + r.analysis.interval_ms as i64;
             if bad.is_empty() {
                 v.passed += 1;
@@ -281,6 +327,8 @@ mod tests {
             query: "x".into(),
             max: Some(0.05),
             min: Some(0.0),
+            proxy: None,
+            max_worse_than_stable_percent: None,
         };
         assert_eq!(q.violation(0.01), None);
         assert_eq!(q.violation(0.2).as_deref(), Some("0.2 > max 0.05"));

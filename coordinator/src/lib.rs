@@ -13,6 +13,8 @@ pub mod notify;
 /// The CA and certificates (the `convoy-pki` crate, shared with the load test).
 pub use convoy_pki as pki;
 pub mod placement;
+pub mod proxy_gates;
+pub mod proxy_stats;
 pub mod report;
 pub mod rollout;
 pub mod secrets;

@@ -292,6 +292,7 @@ impl Metrics {
             "Time of each commit's store write (sled batch and flush, or one etcd transaction)",
             self.store_write.clone(),
         );
+        crate::proxy_stats::register_metrics(&mut reg, &coord.proxy_figures().totals());
         if let Some(plane) = coord.control_plane().await {
             register_control_plane(&mut reg, &plane, coord.is_leader());
         }

@@ -198,6 +198,8 @@ pub enum AgentReport {
     Renew,
     /// A second Hello on one stream (ignored).
     Hello,
+    /// The node's proxy figures (cumulative).
+    ProxyStats(crate::proxy_stats::ProxyReport),
 }
 
 /// Why an agent's message was refused.
@@ -217,6 +219,8 @@ pub enum InvalidReport {
     },
     #[error("an event without a kind")]
     EventWithoutKind,
+    #[error(transparent)]
+    ProxyStats(#[from] crate::proxy_stats::InvalidProxyStats),
 }
 
 pub mod proto {
@@ -268,6 +272,7 @@ pub mod proto {
                 Msg::Pong(pb::Pong { nonce: _ }) => AgentReport::Pong,
                 Msg::Renew(_) => AgentReport::Renew,
                 Msg::Hello(_) => AgentReport::Hello,
+                Msg::ProxyStats(stats) => AgentReport::ProxyStats(stats.try_into()?),
             })
         }
     }

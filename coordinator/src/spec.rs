@@ -56,8 +56,8 @@ pub use configs::{
 };
 pub use constraint::{Constraint, ConstraintOp, NodeAttribute};
 pub use deploy::{
-    Analysis, AnalysisQuery, DeployMode, DeploySpec, FailureAction, Strategy, UpdateOrder,
-    UpdatePolicy,
+    Analysis, AnalysisQuery, DeployMode, DeploySpec, FailureAction, ProxyMeasure, Strategy,
+    UpdateOrder, UpdatePolicy,
 };
 pub use diff::changed_fields;
 pub use extras::{platform_matches, ContainerExtras};

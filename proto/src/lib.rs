@@ -19,6 +19,13 @@ pub const COORDINATOR_SERVER_NAME: &str = "coordinator.convoy";
 /// `CoordinatorMessage.encoded_plan`.
 pub const CAPABILITY_ENCODED_PLAN: &str = "encoded-plan";
 
+/// Upper bounds (seconds) of the proxy's latency buckets
+/// (`ProxyStats.bucket_bounds`): Prometheus' defaults with three more
+/// under 5 ms; +Inf is implied.
+pub const PROXY_LATENCY_BOUNDS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 /// Metadata key carrying the CLI's bearer token.
 pub const AUTHORIZATION: &str = "authorization";
 

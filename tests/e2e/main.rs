@@ -36,6 +36,7 @@ mod placement;
 mod policies;
 mod prometheus;
 mod proxy;
+mod proxy_gates;
 mod rbac;
 mod registries;
 mod restarts;

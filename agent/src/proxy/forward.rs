@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -24,6 +24,7 @@ use tracing::{debug, warn};
 use super::local::{Local, LocalBody};
 use super::pool::{InFlightGuard, Pools};
 use super::routes::request_host;
+use super::stats::Stats;
 
 pub type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
 pub type Upstream = Client<HttpConnector, ProxyBody>;
@@ -63,6 +64,8 @@ pub struct Shared {
     pub client: Upstream,
     /// Named in answers the proxy makes itself.
     pub node: String,
+    /// Requests, errors and latencies per service and revision.
+    pub stats: Arc<Stats>,
 }
 
 /// A response body that keeps its request counted as in flight until the
@@ -233,8 +236,17 @@ pub async fn handle(
     let mut body = Some(body.boxed_unsync());
     let mut tried: Vec<String> = Vec::new();
     let mut stale_retried = false;
+    // The revision whose instance could not be reached (its 502 counts).
+    let mut unreached: Option<u64> = None;
+    let started = Instant::now();
     loop {
         let Some((backend, guard)) = shared.pools.pick(&service, &tried) else {
+            if let Some(revision) = unreached {
+                shared
+                    .stats
+                    .counters(&service, revision)
+                    .record(true, started.elapsed());
+            }
             return Ok(match tried.last() {
                 None => answer(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -276,6 +288,10 @@ pub async fn handle(
         };
         match result {
             Ok(Sent::Upgrade(mut response)) => {
+                shared
+                    .stats
+                    .counters(&service, backend.revision)
+                    .record(response.status().is_server_error(), started.elapsed());
                 if let Some(client_upgrade) = client_upgrade.take() {
                     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                         let server_upgrade = hyper::upgrade::on(&mut response);
@@ -293,6 +309,10 @@ pub async fn handle(
                 return Ok(Response::from_parts(parts, body.boxed_unsync()));
             }
             Ok(Sent::Local(response)) => {
+                shared
+                    .stats
+                    .counters(&service, backend.revision)
+                    .record(response.status().is_server_error(), started.elapsed());
                 let (mut parts, incoming) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers, false);
                 let body = Guarded {
@@ -315,12 +335,17 @@ pub async fn handle(
             }
             Err(Failed::Send { connect, why, .. }) => {
                 tried.push(backend.container_id.clone());
+                unreached = Some(backend.revision);
                 // Nothing reached the instance: another one may take it.
                 if connect && retryable && tried.len() < 2 {
                     debug!(workload = %backend.workload_id, %target, "connect failed, retrying once elsewhere: {why}");
                     continue;
                 }
                 warn!(workload = %backend.workload_id, %target, "proxying failed: {why}");
+                shared
+                    .stats
+                    .counters(&service, backend.revision)
+                    .record(true, started.elapsed());
                 return Ok(answer(
                     StatusCode::BAD_GATEWAY,
                     format!(

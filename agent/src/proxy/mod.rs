@@ -9,6 +9,7 @@ mod forward;
 mod local;
 mod pool;
 mod routes;
+mod stats;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -27,6 +28,7 @@ use tracing::{debug, info, warn, Instrument};
 pub use forward::{handle, Shared};
 pub use pool::{ready, wanted, Backend, Candidate, InFlightGuard, Outdated, Pools, Wanted};
 pub use routes::{prefix_matches, request_host, HostMatch, Route, RouteTable, ServiceKey};
+pub use stats::{Counters, Stats};
 
 use crate::plan::Plan;
 use crate::reconcile::Snapshot;
@@ -42,10 +44,11 @@ const REFRESH: Duration = Duration::from_secs(5);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Serves the proxy on `listener` until `shutdown`, keeping the pools in
-/// step with `plan` and the reconciler's `statuses`.
+/// step with `plan` and the reconciler's `statuses`, counting requests in
+/// `stats` (the session sends them).
 pub async fn run<R: Runtime>(
     listener: TcpListener,
-    pools: Arc<Pools>,
+    (pools, stats): (Arc<Pools>, Arc<Stats>),
     runtime: Arc<R>,
     node: String,
     plan: watch::Receiver<Option<Arc<Plan>>>,
@@ -53,13 +56,21 @@ pub async fn run<R: Runtime>(
     shutdown: CancellationToken,
 ) {
     let updater = tokio::spawn(
-        keep_pools(pools.clone(), runtime, plan, statuses, shutdown.clone())
-            .instrument(tracing::Span::current()),
+        keep_pools(
+            pools.clone(),
+            stats.clone(),
+            runtime,
+            plan,
+            statuses,
+            shutdown.clone(),
+        )
+        .instrument(tracing::Span::current()),
     );
     let shared = Arc::new(Shared {
         pools,
         client: forward::upstream(),
         node,
+        stats,
     });
     serve(listener, shared, shutdown).await;
     if let Err(e) = updater.await {
@@ -174,6 +185,7 @@ pub async fn serve_fixed(
         pools,
         client: forward::upstream(),
         node: "bench".into(),
+        stats: Stats::new(),
     });
     serve(listener, shared, shutdown).await;
     Ok(())
@@ -183,6 +195,7 @@ pub async fn serve_fixed(
 /// finding each new instance's address once.
 async fn keep_pools<R: Runtime>(
     pools: Arc<Pools>,
+    stats: Arc<Stats>,
     runtime: Arc<R>,
     mut plan: watch::Receiver<Option<Arc<Plan>>>,
     mut statuses: watch::Receiver<Snapshot>,
@@ -227,6 +240,14 @@ async fn keep_pools<R: Runtime>(
             }
         }
         pools.install(&want, &ips, &present);
+        stats.retain(
+            &want
+                .candidates
+                .iter()
+                .map(|c| (c.service.clone(), c.revision))
+                .collect(),
+            &want.routes.iter().map(|r| r.service.clone()).collect(),
+        );
         tokio::select! {
             () = shutdown.cancelled() => return,
             r = plan.changed() => if r.is_err() { return },

@@ -366,6 +366,7 @@ async fn proxy(pools: Arc<Pools>, shutdown: CancellationToken) -> SocketAddr {
         pools,
         client: forward::upstream(),
         node: "n1".into(),
+        stats: Stats::new(),
     });
     tokio::spawn(serve(listener, shared, shutdown));
     addr

@@ -204,6 +204,7 @@ fn agent(w: &World) -> Agent {
             crate::secrets::NodeSecrets::unchecked(w.data_dir.join("secrets")).unwrap(),
         ),
         swarm_check: Duration::from_millis(100),
+        proxy_stats: None,
     };
     Agent {
         session,

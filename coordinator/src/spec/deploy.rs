@@ -135,15 +135,58 @@ pub struct Analysis {
     pub queries: Vec<AnalysisQuery>,
 }
 
-/// One query of an [`Analysis`] and its bounds (at least one).
+/// One query of an [`Analysis`] and its bounds (at least one): a PromQL
+/// `query`, or one of the proxy's own figures (`proxy`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AnalysisQuery {
     pub name: String,
+    /// PromQL; empty when `proxy` says what is measured.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub query: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min: Option<f64>,
+    /// What the agents' proxies measured of the new revision over the
+    /// interval (docs/ANALYSIS.md, "Proxy gates").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<ProxyMeasure>,
+    /// The new revision's value may be at most this many percent above the
+    /// stable one's (`max_worse_than_stable: 10%`); proxy gates only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_worse_than_stable_percent: Option<f64>,
+}
+
+/// A figure of the agents' proxies an analysis query can bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProxyMeasure {
+    /// Errors (5xx and the proxy's 502s) per request, 0-1.
+    ErrorRate,
+    /// Latency until the response head, seconds, 95th percentile.
+    LatencyP95,
+    /// The same, 99th percentile.
+    LatencyP99,
+    /// Requests per second.
+    RequestRate,
+}
+
+impl ProxyMeasure {
+    pub const ALL: [ProxyMeasure; 4] = [
+        Self::ErrorRate,
+        Self::LatencyP95,
+        Self::LatencyP99,
+        Self::RequestRate,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ErrorRate => "error-rate",
+            Self::LatencyP95 => "latency-p95",
+            Self::LatencyP99 => "latency-p99",
+            Self::RequestRate => "request-rate",
+        }
+    }
 }
 
 // Bounds are finite numbers (the parser refuses NaN), so equality is one.

@@ -2449,6 +2449,42 @@ fn analysis_queries_are_read_and_bad_ones_named_with_their_place() {
 }
 
 #[test]
+fn proxy_gates_are_read_and_bad_ones_refused_saying_why() {
+    let spec = service(&web(
+        "x-convoy:\n  update:\n    analysis:\n      interval: 2s\n      queries:\n        - name: errors\n          proxy: error-rate\n          max: 0.05\n        - name: slow\n          proxy: latency-p99\n          max_worse_than_stable: 10%\n",
+    ));
+    let a = spec.deploy.update.analysis.expect("an analysis");
+    assert_eq!(
+        a.queries[0].proxy,
+        Some(crate::spec::ProxyMeasure::ErrorRate)
+    );
+    assert_eq!(a.queries[0].query, "");
+    assert_eq!(
+        a.queries[1].proxy,
+        Some(crate::spec::ProxyMeasure::LatencyP99)
+    );
+    assert_eq!(a.queries[1].max_worse_than_stable_percent, Some(10.0));
+    let q = |body: &str| {
+        error(&web(&format!(
+            "x-convoy:\n  update:\n    analysis:\n      queries:\n        - name: g\n{body}"
+        )))
+    };
+    let e = q("          proxy: error-rates\n          max: 1\n");
+    assert!(e.contains("`error-rates` is not a proxy figure"), "{e}");
+    let e = q("          proxy: error-rate\n          query: up\n          max: 1\n");
+    assert!(e.contains("both `query:` and `proxy:`"), "{e}");
+    let e = q("          proxy: error-rate\n");
+    assert!(e.contains("or `max_worse_than_stable:`"), "{e}");
+    let e = q("          query: up\n          max_worse_than_stable: 10%\n");
+    assert!(e.contains("needs a `proxy:` figure"), "{e}");
+    let e = q("          proxy: request-rate\n          max_worse_than_stable: 10%\n");
+    assert!(e.contains("not request-rate"), "{e}");
+    let e = q("          proxy: latency-p95\n          max_worse_than_stable: lots\n");
+    assert!(e.contains("`lots` is not a percentage"), "{e}");
+    assert!(e.contains("x-convoy.update.analysis.queries"), "{e}");
+}
+
+#[test]
 fn reschedule_after_is_read_validated_and_left_out_of_the_spec_hash() {
     let svc = |convoy: &str| {
         let text = format!("services:\n  web:\n    image: x:1\n{convoy}");

@@ -9,6 +9,11 @@ impl Coordinator {
         &self.analyses
     }
 
+    /// The agents' latest proxy figures.
+    pub fn proxy_figures(&self) -> &crate::proxy_stats::ProxyFigures {
+        &self.proxy_figures
+    }
+
     /// Rollouts with an analysis, running or waiting for promotion, that
     /// have switched an instance.
     pub async fn running_analyses(&self) -> Vec<crate::analysis::Running> {
@@ -33,6 +38,7 @@ impl Coordinator {
                     key: (r.env.clone(), r.name.clone(), ro.to_revision),
                     analysis: analysis.clone(),
                     first_switch_ms,
+                    from_revision: ro.from_revision,
                 })
             })
             .collect()

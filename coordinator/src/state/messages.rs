@@ -146,6 +146,10 @@ impl Coordinator {
             AgentReport::Hello => {
                 tracing::warn!(node, "ignoring a second Hello on one stream");
             }
+            AgentReport::ProxyStats(report) => {
+                // Its own lock, taken after the live state's (never before).
+                self.proxy_figures.record(node, report);
+            }
         }
         drop(guard);
         for ev in out {

@@ -175,6 +175,8 @@ pub struct Coordinator {
     notifiers: watch::Sender<NotifierTargets>,
     /// Verdicts of rollout analyses (`crate::analysis`).
     analyses: crate::analysis::Analyses,
+    /// The agents' latest proxy figures (`crate::proxy_stats`).
+    proxy_figures: crate::proxy_stats::ProxyFigures,
     /// Drains in progress and their gates (`drain.rs`).
     drains: Mutex<drain::DrainBook>,
     /// Tunnels asked of agents, not yet opened (`crate::tunnels`).
@@ -258,6 +260,7 @@ impl Coordinator {
             control_plane: std::sync::OnceLock::new(),
             notifiers: watch::Sender::new(NotifierTargets::default()),
             analyses: crate::analysis::Analyses::default(),
+            proxy_figures: crate::proxy_stats::ProxyFigures::default(),
             drains: Mutex::new(drain::DrainBook::default()),
             tunnels: crate::tunnels::Tunnels::default(),
         });

@@ -401,6 +401,7 @@ impl Coordinator {
             s.cancel.cancel();
         }
         self.drain_book().draining.remove(node);
+        self.proxy_figures.forget_node(node);
         self.reschedule_lost().await;
         tracing::warn!(
             node,

@@ -12,6 +12,10 @@
 //! GET  /         200 "hello from HOSTNAME: GREETING"
 //! GET  /healthz  200 "ok", or 500 "failing" after POST /fail
 //! POST /fail     makes /healthz answer 500
+//!
+//! `--fail-percent N` (or the variable `FAIL_PERCENT=N`) answers N % of the
+//! `GET /` requests with 500 "injected failure", spread evenly (every
+//! fifth request at 20), for the proxy's analysis gates.
 //! POST /recover  makes /healthz answer 200 again
 //! GET  /secret/NAME  200 the content of /run/secrets/NAME, 404 if absent
 //! GET  /env/VAR      200 the value of environment variable VAR, 404 if unset
@@ -36,7 +40,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use std::{env, fs, process, thread};
@@ -65,6 +69,8 @@ struct Args {
     log_every: Option<Duration>,
     log_lines: u32,
     log_pad: usize,
+    /// `--fail-percent N`: this share of `GET /` answers 500.
+    fail_percent: Option<u32>,
 }
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
@@ -78,6 +84,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         log_every: None,
         log_lines: 1,
         log_pad: 0,
+        fail_percent: None,
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -102,6 +109,10 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
                     ));
                 }
                 parsed.exit_after = Some(Duration::from_secs_f64(secs));
+            }
+            "--fail-percent" => {
+                let value = args.next().ok_or("--fail-percent needs a number")?;
+                parsed.fail_percent = Some(parse_percent(&value)?);
             }
             "--log-every" => {
                 let value = args.next().ok_or("--log-every needs milliseconds")?;
@@ -256,9 +267,41 @@ fn probe(url: &str, timeout: Duration) -> Result<String, String> {
     }
 }
 
+/// `0`-`100`.
+fn parse_percent(value: &str) -> Result<u32, String> {
+    value
+        .parse::<u32>()
+        .ok()
+        .filter(|p| *p <= 100)
+        .ok_or_else(|| format!("--fail-percent: `{value}` is not a percentage (0-100)"))
+}
+
+/// The share of `GET /` answered with 500 (`--fail-percent`).
+static FAIL_PERCENT: AtomicU32 = AtomicU32::new(0);
+/// `GET /` requests so far.
+static ROOT_REQUESTS: AtomicU64 = AtomicU64::new(0);
+
+/// Whether the `n`th request (from 1) fails at `percent`: evenly spread,
+/// exactly `percent` of every 100.
+fn injected_failure(n: u64, percent: u32) -> bool {
+    (n * u64::from(percent)) % 100 < u64::from(percent)
+}
+
 /// What the app answers: status code, reason, body.
 fn route(req: &Request, failing: &AtomicBool) -> (u16, &'static str, String) {
     match (req.method.as_str(), req.path.as_str()) {
+        ("GET", "/")
+            if injected_failure(
+                ROOT_REQUESTS.fetch_add(1, Ordering::Relaxed) + 1,
+                FAIL_PERCENT.load(Ordering::Relaxed),
+            ) =>
+        {
+            (
+                500,
+                "Internal Server Error",
+                "injected failure\n".to_string(),
+            )
+        }
         ("GET", "/") => {
             let greeting = env::var("GREETING").unwrap_or_else(|_| "hello".to_string());
             (
@@ -409,6 +452,17 @@ fn main() {
             }
         }
     }
+    let fail_percent = match args.fail_percent {
+        Some(p) => p,
+        None => match env::var("FAIL_PERCENT") {
+            Ok(v) => parse_percent(&v).unwrap_or_else(|e| {
+                eprintln!("convoy-testapp: FAIL_PERCENT: {e}");
+                process::exit(2);
+            }),
+            Err(_) => 0,
+        },
+    };
+    FAIL_PERCENT.store(fail_percent, Ordering::Relaxed);
     let listener = match TcpListener::bind(&args.listen) {
         Ok(listener) => listener,
         Err(e) => {
@@ -464,6 +518,22 @@ mod tests {
 
     fn args(list: &[&str]) -> Result<Args, String> {
         parse_args(list.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn injected_failures_are_the_share_asked_evenly_spread() {
+        let failed = |p| (1..=100).filter(|n| injected_failure(*n, p)).count();
+        assert_eq!(failed(20), 20);
+        assert_eq!(failed(0), 0);
+        assert_eq!(failed(100), 100);
+        assert_eq!(failed(7), 7);
+        // Every fifth at 20 %: never two in a row.
+        assert!(!(1..100).any(|n| injected_failure(n, 20) && injected_failure(n + 1, 20)));
+        assert_eq!(
+            args(&["--fail-percent", "20"]).unwrap().fail_percent,
+            Some(20)
+        );
+        assert!(args(&["--fail-percent", "101"]).is_err());
     }
 
     #[test]

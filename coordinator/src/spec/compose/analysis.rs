@@ -1,5 +1,6 @@
-//! `x-convoy.update.analysis`: PromQL queries that must stay within bounds
-//! while a rollout runs (docs/ANALYSIS.md).
+//! `x-convoy.update.analysis`: PromQL queries, or the agents' proxy
+//! figures, that must stay within bounds while a rollout runs
+//! (docs/ANALYSIS.md).
 
 use std::fmt;
 
@@ -7,7 +8,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 
 use super::keys::{next_key, AnalysisKey, AnalysisQueryKey};
 use super::seeds::{scalar, text, value};
-use crate::spec::{values, Analysis, AnalysisQuery};
+use crate::spec::{values, Analysis, AnalysisQuery, ProxyMeasure};
 
 /// Measurements every this often unless `interval` says.
 const DEFAULT_INTERVAL_MS: u64 = 10_000;
@@ -77,7 +78,7 @@ impl<'de> Visitor<'de> for AnalysisSeed {
         }
         if analysis.queries.is_empty() {
             return Err(de::Error::custom(
-                "an analysis needs `queries:`, each with `name`, `query` and `max` or `min`",
+                "an analysis needs `queries:`, each with `name`, `query` (PromQL) or `proxy` (a proxy figure) and `max` or `min`",
             ));
         }
         Ok(analysis)
@@ -101,6 +102,25 @@ fn bound(s: &str) -> Result<f64, String> {
     }
 }
 
+fn proxy_measure(s: &str) -> Result<ProxyMeasure, String> {
+    ProxyMeasure::ALL
+        .into_iter()
+        .find(|m| m.as_str() == s)
+        .ok_or_else(|| {
+            format!(
+                "`{s}` is not a proxy figure: error-rate, latency-p95, latency-p99 or request-rate"
+            )
+        })
+}
+
+/// `10%` or `10`: 0 to 10000.
+fn percent(s: &str) -> Result<f64, String> {
+    match s.trim().trim_end_matches('%').trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=10_000.0).contains(&v) => Ok(v),
+        _ => Err(format!("`{s}` is not a percentage (0% to 10000%)")),
+    }
+}
+
 struct QueriesSeed;
 
 impl<'de> DeserializeSeed<'de> for QueriesSeed {
@@ -115,7 +135,7 @@ impl<'de> Visitor<'de> for QueriesSeed {
     type Value = Vec<AnalysisQuery>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a list of queries, each with `name`, `query` and `max` or `min`")
+        f.write_str("a list of queries, each with `name`, `query` or `proxy`, and `max` or `min`")
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
@@ -152,7 +172,7 @@ impl<'de> Visitor<'de> for QuerySeed {
     type Value = AnalysisQuery;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a query: a mapping with `name`, `query` and `max` or `min`")
+        f.write_str("a query: a mapping with `name`, `query` or `proxy`, and `max` or `min`")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AnalysisQuery, A::Error> {
@@ -163,6 +183,8 @@ impl<'de> Visitor<'de> for QuerySeed {
             query: String::new(),
             max: None,
             min: None,
+            proxy: None,
+            max_worse_than_stable_percent: None,
         };
         while let Some(key) = next_key::<A, AnalysisQueryKey>(&mut map, &mut seen, &mut notes)? {
             match key {
@@ -175,21 +197,64 @@ impl<'de> Visitor<'de> for QuerySeed {
                 }
                 AnalysisQueryKey::Max => q.max = value(&mut map, scalar("a number", bound))?,
                 AnalysisQueryKey::Min => q.min = value(&mut map, scalar("a number", bound))?,
+                AnalysisQueryKey::Proxy => {
+                    q.proxy = value(
+                        &mut map,
+                        scalar(
+                            "error-rate, latency-p95, latency-p99 or request-rate",
+                            proxy_measure,
+                        ),
+                    )?
+                }
+                AnalysisQueryKey::MaxWorseThanStable => {
+                    q.max_worse_than_stable_percent =
+                        value(&mut map, scalar("a percentage such as `10%`", percent))?
+                }
             }
         }
         if q.name.is_empty() {
             return Err(de::Error::custom("a query needs a `name:`"));
         }
-        if q.query.trim().is_empty() || q.query.len() > MAX_QUERY {
-            return Err(de::Error::custom(format!(
-                "query `{}` needs a `query:` of PromQL (at most {MAX_QUERY} bytes)",
-                q.name
-            )));
+        match q.proxy {
+            Some(measure) => {
+                if !q.query.is_empty() {
+                    return Err(de::Error::custom(format!(
+                        "query `{}` has both `query:` and `proxy:`: give it one",
+                        q.name
+                    )));
+                }
+                if q.max_worse_than_stable_percent.is_some() && measure == ProxyMeasure::RequestRate
+                {
+                    return Err(de::Error::custom(format!(
+                        "query `{}`: `max_worse_than_stable` bounds error-rate and latency gates, not request-rate",
+                        q.name
+                    )));
+                }
+            }
+            None => {
+                if q.query.trim().is_empty() || q.query.len() > MAX_QUERY {
+                    return Err(de::Error::custom(format!(
+                        "query `{}` needs a `query:` of PromQL (at most {MAX_QUERY} bytes) or a `proxy:` figure",
+                        q.name
+                    )));
+                }
+                if q.max_worse_than_stable_percent.is_some() {
+                    return Err(de::Error::custom(format!(
+                        "query `{}`: `max_worse_than_stable` needs a `proxy:` figure (PromQL queries compare nothing)",
+                        q.name
+                    )));
+                }
+            }
         }
-        if q.max.is_none() && q.min.is_none() {
+        if q.max.is_none() && q.min.is_none() && q.max_worse_than_stable_percent.is_none() {
             return Err(de::Error::custom(format!(
-                "query `{}` needs `max:` or `min:` (the bound a measurement must keep)",
-                q.name
+                "query `{}` needs `max:` or `min:` (the bound a measurement must keep){}",
+                q.name,
+                if q.proxy.is_some() {
+                    " or `max_worse_than_stable:`"
+                } else {
+                    ""
+                }
             )));
         }
         Ok(q)

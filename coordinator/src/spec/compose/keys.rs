@@ -332,6 +332,8 @@ key_set!(AnalysisQueryKey {
     Query = "query",
     Max = "max",
     Min = "min",
+    Proxy = "proxy",
+    MaxWorseThanStable = "max_worse_than_stable",
 } ignored []);
 
 key_set!(ProbeKey {

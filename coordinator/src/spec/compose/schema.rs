@@ -353,12 +353,20 @@ fn definitions() -> Vec<(&'static str, Value)> {
         (
             "AnalysisQuery",
             mapping::<AnalysisQueryKey>(
-                "A query and the bound a measurement must keep (`max`, `min`).",
+                "A PromQL query or a proxy figure, and the bound a measurement must keep (`max`, `min`, `max_worse_than_stable`).",
                 &[
                     ("name", string()),
                     ("query", string()),
                     ("max", json!({ "type": "number" })),
                     ("min", json!({ "type": "number" })),
+                    (
+                        "proxy",
+                        json!({ "type": "string", "enum": ["error-rate", "latency-p95", "latency-p99", "request-rate"] }),
+                    ),
+                    (
+                        "max_worse_than_stable",
+                        json!({ "type": ["string", "number"] }),
+                    ),
                 ],
             ),
         ),
