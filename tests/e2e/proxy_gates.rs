@@ -35,7 +35,8 @@ fn said(out: &Output) -> String {
 
 /// Three testapps behind the proxy, greeting `greeting`, answering
 /// `fail_percent` % of `GET /` with 500; `gated`: on the proxy's error
-/// rate (not the first deployment: no traffic reaches it before it runs).
+/// rate (a first deployment is not judged: no traffic reaches it before
+/// it runs; the test deploys v1 gated to prove it).
 fn web(c: &Cluster, svc: &str, greeting: &str, fail_percent: u32, gated: bool) -> ServiceSpec {
     ServiceSpec::new(svc, &c.image())
         .replicas(3)
@@ -166,7 +167,7 @@ fn a_revision_answering_twenty_percent_errors_is_rolled_back_by_the_proxy_gate()
     c.wait_nodes_ready(std::slice::from_ref(&node));
     let svc = c.service_name("web");
 
-    let out = apply_wait(&c, &web(&c, &svc, "v1", 0, false));
+    let out = apply_wait(&c, &web(&c, &svc, "v1", 0, true));
     assert!(out.status.success(), "v1: {}", said(&out));
     wait_until(
         "v1 answers through the proxy",

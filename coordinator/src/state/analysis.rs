@@ -25,6 +25,11 @@ impl Coordinator {
             .filter_map(|r| {
                 let ro = r.rollout.as_ref()?;
                 let analysis = ro.policy.analysis.as_ref()?;
+                // A service's first deployment is not judged: nothing ran
+                // before it, so no traffic and nothing to compare with.
+                if ro.from_revision == 0 {
+                    return None;
+                }
                 // Waiting for promotion too: a weighted canary is judged
                 // while it holds its share of requests.
                 if !matches!(

@@ -23,6 +23,10 @@ impl Coordinator {
         // passed; a failed analysis fails every switched instance's gate.
         let analysis = rec.rollout.as_ref().and_then(|ro| {
             ro.policy.analysis.as_ref()?;
+            // A first deployment is not analysed (`running_analyses`).
+            if ro.from_revision == 0 {
+                return None;
+            }
             let key = (rec.env.clone(), rec.name.clone(), ro.to_revision);
             Some(self.analyses.verdict(&key).unwrap_or_default())
         });
