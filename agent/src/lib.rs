@@ -95,6 +95,9 @@ pub struct RunOptions {
     pub notify_systemd: bool,
     /// Where the ingress proxy listens (`--proxy-listen`); `None`: no proxy.
     pub proxy_listen: Option<std::net::SocketAddr>,
+    /// Where the proxy terminates TLS (`--proxy-tls-listen`); only with
+    /// `proxy_listen`.
+    pub proxy_tls_listen: Option<std::net::SocketAddr>,
     /// How often the proxy's figures are sent; `None`:
     /// [`session::PROXY_STATS_EVERY`].
     pub proxy_stats_every: Option<std::time::Duration>,
@@ -115,6 +118,7 @@ pub async fn run_with(
         units,
         notify_systemd,
         proxy_listen,
+        proxy_tls_listen,
         proxy_stats_every,
     } = options;
     let AgentConfig {
@@ -206,6 +210,22 @@ pub async fn run_with(
         ),
         None => None,
     };
+    let proxy_tls_listener = match (proxy_listen, proxy_tls_listen) {
+        (Some(_), Some(addr)) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::ProxyListen { addr, source })?,
+        ),
+        (None, Some(addr)) => {
+            return Err(Error::ProxyListen {
+                addr,
+                source: std::io::Error::other(
+                    "the TLS listener needs the cleartext one too (--proxy-listen)",
+                ),
+            })
+        }
+        _ => None,
+    };
     let pools = proxy::Pools::new();
     let proxy_stats = proxy::Stats::new();
     let (plan_tx, plan_rx) = watch::channel(plan.map(Arc::new));
@@ -227,6 +247,7 @@ pub async fn run_with(
         tokio::spawn(
             proxy::run(
                 listener,
+                proxy_tls_listener,
                 (pools.clone(), proxy_stats.clone()),
                 runtime.clone(),
                 node.clone(),

@@ -227,6 +227,17 @@ struct RunArgs {
     /// given.
     #[arg(long, value_name = "ADDR", env = "CONVOY_PROXY_LISTEN")]
     proxy_listen: Option<std::net::SocketAddr>,
+    /// Also terminate TLS on this address (e.g. `0.0.0.0:443`), presenting
+    /// for each host name (SNI) the certificate its service's
+    /// `x-convoy.ingress.tls` gives (Convoy secrets). Needs
+    /// `--proxy-listen`.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "CONVOY_PROXY_TLS_LISTEN",
+        requires = "proxy_listen"
+    )]
+    proxy_tls_listen: Option<std::net::SocketAddr>,
     /// How often the proxy's request figures go to the coordinator (when
     /// they changed), in milliseconds: the rollout analysis' `proxy` gates
     /// see them at this pace (docs/ANALYSIS.md). 100 to 60000.
@@ -353,6 +364,7 @@ async fn main() -> ExitCode {
         units: convoy_agent::units::UnitsConfig { unit_dir },
         notify_systemd: true,
         proxy_listen: args.proxy_listen,
+        proxy_tls_listen: args.proxy_tls_listen,
         proxy_stats_every: Some(std::time::Duration::from_millis(
             args.proxy_stats_interval_ms,
         )),

@@ -67,6 +67,16 @@ impl SecretKey {
         }
     }
 
+    /// The key of the secret `r` names (an ingress' certificate or key),
+    /// for a workload of `env`.
+    pub fn of_ref(env: &str, r: &convoy_proto::SecretRef) -> Self {
+        Self {
+            env: env.to_string(),
+            name: r.name.clone(),
+            version: r.version,
+        }
+    }
+
     /// The name of its file in the values cache: no name or environment in
     /// clear on the disk, and no path characters from the plan.
     fn file_name(&self) -> String {
@@ -695,11 +705,22 @@ fn unescape_mountinfo(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The keys of every secret the workloads reference.
+/// The keys of every secret the workloads reference: their mounts, and
+/// the certificates and keys of their ingress (the proxy's TLS listener).
 pub fn refs_of<'a>(workloads: impl IntoIterator<Item = &'a Workload>) -> BTreeSet<SecretKey> {
     workloads
         .into_iter()
-        .flat_map(|w| mounts_of(w).iter().map(|m| SecretKey::of(&w.env, m)))
+        .flat_map(|w| {
+            let mounts = mounts_of(w).iter().map(|m| SecretKey::of(&w.env, m));
+            let tls = w
+                .ingress
+                .iter()
+                .flat_map(|i| &i.tls)
+                .flat_map(|t| [&t.certificate, &t.key])
+                .flatten()
+                .map(|r| SecretKey::of_ref(&w.env, r));
+            mounts.chain(tls)
+        })
         .collect()
 }
 

@@ -20,6 +20,8 @@ mod host_access;
 #[cfg(test)]
 mod hostile_tests;
 mod ingress;
+#[cfg(test)]
+mod ingress_tests;
 mod limits;
 mod locate;
 #[cfg(test)]
@@ -62,7 +64,7 @@ pub use deploy::{
 pub use diff::changed_fields;
 pub use extras::{platform_matches, ContainerExtras};
 pub use host_access::HostAccessSpec;
-pub use ingress::{IngressRoute, IngressSpec, DEFAULT_DRAIN_TIMEOUT_MS};
+pub use ingress::{IngressRoute, IngressSecret, IngressSpec, IngressTls, DEFAULT_DRAIN_TIMEOUT_MS};
 pub use limits::{Limits, DEFAULT_MAX_SPEC_BYTES};
 pub use resources::{GpuDevices, GpuRequest, ResourcesSpec, Ulimit};
 pub use secrets::{

@@ -161,8 +161,16 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// Who sent a request, and how.
+#[derive(Clone, Copy, Debug)]
+pub struct Downstream {
+    pub peer: SocketAddr,
+    /// It came over the TLS listener.
+    pub tls: bool,
+}
+
 /// Adds `X-Forwarded-For` (appended), `-Proto` and `-Host`.
-fn forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: &str) {
+fn forwarded(headers: &mut HeaderMap, Downstream { peer, tls }: Downstream, host: &str) {
     let xff = HeaderName::from_static("x-forwarded-for");
     let ip = peer.ip().to_string();
     let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
@@ -174,7 +182,7 @@ fn forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: &str) {
     }
     headers.insert(
         HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static("http"),
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
     );
     if let Ok(v) = HeaderValue::from_str(host) {
         if !host.is_empty() {
@@ -187,7 +195,7 @@ fn forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: &str) {
 pub async fn handle(
     shared: Arc<Shared>,
     local: Arc<Local>,
-    peer: SocketAddr,
+    client: Downstream,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let host_header = req
@@ -217,7 +225,7 @@ pub async fn handle(
     let (parts, body) = req.into_parts();
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers, upgrade);
-    forwarded(&mut headers, peer, &host);
+    forwarded(&mut headers, client, &host);
     if !headers.contains_key(header::HOST) {
         // HTTP/2 carries the host in `:authority`; HTTP/1.1 needs it.
         if let Some(v) = authority

@@ -10,6 +10,7 @@ mod local;
 mod pool;
 mod routes;
 mod stats;
+pub mod tls;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -25,7 +26,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-pub use forward::{handle, Shared};
+pub use forward::{handle, Downstream, Shared};
 pub use pool::{ready, wanted, Backend, Candidate, InFlightGuard, Outdated, Pools, Wanted};
 pub use routes::{prefix_matches, request_host, HostMatch, Route, RouteTable, ServiceKey};
 pub use stats::{Counters, Stats};
@@ -42,12 +43,16 @@ const MAX_STREAMS: u32 = 256;
 const REFRESH: Duration = Duration::from_secs(5);
 /// How long open connections may finish once the agent stops.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// A TLS client that has not finished its handshake within this is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves the proxy on `listener` until `shutdown`, keeping the pools in
-/// step with `plan` and the reconciler's `statuses`, counting requests in
-/// `stats` (the session sends them).
+/// Serves the proxy on `listener` (and TLS on `tls_listener`) until
+/// `shutdown`, keeping the pools in step with `plan` and the reconciler's
+/// `statuses`, counting requests in `stats` (the session sends them).
+#[allow(clippy::too_many_arguments)]
 pub async fn run<R: Runtime>(
     listener: TcpListener,
+    tls_listener: Option<TcpListener>,
     (pools, stats): (Arc<Pools>, Arc<Stats>),
     runtime: Arc<R>,
     node: String,
@@ -55,6 +60,13 @@ pub async fn run<R: Runtime>(
     statuses: watch::Receiver<Snapshot>,
     shutdown: CancellationToken,
 ) {
+    let certs = tls::Certificates::new();
+    let cert_updater = tls_listener.is_some().then(|| {
+        tokio::spawn(
+            tls::keep_certs(certs.clone(), plan.clone(), shutdown.clone())
+                .instrument(tracing::Span::current()),
+        )
+    });
     let updater = tokio::spawn(
         keep_pools(
             pools.clone(),
@@ -72,43 +84,143 @@ pub async fn run<R: Runtime>(
         node,
         stats,
     });
+    let tls_server = match (tls_listener, tls::server_config(certs)) {
+        (Some(l), Ok(config)) => Some(tokio::spawn(
+            serve_tls(l, config, shared.clone(), shutdown.clone())
+                .instrument(tracing::Span::current()),
+        )),
+        (Some(_), Err(e)) => {
+            warn!("the proxy's TLS listener cannot start: {e}");
+            None
+        }
+        (None, _) => None,
+    };
     serve(listener, shared, shutdown).await;
-    if let Err(e) = updater.await {
-        warn!("the proxy's pool updater ended badly: {e}");
+    for (what, task) in [
+        ("pool updater", Some(updater)),
+        ("TLS listener", tls_server),
+    ]
+    .into_iter()
+    .chain([("certificate updater", cert_updater)])
+    {
+        if let Some(Err(e)) = match task {
+            Some(t) => Some(t.await),
+            None => None,
+        } {
+            warn!("the proxy's {what} ended badly: {e}");
+        }
     }
 }
 
-/// Accepts connections until `shutdown`, then lets open ones finish for
-/// a while.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+/// The HTTP side of a client connection, cleartext or after TLS.
+fn http_builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     builder.http2().max_concurrent_streams(MAX_STREAMS);
-    let graceful = GracefulShutdown::new();
-    if let Ok(addr) = listener.local_addr() {
-        info!(%addr, "proxy listening (HTTP/1.1 and HTTP/2 cleartext)");
-    }
+    builder
+}
+
+/// The next client connection, or `None` once `shutdown`.
+async fn accept(
+    listener: &TcpListener,
+    shutdown: &CancellationToken,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
     loop {
-        let (stream, peer) = tokio::select! {
-            () = shutdown.cancelled() => break,
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
             accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((stream, peer));
+                }
                 Err(e) => {
                     // Out of descriptors and the like: wait, do not spin.
                     warn!("proxy accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
                 }
             },
-        };
-        let _ = stream.set_nodelay(true);
+        }
+    }
+}
+
+/// Lets open connections finish for a while once the listener is gone.
+async fn finish(graceful: GracefulShutdown) {
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        info!("proxy connections still open at shutdown were closed");
+    }
+}
+
+/// Accepts TLS connections until `shutdown`: each handshake runs in the
+/// connection's own task (at most [`HANDSHAKE_TIMEOUT`]), then the
+/// connection is served as a cleartext one, its requests marked
+/// `X-Forwarded-Proto: https`.
+pub async fn serve_tls(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let builder = http_builder();
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let graceful = GracefulShutdown::new();
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "proxy listening (TLS: HTTP/1.1 and HTTP/2)");
+    }
+    while let Some((stream, peer)) = accept(&listener, &shutdown).await {
+        let (shared, acceptor, builder) = (shared.clone(), acceptor.clone(), builder.clone());
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let stream =
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        debug!(%peer, "proxy TLS handshake failed: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        debug!(%peer, "proxy TLS handshake took too long");
+                        return;
+                    }
+                };
+            let local = local::Local::new();
+            let service = service_fn(move |req| {
+                handle(
+                    shared.clone(),
+                    local.clone(),
+                    Downstream { peer, tls: true },
+                    req,
+                )
+            });
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                debug!(%peer, "proxy TLS connection ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    finish(graceful).await;
+}
+
+/// Accepts connections until `shutdown`, then lets open ones finish for
+/// a while.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let builder = http_builder();
+    let graceful = GracefulShutdown::new();
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "proxy listening (HTTP/1.1 and HTTP/2 cleartext)");
+    }
+    while let Some((stream, peer)) = accept(&listener, &shutdown).await {
         let shared = shared.clone();
         // Connections to instances this client connection's task drives.
         let local = local::Local::new();
-        let service = service_fn(move |req| handle(shared.clone(), local.clone(), peer, req));
+        let client = Downstream { peer, tls: false };
+        let service = service_fn(move |req| handle(shared.clone(), local.clone(), client, req));
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
@@ -120,12 +232,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
         });
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        info!("proxy connections still open at shutdown were closed");
-    }
+    finish(graceful).await;
 }
 
 /// Serves the proxy on `listen` with one route (any host, `/`) to
@@ -260,3 +367,5 @@ async fn keep_pools<R: Runtime>(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;

@@ -113,6 +113,7 @@ fn ingress(routes: &[(&str, &str, u32)], drain_ms: u64) -> Option<Ingress> {
         canary_revision: 0,
         canary_weight_percent: 0,
         active_revision: 0,
+        tls: Vec::new(),
     })
 }
 

@@ -322,4 +322,22 @@ fn refs_of_workloads_are_their_env_name_and_version() {
     let refs: Vec<_> = refs_of([&w]).into_iter().collect();
     assert_eq!(refs, [key("api", 1), key("db", 3)]);
     assert_eq!(key("db", 3).to_string(), "prod/db@v3");
+    // An ingress' certificate and key are references too (the proxy's).
+    let mut routed = container("", vec![mount("db", 3, "/x")]);
+    let r = |name: &str, version| {
+        Some(convoy_proto::SecretRef {
+            name: name.into(),
+            version,
+        })
+    };
+    routed.ingress = Some(convoy_proto::Ingress {
+        tls: vec![convoy_proto::IngressTls {
+            hosts: vec!["app.example.com".into()],
+            certificate: r("site", 2),
+            key: r("site", 2),
+        }],
+        ..Default::default()
+    });
+    let refs: Vec<_> = refs_of([&routed]).into_iter().collect();
+    assert_eq!(refs, [key("db", 3), key("site", 2)]);
 }

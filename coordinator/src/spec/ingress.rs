@@ -15,6 +15,10 @@ pub struct IngressSpec {
     /// At least one, each (host, path prefix) once.
     pub routes: Vec<IngressRoute>,
     pub drain_timeout_ms: u64,
+    /// `tls:` the certificates of the proxy's TLS listener for this
+    /// service's host names; each host in one entry only.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tls: Vec<IngressTls>,
 }
 
 impl Default for IngressSpec {
@@ -22,6 +26,7 @@ impl Default for IngressSpec {
         Self {
             routes: Vec::new(),
             drain_timeout_ms: DEFAULT_DRAIN_TIMEOUT_MS,
+            tls: Vec::new(),
         }
     }
 }
@@ -37,4 +42,43 @@ pub struct IngressRoute {
     pub host: String,
     pub path_prefix: String,
     pub port: u16,
+}
+
+/// One certificate the proxy presents (SNI) for `hosts`: its PEM chain and
+/// private key are secrets of the service's environment.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IngressTls {
+    /// Lower case host names, `*.example.com` for its subdomains.
+    pub hosts: Vec<String>,
+    pub certificate: IngressSecret,
+    pub key: IngressSecret,
+}
+
+/// A secret an ingress uses, as a service's `secrets:` names one: its key
+/// in the top-level `secrets:`, its name in the store, the pinned version.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IngressSecret {
+    /// The key in the top-level `secrets:`.
+    pub source: String,
+    /// The name in the environment's store (the entry's `name:`, else its
+    /// key).
+    pub name: String,
+    /// Pinned by the coordinator at apply and at rotation; 0 until then.
+    pub version: u64,
+}
+
+impl IngressSpec {
+    /// Every secret the ingress uses (certificates, then keys, by entry).
+    pub fn secrets(&self) -> impl Iterator<Item = &IngressSecret> {
+        self.tls.iter().flat_map(|t| [&t.certificate, &t.key])
+    }
+
+    /// [`Self::secrets`], to pin or name them.
+    pub fn secrets_mut(&mut self) -> impl Iterator<Item = &mut IngressSecret> {
+        self.tls
+            .iter_mut()
+            .flat_map(|t| [&mut t.certificate, &mut t.key])
+    }
 }

@@ -473,7 +473,12 @@ impl From<&super::IngressSpec> for pb::Ingress {
         let super::IngressSpec {
             routes,
             drain_timeout_ms,
+            tls,
         } = ingress;
+        let secret = |s: &super::IngressSecret| pb::SecretRef {
+            name: s.name.clone(),
+            version: s.version,
+        };
         pb::Ingress {
             routes: routes
                 .iter()
@@ -496,6 +501,14 @@ impl From<&super::IngressSpec> for pb::Ingress {
             canary_weight_percent: 0,
             // Set by the plans while a blue-green rollout runs both sets.
             active_revision: 0,
+            tls: tls
+                .iter()
+                .map(|t| pb::IngressTls {
+                    hosts: t.hosts.clone(),
+                    certificate: Some(secret(&t.certificate)),
+                    key: Some(secret(&t.key)),
+                })
+                .collect(),
         }
     }
 }

@@ -457,11 +457,19 @@ pub(super) fn plan_secrets(
             },
             None => continue,
         };
-        for m in mounts {
+        let refs = mounts.iter().map(|m| (m.name.as_str(), m.version));
+        // The ingress' certificates and keys: the node's proxy presents them.
+        let tls = w.ingress.iter().flat_map(|i| &i.tls).flat_map(|t| {
+            [&t.certificate, &t.key]
+                .into_iter()
+                .flatten()
+                .map(|r| (r.name.as_str(), r.version))
+        });
+        for (name, version) in refs.chain(tls) {
             wanted
-                .entry((w.env.as_str(), m.name.as_str()))
+                .entry((w.env.as_str(), name))
                 .or_default()
-                .insert(m.version);
+                .insert(version);
         }
     }
     if wanted.is_empty() {

@@ -175,11 +175,20 @@ pub(super) fn version_context(env: &str, name: &str, version: u64) -> String {
 }
 
 /// The version of secret `name` that `spec` pins, if it uses it.
+/// (A file or variable of its containers, or a certificate or key of its
+/// ingress.)
 pub(super) fn pinned_version(spec: &ServiceSpec, name: &str) -> Option<u64> {
     spec.secrets
         .iter()
         .find(|m| m.name == name)
         .map(|m| m.version)
+        .or_else(|| {
+            spec.ingress
+                .iter()
+                .flat_map(|i| i.secrets())
+                .find(|s| s.name == name)
+                .map(|s| s.version)
+        })
 }
 
 /// The services and units of `env` that use secret `name` (their current
@@ -406,6 +415,11 @@ impl Coordinator {
                 for m in spec.secrets.iter_mut().filter(|m| m.name == name) {
                     m.version = version;
                 }
+                for s in spec.ingress.iter_mut().flat_map(|i| i.secrets_mut()) {
+                    if s.name == name {
+                        s.version = version;
+                    }
+                }
                 (r.name.clone(), spec)
             })
             .collect();
@@ -416,6 +430,17 @@ impl Coordinator {
         let connected = self.connected();
         let source = format!("secret rotate {name} (v{version})");
         let (next, ops, _) = txn.parts();
+        for (service, spec) in &services {
+            self.check_ingress_certs(&next.secrets, env, spec)
+                .map_err(|e| {
+                    StateError::Invalid(format!(
+                        "secret `{name}` of environment `{env}` was not rotated: service \
+                         `{service}`'s ingress certificate {e} (a certificate and its key in \
+                         two secrets change together with `convoy apply`; or keep both in \
+                         one secret)"
+                    ))
+                })?;
+        }
         let nodes = node_views(next, &connected);
         let candidates = candidates(&nodes);
         let (changes, superseded) =
@@ -448,7 +473,13 @@ impl Coordinator {
         let used: std::collections::BTreeSet<String> = file
             .services
             .values()
-            .flat_map(|s| s.secrets.iter().map(|m| m.source.clone()))
+            .flat_map(|s| {
+                s.secrets.iter().map(|m| m.source.clone()).chain(
+                    s.ingress
+                        .iter()
+                        .flat_map(|i| i.secrets().map(|r| r.source.clone())),
+                )
+            })
             .collect();
         let mut changes = Vec::with_capacity(used.len());
         // By store name: two entries naming one secret must agree.
@@ -572,8 +603,47 @@ impl Coordinator {
                     m.version = *v;
                 }
             }
+            for s in spec.ingress.iter_mut().flat_map(|i| i.secrets_mut()) {
+                if let Some(v) = versions.get(&s.source) {
+                    s.version = *v;
+                }
+            }
+        }
+        for (service, spec) in &file.services {
+            self.check_ingress_certs(&next.secrets, env, spec)
+                .map_err(|e| {
+                    StateError::Invalid(format!(
+                        "{filename}: services.{service}.x-convoy.ingress.tls: {e}"
+                    ))
+                })?;
         }
         Ok(changes)
+    }
+
+    /// Checks each certificate of `spec`'s ingress at the versions it pins
+    /// (`certs::check_pair`); the error names the entry.
+    fn check_ingress_certs(
+        &self,
+        secrets: &BTreeMap<(String, String), SecretRecord>,
+        env: &str,
+        spec: &ServiceSpec,
+    ) -> Result<(), String> {
+        let open = |s: &spec::IngressSecret| -> Result<Secret<Vec<u8>>, String> {
+            let version = secrets
+                .get(&(env.to_string(), s.name.clone()))
+                .and_then(|r| r.versions.iter().find(|v| v.version == s.version))
+                .ok_or_else(|| format!("secret `{}` has no version {}", s.name, s.version))?;
+            self.sealer
+                .open_envelope(&version_context(env, &s.name, s.version), &version.sealed)
+                .map_err(|e| format!("secret `{}` does not open: {e}", s.name))
+        };
+        for (index, tls) in spec.ingress.iter().flat_map(|i| &i.tls).enumerate() {
+            let chain = open(&tls.certificate)?;
+            let key = open(&tls.key)?;
+            certs::check_pair(tls, chain.expose(), key.expose())
+                .map_err(|e| format!("[{index}]: {e}"))?;
+        }
+        Ok(())
     }
 
     /// The secrets of the environments `visible` allows (all when `env` is
@@ -718,7 +788,11 @@ impl Coordinator {
     }
 }
 
+mod certs;
+
 #[cfg(test)]
 mod delivery_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;

@@ -21,7 +21,7 @@ use super::keys::{
 
 use super::keys::{BindKey, MountTmpfsKey, MountVolumeKey, ServiceVolumeKey, VolumeKey};
 use super::keys::{ConfigKey, ServiceMountKey};
-use super::keys::{IngressKey, IngressRouteKey};
+use super::keys::{IngressKey, IngressRouteKey, IngressTlsKey};
 use super::keys::{SecretConvoyKey, SecretGenerateKey, SecretKey, UnitSecretKey};
 
 const DOC: &str = include_str!("../../../../docs/COMPOSE.md");
@@ -126,6 +126,10 @@ fn mappings() -> Vec<Mapping> {
         mapping::<IngressRouteKey>(
             "services.<name>.x-convoy.ingress.routes[]",
             service("    x-convoy:\n      ingress:\n        routes:\n          - port: 80\n            @@\n"),
+        ),
+        mapping::<IngressTlsKey>(
+            "services.<name>.x-convoy.ingress.tls[]",
+            service("    x-convoy:\n      ingress:\n        routes: [{port: 80}]\n        tls:\n          - hosts: [a.example.com]\n            certificate: s\n            @@\nsecrets:\n  s:\n    external: true\n"),
         ),
         mapping::<ProbeKey>(
             "services.<name>.x-convoy.probes[]",

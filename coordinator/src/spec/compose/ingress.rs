@@ -6,9 +6,11 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use super::keys::{next_key, IngressKey, IngressRouteKey};
-use super::seeds::{scalar, value};
-use crate::spec::{values, IngressRoute, IngressSpec, DEFAULT_DRAIN_TIMEOUT_MS};
+use super::keys::{next_key, IngressKey, IngressRouteKey, IngressTlsKey};
+use super::seeds::{list, scalar, value};
+use crate::spec::{
+    values, IngressRoute, IngressSecret, IngressSpec, IngressTls, DEFAULT_DRAIN_TIMEOUT_MS,
+};
 
 /// The most routes one service has.
 const MAX_ROUTES: usize = 32;
@@ -16,6 +18,10 @@ const MAX_ROUTES: usize = 32;
 const MAX_PREFIX: usize = 1024;
 /// The longest drain: an instance being replaced waits no longer.
 const MAX_DRAIN_MS: u64 = 600_000;
+/// The most certificates one service has.
+const MAX_TLS: usize = 16;
+/// The most host names one certificate entry names.
+const MAX_TLS_HOSTS: usize = 64;
 
 pub(super) struct IngressSeed;
 
@@ -53,6 +59,7 @@ impl<'de> Visitor<'de> for IngressSeed {
                     )?
                     .unwrap_or(DEFAULT_DRAIN_TIMEOUT_MS)
                 }
+                IngressKey::Tls => ingress.tls = value(&mut map, TlsListSeed)?.unwrap_or_default(),
             }
         }
         if ingress.routes.is_empty() {
@@ -107,6 +114,163 @@ pub(super) fn path_prefix(s: &str) -> Result<String, String> {
         return Err(format!(
             "`{}` is not a path prefix such as `/` or `/api` (it starts with `/`, has no \
              spaces, `?` or `#`, at most {MAX_PREFIX} bytes)",
+            s.escape_default()
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+struct TlsListSeed;
+
+impl<'de> DeserializeSeed<'de> for TlsListSeed {
+    type Value = Vec<IngressTls>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TlsListSeed {
+    type Value = Vec<IngressTls>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "a list of certificates such as `[{hosts: [app.example.com], certificate: \
+             app_cert, key: app_key}]`",
+        )
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out: Vec<IngressTls> = Vec::new();
+        while let Some(tls) = seq.next_element_seed(TlsSeed)? {
+            if out.len() == MAX_TLS {
+                return Err(de::Error::custom(format!(
+                    "a service has at most {MAX_TLS} certificates"
+                )));
+            }
+            if let Some(host) = tls
+                .hosts
+                .iter()
+                .find(|h| out.iter().any(|o| o.hosts.contains(h)))
+            {
+                return Err(de::Error::custom(format!(
+                    "host `{host}` is in two certificate entries: the proxy could not tell \
+                     which one to present"
+                )));
+            }
+            out.push(tls);
+        }
+        Ok(out)
+    }
+}
+
+struct TlsSeed;
+
+impl<'de> DeserializeSeed<'de> for TlsSeed {
+    type Value = IngressTls;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<IngressTls, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TlsSeed {
+    type Value = IngressTls;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "a certificate: a mapping with `hosts`, `certificate` and `key` (keys of the \
+             top-level `secrets:`)",
+        )
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<IngressTls, A::Error> {
+        let mut seen = super::keys::Seen::default();
+        let mut notes = Vec::new();
+        let mut tls = IngressTls::default();
+        let (mut certificate, mut key) = (None, None);
+        while let Some(k) = next_key::<A, IngressTlsKey>(&mut map, &mut seen, &mut notes)? {
+            match k {
+                IngressTlsKey::Hosts => {
+                    tls.hosts = value(
+                        &mut map,
+                        list("a list of host names such as `[app.example.com]`", |_| {
+                            scalar("a host name such as `app.example.com`", route_host)
+                        }),
+                    )?
+                    .unwrap_or_default()
+                }
+                IngressTlsKey::Certificate => {
+                    certificate = value(
+                        &mut map,
+                        scalar(
+                            "the key of a top-level secret holding a PEM chain",
+                            secret_key,
+                        ),
+                    )?
+                }
+                IngressTlsKey::Key => {
+                    key = value(
+                        &mut map,
+                        scalar(
+                            "the key of a top-level secret holding a PEM key",
+                            secret_key,
+                        ),
+                    )?
+                }
+            }
+        }
+        if tls.hosts.is_empty() {
+            return Err(de::Error::custom(
+                "a certificate needs `hosts:`, the names it is presented for (SNI)",
+            ));
+        }
+        if tls.hosts.len() > MAX_TLS_HOSTS {
+            return Err(de::Error::custom(format!(
+                "a certificate entry names at most {MAX_TLS_HOSTS} hosts"
+            )));
+        }
+        let mut hosts = tls.hosts.clone();
+        hosts.sort();
+        if let Some(twice) = hosts.windows(2).find(|w| w[0] == w[1]) {
+            return Err(de::Error::custom(format!(
+                "host `{}` is named twice",
+                twice[0]
+            )));
+        }
+        let source = |s: Option<String>, what: &str| {
+            s.map(|source| IngressSecret {
+                source,
+                ..IngressSecret::default()
+            })
+            .ok_or_else(|| {
+                de::Error::custom(format!(
+                    "a certificate needs `{what}:`, the key of a top-level `secrets:` entry \
+                     holding its PEM {}",
+                    if what == "key" {
+                        "private key"
+                    } else {
+                        "certificate chain"
+                    }
+                ))
+            })
+        };
+        tls.certificate = source(certificate, "certificate")?;
+        // Without `key`, the certificate's secret holds the key too (one
+        // PEM, as HAProxy's `crt`): one rotation replaces both at once.
+        tls.key = match key {
+            Some(_) => source(key, "key")?,
+            None => tls.certificate.clone(),
+        };
+        Ok(tls)
+    }
+}
+
+/// A reference to a top-level `secrets:` entry, by its key.
+fn secret_key(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > crate::spec::MAX_SECRET_NAME || s.chars().any(char::is_control) {
+        return Err(format!(
+            "`{}` is not the key of a top-level `secrets:` entry",
             s.escape_default()
         ));
     }

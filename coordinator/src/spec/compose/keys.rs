@@ -312,6 +312,13 @@ key_set!(ConvoyUpdateKey {
 key_set!(IngressKey {
     Routes = "routes",
     DrainTimeout = "drain_timeout",
+    Tls = "tls",
+} ignored []);
+
+key_set!(IngressTlsKey {
+    Hosts = "hosts",
+    Certificate = "certificate",
+    Key = "key",
 } ignored []);
 
 key_set!(IngressRouteKey {

@@ -11,8 +11,8 @@ use serde_json::{json, Map, Value};
 use super::keys::{
     AnalysisKey, AnalysisQueryKey, BindKey, ConfigKey, ConvoyKey, ConvoyUpdateKey, DependsOnKey,
     DeployKey, DeviceKey, EnvFileKey, HealthcheckKey, HttpProbeKey, IngressKey, IngressRouteKey,
-    KeySet, LimitsKey, LoggingKey, MountTmpfsKey, MountVolumeKey, NetworkKey, PlacementKey,
-    PortKey, PreDeployKey, PreferenceKey, ProbeKey, ReservationsKey, ResourcesKey,
+    IngressTlsKey, KeySet, LimitsKey, LoggingKey, MountTmpfsKey, MountVolumeKey, NetworkKey,
+    PlacementKey, PortKey, PreDeployKey, PreferenceKey, ProbeKey, ReservationsKey, ResourcesKey,
     RestartPolicyKey, SecretConvoyKey, SecretGenerateKey, SecretKey, ServiceKey, ServiceMountKey,
     ServiceNetworkKey, ServiceVolumeKey, TcpProbeKey, TopConvoyKey, TopKey, UlimitKey, UnitKey,
     UnitSecretKey, UpdateConfigKey, VolumeKey,
@@ -290,6 +290,26 @@ fn definitions() -> Vec<(&'static str, Value)> {
                         json!({ "type": "array", "items": r("IngressRoute"), "minItems": 1 }),
                     ),
                     ("drain_timeout", string()),
+                    (
+                        "tls",
+                        json!({ "type": "array", "items": r("IngressTls"), "maxItems": 16 }),
+                    ),
+                ],
+            ),
+        ),
+        (
+            "IngressTls",
+            mapping::<IngressTlsKey>(
+                "A certificate of the proxy's TLS listener: presented for `hosts` (SNI); \
+                 `certificate` and `key` are keys of the top-level `secrets:` (PEM); without \
+                 `key`, the certificate's secret holds the key too.",
+                &[
+                    (
+                        "hosts",
+                        json!({ "type": "array", "items": { "type": "string" }, "minItems": 1 }),
+                    ),
+                    ("certificate", string()),
+                    ("key", string()),
                 ],
             ),
         ),

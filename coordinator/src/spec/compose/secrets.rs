@@ -539,6 +539,33 @@ pub(super) fn resolve(
             });
             break;
         }
+        let Some(ingress) = spec.ingress.as_mut() else {
+            continue;
+        };
+        for (index, tls) in ingress.tls.iter_mut().enumerate() {
+            for (field, secret) in [("certificate", &mut tls.certificate), ("key", &mut tls.key)] {
+                if let Some(decl) = declared.iter().find(|d| d.key == secret.source) {
+                    secret.name = decl.name.clone();
+                    continue;
+                }
+                problems.push(Note {
+                    path: vec![
+                        Seg::Key(service.clone()),
+                        Seg::Key("x-convoy".to_owned()),
+                        Seg::Key("ingress".to_owned()),
+                        Seg::Key("tls".to_owned()),
+                        Seg::Index(index),
+                        Seg::Key(field.to_owned()),
+                    ],
+                    message: format!(
+                        "{what} `{service}` refers to undefined secret `{}`: declare it under \
+                         the top-level `secrets:` (with `file:`, `environment:` or \
+                         `external: true`)",
+                        secret.source
+                    ),
+                });
+            }
+        }
     }
     problems
 }
