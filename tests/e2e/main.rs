@@ -37,6 +37,7 @@ mod policies;
 mod prometheus;
 mod proxy;
 mod proxy_gates;
+mod proxy_tls;
 mod rbac;
 mod registries;
 mod restarts;

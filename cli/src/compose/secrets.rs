@@ -87,6 +87,23 @@ enum Mount {
 struct UserConvoy {
     #[serde(default)]
     secret_env: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    ingress: Option<UserIngress>,
+}
+
+/// `x-convoy.ingress.tls[]`: its certificates and keys are secrets too.
+#[derive(serde::Deserialize)]
+struct UserIngress {
+    #[serde(default)]
+    tls: Option<Vec<UserTls>>,
+}
+
+#[derive(serde::Deserialize)]
+struct UserTls {
+    #[serde(default)]
+    certificate: Option<String>,
+    #[serde(default)]
+    key: Option<String>,
 }
 
 /// The keys of the secrets `content`'s services and units use; `None`
@@ -110,8 +127,16 @@ fn used(content: &str) -> Option<BTreeSet<String>> {
                 Mount::Key(key) | Mount::Long { source: key } => key,
             });
         }
-        let secret_env = user.convoy.and_then(|c| c.secret_env).unwrap_or_default();
-        used.extend(secret_env.into_values());
+        let Some(convoy) = user.convoy else {
+            continue;
+        };
+        used.extend(convoy.secret_env.unwrap_or_default().into_values());
+        let tls = convoy.ingress.and_then(|i| i.tls).unwrap_or_default();
+        used.extend(
+            tls.into_iter()
+                .flat_map(|t| [t.certificate, t.key])
+                .flatten(),
+        );
     }
     Some(used)
 }
@@ -237,6 +262,23 @@ mod tests {
         let debug = format!("{inputs:?}");
         assert!(!debug.contains("api-value"), "{debug}");
         assert!(debug.contains("CONVOY_T_SECRET_API"), "{debug}");
+    }
+
+    #[test]
+    fn an_ingress_certificate_and_key_are_read_as_used_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("site.crt"), b"chain").unwrap();
+        std::fs::write(dir.path().join("site.key"), b"key").unwrap();
+        std::fs::write(dir.path().join("both.pem"), b"both").unwrap();
+        let spec = "services:\n  web:\n    image: x\n    x-convoy:\n      ingress:\n        \
+                    routes: [{port: 80}]\n        tls:\n          - {hosts: [a.example.com], \
+                    certificate: crt, key: key}\n          - {hosts: [b.example.com], \
+                    certificate: both}\nsecrets:\n  crt: {file: site.crt}\n  key: {file: \
+                    site.key}\n  both: {file: both.pem}\n  unused: {file: nope.txt}\n";
+        let inputs = read("app.yaml", spec, dir.path(), &vars()).unwrap();
+        let files: Vec<_> = inputs.files.keys().map(String::as_str).collect();
+        assert_eq!(files, ["both.pem", "site.crt", "site.key"]);
+        assert_eq!(inputs.files["site.key"], b"key");
     }
 
     #[test]
