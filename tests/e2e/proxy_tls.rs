@@ -185,7 +185,11 @@ fn the_proxy_terminates_tls_with_each_hosts_certificate_and_a_rotation_swaps_it(
         .filter(|x| x.state.running)
         .map(|x| x.id)
         .collect();
-    assert_eq!(running, [ct.id.clone()], "the container was not restarted");
+    assert_eq!(
+        running,
+        std::slice::from_ref(&ct.id),
+        "the container was not restarted"
+    );
 
     // A rotation to something that is not a certificate is refused.
     let mut child = c
