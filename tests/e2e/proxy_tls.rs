@@ -138,14 +138,22 @@ fn the_proxy_terminates_tls_with_each_hosts_certificate_and_a_rotation_swaps_it(
     assert_eq!(out.status.code(), Some(60), "{}", text(&out));
     let out = curl(tls_port, "unknown.test", &app_ca);
     assert_eq!(out.status.code(), Some(35), "{}", text(&out));
-    // The cleartext listener still serves.
+    // The cleartext listener sends those hosts to https (308), which curl
+    // follows.
     let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "-H", "Host: app.test"])
-        .arg(format!("http://127.0.0.1:{port}/"))
+        .args(["-sS", "--max-time", "10", "-L"])
+        .args(["--resolve", &format!("app.test:{port}:127.0.0.1")])
+        .args(["--resolve", &format!("app.test:{tls_port}:127.0.0.1")])
+        .arg("--cacert")
+        .arg(&app_ca)
+        .args(["-w", " %{http_code} %{num_redirects} %{url_effective}"])
+        .arg(format!("http://app.test:{port}/"))
         .output()
         .unwrap();
     assert!(
-        out.status.success() && text(&out).contains(": v1"),
+        out.status.success()
+            && text(&out).contains(": v1")
+            && text(&out).ends_with(&format!(" 200 1 https://app.test:{tls_port}/")),
         "{}",
         text(&out)
     );

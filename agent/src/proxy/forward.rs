@@ -66,6 +66,41 @@ pub struct Shared {
     pub node: String,
     /// Requests, errors and latencies per service and revision.
     pub stats: Arc<Stats>,
+    /// The TLS listener, when there is one: cleartext requests for a host
+    /// whose certificate asks for it are redirected there.
+    pub https: Option<Https>,
+}
+
+/// Where the TLS listener is, for redirects.
+pub struct Https {
+    pub certs: Arc<super::tls::Certificates>,
+    /// Its port; left out of a redirect when 443.
+    pub port: u16,
+}
+
+/// `308 Permanent Redirect` to the same host and path over https (the
+/// method and body are kept, unlike 301).
+fn to_https(host: &str, port: u16, uri: &hyper::Uri) -> Response<ProxyBody> {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = if port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{port}{path}")
+    };
+    match HeaderValue::from_str(&location) {
+        Ok(value) => {
+            let mut response = answer(
+                StatusCode::PERMANENT_REDIRECT,
+                format!("{host} is served over https: {location}\n"),
+            );
+            response.headers_mut().insert(header::LOCATION, value);
+            response
+        }
+        Err(_) => answer(
+            StatusCode::BAD_REQUEST,
+            "the request's host or path cannot be redirected\n".to_string(),
+        ),
+    }
 }
 
 /// A response body that keeps its request counted as in flight until the
@@ -205,6 +240,11 @@ pub async fn handle(
         .map(str::to_owned);
     let authority = req.uri().authority().map(|a| a.as_str().to_owned());
     let host = request_host(authority.as_deref(), host_header.as_deref());
+    if let Some(https) = shared.https.as_ref().filter(|_| !client.tls) {
+        if https.certs.table().redirects(&host) {
+            return Ok(to_https(&host, https.port, req.uri()));
+        }
+    }
     let path = req.uri().path().to_owned();
     let table = shared.pools.table();
     let Some(route) = table.routes.find(&host, &path) else {

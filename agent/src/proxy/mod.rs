@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-pub use forward::{handle, Downstream, Shared};
+pub use forward::{handle, Downstream, Https, Shared};
 pub use pool::{ready, wanted, Backend, Candidate, InFlightGuard, Outdated, Pools, Wanted};
 pub use routes::{prefix_matches, request_host, HostMatch, Route, RouteTable, ServiceKey};
 pub use stats::{Counters, Stats};
@@ -78,11 +78,19 @@ pub async fn run<R: Runtime>(
         )
         .instrument(tracing::Span::current()),
     );
+    let https = match tls_listener.as_ref().map(TcpListener::local_addr) {
+        Some(Ok(addr)) => Some(Https {
+            certs: certs.clone(),
+            port: addr.port(),
+        }),
+        _ => None,
+    };
     let shared = Arc::new(Shared {
         pools,
         client: forward::upstream(),
         node,
         stats,
+        https,
     });
     let tls_server = match (tls_listener, tls::server_config(certs)) {
         (Some(l), Ok(config)) => Some(tokio::spawn(
@@ -293,6 +301,7 @@ pub async fn serve_fixed(
         client: forward::upstream(),
         node: "bench".into(),
         stats: Stats::new(),
+        https: None,
     });
     serve(listener, shared, shutdown).await;
     Ok(())

@@ -114,6 +114,7 @@ fn ingress(routes: &[(&str, &str, u32)], drain_ms: u64) -> Option<Ingress> {
         canary_weight_percent: 0,
         active_revision: 0,
         tls: Vec::new(),
+        https_redirect: false,
     })
 }
 
@@ -368,6 +369,7 @@ async fn proxy(pools: Arc<Pools>, shutdown: CancellationToken) -> SocketAddr {
         client: forward::upstream(),
         node: "n1".into(),
         stats: Stats::new(),
+        https: None,
     });
     tokio::spawn(serve(listener, shared, shutdown));
     addr

@@ -77,23 +77,40 @@ impl ResolvesServerCert for Certificates {
 /// label below `parent`, as certificates match).
 #[derive(Default)]
 pub struct CertTable {
-    exact: HashMap<String, Arc<CertifiedKey>>,
+    exact: HashMap<String, Entry>,
     /// By parent: `*.example.com` is held as `example.com`.
-    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    wildcard: HashMap<String, Entry>,
+}
+
+/// One host's certificate, and whether its cleartext requests are
+/// redirected to https (`Ingress.https_redirect`).
+#[derive(Clone)]
+struct Entry {
+    key: Arc<CertifiedKey>,
+    redirect: bool,
 }
 
 impl CertTable {
     /// The certificate for `name` (lower case): its exact entry, else the
     /// wildcard of its parent.
     pub fn find(&self, name: &str) -> Option<Arc<CertifiedKey>> {
-        if let Some(c) = self.exact.get(name) {
-            return Some(c.clone());
+        self.entry(name).map(|e| e.key.clone())
+    }
+
+    /// Whether a cleartext request for `name` (lower case) goes to https.
+    pub fn redirects(&self, name: &str) -> bool {
+        self.entry(name).is_some_and(|e| e.redirect)
+    }
+
+    fn entry(&self, name: &str) -> Option<&Entry> {
+        if let Some(e) = self.exact.get(name) {
+            return Some(e);
         }
         let (label, parent) = name.split_once('.')?;
         if label.is_empty() {
             return None;
         }
-        self.wildcard.get(parent).cloned()
+        self.wildcard.get(parent)
     }
 
     /// How many host names have a certificate.
@@ -105,7 +122,7 @@ impl CertTable {
         self.len() == 0
     }
 
-    fn get_mut(&mut self, host: &str) -> &mut HashMap<String, Arc<CertifiedKey>> {
+    fn get_mut(&mut self, host: &str) -> &mut HashMap<String, Entry> {
         if host.starts_with("*.") {
             &mut self.wildcard
         } else {
@@ -153,6 +170,7 @@ pub fn build<'a>(
         }
         done = Some((w.env.as_str(), w.service.as_str()));
         let owner = (w.env.clone(), w.service.clone());
+        let redirect = w.ingress.as_ref().is_some_and(|i| i.https_redirect);
         for tls in w.ingress.iter().flat_map(|i| &i.tls) {
             let (Some(cert), Some(key)) = (&tls.certificate, &tls.key) else {
                 problems.push(format!(
@@ -208,7 +226,13 @@ pub fn build<'a>(
                 }
                 owners.insert(host.clone(), owner.clone());
                 let name = host.strip_prefix("*.").unwrap_or(&host).to_string();
-                table.get_mut(&host).insert(name, certified.clone());
+                table.get_mut(&host).insert(
+                    name,
+                    Entry {
+                        key: certified.clone(),
+                        redirect,
+                    },
+                );
             }
         }
     }

@@ -340,6 +340,7 @@ async fn tls_clients_get_the_certificate_of_the_name_they_ask_for_and_a_new_plan
         client: forward::upstream(),
         node: "n1".into(),
         stats: Stats::new(),
+        https: None,
     });
     let shutdown = CancellationToken::new();
     tokio::spawn(serve_tls(
@@ -417,5 +418,80 @@ async fn tls_clients_get_the_certificate_of_the_name_they_ask_for_and_a_new_plan
             .is_err(),
         "a service gone from the plan has no certificate any more"
     );
+    shutdown.cancel();
+}
+
+/// One HTTP/1.1 request in clear: status, `Location`, body.
+async fn plain_get(addr: SocketAddr, host: &str, path: &str) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let code = out[9..12].parse().unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let location = head
+        .lines()
+        .find_map(|l| l.strip_prefix("location: "))
+        .unwrap_or("")
+        .to_string();
+    (code, location, body.to_string())
+}
+
+#[tokio::test]
+async fn cleartext_requests_for_a_host_with_a_certificate_are_redirected_to_https() {
+    let ip = IpAddr::from([127, 0, 0, 32]);
+    let port = echo(ip).await;
+    let (app, shop) = (site(&["app.example.com"]), site(&["*.shop.example.com"]));
+    let mut kept = routed("shop", 1, &["*.shop.example.com"], "shop", 1);
+    kept.ingress.as_mut().unwrap().https_redirect = false;
+    let mut redirected = routed("web", 1, &["app.example.com"], "app", 1);
+    redirected.ingress.as_mut().unwrap().https_redirect = true;
+    let (table, problems) = build(
+        &[redirected, kept],
+        &values(&[("app", 1, &app), ("shop", 1, &shop)]),
+        &mut Parsed::new(),
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+    let certs = Certificates::new();
+    certs.install(table);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let shared = |port| {
+        Arc::new(Shared {
+            pools: pools_to(ip, port),
+            client: forward::upstream(),
+            node: "n1".into(),
+            stats: Stats::new(),
+            https: Some(Https {
+                certs: certs.clone(),
+                port: 8443,
+            }),
+        })
+    };
+    tokio::spawn(serve(listener, shared(port), shutdown.clone()));
+
+    let (code, location, _) = plain_get(addr, "App.Example.com:80", "/a/b?c=1").await;
+    assert_eq!(code, 308);
+    assert_eq!(location, "https://app.example.com:8443/a/b?c=1");
+    // A service that keeps cleartext, and a host without a certificate.
+    let (code, _, body) = plain_get(addr, "x.shop.example.com", "/").await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.starts_with("proto=http "), "{body}");
+    assert_eq!(plain_get(addr, "other.example.com", "/").await.0, 200);
+    // On 443 the port is left out.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let on_443 = Arc::new(Shared {
+        https: Some(Https {
+            certs: certs.clone(),
+            port: 443,
+        }),
+        ..Arc::try_unwrap(shared(port)).ok().unwrap()
+    });
+    tokio::spawn(serve(listener, on_443, shutdown.clone()));
+    let (code, location, _) = plain_get(addr, "app.example.com", "/").await;
+    assert_eq!((code, location.as_str()), (308, "https://app.example.com/"));
     shutdown.cancel();
 }

@@ -19,6 +19,14 @@ pub struct IngressSpec {
     /// service's host names; each host in one entry only.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tls: Vec<IngressTls>,
+    /// `https_redirect`: cleartext requests for a host with a certificate
+    /// are redirected to https (default true; only with `tls`).
+    #[serde(default = "yes")]
+    pub https_redirect: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for IngressSpec {
@@ -27,6 +35,7 @@ impl Default for IngressSpec {
             routes: Vec::new(),
             drain_timeout_ms: DEFAULT_DRAIN_TIMEOUT_MS,
             tls: Vec::new(),
+            https_redirect: true,
         }
     }
 }

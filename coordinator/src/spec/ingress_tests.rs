@@ -48,6 +48,15 @@ fn certificates_name_their_secrets_and_stay_out_of_the_spec_hash() {
     assert_eq!(wire.tls[0].key.as_ref().unwrap().name, "site_key");
     // Versions are pinned at apply (0 until then).
     assert_eq!(wire.tls[0].key.as_ref().unwrap().version, 0);
+    // Cleartext requests for those hosts go to https unless told not to.
+    assert!(ingress.https_redirect && wire.https_redirect);
+    assert!(!plain.ingress().unwrap().https_redirect, "no certificate");
+    let kept = read(
+        "        https_redirect: false\n        tls: [{hosts: [a.example.com], certificate: both}]\n",
+    )
+    .unwrap();
+    assert!(!kept.ingress().unwrap().https_redirect);
+    assert_eq!(kept.spec_hash(), plain.spec_hash());
 }
 
 #[test]
@@ -75,6 +84,13 @@ fn bad_certificate_entries_are_refused_naming_file_line_and_key() {
     let e =
         read("        tls: [{hosts: [a.example.com], certificate: both, ca: x}]\n").unwrap_err();
     assert!(e.contains("`ca`"), "{e}");
+    let e = read("        https_redirect: true\n").unwrap_err();
+    assert!(e.contains("`https_redirect` needs `tls:`"), "{e}");
+    let e = read(
+        "        https_redirect: sometimes\n        tls: [{hosts: [a.example.com], certificate: both}]\n",
+    )
+    .unwrap_err();
+    assert!(e.contains("is not `true` or `false`"), "{e}");
     let e = read("        tls: [{hosts: [a.example.com], certificate: nope}]\n").unwrap_err();
     assert!(
         e.contains("services.web.x-convoy.ingress.tls[0].certificate")

@@ -474,6 +474,7 @@ impl From<&super::IngressSpec> for pb::Ingress {
             routes,
             drain_timeout_ms,
             tls,
+            https_redirect,
         } = ingress;
         let secret = |s: &super::IngressSecret| pb::SecretRef {
             name: s.name.clone(),
@@ -509,6 +510,7 @@ impl From<&super::IngressSpec> for pb::Ingress {
                     key: Some(secret(&t.key)),
                 })
                 .collect(),
+            https_redirect: *https_redirect && !tls.is_empty(),
         }
     }
 }

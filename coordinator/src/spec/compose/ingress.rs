@@ -47,6 +47,7 @@ impl<'de> Visitor<'de> for IngressSeed {
         let mut seen = super::keys::Seen::default();
         let mut notes = Vec::new();
         let mut ingress = IngressSpec::default();
+        let mut redirect = None;
         while let Some(key) = next_key::<A, IngressKey>(&mut map, &mut seen, &mut notes)? {
             match key {
                 IngressKey::Routes => {
@@ -60,8 +61,17 @@ impl<'de> Visitor<'de> for IngressSeed {
                     .unwrap_or(DEFAULT_DRAIN_TIMEOUT_MS)
                 }
                 IngressKey::Tls => ingress.tls = value(&mut map, TlsListSeed)?.unwrap_or_default(),
+                IngressKey::HttpsRedirect => {
+                    redirect = value(&mut map, scalar("`true` or `false`", values::boolean))?
+                }
             }
         }
+        if redirect.is_some() && ingress.tls.is_empty() {
+            return Err(de::Error::custom(
+                "`https_redirect` needs `tls:`: only a host with a certificate is redirected",
+            ));
+        }
+        ingress.https_redirect = redirect.unwrap_or(true);
         if ingress.routes.is_empty() {
             return Err(de::Error::custom(
                 "an ingress needs `routes:`, each with a `port` (and `host`, `path_prefix` if \

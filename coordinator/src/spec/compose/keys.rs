@@ -313,6 +313,7 @@ key_set!(IngressKey {
     Routes = "routes",
     DrainTimeout = "drain_timeout",
     Tls = "tls",
+    HttpsRedirect = "https_redirect",
 } ignored []);
 
 key_set!(IngressTlsKey {

@@ -294,6 +294,7 @@ fn definitions() -> Vec<(&'static str, Value)> {
                         "tls",
                         json!({ "type": "array", "items": r("IngressTls"), "maxItems": 16 }),
                     ),
+                    ("https_redirect", json!({ "type": "boolean" })),
                 ],
             ),
         ),
