@@ -3,7 +3,8 @@
 //! (SNI), a certificate and key given as Compose `secrets:` files or as one
 //! PEM, HTTP/2 by ALPN; a bad certificate is refused at apply with nothing
 //! stored; a rotation of the certificate's secret presents the new one
-//! without restarting the container.
+//! without restarting the container; an agent restarted while the
+//! coordinator is down presents them again.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -67,7 +68,11 @@ fn wait_served(port: u16, name: &str, ca: &Path, greeting: &str) {
 fn the_proxy_terminates_tls_with_each_hosts_certificate_and_a_rotation_swaps_it() {
     skip_without_docker!();
     let mut c = Cluster::start();
-    let (port, tls_port) = (free_port(), free_port());
+    let port = free_port();
+    // Two free ports, not the same one twice.
+    let tls_port = std::iter::repeat_with(free_port)
+        .find(|p| *p != port)
+        .unwrap();
     let node = c.add_agent_with_args(&[
         "--proxy-listen",
         &format!("127.0.0.1:{port}"),
@@ -218,4 +223,13 @@ fn the_proxy_terminates_tls_with_each_hosts_certificate_and_a_rotation_swaps_it(
     assert!(!out.status.success(), "rotate: {}", text(&out));
     assert!(text(&out).contains("was not rotated"), "{}", text(&out));
     wait_served(tls_port, "b.shop.test", &renewed_ca, "v1");
+
+    // The agent restarted while the coordinator is away presents the
+    // certificates again from its tmpfs cache (the stored plan holds no
+    // value).
+    c.stop_coordinator();
+    c.stop_agent(&node);
+    c.start_agent(&node);
+    wait_served(tls_port, "b.shop.test", &renewed_ca, "v1");
+    wait_served(tls_port, "app.test", &app_ca, "v1");
 }
