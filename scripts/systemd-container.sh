@@ -21,7 +21,10 @@
 # Why these flags (docs/systemd-in-docker.md): systemd needs a writable cgroup
 # tree and CAP_SYS_ADMIN (mount namespaces for ProtectSystem=, PrivateTmp=
 # and the image's convoy-init remount); --privileged is refused by this
-# engine. Env: CONVOY_SYSTEMD_IMAGE (default convoy-systemd:bookworm).
+# engine. Ports below 1024 are privileged again, as on a real host (Docker
+# lets any process of a container bind them): the agent's unit must be
+# given CAP_NET_BIND_SERVICE to run its proxy on 80 and 443.
+# Env: CONVOY_SYSTEMD_IMAGE (default convoy-systemd:bookworm).
 set -euo pipefail
 
 image="${CONVOY_SYSTEMD_IMAGE:-convoy-systemd:bookworm}"
@@ -30,6 +33,7 @@ boot_timeout="${CONVOY_SYSTEMD_BOOT_TIMEOUT:-60}"
 flags=(
   --cgroupns=private
   --cap-add SYS_ADMIN
+  --sysctl net.ipv4.ip_unprivileged_port_start=1024
   --tmpfs /run
   --tmpfs /run/lock
   --tty

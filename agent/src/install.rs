@@ -7,7 +7,12 @@ use std::time::{Duration, Instant};
 
 use crate::enroll::{self, EnrollError, JoinParams};
 use crate::runtime::systemd::{DbusSystemd, Systemd, SystemdError, UnitInfo, JOURNAL_LINES};
-use crate::units::file::{self, exec_line, UnitFiles};
+use crate::units::file::{self, UnitFiles};
+
+mod render;
+#[cfg(test)]
+use render::GPU_DEVICES;
+pub use render::{render_drop_in, render_unit};
 
 /// The agent's own unit.
 pub const UNIT: &str = file::AGENT_UNIT;
@@ -28,20 +33,7 @@ pub const PACKAGED_UNIT_DIRS: [&str; 2] = ["/usr/lib/systemd/system", "/lib/syst
 pub const DROP_IN: &str = "50-convoy-install.conf";
 /// The first line of every file `install` writes: `uninstall` and a later
 /// `install` delete only files that start with it.
-const WRITTEN_BY: &str = "# Installed by `convoy-agent install`";
-/// What replaces the template's `PrivateDevices=yes` on a host with NVIDIA
-/// GPUs (`/dev/nvidiactl` exists when `install` runs): the agent reads its
-/// GPUs through NVML or `nvidia-smi`, which open `/dev/nvidiactl` and
-/// `/dev/nvidiaN` (and `/dev/nvidia-caps/*` for MIG), and a private `/dev`
-/// has none of them. The host's `/dev` is seen, but the device policy
-/// lets the agent open the NVIDIA devices and the pseudo devices only
-/// (docs/GPU.md).
-const GPU_DEVICES: [&str; 4] = [
-    "PrivateDevices=no",
-    "DevicePolicy=closed",
-    "DeviceAllow=char-nvidia-frontend rw",
-    "DeviceAllow=char-nvidia-caps r",
-];
+pub(crate) const WRITTEN_BY: &str = "# Installed by `convoy-agent install`";
 /// The device node whose presence makes `install` write [`GPU_DEVICES`].
 pub const NVIDIA_CONTROL_DEVICE: &str = "/dev/nvidiactl";
 /// Directories the unit cannot see (ProtectHome=, PrivateTmp=).
@@ -93,8 +85,12 @@ pub struct InstallParams {
     pub data_dir: PathBuf,
     pub unit_dir: PathBuf,
     /// The host has NVIDIA GPUs: the unit lets the agent open their
-    /// devices ([`GPU_DEVICES`]) instead of `PrivateDevices=yes`.
+    /// devices (`render::GPU_DEVICES`) instead of `PrivateDevices=yes`.
     pub gpu_devices: bool,
+    /// `--proxy-listen` and `--proxy-tls-listen` the unit's agent runs
+    /// with; a port below 1024 gives the unit `CAP_NET_BIND_SERVICE`.
+    pub proxy_listen: Option<std::net::SocketAddr>,
+    pub proxy_tls_listen: Option<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for InstallParams {
@@ -106,94 +102,6 @@ impl std::fmt::Debug for InstallParams {
             .field("binary", &self.binary)
             .finish_non_exhaustive()
     }
-}
-
-/// The unit's ExecStart line, made from the binary, coordinators,
-/// directories and labels (quoted for systemd).
-fn exec_start(params: &InstallParams) -> String {
-    let mut argv = vec![
-        params.binary.display().to_string(),
-        "run".to_string(),
-        "--coordinator".to_string(),
-        params.coordinators.join(","),
-        "--pki-dir".to_string(),
-        params.pki_dir.display().to_string(),
-        "--data-dir".to_string(),
-        params.data_dir.display().to_string(),
-    ];
-    if params.unit_dir != Path::new(file::DEFAULT_UNIT_DIR) {
-        argv.push("--unit-dir".to_string());
-        argv.push(params.unit_dir.display().to_string());
-    }
-    for (k, v) in &params.labels {
-        argv.push("--label".to_string());
-        argv.push(format!("{k}={v}"));
-    }
-    for root in &params.allow_binds {
-        argv.push("--allow-bind".to_string());
-        argv.push(root.clone());
-    }
-    if !params.allow_host_access.is_empty() {
-        argv.push("--allow-host-access".to_string());
-        argv.push(params.allow_host_access.join(","));
-    }
-    format!("ExecStart={}", exec_line(&argv))
-}
-
-/// The condition that keeps an agent without a certificate from starting.
-fn condition(params: &InstallParams) -> String {
-    format!(
-        "ConditionPathExists={}",
-        params.pki_dir.join(crate::pki::CERT_FILE).display()
-    )
-}
-
-/// The agent's unit file: the template with its ExecStart line filled in.
-pub fn render_unit(params: &InstallParams) -> String {
-    let mut out = String::with_capacity(TEMPLATE.len() + 256);
-    out.push_str(WRITTEN_BY);
-    out.push_str("; `convoy-agent uninstall` removes it.\n");
-    for line in TEMPLATE.lines() {
-        if line.starts_with("ExecStart=") {
-            out.push_str(&exec_start(params));
-        } else if line.starts_with("ConditionPathExists=") {
-            out.push_str(&condition(params));
-        } else if line == "PrivateDevices=yes" && params.gpu_devices {
-            out.push_str(&GPU_DEVICES.join("\n"));
-        } else if line.starts_with("ReadWritePaths=") {
-            // The unit directory it writes, wherever that is.
-            out.push_str(&format!("ReadWritePaths={}", params.unit_dir.display()));
-        } else {
-            out.push_str(line);
-        }
-        out.push('\n');
-    }
-    out
-}
-
-/// The drop-in over the packaged unit (which is [`TEMPLATE`] as it is):
-/// only what differs on this host.
-pub fn render_drop_in(params: &InstallParams) -> String {
-    let mut out =
-        format!("{WRITTEN_BY} over the packaged {UNIT}; `convoy-agent uninstall` removes it.\n");
-    let condition = condition(params);
-    if !TEMPLATE.lines().any(|l| l == condition) {
-        // An empty assignment resets the packaged unit's conditions.
-        out.push_str(&format!("[Unit]\nConditionPathExists=\n{condition}\n\n"));
-    }
-    // An empty ExecStart= first: a service has one ExecStart, so the
-    // packaged one is reset before this one is set.
-    out.push_str(&format!("[Service]\nExecStart=\n{}\n", exec_start(params)));
-    if params.unit_dir != Path::new(file::DEFAULT_UNIT_DIR) {
-        out.push_str(&format!("ReadWritePaths={}\n", params.unit_dir.display()));
-    }
-    if params.gpu_devices {
-        for line in GPU_DEVICES {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out
 }
 
 /// The packaged unit file, if the convoy-agent package installed one.
@@ -487,6 +395,8 @@ mod tests {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             unit_dir: PathBuf::from(file::DEFAULT_UNIT_DIR),
             gpu_devices: false,
+            proxy_listen: None,
+            proxy_tls_listen: None,
         }
     }
 

@@ -127,6 +127,14 @@ struct InstallArgs {
     /// Where unit files go (tests only).
     #[arg(long, value_name = "DIR", default_value = convoy_agent::units::file::DEFAULT_UNIT_DIR, hide = true)]
     unit_dir: PathBuf,
+    /// Run the ingress proxy on this address (written into the unit's
+    /// command line; docs/PROXY.md). A port below 1024 gives the unit
+    /// CAP_NET_BIND_SERVICE, and nothing more.
+    #[arg(long, value_name = "ADDR")]
+    proxy_listen: Option<std::net::SocketAddr>,
+    /// Also terminate TLS on this address (needs --proxy-listen).
+    #[arg(long, value_name = "ADDR", requires = "proxy_listen")]
+    proxy_tls_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args)]
@@ -414,6 +422,8 @@ async fn install(args: InstallArgs) -> anyhow::Result<()> {
         pki_dir,
         data_dir,
         unit_dir,
+        proxy_listen,
+        proxy_tls_listen,
     } = args;
     let binary = std::env::current_exe()
         .and_then(|p| p.canonicalize())
@@ -436,6 +446,8 @@ async fn install(args: InstallArgs) -> anyhow::Result<()> {
         data_dir,
         unit_dir,
         gpu_devices: std::path::Path::new(convoy_agent::install::NVIDIA_CONTROL_DEVICE).exists(),
+        proxy_listen,
+        proxy_tls_listen,
     };
     convoy_agent::install::install(&params).await?;
     Ok(())

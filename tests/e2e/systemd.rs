@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, ensure, Result};
 use convoy_tests::systemd::{
-    bridge_gateway, enroll_systemd_host, SystemdHost, AGENT_PATH, AGENT_UNIT, HOST_NAME,
+    bridge_gateway, enroll_systemd_host_with, SystemdHost, AGENT_PATH, AGENT_UNIT, HOST_NAME,
 };
 use convoy_tests::{skip_without_docker, wait_until, Cluster, InstanceStatus, SETTLE};
 
@@ -54,7 +54,16 @@ impl Drop for Fixture {
 fn enrolled() -> Fixture {
     let gateway = bridge_gateway().unwrap_or_else(|e| panic!("{e:#}"));
     let c = Cluster::start_for_containers(&[HOST_NAME, &gateway]);
-    let (host, node) = enroll_systemd_host(&c);
+    // The proxy on the privileged ports, as on an edge host.
+    let (host, node) = enroll_systemd_host_with(
+        &c,
+        &[
+            "--proxy-listen",
+            "0.0.0.0:80",
+            "--proxy-tls-listen",
+            "0.0.0.0:443",
+        ],
+    );
     Fixture { host, c, node }
 }
 
@@ -127,6 +136,31 @@ fn agent_installs_as_a_systemd_unit_recovers_from_a_hang_and_uninstalls() {
     );
     let agent_args = args_of(host, &shown["MainPID"]).unwrap();
     assert!(agent_args.starts_with(AGENT_PATH), "{agent_args}");
+    // Its proxy listens on port 80 (the container keeps ports below 1024
+    // privileged, as a host does: the unit has CAP_NET_BIND_SERVICE and no
+    // other capability) and answers that no route leads anywhere yet.
+    let caps = host
+        .show(
+            AGENT_UNIT,
+            &["CapabilityBoundingSet", "AmbientCapabilities"],
+        )
+        .unwrap();
+    assert_eq!(
+        caps["CapabilityBoundingSet"], "cap_net_bind_service",
+        "{caps:?}"
+    );
+    let answer = host
+        .exec(&[
+            "bash",
+            "-c",
+            "exec 3<>/dev/tcp/127.0.0.1/80 && printf 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3 && cat <&3",
+        ])
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer.stdout).to_string();
+    assert!(
+        answer.starts_with("HTTP/1.1 404") && answer.contains("no route on node"),
+        "{answer}"
+    );
     // The node is the container: its facts come from inside it.
     let nodes = c.wait_nodes_ready(std::slice::from_ref(&f.node));
     let me = nodes.iter().find(|n| n.name == f.node).unwrap();

@@ -55,6 +55,11 @@ pub fn join_token(c: &Cluster, extra: &[&str]) -> (String, String) {
 /// runs it and `convoy nodes` lists it ready. Returns the host and its
 /// node name (`ID-sd`).
 pub fn enroll_systemd_host(c: &Cluster) -> (SystemdHost, String) {
+    enroll_systemd_host_with(c, &[])
+}
+
+/// [`enroll_systemd_host`], with more `convoy-agent install` flags.
+pub fn enroll_systemd_host_with(c: &Cluster, install_args: &[&str]) -> (SystemdHost, String) {
     let node = format!("{}-sd", c.id);
     let host = SystemdHost::boot(&format!("convoy-sd-{}", c.id));
     host.install_agent_binary()
@@ -62,18 +67,23 @@ pub fn enroll_systemd_host(c: &Cluster) -> (SystemdHost, String) {
     let (token, fp) = join_token(c, &["--node", &node]);
     let coordinator = format!("{HOST_NAME}:{}", c.agent_addr.port());
     let out = host
-        .exec(&[
-            AGENT_PATH,
-            "install",
-            "--coordinator",
-            &coordinator,
-            "--token",
-            &token,
-            "--ca-fingerprint",
-            &fp,
-            "--name",
-            &node,
-        ])
+        .exec(
+            &[
+                AGENT_PATH,
+                "install",
+                "--coordinator",
+                &coordinator,
+                "--token",
+                &token,
+                "--ca-fingerprint",
+                &fp,
+                "--name",
+                &node,
+            ]
+            .into_iter()
+            .chain(install_args.iter().copied())
+            .collect::<Vec<_>>(),
+        )
         .unwrap_or_else(|e| panic!("{e:#}"));
     assert!(
         out.status.success(),
