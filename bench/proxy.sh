@@ -6,6 +6,7 @@
 #   bash bench/proxy.sh                       # CONNS=32 DURATION=10s ROUNDS=3
 #   BASELINE=/path/to/old/convoy-agent bash bench/proxy.sh
 #                                             # also an older build, same sitting
+#   VARIANT="--threads 2" bash bench/proxy.sh # also this build with other flags
 #
 # Needs wrk and nginx (Debian: apt-get install wrk nginx-light). The Convoy
 # side is `convoy-agent bench-proxy`: the proxy's own request path (routes,
@@ -66,6 +67,15 @@ RUST_LOG=warn target/release/convoy-agent bench-proxy --listen "127.0.0.1:$via_c
   --backend "127.0.0.1:$backend" >"$work/convoy.log" 2>&1 &
 pids+=($!)
 targets="direct:$backend nginx:$via_nginx convoy:$via_convoy"
+if [ -n "${VARIANT:-}" ]; then
+  # The same build with other bench-proxy flags, e.g. VARIANT="--threads 2".
+  via_variant="$(free_port)"
+  # shellcheck disable=SC2086
+  RUST_LOG=warn target/release/convoy-agent bench-proxy --listen "127.0.0.1:$via_variant" \
+    --backend "127.0.0.1:$backend" $VARIANT >"$work/variant.log" 2>&1 &
+  pids+=($!)
+  targets="$targets variant:$via_variant"
+fi
 if [ -n "${BASELINE:-}" ]; then
   RUST_LOG=warn "$BASELINE" bench-proxy --listen "127.0.0.1:$via_base" \
     --backend "127.0.0.1:$backend" >"$work/baseline.log" 2>&1 &

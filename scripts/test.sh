@@ -20,8 +20,10 @@ need curl curl
 need sha256sum coreutils
 need docker docker.io
 need openssl openssl
-# Issue 20's TLS test: curl as the client of the proxy's TLS listener.
+# Issue 20's TLS test: curl as the client of the proxy's TLS listener; its
+# zero-downtime test counts failures with wrk too.
 need curl curl
+need wrk wrk
 # Issue 4's end-to-end tests: a real Prometheus (and promtool) scraping
 # /metrics, and the dashboard in a real headless browser over WebDriver.
 need prometheus prometheus

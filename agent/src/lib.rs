@@ -98,6 +98,9 @@ pub struct RunOptions {
     /// Where the proxy terminates TLS (`--proxy-tls-listen`); only with
     /// `proxy_listen`.
     pub proxy_tls_listen: Option<std::net::SocketAddr>,
+    /// Threads serving each proxy listener; `None`:
+    /// [`proxy::default_threads`].
+    pub proxy_threads: Option<usize>,
     /// How often the proxy's figures are sent; `None`:
     /// [`session::PROXY_STATS_EVERY`].
     pub proxy_stats_every: Option<std::time::Duration>,
@@ -119,6 +122,7 @@ pub async fn run_with(
         notify_systemd,
         proxy_listen,
         proxy_tls_listen,
+        proxy_threads,
         proxy_stats_every,
     } = options;
     let AgentConfig {
@@ -203,19 +207,15 @@ pub async fn run_with(
     );
     // Bound before anything runs, so a taken port fails the start.
     let proxy_listener = match proxy_listen {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| Error::ProxyListen { addr, source })?,
-        ),
+        Some(addr) => {
+            Some(proxy::bind(addr).map_err(|source| Error::ProxyListen { addr, source })?)
+        }
         None => None,
     };
     let proxy_tls_listener = match (proxy_listen, proxy_tls_listen) {
-        (Some(_), Some(addr)) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| Error::ProxyListen { addr, source })?,
-        ),
+        (Some(_), Some(addr)) => {
+            Some(proxy::bind(addr).map_err(|source| Error::ProxyListen { addr, source })?)
+        }
         (None, Some(addr)) => {
             return Err(Error::ProxyListen {
                 addr,
@@ -246,8 +246,11 @@ pub async fn run_with(
     let proxy_task = proxy_listener.map(|listener| {
         tokio::spawn(
             proxy::run(
-                listener,
-                proxy_tls_listener,
+                proxy::Listeners {
+                    http: listener,
+                    tls: proxy_tls_listener,
+                    threads: proxy_threads.unwrap_or_else(proxy::default_threads),
+                },
                 (pools.clone(), proxy_stats.clone()),
                 runtime.clone(),
                 node.clone(),

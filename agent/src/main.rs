@@ -52,6 +52,11 @@ enum Command {
         listen: std::net::SocketAddr,
         #[arg(long, value_name = "IP:PORT", required = true)]
         backend: Vec<std::net::SocketAddr>,
+        /// Serve on this many threads, each its own current-thread runtime
+        /// and SO_REUSEPORT listener (default: as `run`, twice the cores);
+        /// 0: on the main runtime, as before.
+        #[arg(long)]
+        threads: Option<usize>,
     },
 }
 
@@ -246,6 +251,15 @@ struct RunArgs {
         requires = "proxy_listen"
     )]
     proxy_tls_listen: Option<std::net::SocketAddr>,
+    /// Threads serving each proxy listener, each with its own runtime and
+    /// SO_REUSEPORT socket (docs/PROXY.md). Default: twice the cores.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "CONVOY_PROXY_THREADS",
+        value_parser = clap::value_parser!(u16).range(1..=64)
+    )]
+    proxy_threads: Option<u16>,
     /// How often the proxy's request figures go to the coordinator (when
     /// they changed), in milliseconds: the rollout analysis' `proxy` gates
     /// see them at this pace (docs/ANALYSIS.md). 100 to 60000.
@@ -324,13 +338,22 @@ async fn main() -> ExitCode {
             );
         }
         Command::DebugUnit(cmd) => return report(debug_unit::run(cmd).await),
-        Command::BenchProxy { listen, backend } => {
+        Command::BenchProxy {
+            listen,
+            backend,
+            threads,
+        } => {
             let shutdown = CancellationToken::new();
             tokio::spawn(on_signals(shutdown.clone()).instrument(info_span!("signals")));
             return report(
-                convoy_agent::proxy::serve_fixed(listen, &backend, shutdown)
-                    .await
-                    .map_err(anyhow::Error::from),
+                convoy_agent::proxy::serve_fixed(
+                    listen,
+                    &backend,
+                    threads.unwrap_or_else(convoy_agent::proxy::default_threads),
+                    shutdown,
+                )
+                .await
+                .map_err(anyhow::Error::from),
             );
         }
         Command::GenerateDocs { dir } => {
@@ -373,6 +396,7 @@ async fn main() -> ExitCode {
         notify_systemd: true,
         proxy_listen: args.proxy_listen,
         proxy_tls_listen: args.proxy_tls_listen,
+        proxy_threads: args.proxy_threads.map(usize::from),
         proxy_stats_every: Some(std::time::Duration::from_millis(
             args.proxy_stats_interval_ms,
         )),

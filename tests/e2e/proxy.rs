@@ -149,6 +149,60 @@ fn load(
         .collect()
 }
 
+/// `wrk` through the proxy (Host `web.test`), 4 connections each pausing
+/// 10 ms between requests (a few hundred requests/s: a constant load that
+/// leaves the two cores to the rollout), until `finish`.
+struct Wrk {
+    child: std::process::Child,
+}
+
+/// What wrk printed, and its request count.
+struct WrkReport {
+    report: String,
+    requests: u64,
+}
+
+impl Wrk {
+    fn start(port: u16, dir: &std::path::Path) -> Wrk {
+        let script = dir.join("pace.lua");
+        std::fs::write(&script, "function delay()\n  return 10\nend\n").unwrap();
+        let child = std::process::Command::new("wrk")
+            .args(["-t1", "-c4", "-d600s", "-H", "Host: web.test"])
+            .arg("-s")
+            .arg(&script)
+            .arg(format!("http://127.0.0.1:{port}/"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("wrk runs (apt-get install wrk)");
+        Wrk { child }
+    }
+
+    /// SIGINT: wrk stops and prints its figures.
+    fn finish(self) -> WrkReport {
+        let pid = self.child.id().to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -INT wrk");
+        let out = self.child.wait_with_output().unwrap();
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // "  5310 requests in 16.21s, 1.01MB read"
+        let requests = report
+            .lines()
+            .find(|l| l.contains(" requests in "))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        WrkReport { report, requests }
+    }
+}
+
 /// Running containers of `svc`: id → GREETING.
 fn running(c: &Cluster, svc: &str) -> BTreeMap<String, String> {
     c.containers_of(svc)
@@ -228,6 +282,8 @@ fn a_rolling_update_behind_the_proxy_fails_no_request_under_load() {
     let stop = Arc::new(AtomicBool::new(false));
     let mark = Arc::new(AtomicBool::new(false));
     let workers = load(port, stop.clone(), mark.clone());
+    // A real load generator beside ours, counting on its own.
+    let wrk = Wrk::start(port, c.root());
     std::thread::sleep(Duration::from_secs(2));
     let file = c.write_spec("web.yaml", &compose(&[&web(&c, &svc, "v2", ingress)]));
     let started = Instant::now();
@@ -237,6 +293,18 @@ fn a_rolling_update_behind_the_proxy_fails_no_request_under_load() {
     mark.store(true, Ordering::Relaxed);
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);
+    let wrk = wrk.finish();
+    eprintln!("wrk during the rolling update:\n{}", wrk.report);
+    assert!(
+        wrk.requests >= 1000,
+        "wrk sent too few requests to prove anything:\n{}",
+        wrk.report
+    );
+    assert!(
+        !wrk.report.contains("Socket errors") && !wrk.report.contains("Non-2xx"),
+        "wrk counted failures:\n{}",
+        wrk.report
+    );
     let mut all = Tally::default();
     for w in workers {
         let t = w.join().expect("a load thread panicked");

@@ -10,6 +10,7 @@ mod local;
 mod pool;
 mod routes;
 mod stats;
+mod threads;
 pub mod tls;
 
 use std::collections::{HashMap, HashSet};
@@ -30,6 +31,7 @@ pub use forward::{handle, Downstream, Https, Shared};
 pub use pool::{ready, wanted, Backend, Candidate, InFlightGuard, Outdated, Pools, Wanted};
 pub use routes::{prefix_matches, request_host, HostMatch, Route, RouteTable, ServiceKey};
 pub use stats::{Counters, Stats};
+pub use threads::{bind, default_threads, MAX_THREADS};
 
 use crate::plan::Plan;
 use crate::reconcile::Snapshot;
@@ -46,13 +48,23 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// A TLS client that has not finished its handshake within this is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves the proxy on `listener` (and TLS on `tls_listener`) until
-/// `shutdown`, keeping the pools in step with `plan` and the reconciler's
-/// `statuses`, counting requests in `stats` (the session sends them).
-#[allow(clippy::too_many_arguments)]
+/// The proxy's sockets, made by [`bind`] (so that more threads can share
+/// their addresses), and how many threads serve each.
+pub struct Listeners {
+    pub http: TcpListener,
+    pub tls: Option<TcpListener>,
+    pub threads: usize,
+}
+
+/// Serves the proxy on `listeners` until `shutdown`, keeping the pools in
+/// step with `plan` and the reconciler's `statuses`, counting requests in
+/// `stats` (the session sends them).
 pub async fn run<R: Runtime>(
-    listener: TcpListener,
-    tls_listener: Option<TcpListener>,
+    Listeners {
+        http: listener,
+        tls: tls_listener,
+        threads,
+    }: Listeners,
     (pools, stats): (Arc<Pools>, Arc<Stats>),
     runtime: Arc<R>,
     node: String,
@@ -93,17 +105,33 @@ pub async fn run<R: Runtime>(
         https,
     });
     let tls_server = match (tls_listener, tls::server_config(certs)) {
-        (Some(l), Ok(config)) => Some(tokio::spawn(
-            serve_tls(l, config, shared.clone(), shutdown.clone())
+        (Some(l), Ok(config)) => {
+            let (shared, stop) = (shared.clone(), shutdown.clone());
+            let serve_one = move |l| serve_tls(l, config, shared, stop);
+            let spread = threads::spread(l, threads, shutdown.clone(), serve_one);
+            Some(tokio::spawn(
+                async move {
+                    if let Err(e) = spread.await {
+                        warn!("the proxy's TLS listener failed: {e}");
+                    }
+                }
                 .instrument(tracing::Span::current()),
-        )),
+            ))
+        }
         (Some(_), Err(e)) => {
             warn!("the proxy's TLS listener cannot start: {e}");
             None
         }
         (None, _) => None,
     };
-    serve(listener, shared, shutdown).await;
+    let stop = shutdown.clone();
+    let served = threads::spread(listener, threads, shutdown.clone(), move |l| {
+        serve(l, shared, stop)
+    })
+    .await;
+    if let Err(e) = served {
+        warn!("the proxy failed: {e}");
+    }
     for (what, task) in [
         ("pool updater", Some(updater)),
         ("TLS listener", tls_server),
@@ -249,6 +277,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
 pub async fn serve_fixed(
     listen: std::net::SocketAddr,
     backends: &[std::net::SocketAddr],
+    threads: usize,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let port = backends.first().map_or(80, |b| b.port());
@@ -295,7 +324,6 @@ pub async fn serve_fixed(
         &ips,
         &present,
     );
-    let listener = TcpListener::bind(listen).await?;
     let shared = Arc::new(Shared {
         pools,
         client: forward::upstream(),
@@ -303,8 +331,16 @@ pub async fn serve_fixed(
         stats: Stats::new(),
         https: None,
     });
-    serve(listener, shared, shutdown).await;
-    Ok(())
+    if threads == 0 {
+        let listener = TcpListener::bind(listen).await?;
+        serve(listener, shared, shutdown).await;
+        return Ok(());
+    }
+    let stop = shutdown.clone();
+    threads::spread(threads::bind(listen)?, threads, shutdown, move |l| {
+        serve(l, shared, stop)
+    })
+    .await
 }
 
 /// Rebuilds the table whenever the plan, a status or a drain changes it,
