@@ -8,7 +8,8 @@
 #                                             # also an older build, same sitting
 #   VARIANT="--threads 2" bash bench/proxy.sh # also this build with other flags
 #
-# Needs wrk and nginx (Debian: apt-get install wrk nginx-light). The Convoy
+# Needs wrk and nginx (Debian: apt-get install wrk nginx-light); HAProxy is
+# measured too when installed (apt-get install haproxy). The Convoy
 # side is `convoy-agent bench-proxy`: the proxy's own request path (routes,
 # pool pick, in-flight counting, pooled HTTP/1.1 to the backend) with a fixed
 # table instead of a plan and Docker. Release build.
@@ -67,6 +68,32 @@ RUST_LOG=warn target/release/convoy-agent bench-proxy --listen "127.0.0.1:$via_c
   --backend "127.0.0.1:$backend" >"$work/convoy.log" 2>&1 &
 pids+=($!)
 targets="direct:$backend nginx:$via_nginx convoy:$via_convoy"
+# HAProxy too when installed (Debian: apt-get install haproxy): as many
+# threads as cores, kept-alive upstream connections, the same headers.
+HAPROXY="$(command -v haproxy || echo /usr/sbin/haproxy)"
+if [ -x "$HAPROXY" ]; then
+  via_haproxy="$(free_port)"
+  mkdir -p "$work/haproxy"
+  cat >"$work/haproxy/haproxy.cfg" <<CONF
+global
+  nbthread $(nproc)
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  http-reuse always
+  option forwardfor
+frontend f
+  bind 127.0.0.1:$via_haproxy
+  default_backend b
+backend b
+  server s1 127.0.0.1:$backend
+CONF
+  "$HAPROXY" -f "$work/haproxy/haproxy.cfg" -db >"$work/haproxy/log" 2>&1 &
+  pids+=($!)
+  targets="$targets haproxy:$via_haproxy"
+fi
 if [ -n "${VARIANT:-}" ]; then
   # The same build with other bench-proxy flags, e.g. VARIANT="--threads 2".
   via_variant="$(free_port)"
@@ -84,7 +111,7 @@ if [ -n "${BASELINE:-}" ]; then
 fi
 for port in $(for t in $targets; do echo "${t#*:}"; done); do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/" >/dev/null 2>&1 && break; sleep 0.1; done
-  curl -sf "http://127.0.0.1:$port/" >/dev/null || { cat "$work"/*/error.log "$work/convoy.log" >&2; echo "port $port does not answer" >&2; exit 1; }
+  curl -sf "http://127.0.0.1:$port/" >/dev/null || { cat "$work"/*/error.log "$work"/*.log "$work"/haproxy/log >&2 2>/dev/null; echo "port $port does not answer" >&2; exit 1; }
 done
 
 # wrk's "Requests/sec", p50 and p99 (ms) of one run.
