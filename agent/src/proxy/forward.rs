@@ -15,6 +15,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::PathAndQuery;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -233,21 +234,20 @@ pub async fn handle(
     client: Downstream,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    let host_header = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let authority = req.uri().authority().map(|a| a.as_str().to_owned());
-    let host = request_host(authority.as_deref(), host_header.as_deref());
+    let host = request_host(
+        req.uri().authority().map(|a| a.as_str()),
+        req.headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok()),
+    );
     if let Some(https) = shared.https.as_ref().filter(|_| !client.tls) {
         if https.certs.table().redirects(&host) {
             return Ok(to_https(&host, https.port, req.uri()));
         }
     }
-    let path = req.uri().path().to_owned();
+    let path = req.uri().path();
     let table = shared.pools.table();
-    let Some(route) = table.routes.find(&host, &path) else {
+    let Some(route) = table.routes.find(&host, path) else {
         return Ok(answer(
             StatusCode::NOT_FOUND,
             format!(
@@ -268,18 +268,20 @@ pub async fn handle(
     forwarded(&mut headers, client, &host);
     if !headers.contains_key(header::HOST) {
         // HTTP/2 carries the host in `:authority`; HTTP/1.1 needs it.
-        if let Some(v) = authority
-            .as_deref()
-            .and_then(|a| HeaderValue::from_str(a).ok())
+        if let Some(v) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         {
             headers.insert(header::HOST, v);
         }
     }
+    // Shares the request's bytes: no copy, no parse per try.
     let path_and_query = parts
         .uri
         .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_owned();
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
 
     let mut body = Some(body.boxed_unsync());
     let mut tried: Vec<String> = Vec::new();
@@ -446,11 +448,11 @@ async fn send_upgrade(
     shared: &Shared,
     target: SocketAddr,
     method: &Method,
-    path_and_query: &str,
+    path_and_query: &PathAndQuery,
     headers: &HeaderMap,
     body: &mut Option<ProxyBody>,
 ) -> Result<Sent, Failed> {
-    let uri: Uri = format!("http://{target}{path_and_query}")
+    let uri: Uri = format!("http://{target}{}", path_and_query.as_str())
         .parse()
         .map_err(|_| Failed::BadPath)?;
     let req = upstream_request(uri, method, headers, body);
@@ -471,11 +473,11 @@ async fn send_local(
     local: &Arc<Local>,
     target: SocketAddr,
     method: &Method,
-    path_and_query: &str,
+    path_and_query: &PathAndQuery,
     headers: &HeaderMap,
     body: &mut Option<ProxyBody>,
 ) -> Result<Sent, Failed> {
-    let uri: Uri = path_and_query.parse().map_err(|_| Failed::BadPath)?;
+    let uri = Uri::from(path_and_query.clone());
     let req = upstream_request(uri, method, headers, body);
     local
         .send(target, req, CONNECT_TIMEOUT)
