@@ -6,9 +6,8 @@
 //! without restarting the container; an agent restarted while the
 //! coordinator is down presents them again.
 
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use anyhow::ensure;
@@ -167,21 +166,10 @@ fn the_proxy_terminates_tls_with_each_hosts_certificate_and_a_rotation_swaps_it(
     // restarting the container.
     let (renewed_cert, renewed_key) = certificate(&["*.shop.test"]);
     let renewed_ca = write("renewed.crt", &renewed_cert);
-    let mut child = c
-        .cli_command()
-        .args(["secret", "rotate", "shop"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{renewed_cert}{renewed_key}").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = c.cli_with_input(
+        &["secret", "rotate", "shop"],
+        format!("{renewed_cert}{renewed_key}").as_bytes(),
+    );
     assert!(out.status.success(), "rotate: {}", text(&out));
     wait_served(tls_port, "b.shop.test", &renewed_ca, "v1");
     let out = curl(tls_port, "b.shop.test", &shop_ca);
@@ -205,21 +193,7 @@ fn the_proxy_terminates_tls_with_each_hosts_certificate_and_a_rotation_swaps_it(
     );
 
     // A rotation to something that is not a certificate is refused.
-    let mut child = c
-        .cli_command()
-        .args(["secret", "rotate", "shop"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"not a certificate")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = c.cli_with_input(&["secret", "rotate", "shop"], b"not a certificate");
     assert!(!out.status.success(), "rotate: {}", text(&out));
     assert!(text(&out).contains("was not rotated"), "{}", text(&out));
     wait_served(tls_port, "b.shop.test", &renewed_ca, "v1");

@@ -8,7 +8,7 @@ use crate::spec::SecretInputs;
 const CANARY: &str = "canary-delivery-5d1e";
 const OTHER: &str = "canary-delivery-second";
 
-fn hello() -> AgentHello {
+pub(super) fn hello() -> AgentHello {
     AgentHello::from(pb::Hello {
         facts: Some(pb::NodeFacts::default()),
         agent_version: "t".into(),
@@ -17,7 +17,7 @@ fn hello() -> AgentHello {
     })
 }
 
-async fn coordinator(store: &Arc<dyn Store>) -> Arc<Coordinator> {
+pub(super) async fn coordinator(store: &Arc<dyn Store>) -> Arc<Coordinator> {
     Coordinator::load_sealed(
         store.clone(),
         Liveness::default(),

@@ -2,17 +2,9 @@
 //! pinned like mounts, checked before anything is stored, and sent only to
 //! the nodes whose proxy presents them.
 
+use super::delivery_tests::{coordinator, hello};
 use super::*;
 use crate::spec::SecretInputs;
-
-fn hello() -> AgentHello {
-    AgentHello::from(pb::Hello {
-        facts: Some(pb::NodeFacts::default()),
-        agent_version: "t".into(),
-        last_applied_generation: 0,
-        capabilities: vec![],
-    })
-}
 
 /// One PEM with the chain and the key of a self-signed certificate.
 fn pem(names: &[&str]) -> String {
@@ -74,14 +66,7 @@ fn tls_refs(plan: &pb::NodePlan, service: &str) -> Vec<(String, u64)> {
 async fn a_certificate_is_checked_pinned_and_sent_only_to_its_services_nodes() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
-    let coord = Coordinator::load_sealed(
-        store.clone(),
-        Liveness::default(),
-        CancellationToken::new(),
-        Sealer::ephemeral(),
-    )
-    .await
-    .unwrap();
+    let coord = coordinator(&store).await;
     let mut a = coord.register("a", "fp-a", 0, hello(), None).await.unwrap();
     let mut b = coord.register("b", "fp-b", 0, hello(), None).await.unwrap();
 
