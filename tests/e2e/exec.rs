@@ -3,10 +3,8 @@
 //! a one-off container from the service's spec (its secret included) that
 //! is gone once it exited, and leaves the service's instances alone.
 
-use std::io::Write;
-use std::process::{Output, Stdio};
+use std::process::Output;
 
-use convoy_tests::process::wait_within;
 use convoy_tests::{docker, skip_without_docker, Cluster};
 
 fn text(bytes: &[u8]) -> String {
@@ -19,23 +17,7 @@ fn code(out: &Output) -> Option<i32> {
 
 /// `convoy ARGS` with `input` on its standard input.
 fn with_stdin(c: &Cluster, args: &[&str], input: &str) -> Output {
-    let mut child = c
-        .cli_command()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let done = wait_within(&mut child, std::time::Duration::from_secs(60)).unwrap();
-    assert!(done.is_some(), "convoy {args:?} did not exit");
-    child.wait_with_output().unwrap()
+    c.cli_with_input(args, input.as_bytes())
 }
 
 #[test]

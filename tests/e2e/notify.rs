@@ -91,21 +91,7 @@ fn openssl_hmac(key: &str, body: &str) -> String {
 }
 
 fn cli_stdin(c: &Cluster, args: &[&str], input: &str) -> Output {
-    let mut child = c
-        .cli_command()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    c.cli_with_input(args, input.as_bytes())
 }
 
 fn said(out: &Output) -> String {

@@ -637,27 +637,12 @@ impl Cluster {
     /// Runs `convoy ARGS` with `input` on its standard input (a secret's
     /// value, as `convoy secret set|rotate` read it), to completion.
     pub fn cli_with_input(&self, args: &[&str], input: &[u8]) -> Output {
-        let mut child = self
-            .cli_command()
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("convoy {args:?}: {e}"));
-        // Written from a thread: a CLI that answers before reading all of
-        // it cannot stall the test.
-        let mut pipe = child.stdin.take().expect("stdin is piped");
-        let input = input.to_vec();
-        let writer = std::thread::spawn(move || {
-            use std::io::Write as _;
-            let _ = pipe.write_all(&input);
-        });
-        let out = child
-            .wait_with_output()
-            .unwrap_or_else(|e| panic!("convoy {args:?}: {e}"));
-        let _ = writer.join();
-        out
+        crate::process::output_with_input_within(
+            self.cli_command().args(args),
+            Some(input),
+            CLI_TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("convoy {args:?}: {e:#}"))
     }
 
     /// Runs `convoy -o json ARGS`, which must succeed, and parses its output.

@@ -9,13 +9,36 @@ use anyhow::{bail, Context, Result};
 
 /// Runs `cmd` to completion, killing it after `timeout`.
 pub fn output_within(cmd: &mut Command, timeout: Duration) -> Result<Output> {
+    output_with_input_within(cmd, None, timeout)
+}
+
+/// [`output_within`], with `input` on the command's standard input (then
+/// closed); none: no standard input.
+pub fn output_with_input_within(
+    cmd: &mut Command,
+    input: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<Output> {
     let shown = format!("{cmd:?}");
     let mut child = cmd
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("cannot start {shown}"))?;
+    // Written from a thread: a command that answers before reading all of
+    // it cannot stall the caller.
+    if let (Some(mut pipe), Some(input)) = (child.stdin.take(), input) {
+        let input = input.to_vec();
+        thread::spawn(move || {
+            use std::io::Write as _;
+            let _ = pipe.write_all(&input);
+        });
+    }
     let stdout = drain(child.stdout.take());
     let stderr = drain(child.stderr.take());
     let status = match wait_within(&mut child, timeout)? {
