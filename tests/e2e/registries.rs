@@ -7,10 +7,9 @@
 //! right one the node pulls and the container runs; an image the registry
 //! lacks fails as not found. The password is in no file, log or output.
 
-use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::Duration;
 
 use anyhow::{anyhow, ensure, Context, Result};
@@ -96,19 +95,13 @@ impl Drop for Registry {
 /// `docker ARGS` with its own client config (never the user's ~/.docker),
 /// `stdin` written to it.
 fn docker_with_config(config: &Path, args: &[&str], stdin: &str) -> Result<Output> {
-    let mut child = Command::new("docker")
-        .env("DOCKER_CONFIG", config)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .ok_or_else(|| anyhow!("no stdin"))?
-        .write_all(stdin.as_bytes())?;
-    let out = child.wait_with_output()?;
+    let out = convoy_tests::process::output_with_input_within(
+        Command::new("docker")
+            .env("DOCKER_CONFIG", config)
+            .args(args),
+        Some(stdin.as_bytes()),
+        Duration::from_secs(120),
+    )?;
     ensure!(
         out.status.success(),
         "docker {args:?} failed: {}",
@@ -182,28 +175,17 @@ fn files_holding(dir: &Path, needle: &str) -> Vec<PathBuf> {
 /// `convoy registry login SERVER` with `password` on standard input;
 /// returns what it printed.
 fn login(c: &Cluster, server: &str, password: &str) -> String {
-    let mut child = c
-        .cli_command()
-        .args([
+    let out = c.cli_with_input(
+        &[
             "registry",
             "login",
             server,
             "--username",
             USER,
             "--password-stdin",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+        ],
+        format!("{password}\n").as_bytes(),
+    );
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -9,7 +9,6 @@
 //! `docker inspect` and every file of the coordinator's and the agents'
 //! data directories: never found.
 
-use std::io::Write as _;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
@@ -125,21 +124,10 @@ fn a_secret_reaches_only_its_consumer_rotates_through_a_rollout_and_is_never_see
 
     // Rotation: web rolls onto version 2; plain and other keep their
     // containers.
-    let mut child = c
-        .cli_command()
-        .args(["--env", "default", "secret", "rotate", "db"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(CANARY2.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = c.cli_with_input(
+        &["--env", "default", "secret", "rotate", "db"],
+        CANARY2.as_bytes(),
+    );
     seen.add("rotate", &out);
     assert!(out.status.success(), "rotate: {}", text(&out));
     assert!(

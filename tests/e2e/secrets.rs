@@ -10,7 +10,7 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use convoy_tests::bins::bin;
@@ -28,15 +28,12 @@ fn cli_stdin(c: &Cluster, token: Option<&str>, args: &[&str], input: &[u8]) -> O
         Some(t) => c.cli_command_with_token(t),
         None => c.cli_command(),
     };
-    let mut child = cmd
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    child.wait_with_output().unwrap()
+    convoy_tests::process::output_with_input_within(
+        cmd.args(args),
+        Some(input),
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("convoy {args:?}: {e:#}"))
 }
 
 fn ok(out: &Output, what: &str) -> Value {
