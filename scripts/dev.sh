@@ -16,13 +16,18 @@ if ! docker info >/dev/null 2>&1; then
   exit 1
 fi
 
-# etcd-client (the etcd store backend) compiles etcd's .proto files with protoc.
-if ! command -v protoc >/dev/null; then
-  echo "installing protobuf-compiler (protoc)" >&2
+# etcd-client (the etcd store backend) compiles etcd's .proto files with
+# protoc; convoyd's allocator (jemalloc) is C built with cc and make.
+missing=()
+command -v protoc >/dev/null || missing+=(protobuf-compiler)
+command -v make >/dev/null || missing+=(make)
+command -v cc >/dev/null || missing+=(gcc)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing ${missing[*]}" >&2
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -q >/dev/null
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends protobuf-compiler >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 cargo build --release --bins -p convoy-coordinator -p convoy-cli -p convoy-agent

@@ -14,6 +14,7 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 apt_missing=()
 need() { command -v "$1" >/dev/null 2>&1 || apt_missing+=("$2"); }
 need cc build-essential
+need make build-essential
 need pkg-config pkg-config
 need git git
 need curl curl
