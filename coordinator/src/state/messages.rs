@@ -42,29 +42,27 @@ impl Coordinator {
         match report {
             AgentReport::Heartbeat(metrics) => {
                 if let Some(m) = &metrics {
-                    let due = n.history.back().is_none_or(|s| {
-                        n.last_heartbeat_unix_ms - s.unix_ms >= HISTORY_STEP_MS - 50
-                    });
+                    let due = n
+                        .last_sample_unix_ms()
+                        .is_none_or(|at| n.last_heartbeat_unix_ms - at >= HISTORY_STEP_MS - 50);
                     if due {
-                        if n.history.len() == HISTORY {
-                            n.history.pop_front();
-                        }
-                        n.history.push_back(Sample {
+                        let sample = Sample {
                             unix_ms: n.last_heartbeat_unix_ms,
                             cpu_percent: m.cpu_percent as f32,
                             memory_used_kib: u32::try_from(m.memory_used_bytes / 1024)
                                 .unwrap_or(u32::MAX),
-                            gpus: m
-                                .gpus
-                                .iter()
-                                .map(|g| live::GpuPoint {
-                                    index: g.index,
-                                    utilization_percent: g.utilization_percent as f32,
-                                    memory_used_mib: u32::try_from(g.memory_used_bytes >> 20)
-                                        .unwrap_or(u32::MAX),
-                                })
-                                .collect(),
-                        });
+                        };
+                        let gpus = m
+                            .gpus
+                            .iter()
+                            .map(|g| live::GpuPoint {
+                                index: g.index,
+                                utilization_percent: g.utilization_percent as f32,
+                                memory_used_mib: u32::try_from(g.memory_used_bytes >> 20)
+                                    .unwrap_or(u32::MAX),
+                            })
+                            .collect();
+                        n.record(sample, gpus);
                     }
                 }
                 n.metrics = metrics;

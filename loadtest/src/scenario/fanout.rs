@@ -34,6 +34,13 @@ pub struct FanoutRound {
     pub acked: Spread,
     /// Apply → ListNodes shows every node acked.
     pub coordinator_all_acked_ms: f64,
+    /// CPU the coordinator spent from the Apply until every agent acked
+    /// (user + system, all threads): less noisy than latency on a shared
+    /// machine, and what a change to the plan path must lower.
+    pub coordinator_cpu_ms: f64,
+    /// CPU this harness spent over the same span (its agents' TLS, HTTP/2,
+    /// decoding, Acks and status reports).
+    pub harness_cpu_ms: f64,
 }
 
 pub async fn run(args: &FanoutArgs) -> Result<Vec<FanoutRound>> {
@@ -58,6 +65,10 @@ pub async fn measure(bench: &Bench, rounds: u64, timeout: Duration) -> Result<Ve
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut out = Vec::new();
     for round in 1..=rounds {
+        let cpu0 = (
+            bench.coord.cpu_time(),
+            crate::child::cpu_time(std::process::id()),
+        );
         let t0_us = fleet.now_us();
         let t0 = Instant::now();
         let rev = bench.apply_global(round).await?;
@@ -70,6 +81,16 @@ pub async fn measure(bench: &Bench, rounds: u64, timeout: Duration) -> Result<Ve
             .map_err(|missing| {
                 anyhow::anyhow!("round {round}: {missing} agents never acked revision {rev}")
             })?;
+        let cpu1 = (
+            bench.coord.cpu_time(),
+            crate::child::cpu_time(std::process::id()),
+        );
+        let spent = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
+            (Some(a), Some(b)) => b.saturating_sub(a).as_secs_f64() * 1e3,
+            _ => f64::NAN,
+        };
+        let coordinator_cpu_ms = spent(cpu0.0, cpu1.0);
+        let harness_cpu_ms = spent(cpu0.1, cpu1.1);
         let acked = Spread::of(
             fleet
                 .agents
@@ -85,26 +106,30 @@ pub async fn measure(bench: &Bench, rounds: u64, timeout: Duration) -> Result<Ve
         bench.wait_coordinator_view(timeout, true).await?;
         let coordinator_all_acked_ms = t0.elapsed().as_secs_f64() * 1e3;
         println!(
-            "fanout n={n} round={round} apply_ms={apply_ms:.1} ack_p50_ms={:.1} ack_p99_ms={:.1} ack_max_ms={:.1} coordinator_all_acked_ms={coordinator_all_acked_ms:.1}",
+            "fanout n={n} round={round} apply_ms={apply_ms:.1} ack_p50_ms={:.1} ack_p99_ms={:.1} ack_max_ms={:.1} coordinator_all_acked_ms={coordinator_all_acked_ms:.1} coordinator_cpu_ms={coordinator_cpu_ms:.0} harness_cpu_ms={harness_cpu_ms:.0}",
             acked.p50, acked.p99, acked.max
         );
         out.push(FanoutRound {
             apply_ms,
             acked,
             coordinator_all_acked_ms,
+            coordinator_cpu_ms,
+            harness_cpu_ms,
         });
         bench.wait_rollout_done(timeout).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let over = |f: fn(&FanoutRound) -> f64| OverRounds::of(&out.iter().map(f).collect::<Vec<_>>());
     println!(
-        "fanout n={n} rounds={} summary: ack_p50_ms={} ack_p99_ms={} ack_max_ms={} coordinator_all_acked_ms={} apply_ms={}",
+        "fanout n={n} rounds={} summary: ack_p50_ms={} ack_p99_ms={} ack_max_ms={} coordinator_all_acked_ms={} apply_ms={} coordinator_cpu_ms={} harness_cpu_ms={}",
         out.len(),
         over(|r| r.acked.p50),
         over(|r| r.acked.p99),
         over(|r| r.acked.max),
         over(|r| r.coordinator_all_acked_ms),
         over(|r| r.apply_ms),
+        over(|r| r.coordinator_cpu_ms),
+        over(|r| r.harness_cpu_ms),
     );
     Ok(out)
 }
