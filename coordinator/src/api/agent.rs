@@ -304,11 +304,14 @@ impl Session {
         let mut ping_every =
             tokio::time::interval((coord.heartbeat_interval * 10).max(Duration::from_secs(5)));
         ping_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // One wait for cancellation for the whole session: a new one per
+        // turn registers and unregisters with the token at every message.
+        let mut cancelled = Box::pin(self.cancel.clone().cancelled_owned());
         loop {
             // Each turn's futures and message are gone before the only
             // await outside the select (a renewal), so the task stays small.
             let step = tokio::select! {
-                _ = self.cancel.cancelled() => Step::Stop,
+                _ = &mut cancelled => Step::Stop,
                 _ = ping_every.tick() => {
                     self.ping();
                     Step::Continue
