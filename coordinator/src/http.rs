@@ -292,11 +292,13 @@ async fn metrics(State(app): State<App>, headers: HeaderMap) -> impl IntoRespons
 // ---- JSON API --------------------------------------------------------
 
 async fn api_nodes(State(app): State<App>) -> Json<NodesJson> {
-    Json(NodesJson::from(&app.coord.nodes().await))
+    Json(NodesJson::from(&convoy_proto::ListNodesResponse::from(
+        app.coord.nodes().await,
+    )))
 }
 
 async fn api_services(State(app): State<App>) -> Json<StatusJson> {
-    let mut status = app.coord.status("", "").await;
+    let mut status = convoy_proto::StatusResponse::from(app.coord.status("", "").await);
     status.control_plane = app
         .coord
         .control_plane()

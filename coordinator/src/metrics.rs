@@ -5,7 +5,6 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use convoy_proto as pb;
 use prometheus_client::{
     encoding::{text::encode, EncodeLabelSet},
     metrics::{
@@ -18,7 +17,7 @@ use prometheus_client::{
 };
 
 use crate::events::EventKind;
-use crate::state::{now_unix_ms, Coordinator};
+use crate::state::{now_unix_ms, Coordinator, NodeState, NodeView};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
@@ -169,7 +168,7 @@ impl Metrics {
         let mem = Family::<NodeLabel, Gauge>::default();
         let now = now_unix_ms();
         for n in &nodes {
-            let state = node_state(n.state);
+            let state = n.state.as_str();
             by_state
                 .get_or_create(&StateLabel {
                     state: state.into(),
@@ -216,8 +215,8 @@ impl Metrics {
             for i in &s.instances {
                 instances
                     .get_or_create(&InstanceLabels {
-                        state: workload_state(i.state).into(),
-                        health: health(i.health).into(),
+                        state: i.state.as_str().into(),
+                        health: i.health.as_str().into(),
                     })
                     .inc();
             }
@@ -342,7 +341,7 @@ type GaugeF64 = Gauge<f64, std::sync::atomic::AtomicU64>;
 /// `convoy_node_gpu_*`: each GPU's memory from the node's facts, and its
 /// figures from the latest heartbeat, matched by index. Removed nodes have
 /// none.
-fn register_gpus(reg: &mut Registry, nodes: &[pb::Node]) {
+fn register_gpus(reg: &mut Registry, nodes: &[NodeView]) {
     let total = Family::<GpuLabels, Gauge>::default();
     let utilization = Family::<GpuLabels, GaugeF64>::default();
     let used = Family::<GpuLabels, Gauge>::default();
@@ -350,11 +349,10 @@ fn register_gpus(reg: &mut Registry, nodes: &[pb::Node]) {
     let power = Family::<GpuLabels, GaugeF64>::default();
     let mut any = false;
     for n in nodes {
-        if node_state(n.state) == "removed" {
+        if n.state == NodeState::Removed {
             continue;
         }
-        let Some(facts) = &n.facts else { continue };
-        for g in &facts.gpus {
+        for g in &n.facts.gpus {
             any = true;
             let l = GpuLabels {
                 node: n.name.clone(),
@@ -470,50 +468,51 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
     out
 }
 
-pub fn node_state(s: i32) -> &'static str {
-    match pb::NodeState::try_from(s) {
-        Ok(pb::NodeState::Ready) => "ready",
-        Ok(pb::NodeState::Removed) => "removed",
-        _ => "lost",
-    }
-}
-
-pub fn workload_state(s: i32) -> &'static str {
-    match pb::WorkloadState::try_from(s) {
-        Ok(pb::WorkloadState::Pending) => "pending",
-        Ok(pb::WorkloadState::Starting) => "starting",
-        Ok(pb::WorkloadState::Running) => "running",
-        Ok(pb::WorkloadState::Failed) => "failed",
-        Ok(pb::WorkloadState::Exited) => "exited",
-        Ok(pb::WorkloadState::Lost) => "lost",
-        _ => "unknown",
-    }
-}
-
-pub fn health(h: i32) -> &'static str {
-    match pb::Health::try_from(h) {
-        Ok(pb::Health::Starting) => "starting",
-        Ok(pb::Health::Healthy) => "healthy",
-        Ok(pb::Health::Unhealthy) => "unhealthy",
-        _ => "none",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn gpu(index: u32, name: &str) -> pb::GpuDevice {
-        pb::GpuDevice {
+    fn gpu(index: u32, name: &str) -> crate::state::Gpu {
+        crate::state::Gpu {
             index,
             uuid: format!("GPU-{index}"),
             name: name.into(),
             memory_total_bytes: 85_520_809_984,
-            ..pb::GpuDevice::default()
+            ..crate::state::Gpu::default()
         }
     }
 
-    fn render_gpus(nodes: &[pb::Node]) -> String {
+    fn node(
+        name: &str,
+        state: NodeState,
+        gpus: Vec<crate::state::Gpu>,
+        metrics: Option<crate::report::HostMetrics>,
+    ) -> NodeView {
+        NodeView {
+            name: name.into(),
+            state,
+            facts: crate::state::Facts {
+                gpus,
+                ..crate::state::Facts::default()
+            },
+            agent_version: String::new(),
+            connected_since_unix_ms: 0,
+            last_heartbeat_unix_ms: 0,
+            plan_generation: 0,
+            acked_generation: 0,
+            workloads: 0,
+            metrics,
+            address: String::new(),
+            certificate_expires_unix_ms: 0,
+            cordoned: false,
+            draining: false,
+            drain_blocked: Vec::new(),
+            drain_waiting: Vec::new(),
+            drained: false,
+        }
+    }
+
+    fn render_gpus(nodes: &[NodeView]) -> String {
         let mut reg = Registry::with_prefix("convoy");
         register_gpus(&mut reg, nodes);
         let mut out = String::new();
@@ -524,37 +523,25 @@ mod tests {
     #[test]
     fn gpu_series_carry_node_index_uuid_and_model() {
         let nodes = [
-            pb::Node {
-                name: "gpu-1".into(),
-                state: pb::NodeState::Ready as i32,
-                facts: Some(pb::NodeFacts {
-                    gpus: vec![
-                        gpu(0, "NVIDIA H100 80GB HBM3"),
-                        gpu(1, "NVIDIA H100 80GB HBM3"),
-                    ],
-                    ..pb::NodeFacts::default()
-                }),
-                metrics: Some(pb::HostMetrics {
-                    gpus: vec![pb::GpuSample {
+            node(
+                "gpu-1",
+                NodeState::Ready,
+                vec![
+                    gpu(0, "NVIDIA H100 80GB HBM3"),
+                    gpu(1, "NVIDIA H100 80GB HBM3"),
+                ],
+                Some(crate::report::HostMetrics {
+                    gpus: vec![crate::report::GpuSample {
                         index: 1,
                         utilization_percent: 87.5,
                         memory_used_bytes: 1 << 30,
                         temperature_c: 66.0,
                         power_w: 512.25,
                     }],
-                    ..pb::HostMetrics::default()
+                    ..crate::report::HostMetrics::default()
                 }),
-                ..pb::Node::default()
-            },
-            pb::Node {
-                name: "gone".into(),
-                state: pb::NodeState::Removed as i32,
-                facts: Some(pb::NodeFacts {
-                    gpus: vec![gpu(0, "Tesla T4")],
-                    ..pb::NodeFacts::default()
-                }),
-                ..pb::Node::default()
-            },
+            ),
+            node("gone", NodeState::Removed, vec![gpu(0, "Tesla T4")], None),
         ];
         let text = render_gpus(&nodes);
         let l1 = r#"{node="gpu-1",gpu="1",uuid="GPU-1",model="NVIDIA H100 80GB HBM3"}"#;

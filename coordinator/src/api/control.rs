@@ -15,7 +15,7 @@ use crate::{
     audit::Audit,
     events::Filter,
     secrets::Secret,
-    state::{Coordinator, RegistryInfo, RolloutCommand, DEFAULT_ENV},
+    state::{Coordinator, RegistryInfo, RolloutCommand, SecretAction, VolumesView, DEFAULT_ENV},
     tokens::{NewJoinToken, NewToken, Role, TokenError, Tokens},
 };
 
@@ -103,7 +103,7 @@ impl ControlApi {
         self.audit
             .record(&caller.who(), audit_action, &target, &outcome)
             .await;
-        Ok(Response::new(resp?))
+        Ok(Response::new(resp?.into()))
     }
 
     async fn audited<T>(
@@ -326,11 +326,11 @@ impl pb::control_service_server::ControlService for ControlApi {
                 // Each secret version the apply made is audited on its own,
                 // by name and version, as `convoy secret` writes are.
                 for s in &r.secrets {
-                    let write = match s.action.as_str() {
-                        "created" => Action::SecretSet { env: &s.env },
-                        "generated" => Action::SecretGenerate { env: &s.env },
-                        "rotated" => Action::SecretRotate { env: &s.env },
-                        _ => continue,
+                    let write = match s.action {
+                        SecretAction::Created => Action::SecretSet { env: &s.env },
+                        SecretAction::Generated => Action::SecretGenerate { env: &s.env },
+                        SecretAction::Rotated => Action::SecretRotate { env: &s.env },
+                        SecretAction::Unchanged | SecretAction::External => continue,
                     };
                     let target = format!("{}/{} v{} ({filename})", s.env, s.name, s.version);
                     self.audited(&caller, write, &target, &resp).await;
@@ -344,7 +344,7 @@ impl pb::control_service_server::ControlService for ControlApi {
                 }
             }
         }
-        Ok(Response::new(resp?))
+        Ok(Response::new(resp?.into()))
     }
 
     type WatchStream = WatchStream;
@@ -414,7 +414,9 @@ impl pb::control_service_server::ControlService for ControlApi {
         let caller = caller(&req)?;
         self.allow(&caller, Action::History, "", false).await?;
         let pb::HistoryRequest { service, env } = req.into_inner();
-        Ok(Response::new(self.coord.history(&service, &env).await?))
+        Ok(Response::new(
+            self.coord.history(&service, &env).await?.into(),
+        ))
     }
 
     async fn rollback(
@@ -466,7 +468,7 @@ impl pb::control_service_server::ControlService for ControlApi {
                 },
             )
             .await;
-        Ok(Response::new(resp?))
+        Ok(Response::new(resp?.into()))
     }
 
     async fn verify(
@@ -481,8 +483,8 @@ impl pb::control_service_server::ControlService for ControlApi {
             timeout_ms,
         } = req.into_inner();
         let timeout = verify_timeout(timeout_ms)?;
-        let resp = self.coord.verify(&service, &env, timeout).await?;
-        Ok(Response::new(resp))
+        let report = self.coord.verify(&service, &env, timeout).await?;
+        Ok(Response::new(report.into()))
     }
 
     async fn status(
@@ -492,7 +494,7 @@ impl pb::control_service_server::ControlService for ControlApi {
         let caller = caller(&req)?;
         self.allow(&caller, Action::Status, "", false).await?;
         let pb::StatusRequest { service, env } = req.into_inner();
-        let mut status = self.coord.status(&service, &env).await;
+        let mut status = pb::StatusResponse::from(self.coord.status(&service, &env).await);
         status.control_plane = self
             .coord
             .control_plane()
@@ -508,7 +510,7 @@ impl pb::control_service_server::ControlService for ControlApi {
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
         let caller = caller(&req)?;
         self.allow(&caller, Action::ListNodes, "", false).await?;
-        Ok(Response::new(self.coord.nodes().await))
+        Ok(Response::new(self.coord.nodes().await.into()))
     }
 
     async fn delete(
@@ -548,7 +550,7 @@ impl pb::control_service_server::ControlService for ControlApi {
             self.delete_volumes(&caller, &env, &service, &volume_keys)
                 .await?;
         }
-        Ok(Response::new(resp))
+        Ok(Response::new(resp.into()))
     }
 
     async fn remove_node(
@@ -568,7 +570,7 @@ impl pb::control_service_server::ControlService for ControlApi {
             lost = resp.lost_instances,
             "node remove"
         );
-        Ok(Response::new(resp))
+        Ok(Response::new(resp.into()))
     }
 
     async fn create_token(
@@ -876,7 +878,7 @@ impl ControlApi {
         let env = env_or_default(env);
         self.allow(&caller, Action::Delete { env: &env }, &env, false)
             .await?;
-        Ok(Response::new(self.coord.list_volumes(&env).await))
+        Ok(Response::new(self.coord.list_volumes(&env).await.into()))
     }
 
     async fn volumes_remove(
@@ -895,7 +897,7 @@ impl ControlApi {
             ));
         }
         let resp = self.coord.remove_volumes(&env, &key).await;
-        let result: Result<&pb::ListVolumesResponse, Status> = Ok(&resp);
+        let result: Result<&VolumesView, Status> = Ok(&resp);
         self.audited(&caller, action, &target, &result).await;
         tracing::info!(
             who = caller.who(),
@@ -904,7 +906,7 @@ impl ControlApi {
             tried = resp.volumes.len(),
             "volumes removed"
         );
-        Ok(Response::new(resp))
+        Ok(Response::new(resp.into()))
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod auth;
 pub mod control;
+mod convert;
 pub mod enroll;
 pub mod rbac;
 mod watch;

@@ -152,8 +152,8 @@ pub(super) async fn snapshot(
     since: &mut BTreeMap<String, i64>,
     events: Option<Vec<EventJson>>,
 ) -> Event {
-    let nodes = NodesJson::from(&coord.nodes().await);
-    let mut status = coord.status("", "").await;
+    let nodes = NodesJson::from(&convoy_proto::ListNodesResponse::from(coord.nodes().await));
+    let mut status = convoy_proto::StatusResponse::from(coord.status("", "").await);
     status.control_plane = coord
         .control_plane()
         .await

@@ -112,7 +112,7 @@ impl Coordinator {
         content: &str,
         dry_run: bool,
         who: &str,
-    ) -> Result<pb::ApplyResponse, StateError> {
+    ) -> Result<ApplyOutcome, StateError> {
         self.apply_in(DEFAULT_ENV, filename, content, dry_run, who)
             .await
     }
@@ -125,7 +125,7 @@ impl Coordinator {
         content: &str,
         dry_run: bool,
         who: &str,
-    ) -> Result<pb::ApplyResponse, StateError> {
+    ) -> Result<ApplyOutcome, StateError> {
         let options = ApplyOptions {
             may_run_units: true,
             ..ApplyOptions::default()
@@ -144,7 +144,7 @@ impl Coordinator {
         options: &ApplyOptions,
         dry_run: bool,
         who: &str,
-    ) -> Result<pb::ApplyResponse, StateError> {
+    ) -> Result<ApplyOutcome, StateError> {
         let env = if env.is_empty() { DEFAULT_ENV } else { env };
         check_env_name(env)?;
         let started = std::time::Instant::now();
@@ -177,7 +177,7 @@ impl Coordinator {
         dry_run: bool,
         who: &str,
         hooks: Option<&mut Vec<super::hooks::HookRun>>,
-    ) -> Result<pb::ApplyResponse, StateError> {
+    ) -> Result<ApplyOutcome, StateError> {
         let profiles = &options.profiles[..];
         let mut file = self
             .specs
@@ -256,7 +256,7 @@ impl Coordinator {
             &changes,
             &depends_on,
         ));
-        let response = pb::ApplyResponse {
+        let response = ApplyOutcome {
             services: changes,
             warnings: file.warnings,
             dry_run,
@@ -278,7 +278,7 @@ impl Coordinator {
     }
 
     /// Removes every instance of a service; its revisions stay in history.
-    pub async fn delete(&self, service: &str, env: &str) -> Result<pb::DeleteResponse, StateError> {
+    pub async fn delete(&self, service: &str, env: &str) -> Result<Deleted, StateError> {
         let env = if env.is_empty() { DEFAULT_ENV } else { env };
         let mut txn = self.begin("delete").await;
         let key = (env.to_string(), service.to_string());
@@ -316,7 +316,7 @@ impl Coordinator {
         );
         txn.replan();
         txn.commit().await?;
-        Ok(pb::DeleteResponse {
+        Ok(Deleted {
             removed_instances: removed,
             last_revision,
         })
@@ -333,7 +333,7 @@ impl Coordinator {
         &self,
         txn: &mut Txn<'_>,
         env: &str,
-        response: &Arc<pb::ApplyResponse>,
+        response: &Arc<ApplyOutcome>,
         superseded: Vec<Superseded>,
         who: &str,
         now: i64,
@@ -413,7 +413,7 @@ pub(super) fn stage_all(
     source: &str,
     now: i64,
     ops: &mut Vec<Op>,
-) -> Result<(Vec<pb::ServiceChange>, Vec<Superseded>), StateError> {
+) -> Result<(Vec<ServiceChange>, Vec<Superseded>), StateError> {
     let mut changes = Vec::with_capacity(services.len());
     let mut superseded = Vec::new();
     for (name, spec) in services {
@@ -440,16 +440,16 @@ pub(super) fn stage_all(
 }
 
 /// `service.deployed` and an `instance.placed` per instance that moves.
-pub(super) fn deployed_events(c: &pb::ServiceChange, who: &str) -> Vec<Ev> {
-    let action = pb::ChangeAction::try_from(c.action).unwrap_or_default();
+pub(super) fn deployed_events(c: &ServiceChange, who: &str) -> Vec<Ev> {
+    let action = c.action;
     let placed = c
         .instances
         .iter()
-        .filter(|i| i.action != pb::ChangeAction::Unchanged as i32)
+        .filter(|i| i.action != ChangeAction::Unchanged)
         .count();
     let word = match action {
-        pb::ChangeAction::Create => "created",
-        pb::ChangeAction::Update => "updated",
+        ChangeAction::Create => "created",
+        ChangeAction::Update => "updated",
         _ if placed > 0 => "rescaled",
         _ => return Vec::new(),
     };
@@ -462,7 +462,7 @@ pub(super) fn deployed_events(c: &pb::ServiceChange, who: &str) -> Vec<Ev> {
             c.revision,
             c.instances
                 .iter()
-                .filter(|i| i.action != pb::ChangeAction::Remove as i32)
+                .filter(|i| i.action != ChangeAction::Remove)
                 .count()
         ))
         .field("revision", c.revision)
@@ -470,11 +470,11 @@ pub(super) fn deployed_events(c: &pb::ServiceChange, who: &str) -> Vec<Ev> {
         .field("action", word)
         .field("by", who)];
     for i in &c.instances {
-        let what = match pb::ChangeAction::try_from(i.action).unwrap_or_default() {
-            pb::ChangeAction::Create => "placed",
-            pb::ChangeAction::Replace => "replaced",
-            pb::ChangeAction::Remove => "removed",
-            pb::ChangeAction::Pending => "pending",
+        let what = match i.action {
+            ChangeAction::Create => "placed",
+            ChangeAction::Replace => "replaced",
+            ChangeAction::Remove => "removed",
+            ChangeAction::Pending => "pending",
             _ => continue,
         };
         let on = if i.node.is_empty() {
@@ -545,7 +545,7 @@ pub(super) fn stage_service(
     candidates: &[Candidate<'_>],
     st: Staged<'_>,
     ops: &mut Vec<Op>,
-) -> Result<(pb::ServiceChange, Option<u64>), StateError> {
+) -> Result<(ServiceChange, Option<u64>), StateError> {
     let Staged {
         env,
         name,
@@ -568,21 +568,18 @@ pub(super) fn stage_service(
     let (assignments, gpus) =
         placement::place_within(&new_spec, &old_assign, &old_gpus, &in_env, free.as_ref());
     let (action, revision, previous, fields) = match &old {
-        Some(o) if o.spec == new_spec => (
-            pb::ChangeAction::Unchanged,
-            o.revision,
-            o.revision,
-            Vec::new(),
-        ),
+        Some(o) if o.spec == new_spec => {
+            (ChangeAction::Unchanged, o.revision, o.revision, Vec::new())
+        }
         Some(o) => (
-            pb::ChangeAction::Update,
+            ChangeAction::Update,
             o.revision + 1,
             o.revision,
             spec::changed_fields(&o.spec, &new_spec),
         ),
         None => {
             let last = next.services.get(&key).map(|r| r.revision).unwrap_or(0);
-            (pb::ChangeAction::Create, last + 1, last, Vec::new())
+            (ChangeAction::Create, last + 1, last, Vec::new())
         }
     };
     let new_hash = new_spec.spec_hash();
@@ -596,20 +593,20 @@ pub(super) fn stage_service(
         &new_hash,
     );
     let diff = match (&old, action) {
-        (Some(o), pb::ChangeAction::Update) => spec_diff(&o.spec, &new_spec, previous, revision),
+        (Some(o), ChangeAction::Update) => spec_diff(&o.spec, &new_spec, previous, revision),
         _ => String::new(),
     };
-    let change = pb::ServiceChange {
+    let change = ServiceChange {
         service: name.to_string(),
         env: env.to_string(),
-        action: action as i32,
+        action,
         revision,
         previous_revision: previous,
         instances,
         changed_fields: fields,
         diff,
     };
-    if action == pb::ChangeAction::Unchanged && assignments == old_assign && gpus == old_gpus {
+    if action == ChangeAction::Unchanged && assignments == old_assign && gpus == old_gpus {
         return Ok((change, None));
     }
     // The rollout that brings the instances to the new spec.
@@ -698,7 +695,7 @@ pub(super) fn stage_service(
         .get(&key)
         .map(|r| r.created_unix_ms)
         .unwrap_or(now);
-    if action != pb::ChangeAction::Unchanged {
+    if action != ChangeAction::Unchanged {
         ops.push(Op::put_json(
             revision_key(env, name, revision),
             &RevisionRecord {
@@ -736,14 +733,14 @@ pub(super) fn instance_changes(
     old_hash: Option<&str>,
     new: &Assignments,
     new_hash: &str,
-) -> Vec<pb::InstanceChange> {
-    use pb::ChangeAction as A;
+) -> Vec<InstanceChange> {
+    use ChangeAction as A;
     let mut out = Vec::new();
     let mut push = |index: u32, node: &Option<String>, action: A| {
-        out.push(pb::InstanceChange {
+        out.push(InstanceChange {
             instance_id: workload_id(env, service, index),
             node: node.clone().unwrap_or_default(),
-            action: action as i32,
+            action,
         })
     };
     let indices: std::collections::BTreeSet<u32> = old.keys().chain(new.keys()).copied().collect();

@@ -475,7 +475,7 @@ mod tests {
         }
         let status = coord.status("web", "").await;
         let rollout = status.services[0].rollout.clone().unwrap();
-        assert_eq!(rollout.state, "succeeded");
+        assert_eq!(rollout.state, RolloutState::Succeeded);
         for s in &mut sessions {
             s.plan_rx.borrow_and_update();
         }

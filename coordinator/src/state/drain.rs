@@ -72,11 +72,7 @@ impl Coordinator {
 
     /// `convoy node cordon|uncordon`. Uncordoning ends a drain in progress
     /// and lets pending instances take the node.
-    pub async fn cordon(
-        &self,
-        node: &str,
-        cordon: bool,
-    ) -> Result<pb::CordonNodeResponse, StateError> {
+    pub async fn cordon(&self, node: &str, cordon: bool) -> Result<Cordoned, StateError> {
         let connected = self.connected();
         let mut txn = self.begin("node cordon").await;
         let Some(record) = txn.desired().nodes.get(node).cloned() else {
@@ -87,7 +83,7 @@ impl Coordinator {
                 "node `{node}` was removed (`convoy node remove`): it runs nothing and takes nothing"
             )));
         }
-        let response = pb::CordonNodeResponse {
+        let response = Cordoned {
             was_cordoned: record.cordoned,
             drain_stopped: !cordon && record.draining,
         };
@@ -139,7 +135,7 @@ impl Coordinator {
 
     /// `convoy node drain`: cordons the node and marks it draining; the
     /// drain pass ([`Self::drive_drains`]) moves its instances.
-    pub async fn drain(&self, node: &str) -> Result<pb::DrainNodeResponse, StateError> {
+    pub async fn drain(&self, node: &str) -> Result<DrainStarted, StateError> {
         let mut txn = self.begin("node drain").await;
         let Some(record) = txn.desired().nodes.get(node).cloned() else {
             return Err(StateError::NodeNotFound(node.to_string()));
@@ -184,7 +180,7 @@ impl Coordinator {
         }
         self.drain_book().draining.insert(node.to_string());
         tracing::info!(node, instances, staying, "node drain");
-        Ok(pb::DrainNodeResponse { instances, staying })
+        Ok(DrainStarted { instances, staying })
     }
 
     /// The nodes whose records say they drain (on load: a restarted

@@ -7,11 +7,11 @@ use super::*;
 
 /// A node as placement sees it: name, facts, whether its agent is
 /// connected and whether it is cordoned.
-pub(super) type NodeView = (String, pb::NodeFacts, bool, bool);
+pub(super) type PlacementNode = (String, pb::NodeFacts, bool, bool);
 
 /// Each known node's name, facts, whether its agent is connected and
 /// whether it is cordoned; removed nodes are left out.
-pub(super) fn node_views(next: &Desired, connected: &HashMap<String, bool>) -> Vec<NodeView> {
+pub(super) fn node_views(next: &Desired, connected: &HashMap<String, bool>) -> Vec<PlacementNode> {
     // A removed node runs nothing and takes nothing (its instances were
     // moved, or wait pending).
     next.nodes
@@ -67,7 +67,7 @@ pub fn check_env_name(env: &str) -> Result<(), StateError> {
     }
 }
 
-pub(super) fn candidates(views: &[NodeView]) -> Vec<Candidate<'_>> {
+pub(super) fn candidates(views: &[PlacementNode]) -> Vec<Candidate<'_>> {
     views
         .iter()
         .map(|(name, facts, connected, cordoned)| Candidate {

@@ -47,16 +47,12 @@ impl Coordinator {
         &self,
         next: &Desired,
         env: &str,
-        changes: &[pb::ServiceChange],
+        changes: &[ServiceChange],
     ) -> Result<Vec<HookRun>, StateError> {
         let live = self.live();
         let mut runs = Vec::new();
         for change in changes {
-            let action = pb::ChangeAction::try_from(change.action).ok();
-            if !matches!(
-                action,
-                Some(pb::ChangeAction::Create | pb::ChangeAction::Update)
-            ) {
+            if !matches!(change.action, ChangeAction::Create | ChangeAction::Update) {
                 continue;
             }
             let key = (env.to_string(), change.service.clone());

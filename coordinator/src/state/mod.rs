@@ -45,6 +45,7 @@ mod live;
 mod logs;
 mod messages;
 mod notifiers;
+mod outcome;
 mod plans;
 mod records;
 mod register;
@@ -53,9 +54,10 @@ mod rollout_commands;
 mod rollouts;
 mod secrets;
 mod split;
+mod status;
 mod swarm;
 mod verify;
-mod views;
+mod view;
 mod volumes;
 
 pub use apply::{spec_diff, ApplyOptions};
@@ -66,6 +68,10 @@ pub use logs::{instance_label, LogTarget, LogsError, LogsQuery, LOG_BUFFER};
 pub use notifiers::{
     check_event_patterns, NewNotifier, NotifierTarget, NotifierTargets, NotifyFormat,
     DEFAULT_EVENTS, MAX_NOTIFIERS,
+};
+pub use outcome::{
+    ApplyOutcome, ChangeAction, Cordoned, Deleted, DrainStarted, InstanceChange, NodeRemoved,
+    NodeVolume, SecretAction, SecretChange, ServiceChange, VerifyReport, VerifyResult, VolumesView,
 };
 pub use plans::PLAN_GENERATION_KEY;
 pub use records::{
@@ -80,12 +86,16 @@ pub use secrets::{
     SecretVersionInfo, SecretWrite, DEFAULT_GENERATED_LENGTH, KEEP_VERSIONS, MAX_GENERATED_LENGTH,
     MAX_SECRET_BYTES, MAX_SECRET_NAME,
 };
-pub use views::rollout_info;
+pub use status::rollout_view;
+pub use view::{
+    HistoryView, InstanceStatusView, NodeState, NodeView, NodesView, RevisionView, RolloutView,
+    ServiceView, StatusView, SwarmServiceView,
+};
 
 #[allow(unused_imports)]
 use self::{
     apply::*, commit::*, drain::*, envs::*, live::*, messages::*, notifiers::*, plans::*,
-    records::*, register::*, registries::*, rollouts::*, secrets::*, verify::*, views::*,
+    records::*, register::*, registries::*, rollouts::*, secrets::*, status::*, verify::*,
 };
 
 /// The environment of services whose spec names none.

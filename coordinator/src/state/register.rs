@@ -344,7 +344,7 @@ impl Coordinator {
     /// Revokes every certificate the node connected with, ends its stream at
     /// once and marks its instances lost. The node may come back only with a
     /// new certificate.
-    pub async fn remove_node(&self, node: &str) -> Result<pb::RemoveNodeResponse, StateError> {
+    pub async fn remove_node(&self, node: &str) -> Result<NodeRemoved, StateError> {
         let mut txn = self.begin("node removal").await;
         let Some(record) = txn.desired().nodes.get(node).cloned() else {
             return Err(StateError::NodeNotFound(node.to_string()));
@@ -409,7 +409,7 @@ impl Coordinator {
             lost,
             "node removed; its certificates are revoked"
         );
-        Ok(pb::RemoveNodeResponse {
+        Ok(NodeRemoved {
             lost_instances: lost,
             revoked_certificates: record.certificates.len() as u32,
         })

@@ -19,7 +19,7 @@ impl Coordinator {
         service: &str,
         env: &str,
         command: RolloutCommand,
-    ) -> Result<pb::RolloutInfo, StateError> {
+    ) -> Result<RolloutView, StateError> {
         let env = if env.is_empty() { DEFAULT_ENV } else { env };
         let mut txn = self.begin("rollout command").await;
         let key = (env.to_string(), service.to_string());
@@ -109,7 +109,7 @@ impl Coordinator {
                 )),
         );
         txn.commit().await?;
-        Ok(rollout_info(&r, total))
+        Ok(rollout_view(&r, total))
     }
 
     /// Blue-green, before the old set is gone: the old set takes over again
@@ -121,7 +121,7 @@ impl Coordinator {
         to: u64,
         who: &str,
         now: i64,
-    ) -> Result<pb::ApplyResponse, StateError> {
+    ) -> Result<ApplyOutcome, StateError> {
         let mut txn = self.begin("rollback").await;
         let key = (env.to_string(), service.to_string());
         let Some(mut rec) = txn
@@ -196,22 +196,22 @@ impl Coordinator {
         txn.commit().await?;
         let instances = removed
             .iter()
-            .map(|i| pb::InstanceChange {
+            .map(|i| InstanceChange {
                 instance_id: workload_id(env, service, *i),
                 node: String::new(),
-                action: pb::ChangeAction::Remove as i32,
+                action: ChangeAction::Remove,
             })
-            .chain(rec.assignments.iter().map(|(i, n)| pb::InstanceChange {
+            .chain(rec.assignments.iter().map(|(i, n)| InstanceChange {
                 instance_id: workload_id(env, service, *i),
                 node: n.clone().unwrap_or_default(),
-                action: pb::ChangeAction::Unchanged as i32,
+                action: ChangeAction::Unchanged,
             }))
             .collect();
-        Ok(pb::ApplyResponse {
-            services: vec![pb::ServiceChange {
+        Ok(ApplyOutcome {
+            services: vec![ServiceChange {
                 service: service.to_string(),
                 env: env.to_string(),
-                action: pb::ChangeAction::Update as i32,
+                action: ChangeAction::Update,
                 revision: back_rev,
                 previous_revision: previous,
                 instances,
@@ -225,11 +225,7 @@ impl Coordinator {
     }
 
     /// A service's revisions, oldest first.
-    pub async fn history(
-        &self,
-        service: &str,
-        env: &str,
-    ) -> Result<pb::HistoryResponse, StateError> {
+    pub async fn history(&self, service: &str, env: &str) -> Result<HistoryView, StateError> {
         let env = if env.is_empty() { DEFAULT_ENV } else { env };
         let current = {
             let desired = self.desired.lock().await;
@@ -251,10 +247,10 @@ impl Coordinator {
             &format!("revisions/{env}/{service}/"),
         )
         .await?;
-        let mut revisions: Vec<pb::RevisionInfo> = Vec::new();
+        let mut revisions: Vec<RevisionView> = Vec::new();
         let mut previous: Option<ServiceSpec> = None;
         for (_, r) in records {
-            revisions.push(pb::RevisionInfo {
+            revisions.push(RevisionView {
                 revision: r.revision,
                 created_unix_ms: r.created_unix_ms,
                 created_by: r.created_by.clone(),
@@ -271,7 +267,7 @@ impl Coordinator {
             previous = Some(r.spec);
         }
         revisions.sort_by_key(|r| r.revision);
-        Ok(pb::HistoryResponse { revisions, current })
+        Ok(HistoryView { revisions, current })
     }
 
     /// `convoy rollback SERVICE [--to REV]`: a new revision with the spec of
@@ -283,7 +279,7 @@ impl Coordinator {
         env: &str,
         to: u64,
         who: &str,
-    ) -> Result<pb::ApplyResponse, StateError> {
+    ) -> Result<ApplyOutcome, StateError> {
         let env = if env.is_empty() { DEFAULT_ENV } else { env };
         let history = self.history(service, env).await?;
         let current = history.current;
@@ -353,10 +349,10 @@ impl Coordinator {
         &self,
         mut txn: Txn<'_>,
         env: &str,
-        staged: Vec<(String, pb::ServiceChange, Option<u64>)>,
+        staged: Vec<(String, ServiceChange, Option<u64>)>,
         who: &str,
         started: std::time::Instant,
-    ) -> Result<pb::ApplyResponse, StateError> {
+    ) -> Result<ApplyOutcome, StateError> {
         let mut changes = Vec::with_capacity(staged.len());
         for (service, change, superseded) in staged {
             if let Some(rev) = superseded {
@@ -387,7 +383,7 @@ impl Coordinator {
         txn.replan();
         txn.commit().await?;
         self.metrics.observe_apply(started.elapsed().as_secs_f64());
-        Ok(pb::ApplyResponse {
+        Ok(ApplyOutcome {
             services: changes,
             warnings: Vec::new(),
             dry_run: false,
@@ -405,7 +401,7 @@ impl Coordinator {
         services: &[String],
         env: &str,
         who: &str,
-    ) -> Result<pb::ApplyResponse, StateError> {
+    ) -> Result<ApplyOutcome, StateError> {
         let env = if env.is_empty() { DEFAULT_ENV } else { env };
         let mut seen = std::collections::BTreeSet::new();
         let mut targets = Vec::with_capacity(services.len());
@@ -480,7 +476,7 @@ fn stage_rollback(
     back: Back<'_>,
     who: &str,
     now: i64,
-) -> Result<(String, pb::ServiceChange, Option<u64>), StateError> {
+) -> Result<(String, ServiceChange, Option<u64>), StateError> {
     let Back {
         service,
         current,

@@ -460,7 +460,7 @@ mod tests {
             .rollout_command("web", "", RolloutCommand::Pause)
             .await
             .unwrap();
-        assert_eq!(info.state, "paused");
+        assert_eq!(info.state, RolloutState::Paused);
         // The apply itself switched the first batch (parallelism 1); while
         // paused, no other instance is.
         assert_eq!(rollout(&coord).await.switched.len(), 1);

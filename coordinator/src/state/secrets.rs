@@ -445,7 +445,7 @@ impl Coordinator {
         let candidates = candidates(&nodes);
         let (changes, superseded) =
             stage_all(next, &candidates, env, services, by, &source, now, ops)?;
-        let response = Arc::new(pb::ApplyResponse {
+        let response = Arc::new(ApplyOutcome {
             services: changes,
             ..Default::default()
         });
@@ -469,7 +469,7 @@ impl Coordinator {
         filename: &str,
         file: &mut spec::SpecFile,
         who: &str,
-    ) -> Result<Vec<pb::SecretChange>, StateError> {
+    ) -> Result<Vec<SecretChange>, StateError> {
         let used: std::collections::BTreeSet<String> = file
             .services
             .values()
@@ -513,7 +513,7 @@ impl Coordinator {
             });
             let current = record.current().map(|v| v.version);
             let (action, wrote) = match (&decl.source, current) {
-                (spec::SecretSource::External, Some(_)) => ("external", false),
+                (spec::SecretSource::External, Some(_)) => (SecretAction::External, false),
                 (spec::SecretSource::External, None) => {
                     return Err(StateError::Invalid(format!(
                         "{filename}: secrets.{key}: `external: true`, but environment `{env}` \
@@ -521,7 +521,7 @@ impl Coordinator {
                          --env {env}` (or `convoy secret generate`), then apply again"
                     )));
                 }
-                (spec::SecretSource::Generate { .. }, Some(_)) => ("unchanged", false),
+                (spec::SecretSource::Generate { .. }, Some(_)) => (SecretAction::Unchanged, false),
                 (spec::SecretSource::Generate { length, charset }, None) => {
                     let charset = Charset::parse(charset)?;
                     if *length == 0 || *length > MAX_GENERATED_LENGTH {
@@ -536,7 +536,7 @@ impl Coordinator {
                         charset.word()
                     );
                     self.push_version(&mut record, value, origin, who);
-                    ("generated", true)
+                    (SecretAction::Generated, true)
                 }
                 (spec::SecretSource::File(_) | spec::SecretSource::Environment(_), _) => {
                     let value = decl.value.take().ok_or_else(|| {
@@ -563,7 +563,7 @@ impl Coordinator {
                         None => false,
                     };
                     if same {
-                        ("unchanged", false)
+                        (SecretAction::Unchanged, false)
                     } else {
                         let from = match &decl.source {
                             spec::SecretSource::File(path) => format!("file {path}"),
@@ -574,9 +574,9 @@ impl Coordinator {
                         self.push_version(&mut record, value, origin, who);
                         (
                             if current.is_some() {
-                                "rotated"
+                                SecretAction::Rotated
                             } else {
-                                "created"
+                                SecretAction::Created
                             },
                             true,
                         )
@@ -588,10 +588,10 @@ impl Coordinator {
                 ops.push(Op::put_json(secret_key(env, &name), &record));
                 Arc::make_mut(&mut next.secrets).insert(store_key, record);
             }
-            changes.push(pb::SecretChange {
+            changes.push(SecretChange {
                 env: env.to_string(),
                 name: name.clone(),
-                action: action.to_string(),
+                action,
                 version,
             });
             resolved.insert(name, (key.clone(), version));

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use convoy_proto as pb;
+use super::{ChangeAction, ServiceChange};
 
 /// One warning when the container services of one apply (one file, one
 /// environment) do not all run on every node that runs any of them; `None`
@@ -14,7 +14,7 @@ use convoy_proto as pb;
 /// left out: systemd services join no network.
 pub(super) fn split_warning(
     filename: &str,
-    changes: &[pb::ServiceChange],
+    changes: &[ServiceChange],
     units: &BTreeSet<String>,
 ) -> Option<String> {
     let mut nodes_of: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
@@ -22,7 +22,7 @@ pub(super) fn split_warning(
         let nodes = change
             .instances
             .iter()
-            .filter(|i| i.action != pb::ChangeAction::Remove as i32 && !i.node.is_empty())
+            .filter(|i| i.action != ChangeAction::Remove && !i.node.is_empty())
             .map(|i| i.node.as_str());
         nodes_of
             .entry(change.service.as_str())
@@ -63,7 +63,7 @@ pub(super) fn split_warning(
 /// dependency runs wherever its dependents do.
 pub(super) fn depends_on_warning(
     filename: &str,
-    changes: &[pb::ServiceChange],
+    changes: &[ServiceChange],
     depends_on: &[(String, Vec<String>)],
 ) -> Option<String> {
     let nodes_of = |service: &str| -> BTreeSet<&str> {
@@ -71,7 +71,7 @@ pub(super) fn depends_on_warning(
             .iter()
             .filter(|c| c.service == service)
             .flat_map(|c| c.instances.iter())
-            .filter(|i| i.action != pb::ChangeAction::Remove as i32 && !i.node.is_empty())
+            .filter(|i| i.action != ChangeAction::Remove && !i.node.is_empty())
             .map(|i| i.node.as_str())
             .collect()
     };
@@ -93,19 +93,25 @@ pub(super) fn depends_on_warning(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::InstanceChange;
 
-    fn change(service: &str, nodes: &[&str]) -> pb::ServiceChange {
-        pb::ServiceChange {
+    fn change(service: &str, nodes: &[&str]) -> ServiceChange {
+        ServiceChange {
             service: service.into(),
             instances: nodes
                 .iter()
-                .map(|node| pb::InstanceChange {
+                .map(|node| InstanceChange {
+                    instance_id: String::new(),
                     node: node.to_string(),
-                    action: pb::ChangeAction::Create as i32,
-                    ..pb::InstanceChange::default()
+                    action: ChangeAction::Create,
                 })
                 .collect(),
-            ..pb::ServiceChange::default()
+            env: String::new(),
+            action: ChangeAction::Create,
+            revision: 0,
+            previous_revision: 0,
+            changed_fields: Vec::new(),
+            diff: String::new(),
         }
     }
 
@@ -163,7 +169,7 @@ mod tests {
     #[test]
     fn removed_and_unplaced_instances_and_units_do_not_split_a_stack() {
         let mut web = change("web", &["n1", "n2"]);
-        web.instances[1].action = pb::ChangeAction::Remove as i32;
+        web.instances[1].action = ChangeAction::Remove;
         let db = change("db", &["n1", ""]);
         let units = BTreeSet::from(["agent".to_string()]);
         let changes = [web, db, change("agent", &["n3"])];

@@ -24,7 +24,7 @@ fn a(pairs: &[(u32, Option<&str>)]) -> Assignments {
         .collect()
 }
 
-fn actions(changes: &[pb::InstanceChange]) -> Vec<(String, String, i32)> {
+fn actions(changes: &[InstanceChange]) -> Vec<(String, String, ChangeAction)> {
     changes
         .iter()
         .map(|c| (c.instance_id.clone(), c.node.clone(), c.action))
@@ -33,20 +33,20 @@ fn actions(changes: &[pb::InstanceChange]) -> Vec<(String, String, i32)> {
 
 #[test]
 fn plan_diff_names_creates_replaces_and_removals() {
-    use pb::ChangeAction as A;
+    use ChangeAction as A;
     let old = a(&[(1, Some("n1")), (2, Some("n2")), (3, Some("n1"))]);
     let new = a(&[(1, Some("n1")), (2, Some("n2"))]);
     let got = instance_changes("default", "web", &old, Some("h1"), &new, "h2");
     assert_eq!(
         actions(&got),
         vec![
-            ("default/web/1".into(), "n1".into(), A::Replace as i32),
-            ("default/web/2".into(), "n2".into(), A::Replace as i32),
-            ("default/web/3".into(), "n1".into(), A::Remove as i32),
+            ("default/web/1".into(), "n1".into(), A::Replace),
+            ("default/web/2".into(), "n2".into(), A::Replace),
+            ("default/web/3".into(), "n1".into(), A::Remove),
         ]
     );
     let same = instance_changes("default", "web", &new, Some("h2"), &new, "h2");
-    assert!(same.iter().all(|c| c.action == A::Unchanged as i32));
+    assert!(same.iter().all(|c| c.action == A::Unchanged));
     let fresh = instance_changes(
         "default",
         "web",
@@ -55,7 +55,7 @@ fn plan_diff_names_creates_replaces_and_removals() {
         &a(&[(1, None)]),
         "h",
     );
-    assert_eq!(fresh[0].action, A::Pending as i32);
+    assert_eq!(fresh[0].action, A::Pending);
 }
 
 #[tokio::test]
@@ -77,7 +77,7 @@ async fn apply_stores_a_revision_and_a_plan_survives_reload() {
 
     // Same spec again: unchanged, no new generation.
     let r = coord.apply("a.yaml", spec, false, "test").await.unwrap();
-    assert_eq!(r.services[0].action, pb::ChangeAction::Unchanged as i32);
+    assert_eq!(r.services[0].action, ChangeAction::Unchanged);
     assert!(
         !session.plan_rx.has_changed().unwrap(),
         "an unchanged apply must not resend plans"
@@ -186,10 +186,7 @@ async fn concurrent_registrations_are_group_committed_and_each_gets_its_plan() {
     let nodes = coord.nodes().await;
     assert_eq!(nodes.nodes.len(), 60);
     assert!(
-        nodes
-            .nodes
-            .iter()
-            .all(|n| n.state == pb::NodeState::Ready as i32),
+        nodes.nodes.iter().all(|n| n.state == NodeState::Ready),
         "{nodes:?}"
     );
     let status = coord.status("", "").await;
@@ -266,7 +263,7 @@ async fn nodes_coming_back_keep_their_plans_and_take_what_waited_for_them() {
     // `r` may only run on n3, which is away; `g` runs on every node up.
     let spec = "services:\n  r:\n    image: x:1\n    deploy:\n      placement: {constraints: [\"node.name == n3\"]}\n  g:\n    image: x:1\n    deploy:\n      mode: global\n";
     coord.apply("a.yaml", spec, false, "t").await.unwrap();
-    let placed = |status: &pb::StatusResponse, service: &str| -> Vec<String> {
+    let placed = |status: &StatusView, service: &str| -> Vec<String> {
         let s = status.services.iter().find(|s| s.name == service).unwrap();
         let mut nodes: Vec<String> = s.instances.iter().map(|i| i.node.clone()).collect();
         nodes.sort();
@@ -310,10 +307,7 @@ async fn nodes_coming_back_keep_their_plans_and_take_what_waited_for_them() {
     );
     let nodes = coord.nodes().await;
     assert!(
-        nodes
-            .nodes
-            .iter()
-            .all(|n| n.state == pb::NodeState::Ready as i32),
+        nodes.nodes.iter().all(|n| n.state == NodeState::Ready),
         "{nodes:?}"
     );
     // A node that comes back with other facts is placed again: n2 now
@@ -324,15 +318,7 @@ async fn nodes_coming_back_keep_their_plans_and_take_what_waited_for_them() {
     let _n2 = coord.register("n2", "n2", 0, hello2, None).await.unwrap();
     let nodes = coord.nodes().await;
     let n2 = nodes.nodes.iter().find(|n| n.name == "n2").unwrap();
-    assert_eq!(
-        n2.facts
-            .as_ref()
-            .unwrap()
-            .labels
-            .get("zone")
-            .map(String::as_str),
-        Some("b")
-    );
+    assert_eq!(n2.facts.labels.get("zone").map(String::as_str), Some("b"));
 }
 
 #[tokio::test]
@@ -353,9 +339,9 @@ async fn a_registration_whose_caller_gave_up_leaves_no_session() {
     let _b = coord.register("b", "fp-b", 0, hello(), None).await.unwrap();
     let nodes = coord.nodes().await;
     let gone = nodes.nodes.iter().find(|n| n.name == "gone").unwrap();
-    assert_eq!(gone.state, pb::NodeState::Lost as i32, "{gone:?}");
+    assert_eq!(gone.state, NodeState::Lost, "{gone:?}");
     let b = nodes.nodes.iter().find(|n| n.name == "b").unwrap();
-    assert_eq!(b.state, pb::NodeState::Ready as i32, "{b:?}");
+    assert_eq!(b.state, NodeState::Ready, "{b:?}");
 }
 
 #[tokio::test]
@@ -404,7 +390,7 @@ async fn a_node_cannot_report_for_or_receive_another_nodes_instances() {
         .iter()
         .find(|i| i.id == b_instance)
         .unwrap();
-    assert_eq!(inst.state, pb::WorkloadState::Pending as i32, "{inst:?}");
+    assert_eq!(inst.state, InstanceState::Pending, "{inst:?}");
     assert_eq!(status.services[0].running, 0);
 }
 
@@ -514,7 +500,7 @@ async fn a_pending_instance_says_why_no_node_takes_it_environment_constraints_or
         .await
         .unwrap();
     let session = coord.register("a", "fp-a", 0, hello(), None).await.unwrap();
-    let reason = |s: &pb::StatusResponse| s.services[0].instances[0].reason.clone();
+    let reason = |s: &StatusView| s.services[0].instances[0].reason.clone();
 
     coord
         .apply_in(
@@ -586,7 +572,7 @@ async fn an_exit_code_and_a_units_journal_tail_reach_the_status() {
         i.journal_tail,
         vec!["boom".to_string(), "exit 3".to_string()]
     );
-    let json = convoy_api::views::InstanceStatusJson::from(i);
+    let json = convoy_api::views::InstanceStatusJson::from(&pb::InstanceStatus::from(i.clone()));
     assert_eq!(json.exit_code, Some(3));
     assert_eq!(json.journal_tail.len(), 2);
 }

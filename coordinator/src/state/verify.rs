@@ -58,7 +58,7 @@ impl Coordinator {
         service: &str,
         env: &str,
         timeout: Duration,
-    ) -> Result<pb::VerifyResponse, StateError> {
+    ) -> Result<VerifyReport, StateError> {
         let status = self.status(service, env).await;
         if !service.is_empty() && status.services.is_empty() {
             return Err(StateError::ServiceNotFound {
@@ -70,7 +70,7 @@ impl Coordinator {
         let mut by_node: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
         for s in &status.services {
             for i in &s.instances {
-                let fail = |output: String| pb::VerifyResult {
+                let fail = |output: String| VerifyResult {
                     service: s.name.clone(),
                     instance: i.id.clone(),
                     node: i.node.clone(),
@@ -98,20 +98,20 @@ impl Coordinator {
         });
         for (node, instances, answer) in futures::future::join_all(asks).await {
             for (svc, id) in instances {
-                let base = pb::VerifyResult {
+                let base = VerifyResult {
                     service: svc.clone(),
                     instance: id.clone(),
                     node: node.clone(),
                     ..Default::default()
                 };
                 match &answer {
-                    Err(e) => results.push(pb::VerifyResult {
+                    Err(e) => results.push(VerifyResult {
                         output: e.clone(),
                         ..base
                     }),
                     Ok(CommandAck {
                         result: Err(error), ..
-                    }) => results.push(pb::VerifyResult {
+                    }) => results.push(VerifyResult {
                         output: format!("the agent could not run the checks: {error}"),
                         ..base
                     }),
@@ -122,13 +122,13 @@ impl Coordinator {
                             .filter(|r| r.workload_id == id)
                             .collect();
                         if mine.is_empty() {
-                            results.push(pb::VerifyResult {
+                            results.push(VerifyResult {
                                 output: "the agent reported no result".into(),
                                 ..base.clone()
                             });
                         }
                         for r in mine {
-                            results.push(pb::VerifyResult {
+                            results.push(VerifyResult {
                                 probe: r.probe.clone(),
                                 healthy: r.healthy,
                                 output: r.output.clone(),
@@ -143,7 +143,7 @@ impl Coordinator {
         results.sort_by(|a, b| {
             (&a.service, &a.instance, &a.probe).cmp(&(&b.service, &b.instance, &b.probe))
         });
-        Ok(pb::VerifyResponse {
+        Ok(VerifyReport {
             healthy: results.iter().all(|r| r.healthy),
             results,
         })

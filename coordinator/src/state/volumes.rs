@@ -10,7 +10,7 @@ const VOLUMES_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Coordinator {
     /// Convoy's volumes of environment `env` on each connected node.
-    pub async fn list_volumes(&self, env: &str) -> pb::ListVolumesResponse {
+    pub async fn list_volumes(&self, env: &str) -> VolumesView {
         let kind = pb::command::Kind::ListVolumes(pb::ListVolumes {
             env: env.to_string(),
         });
@@ -19,7 +19,7 @@ impl Coordinator {
 
     /// Removes the named volumes of `env` with key `key` on each connected
     /// node; one still in use stays, with the engine's reason.
-    pub async fn remove_volumes(&self, env: &str, key: &str) -> pb::ListVolumesResponse {
+    pub async fn remove_volumes(&self, env: &str, key: &str) -> VolumesView {
         let kind = pb::command::Kind::RemoveVolumes(pb::RemoveVolumes {
             env: env.to_string(),
             keys: vec![key.to_string()],
@@ -27,7 +27,7 @@ impl Coordinator {
         self.volumes_command(kind).await
     }
 
-    async fn volumes_command(&self, kind: pb::command::Kind) -> pb::ListVolumesResponse {
+    async fn volumes_command(&self, kind: pb::command::Kind) -> VolumesView {
         let nodes: Vec<String> = {
             let live = self.live();
             live.nodes
@@ -36,24 +36,22 @@ impl Coordinator {
                 .map(|(name, _)| name.clone())
                 .collect()
         };
-        let mut out = pb::ListVolumesResponse::default();
+        let mut out = VolumesView::default();
         for node in nodes {
             match self.command(&node, kind.clone(), VOLUMES_TIMEOUT).await {
                 Ok(CommandAck {
                     result: Ok(()),
                     volumes,
                     ..
-                }) => out
-                    .volumes
-                    .extend(volumes.into_iter().map(|v| pb::NodeVolume {
-                        node: node.clone(),
-                        name: v.name,
-                        env: v.env,
-                        key: v.key,
-                        anonymous: v.anonymous,
-                        used_by: v.used_by,
-                        error: v.error,
-                    })),
+                }) => out.volumes.extend(volumes.into_iter().map(|v| NodeVolume {
+                    node: node.clone(),
+                    name: v.name,
+                    env: v.env,
+                    key: v.key,
+                    anonymous: v.anonymous,
+                    used_by: v.used_by,
+                    error: v.error,
+                })),
                 Ok(CommandAck {
                     result: Err(error), ..
                 }) => out.unreachable.push(format!("node `{node}`: {error}")),
@@ -102,11 +100,11 @@ impl Coordinator {
         env: &str,
         keys: &[String],
         wait: Duration,
-    ) -> pb::ListVolumesResponse {
+    ) -> VolumesView {
         let deadline = Instant::now() + wait;
         let mut removed = Vec::new();
         loop {
-            let mut last = pb::ListVolumesResponse::default();
+            let mut last = VolumesView::default();
             for key in keys {
                 let answer = self.remove_volumes(env, key).await;
                 last.unreachable.extend(answer.unreachable);

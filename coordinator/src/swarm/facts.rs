@@ -112,20 +112,17 @@ impl From<&SwarmFacts> for pb::SwarmFacts {
 /// Gives each worker without a cluster ID the cluster of a listed manager
 /// whose node ID is among the worker's managers. A worker none of whose
 /// managers has an agent keeps it empty.
-pub fn fill_worker_clusters(nodes: &mut [pb::Node]) {
-    let clusters: HashMap<String, String> = nodes
+pub fn fill_worker_clusters<'a>(members: impl IntoIterator<Item = &'a mut SwarmFacts>) {
+    let mut members: Vec<&mut SwarmFacts> = members.into_iter().collect();
+    let clusters: HashMap<String, String> = members
         .iter()
-        .filter_map(|node| node.facts.as_ref()?.swarm.as_ref())
-        .filter(|s| s.role == pb::SwarmRole::Manager as i32 && !s.cluster_id.is_empty())
+        .filter(|s| s.role == SwarmRole::Manager && !s.cluster_id.is_empty())
         .map(|s| (s.node_id.clone(), s.cluster_id.clone()))
         .collect();
     if clusters.is_empty() {
         return;
     }
-    for node in nodes.iter_mut() {
-        let Some(s) = node.facts.as_mut().and_then(|f| f.swarm.as_mut()) else {
-            continue;
-        };
+    for s in members.iter_mut() {
         if s.cluster_id.is_empty() {
             if let Some(cluster) = s.manager_node_ids.iter().find_map(|id| clusters.get(id)) {
                 s.cluster_id = cluster.clone();
@@ -138,15 +135,8 @@ pub fn fill_worker_clusters(nodes: &mut [pb::Node]) {
 mod tests {
     use super::*;
 
-    fn node(name: &str, swarm: Option<pb::SwarmFacts>) -> pb::Node {
-        pb::Node {
-            name: name.into(),
-            facts: Some(pb::NodeFacts {
-                swarm,
-                ..pb::NodeFacts::default()
-            }),
-            ..pb::Node::default()
-        }
+    fn node(name: &str, swarm: Option<pb::SwarmFacts>) -> (String, Option<SwarmFacts>) {
+        (name.to_string(), swarm.map(SwarmFacts::from))
     }
 
     fn member(role: pb::SwarmRole, id: &str, cluster: &str, managers: &[&str]) -> pb::SwarmFacts {
@@ -161,16 +151,9 @@ mod tests {
         }
     }
 
-    fn cluster_of(nodes: &[pb::Node], name: &str) -> String {
-        let node = nodes.iter().find(|n| n.name == name).unwrap();
-        node.facts
-            .as_ref()
-            .unwrap()
-            .swarm
-            .as_ref()
-            .unwrap()
-            .cluster_id
-            .clone()
+    fn cluster_of(nodes: &[(String, Option<SwarmFacts>)], name: &str) -> String {
+        let (_, swarm) = nodes.iter().find(|(n, _)| n == name).unwrap();
+        swarm.as_ref().unwrap().cluster_id.clone()
     }
 
     #[test]
@@ -190,7 +173,7 @@ mod tests {
                 Some(member(pb::SwarmRole::Worker, "W2", "", &["OTHER"])),
             ),
         ];
-        fill_worker_clusters(&mut nodes);
+        fill_worker_clusters(nodes.iter_mut().filter_map(|(_, s)| s.as_mut()));
         assert_eq!(cluster_of(&nodes, "w1"), "C");
         assert_eq!(cluster_of(&nodes, "m2"), "C");
         // None of its managers has an agent: unknown.

@@ -20,7 +20,7 @@ impl ControlApi {
         self.audited(&caller, action, &node, &resp).await;
         let resp = resp?;
         tracing::info!(who = caller.who(), node, cordon, "node cordon");
-        Ok(Response::new(resp))
+        Ok(Response::new(resp.into()))
     }
 
     pub(super) async fn drain(
@@ -39,6 +39,6 @@ impl ControlApi {
             instances = resp.instances,
             "node drain"
         );
-        Ok(Response::new(resp))
+        Ok(Response::new(resp.into()))
     }
 }

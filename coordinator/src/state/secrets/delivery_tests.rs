@@ -64,13 +64,13 @@ fn with_file(value: &str) -> ApplyOptions {
     }
 }
 
-fn action_of(resp: &pb::ApplyResponse, service: &str) -> pb::ChangeAction {
+fn action_of(resp: &ApplyOutcome, service: &str) -> ChangeAction {
     let c = resp
         .services
         .iter()
         .find(|c| c.service == service)
         .unwrap_or_else(|| panic!("{service} is not in the response"));
-    pb::ChangeAction::try_from(c.action).unwrap()
+    c.action
 }
 
 /// (name, version, value) of each secret value in `plan`.
@@ -120,10 +120,10 @@ async fn a_file_secret_is_sealed_pinned_and_sent_only_to_the_node_running_its_co
         .unwrap();
     assert_eq!(
         resp.secrets,
-        vec![pb::SecretChange {
+        vec![SecretChange {
             env: "default".into(),
             name: "db".into(),
-            action: "created".into(),
+            action: SecretAction::Created,
             version: 1,
         }]
     );
@@ -163,8 +163,8 @@ async fn a_file_secret_is_sealed_pinned_and_sent_only_to_the_node_running_its_co
         )
         .await
         .unwrap();
-    assert_eq!(resp.secrets[0].action, "unchanged");
-    assert_eq!(action_of(&resp, "web"), pb::ChangeAction::Unchanged);
+    assert_eq!(resp.secrets[0].action, SecretAction::Unchanged);
+    assert_eq!(action_of(&resp, "web"), ChangeAction::Unchanged);
     assert!(!a.plan_rx.has_changed().unwrap());
 
     // A new value in the file is a new version, and web rolls onto it.
@@ -180,11 +180,11 @@ async fn a_file_secret_is_sealed_pinned_and_sent_only_to_the_node_running_its_co
         .await
         .unwrap();
     assert_eq!(
-        (resp.secrets[0].action.as_str(), resp.secrets[0].version),
-        ("rotated", 2)
+        (resp.secrets[0].action, resp.secrets[0].version),
+        (SecretAction::Rotated, 2)
     );
-    assert_eq!(action_of(&resp, "web"), pb::ChangeAction::Update);
-    assert_eq!(action_of(&resp, "other"), pb::ChangeAction::Unchanged);
+    assert_eq!(action_of(&resp, "web"), ChangeAction::Update);
+    assert_eq!(action_of(&resp, "other"), ChangeAction::Unchanged);
     let web = resp.services.iter().find(|c| c.service == "web").unwrap();
     assert!(
         !web.diff.contains(OTHER) && !web.diff.contains(CANARY),
@@ -346,8 +346,8 @@ async fn external_secrets_must_exist_and_generated_ones_are_made_once() {
         .await
         .unwrap();
     assert_eq!(
-        (resp.secrets[0].action.as_str(), resp.secrets[0].version),
-        ("external", 1)
+        (resp.secrets[0].action, resp.secrets[0].version),
+        (SecretAction::External, 1)
     );
 
     let generated = "services:\n  web:\n    image: app:1\n    secrets: [session]\nsecrets:\n  session:\n    x-convoy:\n      generate:\n        length: 48\n        charset: hex\n";
@@ -363,7 +363,7 @@ async fn external_secrets_must_exist_and_generated_ones_are_made_once() {
         )
         .await
         .unwrap();
-    assert_eq!(resp.secrets[0].action, "generated");
+    assert_eq!(resp.secrets[0].action, SecretAction::Generated);
     assert!(coord.secret_history("default", "session").await.is_err());
     let resp = coord
         .apply_with(
@@ -377,8 +377,8 @@ async fn external_secrets_must_exist_and_generated_ones_are_made_once() {
         .await
         .unwrap();
     assert_eq!(
-        (resp.secrets[0].action.as_str(), resp.secrets[0].version),
-        ("generated", 1)
+        (resp.secrets[0].action, resp.secrets[0].version),
+        (SecretAction::Generated, 1)
     );
     let value = coord.open_secret("default", "session").await.unwrap();
     assert_eq!(value.expose().len(), 48);
@@ -394,7 +394,7 @@ async fn external_secrets_must_exist_and_generated_ones_are_made_once() {
         )
         .await
         .unwrap();
-    assert_eq!(resp.secrets[0].action, "unchanged");
+    assert_eq!(resp.secrets[0].action, SecretAction::Unchanged);
     assert_eq!(
         coord.open_secret("default", "session").await.unwrap(),
         value

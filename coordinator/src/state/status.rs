@@ -1,13 +1,14 @@
-//! Read-only views of desired and live state: service status and nodes.
+//! Service status and nodes, read from desired and live state into the
+//! views of `view.rs`.
 
 use super::*;
 
 impl Coordinator {
-    pub async fn status(&self, service: &str, env: &str) -> pb::StatusResponse {
+    pub async fn status(&self, service: &str, env: &str) -> StatusView {
         let desired = self.desired.lock().await;
         let live = self.live();
         // Node views, made only if some instance waits for a node.
-        let mut views: Option<Vec<NodeView>> = None;
+        let mut views: Option<Vec<PlacementNode>> = None;
         let mut services = Vec::new();
         for ((senv, name), rec) in &desired.services {
             if rec.deleted
@@ -57,7 +58,7 @@ impl Coordinator {
                 current = view.current;
                 instances = view.instances;
                 desired_count = view.desired;
-                swarm_info = Some(pb::SwarmServiceInfo {
+                swarm_info = Some(SwarmServiceView {
                     cluster: cluster.to_string(),
                     driver: driver.unwrap_or_default(),
                     driver_connected: connected,
@@ -79,13 +80,13 @@ impl Coordinator {
                 let node_live = node.as_ref().and_then(|n| live.nodes.get(n));
                 let connected = node_live.is_some_and(NodeLive::ready);
                 let reported = node_live.and_then(|l| l.workloads.get(&id));
-                let mut inst = pb::InstanceStatus {
+                let mut inst = InstanceStatusView {
                     id: id.clone(),
                     index: *index,
                     node: node.clone().unwrap_or_default(),
                     node_connected: connected,
                     revision: rec.revision,
-                    state: pb::WorkloadState::Pending as i32,
+                    state: InstanceState::Pending,
                     reason: match node {
                         None => pending.clone(),
                         Some(n) => format!("waiting for node `{n}` to report"),
@@ -94,13 +95,13 @@ impl Coordinator {
                 };
                 if let Some(r) = reported {
                     inst.revision = r.revision;
-                    inst.state = pb::WorkloadState::from(r.state) as i32;
+                    inst.state = r.state;
                     inst.reason = r.reason.clone();
                     inst.restarts = r.restarts;
                     inst.container_id = r.container_id.clone();
                     inst.container_name = r.container_name.clone();
                     inst.updated_unix_ms = r.updated_unix_ms;
-                    inst.health = pb::Health::from(r.health) as i32;
+                    inst.health = r.health;
                     inst.health_output = r.health_output.clone();
                     inst.failing_probe = r.failing_probe.clone();
                     inst.exit_code = r.exit_code;
@@ -111,7 +112,7 @@ impl Coordinator {
                     }
                 }
                 if removed {
-                    inst.state = pb::WorkloadState::Lost as i32;
+                    inst.state = InstanceState::Lost;
                     inst.reason =
                         format!("node `{}` was removed", node.as_deref().unwrap_or_default());
                 }
@@ -119,19 +120,16 @@ impl Coordinator {
             }
             // Checks come from the spec or from the image's own HEALTHCHECK,
             // so whether there are any is read from what agents report.
-            let has_checks = spec_has_checks(&rec.spec)
-                || instances
-                    .iter()
-                    .any(|i| i.health != pb::Health::Unspecified as i32);
+            let has_checks =
+                spec_has_checks(&rec.spec) || instances.iter().any(|i| i.health != Health::None);
             let healthy = current
                 .iter()
                 .filter(|&&i| {
                     let h = instances[i].health;
-                    h == pb::Health::Healthy as i32
-                        || (!has_checks && h == pb::Health::Unspecified as i32)
+                    h == Health::Healthy || (!has_checks && h == Health::None)
                 })
                 .count() as u32;
-            services.push(pb::ServiceStatus {
+            services.push(ServiceView {
                 name: name.clone(),
                 env: senv.clone(),
                 revision: rec.revision,
@@ -145,24 +143,15 @@ impl Coordinator {
                 rollout: rec
                     .rollout
                     .as_ref()
-                    .map(|r| rollout_info(r, rec.assignments.len())),
-                deploy_labels: rec
-                    .spec
-                    .deploy
-                    .labels
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
+                    .map(|r| rollout_view(r, rec.assignments.len())),
+                deploy_labels: rec.spec.deploy.labels.clone(),
                 swarm: swarm_info,
             });
         }
-        pb::StatusResponse {
-            services,
-            control_plane: None,
-        }
+        StatusView { services }
     }
 
-    pub async fn nodes(&self) -> pb::ListNodesResponse {
+    pub async fn nodes(&self) -> NodesView {
         let desired = self.desired.lock().await;
         let live = self.live();
         let mut counts: HashMap<&str, u32> = HashMap::new();
@@ -177,16 +166,16 @@ impl Coordinator {
             .map(|rec| {
                 let l = live.nodes.get(&rec.name);
                 let session = l.and_then(|l| l.session.as_ref());
-                pb::Node {
+                NodeView {
                     name: rec.name.clone(),
                     state: if rec.removed_unix_ms != 0 {
-                        pb::NodeState::Removed
+                        NodeState::Removed
                     } else if l.is_some_and(NodeLive::ready) {
-                        pb::NodeState::Ready
+                        NodeState::Ready
                     } else {
-                        pb::NodeState::Lost
-                    } as i32,
-                    facts: Some((&rec.facts).into()),
+                        NodeState::Lost
+                    },
+                    facts: rec.facts.clone(),
                     agent_version: rec.agent_version.clone(),
                     connected_since_unix_ms: session
                         .map(|s| s.connected_since_unix_ms)
@@ -199,7 +188,7 @@ impl Coordinator {
                         .unwrap_or(0),
                     acked_generation: l.map(|l| l.acked_generation).unwrap_or(0),
                     workloads: counts.get(rec.name.as_str()).copied().unwrap_or(0),
-                    metrics: l.and_then(|l| l.metrics.clone()).map(pb::HostMetrics::from),
+                    metrics: l.and_then(|l| l.metrics.clone()),
                     address: session.map(|s| s.address.clone()).unwrap_or_default(),
                     certificate_expires_unix_ms: rec.certificate_expires_unix_ms,
                     cordoned: rec.cordoned,
@@ -214,22 +203,17 @@ impl Coordinator {
         for n in nodes.iter_mut().filter(|n| n.draining) {
             (n.drain_blocked, n.drain_waiting) = self.drain_notes(&n.name);
         }
-        crate::swarm::fill_worker_clusters(&mut nodes);
-        pb::ListNodesResponse { nodes }
+        crate::swarm::fill_worker_clusters(nodes.iter_mut().filter_map(|n| n.facts.swarm.as_mut()));
+        NodesView { nodes }
     }
 }
 
-pub fn rollout_info(r: &Rollout, total: usize) -> pb::RolloutInfo {
-    pb::RolloutInfo {
+pub fn rollout_view(r: &Rollout, total: usize) -> RolloutView {
+    RolloutView {
         from_revision: r.from_revision,
         to_revision: r.to_revision,
-        state: r.state.word().to_string(),
-        strategy: match r.policy.strategy {
-            spec::Strategy::Rolling => "rolling",
-            spec::Strategy::Canary => "canary",
-            spec::Strategy::BlueGreen => "blue-green",
-        }
-        .to_string(),
+        state: r.state,
+        strategy: r.policy.strategy,
         updated: r.switched.len() as u32,
         healthy: r.done.len() as u32,
         failed: r.failed.len() as u32,
@@ -267,7 +251,7 @@ struct SwarmView<'a> {
 /// A Swarm service's instances as `status` shows them: one per task slot
 /// of the driver's last report.
 struct SwarmInstances {
-    instances: Vec<pb::InstanceStatus>,
+    instances: Vec<InstanceStatusView>,
     running: u32,
     /// Indexes (in `instances`) of running tasks of the current revision.
     current: Vec<usize>,
@@ -314,21 +298,21 @@ fn swarm_view(v: SwarmView<'_>) -> SwarmInstances {
     };
     let Some(r) = reported.filter(|r| !r.swarm_tasks.is_empty()) else {
         let (state, reason) = match (driver, reported) {
-            (None, _) => (pb::WorkloadState::Pending, pending.to_string()),
-            (Some(_), Some(r)) => (pb::WorkloadState::from(r.state), away(&r.reason)),
+            (None, _) => (InstanceState::Pending, pending.to_string()),
+            (Some(_), Some(r)) => (r.state, away(&r.reason)),
             (Some(d), None) if connected => (
-                pb::WorkloadState::Pending,
+                InstanceState::Pending,
                 format!("waiting for the driver `{d}` to report"),
             ),
-            (Some(_), None) => (pb::WorkloadState::Pending, away("")),
+            (Some(_), None) => (InstanceState::Pending, away("")),
         };
-        out.instances.push(pb::InstanceStatus {
+        out.instances.push(InstanceStatusView {
             id: id.to_string(),
             index: 1,
             node: driver.unwrap_or_default().to_string(),
             node_connected: connected,
             revision: reported.map(|r| r.revision).unwrap_or(rec.revision),
-            state: state as i32,
+            state,
             reason,
             ..Default::default()
         });
@@ -344,17 +328,17 @@ fn swarm_view(v: SwarmView<'_>) -> SwarmInstances {
             global_index
         };
         let state = swarm_task_state(&t.state);
-        let current = state == pb::WorkloadState::Running
+        let current = state == InstanceState::Running
             && t.desired_state == "running"
             && t.revision == rec.revision;
-        let health = if state == pb::WorkloadState::Running && r.health == Health::Healthy {
-            pb::Health::Healthy
+        let health = if state == InstanceState::Running && r.health == Health::Healthy {
+            Health::Healthy
         } else {
-            pb::Health::Unspecified
+            Health::None
         };
         let reason = [t.error.as_str(), t.message.as_str()]
             .into_iter()
-            .find(|s| !s.is_empty() && state != pb::WorkloadState::Running)
+            .find(|s| !s.is_empty() && state != InstanceState::Running)
             .unwrap_or_default();
         if current {
             out.running += 1;
@@ -363,7 +347,7 @@ fn swarm_view(v: SwarmView<'_>) -> SwarmInstances {
         if replicas.is_none() && t.desired_state == "running" {
             out.desired += 1;
         }
-        out.instances.push(pb::InstanceStatus {
+        out.instances.push(InstanceStatusView {
             id: format!("{prefix}/{index}"),
             index,
             node: if t.node_hostname.is_empty() {
@@ -375,11 +359,11 @@ fn swarm_view(v: SwarmView<'_>) -> SwarmInstances {
             // reachability is in the service's `swarm` info and the reason.
             node_connected: true,
             revision: t.revision,
-            state: state as i32,
+            state,
             reason: away(reason),
             container_id: t.container_id.clone(),
             updated_unix_ms: t.updated_unix_ms,
-            health: health as i32,
+            health,
             swarm_node_id: t.node_id.clone(),
             swarm_task_id: t.task_id.clone(),
             ..Default::default()
@@ -389,15 +373,15 @@ fn swarm_view(v: SwarmView<'_>) -> SwarmInstances {
 }
 
 /// Swarm's task state in Convoy's words.
-fn swarm_task_state(state: &str) -> pb::WorkloadState {
+fn swarm_task_state(state: &str) -> InstanceState {
     match state {
-        "running" => pb::WorkloadState::Running,
+        "running" => InstanceState::Running,
         "new" | "pending" | "assigned" | "accepted" | "preparing" | "ready" | "starting" => {
-            pb::WorkloadState::Starting
+            InstanceState::Starting
         }
-        "failed" | "rejected" => pb::WorkloadState::Failed,
-        "orphaned" => pb::WorkloadState::Lost,
+        "failed" | "rejected" => InstanceState::Failed,
+        "orphaned" => InstanceState::Lost,
         // complete, shutdown, remove
-        _ => pb::WorkloadState::Exited,
+        _ => InstanceState::Exited,
     }
 }
