@@ -67,6 +67,22 @@ fn writer_history(ha: &Ha) -> Vec<(String, i64)> {
         .collect()
 }
 
+/// `convoy -o json ARGS` given only `api` as the coordinator, which must
+/// succeed; its output.
+fn cli_json_via(ha: &Ha, api: std::net::SocketAddr, args: &[&str]) -> Value {
+    let out = convoy_tests::process::output_within(
+        ha.c.cli_command()
+            .env("CONVOY_ADDR", format!("https://{api}"))
+            .args(["-o", "json"])
+            .args(args),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert!(out.status.success(), "convoy {args:?} via {api}: {out:?}");
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("convoy {args:?} via {api}: {e}: {out:?}"))
+}
+
 /// `convoy ARGS` given only `api` as the coordinator, which must fail; its
 /// error output.
 fn cli_only(ha: &Ha, api: std::net::SocketAddr, args: &[&str]) -> String {
@@ -108,23 +124,64 @@ fn the_leader_killed_mid_rollout_hands_over_and_the_rollout_completes() {
     assert_eq!(code, 200, "{body}");
     let services: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(services["control_plane"]["leader"], "c1", "{body}");
-    // A standby's HTTP port names the leader; so does its API port, to a
-    // CLI given only that address.
+    // A standby's `/readyz` names the leader (for a load balancer that must
+    // reach the leader itself); its dashboard and API ports forward to the
+    // leader, so a CLI or a browser given only a standby's address works.
     let standby = ha.http_addrs()[1];
     let (code, body) = convoy_tests::http::get(standby, "/readyz").unwrap();
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("`c1` leads"), "{body}");
-    let err = cli_only(&ha, ha.peers[0].api_addr, &["status"]);
-    assert!(
-        err.contains("standby:") && err.contains("`c1` leads"),
-        "{err}"
+    let (code, body) =
+        convoy_tests::http::get_with_token(standby, "/api/services", &ha.c.admin_token()).unwrap();
+    assert_eq!(code, 200, "the dashboard through a standby: {body}");
+    let services: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(services["control_plane"]["leader"], "c1", "{body}");
+    let (code, _) = convoy_tests::http::get(standby, "/api/services").unwrap();
+    assert_eq!(
+        code, 401,
+        "the leader still asks a forwarded call for its token"
     );
+    // A call another coordinator forwarded is not forwarded again (two
+    // standbys with different ideas of who leads never bounce one).
+    let (code, body) = convoy_tests::http::get_with_header(
+        standby,
+        "/api/services",
+        ("x-convoy-forwarded-by", "c3"),
+    )
+    .unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("standby:") && body.contains("does not forward"),
+        "{body}"
+    );
+    let status = cli_json_via(&ha, ha.peers[0].api_addr, &["status"]);
+    assert_eq!(status["control_plane"]["leader"], "c1", "{status}");
 
+    // The first revision goes in through a standby only: the leader
+    // applies it and audits the caller as if called directly.
     let svc = ha.c.service_name("ha");
     let file =
         ha.c.write_spec("ha.yaml", &compose(&[&app(&ha.c, &svc, 4, "v1")]));
-    ha.c.apply(&file);
+    let applied = cli_json_via(
+        &ha,
+        ha.peers[1].api_addr,
+        &["apply", "-f", file.to_str().unwrap()],
+    );
+    assert!(
+        !applied["services"].as_array().unwrap().is_empty(),
+        "{applied}"
+    );
     ha.c.wait_service_running(&svc, 4, 1);
+    let audit: Value = ha.c.cli_json(&["audit"]);
+    assert!(
+        audit["entries"].as_array().unwrap().iter().any(|e| {
+            e["action"] == "apply"
+                && e["result"] == "ok"
+                && e["target"].as_str().is_some_and(|t| t.contains(&svc))
+                && e["who"].as_str().is_some_and(|w| w.contains("admin"))
+        }),
+        "{audit}"
+    );
 
     let file =
         ha.c.write_spec("ha.yaml", &compose(&[&app(&ha.c, &svc, 4, "v2")]));
@@ -170,6 +227,29 @@ fn the_leader_killed_mid_rollout_hands_over_and_the_rollout_completes() {
         ha.c.write_spec("ha.yaml", &compose(&[&app(&ha.c, &svc, 4, "v3")]));
     ha.c.apply(&file);
     ha.c.wait_service_running(&svc, 4, 3);
+    // A fourth through the coordinator left standing by, with `--wait`: the
+    // rollout's events stream back through it until the rollout succeeds.
+    let standby = 3 - leader;
+    let file =
+        ha.c.write_spec("ha.yaml", &compose(&[&app(&ha.c, &svc, 4, "v4")]));
+    let waited = cli_json_via(
+        &ha,
+        ha.peers[standby - 1].api_addr,
+        &[
+            "apply",
+            "--wait",
+            "--timeout",
+            "120s",
+            "-f",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        !waited["services"].as_array().unwrap().is_empty(),
+        "{waited}"
+    );
+    ha.c.wait_service_running(&svc, 4, 4);
+    assert_one_per_instance(&ha.c, &svc, 4, "4");
     let status: Value = ha.c.cli_json(&["status"]);
     assert_eq!(
         status["control_plane"]["leader"],

@@ -8,13 +8,22 @@ use anyhow::{anyhow, Context, Result};
 
 /// Sends `METHOD PATH` to `addr` and returns the status code and body.
 pub fn request(addr: SocketAddr, method: &str, path: &str) -> Result<(u16, String)> {
-    request_as(addr, method, path, None)
+    request_as(addr, method, path, None, &[])
+}
+
+/// `GET path` with one more header.
+pub fn get_with_header(
+    addr: SocketAddr,
+    path: &str,
+    (name, value): (&str, &str),
+) -> Result<(u16, String)> {
+    request_as(addr, "GET", path, None, &[(name, value)])
 }
 
 /// `GET path` with `Authorization: Bearer token` (the coordinator's
 /// dashboard API and `/metrics`).
 pub fn get_with_token(addr: SocketAddr, path: &str, token: &str) -> Result<(u16, String)> {
-    request_as(addr, "GET", path, Some(token))
+    request_as(addr, "GET", path, Some(token), &[])
 }
 
 fn request_as(
@@ -22,14 +31,18 @@ fn request_as(
     method: &str,
     path: &str,
     token: Option<&str>,
+    headers: &[(&str, &str)],
 ) -> Result<(u16, String)> {
     let timeout = Duration::from_secs(5);
     let mut stream = TcpStream::connect_timeout(&addr, timeout)
         .with_context(|| format!("cannot connect to {addr}"))?;
     stream.set_read_timeout(Some(timeout))?;
-    let auth = token
+    let mut auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
+    for (name, value) in headers {
+        auth.push_str(&format!("{name}: {value}\r\n"));
+    }
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"

@@ -11,8 +11,10 @@
 //! coordinators act as leader at once. Standbys serve only `/healthz`,
 //! `/readyz` (503) and `/metrics` until they win.
 //!
-//! This is the first step of issue 18 (active/standby): standbys do not yet
-//! serve agent streams or reads from the store's watches.
+//! Standbys forward their API and HTTP ports' calls to the leader
+//! ([`forward`]), so the CLI and the dashboard work through any
+//! coordinator. Agent streams are served by the leader only: a standby's
+//! agent port stays closed and agents move on to the next address.
 
 use std::{
     sync::{
@@ -22,8 +24,10 @@ use std::{
     time::Duration,
 };
 
+mod forward;
 mod serve;
 
+pub use forward::FORWARDED_BY;
 pub use serve::serve;
 
 use etcd_client::{Client, GetOptions, PutOptions};
@@ -275,6 +279,17 @@ impl Election {
                 Ok(())
             }
         }
+    }
+
+    /// The coordinator that leads, as etcd's election says; `None` when
+    /// nobody does or etcd does not answer in time.
+    pub async fn leader(&self) -> Option<Member> {
+        let mut election = self.client.election_client();
+        let resp = call_within(VIEW_TIMEOUT, election.leader(self.key(LEADER_KEY)))
+            .await
+            .ok()?;
+        resp.kv()
+            .and_then(|kv| serde_json::from_slice(kv.value()).ok())
     }
 
     /// The coordinators announced in etcd and who leads.

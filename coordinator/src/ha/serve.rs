@@ -1,12 +1,14 @@
 //! `convoyd serve --store etcd://…`: stand by, lead, step down, stand by.
 //!
-//! While standing by, the coordinator serves only its HTTP port (`/healthz`,
-//! `/readyz` answering 503 with the leader's address, `/metrics`); its API
-//! and agent ports are closed, so the CLI and agents, given every
-//! coordinator's address, find the leader. Once elected it starts a whole
-//! coordinator on the store (loading desired state fresh, so nothing from a
-//! previous term is trusted); when it loses the lease it stops that
-//! coordinator (agents reconnect to the next leader) and stands by again.
+//! While standing by, the coordinator forwards what comes to its API and
+//! HTTP ports to the leader ([`super::forward`]), and answers `/healthz`,
+//! `/readyz` (503, naming the leader: a load balancer that must reach the
+//! leader directly can use it) and `/metrics` itself. Its agent port is
+//! closed, so agents, given every coordinator's address, find the leader.
+//! Once elected it starts a whole coordinator on the store (loading desired
+//! state fresh, so nothing from a previous term is trusted); when it loses
+//! the lease it stops that coordinator (agents reconnect to the next
+//! leader) and stands by again.
 
 use std::{sync::Arc, time::Duration};
 
@@ -15,7 +17,7 @@ use axum::{http::StatusCode, response::IntoResponse, routing::get, Router};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{ControlPlane, Elected, Election, Member, Role};
+use super::{forward::Forwarder, ControlPlane, Elected, Election, Member, Role};
 use crate::{
     server::{self, ServeConfig},
     store::{EtcdTls, StoreUrl},
@@ -58,9 +60,9 @@ pub async fn serve(
     let me = Member {
         id: cfg.name.clone(),
         hostname: hostname(),
-        api: format!("https://{}", cfg.api_listen),
-        agents: cfg.agent_listen.to_string(),
-        http: format!("http://{}", cfg.http_listen),
+        api: format!("https://{}", advertised(cfg.api_listen)),
+        agents: advertised(cfg.agent_listen),
+        http: format!("http://{}", advertised(cfg.http_listen)),
         version: env!("CARGO_PKG_VERSION").to_string(),
         started_unix_ms: crate::state::now_unix_ms(),
     };
@@ -74,6 +76,10 @@ pub async fn serve(
         election: election.clone(),
         store: store.clone(),
     });
+    let forwarder = Arc::new(Forwarder::new(
+        election.clone(),
+        load_ca(&cfg)?.cert_pem().to_string(),
+    ));
     let elections = tokio::spawn(
         election
             .clone()
@@ -88,8 +94,13 @@ pub async fn serve(
     loop {
         // Stand by until elected.
         let standby = shutdown.child_token();
-        let mut http = tokio::spawn(standby_http(cfg.clone(), plane.clone(), standby.clone()));
-        let mut api = tokio::spawn(standby_api(cfg.clone(), plane.clone(), standby.clone()));
+        let mut http = tokio::spawn(standby_http(
+            cfg.clone(),
+            plane.clone(),
+            forwarder.clone(),
+            standby.clone(),
+        ));
+        let mut api = tokio::spawn(standby_api(cfg.clone(), forwarder.clone(), standby.clone()));
         let elected = tokio::select! {
             _ = shutdown.cancelled() => false,
             r = role.wait_for(Role::is_leader) => r.is_ok(),
@@ -158,8 +169,14 @@ pub async fn serve(
     Ok(())
 }
 
-/// A standby's HTTP port: probes and metrics, and where the leader is.
-async fn standby_http(cfg: ServeConfig, plane: Arc<Elected>, stop: CancellationToken) {
+/// A standby's HTTP port: probes and metrics of its own; everything else
+/// (the dashboard, `/api/…`) forwarded to the leader.
+async fn standby_http(
+    cfg: ServeConfig,
+    plane: Arc<Elected>,
+    forwarder: Arc<Forwarder>,
+    stop: CancellationToken,
+) {
     let listener = match crate::http::bind(cfg.http_listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -185,8 +202,7 @@ async fn standby_http(cfg: ServeConfig, plane: Arc<Elected>, stop: CancellationT
             }
         }
     };
-    let ready = leader_text.clone();
-    let fallback = leader_text;
+    let ready = leader_text;
     let metrics_plane = plane.clone();
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -204,9 +220,14 @@ async fn standby_http(cfg: ServeConfig, plane: Arc<Elected>, stop: CancellationT
                 async move { standby_metrics(&plane).await.into_response() }
             }),
         )
-        .fallback(move || {
-            let text = fallback.clone();
-            async move { (StatusCode::SERVICE_UNAVAILABLE, text().await) }
+        .fallback(move |req: axum::extract::Request| {
+            let forwarder = forwarder.clone();
+            async move {
+                match forwarder.http(req).await {
+                    Ok(resp) => resp,
+                    Err(why) => why.http().into_response(),
+                }
+            }
         });
     let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
     if let Err(e) = serve.await {
@@ -214,25 +235,11 @@ async fn standby_http(cfg: ServeConfig, plane: Arc<Elected>, stop: CancellationT
     }
 }
 
-/// What a standby answers: `standby: …` and where the leader is (the CLI
-/// moves on to its next address on this answer).
-async fn standby_answer(plane: &Elected) -> String {
-    let view = plane.view().await;
-    let me = &plane.election.me().id;
-    match view.members.iter().find(|m| m.leader) {
-        Some(l) => format!(
-            "standby: coordinator `{me}` stands by; `{}` leads (api {}, dashboard {})",
-            l.member.id, l.member.api, l.member.http
-        ),
-        None => format!("standby: coordinator `{me}` stands by and no coordinator leads right now"),
-    }
-}
-
-/// A standby's API port: TLS like the leader's, and every call answered
-/// `UNAVAILABLE` with [`standby_answer`], so a CLI given only this address
-/// learns where the leader is (the agent port stays closed: agents move on
-/// at once).
-async fn standby_api(cfg: ServeConfig, plane: Arc<Elected>, stop: CancellationToken) {
+/// A standby's API port: TLS like the leader's, and every call forwarded
+/// to the leader; one that cannot be is answered `UNAVAILABLE` with
+/// `standby: …` and why, on which a CLI moves on to its next address (the
+/// agent port stays closed: agents move on at once).
+async fn standby_api(cfg: ServeConfig, forwarder: Arc<Forwarder>, stop: CancellationToken) {
     let tls = match standby_tls(&cfg) {
         Ok(t) => t,
         Err(e) => {
@@ -248,10 +255,13 @@ async fn standby_api(cfg: ServeConfig, plane: Arc<Elected>, stop: CancellationTo
         }
     };
     let incoming = server::tls_incoming(listener, tls, "api", stop.clone());
-    let app = Router::new().fallback(move || {
-        let plane = plane.clone();
+    let app = Router::new().fallback(move |req: axum::extract::Request| {
+        let forwarder = forwarder.clone();
         async move {
-            tonic::Status::unavailable(standby_answer(&plane).await).into_http::<axum::body::Body>()
+            match forwarder.grpc(req).await {
+                Ok(resp) => resp,
+                Err(why) => why.status().into_http::<axum::body::Body>(),
+            }
         }
     });
     if let Err(e) = tonic::transport::Server::builder()
@@ -263,14 +273,19 @@ async fn standby_api(cfg: ServeConfig, plane: Arc<Elected>, stop: CancellationTo
     }
 }
 
-/// The API port's TLS: a server certificate from the shared CA.
-fn standby_tls(cfg: &ServeConfig) -> Result<Arc<rustls::ServerConfig>> {
+/// The shared CA, as the leader's servers load it.
+fn load_ca(cfg: &ServeConfig) -> Result<crate::pki::Ca> {
     use crate::pki::{Ca, PkiPaths};
     let paths = PkiPaths::new(&cfg.data_dir);
-    let ca = match &cfg.ca_files {
+    Ok(match &cfg.ca_files {
         Some((cert, key)) => Ca::import(&paths, cert, key)?,
         None => Ca::load_or_create(&paths)?,
-    };
+    })
+}
+
+/// The API port's TLS: a server certificate from the shared CA.
+fn standby_tls(cfg: &ServeConfig) -> Result<Arc<rustls::ServerConfig>> {
+    let ca = load_ca(cfg)?;
     let issued = ca.issue_server(&cfg.sans)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cert = Arc::new(crate::tls::ServerCert::new(
@@ -301,6 +316,18 @@ async fn standby_metrics(plane: &Elected) -> impl IntoResponse {
         )],
         crate::metrics::to_prometheus_text(&out),
     )
+}
+
+/// How other coordinators reach `addr`: as it is, or by this host's name
+/// where it listens on every address.
+fn advertised(addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        let host = hostname();
+        if !host.is_empty() {
+            return format!("{host}:{}", addr.port());
+        }
+    }
+    addr.to_string()
 }
 
 fn hostname() -> String {
