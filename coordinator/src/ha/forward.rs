@@ -239,11 +239,16 @@ impl Forwarder {
 }
 
 /// Whether a failed call never reached the leader: it failed while
-/// connecting (refused, timed out, TLS refused).
+/// connecting (refused, timed out, TLS refused), or hyper dropped it
+/// unsent when the connection closed first (`canceled`).
 fn never_sent(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut inner = Some(e);
     while let Some(err) = inner {
-        if err.is::<tonic::ConnectError>() {
+        if err.is::<tonic::ConnectError>()
+            || err
+                .downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_canceled)
+        {
             return true;
         }
         inner = err.source();
@@ -274,6 +279,79 @@ mod tests {
         let reset = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
             .context("transport error");
         assert!(!never_sent(reset.as_ref()));
+    }
+
+    /// The classification against tonic's real errors: a port nobody
+    /// listens on, and one that accepts and hangs up at once.
+    #[tokio::test]
+    async fn a_refused_or_dropped_connection_is_a_call_never_sent() {
+        use tonic::client::GrpcService;
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let hangs_up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let hangs_up_addr = hangs_up.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = hangs_up.accept().await {
+                drop(s);
+            }
+        });
+        for addr in [closed, hangs_up_addr] {
+            let mut ch = Endpoint::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect_timeout(Duration::from_secs(2))
+                .connect_lazy();
+            let req = http::Request::builder()
+                .uri("/convoy.v1.ControlService/Status")
+                .header("content-type", "application/grpc")
+                .body(tonic::body::Body::empty())
+                .unwrap();
+            futures::future::poll_fn(|cx| GrpcService::poll_ready(&mut ch, cx))
+                .await
+                .unwrap();
+            let err = GrpcService::call(&mut ch, req).await.unwrap_err();
+            assert!(never_sent(&err), "{addr}: {err:?}");
+        }
+    }
+
+    /// A call the leader received, whose connection then broke, may have
+    /// been carried out: it is not "never sent".
+    #[tokio::test]
+    async fn a_call_cut_off_after_it_arrived_is_not_a_call_never_sent() {
+        use tonic::client::GrpcService;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (arrived_tx, arrived) = tokio::sync::oneshot::channel::<()>();
+        let arrived_tx = std::sync::Mutex::new(Some(arrived_tx));
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let svc = hyper::service::service_fn(move |_req| {
+                if let Some(tx) = arrived_tx.lock().unwrap().take() {
+                    let _ = tx.send(());
+                }
+                std::future::pending::<Result<http::Response<Body>, std::convert::Infallible>>()
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+        });
+        let mut ch = Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        let req = http::Request::builder()
+            .uri("/convoy.v1.ControlService/Apply")
+            .header("content-type", "application/grpc")
+            .body(tonic::body::Body::empty())
+            .unwrap();
+        futures::future::poll_fn(|cx| GrpcService::poll_ready(&mut ch, cx))
+            .await
+            .unwrap();
+        let call = tokio::spawn(async move { GrpcService::call(&mut ch, req).await });
+        arrived.await.unwrap();
+        server.abort();
+        let err = call.await.unwrap().unwrap_err();
+        assert!(!never_sent(&err), "{err:?}");
     }
 
     #[test]
