@@ -172,6 +172,16 @@ fn the_leader_killed_mid_rollout_hands_over_and_the_rollout_completes() {
         "{applied}"
     );
     ha.c.wait_service_running(&svc, 4, 1);
+    // The dashboard's live stream flows through a standby too.
+    let streamed = convoy_tests::http::read_stream_until(
+        ha.http_addrs()[2],
+        "/api/stream",
+        &ha.c.admin_token(),
+        &svc,
+        Duration::from_secs(20),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(streamed.contains("event: "), "{streamed}");
     let audit: Value = ha.c.cli_json(&["audit"]);
     assert!(
         audit["entries"].as_array().unwrap().iter().any(|e| {

@@ -66,3 +66,43 @@ fn request_as(
 pub fn get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     request(addr, "GET", path)
 }
+
+/// `GET path` with a token, read as a stream (server-sent events) until
+/// `needle` appears in what came, or `within` passes: what came.
+pub fn read_stream_until(
+    addr: SocketAddr,
+    path: &str,
+    token: &str,
+    needle: &str,
+    within: Duration,
+) -> Result<String> {
+    let deadline = std::time::Instant::now() + within;
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    stream.set_read_timeout(Some(Duration::from_millis(200)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
+    )?;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while std::time::Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(e).with_context(|| format!("reading the stream of {addr}")),
+        }
+        if String::from_utf8_lossy(&seen).contains(needle) {
+            return Ok(String::from_utf8_lossy(&seen).into_owned());
+        }
+    }
+    Err(anyhow!(
+        "`{needle}` did not come within {within:?} from {addr}{path}: {}",
+        String::from_utf8_lossy(&seen)
+    ))
+}
