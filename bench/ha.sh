@@ -6,8 +6,11 @@
 #   failover three coordinators on a three-member etcd; the leader is killed
 #            (SIGKILL) KILLS times: time until another one serves as leader
 #            (its ready line), p50 and max.
+#   forward  two coordinators: CALLS `convoy status` calls given the leader's
+#            address, then as many given the standby's (which forwards them
+#            to the leader): time per call, each including the CLI's start.
 #
-#   bash bench/ha.sh                          # N=1000 ROUNDS=5 KILLS=10
+#   bash bench/ha.sh                          # N=1000 ROUNDS=5 KILLS=10 CALLS=200
 #   SCENARIOS=failover KILLS=10 bash bench/ha.sh
 #   PROFILE=debug N=100 ROUNDS=1 KILLS=2 bash bench/ha.sh   # check the script
 set -euo pipefail
@@ -18,15 +21,17 @@ n="${N:-1000}"
 rounds="${ROUNDS:-5}"
 kills="${KILLS:-10}"
 ttl="${LEADER_TTL:-2s}"
-scenarios="${SCENARIOS:-fanout failover}"
+calls="${CALLS:-200}"
+scenarios="${SCENARIOS:-fanout failover forward}"
 want() { [[ " $scenarios " == *" $1 "* ]]; }
 command -v etcd >/dev/null || { echo "error: etcd is not installed (apt-get install etcd-server)" >&2; exit 1; }
 
 if [ "$profile" = release ]; then
-  cargo build --release --bins -p convoy-coordinator -p convoy-loadtest >&2
+  cargo build --release --bins -p convoy-coordinator -p convoy-loadtest -p convoy-cli >&2
 else
-  cargo build --bins -p convoy-coordinator -p convoy-loadtest >&2
+  cargo build --bins -p convoy-coordinator -p convoy-loadtest -p convoy-cli >&2
 fi
+convoy="$root/target/$profile/convoy"
 convoyd="$root/target/$profile/convoyd"
 bench="$root/target/$profile/convoy-bench"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -135,4 +140,33 @@ if want failover; then
     sleep 3
   done
   printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "failover summary kills=%d p50_ms=%d max_ms=%d min_ms=%d\n", NR, a[int((NR+1)/2)], a[NR], a[1]}'
+fi
+
+if want forward; then
+  echo "== forward: 2 coordinators, $calls status calls to each"
+  prefix="/bench-$$-forward/"
+  declare -a fapi fdir fpid
+  for i in 1 2; do
+    fdir[$i]="$work/f$i"; mkdir -p "${fdir[$i]}"; fapi[$i]=$(port)
+    if [ "$i" = 2 ]; then mkdir -p "${fdir[2]}/pki"; cp "${fdir[1]}/pki/ca.pem" "${fdir[1]}/pki/ca.key" "${fdir[2]}/pki/"; cp "${fdir[1]}/secrets.key" "${fdir[2]}/" 2>/dev/null || true; fi
+    CONVOY_STORE="etcd://$joined$prefix" "$convoyd" serve --data-dir "${fdir[$i]}" --name "f$i" --leader-ttl "$ttl" \
+      --api-listen "127.0.0.1:${fapi[$i]}" --agent-listen "127.0.0.1:$(port)" --http-listen "127.0.0.1:$(port)" \
+      >"${fdir[$i]}.log" 2>&1 &
+    fpid[$i]=$!; pids+=($!)
+    for _ in $(seq 200); do grep -qE "convoyd (ready|standing by)" "${fdir[$i]}.log" 2>/dev/null && break; sleep 0.1; done
+  done
+  sleep 1
+  per_call() { # index of the coordinator given to the CLI
+    local t0 i
+    t0=$(date +%s%N)
+    for i in $(seq "$calls"); do
+      CONVOY_ADDR="https://127.0.0.1:${fapi[$1]}" CONVOY_CA="${fdir[1]}/pki/ca.pem" CONVOY_TOKEN_FILE="${fdir[1]}/admin.token" \
+        CONVOY_CONFIG="$work/none.yaml" "$convoy" -o json status >/dev/null
+    done
+    echo $(( ($(date +%s%N) - t0) / calls / 1000 ))
+  }
+  for round in 1 2 3; do
+    direct=$(per_call 1); forwarded=$(per_call 2)
+    echo "forward round $round: leader ${direct} us/call, through the standby ${forwarded} us/call"
+  done
 fi

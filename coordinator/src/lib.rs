@@ -6,6 +6,7 @@ pub mod api;
 pub mod audit;
 pub mod dev;
 pub mod events;
+pub mod facts;
 pub mod ha;
 pub mod http;
 pub mod metrics;

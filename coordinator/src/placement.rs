@@ -15,7 +15,7 @@ use crate::spec::{GpuDevices, GpuRequest, ServiceSpec};
 #[derive(Clone)]
 pub struct Candidate<'a> {
     pub name: &'a str,
-    pub facts: &'a convoy_proto::NodeFacts,
+    pub facts: &'a crate::facts::Facts,
     pub connected: bool,
     /// Cordoned (`convoy node cordon`, or draining): it keeps the
     /// instances it has but takes no new one.
@@ -51,7 +51,7 @@ pub fn bind_sources(spec: &ServiceSpec) -> impl Iterator<Item = (usize, &str)> {
 /// `--allow-bind` roots, and every other kind of host access it asks for
 /// (`privileged`, `cap_add`, ...) is in the node's `--allow-host-access`
 /// (an admin's decisions, not a deployer's).
-pub fn allows_host_access(spec: &ServiceSpec, facts: &convoy_proto::NodeFacts) -> bool {
+pub fn allows_host_access(spec: &ServiceSpec, facts: &crate::facts::Facts) -> bool {
     bind_sources(spec).all(|(_, source)| host_paths::allowed(&facts.allowed_bind_paths, source))
         && spec.host_access.allowed_by(&facts.allowed_host_access)
 }
@@ -614,6 +614,7 @@ fn place_global(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::facts::Facts;
     use crate::spec;
 
     fn svc(yaml: &str) -> ServiceSpec {
@@ -621,22 +622,17 @@ mod tests {
         f.services.into_values().next().expect("one service")
     }
 
-    fn facts(labels: &[(&str, &str)]) -> convoy_proto::NodeFacts {
-        convoy_proto::NodeFacts {
+    fn facts(labels: &[(&str, &str)]) -> Facts {
+        Facts::from(convoy_proto::NodeFacts {
             labels: labels
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             ..Default::default()
-        }
+        })
     }
 
-    fn node<'a>(
-        name: &'a str,
-        facts: &'a convoy_proto::NodeFacts,
-        connected: bool,
-        cordoned: bool,
-    ) -> Candidate<'a> {
+    fn node<'a>(name: &'a str, facts: &'a Facts, connected: bool, cordoned: bool) -> Candidate<'a> {
         Candidate {
             name,
             facts,
@@ -914,11 +910,11 @@ mod tests {
         assert_eq!(out[&3], Some("b".to_string()));
     }
 
-    fn binds(paths: &[&str]) -> convoy_proto::NodeFacts {
-        convoy_proto::NodeFacts {
+    fn binds(paths: &[&str]) -> Facts {
+        Facts::from(convoy_proto::NodeFacts {
             allowed_bind_paths: paths.iter().map(|p| p.to_string()).collect(),
             ..Default::default()
-        }
+        })
     }
 
     /// Issue 14: a service binding a host path goes only to nodes whose
@@ -965,8 +961,8 @@ mod tests {
         assert_eq!(out, [(1, Some("a".into()))].into_iter().collect());
     }
 
-    fn gpu_facts(uuids: &[&str]) -> convoy_proto::NodeFacts {
-        convoy_proto::NodeFacts {
+    fn gpu_facts(uuids: &[&str]) -> Facts {
+        Facts::from(convoy_proto::NodeFacts {
             gpus: uuids
                 .iter()
                 .enumerate()
@@ -978,7 +974,7 @@ mod tests {
                 })
                 .collect(),
             ..Default::default()
-        }
+        })
     }
 
     fn gpu_svc(replicas: u32, gpus: &str, extra: &str) -> ServiceSpec {

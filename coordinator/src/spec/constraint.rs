@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use convoy_proto::NodeFacts;
+use crate::facts::Facts;
 use serde::{Deserialize, Serialize};
 
 /// A placement constraint, Swarm's syntax: `node.labels.zone == eu`.
@@ -57,7 +57,7 @@ impl NodeAttribute {
     }
 
     /// A numeric attribute of a node.
-    fn of(&self, facts: &NodeFacts) -> u64 {
+    fn of(&self, facts: &Facts) -> u64 {
         match self {
             NodeAttribute::GpuCount => facts.gpus.len() as u64,
             NodeAttribute::GpuMemory => facts
@@ -86,7 +86,7 @@ pub enum ConstraintOp {
 impl Constraint {
     /// Whether the node `node_name` with `facts` satisfies the constraint. A
     /// label the node lacks compares as empty, as in Swarm.
-    pub fn matches(&self, node_name: &str, facts: &NodeFacts) -> bool {
+    pub fn matches(&self, node_name: &str, facts: &Facts) -> bool {
         if self.attribute.is_numeric() {
             // Checked when parsed; a stored value that no longer reads matches nothing.
             let Ok(want) = self.attribute.number(&self.value) else {
@@ -289,7 +289,7 @@ impl From<Constraint> for String {
 
 #[cfg(test)]
 mod tests {
-    use super::{Constraint, ConstraintOp, NodeAttribute};
+    use super::{Constraint, ConstraintOp, Facts, NodeAttribute};
 
     fn error(text: &str) -> String {
         match text.parse::<Constraint>() {
@@ -343,8 +343,8 @@ mod tests {
         );
     }
 
-    fn gpus(models: &[(&str, u64)]) -> convoy_proto::NodeFacts {
-        convoy_proto::NodeFacts {
+    fn gpus(models: &[(&str, u64)]) -> Facts {
+        Facts::from(convoy_proto::NodeFacts {
             gpus: models
                 .iter()
                 .enumerate()
@@ -357,7 +357,7 @@ mod tests {
                 })
                 .collect(),
             ..Default::default()
-        }
+        })
     }
 
     /// Issue 16: constraints on a node's GPUs: count and memory compare as
@@ -368,7 +368,7 @@ mod tests {
         let two = gpus(&[(h100, 80), (h100, 80)]);
         let mixed = gpus(&[("Tesla T4", 16), (h100, 80)]);
         let none = gpus(&[]);
-        let holds = |text: &str, facts: &convoy_proto::NodeFacts| {
+        let holds = |text: &str, facts: &Facts| {
             text.parse::<Constraint>()
                 .unwrap_or_else(|e| panic!("{e}"))
                 .matches("n", facts)

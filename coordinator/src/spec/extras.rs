@@ -76,7 +76,7 @@ pub(crate) fn platform(text: &str) -> Result<String, String> {
 
 /// Whether a node with `facts` runs `platform` (empty: any). A node that
 /// does not report its OS or architecture is taken at its word.
-pub fn platform_matches(platform: &str, facts: &convoy_proto::NodeFacts) -> bool {
+pub fn platform_matches(platform: &str, facts: &crate::facts::Facts) -> bool {
     if platform.is_empty() {
         return true;
     }
@@ -186,10 +186,12 @@ mod tests {
             "{err}"
         );
         assert!(extras("platform: linux/arm64/v8/x").is_err());
-        let node = |os: &str, arch: &str| convoy_proto::NodeFacts {
-            platform_os: os.into(),
-            arch: arch.into(),
-            ..Default::default()
+        let node = |os: &str, arch: &str| {
+            crate::facts::Facts::from(convoy_proto::NodeFacts {
+                platform_os: os.into(),
+                arch: arch.into(),
+                ..Default::default()
+            })
         };
         assert!(platform_matches("linux/amd64", &node("linux", "x86_64")));
         assert!(platform_matches(

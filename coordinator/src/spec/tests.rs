@@ -45,8 +45,8 @@ fn strings(words: &[&str]) -> Vec<String> {
     words.iter().map(|w| w.to_string()).collect()
 }
 
-fn facts(hostname: &str, labels: &[(&str, &str)]) -> NodeFacts {
-    NodeFacts {
+fn facts(hostname: &str, labels: &[(&str, &str)]) -> crate::facts::Facts {
+    crate::facts::Facts::from(NodeFacts {
         hostname: hostname.to_owned(),
         os: "Debian GNU/Linux 12 (bookworm)".to_owned(),
         platform_os: "linux".to_owned(),
@@ -56,7 +56,7 @@ fn facts(hostname: &str, labels: &[(&str, &str)]) -> NodeFacts {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         ..NodeFacts::default()
-    }
+    })
 }
 
 // ---- supported forms ----

@@ -250,9 +250,11 @@ fn a_long_syntax_bind_needs_the_admins_permission_as_the_short_one() {
     );
     let binds: Vec<_> = crate::placement::bind_sources(&spec).collect();
     assert_eq!(binds, [(1, "/etc")]);
-    let facts = |roots: &[&str]| convoy_proto::NodeFacts {
-        allowed_bind_paths: roots.iter().map(|r| r.to_string()).collect(),
-        ..Default::default()
+    let facts = |roots: &[&str]| {
+        crate::facts::Facts::from(convoy_proto::NodeFacts {
+            allowed_bind_paths: roots.iter().map(|r| r.to_string()).collect(),
+            ..Default::default()
+        })
     };
     assert!(!crate::placement::allows_host_access(&spec, &facts(&[])));
     assert!(!crate::placement::allows_host_access(

@@ -7,7 +7,7 @@ use super::*;
 
 /// A node as placement sees it: name, facts, whether its agent is
 /// connected and whether it is cordoned.
-pub(super) type PlacementNode = (String, pb::NodeFacts, bool, bool);
+pub(super) type PlacementNode = (String, Facts, bool, bool);
 
 /// Each known node's name, facts, whether its agent is connected and
 /// whether it is cordoned; removed nodes are left out.
@@ -19,12 +19,7 @@ pub(super) fn node_views(next: &Desired, connected: &HashMap<String, bool>) -> V
         .filter(|n| n.removed_unix_ms == 0)
         .map(|n| {
             let up = connected.get(&n.name).copied().unwrap_or(false);
-            (
-                n.name.clone(),
-                pb::NodeFacts::from(&n.facts),
-                up,
-                n.cordoned,
-            )
+            (n.name.clone(), n.facts.clone(), up, n.cordoned)
         })
         .collect()
 }
@@ -34,7 +29,7 @@ pub(super) fn node_views(next: &Desired, connected: &HashMap<String, bool>) -> V
 pub use convoy_api::env::ENV_LABEL;
 
 /// Whether a node with these facts serves environment `env`.
-pub fn node_serves(facts: &pb::NodeFacts, env: &str) -> bool {
+pub fn node_serves(facts: &Facts, env: &str) -> bool {
     match facts.labels.get(ENV_LABEL) {
         None => env == DEFAULT_ENV,
         Some(list) => list.split(',').map(str::trim).any(|e| e == "*" || e == env),
@@ -552,13 +547,13 @@ mod tests {
         drop(b);
 
         let nodes = [
-            ("a".to_string(), pb::NodeFacts::default(), true, false),
+            ("a".to_string(), Facts::default(), true, false),
             (
                 "c".to_string(),
-                pb::NodeFacts {
+                Facts::from(pb::NodeFacts {
                     allowed_bind_paths: vec!["/srv".into()],
                     ..Default::default()
-                },
+                }),
                 false,
                 false,
             ),

@@ -455,13 +455,13 @@ pub(super) fn may_place(desired: &Desired, staged: &BTreeMap<String, NodeRecord>
             if placed.contains(name.as_str()) {
                 return false;
             }
-            let facts = pb::NodeFacts::from(&record.facts);
-            node_serves(&facts, &rec.env)
+            let facts = &record.facts;
+            node_serves(facts, &rec.env)
                 && rec
                     .spec
                     .constraints()
                     .iter()
-                    .all(|k| k.matches(name, &facts))
+                    .all(|k| k.matches(name, facts))
         })
     })
 }

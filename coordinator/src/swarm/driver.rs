@@ -4,19 +4,17 @@
 //! liveness, recomputed by placement whenever it runs; stored only as the
 //! assignment of the Swarm services' single instance (docs/SWARM.md).
 
-use convoy_proto as pb;
-
 use crate::placement::Candidate;
 use crate::spec::SWARM_LABEL;
 
 /// Whether `facts` are those of a manager of `cluster` (named by its
 /// Swarm cluster ID, or by the `convoy.swarm` label of its agent), whether
 /// or not it answers now.
-pub fn manages(facts: &pb::NodeFacts, cluster: &str) -> bool {
+pub fn manages(facts: &crate::facts::Facts, cluster: &str) -> bool {
     let Some(swarm) = facts.swarm.as_ref() else {
         return false;
     };
-    swarm.role == pb::SwarmRole::Manager as i32
+    swarm.role == crate::swarm::SwarmRole::Manager
         && !cluster.is_empty()
         && (swarm.cluster_id == cluster
             || facts.labels.get(SWARM_LABEL).is_some_and(|l| l == cluster))
@@ -72,9 +70,10 @@ pub fn pending_reason(cluster: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use convoy_proto as pb;
 
-    fn facts(role: pb::SwarmRole, cluster: &str, label: Option<&str>) -> pb::NodeFacts {
-        pb::NodeFacts {
+    fn facts(role: pb::SwarmRole, cluster: &str, label: Option<&str>) -> crate::facts::Facts {
+        crate::facts::Facts::from(pb::NodeFacts {
             labels: label
                 .map(|l| [(SWARM_LABEL.to_string(), l.to_string())].into())
                 .unwrap_or_default(),
@@ -87,7 +86,7 @@ mod tests {
                 ..Default::default()
             }),
             ..Default::default()
-        }
+        })
     }
 
     #[test]
