@@ -137,7 +137,8 @@ async fn fill(data: &Path, nodes: usize, services: usize) {
                     .into(),
                     platform_os: "linux".into(),
                     ..Facts::default()
-                },
+                }
+                .into(),
                 agent_version: "0.1.0".into(),
                 first_seen_unix_ms: 1_700_000_000_000,
                 last_seen_unix_ms: 1_700_000_000_000,

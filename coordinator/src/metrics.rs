@@ -494,7 +494,8 @@ mod tests {
             facts: crate::state::Facts {
                 gpus,
                 ..crate::state::Facts::default()
-            },
+            }
+            .into(),
             agent_version: String::new(),
             connected_since_unix_ms: 0,
             last_heartbeat_unix_ms: 0,

@@ -217,7 +217,7 @@ impl From<NodeView> for pb::Node {
         pb::Node {
             name,
             state: pb::NodeState::from(state) as i32,
-            facts: Some(pb::NodeFacts::from(&facts)),
+            facts: Some(pb::NodeFacts::from(&*facts)),
             agent_version,
             connected_since_unix_ms,
             last_heartbeat_unix_ms,

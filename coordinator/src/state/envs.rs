@@ -7,7 +7,7 @@ use super::*;
 
 /// A node as placement sees it: name, facts, whether its agent is
 /// connected and whether it is cordoned.
-pub(super) type PlacementNode = (String, Facts, bool, bool);
+pub(super) type PlacementNode = (String, Arc<Facts>, bool, bool);
 
 /// Each known node's name, facts, whether its agent is connected and
 /// whether it is cordoned; removed nodes are left out.
@@ -547,13 +547,13 @@ mod tests {
         drop(b);
 
         let nodes = [
-            ("a".to_string(), Facts::default(), true, false),
+            ("a".to_string(), Arc::new(Facts::default()), true, false),
             (
                 "c".to_string(),
-                Facts::from(pb::NodeFacts {
+                Arc::new(Facts::from(pb::NodeFacts {
                     allowed_bind_paths: vec!["/srv".into()],
                     ..Default::default()
-                }),
+                })),
                 false,
                 false,
             ),

@@ -45,7 +45,9 @@ pub struct RevisionRecord {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeRecord {
     pub name: String,
-    pub facts: Facts,
+    /// Shared: placement reads every node's facts on each commit that
+    /// places, and a record is copied on write.
+    pub facts: Arc<Facts>,
     pub agent_version: String,
     pub first_seen_unix_ms: i64,
     pub last_seen_unix_ms: i64,

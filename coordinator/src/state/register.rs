@@ -119,7 +119,7 @@ impl Coordinator {
             let first_time = old.is_none();
             let mut record = match old {
                 Some(old) => NodeRecord {
-                    facts,
+                    facts: Arc::new(facts),
                     agent_version,
                     last_seen_unix_ms: now,
                     removed_unix_ms: 0,
@@ -127,7 +127,7 @@ impl Coordinator {
                 },
                 None => NodeRecord {
                     name: node.to_string(),
-                    facts,
+                    facts: Arc::new(facts),
                     agent_version,
                     first_seen_unix_ms: now,
                     last_seen_unix_ms: now,

@@ -203,7 +203,13 @@ impl Coordinator {
         for n in nodes.iter_mut().filter(|n| n.draining) {
             (n.drain_blocked, n.drain_waiting) = self.drain_notes(&n.name);
         }
-        crate::swarm::fill_worker_clusters(nodes.iter_mut().filter_map(|n| n.facts.swarm.as_mut()));
+        // Copied only for the nodes in a swarm (the others share the record's).
+        crate::swarm::fill_worker_clusters(
+            nodes
+                .iter_mut()
+                .filter(|n| n.facts.swarm.is_some())
+                .filter_map(|n| Arc::make_mut(&mut n.facts).swarm.as_mut()),
+        );
         NodesView { nodes }
     }
 }

@@ -131,7 +131,7 @@ impl NodeState {
 pub struct NodeView {
     pub name: String,
     pub state: NodeState,
-    pub facts: Facts,
+    pub facts: std::sync::Arc<Facts>,
     pub agent_version: String,
     pub connected_since_unix_ms: i64,
     pub last_heartbeat_unix_ms: i64,

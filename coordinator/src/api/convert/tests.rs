@@ -133,7 +133,8 @@ fn a_node_view_maps_with_its_facts_and_state() {
                 hostname: "host-1".into(),
                 cpus: 4,
                 ..Facts::default()
-            },
+            }
+            .into(),
             agent_version: "1.0".into(),
             connected_since_unix_ms: 1,
             last_heartbeat_unix_ms: 2,
