@@ -206,11 +206,46 @@ fn the_leader_killed_mid_rollout_hands_over_and_the_rollout_completes() {
             Ok(())
         },
     );
+    let killed = std::time::Instant::now();
     ha.kill(0);
-    let (leader, took) = ha
+    // Through the failover, a CLI given only c2's address gets an answer,
+    // `standby:` (the call never left c2) or a refused connection (c2
+    // between its standby's and its leader's servers): never a call lost in
+    // flight, so sending it again is safe; once a leader serves, an answer.
+    let mut refusals = 0;
+    wait_until(
+        "c2 forwards to the new leader".to_string(),
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let out = convoy_tests::process::output_within(
+                ha.c.cli_command()
+                    .env("CONVOY_ADDR", format!("https://{}", ha.peers[0].api_addr))
+                    .args(["-o", "json", "status"]),
+                Duration::from_secs(60),
+            )?;
+            if out.status.success() {
+                let v: Value = serde_json::from_slice(&out.stdout)?;
+                ensure!(v["control_plane"]["leader"] != "c1", "{v}");
+                return Ok(());
+            }
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("standby:") || err.contains("connection refused"),
+                "neither a standby's answer nor a refused connection: {err}"
+            );
+            refusals += 1;
+            Err(anyhow!("{err}"))
+        },
+    );
+    let (leader, _) = ha
         .wait_new_leader(0, Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e:#}"));
-    eprintln!("c{} leads {took:?} after c1 was killed", leader + 1);
+    eprintln!(
+        "c{} leads and c2 forwards to it {:?} after c1 was killed ({refusals} calls refused before)",
+        leader + 1,
+        killed.elapsed()
+    );
 
     // Agents find the new leader; the rollout goes on and completes.
     let since = std::time::Instant::now();
