@@ -5,7 +5,6 @@
 
 use axum::extract::rejection::QueryRejection;
 use convoy_api::logs::InstanceLine;
-use convoy_proto as pb;
 
 use super::*;
 use crate::api::control::logs::{self as access, LogsAsk, LogsRefused};
@@ -107,9 +106,7 @@ impl From<InstanceLine> for LineJson {
     }
 }
 
-fn line_event(line: pb::LogLine) -> Option<Event> {
-    // Checked already on the way in; a line that is not is left out.
-    let line = InstanceLine::try_from(line).ok()?;
+fn line_event(line: InstanceLine) -> Option<Event> {
     let data = serde_json::to_string(&LineJson::from(line)).ok()?;
     Some(Event::default().event(LINE_EVENT).data(data))
 }

@@ -8,7 +8,7 @@
 //! flow control, the agent), and tunnels never share a stream with the
 //! agents' heartbeats.
 
-use convoy_api::logs::{dropped_marker, InstanceLine};
+use convoy_api::logs::{dropped_marker, InstanceLine, LogEntry, LogStream};
 
 use super::*;
 
@@ -140,7 +140,7 @@ impl Coordinator {
         self: &Arc<Self>,
         targets: Vec<LogTarget>,
         query: LogsQuery,
-    ) -> mpsc::Receiver<pb::LogLine> {
+    ) -> mpsc::Receiver<InstanceLine> {
         let (tx, rx) = mpsc::channel(LOG_BUFFER);
         let mut by_node: BTreeMap<String, Vec<LogTarget>> = BTreeMap::new();
         for t in targets {
@@ -211,7 +211,7 @@ impl Coordinator {
                             continue;
                         }
                         line.node = node.to_string();
-                        out.send(line.into());
+                        out.send(line);
                     }
                 }
                 Ok(Some(pb::TunnelUp {
@@ -244,12 +244,12 @@ impl Coordinator {
 /// Hands lines to the caller without waiting: a full buffer drops them,
 /// and the next line that fits follows a marker saying how many.
 struct LossyLines {
-    tx: mpsc::Sender<pb::LogLine>,
+    tx: mpsc::Sender<InstanceLine>,
     dropped: u64,
 }
 
 impl LossyLines {
-    fn new(tx: mpsc::Sender<pb::LogLine>) -> Self {
+    fn new(tx: mpsc::Sender<InstanceLine>) -> Self {
         Self { tx, dropped: 0 }
     }
 
@@ -257,14 +257,19 @@ impl LossyLines {
         self.tx.closed().await
     }
 
-    fn send(&mut self, line: pb::LogLine) {
+    fn send(&mut self, line: InstanceLine) {
         let need = if self.dropped > 0 { 2 } else { 1 };
         if self.tx.capacity() < need {
             self.dropped += 1;
             return;
         }
         if self.dropped > 0 {
-            let marker = marker_line(&line.instance, &line.node, line.unix_nanos, self.dropped);
+            let marker = marker_line(
+                &line.instance,
+                &line.node,
+                line.entry.unix_nanos,
+                self.dropped,
+            );
             if self.tx.try_send(marker).is_err() {
                 self.dropped += 1;
                 return;
@@ -278,12 +283,14 @@ impl LossyLines {
 
     /// A line of Convoy's own (an error), waited for: it is the last word.
     async fn convoy_line(&mut self, instance: &str, node: &str, text: String) {
-        let line = pb::LogLine {
+        let line = InstanceLine {
             instance: instance.to_string(),
             node: node.to_string(),
-            unix_nanos: now_unix_ms().saturating_mul(1_000_000),
-            stream: pb::LogStream::Convoy as i32,
-            text,
+            entry: LogEntry {
+                unix_nanos: now_unix_ms().saturating_mul(1_000_000),
+                stream: LogStream::Convoy,
+                text,
+            },
         };
         let _ = self.tx.send(line).await;
     }
@@ -303,13 +310,15 @@ impl LossyLines {
     }
 }
 
-fn marker_line(instance: &str, node: &str, unix_nanos: i64, dropped: u64) -> pb::LogLine {
-    pb::LogLine {
+fn marker_line(instance: &str, node: &str, unix_nanos: i64, dropped: u64) -> InstanceLine {
+    InstanceLine {
         instance: instance.to_string(),
         node: node.to_string(),
-        unix_nanos,
-        stream: pb::LogStream::Convoy as i32,
-        text: dropped_marker(dropped),
+        entry: LogEntry {
+            unix_nanos,
+            stream: LogStream::Convoy,
+            text: dropped_marker(dropped),
+        },
     }
 }
 
@@ -317,13 +326,15 @@ fn marker_line(instance: &str, node: &str, unix_nanos: i64, dropped: u64) -> pb:
 mod tests {
     use super::*;
 
-    fn line(n: i64) -> pb::LogLine {
-        pb::LogLine {
+    fn line(n: i64) -> InstanceLine {
+        InstanceLine {
             instance: "web-1".into(),
             node: "n1".into(),
-            unix_nanos: n,
-            stream: pb::LogStream::Stdout as i32,
-            text: format!("line {n}"),
+            entry: LogEntry {
+                unix_nanos: n,
+                stream: LogStream::Stdout,
+                text: format!("line {n}"),
+            },
         }
     }
 
@@ -335,13 +346,13 @@ mod tests {
             out.send(line(n));
         }
         // Three fit; seven were dropped.
-        let got: Vec<_> = (0..3).map(|_| rx.try_recv().unwrap().text).collect();
+        let got: Vec<_> = (0..3).map(|_| rx.try_recv().unwrap().entry.text).collect();
         assert_eq!(got, ["line 0", "line 1", "line 2"]);
         out.send(line(10));
         let marker = rx.try_recv().unwrap();
-        assert_eq!(marker.stream, pb::LogStream::Convoy as i32);
-        assert_eq!(marker.text, dropped_marker(7));
-        assert_eq!(rx.try_recv().unwrap().text, "line 10");
+        assert_eq!(marker.entry.stream, LogStream::Convoy);
+        assert_eq!(marker.entry.text, dropped_marker(7));
+        assert_eq!(rx.try_recv().unwrap().entry.text, "line 10");
         // Drops at the end are marked as the stream ends.
         for n in 11..20 {
             out.send(line(n));
@@ -353,7 +364,7 @@ mod tests {
         out.send(line(23));
         let mut texts = Vec::new();
         while let Ok(l) = rx.try_recv() {
-            texts.push(l.text);
+            texts.push(l.entry.text);
         }
         let finish = tokio::spawn(async move { out.finish("web-1", "n1").await });
         let last = rx.recv().await.unwrap();
@@ -361,7 +372,7 @@ mod tests {
         // 14..19 were dropped; 20 comes after their marker, 22 and 23 are
         // dropped again and marked at the end.
         assert_eq!(texts, [dropped_marker(6).as_str(), "line 20", "line 21"]);
-        assert_eq!(last.text, dropped_marker(2));
+        assert_eq!(last.entry.text, dropped_marker(2));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
 
 use super::*;
 use crate::state::{LogsError, LogsQuery};
+use convoy_api::logs::InstanceLine;
 
 pub type LogsStream = Pin<Box<dyn Stream<Item = Result<pb::LogLine, Status>> + Send>>;
 
@@ -45,7 +46,7 @@ pub async fn open(
     audit: &Audit,
     caller: &Caller,
     ask: LogsAsk<'_>,
-) -> Result<mpsc::Receiver<pb::LogLine>, LogsRefused> {
+) -> Result<mpsc::Receiver<InstanceLine>, LogsRefused> {
     let LogsAsk {
         env,
         target,
@@ -130,6 +131,8 @@ impl ControlApi {
             tail: has_tail.then_some(tail),
         };
         let lines = open(&self.coord, &self.audit, &caller, ask).await?;
-        Ok(Response::new(Box::pin(ReceiverStream::new(lines).map(Ok))))
+        Ok(Response::new(Box::pin(
+            ReceiverStream::new(lines).map(|line| Ok(pb::LogLine::from(line))),
+        )))
     }
 }
