@@ -37,6 +37,7 @@ use crate::{
 mod analysis;
 mod apply;
 mod commit;
+mod delete;
 mod drain;
 mod envs;
 mod exec;
@@ -54,13 +55,14 @@ mod rollout_commands;
 mod rollouts;
 mod secrets;
 mod split;
+mod stage;
 mod status;
 mod swarm;
 mod verify;
 mod view;
 mod volumes;
 
-pub use apply::{spec_diff, ApplyOptions};
+pub use apply::ApplyOptions;
 pub use envs::{check_env_name, node_serves, ENV_LABEL};
 pub use exec::{ExecError, Execution, Interactive};
 pub use live::{GpuMetricSample, Liveness, MetricSample, HISTORY};
@@ -86,6 +88,7 @@ pub use secrets::{
     SecretVersionInfo, SecretWrite, DEFAULT_GENERATED_LENGTH, KEEP_VERSIONS, MAX_GENERATED_LENGTH,
     MAX_SECRET_BYTES, MAX_SECRET_NAME,
 };
+pub use stage::spec_diff;
 pub use status::rollout_view;
 pub use view::{
     HistoryView, InstanceStatusView, NodeState, NodeView, NodesView, RevisionView, RolloutView,
@@ -95,7 +98,8 @@ pub use view::{
 #[allow(unused_imports)]
 use self::{
     apply::*, commit::*, drain::*, envs::*, live::*, messages::*, notifiers::*, plans::*,
-    records::*, register::*, registries::*, rollouts::*, secrets::*, status::*, verify::*,
+    records::*, register::*, registries::*, rollouts::*, secrets::*, stage::*, status::*,
+    verify::*,
 };
 
 /// The environment of services whose spec names none.
