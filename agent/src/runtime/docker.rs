@@ -2,14 +2,17 @@
 //! negotiates the engine's API version (20.10 speaks 1.41) and is rebuilt
 //! lazily after the daemon was unreachable. The create request, the
 //! reading of the engine's answers and its errors are in their own modules.
-//! Containers join user-defined networks, created here when missing and
-//! removed with their last container.
+//! Containers join user-defined networks, created when missing and removed
+//! with their last container (`networks`).
 
 mod binds;
 mod configs;
+mod containers;
 mod convert;
 pub(crate) mod create;
 mod errors;
+mod exec;
+mod networks;
 mod swarm;
 pub(crate) mod volumes;
 
@@ -19,12 +22,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bollard::auth::DockerCredentials;
 use bollard::errors::Error as BollardError;
-use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
-use bollard::models::NetworkConnectRequest;
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, EventsOptions, InspectContainerOptions,
-    InspectNetworkOptions, ListContainersOptions, ListNetworksOptions, RemoveContainerOptions,
-    StartContainerOptions, StopContainerOptions,
+    CreateImageOptions, EventsOptions, InspectContainerOptions, ListContainersOptions,
+    RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
 };
 use bollard::Docker;
 use convoy_proto::Workload;
@@ -32,15 +32,17 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use tokio::sync::Mutex;
 
+use containers::one_off_body;
 use convert::{
     container_info, docker_health, event_from_message, observed_from_summary, state_from_inspect,
 };
-use create::{check_binds, create_body, endpoint, networks_of, with_default_tag, Joined};
-use errors::{classify, name_conflict, short, short_id};
+use create::{networks_of, with_default_tag};
+use errors::{classify, short, short_id};
+use networks::{dedupe_network, network_race};
 
 use super::{
-    container_name, cut_output, labels, pull, ContainerInfo, CreatedContainer, ExecOutput,
-    Observed, PullFailure, Runtime, RuntimeError, RuntimeEvent, MAX_OUTPUT,
+    labels, pull, ContainerInfo, CreatedContainer, ExecOutput, Observed, PullFailure, Runtime,
+    RuntimeError, RuntimeEvent,
 };
 use crate::plan::{registry_of, RegistryLogin};
 use crate::secrets::Delivery;
@@ -232,288 +234,6 @@ impl DockerRuntime {
             out.push(observed);
         }
         Ok(out)
-    }
-
-    async fn create_and_start_inner(
-        &self,
-        node: &str,
-        workload: &Workload,
-        secrets: &Delivery,
-    ) -> Result<CreatedContainer, RuntimeError> {
-        let docker = self.client().await?;
-        let name = container_name(workload);
-        let id = self
-            .create_named(&docker, node, workload, secrets, &name, |_| {})
-            .await?;
-        let started = docker
-            .start_container(&id, None::<StartContainerOptions>)
-            .await
-            .map_err(|e| classify(&format!("starting container `{name}`"), e));
-        if let Err(e) = started {
-            // Another agent on this engine removed the duplicate network the
-            // container was created on: not left behind, made anew.
-            if network_race(&e) {
-                let options = RemoveContainerOptions {
-                    force: true,
-                    ..Default::default()
-                };
-                let _ = docker.remove_container(&id, Some(options)).await;
-            }
-            return Err(e);
-        }
-        Ok(CreatedContainer { id, name })
-    }
-
-    /// Creates (does not start) container `name` of `workload` with its
-    /// secrets, configs, volumes and networks; `adjust` changes the request
-    /// last (a one-off run's command and labels). Its ID.
-    async fn create_named(
-        &self,
-        docker: &Docker,
-        node: &str,
-        workload: &Workload,
-        secrets: &Delivery,
-        name: &str,
-        adjust: impl FnOnce(&mut bollard::models::ContainerCreateBody),
-    ) -> Result<String, RuntimeError> {
-        // Never trust the coordinator alone with the host.
-        check_binds(node, workload, &self.allowed_binds)?;
-        create::check_host_access(node, workload, &self.allowed_host_access)?;
-        binds::check_resolved(node, workload, &self.allowed_binds)?;
-        let docker = docker.clone();
-        let name = name.to_string();
-        let mut body = create_body(node, workload)?;
-        add_secrets(&mut body, secrets);
-        // Held until the create: the files must outlive a concurrent sweep.
-        let config_held = if configs::has_configs(workload) {
-            Some(self.config_lock.read().await)
-        } else {
-            None
-        };
-        let config_mounts = self.config_mounts(workload).await?;
-        if !config_mounts.is_empty() {
-            if let Some(host) = body.host_config.as_mut() {
-                host.mounts
-                    .get_or_insert_with(Vec::new)
-                    .extend(config_mounts);
-            }
-        }
-        adjust(&mut body);
-        let networks = networks_of(workload);
-        let platform = match &workload.runtime {
-            Some(convoy_proto::workload::Runtime::Container(spec)) if !spec.platform.is_empty() => {
-                spec.platform.clone()
-            }
-            _ => String::new(),
-        };
-        let create = || {
-            docker.create_container(
-                Some(CreateContainerOptions {
-                    name: Some(name.clone()),
-                    platform: platform.clone(),
-                }),
-                body.clone(),
-            )
-        };
-        for joined in &networks {
-            self.ensure_network(&docker, node, joined).await?;
-        }
-        volumes::ensure(&docker, node, &volumes::needed(workload)?).await?;
-        let mut created = create().await;
-        // Another agent on this engine may have removed an empty network
-        // between the check and the create (`prune_networks`): once more.
-        if matches!(&created, Err(BollardError::DockerResponseServerError {
-            status_code: 404,
-            message,
-        }) if message.contains("network"))
-        {
-            for joined in &networks {
-                self.ensure_network(&docker, node, joined).await?;
-            }
-            created = create().await;
-        }
-        let id = match created {
-            Ok(created) => created.id,
-            Err(BollardError::DockerResponseServerError {
-                status_code: 409,
-                message,
-            }) => return Err(name_conflict(&docker, node, &name, message).await),
-            Err(e) => return Err(classify(&format!("creating container `{name}`"), e)),
-        };
-        drop(config_held);
-        // The first network was given at create.
-        for joined in networks.iter().skip(1) {
-            let connected = docker
-                .connect_network(
-                    &joined.name,
-                    NetworkConnectRequest {
-                        container: Some(id.clone()),
-                        endpoint_config: Some(endpoint(joined)),
-                    },
-                )
-                .await;
-            if let Err(e) = connected {
-                // Not left behind half-connected: the next pass creates it anew.
-                let options = RemoveContainerOptions {
-                    force: true,
-                    ..Default::default()
-                };
-                let _ = docker.remove_container(&id, Some(options)).await;
-                return Err(classify(
-                    &format!("connecting container `{name}` to network `{}`", joined.name),
-                    e,
-                ));
-            }
-        }
-        Ok(id)
-    }
-
-    /// Creates a network the container joins when it is missing, labelled
-    /// as Convoy's; an external one must exist. `prune_networks` removes it
-    /// with its last container.
-    async fn ensure_network(
-        &self,
-        docker: &Docker,
-        node: &str,
-        joined: &Joined,
-    ) -> Result<(), RuntimeError> {
-        let _held = self.network_lock.lock().await;
-        let mut inspected = docker
-            .inspect_network(&joined.name, None::<InspectNetworkOptions>)
-            .await;
-        // Two agents on one engine may both have created it (Docker 20.10
-        // allows two networks of one name, and then refuses the name as
-        // ambiguous): keep the oldest, and look again.
-        if inspected
-            .as_ref()
-            .is_err_and(|e| e.to_string().contains("ambiguous"))
-        {
-            dedupe_network(docker, &joined.name).await;
-            inspected = docker
-                .inspect_network(&joined.name, None::<InspectNetworkOptions>)
-                .await;
-        }
-        match inspected {
-            // Never trust the coordinator alone with the host: the host's
-            // network, named or by its ID, is `network_mode: host`.
-            Ok(network) if network.driver.as_deref() == Some("host") => {
-                return Err(RuntimeError::NotAllowed(format!(
-                    "node `{node}` refuses to join network `{}`: it is the host's network, \
-                     which gives the container the host; join a bridge network instead",
-                    joined.name
-                )))
-            }
-            Ok(_) => return Ok(()),
-            Err(BollardError::DockerResponseServerError {
-                status_code: 404, ..
-            }) => {}
-            Err(e) => {
-                return Err(classify(
-                    &format!("inspecting network `{}`", joined.name),
-                    e,
-                ))
-            }
-        }
-        let Some(request) = &joined.create else {
-            return Err(RuntimeError::Engine {
-                context: format!("joining network `{}`", joined.name),
-                message: format!(
-                    "the spec names it `external: true` but node `{node}` has no network \
-                     of that name: create it on the node (`docker network create {}`) \
-                     or drop `external: true`",
-                    joined.name
-                ),
-            });
-        };
-        docker
-            .create_network(request.clone())
-            .await
-            .map_err(|e| classify(&format!("creating network `{}`", joined.name), e))?;
-        // Another agent on this engine may have created it at the same time.
-        dedupe_network(docker, &joined.name).await;
-        Ok(())
-    }
-
-    /// Removes those of `names` that are Convoy's (`io.convoy.managed`)
-    /// and that no container uses any more, so that networks do not pile
-    /// up (each takes an address range of the engine's few). Best effort:
-    /// a network in use, or removed meanwhile, stays as it is.
-    async fn prune_networks(&self, docker: &Docker, names: &[String]) {
-        let _held = self.network_lock.lock().await;
-        for name in names {
-            let Ok(network) = docker
-                .inspect_network(name, None::<InspectNetworkOptions>)
-                .await
-            else {
-                continue;
-            };
-            let ours = network
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(labels::MANAGED))
-                .is_some_and(|v| v == "true");
-            let empty = network.containers.as_ref().is_none_or(|c| c.is_empty());
-            if ours && empty {
-                // Refused when a container joined meanwhile: then it stays.
-                let _ = docker.remove_network(name).await;
-            }
-        }
-    }
-
-    /// create_exec, start_exec collecting the output, inspect_exec for the
-    /// exit code.
-    async fn exec_inner(&self, id: &str, command: &[String]) -> Result<ExecOutput, RuntimeError> {
-        let docker = self.client().await?;
-        let context = format!("running `{}` in `{}`", command.join(" "), short_id(id));
-        let created = docker
-            .create_exec(
-                id,
-                CreateExecOptions {
-                    cmd: Some(command.to_vec()),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| classify(&context, e))?;
-        let mut output = Vec::new();
-        match docker
-            .start_exec(&created.id, None::<StartExecOptions>)
-            .await
-            .map_err(|e| classify(&context, e))?
-        {
-            StartExecResults::Attached {
-                output: mut stream, ..
-            } => {
-                while let Some(chunk) = stream.next().await {
-                    let chunk = chunk.map_err(|e| classify(&context, e))?;
-                    // Read on to the end, keeping the start: the stream ends
-                    // when the command does.
-                    let bytes = chunk.into_bytes();
-                    let room = (MAX_OUTPUT * 4).saturating_sub(output.len());
-                    output.extend_from_slice(&bytes[..bytes.len().min(room)]);
-                }
-            }
-            StartExecResults::Detached => {}
-        }
-        // The stream can end a moment before the engine records the exit.
-        let mut exit_code = None;
-        for _ in 0..20 {
-            let inspect = docker
-                .inspect_exec(&created.id)
-                .await
-                .map_err(|e| classify(&context, e))?;
-            if inspect.running != Some(true) {
-                exit_code = inspect.exit_code;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        Ok(ExecOutput {
-            exit_code,
-            output: cut_output(&String::from_utf8_lossy(&output)),
-        })
     }
 }
 
@@ -868,110 +588,6 @@ impl Runtime for DockerRuntime {
 
 #[cfg(test)]
 mod network_tests;
-
-/// The container's secrets: each file (on the node's tmpfs, written by
-/// `crate::secrets`) bind-mounted read-only at its target, and the
-/// variables of those given as environment variables.
-fn add_secrets(body: &mut bollard::models::ContainerCreateBody, secrets: &Delivery) {
-    if secrets.is_empty() {
-        return;
-    }
-    let mounts = secrets.files.iter().map(|f| bollard::models::Mount {
-        target: Some(f.target.clone()),
-        source: Some(f.source.display().to_string()),
-        typ: Some(bollard::models::MountTypeEnum::BIND),
-        read_only: Some(true),
-        ..Default::default()
-    });
-    body.host_config
-        .get_or_insert_with(Default::default)
-        .mounts
-        .get_or_insert_with(Vec::new)
-        .extend(mounts);
-    let names = secrets.env_names();
-    let env = body.env.get_or_insert_with(Vec::new);
-    // The secret's value wins over a variable of the same name.
-    env.retain(|line| {
-        let name = line.split_once('=').map_or(line.as_str(), |(k, _)| k);
-        !names.contains(&name)
-    });
-    env.extend(secrets.env_lines());
-}
-/// Turns a workload's create request into a one-off's: `run`'s command
-/// (the image's or spec's entrypoint stays), not managed (the reconciler
-/// leaves it alone) but labelled with the workload, no published ports,
-/// no restart policy, no health check, streams attached as asked.
-fn one_off_body(
-    body: &mut bollard::models::ContainerCreateBody,
-    workload_id: &str,
-    run: &super::OneOff,
-) {
-    body.cmd = Some(run.command.clone());
-    body.tty = Some(run.tty);
-    body.open_stdin = Some(run.stdin);
-    body.stdin_once = Some(run.stdin);
-    body.attach_stdin = Some(run.stdin);
-    body.attach_stdout = Some(true);
-    body.attach_stderr = Some(true);
-    body.healthcheck = Some(bollard::models::HealthConfig {
-        test: Some(vec!["NONE".to_string()]),
-        ..Default::default()
-    });
-    let labels = body.labels.get_or_insert_with(HashMap::new);
-    labels.remove(super::labels::MANAGED);
-    labels.insert(super::labels::RUN.to_string(), workload_id.to_string());
-    if let Some(host) = body.host_config.as_mut() {
-        host.restart_policy = None;
-        host.port_bindings = None;
-        host.publish_all_ports = Some(false);
-    }
-}
-
-/// Whether `error` comes from two agents on one engine creating a network
-/// at once: the name is ambiguous, or the network a container was made on
-/// was removed as a duplicate.
-fn network_race(error: &RuntimeError) -> bool {
-    let text = error.to_string();
-    text.contains("is ambiguous")
-        || (text.contains("network")
-            && (text.contains("not found") || text.contains("No such network")))
-}
-
-/// When the engine holds several networks named `name` (two agents on one
-/// engine created it at once), removes Convoy's empty ones but the oldest,
-/// so that the name means one network again. Every agent keeps the same
-/// one (oldest, then lowest ID); one in use is left for a later pass.
-async fn dedupe_network(docker: &Docker, name: &str) {
-    let filters = HashMap::from([("name".to_string(), vec![name.to_string()])]);
-    let Ok(list) = docker
-        .list_networks(Some(ListNetworksOptions {
-            filters: Some(filters),
-        }))
-        .await
-    else {
-        return;
-    };
-    // The filter matches substrings: keep the exact name only.
-    let mut same: Vec<_> = list
-        .into_iter()
-        .filter(|n| n.name.as_deref() == Some(name))
-        .collect();
-    if same.len() < 2 {
-        return;
-    }
-    same.sort_by(|a, b| (&a.created, &a.id).cmp(&(&b.created, &b.id)));
-    for extra in &same[1..] {
-        let ours = extra
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(labels::MANAGED))
-            .is_some_and(|v| v == "true");
-        if let (true, Some(id)) = (ours, extra.id.as_deref()) {
-            tracing::info!(network = name, id, "removing a duplicate network");
-            let _ = docker.remove_network(id).await;
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests;

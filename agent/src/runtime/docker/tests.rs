@@ -8,11 +8,12 @@ use convoy_proto::{
     workload, ContainerSpec, Health, HealthCheck, PortMapping, RestartPolicy as PbRestart,
 };
 
+use super::containers::add_secrets;
 use super::convert::*;
 use super::create::*;
 use super::errors::*;
 use super::*;
-use crate::runtime::{ContainerState, DockerHealth};
+use crate::runtime::{container_name, ContainerState, DockerHealth};
 
 fn workload() -> Workload {
     Workload {
