@@ -106,7 +106,7 @@ pub async fn restore(
     restore_to(file, data_dir, secrets_key, None).await
 }
 
-/// [`restore`], into `target` (an etcd store) instead of the data
+/// [`restore()`], into `target` (an etcd store) instead of the data
 /// directory's sled store; the data directory still gets the CA and the
 /// admin token.
 pub async fn restore_to(
