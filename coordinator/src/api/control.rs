@@ -19,17 +19,29 @@ use crate::{
     tokens::{NewJoinToken, NewToken, Role, TokenError, Tokens},
 };
 
+/// `Apply` and `Delete`.
+mod apply;
 /// `Exec` and `Run` (issue 19).
 mod exec;
 /// `Logs` (issue 19), and the access path the dashboard shares.
 pub mod logs;
-/// `CordonNode` and `DrainNode` (issue 19).
+/// `CordonNode` and `DrainNode` (issue 19), and `RemoveNode`.
 mod nodes;
 /// `convoy secret ...` handlers.
 mod notify;
+/// `Watch`, `Verify`, `Status`, `ListNodes` and `ListAudit`.
+mod reads;
+/// `SetRegistryAuth`, `ListRegistryAuth` and `RemoveRegistryAuth`.
+mod registry;
+/// `Promote`, `PauseRollout`, `ResumeRollout`, `History` and `Rollback`.
+mod rollouts;
 mod secrets;
 /// `Snapshot`: the store's dump for `convoyd snapshot save`.
 mod snapshot;
+/// `CreateToken`, `ListTokens`, `RevokeToken` and `CreateJoinToken`.
+mod tokens;
+/// `ListVolumes`, `RemoveVolumes` and `delete --volumes`.
+mod volumes;
 
 pub struct ControlApi {
     coord: Arc<Coordinator>,
@@ -78,34 +90,6 @@ impl ControlApi {
             .map_err(Status::permission_denied)
     }
 
-    /// Promote, pause, resume: deployer rights in the service's env, audited.
-    async fn rollout_command(
-        &self,
-        req: Request<pb::RolloutRequest>,
-        command: RolloutCommand,
-        audit_action: &str,
-    ) -> Result<Response<pb::RolloutInfo>, Status> {
-        let caller = caller(&req)?;
-        let pb::RolloutRequest { service, env } = req.into_inner();
-        let env = env_or_default(env);
-        let target = format!("{env}/{service}");
-        self.allow(&caller, Action::Apply { env: &env }, &target, true)
-            .await?;
-        let resp = self
-            .coord
-            .rollout_command(&service, &env, command)
-            .await
-            .map_err(Status::from);
-        let outcome = match &resp {
-            Ok(_) => "ok".to_string(),
-            Err(s) => s.message().to_string(),
-        };
-        self.audit
-            .record(&caller.who(), audit_action, &target, &outcome)
-            .await;
-        Ok(Response::new(resp?.into()))
-    }
-
     async fn audited<T>(
         &self,
         caller: &Caller,
@@ -122,10 +106,6 @@ impl ControlApi {
             .await;
     }
 }
-
-/// The request's environment, `default` when it names none.
-/// The most Compose profiles one apply enables.
-const MAX_PROFILES: usize = 64;
 
 /// Checks `caller` may do `action`; a refusal is logged, and recorded in
 /// `audit` when given. Shared by these handlers and the HTTP port's
@@ -148,6 +128,7 @@ pub(crate) async fn allow(
     Ok(())
 }
 
+/// The request's environment, `default` when it names none.
 fn env_or_default(env: String) -> String {
     if env.is_empty() {
         DEFAULT_ENV.to_string()
@@ -161,31 +142,6 @@ fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
         .get::<Caller>()
         .cloned()
         .ok_or_else(|| Status::unauthenticated("no authenticated caller"))
-}
-
-impl From<TokenError> for Status {
-    fn from(e: TokenError) -> Self {
-        match e {
-            TokenError::NotFound(_) => Status::not_found(e.to_string()),
-            TokenError::Invalid(_) => Status::invalid_argument(e.to_string()),
-            TokenError::Store(_) | TokenError::AdminFile { .. } => {
-                tracing::error!(error = %e, "token store failure");
-                Status::unavailable(format!("the coordinator's store failed: {e}"))
-            }
-            TokenError::Unknown
-            | TokenError::Expired { .. }
-            | TokenError::UsedUp(_)
-            | TokenError::Revoked { .. }
-            | TokenError::JoinTokenAsCli(_) => Status::permission_denied(e.to_string()),
-        }
-    }
-}
-
-fn ttl_ms(seconds: u64) -> Result<i64, Status> {
-    i64::try_from(seconds)
-        .ok()
-        .and_then(|s| s.checked_mul(1000))
-        .ok_or_else(|| Status::invalid_argument("the TTL is too long"))
 }
 
 #[tonic::async_trait]
@@ -257,94 +213,7 @@ impl pb::control_service_server::ControlService for ControlApi {
         &self,
         req: Request<pb::ApplyRequest>,
     ) -> Result<Response<pb::ApplyResponse>, Status> {
-        let caller = caller(&req)?;
-        let who = caller.who();
-        let pb::ApplyRequest {
-            filename,
-            content,
-            dry_run,
-            env,
-            profiles,
-            env_files,
-            config_files,
-            config_env,
-            secret_files,
-            secret_env,
-        } = req.into_inner();
-        if profiles.len() > MAX_PROFILES || profiles.iter().any(|p| p.len() > 64) {
-            return Err(Status::invalid_argument(format!(
-                "at most {MAX_PROFILES} profiles of at most 64 characters each"
-            )));
-        }
-        let env = env_or_default(env);
-        let filename = if filename.is_empty() {
-            "<spec>".to_string()
-        } else {
-            filename
-        };
-        let action = Action::Apply { env: &env };
-        self.allow(&caller, action, &filename, !dry_run).await?;
-        let resp = self
-            .coord
-            .apply_with(
-                &env,
-                &filename,
-                &content,
-                &crate::state::ApplyOptions {
-                    profiles,
-                    env_files: env_files
-                        .into_iter()
-                        .map(|(path, file)| (path, file.vars.into_iter().collect()))
-                        .collect(),
-                    may_run_units: caller.role == Role::Admin,
-                    configs: crate::spec::ConfigInputs {
-                        files: config_files,
-                        env: config_env,
-                    },
-                    secrets: crate::spec::SecretInputs {
-                        files: secret_files
-                            .into_iter()
-                            .map(|(k, v)| (k, crate::secrets::Secret::new(v)))
-                            .collect(),
-                        env: secret_env
-                            .into_iter()
-                            .map(|(k, v)| (k, crate::secrets::Secret::new(v)))
-                            .collect(),
-                    },
-                },
-                dry_run,
-                &who,
-            )
-            .await
-            .map_err(Status::from);
-        match &resp {
-            Ok(r) if !dry_run => {
-                tracing::info!(who, file = %filename, services = r.services.len(), "apply");
-                let names: Vec<_> = r.services.iter().map(|s| s.service.as_str()).collect();
-                let target = format!("{filename}: {}", names.join(", "));
-                self.audited(&caller, action, &target, &resp).await;
-                // Each secret version the apply made is audited on its own,
-                // by name and version, as `convoy secret` writes are.
-                for s in &r.secrets {
-                    let write = match s.action {
-                        SecretAction::Created => Action::SecretSet { env: &s.env },
-                        SecretAction::Generated => Action::SecretGenerate { env: &s.env },
-                        SecretAction::Rotated => Action::SecretRotate { env: &s.env },
-                        SecretAction::Unchanged | SecretAction::External => continue,
-                    };
-                    let target = format!("{}/{} v{} ({filename})", s.env, s.name, s.version);
-                    self.audited(&caller, write, &target, &resp).await;
-                }
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::info!(who, file = %filename, error = %e.message(), "apply refused");
-                if !dry_run {
-                    self.audited(&caller, action, &filename, &resp).await;
-                }
-            }
-        }
-        Ok(Response::new(resp?.into()))
+        self.apply_spec(req).await
     }
 
     type WatchStream = WatchStream;
@@ -361,26 +230,7 @@ impl pb::control_service_server::ControlService for ControlApi {
         &self,
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let caller = caller(&req)?;
-        self.allow(&caller, Action::Watch, "", false).await?;
-        let pb::WatchRequest {
-            service,
-            node,
-            env,
-            replay,
-        } = req.into_inner();
-        let filter = Filter { service, node, env };
-        let (backlog, rx) = if replay {
-            self.coord.events().subscribe_with_replay()
-        } else {
-            (Vec::new(), self.coord.events().subscribe())
-        };
-        Ok(Response::new(watch_stream(
-            self.coord.clone(),
-            filter,
-            backlog,
-            rx,
-        )))
+        self.watch_events(req).await
     }
 
     async fn promote(
@@ -411,344 +261,98 @@ impl pb::control_service_server::ControlService for ControlApi {
         &self,
         req: Request<pb::HistoryRequest>,
     ) -> Result<Response<pb::HistoryResponse>, Status> {
-        let caller = caller(&req)?;
-        self.allow(&caller, Action::History, "", false).await?;
-        let pb::HistoryRequest { service, env } = req.into_inner();
-        Ok(Response::new(
-            self.coord.history(&service, &env).await?.into(),
-        ))
+        self.service_history(req).await
     }
 
     async fn rollback(
         &self,
         req: Request<pb::RollbackRequest>,
     ) -> Result<Response<pb::ApplyResponse>, Status> {
-        let caller = caller(&req)?;
-        let pb::RollbackRequest {
-            service,
-            env,
-            to_revision,
-            also,
-        } = req.into_inner();
-        let env = env_or_default(env);
-        let action = Action::Apply { env: &env };
-        let target = if also.is_empty() {
-            format!("{env}/{service} to r{to_revision}")
-        } else {
-            format!(
-                "{env}/{service},{} to their previous revisions",
-                also.join(",")
-            )
-        };
-        self.allow(&caller, action, &target, true).await?;
-        let resp = if also.is_empty() {
-            self.coord
-                .rollback(&service, &env, to_revision, &caller.who())
-                .await
-        } else if to_revision != 0 {
-            Err(crate::state::StateError::Invalid(
-                "--to goes with one service only: several services each go back to their previous revision".into(),
-            ))
-        } else {
-            let mut services = vec![service];
-            services.extend(also);
-            self.coord
-                .rollback_together(&services, &env, &caller.who())
-                .await
-        }
-        .map_err(Status::from);
-        self.audit
-            .record(
-                &caller.who(),
-                "rollback",
-                &target,
-                &match &resp {
-                    Ok(_) => "ok".to_string(),
-                    Err(s) => s.message().to_string(),
-                },
-            )
-            .await;
-        Ok(Response::new(resp?.into()))
+        self.service_rollback(req).await
     }
 
     async fn verify(
         &self,
         req: Request<pb::VerifyRequest>,
     ) -> Result<Response<pb::VerifyResponse>, Status> {
-        let caller = caller(&req)?;
-        self.allow(&caller, Action::Verify, "", false).await?;
-        let pb::VerifyRequest {
-            service,
-            env,
-            timeout_ms,
-        } = req.into_inner();
-        let timeout = verify_timeout(timeout_ms)?;
-        let report = self.coord.verify(&service, &env, timeout).await?;
-        Ok(Response::new(report.into()))
+        self.verify_checks(req).await
     }
 
     async fn status(
         &self,
         req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        let caller = caller(&req)?;
-        self.allow(&caller, Action::Status, "", false).await?;
-        let pb::StatusRequest { service, env } = req.into_inner();
-        let mut status = pb::StatusResponse::from(self.coord.status(&service, &env).await);
-        status.control_plane = self
-            .coord
-            .control_plane()
-            .await
-            .as_ref()
-            .map(pb::ControlPlane::from);
-        Ok(Response::new(status))
+        self.cluster_status(req).await
     }
 
     async fn list_nodes(
         &self,
         req: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
-        let caller = caller(&req)?;
-        self.allow(&caller, Action::ListNodes, "", false).await?;
-        Ok(Response::new(self.coord.nodes().await.into()))
+        self.nodes_list(req).await
     }
 
     async fn delete(
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let caller = caller(&req)?;
-        let pb::DeleteRequest {
-            service,
-            env,
-            volumes,
-        } = req.into_inner();
-        let env = env_or_default(env);
-        let action = Action::Delete { env: &env };
-        let target = format!("{env}/{service}");
-        self.allow(&caller, action, &target, true).await?;
-        // Read before the delete: what only this service mounts.
-        let volume_keys = if volumes {
-            self.coord.volumes_only_of(&env, &service).await
-        } else {
-            Vec::new()
-        };
-        let resp = self
-            .coord
-            .delete(&service, &env)
-            .await
-            .map_err(Status::from);
-        self.audited(&caller, action, &target, &resp).await;
-        let resp = resp?;
-        tracing::info!(
-            who = caller.who(),
-            service,
-            removed = resp.removed_instances,
-            "delete"
-        );
-        if !volume_keys.is_empty() {
-            self.delete_volumes(&caller, &env, &service, &volume_keys)
-                .await?;
-        }
-        Ok(Response::new(resp.into()))
+        self.delete_service(req).await
     }
 
     async fn remove_node(
         &self,
         req: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
-        let caller = caller(&req)?;
-        let pb::RemoveNodeRequest { node } = req.into_inner();
-        self.allow(&caller, Action::RemoveNode, &node, true).await?;
-        let resp = self.coord.remove_node(&node).await.map_err(Status::from);
-        self.audited(&caller, Action::RemoveNode, &node, &resp)
-            .await;
-        let resp = resp?;
-        tracing::info!(
-            who = caller.who(),
-            node,
-            lost = resp.lost_instances,
-            "node remove"
-        );
-        Ok(Response::new(resp.into()))
+        self.node_remove(req).await
     }
 
     async fn create_token(
         &self,
         req: Request<pb::CreateTokenRequest>,
     ) -> Result<Response<pb::CreateTokenResponse>, Status> {
-        let caller = caller(&req)?;
-        let pb::CreateTokenRequest {
-            name,
-            role,
-            envs,
-            ttl_seconds,
-        } = req.into_inner();
-        let target = if name.is_empty() {
-            format!("({role})")
-        } else {
-            format!("{name} ({role})")
-        };
-        self.allow(&caller, Action::CreateToken, &target, true)
-            .await?;
-        let made = async {
-            let new = NewToken {
-                name,
-                role: Role::parse_cli(&role)?,
-                envs,
-                ttl_ms: ttl_ms(ttl_seconds)?,
-            };
-            Ok::<_, Status>(self.tokens.create(new, &caller.who()).await?)
-        }
-        .await;
-        let target = match &made {
-            Ok((rec, _)) => format!("{} ({}, {})", rec.id, rec.name, rec.role),
-            Err(_) => target,
-        };
-        self.audited(&caller, Action::CreateToken, &target, &made)
-            .await;
-        let (rec, token) = made?;
-        tracing::info!(who = caller.who(), id = rec.id, role = %rec.role, "token created");
-        Ok(Response::new(pb::CreateTokenResponse {
-            info: Some(rec.info()),
-            token,
-        }))
+        self.token_create(req).await
     }
 
     async fn list_tokens(
         &self,
         req: Request<pb::ListTokensRequest>,
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
-        let caller = caller(&req)?;
-        self.allow(&caller, Action::ListTokens, "", false).await?;
-        let pb::ListTokensRequest {} = req.into_inner();
-        Ok(Response::new(pb::ListTokensResponse {
-            tokens: self.tokens.list().iter().map(|r| r.info()).collect(),
-        }))
+        self.token_list(req).await
     }
 
     async fn revoke_token(
         &self,
         req: Request<pb::RevokeTokenRequest>,
     ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
-        let caller = caller(&req)?;
-        let pb::RevokeTokenRequest { id } = req.into_inner();
-        self.allow(&caller, Action::RevokeToken, &id, true).await?;
-        let done = self.tokens.revoke(&id).await.map_err(Status::from);
-        self.audited(&caller, Action::RevokeToken, &id, &done).await;
-        let rec = done?;
-        tracing::info!(who = caller.who(), id, "token revoked");
-        Ok(Response::new(pb::RevokeTokenResponse {
-            info: Some(rec.info()),
-        }))
+        self.token_revoke(req).await
     }
 
     async fn create_join_token(
         &self,
         req: Request<pb::CreateJoinTokenRequest>,
     ) -> Result<Response<pb::CreateJoinTokenResponse>, Status> {
-        let caller = caller(&req)?;
-        let pb::CreateJoinTokenRequest {
-            ttl_seconds,
-            labels,
-            uses,
-            node,
-        } = req.into_inner();
-        if !node.is_empty() {
-            crate::pki::validate_node_name(&node)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        }
-        self.allow(&caller, Action::CreateJoinToken, "", true)
-            .await?;
-        let made = async {
-            let new = NewJoinToken {
-                ttl_ms: ttl_ms(ttl_seconds)?,
-                labels: labels.into_iter().collect(),
-                uses,
-                node,
-            };
-            Ok::<_, Status>(self.tokens.create_join(new, &caller.who()).await?)
-        }
-        .await;
-        let target = match &made {
-            Ok((rec, _)) => rec.id.clone(),
-            Err(_) => String::new(),
-        };
-        self.audited(&caller, Action::CreateJoinToken, &target, &made)
-            .await;
-        let (rec, token) = made?;
-        tracing::info!(
-            who = caller.who(),
-            id = rec.id,
-            uses = rec.uses_left,
-            "join token created"
-        );
-        Ok(Response::new(pb::CreateJoinTokenResponse {
-            info: Some(rec.info()),
-            token,
-            ca_fingerprint: self.ca_fingerprint.clone(),
-        }))
+        self.join_token_create(req).await
     }
 
     async fn list_audit(
         &self,
         req: Request<pb::ListAuditRequest>,
     ) -> Result<Response<pb::ListAuditResponse>, Status> {
-        let caller = caller(&req)?;
-        self.allow(&caller, Action::ListAudit, "", false).await?;
-        let pb::ListAuditRequest { since_unix_ms } = req.into_inner();
-        let entries = self.audit.list(since_unix_ms).await.map_err(|e| {
-            tracing::error!(error = %e, "store failure");
-            Status::unavailable(format!("the coordinator's store failed: {e}"))
-        })?;
-        Ok(Response::new(pb::ListAuditResponse {
-            entries: entries.into_iter().map(Into::into).collect(),
-        }))
+        self.audit_list(req).await
     }
 
     async fn set_registry_auth(
         &self,
         req: Request<pb::SetRegistryAuthRequest>,
     ) -> Result<Response<pb::RegistryAuthInfo>, Status> {
-        let caller = caller(&req)?;
-        let pb::SetRegistryAuthRequest {
-            server,
-            username,
-            password,
-        } = req.into_inner();
-        let password = Secret::new(password);
-        // Audited as server and user: the password is in no record or log.
-        let target = format!("{server} (user {username})");
-        self.allow(&caller, Action::RegistryLogin, &target, true)
-            .await?;
-        let done = self
-            .coord
-            .set_registry_auth(&server, &username, password, &caller.who())
-            .await
-            .map_err(Status::from);
-        self.audited(&caller, Action::RegistryLogin, &target, &done)
-            .await;
-        let info = done?;
-        tracing::info!(
-            who = caller.who(),
-            server = info.server,
-            username = info.username,
-            "registry login set"
-        );
-        Ok(Response::new(registry_info(info)))
+        self.registry_set(req).await
     }
 
     async fn list_registry_auth(
         &self,
         req: Request<pb::ListRegistryAuthRequest>,
     ) -> Result<Response<pb::ListRegistryAuthResponse>, Status> {
-        let caller = caller(&req)?;
-        self.allow(&caller, Action::RegistryList, "", false).await?;
-        let pb::ListRegistryAuthRequest {} = req.into_inner();
-        let registries = self.coord.registry_auths().await;
-        Ok(Response::new(pb::ListRegistryAuthResponse {
-            registries: registries.into_iter().map(registry_info).collect(),
-        }))
+        self.registry_list(req).await
     }
 
     async fn list_volumes(
@@ -769,24 +373,7 @@ impl pb::control_service_server::ControlService for ControlApi {
         &self,
         req: Request<pb::RemoveRegistryAuthRequest>,
     ) -> Result<Response<pb::RegistryAuthInfo>, Status> {
-        let caller = caller(&req)?;
-        let pb::RemoveRegistryAuthRequest { server } = req.into_inner();
-        self.allow(&caller, Action::RegistryLogout, &server, true)
-            .await?;
-        let done = self
-            .coord
-            .remove_registry_auth(&server)
-            .await
-            .map_err(Status::from);
-        self.audited(&caller, Action::RegistryLogout, &server, &done)
-            .await;
-        let info = done?;
-        tracing::info!(
-            who = caller.who(),
-            server = info.server,
-            "registry login removed"
-        );
-        Ok(Response::new(registry_info(info)))
+        self.registry_remove(req).await
     }
 
     async fn cordon_node(
@@ -830,90 +417,6 @@ impl pb::control_service_server::ControlService for ControlApi {
     }
 }
 
-/// `convoy volumes`, `convoy volumes rm` and `delete --volumes`: as
-/// `delete`, a deployer of the environment may.
-impl ControlApi {
-    /// `delete --volumes`, after the delete: removes `keys`' volumes once
-    /// the service's containers are gone; an error names each volume that
-    /// stays (the service is deleted either way).
-    async fn delete_volumes(
-        &self,
-        caller: &Caller,
-        env: &str,
-        service: &str,
-        keys: &[String],
-    ) -> Result<(), Status> {
-        let removal = self
-            .coord
-            .remove_volumes_when_free(env, keys, DELETE_VOLUMES_WAIT)
-            .await;
-        let mut stays: Vec<String> = removal
-            .volumes
-            .iter()
-            .filter(|v| !v.error.is_empty())
-            .map(|v| format!("`{}` on node `{}`: {}", v.name, v.node, v.error))
-            .collect();
-        stays.extend(removal.unreachable.iter().cloned());
-        let target = format!("{env}/volume {}", keys.join(","));
-        let result = if stays.is_empty() {
-            Ok(())
-        } else {
-            Err(Status::failed_precondition(format!(
-                "{env}/{service} is deleted, but volumes stay: {}; remove them with \
-                 `convoy volumes rm KEY --env {env}` once no container uses them",
-                stays.join("; ")
-            )))
-        };
-        self.audited(caller, Action::Delete { env }, &target, &result)
-            .await;
-        result
-    }
-
-    async fn volumes_list(
-        &self,
-        req: Request<pb::ListVolumesRequest>,
-    ) -> Result<Response<pb::ListVolumesResponse>, Status> {
-        let caller = caller(&req)?;
-        let pb::ListVolumesRequest { env } = req.into_inner();
-        let env = env_or_default(env);
-        self.allow(&caller, Action::Delete { env: &env }, &env, false)
-            .await?;
-        Ok(Response::new(self.coord.list_volumes(&env).await.into()))
-    }
-
-    async fn volumes_remove(
-        &self,
-        req: Request<pb::RemoveVolumesRequest>,
-    ) -> Result<Response<pb::ListVolumesResponse>, Status> {
-        let caller = caller(&req)?;
-        let pb::RemoveVolumesRequest { env, key } = req.into_inner();
-        let env = env_or_default(env);
-        let action = Action::Delete { env: &env };
-        let target = format!("{env}/volume {key}");
-        self.allow(&caller, action, &target, true).await?;
-        if key.is_empty() {
-            return Err(Status::invalid_argument(
-                "name the volume's key under the spec's top-level `volumes:`",
-            ));
-        }
-        let resp = self.coord.remove_volumes(&env, &key).await;
-        let result: Result<&VolumesView, Status> = Ok(&resp);
-        self.audited(&caller, action, &target, &result).await;
-        tracing::info!(
-            who = caller.who(),
-            env,
-            key,
-            tried = resp.volumes.len(),
-            "volumes removed"
-        );
-        Ok(Response::new(resp.into()))
-    }
-}
-
-/// How long `delete --volumes` waits for the service's containers to go
-/// before it gives up removing their volumes.
-const DELETE_VOLUMES_WAIT: Duration = Duration::from_secs(30);
-
 /// How long `verify` waits for agents when the request names no timeout.
 pub const VERIFY_DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest `verify` may wait: each check holds an agent command.
@@ -933,21 +436,6 @@ fn verify_timeout(timeout_ms: u64) -> Result<Duration, Status> {
             )))
         }
         ms => Ok(Duration::from_millis(ms)),
-    }
-}
-
-fn registry_info(info: RegistryInfo) -> pb::RegistryAuthInfo {
-    let RegistryInfo {
-        server,
-        username,
-        set_by,
-        set_unix_ms,
-    } = info;
-    pb::RegistryAuthInfo {
-        server,
-        username,
-        set_by,
-        set_unix_ms,
     }
 }
 

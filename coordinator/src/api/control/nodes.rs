@@ -1,5 +1,5 @@
 //! `CordonNode` and `DrainNode` (issue 19): admin only, audited like
-//! `RemoveNode`, refused or not.
+//! `RemoveNode`, refused or not; and `RemoveNode` itself.
 
 use super::*;
 
@@ -38,6 +38,26 @@ impl ControlApi {
             node,
             instances = resp.instances,
             "node drain"
+        );
+        Ok(Response::new(resp.into()))
+    }
+
+    pub(super) async fn node_remove(
+        &self,
+        req: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        let caller = caller(&req)?;
+        let pb::RemoveNodeRequest { node } = req.into_inner();
+        self.allow(&caller, Action::RemoveNode, &node, true).await?;
+        let resp = self.coord.remove_node(&node).await.map_err(Status::from);
+        self.audited(&caller, Action::RemoveNode, &node, &resp)
+            .await;
+        let resp = resp?;
+        tracing::info!(
+            who = caller.who(),
+            node,
+            lost = resp.lost_instances,
+            "node remove"
         );
         Ok(Response::new(resp.into()))
     }
