@@ -27,7 +27,7 @@ mod exec;
 pub mod logs;
 /// `CordonNode` and `DrainNode` (issue 19), and `RemoveNode`.
 mod nodes;
-/// `convoy secret ...` handlers.
+/// `convoy notify ...` handlers (webhook notifiers).
 mod notify;
 /// `Watch`, `Verify`, `Status`, `ListNodes` and `ListAudit`.
 mod reads;
@@ -35,6 +35,7 @@ mod reads;
 mod registry;
 /// `Promote`, `PauseRollout`, `ResumeRollout`, `History` and `Rollback`.
 mod rollouts;
+/// `convoy secret ...` handlers.
 mod secrets;
 /// `Snapshot`: the store's dump for `convoyd snapshot save`.
 mod snapshot;
