@@ -2,9 +2,13 @@
 //! of its block, then puts together what depends on several keys (the
 //! restart policy, the update policy).
 
+mod command;
+mod for_swarm;
+mod legacy;
+
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 
 use super::convoy::ConvoySeed;
 use super::depends_on::{DependsOnSeed, Written};
@@ -16,12 +20,17 @@ use super::networks::{self, DnsSeed, ExtraHostsSeed, ServiceNetworksSeed};
 use super::ports::PortSeed;
 use super::resources;
 use super::seeds::{list, scalar, text, value};
-use super::swarm::{path, SwarmRead, NOT_YET};
+use super::swarm::SwarmRead;
 use super::update::update_policy;
 use super::volumes::VolumesSeed;
 use super::{host_access, nest, Note, UNSUPPORTED};
 use crate::spec::locate::Seg;
 use crate::spec::{values, ServiceSpec};
+
+pub(super) use command::CommandSeed;
+use for_swarm::{swarm_fields, swarm_refusals, SwarmChecks};
+pub(super) use legacy::share_gpus;
+use legacy::Legacy;
 
 /// A service, its warnings, the first error between its keys, its
 /// `depends_on` as written (checked once every service is read), and what
@@ -435,291 +444,5 @@ impl<'de> Visitor<'de> for ServiceSeed {
             depends_on,
             swarm,
         ))
-    }
-}
-
-/// What `swarm_refusals` needs beyond the spec: keys the spec no longer
-/// shows as written.
-struct SwarmChecks {
-    gpus_key: bool,
-    deploy_gpus: bool,
-    depends_on: bool,
-    secret_env: bool,
-    convoy_update: bool,
-    host_key: Option<&'static str>,
-    restart_written: bool,
-}
-
-/// What a Swarm service cannot have (errors) and what Swarm ignores
-/// (warnings), for when the service turns out to run on Swarm.
-fn swarm_refusals(swarm: &mut SwarmRead, spec: &ServiceSpec, checks: SwarmChecks) {
-    let refuse = |swarm: &mut SwarmRead, keys: &[&str], why: &str| {
-        swarm.refused.push(Note {
-            path: path(keys),
-            message: why.to_owned(),
-        });
-    };
-    if checks.gpus_key {
-        refuse(swarm, &["gpus"], &format!("GPUs are {NOT_YET}: Convoy assigns GPUs per container, which Swarm does not let it do; run the service as a plain container (`swarm: false`)"));
-    }
-    if checks.deploy_gpus {
-        refuse(swarm, &["deploy", "resources", "reservations", "devices"], &format!("GPU reservations are {NOT_YET}: Convoy assigns GPUs per container, which Swarm does not let it do; run the service as a plain container (`swarm: false`)"));
-    }
-    if !spec.probes.is_empty() {
-        refuse(swarm, &["x-convoy", "probes"], &format!("`x-convoy.probes` are {NOT_YET}: Swarm watches its tasks with the Docker `healthcheck`; write one instead"));
-    }
-    if spec.ingress.is_some() {
-        refuse(swarm, &["x-convoy", "ingress"], &format!("`x-convoy.ingress` is {NOT_YET}: the agents' proxy routes to containers Convoy runs itself, and Swarm routes to its tasks through its own routing mesh (`ports:`); run the service as a plain container (`swarm: false`)"));
-    }
-    if checks.convoy_update {
-        refuse(swarm, &["x-convoy", "update"], "Swarm's own `deploy.update_config` drives a Swarm service's rollout, and Swarm can run neither `canary` nor `blue-green`: write the settings in `deploy.update_config` (and `rollback_config`) instead");
-    }
-    if checks.depends_on {
-        refuse(swarm, &["depends_on"], &format!("`depends_on` is {NOT_YET} (Swarm starts a service's tasks without waiting for others); remove it"));
-    }
-    if let Some(key) = checks.host_key {
-        refuse(swarm, &[key], &format!("host access (`{key}`) is {NOT_YET}: Convoy grants it per node, and Swarm places tasks on nodes of its own choosing"));
-    }
-    // `secrets:` and `configs:` become Swarm secrets and configs; a secret
-    // as an environment variable would sit in the service's spec, which
-    // `docker service inspect` shows to anyone with the engine's socket.
-    if checks.secret_env {
-        refuse(
-            swarm,
-            &["x-convoy", "secret_env"],
-            "`secret_env` is refused for Swarm services: the value would be in the Swarm \
-             service's spec, which `docker service inspect` shows; mount the secret as a file \
-             (`secrets:`) instead",
-        );
-    }
-    let ignored = |swarm: &mut SwarmRead, key: &str, why: &str| {
-        swarm.swarm_notes.push(Note::new(key, why));
-    };
-    if checks.restart_written {
-        ignored(swarm, "restart", "Swarm ignores `restart` and restarts tasks by `deploy.restart_policy` (default: `any`): ignored");
-    }
-    if !spec.expose.is_empty() {
-        ignored(
-            swarm,
-            "expose",
-            "Swarm services reach each other on their networks without it: ignored",
-        );
-    }
-    if spec.resources.shm_size_bytes != 0 {
-        ignored(
-            swarm,
-            "shm_size",
-            "not set on Swarm services' tasks: ignored",
-        );
-    }
-    if !spec.resources.ulimits.is_empty() {
-        ignored(
-            swarm,
-            "ulimits",
-            "not set on Swarm services' tasks: ignored",
-        );
-    }
-    if !spec.extras.tmpfs.is_empty() {
-        ignored(
-            swarm,
-            "tmpfs",
-            "not set on Swarm services' tasks (use a `volumes` entry of `type: tmpfs`): ignored",
-        );
-    }
-    if !spec.extras.pull_policy.is_empty() {
-        ignored(
-            swarm,
-            "pull_policy",
-            "Swarm pulls the image itself: ignored",
-        );
-    }
-    if !spec.extras.platform.is_empty() {
-        ignored(swarm, "platform", "Swarm picks the image's platform per node (constrain with `node.platform.os` / `node.platform.arch`): ignored");
-    }
-}
-
-/// What a Swarm service keeps as written, and the Swarm-only settings a
-/// plain container warns about or is refused.
-fn swarm_fields(
-    swarm: &mut SwarmRead,
-    spec: &ServiceSpec,
-    restart_timing: Option<super::deploy::RestartTiming>,
-    raw_constraints: Vec<String>,
-    convoy_refused: Vec<(usize, String)>,
-    update: Option<&super::update::UpdateConfig>,
-    rollback: Option<&super::update::UpdateConfig>,
-) {
-    let constraint_path = |index: usize| {
-        let mut at = path(&["deploy", "placement", "constraints"]);
-        at.push(Seg::Index(index));
-        at
-    };
-    for (index, why) in convoy_refused {
-        swarm.plain_problems.push(Note {
-            path: constraint_path(index),
-            message: format!("{why} (Swarm services, `x-convoy.swarm`, take Swarm's attributes)"),
-        });
-    }
-    for (index, raw) in raw_constraints.iter().enumerate() {
-        // Convoy's numeric comparisons (`node.gpu.count >= 2`) are not Swarm's.
-        if let Err(why) = crate::spec::swarm::swarm_constraint(raw) {
-            swarm.refused.push(Note {
-                path: constraint_path(index),
-                message: why,
-            });
-        }
-    }
-    swarm.fields.constraints = raw_constraints;
-    if let Some(timing) = restart_timing {
-        let (delay, window) = (timing.delay_ms.is_some(), timing.window_ms.is_some());
-        for (written, key) in [(delay, "delay"), (window, "window")] {
-            if written {
-                swarm.plain_notes.push(Note {
-                    path: path(&["deploy", "restart_policy", key]),
-                    message: "only Swarm services (`x-convoy.swarm`) use it; Convoy's agent restarts containers with its own backoff: ignored"
-                        .to_owned(),
-                });
-            }
-        }
-        swarm.fields.restart = Some(crate::spec::SwarmRestart {
-            condition: match spec.restart.condition {
-                crate::spec::RestartCondition::None => "none",
-                crate::spec::RestartCondition::OnFailure => "on-failure",
-                crate::spec::RestartCondition::Any => "any",
-            }
-            .to_owned(),
-            delay_ms: timing.delay_ms.unwrap_or(0),
-            max_attempts: spec.restart.max_attempts.into(),
-            window_ms: timing.window_ms.unwrap_or(0),
-        });
-    }
-    swarm.fields.update = update.map(|u| u.to_swarm());
-    swarm.fields.rollback = rollback.map(|u| u.to_swarm());
-}
-
-/// `command` and `entrypoint`: a string split as a shell would, or a list.
-pub(super) struct CommandSeed;
-
-impl<'de> DeserializeSeed<'de> for CommandSeed {
-    type Value = Vec<String>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for CommandSeed {
-    type Value = Vec<String>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a command line or a list of arguments")
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        values::split_command(v).map_err(E::custom)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut args = Vec::new();
-        while let Some(arg) = seq.next_element_seed(text("an argument"))? {
-            args.push(arg);
-        }
-        Ok(args)
-    }
-}
-
-/// `cpus`, `mem_limit`, `mem_reservation` and `pids_limit`: the keys
-/// `deploy.resources` took over, as written.
-#[derive(Default)]
-struct Legacy {
-    cpus: Option<u64>,
-    mem_limit: Option<u64>,
-    mem_reservation: Option<u64>,
-    pids_limit: Option<u64>,
-    /// `gpus:`, Compose's shorthand for a GPU device reservation.
-    gpus: Option<crate::spec::GpuRequest>,
-}
-
-/// `x-convoy.gpu_sharing`: lets the service's GPU request share GPUs.
-pub(super) fn share_gpus(
-    sharing: bool,
-    resources: &mut crate::spec::ResourcesSpec,
-) -> Result<(), Note> {
-    if !sharing {
-        return Ok(());
-    }
-    match resources.gpus.as_mut() {
-        Some(gpus) => {
-            gpus.shared = true;
-            Ok(())
-        }
-        None => Err(Note {
-            path: vec![
-                Seg::Key("x-convoy".to_owned()),
-                Seg::Key("gpu_sharing".to_owned()),
-            ],
-            message: "the service makes no GPU request to share: add `gpus:` or \
-                      `deploy.resources.reservations.devices`, or remove `gpu_sharing`"
-                .to_owned(),
-        }),
-    }
-}
-
-impl Legacy {
-    /// Sets `into`'s limits and reservations from `deploy.resources` and the
-    /// older keys; the two may both be written only with the same value,
-    /// as Compose requires.
-    fn merge(
-        self,
-        deploy: Option<resources::Resources>,
-        into: &mut crate::spec::ResourcesSpec,
-    ) -> Result<(), Note> {
-        let deploy = deploy.unwrap_or_default();
-        let pick = |old: Option<u64>, key: &str, new: u64, new_key: &str| match old {
-            Some(old) if new != 0 && old != new => Err(Note::new(
-                key,
-                format!("differs from `deploy.resources.{new_key}`: keep one of the two"),
-            )),
-            Some(old) => Ok(old),
-            None => Ok(new),
-        };
-        into.cpu_limit_nanos = pick(self.cpus, "cpus", deploy.cpu_limit_nanos, "limits.cpus")?;
-        into.memory_limit_bytes = pick(
-            self.mem_limit,
-            "mem_limit",
-            deploy.memory_limit_bytes,
-            "limits.memory",
-        )?;
-        into.pids_limit = pick(
-            self.pids_limit,
-            "pids_limit",
-            deploy.pids_limit,
-            "limits.pids",
-        )?;
-        into.memory_reservation_bytes = pick(
-            self.mem_reservation,
-            "mem_reservation",
-            deploy.memory_reservation_bytes,
-            "reservations.memory",
-        )?;
-        into.cpu_reservation_nanos = deploy.cpu_reservation_nanos;
-        into.gpus = match (self.gpus, deploy.gpus) {
-            (Some(_), Some(_)) => {
-                return Err(Note::new(
-                    "gpus",
-                    "give GPUs in one of `gpus` and `deploy.resources.reservations.devices`, \
-                     not both",
-                ))
-            }
-            (a, b) => a.or(b),
-        };
-        if into.memory_limit_bytes != 0 && into.memory_reservation_bytes > into.memory_limit_bytes {
-            return Err(Note::new(
-                "deploy",
-                "the memory reservation is above the memory limit: an instance could never \
-                 use what is set aside for it",
-            ));
-        }
-        Ok(())
     }
 }
