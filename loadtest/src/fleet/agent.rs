@@ -27,7 +27,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(2);
 /// The real agent's backoff: 1 s doubling to 30 s, jittered, reset after a
-/// healthy session (120 s in the agent, [`FleetConfig::healthy_session`]).
+/// healthy session (120 s in the agent,
+/// [`FleetConfig::healthy_session`](super::FleetConfig::healthy_session)).
 const RECONNECT_START: Duration = Duration::from_secs(1);
 const RECONNECT_MAX: Duration = Duration::from_secs(30);
 /// Messages an agent may have queued for the stream: small on purpose.
