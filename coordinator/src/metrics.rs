@@ -336,6 +336,32 @@ pub fn register_control_plane(
     );
 }
 
+/// A standby's copy of desired state (`crate::ha::mirror`): the store
+/// revision it is at, the plans it holds, and how often its watch broke.
+pub fn register_follower(reg: &mut Registry, following: &crate::ha::mirror::Following) {
+    let revision = Gauge::<i64>::default();
+    revision.set(following.revision);
+    reg.register(
+        "follower_revision",
+        "Store revision this standby's copy of desired state is at (0: not loaded)",
+        revision,
+    );
+    let plans = Gauge::<i64>::default();
+    plans.set(following.coord.as_ref().map_or(0, |c| c.planned_nodes()) as i64);
+    reg.register(
+        "follower_plans",
+        "Node plans this standby holds, computed from the store's watch",
+        plans,
+    );
+    let restarts = Counter::<u64>::default();
+    restarts.inc_by(following.restarts);
+    reg.register(
+        "follower_restarts",
+        "Times this standby's watch of the store broke and was started over",
+        restarts,
+    );
+}
+
 type GaugeF64 = Gauge<f64, std::sync::atomic::AtomicU64>;
 
 /// `convoy_node_gpu_*`: each GPU's memory from the node's facts, and its

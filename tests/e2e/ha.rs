@@ -67,6 +67,34 @@ fn writer_history(ha: &Ha) -> Vec<(String, i64)> {
         .collect()
 }
 
+/// etcd's revision now (every write bumps it).
+fn etcd_revision(ha: &Ha) -> i64 {
+    let out = std::process::Command::new("etcdctl")
+        .args(["--endpoints"])
+        .arg(ha.etcd.endpoints().join(","))
+        .args([
+            "get",
+            "/convoy/meta/",
+            "--prefix",
+            "--keys-only",
+            "-w",
+            "json",
+        ])
+        .env("ETCDCTL_API", "3")
+        .output()
+        .expect("cannot run etcdctl");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["header"]["revision"].as_i64().unwrap_or(0)
+}
+
+/// A gauge or counter of `http`'s `/metrics`, by its full name.
+fn metric(http: std::net::SocketAddr, name: &str) -> Option<f64> {
+    let (_, body) = convoy_tests::http::get(http, "/metrics").ok()?;
+    body.lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .find_map(|v| v.trim().parse().ok())
+}
+
 /// `convoy -o json ARGS` given only `api` as the coordinator, which must
 /// succeed; its output.
 fn cli_json_via(ha: &Ha, api: std::net::SocketAddr, args: &[&str]) -> Value {
@@ -172,6 +200,25 @@ fn the_leader_killed_mid_rollout_hands_over_and_the_rollout_completes() {
         "{applied}"
     );
     ha.c.wait_service_running(&svc, 4, 1);
+    // Each standby follows desired state from etcd's watch: its copy
+    // reaches the store's revision after the apply, with a plan for each
+    // of the two nodes.
+    let after_apply = etcd_revision(&ha);
+    assert!(after_apply > 0);
+    for standby in [ha.http_addrs()[1], ha.http_addrs()[2]] {
+        wait_until(
+            format!("standby {standby} follows the store to revision {after_apply}"),
+            Duration::from_secs(20),
+            Duration::from_millis(200),
+            || {
+                let at = metric(standby, "convoy_follower_revision").unwrap_or(0.0);
+                let plans = metric(standby, "convoy_follower_plans").unwrap_or(0.0);
+                (at >= after_apply as f64 && plans == 2.0)
+                    .then_some(())
+                    .ok_or_else(|| anyhow::anyhow!("revision {at}, {plans} plans"))
+            },
+        );
+    }
     // The dashboard's live stream flows through a standby too.
     let streamed = convoy_tests::http::read_stream_until(
         ha.http_addrs()[2],

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use convoy_coordinator::state::{Coordinator, Liveness};
 use convoy_coordinator::store::{
-    open_store, EtcdConfig, EtcdStore, EtcdTls, Fence, Op, SledStore, Store, StoreError, StoreUrl,
+    open_store, Change, EtcdConfig, EtcdStore, EtcdTls, Fence, Op, SledStore, Store, StoreError,
+    StoreUrl,
 };
 use convoy_tests::etcd::EtcdCluster;
 use tokio_util::sync::CancellationToken;
@@ -644,5 +645,92 @@ fn a_snapshot_of_one_etcd_prefix_restores_into_another_and_loads() {
             .unwrap_err()
             .to_string();
         assert!(again.contains("already has a store with data"), "{again}");
+    });
+}
+
+/// The next write a watch hands on, within 10 s.
+async fn next(w: &mut convoy_coordinator::store::Watched) -> convoy_coordinator::store::Changes {
+    tokio::time::timeout(Duration::from_secs(10), w.changes.recv())
+        .await
+        .expect("a change within 10 s")
+        .expect("the watch goes on")
+        .expect("no watch error")
+}
+
+/// A watch (what a standby follows desired state with): a consistent
+/// start, then every later write under the prefix, whole, in order, with
+/// the revision etcd gave it; nothing from another prefix.
+#[test]
+fn a_watch_starts_at_one_revision_and_hands_on_each_later_write_whole() {
+    let cluster = EtcdCluster::start(1);
+    rt().block_on(async {
+        let store = connect(&cluster, "/convoy/").await;
+        let other = connect(&cluster, "/other/").await;
+        store
+            .apply(vec![
+                Op::Put("services/a".into(), b"1".to_vec()),
+                Op::Put("nodes/n1".into(), b"x".to_vec()),
+            ])
+            .await
+            .unwrap();
+        let mut watched = store.watch("services/").await.unwrap();
+        assert_eq!(keys(&watched.snapshot), ["services/a"]);
+        assert!(watched.revision > 0);
+
+        // One batch of three keys, two of them under the prefix.
+        store
+            .apply(vec![
+                Op::Put("services/b".into(), b"2".to_vec()),
+                Op::Delete("services/a".into()),
+                Op::Put("nodes/n2".into(), b"y".to_vec()),
+            ])
+            .await
+            .unwrap();
+        other
+            .apply(vec![Op::Put("services/z".into(), b"no".to_vec())])
+            .await
+            .unwrap();
+        store
+            .apply(vec![Op::Put("services/c".into(), b"3".to_vec())])
+            .await
+            .unwrap();
+        let first = next(&mut watched).await;
+        let mut got = first.changes.clone();
+        got.sort_by(|a, b| a.key().cmp(b.key()));
+        assert_eq!(
+            got,
+            vec![
+                Change::Delete("services/a".into()),
+                Change::Put("services/b".into(), b"2".to_vec()),
+            ]
+        );
+        assert!(first.revision > watched.revision);
+        let second = next(&mut watched).await;
+        assert_eq!(
+            second.changes,
+            vec![Change::Put("services/c".into(), b"3".to_vec())]
+        );
+        // The other prefix's write came between, so the revisions are not
+        // consecutive: they are etcd's own.
+        assert_eq!(second.revision, first.revision + 2);
+
+        // After a compaction of the history, a new watch (which starts at
+        // the newest revision) still works.
+        store
+            .client()
+            .compact(second.revision, None)
+            .await
+            .expect("compact");
+        let mut fresh = store.watch("services/").await.unwrap();
+        assert_eq!(keys(&fresh.snapshot), ["services/b", "services/c"]);
+        store
+            .apply(vec![Op::Put("services/d".into(), b"4".to_vec())])
+            .await
+            .unwrap();
+        let after = next(&mut fresh).await;
+        assert_eq!(
+            after.changes,
+            vec![Change::Put("services/d".into(), b"4".to_vec())]
+        );
     });
 }

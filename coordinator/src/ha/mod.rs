@@ -25,6 +25,7 @@ use std::{
 };
 
 mod forward;
+pub mod mirror;
 mod serve;
 
 pub use forward::FORWARDED_BY;

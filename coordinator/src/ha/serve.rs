@@ -17,7 +17,11 @@ use axum::{http::StatusCode, response::IntoResponse, routing::get, Router};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{forward::Forwarder, ControlPlane, Elected, Election, Member, Role};
+use super::{
+    forward::Forwarder,
+    mirror::{self, Following},
+    ControlPlane, Elected, Election, Member, Role,
+};
 use crate::{
     server::{self, ServeConfig},
     store::{EtcdTls, StoreUrl},
@@ -69,6 +73,7 @@ pub async fn serve(
     // A coordinator that could not serve must not win the election: check
     // the CA and the secrets key against the store's before campaigning.
     server::check_shared_trust(&cfg, &*store, false).await?;
+    let sealer = crate::secrets::Sealer::open_or_create(&cfg.data_dir)?;
     let client = etcd.unbounded_client().await?;
     let renewers = etcd.pinned_clients().await;
     let election = Election::with_renewers(client, renewers, etcd.prefix(), me, ttl, fencer);
@@ -92,12 +97,18 @@ pub async fn serve(
     );
     let mut role = election.role();
     loop {
-        // Stand by until elected.
+        // Stand by until elected, following desired state.
         let standby = shutdown.child_token();
+        let (following_tx, following) = tokio::sync::watch::channel(Following::default());
+        let mut mirror = tokio::spawn(
+            mirror::follow(store.clone(), sealer.clone(), standby.clone(), following_tx)
+                .instrument(tracing::info_span!("follow")),
+        );
         let mut http = tokio::spawn(standby_http(
             cfg.clone(),
             plane.clone(),
             forwarder.clone(),
+            following,
             standby.clone(),
         ));
         let mut api = tokio::spawn(standby_api(cfg.clone(), forwarder.clone(), standby.clone()));
@@ -108,7 +119,7 @@ pub async fn serve(
         standby.cancel();
         // Kept-alive scrapes and CLI connections must not keep the ports
         // from the leader's servers.
-        for task in [&mut http, &mut api] {
+        for task in [&mut http, &mut api, &mut mirror] {
             if tokio::time::timeout(Duration::from_secs(1), &mut *task)
                 .await
                 .is_err()
@@ -175,6 +186,7 @@ async fn standby_http(
     cfg: ServeConfig,
     plane: Arc<Elected>,
     forwarder: Arc<Forwarder>,
+    following: tokio::sync::watch::Receiver<Following>,
     stop: CancellationToken,
 ) {
     let listener = match crate::http::bind(cfg.http_listen).await {
@@ -217,7 +229,8 @@ async fn standby_http(
             "/metrics",
             get(move || {
                 let plane = metrics_plane.clone();
-                async move { standby_metrics(&plane).await.into_response() }
+                let following = following.borrow().clone();
+                async move { standby_metrics(&plane, &following).await.into_response() }
             }),
         )
         .fallback(move |req: axum::extract::Request| {
@@ -302,11 +315,12 @@ fn standby_tls(cfg: &ServeConfig) -> Result<Arc<rustls::ServerConfig>> {
     Ok(Arc::new(tls))
 }
 
-async fn standby_metrics(plane: &Elected) -> impl IntoResponse {
+async fn standby_metrics(plane: &Elected, following: &Following) -> impl IntoResponse {
     use prometheus_client::{encoding::text::encode, registry::Registry};
     let view = plane.view().await;
     let mut reg = Registry::with_prefix("convoy");
     crate::metrics::register_control_plane(&mut reg, &view, plane.is_leader());
+    crate::metrics::register_follower(&mut reg, following);
     let mut out = String::new();
     let _ = encode(&mut out, &reg);
     (

@@ -30,6 +30,9 @@ pub(super) struct Txn<'a> {
     patches: Vec<Patch>,
     ops: Vec<Op>,
     replan: Option<Publish>,
+    /// Nodes replanned besides those the change touched (a follower's
+    /// copy of a changed node record, whose facts plans may hold).
+    replan_also: HashSet<String>,
     plans: Vec<(String, Arc<pb::NodePlan>)>,
     events: Vec<Ev>,
     later: Vec<LaterEvents>,
@@ -71,6 +74,7 @@ impl<'a> Txn<'a> {
             patches: Vec::new(),
             ops: Vec::new(),
             replan: None,
+            replan_also: HashSet::new(),
             plans: Vec::new(),
             events: Vec::new(),
             later: Vec::new(),
@@ -128,6 +132,13 @@ impl<'a> Txn<'a> {
         self.replan.get_or_insert(Publish::Changed);
     }
 
+    /// Recompute the plans of `nodes` too (those whose content changed
+    /// are handed out), besides those the change touched.
+    pub(super) fn replan_nodes(&mut self, nodes: impl IntoIterator<Item = String>) {
+        self.replan();
+        self.replan_also.extend(nodes);
+    }
+
     /// Recompute every plan and hand out all of them (on load, when no
     /// session holds one yet).
     pub(super) fn replan_all(&mut self) {
@@ -151,6 +162,7 @@ impl<'a> Txn<'a> {
             patches,
             mut ops,
             replan,
+            replan_also,
             mut plans,
             events,
             later,
@@ -161,7 +173,11 @@ impl<'a> Txn<'a> {
         let mut recomputed = 0;
         if let (Some(publish), Some(next)) = (replan, staged.as_mut()) {
             // Incremental: only the plans of nodes this change touched.
-            let only = (publish == Publish::Changed).then(|| touched_nodes(&current, next));
+            let only = (publish == Publish::Changed).then(|| {
+                let mut touched = touched_nodes(&current, next);
+                touched.extend(replan_also);
+                touched
+            });
             let (updates, computed) =
                 compute_plans(next, &mut ops, publish, only.as_ref(), &coord.sealer);
             plans.extend(updates);

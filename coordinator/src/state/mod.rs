@@ -45,6 +45,7 @@ mod hooks;
 mod live;
 mod logs;
 mod messages;
+mod mirror;
 mod notifiers;
 mod outcome;
 mod plans;
@@ -67,6 +68,7 @@ pub use envs::{check_env_name, node_serves, ENV_LABEL};
 pub use exec::{ExecError, Execution, Interactive};
 pub use live::{GpuMetricSample, Liveness, MetricSample, HISTORY};
 pub use logs::{instance_label, LogTarget, LogsError, LogsQuery, LOG_BUFFER};
+pub use mirror::{followed, FOLLOWED};
 pub use notifiers::{
     check_event_patterns, NewNotifier, NotifierTarget, NotifierTargets, NotifyFormat,
     DEFAULT_EVENTS, MAX_NOTIFIERS,

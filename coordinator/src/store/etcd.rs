@@ -16,7 +16,7 @@ use etcd_client::{
     TlsOptions, Txn, TxnOp,
 };
 
-use super::{Op, Store, StoreError, StoreHealth};
+use super::{Op, Store, StoreError, StoreHealth, Watched};
 
 /// Where the trait's keys go when no prefix is given.
 pub const DEFAULT_PREFIX: &str = "/convoy/";
@@ -128,6 +128,7 @@ mod backend;
 mod connect;
 mod members;
 mod requests;
+mod watch;
 
 #[cfg(test)]
 mod tests {

@@ -4,9 +4,11 @@
 
 mod etcd;
 mod sled_store;
+pub mod watch;
 
 pub use etcd::{EtcdConfig, EtcdStore, EtcdTls, Fence, DEFAULT_PREFIX, DEFAULT_SCAN_PAGE};
 pub use sled_store::SledStore;
+pub use watch::{Change, Changes, Watched};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -87,6 +89,15 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Whether the store answers, and where it is.
     async fn health(&self) -> StoreHealth;
+    /// Everything under `prefix` at one revision, and every write under it
+    /// after that revision (see [`Watched`]). Only stores that several
+    /// coordinators share need it; the others say so.
+    async fn watch(&self, prefix: &str) -> Result<Watched, StoreError> {
+        Err(StoreError::Backend {
+            key: prefix.to_string(),
+            message: "this store cannot be watched (several coordinators need etcd)".into(),
+        })
+    }
 }
 
 /// Reads a JSON record.

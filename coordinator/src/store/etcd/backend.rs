@@ -109,6 +109,10 @@ impl Store for EtcdStore {
         self.scan_prefix("").await
     }
 
+    async fn watch(&self, prefix: &str) -> Result<Watched, StoreError> {
+        self.watch_prefix(prefix).await
+    }
+
     async fn health(&self) -> StoreHealth {
         // A linearizable read: it needs a quorum and a leader.
         let key = self.prefix.clone();

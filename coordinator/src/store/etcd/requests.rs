@@ -94,6 +94,14 @@ impl EtcdStore {
         &self,
         prefix: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        Ok(self.scan_at(prefix).await?.1)
+    }
+
+    /// [`Self::scan_once`], and the revision it read at.
+    pub(super) async fn scan_at(
+        &self,
+        prefix: &str,
+    ) -> Result<(i64, Vec<(String, Vec<u8>)>), StoreError> {
         let full = self.full_key(prefix).into_bytes();
         let end = prefix_end(&full);
         let mut start = full;
@@ -121,7 +129,7 @@ impl EtcdStore {
                 break;
             }
         }
-        Ok(out)
+        Ok((revision, out))
     }
 }
 
