@@ -336,9 +336,21 @@ pub fn register_control_plane(
     );
 }
 
-/// A standby's copy of desired state (`crate::ha::mirror`): the store
-/// revision it is at, the plans it holds, and how often its watch broke.
-pub fn register_follower(reg: &mut Registry, following: &crate::ha::mirror::Following) {
+/// A standby's agents and its copy of desired state (`crate::ha::mirror`):
+/// the agents it serves, the store revision it is at, the plans it holds,
+/// and how often its watch broke.
+pub fn register_follower(
+    reg: &mut Registry,
+    following: &crate::ha::mirror::Following,
+    relayed: usize,
+) {
+    let agents = Gauge::<i64>::default();
+    agents.set(relayed as i64);
+    reg.register(
+        "follower_agents",
+        "Agents connected to this standby: it sends their plans and relays the rest to the leader",
+        agents,
+    );
     let revision = Gauge::<i64>::default();
     revision.set(following.revision);
     reg.register(

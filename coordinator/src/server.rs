@@ -504,11 +504,11 @@ type Incoming = ReceiverStream<Result<TlsStream<tokio::net::TcpStream>, std::io:
 /// `net.core.somaxconn`, 4096 by default), above tokio's 1,024: in a
 /// reconnect storm of 10,000 agents a full queue drops SYNs, which clients
 /// only retry after 1, 3, 7 s.
-const AGENT_BACKLOG: u32 = 8192;
+pub(crate) const AGENT_BACKLOG: u32 = 8192;
 
 /// A listener with `backlog` pending connections (SO_REUSEADDR, as
 /// `TcpListener::bind` sets, so a restart can take the port at once).
-fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+pub(crate) fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {

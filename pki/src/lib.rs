@@ -221,6 +221,21 @@ impl Ca {
         self.sign(params, Duration::days(365))
     }
 
+    /// A client certificate for coordinator `name`, with which a standby
+    /// relays its agents' streams to the leader (issue 18). Its subject
+    /// (`OU=convoy-coordinator`, a CN no node may have) is never given to
+    /// an agent: [`Self::sign_agent_csr`] writes `OU=convoy-agent`.
+    pub fn issue_coordinator(&self, name: &str, validity: Duration) -> Result<Issued, PkiError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, format!("{COORDINATOR_CN_PREFIX}{name}"));
+        dn.push(DnType::OrganizationalUnitName, COORDINATOR_OU);
+        params.distinguished_name = dn;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        self.sign(params, validity)
+    }
+
     /// A client certificate for the agent of `node`.
     pub fn issue_agent(&self, node: &str, validity: Duration) -> Result<Issued, PkiError> {
         validate_node_name(node)?;
@@ -316,6 +331,32 @@ pub fn expiry_unix_ms(der: &[u8]) -> Result<i64, PkiError> {
 }
 
 /// The node name carried by a verified client certificate (its subject CN).
+/// The organizational unit of coordinators' client certificates.
+pub const COORDINATOR_OU: &str = "convoy-coordinator";
+/// Their CN starts with this (a `:`, which no node name holds).
+pub const COORDINATOR_CN_PREFIX: &str = "coordinator:";
+
+/// The coordinator a client certificate was issued to by
+/// [`Ca::issue_coordinator`], or `None` for any other certificate.
+pub fn coordinator_name_from_der(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let ou = subject
+        .iter_organizational_unit()
+        .next()
+        .and_then(|ou| ou.as_str().ok())?;
+    if ou != COORDINATOR_OU {
+        return None;
+    }
+    let cn = subject
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())?;
+    cn.strip_prefix(COORDINATOR_CN_PREFIX)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+}
+
 pub fn node_name_from_der(der: &[u8]) -> Result<String, PkiError> {
     let (_, cert) =
         x509_parser::parse_x509_certificate(der).map_err(|e| PkiError::Parse(e.to_string()))?;
@@ -418,6 +459,26 @@ mod tests {
         // Loading again gives the same CA.
         let again = Ca::load(&paths).unwrap();
         assert_eq!(again.fingerprint(), ca.fingerprint());
+    }
+
+    #[test]
+    fn a_coordinator_certificate_is_never_a_node_and_no_agent_gets_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::load_or_create(&PkiPaths::new(dir.path())).unwrap();
+        let issued = ca.issue_coordinator("c2", Duration::days(1)).unwrap();
+        let der = rustls_pemfile_der(&issued.cert_pem);
+        assert_eq!(coordinator_name_from_der(&der).as_deref(), Some("c2"));
+        assert!(node_name_from_der(&der).is_err(), "not a node's identity");
+        // An agent's certificate is not a coordinator's, whatever its CSR
+        // asked for: the OU is Convoy's.
+        let agent = rustls_pemfile_der(&ca.issue_agent("c2", Duration::days(1)).unwrap().cert_pem);
+        assert_eq!(coordinator_name_from_der(&agent), None);
+        let (pem, _) = csr("coordinator-c2");
+        let (_, signed) = ca.sign_agent_csr(&pem, Duration::hours(1)).unwrap();
+        assert_eq!(
+            coordinator_name_from_der(&rustls_pemfile_der(&signed)),
+            None
+        );
     }
 
     #[test]

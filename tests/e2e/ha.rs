@@ -131,8 +131,23 @@ fn the_leader_killed_mid_rollout_hands_over_and_the_rollout_completes() {
     let mut ha = Ha::start(3, 3);
     assert_eq!(ha.leaders(), vec![0], "c1 started first and leads");
     ha.c.add_agent();
-    ha.c.add_agent();
+    // The second agent is given c3 first: a standby, which sends it its
+    // plans from its own copy of desired state and relays the rest of its
+    // stream to the leader.
+    let every = ha.c.agent_coordinators.clone();
+    ha.c.agent_coordinators = Some(format!(
+        "{},{},{}",
+        ha.peers[1].agent_addr, ha.c.agent_addr, ha.peers[0].agent_addr
+    ));
+    let relayed = ha.c.add_agent();
+    ha.c.agent_coordinators = every;
     ha.c.wait_nodes_ready(&ha.c.node_names());
+    assert!(
+        ha.log(2).contains("relaying an agent to the leader")
+            && ha.log(2).contains(&format!("node={relayed}")),
+        "c3 relays {relayed}:\n{}",
+        ha.log(2)
+    );
 
     // `convoy status` with three addresses shows the control plane.
     let status: Value = ha.c.cli_json(&["status"]);
@@ -358,6 +373,94 @@ fn the_leader_killed_mid_rollout_hands_over_and_the_rollout_completes() {
         writers.windows(2).all(|w| w[0].1 <= w[1].1),
         "terms went back: {writers:?}"
     );
+}
+
+/// Lines of `log` saying agent `node` connected, and through which
+/// coordinator when relayed.
+fn connections(log: &str, node: &str) -> Vec<String> {
+    let session = format!("node={node}");
+    log.lines()
+        .filter(|l| l.contains("agent connected") && l.contains(&session))
+        .map(|l| l.to_string())
+        .collect()
+}
+
+/// An agent connected to a standby gets its plans from the standby (which
+/// follows desired state from etcd) while the leader, which gets the rest
+/// of its stream relayed, sends it none; when the standby dies, the agent
+/// connects to another coordinator within 5 s and no container restarts.
+#[test]
+fn an_agent_on_a_standby_is_served_there_and_moves_on_when_the_standby_dies() {
+    skip_without_docker!();
+    let mut ha = Ha::start(2, 1);
+    assert_eq!(ha.leaders(), vec![0], "c1 started first and leads");
+    let direct = ha.c.add_agent();
+    let every = ha.c.agent_coordinators.clone();
+    ha.c.agent_coordinators = Some(format!("{},{}", ha.peers[0].agent_addr, ha.c.agent_addr));
+    let relayed = ha.c.add_agent();
+    ha.c.agent_coordinators = every;
+    ha.c.wait_nodes_ready(&ha.c.node_names());
+    let standby = ha.http_addrs()[1];
+    assert_eq!(metric(standby, "convoy_follower_agents"), Some(1.0));
+    let via_c2 = connections(&ha.log(0), &relayed);
+    assert!(
+        via_c2.iter().any(|l| l.contains("relayed_by=c2")),
+        "the leader registered {relayed} through c2: {via_c2:?}"
+    );
+    assert!(connections(&ha.log(0), &direct)
+        .iter()
+        .all(|l| !l.contains("relayed_by")));
+
+    // Two instances, one per node: the relayed node's comes from the plan
+    // c2 computed (the leader sends none on a relayed stream).
+    let svc = ha.c.service_name("relay");
+    let file =
+        ha.c.write_spec("relay.yaml", &compose(&[&app(&ha.c, &svc, 2, "v1")]));
+    ha.c.apply(&file);
+    ha.c.wait_service_running(&svc, 2, 1);
+    let before = ha.c.containers_of(&svc).unwrap();
+    let nodes: std::collections::BTreeSet<String> = before
+        .iter()
+        .map(|c| c.must_label("io.convoy.node").to_string())
+        .collect();
+    assert!(
+        nodes.contains(&relayed),
+        "an instance on {relayed}: {nodes:?}"
+    );
+
+    // c2 dies: its agent connects to c1 itself within 5 s.
+    let killed = std::time::Instant::now();
+    ha.kill(1);
+    let took = wait_until(
+        format!("{relayed} connects to c1 itself"),
+        Duration::from_secs(15),
+        Duration::from_millis(50),
+        || {
+            let lines = connections(&ha.log(0), &relayed);
+            ensure!(
+                lines.len() > via_c2.len() && !lines.last().unwrap().contains("relayed_by"),
+                "{lines:?}"
+            );
+            Ok(killed.elapsed())
+        },
+    );
+    eprintln!("{relayed} connected to c1 {took:?} after c2 was killed");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    ha.c.wait_nodes_ready(&ha.c.node_names());
+    let after = ha.c.containers_of(&svc).unwrap();
+    let ids = |cs: &[convoy_tests::docker::Container]| {
+        let mut ids: Vec<String> = cs.iter().map(|c| c.id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&after), ids(&before), "no container restarted");
+
+    // And it is served by c1 now: a new revision reaches it.
+    let file =
+        ha.c.write_spec("relay.yaml", &compose(&[&app(&ha.c, &svc, 2, "v2")]));
+    ha.c.apply(&file);
+    ha.c.wait_service_running(&svc, 2, 2);
+    assert_one_per_instance(&ha.c, &svc, 2, "2");
 }
 
 #[test]

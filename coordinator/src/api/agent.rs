@@ -80,10 +80,25 @@ impl AgentApi {
     }
 }
 
+/// Metadata of an agent stream a standby relays to the leader (issue 18):
+/// the agent's identity as the standby's mTLS handshake with the agent
+/// established it. Believed only from a caller whose certificate is a
+/// coordinator's (`pki::coordinator_name_from_der`).
+pub const RELAY_NODE: &str = "x-convoy-relay-node";
+/// The agent's certificate fingerprint (hex SHA-256).
+pub const RELAY_CERTIFICATE: &str = "x-convoy-relay-certificate";
+/// The agent's certificate expiry (Unix ms).
+pub const RELAY_EXPIRES: &str = "x-convoy-relay-expires";
+/// The agent's address, as the standby sees it.
+pub const RELAY_ADDRESS: &str = "x-convoy-relay-address";
+
 /// What the outbound half of a session needs once the agent is registered.
 struct Registered {
     welcome: pb::CoordinatorMessage,
     plans: tokio::sync::watch::Receiver<Option<Arc<pb::NodePlan>>>,
+    /// A standby relays the stream and sends the agent its plans itself,
+    /// from its copy of desired state: none are sent here.
+    relayed: bool,
     /// The agent decodes `encoded_plan` (its Hello said so).
     encoded_plans: bool,
     commands: mpsc::Receiver<Box<pb::CoordinatorMessage>>,
@@ -97,11 +112,14 @@ type Start = oneshot::Sender<Result<Registered, Status>>;
 type OutboundStream = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorMessage, Status>> + Send>>;
 
 /// Who is on the other end of an agent call: its certificate's node name,
-/// fingerprint and expiry.
+/// fingerprint and expiry, and where it connected from; for a relayed
+/// stream, the relaying coordinator.
 struct Peer {
     node: String,
     certificate: String,
     expires: i64,
+    address: Option<std::net::SocketAddr>,
+    relayed_by: Option<String>,
 }
 
 fn peer<T>(req: &Request<T>) -> Result<Peer, Status> {
@@ -111,12 +129,49 @@ fn peer<T>(req: &Request<T>) -> Result<Peer, Status> {
     let leaf = certs
         .first()
         .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+    if let Some(coordinator) = pki::coordinator_name_from_der(leaf.as_ref()) {
+        return relayed_peer(req, coordinator);
+    }
     let node = pki::node_name_from_der(leaf.as_ref())
         .map_err(|e| Status::unauthenticated(e.to_string()))?;
     Ok(Peer {
         node,
         certificate: tls::fingerprint(leaf.as_ref()),
         expires: pki::expiry_unix_ms(leaf.as_ref()).unwrap_or(0),
+        address: req.remote_addr(),
+        relayed_by: None,
+    })
+}
+
+/// The agent a coordinator relays, from the call's metadata.
+fn relayed_peer<T>(req: &Request<T>, coordinator: String) -> Result<Peer, Status> {
+    let get = |key: &str| {
+        req.metadata()
+            .get(key)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "coordinator `{coordinator}` relayed an agent stream without `{key}`"
+                ))
+            })
+    };
+    let node = get(RELAY_NODE)?;
+    pki::validate_node_name(node).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let certificate = get(RELAY_CERTIFICATE)?;
+    if certificate.len() != 64 || !certificate.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Status::invalid_argument(format!(
+            "`{RELAY_CERTIFICATE}` is not a certificate fingerprint"
+        )));
+    }
+    let expires = get(RELAY_EXPIRES)?
+        .parse::<i64>()
+        .map_err(|_| Status::invalid_argument(format!("`{RELAY_EXPIRES}` is not a time")))?;
+    Ok(Peer {
+        node: node.to_string(),
+        certificate: certificate.to_ascii_lowercase(),
+        expires,
+        address: get(RELAY_ADDRESS).ok().and_then(|a| a.parse().ok()),
+        relayed_by: Some(coordinator),
     })
 }
 
@@ -165,11 +220,15 @@ impl pb::agent_service_server::AgentService for AgentApi {
             node,
             certificate,
             expires,
+            address,
+            relayed_by,
         } = peer(&req)?;
-        let address = req.remote_addr();
         let inbound = req.into_inner();
         let (start, started) = oneshot::channel();
-        let span = tracing::info_span!("session", node = %node);
+        let span = match &relayed_by {
+            Some(by) => tracing::info_span!("session", node = %node, relayed_by = %by),
+            None => tracing::info_span!("session", node = %node),
+        };
         // Hello and registration run in their own boxed future, freed once
         // the agent is registered: a task keeps the space of its largest
         // await for its whole life, and 10,000 sessions live for days
@@ -178,7 +237,7 @@ impl pb::agent_service_server::AgentService for AgentApi {
             self.clone(),
             node,
             (certificate, expires),
-            address,
+            (address, relayed_by.is_some()),
             inbound,
             start,
         ));
@@ -222,7 +281,7 @@ async fn open_session(
     api: AgentApi,
     node: String,
     (certificate, expires): (String, i64),
-    address: Option<std::net::SocketAddr>,
+    (address, relayed): (Option<std::net::SocketAddr>, bool),
     mut inbound: Streaming<pb::AgentMessage>,
     start: Start,
 ) -> Option<Session> {
@@ -271,6 +330,7 @@ async fn open_session(
     let registered = Registered {
         welcome,
         plans: handle.plan_rx,
+        relayed,
         encoded_plans,
         commands: handle.commands_rx,
         cancel: cancel.clone(),
@@ -405,6 +465,7 @@ fn outbound(started: oneshot::Receiver<Result<Registered, Status>>) -> OutboundS
             State::Running(mut s) => loop {
                 let Registered {
                     plans,
+                    relayed,
                     encoded_plans,
                     commands,
                     cancel,
@@ -413,7 +474,7 @@ fn outbound(started: oneshot::Receiver<Result<Registered, Status>>) -> OutboundS
                 tokio::select! {
                     _ = cancel.cancelled() => return None,
                     Some(cmd) = commands.recv() => return Some((Ok(*cmd), State::Running(s))),
-                    changed = plans.changed() => {
+                    changed = plans.changed(), if !*relayed => {
                         if changed.is_err() {
                             return None;
                         }
@@ -456,6 +517,7 @@ mod tests {
                 msg: Some(Out::Welcome(pb::Welcome::default())),
             },
             plans,
+            relayed: false,
             encoded_plans,
             commands,
             cancel: tokio_util::sync::CancellationToken::new(),

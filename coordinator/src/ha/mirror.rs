@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     secrets::Sealer,
     snapshot::MemStore,
-    state::{followed, Coordinator, Liveness, StateError},
+    state::{followed, Coordinator, Liveness, StateError, PLAN_GENERATION_KEY},
     store::{Store, StoreError},
 };
 
@@ -69,7 +69,11 @@ async fn follow_once(
 ) -> Result<(), StateError> {
     let mut watched = store.watch("").await?;
     let copy: Arc<dyn Store> = Arc::new(MemStore::new(
-        watched.snapshot.drain(..).filter(|(k, _)| followed(k)),
+        watched
+            .snapshot
+            .drain(..)
+            .filter(|(k, _)| followed(k))
+            .map(one_generation_back),
     ));
     let coord = Coordinator::load_sealed(
         copy,
@@ -108,6 +112,24 @@ async fn follow_once(
             tracing::debug!(revision = changes.revision, plans, "followed a write");
         }
         state.send_modify(|f| f.revision = changes.revision);
+    }
+}
+
+/// The copy's plan counter one back, so the plans of the first load take
+/// the leader's newest generation, not the one after it: the leader's plan
+/// of each node has at most that generation (with the same content, the
+/// store being read at one revision), and the leader's next change takes
+/// the next one, which the follower's plans then take too.
+fn one_generation_back((key, value): (String, Vec<u8>)) -> (String, Vec<u8>) {
+    if key != PLAN_GENERATION_KEY {
+        return (key, value);
+    }
+    match serde_json::from_slice::<u64>(&value) {
+        Ok(g) if g > 0 => {
+            let back = serde_json::to_vec(&(g - 1)).unwrap_or(value);
+            (key, back)
+        }
+        _ => (key, value),
     }
 }
 

@@ -24,6 +24,7 @@ use std::{
     time::Duration,
 };
 
+mod agents;
 mod forward;
 pub mod mirror;
 mod serve;

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{
+    agents::{EnrollRelay, Relay, RelayApi},
     forward::Forwarder,
     mirror::{self, Following},
     ControlPlane, Elected, Election, Member, Role,
@@ -81,10 +82,8 @@ pub async fn serve(
         election: election.clone(),
         store: store.clone(),
     });
-    let forwarder = Arc::new(Forwarder::new(
-        election.clone(),
-        load_ca(&cfg)?.cert_pem().to_string(),
-    ));
+    let ca = Arc::new(load_ca(&cfg)?);
+    let forwarder = Arc::new(Forwarder::new(election.clone(), ca.cert_pem().to_string()));
     let elections = tokio::spawn(
         election
             .clone()
@@ -104,14 +103,16 @@ pub async fn serve(
             mirror::follow(store.clone(), sealer.clone(), standby.clone(), following_tx)
                 .instrument(tracing::info_span!("follow")),
         );
+        let relay = Arc::new(Relay::new(election.clone(), ca.clone(), following.clone()));
         let mut http = tokio::spawn(standby_http(
             cfg.clone(),
             plane.clone(),
             forwarder.clone(),
-            following,
+            (following.clone(), relay.clone()),
             standby.clone(),
         ));
         let mut api = tokio::spawn(standby_api(cfg.clone(), forwarder.clone(), standby.clone()));
+        let mut agents = tokio::spawn(standby_agents(cfg.clone(), relay.clone(), standby.clone()));
         let elected = tokio::select! {
             _ = shutdown.cancelled() => false,
             r = role.wait_for(Role::is_leader) => r.is_ok(),
@@ -119,7 +120,7 @@ pub async fn serve(
         standby.cancel();
         // Kept-alive scrapes and CLI connections must not keep the ports
         // from the leader's servers.
-        for task in [&mut http, &mut api, &mut mirror] {
+        for task in [&mut http, &mut api, &mut agents, &mut mirror] {
             if tokio::time::timeout(Duration::from_secs(1), &mut *task)
                 .await
                 .is_err()
@@ -186,7 +187,7 @@ async fn standby_http(
     cfg: ServeConfig,
     plane: Arc<Elected>,
     forwarder: Arc<Forwarder>,
-    following: tokio::sync::watch::Receiver<Following>,
+    (following, relay): (tokio::sync::watch::Receiver<Following>, Arc<Relay>),
     stop: CancellationToken,
 ) {
     let listener = match crate::http::bind(cfg.http_listen).await {
@@ -230,7 +231,12 @@ async fn standby_http(
             get(move || {
                 let plane = metrics_plane.clone();
                 let following = following.borrow().clone();
-                async move { standby_metrics(&plane, &following).await.into_response() }
+                let relayed = relay.sessions();
+                async move {
+                    standby_metrics(&plane, &following, relayed)
+                        .await
+                        .into_response()
+                }
             }),
         )
         .fallback(move |req: axum::extract::Request| {
@@ -286,6 +292,76 @@ async fn standby_api(cfg: ServeConfig, forwarder: Arc<Forwarder>, stop: Cancella
     }
 }
 
+/// A standby's agent port: agents get their plans from this coordinator's
+/// copy of desired state, and the rest of their streams is relayed to the
+/// leader ([`super::agents`]); joins are forwarded to it.
+async fn standby_agents(cfg: ServeConfig, relay: Arc<Relay>, stop: CancellationToken) {
+    let tls = match standby_agent_tls(&cfg) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "standby agent port: no TLS");
+            return;
+        }
+    };
+    let listener = match server::listen(cfg.agent_listen, server::AGENT_BACKLOG) {
+        Ok(l) => l,
+        Err(e) => {
+            // The previous term's server may hold it a moment longer.
+            tracing::warn!(error = %e, "standby agent port {}", cfg.agent_listen);
+            return;
+        }
+    };
+    let incoming = server::tls_incoming(listener, tls, "agents", stop.clone());
+    if let Err(e) = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(convoy_proto::agent_service_server::AgentServiceServer::new(
+            RelayApi(relay.clone()),
+        ))
+        .add_service(
+            convoy_proto::enroll_service_server::EnrollServiceServer::new(EnrollRelay(relay)),
+        )
+        .serve_with_incoming_shutdown(incoming, stop.cancelled())
+        .await
+    {
+        tracing::warn!(error = %e, "standby agent server failed");
+    }
+}
+
+/// The agent port's TLS on a standby, as the leader's: the shared CA's
+/// server certificate, and a client certificate that chains to the CA when
+/// one is presented (a join presents none; a relayed session checks
+/// revocation against the copy of desired state).
+fn standby_agent_tls(cfg: &ServeConfig) -> Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let ca = load_ca(cfg)?;
+    let issued = ca.issue_server(&cfg.sans)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cert = Arc::new(crate::tls::ServerCert::new(
+        &issued.cert_pem,
+        &issued.key_pem,
+        ca.cert_pem(),
+        provider.clone(),
+    )?);
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca.cert_pem().as_bytes()) {
+        roots.add(c.context("CA certificate")?)?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .context("client verifier")?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(cert);
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(tls))
+}
+
 /// The shared CA, as the leader's servers load it.
 fn load_ca(cfg: &ServeConfig) -> Result<crate::pki::Ca> {
     use crate::pki::{Ca, PkiPaths};
@@ -315,12 +391,16 @@ fn standby_tls(cfg: &ServeConfig) -> Result<Arc<rustls::ServerConfig>> {
     Ok(Arc::new(tls))
 }
 
-async fn standby_metrics(plane: &Elected, following: &Following) -> impl IntoResponse {
+async fn standby_metrics(
+    plane: &Elected,
+    following: &Following,
+    relayed: usize,
+) -> impl IntoResponse {
     use prometheus_client::{encoding::text::encode, registry::Registry};
     let view = plane.view().await;
     let mut reg = Registry::with_prefix("convoy");
     crate::metrics::register_control_plane(&mut reg, &view, plane.is_leader());
-    crate::metrics::register_follower(&mut reg, following);
+    crate::metrics::register_follower(&mut reg, following, relayed);
     let mut out = String::new();
     let _ = encode(&mut out, &reg);
     (

@@ -156,3 +156,15 @@ impl Coordinator {
         self.live().plans.len()
     }
 }
+
+impl Coordinator {
+    /// The plans this coordinator will hold for `node`, as they change (a
+    /// standby's relayed session sends them to the agent).
+    pub fn plan_receiver(&self, node: &str) -> watch::Receiver<Option<Arc<pb::NodePlan>>> {
+        self.live()
+            .plans
+            .entry(node.to_string())
+            .or_insert_with(|| watch::channel(None).0)
+            .subscribe()
+    }
+}

@@ -127,7 +127,9 @@ async fn a_follower_holds_the_leaders_plans_write_after_write() {
     let (tx, mut rx) = watch::channel(Following::default());
     let task = tokio::spawn(follow(shared.clone(), sealer.clone(), stop.clone(), tx));
     let follower = caught_up(&mut rx, revision_of(&store).await).await;
-    same_plans(&leader, &follower, &["a", "b"], false);
+    // Loaded: the same plans, with the leader's newest generation (which
+    // each of its plans has here: the apply changed both).
+    same_plans(&leader, &follower, &["a", "b"], true);
     let web_on_a = follower.current_plan("a").unwrap();
     assert!(
         web_on_a
