@@ -427,6 +427,26 @@ fn an_agent_on_a_standby_is_served_there_and_moves_on_when_the_standby_dies() {
         nodes.contains(&relayed),
         "an instance on {relayed}: {nodes:?}"
     );
+    // Commands reach it through the relay too: `exec` opens a tunnel from
+    // the agent to c2, which c2 relays to the leader.
+    let index = before
+        .iter()
+        .find(|c| c.must_label("io.convoy.node") == relayed)
+        .map(|c| c.must_label("io.convoy.instance").to_string())
+        .unwrap();
+    let instance = format!("{svc}-{index}");
+    let out =
+        ha.c.cli(&["exec", &instance, "--", "/convoy-testapp", "--version"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "exec on {relayed} through c2: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("convoy-testapp "),
+        "{out:?}"
+    );
 
     // c2 dies: its agent connects to c1 itself within 5 s.
     let killed = std::time::Instant::now();

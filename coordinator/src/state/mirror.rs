@@ -128,13 +128,25 @@ impl Coordinator {
                 .collect();
             *self.revoked.write().unwrap_or_else(|e| e.into_inner()) = set;
         }
+        // A write of the plan counter alone is a leader's load: it handed
+        // every plan out again under a new generation, and so does this
+        // follower (the same plans, so agents change nothing).
+        let reloaded = generation.is_some() && changes.len() == 1;
         if let Some(g) = generation {
             // Plans this write changed take the leader's generation (the
             // commit hands out the next one after the staged counter).
-            txn.stage().plan_generation = g.saturating_sub(1);
+            let staged = txn.stage();
+            staged.plan_generation = g.saturating_sub(1);
+            if reloaded {
+                Arc::make_mut(&mut staged.plans).clear();
+            }
             txn.patch(move |d| d.plan_generation = d.plan_generation.max(g));
         }
-        txn.replan_nodes(nodes);
+        if reloaded {
+            txn.replan_all();
+        } else {
+            txn.replan_nodes(nodes);
+        }
         let committed = txn.commit().await?;
         if notifiers {
             self.publish_notifiers().await;

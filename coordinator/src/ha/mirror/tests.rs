@@ -188,6 +188,22 @@ async fn a_follower_holds_the_leaders_plans_write_after_write() {
         .iter()
         .all(|w| w.service != "api"));
 
+    // A new leader loads (a failover): it hands every plan out again under
+    // a new generation, and so does the follower.
+    drop(leader);
+    let leader = Coordinator::load_sealed(
+        shared.clone(),
+        Liveness::default(),
+        CancellationToken::new(),
+        sealer.clone(),
+    )
+    .await
+    .unwrap();
+    let before = follower.current_plan("a").unwrap().generation;
+    let follower = caught_up(&mut rx, revision_of(&store).await).await;
+    same_plans(&leader, &follower, &["a", "b", "c"], true);
+    assert!(follower.current_plan("a").unwrap().generation > before);
+
     stop.cancel();
     task.await.unwrap();
 }
