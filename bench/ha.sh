@@ -6,6 +6,11 @@
 #   failover three coordinators on a three-member etcd; the leader is killed
 #            (SIGKILL) KILLS times: time until another one serves as leader
 #            (its ready line), p50 and max.
+#   spread   apply → every agent acked, N simulated agents, three coordinators
+#            on the three-member etcd: all agents on the leader, then the
+#            same agents spread over the leader and both standbys (which send
+#            their agents' plans themselves and relay the rest to the
+#            leader); CPU of each coordinator over each run.
 #   forward  two coordinators: CALLS `convoy status` calls given the leader's
 #            address, then as many given the standby's (which forwards them
 #            to the leader): time per call, each including the CLI's start.
@@ -22,7 +27,7 @@ rounds="${ROUNDS:-5}"
 kills="${KILLS:-10}"
 ttl="${LEADER_TTL:-2s}"
 calls="${CALLS:-200}"
-scenarios="${SCENARIOS:-fanout failover forward}"
+scenarios="${SCENARIOS:-fanout spread failover forward}"
 want() { [[ " $scenarios " == *" $1 "* ]]; }
 command -v etcd >/dev/null || { echo "error: etcd is not installed (apt-get install etcd-server)" >&2; exit 1; }
 
@@ -98,6 +103,45 @@ if want fanout; then
   for s in 1 2; do
     if grep -q "standing by" "$work/standby$s/log" 2>/dev/null; then echo "standby$s stood by during the run"; else echo "standby$s:"; tail -5 "$work/standby$s/log" 2>/dev/null || true; fi
   done
+fi
+
+if want spread; then
+  echo "== spread N=$n: three coordinators on etcd, agents on the leader, then spread over all three"
+  declare -a sdir sapi sagent shttp spid
+  start_three() { # run label: three coordinators on a fresh prefix
+    local i
+    for i in 1 2 3; do
+      sdir[$i]="$work/$1-s$i"; mkdir -p "${sdir[$i]}"
+      sapi[$i]=$(port); sagent[$i]=$(port); shttp[$i]=$(port)
+      if [ "$i" != 1 ]; then
+        mkdir -p "${sdir[$i]}/pki"
+        cp "${sdir[1]}/pki/ca.pem" "${sdir[1]}/pki/ca.key" "${sdir[$i]}/pki/"
+        cp "${sdir[1]}/secrets.key" "${sdir[$i]}/" 2>/dev/null || true
+      fi
+      CONVOY_STORE="etcd://$joined/bench-$$-$1/" "$convoyd" serve --data-dir "${sdir[$i]}" --name "s$i" --leader-ttl "$ttl" \
+        --api-listen "127.0.0.1:${sapi[$i]}" --agent-listen "127.0.0.1:${sagent[$i]}" --http-listen "127.0.0.1:${shttp[$i]}" \
+        >"${sdir[$i]}.log" 2>&1 &
+      spid[$i]=$!; pids+=($!)
+      for _ in $(seq 300); do grep -qE "convoyd (ready|standing by)" "${sdir[$i]}.log" 2>/dev/null && break; sleep 0.1; done
+    done
+  }
+  cpu_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+  tick=$(getconf CLK_TCK)
+  run_spread() { # label (leader: every agent on the leader; spread: over all three)
+    local label=$1
+    local before=() after=() i extra=()
+    start_three "$label"
+    [ "$label" = spread ] && extra=(--also-agents "127.0.0.1:${sagent[2]},127.0.0.1:${sagent[3]}")
+    for i in 1 2 3; do before[$i]=$(cpu_of "${spid[$i]}"); done
+    "$bench" fanout --n "$n" --rounds "$rounds" \
+      --coordinator "127.0.0.1:${sagent[1]}" --api "127.0.0.1:${sapi[1]}" --data-dir "${sdir[1]}" --pid "${spid[1]}" \
+      "${extra[@]}" 2>&1 | grep -E "summary|round" || true
+    for i in 1 2 3; do after[$i]=$(cpu_of "${spid[$i]}"); done
+    echo "spread $label cpu_ms: leader=$(( (after[1]-before[1]) * 1000 / tick )) standby1=$(( (after[2]-before[2]) * 1000 / tick )) standby2=$(( (after[3]-before[3]) * 1000 / tick )) (whole run, connecting included)"
+    for i in 1 2 3; do kill -9 "${spid[$i]}" 2>/dev/null || true; wait "${spid[$i]}" 2>/dev/null || true; done
+  }
+  run_spread leader
+  run_spread spread
 fi
 
 if want failover; then

@@ -34,6 +34,9 @@ use sim::Sim;
 #[derive(Debug, Clone)]
 pub struct FleetConfig {
     pub agent_addr: SocketAddr,
+    /// More coordinators' agent ports (standbys on one etcd): agent `i`
+    /// connects to the `i % (1 + len)`th of `agent_addr` and these.
+    pub also_agent_addrs: Vec<SocketAddr>,
     pub ca_pem: String,
     /// From a plan to its instances reported running (0: at once).
     pub start_delay: Duration,
@@ -156,7 +159,10 @@ impl Fleet {
         let shutdown = CancellationToken::new();
         let mut states = Vec::with_capacity(agents.len());
         let mut tasks = Vec::with_capacity(agents.len());
-        for (name, identity) in agents {
+        let addrs: Vec<SocketAddr> = std::iter::once(shared.cfg.agent_addr)
+            .chain(shared.cfg.also_agent_addrs.iter().copied())
+            .collect();
+        for (i, (name, identity)) in agents.into_iter().enumerate() {
             let (frozen, frozen_rx) = watch::channel(false);
             let state = Arc::new(AgentState {
                 name,
@@ -170,6 +176,7 @@ impl Fleet {
             });
             let agent = Agent {
                 shared: shared.clone(),
+                addr: addrs[i % addrs.len()],
                 me: state.clone(),
                 identity,
                 frozen: frozen_rx,

@@ -44,6 +44,8 @@ fn msg(m: Msg) -> pb::AgentMessage {
 
 pub(super) struct Agent {
     pub(super) shared: Arc<Shared>,
+    /// The coordinator agent port this agent connects to.
+    pub(super) addr: std::net::SocketAddr,
     pub(super) me: Arc<AgentState>,
     pub(super) identity: Identity,
     pub(super) frozen: watch::Receiver<bool>,
@@ -130,8 +132,8 @@ impl Agent {
                         .keep_alive_while_idle(true),
                     Err(e) => return End::Failed(format!("endpoint: {e}")),
                 };
-            let dial = endpoint
-                .connect_with_connector(connector(shared.cfg.agent_addr, self.me.freeze.clone()));
+            let dial =
+                endpoint.connect_with_connector(connector(self.addr, self.me.freeze.clone()));
             let channel = tokio::select! {
                 _ = self.shutdown.cancelled() => return End::Shutdown,
                 c = tokio::time::timeout(CONNECT_TIMEOUT * 2, dial) => match c {

@@ -56,6 +56,11 @@ pub struct Common {
     /// The running coordinator's pid (memory and CPU figures).
     #[arg(long)]
     pub pid: Option<u32>,
+    /// Other coordinators' agent ports (standbys on the same etcd, which
+    /// serve agents too): the fleet's agents are spread over the
+    /// coordinator and these, in turn.
+    #[arg(long, value_delimiter = ',', requires = "coordinator")]
+    pub also_agents: Vec<SocketAddr>,
     /// TLS handshakes and Session calls in flight at once.
     #[arg(long, default_value_t = 256)]
     pub connect_concurrency: usize,
@@ -84,6 +89,7 @@ impl Common {
             api: None,
             data_dir: None,
             pid: None,
+            also_agents: Vec::new(),
             connect_concurrency: 64,
             start_delay_ms: 0,
             name_prefix: "sim".into(),
@@ -174,6 +180,7 @@ impl Bench {
         let certs_s = t.elapsed().as_secs_f64();
         let cfg = FleetConfig {
             agent_addr: self.coord.agent_addr,
+            also_agent_addrs: self.common.also_agents.clone(),
             ca_pem: identity::ca_pem(&self.coord.data_dir)?,
             start_delay: Duration::from_millis(self.common.start_delay_ms),
             tracked_service: SERVICE.into(),
