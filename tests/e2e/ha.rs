@@ -483,6 +483,59 @@ fn an_agent_on_a_standby_is_served_there_and_moves_on_when_the_standby_dies() {
     assert_one_per_instance(&ha.c, &svc, 2, "2");
 }
 
+/// A node removed while its agent is on a standby: the leader ends the
+/// relayed stream and revokes the certificate; the standby, following the
+/// store, refuses the agent when it comes back, and the leader refuses it
+/// at the handshake.
+#[test]
+fn a_node_removed_while_on_a_standby_is_refused_there_too() {
+    skip_without_docker!();
+    let mut ha = Ha::start(2, 1);
+    let every = ha.c.agent_coordinators.clone();
+    ha.c.agent_coordinators = Some(format!("{},{}", ha.peers[0].agent_addr, ha.c.agent_addr));
+    let gone = ha.c.add_agent();
+    ha.c.agent_coordinators = every;
+    ha.c.wait_nodes_ready(std::slice::from_ref(&gone));
+    let standby = ha.http_addrs()[1];
+    assert_eq!(metric(standby, "convoy_follower_agents"), Some(1.0));
+
+    let out = ha.c.cli(&["-o", "json", "node", "remove", &gone]);
+    assert!(
+        out.status.success(),
+        "node remove failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let removed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(removed["revoked_certificates"], 1, "{removed}");
+    wait_until(
+        "the standby refuses the removed node's agent",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let log = ha.log(1);
+            ensure!(
+                log.lines()
+                    .any(|l| l.contains("its certificate was revoked")
+                        && l.contains(&format!("node={gone}"))),
+                "not refused yet"
+            );
+            Ok(())
+        },
+    );
+    assert_eq!(metric(standby, "convoy_follower_agents"), Some(0.0));
+    for _ in 0..4 {
+        let nodes: Value = ha.c.cli_json(&["nodes"]);
+        let state = nodes["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == gone.as_str())
+            .map(|n| n["state"].clone());
+        assert_eq!(state, Some(Value::from("removed")), "{nodes}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 #[test]
 fn an_etcd_member_lost_changes_nothing_and_a_frozen_leader_is_fenced() {
     skip_without_docker!();

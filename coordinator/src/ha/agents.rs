@@ -218,6 +218,7 @@ impl pb::agent_service_server::AgentService for RelayApi {
         let agent = agent(&req)?;
         let copy = relay.copy()?;
         if copy.is_revoked(&agent.certificate) {
+            tracing::warn!(node = %agent.node, "refused an agent: its certificate was revoked");
             return Err(Status::unauthenticated("this certificate was revoked"));
         }
         let mut inbound = req.into_inner();
@@ -266,6 +267,7 @@ impl pb::agent_service_server::AgentService for RelayApi {
         let relay = &self.0;
         let agent = agent(&req)?;
         if relay.copy()?.is_revoked(&agent.certificate) {
+            tracing::warn!(node = %agent.node, "refused a tunnel: its certificate was revoked");
             return Err(Status::unauthenticated("this certificate was revoked"));
         }
         let up = req
