@@ -6,11 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 use convoy_proto as pb;
-use rustls::{
-    pki_types::{pem::PemObject, CertificateDer},
-    server::WebPkiClientVerifier,
-    RootCertStore, ServerConfig,
-};
+use rustls::ServerConfig;
 use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
 use tokio_rustls::{server::TlsStream, TlsAcceptor};
 use tokio_stream::wrappers::ReceiverStream;
@@ -25,7 +21,7 @@ use crate::{
     pki::{self, Ca, PkiPaths},
     state::{Coordinator, Liveness},
     store::{SledStore, Store},
-    tls::{RevocationVerifier, ServerCert},
+    tls::ServerCert,
     tokens::Tokens,
 };
 
@@ -135,29 +131,18 @@ pub async fn start_on(
     )?);
     save_sans(&paths, &cfg.sans)?;
 
-    let mut roots = RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca.cert_pem().as_bytes()) {
-        roots.add(c.context("CA certificate")?)?;
-    }
     // A client without a certificate gets through the handshake only to
     // reach EnrollService.Join; the agent stream refuses it (no peer
     // certificate). A certificate that is presented must chain to the CA
     // and not be revoked.
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .allow_unauthenticated()
-        .build()
-        .context("client verifier")?;
-    let verifier = Arc::new(RevocationVerifier::new(verifier, coord.revoked()));
-    let mut agent_tls = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
-        .with_cert_resolver(server_cert.clone());
-    agent_tls.alpn_protocols = vec![b"h2".to_vec()];
-    let mut api_tls = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_cert_resolver(server_cert.clone());
-    api_tls.alpn_protocols = vec![b"h2".to_vec()];
+    let agent_tls = crate::tls::server_config(
+        server_cert.clone(),
+        crate::tls::Clients::Agents {
+            ca_pem: ca.cert_pem(),
+            revoked: Some(coord.revoked()),
+        },
+    )?;
+    let api_tls = crate::tls::server_config(server_cert.clone(), crate::tls::Clients::Anyone)?;
 
     let api_listener = TcpListener::bind(cfg.api_listen)
         .await
@@ -253,7 +238,7 @@ pub async fn start_on(
         )
         .instrument(tracing::info_span!("server-cert")),
     ));
-    let incoming = tls_incoming(api_listener, Arc::new(api_tls), "api", shutdown.clone());
+    let incoming = tls_incoming(api_listener, api_tls, "api", shutdown.clone());
     let sd = shutdown.clone();
     let health_api = health_svc.clone();
     tasks.push(tokio::spawn(
@@ -269,12 +254,7 @@ pub async fn start_on(
         }
         .instrument(tracing::info_span!("api")),
     ));
-    let incoming = tls_incoming(
-        agent_listener,
-        Arc::new(agent_tls),
-        "agents",
-        shutdown.clone(),
-    );
+    let incoming = tls_incoming(agent_listener, agent_tls, "agents", shutdown.clone());
     let sd = shutdown.clone();
     tasks.push(tokio::spawn(
         async move {

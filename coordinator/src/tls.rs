@@ -1,5 +1,7 @@
-//! TLS pieces of the agent port: a client-certificate verifier that refuses
-//! revoked certificates at the handshake, on top of the CA chain check.
+//! TLS of the coordinator's ports: a client-certificate verifier that
+//! refuses revoked certificates at the handshake, on top of the CA chain
+//! check; the swappable server certificate; and [`server_config`], which
+//! the leader's ports and a standby's share.
 
 use std::{
     collections::HashSet,
@@ -162,4 +164,56 @@ impl rustls::server::ResolvesServerCert for ServerCert {
     ) -> Option<Arc<rustls::sign::CertifiedKey>> {
         self.current.read().ok().map(|c| c.clone())
     }
+}
+
+/// Who may connect to a port with a client certificate.
+pub enum Clients<'a> {
+    /// The API port: no client certificates (callers bring tokens).
+    Anyone,
+    /// An agent port: a certificate, when presented, must chain to the CA
+    /// (`ca_pem`); a join presents none. With `revoked`, a revoked one is
+    /// refused at the handshake (a standby checks revocation per session).
+    Agents {
+        ca_pem: &'a str,
+        revoked: Option<Revoked>,
+    },
+}
+
+/// The TLS of a coordinator port: `cert` (swappable), HTTP/2 only, and the
+/// client certificates `clients` says. Shared by the leader's ports and a
+/// standby's.
+pub fn server_config(
+    cert: Arc<ServerCert>,
+    clients: Clients<'_>,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    use anyhow::Context as _;
+    use rustls::pki_types::pem::PemObject as _;
+    let provider = cert.provider.clone();
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let mut config = match clients {
+        Clients::Anyone => builder.with_no_client_auth().with_cert_resolver(cert),
+        Clients::Agents { ca_pem, revoked } => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+                roots.add(c.context("CA certificate")?)?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .context("client verifier")?;
+            let verifier: Arc<dyn ClientCertVerifier> = match revoked {
+                Some(revoked) => Arc::new(RevocationVerifier::new(verifier, revoked)),
+                None => verifier,
+            };
+            builder
+                .with_client_cert_verifier(verifier)
+                .with_cert_resolver(cert)
+        }
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
 }

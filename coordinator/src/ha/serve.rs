@@ -328,38 +328,11 @@ async fn standby_agents(cfg: ServeConfig, relay: Arc<Relay>, stop: CancellationT
     }
 }
 
-/// The agent port's TLS on a standby, as the leader's: the shared CA's
-/// server certificate, and a client certificate that chains to the CA when
-/// one is presented (a join presents none; a relayed session checks
-/// revocation against the copy of desired state).
+/// The agent port's TLS on a standby, as the leader's, except that a
+/// relayed session checks revocation against the copy of desired state
+/// (a join presents no certificate).
 fn standby_agent_tls(cfg: &ServeConfig) -> Result<Arc<rustls::ServerConfig>> {
-    use rustls::pki_types::{pem::PemObject, CertificateDer};
-    let ca = load_ca(cfg)?;
-    let issued = ca.issue_server(&cfg.sans)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cert = Arc::new(crate::tls::ServerCert::new(
-        &issued.cert_pem,
-        &issued.key_pem,
-        ca.cert_pem(),
-        provider.clone(),
-    )?);
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca.cert_pem().as_bytes()) {
-        roots.add(c.context("CA certificate")?)?;
-    }
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .allow_unauthenticated()
-    .build()
-    .context("client verifier")?;
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
-        .with_cert_resolver(cert);
-    tls.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Arc::new(tls))
+    standby_tls_for(cfg, true)
 }
 
 /// The shared CA, as the leader's servers load it.
@@ -372,8 +345,9 @@ fn load_ca(cfg: &ServeConfig) -> Result<crate::pki::Ca> {
     })
 }
 
-/// The API port's TLS: a server certificate from the shared CA.
-fn standby_tls(cfg: &ServeConfig) -> Result<Arc<rustls::ServerConfig>> {
+/// A standby's TLS for `clients`: a server certificate from the shared
+/// CA, as the leader's ports have.
+fn standby_tls_for(cfg: &ServeConfig, agents: bool) -> Result<Arc<rustls::ServerConfig>> {
     let ca = load_ca(cfg)?;
     let issued = ca.issue_server(&cfg.sans)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -381,14 +355,22 @@ fn standby_tls(cfg: &ServeConfig) -> Result<Arc<rustls::ServerConfig>> {
         &issued.cert_pem,
         &issued.key_pem,
         ca.cert_pem(),
-        provider.clone(),
+        provider,
     )?);
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_cert_resolver(cert);
-    tls.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Arc::new(tls))
+    let clients = if agents {
+        crate::tls::Clients::Agents {
+            ca_pem: ca.cert_pem(),
+            revoked: None,
+        }
+    } else {
+        crate::tls::Clients::Anyone
+    };
+    crate::tls::server_config(cert, clients)
+}
+
+/// The API port's TLS.
+fn standby_tls(cfg: &ServeConfig) -> Result<Arc<rustls::ServerConfig>> {
+    standby_tls_for(cfg, false)
 }
 
 async fn standby_metrics(
